@@ -1,0 +1,120 @@
+"""Small, picklable results of measuring one detector."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DetectorMeasurement", "InterfaceResult"]
+
+
+@dataclasses.dataclass(frozen=True)
+class InterfaceResult:
+    """The measured offset across one amp-amp interface.
+
+    Attributes
+    ----------
+    id : str
+        ``"<amp_a>-<amp_b>"`` (``amp_a`` has the lower amp id), LSST's interface name.
+    amp_a, amp_b : str
+        Amp names.
+    side : int
+        Side of ``amp_a`` on which ``amp_b`` lies (0: +y, 1: +x, 2: -y, 3: -x).
+    length : int
+        Interface length in pixels.
+    offset_raw : float
+        Clipped mean of the (smoothed) edge difference, A minus B, before the do-no-harm
+        checks (NaN when no valid sample exists). LSST's ``INTERFACEOFFSET`` metadata value.
+    offset : float
+        The value used in the solve (0 when a do-no-harm check failed).
+    good_frac : float
+        Fraction of valid positions along the interface.
+    min_frac_fail : bool
+        ``good_frac < ampEdgeMinFrac`` (or an edge is fully masked).
+    max_offset_fail : bool
+        ``abs(offset_raw) > ampEdgeMaxOffset``.
+    """
+
+    id: str
+    amp_a: str
+    amp_b: str
+    side: int
+    length: int
+    offset_raw: float
+    offset: float
+    good_frac: float
+    min_frac_fail: bool
+    max_offset_fail: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dictionary."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorMeasurement:
+    """Everything `measure_detector` found for one detector.
+
+    Attributes
+    ----------
+    detector : str
+        Detector name.
+    amp_names : tuple of str
+        Amp names in detector order.
+    pedestals : ndarray of float64
+        One pedestal per amp, in amp order; positive means the amp is too bright.
+    interfaces : tuple of InterfaceResult
+        In LSST's order (by lower amp id, then neighbour id).
+    background : str
+        ``"ok"``, ``"off"`` or ``"skipped: <reason>"``.
+    detection : str
+        ``"ok"``, ``"off"`` or ``"skipped: <reason>"``.
+    threshold : float
+        Detection threshold in image units (NaN when detection did not run).
+    n_detected : int
+        Pixels flagged DETECTED by the detection step.
+    masked_fraction : float
+        Fraction of pixels excluded from the edges (any ignored plane, NaN, EDGE, DETECTED).
+    all_masked : bool
+        Every pixel was masked, so all pedestals are zero.
+    warnings : tuple of str
+        Human-readable warnings (fully masked edges, skipped background, ...).
+    """
+
+    detector: str
+    amp_names: tuple[str, ...]
+    pedestals: np.ndarray
+    interfaces: tuple[InterfaceResult, ...]
+    background: str = "off"
+    detection: str = "off"
+    threshold: float = float("nan")
+    n_detected: int = 0
+    masked_fraction: float = 0.0
+    all_masked: bool = False
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def pedestal_by_amp(self) -> dict[str, float]:
+        """``{amp name: pedestal}``."""
+        return {name: float(p) for name, p in zip(self.amp_names, self.pedestals, strict=True)}
+
+    @property
+    def interface_offsets_raw(self) -> dict[str, float]:
+        """``{interface id: raw offset}`` (LSST's ``INTERFACEOFFSET`` metadata)."""
+        return {i.id: i.offset_raw for i in self.interfaces}
+
+    @property
+    def background_ok(self) -> bool:
+        """The background was fitted and subtracted."""
+        return self.background == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dictionary (lists instead of arrays)."""
+        out = dataclasses.asdict(self)
+        out["pedestals"] = [float(p) for p in self.pedestals]
+        out["interfaces"] = [i.to_dict() for i in self.interfaces]
+        out["amp_names"] = list(self.amp_names)
+        out["warnings"] = list(self.warnings)
+        return out

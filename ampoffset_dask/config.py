@@ -1,0 +1,336 @@
+"""Configuration of the amp-offset measurement, mirroring LSST's ``AmpOffsetConfig``.
+
+Attributes use snake_case; LSST's camelCase names are accepted everywhere a name is
+given (``AmpOffsetConfig.from_lsst``, attribute access, ``update``) so that configuration
+written for ``lsst.ip.isr.AmpOffsetTask`` works unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["AmpOffsetConfig", "BackgroundConfig", "DetectionConfig"]
+
+DEFAULT_IGNORED_PIXEL_MASK = (
+    "BAD",
+    "SAT",
+    "INTRP",
+    "CR",
+    "EDGE",
+    "DETECTED",
+    "DETECTED_NEGATIVE",
+    "SUSPECT",
+    "NO_DATA",
+)
+
+INTERP_STYLES = ("CONSTANT", "LINEAR", "NATURAL_SPLINE", "CUBIC_SPLINE", "AKIMA_SPLINE")
+UNDERSAMPLE_STYLES = ("THROW_EXCEPTION", "REDUCE_INTERP_ORDER", "INCREASE_NXNYSAMPLE")
+
+
+def _snake(name: str) -> str:
+    """``ampEdgeMaxOffset`` -> ``amp_edge_max_offset``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class _LsstNames:
+    """Mixin: read and write fields by their LSST camelCase names too."""
+
+    _lsst_aliases: dict[str, str] = {}
+
+    @classmethod
+    def _field_for(cls, name: str) -> str:
+        fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if name in fields:
+            return name
+        alias = cls._lsst_aliases.get(name, _snake(name))
+        if alias in fields:
+            return alias
+        raise ConfigError(f"{cls.__name__}: unknown field {name!r}")
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names that are not real attributes (camelCase aliases).
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return object.__getattribute__(self, type(self)._field_for(name))
+        except ConfigError:
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, type(self)._field_for(name), value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-safe nested dictionary of the snake_case fields."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, _LsstNames):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+@dataclasses.dataclass(eq=True)
+class BackgroundConfig(_LsstNames):
+    """The settings of LSST's ``SubtractBackgroundTask`` that AmpOffsetTask uses.
+
+    Attributes
+    ----------
+    algorithm : str
+        Interpolation style of the background model (``AKIMA_SPLINE`` in AmpOffsetTask).
+    undersample_style : str
+        What to do when there are too few bins for ``algorithm``.
+    statistic : str
+        Per-bin statistic; only ``MEANCLIP`` is supported.
+    ignored_pixel_mask : tuple of str
+        Mask planes ignored by the background and, in AmpOffsetTask, by everything else.
+    use_approx : bool
+        Chebyshev approximation instead of interpolation (not supported, must be False).
+    """
+
+    algorithm: str = "AKIMA_SPLINE"
+    undersample_style: str = "REDUCE_INTERP_ORDER"
+    statistic: str = "MEANCLIP"
+    ignored_pixel_mask: tuple[str, ...] = DEFAULT_IGNORED_PIXEL_MASK
+    use_approx: bool = False
+
+    _lsst_aliases = {"statisticsProperty": "statistic", "undersampleStyle": "undersample_style"}
+
+    def validate(self, prefix: str = "background") -> None:
+        """Raise `ConfigError` naming the first invalid field."""
+        if self.algorithm not in INTERP_STYLES:
+            raise ConfigError(f"{prefix}.algorithm={self.algorithm!r} not in {INTERP_STYLES}")
+        if self.undersample_style not in UNDERSAMPLE_STYLES:
+            raise ConfigError(
+                f"{prefix}.undersampleStyle={self.undersample_style!r} not in {UNDERSAMPLE_STYLES}"
+            )
+        if self.statistic != "MEANCLIP":
+            raise ConfigError(f"{prefix}.statisticsProperty={self.statistic!r}: only MEANCLIP")
+        if self.use_approx:
+            raise ConfigError(f"{prefix}.useApprox=True is not supported (AmpOffsetTask sets it False)")
+        _check_planes(self.ignored_pixel_mask, f"{prefix}.ignoredPixelMask")
+
+
+@dataclasses.dataclass(eq=True)
+class DetectionConfig(_LsstNames):
+    """The settings of LSST's ``SourceDetectionTask`` that change AmpOffsetTask's result.
+
+    Attributes
+    ----------
+    threshold_value : float
+        Detection threshold, in units of ``threshold_type``.
+    threshold_type : str
+        ``"stdev"`` (multiple of the clipped standard deviation of the smoothed image) or
+        ``"value"`` (absolute, in image units).
+    threshold_polarity : str
+        ``"positive"``, ``"negative"`` or ``"both"``.
+    include_threshold_multiplier : float
+        Multiplier applied to the threshold before finding footprints.
+    n_sigma_to_grow : float
+        Footprints are grown by ``int(n_sigma_to_grow * sigma + 0.5)`` pixels.
+    isotropic_grow : bool
+        Grow with a disk (True) or a Manhattan diamond (False, as HSC uses).
+    n_sigma_for_kernel : float
+        Smoothing kernel width in units of ``sigma``.
+    stats_mask : tuple of str
+        Planes ignored when computing the threshold's clipped standard deviation.
+    sigma : float
+        Smoothing Gaussian sigma in pixels (AmpOffsetTask passes 2).
+    """
+
+    threshold_value: float = 5.0
+    threshold_type: str = "stdev"
+    threshold_polarity: str = "positive"
+    include_threshold_multiplier: float = 1.0
+    n_sigma_to_grow: float = 2.4
+    isotropic_grow: bool = True
+    n_sigma_for_kernel: float = 7.0
+    stats_mask: tuple[str, ...] = ("BAD", "SAT", "EDGE", "NO_DATA")
+    sigma: float = 2.0
+
+    _lsst_aliases = {"nSigmaToGrow": "n_sigma_to_grow", "nSigmaForKernel": "n_sigma_for_kernel"}
+
+    def validate(self, prefix: str = "detection") -> None:
+        """Raise `ConfigError` naming the first invalid field."""
+        if self.threshold_type not in ("stdev", "value"):
+            raise ConfigError(
+                f"{prefix}.thresholdType={self.threshold_type!r}: use 'stdev' or 'value'"
+            )
+        if self.threshold_polarity not in ("positive", "negative", "both"):
+            raise ConfigError(f"{prefix}.thresholdPolarity={self.threshold_polarity!r} is invalid")
+        for name in ("threshold_value", "include_threshold_multiplier", "sigma"):
+            if not float(getattr(self, name)) > 0:
+                raise ConfigError(f"{prefix}.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("n_sigma_to_grow", "n_sigma_for_kernel"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(self, name)!r}")
+        _check_planes(self.stats_mask, f"{prefix}.statsMask")
+
+
+def _check_planes(planes: Iterable[str], field: str) -> None:
+    if isinstance(planes, str) or not all(isinstance(p, str) for p in planes):
+        raise ConfigError(f"{field} must be a list of mask-plane names, got {planes!r}")
+
+
+@dataclasses.dataclass(eq=True)
+class AmpOffsetConfig(_LsstNames):
+    """Configuration of the amp-offset measurement (LSST ``AmpOffsetConfig``).
+
+    Every field has LSST's default. LSST's camelCase names work as attribute names
+    (``config.ampEdgeWidth = 12``) and in `from_lsst`.
+
+    Attributes
+    ----------
+    amp_edge_inset : int
+        Pixels between the amp boundary and the edge strip.
+    amp_edge_width : int
+        Thickness of the edge strip.
+    amp_edge_min_frac : float
+        Minimum fraction of valid positions along an interface.
+    amp_edge_max_offset : float
+        Interface offsets larger than this (absolute) are zeroed.
+    do_window_smoothing : bool
+        Smooth the edge difference with a NaN-aware moving average.
+    amp_edge_window_frac : float
+        Moving-average window as a fraction of the interface length.
+    do_background : bool
+        Fit and subtract a background first.
+    background : BackgroundConfig
+        Background settings.
+    background_fraction_sample : float
+        Background bin size as a fraction of the short amp side.
+    do_detection : bool
+        Detect and mask sources.
+    detection : DetectionConfig
+        Detection settings.
+    apply_weights : bool
+        Weight interfaces by their length.
+    do_apply_amp_offset : bool
+        Subtract the pedestals from the input exposure.
+    """
+
+    amp_edge_inset: int = 5
+    amp_edge_width: int = 64
+    amp_edge_min_frac: float = 0.5
+    amp_edge_max_offset: float = 5.0
+    do_window_smoothing: bool = True
+    amp_edge_window_frac: float = 512 / 4176
+    do_background: bool = True
+    background: BackgroundConfig = dataclasses.field(default_factory=BackgroundConfig)
+    background_fraction_sample: float = 1.0
+    do_detection: bool = True
+    detection: DetectionConfig = dataclasses.field(default_factory=DetectionConfig)
+    apply_weights: bool = True
+    do_apply_amp_offset: bool = False
+
+    @classmethod
+    def from_lsst(cls, mapping: Mapping[str, Any] | None = None, **kwargs: Any) -> AmpOffsetConfig:
+        """Build a config from LSST field names (camelCase, dotted sub-configs allowed).
+
+        Parameters
+        ----------
+        mapping : mapping, optional
+            ``{"ampEdgeMaxOffset": 10.0, "detection.isotropicGrow": False, ...}``.
+            snake_case names are accepted as well.
+        **kwargs
+            More fields, same rules.
+
+        Returns
+        -------
+        AmpOffsetConfig
+            A validated config.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown name or an invalid value.
+        """
+        config = cls()
+        config.update({**(mapping or {}), **kwargs})
+        config.validate()
+        return config
+
+    def update(self, mapping: Mapping[str, Any]) -> AmpOffsetConfig:
+        """Set fields from a mapping of (possibly dotted, possibly camelCase) names."""
+        for key, value in mapping.items():
+            target: _LsstNames = self
+            *parents, leaf = str(key).split(".")
+            for parent in parents:
+                sub = getattr(target, type(target)._field_for(parent))
+                if not isinstance(sub, _LsstNames):
+                    raise ConfigError(f"{key!r}: {parent!r} is not a sub-config")
+                target = sub
+            field = type(target)._field_for(leaf)
+            current = getattr(target, field)
+            if isinstance(current, _LsstNames):
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{key!r} is a sub-config; give a mapping")
+                current.update(value)
+                continue
+            if isinstance(current, tuple) and not isinstance(value, str):
+                value = tuple(value)
+            setattr(target, field, value)
+        return self
+
+    def copy(self) -> AmpOffsetConfig:
+        """Return a deep copy."""
+        return copy.deepcopy(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AmpOffsetConfig:
+        """Inverse of `to_dict` (also accepts LSST names)."""
+        return cls().update(data)
+
+    def validate(self) -> None:
+        """Check every field, like LSST's ``validate()`` and more.
+
+        Raises
+        ------
+        ConfigError
+            Naming the first invalid field (LSST's name) and the reason.
+        """
+        ints = ("amp_edge_inset", "amp_edge_width")
+        for name in ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{_camel(name)} must be an integer, got {value!r}")
+        if self.amp_edge_inset < 0:
+            raise ConfigError(f"ampEdgeInset must be >= 0, got {self.amp_edge_inset}")
+        if self.amp_edge_width <= 0:
+            raise ConfigError(f"ampEdgeWidth must be > 0, got {self.amp_edge_width}")
+        if not 0.0 <= float(self.amp_edge_min_frac) <= 1.0:
+            raise ConfigError(f"ampEdgeMinFrac must be in [0, 1], got {self.amp_edge_min_frac}")
+        if not float(self.amp_edge_max_offset) >= 0.0:
+            raise ConfigError(f"ampEdgeMaxOffset must be >= 0, got {self.amp_edge_max_offset}")
+        if not 0.0 < float(self.amp_edge_window_frac) <= 1.0:
+            raise ConfigError(
+                f"ampEdgeWindowFrac must be in (0, 1], got {self.amp_edge_window_frac}"
+            )
+        if not float(self.background_fraction_sample) > 0.0:
+            raise ConfigError(
+                f"backgroundFractionSample must be > 0, got {self.background_fraction_sample}"
+            )
+        for name in ("do_window_smoothing", "do_background", "do_detection", "apply_weights",
+                     "do_apply_amp_offset"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{_camel(name)} must be a bool, got {getattr(self, name)!r}")
+        self.background.validate()
+        self.detection.validate()
+
+    @property
+    def bad_mask_planes(self) -> tuple[str, ...]:
+        """Planes that make a pixel unusable for the whole task (LSST's ``bitMask``)."""
+        return tuple(self.background.ignored_pixel_mask)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)

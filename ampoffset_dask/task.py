@@ -1,0 +1,5 @@
+"""Placeholder replaced by the LSST-compatible task in the next commit."""
+
+
+class AmpOffsetTask:
+    pass
