@@ -1,0 +1,519 @@
+"""Diagnostic plots (matplotlib, headless): pedestal maps, interface offsets, before/after.
+
+Every function builds a `matplotlib.figure.Figure` without pyplot (no display needed, safe in
+threads and on workers), optionally saves it as PNG (atomically) and returns it. matplotlib is
+an optional dependency: ``pip install "ampoffset-dask[plot]"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .geometry import Detector
+
+__all__ = [
+    "DPI",
+    "amp_map",
+    "before_after",
+    "binned_image",
+    "focal_plane_map",
+    "interface_histogram",
+    "save_figure",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Resolution of saved figures (pixels per inch); sizes in inches are given per function.
+DPI = 100
+
+
+def _figure(size: tuple[float, float]):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "plots need matplotlib: pip install 'ampoffset-dask[plot]'"
+        ) from exc
+    return Figure(figsize=size, dpi=DPI, layout="constrained")
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Save ``fig`` as PNG at `DPI` through a temporary file renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=DPI, format="png")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    logger.info("wrote %s", path)
+    return path
+
+
+def _as_table(data: Any, columns: Sequence[str], what: str):
+    import pandas as pd
+
+    table = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"{what}: missing column(s) {missing}; have {list(table.columns)}")
+    return table
+
+
+def _select_visit(table: Any, visit: int | None, what: str):
+    if "visit" not in table.columns:
+        return table
+    visits = sorted(table["visit"].dropna().unique().tolist())
+    if visit is None:
+        if len(visits) > 1:
+            raise InputError(f"{what}: several visits {visits[:10]}; choose one")
+        return table
+    out = table[table["visit"] == visit]
+    if out.empty:
+        raise InputError(f"{what}: no rows for visit {visit}; visits are {visits[:20]}")
+    return out
+
+
+def _symmetric_limit(values: np.ndarray, vmax: float | None) -> float:
+    if vmax is not None:
+        return float(vmax)
+    finite = np.abs(values[np.isfinite(values)])
+    return float(max(finite.max() if finite.size else 1.0, 1e-3))
+
+
+def _affine(corners_mm: Sequence[Sequence[float]], width: int, height: int):
+    c = np.asarray(corners_mm, dtype=float)[:, :2]
+    origin, ex, ey = c[0], (c[1] - c[0]) / width, (c[3] - c[0]) / height
+
+    def to_fp(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)[..., None]
+        y = np.asarray(y, dtype=float)[..., None]
+        return origin + ex * x + ey * y
+
+    return to_fp
+
+
+# -- focal plane --------------------------------------------------------------------------------
+def focal_plane_map(
+    pedestals: Any,
+    camera: Any,
+    *,
+    visit: int | None = None,
+    path: str | os.PathLike[str] | None = None,
+    vmax: float | None = None,
+    cmap: str = "RdBu_r",
+    title: str | None = None,
+    show_all: bool = True,
+    label: bool = True,
+):
+    """Map of pedestals over the focal plane: each amp a tile coloured by its pedestal.
+
+    Parameters
+    ----------
+    pedestals : DataFrame or mapping of columns
+        Columns ``detector, amp, pedestal`` (and ``visit`` when several visits are present).
+    camera : Camera or str
+        Camera (or built-in name) giving each detector's amp boxes and focal-plane corners.
+    visit : int, optional
+        Visit to draw (required when ``pedestals`` has several).
+    path : path, optional
+        Save the figure there as PNG.
+    vmax : float, optional
+        Colour-scale limit (symmetric around 0); the largest absolute pedestal by default.
+    cmap : str
+        Diverging colour map.
+    title : str, optional
+        Figure title.
+    show_all : bool
+        Draw the outlines of the camera's other detectors in grey.
+    label : bool
+        Write detector names.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.collections import PolyCollection
+    from matplotlib.colors import Normalize
+
+    if isinstance(camera, str):
+        from .cameras import get_camera
+
+        camera = get_camera(camera)
+    table = _select_visit(_as_table(pedestals, ("detector", "amp", "pedestal"), "pedestals"),
+                          visit, "pedestals")
+    values = {(str(d), str(a)): float(p) for d, a, p in
+              zip(table["detector"], table["amp"], table["pedestal"], strict=True)}
+    names = list(dict.fromkeys(str(d) for d in table["detector"]))
+    unknown = [n for n in names if n not in set(camera.detector_names)]
+    if unknown:
+        raise InputError(f"camera {camera.name!r} has no detector(s) {unknown[:5]}")
+
+    tiles, colours, outlines, centres = [], [], [], []
+    for name in names:
+        det = camera[name]
+        info = camera.info(name)
+        to_fp = _affine(info["corners_mm"], det.width, det.height)
+        for amp in det.amplifiers:
+            xs = np.array([amp.x0, amp.x1, amp.x1, amp.x0])
+            ys = np.array([amp.y0, amp.y0, amp.y1, amp.y1])
+            tiles.append(to_fp(xs, ys))
+            colours.append(values.get((name, amp.name), np.nan))
+        corners = np.asarray(info["corners_mm"], dtype=float)[:, :2]
+        outlines.append(corners)
+        centres.append((name, corners.mean(axis=0)))
+
+    limit = _symmetric_limit(np.array(colours), vmax)
+    fig = _figure((8.0, 7.0))
+    ax = fig.add_subplot()
+    if show_all:
+        others = [np.asarray(camera.info(n)["corners_mm"], dtype=float)[:, :2]
+                  for n in camera.detector_names if n not in set(names)]
+        if others:
+            ax.add_collection(PolyCollection(others, facecolors="none", edgecolors="0.8",
+                                             linewidths=0.4))
+    norm = Normalize(-limit, limit)
+    coll = PolyCollection(tiles, array=np.ma.masked_invalid(np.array(colours)), cmap=cmap,
+                          norm=norm, edgecolors="0.5", linewidths=0.15)
+    coll.cmap.set_bad("0.85")
+    ax.add_collection(coll)
+    ax.add_collection(PolyCollection(outlines, facecolors="none", edgecolors="k",
+                                     linewidths=0.8))
+    pts = np.concatenate(outlines + ([np.concatenate(others)] if show_all and others else []))
+    if len(names) < 30 and show_all:
+        # A few detectors: zoom on them, the rest of the focal plane stays as context.
+        pts = np.concatenate(outlines)
+    span = np.ptp(pts, axis=0).max()
+    pad = 0.04 * span
+    ax.set_xlim(pts[:, 0].min() - pad, pts[:, 0].max() + pad)
+    ax.set_ylim(pts[:, 1].min() - pad, pts[:, 1].max() + pad)
+    ax.set_aspect("equal")
+    if label:
+        size = float(np.clip(220.0 / max(len(names), 1) ** 0.5 / 4.0, 4.0, 11.0))
+        for name, (cx, cy) in centres:
+            ax.text(cx, cy, name, ha="center", va="center", fontsize=size,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
+                          "alpha": 0.6})
+    ax.set_xlabel("focal plane x (mm)")
+    ax.set_ylabel("focal plane y (mm)")
+    cbar = fig.colorbar(coll, ax=ax, shrink=0.85)
+    cbar.set_label("amp pedestal (ADU)")
+    if title is None:
+        title = f"{camera.name} amp pedestals"
+        if visit is not None:
+            title += f", visit {visit}"
+        title += f" ({len(names)} detector{'s' if len(names) != 1 else ''})"
+    ax.set_title(title)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+# -- interfaces -----------------------------------------------------------------------------------
+def interface_histogram(
+    interfaces: Any,
+    *,
+    visit: int | None = None,
+    max_offset: float = 5.0,
+    min_frac: float = 0.5,
+    path: str | os.PathLike[str] | None = None,
+    bins: int = 60,
+    title: str | None = None,
+):
+    """Histograms of raw interface offsets and good fractions, do-no-harm limits marked.
+
+    Parameters
+    ----------
+    interfaces : DataFrame or mapping of columns
+        Columns ``offset_raw`` and ``good_frac`` (the catalog's ``interfaces`` table);
+        ``min_frac_fail`` / ``max_offset_fail`` are counted when present.
+    visit : int, optional
+        Restrict to one visit.
+    max_offset, min_frac : float
+        The do-no-harm limits (``ampEdgeMaxOffset``, ``ampEdgeMinFrac``) to mark.
+    path : path, optional
+        Save the figure there as PNG.
+    bins : int
+        Histogram bins.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    table = _as_table(interfaces, ("offset_raw", "good_frac"), "interfaces")
+    if visit is not None:
+        table = _select_visit(table, visit, "interfaces")
+    raw = np.asarray(table["offset_raw"], dtype=float)
+    good = np.asarray(table["good_frac"], dtype=float)
+    fig = _figure((10.0, 4.2))
+    ax1, ax2 = fig.subplots(1, 2)
+    finite = raw[np.isfinite(raw)]
+    lim = max(1.5 * max_offset, float(np.abs(finite).max()) if finite.size else 1.0)
+    edges = np.linspace(-lim, lim, bins + 1)
+    ax1.hist(np.clip(finite, -lim, lim), bins=edges, color="tab:blue", alpha=0.8)
+    for sign in (-1, 1):
+        ax1.axvline(sign * max_offset, color="tab:red", ls="--", lw=1.2)
+    ax1.text(0.02, 0.97, f"dashed: |offset| > {max_offset:g} is zeroed",
+             transform=ax1.transAxes, ha="left", va="top", color="tab:red", fontsize=9)
+    n_max = int(table["max_offset_fail"].sum()) if "max_offset_fail" in table else int(
+        (np.abs(finite) > max_offset).sum())
+    ax1.set_xlabel("raw interface offset (ADU)")
+    ax1.set_ylabel("interfaces")
+    ax1.set_title(f"{raw.size} interfaces, {n_max} over the offset limit")
+    ax2.hist(good[np.isfinite(good)], bins=np.linspace(0, 1, 41), color="tab:green", alpha=0.8)
+    ax2.axvline(min_frac, color="tab:red", ls="--", lw=1.2)
+    ax2.text(min_frac, 0.95, f" min frac {min_frac:g}", transform=ax2.get_xaxis_transform(),
+             ha="left", va="top", color="tab:red", fontsize=9)
+    n_min = int(table["min_frac_fail"].sum()) if "min_frac_fail" in table else int(
+        (good < min_frac).sum())
+    ax2.set_xlabel("good fraction along the interface")
+    ax2.set_title(f"{n_min} under the good-fraction limit")
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+# -- one detector --------------------------------------------------------------------------------
+def amp_map(
+    pedestals: Mapping[str, float] | Sequence[float] | Any,
+    detector: Detector,
+    *,
+    interfaces: Any = None,
+    path: str | os.PathLike[str] | None = None,
+    vmax: float | None = None,
+    cmap: str = "RdBu_r",
+    title: str | None = None,
+):
+    """One detector's amps coloured by pedestal, with values and interface offsets written.
+
+    Parameters
+    ----------
+    pedestals : mapping, sequence or DataFrame
+        ``{amp: pedestal}``, pedestals in amp order, or a table with ``amp, pedestal``
+        columns (one detector).
+    detector : Detector
+        Geometry.
+    interfaces : DataFrame or sequence of InterfaceResult, optional
+        Rows with ``amp_a, amp_b, offset`` to write at each boundary.
+    path : path, optional
+        Save the figure there as PNG.
+    vmax : float, optional
+        Symmetric colour limit.
+    cmap : str
+        Colour map.
+    title : str, optional
+        Axes title (the detector name by default).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Rectangle
+
+    values = _pedestal_dict(pedestals, detector)
+    vals = np.array([values.get(a.name, np.nan) for a in detector.amplifiers])
+    limit = _symmetric_limit(vals, vmax)
+    norm = Normalize(-limit, limit)
+    from matplotlib import colormaps
+
+    cm = colormaps[cmap]
+    aspect = detector.height / detector.width
+    fig = _figure((8.0, float(np.clip(8.0 * aspect, 3.0, 9.0)) + 0.6))
+    ax = fig.add_subplot()
+    for amp, v in zip(detector.amplifiers, vals, strict=True):
+        colour = "0.85" if not np.isfinite(v) else cm(norm(v))
+        ax.add_patch(Rectangle((amp.x0, amp.y0), amp.width, amp.height, facecolor=colour,
+                               edgecolor="k", lw=0.8))
+        text = f"{amp.name}\n{v:+.2f}" if np.isfinite(v) else f"{amp.name}\n-"
+        dark = np.isfinite(v) and abs(float(norm(v)) - 0.5) > 0.35
+        ax.text(amp.x0 + amp.width / 2, amp.y0 + amp.height / 2, text, ha="center",
+                va="center", fontsize=8, color="white" if dark else "black")
+    if interfaces is not None:
+        for a_name, b_name, off in _interface_rows(interfaces):
+            try:
+                a, b = detector[a_name], detector[b_name]
+            except KeyError:
+                continue
+            xa, ya = a.x0 + a.width / 2, a.y0 + a.height / 2
+            xb, yb = b.x0 + b.width / 2, b.y0 + b.height / 2
+            ax.text((xa + xb) / 2, (ya + yb) / 2, f"{off:+.2f}", ha="center", va="center",
+                    fontsize=6, color="0.25", rotation=90 if ya == yb else 0)
+    ax.set_xlim(0, detector.width)
+    ax.set_ylim(0, detector.height)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (pixel)")
+    ax.set_ylabel("y (pixel)")
+    from matplotlib.cm import ScalarMappable
+
+    cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cm), ax=ax, shrink=0.9)
+    cbar.set_label("pedestal (ADU)")
+    ax.set_title(title or f"{detector.name}: amp pedestals")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _pedestal_dict(pedestals: Any, detector: Detector) -> dict[str, float]:
+    if isinstance(pedestals, Mapping):
+        return {str(k): float(v) for k, v in pedestals.items()}
+    if hasattr(pedestals, "columns"):
+        return {str(a): float(p) for a, p in
+                zip(pedestals["amp"], pedestals["pedestal"], strict=True)}
+    vals = np.asarray(pedestals, dtype=float)
+    if vals.shape != (len(detector),):
+        raise InputError(
+            f"detector {detector.name!r}: {vals.size} pedestals for {len(detector)} amps"
+        )
+    return dict(zip(detector.amp_names, vals.tolist(), strict=True))
+
+
+def _interface_rows(interfaces: Any):
+    if hasattr(interfaces, "columns"):
+        yield from zip(interfaces["amp_a"], interfaces["amp_b"], interfaces["offset"],
+                       strict=True)
+        return
+    for item in interfaces:
+        yield item.amp_a, item.amp_b, item.offset
+
+
+def binned_image(image: np.ndarray, mask: np.ndarray | None = None, bin_size: int = 32,
+                 bad_bits: int = 0) -> np.ndarray:
+    """Median of ``bin_size`` x ``bin_size`` blocks, ignoring masked and non-finite pixels.
+
+    Partial blocks at the top and right edges are dropped.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    h, w = image.shape
+    ny, nx = h // bin_size, w // bin_size
+    if ny == 0 or nx == 0:
+        raise InputError(f"image {image.shape} is smaller than one {bin_size}-pixel bin")
+    block = image[: ny * bin_size, : nx * bin_size].copy()
+    if mask is not None and bad_bits:
+        block[(np.asarray(mask)[: ny * bin_size, : nx * bin_size] & bad_bits) != 0] = np.nan
+    block = block.reshape(ny, bin_size, nx, bin_size).transpose(0, 2, 1, 3)
+    block = block.reshape(ny, nx, bin_size * bin_size)
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(block, axis=2)
+
+
+def _smooth_model(binned: np.ndarray) -> np.ndarray:
+    """Quadratic surface fitted to the finite bins (removes sky gradients for display)."""
+    ny, nx = binned.shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    u, v = (xx / max(nx - 1, 1)) - 0.5, (yy / max(ny - 1, 1)) - 0.5
+    terms = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1).reshape(-1, 6)
+    z = binned.ravel()
+    ok = np.isfinite(z)
+    if ok.sum() < 6:
+        return np.full_like(binned, np.nanmedian(binned) if ok.any() else 0.0)
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(terms[ok], z[ok], rcond=None)
+        resid = z - terms @ coef
+        sigma = 1.4826 * np.nanmedian(np.abs(resid[ok]))
+        keep = ok & (np.abs(resid) < 4 * max(sigma, 1e-6))
+        if keep.sum() < 6 or keep.sum() == ok.sum():
+            break
+        ok = keep
+    return (terms @ coef).reshape(ny, nx)
+
+
+def before_after(
+    image: np.ndarray,
+    detector: Detector,
+    pedestals: Mapping[str, float] | Sequence[float] | Any,
+    *,
+    mask: np.ndarray | None = None,
+    bad_bits: int = 0x1FF,
+    bin_size: int | None = None,
+    path: str | os.PathLike[str] | None = None,
+    vmax: float | None = None,
+    title: str | None = None,
+):
+    """Binned image of one detector before and after subtracting the amp pedestals.
+
+    A smooth quadratic surface (fitted to the corrected binned image) is removed from both
+    panels so that steps of a fraction of an ADU between amps are visible over the sky.
+
+    Parameters
+    ----------
+    image : ndarray, shape (height, width)
+        The uncorrected detector image.
+    detector : Detector
+        Geometry.
+    pedestals : mapping, sequence or DataFrame
+        As in `amp_map`.
+    mask : ndarray of int, optional
+        Mask plane; pixels with any of ``bad_bits`` are ignored in the bins.
+    bad_bits : int
+        Mask bits to ignore (afw's BAD..NO_DATA by default).
+    bin_size : int, optional
+        Block size; chosen so the detector is about 128 bins wide by default.
+    path : path, optional
+        Save the figure there as PNG.
+    vmax : float, optional
+        Colour limit (ADU around the smooth model).
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    image = np.asarray(image)
+    if image.shape != detector.shape:
+        raise InputError(
+            f"detector {detector.name!r}: image shape {image.shape} does not match the "
+            f"detector {detector.shape}"
+        )
+    values = _pedestal_dict(pedestals, detector)
+    if bin_size is None:
+        bin_size = int(max(4, min(detector.width, detector.height) // 128))
+    after = np.array(image, dtype=np.float32, copy=True)
+    for amp in detector.amplifiers:
+        after[amp.slices] -= np.float32(values.get(amp.name, 0.0))
+    b_before = binned_image(image, mask, bin_size, bad_bits)
+    b_after = binned_image(after, mask, bin_size, bad_bits)
+    model = _smooth_model(b_after)
+    r_before, r_after = b_before - model, b_after - model
+    if vmax is None:
+        peds = np.abs(np.array(list(values.values()), dtype=float))
+        spread = 1.4826 * np.nanmedian(np.abs(r_after - np.nanmedian(r_after)))
+        vmax = float(max(peds.max() if peds.size else 0.0, 3.0 * spread, 0.1))
+    extent = (0, b_before.shape[1] * bin_size, 0, b_before.shape[0] * bin_size)
+    aspect = detector.height / detector.width
+    fig = _figure((11.0, float(np.clip(5.2 * aspect, 2.5, 9.0)) + 0.9))
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    for ax, data, label in ((axes[0], r_before, "before"), (axes[1], r_after, "after")):
+        im = ax.imshow(data, origin="lower", cmap="gray", vmin=-vmax, vmax=vmax, extent=extent,
+                       interpolation="nearest")
+        for amp in detector.amplifiers:
+            ax.plot([amp.x0, amp.x1, amp.x1, amp.x0, amp.x0],
+                    [amp.y0, amp.y0, amp.y1, amp.y1, amp.y0], color="tab:orange", lw=0.3,
+                    alpha=0.6)
+        ax.set_title(f"{label} ({bin_size}x{bin_size} median bins)")
+        ax.set_xlabel("x (pixel)")
+    axes[0].set_ylabel("y (pixel)")
+    cbar = fig.colorbar(im, ax=list(axes), shrink=0.9)
+    cbar.set_label("ADU minus smooth sky")
+    fig.suptitle(title or f"{detector.name}: amp pedestals removed")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
