@@ -115,7 +115,9 @@ class BackgroundConfig(_LsstNames):
         if self.statistic != "MEANCLIP":
             raise ConfigError(f"{prefix}.statisticsProperty={self.statistic!r}: only MEANCLIP")
         if self.use_approx:
-            raise ConfigError(f"{prefix}.useApprox=True is not supported (AmpOffsetTask sets it False)")
+            raise ConfigError(
+                f"{prefix}.useApprox=True is not supported (AmpOffsetTask sets it False)"
+            )
         _check_planes(self.ignored_pixel_mask, f"{prefix}.ignoredPixelMask")
 
 

@@ -266,8 +266,10 @@ def _grid(detector: Detector, apply_weights: bool) -> AmpGrid:
     nx = 1 + max(c for _, c in cells)
     if ny * nx != len(amps):
         missing = [(c, r) for r in range(ny) for c in range(nx) if (r, c) not in cells]
-        holes = ", ".join(f"x[{gx0 + c * w}:{gx0 + (c + 1) * w}] y[{gy0 + r * h}:{gy0 + (r + 1) * h}]"
-                          for c, r in missing)
+        holes = ", ".join(
+            f"x[{gx0 + c * w}:{gx0 + (c + 1) * w}] y[{gy0 + r * h}:{gy0 + (r + 1) * h}]"
+            for c, r in missing
+        )
         raise GeometryError(
             f"detector {detector.name!r}: the {len(amps)} amps do not fill a rectangular "
             f"{nx}x{ny} grid; hole(s) at {holes}"

@@ -1,5 +1,260 @@
-"""Placeholder replaced by the LSST-compatible task in the next commit."""
+"""``AmpOffsetTask``: the LSST-compatible face of the algorithm.
+
+Same public methods, signatures and metadata keys as ``lsst.ip.isr.AmpOffsetTask``; every
+computation is delegated to `ampoffset_dask.algorithm`. ``run`` accepts our `Exposure`, a
+Dataset from `ampoffset_dask.open_exposure`, or any afw-like exposure (``.image.array``,
+``.mask.array``, ``.getDetector()``, ``.getMetadata()``), so it also runs in an LSST stack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .algorithm.edges import edge_profile, strip_slices
+from .algorithm.measure import measure_detector
+from .algorithm.offsets import interface_offset
+from .config import AmpOffsetConfig, BackgroundConfig, DetectionConfig
+from .errors import InputError
+from .geometry import Amplifier, Detector
+from .lsst_task import Struct, Task
+from .masks import DEFAULT_MASK_PLANES
+
+__all__ = ["AmpOffsetTask", "SourceDetectionTask", "SubtractBackgroundTask"]
+
+PEDESTAL_KEY = "LSST ISR AMPOFFSET PEDESTAL {}"
+INTERFACE_KEY = "LSST ISR AMPOFFSET INTERFACEOFFSET {}"
+SUBTRACTED_KEY = "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"
 
 
-class AmpOffsetTask:
-    pass
+class SubtractBackgroundTask(Task):
+    """The background subtask (configuration holder; the fit lives in the algorithm layer)."""
+
+    ConfigClass = BackgroundConfig
+    _DefaultName = "background"
+
+
+class SourceDetectionTask(Task):
+    """The detection subtask (configuration holder; detection lives in the algorithm layer)."""
+
+    ConfigClass = DetectionConfig
+    _DefaultName = "detection"
+
+
+class AmpOffsetTask(Task):
+    """Measure (and optionally remove) amp-to-amp pedestal offsets, as LSST does.
+
+    Parameters
+    ----------
+    config : AmpOffsetConfig, optional
+        LSST defaults when omitted.
+    **kwargs
+        ``name``, ``parentTask``, ``log`` as for LSST tasks.
+    """
+
+    ConfigClass = AmpOffsetConfig
+    _DefaultName = "isrAmpOffset"
+
+    def __init__(self, config: AmpOffsetConfig | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.config.validate()
+        if self.config.doBackground:
+            self.makeSubtask("background")
+        if self.config.doDetection:
+            self.makeSubtask("detection")
+        self.interfaceLengthLookupBySide: dict[int, int] = {}
+        self.interfaceOffsetOriginals: dict[str, float] = {}
+        self.shortAmpSide: int | None = None
+        self.ampDims: tuple[int, int] | None = None
+
+    @classmethod
+    def _subtasks(cls) -> dict[str, type[Task]]:
+        return {"background": SubtractBackgroundTask, "detection": SourceDetectionTask}
+
+    # -- run -------------------------------------------------------------------------------
+    def run(self, exposure: Any) -> Struct:
+        """Measure the pedestals of ``exposure``; subtract them if ``doApplyAmpOffset``.
+
+        Parameters
+        ----------
+        exposure : Exposure, xarray.Dataset or afw-like exposure
+            Assembled, trimmed post-ISR exposure.
+
+        Returns
+        -------
+        Struct
+            ``pedestals`` (float64, amp order), ``interfaces`` (list of InterfaceResult) and
+            ``measurement`` (the full `DetectorMeasurement`).
+        """
+        image, mask, detector, planes, metadata = _unpack_exposure(exposure)
+        with self.timer("ampOffset"):
+            result = measure_detector(image, mask, detector, self.config, planes)
+        amp = detector.amplifiers[0]
+        self.ampDims = (amp.width, amp.height)
+        self.shortAmpSide = min(amp.width, amp.height)
+        self.interfaceLengthLookupBySide = _lengths(detector.amplifiers)
+        self.interfaceOffsetOriginals = result.interface_offsets_raw
+
+        for itf in result.interfaces:
+            _set_metadata(metadata, INTERFACE_KEY.format(itf.id), float(itf.offset_raw),
+                          f"Raw amp interface offset calculated for {itf.id}")
+        for name, pedestal in result.pedestal_by_amp.items():
+            _set_metadata(metadata, PEDESTAL_KEY.format(name), float(pedestal),
+                          f"Pedestal level calculated for amp {name}")
+        _set_metadata(metadata, SUBTRACTED_KEY, bool(self.config.doApplyAmpOffset),
+                      "Amp pedestals have been subtracted")
+        self.metadata["AMPOFFSET_PEDESTALS"] = result.pedestal_by_amp
+        if self.config.doApplyAmpOffset:
+            _apply(exposure, detector, result.pedestals)
+        return Struct(pedestals=result.pedestals, interfaces=list(result.interfaces),
+                      measurement=result)
+
+    # -- LSST's building blocks ---------------------------------------------------------------
+    def getAmpAssociations(self, amps: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Association (weighted Laplacian) and side matrices of ``amps``."""
+        grid = _detector_from_amps(amps).grid(self.config.applyWeights)
+        self.interfaceLengthLookupBySide = _lengths(amps)
+        return np.array(grid.associations), np.array(grid.sides)
+
+    def getNeighbors(self, ampIds: np.ndarray, ampId: int) -> tuple[list[int], list[int]]:
+        """Neighbour amp ids of ``ampId`` and their sides, visiting sides 0, 1, 2, 3."""
+        ampIds = np.asarray(ampIds)
+        r, c = (int(v[0]) for v in np.nonzero(ampIds == ampId))
+        neighbors: list[int] = []
+        sides: list[int] = []
+        for side, (dr, dc) in enumerate(((1, 0), (0, 1), (-1, 0), (0, -1))):
+            rr, cc = r + dr, c + dc
+            if 0 <= rr < ampIds.shape[0] and 0 <= cc < ampIds.shape[1]:
+                neighbors.append(int(ampIds[rr, cc]))
+                sides.append(side)
+        return neighbors, sides
+
+    def getAmpEdges(self, im: Any, amps: Sequence[Any], ampSides: np.ndarray) -> dict:
+        """Median edge profiles ``{ampId: {side: float32 profile}}`` of a NaN-masked image."""
+        arr = np.asarray(getattr(im, "array", im), dtype=np.float32)
+        edges: dict[int, dict[int, np.ndarray]] = {}
+        for amp_id, amp in enumerate(amps):
+            a = _amplifier(amp)
+            edges[amp_id] = {}
+            for side in sorted({int(s) for s in np.asarray(ampSides)[amp_id] if s >= 0}):
+                sl = strip_slices(a, side, self.config.ampEdgeInset, self.config.ampEdgeWidth)
+                edges[amp_id][side] = edge_profile(arr[sl], side)
+        return edges
+
+    def getAmpOffsets(
+        self, im: Any, amps: Sequence[Any], associations: np.ndarray, sides: np.ndarray
+    ) -> np.ndarray:
+        """Right-hand side ``b`` of the pedestal system (LSST ``getAmpOffsets``)."""
+        associations = np.asarray(associations)
+        sides = np.asarray(sides)
+        edges = self.getAmpEdges(im, amps, sides)
+        names = [_amplifier(a).name for a in amps]
+        b = np.zeros(len(amps))
+        done: dict[tuple[int, int], float] = {}
+        self.interfaceOffsetOriginals = {}
+        for i in range(len(amps)):
+            for j in np.flatnonzero(associations[i] < 0):
+                j = int(j)
+                side = int(sides[i, j])
+                weight = -associations[i, j]
+                if i < j:
+                    res = self.getInterfaceOffset(names[i], names[j], edges[i][side],
+                                                  edges[j][(side + 2) % 4])
+                    done[(i, j)] = res[1]
+                    self.interfaceOffsetOriginals[res[0]] = res[2]
+                    offset = res[1]
+                else:
+                    offset = -done[(j, i)]
+                b[i] += weight * offset
+        return b
+
+    def getInterfaceOffset(
+        self, ampNameA: str, ampNameB: str, edgeA: np.ndarray, edgeB: np.ndarray
+    ) -> tuple[str, float, float, float, bool, bool]:
+        """``(interfaceId, offset, originalOffset, goodFrac, minFracFail, maxOffsetFail)``."""
+        interface_id = f"{ampNameA}-{ampNameB}"
+        res = interface_offset(
+            interface_id, edgeA, edgeB,
+            window_frac=self.config.ampEdgeWindowFrac if self.config.doWindowSmoothing else None,
+            min_frac=self.config.ampEdgeMinFrac, max_offset=self.config.ampEdgeMaxOffset,
+        )
+        if res.good_frac == 0.0 and res.min_frac_fail:
+            self.log.warning("The edge of interface %s is fully masked.", interface_id)
+        return tuple(res)
+
+
+# -- exposure adapters -----------------------------------------------------------------------
+def _amplifier(amp: Any) -> Amplifier:
+    if isinstance(amp, Amplifier):
+        return amp
+    box = amp.getBBox()
+    return Amplifier(amp.getName(), box.getMinX(), box.getMinY(), box.getWidth(),
+                     box.getHeight())
+
+
+def _detector_from_amps(amps: Sequence[Any], name: str = "detector", det_id: Any = None):
+    converted = tuple(_amplifier(a) for a in amps)
+    width = max(a.x1 for a in converted)
+    height = max(a.y1 for a in converted)
+    return Detector(name, width, height, converted, det_id)
+
+
+def _lengths(amps) -> dict[int, int]:
+    a = _amplifier(amps[0])
+    return {0: a.width, 1: a.height, 2: a.width, 3: a.height}
+
+
+def _unpack_exposure(exposure: Any):
+    """``(image, mask, detector, mask_planes, metadata)`` of any supported exposure."""
+    if hasattr(exposure, "data_vars"):  # xarray Dataset from open_exposure
+        detector = Detector.from_dict(json.loads(exposure.attrs["geometry"]))
+        planes = exposure.attrs.get("mask_planes")
+        planes = json.loads(planes) if isinstance(planes, str) else planes
+        metadata = exposure.attrs.setdefault("ampoffset_metadata", {})
+        mask = exposure["mask"].data if "mask" in exposure else None
+        return exposure["image"].data, mask, detector, planes, metadata
+    if isinstance(getattr(exposure, "image", None), np.ndarray):  # our Exposure
+        return (exposure.image, exposure.mask, exposure.detector, exposure.mask_planes,
+                exposure.metadata)
+    try:  # afw-like
+        image = exposure.image.array
+        mask_obj = exposure.mask
+        mask = mask_obj.array
+        det = exposure.getDetector()
+        metadata = exposure.getMetadata()
+    except AttributeError as exc:
+        raise InputError(f"unsupported exposure type {type(exposure).__name__}: {exc}") from exc
+    planes = mask_obj.getMaskPlaneDict() if hasattr(mask_obj, "getMaskPlaneDict") else None
+    planes = dict(planes) if isinstance(planes, Mapping) else dict(DEFAULT_MASK_PLANES)
+    name = det.getName() if hasattr(det, "getName") else "detector"
+    det_id = det.getId() if hasattr(det, "getId") else None
+    amps = list(det) if not hasattr(det, "getAmplifiers") else list(det.getAmplifiers())
+    detector = _detector_from_amps(amps, name, det_id)
+    if detector.shape != image.shape:
+        detector = Detector(name, image.shape[1], image.shape[0], detector.amplifiers, det_id)
+    return image, mask, detector, planes, metadata
+
+
+def _set_metadata(metadata: Any, key: str, value: Any, comment: str) -> None:
+    if isinstance(metadata, dict):
+        metadata[key] = value
+    else:  # afw PropertyList
+        metadata.set(key, value, comment)
+
+
+def _apply(exposure: Any, detector: Detector, pedestals: np.ndarray) -> None:
+    """Subtract pedestals per amp from the exposure's image, in place where possible."""
+    if hasattr(exposure, "data_vars"):
+        correction = np.zeros(detector.shape, dtype=np.float64)
+        for amp, p in zip(detector.amplifiers, pedestals, strict=True):
+            correction[amp.slices] = p
+        corrected = (exposure["image"].astype(np.float64) - correction).astype(np.float32)
+        exposure["image"] = corrected
+        return
+    array = exposure.image if isinstance(exposure.image, np.ndarray) else exposure.image.array
+    for amp, p in zip(detector.amplifiers, pedestals, strict=True):
+        if p != 0.0:
+            array[amp.slices] -= p

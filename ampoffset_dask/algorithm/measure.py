@@ -1,5 +1,329 @@
-"""Placeholder replaced by the real entry point in the next commit."""
+"""``measure_detector``: the one entry point from pixels to pedestals.
+
+Follows the order of LSST's ``AmpOffsetTask.run`` (ALGORITHM.md section 1.2): background,
+detection, masking, edge profiles, interface offsets, least squares. Only the edge strips
+feed the offsets, so the masks that matter there (EDGE border, grown detections) are built
+on the strips alone; the full image is touched only by the background and the smoothing
+that sets the detection threshold. With both switched off, only the strips are read from
+the (possibly lazy) input arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..config import AmpOffsetConfig
+from ..errors import ConfigError, GeometryError, InputError
+from ..geometry import Detector
+from ..masks import DEFAULT_MASK_PLANES, mask_bits
+from .background import subtract_background
+from .detection import (
+    detection_threshold,
+    gaussian_kernel,
+    grow,
+    grow_radius,
+    kernel_half_width,
+    smooth,
+)
+from .edges import edge_profile, strip_slices
+from .offsets import InterfaceOffset, interface_offset, window_length
+from .result import DetectorMeasurement, InterfaceResult
+from .solve import right_hand_side, solve_pedestals
+
+__all__ = ["check_amp_geometry", "measure_detector"]
+
+logger = logging.getLogger(__name__)
 
 
-def measure_detector(image, mask, detector, config=None, mask_planes=None):
-    raise NotImplementedError("measure_detector is being written")
+def check_amp_geometry(detector: Detector, config: AmpOffsetConfig) -> None:
+    """LSST's pre-flight checks of the amp size against the edge-strip configuration.
+
+    Raises
+    ------
+    GeometryError
+        When the amps do not tile the detector as a grid of equal boxes.
+    ConfigError
+        When the strip does not fit in the amp or a moving-average window is empty.
+    """
+    detector.check()
+    amp = detector.amplifiers[0]
+    short = min(amp.width, amp.height)
+    if config.amp_edge_width >= short - 2 * config.amp_edge_inset:
+        raise ConfigError(
+            f"detector {detector.name!r}: ampEdgeWidth={config.amp_edge_width} must be smaller "
+            f"than the short amp side ({short}) minus 2*ampEdgeInset ({config.amp_edge_inset})"
+        )
+    if config.do_window_smoothing:
+        for length in {amp.width, amp.height}:
+            if window_length(config.amp_edge_window_frac, length) < 1:
+                raise ConfigError(
+                    f"detector {detector.name!r}: ampEdgeWindowFrac={config.amp_edge_window_frac}"
+                    f" gives an empty moving-average window on {length}-pixel interfaces"
+                )
+
+
+def _unpack_dataset(ds: Any, mask: Any, detector: Detector | None, mask_planes: Any):
+    """Image, mask, detector and planes from an ``open_exposure`` Dataset."""
+    image = ds["image"].data
+    if mask is None and "mask" in ds:
+        mask = ds["mask"].data
+    if detector is None:
+        if "geometry" not in ds.attrs:
+            raise InputError("dataset has no 'geometry' attribute; pass detector=")
+        detector = Detector.from_dict(json.loads(ds.attrs["geometry"]))
+    if mask_planes is None and "mask_planes" in ds.attrs:
+        planes = ds.attrs["mask_planes"]
+        mask_planes = json.loads(planes) if isinstance(planes, str) else dict(planes)
+    return image, mask, detector, mask_planes
+
+
+def measure_detector(
+    image: Any,
+    mask: Any = None,
+    detector: Detector | None = None,
+    config: AmpOffsetConfig | None = None,
+    mask_planes: Mapping[str, int] | None = None,
+) -> DetectorMeasurement:
+    """Measure the amp pedestals of one detector exactly as LSST's AmpOffsetTask does.
+
+    Parameters
+    ----------
+    image : array_like or xarray.Dataset
+        Assembled detector image ``(height, width)``: numpy, dask or xarray array (read as
+        float32), or a Dataset from `ampoffset_dask.open_exposure` (then ``mask``,
+        ``detector`` and ``mask_planes`` default to its contents).
+    mask : array_like of int, optional
+        Mask bits; all zero when omitted.
+    detector : Detector
+        Amp geometry, amps in detector order.
+    config : AmpOffsetConfig, optional
+        LSST's defaults when omitted.
+    mask_planes : mapping, optional
+        Plane name -> bit; afw's default dictionary when omitted.
+
+    Returns
+    -------
+    DetectorMeasurement
+        Pedestals in amp order (positive = amp too bright) and per-interface diagnostics.
+        The inputs are never modified.
+
+    Raises
+    ------
+    GeometryError, ConfigError, InputError
+        For a layout, configuration or array the algorithm cannot use.
+    """
+    if hasattr(image, "data_vars"):
+        image, mask, detector, mask_planes = _unpack_dataset(image, mask, detector, mask_planes)
+    if detector is None:
+        raise InputError("measure_detector needs a detector (amp geometry)")
+    config = AmpOffsetConfig() if config is None else config
+    config.validate()
+    check_amp_geometry(detector, config)
+    grid = detector.grid(config.apply_weights)
+    planes = dict(DEFAULT_MASK_PLANES if mask_planes is None else mask_planes)
+    shape = tuple(np.shape(image))
+    if shape != detector.shape:
+        raise GeometryError(
+            f"detector {detector.name!r}: image shape {shape} does not match the detector "
+            f"size {detector.shape} (height, width)"
+        )
+    if mask is not None and tuple(np.shape(mask)) != shape:
+        raise InputError(
+            f"detector {detector.name!r}: mask shape {tuple(np.shape(mask))} differs from the "
+            f"image shape {shape}"
+        )
+    bad_planes = set(config.bad_mask_planes)
+    bits = mask_bits(bad_planes, planes)
+    warnings: list[str] = []
+
+    needed = [(i.a, i.side) for i in grid.interfaces] + [
+        (i.b, (i.side + 2) % 4) for i in grid.interfaces
+    ]
+    strips = {
+        key: strip_slices(detector.amplifiers[key[0]], key[1], config.amp_edge_inset,
+                          config.amp_edge_width)
+        for key in needed
+    }
+
+    background = detection = "off"
+    threshold = math.nan
+    n_detected = 0
+    if not (config.do_background or config.do_detection):
+        strip_pixels, all_masked = _read_strips(image, mask, strips, bits)
+    else:
+        img = np.array(image, dtype=np.float32, copy=True)
+        m = None if mask is None else np.asarray(mask)
+        nonfinite = ~np.isfinite(img)
+        bad = nonfinite if m is None else ((m & bits) != 0) | nonfinite
+        if config.do_background:
+            amp = detector.amplifiers[0]
+            background = subtract_background(
+                img, bad, min(amp.width, amp.height), config.background_fraction_sample,
+                config.background.algorithm, config.background.undersample_style,
+            )
+            if background != "ok":
+                warnings.append(f"background {background}")
+        extra = np.zeros(shape, dtype=bool)  # EDGE border and grown detections
+        seeds = None
+        if config.do_detection:
+            det_bits = mask_bits(("DETECTED", "DETECTED_NEGATIVE"), planes)
+            if m is not None and det_bits:
+                # Detection clears earlier DETECTED bits before the edges see the mask.
+                bad = ((m & (bits & ~det_bits)) != 0) | nonfinite
+            detection, threshold, n_detected, seeds = _detect(img, m, planes, config, strips,
+                                                              extra, bad_planes)
+            if detection != "ok":
+                warnings.append(f"detection {detection}")
+        strip_pixels = {}
+        for key, sl in strips.items():
+            a = img[sl].copy()
+            a[bad[sl] | extra[sl]] = np.nan
+            strip_pixels[key] = a
+        covered = bad | extra
+        all_masked = bool(covered.all())
+        if not all_masked and seeds is not None:
+            all_masked = _grown_covers_rest(seeds, covered, config)
+
+    masked = sum(int(np.isnan(a).sum()) for a in strip_pixels.values())
+    total = sum(a.size for a in strip_pixels.values())
+    masked_fraction = masked / total if total else 1.0
+
+    profiles = {key: edge_profile(a, key[1]) for key, a in strip_pixels.items()}
+    window = config.amp_edge_window_frac if config.do_window_smoothing else None
+    results: list[InterfaceResult] = []
+    offsets: dict[tuple[int, int], float] = {}
+    for itf in grid.interfaces:
+        edge_a = profiles[(itf.a, itf.side)]
+        edge_b = profiles[(itf.b, (itf.side + 2) % 4)]
+        res = interface_offset(itf.id, edge_a, edge_b, window_frac=window,
+                               min_frac=config.amp_edge_min_frac,
+                               max_offset=config.amp_edge_max_offset)
+        if res.good_frac == 0.0 and res.min_frac_fail and res.original == 0.0:
+            logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
+            warnings.append(f"interface {itf.id} fully masked")
+        offsets[(itf.a, itf.b)] = res.offset
+        results.append(_interface_result(itf, detector, res))
+
+    if all_masked:
+        pedestals = np.zeros(len(detector))
+        msg = "all pixels are masked: pedestals set to zero"
+        (logger.warning if config.do_apply_amp_offset else logger.info)(
+            "%s: %s", detector.name, msg)
+        warnings.append(msg)
+    else:
+        pedestals = solve_pedestals(grid.associations, right_hand_side(grid, offsets))
+
+    return DetectorMeasurement(
+        detector=detector.name,
+        amp_names=detector.amp_names,
+        pedestals=pedestals,
+        interfaces=tuple(results),
+        background=background,
+        detection=detection,
+        threshold=float(threshold),
+        n_detected=int(n_detected),
+        masked_fraction=float(masked_fraction),
+        all_masked=all_masked,
+        warnings=tuple(warnings),
+    )
+
+
+def _interface_result(itf, detector: Detector, res: InterfaceOffset) -> InterfaceResult:
+    return InterfaceResult(
+        id=itf.id,
+        amp_a=detector.amplifiers[itf.a].name,
+        amp_b=detector.amplifiers[itf.b].name,
+        side=itf.side,
+        length=itf.length,
+        offset_raw=float(res.original),
+        offset=float(res.offset),
+        good_frac=float(res.good_frac),
+        min_frac_fail=bool(res.min_frac_fail),
+        max_offset_fail=bool(res.max_offset_fail),
+    )
+
+
+def _read_strips(image: Any, mask: Any, strips: dict, bits: int):
+    """Read only the edge strips (works on lazy arrays), NaN where masked or non-finite."""
+    out = {}
+    all_masked = True
+    for key, sl in strips.items():
+        a = np.array(image[sl], dtype=np.float32, copy=True)
+        bad = ~np.isfinite(a)
+        if mask is not None:
+            bad |= (np.asarray(mask[sl]) & bits) != 0
+        a[bad] = np.nan
+        all_masked &= bool(bad.all())
+        out[key] = a
+    return out, all_masked
+
+
+def _detect(
+    img: np.ndarray,
+    mask: np.ndarray | None,
+    planes: Mapping[str, int],
+    config: AmpOffsetConfig,
+    strips: dict,
+    extra: np.ndarray,
+    bad_planes: set[str],
+) -> tuple[str, float, int, np.ndarray | None]:
+    """Run detection on ``img``; OR the EDGE border and grown detections into ``extra``.
+
+    Only pixels whose planes are in the task's ignored list are marked, and grown
+    detections are only materialised where the edge strips need them.
+
+    Returns
+    -------
+    status, threshold, n_above, seeds
+        ``seeds`` are the ungrown detections that mask pixels (None if there are none).
+    """
+    det = config.detection
+    r = kernel_half_width(det.sigma, det.n_sigma_for_kernel)
+    h, w = img.shape
+    if "EDGE" in bad_planes:
+        extra[:r] = extra[h - r:] = True
+        extra[:, :r] = extra[:, w - r:] = True
+    smoothed = smooth(img, gaussian_kernel(det.sigma, det.n_sigma_for_kernel))
+    stats_bits = mask_bits(det.stats_mask, planes)
+    stats_bad = None if (mask is None or not stats_bits) else (mask & stats_bits) != 0
+    threshold = detection_threshold(smoothed, stats_bad, det.threshold_value,
+                                    det.threshold_type, det.include_threshold_multiplier)
+    if not math.isfinite(threshold):
+        return "skipped: no usable pixel for the threshold", threshold, 0, None
+    seeds = np.zeros(img.shape, dtype=bool)
+    polarity = det.threshold_polarity
+    n = 0
+    for plane, sign in (("DETECTED", 1.0), ("DETECTED_NEGATIVE", -1.0)):
+        if (sign > 0 and polarity == "negative") or (sign < 0 and polarity == "positive"):
+            continue
+        core = smoothed >= threshold if sign > 0 else smoothed <= -threshold
+        n += int(np.count_nonzero(core))
+        if plane in bad_planes:
+            seeds[r:h - r, r:w - r] |= core
+    radius = grow_radius(det.n_sigma_to_grow, det.sigma)
+    if seeds.any():
+        for rows, cols in strips.values():
+            ry = slice(max(rows.start - radius, 0), min(rows.stop + radius, h))
+            rx = slice(max(cols.start - radius, 0), min(cols.stop + radius, w))
+            local = seeds[ry, rx]
+            if local.any():
+                grown = grow(local, radius, det.isotropic_grow)
+                extra[rows, cols] |= grown[rows.start - ry.start: rows.stop - ry.start,
+                                           cols.start - rx.start: cols.stop - rx.start]
+        return "ok", threshold, n, seeds
+    return "ok", threshold, n, None
+
+
+def _grown_covers_rest(seeds: np.ndarray, covered: np.ndarray, config: AmpOffsetConfig) -> bool:
+    """Whether grown detections mask every pixel not already masked (exact, rarely costly)."""
+    det = config.detection
+    radius = grow_radius(det.n_sigma_to_grow, det.sigma)
+    if int(seeds.sum()) * (2 * radius + 1) ** 2 < int((~covered).sum()):
+        return False
+    return bool((grow(seeds, radius, det.isotropic_grow) | covered).all())

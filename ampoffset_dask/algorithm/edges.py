@@ -1,0 +1,70 @@
+"""Edge strips and their median profiles (LSST ``getAmpEdges``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import Amplifier
+
+__all__ = ["edge_profile", "nanmedian_float32", "strip_slices"]
+
+
+def strip_slices(amp: Amplifier, side: int, inset: int, width: int) -> tuple[slice, slice]:
+    """Detector-frame ``(rows, columns)`` of an amp's edge strip on ``side``.
+
+    Mirrors LSST's Python slices on the amp array, including the empty strip that
+    ``inset = 0`` gives on sides 0 and 1 (``-outer:-0``).
+    """
+    outer = inset + width
+
+    def tail(start: int, n: int) -> slice:
+        # Python's a[-outer:-inset] on an axis of length n, as absolute indices.
+        lo = max(n - outer, 0)
+        hi = n - inset if inset > 0 else 0
+        return slice(start + lo, start + max(hi, lo))
+
+    def head(start: int, n: int) -> slice:
+        return slice(start + min(inset, n), start + min(outer, n))
+
+    rows = slice(amp.y0, amp.y1)
+    cols = slice(amp.x0, amp.x1)
+    if side == 0:
+        return tail(amp.y0, amp.height), cols
+    if side == 1:
+        return rows, tail(amp.x0, amp.width)
+    if side == 2:
+        return head(amp.y0, amp.height), cols
+    if side == 3:
+        return rows, head(amp.x0, amp.width)
+    raise ValueError(f"side must be 0..3, got {side}")
+
+
+def nanmedian_float32(strip: np.ndarray, axis: int) -> np.ndarray:
+    """``numpy.nanmedian`` of a float32 array along ``axis``, without its slow paths.
+
+    All-NaN lines give NaN; an even count averages the two middle values in float32,
+    exactly as ``numpy.nanmedian`` does.
+    """
+    a = np.moveaxis(np.asarray(strip, dtype=np.float32), axis, -1)
+    n_lines, n = a.shape
+    if n == 0:
+        return np.full(n_lines, np.nan, dtype=np.float32)
+    nan = np.isnan(a)
+    if not nan.any():
+        k = [(n - 1) // 2, n // 2]
+        part = np.partition(a, k, axis=-1)
+        lo, hi = part[:, k[0]], part[:, k[1]]
+    else:
+        s = np.sort(a, axis=-1)  # NaNs sort last
+        cnt = n - nan.sum(axis=-1)
+        rows = np.arange(n_lines)
+        lo = s[rows, np.maximum(cnt - 1, 0) // 2]
+        hi = s[rows, np.minimum(cnt // 2, n - 1)]
+        lo = np.where(cnt > 0, lo, np.float32(np.nan))
+        hi = np.where(cnt > 0, hi, np.float32(np.nan))
+    return ((lo + hi) / np.float32(2)).astype(np.float32)
+
+
+def edge_profile(strip: np.ndarray, side: int) -> np.ndarray:
+    """Median profile of a strip along the interface (rows for sides 0/2, columns for 1/3)."""
+    return nanmedian_float32(strip, axis=0 if side in (0, 2) else 1)

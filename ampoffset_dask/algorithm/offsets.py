@@ -1,0 +1,83 @@
+"""The offset across one interface (LSST ``getInterfaceOffset``)."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .stats import clipped_stats
+
+__all__ = ["InterfaceOffset", "interface_offset", "window_length"]
+
+
+class InterfaceOffset(NamedTuple):
+    """The six values of LSST's ``getInterfaceOffset``, in its order."""
+
+    interface_id: str
+    offset: float
+    original: float
+    good_frac: float
+    min_frac_fail: bool
+    max_offset_fail: bool
+
+
+def window_length(frac: float, length: int) -> int:
+    """``int(ampEdgeWindowFrac * length)``."""
+    return int(frac * length)
+
+
+def interface_offset(
+    interface_id: str,
+    edge_a: np.ndarray,
+    edge_b: np.ndarray,
+    *,
+    window_frac: float | None,
+    min_frac: float,
+    max_offset: float,
+) -> InterfaceOffset:
+    """Robust offset ``A - B`` between two float32 edge profiles, with do-no-harm checks.
+
+    Parameters
+    ----------
+    interface_id : str
+        ``"A-B"``.
+    edge_a, edge_b : ndarray, float32
+        Profiles along the shared boundary.
+    window_frac : float or None
+        ``ampEdgeWindowFrac`` for the NaN-aware moving average; None disables smoothing.
+    min_frac : float
+        ``ampEdgeMinFrac``.
+    max_offset : float
+        ``ampEdgeMaxOffset``.
+    """
+    edge_a = np.asarray(edge_a, dtype=np.float32)
+    edge_b = np.asarray(edge_b, dtype=np.float32)
+    if np.isnan(edge_a).all() or np.isnan(edge_b).all():
+        return InterfaceOffset(interface_id, 0.0, 0.0, 0.0, True, False)
+    diff = edge_a - edge_b
+    nan = np.isnan(diff)
+    if window_frac is not None:
+        win = window_length(window_frac, diff.shape[0])
+        if win < 1:
+            raise ValueError(
+                f"interface {interface_id}: moving-average window "
+                f"int({window_frac} * {diff.shape[0]}) is empty"
+            )
+        ones = np.ones(win)
+        total = np.convolve(np.nan_to_num(diff), ones, "same")
+        count = np.convolve(~nan, ones, "same")
+        avg = total / np.clip(count, 1, None)
+    else:
+        avg = diff.copy()
+    avg[nan] = np.nan
+    original = clipped_stats(avg)[0]
+    good_frac = 1.0 - float(np.count_nonzero(np.isnan(avg))) / avg.shape[0]
+    min_frac_fail = good_frac < min_frac
+    max_offset_fail = bool(abs(original) > max_offset)
+    offset = 0.0 if (min_frac_fail or max_offset_fail) else original
+    if math.isnan(offset):
+        offset = 0.0 if good_frac == 0 else offset
+    return InterfaceOffset(interface_id, offset, original, good_frac, min_frac_fail,
+                           max_offset_fail)

@@ -1,0 +1,80 @@
+"""Readers of the reference cases in ../shared/golden (read in place, not copied)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ampoffset_dask import Amplifier, AmpOffsetConfig, Detector
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+GOLDEN = SHARED / "golden"
+
+
+def lsst_fixture() -> dict:
+    return json.loads((GOLDEN / "lsst_test_ampoffset.json").read_text())
+
+
+def lsst_detector(fixture: dict | None = None) -> Detector:
+    fx = fixture or lsst_fixture()
+    amps = tuple(
+        Amplifier(a["name"], a["x0"], a["y0"], a["width"], a["height"])
+        for a in fx["amps_in_detector_order"]
+    )
+    d = fx["detector"]
+    return Detector(d["name"], d["width"], d["height"], amps)
+
+
+def lsst_values(kind: str) -> np.ndarray:
+    if kind == "symmetric":
+        return np.linspace(-2.5, 2.5, 8)
+    if kind == "random":
+        return np.random.RandomState(seed=1746).uniform(-2.5, 2.5, 8)
+    return np.array([5, 1, 3, -4, 30, 25, 22, 27], dtype=float)
+
+
+def lsst_image(kind: str, background: str | None = None) -> np.ndarray:
+    """LSST's buildExposure: per-amp constants, optional constant or ramp background."""
+    det = lsst_detector()
+    image = np.zeros(det.shape, dtype=np.float32)
+    for amp, value in zip(det.amplifiers, lsst_values(kind), strict=True):
+        image[amp.slices] = value
+    if background in ("constant", "ramp"):
+        image += np.float32(100)
+    if background == "ramp":
+        profile = np.interp(range(det.height), (0, det.height - 1), (0.0, 100.0))
+        image[:] = (image.astype(np.float64) + profile[:, None]).astype(np.float32)
+    return image
+
+
+def lsst_config(kind: str, *, background: bool, weighted: bool) -> AmpOffsetConfig:
+    cfg = AmpOffsetConfig(
+        do_background=background, do_detection=background, amp_edge_width=12,
+        do_apply_amp_offset=True, apply_weights=weighted,
+    )
+    if kind == "artificial":
+        cfg.amp_edge_max_offset = 50.0
+    if kind == "random" and background:
+        cfg.amp_edge_min_frac = 0.1
+    return cfg
+
+
+def mini_itl() -> tuple[np.ndarray, np.ndarray, dict, Detector, dict]:
+    """Image, mask, mask planes, detector and expectations of mini_itl.fits.gz."""
+    from astropy.io import fits
+
+    expected = json.loads((GOLDEN / "mini_itl_expected.json").read_text())
+    with fits.open(GOLDEN / expected["file"]) as hdul:
+        image = hdul["IMAGE"].data.astype(np.float32)
+        mask = hdul["MASK"].data.astype(np.int32)
+        planes = {
+            k[3:]: int(v) for k, v in hdul["MASK"].header.items() if k.startswith("MP_")
+        }
+    amps = tuple(
+        Amplifier(a["name"], a["x0"], a["y0"], a["width"], a["height"])
+        for a in expected["amps_in_detector_order"]
+    )
+    h, w = expected["shape"]
+    return image, mask, planes, Detector("mini_itl", w, h, amps), expected
