@@ -1,0 +1,770 @@
+"""The ``ampoffset-dask`` command.
+
+Subcommands: ``demo``, ``simulate``, ``run``, ``plot``, ``cameras``, ``info``, ``catalog``.
+Run ``ampoffset-dask COMMAND --help`` for each one's options.
+
+Exit codes
+----------
+0
+    Success.
+1
+    The run finished but some detectors failed (they are listed on stderr and recorded in
+    the catalog's ``detectors`` table with the reason).
+2
+    Usage or input error: bad option, missing or unreadable file, unknown camera or
+    detector, invalid configuration.
+3
+    The Dask cluster could not be started or reached.
+4
+    Unexpected internal error (re-run with ``-v`` for the traceback and report it).
+130
+    Interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import AmpOffsetError, ConfigError, InputError
+
+__all__ = ["EXIT_CLUSTER", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "EXIT_USAGE", "main"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CLUSTER = 3
+EXIT_INTERNAL = 4
+EXIT_INTERRUPTED = 130
+
+_PROG = "ampoffset-dask"
+_EPILOG = """exit codes: 0 ok; 1 some detectors failed; 2 usage or input error; 3 cluster could
+not be started or reached; 4 internal error (re-run with -v); 130 interrupted."""
+
+
+class CommandError(Exception):
+    """An error the CLI reports in one line with a given exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ClusterError(CommandError):
+    """The cluster could not be started or reached."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_CLUSTER)
+
+
+def _out(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``ampoffset-dask`` (all subcommands)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more log output (-vv for debug); tracebacks on errors")
+
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Measure and remove amplifier offsets across whole focal planes on Dask, "
+                    "with the numbers of LSST's AmpOffsetTask.",
+        epilog=_EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"{_PROG} {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug); tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # demo
+    p = sub.add_parser(
+        "demo", parents=[common], epilog=_EPILOG,
+        help="simulate one LSSTCam raft, correct it on a local cluster, write catalog + plots",
+        description="Simulate one LSSTCam raft (9 detectors) with known amp pedestals, measure "
+                    "them on a local Dask cluster, write the catalog and plots, and compare "
+                    "with the truth.")
+    p.add_argument("--out", default="ampoffset-demo", type=Path,
+                   help="working folder (default: %(default)s)")
+    p.add_argument("--raft", default="R22", help="LSSTCam raft to simulate (default: R22)")
+    p.add_argument("--scale", type=_positive_float, default=1.0,
+                   help="detector size factor, < 1 for a quick look (default: 1, full size)")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed (default: 0)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="local worker processes (default: one per core)")
+    p.add_argument("--scheduler", default=None,
+                   help="use this Dask scheduler instead of a local cluster")
+    p.set_defaults(func=cmd_demo)
+
+    # simulate
+    p = sub.add_parser(
+        "simulate", parents=[common], epilog=_EPILOG,
+        help="write simulated exposures with known pedestals and a truth table",
+        description="Write one FITS file per (visit, detector) of a built-in camera with "
+                    "injected per-amp pedestals, and OUT/truth.parquet (visit, detector, amp, "
+                    "pedestal). `ampoffset-dask run OUT` processes them with no other option.")
+    p.add_argument("--camera", default="lsstcam", help="built-in camera (default: lsstcam)")
+    p.add_argument("--detectors", type=_csv, default=None,
+                   help="comma-separated detector names or ids (R22_S11,R22_S12)")
+    p.add_argument("--rafts", type=_csv, default=None, help="comma-separated rafts (R22)")
+    p.add_argument("--visits", type=_positive_int, default=1,
+                   help="number of visits, numbered 1..N (default: 1)")
+    p.add_argument("--scale", type=_positive_float, default=1.0,
+                   help="detector size factor; amps keep their names and layout (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--sky", type=_positive_float, default=1200.0,
+                   help="typical sky level in ADU (default: 1200)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.set_defaults(func=cmd_simulate)
+
+    # run
+    p = sub.add_parser(
+        "run", parents=[common], epilog=_EPILOG,
+        help="measure (and optionally apply) amp offsets of many files on a Dask cluster",
+        description="Measure the amp pedestals of every input exposure on a Dask cluster and "
+                    "stream them into a Parquet catalog. Folders are searched for *.fits, "
+                    "*.fits.gz and *.fits.fz files. Camera, visit and detector come from the "
+                    "headers. A second run with the same catalog resumes (skips finished "
+                    "detectors) unless --new-run is given.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
+    p.add_argument("--output", "-o", required=True, type=Path, metavar="CATALOG",
+                   help="catalog folder")
+    p.add_argument("--camera", default=None,
+                   help="camera name or camera JSON/YAML file (default: from the headers)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|FILE",
+                   help="Dask scheduler address, scheduler file, 'local[:N]', 'gateway', "
+                        "'slurm[:N]', 'kubernetes[:NAME]' (default: a local cluster)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="AmpOffsetConfig as JSON or YAML (LSST camelCase names accepted)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set ampEdgeMaxOffset=10 (repeatable)")
+    p.add_argument("--apply", action="store_true",
+                   help="write corrected exposures (pedestals subtracted) to --output-images")
+    p.add_argument("--output-images", type=Path, default=None, metavar="DIR",
+                   help="folder for corrected exposures (needed with --apply)")
+    p.add_argument("--max-in-flight", type=_positive_int, default=None, metavar="N",
+                   help="detectors submitted at once (default: 4 per worker thread)")
+    p.add_argument("--performance-report", type=Path, default=None, metavar="FILE",
+                   help="write a Dask performance report (HTML)")
+    p.add_argument("--new-run", action="store_true",
+                   help="process every input again instead of resuming")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    # plot
+    p = sub.add_parser(
+        "plot", parents=[common], epilog=_EPILOG,
+        help="plots of one visit of a catalog (focal plane, interfaces, amps, before/after)",
+        description="Write PNG plots for one visit of a catalog: focal-plane pedestal map, "
+                    "interface-offset histograms, and for one detector the amp map and a "
+                    "before/after binned image (when its input file is readable).")
+    p.add_argument("catalog", type=Path, help="catalog folder")
+    p.add_argument("--visit", type=int, default=None,
+                   help="visit to plot (needed when the catalog has several)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: CATALOG/plots)")
+    p.add_argument("--camera", default=None,
+                   help="camera for the focal-plane map (default: from the input headers)")
+    p.add_argument("--detector", default=None,
+                   help="detector for the amp map and before/after (default: the first)")
+    p.set_defaults(func=cmd_plot)
+
+    # cameras
+    p = sub.add_parser(
+        "cameras", parents=[common], epilog=_EPILOG, help="list built-in cameras or detectors",
+        description="Without NAME, list the built-in cameras; with NAME, list its detectors.")
+    p.add_argument("name", nargs="?", default=None, help="camera name")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_cameras)
+
+    # info
+    p = sub.add_parser(
+        "info", parents=[common], epilog=_EPILOG, help="what the loader sees in a file",
+        description="Print what the loader sees in FILE: kind, visit, detector, camera, size, "
+                    "HDUs, amps and mask planes.")
+    p.add_argument("file", type=Path, help="FITS file")
+    p.add_argument("--camera", default=None, help="camera name or file (default: from header)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    # catalog
+    p = sub.add_parser(
+        "catalog", parents=[common], epilog=_EPILOG, help="summarise a catalog",
+        description="Summarise a catalog: runs, visits, detector status, failures, pedestal "
+                    "statistics, do-no-harm counts; or print one table.")
+    p.add_argument("catalog", type=Path, help="catalog folder")
+    p.add_argument("--visit", type=int, default=None, help="only this visit")
+    p.add_argument("--table", choices=("detectors", "pedestals", "interfaces", "runs"),
+                   default=None, help="print this table instead of the summary")
+    p.add_argument("--limit", type=int, default=50, help="rows to print with --table")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.set_defaults(func=cmd_catalog)
+    return parser
+
+
+# -- main -----------------------------------------------------------------------------------------
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%H:%M:%S"))
+    root = logging.getLogger("ampoffset_dask")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    if verbose < 2:
+        for name in ("distributed", "tornado", "bokeh", "asyncio"):
+            logging.getLogger(name).setLevel(logging.ERROR if verbose <= 0 else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ampoffset-dask`` command; returns the exit code (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    _setup_logging(verbose)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{_PROG}: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        code = _exit_code(exc)
+        if verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        message = str(exc) or type(exc).__name__
+        if code == EXIT_INTERNAL:
+            message = f"internal error: {type(exc).__name__}: {message} (run with -v for details)"
+        sys.stderr.write(f"{_PROG} {args.command}: error: {message}\n")
+        return code
+
+
+def _exit_code(exc: BaseException) -> int:
+    if isinstance(exc, CommandError):
+        return exc.code
+    if isinstance(exc, AmpOffsetError | FileNotFoundError | IsADirectoryError
+                  | NotADirectoryError | PermissionError | FileExistsError):
+        return EXIT_USAGE
+    if isinstance(exc, ImportError):
+        return EXIT_USAGE
+    return EXIT_INTERNAL
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _client(spec: Any, n_workers: int | None = None):
+    """A `ClientHandle` for ``spec``; cluster failures become exit code 3."""
+    from .pipeline.cluster import get_client
+
+    try:
+        return get_client(spec, n_workers=n_workers)
+    except ConfigError as exc:
+        if spec is None or str(spec).startswith("local"):
+            raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
+        raise ClusterError(str(exc)) from exc
+    except OSError as exc:
+        raise ClusterError(f"could not reach the Dask scheduler {spec!r}: {exc}") from exc
+
+
+def _load_config(path: Path | None, overrides: Sequence[str]):
+    from .config import AmpOffsetConfig
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        if not path.is_file():
+            raise InputError(f"{path}: config file not found")
+        text = path.read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as exc:
+                raise InputError(
+                    f"{path}: reading YAML needs pyyaml (pip install 'ampoffset-dask[yaml]')"
+                ) from exc
+            loaded = yaml.safe_load(text)
+        else:
+            try:
+                loaded = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise InputError(f"{path}: expected a mapping of config fields")
+        data.update(loaded)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--set {item!r}: use KEY=VALUE")
+        try:
+            data[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            data[key.strip()] = value
+    if not data:
+        return None
+    return AmpOffsetConfig.from_lsst(data)
+
+
+def _call_process(inputs: Sequence[Any], output: Path, **options: Any):
+    """Call `ampoffset_dask.pipeline.run.process`, passing only the options it accepts."""
+    from .pipeline.run import process
+
+    params = inspect.signature(process).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in options.items() if accepts_any or k in params}
+    dropped = sorted(k for k, v in options.items() if k not in kwargs and v not in (None, False))
+    if dropped:
+        raise CommandError(f"this version of process() does not support: {', '.join(dropped)}")
+    return process(list(inputs), output, **kwargs)
+
+
+def _failed_detectors(result: Any, catalog: Path) -> list[tuple[Any, str, str]]:
+    """``(visit, detector, error)`` of failed detectors, from the result or the catalog."""
+    failed = getattr(result, "failed", None)
+    rows: list[tuple[Any, str, str]] = []
+    if failed is not None and not isinstance(failed, int):
+        for item in failed:
+            if isinstance(item, dict):
+                rows.append((item.get("visit"), str(item.get("detector")),
+                             str(item.get("error", ""))))
+            elif hasattr(item, "detector"):
+                rows.append((getattr(item, "visit", None), str(item.detector),
+                             str(getattr(item, "error", "") or "")))
+            else:
+                rows.append((None, str(item), ""))
+        return rows
+    from .catalog import read_catalog
+
+    try:
+        det = read_catalog(catalog, "detectors")
+    except (InputError, FileNotFoundError):
+        return rows
+    run_id = getattr(result, "run_id", None)
+    bad = det[det["status"] == "failed"]
+    if run_id is not None and "run_id" in bad.columns:
+        bad = bad[bad["run_id"] == run_id]
+    return [(v, str(d), str(e or "")) for v, d, e in
+            zip(bad["visit"], bad["detector"], bad["error"], strict=True)]
+
+
+def _fmt_visit(visit: Any) -> str:
+    return "?" if visit is None else str(visit)
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """``ampoffset-dask simulate``."""
+    from .simulate import simulate_focal_plane
+
+    t0 = time.perf_counter()
+    result = simulate_focal_plane(args.out, camera=args.camera, detectors=args.detectors,
+                                  rafts=args.rafts, visits=args.visits, scale=args.scale,
+                                  seed=args.seed, sky=args.sky, overwrite=args.overwrite)
+    n_det = result.truth["detector"].nunique()
+    _out(f"wrote {len(result.paths)} exposure(s) ({n_det} detector(s) x {args.visits} visit(s)) "
+         f"and {result.truth_path.name} to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``ampoffset-dask run``."""
+    if args.apply and args.output_images is None:
+        raise CommandError("--apply needs --output-images DIR (inputs are never overwritten)")
+    if args.output_images is not None and not args.apply:
+        raise CommandError("--output-images is only used with --apply")
+    for item in args.inputs:
+        if not Path(item).exists():
+            raise InputError(f"{item}: no such file or folder")
+    config = _load_config(args.config, args.overrides)
+    t0 = time.perf_counter()
+    with _client(args.scheduler) as handle:
+        result = _call_process(
+            args.inputs, args.output, camera=args.camera, config=config,
+            client=handle.client, apply=args.apply, output_dir=args.output_images,
+            max_in_flight=args.max_in_flight, performance_report=args.performance_report,
+            new_run=args.new_run, progress=not args.no_progress,
+        )
+    failed = _failed_detectors(result, args.output)
+    _print_run_summary(result, args.output, time.perf_counter() - t0)
+    if failed:
+        sys.stderr.write(f"{_PROG} run: {len(failed)} detector(s) failed:\n")
+        for visit, det, err in failed:
+            sys.stderr.write(f"  visit {_fmt_visit(visit)} {det}: {err}\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _print_run_summary(result: Any, catalog: Path, seconds: float) -> None:
+    parts = []
+    for name in ("n_ok", "n_flagged", "n_failed", "n_skipped"):
+        value = getattr(result, name, None)
+        if value is not None:
+            parts.append(f"{name[2:]} {value}")
+    text = ", ".join(parts) if parts else "done"
+    _out(f"catalog {catalog}: {text} ({seconds:.1f} s)")
+
+
+def cmd_cameras(args: argparse.Namespace) -> int:
+    """``ampoffset-dask cameras``."""
+    from .cameras import get_camera, list_cameras
+
+    if args.name is None:
+        rows = []
+        for name in list_cameras():
+            cam = get_camera(name)
+            layouts = sorted({(d.width, d.height, len(d)) for d in cam})
+            rows.append({"name": name, "instrument": getattr(cam, "instrument", name),
+                         "detectors": len(cam),
+                         "layouts": [f"{w}x{h}/{n} amps" for w, h, n in layouts]})
+        if args.json:
+            _out(json.dumps(rows, indent=1))
+            return EXIT_OK
+        _out(f"{'camera':<12}{'instrument':<14}{'detectors':>10}  layouts (size/amps)")
+        for r in rows:
+            _out(f"{r['name']:<12}{r['instrument']:<14}{r['detectors']:>10}  "
+                 + ", ".join(r["layouts"]))
+        return EXIT_OK
+    cam = get_camera(args.name)
+    rows = []
+    for det in cam:
+        info = cam.info(det.name)
+        rows.append({"name": det.name, "id": det.id, "type": info.get("type"),
+                     "physical_type": info.get("physical_type"), "width": det.width,
+                     "height": det.height, "amps": len(det)})
+    if args.json:
+        _out(json.dumps(rows, indent=1))
+        return EXIT_OK
+    _out(f"{cam.name}: {len(rows)} detectors")
+    _out(f"{'name':<12}{'id':>5}  {'type':<10}{'physical':<10}{'size':>11}  amps")
+    for r in rows:
+        _out(f"{r['name']:<12}{r['id'] if r['id'] is not None else '-':>5}  "
+             f"{r['type'] or '-':<10}{r['physical_type'] or '-':<10}"
+             f"{str(r['width']) + 'x' + str(r['height']):>11}  {r['amps']}")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``ampoffset-dask info FILE``."""
+    from .io.fits import inspect_file, resolve_detector
+
+    path = args.file
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a FITS file")
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    info = inspect_file(path)
+    detector = None
+    geometry_error = None
+    try:
+        detector = resolve_detector(info, camera=args.camera)
+    except AmpOffsetError as exc:
+        geometry_error = str(exc)
+    data = {
+        "path": str(info.path),
+        "kind": info.kind,
+        "camera": info.camera,
+        "visit": info.visit,
+        "detector": info.detector,
+        "detector_id": info.detector_id,
+        "shape": list(info.shape),
+        "compressed": bool(info.compressed),
+        "hdus": {"image": info.image_hdu, "mask": info.mask_hdu, "variance": info.variance_hdu},
+        "mask_planes": dict(info.mask_planes),
+        "amps": None if detector is None else [
+            {"name": a.name, "x0": a.x0, "y0": a.y0, "width": a.width, "height": a.height}
+            for a in detector.amplifiers],
+        "geometry_error": geometry_error,
+        "size_bytes": path.stat().st_size,
+    }
+    if args.json:
+        _out(json.dumps(data, indent=1, default=str))
+        return EXIT_OK if detector is not None else EXIT_USAGE
+    h, w = info.shape
+    _out(f"file        {info.path}")
+    _out(f"kind        {info.kind}{' (tile-compressed)' if info.compressed else ''}, "
+         f"{data['size_bytes'] / 1e6:.1f} MB")
+    _out(f"camera      {info.camera or '-'}")
+    _out(f"visit       {_fmt_visit(info.visit)}")
+    _out(f"detector    {info.detector or '-'} (id {_fmt_visit(info.detector_id)})")
+    _out(f"image       {w} x {h} pixels (HDU {info.image_hdu})")
+    _out(f"mask        HDU {info.mask_hdu if info.mask_hdu is not None else '-'}; planes: "
+         + (", ".join(f"{k}={v}" for k, v in sorted(info.mask_planes.items(),
+                                                    key=lambda kv: kv[1])) or "-"))
+    _out(f"variance    HDU {info.variance_hdu if info.variance_hdu is not None else '-'}")
+    if detector is None:
+        _out(f"amps        unknown: {geometry_error}")
+        return EXIT_USAGE
+    amp = detector.amplifiers[0]
+    _out(f"amps        {len(detector)} of {amp.width} x {amp.height} (detector order):")
+    for a in detector.amplifiers:
+        _out(f"  {a.name:<6} x[{a.x0}:{a.x1}] y[{a.y0}:{a.y1}]")
+    return EXIT_OK
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    """``ampoffset-dask catalog CATALOG``."""
+    import numpy as np
+
+    from .catalog import read_catalog
+
+    visits = None if args.visit is None else [args.visit]
+    if args.table is not None:
+        df = read_catalog(args.catalog, args.table, visits=visits if args.table != "runs"
+                          else None)
+        import pandas as pd
+
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            _out(df.head(args.limit).to_string(index=False) if len(df) else "(empty)")
+        if len(df) > args.limit:
+            _out(f"... {len(df) - args.limit} more rows (use --limit)")
+        return EXIT_OK
+    det = read_catalog(args.catalog, "detectors", visits=visits)
+    ped = read_catalog(args.catalog, "pedestals", visits=visits)
+    itf = read_catalog(args.catalog, "interfaces", visits=visits)
+    try:
+        runs = read_catalog(args.catalog, "runs")
+    except (InputError, FileNotFoundError):
+        runs = None
+    status = det["status"].value_counts().to_dict() if len(det) else {}
+    peds = np.asarray(ped["pedestal"], dtype=float) if len(ped) else np.zeros(0)
+    summary = {
+        "catalog": str(args.catalog),
+        "runs": 0 if runs is None else len(runs),
+        "visits": sorted(int(v) for v in det["visit"].unique()) if len(det) else [],
+        "detectors": len(det),
+        "status": {str(k): int(v) for k, v in status.items()},
+        "amps": len(ped),
+        "pedestal_rms": float(np.sqrt(np.mean(peds ** 2))) if peds.size else None,
+        "pedestal_max_abs": float(np.abs(peds).max()) if peds.size else None,
+        "interfaces": len(itf),
+        "max_offset_fail": int(itf["max_offset_fail"].sum()) if len(itf) else 0,
+        "min_frac_fail": int(itf["min_frac_fail"].sum()) if len(itf) else 0,
+        "failed": [{"visit": int(v), "detector": str(d), "error": str(e)} for v, d, e in
+                   zip(det.loc[det["status"] == "failed", "visit"],
+                       det.loc[det["status"] == "failed", "detector"],
+                       det.loc[det["status"] == "failed", "error"], strict=True)],
+    }
+    if args.json:
+        _out(json.dumps(summary, indent=1))
+        return EXIT_OK
+    _out(f"catalog     {summary['catalog']} ({summary['runs']} run(s))")
+    vis = summary["visits"]
+    _out(f"visits      {len(vis)}: " + ", ".join(map(str, vis[:10]))
+         + (" ..." if len(vis) > 10 else ""))
+    _out(f"detectors   {summary['detectors']}: "
+         + (", ".join(f"{k} {v}" for k, v in sorted(summary["status"].items())) or "-"))
+    if peds.size:
+        _out(f"pedestals   {summary['amps']} amps, RMS {summary['pedestal_rms']:.3f} ADU, "
+             f"max |p| {summary['pedestal_max_abs']:.3f} ADU")
+    _out(f"interfaces  {summary['interfaces']}: {summary['max_offset_fail']} over the offset "
+         f"limit, {summary['min_frac_fail']} under the good-fraction limit (zeroed)")
+    for row in summary["failed"][:20]:
+        _out(f"  failed: visit {row['visit']} {row['detector']}: {row['error']}")
+    if len(summary["failed"]) > 20:
+        _out(f"  ... {len(summary['failed']) - 20} more failures")
+    return EXIT_OK
+
+
+def _camera_for_catalog(det: Any, camera: str | None):
+    """The camera of a catalog's detectors: given, else from an input file's header, else the
+    smallest built-in camera that has every detector name."""
+    from .cameras import get_camera, list_cameras
+
+    if camera is not None:
+        return get_camera(camera)
+    names = set(map(str, det["detector"]))
+    if "input" in det.columns:
+        from .io.fits import inspect_file
+
+        for path in det["input"].dropna():
+            if Path(path).is_file():
+                try:
+                    info = inspect_file(path)
+                except AmpOffsetError:
+                    continue
+                if info.camera:
+                    try:
+                        return get_camera(info.camera)
+                    except AmpOffsetError:
+                        pass
+                break
+    candidates = [get_camera(n) for n in list_cameras()]
+    candidates = [c for c in candidates if names <= set(c.detector_names)]
+    if not candidates:
+        return None
+    return min(candidates, key=len)
+
+
+def make_plots(catalog: Path, visit: int | None = None, out: Path | None = None,
+               camera: str | None = None, detector: str | None = None) -> list[Path]:
+    """Write the standard plots of one visit of a catalog; returns the written paths."""
+    from . import plots
+    from .catalog import read_catalog
+
+    det = read_catalog(catalog, "detectors")
+    if not len(det):
+        raise InputError(f"{catalog}: the catalog has no detectors")
+    visits = sorted(int(v) for v in det["visit"].unique())
+    if visit is None:
+        if len(visits) > 1:
+            raise CommandError(f"{catalog}: several visits {visits[:20]}; choose one with --visit")
+        visit = visits[0]
+    if visit not in visits:
+        raise CommandError(f"{catalog}: no visit {visit}; visits are {visits[:20]}")
+    det = det[det["visit"] == visit]
+    ped = read_catalog(catalog, "pedestals", visits=[visit])
+    itf = read_catalog(catalog, "interfaces", visits=[visit])
+    out = Path(out) if out is not None else Path(catalog) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    cam = _camera_for_catalog(det, camera)
+    if cam is not None and len(ped):
+        known = set(cam.detector_names)
+        if set(map(str, ped["detector"])) <= known:
+            written.append(plots.save_figure(
+                plots.focal_plane_map(ped, cam, visit=visit), out / f"focal_plane_v{visit}.png"))
+    else:
+        logger.warning("no camera known for these detectors: skipping the focal-plane map")
+    if len(itf):
+        written.append(plots.save_figure(
+            plots.interface_histogram(itf, title=f"visit {visit}: interface offsets"),
+            out / f"interfaces_v{visit}.png"))
+    ok = det[det["status"] != "failed"]
+    if not len(ok):
+        return written
+    name = detector or str(ok["detector"].iloc[0])
+    row = ok[ok["detector"] == name]
+    if not len(row):
+        raise CommandError(f"visit {visit}: no measured detector {name!r}")
+    p_det = ped[ped["detector"] == name]
+    i_det = itf[itf["detector"] == name]
+    path = row["input"].iloc[0] if "input" in row.columns else None
+    geometry = None
+    exposure = None
+    if path and Path(path).is_file():
+        from .io.fits import read_exposure
+
+        try:
+            exposure = read_exposure(path, camera=cam)
+            geometry = exposure.detector
+        except AmpOffsetError as exc:
+            logger.warning("cannot read %s for the before/after plot: %s", path, exc)
+    if geometry is None and cam is not None and name in cam:
+        geometry = cam[name]
+    if geometry is not None:
+        written.append(plots.save_figure(
+            plots.amp_map(p_det, geometry, interfaces=i_det,
+                          title=f"visit {visit}, {name}: amp pedestals"),
+            out / f"amps_v{visit}_{name}.png"))
+    if exposure is not None:
+        from .masks import mask_bits
+
+        bits = mask_bits(("BAD", "SAT", "INTRP", "CR", "EDGE", "SUSPECT", "NO_DATA"),
+                         exposure.mask_planes)
+        written.append(plots.save_figure(
+            plots.before_after(exposure.image, exposure.detector, p_det, mask=exposure.mask,
+                               bad_bits=bits, title=f"visit {visit}, {name}: before / after"),
+            out / f"before_after_v{visit}_{name}.png"))
+    return written
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``ampoffset-dask plot CATALOG``."""
+    written = make_plots(args.catalog, args.visit, args.out, args.camera, args.detector)
+    for path in written:
+        _out(str(path))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``ampoffset-dask demo``."""
+    import numpy as np
+
+    from .catalog import read_catalog
+    from .simulate import simulate_focal_plane
+
+    out: Path = args.out
+    data_dir, catalog, plot_dir = out / "data", out / "catalog", out / "plots"
+    t_start = time.perf_counter()
+    _out(f"ampoffset-dask demo: LSSTCam raft {args.raft}, scale {args.scale:g}, into {out}")
+    with _client(args.scheduler, n_workers=args.workers) as handle:
+        client = handle.client
+        link = handle.dashboard_link
+        n_workers = len(client.scheduler_info().get("workers", {}))
+        _out(f"  Dask cluster: {n_workers} worker(s)" + (f", dashboard {link}" if link else ""))
+        t0 = time.perf_counter()
+        sim = simulate_focal_plane(data_dir, camera="lsstcam", rafts=[args.raft], visits=1,
+                                   scale=args.scale, seed=args.seed, overwrite=True,
+                                   executor=client)
+        t_sim = time.perf_counter() - t0
+        n_det = len(sim.paths)
+        _out(f"  simulated {n_det} detectors in {t_sim:.1f} s -> {data_dir}")
+        t0 = time.perf_counter()
+        result = _call_process([str(p) for p in sim.paths], catalog, client=client,
+                               new_run=True, progress=False)
+        t_run = time.perf_counter() - t0
+    failed = _failed_detectors(result, catalog)
+    _out(f"  measured {n_det - len(failed)}/{n_det} detectors in {t_run:.1f} s -> {catalog}")
+    ped = read_catalog(catalog, "pedestals")
+    merged = ped.merge(sim.truth, on=["visit", "detector", "amp"], suffixes=("", "_truth"))
+    err = np.asarray(merged["pedestal"] - merged["pedestal_truth"], dtype=float)
+    rms_err = float(np.sqrt(np.mean(err ** 2))) if err.size else float("nan")
+    rms_truth = float(np.sqrt(np.mean(np.asarray(sim.truth["pedestal"]) ** 2)))
+    _out(f"  pedestal RMS error vs truth: {rms_err:.3f} ADU over {err.size} amps "
+         f"(injected pedestals RMS {rms_truth:.2f} ADU)")
+    t0 = time.perf_counter()
+    written = make_plots(catalog, visit=int(sim.truth["visit"].iloc[0]), out=plot_dir)
+    _out(f"  wrote {len(written)} plots in {time.perf_counter() - t0:.1f} s -> {plot_dir}")
+    for path in written:
+        _out(f"    {path}")
+    _out(f"done in {time.perf_counter() - t_start:.1f} s. Next: ampoffset-dask catalog {catalog}")
+    if failed:
+        sys.stderr.write(f"{_PROG} demo: {len(failed)} detector(s) failed:\n")
+        for visit, det, e in failed:
+            sys.stderr.write(f"  visit {_fmt_visit(visit)} {det}: {e}\n")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
