@@ -1,0 +1,28 @@
+"""Distributed processing on Dask: clusters, the per-detector task, `process`, graphs.
+
+This is the only subpackage that imports dask.distributed. Package defaults are registered
+in dask's configuration under the ``ampoffset`` key on import.
+"""
+
+from __future__ import annotations
+
+from ._config import load_defaults
+
+load_defaults()
+
+from .cluster import ClientHandle, get_client  # noqa: E402
+from .graph import build_graph, measure_visit  # noqa: E402
+from .run import RunSummary, process, stream_tasks  # noqa: E402
+from .tasks import process_file  # noqa: E402
+
+__all__ = [
+    "ClientHandle",
+    "RunSummary",
+    "build_graph",
+    "get_client",
+    "load_defaults",
+    "measure_visit",
+    "process",
+    "process_file",
+    "stream_tasks",
+]

@@ -1,0 +1,36 @@
+"""Package defaults in dask's configuration system, under the ``ampoffset`` key.
+
+The defaults live in ``ampoffset_dask/ampoffset.yaml``; users override them the usual dask
+ways (``~/.config/dask/*.yaml``, ``DASK_AMPOFFSET__IN_FLIGHT_PER_THREAD=8``,
+``dask.config.set({"ampoffset.io-retries": 5})``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import yaml
+
+__all__ = ["get", "load_defaults"]
+
+_DEFAULTS = Path(__file__).resolve().parents[1] / "ampoffset.yaml"
+_loaded = False
+
+
+def load_defaults() -> None:
+    """Register ``ampoffset.yaml`` as dask config defaults (idempotent)."""
+    global _loaded
+    if _loaded:
+        return
+    with open(_DEFAULTS) as f:
+        defaults = yaml.safe_load(f) or {}
+    dask.config.update_defaults(defaults)
+    _loaded = True
+
+
+def get(key: str, default: Any = None) -> Any:
+    """``dask.config.get("ampoffset." + key)`` after loading the defaults."""
+    load_defaults()
+    return dask.config.get(f"ampoffset.{key}", default)

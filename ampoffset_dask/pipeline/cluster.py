@@ -1,0 +1,366 @@
+"""Turn a scheduler spec into a dask `~distributed.Client`.
+
+Accepted specs
+--------------
+``None`` or ``"local"``
+    A `~distributed.LocalCluster` sized to the machine: one single-threaded worker process
+    per core (fewer if memory is short), each with an explicit memory limit. Closed by
+    `ClientHandle.close`. ``"local:N"`` asks for N workers.
+``"tcp://host:port"``, ``"tls://host:port"`` (also ``ucx://``, ``ws://``, ``wss://``)
+    A running scheduler. TLS settings come from ``security=`` or from dask's configuration
+    (``distributed.comm.tls.ca-file``, ``.client.cert``, ``.client.key``).
+a path to a scheduler file (JSON written by ``dask scheduler --scheduler-file``)
+    A running scheduler found through the file.
+a `~distributed.Client`, or a cluster object (``LocalCluster``, ``KubeCluster``...)
+    Used as is; never closed by `ClientHandle.close`.
+``"gateway"`` or ``"gateway:<https address>"``
+    A new cluster from dask-gateway (extra ``ampoffset-dask[gateway]``).
+``"slurm"``, ``"pbs"``, ``"sge"``, ``"lsf"``, ``"htcondor"``, ``"moab"``, ``"oar"`` (``":N"``)
+    A dask-jobqueue cluster configured by the ``jobqueue.<name>`` dask config (extra
+    ``ampoffset-dask[jobqueue]``), scaled to N workers (default ``ampoffset.cluster.workers``)
+``"kubernetes"`` or ``"kubernetes:<name>"`` (``":N"`` workers suffix allowed)
+    A dask-kubernetes operator cluster (extra ``ampoffset-dask[kubernetes]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from . import _config
+
+__all__ = ["ClientHandle", "get_client", "local_cluster_size"]
+
+logger = logging.getLogger(__name__)
+
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://", re.IGNORECASE)
+_JOBQUEUE = {
+    "slurm": "SLURMCluster",
+    "pbs": "PBSCluster",
+    "sge": "SGECluster",
+    "lsf": "LSFCluster",
+    "htcondor": "HTCondorCluster",
+    "moab": "MoabCluster",
+    "oar": "OARCluster",
+}
+
+
+@dataclasses.dataclass
+class ClientHandle:
+    """A client and whatever must be closed with it.
+
+    Use as a context manager or call `close`. Unpacks as ``client, close = handle``.
+
+    Attributes
+    ----------
+    client : distributed.Client
+        The connected client.
+    cluster : object or None
+        The cluster this module started (None when connecting to an existing one).
+    owned : bool
+        Whether `close` closes the client (and the cluster).
+    """
+
+    client: Any
+    cluster: Any = None
+    owned: bool = True
+
+    @property
+    def dashboard_link(self) -> str | None:
+        """The dashboard URL, when the scheduler serves one."""
+        try:
+            return self.client.dashboard_link
+        except Exception:  # pragma: no cover - no dashboard (bokeh missing)
+            return None
+
+    def close(self) -> None:
+        """Close the client and cluster if this handle started them."""
+        if not self.owned:
+            return
+        try:
+            self.client.close()
+        finally:
+            if self.cluster is not None:
+                self.cluster.close()
+
+    def __enter__(self) -> Any:
+        return self.client
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __iter__(self):
+        return iter((self.client, self.close))
+
+
+def _parse_bytes(value: Any) -> int:
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(value)) if isinstance(value, str) else int(value)
+
+
+def local_cluster_size(
+    n_workers: int | None = None, memory_limit: str | int | None = None
+) -> tuple[int, int]:
+    """``(workers, memory limit per worker in bytes)`` for a local cluster on this machine.
+
+    One single-threaded worker per usable core; fewer if ``workers x limit`` would exceed
+    90% of the machine's available memory. The limit defaults to
+    ``ampoffset.local.memory-limit-per-worker`` (2 GiB).
+    """
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = max(1, cores or 1)
+    limit = _parse_bytes(memory_limit or _config.get("local.memory-limit-per-worker", "2GiB"))
+    available = int(psutil.virtual_memory().available * 0.9)
+    if n_workers is None:
+        n_workers = max(1, min(cores, available // max(limit, 1)))
+        if n_workers * limit > available:
+            limit = max(256 * 2**20, available // n_workers)
+    return int(n_workers), int(limit)
+
+
+def _local(n_workers: int | None, memory_limit: Any, **kwargs: Any) -> ClientHandle:
+    from distributed import Client, LocalCluster
+
+    workers, limit = local_cluster_size(n_workers, memory_limit)
+    threads = int(kwargs.pop("threads_per_worker", _config.get("local.threads-per-worker", 1)))
+    kwargs.setdefault("dashboard_address", ":0")
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=threads,
+        processes=True,
+        memory_limit=limit,
+        **kwargs,
+    )
+    client = Client(cluster)
+    logger.info(
+        "started a local Dask cluster: %d worker process(es) x %d thread(s), %.1f GiB each; "
+        "dashboard: %s", workers, threads, limit / 2**30, client.dashboard_link,
+    )
+    return ClientHandle(client, cluster, owned=True)
+
+
+def _missing_extra(spec: str, package: str, extra: str) -> ConfigError:
+    return ConfigError(
+        f"scheduler {spec!r} needs the {package} package; install it with "
+        f"pip install 'ampoffset-dask[{extra}]'"
+    )
+
+
+def _split_count(rest: str) -> tuple[str, int | None]:
+    """``"name:8"`` -> ("name", 8); ``"8"`` -> ("", 8); ``"name"`` -> ("name", None)."""
+    head, _, tail = rest.rpartition(":")
+    if tail.isdigit():
+        return head, int(tail)
+    return rest, None
+
+
+def _scale(cluster: Any, n: int | None) -> None:
+    n = n if n is not None else _config.get("cluster.workers", None)
+    adaptive = _config.get("cluster.adaptive-maximum", None)
+    if n is not None:
+        cluster.scale(int(n))
+    elif adaptive:
+        cluster.adapt(minimum=0, maximum=int(adaptive))
+    else:
+        cluster.scale(1)
+        logger.warning("no worker count given for %s; started 1 worker (use 'NAME:N')",
+                       type(cluster).__name__)
+
+
+def _connect(cluster: Any, spec: str) -> ClientHandle:
+    from distributed import Client
+
+    client = Client(cluster)
+    logger.info("started %s for %r; dashboard: %s", type(cluster).__name__, spec,
+                client.dashboard_link)
+    return ClientHandle(client, cluster, owned=True)
+
+
+def _gateway(spec: str) -> ClientHandle:
+    try:
+        from dask_gateway import Gateway
+    except ImportError:
+        raise _missing_extra(spec, "dask-gateway", "gateway") from None
+    rest = spec.split(":", 1)[1] if ":" in spec else ""
+    address, n = (rest, None) if "://" in rest else _split_count(rest)
+    try:
+        gateway = Gateway(address or None)
+        cluster = gateway.new_cluster()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(
+            f"scheduler {spec!r}: cannot start a dask-gateway cluster ({exc}); give the address "
+            "as 'gateway:https://HOST/...' or set gateway.address in the dask config"
+        ) from exc
+    _scale(cluster, n)
+    return _connect(cluster, spec)
+
+
+def _jobqueue(spec: str, kind: str, n: int | None) -> ClientHandle:
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise _missing_extra(spec, "dask-jobqueue", "jobqueue") from None
+    try:
+        cluster = getattr(dask_jobqueue, _JOBQUEUE[kind])()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"scheduler {spec!r}: dask-jobqueue cannot build a {_JOBQUEUE[kind]} from the dask "
+            f"config ({exc}); set at least jobqueue.{kind}.cores and jobqueue.{kind}.memory "
+            "(see deploy/ and the dask-jobqueue documentation)"
+        ) from exc
+    _scale(cluster, n)
+    return _connect(cluster, spec)
+
+
+def _kubernetes(spec: str) -> ClientHandle:
+    try:
+        from dask_kubernetes.operator import KubeCluster
+    except ImportError:
+        raise _missing_extra(spec, "dask-kubernetes", "kubernetes") from None
+    rest = spec.split(":", 1)[1] if ":" in spec else ""
+    name, n = _split_count(rest)
+    try:
+        cluster = KubeCluster(name=name or "ampoffset")
+    except Exception as exc:  # kubernetes client errors have no common base class
+        raise ConfigError(
+            f"scheduler {spec!r}: cannot start a Kubernetes Dask cluster ({exc}); check the "
+            "kubeconfig and that the dask-kubernetes operator is installed (see deploy/)"
+        ) from exc
+    _scale(cluster, n)
+    return _connect(cluster, spec)
+
+
+def _address(spec: str, security: Any) -> ClientHandle:
+    from distributed import Client
+    from distributed.security import Security
+
+    if spec.lower().startswith(("tls://", "wss://")):
+        security = security if security is not None else Security()
+        if not getattr(security, "tls_client_cert", None) and not getattr(
+                security, "tls_ca_file", None):
+            raise ConfigError(
+                f"scheduler {spec!r} uses TLS but no certificates are configured; set "
+                "distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
+                "distributed.comm.tls.client.key in the dask config (or the "
+                "DASK_DISTRIBUTED__COMM__TLS__CA_FILE ... environment variables), or pass "
+                "security=distributed.security.Security(...)"
+            )
+    try:
+        client = Client(spec, security=security, timeout=_config.get("connect-timeout", "30s"))
+    except OSError as exc:
+        raise ConfigError(f"cannot connect to the Dask scheduler at {spec}: {exc}") from exc
+    logger.info("connected to the Dask scheduler at %s; dashboard: %s", spec,
+                client.dashboard_link)
+    return ClientHandle(client, None, owned=True)
+
+
+def _scheduler_file(path: Path, security: Any) -> ClientHandle:
+    from distributed import Client
+
+    try:
+        client = Client(scheduler_file=str(path), security=security,
+                        timeout=_config.get("connect-timeout", "30s"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot connect to the Dask scheduler of {path}: {exc}") from exc
+    logger.info("connected to the Dask scheduler of %s (%s); dashboard: %s", path,
+                client.scheduler.address, client.dashboard_link)
+    return ClientHandle(client, None, owned=True)
+
+
+def get_client(
+    spec: Any = None,
+    *,
+    n_workers: int | None = None,
+    memory_limit: str | int | None = None,
+    security: Any = None,
+    **cluster_kwargs: Any,
+) -> ClientHandle:
+    """Connect to (or start) the Dask cluster that ``spec`` describes.
+
+    Parameters
+    ----------
+    spec : None, str, path, Client or cluster
+        See the module docstring for the accepted forms.
+    n_workers : int, optional
+        Worker processes of a local cluster (default: one per core, memory permitting).
+    memory_limit : str or int, optional
+        Per-worker memory limit of a local cluster (``"2GiB"``).
+    security : distributed.security.Security, optional
+        TLS settings for ``tls://`` addresses and scheduler files (default: dask config).
+    **cluster_kwargs
+        Passed to `~distributed.LocalCluster`.
+
+    Returns
+    -------
+    ClientHandle
+        ``with get_client(spec) as client: ...`` closes what was started; so does
+        ``handle.close()``. ``client, close = get_client(spec)`` also works.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown spec, an unreachable scheduler, TLS without certificates or a
+        missing optional extra (the message names the pip extra).
+    """
+    _config.load_defaults()
+    from distributed import Client
+
+    if isinstance(spec, ClientHandle):
+        return ClientHandle(spec.client, None, owned=False)
+    if isinstance(spec, Client):
+        return ClientHandle(spec, None, owned=False)
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):
+        if hasattr(spec, "scheduler_address"):  # a cluster object
+            return ClientHandle(Client(spec), None, owned=True)
+        raise ConfigError(f"cannot make a Dask client from {type(spec).__name__} {spec!r}")
+    if spec is None:
+        return _local(n_workers, memory_limit, **cluster_kwargs)
+    text = os.fspath(spec).strip()
+    lower = text.lower()
+    if lower == "local" or lower.startswith("local:"):
+        _, n = _split_count(text.split(":", 1)[1] if ":" in text else "")
+        return _local(n if n is not None else n_workers, memory_limit, **cluster_kwargs)
+    if _ADDRESS.match(text):
+        return _address(text, security)
+    if lower == "gateway" or lower.startswith("gateway:"):
+        return _gateway(text)
+    kind, _, count = lower.partition(":")
+    if kind in _JOBQUEUE:
+        if count and not count.isdigit():
+            raise ConfigError(f"scheduler {text!r}: use {kind} or {kind}:N (N workers)")
+        return _jobqueue(text, kind, int(count) if count else None)
+    if kind in ("kubernetes", "k8s"):
+        return _kubernetes(text)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return _scheduler_file(path, security)
+    if re.match(r"^[\w.-]+:\d+$", text):  # host:port without a protocol
+        return _address(f"tcp://{text}", security)
+    raise ConfigError(
+        f"scheduler {text!r} is neither 'local', a tcp:// or tls:// address, an existing "
+        "scheduler file, 'gateway[:ADDRESS]', a jobqueue name (" + ", ".join(_JOBQUEUE)
+        + ") nor 'kubernetes[:NAME]'"
+    )
+
+
+def cluster_threads(client: Any) -> int:
+    """Total worker threads the scheduler knows of right now (0 when none)."""
+    try:
+        return int(sum(client.nthreads().values()))
+    except Exception:  # pragma: no cover - scheduler gone
+        return 0
+
+
+def default_in_flight(client: Any) -> int:
+    """``ampoffset.in-flight-per-thread`` x the cluster's threads (at least 8)."""
+    per = int(_config.get("in-flight-per-thread", 4))
+    return max(8, per * cluster_threads(client), math.ceil(per * 2))

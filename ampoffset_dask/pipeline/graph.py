@@ -1,0 +1,213 @@
+"""Notebook API: the per-detector `dask.delayed` graph, and measuring an in-memory visit.
+
+`build_graph` gives, for each (visit, detector), the chain read -> measure -> [write] ->
+result as delayed objects, so a notebook can inspect it, ``dask.visualize`` it and
+``dask.compute`` it on any scheduler. For thousands of detectors prefer `process`, which
+bounds what is in flight and streams results to a catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+
+from ..catalog import DetectorResult
+from ..config import AmpOffsetConfig
+from ..geometry import Detector
+from .inputs import discover_inputs, plan_tasks
+from .tasks import apply_pedestals, lsst_metadata
+
+__all__ = ["build_graph", "measure_visit"]
+
+logger = logging.getLogger(__name__)
+
+
+def _read(path: str, detector: Detector, camera: Any = None) -> Any:
+    from ..io.fits import read_exposure
+
+    return read_exposure(path, camera=camera, detector=detector)
+
+
+def _measure(exposure: Any, detector: Detector, config: AmpOffsetConfig | None) -> Any:
+    from ..algorithm.measure import measure_detector
+
+    return measure_detector(exposure.image, exposure.mask, detector, config,
+                            mask_planes=exposure.mask_planes)
+
+
+def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
+           visit: int) -> str:
+    from ..io.fits import write_exposure
+
+    corrected = apply_pedestals(exposure.image, detector, measurement.pedestals)
+    header = dict(getattr(exposure.info, "header", None) or {})
+    header.update({"VISIT": int(visit), "DETNAME": detector.name})
+    if detector.id is not None:
+        header["DETECTOR"] = detector.id
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    write_exposure(output, corrected, exposure.mask, exposure.variance,
+                   mask_planes=exposure.mask_planes, header=header,
+                   metadata=lsst_metadata(measurement, applied=True), overwrite=True)
+    return output
+
+
+def _result(measurement: Any, output: str | None, visit: int, detector: Detector,
+            path: str) -> DetectorResult:
+    return DetectorResult(
+        visit=int(visit),
+        detector=detector.name,
+        status="flagged" if measurement.all_masked else "ok",
+        error="all pixels masked; pedestals set to 0" if measurement.all_masked else "",
+        detector_id=detector.id,
+        input=path,
+        output=output or "",
+        amp_names=list(measurement.amp_names),
+        pedestals=[float(p) for p in measurement.pedestals],
+        interfaces=[i.to_dict() for i in measurement.interfaces],
+        applied=bool(output),
+        masked_fraction=float(measurement.masked_fraction),
+        all_masked=bool(measurement.all_masked),
+        background=measurement.background,
+        detection=measurement.detection,
+        n_detected=int(measurement.n_detected),
+        warnings=list(measurement.warnings),
+        finished_at=time.time(),
+    )
+
+
+def build_graph(
+    inputs: Any,
+    *,
+    camera: Any = None,
+    config: AmpOffsetConfig | None = None,
+    output_images: str | os.PathLike | None = None,
+) -> dict[tuple[int, str], Any]:
+    """The per-detector delayed graph of a set of files (typically one visit).
+
+    Parameters
+    ----------
+    inputs : path, glob, folder, manifest or list of them
+        As for `process`. Headers are read now; pixels only when the graph runs.
+    camera : str or Camera, optional
+        Camera for the geometry (default: from the headers).
+    config : AmpOffsetConfig, optional
+        LSST defaults when omitted.
+    output_images : path-like, optional
+        Add a write step: corrected exposures go to ``<folder>/<visit>/<file name>``.
+
+    Returns
+    -------
+    dict
+        ``{(visit, detector): Delayed}``; each value computes to a
+        `~ampoffset_dask.catalog.DetectorResult`. Task keys are ``ampoffset-read-<visit>-
+        <detector>``, ``ampoffset-measure-...``, ``ampoffset-write-...`` and
+        ``ampoffset-<visit>-<detector>`` for the result. ``dask.compute(graph)`` computes all
+        of them; ``dask.visualize(*graph.values())`` draws them.
+
+    Raises
+    ------
+    InputError
+        If an input cannot be planned (unreadable header, unknown geometry): the message
+        lists them.
+    """
+    from ..errors import InputError
+
+    planned = plan_tasks(discover_inputs(inputs), camera=camera)
+    bad = [t for t in planned if t.error]
+    if bad:
+        raise InputError("cannot build the graph: " + "; ".join(t.error for t in bad[:5]))
+    config = config if config is not None else AmpOffsetConfig()
+    graph: dict[tuple[int, str], Any] = {}
+    for task in planned:
+        tag = f"{task.visit}-{task.name}"
+        exposure = dask.delayed(_read, pure=True)(
+            task.path, task.detector, dask_key_name=f"ampoffset-read-{tag}")
+        measurement = dask.delayed(_measure, pure=True)(
+            exposure, task.detector, config, dask_key_name=f"ampoffset-measure-{tag}")
+        written = None
+        if output_images is not None:
+            out = str(Path(output_images) / str(task.visit) / Path(task.path).name)
+            written = dask.delayed(_write, pure=True)(
+                exposure, measurement, task.detector, out, task.visit,
+                dask_key_name=f"ampoffset-write-{tag}")
+        graph[(task.visit, task.name)] = dask.delayed(_result, pure=True)(
+            measurement, written, task.visit, task.detector, task.path,
+            dask_key_name=f"ampoffset-{tag}")
+    return graph
+
+
+def _visit_members(visit: Any) -> dict[str, Any]:
+    """``{detector name: Dataset | Exposure | (image, mask, detector[, mask_planes])}``."""
+    if hasattr(visit, "children") and hasattr(visit, "to_dataset"):  # xarray.DataTree
+        out: dict[str, Any] = {}
+        for node in visit.subtree:
+            if node.has_data and "image" in node.dataset.data_vars:
+                out[node.name or str(node.path)] = node.to_dataset()
+        return out
+    if isinstance(visit, Mapping):
+        return dict(visit)
+    raise TypeError(
+        f"measure_visit needs an xarray DataTree or a mapping of detector -> exposure, got "
+        f"{type(visit).__name__}"
+    )
+
+
+def _measure_member(value: Any, config: AmpOffsetConfig | None,
+                    mask_planes: Mapping[str, int] | None) -> Any:
+    from ..algorithm.measure import measure_detector
+
+    if hasattr(value, "data_vars"):  # Dataset from open_exposure
+        return measure_detector(value, None, None, config)
+    if hasattr(value, "getDetector"):  # Exposure or afw-like
+        image = getattr(value.image, "array", value.image)
+        mask = getattr(value.mask, "array", value.mask)
+        planes = getattr(value, "mask_planes", mask_planes)
+        return measure_detector(np.asarray(image), np.asarray(mask), value.getDetector(),
+                                config, mask_planes=planes)
+    if isinstance(value, tuple):
+        image, mask, detector, *rest = value
+        return measure_detector(image, mask, detector, config,
+                                mask_planes=rest[0] if rest else mask_planes)
+    raise TypeError(f"cannot measure a {type(value).__name__}; give a Dataset, an Exposure or "
+                    "(image, mask, detector)")
+
+
+def measure_visit(
+    visit: Any,
+    *,
+    config: AmpOffsetConfig | None = None,
+    mask_planes: Mapping[str, int] | None = None,
+    scheduler: Any = None,
+) -> dict[str, Any]:
+    """Measure every detector of an in-memory (or lazily opened) visit, in parallel.
+
+    Parameters
+    ----------
+    visit : xarray.DataTree or mapping
+        A DataTree from `ampoffset_dask.open_visit` (one node per detector), or
+        ``{detector name: Dataset | Exposure | (image, mask, Detector[, mask_planes])}``.
+    config : AmpOffsetConfig, optional
+        LSST defaults when omitted.
+    mask_planes : mapping, optional
+        Plane name -> bit for tuple members without their own.
+    scheduler : optional
+        Passed to `dask.compute` (default: the current one, e.g. a connected Client).
+
+    Returns
+    -------
+    dict
+        ``{detector name: DetectorMeasurement}`` in the order of ``visit``.
+    """
+    members = _visit_members(visit)
+    tasks = [dask.delayed(_measure_member, pure=False)(value, config, mask_planes,
+                                                       dask_key_name=f"ampoffset-measure-{name}")
+             for name, value in members.items()]
+    results = dask.compute(*tasks, scheduler=scheduler)
+    return dict(zip(members, results, strict=True))

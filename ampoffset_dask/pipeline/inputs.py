@@ -1,0 +1,211 @@
+"""Input discovery and planning on the client: files, folders, globs, manifests -> tasks.
+
+Planning reads only FITS headers (`~ampoffset_dask.io.fits.inspect_file`) to learn each
+file's visit, detector and geometry; pixels are read by the tasks, on the workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import logging
+import os
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..errors import AmpOffsetError, InputError
+from ..geometry import Detector
+
+__all__ = ["InputItem", "PlannedTask", "discover_inputs", "plan_tasks"]
+
+logger = logging.getLogger(__name__)
+
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz", ".fz")
+MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq", ".ecsv", ".tsv")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputItem:
+    """One input file, with the identity a manifest gave it (if any)."""
+
+    path: str
+    visit: int | None = None
+    detector: str | None = None
+
+
+@dataclasses.dataclass
+class PlannedTask:
+    """A (visit, detector) to measure, or an input that already failed planning."""
+
+    path: str
+    visit: int | None
+    detector: Detector | None
+    name: str | None
+    error: str = ""
+
+    @property
+    def key(self) -> str:
+        """Dask key ``ampoffset-<visit>-<detector>``."""
+        return f"ampoffset-{self.visit}-{self.name}"
+
+
+def _is_fits(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in FITS_SUFFIXES)
+
+
+def _manifest_items(table: Any, base: Path | None) -> list[InputItem]:
+    import pandas as pd
+
+    if not isinstance(table, pd.DataFrame):
+        table = table.to_pandas() if hasattr(table, "to_pandas") else pd.DataFrame(table)
+    missing = {"path"} - set(table.columns)
+    if missing:
+        raise InputError(f"manifest needs a 'path' column (and optionally visit, detector); "
+                         f"it has {list(table.columns)}")
+    items = []
+    for row in table.to_dict("records"):
+        p = Path(str(row["path"])).expanduser()
+        if base is not None and not p.is_absolute():
+            p = base / p
+        visit = row.get("visit")
+        det = row.get("detector")
+        items.append(InputItem(
+            str(p),
+            None if visit is None or pd.isna(visit) else int(visit),
+            None if det is None or (not isinstance(det, str) and pd.isna(det)) else str(det),
+        ))
+    return items
+
+
+def _read_manifest(path: Path) -> list[InputItem]:
+    import pandas as pd
+
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            table = pd.read_parquet(path)
+        elif name.endswith(".ecsv"):
+            from astropy.table import Table
+
+            table = Table.read(path, format="ascii.ecsv").to_pandas()
+        else:
+            table = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the manifest: {exc}") from exc
+    return _manifest_items(table, path.parent)
+
+
+def discover_inputs(inputs: Any) -> list[InputItem]:
+    """Expand ``inputs`` into a sorted, de-duplicated list of input files.
+
+    Parameters
+    ----------
+    inputs : path, glob, folder, manifest or a list of them
+        A FITS file; a folder (searched recursively for FITS files); a glob pattern
+        (``**`` allowed); a manifest table with columns ``path`` and optionally ``visit``,
+        ``detector`` (pandas DataFrame, astropy Table, or a .csv/.parquet/.ecsv file; relative
+        paths are relative to the manifest file).
+
+    Raises
+    ------
+    InputError
+        For a path that does not exist or a glob that matches nothing.
+    """
+    if inputs is None:
+        raise InputError("no inputs given")
+    if isinstance(inputs, (str, os.PathLike)) or hasattr(inputs, "columns") or hasattr(
+            inputs, "colnames"):
+        inputs = [inputs]
+    items: list[InputItem] = []
+    for entry in inputs:
+        if hasattr(entry, "columns") or hasattr(entry, "colnames"):
+            items.extend(_manifest_items(entry, None))
+            continue
+        text = os.fspath(entry)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_fits(p))
+            if not found:
+                logger.warning("%s: no FITS files in this folder", path)
+            items.extend(InputItem(str(p)) for p in found)
+        elif path.is_file():
+            if path.name.lower().endswith(MANIFEST_SUFFIXES):
+                items.extend(_read_manifest(path))
+            else:
+                items.append(InputItem(str(path)))
+        elif glob.has_magic(text):
+            matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+            files = [Path(m) for m in matches if Path(m).is_file()]
+            if not files:
+                raise InputError(f"{text}: the pattern matches no file")
+            items.extend(InputItem(str(p)) for p in files)
+        else:
+            raise InputError(f"{text}: no such file or folder")
+    seen: dict[str, InputItem] = {}
+    for item in items:
+        seen.setdefault(os.path.abspath(item.path), item)
+    return [dataclasses.replace(i, path=p) for p, i in seen.items()]
+
+
+def _plan_one(item: InputItem, camera: Any) -> PlannedTask:
+    from ..io.fits import inspect_file, resolve_detector
+
+    visit, name = item.visit, item.detector
+    try:
+        info = inspect_file(item.path)
+        if visit is None:
+            visit = info.visit
+        detector = None
+        if name is not None and camera is not None:
+            from ..cameras import get_camera
+
+            cam = get_camera(camera) if isinstance(camera, str) else camera
+            detector = cam[name]
+        if detector is None:
+            detector = resolve_detector(info, camera=camera)
+        if name is None:
+            name = detector.name
+        if visit is None:
+            raise InputError(
+                f"{item.path}: no visit number in the header; give it in a manifest "
+                "(columns path, visit, detector)"
+            )
+        return PlannedTask(item.path, int(visit), detector, name)
+    except AmpOffsetError as exc:
+        return PlannedTask(item.path, visit, None, name, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # a header we cannot parse must not stop the run
+        return PlannedTask(item.path, visit, None, name,
+                           f"InputError: {item.path}: cannot read the header: {exc}")
+
+
+def plan_tasks(items: Iterable[InputItem], camera: Any = None,
+               threads: int = 8) -> list[PlannedTask]:
+    """Read headers (in threads) and resolve the identity and geometry of each input.
+
+    Inputs that cannot be planned come back with ``error`` set (they become failed rows).
+
+    Raises
+    ------
+    InputError
+        When two inputs claim the same (visit, detector).
+    """
+    items = list(items)
+    with ThreadPoolExecutor(max(1, min(threads, len(items) or 1))) as pool:
+        planned = list(pool.map(lambda i: _plan_one(i, camera), items))
+    owners: dict[tuple[int, str], str] = {}
+    clashes = []
+    for task in planned:
+        if task.error:
+            continue
+        key = (task.visit, task.name)
+        if key in owners:
+            clashes.append(f"visit {task.visit} detector {task.name}: {owners[key]} and "
+                           f"{task.path}")
+        owners[key] = task.path
+    if clashes:
+        raise InputError("several inputs are the same (visit, detector): " + "; ".join(clashes[:5])
+                         + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""))
+    return planned
