@@ -266,6 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args) or EXIT_OK)
+    except BrokenPipeError:
+        # Output piped into a program that stopped reading (``| head``): not an error.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except KeyboardInterrupt:
         sys.stderr.write(f"{_PROG}: interrupted\n")
         return EXIT_INTERRUPTED
@@ -364,7 +371,9 @@ def _failed_detectors(result: Any, catalog: Path) -> list[tuple[Any, str, str]]:
     rows: list[tuple[Any, str, str]] = []
     if failed is not None and not isinstance(failed, int):
         for item in failed:
-            if isinstance(item, dict):
+            if isinstance(item, tuple | list) and len(item) == 3:
+                rows.append((item[0], str(item[1]), str(item[2])))
+            elif isinstance(item, dict):
                 rows.append((item.get("visit"), str(item.get("detector")),
                              str(item.get("error", ""))))
             elif hasattr(item, "detector"):
@@ -420,7 +429,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _client(args.scheduler) as handle:
         result = _call_process(
             args.inputs, args.output, camera=args.camera, config=config,
-            client=handle.client, apply=args.apply, output_dir=args.output_images,
+            client=handle.client, apply=args.apply, output_images=args.output_images,
             max_in_flight=args.max_in_flight, performance_report=args.performance_report,
             new_run=args.new_run, progress=not args.no_progress,
         )

@@ -359,14 +359,13 @@ def simulate_detector(
     ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)[None, :]
     if callable(sky):
-        signal = np.ascontiguousarray(np.broadcast_to(sky(ys, xs), (h, w)), dtype=np.float32)
+        signal = np.empty((h, w), dtype=np.float32)
+        signal[...] = sky(ys, xs)
     else:
         gx, gy = rng.normal(0.0, sky_gradient, 2)
         fx = np.float32(sky) * (np.float32(1.0) + np.float32(gx) * (xs / np.float32(w) - 0.5))
         fy = np.float32(1.0) + np.float32(gy) * (ys / np.float32(h) - 0.5)
         signal = (fy * fx).astype(np.float32, copy=False)
-    if signal.shape != (h, w):
-        signal = np.array(np.broadcast_to(signal, (h, w)), dtype=np.float32)
     del ys, xs
 
     # Stars: power-law fluxes (N(>F) ~ 1/F) between 300 and 3e5 ADU, plus saturated ones.
@@ -535,30 +534,22 @@ def _simulate_one(path: str, camera_name: str, instrument: str, detector: Detect
         if values is not None and len(values) == len(detector) and key not in options:
             kwargs[key] = [float(v) for v in values]
     sim = simulate_detector(detector, seed=[int(seed), int(visit), int(det_id)], **kwargs)
-    header = {
-        "INSTRUME": instrument,
-        "CAMERA": camera_name,
+    header: dict[str, Any] = {
         "DETNAME": detector.name,
         "DETECTOR": int(det_id),
         "VISIT": int(visit),
         "SIMULATD": True,
+        "SIMCAM": camera_name,
         "SIMSEED": int(seed),
         "SIMSCALE": float(scale),
     }
-    if scale != 1.0:
-        header.update(_geometry_cards(detector))
+    if scale == 1.0:
+        # Full-size detectors are looked up in the camera; shrunk ones are described by the
+        # per-amp AMPNAM/DATASEC keywords that write_exposure records from ``detector``.
+        header = {"INSTRUME": instrument, "CAMERA": camera_name, **header}
     write_exposure(path, sim.image, sim.mask, sim.variance, mask_planes=dict(DEFAULT_MASK_PLANES),
-                   header=header, overwrite=overwrite)
+                   header=header, overwrite=overwrite, detector=detector)
     return path, list(detector.amp_names), [float(p) for p in sim.pedestals]
-
-
-def _geometry_cards(detector: Detector) -> dict[str, Any]:
-    """Per-amp ``AMPn``/``DATASECn``-style cards describing a shrunk detector's amps."""
-    cards: dict[str, Any] = {"NAMPS": len(detector)}
-    for i, amp in enumerate(detector.amplifiers, start=1):
-        cards[f"AMPNAM{i:02d}"] = amp.name
-        cards[f"DETSEC{i:02d}"] = f"[{amp.x0 + 1}:{amp.x1},{amp.y0 + 1}:{amp.y1}]"
-    return cards
 
 
 def simulate_focal_plane(
@@ -628,7 +619,8 @@ def simulate_focal_plane(
             det = scale_detector(cam[name], scale)
             path = out / simulated_file_name(camera_name, visit, name)
             if path.exists() and not overwrite:
-                raise InputError(f"{path}: already exists (use overwrite=True to replace it)")
+                raise InputError(f"{path}: already exists (replace it with --overwrite, or "
+                                 "overwrite=True in Python)")
             jobs.append((str(path), camera_name, instrument, det, _info(cam, name), visit,
                          int(seed), float(scale), fp_sky, overwrite, dict(options)))
     logger.info("simulating %d exposure(s) of %d detector(s) into %s", len(jobs), len(names), out)
