@@ -426,7 +426,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"{item}: no such file or folder")
     config = _load_config(args.config, args.overrides)
     t0 = time.perf_counter()
-    with _client(args.scheduler) as handle:
+    handle = _client(args.scheduler)
+    with handle:
         result = _call_process(
             args.inputs, args.output, camera=args.camera, config=config,
             client=handle.client, apply=args.apply, output_images=args.output_images,
@@ -623,20 +624,24 @@ def _camera_for_catalog(det: Any, camera: str | None):
         return get_camera(camera)
     names = set(map(str, det["detector"]))
     if "input" in det.columns:
-        from .io.fits import inspect_file
+        from astropy.io import fits
 
         for path in det["input"].dropna():
-            if Path(path).is_file():
-                try:
-                    info = inspect_file(path)
-                except AmpOffsetError:
-                    continue
-                if info.camera:
+            if not Path(path).is_file():
+                continue
+            try:
+                header = fits.getheader(path, 0)
+            except (OSError, ValueError):
+                continue
+            # SIMCAM: written by the simulator, whose shrunk detectors carry no CAMERA key.
+            for key in ("CAMERA", "INSTRUME", "SIMCAM"):
+                value = header.get(key)
+                if value:
                     try:
-                        return get_camera(info.camera)
+                        return get_camera(str(value))
                     except AmpOffsetError:
-                        pass
-                break
+                        continue
+            break
     candidates = [get_camera(n) for n in list_cameras()]
     candidates = [c for c in candidates if names <= set(c.detector_names)]
     if not candidates:
@@ -694,7 +699,7 @@ def make_plots(catalog: Path, visit: int | None = None, out: Path | None = None,
         from .io.fits import read_exposure
 
         try:
-            exposure = read_exposure(path, camera=cam)
+            exposure = read_exposure(path, camera=camera)
             geometry = exposure.detector
         except AmpOffsetError as exc:
             logger.warning("cannot read %s for the before/after plot: %s", path, exc)
@@ -736,7 +741,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir, catalog, plot_dir = out / "data", out / "catalog", out / "plots"
     t_start = time.perf_counter()
     _out(f"ampoffset-dask demo: LSSTCam raft {args.raft}, scale {args.scale:g}, into {out}")
-    with _client(args.scheduler, n_workers=args.workers) as handle:
+    handle = _client(args.scheduler, n_workers=args.workers)
+    with handle:
         client = handle.client
         link = handle.dashboard_link
         n_workers = len(client.scheduler_info().get("workers", {}))
