@@ -42,24 +42,49 @@ def quantiles_sorted(s: np.ndarray) -> tuple[float, float, float]:
     return q(0.5), q(0.25), q(0.75)
 
 
+def _boundary(s: np.ndarray, center: float, half: float, upper: bool) -> int:
+    """Index bounding the kept run on one side, comparing in ``s``'s own dtype.
+
+    The largest (``upper``) or smallest value of ``s``'s dtype that passes the double
+    predicate is found by stepping from the rounded bound, then located by binary search:
+    exact, and no conversion of the whole array.
+    """
+    dtype = s.dtype.type
+    limit = np.inf if upper else -np.inf
+    edge = dtype(center + half if upper else center - half)
+
+    def keep(v) -> bool:
+        return abs(float(v) - center) <= half
+
+    if keep(edge):
+        while np.isfinite(nxt := np.nextafter(edge, dtype(limit))) and keep(nxt):
+            edge = nxt
+    else:
+        toward = dtype(-limit)
+        while not keep(edge):
+            edge = np.nextafter(edge, toward)
+            if (edge < center) if upper else (edge > center):
+                break
+    return int(np.searchsorted(s, edge, side="right" if upper else "left"))
+
+
 def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
     """Indices ``[i0, i1)`` of sorted ``s`` with ``abs(s - center) <= half`` (double)."""
-    n = s.shape[0]
-
-    def keep(i: int) -> bool:
-        return abs(float(s[i]) - center) <= half
-
-    i0 = int(np.searchsorted(s, center - half, side="left"))
-    while i0 > 0 and keep(i0 - 1):
-        i0 -= 1
-    while i0 < n and not keep(i0) and float(s[i0]) < center:
-        i0 += 1
-    i1 = int(np.searchsorted(s, center + half, side="right"))
-    while i1 < n and keep(i1):
-        i1 += 1
-    while i1 > i0 and not keep(i1 - 1):
-        i1 -= 1
+    i0 = _boundary(s, center, half, upper=False)
+    i1 = _boundary(s, center, half, upper=True)
     return i0, max(i0, i1)
+
+
+def _centred_sums(v: np.ndarray, center: float, block: int = 1 << 16) -> tuple[float, float]:
+    """``sum(v - center)`` and ``sum((v - center)**2)`` in double, in cache-sized blocks."""
+    s1 = 0.0
+    s2 = 0.0
+    for start in range(0, v.shape[0], block):
+        d = v[start:start + block].astype(np.float64)
+        d -= center
+        s1 += float(d.sum())
+        s2 += float(np.dot(d, d))
+    return s1, s2
 
 
 def clipped_mean_var(
@@ -99,9 +124,7 @@ def clipped_mean_var(
         if m == 0:
             mean = var = math.nan
             continue
-        d = s[i0:i1].astype(np.float64) - center
-        s1 = float(d.sum())
-        s2 = float(np.dot(d, d))
+        s1, s2 = _centred_sums(s[i0:i1], center)
         mean_d = s1 / m
         # Unbiased variance; one survivor gives 0 * inf = NaN, as in afw.
         var = (s2 / m - mean_d**2) * (m * m / (m * m - m)) if m > 1 else math.nan
