@@ -1,0 +1,195 @@
+"""Source detection as AmpOffsetTask runs it (ALGORITHM.md section 4)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ampoffset_dask import AmpOffsetConfig, Detector, measure_detector
+from ampoffset_dask.algorithm.detection import (
+    detection_threshold,
+    gaussian_kernel,
+    grow,
+    grow_radius,
+    kernel_half_width,
+    smooth,
+)
+from ampoffset_dask.algorithm.stats import clipped_stats
+from ampoffset_dask.geometry import Amplifier
+
+
+def test_kernel_width_15_for_sigma_2():
+    # (int(2*7 + 0.5)//2)*2 + 1 = 15
+    assert kernel_half_width(2.0, 7.0) == 7
+    k = gaussian_kernel(2.0, 7.0)
+    assert k.shape == (15,)
+    assert k.dtype == np.float64
+    assert abs(k.sum() - 1.0) < 1e-15
+    np.testing.assert_array_equal(k, k[::-1])
+    assert k.argmax() == 7
+    i = np.arange(15) - 7
+    np.testing.assert_allclose(k / k[7], np.exp(-(i * i) / 8.0), rtol=1e-15)
+
+
+def test_kernel_other_widths():
+    # sigma 1: int(7.5)=7 -> 7//2*2+1 = 7 ; sigma 1.5: int(11)=11 -> 11
+    assert gaussian_kernel(1.0, 7.0).shape == (7,)
+    assert gaussian_kernel(1.5, 7.0).shape == (11,)
+    assert gaussian_kernel(3.0, 7.0).shape == (21,)
+
+
+def test_grow_radius():
+    assert grow_radius(2.4, 2.0) == 5  # int(4.8 + 0.5)
+    assert grow_radius(2.4, 1.0) == 2
+    assert grow_radius(0.0, 2.0) == 0
+
+
+def _stencil(radius: int, isotropic: bool) -> set[tuple[int, int]]:
+    out = set()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if isotropic:
+                inside = dx * dx + dy * dy <= radius * radius
+            else:
+                inside = abs(dx) + abs(dy) <= radius
+            if inside:
+                out.add((dy, dx))
+    return out
+
+
+@pytest.mark.parametrize(("isotropic", "count"), [(True, 81), (False, 61)])
+def test_grow_single_seed(isotropic, count):
+    seeds = np.zeros((31, 33), bool)
+    seeds[15, 16] = True
+    grown = grow(seeds, 5, isotropic)
+    assert int(grown.sum()) == count
+    expected = np.zeros_like(seeds)
+    for dy, dx in _stencil(5, isotropic):
+        expected[15 + dy, 16 + dx] = True
+    np.testing.assert_array_equal(grown, expected)
+
+
+@pytest.mark.parametrize(("isotropic", "count"), [(True, 26), (False, 21)])
+def test_grow_clipped_at_corner(isotropic, count):
+    # quarter disk: rows dy=0..5 have 6,5,5,5,4,1 pixels; quarter diamond 6+5+4+3+2+1
+    seeds = np.zeros((20, 20), bool)
+    seeds[0, 0] = True
+    grown = grow(seeds, 5, isotropic)
+    assert int(grown.sum()) == count
+    grown2 = grow(seeds[::-1, ::-1].copy(), 5, isotropic)
+    np.testing.assert_array_equal(grown2, grown[::-1, ::-1])
+
+
+def test_grow_matches_brute_force_union():
+    rng = np.random.default_rng(1)
+    seeds = rng.random((40, 50)) < 0.01
+    seeds[0, 10] = seeds[39, 49] = True
+    for isotropic in (True, False):
+        for radius in (1, 3, 5):
+            expected = np.zeros_like(seeds)
+            for y, x in zip(*np.nonzero(seeds), strict=True):
+                for dy, dx in _stencil(radius, isotropic):
+                    if 0 <= y + dy < 40 and 0 <= x + dx < 50:
+                        expected[y + dy, x + dx] = True
+            np.testing.assert_array_equal(grow(seeds, radius, isotropic), expected)
+    # radius 0 or no seeds: unchanged copy
+    np.testing.assert_array_equal(grow(seeds, 0), seeds)
+    empty = np.zeros((5, 5), bool)
+    assert not grow(empty, 5).any()
+
+
+def test_smooth_good_box_matches_direct_sum():
+    rng = np.random.default_rng(2)
+    image = rng.normal(0, 1, (30, 40)).astype(np.float32)
+    k = gaussian_kernel(2.0)
+    out = smooth(image, k)
+    assert out.shape == (30 - 14, 40 - 14)
+    assert out.dtype == np.float32
+    k2 = np.outer(k, k)
+    for y, x in ((0, 0), (5, 7), (15, 25)):
+        direct = float(np.sum(image[y:y + 15, x:x + 15].astype(np.float64) * k2))
+        assert out[y, x] == pytest.approx(direct, abs=2e-7)
+    # too small for one good pixel
+    assert smooth(image[:14], k).shape == (0, 26)
+
+
+def test_smooth_constant_is_constant():
+    image = np.full((25, 25), 42.0, np.float32)
+    np.testing.assert_allclose(smooth(image, gaussian_kernel(2.0)), 42.0, rtol=1e-7)
+
+
+def test_threshold_value_type():
+    smoothed = np.arange(100, dtype=np.float32).reshape(10, 10)
+    assert detection_threshold(smoothed, None, 3.5, "value") == 3.5
+    assert detection_threshold(smoothed, None, 3.5, "value", 2.0) == 7.0
+
+
+def test_threshold_stdev_type():
+    rng = np.random.default_rng(3)
+    smoothed = rng.normal(0, 1.5, (50, 60)).astype(np.float32)
+    smoothed[0, 0] = np.nan
+    expected = 5.0 * clipped_stats(smoothed)[1]
+    assert detection_threshold(smoothed, None, 5.0, "stdev") == pytest.approx(expected, rel=1e-14)
+    assert detection_threshold(smoothed, None, 5.0, "stdev", 1.5) == pytest.approx(
+        1.5 * expected, rel=1e-14
+    )
+
+
+def test_threshold_stats_mask_is_dilated_by_kernel():
+    rng = np.random.default_rng(4)
+    image_shape = (44, 54)
+    smoothed = rng.normal(0, 1, (30, 40)).astype(np.float32)  # kernel half width 7
+    smoothed[10:15, 10:15] += 100.0  # would dominate the stdev if used
+    stats_bad = np.zeros(image_shape, bool)
+    stats_bad[7 + 12, 7 + 12] = True  # one bad image pixel covers smoothed[5:20, 5:20]
+    got = detection_threshold(smoothed, stats_bad, 5.0, "stdev")
+    keep = np.ones(smoothed.shape, bool)
+    keep[5:20, 5:20] = False
+    assert got == pytest.approx(5.0 * clipped_stats(smoothed[keep])[1], rel=1e-14)
+
+
+def test_threshold_all_nan_is_nan():
+    assert math.isnan(detection_threshold(np.full((4, 4), np.nan, np.float32), None, 5, "stdev"))
+
+
+def _single_amp_pair() -> Detector:
+    amps = (Amplifier("A", 0, 0, 60, 50), Amplifier("B", 60, 0, 60, 50))
+    return Detector("pair", 120, 50, amps)
+
+
+def test_measure_detection_masks_grown_source_and_border():
+    """A bright star next to the A/B boundary is masked (disk r=5) before edge medians."""
+    det = _single_amp_pair()
+    rng = np.random.default_rng(5)
+    image = rng.normal(0, 1, det.shape).astype(np.float32)
+    image[:, 60:] += 2.0
+    yy, xx = np.mgrid[0:50, 0:120]
+    image += (500 * np.exp(-((yy - 25) ** 2 + (xx - 52) ** 2) / (2 * 1.5**2))).astype(np.float32)
+    cfg = AmpOffsetConfig(do_background=False, do_detection=True, amp_edge_width=10,
+                          amp_edge_inset=2)
+    res = measure_detector(image, None, det, cfg)
+    assert res.detection == "ok"
+    assert res.n_detected > 0
+    cfg_value = AmpOffsetConfig(do_background=False, do_detection=True, amp_edge_width=10,
+                                amp_edge_inset=2)
+    cfg_value.detection.threshold_type = "value"
+    cfg_value.detection.threshold_value = 1e9
+    res_none = measure_detector(image, None, det, cfg_value)
+    assert res_none.threshold == 1e9
+    assert res_none.n_detected == 0
+    # exact mask of the strips: EDGE border (7 px) | disk-grown (smoothed >= threshold)
+    smoothed = smooth(image, gaussian_kernel(2.0))
+    threshold = 5.0 * clipped_stats(smoothed)[1]
+    assert res.threshold == pytest.approx(threshold, rel=1e-12)
+    seeds = np.zeros(det.shape, bool)
+    seeds[7:-7, 7:-7] = smoothed >= threshold
+    assert res.n_detected == int(seeds.sum())
+    masked = grow(seeds, 5, True)
+    masked[:7] = masked[-7:] = True
+    masked[:, :7] = masked[:, -7:] = True
+    strips = np.concatenate([masked[:, 48:58].ravel(), masked[:, 62:72].ravel()])
+    assert res.masked_fraction == strips.mean()
+    assert res_none.masked_fraction == 14 / 50
+    assert res.masked_fraction > res_none.masked_fraction

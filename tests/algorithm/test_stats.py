@@ -1,0 +1,210 @@
+"""afw's MEANCLIP / STDEVCLIP (ALGORITHM.md section 2) on hand-checked and random inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ampoffset_dask.algorithm.stats import (
+    IQ_TO_STDEV,
+    clipped_mean_var,
+    clipped_stats,
+    quantiles_sorted,
+)
+
+
+def reference_clip(values, n_sigma: float = 3.0, n_iter: int = 3) -> tuple[float, float]:
+    """Literal, element-wise port of the section 2.3 loop (sequential double sums)."""
+    vals = [float(v) for v in values if math.isfinite(float(np.float32(v)))]
+    n = len(vals)
+    s = sorted(vals)
+
+    def quantile(p: float) -> float:
+        if n == 0:
+            return math.nan
+        if n == 1:
+            return s[0]
+        idx = p * (n - 1)
+        lo = int(idx)
+        hi = lo + 1
+        return (hi - idx) * s[lo] + (idx - lo) * s[hi]
+
+    median, q1, q3 = quantile(0.5), quantile(0.25), quantile(0.75)
+    iqr = q3 - q1
+    meanclip = math.nan
+    varclip = math.nan
+    for it in range(n_iter):
+        if varclip < 0:
+            varclip = 0.0
+        center = median if it == 0 else meanclip
+        if it == 0 or n <= 1:
+            half = (n_sigma * IQ_TO_STDEV) * iqr
+        else:
+            half = n_sigma * math.sqrt(varclip) if varclip >= 0 else math.nan
+        if math.isnan(center) or math.isnan(half):
+            meanclip = varclip = math.nan
+            continue
+        s1 = 0.0
+        s2 = 0.0
+        m = 0
+        for v in vals:
+            if abs(v - center) <= half:
+                d = v - center
+                s1 += d
+                s2 += d * d
+                m += 1
+        if m == 0:
+            meanclip = varclip = math.nan
+            continue
+        mean_d = s1 / m
+        var = (s2 / m - mean_d**2) * (m * m / (m * m - m)) if m > 1 else math.nan
+        meanclip = mean_d + center
+        varclip = var
+    return meanclip, varclip
+
+
+def test_iq_to_stdev_constant():
+    assert IQ_TO_STDEV == 0.741301109252802
+
+
+def test_one_outlier_by_hand():
+    # n=5: median s[2]=3, q1 s[1]=2, q3 s[3]=4, IQR=2, half=3*0.7413*2=4.45 -> 100 is clipped.
+    # Survivors 1,2,3,4 around centre 3: d=-2,-1,0,1, s1=-2, s2=6, mean_d=-0.5,
+    # var=(6/4-0.25)*(16/12)=5/3; later iterations (centre 2.5, half 3*sqrt(5/3)=3.87)
+    # keep the same four values.
+    mean, std = clipped_stats(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
+    assert mean == 2.5
+    assert std == pytest.approx(math.sqrt(5.0 / 3.0), rel=1e-15)
+
+
+def test_interpolated_quartiles_by_hand():
+    # n=10: median idx 4.5 -> 5.5, q1 idx 2.25 -> 0.75*3+0.25*4=3.25, q3 idx 6.75 -> 7.75.
+    values = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 30], dtype=float)
+    assert quantiles_sorted(np.sort(values)) == (5.5, 3.25, 7.75)
+    # half = 3*0.7413*4.5 = 10.01 around 5.5 keeps 1..9 (30 out); mean 5, unbiased var 7.5;
+    # iteration 2: centre 5, half 3*sqrt(7.5) = 8.2 keeps 1..9 again.
+    mean, std = clipped_stats(values)
+    assert mean == pytest.approx(5.0, rel=1e-15)
+    assert std == pytest.approx(math.sqrt(7.5), rel=1e-15)
+
+
+def test_second_iteration_clips_more():
+    # sorted: ten 0s, ten 10s, 32 (n=21). median s[10]=10, q1 s[5]=0, q3 s[15]=10, IQR=10,
+    # half=3*0.7413*10=22.24 around 10 keeps everything.
+    # Iteration 1: mean=132/21=6.286, var=(2024-21*6.286^2)/20=59.7, 3*sigma=23.2 -> 32 is
+    # 25.7 away and is dropped. Iteration 2 and 3: mean 5, var=20*25/19, half 15.4 keeps 0s, 10s.
+    values = np.array([0.0] * 10 + [10.0] * 10 + [32.0])
+    assert quantiles_sorted(values) == (10.0, 0.0, 10.0)
+    mean, std = clipped_stats(values)
+    assert mean == 5.0
+    assert std == pytest.approx(math.sqrt(500.0 / 19.0), rel=1e-15)
+    # one iteration only: the IQR pass keeps 32
+    mean1, var1 = clipped_mean_var(values, n_iter=1)
+    assert mean1 == pytest.approx(132.0 / 21.0, rel=1e-15)
+    assert var1 == pytest.approx((2024.0 - 132.0**2 / 21.0) / 20.0, rel=1e-13)
+
+
+def test_ties_zero_iqr():
+    # median=q1=q3=0, half-width 0 keeps exactly the zeros: mean 0, stdev 0.
+    mean, std = clipped_stats(np.array([0.0, 0.0, 0.0, 0.0, 10.0]))
+    assert mean == 0.0
+    assert std == 0.0
+
+
+def test_empty_gives_nan():
+    mean, std = clipped_stats(np.array([], dtype=np.float64))
+    assert math.isnan(mean) and math.isnan(std)
+    mean, std = clipped_stats(np.array([np.nan, np.nan], dtype=np.float32))
+    assert math.isnan(mean) and math.isnan(std)
+
+
+def test_single_value():
+    mean, std = clipped_stats(np.array([3.25]))
+    assert mean == 3.25
+    assert math.isnan(std)  # one survivor: variance 0 * inf = NaN
+    mean, var = clipped_mean_var(np.array([np.float32(-7.5)]))
+    assert mean == -7.5 and math.isnan(var)
+
+
+def test_two_values():
+    # median 2, q1 1.5, q3 2.5, half 2.22 keeps both: mean 2, var (1-0)*(4/2) = 2.
+    mean, std = clipped_stats(np.array([3.0, 1.0]))
+    assert mean == 2.0
+    assert std == pytest.approx(math.sqrt(2.0), rel=1e-15)
+
+
+def test_nan_and_inf_ignored():
+    base = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    with_nan = np.array([np.nan, 1.0, 2.0, np.inf, 3.0, 4.0, -np.inf, 100.0, np.nan])
+    assert clipped_stats(with_nan) == clipped_stats(base)
+    as32 = with_nan.astype(np.float32)
+    assert clipped_stats(as32) == clipped_stats(base)
+
+
+def test_beyond_float32_range_is_not_finite():
+    # afw tests finiteness after a cast to float32: 1e300 is dropped.
+    values = np.array([1.0, 2.0, 3.0, 4.0, 1e300])
+    assert clipped_stats(values) == clipped_stats(values[:4])
+
+
+def test_quantiles_small():
+    assert math.isnan(quantiles_sorted(np.array([]))[0])
+    assert quantiles_sorted(np.array([4.0])) == (4.0, 4.0, 4.0)
+    assert quantiles_sorted(np.array([1.0, 2.0, 3.0, 4.0, 5.0])) == (3.0, 2.0, 4.0)
+
+
+def _cases():
+    rng = np.random.default_rng(12345)
+    cases = []
+    for n in (2, 3, 4, 5, 7, 10, 31, 100, 1001):
+        cases.append(rng.normal(10.0, 2.0, n))
+    for n in (20, 200, 2000):
+        v = rng.normal(0.0, 1.0, n)
+        v[rng.choice(n, n // 10, replace=False)] += rng.uniform(5, 50, n // 10)
+        cases.append(v)
+    # heavy ties
+    cases.append(rng.integers(0, 4, 500).astype(np.float64))
+    cases.append(np.repeat([1.0, 2.0, 2.0, 3.0, 50.0], 40))
+    # float32 data, including values that sit on clip boundaries
+    cases.append(rng.normal(100.0, 3.0, 777).astype(np.float32))
+    cases.append((rng.standard_cauchy(999) * 0.1).astype(np.float32))
+    cases.append(np.round(rng.normal(0, 5, 400)).astype(np.float32))
+    # constant, and everything but one value equal
+    cases.append(np.full(17, 2.5))
+    cases.append(np.r_[np.full(9, 1.0), 1.5])
+    return cases
+
+
+@pytest.mark.parametrize("values", _cases(), ids=lambda v: f"{v.dtype}-{v.size}")
+def test_matches_elementwise_port(values):
+    s = np.sort(values)
+    mean, var = clipped_mean_var(s)
+    ref_mean, ref_var = reference_clip(values)
+    if math.isnan(ref_mean):
+        assert math.isnan(mean)
+    else:
+        assert mean == pytest.approx(ref_mean, rel=1e-12, abs=1e-12)
+    if math.isnan(ref_var):
+        assert math.isnan(var)
+    else:
+        assert var == pytest.approx(ref_var, rel=1e-12, abs=1e-24)
+    # the unsorted, NaN-carrying entry point gives the same numbers
+    noisy = np.concatenate([values, np.array([np.nan], dtype=values.dtype)])
+    m2, sd2 = clipped_stats(noisy[::-1])
+    assert m2 == mean or (math.isnan(m2) and math.isnan(mean))
+    if var >= 0:
+        assert sd2 == math.sqrt(var)
+    else:
+        assert math.isnan(sd2)
+
+
+def test_custom_sigma_and_iterations():
+    rng = np.random.default_rng(7)
+    values = np.r_[rng.normal(0, 1, 300), rng.uniform(3, 6, 30)]
+    for n_sigma, n_iter in ((2.0, 1), (2.5, 5), (4.0, 2)):
+        mean, var = clipped_mean_var(np.sort(values), n_sigma, n_iter)
+        ref = reference_clip(values, n_sigma, n_iter)
+        assert mean == pytest.approx(ref[0], rel=1e-12)
+        assert var == pytest.approx(ref[1], rel=1e-12)
