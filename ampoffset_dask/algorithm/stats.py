@@ -87,6 +87,47 @@ def _centred_sums(v: np.ndarray, center: float, block: int = 1 << 16) -> tuple[f
     return s1, s2
 
 
+class _RangeSums:
+    """Sums of ``v - c`` and ``(v - c)**2`` over index ranges of a large sorted array.
+
+    One pass stores per-block moments about a reference value; a range is then the
+    difference of two prefix sums plus its two partial blocks, shifted to the centre ``c``
+    algebraically. This replaces one full pass per clip iteration by one pass in all.
+    """
+
+    BLOCK = 4096
+
+    def __init__(self, s: np.ndarray, ref: float) -> None:
+        self.s = s
+        self.ref = ref
+        nb = s.shape[0] // self.BLOCK
+        m1 = np.empty(nb)
+        m2 = np.empty(nb)
+        step = 64
+        for b0 in range(0, nb, step):
+            b1 = min(nb, b0 + step)
+            d = s[b0 * self.BLOCK:b1 * self.BLOCK].astype(np.float64).reshape(b1 - b0, -1)
+            d -= ref
+            m1[b0:b1] = d.sum(axis=1)
+            m2[b0:b1] = np.einsum("ij,ij->i", d, d)
+        self.p1 = np.concatenate(([0.0], np.cumsum(m1)))
+        self.p2 = np.concatenate(([0.0], np.cumsum(m2)))
+
+    def __call__(self, i0: int, i1: int, center: float) -> tuple[float, float]:
+        bs = self.BLOCK
+        b0 = -(-i0 // bs)
+        b1 = i1 // bs
+        if b1 <= b0:
+            return _centred_sums(self.s[i0:i1], center)
+        h1, h2 = _centred_sums(self.s[i0:b0 * bs], self.ref)
+        t1, t2 = _centred_sums(self.s[b1 * bs:i1], self.ref)
+        s1 = float(self.p1[b1] - self.p1[b0]) + h1 + t1
+        s2 = float(self.p2[b1] - self.p2[b0]) + h2 + t2
+        m = i1 - i0
+        delta = center - self.ref
+        return s1 - m * delta, s2 - 2.0 * delta * s1 + m * delta * delta
+
+
 def clipped_mean_var(
     s: np.ndarray, n_sigma: float = 3.0, n_iter: int = 3
 ) -> tuple[float, float]:
@@ -109,6 +150,7 @@ def clipped_mean_var(
     n = s.shape[0]
     median, q1, q3 = quantiles_sorted(s)
     iqr = q3 - q1
+    sums = _RangeSums(s, median) if n >= 64 * _RangeSums.BLOCK else None
     mean = math.nan
     var = math.nan
     for it in range(n_iter):
@@ -124,7 +166,7 @@ def clipped_mean_var(
         if m == 0:
             mean = var = math.nan
             continue
-        s1, s2 = _centred_sums(s[i0:i1], center)
+        s1, s2 = sums(i0, i1, center) if sums is not None else _centred_sums(s[i0:i1], center)
         mean_d = s1 / m
         # Unbiased variance; one survivor gives 0 * inf = NaN, as in afw.
         var = (s2 / m - mean_d**2) * (m * m / (m * m - m)) if m > 1 else math.nan
