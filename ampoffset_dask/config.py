@@ -275,7 +275,7 @@ class AmpOffsetConfig(_LsstNames):
             if isinstance(current, _LsstNames):
                 if not isinstance(value, Mapping):
                     raise ConfigError(f"{key!r} is a sub-config; give a mapping")
-                current.update(value)
+                AmpOffsetConfig.update(current, value)  # same rules inside sub-configs
                 continue
             if isinstance(current, tuple) and not isinstance(value, str):
                 value = tuple(value)
