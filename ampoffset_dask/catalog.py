@@ -472,6 +472,7 @@ class _VisitState:
     existing: dict[str, pa.Table]
     records: dict[str, DetectorResult] = dataclasses.field(default_factory=dict)
     expected: set[str] = dataclasses.field(default_factory=set)
+    drop: set[str] = dataclasses.field(default_factory=set)
     dirty: bool = False
 
 
@@ -511,6 +512,7 @@ class CatalogWriter:
         self._last_flush = time.monotonic()
         self._run_row: dict[str, Any] = {}
         self._t0 = 0.0
+        self._unknown: set[str] | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
     def __enter__(self) -> CatalogWriter:
@@ -616,6 +618,24 @@ class CatalogWriter:
         _write_atomic(pa.Table.from_pylist(rows, schema=SCHEMAS["runs"]),
                       self.path / "runs" / _PART)
 
+    def check_config(self, config: Any, *, new_run: bool = False) -> None:
+        """Raise `ConfigError` if the latest run used another config (unless ``new_run``)."""
+        self.open()
+        if new_run:
+            return
+        runs = self._read_runs()
+        if not runs:
+            return
+        latest = max(runs, key=lambda r: r["started"])
+        digest = config_digest(config)
+        if latest["config_digest"] != digest:
+            raise ConfigError(
+                f"{self.path}: the catalog holds results of a different configuration "
+                f"(run {latest['run_id']}, config digest {latest['config_digest']}; this "
+                f"run's is {digest}); use another output, or start a new run "
+                "(new_run=True, --new-run) whose results replace earlier ones"
+            )
+
     def start_run(
         self,
         *,
@@ -653,17 +673,9 @@ class CatalogWriter:
             another live process is writing it.
         """
         self.open()
+        self.check_config(config, new_run=new_run)
         digest = config_digest(config)
         runs = self._read_runs()
-        if runs and not new_run:
-            latest = max(runs, key=lambda r: r["started"])
-            if latest["config_digest"] != digest:
-                raise ConfigError(
-                    f"{self.path}: the catalog holds results of a different configuration "
-                    f"(run {latest['run_id']}, config digest {latest['config_digest']}; this "
-                    f"run's is {digest}); use another output, or start a new run "
-                    "(new_run=True, --new-run) whose results replace earlier ones"
-                )
         stamp = _now()
         self.run_id = f"{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         inputs = input_records(inputs)
@@ -759,6 +771,12 @@ class CatalogWriter:
         if not result.run_id:
             result.run_id = self.run_id or ""
         visit, key = result.key
+        if visit != UNKNOWN_VISIT and result.input in self._unknown_inputs():
+            # The input failed before its identity was known; now it has one.
+            old = self._state(UNKNOWN_VISIT)
+            old.drop.add(_row_key("", result.input))
+            old.dirty = True
+            self._unknown_inputs().discard(result.input)
         st = self._state(visit)
         st.records[key] = result
         st.dirty = True
@@ -767,6 +785,12 @@ class CatalogWriter:
             del self._visits[visit]
         elif time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
+
+    def _unknown_inputs(self) -> set[str]:
+        if self._unknown is None:
+            tab = _read_visit_file(self.path, "detectors", UNKNOWN_VISIT)
+            self._unknown = set(tab["input"].to_pylist())
+        return self._unknown
 
     def flush(self, visit: int | None = None, *, force: bool = False) -> None:
         """Rewrite the files of in-progress visits that changed since the last write."""
@@ -777,15 +801,17 @@ class CatalogWriter:
         self._last_flush = time.monotonic()
 
     def _flush_visit(self, st: _VisitState) -> None:
-        if not st.records:
+        if not st.records and not st.drop:
             return
-        self._write_visit(st.visit, st.existing, list(st.records.values()), self.run_id or "")
+        self._write_visit(st.visit, st.existing, list(st.records.values()), self.run_id or "",
+                          drop=st.drop)
         st.dirty = False
 
     def _write_visit(self, visit: int, existing: dict[str, pa.Table],
-                     records: list[DetectorResult], run_id: str) -> None:
+                     records: list[DetectorResult], run_id: str,
+                     drop: Iterable[str] = ()) -> None:
         new = _records_to_tables(records, run_id)
-        replaced = {r.key[1] for r in records}
+        replaced = {r.key[1] for r in records} | set(drop)
         for table in VISIT_TABLES:
             old = existing[table]
             if old.num_rows:

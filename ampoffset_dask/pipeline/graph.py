@@ -22,7 +22,7 @@ from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..geometry import Detector
 from .inputs import discover_inputs, plan_tasks
-from .tasks import apply_pedestals, lsst_metadata
+from .tasks import apply_pedestals, lsst_metadata, output_header
 
 __all__ = ["build_graph", "measure_visit"]
 
@@ -47,14 +47,12 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
     from ..io.fits import write_exposure
 
     corrected = apply_pedestals(exposure.image, detector, measurement.pedestals)
-    header = dict(getattr(exposure.info, "header", None) or {})
-    header.update({"VISIT": int(visit), "DETNAME": detector.name})
-    if detector.id is not None:
-        header["DETECTOR"] = detector.id
+    header = output_header(str(exposure.info.path), exposure.info, visit, detector)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_exposure(output, corrected, exposure.mask, exposure.variance,
                    mask_planes=exposure.mask_planes, header=header,
-                   metadata=lsst_metadata(measurement, applied=True), overwrite=True)
+                   metadata=lsst_metadata(measurement, applied=True), overwrite=True,
+                   detector=detector)
     return output
 
 

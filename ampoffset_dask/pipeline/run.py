@@ -339,14 +339,18 @@ def process(
     spec = client if isinstance(client, (str, type(None))) else type(client).__name__
 
     with CatalogWriter(catalog) as writer:
-        run_id = writer.start_run(config=cfg, inputs=[i.path for i in items], new_run=new_run,
-                                  options=options, scheduler=str(spec or "local"))
-        summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items))
+        writer.check_config(cfg, new_run=new_run)
         done = writer.finished() if resume and not new_run else set()
-
         t = time.perf_counter()
         planned = plan_tasks(items, camera=camera)
         timings["plan"] = time.perf_counter() - t
+        if apply:  # every output path is checked before anything is written
+            for task in planned:
+                if not task.error:
+                    _output_path(task, out_images, in_place)
+        run_id = writer.start_run(config=cfg, inputs=[i.path for i in items], new_run=new_run,
+                                  options=options, scheduler=str(spec or "local"))
+        summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items))
 
         todo: list[PlannedTask] = []
         by_visit: dict[int, list[str]] = {}
@@ -403,9 +407,6 @@ def process(
                 )
                 for task in runnable
             )
-            if apply:  # validate every output path before starting
-                for task in runnable:
-                    _output_path(task, out_images, in_place)
             t = time.perf_counter()
             handle: ClientHandle = get_client(client, n_workers=n_workers)
             timings["cluster"] = time.perf_counter() - t

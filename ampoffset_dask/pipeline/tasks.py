@@ -23,7 +23,8 @@ from ..config import AmpOffsetConfig
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
 
-__all__ = ["apply_pedestals", "lsst_metadata", "process_file", "with_io_retries"]
+__all__ = ["apply_pedestals", "lsst_metadata", "output_header", "process_file",
+           "with_io_retries"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,15 +99,28 @@ def _worker_address() -> str:
         return f"pid {os.getpid()}"
 
 
-def _header(info: Any, visit: int, detector: Detector, camera: Any) -> dict[str, Any]:
-    header = dict(getattr(info, "header", None) or {})
+_STRUCTURAL = {"SIMPLE", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "EXTNAME", "XTENSION",
+               "COMMENT", "HISTORY", "", "CHECKSUM", "DATASUM", "ZIMAGE", "ZBITPIX", "ZCMPTYPE"}
+
+
+def output_header(path: str, info: Any, visit: int, detector: Detector) -> dict[str, Any]:
+    """Primary-header cards of a corrected copy: the input's, minus structure and old
+    amp-offset keys, plus the identity (``VISIT``, ``DETNAME``, ``DETECTOR``)."""
+    from astropy.io import fits
+
+    header: dict[str, Any] = {}
+    try:
+        primary = fits.getheader(path, 0)
+        for key, value in primary.items():
+            if key in _STRUCTURAL or key.startswith("NAXIS") or "AMPOFFSET" in key:
+                continue
+            header[key] = value
+    except OSError:  # the selected keys inspect_file kept are enough
+        header.update(getattr(info, "header", None) or {})
     header["VISIT"] = int(visit)
     header["DETNAME"] = detector.name
     if detector.id is not None:
         header["DETECTOR"] = int(detector.id)
-    cam = getattr(info, "camera", None) or (getattr(camera, "name", camera) if camera else None)
-    if cam:
-        header.setdefault("INSTRUME", str(cam))
     return header
 
 
@@ -195,8 +209,8 @@ def process_file(
             with_io_retries(
                 lambda: write_exposure(
                     output, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
-                    header=_header(exp.info, visit, geometry, camera),
-                    metadata=lsst_metadata(m, applied=True), overwrite=True,
+                    header=output_header(path, exp.info, visit, geometry),
+                    metadata=lsst_metadata(m, applied=True), overwrite=True, detector=geometry,
                 ),
                 retries=io_retries, delay=io_retry_delay, what=f"writing {output}",
             )

@@ -1,0 +1,155 @@
+"""Helpers of the pipeline tests: direct measurements, catalog checks, real dask processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ampoffset_dask import measure_detector
+from ampoffset_dask.io.fits import read_exposure
+
+VISIT = 7
+SCALE = 0.05  # 640 x 200 pixel LSSTCam detectors with 80 x 100 pixel amps
+
+
+def direct_measurements(paths, config=None):
+    """``(pedestals, interfaces)`` DataFrames computed without Dask, sorted like the catalog."""
+    peds, itfs = [], []
+    for path in paths:
+        exp = read_exposure(path)
+        m = measure_detector(exp.image, exp.mask, exp.detector, config,
+                             mask_planes=exp.mask_planes)
+        for i, (amp, value) in enumerate(zip(m.amp_names, m.pedestals, strict=True)):
+            peds.append((exp.visit, exp.detector.name, amp, i, float(value)))
+        for it in m.interfaces:
+            itfs.append((exp.visit, exp.detector.name, it.id, it.offset_raw, it.offset,
+                         it.good_frac))
+    pedestals = pd.DataFrame(peds, columns=["visit", "detector", "amp", "amp_index",
+                                            "pedestal"])
+    interfaces = pd.DataFrame(itfs, columns=["visit", "detector", "interface_id", "offset_raw",
+                                             "offset", "good_frac"])
+    pedestals = pedestals.sort_values(["visit", "detector", "amp_index"], kind="stable")
+    interfaces = interfaces.sort_values(["visit", "detector"], kind="stable")
+    return pedestals.reset_index(drop=True), interfaces.reset_index(drop=True)
+
+
+def assert_catalog_matches(catalog, expected):
+    """The catalog's pedestals and interfaces equal ``expected`` exactly, without duplicates."""
+    from ampoffset_dask import read_catalog
+
+    pedestals, interfaces = expected
+    got = read_catalog(catalog, "pedestals")
+    assert not got.duplicated(["visit", "detector", "amp"]).any()
+    pd.testing.assert_frame_equal(got[list(pedestals.columns)].astype({"amp_index": "int64"}),
+                                  pedestals.astype({"amp_index": "int64"}), check_dtype=False)
+    got_i = read_catalog(catalog, "interfaces")
+    assert not got_i.duplicated(["visit", "detector", "interface_id"]).any()
+    pd.testing.assert_frame_equal(got_i[list(interfaces.columns)], interfaces,
+                                  check_dtype=False)
+    det = read_catalog(catalog, "detectors")
+    assert not det.duplicated(["visit", "detector"]).any()
+
+
+def journal_lines(catalog: Path) -> int:
+    """Results journaled so far by a running `process`."""
+    folder = Path(catalog) / "_journal"
+    n = 0
+    for path in folder.glob("*.jsonl") if folder.is_dir() else ():
+        with contextlib.suppress(OSError):
+            n += path.read_text().count("\n")
+    return n
+
+
+def wait_for(predicate, timeout=60.0, interval=0.01, what="condition"):
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None):
+    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1.
+
+    Yields ``(address, worker_processes)``; workers run without a nanny so that killing one
+    really removes it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    sfile = folder / "scheduler.json"
+    tls_args: list[str] = []
+    protocol = "tcp"
+    if tls:
+        protocol = "tls"
+        tls_args = ["--tls-ca-file", tls["ca"], "--tls-cert", tls["cert"], "--tls-key",
+                    tls["key"]]
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    log = open(folder / "cluster.log", "w")
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--protocol", protocol, "--no-dashboard", "--scheduler-file", str(sfile), *tls_args],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)]
+    workers = []
+    try:
+        wait_for(lambda: sfile.exists() and sfile.stat().st_size > 0, 60, 0.05,
+                 "the scheduler file")
+        time.sleep(0.1)
+        address = json.loads(sfile.read_text())["address"]
+        for i in range(n_workers):
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
+                 "--no-nanny", "--no-dashboard", "--memory-limit", "1GiB", "--name",
+                 f"w{i}", "--host", "127.0.0.1", *tls_args],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        procs.extend(workers)
+        yield address, workers, sfile
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def make_certificates(folder: Path) -> dict[str, str]:
+    """A throw-away CA and a certificate for 127.0.0.1 (openssl command line)."""
+    openssl = shutil.which("openssl")
+    assert openssl, "the TLS test needs the openssl command"
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (str(folder / n) for n in
+                                  ("ca.key", "ca.pem", "key.pem", "req.csr", "cert.pem"))
+    ext = folder / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args):
+        subprocess.run([openssl, *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+        "-days", "2", "-subj", "/CN=ampoffset-test-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj",
+        "/CN=127.0.0.1")
+    run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out",
+        cert, "-days", "2", "-extfile", str(ext))
+    return {"ca": ca, "cert": cert, "key": key}
+
+
+def pedestal_array(catalog, detector):
+    from ampoffset_dask import read_catalog
+
+    ped = read_catalog(catalog, "pedestals")
+    return np.asarray(ped[ped["detector"] == detector]["pedestal"])

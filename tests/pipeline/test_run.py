@@ -1,0 +1,204 @@
+"""`process` on real Dask worker processes: equality with direct calls, failures, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from ampoffset_dask import AmpOffsetConfig, ConfigError, InputError, process, read_catalog
+from ampoffset_dask.io.fits import read_exposure
+from ampoffset_dask.masks import DEFAULT_MASK_PLANES
+
+from .helpers import VISIT, assert_catalog_matches, direct_measurements, journal_lines, wait_for
+
+
+def test_local_cluster_matches_direct_calls(sim_visit, sim_dir, direct, client, tmp_path):
+    cat = tmp_path / "cat"
+    summary = process(sim_dir, cat, client=client, progress=False)
+    assert (summary.n_inputs, summary.n_submitted, summary.n_ok, summary.n_failed) == (9, 9, 9, 0)
+    assert summary.ok and summary.failed == [] and summary.catalog == cat
+    assert_catalog_matches(cat, direct)
+
+    det = read_catalog(cat, "detectors")
+    assert len(det) == 9 and set(det["status"]) == {"ok"}
+    assert set(det["visit"]) == {VISIT}
+    assert (det["n_amps"] == 16).all() and (det["n_interfaces"] == 22).all()
+    assert det["worker"].nunique() == 2  # both worker processes took part
+    assert set(det["input"]) == {str(p.resolve()) for p in sim_visit.paths}
+    runs = read_catalog(cat, "runs")
+    assert len(runs) == 1 and runs["status"].iloc[0] == "finished"
+    assert runs["n_ok"].iloc[0] == 9
+    inputs = json.loads(runs["inputs"].iloc[0])
+    assert len(inputs) == 9 and all(i["size"] > 0 and i["mtime"] for i in inputs)
+    assert set(json.loads(runs["timings"].iloc[0])) >= {"discover", "plan", "compute", "total"}
+    # pandas and the hive layout agree
+    assert len(pd.read_parquet(cat / "pedestals")) == 9 * 16
+
+    # Resume: nothing to do, nothing duplicated.
+    again = process(sim_dir, cat, client=client, progress=False)
+    assert (again.n_skipped, again.n_submitted, again.n_ok) == (9, 0, 0)
+    assert_catalog_matches(cat, direct)
+    # A different config is refused unless a new run is asked for.
+    with pytest.raises(ConfigError, match="different configuration"):
+        process(sim_dir, cat, client=client, progress=False,
+                config={"ampEdgeMaxOffset": 2.0})
+
+
+def test_bad_inputs_become_failed_rows(sim_visit, client, tmp_path):
+    src = [p for p in sim_visit.paths if p.name.endswith(("R22_S00.fits", "R22_S01.fits",
+                                                          "R22_S02.fits"))]
+    data = tmp_path / "in"
+    data.mkdir()
+    good = [shutil.copy(p, data / p.name) for p in src[:2]]
+    # a corrupt file: FITS-looking name, garbage inside
+    corrupt = data / "lsstcam_000007_R22_S10.fits"
+    corrupt.write_bytes(b"SIMPLE  =                    T" + os.urandom(3000))
+    # a wrong-shape file: R22_S11 of the full-size camera, but a small image
+    wrong = data / "wrong_shape.fits"
+    from ampoffset_dask.io.fits import write_exposure
+
+    write_exposure(wrong, np.zeros((200, 640), np.float32), header={
+        "INSTRUME": "LSSTCam", "CAMERA": "lsstcam", "DETNAME": "R22_S11", "DETECTOR": 94,
+        "VISIT": VISIT})
+    # an all-masked detector (visit 8, so it does not clash with the good ones)
+    masked = data / "masked.fits"
+    shutil.copy(src[2], masked)
+    with fits.open(masked, mode="update") as hdul:
+        hdul[0].header["VISIT"] = 8
+        hdul["MASK"].data[:] = 1 << DEFAULT_MASK_PLANES["BAD"]
+
+    cat = tmp_path / "cat"
+    summary = process(data, cat, client=client, progress=False)
+    assert (summary.n_ok, summary.n_flagged, summary.n_failed) == (2, 1, 2)
+    assert not summary.ok
+    det = read_catalog(cat, "detectors")
+    assert len(det) == 5
+    failed = det[det["status"] == "failed"].set_index("input")
+    assert set(failed.index) == {str(corrupt), str(wrong)}
+    assert str(corrupt) in failed.loc[str(corrupt), "error"]
+    assert "InputError" in failed.loc[str(corrupt), "error"]
+    msg = failed.loc[str(wrong), "error"]
+    assert str(wrong) in msg and "shape" in msg and "R22_S11" in msg
+    by_input = {i: (v, d, e) for v, d, e in summary.failed for i in [d]}
+    assert len(by_input) == 2
+
+    flagged = det[det["status"] == "flagged"]
+    assert list(flagged["visit"]) == [8] and bool(flagged["all_masked"].iloc[0])
+    assert "masked" in flagged["error"].iloc[0]
+    ped = read_catalog(cat, "pedestals")
+    assert (ped[ped["visit"] == 8]["pedestal"] == 0).all()
+    assert len(ped[ped["visit"] == 8]) == 16
+    # the good ones are exactly what direct calls give
+    exp_ped, _ = direct_measurements(good)
+    got = ped[ped["visit"] == VISIT].reset_index(drop=True)
+    np.testing.assert_array_equal(got["pedestal"], exp_ped["pedestal"])
+
+    # Re-running retries only the failed inputs and does not duplicate anything.
+    corrupt.unlink()
+    shutil.copy(src[0], corrupt)  # "fixed": now a copy of R22_S00 of visit 7 ...
+    with fits.open(corrupt, mode="update") as hdul:
+        hdul[0].header["VISIT"] = 9  # ... moved to visit 9
+    again = process(data, cat, client=client, progress=False)
+    assert (again.n_skipped, again.n_ok, again.n_failed) == (3, 1, 1)
+    det = read_catalog(cat, "detectors")
+    assert not det.duplicated(["visit", "detector", "input"]).any()
+    # the corrupt file's failed row (unknown visit) is replaced by the new result
+    assert str(corrupt) not in set(det[det["status"] == "failed"]["input"])
+
+
+def test_apply_writes_corrected_copies(sim_visit, client, tmp_path):
+    src = sim_visit.paths[:2]
+    before = [p.read_bytes() for p in src]
+    out = tmp_path / "corrected"
+    summary = process(src, tmp_path / "cat", client=client, progress=False, apply=True,
+                      output_images=out)
+    assert summary.n_ok == 2
+    ped = read_catalog(tmp_path / "cat", "pedestals")
+    assert ped["applied"].all()
+    det = read_catalog(tmp_path / "cat", "detectors")
+    for path, raw in zip(src, before, strict=True):
+        assert path.read_bytes() == raw  # inputs untouched
+        written = out / str(VISIT) / path.name
+        assert str(written) in set(det["output"])
+        orig, corr = read_exposure(path), read_exposure(written)
+        mine = ped[ped["detector"] == orig.detector.name]
+        with fits.open(written) as hdul:
+            header = hdul[0].header
+            for amp, value in zip(mine["amp"], mine["pedestal"], strict=True):
+                assert header[f"LSST ISR AMPOFFSET PEDESTAL {amp}"] == pytest.approx(value)
+                box = orig.detector[amp].slices
+                np.testing.assert_allclose(corr.image[box],
+                                           orig.image[box] - np.float32(value), rtol=0,
+                                           atol=1e-3)
+            assert header["LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
+        np.testing.assert_array_equal(corr.mask, orig.mask)
+    with pytest.raises(ConfigError, match="output_images"):
+        process(src, tmp_path / "cat2", client=client, apply=True)
+    # an output folder that would put a corrected copy over its input is refused up front
+    inside = tmp_path / "images" / str(VISIT)
+    inside.mkdir(parents=True)
+    copy = shutil.copy(src[0], inside / src[0].name)
+    with pytest.raises(ConfigError, match="overwrite the input"):
+        process(copy, tmp_path / "cat2", client=client, output_images=tmp_path / "images")
+    assert not (tmp_path / "cat2" / "runs").exists()
+
+
+def test_input_errors_before_any_work(sim_dir, tmp_path, client):
+    with pytest.raises(InputError, match="no such file"):
+        process(tmp_path / "missing", tmp_path / "cat", client=client)
+    with pytest.raises(InputError, match="matches no file"):
+        process(str(tmp_path / "*.fits"), tmp_path / "cat", client=client)
+    with pytest.raises(ConfigError, match="ampEdgeWidth"):
+        process(sim_dir, tmp_path / "cat", client=client, config={"ampEdgeWidth": -1})
+
+
+def test_killed_client_then_rerun(sim_dir, direct, local_cluster, client, tmp_path):
+    """The client process dies mid-run; the re-run completes without duplicates."""
+    cat = tmp_path / "cat"
+    script = textwrap.dedent(f"""
+        from ampoffset_dask import process
+        process({str(sim_dir)!r}, {str(cat)!r}, client={local_cluster.scheduler_address!r},
+                max_in_flight=1, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: journal_lines(cat) >= 2 or proc.poll() is not None, 120,
+                 what="two results")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    n_journaled = journal_lines(cat)
+    assert 2 <= n_journaled < 9
+    summary = process(sim_dir, cat, client=client, progress=False)
+    assert summary.n_skipped >= n_journaled
+    assert summary.n_skipped + summary.n_ok == 9 and summary.n_failed == 0
+    assert_catalog_matches(cat, direct)
+    runs = read_catalog(cat, "runs")
+    assert list(runs["status"]) == ["interrupted", "finished"]
+    assert not list((cat / "_journal").glob("*.jsonl"))
+
+
+def test_new_run_replaces_rows(sim_visit, client, tmp_path):
+    src = sim_visit.paths[:2]
+    cat = tmp_path / "cat"
+    process(src, cat, client=client, progress=False)
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    summary = process(src, cat, client=client, progress=False, config=config, new_run=True)
+    assert (summary.n_ok, summary.n_skipped) == (2, 0)
+    expected = direct_measurements(src, config)
+    assert_catalog_matches(cat, expected)
+    assert read_catalog(cat, "detectors")["run_id"].nunique() == 1
+    assert read_catalog(cat, "runs")["config_digest"].nunique() == 2
