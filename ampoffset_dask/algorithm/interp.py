@@ -174,9 +174,14 @@ def evaluate(style: str, x: np.ndarray, y: np.ndarray, xs: np.ndarray) -> np.nda
         if a == e:
             continue
         t = xin[a:e] - x[i]
-        out[:, inside_lo + a : inside_lo + e] = y[:, i : i + 1] + t * (
-            b[:, i : i + 1] + t * (c[:, i : i + 1] + t * d[:, i : i + 1])
-        )
+        # Horner in place, same operation order as y + t*(b + t*(c + t*d)).
+        seg = out[:, inside_lo + a : inside_lo + e]
+        np.multiply(d[:, i : i + 1], t, out=seg)
+        seg += c[:, i : i + 1]
+        seg *= t
+        seg += b[:, i : i + 1]
+        seg *= t
+        seg += y[:, i : i + 1]
     if inside_lo > 0:
         dx = xs[:inside_lo] - x[0]
         d1 = b[:, :1]
