@@ -72,7 +72,7 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
-# -- parser ---------------------------------------------------------------------------------------
+# -- parser ------------------------------------------------------------
 def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- main -----------------------------------------------------------------------------------------
+# -- main ------------------------------------------------------------
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
@@ -300,7 +300,7 @@ def _exit_code(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
-# -- helpers ---------------------------------------------------------------------------------
+# -- helpers ------------------------------------------------------------
 def _client(spec: Any, n_workers: int | None = None):
     """A `ClientHandle` for ``spec``; cluster failures become exit code 3."""
     from .pipeline.cluster import get_client
@@ -400,7 +400,7 @@ def _fmt_visit(visit: Any) -> str:
     return "?" if visit is None else str(visit)
 
 
-# -- commands -------------------------------------------------------------------------------------
+# -- commands ------------------------------------------------------------
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``ampoffset-dask simulate``."""
     from .simulate import simulate_focal_plane

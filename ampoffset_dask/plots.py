@@ -102,7 +102,7 @@ def _affine(corners_mm: Sequence[Sequence[float]], width: int, height: int):
     return to_fp
 
 
-# -- focal plane --------------------------------------------------------------------------------
+# -- focal plane ------------------------------------------------------------
 def focal_plane_map(
     pedestals: Any,
     camera: Any,
@@ -218,7 +218,7 @@ def focal_plane_map(
     return fig
 
 
-# -- interfaces -----------------------------------------------------------------------------------
+# -- interfaces ------------------------------------------------------------
 def interface_histogram(
     interfaces: Any,
     *,
@@ -286,7 +286,7 @@ def interface_histogram(
     return fig
 
 
-# -- one detector --------------------------------------------------------------------------------
+# -- one detector ------------------------------------------------------------
 def amp_map(
     pedestals: Mapping[str, float] | Sequence[float] | Any,
     detector: Detector,

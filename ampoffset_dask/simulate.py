@@ -166,7 +166,7 @@ class FocalPlaneSky:
         return sky
 
 
-# -- geometry -------------------------------------------------------------------------------
+# -- geometry ------------------------------------------------------------
 def scale_detector(detector: Detector, scale: float, min_amp_size: int = MIN_AMP_SIZE) -> Detector:
     """Shrink (or grow) a detector, keeping its amp names, order and grid layout.
 
@@ -205,7 +205,7 @@ def scale_detector(detector: Detector, scale: float, min_amp_size: int = MIN_AMP
     return Detector(detector.name, nx * width, ny * height, tuple(amps), detector.id)
 
 
-# -- one detector -----------------------------------------------------------------------------
+# -- one detector ------------------------------------------------------------
 def _per_amp(value: float | Sequence[float], n: int, name: str) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 0:
@@ -446,7 +446,7 @@ def simulate_detector(
     return SimulatedDetector(image, mask, variance, peds.astype(np.float64))
 
 
-# -- a focal plane ------------------------------------------------------------------------------
+# -- a focal plane ------------------------------------------------------------
 def select_detectors(camera: Any, detectors: Iterable[str | int] | str | None = None,
                      rafts: Iterable[str] | str | None = None) -> list[str]:
     """Names of the chosen detectors of ``camera``, in camera order.
