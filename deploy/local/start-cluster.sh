@@ -152,32 +152,36 @@ start() {
     echo "stop with: $0 stop --port $PORT --run-dir $RUN_DIR"
 }
 
-stop_pid() {
-    # Send SIGTERM, wait up to TIMEOUT seconds, then SIGKILL.
+wait_pid() {
+    # Wait up to TIMEOUT seconds for a signalled process, then SIGKILL it.
     local pidfile="$1" pid waited=0
     [[ -f "$pidfile" ]] || return 0
     pid="$(cat "$pidfile")"
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do
-            if (( waited >= TIMEOUT * 10 )); then
-                echo "start-cluster.sh: pid $pid ignored SIGTERM; killing it" >&2
-                kill -KILL "$pid" 2>/dev/null || true
-                break
-            fi
-            sleep 0.1
-            waited=$((waited + 1))
-        done
-    fi
+    while kill -0 "$pid" 2>/dev/null; do
+        if (( waited >= TIMEOUT * 10 )); then
+            echo "start-cluster.sh: pid $pid ignored SIGTERM; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+        waited=$((waited + 1))
+    done
     rm -f "$pidfile"
 }
 
 stop() {
+    # SIGTERM every worker at once (each closes gracefully), then the scheduler.
     local pidfile
     for pidfile in "$RUN_DIR"/worker-*.pid; do
-        [[ -e "$pidfile" ]] && stop_pid "$pidfile"
+        [[ -e "$pidfile" ]] && kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
     done
-    stop_pid "$RUN_DIR/scheduler.pid"
+    for pidfile in "$RUN_DIR"/worker-*.pid; do
+        [[ -e "$pidfile" ]] && wait_pid "$pidfile"
+    done
+    if [[ -e "$RUN_DIR/scheduler.pid" ]]; then
+        kill -TERM "$(cat "$RUN_DIR/scheduler.pid")" 2>/dev/null || true
+        wait_pid "$RUN_DIR/scheduler.pid"
+    fi
     rm -f "$RUN_DIR/scheduler.json"
     echo "stopped cluster in $RUN_DIR"
 }
