@@ -1,0 +1,110 @@
+"""Clusters of real processes: `dask scheduler`/`dask worker`, a killed worker, TLS, specs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import dask
+import pytest
+from distributed import Client
+
+from ampoffset_dask import ConfigError, process, read_catalog
+from ampoffset_dask.pipeline import get_client
+from ampoffset_dask.pipeline.cluster import local_cluster_size
+
+from .helpers import (
+    assert_catalog_matches,
+    dask_processes,
+    journal_lines,
+    make_certificates,
+    wait_for,
+)
+
+
+def test_cli_against_scheduler_with_a_worker_killed(sim_dir, direct, tmp_path):
+    """`ampoffset-dask run --scheduler tcp://...`; a busy worker is SIGKILLed mid-run."""
+    cat = tmp_path / "cat"
+    with dask_processes(tmp_path / "cluster", n_workers=2) as (address, workers, _sfile):
+        with Client(address, timeout=60) as watcher:
+            watcher.wait_for_workers(2, timeout=60)
+            pids = watcher.run(os.getpid)  # {worker address: pid}
+            cli = subprocess.Popen(
+                [sys.executable, "-m", "ampoffset_dask.cli", "run", str(sim_dir), "--output",
+                 str(cat), "--scheduler", address, "--max-in-flight", "2", "--no-progress"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                # wait until the run is under way and a worker holds one of its tasks
+                def busy_worker():
+                    if journal_lines(cat) < 1:
+                        return None
+                    for addr, keys in watcher.processing().items():
+                        if any(str(k).startswith("ampoffset-") for k in keys):
+                            return addr
+                    return None
+
+                wait_for(lambda: busy_worker() is not None or cli.poll() is not None, 120,
+                         what="a busy worker")
+                assert cli.poll() is None, "the run ended before a worker could be killed"
+                victim = busy_worker()
+                os.kill(pids[victim], signal.SIGKILL)
+                _, err = cli.communicate(timeout=180)
+            finally:
+                if cli.poll() is None:
+                    cli.kill()
+            assert cli.returncode == 0, err
+            alive = [w for w in workers if w.poll() is None]
+            assert len(alive) == 1  # one worker really died
+    assert_catalog_matches(cat, direct)
+    det = read_catalog(cat, "detectors")
+    assert len(det) == 9 and set(det["status"]) == {"ok"}
+    runs = read_catalog(cat, "runs")
+    assert runs["scheduler"].iloc[0] in ("Client", address)
+
+
+def test_tls_end_to_end(sim_visit, direct, tmp_path):
+    certs = make_certificates(tmp_path / "certs")
+    cat = tmp_path / "cat"
+    with dask_processes(tmp_path / "cluster", n_workers=1, tls=certs) as (address, _, sfile):
+        assert address.startswith("tls://")
+        # without certificates the client refuses to start
+        with dask.config.set({"distributed.comm.tls.ca-file": None,
+                              "distributed.comm.tls.client.cert": None,
+                              "distributed.comm.tls.client.key": None}), \
+                pytest.raises(ConfigError, match="TLS"):
+            get_client(address)
+        with dask.config.set({"distributed.comm.tls.ca-file": certs["ca"],
+                              "distributed.comm.tls.client.cert": certs["cert"],
+                              "distributed.comm.tls.client.key": certs["key"],
+                              "distributed.comm.require-encryption": True}):
+            summary = process(sim_visit.paths[:3], cat, client=address, progress=False)
+            assert summary.n_ok == 3
+            # the scheduler file works too, and is used as is
+            with get_client(str(sfile)) as client:
+                assert client.scheduler.address == address
+    pedestals, interfaces = direct
+    names = {p.name.split("_", 2)[2].removesuffix(".fits") for p in sim_visit.paths[:3]}
+    expected = (pedestals[pedestals["detector"].isin(names)].reset_index(drop=True),
+                interfaces[interfaces["detector"].isin(names)].reset_index(drop=True))
+    assert_catalog_matches(cat, expected)
+
+
+def test_local_spec_and_errors():
+    workers, limit = local_cluster_size()
+    assert workers >= 1 and limit >= 256 * 2**20
+    with get_client("local:1", memory_limit="600MiB") as client:
+        info = client.scheduler_info()["workers"]
+        assert len(info) == 1
+        (worker,) = info.values()
+        assert worker["nthreads"] == 1
+        assert worker["memory_limit"] == 600 * 2**20
+        handle = get_client(client)  # an existing client is used, never closed
+        handle.close()
+        assert client.status == "running"
+    assert client.status == "closed"
+    with pytest.raises(ConfigError, match="neither 'local'"):
+        get_client("bogus-spec")
+    with pytest.raises(ConfigError, match=r"jobqueue\.slurm|dask-jobqueue"):
+        get_client("slurm")

@@ -1,0 +1,80 @@
+"""The notebook API: `build_graph` and `measure_visit`."""
+
+from __future__ import annotations
+
+import json
+
+import dask
+import numpy as np
+import pytest
+
+from ampoffset_dask import InputError, build_graph, measure_detector
+from ampoffset_dask.catalog import DetectorResult
+from ampoffset_dask.io.fits import read_exposure
+from ampoffset_dask.pipeline import measure_visit
+
+from .helpers import VISIT
+
+
+def test_build_graph_computes_on_the_cluster(sim_visit, sim_dir, direct, client, tmp_path):
+    graph = build_graph(sim_dir, output_images=tmp_path / "out")
+    assert len(graph) == 9
+    key = (VISIT, "R22_S11")
+    node = graph[key]
+    assert node.key == f"ampoffset-{VISIT}-R22_S11"
+    layers = set(node.dask.keys())
+    assert {f"ampoffset-read-{VISIT}-R22_S11", f"ampoffset-measure-{VISIT}-R22_S11",
+            f"ampoffset-write-{VISIT}-R22_S11"} <= layers
+    # no pixels in the graph: it pickles to a few kB
+    import cloudpickle
+
+    assert len(cloudpickle.dumps(dict(node.dask))) < 20_000
+    (results,) = dask.compute(graph)  # runs on the connected LocalCluster
+    pedestals, _ = direct
+    for (visit, name), res in results.items():
+        assert isinstance(res, DetectorResult) and res.status == "ok"
+        expected = pedestals[pedestals["detector"] == name]["pedestal"].to_numpy()
+        np.testing.assert_array_equal(res.pedestals, expected)
+        written = read_exposure(res.output)
+        assert written.visit == visit and written.detector.name == name
+    assert len(list((tmp_path / "out" / str(VISIT)).glob("*.fits"))) == 9
+
+
+def test_build_graph_rejects_unusable_inputs(tmp_path):
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"not a fits file at all")
+    with pytest.raises(InputError, match=r"bad\.fits"):
+        build_graph(bad)
+
+
+def test_measure_visit_mapping_and_datatree(sim_visit):
+    paths = sim_visit.paths[:3]
+    exposures = {}
+    expected = {}
+    for path in paths:
+        exp = read_exposure(path)
+        exposures[exp.detector.name] = (exp.image, exp.mask, exp.detector, exp.mask_planes)
+        expected[exp.detector.name] = measure_detector(exp.image, exp.mask, exp.detector,
+                                                       mask_planes=exp.mask_planes).pedestals
+    got = measure_visit(exposures, scheduler="threads")
+    assert list(got) == list(exposures)
+    for name, m in got.items():
+        np.testing.assert_array_equal(m.pedestals, expected[name])
+
+    # a DataTree of dask-backed Datasets laid out as open_visit makes them
+    import dask.array as da
+    import xarray as xr
+
+    nodes = {}
+    for name, (image, mask, det, planes) in exposures.items():
+        chunks = (det.amplifiers[0].height, det.amplifiers[0].width)
+        nodes[name] = xr.Dataset(
+            {"image": (("y", "x"), da.from_array(image, chunks=chunks)),
+             "mask": (("y", "x"), da.from_array(mask, chunks=chunks))},
+            attrs={"visit": VISIT, "detector": name, "geometry": json.dumps(det.to_dict()),
+                   "mask_planes": json.dumps(planes)})
+    tree = xr.DataTree.from_dict(nodes)
+    got = measure_visit(tree, scheduler="threads")
+    assert sorted(got) == sorted(expected)
+    for name, m in got.items():
+        np.testing.assert_array_equal(m.pedestals, expected[name])

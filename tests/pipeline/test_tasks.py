@@ -1,0 +1,66 @@
+"""The per-detector task function, called directly (as a worker would)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from ampoffset_dask import InputError, measure_detector
+from ampoffset_dask.io.fits import read_exposure
+from ampoffset_dask.pipeline.tasks import apply_pedestals, process_file, with_io_retries
+
+from .helpers import VISIT
+
+
+def test_process_file_ok_and_in_place(sim_visit, tmp_path):
+    src = shutil.copy(sim_visit.paths[0], tmp_path / "d.fits")
+    exp = read_exposure(src)
+    res = process_file(src, exp.detector)
+    m = measure_detector(exp.image, exp.mask, exp.detector, mask_planes=exp.mask_planes)
+    assert res.status == "ok" and res.visit == VISIT and res.detector == exp.detector.name
+    np.testing.assert_array_equal(res.pedestals, m.pedestals)
+    assert len(res.interfaces) == len(m.interfaces) and res.worker.startswith("pid ")
+    # output == input is refused unless in_place
+    refused = process_file(src, exp.detector, output=src)
+    assert refused.status == "failed" and "refusing to overwrite the input" in refused.error
+    done = process_file(src, exp.detector, output=src, in_place=True)
+    assert done.status == "ok" and done.applied and done.output == str(src)
+    np.testing.assert_allclose(read_exposure(src).image,
+                               apply_pedestals(exp.image, exp.detector, m.pedestals))
+
+
+def test_process_file_failures_never_raise(sim_visit, tmp_path):
+    missing = process_file(tmp_path / "nope.fits", None, visit=3)
+    assert missing.status == "failed" and missing.visit == 3
+    assert "nope.fits" in missing.error
+    exp = read_exposure(sim_visit.paths[0])
+    other = read_exposure(sim_visit.paths[1]).detector
+    wide = other.__class__(other.name, other.width * 2, other.height,
+                           other.amplifiers, other.id)
+    res = process_file(sim_visit.paths[0], wide)
+    assert res.status == "failed" and "shape" in res.error and exp.visit == VISIT
+
+
+def test_io_retries_with_backoff():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OSError("Stale file handle")
+        return "read"
+
+    assert with_io_retries(flaky, retries=3, delay=0.001, what="reading x") == "read"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(OSError, match="Stale"):
+        with_io_retries(flaky, retries=1, delay=0.001, what="reading x")
+    assert len(calls) == 2
+
+    def gone():
+        raise FileNotFoundError(2, "No such file or directory")
+
+    with pytest.raises(InputError, match="reading y: No such file"):
+        with_io_retries(gone, retries=5, delay=10, what="reading y")
