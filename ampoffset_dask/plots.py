@@ -41,6 +41,8 @@ def _figure(size: tuple[float, float]):
         raise ImportError(
             "plots need matplotlib: pip install 'ampoffset-dask[plot]'"
         ) from exc
+    # Whole tenths of an inch: the saved PNG is then exactly size x DPI pixels.
+    size = (round(size[0], 1), round(size[1], 1))
     return Figure(figsize=size, dpi=DPI, layout="constrained")
 
 
@@ -182,9 +184,11 @@ def focal_plane_map(
             ax.add_collection(PolyCollection(others, facecolors="none", edgecolors="0.8",
                                              linewidths=0.4))
     norm = Normalize(-limit, limit)
-    coll = PolyCollection(tiles, array=np.ma.masked_invalid(np.array(colours)), cmap=cmap,
+    from matplotlib import colormaps
+
+    cm = colormaps[cmap].with_extremes(bad="0.85")
+    coll = PolyCollection(tiles, array=np.ma.masked_invalid(np.array(colours)), cmap=cm,
                           norm=norm, edgecolors="0.5", linewidths=0.15)
-    coll.cmap.set_bad("0.85")
     ax.add_collection(coll)
     ax.add_collection(PolyCollection(outlines, facecolors="none", edgecolors="k",
                                      linewidths=0.8))
@@ -208,7 +212,7 @@ def focal_plane_map(
     cbar = fig.colorbar(coll, ax=ax, shrink=0.85)
     cbar.set_label("amp pedestal (ADU)")
     if title is None:
-        title = f"{camera.name} amp pedestals"
+        title = f"{getattr(camera, 'instrument', None) or camera.name} amp pedestals"
         if visit is not None:
             title += f", visit {visit}"
         title += f" ({len(names)} detector{'s' if len(names) != 1 else ''})"

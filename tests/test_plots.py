@@ -1,0 +1,156 @@
+"""Plots: files are PNGs of the expected size, not blank, and bad input is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")  # the [plot] extra; installed by [test]
+
+from matplotlib.image import imread  # noqa: E402
+
+from ampoffset_dask import get_camera  # noqa: E402
+from ampoffset_dask.errors import InputError  # noqa: E402
+from ampoffset_dask.plots import (  # noqa: E402
+    DPI,
+    amp_map,
+    before_after,
+    binned_image,
+    focal_plane_map,
+    interface_histogram,
+)
+from ampoffset_dask.simulate import scale_detector, simulate_detector  # noqa: E402
+
+
+def check_png(path, size_inches):
+    """The file is a PNG of ``size_inches`` at DPI with real content."""
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = imread(path)
+    w, h = size_inches
+    assert abs(img.shape[0] - h * DPI) <= 1 and abs(img.shape[1] - w * DPI) <= 1
+    rgb = img[..., :3]
+    assert rgb.std() > 0.05  # not a blank page
+    colours = np.unique((rgb.reshape(-1, 3) * 255).astype(np.uint8), axis=0)
+    assert len(colours) > 50
+    return img
+
+
+@pytest.fixture(scope="module")
+def camera():
+    return get_camera("lsstcam")
+
+
+@pytest.fixture(scope="module")
+def raft_pedestals(camera):
+    rng = np.random.default_rng(0)
+    rows = [(v, d, a, float(rng.normal(0, 1.5)))
+            for v in (1, 2)
+            for d in camera.detector_names if d.startswith("R22_")
+            for a in camera[d].amp_names]
+    return pd.DataFrame(rows, columns=["visit", "detector", "amp", "pedestal"])
+
+
+def test_focal_plane_map(tmp_path, camera, raft_pedestals):
+    path = tmp_path / "fp.png"
+    fig = focal_plane_map(raft_pedestals, camera, visit=2, path=path)
+    img = check_png(path, (8.0, 7.0))
+    # Red and blue tiles of the diverging colour map are both present.
+    rgb = img[..., :3]
+    reddish = (rgb[..., 0] > 0.6) & (rgb[..., 2] < 0.4)
+    bluish = (rgb[..., 2] > 0.6) & (rgb[..., 0] < 0.4)
+    assert reddish.sum() > 500 and bluish.sum() > 500
+    ax = fig.axes[0]
+    assert "visit 2" in ax.get_title() and "9 detectors" in ax.get_title()
+    labels = {t.get_text() for t in ax.texts}
+    assert {"R22_S00", "R22_S11", "R22_S22"} <= labels
+    # 9 detectors x 16 amps tiles, coloured by the visit-2 pedestals.
+    coll = ax.collections[1]
+    assert len(coll.get_paths()) == 144
+    expected = raft_pedestals.query("visit == 2")["pedestal"].to_numpy()
+    np.testing.assert_allclose(np.sort(np.asarray(coll.get_array())), np.sort(expected))
+
+
+def test_focal_plane_map_bad_input(camera, raft_pedestals):
+    with pytest.raises(InputError, match="several visits"):
+        focal_plane_map(raft_pedestals, camera)
+    with pytest.raises(InputError, match="no rows for visit 7"):
+        focal_plane_map(raft_pedestals, camera, visit=7)
+    bad = raft_pedestals.assign(detector="R99_S99")
+    with pytest.raises(InputError, match="R99_S99"):
+        focal_plane_map(bad, camera, visit=1)
+    with pytest.raises(InputError, match="missing column"):
+        focal_plane_map(raft_pedestals.drop(columns="pedestal"), camera, visit=1)
+
+
+def test_interface_histogram(tmp_path):
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame({"offset_raw": rng.normal(0, 2.5, 400),
+                          "good_frac": rng.uniform(0.2, 1.0, 400)})
+    table["max_offset_fail"] = table["offset_raw"].abs() > 5
+    table["min_frac_fail"] = table["good_frac"] < 0.5
+    path = tmp_path / "ih.png"
+    fig = interface_histogram(table, path=path, max_offset=5.0, min_frac=0.5)
+    check_png(path, (10.0, 4.2))
+    ax1, ax2 = fig.axes[:2]
+    lines = sorted(float(line.get_xdata()[0]) for line in ax1.get_lines())
+    assert lines == [-5.0, 5.0]
+    assert [float(line.get_xdata()[0]) for line in ax2.get_lines()] == [0.5]
+    assert f"{int(table['max_offset_fail'].sum())} over" in ax1.get_title()
+    assert f"{int(table['min_frac_fail'].sum())} under" in ax2.get_title()
+
+
+def test_amp_map_accepts_mapping_sequence_table(tmp_path, camera):
+    det = camera["R22_S11"]
+    values = np.linspace(-2, 2, 16)
+    as_dict = dict(zip(det.amp_names, values, strict=True))
+    table = pd.DataFrame({"amp": det.amp_names, "pedestal": values})
+    interfaces = pd.DataFrame({"amp_a": ["C10"], "amp_b": ["C11"], "offset": [0.5]})
+    for i, peds in enumerate((values, as_dict, table)):
+        path = tmp_path / f"amp{i}.png"
+        fig = amp_map(peds, det, interfaces=interfaces, path=path)
+        check_png(path, tuple(fig.get_size_inches()))
+        texts = [t.get_text() for t in fig.axes[0].texts]
+        assert "C10\n-2.00" in texts and "C00\n+2.00" in texts and "+0.50" in texts
+    with pytest.raises(InputError, match="3 pedestals for 16 amps"):
+        amp_map([1.0, 2.0, 3.0], det)
+
+
+def test_binned_image_is_a_masked_block_median():
+    image = np.arange(64, dtype=np.float32).reshape(8, 8)
+    mask = np.zeros((8, 8), np.int32)
+    mask[0, 0] = 1
+    out = binned_image(image, mask, bin_size=4, bad_bits=1)
+    assert out.shape == (2, 2)
+    block = image[:4, :4].ravel()[1:]
+    assert out[0, 0] == pytest.approx(np.median(block))
+    assert out[1, 1] == pytest.approx(np.median(image[4:, 4:]))
+    with pytest.raises(InputError, match="smaller than one"):
+        binned_image(image, bin_size=16)
+
+
+def test_before_after_shows_the_steps_then_removes_them(tmp_path, camera):
+    det = scale_detector(camera["R22_S11"], 0.25)
+    peds = np.tile([3.0, -3.0], 8)
+    sim = simulate_detector(det, seed=2, pedestals=peds, sky=1200.0)
+    path = tmp_path / "ba.png"
+    fig = before_after(sim.image, det, peds, mask=sim.mask, path=path)
+    check_png(path, tuple(fig.get_size_inches()))
+    before, after = (np.ma.filled(ax.images[0].get_array(), np.nan) for ax in fig.axes[:2])
+    x0, x1, _, _ = fig.axes[0].images[0].get_extent()
+    b = round((x1 - x0) / before.shape[1])
+
+    def amp_medians(binned):
+        out = []
+        for amp in det.amplifiers:
+            rows = slice(-(-amp.y0 // b) + 1, amp.y1 // b - 1)
+            cols = slice(-(-amp.x0 // b) + 1, amp.x1 // b - 1)
+            out.append(np.nanmedian(binned[rows, cols]))
+        return np.array(out)
+
+    # Before: the +-3 ADU amp steps; after: flat within a fraction of an ADU.
+    steps_before = amp_medians(before)
+    assert np.all(np.abs(steps_before - (peds - peds.mean())) < 1.0)
+    assert np.all(np.abs(amp_medians(after)) < 0.7)
+    with pytest.raises(InputError, match="does not match"):
+        before_after(sim.image[:-1], det, peds)
