@@ -1,0 +1,254 @@
+"""The ``ampoffset-dask`` command, run through its installed entry point in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+import ampoffset_dask
+from ampoffset_dask.catalog import read_catalog
+
+SUBCOMMANDS = ("demo", "simulate", "run", "plot", "cameras", "info", "catalog")
+
+
+def _entry_point() -> str:
+    exe = shutil.which("ampoffset-dask", path=str(Path(sys.executable).parent))
+    exe = exe or shutil.which("ampoffset-dask")
+    assert exe, "the ampoffset-dask console script is not installed"
+    return exe
+
+
+EXE = _entry_point()
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", TQDM_DISABLE="1")
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=env)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """stderr is a single ``ampoffset-dask ...: error: ...`` line holding every needle."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "error:" in lines[0] and "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# -- help, version, cameras ---------------------------------------------------------------
+def test_help_everywhere():
+    top = cli("--help")
+    assert top.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in top.stdout
+    assert "exit codes" in top.stdout
+    for name in SUBCOMMANDS:
+        proc = cli(name, "--help")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(f"usage: ampoffset-dask {name}")
+        assert "exit codes" in proc.stdout
+
+
+def test_version_and_no_command():
+    proc = cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"ampoffset-dask {ampoffset_dask.__version__}"
+    proc = cli()
+    assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def test_usage_errors_exit_2():
+    proc = cli("simulate", "--scale", "-1", "--out", "x")
+    assert proc.returncode == 2 and "must be a positive number" in proc.stderr
+    proc = cli("nosuchcommand")
+    assert proc.returncode == 2
+
+
+def test_cameras():
+    proc = cli("cameras")
+    assert proc.returncode == 0
+    for name in ("lsstcam", "lsstcomcam", "latiss", "hsc", "decam"):
+        assert name in proc.stdout
+    rows = json.loads(cli("cameras", "--json").stdout)
+    assert {r["name"]: r["detectors"] for r in rows}["lsstcam"] == 205
+    dets = json.loads(cli("cameras", "LSSTCam", "--json").stdout)
+    r22 = {d["name"]: d for d in dets}["R22_S11"]
+    assert (r22["id"], r22["physical_type"], r22["width"], r22["height"]) == (94, "E2V", 4096,
+                                                                              4004)
+    proc = cli("cameras", "nocam")
+    assert proc.returncode == 2
+    one_error_line(proc, "unknown camera 'nocam'")
+    verbose = cli("-v", "cameras", "nocam")
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+
+
+# -- simulate, info, run, catalog, plot ------------------------------------------------------
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cli")
+    sim = work / "sim"
+    proc = cli("simulate", "--camera", "lsstcam", "--detectors", "R22_S11,R22_S12", "--visits",
+               "2", "--scale", "0.1", "--seed", "3", "--out", sim)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 4 exposure(s)" in proc.stdout
+    proc = cli("run", sim, "--output", work / "cat", "--scheduler", "local:2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return work
+
+
+def test_simulate_writes_files_and_truth(workdir):
+    sim = workdir / "sim"
+    files = sorted(p.name for p in sim.glob("*.fits"))
+    assert files == ["lsstcam_000001_R22_S11.fits", "lsstcam_000001_R22_S12.fits",
+                     "lsstcam_000002_R22_S11.fits", "lsstcam_000002_R22_S12.fits"]
+    truth = pd.read_parquet(sim / "truth.parquet")
+    assert list(truth.columns) == ["visit", "detector", "amp", "pedestal"]
+    assert len(truth) == 64
+    proc = cli("simulate", "--detectors", "R22_S11", "--scale", "0.1", "--seed", "3", "--out",
+               sim)
+    assert proc.returncode == 2
+    one_error_line(proc, "already exists", "--overwrite")
+    proc = cli("simulate", "--detectors", "R22_S99", "--scale", "0.1", "--out", workdir / "x")
+    assert proc.returncode == 2
+    one_error_line(proc, "R22_S99")
+
+
+def test_info(workdir):
+    path = workdir / "sim" / "lsstcam_000002_R22_S12.fits"
+    proc = cli("info", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "R22_S12 (id 95)" in proc.stdout and "visit       2" in proc.stdout
+    assert "16 of 80 x 200" in proc.stdout and "SAT=1" in proc.stdout
+    data = json.loads(cli("info", path, "--json").stdout)
+    assert data["detector"] == "R22_S12" and data["visit"] == 2 and data["shape"] == [400, 640]
+    assert [a["name"] for a in data["amps"]][:2] == ["C10", "C11"]
+    not_fits = workdir / "notes.txt"
+    not_fits.write_text("hello\n")
+    proc = cli("info", not_fits)
+    assert proc.returncode == 2
+    one_error_line(proc, "notes.txt")
+    proc = cli("info", workdir / "missing.fits")
+    assert proc.returncode == 2
+    one_error_line(proc, "missing.fits")
+    proc = cli("info", workdir)
+    assert proc.returncode == 2
+    one_error_line(proc, "directory")
+
+
+def test_run_fills_the_catalog_close_to_truth(workdir):
+    cat = workdir / "cat"
+    det = read_catalog(cat, "detectors")
+    assert len(det) == 4 and set(det["status"]) == {"ok"}
+    ped = read_catalog(cat, "pedestals")
+    truth = pd.read_parquet(workdir / "sim" / "truth.parquet")
+    merged = ped.merge(truth, on=["visit", "detector", "amp"], suffixes=("", "_truth"))
+    assert len(merged) == 64
+    err = merged["pedestal"] - merged["pedestal_truth"]
+    # Tiny 80x200 amps: only a loose check that the run measured the injected steps.
+    assert np.corrcoef(merged["pedestal"], merged["pedestal_truth"])[0, 1] > 0.3
+    assert np.sqrt(np.mean(err ** 2)) < np.sqrt(np.mean(merged["pedestal_truth"] ** 2))
+
+
+def test_run_resumes_and_reports_failures(workdir, tmp_path):
+    # Second run on the same catalog: everything is skipped.
+    proc = cli("run", workdir / "sim", "--output", workdir / "cat", "--scheduler", "local:1",
+               "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "skipped 4" in proc.stdout
+    # A truncated file among good ones: exit 1, the bad input named on stderr.
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    good = workdir / "sim" / "lsstcam_000001_R22_S11.fits"
+    shutil.copy(good, inputs / good.name)
+    (inputs / "broken.fits").write_bytes(good.read_bytes()[:20000])
+    proc = cli("run", inputs, "--output", tmp_path / "cat", "--scheduler", "local:1",
+               "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    assert "1 detector(s) failed" in proc.stderr and "broken.fits" in proc.stderr
+    det = read_catalog(tmp_path / "cat", "detectors")
+    assert sorted(det["status"]) == ["failed", "ok"]
+
+
+def test_run_input_errors(tmp_path):
+    proc = cli("run", tmp_path / "nothing", "--output", tmp_path / "cat")
+    assert proc.returncode == 2
+    one_error_line(proc, "nothing", "no such file")
+    proc = cli("run", tmp_path, "--output", tmp_path / "cat", "--apply")
+    assert proc.returncode == 2
+    one_error_line(proc, "--output-images")
+    proc = cli("run", tmp_path, "--output", tmp_path / "cat", "--set", "ampEdgeWidth=-3")
+    assert proc.returncode == 2
+    one_error_line(proc, "ampEdgeWidth")
+    proc = cli("run", tmp_path, "--output", tmp_path / "cat", "--scheduler", "nosuch-spec")
+    assert proc.returncode == 3
+    one_error_line(proc, "nosuch-spec")
+    assert not (tmp_path / "cat").exists()
+
+
+def test_catalog_summary_and_tables(workdir):
+    cat = workdir / "cat"
+    proc = cli("catalog", cat)
+    assert proc.returncode == 0, proc.stderr
+    assert "detectors   4: ok 4" in proc.stdout and "64 amps" in proc.stdout
+    summary = json.loads(cli("catalog", cat, "--json").stdout)
+    assert summary["visits"] == [1, 2] and summary["status"] == {"ok": 4}
+    assert summary["interfaces"] == 4 * 22
+    one = json.loads(cli("catalog", cat, "--visit", "2", "--json").stdout)
+    assert one["visits"] == [2] and one["detectors"] == 2
+    table = cli("catalog", cat, "--table", "pedestals", "--limit", "5")
+    assert table.returncode == 0
+    assert "R22_S11" in table.stdout and "more rows" in table.stdout
+    proc = cli("catalog", workdir / "nocat")
+    assert proc.returncode == 2
+    one_error_line(proc, "nocat")
+
+
+def test_plot(workdir):
+    cat, out = workdir / "cat", workdir / "plots"
+    proc = cli("plot", cat, "--visit", "2", "--out", out, "--detector", "R22_S12")
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(Path(line).name for line in proc.stdout.split())
+    assert names == ["amps_v2_R22_S12.png", "before_after_v2_R22_S12.png",
+                     "focal_plane_v2.png", "interfaces_v2.png"]
+    for name in names:
+        img = imread(out / name)
+        assert img.shape[0] > 200 and img.shape[1] > 400
+        assert img[..., :3].std() > 0.05
+    assert imread(out / "focal_plane_v2.png").shape[:2] == (700, 800)
+    proc = cli("plot", cat)
+    assert proc.returncode == 2
+    one_error_line(proc, "several visits", "--visit")
+    proc = cli("plot", cat, "--visit", "9")
+    assert proc.returncode == 2
+    one_error_line(proc, "no visit 9")
+
+
+# -- demo ---------------------------------------------------------------------------------------
+def test_demo_end_to_end_small(tmp_path):
+    out = tmp_path / "demo"
+    proc = cli("demo", "--out", out, "--scale", "0.12", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "simulated 9 detectors" in text and "measured 9/9 detectors" in text
+    rms = float(text.split("pedestal RMS error vs truth:")[1].split()[0])
+    assert 0.0 < rms < 1.5
+    assert len(list((out / "data").glob("*.fits"))) == 9
+    det = read_catalog(out / "catalog", "detectors")
+    assert len(det) == 9 and set(det["status"]) == {"ok"}
+    pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert "focal_plane_v1.png" in pngs and "interfaces_v1.png" in pngs and len(pngs) == 4
+    # Running it again in the same folder works (fresh run, files replaced).
+    again = cli("demo", "--out", out, "--scale", "0.12", "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    assert f"{rms:.3f}" in again.stdout  # same seed, same numbers
