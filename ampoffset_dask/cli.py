@@ -535,11 +535,15 @@ def cmd_info(args: argparse.Namespace) -> int:
          f"{data['size_bytes'] / 1e6:.1f} MB")
     _out(f"camera      {info.camera or '-'}")
     _out(f"visit       {_fmt_visit(info.visit)}")
-    _out(f"detector    {info.detector or '-'} (id {_fmt_visit(info.detector_id)})")
+    det_id = "-" if info.detector_id is None else info.detector_id
+    _out(f"detector    {info.detector or '-'} (id {det_id})")
     _out(f"image       {w} x {h} pixels (HDU {info.image_hdu})")
-    _out(f"mask        HDU {info.mask_hdu if info.mask_hdu is not None else '-'}; planes: "
-         + (", ".join(f"{k}={v}" for k, v in sorted(info.mask_planes.items(),
-                                                    key=lambda kv: kv[1])) or "-"))
+    planes = ", ".join(f"{k}={v}" for k, v in sorted(info.mask_planes.items(),
+                                                     key=lambda kv: kv[1])) or "-"
+    if info.mask_hdu is None:
+        _out("mask        none (all pixels used)")
+    else:
+        _out(f"mask        HDU {info.mask_hdu}; planes: {planes}")
     _out(f"variance    HDU {info.variance_hdu if info.variance_hdu is not None else '-'}")
     if detector is None:
         _out(f"amps        unknown: {geometry_error}")
