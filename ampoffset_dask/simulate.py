@@ -151,17 +151,29 @@ class FocalPlaneSky:
 
         The mapping is affine, so a shrunk detector (see `scale_detector`) keeps its place.
         """
-        c = np.asarray(corners_mm, dtype=np.float64)[:, :2]
-        origin = c[0]
-        ex = (c[1] - c[0]) / width
-        ey = (c[3] - c[0]) / height
+        c = np.asarray(corners_mm, dtype=np.float64)[:, :2] / self.radius_mm
+        # Normalised focal-plane coordinates are affine in the pixel centre (x', y'):
+        # U = pu + qu x' + ru y', V = pv + qv x' + rv y'. The sky polynomial then splits into
+        # a row term, a column term and one cross term, evaluated on 1-D vectors.
+        (pu, pv), (qu, qv), (ru, rv) = c[0], (c[1] - c[0]) / width, (c[3] - c[0]) / height
+        g, gy, k = self.gx, self.gy, self.curvature
+        const = 1.0 + g * pu + gy * pv + k * (pu * pu + pv * pv)
+        ax1 = g * qu + gy * qv + 2.0 * k * (pu * qu + pv * qv)
+        ax2 = k * (qu * qu + qv * qv)
+        ay1 = g * ru + gy * rv + 2.0 * k * (pu * ru + pv * rv)
+        ay2 = k * (ru * ru + rv * rv)
+        axy = 2.0 * k * (qu * ru + qv * rv)
+        level = self.level
 
         def sky(y: np.ndarray, x: np.ndarray) -> np.ndarray:
             xs = np.asarray(x, dtype=np.float64) + 0.5
             ys = np.asarray(y, dtype=np.float64) + 0.5
-            u = origin[0] + ex[0] * xs + ey[0] * ys
-            v = origin[1] + ex[1] * xs + ey[1] * ys
-            return self(u, v)
+            fx = (level * (const + xs * (ax1 + ax2 * xs))).astype(np.float32)
+            fy = (level * ys * (ay1 + ay2 * ys)).astype(np.float32)
+            out = fx + fy
+            if axy != 0.0:
+                out += (level * axy * ys).astype(np.float32) * xs.astype(np.float32)
+            return out
 
         return sky
 
@@ -249,27 +261,24 @@ def _add_stars(signal: np.ndarray, rng: np.random.Generator, fluxes: np.ndarray,
         signal[y0:y1, x0:x1] += np.float32(peak) * rr ** np.float32(-beta)
 
 
-def _bleed(signal: np.ndarray, saturation: np.ndarray) -> np.ndarray:
-    """Spread charge above saturation up and down the columns; return the saturated mask."""
+def _bleed(signal: np.ndarray, limit: float) -> np.ndarray:
+    """Spread charge above ``limit`` up and down the columns of ``signal`` (one amp, in place);
+    return the mask of saturated pixels."""
     h = signal.shape[0]
     sat = np.zeros(signal.shape, dtype=bool)
-    over = signal > saturation
+    over = signal > limit
     if not over.any():
         return sat
-    cols = np.flatnonzero(over.any(axis=0))
-    for c in cols:
+    for c in np.flatnonzero(over.any(axis=0)):
         column = signal[:, c]
-        limit = saturation[:, c]
         rows = np.flatnonzero(column > limit)
         # Treat each contiguous run of saturated rows as one core.
-        runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
-        for run in runs:
+        for run in np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1):
             lo, hi = int(run[0]), int(run[-1]) + 1
-            lim = float(limit[lo:hi].mean())
-            excess = float((column[lo:hi] - limit[lo:hi]).sum())
-            extra = int(excess / lim / 2.0)
+            excess = float((column[lo:hi] - limit).sum())
+            extra = int(excess / limit / 2.0)
             lo2, hi2 = max(lo - extra, 0), min(hi + extra, h)
-            column[lo2:hi2] = np.maximum(column[lo2:hi2], limit[lo2:hi2])
+            np.maximum(column[lo2:hi2], np.float32(limit), out=column[lo2:hi2])
             sat[lo2:hi2, c] = True
     return sat
 
@@ -359,8 +368,12 @@ def simulate_detector(
     ys = np.arange(h, dtype=np.float32)[:, None]
     xs = np.arange(w, dtype=np.float32)[None, :]
     if callable(sky):
-        signal = np.empty((h, w), dtype=np.float32)
-        signal[...] = sky(ys, xs)
+        value = np.asarray(sky(ys, xs), dtype=np.float32)
+        if value.shape == (h, w) and value.flags.writeable and value.flags.c_contiguous:
+            signal = value
+        else:
+            signal = np.empty((h, w), dtype=np.float32)
+            signal[...] = value
     else:
         gx, gy = rng.normal(0.0, sky_gradient, 2)
         fx = np.float32(sky) * (np.float32(1.0) + np.float32(gx) * (xs / np.float32(w) - 0.5))
@@ -379,22 +392,15 @@ def simulate_detector(
     fluxes = np.concatenate([fluxes, sat_flux * rng.uniform(1.5, 20.0, n_sat)])
     _add_stars(signal, rng, fluxes, psf_fwhm, psf_beta)
 
-    # Saturation limit per pixel (per amp) and bleed trails.
-    sat_map = np.empty((h, w), dtype=np.float32)
-    gain_map = np.empty((h, w), dtype=np.float32)
-    rn2_map = np.empty((h, w), dtype=np.float32)
+    # Bleed trails of saturated stars, then variance and noise, amp by amp (float32).
+    saturated = np.zeros((h, w), dtype=bool)
+    variance = np.maximum(signal, np.float32(0.0))
     for i, amp in enumerate(detector.amplifiers):
         sl = amp.slices
-        sat_map[sl] = sats[i]
-        gain_map[sl] = 1.0 / gains[i]
-        rn2_map[sl] = (noises[i] / gains[i]) ** 2
-    saturated = _bleed(signal, sat_map)
-
-    # Variance and noise (float32 throughout).
-    variance = np.maximum(signal, np.float32(0.0))
-    variance *= gain_map
-    variance += rn2_map
-    del gain_map, rn2_map
+        saturated[sl] = _bleed(signal[sl], float(sats[i]))
+        np.maximum(signal[sl], np.float32(0.0), out=variance[sl])
+        variance[sl] *= np.float32(1.0 / gains[i])
+        variance[sl] += np.float32((noises[i] / gains[i]) ** 2)
     image = rng.standard_normal((h, w), dtype=np.float32)
     image *= np.sqrt(variance)
     image += signal
@@ -421,10 +427,12 @@ def simulate_detector(
         mask[cy, cx] |= cr_bit
 
     # Saturation: the readout clips at the amp's limit.
-    np.minimum(image, sat_map, out=image)
-    saturated |= image >= sat_map
+    for i, amp in enumerate(detector.amplifiers):
+        sl = amp.slices
+        limit = np.float32(sats[i])
+        np.minimum(image[sl], limit, out=image[sl])
+        saturated[sl] |= image[sl] >= limit
     mask[saturated] |= sat_bit
-    del sat_map
 
     # Bad columns: part of an amp's column, hot (+ a few hundred ADU) or dead (~10 % response).
     n_bad = _count(rng, n_bad_columns, 2.0, area, 1)
