@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a Dask performance report (HTML)")
     p.add_argument("--new-run", action="store_true",
                    help="process every input again instead of resuming")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none when stderr is not a terminal)")
     p.set_defaults(func=cmd_run)
 
     # plot
@@ -432,7 +433,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.inputs, args.output, camera=args.camera, config=config,
             client=handle.client, apply=args.apply, output_images=args.output_images,
             max_in_flight=args.max_in_flight, performance_report=args.performance_report,
-            new_run=args.new_run, progress=not args.no_progress,
+            new_run=args.new_run, progress=not args.no_progress and sys.stderr.isatty(),
         )
     failed = _failed_detectors(result, args.output)
     _print_run_summary(result, args.output, time.perf_counter() - t0)
@@ -751,6 +752,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         link = handle.dashboard_link
         n_workers = len(client.scheduler_info().get("workers", {}))
         _out(f"  Dask cluster: {n_workers} worker(s)" + (f", dashboard {link}" if link else ""))
+        _out(f"  simulating raft {args.raft} ...")
+        sys.stdout.flush()
         t0 = time.perf_counter()
         sim = simulate_focal_plane(data_dir, camera="lsstcam", rafts=[args.raft], visits=1,
                                    scale=args.scale, seed=args.seed, overwrite=True,
@@ -758,9 +761,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         t_sim = time.perf_counter() - t0
         n_det = len(sim.paths)
         _out(f"  simulated {n_det} detectors in {t_sim:.1f} s -> {data_dir}")
+        _out(f"  measuring {n_det} detectors ...")
+        sys.stdout.flush()
         t0 = time.perf_counter()
         result = _call_process([str(p) for p in sim.paths], catalog, client=client,
-                               new_run=True, progress=False)
+                               new_run=True, progress=sys.stderr.isatty())
         t_run = time.perf_counter() - t0
     failed = _failed_detectors(result, catalog)
     _out(f"  measured {n_det - len(failed)}/{n_det} detectors in {t_run:.1f} s -> {catalog}")
