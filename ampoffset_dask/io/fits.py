@@ -20,12 +20,17 @@ Layouts understood
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
+import gzip
+import io
 import logging
 import os
 import re
 import uuid
 import warnings
+import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -184,8 +189,15 @@ def _open(path: Path, memmap: bool = True) -> Iterator[fits.HDUList]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            hdul = fits.open(path, mode="readonly", memmap=memmap, lazy_load_hdus=True)
-        except (OSError, ValueError, TypeError, EOFError, IndexError) as exc:
+            if _is_wrapped(path):
+                # astropy seeks inside the compressed stream for every region it reads, which is
+                # very slow; decompress the whole file once into memory instead.
+                buffer = _decompress(path)
+                hdul = fits.open(io.BytesIO(buffer), mode="readonly", lazy_load_hdus=True)
+                hdul._ampoffset_buffer = buffer
+            else:
+                hdul = fits.open(path, mode="readonly", memmap=memmap, lazy_load_hdus=True)
+        except (OSError, ValueError, TypeError, EOFError, IndexError, zlib.error) as exc:
             raise InputError(f"{path}: not a readable FITS file ({exc})") from exc
     for w in caught:
         if "truncated" in str(w.message).lower():
@@ -195,6 +207,22 @@ def _open(path: Path, memmap: bool = True) -> Iterator[fits.HDUList]:
         yield hdul
     finally:
         hdul.close()
+
+
+def _decompress(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    if magic[:3] == b"BZh":
+        with bz2.open(path, "rb") as fh:
+            return fh.read()
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        if not names:
+            raise OSError("empty zip archive")
+        return zf.read(names[0])
 
 
 def _is_image(hdu: Any) -> bool:
@@ -210,18 +238,28 @@ def _hdu_shape(hdu: Any) -> tuple[int, ...]:
 def _iter_hdus(hdul: fits.HDUList, path: Path) -> Iterator[tuple[int, Any]]:
     k = 0
     while True:
-        try:
-            hdu = hdul[k]
-        except IndexError:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                hdu = hdul[k]
+            except IndexError:
+                hdu = None
+            except (OSError, ValueError, EOFError, TypeError) as exc:
+                raise InputError(
+                    f"{path}: HDU {k} cannot be read ({exc}); truncated file?"
+                ) from exc
+        for w in caught:
+            if "truncated" in str(w.message).lower():
+                raise InputError(f"{path}: truncated FITS file ({w.message})")
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if hdu is None:
             return
-        except (OSError, ValueError, EOFError, TypeError) as exc:
-            raise InputError(f"{path}: HDU {k} cannot be read ({exc}); truncated file?") from exc
         yield k, hdu
         k += 1
 
 
 def _check_not_truncated(path: Path, hdul: fits.HDUList, indices: list[int]) -> None:
-    if path.suffix.lower() in (".gz", ".bz2", ".zip"):
+    if _is_wrapped(path):
         return
     size = path.stat().st_size
     for i in indices:
@@ -596,7 +634,7 @@ def _source_from_raw(info, amp, raw, hdu, hdu_shape, overscan) -> AmpSource:
     x0, y0, w, h = raw.raw_data_bbox
     if (w, h) != (amp.width, amp.height):
         raise InputError(
-            f"{info.path}: detector {amp.name!r}... amp {amp.name!r}: raw data box {w}x{h} "
+            f"{info.path}: amp {amp.name!r}: raw data box {w}x{h} "
             f"differs from its {amp.width}x{amp.height} bbox"
         )
     if x0 < 0 or y0 < 0 or y0 + h > hdu_shape[0] or x0 + w > hdu_shape[1]:
@@ -652,11 +690,28 @@ def _native(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def read_section(path: str | os.PathLike, hdu: int, slices: tuple[slice, slice]) -> np.ndarray:
+def _is_wrapped(path: Path) -> bool:
+    """True for gzip/bzip2/zip-wrapped files (astropy must decompress them as a whole)."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError:
+        return False
+    return magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic[:4] == b"PK\x03\x04"
+
+
+def read_section(
+    path: str | os.PathLike,
+    hdu: int,
+    slices: tuple[slice, slice],
+    *,
+    hdul: fits.HDUList | None = None,
+) -> np.ndarray:
     """Read one rectangular region of an image HDU (native byte order, scaled values).
 
-    Only that region is read: uncompressed images through astropy's memory-mapped section,
-    tile-compressed ones by decompressing only the tiles the region touches.
+    Only that region is read: uncompressed images through astropy's section (seeks to the
+    rows it needs), tile-compressed ones by decompressing only the tiles the region touches.
+    Gzip-wrapped files (``.fits.gz``) cannot be read in parts: they are decompressed whole.
 
     Parameters
     ----------
@@ -665,14 +720,44 @@ def read_section(path: str | os.PathLike, hdu: int, slices: tuple[slice, slice])
         HDU index (0 = primary).
     slices : (slice, slice)
         Rows then columns, steps of 1.
+    hdul : HDUList, optional
+        An already open `path` (used by callers that read several regions in one go).
     """
     path = Path(path)
-    with _open(path) as hdul:
-        try:
-            h = hdul[hdu]
+    if hdul is None:
+        with _open(path) as opened:
+            return read_section(path, hdu, slices, hdul=opened)
+    try:
+        h = hdul[hdu]
+        if isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:
             return _native(h.section[tuple(slices)])
-        except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
-            raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
+        return _plain_section(hdul, h, tuple(slices))
+    except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
+
+
+def _plain_section(hdul: fits.HDUList, h: Any, slices: tuple[slice, slice]) -> np.ndarray:
+    """Region of an uncompressed image HDU through a memory map (one strided copy)."""
+    shape = _hdu_shape(h)
+    disk = np.dtype(fits.hdu.image.BITPIX2DTYPE[int(h.header["BITPIX"])]).newbyteorder(">")
+    loc = int(h.fileinfo()["datLoc"])
+    buffer = getattr(hdul, "_ampoffset_buffer", None)
+    if buffer is not None:
+        whole = np.frombuffer(buffer, dtype=disk, count=int(np.prod(shape)), offset=loc)
+        whole = whole.reshape(shape)
+    else:
+        whole = np.memmap(hdul.filename(), dtype=disk, mode="r", offset=loc, shape=shape)
+    raw = np.array(whole[slices], dtype=disk.newbyteorder("="))
+    del whole
+    bscale = float(h.header.get("BSCALE", 1.0))
+    bzero = float(h.header.get("BZERO", 0.0))
+    if bscale == 1.0 and bzero == 0.0:
+        return raw
+    if (bscale == 1.0 and disk.kind == "i" and disk.itemsize > 1
+            and bzero == float(2 ** (8 * disk.itemsize - 1))):
+        unsigned = np.dtype(f"u{disk.itemsize}")
+        return (raw.view(unsigned) ^ unsigned.type(2 ** (8 * disk.itemsize - 1))).astype(unsigned)
+    return raw * bscale + bzero
 
 
 class LazyPlane:
@@ -722,9 +807,12 @@ class LazyPlane:
     def __getitem__(self, key: Any) -> np.ndarray:
         (r0, r1), (c0, c1), drop = self._norm(key)
         out = np.full((r1 - r0, c1 - c0), self.fill, dtype=self.dtype)
-        if out.size:
-            for s in self.sources:
-                _paste(self.path, s, out, r0, r1, c0, c1)
+        hits = [s for s in self.sources if _overlaps(s.dest, r0, r1, c0, c1)]
+        if out.size and hits:
+            path = Path(self.path)
+            with _open(path) as hdul:
+                for s in hits:
+                    _paste(path, s, out, r0, r1, c0, c1, hdul)
         if drop[0]:
             out = out[0]
         if drop[1]:
@@ -736,7 +824,12 @@ class LazyPlane:
         return a if dtype is None else a.astype(dtype)
 
 
-def _paste(path: str, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> None:
+def _overlaps(dest: tuple[int, int, int, int], r0: int, r1: int, c0: int, c1: int) -> bool:
+    return max(r0, dest[0]) < min(r1, dest[1]) and max(c0, dest[2]) < min(c1, dest[3])
+
+
+def _paste(path: Path, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, c1: int,
+           hdul: fits.HDUList) -> None:
     dy0, dy1, dx0, dx1 = s.dest
     iy0, iy1, ix0, ix1 = max(r0, dy0), min(r1, dy1), max(c0, dx0), min(c1, dx1)
     if iy0 >= iy1 or ix0 >= ix1:
@@ -750,10 +843,21 @@ def _paste(path: str, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, 
         ry0, ry1 = h - ry1, h - ry0
     if s.flip_x:
         rx0, rx1 = w - rx1, w - rx0
-    data = read_section(path, s.hdu, (slice(sy0 + ry0, sy0 + ry1), slice(sx0 + rx0, sx0 + rx1)))
-    if s.overscan is not None:
+    rows = (sy0 + ry0, sy0 + ry1)
+    cols = (sx0 + rx0, sx0 + rx1)
+    if s.overscan is None:
+        data = read_section(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
+    else:
         oy0, _, ox0, ox1 = s.overscan
-        over = read_section(path, s.hdu, (slice(oy0 + ry0, oy0 + ry1), slice(ox0, ox1)))
+        if oy0 == sy0:  # same rows: one read covering data and overscan columns
+            lo, hi = min(cols[0], ox0), max(cols[1], ox1)
+            both = read_section(path, s.hdu, (slice(*rows), slice(lo, hi)), hdul=hdul)
+            data = both[:, cols[0] - lo:cols[1] - lo]
+            over = both[:, ox0 - lo:ox1 - lo]
+        else:
+            data = read_section(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
+            over = read_section(path, s.hdu, (slice(oy0 + ry0, oy0 + ry1), slice(ox0, ox1)),
+                                hdul=hdul)
         level = np.median(over.astype(np.float64), axis=1)
         data = data.astype(np.float64) - level[:, None]
     if s.flip_y:
@@ -769,7 +873,7 @@ def _read_full(path: Path, hdu: int, dtype: Any) -> np.ndarray:
         try:
             h = hdul[hdu]
             if (not isinstance(h, fits.CompImageHDU)
-                    and path.suffix.lower() not in (".gz", ".bz2", ".zip")
+                    and not _is_wrapped(path)
                     and "BZERO" not in h.header and "BSCALE" not in h.header
                     and "BLANK" not in h.header):
                 loc = int(h.fileinfo()["datLoc"])
@@ -786,8 +890,10 @@ def _read_full(path: Path, hdu: int, dtype: Any) -> np.ndarray:
                 if disk.itemsize > 1:
                     a.byteswap(inplace=True)
                     a = a.view(disk.newbyteorder("="))
-            else:
+            elif isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:
                 a = _native(h.data)
+            else:
+                a = _plain_section(hdul, h, (slice(None), slice(None)))
         except InputError:
             raise
         except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:

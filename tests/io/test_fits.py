@@ -1,0 +1,387 @@
+"""FITS readers and writers: real LSST files, user cameras, header geometry, bad input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from conftest import REAL, SHARED, kast_camera_doc
+
+from ampoffset_dask import InputError
+from ampoffset_dask.cameras import get_camera
+from ampoffset_dask.geometry import Detector
+from ampoffset_dask.io.fits import (
+    MaskPlanesWarning,
+    inspect_file,
+    read_exposure,
+    read_section,
+    resolve_detector,
+    write_exposure,
+)
+from ampoffset_dask.masks import DEFAULT_MASK_PLANES
+
+BOT = REAL / "lsstcam_bot_spots"
+RAW_HEADERS = REAL / "lsst_raw_headers_zeroed"
+AFW_LATISS = REAL / "lsst_afw_formats" / "LATISS_bias_2018-09-21_afwExposure_zeroed.fits"
+KAST = REAL / "kast_blue_pypeit"
+MINI_ITL = SHARED / "golden" / "mini_itl.fits.gz"
+
+
+def _small_detector(name="D", amp_w=6, amp_h=4, nx=2, ny=2, det_id=None) -> Detector:
+    return Detector.from_dict({
+        "name": name, "id": det_id, "width": amp_w * nx, "height": amp_h * ny,
+        "amplifiers": [{"name": f"A{iy}{ix}", "x0": ix * amp_w, "y0": iy * amp_h,
+                        "width": amp_w, "height": amp_h}
+                       for iy in range(ny) for ix in range(nx)],
+    })
+
+
+# -- writing --------------------------------------------------------------------------------
+@pytest.mark.parametrize("compress", [None, "gzip", "rice"])
+def test_write_read_round_trip(tmp_path, compress):
+    det = _small_detector("R22_S11", amp_w=40, amp_h=50, nx=8, ny=2, det_id=94)
+    rng = np.random.default_rng(1)
+    image = rng.normal(1000, 10, det.shape).astype(np.float32)
+    mask = rng.integers(0, 4, det.shape).astype(np.int32)
+    variance = np.full(det.shape, 12.5, np.float32)
+    planes = {"BAD": 0, "SAT": 1, "CR": 5, "NO_DATA": 8, "DETECTED": 12}
+    path = write_exposure(
+        tmp_path / "x.fits", image, mask, variance, mask_planes=planes,
+        header={"INSTRUME": "LSSTCam", "CAMERA": "lsstcam", "DETNAME": "R22_S11",
+                "DETECTOR": 94, "VISIT": 2024110100123},
+        metadata={"LSST ISR AMPOFFSET PEDESTAL C10": 1.25,
+                  "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED": True},
+        compress=compress,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fits"]  # no temp file left
+    info = inspect_file(path)
+    assert (info.kind, info.camera, info.detector, info.detector_id, info.visit) == (
+        "exposure", "lsstcam", "R22_S11", 94, 2024110100123)
+    assert info.compressed == (compress is not None)
+    assert info.mask_planes == planes
+    data = read_exposure(path, detector=det)
+    assert data.detector == det
+    assert data.image.dtype == np.float32 and data.image.dtype.isnative
+    if compress == "rice":
+        assert np.abs(data.image - image).max() < 1.0  # quantized floats
+    else:
+        np.testing.assert_array_equal(data.image, image)
+    np.testing.assert_array_equal(data.mask, mask)
+    np.testing.assert_array_equal(data.variance, variance)
+    with fits.open(path) as hdul:
+        assert hdul[0].header["HIERARCH LSST ISR AMPOFFSET PEDESTAL C10"] == 1.25
+        assert hdul[0].header["HIERARCH LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
+        assert [h.header.get("EXTTYPE") for h in hdul[1:4]] == ["IMAGE", "MASK", "VARIANCE"]
+
+
+def test_full_size_lsstcam_file_resolves_from_header(tmp_path):
+    det = get_camera("lsstcam")["R22_S11"]
+    path = write_exposure(tmp_path / "full.fits", np.zeros(det.shape, np.float32),
+                          header={"INSTRUME": "LSSTCam", "DETNAME": "R22_S11", "VISIT": 7})
+    data = read_exposure(path)
+    assert data.detector == det and data.visit == 7 and data.info.camera == "lsstcam"
+
+
+def test_write_refuses_overwrite_and_is_atomic(tmp_path):
+    path = tmp_path / "x.fits"
+    write_exposure(path, np.zeros((8, 12), np.float32))
+    before = path.read_bytes()
+    with pytest.raises(InputError, match=r"refusing to overwrite"):
+        write_exposure(path, np.ones((8, 12), np.float32))
+    assert path.read_bytes() == before
+    with pytest.raises(InputError, match=r"mask shape"):
+        write_exposure(path, np.ones((8, 12)), mask=np.zeros((3, 3)), overwrite=True)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fits"]
+    write_exposure(path, np.ones((8, 12), np.float32), overwrite=True)
+    assert read_exposure(path, detector=_small_detector()).image.sum() == 96
+    with pytest.raises(InputError, match=r"is a directory"):
+        write_exposure(tmp_path, np.ones((8, 12)))
+
+
+def test_written_geometry_is_read_back_without_camera(tmp_path):
+    det = _small_detector("mine", det_id=3)
+    path = write_exposure(tmp_path / "g.fits", np.arange(96, dtype=np.float32).reshape(8, 12),
+                          detector=det, header={"VISIT": 5})
+    info = inspect_file(path)
+    assert info.camera is None and info.detector == "mine" and info.detector_id == 3
+    assert resolve_detector(info) == det
+    assert read_exposure(path).detector == det
+
+
+# -- LSST raws --------------------------------------------------------------------------------
+@pytest.mark.parametrize("vendor, detector", [("e2v", "R22_S11"), ("itl", "R02_S02")])
+def test_lsst_raw_assembly_matches_lsst(vendor, detector):
+    """The camera's raw boxes and flips reproduce LSST's own assembled test frames exactly."""
+    path = BOT / f"{vendor}_spot.fits.gz"
+    info = inspect_file(path)
+    assert info.kind == "raw" and info.camera == "lsstcam" and len(info.segments) == 16
+    data = read_exposure(path, detector=detector)
+    assert data.detector.name == detector
+    expected = fits.getdata(BOT / f"{vendor}_expected_assembled.fits.gz")
+    assert data.image.shape == expected.shape
+    np.testing.assert_array_equal(data.image, expected)
+
+
+def test_e2v_raw_identity_from_raftbay_ccdslot():
+    info = inspect_file(BOT / "e2v_spot.fits.gz")
+    assert info.detector == "R22_S11"
+    assert info.visit == 20191031 * 100000 + 1985
+    assert resolve_detector(info).name == "R22_S11"
+    assert info.shape == (4004, 4096)
+
+
+@pytest.mark.parametrize("name, camera, detector, compressed", [
+    ("LSSTCam_BOT_MC_C_20211212_000310_R22_S22_E2V_flat.fits.gz", "lsstcam", "R22_S22", True),
+    ("LSSTCam_MC_C_20190319_000001_R10_S02_ITL.fits.gz", "lsstcam", "R10_S02", False),
+    ("LSSTComCam_CC_C_20190530_000001_R22_S00_ITL.fits.gz", "lsstcomcam", "R22_S00", False),
+    ("LATISS_2018-09-20_065_RXX_S00_ITL.fits.gz", "latiss", None, False),
+])
+def test_raw_headers_identity(name, camera, detector, compressed):
+    info = inspect_file(RAW_HEADERS / name)
+    assert (info.kind, info.camera, info.detector, info.compressed) == (
+        "raw", camera, detector, compressed)
+    det = resolve_detector(info)
+    assert det.name == (detector or "RXX_S00")
+    assert det.shape == info.shape
+
+
+def test_compressed_raw_reads_with_overscan():
+    data = read_exposure(RAW_HEADERS / "LSSTCam_BOT_MC_C_20211212_000310_R22_S22_E2V_flat.fits.gz",
+                         overscan=True)
+    assert data.image.shape == (4004, 4096) and data.detector.name == "R22_S22"
+    assert not data.image.any()  # zeroed pixels stay zero after overscan subtraction
+
+
+def _write_tiny_raw(path, camera):
+    det = camera["R00_S00"]
+    truth = np.arange(96, dtype=np.float64).reshape(8, 12) * 3.0
+    hdus = [fits.PrimaryHDU()]
+    hdus[0].header["RAFTBAY"] = "R00"
+    hdus[0].header["CCDSLOT"] = "S00"
+    for amp, raw in zip(det, camera.raw_amps(det), strict=True):
+        block = truth[amp.slices]
+        if raw.flip_y:
+            block = block[::-1]
+        if raw.flip_x:
+            block = block[:, ::-1]
+        bias = 500.0 + 7.0 * np.arange(4) + 10 * raw.hdu
+        seg = np.zeros((4, 11), np.int32)
+        seg[:, 2:8] = block + bias[:, None]
+        seg[:, 8:11] = bias[:, None]
+        hdus.append(fits.ImageHDU(seg.astype(">i4"), name=f"Segment{amp.name[1:]}"))
+    fits.HDUList(hdus).writeto(path)
+    return truth
+
+
+def test_user_camera_raw_assembly_with_flips_and_overscan(tmp_path, tiny_camera):
+    path = tmp_path / "tiny_raw.fits"
+    truth = _write_tiny_raw(path, tiny_camera)
+    info = inspect_file(path)
+    assert info.kind == "raw" and info.detector == "R00_S00"
+    data = read_exposure(path, camera=tiny_camera, overscan=True)
+    np.testing.assert_array_equal(data.image, truth.astype(np.float32))
+    raw = read_exposure(path, camera=tiny_camera)
+    assert (raw.image - truth).min() >= 500  # bias left in without overscan subtraction
+
+
+def test_raw_without_camera_boxes_is_refused(tmp_path, tiny_camera):
+    path = tmp_path / "tiny_raw.fits"
+    _write_tiny_raw(path, tiny_camera)
+    with pytest.raises(InputError, match=r"tiny_raw.fits.*no known camera|tiny_raw.fits.*camera"):
+        read_exposure(path)
+
+
+# -- LSST exposure files ----------------------------------------------------------------------
+def test_lsst_afw_exposure_file():
+    info = inspect_file(AFW_LATISS)
+    assert info.kind == "exposure" and info.compressed
+    assert (info.image_hdu, info.mask_hdu, info.variance_hdu) == (1, 2, 3)
+    assert info.detector == "RXX_S00"
+    # bits differ from afw's defaults: read from MP_* keywords
+    assert info.mask_planes["CROSSTALK"] == 10 and info.mask_planes["UNMASKEDNAN"] == 9
+    assert "VIGNETTED" not in info.mask_planes
+    data = read_exposure(AFW_LATISS, camera="latiss")
+    assert data.detector == get_camera("latiss")["RXX_S00"]
+    assert data.image.shape == (4000, 4072) and data.mask.dtype == np.int32
+    # the detector name and image size identify the built-in camera without camera=
+    assert resolve_detector(info).name == "RXX_S00"
+    strip = read_section(AFW_LATISS, 1, (slice(0, 4000), slice(0, 20)))
+    assert strip.shape == (4000, 20) and strip.dtype.isnative
+
+
+def test_mini_itl_golden_with_user_detector():
+    expected = json.loads((SHARED / "golden" / "mini_itl_expected.json").read_text())
+    det = {"name": "mini_itl", "width": 1024, "height": 1000,
+           "amplifiers": expected["amps_in_detector_order"]}
+    with pytest.raises(InputError, match=r"mini_itl.fits.gz: cannot tell the amp layout"):
+        read_exposure(MINI_ITL)
+    data = read_exposure(MINI_ITL, detector=det)
+    assert data.detector.amp_names[0] == "C10" and data.image.shape == (1000, 1024)
+    assert data.mask_planes["NO_DATA"] == 8 and "STREAK" not in data.mask_planes
+
+
+# -- single images with a user camera, header geometry -------------------------------------------
+def test_kast_two_amp_frames_with_user_camera(tmp_path):
+    cam_file = tmp_path / "kast.json"
+    cam_file.write_text(json.dumps(kast_camera_doc()))
+    bias = read_exposure(KAST / "b21.fits.gz", camera=str(cam_file), detector="kast_blue",
+                         overscan=True)
+    assert bias.detector.amp_names == ("L", "R") and bias.image.shape == (350, 2048)
+    left, right = (float(np.median(bias.image[:, a.x0:a.x1])) for a in bias.detector)
+    assert abs(left) < 3 and abs(right) < 3  # overscan removes each amp's own bias level
+    raw = read_exposure(KAST / "b21.fits.gz", camera=str(cam_file), detector="kast_blue")
+    l_raw, r_raw = (float(np.median(raw.image[:, a.x0:a.x1])) for a in raw.detector)
+    assert 900 < l_raw < 1000 and 900 < r_raw < 1000 and abs(r_raw - l_raw) > 10
+
+
+def test_header_geometry_decam_style(tmp_path):
+    """DATASECA/B + BIASSECA/B + CCDSECA/B in one HDU, as DECam raws carry them."""
+    height = 6
+    img = np.zeros((height, 2 * (4 + 2)), np.float32)
+    img[:, 0:2] = 100.0            # overscan of B
+    img[:, 2:6] = 100.0 + 1.0      # data B
+    img[:, 6:10] = 200.0 + 5.0     # data A
+    img[:, 10:12] = 200.0          # overscan of A
+    header = fits.Header()
+    header["DATASECA"] = "[7:10,1:6]"
+    header["BIASSECA"] = "[11:12,1:6]"
+    header["CCDSECA"] = "[5:8,1:6]"
+    header["DATASECB"] = "[3:6,1:6]"
+    header["BIASSECB"] = "[1:2,1:6]"
+    header["CCDSECB"] = "[1:4,1:6]"
+    header["DETPOS"] = "S29"
+    path = tmp_path / "decam_like.fits"
+    fits.PrimaryHDU(img.astype(">f4"), header=header).writeto(path)
+    info = inspect_file(path)
+    assert info.kind == "image" and info.detector == "S29"
+    det = resolve_detector(info)
+    assert det.amp_names == ("A", "B") and det.shape == (6, 8)
+    assert (det["A"].x0, det["B"].x0) == (4, 0)
+    data = read_exposure(path, overscan=True)
+    np.testing.assert_array_equal(data.image[:, 4:], 5.0)
+    np.testing.assert_array_equal(data.image[:, :4], 1.0)
+    plain = read_exposure(path)
+    assert plain.image[0, 0] == 101.0 and plain.image[0, 7] == 205.0
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_not_fits(tmp_path):
+    path = tmp_path / "notes.fits"
+    path.write_text("this is not a FITS file\n" * 200)
+    with pytest.raises(InputError, match=r"notes.fits: not a readable FITS file"):
+        inspect_file(path)
+
+
+def test_truncated(tmp_path):
+    path = tmp_path / "cut.fits"
+    write_exposure(path, np.ones((100, 120), np.float32))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut.fits: truncated"):
+        read_exposure(path, detector=_small_detector(amp_w=60, amp_h=50))
+
+
+def test_missing_image_extension(tmp_path):
+    path = tmp_path / "nomage.fits"
+    fits.HDUList([fits.PrimaryHDU(),
+                  fits.ImageHDU(np.zeros((4, 4), np.int32), name="MASK")]).writeto(path)
+    with pytest.raises(InputError, match=r"nomage.fits: missing IMAGE extension"):
+        inspect_file(path)
+
+
+def test_image_shape_does_not_match_detector(tmp_path):
+    path = write_exposure(tmp_path / "s.fits", np.ones((8, 12), np.float32),
+                          header={"CAMERA": "lsstcam", "DETNAME": "R22_S11"})
+    with pytest.raises(InputError, match=r"s.fits: image shape \(8, 12\).*'R22_S11'"):
+        read_exposure(path)
+
+
+def test_unknown_detector(tmp_path):
+    path = write_exposure(tmp_path / "u.fits", np.ones((8, 12), np.float32),
+                          header={"CAMERA": "lsstcam", "DETNAME": "R99_S99"})
+    with pytest.raises(InputError, match=r"u.fits: unknown detector.*R99_S99"):
+        read_exposure(path)
+    with pytest.raises(InputError, match=r"u.fits: unknown camera 'nocam'"):
+        read_exposure(path, camera="nocam")
+
+
+def test_amp_boxes_outside_image(tmp_path):
+    path = write_exposure(tmp_path / "o.fits", np.ones((8, 12), np.float32))
+    det = {"name": "D", "width": 12, "height": 8,
+           "amplifiers": [{"name": "A", "x0": 0, "y0": 0, "width": 6, "height": 8},
+                          {"name": "B", "x0": 6, "y0": 0, "width": 8, "height": 8}]}
+    with pytest.raises(InputError, match=r"o.fits: invalid detector.*'B'.*outside"):
+        read_exposure(path, detector=det)
+    hdr = fits.Header()
+    hdr["DATASECA"] = "[1:6,1:8]"
+    hdr["DATASECB"] = "[7:20,1:8]"
+    bad = tmp_path / "hdr.fits"
+    fits.PrimaryHDU(np.ones((8, 12), np.float32), header=hdr).writeto(bad)
+    with pytest.raises(InputError, match=r"hdr.fits: header amp geometry: .*DATASECB.*outside"):
+        read_exposure(bad)
+
+
+def test_raw_box_outside_segment(tmp_path, tiny_camera):
+    path = tmp_path / "small_seg.fits"
+    hdus = [fits.PrimaryHDU()]
+    for name in ("Segment10", "Segment11", "Segment01", "Segment00"):
+        hdus.append(fits.ImageHDU(np.zeros((4, 5), np.int32), name=name))
+    fits.HDUList(hdus).writeto(path)
+    with pytest.raises(InputError, match=r"small_seg.fits: amp 'C10': raw data box.*outside"):
+        read_exposure(path, camera=tiny_camera, detector="R00_S00")
+
+
+@pytest.mark.parametrize("dtype", [">i2", ">i4", ">f8", "<f4", "uint16"])
+def test_integer_and_big_endian_pixels(tmp_path, dtype):
+    values = (np.arange(96).reshape(8, 12) * 7 % 300).astype(dtype)
+    path = tmp_path / "ints.fits"
+    fits.PrimaryHDU(values).writeto(path)
+    data = read_exposure(path, detector=_small_detector())
+    assert data.image.dtype == np.float32 and data.image.dtype.isnative
+    np.testing.assert_array_equal(data.image, values.astype(np.float64))
+    section = read_section(path, 0, (slice(1, 3), slice(2, 5)))
+    assert section.dtype.isnative
+    np.testing.assert_array_equal(section, values[1:3, 2:5])
+
+
+def test_nan_and_inf_are_masked(tmp_path):
+    image = np.ones((8, 12), np.float32)
+    image[1, 2] = np.nan
+    image[5, 7] = np.inf
+    path = write_exposure(tmp_path / "n.fits", image, mask_planes={"BAD": 0, "NO_DATA": 4})
+    data = read_exposure(path, detector=_small_detector())
+    assert data.mask[1, 2] & (1 << 4) and data.mask[5, 7] & (1 << 4)
+    assert int(np.count_nonzero(data.mask)) == 2
+
+
+def test_missing_mask_plane_keywords_warn_and_use_defaults(tmp_path):
+    path = tmp_path / "nomp.fits"
+    fits.HDUList([fits.PrimaryHDU(),
+                  fits.ImageHDU(np.ones((8, 12), np.float32), name="IMAGE"),
+                  fits.ImageHDU(np.zeros((8, 12), np.int32), name="MASK"),
+                  fits.ImageHDU(np.zeros((8, 12), np.float32), name="VARIANCE")]).writeto(path)
+    with pytest.warns(MaskPlanesWarning, match=r"nomp.fits: the MASK extension has no MP_"):
+        info = inspect_file(path)
+    assert info.mask_planes == DEFAULT_MASK_PLANES
+
+
+def test_empty_file_and_directory(tmp_path):
+    empty = tmp_path / "empty.fits"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty.fits: empty file"):
+        inspect_file(empty)
+    with pytest.raises(InputError, match=r"is a directory"):
+        read_exposure(tmp_path)
+    with pytest.raises(InputError, match=r"missing.fits: no such file"):
+        inspect_file(tmp_path / "missing.fits")
+
+
+def test_no_warnings_on_clean_files(tmp_path):
+    path = write_exposure(tmp_path / "c.fits", np.ones((8, 12), np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_exposure(path, detector=_small_detector())
