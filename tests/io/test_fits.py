@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 from astropy.io import fits
-from conftest import REAL, SHARED, kast_camera_doc
+from io_helpers import REAL, SHARED, kast_camera_doc
 
 from ampoffset_dask import InputError
 from ampoffset_dask.cameras import get_camera

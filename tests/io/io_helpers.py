@@ -1,0 +1,52 @@
+"""Helpers shared by the I/O tests: paths of the real test files and small cameras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+REAL = SHARED / "realdata"
+
+
+def kast_camera_doc() -> dict:
+    """The Lick Kast blue CCD: 2 amps side by side, serial overscan after the data."""
+    return {
+        "name": "kast_blue",
+        "amp_layouts": {
+            "kast": {
+                "detector_size": [2048, 350],
+                "amps": [
+                    # 1-based data columns 1-1024 / 1025-2048, overscan 2050-2080 / 2081-2111
+                    {"name": "L", "bbox": [0, 0, 1024, 350], "raw_data_bbox": [0, 0, 1024, 350],
+                     "raw_serial_overscan_bbox": [2049, 0, 31, 350]},
+                    {"name": "R", "bbox": [1024, 0, 1024, 350],
+                     "raw_data_bbox": [1024, 0, 1024, 350],
+                     "raw_serial_overscan_bbox": [2080, 0, 31, 350]},
+                ],
+            }
+        },
+        "detectors": [{"id": 0, "name": "kast_blue", "physical_type": "kast"}],
+    }
+
+
+def tiny_raw_camera_doc() -> dict:
+    """A 2x2-amp camera with LSST-style per-amp Segment HDUs, flips and overscan."""
+    amps = []
+    for name, ix, iy, hdu in (("C10", 0, 1, 1), ("C11", 1, 1, 2), ("C01", 1, 0, 3),
+                              ("C00", 0, 0, 4)):
+        amps.append({
+            "name": name, "hdu": hdu, "bbox": [ix * 6, iy * 4, 6, 4],
+            "raw_flip_x": ix == 1, "raw_flip_y": iy == 1,
+        })
+    return {
+        "name": "tinycam",
+        "amp_layouts": {
+            "T": {
+                "detector_size": [12, 8],
+                "raw_amp_geometry": {"rawDataBBox": [2, 0, 6, 4],
+                                     "rawSerialOverscanBBox": [8, 0, 3, 4]},
+                "amps": amps,
+            }
+        },
+        "detectors": [{"id": 7, "name": "R00_S00", "physical_type": "T"}],
+    }
