@@ -46,9 +46,22 @@ def instructions() -> list[tuple[str, str]]:
     return out
 
 
-def lock() -> dict[str, Version]:
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Instructions per build stage, by stage name ("" for an unnamed stage)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for op, args in instructions():
+        if op == "FROM":
+            parts = args.split()
+            name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else ""
+            current = out.setdefault(name, [])
+        current.append((op, args))
+    return out
+
+
+def lock(name: str = "requirements.lock") -> dict[str, Version]:
     pins = {}
-    for line in (DOCKER / "requirements.lock").read_text().splitlines():
+    for line in (DOCKER / name).read_text().splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -79,8 +92,14 @@ def required(requirements: list[str], extra: str = "") -> list[Requirement]:
     return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
 
 
+def test_stages_build_on_one_python_base():
+    froms = [args.split()[0] for op, args in instructions() if op == "FROM"]
+    assert froms == ["python:3.11-slim-bookworm", "runtime", "runtime"]
+    assert list(stages()) == ["runtime", "notebook", ""]  # the default target is the runtime
+
+
 def test_base_image_python_satisfies_requires_python():
-    (base,) = [args for op, args in instructions() if op == "FROM"]
+    base = next(args.split()[0] for op, args in instructions() if op == "FROM")
     match = re.fullmatch(r"python:(\d+\.\d+)-slim-\w+", base)
     assert match, base
     assert SpecifierSet(pyproject()["project"]["requires-python"]).contains(match[1] + ".0")
@@ -104,10 +123,21 @@ def test_lock_pins_every_dependency_of_pyproject():
         )
 
 
-def test_lock_is_closed_under_dependencies():
+def test_notebook_lock_keeps_the_runtime_versions():
+    runtime, notebook = lock(), lock("requirements-notebook.lock")
+    assert {name: notebook.get(name) for name in runtime} == runtime
+    project = pyproject()["project"]
+    for req in required(project["optional-dependencies"]["gateway"], "gateway"):
+        assert req.specifier.contains(notebook[canonicalize_name(req.name)])
+    for tool in ("jupyterlab", "jupyterhub", "ipywidgets", "ipykernel"):
+        assert tool in notebook
+
+
+@pytest.mark.parametrize("name", ["requirements.lock", "requirements-notebook.lock"])
+def test_lock_is_closed_under_dependencies(name):
     # Every requirement of a locked package is locked too (checked with the metadata of the
     # packages installed here at the locked version; `pip check` in the build checks the rest).
-    pins = lock()
+    pins = lock(name)
     checked = 0
     for name, version in pins.items():
         try:
@@ -126,22 +156,23 @@ def test_lock_is_closed_under_dependencies():
     assert checked > 0
 
 
-def test_dockerfile_installs_the_lock_then_the_package_without_resolving():
-    ops = instructions()
-    runs = [args for op, args in ops if op == "RUN"]
-    lock_install = [r for r in runs if "--requirement" in r or " -r " in r]
+def test_dockerfile_installs_the_locks_then_the_package_without_resolving():
+    runtime = stages()["runtime"]
+    runs = [args for op, args in runtime if op == "RUN"]
+    lock_install = [r for r in runs if "--requirement" in r]
     assert len(lock_install) == 1
-    assert "--no-deps" in lock_install[0]
-    assert "/opt/ampoffset/requirements.lock" in lock_install[0]
-    copies = [args for op, args in ops if op == "COPY"]
-    assert any(c.split()[0] == "deploy/docker/requirements.lock" for c in copies)
+    assert "--no-deps --requirement /opt/ampoffset/requirements.lock" in lock_install[0]
+    copies = [args.split() for op, args in runtime if op == "COPY"]
+    assert ["deploy/docker/requirements.lock", "/opt/ampoffset/requirements.lock"] in copies
     package_line = next(r for r in runs if "/opt/ampoffset/src[" in r)
     assert "--no-deps" in package_line and "pip check" in package_line
-    # Every pip install in the image either installs the lock or the package, nothing else.
-    for run in runs:
+    notebook_runs = [args for op, args in stages()["notebook"] if op == "RUN"]
+    assert any("--no-deps --requirement /opt/ampoffset/requirements-notebook.lock" in r
+               and "pip check" in r for r in notebook_runs)
+    # Every pip install in the image is --no-deps: nothing is resolved at build time.
+    for _, run in instructions():
         for match in re.finditer(r"pip install ([^&;]+)", run):
-            target = match[1]
-            assert "--no-deps" in target, f"unpinned install: {run}"
+            assert "--no-deps" in match[1], f"unpinned install: {run}"
 
 
 def dockerignore_allows(path: str) -> bool:
@@ -168,16 +199,23 @@ def test_copied_files_exist_and_are_in_the_build_context():
 
 
 def test_runs_as_non_root_under_tini():
-    ops = instructions()
-    users = [args for op, args in ops if op == "USER"]
-    assert users and users[-1].split(":")[0] not in ("0", "root")
-    user_index = max(i for i, (op, _) in enumerate(ops) if op == "USER")
-    assert all(op != "RUN" for op, _ in ops[user_index + 1:]), "RUN after USER"
-    (entrypoint,) = [args for op, args in ops if op == "ENTRYPOINT"]
+    all_stages = stages()
+    for name, ops in all_stages.items():
+        users = [i for i, (op, _) in enumerate(ops) if op == "USER"]
+        if name == "":  # the default target inherits the runtime stage's user
+            assert users == [] and ops[0][1] == "runtime"
+            continue
+        assert users, f"stage {name} sets no USER"
+        assert ops[users[-1]][1].split(":")[0] not in ("0", "root"), name
+        assert all(op != "RUN" for op, _ in ops[users[-1] + 1:]), f"RUN after USER in {name}"
+    runtime = all_stages["runtime"]
+    (entrypoint,) = [args for op, args in runtime if op == "ENTRYPOINT"]
     assert entrypoint.startswith('["/usr/bin/tini"')
-    assert any("apt-get install" in args and "tini" in args for op, args in ops if op == "RUN")
-    exposed = {int(p) for op, args in ops if op == "EXPOSE" for p in args.split()}
+    assert any("apt-get install" in args and "tini" in args for op, args in runtime if op == "RUN")
+    exposed = {int(p) for op, args in runtime if op == "EXPOSE" for p in args.split()}
     assert exposed == {8786, 8787, 8788}
+    notebook = all_stages["notebook"]
+    assert ("CMD", '["jupyterhub-singleuser"]') in notebook
 
 
 @pytest.mark.parametrize("command", ["dask-scheduler", "dask-worker"])
