@@ -1,0 +1,255 @@
+"""Benchmark of `ampoffset_dask.process` on a visit of full-size LSSTCam detectors.
+
+Prints:
+
+1. detectors per second through `process` on a LocalCluster, against a
+   `concurrent.futures.ProcessPoolExecutor` running the same per-detector function with the
+   same number of single-threaded processes (target ratio >= 0.9);
+2. the speed-up of `process` from 1 to 2 workers (target >= 1.8x);
+3. the peak memory of a worker (target <= 1 GiB at one thread);
+4. the client's time and memory while streaming 10,000 tiny tasks through the bounded
+   submitter (target: flat memory, <= 5 ms per task).
+
+Usage::
+
+    python benchmarks/bench_visit.py                    # 16 detectors, a few minutes
+    python benchmarks/bench_visit.py --detectors 32 --workers 4 --keep --workdir /scratch/b
+    python benchmarks/bench_visit.py --fast             # no background/detection step
+
+The simulated files (~190 MB each) go to a temporary folder that is removed afterwards
+unless ``--keep``/``--workdir`` is given (existing files there are reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+# Quiet dask's INFO logging here and in the worker processes it starts.
+os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+import psutil
+
+from ampoffset_dask import AmpOffsetConfig
+from ampoffset_dask.cameras import get_camera
+from ampoffset_dask.pipeline import process
+from ampoffset_dask.pipeline.cluster import default_in_flight
+from ampoffset_dask.pipeline.run import SubmitItem, stream_tasks
+from ampoffset_dask.pipeline.tasks import process_file
+from ampoffset_dask.simulate import select_detectors, simulate_focal_plane
+
+GiB = 2**30
+MiB = 2**20
+
+
+def _peak_rss() -> int:
+    """Peak resident memory of this process, bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _warm() -> int:
+    import ampoffset_dask.algorithm.measure
+    import ampoffset_dask.io.fits  # noqa: F401
+
+    return os.getpid()
+
+
+def _task_with_peak(path: str, config: AmpOffsetConfig) -> tuple[str, int]:
+    res = process_file(path, None, config)
+    return res.status, _peak_rss()
+
+
+def _tiny(i: int) -> int:
+    return i
+
+
+def simulate(workdir: Path, n: int, workers: int) -> list[Path]:
+    cam = get_camera("lsstcam")
+    names = select_detectors(cam)[:n]
+    existing = sorted(workdir.glob("lsstcam_*.fits"))
+    if len(existing) >= n:
+        print(f"reusing {n} simulated detectors in {workdir}")
+        return existing[:n]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        sim = simulate_focal_plane(workdir, cam, detectors=names, visits=1, scale=1.0, seed=0,
+                                   overwrite=True, executor=pool)
+    size = sum(p.stat().st_size for p in sim.paths)
+    print(f"simulated {n} full-size LSSTCam detectors ({size / GiB:.1f} GiB) in "
+          f"{time.perf_counter() - t0:.0f} s into {workdir}")
+    return sim.paths
+
+
+def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: Path,
+                memory_limit: str) -> tuple[float, list[int]]:
+    """Seconds of `process` on a fresh LocalCluster (workers warmed up), worker peak RSS."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      memory_limit=memory_limit, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        client.run(_warm)
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        summary = process(paths, out, client=client, config=config, progress=False)
+        seconds = time.perf_counter() - t0
+        assert summary.n_ok == len(paths), summary
+        peaks = list(client.run(_peak_rss).values())
+    return seconds, peaks
+
+
+def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig) -> tuple[float, int]:
+    """Seconds of a ProcessPoolExecutor running process_file (warmed up), peak RSS."""
+    with ProcessPoolExecutor(workers) as pool:
+        for f in [pool.submit(_warm) for _ in range(workers * 2)]:
+            f.result()
+        t0 = time.perf_counter()
+        results = list(pool.map(_task_with_peak, [str(p) for p in paths],
+                                [config] * len(paths)))
+        seconds = time.perf_counter() - t0
+    assert all(status == "ok" for status, _ in results), results
+    return seconds, max(peak for _, peak in results)
+
+
+@contextlib.contextmanager
+def scheduler_processes(folder: Path, workers: int):
+    """A ``dask scheduler`` and ``dask worker`` processes, so the client process holds only
+    the client (a LocalCluster runs its scheduler inside the client process)."""
+    sfile = folder / "scheduler.json"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(sfile)], stderr=subprocess.DEVNULL)]
+    try:
+        while not sfile.exists() or not sfile.stat().st_size:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        procs += [subprocess.Popen(
+            [sys.executable, "-m", "dask", "worker", "--scheduler-file", str(sfile),
+             "--nthreads", "1", "--no-dashboard"], stderr=subprocess.DEVNULL)
+            for _ in range(workers)]
+        yield sfile, procs
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+
+
+def _cpu(proc: psutil.Process) -> float:
+    """CPU seconds of one process (not its children)."""
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def run_tiny(n_tasks: int, workers: int, folder: Path, in_flight: int | None) -> None:
+    from distributed import Client, as_completed
+
+    me = psutil.Process()
+    with scheduler_processes(folder, workers) as (sfile, procs), \
+            Client(scheduler_file=str(sfile)) as client:
+        client.wait_for_workers(workers)
+        client.run(_warm)
+        limit = in_flight or default_in_flight(client)
+        sched = psutil.Process(procs[0].pid)
+        items = (SubmitItem(key=f"tiny-{i}", args=(i,)) for i in range(n_tasks))
+        samples = []
+        rss0 = me.memory_info().rss
+        cpu0 = (_cpu(me), _cpu(sched))
+        t0 = time.perf_counter()
+        total = 0
+        for k, (_, result) in enumerate(stream_tasks(client, _tiny, items,
+                                                     max_in_flight=limit), start=1):
+            total += result
+            if k % max(1, n_tasks // 10) == 0:
+                samples.append((k, me.memory_info().rss))
+        seconds = time.perf_counter() - t0
+        cpu1 = (_cpu(me), _cpu(sched))
+        assert total == n_tasks * (n_tasks - 1) // 2
+        # the same tasks as one unbounded client.map, for comparison
+        t1 = time.perf_counter()
+        futures = client.map(_tiny, range(n_tasks), key=[f"map-{i}" for i in range(n_tasks)])
+        for fut in as_completed(futures):
+            fut.result()
+        seconds_map = time.perf_counter() - t1
+        rss_map = me.memory_info().rss
+        del futures
+    print(f"\n[4] {n_tasks} tiny tasks through the bounded submitter "
+          f"(max {limit} in flight, {workers} workers, scheduler in its own process)")
+    print(f"    {seconds:.1f} s, {1000 * seconds / n_tasks:.2f} ms per task (target <= 5 ms); "
+          f"CPU per task: client {1000 * (cpu1[0] - cpu0[0]) / n_tasks:.2f} ms, scheduler "
+          f"{1000 * (cpu1[1] - cpu0[1]) / n_tasks:.2f} ms")
+    print(f"    one unbounded client.map of the same: {1000 * seconds_map / n_tasks:.2f} ms "
+          f"per task, client RSS {rss_map / MiB:.0f} MiB with every future held")
+    print("    client RSS (MiB) after k tasks: " + ", ".join(
+        f"{k}: {rss / MiB:.0f}" for k, rss in samples))
+    growth = (samples[-1][1] - samples[0][1]) / MiB
+    print(f"    start {rss0 / MiB:.0f} MiB; growth from the first to the last sample: "
+          f"{growth:+.1f} MiB (target: flat)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--detectors", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2, help="workers of the parallel runs")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true", help="keep the simulated files")
+    parser.add_argument("--fast", action="store_true",
+                        help="measure without background and detection (edge strips only)")
+    parser.add_argument("--tiny", type=int, default=10_000, help="tiny tasks for test 4")
+    parser.add_argument("--tiny-in-flight", type=int, default=None,
+                        help="bound for test 4 (default: the pipeline's default)")
+    parser.add_argument("--memory-limit", default="3GiB", help="per-worker limit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+    config = AmpOffsetConfig(do_background=False, do_detection=False) if args.fast \
+        else AmpOffsetConfig()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ampoffset-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / GiB:.0f} GiB; "
+          f"python {sys.version.split()[0]}; config: "
+          f"{'edges only' if args.fast else 'LSST defaults (background + detection)'}")
+    try:
+        paths = simulate(workdir / "visit", args.detectors, args.workers)
+        n = len(paths)
+        w = args.workers
+
+        t_pool, peak_pool = run_pool(paths, w, config)
+        t_dask, peaks = run_process(paths, w, config, workdir / "cat-n", args.memory_limit)
+        print(f"\n[1] {n} detectors, {w} single-threaded processes")
+        print(f"    process():           {t_dask:6.1f} s  {n / t_dask:.3f} det/s")
+        print(f"    ProcessPoolExecutor: {t_pool:6.1f} s  {n / t_pool:.3f} det/s")
+        print(f"    ratio {t_pool / t_dask:.2f} (target >= 0.9)")
+
+        t_one, peaks_one = run_process(paths, 1, config, workdir / "cat-1", args.memory_limit)
+        print(f"\n[2] process() with 1 worker: {t_one:.1f} s ({n / t_one:.3f} det/s); "
+              f"with {w}: {t_dask:.1f} s -> speed-up {t_one / t_dask:.2f}x "
+              f"(target >= {0.9 * w:.1f}x)")
+
+        peak = max(peaks + peaks_one)
+        print(f"\n[3] peak RSS per worker: dask workers {peak / GiB:.2f} GiB "
+              f"(all: {', '.join(f'{p / GiB:.2f}' for p in peaks + peaks_one)}), "
+              f"pool processes {peak_pool / GiB:.2f} GiB (target <= 1 GiB)")
+
+        run_tiny(args.tiny, w, workdir, args.tiny_in_flight)
+    finally:
+        if args.workdir is None and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"\nfiles kept in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
