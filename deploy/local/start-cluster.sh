@@ -61,15 +61,26 @@ RUN_DIR="${RUN_DIR:-${TMPDIR:-/tmp}/ampoffset-cluster-${PORT}}"
 ADDRESS="tcp://${HOST}:${PORT}"
 
 # The flags every worker gets, here and in deploy/kubernetes/daskcluster.yaml.
-worker_flags() {
-    local name="$1"
-    printf '%s\n' \
-        --name "$name" \
-        --nthreads 1 \
-        --memory-limit "$MEMORY_LIMIT" \
-        --death-timeout 60 \
-        --dashboard-address "${HOST}:0" \
+set_worker_flags() {
+    WORKER_FLAGS=(
+        --name "$1"
+        --nthreads 1
+        --memory-limit "$MEMORY_LIMIT"
+        --death-timeout 60
+        --dashboard-address "${HOST}:0"
         --local-directory "$RUN_DIR/scratch"
+    )
+}
+
+# Run a command in its own session when setsid exists (Linux), so that signals sent to this
+# terminal do not reach the cluster; plain background otherwise (macOS). Called as
+# `detach CMD... &`: exec keeps $! the command's own pid.
+detach() {
+    if command -v setsid >/dev/null 2>&1; then
+        exec setsid "$@"
+    else
+        exec "$@"
+    fi
 }
 
 find_dask() {
@@ -111,7 +122,7 @@ start() {
     fi
     rm -f "$RUN_DIR"/*.pid "$RUN_DIR/scheduler.json"
 
-    setsid "$DASK_BIN" scheduler \
+    detach "$DASK_BIN" scheduler \
         --host "$HOST" --port "$PORT" \
         --dashboard-address "${HOST}:${DASHBOARD_PORT}" \
         --scheduler-file "$RUN_DIR/scheduler.json" \
@@ -133,10 +144,10 @@ start() {
         waited=$((waited + 1))
     done
 
-    local i flags
+    local i
     for ((i = 0; i < WORKERS; i++)); do
-        mapfile -t flags < <(worker_flags "local-$i")
-        setsid "$DASK_BIN" worker "$ADDRESS" "${flags[@]}" \
+        set_worker_flags "local-$i"
+        detach "$DASK_BIN" worker "$ADDRESS" "${WORKER_FLAGS[@]}" \
             >"$RUN_DIR/worker-$i.log" 2>&1 </dev/null &
         echo $! >"$RUN_DIR/worker-$i.pid"
     done
@@ -207,6 +218,6 @@ case "$ACTION" in
     start) start ;;
     stop) stop ;;
     status) status ;;
-    flags) worker_flags "local-0" ;;
+    flags) set_worker_flags "local-0"; printf '%s\n' "${WORKER_FLAGS[@]}" ;;
     *) echo "start-cluster.sh: unknown action '$ACTION' (start, stop, status, flags)" >&2; exit 2 ;;
 esac

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dask
 import pandas as pd
+import psutil
 import pytest
 from conftest import DEPLOY, load_yaml
 from dask.utils import parse_bytes, parse_timedelta
@@ -158,7 +159,9 @@ def test_sbatch_runs_scheduler_workers_and_the_cli(tmp_path, cli_env):
     assert sorted(detectors["detector"]) == ["R22_S11", "R22_S12"]
     assert set(detectors["status"]) == {"ok"}
     assert len(pd.read_parquet(catalog / "pedestals")) == 2 * 16
-    # Everything it started is gone.
-    pids = subprocess.run(["pgrep", "-f", str(run_dir / "scheduler.json")],
-                          capture_output=True, text=True, check=False).stdout.split()
-    assert pids == []
+    # Everything it started is gone (every process it started names the scheduler file).
+    left = []
+    for proc_ in psutil.process_iter(["pid", "cmdline"]):
+        if str(run_dir / "scheduler.json") in " ".join(proc_.info["cmdline"] or []):
+            left.append(proc_.info["pid"])
+    assert left == []
