@@ -620,116 +620,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _camera_for_catalog(det: Any, camera: str | None):
-    """The camera of a catalog's detectors: given, else from an input file's header, else the
-    smallest built-in camera that has every detector name."""
-    from .cameras import get_camera, list_cameras
-
-    if camera is not None:
-        return get_camera(camera)
-    names = set(map(str, det["detector"]))
-    if "input" in det.columns:
-        from astropy.io import fits
-
-        for path in det["input"].dropna():
-            if not Path(path).is_file():
-                continue
-            try:
-                header = fits.getheader(path, 0)
-            except (OSError, ValueError):
-                continue
-            # SIMCAM: written by the simulator, whose shrunk detectors carry no CAMERA key.
-            for key in ("CAMERA", "INSTRUME", "SIMCAM"):
-                value = header.get(key)
-                if value:
-                    try:
-                        return get_camera(str(value))
-                    except AmpOffsetError:
-                        continue
-            break
-    candidates = [get_camera(n) for n in list_cameras()]
-    candidates = [c for c in candidates if names <= set(c.detector_names)]
-    if not candidates:
-        return None
-    return min(candidates, key=len)
-
-
-def make_plots(catalog: Path, visit: int | None = None, out: Path | None = None,
-               camera: str | None = None, detector: str | None = None) -> list[Path]:
-    """Write the standard plots of one visit of a catalog; returns the written paths."""
-    from . import plots
-    from .catalog import read_catalog
-
-    det = read_catalog(catalog, "detectors")
-    if not len(det):
-        raise InputError(f"{catalog}: the catalog has no detectors")
-    visits = sorted(int(v) for v in det["visit"].unique())
-    if visit is None:
-        if len(visits) > 1:
-            raise CommandError(f"{catalog}: several visits {visits[:20]}; choose one with --visit")
-        visit = visits[0]
-    if visit not in visits:
-        raise CommandError(f"{catalog}: no visit {visit}; visits are {visits[:20]}")
-    det = det[det["visit"] == visit]
-    ped = read_catalog(catalog, "pedestals", visits=[visit])
-    itf = read_catalog(catalog, "interfaces", visits=[visit])
-    out = Path(out) if out is not None else Path(catalog) / "plots"
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    cam = _camera_for_catalog(det, camera)
-    if cam is not None and len(ped):
-        known = set(cam.detector_names)
-        if set(map(str, ped["detector"])) <= known:
-            written.append(plots.save_figure(
-                plots.focal_plane_map(ped, cam, visit=visit), out / f"focal_plane_v{visit}.png"))
-    else:
-        logger.warning("no camera known for these detectors: skipping the focal-plane map")
-    if len(itf):
-        written.append(plots.save_figure(
-            plots.interface_histogram(itf, title=f"visit {visit}: interface offsets"),
-            out / f"interfaces_v{visit}.png"))
-    ok = det[det["status"] != "failed"]
-    if not len(ok):
-        return written
-    name = detector or str(ok["detector"].iloc[0])
-    row = ok[ok["detector"] == name]
-    if not len(row):
-        raise CommandError(f"visit {visit}: no measured detector {name!r}")
-    p_det = ped[ped["detector"] == name]
-    i_det = itf[itf["detector"] == name]
-    path = row["input"].iloc[0] if "input" in row.columns else None
-    geometry = None
-    exposure = None
-    if path and Path(path).is_file():
-        from .io.fits import read_exposure
-
-        try:
-            exposure = read_exposure(path, camera=camera)
-            geometry = exposure.detector
-        except AmpOffsetError as exc:
-            logger.warning("cannot read %s for the before/after plot: %s", path, exc)
-    if geometry is None and cam is not None and name in cam:
-        geometry = cam[name]
-    if geometry is not None:
-        written.append(plots.save_figure(
-            plots.amp_map(p_det, geometry, interfaces=i_det,
-                          title=f"visit {visit}, {name}: amp pedestals"),
-            out / f"amps_v{visit}_{name}.png"))
-    if exposure is not None:
-        from .masks import mask_bits
-
-        bits = mask_bits(("BAD", "SAT", "INTRP", "CR", "EDGE", "SUSPECT", "NO_DATA"),
-                         exposure.mask_planes)
-        written.append(plots.save_figure(
-            plots.before_after(exposure.image, exposure.detector, p_det, mask=exposure.mask,
-                               bad_bits=bits, title=f"visit {visit}, {name}: before / after"),
-            out / f"before_after_v{visit}_{name}.png"))
-    return written
-
-
 def cmd_plot(args: argparse.Namespace) -> int:
     """``ampoffset-dask plot CATALOG``."""
-    written = make_plots(args.catalog, args.visit, args.out, args.camera, args.detector)
+    from .plots import plot_visit
+
+    written = plot_visit(args.catalog, args.visit, out=args.out, camera=args.camera,
+                         detector=args.detector)
     for path in written:
         _out(str(path))
     return EXIT_OK
@@ -777,7 +673,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out(f"  pedestal RMS error vs truth: {rms_err:.3f} ADU over {err.size} amps "
          f"(injected pedestals RMS {rms_truth:.2f} ADU)")
     t0 = time.perf_counter()
-    written = make_plots(catalog, visit=int(sim.truth["visit"].iloc[0]), out=plot_dir)
+    from .plots import plot_visit
+
+    written = plot_visit(catalog, int(sim.truth["visit"].iloc[0]), out=plot_dir)
     _out(f"  wrote {len(written)} plots in {time.perf_counter() - t0:.1f} s -> {plot_dir}")
     for path in written:
         _out(f"    {path}")

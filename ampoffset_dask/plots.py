@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import AmpOffsetError, InputError
 from .geometry import Detector
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "binned_image",
     "focal_plane_map",
     "interface_histogram",
+    "plot_visit",
     "save_figure",
 ]
 
@@ -521,3 +522,178 @@ def before_after(
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+# -- a catalog ------------------------------------------------------------
+def _camera_for_catalog(catalog: Any, det: Any, camera: Any):
+    """The camera of a catalog's detectors: given, else the one the run was given, else from
+    an input file's header, else the largest built-in camera that has every detector name."""
+    from .cameras import get_camera, list_cameras
+
+    if camera is not None:
+        return get_camera(camera)
+    names = set(map(str, det["detector"]))
+    run_camera = _run_camera(catalog)
+    if run_camera is not None:
+        return run_camera
+    if "input" in det.columns:
+        from astropy.io import fits
+
+        for path in det["input"].dropna():
+            if not Path(path).is_file():
+                continue
+            try:
+                header = fits.getheader(path, 0)
+            except (OSError, ValueError):
+                continue
+            # SIMCAM: written by the simulator, whose shrunk detectors carry no CAMERA key.
+            for key in ("CAMERA", "INSTRUME", "SIMCAM"):
+                value = header.get(key)
+                if value:
+                    try:
+                        return get_camera(str(value))
+                    except AmpOffsetError:
+                        continue
+            break
+    candidates = [get_camera(n) for n in list_cameras()]
+    candidates = [c for c in candidates if names <= set(c.detector_names)]
+    if not candidates:
+        return None
+    return max(candidates, key=len)
+
+
+def _run_camera(catalog: Any):
+    """The camera given to the latest run of ``catalog`` (its ``runs.options``), if any."""
+    import json
+
+    from .cameras import get_camera
+    from .catalog import read_catalog
+
+    try:
+        runs = read_catalog(catalog, "runs")
+    except (AmpOffsetError, OSError):
+        return None
+    if not len(runs) or "options" not in runs.columns:
+        return None
+    latest = runs.sort_values("started").iloc[-1]
+    try:
+        name = json.loads(latest["options"] or "{}").get("camera")
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        return get_camera(name)
+    except AmpOffsetError:
+        return None
+
+
+def plot_visit(
+    catalog: str | os.PathLike[str],
+    visit: int | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    camera: Any = None,
+    detector: str | None = None,
+) -> list[Path]:
+    """Write the standard PNG plots of one visit of a catalog.
+
+    ``focal_plane_v<visit>.png`` (when the camera is known), ``interfaces_v<visit>.png``,
+    and for one detector ``amps_v<visit>_<detector>.png`` and, when its input file is still
+    readable, ``before_after_v<visit>_<detector>.png``.
+
+    Parameters
+    ----------
+    catalog : path
+        Catalog folder written by `ampoffset_dask.process`.
+    visit : int, optional
+        The visit (needed when the catalog holds several).
+    out : path, optional
+        Output folder (default ``CATALOG/plots``).
+    camera : str or Camera, optional
+        Camera for the focal-plane map and to read the input file (default: from the input
+        files' headers, else the smallest built-in camera with every detector name).
+    detector : str, optional
+        Detector for the per-detector plots (default: the first measured one).
+
+    Returns
+    -------
+    list of Path
+        The written files.
+
+    Raises
+    ------
+    InputError
+        For a missing catalog, an unknown visit or detector, or several visits and none chosen.
+    """
+    from .catalog import read_catalog
+
+    det = read_catalog(catalog, "detectors")
+    if not len(det):
+        raise InputError(f"{catalog}: the catalog has no detectors")
+    visits = sorted(int(v) for v in det["visit"].unique())
+    if visit is None:
+        if len(visits) > 1:
+            raise InputError(f"{catalog}: several visits {visits[:20]}; choose one "
+                             "(--visit V, or visit= in Python)")
+        visit = visits[0]
+    if visit not in visits:
+        raise InputError(f"{catalog}: no visit {visit}; visits are {visits[:20]}")
+    det = det[det["visit"] == visit]
+    ped = read_catalog(catalog, "pedestals", visits=[visit])
+    itf = read_catalog(catalog, "interfaces", visits=[visit])
+    out = Path(out) if out is not None else Path(catalog) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    cam = _camera_for_catalog(catalog, det, camera)
+    if cam is None:
+        logger.warning("no camera known for these detectors: skipping the focal-plane map")
+    elif len(ped):
+        unknown = sorted(set(map(str, ped["detector"])) - set(cam.detector_names))
+        if unknown:
+            logger.warning("camera %s has no detector(s) %s: skipping the focal-plane map",
+                           cam.name, unknown[:5])
+        else:
+            written.append(save_figure(
+                focal_plane_map(ped, cam, visit=visit), out / f"focal_plane_v{visit}.png"))
+    if len(itf):
+        written.append(save_figure(
+            interface_histogram(itf, title=f"visit {visit}: interface offsets"),
+            out / f"interfaces_v{visit}.png"))
+    ok = det[det["status"] != "failed"]
+    if not len(ok):
+        return written
+    name = detector or str(ok["detector"].iloc[0])
+    row = ok[ok["detector"] == name]
+    if not len(row):
+        raise InputError(f"visit {visit}: no measured detector {name!r}")
+    p_det = ped[ped["detector"] == name]
+    i_det = itf[itf["detector"] == name]
+    path = row["input"].iloc[0] if "input" in row.columns else None
+    geometry = None
+    exposure = None
+    if path and Path(path).is_file():
+        from .io.fits import read_exposure
+
+        try:
+            exposure = read_exposure(path, camera=camera)
+            geometry = exposure.detector
+        except AmpOffsetError as exc:
+            logger.warning("cannot read %s for the before/after plot: %s", path, exc)
+    if geometry is None and cam is not None and name in cam:
+        geometry = cam[name]
+    if geometry is not None:
+        written.append(save_figure(
+            amp_map(p_det, geometry, interfaces=i_det,
+                    title=f"visit {visit}, {name}: amp pedestals"),
+            out / f"amps_v{visit}_{name}.png"))
+    if exposure is not None:
+        from .masks import mask_bits
+
+        bits = mask_bits(("BAD", "SAT", "INTRP", "CR", "EDGE", "SUSPECT", "NO_DATA"),
+                         exposure.mask_planes)
+        written.append(save_figure(
+            before_after(exposure.image, exposure.detector, p_det, mask=exposure.mask,
+                               bad_bits=bits, title=f"visit {visit}, {name}: before / after"),
+            out / f"before_after_v{visit}_{name}.png"))
+    return written

@@ -154,3 +154,41 @@ def test_before_after_shows_the_steps_then_removes_them(tmp_path, camera):
     assert np.all(np.abs(amp_medians(after)) < 0.7)
     with pytest.raises(InputError, match="does not match"):
         before_after(sim.image[:-1], det, peds)
+
+
+def test_plot_visit_from_a_catalog(tmp_path, camera):
+    """plot_visit on a catalog written by CatalogWriter, with and without the input file."""
+    from ampoffset_dask import AmpOffsetConfig, measure_detector
+    from ampoffset_dask.catalog import CatalogWriter, DetectorResult
+    from ampoffset_dask.io.fits import write_exposure
+    from ampoffset_dask.plots import plot_visit
+
+    det = scale_detector(camera["R22_S11"], 0.1)
+    sim = simulate_detector(det, seed=4)
+    path = tmp_path / "in.fits"
+    write_exposure(path, sim.image, sim.mask, sim.variance, detector=det,
+                   header={"SIMCAM": "lsstcam", "VISIT": 5})
+    m = measure_detector(sim.image, sim.mask, det)
+    cat = tmp_path / "cat"
+    with CatalogWriter(cat) as writer:
+        writer.start_run(config=AmpOffsetConfig(), inputs=[path])
+        writer.add(DetectorResult(visit=5, detector=det.name, status="ok", detector_id=det.id,
+                                  input=str(path), amp_names=list(m.amp_names),
+                                  pedestals=[float(p) for p in m.pedestals],
+                                  interfaces=[i.to_dict() for i in m.interfaces]))
+        writer.finish_run()
+    written = plot_visit(cat)
+    assert [p.name for p in written] == ["focal_plane_v5.png", "interfaces_v5.png",
+                                         "amps_v5_R22_S11.png", "before_after_v5_R22_S11.png"]
+    assert all(p.parent == cat / "plots" for p in written)
+    for p in written:
+        assert imread(p)[..., :3].std() > 0.05
+    # Without the input file: no before/after; the camera is found from the detector names.
+    path.unlink()
+    written = plot_visit(cat, 5, out=tmp_path / "p2")
+    assert [p.name for p in written] == ["focal_plane_v5.png", "interfaces_v5.png",
+                                         "amps_v5_R22_S11.png"]
+    with pytest.raises(InputError, match="no visit 6"):
+        plot_visit(cat, 6)
+    with pytest.raises(InputError, match="R22_S12"):
+        plot_visit(cat, 5, detector="R22_S12")
