@@ -21,12 +21,14 @@ Layouts understood
 from __future__ import annotations
 
 import bz2
+import collections
 import dataclasses
 import gzip
 import io
 import logging
 import os
 import re
+import threading
 import uuid
 import warnings
 import zipfile
@@ -209,7 +211,29 @@ def _open(path: Path, memmap: bool = True) -> Iterator[fits.HDUList]:
         hdul.close()
 
 
+_BUFFERS: collections.OrderedDict[tuple[str, int, int], bytes] = collections.OrderedDict()
+_BUFFERS_LOCK = threading.Lock()
+_BUFFERS_MAX_BYTES = 256 << 20  # the newest buffer is always kept
+
+
 def _decompress(path: Path) -> bytes:
+    """Decompressed content of a wrapped file; the last few are kept per process, so that the
+    amp reads of one lazily opened ``.fits.gz`` decompress it once."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _BUFFERS_LOCK:
+        if key in _BUFFERS:
+            _BUFFERS.move_to_end(key)
+            return _BUFFERS[key]
+    data = _decompress_file(path)
+    with _BUFFERS_LOCK:
+        _BUFFERS[key] = data
+        while len(_BUFFERS) > 1 and sum(len(v) for v in _BUFFERS.values()) > _BUFFERS_MAX_BYTES:
+            _BUFFERS.popitem(last=False)
+    return data
+
+
+def _decompress_file(path: Path) -> bytes:
     with open(path, "rb") as fh:
         magic = fh.read(4)
     if magic[:2] == b"\x1f\x8b":
