@@ -9,11 +9,17 @@ config and used to build a real `dask_gateway.Gateway` (no connection is made).
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dask
+import pandas as pd
 import pytest
-from conftest import DEPLOY, load_yaml
+import yaml
+from conftest import DEPLOY, free_port, load_yaml
 from dask.utils import parse_bytes
 from traitlets.config.loader import PyFileConfigLoader
 
@@ -121,3 +127,98 @@ def test_client_settings_are_dask_gateway_config_and_name_server_options(options
         address, auth = asyncio.run(build())
     assert address == client["gateway"]["address"]
     assert isinstance(auth, JupyterHubAuth)
+
+
+SERVER_CONFIG = """
+c = get_config()
+c.DaskGateway.address = "127.0.0.1:{api}"
+c.Proxy.address = "127.0.0.1:{http}"
+c.Proxy.tcp_address = "127.0.0.1:{tcp}"
+c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
+c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+load_subconfig({ours!r})
+"""
+
+
+@pytest.fixture
+def gateway_server(tmp_path, cli_env):
+    """A real dask-gateway server on 127.0.0.1 running deploy/gateway/dask_gateway_config.py,
+    with the local-process backend; schedulers and workers start through the image's
+    dask-scheduler / dask-worker commands (deploy/docker/bin)."""
+    api, http, tcp = free_port(), free_port(), free_port()
+    config = tmp_path / "server_config.py"
+    config.write_text(SERVER_CONFIG.format(
+        api=api, http=http, tcp=tcp,
+        ours=str(GATEWAY / "dask_gateway_config.py"),
+    ))
+    env = dict(cli_env)
+    env["PATH"] = f"{DEPLOY / 'docker' / 'bin'}{os.pathsep}{env['PATH']}"
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dask-gateway-server"), "-f", str(config)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "Dask-Gateway server started" not in log.read_text():
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield {"address": f"http://127.0.0.1:{http}", "proxy": f"gateway://127.0.0.1:{tcp}",
+               "env": env, "log": log}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_cli_runs_through_a_real_gateway_with_the_client_settings(gateway_server, tmp_path):
+    # The client settings of deploy/gateway/gateway.yaml, pointed at the local server.
+    client_config = load_yaml(GATEWAY / "gateway.yaml")
+    client_config["gateway"]["address"] = gateway_server["address"]
+    client_config["gateway"]["proxy-address"] = gateway_server["proxy"]
+    client_config["gateway"]["public-address"] = gateway_server["address"]
+    client_config["gateway"]["auth"] = {"type": "basic"}
+    client_config["gateway"]["cluster"]["options"]["worker_memory_gib"] = 2
+    dask_dir = tmp_path / "dask-config"
+    dask_dir.mkdir()
+    (dask_dir / "gateway.yaml").write_text(yaml.safe_dump(client_config))
+    env = dict(gateway_server["env"], DASK_CONFIG=str(dask_dir),
+               DASK_AMPOFFSET__CLUSTER__WORKERS="2")
+
+    data, catalog = tmp_path / "visit", tmp_path / "catalog"
+    subprocess.run(
+        ["ampoffset-dask", "simulate", "--detectors", "R22_S11,R22_S12", "--scale", "0.1",
+         "--out", str(data)],
+        env=env, check=True, capture_output=True, timeout=120,
+    )
+    run = subprocess.run(
+        ["ampoffset-dask", "run", str(data), "--output", str(catalog), "--scheduler",
+         "gateway", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=240, check=False,
+    )
+    log = gateway_server["log"].read_text()
+    assert run.returncode == 0, run.stdout + run.stderr + log
+    assert "Created worker" in log and log.count("Submitting worker") == 2
+    detectors = pd.read_parquet(catalog / "detectors")
+    assert sorted(detectors["detector"]) == ["R22_S11", "R22_S12"]
+    assert set(detectors["status"]) == {"ok"}
+
+    # The server offers our options, with the client's defaults applied.
+    async def options() -> dict:
+        from dask_gateway import Gateway
+
+        gw = Gateway(gateway_server["address"], proxy_address=gateway_server["proxy"],
+                     auth="basic", asynchronous=True)
+        try:
+            return dict(await gw.cluster_options())
+        finally:
+            await gw.close()
+
+    with dask.config.set({"gateway.cluster.options": client_config["gateway"]["cluster"][
+            "options"]}):
+        offered = asyncio.run(options())
+    assert offered == {"image": "ghcr.io/ampoffset-dask/ampoffset-dask:0.1.0",
+                       "worker_memory_gib": 2, "scheduler_memory_gib": 2,
+                       "idle_timeout_minutes": 30}
