@@ -673,12 +673,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out(f"  pedestal RMS error vs truth: {rms_err:.3f} ADU over {err.size} amps "
          f"(injected pedestals RMS {rms_truth:.2f} ADU)")
     t0 = time.perf_counter()
-    from .plots import plot_visit
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        _out("  plots skipped: matplotlib is missing (pip install 'ampoffset-dask[plot]')")
+    else:
+        from .plots import plot_visit
 
-    written = plot_visit(catalog, int(sim.truth["visit"].iloc[0]), out=plot_dir)
-    _out(f"  wrote {len(written)} plots in {time.perf_counter() - t0:.1f} s -> {plot_dir}")
-    for path in written:
-        _out(f"    {path}")
+        written = plot_visit(catalog, int(sim.truth["visit"].iloc[0]), out=plot_dir)
+        _out(f"  wrote {len(written)} plots in {time.perf_counter() - t0:.1f} s -> {plot_dir}")
+        for path in written:
+            _out(f"    {path}")
     _out(f"done in {time.perf_counter() - t_start:.1f} s. Next: ampoffset-dask catalog {catalog}")
     if failed:
         sys.stderr.write(f"{_PROG} demo: {len(failed)} detector(s) failed:\n")

@@ -562,24 +562,31 @@ def _camera_for_catalog(catalog: Any, det: Any, camera: Any):
     return max(candidates, key=len)
 
 
-def _run_camera(catalog: Any):
-    """The camera given to the latest run of ``catalog`` (its ``runs.options``), if any."""
+def _latest_run(catalog: Any, column: str) -> dict[str, Any]:
+    """A JSON column (``options``, ``config``) of the latest run of ``catalog``; {} if none."""
     import json
 
-    from .cameras import get_camera
     from .catalog import read_catalog
 
     try:
         runs = read_catalog(catalog, "runs")
     except (AmpOffsetError, OSError):
-        return None
-    if not len(runs) or "options" not in runs.columns:
-        return None
+        return {}
+    if not len(runs) or column not in runs.columns:
+        return {}
     latest = runs.sort_values("started").iloc[-1]
     try:
-        name = json.loads(latest["options"] or "{}").get("camera")
+        value = json.loads(latest[column] or "{}")
     except (TypeError, ValueError):
-        return None
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _run_camera(catalog: Any):
+    """The camera given to the latest run of ``catalog`` (its ``runs.options``), if any."""
+    from .cameras import get_camera
+
+    name = _latest_run(catalog, "options").get("camera")
     if not isinstance(name, str) or not name:
         return None
     try:
@@ -657,8 +664,14 @@ def plot_visit(
             written.append(save_figure(
                 focal_plane_map(ped, cam, visit=visit), out / f"focal_plane_v{visit}.png"))
     if len(itf):
+        config = _latest_run(catalog, "config")
+        limits = {}
+        for key, field in (("max_offset", "amp_edge_max_offset"),
+                           ("min_frac", "amp_edge_min_frac")):
+            if isinstance(config.get(field), int | float):
+                limits[key] = float(config[field])
         written.append(save_figure(
-            interface_histogram(itf, title=f"visit {visit}: interface offsets"),
+            interface_histogram(itf, title=f"visit {visit}: interface offsets", **limits),
             out / f"interfaces_v{visit}.png"))
     ok = det[det["status"] != "failed"]
     if not len(ok):
