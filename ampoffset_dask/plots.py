@@ -268,18 +268,18 @@ def interface_histogram(
     edges = np.linspace(-lim, lim, bins + 1)
     ax1.hist(np.clip(finite, -lim, lim), bins=edges, color="tab:blue", alpha=0.8)
     for sign in (-1, 1):
-        ax1.axvline(sign * max_offset, color="tab:red", ls="--", lw=1.2)
-    ax1.text(0.02, 0.97, f"dashed: |offset| > {max_offset:g} is zeroed",
-             transform=ax1.transAxes, ha="left", va="top", color="tab:red", fontsize=9)
+        ax1.axvline(sign * max_offset, color="tab:red", ls="--", lw=1.2,
+                    label=f"|offset| > {max_offset:g} is zeroed" if sign > 0 else None)
+    ax1.legend(loc="upper right", fontsize=8, framealpha=0.9)
     n_max = int(table["max_offset_fail"].sum()) if "max_offset_fail" in table else int(
         (np.abs(finite) > max_offset).sum())
     ax1.set_xlabel("raw interface offset (ADU)")
     ax1.set_ylabel("interfaces")
     ax1.set_title(f"{raw.size} interfaces, {n_max} over the offset limit")
     ax2.hist(good[np.isfinite(good)], bins=np.linspace(0, 1, 41), color="tab:green", alpha=0.8)
-    ax2.axvline(min_frac, color="tab:red", ls="--", lw=1.2)
-    ax2.text(min_frac, 0.95, f" min frac {min_frac:g}", transform=ax2.get_xaxis_transform(),
-             ha="left", va="top", color="tab:red", fontsize=9)
+    ax2.axvline(min_frac, color="tab:red", ls="--", lw=1.2,
+                label=f"good fraction < {min_frac:g} is zeroed")
+    ax2.legend(loc="upper left", fontsize=8, framealpha=0.9)
     n_min = int(table["min_frac_fail"].sum()) if "min_frac_fail" in table else int(
         (good < min_frac).sum())
     ax2.set_xlabel("good fraction along the interface")
