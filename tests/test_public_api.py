@@ -1,0 +1,47 @@
+"""Every public name of DESIGN.md is importable from the package."""
+
+import importlib
+
+import ampoffset_dask
+
+PUBLIC = [
+    "AmpOffsetConfig", "AmpOffsetTask", "Amplifier", "Detector", "Camera", "Exposure",
+    "measure_detector", "get_camera", "list_cameras", "open_exposure", "open_visit", "process",
+    "build_graph", "read_catalog", "AmpOffsetError", "ConfigError", "GeometryError",
+    "InputError",
+]
+
+
+def test_public_names_resolve():
+    for name in PUBLIC:
+        assert name in ampoffset_dask.__all__
+        assert getattr(ampoffset_dask, name) is not None
+
+
+def test_error_hierarchy():
+    base = ampoffset_dask.AmpOffsetError
+    for name in ("ConfigError", "GeometryError", "InputError"):
+        assert issubclass(getattr(ampoffset_dask, name), base)
+
+
+def test_algorithm_layer_imports_no_dask():
+    """The algorithm layer stays pure numpy/scipy: importing it pulls in no dask."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ampoffset_dask.algorithm.measure, ampoffset_dask.task;"
+        "print(any(m == 'dask' or m.startswith('dask.') or m.startswith('distributed')"
+        " for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_unknown_attribute_raises():
+    try:
+        importlib.import_module("ampoffset_dask").no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
