@@ -87,10 +87,15 @@ def _select_visit(table: Any, visit: int | None, what: str):
 
 
 def _symmetric_limit(values: np.ndarray, vmax: float | None) -> float:
+    """``vmax``, else the largest absolute value (the 99.5th percentile for 200+ values, so
+    that a few outliers do not wash out a whole focal plane)."""
     if vmax is not None:
         return float(vmax)
     finite = np.abs(values[np.isfinite(values)])
-    return float(max(finite.max() if finite.size else 1.0, 1e-3))
+    if not finite.size:
+        return 1.0
+    top = np.percentile(finite, 99.5) if finite.size >= 200 else finite.max()
+    return float(max(top, 1e-3))
 
 
 def _affine(corners_mm: Sequence[Sequence[float]], width: int, height: int):
@@ -210,7 +215,10 @@ def focal_plane_map(
                           "alpha": 0.6})
     ax.set_xlabel("focal plane x (mm)")
     ax.set_ylabel("focal plane y (mm)")
-    cbar = fig.colorbar(coll, ax=ax, shrink=0.85)
+    finite = np.abs(np.array(colours, dtype=float))
+    finite = finite[np.isfinite(finite)]
+    extend = "both" if finite.size and finite.max() > limit else "neither"
+    cbar = fig.colorbar(coll, ax=ax, shrink=0.85, extend=extend)
     cbar.set_label("amp pedestal (ADU)")
     if title is None:
         title = f"{getattr(camera, 'instrument', None) or camera.name} amp pedestals"
