@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .geometry import Amplifier, Detector
 from .masks import DEFAULT_MASK_PLANES
 
@@ -341,6 +341,9 @@ def simulate_detector(
     SimulatedDetector
         ``(image, mask, variance, pedestals)``.
     """
+    if not pedestal_limit > 0 or not pedestal_sigma >= 0:
+        raise ConfigError(f"pedestal_sigma must be >= 0 and pedestal_limit > 0, got "
+                          f"{pedestal_sigma!r} and {pedestal_limit!r}")
     rng = np.random.default_rng(seed)
     planes = DEFAULT_MASK_PLANES if mask_planes is None else mask_planes
     bad_bit = np.int32(1 << planes["BAD"])
