@@ -733,9 +733,11 @@ def read_section(
 ) -> np.ndarray:
     """Read one rectangular region of an image HDU (native byte order, scaled values).
 
-    Only that region is read: uncompressed images through astropy's section (seeks to the
-    rows it needs), tile-compressed ones by decompressing only the tiles the region touches.
-    Gzip-wrapped files (``.fits.gz``) cannot be read in parts: they are decompressed whole.
+    Only that region is read: uncompressed images through a memory map of the HDU's data
+    (the data offset is cached per process, so repeated reads parse no header), tile-compressed
+    ones by decompressing only the tiles the region touches. Gzip-wrapped files
+    (``.fits.gz``) cannot be read in parts: they are decompressed whole (and the last ones
+    kept per process).
 
     Parameters
     ----------
@@ -749,32 +751,116 @@ def read_section(
     """
     path = Path(path)
     if hdul is None:
+        layout = _plain_layout(path, hdu)
+        if layout is not None:
+            try:
+                return _mapped_section(path, layout, tuple(slices))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
         with _open(path) as opened:
             return read_section(path, hdu, slices, hdul=opened)
     try:
         h = hdul[hdu]
-        if isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:
+        if isinstance(h, fits.CompImageHDU):
+            return _compressed_section(path, hdu, h, tuple(slices))
+        if "BLANK" in h.header:
             return _native(h.section[tuple(slices)])
         return _plain_section(hdul, h, tuple(slices))
     except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
         raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
 
 
-def _plain_section(hdul: fits.HDUList, h: Any, slices: tuple[slice, slice]) -> np.ndarray:
-    """Region of an uncompressed image HDU through a memory map (one strided copy)."""
-    shape = _hdu_shape(h)
-    disk = np.dtype(fits.hdu.image.BITPIX2DTYPE[int(h.header["BITPIX"])]).newbyteorder(">")
-    loc = int(h.fileinfo()["datLoc"])
-    buffer = getattr(hdul, "_ampoffset_buffer", None)
-    if buffer is not None:
-        whole = np.frombuffer(buffer, dtype=disk, count=int(np.prod(shape)), offset=loc)
-        whole = whole.reshape(shape)
+#: Decompressed row bands of row-tiled compressed HDUs, per process (LRU, bounded bytes).
+_BANDS: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
+_BANDS_LOCK = threading.Lock()
+_BANDS_MAX_BYTES = 256 << 20
+
+
+def _compressed_section(path: Path, hdu: int, h: Any, slices: tuple[slice, slice]) -> np.ndarray:
+    """Region of a tile-compressed HDU: only the tiles it touches are decompressed.
+
+    With full-width row tiles (LSST's choice) any column subset costs whole rows, so the
+    decompressed rows are kept (per process, bounded) and the other strips of the same rows
+    are cut from them instead of decompressing the rows again.
+    """
+    shape = tuple(int(n) for n in h.shape)
+    tile = tuple(int(n) for n in (getattr(h, "tile_shape", None) or ()))
+    rows, cols = (sl.indices(n) for sl, n in zip(slices, shape, strict=True))
+    if len(tile) != 2 or tile[1] < shape[1] or cols[2] != 1 or rows[2] != 1 or (
+            cols[1] - cols[0] == shape[1]):
+        return _native(h.section[slices])
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, int(hdu))
+    r0, r1 = rows[0], max(rows[0], rows[1])
+    with _BANDS_LOCK:
+        for (k, b0, b1), band in reversed(_BANDS.items()):
+            if k == key and b0 <= r0 and r1 <= b1:
+                _BANDS.move_to_end((k, b0, b1))
+                return band[r0 - b0:r1 - b0, cols[0]:cols[1]].copy()
+    band = _native(h.section[r0:r1, :])
+    with _BANDS_LOCK:
+        _BANDS[(key, r0, r1)] = band
+        while len(_BANDS) > 1 and sum(b.nbytes for b in _BANDS.values()) > _BANDS_MAX_BYTES:
+            _BANDS.popitem(last=False)
+    return band[:, cols[0]:cols[1]].copy()
+
+
+@dataclasses.dataclass(frozen=True)
+class _PlainLayout:
+    """Where an uncompressed image HDU's pixels are in its file."""
+
+    offset: int
+    shape: tuple[int, ...]
+    disk: np.dtype
+    bscale: float
+    bzero: float
+
+
+_LAYOUTS: dict[tuple[str, int, int, int], _PlainLayout | None] = {}
+_LAYOUTS_LOCK = threading.Lock()
+
+
+def _layout_of(h: Any) -> _PlainLayout | None:
+    if isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:
+        return None
+    bitpix = int(h.header["BITPIX"])
+    return _PlainLayout(int(h.fileinfo()["datLoc"]), _hdu_shape(h),
+                        np.dtype(fits.hdu.image.BITPIX2DTYPE[bitpix]).newbyteorder(">"),
+                        float(h.header.get("BSCALE", 1.0)), float(h.header.get("BZERO", 0.0)))
+
+
+def _plain_layout(path: Path, hdu: int) -> _PlainLayout | None:
+    """The layout of an uncompressed HDU of an unwrapped file (cached per process by path,
+    size and modification time), or None for compressed/wrapped/BLANK images."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, int(hdu))
+    with _LAYOUTS_LOCK:
+        if key in _LAYOUTS:
+            return _LAYOUTS[key]
+    if _is_wrapped(path):
+        layout = None
     else:
-        whole = np.memmap(hdul.filename(), dtype=disk, mode="r", offset=loc, shape=shape)
-    raw = np.array(whole[slices], dtype=disk.newbyteorder("="))
-    del whole
-    bscale = float(h.header.get("BSCALE", 1.0))
-    bzero = float(h.header.get("BZERO", 0.0))
+        with _open(path) as hdul:
+            try:
+                layout = _layout_of(hdul[hdu])
+            except (IndexError, KeyError, OSError, ValueError) as exc:
+                raise InputError(f"{path}: cannot read HDU {hdu}: {exc}") from exc
+        if layout is not None:
+            end = layout.offset + layout.disk.itemsize * int(np.prod(layout.shape))
+            if end > st.st_size:
+                raise InputError(f"{path}: truncated FITS file: HDU {hdu} needs {end} bytes, "
+                                 f"the file has {st.st_size}")
+    with _LAYOUTS_LOCK:
+        if len(_LAYOUTS) > 4096:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def _scaled(raw: np.ndarray, disk: np.dtype, bscale: float, bzero: float) -> np.ndarray:
     if bscale == 1.0 and bzero == 0.0:
         return raw
     if (bscale == 1.0 and disk.kind == "i" and disk.itemsize > 1
@@ -782,6 +868,26 @@ def _plain_section(hdul: fits.HDUList, h: Any, slices: tuple[slice, slice]) -> n
         unsigned = np.dtype(f"u{disk.itemsize}")
         return (raw.view(unsigned) ^ unsigned.type(2 ** (8 * disk.itemsize - 1))).astype(unsigned)
     return raw * bscale + bzero
+
+
+def _mapped_section(path: Path, layout: _PlainLayout, slices: tuple[slice, slice]) -> np.ndarray:
+    whole = np.memmap(path, dtype=layout.disk, mode="r", offset=layout.offset,
+                      shape=layout.shape)
+    raw = np.array(whole[slices], dtype=layout.disk.newbyteorder("="))
+    del whole
+    return _scaled(raw, layout.disk, layout.bscale, layout.bzero)
+
+
+def _plain_section(hdul: fits.HDUList, h: Any, slices: tuple[slice, slice]) -> np.ndarray:
+    """Region of an uncompressed image HDU of an open file (one strided copy)."""
+    layout = _layout_of(h)
+    buffer = getattr(hdul, "_ampoffset_buffer", None)
+    if buffer is None:
+        return _mapped_section(Path(hdul.filename()), layout, slices)
+    whole = np.frombuffer(buffer, dtype=layout.disk, count=int(np.prod(layout.shape)),
+                          offset=layout.offset).reshape(layout.shape)
+    raw = np.array(whole[slices], dtype=layout.disk.newbyteorder("="))
+    return _scaled(raw, layout.disk, layout.bscale, layout.bzero)
 
 
 class LazyPlane:
@@ -834,9 +940,13 @@ class LazyPlane:
         hits = [s for s in self.sources if _overlaps(s.dest, r0, r1, c0, c1)]
         if out.size and hits:
             path = Path(self.path)
-            with _open(path) as hdul:
-                for s in hits:
-                    _paste(path, s, out, r0, r1, c0, c1, hdul)
+            if all(_plain_layout(path, s.hdu) is not None for s in hits):
+                for s in hits:  # memory-mapped reads, no FITS parsing
+                    _paste(path, s, out, r0, r1, c0, c1, None)
+            else:
+                with _open(path) as hdul:
+                    for s in hits:
+                        _paste(path, s, out, r0, r1, c0, c1, hdul)
         if drop[0]:
             out = out[0]
         if drop[1]:
@@ -853,7 +963,7 @@ def _overlaps(dest: tuple[int, int, int, int], r0: int, r1: int, c0: int, c1: in
 
 
 def _paste(path: Path, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, c1: int,
-           hdul: fits.HDUList) -> None:
+           hdul: fits.HDUList | None) -> None:
     dy0, dy1, dx0, dx1 = s.dest
     iy0, iy1, ix0, ix1 = max(r0, dy0), min(r1, dy1), max(c0, dx0), min(c1, dx1)
     if iy0 >= iy1 or ix0 >= ix1:
@@ -994,6 +1104,9 @@ _COMPRESSION = {"rice": "RICE_1", "rice_1": "RICE_1", "gzip": "GZIP_2", "gzip_1"
                 "gzip_2": "GZIP_2"}
 
 
+_TILE = 128
+
+
 def _card_key(key: str) -> str:
     key = str(key)
     if len(key) > 8 or " " in key or not re.fullmatch(r"[A-Z0-9_-]*", key):
@@ -1014,9 +1127,11 @@ def _image_hdu(data: np.ndarray, name: str, compress: str | None, header: fits.H
                 kwargs["quantize_level"] = 0.0  # lossless for floats
             else:
                 kwargs.update(quantize_level=16.0, quantize_method=1, dither_seed=1)
-        rows = min(data.shape[0], 16) if data.ndim == 2 else 1
+        # square tiles: an edge strip decompresses only the tiles along it (full-row tiles
+        # would decompress every row for a vertical strip)
+        tile = (min(data.shape[0], _TILE), min(data.shape[1], _TILE))
         hdu = fits.CompImageHDU(data, header=header, name=name, compression_type=ctype,
-                                tile_shape=(rows, data.shape[1]), **kwargs)
+                                tile_shape=tile, **kwargs)
     hdu.header["EXTTYPE"] = name
     return hdu
 
@@ -1057,7 +1172,8 @@ def write_exposure(
     overwrite : bool
         Replace an existing file (refused otherwise).
     compress : {None, "rice", "gzip"}
-        Tile-compress the extensions (RICE quantizes floats, GZIP is lossless).
+        Tile-compress the extensions in 128x128 tiles (RICE quantizes floats with subtractive
+        dithering, GZIP is lossless).
     detector : Detector, optional
         Fills ``DETNAME``/``DETECTOR`` when the header lacks them and records the amp boxes as
         ``AMPNAM<s>``/``DATASEC<s>`` keywords in the IMAGE header, so the file describes its

@@ -198,3 +198,24 @@ def test_bad_input_is_reported_at_open(tmp_path):
     path.write_text("not fits" * 100)
     with pytest.raises(InputError, match=r"bad.fits: not a readable FITS file"):
         open_exposure(path)
+
+
+@pytest.mark.parametrize("tile", [(1, 40), (8, 8)])
+def test_lazy_strips_of_tile_compressed_files(tmp_path, tile):
+    """Row tiles (LSST's choice) and square tiles give the same strips as an eager read."""
+    from astropy.io import fits
+
+    det = _small_detector()
+    rng = np.random.default_rng(3)
+    image = rng.normal(0, 1, det.shape).astype(np.float32)
+    path = tmp_path / "c.fits"
+    fits.HDUList([
+        fits.PrimaryHDU(),
+        fits.CompImageHDU(image, name="IMAGE", compression_type="GZIP_2", tile_shape=tile,
+                          quantize_level=0.0),
+    ]).writeto(path)
+    ds = open_exposure(path, detector=det)
+    for rows, cols in ((slice(0, 15), slice(7, 10)), (slice(12, 15), slice(0, 40)),
+                       (slice(0, 30), slice(18, 22)), (slice(3, 9), slice(10, 13))):
+        np.testing.assert_array_equal(ds.image[rows, cols].values, image[rows, cols])
+    np.testing.assert_array_equal(ds.image.values, image)
