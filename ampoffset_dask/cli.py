@@ -24,7 +24,6 @@ Exit codes
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
 import math
@@ -354,51 +353,19 @@ def _load_config(path: Path | None, overrides: Sequence[str]):
 
 
 def _call_process(inputs: Sequence[Any], output: Path, **options: Any):
-    """Call `ampoffset_dask.pipeline.run.process`, passing only the options it accepts."""
+    """`ampoffset_dask.pipeline.run.process` (imported late: it loads dask)."""
     from .pipeline.run import process
 
-    params = inspect.signature(process).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in options.items() if accepts_any or k in params}
-    dropped = sorted(k for k, v in options.items() if k not in kwargs and v not in (None, False))
-    if dropped:
-        raise CommandError(f"this version of process() does not support: {', '.join(dropped)}")
-    return process(list(inputs), output, **kwargs)
+    return process(list(inputs), output, **options)
 
 
-def _failed_detectors(result: Any, catalog: Path) -> list[tuple[Any, str, str]]:
-    """``(visit, detector, error)`` of failed detectors, from the result or the catalog."""
-    failed = getattr(result, "failed", None)
-    rows: list[tuple[Any, str, str]] = []
-    if failed is not None and not isinstance(failed, int):
-        for item in failed:
-            if isinstance(item, tuple | list) and len(item) == 3:
-                rows.append((item[0], str(item[1]), str(item[2])))
-            elif isinstance(item, dict):
-                rows.append((item.get("visit"), str(item.get("detector")),
-                             str(item.get("error", ""))))
-            elif hasattr(item, "detector"):
-                rows.append((getattr(item, "visit", None), str(item.detector),
-                             str(getattr(item, "error", "") or "")))
-            else:
-                rows.append((None, str(item), ""))
-        return rows
-    from .catalog import read_catalog
-
-    try:
-        det = read_catalog(catalog, "detectors")
-    except (InputError, FileNotFoundError):
-        return rows
-    run_id = getattr(result, "run_id", None)
-    bad = det[det["status"] == "failed"]
-    if run_id is not None and "run_id" in bad.columns:
-        bad = bad[bad["run_id"] == run_id]
-    return [(v, str(d), str(e or "")) for v, d, e in
-            zip(bad["visit"], bad["detector"], bad["error"], strict=True)]
+def _failed_detectors(result: Any) -> list[tuple[Any, str, str]]:
+    """``(visit, detector, error)`` of the detectors that failed in this run."""
+    return [(v, str(d), str(e or "")) for v, d, e in getattr(result, "failed", [])]
 
 
 def _fmt_visit(visit: Any) -> str:
-    return "?" if visit is None else str(visit)
+    return "?" if visit is None or visit == -1 else str(visit)
 
 
 # -- commands ------------------------------------------------------------
@@ -435,7 +402,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_in_flight=args.max_in_flight, performance_report=args.performance_report,
             new_run=args.new_run, progress=not args.no_progress and sys.stderr.isatty(),
         )
-    failed = _failed_detectors(result, args.output)
+    failed = _failed_detectors(result)
     _print_run_summary(result, args.output, time.perf_counter() - t0)
     if failed:
         sys.stderr.write(f"{_PROG} run: {len(failed)} detector(s) failed:\n")
@@ -663,7 +630,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result = _call_process([str(p) for p in sim.paths], catalog, client=client,
                                new_run=True, progress=sys.stderr.isatty())
         t_run = time.perf_counter() - t0
-    failed = _failed_detectors(result, catalog)
+    failed = _failed_detectors(result)
     _out(f"  measured {n_det - len(failed)}/{n_det} detectors in {t_run:.1f} s -> {catalog}")
     ped = read_catalog(catalog, "pedestals")
     merged = ped.merge(sim.truth, on=["visit", "detector", "amp"], suffixes=("", "_truth"))
