@@ -711,6 +711,13 @@ class CatalogWriter:
         self._t0 = time.monotonic()
         return self.run_id
 
+    def annotate_run(self, **fields: Any) -> None:
+        """Set fields of this run's record (e.g. ``scheduler``) written by `finish_run`."""
+        unknown = set(fields) - set(SCHEMAS["runs"].names)
+        if unknown:
+            raise ConfigError(f"runs table has no column(s) {sorted(unknown)}")
+        self._run_row.update(fields)
+
     def finish_run(
         self,
         counts: Mapping[str, int] | None = None,
@@ -783,8 +790,16 @@ class CatalogWriter:
         if st.expected and st.expected.issubset(st.records):
             self._flush_visit(st)
             del self._visits[visit]
+            self._truncate_journal()
         elif time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
+
+    def _truncate_journal(self) -> None:
+        """Empty the journal once everything in it is in the Parquet files (bounds its size)."""
+        if self._journal is not None and not any(st.dirty for st in self._visits.values()):
+            self._journal.flush()
+            self._journal.seek(0)
+            self._journal.truncate()
 
     def _unknown_inputs(self) -> set[str]:
         if self._unknown is None:
@@ -799,6 +814,7 @@ class CatalogWriter:
             if st.dirty or (force and st.records):
                 self._flush_visit(st)
         self._last_flush = time.monotonic()
+        self._truncate_journal()
 
     def _flush_visit(self, st: _VisitState) -> None:
         if not st.records and not st.drop:

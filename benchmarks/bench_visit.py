@@ -34,6 +34,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 # Quiet dask's INFO logging here and in the worker processes it starts.
 os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -50,6 +51,7 @@ from ampoffset_dask.simulate import select_detectors, simulate_focal_plane
 
 GiB = 2**30
 MiB = 2**20
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def _peak_rss() -> int:
@@ -62,6 +64,20 @@ def _warm() -> int:
     import ampoffset_dask.io.fits  # noqa: F401
 
     return os.getpid()
+
+
+def _warm_client(path: Path, workdir: Path) -> None:
+    """Import and exercise the client-side code once so that no timing pays for it."""
+    from ampoffset_dask.catalog import CatalogWriter, read_catalog
+    from ampoffset_dask.pipeline.inputs import discover_inputs, plan_tasks
+
+    _warm()
+    plan_tasks(discover_inputs(path))
+    with CatalogWriter(workdir / "warm") as writer:
+        writer.start_run(config=AmpOffsetConfig(), inputs=[path])
+        writer.finish_run()
+    read_catalog(workdir / "warm", "runs")
+    import tqdm.auto  # noqa: F401
 
 
 def _task_with_peak(path: str, config: AmpOffsetConfig) -> tuple[str, int]:
@@ -109,8 +125,24 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
 
 
 def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig) -> tuple[float, int]:
-    """Seconds of a ProcessPoolExecutor running process_file (warmed up), peak RSS."""
-    with ProcessPoolExecutor(workers) as pool:
+    """Seconds of a ProcessPoolExecutor running process_file (warmed up), peak RSS.
+
+    The pool's processes are spawned with one BLAS/OpenMP thread each, as dask's nannies
+    start workers, so both sides run the same single-threaded code.
+    """
+    import multiprocessing
+
+    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+    os.environ.update(_ONE_THREAD)
+    try:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with pool:
         for f in [pool.submit(_warm) for _ in range(workers * 2)]:
             f.result()
         t0 = time.perf_counter()
@@ -151,7 +183,26 @@ def _cpu(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-def run_tiny(n_tasks: int, workers: int, folder: Path, in_flight: int | None) -> None:
+def _stream(client: Any, n_tasks: int, limit: int, tag: str, sched: psutil.Process) -> dict:
+    me = psutil.Process()
+    items = (SubmitItem(key=f"tiny-{tag}-{i}", args=(i,)) for i in range(n_tasks))
+    samples = []
+    cpu0 = (_cpu(me), _cpu(sched))
+    t0 = time.perf_counter()
+    total = 0
+    for k, (_, result) in enumerate(stream_tasks(client, _tiny, items, max_in_flight=limit),
+                                    start=1):
+        total += result
+        if k % max(1, n_tasks // 10) == 0:
+            samples.append((k, me.memory_info().rss))
+    seconds = time.perf_counter() - t0
+    cpu1 = (_cpu(me), _cpu(sched))
+    assert total == n_tasks * (n_tasks - 1) // 2
+    return {"limit": limit, "seconds": seconds, "samples": samples,
+            "cpu_client": cpu1[0] - cpu0[0], "cpu_scheduler": cpu1[1] - cpu0[1]}
+
+
+def run_tiny(n_tasks: int, workers: int, folder: Path, in_flight: list[int] | None) -> None:
     from distributed import Client, as_completed
 
     me = psutil.Process()
@@ -159,22 +210,10 @@ def run_tiny(n_tasks: int, workers: int, folder: Path, in_flight: int | None) ->
             Client(scheduler_file=str(sfile)) as client:
         client.wait_for_workers(workers)
         client.run(_warm)
-        limit = in_flight or default_in_flight(client)
         sched = psutil.Process(procs[0].pid)
-        items = (SubmitItem(key=f"tiny-{i}", args=(i,)) for i in range(n_tasks))
-        samples = []
+        limits = in_flight or [default_in_flight(client), 64]
         rss0 = me.memory_info().rss
-        cpu0 = (_cpu(me), _cpu(sched))
-        t0 = time.perf_counter()
-        total = 0
-        for k, (_, result) in enumerate(stream_tasks(client, _tiny, items,
-                                                     max_in_flight=limit), start=1):
-            total += result
-            if k % max(1, n_tasks // 10) == 0:
-                samples.append((k, me.memory_info().rss))
-        seconds = time.perf_counter() - t0
-        cpu1 = (_cpu(me), _cpu(sched))
-        assert total == n_tasks * (n_tasks - 1) // 2
+        runs = [_stream(client, n_tasks, limit, str(i), sched) for i, limit in enumerate(limits)]
         # the same tasks as one unbounded client.map, for comparison
         t1 = time.perf_counter()
         futures = client.map(_tiny, range(n_tasks), key=[f"map-{i}" for i in range(n_tasks)])
@@ -184,17 +223,19 @@ def run_tiny(n_tasks: int, workers: int, folder: Path, in_flight: int | None) ->
         rss_map = me.memory_info().rss
         del futures
     print(f"\n[4] {n_tasks} tiny tasks through the bounded submitter "
-          f"(max {limit} in flight, {workers} workers, scheduler in its own process)")
-    print(f"    {seconds:.1f} s, {1000 * seconds / n_tasks:.2f} ms per task (target <= 5 ms); "
-          f"CPU per task: client {1000 * (cpu1[0] - cpu0[0]) / n_tasks:.2f} ms, scheduler "
-          f"{1000 * (cpu1[1] - cpu0[1]) / n_tasks:.2f} ms")
-    print(f"    one unbounded client.map of the same: {1000 * seconds_map / n_tasks:.2f} ms "
-          f"per task, client RSS {rss_map / MiB:.0f} MiB with every future held")
-    print("    client RSS (MiB) after k tasks: " + ", ".join(
-        f"{k}: {rss / MiB:.0f}" for k, rss in samples))
-    growth = (samples[-1][1] - samples[0][1]) / MiB
-    print(f"    start {rss0 / MiB:.0f} MiB; growth from the first to the last sample: "
-          f"{growth:+.1f} MiB (target: flat)")
+          f"({workers} single-threaded workers, scheduler in its own process)")
+    for run in runs:
+        print(f"    max {run['limit']:>3} in flight: {run['seconds']:.1f} s, "
+              f"{1000 * run['seconds'] / n_tasks:.2f} ms per task (target <= 5 ms); CPU per "
+              f"task: client {1000 * run['cpu_client'] / n_tasks:.2f} ms, scheduler "
+              f"{1000 * run['cpu_scheduler'] / n_tasks:.2f} ms")
+        print("        client RSS (MiB) after k tasks: " + ", ".join(
+            f"{k}: {rss / MiB:.0f}" for k, rss in run["samples"]))
+    growth = (runs[-1]["samples"][-1][1] - runs[0]["samples"][0][1]) / MiB
+    print(f"    client RSS before {rss0 / MiB:.0f} MiB; growth from the first to the last "
+          f"sample over {len(runs) * n_tasks} tasks: {growth:+.1f} MiB (target: flat)")
+    print(f"    for comparison, one unbounded client.map: {1000 * seconds_map / n_tasks:.2f} "
+          f"ms per task, client RSS {rss_map / MiB:.0f} MiB while holding every future")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -206,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true",
                         help="measure without background and detection (edge strips only)")
     parser.add_argument("--tiny", type=int, default=10_000, help="tiny tasks for test 4")
-    parser.add_argument("--tiny-in-flight", type=int, default=None,
-                        help="bound for test 4 (default: the pipeline's default)")
+    parser.add_argument("--tiny-in-flight", type=int, action="append", default=None,
+                        help="bound(s) for test 4 (default: the pipeline's default, and 64)")
     parser.add_argument("--memory-limit", default="3GiB", help="per-worker limit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -224,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         paths = simulate(workdir / "visit", args.detectors, args.workers)
         n = len(paths)
         w = args.workers
+        _warm_client(paths[0], workdir)
 
-        t_pool, peak_pool = run_pool(paths, w, config)
         t_dask, peaks = run_process(paths, w, config, workdir / "cat-n", args.memory_limit)
+        t_pool, peak_pool = run_pool(paths, w, config)
         print(f"\n[1] {n} detectors, {w} single-threaded processes")
         print(f"    process():           {t_dask:6.1f} s  {n / t_dask:.3f} det/s")
         print(f"    ProcessPoolExecutor: {t_pool:6.1f} s  {n / t_pool:.3f} det/s")

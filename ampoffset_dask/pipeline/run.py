@@ -194,11 +194,7 @@ def _task_error(item: SubmitItem, exc: BaseException) -> DetectorResult:
                                   detector_id=task.detector.id if task.detector else None)
 
 
-@contextlib.contextmanager
-def _performance_report(client: Any, filename: str | os.PathLike | None):
-    if filename is None:
-        yield
-        return
+def _check_bokeh() -> None:
     try:
         import bokeh  # noqa: F401
     except ImportError:
@@ -206,6 +202,14 @@ def _performance_report(client: Any, filename: str | os.PathLike | None):
             "performance_report needs bokeh (the Dask dashboard's plotting library): "
             "pip install bokeh"
         ) from None
+
+
+@contextlib.contextmanager
+def _performance_report(client: Any, filename: str | os.PathLike | None):
+    if filename is None:
+        yield
+        return
+    _check_bokeh()
     from distributed import performance_report
 
     Path(filename).parent.mkdir(parents=True, exist_ok=True)
@@ -320,6 +324,8 @@ def process(
     cfg = _as_config(config)
     if output_images is not None:
         apply = True
+    if performance_report is not None:
+        _check_bokeh()
     if apply and output_images is None and not in_place:
         raise ConfigError("apply=True needs output_images=FOLDER (or in_place=True to "
                           "overwrite the inputs)")
@@ -413,6 +419,7 @@ def process(
             try:
                 dask_client = handle.client
                 summary.dashboard_link = handle.dashboard_link
+                writer.annotate_run(scheduler=str(dask_client.scheduler.address))
                 if handle.owned and handle.cluster is not None:
                     logger.info("dashboard: %s", summary.dashboard_link)
                 limit = int(max_in_flight or default_in_flight(dask_client))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -54,7 +55,7 @@ def test_local_cluster_matches_direct_calls(sim_visit, sim_dir, direct, client, 
                 config={"ampEdgeMaxOffset": 2.0})
 
 
-def test_bad_inputs_become_failed_rows(sim_visit, client, tmp_path):
+def test_bad_inputs_become_failed_rows(sim_visit, client, tmp_path, caplog):
     src = [p for p in sim_visit.paths if p.name.endswith(("R22_S00.fits", "R22_S01.fits",
                                                           "R22_S02.fits"))]
     data = tmp_path / "in"
@@ -78,8 +79,12 @@ def test_bad_inputs_become_failed_rows(sim_visit, client, tmp_path):
         hdul["MASK"].data[:] = 1 << DEFAULT_MASK_PLANES["BAD"]
 
     cat = tmp_path / "cat"
-    summary = process(data, cat, client=client, progress=False)
+    with caplog.at_level(logging.WARNING, logger="ampoffset_dask"):
+        summary = process(data, cat, client=client, progress=False)
     assert (summary.n_ok, summary.n_flagged, summary.n_failed) == (2, 1, 2)
+    # the worker's warning about the bad file was forwarded to this process
+    assert any("wrong_shape.fits" in r.getMessage() and r.name == "ampoffset_dask.pipeline.tasks"
+               for r in caplog.records)
     assert not summary.ok
     det = read_catalog(cat, "detectors")
     assert len(det) == 5
@@ -202,3 +207,24 @@ def test_new_run_replaces_rows(sim_visit, client, tmp_path):
     assert_catalog_matches(cat, expected)
     assert read_catalog(cat, "detectors")["run_id"].nunique() == 1
     assert read_catalog(cat, "runs")["config_digest"].nunique() == 2
+
+
+def test_task_that_kills_its_worker_ends_failed(tmp_path):
+    """A task that kills every worker it runs on becomes a 'worker died' failed row."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from ampoffset_dask.pipeline.inputs import PlannedTask
+    from ampoffset_dask.pipeline.run import SubmitItem, _task_error, stream_tasks
+
+    task = PlannedTask(str(tmp_path / "poison.fits"), 5, None, "R00_S00")
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                         dashboard_address=":0") as cluster, Client(cluster) as client:
+        items = [SubmitItem(key=task.key, args=(1,), tag=task)]
+        ((item, result),) = list(stream_tasks(client, os._exit, items, max_in_flight=4,
+                                              on_error=_task_error))
+        assert client.submit(sum, [1, 2]).result() == 3  # the cluster recovered
+    assert item.tag is task
+    assert result.status == "failed" and result.visit == 5 and result.detector == "R00_S00"
+    assert result.error.startswith("worker died while processing") and "poison.fits" in result.error
