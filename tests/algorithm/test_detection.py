@@ -193,3 +193,16 @@ def test_measure_detection_masks_grown_source_and_border():
     assert res.masked_fraction == strips.mean()
     assert res_none.masked_fraction == 14 / 50
     assert res.masked_fraction > res_none.masked_fraction
+
+
+def test_all_masked_with_detection_gives_zero_pedestals():
+    """Project decision (ALGORITHM.md): zero pedestals and warnings, no exception."""
+    det = _single_amp_pair()
+    image = np.ones(det.shape, np.float32)
+    mask = np.full(det.shape, 1, np.int32)  # BAD everywhere
+    res = measure_detector(image, mask, det, AmpOffsetConfig(amp_edge_width=10))
+    assert res.all_masked
+    np.testing.assert_array_equal(res.pedestals, 0.0)
+    assert res.background.startswith("skipped")
+    assert res.detection.startswith("skipped")
+    assert any("fully masked" in w for w in res.warnings)

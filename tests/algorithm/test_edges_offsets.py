@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ampoffset_dask import Detector
+from ampoffset_dask import AmpOffsetConfig, Detector, measure_detector
 from ampoffset_dask.algorithm.edges import edge_profile, nanmedian_float32, strip_slices
 from ampoffset_dask.algorithm.offsets import interface_offset, window_length
 from ampoffset_dask.algorithm.solve import right_hand_side, solve_pedestals
@@ -262,3 +262,21 @@ def test_rhs_and_solve_recover_exact_differences():
     np.testing.assert_allclose(ped, truth - truth.mean(), atol=1e-12)
     # b[i] = sum_j w_ij (p_i - p_j)
     np.testing.assert_allclose(b, grid.associations @ truth, atol=1e-12)
+
+
+def test_measure_with_inset_zero_zeroes_everything():
+    """Section 1.4 pitfall end to end: every interface has an empty side-0/1 strip."""
+    det = _grid_detector()
+    image = np.zeros(det.shape, np.float32)
+    for amp, v in zip(det.amplifiers, [0.5, -1.0, 2.0, 0.25, -0.75, 3.0], strict=True):
+        image[amp.slices] = v
+    cfg = AmpOffsetConfig(do_background=False, do_detection=False, amp_edge_width=4,
+                          amp_edge_inset=0)
+    res = measure_detector(image, None, det, cfg)
+    assert all(i.min_frac_fail and i.good_frac == 0.0 and i.offset == 0.0
+               for i in res.interfaces)
+    np.testing.assert_array_equal(res.pedestals, 0.0)
+    cfg.amp_edge_inset = 1
+    res = measure_detector(image, None, det, cfg)
+    truth = np.array([0.5, -1.0, 2.0, 0.25, -0.75, 3.0])
+    np.testing.assert_allclose(res.pedestals, truth - truth.mean(), atol=1e-6)
