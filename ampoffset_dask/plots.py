@@ -427,6 +427,34 @@ def binned_image(image: np.ndarray, mask: np.ndarray | None = None, bin_size: in
             return np.nanmedian(block, axis=2)
 
 
+def _binned_after(image: np.ndarray, mask: np.ndarray | None, b_before: np.ndarray,
+                  detector: Detector, values: Mapping[str, float], bin_size: int,
+                  bad_bits: int) -> np.ndarray:
+    """`binned_image` of the corrected image, from the uncorrected bins: a bin inside one amp
+    just moves by that amp's pedestal; only bins that straddle amps are recomputed."""
+    ny, nx = b_before.shape
+    shift = np.full((ny, nx), np.nan)
+    for amp in detector.amplifiers:
+        r0, r1 = -(-amp.y0 // bin_size), min(amp.y1 // bin_size, ny)
+        c0, c1 = -(-amp.x0 // bin_size), min(amp.x1 // bin_size, nx)
+        if r1 > r0 and c1 > c0:
+            shift[r0:r1, c0:c1] = values.get(amp.name, 0.0)
+    out = b_before - shift.astype(np.float32)
+    straddle = np.argwhere(np.isnan(shift))
+    if straddle.size:
+        peds = np.zeros(detector.shape, dtype=np.float32)
+        for amp in detector.amplifiers:
+            peds[amp.slices] = values.get(amp.name, 0.0)
+        for r, c in straddle:
+            sl = (slice(r * bin_size, (r + 1) * bin_size), slice(c * bin_size, (c + 1) * bin_size))
+            block = np.asarray(image[sl], dtype=np.float32) - peds[sl]
+            if mask is not None and bad_bits:
+                block = block[(np.asarray(mask[sl]) & bad_bits) == 0]
+            block = block[np.isfinite(block)]
+            out[r, c] = np.median(block) if block.size else np.nan
+    return out
+
+
 def _smooth_model(binned: np.ndarray) -> np.ndarray:
     """Quadratic surface fitted to the finite bins (removes sky gradients for display)."""
     ny, nx = binned.shape
@@ -499,11 +527,8 @@ def before_after(
     values = _pedestal_dict(pedestals, detector)
     if bin_size is None:
         bin_size = int(max(4, min(detector.width, detector.height) // 128))
-    after = np.array(image, dtype=np.float32, copy=True)
-    for amp in detector.amplifiers:
-        after[amp.slices] -= np.float32(values.get(amp.name, 0.0))
     b_before = binned_image(image, mask, bin_size, bad_bits)
-    b_after = binned_image(after, mask, bin_size, bad_bits)
+    b_after = _binned_after(image, mask, b_before, detector, values, bin_size, bad_bits)
     model = _smooth_model(b_after)
     r_before, r_after = b_before - model, b_after - model
     if vmax is None:
