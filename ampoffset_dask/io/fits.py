@@ -54,6 +54,7 @@ __all__ = [
     "LazyPlane",
     "MaskPlanesWarning",
     "amp_sources",
+    "close_cached_files",
     "inspect_file",
     "read_exposure",
     "read_section",
@@ -185,8 +186,7 @@ def _check_path(path: str | os.PathLike) -> Path:
     return p
 
 
-@contextmanager
-def _open(path: Path, memmap: bool = True) -> Iterator[fits.HDUList]:
+def _open_hdul(path: Path, memmap: bool = True) -> fits.HDUList:
     """Open a FITS file read-only, turning astropy's errors into `InputError`."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -205,10 +205,74 @@ def _open(path: Path, memmap: bool = True) -> Iterator[fits.HDUList]:
         if "truncated" in str(w.message).lower():
             hdul.close()
             raise InputError(f"{path}: truncated FITS file ({w.message})")
+    return hdul
+
+
+@contextmanager
+def _open(path: Path, memmap: bool = True) -> Iterator[fits.HDUList]:
+    """`_open_hdul` as a context manager that closes the file."""
+    hdul = _open_hdul(path, memmap)
     try:
         yield hdul
     finally:
         hdul.close()
+
+
+class _OpenFiles:
+    """A small per-process cache of open files for region reads that need astropy
+    (tile-compressed HDUs, gzip-wrapped files): building a compressed HDU costs far more than
+    decompressing a strip of it, so the strip reads of one detector share one open file.
+
+    Entries are keyed by path, size and modification time (a rewritten file is reopened),
+    at most `size` files stay open, and each is read under its own lock.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._files: collections.OrderedDict[tuple, tuple[fits.HDUList, threading.Lock]] = (
+            collections.OrderedDict())
+
+    @contextmanager
+    def hdul(self, path: Path) -> Iterator[fits.HDUList]:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        with self._lock:
+            entry = self._files.get(key)
+            if entry is not None:
+                self._files.move_to_end(key)
+        if entry is None:
+            entry = (_open_hdul(path), threading.Lock())
+            evicted = []
+            with self._lock:
+                if key in self._files:  # opened meanwhile by another thread
+                    evicted.append(entry)
+                    entry = self._files[key]
+                else:
+                    self._files[key] = entry
+                while len(self._files) > self.size:
+                    evicted.append(self._files.popitem(last=False)[1])
+            for old, lock in evicted:
+                with lock:
+                    old.close()
+        with entry[1]:
+            yield entry[0]
+
+    def close_all(self) -> None:
+        with self._lock:
+            entries = list(self._files.values())
+            self._files.clear()
+        for hdul, lock in entries:
+            with lock:
+                hdul.close()
+
+
+_OPEN_FILES = _OpenFiles()
+
+
+def close_cached_files() -> None:
+    """Close the files kept open by region reads of compressed or gzip-wrapped files."""
+    _OPEN_FILES.close_all()
 
 
 _BUFFERS: collections.OrderedDict[tuple[str, int, int], bytes] = collections.OrderedDict()
@@ -757,7 +821,7 @@ def read_section(
                 return _mapped_section(path, layout, tuple(slices))
             except (OSError, ValueError) as exc:
                 raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
-        with _open(path) as opened:
+        with _OPEN_FILES.hdul(path) as opened:
             return read_section(path, hdu, slices, hdul=opened)
     try:
         h = hdul[hdu]
@@ -944,7 +1008,7 @@ class LazyPlane:
                 for s in hits:  # memory-mapped reads, no FITS parsing
                     _paste(path, s, out, r0, r1, c0, c1, None)
             else:
-                with _open(path) as hdul:
+                with _OPEN_FILES.hdul(path) as hdul:
                     for s in hits:
                         _paste(path, s, out, r0, r1, c0, c1, hdul)
         if drop[0]:
@@ -1001,40 +1065,67 @@ def _paste(path: Path, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int,
     out[iy0 - r0:iy1 - r0, ix0 - c0:ix1 - c0] = data
 
 
-def _read_full(path: Path, hdu: int, dtype: Any) -> np.ndarray:
-    """Read a whole image HDU into a new native array of ``dtype``."""
-    with _open(path) as hdul:
-        try:
-            h = hdul[hdu]
-            if (not isinstance(h, fits.CompImageHDU)
-                    and not _is_wrapped(path)
-                    and "BZERO" not in h.header and "BSCALE" not in h.header
-                    and "BLANK" not in h.header):
-                loc = int(h.fileinfo()["datLoc"])
-                shape = _hdu_shape(h)
-                bitpix = int(h.header["BITPIX"])
-                disk = np.dtype(fits.hdu.image.BITPIX2DTYPE[bitpix]).newbyteorder(">")
-                count = int(np.prod(shape))
-                with open(path, "rb") as fh:
-                    fh.seek(loc)
-                    a = np.fromfile(fh, dtype=disk, count=count)
-                if a.size != count:
-                    raise InputError(f"{path}: truncated FITS file: HDU {hdu} is short")
-                a = a.reshape(shape)
-                if disk.itemsize > 1:
-                    a.byteswap(inplace=True)
-                    a = a.view(disk.newbyteorder("="))
-            elif isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:
-                a = _native(h.data)
-            else:
-                a = _plain_section(hdul, h, (slice(None), slice(None)))
-        except InputError:
-            raise
-        except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
-            raise InputError(f"{path}: cannot read HDU {hdu}: {exc}") from exc
+_BLOCK = 1 << 18  # bytes per read: swapped and checked while still in the CPU cache
+
+
+def _read_swapped(path: Path, layout: _PlainLayout, check_finite: bool
+                  ) -> tuple[np.ndarray, bool | None]:
+    """Read an unscaled uncompressed HDU block by block into a native array, swapping bytes
+    (and testing finiteness) while each block is cache-hot."""
+    out = np.empty(layout.shape, dtype=layout.disk.newbyteorder("="))
+    flat = out.reshape(-1)
+    raw = flat.view(np.uint8)
+    size = layout.disk.itemsize
+    finite = True if check_finite else None
+    done = 0  # items swapped so far
+    with open(path, "rb", buffering=0) as fh:
+        fh.seek(layout.offset)
+        pos = 0
+        while pos < raw.size:
+            n = fh.readinto(memoryview(raw[pos:pos + _BLOCK]))
+            if not n:
+                raise InputError(f"{path}: truncated FITS file: the image data stop after "
+                                 f"{pos} of {raw.size} bytes")
+            pos += n
+            upto = pos // size
+            block = flat[done:upto]
+            if size > 1:
+                block.byteswap(inplace=True)
+            if finite and block.dtype.kind == "f" and not np.isfinite(block).all():
+                finite = False
+            done = upto
+    return out, finite
+
+
+def _read_full(path: Path, hdu: int, dtype: Any, check_finite: bool = False
+               ) -> tuple[np.ndarray, bool | None]:
+    """Read a whole image HDU into a new native array of ``dtype``.
+
+    Returns the array and, if ``check_finite``, whether all its values are finite (None when
+    not checked).
+    """
+    layout = _plain_layout(path, hdu)
+    if layout is not None and layout.bscale == 1.0 and layout.bzero == 0.0:
+        a, finite = _read_swapped(path, layout, check_finite)
+    else:
+        finite = None
+        with _open(path) as hdul:
+            try:
+                h = hdul[hdu]
+                if isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:
+                    a = _native(h.data)
+                else:
+                    a = _plain_section(hdul, h, (slice(None), slice(None)))
+            except InputError:
+                raise
+            except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
+                raise InputError(f"{path}: cannot read HDU {hdu}: {exc}") from exc
     if a is None or a.ndim != 2:
         raise InputError(f"{path}: HDU {hdu} holds no 2-D image")
-    return a if a.dtype == np.dtype(dtype) else a.astype(dtype)
+    a = a if a.dtype == np.dtype(dtype) else a.astype(dtype)
+    if check_finite and finite is None:
+        finite = bool(np.isfinite(a).all()) if a.dtype.kind == "f" else True
+    return a, finite
 
 
 def read_exposure(
@@ -1071,21 +1162,24 @@ def read_exposure(
     det = resolve_detector(info, camera, detector)
     sources = amp_sources(info, det, camera, overscan)
     planes = dict(info.mask_planes)
+    finite: bool | None = None
     if info.kind == "exposure":
-        image = _read_full(info.path, info.image_hdu, np.float32)
-        mask = (_read_full(info.path, info.mask_hdu, np.int32) if info.mask_hdu is not None
-                else np.zeros(det.shape, np.int32))
-        variance = (_read_full(info.path, info.variance_hdu, np.float32)
+        image, finite = _read_full(info.path, info.image_hdu, np.float32, check_finite=True)
+        mask = (_read_full(info.path, info.mask_hdu, np.int32)[0]
+                if info.mask_hdu is not None else np.zeros(det.shape, np.int32))
+        variance = (_read_full(info.path, info.variance_hdu, np.float32)[0]
                     if info.variance_hdu is not None else np.zeros(det.shape, np.float32))
     else:
         if info.kind == "image" and sources == _direct(det, info.image_hdu):
-            image = _read_full(info.path, info.image_hdu, np.float32)
+            image, finite = _read_full(info.path, info.image_hdu, np.float32, check_finite=True)
         else:
             image = LazyPlane(info.path, det.shape, np.float32, sources)[:, :]
         mask = np.zeros(det.shape, np.int32)
         variance = np.zeros(det.shape, np.float32)
-    bad = ~np.isfinite(image)
-    if bad.any():
+    if finite is None:
+        finite = bool(np.isfinite(image).all())
+    if not finite:
+        bad = ~np.isfinite(image)
         planes, bit = plane_bit("NO_DATA", planes)
         mask[bad] |= np.int32(1 << bit)
         logger.info("%s: %d non-finite pixels flagged NO_DATA", info.path, int(bad.sum()))

@@ -1,0 +1,156 @@
+"""I/O speed on a full-size LSSTCam detector file (page cache warm).
+
+Prints:
+
+1. full open + read of the file (`read_exposure`: headers, image, mask, variance into native
+   arrays) against ``numpy.fromfile`` of the same bytes (target <= 1.5x);
+2. edges-only read (the amp edge strips of image and mask that `measure_detector` reads with
+   background and detection off) against a full read of the same two planes (target
+   <= 0.35x): once as the chunk tasks of the lazy Dataset read them (`LazyPlane`), once
+   strip by strip through the Dataset as `measure_detector` does (each strip a separate dask
+   computation, so dask's per-computation overhead shows);
+3. the same reads for a RICE tile-compressed copy (128x128 tiles: strips decompress only the
+   tiles they touch) against decompressing both planes.
+
+Usage::
+
+    python benchmarks/bench_io.py [--repeat 5] [--detector R22_S11] [--dir /tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ampoffset_dask import AmpOffsetConfig, measure_detector
+from ampoffset_dask.algorithm.edges import strip_slices
+from ampoffset_dask.cameras import get_camera
+from ampoffset_dask.io.fits import (
+    LazyPlane,
+    _read_full,
+    amp_sources,
+    inspect_file,
+    read_exposure,
+    resolve_detector,
+    write_exposure,
+)
+from ampoffset_dask.io.xarray import open_exposure
+
+
+def _time(fn, repeat: int) -> float:
+    """Best of ``repeat`` runs after a warm-up (the least disturbed by other processes)."""
+    fn()  # warm-up (page cache, imports)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _strips(detector, config):
+    """The (rows, cols) strips measure_detector reads: both sides of every interface."""
+    grid = detector.grid(config.apply_weights)
+    out = []
+    for itf in grid.interfaces:
+        a, b = detector.amplifiers[itf.a], detector.amplifiers[itf.b]
+        out.append(strip_slices(a, itf.side, config.amp_edge_inset, config.amp_edge_width))
+        out.append(strip_slices(b, (itf.side + 2) % 4, config.amp_edge_inset,
+                                config.amp_edge_width))
+    return out
+
+
+def _edges_only(path, strips):
+    """Strips of image and mask through the lazy Dataset, one read each (measure_detector's
+    access pattern: every strip is a small dask computation)."""
+    ds = open_exposure(path)
+    image, mask = ds["image"].data, ds["mask"].data
+    n = 0
+    for sl in strips:
+        n += np.asarray(image[sl]).size + np.asarray(mask[sl]).size
+    return n
+
+
+def _edges_io_layer(path, strips):
+    """The same strips read by the LazyPlane objects the dask chunks hold (what the chunk
+    tasks do on a worker, without the per-computation dask overhead)."""
+    info = inspect_file(path)
+    det = resolve_detector(info)
+    sources = amp_sources(info, det)
+    image = LazyPlane(path, det.shape, np.float32, sources)
+    mask = LazyPlane(path, det.shape, np.int32,
+                     tuple(dataclasses.replace(s, hdu=info.mask_hdu) for s in sources))
+    return sum(image[sl].size + mask[sl].size for sl in strips)
+
+
+def _full_two_planes(path):
+    info = inspect_file(path)
+    image = _read_full(info.path, info.image_hdu, np.float32)[0]
+    mask = _read_full(info.path, info.mask_hdu, np.int32)[0]
+    return image.size + mask.size
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--detector", default="R22_S11")
+    parser.add_argument("--dir", default=None, help="folder for the temporary files")
+    args = parser.parse_args(argv)
+
+    det = get_camera("lsstcam")[args.detector]
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    rng = np.random.default_rng(0)
+    image = rng.normal(1000.0, 10.0, det.shape).astype(np.float32)
+    mask = (rng.random(det.shape) < 0.01).astype(np.int32)
+    variance = np.full(det.shape, 100.0, np.float32)
+    header = {"CAMERA": "lsstcam", "DETNAME": det.name, "DETECTOR": det.id, "VISIT": 1}
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        plain = write_exposure(Path(tmp) / "plain.fits", image, mask, variance, header=header)
+        rice = write_exposure(Path(tmp) / "rice.fits", image, mask, variance, header=header,
+                              compress="rice")
+        size = plain.stat().st_size
+        print(f"detector {det.name} {det.width}x{det.height}, {len(det)} amps; "
+              f"file {size / 1e6:.1f} MB (RICE copy {rice.stat().st_size / 1e6:.1f} MB); "
+              f"best of {args.repeat}")
+
+        t_np = _time(lambda: np.fromfile(plain, dtype=np.uint8), args.repeat)
+        t_full = _time(lambda: read_exposure(plain), args.repeat)
+        print(f"1. numpy.fromfile (all bytes)      {t_np * 1e3:8.1f} ms")
+        print(f"   read_exposure (open + 3 planes) {t_full * 1e3:8.1f} ms   "
+              f"ratio {t_full / t_np:.2f}x (target <= 1.5x)")
+
+        strips = _strips(det, config)
+        n_edges = _edges_io_layer(plain, strips)
+        n_full = _full_two_planes(plain)
+        t_two = _time(lambda: _full_two_planes(plain), args.repeat)
+        t_io = _time(lambda: _edges_io_layer(plain, strips), args.repeat)
+        t_edges = _time(lambda: _edges_only(plain, strips), args.repeat)
+        print(f"2. full read, image + mask         {t_two * 1e3:8.1f} ms   ({n_full} pixels)")
+        print(f"   edges-only read, chunk reads    {t_io * 1e3:8.1f} ms   ({n_edges} pixels, "
+              f"{n_edges / n_full:.1%})   ratio {t_io / t_two:.2f}x (target <= 0.35x)")
+        print(f"   edges-only via lazy Dataset     {t_edges * 1e3:8.1f} ms   ratio "
+              f"{t_edges / t_two:.2f}x ({2 * len(strips)} separate dask computations)")
+        t_measure = _time(lambda: measure_detector(open_exposure(plain), None, None, config),
+                          args.repeat)
+        print(f"   measure_detector, edges only    {t_measure * 1e3:8.1f} ms   (lazy Dataset, "
+              "incl. offsets and solve)")
+
+        t_rice_full = _time(lambda: _full_two_planes(rice), args.repeat)
+        t_rice_io = _time(lambda: _edges_io_layer(rice, strips), args.repeat)
+        t_rice_edges = _time(lambda: _edges_only(rice, strips), args.repeat)
+        print(f"3. RICE full decompression, 2 planes {t_rice_full * 1e3:6.1f} ms")
+        print(f"   RICE edges-only, chunk reads    {t_rice_io * 1e3:8.1f} ms   "
+              f"ratio {t_rice_io / t_rice_full:.2f}x")
+        print(f"   RICE edges-only via Dataset     {t_rice_edges * 1e3:8.1f} ms   "
+              f"ratio {t_rice_edges / t_rice_full:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
