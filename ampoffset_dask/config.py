@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -65,6 +66,28 @@ class _LsstNames:
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, type(self)._field_for(name), value)
 
+    def update(self, mapping: Mapping[str, Any]) -> Any:
+        """Set fields from a mapping of (possibly dotted, possibly camelCase) names."""
+        for key, value in mapping.items():
+            target: _LsstNames = self
+            *parents, leaf = str(key).split(".")
+            for parent in parents:
+                sub = getattr(target, type(target)._field_for(parent))
+                if not isinstance(sub, _LsstNames):
+                    raise ConfigError(f"{key!r}: {parent!r} is not a sub-config")
+                target = sub
+            field = type(target)._field_for(leaf)
+            current = getattr(target, field)
+            if isinstance(current, _LsstNames):
+                if not isinstance(value, Mapping):
+                    raise ConfigError(f"{key!r} is a sub-config; give a mapping")
+                current.update(value)
+                continue
+            if isinstance(current, tuple) and not isinstance(value, str):
+                value = tuple(value)
+            setattr(target, field, value)
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe nested dictionary of the snake_case fields."""
         out: dict[str, Any] = {}
@@ -114,6 +137,7 @@ class BackgroundConfig(_LsstNames):
             )
         if self.statistic != "MEANCLIP":
             raise ConfigError(f"{prefix}.statisticsProperty={self.statistic!r}: only MEANCLIP")
+        _check_bool(self.use_approx, f"{prefix}.useApprox")
         if self.use_approx:
             raise ConfigError(
                 f"{prefix}.useApprox=True is not supported (AmpOffsetTask sets it False)"
@@ -169,12 +193,27 @@ class DetectionConfig(_LsstNames):
         if self.threshold_polarity not in ("positive", "negative", "both"):
             raise ConfigError(f"{prefix}.thresholdPolarity={self.threshold_polarity!r} is invalid")
         for name in ("threshold_value", "include_threshold_multiplier", "sigma"):
-            if not float(getattr(self, name)) > 0:
-                raise ConfigError(f"{prefix}.{name} must be > 0, got {getattr(self, name)!r}")
+            field = f"{prefix}.{_camel(name)}"
+            if not _check_number(getattr(self, name), field) > 0:
+                raise ConfigError(f"{field} must be > 0, got {getattr(self, name)!r}")
         for name in ("n_sigma_to_grow", "n_sigma_for_kernel"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(self, name)!r}")
+            field = f"{prefix}.{_camel(name)}"
+            if _check_number(getattr(self, name), field) < 0:
+                raise ConfigError(f"{field} must be >= 0, got {getattr(self, name)!r}")
+        _check_bool(self.isotropic_grow, f"{prefix}.isotropicGrow")
         _check_planes(self.stats_mask, f"{prefix}.statsMask")
+
+
+def _check_number(value: Any, field: str) -> float:
+    """``value`` as a float, or `ConfigError` naming ``field`` (bools are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise ConfigError(f"{field} must be a number, got {value!r}")
+    return float(value)
+
+
+def _check_bool(value: Any, field: str) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field} must be a bool, got {value!r}")
 
 
 def _check_planes(planes: Iterable[str], field: str) -> None:
@@ -260,28 +299,6 @@ class AmpOffsetConfig(_LsstNames):
         config.validate()
         return config
 
-    def update(self, mapping: Mapping[str, Any]) -> AmpOffsetConfig:
-        """Set fields from a mapping of (possibly dotted, possibly camelCase) names."""
-        for key, value in mapping.items():
-            target: _LsstNames = self
-            *parents, leaf = str(key).split(".")
-            for parent in parents:
-                sub = getattr(target, type(target)._field_for(parent))
-                if not isinstance(sub, _LsstNames):
-                    raise ConfigError(f"{key!r}: {parent!r} is not a sub-config")
-                target = sub
-            field = type(target)._field_for(leaf)
-            current = getattr(target, field)
-            if isinstance(current, _LsstNames):
-                if not isinstance(value, Mapping):
-                    raise ConfigError(f"{key!r} is a sub-config; give a mapping")
-                AmpOffsetConfig.update(current, value)  # same rules inside sub-configs
-                continue
-            if isinstance(current, tuple) and not isinstance(value, str):
-                value = tuple(value)
-            setattr(target, field, value)
-        return self
-
     def copy(self) -> AmpOffsetConfig:
         """Return a deep copy."""
         return copy.deepcopy(self)
@@ -308,6 +325,9 @@ class AmpOffsetConfig(_LsstNames):
             raise ConfigError(f"ampEdgeInset must be >= 0, got {self.amp_edge_inset}")
         if self.amp_edge_width <= 0:
             raise ConfigError(f"ampEdgeWidth must be > 0, got {self.amp_edge_width}")
+        for name in ("amp_edge_min_frac", "amp_edge_max_offset", "amp_edge_window_frac",
+                     "background_fraction_sample"):
+            _check_number(getattr(self, name), _camel(name))
         if not 0.0 <= float(self.amp_edge_min_frac) <= 1.0:
             raise ConfigError(f"ampEdgeMinFrac must be in [0, 1], got {self.amp_edge_min_frac}")
         if not float(self.amp_edge_max_offset) >= 0.0:
@@ -322,8 +342,7 @@ class AmpOffsetConfig(_LsstNames):
             )
         for name in ("do_window_smoothing", "do_background", "do_detection", "apply_weights",
                      "do_apply_amp_offset"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{_camel(name)} must be a bool, got {getattr(self, name)!r}")
+            _check_bool(getattr(self, name), _camel(name))
         self.background.validate()
         self.detection.validate()
 

@@ -42,37 +42,45 @@ def quantiles_sorted(s: np.ndarray) -> tuple[float, float, float]:
     return q(0.5), q(0.25), q(0.75)
 
 
-def _boundary(s: np.ndarray, center: float, half: float, upper: bool) -> int:
-    """Index bounding the kept run on one side, comparing in ``s``'s own dtype.
-
-    The largest (``upper``) or smallest value of ``s``'s dtype that passes the double
-    predicate is found by stepping from the rounded bound, then located by binary search:
-    exact, and no conversion of the whole array.
-    """
-    dtype = s.dtype.type
-    limit = np.inf if upper else -np.inf
-    edge = dtype(center + half if upper else center - half)
-
-    def keep(v) -> bool:
-        return abs(float(v) - center) <= half
-
-    if keep(edge):
-        while np.isfinite(nxt := np.nextafter(edge, dtype(limit))) and keep(nxt):
-            edge = nxt
-    else:
-        toward = dtype(-limit)
-        while not keep(edge):
-            edge = np.nextafter(edge, toward)
-            if (edge < center) if upper else (edge > center):
-                break
-    return int(np.searchsorted(s, edge, side="right" if upper else "left"))
-
-
 def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
-    """Indices ``[i0, i1)`` of sorted ``s`` with ``abs(s - center) <= half`` (double)."""
-    i0 = _boundary(s, center, half, upper=False)
-    i1 = _boundary(s, center, half, upper=True)
-    return i0, max(i0, i1)
+    """Indices ``[i0, i1)`` of sorted ``s`` with ``abs(s - center) <= half`` (in double).
+
+    The predicate is monotone on each side of the centre, so the kept values are one
+    contiguous run around the value nearest the centre; two binary searches over indices
+    find its ends with the exact predicate and without converting the array.
+    """
+    n = s.shape[0]
+    if n == 0:
+        return 0, 0
+
+    def keep(i: int) -> bool:
+        return abs(float(s[i]) - center) <= half
+
+    # The value nearest the centre is kept if anything is; the needle is cast to the
+    # array's dtype so the search does not convert the array, and the neighbours of the
+    # rounded centre cover the rounding.
+    c = s.dtype.type(center)
+    left = int(np.searchsorted(s, c, side="left"))
+    right = int(np.searchsorted(s, c, side="right"))
+    anchor = next((i for i in (left - 1, left, right) if 0 <= i < n and keep(i)), None)
+    if anchor is None:
+        return 0, 0
+    lo, hi = 0, anchor
+    while lo < hi:  # first kept index
+        mid = (lo + hi) // 2
+        if keep(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    i0 = lo
+    lo, hi = anchor, n - 1
+    while lo < hi:  # last kept index
+        mid = (lo + hi + 1) // 2
+        if keep(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return i0, lo + 1
 
 
 def _centred_sums(v: np.ndarray, center: float, block: int = 1 << 16) -> tuple[float, float]:

@@ -228,13 +228,6 @@ def _hang_guard(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="library bug: stats._boundary walks one ULP at a time from the rounded clip bound; "
-    "a bound of exactly 0 next to a centre of 1.5 makes it walk through ~1e9 (float32) or "
-    "~4e18 (float64) representable values. Remove this marker once fixed.",
-)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_clip_bound_at_zero_terminates(dtype):
     # iteration 0: median 1.5, IQR 0.5 -> keeps all; mean 1.5, var (0.5/3)*(9/6) = 0.25;
