@@ -385,3 +385,13 @@ def test_no_warnings_on_clean_files(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_exposure(path, detector=_small_detector())
+
+
+def test_identity_from_butler_keys(tmp_path):
+    path = write_exposure(tmp_path / "b.fits", np.zeros((8, 12), np.float32), header={
+        "LSST BUTLER DATAID DETECTOR": 94, "LSST BUTLER DATAID VISIT": 2024120300042,
+        "LSST BUTLER DATAID INSTRUMENT": "LSSTCam"})
+    info = inspect_file(path)
+    assert (info.camera, info.detector, info.detector_id, info.visit) == (
+        "lsstcam", None, 94, 2024120300042)
+    assert resolve_detector(info).name == "R22_S11"
