@@ -627,7 +627,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _out(f"  measuring {n_det} detectors ...")
         sys.stdout.flush()
         t0 = time.perf_counter()
-        result = _call_process([str(p) for p in sim.paths], catalog, client=client,
+        result = _call_process([str(p.absolute()) for p in sim.paths], catalog, client=client,
                                new_run=True, progress=sys.stderr.isatty())
         t_run = time.perf_counter() - t0
     failed = _failed_detectors(result)

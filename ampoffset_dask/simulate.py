@@ -623,7 +623,7 @@ def simulate_focal_plane(
     instrument = str(getattr(cam, "instrument", None) or getattr(cam, "name", camera))
     radius = _focal_plane_radius(cam, names)
 
-    jobs = []
+    jobs, paths = [], []
     for visit in visit_ids:
         fp_sky = FocalPlaneSky.for_visit(seed, visit, sky, radius)
         for name in names:
@@ -632,8 +632,10 @@ def simulate_focal_plane(
             if path.exists() and not overwrite:
                 raise InputError(f"{path}: already exists (replace it with --overwrite, or "
                                  "overwrite=True in Python)")
-            jobs.append((str(path), camera_name, instrument, det, _info(cam, name), visit,
-                         int(seed), float(scale), fp_sky, overwrite, dict(options)))
+            # Absolute paths: with an executor the files are written by other processes.
+            paths.append(path)
+            jobs.append((str(path.absolute()), camera_name, instrument, det, _info(cam, name),
+                         visit, int(seed), float(scale), fp_sky, overwrite, dict(options)))
     logger.info("simulating %d exposure(s) of %d detector(s) into %s", len(jobs), len(names), out)
 
     if executor is None:
@@ -652,7 +654,7 @@ def simulate_focal_plane(
     tmp = truth_path.with_name(f".{truth_path.name}.tmp{os.getpid()}")
     truth.to_parquet(tmp, index=False)
     os.replace(tmp, truth_path)
-    return SimulationResult([Path(r[0]) for r in results], truth, truth_path)
+    return SimulationResult(paths, truth, truth_path)
 
 
 def _focal_plane_radius(camera: Any, names: Sequence[str]) -> float:
