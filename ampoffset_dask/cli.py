@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="local worker processes (default: one per core)")
     p.add_argument("--scheduler", default=None,
-                   help="use this Dask scheduler instead of a local cluster")
+                   help="use this Dask scheduler instead of a local cluster (its workers "
+                        "must see the --out folder)")
     p.set_defaults(func=cmd_demo)
 
     # simulate
