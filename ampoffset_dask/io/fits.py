@@ -275,6 +275,19 @@ def close_cached_files() -> None:
     _OPEN_FILES.close_all()
 
 
+def _reset_after_fork() -> None:
+    """A forked child must not share the parent's open files (file offsets) or held locks."""
+    global _OPEN_FILES, _BUFFERS_LOCK, _LAYOUTS_LOCK, _BANDS_LOCK
+    _OPEN_FILES = _OpenFiles()
+    _BUFFERS_LOCK = threading.Lock()
+    _LAYOUTS_LOCK = threading.Lock()
+    _BANDS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 _BUFFERS: collections.OrderedDict[tuple[str, int, int], bytes] = collections.OrderedDict()
 _BUFFERS_LOCK = threading.Lock()
 _BUFFERS_MAX_BYTES = 256 << 20  # the newest buffer is always kept
