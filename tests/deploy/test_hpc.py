@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import dask
@@ -40,6 +41,22 @@ done
 trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM INT
 wait  # returns early when a signal arrives; then wait for the copies to exit
 wait
+"""
+
+
+# dask-jobqueue stand-ins: `sbatch SCRIPT` copies the script (jobqueue deletes it right after
+# submitting) and runs it in the background in its own session, printing the session id as
+# the job id; `scancel ID` terminates that session; `squeue` reports nothing.
+SBATCH = """#!/usr/bin/env bash
+script="${@: -1}"
+mkdir -p "$FAKE_SLURM_DIR"
+cp "$script" "$FAKE_SLURM_DIR/job-$$.sh"
+setsid bash "$FAKE_SLURM_DIR/job-$$.sh" >"$FAKE_SLURM_DIR/job-$$.out" 2>&1 </dev/null &
+echo "Submitted batch job $!"
+"""
+SCANCEL = """#!/usr/bin/env bash
+for id in "$@"; do kill -TERM -- "-$id" 2>/dev/null || kill -TERM "$id" 2>/dev/null; done
+exit 0
 """
 
 
@@ -81,7 +98,9 @@ def test_jobqueue_config_renders_the_expected_batch_script():
     # 32 GiB per job over 8 single-threaded workers: the 4 GiB of every other deployment.
     assert parse_bytes(flag("--memory-limit")) == 4 * 2**30
     assert flag("--death-timeout") == "60"
-    assert flag("--local-directory") == "$TMPDIR"  # expanded on the compute node
+    # Expanded by bash on the compute node; never an empty word (which would make the next
+    # flag the directory).
+    assert flag("--local-directory") == "${TMPDIR:-/tmp}"
     # Walltime-aware: the latest worker retirement (lifetime + stagger) precedes the walltime.
     h, m, s = (int(x) for x in conf["walltime"].split(":"))
     walltime = h * 3600 + m * 60 + s
@@ -91,7 +110,8 @@ def test_jobqueue_config_renders_the_expected_batch_script():
 
 def write_shims(folder: Path) -> None:
     folder.mkdir()
-    for name, text in (("squeue", SQUEUE), ("srun", SRUN)):
+    for name, text in (("squeue", SQUEUE), ("srun", SRUN), ("sbatch", SBATCH),
+                       ("scancel", SCANCEL)):
         path = folder / name
         path.write_text(text)
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
@@ -165,3 +185,49 @@ def test_sbatch_runs_scheduler_workers_and_the_cli(tmp_path, cli_env):
         if str(run_dir / "scheduler.json") in " ".join(proc_.info["cmdline"] or []):
             left.append(proc_.info["pid"])
     assert left == []
+
+
+@pytest.mark.slow
+def test_cli_submits_jobqueue_workers_from_the_config(tmp_path, cli_env):
+    # `ampoffset-dask run --scheduler slurm:2` with deploy/hpc/jobqueue.yaml as the dask
+    # config: the CLI renders the job script and submits it; the script really starts the
+    # workers (here 2 per job instead of 8, to fit this machine) and they process the visit.
+    data, catalog = tmp_path / "visit", tmp_path / "catalog"
+    env = sbatch_env(tmp_path, cli_env, "1:00:00")
+    subprocess.run(
+        ["ampoffset-dask", "simulate", "--detectors", "R22_S11,R22_S12", "--scale", "0.1",
+         "--out", str(data)],
+        env=env, check=True, capture_output=True, timeout=120,
+    )
+    dask_config = tmp_path / "dask-config"
+    dask_config.mkdir()
+    (dask_config / "jobqueue.yaml").write_text((HPC / "jobqueue.yaml").read_text())
+    env.update(
+        DASK_CONFIG=str(dask_config), FAKE_SLURM_DIR=str(tmp_path / "jobs"),
+        DASK_JOBQUEUE__SLURM__CORES="2", DASK_JOBQUEUE__SLURM__PROCESSES="2",
+        DASK_JOBQUEUE__SLURM__MEMORY="4GiB", DASK_JOBQUEUE__SLURM__INTERFACE="lo",
+        DASK_JOBQUEUE__SLURM__LOG_DIRECTORY=str(tmp_path / "dask-logs"),
+    )
+    run = subprocess.run(
+        ["ampoffset-dask", "run", str(data), "--output", str(catalog), "--scheduler",
+         "slurm:2", "--no-progress"],
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )
+    jobs = tmp_path / "jobs"
+    outputs = "".join(p.read_text() for p in jobs.glob("*.out"))
+    assert run.returncode == 0, run.stdout + run.stderr + outputs
+    (script,) = jobs.glob("*.sh")
+    text = script.read_text()
+    assert "#SBATCH -t 02:00:00" in text and "--lifetime 110m --lifetime-stagger 5m" in text
+    assert "--nthreads 1 --memory-limit 2.00GiB --nworkers 2" in text
+    assert outputs.count("Registered to:") == 2, outputs
+    detectors = pd.read_parquet(catalog / "detectors")
+    assert sorted(detectors["detector"]) == ["R22_S11", "R22_S12"]
+    assert set(detectors["status"]) == {"ok"}
+    # Closing the cluster cancelled the job: its script and workers exit.
+    (job_id,) = re.findall(r"job-(\d+)\.sh", script.name)
+    deadline = time.monotonic() + 60
+    while any(str(script) in " ".join(p.info["cmdline"] or [])
+              for p in psutil.process_iter(["cmdline"])):
+        assert time.monotonic() < deadline, f"job {job_id} still running"
+        time.sleep(0.5)
