@@ -31,14 +31,13 @@ from ampoffset_dask import AmpOffsetConfig, measure_detector
 from ampoffset_dask.algorithm.edges import strip_slices
 from ampoffset_dask.cameras import get_camera
 from ampoffset_dask.io.fits import (
-    LazyPlane,
-    _read_full,
     amp_sources,
     inspect_file,
     read_exposure,
     resolve_detector,
     write_exposure,
 )
+from ampoffset_dask.io.sections import LazyPlane, _read_full
 from ampoffset_dask.io.xarray import open_exposure
 
 

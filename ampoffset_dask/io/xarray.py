@@ -24,7 +24,8 @@ from xarray.backends import BackendEntrypoint
 
 from ..errors import InputError
 from ..geometry import Detector
-from .fits import AmpSource, FileInfo, LazyPlane, amp_sources, inspect_file, resolve_detector
+from .fits import FileInfo, amp_sources, inspect_file, resolve_detector
+from .sections import AmpSource, LazyPlane
 
 __all__ = [
     "AmpOffsetBackendEntrypoint",

@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 from io_helpers import REAL
 
-import ampoffset_dask.io.fits as fits_io
+import ampoffset_dask.io.sections as sections_io
 from ampoffset_dask import AmpOffsetConfig, InputError, measure_detector
 from ampoffset_dask.cameras import get_camera
 from ampoffset_dask.geometry import Detector
@@ -31,7 +31,7 @@ from ampoffset_dask.masks import DEFAULT_MASK_PLANES
 def pixel_counter(monkeypatch):
     """Count the pixels every `read_section` call returns (all lazy reads go through it)."""
     counts = {"calls": 0, "pixels": 0}
-    original = fits_io.read_section
+    original = sections_io.read_section
 
     def counting(*args, **kwargs):
         out = original(*args, **kwargs)
@@ -39,7 +39,7 @@ def pixel_counter(monkeypatch):
         counts["pixels"] += int(out.size)
         return out
 
-    monkeypatch.setattr(fits_io, "read_section", counting)
+    monkeypatch.setattr(sections_io, "read_section", counting)
     return counts
 
 
