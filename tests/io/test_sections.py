@@ -1,0 +1,76 @@
+"""Region reads and lazy planes."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from ampoffset_dask import InputError
+from ampoffset_dask.io.sections import AmpSource, LazyPlane, close_cached_files, read_section
+
+
+@pytest.fixture
+def image():
+    return np.arange(20 * 30, dtype=np.float32).reshape(20, 30)
+
+
+@pytest.mark.parametrize("form", ["plain", "gzip-wrapped", "rice", "gzip-tiles", "uint16"])
+def test_read_section_all_storage_forms(tmp_path, image, form):
+    path = tmp_path / "x.fits"
+    expected = image
+    if form == "plain":
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image)]).writeto(path)
+    elif form == "gzip-wrapped":
+        plain = tmp_path / "p.fits"
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image)]).writeto(plain)
+        path = tmp_path / "x.fits.gz"
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+    elif form == "rice":
+        ints = image.astype(np.int32)
+        fits.HDUList([fits.PrimaryHDU(),
+                      fits.CompImageHDU(ints, compression_type="RICE_1",
+                                        tile_shape=(4, 30))]).writeto(path)
+        expected = ints
+    elif form == "gzip-tiles":
+        fits.HDUList([fits.PrimaryHDU(),
+                      fits.CompImageHDU(image, compression_type="GZIP_2", quantize_level=0.0,
+                                        tile_shape=(1, 30))]).writeto(path)
+    else:
+        expected = (image.astype(np.int64) * 100).astype(np.uint16)
+        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(expected)]).writeto(path)
+    for rows, cols in ((slice(0, 20), slice(0, 30)), (slice(3, 7), slice(25, 30)),
+                       (slice(0, 20), slice(10, 12)), (slice(19, 20), slice(0, 1))):
+        out = read_section(path, 1, (rows, cols))
+        assert out.dtype.isnative
+        np.testing.assert_array_equal(out, expected[rows, cols])
+    close_cached_files()
+
+
+def test_read_section_errors(tmp_path, image):
+    path = tmp_path / "x.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image)]).writeto(path)
+    with pytest.raises(InputError, match=r"x.fits: cannot read HDU 5"):
+        read_section(path, 5, (slice(0, 2), slice(0, 2)))
+
+
+def test_lazy_plane_flips_fill_and_pickle(tmp_path, image):
+    path = tmp_path / "x.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image)]).writeto(path)
+    # one amp: rows 0-9, cols 0-14 of the HDU, flipped both ways into the left half
+    src = AmpSource("A", dest=(0, 10, 0, 15), hdu=1, src=(0, 10, 0, 15), flip_x=True,
+                    flip_y=True)
+    plane = LazyPlane(path, (10, 20), np.float32, (src,), fill=-1)
+    full = plane[:, :]
+    np.testing.assert_array_equal(full[:, :15], image[:10, :15][::-1, ::-1])
+    assert (full[:, 15:] == -1).all()
+    np.testing.assert_array_equal(plane[2:5, 3:8], full[2:5, 3:8])
+    assert plane[4, 6] == full[4, 6] and plane[:, 2].shape == (10,)
+    back = pickle.loads(pickle.dumps(plane))
+    np.testing.assert_array_equal(back[:, :], full)
+    assert np.asarray(plane).shape == (10, 20)
+    with pytest.raises(IndexError):
+        plane[::2, :]

@@ -1,0 +1,85 @@
+"""Writing exposures: project layout, LSST metadata keys, atomic replace, compression."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from test_fits import _small_detector
+
+from ampoffset_dask import InputError
+from ampoffset_dask.cameras import get_camera
+from ampoffset_dask.io.fits import inspect_file, read_exposure, resolve_detector
+from ampoffset_dask.io.writer import write_exposure
+
+
+@pytest.mark.parametrize("compress", [None, "gzip", "rice"])
+def test_write_read_round_trip(tmp_path, compress):
+    det = _small_detector("R22_S11", amp_w=40, amp_h=50, nx=8, ny=2, det_id=94)
+    rng = np.random.default_rng(1)
+    image = rng.normal(1000, 10, det.shape).astype(np.float32)
+    mask = rng.integers(0, 4, det.shape).astype(np.int32)
+    variance = np.full(det.shape, 12.5, np.float32)
+    planes = {"BAD": 0, "SAT": 1, "CR": 5, "NO_DATA": 8, "DETECTED": 12}
+    path = write_exposure(
+        tmp_path / "x.fits", image, mask, variance, mask_planes=planes,
+        header={"INSTRUME": "LSSTCam", "CAMERA": "lsstcam", "DETNAME": "R22_S11",
+                "DETECTOR": 94, "VISIT": 2024110100123},
+        metadata={"LSST ISR AMPOFFSET PEDESTAL C10": 1.25,
+                  "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED": True},
+        compress=compress,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fits"]  # no temp file left
+    info = inspect_file(path)
+    assert (info.kind, info.camera, info.detector, info.detector_id, info.visit) == (
+        "exposure", "lsstcam", "R22_S11", 94, 2024110100123)
+    assert info.compressed == (compress is not None)
+    assert info.mask_planes == planes
+    data = read_exposure(path, detector=det)
+    assert data.detector == det
+    assert data.image.dtype == np.float32 and data.image.dtype.isnative
+    if compress == "rice":
+        assert np.abs(data.image - image).max() < 1.0  # quantized floats
+    else:
+        np.testing.assert_array_equal(data.image, image)
+    np.testing.assert_array_equal(data.mask, mask)
+    np.testing.assert_array_equal(data.variance, variance)
+    with fits.open(path) as hdul:
+        assert hdul[0].header["HIERARCH LSST ISR AMPOFFSET PEDESTAL C10"] == 1.25
+        assert hdul[0].header["HIERARCH LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
+        assert [h.header.get("EXTTYPE") for h in hdul[1:4]] == ["IMAGE", "MASK", "VARIANCE"]
+
+
+def test_full_size_lsstcam_file_resolves_from_header(tmp_path):
+    det = get_camera("lsstcam")["R22_S11"]
+    path = write_exposure(tmp_path / "full.fits", np.zeros(det.shape, np.float32),
+                          header={"INSTRUME": "LSSTCam", "DETNAME": "R22_S11", "VISIT": 7})
+    data = read_exposure(path)
+    assert data.detector == det and data.visit == 7 and data.info.camera == "lsstcam"
+
+
+def test_write_refuses_overwrite_and_is_atomic(tmp_path):
+    path = tmp_path / "x.fits"
+    write_exposure(path, np.zeros((8, 12), np.float32))
+    before = path.read_bytes()
+    with pytest.raises(InputError, match=r"refusing to overwrite"):
+        write_exposure(path, np.ones((8, 12), np.float32))
+    assert path.read_bytes() == before
+    with pytest.raises(InputError, match=r"mask shape"):
+        write_exposure(path, np.ones((8, 12)), mask=np.zeros((3, 3)), overwrite=True)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.fits"]
+    write_exposure(path, np.ones((8, 12), np.float32), overwrite=True)
+    assert read_exposure(path, detector=_small_detector()).image.sum() == 96
+    with pytest.raises(InputError, match=r"is a directory"):
+        write_exposure(tmp_path, np.ones((8, 12)))
+
+
+def test_written_geometry_is_read_back_without_camera(tmp_path):
+    det = _small_detector("mine", det_id=3)
+    path = write_exposure(tmp_path / "g.fits", np.arange(96, dtype=np.float32).reshape(8, 12),
+                          detector=det, header={"VISIT": 5})
+    info = inspect_file(path)
+    assert info.camera is None and info.detector == "mine" and info.detector_id == 3
+    assert resolve_detector(info) == det
+    assert read_exposure(path).detector == det
