@@ -41,7 +41,7 @@ os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 import psutil
 
-from ampoffset_dask import AmpOffsetConfig
+from ampoffset_dask import AmpOffsetConfig, read_catalog
 from ampoffset_dask.cameras import get_camera
 from ampoffset_dask.pipeline import process
 from ampoffset_dask.pipeline.cluster import default_in_flight
@@ -121,6 +121,9 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
         seconds = time.perf_counter() - t0
         assert summary.n_ok == len(paths), summary
         peaks = list(client.run(_peak_rss).values())
+    busy = read_catalog(out, "detectors")["seconds"].sum() / (workers * seconds)
+    print(f"    process() on {workers} worker(s): {seconds:.1f} s; workers busy {100 * busy:.0f}% "
+          f"of the time (task seconds / (workers x wall time))")
     return seconds, peaks
 
 
@@ -269,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
 
         t_dask, peaks = run_process(paths, w, config, workdir / "cat-n", args.memory_limit)
         t_pool, peak_pool = run_pool(paths, w, config)
-        print(f"\n[1] {n} detectors, {w} single-threaded processes")
+        print(f"\n[1] {n} detectors, {w} single-threaded processes "
+              f"(1-min load average now {os.getloadavg()[0]:.1f}; other jobs skew the figures)")
         print(f"    process():           {t_dask:6.1f} s  {n / t_dask:.3f} det/s")
         print(f"    ProcessPoolExecutor: {t_pool:6.1f} s  {n / t_pool:.3f} det/s")
         print(f"    ratio {t_pool / t_dask:.2f} (target >= 0.9)")
@@ -277,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         t_one, peaks_one = run_process(paths, 1, config, workdir / "cat-1", args.memory_limit)
         print(f"\n[2] process() with 1 worker: {t_one:.1f} s ({n / t_one:.3f} det/s); "
               f"with {w}: {t_dask:.1f} s -> speed-up {t_one / t_dask:.2f}x "
-              f"(target >= {0.9 * w:.1f}x)")
+              f"(target >= {0.9 * w:.1f}x; load average {os.getloadavg()[0]:.1f})")
 
         peak = max(peaks + peaks_one)
         print(f"\n[3] peak RSS per worker: dask workers {peak / GiB:.2f} GiB "
