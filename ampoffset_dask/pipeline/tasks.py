@@ -169,6 +169,14 @@ def process_file(
 
     t0 = time.perf_counter()
     path = str(path)
+    calls = [0]  # I/O attempts, retries included
+
+    def counted(fn: Callable[[], T]) -> Callable[[], T]:
+        def call() -> T:
+            calls[0] += 1
+            return fn()
+        return call
+
     name = detector.name if detector is not None else None
     det_id = detector.id if detector is not None else None
     worker = _worker_address()
@@ -176,12 +184,12 @@ def process_file(
     def failed(message: str) -> DetectorResult:
         return DetectorResult.failure(
             message, visit=visit, detector=name, input=path, detector_id=det_id,
-            worker=worker, seconds=time.perf_counter() - t0,
+            worker=worker, seconds=time.perf_counter() - t0, attempts=max(1, calls[0]),
         )
 
     try:
         exp = with_io_retries(
-            lambda: read_exposure(path, camera=camera, detector=detector),
+            counted(lambda: read_exposure(path, camera=camera, detector=detector)),
             retries=io_retries, delay=io_retry_delay, what=f"reading {path}",
         )
         geometry = detector if detector is not None else exp.detector
@@ -207,11 +215,11 @@ def process_file(
             corrected = apply_pedestals(image, geometry, m.pedestals)
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             with_io_retries(
-                lambda: write_exposure(
+                counted(lambda: write_exposure(
                     output, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
                     header=output_header(path, exp.info, visit, geometry),
                     metadata=lsst_metadata(m, applied=True), overwrite=True, detector=geometry,
-                ),
+                )),
                 retries=io_retries, delay=io_retry_delay, what=f"writing {output}",
             )
             out_path = str(output)
@@ -235,6 +243,7 @@ def process_file(
             warnings=list(m.warnings),
             seconds=time.perf_counter() - t0,
             worker=worker,
+            attempts=calls[0],
         )
     except AmpOffsetError as exc:
         logger.warning("%s (%s): %s", name or path, type(exc).__name__, exc)

@@ -22,11 +22,13 @@ def test_process_file_ok_and_in_place(sim_visit, tmp_path):
     assert res.status == "ok" and res.visit == VISIT and res.detector == exp.detector.name
     np.testing.assert_array_equal(res.pedestals, m.pedestals)
     assert len(res.interfaces) == len(m.interfaces) and res.worker.startswith("pid ")
+    assert res.attempts == 1  # one read
     # output == input is refused unless in_place
     refused = process_file(src, exp.detector, output=src)
     assert refused.status == "failed" and "refusing to overwrite the input" in refused.error
     done = process_file(src, exp.detector, output=src, in_place=True)
     assert done.status == "ok" and done.applied and done.output == str(src)
+    assert done.attempts == 2  # one read, one write
     np.testing.assert_allclose(read_exposure(src).image,
                                apply_pedestals(exp.image, exp.detector, m.pedestals))
 
