@@ -47,7 +47,7 @@ def test_build_graph_rejects_unusable_inputs(tmp_path):
         build_graph(bad)
 
 
-def test_measure_visit_mapping_and_datatree(sim_visit):
+def test_measure_visit_mapping_and_datatree(sim_visit, client):
     paths = sim_visit.paths[:3]
     exposures = {}
     expected = {}
@@ -75,6 +75,14 @@ def test_measure_visit_mapping_and_datatree(sim_visit):
                    "mask_planes": json.dumps(planes)})
     tree = xr.DataTree.from_dict(nodes)
     got = measure_visit(tree, scheduler="threads")
+    assert sorted(got) == sorted(expected)
+    for name, m in got.items():
+        np.testing.assert_array_equal(m.pedestals, expected[name])
+
+    # open_visit's lazy DataTree, measured on the LocalCluster (the current client)
+    from ampoffset_dask import open_visit
+
+    got = measure_visit(open_visit(paths))
     assert sorted(got) == sorted(expected)
     for name, m in got.items():
         np.testing.assert_array_equal(m.pedestals, expected[name])
