@@ -231,3 +231,17 @@ def test_cli_submits_jobqueue_workers_from_the_config(tmp_path, cli_env):
               for p in psutil.process_iter(["cmdline"])):
         assert time.monotonic() < deadline, f"job {job_id} still running"
         time.sleep(0.5)
+
+
+def test_sbatch_directives_give_the_jobqueue_worker_shape():
+    # One single-threaded task per worker, --mem-per-cpu equal to the jobqueue per-worker limit.
+    directives = dict(
+        line[len("#SBATCH "):].split("=", 1)
+        for line in (HPC / "ampoffset.sbatch").read_text().splitlines()
+        if line.startswith("#SBATCH --")
+    )
+    conf = slurm_config()
+    assert directives["--cpus-per-task"] == "1"
+    per_worker = parse_bytes(conf["memory"]) / conf["processes"]
+    assert parse_bytes(directives["--mem-per-cpu"] + "iB") == per_worker == 4 * 2**30
+    assert directives["--time"] == conf["walltime"]
