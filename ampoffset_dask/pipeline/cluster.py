@@ -74,10 +74,7 @@ class ClientHandle:
     @property
     def dashboard_link(self) -> str | None:
         """The dashboard URL, when the scheduler serves one."""
-        try:
-            return self.client.dashboard_link
-        except Exception:  # pragma: no cover - no dashboard (bokeh missing)
-            return None
+        return _dashboard(self.client)
 
     def close(self) -> None:
         """Close the client and cluster if this handle started them."""
@@ -97,6 +94,17 @@ class ClientHandle:
 
     def __iter__(self):
         return iter((self.client, self.close))
+
+
+def _dashboard(client: Any) -> str | None:
+    """The client's dashboard link; None when the scheduler serves none."""
+    try:
+        info = client.scheduler_info()
+        if "dashboard" not in info.get("services", {}):
+            return None
+        return client.dashboard_link
+    except Exception:  # pragma: no cover - scheduler gone
+        return None
 
 
 def _parse_bytes(value: Any) -> int:
@@ -143,7 +151,8 @@ def _local(n_workers: int | None, memory_limit: Any, **kwargs: Any) -> ClientHan
     client = Client(cluster)
     logger.info(
         "started a local Dask cluster: %d worker process(es) x %d thread(s), %.1f GiB each; "
-        "dashboard: %s", workers, threads, limit / 2**30, client.dashboard_link,
+        "dashboard: %s", workers, threads, limit / 2**30,
+        _dashboard(client) or "none (pip install bokeh for the dashboard)",
     )
     return ClientHandle(client, cluster, owned=True)
 
@@ -181,7 +190,7 @@ def _connect(cluster: Any, spec: str) -> ClientHandle:
 
     client = Client(cluster)
     logger.info("started %s for %r; dashboard: %s", type(cluster).__name__, spec,
-                client.dashboard_link)
+                _dashboard(client))
     return ClientHandle(client, cluster, owned=True)
 
 
@@ -259,7 +268,7 @@ def _address(spec: str, security: Any) -> ClientHandle:
     except OSError as exc:
         raise ConfigError(f"cannot connect to the Dask scheduler at {spec}: {exc}") from exc
     logger.info("connected to the Dask scheduler at %s; dashboard: %s", spec,
-                client.dashboard_link)
+                _dashboard(client))
     return ClientHandle(client, None, owned=True)
 
 
@@ -272,7 +281,7 @@ def _scheduler_file(path: Path, security: Any) -> ClientHandle:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot connect to the Dask scheduler of {path}: {exc}") from exc
     logger.info("connected to the Dask scheduler of %s (%s); dashboard: %s", path,
-                client.scheduler.address, client.dashboard_link)
+                client.scheduler.address, _dashboard(client))
     return ClientHandle(client, None, owned=True)
 
 

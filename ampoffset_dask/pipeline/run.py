@@ -420,8 +420,6 @@ def process(
                 dask_client = handle.client
                 summary.dashboard_link = handle.dashboard_link
                 writer.annotate_run(scheduler=str(dask_client.scheduler.address))
-                if handle.owned and handle.cluster is not None:
-                    logger.info("dashboard: %s", summary.dashboard_link)
                 limit = int(max_in_flight or default_in_flight(dask_client))
                 t = time.perf_counter()
                 n_before = len(todo) - len(runnable) + summary.n_skipped
