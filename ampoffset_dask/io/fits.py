@@ -57,11 +57,13 @@ __all__ = [
     "AmpSource",
     "ExposureData",
     "FileInfo",
+    "LazyExposure",
     "LazyPlane",
     "MaskPlanesWarning",
     "amp_sources",
     "close_cached_files",
     "inspect_file",
+    "open_lazy",
     "read_exposure",
     "read_section",
     "resolve_detector",
@@ -679,6 +681,58 @@ def read_exposure(
         mask[bad] |= np.int32(1 << bit)
         logger.info("%s: %d non-finite pixels flagged NO_DATA", info.path, int(bad.sum()))
     return ExposureData(image, mask, variance, planes, det, info.visit, info)
+
+
+@dataclasses.dataclass
+class LazyExposure:
+    """An exposure whose planes are `LazyPlane` objects: slicing one reads only the slice.
+
+    Made by `open_lazy`. The planes behave like read-only 2-D arrays for slicing and
+    ``numpy.asarray`` (a full read), without dask: ``measure_detector(lazy.image, lazy.mask,
+    lazy.detector, config, lazy.mask_planes)`` with background and detection off reads only
+    the amp edge strips, with no per-strip scheduling cost. Picklable (paths and boxes only).
+    """
+
+    image: LazyPlane
+    mask: LazyPlane | None
+    variance: LazyPlane | None
+    mask_planes: dict[str, int]
+    detector: Detector
+    visit: int | None
+    info: FileInfo
+
+
+def open_lazy(
+    path: str | os.PathLike,
+    camera: Any = None,
+    detector: Any = None,
+    *,
+    overscan: bool = False,
+) -> LazyExposure:
+    """Open a file for region reads (headers only, like `open_exposure` but without dask).
+
+    Parameters are those of `read_exposure`. Files without a MASK (VARIANCE) extension get
+    ``mask`` (``variance``) None. Non-finite image pixels are not flagged in the mask (the
+    algorithm treats them as masked).
+
+    Raises
+    ------
+    InputError
+        Naming the file and the reason.
+    """
+    info = inspect_file(path)
+    det = resolve_detector(info, camera, detector)
+    sources = amp_sources(info, det, camera, overscan)
+
+    def on(hdu: int) -> tuple[AmpSource, ...]:
+        return tuple(dataclasses.replace(s, hdu=hdu, overscan=None) for s in sources)
+
+    image = LazyPlane(info.path, det.shape, np.float32, sources)
+    mask = (LazyPlane(info.path, det.shape, np.int32, on(info.mask_hdu))
+            if info.mask_hdu is not None else None)
+    variance = (LazyPlane(info.path, det.shape, np.float32, on(info.variance_hdu))
+                if info.variance_hdu is not None else None)
+    return LazyExposure(image, mask, variance, dict(info.mask_planes), det, info.visit, info)
 
 
 def _direct(det: Detector, hdu: int) -> tuple[AmpSource, ...]:

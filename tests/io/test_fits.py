@@ -322,3 +322,38 @@ def test_identity_from_butler_keys(tmp_path):
     assert (info.camera, info.detector, info.detector_id, info.visit) == (
         "lsstcam", None, 94, 2024120300042)
     assert resolve_detector(info).name == "R22_S11"
+
+
+def test_open_lazy_measures_from_strips_only(tmp_path, monkeypatch):
+    import pickle
+
+    import ampoffset_dask.io.sections as sections_io
+    from ampoffset_dask import AmpOffsetConfig, measure_detector
+    from ampoffset_dask.io.fits import open_lazy
+
+    det = _small_detector("L", amp_w=400, amp_h=500, nx=4, ny=2)
+    rng = np.random.default_rng(2)
+    image = rng.normal(500.0, 3.0, det.shape).astype(np.float32)
+    for i, amp in enumerate(det):
+        image[amp.slices] += i
+    path = write_exposure(tmp_path / "l.fits", image, detector=det, header={"VISIT": 4})
+    read = []
+    original = sections_io.read_section
+
+    def counting(*args, **kwargs):
+        out = original(*args, **kwargs)
+        read.append(out.size)
+        return out
+
+    monkeypatch.setattr(sections_io, "read_section", counting)
+    lazy = open_lazy(path)
+    assert not read  # headers only
+    assert lazy.detector == det and lazy.visit == 4 and lazy.image.shape == det.shape
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    m = measure_detector(lazy.image, lazy.mask, lazy.detector, config, lazy.mask_planes)
+    assert 0 < sum(read) < image.size  # image + mask strips: less than one full plane
+    eager = read_exposure(path)
+    ref = measure_detector(eager.image, eager.mask, eager.detector, config, eager.mask_planes)
+    np.testing.assert_array_equal(m.pedestals, ref.pedestals)
+    back = pickle.loads(pickle.dumps(lazy))
+    np.testing.assert_array_equal(np.asarray(back.image), image)
