@@ -55,7 +55,7 @@ def test_lsst_raw_assembly_matches_lsst(vendor, detector):
 
 def test_e2v_raw_identity_from_raftbay_ccdslot():
     info = inspect_file(BOT / "e2v_spot.fits.gz")
-    assert info.detector == "R22_S11"
+    assert info.detector == "R22_S11" and info.detector_id == 94
     assert info.visit == 20191031 * 100000 + 1985
     assert resolve_detector(info).name == "R22_S11"
     assert info.shape == (4004, 4096)
@@ -65,14 +65,15 @@ def test_e2v_raw_identity_from_raftbay_ccdslot():
     ("LSSTCam_BOT_MC_C_20211212_000310_R22_S22_E2V_flat.fits.gz", "lsstcam", "R22_S22", True),
     ("LSSTCam_MC_C_20190319_000001_R10_S02_ITL.fits.gz", "lsstcam", "R10_S02", False),
     ("LSSTComCam_CC_C_20190530_000001_R22_S00_ITL.fits.gz", "lsstcomcam", "R22_S00", False),
-    ("LATISS_2018-09-20_065_RXX_S00_ITL.fits.gz", "latiss", None, False),
+    # LATISS raws name no detector: the camera has only one
+    ("LATISS_2018-09-20_065_RXX_S00_ITL.fits.gz", "latiss", "RXX_S00", False),
 ])
 def test_raw_headers_identity(name, camera, detector, compressed):
     info = inspect_file(RAW_HEADERS / name)
     assert (info.kind, info.camera, info.detector, info.compressed) == (
         "raw", camera, detector, compressed)
     det = resolve_detector(info)
-    assert det.name == (detector or "RXX_S00")
+    assert det.name == detector and info.detector_id == det.id
     assert det.shape == info.shape
 
 
@@ -320,7 +321,7 @@ def test_identity_from_butler_keys(tmp_path):
         "LSST BUTLER DATAID INSTRUMENT": "LSSTCam"})
     info = inspect_file(path)
     assert (info.camera, info.detector, info.detector_id, info.visit) == (
-        "lsstcam", None, 94, 2024120300042)
+        "lsstcam", "R22_S11", 94, 2024120300042)
     assert resolve_detector(info).name == "R22_S11"
 
 
