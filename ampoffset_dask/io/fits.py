@@ -50,6 +50,7 @@ from .sections import (
     _read_full,
     close_cached_files,
     read_section,
+    remember_layouts,
 )
 from .writer import write_exposure
 
@@ -380,6 +381,7 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
         used = [i for i in (image_hdu, mask_hdu, variance_hdu) if i is not None]
         used += list(segments.values())
         _check_not_truncated(path, hdul, sorted(set(used)))
+        remember_layouts(path, hdul, sorted(set(used)))
         keys = _identity([primary, image_header])
         if kind == "raw":
             detsize = _parse_detsize(keys.get("DETSIZE"))

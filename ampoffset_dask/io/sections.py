@@ -356,6 +356,22 @@ def _plain_layout(path: Path, hdu: int) -> _PlainLayout | None:
     return layout
 
 
+def remember_layouts(path: Path, hdul: fits.HDUList, indices: list[int]) -> None:
+    """Record the layouts of already-parsed HDUs of an open file (saves reopening it)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    base = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    wrapped = getattr(hdul, "_ampoffset_buffer", None) is not None
+    found = {i: (None if wrapped else _layout_of(hdul[i])) for i in indices}
+    with _LAYOUTS_LOCK:
+        if len(_LAYOUTS) > 4096:
+            _LAYOUTS.clear()
+        for i, layout in found.items():
+            _LAYOUTS[(*base, int(i))] = layout
+
+
 def _scaled(raw: np.ndarray, disk: np.dtype, bscale: float, bzero: float) -> np.ndarray:
     if bscale == 1.0 and bzero == 0.0:
         return raw
