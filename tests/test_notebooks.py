@@ -6,13 +6,18 @@ tenth of full size on two local workers. The notebooks are stored without output
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
 NAMES = ["01-quickstart.ipynb", "02-cluster.ipynb", "03-diagnostics.ipynb"]
 
 
@@ -28,32 +33,72 @@ def test_notebooks_are_stored_without_outputs():
         assert len(tagged) == 1, f"{name}: one cell tagged 'parameters'"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-def test_notebook_executes(name, tmp_path, monkeypatch):
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_notebook(name: str, tmp_path: Path, monkeypatch, scheduler: str) -> tuple[str, int]:
+    """Execute a notebook on tiny data; return its text output and how many figures it drew."""
     monkeypatch.setenv("AMPOFFSET_NB_SCALE", "0.1")
     monkeypatch.setenv("AMPOFFSET_NB_DETECTORS", "R22_S11,R22_S12,R22_S21")
     monkeypatch.setenv("AMPOFFSET_NB_WORKERS", "2")
     monkeypatch.setenv("AMPOFFSET_NB_VISITS", "2")
     monkeypatch.setenv("AMPOFFSET_NB_WORKDIR", str(tmp_path / "work"))
-    # 02: ask for dask-gateway with no gateway configured -> the notebook falls back to a
-    # local cluster (the documented path when no cluster is reachable).
-    monkeypatch.setenv("AMPOFFSET_SCHEDULER", "gateway")
+    monkeypatch.setenv("AMPOFFSET_SCHEDULER", scheduler)
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     client = NotebookClient(
         nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
     client.execute()
-    text = "\n".join(
-        out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
-        for out in cell.outputs
-    )
-    images = sum("image/png" in out.get("data", {}) for cell in nb.cells
-                 if cell.cell_type == "code" for out in cell.outputs)
-    if name == "02-cluster.ipynb":
-        assert "falling back to a local cluster" in text
-        assert "6 ok, 0 flagged, 0 failed" in text  # 3 detectors x 2 visits
-    else:
-        assert images >= 3, f"{name}: figures not rendered"
-    if name == "01-quickstart.ipynb":
-        assert "3 ok, 0 flagged, 0 failed" in text
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+    text = "\n".join(out.get("text", "") for out in outputs)
+    images = sum("image/png" in out.get("data", {}) for out in outputs)
+    assert (tmp_path / "work").is_dir()
+    return text, images
+
+
+@pytest.mark.slow
+def test_quickstart_notebook(tmp_path, monkeypatch):
+    text, images = run_notebook("01-quickstart.ipynb", tmp_path, monkeypatch, "")
+    assert "3 ok, 0 flagged, 0 failed" in text
+    assert images >= 3, "figures not rendered"
+
+
+@pytest.mark.slow
+def test_cluster_notebook_falls_back_to_a_local_cluster(tmp_path, monkeypatch):
+    # dask-gateway asked for but not configured: the notebook says so and runs locally.
+    text, _ = run_notebook("02-cluster.ipynb", tmp_path, monkeypatch, "gateway")
+    assert "cannot use 'gateway'" in text
+    assert "falling back to a local cluster" in text
+    assert "6 ok, 0 flagged, 0 failed" in text  # 3 detectors x 2 visits
+
+
+@pytest.mark.slow
+def test_cluster_notebook_on_a_running_scheduler(tmp_path, monkeypatch):
+    # A scheduler and two workers started by deploy/local/start-cluster.sh.
+    port, dashboard = free_port(), free_port()
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    args = ["--port", str(port), "--dashboard-port", str(dashboard), "--workers", "2",
+            "--memory-limit", "1GiB", "--run-dir", str(tmp_path / "cluster")]
+    script = str(REPO / "deploy" / "local" / "start-cluster.sh")
+    subprocess.run(["bash", script, "start", *args], env=env, check=True,
+                   capture_output=True, timeout=120)
+    try:
+        text, _ = run_notebook("02-cluster.ipynb", tmp_path, monkeypatch,
+                               f"tcp://127.0.0.1:{port}")
+    finally:
+        subprocess.run(["bash", script, "stop", *args], env=env, check=True,
+                       capture_output=True, timeout=120)
+    assert "falling back" not in text
+    assert "local-0" in text and "local-1" in text  # the script's workers
+    assert "6 ok, 0 flagged, 0 failed" in text
+
+
+@pytest.mark.slow
+def test_diagnostics_notebook(tmp_path, monkeypatch):
+    text, images = run_notebook("03-diagnostics.ipynb", tmp_path, monkeypatch, "")
+    assert "2 visits, 3 detectors, 96 pedestals" in text
+    assert images >= 3, "figures not rendered"
