@@ -151,7 +151,9 @@ def open_exposure(
 
 
 def _camera_name(camera: Any) -> str:
-    return str(getattr(camera, "name", camera))
+    from ..cameras import get_camera
+
+    return get_camera(camera).name
 
 
 def dataset_detector(ds: xr.Dataset) -> Detector:
