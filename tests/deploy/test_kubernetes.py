@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import urllib.request
 
 import jsonschema
 import pytest
-from conftest import DEPLOY, SCHEMAS, load_all_yaml, load_yaml
+from conftest import DEPLOY, SCHEMAS, free_port, load_all_yaml, load_yaml
 from dask.utils import parse_bytes
+from distributed import Client
 
 K8S = DEPLOY / "kubernetes"
 OPERATOR_ENV = {"DASK_WORKER_NAME", "DASK_SCHEDULER_ADDRESS"}  # set by the operator
@@ -272,3 +274,48 @@ def test_helm_values_use_chart_keys_and_match_the_operator_cluster(cluster):
     assert worker["livenessProbe"]["httpGet"]["port"] == worker["portDashboard"]
     assert worker["image"]["dask_worker"] == "dask-worker"  # shim installed by the Dockerfile
     assert values["scheduler"]["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
+def chart_commands(values: dict, scheduler_port: int, dashboard_port: int,
+                   worker_dashboard_port: int) -> tuple[list[str], list[str]]:
+    """Scheduler and worker commands as the dask chart's templates render them from our values
+    (dask/templates/dask-scheduler-deployment.yaml, dask-worker-deployment.yaml), with the
+    ports moved to free ones on 127.0.0.1."""
+    scheduler = ["dask-scheduler", f"--port={scheduler_port}",
+                 f"--dashboard-address=127.0.0.1:{dashboard_port}", "--host=127.0.0.1"]
+    worker_values = values["worker"]
+    worker = [worker_values["image"]["dask_worker"], f"127.0.0.1:{scheduler_port}",
+              "--nthreads", str(worker_values["threads_per_worker"]),
+              "--memory-limit", str(worker_values["resources"]["limits"]["memory"]),
+              "--no-dashboard", "--dashboard-address", f"127.0.0.1:{worker_dashboard_port}",
+              *worker_values["extraArgs"]]
+    return scheduler, worker
+
+
+@pytest.mark.slow
+def test_helm_chart_commands_run_with_the_image_shims(cli_env, tmp_path):
+    values = load_yaml(K8S / "helm-values.yaml")
+    ports = free_port(), free_port(), free_port()
+    scheduler_cmd, worker_cmd = chart_commands(values, *ports)
+    env = dict(cli_env)
+    env["PATH"] = f"{DEPLOY / 'docker' / 'bin'}:{env['PATH']}"
+    procs = []
+    try:
+        for cmd, log in ((scheduler_cmd, "scheduler.log"), (worker_cmd, "worker.log")):
+            with (tmp_path / log).open("w") as out:
+                procs.append(subprocess.Popen(cmd, env=env, stdout=out,
+                                              stderr=subprocess.STDOUT, cwd=tmp_path))
+        with Client(f"tcp://127.0.0.1:{ports[0]}", timeout=60) as client:
+            client.wait_for_workers(1, timeout=60)
+            (worker,) = client.scheduler_info(n_workers=-1)["workers"].values()
+            assert worker["nthreads"] == 1
+            assert worker["memory_limit"] == 4 * 2**30
+        # The probes of helm-values.yaml: /health on the dashboard ports, even with
+        # --no-dashboard (the chart's worker flag).
+        for port in ports[1:]:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+                assert r.read() == b"ok"
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=60)
