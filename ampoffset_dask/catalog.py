@@ -76,6 +76,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("warnings", pa.string()),
         ("applied", pa.bool_()),
         ("seconds", pa.float64()),
+        ("cpu_seconds", pa.float64()),
         ("attempts", pa.int32()),
         ("worker", pa.string()),
         ("input", pa.string()),
@@ -155,6 +156,8 @@ class DetectorResult:
         Why the detector failed or was flagged (empty when ok).
     input, output : str
         Input file and corrected output file (empty when none was written).
+    seconds, cpu_seconds : float
+        Wall time and CPU time (of the task's thread) spent on the worker.
     amp_names, pedestals : list
         Pedestals in amp order.
     interfaces : list of dict
@@ -179,6 +182,7 @@ class DetectorResult:
     n_detected: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = float("nan")
     attempts: int = 1
     worker: str = ""
     finished_at: float = dataclasses.field(default_factory=time.time)
@@ -253,6 +257,7 @@ def _records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[s
         det["warnings"].append("; ".join(r.warnings))
         det["applied"].append(bool(r.applied))
         det["seconds"].append(float(r.seconds))
+        det["cpu_seconds"].append(float(r.cpu_seconds))
         det["attempts"].append(int(r.attempts))
         det["worker"].append(r.worker)
         det["input"].append(r.input)

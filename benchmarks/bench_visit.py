@@ -80,9 +80,9 @@ def _warm_client(path: Path, workdir: Path) -> None:
     import tqdm.auto  # noqa: F401
 
 
-def _task_with_peak(path: str, config: AmpOffsetConfig) -> tuple[str, int]:
+def _task_with_peak(path: str, config: AmpOffsetConfig) -> tuple[str, int, float]:
     res = process_file(path, None, config)
-    return res.status, _peak_rss()
+    return res.status, _peak_rss(), res.cpu_seconds
 
 
 def _tiny(i: int) -> int:
@@ -121,8 +121,10 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
         seconds = time.perf_counter() - t0
         assert summary.n_ok == len(paths), summary
         peaks = list(client.run(_peak_rss).values())
-    busy = read_catalog(out, "detectors")["seconds"].sum() / (workers * seconds)
-    print(f"    process() on {workers} worker(s): {seconds:.1f} s; workers busy {100 * busy:.0f}% "
+    det = read_catalog(out, "detectors")
+    busy = det["seconds"].sum() / (workers * seconds)
+    print(f"    process() on {workers} worker(s): {seconds:.1f} s; "
+          f"{det['cpu_seconds'].mean():.2f} CPU s per detector; workers busy {100 * busy:.0f}% "
           f"of the time (task seconds / (workers x wall time))")
     return seconds, peaks
 
@@ -152,8 +154,11 @@ def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig) -> tuple[
         results = list(pool.map(_task_with_peak, [str(p) for p in paths],
                                 [config] * len(paths)))
         seconds = time.perf_counter() - t0
-    assert all(status == "ok" for status, _ in results), results
-    return seconds, max(peak for _, peak in results)
+    assert all(status == "ok" for status, _, _ in results), results
+    cpu = sum(c for _, _, c in results) / len(results)
+    print(f"    ProcessPoolExecutor on {workers} process(es): {seconds:.1f} s; "
+          f"{cpu:.2f} CPU s per detector")
+    return seconds, max(peak for _, peak, _ in results)
 
 
 @contextlib.contextmanager

@@ -358,21 +358,18 @@ def process(
                                   options=options, scheduler=str(spec or "local"))
         summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items))
 
-        todo: list[PlannedTask] = []
-        by_visit: dict[int, list[str]] = {}
-        for task in planned:
-            if not task.error and (task.visit, task.name) in done:
-                summary.n_skipped += 1
-                continue
-            if task.error:
-                rec = DetectorResult.failure(task.error, visit=task.visit, detector=task.name,
-                                             input=task.path)
-                by_visit.setdefault(rec.visit, []).append(rec.key[1])
-                todo.append(task)
-                continue
-            by_visit.setdefault(task.visit, []).append(task.name)
-            todo.append(task)
-        for visit, keys in by_visit.items():
+        failures = [
+            DetectorResult.failure(t.error, visit=t.visit, detector=t.name, input=t.path)
+            for t in planned if t.error
+        ]
+        runnable = [t for t in planned if not t.error and (t.visit, t.name) not in done]
+        summary.n_skipped = len(planned) - len(failures) - len(runnable)
+        expected: dict[int, list[str]] = {}
+        for rec in failures:
+            expected.setdefault(rec.visit, []).append(rec.key[1])
+        for task in runnable:
+            expected.setdefault(task.visit, []).append(task.name)
+        for visit, keys in expected.items():
             writer.expect(visit, keys)
 
         def record(result: DetectorResult) -> None:
@@ -386,11 +383,8 @@ def process(
             else:
                 summary.n_ok += 1
 
-        runnable = [t for t in todo if not t.error]
-        for task in todo:
-            if task.error:
-                record(DetectorResult.failure(task.error, visit=task.visit, detector=task.name,
-                                              input=task.path))
+        for rec in failures:
+            record(rec)
         if summary.n_skipped:
             logger.info("resuming: %d detector(s) already in %s", summary.n_skipped, catalog)
 
@@ -422,7 +416,7 @@ def process(
                 writer.annotate_run(scheduler=str(dask_client.scheduler.address))
                 limit = int(max_in_flight or default_in_flight(dask_client))
                 t = time.perf_counter()
-                n_before = len(todo) - len(runnable) + summary.n_skipped
+                n_before = len(failures) + summary.n_skipped
                 bar = _progress(n_before + len(runnable), n_before, progress)
                 with _forward_logs(dask_client, forward_logs), \
                         _performance_report(dask_client, performance_report), bar:

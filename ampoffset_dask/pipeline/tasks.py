@@ -168,6 +168,7 @@ def process_file(
     from ..io.fits import read_exposure, write_exposure
 
     t0 = time.perf_counter()
+    c0 = time.thread_time()
     path = str(path)
     calls = [0]  # I/O attempts, retries included
 
@@ -242,6 +243,7 @@ def process_file(
             n_detected=int(m.n_detected),
             warnings=list(m.warnings),
             seconds=time.perf_counter() - t0,
+            cpu_seconds=time.thread_time() - c0,
             worker=worker,
             attempts=calls[0],
         )

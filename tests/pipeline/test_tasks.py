@@ -23,6 +23,7 @@ def test_process_file_ok_and_in_place(sim_visit, tmp_path):
     np.testing.assert_array_equal(res.pedestals, m.pedestals)
     assert len(res.interfaces) == len(m.interfaces) and res.worker.startswith("pid ")
     assert res.attempts == 1  # one read
+    assert 0 < res.cpu_seconds <= res.seconds + 0.05
     # output == input is refused unless in_place
     refused = process_file(src, exp.detector, output=src)
     assert refused.status == "failed" and "refusing to overwrite the input" in refused.error
