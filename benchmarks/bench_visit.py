@@ -43,7 +43,7 @@ import psutil
 
 from ampoffset_dask import AmpOffsetConfig, read_catalog
 from ampoffset_dask.cameras import get_camera
-from ampoffset_dask.pipeline import process
+from ampoffset_dask.pipeline import get_client, process
 from ampoffset_dask.pipeline.cluster import default_in_flight
 from ampoffset_dask.pipeline.run import SubmitItem, stream_tasks
 from ampoffset_dask.pipeline.tasks import process_file
@@ -108,12 +108,9 @@ def simulate(workdir: Path, n: int, workers: int) -> list[Path]:
 
 def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: Path,
                 memory_limit: str) -> tuple[float, list[int]]:
-    """Seconds of `process` on a fresh LocalCluster (workers warmed up), worker peak RSS."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      memory_limit=memory_limit, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    """Seconds of `process` on a fresh local cluster made as `process` makes it (workers
+    warmed up), and the workers' peak RSS."""
+    with get_client(f"local:{workers}", memory_limit=memory_limit) as client:
         client.run(_warm)
         shutil.rmtree(out, ignore_errors=True)
         t0 = time.perf_counter()

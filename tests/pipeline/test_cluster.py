@@ -100,6 +100,10 @@ def test_local_spec_and_errors():
         (worker,) = info.values()
         assert worker["nthreads"] == 1
         assert worker["memory_limit"] == 600 * 2**20
+        # one BLAS thread, and glibc's own malloc tuning (no MALLOC_TRIM_THRESHOLD_)
+        (env,) = client.run(lambda: (os.environ.get("OMP_NUM_THREADS"),
+                                     os.environ.get("MALLOC_TRIM_THRESHOLD_"))).values()
+        assert env == ("1", os.environ.get("MALLOC_TRIM_THRESHOLD_"))
         handle = get_client(client)  # an existing client is used, never closed
         handle.close()
         assert client.status == "running"
