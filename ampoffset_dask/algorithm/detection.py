@@ -42,7 +42,7 @@ def gaussian_kernel(sigma: float, n_sigma_for_kernel: float = 7.0) -> np.ndarray
     return k / total
 
 
-def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 64,
+def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
            groups: int = 8) -> np.ndarray:
     """afw's separable float32 convolution of ``image``, on the good box only.
 
@@ -74,16 +74,22 @@ def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 64,
     span = n * groups
     # Rows past the image stay zero; they only feed output rows that are discarded.
     buf = np.zeros((max(h, -(-oh // span) * span + 2 * n), ow), dtype=np.float32)
-    tmp = np.empty((row_block, ow), dtype=np.float32)
+    # Horizontal pass on the flattened rows: contiguous 1-D operations are twice as fast as
+    # 2-D slices; the last 2r outputs of each row mix two rows and are dropped.
+    flat = np.ascontiguousarray(image).ravel()
+    tmp = np.empty(row_block * w, dtype=np.float32)
+    acc = np.empty(row_block * w, dtype=np.float32)
     for a in range(0, h, row_block):
         b = min(h, a + row_block)
-        x = image[a:b]
-        t = tmp[: b - a]
-        acc = buf[a:b]
-        np.multiply(x[:, 0:ow], k[0], out=acc)
+        length = (b - a) * w - 2 * r
+        x = flat[a * w : b * w]
+        t = tmp[:length]
+        sm = acc[:length]
+        np.multiply(x[0:length], k[0], out=sm)
         for i in range(1, n):
-            np.multiply(x[:, i:i + ow], k[i], out=t)
-            acc += t
+            np.multiply(x[i:i + length], k[i], out=t)
+            sm += t
+        buf[a:b] = acc[: (b - a) * w].reshape(b - a, w)[:, :ow]
     out = np.empty((oh, ow), dtype=np.float32)
     q = np.arange(n)
     block = np.empty((span, ow), dtype=np.float32)

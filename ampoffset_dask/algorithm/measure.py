@@ -173,7 +173,7 @@ def measure_detector(
         seeds = None
         if config.do_detection:
             det_bits = mask_bits(("DETECTED", "DETECTED_NEGATIVE"), planes)
-            if m is not None and det_bits:
+            if m is not None and bits & det_bits and np.any(m & det_bits):
                 # Detection clears earlier DETECTED bits before the edges see the mask.
                 bad = ((m & (bits & ~det_bits)) != 0) | nonfinite
             detection, threshold, n_detected, seeds = _detect(img, m, planes, config, strips,
