@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from .interp import MIN_POINTS, evaluate, max_style
-from .stats import clipped_mean_var
+from .stats import clipped_mean_var, sorted_usable
 
 __all__ = [
     "TooManyMaskedPixelsError",
@@ -80,11 +80,7 @@ def background_stats(
     for j in range(ny):
         for i in range(nx):
             sl = (slice(yo[j], yo[j] + ys[j]), slice(xo[i], xo[i] + xs[i]))
-            v = image[sl]
-            good = np.isfinite(v)
-            if bad is not None:
-                good &= ~bad[sl]
-            vals = np.sort(v[good])
+            vals = sorted_usable(image[sl], None if bad is None else bad[sl])
             any_good |= vals.size > 0
             stats[j, i] = clipped_mean_var(vals)[0]
     if not any_good:
@@ -92,16 +88,21 @@ def background_stats(
     return stats
 
 
-def _axis_interp(style: str, knots: np.ndarray, values: np.ndarray, out_len: int) -> np.ndarray:
+def _axis_interp(
+    style: str, knots: np.ndarray, values: np.ndarray, out_len: int, dtype=np.float64
+) -> np.ndarray:
     """Interpolate each row of ``values`` (knots along axis 1) at 0..out_len-1.
 
     Rows with NaN knots drop them and fall back to a poorer style; no knots -> NaN.
+    The result has ``dtype`` (each double value rounded once).
     """
     xs = np.arange(out_len, dtype=np.float64)
     finite = np.isfinite(values)
-    out = np.empty((values.shape[0], out_len))
+    out = np.empty((values.shape[0], out_len), dtype=dtype)
     clean = finite.all(axis=1)
-    if clean.any():
+    if clean.all():
+        evaluate(style, knots, values, xs, out=out)
+    elif clean.any():
         out[clean] = evaluate(style, knots, values[clean], xs)
     for r in np.flatnonzero(~clean):
         keep = finite[r]
@@ -134,7 +135,7 @@ def model_rows(
     columns = _axis_interp(style, yc, stats.T.astype(np.float64), h).T  # (h, nx)
     for y0 in range(0, h, row_block):
         y1 = min(h, y0 + row_block)
-        yield slice(y0, y1), _axis_interp(style, xc, columns[y0:y1], w).astype(np.float32)
+        yield slice(y0, y1), _axis_interp(style, xc, columns[y0:y1], w, np.float32)
 
 
 def background_model(

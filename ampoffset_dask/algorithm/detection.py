@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .stats import clipped_mean_var
+from .stats import clipped_mean_var, sorted_usable
 
 __all__ = [
     "detection_threshold",
@@ -159,12 +159,11 @@ def detection_threshold(
     """
     if threshold_type == "value":
         return float(value) * multiplier
-    keep = np.isfinite(smoothed)
+    excluded = None
     if stats_bad is not None and stats_bad.any():
         r = (stats_bad.shape[0] - smoothed.shape[0]) // 2
-        keep &= ~_dilate_box(stats_bad, r)
-    v = np.sort(smoothed, axis=None) if keep.all() else np.sort(smoothed[keep])
-    _, var = clipped_mean_var(v)
+        excluded = _dilate_box(stats_bad, r)
+    _, var = clipped_mean_var(sorted_usable(smoothed, excluded))
     return float(value) * math.sqrt(var) * multiplier if var >= 0 else math.nan
 
 

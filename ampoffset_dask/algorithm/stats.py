@@ -13,7 +13,13 @@ import math
 
 import numpy as np
 
-__all__ = ["IQ_TO_STDEV", "clipped_mean_var", "clipped_stats", "quantiles_sorted"]
+__all__ = [
+    "IQ_TO_STDEV",
+    "clipped_mean_var",
+    "clipped_stats",
+    "quantiles_sorted",
+    "sorted_usable",
+]
 
 IQ_TO_STDEV = 0.741301109252802
 
@@ -158,7 +164,7 @@ def clipped_mean_var(
     n = s.shape[0]
     median, q1, q3 = quantiles_sorted(s)
     iqr = q3 - q1
-    sums = _RangeSums(s, median) if n >= 64 * _RangeSums.BLOCK else None
+    sums = _RangeSums(s, median) if n >= 16 * _RangeSums.BLOCK else None
     mean = math.nan
     var = math.nan
     for it in range(n_iter):
@@ -198,3 +204,17 @@ def clipped_stats(
         v = v[np.isfinite(v)]
     mean, var = clipped_mean_var(np.sort(v), n_sigma, n_iter)
     return mean, math.sqrt(var) if var >= 0 else math.nan
+
+
+def sorted_usable(values: np.ndarray, bad: np.ndarray | None) -> np.ndarray:
+    """Sorted finite values not flagged ``bad`` (flagged ones are pushed past the end and cut,
+    which is cheaper than boolean indexing before the sort)."""
+    v = np.array(values, dtype=values.dtype, order="C").ravel()
+    drop = ~np.isfinite(v)
+    if bad is not None:
+        drop |= bad.ravel()
+    n_drop = int(np.count_nonzero(drop))
+    if n_drop:
+        v[drop] = np.inf
+    v.sort()
+    return v[: v.size - n_drop]
