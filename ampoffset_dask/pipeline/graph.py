@@ -157,12 +157,26 @@ def _visit_members(visit: Any) -> dict[str, Any]:
     )
 
 
+class _Opaque:
+    """Hides a lazy Dataset from dask.delayed, which would otherwise compute every pixel of
+    it before the task runs; the task then reads only what the measurement slices."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 def _measure_member(value: Any, config: AmpOffsetConfig | None,
                     mask_planes: Mapping[str, int] | None) -> Any:
     from ..algorithm.measure import measure_detector
 
+    if isinstance(value, _Opaque):
+        value = value.value
     if hasattr(value, "data_vars"):  # Dataset from open_exposure
-        return measure_detector(value, None, None, config)
+        # Its strips are computed in this task, synchronously, not as nested cluster work.
+        with dask.config.set(scheduler="sync"):
+            return measure_detector(value, None, None, config)
     if hasattr(value, "getDetector"):  # Exposure or afw-like
         image = getattr(value.image, "array", value.image)
         mask = getattr(value.mask, "array", value.mask)
@@ -204,7 +218,7 @@ def measure_visit(
         ``{detector name: DetectorMeasurement}`` in the order of ``visit``.
     """
     members = _visit_members(visit)
-    tasks = [dask.delayed(_measure_member, pure=False)(value, config, mask_planes,
+    tasks = [dask.delayed(_measure_member, pure=False)(_Opaque(value), config, mask_planes,
                                                        dask_key_name=f"ampoffset-measure-{name}")
              for name, value in members.items()]
     results = dask.compute(*tasks, scheduler=scheduler)

@@ -165,7 +165,12 @@ def process_file(
         ``"failed"`` (``error`` says why).
     """
     from ..algorithm.measure import measure_detector
-    from ..io.fits import read_exposure, write_exposure
+    from ..io.fits import open_lazy, read_exposure, write_exposure
+
+    # Edges only and nothing to write: read just the edge strips from the file.
+    edges_only = (output is None and config is not None
+                  and not (config.do_background or config.do_detection))
+    reader = open_lazy if edges_only else read_exposure
 
     t0 = time.perf_counter()
     c0 = time.thread_time()
@@ -190,7 +195,7 @@ def process_file(
 
     try:
         exp = with_io_retries(
-            counted(lambda: read_exposure(path, camera=camera, detector=detector)),
+            counted(lambda: reader(path, camera=camera, detector=detector)),
             retries=io_retries, delay=io_retry_delay, what=f"reading {path}",
         )
         geometry = detector if detector is not None else exp.detector
@@ -199,8 +204,8 @@ def process_file(
             visit = exp.visit
         if visit is None:
             raise InputError(f"{path}: no visit number in the header")
-        image = np.asarray(exp.image)
-        if image.shape != geometry.shape:
+        image = exp.image if edges_only else np.asarray(exp.image)
+        if tuple(image.shape) != geometry.shape:
             raise InputError(
                 f"{path}: image shape {image.shape} does not match detector {geometry.name} "
                 f"({geometry.shape[0]} x {geometry.shape[1]} pixels, height x width)"

@@ -86,3 +86,64 @@ def test_measure_visit_mapping_and_datatree(sim_visit, client):
     assert sorted(got) == sorted(expected)
     for name, m in got.items():
         np.testing.assert_array_equal(m.pedestals, expected[name])
+
+
+def test_measure_visit_edges_only_reads_only_the_strips(tmp_path, monkeypatch):
+    """An edges-only measure_visit on a lazy DataTree reads the edge strips, not every pixel
+    (dask.delayed must not materialise the Datasets it is handed)."""
+    import ampoffset_dask.io.sections as sections_io
+    from ampoffset_dask import AmpOffsetConfig, get_camera, open_visit
+    from ampoffset_dask.io.fits import write_exposure
+
+    counts = {"pixels": 0}
+    original = sections_io.read_section
+
+    def counting(*args, **kwargs):
+        out = original(*args, **kwargs)
+        counts["pixels"] += int(out.size)
+        return out
+
+    monkeypatch.setattr(sections_io, "read_section", counting)
+    det = get_camera("lsstcam")["R22_S11"]
+    rng = np.random.default_rng(3)
+    image = rng.normal(1000.0, 5.0, det.shape).astype(np.float32)
+    for i, amp in enumerate(det):
+        image[amp.slices] += 0.25 * i
+    path = write_exposure(tmp_path / "e2v.fits", image,
+                          header={"CAMERA": "lsstcam", "DETNAME": "R22_S11", "VISIT": 4})
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    tree = open_visit([path])
+    results = measure_visit(tree, config=config, scheduler="sync")
+    (result,) = results.values()
+    assert 0 < counts["pixels"] <= 0.26 * 2 * image.size
+    expected = measure_detector(image, None, det, config)
+    np.testing.assert_array_equal(result.pedestals, expected.pedestals)
+
+
+def test_process_file_edges_only_reads_only_the_strips(tmp_path, monkeypatch):
+    import ampoffset_dask.io.sections as sections_io
+    from ampoffset_dask import AmpOffsetConfig, get_camera
+    from ampoffset_dask.io.fits import write_exposure
+    from ampoffset_dask.pipeline.tasks import process_file
+
+    counts = {"pixels": 0}
+    original = sections_io.read_section
+
+    def counting(*args, **kwargs):
+        out = original(*args, **kwargs)
+        counts["pixels"] += int(out.size)
+        return out
+
+    monkeypatch.setattr(sections_io, "read_section", counting)
+    det = get_camera("lsstcam")["R02_S02"]
+    image = np.full(det.shape, 500.0, dtype=np.float32)
+    for i, amp in enumerate(det):
+        image[amp.slices] += 0.1 * i
+    path = write_exposure(tmp_path / "itl.fits", image,
+                          header={"CAMERA": "lsstcam", "DETNAME": "R02_S02", "VISIT": 9})
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    res = process_file(path, det, config)
+    assert res.status == "ok", res.error
+    assert 0 < counts["pixels"] <= 0.26 * 2 * image.size
+    expected = measure_detector(image, None, det, config)
+    np.testing.assert_array_equal(res.pedestals, expected.pedestals)
