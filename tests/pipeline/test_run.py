@@ -228,3 +228,13 @@ def test_task_that_kills_its_worker_ends_failed(tmp_path):
     assert item.tag is task
     assert result.status == "failed" and result.visit == 5 and result.detector == "R00_S00"
     assert result.error.startswith("worker died while processing") and "poison.fits" in result.error
+
+
+def test_performance_report_is_written(sim_dir, client, tmp_path):
+    report = tmp_path / "report.html"
+    summary = process(sim_dir, tmp_path / "cat", client=client, progress=False,
+                      performance_report=report)
+    assert summary.n_ok == 9
+    html = report.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") or "<html" in html[:2000].lower()
+    assert "Dask Performance Report" in html
