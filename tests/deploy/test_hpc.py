@@ -64,8 +64,10 @@ def slurm_config() -> dict:
     return load_yaml(HPC / "jobqueue.yaml")["jobqueue"]["slurm"]
 
 
-def test_jobqueue_config_renders_the_expected_batch_script():
+def test_jobqueue_config_renders_the_expected_batch_script(tmp_path, monkeypatch):
     from dask_jobqueue import SLURMCluster
+
+    monkeypatch.chdir(tmp_path)  # the cluster creates its relative log directory here
 
     conf = slurm_config()
     flat = {f"jobqueue.slurm.{key}": value for key, value in conf.items()}
