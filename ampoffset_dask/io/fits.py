@@ -25,6 +25,7 @@ Pixel regions are read by `ampoffset_dask.io.sections` (re-exported here: `read_
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -637,6 +638,20 @@ def _raw_sources(info: FileInfo, detector: Detector, cam: Camera | None,
     return tuple(out)
 
 
+def open_sources(
+    path: str | os.PathLike, camera: Any = None, detector: Any = None, overscan: bool = False
+) -> tuple[FileInfo, Detector, tuple[AmpSource, ...]]:
+    """Headers, geometry and per-amp pixel sources of a file (what every reader starts from)."""
+    info = inspect_file(path)
+    det = resolve_detector(info, camera, detector)
+    return info, det, amp_sources(info, det, camera, overscan)
+
+
+def sources_on_hdu(sources: tuple[AmpSource, ...], hdu: int) -> tuple[AmpSource, ...]:
+    """The same amp boxes read from another HDU (mask, variance), without overscan."""
+    return tuple(dataclasses.replace(s, hdu=hdu, overscan=None) for s in sources)
+
+
 def read_exposure(
     path: str | os.PathLike,
     camera: Any = None,
@@ -667,9 +682,7 @@ def read_exposure(
     InputError
         Naming the file and the reason.
     """
-    info = inspect_file(path)
-    det = resolve_detector(info, camera, detector)
-    sources = amp_sources(info, det, camera, overscan)
+    info, det, sources = open_sources(path, camera, detector, overscan)
     planes = dict(info.mask_planes)
     finite: bool | None = None
     if info.kind == "exposure":
@@ -732,12 +745,8 @@ def open_lazy(
     InputError
         Naming the file and the reason.
     """
-    info = inspect_file(path)
-    det = resolve_detector(info, camera, detector)
-    sources = amp_sources(info, det, camera, overscan)
-
-    def on(hdu: int) -> tuple[AmpSource, ...]:
-        return tuple(dataclasses.replace(s, hdu=hdu, overscan=None) for s in sources)
+    info, det, sources = open_sources(path, camera, detector, overscan)
+    on = functools.partial(sources_on_hdu, sources)
 
     image = LazyPlane(info.path, det.shape, np.float32, sources)
     mask = (LazyPlane(info.path, det.shape, np.int32, on(info.mask_hdu))

@@ -24,7 +24,7 @@ from xarray.backends import BackendEntrypoint
 
 from ..errors import InputError
 from ..geometry import Detector
-from .fits import FileInfo, amp_sources, inspect_file, resolve_detector
+from .fits import FileInfo, open_sources, sources_on_hdu
 from .sections import AmpSource, LazyPlane
 
 __all__ = [
@@ -59,11 +59,6 @@ def _plane(info: FileInfo, name: str, dtype: Any, sources: tuple[AmpSource, ...]
     token = tokenize(str(info.path), stamp, name, sources, np.dtype(dtype).str)
     return da.from_array(plane, chunks=chunks, name=f"ampoffset-{name}-{token}",
                          asarray=False, meta=np.empty((0, 0), dtype=dtype))
-
-
-def _on_hdu(sources: tuple[AmpSource, ...], hdu: int) -> tuple[AmpSource, ...]:
-    return tuple(AmpSource(s.name, s.dest, hdu, s.src, s.flip_x, s.flip_y, None)
-                 for s in sources)
 
 
 def open_exposure(
@@ -101,20 +96,18 @@ def open_exposure(
     InputError
         Naming the file, for unreadable files or unusable geometry.
     """
-    info = inspect_file(path)
-    det = resolve_detector(info, camera, detector)
-    sources = amp_sources(info, det, camera, overscan)
+    info, det, sources = open_sources(path, camera, detector, overscan)
     chunks = amp_chunks(det)
     st = info.path.stat()
     stamp = (st.st_size, st.st_mtime_ns)
     image = _plane(info, "image", np.float32, sources, det, chunks, stamp)
     if info.mask_hdu is not None:
-        mask = _plane(info, "mask", np.int32, _on_hdu(sources, info.mask_hdu), det, chunks,
+        mask = _plane(info, "mask", np.int32, sources_on_hdu(sources, info.mask_hdu), det, chunks,
                       stamp)
     else:
         mask = da.zeros(det.shape, dtype=np.int32, chunks=chunks)
     if info.variance_hdu is not None:
-        variance = _plane(info, "variance", np.float32, _on_hdu(sources, info.variance_hdu),
+        variance = _plane(info, "variance", np.float32, sources_on_hdu(sources, info.variance_hdu),
                           det, chunks, stamp)
     else:
         variance = da.zeros(det.shape, dtype=np.float32, chunks=chunks)
