@@ -12,7 +12,6 @@ import pytest
 import xarray as xr
 from io_helpers import REAL
 
-import ampoffset_dask.io.sections as sections_io
 from ampoffset_dask import AmpOffsetConfig, InputError, measure_detector
 from ampoffset_dask.cameras import get_camera
 from ampoffset_dask.geometry import Detector
@@ -25,22 +24,6 @@ from ampoffset_dask.io.xarray import (
     open_visit,
 )
 from ampoffset_dask.masks import DEFAULT_MASK_PLANES
-
-
-@pytest.fixture
-def pixel_counter(monkeypatch):
-    """Count the pixels every `read_section` call returns (all lazy reads go through it)."""
-    counts = {"calls": 0, "pixels": 0}
-    original = sections_io.read_section
-
-    def counting(*args, **kwargs):
-        out = original(*args, **kwargs)
-        counts["calls"] += 1
-        counts["pixels"] += int(out.size)
-        return out
-
-    monkeypatch.setattr(sections_io, "read_section", counting)
-    return counts
 
 
 def _small_detector(name="D", det_id=None) -> Detector:

@@ -88,22 +88,12 @@ def test_measure_visit_mapping_and_datatree(sim_visit, client):
         np.testing.assert_array_equal(m.pedestals, expected[name])
 
 
-def test_measure_visit_edges_only_reads_only_the_strips(tmp_path, monkeypatch):
+def test_measure_visit_edges_only_reads_only_the_strips(tmp_path, pixel_counter):
     """An edges-only measure_visit on a lazy DataTree reads the edge strips, not every pixel
     (dask.delayed must not materialise the Datasets it is handed)."""
-    import ampoffset_dask.io.sections as sections_io
     from ampoffset_dask import AmpOffsetConfig, get_camera, open_visit
     from ampoffset_dask.io.fits import write_exposure
 
-    counts = {"pixels": 0}
-    original = sections_io.read_section
-
-    def counting(*args, **kwargs):
-        out = original(*args, **kwargs)
-        counts["pixels"] += int(out.size)
-        return out
-
-    monkeypatch.setattr(sections_io, "read_section", counting)
     det = get_camera("lsstcam")["R22_S11"]
     rng = np.random.default_rng(3)
     image = rng.normal(1000.0, 5.0, det.shape).astype(np.float32)
@@ -115,26 +105,16 @@ def test_measure_visit_edges_only_reads_only_the_strips(tmp_path, monkeypatch):
     tree = open_visit([path])
     results = measure_visit(tree, config=config, scheduler="sync")
     (result,) = results.values()
-    assert 0 < counts["pixels"] <= 0.26 * 2 * image.size
+    assert 0 < pixel_counter["pixels"] <= 0.26 * 2 * image.size
     expected = measure_detector(image, None, det, config)
     np.testing.assert_array_equal(result.pedestals, expected.pedestals)
 
 
-def test_process_file_edges_only_reads_only_the_strips(tmp_path, monkeypatch):
-    import ampoffset_dask.io.sections as sections_io
+def test_process_file_edges_only_reads_only_the_strips(tmp_path, pixel_counter):
     from ampoffset_dask import AmpOffsetConfig, get_camera
     from ampoffset_dask.io.fits import write_exposure
     from ampoffset_dask.pipeline.tasks import process_file
 
-    counts = {"pixels": 0}
-    original = sections_io.read_section
-
-    def counting(*args, **kwargs):
-        out = original(*args, **kwargs)
-        counts["pixels"] += int(out.size)
-        return out
-
-    monkeypatch.setattr(sections_io, "read_section", counting)
     det = get_camera("lsstcam")["R02_S02"]
     image = np.full(det.shape, 500.0, dtype=np.float32)
     for i, amp in enumerate(det):
@@ -144,6 +124,6 @@ def test_process_file_edges_only_reads_only_the_strips(tmp_path, monkeypatch):
     config = AmpOffsetConfig(do_background=False, do_detection=False)
     res = process_file(path, det, config)
     assert res.status == "ok", res.error
-    assert 0 < counts["pixels"] <= 0.26 * 2 * image.size
+    assert 0 < pixel_counter["pixels"] <= 0.26 * 2 * image.size
     expected = measure_detector(image, None, det, config)
     np.testing.assert_array_equal(res.pedestals, expected.pedestals)
