@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from io_helpers import kast_camera_doc
 
 from ampoffset_dask import InputError
 from ampoffset_dask.cameras import Camera, get_camera, list_cameras
@@ -120,39 +121,19 @@ def test_camera_pickles():
     assert back["RXX_S00"] == cam["RXX_S00"] and back.name == "latiss"
 
 
-def _kast_doc():
-    return {
-        "name": "kast_blue",
-        "amp_layouts": {
-            "kast": {
-                "detector_size": [2048, 350],
-                "amps": [
-                    {"name": "A1", "bbox": [0, 0, 1024, 350],
-                     "raw_data_bbox": [0, 0, 1024, 350],
-                     "raw_serial_overscan_bbox": [2049, 0, 31, 350]},
-                    {"name": "A2", "bbox": [1024, 0, 1024, 350],
-                     "raw_data_bbox": [1024, 0, 1024, 350],
-                     "raw_serial_overscan_bbox": [2080, 0, 31, 350]},
-                ],
-            }
-        },
-        "detectors": [{"id": 0, "name": "kast_blue", "physical_type": "kast"}],
-    }
-
-
 def test_user_camera_json_and_yaml(tmp_path):
     path = tmp_path / "kast.json"
-    path.write_text(json.dumps(_kast_doc()))
+    path.write_text(json.dumps(kast_camera_doc()))
     cam = Camera.from_file(path)
     assert cam.name == "kast_blue"
     det = cam["KAST_BLUE"]
-    assert det.shape == (350, 2048) and det.amp_names == ("A1", "A2")
+    assert det.shape == (350, 2048) and det.amp_names == ("L", "R")
     det.check()
     assert cam.raw_amps(0)[1].raw_serial_overscan_bbox == (2080, 0, 31, 350)
     assert get_camera(str(path))[0] == det
     import yaml  # a test dependency
     ypath = tmp_path / "kast.yaml"
-    ypath.write_text(yaml.safe_dump(_kast_doc()))
+    ypath.write_text(yaml.safe_dump(kast_camera_doc()))
     assert Camera.from_file(ypath)[0] == det
 
 
@@ -163,13 +144,13 @@ def test_user_camera_errors(tmp_path):
         Camera.from_file(bad)
     with pytest.raises(InputError, match=r"missing.json: cannot read"):
         Camera.from_file(tmp_path / "missing.json")
-    doc = _kast_doc()
+    doc = kast_camera_doc()
     doc["amp_layouts"]["kast"]["amps"][1]["bbox"] = [1024, 0, 1100, 350]
     outside = tmp_path / "outside.json"
     outside.write_text(json.dumps(doc))
-    with pytest.raises(InputError, match=r"outside.json.*'A2'.*outside"):
+    with pytest.raises(InputError, match=r"outside.json.*'R'.*outside"):
         Camera.from_file(outside)
-    doc = _kast_doc()
+    doc = kast_camera_doc()
     doc["detectors"][0]["physical_type"] = "nope"
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps(doc))

@@ -10,7 +10,7 @@ import dask
 import numpy as np
 import pytest
 import xarray as xr
-from io_helpers import REAL
+from io_helpers import REAL, write_stepped_lsstcam
 
 from ampoffset_dask import AmpOffsetConfig, InputError, measure_detector
 from ampoffset_dask.cameras import get_camera
@@ -100,13 +100,8 @@ def test_slicing_reads_only_the_slice(tmp_path, pixel_counter):
 def test_edges_only_measurement_reads_a_quarter_of_a_full_size_e2v(tmp_path, pixel_counter):
     """Background and detection off: measuring a lazy full-size LSSTCam detector reads only
     the edge strips of image and mask."""
-    det = get_camera("lsstcam")["R22_S11"]
-    rng = np.random.default_rng(5)
-    image = rng.normal(1000.0, 5.0, det.shape).astype(np.float32)
-    for i, amp in enumerate(det):
-        image[amp.slices] += 0.5 * i
-    path = write_exposure(tmp_path / "e2v.fits", image,
-                          header={"CAMERA": "lsstcam", "DETNAME": "R22_S11", "VISIT": 1})
+    path, image, _ = write_stepped_lsstcam(tmp_path / "e2v.fits", "R22_S11", visit=1,
+                                           step=0.5, noise=5.0, seed=5)
     config = AmpOffsetConfig(do_background=False, do_detection=False)
     ds = open_exposure(path)
     lazy = measure_detector(ds, None, None, config)

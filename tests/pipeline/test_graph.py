@@ -7,6 +7,7 @@ import json
 import dask
 import numpy as np
 import pytest
+from io_helpers import write_stepped_lsstcam
 
 from ampoffset_dask import InputError, build_graph, measure_detector
 from ampoffset_dask.catalog import DetectorResult
@@ -91,16 +92,10 @@ def test_measure_visit_mapping_and_datatree(sim_visit, client):
 def test_measure_visit_edges_only_reads_only_the_strips(tmp_path, pixel_counter):
     """An edges-only measure_visit on a lazy DataTree reads the edge strips, not every pixel
     (dask.delayed must not materialise the Datasets it is handed)."""
-    from ampoffset_dask import AmpOffsetConfig, get_camera, open_visit
-    from ampoffset_dask.io.fits import write_exposure
+    from ampoffset_dask import AmpOffsetConfig, open_visit
 
-    det = get_camera("lsstcam")["R22_S11"]
-    rng = np.random.default_rng(3)
-    image = rng.normal(1000.0, 5.0, det.shape).astype(np.float32)
-    for i, amp in enumerate(det):
-        image[amp.slices] += 0.25 * i
-    path = write_exposure(tmp_path / "e2v.fits", image,
-                          header={"CAMERA": "lsstcam", "DETNAME": "R22_S11", "VISIT": 4})
+    path, image, det = write_stepped_lsstcam(tmp_path / "e2v.fits", "R22_S11", visit=4,
+                                             step=0.25, noise=5.0, seed=3)
     config = AmpOffsetConfig(do_background=False, do_detection=False)
     tree = open_visit([path])
     results = measure_visit(tree, config=config, scheduler="sync")
@@ -111,16 +106,11 @@ def test_measure_visit_edges_only_reads_only_the_strips(tmp_path, pixel_counter)
 
 
 def test_process_file_edges_only_reads_only_the_strips(tmp_path, pixel_counter):
-    from ampoffset_dask import AmpOffsetConfig, get_camera
-    from ampoffset_dask.io.fits import write_exposure
+    from ampoffset_dask import AmpOffsetConfig
     from ampoffset_dask.pipeline.tasks import process_file
 
-    det = get_camera("lsstcam")["R02_S02"]
-    image = np.full(det.shape, 500.0, dtype=np.float32)
-    for i, amp in enumerate(det):
-        image[amp.slices] += 0.1 * i
-    path = write_exposure(tmp_path / "itl.fits", image,
-                          header={"CAMERA": "lsstcam", "DETNAME": "R02_S02", "VISIT": 9})
+    path, image, det = write_stepped_lsstcam(tmp_path / "itl.fits", "R02_S02", visit=9,
+                                             step=0.1)
     config = AmpOffsetConfig(do_background=False, do_detection=False)
     res = process_file(path, det, config)
     assert res.status == "ok", res.error

@@ -1,11 +1,32 @@
-"""Helpers shared by the I/O tests: paths of the real test files and small cameras."""
+"""Helpers shared by the file tests: real test files, small cameras, written detectors."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import numpy as np
+from golden import SHARED
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 REAL = SHARED / "realdata"
+
+
+def write_stepped_lsstcam(path, name: str, visit: int, step: float, noise: float = 0.0,
+                          seed: int = 0):
+    """Write a full-size LSSTCam detector whose amp i sits ``i * step`` above a 1000 ADU sky.
+
+    Returns ``(path, image, detector)``.
+    """
+    from ampoffset_dask import get_camera
+    from ampoffset_dask.io.fits import write_exposure
+
+    det = get_camera("lsstcam")[name]
+    if noise:
+        image = np.random.default_rng(seed).normal(1000.0, noise, det.shape).astype(np.float32)
+    else:
+        image = np.full(det.shape, 1000.0, dtype=np.float32)
+    for i, amp in enumerate(det):
+        image[amp.slices] += step * i
+    path = write_exposure(path, image,
+                          header={"CAMERA": "lsstcam", "DETNAME": name, "VISIT": visit})
+    return path, image, det
 
 
 def kast_camera_doc() -> dict:
