@@ -18,10 +18,6 @@ from .errors import GeometryError
 
 __all__ = ["AmpGrid", "Amplifier", "Detector", "Interface"]
 
-# Side codes of LSST's AmpOffsetTask: the neighbour at larger y, larger x, smaller y, smaller x.
-SIDE_NAMES = ("+y", "+x", "-y", "-x")
-
-
 @dataclasses.dataclass(frozen=True)
 class Amplifier:
     """One amplifier's data region in the assembled detector image.
