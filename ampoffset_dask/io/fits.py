@@ -42,6 +42,7 @@ from ..errors import GeometryError, InputError
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, plane_bit
 from .header_geometry import geometry_from_header
+from .overscan import IsrSteps, isr_steps, normalize_gain, normalize_overscan
 from .sections import (
     AmpSource,
     LazyPlane,
@@ -64,6 +65,7 @@ __all__ = [
     "MaskPlanesWarning",
     "amp_sources",
     "close_cached_files",
+    "file_isr",
     "inspect_file",
     "open_lazy",
     "read_exposure",
@@ -155,6 +157,7 @@ class ExposureData:
     detector: Detector
     visit: int | None
     info: FileInfo
+    isr: IsrSteps = dataclasses.field(default_factory=IsrSteps)
 
     def to_exposure(self):
         """An `ampoffset_dask.exposure.Exposure` of the same planes."""
@@ -523,38 +526,70 @@ def amp_sources(
     info: FileInfo,
     detector: Detector,
     camera: Any = None,
-    overscan: bool = False,
+    overscan: bool | str = "auto",
+    gain: str | None = None,
 ) -> tuple[AmpSource, ...]:
     """Where each amp of ``detector`` is read from in the file described by ``info``.
 
     Exposure files and images already in the detector frame read each amp from the same box
     of the image HDU; raws and untrimmed images are assembled from the camera's raw boxes
-    (or the header's ``DATASEC`` keywords), with per-row overscan subtraction if ``overscan``.
+    (or the header's ``DATASEC`` keywords), with their serial overscan subtracted as
+    ``overscan`` says (`ampoffset_dask.io.overscan`).
+
+    Parameters
+    ----------
+    info : FileInfo
+    detector : Detector
+    camera : str or Camera, optional
+    overscan : {"auto", "per-row", "mean", "none"} or bool
+        ``"auto"``: per-row for pixels read from raw boxes with a serial overscan, nothing
+        for assembled files; ``True`` = ``"per-row"``, ``False`` = ``"none"``.
+    gain : {None, "none", "nominal"}
+        ``"nominal"`` multiplies each amp by the camera's nominal gain (``amp_gain``).
 
     Raises
     ------
     InputError
-        If the image does not match the detector or a raw box lies outside its HDU.
+        If the image does not match the detector, a raw box lies outside its HDU, a forced
+        overscan mode finds no overscan, or nominal gains are asked for but unknown.
+    ConfigError
+        For an unknown ``overscan`` or ``gain`` value.
     """
+    mode = normalize_overscan(overscan)
+    gain_mode = normalize_gain(gain)
     path = info.path
     cam = _camera_or_none(camera, path)
     if cam is None and info.camera is not None:
         cam = get_camera(info.camera)
     if cam is None and info.kind != "raw":
         cam = _guess_camera(info)
+    sources = _located_sources(info, detector, cam, mode)
+    if gain_mode == "nominal":
+        gains = _nominal_gains(info, detector, cam)
+        sources = tuple(dataclasses.replace(s, gain=g)
+                        for s, g in zip(sources, gains, strict=True))
+    return sources
+
+
+def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
+                     mode: str) -> tuple[AmpSource, ...]:
+    path = info.path
+    forced = mode in ("per-row", "mean")
 
     def direct() -> tuple[AmpSource, ...]:
-        return tuple(AmpSource(a.name, (a.y0, a.y1, a.x0, a.x1), info.image_hdu,
-                               (a.y0, a.y1, a.x0, a.x1)) for a in detector)
+        return _direct(detector, info.image_hdu)
 
     if info.kind == "exposure":
         if info.shape != detector.shape:
             raise InputError(_shape_message(info, detector))
+        if forced:
+            raise InputError(f"{path}: overscan={mode!r}, but an assembled exposure file has no "
+                             "overscan (use overscan='auto' or 'none')")
         return direct()
     if info.kind == "raw":
-        return _raw_sources(info, detector, cam, overscan)
+        return _raw_sources(info, detector, cam, mode)
     # plain image
-    if info.shape == detector.shape and not overscan:
+    if info.shape == detector.shape and not forced:
         return direct()
     raws = None
     if cam is not None and detector.name in cam:
@@ -567,20 +602,45 @@ def amp_sources(
     if raws is not None:
         out = []
         for amp, raw in zip(detector, raws, strict=True):
-            out.append(_source_from_raw(info, amp, raw, info.image_hdu, info.shape, overscan))
+            out.append(_source_from_raw(info, amp, raw, info.image_hdu, info.shape, mode))
         return tuple(out)
     hg = _header_geometry(info)
     if hg is not None and hg.detector.shape == detector.shape and (
         [(a.name, a.x0, a.y0) for a in hg.detector] == [(a.name, a.x0, a.y0) for a in detector]
     ):
+        if forced and any(o is None for o in hg.overscan_boxes):
+            raise InputError(f"{path}: overscan={mode!r}, but the header gives no BIASSEC "
+                             "overscan region for every amp")
+        use = mode != "none" and all(o is not None for o in hg.overscan_boxes)
         out = []
         for amp, data, over in zip(detector, hg.data_boxes, hg.overscan_boxes, strict=True):
             out.append(AmpSource(amp.name, (amp.y0, amp.y1, amp.x0, amp.x1), info.image_hdu,
-                                 data, overscan=over if overscan else None))
+                                 data, overscan=over if use else None,
+                                 overscan_mode=_applied_mode(mode)))
         return tuple(out)
     if info.shape == detector.shape:
         return direct()
     raise InputError(_shape_message(info, detector))
+
+
+def _applied_mode(mode: str) -> str:
+    return "per-row" if mode == "auto" else mode
+
+
+def _nominal_gains(info: FileInfo, detector: Detector, cam: Camera | None) -> list[float]:
+    """Per-amp nominal gains (e-/ADU) of ``detector`` from the camera description."""
+    gains = None
+    if cam is not None and detector.name in cam:
+        gains = cam.info(detector.name).get("amp_gain")
+    if not gains or len(gains) != len(detector):
+        where = f"camera {cam.name!r}" if cam is not None else "no camera"
+        raise InputError(f"{info.path}: gain='nominal' needs the nominal gains (amp_gain, one "
+                         f"per amp) of detector {detector.name!r}; {where} gives none")
+    out = [float(g) for g in gains]
+    if not all(np.isfinite(g) and g > 0 for g in out):
+        raise InputError(f"{info.path}: detector {detector.name!r}: nominal gains {out} are not "
+                         "all positive")
+    return out
 
 
 def _shape_message(info: FileInfo, detector: Detector) -> str:
@@ -588,7 +648,7 @@ def _shape_message(info: FileInfo, detector: Detector) -> str:
             f"{detector.name!r} of shape {detector.shape}")
 
 
-def _source_from_raw(info, amp, raw, hdu, hdu_shape, overscan) -> AmpSource:
+def _source_from_raw(info, amp, raw, hdu, hdu_shape, mode: str) -> AmpSource:
     x0, y0, w, h = raw.raw_data_bbox
     if (w, h) != (amp.width, amp.height):
         raise InputError(
@@ -601,22 +661,25 @@ def _source_from_raw(info, amp, raw, hdu, hdu_shape, overscan) -> AmpSource:
             f"lies outside HDU {hdu} of shape {hdu_shape}"
         )
     over = None
-    if overscan:
+    if mode != "none":
         if raw.raw_serial_overscan_bbox is None:
-            raise InputError(f"{info.path}: amp {amp.name!r} has no serial overscan box")
-        ox, oy, ow, oh = raw.raw_serial_overscan_bbox
-        if ox < 0 or oy < 0 or oy + oh > hdu_shape[0] or ox + ow > hdu_shape[1]:
-            raise InputError(
-                f"{info.path}: amp {amp.name!r}: overscan box x[{ox}:{ox + ow}] "
-                f"y[{oy}:{oy + oh}] lies outside HDU {hdu} of shape {hdu_shape}"
-            )
-        over = (oy, oy + oh, ox, ox + ow)
+            if mode != "auto":
+                raise InputError(f"{info.path}: amp {amp.name!r} has no serial overscan box "
+                                 f"(overscan={mode!r})")
+        else:
+            ox, oy, ow, oh = raw.raw_serial_overscan_bbox
+            if ox < 0 or oy < 0 or oy + oh > hdu_shape[0] or ox + ow > hdu_shape[1]:
+                raise InputError(
+                    f"{info.path}: amp {amp.name!r}: overscan box x[{ox}:{ox + ow}] "
+                    f"y[{oy}:{oy + oh}] lies outside HDU {hdu} of shape {hdu_shape}"
+                )
+            over = (oy, oy + oh, ox, ox + ow)
     return AmpSource(amp.name, (amp.y0, amp.y1, amp.x0, amp.x1), hdu, (y0, y0 + h, x0, x0 + w),
-                     raw.flip_x, raw.flip_y, over)
+                     raw.flip_x, raw.flip_y, over, _applied_mode(mode))
 
 
 def _raw_sources(info: FileInfo, detector: Detector, cam: Camera | None,
-                 overscan: bool) -> tuple[AmpSource, ...]:
+                 mode: str) -> tuple[AmpSource, ...]:
     path = info.path
     if cam is None or detector.name not in cam:
         raise InputError(
@@ -634,22 +697,35 @@ def _raw_sources(info: FileInfo, detector: Detector, cam: Camera | None,
                 f"{path}: detector {detector.name!r}: no raw HDU {raw.extname or raw.hdu} for "
                 f"amp {amp.name!r}"
             )
-        out.append(_source_from_raw(info, amp, raw, hdu, info.segment_shapes[hdu], overscan))
+        out.append(_source_from_raw(info, amp, raw, hdu, info.segment_shapes[hdu], mode))
     return tuple(out)
 
 
+def file_isr(info: FileInfo, detector: Detector, sources: tuple[AmpSource, ...]) -> IsrSteps:
+    """What reading ``sources`` does to the pixels of the file (`IsrSteps`)."""
+    raw = (info.kind == "raw" or tuple(info.shape) != detector.shape
+           or any((s.src, s.flip_x, s.flip_y) != (s.dest, False, False) for s in sources))
+    return isr_steps(sources, raw=raw)
+
+
 def open_sources(
-    path: str | os.PathLike, camera: Any = None, detector: Any = None, overscan: bool = False
+    path: str | os.PathLike, camera: Any = None, detector: Any = None,
+    overscan: bool | str = "auto", gain: str | None = None,
 ) -> tuple[FileInfo, Detector, tuple[AmpSource, ...]]:
     """Headers, geometry and per-amp pixel sources of a file (what every reader starts from)."""
     info = inspect_file(path)
     det = resolve_detector(info, camera, detector)
-    return info, det, amp_sources(info, det, camera, overscan)
+    return info, det, amp_sources(info, det, camera, overscan, gain)
 
 
-def sources_on_hdu(sources: tuple[AmpSource, ...], hdu: int) -> tuple[AmpSource, ...]:
-    """The same amp boxes read from another HDU (mask, variance), without overscan."""
-    return tuple(dataclasses.replace(s, hdu=hdu, overscan=None) for s in sources)
+def sources_on_hdu(sources: tuple[AmpSource, ...], hdu: int,
+                   gain_power: int = 0) -> tuple[AmpSource, ...]:
+    """The same amp boxes read from another HDU, without overscan: the mask
+    (``gain_power=0``: no gain) or the variance (``gain_power=2``: scaled by gain squared)."""
+    return tuple(dataclasses.replace(
+        s, hdu=hdu, overscan=None,
+        gain=None if s.gain is None or not gain_power else s.gain ** gain_power,
+    ) for s in sources)
 
 
 def read_exposure(
@@ -657,7 +733,8 @@ def read_exposure(
     camera: Any = None,
     detector: Any = None,
     *,
-    overscan: bool = False,
+    overscan: bool | str = "auto",
+    gain: str | None = None,
 ) -> ExposureData:
     """Read a whole exposure, raw or image file into memory, in the detector frame.
 
@@ -668,8 +745,12 @@ def read_exposure(
         Camera for the geometry (default: from the header).
     detector : Detector, dict, str or int, optional
         Geometry, or a detector name/id in the camera (default: from the header).
-    overscan : bool
-        Raws and untrimmed images: subtract each amp's serial overscan, row by row (median).
+    overscan : {"auto", "per-row", "mean", "none"} or bool
+        Serial overscan subtraction (`ampoffset_dask.io.overscan`): ``"auto"`` subtracts it,
+        row by row (median), from raws and untrimmed images and leaves assembled files alone;
+        ``True`` = ``"per-row"``, ``False`` = ``"none"``.
+    gain : {None, "none", "nominal"}
+        ``"nominal"``: multiply each amp by the camera's nominal gain (ADU -> electrons).
 
     Returns
     -------
@@ -682,7 +763,7 @@ def read_exposure(
     InputError
         Naming the file and the reason.
     """
-    info, det, sources = open_sources(path, camera, detector, overscan)
+    info, det, sources = open_sources(path, camera, detector, overscan, gain)
     planes = dict(info.mask_planes)
     finite: bool | None = None
     if info.kind == "exposure":
@@ -691,6 +772,8 @@ def read_exposure(
                 if info.mask_hdu is not None else np.zeros(det.shape, np.int32))
         variance = (_read_full(info.path, info.variance_hdu, np.float32)[0]
                     if info.variance_hdu is not None else np.zeros(det.shape, np.float32))
+        if any(s.gain is not None for s in sources):
+            image, variance = _times_gain(image, variance, det, sources)
     else:
         if info.kind == "image" and sources == _direct(det, info.image_hdu):
             image, finite = _read_full(info.path, info.image_hdu, np.float32, check_finite=True)
@@ -705,7 +788,16 @@ def read_exposure(
         planes, bit = plane_bit("NO_DATA", planes)
         mask[bad] |= np.int32(1 << bit)
         logger.info("%s: %d non-finite pixels flagged NO_DATA", info.path, int(bad.sum()))
-    return ExposureData(image, mask, variance, planes, det, info.visit, info)
+    return ExposureData(image, mask, variance, planes, det, info.visit, info,
+                        file_isr(info, det, sources))
+
+
+def _times_gain(image: np.ndarray, variance: np.ndarray, det: Detector,
+                sources: tuple[AmpSource, ...]) -> tuple[np.ndarray, np.ndarray]:
+    for amp, s in zip(det, sources, strict=True):
+        image[amp.slices] *= np.float32(s.gain)
+        variance[amp.slices] *= np.float32(s.gain) ** 2
+    return image, variance
 
 
 @dataclasses.dataclass
@@ -725,6 +817,7 @@ class LazyExposure:
     detector: Detector
     visit: int | None
     info: FileInfo
+    isr: IsrSteps = dataclasses.field(default_factory=IsrSteps)
 
 
 def open_lazy(
@@ -732,7 +825,8 @@ def open_lazy(
     camera: Any = None,
     detector: Any = None,
     *,
-    overscan: bool = False,
+    overscan: bool | str = "auto",
+    gain: str | None = None,
 ) -> LazyExposure:
     """Open a file for region reads (headers only, like `open_exposure` but without dask).
 
@@ -745,15 +839,16 @@ def open_lazy(
     InputError
         Naming the file and the reason.
     """
-    info, det, sources = open_sources(path, camera, detector, overscan)
+    info, det, sources = open_sources(path, camera, detector, overscan, gain)
     on = functools.partial(sources_on_hdu, sources)
 
     image = LazyPlane(info.path, det.shape, np.float32, sources)
     mask = (LazyPlane(info.path, det.shape, np.int32, on(info.mask_hdu))
             if info.mask_hdu is not None else None)
-    variance = (LazyPlane(info.path, det.shape, np.float32, on(info.variance_hdu))
+    variance = (LazyPlane(info.path, det.shape, np.float32, on(info.variance_hdu, 2))
                 if info.variance_hdu is not None else None)
-    return LazyExposure(image, mask, variance, dict(info.mask_planes), det, info.visit, info)
+    return LazyExposure(image, mask, variance, dict(info.mask_planes), det, info.visit, info,
+                        file_isr(info, det, sources))
 
 
 def _direct(det: Detector, hdu: int) -> tuple[AmpSource, ...]:

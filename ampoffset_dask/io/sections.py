@@ -35,6 +35,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import InputError
+from .overscan import subtract_overscan
 
 __all__ = ["AmpSource", "LazyPlane", "close_cached_files", "read_section"]
 
@@ -45,7 +46,10 @@ class AmpSource:
 
     Boxes are ``(y0, y1, x0, x1)``, 0-based, half-open. ``dest`` is in the detector image,
     ``src`` in HDU ``hdu`` of the file; ``flip_x``/``flip_y`` flip the cut-out before pasting;
-    ``overscan`` (same rows as ``src``) is subtracted row by row (median) when given.
+    ``overscan`` (the amp's serial overscan box, same rows as ``src``) is subtracted when given:
+    row by row (median) for ``overscan_mode`` ``"per-row"``, its clipped mean for ``"mean"``
+    (see `ampoffset_dask.io.overscan`). ``gain``, when given, multiplies the result (ADU ->
+    electrons).
     """
 
     name: str
@@ -55,6 +59,8 @@ class AmpSource:
     flip_x: bool = False
     flip_y: bool = False
     overscan: tuple[int, int, int, int] | None = None
+    overscan_mode: str = "per-row"
+    gain: float | None = None
 
 
 def _open_hdul(path: Path, memmap: bool = True) -> fits.HDUList:
@@ -493,6 +499,11 @@ def _paste(path: Path, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int,
     cols = (sx0 + rx0, sx0 + rx1)
     if s.overscan is None:
         data = read_section(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
+    elif s.overscan_mode == "mean":  # one level from the whole overscan, whatever rows are read
+        oy0, oy1, ox0, ox1 = s.overscan
+        data = read_section(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
+        over = read_section(path, s.hdu, (slice(oy0, oy1), slice(ox0, ox1)), hdul=hdul)
+        data = subtract_overscan(data, over, "mean")
     else:
         oy0, _, ox0, ox1 = s.overscan
         if oy0 == sy0:  # same rows: one read covering data and overscan columns
@@ -504,8 +515,9 @@ def _paste(path: Path, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int,
             data = read_section(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
             over = read_section(path, s.hdu, (slice(oy0 + ry0, oy0 + ry1), slice(ox0, ox1)),
                                 hdul=hdul)
-        level = np.median(over.astype(np.float64), axis=1)
-        data = data.astype(np.float64) - level[:, None]
+        data = subtract_overscan(data, over, "per-row")
+    if s.gain is not None:
+        data = np.asarray(data, dtype=np.float64) * s.gain
     if s.flip_y:
         data = data[::-1]
     if s.flip_x:

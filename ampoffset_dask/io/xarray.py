@@ -24,7 +24,7 @@ from xarray.backends import BackendEntrypoint
 
 from ..errors import InputError
 from ..geometry import Detector
-from .fits import FileInfo, open_sources, sources_on_hdu
+from .fits import FileInfo, file_isr, open_sources, sources_on_hdu
 from .sections import AmpSource, LazyPlane
 
 __all__ = [
@@ -66,7 +66,8 @@ def open_exposure(
     camera: Any = None,
     detector: Any = None,
     *,
-    overscan: bool = False,
+    overscan: bool | str = "auto",
+    gain: str | None = None,
 ) -> xr.Dataset:
     """Open an exposure (or raw, or image) file lazily as an `xarray.Dataset`.
 
@@ -81,22 +82,28 @@ def open_exposure(
         Camera for the geometry (default: from the header).
     detector : Detector, dict, str or int, optional
         Geometry, or a detector name/id in the camera (default: from the header).
-    overscan : bool
-        Raws and untrimmed images: subtract each amp's serial overscan row by row.
+    overscan : {"auto", "per-row", "mean", "none"} or bool
+        Serial overscan subtraction (`ampoffset_dask.io.overscan`): ``"auto"`` subtracts it
+        row by row from raws and untrimmed images, and leaves assembled files alone.
+    gain : {None, "none", "nominal"}
+        ``"nominal"``: multiply each amp by the camera's nominal gain (ADU -> electrons).
 
     Returns
     -------
     xarray.Dataset
         Attributes (JSON-safe): ``visit``, ``detector``, ``detector_id``, ``camera``, ``path``,
-        ``kind``, ``geometry`` (JSON of ``Detector.to_dict()``), ``mask_planes`` (JSON of
-        ``{plane: bit}``). Scalar coordinates ``detector`` (and ``visit`` when known).
+        ``kind``, ``overscan`` (what was applied: ``"per-row"``, ``"mean"``, ``"none"``),
+        ``overscan_subtracted`` (bool), ``gain`` (``"nominal"``, ``"none"``), ``geometry``
+        (JSON of ``Detector.to_dict()``), ``mask_planes`` (JSON of ``{plane: bit}``).
+        Scalar coordinates ``detector`` (and ``visit`` when known).
 
     Raises
     ------
     InputError
         Naming the file, for unreadable files or unusable geometry.
     """
-    info, det, sources = open_sources(path, camera, detector, overscan)
+    info, det, sources = open_sources(path, camera, detector, overscan, gain)
+    isr = file_isr(info, det, sources)
     chunks = amp_chunks(det)
     st = info.path.stat()
     stamp = (st.st_size, st.st_mtime_ns)
@@ -107,8 +114,8 @@ def open_exposure(
     else:
         mask = da.zeros(det.shape, dtype=np.int32, chunks=chunks)
     if info.variance_hdu is not None:
-        variance = _plane(info, "variance", np.float32, sources_on_hdu(sources, info.variance_hdu),
-                          det, chunks, stamp)
+        variance = _plane(info, "variance", np.float32,
+                          sources_on_hdu(sources, info.variance_hdu, 2), det, chunks, stamp)
     else:
         variance = da.zeros(det.shape, dtype=np.float32, chunks=chunks)
     coords: dict[str, Any] = {
@@ -125,7 +132,9 @@ def open_exposure(
         "camera": info.camera if camera is None else _camera_name(camera),
         "path": str(info.path),
         "kind": info.kind,
-        "overscan_subtracted": bool(overscan),
+        "overscan": isr.overscan,
+        "overscan_subtracted": isr.overscan != "none",
+        "gain": isr.gain,
         "geometry": json.dumps(det.to_dict()),
         "mask_planes": json.dumps({k: int(v) for k, v in info.mask_planes.items()}),
     }
@@ -183,7 +192,8 @@ def open_visit(
     paths: str | os.PathLike | Iterable[str | os.PathLike],
     camera: Any = None,
     *,
-    overscan: bool = False,
+    overscan: bool | str = "auto",
+    gain: str | None = None,
 ) -> xr.DataTree:
     """Open the detector files of one visit lazily as an `xarray.DataTree`.
 
@@ -193,7 +203,7 @@ def open_visit(
         Files, or a folder of FITS files.
     camera : str or Camera, optional
         Camera for the geometry (default: from each header).
-    overscan : bool
+    overscan, gain
         Passed to `open_exposure`.
 
     Returns
@@ -213,7 +223,7 @@ def open_visit(
     nodes: dict[str, xr.Dataset] = {}
     visits = set()
     for f in files:
-        ds = open_exposure(f, camera=camera, overscan=overscan)
+        ds = open_exposure(f, camera=camera, overscan=overscan, gain=gain)
         name = ds.attrs["detector"]
         if name in nodes:
             raise InputError(
@@ -246,7 +256,7 @@ class AmpOffsetBackendEntrypoint(BackendEntrypoint):
     description = "Open LSST exposure, raw and single-image FITS files lazily (ampoffset-dask)"
     url = "https://github.com/ampoffset-dask/ampoffset-dask"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "camera", "detector",
-                               "overscan")
+                               "overscan", "gain")
 
     def open_dataset(
         self,
@@ -255,12 +265,13 @@ class AmpOffsetBackendEntrypoint(BackendEntrypoint):
         drop_variables: str | Iterable[str] | None = None,
         camera: Any = None,
         detector: Any = None,
-        overscan: bool = False,
+        overscan: bool | str = "auto",
+        gain: str | None = None,
     ) -> xr.Dataset:
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise InputError("the ampoffset engine opens files by path only")
         ds = open_exposure(filename_or_obj, camera=camera, detector=detector,
-                           overscan=overscan)
+                           overscan=overscan, gain=gain)
         if drop_variables is not None:
             drop = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
             ds = ds.drop_vars(drop)
