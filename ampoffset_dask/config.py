@@ -16,7 +16,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["AmpOffsetConfig", "BackgroundConfig", "DetectionConfig"]
+__all__ = ["PRESETS", "AmpOffsetConfig", "BackgroundConfig", "DetectionConfig", "Preset",
+           "list_presets", "preset_for_camera"]
 
 DEFAULT_IGNORED_PIXEL_MASK = (
     "BAD",
@@ -299,6 +300,38 @@ class AmpOffsetConfig(_LsstNames):
         config.validate()
         return config
 
+    @classmethod
+    def from_preset(cls, name: str, mapping: Mapping[str, Any] | None = None,
+                    **kwargs: Any) -> AmpOffsetConfig:
+        """LSST's defaults with the overrides a Rubin pipeline runs (see `PRESETS`).
+
+        Parameters
+        ----------
+        name : str
+            Preset name, case-insensitive: ``lsstcam``, ``lsstcam-drp``, ``lsstcomcam``,
+            ``hsc``, ``decam``, ``cp-flat``.
+        mapping, **kwargs
+            Further fields on top of the preset (LSST or snake_case names, as `from_lsst`).
+
+        Returns
+        -------
+        AmpOffsetConfig
+            A validated config.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown preset (listing the known ones), name or value.
+        """
+        key = str(name).strip().lower().replace("_", "-")
+        if key not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        config = cls()
+        config.update(PRESETS[key].overrides)
+        config.update({**(mapping or {}), **kwargs})
+        config.validate()
+        return config
+
     def copy(self) -> AmpOffsetConfig:
         """Return a deep copy."""
         return copy.deepcopy(self)
@@ -355,3 +388,61 @@ class AmpOffsetConfig(_LsstNames):
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.capitalize() for part in rest)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named set of overrides of LSST's defaults, as a Rubin pipeline configures the task.
+
+    Attributes
+    ----------
+    name : str
+    overrides : dict
+        LSST field names -> values; every other field keeps LSST's default.
+    source : str
+        Where the values are set in the Rubin Science Pipelines.
+    cameras : tuple of str
+        Built-in cameras whose data the preset is meant for.
+    """
+
+    name: str
+    overrides: Mapping[str, Any]
+    source: str
+    cameras: tuple[str, ...] = ()
+
+
+#: Production presets, by name. The values are the overrides in the cited configuration files.
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("lsstcam", {"ampEdgeMaxOffset": 10.0, "doApplyAmpOffset": False},
+           "obs_lsst: ISR of LSSTCam (isrLSST, ampOffset overrides)", ("lsstcam",)),
+    Preset("lsstcam-drp", {"ampEdgeMaxOffset": 10.0, "doApplyAmpOffset": True},
+           "drp_pipe: LSSTCam DRP pipeline (isr ampOffset overrides)", ()),
+    Preset("lsstcomcam", {"ampEdgeMaxOffset": 10.0, "doApplyAmpOffset": True},
+           "obs_lsst / drp_pipe: LSSTComCam ISR (ampOffset overrides)", ("lsstcomcam",)),
+    Preset("hsc", {"doApplyAmpOffset": True, "detection.thresholdType": "stdev",
+                   "detection.isotropicGrow": False},
+           "obs_subaru: HSC ISR config (ampOffset overrides; ampEdgeMaxOffset keeps 5.0)",
+           ("hsc",)),
+    Preset("decam", {"doApplyAmpOffset": True},
+           "obs_decam: DECam ISR config (ampOffset overrides)", ("decam",)),
+    Preset("cp-flat", {"ampEdgeMaxOffset": 100000.0, "ampEdgeInset": 10, "doBackground": False,
+                       "doDetection": False, "doApplyAmpOffset": False},
+           "cp_pipe: calibration flats for PTC / brighter-fatter kernels (ampOffset overrides)",
+           ()),
+)}
+
+
+def list_presets() -> list[Preset]:
+    """The production presets, in `PRESETS` order."""
+    return list(PRESETS.values())
+
+
+def preset_for_camera(camera: str | None) -> Preset | None:
+    """The preset meant for a built-in camera's science data (``None`` if there is none)."""
+    if not camera:
+        return None
+    key = str(camera).strip().lower()
+    for preset in PRESETS.values():
+        if key in preset.cameras:
+            return preset
+    return None

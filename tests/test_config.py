@@ -223,3 +223,40 @@ def test_sub_config_classes():
     DetectionConfig().validate()
     with pytest.raises(ConfigError, match=r"bg\.algorithm"):
         BackgroundConfig(algorithm="X").validate(prefix="bg")
+
+
+# -- production presets ------------------------------------------------------------------------
+def test_presets_set_the_production_overrides_and_keep_lsst_defaults():
+    from ampoffset_dask.config import PRESETS, list_presets, preset_for_camera
+
+    assert [p.name for p in list_presets()] == ["lsstcam", "lsstcam-drp", "lsstcomcam", "hsc",
+                                                 "decam", "cp-flat"]
+    default = AmpOffsetConfig()
+    lsstcam = AmpOffsetConfig.from_preset("LSSTCam")
+    assert lsstcam.ampEdgeMaxOffset == 10.0 and lsstcam.doApplyAmpOffset is False
+    drp = AmpOffsetConfig.from_preset("lsstcam-drp")
+    assert drp.ampEdgeMaxOffset == 10.0 and drp.doApplyAmpOffset is True
+    comcam = AmpOffsetConfig.from_preset("lsstcomcam")
+    assert comcam.ampEdgeMaxOffset == 10.0 and comcam.doApplyAmpOffset is True
+    hsc = AmpOffsetConfig.from_preset("hsc")
+    assert hsc.doApplyAmpOffset and hsc.detection.threshold_type == "stdev"
+    assert hsc.detection.isotropic_grow is False and hsc.ampEdgeMaxOffset == 5.0
+    decam = AmpOffsetConfig.from_preset("decam")
+    assert decam.doApplyAmpOffset and decam.ampEdgeMaxOffset == default.ampEdgeMaxOffset
+    flat = AmpOffsetConfig.from_preset("cp_flat")
+    assert (flat.ampEdgeMaxOffset, flat.ampEdgeInset, flat.doBackground, flat.doDetection,
+            flat.doApplyAmpOffset) == (100000.0, 10, False, False, False)
+    # everything a preset does not name keeps LSST's default
+    for preset in PRESETS.values():
+        cfg = AmpOffsetConfig.from_preset(preset.name).to_dict()
+        touched = {k.split(".")[0] for k in preset.overrides}
+        for key, value in default.to_dict().items():
+            camel = "".join(w.capitalize() if i else w for i, w in enumerate(key.split("_")))
+            if camel not in touched and key not in ("detection",):
+                assert cfg[key] == value, (preset.name, key)
+        assert preset.source
+    # fields on top of a preset, in LSST names
+    assert AmpOffsetConfig.from_preset("lsstcam", ampEdgeWidth=32).amp_edge_width == 32
+    assert preset_for_camera("hsc").name == "hsc" and preset_for_camera("latiss") is None
+    with pytest.raises(ConfigError, match=r"unknown preset 'subaru'.*lsstcam, lsstcam-drp"):
+        AmpOffsetConfig.from_preset("subaru")
