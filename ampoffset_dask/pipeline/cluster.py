@@ -142,7 +142,10 @@ def _local(n_workers: int | None, memory_limit: Any, **kwargs: Any) -> ClientHan
 
     workers, limit = local_cluster_size(n_workers, memory_limit)
     threads = int(kwargs.pop("threads_per_worker", _config.get("local.threads-per-worker", 1)))
-    kwargs.setdefault("dashboard_address", ":0")
+    # Loopback only: ":0" would serve the dashboard (and its /eval-like tooling) on every
+    # interface while the printed link says 127.0.0.1.
+    kwargs.setdefault("dashboard_address", "127.0.0.1:0")
+    kwargs.setdefault("host", "127.0.0.1")
     overrides = {}
     if _config.get("local.glibc-malloc-defaults", True):
         # distributed sets MALLOC_TRIM_THRESHOLD_ in its workers, which also freezes glibc's

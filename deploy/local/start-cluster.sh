@@ -12,7 +12,8 @@
 #   deploy/local/start-cluster.sh flags  [options]   # print the worker flags and exit
 #
 # Options (each also read from the environment variable in brackets):
-#   --host HOST              interface to bind             [AMPOFFSET_HOST, 127.0.0.1]
+#   --host HOST              interface the scheduler, workers, nannies and dashboards
+#                            listen on                     [AMPOFFSET_HOST, 127.0.0.1]
 #   --port PORT              scheduler port                [AMPOFFSET_PORT, 8786]
 #   --dashboard-port PORT    scheduler HTTP port           [AMPOFFSET_DASHBOARD_PORT, 8787]
 #   --workers N              number of worker processes    [AMPOFFSET_WORKERS, 2]
@@ -147,7 +148,9 @@ start() {
     local i
     for ((i = 0; i < WORKERS; i++)); do
         set_worker_flags "local-$i"
-        detach "$DASK_BIN" worker "$ADDRESS" "${WORKER_FLAGS[@]}" \
+        # --host binds the worker's and the nanny's comm ports (without it they listen on
+        # every interface, where any peer could submit code).
+        detach "$DASK_BIN" worker "$ADDRESS" --host "$HOST" "${WORKER_FLAGS[@]}" \
             >"$RUN_DIR/worker-$i.log" 2>&1 </dev/null &
         echo $! >"$RUN_DIR/worker-$i.pid"
     done
