@@ -9,6 +9,10 @@ Layouts understood
     Primary HDU + ``IMAGE``, ``MASK`` (plane bits in ``MP_*`` keywords), ``VARIANCE``
     extensions, possibly tile-compressed and followed by archive tables (LSST's afw layout;
     also what `write_exposure` writes).
+``"ccddata"``
+    Files written by astropy's ``CCDData.write``: the data in the PRIMARY HDU, a ``MASK``
+    extension (any non-zero value is read as ``BAD``) and possibly ``UNCERT`` (not read).
+    They carry no amp geometry: give a camera and detector.
 ``"raw"``
     LSST raw files: one ``SegmentNN`` HDU per amp, assembled with the camera's raw boxes and
     flips (never by DETSEC, see ``docs/cameras.md``).
@@ -102,7 +106,7 @@ class FileInfo:
     ----------
     path : Path
     kind : str
-        ``"exposure"``, ``"raw"`` or ``"image"``.
+        ``"exposure"``, ``"ccddata"``, ``"raw"`` or ``"image"``.
     visit : int or None
     detector : str or None
         Detector name from the header.
@@ -320,6 +324,18 @@ def _parse_detsize(text: Any) -> tuple[int, int] | None:
     return (int(m.group(2)), int(m.group(1))) if m else None
 
 
+#: The mask dictionary of CCDData files: any non-zero MASK value is BAD.
+CCDDATA_MASK_PLANES: dict[str, int] = {"BAD": 0}
+
+
+def _is_ccddata(hdul: fits.HDUList, roles: Mapping[str, int]) -> bool:
+    """`CCDData.write`'s layout: the data in a 2-D PRIMARY HDU, a ``MASK`` extension (and
+    possibly ``UNCERT``), no ``IMAGE`` extension."""
+    if "IMAGE" in roles or "MASK" not in roles or not _is_image(hdul[0]):
+        return False
+    return len(_hdu_shape(hdul[0])) == 2
+
+
 # ------------------------------------------------------------------------------------------
 # inspect_file
 # ------------------------------------------------------------------------------------------
@@ -355,7 +371,11 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
         if not images:
             raise InputError(f"{path}: no 2-D image HDU in the file")
         primary = hdul[0].header
-        if roles:
+        ccddata = _is_ccddata(hdul, roles)
+        if ccddata:
+            kind = "ccddata"
+            image_hdu = 0
+        elif roles:
             if "IMAGE" not in roles:
                 raise InputError(
                     f"{path}: missing IMAGE extension (found {', '.join(sorted(roles))})"
@@ -372,15 +392,18 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
         shape2 = _hdu_shape(hdul[image_hdu])
         shape = (shape2[0], shape2[1])
         mask_hdu = roles.get("MASK")
-        variance_hdu = roles.get("VARIANCE")
+        variance_hdu = None if ccddata else roles.get("VARIANCE")
         for role, idx in (("MASK", mask_hdu), ("VARIANCE", variance_hdu)):
             if idx is not None and _hdu_shape(hdul[idx]) != shape2:
                 raise InputError(
                     f"{path}: {role} extension shape {_hdu_shape(hdul[idx])} differs from the "
                     f"IMAGE shape {shape}"
                 )
-        planes = (mask_planes_from_header(hdul[mask_hdu].header, path)
-                  if mask_hdu is not None else dict(DEFAULT_MASK_PLANES))
+        if ccddata:
+            planes = dict(CCDDATA_MASK_PLANES)
+        else:
+            planes = (mask_planes_from_header(hdul[mask_hdu].header, path)
+                      if mask_hdu is not None else dict(DEFAULT_MASK_PLANES))
         compressed = isinstance(hdul[image_hdu], fits.CompImageHDU)
         used = [i for i in (image_hdu, mask_hdu, variance_hdu) if i is not None]
         used += list(segments.values())
@@ -579,7 +602,7 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
     def direct() -> tuple[AmpSource, ...]:
         return _direct(detector, info.image_hdu)
 
-    if info.kind == "exposure":
+    if info.kind in ("exposure", "ccddata"):
         if info.shape != detector.shape:
             raise InputError(_shape_message(info, detector))
         if forced:
@@ -728,6 +751,15 @@ def sources_on_hdu(sources: tuple[AmpSource, ...], hdu: int,
     ) for s in sources)
 
 
+def mask_sources(info: FileInfo, sources: tuple[AmpSource, ...]) -> tuple[AmpSource, ...]:
+    """The amp boxes of the MASK HDU (CCDData's boolean masks become ``BAD`` bits)."""
+    out = sources_on_hdu(sources, info.mask_hdu)
+    if info.kind == "ccddata":
+        bit = CCDDATA_MASK_PLANES["BAD"]
+        out = tuple(dataclasses.replace(s, flag_nonzero=bit) for s in out)
+    return out
+
+
 def read_exposure(
     path: str | os.PathLike,
     camera: Any = None,
@@ -766,10 +798,13 @@ def read_exposure(
     info, det, sources = open_sources(path, camera, detector, overscan, gain)
     planes = dict(info.mask_planes)
     finite: bool | None = None
-    if info.kind == "exposure":
+    if info.kind in ("exposure", "ccddata"):
         image, finite = _read_full(info.path, info.image_hdu, np.float32, check_finite=True)
-        mask = (_read_full(info.path, info.mask_hdu, np.int32)[0]
-                if info.mask_hdu is not None else np.zeros(det.shape, np.int32))
+        if info.kind == "ccddata":
+            mask = LazyPlane(info.path, det.shape, np.int32, mask_sources(info, sources))[:, :]
+        else:
+            mask = (_read_full(info.path, info.mask_hdu, np.int32)[0]
+                    if info.mask_hdu is not None else np.zeros(det.shape, np.int32))
         variance = (_read_full(info.path, info.variance_hdu, np.float32)[0]
                     if info.variance_hdu is not None else np.zeros(det.shape, np.float32))
         if any(s.gain is not None for s in sources):
@@ -843,7 +878,7 @@ def open_lazy(
     on = functools.partial(sources_on_hdu, sources)
 
     image = LazyPlane(info.path, det.shape, np.float32, sources)
-    mask = (LazyPlane(info.path, det.shape, np.int32, on(info.mask_hdu))
+    mask = (LazyPlane(info.path, det.shape, np.int32, mask_sources(info, sources))
             if info.mask_hdu is not None else None)
     variance = (LazyPlane(info.path, det.shape, np.float32, on(info.variance_hdu, 2))
                 if info.variance_hdu is not None else None)

@@ -49,7 +49,9 @@ class AmpSource:
     ``overscan`` (the amp's serial overscan box, same rows as ``src``) is subtracted when given:
     row by row (median) for ``overscan_mode`` ``"per-row"``, its clipped mean for ``"mean"``
     (see `ampoffset_dask.io.overscan`). ``gain``, when given, multiplies the result (ADU ->
-    electrons).
+    electrons). ``flag_nonzero`` (a bit number) turns the values read into
+    ``1 << flag_nonzero`` where they are non-zero and 0 elsewhere (boolean masks such as
+    CCDData's).
     """
 
     name: str
@@ -61,6 +63,7 @@ class AmpSource:
     overscan: tuple[int, int, int, int] | None = None
     overscan_mode: str = "per-row"
     gain: float | None = None
+    flag_nonzero: int | None = None
 
 
 def _open_hdul(path: Path, memmap: bool = True) -> fits.HDUList:
@@ -518,6 +521,8 @@ def _paste(path: Path, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int,
         data = subtract_overscan(data, over, "per-row")
     if s.gain is not None:
         data = np.asarray(data, dtype=np.float64) * s.gain
+    if s.flag_nonzero is not None:
+        data = np.where(data != 0, np.int32(1 << s.flag_nonzero), np.int32(0))
     if s.flip_y:
         data = data[::-1]
     if s.flip_x:

@@ -24,7 +24,7 @@ from xarray.backends import BackendEntrypoint
 
 from ..errors import InputError
 from ..geometry import Detector
-from .fits import FileInfo, file_isr, open_sources, sources_on_hdu
+from .fits import FileInfo, file_isr, mask_sources, open_sources, sources_on_hdu
 from .sections import AmpSource, LazyPlane
 
 __all__ = [
@@ -109,7 +109,7 @@ def open_exposure(
     stamp = (st.st_size, st.st_mtime_ns)
     image = _plane(info, "image", np.float32, sources, det, chunks, stamp)
     if info.mask_hdu is not None:
-        mask = _plane(info, "mask", np.int32, sources_on_hdu(sources, info.mask_hdu), det, chunks,
+        mask = _plane(info, "mask", np.int32, mask_sources(info, sources), det, chunks,
                       stamp)
     else:
         mask = da.zeros(det.shape, dtype=np.int32, chunks=chunks)

@@ -1,0 +1,188 @@
+"""Amp offsets for astropy's `~astropy.nddata.CCDData` (the frames ccdproc produces).
+
+A CCDData carries no amp geometry, so every function takes the `Detector` (or a detector
+name/id in a built-in ``camera``). The mask follows CCDData's convention: any non-zero mask
+value is a bad pixel (``BAD``); non-finite pixels are ignored as well. Files written by
+``CCDData.write`` (data in PRIMARY, ``MASK``, ``UNCERT``) are read by the package's readers
+as the ``"ccddata"`` layout, so ``process`` and the CLI run on them with ``--camera`` and
+``--detector``-style geometry.
+
+Examples
+--------
+>>> from ampoffset_dask.ccddata import correct_ccddata          # doctest: +SKIP
+>>> corrected = correct_ccddata(ccd, "R22_S11", camera="lsstcam")  # doctest: +SKIP
+>>> corrected.header["LSST ISR AMPOFFSET PEDESTAL C10"]          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from .algorithm.measure import measure_detector
+from .config import AmpOffsetConfig
+from .errors import InputError
+from .exposure import Exposure
+from .geometry import Detector
+from .io.fits import CCDDATA_MASK_PLANES
+
+__all__ = ["ccddata_to_exposure", "correct_ccddata", "measure_ccddata"]
+
+logger = logging.getLogger(__name__)
+
+
+def _detector(detector: Any, camera: Any) -> Detector:
+    if isinstance(detector, Detector):
+        return detector
+    if isinstance(detector, Mapping):
+        return Detector.from_dict(detector)
+    if camera is None:
+        raise InputError(
+            f"detector {detector!r} given by name or id: pass camera= (a built-in camera name) "
+            "or a Detector"
+        )
+    from .cameras import get_camera
+
+    return get_camera(camera)[detector]
+
+
+def ccddata_to_exposure(ccd: Any, detector: Any, *, camera: Any = None) -> Exposure:
+    """An `Exposure` holding copies of a CCDData's planes.
+
+    Parameters
+    ----------
+    ccd : astropy.nddata.CCDData
+        The frame, trimmed and assembled in the detector frame.
+    detector : Detector, dict, str or int
+        Amp geometry, or a detector name/id in ``camera``.
+    camera : str or Camera, optional
+        Built-in camera for a detector given by name or id.
+
+    Returns
+    -------
+    Exposure
+        ``image`` float32; ``mask`` with ``BAD`` (bit 0) where the CCDData mask is non-zero;
+        ``variance`` from a standard-deviation, variance or inverse-variance uncertainty
+        (zeros without one); ``metadata`` a copy of the CCDData's header.
+
+    Raises
+    ------
+    InputError
+        If the data are not 2-D or do not match the detector's size.
+    """
+    det = _detector(detector, camera)
+    data = np.asarray(getattr(ccd, "data", ccd))
+    if data.ndim != 2 or data.shape != det.shape:
+        raise InputError(
+            f"CCDData of shape {data.shape} does not match detector {det.name!r} of shape "
+            f"{det.shape} (height, width): trim the overscan first"
+        )
+    bad = np.int32(1 << CCDDATA_MASK_PLANES["BAD"])
+    mask = getattr(ccd, "mask", None)
+    mask = (np.zeros(data.shape, np.int32) if mask is None
+            else np.where(np.asarray(mask) != 0, bad, np.int32(0)))
+    return Exposure(np.array(data, dtype=np.float32), mask, _variance(ccd, data.shape), det,
+                    dict(CCDDATA_MASK_PLANES), dict(getattr(ccd, "meta", None) or {}))
+
+
+def _variance(ccd: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    unc = getattr(ccd, "uncertainty", None)
+    if unc is None or getattr(unc, "array", None) is None:
+        return None
+    arr = np.asarray(unc.array, dtype=np.float64)
+    if arr.shape != shape:
+        return None
+    kind = type(unc).__name__
+    if kind == "StdDevUncertainty":
+        return arr**2
+    if kind == "VarianceUncertainty":
+        return arr
+    if kind == "InverseVariance":
+        with np.errstate(divide="ignore"):
+            return np.where(arr > 0, 1.0 / arr, np.inf)
+    logger.info("uncertainty of type %s not converted to a variance", kind)
+    return None
+
+
+def measure_ccddata(
+    ccd: Any,
+    detector: Any,
+    config: AmpOffsetConfig | None = None,
+    *,
+    camera: Any = None,
+) -> Any:
+    """Measure the amp pedestals of a CCDData (the input is not modified).
+
+    Parameters
+    ----------
+    ccd : astropy.nddata.CCDData
+        Trimmed, assembled frame (see the ccdproc recipe in ``docs/ccddata.md``).
+    detector : Detector, dict, str or int
+        Amp geometry, or a detector name/id in ``camera``.
+    config : AmpOffsetConfig, optional
+        LSST defaults when omitted.
+    camera : str or Camera, optional
+        Built-in camera for a detector given by name or id.
+
+    Returns
+    -------
+    DetectorMeasurement
+        ``pedestals`` (amp order), ``pedestal_by_amp``, ``interfaces``, ...
+    """
+    exp = ccddata_to_exposure(ccd, detector, camera=camera)
+    return measure_detector(exp.image, exp.mask, exp.detector, config or AmpOffsetConfig(),
+                            exp.mask_planes)
+
+
+def correct_ccddata(
+    ccd: Any,
+    detector: Any,
+    config: AmpOffsetConfig | None = None,
+    *,
+    camera: Any = None,
+) -> Any:
+    """A new CCDData with the amp pedestals subtracted (the input is not modified).
+
+    The pedestals are measured and subtracted as LSST's ``AmpOffsetTask.run`` does
+    (float32 result), and LSST's metadata keys are added to a copy of the header:
+    ``LSST ISR AMPOFFSET PEDESTAL <amp>``, ``LSST ISR AMPOFFSET INTERFACEOFFSET <A-B>`` and
+    ``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED``. Mask, uncertainty, unit and WCS are copied.
+
+    Parameters
+    ----------
+    ccd : astropy.nddata.CCDData
+    detector : Detector, dict, str or int
+        Amp geometry, or a detector name/id in ``camera``.
+    config : AmpOffsetConfig, optional
+        LSST defaults when omitted; ``do_apply_amp_offset`` is forced on.
+    camera : str or Camera, optional
+        Built-in camera for a detector given by name or id.
+
+    Returns
+    -------
+    astropy.nddata.CCDData
+    """
+    from astropy.io import fits
+    from astropy.nddata import CCDData
+
+    from .task import AmpOffsetTask
+
+    exp = ccddata_to_exposure(ccd, detector, camera=camera)
+    config = dataclasses.replace(config or AmpOffsetConfig(), do_apply_amp_offset=True)
+    exp.metadata = {}
+    AmpOffsetTask(config=config).run(exp)
+    header = fits.Header(getattr(ccd, "header", None) or {})
+    for key, value in exp.metadata.items():
+        header[f"HIERARCH {key}"] = value
+    mask = getattr(ccd, "mask", None)
+    unc = getattr(ccd, "uncertainty", None)
+    return CCDData(
+        exp.image, unit=ccd.unit, meta=header,
+        mask=None if mask is None else np.array(mask, copy=True),
+        uncertainty=None if unc is None else unc.__class__(np.array(unc.array, copy=True)),
+        wcs=getattr(ccd, "wcs", None),
+    )
