@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from .algorithm.apply import apply_pedestals
 from .algorithm.edges import edge_profile, strip_slices
 from .algorithm.measure import measure_detector
+from .algorithm.metadata import lsst_metadata_comments, task_metadata
 from .algorithm.offsets import interface_offset
 from .config import AmpOffsetConfig, BackgroundConfig, DetectionConfig
 from .errors import InputError
@@ -24,10 +26,6 @@ from .lsst_task import Struct, Task
 from .masks import DEFAULT_MASK_PLANES
 
 __all__ = ["AmpOffsetTask", "SourceDetectionTask", "SubtractBackgroundTask"]
-
-PEDESTAL_KEY = "LSST ISR AMPOFFSET PEDESTAL {}"
-INTERFACE_KEY = "LSST ISR AMPOFFSET INTERFACEOFFSET {}"
-SUBTRACTED_KEY = "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"
 
 
 class SubtractBackgroundTask(Task):
@@ -98,15 +96,10 @@ class AmpOffsetTask(Task):
         self.interfaceLengthLookupBySide = _lengths(detector.amplifiers)
         self.interfaceOffsetOriginals = result.interface_offsets_raw
 
-        for itf in result.interfaces:
-            _set_metadata(metadata, INTERFACE_KEY.format(itf.id), float(itf.offset_raw),
-                          f"Raw amp interface offset calculated for {itf.id}")
-        for name, pedestal in result.pedestal_by_amp.items():
-            _set_metadata(metadata, PEDESTAL_KEY.format(name), float(pedestal),
-                          f"Pedestal level calculated for amp {name}")
-        _set_metadata(metadata, SUBTRACTED_KEY, bool(self.config.doApplyAmpOffset),
-                      "Amp pedestals have been subtracted")
-        self.metadata["AMPOFFSET_PEDESTALS"] = result.pedestal_by_amp
+        applied = bool(self.config.doApplyAmpOffset)
+        for key, (value, comment) in lsst_metadata_comments(result, applied).items():
+            _set_metadata(metadata, key, value, comment)
+        self.metadata.update(task_metadata(result))
         if self.config.doApplyAmpOffset:
             _apply(exposure, detector, result.pedestals)
         return Struct(pedestals=result.pedestals, interfaces=list(result.interfaces),
@@ -246,15 +239,14 @@ def _set_metadata(metadata: Any, key: str, value: Any, comment: str) -> None:
 
 
 def _apply(exposure: Any, detector: Detector, pedestals: np.ndarray) -> None:
-    """Subtract pedestals per amp from the exposure's image, in place where possible."""
+    """Subtract the pedestals from the exposure's image (in place for array-backed ones).
+
+    A Dataset's image variable is replaced by the corrected, in-memory image.
+    """
     if hasattr(exposure, "data_vars"):
-        correction = np.zeros(detector.shape, dtype=np.float64)
-        for amp, p in zip(detector.amplifiers, pedestals, strict=True):
-            correction[amp.slices] = p
-        corrected = (exposure["image"].astype(np.float64) - correction).astype(np.float32)
-        exposure["image"] = corrected
+        image = exposure["image"]
+        exposure["image"] = image.copy(
+            data=apply_pedestals(np.asarray(image.data), pedestals, detector))
         return
     array = exposure.image if isinstance(exposure.image, np.ndarray) else exposure.image.array
-    for amp, p in zip(detector.amplifiers, pedestals, strict=True):
-        if p != 0.0:
-            array[amp.slices] -= p
+    apply_pedestals(array, pedestals, detector, out=array)

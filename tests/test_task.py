@@ -336,6 +336,34 @@ def test_run_does_not_apply_by_default():
     np.testing.assert_array_equal(exposure.image, image)
 
 
+def test_run_without_apply_leaves_the_exposure_bit_identical():
+    """LSST's testAmpOffsetEffectOnExposure: a ramp background, sources, background and
+    detection on, ``doApplyAmpOffset=False``: the input planes are untouched."""
+    rng = np.random.default_rng(7)
+    image = lsst_image("random", "ramp") + rng.normal(0.0, 1.0, DET.shape).astype(np.float32)
+    yy, xx = np.mgrid[:DET.height, :DET.width]
+    for y, x in ((40, 30), (120, 150), (170, 60)):  # bright sources near the interfaces
+        image += (500.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0)).astype(np.float32)
+    mask = np.zeros(DET.shape, np.int32)
+    mask[10:14, 10:40] = 1 << DEFAULT_MASK_PLANES["SAT"]
+    mask[90:95, 120:125] = 1 << DEFAULT_MASK_PLANES["DETECTED"]
+    variance = rng.uniform(1.0, 2.0, DET.shape).astype(np.float32)
+    exposure = Exposure(image.copy(), mask.copy(), variance.copy(), detector=DET)
+    arrays = (exposure.image, exposure.mask, exposure.variance)
+    config = AmpOffsetConfig(amp_edge_width=12, amp_edge_min_frac=0.1)
+    assert config.do_background and config.do_detection and not config.do_apply_amp_offset
+    result = AmpOffsetTask(config).run(exposure)
+    assert result.measurement.detection == "ok" and result.measurement.n_detected > 0
+    assert result.measurement.background == "ok"
+    assert np.abs(result.pedestals).max() > 0.1  # the amps do have offsets to remove
+    assert all(a is b for a, b in zip((exposure.image, exposure.mask, exposure.variance),
+                                      arrays, strict=True))
+    np.testing.assert_array_equal(exposure.image, image, strict=True)
+    np.testing.assert_array_equal(exposure.mask, mask, strict=True)
+    np.testing.assert_array_equal(exposure.variance, variance, strict=True)
+    assert exposure.metadata["LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is False
+
+
 def test_run_applies_in_place():
     image = lsst_image("artificial")
     exposure = Exposure(image.copy(), detector=DET)

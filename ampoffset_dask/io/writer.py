@@ -92,7 +92,9 @@ def write_exposure(
     mask_planes : mapping, optional
         Plane -> bit; afw's defaults when omitted.
     header, metadata : mapping, optional
-        Primary-header cards.
+        Primary-header cards: ``{key: value}`` or ``{key: (value, comment)}``, e.g. the
+        LSST amp-offset keys from `ampoffset_dask.algorithm.metadata.lsst_metadata_comments`
+        (a comment too long for its card is shortened, as FITS requires).
     overwrite : bool
         Replace an existing file (refused otherwise).
     compress : {None, "rice", "gzip"}
@@ -147,11 +149,14 @@ def write_exposure(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
         for key, value in list(cards.items()) + list((metadata or {}).items()):
+            comment = None
+            if isinstance(value, tuple):  # (value, comment), as lsst_metadata_comments gives
+                value, comment = value
             if value is None:
                 continue
             if isinstance(value, np.generic):
                 value = value.item()
-            primary.header[_card_key(key)] = value
+            primary.header[_card_key(key)] = value if comment is None else (value, comment)
         img_header = fits.Header()
         if detector is not None:
             for s, amp in zip(section_suffixes(len(detector)), detector, strict=True):

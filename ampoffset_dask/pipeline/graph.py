@@ -18,11 +18,13 @@ from typing import Any
 import dask
 import numpy as np
 
+from ..algorithm.apply import apply_pedestals
+from ..algorithm.metadata import lsst_metadata_comments
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..geometry import Detector
 from .inputs import discover_inputs, plan_tasks
-from .tasks import apply_pedestals, lsst_metadata, output_header
+from .tasks import output_header
 
 __all__ = ["build_graph", "measure_visit"]
 
@@ -46,12 +48,12 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
            visit: int) -> str:
     from ..io.fits import write_exposure
 
-    corrected = apply_pedestals(exposure.image, detector, measurement.pedestals)
+    corrected = apply_pedestals(exposure.image, measurement.pedestals, detector)
     header = output_header(str(exposure.info.path), exposure.info, visit, detector)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_exposure(output, corrected, exposure.mask, exposure.variance,
                    mask_planes=exposure.mask_planes, header=header,
-                   metadata=lsst_metadata(measurement, applied=True), overwrite=True,
+                   metadata=lsst_metadata_comments(measurement, applied=True), overwrite=True,
                    detector=detector)
     return output
 

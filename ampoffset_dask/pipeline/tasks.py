@@ -18,13 +18,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..algorithm.apply import apply_pedestals
+from ..algorithm.metadata import lsst_metadata_comments
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
 
-__all__ = ["apply_pedestals", "lsst_metadata", "output_header", "process_file",
-           "with_io_retries"]
+__all__ = ["output_header", "process_file", "with_io_retries"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,26 +69,6 @@ def with_io_retries(fn: Callable[[], T], *, retries: int, delay: float, what: st
             attempt += 1
             logger.warning("%s: %s; retry %d/%d in %.1f s", what, exc, attempt, retries, wait)
             time.sleep(wait)
-
-
-def apply_pedestals(image: np.ndarray, detector: Detector, pedestals: Any) -> np.ndarray:
-    """Return a copy of ``image`` with each amp's pedestal subtracted (float32)."""
-    out = np.array(image, dtype=np.float32, copy=True)
-    for amp, value in zip(detector.amplifiers, np.asarray(pedestals, dtype=np.float64),
-                          strict=True):
-        out[amp.slices] -= np.float32(value)
-    return out
-
-
-def lsst_metadata(measurement: Any, applied: bool) -> dict[str, Any]:
-    """LSST's ``LSST ISR AMPOFFSET ...`` metadata keys for a measurement."""
-    meta: dict[str, Any] = {}
-    for name, value in zip(measurement.amp_names, measurement.pedestals, strict=True):
-        meta[f"LSST ISR AMPOFFSET PEDESTAL {name}"] = float(value)
-    for itf in measurement.interfaces:
-        meta[f"LSST ISR AMPOFFSET INTERFACEOFFSET {itf.id}"] = float(itf.offset_raw)
-    meta["LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] = bool(applied)
-    return meta
 
 
 def _worker_address() -> str:
@@ -218,13 +199,14 @@ def process_file(
         if output is not None:
             if not in_place and Path(output).resolve() == Path(path).resolve():
                 raise InputError(f"{path}: refusing to overwrite the input (in_place=False)")
-            corrected = apply_pedestals(image, geometry, m.pedestals)
+            corrected = apply_pedestals(image, m.pedestals, geometry)
             Path(output).parent.mkdir(parents=True, exist_ok=True)
             with_io_retries(
                 counted(lambda: write_exposure(
                     output, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
                     header=output_header(path, exp.info, visit, geometry),
-                    metadata=lsst_metadata(m, applied=True), overwrite=True, detector=geometry,
+                    metadata=lsst_metadata_comments(m, applied=True), overwrite=True,
+                    detector=geometry,
                 )),
                 retries=io_retries, delay=io_retry_delay, what=f"writing {output}",
             )

@@ -83,3 +83,25 @@ def test_written_geometry_is_read_back_without_camera(tmp_path):
     assert info.camera is None and info.detector == "mine" and info.detector_id == 3
     assert resolve_detector(info) == det
     assert read_exposure(path).detector == det
+
+
+def test_lsst_metadata_comments_become_card_comments(tmp_path):
+    from ampoffset_dask import AmpOffsetConfig, measure_detector
+    from ampoffset_dask.algorithm.metadata import lsst_metadata_comments
+    from ampoffset_dask.simulate import simulate_detector
+
+    det = _small_detector("R22_S11", amp_w=40, amp_h=30, nx=2, ny=2)
+    sim = simulate_detector(det, seed=3, n_stars=0, n_cosmic_rays=0, n_bad_columns=0,
+                            n_saturated=0)
+    m = measure_detector(sim.image, sim.mask, det,
+                         AmpOffsetConfig(amp_edge_width=8, amp_edge_inset=2,
+                                         do_background=False, do_detection=False))
+    meta = lsst_metadata_comments(m, applied=True)
+    path = write_exposure(tmp_path / "c.fits", sim.image, metadata=meta, detector=det)
+    header = fits.getheader(path, 0)
+    for key, (value, comment) in meta.items():
+        card = f"HIERARCH {key}"
+        assert header[card] == value
+        # FITS cards are 80 characters: a long comment is cut, never the value
+        assert header.comments[card] and comment.startswith(header.comments[card])
+    assert header["HIERARCH LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
