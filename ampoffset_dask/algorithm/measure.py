@@ -35,6 +35,7 @@ from .edges import edge_profile, strip_slices
 from .offsets import InterfaceOffset, interface_offset, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
+from .uncertainty import interface_offset_error, pedestal_errors
 
 __all__ = ["check_amp_geometry", "measure_detector"]
 
@@ -199,16 +200,19 @@ def measure_detector(
     results: list[InterfaceResult] = []
     offsets: dict[tuple[int, int], float] = {}
     for itf in grid.interfaces:
-        edge_a = profiles[(itf.a, itf.side)]
-        edge_b = profiles[(itf.b, (itf.side + 2) % 4)]
+        key_a, key_b = (itf.a, itf.side), (itf.b, (itf.side + 2) % 4)
+        edge_a, edge_b = profiles[key_a], profiles[key_b]
         res = interface_offset(itf.id, edge_a, edge_b, window_frac=window,
                                min_frac=config.amp_edge_min_frac,
                                max_offset=config.amp_edge_max_offset)
+        err = interface_offset_error(
+            strip_pixels[key_a], edge_a, itf.side, strip_pixels[key_b], edge_b,
+            None if window is None else window_length(window, itf.length))
         if res.good_frac == 0.0 and res.min_frac_fail and res.original == 0.0:
             logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
             warnings.append(f"interface {itf.id} fully masked")
         offsets[(itf.a, itf.b)] = res.offset
-        results.append(_interface_result(itf, detector, res))
+        results.append(_interface_result(itf, detector, res, err))
 
     if all_masked:
         pedestals = np.zeros(len(detector))
@@ -216,8 +220,11 @@ def measure_detector(
         (logger.warning if config.do_apply_amp_offset else logger.info)(
             "%s: %s", detector.name, msg)
         warnings.append(msg)
+        errors = np.full(len(detector), np.nan)
     else:
         pedestals = solve_pedestals(grid.associations, right_hand_side(grid, offsets))
+        used = np.array([not (r.min_frac_fail or r.max_offset_fail) for r in results])
+        errors = pedestal_errors(grid, np.array([r.offset_err for r in results]), used)
 
     return DetectorMeasurement(
         detector=detector.name,
@@ -231,10 +238,12 @@ def measure_detector(
         masked_fraction=float(masked_fraction),
         all_masked=all_masked,
         warnings=tuple(warnings),
+        pedestal_errors=errors,
     )
 
 
-def _interface_result(itf, detector: Detector, res: InterfaceOffset) -> InterfaceResult:
+def _interface_result(itf, detector: Detector, res: InterfaceOffset,
+                      err: float) -> InterfaceResult:
     return InterfaceResult(
         id=itf.id,
         amp_a=detector.amplifiers[itf.a].name,
@@ -246,6 +255,7 @@ def _interface_result(itf, detector: Detector, res: InterfaceOffset) -> Interfac
         good_frac=float(res.good_frac),
         min_frac_fail=bool(res.min_frac_fail),
         max_offset_fail=bool(res.max_offset_fail),
+        offset_err=float(err),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,9 @@ class InterfaceResult:
         ``good_frac < ampEdgeMinFrac`` (or an edge is fully masked).
     max_offset_fail : bool
         ``abs(offset_raw) > ampEdgeMaxOffset``.
+    offset_err : float
+        Statistical standard error of ``offset_raw`` from the strips' pixel scatter, masked
+        pixels and the smoothing window (NaN when no position is valid).
     """
 
     id: str
@@ -47,6 +51,7 @@ class InterfaceResult:
     good_frac: float
     min_frac_fail: bool
     max_offset_fail: bool
+    offset_err: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dictionary."""
@@ -81,6 +86,9 @@ class DetectorMeasurement:
         Every pixel was masked, so all pedestals are zero.
     warnings : tuple of str
         Human-readable warnings (fully masked edges, skipped background, ...).
+    pedestal_errors : ndarray of float64 or None
+        Standard error of each pedestal propagated through the solve (NaN for an amp no
+        used interface constrains, or when every pixel is masked).
     """
 
     detector: str
@@ -94,6 +102,7 @@ class DetectorMeasurement:
     masked_fraction: float = 0.0
     all_masked: bool = False
     warnings: tuple[str, ...] = ()
+    pedestal_errors: np.ndarray | None = None
 
     @property
     def pedestal_by_amp(self) -> dict[str, float]:
@@ -114,6 +123,8 @@ class DetectorMeasurement:
         """Plain-Python dictionary (lists instead of arrays)."""
         out = dataclasses.asdict(self)
         out["pedestals"] = [float(p) for p in self.pedestals]
+        if self.pedestal_errors is not None:
+            out["pedestal_errors"] = [float(e) for e in self.pedestal_errors]
         out["interfaces"] = [i.to_dict() for i in self.interfaces]
         out["amp_names"] = list(self.amp_names)
         out["warnings"] = list(self.warnings)

@@ -1,0 +1,137 @@
+"""Interface-offset and pedestal uncertainties (algorithm/uncertainty.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
+from ampoffset_dask.algorithm.edges import edge_profile
+from ampoffset_dask.algorithm.solve import right_hand_side, solve_pedestals
+from ampoffset_dask.algorithm.uncertainty import (
+    median_variance,
+    pedestal_errors,
+    profile_variance,
+    smoothing_coefficients,
+)
+from ampoffset_dask.simulate import scale_detector, simulate_detector
+
+
+def _moving_average(diff: np.ndarray, window: int) -> np.ndarray:
+    """LSST's NaN-aware moving average, written out position by position."""
+    n = diff.shape[0]
+    h = window // 2
+    out = np.full(n, np.nan)
+    for k in range(n):
+        part = diff[max(k - h, 0): max(min(k - h + window, n), 0)]
+        part = part[np.isfinite(part)]
+        if np.isfinite(diff[k]):
+            out[k] = part.sum() / max(part.size, 1)
+    return out
+
+
+@pytest.mark.parametrize("window", [None, 1, 2, 7, 62, 245])
+def test_smoothing_coefficients_reproduce_the_mean_of_the_moving_average(window):
+    rng = np.random.default_rng(3)
+    diff = rng.normal(0.0, 1.0, 300)
+    diff[rng.uniform(size=300) < 0.2] = np.nan
+    diff[:15] = np.nan  # a masked end
+    valid = np.isfinite(diff)
+    kept = valid & (rng.uniform(size=300) < 0.9)
+    avg = diff if window is None else _moving_average(diff, window)
+    for subset in (None, kept):
+        c = smoothing_coefficients(valid, window, subset)
+        use = valid if subset is None else kept
+        assert np.sum(c * np.nan_to_num(diff)) == pytest.approx(np.mean(avg[use]), abs=1e-12)
+        assert np.all(c[~valid] == 0)
+
+
+def test_median_variance_small_and_large_samples():
+    assert median_variance(2.0, np.array([1]))[0] == pytest.approx(4.0)
+    assert math.isnan(median_variance(2.0, np.array([0]))[0])
+    big = median_variance(1.0, np.array([10_000]))[0]
+    assert big == pytest.approx(math.pi / 2 / 10_000, rel=1e-3)
+
+
+def test_profile_variance_matches_the_scatter_of_medians():
+    rng = np.random.default_rng(5)
+    strips = rng.normal(100.0, 7.0, size=(400, 64, 50)).astype(np.float32)
+    strips[:, :16, :] = np.nan  # a quarter of each line masked
+    profiles = np.array([edge_profile(s, 2) for s in strips])
+    predicted = profile_variance(strips[0], profiles[0], 2)
+    assert predicted.shape == (50,)
+    empirical = profiles.var(axis=0).mean()
+    assert predicted.mean() == pytest.approx(empirical, rel=0.1)
+
+
+def test_pedestal_errors_match_monte_carlo_of_the_solve():
+    camera = get_camera("lsstcam")
+    det = scale_detector(camera["R02_S02"], 0.25)
+    grid = det.grid(True)
+    rng = np.random.default_rng(11)
+    errs = rng.uniform(0.1, 0.5, len(grid.interfaces))
+    used = np.ones(len(grid.interfaces), dtype=bool)
+    used[3] = False  # a do-no-harm interface: fixed at 0, no noise
+    draws = []
+    for _ in range(4000):
+        o = np.where(used, rng.normal(0.0, errs), 0.0)
+        offsets = {(i.a, i.b): v for i, v in zip(grid.interfaces, o, strict=True)}
+        draws.append(solve_pedestals(grid.associations, right_hand_side(grid, offsets)))
+    predicted = pedestal_errors(grid, errs, used)
+    np.testing.assert_allclose(np.std(draws, axis=0), predicted, rtol=0.06)
+
+
+def test_unconstrained_amp_has_no_error():
+    det = scale_detector(get_camera("lsstcam")["R02_S02"], 0.25)
+    grid = det.grid(True)
+    used = np.array([0 not in (i.a, i.b) for i in grid.interfaces])
+    errs = pedestal_errors(grid, np.full(len(used), 0.2), used)
+    assert math.isnan(errs[0]) and np.isfinite(errs[1:]).all()
+
+
+def _pulls(config, n_seeds, **sim_options):
+    camera = get_camera("lsstcam")
+    info = camera.info("R22_S11")
+    det = scale_detector(camera["R22_S11"], 0.25)
+    ped_pulls, itf_pulls = [], []
+    for seed in range(n_seeds):
+        sim = simulate_detector(det, seed=[seed, 7], sky=800.0, gain=info["amp_gain"],
+                                read_noise=info["amp_read_noise"], **sim_options)
+        m = measure_detector(sim.image, sim.mask, det, config)
+        ped_pulls.extend((m.pedestals - sim.pedestals) / m.pedestal_errors)
+        truth = dict(zip(det.amp_names, sim.pedestals, strict=True))
+        itf_pulls.extend((i.offset_raw - (truth[i.amp_a] - truth[i.amp_b])) / i.offset_err
+                         for i in m.interfaces)
+    return np.asarray(ped_pulls), np.asarray(itf_pulls)
+
+
+def test_lsst_estimator_pulls_are_calibrated_without_background():
+    """Flat-field style (cp-flat preset: no background, no detection): the pulls of the
+    interface offsets and the pedestals have unit width."""
+    config = AmpOffsetConfig.from_preset("cp-flat")
+    peds, itfs = _pulls(config, 8, n_stars=0, n_saturated=0, n_cosmic_rays=0,
+                        n_bad_columns=0, sky_gradient=0.0)
+    assert np.isfinite(peds).all() and np.isfinite(itfs).all()
+    assert 0.8 <= np.std(peds) <= 1.25
+    assert 0.8 <= np.std(itfs) <= 1.25
+    assert abs(np.mean(itfs)) < 0.3
+
+
+def test_errors_are_nan_where_undefined():
+    camera = get_camera("lsstcam")
+    det = scale_detector(camera["R22_S11"], 0.25)
+    sim = simulate_detector(det, seed=1, n_stars=0, n_saturated=0, n_cosmic_rays=0,
+                            n_bad_columns=0)
+    mask = np.zeros(det.shape, dtype=np.int32)
+    mask[det.amplifiers[0].slices] = 1  # BAD: amp 0 entirely masked
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    m = measure_detector(sim.image, mask, det, config)
+    by_id = {i.id: i for i in m.interfaces}
+    touching = [i for i in m.interfaces if det.amp_names[0] in (i.amp_a, i.amp_b)]
+    assert touching and all(math.isnan(i.offset_err) for i in touching)
+    assert all(math.isfinite(i.offset_err) for i in by_id.values() if i not in touching)
+    assert math.isnan(m.pedestal_errors[0]) and np.isfinite(m.pedestal_errors[1:]).all()
+    everything = measure_detector(sim.image, np.ones(det.shape, np.int32), det, config)
+    assert everything.all_masked and np.isnan(everything.pedestal_errors).all()
