@@ -46,6 +46,7 @@ from ..errors import GeometryError, InputError
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, plane_bit
 from .header_geometry import geometry_from_header
+from .mosaic import check_hsc_channels, flip_box, is_ccd_header, raw_image_flip, trimmed_detector
 from .overscan import IsrSteps, isr_steps, normalize_gain, normalize_overscan
 from .sections import (
     AmpSource,
@@ -81,10 +82,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^SEGMENT(\d+)$", re.IGNORECASE)
-_GEOMETRY_KEY = re.compile(r"^(DATASEC|DETSEC|CCDSEC|BIASSEC|AMPNAM)\w*$")
+_GEOMETRY_KEY = re.compile(
+    r"^((DATASEC|DETSEC|CCDSEC|BIASSEC|AMPNAM)\w*|T_(EF|OS)M[NX]\d\d|LTV[12])$")
 _IDENTITY_KEYS = (
     "INSTRUME", "CAMERA", "TELESCOP", "DETNAME", "DETECTOR", "DETSER", "RAFTBAY", "CCDSLOT",
-    "CCDNUM", "DETPOS", "VISIT", "EXPNUM", "DAYOBS", "SEQNUM", "OBSID", "DATE-OBS", "MJD-OBS",
+    "CCDNUM", "DETPOS", "DET-ID", "VISIT", "EXPNUM", "EXP-ID", "DAYOBS", "SEQNUM", "OBSID",
+    "DATE-OBS", "MJD-OBS",
     "EXPTIME", "FILTER", "IMGTYPE", "OBSTYPE", "DETSIZE",
     "LSST BUTLER DATAID DETECTOR", "LSST BUTLER DATAID VISIT", "LSST BUTLER DATAID EXPOSURE",
     "LSST BUTLER DATAID INSTRUMENT",
@@ -126,6 +129,9 @@ class FileInfo:
         (``DATASEC*``...) of the image HDU.
     segments : dict
         Raw files: ``EXTNAME`` (upper case) -> HDU index of each amp segment.
+    ccd_hdus : tuple of int
+        Multi-CCD files (DECam-style: several image HDUs, each naming its CCD with
+        ``CCDNUM``/``DETPOS``/``DETNAME``): the HDU of every CCD; empty otherwise.
     """
 
     path: Path
@@ -144,6 +150,7 @@ class FileInfo:
     segments: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
     segment_shapes: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict,
                                                                     repr=False)
+    ccd_hdus: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -287,6 +294,9 @@ def _visit_from(keys: Mapping[str, Any]) -> int | None:
         v = _as_int(keys.get(key))
         if v is not None:
             return v
+    m = re.fullmatch(r"HSCE(\d{8})", str(keys.get("EXP-ID", "")).strip())
+    if m:  # HSC exposure id "HSCE<8 digits>": the visit number
+        return int(m.group(1))
     day, seq = _as_int(keys.get("DAYOBS")), _as_int(keys.get("SEQNUM"))
     if day is not None and seq is not None:
         return day * 100000 + seq  # LSST exposure id: day_obs * 100000 + seq_num
@@ -300,7 +310,7 @@ def _detector_from(keys: Mapping[str, Any]) -> tuple[str | None, int | None]:
     if name is None and keys.get("DETPOS"):
         name = keys["DETPOS"]
     det_id = None
-    for key in ("DETECTOR", "LSST BUTLER DATAID DETECTOR", "CCDNUM"):
+    for key in ("DETECTOR", "LSST BUTLER DATAID DETECTOR", "CCDNUM", "DET-ID"):
         det_id = _as_int(keys.get(key))
         if det_id is not None:
             break
@@ -339,8 +349,15 @@ def _is_ccddata(hdul: fits.HDUList, roles: Mapping[str, int]) -> bool:
 # ------------------------------------------------------------------------------------------
 # inspect_file
 # ------------------------------------------------------------------------------------------
-def inspect_file(path: str | os.PathLike) -> FileInfo:
+def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
     """Read the headers of a FITS file (no pixels) and describe it.
+
+    Parameters
+    ----------
+    path : path-like
+    hdu : int, optional
+        The image HDU to describe (one CCD of a multi-CCD file, see ``FileInfo.ccd_hdus``);
+        default: the file's exposure, raw segments or first image.
 
     Raises
     ------
@@ -354,12 +371,13 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
         segments: dict[str, int] = {}
         segment_shapes: dict[int, tuple[int, int]] = {}
         roles: dict[str, int] = {}
-        for k, hdu in _iter_hdus(hdul, path):
-            if not _is_image(hdu):
+        ccds: list[int] = []
+        for k, h in _iter_hdus(hdul, path):
+            if not _is_image(h):
                 continue
-            shape = _hdu_shape(hdu)
-            extname = str(hdu.header.get("EXTNAME", "") or "").strip().upper()
-            exttype = str(hdu.header.get("EXTTYPE", "") or "").strip().upper()
+            shape = _hdu_shape(h)
+            extname = str(h.header.get("EXTNAME", "") or "").strip().upper()
+            exttype = str(h.header.get("EXTTYPE", "") or "").strip().upper()
             role = exttype if exttype in ("IMAGE", "MASK", "VARIANCE") else extname
             if role in ("IMAGE", "MASK", "VARIANCE") and role not in roles:
                 roles[role] = k
@@ -368,11 +386,17 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
                 segment_shapes[k] = (shape[0], shape[1])
             if len(shape) == 2:
                 images.append((k, extname, shape))
+                if is_ccd_header(h.header):
+                    ccds.append(k)
         if not images:
             raise InputError(f"{path}: no 2-D image HDU in the file")
         primary = hdul[0].header
-        ccddata = _is_ccddata(hdul, roles)
-        if ccddata:
+        ccddata = hdu is None and _is_ccddata(hdul, roles)
+        if hdu is not None:
+            if int(hdu) not in [i[0] for i in images]:
+                raise InputError(f"{path}: HDU {hdu} is not a 2-D image HDU of the file")
+            kind, image_hdu, roles, segments = "image", int(hdu), {}, {}
+        elif ccddata:
             kind = "ccddata"
             image_hdu = 0
         elif roles:
@@ -405,6 +429,7 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
             planes = (mask_planes_from_header(hdul[mask_hdu].header, path)
                       if mask_hdu is not None else dict(DEFAULT_MASK_PLANES))
         compressed = isinstance(hdul[image_hdu], fits.CompImageHDU)
+        ccd_hdus = tuple(ccds) if kind == "image" and len(images) > 1 and len(ccds) > 1 else ()
         used = [i for i in (image_hdu, mask_hdu, variance_hdu) if i is not None]
         used += list(segments.values())
         _check_not_truncated(path, hdul, sorted(set(used)))
@@ -432,7 +457,7 @@ def inspect_file(path: str | os.PathLike) -> FileInfo:
         path=path, kind=kind, visit=_visit_from(keys), detector=name, detector_id=det_id,
         camera=camera, shape=shape, image_hdu=image_hdu, mask_hdu=mask_hdu,
         variance_hdu=variance_hdu, mask_planes=planes, compressed=compressed, header=keys,
-        segments=segments, segment_shapes=segment_shapes,
+        segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
     )
 
 
@@ -512,7 +537,7 @@ def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -
                 f"pass detector= (camera {cam.name!r})"
             )
         try:
-            return cam[key]
+            return _fit_to_image(info, cam[key])
         except UnknownDetectorError as exc:
             if detector is None and info.detector_id is not None and info.detector is not None:
                 try:
@@ -533,6 +558,17 @@ def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -
         "(CAMERA/INSTRUME) and no DATASEC-style keywords; pass camera= and detector=, or a "
         "Detector"
     )
+
+
+def _fit_to_image(info: FileInfo, det: Detector) -> Detector:
+    """The camera's detector, cropped to a trimmed image (CP instcal/ooi, ``LTV1/2``)."""
+    if info.kind != "image" or info.shape == det.shape:
+        return det
+    if info.shape[0] <= det.height and info.shape[1] <= det.width:
+        cropped = trimmed_detector(det, info.header, info.shape)
+        if cropped is not None:
+            return cropped
+    return det
 
 
 def _header_geometry(info: FileInfo):
@@ -623,9 +659,12 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
         if raws is not None and cam[detector.name] != detector:
             raws = None
     if raws is not None:
+        flip = raw_image_flip(cam, detector)
         out = []
         for amp, raw in zip(detector, raws, strict=True):
-            out.append(_source_from_raw(info, amp, raw, info.image_hdu, info.shape, mode))
+            out.append(_source_from_raw(info, amp, raw, info.image_hdu, info.shape, mode, flip))
+        if flip is not None:
+            check_hsc_channels(info.header, [s.src for s in out], path)
         return tuple(out)
     hg = _header_geometry(info)
     if hg is not None and hg.detector.shape == detector.shape and (
@@ -671,7 +710,17 @@ def _shape_message(info: FileInfo, detector: Detector) -> str:
             f"{detector.name!r} of shape {detector.shape}")
 
 
-def _source_from_raw(info, amp, raw, hdu, hdu_shape, mode: str) -> AmpSource:
+def _source_from_raw(info, amp, raw, hdu, hdu_shape, mode: str,
+                     flip: str | None = None) -> AmpSource:
+    """One amp's source from its camera raw boxes; ``flip`` (``"x"``/``"y"``) says the boxes
+    are in the frame of the whole raw image flipped left-right/top-bottom (HSC)."""
+    if flip is not None:
+        over_box = raw.raw_serial_overscan_bbox
+        raw = dataclasses.replace(
+            raw, raw_data_bbox=flip_box(raw.raw_data_bbox, flip, hdu_shape),
+            raw_serial_overscan_bbox=(None if over_box is None
+                                      else flip_box(over_box, flip, hdu_shape)),
+            flip_x=raw.flip_x != (flip == "x"), flip_y=raw.flip_y != (flip == "y"))
     x0, y0, w, h = raw.raw_data_bbox
     if (w, h) != (amp.width, amp.height):
         raise InputError(
@@ -733,10 +782,10 @@ def file_isr(info: FileInfo, detector: Detector, sources: tuple[AmpSource, ...])
 
 def open_sources(
     path: str | os.PathLike, camera: Any = None, detector: Any = None,
-    overscan: bool | str = "auto", gain: str | None = None,
+    overscan: bool | str = "auto", gain: str | None = None, hdu: int | None = None,
 ) -> tuple[FileInfo, Detector, tuple[AmpSource, ...]]:
     """Headers, geometry and per-amp pixel sources of a file (what every reader starts from)."""
-    info = inspect_file(path)
+    info = inspect_file(path, hdu)
     det = resolve_detector(info, camera, detector)
     return info, det, amp_sources(info, det, camera, overscan, gain)
 
@@ -767,6 +816,7 @@ def read_exposure(
     *,
     overscan: bool | str = "auto",
     gain: str | None = None,
+    hdu: int | None = None,
 ) -> ExposureData:
     """Read a whole exposure, raw or image file into memory, in the detector frame.
 
@@ -783,6 +833,8 @@ def read_exposure(
         ``True`` = ``"per-row"``, ``False`` = ``"none"``.
     gain : {None, "none", "nominal"}
         ``"nominal"``: multiply each amp by the camera's nominal gain (ADU -> electrons).
+    hdu : int, optional
+        Read this image HDU: one CCD of a multi-CCD file (``inspect_file(path).ccd_hdus``).
 
     Returns
     -------
@@ -795,7 +847,7 @@ def read_exposure(
     InputError
         Naming the file and the reason.
     """
-    info, det, sources = open_sources(path, camera, detector, overscan, gain)
+    info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
     planes = dict(info.mask_planes)
     finite: bool | None = None
     if info.kind in ("exposure", "ccddata"):
@@ -862,6 +914,7 @@ def open_lazy(
     *,
     overscan: bool | str = "auto",
     gain: str | None = None,
+    hdu: int | None = None,
 ) -> LazyExposure:
     """Open a file for region reads (headers only, like `open_exposure` but without dask).
 
@@ -874,7 +927,7 @@ def open_lazy(
     InputError
         Naming the file and the reason.
     """
-    info, det, sources = open_sources(path, camera, detector, overscan, gain)
+    info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
     on = functools.partial(sources_on_hdu, sources)
 
     image = LazyPlane(info.path, det.shape, np.float32, sources)

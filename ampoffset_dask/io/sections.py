@@ -122,7 +122,9 @@ class _OpenFiles:
             if entry is not None:
                 self._files.move_to_end(key)
         if entry is None:
-            entry = (_open_hdul(path), threading.Lock())
+            # astropy refuses to scale (BZERO/BSCALE, e.g. uint16 DECam/HSC raws) compressed
+            # or BLANK images of memory-mapped files; these reads go through astropy anyway.
+            entry = (_open_hdul(path, memmap=False), threading.Lock())
             evicted = []
             with self._lock:
                 if key in self._files:  # opened meanwhile by another thread
@@ -574,7 +576,7 @@ def _read_full(path: Path, hdu: int, dtype: Any, check_finite: bool = False
         a, finite = _read_swapped(path, layout, check_finite)
     else:
         finite = None
-        with _open(path) as hdul:
+        with _open(path, memmap=False) as hdul:  # scaled compressed images need no memmap
             try:
                 h = hdul[hdu]
                 if isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:

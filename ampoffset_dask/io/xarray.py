@@ -68,6 +68,7 @@ def open_exposure(
     *,
     overscan: bool | str = "auto",
     gain: str | None = None,
+    hdu: int | None = None,
 ) -> xr.Dataset:
     """Open an exposure (or raw, or image) file lazily as an `xarray.Dataset`.
 
@@ -87,6 +88,8 @@ def open_exposure(
         row by row from raws and untrimmed images, and leaves assembled files alone.
     gain : {None, "none", "nominal"}
         ``"nominal"``: multiply each amp by the camera's nominal gain (ADU -> electrons).
+    hdu : int, optional
+        Open this image HDU: one CCD of a multi-CCD file (``inspect_file(path).ccd_hdus``).
 
     Returns
     -------
@@ -102,7 +105,7 @@ def open_exposure(
     InputError
         Naming the file, for unreadable files or unusable geometry.
     """
-    info, det, sources = open_sources(path, camera, detector, overscan, gain)
+    info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
     isr = file_isr(info, det, sources)
     chunks = amp_chunks(det)
     st = info.path.stat()
@@ -132,6 +135,7 @@ def open_exposure(
         "camera": info.camera if camera is None else _camera_name(camera),
         "path": str(info.path),
         "kind": info.kind,
+        "hdu": int(info.image_hdu),
         "overscan": isr.overscan,
         "overscan_subtracted": isr.overscan != "none",
         "gain": isr.gain,
