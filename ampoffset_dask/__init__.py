@@ -8,7 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .algorithm.measure import measure_detector
 from .algorithm.result import DetectorMeasurement, InterfaceResult
 from .config import AmpOffsetConfig
-from .errors import AmpOffsetError, ConfigError, GeometryError, InputError
+from .errors import AmpOffsetError, ClusterError, ConfigError, GeometryError, InputError
 from .exposure import Exposure
 from .geometry import Amplifier, Detector
 from .task import AmpOffsetTask
@@ -27,6 +27,7 @@ _LAZY = {
     "open_exposure": "ampoffset_dask.io.xarray",
     "open_visit": "ampoffset_dask.io.xarray",
     "process": "ampoffset_dask.pipeline.run",
+    "RunOptions": "ampoffset_dask.pipeline.options",
     "build_graph": "ampoffset_dask.pipeline.graph",
     "measure_visit": "ampoffset_dask.pipeline.graph",
     "read_catalog": "ampoffset_dask.catalog",
@@ -37,6 +38,7 @@ __all__ = [
     "AmpOffsetError",
     "AmpOffsetTask",
     "Amplifier",
+    "ClusterError",
     "ConfigError",
     "Detector",
     "DetectorMeasurement",

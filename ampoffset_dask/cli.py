@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import AmpOffsetError, ConfigError, InputError
+from .errors import AmpOffsetError, ClusterError, InputError
 
 __all__ = ["EXIT_CLUSTER", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -58,13 +58,6 @@ class CommandError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.code = code
-
-
-class ClusterError(CommandError):
-    """The cluster could not be started or reached."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, EXIT_CLUSTER)
 
 
 def _out(text: str = "") -> None:
@@ -177,9 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set ampEdgeMaxOffset=10 (repeatable)")
     p.add_argument("--apply", action="store_true",
-                   help="write corrected exposures (pedestals subtracted) to --output-images")
+                   help="write corrected exposures (pedestals subtracted): to --output-images, "
+                        "or over the inputs with --in-place")
     p.add_argument("--output-images", type=Path, default=None, metavar="DIR",
-                   help="folder for corrected exposures (needed with --apply)")
+                   help="folder for corrected exposures (implies --apply)")
+    p.add_argument("--in-place", action="store_true",
+                   help="overwrite the inputs with the corrected exposures (implies --apply)")
     p.add_argument("--max-in-flight", type=_positive_int, default=None, metavar="N",
                    help="detectors submitted at once (default: 4 per worker thread)")
     p.add_argument("--performance-report", type=Path, default=None, metavar="FILE",
@@ -293,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _exit_code(exc: BaseException) -> int:
     if isinstance(exc, CommandError):
         return exc.code
+    if isinstance(exc, ClusterError):
+        return EXIT_CLUSTER
     if isinstance(exc, AmpOffsetError | FileNotFoundError | IsADirectoryError
                   | NotADirectoryError | PermissionError | FileExistsError):
         return EXIT_USAGE
@@ -303,15 +301,11 @@ def _exit_code(exc: BaseException) -> int:
 
 # -- helpers ------------------------------------------------------------
 def _client(spec: Any, n_workers: int | None = None):
-    """A `ClientHandle` for ``spec``; cluster failures become exit code 3."""
+    """A `ClientHandle` for ``spec``; failures raise `ClusterError` (exit code 3)."""
     from .pipeline.cluster import get_client
 
     try:
         return get_client(spec, n_workers=n_workers)
-    except ConfigError as exc:
-        if spec is None or str(spec).startswith("local"):
-            raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
-        raise ClusterError(str(exc)) from exc
     except OSError as exc:
         raise ClusterError(f"could not reach the Dask scheduler {spec!r}: {exc}") from exc
 
@@ -386,10 +380,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``ampoffset-dask run``."""
-    if args.apply and args.output_images is None:
-        raise CommandError("--apply needs --output-images DIR (inputs are never overwritten)")
-    if args.output_images is not None and not args.apply:
-        raise CommandError("--output-images is only used with --apply")
+    from .pipeline.options import RunOptions
+
+    options = RunOptions(
+        camera=args.camera, apply=args.apply, output_images=args.output_images,
+        in_place=args.in_place, new_run=args.new_run, max_in_flight=args.max_in_flight,
+        performance_report=args.performance_report,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
     for item in args.inputs:
         if not Path(item).exists():
             raise InputError(f"{item}: no such file or folder")
@@ -397,12 +395,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     handle = _client(args.scheduler)
     with handle:
-        result = _call_process(
-            args.inputs, args.output, camera=args.camera, config=config,
-            client=handle.client, apply=args.apply, output_images=args.output_images,
-            max_in_flight=args.max_in_flight, performance_report=args.performance_report,
-            new_run=args.new_run, progress=not args.no_progress and sys.stderr.isatty(),
-        )
+        result = _call_process(args.inputs, args.output, config=config, client=handle.client,
+                               options=options)
     failed = _failed_detectors(result)
     _print_run_summary(result, args.output, time.perf_counter() - t0)
     if failed:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AmpOffsetError", "ConfigError", "GeometryError", "InputError"]
+__all__ = ["AmpOffsetError", "ClusterError", "ConfigError", "GeometryError", "InputError"]
 
 
 class AmpOffsetError(Exception):
@@ -19,3 +19,11 @@ class GeometryError(AmpOffsetError, ValueError):
 
 class InputError(AmpOffsetError):
     """A bad input file or header; the message names the file and the reason."""
+
+
+class ClusterError(ConfigError):
+    """The Dask cluster could not be started or reached (bad scheduler spec, unreachable
+    address, missing deployment extra, failed start); the message names the spec.
+
+    A `ConfigError` subclass, so code that caught the earlier `ConfigError` still works.
+    """

@@ -8,7 +8,7 @@ PUBLIC = [
     "AmpOffsetConfig", "AmpOffsetTask", "Amplifier", "Detector", "Camera", "Exposure",
     "measure_detector", "get_camera", "list_cameras", "open_exposure", "open_visit", "process",
     "build_graph", "read_catalog", "AmpOffsetError", "ConfigError", "GeometryError",
-    "InputError",
+    "InputError", "ClusterError", "RunOptions",
 ]
 
 
@@ -20,7 +20,7 @@ def test_public_names_resolve():
 
 def test_error_hierarchy():
     base = ampoffset_dask.AmpOffsetError
-    for name in ("ConfigError", "GeometryError", "InputError"):
+    for name in ("ConfigError", "GeometryError", "InputError", "ClusterError"):
         assert issubclass(getattr(ampoffset_dask, name), base)
 
 

@@ -12,16 +12,21 @@ load_defaults()
 
 from .cluster import ClientHandle, get_client  # noqa: E402
 from .graph import build_graph, measure_visit  # noqa: E402
-from .run import RunSummary, process, stream_tasks  # noqa: E402
+from .options import RunOptions  # noqa: E402
+from .run import PreparedRun, RunSummary, execute, prepare, process, stream_tasks  # noqa: E402
 from .tasks import process_file  # noqa: E402
 
 __all__ = [
     "ClientHandle",
+    "PreparedRun",
+    "RunOptions",
     "RunSummary",
     "build_graph",
+    "execute",
     "get_client",
     "load_defaults",
     "measure_visit",
+    "prepare",
     "process",
     "process_file",
     "stream_tasks",

@@ -33,7 +33,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ClusterError
 from . import _config
 
 __all__ = ["ClientHandle", "get_client", "local_cluster_size"]
@@ -152,14 +152,17 @@ def _local(n_workers: int | None, memory_limit: Any, **kwargs: Any) -> ClientHan
         # mmap threshold: every large numpy temporary then costs fresh page faults (~30%
         # more time per detector here). Unset it for the workers we start.
         overrides["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None
-    with dask.config.set(overrides):
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=threads,
-            processes=True,
-            memory_limit=limit,
-            **kwargs,
-        )
+    try:
+        with dask.config.set(overrides):
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads,
+                processes=True,
+                memory_limit=limit,
+                **kwargs,
+            )
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
     client = Client(cluster)
     logger.info(
         "started a local Dask cluster: %d worker process(es) x %d thread(s), %.1f GiB each; "
@@ -169,8 +172,8 @@ def _local(n_workers: int | None, memory_limit: Any, **kwargs: Any) -> ClientHan
     return ClientHandle(client, cluster, owned=True)
 
 
-def _missing_extra(spec: str, package: str, extra: str) -> ConfigError:
-    return ConfigError(
+def _missing_extra(spec: str, package: str, extra: str) -> ClusterError:
+    return ClusterError(
         f"scheduler {spec!r} needs the {package} package; install it with "
         f"pip install 'ampoffset-dask[{extra}]'"
     )
@@ -217,7 +220,7 @@ def _gateway(spec: str) -> ClientHandle:
         gateway = Gateway(address or None)
         cluster = gateway.new_cluster()
     except (ValueError, OSError) as exc:
-        raise ConfigError(
+        raise ClusterError(
             f"scheduler {spec!r}: cannot start a dask-gateway cluster ({exc}); give the address "
             "as 'gateway:https://HOST/...' or set gateway.address in the dask config"
         ) from exc
@@ -233,7 +236,7 @@ def _jobqueue(spec: str, kind: str, n: int | None) -> ClientHandle:
     try:
         cluster = getattr(dask_jobqueue, _JOBQUEUE[kind])()
     except (ValueError, TypeError) as exc:
-        raise ConfigError(
+        raise ClusterError(
             f"scheduler {spec!r}: dask-jobqueue cannot build a {_JOBQUEUE[kind]} from the dask "
             f"config ({exc}); set at least jobqueue.{kind}.cores and jobqueue.{kind}.memory "
             "(see deploy/ and the dask-jobqueue documentation)"
@@ -252,7 +255,7 @@ def _kubernetes(spec: str) -> ClientHandle:
     try:
         cluster = KubeCluster(name=name or "ampoffset")
     except Exception as exc:  # kubernetes client errors have no common base class
-        raise ConfigError(
+        raise ClusterError(
             f"scheduler {spec!r}: cannot start a Kubernetes Dask cluster ({exc}); check the "
             "kubeconfig and that the dask-kubernetes operator is installed (see deploy/)"
         ) from exc
@@ -268,7 +271,7 @@ def _address(spec: str, security: Any) -> ClientHandle:
         security = security if security is not None else Security()
         if not getattr(security, "tls_client_cert", None) and not getattr(
                 security, "tls_ca_file", None):
-            raise ConfigError(
+            raise ClusterError(
                 f"scheduler {spec!r} uses TLS but no certificates are configured; set "
                 "distributed.comm.tls.ca-file, distributed.comm.tls.client.cert and "
                 "distributed.comm.tls.client.key in the dask config (or the "
@@ -278,7 +281,7 @@ def _address(spec: str, security: Any) -> ClientHandle:
     try:
         client = Client(spec, security=security, timeout=_config.get("connect-timeout", "30s"))
     except OSError as exc:
-        raise ConfigError(f"cannot connect to the Dask scheduler at {spec}: {exc}") from exc
+        raise ClusterError(f"cannot connect to the Dask scheduler at {spec}: {exc}") from exc
     logger.info("connected to the Dask scheduler at %s; dashboard: %s", spec,
                 _dashboard(client))
     return ClientHandle(client, None, owned=True)
@@ -291,7 +294,7 @@ def _scheduler_file(path: Path, security: Any) -> ClientHandle:
         client = Client(scheduler_file=str(path), security=security,
                         timeout=_config.get("connect-timeout", "30s"))
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot connect to the Dask scheduler of {path}: {exc}") from exc
+        raise ClusterError(f"cannot connect to the Dask scheduler of {path}: {exc}") from exc
     logger.info("connected to the Dask scheduler of %s (%s); dashboard: %s", path,
                 client.scheduler.address, _dashboard(client))
     return ClientHandle(client, None, owned=True)
@@ -328,7 +331,7 @@ def get_client(
 
     Raises
     ------
-    ConfigError
+    ClusterError
         For an unknown spec, an unreachable scheduler, TLS without certificates or a
         missing optional extra (the message names the pip extra).
     """
@@ -342,7 +345,7 @@ def get_client(
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         if hasattr(spec, "scheduler_address"):  # a cluster object
             return ClientHandle(Client(spec), None, owned=True)
-        raise ConfigError(f"cannot make a Dask client from {type(spec).__name__} {spec!r}")
+        raise ClusterError(f"cannot make a Dask client from {type(spec).__name__} {spec!r}")
     if spec is None:
         return _local(n_workers, memory_limit, **cluster_kwargs)
     text = os.fspath(spec).strip()
@@ -357,7 +360,7 @@ def get_client(
     kind, _, count = lower.partition(":")
     if kind in _JOBQUEUE:
         if count and not count.isdigit():
-            raise ConfigError(f"scheduler {text!r}: use {kind} or {kind}:N (N workers)")
+            raise ClusterError(f"scheduler {text!r}: use {kind} or {kind}:N (N workers)")
         return _jobqueue(text, kind, int(count) if count else None)
     if kind in ("kubernetes", "k8s"):
         return _kubernetes(text)
@@ -366,7 +369,7 @@ def get_client(
         return _scheduler_file(path, security)
     if re.match(r"^[\w.-]+:\d+$", text):  # host:port without a protocol
         return _address(f"tcp://{text}", security)
-    raise ConfigError(
+    raise ClusterError(
         f"scheduler {text!r} is neither 'local', a tcp:// or tls:// address, an existing "
         "scheduler file, 'gateway[:ADDRESS]', a jobqueue name (" + ", ".join(_JOBQUEUE)
         + ") nor 'kubernetes[:NAME]'"

@@ -23,9 +23,11 @@ from ..errors import ConfigError, InputError
 from . import _config
 from .cluster import ClientHandle, default_in_flight, get_client
 from .inputs import PlannedTask, discover_inputs, plan_tasks
+from .options import RunOptions
 from .tasks import process_file
 
-__all__ = ["RunSummary", "SubmitItem", "process", "stream_tasks"]
+__all__ = ["PreparedRun", "RunOptions", "RunSummary", "SubmitItem", "execute", "prepare",
+           "process", "stream_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,14 +171,17 @@ def _as_config(config: Any) -> AmpOffsetConfig:
     raise ConfigError(f"config must be an AmpOffsetConfig or a mapping, got {type(config)}")
 
 
-def _output_path(task: PlannedTask, output_images: Path | None, in_place: bool) -> Path | None:
-    if output_images is None:
-        return Path(task.path) if in_place else None
-    out = output_images / str(task.visit) / Path(task.path).name
-    if not in_place and out.resolve() == Path(task.path).resolve():
+def _output_path(task: PlannedTask, options: RunOptions) -> Path | None:
+    """Where the corrected exposure of ``task`` goes (None when nothing is written)."""
+    if not options.apply:
+        return None
+    if options.output_images is None:
+        return Path(task.path)  # in place (RunOptions guarantees it was asked for)
+    out = options.output_images / str(task.visit) / Path(task.path).name
+    if out.resolve() == Path(task.path).resolve():
         raise ConfigError(
-            f"output_images={output_images} would overwrite the input {task.path}; choose "
-            "another folder (or ask for in_place=True)"
+            f"output_images={options.output_images} would overwrite the input {task.path}; "
+            "choose another folder (or ask for in_place=True, --in-place)"
         )
     return out
 
@@ -194,22 +199,11 @@ def _task_error(item: SubmitItem, exc: BaseException) -> DetectorResult:
                                   detector_id=task.detector.id if task.detector else None)
 
 
-def _check_bokeh() -> None:
-    try:
-        import bokeh  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "performance_report needs bokeh (the Dask dashboard's plotting library): "
-            "pip install bokeh"
-        ) from None
-
-
 @contextlib.contextmanager
 def _performance_report(client: Any, filename: str | os.PathLike | None):
     if filename is None:
         yield
         return
-    _check_bokeh()
     from distributed import performance_report
 
     Path(filename).parent.mkdir(parents=True, exist_ok=True)
@@ -244,94 +238,98 @@ def _progress(total: int, initial: int, enabled: bool):
                 desc="ampoffset", dynamic_ncols=True, leave=True)
 
 
-def process(
+
+@dataclasses.dataclass
+class PreparedRun:
+    """A run discovered, planned and opened in its catalog, ready for `execute`.
+
+    It holds the catalog's lock: use it as a context manager (or call `close`), which
+    records how the run ended (``interrupted`` on Ctrl-C, ``failed`` on an error) and
+    releases the lock.
+
+    Attributes
+    ----------
+    catalog : Path
+        The catalog directory.
+    config : AmpOffsetConfig
+        The measurement config.
+    options : RunOptions
+        The run options.
+    writer : CatalogWriter
+        The open catalog writer (run started).
+    planned : list of PlannedTask
+        Every input's plan; those with ``error`` set failed planning.
+    failures : list of DetectorResult
+        Failed rows of the inputs that could not be planned.
+    runnable : list of PlannedTask
+        What `execute` submits (resumed pairs left out).
+    summary : RunSummary
+        Counters so far (``n_inputs``, ``n_skipped``), filled in by `execute`.
+    """
+
+    catalog: Path
+    config: AmpOffsetConfig
+    options: RunOptions
+    writer: CatalogWriter
+    planned: list[PlannedTask]
+    failures: list[DetectorResult]
+    runnable: list[PlannedTask]
+    summary: RunSummary
+    t_start: float = dataclasses.field(default_factory=time.perf_counter)
+
+    @property
+    def run_id(self) -> str:
+        """The run's id in the catalog's ``runs`` table."""
+        return self.summary.run_id
+
+    def __enter__(self) -> PreparedRun:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.writer.__exit__(exc_type, exc, tb)
+
+    def close(self) -> None:
+        """Finish the run record (if `execute` did not) and release the catalog lock."""
+        self.writer.__exit__(None, None, None)
+
+
+def prepare(
     inputs: Any,
     output: str | os.PathLike,
     *,
-    camera: Any = None,
     config: AmpOffsetConfig | Mapping[str, Any] | None = None,
-    client: Any = None,
-    apply: bool = False,
-    output_images: str | os.PathLike | None = None,
-    in_place: bool = False,
-    resume: bool = True,
-    new_run: bool = False,
-    max_in_flight: int | None = None,
-    retries: int | None = None,
-    progress: bool = True,
-    performance_report: str | os.PathLike | None = None,
-    forward_logs: bool = True,
-    n_workers: int | None = None,
-) -> RunSummary:
-    """Measure the amp offsets of many detectors on a Dask cluster into a catalog.
+    options: RunOptions | None = None,
+    scheduler: str = "",
+) -> PreparedRun:
+    """Discover and plan the inputs, check the outputs, open the run in the catalog.
+
+    Reads only headers, on this machine; no cluster is needed. Everything a user can get
+    wrong in the inputs, options or outputs is found here, before anything is computed.
 
     Parameters
     ----------
-    inputs : path, glob, folder, manifest or list of them
-        See `~ampoffset_dask.pipeline.inputs.discover_inputs`. Visit and detector come from
-        the headers or from the manifest; an input without them is a failed row.
-    output : path-like
-        Catalog directory (see `ampoffset_dask.catalog`).
-    camera : str or Camera, optional
-        Camera whose geometry to use (default: from the headers).
-    config : AmpOffsetConfig or mapping, optional
-        Measurement config; LSST names accepted in a mapping. LSST defaults when omitted.
-    client : None, str, Client or cluster
-        Where to run: see `~ampoffset_dask.pipeline.cluster.get_client`. A cluster started
-        here is closed before returning; a given Client is left open.
-    apply : bool
-        Write corrected exposures (pedestals subtracted, LSST metadata keys set).
-    output_images : path-like, optional
-        Folder for corrected exposures (``<folder>/<visit>/<input file name>``); implies
-        ``apply``.
-    in_place : bool
-        With ``apply`` and no ``output_images``, overwrite the inputs.
-    resume : bool
-        Skip (visit, detector) pairs the catalog already holds with status ok or flagged.
-    new_run : bool
-        Accept a config different from the catalog's; recompute everything given and replace
-        the earlier rows of those detectors.
-    max_in_flight : int, optional
-        Bound on tasks submitted but not yet gathered (default
-        ``ampoffset.in-flight-per-thread`` x the cluster's threads).
-    retries : int, optional
-        Retries of transient I/O errors inside each task (default ``ampoffset.io-retries``).
-        Worker deaths are retried by the scheduler (``distributed.scheduler.allowed-failures``)
-        and end as a failed row ("worker died").
-    progress : bool
-        Show a progress bar (tqdm) advanced as tasks complete.
-    performance_report : path-like, optional
-        Write Dask's HTML performance report here (needs bokeh).
-    forward_logs : bool
-        Forward the workers' ``ampoffset_dask`` log records to this process.
-    n_workers : int, optional
-        Workers of the local cluster started when ``client`` is None.
+    inputs, output, config
+        As for `process`.
+    options : RunOptions, optional
+        Defaults when omitted.
+    scheduler : str
+        Where the run will execute, recorded in the ``runs`` table until `execute` records
+        the scheduler's address.
 
     Returns
     -------
-    RunSummary
+    PreparedRun
+        Holding the catalog lock; pass it to `execute`, inside ``with``.
 
     Raises
     ------
-    InputError
-        When nothing matches ``inputs`` or two inputs are the same (visit, detector).
-    ConfigError
-        For an invalid config, a catalog of another config without ``new_run``, or an
-        unusable ``client`` spec.
+    InputError, ConfigError
+        As for `process`.
     """
     t_start = time.perf_counter()
     _config.load_defaults()
     cfg = _as_config(config)
-    if output_images is not None:
-        apply = True
-    if performance_report is not None:
-        _check_bokeh()
-    if apply and output_images is None and not in_place:
-        raise ConfigError("apply=True needs output_images=FOLDER (or in_place=True to "
-                          "overwrite the inputs)")
-    out_images = Path(output_images) if output_images is not None else None
-    io_retries = int(retries if retries is not None else _config.get("io-retries", 3))
-    io_delay = float(_config.get("io-retry-delay", 0.5))
+    opts = options if options is not None else RunOptions()
     timings: dict[str, float] = {}
 
     items = discover_inputs(inputs)
@@ -339,25 +337,21 @@ def process(
         raise InputError(f"no FITS files found in {inputs!r}")
     timings["discover"] = time.perf_counter() - t_start
     catalog = Path(output)
-    options = {"camera": getattr(camera, "name", camera), "apply": apply,
-               "output_images": str(out_images) if out_images else None,
-               "in_place": in_place, "resume": resume, "new_run": new_run}
-    spec = client if isinstance(client, (str, type(None))) else type(client).__name__
-
-    with CatalogWriter(catalog) as writer:
-        writer.check_config(cfg, new_run=new_run)
-        done = writer.finished() if resume and not new_run else set()
+    writer = CatalogWriter(catalog)
+    try:
+        writer.check_config(cfg, new_run=opts.new_run)
+        done = writer.finished() if opts.resume and not opts.new_run else set()
         t = time.perf_counter()
-        planned = plan_tasks(items, camera=camera)
+        planned = plan_tasks(items, camera=opts.camera)
         timings["plan"] = time.perf_counter() - t
-        if apply:  # every output path is checked before anything is written
-            for task in planned:
-                if not task.error:
-                    _output_path(task, out_images, in_place)
-        run_id = writer.start_run(config=cfg, inputs=[i.path for i in items], new_run=new_run,
-                                  options=options, scheduler=str(spec or "local"))
-        summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items))
-
+        for task in planned:  # every output path is checked before anything is written
+            if not task.error:
+                _output_path(task, opts)
+        run_id = writer.start_run(config=cfg, inputs=[i.path for i in items],
+                                  new_run=opts.new_run, options=opts.to_record(),
+                                  scheduler=scheduler or "local")
+        summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items),
+                             timings=timings)
         failures = [
             DetectorResult.failure(t.error, visit=t.visit, detector=t.name, input=t.path)
             for t in planned if t.error
@@ -371,68 +365,169 @@ def process(
             expected.setdefault(task.visit, []).append(task.name)
         for visit, keys in expected.items():
             writer.expect(visit, keys)
+    except BaseException as exc:
+        writer.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    return PreparedRun(catalog=catalog, config=cfg, options=opts, writer=writer,
+                       planned=planned, failures=failures, runnable=runnable, summary=summary,
+                       t_start=t_start)
 
-        def record(result: DetectorResult) -> None:
-            writer.add(result)
-            if result.status == "failed":
-                summary.n_failed += 1
-                summary.failed.append((result.visit, result.detector or result.input,
-                                       result.error))
-            elif result.status == "flagged":
-                summary.n_flagged += 1
-            else:
-                summary.n_ok += 1
 
-        for rec in failures:
-            record(rec)
-        if summary.n_skipped:
-            logger.info("resuming: %d detector(s) already in %s", summary.n_skipped, catalog)
+def execute(run: PreparedRun, client: Any = None) -> RunSummary:
+    """Submit the prepared run's detectors, gather the results and record them.
 
-        if runnable:
-            submit_items = (
-                SubmitItem(
-                    key=task.key,
-                    kwargs={
-                        "path": task.path,
-                        "detector": task.detector,
-                        "config": cfg,
-                        "visit": task.visit,
-                        "camera": None,
-                        "output": _output_path(task, out_images, in_place) if apply else None,
-                        "in_place": in_place,
-                        "io_retries": io_retries,
-                        "io_retry_delay": io_delay,
-                    },
-                    tag=task,
-                )
-                for task in runnable
+    Parameters
+    ----------
+    run : PreparedRun
+        From `prepare`.
+    client : None, str, Client or cluster
+        Where to run: see `~ampoffset_dask.pipeline.cluster.get_client`. Started only when
+        something is left to compute; a cluster started here is closed before returning.
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    ClusterError
+        When the cluster cannot be started or reached.
+    """
+    opts, writer, summary = run.options, run.writer, run.summary
+    timings = summary.timings
+    io_retries = int(opts.retries if opts.retries is not None else _config.get("io-retries", 3))
+    io_delay = float(_config.get("io-retry-delay", 0.5))
+
+    def record(result: DetectorResult) -> None:
+        writer.add(result)
+        if result.status == "failed":
+            summary.n_failed += 1
+            summary.failed.append((result.visit, result.detector or result.input,
+                                   result.error))
+        elif result.status == "flagged":
+            summary.n_flagged += 1
+        else:
+            summary.n_ok += 1
+
+    for rec in run.failures:
+        record(rec)
+    if summary.n_skipped:
+        logger.info("resuming: %d detector(s) already in %s", summary.n_skipped, run.catalog)
+
+    if run.runnable:
+        submit_items = (
+            SubmitItem(
+                key=task.key,
+                kwargs={
+                    "path": task.path,
+                    "detector": task.detector,
+                    "config": run.config,
+                    "visit": task.visit,
+                    "camera": None,
+                    "output": _output_path(task, opts),
+                    "in_place": opts.in_place,
+                    "io_retries": io_retries,
+                    "io_retry_delay": io_delay,
+                },
+                tag=task,
             )
+            for task in run.runnable
+        )
+        t = time.perf_counter()
+        handle: ClientHandle = get_client(client, n_workers=opts.n_workers)
+        timings["cluster"] = time.perf_counter() - t
+        try:
+            dask_client = handle.client
+            summary.dashboard_link = handle.dashboard_link
+            writer.annotate_run(scheduler=str(dask_client.scheduler.address))
+            limit = int(opts.max_in_flight or default_in_flight(dask_client))
             t = time.perf_counter()
-            handle: ClientHandle = get_client(client, n_workers=n_workers)
-            timings["cluster"] = time.perf_counter() - t
-            try:
-                dask_client = handle.client
-                summary.dashboard_link = handle.dashboard_link
-                writer.annotate_run(scheduler=str(dask_client.scheduler.address))
-                limit = int(max_in_flight or default_in_flight(dask_client))
-                t = time.perf_counter()
-                n_before = len(failures) + summary.n_skipped
-                bar = _progress(n_before + len(runnable), n_before, progress)
-                with _forward_logs(dask_client, forward_logs), \
-                        _performance_report(dask_client, performance_report), bar:
-                    for _, result in stream_tasks(dask_client, process_file, submit_items,
-                                                  max_in_flight=limit, on_error=_task_error):
-                        summary.n_submitted += 1
-                        record(result)
-                        bar.update(1)
-                        if summary.n_failed:
-                            bar.set_postfix(failed=summary.n_failed, refresh=False)
-                timings["compute"] = time.perf_counter() - t
-            finally:
-                handle.close()
-        summary.seconds = time.perf_counter() - t_start
-        timings["total"] = summary.seconds
-        summary.timings = timings
-        writer.finish_run(summary.counts(), timings=timings)
+            n_before = len(run.failures) + summary.n_skipped
+            bar = _progress(n_before + len(run.runnable), n_before, opts.progress)
+            with _forward_logs(dask_client, opts.forward_logs), \
+                    _performance_report(dask_client, opts.performance_report), bar:
+                for _, result in stream_tasks(dask_client, process_file, submit_items,
+                                              max_in_flight=limit, on_error=_task_error):
+                    summary.n_submitted += 1
+                    record(result)
+                    bar.update(1)
+                    if summary.n_failed:
+                        bar.set_postfix(failed=summary.n_failed, refresh=False)
+            timings["compute"] = time.perf_counter() - t
+        finally:
+            handle.close()
+    summary.seconds = time.perf_counter() - run.t_start
+    timings["total"] = summary.seconds
+    writer.finish_run(summary.counts(), timings=timings)
     logger.info("%s", summary)
     return summary
+
+
+def process(
+    inputs: Any,
+    output: str | os.PathLike,
+    *,
+    config: AmpOffsetConfig | Mapping[str, Any] | None = None,
+    client: Any = None,
+    options: RunOptions | None = None,
+    **option_values: Any,
+) -> RunSummary:
+    """Measure the amp offsets of many detectors on a Dask cluster into a catalog.
+
+    `prepare` (discover, plan, check outputs, open the run) then `execute` (submit, gather,
+    record).
+
+    Parameters
+    ----------
+    inputs : path, glob, folder, manifest or list of them
+        See `~ampoffset_dask.pipeline.inputs.discover_inputs`. Visit and detector come from
+        the headers or from the manifest; an input without them is a failed row.
+    output : path-like
+        Catalog directory (see `ampoffset_dask.catalog`).
+    config : AmpOffsetConfig or mapping, optional
+        Measurement config; LSST names accepted in a mapping. LSST defaults when omitted.
+    client : None, str, Client or cluster
+        Where to run: see `~ampoffset_dask.pipeline.cluster.get_client`. A cluster started
+        here is closed before returning; a given Client is left open.
+    options : RunOptions, optional
+        The run options as one object.
+    **option_values
+        Any `RunOptions` field by name (``apply``, ``output_images``, ``in_place``,
+        ``resume``, ``new_run``, ``max_in_flight``, ``retries``, ``progress``,
+        ``performance_report``, ``forward_logs``, ``n_workers``, ``camera``, ...); they
+        replace the fields of ``options``. Worker deaths are retried by the scheduler
+        (``distributed.scheduler.allowed-failures``) and end as a failed row ("worker died").
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    InputError
+        When nothing matches ``inputs`` or two inputs are the same (visit, detector).
+    ConfigError
+        For an invalid config or option, or a catalog of another config without
+        ``new_run``.
+    ClusterError
+        When the cluster cannot be started or reached (a `ConfigError`).
+    TypeError
+        For a keyword that is not a `RunOptions` field.
+
+    Examples
+    --------
+    >>> from ampoffset_dask import process, read_catalog
+    >>> from ampoffset_dask.simulate import simulate_focal_plane
+    >>> sim = simulate_focal_plane(tmp / "sim", "lsstcam", detectors=["R22_S11"],
+    ...                            scale=0.05, seed=1)
+    >>> summary = process(tmp / "sim", tmp / "catalog", client=client, progress=False)
+    >>> summary.n_ok, summary.n_failed
+    (1, 0)
+    >>> len(read_catalog(tmp / "catalog", "pedestals"))
+    16
+    """
+    opts = RunOptions.from_kwargs(options, **option_values)
+    spec = client if isinstance(client, (str, type(None))) else type(client).__name__
+    with prepare(inputs, output, config=config, options=opts,
+                 scheduler=str(spec or "local")) as run:
+        return execute(run, client)

@@ -1,0 +1,207 @@
+"""`RunOptions`: how a `process` run behaves, as one object validated on creation.
+
+The ``ampoffset-dask run`` command and `ampoffset_dask.process` both build a `RunOptions`, so
+the rules about applying corrections, output images and in-place writes are the same for
+both. Invalid combinations raise `~ampoffset_dask.errors.ConfigError` naming the option (its
+Python name and its command-line flag).
+
+Adding an option: add a field with its default and docstring entry below, validate it in a
+``_check_<name>`` method (``__post_init__`` calls every one of them), and, if the command line
+exposes it, add the flag in ``cli.py`` and a `_FLAGS` entry here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["RunOptions"]
+
+#: Command-line flag of each option, for error messages.
+_FLAGS = {
+    "camera": "--camera",
+    "apply": "--apply",
+    "output_images": "--output-images",
+    "in_place": "--in-place",
+    "new_run": "--new-run",
+    "max_in_flight": "--max-in-flight",
+    "progress": "--no-progress",
+    "performance_report": "--performance-report",
+    "n_workers": "--workers",
+}
+
+
+def option_name(name: str) -> str:
+    """``"output_images (--output-images)"``: how messages name an option."""
+    flag = _FLAGS.get(name)
+    return f"{name} ({flag})" if flag else name
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """Options of one `~ampoffset_dask.process` run (everything but inputs, catalog, config
+    and client).
+
+    Rules (the same for the API and the command line):
+
+    - ``output_images`` implies ``apply``;
+    - ``in_place`` implies ``apply`` and excludes ``output_images``;
+    - ``apply`` needs ``output_images`` or ``in_place`` (inputs are never overwritten unless
+      asked for).
+
+    Attributes
+    ----------
+    camera : str, path or Camera, optional
+        Camera whose geometry to use (default: from the headers).
+    apply : bool
+        Write corrected exposures (pedestals subtracted, LSST metadata keys set).
+    output_images : Path, optional
+        Folder for corrected exposures (``<folder>/<visit>/<input file name>``).
+    in_place : bool
+        Overwrite the inputs with the corrected exposures.
+    resume : bool
+        Skip (visit, detector) pairs the catalog already holds with status ok or flagged.
+    new_run : bool
+        Accept a config different from the catalog's; recompute everything given and replace
+        the earlier rows of those detectors.
+    max_in_flight : int, optional
+        Bound on tasks submitted but not yet gathered (default
+        ``ampoffset.in-flight-per-thread`` x the cluster's threads).
+    retries : int, optional
+        Retries of transient I/O errors inside each task (default ``ampoffset.io-retries``).
+    progress : bool
+        Show a progress bar (tqdm) advanced as tasks complete.
+    performance_report : Path, optional
+        Write Dask's HTML performance report here (needs bokeh).
+    forward_logs : bool
+        Forward the workers' ``ampoffset_dask`` log records to this process.
+    n_workers : int, optional
+        Workers of the local cluster started when no client is given.
+
+    Raises
+    ------
+    ConfigError
+        On creation, for an invalid value or combination; the message names the option.
+
+    Examples
+    --------
+    >>> RunOptions(output_images="corrected").apply
+    True
+    >>> RunOptions(apply=True)
+    Traceback (most recent call last):
+    ...
+    ampoffset_dask.errors.ConfigError: apply (--apply) needs output_images (--output-images) \
+to write the corrected exposures to, or in_place (--in-place) to overwrite the inputs
+    """
+
+    camera: Any = None
+    apply: bool = False
+    output_images: Path | None = None
+    in_place: bool = False
+    resume: bool = True
+    new_run: bool = False
+    max_in_flight: int | None = None
+    retries: int | None = None
+    progress: bool = True
+    performance_report: Path | None = None
+    forward_logs: bool = True
+    n_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in sorted(dir(self)):
+            if name.startswith("_check_"):
+                getattr(self, name)()
+
+    # -- checks (each one option or one rule) ---------------------------------------------
+    def _check_bools(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("bool", bool) and not isinstance(value, bool):
+                raise ConfigError(f"{option_name(f.name)} must be True or False, got {value!r}")
+
+    def _check_images(self) -> None:
+        if self.output_images is not None:
+            self.output_images = _path("output_images", self.output_images)
+        if self.in_place and self.output_images is not None:
+            raise ConfigError(
+                f"{option_name('in_place')} overwrites the inputs and "
+                f"{option_name('output_images')} writes elsewhere: choose one"
+            )
+        if self.output_images is not None or self.in_place:
+            self.apply = True
+        if self.apply and self.output_images is None and not self.in_place:
+            raise ConfigError(
+                f"{option_name('apply')} needs {option_name('output_images')} to write the "
+                f"corrected exposures to, or {option_name('in_place')} to overwrite the inputs"
+            )
+
+    def _check_counts(self) -> None:
+        for name, minimum in (("max_in_flight", 1), ("retries", 0), ("n_workers", 1)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ConfigError(
+                    f"{option_name(name)} must be an integer >= {minimum}, got {value!r}")
+
+    def _check_performance_report(self) -> None:
+        if self.performance_report is None:
+            return
+        self.performance_report = _path("performance_report", self.performance_report)
+        try:
+            import bokeh  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                f"{option_name('performance_report')} needs bokeh (the Dask dashboard's "
+                "plotting library): pip install bokeh"
+            ) from None
+
+    def _check_camera(self) -> None:
+        if self.camera is not None and not isinstance(self.camera, (str, os.PathLike)) \
+                and not hasattr(self.camera, "__getitem__"):
+            raise ConfigError(f"{option_name('camera')} must be a camera name, a camera file or "
+                              f"a Camera, got {type(self.camera).__name__}")
+
+    # -- use ------------------------------------------------------------------------------
+    @classmethod
+    def from_kwargs(cls, options: RunOptions | None = None, **kwargs: Any) -> RunOptions:
+        """``options`` with ``kwargs`` replacing its fields (a new, validated object).
+
+        Raises
+        ------
+        TypeError
+            For a keyword that is not an option (the message lists the valid ones).
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(f"unknown run option(s) {', '.join(unknown)}; valid options: "
+                            f"{', '.join(sorted(names))}")
+        if options is None:
+            return cls(**kwargs)
+        return dataclasses.replace(options, **kwargs) if kwargs else options
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-safe dictionary, as recorded in the catalog's ``runs`` table."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "camera":
+                value = getattr(value, "name", value)
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            elif not isinstance(value, (str, int, float, bool, type(None), list, Mapping)):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+
+def _path(name: str, value: Any) -> Path:
+    if isinstance(value, (str, os.PathLike)) and os.fspath(value).strip():
+        return Path(value).expanduser()
+    raise ConfigError(f"{option_name(name)} must be a path, got {value!r}")
