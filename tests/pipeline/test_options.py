@@ -45,7 +45,7 @@ def test_from_kwargs_and_record(tmp_path):
     merged = RunOptions.from_kwargs(base, output_images=tmp_path)
     assert merged.new_run and merged.apply and base.output_images is None
     assert RunOptions.from_kwargs(base) is base
-    with pytest.raises(TypeError, match="unknown run option.*nope.*valid options"):
+    with pytest.raises(TypeError, match=r"unknown run option.*nope.*valid options"):
         RunOptions.from_kwargs(None, nope=1)
     with pytest.raises(ConfigError, match="choose one"):  # replace() validates again
         dataclasses.replace(merged, in_place=True)
