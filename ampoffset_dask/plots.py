@@ -110,6 +110,39 @@ def _affine(corners_mm: Sequence[Sequence[float]], width: int, height: int):
     return to_fp
 
 
+def _corners_mm(camera: Any, name: str) -> np.ndarray | None:
+    """A detector's outer corners on the focal plane (mm): ``corners_mm`` if the camera
+    gives them, else from ``offset_mm``, ``yaw_deg`` and ``pixel_size_mm``, else None."""
+    info = camera.info(name)
+    if info.get("corners_mm") is not None:
+        return np.asarray(info["corners_mm"], dtype=float)[:, :2]
+    offset, pixel = info.get("offset_mm"), info.get("pixel_size_mm")
+    if offset is None or pixel is None:
+        return None
+    det = camera[name]
+    px = np.broadcast_to(np.asarray(pixel, dtype=float), (2,))
+    half = np.array([det.width * px[0], det.height * px[1]]) / 2.0
+    local = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
+    yaw = np.radians(float(info.get("yaw_deg", 0.0)))
+    rot = np.array([[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]])
+    return local @ rot.T + np.asarray(offset, dtype=float)[:2]
+
+
+def _grid_corners(camera: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Corners (pixels) laying the detectors out side by side in a grid, when the camera
+    gives no focal-plane positions."""
+    dets = [camera[n] for n in names]
+    ncol = int(np.ceil(np.sqrt(len(dets))))
+    cell_w = 1.1 * max(d.width for d in dets)
+    cell_h = 1.1 * max(d.height for d in dets)
+    out = {}
+    for k, det in enumerate(dets):
+        x0, y0 = (k % ncol) * cell_w, -(k // ncol) * cell_h
+        out[det.name] = np.array([[x0, y0], [x0 + det.width, y0],
+                                  [x0 + det.width, y0 + det.height], [x0, y0 + det.height]])
+    return out
+
+
 # -- focal plane ------------------------------------------------------------
 def focal_plane_map(
     pedestals: Any,
@@ -166,26 +199,35 @@ def focal_plane_map(
     if unknown:
         raise InputError(f"camera {camera.name!r} has no detector(s) {unknown[:5]}")
 
+    placed = {name: _corners_mm(camera, name) for name in names}
+    on_focal_plane = all(c is not None for c in placed.values())
+    if not on_focal_plane:  # a user camera without positions: detectors side by side
+        placed = _grid_corners(camera, names)
+        show_all = False
     tiles, colours, outlines, centres = [], [], [], []
     for name in names:
         det = camera[name]
-        info = camera.info(name)
-        to_fp = _affine(info["corners_mm"], det.width, det.height)
+        corners = placed[name]
+        to_fp = _affine(corners, det.width, det.height)
         for amp in det.amplifiers:
             xs = np.array([amp.x0, amp.x1, amp.x1, amp.x0])
             ys = np.array([amp.y0, amp.y0, amp.y1, amp.y1])
             tiles.append(to_fp(xs, ys))
             colours.append(values.get((name, amp.name), np.nan))
-        corners = np.asarray(info["corners_mm"], dtype=float)[:, :2]
         outlines.append(corners)
         centres.append((name, corners.mean(axis=0)))
+        if len(det.amplifiers) <= 16 and len(names) <= 4:  # few amps: name them
+            for amp in det.amplifiers:
+                centre = to_fp(np.array([(amp.x0 + amp.x1) / 2]), np.array([(amp.y0 + amp.y1) / 2]))
+                centres.append((amp.name, centre[0]))
 
     limit = _symmetric_limit(np.array(colours), vmax)
     fig = _figure((8.0, 7.0))
     ax = fig.add_subplot()
+    others = []
     if show_all:
-        others = [np.asarray(camera.info(n)["corners_mm"], dtype=float)[:, :2]
-                  for n in camera.detector_names if n not in set(names)]
+        others = [c for n in camera.detector_names if n not in set(names)
+                  if (c := _corners_mm(camera, n)) is not None]
         if others:
             ax.add_collection(PolyCollection(others, facecolors="none", edgecolors="0.8",
                                              linewidths=0.4))
@@ -213,8 +255,12 @@ def focal_plane_map(
             ax.text(cx, cy, name, ha="center", va="center", fontsize=size,
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none",
                           "alpha": 0.6})
-    ax.set_xlabel("focal plane x (mm)")
-    ax.set_ylabel("focal plane y (mm)")
+    if on_focal_plane:
+        ax.set_xlabel("focal plane x (mm)")
+        ax.set_ylabel("focal plane y (mm)")
+    else:
+        ax.set_xlabel("x (pixels; no focal-plane positions in the camera: detectors in a grid)")
+        ax.set_ylabel("y (pixels)")
     finite = np.abs(np.array(colours, dtype=float))
     finite = finite[np.isfinite(finite)]
     extend = "both" if finite.size and finite.max() > limit else "neither"

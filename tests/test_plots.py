@@ -208,3 +208,41 @@ def test_before_after_bins_match_a_direct_computation(camera):
     before = binned_image(sim.image, sim.mask, 7, 0x1FF)
     fast = _binned_after(sim.image, sim.mask, before, det, values, 7, 0x1FF)
     np.testing.assert_allclose(fast, binned_image(corrected, sim.mask, 7, 0x1FF), atol=1e-3)
+
+
+def test_focal_plane_map_for_a_user_camera_without_positions(tmp_path):
+    """A camera file without corners_mm/offset_mm (documented as optional): the detectors are
+    drawn side by side in pixel units; a single detector works too."""
+    from io_helpers import kast_camera_doc
+
+    from ampoffset_dask.cameras import Camera
+
+    doc = kast_camera_doc()
+    doc["detectors"].append({"id": 1, "name": "kast_red", "physical_type": "kast"})
+    cam = Camera.from_dict(doc)
+    table = pd.DataFrame({"detector": ["kast_blue", "kast_blue", "kast_red", "kast_red"],
+                          "amp": ["L", "R", "L", "R"], "pedestal": [-1.5, 1.5, 0.7, -0.7]})
+    fig = focal_plane_map(table, cam, path=tmp_path / "two.png")
+    ax = fig.axes[0]
+    assert "pixels" in ax.get_xlabel()
+    x0, x1 = ax.get_xlim()
+    assert x1 - x0 > 2 * 2048  # two 2048-pixel detectors next to each other
+    check_png(tmp_path / "two.png", (8.0, 7.0))
+    one = focal_plane_map(table[table.detector == "kast_blue"], cam, path=tmp_path / "one.png")
+    assert [t.get_text() for t in one.axes[0].texts] == ["kast_blue", "L", "R"]
+    check_png(tmp_path / "one.png", (8.0, 7.0))
+
+
+def test_focal_plane_position_from_offset_when_corners_are_missing(camera):
+    """offset_mm + yaw + pixel size give the same outline as corners_mm."""
+    from ampoffset_dask.plots import _corners_mm
+
+    doc = camera.to_dict()
+    for det in doc["detectors"]:
+        det.pop("corners_mm", None)
+    from ampoffset_dask.cameras import Camera
+
+    stripped = Camera.from_dict(doc)
+    for name in ("R22_S11", "R01_S00", "R30_S22"):
+        expected = np.asarray(camera.info(name)["corners_mm"])[:, :2]
+        np.testing.assert_allclose(_corners_mm(stripped, name), expected, atol=0.02)
