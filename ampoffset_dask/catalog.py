@@ -206,6 +206,57 @@ class DetectorResult:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
+    def from_measurement(
+        cls,
+        measurement: Any,
+        *,
+        visit: int,
+        detector: Any,
+        input: str | os.PathLike,
+        output: str | os.PathLike | None = None,
+        **fields: Any,
+    ) -> DetectorResult:
+        """The record of a measured detector (``ok``, or ``flagged`` when all masked).
+
+        Parameters
+        ----------
+        measurement : DetectorMeasurement
+            What `~ampoffset_dask.measure_detector` returned.
+        visit : int
+            The visit.
+        detector : Detector
+            The geometry measured (name and id are recorded).
+        input : path-like
+            The input file.
+        output : path-like, optional
+            The corrected exposure written (``applied`` is True when given).
+        **fields
+            Other attributes (``seconds``, ``cpu_seconds``, ``worker``, ``attempts``...).
+        """
+        m = measurement
+        flagged = bool(m.all_masked)
+        return cls(
+            visit=int(visit),
+            detector=detector.name,
+            status="flagged" if flagged else "ok",
+            error="all pixels masked; pedestals set to 0" if flagged else "",
+            detector_id=detector.id,
+            input=str(input),
+            output=str(output) if output else "",
+            amp_names=list(m.amp_names),
+            pedestals=[float(p) for p in m.pedestals],
+            interfaces=[i.to_dict() for i in m.interfaces],
+            applied=bool(output),
+            masked_fraction=float(m.masked_fraction),
+            all_masked=flagged,
+            background=m.background,
+            detection=m.detection,
+            n_detected=int(m.n_detected),
+            warnings=list(m.warnings),
+            **fields,
+        )
+
+    @classmethod
     def failure(
         cls,
         error: str,

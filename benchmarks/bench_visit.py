@@ -45,8 +45,8 @@ from ampoffset_dask import AmpOffsetConfig, read_catalog
 from ampoffset_dask.cameras import get_camera
 from ampoffset_dask.pipeline import get_client, process
 from ampoffset_dask.pipeline.cluster import default_in_flight
+from ampoffset_dask.pipeline.detector_job import process_file
 from ampoffset_dask.pipeline.run import SubmitItem, stream_tasks
-from ampoffset_dask.pipeline.tasks import process_file
 from ampoffset_dask.simulate import select_detectors, simulate_focal_plane
 
 GiB = 2**30

@@ -134,7 +134,7 @@ def test_ccddata_file_read_whole_and_lazily(ccd_file):
 
 
 def test_ccddata_file_through_the_pipeline_task(ccd_file, tmp_path):
-    from ampoffset_dask.pipeline.tasks import process_file
+    from ampoffset_dask.pipeline.detector_job import process_file
 
     path, ccd, _, _ = ccd_file
     config = _config()
@@ -150,7 +150,7 @@ def test_ccddata_file_through_the_pipeline_task(ccd_file, tmp_path):
 
 
 def test_ccddata_file_without_geometry_fails_clearly(ccd_file):
-    from ampoffset_dask.pipeline.tasks import process_file
+    from ampoffset_dask.pipeline.detector_job import process_file
 
     path, _, _, _ = ccd_file
     result = process_file(path, None, _config())

@@ -11,10 +11,10 @@ from ._config import load_defaults
 load_defaults()
 
 from .cluster import ClientHandle, get_client  # noqa: E402
+from .detector_job import process_file  # noqa: E402
 from .graph import build_graph, measure_visit  # noqa: E402
 from .options import RunOptions  # noqa: E402
 from .run import PreparedRun, RunSummary, execute, prepare, process, stream_tasks  # noqa: E402
-from .tasks import process_file  # noqa: E402
 
 __all__ = [
     "ClientHandle",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from ..algorithm.metadata import lsst_metadata_comments
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..geometry import Detector
+from .detector_job import output_header
 from .inputs import discover_inputs, plan_tasks
-from .tasks import output_header
 
 __all__ = ["build_graph", "measure_visit"]
 
@@ -60,26 +59,8 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
 
 def _result(measurement: Any, output: str | None, visit: int, detector: Detector,
             path: str) -> DetectorResult:
-    return DetectorResult(
-        visit=int(visit),
-        detector=detector.name,
-        status="flagged" if measurement.all_masked else "ok",
-        error="all pixels masked; pedestals set to 0" if measurement.all_masked else "",
-        detector_id=detector.id,
-        input=path,
-        output=output or "",
-        amp_names=list(measurement.amp_names),
-        pedestals=[float(p) for p in measurement.pedestals],
-        interfaces=[i.to_dict() for i in measurement.interfaces],
-        applied=bool(output),
-        masked_fraction=float(measurement.masked_fraction),
-        all_masked=bool(measurement.all_masked),
-        background=measurement.background,
-        detection=measurement.detection,
-        n_detected=int(measurement.n_detected),
-        warnings=list(measurement.warnings),
-        finished_at=time.time(),
-    )
+    return DetectorResult.from_measurement(measurement, visit=visit, detector=detector,
+                                           input=path, output=output)
 
 
 def build_graph(

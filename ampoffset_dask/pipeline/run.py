@@ -22,9 +22,9 @@ from ..config import AmpOffsetConfig
 from ..errors import ConfigError, InputError
 from . import _config
 from .cluster import ClientHandle, default_in_flight, get_client
+from .detector_job import process_file
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions
-from .tasks import process_file
 
 __all__ = ["PreparedRun", "RunOptions", "RunSummary", "SubmitItem", "execute", "prepare",
            "process", "stream_tasks"]

@@ -107,7 +107,7 @@ def test_measure_visit_edges_only_reads_only_the_strips(tmp_path, pixel_counter)
 
 def test_process_file_edges_only_reads_only_the_strips(tmp_path, pixel_counter):
     from ampoffset_dask import AmpOffsetConfig
-    from ampoffset_dask.pipeline.tasks import process_file
+    from ampoffset_dask.pipeline.detector_job import process_file
 
     path, image, det = write_stepped_lsstcam(tmp_path / "itl.fits", "R02_S02", visit=9,
                                              step=0.1)

@@ -83,8 +83,8 @@ def test_bad_inputs_become_failed_rows(sim_visit, client, tmp_path, caplog):
         summary = process(data, cat, client=client, progress=False)
     assert (summary.n_ok, summary.n_flagged, summary.n_failed) == (2, 1, 2)
     # the worker's warning about the bad file was forwarded to this process
-    assert any("wrong_shape.fits" in r.getMessage() and r.name == "ampoffset_dask.pipeline.tasks"
-               for r in caplog.records)
+    assert any("wrong_shape.fits" in r.getMessage()
+               and r.name == "ampoffset_dask.pipeline.detector_job" for r in caplog.records)
     assert not summary.ok
     det = read_catalog(cat, "detectors")
     assert len(det) == 5

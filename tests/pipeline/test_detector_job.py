@@ -1,4 +1,4 @@
-"""The per-detector task function, called directly (as a worker would)."""
+"""The per-detector job (`DetectorJob`, `process_file`), called directly as a worker would."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 
 from ampoffset_dask import InputError, measure_detector
 from ampoffset_dask.algorithm.apply import apply_pedestals
+from ampoffset_dask.catalog import DetectorResult
 from ampoffset_dask.io.fits import read_exposure
-from ampoffset_dask.pipeline.tasks import process_file, with_io_retries
+from ampoffset_dask.pipeline.detector_job import DetectorJob, process_file, with_io_retries
 
 from .helpers import VISIT
 
@@ -68,3 +69,31 @@ def test_io_retries_with_backoff():
 
     with pytest.raises(InputError, match="reading y: No such file"):
         with_io_retries(gone, retries=5, delay=10, what="reading y")
+
+
+def test_job_run_raises_and_run_safely_records(sim_visit, tmp_path):
+    """`run` raises the detector's error; `run_safely` turns it into the failed record,
+    naming the geometry it had resolved by then."""
+    exp = read_exposure(sim_visit.paths[0])
+    other = read_exposure(sim_visit.paths[1]).detector
+    wide = other.__class__(other.name, other.width * 2, other.height, other.amplifiers, other.id)
+    with pytest.raises(InputError, match="does not match detector 'R22_S01'"):
+        DetectorJob(sim_visit.paths[0], wide).run()
+    job = DetectorJob(sim_visit.paths[0], wide)
+    rec = job.run_safely()
+    assert rec.status == "failed" and rec.error.startswith("InputError: ")
+    # the reader refused the file, so its visit is unknown (-1); the geometry was given
+    assert (rec.visit, rec.detector, rec.detector_id) == (-1, other.name, other.id)
+    assert rec.attempts == 1 and rec.input == str(sim_visit.paths[0])
+    with pytest.raises(InputError, match=r"nope\.fits"):
+        DetectorJob(tmp_path / "nope.fits", exp.detector, visit=3).run()
+    # Without a detector, the geometry comes from the file and the record is the same one
+    # `from_measurement` builds from a direct measurement.
+    res = DetectorJob(sim_visit.paths[0]).run()
+    m = measure_detector(exp.image, exp.mask, exp.detector, mask_planes=exp.mask_planes)
+    direct = DetectorResult.from_measurement(m, visit=VISIT, detector=exp.detector,
+                                             input=str(sim_visit.paths[0]))
+    for field in ("visit", "detector", "detector_id", "status", "error", "input", "output",
+                  "amp_names", "pedestals", "interfaces", "applied", "masked_fraction",
+                  "all_masked", "background", "detection", "n_detected", "warnings"):
+        assert getattr(res, field) == getattr(direct, field), field

@@ -1,0 +1,274 @@
+"""The per-detector job: open a file on the worker, measure, optionally write, report.
+
+`process_file` is what `process` submits once per (visit, detector). It receives a path, the
+detector geometry and the config - never pixels - and returns a small
+`~ampoffset_dask.catalog.DetectorResult`. It is two parts:
+
+- `DetectorJob.run`: open -> measure -> apply/write -> record, each step a call into the layer
+  that owns it; it raises for a bad detector (`AmpOffsetError`) or a lasting I/O error;
+- `DetectorJob.run_safely` (what `process_file` calls): never raises for a bad detector:
+  input, geometry and config errors (and anything unexpected) become a ``failed`` result with
+  the message.
+
+Transient I/O errors are retried inside `run`, with exponential backoff, before giving up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..algorithm.apply import apply_pedestals
+from ..algorithm.metadata import lsst_metadata_comments
+from ..catalog import DetectorResult
+from ..config import AmpOffsetConfig
+from ..errors import AmpOffsetError, InputError
+from ..geometry import Detector
+
+__all__ = ["DetectorJob", "output_header", "process_file", "with_io_retries"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: OSErrors that retrying cannot fix.
+_PERMANENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def with_io_retries(fn: Callable[[], T], *, retries: int, delay: float, what: str) -> T:
+    """Call ``fn``; on a transient `OSError` wait ``delay * 2**k`` and try again.
+
+    Parameters
+    ----------
+    fn : callable
+        No-argument function.
+    retries : int
+        Retries after the first attempt.
+    delay : float
+        First wait in seconds; doubles each time.
+    what : str
+        For the log message (``"reading x.fits"``).
+
+    Raises
+    ------
+    InputError
+        For missing or unreadable files (not retried).
+    OSError
+        The last error once the retries are used up.
+    """
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except _PERMANENT as exc:
+            raise InputError(f"{what}: {exc.strerror or exc}") from exc
+        except OSError as exc:
+            if isinstance(exc, AmpOffsetError) or attempt >= retries:
+                raise
+            wait = delay * 2**attempt
+            attempt += 1
+            logger.warning("%s: %s; retry %d/%d in %.1f s", what, exc, attempt, retries, wait)
+            time.sleep(wait)
+
+
+def _worker_address() -> str:
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
+
+
+_STRUCTURAL = {"SIMPLE", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "EXTNAME", "XTENSION",
+               "COMMENT", "HISTORY", "", "CHECKSUM", "DATASUM", "ZIMAGE", "ZBITPIX", "ZCMPTYPE"}
+
+
+def output_header(path: str, info: Any, visit: int, detector: Detector) -> dict[str, Any]:
+    """Primary-header cards of a corrected copy: the input's, minus structure and old
+    amp-offset keys, plus the identity (``VISIT``, ``DETNAME``, ``DETECTOR``)."""
+    from astropy.io import fits
+
+    header: dict[str, Any] = {}
+    try:
+        primary = fits.getheader(path, 0)
+        for key, value in primary.items():
+            if key in _STRUCTURAL or key.startswith("NAXIS") or "AMPOFFSET" in key:
+                continue
+            header[key] = value
+    except OSError:  # the selected keys inspect_file kept are enough
+        header.update(getattr(info, "header", None) or {})
+    header["VISIT"] = int(visit)
+    header["DETNAME"] = detector.name
+    if detector.id is not None:
+        header["DETECTOR"] = int(detector.id)
+    return header
+
+
+@dataclasses.dataclass
+class DetectorJob:
+    """One detector file to measure (and optionally correct) on a worker.
+
+    Attributes
+    ----------
+    path : str
+        The input FITS file, opened on the worker.
+    detector : Detector, optional
+        Its geometry (resolved from ``camera`` or the headers when omitted).
+    config : AmpOffsetConfig, optional
+        LSST defaults when omitted.
+    visit : int, optional
+        Visit number (from the header when omitted).
+    camera : str or Camera, optional
+        Camera used to resolve the geometry when ``detector`` is None.
+    output : path-like, optional
+        Write the corrected exposure here (atomically). Must differ from ``path`` unless
+        ``in_place`` is True.
+    in_place : bool
+        Allow ``output == path``.
+    io_retries, io_retry_delay : int, float
+        Retries (exponential backoff from ``io_retry_delay`` seconds) on transient I/O errors.
+    attempts : int
+        I/O attempts so far, retries included (filled in by `run`).
+    """
+
+    path: str
+    detector: Detector | None = None
+    config: AmpOffsetConfig | None = None
+    visit: int | None = None
+    camera: Any = None
+    output: str | os.PathLike | None = None
+    in_place: bool = False
+    io_retries: int = 3
+    io_retry_delay: float = 0.5
+    attempts: int = 0
+
+    def __post_init__(self) -> None:
+        self.path = str(self.path)
+        self._t0 = time.perf_counter()
+        self._worker = _worker_address()
+
+    def _io(self, fn: Callable[[], T], what: str) -> T:
+        def counted() -> T:
+            self.attempts += 1
+            return fn()
+        return with_io_retries(counted, retries=self.io_retries, delay=self.io_retry_delay,
+                               what=what)
+
+    def run(self) -> DetectorResult:
+        """Open, measure, optionally write; the record of an ok or flagged detector.
+
+        Raises
+        ------
+        AmpOffsetError
+            For a bad input, geometry or config (the message names the file).
+        OSError
+            When an I/O error outlasts the retries.
+        """
+        from ..algorithm.measure import measure_detector
+        from ..io.fits import open_lazy, read_exposure, write_exposure
+
+        config, output, path = self.config, self.output, self.path
+        # Edges only and nothing to write: read just the edge strips from the file.
+        edges_only = (output is None and config is not None
+                      and not (config.do_background or config.do_detection))
+        reader = open_lazy if edges_only else read_exposure
+        self._t0 = time.perf_counter()
+        c0 = time.thread_time()
+
+        exp = self._io(lambda: reader(path, camera=self.camera, detector=self.detector),
+                       f"reading {path}")
+        geometry = self.detector if self.detector is not None else exp.detector
+        self.detector = geometry  # the failure record names it from now on
+        if self.visit is None:
+            self.visit = exp.visit
+        if self.visit is None:
+            raise InputError(f"{path}: no visit number in the header")
+        visit = self.visit
+        image = exp.image if edges_only else np.asarray(exp.image)
+        if tuple(image.shape) != geometry.shape:
+            raise InputError(
+                f"{path}: image shape {image.shape} does not match detector {geometry.name} "
+                f"({geometry.shape[0]} x {geometry.shape[1]} pixels, height x width)"
+            )
+        m = measure_detector(image, exp.mask, geometry, config, mask_planes=exp.mask_planes)
+        out_path = ""
+        if output is not None:
+            if not self.in_place and Path(output).resolve() == Path(path).resolve():
+                raise InputError(f"{path}: refusing to overwrite the input (in_place=False)")
+            corrected = apply_pedestals(image, m.pedestals, geometry)
+            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            self._io(lambda: write_exposure(
+                output, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
+                header=output_header(path, exp.info, visit, geometry),
+                metadata=lsst_metadata_comments(m, applied=True), overwrite=True,
+                detector=geometry,
+            ), f"writing {output}")
+            out_path = str(output)
+        return DetectorResult.from_measurement(
+            m, visit=visit, detector=geometry, input=path, output=out_path,
+            seconds=time.perf_counter() - self._t0, cpu_seconds=time.thread_time() - c0,
+            worker=self._worker, attempts=self.attempts,
+        )
+
+    def _name(self) -> str:
+        return self.detector.name if self.detector is not None else self.path
+
+    def failure(self, message: str) -> DetectorResult:
+        """The ``failed`` record of this job, with what is known of its identity."""
+        det = self.detector
+        return DetectorResult.failure(
+            message, visit=self.visit, detector=det.name if det is not None else None,
+            input=self.path, detector_id=det.id if det is not None else None,
+            worker=self._worker, seconds=time.perf_counter() - self._t0,
+            attempts=max(1, self.attempts),
+        )
+
+    def run_safely(self) -> DetectorResult:
+        """`run`, with every error of this detector turned into a ``failed`` record."""
+        try:
+            return self.run()
+        except AmpOffsetError as exc:
+            logger.warning("%s (%s): %s", self._name(), type(exc).__name__, exc)
+            return self.failure(f"{type(exc).__name__}: {exc}")
+        except OSError as exc:
+            logger.warning("%s: I/O error after %d retries: %s", self.path, self.io_retries, exc)
+            return self.failure(f"I/O error after {self.io_retries} retries: {exc}")
+        except Exception as exc:  # one bad detector never stops the run
+            logger.exception("%s: unexpected error", self._name())
+            return self.failure(f"{type(exc).__name__}: {exc}")
+
+
+def process_file(
+    path: str | os.PathLike,
+    detector: Detector | None = None,
+    config: AmpOffsetConfig | None = None,
+    *,
+    visit: int | None = None,
+    camera: Any = None,
+    output: str | os.PathLike | None = None,
+    in_place: bool = False,
+    io_retries: int = 3,
+    io_retry_delay: float = 0.5,
+) -> DetectorResult:
+    """Measure (and optionally correct) one detector file; never raises for a bad detector.
+
+    The task `process` submits: ``DetectorJob(...).run_safely()``; see `DetectorJob` for the
+    parameters.
+
+    Returns
+    -------
+    DetectorResult
+        ``status`` ``"ok"``, ``"flagged"`` (every pixel masked: pedestals are zero) or
+        ``"failed"`` (``error`` says why).
+    """
+    return DetectorJob(path, detector, config, visit=visit, camera=camera, output=output,
+                       in_place=in_place, io_retries=io_retries,
+                       io_retry_delay=io_retry_delay).run_safely()
