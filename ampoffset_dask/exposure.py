@@ -1,17 +1,26 @@
-"""A minimal in-memory exposure: image, mask, variance, detector, metadata."""
+"""A minimal in-memory exposure, and one adapter from any supported exposure to its parts.
+
+`Exposure` is the numpy exposure of this package. `as_exposure_parts` is the one place that
+knows the shapes an exposure can come in - our `Exposure`, an opened file
+(`ampoffset_dask.io.fits.ExposureData`), an xarray Dataset from
+`ampoffset_dask.open_exposure`, an LSST afw-like exposure, or an ``(image, mask, detector[,
+mask_planes])`` tuple - by duck typing (no xarray or LSST import), so `measure_detector`,
+`AmpOffsetTask.run` and `measure_visit` accept the same things.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import InputError
-from .geometry import Detector
+from .geometry import Amplifier, Detector
 from .masks import DEFAULT_MASK_PLANES
 
-__all__ = ["Exposure"]
+__all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "is_exposure_like"]
 
 
 class Exposure:
@@ -84,3 +93,122 @@ class Exposure:
 
     def __repr__(self) -> str:
         return f"Exposure(detector={self.detector.name!r}, shape={self.image.shape})"
+
+
+class ExposureParts(NamedTuple):
+    """What the algorithm needs from an exposure (see `as_exposure_parts`).
+
+    Attributes
+    ----------
+    image : array_like
+        numpy, dask or lazy array ``(height, width)``; for afw-like and our exposures the
+        very array the exposure holds (so it can be corrected in place).
+    mask : array_like or None
+    detector : Detector
+    mask_planes : dict or None
+        Plane name -> bit (None: afw's defaults apply).
+    metadata : mapping or None
+        Where LSST's ``LSST ISR AMPOFFSET ...`` keys go: our `Exposure`'s ``metadata`` dict,
+        an afw ``PropertyList``, a Dataset's ``attrs["ampoffset_metadata"]``; None when the
+        object has none (an opened file, a tuple).
+    """
+
+    image: Any
+    mask: Any
+    detector: Detector
+    mask_planes: dict[str, int] | None
+    metadata: Any
+
+
+def is_exposure_like(obj: Any) -> bool:
+    """Whether `as_exposure_parts` would treat ``obj`` as an exposure (not a bare array)."""
+    if hasattr(obj, "data_vars"):
+        return True
+    return hasattr(obj, "image") and (hasattr(obj, "detector") or hasattr(obj, "getDetector"))
+
+
+def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None) -> ExposureParts:
+    """Image, mask, detector, mask planes and metadata of any supported exposure.
+
+    Parameters
+    ----------
+    obj : Exposure, ExposureData, xarray.Dataset, afw-like exposure or tuple
+        An `Exposure`; an opened file (`read_exposure`/`open_lazy`); a Dataset from
+        `ampoffset_dask.open_exposure` (``image``/``mask`` variables, JSON ``geometry`` and
+        ``mask_planes`` attributes); an object with ``.image.array``, ``.mask.array``,
+        ``.getDetector()`` (amps with ``getName()``/``getBBox()``) and ``.getMetadata()``;
+        or ``(image, mask, detector[, mask_planes])``.
+    mask_planes : mapping, optional
+        Planes for objects that do not carry their own (tuples of three).
+
+    Returns
+    -------
+    ExposureParts
+
+    Raises
+    ------
+    InputError
+        For an object of none of these shapes, or a Dataset without geometry.
+    """
+    if isinstance(obj, tuple):
+        if len(obj) not in (3, 4):
+            raise InputError("an exposure tuple is (image, mask, detector[, mask_planes]), "
+                             f"got {len(obj)} items")
+        image, mask, detector, *rest = obj
+        planes = rest[0] if rest else mask_planes
+        return ExposureParts(image, mask, detector, _planes(planes), None)
+    if hasattr(obj, "data_vars"):  # xarray Dataset from open_exposure
+        if "image" not in obj.data_vars:
+            raise InputError("dataset has no 'image' variable")
+        if "geometry" not in obj.attrs:
+            raise InputError("dataset has no 'geometry' attribute; pass detector=")
+        detector = Detector.from_dict(json.loads(obj.attrs["geometry"]))
+        planes = obj.attrs.get("mask_planes", mask_planes)
+        planes = json.loads(planes) if isinstance(planes, str) else planes
+        mask = obj["mask"].data if "mask" in obj.data_vars else None
+        metadata = obj.attrs.setdefault("ampoffset_metadata", {})
+        return ExposureParts(obj["image"].data, mask, detector, _planes(planes), metadata)
+    if isinstance(getattr(obj, "detector", None), Detector) and hasattr(obj, "image"):
+        # our Exposure, or an ExposureData from read_exposure/open_lazy
+        return ExposureParts(obj.image, obj.mask, obj.detector,
+                             _planes(getattr(obj, "mask_planes", mask_planes)),
+                             getattr(obj, "metadata", None))
+    try:  # afw-like
+        image = obj.image.array
+        mask_obj = obj.mask
+        mask = mask_obj.array
+        det = obj.getDetector()
+        metadata = obj.getMetadata()
+    except AttributeError as exc:
+        raise InputError(f"unsupported exposure type {type(obj).__name__}: {exc}") from exc
+    planes = mask_obj.getMaskPlaneDict() if hasattr(mask_obj, "getMaskPlaneDict") else None
+    planes = dict(planes) if isinstance(planes, Mapping) else dict(DEFAULT_MASK_PLANES)
+    name = det.getName() if hasattr(det, "getName") else "detector"
+    det_id = det.getId() if hasattr(det, "getId") else None
+    amps = list(det.getAmplifiers()) if hasattr(det, "getAmplifiers") else list(det)
+    detector = detector_from_amps(amps, name, det_id)
+    if detector.shape != image.shape:
+        detector = Detector(name, image.shape[1], image.shape[0], detector.amplifiers, det_id)
+    return ExposureParts(image, mask, detector, planes, metadata)
+
+
+def _planes(planes: Any) -> dict[str, int] | None:
+    return None if planes is None else dict(planes)
+
+
+def as_amplifier(amp: Any) -> Amplifier:
+    """Our `Amplifier`, or one made from an afw-like amp (``getName()``, ``getBBox()``)."""
+    if isinstance(amp, Amplifier):
+        return amp
+    box = amp.getBBox()
+    return Amplifier(amp.getName(), box.getMinX(), box.getMinY(), box.getWidth(),
+                     box.getHeight())
+
+
+def detector_from_amps(amps: Sequence[Any], name: str = "detector",
+                       det_id: Any = None) -> Detector:
+    """A `Detector` spanning ``amps`` (ours or afw-like), in their order."""
+    converted = tuple(as_amplifier(a) for a in amps)
+    width = max(a.x1 for a in converted)
+    height = max(a.y1 for a in converted)
+    return Detector(name, width, height, converted, det_id)

@@ -1,15 +1,15 @@
 """``AmpOffsetTask``: the LSST-compatible face of the algorithm.
 
 Same public methods, signatures and metadata keys as ``lsst.ip.isr.AmpOffsetTask``; every
-computation is delegated to `ampoffset_dask.algorithm`. ``run`` accepts our `Exposure`, a
-Dataset from `ampoffset_dask.open_exposure`, or any afw-like exposure (``.image.array``,
-``.mask.array``, ``.getDetector()``, ``.getMetadata()``), so it also runs in an LSST stack.
+computation is delegated to `ampoffset_dask.algorithm`. ``run`` accepts whatever
+`ampoffset_dask.exposure.as_exposure_parts` accepts: our `Exposure`, a Dataset from
+`ampoffset_dask.open_exposure`, or any afw-like exposure (``.image.array``, ``.mask.array``,
+``.getDetector()``, ``.getMetadata()``), so it also runs in an LSST stack.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,9 +21,8 @@ from .algorithm.metadata import lsst_metadata_comments, task_metadata
 from .algorithm.offsets import interface_offset
 from .config import AmpOffsetConfig, BackgroundConfig, DetectionConfig
 from .errors import InputError
-from .geometry import Amplifier, Detector
+from .exposure import ExposureParts, as_amplifier, as_exposure_parts, detector_from_amps
 from .lsst_task import Struct, Task
-from .masks import DEFAULT_MASK_PLANES
 
 __all__ = ["AmpOffsetTask", "SourceDetectionTask", "SubtractBackgroundTask"]
 
@@ -87,9 +86,11 @@ class AmpOffsetTask(Task):
             ``pedestals`` (float64, amp order), ``interfaces`` (list of InterfaceResult) and
             ``measurement`` (the full `DetectorMeasurement`).
         """
-        image, mask, detector, planes, metadata = _unpack_exposure(exposure)
+        parts = as_exposure_parts(exposure)
+        detector = parts.detector
         with self.timer("ampOffset"):
-            result = measure_detector(image, mask, detector, self.config, planes)
+            result = measure_detector(parts.image, parts.mask, detector, self.config,
+                                      parts.mask_planes)
         amp = detector.amplifiers[0]
         self.ampDims = (amp.width, amp.height)
         self.shortAmpSide = min(amp.width, amp.height)
@@ -97,18 +98,19 @@ class AmpOffsetTask(Task):
         self.interfaceOffsetOriginals = result.interface_offsets_raw
 
         applied = bool(self.config.doApplyAmpOffset)
-        for key, (value, comment) in lsst_metadata_comments(result, applied).items():
-            _set_metadata(metadata, key, value, comment)
+        if parts.metadata is not None:
+            for key, (value, comment) in lsst_metadata_comments(result, applied).items():
+                _set_metadata(parts.metadata, key, value, comment)
         self.metadata.update(task_metadata(result))
-        if self.config.doApplyAmpOffset:
-            _apply(exposure, detector, result.pedestals)
+        if applied:
+            _apply(exposure, parts, result.pedestals)
         return Struct(pedestals=result.pedestals, interfaces=list(result.interfaces),
                       measurement=result)
 
     # -- LSST's building blocks ---------------------------------------------------------------
     def getAmpAssociations(self, amps: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Association (weighted Laplacian) and side matrices of ``amps``."""
-        grid = _detector_from_amps(amps).grid(self.config.applyWeights)
+        grid = detector_from_amps(amps).grid(self.config.applyWeights)
         self.interfaceLengthLookupBySide = _lengths(amps)
         return np.array(grid.associations), np.array(grid.sides)
 
@@ -130,7 +132,7 @@ class AmpOffsetTask(Task):
         arr = np.asarray(getattr(im, "array", im), dtype=np.float32)
         edges: dict[int, dict[int, np.ndarray]] = {}
         for amp_id, amp in enumerate(amps):
-            a = _amplifier(amp)
+            a = as_amplifier(amp)
             edges[amp_id] = {}
             for side in sorted({int(s) for s in np.asarray(ampSides)[amp_id] if s >= 0}):
                 sl = strip_slices(a, side, self.config.ampEdgeInset, self.config.ampEdgeWidth)
@@ -144,7 +146,7 @@ class AmpOffsetTask(Task):
         associations = np.asarray(associations)
         sides = np.asarray(sides)
         edges = self.getAmpEdges(im, amps, sides)
-        names = [_amplifier(a).name for a in amps]
+        names = [as_amplifier(a).name for a in amps]
         b = np.zeros(len(amps))
         done: dict[tuple[int, int], float] = {}
         self.interfaceOffsetOriginals = {}
@@ -179,56 +181,10 @@ class AmpOffsetTask(Task):
         return tuple(res)
 
 
-# -- exposure adapters -----------------------------------------------------------------------
-def _amplifier(amp: Any) -> Amplifier:
-    if isinstance(amp, Amplifier):
-        return amp
-    box = amp.getBBox()
-    return Amplifier(amp.getName(), box.getMinX(), box.getMinY(), box.getWidth(),
-                     box.getHeight())
-
-
-def _detector_from_amps(amps: Sequence[Any], name: str = "detector", det_id: Any = None):
-    converted = tuple(_amplifier(a) for a in amps)
-    width = max(a.x1 for a in converted)
-    height = max(a.y1 for a in converted)
-    return Detector(name, width, height, converted, det_id)
-
-
+# -- helpers ---------------------------------------------------------------------------------
 def _lengths(amps) -> dict[int, int]:
-    a = _amplifier(amps[0])
+    a = as_amplifier(amps[0])
     return {0: a.width, 1: a.height, 2: a.width, 3: a.height}
-
-
-def _unpack_exposure(exposure: Any):
-    """``(image, mask, detector, mask_planes, metadata)`` of any supported exposure."""
-    if hasattr(exposure, "data_vars"):  # xarray Dataset from open_exposure
-        detector = Detector.from_dict(json.loads(exposure.attrs["geometry"]))
-        planes = exposure.attrs.get("mask_planes")
-        planes = json.loads(planes) if isinstance(planes, str) else planes
-        metadata = exposure.attrs.setdefault("ampoffset_metadata", {})
-        mask = exposure["mask"].data if "mask" in exposure else None
-        return exposure["image"].data, mask, detector, planes, metadata
-    if isinstance(getattr(exposure, "image", None), np.ndarray):  # our Exposure
-        return (exposure.image, exposure.mask, exposure.detector, exposure.mask_planes,
-                exposure.metadata)
-    try:  # afw-like
-        image = exposure.image.array
-        mask_obj = exposure.mask
-        mask = mask_obj.array
-        det = exposure.getDetector()
-        metadata = exposure.getMetadata()
-    except AttributeError as exc:
-        raise InputError(f"unsupported exposure type {type(exposure).__name__}: {exc}") from exc
-    planes = mask_obj.getMaskPlaneDict() if hasattr(mask_obj, "getMaskPlaneDict") else None
-    planes = dict(planes) if isinstance(planes, Mapping) else dict(DEFAULT_MASK_PLANES)
-    name = det.getName() if hasattr(det, "getName") else "detector"
-    det_id = det.getId() if hasattr(det, "getId") else None
-    amps = list(det) if not hasattr(det, "getAmplifiers") else list(det.getAmplifiers())
-    detector = _detector_from_amps(amps, name, det_id)
-    if detector.shape != image.shape:
-        detector = Detector(name, image.shape[1], image.shape[0], detector.amplifiers, det_id)
-    return image, mask, detector, planes, metadata
 
 
 def _set_metadata(metadata: Any, key: str, value: Any, comment: str) -> None:
@@ -238,15 +194,19 @@ def _set_metadata(metadata: Any, key: str, value: Any, comment: str) -> None:
         metadata.set(key, value, comment)
 
 
-def _apply(exposure: Any, detector: Detector, pedestals: np.ndarray) -> None:
-    """Subtract the pedestals from the exposure's image (in place for array-backed ones).
+def _apply(exposure: Any, parts: ExposureParts, pedestals: np.ndarray) -> None:
+    """Subtract the pedestals from the exposure's image, in place for in-memory images.
 
     A Dataset's image variable is replaced by the corrected, in-memory image.
     """
     if hasattr(exposure, "data_vars"):
         image = exposure["image"]
         exposure["image"] = image.copy(
-            data=apply_pedestals(np.asarray(image.data), pedestals, detector))
-        return
-    array = exposure.image if isinstance(exposure.image, np.ndarray) else exposure.image.array
-    apply_pedestals(array, pedestals, detector, out=array)
+            data=apply_pedestals(np.asarray(image.data), pedestals, parts.detector))
+    elif isinstance(parts.image, np.ndarray) and parts.image.flags.writeable:
+        apply_pedestals(parts.image, pedestals, parts.detector, out=parts.image)
+    else:
+        raise InputError(
+            f"detector {parts.detector.name!r}: doApplyAmpOffset needs an in-memory, writable "
+            f"image to correct in place, got {type(parts.image).__name__} (read the file with "
+            "read_exposure, or measure without applying)")

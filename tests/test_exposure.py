@@ -71,3 +71,99 @@ def test_default_mask_dictionary_of_afw():
 def test_bad_inputs(kwargs, match):
     with pytest.raises(InputError, match=match):
         Exposure(**kwargs)
+
+
+# -- as_exposure_parts: one adapter for every exposure shape -----------------------------------
+def _sim():
+    from ampoffset_dask.simulate import simulate_detector
+
+    det = detector_from_boxes("R22_S11", 80, 60, [(f"A{i}{j}", 40 * j, 30 * i, 40, 30)
+                                                  for i in range(2) for j in range(2)], id=94)
+    return det, simulate_detector(det, seed=2, n_stars=3, n_cosmic_rays=0)
+
+
+def test_parts_of_every_supported_shape(tmp_path):
+    from afw_fakes import FakeExposure
+
+    from ampoffset_dask.exposure import as_exposure_parts, is_exposure_like
+    from ampoffset_dask.io.fits import open_lazy, read_exposure
+    from ampoffset_dask.io.writer import write_exposure
+    from ampoffset_dask.io.xarray import open_exposure
+
+    det, sim = _sim()
+    planes = dict(DEFAULT_MASK_PLANES, CUSTOM=12)
+    path = write_exposure(tmp_path / "d.fits", sim.image, sim.mask, sim.variance,
+                          mask_planes=planes, detector=det, header={"VISIT": 3})
+    ours = Exposure(sim.image, sim.mask, detector=det, mask_planes=planes)
+    read = read_exposure(path)
+    lazy = open_lazy(path)
+    assert not read.lazy and lazy.lazy and type(read) is type(lazy)
+    ds = open_exposure(path)
+    fake = FakeExposure(sim.image, det, sim.mask, planes)
+    for obj in (ours, read, lazy, ds, fake, (sim.image, sim.mask, det, planes)):
+        assert is_exposure_like(obj) or isinstance(obj, tuple)
+        parts = as_exposure_parts(obj)
+        assert (parts.detector.amp_names, parts.detector.shape) == (det.amp_names, det.shape)
+        assert parts.mask_planes == planes, type(obj)
+        np.testing.assert_array_equal(np.asarray(parts.image), sim.image, strict=False)
+        np.testing.assert_array_equal(np.asarray(parts.mask), sim.mask)
+    assert as_exposure_parts(ours).image is ours.image  # in-place correction reaches it
+    assert as_exposure_parts(fake).image is fake.image.array
+    assert as_exposure_parts(ours).metadata is ours.metadata
+    assert as_exposure_parts(fake).metadata is fake.getMetadata()
+    assert as_exposure_parts(ds).metadata is ds.attrs["ampoffset_metadata"]
+    assert as_exposure_parts(read).metadata is None
+    assert as_exposure_parts((sim.image, None, det), planes).mask_planes == planes
+    assert not is_exposure_like(sim.image)
+
+
+def test_parts_errors():
+    from ampoffset_dask.exposure import as_exposure_parts
+
+    with pytest.raises(InputError, match="unsupported exposure type object"):
+        as_exposure_parts(object())
+    with pytest.raises(InputError, match=r"\(image, mask, detector\[, mask_planes\]\)"):
+        as_exposure_parts((np.zeros((2, 2)),))
+
+
+def test_measure_detector_and_measure_visit_accept_every_shape(tmp_path):
+    from afw_fakes import FakeExposure
+
+    from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask, measure_detector
+    from ampoffset_dask.io.fits import open_lazy, read_exposure
+    from ampoffset_dask.io.writer import write_exposure
+    from ampoffset_dask.io.xarray import open_exposure
+    from ampoffset_dask.pipeline.graph import measure_visit
+
+    det, sim = _sim()
+    config = AmpOffsetConfig(amp_edge_width=8, amp_edge_inset=2)
+    path = write_exposure(tmp_path / "d.fits", sim.image, sim.mask, sim.variance, detector=det,
+                          header={"VISIT": 3})
+    want = measure_detector(sim.image, sim.mask, det, config).pedestals
+    assert np.abs(want).max() > 0.1
+    members = {
+        "exposure": Exposure(sim.image, sim.mask, detector=det),
+        "read": read_exposure(path), "lazy": open_lazy(path), "dataset": open_exposure(path),
+        "afw": FakeExposure(sim.image, det, sim.mask), "tuple": (sim.image, sim.mask, det),
+    }
+    for name, obj in members.items():
+        if not isinstance(obj, tuple):
+            np.testing.assert_array_equal(measure_detector(obj, config=config).pedestals, want,
+                                          err_msg=name)
+            np.testing.assert_array_equal(AmpOffsetTask(config).run(obj).pedestals, want,
+                                          err_msg=name)
+    got = measure_visit(members, config=config, scheduler="sync")
+    for name, m in got.items():
+        np.testing.assert_array_equal(m.pedestals, want, err_msg=name)
+
+
+def test_task_refuses_to_apply_to_a_lazy_file(tmp_path):
+    from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask
+    from ampoffset_dask.io.fits import open_lazy
+    from ampoffset_dask.io.writer import write_exposure
+
+    det, sim = _sim()
+    path = write_exposure(tmp_path / "d.fits", sim.image, detector=det, header={"VISIT": 3})
+    config = AmpOffsetConfig(amp_edge_width=8, amp_edge_inset=2, do_apply_amp_offset=True)
+    with pytest.raises(InputError, match=r"R22_S11.*in-memory, writable image"):
+        AmpOffsetTask(config).run(open_lazy(path))

@@ -10,7 +10,6 @@ the (possibly lazy) input arrays.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ import numpy as np
 
 from ..config import AmpOffsetConfig
 from ..errors import ConfigError, GeometryError, InputError
+from ..exposure import as_exposure_parts, is_exposure_like
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, mask_bits
 from .background import subtract_background
@@ -69,21 +69,6 @@ def check_amp_geometry(detector: Detector, config: AmpOffsetConfig) -> None:
                 )
 
 
-def _unpack_dataset(ds: Any, mask: Any, detector: Detector | None, mask_planes: Any):
-    """Image, mask, detector and planes from an ``open_exposure`` Dataset."""
-    image = ds["image"].data
-    if mask is None and "mask" in ds:
-        mask = ds["mask"].data
-    if detector is None:
-        if "geometry" not in ds.attrs:
-            raise InputError("dataset has no 'geometry' attribute; pass detector=")
-        detector = Detector.from_dict(json.loads(ds.attrs["geometry"]))
-    if mask_planes is None and "mask_planes" in ds.attrs:
-        planes = ds.attrs["mask_planes"]
-        mask_planes = json.loads(planes) if isinstance(planes, str) else dict(planes)
-    return image, mask, detector, mask_planes
-
-
 def measure_detector(
     image: Any,
     mask: Any = None,
@@ -95,10 +80,12 @@ def measure_detector(
 
     Parameters
     ----------
-    image : array_like or xarray.Dataset
+    image : array_like or exposure
         Assembled detector image ``(height, width)``: numpy, dask or xarray array (read as
-        float32), or a Dataset from `ampoffset_dask.open_exposure` (then ``mask``,
-        ``detector`` and ``mask_planes`` default to its contents).
+        float32), or any exposure `ampoffset_dask.exposure.as_exposure_parts` accepts (our
+        `Exposure`, an opened file, a Dataset from `ampoffset_dask.open_exposure`, an
+        afw-like exposure); then ``mask``, ``detector`` and ``mask_planes`` default to its
+        contents.
     mask : array_like of int, optional
         Mask bits; all zero when omitted.
     detector : Detector
@@ -119,8 +106,12 @@ def measure_detector(
     GeometryError, ConfigError, InputError
         For a layout, configuration or array the algorithm cannot use.
     """
-    if hasattr(image, "data_vars"):
-        image, mask, detector, mask_planes = _unpack_dataset(image, mask, detector, mask_planes)
+    if is_exposure_like(image):
+        parts = as_exposure_parts(image)
+        image = parts.image
+        mask = parts.mask if mask is None else mask
+        detector = parts.detector if detector is None else detector
+        mask_planes = parts.mask_planes if mask_planes is None else mask_planes
     if detector is None:
         raise InputError("measure_detector needs a detector (amp geometry)")
     config = AmpOffsetConfig() if config is None else config

@@ -155,27 +155,41 @@ class FileInfo:
 
 @dataclasses.dataclass
 class ExposureData:
-    """An exposure read into memory by `read_exposure`.
+    """An opened exposure file: planes in the assembled detector frame, geometry, identity.
 
-    ``image`` is float32, ``mask`` int32, ``variance`` float32, all native byte order, in the
-    assembled detector frame. Non-finite image pixels have ``NO_DATA`` set in ``mask``.
+    `read_exposure` fills it with numpy arrays (``image`` float32, ``mask`` int32,
+    ``variance`` float32, native byte order; non-finite image pixels have ``NO_DATA`` set in
+    ``mask``). `open_lazy` fills it with `LazyPlane` objects, which behave like read-only 2-D
+    arrays for slicing and ``numpy.asarray`` (a full read) without dask: slicing one reads
+    only the slice, so ``measure_detector(data)`` with background and detection off reads
+    only the amp edge strips. Lazy files without a MASK (VARIANCE) extension have ``mask``
+    (``variance``) None. Picklable (lazy planes hold paths and boxes only).
     """
 
-    image: np.ndarray
-    mask: np.ndarray
-    variance: np.ndarray
+    image: np.ndarray | LazyPlane
+    mask: np.ndarray | LazyPlane | None
+    variance: np.ndarray | LazyPlane | None
     mask_planes: dict[str, int]
     detector: Detector
     visit: int | None
     info: FileInfo
     isr: IsrSteps = dataclasses.field(default_factory=IsrSteps)
 
+    @property
+    def lazy(self) -> bool:
+        """The planes are read on demand (made by `open_lazy`)."""
+        return isinstance(self.image, LazyPlane)
+
     def to_exposure(self):
-        """An `ampoffset_dask.exposure.Exposure` of the same planes."""
+        """An `ampoffset_dask.exposure.Exposure` of the same planes (a full read if lazy)."""
         from ..exposure import Exposure
 
         return Exposure(self.image, self.mask, self.variance, self.detector, self.mask_planes,
                         dict(self.info.header))
+
+
+#: Former name of the lazily filled `ExposureData` (what `open_lazy` returns).
+LazyExposure = ExposureData
 
 
 # ------------------------------------------------------------------------------------------
@@ -887,26 +901,6 @@ def _times_gain(image: np.ndarray, variance: np.ndarray, det: Detector,
     return image, variance
 
 
-@dataclasses.dataclass
-class LazyExposure:
-    """An exposure whose planes are `LazyPlane` objects: slicing one reads only the slice.
-
-    Made by `open_lazy`. The planes behave like read-only 2-D arrays for slicing and
-    ``numpy.asarray`` (a full read), without dask: ``measure_detector(lazy.image, lazy.mask,
-    lazy.detector, config, lazy.mask_planes)`` with background and detection off reads only
-    the amp edge strips, with no per-strip scheduling cost. Picklable (paths and boxes only).
-    """
-
-    image: LazyPlane
-    mask: LazyPlane | None
-    variance: LazyPlane | None
-    mask_planes: dict[str, int]
-    detector: Detector
-    visit: int | None
-    info: FileInfo
-    isr: IsrSteps = dataclasses.field(default_factory=IsrSteps)
-
-
 def open_lazy(
     path: str | os.PathLike,
     camera: Any = None,
@@ -915,12 +909,13 @@ def open_lazy(
     overscan: bool | str = "auto",
     gain: str | None = None,
     hdu: int | None = None,
-) -> LazyExposure:
+) -> ExposureData:
     """Open a file for region reads (headers only, like `open_exposure` but without dask).
 
-    Parameters are those of `read_exposure`. Files without a MASK (VARIANCE) extension get
-    ``mask`` (``variance``) None. Non-finite image pixels are not flagged in the mask (the
-    algorithm treats them as masked).
+    Parameters are those of `read_exposure`. Returns an `ExposureData` whose planes are
+    `LazyPlane` objects. Files without a MASK (VARIANCE) extension get ``mask``
+    (``variance``) None. Non-finite image pixels are not flagged in the mask (the algorithm
+    treats them as masked).
 
     Raises
     ------
@@ -935,7 +930,7 @@ def open_lazy(
             if info.mask_hdu is not None else None)
     variance = (LazyPlane(info.path, det.shape, np.float32, on(info.variance_hdu, 2))
                 if info.variance_hdu is not None else None)
-    return LazyExposure(image, mask, variance, dict(info.mask_planes), det, info.visit, info,
+    return ExposureData(image, mask, variance, dict(info.mask_planes), det, info.visit, info,
                         file_isr(info, det, sources))
 
 

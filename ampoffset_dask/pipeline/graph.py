@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import numpy as np
 
 from ..algorithm.apply import apply_pedestals
 from ..algorithm.metadata import lsst_metadata_comments
@@ -153,25 +152,15 @@ class _Opaque:
 def _measure_member(value: Any, config: AmpOffsetConfig | None,
                     mask_planes: Mapping[str, int] | None) -> Any:
     from ..algorithm.measure import measure_detector
+    from ..exposure import as_exposure_parts
 
     if isinstance(value, _Opaque):
         value = value.value
-    if hasattr(value, "data_vars"):  # Dataset from open_exposure
-        # Its strips are computed in this task, synchronously, not as nested cluster work.
-        with dask.config.set(scheduler="sync"):
-            return measure_detector(value, None, None, config)
-    if hasattr(value, "getDetector"):  # Exposure or afw-like
-        image = getattr(value.image, "array", value.image)
-        mask = getattr(value.mask, "array", value.mask)
-        planes = getattr(value, "mask_planes", mask_planes)
-        return measure_detector(np.asarray(image), np.asarray(mask), value.getDetector(),
-                                config, mask_planes=planes)
-    if isinstance(value, tuple):
-        image, mask, detector, *rest = value
-        return measure_detector(image, mask, detector, config,
-                                mask_planes=rest[0] if rest else mask_planes)
-    raise TypeError(f"cannot measure a {type(value).__name__}; give a Dataset, an Exposure or "
-                    "(image, mask, detector)")
+    parts = as_exposure_parts(value, mask_planes)
+    # A Dataset's strips are computed in this task, synchronously, not as nested cluster work.
+    with dask.config.set(scheduler="sync"):
+        return measure_detector(parts.image, parts.mask, parts.detector, config,
+                                mask_planes=parts.mask_planes)
 
 
 def measure_visit(
