@@ -90,14 +90,21 @@ def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
 
 
 def _centred_sums(v: np.ndarray, center: float, block: int = 1 << 16) -> tuple[float, float]:
-    """``sum(v - center)`` and ``sum((v - center)**2)`` in double, in cache-sized blocks."""
+    """``sum(v - center)`` and ``sum((v - center)**2)`` in double, in cache-sized blocks.
+
+    numpy's pairwise sums only: a BLAS dot product would make the last bits depend on the
+    BLAS build and its thread count, and its thread pool oversubscribes unpinned processes.
+    """
     s1 = 0.0
     s2 = 0.0
+    sq = np.empty(min(block, v.shape[0]))
     for start in range(0, v.shape[0], block):
         d = v[start:start + block].astype(np.float64)
         d -= center
-        s1 += float(d.sum())
-        s2 += float(np.dot(d, d))
+        s1 += float(np.add.reduce(d))
+        t = sq[: d.shape[0]]
+        np.multiply(d, d, out=t)
+        s2 += float(np.add.reduce(t))
     return s1, s2
 
 
@@ -123,7 +130,8 @@ class _RangeSums:
             d = s[b0 * self.BLOCK:b1 * self.BLOCK].astype(np.float64).reshape(b1 - b0, -1)
             d -= ref
             m1[b0:b1] = d.sum(axis=1)
-            m2[b0:b1] = np.einsum("ij,ij->i", d, d)
+            d *= d
+            m2[b0:b1] = d.sum(axis=1)
         self.p1 = np.concatenate(([0.0], np.cumsum(m1)))
         self.p2 = np.concatenate(([0.0], np.cumsum(m2)))
 
