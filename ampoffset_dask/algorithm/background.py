@@ -12,8 +12,8 @@ import logging
 import numpy as np
 
 from ..errors import ConfigError
-from .interp import MIN_POINTS, evaluate, max_style
-from .stats import clipped_mean_var, sorted_usable
+from . import kernels
+from .interp import MIN_POINTS, interpolate_rows, max_style
 
 __all__ = [
     "TooManyMaskedPixelsError",
@@ -76,43 +76,18 @@ def background_stats(
     xo, xs, _ = background_bins(w, nx)
     yo, ys, _ = background_bins(h, ny)
     stats = np.empty((ny, nx), dtype=np.float32)
+    backend = kernels.active()
     any_good = False
     for j in range(ny):
         for i in range(nx):
             sl = (slice(yo[j], yo[j] + ys[j]), slice(xo[i], xo[i] + xs[i]))
-            vals = sorted_usable(image[sl], None if bad is None else bad[sl])
-            any_good |= vals.size > 0
-            stats[j, i] = clipped_mean_var(vals)[0]
+            mean, _, n = backend.usable_clipped_mean_var(image[sl], None if bad is None
+                                                         else bad[sl])
+            any_good |= n > 0
+            stats[j, i] = mean
     if not any_good:
         raise TooManyMaskedPixelsError("All pixels masked. Cannot estimate background.")
     return stats
-
-
-def _axis_interp(
-    style: str, knots: np.ndarray, values: np.ndarray, out_len: int, dtype=np.float64
-) -> np.ndarray:
-    """Interpolate each row of ``values`` (knots along axis 1) at 0..out_len-1.
-
-    Rows with NaN knots drop them and fall back to a poorer style; no knots -> NaN.
-    The result has ``dtype`` (each double value rounded once).
-    """
-    xs = np.arange(out_len, dtype=np.float64)
-    finite = np.isfinite(values)
-    out = np.empty((values.shape[0], out_len), dtype=dtype)
-    clean = finite.all(axis=1)
-    if clean.all():
-        evaluate(style, knots, values, xs, out=out)
-    elif clean.any():
-        out[clean] = evaluate(style, knots, values[clean], xs)
-    for r in np.flatnonzero(~clean):
-        keep = finite[r]
-        npts = int(keep.sum())
-        if npts == 0:
-            out[r] = np.nan
-            continue
-        st = style if npts >= MIN_POINTS[style] else max_style(npts)
-        out[r] = evaluate(st, knots[keep], values[r, keep][None, :], xs)[0]
-    return out
 
 
 def model_rows(
@@ -132,10 +107,10 @@ def model_rows(
     style = interp_style(style, undersample_style, nx, ny)
     _, _, xc = background_bins(w, nx)
     _, _, yc = background_bins(h, ny)
-    columns = _axis_interp(style, yc, stats.T.astype(np.float64), h).T  # (h, nx)
+    columns = interpolate_rows(style, yc, stats.T.astype(np.float64), h).T  # (h, nx)
     for y0 in range(0, h, row_block):
         y1 = min(h, y0 + row_block)
-        yield slice(y0, y1), _axis_interp(style, xc, columns[y0:y1], w, np.float32)
+        yield slice(y0, y1), interpolate_rows(style, xc, columns[y0:y1], w, np.float32)
 
 
 def background_model(
@@ -173,7 +148,10 @@ def subtract_background(
     except TooManyMaskedPixelsError as exc:
         logger.warning("background not subtracted: %s", exc)
         return f"skipped: {exc}"
-    for rows, block in model_rows(stats, (h, w), style, undersample_style):
-        image[rows] -= block
+    style = interp_style(style, undersample_style, nx, ny)
+    _, _, xc = background_bins(w, nx)
+    _, _, yc = background_bins(h, ny)
+    columns = interpolate_rows(style, yc, stats.T.astype(np.float64), h).T  # (h, nx)
+    kernels.active().subtract_model_rows(image, style, xc, columns)
     return "ok"
 

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .stats import clipped_mean_var, sorted_usable
+from . import kernels
 
 __all__ = [
     "detection_threshold",
@@ -42,15 +42,13 @@ def gaussian_kernel(sigma: float, n_sigma_for_kernel: float = 7.0) -> np.ndarray
     return k / total
 
 
-def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
-           groups: int = 8) -> np.ndarray:
+def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """afw's separable float32 convolution of ``image``, on the good box only.
 
     Bit-identical to afw: the horizontal pass accumulates ``img * k_i`` in float32 for
     i = 0..n-1; the vertical pass accumulates the rows of a ring buffer in slot order
-    (slot = input row mod n), so the summation order depends on the output row's residue.
-    Both passes run on cache-sized blocks; the vertical one handles ``groups`` blocks of n
-    output rows per step, where each slot reads at most two distinct input rows per block.
+    (slot = input row mod n). Runs on the active kernels (`ampoffset_dask.algorithm.kernels`);
+    every implementation returns the same bits.
 
     Parameters
     ----------
@@ -63,52 +61,7 @@ def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
     ndarray, float32, shape (H - 2r, W - 2r)
         Element ``[y, x]`` is the smoothed value at image pixel ``(y + r, x + r)``.
     """
-    k = np.asarray(kernel, dtype=np.float32)
-    n = k.shape[0]
-    r = n // 2
-    h, w = image.shape
-    oh, ow = h - 2 * r, w - 2 * r
-    if oh <= 0 or ow <= 0:
-        return np.empty((max(oh, 0), max(ow, 0)), dtype=np.float32)
-    image = np.asarray(image, dtype=np.float32)
-    span = n * groups
-    # Rows past the image stay zero; they only feed output rows that are discarded.
-    buf = np.zeros((max(h, -(-oh // span) * span + 2 * n), ow), dtype=np.float32)
-    # Horizontal pass on the flattened rows: contiguous 1-D operations are twice as fast as
-    # 2-D slices; the last 2r outputs of each row mix two rows and are dropped.
-    flat = np.ascontiguousarray(image).ravel()
-    tmp = np.empty(row_block * w, dtype=np.float32)
-    acc = np.empty(row_block * w, dtype=np.float32)
-    for a in range(0, h, row_block):
-        b = min(h, a + row_block)
-        length = (b - a) * w - 2 * r
-        x = flat[a * w : b * w]
-        t = tmp[:length]
-        sm = acc[:length]
-        np.multiply(x[0:length], k[0], out=sm)
-        for i in range(1, n):
-            np.multiply(x[i:i + length], k[i], out=t)
-            sm += t
-        buf[a:b] = acc[: (b - a) * w].reshape(b - a, w)[:, :ow]
-    out = np.empty((oh, ow), dtype=np.float32)
-    q = np.arange(n)
-    block = np.empty((span, ow), dtype=np.float32)
-    for a in range(0, oh, span):
-        m = min(groups, -(-(oh - a) // n))
-        acc = block[: m * n].reshape(m, n, ow)
-        acc[:] = 0
-        for s in range(n):
-            # Output row a + j*n + q reads input row a + j*n + q + off[q] in slot s.
-            off = (s - (a + q)) % n
-            src_rows = q + off
-            for base in np.unique(src_rows):
-                sel = np.flatnonzero(src_rows == base)
-                lo, hi = int(sel[0]), int(sel[-1]) + 1
-                src = buf[a + base : a + base + n * (m - 1) + 1 : n]
-                acc[:, lo:hi, :] += src[:, None, :] * k[off[lo:hi]][None, :, None]
-        valid = min(m * n, oh - a)
-        out[a:a + valid] = block[:valid]
-    return out
+    return kernels.active().smooth(image, kernel)
 
 
 def _or_window(a: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -163,7 +116,7 @@ def detection_threshold(
     if stats_bad is not None and stats_bad.any():
         r = (stats_bad.shape[0] - smoothed.shape[0]) // 2
         excluded = _dilate_box(stats_bad, r)
-    _, var = clipped_mean_var(sorted_usable(smoothed, excluded))
+    _, var, _ = kernels.active().usable_clipped_mean_var(smoothed, excluded)
     return float(value) * math.sqrt(var) * multiplier if var >= 0 else math.nan
 
 

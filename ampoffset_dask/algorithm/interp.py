@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MIN_POINTS", "evaluate", "max_style", "piecewise_coefficients"]
+__all__ = [
+    "MIN_POINTS",
+    "evaluate",
+    "interpolate_rows",
+    "max_style",
+    "piecewise_coefficients",
+]
 
 MIN_POINTS = {
     "CONSTANT": 1,
@@ -205,4 +211,31 @@ def evaluate(
         d2 = 2.0 * cl + 6.0 * dl * hl
         dx = xs[inside_hi:] - x[-1]
         out[:, inside_hi:] = y[:, -1:] + dx * d1 + 0.5 * dx * dx * d2
+    return out
+
+
+def interpolate_rows(
+    style: str, knots: np.ndarray, values: np.ndarray, out_len: int, dtype=np.float64
+) -> np.ndarray:
+    """Interpolate each row of ``values`` (knots along axis 1) at 0..out_len-1.
+
+    Rows with NaN knots drop them and fall back to a poorer style (afw's rule); a row
+    without knots is NaN. The result has ``dtype`` (each double value rounded once).
+    """
+    xs = np.arange(out_len, dtype=np.float64)
+    finite = np.isfinite(values)
+    out = np.empty((values.shape[0], out_len), dtype=dtype)
+    clean = finite.all(axis=1)
+    if clean.all():
+        evaluate(style, knots, values, xs, out=out)
+    elif clean.any():
+        out[clean] = evaluate(style, knots, values[clean], xs)
+    for r in np.flatnonzero(~clean):
+        keep = finite[r]
+        npts = int(np.count_nonzero(keep))
+        if npts == 0:
+            out[r] = np.nan
+            continue
+        st = style if npts >= MIN_POINTS[style] else max_style(npts)
+        out[r] = evaluate(st, knots[keep], values[r, keep][None, :], xs)[0]
     return out

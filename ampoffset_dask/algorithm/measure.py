@@ -22,6 +22,7 @@ from ..errors import ConfigError, GeometryError, InputError
 from ..exposure import as_exposure_parts, is_exposure_like
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, mask_bits
+from . import kernels
 from .background import subtract_background
 from .detection import (
     detection_threshold,
@@ -151,8 +152,16 @@ def measure_detector(
     else:
         img = np.array(image, dtype=np.float32, copy=True)
         m = None if mask is None else np.asarray(mask)
-        nonfinite = ~np.isfinite(img)
-        bad = nonfinite if m is None else ((m & bits) != 0) | nonfinite
+        backend = kernels.active()
+        bad = backend.bad_pixels(img, m, bits)
+        det_bits = mask_bits(("DETECTED", "DETECTED_NEGATIVE"), planes)
+        if (config.do_detection and m is not None and bits & det_bits
+                and backend.any_bits(m, det_bits)):
+            # Detection clears earlier DETECTED bits before the edges see the mask (the
+            # background still ignores them); non-finite as before the background.
+            bad_after_detection = backend.bad_pixels(img, m, bits & ~det_bits)
+        else:
+            bad_after_detection = bad
         if config.do_background:
             amp = detector.amplifiers[0]
             background = subtract_background(
@@ -164,10 +173,7 @@ def measure_detector(
         extra = np.zeros(shape, dtype=bool)  # EDGE border and grown detections
         seeds = None
         if config.do_detection:
-            det_bits = mask_bits(("DETECTED", "DETECTED_NEGATIVE"), planes)
-            if m is not None and bits & det_bits and np.any(m & det_bits):
-                # Detection clears earlier DETECTED bits before the edges see the mask.
-                bad = ((m & (bits & ~det_bits)) != 0) | nonfinite
+            bad = bad_after_detection
             detection, threshold, n_detected, seeds = _detect(img, m, planes, config, strips,
                                                               extra, bad_planes)
             if detection != "ok":
@@ -177,12 +183,11 @@ def measure_detector(
             a = img[sl].copy()
             a[bad[sl] | extra[sl]] = np.nan
             strip_pixels[key] = a
-        covered = bad | extra
-        all_masked = bool(covered.all())
+        all_masked = backend.all_covered(bad, extra)
         if not all_masked and seeds is not None:
-            all_masked = _grown_covers_rest(seeds, covered, config)
+            all_masked = _grown_covers_rest(seeds, bad, extra, config)
 
-    masked = sum(int(np.isnan(a).sum()) for a in strip_pixels.values())
+    masked = sum(int(np.count_nonzero(np.isnan(a))) for a in strip_pixels.values())
     total = sum(a.size for a in strip_pixels.values())
     masked_fraction = masked / total if total else 1.0
 
@@ -321,10 +326,14 @@ def _detect(
     return "ok", threshold, n, None
 
 
-def _grown_covers_rest(seeds: np.ndarray, covered: np.ndarray, config: AmpOffsetConfig) -> bool:
+def _grown_covers_rest(seeds: np.ndarray, bad: np.ndarray, extra: np.ndarray,
+                       config: AmpOffsetConfig) -> bool:
     """Whether grown detections mask every pixel not already masked (exact, rarely costly)."""
     det = config.detection
     radius = grow_radius(det.n_sigma_to_grow, det.sigma)
-    if int(seeds.sum()) * (2 * radius + 1) ** 2 < int((~covered).sum()):
+    # Grown seeds cover at most this many pixels; fewer than the free ones (bounded below
+    # without building bad | extra) settles it.
+    reach = int(np.count_nonzero(seeds)) * (2 * radius + 1) ** 2
+    if reach < bad.size - int(np.count_nonzero(bad)) - int(np.count_nonzero(extra)):
         return False
-    return bool((grow(seeds, radius, det.isotropic_grow) | covered).all())
+    return bool((grow(seeds, radius, det.isotropic_grow) | bad | extra).all())

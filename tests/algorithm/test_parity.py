@@ -11,8 +11,16 @@ from golden import lsst_config, lsst_detector, lsst_fixture, lsst_image, lsst_va
 
 from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask, Exposure, measure_detector
 from ampoffset_dask.algorithm.background import background_model, background_stats
+from ampoffset_dask.algorithm.kernels import use_kernels
 
 FIXTURE = lsst_fixture()
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def kernel_path(request):
+    """Every parity check runs on the numpy reference and on the compiled kernels."""
+    with use_kernels(request.param):
+        yield request.param
 KINDS = ("symmetric", "random", "artificial")
 WEIGHTS = (("unweighted", False), ("weighted", True))
 

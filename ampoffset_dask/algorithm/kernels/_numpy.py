@@ -1,0 +1,158 @@
+"""The numpy reference implementation of the kernels (always available).
+
+Each function here defines the numbers: the compiled kernels
+(`ampoffset_dask.algorithm.kernels._numba`) must reproduce them bit for bit (the clipped
+sums up to their summation order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..interp import interpolate_rows
+from ..stats import clipped_mean_var, sorted_usable
+
+NAME = "numpy"
+
+
+def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
+           groups: int = 8) -> np.ndarray:
+    """afw's separable float32 convolution of ``image``, on the good box only.
+
+    Bit-identical to afw: the horizontal pass accumulates ``img * k_i`` in float32 for
+    i = 0..n-1; the vertical pass accumulates the rows of a ring buffer in slot order
+    (slot = input row mod n), so the summation order depends on the output row's residue.
+    Both passes run on cache-sized blocks; the vertical one handles ``groups`` blocks of n
+    output rows per step, where each slot reads at most two distinct input rows per block.
+
+    Parameters
+    ----------
+    image : ndarray, float32, shape (H, W)
+    kernel : ndarray
+        Normalised 1-D weights (odd length n = 2r + 1), used as float32.
+
+    Returns
+    -------
+    ndarray, float32, shape (H - 2r, W - 2r)
+        Element ``[y, x]`` is the smoothed value at image pixel ``(y + r, x + r)``.
+    """
+    k = np.asarray(kernel, dtype=np.float32)
+    n = k.shape[0]
+    r = n // 2
+    h, w = image.shape
+    oh, ow = h - 2 * r, w - 2 * r
+    if oh <= 0 or ow <= 0:
+        return np.empty((max(oh, 0), max(ow, 0)), dtype=np.float32)
+    image = np.asarray(image, dtype=np.float32)
+    span = n * groups
+    # Rows past the image stay zero; they only feed output rows that are discarded.
+    buf = np.zeros((max(h, -(-oh // span) * span + 2 * n), ow), dtype=np.float32)
+    # Horizontal pass on the flattened rows: contiguous 1-D operations are twice as fast as
+    # 2-D slices; the last 2r outputs of each row mix two rows and are dropped.
+    flat = np.ascontiguousarray(image).ravel()
+    tmp = np.empty(row_block * w, dtype=np.float32)
+    acc = np.empty(row_block * w, dtype=np.float32)
+    for a in range(0, h, row_block):
+        b = min(h, a + row_block)
+        length = (b - a) * w - 2 * r
+        x = flat[a * w : b * w]
+        t = tmp[:length]
+        sm = acc[:length]
+        np.multiply(x[0:length], k[0], out=sm)
+        for i in range(1, n):
+            np.multiply(x[i:i + length], k[i], out=t)
+            sm += t
+        buf[a:b] = acc[: (b - a) * w].reshape(b - a, w)[:, :ow]
+    out = np.empty((oh, ow), dtype=np.float32)
+    q = np.arange(n)
+    block = np.empty((span, ow), dtype=np.float32)
+    for a in range(0, oh, span):
+        m = min(groups, -(-(oh - a) // n))
+        acc = block[: m * n].reshape(m, n, ow)
+        acc[:] = 0
+        for s in range(n):
+            # Output row a + j*n + q reads input row a + j*n + q + off[q] in slot s.
+            off = (s - (a + q)) % n
+            src_rows = q + off
+            for base in np.unique(src_rows):
+                sel = np.flatnonzero(src_rows == base)
+                lo, hi = int(sel[0]), int(sel[-1]) + 1
+                src = buf[a + base : a + base + n * (m - 1) + 1 : n]
+                acc[:, lo:hi, :] += src[:, None, :] * k[off[lo:hi]][None, :, None]
+        valid = min(m * n, oh - a)
+        out[a:a + valid] = block[:valid]
+    return out
+
+
+def usable_clipped_mean_var(
+    values: np.ndarray, bad: np.ndarray | None, n_sigma: float = 3.0, n_iter: int = 3
+) -> tuple[float, float, int]:
+    """afw ``MEANCLIP`` and ``VARIANCECLIP`` of the finite values of ``values`` not ``bad``.
+
+    Parameters
+    ----------
+    values : ndarray, float32 or float64
+        Any shape (e.g. one background bin, or the smoothed image).
+    bad : ndarray of bool or None
+        Same shape; True excludes a value.
+
+    Returns
+    -------
+    mean, variance : float
+        NaN when nothing survives.
+    n : int
+        Number of usable values.
+    """
+    s = sorted_usable(values, bad)
+    return (*clipped_mean_var(s, n_sigma, n_iter), s.shape[0])
+
+
+def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
+                        values: np.ndarray, row_block: int = 256) -> None:
+    """Subtract, in place, rows of a background model interpolated along x.
+
+    Row ``r`` of the model is the GSL interpolant of ``style`` through ``(knots,
+    values[r])`` evaluated at x = 0..W-1 in double and rounded once to float32; it is then
+    subtracted from the float32 ``image[r]`` (float32 minus float32, as afw's
+    ``maskedImage -= bgImage``).
+
+    Parameters
+    ----------
+    image : ndarray, float32, shape (H, W)
+    style : str
+        Interpolation style (`ampoffset_dask.algorithm.interp`).
+    knots : ndarray, shape (n,)
+        Bin centres along x.
+    values : ndarray, float64, shape (H, n)
+        The column-interpolated model at each row and bin centre.
+    """
+    h, w = image.shape
+    for y0 in range(0, h, row_block):
+        y1 = min(h, y0 + row_block)
+        image[y0:y1] -= interpolate_rows(style, knots, values[y0:y1], w, np.float32)
+
+
+def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int) -> np.ndarray:
+    """Boolean array: the pixel is non-finite or its mask has one of ``bits``."""
+    bad = np.isfinite(image)
+    np.logical_not(bad, out=bad)
+    if mask is not None and bits:
+        hit = np.bitwise_and(mask, bits)
+        bad |= hit.astype(bool, copy=False)
+    return bad
+
+
+def all_covered(a: np.ndarray, b: np.ndarray, row_block: int = 64) -> bool:
+    """Whether every pixel is True in ``a`` or ``b`` (stops at the first block that is not)."""
+    for y0 in range(0, a.shape[0], row_block):
+        if not np.logical_or(a[y0:y0 + row_block], b[y0:y0 + row_block]).all():
+            return False
+    return True
+
+
+def any_bits(mask: np.ndarray, bits: int, row_block: int = 256) -> bool:
+    """Whether any pixel of ``mask`` has one of ``bits`` (blocked: no full-size temporary)."""
+    for y0 in range(0, mask.shape[0], row_block):
+        if np.bitwise_and(mask[y0:y0 + row_block], bits).any():
+            return True
+    return False

@@ -1,0 +1,238 @@
+"""The compiled kernels return the numpy reference's bits; the kernel choice is honoured.
+
+Both implementations run here (numba is in the test extra). The smoothed image, the
+detection masks and the background-subtracted image must be bit-identical between them,
+on small random cases, on the golden cases and on one full-size ITL and e2v detector;
+pedestals agree to 1e-12 relative (only the clipped sums are summed in another order).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from golden import lsst_config, lsst_detector, lsst_image, mini_itl
+
+from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
+from ampoffset_dask.algorithm import kernels
+from ampoffset_dask.algorithm.background import background_bins, subtract_background
+from ampoffset_dask.algorithm.detection import (
+    detection_threshold,
+    gaussian_kernel,
+    grow,
+    smooth,
+)
+from ampoffset_dask.algorithm.kernels import get_kernels, set_kernels, use_kernels
+from ampoffset_dask.simulate import simulate_detector
+
+NUMPY = get_kernels("numpy")
+NUMBA = get_kernels("numba")
+
+
+# ------------------------------------------------------------------------------------------
+# Choosing the kernels
+# ------------------------------------------------------------------------------------------
+def test_choice_from_env_setter_and_context(monkeypatch):
+    monkeypatch.delenv(kernels.ENV_VAR, raising=False)
+    assert kernels.requested() == "auto"
+    assert kernels.backend_name() == "numba"  # numba is installed with the test extra
+    monkeypatch.setenv(kernels.ENV_VAR, "numpy")
+    assert kernels.active() is NUMPY
+    with use_kernels("numba") as module:
+        assert module is NUMBA and kernels.backend_name() == "numba"
+    assert kernels.backend_name() == "numpy"
+    try:
+        set_kernels("NUMBA")
+        assert kernels.active() is NUMBA
+    finally:
+        set_kernels(None)
+    assert kernels.active() is NUMPY
+
+
+def test_bad_choices_are_named(monkeypatch):
+    with pytest.raises(ValueError, match="auto, numpy, numba"):
+        set_kernels("fortran")
+    monkeypatch.setenv(kernels.ENV_VAR, "cuda")
+    with pytest.raises(ValueError, match=r"\$AMPOFFSET_KERNELS"):
+        kernels.active()
+
+
+def test_numba_missing_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kwargs):
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError("No module named 'numba'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "_cache", {})
+    monkeypatch.delitem(__import__("sys").modules, kernels.__name__ + "._numba")
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    with pytest.raises(ImportError, match=r"ampoffset-dask\[fast\]"):
+        get_kernels("numba")
+    assert get_kernels("auto").NAME == "numpy"
+    assert not kernels.numba_available()
+
+
+# ------------------------------------------------------------------------------------------
+# Kernel by kernel on small data
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(15, 15), (16, 40), (33, 21), (64, 97)])
+def test_smooth_bit_identical(shape):
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    image = (1000 + 30 * rng.standard_normal(shape)).astype(np.float32)
+    image[rng.random(shape) < 0.01] = 5e4  # hot pixels
+    for sigma in (1.0, 2.0):
+        k = gaussian_kernel(sigma, 7.0)
+        np.testing.assert_array_equal(NUMBA.smooth(image, k), NUMPY.smooth(image, k))
+    assert NUMBA.smooth(np.ones((10, 30), np.float32), gaussian_kernel(2.0)).shape == (0, 16)
+
+
+def _sorted_quartiles(v):
+    s = np.sort(v)
+    n = s.size
+    out = []
+    for p in (0.5, 0.25, 0.75):
+        idx = p * (n - 1)
+        lo = int(idx)
+        out.append((lo + 1 - idx) * float(s[lo]) + (idx - lo) * float(s[min(lo + 1, n - 1)]))
+    return out
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 18, 100, 1001, 65536 + 3])
+@pytest.mark.parametrize("kind", ["normal", "sorted", "reversed", "few-values", "constant"])
+def test_order_statistics_are_exact(n, kind):
+    rng = np.random.default_rng(n)
+    v = rng.normal(0, 1, n).astype(np.float32)
+    if kind == "sorted":
+        v.sort()
+    elif kind == "reversed":
+        v = np.sort(v)[::-1].copy()
+    elif kind == "few-values":
+        v = rng.integers(0, 3, n).astype(np.float32)
+    elif kind == "constant":
+        v[:] = 7.5
+    idx = sorted({int(p * (n - 1)) + d for p in (0.5, 0.25, 0.75) for d in (0, 1)})
+    ks = np.array([k for k in idx if k < n], dtype=np.int64)
+    buf = v.copy()
+    got = NUMBA._order_stats(buf, n, ks)
+    np.testing.assert_array_equal(got, np.sort(v)[ks].astype(np.float64))
+    np.testing.assert_array_equal(np.sort(buf), np.sort(v))  # a permutation, nothing lost
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 17, 300, 5000, 200_000])
+def test_clipped_statistics_agree(n):
+    rng = np.random.default_rng(n + 1)
+    v = rng.normal(100, 3, n).astype(np.float32)
+    v[::11] = 180.0  # outliers to clip
+    if n > 3:
+        v[1] = np.nan
+        v[2] = np.inf
+    bad = rng.random(n) < 0.2
+    for b in (None, bad):
+        m1, v1, n1 = NUMBA.usable_clipped_mean_var(v, b)
+        m2, v2, n2 = NUMPY.usable_clipped_mean_var(v, b)
+        assert n1 == n2
+        for a, e in ((m1, m2), (v1, v2)):
+            assert (math.isnan(a) and math.isnan(e)) or abs(a - e) <= 1e-12 * abs(e)
+
+
+@pytest.mark.parametrize("style", ["AKIMA_SPLINE", "CUBIC_SPLINE", "LINEAR", "CONSTANT"])
+def test_background_model_subtraction_bit_identical(style):
+    rng = np.random.default_rng(3)
+    image = rng.normal(1000, 20, (120, 203)).astype(np.float32)
+    nx = {"AKIMA_SPLINE": 7, "CUBIC_SPLINE": 4, "LINEAR": 2, "CONSTANT": 3}[style]
+    _, _, xc = background_bins(203, nx)
+    values = rng.normal(1000, 5, (120, nx))
+    for nan_rows in (False, True):
+        if nan_rows:
+            values[5, 1] = np.nan  # one knot missing: that row falls back to a lower style
+            values[9, :] = np.nan  # no knots: a NaN row
+        a, b = image.copy(), image.copy()
+        NUMBA.subtract_model_rows(a, style, xc, values)
+        NUMPY.subtract_model_rows(b, style, xc, values)
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, image)
+
+
+def test_mask_passes_agree():
+    rng = np.random.default_rng(4)
+    image = rng.normal(0, 1, (70, 90)).astype(np.float32)
+    image[3, 4] = np.nan
+    image[5, 6] = -np.inf
+    mask = rng.integers(0, 1 << 11, image.shape).astype(np.int32) & ~0x1FF
+    mask[10, 10] |= 1 << 5
+    big_endian = mask.astype(">i4")
+    for m in (None, mask, big_endian):
+        for bits in (0, 1 << 5, 0x1FF):
+            np.testing.assert_array_equal(NUMBA.bad_pixels(image, m, bits),
+                                          NUMPY.bad_pixels(image, m, bits))
+    for bits in (1 << 5, 1 << 6, 0x1FF, 1 << 10):
+        assert NUMBA.any_bits(mask, bits) == NUMPY.any_bits(mask, bits) == bool(
+            np.any(mask & bits))
+    a = rng.random(image.shape) < 0.5
+    for b in (~a, ~a & (rng.random(image.shape) < 0.999)):
+        assert NUMBA.all_covered(a, b) == NUMPY.all_covered(a, b) == bool((a | b).all())
+
+
+# ------------------------------------------------------------------------------------------
+# Whole detectors: intermediate images and pedestals on both paths
+# ------------------------------------------------------------------------------------------
+def _pipeline_pieces(image, mask, detector, config, planes=None):
+    """Background-subtracted image, smoothed image, DETECTED mask and pedestals."""
+    amp = detector.amplifiers[0]
+    bits = 0x1FF
+    img = np.array(image, dtype=np.float32, copy=True)
+    bad = kernels.active().bad_pixels(img, mask, bits)
+    if config.do_background:
+        subtract_background(img, bad, min(amp.width, amp.height),
+                            config.background_fraction_sample)
+    k = gaussian_kernel(config.detection.sigma, config.detection.n_sigma_for_kernel)
+    smoothed = smooth(img, k)
+    stats_bad = None if mask is None else (mask & 0x111) != 0  # BAD, EDGE, NO_DATA
+    threshold = detection_threshold(smoothed, stats_bad, config.detection.threshold_value,
+                                    "stdev")
+    r = k.shape[0] // 2
+    seeds = np.zeros(img.shape, dtype=bool)
+    seeds[r:-r, r:-r] = smoothed >= threshold
+    detected = grow(seeds, 5)
+    result = measure_detector(image, mask, detector, config, planes)
+    return img, smoothed, detected, threshold, result
+
+
+def _compare_paths(image, mask, detector, config, planes=None):
+    with use_kernels("numpy"):
+        ref = _pipeline_pieces(image, mask, detector, config, planes)
+    with use_kernels("numba"):
+        new = _pipeline_pieces(image, mask, detector, config, planes)
+    for a, b in zip(ref[:3], new[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert new[3] == pytest.approx(ref[3], rel=1e-12, abs=0)
+    np.testing.assert_allclose(new[4].pedestals, ref[4].pedestals, rtol=1e-12, atol=1e-15)
+    assert new[4].n_detected == ref[4].n_detected
+    return ref
+
+
+@pytest.mark.parametrize("kind", ["symmetric", "random", "artificial"])
+@pytest.mark.parametrize("background", ["constant", "ramp"])
+def test_golden_lsst_cases_identical(kind, background):
+    config = lsst_config(kind, background=True, weighted=True)
+    ref = _compare_paths(lsst_image(kind, background), None, lsst_detector(), config)
+    assert ref[2].any() == (kind == "random" and background == "constant")
+
+
+def test_golden_mini_itl_identical():
+    image, mask, planes, detector, _ = mini_itl()
+    _compare_paths(image, mask, detector, AmpOffsetConfig(), planes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["R02_S02", "R22_S11"])  # ITL 4072x4000, e2v 4096x4004
+def test_full_size_detectors_identical(name):
+    detector = get_camera("lsstcam")[name]
+    sim = simulate_detector(detector, seed=7)
+    ref = _compare_paths(sim.image, sim.mask, detector, AmpOffsetConfig())
+    assert ref[2].any()  # stars were detected: the masks compared are not empty
