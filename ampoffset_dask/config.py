@@ -16,8 +16,8 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["PRESETS", "AmpOffsetConfig", "BackgroundConfig", "DetectionConfig", "Preset",
-           "list_presets", "preset_for_camera"]
+__all__ = ["ESTIMATORS", "PRESETS", "AmpOffsetConfig", "BackgroundConfig", "DetectionConfig",
+           "Preset", "list_presets", "preset_for_camera"]
 
 DEFAULT_IGNORED_PIXEL_MASK = (
     "BAD",
@@ -31,6 +31,8 @@ DEFAULT_IGNORED_PIXEL_MASK = (
     "NO_DATA",
 )
 
+#: Pedestal estimators: LSST's (parity) and the opt-in robust one.
+ESTIMATORS = ("lsst", "robust")
 INTERP_STYLES = ("CONSTANT", "LINEAR", "NATURAL_SPLINE", "CUBIC_SPLINE", "AKIMA_SPLINE")
 UNDERSAMPLE_STYLES = ("THROW_EXCEPTION", "REDUCE_INTERP_ORDER", "INCREASE_NXNYSAMPLE")
 
@@ -257,6 +259,11 @@ class AmpOffsetConfig(_LsstNames):
         Weight interfaces by their length.
     do_apply_amp_offset : bool
         Subtract the pedestals from the input exposure.
+    estimator : str
+        ``"lsst"`` (default): LSST's solve, bit-identical to ``AmpOffsetTask``.
+        ``"robust"``: background re-fitted without the amp steps, inverse-variance
+        interface weights and robust down-weighting of inconsistent interfaces
+        (`ampoffset_dask.algorithm.estimators`). Not an LSST field.
     """
 
     amp_edge_inset: int = 5
@@ -272,6 +279,7 @@ class AmpOffsetConfig(_LsstNames):
     detection: DetectionConfig = dataclasses.field(default_factory=DetectionConfig)
     apply_weights: bool = True
     do_apply_amp_offset: bool = False
+    estimator: str = "lsst"
 
     @classmethod
     def from_lsst(cls, mapping: Mapping[str, Any] | None = None, **kwargs: Any) -> AmpOffsetConfig:
@@ -376,6 +384,10 @@ class AmpOffsetConfig(_LsstNames):
         for name in ("do_window_smoothing", "do_background", "do_detection", "apply_weights",
                      "do_apply_amp_offset"):
             _check_bool(getattr(self, name), _camel(name))
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"estimator={self.estimator!r}: use one of {', '.join(ESTIMATORS)}"
+            )
         self.background.validate()
         self.detection.validate()
 

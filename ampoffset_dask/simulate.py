@@ -238,19 +238,24 @@ def _moffat_alpha(fwhm: float, beta: float) -> float:
     return fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
 
-def _add_stars(signal: np.ndarray, rng: np.random.Generator, fluxes: np.ndarray,
-               fwhm: float, beta: float) -> None:
-    """Add Moffat stars of total ``fluxes`` (ADU) at random positions, each on its own stamp."""
+def _add_stars(signal: np.ndarray, rng: np.random.Generator | None, fluxes: np.ndarray,
+               fwhm: float, beta: float, positions: np.ndarray | None = None,
+               max_radius: float = 150.0) -> None:
+    """Add Moffat stars of total ``fluxes`` (ADU), each on its own stamp, at random
+    positions (drawn from ``rng``) or at ``positions`` (``(n, 2)`` array of x, y)."""
     h, w = signal.shape
     alpha = _moffat_alpha(fwhm, beta)
     norm = (beta - 1.0) / (math.pi * alpha * alpha)
-    xs = rng.uniform(0.0, w, size=fluxes.size)
-    ys = rng.uniform(0.0, h, size=fluxes.size)
+    if positions is None:
+        xs = rng.uniform(0.0, w, size=fluxes.size)
+        ys = rng.uniform(0.0, h, size=fluxes.size)
+    else:
+        xs, ys = np.asarray(positions, dtype=np.float64).reshape(-1, 2).T
     for flux, xc, yc in zip(fluxes, xs, ys, strict=True):
         peak = flux * norm
         # Radius where the profile drops to ~0.2 ADU.
         radius = alpha * math.sqrt(max((peak / 0.2) ** (1.0 / beta) - 1.0, 1.0))
-        r = int(min(max(radius, 3.0), 150.0))
+        r = int(min(max(radius, 3.0), max_radius))
         ix, iy = int(xc), int(yc)
         x0, x1 = max(ix - r, 0), min(ix + r + 1, w)
         y0, y1 = max(iy - r, 0), min(iy + r + 1, h)
@@ -302,6 +307,8 @@ def simulate_detector(
     pedestal_limit: float = 2.4,
     pedestals: Sequence[float] | None = None,
     mask_planes: dict[str, int] | None = None,
+    bright_stars: Sequence[Sequence[float]] | None = None,
+    bright_star_beta: float = 2.0,
 ) -> SimulatedDetector:
     """Simulate one post-ISR detector image with per-amp pedestals.
 
@@ -335,6 +342,13 @@ def simulate_detector(
         Inject exactly these pedestals (amp order) instead of random ones.
     mask_planes : dict, optional
         Plane name -> bit (afw's default dictionary when omitted).
+    bright_stars : sequence of (x, y, flux), optional
+        Extra stars at fixed detector positions (pixels) with total fluxes in ADU, drawn
+        with broad wings (Moffat ``bright_star_beta``, stamps up to 600 pixels in radius)
+        like the halo of a bright star; they saturate and bleed like the others. They use
+        no random numbers, so the rest of the image is unchanged by adding them.
+    bright_star_beta : float
+        Moffat exponent of the bright stars' profile (smaller: broader wings).
 
     Returns
     -------
@@ -394,6 +408,10 @@ def simulate_detector(
     sat_flux = float(sats.max()) * math.pi * alpha * alpha / (psf_beta - 1.0)
     fluxes = np.concatenate([fluxes, sat_flux * rng.uniform(1.5, 20.0, n_sat)])
     _add_stars(signal, rng, fluxes, psf_fwhm, psf_beta)
+    if bright_stars:
+        bright = np.asarray(bright_stars, dtype=np.float64).reshape(-1, 3)
+        _add_stars(signal, None, bright[:, 2], psf_fwhm, bright_star_beta,
+                   positions=bright[:, :2], max_radius=600.0)
 
     # Bleed trails of saturated stars, then variance and noise, amp by amp (float32).
     saturated = np.zeros((h, w), dtype=bool)

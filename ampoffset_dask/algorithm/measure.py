@@ -76,6 +76,8 @@ def measure_detector(
     detector: Detector | None = None,
     config: AmpOffsetConfig | None = None,
     mask_planes: Mapping[str, int] | None = None,
+    *,
+    interface_estimator: Any = None,
 ) -> DetectorMeasurement:
     """Measure the amp pedestals of one detector exactly as LSST's AmpOffsetTask does.
 
@@ -95,6 +97,11 @@ def measure_detector(
         LSST's defaults when omitted.
     mask_planes : mapping, optional
         Plane name -> bit; afw's default dictionary when omitted.
+
+    interface_estimator : callable, optional
+        Internal hook of the ``"robust"`` estimator: ``f(res, strip_a, edge_a, side_a,
+        strip_b, edge_b, config) -> (InterfaceOffset, err)`` replaces each interface's
+        offset and error.
 
     Returns
     -------
@@ -117,6 +124,10 @@ def measure_detector(
         raise InputError("measure_detector needs a detector (amp geometry)")
     config = AmpOffsetConfig() if config is None else config
     config.validate()
+    if config.estimator == "robust" and interface_estimator is None:
+        from .estimators import measure_robust  # imports this module
+
+        return measure_robust(image, mask, detector, config, mask_planes)
     check_amp_geometry(detector, config)
     grid = detector.grid(config.apply_weights)
     planes = dict(DEFAULT_MASK_PLANES if mask_planes is None else mask_planes)
@@ -204,6 +215,9 @@ def measure_detector(
         err = interface_offset_error(
             strip_pixels[key_a], edge_a, itf.side, strip_pixels[key_b], edge_b,
             None if window is None else window_length(window, itf.length))
+        if interface_estimator is not None:
+            res, err = interface_estimator(res, strip_pixels[key_a], edge_a, itf.side,
+                                           strip_pixels[key_b], edge_b, config)
         if res.good_frac == 0.0 and res.min_frac_fail and res.original == 0.0:
             logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
             warnings.append(f"interface {itf.id} fully masked")

@@ -39,6 +39,9 @@ class InterfaceResult:
     offset_err : float
         Statistical standard error of ``offset_raw`` from the strips' pixel scatter, masked
         pixels and the smoothing window (NaN when no position is valid).
+    weight : float
+        Robust weight factor in [0, 1] of the ``"robust"`` estimator (0: rejected as
+        inconsistent with the other interfaces); always 1 for LSST's estimator.
     """
 
     id: str
@@ -52,6 +55,7 @@ class InterfaceResult:
     min_frac_fail: bool
     max_offset_fail: bool
     offset_err: float = math.nan
+    weight: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dictionary."""
