@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._pipe_base import Struct, Task
 from .algorithm.apply import apply_pedestals
 from .algorithm.edges import edge_profile, strip_slices
 from .algorithm.measure import measure_detector
@@ -22,7 +23,6 @@ from .algorithm.offsets import interface_offset
 from .config import AmpOffsetConfig, BackgroundConfig, DetectionConfig
 from .errors import InputError
 from .exposure import ExposureParts, as_amplifier, as_exposure_parts, detector_from_amps
-from .lsst_task import Struct, Task
 
 __all__ = ["AmpOffsetTask", "SourceDetectionTask", "SubtractBackgroundTask"]
 

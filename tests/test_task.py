@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -12,8 +14,8 @@ from afw_fakes import FakeAmp, FakeExposure, FakePlane
 from golden import lsst_detector, lsst_fixture, lsst_image, lsst_values
 
 from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask, Exposure, InputError
+from ampoffset_dask._pipe_base import ConfigurableField, Struct, Task, TaskMetadata
 from ampoffset_dask.config import BackgroundConfig
-from ampoffset_dask.lsst_task import ConfigurableField, Struct, Task, TaskMetadata
 from ampoffset_dask.masks import DEFAULT_MASK_PLANES
 from ampoffset_dask.task import SubtractBackgroundTask
 
@@ -37,8 +39,13 @@ def test_names_and_task_dict():
     assert task.detection.getFullName() == "isrAmpOffset.detection"
     tasks = task.getTaskDict()
     assert set(tasks) == {"isrAmpOffset", "isrAmpOffset.background", "isrAmpOffset.detection"}
-    assert tasks["isrAmpOffset.background"] is task.background
+    # weak references, as lsst.pipe.base.Task keeps them
+    assert all(isinstance(ref, weakref.ReferenceType) for ref in tasks.values())
+    assert tasks["isrAmpOffset.background"]() is task.background
+    assert tasks["isrAmpOffset"]() is task
     assert task.background.getTaskDict() == tasks
+    tasks.clear()  # a copy: the tree's own dictionary is untouched
+    assert len(task.getTaskDict()) == 3
     assert task.background.config is task.config.background
     assert task.detection.config is task.config.detection
     named = AmpOffsetTask(name="ampOffset")
@@ -99,6 +106,61 @@ def test_parent_task_and_log():
     assert set(parent.getTaskDict()) == {"isr", "isr.ampOffset"}
     assert child.log.name == parent.log.name + ".ampOffset"
     assert set(parent.getFullMetadata()) == {"isr", "isr:ampOffset"}
+
+
+def test_task_dict_does_not_keep_tasks_alive():
+    """The shared dictionary holds weak references: a dropped task is freed."""
+    parent = Task(name="isr")
+    child = AmpOffsetTask(name="ampOffset", parentTask=parent)
+    ref = parent.getTaskDict()["isr.ampOffset"]
+    assert ref() is child
+    assert ref().getTaskDict()["isr.ampOffset.background"]() is child.background
+    del child
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(RuntimeError, match=r"'isr\.ampOffset' of 'isr' was garbage collected"):
+        parent.getFullMetadata()
+
+
+def test_subtask_of_a_real_pipe_base_task():
+    """lsst.pipe.base (from PyPI, no afw) as the parent: its getFullMetadata and
+    emptyMetadata dereference our entries, and ours dereference its."""
+    pipe_base = pytest.importorskip("lsst.pipe.base")
+    import lsst.pex.config as pex_config
+
+    class IsrConfig(pex_config.Config):
+        pass
+
+    class IsrTask(pipe_base.Task):
+        ConfigClass = IsrConfig
+        _DefaultName = "isr"
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.ampOffset = AmpOffsetTask(AmpOffsetConfig(amp_edge_width=12), name="ampOffset",
+                                           parentTask=self)
+
+    isr = IsrTask()
+    amp = isr.ampOffset
+    assert amp.getFullName() == "isr.ampOffset"
+    assert amp.background.getFullName() == "isr.ampOffset.background"
+    tasks = isr.getTaskDict()
+    assert set(tasks) == {"isr", "isr.ampOffset", "isr.ampOffset.background",
+                          "isr.ampOffset.detection"}
+    assert tasks["isr.ampOffset.detection"]() is amp.detection
+    image = lsst_image("symmetric")
+    result = amp.run(Exposure(image, detector=DET))
+    isr.metadata["note"] = "parent"
+    full = isr.getFullMetadata()  # pipe_base's own code
+    assert set(full.keys()) >= {"isr", "isr:ampOffset", "isr:ampOffset:background"}
+    peds = full["isr:ampOffset"]["AMPOFFSET_PEDESTALS"]
+    assert [peds[n] for n in DET.amp_names] == [float(p) for p in result.pedestals]
+    ours = amp.getFullMetadata()  # ours, over the shared (pipe_base) dictionary
+    assert ours["isr"] is isr.metadata and ours["isr:ampOffset"] is amp.metadata
+    assert ours["isr"]["note"] == "parent"
+    isr.emptyMetadata()
+    assert len(amp.metadata) == 0 and "note" not in isr.metadata
+    assert amp.log.name.endswith("isr.ampOffset")
 
 
 def test_timer_writes_start_and_end():

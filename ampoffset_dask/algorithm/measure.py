@@ -218,7 +218,7 @@ def measure_detector(
         if interface_estimator is not None:
             res, err = interface_estimator(res, strip_pixels[key_a], edge_a, itf.side,
                                            strip_pixels[key_b], edge_b, config)
-        if res.good_frac == 0.0 and res.min_frac_fail and res.original == 0.0:
+        if res.good_frac == 0.0 and res.min_frac_fail and res.offset_raw == 0.0:
             logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
             warnings.append(f"interface {itf.id} fully masked")
         offsets[(itf.a, itf.b)] = res.offset
@@ -260,7 +260,7 @@ def _interface_result(itf, detector: Detector, res: InterfaceOffset,
         amp_b=detector.amplifiers[itf.b].name,
         side=itf.side,
         length=itf.length,
-        offset_raw=float(res.original),
+        offset_raw=float(res.offset_raw),
         offset=float(res.offset),
         good_frac=float(res.good_frac),
         min_frac_fail=bool(res.min_frac_fail),

@@ -13,11 +13,15 @@ __all__ = ["InterfaceOffset", "interface_offset", "window_length"]
 
 
 class InterfaceOffset(NamedTuple):
-    """The six values of LSST's ``getInterfaceOffset``, in its order."""
+    """The six values of LSST's ``getInterfaceOffset``, in its order.
+
+    ``offset_raw`` is LSST's ``originalOffset``: the clipped mean before the do-no-harm
+    checks (the name used for it everywhere in this package).
+    """
 
     interface_id: str
     offset: float
-    original: float
+    offset_raw: float
     good_frac: float
     min_frac_fail: bool
     max_offset_fail: bool
@@ -72,12 +76,12 @@ def interface_offset(
     else:
         avg = diff.copy()
     avg[nan] = np.nan
-    original = clipped_stats(avg)[0]
+    offset_raw = clipped_stats(avg)[0]
     good_frac = 1.0 - float(np.count_nonzero(np.isnan(avg))) / avg.shape[0]
     min_frac_fail = good_frac < min_frac
-    max_offset_fail = bool(abs(original) > max_offset)
-    offset = 0.0 if (min_frac_fail or max_offset_fail) else original
+    max_offset_fail = bool(abs(offset_raw) > max_offset)
+    offset = 0.0 if (min_frac_fail or max_offset_fail) else offset_raw
     if math.isnan(offset):
         offset = 0.0 if good_frac == 0 else offset
-    return InterfaceOffset(interface_id, offset, original, good_frac, min_frac_fail,
+    return InterfaceOffset(interface_id, offset, offset_raw, good_frac, min_frac_fail,
                            max_offset_fail)

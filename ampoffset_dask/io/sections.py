@@ -17,7 +17,6 @@ row bands of row-tiled compressed HDUs, and a few open files for compressed/wrap
 from __future__ import annotations
 
 import bz2
-import collections
 import dataclasses
 import gzip
 import io
@@ -35,6 +34,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import InputError
+from .lru import LRUCache
 from .overscan import subtract_overscan
 
 __all__ = ["AmpSource", "LazyPlane", "close_cached_files", "read_section"]
@@ -109,44 +109,32 @@ class _OpenFiles:
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
-        self._lock = threading.Lock()
-        self._files: collections.OrderedDict[tuple, tuple[fits.HDUList, threading.Lock]] = (
-            collections.OrderedDict())
+        self._files: LRUCache[tuple, tuple[fits.HDUList, threading.Lock]] = LRUCache(
+            max_items=size, on_evict=_close_entry)
 
     @contextmanager
     def hdul(self, path: Path) -> Iterator[fits.HDUList]:
         st = path.stat()
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-        with self._lock:
-            entry = self._files.get(key)
-            if entry is not None:
-                self._files.move_to_end(key)
+        entry = self._files.get(key)
         if entry is None:
             # astropy refuses to scale (BZERO/BSCALE, e.g. uint16 DECam/HSC raws) compressed
             # or BLANK images of memory-mapped files; these reads go through astropy anyway.
-            entry = (_open_hdul(path, memmap=False), threading.Lock())
-            evicted = []
-            with self._lock:
-                if key in self._files:  # opened meanwhile by another thread
-                    evicted.append(entry)
-                    entry = self._files[key]
-                else:
-                    self._files[key] = entry
-                while len(self._files) > self.size:
-                    evicted.append(self._files.popitem(last=False)[1])
-            for old, lock in evicted:
-                with lock:
-                    old.close()
+            opened = (_open_hdul(path, memmap=False), threading.Lock())
+            entry = self._files.add(key, opened)
+            if entry is not opened:  # opened meanwhile by another thread
+                _close_entry(key, opened)
         with entry[1]:
             yield entry[0]
 
     def close_all(self) -> None:
-        with self._lock:
-            entries = list(self._files.values())
-            self._files.clear()
-        for hdul, lock in entries:
-            with lock:
-                hdul.close()
+        self._files.clear()
+
+
+def _close_entry(key: tuple, entry: tuple[fits.HDUList, threading.Lock]) -> None:
+    hdul, lock = entry
+    with lock:  # after the reader using it is done
+        hdul.close()
 
 
 _OPEN_FILES = _OpenFiles()
@@ -157,22 +145,25 @@ def close_cached_files() -> None:
     _OPEN_FILES.close_all()
 
 
+#: Decompressed contents of wrapped files (``.fits.gz``...), the newest always kept.
+_BUFFERS: LRUCache[tuple[str, int, int], bytes] = LRUCache(max_bytes=256 << 20)
+#: Decompressed row bands of row-tiled compressed HDUs.
+_BANDS: LRUCache[tuple, np.ndarray] = LRUCache(max_bytes=256 << 20, sizeof=lambda b: b.nbytes)
+#: Where the pixels of uncompressed HDUs are (None: not a plain HDU).
+_LAYOUTS: LRUCache[tuple[str, int, int, int], Any] = LRUCache(max_items=4096)
+_MISSING = object()
+
+
 def _reset_after_fork() -> None:
     """A forked child must not share the parent's open files (file offsets) or held locks."""
-    global _OPEN_FILES, _BUFFERS_LOCK, _LAYOUTS_LOCK, _BANDS_LOCK
+    global _OPEN_FILES
     _OPEN_FILES = _OpenFiles()
-    _BUFFERS_LOCK = threading.Lock()
-    _LAYOUTS_LOCK = threading.Lock()
-    _BANDS_LOCK = threading.Lock()
+    for cache in (_BUFFERS, _BANDS, _LAYOUTS):
+        cache.after_fork()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-_BUFFERS: collections.OrderedDict[tuple[str, int, int], bytes] = collections.OrderedDict()
-_BUFFERS_LOCK = threading.Lock()
-_BUFFERS_MAX_BYTES = 256 << 20  # the newest buffer is always kept
 
 
 def _decompress(path: Path) -> bytes:
@@ -180,15 +171,9 @@ def _decompress(path: Path) -> bytes:
     amp reads of one lazily opened ``.fits.gz`` decompress it once."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _BUFFERS_LOCK:
-        if key in _BUFFERS:
-            _BUFFERS.move_to_end(key)
-            return _BUFFERS[key]
-    data = _decompress_file(path)
-    with _BUFFERS_LOCK:
-        _BUFFERS[key] = data
-        while len(_BUFFERS) > 1 and sum(len(v) for v in _BUFFERS.values()) > _BUFFERS_MAX_BYTES:
-            _BUFFERS.popitem(last=False)
+    data = _BUFFERS.get(key)
+    if data is None:
+        data = _BUFFERS.add(key, _decompress_file(path))
     return data
 
 
@@ -277,12 +262,6 @@ def read_section(
         raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
 
 
-#: Decompressed row bands of row-tiled compressed HDUs, per process (LRU, bounded bytes).
-_BANDS: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
-_BANDS_LOCK = threading.Lock()
-_BANDS_MAX_BYTES = 256 << 20
-
-
 def _compressed_section(path: Path, hdu: int, h: Any, slices: tuple[slice, slice]) -> np.ndarray:
     """Region of a tile-compressed HDU: only the tiles it touches are decompressed.
 
@@ -299,16 +278,11 @@ def _compressed_section(path: Path, hdu: int, h: Any, slices: tuple[slice, slice
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, int(hdu))
     r0, r1 = rows[0], max(rows[0], rows[1])
-    with _BANDS_LOCK:
-        for (k, b0, b1), band in reversed(_BANDS.items()):
-            if k == key and b0 <= r0 and r1 <= b1:
-                _BANDS.move_to_end((k, b0, b1))
-                return band[r0 - b0:r1 - b0, cols[0]:cols[1]].copy()
-    band = _native(h.section[r0:r1, :])
-    with _BANDS_LOCK:
-        _BANDS[(key, r0, r1)] = band
-        while len(_BANDS) > 1 and sum(b.nbytes for b in _BANDS.values()) > _BANDS_MAX_BYTES:
-            _BANDS.popitem(last=False)
+    found = _BANDS.find(lambda k: k[0] == key and k[1] <= r0 and r1 <= k[2])
+    if found is not None:
+        (_, b0, _), band = found
+        return band[r0 - b0:r1 - b0, cols[0]:cols[1]].copy()
+    band = _BANDS.add((key, r0, r1), _native(h.section[r0:r1, :]))
     return band[:, cols[0]:cols[1]].copy()
 
 
@@ -321,10 +295,6 @@ class _PlainLayout:
     disk: np.dtype
     bscale: float
     bzero: float
-
-
-_LAYOUTS: dict[tuple[str, int, int, int], _PlainLayout | None] = {}
-_LAYOUTS_LOCK = threading.Lock()
 
 
 def _layout_of(h: Any) -> _PlainLayout | None:
@@ -344,9 +314,9 @@ def _plain_layout(path: Path, hdu: int) -> _PlainLayout | None:
     except OSError:
         return None
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, int(hdu))
-    with _LAYOUTS_LOCK:
-        if key in _LAYOUTS:
-            return _LAYOUTS[key]
+    cached = _LAYOUTS.get(key, _MISSING)
+    if cached is not _MISSING:
+        return cached
     if _is_wrapped(path):
         layout = None
     else:
@@ -360,10 +330,7 @@ def _plain_layout(path: Path, hdu: int) -> _PlainLayout | None:
             if end > st.st_size:
                 raise InputError(f"{path}: truncated FITS file: HDU {hdu} needs {end} bytes, "
                                  f"the file has {st.st_size}")
-    with _LAYOUTS_LOCK:
-        if len(_LAYOUTS) > 4096:
-            _LAYOUTS.clear()
-        _LAYOUTS[key] = layout
+    _LAYOUTS.add(key, layout)
     return layout
 
 
@@ -376,11 +343,8 @@ def remember_layouts(path: Path, hdul: fits.HDUList, indices: list[int]) -> None
     base = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     wrapped = getattr(hdul, "_ampoffset_buffer", None) is not None
     found = {i: (None if wrapped else _layout_of(hdul[i])) for i in indices}
-    with _LAYOUTS_LOCK:
-        if len(_LAYOUTS) > 4096:
-            _LAYOUTS.clear()
-        for i, layout in found.items():
-            _LAYOUTS[(*base, int(i))] = layout
+    for i, layout in found.items():
+        _LAYOUTS.add((*base, int(i)), layout)
 
 
 def _scaled(raw: np.ndarray, disk: np.dtype, bscale: float, bzero: float) -> np.ndarray:

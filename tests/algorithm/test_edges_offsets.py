@@ -162,7 +162,7 @@ def test_interface_offset_matches_contract(length, frac):
     offset, original, good, _ = contract_offset(edge_a, edge_b, frac, 0.5, 5.0)
     assert res.interface_id == "A-B"
     assert res.offset == pytest.approx(offset, rel=1e-13)
-    assert res.original == pytest.approx(original, rel=1e-13)
+    assert res.offset_raw == pytest.approx(original, rel=1e-13)
     assert res.good_frac == good
     assert not res.min_frac_fail and not res.max_offset_fail
     assert res.offset > 1.5  # A brighter than B: positive
@@ -181,7 +181,7 @@ def test_nan_positions_stay_nan_after_smoothing():
     _, original, good, avg = contract_offset(edge_a, edge_b, FRAC, 0.5, 50.0)
     assert res.good_frac == good == 0.7
     assert np.isnan(avg[40:70]).all()
-    assert res.original == original
+    assert res.offset_raw == original
 
 
 def test_moving_average_truncated_at_ends():
@@ -192,7 +192,7 @@ def test_moving_average_truncated_at_ends():
     win = 4  # output k covers k-2 .. k+1
     avg = np.array([diff[max(k - 2, 0):k + 2].mean() for k in range(20)])
     assert window_length(0.2, 20) == win
-    assert res.original == pytest.approx(clipped_stats(avg)[0], rel=1e-14)
+    assert res.offset_raw == pytest.approx(clipped_stats(avg)[0], rel=1e-14)
 
 
 def test_min_frac_fail_zeroes_offset():
@@ -203,7 +203,7 @@ def test_min_frac_fail_zeroes_offset():
     assert res.good_frac == pytest.approx(0.4)
     assert res.min_frac_fail and not res.max_offset_fail
     assert res.offset == 0.0
-    assert res.original == 1.0
+    assert res.offset_raw == 1.0
 
 
 @pytest.mark.parametrize(("value", "fail"), [(5.5, True), (-5.5, True), (5.0, False)])
@@ -211,7 +211,7 @@ def test_max_offset_fail_is_strict(value, fail):
     edge_a = np.full(51, value, np.float32)
     res = interface_offset("A-B", edge_a, np.zeros(51, np.float32), window_frac=FRAC,
                            min_frac=0.5, max_offset=5.0)
-    assert res.original == value
+    assert res.offset_raw == value
     assert res.max_offset_fail is fail
     assert not res.min_frac_fail
     assert res.offset == (0.0 if fail else value)
@@ -234,7 +234,7 @@ def test_disjoint_nan_patterns_give_nan_original():
     a[:10] = 1.0
     b[10:] = 1.0
     res = interface_offset("A-B", a, b, window_frac=0.5, min_frac=0.5, max_offset=5.0)
-    assert math.isnan(res.original)
+    assert math.isnan(res.offset_raw)
     assert res.offset == 0.0
     assert res.good_frac == 0.0
     assert res.min_frac_fail and not res.max_offset_fail

@@ -76,10 +76,10 @@ def test_robust_interface_offset_clips_a_local_bump():
     lsst = InterfaceOffset("A-B", 0.8, 0.8, 1.0, False, False)
     res, err = robust_interface_offset(lsst, strip_a, edge_a, 2, strip_b, edge_b,
                                        AmpOffsetConfig())
-    assert res.original == pytest.approx(0.5, abs=4 * err)
+    assert res.offset_raw == pytest.approx(0.5, abs=4 * err)
     # 25 / sqrt(64 * 2000) per side, a quarter of the blocks clipped
     assert 0.08 < err < 0.15
-    assert res.offset == res.original and res.good_frac == 1.0
+    assert res.offset == res.offset_raw and res.good_frac == 1.0
     far, _ = robust_interface_offset(lsst, strip_a + np.float32(9.0), edge_a + np.float32(9.0),
                                      2, strip_b, edge_b, AmpOffsetConfig())
     assert far.max_offset_fail and far.offset == 0.0
