@@ -17,6 +17,7 @@ __all__ = [
     "IQ_TO_STDEV",
     "clipped_mean_var",
     "clipped_stats",
+    "quantiles_selected",
     "quantiles_sorted",
     "sorted_usable",
 ]
@@ -46,6 +47,57 @@ def quantiles_sorted(s: np.ndarray) -> tuple[float, float, float]:
         return (hi - idx) * float(s[lo]) + (idx - lo) * float(s[hi])
 
     return q(0.5), q(0.25), q(0.75)
+
+
+def _order_statistics(a: np.ndarray, ks: list[int]) -> dict[int, float]:
+    """Values of the order statistics ``ks`` (ascending, distinct) of ``a``, in place.
+
+    ``a`` is only permuted. numpy's single-``kth`` partition is an exact (SIMD) selection;
+    asking it for several ``kth`` at once takes a much slower path, so the statistics are
+    placed one at a time, each bounding the ranges of the others, and a statistic right
+    after a placed one is the minimum of its range.
+    """
+    out: dict[int, float] = {}
+
+    def place(lo: int, hi: int, wanted: list[int]) -> None:
+        # Invariant: a[lo:hi] holds exactly the order statistics lo..hi-1 (any order).
+        if not wanted:
+            return
+        if wanted[0] == lo:
+            seg = a[lo:hi]
+            j = int(np.argmin(seg))
+            seg[0], seg[j] = seg[j], seg[0]
+            out[lo] = float(a[lo])
+            place(lo + 1, hi, wanted[1:])
+            return
+        mid = wanted[len(wanted) // 2]
+        a[lo:hi].partition(mid - lo)
+        out[mid] = float(a[mid])
+        place(lo, mid, [k for k in wanted if k < mid])
+        place(mid + 1, hi, [k for k in wanted if k > mid])
+
+    place(0, a.shape[0], list(ks))
+    return out
+
+
+def quantiles_selected(a: np.ndarray) -> tuple[float, float, float]:
+    """`quantiles_sorted` of unsorted ``a`` by exact selection (``a`` is permuted in place).
+
+    The same values as sorting first, in time linear in ``len(a)``.
+    """
+    n = a.shape[0]
+    if n <= 1:
+        return quantiles_sorted(a)
+    idx = [p * (n - 1) for p in (0.5, 0.25, 0.75)]
+    ks = sorted({int(i) + d for i in idx for d in (0, 1)})
+    v = _order_statistics(a, ks)
+
+    def q(i: float) -> float:
+        lo = int(i)
+        hi = lo + 1
+        return (hi - i) * v[lo] + (i - lo) * v[hi]
+
+    return q(idx[0]), q(idx[1]), q(idx[2])
 
 
 def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
