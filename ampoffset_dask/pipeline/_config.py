@@ -13,7 +13,7 @@ from typing import Any
 import dask.config
 import yaml
 
-__all__ = ["get", "load_defaults"]
+__all__ = ["apply_kernels", "get", "load_defaults"]
 
 _DEFAULTS = Path(__file__).resolve().parents[1] / "ampoffset.yaml"
 _loaded = False
@@ -34,3 +34,21 @@ def get(key: str, default: Any = None) -> Any:
     """``dask.config.get("ampoffset." + key)`` after loading the defaults."""
     load_defaults()
     return dask.config.get(f"ampoffset.{key}", default)
+
+
+def apply_kernels() -> str:
+    """Hand ``ampoffset.kernels`` to the algorithm layer in this (worker) process.
+
+    ``auto`` leaves the choice to ``$AMPOFFSET_KERNELS`` (else numba when installed);
+    ``numpy`` or ``numba`` selects it. Returns the implementation in use.
+
+    Raises
+    ------
+    ValueError, ImportError
+        For an unknown value, or ``numba`` without numba installed.
+    """
+    from ..algorithm import kernels
+
+    choice = get("kernels", "auto")
+    kernels.set_kernels(None if choice in (None, "auto") else choice)
+    return kernels.backend_name()

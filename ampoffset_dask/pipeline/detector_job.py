@@ -31,6 +31,7 @@ from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
+from . import _config
 
 __all__ = ["DetectorJob", "output_header", "process_file", "with_io_retries"]
 
@@ -183,8 +184,11 @@ class DetectorJob:
         self._t0 = time.perf_counter()
         c0 = time.thread_time()
 
-        exp = self._io(lambda: reader(path, camera=self.camera, detector=self.detector),
-                       f"reading {path}")
+        _config.apply_kernels()
+        # VARIANCE is read only to be written back with the corrected image.
+        options = {} if edges_only else {"variance": output is not None}
+        exp = self._io(lambda: reader(path, camera=self.camera, detector=self.detector,
+                                      **options), f"reading {path}")
         geometry = self.detector if self.detector is not None else exp.detector
         self.detector = geometry  # the failure record names it from now on
         if self.visit is None:

@@ -21,6 +21,7 @@ from ..algorithm.metadata import lsst_metadata_comments
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..geometry import Detector
+from . import _config
 from .detector_job import output_header
 from .inputs import discover_inputs, plan_tasks
 
@@ -38,6 +39,7 @@ def _read(path: str, detector: Detector, camera: Any = None) -> Any:
 def _measure(exposure: Any, detector: Detector, config: AmpOffsetConfig | None) -> Any:
     from ..algorithm.measure import measure_detector
 
+    _config.apply_kernels()
     return measure_detector(exposure.image, exposure.mask, detector, config,
                             mask_planes=exposure.mask_planes)
 

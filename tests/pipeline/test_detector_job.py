@@ -97,3 +97,58 @@ def test_job_run_raises_and_run_safely_records(sim_visit, tmp_path):
                   "amp_names", "pedestals", "interfaces", "applied", "masked_fraction",
                   "all_masked", "background", "detection", "n_detected", "warnings"):
         assert getattr(res, field) == getattr(direct, field), field
+
+
+def test_variance_read_only_when_written(sim_visit, tmp_path, monkeypatch):
+    """Measuring skips the VARIANCE plane; writing a corrected file still carries it."""
+    import ampoffset_dask.io.fits as fits_io
+
+    src = sim_visit.paths[0]
+    info = fits_io.inspect_file(src)
+    assert info.variance_hdu is not None
+    read_hdus = []
+    real = fits_io._read_full
+
+    def spy(path, hdu, *args, **kwargs):
+        read_hdus.append(hdu)
+        return real(path, hdu, *args, **kwargs)
+
+    monkeypatch.setattr(fits_io, "_read_full", spy)
+    full = read_exposure(src)
+    assert info.variance_hdu in read_hdus and full.variance.any()
+    read_hdus.clear()
+    light = read_exposure(src, variance=False)
+    assert light.variance is None and info.variance_hdu not in read_hdus
+    np.testing.assert_array_equal(light.image, full.image)
+    np.testing.assert_array_equal(light.mask, full.mask)
+
+    read_hdus.clear()
+    assert process_file(src, full.detector).status == "ok"
+    assert info.variance_hdu not in read_hdus and info.image_hdu in read_hdus
+    out = tmp_path / "out.fits"
+    assert process_file(src, full.detector, output=out).status == "ok"
+    monkeypatch.setattr(fits_io, "_read_full", real)
+    np.testing.assert_array_equal(read_exposure(out).variance, full.variance)
+
+
+def test_kernels_choice_from_dask_config(sim_visit):
+    import dask
+
+    from ampoffset_dask.algorithm import kernels
+
+    src = sim_visit.paths[0]
+    det = read_exposure(src).detector
+    results = {}
+    try:
+        for choice in ("numpy", "numba"):
+            with dask.config.set({"ampoffset.kernels": choice}):
+                results[choice] = process_file(src, det)
+                assert kernels.backend_name() == choice
+        with dask.config.set({"ampoffset.kernels": "cuda"}):
+            bad = process_file(src, det)
+        assert bad.status == "failed" and "kernels must be one of" in bad.error
+    finally:
+        kernels.set_kernels(None)
+    np.testing.assert_allclose(results["numba"].pedestals, results["numpy"].pedestals,
+                               rtol=1e-12, atol=1e-15)
+    assert results["numba"].n_detected == results["numpy"].n_detected
