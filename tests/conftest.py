@@ -7,6 +7,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from golden import SHARED, SHARED_FOLDERS
+
+
+def pytest_configure(config):
+    """Stop with one clear message, before collection, when the reference data is missing
+    (otherwise every module reading it fails to import with its own traceback)."""
+    missing = [f"{name}/" for name in SHARED_FOLDERS if not (SHARED / name).is_dir()]
+    if missing:
+        raise pytest.UsageError(
+            f"reference data not found: {SHARED} lacks {', '.join(missing)}. The tests read "
+            "the shared folder beside the repository (../shared relative to the repository "
+            "root); put it there or set AMPOFFSET_SHARED=/path/to/shared."
+        )
+
 
 @pytest.fixture
 def pixel_counter(monkeypatch):

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ampoffset_dask import Amplifier, AmpOffsetConfig, Detector
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+#: The reference data: ``../shared`` beside the repository, or ``$AMPOFFSET_SHARED``.
+SHARED = Path(os.environ.get("AMPOFFSET_SHARED")
+              or Path(__file__).resolve().parents[2] / "shared")
 GOLDEN = SHARED / "golden"
+#: What the tests read from it (checked once, before collection, by conftest.py).
+SHARED_FOLDERS = ("golden", "cameras", "realdata")
 
 
 def lsst_fixture() -> dict:

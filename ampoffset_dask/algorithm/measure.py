@@ -113,6 +113,24 @@ def measure_detector(
     ------
     GeometryError, ConfigError, InputError
         For a layout, configuration or array the algorithm cannot use.
+
+    Examples
+    --------
+    Two 100x100 amps side by side; amp B sits 3 ADU above amp A:
+
+    >>> import numpy as np
+    >>> from ampoffset_dask import AmpOffsetConfig, measure_detector
+    >>> from ampoffset_dask.geometry import detector_from_boxes
+    >>> det = detector_from_boxes("D", 200, 100, [("A", 0, 0, 100, 100),
+    ...                                           ("B", 100, 0, 100, 100)])
+    >>> image = np.random.default_rng(1).normal(1000.0, 1.0, det.shape).astype(np.float32)
+    >>> image[:, 100:] += 3.0
+    >>> config = AmpOffsetConfig(amp_edge_width=16, do_background=False, do_detection=False)
+    >>> m = measure_detector(image, None, det, config)
+    >>> m.pedestals.round(1)  # zero mean; subtracting them levels the amps
+    array([-1.5,  1.5])
+    >>> [i.id for i in m.interfaces], m.masked_fraction
+    (['A-B'], 0.0)
     """
     if is_exposure_like(image):
         parts = as_exposure_parts(image)

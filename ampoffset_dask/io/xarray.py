@@ -104,6 +104,29 @@ def open_exposure(
     ------
     InputError
         Naming the file, for unreadable files or unusable geometry.
+
+    Examples
+    --------
+    A two-amp detector file that describes its own geometry (``write_exposure`` records the
+    amp boxes), opened lazily: one dask chunk per amp, nothing read until computed.
+
+    >>> import numpy as np
+    >>> from ampoffset_dask import AmpOffsetConfig, measure_detector, open_exposure
+    >>> from ampoffset_dask.geometry import detector_from_boxes
+    >>> from ampoffset_dask.io.fits import write_exposure
+    >>> det = detector_from_boxes("D", 200, 100, [("A", 0, 0, 100, 100),
+    ...                                           ("B", 100, 0, 100, 100)])
+    >>> image = np.random.default_rng(1).normal(1000.0, 1.0, det.shape).astype(np.float32)
+    >>> image[:, 100:] += 3.0
+    >>> path = write_exposure(tmp / "d.fits", image, detector=det, header={"VISIT": 7})
+    >>> ds = open_exposure(path)
+    >>> ds["image"].chunks, ds.attrs["visit"], ds.attrs["detector"]
+    (((100,), (100, 100)), 7, 'D')
+    >>> bool((ds["image"].values == image).all())
+    True
+    >>> config = AmpOffsetConfig(amp_edge_width=16, do_background=False, do_detection=False)
+    >>> measure_detector(ds, config=config).pedestals.round(1)
+    array([-1.5,  1.5])
     """
     info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
     isr = file_isr(info, det, sources)

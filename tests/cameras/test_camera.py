@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
+from golden import SHARED
 from io_helpers import kast_camera_doc
 
 from ampoffset_dask import InputError
 from ampoffset_dask.cameras import Camera, get_camera, list_cameras
 from ampoffset_dask.geometry import Detector
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
 AFW_CAMERA = SHARED / "realdata" / "lsst_afw_formats" / "camera_LSSTCam_afw_persisted.fits"
 
 E2V_ORDER = [f"C1{i}" for i in range(8)] + [f"C0{i}" for i in range(7, -1, -1)]
