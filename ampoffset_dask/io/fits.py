@@ -233,10 +233,10 @@ def _iter_hdus(hdul: fits.HDUList, path: Path) -> Iterator[tuple[int, Any]]:
         k += 1
 
 
-def _check_not_truncated(path: Path, hdul: fits.HDUList, indices: list[int]) -> None:
-    if _is_wrapped(path):
+def _check_not_truncated(path: Any, hdul: fits.HDUList, indices: list[int], size: int,
+                         local: bool = True) -> None:
+    if local and _is_wrapped(path):
         return
-    size = path.stat().st_size
     for i in indices:
         info = hdul[i].fileinfo()
         if info is None:
@@ -373,105 +373,128 @@ def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
         The image HDU to describe (one CCD of a multi-CCD file, see ``FileInfo.ccd_hdus``);
         default: the file's exposure, raw segments or first image.
 
+    ``path`` may also be a URL (``s3://``, ``gs://``, ``https://``: only the header blocks are
+    fetched) or a zip member (``archive.zip#zip-path=member.fits``, as Butler zip datastores
+    give them); see `ampoffset_dask.io.remote`.
+
     Raises
     ------
     InputError
         For a missing, empty, truncated or non-FITS file, a directory, or a file without a
         usable image, naming the file and the reason.
     """
-    path = _check_path(path)
+    from . import remote
+
+    if remote.is_url(os.fspath(path)):
+        with remote.open_url_hdul(os.fspath(path)) as (hdul, size):
+            info = _inspect(hdul, os.fspath(path), size, hdu, local=False)
+            remote.remember_url_layouts(info.path, hdul, _data_hdus(info))
+            return info
+    path = _check_path(remote.localize(path))
     with _open(path) as hdul:
-        images: list[tuple[int, str, tuple[int, ...]]] = []
-        segments: dict[str, int] = {}
-        segment_shapes: dict[int, tuple[int, int]] = {}
-        roles: dict[str, int] = {}
-        ccds: list[int] = []
-        for k, h in _iter_hdus(hdul, path):
-            if not _is_image(h):
-                continue
-            shape = _hdu_shape(h)
-            extname = str(h.header.get("EXTNAME", "") or "").strip().upper()
-            exttype = str(h.header.get("EXTTYPE", "") or "").strip().upper()
-            role = exttype if exttype in ("IMAGE", "MASK", "VARIANCE") else extname
-            if role in ("IMAGE", "MASK", "VARIANCE") and role not in roles:
-                roles[role] = k
-            if _SEGMENT.match(extname) and len(shape) == 2:
-                segments[extname] = k
-                segment_shapes[k] = (shape[0], shape[1])
-            if len(shape) == 2:
-                images.append((k, extname, shape))
-                if is_ccd_header(h.header):
-                    ccds.append(k)
-        if not images:
-            raise InputError(f"{path}: no 2-D image HDU in the file")
-        primary = hdul[0].header
-        ccddata = hdu is None and _is_ccddata(hdul, roles)
-        if hdu is not None:
-            if int(hdu) not in [i[0] for i in images]:
-                raise InputError(f"{path}: HDU {hdu} is not a 2-D image HDU of the file")
-            kind, image_hdu, roles, segments = "image", int(hdu), {}, {}
-        elif ccddata:
-            kind = "ccddata"
-            image_hdu = 0
-        elif roles:
-            if "IMAGE" not in roles:
-                raise InputError(
-                    f"{path}: missing IMAGE extension (found {', '.join(sorted(roles))})"
-                )
-            kind = "exposure"
-            image_hdu = roles["IMAGE"]
-        elif segments:
-            kind = "raw"
-            image_hdu = min(segments.values())
-        else:
-            kind = "image"
-            image_hdu = images[0][0]
-        image_header = hdul[image_hdu].header
-        shape2 = _hdu_shape(hdul[image_hdu])
-        shape = (shape2[0], shape2[1])
-        mask_hdu = roles.get("MASK")
-        variance_hdu = None if ccddata else roles.get("VARIANCE")
-        for role, idx in (("MASK", mask_hdu), ("VARIANCE", variance_hdu)):
-            if idx is not None and _hdu_shape(hdul[idx]) != shape2:
-                raise InputError(
-                    f"{path}: {role} extension shape {_hdu_shape(hdul[idx])} differs from the "
-                    f"IMAGE shape {shape}"
-                )
-        if ccddata:
-            planes = dict(CCDDATA_MASK_PLANES)
-        else:
-            planes = (mask_planes_from_header(hdul[mask_hdu].header, path)
-                      if mask_hdu is not None else dict(DEFAULT_MASK_PLANES))
-        compressed = isinstance(hdul[image_hdu], fits.CompImageHDU)
-        ccd_hdus = tuple(ccds) if kind == "image" and len(images) > 1 and len(ccds) > 1 else ()
-        used = [i for i in (image_hdu, mask_hdu, variance_hdu) if i is not None]
-        used += list(segments.values())
-        _check_not_truncated(path, hdul, sorted(set(used)))
+        return _inspect(hdul, path, path.stat().st_size, hdu, local=True)
+
+
+def _data_hdus(info: FileInfo) -> list[int]:
+    used = [i for i in (info.image_hdu, info.mask_hdu, info.variance_hdu) if i is not None]
+    return sorted(set(used + list(info.segments.values())))
+
+
+def _inspect(hdul: fits.HDUList, path: Any, size: int, hdu: int | None, local: bool
+             ) -> FileInfo:
+    """`inspect_file` on an open file of ``size`` bytes (``local``: a file on this machine)."""
+    images: list[tuple[int, str, tuple[int, ...]]] = []
+    segments: dict[str, int] = {}
+    segment_shapes: dict[int, tuple[int, int]] = {}
+    roles: dict[str, int] = {}
+    ccds: list[int] = []
+    for k, h in _iter_hdus(hdul, path):
+        if not _is_image(h):
+            continue
+        shape = _hdu_shape(h)
+        extname = str(h.header.get("EXTNAME", "") or "").strip().upper()
+        exttype = str(h.header.get("EXTTYPE", "") or "").strip().upper()
+        role = exttype if exttype in ("IMAGE", "MASK", "VARIANCE") else extname
+        if role in ("IMAGE", "MASK", "VARIANCE") and role not in roles:
+            roles[role] = k
+        if _SEGMENT.match(extname) and len(shape) == 2:
+            segments[extname] = k
+            segment_shapes[k] = (shape[0], shape[1])
+        if len(shape) == 2:
+            images.append((k, extname, shape))
+            if is_ccd_header(h.header):
+                ccds.append(k)
+    if not images:
+        raise InputError(f"{path}: no 2-D image HDU in the file")
+    primary = hdul[0].header
+    ccddata = hdu is None and _is_ccddata(hdul, roles)
+    if hdu is not None:
+        if int(hdu) not in [i[0] for i in images]:
+            raise InputError(f"{path}: HDU {hdu} is not a 2-D image HDU of the file")
+        kind, image_hdu, roles, segments = "image", int(hdu), {}, {}
+    elif ccddata:
+        kind = "ccddata"
+        image_hdu = 0
+    elif roles:
+        if "IMAGE" not in roles:
+            raise InputError(
+                f"{path}: missing IMAGE extension (found {', '.join(sorted(roles))})"
+            )
+        kind = "exposure"
+        image_hdu = roles["IMAGE"]
+    elif segments:
+        kind = "raw"
+        image_hdu = min(segments.values())
+    else:
+        kind = "image"
+        image_hdu = images[0][0]
+    image_header = hdul[image_hdu].header
+    shape2 = _hdu_shape(hdul[image_hdu])
+    shape = (shape2[0], shape2[1])
+    mask_hdu = roles.get("MASK")
+    variance_hdu = None if ccddata else roles.get("VARIANCE")
+    for role, idx in (("MASK", mask_hdu), ("VARIANCE", variance_hdu)):
+        if idx is not None and _hdu_shape(hdul[idx]) != shape2:
+            raise InputError(
+                f"{path}: {role} extension shape {_hdu_shape(hdul[idx])} differs from the "
+                f"IMAGE shape {shape}"
+            )
+    if ccddata:
+        planes = dict(CCDDATA_MASK_PLANES)
+    else:
+        planes = (mask_planes_from_header(hdul[mask_hdu].header, path)
+                  if mask_hdu is not None else dict(DEFAULT_MASK_PLANES))
+    compressed = isinstance(hdul[image_hdu], fits.CompImageHDU)
+    ccd_hdus = tuple(ccds) if kind == "image" and len(images) > 1 and len(ccds) > 1 else ()
+    used = [i for i in (image_hdu, mask_hdu, variance_hdu) if i is not None]
+    used += list(segments.values())
+    _check_not_truncated(path, hdul, sorted(set(used)), size, local)
+    if local:
         remember_layouts(path, hdul, sorted(set(used)))
-        keys = _identity([primary, image_header])
-        if kind == "raw":
-            detsize = _parse_detsize(keys.get("DETSIZE"))
-            if detsize is not None:
-                shape = detsize
-        for key in image_header:
-            if _GEOMETRY_KEY.match(str(key)):
-                keys[str(key)] = str(image_header[key]).strip()
+    keys = _identity([primary, image_header])
+    if kind == "raw":
+        detsize = _parse_detsize(keys.get("DETSIZE"))
+        if detsize is not None:
+            shape = detsize
+    for key in image_header:
+        if _GEOMETRY_KEY.match(str(key)):
+            keys[str(key)] = str(image_header[key]).strip()
     name, det_id = _detector_from(keys)
     camera = _camera_from(keys)
     if camera is not None:
-        # complete the identity from the camera: raws carry a name only, some files an id only
-        cam = get_camera(camera)
-        if name is not None and det_id is None and name in cam:
-            det_id = cam[name].id
-        elif name is None and det_id is not None and det_id in cam:
-            name = cam[det_id].name
-        elif name is None and det_id is None and len(cam) == 1:
-            name, det_id = cam.detector_names[0], cam.detector_ids[0]
+    # complete the identity from the camera: raws carry a name only, some files an id only
+    cam = get_camera(camera)
+    if name is not None and det_id is None and name in cam:
+        det_id = cam[name].id
+    elif name is None and det_id is not None and det_id in cam:
+        name = cam[det_id].name
+    elif name is None and det_id is None and len(cam) == 1:
+        name, det_id = cam.detector_names[0], cam.detector_ids[0]
     return FileInfo(
-        path=path, kind=kind, visit=_visit_from(keys), detector=name, detector_id=det_id,
-        camera=camera, shape=shape, image_hdu=image_hdu, mask_hdu=mask_hdu,
-        variance_hdu=variance_hdu, mask_planes=planes, compressed=compressed, header=keys,
-        segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
+    path=path, kind=kind, visit=_visit_from(keys), detector=name, detector_id=det_id,
+    camera=camera, shape=shape, image_hdu=image_hdu, mask_hdu=mask_hdu,
+    variance_hdu=variance_hdu, mask_planes=planes, compressed=compressed, header=keys,
+    segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
     )
 
 
@@ -865,6 +888,14 @@ def read_exposure(
     InputError
         Naming the file and the reason.
     """
+    from . import remote
+
+    if remote.is_url(os.fspath(path)):  # whole-exposure read: fetch the object once
+        url = os.fspath(path)
+        with remote.local_copy(url) as local:
+            data = read_exposure(local, camera, detector, overscan=overscan, gain=gain, hdu=hdu)
+        data.info = dataclasses.replace(data.info, path=url)
+        return data
     info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
     planes = dict(info.mask_planes)
     want_variance, variance = variance, None

@@ -425,7 +425,12 @@ class LazyPlane:
         (r0, r1), (c0, c1), drop = self._norm(key)
         out = np.full((r1 - r0, c1 - c0), self.fill, dtype=self.dtype)
         hits = [s for s in self.sources if _overlaps(s.dest, r0, r1, c0, c1)]
-        if out.size and hits:
+        if out.size and hits and _is_url(self.path):
+            from .remote import read_url_section
+
+            for s in hits:  # byte ranges of the remote object
+                _paste(self.path, s, out, r0, r1, c0, c1, None, read=read_url_section)
+        elif out.size and hits:
             path = Path(self.path)
             if all(_plain_layout(path, s.hdu) is not None for s in hits):
                 for s in hits:  # memory-mapped reads, no FITS parsing
@@ -449,8 +454,15 @@ def _overlaps(dest: tuple[int, int, int, int], r0: int, r1: int, c0: int, c1: in
     return max(r0, dest[0]) < min(r1, dest[1]) and max(c0, dest[2]) < min(c1, dest[3])
 
 
-def _paste(path: Path, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, c1: int,
-           hdul: fits.HDUList | None) -> None:
+def _is_url(path: str) -> bool:
+    from .remote import is_url
+
+    return is_url(path)
+
+
+def _paste(path: Any, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, c1: int,
+           hdul: fits.HDUList | None, read: Any = None) -> None:
+    read = read_section if read is None else read
     dy0, dy1, dx0, dx1 = s.dest
     iy0, iy1, ix0, ix1 = max(r0, dy0), min(r1, dy1), max(c0, dx0), min(c1, dx1)
     if iy0 >= iy1 or ix0 >= ix1:
@@ -467,22 +479,22 @@ def _paste(path: Path, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int,
     rows = (sy0 + ry0, sy0 + ry1)
     cols = (sx0 + rx0, sx0 + rx1)
     if s.overscan is None:
-        data = read_section(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
+        data = read(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
     elif s.overscan_mode == "mean":  # one level from the whole overscan, whatever rows are read
         oy0, oy1, ox0, ox1 = s.overscan
-        data = read_section(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
-        over = read_section(path, s.hdu, (slice(oy0, oy1), slice(ox0, ox1)), hdul=hdul)
+        data = read(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
+        over = read(path, s.hdu, (slice(oy0, oy1), slice(ox0, ox1)), hdul=hdul)
         data = subtract_overscan(data, over, "mean")
     else:
         oy0, _, ox0, ox1 = s.overscan
         if oy0 == sy0:  # same rows: one read covering data and overscan columns
             lo, hi = min(cols[0], ox0), max(cols[1], ox1)
-            both = read_section(path, s.hdu, (slice(*rows), slice(lo, hi)), hdul=hdul)
+            both = read(path, s.hdu, (slice(*rows), slice(lo, hi)), hdul=hdul)
             data = both[:, cols[0] - lo:cols[1] - lo]
             over = both[:, ox0 - lo:ox1 - lo]
         else:
-            data = read_section(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
-            over = read_section(path, s.hdu, (slice(oy0 + ry0, oy0 + ry1), slice(ox0, ox1)),
+            data = read(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
+            over = read(path, s.hdu, (slice(oy0 + ry0, oy0 + ry1), slice(ox0, ox1)),
                                 hdul=hdul)
         data = subtract_overscan(data, over, "per-row")
     if s.gain is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
+from ..io.remote import is_url, list_url
 
 __all__ = ["InputItem", "PlannedTask", "discover_inputs", "plan_tasks"]
 
@@ -28,11 +29,18 @@ MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq", ".ecsv", ".tsv")
 
 @dataclasses.dataclass(frozen=True)
 class InputItem:
-    """One input file, with the identity a manifest gave it (if any)."""
+    """One input file (a path or a URL), with the identity a manifest gave it (if any).
+
+    ``instrument`` (a Butler manifest's) selects the built-in camera; ``dataset_id`` is
+    recorded in the catalog.
+    """
 
     path: str
     visit: int | None = None
     detector: str | None = None
+    detector_id: int | None = None
+    instrument: str | None = None
+    dataset_id: str | None = None
 
 
 @dataclasses.dataclass
@@ -44,6 +52,7 @@ class PlannedTask:
     detector: Detector | None
     name: str | None
     error: str = ""
+    dataset_id: str | None = None
 
     @property
     def key(self) -> str:
@@ -61,21 +70,33 @@ def _manifest_items(table: Any, base: Path | None) -> list[InputItem]:
 
     if not isinstance(table, pd.DataFrame):
         table = table.to_pandas() if hasattr(table, "to_pandas") else pd.DataFrame(table)
-    missing = {"path"} - set(table.columns)
-    if missing:
-        raise InputError(f"manifest needs a 'path' column (and optionally visit, detector); "
-                         f"it has {list(table.columns)}")
+    column = "path" if "path" in table.columns else "uri"
+    if column not in table.columns:
+        raise InputError(f"manifest needs a 'path' (or 'uri') column (and optionally visit, "
+                         f"detector); it has {list(table.columns)}")
+
+    def value(row: dict, key: str) -> Any:
+        v = row.get(key)
+        return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
+
     items = []
     for row in table.to_dict("records"):
-        p = Path(str(row["path"])).expanduser()
-        if base is not None and not p.is_absolute():
-            p = base / p
-        visit = row.get("visit")
-        det = row.get("detector")
+        text = str(row[column])
+        if is_url(text):
+            where = text
+        else:
+            p = Path(text).expanduser()
+            if base is not None and not p.is_absolute():
+                p = base / p
+            where = str(p)
+        visit, det_id = value(row, "visit"), value(row, "detector_id")
         items.append(InputItem(
-            str(p),
-            None if visit is None or pd.isna(visit) else int(visit),
-            None if det is None or (not isinstance(det, str) and pd.isna(det)) else str(det),
+            where,
+            None if visit is None else int(visit),
+            None if value(row, "detector") is None else str(row["detector"]),
+            None if det_id is None else int(det_id),
+            None if value(row, "instrument") is None else str(row["instrument"]),
+            None if value(row, "dataset_id") is None else str(row["dataset_id"]),
         ))
     return items
 
@@ -103,11 +124,14 @@ def discover_inputs(inputs: Any) -> list[InputItem]:
 
     Parameters
     ----------
-    inputs : path, glob, folder, manifest or a list of them
+    inputs : path, URL, glob, folder, manifest or a list of them
         A FITS file; a folder (searched recursively for FITS files); a glob pattern
-        (``**`` allowed); a manifest table with columns ``path`` and optionally ``visit``,
-        ``detector`` (pandas DataFrame, astropy Table, or a .csv/.parquet/.ecsv file; relative
-        paths are relative to the manifest file).
+        (``**`` allowed); a URL (``s3://bucket/prefix/`` is listed like a folder,
+        ``s3://.../file.fits``, ``gs://``, ``https://``: see `ampoffset_dask.io.remote`); a
+        manifest table with columns ``path`` (or ``uri``) and optionally ``visit``,
+        ``detector``, ``detector_id``, ``instrument``, ``dataset_id`` (pandas DataFrame,
+        astropy Table, or a .csv/.parquet/.ecsv file; relative paths are relative to the
+        manifest file), such as `ampoffset_dask.io.butler.find_inputs` returns.
 
     Raises
     ------
@@ -125,6 +149,9 @@ def discover_inputs(inputs: Any) -> list[InputItem]:
             items.extend(_manifest_items(entry, None))
             continue
         text = os.fspath(entry)
+        if is_url(text):
+            items.extend(InputItem(u) for u in list_url(text))
+            continue
         path = Path(text).expanduser()
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and _is_fits(p))
@@ -146,7 +173,7 @@ def discover_inputs(inputs: Any) -> list[InputItem]:
             raise InputError(f"{text}: no such file or folder")
     seen: dict[str, InputItem] = {}
     for item in items:
-        seen.setdefault(os.path.abspath(item.path), item)
+        seen.setdefault(item.path if is_url(item.path) else os.path.abspath(item.path), item)
     return [dataclasses.replace(i, path=p) for p, i in seen.items()]
 
 
@@ -155,6 +182,8 @@ def _plan_one(item: InputItem, camera: Any) -> PlannedTask:
 
     visit, name = item.visit, item.detector
     try:
+        if camera is None and item.instrument is not None:
+            camera = _instrument_camera(item.instrument)
         info = inspect_file(item.path)
         if visit is None:
             visit = info.visit
@@ -173,12 +202,24 @@ def _plan_one(item: InputItem, camera: Any) -> PlannedTask:
                 f"{item.path}: no visit number in the header; give it in a manifest "
                 "(columns path, visit, detector)"
             )
-        return PlannedTask(item.path, int(visit), detector, name)
+        return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id)
     except AmpOffsetError as exc:
-        return PlannedTask(item.path, visit, None, name, f"{type(exc).__name__}: {exc}")
+        return PlannedTask(item.path, visit, None, name, f"{type(exc).__name__}: {exc}",
+                           dataset_id=item.dataset_id)
     except Exception as exc:  # a header we cannot parse must not stop the run
         return PlannedTask(item.path, visit, None, name,
-                           f"InputError: {item.path}: cannot read the header: {exc}")
+                           f"InputError: {item.path}: cannot read the header: {exc}",
+                           dataset_id=item.dataset_id)
+
+
+def _instrument_camera(instrument: str) -> Any:
+    """The built-in camera of a Butler instrument name (``LSSTCam`` -> ``lsstcam``)."""
+    from ..cameras import canonical_camera_name
+
+    name = canonical_camera_name(instrument)
+    if name is None:
+        raise InputError(f"instrument {instrument!r} has no built-in camera; pass camera=")
+    return name
 
 
 def plan_tasks(items: Iterable[InputItem], camera: Any = None,
