@@ -482,19 +482,19 @@ def _inspect(hdul: fits.HDUList, path: Any, size: int, hdu: int | None, local: b
     name, det_id = _detector_from(keys)
     camera = _camera_from(keys)
     if camera is not None:
-    # complete the identity from the camera: raws carry a name only, some files an id only
-    cam = get_camera(camera)
-    if name is not None and det_id is None and name in cam:
-        det_id = cam[name].id
-    elif name is None and det_id is not None and det_id in cam:
-        name = cam[det_id].name
-    elif name is None and det_id is None and len(cam) == 1:
-        name, det_id = cam.detector_names[0], cam.detector_ids[0]
+        # complete the identity from the camera: raws carry a name only, some files an id only
+        cam = get_camera(camera)
+        if name is not None and det_id is None and name in cam:
+            det_id = cam[name].id
+        elif name is None and det_id is not None and det_id in cam:
+            name = cam[det_id].name
+        elif name is None and det_id is None and len(cam) == 1:
+            name, det_id = cam.detector_names[0], cam.detector_ids[0]
     return FileInfo(
-    path=path, kind=kind, visit=_visit_from(keys), detector=name, detector_id=det_id,
-    camera=camera, shape=shape, image_hdu=image_hdu, mask_hdu=mask_hdu,
-    variance_hdu=variance_hdu, mask_planes=planes, compressed=compressed, header=keys,
-    segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
+        path=path, kind=kind, visit=_visit_from(keys), detector=name, detector_id=det_id,
+        camera=camera, shape=shape, image_hdu=image_hdu, mask_hdu=mask_hdu,
+        variance_hdu=variance_hdu, mask_planes=planes, compressed=compressed, header=keys,
+        segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
     )
 
 

@@ -226,6 +226,14 @@ def open_url_hdul(url: str, options: Mapping[str, Any] | None = None
         fh = fs.open(url, "rb", block_size=_HEADER_BLOCK, cache_type="readahead")
     except Exception as exc:
         raise _error(url, exc, "opening") from exc
+    fetch = fh.cache.fetcher
+
+    def counted(start: int, end: int) -> bytes:
+        data = fetch(start, end)
+        _count(url, len(data))
+        return data
+
+    fh.cache.fetcher = counted  # count the header bytes fetched
     try:
         size = int(fh.size)
         with _LOCK:
@@ -247,7 +255,6 @@ def open_url_hdul(url: str, options: Mapping[str, Any] | None = None
     except Exception as exc:
         raise _error(url, exc, "reading the FITS headers") from exc
     finally:
-        _count(url, getattr(getattr(fh, "cache", None), "total_requested_bytes", 0))
         fh.close()
 
 
