@@ -4,9 +4,9 @@ URLs (``s3://``, ``gs://``, ``https://``, any fsspec protocol) are opened with f
 ``[cloud]`` extra: fsspec + s3fs) by whoever reads them - the client for headers when it
 plans, the workers for pixels - so workers need no shared disk. Reads are byte ranges:
 
-- headers through a small read-ahead cache (64 KiB blocks), never the whole object;
+- headers through a small read-ahead cache (32 KiB blocks), never the whole object;
 - pixel regions of uncompressed image HDUs as one byte range per image row touched (ranges
-  closer than 4 KiB merged, fetched concurrently), so an edges-only run fetches only the amp
+  closer than 1 KiB merged, fetched concurrently), so an edges-only run fetches only the amp
   edge strips;
 - tile-compressed HDUs through astropy on the remote file, which fetches the compressed
   tiles' table and heap through the same cache (the decoded plane is kept per process, so the
@@ -64,8 +64,8 @@ logger = logging.getLogger(__name__)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ZIP_FRAGMENT = "#zip-path="
 _INSTALL = "pip install 'ampoffset-dask[cloud]'"
-_HEADER_BLOCK = 64 << 10  # read-ahead block for header parsing
-_MAX_GAP = 4 << 10  # byte ranges closer than this are fetched as one
+_HEADER_BLOCK = 32 << 10  # read-ahead block for header parsing
+_MAX_GAP = 1 << 10  # byte ranges closer than this are fetched as one
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz", ".fz")
 
 _DEFAULT_OPTIONS: dict[str, Any] = {}

@@ -72,8 +72,8 @@ def _manifest_items(table: Any, base: Path | None) -> list[InputItem]:
         table = table.to_pandas() if hasattr(table, "to_pandas") else pd.DataFrame(table)
     column = "path" if "path" in table.columns else "uri"
     if column not in table.columns:
-        raise InputError(f"manifest needs a 'path' (or 'uri') column (and optionally visit, "
-                         f"detector); it has {list(table.columns)}")
+        raise InputError(f"manifest needs a 'path' column (or 'uri'; optionally visit, "
+                         f"detector, ...); it has {list(table.columns)}")
 
     def value(row: dict, key: str) -> Any:
         v = row.get(key)
