@@ -1,11 +1,17 @@
-"""Seconds per full-size LSSTCam ITL detector for measure_detector, single-threaded.
+"""Time per full-size LSSTCam ITL detector for measure_detector, per kernel path.
 
 Builds a 4072x4000 float32 ITL detector (sky, gradient, stars, cosmic rays, bad columns,
-noise, per-amp pedestals) and prints the median of 5 runs for the default configuration
-and for edges only (``doBackground=False, doDetection=False``), plus peak traced memory
-relative to the image size.
+noise, per-amp pedestals) and, for each kernel path (numpy reference, numba), prints the
+median time of the default configuration and of edges only (``doBackground=False,
+doDetection=False``) and their ratio to ``scipy.ndimage.gaussian_filter(image, 2)`` on the
+same image. The filter is timed interleaved with the measurements in this process, so the
+ratios hold on a busy machine where absolute seconds do not. Also printed: peak traced
+memory relative to the image, and the first-call cost of the compiled kernels in a fresh
+process (compilation with an empty cache, then a load from the on-disk cache).
 
-Run: ``python benchmarks/bench_detector.py [--repeat 5]``
+Single-threaded (BLAS and OpenMP pools pinned to one thread), as a dask worker runs it.
+
+Run: ``python benchmarks/bench_detector.py [--repeat 5] [--kernels numpy numba]``
 """
 
 from __future__ import annotations
@@ -18,44 +24,115 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 
 import numpy as np  # noqa: E402
+from scipy.ndimage import gaussian_filter  # noqa: E402
 
 from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector  # noqa: E402
+from ampoffset_dask.algorithm.kernels import numba_available, use_kernels  # noqa: E402
 from ampoffset_dask.simulate import simulate_detector  # noqa: E402
+
+# Run in a fresh interpreter: seconds of the first and of the second measure_detector call
+# on a small detector with the numba kernels (the difference is compile or cache-load time).
+_FIRST_CALL = """
+import time
+t0 = time.perf_counter()
+from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
+from ampoffset_dask.algorithm.kernels import set_kernels
+from ampoffset_dask.simulate import scale_detector, simulate_detector
+set_kernels("numba")
+det = scale_detector(get_camera("lsstcam")["R02_S02"], 0.1)
+sim = simulate_detector(det, seed=1)
+t1 = time.perf_counter()
+measure_detector(sim.image, sim.mask, det, AmpOffsetConfig())
+t2 = time.perf_counter()
+measure_detector(sim.image, sim.mask, det, AmpOffsetConfig())
+t3 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2)
+"""
+
+
+def first_call_cost() -> tuple[float, float]:
+    """Extra seconds of the first call in a new process: empty cache, then warm cache."""
+    costs = []
+    with tempfile.TemporaryDirectory(prefix="ampoffset-numba-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for _ in range(2):
+            out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
+                                 capture_output=True, text=True).stdout.split()
+            _, first, second = map(float, out)
+            costs.append(first - second)
+    return costs[0], costs[1]
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_path(kernels: str, image: np.ndarray, mask: np.ndarray, detector, configs: dict,
+               repeat: int) -> dict:
+    """Median seconds of each config and of the Gaussian filter, interleaved."""
+    times: dict[str, list[float]] = {label: [] for label in configs}
+    times["gaussian_filter"] = []
+    peaks = {}
+    with use_kernels(kernels):
+        for config in configs.values():
+            measure_detector(image, mask, detector, config)  # warm-up (and compilation)
+        for _ in range(repeat):
+            times["gaussian_filter"].append(_timed(lambda: gaussian_filter(image, 2)))
+            for label, config in configs.items():
+                times[label].append(_timed(
+                    lambda config=config: measure_detector(image, mask, detector, config)))
+        for label, config in configs.items():
+            tracemalloc.start()
+            measure_detector(image, mask, detector, config)
+            peaks[label] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+    med = {label: statistics.median(t) for label, t in times.items()}
+    g = med["gaussian_filter"]
+    print(f"\n[{kernels}] gaussian_filter(image, 2): {g:.3f} s (median of {repeat})")
+    for label in configs:
+        print(f"    {label:>10}: {med[label]:.3f} s per detector = "
+              f"{med[label] / g:.2f}x gaussian_filter (min {min(times[label]):.3f} s); "
+              f"peak memory {peaks[label] / image.nbytes:.2f}x image")
+    return med
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--detector", default="R02_S02", help="an ITL detector of LSSTCam")
+    parser.add_argument("--kernels", nargs="+", default=None,
+                        help="kernel paths to time (default: numpy, and numba if installed)")
     args = parser.parse_args()
+    paths = args.kernels or (["numpy", "numba"] if numba_available() else ["numpy"])
 
     detector = get_camera("lsstcam")[args.detector]
     sim = simulate_detector(detector, seed=1)
     image, mask = sim.image, sim.mask
     print(f"detector {detector.name}: {image.shape[1]}x{image.shape[0]} float32, "
-          f"{image.nbytes / 2**20:.1f} MiB")
+          f"{image.nbytes / 2**20:.1f} MiB; 1-min load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
     configs = {
         "default": AmpOffsetConfig(),
         "edges-only": AmpOffsetConfig(do_background=False, do_detection=False),
     }
-    for label, config in configs.items():
-        measure_detector(image, mask, detector, config)  # warm-up
-        times = []
-        for _ in range(args.repeat):
-            t0 = time.perf_counter()
-            measure_detector(image, mask, detector, config)
-            times.append(time.perf_counter() - t0)
-        tracemalloc.start()
-        measure_detector(image, mask, detector, config)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        print(f"{label:>10}: {statistics.median(times):.3f} s per detector "
-              f"(median of {args.repeat}, min {min(times):.3f} s); "
-              f"peak memory {peak / image.nbytes:.2f}x image size")
+    results = {k: bench_path(k, image, mask, detector, configs, args.repeat) for k in paths}
+    if "numba" in paths:
+        cold, warm = first_call_cost()
+        print(f"\n[numba] first call in a new process: +{cold:.2f} s with an empty cache "
+              f"(compilation), +{warm:.2f} s from the on-disk cache (once per worker process)")
+    if len(results) == 2:
+        a, b = results["numpy"], results["numba"]
+        print(f"\nnumba vs numpy: default {a['default'] / b['default']:.2f}x faster, "
+              f"edges-only {a['edges-only'] / b['edges-only']:.2f}x")
     truth = np.asarray(sim.pedestals)
     result = measure_detector(image, mask, detector, configs["default"])
     rms = float(np.sqrt(np.mean((result.pedestals - (truth - truth.mean())) ** 2)))

@@ -8,7 +8,11 @@ Prints:
 2. the speed-up of `process` from 1 to 2 workers (target >= 1.8x);
 3. the peak memory of a worker (target <= 1 GiB at one thread);
 4. the client's time and memory while streaming 10,000 tiny tasks through the bounded
-   submitter (target: flat memory, <= 5 ms per task).
+   submitter (target: flat memory, <= 5 ms per task);
+5. the share of reading in the per-detector time for uncompressed, RICE and GZIP copies
+   of one detector (measuring skips the VARIANCE plane; its read cost is shown);
+6. seconds per detector of a plain ProcessPoolExecutor whose processes are *not* pinned to
+   one BLAS thread, with 2 processes vs 1 (target: within 10%).
 
 Usage::
 
@@ -60,9 +64,14 @@ def _peak_rss() -> int:
 
 
 def _warm() -> int:
-    import ampoffset_dask.algorithm.measure
+    """Import the per-detector code and load (or compile) the kernels once per process."""
     import ampoffset_dask.io.fits  # noqa: F401
+    from ampoffset_dask.algorithm.measure import measure_detector
+    from ampoffset_dask.simulate import scale_detector, simulate_detector
 
+    det = scale_detector(get_camera("lsstcam")["R22_S11"], 0.05)
+    sim = simulate_detector(det, seed=0)
+    measure_detector(sim.image, sim.mask, det)
     return os.getpid()
 
 
@@ -80,9 +89,9 @@ def _warm_client(path: Path, workdir: Path) -> None:
     import tqdm.auto  # noqa: F401
 
 
-def _task_with_peak(path: str, config: AmpOffsetConfig) -> tuple[str, int, float]:
+def _task_with_peak(path: str, config: AmpOffsetConfig) -> tuple[str, int, float, float]:
     res = process_file(path, None, config)
-    return res.status, _peak_rss(), res.cpu_seconds
+    return res.status, _peak_rss(), res.cpu_seconds, res.seconds
 
 
 def _tiny(i: int) -> int:
@@ -126,16 +135,23 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
     return seconds, peaks
 
 
-def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig) -> tuple[float, int]:
-    """Seconds of a ProcessPoolExecutor running process_file (warmed up), peak RSS.
+def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
+             pin: bool = True) -> tuple[float, int, float]:
+    """Seconds of a ProcessPoolExecutor running process_file (warmed up), peak RSS, and
+    the mean seconds of one detector inside the pool.
 
-    The pool's processes are spawned with one BLAS/OpenMP thread each, as dask's nannies
-    start workers, so both sides run the same single-threaded code.
+    With ``pin`` the pool's processes are spawned with one BLAS/OpenMP thread each, as
+    dask's nannies start workers, so both sides run the same single-threaded code; without
+    it they inherit this environment (a plain multiprocessing pool).
     """
     import multiprocessing
 
     saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    os.environ.update(_ONE_THREAD)
+    if pin:
+        os.environ.update(_ONE_THREAD)
+    else:
+        for k in _ONE_THREAD:
+            os.environ.pop(k, None)
     try:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
     finally:
@@ -151,11 +167,49 @@ def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig) -> tuple[
         results = list(pool.map(_task_with_peak, [str(p) for p in paths],
                                 [config] * len(paths)))
         seconds = time.perf_counter() - t0
-    assert all(status == "ok" for status, _, _ in results), results
-    cpu = sum(c for _, _, c in results) / len(results)
-    print(f"    ProcessPoolExecutor on {workers} process(es): {seconds:.1f} s; "
-          f"{cpu:.2f} CPU s per detector")
-    return seconds, max(peak for _, peak, _ in results)
+    assert all(r[0] == "ok" for r in results), results
+    cpu = sum(r[2] for r in results) / len(results)
+    per = sum(r[3] for r in results) / len(results)
+    print(f"    ProcessPoolExecutor on {workers} {'pinned' if pin else 'unpinned'} "
+          f"process(es): {seconds:.1f} s; {per:.2f} s and {cpu:.2f} CPU s per detector")
+    return seconds, max(r[1] for r in results), per
+
+
+def read_share(path: Path, workdir: Path, config: AmpOffsetConfig, repeat: int = 3) -> None:
+    """Read time / per-detector time for uncompressed, RICE and GZIP copies of one file."""
+    import statistics
+
+    from ampoffset_dask.io.fits import read_exposure, write_exposure
+
+    exp = read_exposure(path)
+    header = {k: v for k, v in exp.info.header.items()
+              if k in ("INSTRUME", "CAMERA", "DETNAME", "DETECTOR", "VISIT", "RAFTBAY",
+                       "CCDSLOT")}
+    print(f"\n[5] reading vs measuring one full-size detector in this process "
+          f"(median of {repeat}; measuring skips VARIANCE)")
+    for compress in (None, "rice", "gzip"):
+        copy = workdir / f"read-{compress or 'none'}.fits"
+        write_exposure(copy, exp.image, exp.mask, exp.variance, mask_planes=exp.mask_planes,
+                       header=header, overwrite=True, compress=compress,
+                       detector=exp.detector)
+
+        def timed(fn) -> float:
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
+
+        process_file(copy, exp.detector, config, visit=1)  # warm caches
+        t_read = timed(lambda copy=copy: read_exposure(copy, detector=exp.detector,
+                                                       variance=False))
+        t_var = timed(lambda copy=copy: read_exposure(copy, detector=exp.detector))
+        t_job = timed(lambda copy=copy: process_file(copy, exp.detector, config, visit=1))
+        print(f"    {compress or 'uncompressed':>12}: {copy.stat().st_size / MiB:5.0f} MiB; "
+              f"read {t_read:.3f} s of {t_job:.3f} s per detector = {100 * t_read / t_job:.0f}%"
+              f"; reading VARIANCE too would cost {t_var - t_read:+.3f} s")
+        copy.unlink()
 
 
 @contextlib.contextmanager
@@ -273,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         _warm_client(paths[0], workdir)
 
         t_dask, peaks = run_process(paths, w, config, workdir / "cat-n", args.memory_limit)
-        t_pool, peak_pool = run_pool(paths, w, config)
+        t_pool, peak_pool, _ = run_pool(paths, w, config)
         print(f"\n[1] {n} detectors, {w} single-threaded processes "
               f"(1-min load average now {os.getloadavg()[0]:.1f}; other jobs skew the figures)")
         print(f"    process():           {t_dask:6.1f} s  {n / t_dask:.3f} det/s")
@@ -291,6 +345,14 @@ def main(argv: list[str] | None = None) -> int:
               f"pool processes {peak_pool / GiB:.2f} GiB (target <= 1 GiB)")
 
         run_tiny(args.tiny, w, workdir, args.tiny_in_flight)
+
+        read_share(paths[0], workdir, config)
+
+        print("\n[6] plain ProcessPoolExecutor, processes not pinned to one BLAS thread")
+        _, _, per_one = run_pool(paths, 1, config, pin=False)
+        _, _, per_two = run_pool(paths, 2, config, pin=False)
+        print(f"    seconds per detector: 2 processes {per_two:.2f} s vs 1 process "
+              f"{per_one:.2f} s -> {per_two / per_one:.2f} (target <= 1.10)")
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

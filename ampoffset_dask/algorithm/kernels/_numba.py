@@ -27,15 +27,10 @@ _JIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 # Smoothing: afw's float32 separable convolution with a ring buffer
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _smooth(image, k):
+def _smooth(image, k, out, ring, acc):
     n = k.shape[0]
-    r = n // 2
-    h, w = image.shape
-    oh = h - 2 * r
-    ow = w - 2 * r
-    out = np.empty((oh, ow), dtype=np.float32)
-    ring = np.empty((n, ow), dtype=np.float32)
-    acc = np.empty(ow, dtype=np.float32)
+    h = image.shape[0]
+    ow = out.shape[1]
     zero = np.float32(0.0)
     for row in range(h):
         # Horizontal pass of input row `row` into ring slot row % n, terms in order i.
@@ -63,7 +58,6 @@ def _smooth(image, k):
         dst = out[oy]
         for x in range(ow):
             dst[x] = acc[x]
-    return out
 
 
 def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -73,7 +67,13 @@ def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     h, w = image.shape
     if h - 2 * r <= 0 or w - 2 * r <= 0:
         return np.empty((max(h - 2 * r, 0), max(w - 2 * r, 0)), dtype=np.float32)
-    return _smooth(np.ascontiguousarray(image, dtype=np.float32), k)
+    n = k.shape[0]
+    # Buffers are allocated here, not in compiled code, so tracemalloc sees them.
+    out = np.empty((h - 2 * r, w - 2 * r), dtype=np.float32)
+    ring = np.empty((n, w - 2 * r), dtype=np.float32)
+    acc = np.empty(w - 2 * r, dtype=np.float32)
+    _smooth(np.ascontiguousarray(image, dtype=np.float32), k, out, ring, acc)
+    return out
 
 
 # ------------------------------------------------------------------------------------------
