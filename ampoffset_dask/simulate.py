@@ -309,6 +309,7 @@ def simulate_detector(
     mask_planes: dict[str, int] | None = None,
     bright_stars: Sequence[Sequence[float]] | None = None,
     bright_star_beta: float = 2.0,
+    gain_errors: float | Sequence[float] | None = None,
 ) -> SimulatedDetector:
     """Simulate one post-ISR detector image with per-amp pedestals.
 
@@ -349,6 +350,10 @@ def simulate_detector(
         no random numbers, so the rest of the image is unchanged by adding them.
     bright_star_beta : float
         Moffat exponent of the bright stars' profile (smaller: broader wings).
+    gain_errors : float or sequence of float, optional
+        Fractional gain-calibration error per amp (amp order): the amp's signal and noise
+        are multiplied by ``1 + error`` before the pedestal is added, so its step to a
+        neighbour grows with the flux (a multiplicative, not additive, offset).
 
     Returns
     -------
@@ -467,6 +472,12 @@ def simulate_detector(
         else:
             image[start:stop, col] *= np.float32(0.1)
         mask[start:stop, col] |= bad_bit
+
+    if gain_errors is not None:
+        for amp, e in zip(detector.amplifiers, _per_amp(gain_errors, n_amps, "gain_errors"),
+                          strict=True):
+            if e:
+                image[amp.slices] *= np.float32(1.0 + e)
 
     # Pedestals (electronic offsets: after the noise).
     for i, amp in enumerate(detector.amplifiers):

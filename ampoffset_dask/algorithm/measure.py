@@ -33,6 +33,7 @@ from .detection import (
     smooth,
 )
 from .edges import edge_profile, strip_slices
+from .gain import GainStep, amp_levels, interface_gain
 from .offsets import InterfaceOffset, interface_offset, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
@@ -176,6 +177,7 @@ def measure_detector(
     background = detection = "off"
     threshold = math.nan
     n_detected = 0
+    raw_strips = None  # strips before background subtraction (gain diagnosis, sky levels)
     if not (config.do_background or config.do_detection):
         strip_pixels, all_masked = _read_strips(image, mask, strips, bits)
     else:
@@ -192,6 +194,7 @@ def measure_detector(
         else:
             bad_after_detection = bad
         if config.do_background:
+            raw_strips = {key: img[sl].copy() for key, sl in strips.items()}
             amp = detector.amplifiers[0]
             background = subtract_background(
                 img, bad, min(amp.width, amp.height), config.background_fraction_sample,
@@ -221,6 +224,11 @@ def measure_detector(
     masked_fraction = masked / total if total else 1.0
 
     profiles = {key: edge_profile(a, key[1]) for key, a in strip_pixels.items()}
+    if raw_strips is None:
+        raw_strips = strip_pixels
+    else:
+        for key, a in raw_strips.items():
+            a[np.isnan(strip_pixels[key])] = np.nan
     window = config.amp_edge_window_frac if config.do_window_smoothing else None
     results: list[InterfaceResult] = []
     offsets: dict[tuple[int, int], float] = {}
@@ -240,7 +248,9 @@ def measure_detector(
             logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
             warnings.append(f"interface {itf.id} fully masked")
         offsets[(itf.a, itf.b)] = res.offset
-        results.append(_interface_result(itf, detector, res, err))
+        gain = interface_gain(strip_pixels[key_a], strip_pixels[key_b], raw_strips[key_a],
+                              raw_strips[key_b], itf.side, config.amp_edge_inset)
+        results.append(_interface_result(itf, detector, res, err, gain))
 
     if all_masked:
         pedestals = np.zeros(len(detector))
@@ -267,11 +277,12 @@ def measure_detector(
         all_masked=all_masked,
         warnings=tuple(warnings),
         pedestal_errors=errors,
+        amp_levels=amp_levels(raw_strips, len(detector)),
     )
 
 
-def _interface_result(itf, detector: Detector, res: InterfaceOffset,
-                      err: float) -> InterfaceResult:
+def _interface_result(itf, detector: Detector, res: InterfaceOffset, err: float,
+                      gain: GainStep) -> InterfaceResult:
     return InterfaceResult(
         id=itf.id,
         amp_a=detector.amplifiers[itf.a].name,
@@ -284,6 +295,9 @@ def _interface_result(itf, detector: Detector, res: InterfaceOffset,
         min_frac_fail=bool(res.min_frac_fail),
         max_offset_fail=bool(res.max_offset_fail),
         offset_err=float(err),
+        gain_ratio=float(gain.gain_ratio),
+        gain_ratio_err=float(gain.gain_ratio_err),
+        gain_like=bool(gain.gain_like),
     )
 
 

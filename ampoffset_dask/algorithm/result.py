@@ -42,6 +42,11 @@ class InterfaceResult:
     weight : float
         Robust weight factor in [0, 1] of the ``"robust"`` estimator (0: rejected as
         inconsistent with the other interfaces); always 1 for LSST's estimator.
+    gain_ratio, gain_ratio_err : float
+        Gain of A over gain of B from the step's dependence on the local flux along the
+        interface (`algorithm.gain`), with its error; NaN without flux range.
+    gain_like : bool
+        The step scales with flux (``|gain_ratio - 1|`` beyond 4 errors).
     """
 
     id: str
@@ -56,6 +61,9 @@ class InterfaceResult:
     max_offset_fail: bool
     offset_err: float = math.nan
     weight: float = 1.0
+    gain_ratio: float = math.nan
+    gain_ratio_err: float = math.nan
+    gain_like: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dictionary."""
@@ -93,6 +101,9 @@ class DetectorMeasurement:
     pedestal_errors : ndarray of float64 or None
         Standard error of each pedestal propagated through the solve (NaN for an amp no
         used interface constrains, or when every pixel is masked).
+    amp_levels : ndarray of float64 or None
+        Each amp's signal level (median of its unmasked strip pixels before background
+        subtraction), e.g. the sky level, for the pedestal-vs-level gain regression.
     """
 
     detector: str
@@ -107,6 +118,7 @@ class DetectorMeasurement:
     all_masked: bool = False
     warnings: tuple[str, ...] = ()
     pedestal_errors: np.ndarray | None = None
+    amp_levels: np.ndarray | None = None
 
     @property
     def pedestal_by_amp(self) -> dict[str, float]:
@@ -127,8 +139,9 @@ class DetectorMeasurement:
         """Plain-Python dictionary (lists instead of arrays)."""
         out = dataclasses.asdict(self)
         out["pedestals"] = [float(p) for p in self.pedestals]
-        if self.pedestal_errors is not None:
-            out["pedestal_errors"] = [float(e) for e in self.pedestal_errors]
+        for name in ("pedestal_errors", "amp_levels"):
+            if getattr(self, name) is not None:
+                out[name] = [float(e) for e in getattr(self, name)]
         out["interfaces"] = [i.to_dict() for i in self.interfaces]
         out["amp_names"] = list(self.amp_names)
         out["warnings"] = list(self.warnings)

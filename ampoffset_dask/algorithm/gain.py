@@ -1,0 +1,254 @@
+"""Gain-step diagnosis: is an interface step additive (a pedestal) or multiplicative (a gain)?
+
+An additive pedestal difference gives the same step ``A - B`` all along an interface; a
+relative gain error ``g`` between the amps gives a step proportional to the local flux,
+``A - B = g S + delta``. `interface_gain` regresses the step at each position against the
+local flux ``S`` (the mean of the two un-background-subtracted strip lines, smoothed along
+the interface so that its noise does not dilute the slope) and reports the gain ratio
+``gain_A / gain_B = (1 + g/2) / (1 - g/2)`` with its error. The step is the difference of
+the two strips' levels extrapolated to the boundary (a straight line across each strip),
+so that a gradient across the gap, which on a flat also scales with the flux, is not
+taken for a gain step; the fit clips positions beyond 4 standard errors. The leverage is
+the flux range along the interface: large on flats with vignetting, small on sky images
+(there, regressing each amp's pedestal on its level across visits is the sensitive test).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+from .uncertainty import MAD_TO_SIGMA
+
+__all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "interface_gain"]
+
+#: ``gain_like`` needs the slope to differ from zero by this many standard errors.
+GAIN_LIKE_SIGMA = 4.0
+_SMOOTH = 31
+_JACKKNIFE_BLOCKS = 10
+
+
+class GainStep(NamedTuple):
+    """Result of `interface_gain` (NaN when the interface has too little flux range)."""
+
+    gain_ratio: float
+    gain_ratio_err: float
+    gain_like: bool
+
+
+def _boundary_values(strip: np.ndarray, side: int,
+                     inset: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Each strip line's level extrapolated to the amp boundary, its variance, and the
+    standard error this extrapolation adds to a slope against the level.
+
+    Each line (across the strip, at one position along the interface) gets its clipped
+    (3 sigma about the line median) mean and the slope of its pixels against the distance
+    to the boundary; the slopes are modelled along the interface as linear in the line
+    level, and the mean is extrapolated to the boundary with that model, so that a
+    gradient across the gap, which scales with the flux as a gain step does, is removed
+    without much extra noise. The model's own uncertainty is linear in the level, so it
+    looks exactly like a gain error: it is returned separately (``xm * err(beta)``) for
+    the slope's error budget.
+    """
+    a = np.asarray(strip, dtype=np.float64)
+    if side in (1, 3):
+        a = a.T
+    n_across = a.shape[0]
+    # Distance of each strip row/column from the boundary (pixel centres).
+    idx = np.arange(n_across, dtype=np.float64)
+    dist = (n_across - idx - 0.5 + inset) if side in (0, 1) else (idx + 0.5 + inset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN lines give NaN
+        med = np.nanmedian(a, axis=0)
+    resid = a - med[None, :]
+    finite = np.isfinite(resid)
+    if np.count_nonzero(finite) < 2:
+        nan = np.full(a.shape[1], np.nan)
+        return nan, nan, math.nan
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(resid[finite])))
+    keep = finite & (np.abs(resid) <= 3.0 * sigma)
+    n = keep.sum(axis=0).astype(np.float64)
+    x = np.where(keep, dist[:, None], 0.0)
+    y = np.where(keep, a, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        xm = x.sum(axis=0) / n
+        ym = y.sum(axis=0) / n
+        sxx = np.where(keep, (dist[:, None] - xm) ** 2, 0.0).sum(axis=0)
+        sxy = np.where(keep, (dist[:, None] - xm) * (a - ym), 0.0).sum(axis=0)
+        slope = sxy / sxx
+    slope[~(sxx > 0)] = np.nan
+    # The gradient across the strip, modelled as alpha + beta * level along the interface
+    # (an illumination pattern scales with the flux): two parameters from every line, so
+    # the extrapolation adds almost no noise and no correlated error between positions.
+    ok = np.isfinite(slope) & np.isfinite(ym)
+    if np.count_nonzero(ok) >= 3:
+        w = sxx[ok]
+        lv = ym[ok]
+        l0 = float(np.sum(w * lv) / np.sum(w))
+        s0 = float(np.sum(w * slope[ok]) / np.sum(w))
+        den = float(np.sum(w * (lv - l0) ** 2))
+        beta = float(np.sum(w * (lv - l0) * (slope[ok] - s0)) / den) if den > 0 else 0.0
+        slope_fit = s0 + beta * (ym - l0)
+        slope_var = sigma * sigma / float(np.sum(w))
+        # Scatter of the line slopes about the model (reduced chi-square, at least 1).
+        if sigma > 0 and den > 0:
+            chi2 = float(np.sum(w * (slope[ok] - slope_fit[ok]) ** 2)) / (sigma * sigma)
+            chi2 = max(chi2 / max(int(ok.sum()) - 2, 1), 1.0)
+            beta_err = math.sqrt(chi2 * sigma * sigma / den)
+        else:  # noiseless strips (or no level range): no model uncertainty
+            beta_err = 0.0
+        gain_term = float(np.nanmean(xm)) * beta_err
+    else:
+        slope_fit = np.zeros_like(ym)
+        slope_var = 0.0
+        gain_term = 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = ym - slope_fit * xm
+        var = sigma * sigma / n + xm * xm * slope_var
+    bad = ~(n > 0) | ~np.isfinite(value)
+    value[bad] = np.nan
+    var[bad] = np.nan
+    return value, var, gain_term
+
+
+def _line_levels(strip: np.ndarray, side: int) -> np.ndarray:
+    """Median of each strip line (NaN where a line is fully masked)."""
+    a = np.asarray(strip, dtype=np.float64)
+    if side in (1, 3):
+        a = a.T
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, axis=0)
+
+
+def _running_mean(v: np.ndarray, window: int) -> np.ndarray:
+    ok = np.isfinite(v)
+    ones = np.ones(max(1, min(window, v.shape[0])))  # "same" mode returns the longer length
+    total = np.convolve(np.where(ok, v, 0.0), ones, "same")
+    count = np.convolve(ok.astype(np.float64), ones, "same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = total / count
+    out[~ok] = np.nan
+    return out
+
+
+def _weighted_slope(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    sw = w.sum()
+    if not sw > 0:
+        return math.nan
+    x0 = float(np.sum(w * x) / sw)
+    y0 = float(np.sum(w * y) / sw)
+    sxx = float(np.sum(w * (x - x0) ** 2))
+    return float(np.sum(w * (x - x0) * (y - y0)) / sxx) if sxx > 0 else math.nan
+
+
+def _jackknife_slope_error(x: np.ndarray, y: np.ndarray, w: np.ndarray,
+                           n_blocks: int = _JACKKNIFE_BLOCKS) -> float:
+    """Delete-a-block jackknife standard error of the weighted slope of ``y`` on ``x``."""
+    blocks = np.array_split(np.arange(x.shape[0]), n_blocks)
+    slopes = []
+    for blk in blocks:
+        wj = w.copy()
+        wj[blk] = 0.0
+        slopes.append(_weighted_slope(x, y, wj))
+    s = np.asarray(slopes)
+    s = s[np.isfinite(s)]
+    if s.size < 3:
+        return 0.0
+    return math.sqrt((s.size - 1) / s.size * float(np.sum((s - s.mean()) ** 2)))
+
+
+def interface_gain(
+    strip_a: np.ndarray,
+    strip_b: np.ndarray,
+    raw_a: np.ndarray,
+    raw_b: np.ndarray,
+    side_a: int,
+    inset: int = 0,
+    threshold: float = GAIN_LIKE_SIGMA,
+) -> GainStep:
+    """Gain ratio ``A / B`` across one interface from the step's dependence on flux.
+
+    Parameters
+    ----------
+    strip_a, strip_b : ndarray
+        The masked edge strips the offsets use (background-subtracted if the background
+        is on), A on ``side_a`` and B on the opposite side.
+    raw_a, raw_b : ndarray
+        The same strips before background subtraction (same NaN mask).
+    side_a : int
+        Side of A on which B lies.
+    inset : int
+        ``ampEdgeInset``: the strips start this many pixels from the boundary.
+    threshold : float
+        ``gain_like`` when ``|ratio - 1| > threshold * err``.
+
+    Returns
+    -------
+    GainStep
+    """
+    side_b = (side_a + 2) % 4
+    mean_a, var_a, model_a = _boundary_values(strip_a, side_a, inset)
+    mean_b, var_b, model_b = _boundary_values(strip_b, side_b, inset)
+    lev_a = _line_levels(raw_a, side_a)
+    lev_b = _line_levels(raw_b, side_b)
+    d = mean_a - mean_b
+    var = var_a + var_b
+    level = _running_mean(0.5 * (lev_a + lev_b), _SMOOTH)
+    ok = np.isfinite(d) & np.isfinite(var) & (var > 0) & np.isfinite(level)
+    if np.count_nonzero(ok) < 10:
+        return GainStep(math.nan, math.nan, False)
+    d, var, level = d[ok], var[ok], level[ok]
+    w = 1.0 / var
+    keep = np.ones(d.shape[0], dtype=bool)
+    slope = err = math.nan
+    for _ in range(5):
+        wk = w * keep
+        sw = wk.sum()
+        x0 = float(np.sum(wk * level) / sw)
+        y0 = float(np.sum(wk * d) / sw)
+        sxx = float(np.sum(wk * (level - x0) ** 2))
+        if not sxx > 1e-12 * sw * max(x0 * x0, 1.0):  # no flux range along the interface
+            return GainStep(math.nan, math.nan, False)
+        slope = float(np.sum(wk * (level - x0) * (d - y0)) / sxx)
+        resid = d - y0 - slope * (level - x0)
+        new = np.abs(resid) <= 4.0 * np.sqrt(var)
+        if np.array_equal(new, keep) or new.sum() < 10:
+            break
+        keep = new
+    k = int(keep.sum())
+    wk = w * keep
+    chi2 = float(np.sum(wk * resid ** 2)) / max(k - 2, 1)
+    err = math.sqrt(max(chi2, 1.0) / sxx)
+    # Errors correlated along the interface (the gradient model, smooth residual
+    # structure) are invisible to chi-square: a delete-a-block jackknife sees them.
+    err = max(err, _jackknife_slope_error(level, d, wk))
+    err = math.sqrt(err * err + model_a * model_a + model_b * model_b)
+    ratio = (1.0 + slope / 2.0) / (1.0 - slope / 2.0)
+    ratio_err = err / (1.0 - slope / 2.0) ** 2
+    return GainStep(ratio, ratio_err, bool(abs(slope) > threshold * err))
+
+
+def amp_levels(raw_strips: dict, n_amps: int) -> np.ndarray:
+    """Each amp's signal level: the median of its unmasked edge-strip pixels before any
+    background subtraction (NaN for an amp without a usable strip pixel).
+
+    Parameters
+    ----------
+    raw_strips : dict
+        ``{(amp id, side): strip}`` as `measure_detector` reads them.
+    n_amps : int
+    """
+    out = np.full(n_amps, np.nan)
+    by_amp: dict[int, list[np.ndarray]] = {}
+    for (amp, _side), a in raw_strips.items():
+        v = np.asarray(a, dtype=np.float64).ravel()
+        by_amp.setdefault(amp, []).append(v[np.isfinite(v)])
+    for amp, parts in by_amp.items():
+        v = np.concatenate(parts)
+        if v.size:
+            out[amp] = float(np.median(v))
+    return out

@@ -1,0 +1,101 @@
+"""Gain-step diagnosis per interface (algorithm/gain.py) and per-amp levels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
+from ampoffset_dask.algorithm.gain import amp_levels, interface_gain
+from ampoffset_dask.simulate import scale_detector, simulate_detector
+
+
+def _strips(rng, gain_a: float, step: float, level_range=(5000.0, 15000.0)):
+    """Vertical-boundary strips (side 1 of A): 1000 rows, 64 columns; flux varies along y."""
+    level = np.linspace(*level_range, 1000)[:, None]
+    noise = np.sqrt(level)
+    a = level * gain_a + step + rng.normal(0.0, 1.0, (1000, 64)) * noise
+    b = level + rng.normal(0.0, 1.0, (1000, 64)) * noise
+    a = a.astype(np.float32)
+    b = b.astype(np.float32)
+    a[100:120, :40] = np.nan  # some masked pixels
+    return a, b
+
+
+@pytest.mark.parametrize("gain_a", [1.0, 1.003, 0.98])
+def test_interface_gain_recovers_the_ratio(gain_a):
+    rng = np.random.default_rng(2)
+    a, b = _strips(rng, gain_a, step=7.0)
+    res = interface_gain(a, b, a, b, 1)
+    assert res.gain_ratio == pytest.approx(gain_a, abs=4 * res.gain_ratio_err)
+    assert 1e-5 < res.gain_ratio_err < 1e-3
+    assert res.gain_like == (gain_a != 1.0)
+
+
+def test_interface_gain_without_flux_range_is_undefined():
+    rng = np.random.default_rng(3)
+    a, b = _strips(rng, 1.0, 3.0, level_range=(1000.0, 1000.0))
+    flat = np.full_like(a, 1000.0)
+    res = interface_gain(a, b, flat, flat, 1)
+    assert math.isnan(res.gain_ratio) and not res.gain_like
+
+
+def test_amp_levels_are_strip_medians():
+    strips = {(0, 1): np.full((4, 3), 10.0), (1, 3): np.array([[1.0, np.nan], [3.0, 5.0]]),
+              (0, 0): np.full((2, 2), 30.0)}
+    np.testing.assert_allclose(amp_levels(strips, 3), [10.0, 3.0, np.nan])
+
+
+@pytest.fixture(scope="module")
+def itl_quarter():
+    camera = get_camera("lsstcam")
+    return scale_detector(camera["R02_S02"], 0.25), camera.info("R02_S02")
+
+
+def _flat(det, level=10000.0, gradient=0.2):
+    h, w = det.shape
+
+    def sky(y, x):
+        return (level * (1 + gradient * (x / w - 0.5)) * (1 + gradient * (y / h - 0.5))
+                ).astype(np.float32)
+
+    return sky
+
+
+def test_a_gain_mismatched_amp_is_flagged_on_a_flat(itl_quarter):
+    det, info = itl_quarter
+    errors = np.zeros(len(det))
+    target = det.amp_names.index("C15")
+    errors[target] = 0.05
+    sim = simulate_detector(det, seed=[1, 5], sky=_flat(det), gain=info["amp_gain"],
+                            read_noise=info["amp_read_noise"], gain_errors=errors,
+                            n_stars=0, n_saturated=0)
+    m = measure_detector(sim.image, sim.mask, det, AmpOffsetConfig.from_preset("cp-flat"))
+    for itf in m.interfaces:
+        touches = "C15" in (itf.amp_a, itf.amp_b)
+        if not touches:
+            assert not itf.gain_like, itf
+        elif itf.length == det.amplifiers[0].height:
+            # The long (vertical) interfaces have the flux range; the 127-pixel
+            # horizontal one is too short to tell at this size.
+            assert itf.gain_like, itf
+        if touches:
+            ratio = itf.gain_ratio if itf.amp_a == "C15" else 1.0 / itf.gain_ratio
+            assert ratio == pytest.approx(1.05, abs=4 * itf.gain_ratio_err)
+    assert np.nanmax(m.amp_levels) > 9000
+
+
+def test_purely_additive_simulations_give_few_false_positives(itl_quarter):
+    det, info = itl_quarter
+    flagged, total = 0, 0
+    for seed in range(6):
+        sim = simulate_detector(det, seed=[seed, 6], sky=1200.0, gain=info["amp_gain"],
+                                read_noise=info["amp_read_noise"])
+        m = measure_detector(sim.image, sim.mask, det, AmpOffsetConfig())
+        flagged += sum(i.gain_like for i in m.interfaces)
+        total += len(m.interfaces)
+        levels = m.amp_levels
+        assert np.all(np.abs(levels - 1200.0) < 150.0)
+    assert flagged <= 0.01 * total
