@@ -64,29 +64,6 @@ def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return kernels.active().smooth(image, kernel)
 
 
-def _or_window(a: np.ndarray, size: int, axis: int) -> np.ndarray:
-    """OR over windows of ``size`` consecutive elements along ``axis`` (valid part only).
-
-    Windows are doubled (1, 2, 4, ...) and the last step overlaps, so a 15-wide window
-    costs four ORs of the array instead of fourteen.
-    """
-    a = np.moveaxis(a, axis, 0)
-    width = 1
-    cur = a
-    while width * 2 <= size:
-        cur = cur[:-width] | cur[width:]
-        width *= 2
-    if width < size:
-        cur = cur[: a.shape[0] - size + 1] | cur[size - width : size - width + a.shape[0]
-                                                 - size + 1]
-    return np.moveaxis(cur, 0, axis)
-
-
-def _dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
-    """OR of ``bad`` over a ``(2r+1)^2`` square, kept where the square fits (the good box)."""
-    return _or_window(_or_window(bad, 2 * r + 1, 1), 2 * r + 1, 0)
-
-
 def detection_threshold(
     smoothed: np.ndarray,
     stats_bad: np.ndarray | None,
@@ -115,7 +92,7 @@ def detection_threshold(
     excluded = None
     if stats_bad is not None and stats_bad.any():
         r = (stats_bad.shape[0] - smoothed.shape[0]) // 2
-        excluded = _dilate_box(stats_bad, r)
+        excluded = kernels.active().dilate_box(stats_bad, r)
     _, var, _ = kernels.active().usable_clipped_mean_var(smoothed, excluded)
     return float(value) * math.sqrt(var) * multiplier if var >= 0 else math.nan
 

@@ -343,7 +343,8 @@ def _detect(
         extra[:, :r] = extra[:, w - r:] = True
     smoothed = smooth(img, gaussian_kernel(det.sigma, det.n_sigma_for_kernel))
     stats_bits = mask_bits(det.stats_mask, planes)
-    stats_bad = None if (mask is None or not stats_bits) else (mask & stats_bits) != 0
+    stats_bad = (None if (mask is None or not stats_bits)
+                 else kernels.active().mask_hits(mask, stats_bits))
     threshold = detection_threshold(smoothed, stats_bad, det.threshold_value,
                                     det.threshold_type, det.include_threshold_multiplier)
     if not math.isfinite(threshold):

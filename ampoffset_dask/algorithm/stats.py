@@ -70,7 +70,9 @@ def _order_statistics(a: np.ndarray, ks: list[int]) -> dict[int, float]:
             out[lo] = float(a[lo])
             place(lo + 1, hi, wanted[1:])
             return
-        mid = wanted[len(wanted) // 2]
+        # Partition at a statistic whose successor, if wanted, is then a range minimum.
+        lower = [k for k in wanted if k - 1 not in wanted]
+        mid = lower[len(lower) // 2]
         a[lo:hi].partition(mid - lo)
         out[mid] = float(a[mid])
         place(lo, mid, [k for k in wanted if k < mid])

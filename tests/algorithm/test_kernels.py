@@ -223,3 +223,23 @@ def test_full_size_detectors_identical(name):
     sim = simulate_detector(detector, seed=7)
     ref = _compare_paths(sim.image, sim.mask, detector, AmpOffsetConfig())
     assert ref[2].any()  # stars were detected: the masks compared are not empty
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (15, 15), (16, 60), (90, 33)])
+def test_box_dilation_and_mask_hits_agree(shape):
+    rng = np.random.default_rng(shape[0])
+    mask = np.zeros(shape, np.int32)
+    mask[rng.random(shape) < 0.01] = 1 << 4
+    mask[rng.random(shape) < 0.01] |= 1 << 2
+    for bits in (1 << 4, (1 << 4) | (1 << 2), 1 << 8):
+        hits = NUMBA.mask_hits(mask, bits)
+        np.testing.assert_array_equal(hits, NUMPY.mask_hits(mask, bits))
+        np.testing.assert_array_equal(hits, (mask & bits) != 0)
+        for r in (1, 7):
+            got = NUMBA.dilate_box(hits, r)
+            np.testing.assert_array_equal(got, NUMPY.dilate_box(hits, r))
+            size = 2 * r + 1
+            brute = np.array([[hits[y:y + size, x:x + size].any()
+                               for x in range(shape[1] - size + 1)]
+                              for y in range(shape[0] - size + 1)], dtype=bool)
+            np.testing.assert_array_equal(got, brute.reshape(got.shape))

@@ -188,25 +188,31 @@ def usable_clipped_mean_var(
 # Background model: GSL piecewise cubic evaluated per pixel and subtracted in float32
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _subtract_piecewise(image, y, b, c, d, idx, t, lo, hi, dxl, d1l, d2l, dxr, d1r, d2r):
+def _subtract_piecewise(image, y, b, c, d, t, seg_start, seg_stop, lo, hi,
+                        dxl, d1l, d2l, dxr, d1r, d2r):
     rows, w = image.shape
+    nl = y.shape[1] - 1
     for r in range(rows):
         img = image[r]
         for x in range(lo):
             dx = dxl[x]
             v = y[r, 0] + dx * d1l[r] + 0.5 * dx * dx * d2l[r]
             img[x] = img[x] - np.float32(v)
-        for x in range(lo, hi):
-            i = idx[x - lo]
-            tt = t[x - lo]
-            v = d[r, i] * tt
-            v = v + c[r, i]
-            v = v * tt
-            v = v + b[r, i]
-            v = v * tt
-            v = v + y[r, i]
-            img[x] = img[x] - np.float32(v)
-        nl = y.shape[1] - 1
+        # One interval at a time: constant coefficients over contiguous columns.
+        for i in range(seg_start.shape[0]):
+            bi = b[r, i]
+            ci = c[r, i]
+            di = d[r, i]
+            yi = y[r, i]
+            for x in range(seg_start[i], seg_stop[i]):
+                tt = t[x - lo]
+                v = di * tt
+                v = v + ci
+                v = v * tt
+                v = v + bi
+                v = v * tt
+                v = v + yi
+                img[x] = img[x] - np.float32(v)
         for x in range(hi, w):
             dx = dxr[x - hi]
             v = y[r, nl] + dx * d1r[r] + 0.5 * dx * dx * d2r[r]
@@ -242,9 +248,12 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
     d1r = bl + hl * (2.0 * cl + 3.0 * dl * hl)
     d2r = 2.0 * cl + 6.0 * dl * hl
     dxr = xs[hi:] - x[-1]
+    intervals = np.arange(n - 1)
+    seg_start = lo + np.searchsorted(idx, intervals, side="left")
+    seg_stop = lo + np.searchsorted(idx, intervals, side="right")
     _subtract_piecewise(image, y, np.ascontiguousarray(b), np.ascontiguousarray(c),
-                        np.ascontiguousarray(d), idx.astype(np.int64), t, lo, hi,
-                        dxl, d1l, d2l, dxr, d1r, d2r)
+                        np.ascontiguousarray(d), t, seg_start.astype(np.int64),
+                        seg_stop.astype(np.int64), lo, hi, dxl, d1l, d2l, dxr, d1r, d2r)
 
 
 # ------------------------------------------------------------------------------------------
@@ -308,3 +317,65 @@ def any_bits(mask: np.ndarray, bits: int) -> bool:
     """See `ampoffset_dask.algorithm.kernels._numpy.any_bits`."""
     mask = _native(mask)
     return bool(_any_bits(mask, mask.dtype.type(bits)))
+
+
+@njit(**_JIT)
+def _or_rows(bad, size, out):
+    """OR over ``size`` consecutive columns of each row (valid part), by a running count."""
+    h = bad.shape[0]
+    ow = out.shape[1]
+    for y in range(h):
+        row = bad[y]
+        count = 0
+        for x in range(size - 1):
+            count += 1 if row[x] else 0
+        for x in range(ow):
+            count += 1 if row[x + size - 1] else 0
+            out[y, x] = count > 0
+            count -= 1 if row[x] else 0
+
+
+@njit(**_JIT)
+def _or_cols(a, size, out):
+    """OR over ``size`` consecutive rows (valid part), row-wise running counts."""
+    oh, w = out.shape
+    count = np.zeros(w, dtype=np.int32)
+    for y in range(size - 1):
+        for x in range(w):
+            count[x] += 1 if a[y, x] else 0
+    for y in range(oh):
+        src = a[y + size - 1]
+        old = a[y]
+        dst = out[y]
+        for x in range(w):
+            count[x] += 1 if src[x] else 0
+            dst[x] = count[x] > 0
+            count[x] -= 1 if old[x] else 0
+
+
+def dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
+    """See `ampoffset_dask.algorithm.kernels._numpy.dilate_box`."""
+    size = 2 * r + 1
+    h, w = bad.shape
+    rows = np.empty((h, max(w - size + 1, 0)), dtype=bool)
+    out = np.empty((max(h - size + 1, 0), rows.shape[1]), dtype=bool)
+    if rows.size and out.size:
+        _or_rows(bad, size, rows)
+        _or_cols(rows, size, out)
+    return out
+
+
+@njit(**_JIT)
+def _mask_hits(mask, bits, out):
+    h, w = mask.shape
+    for y in range(h):
+        for x in range(w):
+            out[y, x] = (mask[y, x] & bits) != 0
+
+
+def mask_hits(mask: np.ndarray, bits: int) -> np.ndarray:
+    """See `ampoffset_dask.algorithm.kernels._numpy.mask_hits`."""
+    mask = _native(mask)
+    out = np.empty(mask.shape, dtype=bool)
+    _mask_hits(mask, mask.dtype.type(bits), out)
+    return out

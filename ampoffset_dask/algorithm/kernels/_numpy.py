@@ -156,3 +156,31 @@ def any_bits(mask: np.ndarray, bits: int, row_block: int = 256) -> bool:
         if np.bitwise_and(mask[y0:y0 + row_block], bits).any():
             return True
     return False
+
+
+def _or_window(a: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """OR over windows of ``size`` consecutive elements along ``axis`` (valid part only).
+
+    Windows are doubled (1, 2, 4, ...) and the last step overlaps, so a 15-wide window
+    costs four ORs of the array instead of fourteen.
+    """
+    a = np.moveaxis(a, axis, 0)
+    width = 1
+    cur = a
+    while width * 2 <= size:
+        cur = cur[:-width] | cur[width:]
+        width *= 2
+    if width < size:
+        cur = cur[: a.shape[0] - size + 1] | cur[size - width : size - width + a.shape[0]
+                                                 - size + 1]
+    return np.moveaxis(cur, 0, axis)
+
+
+def dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
+    """OR of ``bad`` over a ``(2r+1)^2`` square, kept where the square fits (the good box)."""
+    return _or_window(_or_window(bad, 2 * r + 1, 1), 2 * r + 1, 0)
+
+
+def mask_hits(mask: np.ndarray, bits: int) -> np.ndarray:
+    """Boolean array: the mask has one of ``bits``."""
+    return np.bitwise_and(mask, bits).astype(bool, copy=False)
