@@ -24,9 +24,11 @@ Exit codes
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -388,8 +390,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         performance_report=args.performance_report,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
-    for item in args.inputs:
-        if not Path(item).exists():
+    for item in args.inputs:  # quoted globs are expanded by process
+        if not os.path.lexists(item) and not glob.has_magic(str(item)):
             raise InputError(f"{item}: no such file or folder")
     config = _load_config(args.config, args.overrides)
     t0 = time.perf_counter()

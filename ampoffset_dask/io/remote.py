@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .paths import is_fits_name
 
 __all__ = [
     "bytes_fetched",
@@ -66,7 +67,6 @@ _ZIP_FRAGMENT = "#zip-path="
 _INSTALL = "pip install 'ampoffset-dask[cloud]'"
 _HEADER_BLOCK = 32 << 10  # read-ahead block for header parsing
 _MAX_GAP = 1 << 10  # byte ranges closer than this are fetched as one
-_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz", ".fz")
 
 _DEFAULT_OPTIONS: dict[str, Any] = {}
 _LOCK = threading.Lock()
@@ -176,7 +176,7 @@ def list_url(url: str, options: Mapping[str, Any] | None = None) -> list[str]:
         if url.endswith("/") or fs.isdir(url):
             found = sorted(fs.find(url))
             out = [p if is_url(p) else f"{proto}://{p}" for p in found
-                   if p.lower().endswith(_FITS_SUFFIXES)]
+                   if is_fits_name(p)]
             if not out:
                 logger.warning("%s: no FITS objects under this prefix", redact(url))
             return out

@@ -25,6 +25,7 @@ from xarray.backends import BackendEntrypoint
 from ..errors import InputError
 from ..geometry import Detector
 from .fits import FileInfo, file_isr, mask_sources, open_sources, sources_on_hdu
+from .paths import is_fits_name, walk_fits
 from .sections import AmpSource, LazyPlane
 
 __all__ = [
@@ -37,9 +38,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
-
 
 def amp_chunks(detector: Detector) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Dask chunks ``(rows, columns)`` whose boundaries are the amp boundaries."""
@@ -206,11 +204,13 @@ def _expand(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path
     if isinstance(paths, str | os.PathLike):
         p = Path(paths)
         if p.is_dir():
-            found = sorted(q for q in p.iterdir()
-                           if q.is_file() and q.name.lower().endswith(_FITS_SUFFIXES))
+            found = walk_fits(p)
             if not found:
                 raise InputError(f"{p}: no FITS files in this folder")
-            return found
+            bad = [f for f in found if f.problem]
+            if bad:
+                raise InputError(f"{bad[0].path}: {bad[0].problem}")
+            return [Path(f.path) for f in found]
         return [p]
     return [Path(p) for p in paths]
 
@@ -227,7 +227,7 @@ def open_visit(
     Parameters
     ----------
     paths : path-like or iterable of path-like
-        Files, or a folder of FITS files.
+        Files, or a folder searched (recursively, like `process`) for FITS files.
     camera : str or Camera, optional
         Camera for the geometry (default: from each header).
     overscan, gain
@@ -307,5 +307,5 @@ class AmpOffsetBackendEntrypoint(BackendEntrypoint):
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         if not isinstance(filename_or_obj, str | os.PathLike):
             return False
-        return str(filename_or_obj).lower().endswith(_FITS_SUFFIXES)
+        return is_fits_name(str(filename_or_obj))
 

@@ -31,6 +31,7 @@ from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
+from ..io.paths import mark_output_folder
 from . import _config
 
 __all__ = ["DetectorJob", "output_header", "process_file", "with_io_retries"]
@@ -208,7 +209,10 @@ class DetectorJob:
             if not self.in_place and Path(output).resolve() == Path(path).resolve():
                 raise InputError(f"{path}: refusing to overwrite the input (in_place=False)")
             corrected = apply_pedestals(image, m.pedestals, geometry)
-            Path(output).parent.mkdir(parents=True, exist_ok=True)
+            if Path(output).resolve() == Path(path).resolve():
+                Path(output).parent.mkdir(parents=True, exist_ok=True)
+            else:  # marked: a later run over a tree holding this folder skips it
+                mark_output_folder(Path(output).parent)
             self._io(lambda: write_exposure(
                 output, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
                 header=output_header(path, exp.info, visit, geometry),

@@ -17,13 +17,13 @@ from typing import Any
 
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
+from ..io.paths import entry_problem, is_fits_name, walk_fits
 from ..io.remote import is_url, list_url
 
 __all__ = ["InputItem", "PlannedTask", "discover_inputs", "plan_tasks"]
 
 logger = logging.getLogger(__name__)
 
-FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.fz", ".fits.gz", ".fz")
 MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq", ".ecsv", ".tsv")
 
 
@@ -32,7 +32,9 @@ class InputItem:
     """One input file (a path or a URL), with the identity a manifest gave it (if any).
 
     ``instrument`` (a Butler manifest's) selects the built-in camera; ``dataset_id`` is
-    recorded in the catalog.
+    recorded in the catalog. ``problem`` is set for an entry that cannot be an input (a
+    dangling symlink, a directory named ``x.fits``...): it becomes a failed row naming the
+    reason.
     """
 
     path: str
@@ -41,6 +43,7 @@ class InputItem:
     detector_id: int | None = None
     instrument: str | None = None
     dataset_id: str | None = None
+    problem: str = ""
 
 
 @dataclasses.dataclass
@@ -53,16 +56,12 @@ class PlannedTask:
     name: str | None
     error: str = ""
     dataset_id: str | None = None
+    problem: str = ""
 
     @property
     def key(self) -> str:
         """Dask key ``ampoffset-<visit>-<detector>``."""
         return f"ampoffset-{self.visit}-{self.name}"
-
-
-def _is_fits(path: Path) -> bool:
-    name = path.name.lower()
-    return any(name.endswith(s) for s in FITS_SUFFIXES)
 
 
 def _manifest_items(table: Any, base: Path | None) -> list[InputItem]:
@@ -119,19 +118,42 @@ def _read_manifest(path: Path) -> list[InputItem]:
     return _manifest_items(table, path.parent)
 
 
-def discover_inputs(inputs: Any) -> list[InputItem]:
+def _folder_items(folder: Path, exclude: Iterable[str | os.PathLike]) -> list[InputItem]:
+    found = walk_fits(folder, exclude=exclude)
+    if not found:
+        logger.warning("%s: no FITS files in this folder", folder)
+    return [InputItem(f.path, problem=f.problem) for f in found]
+
+
+def _entry_item(path: Path) -> InputItem:
+    """An explicitly named entry that is neither a folder nor a regular file."""
+    return InputItem(str(path), problem=entry_problem(path))
+
+
+def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
+                    ) -> list[InputItem]:
     """Expand ``inputs`` into a sorted, de-duplicated list of input files.
 
     Parameters
     ----------
     inputs : path, URL, glob, folder, manifest or a list of them
-        A FITS file; a folder (searched recursively for FITS files); a glob pattern
-        (``**`` allowed); a URL (``s3://bucket/prefix/`` is listed like a folder,
+        A FITS file; a folder (searched recursively for FITS files by
+        `~ampoffset_dask.io.paths.walk_fits`); a glob pattern (``**`` allowed; folders it
+        matches are searched like folders); a URL (``s3://bucket/prefix/`` is listed like a folder,
         ``s3://.../file.fits``, ``gs://``, ``https://``: see `ampoffset_dask.io.remote`); a
         manifest table with columns ``path`` (or ``uri``) and optionally ``visit``,
         ``detector``, ``detector_id``, ``instrument``, ``dataset_id`` (pandas DataFrame,
         astropy Table, or a .csv/.parquet/.ecsv file; relative paths are relative to the
         manifest file), such as `ampoffset_dask.io.butler.find_inputs` returns.
+    exclude : iterable of path-like
+        Folders not searched (the run's own output folders).
+
+    Returns
+    -------
+    list of InputItem
+        FITS-named entries that are not regular files (dangling symlinks, symlink loops,
+        directories named ``*.fits``) come back with ``problem`` set: they become failed
+        rows instead of vanishing.
 
     Raises
     ------
@@ -143,6 +165,7 @@ def discover_inputs(inputs: Any) -> list[InputItem]:
     if isinstance(inputs, (str, os.PathLike)) or hasattr(inputs, "columns") or hasattr(
             inputs, "colnames"):
         inputs = [inputs]
+    exclude = list(exclude)
     items: list[InputItem] = []
     for entry in inputs:
         if hasattr(entry, "columns") or hasattr(entry, "colnames"):
@@ -154,21 +177,26 @@ def discover_inputs(inputs: Any) -> list[InputItem]:
             continue
         path = Path(text).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_fits(p))
-            if not found:
-                logger.warning("%s: no FITS files in this folder", path)
-            items.extend(InputItem(str(p)) for p in found)
+            items.extend(_folder_items(path, exclude))
         elif path.is_file():
             if path.name.lower().endswith(MANIFEST_SUFFIXES):
                 items.extend(_read_manifest(path))
             else:
                 items.append(InputItem(str(path)))
+        elif os.path.lexists(path):  # dangling symlink, loop, FIFO...
+            items.append(_entry_item(path))
         elif glob.has_magic(text):
             matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
-            files = [Path(m) for m in matches if Path(m).is_file()]
-            if not files:
+            if not matches:
                 raise InputError(f"{text}: the pattern matches no file")
-            items.extend(InputItem(str(p)) for p in files)
+            for m in matches:
+                p = Path(m)
+                if p.is_dir() and not is_fits_name(p.name):
+                    items.extend(_folder_items(p, exclude))
+                elif p.is_file():
+                    items.append(InputItem(str(p)))
+                else:
+                    items.append(_entry_item(p))
         else:
             raise InputError(f"{text}: no such file or folder")
     seen: dict[str, InputItem] = {}
@@ -181,6 +209,9 @@ def _plan_one(item: InputItem, camera: Any) -> PlannedTask:
     from ..io.fits import inspect_file, resolve_detector
 
     visit, name = item.visit, item.detector
+    if item.problem:
+        return PlannedTask(item.path, visit, None, name,
+                           f"InputError: {item.path}: {item.problem}")
     try:
         if camera is None and item.instrument is not None:
             camera = _instrument_camera(item.instrument)
