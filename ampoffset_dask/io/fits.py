@@ -55,9 +55,12 @@ from .sections import (
     _is_wrapped,
     _open,
     _read_full,
+    check_image_size,
     close_cached_files,
+    is_image_header,
     read_section,
     remember_layouts,
+    stream_hdus,
 )
 from .writer import write_exposure
 
@@ -352,19 +355,59 @@ def _parse_detsize(text: Any) -> tuple[int, int] | None:
 CCDDATA_MASK_PLANES: dict[str, int] = {"BAD": 0}
 
 
-def _is_ccddata(hdul: fits.HDUList, roles: Mapping[str, int]) -> bool:
+def _is_ccddata(heads: list[_Head], roles: Mapping[str, int]) -> bool:
     """`CCDData.write`'s layout: the data in a 2-D PRIMARY HDU, a ``MASK`` extension (and
     possibly ``UNCERT``), no ``IMAGE`` extension."""
-    if "IMAGE" in roles or "MASK" not in roles or not _is_image(hdul[0]):
+    if "IMAGE" in roles or "MASK" not in roles or not heads[0].image:
         return False
-    return len(_hdu_shape(hdul[0])) == 2
+    return len(heads[0].shape) == 2
 
 
 # ------------------------------------------------------------------------------------------
 # inspect_file
 # ------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Head:
+    """One HDU as `inspect_file` sees it: its (image-view) header and what it holds."""
+
+    index: int
+    header: fits.Header
+    image: bool
+    compressed: bool
+    shape: tuple[int, ...]
+    bitpix: int
+
+
+def _heads_of_hdul(path: Any, hdul: fits.HDUList) -> list[_Head]:
+    out = []
+    for k, hdu in _iter_hdus(hdul, path):
+        image = _is_image(hdu)
+        compressed = isinstance(hdu, fits.CompImageHDU)
+        out.append(_Head(k, hdu.header, image, compressed, _hdu_shape(hdu) if image else (),
+                         int(hdu.header.get("BITPIX", 8))))
+    return out
+
+
+def _heads_of_stream(path: Path) -> list[_Head]:
+    """The HDUs of a gzip/bzip2/zip-wrapped file, read by streaming its headers only."""
+    out = []
+    for k, (header, _, _) in enumerate(stream_hdus(path, keep_data=False)):
+        image = is_image_header(header, k)
+        compressed = k > 0 and image and bool(header.get("ZIMAGE", False))
+        prefix = "Z" if compressed else ""
+        naxis = int(header.get(f"{prefix}NAXIS", 0)) if image else 0
+        shape = tuple(int(header.get(f"{prefix}NAXIS{i}", 0)) for i in range(naxis, 0, -1))
+        out.append(_Head(k, header, image, compressed, shape,
+                         int(header.get(f"{prefix}BITPIX", 8))))
+    return out
+
+
 def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
     """Read the headers of a FITS file (no pixels) and describe it.
+
+    Wrapped files (``.fits.gz``...) are read by streaming the headers only, never holding
+    the decompressed file; a file or tile-compressed HDU declaring more than
+    `~ampoffset_dask.io.sections.max_decompressed_bytes` is refused.
 
     Parameters
     ----------
@@ -380,19 +423,24 @@ def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
     Raises
     ------
     InputError
-        For a missing, empty, truncated or non-FITS file, a directory, or a file without a
-        usable image, naming the file and the reason.
+        For a missing, empty, truncated or non-FITS file, a directory, a file without a
+        usable image or one too large to decompress, naming the file and the reason.
     """
     from . import remote
 
     if remote.is_url(os.fspath(path)):
         with remote.open_url_hdul(os.fspath(path)) as (hdul, size):
-            info = _inspect(hdul, os.fspath(path), size, hdu, local=False)
+            info = _inspect(_heads_of_hdul(os.fspath(path), hdul), hdul, os.fspath(path),
+                            size, hdu, local=False)
             remote.remember_url_layouts(info.path, hdul, _data_hdus(info))
             return info
     path = _check_path(remote.localize(path))
+    if _is_wrapped(path):  # headers streamed; the file is never decompressed whole
+        return _inspect(_heads_of_stream(path), None, path, path.stat().st_size, hdu,
+                        local=True)
     with _open(path) as hdul:
-        return _inspect(hdul, path, path.stat().st_size, hdu, local=True)
+        return _inspect(_heads_of_hdul(path, hdul), hdul, path, path.stat().st_size, hdu,
+                        local=True)
 
 
 def _data_hdus(info: FileInfo) -> list[int]:
@@ -400,18 +448,20 @@ def _data_hdus(info: FileInfo) -> list[int]:
     return sorted(set(used + list(info.segments.values())))
 
 
-def _inspect(hdul: fits.HDUList, path: Any, size: int, hdu: int | None, local: bool
-             ) -> FileInfo:
-    """`inspect_file` on an open file of ``size`` bytes (``local``: a file on this machine)."""
+def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int,
+             hdu: int | None, local: bool) -> FileInfo:
+    """`inspect_file` from the HDU list of a file of ``size`` bytes (``local``: a file on
+    this machine); ``hdul``, when the file is open (not for streamed wrapped files), is
+    checked for truncation and its data offsets are remembered for the pixel reads."""
     images: list[tuple[int, str, tuple[int, ...]]] = []
     segments: dict[str, int] = {}
     segment_shapes: dict[int, tuple[int, int]] = {}
     roles: dict[str, int] = {}
     ccds: list[int] = []
-    for k, h in _iter_hdus(hdul, path):
-        if not _is_image(h):
+    for h in heads:
+        if not h.image:
             continue
-        shape = _hdu_shape(h)
+        k, shape = h.index, h.shape
         extname = str(h.header.get("EXTNAME", "") or "").strip().upper()
         exttype = str(h.header.get("EXTTYPE", "") or "").strip().upper()
         role = exttype if exttype in ("IMAGE", "MASK", "VARIANCE") else extname
@@ -426,8 +476,8 @@ def _inspect(hdul: fits.HDUList, path: Any, size: int, hdu: int | None, local: b
                 ccds.append(k)
     if not images:
         raise InputError(f"{path}: no 2-D image HDU in the file")
-    primary = hdul[0].header
-    ccddata = hdu is None and _is_ccddata(hdul, roles)
+    primary = heads[0].header
+    ccddata = hdu is None and _is_ccddata(heads, roles)
     if hdu is not None:
         if int(hdu) not in [i[0] for i in images]:
             raise InputError(f"{path}: HDU {hdu} is not a 2-D image HDU of the file")
@@ -448,29 +498,34 @@ def _inspect(hdul: fits.HDUList, path: Any, size: int, hdu: int | None, local: b
     else:
         kind = "image"
         image_hdu = images[0][0]
-    image_header = hdul[image_hdu].header
-    shape2 = _hdu_shape(hdul[image_hdu])
+    image_header = heads[image_hdu].header
+    shape2 = heads[image_hdu].shape
     shape = (shape2[0], shape2[1])
     mask_hdu = roles.get("MASK")
     variance_hdu = None if ccddata else roles.get("VARIANCE")
     for role, idx in (("MASK", mask_hdu), ("VARIANCE", variance_hdu)):
-        if idx is not None and _hdu_shape(hdul[idx]) != shape2:
+        if idx is not None and heads[idx].shape != shape2:
             raise InputError(
-                f"{path}: {role} extension shape {_hdu_shape(hdul[idx])} differs from the "
+                f"{path}: {role} extension shape {heads[idx].shape} differs from the "
                 f"IMAGE shape {shape}"
             )
     if ccddata:
         planes = dict(CCDDATA_MASK_PLANES)
     else:
-        planes = (mask_planes_from_header(hdul[mask_hdu].header, path)
+        planes = (mask_planes_from_header(heads[mask_hdu].header, path)
                   if mask_hdu is not None else dict(DEFAULT_MASK_PLANES))
-    compressed = isinstance(hdul[image_hdu], fits.CompImageHDU)
+    compressed = heads[image_hdu].compressed
     ccd_hdus = tuple(ccds) if kind == "image" and len(images) > 1 and len(ccds) > 1 else ()
     used = [i for i in (image_hdu, mask_hdu, variance_hdu) if i is not None]
     used += list(segments.values())
-    _check_not_truncated(path, hdul, sorted(set(used)), size, local)
-    if local:
-        remember_layouts(path, hdul, sorted(set(used)))
+    used = sorted(set(used))
+    for i in used:  # before any pixel buffer of that size is allocated
+        if heads[i].compressed:
+            check_image_size(path, i, heads[i].shape, heads[i].bitpix)
+    if hdul is not None:
+        _check_not_truncated(path, hdul, used, size, local)
+        if local:
+            remember_layouts(path, hdul, used)
     keys = _identity([primary, image_header])
     if kind == "raw":
         detsize = _parse_detsize(keys.get("DETSIZE"))

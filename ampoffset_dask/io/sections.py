@@ -21,11 +21,12 @@ import dataclasses
 import gzip
 import io
 import os
+import re
 import threading
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,18 @@ from ..errors import InputError
 from .lru import LRUCache
 from .overscan import subtract_overscan
 
-__all__ = ["AmpSource", "LazyPlane", "close_cached_files", "read_section"]
+__all__ = [
+    "DEFAULT_MAX_DECOMPRESSED_BYTES",
+    "AmpSource",
+    "LazyPlane",
+    "check_image_size",
+    "close_cached_files",
+    "declared_data_bytes",
+    "max_decompressed_bytes",
+    "read_section",
+    "set_decompression_limit_source",
+    "stream_hdus",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,31 +178,224 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+#: Default of `max_decompressed_bytes` (the ``ampoffset.max-decompressed-bytes`` dask config).
+DEFAULT_MAX_DECOMPRESSED_BYTES = 2 << 30
+_limit_source: Callable[[], Any] | None = None
+
+
+def set_decompression_limit_source(source: Callable[[], Any] | None) -> None:
+    """Make `max_decompressed_bytes` ask ``source()`` (bytes, or a string such as
+    ``"4GiB"``) for the limit; the pipeline passes its dask config lookup here."""
+    global _limit_source
+    _limit_source = source
+
+
+def max_decompressed_bytes() -> int:
+    """The most bytes one wrapped file (``.fits.gz``) or one tile-compressed HDU may expand
+    to; larger ones are refused with an `InputError` before anything is decompressed."""
+    if _limit_source is not None:
+        value = _limit_source()
+        if value is not None:
+            return parse_bytes(value)
+    return DEFAULT_MAX_DECOMPRESSED_BYTES
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: Any) -> int:
+    """``4294967296``, ``"4GiB"``, ``"500 MB"``, ``"1e9"`` -> bytes (int)."""
+    if isinstance(value, int | float | np.integer | np.floating):
+        return int(value)
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", str(value))
+    if m is None or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"{value!r} is not a byte size such as 4GiB or 500MB")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _too_big(path: Path, what: str, size: int, limit: int) -> InputError:
+    return InputError(
+        f"{path}: {what} would decompress to {size / 2**20:.1f} MiB, more than the limit of "
+        f"{limit / 2**20:.1f} MiB (dask config ampoffset.max-decompressed-bytes)"
+    )
+
+
+def check_image_size(path: Path, hdu: int, shape: tuple[int, ...], bitpix: int) -> None:
+    """Refuse an image HDU whose declared pixels exceed `max_decompressed_bytes` (or whose
+    axis lengths are negative) before anything is allocated for it."""
+    if any(n < 0 for n in shape):
+        raise InputError(f"{path}: HDU {hdu} declares a negative axis length {shape}")
+    size = abs(int(bitpix)) // 8 * int(np.prod(shape, dtype=object))
+    limit = max_decompressed_bytes()
+    if size > limit:
+        raise _too_big(path, f"HDU {hdu} ({' x '.join(map(str, shape))} pixels)", size, limit)
+
+
+_FITS_BLOCK = 2880
+_MAX_HEADER_BLOCKS = 10_000  # 28.8 MB of header cards: far more than any real header
+
+
+def _open_stream(path: Path) -> Any:
+    """A binary file object decompressing a gzip/bzip2/zip-wrapped file as it is read."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rb")
+    zf = zipfile.ZipFile(path)
+    names = zf.namelist()
+    if not names:
+        zf.close()
+        raise OSError("empty zip archive")
+    return zf.open(names[0])
+
+
+def _read_exactly(fh: Any, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        chunk = fh.read(min(n - got, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _skip(fh: Any, n: int) -> int:
+    """Read and drop ``n`` bytes (1 MiB at a time); the number actually skipped."""
+    done = 0
+    while done < n:
+        chunk = fh.read(min(n - done, 1 << 20))
+        if not chunk:
+            break
+        done += len(chunk)
+    return done
+
+
+def _has_end(block: bytes) -> bool:
+    return any(block[i:i + 8] == b"END     " for i in range(0, len(block), 80))
+
+
+def declared_data_bytes(header: Any) -> int:
+    """Bytes of the data unit a FITS header declares, padded to whole 2880-byte blocks."""
+    naxis = int(header.get("NAXIS", 0))
+    if naxis == 0:
+        return 0
+    dims = [int(header.get(f"NAXIS{k}", 0)) for k in range(1, naxis + 1)]
+    if any(n < 0 for n in dims):
+        raise ValueError(f"negative axis length in NAXISn = {dims}")
+    if header.get("GROUPS") and dims[0] == 0:  # random groups
+        dims = dims[1:]
+    n = int(np.prod(dims, dtype=object))
+    size = abs(int(header.get("BITPIX", 8))) // 8 * int(header.get("GCOUNT", 1)) * (
+        int(header.get("PCOUNT", 0)) + n)
+    return -(-size // _FITS_BLOCK) * _FITS_BLOCK
+
+
+def is_image_header(header: Any, index: int) -> bool:
+    """True for the primary HDU, ``IMAGE`` extensions and tile-compressed images."""
+    xtension = str(header.get("XTENSION", "") or "").strip().upper()
+    return index == 0 or xtension == "IMAGE" or (
+        xtension == "BINTABLE" and bool(header.get("ZIMAGE", False)))
+
+
+def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool]
+                ) -> Iterator[tuple[fits.Header, bytes, bytes]]:
+    """Walk the HDUs of a wrapped (``.fits.gz``...) file while decompressing it.
+
+    Yields ``(header, header bytes, data bytes)`` per HDU; data is ``b""`` unless
+    ``keep_data`` (True, or ``keep_data(header, index)`` for that HDU).
+    Only header blocks and the data sizes the headers declare are decompressed, and the
+    declared total is checked against `max_decompressed_bytes` before each data unit is
+    read, so a small file expanding to gigabytes (a "gzip bomb") costs neither memory nor
+    time. Anything after the last complete HDU that is not an extension header (padding,
+    garbage) is not read.
+
+    Raises
+    ------
+    InputError
+        For a stream that is not FITS, is truncated, or declares more than the limit.
+    """
+    limit = max_decompressed_bytes()
+    total = 0
+    index = 0
+    try:
+        with _open_stream(path) as fh:
+            while True:
+                block = _read_exactly(fh, _FITS_BLOCK)
+                if index == 0 and not block.startswith(b"SIMPLE  ="):
+                    raise InputError(f"{path}: not a FITS file (no SIMPLE card at the start)")
+                if index == 0 and len(block) < _FITS_BLOCK:
+                    raise InputError(f"{path}: truncated FITS file (primary header)")
+                if len(block) < _FITS_BLOCK or (index and not block.startswith(b"XTENSION=")):
+                    return  # padding or garbage after the last HDU is not read
+                blocks = [block]
+                while not _has_end(block):
+                    if len(blocks) >= _MAX_HEADER_BLOCKS or (
+                            total + len(blocks) * _FITS_BLOCK > limit):
+                        raise InputError(f"{path}: HDU {index} has no END card in its first "
+                                         f"{len(blocks) * _FITS_BLOCK} header bytes")
+                    block = _read_exactly(fh, _FITS_BLOCK)
+                    if len(block) < _FITS_BLOCK:
+                        raise InputError(f"{path}: truncated FITS file (HDU {index} header)")
+                    blocks.append(block)
+                raw = b"".join(blocks)
+                try:
+                    header = fits.Header.fromstring(raw.decode("ascii"))
+                    size = declared_data_bytes(header)
+                except (ValueError, UnicodeDecodeError, TypeError) as exc:
+                    raise InputError(f"{path}: HDU {index} has an unreadable header ({exc})"
+                                     ) from exc
+                total += len(raw) + size
+                if total > limit:
+                    raise _too_big(path, "the file", total, limit)
+                if keep_data is True or (callable(keep_data) and keep_data(header, index)):
+                    data = _read_exactly(fh, size)
+                    got = len(data)
+                else:
+                    data, got = b"", _skip(fh, size)
+                if got < size:
+                    raise InputError(f"{path}: truncated FITS file: HDU {index} needs {size} "
+                                     f"data bytes, the stream ends after {got}")
+                yield header, raw, data
+                index += 1
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: cannot decompress ({exc})") from exc
+
+
 def _decompress(path: Path) -> bytes:
-    """Decompressed content of a wrapped file; the last few are kept per process, so that the
-    amp reads of one lazily opened ``.fits.gz`` decompress it once."""
+    """Decompressed FITS content of a wrapped file (only the HDUs its headers declare, within
+    `max_decompressed_bytes`). The last few small ones are kept per process, so that the amp
+    reads of one lazily opened ``.fits.gz`` decompress it once; one larger than the cache's
+    budget is never cached."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     data = _BUFFERS.get(key)
     if data is None:
-        data = _BUFFERS.add(key, _decompress_file(path))
+        data = _decompress_file(path)
+        if len(data) <= min(_BUFFERS.max_bytes or 0, max_decompressed_bytes()):
+            _BUFFERS.add(key, data)
     return data
 
 
 def _decompress_file(path: Path) -> bytes:
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic[:2] == b"\x1f\x8b":
-        with gzip.open(path, "rb") as fh:
-            return fh.read()
-    if magic[:3] == b"BZh":
-        with bz2.open(path, "rb") as fh:
-            return fh.read()
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        if not names:
-            raise OSError("empty zip archive")
-        return zf.read(names[0])
+    """The FITS content of a wrapped file, image HDUs whole; the data units of other HDUs
+    (afw's archive tables, which no reader here uses) are skipped while streaming and their
+    headers declare them empty, so HDU numbers stay those of the file."""
+    parts: list[bytes] = []
+    for index, (header, raw, data) in enumerate(stream_hdus(path, keep_data=is_image_header)):
+        if not is_image_header(header, index) and declared_data_bytes(header):
+            header = header.copy()
+            header[f"NAXIS{int(header['NAXIS'])}"] = 0
+            if "PCOUNT" in header:
+                header["PCOUNT"] = 0
+            header.remove("THEAP", ignore_missing=True)
+            raw = header.tostring().encode("ascii")
+        parts.append(raw)
+        parts.append(data)
+    return b"".join(parts)
 
 
 def _hdu_shape(hdu: Any) -> tuple[int, ...]:
@@ -270,6 +475,7 @@ def _compressed_section(path: Path, hdu: int, h: Any, slices: tuple[slice, slice
     are cut from them instead of decompressing the rows again.
     """
     shape = tuple(int(n) for n in h.shape)
+    check_image_size(path, hdu, shape, int(h.header.get("BITPIX", 32)))
     tile = tuple(int(n) for n in (getattr(h, "tile_shape", None) or ()))
     rows, cols = (sl.indices(n) for sl, n in zip(slices, shape, strict=True))
     if len(tile) != 2 or tile[1] < shape[1] or cols[2] != 1 or rows[2] != 1 or (
@@ -555,6 +761,9 @@ def _read_full(path: Path, hdu: int, dtype: Any, check_finite: bool = False
         with _open(path, memmap=False) as hdul:  # scaled compressed images need no memmap
             try:
                 h = hdul[hdu]
+                if isinstance(h, fits.CompImageHDU):
+                    check_image_size(path, hdu, tuple(int(n) for n in h.shape),
+                                     int(h.header.get("BITPIX", 32)))
                 if isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:
                     a = _native(h.data)
                 else:

@@ -27,6 +27,10 @@ def load_defaults() -> None:
     with open(_DEFAULTS) as f:
         defaults = yaml.safe_load(f) or {}
     dask.config.update_defaults(defaults)
+    # The I/O layer imports no dask: hand it the lookup of its decompression limit.
+    from ..io.sections import set_decompression_limit_source
+
+    set_decompression_limit_source(lambda: get("max-decompressed-bytes"))
     _loaded = True
 
 
