@@ -43,6 +43,7 @@ __all__ = [
     "SimulationResult",
     "scale_detector",
     "select_detectors",
+    "sequence_truth",
     "simulate_detector",
     "simulate_focal_plane",
     "simulated_file_name",
@@ -604,6 +605,8 @@ def simulate_focal_plane(
     sky: float = 1200.0,
     overwrite: bool = False,
     executor: Any = None,
+    sequence: bool = False,
+    sky_range: tuple[float, float] = (300.0, 2000.0),
     **options: Any,
 ) -> SimulationResult:
     """Write simulated exposures of a camera's detectors and a truth table.
@@ -631,6 +634,14 @@ def simulate_focal_plane(
         Anything with ``submit(fn, *args)`` returning futures with ``result()`` (a
         `concurrent.futures` executor or a ``distributed.Client``) to simulate detectors in
         parallel; serial when omitted.
+    sequence : bool
+        Camera-health sequence (`sequence_truth`): each amp keeps a persistent offset with
+        a slow drift and occasional jumps, a few amps have a gain error, and each visit's
+        sky level is drawn log-uniformly in ``sky_range``. The truth table then also has
+        ``offset`` (before the per-visit mean is removed), ``jump``, ``gain_error`` and
+        ``sky`` columns.
+    sky_range : (float, float)
+        Sky levels of a sequence (ADU).
     **options
         Passed to `simulate_detector` (e.g. ``pedestal_sigma``, ``n_stars``).
 
@@ -652,11 +663,29 @@ def simulate_focal_plane(
     instrument = str(getattr(cam, "instrument", None) or getattr(cam, "name", camera))
     radius = _focal_plane_radius(cam, names)
 
-    jobs, paths = [], []
-    for visit in visit_ids:
-        fp_sky = FocalPlaneSky.for_visit(seed, visit, sky, radius)
+    seq: dict[str, SequenceTruth] = {}
+    if sequence:
+        for name in names:
+            det_id = cam[name].id if cam[name].id is not None else 0
+            seq[name] = sequence_truth(len(visit_ids), len(cam[name]),
+                                       [int(seed), int(det_id), 0x5E0])
+    jobs, paths, extra_rows = [], [], []
+    for k, visit in enumerate(visit_ids):
+        level = sky
+        if sequence:
+            u = np.random.default_rng([int(seed), int(visit), 0x5E1]).uniform()
+            level = float(sky_range[0] * (sky_range[1] / sky_range[0]) ** u)
+        fp_sky = FocalPlaneSky.for_visit(seed, visit, level, radius)
         for name in names:
             det = scale_detector(cam[name], scale)
+            job_options = dict(options)
+            if sequence:
+                truth_d = seq[name]
+                offs = truth_d.offsets[k]
+                job_options["pedestals"] = offs - offs.mean()
+                job_options["gain_errors"] = truth_d.gain_errors
+                extra_rows.extend(zip(offs, truth_d.jumps[k], truth_d.gain_errors,
+                                      [fp_sky.level] * len(offs), strict=True))
             path = out / simulated_file_name(camera_name, visit, name)
             if path.exists() and not overwrite:
                 raise InputError(f"{path}: already exists (replace it with --overwrite, or "
@@ -664,7 +693,7 @@ def simulate_focal_plane(
             # Absolute paths: with an executor the files are written by other processes.
             paths.append(path)
             jobs.append((str(path.absolute()), camera_name, instrument, det, _info(cam, name),
-                         visit, int(seed), float(scale), fp_sky, overwrite, dict(options)))
+                         visit, int(seed), float(scale), fp_sky, overwrite, job_options))
     logger.info("simulating %d exposure(s) of %d detector(s) into %s", len(jobs), len(names), out)
 
     if executor is None:
@@ -679,11 +708,73 @@ def simulate_focal_plane(
         rows.extend((visit, det.name, amp, ped) for amp, ped in zip(amps, peds, strict=True))
     truth = pd.DataFrame(rows, columns=["visit", "detector", "amp", "pedestal"])
     truth["visit"] = truth["visit"].astype("int64")
+    if sequence:
+        extra = pd.DataFrame(extra_rows, columns=["offset", "jump", "gain_error", "sky"])
+        truth = pd.concat([truth, extra], axis=1)
     truth_path = out / "truth.parquet"
     tmp = truth_path.with_name(f".{truth_path.name}.tmp{os.getpid()}")
     truth.to_parquet(tmp, index=False)
     os.replace(tmp, truth_path)
     return SimulationResult(paths, truth, truth_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceTruth:
+    """What a sequence injects into one detector over its visits (amp order in columns).
+
+    Attributes
+    ----------
+    offsets : ndarray (n_visits, n_amps)
+        Additive amp offsets (persistent level + slow drift + jumps), before the
+        per-visit mean is removed.
+    jumps : ndarray of bool (n_visits, n_amps)
+        True at the first visit of a new level.
+    gain_errors : ndarray (n_amps,)
+        Fractional gain error of each amp (0 for most).
+    """
+
+    offsets: np.ndarray
+    jumps: np.ndarray
+    gain_errors: np.ndarray
+
+
+def sequence_truth(n_visits: int, n_amps: int, seed: Sequence[int], *,
+                   offset_sigma: float = 0.7, drift_sigma: float = 0.005,
+                   jump_rate: float = 0.01, jump_size: tuple[float, float] = (3.0, 4.0),
+                   gain_error_rate: float = 0.08,
+                   gain_error_size: tuple[float, float] = (0.001, 0.002),
+                   quiet: int = 8) -> SequenceTruth:
+    """Draw a camera-health sequence for one detector.
+
+    Each amp has a persistent offset (normal, ``offset_sigma``) and a slow linear drift
+    (``drift_sigma`` ADU per visit); with probability ``jump_rate`` per visit its level
+    jumps by ``+-jump_size`` ADU (never in the first ``quiet`` visits nor within ``quiet``
+    visits of its previous jump, so that each new level is established); with probability
+    ``gain_error_rate`` an amp has a gain error of ``+-gain_error_size`` (no amp has both a
+    jump and a gain error).
+    """
+    rng = np.random.default_rng(list(seed))
+    base = rng.normal(0.0, offset_sigma, n_amps)
+    drift = rng.normal(0.0, drift_sigma, n_amps)
+    gain = np.where(rng.uniform(size=n_amps) < gain_error_rate,
+                    rng.choice([-1.0, 1.0], n_amps) * rng.uniform(*gain_error_size, n_amps),
+                    0.0)
+    t = np.arange(n_visits, dtype=np.float64)
+    offsets = base[None, :] + drift[None, :] * t[:, None]
+    jumps = np.zeros((n_visits, n_amps), dtype=bool)
+    for a in range(n_amps):
+        if gain[a]:
+            continue
+        last = -quiet
+        level = 0.0
+        for v in range(n_visits):
+            if v >= quiet and v - last >= quiet and v <= n_visits - 3 \
+                    and rng.uniform() < jump_rate:
+                level += float(rng.choice([-1.0, 1.0]) * rng.uniform(*jump_size))
+                jumps[v, a] = True
+                last = v
+            offsets[v, a] += level
+    return SequenceTruth(offsets, jumps, gain)
 
 
 def _focal_plane_radius(camera: Any, names: Sequence[str]) -> float:

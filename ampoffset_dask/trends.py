@@ -1,0 +1,336 @@
+"""Camera-health trends: per-amp pedestal time series over visits, change points and gain drifts.
+
+For each (detector, amp) the pedestals of a catalog's visits are modelled as
+
+    pedestal(v) = level of the current segment + gamma * (sky(v) - mean sky) + drift * v
+
+where a new segment starts at every change point. ``gamma`` is the amp's relative gain
+error with respect to its detector (a gain error ``e`` makes the measured pedestal grow by
+about ``e * sky``, minus the detector mean), so the regression of pedestals on the amp's
+level across visits is the sensitive gain test on sky images. Change points are found on
+the series with the gain term removed: a visit is a jump when it and the next visit both
+differ, in the same direction, by more than ``k`` sigma from the robust (median) level of
+the preceding visits of the segment; sigma is the larger of the series' robust
+point-to-point scatter and the typical pedestal error. Model and change points are refined
+together a few times (the fit uses Tukey weights, so a jump does not bias ``gamma``).
+
+`read_series` reads a catalog, `find_trends` analyses a table, `write_trends` writes the
+Parquet tables and plots; ``ampoffset-dask trends CATALOG`` does all three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["TrendsResult", "amp_trend", "find_trends", "read_series", "write_trends"]
+
+logger = logging.getLogger(__name__)
+
+_MAD = 1.482602218505602
+
+
+@dataclasses.dataclass(frozen=True)
+class AmpTrend:
+    """The analysis of one amp's series (see `amp_trend`)."""
+
+    jumps: np.ndarray
+    gain_slope: float
+    gain_slope_err: float
+    drift: float
+    drift_err: float
+    sigma: float
+    model: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class TrendsResult:
+    """Output of `find_trends`.
+
+    Attributes
+    ----------
+    series : pandas.DataFrame
+        One row per (visit, detector, amp): ``pedestal``, ``pedestal_err``, ``level``,
+        ``model`` (the fitted value) and ``jump`` (True at the first visit of a new level).
+    summary : pandas.DataFrame
+        One row per (detector, amp): ``n_visits``, ``n_jumps``, ``jump_visits`` (comma
+        separated), ``gain_slope`` (relative gain error: pedestal change per unit of sky
+        level) with ``gain_slope_err`` and the ``gain_like`` flag, ``drift`` (ADU per
+        visit) with ``drift_err``, and ``sigma`` (the robust visit-to-visit scatter).
+    """
+
+    series: Any
+    summary: Any
+
+    @property
+    def flagged(self) -> Any:
+        """Summary rows with a jump or a gain-like drift."""
+        s = self.summary
+        return s[(s["n_jumps"] > 0) | s["gain_like"]]
+
+
+def _wls(design: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares: coefficients and their covariance (unit-variance weights)."""
+    aw = design * w[:, None]
+    normal = design.T @ aw
+    cov = np.linalg.pinv(normal)
+    return cov @ (aw.T @ y), cov
+
+
+def _change_points(r: np.ndarray, sigma: float, k: float, window: int) -> list[int]:
+    """Indices starting a new level (confirmed by the next point), see the module docstring."""
+    jumps: list[int] = []
+    start = 0
+    n = r.shape[0]
+    for i in range(n - 1):
+        if i - start < 3:
+            continue
+        seg = r[max(start, i - window):i]
+        level = float(np.median(seg))
+        d0, d1 = r[i] - level, r[i + 1] - level
+        if abs(d0) > k * sigma and abs(d1) > k * sigma and d0 * d1 > 0:
+            jumps.append(i)
+            start = i
+    return jumps
+
+
+def amp_trend(visits: np.ndarray, pedestal: np.ndarray, level: np.ndarray | None = None,
+              err: np.ndarray | None = None, *, k: float = 4.0, window: int = 8,
+              iterations: int = 4) -> AmpTrend:
+    """Change points, gain slope and drift of one amp's pedestal series.
+
+    Parameters
+    ----------
+    visits : ndarray
+        Visit numbers, ascending (the time axis).
+    pedestal : ndarray
+        Measured pedestals.
+    level : ndarray, optional
+        The amp's signal level per visit (sky); without it (or without a spread of
+        levels) the gain slope is NaN.
+    err : ndarray, optional
+        Pedestal errors (the floor of the scatter).
+    k : float
+        Jump threshold in sigma.
+    window : int
+        Visits of the running level.
+    iterations : int
+        Model / change-point refinements.
+
+    Returns
+    -------
+    AmpTrend
+    """
+    t = np.asarray(visits, dtype=np.float64)
+    p = np.asarray(pedestal, dtype=np.float64)
+    n = p.shape[0]
+    floor = float(np.nanmedian(err)) if err is not None and np.isfinite(err).any() else 0.0
+    use_level = level is not None and np.isfinite(level).all() and np.ptp(level) > 0
+    lev = (np.asarray(level, dtype=np.float64) - np.mean(level)) if use_level else None
+    tc = t - t.mean()
+    jumps: list[int] = []
+    coef = cov = None
+    sigma = floor
+    w = np.ones(n)
+    for _ in range(iterations):
+        seg = np.searchsorted(np.asarray(jumps, dtype=int), np.arange(n), side="right")
+        cols = [(seg == s).astype(np.float64) for s in range(len(jumps) + 1)]
+        if n > len(cols) + 2:
+            cols.append(tc)
+        if use_level and n > len(cols) + 2:
+            cols.append(lev)
+        design = np.column_stack(cols)
+        for _ in range(5):  # Tukey reweighting
+            coef, cov = _wls(design, p, w)
+            resid = p - design @ coef
+            scale = max(_MAD * float(np.median(np.abs(resid))), floor, 1e-12)
+            u = resid / (4.685 * scale)
+            w = np.where(np.abs(u) < 1, (1 - u * u) ** 2, 0.0)
+        # Change points on the series minus the gain term only: a drift term fitted
+        # before the jumps are known would absorb part of them; the running level
+        # follows a slow drift anyway.
+        r = p - lev * coef[-1] if use_level and design.shape[1] > len(jumps) + 2 else p
+        # Point-to-point scatter is blind to level changes: one jump moves one difference.
+        diffs = np.diff(r)
+        sigma = max(_MAD * float(np.median(np.abs(diffs))) / math.sqrt(2.0) if n > 2 else 0.0,
+                    floor)
+        new = _change_points(r, sigma, k, window)
+        if new == jumps:
+            break
+        jumps = new
+    n_seg = len(jumps) + 1
+    kept = w > 0
+    dof = max(int(kept.sum()) - design.shape[1], 1)
+    chi2 = float(np.sum(w * (p - design @ coef) ** 2)) / dof / max(sigma, 1e-12) ** 2
+    cov = cov * max(sigma, 1e-12) ** 2 * max(chi2, 1.0)
+    names = ["seg"] * n_seg + (["drift"] if design.shape[1] > n_seg else [])
+    if design.shape[1] > len(names):
+        names.append("gain")
+    idx = {name: i for i, name in enumerate(names) if name != "seg"}
+    drift = float(coef[idx["drift"]]) if "drift" in idx else math.nan
+    drift_err = math.sqrt(cov[idx["drift"], idx["drift"]]) if "drift" in idx else math.nan
+    gain = float(coef[idx["gain"]]) if "gain" in idx else math.nan
+    gain_err = math.sqrt(cov[idx["gain"], idx["gain"]]) if "gain" in idx else math.nan
+    flags = np.zeros(n, dtype=bool)
+    flags[jumps] = True
+    return AmpTrend(flags, gain, gain_err, drift, drift_err, sigma, design @ coef)
+
+
+def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
+                gain_sigma: float = 5.0, min_gain: float = 2e-4) -> TrendsResult:
+    """Analyse every amp of a pedestal table over its visits.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Columns ``visit, detector, amp, pedestal`` and optionally ``pedestal_err`` and
+        ``level`` (the catalog's pedestals table).
+    k, window : float, int
+        Change-point threshold (sigma) and running-level length (visits).
+    gain_sigma : float
+        ``gain_like`` needs ``|gain_slope| > gain_sigma * gain_slope_err`` ...
+    min_gain : float
+        ... and ``|gain_slope| > min_gain`` (a relative gain error that matters).
+
+    Returns
+    -------
+    TrendsResult
+    """
+    import pandas as pd
+
+    need = {"visit", "detector", "amp", "pedestal"}
+    missing = need - set(table.columns)
+    if missing:
+        raise InputError(f"trends: the pedestal table lacks column(s) {sorted(missing)}")
+    df = table.sort_values(["detector", "amp", "visit"], kind="stable").reset_index(drop=True)
+    if "pedestal_err" not in df:
+        df["pedestal_err"] = np.nan
+    if "level" not in df:
+        df["level"] = np.nan
+    df["model"] = np.nan
+    df["jump"] = False
+    rows = []
+    for (det, amp), g in df.groupby(["detector", "amp"], sort=False):
+        tr = amp_trend(g["visit"].to_numpy(), g["pedestal"].to_numpy(),
+                       g["level"].to_numpy(), g["pedestal_err"].to_numpy(), k=k,
+                       window=window)
+        df.loc[g.index, "model"] = tr.model
+        df.loc[g.index, "jump"] = tr.jumps
+        jump_visits = g["visit"].to_numpy()[tr.jumps]
+        gain_like = bool(math.isfinite(tr.gain_slope) and abs(tr.gain_slope) > min_gain
+                         and abs(tr.gain_slope) > gain_sigma * tr.gain_slope_err)
+        rows.append({
+            "detector": det, "amp": amp, "n_visits": len(g), "n_jumps": int(tr.jumps.sum()),
+            "jump_visits": ",".join(str(int(v)) for v in jump_visits),
+            "gain_slope": tr.gain_slope, "gain_slope_err": tr.gain_slope_err,
+            "gain_like": gain_like, "drift": tr.drift, "drift_err": tr.drift_err,
+            "sigma": tr.sigma,
+        })
+    summary = pd.DataFrame(rows, columns=[
+        "detector", "amp", "n_visits", "n_jumps", "jump_visits", "gain_slope",
+        "gain_slope_err", "gain_like", "drift", "drift_err", "sigma"])
+    return TrendsResult(df, summary)
+
+
+def read_series(catalog: str | os.PathLike, detector: str | None = None,
+                amp: str | None = None):
+    """The pedestal series of a catalog (latest row per visit, detector and amp).
+
+    Reads only the columns the analysis needs; ``pedestal_err`` and ``level`` are NaN for
+    catalogs written before those columns existed.
+    """
+    import pyarrow.dataset as pads
+
+    from .catalog import read_catalog
+
+    root = Path(catalog)
+    if not (root / "pedestals").is_dir():
+        raise InputError(f"{root}: no catalog pedestals table here")
+    schema = pads.dataset(root / "pedestals", format="parquet", partitioning="hive").schema
+    cols = [c for c in ("detector", "amp", "pedestal", "pedestal_err", "level")
+            if c in schema.names]
+    df = read_catalog(root, "pedestals", columns=["visit", *cols])
+    if detector is not None:
+        df = df[df["detector"] == detector]
+    if amp is not None:
+        df = df[df["amp"] == amp]
+    if df.empty:
+        raise InputError(f"{root}: no pedestals for detector={detector!r} amp={amp!r}")
+    return df.reset_index(drop=True)
+
+
+def write_trends(result: TrendsResult, out_dir: str | os.PathLike, *,
+                 camera: Any = None, max_plots: int = 12) -> list[Path]:
+    """Write ``trends.parquet`` (series), ``trends_summary.parquet`` and plots.
+
+    Plots: ``trends_series.png`` (the flagged amps' series with model and jumps, else the
+    first amps) and, with a ``camera``, ``trends_flags.png`` (focal-plane map of the number
+    of flags per amp).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, frame in (("trends.parquet", result.series),
+                        ("trends_summary.parquet", result.summary)):
+        path = out / name
+        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+        paths.append(path)
+    paths.append(_plot_series(result, out / "trends_series.png", max_plots))
+    if camera is not None:
+        from .plots import focal_plane_map, save_figure
+
+        s = result.summary
+        flags = s.assign(pedestal=s["n_jumps"] + s["gain_like"].astype(int))
+        fig = focal_plane_map(flags[["detector", "amp", "pedestal"]], camera,
+                              vmax=max(1.0, float(flags["pedestal"].max())),
+                              title="trend flags per amp (jumps + gain-like)")
+        paths.append(save_figure(fig, out / "trends_flags.png"))
+    return paths
+
+
+def _plot_series(result: TrendsResult, path: Path, max_plots: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    flagged = result.flagged
+    keys = list(zip(flagged["detector"], flagged["amp"], strict=True))
+    if not keys:
+        keys = list(zip(result.summary["detector"], result.summary["amp"], strict=True))
+    keys = keys[:max_plots]
+    n = max(len(keys), 1)
+    fig, axes = plt.subplots(n, 1, figsize=(7, 1.8 * n + 0.6), sharex=True, squeeze=False,
+                             layout="constrained")
+    series = result.series
+    summary = result.summary.set_index(["detector", "amp"])
+    for ax, (det, amp) in zip(axes[:, 0], keys, strict=False):
+        g = series[(series["detector"] == det) & (series["amp"] == amp)]
+        ax.errorbar(g["visit"], g["pedestal"], yerr=g["pedestal_err"].fillna(0), fmt="o",
+                    ms=3, lw=0.8, label="pedestal")
+        ax.plot(g["visit"], g["model"], "-", lw=1, label="model")
+        for v in g["visit"][g["jump"]]:
+            ax.axvline(v, color="C3", lw=1, ls="--")
+        row = summary.loc[(det, amp)]
+        note = f"{det} {amp}: {int(row['n_jumps'])} jump(s)"
+        if row["gain_like"]:
+            note += f", gain-like slope {row['gain_slope']:.2e}"
+        ax.set_title(note, fontsize=9, loc="left")
+        ax.set_ylabel("ADU")
+    axes[-1, 0].set_xlabel("visit")
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+

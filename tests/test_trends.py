@@ -1,0 +1,99 @@
+"""Camera-health trends (ampoffset_dask.trends) and the simulator's sequence mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ampoffset_dask import AmpOffsetConfig, measure_detector
+from ampoffset_dask.io.fits import read_exposure
+from ampoffset_dask.simulate import sequence_truth, simulate_focal_plane
+from ampoffset_dask.trends import amp_trend, find_trends, write_trends
+
+# Seed 12 injects four jumps and two gain-mismatched amps on this detector (checked below).
+SEED = 12
+VISITS = 24
+
+
+@pytest.fixture(scope="module")
+def sequence(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sequence")
+    sim = simulate_focal_plane(out, detectors=["R22_S11"], visits=VISITS, scale=0.2,
+                               seed=SEED, sequence=True, n_bad_columns=0)
+    # ampEdgeMaxOffset 10; at this tiny size (102x400 amps) LSST's background absorbs most
+    # of a step, so the health series uses the robust estimator.
+    config = AmpOffsetConfig.from_preset("lsstcam", estimator="robust")
+    rows = []
+    for path in sim.paths:
+        exp = read_exposure(path)
+        m = measure_detector(exp.image, exp.mask, exp.detector, config)
+        rows.extend(
+            (exp.visit, exp.detector.name, amp, p, e, lev)
+            for amp, p, e, lev in zip(m.amp_names, m.pedestals, m.pedestal_errors,
+                                      m.amp_levels, strict=True))
+    table = pd.DataFrame(rows, columns=["visit", "detector", "amp", "pedestal",
+                                        "pedestal_err", "level"])
+    return sim, table
+
+
+def test_sequence_truth_table(sequence):
+    sim, _ = sequence
+    truth = sim.truth
+    assert {"visit", "detector", "amp", "pedestal", "offset", "jump", "gain_error",
+            "sky"} <= set(truth.columns)
+    assert len(truth) == VISITS * 16
+    per_visit = truth.groupby("visit")
+    np.testing.assert_allclose(per_visit["pedestal"].sum(), 0.0, atol=1e-9)
+    assert per_visit["sky"].first().between(0.7 * 300, 1.3 * 2000).all()
+    assert per_visit["sky"].first().max() > 2 * per_visit["sky"].first().min()
+    # persistent: the offset minus its visit mean is the injected pedestal
+    offs = truth["offset"] - truth.groupby("visit")["offset"].transform("mean")
+    np.testing.assert_allclose(offs, truth["pedestal"], atol=1e-9)
+
+
+def test_trends_flag_exactly_the_injected_jumps_and_gain_errors(sequence, tmp_path):
+    sim, table = sequence
+    truth = sim.truth
+    injected_jumps = set(map(tuple, truth.loc[truth["jump"], ["visit", "amp"]].to_numpy()))
+    gain_amps = set(truth.loc[truth["gain_error"] != 0, "amp"])
+    assert injected_jumps and gain_amps  # the seed injects both
+
+    result = find_trends(table)
+    found = set(map(tuple, result.series.loc[result.series["jump"],
+                                             ["visit", "amp"]].to_numpy()))
+    assert found == injected_jumps
+    assert set(result.summary.loc[result.summary["gain_like"], "amp"]) == gain_amps
+    for amp in gain_amps:
+        row = result.summary.set_index("amp").loc[amp]
+        true = float(truth.loc[truth["amp"] == amp, "gain_error"].iloc[0])
+        assert np.sign(row["gain_slope"]) == np.sign(true)
+
+    paths = write_trends(result, tmp_path, camera="lsstcam")
+    names = {p.name for p in paths}
+    assert {"trends.parquet", "trends_summary.parquet", "trends_series.png",
+            "trends_flags.png"} <= names
+    back = pd.read_parquet(tmp_path / "trends_summary.parquet")
+    assert back["n_jumps"].sum() == len(injected_jumps)
+
+
+def test_amp_trend_on_synthetic_series():
+    rng = np.random.default_rng(0)
+    visits = np.arange(40)
+    level = rng.uniform(300, 2000, 40)
+    p = 0.002 * level + rng.normal(0, 0.2, 40)
+    p[25:] += 2.5
+    tr = amp_trend(visits, p, level, np.full(40, 0.2))
+    assert list(np.flatnonzero(tr.jumps)) == [25]
+    assert tr.gain_slope == pytest.approx(0.002, abs=5 * tr.gain_slope_err)
+    quiet = amp_trend(visits, rng.normal(0, 0.2, 40), level, np.full(40, 0.2))
+    assert not quiet.jumps.any() and abs(quiet.gain_slope) < 5 * quiet.gain_slope_err
+
+
+def test_sequence_truth_rules():
+    t = sequence_truth(50, 16, [1, 2, 3])
+    assert not (t.jumps.any(axis=0) & (t.gain_errors != 0)).any()
+    assert not t.jumps[:8].any() and not t.jumps[-2:].any()
+    for a in range(16):
+        v = np.flatnonzero(t.jumps[:, a])
+        assert (np.diff(v) >= 8).all()
