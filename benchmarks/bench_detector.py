@@ -5,9 +5,11 @@ noise, per-amp pedestals) and, for each kernel path (numpy reference, numba), pr
 median time of the default configuration and of edges only (``doBackground=False,
 doDetection=False``) and their ratio to ``scipy.ndimage.gaussian_filter(image, 2)`` on the
 same image. The filter is timed interleaved with the measurements in this process, so the
-ratios hold on a busy machine where absolute seconds do not. Also printed: peak traced
-memory relative to the image, and the first-call cost of the compiled kernels in a fresh
-process (compilation with an empty cache, then a load from the on-disk cache).
+ratios hold on a busy machine where absolute seconds do not; ratios of thread CPU time are
+printed too (the steadiest figure when other processes compete for the cores). Also
+printed: peak traced memory relative to the image, and the first-call cost of the compiled
+kernels in a fresh process (compilation with an empty cache, then a load from the on-disk
+cache).
 
 Single-threaded (BLAS and OpenMP pools pinned to one thread), as a dask worker runs it.
 
@@ -70,16 +72,18 @@ def first_call_cost() -> tuple[float, float]:
     return costs[0], costs[1]
 
 
-def _timed(fn) -> float:
+def _timed(fn) -> tuple[float, float]:
+    """Wall and thread CPU seconds of ``fn()``."""
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.thread_time() - c0
 
 
 def bench_path(kernels: str, image: np.ndarray, mask: np.ndarray, detector, configs: dict,
                repeat: int) -> dict:
     """Median seconds of each config and of the Gaussian filter, interleaved."""
-    times: dict[str, list[float]] = {label: [] for label in configs}
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label in configs}
     times["gaussian_filter"] = []
     peaks = {}
     with use_kernels(kernels):
@@ -95,13 +99,15 @@ def bench_path(kernels: str, image: np.ndarray, mask: np.ndarray, detector, conf
             measure_detector(image, mask, detector, config)
             peaks[label] = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-    med = {label: statistics.median(t) for label, t in times.items()}
-    g = med["gaussian_filter"]
-    print(f"\n[{kernels}] gaussian_filter(image, 2): {g:.3f} s (median of {repeat})")
+    med = {label: statistics.median(w for w, _ in t) for label, t in times.items()}
+    cpu = {label: statistics.median(c for _, c in t) for label, t in times.items()}
+    g, gc = med["gaussian_filter"], cpu["gaussian_filter"]
+    print(f"\n[{kernels}] gaussian_filter(image, 2): {g:.3f} s, {gc:.3f} CPU s "
+          f"(medians of {repeat})")
     for label in configs:
         print(f"    {label:>10}: {med[label]:.3f} s per detector = "
-              f"{med[label] / g:.2f}x gaussian_filter (min {min(times[label]):.3f} s); "
-              f"peak memory {peaks[label] / image.nbytes:.2f}x image")
+              f"{med[label] / g:.2f}x gaussian_filter; CPU {cpu[label]:.3f} s = "
+              f"{cpu[label] / gc:.2f}x; peak memory {peaks[label] / image.nbytes:.2f}x image")
     return med
 
 
