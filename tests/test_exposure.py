@@ -167,3 +167,12 @@ def test_task_refuses_to_apply_to_a_lazy_file(tmp_path):
     config = AmpOffsetConfig(amp_edge_width=8, amp_edge_inset=2, do_apply_amp_offset=True)
     with pytest.raises(InputError, match=r"R22_S11.*in-memory, writable image"):
         AmpOffsetTask(config).run(open_lazy(path))
+
+
+def test_former_names_still_import():
+    from ampoffset_dask import lsst_task
+    from ampoffset_dask._pipe_base import Task
+    from ampoffset_dask.io.fits import ExposureData, LazyExposure
+
+    assert LazyExposure is ExposureData
+    assert lsst_task.Task is Task
