@@ -1,6 +1,7 @@
 """The ``ampoffset-dask`` command.
 
-Subcommands: ``demo``, ``simulate``, ``run``, ``plot``, ``cameras``, ``info``, ``catalog``.
+Subcommands: ``demo``, ``simulate``, ``run``, ``plot``, ``cameras``, ``info``, ``catalog``,
+``trends``.
 Run ``ampoffset-dask COMMAND --help`` for each one's options.
 
 Exit codes
@@ -147,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sky", type=_positive_float, default=1200.0,
                    help="typical sky level in ADU (default: 1200)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--sequence", action="store_true",
+                   help="camera-health sequence: persistent per-amp offsets with drifts, "
+                        "jumps and gain errors, sky 300-2000 ADU (all in the truth table)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=cmd_simulate)
 
@@ -236,6 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50, help="rows to print with --table")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.set_defaults(func=cmd_catalog)
+
+    # trends
+    p = sub.add_parser(
+        "trends", parents=[common], epilog=_EPILOG,
+        help="per-amp pedestal time series over visits: jumps and gain-like drifts",
+        description="Build per-amp pedestal series over the catalog's visits, flag change "
+                    "points (jumps beyond K sigma of the running level) and gain-like "
+                    "drifts (pedestal proportional to the sky level), and write "
+                    "trends.parquet, trends_summary.parquet and plots.")
+    p.add_argument("catalog", type=Path, help="catalog folder")
+    p.add_argument("--detector", default=None, help="only this detector")
+    p.add_argument("--amp", default=None, help="only this amp")
+    p.add_argument("--k", type=_positive_float, default=4.0,
+                   help="jump threshold in sigma (default: 4)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: CATALOG/trends)")
+    p.add_argument("--camera", default=None,
+                   help="camera for the focal-plane flag map (default: none)")
+    p.set_defaults(func=cmd_trends)
     return parser
 
 
@@ -373,7 +396,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     result = simulate_focal_plane(args.out, camera=args.camera, detectors=args.detectors,
                                   rafts=args.rafts, visits=args.visits, scale=args.scale,
-                                  seed=args.seed, sky=args.sky, overwrite=args.overwrite)
+                                  seed=args.seed, sky=args.sky, overwrite=args.overwrite,
+                                  sequence=args.sequence)
     n_det = result.truth["detector"].nunique()
     _out(f"wrote {len(result.paths)} exposure(s) ({n_det} detector(s) x {args.visits} visit(s)) "
          f"and {result.truth_path.name} to {args.out} in {time.perf_counter() - t0:.1f} s")
@@ -581,6 +605,33 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         _out(f"  failed: visit {row['visit']} {row['detector']}: {row['error']}")
     if len(summary["failed"]) > 20:
         _out(f"  ... {len(summary['failed']) - 20} more failures")
+    return EXIT_OK
+
+
+def cmd_trends(args: argparse.Namespace) -> int:
+    """``ampoffset-dask trends CATALOG``."""
+    from .trends import find_trends, read_series, write_trends
+
+    t0 = time.perf_counter()
+    table = read_series(args.catalog, detector=args.detector)
+    t_read = time.perf_counter() - t0
+    result = find_trends(table, k=args.k, amp=args.amp)
+    out = args.out if args.out is not None else args.catalog / "trends"
+    written = write_trends(result, out, camera=args.camera)
+    flagged = result.flagged
+    _out(f"{len(result.series)} pedestals of {len(result.summary)} amp(s) over "
+         f"{table['visit'].nunique()} visit(s) (read in {t_read:.2f} s); "
+         f"{int(result.summary['n_jumps'].sum())} jump(s), "
+         f"{int(result.summary['gain_like'].sum())} gain-like amp(s)")
+    for row in flagged.itertuples():
+        note = f"  {row.detector} {row.amp}:"
+        if row.n_jumps:
+            note += f" jump(s) at visit {row.jump_visits};"
+        if row.gain_like:
+            note += f" gain-like, {row.gain_slope:+.2e} +- {row.gain_slope_err:.1e} per ADU;"
+        _out(note.rstrip(";"))
+    for path in written:
+        _out(str(path))
     return EXIT_OK
 
 

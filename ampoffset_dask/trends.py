@@ -16,6 +16,12 @@ together a few times (the fit uses Tukey weights, so a jump does not bias ``gamm
 
 `read_series` reads a catalog, `find_trends` analyses a table, `write_trends` writes the
 Parquet tables and plots; ``ampoffset-dask trends CATALOG`` does all three.
+
+The measured pedestals of a detector sum to zero (LSST's gauge), so a jump ``J`` of one
+of its ``N`` amps also moves every other amp by ``-J/N``: with 16 amps that is far below
+the threshold for the others, but on detectors with few amps one jump can show on all of
+them. (Re-referencing to the median amp removes that cross-talk but adds the median's
+noise to every series; it was not adopted.)
 """
 
 from __future__ import annotations
@@ -185,7 +191,8 @@ def amp_trend(visits: np.ndarray, pedestal: np.ndarray, level: np.ndarray | None
 
 
 def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
-                gain_sigma: float = 5.0, min_gain: float = 2e-4) -> TrendsResult:
+                gain_sigma: float = 5.0, min_gain: float = 2e-4,
+                amp: str | None = None) -> TrendsResult:
     """Analyse every amp of a pedestal table over its visits.
 
     Parameters
@@ -199,6 +206,8 @@ def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
         ``gain_like`` needs ``|gain_slope| > gain_sigma * gain_slope_err`` ...
     min_gain : float
         ... and ``|gain_slope| > min_gain`` (a relative gain error that matters).
+    amp : str, optional
+        Analyse only this amp.
 
     Returns
     -------
@@ -215,6 +224,10 @@ def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
         df["pedestal_err"] = np.nan
     if "level" not in df:
         df["level"] = np.nan
+    if amp is not None:
+        df = df[df["amp"] == amp].reset_index(drop=True)
+        if df.empty:
+            raise InputError(f"trends: no amp {amp!r} in the pedestal table")
     df["model"] = np.nan
     df["jump"] = False
     rows = []
@@ -240,8 +253,7 @@ def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
     return TrendsResult(df, summary)
 
 
-def read_series(catalog: str | os.PathLike, detector: str | None = None,
-                amp: str | None = None):
+def read_series(catalog: str | os.PathLike, detector: str | None = None):
     """The pedestal series of a catalog (latest row per visit, detector and amp).
 
     Reads only the columns the analysis needs; ``pedestal_err`` and ``level`` are NaN for
@@ -260,10 +272,9 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
     df = read_catalog(root, "pedestals", columns=["visit", *cols])
     if detector is not None:
         df = df[df["detector"] == detector]
-    if amp is not None:
-        df = df[df["amp"] == amp]
     if df.empty:
-        raise InputError(f"{root}: no pedestals for detector={detector!r} amp={amp!r}")
+        raise InputError(f"{root}: no pedestals" + ("" if detector is None
+                                                     else f" for detector {detector!r}"))
     return df.reset_index(drop=True)
 
 
@@ -317,8 +328,8 @@ def _plot_series(result: TrendsResult, path: Path, max_plots: int) -> Path:
     summary = result.summary.set_index(["detector", "amp"])
     for ax, (det, amp) in zip(axes[:, 0], keys, strict=False):
         g = series[(series["detector"] == det) & (series["amp"] == amp)]
-        ax.errorbar(g["visit"], g["pedestal"], yerr=g["pedestal_err"].fillna(0), fmt="o",
-                    ms=3, lw=0.8, label="pedestal")
+        ax.errorbar(g["visit"], g["pedestal"], yerr=g["pedestal_err"].fillna(0),
+                    fmt="o", ms=3, lw=0.8, label="pedestal")
         ax.plot(g["visit"], g["model"], "-", lw=1, label="model")
         for v in g["visit"][g["jump"]]:
             ax.axvline(v, color="C3", lw=1, ls="--")
@@ -327,7 +338,7 @@ def _plot_series(result: TrendsResult, path: Path, max_plots: int) -> Path:
         if row["gain_like"]:
             note += f", gain-like slope {row['gain_slope']:.2e}"
         ax.set_title(note, fontsize=9, loc="left")
-        ax.set_ylabel("ADU")
+        ax.set_ylabel("pedestal (ADU)")
     axes[-1, 0].set_xlabel("visit")
     axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path, dpi=100)

@@ -97,3 +97,40 @@ def test_sequence_truth_rules():
     for a in range(16):
         v = np.flatnonzero(t.jumps[:, a])
         assert (np.diff(v) >= 8).all()
+
+
+def test_trends_command_on_a_catalog(tmp_path):
+    """A catalog written by the real writer, then ``ampoffset-dask trends`` in a subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    from ampoffset_dask import AmpOffsetConfig as Config
+    from ampoffset_dask.catalog import CatalogWriter, DetectorResult
+
+    rng = np.random.default_rng(2)
+    amps = [f"C{i:02d}" for i in range(16)]
+    cat = tmp_path / "cat"
+    with CatalogWriter(cat) as writer:
+        writer.start_run(config=Config())
+        for visit in range(1, 21):
+            peds = rng.normal(0.0, 0.2, 16)
+            if visit >= 12:
+                peds[2] += 2.0  # C02 jumps at visit 12
+            writer.add(DetectorResult(visit=visit, detector="R22_S11", status="ok",
+                                      amp_names=amps, pedestals=list(peds - peds.mean())))
+            writer.flush(visit, force=True)
+        writer.finish_run()
+    exe = [sys.executable, "-m", "ampoffset_dask.cli"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([*exe, "trends", str(cat), "--detector", "R22_S11"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "320 pedestals of 16 amp(s) over 20 visit(s)" in proc.stdout
+    assert "R22_S11 C02: jump(s) at visit 12" in proc.stdout
+    summary = pd.read_parquet(cat / "trends" / "trends_summary.parquet").set_index("amp")
+    assert summary.loc["C02", "n_jumps"] == 1 and summary["n_jumps"].sum() == 1
+    assert (cat / "trends" / "trends_series.png").stat().st_size > 1000
+    bad = subprocess.run([*exe, "trends", str(cat), "--amp", "C99"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "C99" in bad.stderr and "Traceback" not in bad.stderr
