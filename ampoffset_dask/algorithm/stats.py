@@ -55,30 +55,30 @@ def _order_statistics(a: np.ndarray, ks: list[int]) -> dict[int, float]:
     ``a`` is only permuted. numpy's single-``kth`` partition is an exact (SIMD) selection;
     asking it for several ``kth`` at once takes a much slower path, so the statistics are
     placed one at a time, each bounding the ranges of the others, and a statistic right
-    after a placed one is the minimum of its range.
+    after a placed one is the minimum of its range. (An explicit work list, not a recursive
+    closure: a closure cycle would keep ``a`` alive until the garbage collector runs.)
     """
     out: dict[int, float] = {}
-
-    def place(lo: int, hi: int, wanted: list[int]) -> None:
-        # Invariant: a[lo:hi] holds exactly the order statistics lo..hi-1 (any order).
+    # Each item: a[lo:hi] holds exactly the order statistics lo..hi-1 (in any order).
+    todo = [(0, a.shape[0], list(ks))]
+    while todo:
+        lo, hi, wanted = todo.pop()
         if not wanted:
-            return
+            continue
         if wanted[0] == lo:
             seg = a[lo:hi]
             j = int(np.argmin(seg))
             seg[0], seg[j] = seg[j], seg[0]
             out[lo] = float(a[lo])
-            place(lo + 1, hi, wanted[1:])
-            return
+            todo.append((lo + 1, hi, wanted[1:]))
+            continue
         # Partition at a statistic whose successor, if wanted, is then a range minimum.
         lower = [k for k in wanted if k - 1 not in wanted]
         mid = lower[len(lower) // 2]
         a[lo:hi].partition(mid - lo)
         out[mid] = float(a[mid])
-        place(lo, mid, [k for k in wanted if k < mid])
-        place(mid + 1, hi, [k for k in wanted if k > mid])
-
-    place(0, a.shape[0], list(ks))
+        todo.append((lo, mid, [k for k in wanted if k < mid]))
+        todo.append((mid + 1, hi, [k for k in wanted if k > mid]))
     return out
 
 
