@@ -47,6 +47,12 @@ def _figure(size: tuple[float, float]):
     return Figure(figsize=size, dpi=DPI, layout="constrained")
 
 
+def _colorbar_axes(ax: Any) -> Any:
+    """A colour-bar axes exactly as tall as ``ax``'s drawn box (also with an equal aspect,
+    where a colour bar attached to the layout slot would overhang the plot)."""
+    return ax.inset_axes([1.02, 0.0, 0.035, 1.0])
+
+
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Save ``fig`` as PNG at `DPI` through a temporary file renamed into place."""
     path = Path(path)
@@ -264,7 +270,7 @@ def focal_plane_map(
     finite = np.abs(np.array(colours, dtype=float))
     finite = finite[np.isfinite(finite)]
     extend = "both" if finite.size and finite.max() > limit else "neither"
-    cbar = fig.colorbar(coll, ax=ax, shrink=0.85, extend=extend)
+    cbar = fig.colorbar(coll, cax=_colorbar_axes(ax), extend=extend)
     cbar.set_label("amp pedestal (ADU)")
     if title is None:
         title = f"{getattr(camera, 'instrument', None) or camera.name} amp pedestals"
@@ -409,8 +415,11 @@ def amp_map(
                 continue
             xa, ya = a.x0 + a.width / 2, a.y0 + a.height / 2
             xb, yb = b.x0 + b.width / 2, b.y0 + b.height / 2
+            # Horizontal, on a white box over the boundary line, so it stays readable.
             ax.text((xa + xb) / 2, (ya + yb) / 2, f"{off:+.2f}", ha="center", va="center",
-                    fontsize=6, color="0.25", rotation=90 if ya == yb else 0)
+                    fontsize=8, color="black", zorder=5,
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.5",
+                          "lw": 0.5, "alpha": 0.9})
     ax.set_xlim(0, detector.width)
     ax.set_ylim(0, detector.height)
     ax.set_aspect("equal")
@@ -418,7 +427,7 @@ def amp_map(
     ax.set_ylabel("y (pixel)")
     from matplotlib.cm import ScalarMappable
 
-    cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cm), ax=ax, shrink=0.9)
+    cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cm), cax=_colorbar_axes(ax))
     cbar.set_label("pedestal (ADU)")
     ax.set_title(title or f"{detector.name}: amp pedestals")
     if path is not None:
