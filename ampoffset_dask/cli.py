@@ -20,6 +20,8 @@ Exit codes
     Unexpected internal error (re-run with ``-v`` for the traceback and report it).
 130
     Interrupted (Ctrl-C).
+143
+    Terminated (SIGTERM, as SLURM and Kubernetes send): handled like Ctrl-C.
 """
 
 from __future__ import annotations
@@ -49,10 +51,11 @@ EXIT_USAGE = 2
 EXIT_CLUSTER = 3
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process killed by it
 
 _PROG = "ampoffset-dask"
 _EPILOG = """exit codes: 0 ok; 1 some detectors failed; 2 usage or input error; 3 cluster could
-not be started or reached; 4 internal error (re-run with -v); 130 interrupted."""
+not be started or reached; 4 internal error (re-run with -v); 130 interrupted; 143 terminated."""
 
 
 class CommandError(Exception):
@@ -188,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a Dask performance report (HTML)")
     p.add_argument("--new-run", action="store_true",
                    help="process every input again instead of resuming")
+    p.add_argument("--force", action="store_true",
+                   help="also process inputs whose header says they were already corrected "
+                        "(LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T); without it they are "
+                        "flagged and left alone")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (there is none when stderr is not a terminal)")
     p.set_defaults(func=cmd_run)
@@ -286,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    terminated = _handle_sigterm()
     try:
         return int(args.func(args) or EXIT_OK)
     except BrokenPipeError:
@@ -296,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except KeyboardInterrupt:
+        if terminated:
+            sys.stderr.write(f"{_PROG}: terminated (SIGTERM); the run is recorded as "
+                             "interrupted, run again to resume\n")
+            return EXIT_TERMINATED
         sys.stderr.write(f"{_PROG}: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:
@@ -309,6 +321,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"internal error: {type(exc).__name__}: {message} (run with -v for details)"
         sys.stderr.write(f"{_PROG} {args.command}: error: {message}\n")
         return code
+
+
+def _handle_sigterm() -> list[int]:
+    """Make SIGTERM (what SLURM and Kubernetes send) stop the command like Ctrl-C: the
+    catalog is flushed and the run marked interrupted. The returned list is non-empty once
+    SIGTERM arrived (the exit code is then 143, not 130)."""
+    import signal
+    import threading
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        return received
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return received
 
 
 def _exit_code(exc: BaseException) -> int:
@@ -350,7 +382,13 @@ def _load_config(path: Path | None, overrides: Sequence[str]):
                 raise InputError(
                     f"{path}: reading YAML needs pyyaml (pip install 'ampoffset-dask[yaml]')"
                 ) from exc
-            loaded = yaml.safe_load(text)
+            try:
+                loaded = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                raise InputError(f"{path}:{where}: not valid YAML ({problem})") from None
         else:
             try:
                 loaded = json.loads(text)
@@ -411,7 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         camera=args.camera, apply=args.apply, output_images=args.output_images,
         in_place=args.in_place, new_run=args.new_run, max_in_flight=args.max_in_flight,
-        performance_report=args.performance_report,
+        performance_report=args.performance_report, force=args.force,
         progress=not args.no_progress and sys.stderr.isatty(),
     )
     for item in args.inputs:  # quoted globs are expanded by process
@@ -419,16 +457,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InputError(f"{item}: no such file or folder")
     config = _load_config(args.config, args.overrides)
     t0 = time.perf_counter()
-    handle = _client(args.scheduler)
-    with handle:
-        result = _call_process(args.inputs, args.output, config=config, client=handle.client,
-                               options=options)
+    from .pipeline.run import execute, prepare
+
+    # Everything the user can get wrong is found by prepare, before any cluster starts.
+    with prepare(list(args.inputs), args.output, config=config, options=options,
+                 scheduler=str(args.scheduler or "local")) as run:
+        if run.runnable:
+            with _client(args.scheduler) as client:
+                result = execute(run, client)
+        else:
+            result = execute(run, None)
     failed = _failed_detectors(result)
     _print_run_summary(result, args.output, time.perf_counter() - t0)
     if failed:
         sys.stderr.write(f"{_PROG} run: {len(failed)} detector(s) failed:\n")
         for visit, det, err in failed:
-            sys.stderr.write(f"  visit {_fmt_visit(visit)} {det}: {err}\n")
+            if det and det in err:  # unknown identity: the message names the file
+                sys.stderr.write(f"  {err}\n")
+            else:
+                sys.stderr.write(f"  visit {_fmt_visit(visit)} {det}: {err}\n")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -131,8 +131,9 @@ def walk_fits(
     recursive : bool
         Descend into sub-folders (symlinked folders too, each real folder once).
     exclude : iterable of path-like
-        Folders not to enter (e.g. the output folders of the current run). Folders that
-        contain `OUTPUT_MARKER` are never entered.
+        Folders not to enter (e.g. the output folders of the current run). Sub-folders
+        that contain `OUTPUT_MARKER` are not entered (``folder`` itself always is: a user
+        may ask for a folder of corrected images by name).
 
     Returns
     -------

@@ -16,6 +16,7 @@ Transient I/O errors are retried inside `run`, with exponential backoff, before 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import time
@@ -31,10 +32,9 @@ from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
-from ..io.paths import mark_output_folder
 from . import _config
 
-__all__ = ["DetectorJob", "output_header", "process_file", "with_io_retries"]
+__all__ = ["DetectorJob", "identified_job", "output_header", "process_file", "with_io_retries"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ T = TypeVar("T")
 
 #: OSErrors that retrying cannot fix.
 _PERMANENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+#: errno values that retrying cannot fix (read-only file system, disk full, no permission).
+_PERMANENT_ERRNO = {errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
 def with_io_retries(fn: Callable[[], T], *, retries: int, delay: float, what: str) -> T:
@@ -72,6 +74,8 @@ def with_io_retries(fn: Callable[[], T], *, retries: int, delay: float, what: st
         except _PERMANENT as exc:
             raise InputError(f"{what}: {exc.strerror or exc}") from exc
         except OSError as exc:
+            if exc.errno in _PERMANENT_ERRNO:
+                raise InputError(f"{what}: {exc.strerror or exc}") from exc
             if isinstance(exc, AmpOffsetError) or attempt >= retries:
                 raise
             wait = delay * 2**attempt
@@ -204,27 +208,33 @@ class DetectorJob:
                 f"({geometry.shape[0]} x {geometry.shape[1]} pixels, height x width)"
             )
         m = measure_detector(image, exp.mask, geometry, config, mask_planes=exp.mask_planes)
-        out_path = ""
+        out_path = write_error = ""
         if output is not None:
             if not self.in_place and Path(output).resolve() == Path(path).resolve():
                 raise InputError(f"{path}: refusing to overwrite the input (in_place=False)")
             corrected = apply_pedestals(image, m.pedestals, geometry)
-            if Path(output).resolve() == Path(path).resolve():
+            try:
                 Path(output).parent.mkdir(parents=True, exist_ok=True)
-            else:  # marked: a later run over a tree holding this folder skips it
-                mark_output_folder(Path(output).parent)
-            self._io(lambda: write_exposure(
-                output, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
-                header=output_header(path, exp.info, visit, geometry),
-                metadata=lsst_metadata_comments(m, applied=True), overwrite=True,
-                detector=geometry,
-            ), f"writing {output}")
-            out_path = str(output)
-        return DetectorResult.from_measurement(
+                self._io(lambda: write_exposure(
+                    output, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
+                    header=output_header(path, exp.info, visit, geometry),
+                    metadata=lsst_metadata_comments(m, applied=True), overwrite=True,
+                    detector=geometry,
+                ), f"writing {output}")
+                out_path = str(output)
+            except (OSError, AmpOffsetError) as exc:
+                # The measurement stands; only the image is missing: keep it, flagged.
+                write_error = f"corrected image not written: {exc}"
+                logger.warning("%s: %s", path, write_error)
+        result = DetectorResult.from_measurement(
             m, visit=visit, detector=geometry, input=path, output=out_path,
             seconds=time.perf_counter() - self._t0, cpu_seconds=time.thread_time() - c0,
             worker=self._worker, attempts=self.attempts,
         )
+        if write_error:
+            result.status = "flagged"
+            result.error = "; ".join(e for e in (result.error, write_error) if e)
+        return result
 
     def _name(self) -> str:
         return self.detector.name if self.detector is not None else self.path
@@ -280,3 +290,13 @@ def process_file(
     return DetectorJob(path, detector, config, visit=visit, camera=camera, output=output,
                        in_place=in_place, io_retries=io_retries,
                        io_retry_delay=io_retry_delay).run_safely()
+
+
+def identified_job(**kwargs: Any) -> tuple[str, DetectorResult]:
+    """`process_file`, also returning the digest of the config the worker really used, so
+    the client can check that a result is the one it asked for (``process`` submits this)."""
+    from ..catalog import config_digest
+
+    config = kwargs.get("config")
+    return config_digest(config if config is not None else AmpOffsetConfig()), \
+        process_file(**kwargs)

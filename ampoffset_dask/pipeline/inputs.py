@@ -48,7 +48,11 @@ class InputItem:
 
 @dataclasses.dataclass
 class PlannedTask:
-    """A (visit, detector) to measure, or an input that already failed planning."""
+    """A (visit, detector) to measure, or an input that already failed planning.
+
+    ``flag`` is set for an input planning recognised but that is not to be processed (an
+    exposure already corrected): it becomes a ``flagged`` row with that message.
+    """
 
     path: str
     visit: int | None
@@ -56,12 +60,12 @@ class PlannedTask:
     name: str | None
     error: str = ""
     dataset_id: str | None = None
-    problem: str = ""
+    flag: str = ""
 
-    @property
-    def key(self) -> str:
-        """Dask key ``ampoffset-<visit>-<detector>``."""
-        return f"ampoffset-{self.visit}-{self.name}"
+    def key(self, run_token: str) -> str:
+        """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
+        sharing a scheduler never share (or swap) results."""
+        return f"ampoffset-{run_token}-{self.visit}-{self.name}"
 
 
 def _manifest_items(table: Any, base: Path | None) -> list[InputItem]:
@@ -205,7 +209,11 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
     return [dataclasses.replace(i, path=p) for p, i in seen.items()]
 
 
-def _plan_one(item: InputItem, camera: Any) -> PlannedTask:
+#: The header key LSST (and `ampoffset_dask.io.fits.write_exposure`) sets on corrected images.
+SUBTRACTED_KEY = "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"
+
+
+def _plan_one(item: InputItem, camera: Any, force: bool = False) -> PlannedTask:
     from ..io.fits import inspect_file, resolve_detector
 
     visit, name = item.visit, item.detector
@@ -233,7 +241,12 @@ def _plan_one(item: InputItem, camera: Any) -> PlannedTask:
                 f"{item.path}: no visit number in the header; give it in a manifest "
                 "(columns path, visit, detector)"
             )
-        return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id)
+        flag = ""
+        if info.header.get(SUBTRACTED_KEY) is True and not force:
+            flag = (f"already corrected ({SUBTRACTED_KEY} = T in {item.path}); not "
+                    "corrected again (use --force / force=True to process it anyway)")
+        return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id,
+                           flag=flag)
     except AmpOffsetError as exc:
         return PlannedTask(item.path, visit, None, name, f"{type(exc).__name__}: {exc}",
                            dataset_id=item.dataset_id)
@@ -254,10 +267,11 @@ def _instrument_camera(instrument: str) -> Any:
 
 
 def plan_tasks(items: Iterable[InputItem], camera: Any = None,
-               threads: int = 8) -> list[PlannedTask]:
+               threads: int = 8, *, force: bool = False) -> list[PlannedTask]:
     """Read headers (in threads) and resolve the identity and geometry of each input.
 
-    Inputs that cannot be planned come back with ``error`` set (they become failed rows).
+    Inputs that cannot be planned come back with ``error`` set (they become failed rows);
+    inputs already corrected, unless ``force``, with ``flag`` set (flagged rows).
 
     Raises
     ------
@@ -266,7 +280,7 @@ def plan_tasks(items: Iterable[InputItem], camera: Any = None,
     """
     items = list(items)
     with ThreadPoolExecutor(max(1, min(threads, len(items) or 1))) as pool:
-        planned = list(pool.map(lambda i: _plan_one(i, camera), items))
+        planned = list(pool.map(lambda i: _plan_one(i, camera, force), items))
     owners: dict[tuple[int, str], str] = {}
     clashes = []
     for task in planned:

@@ -33,6 +33,7 @@ _FLAGS = {
     "progress": "--no-progress",
     "performance_report": "--performance-report",
     "n_workers": "--workers",
+    "force": "--force",
 }
 
 
@@ -61,7 +62,9 @@ class RunOptions:
     apply : bool
         Write corrected exposures (pedestals subtracted, LSST metadata keys set).
     output_images : Path, optional
-        Folder for corrected exposures (``<folder>/<visit>/<input file name>``).
+        Folder for corrected exposures (``<folder>/<visit>/<detector>/<input name>.fits``).
+        A relative path is made absolute here, on the client, not in each worker's
+        working directory.
     in_place : bool
         Overwrite the inputs with the corrected exposures.
     resume : bool
@@ -82,6 +85,10 @@ class RunOptions:
         Forward the workers' ``ampoffset_dask`` log records to this process.
     n_workers : int, optional
         Workers of the local cluster started when no client is given.
+    force : bool
+        Process inputs whose header says they were already corrected
+        (``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T``); without it they are ``flagged``
+        rows ("already corrected") and left alone.
 
     Raises
     ------
@@ -111,6 +118,7 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
     performance_report: Path | None = None
     forward_logs: bool = True
     n_workers: int | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         for name in sorted(dir(self)):
@@ -126,7 +134,9 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
 
     def _check_images(self) -> None:
         if self.output_images is not None:
-            self.output_images = _path("output_images", self.output_images)
+            # absolute on the client: a worker's working directory is not the user's
+            self.output_images = Path(os.path.abspath(_path("output_images",
+                                                            self.output_images)))
         if self.in_place and self.output_images is not None:
             raise ConfigError(
                 f"{option_name('in_place')} overwrites the inputs and "

@@ -1,6 +1,7 @@
 """`process`: measure (and optionally correct) many detectors on a Dask cluster.
 
-One task per (visit, detector), key ``ampoffset-<visit>-<detector>``, submitted with a bounded
+One task per (visit, detector), key ``ampoffset-<run token>-<visit>-<detector>`` (unique per
+run, so runs sharing a scheduler never share results), submitted with a bounded
 number in flight and gathered with `distributed.as_completed`, so the client's memory and the
 scheduler's graph stay small whatever the number of inputs. Results stream into the catalog
 (`ampoffset_dask.catalog.CatalogWriter`) as they arrive.
@@ -10,19 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..catalog import CatalogWriter, DetectorResult
+from ..catalog import CatalogWriter, DetectorResult, config_digest
 from ..config import AmpOffsetConfig
-from ..errors import ConfigError, InputError
+from ..errors import ClusterError, ConfigError, GeometryError, InputError
+from ..io.paths import fits_stem, mark_output_folder
+from ..io.sections import _is_wrapped
 from . import _config
 from .cluster import ClientHandle, default_in_flight, get_client
-from .detector_job import process_file
+from .detector_job import identified_job
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions
 
@@ -172,21 +178,109 @@ def _as_config(config: Any) -> AmpOffsetConfig:
 
 
 def _output_path(task: PlannedTask, options: RunOptions) -> Path | None:
-    """Where the corrected exposure of ``task`` goes (None when nothing is written)."""
+    """Where the corrected exposure of ``task`` goes (None when nothing is written):
+    ``<output_images>/<visit>/<detector>/<input name>.fits``. Planning allows one input per
+    (visit, detector), so two inputs never share an output; the corrected file is plain
+    FITS whatever the input's compression, and named so."""
     if not options.apply:
         return None
     if options.output_images is None:
+        if _is_wrapped(Path(task.path)):
+            raise InputError(
+                f"{task.path}: a gzip/bzip2-wrapped file cannot be corrected in place (the "
+                "corrected exposure is plain FITS); use --output-images / output_images")
         return Path(task.path)  # in place (RunOptions guarantees it was asked for)
-    out = options.output_images / str(task.visit) / Path(task.path).name
-    if out.resolve() == Path(task.path).resolve():
-        raise ConfigError(
-            f"output_images={options.output_images} would overwrite the input {task.path}; "
-            "choose another folder (or ask for in_place=True, --in-place)"
-        )
-    return out
+    stem, _ = fits_stem(Path(task.path).name)
+    return options.output_images / str(task.visit) / str(task.name) / f"{stem}.fits"
 
 
-def _task_error(item: SubmitItem, exc: BaseException) -> DetectorResult:
+def check_outputs(planned: Iterable[PlannedTask], options: RunOptions) -> dict[str, Path]:
+    """Every planned output path, checked before anything is submitted.
+
+    Returns
+    -------
+    dict
+        Input path -> output path of each runnable task (empty without ``apply``).
+
+    Raises
+    ------
+    InputError
+        When two inputs would write the same output, or an output would overwrite another
+        input (or, without ``in_place``, its own input); the message names both files.
+    """
+    outputs: dict[str, Path] = {}
+    if not options.apply:
+        return outputs
+    tasks = [t for t in planned if not t.error and not t.flag]
+    inputs = {os.path.realpath(t.path): t.path for t in planned}
+    owners: dict[str, str] = {}
+    for task in tasks:
+        out = _output_path(task, options)
+        real = os.path.realpath(out)
+        if real in owners:
+            raise InputError(f"{task.path} and {owners[real]} would both be corrected into "
+                             f"{out}; give each input its own (visit, detector)")
+        other = inputs.get(real)
+        if other is not None and (other != task.path or not options.in_place):
+            raise InputError(f"the corrected {task.path} would overwrite the input {other} "
+                             f"({out}); choose another output folder")
+        owners[real] = task.path
+        outputs[task.path] = out
+    return outputs
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Fail now, with one line naming the folder, if ``folder`` cannot be written (read-only
+    file system, no space, no permission), instead of once per detector later."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".ampoffset-probe-{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open(probe, "wb") as fh:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot write {what} to {folder}: {exc.strerror or exc}") from None
+
+
+_TMP = re.compile(r"^\.(.+)\.[0-9a-f]{12}\.tmp$")
+
+
+def _remove_stale_tmp(outputs: Iterable[Path]) -> int:
+    """Delete the partial ``.<name>.<id>.tmp`` files a killed worker left next to this run's
+    outputs (the writer renames them into place only when complete); the number removed."""
+    wanted: dict[Path, set[str]] = {}
+    for out in outputs:
+        wanted.setdefault(out.parent, set()).add(out.name)
+    removed = 0
+    for folder, names in wanted.items():
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            m = _TMP.match(entry.name)
+            if m and m.group(1) in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        logger.info("removed %d partial output file(s) left by an earlier run", removed)
+    return removed
+
+
+def run_token(run_id: str, config: AmpOffsetConfig, options: RunOptions) -> str:
+    """The part of the task keys that makes them unique per run: a digest of the run id,
+    the config and where the outputs go."""
+    text = "|".join([run_id, config_digest(config), str(options.output_images),
+                     str(options.in_place), str(options.apply), uuid.uuid4().hex])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _task_error(item: SubmitItem, exc: BaseException) -> tuple[None, DetectorResult]:
     from distributed.scheduler import KilledWorker
 
     task: PlannedTask = item.tag
@@ -194,9 +288,32 @@ def _task_error(item: SubmitItem, exc: BaseException) -> DetectorResult:
         message = f"worker died while processing {task.path} ({exc})"
     else:
         message = f"{type(exc).__name__}: {exc}"
-    return DetectorResult.failure(message, visit=task.visit, detector=task.name,
-                                  input=task.path,
-                                  detector_id=task.detector.id if task.detector else None)
+    return None, DetectorResult.failure(message, visit=task.visit, detector=task.name,
+                                        input=task.path,
+                                        detector_id=task.detector.id if task.detector else None)
+
+
+def _checked(task: PlannedTask, digest: str, got: tuple[str | None, DetectorResult]
+             ) -> DetectorResult:
+    """The task's result if it is this task's (input, visit, detector, config digest);
+    otherwise a failed row saying what came back: a result is never recorded under another
+    identity."""
+    got_digest, result = got
+    if got_digest is None:  # the client's own failure record
+        return result
+    expected = (task.path, task.visit, task.name, digest)
+    actual = (result.input, result.visit, result.detector, got_digest)
+    if result.status == "failed" and actual[1:3] != expected[1:3]:
+        actual = (result.input, task.visit, task.name, got_digest)  # identity not read yet
+    if actual == expected:
+        return result
+    logger.error("result identity mismatch for %s: expected %s, got %s", task.path, expected,
+                 actual)
+    return DetectorResult.failure(
+        f"result identity mismatch: expected input {task.path}, visit {task.visit}, "
+        f"detector {task.name}, config {digest}; got input {result.input}, visit "
+        f"{result.visit}, detector {result.detector}, config {got_digest}",
+        visit=task.visit, detector=task.name, input=task.path)
 
 
 @contextlib.contextmanager
@@ -260,11 +377,16 @@ class PreparedRun:
     planned : list of PlannedTask
         Every input's plan; those with ``error`` set failed planning.
     failures : list of DetectorResult
-        Failed rows of the inputs that could not be planned.
+        Rows recorded without computing: failed rows of the inputs that could not be
+        planned, flagged rows of inputs already corrected.
     runnable : list of PlannedTask
         What `execute` submits (resumed pairs left out).
     summary : RunSummary
         Counters so far (``n_inputs``, ``n_skipped``), filled in by `execute`.
+    run_token : str
+        Part of every task key of this run (``ampoffset-<run_token>-<visit>-<detector>``).
+    outputs : dict
+        Input path -> corrected output path (with ``apply``).
     """
 
     catalog: Path
@@ -276,6 +398,8 @@ class PreparedRun:
     runnable: list[PlannedTask]
     summary: RunSummary
     t_start: float = dataclasses.field(default_factory=time.perf_counter)
+    run_token: str = ""
+    outputs: dict[str, Path] = dataclasses.field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -331,22 +455,31 @@ def prepare(
     cfg = _as_config(config)
     opts = options if options is not None else RunOptions()
     timings: dict[str, float] = {}
+    camera = _resolve_camera(opts.camera)
 
-    items = discover_inputs(inputs)
+    items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,) if p])
     if not items:
         raise InputError(f"no FITS files found in {inputs!r}")
     timings["discover"] = time.perf_counter() - t_start
     catalog = Path(output)
+    _check_writable(catalog, "the catalog")
+    if opts.output_images is not None:
+        _check_writable(opts.output_images, "corrected images")
+        # marked: a later run over a tree holding this folder does not take its images
+        mark_output_folder(opts.output_images)
     writer = CatalogWriter(catalog)
     try:
         writer.check_config(cfg, new_run=opts.new_run)
         done = writer.finished() if opts.resume and not opts.new_run else set()
         t = time.perf_counter()
-        planned = plan_tasks(items, camera=opts.camera)
+        planned = plan_tasks(items, camera=camera, force=opts.force)
         timings["plan"] = time.perf_counter() - t
-        for task in planned:  # every output path is checked before anything is written
-            if not task.error:
-                _output_path(task, opts)
+        _check_config_fits(planned, cfg)
+        outputs = check_outputs(planned, opts)  # before anything is submitted
+        if opts.in_place:
+            for path in outputs.values():
+                _check_writable(path.parent, "corrected images")
+        _remove_stale_tmp(outputs.values())
         run_id = writer.start_run(config=cfg, inputs=[i.path for i in items],
                                   new_run=opts.new_run, options=opts.to_record(),
                                   scheduler=scheduler or "local")
@@ -355,8 +488,14 @@ def prepare(
         failures = [
             DetectorResult.failure(t.error, visit=t.visit, detector=t.name, input=t.path)
             for t in planned if t.error
+        ] + [
+            DetectorResult(visit=int(t.visit), detector=str(t.name), status="flagged",
+                           error=t.flag, input=t.path,
+                           detector_id=t.detector.id if t.detector else None)
+            for t in planned if t.flag and not t.error
         ]
-        runnable = [t for t in planned if not t.error and (t.visit, t.name) not in done]
+        runnable = [t for t in planned if not t.error and not t.flag
+                    and (t.visit, t.name) not in done]
         summary.n_skipped = len(planned) - len(failures) - len(runnable)
         expected: dict[int, list[str]] = {}
         for rec in failures:
@@ -370,7 +509,38 @@ def prepare(
         raise
     return PreparedRun(catalog=catalog, config=cfg, options=opts, writer=writer,
                        planned=planned, failures=failures, runnable=runnable, summary=summary,
-                       t_start=t_start)
+                       t_start=t_start, run_token=run_token(run_id, cfg, opts),
+                       outputs=outputs)
+
+
+def _resolve_camera(camera: Any) -> Any:
+    """A camera named by the user, loaded once before planning: an unknown name, a missing
+    file or a schema error is the user's mistake for the whole run (an error, not a failed
+    row per input)."""
+    if camera is None or not isinstance(camera, (str, os.PathLike)):
+        return camera
+    from ..cameras import get_camera
+
+    return get_camera(camera)
+
+
+def _check_config_fits(planned: Iterable[PlannedTask], config: AmpOffsetConfig) -> None:
+    """The config's edge strips and windows must fit every planned detector's amps: a config
+    that does not fit is the user's mistake for the run, found before any cluster starts."""
+    from ..algorithm.measure import check_amp_geometry
+
+    seen = set()
+    for task in planned:
+        if task.error or task.detector is None:
+            continue
+        shape = tuple((a.width, a.height) for a in task.detector.amplifiers)
+        if shape in seen:
+            continue
+        seen.add(shape)
+        try:
+            check_amp_geometry(task.detector, config)
+        except GeometryError:
+            continue  # this detector's own problem: its task reports it as a failed row
 
 
 def execute(run: PreparedRun, client: Any = None) -> RunSummary:
@@ -415,16 +585,17 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
         logger.info("resuming: %d detector(s) already in %s", summary.n_skipped, run.catalog)
 
     if run.runnable:
+        digest = config_digest(run.config)
         submit_items = (
             SubmitItem(
-                key=task.key,
+                key=task.key(run.run_token),
                 kwargs={
                     "path": task.path,
                     "detector": task.detector,
                     "config": run.config,
                     "visit": task.visit,
                     "camera": None,
-                    "output": _output_path(task, opts),
+                    "output": run.outputs.get(task.path),
                     "in_place": opts.in_place,
                     "io_retries": io_retries,
                     "io_retry_delay": io_delay,
@@ -444,12 +615,21 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
             t = time.perf_counter()
             n_before = len(run.failures) + summary.n_skipped
             bar = _progress(n_before + len(run.runnable), n_before, opts.progress)
+
+            def on_error(item: SubmitItem, exc: BaseException) -> Any:
+                if _scheduler_lost(dask_client, exc):
+                    raise ClusterError(
+                        f"lost the Dask scheduler {dask_client.scheduler.address} during the "
+                        f"run ({type(exc).__name__}: {exc}); the results so far are in "
+                        f"{run.catalog}: run again to resume") from exc
+                return _task_error(item, exc)
+
             with _forward_logs(dask_client, opts.forward_logs), \
                     _performance_report(dask_client, opts.performance_report), bar:
-                for _, result in stream_tasks(dask_client, process_file, submit_items,
-                                              max_in_flight=limit, on_error=_task_error):
+                for item, got in stream_tasks(dask_client, identified_job, submit_items,
+                                              max_in_flight=limit, on_error=on_error):
                     summary.n_submitted += 1
-                    record(result)
+                    record(_checked(item.tag, digest, got))
                     bar.update(1)
                     if summary.n_failed:
                         bar.set_postfix(failed=summary.n_failed, refresh=False)
@@ -461,6 +641,18 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
     writer.finish_run(summary.counts(), timings=timings)
     logger.info("%s", summary)
     return summary
+
+
+def _scheduler_lost(client: Any, exc: BaseException) -> bool:
+    """True when a task error means the client lost its scheduler (the futures were
+    cancelled because the connection closed), not that the task failed."""
+    from concurrent.futures import CancelledError
+
+    from distributed.comm.core import CommClosedError
+
+    if isinstance(exc, CommClosedError | OSError):
+        return True
+    return isinstance(exc, CancelledError) and client.status != "running"
 
 
 def process(

@@ -38,7 +38,7 @@ def test_manifest_gives_identity(sim_visit, tmp_path):
     planned = plan_tasks(items)
     assert [(t.visit, t.name, t.error) for t in planned] == [(100, "R22_S00", ""),
                                                              (101, "R22_S01", "")]
-    assert planned[0].key == "ampoffset-100-R22_S00"
+    assert planned[0].key("tok") == "ampoffset-tok-100-R22_S00"
     # an in-memory table works the same way
     table = pd.read_csv(manifest)
     assert len(discover_inputs(table)) == 2

@@ -133,9 +133,10 @@ def test_apply_writes_corrected_copies(sim_visit, client, tmp_path):
     det = read_catalog(tmp_path / "cat", "detectors")
     for path, raw in zip(src, before, strict=True):
         assert path.read_bytes() == raw  # inputs untouched
-        written = out / str(VISIT) / path.name
+        orig = read_exposure(path)
+        written = out / str(VISIT) / orig.detector.name / path.name
         assert str(written) in set(det["output"])
-        orig, corr = read_exposure(path), read_exposure(written)
+        corr = read_exposure(written)
         mine = ped[ped["detector"] == orig.detector.name]
         with fits.open(written) as hdul:
             header = hdul[0].header
@@ -150,10 +151,10 @@ def test_apply_writes_corrected_copies(sim_visit, client, tmp_path):
     with pytest.raises(ConfigError, match="output_images"):
         process(src, tmp_path / "cat2", client=client, apply=True)
     # an output folder that would put a corrected copy over its input is refused up front
-    inside = tmp_path / "images" / str(VISIT)
+    inside = tmp_path / "images" / str(VISIT) / read_exposure(src[0]).detector.name
     inside.mkdir(parents=True)
     copy = shutil.copy(src[0], inside / src[0].name)
-    with pytest.raises(ConfigError, match="overwrite the input"):
+    with pytest.raises(InputError, match="overwrite the input"):
         process(copy, tmp_path / "cat2", client=client, output_images=tmp_path / "images")
     assert not (tmp_path / "cat2" / "runs").exists()
 
@@ -221,8 +222,8 @@ def test_task_that_kills_its_worker_ends_failed(tmp_path):
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                          dashboard_address=":0") as cluster, Client(cluster) as client:
-        items = [SubmitItem(key=task.key, args=(1,), tag=task)]
-        ((item, result),) = list(stream_tasks(client, os._exit, items, max_in_flight=4,
+        items = [SubmitItem(key=task.key("test"), args=(1,), tag=task)]
+        ((item, (_, result)),) = list(stream_tasks(client, os._exit, items, max_in_flight=4,
                                               on_error=_task_error))
         assert client.submit(sum, [1, 2]).result() == 3  # the cluster recovered
     assert item.tag is task

@@ -16,3 +16,34 @@ def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+@pytest.fixture(scope="session")
+def sim4(tmp_path_factory):
+    """Four tiny simulated LSSTCam detectors of one visit (640 x 200 pixels, 16 amps)."""
+    from pipeline.helpers import SCALE, VISIT
+
+    from ampoffset_dask.simulate import simulate_focal_plane
+
+    out = tmp_path_factory.mktemp("sim4") / "visit"
+    sim = simulate_focal_plane(out, "lsstcam", detectors=["R22_S11", "R22_S12", "R22_S21",
+                                                          "R22_S22"],
+                               visits=[VISIT], scale=SCALE, seed=4)
+    return [Path(p) for p in sim.paths]
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """The address of a real ``dask scheduler`` with two ``dask worker`` processes."""
+    from pipeline.helpers import dask_processes
+
+    with dask_processes(tmp_path_factory.mktemp("cluster"), n_workers=2) as (address, _, _):
+        yield address
+
+
+def run_cli(env: dict, *args, cwd=None, timeout: float = 300):
+    """``ampoffset-dask ARGS --no-progress`` in a subprocess."""
+    import subprocess
+
+    return subprocess.run(["ampoffset-dask", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, check=False, cwd=cwd)
