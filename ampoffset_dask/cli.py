@@ -591,6 +591,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_is_catalog(folder: Path) -> None:
+    """A catalog folder holds a ``runs`` table (written when a run starts)."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such catalog folder")
+    if not any(folder.glob("runs*")) and not any(folder.glob("detectors*")):
+        raise InputError(f"{folder}: not an ampoffset-dask catalog (no runs or detectors "
+                         "table); give the --output folder of a run")
+
+
 def cmd_catalog(args: argparse.Namespace) -> int:
     """``ampoffset-dask catalog CATALOG``."""
     import numpy as np
@@ -598,6 +607,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     from .catalog import read_catalog
 
     visits = None if args.visit is None else [args.visit]
+    _check_is_catalog(args.catalog)
     if args.table is not None:
         df = read_catalog(args.catalog, args.table, visits=visits if args.table != "runs"
                           else None)

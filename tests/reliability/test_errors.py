@@ -1,0 +1,151 @@
+"""Issue 10 item 10: errors and exit codes.
+
+User mistakes found at planning exit 2 before any cluster is contacted, with one message
+(the runs point at a port where no scheduler listens: contacting it would exit 3).
+Environment failures are classified; SIGTERM behaves like Ctrl-C; a lost scheduler is exit 3;
+a failed image write keeps the measurement; partial outputs of a killed worker are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+from pipeline.helpers import VISIT, dask_processes, journal_lines, wait_for
+
+from ampoffset_dask import read_catalog
+from ampoffset_dask.cli import main
+
+from .conftest import run_cli
+
+NOWHERE = "tcp://127.0.0.1:9"  # nothing listens here
+
+
+def one_error(capsys, code, expected):
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err  # printed once
+    for text in expected:
+        assert text in lines[0], err
+    return lines[0]
+
+
+def test_planning_mistakes_exit_2_before_any_cluster(sim4, tmp_path, capsys):
+    base = ["run", str(sim4[0]), "--output", str(tmp_path / "cat"), "--scheduler", NOWHERE,
+            "--no-progress"]
+    one_error(capsys, main([*base, "--camera", "nosuchcam"]), ["nosuchcam"])
+    one_error(capsys, main([*base, "--camera", str(tmp_path / "missing.json")]),
+              ["missing.json"])
+    one_error(capsys, main([*base, "--set", "ampEdgeWidth=500"]),
+              ["ampEdgeWidth=500", "R22_S11"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ampEdgeWidth: [1,\n  2\nfoo: : bar\n")
+    one_error(capsys, main([*base, "--config", str(bad)]), [str(bad), "line 3", "YAML"])
+    camera = tmp_path / "cam.json"
+    camera.write_text(json.dumps({"instrument": "X", "detectors": [{"name": "D"}]}))
+    one_error(capsys, main([*base, "--camera", str(camera)]), [str(camera), "amp_layouts"])
+    notcat = tmp_path / "notcat"
+    notcat.mkdir()
+    one_error(capsys, main(["catalog", str(notcat)]), [str(notcat), "not an ampoffset"])
+
+
+@pytest.mark.slow
+def test_write_failure_keeps_the_measurement_and_is_not_retried(sim4, scheduler, tmp_path,
+                                                                cli_env):
+    out = tmp_path / "out"
+    blocked = out / str(VISIT) / "R22_S11" / sim4[0].name
+    blocked.mkdir(parents=True)  # a directory where the corrected file should go
+    stale = blocked.parent.parent / "R22_S12" / f".{sim4[1].name}.0123456789ab.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"partial file of a killed worker")
+    proc = run_cli(cli_env, "run", *sim4[:2], "--output", tmp_path / "cat", "--output-images",
+                   out, "--scheduler", scheduler, "--no-progress")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not stale.exists()  # removed by the next run
+    rows = read_catalog(tmp_path / "cat", "detectors").set_index("detector")
+    assert rows.loc["R22_S11", "status"] == "flagged"
+    assert "corrected image not written" in rows.loc["R22_S11", "error"]
+    assert rows.loc["R22_S11", "attempts"] == 2  # one read, one write: no retries
+    assert rows.loc["R22_S12", "status"] == "ok"
+    ped = read_catalog(tmp_path / "cat", "pedestals")
+    assert (ped["detector"] == "R22_S11").sum() == 16  # the measurement is recorded
+
+
+@pytest.fixture(scope="module")
+def sim9(tmp_path_factory):
+    """Nine tiny detectors: with one task in flight a run takes several seconds."""
+    from pipeline.helpers import SCALE
+
+    from ampoffset_dask.simulate import simulate_focal_plane
+
+    sim = simulate_focal_plane(tmp_path_factory.mktemp("sim9") / "v", "lsstcam", rafts="R22",
+                               visits=[VISIT], scale=SCALE, seed=9)
+    return [str(p) for p in sim.paths]
+
+
+def _slow_run(paths, tmp_path, address, env):
+    return subprocess.Popen(
+        ["ampoffset-dask", "run", *paths, "--output", str(tmp_path / "cat"),
+         "--scheduler", address, "--max-in-flight", "1", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.slow
+def test_sigterm_is_like_ctrl_c(sim9, tmp_path, cli_env):
+    with dask_processes(tmp_path / "cluster", n_workers=1) as (address, _, _):
+        proc = _slow_run(sim9, tmp_path, address, cli_env)
+        wait_for(lambda: journal_lines(tmp_path / "cat") >= 1 or proc.poll() is not None,
+                 120, 0.01, "the first result")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out + err
+    assert "Traceback" not in err
+    assert "terminated" in err
+    runs = read_catalog(tmp_path / "cat", "runs")
+    assert runs["status"].iloc[-1] == "interrupted"
+    # what was done is kept (journaled) and the next run resumes it
+    with dask_processes(tmp_path / "cluster2", n_workers=1) as (address, _, _):
+        again = run_cli(cli_env, "run", *sim9, "--output", tmp_path / "cat", "--scheduler",
+                        address, "--no-progress")
+    assert again.returncode == 0, again.stdout + again.stderr
+    skipped = int(again.stdout.split("skipped ")[1].split()[0].rstrip(",)"))
+    assert 1 <= skipped < len(sim9), again.stdout
+    assert len(read_catalog(tmp_path / "cat", "detectors")) == len(sim9)
+
+
+@pytest.mark.slow
+def test_lost_scheduler_is_exit_3(sim9, tmp_path, cli_env):
+    sfile = tmp_path / "scheduler.json"
+    log = open(tmp_path / "cluster.log", "w")
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(sfile)], stdout=log,
+        stderr=subprocess.STDOUT, env=cli_env, start_new_session=True)
+    worker = None
+    try:
+        wait_for(lambda: sfile.exists() and sfile.stat().st_size > 0, 60, 0.05, "scheduler")
+        address = json.loads(sfile.read_text())["address"]
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--no-nanny",
+             "--no-dashboard", "--host", "127.0.0.1"], stdout=log,
+            stderr=subprocess.STDOUT, env=cli_env, start_new_session=True)
+        env = {**cli_env, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}
+        proc = _slow_run(sim9, tmp_path, address, env)
+        wait_for(lambda: journal_lines(tmp_path / "cat") >= 1 or proc.poll() is not None,
+                 120, 0.01, "the first result")
+        scheduler.kill()
+        out, err = proc.communicate(timeout=240)
+    finally:
+        for p in (worker, scheduler):
+            if p is not None and p.poll() is None:
+                p.kill()
+            if p is not None:
+                p.wait()
+        log.close()
+    assert proc.returncode == 3, out + err
+    assert "lost the Dask scheduler" in err
+    assert "Traceback" not in err
