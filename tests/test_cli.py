@@ -180,7 +180,7 @@ def test_run_resumes_and_reports_failures(workdir, tmp_path):
     assert sorted(det["status"]) == ["failed", "ok"]
 
 
-def test_run_input_errors(tmp_path):
+def test_run_input_errors(tmp_path, workdir):
     proc = cli("run", tmp_path / "nothing", "--output", tmp_path / "cat")
     assert proc.returncode == 2
     one_error_line(proc, "nothing", "no such file")
@@ -190,10 +190,16 @@ def test_run_input_errors(tmp_path):
     proc = cli("run", tmp_path, "--output", tmp_path / "cat", "--set", "ampEdgeWidth=-3")
     assert proc.returncode == 2
     one_error_line(proc, "ampEdgeWidth")
+    # an empty input folder is found at planning, before the scheduler spec is used (exit 2)
     proc = cli("run", tmp_path, "--output", tmp_path / "cat", "--scheduler", "nosuch-spec")
+    assert proc.returncode == 2
+    one_error_line(proc, "no FITS files")
+    # with real inputs, the unusable scheduler spec is exit 3
+    proc = cli("run", workdir / "sim", "--output", tmp_path / "cat2", "--scheduler",
+               "nosuch-spec")
     assert proc.returncode == 3
     one_error_line(proc, "nosuch-spec")
-    assert not (tmp_path / "cat").exists()
+    assert not (tmp_path / "cat" / "runs").exists()
 
 
 def test_catalog_summary_and_tables(workdir):

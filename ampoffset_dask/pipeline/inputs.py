@@ -125,7 +125,7 @@ def _read_manifest(path: Path) -> list[InputItem]:
 def _folder_items(folder: Path, exclude: Iterable[str | os.PathLike]) -> list[InputItem]:
     found = walk_fits(folder, exclude=exclude)
     if not found:
-        logger.warning("%s: no FITS files in this folder", folder)
+        logger.info("%s: no FITS files in this folder", folder)
     return [InputItem(f.path, problem=f.problem) for f in found]
 
 
