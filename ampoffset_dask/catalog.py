@@ -83,6 +83,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("output", pa.string()),
         ("run_id", pa.string()),
         ("finished_at", _TS),
+        ("dataset_id", pa.string()),
+        ("fetched_fraction", pa.float64()),
     ]),
     "pedestals": pa.schema([
         ("detector", pa.string()),
@@ -155,7 +157,12 @@ class DetectorResult:
     error : str
         Why the detector failed or was flagged (empty when ok).
     input, output : str
-        Input file and corrected output file (empty when none was written).
+        Input file (or URL) and corrected output file (empty when none was written).
+    dataset_id : str
+        Butler dataset UUID of the input (empty for inputs not found through a Butler).
+    fetched_fraction : float
+        URL inputs: the fraction of the object's bytes this task fetched (NaN for local
+        files).
     seconds, cpu_seconds : float
         Wall time and CPU time (of the task's thread) spent on the worker.
     amp_names, pedestals : list
@@ -187,6 +194,8 @@ class DetectorResult:
     worker: str = ""
     finished_at: float = dataclasses.field(default_factory=time.time)
     run_id: str = ""
+    dataset_id: str = ""
+    fetched_fraction: float = float("nan")
 
     @property
     def key(self) -> tuple[int, str]:
@@ -315,6 +324,8 @@ def _records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[s
         det["output"].append(r.output)
         det["run_id"].append(rid)
         det["finished_at"].append(_dt.datetime.fromtimestamp(r.finished_at, _dt.UTC))
+        det["dataset_id"].append(r.dataset_id or "")
+        det["fetched_fraction"].append(float(r.fetched_fraction))
         if r.status == "failed":
             continue
         for i, (amp, value) in enumerate(zip(r.amp_names, r.pedestals, strict=True)):

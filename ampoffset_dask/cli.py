@@ -166,11 +166,30 @@ def build_parser() -> argparse.ArgumentParser:
                     "*.fits.gz and *.fits.fz files. Camera, visit and detector come from the "
                     "headers. A second run with the same catalog resumes (skips finished "
                     "detectors) unless --new-run is given.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="files, folders, globs, manifests or URLs (s3://bucket/prefix/, "
+                        "https://...); none with --butler")
     p.add_argument("--output", "-o", required=True, type=Path, metavar="CATALOG",
-                   help="catalog folder")
+                   help="catalog folder (on this machine, also for remote inputs)")
     p.add_argument("--camera", default=None,
                    help="camera name or camera JSON/YAML file (default: from the headers)")
+    g = p.add_argument_group("Butler input (pip install 'ampoffset-dask[butler]')")
+    g.add_argument("--butler", default=None, metavar="REPO",
+                   help="query this Butler repository (path, butler.yaml or server URL) "
+                        "instead of giving INPUTs")
+    g.add_argument("--collections", default=None, metavar="C1[,C2]",
+                   help="collections to search (with --butler)")
+    g.add_argument("--where", default=None, metavar="EXPR",
+                   help="Butler query expression, e.g. \"visit = 2025060100042\"")
+    g.add_argument("--dataset-type", default="post_isr_image", metavar="TYPE",
+                   help="dataset type of the exposures (default: post_isr_image)")
+    g.add_argument("--instrument", default=None, metavar="NAME",
+                   help="restrict the query to one instrument (LSSTCam...); needed when "
+                        "--where names detectors or visits by number")
+    p.add_argument("--storage-options", default=None, metavar="JSON",
+                   help="fsspec storage options for URL inputs/outputs as JSON, e.g. "
+                        "'{\"endpoint_url\": \"http://...\"}' (default: the environment, "
+                        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS|FILE",
                    help="Dask scheduler address, scheduler file, 'local[:N]', 'gateway', "
                         "'slurm[:N]', 'kubernetes[:NAME]' (default: a local cluster)")
@@ -181,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true",
                    help="write corrected exposures (pedestals subtracted): to --output-images, "
                         "or over the inputs with --in-place")
-    p.add_argument("--output-images", type=Path, default=None, metavar="DIR",
-                   help="folder for corrected exposures (implies --apply)")
+    p.add_argument("--output-images", default=None, metavar="DIR|URL",
+                   help="folder or s3://bucket/prefix for corrected exposures (implies "
+                        "--apply)")
     p.add_argument("--in-place", action="store_true",
                    help="overwrite the inputs with the corrected exposures (implies --apply)")
     p.add_argument("--max-in-flight", type=_positive_int, default=None, metavar="N",
@@ -444,6 +464,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``ampoffset-dask run``."""
+    from .io.remote import is_url
     from .pipeline.options import RunOptions
 
     options = RunOptions(
@@ -451,16 +472,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         in_place=args.in_place, new_run=args.new_run, max_in_flight=args.max_in_flight,
         performance_report=args.performance_report, force=args.force,
         progress=not args.no_progress and sys.stderr.isatty(),
+        storage_options=args.storage_options,
     )
+    inputs = _run_inputs(args)
     for item in args.inputs:  # quoted globs are expanded by process
-        if not os.path.lexists(item) and not glob.has_magic(str(item)):
+        if not is_url(item) and not os.path.lexists(item) and not glob.has_magic(str(item)):
             raise InputError(f"{item}: no such file or folder")
     config = _load_config(args.config, args.overrides)
     t0 = time.perf_counter()
     from .pipeline.run import execute, prepare
 
     # Everything the user can get wrong is found by prepare, before any cluster starts.
-    with prepare(list(args.inputs), args.output, config=config, options=options,
+    with prepare(inputs, args.output, config=config, options=options,
                  scheduler=str(args.scheduler or "local")) as run:
         if run.runnable:
             with _client(args.scheduler) as client:
@@ -478,6 +501,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"  visit {_fmt_visit(visit)} {det}: {err}\n")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _run_inputs(args: argparse.Namespace) -> list[Any]:
+    """The INPUTs, or the manifest of a Butler query (``--butler``)."""
+    butler_only = [name for name in ("collections", "where", "instrument")
+                   if getattr(args, name)]
+    if args.butler is None:
+        if butler_only:
+            raise CommandError(f"--{butler_only[0]} needs --butler REPO")
+        if not args.inputs:
+            raise CommandError("give INPUT files/folders/URLs, or --butler REPO --collections C")
+        return list(args.inputs)
+    if args.inputs:
+        raise CommandError("give either INPUTs or --butler, not both")
+    if not args.collections:
+        raise CommandError("--butler needs --collections C1[,C2]")
+    from .io.butler import find_inputs
+
+    table = find_inputs(args.butler, args.collections, where=args.where,
+                        dataset_type=args.dataset_type, instrument=args.instrument)
+    _out(f"butler {args.butler}: {len(table)} {args.dataset_type} dataset(s) in "
+         f"{args.collections}")
+    return [table]
 
 
 def _print_run_summary(result: Any, catalog: Path, seconds: float) -> None:

@@ -12,10 +12,39 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from lsst.daf.butler import Butler, DatasetRef, DatasetType, FileDataset, FormatterV2
 
 RUN = "u/test/ampoffset"
 DAY_OBS = 20250601
+VISIT = 2025060100042
+#: (detector id, name) of the files in the test repositories
+DETECTORS = ((94, "R22_S11"), (95, "R22_S12"))
+#: the visit the files' headers claim (wrong on purpose: identity must come from the dataId)
+HEADER_VISIT = 1
+
+
+def write_detector_file(path, name: str, step: float):
+    """A full-size LSSTCam detector (gzip tile-compressed: tiny on disk) whose amp i sits
+    ``i * step`` above a 1000 ADU sky plus a gentle ramp; its header names the detector and
+    `HEADER_VISIT`."""
+    from ampoffset_dask import get_camera
+    from ampoffset_dask.io.fits import write_exposure
+
+    det = get_camera("lsstcam")[name]
+    image = np.full(det.shape, 1000.0, dtype=np.float32)
+    image += np.linspace(0.0, 4.0, det.width, dtype=np.float32)[None, :]
+    for i, amp in enumerate(det):
+        image[amp.slices] += step * i
+    return write_exposure(path, image, compress="gzip",
+                          header={"CAMERA": "lsstcam", "DETNAME": name, "VISIT": HEADER_VISIT})
+
+
+def write_detector_files(folder) -> list[tuple[Path, int, int, str]]:
+    """The files of `DETECTORS` as ``make_repo`` takes them."""
+    folder = Path(folder)
+    return [(write_detector_file(folder / f"{name}.fits", name, 0.5 + k), VISIT, det_id, name)
+            for k, (det_id, name) in enumerate(DETECTORS)]
 
 
 class FitsExposureFormatter(FormatterV2):

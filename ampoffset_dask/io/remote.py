@@ -21,7 +21,10 @@ Storage options come, in this order of precedence, from the ``storage_options=``
 the process default set by `set_storage_options` (``--storage-options JSON``), and the
 standard environment: for S3 ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3`` (endpoint),
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
-``AWS_REGION`` (read by botocore). Options are never logged or written anywhere.
+``AWS_REGION`` (read by botocore). `process` forwards the client's S3 environment, with the
+explicit options over it, to the workers as task arguments (workers of a remote cluster do
+not share the client's environment; with none of these variables set on the client, workers
+use their own). Options are never logged or written anywhere.
 
 Zip members (``/repo/x.zip#zip-path=member.fits``, as Butler zip datastores give them) are
 extracted once per process into a temporary folder and read as local files.
@@ -50,6 +53,7 @@ from .paths import is_fits_name
 
 __all__ = [
     "bytes_fetched",
+    "environment_options",
     "is_url",
     "list_url",
     "localize",
@@ -123,6 +127,30 @@ def storage_options(url: str, options: Mapping[str, Any] | None = None) -> dict[
     out.update(_DEFAULT_OPTIONS)
     out.update(dict(options or {}))
     return out
+
+
+def environment_options(urls: list[str]) -> dict[str, Any] | None:
+    """Storage options for the workers taken from this process's environment (S3 only:
+    endpoint, keys, session token, region), or None when there is nothing to forward.
+
+    Workers of a remote cluster do not share the client's environment; forwarding these as
+    task arguments lets them open the same objects. They are never logged or recorded.
+    """
+    if not any(protocol(u) in ("s3", "s3a") for u in urls):
+        return None
+    env = os.environ
+    out: dict[str, Any] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        out["endpoint_url"] = endpoint
+    for key, name in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"),
+                      ("token", "AWS_SESSION_TOKEN")):
+        if env.get(name):
+            out[key] = env[name]
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        out["client_kwargs"] = {"region_name": region}
+    return out or None
 
 
 def filesystem(url: str, options: Mapping[str, Any] | None = None) -> Any:

@@ -19,8 +19,9 @@ import dataclasses
 import errno
 import logging
 import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,8 +103,12 @@ def output_header(path: str, info: Any, visit: int, detector: Detector) -> dict[
     amp-offset keys, plus the identity (``VISIT``, ``DETNAME``, ``DETECTOR``)."""
     from astropy.io import fits
 
+    from ..io.remote import is_url
+
     header: dict[str, Any] = {}
     try:
+        if is_url(path):  # the header cards inspect_file kept are enough
+            raise OSError("remote input")
         primary = fits.getheader(path, 0)
         for key, value in primary.items():
             if key in _STRUCTURAL or key.startswith("NAXIS") or "AMPOFFSET" in key:
@@ -134,15 +139,21 @@ class DetectorJob:
         Visit number (from the header when omitted).
     camera : str or Camera, optional
         Camera used to resolve the geometry when ``detector`` is None.
-    output : path-like, optional
-        Write the corrected exposure here (atomically). Must differ from ``path`` unless
-        ``in_place`` is True.
+    output : path-like or URL, optional
+        Write the corrected exposure here (atomically: a local temporary file renamed, or
+        uploaded as one object to a URL). Must differ from ``path`` unless ``in_place`` is
+        True.
     in_place : bool
         Allow ``output == path``.
     io_retries, io_retry_delay : int, float
         Retries (exponential backoff from ``io_retry_delay`` seconds) on transient I/O errors.
     attempts : int
         I/O attempts so far, retries included (filled in by `run`).
+    storage_options : mapping, optional
+        fsspec storage options for URL inputs and outputs (see `ampoffset_dask.io.remote`).
+    fetched_fraction : float
+        URL inputs: bytes fetched by this job / the object's size (filled in by `run`; NaN for
+        local files).
     """
 
     path: str
@@ -155,6 +166,8 @@ class DetectorJob:
     io_retries: int = 3
     io_retry_delay: float = 0.5
     attempts: int = 0
+    storage_options: Mapping[str, Any] | None = None
+    fetched_fraction: float = float("nan")
 
     def __post_init__(self) -> None:
         self.path = str(self.path)
@@ -179,9 +192,14 @@ class DetectorJob:
             When an I/O error outlasts the retries.
         """
         from ..algorithm.measure import measure_detector
+        from ..io import remote
         from ..io.fits import open_lazy, read_exposure, write_exposure
 
         config, output, path = self.config, self.output, self.path
+        if self.storage_options is not None:
+            remote.set_storage_options(self.storage_options)
+        url_input = remote.is_url(path)
+        fetched0 = remote.bytes_fetched(path) if url_input else 0
         # Edges only and nothing to write: read just the edge strips from the file.
         edges_only = (output is None and config is not None
                       and not (config.do_background or config.do_detection))
@@ -210,27 +228,46 @@ class DetectorJob:
         m = measure_detector(image, exp.mask, geometry, config, mask_planes=exp.mask_planes)
         out_path = write_error = ""
         if output is not None:
-            if not self.in_place and Path(output).resolve() == Path(path).resolve():
+            to_url = remote.is_url(str(output))
+            same = (str(output) == path if to_url
+                    else Path(output).resolve() == Path(path).resolve())
+            if same and not self.in_place:
                 raise InputError(f"{path}: refusing to overwrite the input (in_place=False)")
             corrected = apply_pedestals(image, m.pedestals, geometry)
-            try:
-                Path(output).parent.mkdir(parents=True, exist_ok=True)
-                self._io(lambda: write_exposure(
-                    output, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
+
+            def write(target: Any) -> Any:
+                return write_exposure(
+                    target, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
                     header=output_header(path, exp.info, visit, geometry),
                     metadata=lsst_metadata_comments(m, applied=True), overwrite=True,
                     detector=geometry,
-                ), f"writing {output}")
+                )
+
+            try:
+                if to_url:  # written locally, then uploaded as one object
+                    with tempfile.TemporaryDirectory(prefix="ampoffset-out-") as tmp:
+                        local = write(Path(tmp) / "corrected.fits")
+                        self._io(lambda: remote.put_file(local, str(output)),
+                                 f"writing {remote.redact(str(output))}")
+                else:
+                    Path(output).parent.mkdir(parents=True, exist_ok=True)
+                    self._io(lambda: write(output), f"writing {output}")
                 out_path = str(output)
             except (OSError, AmpOffsetError) as exc:
                 # The measurement stands; only the image is missing: keep it, flagged.
                 write_error = f"corrected image not written: {exc}"
-                logger.warning("%s: %s", path, write_error)
+                logger.warning("%s: %s", remote.redact(path), write_error)
+        if url_input:
+            self.fetched_fraction = ((remote.bytes_fetched(path) - fetched0)
+                                     / max(1, remote.object_size(path)))
+            logger.info("%s: fetched %.1f%% of the object", remote.redact(path),
+                        100 * self.fetched_fraction)
         result = DetectorResult.from_measurement(
             m, visit=visit, detector=geometry, input=path, output=out_path,
             seconds=time.perf_counter() - self._t0, cpu_seconds=time.thread_time() - c0,
             worker=self._worker, attempts=self.attempts,
         )
+        result.fetched_fraction = self.fetched_fraction
         if write_error:
             result.status = "flagged"
             result.error = "; ".join(e for e in (result.error, write_error) if e)
@@ -275,6 +312,7 @@ def process_file(
     in_place: bool = False,
     io_retries: int = 3,
     io_retry_delay: float = 0.5,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> DetectorResult:
     """Measure (and optionally correct) one detector file; never raises for a bad detector.
 
@@ -289,7 +327,8 @@ def process_file(
     """
     return DetectorJob(path, detector, config, visit=visit, camera=camera, output=output,
                        in_place=in_place, io_retries=io_retries,
-                       io_retry_delay=io_retry_delay).run_safely()
+                       io_retry_delay=io_retry_delay,
+                       storage_options=storage_options).run_safely()
 
 
 def identified_job(**kwargs: Any) -> tuple[str, DetectorResult]:

@@ -34,6 +34,7 @@ _FLAGS = {
     "performance_report": "--performance-report",
     "n_workers": "--workers",
     "force": "--force",
+    "storage_options": "--storage-options",
 }
 
 
@@ -61,10 +62,11 @@ class RunOptions:
         Camera whose geometry to use (default: from the headers).
     apply : bool
         Write corrected exposures (pedestals subtracted, LSST metadata keys set).
-    output_images : Path, optional
-        Folder for corrected exposures (``<folder>/<visit>/<detector>/<input name>.fits``).
-        A relative path is made absolute here, on the client, not in each worker's
-        working directory.
+    output_images : Path or URL, optional
+        Folder for corrected exposures (``<folder>/<visit>/<detector>/<input name>.fits``),
+        or an object-store prefix (``s3://bucket/prefix``: one upload per exposure). A
+        relative path is made absolute here, on the client, not in each worker's working
+        directory.
     in_place : bool
         Overwrite the inputs with the corrected exposures.
     resume : bool
@@ -89,6 +91,11 @@ class RunOptions:
         Process inputs whose header says they were already corrected
         (``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T``); without it they are ``flagged``
         rows ("already corrected") and left alone.
+    storage_options : mapping or JSON string, optional
+        fsspec storage options for URL inputs and outputs (``{"endpoint_url": ...}``...);
+        default: the standard environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...),
+        which is forwarded to the workers with these options over it. They reach the workers
+        as task arguments and are never recorded (the ``runs`` table lists their names only).
 
     Raises
     ------
@@ -119,6 +126,7 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
     forward_logs: bool = True
     n_workers: int | None = None
     force: bool = False
+    storage_options: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for name in sorted(dir(self)):
@@ -133,7 +141,9 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
                 raise ConfigError(f"{option_name(f.name)} must be True or False, got {value!r}")
 
     def _check_images(self) -> None:
-        if self.output_images is not None:
+        from ..io.remote import is_url
+
+        if self.output_images is not None and not is_url(self.output_images):
             # absolute on the client: a worker's working directory is not the user's
             self.output_images = Path(os.path.abspath(_path("output_images",
                                                             self.output_images)))
@@ -177,6 +187,21 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
             raise ConfigError(f"{option_name('camera')} must be a camera name, a camera file or "
                               f"a Camera, got {type(self.camera).__name__}")
 
+    def _check_storage_options(self) -> None:
+        value = self.storage_options
+        if isinstance(value, str):
+            import json
+
+            try:
+                value = json.loads(value) if value.strip() else None
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{option_name('storage_options')} is not valid JSON: "
+                                  f"{exc.msg} (at character {exc.pos})") from None
+        if value is not None and not isinstance(value, Mapping):
+            raise ConfigError(f"{option_name('storage_options')} must be a JSON object / "
+                              f"mapping, got {type(value).__name__}")
+        self.storage_options = None if value is None else dict(value)
+
     # -- use ------------------------------------------------------------------------------
     @classmethod
     def from_kwargs(cls, options: RunOptions | None = None, **kwargs: Any) -> RunOptions:
@@ -203,6 +228,8 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
             value = getattr(self, f.name)
             if f.name == "camera":
                 value = getattr(value, "name", value)
+            if f.name == "storage_options":  # may hold credentials: names only
+                value = None if value is None else sorted(value)
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
             elif not isinstance(value, (str, int, float, bool, type(None), list, Mapping)):

@@ -25,6 +25,7 @@ from ..catalog import CatalogWriter, DetectorResult, config_digest
 from ..config import AmpOffsetConfig
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
 from ..io.paths import fits_stem, mark_output_folder
+from ..io.remote import environment_options, is_url, redact, set_storage_options
 from ..io.sections import _is_wrapped
 from . import _config
 from .cluster import ClientHandle, default_in_flight, get_client
@@ -177,20 +178,27 @@ def _as_config(config: Any) -> AmpOffsetConfig:
     raise ConfigError(f"config must be an AmpOffsetConfig or a mapping, got {type(config)}")
 
 
-def _output_path(task: PlannedTask, options: RunOptions) -> Path | None:
+def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
     """Where the corrected exposure of ``task`` goes (None when nothing is written):
-    ``<output_images>/<visit>/<detector>/<input name>.fits``. Planning allows one input per
-    (visit, detector), so two inputs never share an output; the corrected file is plain
-    FITS whatever the input's compression, and named so."""
+    ``<output_images>/<visit>/<detector>/<input name>.fits``, or the same under an
+    object-store prefix. Planning allows one input per (visit, detector), so two inputs never
+    share an output; the corrected file is plain FITS whatever the input's compression, and
+    named so."""
     if not options.apply:
         return None
     if options.output_images is None:
+        if is_url(task.path):
+            raise InputError(f"{redact(task.path)}: in-place writes need local files; give "
+                             "--output-images / output_images for URL inputs")
         if _is_wrapped(Path(task.path)):
             raise InputError(
                 f"{task.path}: a gzip/bzip2-wrapped file cannot be corrected in place (the "
                 "corrected exposure is plain FITS); use --output-images / output_images")
         return Path(task.path)  # in place (RunOptions guarantees it was asked for)
-    stem, _ = fits_stem(Path(task.path).name)
+    stem, _ = fits_stem(task.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+    if is_url(options.output_images):
+        return (f"{str(options.output_images).rstrip('/')}/{task.visit}/{task.name}/"
+                f"{stem}.fits")
     return options.output_images / str(task.visit) / str(task.name) / f"{stem}.fits"
 
 
@@ -212,19 +220,23 @@ def check_outputs(planned: Iterable[PlannedTask], options: RunOptions) -> dict[s
     if not options.apply:
         return outputs
     tasks = [t for t in planned if not t.error and not t.flag]
-    inputs = {os.path.realpath(t.path): t.path for t in planned}
+
+    def real(path: Any) -> str:
+        return str(path) if is_url(str(path)) else os.path.realpath(path)
+
+    inputs = {real(t.path): t.path for t in planned}
     owners: dict[str, str] = {}
     for task in tasks:
         out = _output_path(task, options)
-        real = os.path.realpath(out)
-        if real in owners:
-            raise InputError(f"{task.path} and {owners[real]} would both be corrected into "
+        where = real(out)
+        if where in owners:
+            raise InputError(f"{task.path} and {owners[where]} would both be corrected into "
                              f"{out}; give each input its own (visit, detector)")
-        other = inputs.get(real)
+        other = inputs.get(where)
         if other is not None and (other != task.path or not options.in_place):
             raise InputError(f"the corrected {task.path} would overwrite the input {other} "
                              f"({out}); choose another output folder")
-        owners[real] = task.path
+        owners[where] = task.path
         outputs[task.path] = out
     return outputs
 
@@ -457,13 +469,16 @@ def prepare(
     timings: dict[str, float] = {}
     camera = _resolve_camera(opts.camera)
 
-    items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,) if p])
+    if opts.storage_options is not None:  # listing and headers of URL inputs, here
+        set_storage_options(opts.storage_options)
+    items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,)
+                                             if p and not is_url(p)])
     if not items:
         raise InputError(f"no FITS files found in {inputs!r}")
     timings["discover"] = time.perf_counter() - t_start
     catalog = Path(output)
     _check_writable(catalog, "the catalog")
-    if opts.output_images is not None:
+    if opts.output_images is not None and not is_url(opts.output_images):
         _check_writable(opts.output_images, "corrected images")
         # marked: a later run over a tree holding this folder does not take its images
         mark_output_folder(opts.output_images)
@@ -476,17 +491,20 @@ def prepare(
         timings["plan"] = time.perf_counter() - t
         _check_config_fits(planned, cfg)
         outputs = check_outputs(planned, opts)  # before anything is submitted
+        local_outputs = [p for p in outputs.values() if not is_url(p)]
         if opts.in_place:
-            for path in outputs.values():
+            for path in local_outputs:
                 _check_writable(path.parent, "corrected images")
-        _remove_stale_tmp(outputs.values())
-        run_id = writer.start_run(config=cfg, inputs=[i.path for i in items],
+        _remove_stale_tmp(local_outputs)
+        run_id = writer.start_run(config=cfg, inputs=[redact(i.path) for i in items],
                                   new_run=opts.new_run, options=opts.to_record(),
                                   scheduler=scheduler or "local")
         summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items),
                              timings=timings)
         failures = [
-            DetectorResult.failure(t.error, visit=t.visit, detector=t.name, input=t.path)
+            dataclasses.replace(
+                DetectorResult.failure(t.error, visit=t.visit, detector=t.name, input=t.path),
+                dataset_id=t.dataset_id or "")
             for t in planned if t.error
         ] + [
             DetectorResult(visit=int(t.visit), detector=str(t.name), status="flagged",
@@ -569,6 +587,10 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
     io_delay = float(_config.get("io-retry-delay", 0.5))
 
     def record(result: DetectorResult) -> None:
+        if is_url(result.input):  # signed URLs carry credentials in their query
+            clean = redact(result.input)
+            result.error = result.error.replace(result.input, clean)
+            result.input = clean
         writer.add(result)
         if result.status == "failed":
             summary.n_failed += 1
@@ -586,6 +608,12 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
 
     if run.runnable:
         digest = config_digest(run.config)
+        # the workers may not share this process's environment: forward its S3 settings,
+        # with the explicit options over them
+        storage = environment_options(
+            [t.path for t in run.runnable] + [str(opts.output_images or "")])
+        if opts.storage_options is not None:
+            storage = {**(storage or {}), **opts.storage_options}
         submit_items = (
             SubmitItem(
                 key=task.key(run.run_token),
@@ -599,6 +627,7 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
                     "in_place": opts.in_place,
                     "io_retries": io_retries,
                     "io_retry_delay": io_delay,
+                    "storage_options": storage,
                 },
                 tag=task,
             )
@@ -629,7 +658,9 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
                 for item, got in stream_tasks(dask_client, identified_job, submit_items,
                                               max_in_flight=limit, on_error=on_error):
                     summary.n_submitted += 1
-                    record(_checked(item.tag, digest, got))
+                    result = _checked(item.tag, digest, got)
+                    result.dataset_id = item.tag.dataset_id or ""
+                    record(result)
                     bar.update(1)
                     if summary.n_failed:
                         bar.set_postfix(failed=summary.n_failed, refresh=False)

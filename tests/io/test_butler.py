@@ -14,32 +14,16 @@ import pytest
 
 pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
 
-from butler_repo import RUN, make_repo
+from butler_repo import DETECTORS, HEADER_VISIT, RUN, VISIT, make_repo, write_detector_files
 
-from ampoffset_dask import get_camera
 from ampoffset_dask.errors import InputError
 from ampoffset_dask.io.butler import MANIFEST_COLUMNS, find_inputs, require_butler
-from ampoffset_dask.io.fits import inspect_file, open_lazy, write_exposure
-
-VISIT = 2025060100042
-DETECTORS = ((94, "R22_S11"), (95, "R22_S12"))
-
-
-def write_detector_file(path, name: str, step: float):
-    """A full-size LSSTCam detector (gzip tile-compressed: tiny on disk) whose amp i sits
-    ``i * step`` above a 1000 ADU sky, with no identity in its header."""
-    det = get_camera("lsstcam")[name]
-    image = np.full(det.shape, 1000.0, dtype=np.float32)
-    for i, amp in enumerate(det):
-        image[amp.slices] += step * i
-    return write_exposure(path, image, compress="gzip")
+from ampoffset_dask.io.fits import inspect_file, open_lazy
 
 
 @pytest.fixture(scope="module")
 def detector_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("butler_files")
-    return [(write_detector_file(folder / f"{name}.fits", name, 0.5 + k), VISIT, det_id, name)
-            for k, (det_id, name) in enumerate(DETECTORS)]
+    return write_detector_files(tmp_path_factory.mktemp("butler_files"))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +58,10 @@ def assert_same_pixels(uri, src, name):
 def test_identity_comes_from_the_data_id_not_the_header(repo):
     table = find_inputs(str(repo), RUN)
     info = inspect_file(table["uri"][0])
-    assert info.visit is None and info.detector is None  # nothing in the headers
+    assert info.visit == HEADER_VISIT != VISIT  # the header is wrong on purpose
+    assert set(table["visit"]) == {VISIT}
+    assert [(int(a), b) for a, b in zip(table["detector_id"], table["detector"],
+                                         strict=True)] == list(DETECTORS)
 
 
 def test_where_and_bind(repo):

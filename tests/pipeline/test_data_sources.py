@@ -1,0 +1,192 @@
+"""`process` and ``ampoffset-dask run`` on data where users keep it: a real Butler repository
+(temporary, SQLite + file datastore) and a real S3 server (moto) on 127.0.0.1. Results must
+equal a run on the same files given as local paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ampoffset_dask import AmpOffsetConfig, process, read_catalog
+
+EDGES = AmpOffsetConfig(do_background=False, do_detection=False)
+EXE = str(Path(sys.executable).with_name("ampoffset-dask"))
+
+
+def cli(*args, env=None, timeout=300):
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def pedestals(catalog) -> pd.Series:
+    p = read_catalog(catalog, "pedestals")
+    return p.set_index(["detector", "amp"])["pedestal"].sort_index()
+
+
+# ------------------------------------------------------------------------------------------
+# Butler
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def butler_repo(tmp_path_factory):
+    pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
+    from butler_repo import make_repo, write_detector_files
+
+    files = write_detector_files(tmp_path_factory.mktemp("butler_files"))
+    root = tmp_path_factory.mktemp("repo") / "butler"
+    make_repo(root, files)
+    return root, files
+
+
+def test_process_butler_manifest_equals_paths(butler_repo, client, tmp_path):
+    from butler_repo import RUN, VISIT
+
+    from ampoffset_dask.io.butler import find_inputs
+
+    root, files = butler_repo
+    table = find_inputs(str(root), RUN)
+    s = process(table, tmp_path / "butler", client=client, config=EDGES, progress=False)
+    assert (s.n_ok, s.n_failed) == (2, 0), s.failed
+    ref = process([str(p) for p, *_ in files], tmp_path / "paths", client=client,
+                  config=EDGES, progress=False)
+    assert ref.n_ok == 2
+    pd.testing.assert_series_equal(pedestals(tmp_path / "butler"), pedestals(tmp_path / "paths"),
+                                   rtol=0, atol=0)
+    det = read_catalog(tmp_path / "butler", "detectors").sort_values("detector")
+    assert set(det["visit"]) == {VISIT}  # the dataId's, not the header's
+    assert det["detector_id"].tolist() == table["detector_id"].tolist()
+    assert det["input"].tolist() == table["uri"].tolist()
+    assert det["dataset_id"].tolist() == table["dataset_id"].tolist()
+
+
+def test_cli_butler_run(butler_repo, client, tmp_path):
+    from butler_repo import RUN, VISIT
+
+    root, _ = butler_repo
+    cat = tmp_path / "cat"
+    proc = cli("run", "--butler", root, "--collections", f"{RUN},",
+               "--instrument", "LSSTCam", "--where", "detector = 95",
+               "--set", "doBackground=false",
+               "--set", "doDetection=false", "--output", cat,
+               "--scheduler", client.scheduler.address)
+    assert proc.returncode == 0, proc.stderr
+    det = read_catalog(cat, "detectors")
+    assert det[["visit", "detector", "status"]].values.tolist() == [[VISIT, "R22_S12", "ok"]]
+    assert len(det["dataset_id"].iloc[0]) == 36
+
+    bad = cli("run", "--butler", root, "--collections", RUN, "--dataset-type", "calexp",
+              "--output", tmp_path / "x")
+    assert bad.returncode == 2 and "calexp" in bad.stderr
+    missing = cli("run", "--butler", root, "--collections", f"{RUN},other/none",
+                  "--output", tmp_path / "z")
+    assert missing.returncode == 2 and "other/none" in missing.stderr
+    both = cli("run", "somefile.fits", "--butler", root, "--collections", RUN,
+               "--output", tmp_path / "y")
+    assert both.returncode == 2 and "either INPUTs or --butler" in both.stderr
+
+
+# ------------------------------------------------------------------------------------------
+# S3 (moto server)
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    pytest.importorskip("s3fs")  # the [cloud] extra is in the test extra
+    pytest.importorskip("moto")
+    from s3_server import KEYS, moto_server, s3_client
+
+    from ampoffset_dask.io.fits import write_exposure
+
+    folder = tmp_path_factory.mktemp("s3_files")
+    rng = np.random.default_rng(8)
+    from ampoffset_dask import Amplifier, Detector
+
+    det = Detector("wide", 2000, 40, tuple(Amplifier(f"C0{c}", c * 500, 0, 500, 40)
+                                           for c in range(4)))
+    paths = []
+    for k in range(2):
+        image = rng.normal(500.0, 2.0, det.shape).astype(np.float32)
+        for i, amp in enumerate(det):
+            image[amp.slices] += (k + 1) * i
+        paths.append(write_exposure(folder / f"det{k}.fits", image, detector=det,
+                                    header={"VISIT": 5, "DETNAME": f"D{k}"}))
+    with moto_server() as endpoint:
+        client = s3_client(endpoint)
+        client.create_bucket(Bucket="survey")
+        client.create_bucket(Bucket="results")
+        for p in paths:
+            client.upload_file(str(p), "survey", f"raw/visit5/{p.name}")
+        env = {**os.environ, **KEYS, "AWS_ENDPOINT_URL": endpoint}
+        yield endpoint, env, paths, client
+
+
+def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path):
+    _endpoint, env, paths, s3client = s3
+    config = ["--set", "doBackground=false", "--set", "doDetection=false",
+              "--set", "ampEdgeWidth=12"]
+    proc = cli("run", "s3://survey/raw/visit5/", *config, "--output", tmp_path / "remote",
+               "--output-images", "s3://results/corrected", "--scheduler",
+               client.scheduler.address, env=env)
+    assert proc.returncode == 0, proc.stderr
+    local = cli("run", *map(str, paths), *config, "--output", tmp_path / "local",
+                "--scheduler", client.scheduler.address)
+    assert local.returncode == 0, local.stderr
+    pd.testing.assert_series_equal(pedestals(tmp_path / "remote"),
+                                   pedestals(tmp_path / "local"), rtol=0, atol=0)
+    det = read_catalog(tmp_path / "remote", "detectors").sort_values("detector")
+    assert det["input"].tolist() == [f"s3://survey/raw/visit5/{p.name}" for p in paths]
+    assert det["output"].tolist() == [f"s3://results/corrected/5/{p.name}" for p in paths]
+    assert (det["fetched_fraction"] == 1.0).all() or det["fetched_fraction"].notna().all()
+    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket="results")["Contents"]]
+    assert sorted(keys) == [f"corrected/5/{p.name}" for p in paths]
+    # the credentials appear nowhere in the catalog
+    for table in ("detectors", "runs"):
+        text = read_catalog(tmp_path / "remote", table).to_json()
+        assert env["AWS_SECRET_ACCESS_KEY"] not in text
+
+
+def test_cli_s3_edges_only_fetches_a_fraction(s3, client, tmp_path):
+    endpoint, env, _paths, _ = s3
+    opts = json.dumps({"endpoint_url": endpoint})
+    proc = cli("run", "s3://survey/raw/visit5/det0.fits", "--set", "doBackground=false",
+               "--set", "doDetection=false", "--set", "ampEdgeWidth=12",
+               "--storage-options", opts, "--output", tmp_path / "cat",
+               "--scheduler", client.scheduler.address,
+               env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})  # the option wins
+    assert proc.returncode == 0, proc.stderr
+    det = read_catalog(tmp_path / "cat", "detectors")
+    fraction = float(det["fetched_fraction"].iloc[0])
+    assert 0.0 < fraction < 0.5, fraction
+
+
+def test_cli_s3_errors(s3, client, tmp_path):
+    _endpoint, env, _paths, _ = s3
+    edges = ["--set", "doBackground=false", "--set", "doDetection=false",
+             "--set", "ampEdgeWidth=12", "--scheduler", client.scheduler.address]
+    # a manifest naming a missing object among good ones: a failed row naming it
+    manifest = tmp_path / "inputs.csv"
+    pd.DataFrame({"path": ["s3://survey/raw/visit5/det0.fits",
+                           "s3://survey/raw/visit5/gone.fits"],
+                  "visit": [5, 5], "detector": ["D0", "D9"]}).to_csv(manifest, index=False)
+    proc = cli("run", manifest, *edges, "--output", tmp_path / "a", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "gone.fits" in proc.stderr and "no such object" in proc.stderr
+    det = read_catalog(tmp_path / "a", "detectors")
+    assert sorted(det["status"]) == ["failed", "ok"]
+    # a wrong endpoint: nothing can be listed, a usage/input error
+    wrong = cli("run", "s3://survey/raw/visit5/", *edges, "--output", tmp_path / "b",
+                env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert wrong.returncode == 2 and "cannot reach the storage endpoint" in wrong.stderr
+    # bad credentials on a server that checks them: access denied
+    from s3_server import moto_server
+
+    with moto_server(auth=True) as locked:
+        denied = cli("run", "s3://survey/raw/visit5/det0.fits", *edges, "--output",
+                     tmp_path / "c", env={**env, "AWS_ENDPOINT_URL": locked})
+    assert denied.returncode == 2 and "access denied" in denied.stderr, denied.stderr
+    assert env["AWS_SECRET_ACCESS_KEY"] not in denied.stderr + denied.stdout
