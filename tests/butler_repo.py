@@ -43,6 +43,7 @@ def write_detector_file(path, name: str, step: float):
 def write_detector_files(folder) -> list[tuple[Path, int, int, str]]:
     """The files of `DETECTORS` as ``make_repo`` takes them."""
     folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     return [(write_detector_file(folder / f"{name}.fits", name, 0.5 + k), VISIT, det_id, name)
             for k, (det_id, name) in enumerate(DETECTORS)]
 

@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ["01-quickstart.ipynb", "02-cluster.ipynb", "03-diagnostics.ipynb"]
+NAMES = ["01-quickstart.ipynb", "02-cluster.ipynb", "03-diagnostics.ipynb", "04-butler.ipynb"]
 
 
 def test_notebooks_are_stored_without_outputs():
@@ -102,3 +102,21 @@ def test_diagnostics_notebook(tmp_path, monkeypatch):
     text, images = run_notebook("03-diagnostics.ipynb", tmp_path, monkeypatch, "")
     assert "2 visits, 3 detectors, 96 pedestals" in text
     assert images >= 3, "figures not rendered"
+
+
+@pytest.mark.slow
+def test_butler_notebook(tmp_path, monkeypatch):
+    """04-butler against a temporary Butler repository (SQLite registry, file datastore)."""
+    pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
+    from butler_repo import RUN, VISIT, make_repo, write_detector_files
+
+    root = tmp_path / "repo"
+    make_repo(root, write_detector_files(tmp_path / "files"))
+    monkeypatch.setenv("AMPOFFSET_NB_BUTLER_REPO", str(root))
+    monkeypatch.setenv("AMPOFFSET_NB_COLLECTIONS", RUN)
+    monkeypatch.setenv("AMPOFFSET_NB_WHERE", f"visit = {VISIT}")
+    monkeypatch.setenv("AMPOFFSET_NB_INSTRUMENT", "LSSTCam")
+    text, _ = run_notebook("04-butler.ipynb", tmp_path, monkeypatch, "")
+    assert "2 datasets in" in text
+    assert "2 ok, 0 flagged, 0 failed" in text
+    assert "1 visit(s), 2 detector(s), 32 pedestals" in text
