@@ -254,14 +254,25 @@ def open_url_hdul(url: str, options: Mapping[str, Any] | None = None
         fh = fs.open(url, "rb", block_size=_HEADER_BLOCK, cache_type="readahead")
     except Exception as exc:
         raise _error(url, exc, "opening") from exc
-    fetch = fh.cache.fetcher
+    cache = getattr(fh, "cache", None)
+    if cache is not None:  # count the header bytes fetched
+        fetch = cache.fetcher
 
-    def counted(start: int, end: int) -> bytes:
-        data = fetch(start, end)
-        _count(url, len(data))
-        return data
+        def counted(start: int, end: int) -> bytes:
+            data = fetch(start, end)
+            _count(url, len(data))
+            return data
 
-    fh.cache.fetcher = counted  # count the header bytes fetched
+        cache.fetcher = counted
+    else:  # file objects without a block cache (in-memory stores): count what is read
+        read = fh.read
+
+        def counted_read(*args: Any) -> bytes:
+            data = read(*args)
+            _count(url, len(data))
+            return data
+
+        fh.read = counted_read
     try:
         size = int(fh.size)
         with _LOCK:
