@@ -75,6 +75,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("n_detected", pa.int64()),
         ("warnings", pa.string()),
         ("applied", pa.bool_()),
+        ("overscan", pa.string()),
+        ("gain", pa.string()),
         ("seconds", pa.float64()),
         ("cpu_seconds", pa.float64()),
         ("attempts", pa.int32()),
@@ -169,6 +171,9 @@ class DetectorResult:
         Pedestals in amp order.
     interfaces : list of dict
         `InterfaceResult.to_dict` of each interface.
+    overscan, gain : str
+        Raw ISR applied while reading (``"per-row"``, ``"mean"``, ``"none"``; ``"nominal"``,
+        ``"none"``); empty when the detector failed before reading.
     """
 
     visit: int
@@ -188,6 +193,8 @@ class DetectorResult:
     detection: str = ""
     n_detected: int = 0
     warnings: list[str] = dataclasses.field(default_factory=list)
+    overscan: str = ""
+    gain: str = ""
     seconds: float = 0.0
     cpu_seconds: float = float("nan")
     attempts: int = 1
@@ -316,6 +323,8 @@ def _records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[s
         det["n_detected"].append(int(r.n_detected))
         det["warnings"].append("; ".join(r.warnings))
         det["applied"].append(bool(r.applied))
+        det["overscan"].append(r.overscan)
+        det["gain"].append(r.gain)
         det["seconds"].append(float(r.seconds))
         det["cpu_seconds"].append(float(r.cpu_seconds))
         det["attempts"].append(int(r.attempts))

@@ -217,7 +217,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "flagged and left alone")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (there is none when stderr is not a terminal)")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="start from a production config (ampoffset-dask presets); --config "
+                        "and --set apply on top")
+    p.add_argument("--overscan", choices=("auto", "per-row", "mean", "none"), default="auto",
+                   help="serial overscan subtraction of raw files: auto (per-row for raws and "
+                        "untrimmed images, nothing for assembled files), per-row, mean, none "
+                        "(default: auto)")
+    p.add_argument("--gain", choices=("nominal",), default=None,
+                   help="multiply each amp by the camera's nominal gain (pedestals in "
+                        "electrons)")
+    p.add_argument("--visit", default=None, metavar="N|KEY",
+                   help="visit of inputs whose headers give none: a number, or the header "
+                        "keyword holding it (e.g. OBSNUM)")
+    p.add_argument("--detector", default=None, metavar="NAME",
+                   help="detector of inputs whose headers give none (one file, or a folder "
+                        "of one detector)")
     p.set_defaults(func=cmd_run)
+
+    # presets
+    p = sub.add_parser(
+        "presets", parents=[common], epilog=_EPILOG,
+        help="list the production config presets and their sources",
+        description="List the production presets (the overrides Rubin's pipelines set) with "
+                    "where they come from. Use one with `run --preset NAME`.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_presets)
 
     # plot
     p = sub.add_parser(
@@ -387,7 +412,7 @@ def _client(spec: Any, n_workers: int | None = None):
         raise ClusterError(f"could not reach the Dask scheduler {spec!r}: {exc}") from exc
 
 
-def _load_config(path: Path | None, overrides: Sequence[str]):
+def _load_config(path: Path | None, overrides: Sequence[str], preset: str | None = None):
     from .config import AmpOffsetConfig
 
     data: dict[str, Any] = {}
@@ -425,6 +450,8 @@ def _load_config(path: Path | None, overrides: Sequence[str]):
             data[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
             data[key.strip()] = value
+    if preset is not None:
+        return AmpOffsetConfig.from_preset(preset, data)
     if not data:
         return None
     return AmpOffsetConfig.from_lsst(data)
@@ -473,12 +500,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         performance_report=args.performance_report, force=args.force,
         progress=not args.no_progress and sys.stderr.isatty(),
         storage_options=args.storage_options,
+        overscan=args.overscan, gain=args.gain, visit=args.visit, detector=args.detector,
     )
     inputs = _run_inputs(args)
     for item in args.inputs:  # quoted globs are expanded by process
         if not is_url(item) and not os.path.lexists(item) and not glob.has_magic(str(item)):
             raise InputError(f"{item}: no such file or folder")
-    config = _load_config(args.config, args.overrides)
+    config = _load_config(args.config, args.overrides, args.preset)
+    if args.preset is None:
+        _suggest_preset(args.camera, args.inputs)
     t0 = time.perf_counter()
     from .pipeline.run import execute, prepare
 
@@ -492,6 +522,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = execute(run, None)
     failed = _failed_detectors(result)
     _print_run_summary(result, args.output, time.perf_counter() - t0)
+    flagged = getattr(result, "flagged", None) or []
+    if flagged:
+        shown = "; ".join(f"visit {_fmt_visit(v)} {d}: {why}" for v, d, why in flagged[:3])
+        more = f"; and {len(flagged) - 3} more" if len(flagged) > 3 else ""
+        sys.stderr.write(f"{_PROG} run: {len(flagged)} detector(s) flagged (pedestals not "
+                         f"trusted): {shown}{more}\n")
     if failed:
         sys.stderr.write(f"{_PROG} run: {len(failed)} detector(s) failed:\n")
         for visit, det, err in failed:
@@ -524,6 +560,49 @@ def _run_inputs(args: argparse.Namespace) -> list[Any]:
     _out(f"butler {args.butler}: {len(table)} {args.dataset_type} dataset(s) in "
          f"{args.collections}")
     return [table]
+
+
+def _suggest_preset(camera: Any, inputs: Sequence[Any]) -> None:
+    """Say which preset matches the camera (given, or named by the first input's header);
+    never applies it."""
+    from .config import preset_for_camera
+
+    name = None
+    if isinstance(camera, str):
+        from .cameras import canonical_camera_name
+
+        name = canonical_camera_name(camera)
+    if name is None and camera is None:
+        from .pipeline.inputs import discover_inputs
+
+        try:
+            from .io.fits import inspect_file
+
+            first = next(iter(discover_inputs(list(inputs))), None)
+            name = inspect_file(first.path).camera if first is not None else None
+        except (AmpOffsetError, OSError):
+            name = None
+    preset = preset_for_camera(name)
+    if preset is not None:
+        sys.stderr.write(f"{_PROG} run: note: camera {name}: preset {preset.name!r} "
+                         f"({preset.source}) matches; add --preset {preset.name} to use it "
+                         "(not applied)\n")
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    """``ampoffset-dask presets``."""
+    from .config import list_presets
+
+    presets = list_presets()
+    if args.json:
+        _out(json.dumps([{"name": p.name, "overrides": dict(p.overrides), "source": p.source,
+                          "cameras": list(p.cameras)} for p in presets], indent=1))
+        return EXIT_OK
+    for p in presets:
+        values = ", ".join(f"{k}={v!r}" for k, v in p.overrides.items())
+        _out(f"{p.name:<12} {values}")
+        _out(f"{'':<12} source: {p.source}")
+    return EXIT_OK
 
 
 def _print_run_summary(result: Any, catalog: Path, seconds: float) -> None:

@@ -71,3 +71,50 @@ def tiny_raw_camera_doc() -> dict:
         },
         "detectors": [{"id": 7, "name": "R00_S00", "physical_type": "T"}],
     }
+
+
+def _section(x0: int, y0: int, w: int, h: int) -> str:
+    return f"[{x0 + 1}:{x0 + w},{y0 + 1}:{y0 + h}]"
+
+
+def decam_raw_hdu(name: str, sky: float, steps: dict[str, float], bias: dict[str, float]):
+    """One DECam raw CCD extension (2160x4146 uint16), boxes from the camera description."""
+    from astropy.io import fits
+
+    from ampoffset_dask import get_camera
+
+    cam = get_camera("decam")
+    det = cam[name]
+    data = np.zeros((4146, 2160), np.float64)
+    header = fits.Header()
+    for amp, raw in zip(det, cam.raw_amps(name), strict=True):
+        x0, y0, w, h = raw.raw_data_bbox
+        ox, oy, ow, oh = raw.raw_serial_overscan_bbox
+        rows = bias[amp.name] + 0.5 * np.arange(h) / h  # a slow bias drift along the readout
+        data[y0:y0 + h, x0:x0 + w] = sky + steps[amp.name] + rows[:, None]
+        data[oy:oy + oh, ox:ox + ow] = rows[:, None]
+        header[f"DATASEC{amp.name}"] = _section(x0, y0, w, h)
+        header[f"BIASSEC{amp.name}"] = _section(ox, oy, ow, oh)
+        header[f"CCDSEC{amp.name}"] = _section(amp.x0, amp.y0, amp.width, amp.height)
+        header[f"GAIN{amp.name}"] = 4.0
+    header["DETSIZE"] = "[1:29400,1:29050]"
+    header["DETECTOR"] = "S3-111_107419-8-3"
+    header["CCDNUM"] = det.id
+    header["DETPOS"] = name
+    header["BUNIT"] = "adu"
+    hdu = fits.CompImageHDU(np.round(data).astype(np.uint16), header=header, name=name,
+                            compression_type="RICE_1")
+    return hdu
+
+
+def decam_primary(expnum: int):
+    """A DECam raw primary header (keywords as DECam writes them)."""
+    from astropy.io import fits
+
+    primary = fits.PrimaryHDU()
+    for key, value in (("PROCTYPE", "RAW"), ("PRODTYPE", "image"), ("INSTRUME", "DECam"),
+                       ("TELESCOP", "CTIO 4.0-m telescope"), ("EXPNUM", expnum),
+                       ("OBSID", "ct4m20130213t090140"), ("OBSTYPE", "object"),
+                       ("DATE-OBS", "2013-02-13T09:01:40.966998"), ("EXPTIME", 30.0)):
+        primary.header[key] = value
+    return primary

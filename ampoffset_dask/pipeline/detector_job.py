@@ -29,10 +29,12 @@ import numpy as np
 
 from ..algorithm.apply import apply_pedestals
 from ..algorithm.metadata import lsst_metadata_comments
+from ..algorithm.quality import harm_check
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
+from ..io.overscan import isr_header
 from . import _config
 
 __all__ = ["DetectorJob", "identified_job", "output_header", "process_file", "with_io_retries"]
@@ -147,6 +149,11 @@ class DetectorJob:
         Allow ``output == path``.
     io_retries, io_retry_delay : int, float
         Retries (exponential backoff from ``io_retry_delay`` seconds) on transient I/O errors.
+    overscan, gain : str
+        Raw ISR while reading (`ampoffset_dask.io.overscan`); recorded in the result and in
+        the corrected file's header.
+    hdu : int, optional
+        The CCD's HDU in a multi-CCD file.
     attempts : int
         I/O attempts so far, retries included (filled in by `run`).
     storage_options : mapping, optional
@@ -165,6 +172,9 @@ class DetectorJob:
     in_place: bool = False
     io_retries: int = 3
     io_retry_delay: float = 0.5
+    overscan: str = "auto"
+    gain: str | None = None
+    hdu: int | None = None
     attempts: int = 0
     storage_options: Mapping[str, Any] | None = None
     fetched_fraction: float = float("nan")
@@ -211,6 +221,7 @@ class DetectorJob:
         # VARIANCE is read only to be written back with the corrected image.
         options = {} if edges_only else {"variance": output is not None}
         exp = self._io(lambda: reader(path, camera=self.camera, detector=self.detector,
+                                      overscan=self.overscan, gain=self.gain, hdu=self.hdu,
                                       **options), f"reading {path}")
         geometry = self.detector if self.detector is not None else exp.detector
         self.detector = geometry  # the failure record names it from now on
@@ -238,7 +249,8 @@ class DetectorJob:
             def write(target: Any) -> Any:
                 return write_exposure(
                     target, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
-                    header=output_header(path, exp.info, visit, geometry),
+                    header={**output_header(path, exp.info, visit, geometry),
+                            **isr_header(exp.isr)},
                     metadata=lsst_metadata_comments(m, applied=True), overwrite=True,
                     detector=geometry,
                 )
@@ -265,9 +277,16 @@ class DetectorJob:
         result = DetectorResult.from_measurement(
             m, visit=visit, detector=geometry, input=path, output=out_path,
             seconds=time.perf_counter() - self._t0, cpu_seconds=time.thread_time() - c0,
-            worker=self._worker, attempts=self.attempts,
+            worker=self._worker, attempts=self.attempts, overscan=exp.isr.overscan,
+            gain=exp.isr.gain,
         )
         result.fetched_fraction = self.fetched_fraction
+        cfg = config if config is not None else AmpOffsetConfig()
+        harm = harm_check(m.interfaces, cfg.amp_edge_max_offset, cfg.amp_edge_min_frac)
+        if harm is not None and result.status == "ok":  # numbers, but not a measurement
+            logger.warning("%s visit %s: %s", geometry.name, visit, harm)
+            result.status, result.error = "flagged", harm
+            result.warnings = [*result.warnings, harm]
         if write_error:
             result.status = "flagged"
             result.error = "; ".join(e for e in (result.error, write_error) if e)
@@ -313,6 +332,9 @@ def process_file(
     io_retries: int = 3,
     io_retry_delay: float = 0.5,
     storage_options: Mapping[str, Any] | None = None,
+    overscan: str = "auto",
+    gain: str | None = None,
+    hdu: int | None = None,
 ) -> DetectorResult:
     """Measure (and optionally correct) one detector file; never raises for a bad detector.
 
@@ -322,13 +344,14 @@ def process_file(
     Returns
     -------
     DetectorResult
-        ``status`` ``"ok"``, ``"flagged"`` (every pixel masked: pedestals are zero) or
+        ``status`` ``"ok"``, ``"flagged"`` (every pixel masked, or at least half of the
+        interfaces failed the do-no-harm checks: ``error`` names the likely cause) or
         ``"failed"`` (``error`` says why).
     """
     return DetectorJob(path, detector, config, visit=visit, camera=camera, output=output,
                        in_place=in_place, io_retries=io_retries,
-                       io_retry_delay=io_retry_delay,
-                       storage_options=storage_options).run_safely()
+                       io_retry_delay=io_retry_delay, overscan=overscan, gain=gain,
+                       hdu=hdu, storage_options=storage_options).run_safely()
 
 
 def identified_job(**kwargs: Any) -> tuple[str, DetectorResult]:

@@ -52,6 +52,8 @@ class PlannedTask:
 
     ``flag`` is set for an input planning recognised but that is not to be processed (an
     exposure already corrected): it becomes a ``flagged`` row with that message.
+    ``hdu`` is the CCD's HDU in a multi-CCD file (None: the file's only detector); ``raw``
+    says the pixels come from raw boxes (a raw or untrimmed file).
     """
 
     path: str
@@ -61,6 +63,8 @@ class PlannedTask:
     error: str = ""
     dataset_id: str | None = None
     flag: str = ""
+    hdu: int | None = None
+    raw: bool = False
 
     def key(self, run_token: str) -> str:
         """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
@@ -213,24 +217,73 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
 SUBTRACTED_KEY = "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"
 
 
-def _plan_one(item: InputItem, camera: Any, force: bool = False) -> PlannedTask:
+def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = None,
+              detector_default: str | None = None, force: bool = False) -> list[PlannedTask]:
+    """The tasks of one input: one, or one per CCD of a multi-CCD file."""
+    from ..io.fits import inspect_file
+
+    if item.problem:
+        return [PlannedTask(item.path, item.visit, None, item.detector,
+                            f"InputError: {item.path}: {item.problem}")]
+    try:
+        info = inspect_file(item.path)
+    except AmpOffsetError as exc:
+        return [PlannedTask(item.path, item.visit, None, item.detector,
+                            f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id)]
+    except Exception as exc:  # a header we cannot parse must not stop the run
+        return [PlannedTask(item.path, item.visit, None, item.detector,
+                            f"InputError: {item.path}: cannot read the header: {exc}",
+                            dataset_id=item.dataset_id)]
+    if not info.ccd_hdus:
+        return [_plan_hdu(item, camera, info, None, visit_default, detector_default, force)]
+    return [_plan_hdu(item, camera, info, k, visit_default, None, force)
+            for k in info.ccd_hdus]
+
+
+def _header_visit(path: str, hdu: int | None, key: str) -> int | None:
+    """The integer value of header keyword ``key`` (image HDU, else primary), if any."""
+    from astropy.io import fits
+
+    with fits.open(path, lazy_load_hdus=True) as hdul:
+        for header in ([hdul[hdu].header] if hdu else []) + [hdul[0].header]:
+            value = header.get(key)
+            if value is not None:
+                try:
+                    return int(str(value).strip())
+                except ValueError:
+                    raise InputError(f"{path}: header keyword {key} = {value!r} is not a "
+                                     "visit number") from None
+    return None
+
+
+def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
+              visit_default: int | str | None, detector_default: str | None,
+              force: bool = False) -> PlannedTask:
     from ..io.fits import inspect_file, resolve_detector
 
     visit, name = item.visit, item.detector
-    if item.problem:
-        return PlannedTask(item.path, visit, None, name,
-                           f"InputError: {item.path}: {item.problem}")
+    where = item.path if hdu is None else f"{item.path}[{hdu}]"
     try:
         if camera is None and item.instrument is not None:
             camera = _instrument_camera(item.instrument)
-        info = inspect_file(item.path)
+        if hdu is not None:
+            info = inspect_file(item.path, hdu)
         if visit is None:
             visit = info.visit
+        if visit is None and isinstance(visit_default, str):
+            visit = _header_visit(item.path, hdu, visit_default)
+            if visit is None:
+                raise InputError(f"{where}: no header keyword {visit_default} (--visit "
+                                 f"{visit_default})")
+        if visit is None:
+            visit = visit_default
+        if name is None and info.detector is None and info.detector_id is None:
+            name = detector_default
         detector = None
         if name is not None and camera is not None:
             from ..cameras import get_camera
 
-            cam = get_camera(camera) if isinstance(camera, str) else camera
+            cam = get_camera(camera) if isinstance(camera, (str, os.PathLike)) else camera
             detector = cam[name]
         if detector is None:
             detector = resolve_detector(info, camera=camera)
@@ -238,22 +291,23 @@ def _plan_one(item: InputItem, camera: Any, force: bool = False) -> PlannedTask:
             name = detector.name
         if visit is None:
             raise InputError(
-                f"{item.path}: no visit number in the header; give it in a manifest "
-                "(columns path, visit, detector)"
+                f"{where}: no visit number in the header; give it with --visit N (visit=) or "
+                "in a manifest (columns path, visit, detector)"
             )
         flag = ""
         if info.header.get(SUBTRACTED_KEY) is True and not force:
             flag = (f"already corrected ({SUBTRACTED_KEY} = T in {item.path}); not "
                     "corrected again (use --force / force=True to process it anyway)")
+        raw = info.kind == "raw" or tuple(info.shape) != detector.shape
         return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id,
-                           flag=flag)
+                           flag=flag, hdu=hdu, raw=raw)
     except AmpOffsetError as exc:
         return PlannedTask(item.path, visit, None, name, f"{type(exc).__name__}: {exc}",
-                           dataset_id=item.dataset_id)
+                           dataset_id=item.dataset_id, hdu=hdu)
     except Exception as exc:  # a header we cannot parse must not stop the run
         return PlannedTask(item.path, visit, None, name,
-                           f"InputError: {item.path}: cannot read the header: {exc}",
-                           dataset_id=item.dataset_id)
+                           f"InputError: {where}: cannot read the header: {exc}",
+                           dataset_id=item.dataset_id, hdu=hdu)
 
 
 def _instrument_camera(instrument: str) -> Any:
@@ -266,12 +320,26 @@ def _instrument_camera(instrument: str) -> Any:
     return name
 
 
-def plan_tasks(items: Iterable[InputItem], camera: Any = None,
-               threads: int = 8, *, force: bool = False) -> list[PlannedTask]:
+def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8, *,
+               force: bool = False, visit: int | str | None = None,
+               detector: str | None = None) -> list[PlannedTask]:
     """Read headers (in threads) and resolve the identity and geometry of each input.
 
     Inputs that cannot be planned come back with ``error`` set (they become failed rows);
-    inputs already corrected, unless ``force``, with ``flag`` set (flagged rows).
+    inputs already corrected, unless ``force``, with ``flag`` set (flagged rows). A multi-CCD
+    file (``FileInfo.ccd_hdus``) becomes one task per CCD.
+
+    Parameters
+    ----------
+    items : iterable of InputItem
+    camera : str, path or Camera, optional
+    threads : int
+        Header-reading threads.
+    force : bool
+        Plan already corrected inputs like any other.
+    visit, detector : optional
+        Identity of the inputs whose headers and manifest give none (``--visit``,
+        ``--detector``); ``visit`` may name the header keyword holding it (``"OBSNUM"``).
 
     Raises
     ------
@@ -280,7 +348,8 @@ def plan_tasks(items: Iterable[InputItem], camera: Any = None,
     """
     items = list(items)
     with ThreadPoolExecutor(max(1, min(threads, len(items) or 1))) as pool:
-        planned = list(pool.map(lambda i: _plan_one(i, camera, force), items))
+        nested = list(pool.map(lambda i: _plan_one(i, camera, visit, detector, force), items))
+    planned = [task for tasks in nested for task in tasks]
     owners: dict[tuple[int, str], str] = {}
     clashes = []
     for task in planned:

@@ -35,6 +35,10 @@ _FLAGS = {
     "n_workers": "--workers",
     "force": "--force",
     "storage_options": "--storage-options",
+    "overscan": "--overscan",
+    "gain": "--gain",
+    "visit": "--visit",
+    "detector": "--detector",
 }
 
 
@@ -96,6 +100,17 @@ class RunOptions:
         default: the standard environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...),
         which is forwarded to the workers with these options over it. They reach the workers
         as task arguments and are never recorded (the ``runs`` table lists their names only).
+    overscan : {"auto", "per-row", "mean", "none"}
+        Serial overscan subtraction of raw pixels (`ampoffset_dask.io.overscan`): ``"auto"``
+        subtracts it row by row from raws and untrimmed images, leaves assembled files alone.
+    gain : {None, "nominal"}
+        ``"nominal"``: multiply each amp by the camera's nominal gain (pedestals in electrons).
+    visit : int or str, optional
+        Visit of the inputs whose headers and manifest give none: a number, or the name of
+        the header keyword that holds it (e.g. ``"OBSNUM"``).
+    detector : str, optional
+        Detector name of the inputs whose headers and manifest give none (a single file or a
+        folder of one detector).
 
     Raises
     ------
@@ -127,6 +142,10 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
     n_workers: int | None = None
     force: bool = False
     storage_options: Mapping[str, Any] | None = None
+    overscan: str = "auto"
+    gain: str | None = None
+    visit: int | str | None = None
+    detector: str | None = None
 
     def __post_init__(self) -> None:
         for name in sorted(dir(self)):
@@ -180,6 +199,33 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
                 f"{option_name('performance_report')} needs bokeh (the Dask dashboard's "
                 "plotting library): pip install bokeh"
             ) from None
+
+    def _check_isr(self) -> None:
+        from ..io.overscan import normalize_gain, normalize_overscan
+
+        try:
+            self.overscan = normalize_overscan(self.overscan)
+            gain = normalize_gain(self.gain)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} ({_FLAGS['overscan' if 'overscan' in str(exc) else 'gain']})"
+                              ) from None
+        self.gain = None if gain == "none" else gain
+
+    def _check_identity(self) -> None:
+        if isinstance(self.visit, str):
+            text = self.visit.strip()
+            self.visit = int(text) if text.isdigit() else text.upper()
+        if self.visit is not None and (
+                isinstance(self.visit, bool)
+                or (isinstance(self.visit, int) and self.visit < 0)
+                or (isinstance(self.visit, str) and not self.visit)
+                or not isinstance(self.visit, int | str)):
+            raise ConfigError(f"{option_name('visit')} must be an integer >= 0 or a header "
+                              f"keyword, got {self.visit!r}")
+        if self.detector is not None and (not isinstance(self.detector, str)
+                                          or not self.detector.strip()):
+            raise ConfigError(f"{option_name('detector')} must be a detector name, "
+                              f"got {self.detector!r}")
 
     def _check_camera(self) -> None:
         if self.camera is not None and not isinstance(self.camera, (str, os.PathLike)) \

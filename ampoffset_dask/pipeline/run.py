@@ -59,6 +59,10 @@ class RunSummary:
         Outcomes of this run (planning failures count as failed).
     failed : list of (visit, detector, error)
         Each failed input; ``visit`` is -1 and ``detector`` the file when unknown.
+    flagged : list of (visit, detector, reason)
+        Each flagged detector (measured, but the pedestals are not to be trusted).
+    notes : list of str
+        Warnings about the run as a whole (e.g. raw files read with ``overscan="none"``).
     seconds : float
         Wall time of the call.
     dashboard_link : str or None
@@ -74,6 +78,8 @@ class RunSummary:
     n_flagged: int = 0
     n_failed: int = 0
     failed: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+    flagged: list[tuple[int, str, str]] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     dashboard_link: str | None = None
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -94,6 +100,8 @@ class RunSummary:
                 f"{self.seconds:.1f} s -> {self.catalog}")
         for visit, det, err in self.failed:
             text += f"\n  FAILED visit {visit} {det}: {err}"
+        for visit, det, why in self.flagged:
+            text += f"\n  FLAGGED visit {visit} {det}: {why}"
         return text
 
 
@@ -190,6 +198,9 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
         if is_url(task.path):
             raise InputError(f"{redact(task.path)}: in-place writes need local files; give "
                              "--output-images / output_images for URL inputs")
+        if task.hdu is not None:
+            raise InputError(f"{task.path}: one CCD of a multi-CCD file cannot be corrected in "
+                             "place; use --output-images / output_images")
         if _is_wrapped(Path(task.path)):
             raise InputError(
                 f"{task.path}: a gzip/bzip2-wrapped file cannot be corrected in place (the "
@@ -208,7 +219,8 @@ def check_outputs(planned: Iterable[PlannedTask], options: RunOptions) -> dict[s
     Returns
     -------
     dict
-        Input path -> output path of each runnable task (empty without ``apply``).
+        `output_key` (input path, with ``[hdu]`` for one CCD of a multi-CCD file) -> output
+        path of each runnable task (empty without ``apply``).
 
     Raises
     ------
@@ -237,8 +249,13 @@ def check_outputs(planned: Iterable[PlannedTask], options: RunOptions) -> dict[s
             raise InputError(f"the corrected {task.path} would overwrite the input {other} "
                              f"({out}); choose another output folder")
         owners[where] = task.path
-        outputs[task.path] = out
+        outputs[output_key(task)] = out
     return outputs
+
+
+def output_key(task: PlannedTask) -> str:
+    """The `check_outputs` key of a task: its input, and its HDU for one CCD of a file."""
+    return task.path if task.hdu is None else f"{task.path}[{task.hdu}]"
 
 
 def _check_writable(folder: Path, what: str) -> None:
@@ -397,6 +414,9 @@ class PreparedRun:
         Counters so far (``n_inputs``, ``n_skipped``), filled in by `execute`.
     run_token : str
         Part of every task key of this run (``ampoffset-<run_token>-<visit>-<detector>``).
+    camera : Camera, optional
+        The camera given by the user, loaded (it travels with each task, so user-camera raws
+        are assembled on the workers without the camera file).
     outputs : dict
         Input path -> corrected output path (with ``apply``).
     """
@@ -412,6 +432,7 @@ class PreparedRun:
     t_start: float = dataclasses.field(default_factory=time.perf_counter)
     run_token: str = ""
     outputs: dict[str, Path] = dataclasses.field(default_factory=dict)
+    camera: Any = None
 
     @property
     def run_id(self) -> str:
@@ -487,7 +508,8 @@ def prepare(
         writer.check_config(cfg, new_run=opts.new_run)
         done = writer.finished() if opts.resume and not opts.new_run else set()
         t = time.perf_counter()
-        planned = plan_tasks(items, camera=camera, force=opts.force)
+        planned = plan_tasks(items, camera=camera, force=opts.force, visit=opts.visit,
+                             detector=opts.detector)
         timings["plan"] = time.perf_counter() - t
         _check_config_fits(planned, cfg)
         outputs = check_outputs(planned, opts)  # before anything is submitted
@@ -501,6 +523,13 @@ def prepare(
                                   scheduler=scheduler or "local")
         summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items),
                              timings=timings)
+        raws = [t for t in planned if t.raw and not t.error]
+        if raws and opts.overscan == "none":  # said once per run, not once per detector
+            note = (f"overscan 'none' (--overscan none) on {len(raws)} raw detector(s), e.g. "
+                    f"{raws[0].path}: each amp keeps its own bias level, so most interfaces "
+                    "will fail the do-no-harm checks; use --overscan auto")
+            logger.warning("%s", note)
+            summary.notes.append(note)
         failures = [
             dataclasses.replace(
                 DetectorResult.failure(t.error, visit=t.visit, detector=t.name, input=t.path),
@@ -528,7 +557,7 @@ def prepare(
     return PreparedRun(catalog=catalog, config=cfg, options=opts, writer=writer,
                        planned=planned, failures=failures, runnable=runnable, summary=summary,
                        t_start=t_start, run_token=run_token(run_id, cfg, opts),
-                       outputs=outputs)
+                       outputs=outputs, camera=camera)
 
 
 def _resolve_camera(camera: Any) -> Any:
@@ -598,6 +627,8 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
                                    result.error))
         elif result.status == "flagged":
             summary.n_flagged += 1
+            summary.flagged.append((result.visit, result.detector or result.input,
+                                    result.error))
         else:
             summary.n_ok += 1
 
@@ -622,12 +653,15 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
                     "detector": task.detector,
                     "config": run.config,
                     "visit": task.visit,
-                    "camera": None,
-                    "output": run.outputs.get(task.path),
+                    "camera": run.camera,
+                    "output": run.outputs.get(output_key(task)),
                     "in_place": opts.in_place,
                     "io_retries": io_retries,
                     "io_retry_delay": io_delay,
                     "storage_options": storage,
+                    "overscan": opts.overscan,
+                    "gain": opts.gain,
+                    "hdu": task.hdu,
                 },
                 tag=task,
             )

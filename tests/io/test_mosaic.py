@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from astropy.io import fits
+from io_helpers import decam_primary, decam_raw_hdu
 
 from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector, open_exposure
 from ampoffset_dask.errors import InputError
@@ -17,53 +18,13 @@ from ampoffset_dask.io.fits import inspect_file, read_exposure
 EDGES = AmpOffsetConfig(do_background=False, do_detection=False)
 
 
-def _section(x0: int, y0: int, w: int, h: int) -> str:
-    return f"[{x0 + 1}:{x0 + w},{y0 + 1}:{y0 + h}]"
-
-
-def _decam_raw_hdu(name: str, sky: float, steps: dict[str, float], bias: dict[str, float]):
-    """One DECam raw CCD extension (2160x4146 uint16), boxes from the camera description."""
-    cam = get_camera("decam")
-    det = cam[name]
-    data = np.zeros((4146, 2160), np.float64)
-    header = fits.Header()
-    for amp, raw in zip(det, cam.raw_amps(name), strict=True):
-        x0, y0, w, h = raw.raw_data_bbox
-        ox, oy, ow, oh = raw.raw_serial_overscan_bbox
-        rows = bias[amp.name] + 0.5 * np.arange(h) / h  # a slow bias drift along the readout
-        data[y0:y0 + h, x0:x0 + w] = sky + steps[amp.name] + rows[:, None]
-        data[oy:oy + oh, ox:ox + ow] = rows[:, None]
-        header[f"DATASEC{amp.name}"] = _section(x0, y0, w, h)
-        header[f"BIASSEC{amp.name}"] = _section(ox, oy, ow, oh)
-        header[f"CCDSEC{amp.name}"] = _section(amp.x0, amp.y0, amp.width, amp.height)
-        header[f"GAIN{amp.name}"] = 4.0
-    header["DETSIZE"] = "[1:29400,1:29050]"
-    header["DETECTOR"] = "S3-111_107419-8-3"
-    header["CCDNUM"] = det.id
-    header["DETPOS"] = name
-    header["BUNIT"] = "adu"
-    hdu = fits.CompImageHDU(np.round(data).astype(np.uint16), header=header, name=name,
-                            compression_type="RICE_1")
-    return hdu
-
-
-def _decam_primary(expnum: int) -> fits.PrimaryHDU:
-    primary = fits.PrimaryHDU()
-    for key, value in (("PROCTYPE", "RAW"), ("PRODTYPE", "image"), ("INSTRUME", "DECam"),
-                       ("TELESCOP", "CTIO 4.0-m telescope"), ("EXPNUM", expnum),
-                       ("OBSID", "ct4m20130213t090140"), ("OBSTYPE", "object"),
-                       ("DATE-OBS", "2013-02-13T09:01:40.966998"), ("EXPTIME", 30.0)):
-        primary.header[key] = value
-    return primary
-
-
 def test_decam_raw_mef_is_one_ccd_per_hdu_with_overscan(tmp_path):
     path = tmp_path / "DECam_00177764.fits.fz"
     s_steps, n_steps = {"A": 3.0, "B": 0.0}, {"A": 0.0, "B": -2.0}
     fits.HDUList([
-        _decam_primary(177764),
-        _decam_raw_hdu("S1", 800.0, s_steps, {"A": 1200.0, "B": 950.0}),
-        _decam_raw_hdu("N4", 700.0, n_steps, {"A": 1010.0, "B": 1330.0}),
+        decam_primary(177764),
+        decam_raw_hdu("S1", 800.0, s_steps, {"A": 1200.0, "B": 950.0}),
+        decam_raw_hdu("N4", 700.0, n_steps, {"A": 1010.0, "B": 1330.0}),
     ]).writeto(path)
     info = inspect_file(path)
     assert info.ccd_hdus == (1, 2) and info.camera == "decam"
@@ -88,7 +49,7 @@ def test_decam_raw_mef_is_one_ccd_per_hdu_with_overscan(tmp_path):
 def test_decam_cp_ooi_trimmed_ccds_are_cropped_from_the_camera(tmp_path):
     """CP instcal/ooi: 2046x4094 float CCDs, LTV1 = LTV2 = -1, no DATASEC."""
     path = tmp_path / "c4d_190402_050618_ooi_VR_v1.fits.fz"
-    primary = _decam_primary(845291)
+    primary = decam_primary(845291)
     primary.header["PROCTYPE"] = "InstCal"
     hdus = [primary]
     rng = np.random.default_rng(3)

@@ -1,0 +1,51 @@
+"""Is a measurement believable? Detectors whose interfaces mostly fail the do-no-harm checks.
+
+The do-no-harm checks zero an interface whose offset exceeds ``ampEdgeMaxOffset`` or whose edge
+has too few valid pixels. When that happens to at least half of a detector's interfaces the
+pedestals are mostly zeros by construction, not a measurement: the usual causes are raw pixels
+(bias not subtracted), amps in different units (gains), or an image masked almost everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["harm_check"]
+
+
+def _get(itf: Any, name: str) -> Any:
+    return itf[name] if isinstance(itf, dict) else getattr(itf, name)
+
+
+def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
+               threshold: float = 0.5) -> str | None:
+    """A warning naming the likely cause when at least ``threshold`` of the interfaces failed.
+
+    Parameters
+    ----------
+    interfaces : sequence of InterfaceResult or dict
+        With ``max_offset_fail`` and ``min_frac_fail``.
+    max_offset, min_frac : float
+        The config's ``ampEdgeMaxOffset`` and ``ampEdgeMinFrac`` (named in the message).
+    threshold : float
+        Fraction of failed interfaces from which the detector is flagged.
+
+    Returns
+    -------
+    str or None
+        None when the measurement is usable (no interfaces, or fewer failures).
+    """
+    n = len(interfaces)
+    if n == 0:
+        return None
+    too_big = sum(bool(_get(i, "max_offset_fail")) for i in interfaces)
+    too_few = sum(bool(_get(i, "min_frac_fail")) and not bool(_get(i, "max_offset_fail"))
+                  for i in interfaces)
+    if too_big + too_few < threshold * n:
+        return None
+    if too_big >= too_few:
+        return (f"{too_big} of {n} interfaces exceed ampEdgeMaxOffset={max_offset:g}: "
+                "not bias/overscan corrected, or gains differ?")
+    return (f"{too_few} of {n} interfaces have fewer valid pixels than "
+            f"ampEdgeMinFrac={min_frac:g}: image mostly masked?")
