@@ -17,7 +17,7 @@ from matplotlib.image import imread
 import ampoffset_dask
 from ampoffset_dask.catalog import read_catalog
 
-SUBCOMMANDS = ("demo", "simulate", "run", "plot", "cameras", "info", "catalog")
+SUBCOMMANDS = ("demo", "simulate", "run", "plot", "cameras", "info", "catalog", "presets")
 
 
 def _entry_point() -> str:
