@@ -573,13 +573,20 @@ def _suggest_preset(camera: Any, inputs: Sequence[Any]) -> None:
 
         name = canonical_camera_name(camera)
     if name is None and camera is None:
-        from .pipeline.inputs import discover_inputs
+        from .io.fits import inspect_file
+        from .pipeline.inputs import _is_fits
 
+        first = None
+        for item in inputs:
+            path = Path(item)
+            if path.is_dir():
+                first = next((p for p in sorted(path.rglob("*")) if _is_fits(p)), None)
+            elif path.is_file() and _is_fits(path):
+                first = path
+            if first is not None:
+                break
         try:
-            from .io.fits import inspect_file
-
-            first = next(iter(discover_inputs(list(inputs))), None)
-            name = inspect_file(first.path).camera if first is not None else None
+            name = inspect_file(first).camera if first is not None else None
         except (AmpOffsetError, OSError):
             name = None
     preset = preset_for_camera(name)
@@ -680,6 +687,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "shape": list(info.shape),
         "compressed": bool(info.compressed),
         "hdus": {"image": info.image_hdu, "mask": info.mask_hdu, "variance": info.variance_hdu},
+        "ccd_hdus": list(info.ccd_hdus),
         "mask_planes": dict(info.mask_planes),
         "amps": None if detector is None else [
             {"name": a.name, "x0": a.x0, "y0": a.y0, "width": a.width, "height": a.height}
@@ -695,6 +703,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     _out(f"kind        {info.kind}{' (tile-compressed)' if info.compressed else ''}, "
          f"{data['size_bytes'] / 1e6:.1f} MB")
     _out(f"camera      {info.camera or '-'}")
+    if info.ccd_hdus:
+        _out(f"ccds        {len(info.ccd_hdus)} CCD HDUs {list(info.ccd_hdus)[:8]}"
+             f"{' ...' if len(info.ccd_hdus) > 8 else ''} (run: one task per CCD; shown: "
+             "the first)")
     _out(f"visit       {_fmt_visit(info.visit)}")
     det_id = "-" if info.detector_id is None else info.detector_id
     _out(f"detector    {info.detector or '-'} (id {det_id})")
