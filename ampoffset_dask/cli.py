@@ -574,14 +574,15 @@ def _suggest_preset(camera: Any, inputs: Sequence[Any]) -> None:
         name = canonical_camera_name(camera)
     if name is None and camera is None:
         from .io.fits import inspect_file
-        from .pipeline.inputs import _is_fits
+        from .io.paths import is_fits_name
 
         first = None
         for item in inputs:
             path = Path(item)
             if path.is_dir():
-                first = next((p for p in sorted(path.rglob("*")) if _is_fits(p)), None)
-            elif path.is_file() and _is_fits(path):
+                first = next((p for p in sorted(path.rglob("*"))
+                              if p.is_file() and is_fits_name(p.name)), None)
+            elif path.is_file() and is_fits_name(path.name):
                 first = path
             if first is not None:
                 break
