@@ -6,7 +6,7 @@ import numpy as np
 
 from ..geometry import Amplifier
 
-__all__ = ["edge_profile", "nanmedian_float32", "strip_slices"]
+__all__ = ["edge_profile", "nanmedian_float32", "nanmedian_lines", "strip_slices"]
 
 
 def strip_slices(amp: Amplifier, side: int, inset: int, width: int) -> tuple[slice, slice]:
@@ -39,16 +39,21 @@ def strip_slices(amp: Amplifier, side: int, inset: int, width: int) -> tuple[sli
     raise ValueError(f"side must be 0..3, got {side}")
 
 
-def nanmedian_float32(strip: np.ndarray, axis: int) -> np.ndarray:
-    """``numpy.nanmedian`` of a float32 array along ``axis``, without its slow paths.
+def nanmedian_lines(strip: np.ndarray, axis: int) -> np.ndarray:
+    """``numpy.nanmedian`` of a 2-d float array along ``axis``, without its slow paths.
 
-    All-NaN lines give NaN; an even count averages the two middle values in float32,
-    exactly as ``numpy.nanmedian`` does.
+    numpy sends NaN-holding arrays with short lines through masked arrays, which costs far
+    more than the sort of a few dozen values per line done here. The result has the input's
+    float dtype; all-NaN lines give NaN; an even count averages the two middle values in that
+    dtype, exactly as ``numpy.nanmedian`` does.
     """
-    a = np.moveaxis(np.asarray(strip, dtype=np.float32), axis, -1)
+    a = np.moveaxis(np.asarray(strip), axis, -1)
+    if a.dtype.kind != "f":
+        a = a.astype(np.float64)
+    dtype = a.dtype.type
     n_lines, n = a.shape
     if n == 0:
-        return np.full(n_lines, np.nan, dtype=np.float32)
+        return np.full(n_lines, np.nan, dtype=a.dtype)
     nan = np.isnan(a)
     if not nan.any():
         k = [(n - 1) // 2, n // 2]
@@ -56,13 +61,18 @@ def nanmedian_float32(strip: np.ndarray, axis: int) -> np.ndarray:
         lo, hi = part[:, k[0]], part[:, k[1]]
     else:
         s = np.sort(a, axis=-1)  # NaNs sort last
-        cnt = n - nan.sum(axis=-1)
+        cnt = n - np.count_nonzero(nan, axis=-1)
         rows = np.arange(n_lines)
         lo = s[rows, np.maximum(cnt - 1, 0) // 2]
         hi = s[rows, np.minimum(cnt // 2, n - 1)]
-        lo = np.where(cnt > 0, lo, np.float32(np.nan))
-        hi = np.where(cnt > 0, hi, np.float32(np.nan))
-    return ((lo + hi) / np.float32(2)).astype(np.float32)
+        lo = np.where(cnt > 0, lo, dtype(np.nan))
+        hi = np.where(cnt > 0, hi, dtype(np.nan))
+    return ((lo + hi) / dtype(2)).astype(a.dtype, copy=False)
+
+
+def nanmedian_float32(strip: np.ndarray, axis: int) -> np.ndarray:
+    """`nanmedian_lines` of ``strip`` as float32 (the precision of LSST's edge profiles)."""
+    return nanmedian_lines(np.asarray(strip, dtype=np.float32), axis)
 
 
 def edge_profile(strip: np.ndarray, side: int) -> np.ndarray:

@@ -16,11 +16,11 @@ the flux range along the interface: large on flats with vignetting, small on sky
 from __future__ import annotations
 
 import math
-import warnings
 from typing import NamedTuple
 
 import numpy as np
 
+from .edges import nanmedian_lines
 from .uncertainty import MAD_TO_SIGMA
 
 __all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "interface_gain"]
@@ -60,9 +60,7 @@ def _boundary_values(strip: np.ndarray, side: int,
     # Distance of each strip row/column from the boundary (pixel centres).
     idx = np.arange(n_across, dtype=np.float64)
     dist = (n_across - idx - 0.5 + inset) if side in (0, 1) else (idx + 0.5 + inset)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN lines give NaN
-        med = np.nanmedian(a, axis=0)
+    med = nanmedian_lines(a, axis=0)  # all-NaN lines give NaN
     resid = a - med[None, :]
     finite = np.isfinite(resid)
     if np.count_nonzero(finite) < 2:
@@ -119,9 +117,7 @@ def _line_levels(strip: np.ndarray, side: int) -> np.ndarray:
     a = np.asarray(strip, dtype=np.float64)
     if side in (1, 3):
         a = a.T
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(a, axis=0)
+    return nanmedian_lines(a, axis=0)
 
 
 def _running_mean(v: np.ndarray, window: int) -> np.ndarray:

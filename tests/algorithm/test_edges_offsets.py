@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from ampoffset_dask import AmpOffsetConfig, Detector, measure_detector
-from ampoffset_dask.algorithm.edges import edge_profile, nanmedian_float32, strip_slices
+from ampoffset_dask.algorithm.edges import (
+    edge_profile,
+    nanmedian_float32,
+    nanmedian_lines,
+    strip_slices,
+)
 from ampoffset_dask.algorithm.offsets import interface_offset, window_length
 from ampoffset_dask.algorithm.solve import right_hand_side, solve_pedestals
 from ampoffset_dask.algorithm.stats import clipped_stats
@@ -95,6 +100,21 @@ def test_nanmedian_float32_equals_numpy(axis, n):
     # no NaN at all: the partition path
     b = np.nan_to_num(a, nan=7.0)
     np.testing.assert_array_equal(nanmedian_float32(b, axis), _nanmedian(b, axis))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_nanmedian_lines_equals_numpy_in_its_dtype(dtype, axis):
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        a = rng.normal(1000, 40, (int(rng.integers(1, 30)), int(rng.integers(1, 50))))
+        a = a.astype(dtype)
+        a[rng.random(a.shape) < rng.random() * 0.7] = np.nan
+        if trial % 5 == 0:
+            a[:, 0] = np.nan
+        got = nanmedian_lines(a, axis)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got, _nanmedian(a, axis))
 
 
 def test_nanmedian_even_count_averaged_in_float32():
