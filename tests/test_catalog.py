@@ -152,7 +152,7 @@ def test_killed_writer_loses_nothing_journaled(tmp_path):
 def test_live_lock_refuses_second_writer(tmp_path):
     with CatalogWriter(tmp_path) as w:
         w.open()
-        with pytest.raises(ConfigError, match="being written by process"):
+        with pytest.raises(ConfigError, match="catalog in use by "):
             CatalogWriter(tmp_path).open()
 
 

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..catalog.schema import check_identity
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
 from ..io.paths import entry_problem, is_fits_name, walk_fits
@@ -294,6 +295,10 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
                 f"{where}: no visit number in the header; give it with --visit N (visit=) or "
                 "in a manifest (columns path, visit, detector)"
             )
+        try:  # identities the catalog cannot hold would brick it: refuse them here
+            check_identity(visit, detector.id, what=item.path, unknown_ok=False)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         flag = ""
         if info.header.get(SUBTRACTED_KEY) is True and not force:
             flag = (f"already corrected ({SUBTRACTED_KEY} = T in {item.path}); not "
@@ -302,10 +307,10 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
         return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id,
                            flag=flag, hdu=hdu, raw=raw)
     except AmpOffsetError as exc:
-        return PlannedTask(item.path, visit, None, name, f"{type(exc).__name__}: {exc}",
-                           dataset_id=item.dataset_id, hdu=hdu)
+        return PlannedTask(item.path, _usable_visit(visit), None, name,
+                           f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu)
     except Exception as exc:  # a header we cannot parse must not stop the run
-        return PlannedTask(item.path, visit, None, name,
+        return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"InputError: {where}: cannot read the header: {exc}",
                            dataset_id=item.dataset_id, hdu=hdu)
 
@@ -318,6 +323,15 @@ def _instrument_camera(instrument: str) -> Any:
     if name is None:
         raise InputError(f"instrument {instrument!r} has no built-in camera; pass camera=")
     return name
+
+
+def _usable_visit(visit: Any) -> int | None:
+    """``visit`` when the catalog can record it, else None (the unknown visit)."""
+    try:
+        check_identity(visit)
+    except ValueError:
+        return None
+    return visit
 
 
 def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8, *,

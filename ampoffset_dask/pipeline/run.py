@@ -506,7 +506,6 @@ def prepare(
     writer = CatalogWriter(catalog)
     try:
         writer.check_config(cfg, new_run=opts.new_run)
-        done = writer.finished() if opts.resume and not opts.new_run else set()
         t = time.perf_counter()
         planned = plan_tasks(items, camera=camera, force=opts.force, visit=opts.visit,
                              detector=opts.detector)
@@ -521,6 +520,8 @@ def prepare(
         run_id = writer.start_run(config=cfg, inputs=[redact(i.path) for i in items],
                                   new_run=opts.new_run, options=opts.to_record(),
                                   scheduler=scheduler or "local")
+        # Resume skips only rows of this config whose input is unchanged since measured.
+        done = writer.finished(cfg) if opts.resume and not opts.new_run else set()
         summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items),
                              timings=timings)
         raws = [t for t in planned if t.raw and not t.error]

@@ -1,0 +1,49 @@
+"""The results catalog: Parquet tables of detectors, pedestals, interfaces and runs.
+
+Layout of a catalog directory ``CATALOG``::
+
+    CATALOG/detectors/visit=<v>/part-0.parquet    rows per (visit, detector)
+    CATALOG/pedestals/visit=<v>/part-0.parquet    rows per (visit, detector, amp)
+    CATALOG/interfaces/visit=<v>/part-0.parquet   rows per (visit, detector, interface)
+    CATALOG/runs/part-0.parquet                   one row per run (config, versions, inputs)
+    CATALOG/_journal/<run>.jsonl                  results of a running (or killed) run
+    CATALOG/_quarantine/<run>.jsonl               journal lines that could not be recovered
+    CATALOG/.lock                                 the writer's lock and owner record
+
+The ``visit`` column lives in the hive-style directory name, so ``pandas.read_parquet(CATALOG /
+"pedestals")`` and ``dask.dataframe.read_parquet`` see it (as a category; `read_catalog` gives
+int64). Inputs whose visit could not be determined are recorded under ``visit=-1``. The files
+keep every run's rows; `read_catalog` shows the latest row of each (visit, detector) unless
+``all_rows=True``.
+
+One module per job: `~ampoffset_dask.catalog.schema` (tables and the per-detector record),
+`~ampoffset_dask.catalog.read` (readers), `~ampoffset_dask.catalog.lock` (one writer at a
+time), `~ampoffset_dask.catalog.journal` (crash safety), `~ampoffset_dask.catalog.writer`
+(`CatalogWriter`) and `~ampoffset_dask.catalog.provenance` (what a run records).
+"""
+
+from __future__ import annotations
+
+from .journal import Journal, replay
+from .lock import CatalogBusyError, CatalogLock
+from .provenance import config_digest, input_records, package_versions
+from .read import read_catalog
+from .schema import SCHEMAS, TABLES, UNKNOWN_VISIT, VISIT_TABLES, DetectorResult
+from .writer import CatalogWriter
+
+__all__ = [
+    "SCHEMAS",
+    "TABLES",
+    "UNKNOWN_VISIT",
+    "VISIT_TABLES",
+    "CatalogBusyError",
+    "CatalogLock",
+    "CatalogWriter",
+    "DetectorResult",
+    "Journal",
+    "config_digest",
+    "input_records",
+    "package_versions",
+    "read_catalog",
+    "replay",
+]

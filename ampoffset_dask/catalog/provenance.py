@@ -1,0 +1,45 @@
+"""What a run records about itself: config digest, package versions, input file stamps."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["config_digest", "input_records", "package_versions"]
+
+
+def config_digest(config: Any) -> str:
+    """SHA-256 (hex, 16 chars) of a config's canonical JSON (``to_dict`` when it has one)."""
+    data = config.to_dict() if hasattr(config, "to_dict") else config
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that change the numbers or the files."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("ampoffset-dask", "numpy", "scipy", "astropy", "xarray", "dask",
+                 "distributed", "pyarrow", "pandas"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:  # pragma: no cover - optional in odd environments
+            out[name] = "not installed"
+    return out
+
+
+def input_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """``[{path, size, mtime}]`` of each input (size -1 when the file cannot be stat'ed)."""
+    out = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append({"path": str(p), "size": st.st_size, "mtime": st.st_mtime})
+        except OSError:
+            out.append({"path": str(p), "size": -1, "mtime": None})
+    return out

@@ -1,0 +1,398 @@
+"""The catalog's tables: Arrow schemas, the per-detector record and its rows.
+
+Nothing here reads or writes files: `DetectorResult` is what a detector job returns (and what
+the journal holds, one JSON line each); `records_to_tables` turns records into the rows of the
+``detectors``, ``pedestals`` and ``interfaces`` tables; `check_record` says whether a record
+can be stored at all (identities in range, values of the column types).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = [
+    "DONE",
+    "INT64_MAX",
+    "PART",
+    "SCHEMAS",
+    "SORT",
+    "TABLES",
+    "UNKNOWN_VISIT",
+    "VISIT_TABLES",
+    "DetectorResult",
+    "check_identity",
+    "check_record",
+    "records_to_tables",
+    "row_key",
+    "sorted_table",
+]
+
+#: Visit used for inputs whose identity could not be read.
+UNKNOWN_VISIT = -1
+#: Largest visit number or detector id a catalog can hold (the int64 columns).
+INT64_MAX = 2**63 - 1
+
+_TS = pa.timestamp("us", tz="UTC")
+
+#: Column schemas of the per-visit tables (``visit`` is the partition column, not stored).
+SCHEMAS: dict[str, pa.Schema] = {
+    "detectors": pa.schema([
+        ("detector", pa.string()),
+        ("detector_id", pa.int64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("n_amps", pa.int32()),
+        ("n_interfaces", pa.int32()),
+        ("masked_fraction", pa.float64()),
+        ("all_masked", pa.bool_()),
+        ("background_ok", pa.bool_()),
+        ("background", pa.string()),
+        ("detection", pa.string()),
+        ("n_detected", pa.int64()),
+        ("warnings", pa.string()),
+        ("applied", pa.bool_()),
+        ("overscan", pa.string()),
+        ("gain", pa.string()),
+        ("seconds", pa.float64()),
+        ("cpu_seconds", pa.float64()),
+        ("attempts", pa.int32()),
+        ("worker", pa.string()),
+        ("input", pa.string()),
+        ("output", pa.string()),
+        ("run_id", pa.string()),
+        ("finished_at", _TS),
+        ("dataset_id", pa.string()),
+        ("fetched_fraction", pa.float64()),
+    ]),
+    "pedestals": pa.schema([
+        ("detector", pa.string()),
+        ("detector_id", pa.int64()),
+        ("amp", pa.string()),
+        ("amp_index", pa.int32()),
+        ("pedestal", pa.float64()),
+        ("applied", pa.bool_()),
+        ("run_id", pa.string()),
+    ]),
+    "interfaces": pa.schema([
+        ("detector", pa.string()),
+        ("detector_id", pa.int64()),
+        ("interface_id", pa.string()),
+        ("amp_a", pa.string()),
+        ("amp_b", pa.string()),
+        ("side", pa.int8()),
+        ("length", pa.int32()),
+        ("offset_raw", pa.float64()),
+        ("offset", pa.float64()),
+        ("good_frac", pa.float64()),
+        ("min_frac_fail", pa.bool_()),
+        ("max_offset_fail", pa.bool_()),
+        ("run_id", pa.string()),
+    ]),
+    "runs": pa.schema([
+        ("run_id", pa.string()),
+        ("status", pa.string()),
+        ("started", _TS),
+        ("finished", _TS),
+        ("seconds", pa.float64()),
+        ("config", pa.string()),
+        ("config_digest", pa.string()),
+        ("options", pa.string()),
+        ("versions", pa.string()),
+        ("inputs", pa.string()),
+        ("inputs_digest", pa.string()),
+        ("n_inputs", pa.int64()),
+        ("n_submitted", pa.int64()),
+        ("n_skipped", pa.int64()),
+        ("n_ok", pa.int64()),
+        ("n_flagged", pa.int64()),
+        ("n_failed", pa.int64()),
+        ("scheduler", pa.string()),
+        ("host", pa.string()),
+        ("timings", pa.string()),
+    ]),
+}
+VISIT_TABLES = ("detectors", "pedestals", "interfaces")
+TABLES = (*VISIT_TABLES, "runs")
+#: The one file of each table's visit folder.
+PART = "part-0.parquet"
+#: Statuses of a measured detector (resume skips them).
+DONE = ("ok", "flagged")
+#: Row order of each table (stable: interfaces keep LSST's order within a detector).
+SORT = {
+    "detectors": ["visit", "detector", "input"],
+    "pedestals": ["visit", "detector", "amp_index"],
+    "interfaces": ["visit", "detector"],
+    "runs": ["started"],
+}
+
+
+@dataclasses.dataclass
+class DetectorResult:
+    """The small record one detector task returns (no pixels).
+
+    Attributes
+    ----------
+    visit : int
+        Visit number (`UNKNOWN_VISIT` when the input's identity could not be read).
+    detector : str
+        Detector name (empty when unknown).
+    status : str
+        ``"ok"``, ``"flagged"`` (measured, but e.g. every pixel masked) or ``"failed"``.
+    error : str
+        Why the detector failed or was flagged (empty when ok).
+    input, output : str
+        Input file (or URL) and corrected output file (empty when none was written).
+    dataset_id : str
+        Butler dataset UUID of the input (empty for inputs not found through a Butler).
+    fetched_fraction : float
+        URL inputs: the fraction of the object's bytes this task fetched (NaN for local
+        files).
+    seconds, cpu_seconds : float
+        Wall time and CPU time (of the task's thread) spent on the worker.
+    amp_names, pedestals : list
+        Pedestals in amp order.
+    interfaces : list of dict
+        `InterfaceResult.to_dict` of each interface.
+    overscan, gain : str
+        Raw ISR applied while reading (``"per-row"``, ``"mean"``, ``"none"``; ``"nominal"``,
+        ``"none"``); empty when the detector failed before reading.
+    """
+
+    visit: int
+    detector: str
+    status: str
+    error: str = ""
+    detector_id: int | None = None
+    input: str = ""
+    output: str = ""
+    amp_names: list[str] = dataclasses.field(default_factory=list)
+    pedestals: list[float] = dataclasses.field(default_factory=list)
+    interfaces: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    applied: bool = False
+    masked_fraction: float = float("nan")
+    all_masked: bool = False
+    background: str = ""
+    detection: str = ""
+    n_detected: int = 0
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    overscan: str = ""
+    gain: str = ""
+    seconds: float = 0.0
+    cpu_seconds: float = float("nan")
+    attempts: int = 1
+    worker: str = ""
+    finished_at: float = dataclasses.field(default_factory=time.time)
+    run_id: str = ""
+    dataset_id: str = ""
+    fetched_fraction: float = float("nan")
+
+    @property
+    def key(self) -> tuple[int, str]:
+        """``(visit, detector)``; for unidentified inputs the detector part is the input."""
+        return self.visit, row_key(self.detector, self.input)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dictionary (the journal line)."""
+        out = dataclasses.asdict(self)
+        out["pedestals"] = [float(p) for p in self.pedestals]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DetectorResult:
+        """Inverse of `to_dict`; unknown keys are ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def from_measurement(
+        cls,
+        measurement: Any,
+        *,
+        visit: int,
+        detector: Any,
+        input: str | os.PathLike,
+        output: str | os.PathLike | None = None,
+        **fields: Any,
+    ) -> DetectorResult:
+        """The record of a measured detector (``ok``, or ``flagged`` when all masked).
+
+        Parameters
+        ----------
+        measurement : DetectorMeasurement
+            What `~ampoffset_dask.measure_detector` returned.
+        visit : int
+            The visit.
+        detector : Detector
+            The geometry measured (name and id are recorded).
+        input : path-like
+            The input file.
+        output : path-like, optional
+            The corrected exposure written (``applied`` is True when given).
+        **fields
+            Other attributes (``seconds``, ``cpu_seconds``, ``worker``, ``attempts``...).
+        """
+        m = measurement
+        flagged = bool(m.all_masked)
+        return cls(
+            visit=int(visit),
+            detector=detector.name,
+            status="flagged" if flagged else "ok",
+            error="all pixels masked; pedestals set to 0" if flagged else "",
+            detector_id=detector.id,
+            input=str(input),
+            output=str(output) if output else "",
+            amp_names=list(m.amp_names),
+            pedestals=[float(p) for p in m.pedestals],
+            interfaces=[i.to_dict() for i in m.interfaces],
+            applied=bool(output),
+            masked_fraction=float(m.masked_fraction),
+            all_masked=flagged,
+            background=m.background,
+            detection=m.detection,
+            n_detected=int(m.n_detected),
+            warnings=list(m.warnings),
+            **fields,
+        )
+
+    @classmethod
+    def failure(
+        cls,
+        error: str,
+        *,
+        visit: int | None,
+        detector: str | None,
+        input: str = "",
+        detector_id: int | None = None,
+        attempts: int = 1,
+        worker: str = "",
+        seconds: float = 0.0,
+    ) -> DetectorResult:
+        """A ``failed`` record with ``error`` as the message."""
+        return cls(
+            visit=UNKNOWN_VISIT if visit is None else int(visit),
+            detector=detector or "",
+            status="failed",
+            error=error,
+            detector_id=detector_id,
+            input=input,
+            attempts=attempts,
+            worker=worker,
+            seconds=seconds,
+        )
+
+
+def row_key(detector: str, input: str) -> str:
+    """Key of a row within its visit: the detector, or ``input:<file>`` when unknown."""
+    return detector if detector else f"input:{input}"
+
+
+def check_identity(visit: Any, detector_id: Any = None, *, what: str = "",
+                   unknown_ok: bool = True) -> None:
+    """Raise `ValueError` unless ``visit`` is an integer in 0..2**63-1 (or `UNKNOWN_VISIT`
+    when ``unknown_ok``) and ``detector_id`` is None or an integer in 0..2**63-1.
+
+    ``what`` (a file name) starts the message.
+    """
+    prefix = f"{what}: " if what else ""
+    low_visit = UNKNOWN_VISIT if unknown_ok else 0
+    for name, value, low in (("visit", visit, low_visit), ("detector id", detector_id, 0)):
+        if value is None and name == "detector id":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{prefix}{name} {value!r} is not an integer")
+        if not low <= value <= INT64_MAX:
+            raise ValueError(f"{prefix}{name} {value} is out of range ({low} to {INT64_MAX})")
+
+
+def check_record(record: DetectorResult) -> None:
+    """Raise `ValueError` if ``record`` cannot be stored (bad identity, wrong types)."""
+    check_identity(record.visit, record.detector_id)
+    for name in ("detector", "status", "error", "input", "output", "run_id"):
+        if not isinstance(getattr(record, name), str):
+            raise ValueError(f"{name} {getattr(record, name)!r} is not a string")
+    try:
+        records_to_tables([record], record.run_id)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError, KeyError) as exc:
+        raise ValueError(f"cannot convert the record to catalog rows: {exc}") from exc
+
+
+def records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[str, pa.Table]:
+    """The ``detectors``, ``pedestals`` and ``interfaces`` rows of ``records``.
+
+    Failed records have a ``detectors`` row only. ``run_id`` fills records without one.
+    """
+    det: dict[str, list] = {f.name: [] for f in SCHEMAS["detectors"]}
+    ped: dict[str, list] = {f.name: [] for f in SCHEMAS["pedestals"]}
+    itf: dict[str, list] = {f.name: [] for f in SCHEMAS["interfaces"]}
+    for r in records:
+        rid = r.run_id or run_id
+        det["detector"].append(r.detector)
+        det["detector_id"].append(r.detector_id)
+        det["status"].append(r.status)
+        det["error"].append(r.error)
+        det["n_amps"].append(len(r.pedestals))
+        det["n_interfaces"].append(len(r.interfaces))
+        det["masked_fraction"].append(float(r.masked_fraction))
+        det["all_masked"].append(bool(r.all_masked))
+        det["background_ok"].append(r.background == "ok")
+        det["background"].append(r.background)
+        det["detection"].append(r.detection)
+        det["n_detected"].append(int(r.n_detected))
+        det["warnings"].append("; ".join(r.warnings))
+        det["applied"].append(bool(r.applied))
+        det["overscan"].append(r.overscan)
+        det["gain"].append(r.gain)
+        det["seconds"].append(float(r.seconds))
+        det["cpu_seconds"].append(float(r.cpu_seconds))
+        det["attempts"].append(int(r.attempts))
+        det["worker"].append(r.worker)
+        det["input"].append(r.input)
+        det["output"].append(r.output)
+        det["run_id"].append(rid)
+        det["finished_at"].append(_dt.datetime.fromtimestamp(r.finished_at, _dt.UTC))
+        det["dataset_id"].append(r.dataset_id or "")
+        det["fetched_fraction"].append(float(r.fetched_fraction))
+        if r.status == "failed":
+            continue
+        for i, (amp, value) in enumerate(zip(r.amp_names, r.pedestals, strict=True)):
+            ped["detector"].append(r.detector)
+            ped["detector_id"].append(r.detector_id)
+            ped["amp"].append(amp)
+            ped["amp_index"].append(i)
+            ped["pedestal"].append(float(value))
+            ped["applied"].append(bool(r.applied))
+            ped["run_id"].append(rid)
+        for it in r.interfaces:
+            itf["detector"].append(r.detector)
+            itf["detector_id"].append(r.detector_id)
+            itf["interface_id"].append(it["id"])
+            itf["amp_a"].append(it["amp_a"])
+            itf["amp_b"].append(it["amp_b"])
+            itf["side"].append(int(it["side"]))
+            itf["length"].append(int(it["length"]))
+            itf["offset_raw"].append(float(it["offset_raw"]))
+            itf["offset"].append(float(it["offset"]))
+            itf["good_frac"].append(float(it["good_frac"]))
+            itf["min_frac_fail"].append(bool(it["min_frac_fail"]))
+            itf["max_offset_fail"].append(bool(it["max_offset_fail"]))
+            itf["run_id"].append(rid)
+    return {
+        "detectors": pa.table(det, schema=SCHEMAS["detectors"]),
+        "pedestals": pa.table(ped, schema=SCHEMAS["pedestals"]),
+        "interfaces": pa.table(itf, schema=SCHEMAS["interfaces"]),
+    }
+
+
+def sorted_table(table: pa.Table, name: str) -> pa.Table:
+    """Rows in a stable, documented order (Arrow's sort is stable)."""
+    keys = [c for c in SORT[name] if c in table.column_names]
+    if table.num_rows < 2 or not keys:
+        return table
+    return table.sort_by([(c, "ascending") for c in keys])

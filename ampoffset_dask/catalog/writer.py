@@ -1,0 +1,464 @@
+"""`CatalogWriter`: results into the Parquet tables, incrementally, atomically, resumably.
+
+Every write goes to a hidden temporary file in the same folder and is moved into place with
+`os.replace`, so readers never see a partial file; there is at most one file per visit per
+table. Each result is appended to the run's journal (`~ampoffset_dask.catalog.journal`) as it
+arrives; visit files are rewritten when a visit is complete and periodically while it is in
+progress. A run that is killed loses at most the detectors that were in flight: the next
+writer replays the journal into the tables before doing anything else.
+
+Rows are history: a new result replaces only a row of the same (visit, detector) written by
+the same run; rows of earlier runs stay, and readers show the latest (see
+`~ampoffset_dask.catalog.read`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ConfigError, InputError
+from .journal import Journal, replay
+from .lock import CatalogLock
+from .provenance import config_digest, input_records, package_versions
+from .read import arrow_table, latest_mask, read_visit_file, visit_dir
+from .schema import (
+    DONE,
+    PART,
+    SCHEMAS,
+    VISIT_TABLES,
+    DetectorResult,
+    check_record,
+    records_to_tables,
+    row_key,
+    sorted_table,
+)
+
+__all__ = ["CatalogWriter", "write_atomic"]
+
+logger = logging.getLogger(__name__)
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` (Parquet, zstd) through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+def _dask_config(key: str, default: Any) -> Any:
+    try:
+        import dask.config
+    except ImportError:  # pragma: no cover
+        return default
+    return dask.config.get(key, default)
+
+
+def _stamp(size: Any, mtime: Any) -> tuple[int, float] | None:
+    if size is None or int(size) < 0:
+        return None
+    return int(size), float(mtime) if mtime is not None else float("nan")
+
+
+@dataclasses.dataclass
+class _VisitState:
+    visit: int
+    existing: dict[str, pa.Table]
+    records: dict[str, DetectorResult] = dataclasses.field(default_factory=dict)
+    expected: set[str] = dataclasses.field(default_factory=set)
+    dirty: bool = False
+
+
+class CatalogWriter:
+    """Writes detector results into a catalog directory, incrementally and atomically.
+
+    Use as a context manager, or call `start_run` ... `finish_run`::
+
+        with CatalogWriter(out) as writer:
+            writer.start_run(config=cfg, inputs=paths)
+            done = writer.finished()            # resume: (visit, detector) already measured
+            writer.expect(visit, detectors)     # what this run will add to each visit
+            writer.add(result)                  # journal now, visit file when complete
+            writer.finish_run(counts)
+
+    Parameters
+    ----------
+    path : path-like
+        Catalog directory (created).
+    flush_interval : float, optional
+        Seconds between rewrites of in-progress visit files (default from dask config
+        ``ampoffset.catalog.flush-interval``, else 30). Results are journaled immediately
+        whatever this is.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, flush_interval: float | None = None) -> None:
+        self.path = Path(path)
+        if flush_interval is None:
+            flush_interval = _dask_config("ampoffset.catalog.flush-interval", 30.0)
+        self.flush_interval = float(flush_interval)
+        self.run_id: str | None = None
+        self._visits: dict[int, _VisitState] = {}
+        self._journal: Journal | None = None
+        self._lock = CatalogLock(self.path)
+        self._last_flush = time.monotonic()
+        self._run_row: dict[str, Any] = {}
+        self._inputs: dict[str, tuple[int, float] | None] = {}
+        self._t0 = 0.0
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def __enter__(self) -> CatalogWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.run_id is not None and self._journal is not None:
+            status = "interrupted" if exc_type is KeyboardInterrupt else "failed"
+            if exc_type is None:
+                status = "finished"
+            self.finish_run(status=status)
+        self.close()
+
+    def open(self) -> None:
+        """Create the directory, take the lock and replay journals of interrupted runs.
+
+        Raises
+        ------
+        CatalogBusyError
+            When another live process writes the catalog ("catalog in use by
+            <host>:<pid> since <time>"); a `ConfigError`.
+        """
+        if self._lock.held:
+            return
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"{self.path}: catalog output exists and is not a directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self._recover()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def close(self) -> None:
+        """Flush everything and release the lock (the journal is kept if not finished)."""
+        try:
+            if self._visits:
+                self.flush(force=True)
+        finally:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+            self._lock.release()
+
+    def _recover(self) -> None:
+        found = replay(self.path)
+        if not found.journals:
+            return
+        by_visit: dict[int, dict[tuple[str, str], DetectorResult]] = {}
+        for rec in found.records:
+            by_visit.setdefault(rec.visit, {})[(rec.key[1], rec.run_id)] = rec
+        for visit, records in by_visit.items():
+            existing = {t: read_visit_file(self.path, t, visit) for t in VISIT_TABLES}
+            self._write_visit(visit, existing, list(records.values()))
+        runs = self._read_runs()
+        interrupted = set(found.runs)
+        for row in runs:
+            if row["run_id"] in interrupted and row["status"] == "running":
+                row["status"] = "interrupted"
+        if runs:
+            self._write_runs(runs)
+        for jpath in found.journals:
+            with contextlib.suppress(FileNotFoundError):
+                jpath.unlink()
+        logger.info("recovered %d journaled results of %d interrupted run(s) into %s",
+                    len(found.records), len(found.journals), self.path)
+
+    # -- run records --------------------------------------------------------------------------
+    def _read_runs(self) -> list[dict[str, Any]]:
+        return arrow_table(self.path, "runs").to_pylist()
+
+    def _write_runs(self, rows: list[dict[str, Any]]) -> None:
+        write_atomic(pa.Table.from_pylist(rows, schema=SCHEMAS["runs"]),
+                     self.path / "runs" / PART)
+
+    def check_config(self, config: Any, *, new_run: bool = False) -> None:
+        """Raise `ConfigError` if the latest run used another config (unless ``new_run``)."""
+        self.open()
+        if new_run:
+            return
+        runs = self._read_runs()
+        if not runs:
+            return
+        latest = max(runs, key=lambda r: r["started"])
+        digest = config_digest(config)
+        if latest["config_digest"] != digest:
+            raise ConfigError(
+                f"{self.path}: the catalog holds results of a different configuration "
+                f"(run {latest['run_id']}, config digest {latest['config_digest']}; this "
+                f"run's is {digest}); use another output, or start a new run "
+                "(new_run=True, --new-run) whose results replace earlier ones"
+            )
+
+    def start_run(
+        self,
+        *,
+        config: Any,
+        inputs: Iterable[str | os.PathLike] = (),
+        new_run: bool = False,
+        options: Mapping[str, Any] | None = None,
+        scheduler: str = "",
+    ) -> str:
+        """Open the catalog, check the config against earlier runs and record a new run.
+
+        Parameters
+        ----------
+        config : AmpOffsetConfig or mapping
+            The measurement configuration (recorded as JSON, compared by digest).
+        inputs : iterable of path
+            Input files (recorded with size and mtime).
+        new_run : bool
+            Allow a config different from the latest run's; results of this run replace
+            earlier rows of the same (visit, detector).
+        options : mapping, optional
+            Other run options to record (apply, output folder, camera...).
+        scheduler : str
+            Scheduler address, recorded.
+
+        Returns
+        -------
+        str
+            The run id.
+
+        Raises
+        ------
+        ConfigError
+            If the catalog holds results of a different config and ``new_run`` is False, or
+            another live process is writing it.
+        """
+        self.open()
+        self.check_config(config, new_run=new_run)
+        digest = config_digest(config)
+        runs = self._read_runs()
+        stamp = _now()
+        self.run_id = f"{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        records = input_records(inputs)
+        self._inputs = {r["path"]: _stamp(r["size"], r["mtime"]) for r in records}
+        inputs_json = json.dumps(records)
+        cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        self._run_row = {
+            "run_id": self.run_id,
+            "status": "running",
+            "started": stamp,
+            "finished": None,
+            "seconds": None,
+            "config": json.dumps(cfg, sort_keys=True),
+            "config_digest": digest,
+            "options": json.dumps(dict(options or {}), sort_keys=True, default=str),
+            "versions": json.dumps(package_versions(), sort_keys=True),
+            "inputs": inputs_json,
+            "inputs_digest": hashlib.sha256(inputs_json.encode()).hexdigest()[:16],
+            "n_inputs": len(records),
+            "n_submitted": 0,
+            "n_skipped": 0,
+            "n_ok": 0,
+            "n_flagged": 0,
+            "n_failed": 0,
+            "scheduler": scheduler,
+            "host": socket.gethostname(),
+            "timings": "{}",
+        }
+        self._write_runs([*runs, self._run_row])
+        self._journal = Journal(self.path, self.run_id)
+        self._t0 = time.monotonic()
+        return self.run_id
+
+    def annotate_run(self, **fields: Any) -> None:
+        """Set fields of this run's record (e.g. ``scheduler``) written by `finish_run`."""
+        unknown = set(fields) - set(SCHEMAS["runs"].names)
+        if unknown:
+            raise ConfigError(f"runs table has no column(s) {sorted(unknown)}")
+        self._run_row.update(fields)
+
+    def finish_run(
+        self,
+        counts: Mapping[str, int] | None = None,
+        *,
+        timings: Mapping[str, float] | None = None,
+        status: str = "finished",
+    ) -> None:
+        """Flush every visit, record the run's counts and timings, remove its journal."""
+        self.flush(force=True)
+        if self.run_id is None or self._journal is None:
+            return
+        row = dict(self._run_row)
+        row.update({k: int(v) for k, v in (counts or {}).items() if k in row})
+        row["status"] = status
+        row["finished"] = _now()
+        row["seconds"] = time.monotonic() - self._t0
+        row["timings"] = json.dumps(dict(timings or {}), sort_keys=True)
+        runs = [r for r in self._read_runs() if r["run_id"] != self.run_id]
+        self._write_runs([*runs, row])
+        self._journal.remove()
+        self._journal = None
+
+    # -- results ------------------------------------------------------------------------------
+    def finished(self, config: Any = None) -> set[tuple[int, str]]:
+        """``(visit, detector)`` pairs a resumed run may skip.
+
+        A pair is done when its current row has status ok or flagged, was written by a run
+        of the same config (``config``, else this run's), and its input file has the size
+        and modification time that run recorded (a changed input is measured again).
+        """
+        if not (self.path / "detectors").is_dir():
+            return set()
+        if config is not None:
+            digest = config_digest(config)
+        else:
+            digest = self._run_row.get("config_digest")
+        runs: dict[str, tuple[str, dict[str, Any]]] = {}
+        for row in self._read_runs():
+            try:
+                stamps = {r["path"]: _stamp(r.get("size"), r.get("mtime"))
+                          for r in json.loads(row["inputs"] or "[]")}
+            except (ValueError, TypeError, KeyError, AttributeError):
+                stamps = {}
+            runs[row["run_id"]] = (row["config_digest"], stamps)
+        det = arrow_table(self.path, "detectors", columns=[
+            "visit", "detector", "status", "input", "run_id", "finished_at"]).to_pandas()
+        det = det[latest_mask(det)]
+        done = set()
+        for visit, name, status, path, run_id in zip(
+                det["visit"], det["detector"], det["status"], det["input"], det["run_id"],
+                strict=True):
+            if status not in DONE or not name:
+                continue
+            run_digest, stamps = runs.get(run_id, (None, {}))
+            if digest is not None and run_digest != digest:
+                continue
+            if self._changed(path, stamps.get(path)):
+                continue
+            done.add((int(visit), name))
+        return done
+
+    def _changed(self, path: str, then: tuple[int, float] | None) -> bool:
+        if then is None:
+            return False  # not recorded: nothing to compare with
+        if path in self._inputs:
+            now = self._inputs[path]
+        else:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return True
+            now = _stamp(st.st_size, st.st_mtime)
+        return now != then
+
+    def _state(self, visit: int) -> _VisitState:
+        st = self._visits.get(visit)
+        if st is None:
+            existing = {t: read_visit_file(self.path, t, visit) for t in VISIT_TABLES}
+            st = self._visits[visit] = _VisitState(visit, existing)
+        return st
+
+    def expect(self, visit: int, detectors: Iterable[str]) -> None:
+        """Declare that this run will add ``detectors`` to ``visit``.
+
+        The visit's files are rewritten as soon as all of them have arrived.
+        """
+        self._state(int(visit)).expected.update(detectors)
+
+    def add(self, result: DetectorResult) -> None:
+        """Record one result: journal it now, write its visit when the visit is complete.
+
+        A result that cannot be stored (identity out of range, values of the wrong type)
+        is recorded as a failed row of the unknown visit, with the reason.
+        """
+        if self._journal is None:
+            raise RuntimeError("CatalogWriter.add called before start_run")
+        if not result.run_id:
+            result.run_id = self.run_id or ""
+        try:
+            check_record(result)
+        except ValueError as exc:
+            logger.warning("%s: cannot record the result of %s: %s", self.path,
+                           result.input or result.detector, exc)
+            result = DetectorResult.failure(
+                f"InputError: {result.input}: cannot record the result ({exc})",
+                visit=None, detector=None, input=str(result.input))
+            result.run_id = self.run_id or ""
+        self._journal.append(result)
+        visit, key = result.key
+        st = self._state(visit)
+        st.records[key] = result
+        st.dirty = True
+        if st.expected and st.expected.issubset(st.records):
+            self._flush_visit(st)
+            del self._visits[visit]
+            self._truncate_journal()
+        elif time.monotonic() - self._last_flush >= self.flush_interval:
+            self.flush()
+
+    def _truncate_journal(self) -> None:
+        """Empty the journal once everything in it is in the Parquet files (bounds its size)."""
+        if self._journal is not None and not any(st.dirty for st in self._visits.values()):
+            self._journal.truncate()
+
+    def flush(self, visit: int | None = None, *, force: bool = False) -> None:
+        """Rewrite the files of in-progress visits that changed since the last write."""
+        targets = [self._visits[visit]] if visit is not None else list(self._visits.values())
+        for st in targets:
+            if st.dirty or (force and st.records):
+                self._flush_visit(st)
+        self._last_flush = time.monotonic()
+        self._truncate_journal()
+
+    def _flush_visit(self, st: _VisitState) -> None:
+        if not st.records:
+            return
+        self._write_visit(st.visit, st.existing, list(st.records.values()))
+        st.dirty = False
+
+    def _write_visit(self, visit: int, existing: dict[str, pa.Table],
+                     records: list[DetectorResult]) -> None:
+        """``existing`` rows plus ``records``, a record replacing the rows of its own run."""
+        new = records_to_tables(records, self.run_id or "")
+        replaced = {(r.key[1], r.run_id or self.run_id or "") for r in records}
+        for table in VISIT_TABLES:
+            old = existing[table]
+            if old.num_rows:
+                inputs = (old["input"].to_pylist() if table == "detectors"
+                          else [""] * old.num_rows)
+                keys = [(row_key(d, i), run) for d, i, run in zip(
+                    old["detector"].to_pylist(), inputs, old["run_id"].to_pylist(),
+                    strict=True)]
+                old = old.filter(pa.array([k not in replaced for k in keys]))
+            merged = pa.concat_tables([old, new[table]]) if old.num_rows else new[table]
+            folder = visit_dir(self.path, table, visit)
+            if merged.num_rows == 0:
+                with contextlib.suppress(FileNotFoundError):
+                    (folder / PART).unlink()
+                continue
+            write_atomic(sorted_table(merged, table), folder / PART)
+

@@ -1,0 +1,67 @@
+"""`CatalogLock` alone: exclusive across threads and processes, stale and young records."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ampoffset_dask.catalog.lock import CatalogBusyError, CatalogLock
+
+
+def test_acquire_release_and_owner_record(tmp_path):
+    lock = CatalogLock(tmp_path)
+    with lock:
+        assert lock.held
+        owner = json.loads((tmp_path / ".lock").read_text())
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+        assert abs(owner["time"] - time.time()) < 60
+        with pytest.raises(CatalogBusyError, match=rf"catalog in use by "
+                           rf"{socket.gethostname()}:{os.getpid()} since \d{{4}}-"):
+            CatalogLock(tmp_path).acquire()
+    assert not lock.held and not (tmp_path / ".lock").exists()
+    with CatalogLock(tmp_path) as again:  # free again
+        assert again.held
+
+
+def test_stale_record_of_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    record = {"host": socket.gethostname(), "pid": int(dead.stdout), "time": 1.0}
+    (tmp_path / ".lock").write_text(json.dumps(record))
+    with CatalogLock(tmp_path) as lock:
+        assert lock.read_owner()["pid"] == os.getpid()
+
+
+def test_other_host_and_young_empty_records_count_as_alive(tmp_path):
+    path = tmp_path / ".lock"
+    path.write_text(json.dumps({"host": "elsewhere.example", "pid": 1, "time": 0}))
+    with pytest.raises(CatalogBusyError, match=r"in use by elsewhere\.example:1 since 1970"):
+        CatalogLock(tmp_path).acquire()
+    path.write_text("")  # an empty lock being written right now
+    with pytest.raises(CatalogBusyError, match="being written"):
+        CatalogLock(tmp_path).acquire()
+    old = time.time() - 3600
+    os.utime(path, (old, old))  # ... or left empty by a crash an hour ago: stale
+    with CatalogLock(tmp_path) as lock:
+        assert lock.held
+    path.write_bytes(b"\x00garbage")
+    os.utime(path, (old, old))
+    with CatalogLock(tmp_path) as lock:
+        assert lock.held
+
+
+def test_killed_holder_releases_the_lock(tmp_path):
+    code = (f"import os, signal; from ampoffset_dask.catalog.lock import CatalogLock; "
+            f"CatalogLock({str(tmp_path)!r}).acquire(); print('held', flush=True); "
+            f"os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "held" and proc.returncode == -9
+    assert (tmp_path / ".lock").exists()  # the record stays, the flock went with the process
+    with CatalogLock(tmp_path) as lock:
+        assert lock.held
