@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -70,11 +71,10 @@ def _now() -> _dt.datetime:
 
 
 def _dask_config(key: str, default: Any) -> Any:
-    try:
-        import dask.config
-    except ImportError:  # pragma: no cover
-        return default
-    return dask.config.get(key, default)
+    # The catalog does not import dask (layers); when the pipeline loaded it, its config
+    # holds the package defaults and the user's settings.
+    config = sys.modules.get("dask.config")
+    return default if config is None else config.get(key, default)
 
 
 def _stamp(size: Any, mtime: Any) -> tuple[int, float] | None:
