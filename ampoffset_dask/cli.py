@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="print this table instead of the summary")
     p.add_argument("--limit", type=int, default=50, help="rows to print with --table")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.add_argument("--all-rows", action="store_true",
+                   help="every run's rows (history), not only the latest per (visit, detector)")
     p.set_defaults(func=cmd_catalog)
 
     # trends
@@ -748,7 +750,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     _check_is_catalog(args.catalog)
     if args.table is not None:
         df = read_catalog(args.catalog, args.table, visits=visits if args.table != "runs"
-                          else None)
+                          else None, all_rows=args.all_rows)
         import pandas as pd
 
         with pd.option_context("display.width", 160, "display.max_columns", 20):
@@ -756,9 +758,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         if len(df) > args.limit:
             _out(f"... {len(df) - args.limit} more rows (use --limit)")
         return EXIT_OK
-    det = read_catalog(args.catalog, "detectors", visits=visits)
-    ped = read_catalog(args.catalog, "pedestals", visits=visits)
-    itf = read_catalog(args.catalog, "interfaces", visits=visits)
+    det = read_catalog(args.catalog, "detectors", visits=visits, all_rows=args.all_rows)
+    ped = read_catalog(args.catalog, "pedestals", visits=visits, all_rows=args.all_rows)
+    itf = read_catalog(args.catalog, "interfaces", visits=visits, all_rows=args.all_rows)
     try:
         runs = read_catalog(args.catalog, "runs")
     except (InputError, FileNotFoundError):

@@ -16,6 +16,10 @@ MODULES = [
     "ampoffset_dask.algorithm.apply",  # apply_pedestals
     "ampoffset_dask.io.xarray",  # open_exposure
     "ampoffset_dask.io.lru",  # LRUCache
+    "ampoffset_dask.catalog.read",  # read_catalog
+    "ampoffset_dask.catalog.lock",  # CatalogLock
+    "ampoffset_dask.pipeline.run",  # process (a one-worker local cluster)
+    "ampoffset_dask.pipeline.options",  # RunOptions
 ]
 
 

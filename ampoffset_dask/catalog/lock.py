@@ -87,7 +87,7 @@ class CatalogLock:
 
     Examples
     --------
-    >>> with CatalogLock(folder) as lock:
+    >>> with CatalogLock(tmp) as lock:
     ...     lock.held
     True
     """

@@ -151,14 +151,19 @@ def read_catalog(
 
     Examples
     --------
-    >>> from ampoffset_dask import read_catalog
-    >>> ped = read_catalog(catalog, "pedestals")
-    >>> list(ped.columns[:4])
-    ['visit', 'detector', 'detector_id', 'amp']
-    >>> len(ped) == 16 * len(read_catalog(catalog, "detectors"))  # 16 amps per detector
-    True
-    >>> read_catalog(catalog, "pedestals", format="astropy")["pedestal"].unit is None
-    True
+    >>> from ampoffset_dask import AmpOffsetConfig, read_catalog
+    >>> from ampoffset_dask.catalog import CatalogWriter, DetectorResult
+    >>> with CatalogWriter(tmp / "cat") as writer:
+    ...     run_id = writer.start_run(config=AmpOffsetConfig())
+    ...     writer.add(DetectorResult(visit=1, detector="R22_S11", status="ok",
+    ...                               amp_names=["C10", "C11"], pedestals=[0.5, -0.5]))
+    >>> read_catalog(tmp / "cat", "pedestals")[["visit", "detector", "amp", "pedestal"]]
+       visit detector  amp  pedestal
+    0      1  R22_S11  C10       0.5
+    1      1  R22_S11  C11      -0.5
+    >>> read_catalog(tmp / "cat", "detectors")[["visit", "detector", "status", "n_amps"]]
+       visit detector status  n_amps
+    0      1  R22_S11     ok       2
     """
     root = Path(path)
     if not root.is_dir():
