@@ -27,6 +27,7 @@ Exit codes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import logging
@@ -331,10 +332,32 @@ def _setup_logging(verbose: int) -> None:
             logging.getLogger(name).setLevel(logging.ERROR if verbose <= 0 else logging.WARNING)
 
 
+@contextlib.contextmanager
+def _logging_restored():
+    """Put the loggers `_setup_logging` changes back afterwards (``main`` called in-process,
+    e.g. from tests or notebooks, leaves logging as it found it)."""
+    names = ("ampoffset_dask", "distributed", "tornado", "bokeh", "asyncio")
+    saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers),
+                 logging.getLogger(n).propagate) for n in names}
+    try:
+        yield
+    finally:
+        for name, (level, handlers, propagate) in saved.items():
+            log = logging.getLogger(name)
+            log.setLevel(level)
+            log.handlers[:] = handlers
+            log.propagate = propagate
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ampoffset-dask`` command; returns the exit code (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _logging_restored():
+        return _main(parser, args)
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     verbose = int(getattr(args, "verbose", 0) or 0)
     _setup_logging(verbose)
     if getattr(args, "func", None) is None:

@@ -1,12 +1,16 @@
-"""The ``ampoffset-dask`` command, run through its installed entry point in subprocesses."""
+"""The ``ampoffset-dask`` command: in-process through `ampoffset_dask.cli.main` (fast), and
+through its installed entry point in subprocesses where the process itself is tested."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +20,7 @@ from matplotlib.image import imread
 
 import ampoffset_dask
 from ampoffset_dask.catalog import read_catalog
+from ampoffset_dask.cli import main
 
 SUBCOMMANDS = ("demo", "simulate", "run", "plot", "cameras", "info", "catalog", "presets")
 
@@ -30,10 +35,25 @@ def _entry_point() -> str:
 EXE = _entry_point()
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def cli_subprocess(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``ampoffset-dask ARGS`` through the installed console script."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", TQDM_DISABLE="1")
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """``ampoffset-dask ARGS`` run in this process by `main`, stdout and stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse: --help, --version, usage errors
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None) * 2
+    return subprocess.CompletedProcess(["ampoffset-dask", *args], code, out.getvalue(),
+                                       err.getvalue())
 
 
 def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -65,6 +85,18 @@ def test_version_and_no_command():
     assert proc.returncode == 0
     assert proc.stdout.strip() == f"ampoffset-dask {ampoffset_dask.__version__}"
     proc = cli()
+    assert proc.returncode == 2 and "usage:" in proc.stderr
+
+
+def test_entry_point_runs_main():
+    """The installed console script is `main`: same output, same exit codes."""
+    proc = cli_subprocess("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"ampoffset-dask {ampoffset_dask.__version__}"
+    proc = cli_subprocess("cameras", "nocam")
+    assert proc.returncode == 2
+    one_error_line(proc, "unknown camera 'nocam'")
+    proc = cli_subprocess()
     assert proc.returncode == 2 and "usage:" in proc.stderr
 
 
