@@ -21,6 +21,7 @@ from ..algorithm.metadata import lsst_metadata_comments
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..geometry import Detector
+from ..io.paths import fits_stem
 from . import _config
 from .detector_job import output_header
 from .inputs import discover_inputs, plan_tasks
@@ -82,7 +83,8 @@ def build_graph(
     config : AmpOffsetConfig, optional
         LSST defaults when omitted.
     output_images : path-like, optional
-        Add a write step: corrected exposures go to ``<folder>/<visit>/<file name>``.
+        Add a write step: corrected exposures go to
+        ``<folder>/<visit>/<detector>/<input name>.fits``, as with `process`.
 
     Returns
     -------
@@ -115,7 +117,9 @@ def build_graph(
             exposure, task.detector, config, dask_key_name=f"ampoffset-measure-{tag}")
         written = None
         if output_images is not None:
-            out = str(Path(output_images) / str(task.visit) / Path(task.path).name)
+            stem, _ = fits_stem(Path(task.path).name)  # same layout as process
+            out = os.path.join(os.path.abspath(output_images), str(task.visit), str(task.name),
+                               f"{stem}.fits")
             written = dask.delayed(_write, pure=True)(
                 exposure, measurement, task.detector, out, task.visit,
                 dask_key_name=f"ampoffset-write-{tag}")

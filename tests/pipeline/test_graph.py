@@ -38,7 +38,7 @@ def test_build_graph_computes_on_the_cluster(sim_visit, sim_dir, direct, client,
         np.testing.assert_array_equal(res.pedestals, expected)
         written = read_exposure(res.output)
         assert written.visit == visit and written.detector.name == name
-    assert len(list((tmp_path / "out" / str(VISIT)).glob("*.fits"))) == 9
+    assert len(list((tmp_path / "out" / str(VISIT)).glob("*/*.fits"))) == 9
 
 
 def test_build_graph_rejects_unusable_inputs(tmp_path):
