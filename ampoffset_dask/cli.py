@@ -363,7 +363,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    terminated = _handle_sigterm()
+    sigterm = _SigtermAsInterrupt().install()
     try:
         return int(args.func(args) or EXIT_OK)
     except BrokenPipeError:
@@ -374,7 +374,7 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except KeyboardInterrupt:
-        if terminated:
+        if sigterm.received:
             sys.stderr.write(f"{_PROG}: terminated (SIGTERM); the run is recorded as "
                              "interrupted, run again to resume\n")
             return EXIT_TERMINATED
@@ -391,26 +391,43 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             message = f"internal error: {type(exc).__name__}: {message} (run with -v for details)"
         sys.stderr.write(f"{_PROG} {args.command}: error: {message}\n")
         return code
+    finally:
+        sigterm.restore()
 
 
-def _handle_sigterm() -> list[int]:
+class _SigtermAsInterrupt:
     """Make SIGTERM (what SLURM and Kubernetes send) stop the command like Ctrl-C: the
-    catalog is flushed and the run marked interrupted. The returned list is non-empty once
-    SIGTERM arrived (the exit code is then 143, not 130)."""
-    import signal
-    import threading
+    catalog is flushed and the run marked interrupted. ``received`` tells the caller which
+    signal it was (exit 143, not 130). The previous handler is put back afterwards, since
+    `main` may run in-process (tests, notebooks)."""
 
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        return received
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: Any = None
+        self._installed = False
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        received.append(signum)
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        import signal
+
+        self.received = True
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_sigterm)
-    return received
+    def install(self) -> _SigtermAsInterrupt:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._installed = True
+        return self
+
+    def restore(self) -> None:
+        import signal
+
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._installed = False
 
 
 def _exit_code(exc: BaseException) -> int:

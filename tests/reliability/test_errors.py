@@ -37,6 +37,7 @@ def one_error(capsys, code, expected):
 def test_planning_mistakes_exit_2_before_any_cluster(sim4, tmp_path, capsys):
     base = ["run", str(sim4[0]), "--output", str(tmp_path / "cat"), "--scheduler", NOWHERE,
             "--no-progress"]
+    handler = signal.getsignal(signal.SIGTERM)
     one_error(capsys, main([*base, "--camera", "nosuchcam"]), ["nosuchcam"])
     one_error(capsys, main([*base, "--camera", str(tmp_path / "missing.json")]),
               ["missing.json"])
@@ -51,6 +52,7 @@ def test_planning_mistakes_exit_2_before_any_cluster(sim4, tmp_path, capsys):
     notcat = tmp_path / "notcat"
     notcat.mkdir()
     one_error(capsys, main(["catalog", str(notcat)]), [str(notcat), "not an ampoffset"])
+    assert signal.getsignal(signal.SIGTERM) is handler  # main() put its handler back
 
 
 @pytest.mark.slow
