@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -77,6 +78,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("amp", pa.string()),
         ("amp_index", pa.int32()),
         ("pedestal", pa.float64()),
+        ("pedestal_err", pa.float64()),
+        ("level", pa.float64()),
         ("applied", pa.bool_()),
         ("run_id", pa.string()),
     ]),
@@ -93,6 +96,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("good_frac", pa.float64()),
         ("min_frac_fail", pa.bool_()),
         ("max_offset_fail", pa.bool_()),
+        ("offset_err", pa.float64()),
+        ("weight", pa.float64()),
+        ("gain_ratio", pa.float64()),
+        ("gain_ratio_err", pa.float64()),
+        ("gain_like", pa.bool_()),
         ("run_id", pa.string()),
     ]),
     "runs": pa.schema([
@@ -174,6 +182,8 @@ class DetectorResult:
     output: str = ""
     amp_names: list[str] = dataclasses.field(default_factory=list)
     pedestals: list[float] = dataclasses.field(default_factory=list)
+    pedestal_errors: list[float] = dataclasses.field(default_factory=list)
+    amp_levels: list[float] = dataclasses.field(default_factory=list)
     interfaces: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     applied: bool = False
     masked_fraction: float = float("nan")
@@ -202,6 +212,8 @@ class DetectorResult:
         """JSON-safe dictionary (the journal line)."""
         out = dataclasses.asdict(self)
         out["pedestals"] = [float(p) for p in self.pedestals]
+        out["pedestal_errors"] = [float(e) for e in self.pedestal_errors]
+        out["amp_levels"] = [float(v) for v in self.amp_levels]
         return out
 
     @classmethod
@@ -250,6 +262,8 @@ class DetectorResult:
             output=str(output) if output else "",
             amp_names=list(m.amp_names),
             pedestals=[float(p) for p in m.pedestals],
+            pedestal_errors=_floats(getattr(m, "pedestal_errors", None)),
+            amp_levels=_floats(getattr(m, "amp_levels", None)),
             interfaces=[i.to_dict() for i in m.interfaces],
             applied=bool(output),
             masked_fraction=float(m.masked_fraction),
@@ -323,6 +337,16 @@ def check_record(record: DetectorResult) -> None:
         raise ValueError(f"cannot convert the record to catalog rows: {exc}") from exc
 
 
+def _floats(values: Any) -> list[float]:
+    """A measurement's optional per-amp array as a list (empty when absent)."""
+    return [] if values is None else [float(v) for v in values]
+
+
+def _item(values: Sequence[float], i: int) -> float:
+    """``values[i]`` as a float, NaN when the record has no such value (older journals)."""
+    return float(values[i]) if i < len(values) else math.nan
+
+
 def records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[str, pa.Table]:
     """The ``detectors``, ``pedestals`` and ``interfaces`` rows of ``records``.
 
@@ -367,6 +391,8 @@ def records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[st
             ped["amp"].append(amp)
             ped["amp_index"].append(i)
             ped["pedestal"].append(float(value))
+            ped["pedestal_err"].append(_item(r.pedestal_errors, i))
+            ped["level"].append(_item(r.amp_levels, i))
             ped["applied"].append(bool(r.applied))
             ped["run_id"].append(rid)
         for it in r.interfaces:
@@ -382,6 +408,11 @@ def records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[st
             itf["good_frac"].append(float(it["good_frac"]))
             itf["min_frac_fail"].append(bool(it["min_frac_fail"]))
             itf["max_offset_fail"].append(bool(it["max_offset_fail"]))
+            itf["offset_err"].append(float(it.get("offset_err", math.nan)))
+            itf["weight"].append(float(it.get("weight", 1.0)))
+            itf["gain_ratio"].append(float(it.get("gain_ratio", math.nan)))
+            itf["gain_ratio_err"].append(float(it.get("gain_ratio_err", math.nan)))
+            itf["gain_like"].append(bool(it.get("gain_like", False)))
             itf["run_id"].append(rid)
     return {
         "detectors": pa.table(det, schema=SCHEMAS["detectors"]),
