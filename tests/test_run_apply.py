@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from io_helpers import REAL
 
-from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask
+from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask, read_catalog
 from ampoffset_dask.cli import main
 from ampoffset_dask.io.fits import read_exposure
 from ampoffset_dask.simulate import simulate_focal_plane
@@ -33,8 +34,12 @@ def applied(tmp_path_factory):
                  "--apply", "--output-images", str(root / "out"), "--scheduler", "local:1",
                  "--no-progress"])
     assert code == 0
-    return {"exposure": (sim.paths[0], root / "out" / "5" / sim.paths[0].name),
-            "raw": (raw, root / "out" / "2019103101985" / raw.name)}
+    # Where each corrected copy went is the catalog's record of the run.
+    rows = read_catalog(root / "cat", "detectors")
+    output = {Path(i).name: Path(o) for i, o in zip(rows["input"], rows["output"], strict=True)}
+    out = {"exposure": output[sim.paths[0].name], "raw": output[raw.name]}
+    assert all(p.is_relative_to(root / "out") for p in out.values())
+    return {"exposure": (sim.paths[0], out["exposure"]), "raw": (raw, out["raw"])}
 
 
 @pytest.mark.parametrize("kind", ["exposure", "raw"])
