@@ -93,7 +93,14 @@ def _slow_run(paths, tmp_path, address, env):
     return subprocess.Popen(
         ["ampoffset-dask", "run", *paths, "--output", str(tmp_path / "cat"),
          "--scheduler", address, "--max-in-flight", "1", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # A shell's background jobs inherit SIGINT ignored; a terminal's Ctrl-C reaches a
+        # foreground program with the default disposition, which is what is tested here.
+        preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.slow
