@@ -18,6 +18,7 @@ MODULES = [
     "ampoffset_dask.io.lru",  # LRUCache
     "ampoffset_dask.catalog.read",  # read_catalog
     "ampoffset_dask.catalog.lock",  # CatalogLock
+    "ampoffset_dask.catalog.compact",  # compact_catalog
     "ampoffset_dask.pipeline.run",  # process (a one-worker local cluster)
     "ampoffset_dask.pipeline.options",  # RunOptions
 ]

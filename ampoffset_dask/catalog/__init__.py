@@ -5,6 +5,7 @@ Layout of a catalog directory ``CATALOG``::
     CATALOG/detectors/visit=<v>/part-0.parquet    rows per (visit, detector)
     CATALOG/pedestals/visit=<v>/part-0.parquet    rows per (visit, detector, amp)
     CATALOG/interfaces/visit=<v>/part-0.parquet   rows per (visit, detector, interface)
+    CATALOG/<table>/_compacted/v<a>_<b>_<tag>.parquet  compacted rows of visits a..b
     CATALOG/runs/part-0.parquet                   one row per run (config, versions, inputs)
     CATALOG/_journal/<run>.jsonl                  results of a running (or killed) run
     CATALOG/_quarantine/<run>.jsonl               journal lines that could not be recovered
@@ -12,18 +13,21 @@ Layout of a catalog directory ``CATALOG``::
 
 The ``visit`` column lives in the hive-style directory name, so ``pandas.read_parquet(CATALOG /
 "pedestals")`` and ``dask.dataframe.read_parquet`` see it (as a category; `read_catalog` gives
-int64). Inputs whose visit could not be determined are recorded under ``visit=-1``. The files
-keep every run's rows; `read_catalog` shows the latest row of each (visit, detector) unless
-``all_rows=True``.
+int64); after `compact_catalog` the rows of compacted visits are in ``_compacted`` files,
+which such raw readers skip: read compacted catalogs with `read_catalog`. Inputs whose visit
+could not be determined are recorded under ``visit=-1``. The files keep every run's rows;
+`read_catalog` shows the latest row of each (visit, detector) unless ``all_rows=True``.
 
 One module per job: `~ampoffset_dask.catalog.schema` (tables and the per-detector record),
 `~ampoffset_dask.catalog.read` (readers), `~ampoffset_dask.catalog.lock` (one writer at a
 time), `~ampoffset_dask.catalog.journal` (crash safety), `~ampoffset_dask.catalog.writer`
-(`CatalogWriter`) and `~ampoffset_dask.catalog.provenance` (what a run records).
+(`CatalogWriter`), `~ampoffset_dask.catalog.compact` (`compact_catalog`: many visits per
+file) and `~ampoffset_dask.catalog.provenance` (what a run records).
 """
 
 from __future__ import annotations
 
+from .compact import CompactionResult, compact_catalog
 from .journal import Journal, replay
 from .lock import CatalogBusyError, CatalogLock
 from .provenance import config_digest, input_records, package_versions
@@ -39,8 +43,10 @@ __all__ = [
     "CatalogBusyError",
     "CatalogLock",
     "CatalogWriter",
+    "CompactionResult",
     "DetectorResult",
     "Journal",
+    "compact_catalog",
     "config_digest",
     "input_records",
     "package_versions",

@@ -9,18 +9,25 @@ once a later row of the same input has one. ``all_rows=True`` returns the histor
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
-from .schema import PART, SCHEMAS, TABLES, sorted_table
+from .schema import COMPACTED, PART, SCHEMAS, SORT, TABLES, sorted_table
 
-__all__ = ["arrow_table", "latest_mask", "read_catalog", "read_visit_file", "visit_dir"]
+__all__ = ["arrow_table", "compacted_files", "compacted_name", "latest_mask", "read_catalog",
+           "read_visit_file", "visit_dir", "visit_files"]
+
+_COMPACTED_NAME = re.compile(r"^v(-?\d+)_(-?\d+)_([0-9a-f]+)\.parquet$")
 
 
 def visit_dir(root: Path, table: str, visit: int) -> Path:
@@ -29,19 +36,108 @@ def visit_dir(root: Path, table: str, visit: int) -> Path:
 
 
 def read_visit_file(root: Path, table: str, visit: int) -> pa.Table:
-    """Every row of one visit's file of ``table`` (empty when there is none)."""
+    """Every row of one visit's file of ``table`` (empty when there is none).
+
+    Only the per-visit file: rows moved into compacted files are not in it (the writer
+    adds a later run's rows beside them, see `~ampoffset_dask.catalog.compact`).
+    """
     path = visit_dir(root, table, visit) / PART
     if not path.exists():
         return SCHEMAS[table].empty_table()
     return pq.read_table(path, schema=SCHEMAS[table])
 
 
+def visit_files(root: Path, table: str) -> list[tuple[int, Path]]:
+    """``(visit, path)`` of the per-visit files of ``table``, by visit."""
+    out = []
+    try:
+        entries = os.scandir(Path(root) / table)
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    with entries:
+        for entry in entries:
+            if not entry.name.startswith("visit="):
+                continue
+            try:
+                visit = int(entry.name[6:])
+            except ValueError:
+                continue
+            path = Path(entry.path) / PART
+            if path.is_file():
+                out.append((visit, path))
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def compacted_name(first: int, last: int, tag: str) -> str:
+    """File name of a compacted file holding visits ``first`` to ``last``."""
+    return f"v{int(first)}_{int(last)}_{tag}.parquet"
+
+
+def compacted_files(root: Path, table: str) -> list[tuple[int, int, Path]]:
+    """``(first visit, last visit, path)`` of the compacted files of ``table``, oldest first."""
+    folder = Path(root) / table / COMPACTED
+    out = []
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for name in names:
+        m = _COMPACTED_NAME.match(name)
+        if m:
+            out.append((int(m.group(1)), int(m.group(2)), folder / name))
+    out.sort(key=lambda item: (_COMPACTED_NAME.match(item[2].name).group(3), item[2].name))
+    return out
+
+
+def _visit_schema(table: str) -> pa.Schema:
+    return pa.schema([pa.field("visit", pa.int64()), *SCHEMAS[table]])
+
+
+def _dataset(paths: Sequence[Path], partitions: list[Any], schema: pa.Schema) -> Any:
+    # Built from the listing (no discovery); the partition expressions give per-visit files
+    # their visit column and let a visit filter skip files of other visits.
+    return pads.FileSystemDataset.from_paths(
+        [str(p) for p in paths], schema=schema, format=pads.ParquetFileFormat(),
+        filesystem=pafs.LocalFileSystem(), partitions=partitions)
+
+
+def _without_copies(rows: pa.Table, other: pa.Table) -> pa.Table:
+    """``rows`` minus those of the (visit, run) pairs that ``other`` also holds.
+
+    A run's rows of a visit are moved into a compacted file as a whole, so a pair held by
+    both a compacted file and a per-visit file can only be the two copies of the same rows
+    left by a compaction stopped before it removed the per-visit file: one is dropped.
+    """
+    if rows.num_rows == 0 or other.num_rows == 0:
+        return rows
+    pairs = other.select(["visit", "run_id"]).group_by(["visit", "run_id"]).aggregate([])
+    candidate = pc.is_in(rows["visit"], value_set=pairs["visit"].combine_chunks())
+    hits = np.flatnonzero(candidate.to_numpy(zero_copy_only=False))
+    if hits.size == 0:
+        return rows
+    sub = rows.select(["visit", "run_id"]).take(hits).append_column(
+        "_row", pa.array(hits, pa.int64()))
+    copies = sub.join(pairs, keys=["visit", "run_id"], join_type="left semi")["_row"]
+    if len(copies) == 0:
+        return rows
+    keep = np.ones(rows.num_rows, dtype=bool)
+    keep[copies.to_numpy()] = False
+    return rows.filter(pa.array(keep))
+
+
 def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
                 filter: Any = None) -> pa.Table:
-    """Every row of ``table`` (history included) as Arrow; ``visit`` first, as int64."""
+    """Every row of ``table`` (history included) as Arrow; ``visit`` first, as int64.
+
+    Reads the compacted files (visit ranges) and the per-visit files; ``filter`` (a
+    `pyarrow.dataset.Expression`) is pushed down, so visit and detector filters skip
+    files and row groups. Compacted rows come before per-visit rows; a (visit, run) held
+    by both (a compaction stopped half-way) is read once.
+    """
     if table not in TABLES:
         raise ConfigError(f"unknown catalog table {table!r}; choose from {', '.join(TABLES)}")
-    folder = root / table
+    folder = Path(root) / table
     if table == "runs":
         schema = SCHEMAS["runs"]
         path = folder / PART
@@ -49,13 +145,30 @@ def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
         if columns is not None:
             tab = tab.select(list(columns))
         return tab
-    schema = pa.schema([pa.field("visit", pa.int64()), *SCHEMAS[table]])
-    if not folder.is_dir() or not any(folder.glob(f"visit=*/{PART}")):
-        tab = schema.empty_table()
-        return tab.select(list(columns)) if columns is not None else tab
-    part = pads.partitioning(pa.schema([("visit", pa.int64())]), flavor="hive")
-    dataset = pads.dataset(folder, format="parquet", partitioning=part, schema=schema)
-    return dataset.to_table(columns=list(columns) if columns else None, filter=filter)
+    schema = _visit_schema(table)
+    want = list(columns) if columns is not None else list(schema.names)
+    unknown = [c for c in want if c not in schema.names]
+    if unknown:
+        raise ConfigError(f"catalog table {table!r} has no column(s) {unknown}")
+    comp = compacted_files(root, table)
+    per_visit = visit_files(root, table)
+    read = want + [c for c in ("visit", "run_id") if c not in want] if comp else want
+    parts = []
+    if comp:
+        field = pads.field("visit")
+        ds = _dataset([p for _, _, p in comp],
+                      [(field >= lo) & (field <= hi) for lo, hi, _ in comp], schema)
+        parts.append(ds.to_table(columns=read, filter=filter))
+    if per_visit:
+        ds = _dataset([p for _, p in per_visit],
+                      [pads.field("visit") == v for v, _ in per_visit], schema)
+        parts.append(ds.to_table(columns=read, filter=filter))
+    if not parts:
+        return schema.empty_table().select(want)
+    if len(parts) == 2:
+        parts[0] = _without_copies(parts[0], parts[1])
+    tab = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    return tab.select(want)
 
 
 def latest_mask(detectors: Any) -> Any:
@@ -65,8 +178,6 @@ def latest_mask(detectors: Any) -> Any:
     a detector, of each (visit, input) - except failed rows without a detector whose input
     has a row with a detector that is at least as recent.
     """
-    import numpy as np
-
     det = detectors
     if len(det) == 0:
         return np.zeros(0, dtype=bool)
@@ -84,28 +195,84 @@ def latest_mask(detectors: Any) -> Any:
     return keep
 
 
-def _current_runs(root: Path, visits: Iterable[int] | None) -> Any:
+def _filter(visits: Iterable[int] | None, detectors: Iterable[str] | None) -> Any:
+    """The pushed-down filter of a visit and detector selection (None for everything)."""
+    flt = None
+    if visits is not None:
+        flt = pads.field("visit").isin([int(v) for v in visits])
+    if detectors is not None:
+        by_det = pads.field("detector").isin([str(d) for d in detectors])
+        flt = by_det if flt is None else flt & by_det
+    return flt
+
+
+def _current_runs(root: Path, visits: Iterable[int] | None,
+                  detectors: Iterable[str] | None = None) -> Any:
     """``(visit, detector, run_id)`` of the current ``detectors`` rows (pandas)."""
-    flt = None if visits is None else pads.field("visit").isin([int(v) for v in visits])
     det = arrow_table(root, "detectors", columns=["visit", "detector", "input", "run_id",
-                                                  "finished_at"], filter=flt).to_pandas()
+                                                  "finished_at"],
+                      filter=_filter(visits, detectors)).to_pandas()
     return det[latest_mask(det)][["visit", "detector", "run_id"]]
 
 
-def _current(root: Path, table: str, tab: pa.Table, visits: Iterable[int] | None) -> pa.Table:
-    import numpy as np
+def _codes(column: Any, uniques: Any) -> np.ndarray:
+    """Index of each value of an Arrow column in ``uniques`` (-1 when absent)."""
+    found = pc.index_in(column, value_set=pa.array(uniques))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
+
+def _in_current(tab: pa.Table, current: Any) -> np.ndarray:
+    """Mask of the rows of ``tab`` whose (visit, detector, run_id) is in ``current``.
+
+    Vectorised: each of the three keys is coded against the current rows' values and the
+    (visit, detector) cell looked up; the current run of a cell is unique.
+    """
+    import pandas as pd
+
+    n = tab.num_rows
+    if n == 0 or len(current) == 0:
+        return np.zeros(n, dtype=bool)
+    cv, uv = pd.factorize(current["visit"].to_numpy(np.int64))
+    cd, ud = pd.factorize(current["detector"].to_numpy(object))
+    cr, ur = pd.factorize(current["run_id"].to_numpy(object))
+    cell = cv.astype(np.int64) * len(ud) + cd
+    if len(np.unique(cell)) != len(cell):  # several current rows of a cell: exact join
+        keys = pa.table({"visit": pa.array(np.asarray(uv)[cv], pa.int64()),
+                         "detector": pa.array(np.asarray(ud, dtype=object)[cd], pa.string()),
+                         "run_id": pa.array(np.asarray(ur, dtype=object)[cr], pa.string())})
+        keys = keys.group_by(["visit", "detector", "run_id"]).aggregate([])
+        rows = tab.select(["visit", "detector", "run_id"]).append_column(
+            "_row", pa.array(np.arange(n, dtype=np.int64)))
+        hit = rows.join(keys, keys=["visit", "detector", "run_id"],
+                        join_type="left semi")["_row"].to_numpy()
+        keep = np.zeros(n, dtype=bool)
+        keep[hit] = True
+        return keep
+    vi = _codes(tab["visit"], pa.array(uv, pa.int64()))
+    di = _codes(tab["detector"], pa.array(np.asarray(ud, dtype=object), pa.string()))
+    ri = _codes(tab["run_id"], pa.array(np.asarray(ur, dtype=object), pa.string()))
+    ok = (vi >= 0) & (di >= 0) & (ri >= 0)
+    keep = np.zeros(n, dtype=bool)
+    if len(uv) * len(ud) <= 50_000_000:
+        lut = np.full(len(uv) * len(ud), -1, dtype=np.int64)
+        lut[cell] = cr
+        keep[ok] = lut[vi[ok] * len(ud) + di[ok]] == ri[ok]
+    else:
+        run_of_cell = pd.Series(cr.astype(np.int64), index=cell)
+        found = run_of_cell.reindex(vi[ok] * len(ud) + di[ok]).to_numpy()
+        keep[ok] = found == ri[ok]
+    return keep
+
+
+def _current(root: Path, table: str, tab: pa.Table, visits: Iterable[int] | None,
+             detectors: Iterable[str] | None = None) -> pa.Table:
     if table == "runs" or tab.num_rows == 0:
         return tab
     if table == "detectors":
         cols = tab.select(["visit", "detector", "input", "finished_at"]).to_pandas()
         return tab.filter(pa.array(latest_mask(cols)))
-    current = _current_runs(root, visits)
-    keys = set(zip(current["visit"], current["detector"], current["run_id"], strict=True))
-    rows = zip(tab["visit"].to_pylist(), tab["detector"].to_pylist(), tab["run_id"].to_pylist(),
-               strict=True)
-    return tab.filter(pa.array(np.fromiter((r in keys for r in rows), dtype=bool,
-                                           count=tab.num_rows)))
+    current = _current_runs(root, visits, detectors)
+    return tab.filter(pa.array(_in_current(tab, current)))
 
 
 def read_catalog(
@@ -115,6 +282,7 @@ def read_catalog(
     *,
     columns: Sequence[str] | None = None,
     visits: Iterable[int] | None = None,
+    detectors: Iterable[str] | None = None,
     all_rows: bool = False,
 ):
     """Read one table of a catalog.
@@ -132,6 +300,9 @@ def read_catalog(
         Only these columns.
     visits : iterable of int, optional
         Only these visits (read only their files).
+    detectors : iterable of str, optional
+        Only these detectors (compacted files are sorted by detector, so only their row
+        groups are read).
     all_rows : bool
         Every run's rows (the history) instead of the current row of each (visit, detector)
         and the pedestals and interfaces of its run.
@@ -173,13 +344,27 @@ def read_catalog(
     if table not in TABLES:
         raise ConfigError(f"unknown catalog table {table!r}; choose from {', '.join(TABLES)}")
     if format == "dask":
-        return _read_dask(root, table, columns, visits, all_rows)
-    flt = None
-    if visits is not None and table != "runs":
-        flt = pads.field("visit").isin([int(v) for v in visits])
-    tab = arrow_table(root, table, columns=None, filter=flt)
+        return _read_dask(root, table, columns, visits, detectors, all_rows)
+    if table == "runs":
+        visits = detectors = None
+    if detectors is not None and not isinstance(detectors, (list, tuple, set)):
+        detectors = [detectors] if isinstance(detectors, str) else list(detectors)
+    if visits is not None:
+        visits = [int(v) for v in visits]
+    read = None
+    if columns is not None:
+        # The columns asked for, plus what the latest-row rule and the row order need.
+        extra = list(SORT[table])
+        if not all_rows and table != "runs":
+            extra += ["visit", "detector", "run_id"]
+            if table == "detectors":
+                extra += ["input", "finished_at"]
+        read = list(dict.fromkeys([*columns, *extra]))
+        if table != "runs":
+            read = ["visit", *[c for c in read if c != "visit"]]
+    tab = arrow_table(root, table, columns=read, filter=_filter(visits, detectors))
     if not all_rows:
-        tab = _current(root, table, tab, visits)
+        tab = _current(root, table, tab, visits, detectors)
     # Stable sort: interfaces keep LSST's order within a detector.
     tab = sorted_table(tab, table)
     if columns is not None:
@@ -195,22 +380,56 @@ def read_catalog(
     return Table.from_pandas(df)
 
 
+def _read_part(source: str, root: Path, table: str, per_visit: Any, flt: Any) -> Any:
+    """One partition of the dask reader: one compacted file, or all per-visit files."""
+    schema = _visit_schema(table)
+    if source == "":
+        files = visit_files(root, table)
+        if not files:
+            return schema.empty_table().to_pandas()
+        ds = _dataset([p for _, p in files], [pads.field("visit") == v for v, _ in files],
+                      schema)
+        return ds.to_table(filter=flt).to_pandas()
+    tab = pq.read_table(source, schema=schema, filters=flt)
+    if per_visit is not None and len(per_visit):
+        tab = _without_copies(tab, pa.Table.from_pandas(per_visit, preserve_index=False))
+    return tab.to_pandas()
+
+
 def _read_dask(root: Path, table: str, columns: Sequence[str] | None,
-               visits: Iterable[int] | None, all_rows: bool):
+               visits: Iterable[int] | None, detectors: Iterable[str] | None,
+               all_rows: bool):
     import dask.dataframe as dd
 
     if table == "runs":
         return dd.from_pandas(read_catalog(root, "runs", columns=columns), npartitions=1)
-    filters = None if visits is None else [("visit", "in", [int(v) for v in visits])]
-    ddf = dd.read_parquet(str(root / table), filters=filters)
-    if "visit" in ddf.columns:
-        ddf["visit"] = ddf["visit"].astype("int64")
+    if isinstance(detectors, str):
+        detectors = [detectors]
+    flt = _filter(visits, detectors)
+    comp = compacted_files(root, table)
+    if visits is not None:
+        wanted = [int(v) for v in visits]
+        comp = [c for c in comp if any(c[0] <= v <= c[1] for v in wanted)]
+    per_visit = None
+    if comp:
+        # (visit, run) pairs of the per-visit files, read once: their copies in compacted
+        # files (a compaction stopped half-way) are skipped.
+        files = visit_files(root, table)
+        if files:
+            per_visit = _dataset([p for _, p in files],
+                                 [pads.field("visit") == v for v, _ in files],
+                                 _visit_schema(table)).to_table(
+                columns=["visit", "run_id"], filter=flt).to_pandas().drop_duplicates()
+    meta = _visit_schema(table).empty_table().to_pandas()
+    sources = [str(p) for _, _, p in comp] + [""]
+    ddf = dd.from_map(_read_part, sources, root=root, table=table, per_visit=per_visit,
+                      flt=flt, meta=meta, enforce_metadata=False)
     if not all_rows:
         if table == "detectors":
-            keep = read_catalog(root, "detectors", visits=visits)[
+            keep = read_catalog(root, "detectors", visits=visits, detectors=detectors)[
                 ["visit", "detector", "input", "run_id"]]
             ddf = ddf.merge(keep, on=["visit", "detector", "input", "run_id"], how="inner")
         else:
-            ddf = ddf.merge(_current_runs(root, visits), on=["visit", "detector", "run_id"],
-                            how="inner")
+            ddf = ddf.merge(_current_runs(root, visits, detectors),
+                            on=["visit", "detector", "run_id"], how="inner")
     return ddf[list(columns)] if columns else ddf

@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 __all__ = [
+    "COMPACTED",
     "DONE",
     "INT64_MAX",
     "PART",
@@ -130,6 +131,10 @@ VISIT_TABLES = ("detectors", "pedestals", "interfaces")
 TABLES = (*VISIT_TABLES, "runs")
 #: The one file of each table's visit folder.
 PART = "part-0.parquet"
+#: Folder of each table's compacted files (many visits per file; see
+#: `~ampoffset_dask.catalog.compact`). The leading underscore keeps Parquet readers of the
+#: ``visit=`` folders from mistaking it for data.
+COMPACTED = "_compacted"
 #: Statuses of a measured detector (resume skips them).
 DONE = ("ok", "flagged")
 #: Row order of each table (stable: interfaces keep LSST's order within a detector).

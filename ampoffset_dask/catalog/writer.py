@@ -54,12 +54,23 @@ __all__ = ["CatalogWriter", "write_atomic"]
 logger = logging.getLogger(__name__)
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` (Parquet, zstd) through a temporary file and a rename."""
+def write_atomic(table: pa.Table, path: Path, *, fsync: bool = False,
+                 **options: Any) -> None:
+    """Write ``table`` to ``path`` (Parquet, zstd) through a temporary file and a rename.
+
+    ``fsync`` makes the file durable before it appears (for a file whose sources are
+    deleted next); ``options`` go to `pyarrow.parquet.write_table`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", **options)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

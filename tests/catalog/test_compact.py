@@ -1,0 +1,254 @@
+"""Catalog compaction: same rows, pruning kept, resume unchanged, crash-safe, locked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pyarrow.dataset as pads
+import pytest
+
+from ampoffset_dask import AmpOffsetConfig, ConfigError, InputError
+from ampoffset_dask.catalog import (
+    CatalogBusyError,
+    CatalogWriter,
+    DetectorResult,
+    compact_catalog,
+    read_catalog,
+)
+from ampoffset_dask.catalog import compact as compact_module
+from ampoffset_dask.catalog.read import _dataset, _visit_schema, compacted_files, visit_files
+
+TABLES = ("detectors", "pedestals", "interfaces")
+DETECTORS = ("R22_S10", "R22_S11", "R22_S12")
+
+
+def _record(visit, detector, value, status="ok", input=None):
+    amps = ["C10", "C11", "C12", "C13"]
+    interfaces = [
+        {"id": f"{amps[i]}-{amps[i + 1]}", "amp_a": amps[i], "amp_b": amps[i + 1], "side": 1,
+         "length": 100, "offset_raw": value * i, "offset": value * i, "good_frac": 1.0,
+         "min_frac_fail": False, "max_offset_fail": False}
+        for i in (2, 0, 1)  # not sorted: the order within a detector must survive
+    ]
+    if status == "failed":
+        return DetectorResult.failure("InputError: corrupt", visit=visit, detector=detector,
+                                      input=input or f"{visit}_{detector}.fits")
+    return DetectorResult(visit=visit, detector=detector, status=status, detector_id=7,
+                          input=input or f"{visit}_{detector}.fits", amp_names=amps,
+                          pedestals=[value + i for i in range(4)],
+                          pedestal_errors=[0.1] * 4, amp_levels=[500.0 + value] * 4,
+                          interfaces=interfaces)
+
+
+def _write_run(cat, results, config=None, new_run=False):
+    with CatalogWriter(cat) as w:
+        w.start_run(config=config or AmpOffsetConfig(), inputs=[], new_run=new_run)
+        for r in results:
+            w.add(r)
+        w.finish_run()
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """Seven visits, three runs: a failure replaced, a new-run redo, an unidentified input."""
+    cat = tmp_path_factory.mktemp("history") / "cat"
+    first = [_record(v, d, v + i / 10) for v in range(1, 8) for i, d in enumerate(DETECTORS)]
+    first[4] = _record(2, "R22_S11", 0.0, status="failed")
+    first.append(DetectorResult.failure("InputError: x.fits: no visit", visit=None,
+                                        detector=None, input="x.fits"))
+    _write_run(cat, first)
+    _write_run(cat, [_record(2, "R22_S11", 9.0)])  # resume fills the failure
+    _write_run(cat, [_record(5, d, -1.0) for d in DETECTORS[:2]],
+               config=AmpOffsetConfig(amp_edge_width=32), new_run=True)
+    return cat
+
+
+def _snapshot(cat, **kw):
+    return {(t, all_rows): read_catalog(cat, t, all_rows=all_rows, **kw)
+            for t in TABLES for all_rows in (False, True)}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        pd.testing.assert_frame_equal(a[key], b[key], check_exact=True, obj=str(key))
+
+
+def _finished(cat, config=None):
+    with CatalogWriter(cat) as w:
+        w.open()
+        return w.finished(config or AmpOffsetConfig())
+
+
+def test_compaction_keeps_every_row_and_the_latest_row_rule(history, tmp_path):
+    cat = tmp_path / "cat"
+    shutil.copytree(history, cat)
+    before = _snapshot(cat)
+    by_visit = _snapshot(cat, visits=[5, 6])
+    by_detector = _snapshot(cat, detectors=["R22_S11"])
+    done = _finished(cat)
+    dask_before = read_catalog(cat, "pedestals", format="dask").compute()
+
+    result = compact_catalog(cat, visits_per_file=3)
+    # 8 visits (with -1) of detectors, 7 of pedestals and interfaces; 3 visits per file.
+    assert result.files_before == {"detectors": 8, "pedestals": 7, "interfaces": 7}
+    assert result.files_after == {"detectors": 3, "pedestals": 3, "interfaces": 3}
+    assert result.rows["pedestals"] == len(before[("pedestals", True)])
+    for table in TABLES:
+        assert visit_files(cat, table) == []
+        assert not list((cat / table).glob("visit=*"))  # emptied folders removed
+    _assert_same(_snapshot(cat), before)
+    _assert_same(_snapshot(cat, visits=[5, 6]), by_visit)
+    _assert_same(_snapshot(cat, detectors=["R22_S11"]), by_detector)
+    assert _finished(cat) == done
+    dask_after = read_catalog(cat, "pedestals", format="dask").compute()
+    pd.testing.assert_frame_equal(
+        dask_after.sort_values(["visit", "detector", "amp_index"]).reset_index(drop=True),
+        dask_before.sort_values(["visit", "detector", "amp_index"]).reset_index(drop=True),
+        check_dtype=False)
+    itf = read_catalog(cat, "interfaces", visits=[3])
+    assert list(itf["interface_id"][:3]) == ["C12-C13", "C10-C11", "C11-C12"]
+
+    # A later run (new config) writes per-visit files again; its rows supersede compacted ones.
+    _write_run(cat, [_record(6, "R22_S10", 42.0)], config=AmpOffsetConfig(amp_edge_width=32))
+    assert [v for v, _ in visit_files(cat, "pedestals")] == [6]
+    later = read_catalog(cat, "pedestals", visits=[6])
+    assert list(later.loc[later["detector"] == "R22_S10", "pedestal"]) == [42.0, 43.0, 44.0,
+                                                                            45.0]
+    assert len(later) == 12
+    assert len(read_catalog(cat, "pedestals", all_rows=True)) == len(
+        before[("pedestals", True)]) + 4
+    again = _snapshot(cat)
+    second = compact_catalog(cat, visits_per_file=3)
+    assert second.files_after == {"detectors": 4, "pedestals": 4, "interfaces": 4}
+    _assert_same(_snapshot(cat), again)
+
+
+def test_filters_skip_other_files_and_row_groups(history, tmp_path):
+    cat = tmp_path / "cat"
+    shutil.copytree(history, cat)
+    want = read_catalog(cat, "pedestals", visits=[6, 7])
+    compact_catalog(cat, visits_per_file=3, row_group_size=4)
+    files = compacted_files(cat, "pedestals")
+    assert [(lo, hi) for lo, hi, _ in files] == [(1, 3), (4, 6), (7, 7)]
+    # Make the file of visits 1-3 unreadable: a reader of visits 6 and 7 never opens it.
+    files[0][2].write_bytes(b"not parquet")
+    pd.testing.assert_frame_equal(read_catalog(cat, "pedestals", visits=[6, 7]), want)
+    with pytest.raises(Exception, match="(?i)parquet"):
+        read_catalog(cat, "pedestals", visits=[2])
+    # Rows are sorted by detector, so a detector filter reads a few row groups only.
+    ds = _dataset([files[1][2]], [pads.field("visit") >= 4], _visit_schema("pedestals"))
+    (fragment,) = ds.get_fragments()
+    n_groups = fragment.metadata.num_row_groups
+    hit = fragment.split_by_row_group(filter=pads.field("detector") == "R22_S12")
+    assert n_groups >= 9 and 0 < len(hit) <= n_groups // 3 + 1
+
+
+@pytest.mark.parametrize("stop_after", [0, 2, 4])
+def test_compaction_stopped_at_any_point_loses_and_doubles_nothing(history, tmp_path,
+                                                                   monkeypatch, stop_after):
+    """Stopped after ``stop_after`` per-visit files were removed (the compacted file of
+    their 3 visits in place): readers see the same rows; a writer and the next compaction
+    too."""
+    cat = tmp_path / "cat"
+    shutil.copytree(history, cat)
+    before = _snapshot(cat)
+    done = _finished(cat)
+    # a temporary file of a compaction killed while writing
+    (cat / "pedestals" / "_compacted").mkdir()
+    (cat / "pedestals" / "_compacted" / ".v1_3_dead.parquet.1.abcd.tmp").write_bytes(b"x")
+    real = compact_module._retire
+    calls = []
+
+    def retire_then_stop(path):
+        if len(calls) == stop_after:
+            raise KeyboardInterrupt("stopped")
+        calls.append(path)
+        real(path)
+
+    monkeypatch.setattr(compact_module, "_retire", retire_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        compact_catalog(cat, visits_per_file=3)
+    monkeypatch.setattr(compact_module, "_retire", real)
+    assert not (cat / ".lock").exists()
+    assert len(compacted_files(cat, "detectors")) == 1 + stop_after // 3
+    assert len(visit_files(cat, "detectors")) == 8 - stop_after  # some already compacted
+    _assert_same(_snapshot(cat), before)
+    assert _finished(cat) == done
+
+    # A run now adds to visit 3, whose per-visit file may still hold the copied rows.
+    _write_run(cat, [_record(3, "R22_S12", 7.5)], config=AmpOffsetConfig(amp_edge_width=32))
+    later = _snapshot(cat)
+    assert len(later[("pedestals", True)]) == len(before[("pedestals", True)]) + 4
+    compact_catalog(cat, visits_per_file=3)
+    _assert_same(_snapshot(cat), later)
+    assert not list((cat / "pedestals" / "_compacted").glob(".*.tmp"))
+    for table in TABLES:
+        assert visit_files(cat, table) == []
+
+
+def test_compaction_killed_by_sigkill(history, tmp_path):
+    cat = tmp_path / "cat"
+    shutil.copytree(history, cat)
+    before = _snapshot(cat)
+    script = textwrap.dedent(f"""
+        import os, signal
+        from ampoffset_dask.catalog import compact, compact_catalog
+        real, calls = compact._retire, []
+        def retire(path):
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+            calls.append(path)
+            real(path)
+        compact._retire = retire
+        compact_catalog({str(cat)!r}, visits_per_file=4)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (cat / ".lock").exists()  # the dead process's lock, taken over below
+    _assert_same(_snapshot(cat), before)
+    compact_catalog(cat, visits_per_file=4)
+    _assert_same(_snapshot(cat), before)
+    assert sum(len(visit_files(cat, t)) for t in TABLES) == 0
+
+
+def test_compaction_holds_the_catalog_lock(history, tmp_path):
+    cat = tmp_path / "cat"
+    shutil.copytree(history, cat)
+    with CatalogWriter(cat) as w:
+        w.open()
+        with pytest.raises(CatalogBusyError, match="catalog in use by "):
+            compact_catalog(cat)
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+        proc = subprocess.run([sys.executable, "-m", "ampoffset_dask.cli", "catalog", "compact",
+                               str(cat)], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 2
+        assert proc.stderr.count("\n") == 1 and "catalog in use by " in proc.stderr
+    seen = []
+
+    def progress(table, done, total):
+        # a run started while compacting is refused
+        with pytest.raises(CatalogBusyError, match="catalog in use by "):
+            CatalogWriter(cat).open()
+        seen.append((table, done, total))
+
+    compact_catalog(cat, visits_per_file=4, progress=progress)
+    assert seen == [(t, i, 2) for t in TABLES for i in (1, 2)]
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(InputError, match="no such catalog folder"):
+        compact_catalog(tmp_path / "missing")
+    with pytest.raises(InputError, match="not an ampoffset-dask catalog"):
+        compact_catalog(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ConfigError, match="visits_per_file=0"):
+        compact_catalog(tmp_path, visits_per_file=0)
+    assert compact_catalog(tmp_path).n_after == 0  # nothing to compact
