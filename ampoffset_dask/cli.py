@@ -283,9 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     # catalog
     p = sub.add_parser(
-        "catalog", parents=[common], epilog=_EPILOG, help="summarise a catalog",
+        "catalog", parents=[common], epilog=_EPILOG,
+        help="summarise a catalog, or compact it (catalog compact CATALOG)",
         description="Summarise a catalog: runs, visits, detector status, failures, pedestal "
-                    "statistics, do-no-harm counts; or print one table.")
+                    "statistics, do-no-harm counts; or print one table. 'catalog compact "
+                    "CATALOG' moves the per-visit files into files of many visits each "
+                    "(same rows; faster reads of many visits; run it when no run is writing).")
+    p.add_argument("action", nargs="?", choices=("compact",), default=None,
+                   help="compact: move per-visit files into files of many visits")
     p.add_argument("catalog", type=Path, help="catalog folder")
     p.add_argument("--visit", type=int, default=None, help="only this visit")
     p.add_argument("--table", choices=("detectors", "pedestals", "interfaces", "runs"),
@@ -294,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable summary")
     p.add_argument("--all-rows", action="store_true",
                    help="every run's rows (history), not only the latest per (visit, detector)")
+    p.add_argument("--visits-per-file", type=_positive_int, default=None,
+                   help="compact: visits per compacted file (default: 500)")
     p.set_defaults(func=cmd_catalog)
 
     # trends
@@ -780,12 +787,32 @@ def _check_is_catalog(folder: Path) -> None:
                          "table); give the --output folder of a run")
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    """``ampoffset-dask catalog compact CATALOG``."""
+    from .catalog import compact_catalog
+    from .catalog.compact import VISITS_PER_FILE
+
+    _check_is_catalog(args.catalog)
+    result = compact_catalog(args.catalog, visits_per_file=args.visits_per_file
+                             or VISITS_PER_FILE)
+    if args.json:
+        _out(json.dumps({"catalog": str(args.catalog), "files_before": result.files_before,
+                         "files_after": result.files_after, "rows": result.rows,
+                         "seconds": result.seconds}, indent=1))
+        return EXIT_OK
+    _out(f"compacted {args.catalog}: {result.n_before} -> {result.n_after} data files, "
+         f"{sum(result.rows.values())} rows moved ({result.seconds:.1f} s)")
+    return EXIT_OK
+
+
 def cmd_catalog(args: argparse.Namespace) -> int:
     """``ampoffset-dask catalog CATALOG``."""
     import numpy as np
 
     from .catalog import read_catalog
 
+    if args.action == "compact":
+        return cmd_compact(args)
     visits = None if args.visit is None else [args.visit]
     _check_is_catalog(args.catalog)
     if args.table is not None:

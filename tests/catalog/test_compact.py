@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -140,7 +141,7 @@ def test_filters_skip_other_files_and_row_groups(history, tmp_path):
     # Make the file of visits 1-3 unreadable: a reader of visits 6 and 7 never opens it.
     files[0][2].write_bytes(b"not parquet")
     pd.testing.assert_frame_equal(read_catalog(cat, "pedestals", visits=[6, 7]), want)
-    with pytest.raises(Exception, match="(?i)parquet"):
+    with pytest.raises(Exception, match=r"(?i)parquet"):
         read_catalog(cat, "pedestals", visits=[2])
     # Rows are sorted by detector, so a detector filter reads a few row groups only.
     ds = _dataset([files[1][2]], [pads.field("visit") >= 4], _visit_schema("pedestals"))
@@ -252,3 +253,53 @@ def test_bad_input(tmp_path):
     with pytest.raises(ConfigError, match="visits_per_file=0"):
         compact_catalog(tmp_path, visits_per_file=0)
     assert compact_catalog(tmp_path).n_after == 0  # nothing to compact
+
+
+def test_catalog_compact_command(history, tmp_path, capsys):
+    from ampoffset_dask.cli import main
+
+    cat = tmp_path / "cat"
+    shutil.copytree(history, cat)
+    assert main(["catalog", str(cat), "--json"]) == 0
+    summary = capsys.readouterr().out
+    assert main(["catalog", "compact", str(cat), "--visits-per-file", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"compacted {cat}: 22 -> 6 data files, ")
+    assert main(["catalog", str(cat), "--json"]) == 0
+    assert capsys.readouterr().out == summary  # the same summary from compacted files
+    assert main(["catalog", "compact", str(cat), "--json"]) == 0  # nothing left to move
+    assert json.loads(capsys.readouterr().out)["files_after"]["pedestals"] == 2
+    assert main(["catalog", "compact", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope: no such catalog folder" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["catalog", "squash", str(cat)])
+    assert exc.value.code == 2 and "invalid choice: 'squash'" in capsys.readouterr().err
+
+
+def test_process_resumes_a_compacted_catalog_as_before(tmp_path):
+    """Real `process` runs: after compaction, resume skips exactly what it skipped before,
+    and a later run's rows land in per-visit files beside the compacted ones."""
+    from distributed import Client, LocalCluster
+
+    from ampoffset_dask import process
+    from ampoffset_dask.simulate import simulate_focal_plane
+
+    sim = simulate_focal_plane(tmp_path / "sim", "lsstcam", detectors=["R22_S11"],
+                               visits=[1, 2, 3], scale=0.05, seed=3)
+    first = [p for p in sim.paths if "_000003_" not in p.name]
+    assert len(first) == 2
+    cat = tmp_path / "cat"
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        process(first, cat, client=client, progress=False)
+        before = _snapshot(cat)
+        done = _finished(cat)
+        compact_catalog(cat)
+        assert visit_files(cat, "pedestals") == [] and _finished(cat) == done == {
+            (1, "R22_S11"), (2, "R22_S11")}
+        summary = process(sim.paths, cat, client=client, progress=False)
+    assert (summary.n_skipped, summary.n_submitted, summary.n_ok) == (2, 1, 1)
+    assert [v for v, _ in visit_files(cat, "pedestals")] == [3]
+    _assert_same(_snapshot(cat, visits=[1, 2]), before)
+    assert len(read_catalog(cat, "pedestals", visits=[3])) == 16
