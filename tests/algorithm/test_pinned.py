@@ -1,0 +1,58 @@
+"""LSST's numbers of a simulated detector, pinned bit for bit.
+
+The values in ``data/pinned_measurements.json`` were recorded with the numpy reference
+and with the numba kernels before the per-strip statistics were shared between the
+diagnostics (the detection threshold, a clipped standard deviation, differs between the
+two paths in its last bit; everything else is identical); any change to the
+diagnostics (errors, gain diagnosis, levels) or to the speed of the hot path must leave
+every pinned value identical, on both kernel paths.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
+from ampoffset_dask.algorithm.kernels import use_kernels
+from ampoffset_dask.simulate import scale_detector, simulate_detector
+
+PINNED = Path(__file__).parent / "data" / "pinned_measurements.json"
+CONFIGS = {
+    "default": {},
+    "edges-only": {"do_background": False, "do_detection": False},
+}
+FIELDS = ("offset_raw", "offset", "good_frac", "min_frac_fail", "max_offset_fail")
+
+
+def pinned_values(config: str) -> dict[str, list[float]]:
+    """LSST's outputs of a quarter-size ITL detector with a bright star at an amp boundary
+    (detections and saturated pixels mask parts of the strips), as float lists."""
+    camera = get_camera("lsstcam")
+    det = scale_detector(camera["R02_S02"], 0.25)
+    info = camera.info("R02_S02")
+    sim = simulate_detector(det, seed=[4, 2], sky=900.0, gain=info["amp_gain"],
+                            read_noise=info["amp_read_noise"],
+                            bright_stars=[(det.amplifiers[2].x1 - 20.0, 400.0, 5e7)])
+    m = measure_detector(sim.image, sim.mask, det, AmpOffsetConfig(**CONFIGS[config]))
+    out = {"pedestals": [float(v) for v in m.pedestals],
+           "scalars": [m.threshold, float(m.n_detected), m.masked_fraction]}
+    for name in FIELDS:
+        out[name] = [float(getattr(i, name)) for i in m.interfaces]
+    return out
+
+
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_lsst_numbers_are_pinned(config, kernels):
+    expected = json.loads(PINNED.read_text())[kernels][config]
+    with use_kernels(kernels):
+        got = pinned_values(config)
+    assert set(got) == set(expected)
+    for name, values in expected.items():
+        want = np.array([float.fromhex(v) for v in values])
+        # Bit for bit (NaN where the recording has NaN): array_equal, not allclose.
+        np.testing.assert_array_equal(np.array(got[name]), want, err_msg=name)
