@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import Amplifier
+from .strips import line_medians, strip_lines
 
 __all__ = ["edge_profile", "nanmedian_float32", "nanmedian_lines", "strip_slices"]
 
@@ -43,31 +44,15 @@ def nanmedian_lines(strip: np.ndarray, axis: int) -> np.ndarray:
     """``numpy.nanmedian`` of a 2-d float array along ``axis``, without its slow paths.
 
     numpy sends NaN-holding arrays with short lines through masked arrays, which costs far
-    more than the sort of a few dozen values per line done here. The result has the input's
-    float dtype; all-NaN lines give NaN; an even count averages the two middle values in that
-    dtype, exactly as ``numpy.nanmedian`` does.
+    more than the selection (or, for lines with NaN, the sort) of a few dozen values per
+    line done by `line_medians`. The result has the input's float dtype; all-NaN lines give
+    NaN; an even count averages the two middle values in that dtype, exactly as
+    ``numpy.nanmedian`` does.
     """
     a = np.moveaxis(np.asarray(strip), axis, -1)
     if a.dtype.kind != "f":
         a = a.astype(np.float64)
-    dtype = a.dtype.type
-    n_lines, n = a.shape
-    if n == 0:
-        return np.full(n_lines, np.nan, dtype=a.dtype)
-    nan = np.isnan(a)
-    if not nan.any():
-        k = [(n - 1) // 2, n // 2]
-        part = np.partition(a, k, axis=-1)
-        lo, hi = part[:, k[0]], part[:, k[1]]
-    else:
-        s = np.sort(a, axis=-1)  # NaNs sort last
-        cnt = n - np.count_nonzero(nan, axis=-1)
-        rows = np.arange(n_lines)
-        lo = s[rows, np.maximum(cnt - 1, 0) // 2]
-        hi = s[rows, np.minimum(cnt // 2, n - 1)]
-        lo = np.where(cnt > 0, lo, dtype(np.nan))
-        hi = np.where(cnt > 0, hi, dtype(np.nan))
-    return ((lo + hi) / dtype(2)).astype(a.dtype, copy=False)
+    return line_medians(a)
 
 
 def nanmedian_float32(strip: np.ndarray, axis: int) -> np.ndarray:
@@ -77,4 +62,4 @@ def nanmedian_float32(strip: np.ndarray, axis: int) -> np.ndarray:
 
 def edge_profile(strip: np.ndarray, side: int) -> np.ndarray:
     """Median profile of a strip along the interface (rows for sides 0/2, columns for 1/3)."""
-    return nanmedian_float32(strip, axis=0 if side in (0, 2) else 1)
+    return line_medians(strip_lines(strip, side))

@@ -37,10 +37,11 @@ from ..config import AmpOffsetConfig
 from ..geometry import AmpGrid, Detector
 from .offsets import InterfaceOffset, window_length
 from .result import DetectorMeasurement
-from .uncertainty import MAD_TO_SIGMA, pedestal_covariance
+from .strips import StripStats, strip_stats
+from .uncertainty import pedestal_covariance
 
 __all__ = ["BACKGROUND_PASSES", "TUKEY_C", "measure_robust", "robust_interface_offset",
-           "robust_solve"]
+           "robust_offset", "robust_solve"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,25 +52,13 @@ TUKEY_C = 4.685
 _IRLS_ITERATIONS = 20
 
 
-def _line_means(strip: np.ndarray, profile: np.ndarray, side: int,
-                n_sigma: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+def _line_means(stats: StripStats) -> tuple[np.ndarray, np.ndarray]:
     """Clipped mean of each strip line around its median, and its variance."""
-    a = np.asarray(strip, dtype=np.float64)
-    if side in (1, 3):
-        a = a.T
-    med = np.asarray(profile, dtype=np.float64)[None, :]
-    resid = a - med
-    finite = np.isfinite(resid)
-    if np.count_nonzero(finite) < 2:
-        nan = np.full(a.shape[1], np.nan)
-        return nan, nan
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(resid[finite])))
-    keep = finite & (np.abs(resid) <= n_sigma * sigma)
-    n = keep.sum(axis=0)
+    n = stats.clip_count
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(keep, a, 0.0).sum(axis=0) / n
-        var = sigma * sigma / n
-    bad = n == 0
+        var = stats.sigma * stats.sigma / n
+    mean = stats.clip_mean.copy()
+    bad = ~(n > 0)
     mean[bad] = np.nan
     var[bad] = np.nan
     return mean, var
@@ -95,13 +84,26 @@ def robust_interface_offset(
     there is one. Validity and do-no-harm flags follow LSST's (``good_frac``;
     ``ampEdgeMaxOffset`` applied to the new offset).
 
+    ``edge_a`` and ``edge_b`` are the strips' median profiles (`edge_profile`).
+
     Returns
     -------
     InterfaceOffset, float
         The new offset record and its standard error.
     """
-    mean_a, var_a = _line_means(strip_a, edge_a, side_a)
-    mean_b, var_b = _line_means(strip_b, edge_b, (side_a + 2) % 4)
+    return robust_offset(lsst, strip_stats(strip_a, side_a, profile=edge_a),
+                         strip_stats(strip_b, (side_a + 2) % 4, profile=edge_b), config)
+
+
+def robust_offset(lsst: InterfaceOffset, stats_a: StripStats, stats_b: StripStats,
+                  config: AmpOffsetConfig) -> tuple[InterfaceOffset, float]:
+    """`robust_interface_offset` from the strips' shared statistics (A's strip, then B's).
+
+    The clipped line means are ``StripStats.clip_mean`` (pixels within 3 sigma of the line
+    median), with variance ``sigma**2 / clip_count``.
+    """
+    mean_a, var_a = _line_means(stats_a)
+    mean_b, var_b = _line_means(stats_b)
     diff = mean_a - mean_b
     var = var_a + var_b
     ok = np.isfinite(diff) & np.isfinite(var) & (var > 0)
@@ -251,7 +253,7 @@ def measure_robust(
 
     def measure(img: Any) -> DetectorMeasurement:
         return measure_detector(img, mask, detector, config, mask_planes,
-                                interface_estimator=robust_interface_offset)
+                                interface_estimator=robust_offset)
 
     first = measure(image)
     if first.all_masked:

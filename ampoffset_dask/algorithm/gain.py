@@ -3,7 +3,7 @@
 An additive pedestal difference gives the same step ``A - B`` all along an interface; a
 relative gain error ``g`` between the amps gives a step proportional to the local flux,
 ``A - B = g S + delta``. `interface_gain` regresses the step at each position against the
-local flux ``S`` (the mean of the two un-background-subtracted strip lines, smoothed along
+local flux ``S`` (the mean of the two un-background-subtracted strip line medians, smoothed along
 the interface so that its noise does not dilute the slope) and reports the gain ratio
 ``gain_A / gain_B = (1 + g/2) / (1 - g/2)`` with its error. The step is the difference of
 the two strips' levels extrapolated to the boundary (a straight line across each strip),
@@ -16,14 +16,14 @@ the flux range along the interface: large on flats with vignetting, small on sky
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 
-from .edges import nanmedian_lines
-from .uncertainty import MAD_TO_SIGMA
+from .strips import StripStats, exact_median, strip_stats
 
-__all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "interface_gain"]
+__all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "interface_gain"]
 
 #: ``gain_like`` needs the slope to differ from zero by this many standard errors.
 GAIN_LIKE_SIGMA = 4.0
@@ -39,66 +39,53 @@ class GainStep(NamedTuple):
     gain_like: bool
 
 
-def _boundary_values(strip: np.ndarray, side: int,
-                     inset: int) -> tuple[np.ndarray, np.ndarray, float]:
+def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
     """Each strip line's level extrapolated to the amp boundary, its variance, and the
     standard error this extrapolation adds to a slope against the level.
 
     Each line (across the strip, at one position along the interface) gets its clipped
     (3 sigma about the line median) mean and the slope of its pixels against the distance
-    to the boundary; the slopes are modelled along the interface as linear in the line
-    level, and the mean is extrapolated to the boundary with that model, so that a
-    gradient across the gap, which scales with the flux as a gain step does, is removed
-    without much extra noise. The model's own uncertainty is linear in the level, so it
-    looks exactly like a gain error: it is returned separately (``xm * err(beta)``) for
-    the slope's error budget.
+    to the boundary (`StripStats`); the slopes are modelled along the interface as linear
+    in the line level, and the mean is extrapolated to the boundary with that model, so
+    that a gradient across the gap, which scales with the flux as a gain step does, is
+    removed without much extra noise. The model's own uncertainty is linear in the level,
+    so it looks exactly like a gain error: it is returned separately (``xm * err(beta)``)
+    for the slope's error budget.
     """
-    a = np.asarray(strip, dtype=np.float64)
-    if side in (1, 3):
-        a = a.T
-    n_across = a.shape[0]
-    # Distance of each strip row/column from the boundary (pixel centres).
-    idx = np.arange(n_across, dtype=np.float64)
-    dist = (n_across - idx - 0.5 + inset) if side in (0, 1) else (idx + 0.5 + inset)
-    med = nanmedian_lines(a, axis=0)  # all-NaN lines give NaN
-    resid = a - med[None, :]
-    finite = np.isfinite(resid)
-    if np.count_nonzero(finite) < 2:
-        nan = np.full(a.shape[1], np.nan)
+    sigma = stats.sigma
+    if not math.isfinite(sigma):  # fewer than two valid pixels
+        nan = np.full(stats.profile.shape[0], np.nan)
         return nan, nan, math.nan
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(resid[finite])))
-    keep = finite & (np.abs(resid) <= 3.0 * sigma)
-    n = keep.sum(axis=0).astype(np.float64)
-    x = np.where(keep, dist[:, None], 0.0)
-    y = np.where(keep, a, 0.0)
+    n, xm, ym, sxx = stats.clip_count, stats.dist_mean, stats.clip_mean, stats.dist_sxx
     with np.errstate(invalid="ignore", divide="ignore"):
-        xm = x.sum(axis=0) / n
-        ym = y.sum(axis=0) / n
-        sxx = np.where(keep, (dist[:, None] - xm) ** 2, 0.0).sum(axis=0)
-        sxy = np.where(keep, (dist[:, None] - xm) * (a - ym), 0.0).sum(axis=0)
-        slope = sxy / sxx
+        slope = stats.dist_sxy / sxx
     slope[~(sxx > 0)] = np.nan
     # The gradient across the strip, modelled as alpha + beta * level along the interface
     # (an illumination pattern scales with the flux): two parameters from every line, so
     # the extrapolation adds almost no noise and no correlated error between positions.
     ok = np.isfinite(slope) & np.isfinite(ym)
-    if np.count_nonzero(ok) >= 3:
+    n_ok = int(np.count_nonzero(ok))
+    if n_ok >= 3:
         w = sxx[ok]
         lv = ym[ok]
-        l0 = float(np.sum(w * lv) / np.sum(w))
-        s0 = float(np.sum(w * slope[ok]) / np.sum(w))
-        den = float(np.sum(w * (lv - l0) ** 2))
-        beta = float(np.sum(w * (lv - l0) * (slope[ok] - s0)) / den) if den > 0 else 0.0
+        sl = slope[ok]
+        sw = float(np.sum(w))
+        l0 = float(np.sum(w * lv) / sw)
+        s0 = float(np.sum(w * sl) / sw)
+        dl = lv - l0
+        den = float(np.sum(w * dl * dl))
+        beta = float(np.sum(w * dl * (sl - s0)) / den) if den > 0 else 0.0
         slope_fit = s0 + beta * (ym - l0)
-        slope_var = sigma * sigma / float(np.sum(w))
+        slope_var = sigma * sigma / sw
         # Scatter of the line slopes about the model (reduced chi-square, at least 1).
         if sigma > 0 and den > 0:
-            chi2 = float(np.sum(w * (slope[ok] - slope_fit[ok]) ** 2)) / (sigma * sigma)
-            chi2 = max(chi2 / max(int(ok.sum()) - 2, 1), 1.0)
+            chi2 = float(np.sum(w * (sl - slope_fit[ok]) ** 2)) / (sigma * sigma)
+            chi2 = max(chi2 / max(n_ok - 2, 1), 1.0)
             beta_err = math.sqrt(chi2 * sigma * sigma / den)
         else:  # noiseless strips (or no level range): no model uncertainty
             beta_err = 0.0
-        gain_term = float(np.nanmean(xm)) * beta_err
+        fx = xm[np.isfinite(xm)]
+        gain_term = float(fx.mean()) * beta_err
     else:
         slope_fit = np.zeros_like(ym)
         slope_var = 0.0
@@ -112,14 +99,6 @@ def _boundary_values(strip: np.ndarray, side: int,
     return value, var, gain_term
 
 
-def _line_levels(strip: np.ndarray, side: int) -> np.ndarray:
-    """Median of each strip line (NaN where a line is fully masked)."""
-    a = np.asarray(strip, dtype=np.float64)
-    if side in (1, 3):
-        a = a.T
-    return nanmedian_lines(a, axis=0)
-
-
 def _running_mean(v: np.ndarray, window: int) -> np.ndarray:
     ok = np.isfinite(v)
     ones = np.ones(max(1, min(window, v.shape[0])))  # "same" mode returns the longer length
@@ -131,27 +110,31 @@ def _running_mean(v: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _weighted_slope(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
-    sw = w.sum()
-    if not sw > 0:
-        return math.nan
-    x0 = float(np.sum(w * x) / sw)
-    y0 = float(np.sum(w * y) / sw)
-    sxx = float(np.sum(w * (x - x0) ** 2))
-    return float(np.sum(w * (x - x0) * (y - y0)) / sxx) if sxx > 0 else math.nan
-
-
 def _jackknife_slope_error(x: np.ndarray, y: np.ndarray, w: np.ndarray,
                            n_blocks: int = _JACKKNIFE_BLOCKS) -> float:
-    """Delete-a-block jackknife standard error of the weighted slope of ``y`` on ``x``."""
-    blocks = np.array_split(np.arange(x.shape[0]), n_blocks)
-    slopes = []
-    for blk in blocks:
-        wj = w.copy()
-        wj[blk] = 0.0
-        slopes.append(_weighted_slope(x, y, wj))
-    s = np.asarray(slopes)
-    s = s[np.isfinite(s)]
+    """Delete-a-block jackknife standard error of the weighted slope of ``y`` on ``x``.
+
+    Each block's deletion is the full sums minus the block's (moments about the full
+    weighted means, so the differences lose no precision).
+    """
+    sw = float(w.sum())
+    if not sw > 0:
+        return 0.0
+    xc = x - float(np.sum(w * x) / sw)
+    yc = y - float(np.sum(w * y) / sw)
+    # numpy.array_split's blocks: the first ``n % n_blocks`` one longer.
+    size, extra = divmod(x.shape[0], n_blocks)
+    lengths = np.full(n_blocks, size)
+    lengths[:extra] += 1
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[lengths > 0]
+    parts = np.stack([w, w * xc, w * yc, w * xc * xc, w * xc * yc])
+    blocks = np.add.reduceat(parts, starts, axis=1)
+    rest = parts.sum(axis=1)[:, None] - blocks  # sums without each block
+    s0, s1, s2, s11, s12 = rest
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sxx = s11 - s1 * s1 / s0
+        s = (s12 - s1 * s2 / s0) / sxx
+    s = s[(s0 > 0) & (sxx > 0) & np.isfinite(s)]
     if s.size < 3:
         return 0.0
     return math.sqrt((s.size - 1) / s.size * float(np.sum((s - s.mean()) ** 2)))
@@ -168,13 +151,15 @@ def interface_gain(
 ) -> GainStep:
     """Gain ratio ``A / B`` across one interface from the step's dependence on flux.
 
+    `gain_step` of the two strips' `strip_stats`.
+
     Parameters
     ----------
     strip_a, strip_b : ndarray
         The masked edge strips the offsets use (background-subtracted if the background
         is on), A on ``side_a`` and B on the opposite side.
     raw_a, raw_b : ndarray
-        The same strips before background subtraction (same NaN mask).
+        The same strips before background subtraction (masked where the strips are).
     side_a : int
         Side of A on which B lies.
     inset : int
@@ -187,13 +172,23 @@ def interface_gain(
     GainStep
     """
     side_b = (side_a + 2) % 4
-    mean_a, var_a, model_a = _boundary_values(strip_a, side_a, inset)
-    mean_b, var_b, model_b = _boundary_values(strip_b, side_b, inset)
-    lev_a = _line_levels(raw_a, side_a)
-    lev_b = _line_levels(raw_b, side_b)
+    return gain_step(strip_stats(strip_a, side_a, inset=inset, raw=raw_a),
+                     strip_stats(strip_b, side_b, inset=inset, raw=raw_b), threshold)
+
+
+def gain_step(stats_a: StripStats, stats_b: StripStats,
+              threshold: float = GAIN_LIKE_SIGMA) -> GainStep:
+    """`interface_gain` from the strips' shared statistics (A's strip, then B's).
+
+    The local flux is the running mean of the two strips' raw line medians
+    (``StripStats.level``); the step at each position is the difference of the two
+    lines' levels extrapolated to the boundary (`_boundary_values`).
+    """
+    mean_a, var_a, model_a = _boundary_values(stats_a)
+    mean_b, var_b, model_b = _boundary_values(stats_b)
     d = mean_a - mean_b
     var = var_a + var_b
-    level = _running_mean(0.5 * (lev_a + lev_b), _SMOOTH)
+    level = _running_mean(0.5 * (stats_a.level.astype(np.float64) + stats_b.level), _SMOOTH)
     ok = np.isfinite(d) & np.isfinite(var) & (var > 0) & np.isfinite(level)
     if np.count_nonzero(ok) < 10:
         return GainStep(math.nan, math.nan, False)
@@ -228,23 +223,29 @@ def interface_gain(
     return GainStep(ratio, ratio_err, bool(abs(slope) > threshold * err))
 
 
-def amp_levels(raw_strips: dict, n_amps: int) -> np.ndarray:
-    """Each amp's signal level: the median of its unmasked edge-strip pixels before any
-    background subtraction (NaN for an amp without a usable strip pixel).
+def amp_levels(line_levels: Mapping[tuple[int, int], np.ndarray], n_amps: int) -> np.ndarray:
+    """Each amp's signal level: the median of its edge strips' line levels.
+
+    A line level is the median of one strip line (the pixels across the strip at one
+    position along the interface) before any background subtraction, masked pixels left
+    out (``StripStats.level``). Every line of a strip has the same number of pixels, so
+    this is the median of the amp's strip pixels with each line summarised by its median
+    first: as robust against stars and hot pixels (a contaminated line is an outlier
+    either way) and far cheaper. NaN for an amp without a usable line.
 
     Parameters
     ----------
-    raw_strips : dict
-        ``{(amp id, side): strip}`` as `measure_detector` reads them.
+    line_levels : mapping
+        ``{(amp id, side): line levels}`` for the strips `measure_detector` reads.
     n_amps : int
     """
     out = np.full(n_amps, np.nan)
     by_amp: dict[int, list[np.ndarray]] = {}
-    for (amp, _side), a in raw_strips.items():
-        v = np.asarray(a, dtype=np.float64).ravel()
+    for (amp, _side), lv in line_levels.items():
+        v = np.asarray(lv, dtype=np.float64)
         by_amp.setdefault(amp, []).append(v[np.isfinite(v)])
     for amp, parts in by_amp.items():
         v = np.concatenate(parts)
         if v.size:
-            out[amp] = float(np.median(v))
+            out[amp] = exact_median(v)
     return out

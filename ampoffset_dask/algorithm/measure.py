@@ -32,11 +32,12 @@ from .detection import (
     kernel_half_width,
     smooth,
 )
-from .edges import edge_profile, strip_slices
-from .gain import GainStep, amp_levels, interface_gain
-from .offsets import InterfaceOffset, interface_offset, window_length
+from .edges import strip_slices
+from .gain import GainStep, amp_levels, gain_step
+from .offsets import InterfaceOffset, measure_interface, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
+from .strips import strip_stats
 from .uncertainty import interface_offset_error, pedestal_errors
 
 __all__ = ["check_amp_geometry", "measure_detector"]
@@ -100,9 +101,9 @@ def measure_detector(
         Plane name -> bit; afw's default dictionary when omitted.
 
     interface_estimator : callable, optional
-        Internal hook of the ``"robust"`` estimator: ``f(res, strip_a, edge_a, side_a,
-        strip_b, edge_b, config) -> (InterfaceOffset, err)`` replaces each interface's
-        offset and error.
+        Internal hook of the ``"robust"`` estimator: ``f(res, stats_a, stats_b, config) ->
+        (InterfaceOffset, err)`` (``stats_*`` the two strips' `StripStats`) replaces each
+        interface's offset and error.
 
     Returns
     -------
@@ -219,37 +220,33 @@ def measure_detector(
         if not all_masked and seeds is not None:
             all_masked = _grown_covers_rest(seeds, bad, extra, config)
 
-    masked = sum(int(np.count_nonzero(np.isnan(a))) for a in strip_pixels.values())
+    # Every per-strip statistic, once: LSST's edge profiles and what the diagnostics share.
+    stats = {
+        key: strip_stats(a, key[1], inset=config.amp_edge_inset,
+                         raw=None if raw_strips is None else raw_strips[key])
+        for key, a in strip_pixels.items()
+    }
     total = sum(a.size for a in strip_pixels.values())
+    masked = total - sum(int(st.count.sum()) for st in stats.values())
     masked_fraction = masked / total if total else 1.0
 
-    profiles = {key: edge_profile(a, key[1]) for key, a in strip_pixels.items()}
-    if raw_strips is None:
-        raw_strips = strip_pixels
-    else:
-        for key, a in raw_strips.items():
-            a[np.isnan(strip_pixels[key])] = np.nan
     window = config.amp_edge_window_frac if config.do_window_smoothing else None
     results: list[InterfaceResult] = []
     offsets: dict[tuple[int, int], float] = {}
     for itf in grid.interfaces:
-        key_a, key_b = (itf.a, itf.side), (itf.b, (itf.side + 2) % 4)
-        edge_a, edge_b = profiles[key_a], profiles[key_b]
-        res = interface_offset(itf.id, edge_a, edge_b, window_frac=window,
-                               min_frac=config.amp_edge_min_frac,
-                               max_offset=config.amp_edge_max_offset)
-        err = interface_offset_error(
-            strip_pixels[key_a], edge_a, itf.side, strip_pixels[key_b], edge_b,
-            None if window is None else window_length(window, itf.length))
+        stats_a, stats_b = stats[(itf.a, itf.side)], stats[(itf.b, (itf.side + 2) % 4)]
+        res, smoothed = measure_interface(itf.id, stats_a.profile, stats_b.profile,
+                                          window_frac=window,
+                                          min_frac=config.amp_edge_min_frac,
+                                          max_offset=config.amp_edge_max_offset)
+        err = interface_offset_error(stats_a, stats_b, smoothed, res.offset_raw)
         if interface_estimator is not None:
-            res, err = interface_estimator(res, strip_pixels[key_a], edge_a, itf.side,
-                                           strip_pixels[key_b], edge_b, config)
+            res, err = interface_estimator(res, stats_a, stats_b, config)
         if res.good_frac == 0.0 and res.min_frac_fail and res.offset_raw == 0.0:
             logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
             warnings.append(f"interface {itf.id} fully masked")
         offsets[(itf.a, itf.b)] = res.offset
-        gain = interface_gain(strip_pixels[key_a], strip_pixels[key_b], raw_strips[key_a],
-                              raw_strips[key_b], itf.side, config.amp_edge_inset)
+        gain = gain_step(stats_a, stats_b)
         results.append(_interface_result(itf, detector, res, err, gain))
 
     if all_masked:
@@ -277,7 +274,7 @@ def measure_detector(
         all_masked=all_masked,
         warnings=tuple(warnings),
         pedestal_errors=errors,
-        amp_levels=amp_levels(raw_strips, len(detector)),
+        amp_levels=amp_levels({key: st.level for key, st in stats.items()}, len(detector)),
     )
 
 

@@ -102,8 +102,9 @@ class DetectorMeasurement:
         Standard error of each pedestal propagated through the solve (NaN for an amp no
         used interface constrains, or when every pixel is masked).
     amp_levels : ndarray of float64 or None
-        Each amp's signal level (median of its unmasked strip pixels before background
-        subtraction), e.g. the sky level, for the pedestal-vs-level gain regression.
+        Each amp's signal level before background subtraction, e.g. the sky level, for
+        the pedestal-vs-level gain regression: the median of its edge strips' line
+        medians (each the median of the unmasked pixels across a strip at one position).
     """
 
     detector: str

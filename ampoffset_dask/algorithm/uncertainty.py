@@ -7,12 +7,13 @@ Interface offset
     Each edge profile value is the median of the valid strip pixels across the strip. Its
     variance is ``sigma**2 * pi / (2 (n - 1) + pi)`` (exact for n = 1, ``pi sigma**2 / 2n``
     for large n), with ``sigma`` the strip's robust pixel scatter about its profile (MAD of
-    the residuals) and ``n`` the valid pixels of that line, so masked pixels raise the
-    variance where they are. The offset is a mean of the moving-averaged difference, i.e. a
-    linear combination ``sum_j c_j d_j`` of the raw differences: the window smoothing's
-    correlation enters through the coefficients ``c_j`` (computed exactly for numpy's
-    ``"same"`` convolution with truncated end windows and NaN gaps), and the clip enters by
-    keeping only the samples inside the final clip band.
+    the residuals, `StripStats`, shared with the other diagnostics) and ``n`` the valid
+    pixels of that line, so masked pixels raise the variance where they are. The offset is
+    a mean of the moving-averaged difference, i.e. a linear combination ``sum_j c_j d_j`` of
+    the raw differences: the window smoothing's correlation enters through the coefficients
+    ``c_j`` (computed exactly for numpy's ``"same"`` convolution with truncated end windows
+    and NaN gaps), and the clip enters by keeping only the samples inside the final clip
+    band.
 
 Pedestals
     The solve is linear in the interface offsets: ``p = A^+ B o`` with ``A`` the weighted
@@ -28,7 +29,8 @@ import math
 import numpy as np
 
 from ..geometry import AmpGrid
-from .stats import clipped_stats
+from .offsets import SmoothedDifference
+from .strips import MAD_TO_SIGMA, StripStats, median_variance, strip_stats
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -42,19 +44,10 @@ __all__ = [
     "smoothing_coefficients",
 ]
 
-MAD_TO_SIGMA = 1.482602218505602
-
-
-def median_variance(sigma: float | np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Variance of the median of ``n`` Gaussian values of scatter ``sigma`` (NaN for n = 0)."""
-    n = np.asarray(n, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.asarray(sigma, dtype=np.float64) ** 2 * math.pi / (2.0 * (n - 1.0) + math.pi)
-    return np.where(n > 0, out, np.nan)
-
-
 def profile_variance(strip: np.ndarray, profile: np.ndarray, side: int) -> np.ndarray:
     """Variance of each value of an edge profile from the strip's own pixels.
+
+    ``StripStats.profile_variance`` of the strip's `strip_stats` about ``profile``.
 
     Parameters
     ----------
@@ -70,18 +63,7 @@ def profile_variance(strip: np.ndarray, profile: np.ndarray, side: int) -> np.nd
     ndarray of float64
         One variance per profile value; NaN where the line has no valid pixel.
     """
-    a = np.asarray(strip, dtype=np.float64)
-    if side in (1, 3):
-        a = a.T
-    # a: (across, along); the profile runs along axis 1.
-    resid = a - np.asarray(profile, dtype=np.float64)[None, :]
-    n = np.count_nonzero(np.isfinite(resid), axis=0)
-    r = resid[np.isfinite(resid)]
-    if r.size < 2:
-        return np.full(a.shape[1], np.nan)
-    # Residuals about a line median: the MAD needs no re-centring.
-    sigma = MAD_TO_SIGMA * float(np.median(np.abs(r)))
-    return median_variance(sigma, n)
+    return strip_stats(strip, side, profile=profile).profile_variance()
 
 
 def smoothing_coefficients(valid: np.ndarray, window: int | None,
@@ -101,13 +83,14 @@ def smoothing_coefficients(valid: np.ndarray, window: int | None,
     if window is None:
         return kept / float(m)
     n = valid.shape[0]
-    count = np.convolve(valid.astype(np.float64), np.ones(window), "same")
-    u = np.where(kept, 1.0 / np.clip(count, 1, None), 0.0)
     # Output k averages inputs k - h .. k - h + window - 1 (h = window // 2), so input j
     # feeds outputs j + h - window + 1 .. j + h: a running sum of u over that range.
     h = window // 2
-    cs = np.concatenate(([0.0], np.cumsum(u)))
     j = np.arange(n)
+    cv = np.concatenate(([0], np.cumsum(valid)))  # integer counts: exact
+    count = cv[np.clip(j - h + window, 0, n)] - cv[np.clip(j - h, 0, n)]
+    u = np.where(kept, 1.0 / np.clip(count, 1, None), 0.0)
+    cs = np.concatenate(([0.0], np.cumsum(u)))
     lo = np.clip(j + h - window + 1, 0, n)
     hi = np.clip(j + h + 1, 0, n)
     return np.where(valid, (cs[hi] - cs[lo]) / m, 0.0)
@@ -143,19 +126,26 @@ def offset_error(
         NaN when no valid sample exists.
     """
     diff = np.asarray(diff, dtype=np.float64)
-    nan = ~np.isfinite(diff)
-    if nan.all() or not math.isfinite(offset):
-        return math.nan
-    valid = ~nan
+    valid = np.isfinite(diff)
     if window is not None:
-        total = np.convolve(np.where(nan, 0.0, diff), np.ones(window), "same")
+        total = np.convolve(np.where(valid, diff, 0.0), np.ones(window), "same")
         count = np.convolve(valid.astype(np.float64), np.ones(window), "same")
         avg = total / np.clip(count, 1, None)
     else:
         avg = diff
+    return _clipped_mean_error(avg, valid, diff_var, window, offset, clip_std, n_sigma)
+
+
+def _clipped_mean_error(avg: np.ndarray, valid: np.ndarray, diff_var: np.ndarray,
+                        window: int | None, offset: float, clip_std: float,
+                        n_sigma: float = 3.0) -> float:
+    """`offset_error` given the smoothed difference ``avg`` and the valid raw samples."""
+    if not valid.any() or not math.isfinite(offset):
+        return math.nan
     kept = valid.copy()
     if math.isfinite(clip_std):
-        kept &= np.abs(avg - offset) <= n_sigma * clip_std
+        with np.errstate(invalid="ignore"):
+            kept &= np.abs(avg - offset) <= n_sigma * clip_std
     if not kept.any():
         kept = valid
     c = smoothing_coefficients(valid, window, kept)
@@ -199,46 +189,31 @@ def pedestal_covariance(associations: np.ndarray, incidence: np.ndarray,
     return (m * e[None, :] ** 2) @ m.T
 
 
-def interface_offset_error(
-    strip_a: np.ndarray,
-    profile_a: np.ndarray,
-    side_a: int,
-    strip_b: np.ndarray,
-    profile_b: np.ndarray,
-    window: int | None,
-) -> float:
+def interface_offset_error(stats_a: StripStats, stats_b: StripStats,
+                           smoothed: SmoothedDifference | None, offset: float) -> float:
     """Standard error of LSST's offset across one interface, from the two strips.
 
     Parameters
     ----------
-    strip_a, strip_b : ndarray
-        NaN-masked edge strips of amps A (on ``side_a``) and B (on the opposite side).
-    profile_a, profile_b : ndarray
-        Their median profiles.
-    side_a : int
-        Side of A on which B lies.
-    window : int or None
-        Moving-average length (None when smoothing is off).
+    stats_a, stats_b : StripStats
+        Statistics of the edge strips of amps A and B (A's on the side where B lies).
+    smoothed : SmoothedDifference or None
+        The moving-averaged difference and clip width behind the offset
+        (`measure_interface`); None when either profile is all NaN.
+    offset : float
+        The offset's clipped mean (``offset_raw``).
 
     Returns
     -------
     float
         NaN when no position along the interface is valid.
     """
-    diff = np.asarray(profile_a, dtype=np.float64) - np.asarray(profile_b, dtype=np.float64)
-    if not np.isfinite(diff).any():
+    if smoothed is None:
         return math.nan
-    var = (profile_variance(strip_a, profile_a, side_a)
-           + profile_variance(strip_b, profile_b, (side_a + 2) % 4))
-    valid = np.isfinite(diff)
-    if window is not None:
-        total = np.convolve(np.where(valid, diff, 0.0), np.ones(window), "same")
-        count = np.convolve(valid.astype(np.float64), np.ones(window), "same")
-        avg = np.where(valid, total / np.clip(count, 1, None), np.nan)
-    else:
-        avg = diff
-    mean, std = clipped_stats(avg)
-    return offset_error(diff, var, window, mean, std)
+    valid = ~np.isnan(smoothed.avg)
+    var = stats_a.profile_variance() + stats_b.profile_variance()
+    return _clipped_mean_error(smoothed.avg, valid, var, smoothed.window, offset,
+                               smoothed.clip_std)
 
 
 def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) -> np.ndarray:

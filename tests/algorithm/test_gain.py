@@ -9,6 +9,7 @@ import pytest
 
 from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
 from ampoffset_dask.algorithm.gain import amp_levels, interface_gain
+from ampoffset_dask.algorithm.strips import strip_stats
 from ampoffset_dask.simulate import scale_detector, simulate_detector
 
 
@@ -42,10 +43,14 @@ def test_interface_gain_without_flux_range_is_undefined():
     assert math.isnan(res.gain_ratio) and not res.gain_like
 
 
-def test_amp_levels_are_strip_medians():
+def test_amp_levels_are_medians_of_strip_line_medians():
     strips = {(0, 1): np.full((4, 3), 10.0), (1, 3): np.array([[1.0, np.nan], [3.0, 5.0]]),
               (0, 0): np.full((2, 2), 30.0)}
-    np.testing.assert_allclose(amp_levels(strips, 3), [10.0, 3.0, np.nan])
+    levels = {key: strip_stats(a, key[1]).level for key, a in strips.items()}
+    # Side 3 lines are rows (medians 1 and 4); side 0 lines are columns.
+    np.testing.assert_array_equal(levels[(1, 3)], [1.0, 4.0])
+    np.testing.assert_array_equal(levels[(0, 0)], [30.0, 30.0])
+    np.testing.assert_allclose(amp_levels(levels, 3), [10.0, 2.5, np.nan])
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,103 @@
+"""Per-strip statistics shared by the diagnostics (algorithm/strips.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from ampoffset_dask.algorithm.edges import edge_profile
+from ampoffset_dask.algorithm.strips import (
+    CLIP_SIGMA,
+    MAD_TO_SIGMA,
+    exact_median,
+    line_medians,
+    strip_stats,
+)
+
+
+def _strip(rng, side: int, width: int = 24, length: int = 300) -> np.ndarray:
+    shape = (width, length) if side in (0, 2) else (length, width)
+    a = rng.normal(500.0, 9.0, shape).astype(np.float32)
+    a[rng.uniform(size=shape) < 0.05] = np.nan  # scattered masked pixels
+    lines = a.T if side in (0, 2) else a
+    lines[7] = np.nan  # a fully masked line
+    lines[11, :-1] = np.nan  # a line with one valid pixel
+    lines[20, 3] += 400.0  # a cosmic-ray-like outlier, clipped
+    return a
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 1001])
+def test_exact_median_equals_numpy(n):
+    v = np.random.default_rng(n).normal(size=n)
+    assert exact_median(v.copy()) == np.median(v)
+    assert math.isnan(exact_median(np.array([])))
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 64])
+def test_line_medians_equal_nanmedian_in_the_array_dtype(width):
+    rng = np.random.default_rng(width)
+    a = rng.normal(0.0, 1.0, (200, width))
+    a[rng.uniform(size=a.shape) < 0.2] = np.nan
+    a[3] = np.nan
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanmedian(a, axis=1)
+    np.testing.assert_array_equal(line_medians(a), expected)
+    f32 = line_medians(a.astype(np.float32))
+    assert f32.dtype == np.float32
+
+
+@pytest.mark.parametrize("side", [0, 1, 2, 3])
+def test_strip_stats_against_pixel_by_pixel_reference(side):
+    rng = np.random.default_rng(side)
+    strip = _strip(rng, side)
+    raw = strip + np.float32(1000.0)
+    raw[np.isnan(strip)] = 77.0  # masked by the strip's NaNs
+    st = strip_stats(strip, side, inset=5, raw=raw)
+    # LSST's edge profile, bit for bit.
+    np.testing.assert_array_equal(st.profile, edge_profile(strip, side))
+    lines = (strip.T if side in (0, 2) else strip).astype(np.float64)
+    np.testing.assert_array_equal(st.count, np.sum(np.isfinite(lines), axis=1))
+    resid = lines - st.profile[:, None].astype(np.float64)
+    sigma = MAD_TO_SIGMA * np.median(np.abs(resid[np.isfinite(resid)]))
+    assert st.sigma == pytest.approx(sigma, rel=1e-6)
+    width = lines.shape[1]
+    idx = np.arange(width) + 0.5
+    dist = (width - idx + 5) if side in (0, 1) else (idx + 5)
+    for j in range(lines.shape[0]):
+        keep = np.isfinite(resid[j]) & (np.abs(resid[j]) <= CLIP_SIGMA * sigma)
+        assert st.clip_count[j] == keep.sum()
+        if not keep.any():
+            assert math.isnan(st.clip_mean[j]) and math.isnan(st.dist_mean[j])
+            continue
+        v, d = lines[j, keep], dist[keep]
+        assert st.clip_mean[j] == pytest.approx(v.mean(), rel=1e-9, abs=1e-9)
+        assert st.dist_mean[j] == d.mean()  # exact: distances are multiples of 1/2
+        assert st.dist_sxx[j] == pytest.approx(np.sum((d - d.mean()) ** 2), abs=1e-9)
+        sxy = np.sum((d - d.mean()) * (v - v.mean()))
+        assert st.dist_sxy[j] == pytest.approx(sxy, rel=1e-5, abs=1e-3)
+    assert st.clip_count[20] <= st.count[20] - 1  # the outlier is clipped
+    # Raw line levels: the raw pixels' medians under the strip's mask (77 never enters).
+    expected = edge_profile(np.where(np.isnan(strip), np.nan, raw), side)
+    np.testing.assert_array_equal(st.level, expected)
+    assert math.isnan(st.level[7]) and math.isnan(st.profile_variance()[7])
+
+
+def test_strip_stats_of_an_almost_empty_strip_are_nan():
+    strip = np.full((10, 4), np.nan, dtype=np.float32)
+    strip[2, 1] = 5.0
+    st = strip_stats(strip, 1)
+    assert math.isnan(st.sigma)
+    assert st.clip_count.sum() == 0 and np.isnan(st.clip_mean).all()
+    assert st.profile[2] == 5.0 and np.isnan(st.profile_variance()).all()
+
+
+def test_raw_strip_is_not_modified():
+    rng = np.random.default_rng(9)
+    strip = _strip(rng, 1)
+    raw = np.ascontiguousarray(strip + np.float32(3.0))
+    raw[np.isnan(strip)] = 1.0
+    before = raw.copy()
+    strip_stats(strip, 1, raw=raw)
+    np.testing.assert_array_equal(raw, before)
