@@ -5,17 +5,26 @@ URLs (``s3://``, ``gs://``, ``https://``, any fsspec protocol) are opened with f
 plans, the workers for pixels - so workers need no shared disk. Reads are byte ranges:
 
 - headers through a small read-ahead cache (32 KiB blocks), never the whole object;
-- pixel regions of uncompressed image HDUs as one byte range per image row touched (ranges
-  closer than 1 KiB merged, fetched concurrently), so an edges-only run fetches only the amp
-  edge strips;
-- tile-compressed HDUs through astropy on the remote file, which fetches the compressed
-  tiles' table and heap through the same cache (the decoded plane is kept per process, so the
-  strips of one detector decode it once);
+- pixel regions of uncompressed image HDUs as the byte ranges of the rows they touch;
+- regions of tile-compressed HDUs as the table of tile descriptors (read once per process)
+  and then only the heap bytes of the tiles the region touches, decoded by the same astropy
+  code as local files (`ampoffset_dask.io.sections`), the declared image size checked
+  against ``ampoffset.max-decompressed-bytes`` first and every descriptor checked to lie in
+  the heap;
 - whole-exposure reads (background, detection, writing a corrected copy) download the object
   once to a temporary file.
 
-Bytes fetched are counted per URL and process (`bytes_fetched`), so each detector's result
-can report the fraction of its object it fetched.
+Byte ranges closer than the merge gap (dask config ``ampoffset.remote.merge-gap``, default
+`DEFAULT_MERGE_GAP`) are fetched as one request, and no request is longer than
+``ampoffset.remote.max-request`` (`DEFAULT_MAX_REQUEST`); the requests of one read go out
+together through fsspec's ``cat_ranges`` (concurrently on asynchronous stores such as s3fs).
+Column strips of a row-major image touch every row, so a gap larger than a row (16 KiB for
+a full-size LSST detector) fetches the rows between the strips too: fewer, larger requests
+for more bytes. Ranges fetched in few large blocks are kept per process (bounded,
+`RANGE_CACHE_BYTES`), so the next strips of the same rows cost no request.
+
+Bytes fetched and requests made are counted per URL and process (`bytes_fetched`,
+`requests_made`), so each detector's result can report the fraction of its object it fetched.
 
 Storage options come, in this order of precedence, from the ``storage_options=`` argument,
 the process default set by `set_storage_options` (``--storage-options JSON``), and the
@@ -42,7 +51,7 @@ import tempfile
 import threading
 import urllib.parse
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +61,22 @@ from ..errors import InputError
 from .paths import is_fits_name
 
 __all__ = [
+    "DEFAULT_MAX_REQUEST",
+    "DEFAULT_MERGE_GAP",
+    "RANGE_CACHE_BYTES",
     "bytes_fetched",
+    "clear_caches",
     "environment_options",
     "is_url",
     "list_url",
     "localize",
+    "max_request",
+    "merge_gap",
     "object_size",
     "put_file",
     "read_url_section",
+    "requests_made",
+    "set_config_source",
     "set_storage_options",
     "storage_options",
 ]
@@ -70,11 +87,21 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ZIP_FRAGMENT = "#zip-path="
 _INSTALL = "pip install 'ampoffset-dask[cloud]'"
 _HEADER_BLOCK = 32 << 10  # read-ahead block for header parsing
-_MAX_GAP = 1 << 10  # byte ranges closer than this are fetched as one
+#: Default of `merge_gap` (dask config ``ampoffset.remote.merge-gap``): larger than the rows
+#: of any detector, so the rows of one column strip are fetched as one range.
+DEFAULT_MERGE_GAP = 1 << 20
+#: Default of `max_request` (dask config ``ampoffset.remote.max-request``).
+DEFAULT_MAX_REQUEST = 16 << 20
+#: Bytes of fetched ranges kept per process for the next reads of the same rows.
+RANGE_CACHE_BYTES = 256 << 20
+#: Reads fetched in more requests than this (row by row) are not kept: they are never
+#: read again, and thousands of tiny blocks would make every lookup slow.
+_CACHE_MAX_BLOCKS = 256
 
 _DEFAULT_OPTIONS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 _FETCHED: collections.Counter[str] = collections.Counter()
+_REQUESTS: collections.Counter[str] = collections.Counter()
 _SIZES: dict[str, int] = {}
 _LAYOUTS: dict[tuple[str, int], Any] = {}
 _PLANES: collections.OrderedDict[tuple[str, int], np.ndarray] = collections.OrderedDict()
@@ -169,6 +196,10 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> Any:
         raise InputError(f"{redact(url)}: invalid storage options: {exc}") from exc
 
 
+class _FetchError(OSError):
+    """A failed remote operation that may be transient (retried by the detector task)."""
+
+
 def _error(url: str, exc: BaseException, what: str) -> InputError | OSError:
     """A clear error for a failed remote operation (InputError for permanent causes)."""
     where = redact(url)
@@ -181,8 +212,38 @@ def _error(url: str, exc: BaseException, what: str) -> InputError | OSError:
                                "ConnectionRefused", "Cannot connect", "Name or service")):
         return InputError(f"{where}: cannot reach the storage endpoint ({what}): {exc}")
     if isinstance(exc, OSError):
-        return OSError(f"{where}: {what} failed: {exc}")
+        return _FetchError(f"{where}: {what} failed: {exc}")
     return InputError(f"{where}: {what} failed: {text}")
+
+
+_config_source: Callable[[str], Any] | None = None
+
+
+def set_config_source(source: Callable[[str], Any] | None) -> None:
+    """Make `merge_gap` and `max_request` ask ``source(key)`` (``"remote.merge-gap"``...: a
+    byte count or a string such as ``"1MiB"``, None for the default); the pipeline passes its
+    dask config lookup here (this layer imports no dask)."""
+    global _config_source
+    _config_source = source
+
+
+def _setting(key: str, default: int) -> int:
+    from .sections import parse_bytes
+
+    value = _config_source(key) if _config_source is not None else None
+    return default if value is None else max(0, parse_bytes(value))
+
+
+def merge_gap() -> int:
+    """Byte ranges closer than this are fetched as one request (``ampoffset.remote.merge-gap``,
+    default `DEFAULT_MERGE_GAP`)."""
+    return _setting("remote.merge-gap", DEFAULT_MERGE_GAP)
+
+
+def max_request() -> int:
+    """No request merged from several ranges is longer than this
+    (``ampoffset.remote.max-request``, default `DEFAULT_MAX_REQUEST`)."""
+    return max(1, _setting("remote.max-request", DEFAULT_MAX_REQUEST))
 
 
 # ------------------------------------------------------------------------------------------
@@ -224,6 +285,7 @@ def object_size(url: str, options: Mapping[str, Any] | None = None) -> int:
         size = int(filesystem(url, options).size(url))
     except Exception as exc:
         raise _error(url, exc, "reading its size") from exc
+    _count(url, 0)
     with _LOCK:
         _SIZES[url] = size
     return size
@@ -235,27 +297,31 @@ def bytes_fetched(url: str) -> int:
         return int(_FETCHED[url])
 
 
-def _count(url: str, n: int) -> None:
+def requests_made(url: str) -> int:
+    """Requests this process made for ``url`` so far (header blocks, merged byte ranges,
+    downloads, size look-ups)."""
+    with _LOCK:
+        return int(_REQUESTS[url])
+
+
+def _count(url: str, n: int, requests: int = 1) -> None:
     with _LOCK:
         _FETCHED[url] += int(n)
+        _REQUESTS[url] += int(requests)
 
 
 # ------------------------------------------------------------------------------------------
 # Headers
 # ------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def open_url_hdul(url: str, options: Mapping[str, Any] | None = None
-                  ) -> Iterator[tuple[Any, int]]:
-    """``(HDUList, size)`` of a remote FITS file read through a small read-ahead cache."""
-    from astropy.io import fits
-
+def _open_counted(url: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The object opened for reading through a small read-ahead cache, its fetches counted."""
     fs = filesystem(url, options)
     try:
         fh = fs.open(url, "rb", block_size=_HEADER_BLOCK, cache_type="readahead")
     except Exception as exc:
         raise _error(url, exc, "opening") from exc
     cache = getattr(fh, "cache", None)
-    if cache is not None:  # count the header bytes fetched
+    if cache is not None:  # count the bytes and requests of the cache's fetches
         fetch = cache.fetcher
 
         def counted(start: int, end: int) -> bytes:
@@ -273,18 +339,36 @@ def open_url_hdul(url: str, options: Mapping[str, Any] | None = None
             return data
 
         fh.read = counted_read
+    return fh
+
+
+def _open_hdul(url: str, fh: Any) -> tuple[Any, int]:
+    """``(HDUList, size)`` of an opened object (headers parsed lazily)."""
+    from astropy.io import fits
+
+    size = int(fh.size)
+    with _LOCK:
+        _SIZES[url] = size
+    if size == 0:
+        raise InputError(f"{redact(url)}: empty object (0 bytes)")
     try:
-        size = int(fh.size)
-        with _LOCK:
-            _SIZES[url] = size
-        if size == 0:
-            raise InputError(f"{redact(url)}: empty object (0 bytes)")
-        try:
-            hdul = fits.open(fh, mode="readonly", memmap=False, lazy_load_hdus=True)
-        except (OSError, ValueError, TypeError, EOFError, IndexError) as exc:
-            raise _error(url, exc, "reading the FITS headers") if not isinstance(
-                exc, OSError | ValueError) else InputError(
-                f"{redact(url)}: not a readable FITS file ({exc})") from exc
+        hdul = fits.open(fh, mode="readonly", memmap=False, lazy_load_hdus=True)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, _FetchError):
+            raise
+        raise InputError(f"{redact(url)}: not a readable FITS file ({exc})") from exc
+    except (TypeError, EOFError, IndexError) as exc:
+        raise _error(url, exc, "reading the FITS headers") from exc
+    return hdul, size
+
+
+@contextlib.contextmanager
+def open_url_hdul(url: str, options: Mapping[str, Any] | None = None
+                  ) -> Iterator[tuple[Any, int]]:
+    """``(HDUList, size)`` of a remote FITS file read through a small read-ahead cache."""
+    fh = _open_counted(url, options)
+    try:
+        hdul, size = _open_hdul(url, fh)
         try:
             yield hdul, size
         finally:
@@ -314,10 +398,148 @@ def _layout(url: str, hdu: int) -> Any:
     with _LOCK:
         if (url, hdu) in _LAYOUTS:
             return _LAYOUTS[(url, hdu)]
-    with open_url_hdul(url) as (hdul, _):
-        remember_url_layouts(url, hdul, [hdu])
+    with _open_object(url) as (hdul, _):
+        try:
+            remember_url_layouts(url, hdul, [hdu])
+        except InputError:
+            raise
+        except Exception as exc:
+            raise _error(url, exc, f"reading the header of HDU {hdu}") from exc
     with _LOCK:
         return _LAYOUTS[(url, hdu)]
+
+
+# ------------------------------------------------------------------------------------------
+# Fetching byte ranges
+# ------------------------------------------------------------------------------------------
+class _RangeCache:
+    """Blocks of remote objects fetched so far, per URL (least recently used URLs dropped
+    first, at most ``max_bytes`` in all). A lookup finds, for each range, a block holding it
+    whole; blocks may overlap (a missed overlap only costs a new fetch, never wrong bytes)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._urls: collections.OrderedDict[str, tuple[np.ndarray, np.ndarray, list[bytes]]] = (
+            collections.OrderedDict())
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def lookup(self, url: str, starts: np.ndarray, ends: np.ndarray
+               ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, list[bytes]] | None]:
+        """Index of a block holding each range (-1: none), and the blocks looked in."""
+        with self._lock:
+            entry = self._urls.get(url)
+            if entry is not None:
+                self._urls.move_to_end(url)
+        found = np.full(len(starts), -1, dtype=np.int64)
+        if entry is None or not len(starts):
+            return found, entry
+        bs, be, _ = entry
+        i = np.searchsorted(bs, starts, side="right") - 1
+        ok = i >= 0
+        ok[ok] = be[i[ok]] >= ends[ok]
+        found[ok] = i[ok]
+        return found, entry
+
+    def add(self, url: str, blocks: list[tuple[int, bytes]]) -> None:
+        size = sum(len(b) for _, b in blocks)
+        if not blocks or size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._urls.pop(url, None)
+            if old is not None:
+                kept = sum(len(b) for b in old[2])
+                self._bytes -= kept
+                if kept + size <= self.max_bytes:  # else only the new blocks stay
+                    blocks = [*zip(old[0].tolist(), old[2], strict=True), *blocks]
+            blocks = sorted(blocks, key=lambda b: b[0])
+            starts = np.array([b[0] for b in blocks], dtype=np.int64)
+            ends = starts + np.array([len(b[1]) for b in blocks], dtype=np.int64)
+            self._urls[url] = (starts, ends, [b[1] for b in blocks])
+            self._bytes += sum(len(b[1]) for b in blocks)
+            while self._bytes > self.max_bytes and len(self._urls) > 1:
+                _, dropped = self._urls.popitem(last=False)
+                self._bytes -= sum(len(b) for b in dropped[2])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._urls.clear()
+            self._bytes = 0
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+_RANGES = _RangeCache(RANGE_CACHE_BYTES)
+
+
+def _get_ranges(url: str, starts: list[int], ends: list[int]) -> list[bytes]:
+    """The bytes of ``[starts[i], ends[i])``, requested together (one request each)."""
+    size = object_size(url)
+    if max(ends) > size:
+        raise InputError(f"{redact(url)}: truncated or corrupt object: byte {max(ends)} is "
+                         f"needed, the object has {size}")
+    fs = filesystem(url)
+    try:
+        blobs = fs.cat_ranges([url] * len(starts), list(starts), list(ends))
+    except Exception as exc:
+        raise _error(url, exc, "reading byte ranges") from exc
+    for b in blobs:
+        if isinstance(b, BaseException):
+            raise _error(url, b, "reading byte ranges") from b
+    _count(url, sum(len(b) for b in blobs), len(blobs))
+    for s, e, b in zip(starts, ends, blobs, strict=True):
+        if len(b) != e - s:
+            raise InputError(f"{redact(url)}: truncated object: bytes {s}-{e} requested, "
+                             f"{len(b)} received")
+    return blobs
+
+
+def _fetch(url: str, starts: Any, ends: Any) -> tuple[list[tuple[int, bytes]], np.ndarray]:
+    """Blocks ``(start, bytes)`` holding every range ``[starts[i], ends[i])``, and for each
+    range the index of its block.
+
+    Ranges found in the per-process cache cost nothing; the others, in order, are merged when
+    closer than `merge_gap` (up to `max_request` bytes a request) and requested together.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    owner = np.empty(len(starts), dtype=np.int64)
+    found, entry = _RANGES.lookup(url, starts, ends)
+    blocks: list[tuple[int, bytes]] = []
+    hit = found >= 0
+    if hit.any():
+        used, where = np.unique(found[hit], return_inverse=True)
+        blocks = [(int(entry[0][k]), entry[2][k]) for k in used]
+        owner[hit] = where
+    missing = np.flatnonzero(~hit)
+    if not missing.size:
+        return blocks, owner
+    missing = missing[np.argsort(starts[missing], kind="stable")]
+    gap, longest = merge_gap(), max_request()
+    g_starts, g_ends, members = [], [], []
+    cs = ce = -1
+    for k, s, e in zip(missing.tolist(), starts[missing].tolist(), ends[missing].tolist(),
+                       strict=True):
+        if cs >= 0 and s - ce <= gap and max(ce, e) - cs <= longest:
+            ce = max(ce, e)
+            members[-1].append(k)
+        else:
+            if cs >= 0:
+                g_starts.append(cs)
+                g_ends.append(ce)
+            cs, ce = s, e
+            members.append([k])
+    g_starts.append(cs)
+    g_ends.append(ce)
+    blobs = _get_ranges(url, g_starts, g_ends)
+    new = list(zip(g_starts, blobs, strict=True))
+    for i, ks in enumerate(members):
+        owner[ks] = len(blocks) + i
+    blocks.extend(new)
+    if len(new) <= _CACHE_MAX_BLOCKS:
+        _RANGES.add(url, new)
+    return blocks, owner
 
 
 # ------------------------------------------------------------------------------------------
@@ -327,16 +549,16 @@ def read_url_section(url: str, hdu: int, slices: tuple[slice, slice], *, hdul: A
                      ) -> np.ndarray:
     """One rectangle of an image HDU of a remote FITS file (native byte order, scaled).
 
-    Uncompressed HDUs: one byte range per row (nearby ranges merged), fetched concurrently.
-    Compressed ones: the plane decoded once per process through astropy on the remote file.
-    ``hdul`` is accepted for the signature of `ampoffset_dask.io.sections.read_section` and
-    ignored.
+    Uncompressed HDUs: the byte ranges of the rows the rectangle touches; tile-compressed
+    ones: the heap bytes of the tiles it touches (see the module docstring). ``hdul`` is
+    accepted for the signature of `ampoffset_dask.io.sections.read_section` and ignored.
     """
     from .sections import _scaled
 
     layout = _layout(url, int(hdu))
     if layout is None:
-        return _compressed_plane(url, int(hdu))[slices]
+        out = _compressed_section(url, int(hdu), tuple(slices))
+        return out if out is not None else _whole_plane(url, int(hdu))[slices]
     height, width = layout.shape
     rows = range(*slices[0].indices(height))
     c0, c1, _ = slices[1].indices(width)
@@ -347,45 +569,227 @@ def read_url_section(url: str, hdu: int, slices: tuple[slice, slice], *, hdul: A
         return _scaled(out.astype(layout.disk.newbyteorder("=")), layout.disk, layout.bscale,
                        layout.bzero)
     if c0 == 0 and c1 == width:  # whole rows: one contiguous range
-        starts = [layout.offset + rows[0] * width * item]
-        ends = [layout.offset + (rows[-1] + 1) * width * item]
+        starts = np.array([layout.offset + rows[0] * width * item])
+        ends = np.array([layout.offset + (rows[-1] + 1) * width * item])
     else:
-        starts = [layout.offset + (r * width + c0) * item for r in rows]
-        ends = [s + (c1 - c0) * item for s in starts]
-    blob = _fetch_ranges(url, starts, ends)
-    flat = np.frombuffer(blob, dtype=layout.disk)
-    out[:] = flat.reshape(out.shape)
+        starts = layout.offset + (np.arange(rows.start, rows.stop, rows.step) * width + c0
+                                  ) * item
+        ends = starts + (c1 - c0) * item
+    blocks, owner = _fetch(url, starts, ends)
+    views = [memoryview(b) for _, b in blocks]
+    first = [s for s, _ in blocks]
+    blob = b"".join(views[o][s - first[o]:e - first[o]]
+                    for o, s, e in zip(owner.tolist(), starts.tolist(), ends.tolist(),
+                                       strict=True))
+    out[:] = np.frombuffer(blob, dtype=layout.disk).reshape(out.shape)
     raw = out.astype(layout.disk.newbyteorder("="))
     return _scaled(raw, layout.disk, layout.bscale, layout.bzero)
 
 
-def _fetch_ranges(url: str, starts: list[int], ends: list[int]) -> bytes:
-    """The concatenated bytes of ``[starts[i], ends[i])`` (sorted, non-overlapping)."""
-    from fsspec.utils import merge_offset_ranges
+class _RemoteFile:
+    """A read-only file over a remote object for astropy: reads inside the pinned blocks
+    (the tile bytes a decode needs, fetched beforehand in few requests) are served from
+    them, any other (headers, the tile table) from the object through the read-ahead cache.
+    """
 
-    fs = filesystem(url)
-    paths, m_starts, m_ends = merge_offset_ranges([url] * len(starts), list(starts),
-                                                  list(ends), max_gap=_MAX_GAP, sort=False)
-    try:
-        blobs = fs.cat_ranges(paths, m_starts, m_ends)
-    except Exception as exc:
-        raise _error(url, exc, "reading byte ranges") from exc
-    for b in blobs:
-        if isinstance(b, BaseException):
-            raise _error(url, b, "reading byte ranges") from b
-    _count(url, sum(len(b) for b in blobs))
-    if len(blobs) == len(starts):
-        return b"".join(blobs)
-    parts = []
-    k = 0
-    for s, e in zip(starts, ends, strict=True):
-        while not (m_starts[k] <= s and e <= m_ends[k]):
-            k += 1
-        parts.append(blobs[k][s - m_starts[k]:e - m_starts[k]])
-    return b"".join(parts)
+    mode = "rb"
+
+    def __init__(self, url: str, fh: Any) -> None:
+        self.name = url
+        self._fh = fh
+        self.size = int(fh.size)
+        self._pos = 0
+        self._pinned: list[tuple[int, bytes]] = []
+        self._pinned_starts = np.empty(0, dtype=np.int64)
+
+    def read(self, n: int | None = -1) -> bytes:
+        pos = self._pos
+        end = self.size if n is None or n < 0 else min(self.size, pos + n)
+        data = self._from_pinned(pos, end)
+        if data is None:
+            self._fh.seek(pos)
+            data = self._fh.read(end - pos)
+        self._pos = pos + len(data)
+        return data
+
+    def _from_pinned(self, start: int, end: int) -> bytes | None:
+        if not self._pinned:
+            return None
+        k = int(np.searchsorted(self._pinned_starts, start, side="right")) - 1
+        candidates = [k] if k >= 0 else []
+        candidates += [i for i in range(len(self._pinned)) if i != k]
+        for i in candidates:
+            s, data = self._pinned[i]
+            if s <= start and end <= s + len(data):
+                return data[start - s:end - s]
+        return None
+
+    @contextlib.contextmanager
+    def pinned(self, blocks: list[tuple[int, bytes]]) -> Iterator[None]:
+        self._pinned = sorted(blocks, key=lambda b: b[0])
+        self._pinned_starts = np.array([s for s, _ in self._pinned], dtype=np.int64)
+        try:
+            yield
+        finally:
+            self._pinned, self._pinned_starts = [], np.empty(0, dtype=np.int64)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._pos = int(offset) + (0, self._pos, self.size)[whence]
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._fh.closed)
+
+    def close(self) -> None:
+        self._fh.close()
 
 
-def _compressed_plane(url: str, hdu: int) -> np.ndarray:
+def _close_object(key: str, entry: tuple[Any, _RemoteFile, threading.Lock]) -> None:
+    hdul, rf, lock = entry
+    with lock:  # after the reader using it is done
+        hdul.close()
+        rf.close()
+
+
+#: A few remote objects kept open per process (their parsed headers and tile tables), so
+#: the strip reads of one detector parse them once.
+_OPEN: Any = None
+
+
+def _open_objects() -> Any:
+    global _OPEN
+    if _OPEN is None:
+        from .lru import LRUCache
+
+        _OPEN = LRUCache(max_items=4, on_evict=_close_object)
+    return _OPEN
+
+
+@contextlib.contextmanager
+def _open_object(url: str) -> Iterator[tuple[Any, _RemoteFile]]:
+    """``(HDUList, file)`` of a remote object kept open per process, under its lock."""
+    cache = _open_objects()
+    entry = cache.get(url)
+    if entry is None:
+        rf = _RemoteFile(url, _open_counted(url))
+        try:
+            hdul, _ = _open_hdul(url, rf)
+        except BaseException:
+            rf.close()
+            raise
+        opened = (hdul, rf, threading.Lock())
+        entry = cache.add(url, opened)
+        if entry is not opened:  # opened meanwhile by another thread
+            _close_object(url, opened)
+    with entry[2]:
+        yield entry[0], entry[1]
+
+
+_ITEMSIZE = {"B": 1, "I": 2, "J": 4, "K": 8, "E": 4, "D": 8}
+_TILE_COLUMNS = ("COMPRESSED_DATA", "GZIP_COMPRESSED_DATA", "UNCOMPRESSED_DATA")
+
+
+def _tile_ranges(url: str, hdu: int, h: Any, region: tuple[slice, slice]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Byte ranges in the object of the compressed tiles ``region`` touches, every tile
+    descriptor checked to point inside the heap and the object."""
+    where = redact(url)
+    shape = tuple(int(n) for n in h.shape)
+    tile = tuple(int(n) for n in h.tile_shape)
+    if len(shape) != 2 or len(tile) != 2 or min(tile) < 1:
+        raise InputError(f"{where}: HDU {hdu} is not a 2-D tiled image ({shape}, tiles {tile})")
+    (r0, r1, _), (c0, c1, _) = (sl.indices(n) for sl, n in zip(region, shape, strict=True))
+    if r1 <= r0 or c1 <= c0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    per_row = -(-shape[1] // tile[1])
+    ty = np.arange(r0 // tile[0], (r1 - 1) // tile[0] + 1)
+    tx = np.arange(c0 // tile[1], (c1 - 1) // tile[1] + 1)
+    rows = (ty[:, None] * per_row + tx[None, :]).ravel()
+    table = h.compressed_data  # the tile descriptors (read once, without the heap)
+    bintable = h._bintable  # astropy keeps the table HDU here; its heap's place in the file
+    heap = int(bintable._data_offset) + int(bintable._theap)
+    heap_end = (int(bintable._data_offset) + int(bintable.header["NAXIS1"])
+                * int(bintable.header["NAXIS2"]) + int(bintable.header.get("PCOUNT", 0)))
+    if rows.max() >= len(table):
+        raise InputError(f"{where}: HDU {hdu} has {len(table)} tiles, its shape {shape} and "
+                         f"tiles {tile} need {rows.max() + 1}: corrupt object")
+    starts, ends = [], []
+    for name in _TILE_COLUMNS:
+        if name not in table.names:
+            continue
+        m = re.search(r"[PQ]([A-Z])", str(table.columns[name].format))
+        if m is None or m.group(1) not in _ITEMSIZE:
+            raise InputError(f"{where}: HDU {hdu}: unsupported tile column format "
+                             f"{table.columns[name].format}")
+        desc = np.asarray(table[name]).reshape(len(table), 2)[rows].astype(np.int64)
+        n, off = desc[:, 0], desc[:, 1]
+        used = n != 0
+        s = heap + off[used]
+        e = s + n[used] * _ITEMSIZE[m.group(1)]
+        bad = (n[used] < 0) | (off[used] < 0) | (e > heap_end)
+        if bad.any():
+            k = int(rows[used][np.argmax(bad)])
+            raise InputError(f"{where}: HDU {hdu}: tile {k} ({name}) points outside the heap "
+                             f"(bytes {int(s[np.argmax(bad)])}-{int(e[np.argmax(bad)])}, heap "
+                             f"{heap}-{heap_end}): corrupt object")
+        starts.append(s)
+        ends.append(e)
+    s, e = np.concatenate(starts), np.concatenate(ends)
+    order = np.argsort(s, kind="stable")
+    return s[order], e[order]
+
+
+def _compressed_section(url: str, hdu: int, slices: tuple[slice, slice]) -> np.ndarray | None:
+    """A region of a tile-compressed HDU: only the heap bytes of the tiles it touches are
+    fetched, then decoded like a local file's (`ampoffset_dask.io.sections`). None when the
+    HDU is not tile-compressed."""
+    from astropy.io import fits
+
+    from .sections import _compressed_section as decode
+
+    where = redact(url)
+    with _open_object(url) as (hdul, rf):
+        try:
+            h = hdul[hdu]
+        except (IndexError, KeyError, ValueError, OSError) as exc:
+            if isinstance(exc, _FetchError):
+                raise
+            raise InputError(f"{where}: cannot read HDU {hdu}: {exc}") from exc
+        if not isinstance(h, fits.CompImageHDU):
+            return None
+
+        @contextlib.contextmanager
+        def fetched(region: tuple[slice, slice]) -> Iterator[None]:
+            starts, ends = _tile_ranges(url, hdu, h, region)
+            blocks = _fetch(url, starts, ends)[0] if len(starts) else []
+            with rf.pinned(blocks):
+                yield
+
+        try:
+            return decode(where, hdu, h, slices, key=(url, rf.size, hdu), fetch=fetched)
+        except (InputError, _FetchError):
+            raise
+        except Exception as exc:
+            raise InputError(f"{where}: cannot decompress HDU {hdu} region {slices}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def _whole_plane(url: str, hdu: int) -> np.ndarray:
+    """An image HDU that is neither plain nor tile-compressed (BLANK-masked integers),
+    decoded whole once per process."""
     from .sections import _native
 
     key = (url, hdu)
@@ -403,6 +807,29 @@ def _compressed_plane(url: str, hdu: int) -> np.ndarray:
         while len(_PLANES) > 1 and sum(p.nbytes for p in _PLANES.values()) > _PLANES_MAX_BYTES:
             _PLANES.popitem(last=False)
     return plane
+
+
+def clear_caches() -> None:
+    """Forget this process's fetched ranges, layouts and decoded planes, and close the
+    remote objects kept open (the next reads fetch again)."""
+    _RANGES.clear()
+    if _OPEN is not None:
+        _OPEN.clear()
+    with _LOCK:
+        _LAYOUTS.clear()
+        _PLANES.clear()
+
+
+def _reset_after_fork() -> None:
+    """A forked child must not share the parent's open objects or held locks."""
+    global _OPEN, _LOCK
+    _OPEN = None
+    _LOCK = threading.Lock()
+    _RANGES.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 @contextlib.contextmanager

@@ -467,12 +467,17 @@ def read_section(
         raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
 
 
-def _compressed_section(path: Path, hdu: int, h: Any, slices: tuple[slice, slice]) -> np.ndarray:
+def _compressed_section(path: Path | str, hdu: int, h: Any, slices: tuple[slice, slice], *,
+                        key: tuple | None = None,
+                        fetch: Callable[[tuple[slice, slice]], Any] | None = None
+                        ) -> np.ndarray:
     """Region of a tile-compressed HDU: only the tiles it touches are decompressed.
 
     With full-width row tiles (LSST's choice) any column subset costs whole rows, so the
     decompressed rows are kept (per process, bounded) and the other strips of the same rows
-    are cut from them instead of decompressing the rows again.
+    are cut from them instead of decompressing the rows again. Remote objects pass ``key``
+    (their identity in that cache) and ``fetch``: ``fetch(region)`` is a context manager
+    inside which the compressed bytes of ``region``'s tiles are at hand.
     """
     shape = tuple(int(n) for n in h.shape)
     check_image_size(path, hdu, shape, int(h.header.get("BITPIX", 32)))
@@ -480,16 +485,25 @@ def _compressed_section(path: Path, hdu: int, h: Any, slices: tuple[slice, slice
     rows, cols = (sl.indices(n) for sl, n in zip(slices, shape, strict=True))
     if len(tile) != 2 or tile[1] < shape[1] or cols[2] != 1 or rows[2] != 1 or (
             cols[1] - cols[0] == shape[1]):
-        return _native(h.section[slices])
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, int(hdu))
+        return _decoded(h, slices, fetch)
+    if key is None:
+        st = Path(path).stat()
+        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, int(hdu))
     r0, r1 = rows[0], max(rows[0], rows[1])
     found = _BANDS.find(lambda k: k[0] == key and k[1] <= r0 and r1 <= k[2])
     if found is not None:
         (_, b0, _), band = found
         return band[r0 - b0:r1 - b0, cols[0]:cols[1]].copy()
-    band = _BANDS.add((key, r0, r1), _native(h.section[r0:r1, :]))
+    band = _BANDS.add((key, r0, r1), _decoded(h, (slice(r0, r1), slice(None)), fetch))
     return band[:, cols[0]:cols[1]].copy()
+
+
+def _decoded(h: Any, region: tuple[slice, slice], fetch: Any) -> np.ndarray:
+    """``h.section[region]`` (astropy decodes only the tiles the region touches)."""
+    if fetch is None:
+        return _native(h.section[region])
+    with fetch(region):
+        return _native(h.section[region])
 
 
 @dataclasses.dataclass(frozen=True)

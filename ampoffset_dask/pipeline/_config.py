@@ -27,10 +27,12 @@ def load_defaults() -> None:
     with open(_DEFAULTS) as f:
         defaults = yaml.safe_load(f) or {}
     dask.config.update_defaults(defaults)
-    # The I/O layer imports no dask: hand it the lookup of its decompression limit.
+    # The I/O layer imports no dask: hand it the lookups of its limits.
+    from ..io.remote import set_config_source
     from ..io.sections import set_decompression_limit_source
 
     set_decompression_limit_source(lambda: get("max-decompressed-bytes"))
+    set_config_source(get)
     _loaded = True
 
 
