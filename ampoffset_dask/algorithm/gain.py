@@ -100,12 +100,19 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def _running_mean(v: np.ndarray, window: int) -> np.ndarray:
+    """NaN-aware centred running mean (numpy's ``"same"`` convolution windows, from
+    cumulative sums)."""
     ok = np.isfinite(v)
-    ones = np.ones(max(1, min(window, v.shape[0])))  # "same" mode returns the longer length
-    total = np.convolve(np.where(ok, v, 0.0), ones, "same")
-    count = np.convolve(ok.astype(np.float64), ones, "same")
+    n = v.shape[0]
+    w = max(1, min(window, n))
+    h = w // 2
+    j = np.arange(n)
+    lo = np.clip(j - h, 0, n)
+    hi = np.clip(j - h + w, 0, n)
+    cs = np.concatenate(([0.0], np.cumsum(np.where(ok, v, 0.0))))
+    cc = np.concatenate(([0], np.cumsum(ok)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = total / count
+        out = (cs[hi] - cs[lo]) / (cc[hi] - cc[lo])
     out[~ok] = np.nan
     return out
 
@@ -195,6 +202,7 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
     d, var, level = d[ok], var[ok], level[ok]
     w = 1.0 / var
     keep = np.ones(d.shape[0], dtype=bool)
+    limit = 4.0 * np.sqrt(var)
     slope = err = math.nan
     for _ in range(5):
         wk = w * keep
@@ -206,7 +214,7 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
             return GainStep(math.nan, math.nan, False)
         slope = float(np.sum(wk * (level - x0) * (d - y0)) / sxx)
         resid = d - y0 - slope * (level - x0)
-        new = np.abs(resid) <= 4.0 * np.sqrt(var)
+        new = np.abs(resid) <= limit
         if np.array_equal(new, keep) or new.sum() < 10:
             break
         keep = new

@@ -101,3 +101,13 @@ def test_raw_strip_is_not_modified():
     before = raw.copy()
     strip_stats(strip, 1, raw=raw)
     np.testing.assert_array_equal(raw, before)
+
+
+def test_scatter_ignores_a_line_of_infinities():
+    rng = np.random.default_rng(4)
+    strip = rng.normal(0.0, 2.0, (50, 9)).astype(np.float32)
+    strip[3, :6] = np.inf  # the line's median is inf: none of its residuals is finite
+    st = strip_stats(strip, 1)
+    assert np.isinf(st.profile[3])
+    resid = np.delete(strip, 3, axis=0) - np.delete(st.profile, 3)[:, None]
+    assert st.sigma == pytest.approx(MAD_TO_SIGMA * np.median(np.abs(resid)), rel=1e-6)
