@@ -10,6 +10,7 @@ the (possibly lazy) input arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, mask_bits
 from . import kernels
 from .background import subtract_background
+from .background_bias import with_background_bias
 from .detection import (
     detection_threshold,
     gaussian_kernel,
@@ -260,6 +262,13 @@ def measure_detector(
         pedestals = solve_pedestals(grid.associations, right_hand_side(grid, offsets))
         used = np.array([not (r.min_frac_fail or r.max_offset_fail) for r in results])
         errors = pedestal_errors(grid, np.array([r.offset_err for r in results]), used)
+        if background == "ok" and interface_estimator is None:
+            # The background model absorbed part of each step: a bias the pixel noise
+            # does not carry (background_bias module docstring).
+            offset_errors, errors = with_background_bias(
+                detector, config, pedestals, [r.offset_err for r in results], errors, used)
+            results = [dataclasses.replace(r, offset_err=float(e))
+                       for r, e in zip(results, offset_errors, strict=True)]
 
     return DetectorMeasurement(
         detector=detector.name,

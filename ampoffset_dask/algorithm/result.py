@@ -38,7 +38,9 @@ class InterfaceResult:
         ``abs(offset_raw) > ampEdgeMaxOffset``.
     offset_err : float
         Statistical standard error of ``offset_raw`` from the strips' pixel scatter, masked
-        pixels and the smoothing window (NaN when no position is valid).
+        pixels and the smoothing window (NaN when no position is valid); with LSST's
+        estimator and ``doBackground``, the step the background absorbed is added in
+        quadrature (`ampoffset_dask.algorithm.background_bias`).
     weight : float
         Robust weight factor in [0, 1] of the ``"robust"`` estimator (0: rejected as
         inconsistent with the other interfaces); always 1 for LSST's estimator.
@@ -99,8 +101,9 @@ class DetectorMeasurement:
     warnings : tuple of str
         Human-readable warnings (fully masked edges, skipped background, ...).
     pedestal_errors : ndarray of float64 or None
-        Standard error of each pedestal propagated through the solve (NaN for an amp no
-        used interface constrains, or when every pixel is masked).
+        Standard error of each pedestal propagated through the solve, including the
+        background's absorbed steps where they apply (NaN for an amp no used interface
+        constrains, or when every pixel is masked).
     amp_levels : ndarray of float64 or None
         Each amp's signal level before background subtraction, e.g. the sky level, for
         the pedestal-vs-level gain regression: the median of its edge strips' line

@@ -20,6 +20,13 @@ Pedestals
     Laplacian and ``B`` the weighted incidence map, so ``Cov(p) = M diag(err**2) M^T`` with
     ``M = A^+ B``. ``A^+`` is the minimum-norm inverse, the gauge LSST's ``lstsq`` fixes
     (pedestals sum to zero). Interfaces zeroed by the do-no-harm rules carry no noise.
+
+Background (LSST's estimator with ``doBackground``)
+    The background model, fitted with the amp steps still in the image, absorbs part of each
+    step: a bias the pixel noise does not carry. `ampoffset_dask.algorithm.background_bias`
+    estimates it from the model's (linear) response to the measured pedestal pattern along
+    the strips; ``measure_detector`` adds it in quadrature to ``offset_err`` and, propagated
+    with its correlations, to the pedestal errors. The values themselves are not changed.
 """
 
 from __future__ import annotations
