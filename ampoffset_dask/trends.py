@@ -27,6 +27,7 @@ noise to every series; it was not adopted.)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -92,20 +93,41 @@ def _wls(design: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, 
 
 
 def _change_points(r: np.ndarray, sigma: float, k: float, window: int) -> list[int]:
-    """Indices starting a new level (confirmed by the next point), see the module docstring."""
+    """Indices starting a new level (confirmed by the next point), see the module docstring.
+
+    Scanning from the start of the current segment, a visit ``i`` at least 3 visits in is
+    a jump when it and visit ``i + 1`` both differ, in the same direction, by more than
+    ``k * sigma`` from the median of the up to ``window`` preceding visits of the segment.
+    Once a segment is ``window`` visits long that median no longer depends on where the
+    segment started, so it is computed once for the whole series (a sliding window); only
+    the first few visits of each segment are tested one by one.
+    """
+    n = r.shape[0]
+    thr = k * sigma
+    full = None
+    if n - 1 > window:  # visits window .. n-2 against the median of the window before them
+        level = np.median(np.lib.stride_tricks.sliding_window_view(r[:n - 2], window), axis=1)
+        d0, d1 = r[window:n - 1] - level, r[window + 1:n] - level
+        full = (np.abs(d0) > thr) & (np.abs(d1) > thr) & (d0 * d1 > 0)
     jumps: list[int] = []
     start = 0
-    n = r.shape[0]
-    for i in range(n - 1):
-        if i - start < 3:
-            continue
-        seg = r[max(start, i - window):i]
-        level = float(np.median(seg))
-        d0, d1 = r[i] - level, r[i + 1] - level
-        if abs(d0) > k * sigma and abs(d1) > k * sigma and d0 * d1 > 0:
-            jumps.append(i)
-            start = i
-    return jumps
+    while True:
+        found = None
+        for i in range(start + 3, min(start + window, n - 1)):
+            level0 = float(np.median(r[start:i]))
+            d0, d1 = r[i] - level0, r[i + 1] - level0
+            if abs(d0) > thr and abs(d1) > thr and d0 * d1 > 0:
+                found = i
+                break
+        first = start + max(window, 3)
+        if found is None and full is not None and first <= n - 2:
+            hits = np.flatnonzero(full[first - window:])
+            if hits.size:
+                found = first + int(hits[0])
+        if found is None:
+            return jumps
+        jumps.append(found)
+        start = found
 
 
 def amp_trend(visits: np.ndarray, pedestal: np.ndarray, level: np.ndarray | None = None,
@@ -228,54 +250,82 @@ def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
         df = df[df["amp"] == amp].reset_index(drop=True)
         if df.empty:
             raise InputError(f"trends: no amp {amp!r} in the pedestal table")
-    df["model"] = np.nan
-    df["jump"] = False
+    # Sorted, so each amp's series is one slice: no per-group pandas indexing.
+    n = len(df)
+    dets, amps = df["detector"].to_numpy(), df["amp"].to_numpy()
+    starts = np.flatnonzero((dets[1:] != dets[:-1]) | (amps[1:] != amps[:-1])) + 1
+    bounds = np.concatenate([[0], starts, [n]]) if n else np.zeros(1, dtype=int)
+    visits = df["visit"].to_numpy()
+    peds, levels = df["pedestal"].to_numpy(), df["level"].to_numpy()
+    errs = df["pedestal_err"].to_numpy()
+    model = np.full(n, np.nan)
+    jump = np.zeros(n, dtype=bool)
     rows = []
-    for (det, amp), g in df.groupby(["detector", "amp"], sort=False):
-        tr = amp_trend(g["visit"].to_numpy(), g["pedestal"].to_numpy(),
-                       g["level"].to_numpy(), g["pedestal_err"].to_numpy(), k=k,
-                       window=window)
-        df.loc[g.index, "model"] = tr.model
-        df.loc[g.index, "jump"] = tr.jumps
-        jump_visits = g["visit"].to_numpy()[tr.jumps]
+    for a, b in itertools.pairwise(bounds):
+        tr = amp_trend(visits[a:b], peds[a:b], levels[a:b], errs[a:b], k=k, window=window)
+        model[a:b] = tr.model
+        jump[a:b] = tr.jumps
+        jump_visits = visits[a:b][tr.jumps]
         gain_like = bool(math.isfinite(tr.gain_slope) and abs(tr.gain_slope) > min_gain
                          and abs(tr.gain_slope) > gain_sigma * tr.gain_slope_err)
         rows.append({
-            "detector": det, "amp": amp, "n_visits": len(g), "n_jumps": int(tr.jumps.sum()),
+            "detector": dets[a], "amp": amps[a], "n_visits": int(b - a),
+            "n_jumps": int(tr.jumps.sum()),
             "jump_visits": ",".join(str(int(v)) for v in jump_visits),
             "gain_slope": tr.gain_slope, "gain_slope_err": tr.gain_slope_err,
             "gain_like": gain_like, "drift": tr.drift, "drift_err": tr.drift_err,
             "sigma": tr.sigma,
         })
+    df["model"] = model
+    df["jump"] = jump
     summary = pd.DataFrame(rows, columns=[
         "detector", "amp", "n_visits", "n_jumps", "jump_visits", "gain_slope",
         "gain_slope_err", "gain_like", "drift", "drift_err", "sigma"])
     return TrendsResult(df, summary)
 
 
-def read_series(catalog: str | os.PathLike, detector: str | None = None):
+def read_series(catalog: str | os.PathLike, detector: str | None = None,
+                amp: str | None = None):
     """The pedestal series of a catalog (latest row per visit, detector and amp).
 
-    Reads only the columns the analysis needs; ``pedestal_err`` and ``level`` are NaN for
-    catalogs written before those columns existed.
+    Reads only the columns the analysis needs, and with ``detector`` only that detector's
+    files or row groups (see `~ampoffset_dask.catalog.compact_catalog`); ``pedestal_err``
+    and ``level`` are NaN for catalogs written before those columns existed.
+
+    Parameters
+    ----------
+    catalog : path-like
+        The catalog directory.
+    detector, amp : str, optional
+        Only this detector; only this amp.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``visit, detector, amp, pedestal, pedestal_err, level``, sorted by visit,
+        detector and amp order.
+
+    Raises
+    ------
+    InputError
+        Without a pedestals table, or when nothing matches.
     """
-    import pyarrow.dataset as pads
+    import pyarrow.compute as pc
 
     from .catalog import read_catalog
 
     root = Path(catalog)
     if not (root / "pedestals").is_dir():
         raise InputError(f"{root}: no catalog pedestals table here")
-    schema = pads.dataset(root / "pedestals", format="parquet", partitioning="hive").schema
-    cols = [c for c in ("detector", "amp", "pedestal", "pedestal_err", "level")
-            if c in schema.names]
-    df = read_catalog(root, "pedestals", columns=["visit", *cols])
-    if detector is not None:
-        df = df[df["detector"] == detector]
-    if df.empty:
-        raise InputError(f"{root}: no pedestals" + ("" if detector is None
-                                                     else f" for detector {detector!r}"))
-    return df.reset_index(drop=True)
+    tab = read_catalog(root, "pedestals", format="arrow",
+                       columns=["visit", "detector", "amp", "pedestal", "pedestal_err", "level"],
+                       detectors=None if detector is None else [detector])
+    if amp is not None:
+        tab = tab.filter(pc.equal(tab["amp"], amp))
+    if tab.num_rows == 0:
+        what = " ".join(x for x in (detector, amp) if x is not None)
+        raise InputError(f"{root}: no pedestals" + (f" for {what}" if what else ""))
+    return tab.to_pandas()
 
 
 def write_trends(result: TrendsResult, out_dir: str | os.PathLike, *,

@@ -134,3 +134,34 @@ def test_trends_command_on_a_catalog(tmp_path):
     bad = subprocess.run([*exe, "trends", str(cat), "--amp", "C99"], capture_output=True,
                          text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "C99" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _change_points_by_scan(r, sigma, k, window):
+    """The change-point rule written as the plain scan of the module docstring."""
+    jumps, start = [], 0
+    for i in range(len(r) - 1):
+        if i - start < 3:
+            continue
+        level = float(np.median(r[max(start, i - window):i]))
+        d0, d1 = r[i] - level, r[i + 1] - level
+        if abs(d0) > k * sigma and abs(d1) > k * sigma and d0 * d1 > 0:
+            jumps.append(i)
+            start = i
+    return jumps
+
+
+def test_vectorised_change_points_match_the_scan():
+    from ampoffset_dask.trends import _change_points
+
+    rng = np.random.default_rng(5)
+    n_jumps = 0
+    for _ in range(400):
+        n = int(rng.integers(1, 70))
+        r = rng.normal(0.0, 1.0, n)
+        for _ in range(int(rng.integers(0, 4))):
+            r[int(rng.integers(0, n)):] += rng.normal(0.0, 8.0)
+        window, k = int(rng.integers(1, 12)), float(rng.uniform(1.0, 5.0))
+        expected = _change_points_by_scan(r, 1.0, k, window)
+        assert _change_points(r, 1.0, k, window) == expected
+        n_jumps += len(expected)
+    assert n_jumps > 250

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 __all__ = [
@@ -427,8 +428,40 @@ def records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[st
 
 
 def sorted_table(table: pa.Table, name: str) -> pa.Table:
-    """Rows in a stable, documented order (Arrow's sort is stable)."""
+    """Rows in a stable, documented order (Arrow's sort is stable).
+
+    Large tables are sorted on one integer key made of the ranks of the sort columns (a
+    stable radix sort in numpy: several times faster than a multi-column sort with strings);
+    the order is the same.
+    """
     keys = [c for c in SORT[name] if c in table.column_names]
     if table.num_rows < 2 or not keys:
         return table
-    return table.sort_by([(c, "ascending") for c in keys])
+    order = _rank_order(table, keys) if table.num_rows >= 50_000 else None
+    if order is None:
+        return table.sort_by([(c, "ascending") for c in keys])
+    if np.all(order[1:] > order[:-1]):
+        return table  # already in order
+    return table.take(pa.array(order))
+
+
+def _rank_order(table: pa.Table, keys: list[str]) -> np.ndarray | None:
+    """Stable sort order of ``table`` by ``keys``, or None when the fast path does not apply
+    (nulls, or too many distinct values for one int64 key)."""
+    import pyarrow.compute as pc
+
+    key = np.zeros(table.num_rows, dtype=np.int64)
+    span = 1
+    for column in keys:
+        col = table[column]
+        if col.null_count or pa.types.is_timestamp(col.type):
+            return None
+        values = pc.unique(col)
+        values = values.take(pc.sort_indices(values))
+        n = len(values)
+        if span * n >= 2**62:
+            return None
+        rank = pc.index_in(col, value_set=values).to_numpy(zero_copy_only=False)
+        key = key * n + rank.astype(np.int64)
+        span *= n
+    return np.argsort(key, kind="stable")
