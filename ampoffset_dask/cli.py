@@ -877,7 +877,7 @@ def cmd_trends(args: argparse.Namespace) -> int:
     from .trends import find_trends, read_series, write_trends
 
     t0 = time.perf_counter()
-    table = read_series(args.catalog, detector=args.detector)
+    table = read_series(args.catalog, detector=args.detector, amp=args.amp)
     t_read = time.perf_counter() - t0
     result = find_trends(table, k=args.k, amp=args.amp)
     out = args.out if args.out is not None else args.catalog / "trends"

@@ -302,8 +302,7 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
     Returns
     -------
     pandas.DataFrame
-        ``visit, detector, amp, pedestal, pedestal_err, level``, sorted by visit,
-        detector and amp order.
+        ``visit, detector, amp, pedestal, pedestal_err, level``, in storage order.
 
     Raises
     ------
@@ -317,7 +316,8 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
     root = Path(catalog)
     if not (root / "pedestals").is_dir():
         raise InputError(f"{root}: no catalog pedestals table here")
-    tab = read_catalog(root, "pedestals", format="arrow",
+    # Unsorted: find_trends sorts by detector, amp and visit anyway.
+    tab = read_catalog(root, "pedestals", format="arrow", sort=False,
                        columns=["visit", "detector", "amp", "pedestal", "pedestal_err", "level"],
                        detectors=None if detector is None else [detector])
     if amp is not None:
