@@ -13,7 +13,11 @@ cache).
 
 Single-threaded (BLAS and OpenMP pools pinned to one thread), as a dask worker runs it.
 
-Run: ``python benchmarks/bench_detector.py [--repeat 5] [--kernels numpy numba]``
+With ``--profile``, instead of timing, prints where the time goes (cProfile of three calls
+per configuration and kernel path, in this process): the share of each part of
+`measure_detector`, LSST's work and the diagnostics beside it.
+
+Run: ``python benchmarks/bench_detector.py [--repeat 5] [--kernels numpy numba] [--profile]``
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import cProfile  # noqa: E402
+import pstats  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -111,12 +117,52 @@ def bench_path(kernels: str, image: np.ndarray, mask: np.ndarray, detector, conf
     return {"wall": med, "cpu": cpu}
 
 
+# (label, file, function): the parts of measure_detector whose cumulative time is shared out.
+_PARTS = (
+    ("read edge strips (LSST)", "measure.py", "_read_strips"),
+    ("background (LSST)", "background.py", "subtract_background"),
+    ("detection (LSST)", "measure.py", "_detect"),
+    ("strip statistics (all)", "strips.py", "strip_stats"),
+    ("  of which line medians (LSST's edge profiles; raw levels with background)",
+     "strips.py", "line_medians"),
+    ("offsets and clip (LSST)", "offsets.py", "measure_interface"),
+    ("solve (LSST)", "solve.py", "solve_pedestals"),
+    ("offset errors (diagnostic)", "uncertainty.py", "interface_offset_error"),
+    ("pedestal errors (diagnostic)", "uncertainty.py", "pedestal_errors"),
+    ("gain diagnosis (diagnostic)", "gain.py", "gain_step"),
+    ("amp levels (diagnostic)", "gain.py", "amp_levels"),
+)
+
+
+def profile_path(kernels: str, image: np.ndarray, mask: np.ndarray, detector,
+                 configs: dict) -> None:
+    """Print the cProfile share of each part of measure_detector, per configuration."""
+    with use_kernels(kernels):
+        for label, config in configs.items():
+            measure_detector(image, mask, detector, config)  # warm-up (and compilation)
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(3):
+                measure_detector(image, mask, detector, config)
+            prof.disable()
+            stats = pstats.Stats(prof).stats
+            total = sum(v[3] for k, v in stats.items() if k[2] == "measure_detector")
+            print(f"\n[{kernels}] {label}: {total / 3:.3f} s per detector under cProfile")
+            for name, path, func in _PARTS:
+                t = sum(v[3] for k, v in stats.items()
+                        if k[0].endswith(os.sep + path) and k[2] == func)
+                if t:
+                    print(f"    {100 * t / total:5.1f} %  {name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--detector", default="R02_S02", help="an ITL detector of LSSTCam")
     parser.add_argument("--kernels", nargs="+", default=None,
                         help="kernel paths to time (default: numpy, and numba if installed)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where the time goes (cProfile shares) instead of timing")
     args = parser.parse_args()
     paths = args.kernels or (["numpy", "numba"] if numba_available() else ["numpy"])
 
@@ -130,6 +176,10 @@ def main() -> None:
         "default": AmpOffsetConfig(),
         "edges-only": AmpOffsetConfig(do_background=False, do_detection=False),
     }
+    if args.profile:
+        for k in paths:
+            profile_path(k, image, mask, detector, configs)
+        return
     results = {k: bench_path(k, image, mask, detector, configs, args.repeat) for k in paths}
     if "numba" in paths:
         cold, warm = first_call_cost()

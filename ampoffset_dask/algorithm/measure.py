@@ -225,7 +225,8 @@ def measure_detector(
     # Every per-strip statistic, once: LSST's edge profiles and what the diagnostics share.
     stats = {
         key: strip_stats(a, key[1], inset=config.amp_edge_inset,
-                         raw=None if raw_strips is None else raw_strips[key])
+                         raw=None if raw_strips is None else raw_strips[key],
+                         overwrite_raw=True)
         for key, a in strip_pixels.items()
     }
     total = sum(a.size for a in strip_pixels.values())

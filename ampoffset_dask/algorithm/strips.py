@@ -179,6 +179,7 @@ def strip_stats(
     inset: int = 0,
     raw: np.ndarray | None = None,
     profile: np.ndarray | None = None,
+    overwrite_raw: bool = False,
 ) -> StripStats:
     """All statistics of one NaN-masked edge strip (see the module docstring).
 
@@ -196,6 +197,8 @@ def strip_stats(
         ``strip`` is NaN for ``level``. ``level`` is ``profile`` when omitted.
     profile : ndarray, optional
         The line medians if already computed (they are recomputed otherwise).
+    overwrite_raw : bool
+        ``raw`` is scratch space: its masked pixels may be set to NaN in place.
 
     Returns
     -------
@@ -215,7 +218,7 @@ def strip_stats(
     else:
         raw_lines = strip_lines(raw, side)
         if any_nan:
-            if np.shares_memory(raw_lines, raw):
+            if not overwrite_raw and np.shares_memory(raw_lines, raw):
                 raw_lines = raw_lines.copy()
             raw_lines[nan] = np.nan
         level = line_medians(raw_lines, nan, count)
@@ -228,7 +231,7 @@ def _clipped_line_stats(lines: np.ndarray, nan: np.ndarray, any_nan: bool,
                         count: np.ndarray, profile: np.ndarray, side: int, inset: int,
                         level: np.ndarray) -> StripStats:
     """The scatter and clipped-line parts of `strip_stats`."""
-    n_lines, n_across = lines.shape
+    n_across = lines.shape[1]
     resid = lines - profile[:, None]  # NaN where masked (or the line is empty)
     absr = np.abs(resid)
     if np.isinf(profile).any():  # a line of mostly infinities: only finite residuals
@@ -241,25 +244,15 @@ def _clipped_line_stats(lines: np.ndarray, nan: np.ndarray, any_nan: bool,
     dist = _distances(n_across, side, inset).astype(np.float32)
     # Sums over the kept pixels, in float32 (the residual sums lose ~1e-7 of the noise),
     # as einsum row sums (several times faster than ufunc reductions along short rows).
-    # Most lines keep every pixel: plain row sums; the others are summed under the mask.
     # Distances are multiples of 1/2, so their sums are exact in any order for strips up to
-    # ~150 pixels wide (LSST's default: 64).
+    # ~150 pixels wide (LSST's default: 64), as are the counts.
     kf = keep.astype(np.float32)
-    n = np.einsum("ij->i", kf).astype(np.float64)  # exact: integers below 2**24
-    partial = n < n_across
-    if any_nan:
-        resid[nan] = 0.0
-    sd = np.full(n_lines, float(dist.sum()))
-    sdd = np.full(n_lines, float((dist * dist).sum()))
-    sr = np.einsum("ij->i", resid).astype(np.float64)
-    sdr = np.einsum("ij,j->i", resid, dist).astype(np.float64)
-    if partial.any():
-        kp = kf[partial]
-        rk = resid[partial] * kp
-        sd[partial] = np.einsum("ij,j->i", kp, dist)
-        sdd[partial] = np.einsum("ij,j->i", kp, dist * dist)
-        sr[partial] = np.einsum("ij->i", rk)
-        sdr[partial] = np.einsum("ij,j->i", rk, dist)
+    rk = np.where(keep, resid, np.float32(0.0))
+    n = np.einsum("ij->i", kf).astype(np.float64)
+    sd = np.einsum("ij,j->i", kf, dist).astype(np.float64)
+    sdd = np.einsum("ij,j->i", kf, dist * dist).astype(np.float64)
+    sr = np.einsum("ij->i", rk).astype(np.float64)
+    sdr = np.einsum("ij,j->i", rk, dist).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         rm = sr / n
         xm = sd / n
