@@ -10,6 +10,7 @@ every pinned value identical, on both kernel paths.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -28,15 +29,22 @@ CONFIGS = {
 FIELDS = ("offset_raw", "offset", "good_frac", "min_frac_fail", "max_offset_fail")
 
 
-def pinned_values(config: str) -> dict[str, list[float]]:
-    """LSST's outputs of a quarter-size ITL detector with a bright star at an amp boundary
-    (detections and saturated pixels mask parts of the strips), as float lists."""
+@functools.lru_cache(maxsize=1)
+def _simulated():
+    """A quarter-size ITL detector with a bright star at an amp boundary (detections and
+    saturated pixels mask parts of the strips)."""
     camera = get_camera("lsstcam")
     det = scale_detector(camera["R02_S02"], 0.25)
     info = camera.info("R02_S02")
     sim = simulate_detector(det, seed=[4, 2], sky=900.0, gain=info["amp_gain"],
                             read_noise=info["amp_read_noise"],
                             bright_stars=[(det.amplifiers[2].x1 - 20.0, 400.0, 5e7)])
+    return det, sim
+
+
+def pinned_values(config: str) -> dict[str, list[float]]:
+    """LSST's outputs of the simulated detector, as float lists."""
+    det, sim = _simulated()
     m = measure_detector(sim.image, sim.mask, det, AmpOffsetConfig(**CONFIGS[config]))
     out = {"pedestals": [float(v) for v in m.pedestals],
            "scalars": [m.threshold, float(m.n_detected), m.masked_fraction]}
