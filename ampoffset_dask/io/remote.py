@@ -87,9 +87,10 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ZIP_FRAGMENT = "#zip-path="
 _INSTALL = "pip install 'ampoffset-dask[cloud]'"
 _HEADER_BLOCK = 32 << 10  # read-ahead block for header parsing
-#: Default of `merge_gap` (dask config ``ampoffset.remote.merge-gap``): larger than the rows
-#: of any detector, so the rows of one column strip are fetched as one range.
-DEFAULT_MERGE_GAP = 1 << 20
+#: Default of `merge_gap` (dask config ``ampoffset.remote.merge-gap``): larger than a
+#: detector row and than the bytes between vertically adjacent 128 x 128 compressed tiles, so
+#: an edges-only read of a full-size detector makes about a hundred requests, not 10^5.
+DEFAULT_MERGE_GAP = 2 << 20
 #: Default of `max_request` (dask config ``ampoffset.remote.max-request``).
 DEFAULT_MAX_REQUEST = 16 << 20
 #: Bytes of fetched ranges kept per process for the next reads of the same rows.
@@ -515,12 +516,22 @@ def _fetch(url: str, starts: Any, ends: Any) -> tuple[list[tuple[int, bytes]], n
     missing = np.flatnonzero(~hit)
     if not missing.size:
         return blocks, owner
-    missing = missing[np.argsort(starts[missing], kind="stable")]
+    # in order of start; a range found in the cache ends the group being merged (its bytes
+    # are not fetched again)
+    order = np.argsort(starts, kind="stable")
     gap, longest = merge_gap(), max_request()
-    g_starts, g_ends, members = [], [], []
+    g_starts: list[int] = []
+    g_ends: list[int] = []
+    members: list[list[int]] = []
     cs = ce = -1
-    for k, s, e in zip(missing.tolist(), starts[missing].tolist(), ends[missing].tolist(),
-                       strict=True):
+    for k, s, e, cached in zip(order.tolist(), starts[order].tolist(), ends[order].tolist(),
+                               hit[order].tolist(), strict=True):
+        if cached:
+            if cs >= 0:
+                g_starts.append(cs)
+                g_ends.append(ce)
+                cs = ce = -1
+            continue
         if cs >= 0 and s - ce <= gap and max(ce, e) - cs <= longest:
             ce = max(ce, e)
             members[-1].append(k)
@@ -530,8 +541,9 @@ def _fetch(url: str, starts: Any, ends: Any) -> tuple[list[tuple[int, bytes]], n
                 g_ends.append(ce)
             cs, ce = s, e
             members.append([k])
-    g_starts.append(cs)
-    g_ends.append(ce)
+    if cs >= 0:
+        g_starts.append(cs)
+        g_ends.append(ce)
     blobs = _get_ranges(url, g_starts, g_ends)
     new = list(zip(g_starts, blobs, strict=True))
     for i, ks in enumerate(members):

@@ -210,6 +210,7 @@ class DetectorJob:
             remote.set_storage_options(self.storage_options)
         url_input = remote.is_url(path)
         fetched0 = remote.bytes_fetched(path) if url_input else 0
+        requests0 = remote.requests_made(path) if url_input else 0
         # Edges only and nothing to write: read just the edge strips from the file.
         edges_only = (output is None and config is not None
                       and not (config.do_background or config.do_detection))
@@ -272,8 +273,9 @@ class DetectorJob:
         if url_input:
             self.fetched_fraction = ((remote.bytes_fetched(path) - fetched0)
                                      / max(1, remote.object_size(path)))
-            logger.info("%s: fetched %.1f%% of the object", remote.redact(path),
-                        100 * self.fetched_fraction)
+            logger.info("%s: fetched %.1f%% of the object in %d requests",
+                        remote.redact(path), 100 * self.fetched_fraction,
+                        remote.requests_made(path) - requests0)
         result = DetectorResult.from_measurement(
             m, visit=visit, detector=geometry, input=path, output=out_path,
             seconds=time.perf_counter() - self._t0, cpu_seconds=time.thread_time() - c0,
