@@ -1,6 +1,7 @@
 """Bytes and requests of an edges-only run on a full-size LSSTCam detector in an object store.
 
-Writes one full-size LSSTCam detector file (IMAGE, MASK, VARIANCE) in each layout asked for:
+Writes one full-size LSSTCam detector file (IMAGE and a noisy VARIANCE, float32; MASK int32,
+zeros) in each layout asked for:
 uncompressed, RICE or GZIP tile-compressed in the writer's 128 x 128 tiles, or in row tiles
 (one image row per tile, astropy's default); serves it from fsspec's in-memory filesystem or
 a local S3 server (moto, 127.0.0.1), and runs the per-detector task on it with background
@@ -33,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import dask
+import numpy as np
 from astropy.io import fits
 from io_helpers import write_stepped_lsstcam
 
@@ -63,9 +65,10 @@ def write_layout(plain: Path, layout: str, detector: str) -> Path:
             header = h.header.copy()
             for key in ("ZQUANTIZ", "ZDITHER0"):
                 header.remove(key, ignore_missing=True)
+            lossless = {"quantize_level": 0.0} if kind == "gzip" else {}  # as the writer
             hdus.append(fits.CompImageHDU(h.data, header=header, name=h.name,
                                           compression_type=_ALGORITHMS[kind],
-                                          tile_shape=(1, h.data.shape[1])))
+                                          tile_shape=(1, h.data.shape[1]), **lossless))
         fits.HDUList(hdus).writeto(out, overwrite=True)
     return out
 
@@ -85,8 +88,12 @@ def main() -> None:
         config.amp_edge_width = args.edge_width
     gaps = [g.strip() for g in args.gaps.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        plain, _, _ = write_stepped_lsstcam(Path(tmp) / "plain.fits", args.detector, 7, 0.5,
-                                            noise=3.0)
+        plain, image, _ = write_stepped_lsstcam(Path(tmp) / "plain.fits", args.detector, 7,
+                                                0.5, noise=3.0)
+        # a noisy variance plane, as real ones are (it compresses like the image)
+        variance = image + np.random.default_rng(1).normal(0.0, 30.0, image.shape)
+        write_exposure(plain, image, None, variance.astype(np.float32), overwrite=True,
+                       header={"CAMERA": "lsstcam", "DETNAME": args.detector, "VISIT": 7})
         server = None
         if args.store == "moto":
             from s3_server import KEYS, moto_server, s3_client
