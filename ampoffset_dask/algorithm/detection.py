@@ -106,26 +106,8 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
     """Dilate boolean ``seeds`` by a disk (``dx^2 + dy^2 <= r^2``) or a diamond.
 
     The disk row half-widths are ``int(sqrt(r^2 - dy^2))`` as afw's ``SpanSet`` builds them;
-    the diamond uses ``r - |dy|``. The result is clipped to the array.
+    the diamond uses ``r - |dy|``. The result is clipped to the array. Runs on the active
+    kernels (`ampoffset_dask.algorithm.kernels`); every implementation returns the same
+    mask.
     """
-    if radius <= 0 or not seeds.any():
-        return seeds.copy()
-    h = seeds.shape[0]
-    # Horizontal dilations of every half width 0..radius, built incrementally.
-    horiz = [seeds]
-    cur = seeds
-    for _ in range(radius):
-        nxt = cur.copy()
-        nxt[:, 1:] |= cur[:, :-1]
-        nxt[:, :-1] |= cur[:, 1:]
-        horiz.append(nxt)
-        cur = nxt
-    out = np.zeros_like(seeds)
-    for dy in range(-radius, radius + 1):
-        half = int(math.sqrt(radius * radius - dy * dy)) if isotropic else radius - abs(dy)
-        src = horiz[half]
-        if dy >= 0:
-            out[dy:] |= src[: h - dy]
-        else:
-            out[:dy] |= src[-dy:]
-    return out
+    return kernels.active().grow(seeds, radius, isotropic)

@@ -243,3 +243,27 @@ def test_box_dilation_and_mask_hits_agree(shape):
                                for x in range(shape[1] - size + 1)]
                               for y in range(shape[0] - size + 1)], dtype=bool)
             np.testing.assert_array_equal(got, brute.reshape(got.shape))
+
+
+def _grow_brute_force(seeds, radius, isotropic):
+    """Paint the footprint's row spans around every seed (the definition, pixel by pixel)."""
+    out = seeds.copy()
+    h = seeds.shape[0]
+    for y, x in zip(*np.nonzero(seeds), strict=True):
+        for dy in range(-radius, radius + 1):
+            half = int(np.sqrt(radius * radius - dy * dy)) if isotropic else radius - abs(dy)
+            if 0 <= y + dy < h:
+                out[y + dy, max(x - half, 0):x + half + 1] = True
+    return out
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_grow_agrees_with_the_footprint_definition(isotropic):
+    rng = np.random.default_rng(5)
+    for shape, density, radius in [((60, 45), 0.01, 5), ((30, 200), 0.05, 3), ((3, 9), 0.3, 6),
+                                   ((80, 80), 0.4, 2), ((20, 20), 0.0, 4), ((25, 30), 0.1, 0)]:
+        seeds = rng.random(shape) < density
+        seeds[:, 7:12] |= rng.random((shape[0], 1)) < 0.2  # runs of seeds along rows
+        expected = _grow_brute_force(seeds, radius, isotropic)
+        np.testing.assert_array_equal(NUMPY.grow(seeds, radius, isotropic), expected)
+        np.testing.assert_array_equal(NUMBA.grow(seeds, radius, isotropic), expected)

@@ -1,10 +1,10 @@
 """Kernel dispatch: the numpy reference implementation or compiled numba kernels.
 
 The hot loops of a detector (afw-order smoothing, clipped statistics from order
-statistics, GSL background evaluation and subtraction, mask passes) exist twice with the
-same functions and the same numbers: `._numpy` (the reference, always available) and
-`._numba` (optional, ``pip install 'ampoffset-dask[fast]'``). The smoothed image, the
-masks and the background-subtracted image are bit-identical between the two.
+statistics, GSL background evaluation and subtraction, mask passes, growing detections)
+exist twice with the same functions and the same numbers: `._numpy` (the reference, always
+available) and `._numba` (optional, ``pip install 'ampoffset-dask[fast]'``). The smoothed
+image, the masks and the background-subtracted image are bit-identical between the two.
 
 The choice is ``auto`` (numba when importable), ``numpy`` or ``numba``. It is read from
 `set_kernels` if called, otherwise from the ``AMPOFFSET_KERNELS`` environment variable,

@@ -379,3 +379,43 @@ def mask_hits(mask: np.ndarray, bits: int) -> np.ndarray:
     out = np.empty(mask.shape, dtype=bool)
     _mask_hits(mask, mask.dtype.type(bits), out)
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# Growing detections: paint each run of seeds in a row with the footprint's row spans
+# ------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _grow(seeds, halves, out):
+    h, w = seeds.shape
+    r = halves.shape[0] // 2
+    for y in range(h):
+        row = seeds[y]
+        x = 0
+        while x < w:
+            if not row[x]:
+                x += 1
+                continue
+            start = x
+            while x < w and row[x]:
+                x += 1
+            # Seeds start..x-1: every footprint row spans the run widened by its half width.
+            for dy in range(-r, r + 1):
+                yy = y + dy
+                if yy < 0 or yy >= h:
+                    continue
+                half = halves[dy + r]
+                dst = out[yy]
+                for xx in range(max(start - half, 0), min(x + half, w)):
+                    dst[xx] = True
+
+
+def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
+    """See `ampoffset_dask.algorithm.kernels._numpy.grow`."""
+    if radius <= 0 or not seeds.any():
+        return seeds.copy()
+    halves = np.array([int(math.sqrt(radius * radius - dy * dy)) if isotropic
+                       else radius - abs(dy) for dy in range(-radius, radius + 1)],
+                      dtype=np.int64)
+    out = np.zeros(seeds.shape, dtype=bool)
+    _grow(np.ascontiguousarray(seeds, dtype=bool), halves, out)
+    return out

@@ -7,6 +7,8 @@ sums up to their summation order).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..interp import interpolate_rows
@@ -184,3 +186,32 @@ def dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
 def mask_hits(mask: np.ndarray, bits: int) -> np.ndarray:
     """Boolean array: the mask has one of ``bits``."""
     return np.bitwise_and(mask, bits).astype(bool, copy=False)
+
+
+def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
+    """Dilate boolean ``seeds`` by a disk or a diamond (`ampoffset_dask.algorithm.detection.grow`).
+
+    Horizontal dilations of every half width 0..radius are built incrementally, then each
+    row offset ORs the one of its half width.
+    """
+    if radius <= 0 or not seeds.any():
+        return seeds.copy()
+    h = seeds.shape[0]
+    horiz = [seeds]
+    cur = seeds
+    for _ in range(radius):
+        nxt = cur.copy()
+        nxt[:, 1:] |= cur[:, :-1]
+        nxt[:, :-1] |= cur[:, 1:]
+        horiz.append(nxt)
+        cur = nxt
+    out = np.zeros_like(seeds)
+    reach = min(radius, h - 1)  # row offsets beyond the array add nothing
+    for dy in range(-reach, reach + 1):
+        half = int(math.sqrt(radius * radius - dy * dy)) if isotropic else radius - abs(dy)
+        src = horiz[half]
+        if dy >= 0:
+            out[dy:] |= src[: h - dy]
+        else:
+            out[:dy] |= src[-dy:]
+    return out
