@@ -12,7 +12,7 @@ the task's time against the same task on the local file; the pedestals must be i
 Usage::
 
     python benchmarks/bench_remote.py [--detector R22_S11] [--edge-width 20]
-        [--layouts plain,rice,gzip,rice-rows,gzip-rows] [--gaps 0,64KiB,1MiB]
+        [--layouts plain,rice,gzip,rice-rows,gzip-rows] [--gaps 0,2MiB]
         [--store memory|moto]
 
 Requests counted by the reader (`ampoffset_dask.io.remote.requests_made`): merged byte
@@ -78,8 +78,8 @@ def main() -> None:
     ap.add_argument("--detector", default="R22_S11")
     ap.add_argument("--edge-width", type=int, default=None,
                     help="ampEdgeWidth (default: LSST's)")
-    ap.add_argument("--layouts", default="plain,rice,gzip,rice-rows")
-    ap.add_argument("--gaps", default="0,64KiB,1MiB",
+    ap.add_argument("--layouts", default="plain,rice,gzip,rice-rows,gzip-rows")
+    ap.add_argument("--gaps", default="0,2MiB",
                     help="merge gaps to try (ampoffset.remote.merge-gap)")
     ap.add_argument("--store", choices=("moto", "memory"), default="memory")
     args = ap.parse_args()

@@ -18,10 +18,11 @@ Byte ranges closer than the merge gap (dask config ``ampoffset.remote.merge-gap`
 `DEFAULT_MERGE_GAP`) are fetched as one request, and no request is longer than
 ``ampoffset.remote.max-request`` (`DEFAULT_MAX_REQUEST`); the requests of one read go out
 together through fsspec's ``cat_ranges`` (concurrently on asynchronous stores such as s3fs).
-Column strips of a row-major image touch every row, so a gap larger than a row (16 KiB for
-a full-size LSST detector) fetches the rows between the strips too: fewer, larger requests
-for more bytes. Ranges fetched in few large blocks are kept per process (bounded,
-`RANGE_CACHE_BYTES`), so the next strips of the same rows cost no request.
+Column strips of a row-major image touch every row, so a gap larger than the rest of a row
+(16 KiB for a full-size LSST detector) fetches the rows between the strips too: fewer, larger
+requests for more bytes. Such reads fetch whole rows (of pixels, or of tiles when the tiles
+of a region would be merged anyway), and ranges fetched in few large blocks are kept per
+process (bounded, `RANGE_CACHE_BYTES`), so the next strips of the same rows cost no request.
 
 Bytes fetched and requests made are counted per URL and process (`bytes_fetched`,
 `requests_made`), so each detector's result can report the fraction of its object it fetched.
@@ -580,14 +581,16 @@ def read_url_section(url: str, hdu: int, slices: tuple[slice, slice], *, hdul: A
     if not len(rows) or c1 == c0:
         return _scaled(out.astype(layout.disk.newbyteorder("=")), layout.disk, layout.bscale,
                        layout.bzero)
-    if c0 == 0 and c1 == width:  # whole rows: one contiguous range
-        starts = np.array([layout.offset + rows[0] * width * item])
-        ends = np.array([layout.offset + (rows[-1] + 1) * width * item])
+    row = width * item
+    at = layout.offset + np.arange(rows.start, rows.stop, rows.step, dtype=np.int64) * row
+    starts = at + c0 * item  # the pieces of the rows wanted
+    ends = starts + (c1 - c0) * item
+    if merge_gap() >= row - (c1 - c0) * item:
+        # the pieces would be merged with the rest of their rows anyway: fetch whole rows,
+        # so that the blocks kept hold whole rows for the next strips of the same rows
+        blocks, owner = _fetch(url, at, at + row)
     else:
-        starts = layout.offset + (np.arange(rows.start, rows.stop, rows.step) * width + c0
-                                  ) * item
-        ends = starts + (c1 - c0) * item
-    blocks, owner = _fetch(url, starts, ends)
+        blocks, owner = _fetch(url, starts, ends)
     views = [memoryview(b) for _, b in blocks]
     first = [s for s, _ in blocks]
     blob = b"".join(views[o][s - first[o]:e - first[o]]
@@ -786,6 +789,11 @@ def _compressed_section(url: str, hdu: int, slices: tuple[slice, slice]) -> np.n
         @contextlib.contextmanager
         def fetched(region: tuple[slice, slice]) -> Iterator[None]:
             starts, ends = _tile_ranges(url, hdu, h, region)
+            if len(starts) > 1 and int(np.max(starts[1:] - np.maximum.accumulate(ends)[:-1])
+                                       ) <= merge_gap():
+                # the tiles would be fetched with all those between them anyway: fetch whole
+                # rows of tiles, so that the blocks kept serve the next strips of these rows
+                starts, ends = _tile_ranges(url, hdu, h, (region[0], slice(None)))
             blocks = _fetch(url, starts, ends)[0] if len(starts) else []
             with rf.pinned(blocks):
                 yield
