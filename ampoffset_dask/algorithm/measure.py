@@ -356,18 +356,13 @@ def _detect(
                                     det.threshold_type, det.include_threshold_multiplier)
     if not math.isfinite(threshold):
         return "skipped: no usable pixel for the threshold", threshold, 0, None
-    seeds = np.zeros(img.shape, dtype=bool)
     polarity = det.threshold_polarity
-    n = 0
-    for plane, sign in (("DETECTED", 1.0), ("DETECTED_NEGATIVE", -1.0)):
-        if (sign > 0 and polarity == "negative") or (sign < 0 and polarity == "positive"):
-            continue
-        core = smoothed >= threshold if sign > 0 else smoothed <= -threshold
-        n += int(np.count_nonzero(core))
-        if plane in bad_planes:
-            seeds[r:h - r, r:w - r] |= core
+    seeds, n, any_seed = kernels.active().threshold_seeds(
+        smoothed, threshold, img.shape, r, positive=polarity != "negative",
+        negative=polarity != "positive", mark_positive="DETECTED" in bad_planes,
+        mark_negative="DETECTED_NEGATIVE" in bad_planes)
     radius = grow_radius(det.n_sigma_to_grow, det.sigma)
-    if seeds.any():
+    if any_seed:
         for rows, cols in strips.values():
             ry = slice(max(rows.start - radius, 0), min(rows.stop + radius, h))
             rx = slice(max(cols.start - radius, 0), min(cols.stop + radius, w))

@@ -267,3 +267,36 @@ def test_grow_agrees_with_the_footprint_definition(isotropic):
         expected = _grow_brute_force(seeds, radius, isotropic)
         np.testing.assert_array_equal(NUMPY.grow(seeds, radius, isotropic), expected)
         np.testing.assert_array_equal(NUMBA.grow(seeds, radius, isotropic), expected)
+
+
+def test_threshold_seeds_agree():
+    rng = np.random.default_rng(6)
+    smoothed = rng.normal(0.0, 1.0, (50, 70)).astype(np.float32)
+    smoothed[3, 4] = np.nan
+    smoothed[7, 8] = np.float32(2.5)  # exactly at the threshold
+    smoothed[9, 9] = np.float32(-2.5)
+    shape, r = (56, 76), 3
+    for threshold in (2.5, 2.5000000001, 1.0):  # the second rounds to 2.5 in float32
+        for flags in [(True, False, True, False), (True, True, True, True),
+                      (False, True, False, True), (True, True, True, False),
+                      (True, True, False, False)]:
+            seeds, n, any_seed = NUMPY.threshold_seeds(smoothed, threshold, shape, r, *flags)
+            got = NUMBA.threshold_seeds(smoothed, threshold, shape, r, *flags)
+            np.testing.assert_array_equal(got[0], seeds)
+            assert got[1:] == (n, any_seed)
+            pos, neg = smoothed >= np.float32(threshold), smoothed <= np.float32(-threshold)
+            assert n == flags[0] * pos.sum() + flags[1] * neg.sum()
+            marked = (pos & flags[0] & flags[2]) | (neg & flags[1] & flags[3])
+            np.testing.assert_array_equal(seeds[r:-r, r:-r], marked)
+            assert not seeds[:r].any() and any_seed == marked.any()
+    assert NUMBA.threshold_seeds(smoothed, 2.5000000001, shape, r, True, False, True,
+                                 False)[0][7 + r, 8 + r]
+
+
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 0.97])
+def test_box_dilation_of_dense_masks_agrees(density):
+    rng = np.random.default_rng(int(density * 100))
+    bad = rng.random((41, 57)) < density
+    bad[:, 20] = True  # a bad column
+    for r in (0, 2, 6):
+        np.testing.assert_array_equal(NUMBA.dilate_box(bad, r), NUMPY.dilate_box(bad, r))

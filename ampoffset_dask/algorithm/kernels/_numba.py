@@ -320,48 +320,40 @@ def any_bits(mask: np.ndarray, bits: int) -> bool:
 
 
 @njit(**_JIT)
-def _or_rows(bad, size, out):
-    """OR over ``size`` consecutive columns of each row (valid part), by a running count."""
-    h = bad.shape[0]
-    ow = out.shape[1]
+def _dilate_runs(bad, size, out):
+    """OR of ``bad`` over ``size``-square windows (valid part): each run of set pixels in a
+    row paints the output rows and columns whose window contains it (masks are sparse)."""
+    h, w = bad.shape
+    oh, ow = out.shape
     for y in range(h):
         row = bad[y]
-        count = 0
-        for x in range(size - 1):
-            count += 1 if row[x] else 0
-        for x in range(ow):
-            count += 1 if row[x + size - 1] else 0
-            out[y, x] = count > 0
-            count -= 1 if row[x] else 0
-
-
-@njit(**_JIT)
-def _or_cols(a, size, out):
-    """OR over ``size`` consecutive rows (valid part), row-wise running counts."""
-    oh, w = out.shape
-    count = np.zeros(w, dtype=np.int32)
-    for y in range(size - 1):
-        for x in range(w):
-            count[x] += 1 if a[y, x] else 0
-    for y in range(oh):
-        src = a[y + size - 1]
-        old = a[y]
-        dst = out[y]
-        for x in range(w):
-            count[x] += 1 if src[x] else 0
-            dst[x] = count[x] > 0
-            count[x] -= 1 if old[x] else 0
+        x = 0
+        while x < w:
+            if not row[x]:
+                x += 1
+                continue
+            start = x
+            while x < w and row[x]:
+                x += 1
+            # Window (y', x') holds bad[y, start:x] for y' in y-size+1..y and
+            # x' in start-size+1..x-1.
+            c0 = max(start - size + 1, 0)
+            c1 = min(x, ow)
+            if c0 >= c1:
+                continue
+            for yy in range(max(y - size + 1, 0), min(y + 1, oh)):
+                dst = out[yy]
+                for xx in range(c0, c1):
+                    dst[xx] = True
 
 
 def dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
     """See `ampoffset_dask.algorithm.kernels._numpy.dilate_box`."""
     size = 2 * r + 1
     h, w = bad.shape
-    rows = np.empty((h, max(w - size + 1, 0)), dtype=bool)
-    out = np.empty((max(h - size + 1, 0), rows.shape[1]), dtype=bool)
-    if rows.size and out.size:
-        _or_rows(bad, size, rows)
-        _or_cols(rows, size, out)
+    out = np.zeros((max(h - size + 1, 0), max(w - size + 1, 0)), dtype=bool)
+    if out.size:
+        _dilate_runs(np.ascontiguousarray(bad, dtype=bool), size, out)
     return out
 
 
@@ -419,3 +411,38 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
     out = np.zeros(seeds.shape, dtype=bool)
     _grow(np.ascontiguousarray(seeds, dtype=bool), halves, out)
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# Detection seeds: threshold, count and mark in one pass
+# ------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def _threshold_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negative, r,
+                     seeds):
+    oh, ow = smoothed.shape
+    n = 0
+    any_seed = False
+    for y in range(oh):
+        src = smoothed[y]
+        dst = seeds[y + r]
+        for x in range(ow):
+            v = src[x]
+            p = positive and v >= hi
+            q = negative and v <= lo
+            n += (1 if p else 0) + (1 if q else 0)
+            if (p and mark_positive) or (q and mark_negative):
+                dst[x + r] = True
+                any_seed = True
+    return n, any_seed
+
+
+def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, int], r: int,
+                    positive: bool, negative: bool, mark_positive: bool,
+                    mark_negative: bool) -> tuple[np.ndarray, int, bool]:
+    """See `ampoffset_dask.algorithm.kernels._numpy.threshold_seeds`."""
+    seeds = np.zeros(shape, dtype=bool)
+    # float32 comparisons, as numpy compares a float32 array with a Python float
+    n, any_seed = _threshold_seeds(
+        np.ascontiguousarray(smoothed, dtype=np.float32), np.float32(threshold),
+        np.float32(-threshold), positive, negative, mark_positive, mark_negative, r, seeds)
+    return seeds, int(n), bool(any_seed)

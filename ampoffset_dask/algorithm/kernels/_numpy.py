@@ -215,3 +215,43 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
         else:
             out[:dy] |= src[-dy:]
     return out
+
+
+def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, int], r: int,
+                    positive: bool, negative: bool, mark_positive: bool,
+                    mark_negative: bool) -> tuple[np.ndarray, int, bool]:
+    """Detection seeds of the smoothed good box, placed in a full-size mask.
+
+    Parameters
+    ----------
+    smoothed : ndarray, float32, shape (H - 2r, W - 2r)
+    threshold : float
+        Pixels ``>= threshold`` (positive) and ``<= -threshold`` (negative) are detected;
+        compared in float32, as numpy compares a float32 array with a Python float.
+    shape : tuple
+        ``(H, W)`` of the image.
+    r : int
+        The smoothing kernel's half width (offset of the good box).
+    positive, negative : bool
+        Which polarities are detected.
+    mark_positive, mark_negative : bool
+        Which polarities become seeds.
+
+    Returns
+    -------
+    seeds : ndarray of bool, shape (H, W)
+    n_detected : int
+        Detected pixels of both polarities (marked or not).
+    any_seed : bool
+    """
+    h, w = shape
+    seeds = np.zeros(shape, dtype=bool)
+    n = 0
+    for use, mark, sign in ((positive, mark_positive, 1.0), (negative, mark_negative, -1.0)):
+        if not use:
+            continue
+        core = smoothed >= threshold if sign > 0 else smoothed <= -threshold
+        n += int(np.count_nonzero(core))
+        if mark:
+            seeds[r:h - r, r:w - r] |= core
+    return seeds, n, bool(seeds.any())
