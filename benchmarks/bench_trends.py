@@ -105,13 +105,15 @@ def _files(root: Path) -> int:
 
 
 def _timed(func, *args, **kwargs):
-    t0 = time.perf_counter()
+    """``func``'s result and its (wall, CPU) seconds; CPU counts all of this process's
+    threads, so it is the figure that other load on the machine does not inflate."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = func(*args, **kwargs)
-    return out, time.perf_counter() - t0
+    return out, (time.perf_counter() - t0, time.process_time() - c0)
 
 
-def queries(root: Path, full: bool) -> dict[str, float]:
-    """Times (s) of the trends reads and analyses; also checks their sizes."""
+def queries(root: Path, full: bool) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds of the trends reads and analyses; also checks their sizes."""
     times = {}
     every, times["read all amps"] = _timed(read_series, root)
     one, times[f"read {DETECTOR}"] = _timed(read_series, root, detector=DETECTOR)
@@ -139,17 +141,19 @@ def main() -> None:
     print(f"load average (1 min) at start: {os.getloadavg()[0]:.2f} on "
           f"{os.cpu_count()} cores")
     try:
-        files, t_write = _timed(write_catalog, root, args.visits)
+        files, (t_write, _) = _timed(write_catalog, root, args.visits)
         print(f"wrote {files} files ({args.visits} visits x 189 detectors x 16 amps; "
               f"detectors + pedestals) in {t_write:.0f} s to {root}")
         before = queries(root, args.full)
-        result, t_compact = _timed(compact_catalog, root)
-        print(f"compacted: {result.n_before} -> {result.n_after} files in {t_compact:.1f} s")
+        result, (t_compact, c_compact) = _timed(compact_catalog, root)
+        print(f"compacted: {result.n_before} -> {result.n_after} files in {t_compact:.1f} s "
+              f"({c_compact:.1f} CPU s)")
         after = queries(root, args.full)
-        print(f"\n{'query':<34} {'per-visit files':>16} {'compacted':>10}")
-        print(f"{'data files':<34} {files:>16} {_files(root):>10}")
+        print(f"\n{'seconds: wall (CPU)':<34} {'per-visit files':>18} {'compacted':>18}")
+        print(f"{'data files':<34} {files:>18} {_files(root):>18}")
         for name in before:
-            print(f"{name:<34} {before[name]:>15.2f}s {after[name]:>9.2f}s")
+            (wb, cb), (wa, ca) = before[name], after[name]
+            print(f"{name:<34} {wb:>8.2f} ({cb:>7.2f}) {wa:>8.2f} ({ca:>7.2f})")
         print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
     finally:
         if not args.keep and args.dir is None:
