@@ -4,6 +4,11 @@ A catalog keeps every run's rows (history). By default readers see the latest ro
 (visit, detector) - the row of the run that finished it last - and the pedestals and
 interfaces of that row's run; a failed row of an input whose identity was unknown is hidden
 once a later row of the same input has one. ``all_rows=True`` returns the history.
+
+Rows live in per-visit files (``TABLE/visit=<v>/part-0.parquet``) and, once compacted, in
+``TABLE/_compacted/`` files of visit ranges (`~ampoffset_dask.catalog.compact`); readers
+read both through one pyarrow dataset per kind, built from a directory listing, with visit
+and detector filters pushed down to files and row groups.
 """
 
 from __future__ import annotations
