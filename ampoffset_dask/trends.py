@@ -212,6 +212,23 @@ def amp_trend(visits: np.ndarray, pedestal: np.ndarray, level: np.ndarray | None
     return AmpTrend(flags, gain, gain_err, drift, drift_err, sigma, design @ coef)
 
 
+def _series_order(table: Any) -> np.ndarray:
+    """Row order by detector, amp, visit (stable), like ``sort_values``: one integer key
+    of the three columns' ranks, radix-sorted (large tables sort several times faster)."""
+    import pandas as pd
+
+    key = np.zeros(len(table), dtype=np.int64)
+    span = 1
+    for column in ("detector", "amp", "visit"):
+        codes, uniques = pd.factorize(table[column], sort=True)
+        if (codes < 0).any() or span * max(len(uniques), 1) >= 2**62:
+            return np.asarray(table.reset_index(drop=True).sort_values(
+                ["detector", "amp", "visit"], kind="stable").index)
+        key = key * max(len(uniques), 1) + codes
+        span *= max(len(uniques), 1)
+    return np.argsort(key, kind="stable")
+
+
 def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
                 gain_sigma: float = 5.0, min_gain: float = 2e-4,
                 amp: str | None = None) -> TrendsResult:
@@ -241,7 +258,7 @@ def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
     missing = need - set(table.columns)
     if missing:
         raise InputError(f"trends: the pedestal table lacks column(s) {sorted(missing)}")
-    df = table.sort_values(["detector", "amp", "visit"], kind="stable").reset_index(drop=True)
+    df = table.take(_series_order(table)).reset_index(drop=True)
     if "pedestal_err" not in df:
         df["pedestal_err"] = np.nan
     if "level" not in df:
