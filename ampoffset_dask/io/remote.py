@@ -68,6 +68,7 @@ __all__ = [
     "bytes_fetched",
     "clear_caches",
     "environment_options",
+    "forget",
     "is_url",
     "list_url",
     "localize",
@@ -104,6 +105,9 @@ _DEFAULT_OPTIONS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 _FETCHED: collections.Counter[str] = collections.Counter()
 _REQUESTS: collections.Counter[str] = collections.Counter()
+#: Bumped by `forget`: entries of the per-process caches keyed by an older generation of a
+#: URL are never used again.
+_GENERATION: collections.Counter[str] = collections.Counter()
 _SIZES: dict[str, int] = {}
 _LAYOUTS: dict[tuple[str, int], Any] = {}
 _PLANES: collections.OrderedDict[tuple[str, int], np.ndarray] = collections.OrderedDict()
@@ -463,6 +467,12 @@ class _RangeCache:
                 _, dropped = self._urls.popitem(last=False)
                 self._bytes -= sum(len(b) for b in dropped[2])
 
+    def drop(self, url: str) -> None:
+        with self._lock:
+            old = self._urls.pop(url, None)
+            if old is not None:
+                self._bytes -= sum(len(b) for b in old[2])
+
     def clear(self) -> None:
         with self._lock:
             self._urls.clear()
@@ -672,7 +682,7 @@ class _RemoteFile:
         self._fh.close()
 
 
-def _close_object(key: str, entry: tuple[Any, _RemoteFile, threading.Lock]) -> None:
+def _close_object(key: tuple[str, int], entry: tuple[Any, _RemoteFile, threading.Lock]) -> None:
     hdul, rf, lock = entry
     with lock:  # after the reader using it is done
         hdul.close()
@@ -697,7 +707,9 @@ def _open_objects() -> Any:
 def _open_object(url: str) -> Iterator[tuple[Any, _RemoteFile]]:
     """``(HDUList, file)`` of a remote object kept open per process, under its lock."""
     cache = _open_objects()
-    entry = cache.get(url)
+    with _LOCK:
+        key = (url, _GENERATION[url])
+    entry = cache.get(key)
     if entry is None:
         rf = _RemoteFile(url, _open_counted(url))
         try:
@@ -706,9 +718,9 @@ def _open_object(url: str) -> Iterator[tuple[Any, _RemoteFile]]:
             rf.close()
             raise
         opened = (hdul, rf, threading.Lock())
-        entry = cache.add(url, opened)
+        entry = cache.add(key, opened)
         if entry is not opened:  # opened meanwhile by another thread
-            _close_object(url, opened)
+            _close_object(key, opened)
     with entry[2]:
         yield entry[0], entry[1]
 
@@ -799,7 +811,9 @@ def _compressed_section(url: str, hdu: int, slices: tuple[slice, slice]) -> np.n
                 yield
 
         try:
-            return decode(where, hdu, h, slices, key=(url, rf.size, hdu), fetch=fetched)
+            with _LOCK:
+                key = (url, _GENERATION[url], rf.size, hdu)
+            return decode(where, hdu, h, slices, key=key, fetch=fetched)
         except (InputError, _FetchError):
             raise
         except Exception as exc:
@@ -827,6 +841,19 @@ def _whole_plane(url: str, hdu: int) -> np.ndarray:
         while len(_PLANES) > 1 and sum(p.nbytes for p in _PLANES.values()) > _PLANES_MAX_BYTES:
             _PLANES.popitem(last=False)
     return plane
+
+
+def forget(url: str) -> None:
+    """Drop what this process keeps of ``url`` (fetched blocks, the open object, its size,
+    layouts and decoded planes), so that the next reads see the object as it is now: the
+    detector task calls it first, so a rewritten object is never read from stale blocks."""
+    _RANGES.drop(url)
+    with _LOCK:
+        _GENERATION[url] += 1
+        _SIZES.pop(url, None)
+        for cache in (_LAYOUTS, _PLANES):
+            for key in [k for k in cache if k[0] == url]:
+                del cache[key]
 
 
 def clear_caches() -> None:

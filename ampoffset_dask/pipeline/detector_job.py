@@ -209,6 +209,8 @@ class DetectorJob:
         if self.storage_options is not None:
             remote.set_storage_options(self.storage_options)
         url_input = remote.is_url(path)
+        if url_input:  # nothing kept from an earlier task: the object may have changed
+            remote.forget(path)
         fetched0 = remote.bytes_fetched(path) if url_input else 0
         requests0 = remote.requests_made(path) if url_input else 0
         # Edges only and nothing to write: read just the edge strips from the file.

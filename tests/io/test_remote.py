@@ -152,6 +152,26 @@ def test_edges_only_fetches_a_fraction_and_matches_local(s3, tmp_path, requests_
         rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("compress", [None, "gzip"])
+def test_a_rewritten_object_is_read_afresh(s3, tmp_path, compress):
+    """Blocks kept by one detector task are never served to the next: an object rewritten
+    between two tasks in the same process gives the new pedestals."""
+    bucket, _, client = s3
+    key = f"visit9/rewritten-{compress}.fits"
+    url = f"s3://{bucket}/{key}"
+    for step in (2.0, -3.0):
+        image = wide_image(TILED)
+        for i, amp in enumerate(TILED):
+            image[amp.slices] += step * i
+        path = write_exposure(tmp_path / f"r{step}.fits", image, header={"VISIT": 9},
+                              detector=TILED, compress=compress)
+        client.upload_file(str(path), bucket, key)
+        r = process_file(url, None, EDGES)
+        assert r.status == "ok", r.error
+        np.testing.assert_allclose(r.pedestals, process_file(str(path), None, EDGES).pedestals,
+                                   rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("compress", ["rice", "gzip"])
 def test_compressed_edges_only_fetches_only_the_edge_tiles(s3, tmp_path, requests_sent,
                                                            compress):
