@@ -303,3 +303,35 @@ def test_process_resumes_a_compacted_catalog_as_before(tmp_path):
     assert [v for v, _ in visit_files(cat, "pedestals")] == [3]
     _assert_same(_snapshot(cat, visits=[1, 2]), before)
     assert len(read_catalog(cat, "pedestals", visits=[3])) == 16
+
+
+def test_latest_rows_and_filters_match_the_rule(history, tmp_path):
+    """The fast readers against the rule written out in pandas, with two superseded runs of
+    one (visit, detector), before and after compaction."""
+    cat = tmp_path / "cat"
+    shutil.copytree(history, cat)
+    _write_run(cat, [_record(5, "R22_S10", 3.0)], config=AmpOffsetConfig(amp_edge_width=32))
+
+    def expected(table, **kw):
+        det = read_catalog(cat, "detectors")
+        rows = read_catalog(cat, table, all_rows=True)
+        keep = rows.merge(det[["visit", "detector", "run_id"]], how="inner")
+        if "visits" in kw:
+            keep = keep[keep["visit"].isin(kw["visits"])]
+        if "detectors" in kw:
+            keep = keep[keep["detector"].isin(kw["detectors"])]
+        return keep.reset_index(drop=True)
+
+    for compacted in (False, True):
+        if compacted:
+            compact_catalog(cat, visits_per_file=2)
+        for kw in ({}, {"visits": [5]}, {"detectors": ["R22_S10"]}):
+            for table in ("pedestals", "interfaces"):
+                got = read_catalog(cat, table, **kw)
+                pd.testing.assert_frame_equal(got, expected(table, **kw))
+                fast = read_catalog(cat, table, sort=False, format="arrow", **kw)
+                assert fast.num_rows == len(got)
+    cell = read_catalog(cat, "pedestals", visits=[5], detectors=["R22_S10"])
+    assert list(cell["pedestal"]) == [3.0, 4.0, 5.0, 6.0]
+    assert read_catalog(cat, "pedestals", visits=[5], detectors="R22_S10", all_rows=True)[
+        "run_id"].nunique() == 3
