@@ -161,6 +161,8 @@ def focal_plane_map(
     title: str | None = None,
     show_all: bool = True,
     label: bool = True,
+    vmin: float | None = None,
+    value_label: str = "amp pedestal (ADU)",
 ):
     """Map of pedestals over the focal plane: each amp a tile coloured by its pedestal.
 
@@ -177,7 +179,12 @@ def focal_plane_map(
     vmax : float, optional
         Colour-scale limit (symmetric around 0); the largest absolute pedestal by default.
     cmap : str
-        Diverging colour map.
+        Colour map (diverging for the symmetric pedestal scale).
+    vmin : float, optional
+        Lower end of a one-sided scale ``vmin..vmax`` (e.g. 0 for counts of flags, which
+        get whole-number ticks); the scale is symmetric around 0 when omitted.
+    value_label : str
+        Colour-bar label: what the ``pedestal`` column holds.
     title : str, optional
         Figure title.
     show_all : bool
@@ -237,7 +244,17 @@ def focal_plane_map(
         if others:
             ax.add_collection(PolyCollection(others, facecolors="none", edgecolors="0.8",
                                              linewidths=0.4))
-    norm = Normalize(-limit, limit)
+    if vmin is None:
+        norm = Normalize(-limit, limit)
+        low = -limit
+    else:
+        low = float(vmin)
+        if vmax is None:
+            finite_values = np.array(colours, dtype=float)
+            finite_values = finite_values[np.isfinite(finite_values)]
+            limit = float(finite_values.max()) if finite_values.size else low + 1.0
+        limit = max(limit, low + 1e-3)
+        norm = Normalize(low, limit)
     from matplotlib import colormaps
 
     cm = colormaps[cmap].with_extremes(bad="0.85")
@@ -267,11 +284,17 @@ def focal_plane_map(
     else:
         ax.set_xlabel("x (pixels; no focal-plane positions in the camera: detectors in a grid)")
         ax.set_ylabel("y (pixels)")
-    finite = np.abs(np.array(colours, dtype=float))
+    finite = np.array(colours, dtype=float)
     finite = finite[np.isfinite(finite)]
-    extend = "both" if finite.size and finite.max() > limit else "neither"
+    above = bool(finite.size and finite.max() > limit)
+    below = bool(finite.size and finite.min() < low)
+    extend = {(True, True): "both", (True, False): "max", (False, True): "min"}.get(
+        (above, below), "neither")
     cbar = fig.colorbar(coll, cax=_colorbar_axes(ax), extend=extend)
-    cbar.set_label("amp pedestal (ADU)")
+    cbar.set_label(value_label)
+    if (vmin is not None and finite.size and np.all(finite == np.round(finite))
+            and limit - low <= 10):  # counts: whole-number ticks
+        cbar.set_ticks(np.arange(np.ceil(low), np.floor(limit) + 1))
     if title is None:
         title = f"{getattr(camera, 'instrument', None) or camera.name} amp pedestals"
         if visit is not None:

@@ -369,8 +369,9 @@ def write_trends(result: TrendsResult, out_dir: str | os.PathLike, *,
 
         s = result.summary
         flags = s.assign(pedestal=s["n_jumps"] + s["gain_like"].astype(int))
-        fig = focal_plane_map(flags[["detector", "amp", "pedestal"]], camera,
-                              vmax=max(1.0, float(flags["pedestal"].max())),
+        top = max(1, int(flags["pedestal"].max()))
+        fig = focal_plane_map(flags[["detector", "amp", "pedestal"]], camera, vmin=0,
+                              vmax=top, cmap="Reds", value_label="flags (jumps + gain-like)",
                               title="trend flags per amp (jumps + gain-like)")
         paths.append(save_figure(fig, out / "trends_flags.png"))
     return paths

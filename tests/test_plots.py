@@ -71,6 +71,23 @@ def test_focal_plane_map(tmp_path, camera, raft_pedestals):
     np.testing.assert_allclose(np.sort(np.asarray(coll.get_array())), np.sort(expected))
 
 
+def test_focal_plane_map_of_counts_is_one_sided(camera, raft_pedestals):
+    counts = raft_pedestals.query("visit == 2").assign(pedestal=0.0)
+    counts.loc[counts.index[:3], "pedestal"] = [1.0, 2.0, 2.0]
+    fig = focal_plane_map(counts, camera, vmin=0, vmax=2, cmap="Reds", value_label="flags")
+    coll = fig.axes[0].collections[1]
+    assert coll.get_clim() == (0.0, 2.0)
+    assert coll.colorbar.ax.get_ylabel() == "flags"
+    assert list(coll.colorbar.get_ticks()) == [0.0, 1.0, 2.0]
+    # Without vmax the one-sided scale ends at the largest value.
+    fig = focal_plane_map(counts, camera, vmin=0, cmap="Reds", value_label="flags")
+    assert fig.axes[0].collections[1].get_clim() == (0.0, 2.0)
+    # The default stays the symmetric pedestal scale.
+    fig = focal_plane_map(counts, camera, vmax=3)
+    assert fig.axes[0].collections[1].get_clim() == (-3.0, 3.0)
+    assert fig.axes[0].collections[1].colorbar.ax.get_ylabel() == "amp pedestal (ADU)"
+
+
 def test_focal_plane_map_bad_input(camera, raft_pedestals):
     with pytest.raises(InputError, match="several visits"):
         focal_plane_map(raft_pedestals, camera)
