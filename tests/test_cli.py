@@ -207,9 +207,9 @@ def test_run_resumes_and_reports_failures(workdir, tmp_path):
     proc = cli("run", inputs, "--output", tmp_path / "cat", "--scheduler", "local:1",
                "--no-progress")
     assert proc.returncode == 1, proc.stderr
-    assert "1 detector(s) failed" in proc.stderr and "broken.fits" in proc.stderr
     det = read_catalog(tmp_path / "cat", "detectors")
-    assert sorted(det["status"]) == ["failed", "ok"]
+    assert sorted(det["status"]) == ["failed", "ok"], det[["input", "status", "error"]].to_dict()
+    assert "1 detector(s) failed" in proc.stderr and "broken.fits" in proc.stderr, proc.stderr
 
 
 def test_run_input_errors(tmp_path, workdir):
