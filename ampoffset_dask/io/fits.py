@@ -57,6 +57,7 @@ from .sections import (
     _read_full,
     check_image_size,
     close_cached_files,
+    data_beyond_end,
     is_image_header,
     read_section,
     remember_layouts,
@@ -216,22 +217,15 @@ def _is_image(hdu: Any) -> bool:
 def _iter_hdus(hdul: fits.HDUList, path: Path) -> Iterator[tuple[int, Any]]:
     k = 0
     while True:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                hdu = hdul[k]
-            except IndexError:
-                hdu = None
-            except (OSError, ValueError, EOFError, TypeError) as exc:
-                raise InputError(
-                    f"{path}: HDU {k} cannot be read ({exc}); truncated file?"
-                ) from exc
-        for w in caught:
-            if "truncated" in str(w.message).lower():
-                raise InputError(f"{path}: truncated FITS file ({w.message})")
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if hdu is None:
+        try:
+            hdu = hdul[k]
+        except IndexError:
             return
+        except (OSError, ValueError, EOFError, TypeError) as exc:
+            raise InputError(f"{path}: HDU {k} cannot be read ({exc}); truncated file?") from exc
+        reason = data_beyond_end(hdu)
+        if reason is not None:
+            raise InputError(f"{path}: truncated FITS file ({reason})")
         yield k, hdu
         k += 1
 

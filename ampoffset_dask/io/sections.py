@@ -23,7 +23,6 @@ import io
 import os
 import re
 import threading
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -78,25 +77,40 @@ class AmpSource:
     flag_nonzero: int | None = None
 
 
+def data_beyond_end(hdu: Any) -> str | None:
+    """Why ``hdu``'s data cannot all be in its file (None when they can).
+
+    The check astropy makes when it seeks past the end of a file, made here on sizes: its
+    warning cannot be caught reliably while other threads open files (``warnings`` state is
+    process-wide, so one thread's catcher records another thread's warnings).
+    """
+    info = hdu.fileinfo()
+    if not info:
+        return None
+    size = getattr(info.get("file"), "size", None)
+    end = int(info["datLoc"]) + int(info["datSpan"])
+    if size and end > size:
+        return f"actual file length ({size}) is smaller than the expected size ({end})"
+    return None
+
+
 def _open_hdul(path: Path, memmap: bool = True) -> fits.HDUList:
     """Open a FITS file read-only, turning astropy's errors into `InputError`."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            if _is_wrapped(path):
-                # astropy seeks inside the compressed stream for every region it reads, which is
-                # very slow; decompress the whole file once into memory instead.
-                buffer = _decompress(path)
-                hdul = fits.open(io.BytesIO(buffer), mode="readonly", lazy_load_hdus=True)
-                hdul._ampoffset_buffer = buffer
-            else:
-                hdul = fits.open(path, mode="readonly", memmap=memmap, lazy_load_hdus=True)
-        except (OSError, ValueError, TypeError, EOFError, IndexError, zlib.error) as exc:
-            raise InputError(f"{path}: not a readable FITS file ({exc})") from exc
-    for w in caught:
-        if "truncated" in str(w.message).lower():
-            hdul.close()
-            raise InputError(f"{path}: truncated FITS file ({w.message})")
+    try:
+        if _is_wrapped(path):
+            # astropy seeks inside the compressed stream for every region it reads, which is
+            # very slow; decompress the whole file once into memory instead.
+            buffer = _decompress(path)
+            hdul = fits.open(io.BytesIO(buffer), mode="readonly", lazy_load_hdus=True)
+            hdul._ampoffset_buffer = buffer
+        else:
+            hdul = fits.open(path, mode="readonly", memmap=memmap, lazy_load_hdus=True)
+        reason = data_beyond_end(hdul[0])
+    except (OSError, ValueError, TypeError, EOFError, IndexError, zlib.error) as exc:
+        raise InputError(f"{path}: not a readable FITS file ({exc})") from exc
+    if reason is not None:
+        hdul.close()
+        raise InputError(f"{path}: truncated FITS file ({reason})")
     return hdul
 
 

@@ -215,6 +215,32 @@ def test_truncated(tmp_path):
         read_exposure(path, detector=_small_detector(amp_w=60, amp_h=50))
 
 
+def test_truncated_file_opened_beside_good_ones_in_threads(tmp_path):
+    # A truncated file's condition must stay with that file when other threads open files
+    # at the same time (a warnings-based check attributed it to whichever file was open).
+    from concurrent.futures import ThreadPoolExecutor
+
+    det = _small_detector(amp_w=60, amp_h=50)
+    good = []
+    for i in range(3):
+        good.append(tmp_path / f"good{i}.fits")
+        write_exposure(good[-1], np.full((100, 120), float(i), np.float32))
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(good[0].read_bytes()[:20000])
+
+    def open_one(path):
+        try:
+            read_exposure(path, detector=det)
+        except InputError as exc:
+            return path.name, str(exc)
+        return path.name, None
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(open_one, [*good, cut] * 60))
+    assert {name for name, err in results if err is not None} == {"cut.fits"}
+    assert all("cut.fits: truncated" in err for name, err in results if name == "cut.fits")
+
+
 def test_missing_image_extension(tmp_path):
     path = tmp_path / "nomage.fits"
     fits.HDUList([fits.PrimaryHDU(),
