@@ -1,9 +1,16 @@
 """Test configuration: tests/golden.py importable as ``golden``; shared fixtures."""
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# The numpy kernels unless a test asks for numba: every process the tests start (CLI runs,
+# dask workers, notebook kernels) would otherwise load the compiled kernels' cache, about
+# 1.2 s of CPU each. The two paths are bit-identical; tests/algorithm (test_kernels,
+# test_parity, test_pinned) and tests/pipeline/test_detector_job.py run both explicitly.
+os.environ.setdefault("AMPOFFSET_KERNELS", "numpy")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
