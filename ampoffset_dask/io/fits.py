@@ -62,6 +62,7 @@ from .sections import (
     read_section,
     remember_layouts,
     stream_hdus,
+    truncated_error,
 )
 from .writer import write_exposure
 
@@ -223,9 +224,9 @@ def _iter_hdus(hdul: fits.HDUList, path: Path) -> Iterator[tuple[int, Any]]:
             return
         except (OSError, ValueError, EOFError, TypeError) as exc:
             raise InputError(f"{path}: HDU {k} cannot be read ({exc}); truncated file?") from exc
-        reason = data_beyond_end(hdu)
-        if reason is not None:
-            raise InputError(f"{path}: truncated FITS file ({reason})")
+        beyond = data_beyond_end(hdu)
+        if beyond is not None:
+            raise truncated_error(path, beyond)
         yield k, hdu
         k += 1
 
@@ -235,14 +236,10 @@ def _check_not_truncated(path: Any, hdul: fits.HDUList, indices: list[int], size
     if local and _is_wrapped(path):
         return
     for i in indices:
-        info = hdul[i].fileinfo()
-        if info is None:
-            continue
-        end = int(info["datLoc"]) + int(info["datSpan"])
-        if end > size:
-            raise InputError(
-                f"{path}: truncated FITS file: HDU {i} needs {end} bytes, the file has {size}"
-            )
+        beyond = data_beyond_end(hdul[i], size)
+        if beyond is not None:
+            raise InputError(f"{path}: truncated FITS file: HDU {i} needs {beyond[0]} bytes, "
+                             f"the file has {beyond[1]}")
 
 
 # ------------------------------------------------------------------------------------------

@@ -77,21 +77,30 @@ class AmpSource:
     flag_nonzero: int | None = None
 
 
-def data_beyond_end(hdu: Any) -> str | None:
-    """Why ``hdu``'s data cannot all be in its file (None when they can).
+def data_beyond_end(hdu: Any, size: int | None = None) -> tuple[int, int] | None:
+    """``(end, size)`` when ``hdu``'s data end past the file's ``size`` bytes, else None.
 
-    The check astropy makes when it seeks past the end of a file, made here on sizes: its
-    warning cannot be caught reliably while other threads open files (``warnings`` state is
-    process-wide, so one thread's catcher records another thread's warnings).
+    ``size`` defaults to the size of the file the HDU was read from. This is the check astropy
+    makes when it seeks past the end of a file, made here on sizes: its warning cannot be
+    caught reliably while other threads open files (``warnings`` state is process-wide, so one
+    thread's catcher records another thread's warnings).
     """
     info = hdu.fileinfo()
     if not info:
         return None
-    size = getattr(info.get("file"), "size", None)
+    if size is None:  # astropy's file object: no size (0) for some streams
+        size = getattr(info.get("file"), "size", None) or None
     end = int(info["datLoc"]) + int(info["datSpan"])
-    if size and end > size:
-        return f"actual file length ({size}) is smaller than the expected size ({end})"
+    if size is not None and end > size:
+        return end, int(size)
     return None
+
+
+def truncated_error(path: Any, beyond: tuple[int, int]) -> InputError:
+    """The `InputError` of a file whose data end at ``beyond[0]`` past its ``beyond[1]`` bytes."""
+    end, size = beyond
+    return InputError(f"{path}: truncated FITS file (actual file length ({size}) is smaller "
+                      f"than the expected size ({end}))")
 
 
 def _open_hdul(path: Path, memmap: bool = True) -> fits.HDUList:
@@ -105,12 +114,12 @@ def _open_hdul(path: Path, memmap: bool = True) -> fits.HDUList:
             hdul._ampoffset_buffer = buffer
         else:
             hdul = fits.open(path, mode="readonly", memmap=memmap, lazy_load_hdus=True)
-        reason = data_beyond_end(hdul[0])
+        beyond = data_beyond_end(hdul[0])
     except (OSError, ValueError, TypeError, EOFError, IndexError, zlib.error) as exc:
         raise InputError(f"{path}: not a readable FITS file ({exc})") from exc
-    if reason is not None:
+    if beyond is not None:
         hdul.close()
-        raise InputError(f"{path}: truncated FITS file ({reason})")
+        raise truncated_error(path, beyond)
     return hdul
 
 
