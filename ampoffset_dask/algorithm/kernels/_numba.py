@@ -320,6 +320,19 @@ def any_bits(mask: np.ndarray, bits: int) -> bool:
 
 
 @njit(**_JIT)
+def _next_run(row, x):
+    """``(start, stop)`` of the first run of set values in ``row[x:]`` (``start == len(row)``
+    when there is none)."""
+    w = row.shape[0]
+    while x < w and not row[x]:
+        x += 1
+    start = x
+    while x < w and row[x]:
+        x += 1
+    return start, x
+
+
+@njit(**_JIT)
 def _dilate_runs(bad, size, out):
     """OR of ``bad`` over ``size``-square windows (valid part): each run of set pixels in a
     row paints the output rows and columns whose window contains it (masks are sparse)."""
@@ -328,13 +341,10 @@ def _dilate_runs(bad, size, out):
     for y in range(h):
         row = bad[y]
         x = 0
-        while x < w:
-            if not row[x]:
-                x += 1
-                continue
-            start = x
-            while x < w and row[x]:
-                x += 1
+        while True:
+            start, x = _next_run(row, x)
+            if start == w:
+                break
             # Window (y', x') holds bad[y, start:x] for y' in y-size+1..y and
             # x' in start-size+1..x-1.
             c0 = max(start - size + 1, 0)
@@ -383,13 +393,10 @@ def _grow(seeds, halves, out):
     for y in range(h):
         row = seeds[y]
         x = 0
-        while x < w:
-            if not row[x]:
-                x += 1
-                continue
-            start = x
-            while x < w and row[x]:
-                x += 1
+        while True:
+            start, x = _next_run(row, x)
+            if start == w:
+                break
             # Seeds start..x-1: every footprint row spans the run widened by its half width.
             for dy in range(-r, r + 1):
                 yy = y + dy
