@@ -79,11 +79,12 @@ def wait_for(predicate, timeout=60.0, interval=0.01, what="condition"):
 
 
 @contextlib.contextmanager
-def dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None):
+def dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None,
+                   cwd: Path | None = None):
     """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1.
 
-    Yields ``(address, worker_processes)``; workers run without a nanny so that killing one
-    really removes it.
+    Yields ``(address, worker_processes, scheduler_file)``; workers run without a nanny so
+    that killing one really removes it. ``cwd``: the processes' working directory.
     """
     folder.mkdir(parents=True, exist_ok=True)
     sfile = folder / "scheduler.json"
@@ -98,7 +99,7 @@ def dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None):
     procs = [subprocess.Popen(
         [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
          "--protocol", protocol, "--no-dashboard", "--scheduler-file", str(sfile), *tls_args],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)]
+        cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)]
     workers = []
     try:
         wait_for(lambda: sfile.exists() and sfile.stat().st_size > 0, 60, 0.05,
@@ -110,7 +111,7 @@ def dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None):
                 [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
                  "--no-nanny", "--no-dashboard", "--memory-limit", "1GiB", "--name",
                  f"w{i}", "--host", "127.0.0.1", *tls_args],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+                cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
         procs.extend(workers)
         yield address, workers, sfile
     finally:
