@@ -234,7 +234,15 @@ def focal_plane_map(
                 centre = to_fp(np.array([(amp.x0 + amp.x1) / 2]), np.array([(amp.y0 + amp.y1) / 2]))
                 centres.append((amp.name, centre[0]))
 
-    limit = _symmetric_limit(np.array(colours), vmax)
+    values = np.array(colours, dtype=float)
+    finite = values[np.isfinite(values)]
+    if vmin is None:
+        limit = _symmetric_limit(values, vmax)
+        low = -limit
+    else:
+        low = float(vmin)
+        top = vmax if vmax is not None else (finite.max() if finite.size else low + 1.0)
+        limit = max(float(top), low + 1e-3)
     fig = _figure((8.0, 7.0))
     ax = fig.add_subplot()
     others = []
@@ -244,21 +252,11 @@ def focal_plane_map(
         if others:
             ax.add_collection(PolyCollection(others, facecolors="none", edgecolors="0.8",
                                              linewidths=0.4))
-    if vmin is None:
-        norm = Normalize(-limit, limit)
-        low = -limit
-    else:
-        low = float(vmin)
-        if vmax is None:
-            finite_values = np.array(colours, dtype=float)
-            finite_values = finite_values[np.isfinite(finite_values)]
-            limit = float(finite_values.max()) if finite_values.size else low + 1.0
-        limit = max(limit, low + 1e-3)
-        norm = Normalize(low, limit)
+    norm = Normalize(low, limit)
     from matplotlib import colormaps
 
     cm = colormaps[cmap].with_extremes(bad="0.85")
-    coll = PolyCollection(tiles, array=np.ma.masked_invalid(np.array(colours)), cmap=cm,
+    coll = PolyCollection(tiles, array=np.ma.masked_invalid(values), cmap=cm,
                           norm=norm, edgecolors="0.5", linewidths=0.15)
     ax.add_collection(coll)
     ax.add_collection(PolyCollection(outlines, facecolors="none", edgecolors="k",
@@ -284,8 +282,6 @@ def focal_plane_map(
     else:
         ax.set_xlabel("x (pixels; no focal-plane positions in the camera: detectors in a grid)")
         ax.set_ylabel("y (pixels)")
-    finite = np.array(colours, dtype=float)
-    finite = finite[np.isfinite(finite)]
     above = bool(finite.size and finite.max() > limit)
     below = bool(finite.size and finite.min() < low)
     extend = {(True, True): "both", (True, False): "max", (False, True): "min"}.get(
