@@ -4,8 +4,9 @@ Every kernel performs the same IEEE operations in the same order as its numpy co
 (`ampoffset_dask.algorithm.kernels._numpy`): float32 products and sums stay float32,
 ``fastmath`` is off so nothing is reassociated or fused into multiply-adds, and the order
 statistics come from an exact selection instead of a sort (the same values). Only the
-clipped sums may differ from the reference in their last bits (a different summation
-order), which moves no pedestal by more than 1e-12 relative.
+clipped sums may differ from the reference in their last bits: their one kernel lets the
+compiler reassociate them into SIMD partial sums (the kept set and every term are exact),
+which moves no pedestal by more than 1e-12 relative.
 
 Compiled on first use and cached on disk (``cache=True``), so a worker process pays the
 compilation once per installation and only a cache load afterwards.
@@ -77,61 +78,131 @@ def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------
-# Clipped statistics from an exact selection of the three quartiles
+# Clipped statistics: exact quartiles from a histogram of order-preserving keys, then
+# SIMD clip passes over the pixels in place (no copy of the usable values)
 # ------------------------------------------------------------------------------------------
+_SMALL = 1 << 15  # fewer values than this: copy and select (the histogram costs more)
+_SAMPLE = 4096  # values sampled to place the histogram's range
+_N_BINS = 4096  # histogram bins over that range (an L1-sized histogram)
+_CHUNK = 512  # bin indices computed (SIMD) per block before they are counted
+
+
 @njit(**_JIT)
-def _gather(values, bad, use_bad, out):
-    """Copy finite values not flagged in ``bad`` into ``out``; return how many."""
-    h, w = values.shape
+def _bin_of(v, lo, scale, top):
+    """Histogram bin of ``v``: ``(v - lo) * scale`` clamped to ``[0, top]`` (in the values'
+    precision; ``lo``, ``scale`` and ``top`` have their type), NaN to 0.
+
+    Rounding is monotone, so ``v1 <= v2`` gives ``bin(v1) <= bin(v2)``: every value of a
+    bin is ordered before every value of the next one, whatever ``lo`` and ``scale``.
+    """
+    zero = top - top
+    t = (v - lo) * scale
+    t = t if t > zero else zero
+    t = t if t < top else top
+    return np.uint32(t)
+
+
+@njit(**_JIT)
+def _sample(flat, vstride, bad, bstride, use_bad, h, w, out):
+    """Up to ``len(out)`` usable values from a regular grid of positions; returns how many."""
+    step = max(1, int(math.sqrt(h * w / out.shape[0])))
     n = 0
-    for y in range(h):
-        for x in range(w):
-            v = values[y, x]
-            if math.isfinite(v) and not (use_bad and bad[y, x]):
+    for y in range(step // 2, h, step):
+        for x in range(step // 2, w, step):
+            v = flat[y * vstride + x]
+            if math.isfinite(v) and not (use_bad and bad[y * bstride + x]) and n < out.shape[0]:
                 out[n] = v
                 n += 1
     return n
 
 
 @njit(**_JIT)
-def _clip_sums(a, center, half):
-    """Count, sum and sum of squares of ``a - center`` over ``|a - center| <= half``.
+def _histogram(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, hist, idx):
+    """Count the usable values per bin (`_bin_of`); the last bin counts the others.
 
-    Eight independent lanes (each summed in order, then combined pairwise) keep the loop
-    branch-free and let the compiler use SIMD without reassociating any sum.
+    Bin indices are computed a chunk at a time in a branch-free (SIMD) loop, then counted.
+    Returns the number of usable values.
     """
-    n = a.shape[0]
-    lanes = 8
-    c = np.zeros(lanes, dtype=np.int64)
-    s1 = np.zeros(lanes)
-    s2 = np.zeros(lanes)
-    full = n - n % lanes
-    for start in range(0, full, lanes):
-        for q in range(lanes):
-            d = np.float64(a[start + q]) - center
-            keep = abs(d) <= half
-            dk = d if keep else 0.0
-            c[q] += 1 if keep else 0
-            s1[q] += dk
-            s2[q] += dk * dk
-    for p in range(full, n):
-        d = np.float64(a[p]) - center
-        if abs(d) <= half:
-            c[0] += 1
-            s1[0] += d
-            s2[0] += d * d
-    m = 0
-    for q in range(lanes):
-        m += c[q]
-    t1 = ((s1[0] + s1[1]) + (s1[2] + s1[3])) + ((s1[4] + s1[5]) + (s1[6] + s1[7]))
-    t2 = ((s2[0] + s2[1]) + (s2[2] + s2[3])) + ((s2[4] + s2[5]) + (s2[6] + s2[7]))
-    return m, t1, t2
+    spare = np.uint32(hist.shape[0] - 1)
+    for y in range(h):
+        row = flat[y * vstride: y * vstride + w]
+        brow = bad[y * bstride: y * bstride + w] if use_bad else bad[:0]
+        for x0 in range(0, w, _CHUNK):
+            m = min(_CHUNK, w - x0)
+            for j in range(m):
+                v = row[x0 + j]
+                skip = not ((v - v) == 0)  # non-finite
+                if use_bad:
+                    skip = skip | (brow[x0 + j] != 0)
+                idx[j] = spare if skip else _bin_of(v, lo, scale, top)
+            for j in range(m):
+                hist[idx[j]] += 1
+    return h * w - hist[spare]
 
 
 @njit(**_JIT)
-def _clip_loop(a, median, q1, q3, n_sigma, n_iter, iq_to_stdev):
-    """afw's clip iterations (ALGORITHM.md 2.3) on the finite candidates ``a``."""
-    n = a.shape[0]
+def _gather_bins(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, slot_of_bin,
+                 starts, out):
+    """Copy the usable values of the wanted bins into their segments of ``out``
+    (``slot_of_bin`` maps a bin to its segment + 1, 0 when not wanted)."""
+    pos = starts.copy()
+    for y in range(h):
+        row = flat[y * vstride: y * vstride + w]
+        for x in range(w):
+            v = row[x]
+            if not math.isfinite(v) or (use_bad and bad[y * bstride + x]):
+                continue
+            s = slot_of_bin[_bin_of(v, lo, scale, top)]
+            if s:
+                out[pos[s - 1]] = v
+                pos[s - 1] += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def _clip_sums(flat, vstride, bad, bstride, use_bad, h, w, center, half):
+    """Count, sum and sum of squares of ``v - center`` over ``|v - center| <= half``.
+
+    Only here may the compiler reassociate (``fastmath={"reassoc"}``), so the sums are
+    vectorised in an order it chooses: the kept set and every term are exact, the sums
+    may differ from the reference in their last bits. Non-finite values are never kept
+    (``half`` is capped at the largest double). Each row is summed on its own first.
+    """
+    half = min(half, 1.7976931348623157e308)
+    c = 0
+    t1 = 0.0
+    t2 = 0.0
+    for y in range(h):
+        row = flat[y * vstride: y * vstride + w]
+        a = 0.0
+        b = 0.0
+        k = 0
+        if use_bad:
+            brow = bad[y * bstride: y * bstride + w]
+            for x in range(w):
+                d = np.float64(row[x]) - center
+                keep = (abs(d) <= half) & ~brow[x]
+                e = d if keep else 0.0
+                a += e
+                b += e * e
+                k += 1 if keep else 0
+        else:
+            for x in range(w):
+                d = np.float64(row[x]) - center
+                keep = abs(d) <= half
+                e = d if keep else 0.0
+                a += e
+                b += e * e
+                k += 1 if keep else 0
+        c += k
+        t1 += a
+        t2 += b
+    return c, t1, t2
+
+
+@njit(**_JIT)
+def _clip_loop(flat, vstride, bad, bstride, use_bad, h, w, n, median, q1, q3, n_sigma,
+               n_iter, iq_to_stdev):
+    """afw's clip iterations (ALGORITHM.md 2.3) on the ``n`` usable values."""
     iqr = q3 - q1
     mean = math.nan
     var = math.nan
@@ -147,7 +218,7 @@ def _clip_loop(a, median, q1, q3, n_sigma, n_iter, iq_to_stdev):
             mean = math.nan
             var = math.nan
             continue
-        m, s1, s2 = _clip_sums(a, center, half)
+        m, s1, s2 = _clip_sums(flat, vstride, bad, bstride, use_bad, h, w, center, half)
         if m == 0:
             mean = math.nan
             var = math.nan
@@ -161,13 +232,98 @@ def _clip_loop(a, median, q1, q3, n_sigma, n_iter, iq_to_stdev):
     return mean, var
 
 
+@njit(**_JIT)
+def _gather(values, bad, use_bad, out):
+    """Copy finite values not flagged in ``bad`` into ``out``; return how many."""
+    h, w = values.shape
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            v = values[y, x]
+            if math.isfinite(v) and not (use_bad and bad[y, x]):
+                out[n] = v
+                n += 1
+    return n
+
+
+def _flat_rows(a: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """A 2-D array with unit inner stride as a 1-D view from its first to its last element
+    (inside the parent's memory) and its row stride in elements; None for other layouts."""
+    h, w = a.shape
+    it = a.itemsize
+    if h == 0 or w == 0:
+        return a.reshape(-1), w
+    if (h > 1 and a.strides[0] % it) or (w > 1 and a.strides[1] != it):
+        return None
+    stride = a.strides[0] // it if h > 1 else w
+    return np.lib.stride_tricks.as_strided(a, shape=((h - 1) * stride + w,), strides=(it,)), stride
+
+
+def _order_statistics(fv, fb, use_bad, h, w, ranks_of):
+    """Usable-value count and the values of the ranks ``ranks_of(n)`` (exact, as a sort).
+
+    A histogram over the range a sample suggests locates the bins holding the wanted ranks;
+    only those bins are copied and sorted. A poor guess only makes those bins larger.
+    """
+    flat, vstride = fv
+    bad, bstride = fb
+    buf = np.empty(_SAMPLE, dtype=flat.dtype)
+    sample = np.sort(buf[:_sample(flat, vstride, bad, bstride, use_bad, h, w, buf)])
+    if sample.shape[0]:
+        q1, q3 = (float(sample[int(p * (sample.shape[0] - 1))]) for p in (0.2, 0.8))
+        width = q3 - q1
+        lo = q1 - 0.5 * width
+        span = 2.0 * width
+    else:
+        lo, span = 0.0, 0.0
+    n_bins = _N_BINS
+    kind = flat.dtype.type
+    scale = n_bins / span if 0.0 < span < math.inf else 1.0
+    biggest = float(np.finfo(kind).max)
+    if not (abs(lo) < biggest and scale < biggest):
+        lo, scale = 0.0, 1.0
+    lo, scale = kind(lo), kind(scale)
+    top = kind(n_bins - 1)  # bins 0..n_bins-1 for usable values, n_bins for the others
+    hist = np.zeros(n_bins + 1, dtype=np.int32 if h * w < 2**31 else np.int64)
+    idx = np.empty(_CHUNK, dtype=np.uint32)
+    n = int(_histogram(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, hist,
+                       idx))
+    if n == 0:
+        return 0, {}
+    ks = ranks_of(n)
+    cum = np.cumsum(hist[:n_bins])
+    bins = np.searchsorted(cum, ks, side="right").tolist()  # rank k's bin: first cum > k
+    wanted = sorted(set(bins))
+    sizes = hist[wanted]
+    starts = np.zeros(len(wanted), dtype=np.int64)
+    starts[1:] = np.cumsum(sizes)[:-1]
+    slot_of_bin = np.zeros(n_bins + 1, dtype=np.uint8)
+    slot_of_bin[wanted] = np.arange(1, len(wanted) + 1)
+    out = np.empty(int(sizes.sum()), dtype=flat.dtype)
+    _gather_bins(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, slot_of_bin,
+                 starts, out)
+    values = {}
+    for i, b in enumerate(wanted):
+        seg = np.sort(out[starts[i]:starts[i] + sizes[i]])
+        before = int(cum[b] - hist[b])
+        for k, kb in zip(ks, bins, strict=True):
+            if kb == b:
+                values[k] = float(seg[k - before])
+    return n, values
+
+
 _NO_BAD = np.zeros((1, 1), dtype=np.bool_)
 
 
 def usable_clipped_mean_var(
     values: np.ndarray, bad: np.ndarray | None, n_sigma: float = 3.0, n_iter: int = 3
 ) -> tuple[float, float, int]:
-    """See `ampoffset_dask.algorithm.kernels._numpy.usable_clipped_mean_var`."""
+    """See `ampoffset_dask.algorithm.kernels._numpy.usable_clipped_mean_var`.
+
+    float32 values are read in place: a histogram of order-preserving keys locates the
+    bins of the quartiles' order statistics, only those bins are copied and sorted (the
+    values are exact), and each clip iteration is one SIMD pass over the pixels.
+    """
     from ..stats import IQ_TO_STDEV, quantiles_selected
 
     values = _native(values)
@@ -175,13 +331,44 @@ def usable_clipped_mean_var(
         values = values.reshape(1, -1)
         bad = None if bad is None else np.asarray(bad).reshape(1, -1)
     use_bad = bad is not None
-    buf = np.empty(values.size, dtype=values.dtype)
-    n = int(_gather(values, bad if use_bad else _NO_BAD, use_bad, buf))
-    a = buf[:n]
-    # numpy's exact single-kth selection (SIMD) beats a compiled quickselect.
-    median, q1, q3 = quantiles_selected(a)
-    mean, var = _clip_loop(a, median, q1, q3, float(n_sigma), int(n_iter), IQ_TO_STDEV)
+    h, w = values.shape
+    fv = _flat_rows(values) if values.size >= _SMALL else None
+    fb = _flat_rows(np.asarray(bad, dtype=bool)) if use_bad and fv is not None else (
+        _NO_BAD.reshape(-1), 0)
+    if fv is None or fb is None:
+        # Small or float64 input: copy the usable values and select on the copy.
+        buf = np.empty(values.size, dtype=values.dtype)
+        n = int(_gather(values, bad if use_bad else _NO_BAD, use_bad, buf))
+        a = buf[:n]
+        median, q1, q3 = quantiles_selected(a)
+        fv, fb, use_bad, h, w = (a, n), (_NO_BAD.reshape(-1), 0), False, 1, n
+    else:
+        n, median, q1, q3 = _quartiles(fv, fb, use_bad, h, w)
+    mean, var = _clip_loop(fv[0], fv[1], fb[0], fb[1], use_bad, h, w, n, median, q1, q3,
+                           float(n_sigma), int(n_iter), IQ_TO_STDEV)
     return float(mean), float(var), n
+
+
+def _quartile_ranks(n: int) -> list[int]:
+    """Ranks whose values `_quartiles` interpolates (as `stats.quantiles_selected`)."""
+    idx = [p * (n - 1) for p in (0.5, 0.25, 0.75)]
+    return sorted({min(int(i) + d, n - 1) for i in idx for d in (0, 1)})
+
+
+def _quartiles(fv, fb, use_bad, h, w):
+    """Count and `ampoffset_dask.algorithm.stats.quantiles_sorted` of the usable values."""
+    n, v = _order_statistics(fv, fb, use_bad, h, w, _quartile_ranks)
+    if n == 0:
+        return 0, math.nan, math.nan, math.nan
+    if n == 1:
+        return 1, v[0], v[0], v[0]
+
+    def q(i: float) -> float:
+        lo = int(i)
+        hi = lo + 1
+        return (hi - i) * v[lo] + (i - lo) * v[hi]
+
+    return n, q(0.5 * (n - 1)), q(0.25 * (n - 1)), q(0.75 * (n - 1))
 
 
 # ------------------------------------------------------------------------------------------
