@@ -39,7 +39,7 @@ from .gain import GainStep, amp_levels, gain_step
 from .offsets import InterfaceOffset, measure_interface, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
-from .strips import strip_stats
+from .strips import StripBlock, lines_stats, strip_blocks
 from .uncertainty import interface_offset_error, pedestal_errors
 
 __all__ = ["check_amp_geometry", "measure_detector"]
@@ -177,12 +177,18 @@ def measure_detector(
         for key in needed
     }
 
+    # The strips as lines (one row per position along the interface), stacked by kind.
+    blocks = strip_blocks({
+        key: (key[1], (rows.stop - rows.start, cols.stop - cols.start))
+        for key, (rows, cols) in strips.items()
+    })
+
     background = detection = "off"
     threshold = math.nan
     n_detected = 0
-    raw_strips = None  # strips before background subtraction (gain diagnosis, sky levels)
+    raw_lines = None  # strips before background subtraction (gain diagnosis, sky levels)
     if not (config.do_background or config.do_detection):
-        strip_pixels, all_masked = _read_strips(image, mask, strips, bits)
+        _read_strips(image, mask, strips, bits, blocks)
     else:
         img = np.array(image, dtype=np.float32, copy=True)
         m = None if mask is None else np.asarray(mask)
@@ -197,7 +203,7 @@ def measure_detector(
         else:
             bad_after_detection = bad
         if config.do_background:
-            raw_strips = {key: img[sl].copy() for key, sl in strips.items()}
+            raw_lines = [_put_lines(np.empty_like(b.lines), b, strips, img) for b in blocks]
             amp = detector.amplifiers[0]
             background = subtract_background(
                 img, bad, min(amp.width, amp.height), config.background_fraction_sample,
@@ -213,25 +219,23 @@ def measure_detector(
                                                               extra, bad_planes)
             if detection != "ok":
                 warnings.append(f"detection {detection}")
-        strip_pixels = {}
-        for key, sl in strips.items():
-            a = img[sl].copy()
-            a[bad[sl] | extra[sl]] = np.nan
-            strip_pixels[key] = a
+        for b in blocks:
+            _put_lines(b.lines, b, strips, img, lambda sl: bad[sl] | extra[sl])
         all_masked = backend.all_covered(bad, extra)
         if not all_masked and seeds is not None:
             all_masked = _grown_covers_rest(seeds, bad, extra, config)
 
     # Every per-strip statistic, once: LSST's edge profiles and what the diagnostics share.
-    stats = {
-        key: strip_stats(a, key[1], inset=config.amp_edge_inset,
-                         raw=None if raw_strips is None else raw_strips[key],
-                         overwrite_raw=True)
-        for key, a in strip_pixels.items()
-    }
-    total = sum(a.size for a in strip_pixels.values())
+    stats = {}
+    for i, b in enumerate(blocks):
+        block_stats = lines_stats(b.lines, b.bounds, b.sides, inset=config.amp_edge_inset,
+                                  raw=None if raw_lines is None else raw_lines[i])
+        stats.update(zip(b.keys, block_stats, strict=True))
+    total = sum(b.lines.size for b in blocks)
     masked = total - sum(int(st.count.sum()) for st in stats.values())
     masked_fraction = masked / total if total else 1.0
+    if not (config.do_background or config.do_detection):
+        all_masked = masked == total  # only masked or non-finite pixels are NaN
 
     window = config.amp_edge_window_frac if config.do_window_smoothing else None
     results: list[InterfaceResult] = []
@@ -308,19 +312,34 @@ def _interface_result(itf, detector: Detector, res: InterfaceOffset, err: float,
     )
 
 
-def _read_strips(image: Any, mask: Any, strips: dict, bits: int):
-    """Read only the edge strips (works on lazy arrays), NaN where masked or non-finite."""
-    out = {}
-    all_masked = True
-    for key, sl in strips.items():
-        a = np.array(image[sl], dtype=np.float32, copy=True)
-        bad = ~np.isfinite(a)
-        if mask is not None:
-            bad |= (np.asarray(mask[sl]) & bits) != 0
-        a[bad] = np.nan
-        all_masked &= bool(bad.all())
-        out[key] = a
-    return out, all_masked
+def _put_lines(dest: np.ndarray, block: StripBlock, strips: dict, source: Any,
+               masked: Any = None) -> np.ndarray:
+    """Copy the block's strips of ``source`` into ``dest`` as lines (float32), NaN where
+    ``masked(strip slices)`` is True."""
+    for key, side, a, b in zip(block.keys, block.sides, block.bounds, block.bounds[1:],
+                               strict=False):
+        sl = strips[key]
+        v = np.asarray(source[sl])
+        flip = side in (0, 2)
+        dest[a:b] = v.T if flip else v
+        if masked is not None:
+            m = masked(sl)
+            np.copyto(dest[a:b], np.float32(np.nan), where=m.T if flip else m)
+    return dest
+
+
+def _read_strips(image: Any, mask: Any, strips: dict, bits: int,
+                 blocks: list[StripBlock]) -> None:
+    """Read only the edge strips into the blocks' lines (works on lazy arrays), NaN where
+    masked or non-finite."""
+    for b in blocks:
+        if mask is not None and bits:
+            _put_lines(b.lines, b, strips, image,
+                       lambda sl: (np.asarray(mask[sl]) & bits) != 0)
+        else:
+            _put_lines(b.lines, b, strips, image)
+        bad = ~np.isfinite(b.lines)
+        np.copyto(b.lines, np.float32(np.nan), where=bad)
 
 
 def _detect(

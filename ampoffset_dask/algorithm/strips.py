@@ -5,6 +5,9 @@ diagnostics beside it (offset uncertainties, the gain-step diagnosis, the amp le
 the robust estimator) need a few more statistics of the same lines. `strip_stats` computes
 them all in one go, in the layout that makes them cheap: the strip as *lines*, one
 contiguous row per position along the interface, holding the pixels across the strip.
+`lines_stats` does the same for several strips stacked line after line (`strip_blocks`),
+with the same numbers and one set of array operations per stack; each line is sorted
+once, which gives its median and its count.
 
 ``profile``
     The float32 line medians, bit-identical to `edge_profile` (LSST's edge profile).
@@ -29,6 +32,7 @@ contiguous row per position along the interface, holding the pixels across the s
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -36,16 +40,21 @@ import numpy as np
 __all__ = [
     "CLIP_SIGMA",
     "MAD_TO_SIGMA",
+    "StripBlock",
     "StripStats",
     "exact_median",
     "line_medians",
+    "lines_stats",
     "median_variance",
+    "strip_blocks",
     "strip_lines",
     "strip_stats",
 ]
 
 #: Robust standard deviation of a Gaussian from its median absolute deviation.
 MAD_TO_SIGMA = 1.482602218505602
+#: Pixels per stack of `strip_blocks` (a few strips: the stack's temporaries stay in cache).
+_BLOCK_PIXELS = 1 << 19
 #: Half width, in ``sigma``, of the per-line clip of the clipped line statistics.
 CLIP_SIGMA = 3.0
 
@@ -89,6 +98,47 @@ def strip_lines(strip: np.ndarray, side: int) -> np.ndarray:
     if side in (0, 2):
         a = a.T
     return np.ascontiguousarray(a)
+
+
+class StripBlock(NamedTuple):
+    """Edge strips stacked as lines for `lines_stats`: strip ``keys[k]`` (on ``sides[k]``)
+    is ``lines[bounds[k]:bounds[k + 1]]``."""
+
+    keys: list
+    sides: list
+    bounds: list
+    lines: np.ndarray
+
+
+def strip_blocks(shapes: Mapping[Hashable, tuple[int, tuple[int, int]]],
+                 max_pixels: int = _BLOCK_PIXELS) -> list[StripBlock]:
+    """Uninitialised float32 stacks for strips ``{key: (side, (rows, columns))}``.
+
+    Strips with the same width across and the same distance order (sides 0/1 or 2/3)
+    share a stack, in the order given, up to about ``max_pixels`` pixels per stack: small
+    strips are processed together, large ones stay small enough for the processor's cache.
+    """
+    groups: dict[tuple[int, bool], list] = {}
+    for key, (side, (h, w)) in shapes.items():
+        along, across = (w, h) if side in (0, 2) else (h, w)
+        groups.setdefault((across, side in (0, 1)), []).append((key, side, along))
+    blocks = []
+    for (across, _), items in groups.items():
+        start = 0
+        while start < len(items):
+            stop = start + 1
+            size = items[start][2]
+            while stop < len(items) and (size + items[stop][2]) * across <= max_pixels:
+                size += items[stop][2]
+                stop += 1
+            chunk = items[start:stop]
+            bounds = [0]
+            for _, _, along in chunk:
+                bounds.append(bounds[-1] + along)
+            blocks.append(StripBlock([k for k, _, _ in chunk], [s for _, s, _ in chunk],
+                                     bounds, np.empty((bounds[-1], across), dtype=np.float32)))
+            start = stop
+    return blocks
 
 
 def line_medians(lines: np.ndarray, nan: np.ndarray | None = None,
@@ -179,7 +229,6 @@ def strip_stats(
     inset: int = 0,
     raw: np.ndarray | None = None,
     profile: np.ndarray | None = None,
-    overwrite_raw: bool = False,
 ) -> StripStats:
     """All statistics of one NaN-masked edge strip (see the module docstring).
 
@@ -194,64 +243,149 @@ def strip_stats(
         ``ampEdgeInset``: the strip starts this many pixels from the boundary.
     raw : ndarray, optional
         The same strip before background subtraction; its pixels are masked where
-        ``strip`` is NaN for ``level``. ``level`` is ``profile`` when omitted.
+        ``strip`` is NaN for ``level`` (``raw`` itself is not modified). ``level`` is
+        ``profile`` when omitted.
     profile : ndarray, optional
         The line medians if already computed (they are recomputed otherwise).
-    overwrite_raw : bool
-        ``raw`` is scratch space: its masked pixels may be set to NaN in place.
 
     Returns
     -------
     StripStats
     """
     lines = strip_lines(strip, side)
+    raw_lines = None if raw is None else strip_lines(raw, side)
+    return lines_stats(lines, [0, lines.shape[0]], [side], inset=inset, raw=raw_lines,
+                       profile=profile)[0]
+
+
+def lines_stats(
+    lines: np.ndarray,
+    bounds: Sequence[int],
+    sides: Sequence[int],
+    *,
+    inset: int = 0,
+    raw: np.ndarray | None = None,
+    profile: np.ndarray | None = None,
+) -> list[StripStats]:
+    """`strip_stats` of several strips stacked as lines, in one set of array operations.
+
+    Every line of a stack is processed on its own, so each strip's statistics are exactly
+    those of `strip_stats` on that strip alone; stacking only saves the per-strip overhead.
+
+    Parameters
+    ----------
+    lines : ndarray (n_lines, n_across), float32, C-contiguous
+        The strips' lines (`strip_lines`) one strip after the other, NaN where masked.
+        Not modified.
+    bounds : sequence of int
+        Strip ``k`` is ``lines[bounds[k]:bounds[k + 1]]``.
+    sides : sequence of int
+        Side of each strip; the distances across the lines must be the same for all of
+        them (sides 0 and 1, or sides 2 and 3).
+    inset : int
+        ``ampEdgeInset``.
+    raw : ndarray, optional
+        The same lines before background subtraction (masked where ``lines`` is NaN for
+        ``level``; not modified).
+    profile : ndarray, optional
+        The line medians if already computed.
+
+    Returns
+    -------
+    list of StripStats
+        One per strip, in order; their arrays are views of stacked arrays.
+    """
+    near = {s in (0, 1) for s in sides}
+    if len(near) > 1:
+        raise ValueError(f"sides {list(sides)} mix strips of different distance orders")
     n_lines, n_across = lines.shape
-    nan = np.isnan(lines)
-    any_nan = bool(nan.any())
-    count = n_across - _row_counts(nan) if any_nan else np.full(n_lines, n_across)
+    srt = np.sort(lines, axis=1)  # NaNs last: each line's count, medians and extremes
+    nan_rows = (np.flatnonzero(np.isnan(srt[:, -1])) if n_across
+                else np.zeros(0, dtype=np.intp))
+    count = np.full(n_lines, n_across)
+    if nan_rows.size:
+        count[nan_rows] = n_across - np.count_nonzero(np.isnan(srt[nan_rows]), axis=1)
     if profile is None:
-        profile = line_medians(lines, nan, count)
+        profile = _sorted_medians(srt, nan_rows, count)
     else:
         profile = np.asarray(profile, dtype=np.float32)
     if raw is None:
         level = profile
     else:
-        raw_lines = strip_lines(raw, side)
-        if any_nan:
-            if not overwrite_raw and np.shares_memory(raw_lines, raw):
-                raw_lines = raw_lines.copy()
-            raw_lines[nan] = np.nan
-        level = line_medians(raw_lines, nan, count)
-
+        raw_sorted = np.sort(raw, axis=1)
+        if nan_rows.size:  # the strip's mask on the raw lines (few lines hold NaN)
+            rows = raw[nan_rows]
+            raw_sorted[nan_rows] = np.sort(
+                np.where(np.isnan(lines[nan_rows]), np.float32(np.nan), rows), axis=1)
+        level = _sorted_medians(raw_sorted, nan_rows, count)
+    # Lines whose residuals may be non-finite (masked pixels, infinities, an empty line).
+    special = ~np.isfinite(profile)
+    special[nan_rows] = True
+    if n_across:
+        special |= np.isinf(srt[:, 0]) | np.isinf(srt[:, -1])
+    del srt
     with np.errstate(invalid="ignore"):  # infinities in a line give NaN residuals
-        return _clipped_line_stats(lines, nan, any_nan, count, profile, side, inset, level)
+        return _clipped_line_stats(lines, bounds, sides, count, profile, special, inset,
+                                   level)
 
 
-def _clipped_line_stats(lines: np.ndarray, nan: np.ndarray, any_nan: bool,
-                        count: np.ndarray, profile: np.ndarray, side: int, inset: int,
-                        level: np.ndarray) -> StripStats:
-    """The scatter and clipped-line parts of `strip_stats`."""
+def _sorted_medians(srt: np.ndarray, nan_rows: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """`line_medians` of lines already sorted along axis 1 (NaN last), in their dtype."""
+    dtype = srt.dtype.type
+    n_lines, n = srt.shape
+    if n == 0:
+        return np.full(n_lines, np.nan, dtype=srt.dtype)
+    lo = srt[:, (n - 1) // 2].copy()
+    hi = srt[:, n // 2].copy()
+    if nan_rows.size:
+        c = count[nan_rows]
+        part = srt[nan_rows]
+        rows = np.arange(nan_rows.size)
+        lo[nan_rows] = np.where(c > 0, part[rows, np.maximum(c - 1, 0) // 2], dtype(np.nan))
+        hi[nan_rows] = np.where(c > 0, part[rows, np.minimum(c // 2, n - 1)], dtype(np.nan))
+    return ((lo + hi) / dtype(2)).astype(srt.dtype, copy=False)
+
+
+def _clipped_line_stats(lines: np.ndarray, bounds: Sequence[int], sides: Sequence[int],
+                        count: np.ndarray, profile: np.ndarray, special: np.ndarray,
+                        inset: int, level: np.ndarray) -> list[StripStats]:
+    """The scatter and clipped-line parts of `lines_stats`."""
     n_across = lines.shape[1]
     resid = lines - profile[:, None]  # NaN where masked (or the line is empty)
     absr = np.abs(resid)
-    if np.isinf(profile).any():  # a line of mostly infinities: only finite residuals
-        valid = absr[np.isfinite(absr)]
-        sigma = MAD_TO_SIGMA * exact_median(valid) if valid.shape[0] >= 2 else math.nan
-    else:
-        sigma = MAD_TO_SIGMA * _median_ignoring_nan(absr, int(count.sum()))
-    # The clip compares in float32 (NaN compares False: masked pixels are never kept).
-    keep = absr <= np.float32(CLIP_SIGMA * sigma)
-    dist = _distances(n_across, side, inset).astype(np.float32)
+    keep = np.empty(absr.shape, dtype=bool)
+    sigmas = []
+    for k in range(len(bounds) - 1):
+        a, b = bounds[k], bounds[k + 1]
+        seg = absr[a:b]
+        if np.isinf(profile[a:b]).any():  # a line of mostly infinities: finite residuals
+            valid = seg[np.isfinite(seg)]
+            sigma = MAD_TO_SIGMA * exact_median(valid) if valid.shape[0] >= 2 else math.nan
+        else:
+            sigma = MAD_TO_SIGMA * _median_ignoring_nan(seg, int(count[a:b].sum()))
+        sigmas.append(float(sigma))
+        # The clip compares in float32 (NaN compares False: masked pixels are never kept).
+        np.less_equal(seg, np.float32(CLIP_SIGMA * sigma), out=keep[a:b])
+    dist = _distances(n_across, sides[0] if sides else 0, inset).astype(np.float32)
     # Sums over the kept pixels, in float32 (the residual sums lose ~1e-7 of the noise),
     # as einsum row sums (several times faster than ufunc reductions along short rows).
     # Distances are multiples of 1/2, so their sums are exact in any order for strips up to
     # ~150 pixels wide (LSST's default: 64), as are the counts.
     kf = keep.astype(np.float32)
-    rk = np.where(keep, resid, np.float32(0.0))
+    # Residuals of the kept pixels, zero elsewhere: a product, except on the few lines
+    # where a residual may be NaN or infinite (NaN * 0 is NaN).
+    rk = resid * kf
+    rows = np.flatnonzero(special)
+    if rows.size:
+        rk[rows] = np.where(keep[rows], resid[rows], np.float32(0.0))
+    sr = np.einsum("ij->i", rk).astype(np.float64)
+    more = np.flatnonzero(np.isnan(sr) & ~special)  # a residual that overflowed
+    if more.size:
+        rk[more] = np.where(keep[more], resid[more], np.float32(0.0))
+        sr = np.einsum("ij->i", rk).astype(np.float64)
     n = np.einsum("ij->i", kf).astype(np.float64)
     sd = np.einsum("ij,j->i", kf, dist).astype(np.float64)
     sdd = np.einsum("ij,j->i", kf, dist * dist).astype(np.float64)
-    sr = np.einsum("ij->i", rk).astype(np.float64)
     sdr = np.einsum("ij,j->i", rk, dist).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         rm = sr / n
@@ -262,13 +396,12 @@ def _clipped_line_stats(lines: np.ndarray, nan: np.ndarray, any_nan: bool,
     empty = ~(n > 0)
     for arr in (clip_mean, xm, sxx, sxy):
         arr[empty] = np.nan
-    return StripStats(side, profile, count, float(sigma), n, clip_mean, xm, sxx, sxy, level)
-
-
-def _row_counts(mask: np.ndarray) -> np.ndarray:
-    """True values per row of a 2-d boolean array (an einsum of float32 ones, exact below
-    2**24 per row: several times faster than count_nonzero along short rows)."""
-    return np.einsum("ij->i", mask.astype(np.float32)).astype(np.int64)
+    out = []
+    for k, side in enumerate(sides):
+        sl = slice(bounds[k], bounds[k + 1])
+        out.append(StripStats(side, profile[sl], count[sl], sigmas[k], n[sl], clip_mean[sl],
+                              xm[sl], sxx[sl], sxy[sl], level[sl]))
+    return out
 
 
 def _median_ignoring_nan(a: np.ndarray, n_valid: int) -> float:

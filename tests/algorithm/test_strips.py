@@ -11,8 +11,12 @@ from ampoffset_dask.algorithm.edges import edge_profile
 from ampoffset_dask.algorithm.strips import (
     CLIP_SIGMA,
     MAD_TO_SIGMA,
+    StripStats,
     exact_median,
     line_medians,
+    lines_stats,
+    strip_blocks,
+    strip_lines,
     strip_stats,
 )
 
@@ -111,3 +115,36 @@ def test_scatter_ignores_a_line_of_infinities():
     assert np.isinf(st.profile[3])
     resid = np.delete(strip, 3, axis=0) - np.delete(st.profile, 3)[:, None]
     assert st.sigma == pytest.approx(MAD_TO_SIGMA * np.median(np.abs(resid)), rel=1e-6)
+
+
+def test_stacked_strips_give_each_strip_its_own_stats():
+    rng = np.random.default_rng(12)
+    sides = {("a", 0): (0, (24, 300)), ("b", 1): (1, (120, 24)), ("c", 0): (0, (24, 50)),
+             ("d", 2): (2, (24, 80)), ("e", 3): (3, (90, 24)), ("f", 1): (1, (10, 7))}
+    strips, raws = {}, {}
+    for key, (side, shape) in sides.items():
+        a = rng.normal(100.0 * len(strips), 3.0, shape).astype(np.float32)
+        a[rng.uniform(size=shape) < 0.03] = np.nan
+        strips[key] = a
+        raws[key] = a + np.float32(50.0)
+    strips[("b", 1)][4, :5] = np.inf  # a line holding infinities
+    strips[("e", 3)][:, :] = np.nan  # a fully masked strip
+    blocks = strip_blocks(sides, max_pixels=8000)
+    assert sorted(k for b in blocks for k in b.keys) == sorted(sides)
+    assert len(blocks) > 3  # the 8000-pixel limit splits the sides-0/1 strips
+    for b in blocks:
+        raw = np.empty_like(b.lines)
+        for key, lo, hi in zip(b.keys, b.bounds, b.bounds[1:], strict=False):
+            b.lines[lo:hi] = strip_lines(strips[key], key[1])
+            raw[lo:hi] = strip_lines(raws[key], key[1])
+        before = b.lines.copy(), raw.copy()
+        for key, st in zip(b.keys, lines_stats(b.lines, b.bounds, b.sides, inset=3, raw=raw),
+                           strict=True):
+            one = strip_stats(strips[key], key[1], inset=3, raw=raws[key])
+            for name in StripStats._fields:
+                np.testing.assert_array_equal(getattr(st, name), getattr(one, name),
+                                              err_msg=f"{key} {name}")
+        np.testing.assert_array_equal(b.lines, before[0])  # inputs not modified
+        np.testing.assert_array_equal(raw, before[1])
+    with pytest.raises(ValueError, match="mix"):
+        lines_stats(np.zeros((4, 3), np.float32), [0, 2, 4], [0, 2])
