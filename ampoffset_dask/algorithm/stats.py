@@ -4,7 +4,14 @@ The clip keeps ``|v - centre| <= half`` (evaluated in double). That predicate is
 in ``v`` on each side of the centre, so on sorted data the kept values form one contiguous
 run, found with a binary search plus an exact check of the boundary elements. Each clip
 iteration is then a slice sum instead of a pass over every pixel, with the same kept set as
-the element-wise loop of the contract.
+the element-wise loop of the contract (`clipped_mean_var`).
+
+Large unsorted inputs skip the sort (`clipped_mean_var_selected`): the quartiles come from
+exact selection, and the same monotonicity makes the kept values of a floating dtype an
+interval ``[lo, hi]`` of that dtype, found exactly by checking the predicate on the
+neighbours of ``center -/+ half``. The array is then split in place into value-ordered
+pieces at those bounds, so each clip iteration only revisits the few values near its
+bounds; the kept set and the order statistics are the same, only the sums' order differs.
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ import numpy as np
 __all__ = [
     "IQ_TO_STDEV",
     "clipped_mean_var",
+    "clipped_mean_var_selected",
     "clipped_stats",
     "quantiles_selected",
     "quantiles_sorted",
-    "sorted_usable",
+    "usable_values",
 ]
 
 IQ_TO_STDEV = 0.741301109252802
@@ -82,6 +90,11 @@ def _order_statistics(a: np.ndarray, ks: list[int]) -> dict[int, float]:
     return out
 
 
+def _quantile_ranks(n: int) -> list[int]:
+    """The ascending, distinct order statistics (ranks) the quantiles of ``n > 1`` values use."""
+    return sorted({int(p * (n - 1)) + d for p in (0.5, 0.25, 0.75) for d in (0, 1)})
+
+
 def quantiles_selected(a: np.ndarray) -> tuple[float, float, float]:
     """`quantiles_sorted` of unsorted ``a`` by exact selection (``a`` is permuted in place).
 
@@ -91,8 +104,7 @@ def quantiles_selected(a: np.ndarray) -> tuple[float, float, float]:
     if n <= 1:
         return quantiles_sorted(a)
     idx = [p * (n - 1) for p in (0.5, 0.25, 0.75)]
-    ks = sorted({int(i) + d for i in idx for d in (0, 1)})
-    v = _order_statistics(a, ks)
+    v = _order_statistics(a, _quantile_ranks(n))
 
     def q(i: float) -> float:
         lo = int(i)
@@ -151,14 +163,14 @@ def _centred_sums(v: np.ndarray, center: float, block: int = 1 << 16) -> tuple[f
     """
     s1 = 0.0
     s2 = 0.0
-    sq = np.empty(min(block, v.shape[0]))
+    buf = np.empty(min(block, v.shape[0]))
     for start in range(0, v.shape[0], block):
-        d = v[start:start + block].astype(np.float64)
-        d -= center
+        chunk = v[start:start + block]
+        d = buf[: chunk.shape[0]]
+        np.subtract(chunk, center, out=d, dtype=np.float64)  # exact cast, then a double op
         s1 += float(np.add.reduce(d))
-        t = sq[: d.shape[0]]
-        np.multiply(d, d, out=t)
-        s2 += float(np.add.reduce(t))
+        np.multiply(d, d, out=d)
+        s2 += float(np.add.reduce(d))
     return s1, s2
 
 
@@ -250,6 +262,262 @@ def clipped_mean_var(
     return mean, var
 
 
+# ------------------------------------------------------------------------------------------
+# The same statistics without sorting: exact selection, then value-ordered pieces
+# ------------------------------------------------------------------------------------------
+_SELECT_MIN = 4096  # below this, sorting costs less than the bookkeeping of pieces
+_STEPS = 4  # neighbours tried around a rounded clip bound before bisecting
+
+
+def _float_key(x, dtype: type) -> int:
+    """An integer that orders the values of a floating ``dtype`` (both zeros give 0)."""
+    bits = np.dtype(dtype).itemsize * 8
+    i = int(np.array(x, dtype=dtype).view(f"i{bits // 8}"))
+    return i if i >= 0 else -(i & ((1 << (bits - 1)) - 1))
+
+
+def _from_key(k: int, dtype: type):
+    """Inverse of `_float_key`."""
+    bits = np.dtype(dtype).itemsize * 8
+    u = k if k >= 0 else (-k) | (1 << (bits - 1))
+    return np.array(u, dtype=f"u{bits // 8}").view(dtype)[()]
+
+
+def _kept_interval(dtype: type, center: float, half: float):
+    """The clip's kept values of a floating ``dtype`` as an interval of that dtype.
+
+    The clip keeps ``abs(float(x) - center) <= half``, which is monotone in ``x`` on each
+    side of the centre, so the kept finite values of ``dtype`` are exactly those in
+    ``[lo, hi]``. Each bound is usually within a value or two of ``center -/+ half``
+    rounded to ``dtype``; otherwise it is bisected on the ordered bit patterns.
+
+    Returns
+    -------
+    (lo, hi) of ``dtype``, ``()`` when no finite value is kept, or None for a centre
+    outside the dtype's range (the caller then clips element by element).
+    """
+    def keep(x) -> bool:
+        return abs(float(x) - center) <= half
+
+    big = np.finfo(dtype).max
+    with np.errstate(over="ignore", invalid="ignore"):
+        c = dtype(center)
+        guess_lo = dtype(max(center - half, -float(big)))
+        guess_hi = dtype(min(center + half, float(big)))
+    if not np.isfinite(c):
+        return None
+    down, up = dtype(-np.inf), dtype(np.inf)
+    # The representable values nearest the centre on each side; kept if anything is.
+    if float(c) <= center:
+        a_lo, a_hi = c, (c if float(c) == center else np.nextafter(c, up))
+    else:
+        a_lo, a_hi = np.nextafter(c, down), c
+    keep_lo, keep_hi = keep(a_lo), keep(a_hi)
+    if not (keep_lo or keep_hi):
+        return ()
+
+    def edge(anchor, guess, sign):
+        # The last kept value going from ``anchor`` in direction ``sign`` (-1 down, +1 up).
+        outward, inward = (down, up) if sign < 0 else (up, down)
+        x = min(guess, anchor) if sign < 0 else max(guess, anchor)
+        if keep(x):
+            for _ in range(_STEPS):
+                nxt = np.nextafter(x, outward)
+                if not (np.isfinite(nxt) and keep(nxt)):
+                    return x
+                x = nxt
+            inside = _float_key(x, dtype)
+            limit = _float_key(sign * big, dtype)
+            step = 1
+            while True:  # gallop outward to a value that is not kept
+                k = inside + sign * step
+                if sign * (k - limit) >= 0:
+                    if keep(_from_key(limit, dtype)):
+                        return _from_key(limit, dtype)
+                    outside = limit
+                    break
+                if not keep(_from_key(k, dtype)):
+                    outside = k
+                    break
+                inside = k
+                step *= 2
+        else:
+            for _ in range(_STEPS):
+                x = np.nextafter(x, inward)
+                if keep(x):
+                    return x
+            inside, outside = _float_key(anchor, dtype), _float_key(x, dtype)
+        while abs(outside - inside) > 1:  # bisect: ``inside`` kept, ``outside`` not
+            mid = (inside + outside) // 2
+            if keep(_from_key(mid, dtype)):
+                inside = mid
+            else:
+                outside = mid
+        return _from_key(inside, dtype)
+
+    with np.errstate(over="ignore"):  # stepping past the largest finite value
+        lo = edge(a_lo, guess_lo, -1) if keep_lo else a_hi
+        hi = edge(a_hi, guess_hi, 1) if keep_hi else a_lo
+    return lo, hi
+
+
+class _Pieces:
+    """Value-ordered pieces of a permuted array, with cached sums about ``ref``.
+
+    Each piece is a slice ``a[start:stop]`` with bounds ``lo <= v <= hi`` on its values
+    (None: unbounded) and every value of a piece is <= every value of the next piece. A
+    piece the clip keeps whole contributes its cached sums; one it cuts is split in place
+    by one exact selection at the clip bound, so later iterations only revisit the small
+    pieces near the bounds. A piece split off a piece with known sums gets its sums from
+    its siblings, so each value is summed about once.
+    """
+
+    def __init__(self, a: np.ndarray, ranks: list[int], ref: float) -> None:
+        self.a = a
+        self.ref = ref
+        self.dtype = a.dtype.type
+        n = a.shape[0]
+        # [start, stop, lo, hi, sums or None]
+        pieces: list[list] = []
+        prev, lo = 0, None
+        for k in ranks:
+            v = a[k]
+            if k > prev:
+                pieces.append([prev, k, lo, v, None])
+            pieces.append([k, k + 1, v, v, None])
+            prev, lo = k + 1, v
+        if prev < n:
+            pieces.append([prev, n, lo, None, None])
+        self.pieces = pieces
+
+    def _sums(self, piece: list) -> tuple[int, float, float]:
+        if piece[4] is None:
+            v = self.a[piece[0]:piece[1]]
+            piece[4] = (v.shape[0], *_centred_sums(v, self.ref))
+        return piece[4]
+
+    def _split(self, piece: list, t) -> list[list]:
+        """Split ``piece`` into values ``< t`` and ``>= t`` (one or two pieces)."""
+        start, stop, lo, hi, sums = piece
+        v = self.a[start:stop]
+        below = v < t
+        c = int(np.count_nonzero(below))
+        below_t = np.nextafter(t, self.dtype(-np.inf))
+        if c == 0:
+            return [[start, stop, t if lo is None or t > lo else lo, hi, sums]]
+        if c == stop - start:
+            return [[start, stop, lo, below_t if hi is None or below_t < hi else hi, sums]]
+        # Swap the values on the wrong side of position c (usually a few near the bound):
+        # cheaper than a selection, and only the pieces' contents matter, not their order.
+        wrong_right = np.flatnonzero(below[c:])
+        wrong_right += c
+        wrong_left = np.flatnonzero(~below[:c])
+        v[wrong_right], v[wrong_left] = v[wrong_left], v[wrong_right]
+        left = [start, start + c, lo, below_t, None]
+        right = [start + c, stop, t, hi, None]
+        if sums is not None:
+            small, big = (left, right) if c <= stop - start - c else (right, left)
+            m, s1, s2 = self._sums(small)
+            big[4] = (sums[0] - m, sums[1] - s1, sums[2] - s2)
+        return [left, right]
+
+    def clip_sums(self, center: float, half: float) -> tuple[int, float, float]:
+        """Count and sums of ``v - center``, ``(v - center)**2`` over the kept values."""
+
+        def keep(x) -> bool:
+            return abs(float(x) - center) <= half
+
+        interval = _kept_interval(self.dtype, center, half)
+        m, s1, s2 = 0, 0.0, 0.0
+        out: list[list] = []
+        for piece in self.pieces:
+            lo, hi = piece[2], piece[3]
+            if lo is not None and hi is not None and keep(lo) and keep(hi):
+                parts = [(piece, True)]
+            elif ((hi is not None and float(hi) < center and not keep(hi))
+                  or (lo is not None and float(lo) > center and not keep(lo))
+                  or interval == ()):
+                parts = [(piece, False)]
+            elif interval is None:
+                parts = [(piece, None)]
+            else:
+                t_lo, t_hi = interval
+                split = [piece]
+                if lo is None or lo < t_lo:
+                    split = self._split(piece, t_lo)
+                last = split[-1]
+                if last[3] is None or last[3] > t_hi:
+                    split[-1:] = self._split(last, np.nextafter(t_hi, self.dtype(np.inf)))
+                # After the splits every piece lies wholly inside or outside [t_lo, t_hi].
+                parts = [(p, p[2] is not None and p[3] is not None and t_lo <= p[2]
+                          and p[3] <= t_hi) for p in split]
+            for p, kept in parts:
+                out.append(p)
+                if kept is None:  # element-wise clip of this piece
+                    d = self.a[p[0]:p[1]].astype(np.float64) - center
+                    d = d[np.abs(d) <= half]
+                    m += d.shape[0]
+                    s1 += float(np.add.reduce(d))
+                    s2 += float(np.add.reduce(d * d))
+                    continue
+                if kept and p[1] > p[0]:
+                    pm, p1, p2 = self._sums(p)
+                    delta = center - self.ref
+                    m += pm
+                    s1 += p1 - pm * delta
+                    s2 += p2 - 2.0 * delta * p1 + pm * delta * delta
+        self.pieces = out
+        return m, s1, s2
+
+
+def clipped_mean_var_selected(
+    a: np.ndarray, n_sigma: float = 3.0, n_iter: int = 3
+) -> tuple[float, float]:
+    """`clipped_mean_var` of unsorted, finite candidates ``a`` (permuted in place).
+
+    The quartiles come from exact selection (`quantiles_selected`), and each clip
+    iteration sums only what the pieces around its bounds do not already hold
+    (`_Pieces`): the same kept values and order statistics as sorting first, in time
+    linear in ``len(a)``; the sums differ from the sorted path's only in their order.
+    """
+    n = a.shape[0]
+    if n < _SELECT_MIN or not np.issubdtype(a.dtype, np.floating):
+        a.sort()
+        return clipped_mean_var(a, n_sigma, n_iter)
+    median, q1, q3 = quantiles_selected(a)
+    pieces = _Pieces(a, _quantile_ranks(n), median)
+    iqr = q3 - q1
+    mean = math.nan
+    var = math.nan
+    for it in range(n_iter):
+        if var < 0:
+            var = 0.0
+        center = median if it == 0 else mean
+        half = (n_sigma * IQ_TO_STDEV) * iqr if it == 0 else n_sigma * math.sqrt(var)
+        if math.isnan(center) or math.isnan(half):
+            mean = var = math.nan
+            continue
+        m, s1, s2 = pieces.clip_sums(center, half)
+        if m == 0:
+            mean = var = math.nan
+            continue
+        mean_d = s1 / m
+        var = (s2 / m - mean_d**2) * (m * m / (m * m - m)) if m > 1 else math.nan
+        mean = mean_d + center
+    return mean, var
+
+
+def usable_values(values: np.ndarray, bad: np.ndarray | None) -> np.ndarray:
+    """A new 1-D array of the finite values of ``values`` not flagged ``bad`` (row-major)."""
+    v = np.asarray(values)
+    keep = np.isfinite(v)
+    if bad is not None:
+        np.greater(keep, bad, out=keep)  # finite and not bad
+    if np.count_nonzero(keep) == keep.size:
+        return v.ravel().copy() if v.flags.c_contiguous else v.flatten()
+    return v[keep]
+
+
 def clipped_stats(
     values: np.ndarray, n_sigma: float = 3.0, n_iter: int = 3
 ) -> tuple[float, float]:
@@ -267,16 +535,3 @@ def clipped_stats(
     mean, var = clipped_mean_var(np.sort(v), n_sigma, n_iter)
     return mean, math.sqrt(var) if var >= 0 else math.nan
 
-
-def sorted_usable(values: np.ndarray, bad: np.ndarray | None) -> np.ndarray:
-    """Sorted finite values not flagged ``bad`` (flagged ones are pushed past the end and cut,
-    which is cheaper than boolean indexing before the sort)."""
-    v = np.array(values, dtype=values.dtype, order="C").ravel()
-    drop = ~np.isfinite(v)
-    if bad is not None:
-        drop |= bad.ravel()
-    n_drop = int(np.count_nonzero(drop))
-    if n_drop:
-        v[drop] = np.inf
-    v.sort()
-    return v[: v.size - n_drop]

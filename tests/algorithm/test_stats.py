@@ -10,10 +10,14 @@ import numpy as np
 import pytest
 
 from ampoffset_dask.algorithm.stats import (
+    _SELECT_MIN,
     IQ_TO_STDEV,
+    _kept_interval,
     clipped_mean_var,
+    clipped_mean_var_selected,
     clipped_stats,
     quantiles_sorted,
+    usable_values,
 )
 
 
@@ -235,3 +239,99 @@ def test_clip_bound_at_zero_terminates(dtype):
     with _hang_guard(5):
         mean, var = clipped_mean_var(np.array([1.0, 1.5, 2.0], dtype=dtype))
     assert (mean, var) == (1.5, 0.25)
+
+
+# ------------------------------------------------------------------------------------------
+# Without sorting: exact selection and value-ordered pieces
+# ------------------------------------------------------------------------------------------
+def _selection_cases():
+    rng = np.random.default_rng(2024)
+    n = _SELECT_MIN + 1003
+    out = {"normal": rng.normal(100.0, 3.0, n)}
+    v = rng.normal(0.0, 1.0, n)
+    v[rng.choice(n, n // 10, replace=False)] += rng.uniform(5, 5000, n // 10)
+    out["outliers"] = v
+    out["ties"] = rng.integers(0, 4, n).astype(np.float64)
+    out["rounded"] = np.round(rng.normal(0, 5, n))
+    out["cauchy"] = rng.standard_cauchy(n) * 0.1
+    out["bimodal"] = np.r_[rng.normal(0, 1, n // 2), rng.normal(40, 1, n - n // 2)]
+    out["constant"] = np.full(n, 2.5)
+    out["one-off"] = np.r_[np.full(n - 1, 1.0), 1.5]
+    out["tiny"] = rng.normal(0.0, 1e-30, n)
+    out["offset"] = rng.normal(1e6, 0.1, n)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(_selection_cases()))
+def test_selection_matches_elementwise_port(name, dtype):
+    values = _selection_cases()[name].astype(dtype)
+    for n_sigma, n_iter in ((3.0, 3), (2.0, 4)):
+        buf = values.copy()
+        mean, var = clipped_mean_var_selected(buf, n_sigma, n_iter)
+        ref_mean, ref_var = reference_clip(values, n_sigma, n_iter)
+        for got, want in ((mean, ref_mean), (var, ref_var)):
+            if math.isnan(want):
+                assert math.isnan(got)
+            else:
+                assert got == pytest.approx(want, rel=1e-12, abs=1e-12 * abs(ref_mean) + 1e-300)
+        np.testing.assert_array_equal(np.sort(buf), np.sort(values))  # only permuted
+
+
+def test_selection_sums_never_see_the_outliers():
+    # Heavy tails: the sorted path's block prefix sums carry the outliers and cancel them;
+    # the pieces sum only kept values, so the variance is right to ~1e-15 (math.fsum).
+    rng = np.random.default_rng(5)
+    values = rng.standard_cauchy(300_000) * 0.1
+    mean, var = clipped_mean_var_selected(values.copy(), 1.0, 4)
+    s = np.sort(values)
+    median, q1, q3 = quantiles_sorted(s)
+    c, v = median, math.nan
+    for it in range(4):
+        half = (1.0 * IQ_TO_STDEV) * (q3 - q1) if it == 0 else math.sqrt(v)
+        d = s - c
+        d = d[np.abs(d) <= half]
+        m = d.shape[0]
+        md = math.fsum(d) / m
+        v = (math.fsum(d * d) / m - md**2) * (m * m / (m * m - m))
+        c = md + c
+    assert mean == pytest.approx(c, rel=1e-13)
+    assert var == pytest.approx(v, rel=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kept_interval_is_exact(dtype):
+    rng = np.random.default_rng(11)
+    t = dtype
+    for _ in range(300):
+        center = float(rng.normal(0, 10) * 10.0 ** rng.integers(-3, 4))
+        half = float(abs(rng.normal(0, 1)) * 10.0 ** rng.integers(-8, 3))
+
+        def keep(x, center=center, half=half):
+            return abs(float(x) - center) <= half
+
+        got = _kept_interval(t, center, half)
+        assert got is not None
+        if got == ():  # no representable value that close to the centre
+            c = t(center)
+            assert not any(keep(x) for x in (np.nextafter(c, t(-np.inf)), c,
+                                             np.nextafter(c, t(np.inf))))
+            continue
+        lo, hi = got
+        assert keep(lo) and keep(hi) and lo <= hi
+        assert not keep(np.nextafter(lo, t(-np.inf)))
+        assert not keep(np.nextafter(hi, t(np.inf)))
+    # nothing representable within the bounds
+    assert _kept_interval(np.float32, 1.0 + 2.0**-30, 2.0**-40) == ()
+
+
+def test_usable_values_drop_non_finite_and_bad():
+    v = np.array([[1.0, np.nan, 3.0], [np.inf, 5.0, -np.inf]], dtype=np.float32)
+    bad = np.array([[False, False, True], [False, False, False]])
+    np.testing.assert_array_equal(usable_values(v, bad), [1.0, 5.0])
+    np.testing.assert_array_equal(usable_values(v, None), [1.0, 3.0, 5.0])
+    clean = np.arange(6.0).reshape(2, 3)
+    out = usable_values(clean[:, ::2], None)
+    np.testing.assert_array_equal(out, [0.0, 2.0, 3.0, 5.0])
+    out[0] = 9.0
+    assert clean[0, 0] == 0.0  # a copy: the caller's array is never permuted

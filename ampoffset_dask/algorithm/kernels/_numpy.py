@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..interp import interpolate_rows
-from ..stats import clipped_mean_var, sorted_usable
+from ..stats import clipped_mean_var_selected, usable_values
 
 NAME = "numpy"
 
@@ -91,6 +91,10 @@ def usable_clipped_mean_var(
 ) -> tuple[float, float, int]:
     """afw ``MEANCLIP`` and ``VARIANCECLIP`` of the finite values of ``values`` not ``bad``.
 
+    The usable values are copied out and never sorted: exact selection of the quartiles,
+    then clip sums over value-ordered pieces (`ampoffset_dask.algorithm.stats.
+    clipped_mean_var_selected`).
+
     Parameters
     ----------
     values : ndarray, float32 or float64
@@ -105,8 +109,8 @@ def usable_clipped_mean_var(
     n : int
         Number of usable values.
     """
-    s = sorted_usable(values, bad)
-    return (*clipped_mean_var(s, n_sigma, n_iter), s.shape[0])
+    v = usable_values(values, bad)
+    return (*clipped_mean_var_selected(v, n_sigma, n_iter), v.shape[0])
 
 
 def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
