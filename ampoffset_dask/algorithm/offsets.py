@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -10,7 +11,7 @@ import numpy as np
 from .stats import clipped_stats
 
 __all__ = ["InterfaceOffset", "SmoothedDifference", "interface_offset", "measure_interface",
-           "window_length"]
+           "window_counts", "window_length", "window_sums"]
 
 
 class InterfaceOffset(NamedTuple):
@@ -31,6 +32,74 @@ class InterfaceOffset(NamedTuple):
 def window_length(frac: float, length: int) -> int:
     """``int(ampEdgeWindowFrac * length)``."""
     return int(frac * length)
+
+
+@functools.lru_cache(maxsize=32)
+def _window_bounds(n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Output ``k`` of numpy's ``"same"`` convolution with ``window`` ones sums inputs
+    ``lo[k]:hi[k]``, i.e. ``k - window // 2 .. k - window // 2 + window - 1`` truncated at
+    the ends (read-only arrays, cached: a detector has a few interface lengths)."""
+    start = np.arange(n) - window // 2
+    lo = np.minimum(np.maximum(start, 0), n)
+    hi = np.minimum(np.maximum(start + window, 0), n)
+    lo.flags.writeable = hi.flags.writeable = False
+    return lo, hi
+
+
+def window_counts(valid: np.ndarray, window: int) -> np.ndarray:
+    """``numpy.convolve(valid, numpy.ones(window), "same")`` of a boolean array (float64),
+    from integer cumulative sums."""
+    n = valid.shape[0]
+    if not 1 <= window <= n:
+        return np.convolve(valid, np.ones(window), "same")
+    cs = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(valid, out=cs[1:])
+    lo, hi = _window_bounds(n, window)
+    return (cs[hi] - cs[lo]).astype(np.float64)
+
+
+def window_sums(values: np.ndarray, window: int) -> np.ndarray:
+    """``numpy.convolve(values, numpy.ones(window), "same")`` of finite float32 values,
+    bit for bit, in time independent of ``window``.
+
+    Each window sum is computed exactly when every partial sum of the values is a float64:
+    the values are multiples of ``q``, the smallest power of two dividing all of them, and
+    the sum of their magnitudes is below ``2**52 q``. The convolution's sums, in whatever
+    order its dot products take, then round nothing, and differences of exact cumulative
+    sums give the same numbers. Otherwise (values spanning more than 52 bits, or negative
+    zeros) numpy's convolution is used.
+    """
+    v = np.asarray(values)
+    n = v.shape[0]
+    if v.dtype == np.float32 and 1 <= window <= n and _sums_are_exact(v):
+        cs = np.zeros(n + 1)
+        np.cumsum(v, dtype=np.float64, out=cs[1:])
+        lo, hi = _window_bounds(n, window)
+        return cs[hi] - cs[lo]
+    return np.convolve(v, np.ones(window), "same")
+
+
+_SIGN = np.uint32(0x80000000)
+_MANTISSA = np.uint32(0x7FFFFF)
+_ONE = np.uint32(1)
+
+
+def _sums_are_exact(v: np.ndarray) -> bool:
+    """Whether every sum of float32 values ``v`` (any subset, any order) is exact in float64
+    (and no negative zero could decide the sign of a zero sum)."""
+    if (v.view(np.uint32) == _SIGN).any():  # a sum of negative zeros may keep its sign or not
+        return False
+    mag = np.abs(v)
+    m = mag.view(np.uint32)
+    # Each value's granularity (its lowest set mantissa bit, as a float): the value minus
+    # itself with that bit cleared (an exact float32 difference), or the value itself for a
+    # power of two (zero mantissa field). q: the smallest, over the non-zero values.
+    gran = np.where((m & _MANTISSA) == 0, mag, mag - (m & (m - _ONE)).view(np.float32))
+    gran = gran[gran > 0]
+    if gran.shape[0] == 0:  # all zeros
+        return True
+    # Every partial sum is a multiple of q no larger than n * max|v|.
+    return float(mag.max()) * v.shape[0] < float(gran.min()) * 2.0**52
 
 
 class SmoothedDifference(NamedTuple):
@@ -99,10 +168,9 @@ def measure_interface(
                 f"interface {interface_id}: moving-average window "
                 f"int({window_frac} * {diff.shape[0]}) is empty"
             )
-        ones = np.ones(win)
-        total = np.convolve(np.nan_to_num(diff), ones, "same")
-        count = np.convolve(~nan, ones, "same")
-        avg = total / np.clip(count, 1, None)
+        total = window_sums(np.nan_to_num(diff), win)
+        count = window_counts(~nan, win)
+        avg = total / np.maximum(count, 1.0)
     else:
         avg = diff.copy()
     avg[nan] = np.nan

@@ -15,7 +15,13 @@ from ampoffset_dask.algorithm.edges import (
     nanmedian_lines,
     strip_slices,
 )
-from ampoffset_dask.algorithm.offsets import interface_offset, window_length
+from ampoffset_dask.algorithm.offsets import (
+    interface_offset,
+    measure_interface,
+    window_counts,
+    window_length,
+    window_sums,
+)
 from ampoffset_dask.algorithm.solve import right_hand_side, solve_pedestals
 from ampoffset_dask.algorithm.stats import clipped_stats
 from ampoffset_dask.geometry import Amplifier
@@ -213,6 +219,48 @@ def test_moving_average_truncated_at_ends():
     avg = np.array([diff[max(k - 2, 0):k + 2].mean() for k in range(20)])
     assert window_length(0.2, 20) == win
     assert res.offset_raw == pytest.approx(clipped_stats(avg)[0], rel=1e-14)
+
+
+def _diff_cases():
+    rng = np.random.default_rng(21)
+    a = rng.normal(1000.0, 2.0, 509).astype(np.float32)
+    yield a - rng.normal(1000.0, 2.0, 509).astype(np.float32)  # profile differences
+    yield rng.normal(0.0, 1.0, 2000).astype(np.float32)
+    wide = rng.normal(0.0, 1.0, 300).astype(np.float32)
+    wide[::3] *= np.float32(1e-25)  # values spanning more than 52 bits: numpy's convolution
+    yield wide
+    zeros = rng.normal(0.0, 3.0, 100).astype(np.float32)
+    zeros[::4] = 0.0
+    zeros[1:30:4] = -0.0  # negative zeros: numpy's convolution decides the zero signs
+    yield zeros
+    yield np.zeros(50, np.float32)
+
+
+@pytest.mark.parametrize("case", range(5))
+@pytest.mark.parametrize("win", [1, 2, 7, 62, 245])
+def test_window_sums_equal_numpy_convolution_bit_for_bit(case, win):
+    v = list(_diff_cases())[case]
+    win = min(win, v.shape[0])
+    ref = np.convolve(v, np.ones(win), "same")
+    got = window_sums(v, win)
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(ref))
+    valid = np.random.default_rng(win).uniform(size=v.shape[0]) < 0.8
+    np.testing.assert_array_equal(window_counts(valid, win),
+                                  np.convolve(valid, np.ones(win), "same"))
+
+
+@pytest.mark.parametrize("length", [51, 509, 2000])
+def test_smoothed_difference_equals_contract_bit_for_bit(length):
+    rng = np.random.default_rng(length)
+    edge_a = rng.normal(1003.0, 1.5, length).astype(np.float32)
+    edge_b = rng.normal(1000.0, 1.5, length).astype(np.float32)
+    edge_a[rng.random(length) < 0.1] = np.nan
+    res, smoothed = measure_interface("A-B", edge_a, edge_b, window_frac=FRAC, min_frac=0.5,
+                                      max_offset=5.0)
+    _, original, _, avg = contract_offset(edge_a, edge_b, FRAC, 0.5, 5.0)
+    np.testing.assert_array_equal(smoothed.avg, avg)
+    assert res.offset_raw == original
 
 
 def test_min_frac_fail_zeroes_offset():

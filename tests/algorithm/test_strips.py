@@ -122,7 +122,7 @@ def test_stacked_strips_give_each_strip_its_own_stats():
     sides = {("a", 0): (0, (24, 300)), ("b", 1): (1, (120, 24)), ("c", 0): (0, (24, 50)),
              ("d", 2): (2, (24, 80)), ("e", 3): (3, (90, 24)), ("f", 1): (1, (10, 7))}
     strips, raws = {}, {}
-    for key, (side, shape) in sides.items():
+    for key, (_side, shape) in sides.items():
         a = rng.normal(100.0 * len(strips), 3.0, shape).astype(np.float32)
         a[rng.uniform(size=shape) < 0.03] = np.nan
         strips[key] = a
