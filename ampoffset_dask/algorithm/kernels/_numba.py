@@ -539,12 +539,25 @@ def any_bits(mask: np.ndarray, bits: int) -> bool:
 
 
 @njit(**_JIT)
+def _any_set(row, x, m):
+    """Whether any of ``row[x:x + m]`` is set (an OR reduction the compiler vectorises)."""
+    acc = np.uint8(0)
+    for j in range(m):
+        acc |= np.uint8(row[x + j])
+    return acc != 0
+
+
+@njit(**_JIT)
 def _next_run(row, x):
     """``(start, stop)`` of the first run of set values in ``row[x:]`` (``start == len(row)``
-    when there is none)."""
+    when there is none). Clear stretches are skipped 64 values at a time (masks are
+    sparse)."""
     w = row.shape[0]
     while x < w and not row[x]:
         x += 1
+        if (x & 63) == 0:
+            while x + 64 <= w and not _any_set(row, x, 64):
+                x += 64
     start = x
     while x < w and row[x]:
         x += 1
@@ -645,20 +658,25 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
 @njit(**_JIT)
 def _threshold_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negative, r,
                      seeds):
+    """Branch-free per row (SIMD): every seed of the good box is written, True or not."""
     oh, ow = smoothed.shape
     n = 0
     any_seed = False
     for y in range(oh):
         src = smoothed[y]
-        dst = seeds[y + r]
+        dst = seeds[y + r, r:r + ow]
+        k = 0
+        hit = False
         for x in range(ow):
             v = src[x]
-            p = positive and v >= hi
-            q = negative and v <= lo
-            n += (1 if p else 0) + (1 if q else 0)
-            if (p and mark_positive) or (q and mark_negative):
-                dst[x + r] = True
-                any_seed = True
+            p = (v >= hi) & positive
+            q = (v <= lo) & negative
+            k += np.int64(p) + np.int64(q)
+            mark = (p & mark_positive) | (q & mark_negative)
+            dst[x] = mark
+            hit |= mark
+        n += k
+        any_seed |= hit
     return n, any_seed
 
 
