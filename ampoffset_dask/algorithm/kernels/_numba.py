@@ -28,36 +28,97 @@ _JIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 # Smoothing: afw's float32 separable convolution with a ring buffer
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _taps(dst, lines, offsets, weights, lo, hi, ow):
-    """``dst[x] = dst[x] + lines[j][x + offsets[j]] * weights[j]`` for j = lo..hi-1 in order,
-    up to seven terms per sweep over the row.
+def _sweep15(dst, lines, offsets, weights, j, first, ow):
+    """Terms j..j+14 of `_taps` in one sweep over the row."""
+    k0, k1, k2, k3, k4 = weights[j], weights[j + 1], weights[j + 2], weights[j + 3], weights[j + 4]
+    k5, k6, k7, k8, k9 = (weights[j + 5], weights[j + 6], weights[j + 7], weights[j + 8],
+                          weights[j + 9])
+    k10, k11, k12, k13, k14 = (weights[j + 10], weights[j + 11], weights[j + 12],
+                               weights[j + 13], weights[j + 14])
+    s0 = lines[j][offsets[j]:]
+    s1 = lines[j + 1][offsets[j + 1]:]
+    s2 = lines[j + 2][offsets[j + 2]:]
+    s3 = lines[j + 3][offsets[j + 3]:]
+    s4 = lines[j + 4][offsets[j + 4]:]
+    s5 = lines[j + 5][offsets[j + 5]:]
+    s6 = lines[j + 6][offsets[j + 6]:]
+    s7 = lines[j + 7][offsets[j + 7]:]
+    s8 = lines[j + 8][offsets[j + 8]:]
+    s9 = lines[j + 9][offsets[j + 9]:]
+    s10 = lines[j + 10][offsets[j + 10]:]
+    s11 = lines[j + 11][offsets[j + 11]:]
+    s12 = lines[j + 12][offsets[j + 12]:]
+    s13 = lines[j + 13][offsets[j + 13]:]
+    s14 = lines[j + 14][offsets[j + 14]:]
+    for x in range(ow):
+        a = s0[x] * k0 if first else dst[x] + s0[x] * k0
+        a = a + s1[x] * k1
+        a = a + s2[x] * k2
+        a = a + s3[x] * k3
+        a = a + s4[x] * k4
+        a = a + s5[x] * k5
+        a = a + s6[x] * k6
+        a = a + s7[x] * k7
+        a = a + s8[x] * k8
+        a = a + s9[x] * k9
+        a = a + s10[x] * k10
+        a = a + s11[x] * k11
+        a = a + s12[x] * k12
+        a = a + s13[x] * k13
+        dst[x] = a + s14[x] * k14
+
+
+@njit(**_JIT)
+def _sweep7(dst, lines, offsets, weights, j, first, ow):
+    """Terms j..j+6 of `_taps` in one sweep over the row."""
+    k0, k1, k2, k3 = weights[j], weights[j + 1], weights[j + 2], weights[j + 3]
+    k4, k5, k6 = weights[j + 4], weights[j + 5], weights[j + 6]
+    s0 = lines[j][offsets[j]:]
+    s1 = lines[j + 1][offsets[j + 1]:]
+    s2 = lines[j + 2][offsets[j + 2]:]
+    s3 = lines[j + 3][offsets[j + 3]:]
+    s4 = lines[j + 4][offsets[j + 4]:]
+    s5 = lines[j + 5][offsets[j + 5]:]
+    s6 = lines[j + 6][offsets[j + 6]:]
+    for x in range(ow):
+        a = s0[x] * k0 if first else dst[x] + s0[x] * k0
+        a = a + s1[x] * k1
+        a = a + s2[x] * k2
+        a = a + s3[x] * k3
+        a = a + s4[x] * k4
+        a = a + s5[x] * k5
+        dst[x] = a + s6[x] * k6
+
+
+@njit(**_JIT)
+def _taps(dst, lines, offsets, weights, lo, hi, ow, first):
+    """``dst[x] = dst[x] + lines[j][x + offsets[j]] * weights[j]`` for j = lo..hi-1 in order
+    (with ``first``, term ``lo`` starts the sum instead: ``dst[x] = lines[lo][...] * w``),
+    up to fifteen terms per sweep over the row.
 
     Each output keeps the float32 operation order of one term at a time; sweeping
     several terms at once only saves loads and stores of ``dst`` (SIMD across x).
     """
     j = lo
     while j < hi:
-        m = min(7, hi - j)
-        if m == 7:
-            k1, k2, k3, k4 = weights[j], weights[j + 1], weights[j + 2], weights[j + 3]
-            k5, k6, k7 = weights[j + 4], weights[j + 5], weights[j + 6]
-            s1 = lines[j][offsets[j]:]
-            s2 = lines[j + 1][offsets[j + 1]:]
-            s3 = lines[j + 2][offsets[j + 2]:]
-            s4 = lines[j + 3][offsets[j + 3]:]
-            s5 = lines[j + 4][offsets[j + 4]:]
-            s6 = lines[j + 5][offsets[j + 5]:]
-            s7 = lines[j + 6][offsets[j + 6]:]
-            for x in range(ow):
-                dst[x] = ((((((dst[x] + s1[x] * k1) + s2[x] * k2) + s3[x] * k3)
-                            + s4[x] * k4) + s5[x] * k5) + s6[x] * k6) + s7[x] * k7
+        left = hi - j
+        if left >= 15:
+            _sweep15(dst, lines, offsets, weights, j, first, ow)
+            j += 15
+        elif left >= 7:
+            _sweep7(dst, lines, offsets, weights, j, first, ow)
+            j += 7
         else:
-            for q in range(j, j + m):
-                kq = weights[q]
-                sq = lines[q][offsets[q]:]
+            kj = weights[j]
+            sj = lines[j][offsets[j]:]
+            if first:
                 for x in range(ow):
-                    dst[x] = dst[x] + sq[x] * kq
-        j += m
+                    dst[x] = sj[x] * kj
+            else:
+                for x in range(ow):
+                    dst[x] = dst[x] + sj[x] * kj
+            j += 1
+        first = False
 
 
 @njit(**_JIT)
@@ -77,20 +138,18 @@ def _smooth(image, k, out, ring, acc):
         src = image[row]
         for i in range(n):
             hlines[i] = src
-        k0 = k[0]
-        for x in range(ow):
-            slot[x] = src[x] * k0
-        _taps(slot, hlines, hoffs, k, 1, n, ow)
+        _taps(slot, hlines, hoffs, k, 0, n, ow, True)
         oy = row - (n - 1)
         if oy < 0:
             continue
-        # Vertical pass: input rows oy..oy+n-1 accumulated in ring-slot order 0..n-1.
+        # Vertical pass: input rows oy..oy+n-1 accumulated in ring-slot order 0..n-1,
+        # from zero as afw's accumulator.
         dst = out[oy]
         for x in range(ow):
             dst[x] = zero
         for s in range(n):
             vk[s] = k[(s - oy) % n]
-        _taps(dst, vlines, voffs, vk, 0, n, ow)
+        _taps(dst, vlines, voffs, vk, 0, n, ow, False)
 
 
 def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
