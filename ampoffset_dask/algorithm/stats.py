@@ -402,7 +402,8 @@ class _Pieces:
         v = self.a[start:stop]
         below = v < t
         c = int(np.count_nonzero(below))
-        below_t = np.nextafter(t, self.dtype(-np.inf))
+        with np.errstate(over="ignore"):  # t may be the largest finite value
+            below_t = np.nextafter(t, self.dtype(-np.inf))
         if c == 0:
             return [[start, stop, t if lo is None or t > lo else lo, hi, sums]]
         if c == stop - start:
@@ -447,7 +448,9 @@ class _Pieces:
                     split = self._split(piece, t_lo)
                 last = split[-1]
                 if last[3] is None or last[3] > t_hi:
-                    split[-1:] = self._split(last, np.nextafter(t_hi, self.dtype(np.inf)))
+                    with np.errstate(over="ignore"):
+                        above = np.nextafter(t_hi, self.dtype(np.inf))
+                    split[-1:] = self._split(last, above)
                 # After the splits every piece lies wholly inside or outside [t_lo, t_hi].
                 parts = [(p, p[2] is not None and p[3] is not None and t_lo <= p[2]
                           and p[3] <= t_hi) for p in split]

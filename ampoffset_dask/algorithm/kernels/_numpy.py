@@ -17,15 +17,17 @@ from ..stats import clipped_mean_var_selected, usable_values
 NAME = "numpy"
 
 
-def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
+def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 64,
            groups: int = 8) -> np.ndarray:
     """afw's separable float32 convolution of ``image``, on the good box only.
 
     Bit-identical to afw: the horizontal pass accumulates ``img * k_i`` in float32 for
     i = 0..n-1; the vertical pass accumulates the rows of a ring buffer in slot order
     (slot = input row mod n), so the summation order depends on the output row's residue.
-    Both passes run on cache-sized blocks; the vertical one handles ``groups`` blocks of n
-    output rows per step, where each slot reads at most two distinct input rows per block.
+    The horizontal pass runs on blocks of ``row_block`` rows; the vertical one handles
+    ``groups`` blocks of n output rows per step, where each slot reads at most two distinct
+    input rows per block. Products go to preallocated buffers and sums straight into the
+    output, so no step allocates.
 
     Parameters
     ----------
@@ -45,44 +47,55 @@ def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
     oh, ow = h - 2 * r, w - 2 * r
     if oh <= 0 or ow <= 0:
         return np.empty((max(oh, 0), max(ow, 0)), dtype=np.float32)
-    image = np.asarray(image, dtype=np.float32)
+    image = np.ascontiguousarray(image, dtype=np.float32)
     span = n * groups
-    # Rows past the image stay zero; they only feed output rows that are discarded.
-    buf = np.zeros((max(h, -(-oh // span) * span + 2 * n), ow), dtype=np.float32)
-    # Horizontal pass on the flattened rows: contiguous 1-D operations are twice as fast as
-    # 2-D slices; the last 2r outputs of each row mix two rows and are dropped.
-    flat = np.ascontiguousarray(image).ravel()
+    # Horizontal pass into full-width rows (columns >= ow are scratch). Rows past the image
+    # are zero; they only feed output rows that are discarded.
+    buf = np.empty((max(h, -(-oh // span) * span + 2 * n), w), dtype=np.float32)
+    buf[h:] = 0
+    # On the flattened rows: contiguous 1-D operations are twice as fast as 2-D slices; the
+    # last 2r outputs of each row mix two rows and land in the scratch columns.
+    flat = image.ravel()
+    dst = buf.ravel()
     tmp = np.empty(row_block * w, dtype=np.float32)
-    acc = np.empty(row_block * w, dtype=np.float32)
     for a in range(0, h, row_block):
         b = min(h, a + row_block)
         length = (b - a) * w - 2 * r
         x = flat[a * w : b * w]
         t = tmp[:length]
-        sm = acc[:length]
+        sm = dst[a * w : a * w + length]
         np.multiply(x[0:length], k[0], out=sm)
         for i in range(1, n):
             np.multiply(x[i:i + length], k[i], out=t)
             sm += t
-        buf[a:b] = acc[: (b - a) * w].reshape(b - a, w)[:, :ow]
-    out = np.empty((oh, ow), dtype=np.float32)
+    # Vertical pass. Output row a + j*n + q (a a multiple of n) reads, in slot s, input row
+    # a + j*n + q + off[q] with off = (s - q) % n: rows q <= s read a + s + j*n, the others
+    # the next block's. Each (slot, input row) pair is one broadcast product and one sum.
     q = np.arange(n)
-    block = np.empty((span, ow), dtype=np.float32)
+    plan = []
+    for s in range(n):
+        off = (s - q) % n
+        src_rows = q + off
+        for base in np.unique(src_rows):
+            sel = np.flatnonzero(src_rows == base)
+            lo, hi = int(sel[0]), int(sel[-1]) + 1
+            plan.append((int(base), lo, hi, k[off[lo:hi]][None, :, None]))
+    out = np.empty((oh, ow), dtype=np.float32)
+    block = np.empty((groups, n, ow), dtype=np.float32)
+    prod = np.empty((groups, n, ow), dtype=np.float32)
     for a in range(0, oh, span):
         m = min(groups, -(-(oh - a) // n))
-        acc = block[: m * n].reshape(m, n, ow)
-        acc[:] = 0
-        for s in range(n):
-            # Output row a + j*n + q reads input row a + j*n + q + off[q] in slot s.
-            off = (s - (a + q)) % n
-            src_rows = q + off
-            for base in np.unique(src_rows):
-                sel = np.flatnonzero(src_rows == base)
-                lo, hi = int(sel[0]), int(sel[-1]) + 1
-                src = buf[a + base : a + base + n * (m - 1) + 1 : n]
-                acc[:, lo:hi, :] += src[:, None, :] * k[off[lo:hi]][None, :, None]
         valid = min(m * n, oh - a)
-        out[a:a + valid] = block[:valid]
+        whole = valid == span
+        acc = out[a:a + span].reshape(groups, n, ow) if whole else block[:m]
+        acc[...] = 0
+        for base, lo, hi, weights in plan:
+            src = buf[a + base : a + base + n * (m - 1) + 1 : n, :ow]
+            p = prod[:m, : hi - lo]
+            np.multiply(src[:, None, :], weights, out=p)
+            acc[:, lo:hi, :] += p
+        if not whole:
+            out[a:a + valid] = block[:m].reshape(m * n, ow)[:valid]
     return out
 
 
