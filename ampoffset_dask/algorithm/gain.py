@@ -15,12 +15,14 @@ the flux range along the interface: large on flats with vignetting, small on sky
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
 
+from .offsets import _window_bounds
 from .strips import StripStats, exact_median, strip_stats
 
 __all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "interface_gain"]
@@ -29,6 +31,7 @@ __all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "interface_
 GAIN_LIKE_SIGMA = 4.0
 _SMOOTH = 31
 _JACKKNIFE_BLOCKS = 10
+_sum = np.add.reduce
 
 
 class GainStep(NamedTuple):
@@ -57,40 +60,42 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
         nan = np.full(stats.profile.shape[0], np.nan)
         return nan, nan, math.nan
     n, xm, ym, sxx = stats.clip_count, stats.dist_mean, stats.clip_mean, stats.dist_sxx
+    # (np.add.reduce is np.sum without its Python wrapper: the same pairwise sums.)
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = stats.dist_sxy / sxx
-    slope[~(sxx > 0)] = np.nan
-    # The gradient across the strip, modelled as alpha + beta * level along the interface
-    # (an illumination pattern scales with the flux): two parameters from every line, so
-    # the extrapolation adds almost no noise and no correlated error between positions.
-    ok = np.isfinite(slope) & np.isfinite(ym)
-    n_ok = int(np.count_nonzero(ok))
-    if n_ok >= 3:
-        w = sxx[ok]
-        lv = ym[ok]
-        sl = slope[ok]
-        sw = float(np.sum(w))
-        l0 = float(np.sum(w * lv) / sw)
-        s0 = float(np.sum(w * sl) / sw)
-        dl = lv - l0
-        den = float(np.sum(w * dl * dl))
-        beta = float(np.sum(w * dl * (sl - s0)) / den) if den > 0 else 0.0
-        slope_fit = s0 + beta * (ym - l0)
-        slope_var = sigma * sigma / sw
-        # Scatter of the line slopes about the model (reduced chi-square, at least 1).
-        if sigma > 0 and den > 0:
-            chi2 = float(np.sum(w * (sl - slope_fit[ok]) ** 2)) / (sigma * sigma)
-            chi2 = max(chi2 / max(n_ok - 2, 1), 1.0)
-            beta_err = math.sqrt(chi2 * sigma * sigma / den)
-        else:  # noiseless strips (or no level range): no model uncertainty
-            beta_err = 0.0
-        fx = xm[np.isfinite(xm)]
-        gain_term = float(fx.mean()) * beta_err
-    else:
-        slope_fit = np.zeros_like(ym)
-        slope_var = 0.0
-        gain_term = 0.0
-    with np.errstate(invalid="ignore", divide="ignore"):
+        slope[~(sxx > 0)] = np.nan
+        # The gradient across the strip, modelled as alpha + beta * level along the
+        # interface (an illumination pattern scales with the flux): two parameters from
+        # every line, so the extrapolation adds almost no noise and no correlated error
+        # between positions.
+        ok = np.isfinite(slope)
+        ok &= np.isfinite(ym)
+        n_ok = int(np.count_nonzero(ok))
+        if n_ok >= 3:
+            w = sxx[ok]
+            lv = ym[ok]
+            sl = slope[ok]
+            sw = float(_sum(w))
+            l0 = float(_sum(w * lv) / sw)
+            s0 = float(_sum(w * sl) / sw)
+            dl = lv - l0
+            den = float(_sum(w * dl * dl))
+            beta = float(_sum(w * dl * (sl - s0)) / den) if den > 0 else 0.0
+            slope_fit = s0 + beta * (ym - l0)
+            slope_var = sigma * sigma / sw
+            # Scatter of the line slopes about the model (reduced chi-square, at least 1).
+            if sigma > 0 and den > 0:
+                chi2 = float(_sum(w * (sl - slope_fit[ok]) ** 2)) / (sigma * sigma)
+                chi2 = max(chi2 / max(n_ok - 2, 1), 1.0)
+                beta_err = math.sqrt(chi2 * sigma * sigma / den)
+            else:  # noiseless strips (or no level range): no model uncertainty
+                beta_err = 0.0
+            fx = xm[np.isfinite(xm)]
+            gain_term = float(_sum(fx) / fx.shape[0]) * beta_err  # fx.mean()
+        else:
+            slope_fit = np.zeros_like(ym)
+            slope_var = 0.0
+            gain_term = 0.0
         value = ym - slope_fit * xm
         var = sigma * sigma / n + xm * xm * slope_var
     bad = ~(n > 0) | ~np.isfinite(value)
@@ -104,17 +109,27 @@ def _running_mean(v: np.ndarray, window: int) -> np.ndarray:
     cumulative sums)."""
     ok = np.isfinite(v)
     n = v.shape[0]
-    w = max(1, min(window, n))
-    h = w // 2
-    j = np.arange(n)
-    lo = np.clip(j - h, 0, n)
-    hi = np.clip(j - h + w, 0, n)
-    cs = np.concatenate(([0.0], np.cumsum(np.where(ok, v, 0.0))))
-    cc = np.concatenate(([0], np.cumsum(ok)))
+    lo, hi = _window_bounds(n, max(1, min(window, n)))
+    cs = np.zeros(n + 1)
+    np.cumsum(np.where(ok, v, 0.0), out=cs[1:])
+    cc = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(ok, out=cc[1:])
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (cs[hi] - cs[lo]) / (cc[hi] - cc[lo])
     out[~ok] = np.nan
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _block_starts(n: int, n_blocks: int) -> np.ndarray:
+    """Starts of numpy.array_split's blocks (the first ``n % n_blocks`` one longer), empty
+    blocks left out (read-only, cached)."""
+    size, extra = divmod(n, n_blocks)
+    lengths = np.full(n_blocks, size)
+    lengths[:extra] += 1
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[lengths > 0]
+    starts.flags.writeable = False
+    return starts
 
 
 def _jackknife_slope_error(x: np.ndarray, y: np.ndarray, w: np.ndarray,
@@ -124,18 +139,19 @@ def _jackknife_slope_error(x: np.ndarray, y: np.ndarray, w: np.ndarray,
     Each block's deletion is the full sums minus the block's (moments about the full
     weighted means, so the differences lose no precision).
     """
-    sw = float(w.sum())
+    sw = float(_sum(w))
     if not sw > 0:
         return 0.0
-    xc = x - float(np.sum(w * x) / sw)
-    yc = y - float(np.sum(w * y) / sw)
-    # numpy.array_split's blocks: the first ``n % n_blocks`` one longer.
-    size, extra = divmod(x.shape[0], n_blocks)
-    lengths = np.full(n_blocks, size)
-    lengths[:extra] += 1
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))[lengths > 0]
-    parts = np.stack([w, w * xc, w * yc, w * xc * xc, w * xc * yc])
-    blocks = np.add.reduceat(parts, starts, axis=1)
+    n = x.shape[0]
+    xc = x - float(_sum(w * x) / sw)
+    yc = y - float(_sum(w * y) / sw)
+    parts = np.empty((5, n))  # w, w xc, w yc, w xc xc, w xc yc
+    parts[0] = w
+    np.multiply(w, xc, out=parts[1])
+    np.multiply(w, yc, out=parts[2])
+    np.multiply(parts[1], xc, out=parts[3])
+    np.multiply(parts[1], yc, out=parts[4])
+    blocks = np.add.reduceat(parts, _block_starts(n, n_blocks), axis=1)
     rest = parts.sum(axis=1)[:, None] - blocks  # sums without each block
     s0, s1, s2, s11, s12 = rest
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -144,7 +160,7 @@ def _jackknife_slope_error(x: np.ndarray, y: np.ndarray, w: np.ndarray,
     s = s[(s0 > 0) & (sxx > 0) & np.isfinite(s)]
     if s.size < 3:
         return 0.0
-    return math.sqrt((s.size - 1) / s.size * float(np.sum((s - s.mean()) ** 2)))
+    return math.sqrt((s.size - 1) / s.size * float(_sum((s - _sum(s) / s.size) ** 2)))
 
 
 def interface_gain(
@@ -206,21 +222,21 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
     slope = err = math.nan
     for _ in range(5):
         wk = w * keep
-        sw = wk.sum()
-        x0 = float(np.sum(wk * level) / sw)
-        y0 = float(np.sum(wk * d) / sw)
-        sxx = float(np.sum(wk * (level - x0) ** 2))
+        sw = _sum(wk)
+        x0 = float(_sum(wk * level) / sw)
+        y0 = float(_sum(wk * d) / sw)
+        sxx = float(_sum(wk * (level - x0) ** 2))
         if not sxx > 1e-12 * sw * max(x0 * x0, 1.0):  # no flux range along the interface
             return GainStep(math.nan, math.nan, False)
-        slope = float(np.sum(wk * (level - x0) * (d - y0)) / sxx)
+        slope = float(_sum(wk * (level - x0) * (d - y0)) / sxx)
         resid = d - y0 - slope * (level - x0)
         new = np.abs(resid) <= limit
-        if np.array_equal(new, keep) or new.sum() < 10:
+        if not (new ^ keep).any() or np.count_nonzero(new) < 10:
             break
         keep = new
-    k = int(keep.sum())
+    k = int(np.count_nonzero(keep))
     wk = w * keep
-    chi2 = float(np.sum(wk * resid ** 2)) / max(k - 2, 1)
+    chi2 = float(_sum(wk * resid ** 2)) / max(k - 2, 1)
     err = math.sqrt(max(chi2, 1.0) / sxx)
     # Errors correlated along the interface (the gradient model, smooth residual
     # structure) are invisible to chi-square: a delete-a-block jackknife sees them.

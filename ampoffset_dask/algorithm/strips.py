@@ -86,8 +86,8 @@ def median_variance(sigma: float | np.ndarray, n: np.ndarray) -> np.ndarray:
     ``sigma**2 * pi / (2 (n - 1) + pi)``: exact for n = 1, ``pi sigma**2 / 2n`` for large n.
     """
     n = np.asarray(n, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.asarray(sigma, dtype=np.float64) ** 2 * math.pi / (2.0 * (n - 1.0) + math.pi)
+    # The denominator is at least pi - 2 for n >= 0: nothing to divide by zero.
+    out = np.asarray(sigma, dtype=np.float64) ** 2 * math.pi / (2.0 * (n - 1.0) + math.pi)
     return np.where(n > 0, out, np.nan)
 
 

@@ -31,12 +31,13 @@ Background (LSST's estimator with ``doBackground``)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from ..geometry import AmpGrid
-from .offsets import SmoothedDifference
+from .offsets import SmoothedDifference, _window_bounds
 from .strips import MAD_TO_SIGMA, StripStats, median_variance, strip_stats
 
 __all__ = [
@@ -92,15 +93,26 @@ def smoothing_coefficients(valid: np.ndarray, window: int | None,
     n = valid.shape[0]
     # Output k averages inputs k - h .. k - h + window - 1 (h = window // 2), so input j
     # feeds outputs j + h - window + 1 .. j + h: a running sum of u over that range.
-    h = window // 2
-    j = np.arange(n)
-    cv = np.concatenate(([0], np.cumsum(valid)))  # integer counts: exact
-    count = cv[np.clip(j - h + window, 0, n)] - cv[np.clip(j - h, 0, n)]
-    u = np.where(kept, 1.0 / np.clip(count, 1, None), 0.0)
-    cs = np.concatenate(([0.0], np.cumsum(u)))
-    lo = np.clip(j + h - window + 1, 0, n)
-    hi = np.clip(j + h + 1, 0, n)
+    cv = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(valid, out=cv[1:])  # integer counts: exact
+    lo, hi = _window_bounds(n, window)
+    count = cv[hi] - cv[lo]
+    u = np.where(kept, 1.0 / np.maximum(count, 1), 0.0)
+    cs = np.zeros(n + 1)
+    np.cumsum(u, out=cs[1:])
+    lo, hi = _feed_bounds(n, window)
     return np.where(valid, (cs[hi] - cs[lo]) / m, 0.0)
+
+
+@functools.lru_cache(maxsize=32)
+def _feed_bounds(n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input ``j`` of the moving average feeds outputs ``lo[j]:hi[j]`` (read-only, cached)."""
+    j = np.arange(n)
+    h = window // 2
+    lo = np.minimum(np.maximum(j + h - window + 1, 0), n)
+    hi = np.minimum(np.maximum(j + h + 1, 0), n)
+    lo.flags.writeable = hi.flags.writeable = False
+    return lo, hi
 
 
 def offset_error(
