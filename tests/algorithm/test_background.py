@@ -182,3 +182,23 @@ def test_linear_gradient_is_reproduced():
     work = image.copy()
     assert subtract_background(work, None, 30, 1.0) == "ok"  # 6 x 5 bins: Akima both ways
     np.testing.assert_allclose(work, 0.0, atol=2e-4)
+
+
+@pytest.mark.parametrize("style,nx", [("AKIMA_SPLINE", 9), ("AKIMA_SPLINE", 5),
+                                      ("CUBIC_SPLINE", 4), ("CUBIC_SPLINE", 3), ("LINEAR", 2)])
+@pytest.mark.parametrize("shape", [(300, 203), (7, 11)])
+def test_numpy_subtraction_is_the_float32_model_subtracted(style, nx, shape):
+    # The fused evaluate-and-subtract of the numpy kernels equals subtracting the float32
+    # model that interp.interpolate_rows defines, bit for bit (blocks of rows included).
+    from ampoffset_dask.algorithm.interp import interpolate_rows
+    from ampoffset_dask.algorithm.kernels import get_kernels
+
+    rng = np.random.default_rng(nx)
+    h, w = shape
+    image = rng.normal(1000.0, 20.0, shape).astype(np.float32)
+    _, _, xc = background_bins(w, nx)
+    values = rng.normal(1000.0, 5.0, (h, nx))
+    want = image - interpolate_rows(style, xc, values, w, np.float32)
+    got = image.copy()
+    get_kernels("numpy").subtract_model_rows(got, style, xc, values, row_block=64)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))

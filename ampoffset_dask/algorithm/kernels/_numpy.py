@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..interp import interpolate_rows
+from ..interp import interpolate_rows, piecewise_coefficients
 from ..stats import clipped_mean_var_selected, usable_values
 
 NAME = "numpy"
@@ -133,7 +133,9 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
     Row ``r`` of the model is the GSL interpolant of ``style`` through ``(knots,
     values[r])`` evaluated at x = 0..W-1 in double and rounded once to float32; it is then
     subtracted from the float32 ``image[r]`` (float32 minus float32, as afw's
-    ``maskedImage -= bgImage``).
+    ``maskedImage -= bgImage``). The coefficients are computed once for all rows; blocks of
+    ``row_block`` rows evaluate each interval and subtract it in place (rows with NaN knots
+    and the CONSTANT style go through `interp.interpolate_rows`).
 
     Parameters
     ----------
@@ -146,9 +148,57 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
         The column-interpolated model at each row and bin centre.
     """
     h, w = image.shape
+    if style == "CONSTANT" or not np.isfinite(values).all():
+        for y0 in range(0, h, row_block):
+            y1 = min(h, y0 + row_block)
+            image[y0:y1] -= interpolate_rows(style, knots, values[y0:y1], w, np.float32)
+        return
+    # The same double operations as `interp.evaluate`, but each interval's values are
+    # rounded to float32 and subtracted in one call (no float32 model block in between).
+    x = np.asarray(knots, dtype=np.float64)
+    y = np.ascontiguousarray(values, dtype=np.float64)
+    b, c, d = piecewise_coefficients(style, x, y)
+    n = x.shape[0]
+    xs = np.arange(w, dtype=np.float64)
+    lo = int(np.searchsorted(xs, x[0], side="left"))
+    hi = int(np.searchsorted(xs, x[-1], side="right"))
+    xin = xs[lo:hi]
+    idx = np.minimum(np.searchsorted(x, xin, side="right") - 1, n - 2)
+    intervals = np.arange(n - 1)
+    starts = lo + np.searchsorted(idx, intervals, side="left")
+    stops = lo + np.searchsorted(idx, intervals, side="right")
+    segments = [(i, int(a), int(e), xs[a:e] - x[i])
+                for i, a, e in zip(intervals, starts, stops, strict=True) if e > a]
+    dx_left = xs[:lo] - x[0]
+    dx_right = xs[hi:] - x[-1]
+    h_last = x[-1] - x[-2]
+    width = max([e - a for _, a, e, _ in segments], default=0)
+    buf = np.empty(min(row_block, h) * width)
     for y0 in range(0, h, row_block):
         y1 = min(h, y0 + row_block)
-        image[y0:y1] -= interpolate_rows(style, knots, values[y0:y1], w, np.float32)
+        img = image[y0:y1]
+        rows = y1 - y0
+        for i, a, e, t in segments:
+            seg = buf[: rows * (e - a)].reshape(rows, e - a)
+            np.multiply(d[y0:y1, i:i + 1], t, out=seg)
+            seg += c[y0:y1, i:i + 1]
+            seg *= t
+            seg += b[y0:y1, i:i + 1]
+            seg *= t
+            seg += y[y0:y1, i:i + 1]
+            # float32(model) subtracted in float32: afw's ``maskedImage -= bgImage``
+            np.subtract(img[:, a:e], seg, out=img[:, a:e], dtype=np.float32, casting="unsafe")
+        if lo > 0:  # afw's quadratic extrapolation, as `interp.evaluate` writes it
+            d1 = b[y0:y1, :1]
+            d2 = 2.0 * c[y0:y1, :1]
+            ext = y[y0:y1, :1] + dx_left * d1 + 0.5 * dx_left * dx_left * d2
+            np.subtract(img[:, :lo], ext, out=img[:, :lo], dtype=np.float32, casting="unsafe")
+        if hi < w:
+            bl, cl, dl = b[y0:y1, -1:], c[y0:y1, -1:], d[y0:y1, -1:]
+            d1 = bl + h_last * (2.0 * cl + 3.0 * dl * h_last)
+            d2 = 2.0 * cl + 6.0 * dl * h_last
+            ext = y[y0:y1, -1:] + dx_right * d1 + 0.5 * dx_right * dx_right * d2
+            np.subtract(img[:, hi:], ext, out=img[:, hi:], dtype=np.float32, casting="unsafe")
 
 
 def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int) -> np.ndarray:
