@@ -169,7 +169,7 @@ def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------
-# Clipped statistics: exact quartiles from a histogram of order-preserving keys, then
+# Clipped statistics: exact quartiles from a histogram with monotone bins, then
 # SIMD clip passes over the pixels in place (no copy of the usable values)
 # ------------------------------------------------------------------------------------------
 _SMALL = 1 << 15  # fewer values than this: copy and select (the histogram costs more)
@@ -411,9 +411,10 @@ def usable_clipped_mean_var(
 ) -> tuple[float, float, int]:
     """See `ampoffset_dask.algorithm.kernels._numpy.usable_clipped_mean_var`.
 
-    float32 values are read in place: a histogram of order-preserving keys locates the
-    bins of the quartiles' order statistics, only those bins are copied and sorted (the
-    values are exact), and each clip iteration is one SIMD pass over the pixels.
+    Large inputs are read in place: a histogram (bins monotone in the value, over a range
+    placed from a sample) locates the bins of the quartiles' order statistics, only those
+    bins are copied and sorted (the values are exact), and each clip iteration is one SIMD
+    pass over the pixels. Small inputs: the usable values are copied and selected.
     """
     from ..stats import IQ_TO_STDEV, quantiles_selected
 
@@ -427,7 +428,7 @@ def usable_clipped_mean_var(
     fb = _flat_rows(np.asarray(bad, dtype=bool)) if use_bad and fv is not None else (
         _NO_BAD.reshape(-1), 0)
     if fv is None or fb is None:
-        # Small or float64 input: copy the usable values and select on the copy.
+        # Small input (or a layout without unit inner stride): copy the usable values.
         buf = np.empty(values.size, dtype=values.dtype)
         n = int(_gather(values, bad if use_bad else _NO_BAD, use_bad, buf))
         a = buf[:n]
