@@ -406,17 +406,25 @@ def _clipped_line_stats(lines: np.ndarray, bounds: Sequence[int], sides: Sequenc
 
 def _median_ignoring_nan(a: np.ndarray, n_valid: int) -> float:
     """Exact median of the non-NaN values of ``a`` (exactly ``n_valid`` of them; ``a`` is
-    not modified).
+    not modified), for values that are all ``>= +0`` or NaN (absolute residuals).
 
     NaN orders after every number in numpy's partition, so the selection runs on a plain
-    copy and the NaNs stay beyond the wanted ranks. NaN for fewer than two values.
+    copy and the NaNs stay beyond the wanted ranks. Non-negative floats order as their bit
+    patterns read as integers (NaNs with a cleared sign bit, as ``abs`` leaves them, after
+    infinity), and numpy's integer selection is about twice as fast as its float one: the
+    selection runs on the integer view and gives the same values. NaN for fewer than two
+    values.
     """
     if n_valid < 2:
         return math.nan
     buf = a.ravel().copy()
+    keys = buf.view(_SAME_SIZE_INT.get(buf.dtype.type, buf.dtype.type))
     k = n_valid // 2
-    buf.partition(k)
+    keys.partition(k)
     hi = float(buf[k])
     if n_valid % 2 == 0:
-        hi = 0.5 * (float(buf[:k].max()) + hi)
+        hi = 0.5 * (float(keys[:k].max().view(buf.dtype)) + hi)
     return hi
+
+
+_SAME_SIZE_INT = {np.float32: np.int32, np.float64: np.int64}

@@ -148,3 +148,21 @@ def test_stacked_strips_give_each_strip_its_own_stats():
         np.testing.assert_array_equal(raw, before[1])
     with pytest.raises(ValueError, match="mix"):
         lines_stats(np.zeros((4, 3), np.float32), [0, 2, 4], [0, 2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [2, 3, 64, 1001, 40000])
+def test_median_of_absolute_residuals_equals_numpy(dtype, n):
+    from ampoffset_dask.algorithm.strips import _median_ignoring_nan
+
+    rng = np.random.default_rng(n)
+    r = rng.normal(0.0, 5.0, n).astype(dtype)
+    r[::3] = -0.0
+    r[1::17] = np.inf
+    with np.errstate(invalid="ignore"):
+        r[2::11] = np.resize(r[1::17], r[2::11].shape[0]) - np.inf  # inf - inf: NaN
+    a = np.abs(r)
+    valid = a[~np.isnan(a)]
+    before = a.copy()
+    assert _median_ignoring_nan(a, valid.shape[0]) == np.median(valid)
+    np.testing.assert_array_equal(a, before)
