@@ -137,7 +137,7 @@ class CatalogLock:
                 while not self._flock(fd):
                     tries -= 1
                     if tries <= 0:
-                        raise self._busy(self.read_owner())
+                        raise self._busy(self._holder_record())
                     time.sleep(0.01)
                 try:
                     same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
@@ -167,6 +167,15 @@ class CatalogLock:
             self._fd = fd
             return
         raise self._busy(self.read_owner())  # pragma: no cover - endless churn
+
+    def _holder_record(self, wait: float = 2.0) -> dict[str, Any] | None:
+        """The owner record of a flock holder, waiting up to ``wait`` seconds for it: a
+        holder that has just created the file writes its record right after its flock, and
+        the busy message should name it rather than say the record is being written."""
+        deadline = time.monotonic() + wait
+        while (owner := self.read_owner()) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return owner
 
     def _mine(self, owner: dict[str, Any]) -> bool:
         # A record of this very process whose flock is gone: a writer of ours that was

@@ -65,3 +65,23 @@ def test_killed_holder_releases_the_lock(tmp_path):
     assert (tmp_path / ".lock").exists()  # the record stays, the flock went with the process
     with CatalogLock(tmp_path) as lock:
         assert lock.held
+
+
+def test_busy_message_names_a_holder_still_writing_its_record(tmp_path):
+    # The holder has created and flocked the file but not yet written its record (the
+    # instant two runs start together): the refusal waits for the record and names it.
+    import fcntl
+    import threading
+
+    path = tmp_path / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    record = {"host": "holder-host", "pid": 4242, "time": time.time()}
+    writer = threading.Timer(0.3, lambda: os.pwrite(fd, json.dumps(record).encode(), 0))
+    writer.start()
+    try:
+        with pytest.raises(CatalogBusyError, match=r"catalog in use by holder-host:4242 since"):
+            CatalogLock(tmp_path).acquire()
+    finally:
+        writer.join()
+        os.close(fd)
