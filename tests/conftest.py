@@ -29,6 +29,22 @@ def pytest_configure(config):
         )
 
 
+@pytest.fixture(scope="session")
+def shared_scheduler(tmp_path_factory):
+    """The address of a real ``dask scheduler`` with two ``dask worker`` processes on
+    127.0.0.1, started once per test process for every test that needs a cluster but not a
+    cluster of its own (tests that kill, stop or inspect their cluster start their own).
+
+    Runs on a shared scheduler are what users do too; each run's results are keyed by its
+    own run token (tests/reliability/test_shared_scheduler.py).
+    """
+    from pipeline.helpers import dask_processes
+
+    with dask_processes(tmp_path_factory.mktemp("shared-cluster"), n_workers=2) as (
+            address, _, _):
+        yield address
+
+
 @pytest.fixture
 def pixel_counter(monkeypatch):
     """Count the pixels every `read_section` call returns (all lazy reads go through it)."""

@@ -192,10 +192,10 @@ def test_run_fills_the_catalog_close_to_truth(workdir):
     assert np.sqrt(np.mean(err ** 2)) < np.sqrt(np.mean(merged["pedestal_truth"] ** 2))
 
 
-def test_run_resumes_and_reports_failures(workdir, tmp_path):
-    # Second run on the same catalog: everything is skipped.
-    proc = cli("run", workdir / "sim", "--output", workdir / "cat", "--scheduler", "local:1",
-               "--no-progress")
+def test_run_resumes_and_reports_failures(workdir, tmp_path, shared_scheduler):
+    # Second run on the same catalog, on another cluster: everything is skipped.
+    proc = cli("run", workdir / "sim", "--output", workdir / "cat", "--scheduler",
+               shared_scheduler, "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "skipped 4" in proc.stdout
     # A truncated file among good ones: exit 1, the bad input named on stderr.
@@ -204,7 +204,7 @@ def test_run_resumes_and_reports_failures(workdir, tmp_path):
     good = workdir / "sim" / "lsstcam_000001_R22_S11.fits"
     shutil.copy(good, inputs / good.name)
     (inputs / "broken.fits").write_bytes(good.read_bytes()[:20000])
-    proc = cli("run", inputs, "--output", tmp_path / "cat", "--scheduler", "local:1",
+    proc = cli("run", inputs, "--output", tmp_path / "cat", "--scheduler", shared_scheduler,
                "--no-progress")
     assert proc.returncode == 1, proc.stderr
     det = read_catalog(tmp_path / "cat", "detectors")

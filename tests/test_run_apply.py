@@ -19,7 +19,7 @@ RAW_GZ = REAL / "lsstcam_bot_spots" / "e2v_spot.fits.gz"
 
 
 @pytest.fixture(scope="module")
-def applied(tmp_path_factory):
+def applied(tmp_path_factory, shared_scheduler):
     """One CLI run over a simulated LSST exposure file and a real LSSTCam raw."""
     root = tmp_path_factory.mktemp("apply")
     # A low sky (background-subtracted-like levels) is where rounding the pedestal to
@@ -31,7 +31,7 @@ def applied(tmp_path_factory):
     with gzip.open(RAW_GZ) as src, open(raw, "wb") as dst:
         shutil.copyfileobj(src, dst)
     code = main(["run", str(sim.paths[0]), str(raw), "--output", str(root / "cat"),
-                 "--apply", "--output-images", str(root / "out"), "--scheduler", "local:1",
+                 "--apply", "--output-images", str(root / "out"), "--scheduler", shared_scheduler,
                  "--no-progress"])
     assert code == 0
     # Where each corrected copy went is the catalog's record of the run.

@@ -1,4 +1,4 @@
-"""Fixtures of the pipeline tests: a small simulated visit, a LocalCluster of processes."""
+"""Fixtures of the pipeline tests: a small simulated visit, a client of the shared cluster."""
 
 from __future__ import annotations
 
@@ -30,20 +30,10 @@ def direct(sim_visit):
     return direct_measurements(sim_visit.paths)
 
 
-@pytest.fixture(scope="session")
-def local_cluster():
-    """A LocalCluster of two single-threaded worker processes, shared by the tests."""
-    from distributed import LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           memory_limit="1GiB", dashboard_address=":0")
-    yield cluster
-    cluster.close()
-
-
 @pytest.fixture
-def client(local_cluster):
+def client(shared_scheduler):
+    """A client of the session's real scheduler (two single-threaded worker processes)."""
     from distributed import Client
 
-    with Client(local_cluster) as c:
+    with Client(shared_scheduler) as c:
         yield c

@@ -156,12 +156,12 @@ def test_kast_docs_example_through_run_equals_python_route(tmp_path, monkeypatch
                     "focal_plane_v27.png", "interfaces_v27.png"]
 
 
-def test_cli_overscan_none_on_raws_is_flagged_and_summarised(tmp_path, local_cluster):
+def test_cli_overscan_none_on_raws_is_flagged_and_summarised(tmp_path, shared_scheduler):
     for name in ("b1.fits.gz", "b27.fits.gz"):
         (tmp_path / name).symlink_to(REAL / "kast_blue_pypeit" / name)
     (tmp_path / "kast.json").write_text(_doc_blocks()["json"][0])
     proc = _shell(f"{EXE} run b1.fits.gz b27.fits.gz --camera kast.json --visit OBSNUM "
-                  f"--overscan none --output cat --scheduler {local_cluster.scheduler_address} "
+                  f"--overscan none --output cat --scheduler {shared_scheduler} "
                   "--set doDetection=false", tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
@@ -173,7 +173,7 @@ def test_cli_overscan_none_on_raws_is_flagged_and_summarised(tmp_path, local_clu
     assert set(read_catalog(tmp_path / "cat", "detectors").status) == {"flagged"}
 
 
-def test_cli_presets_and_preset_hint(tmp_path, local_cluster):
+def test_cli_presets_and_preset_hint(tmp_path, shared_scheduler):
     proc = _shell(f"{EXE} presets --json", tmp_path)
     presets = {p["name"]: p for p in json.loads(proc.stdout)}
     assert presets["lsstcam"]["overrides"] == {"ampEdgeMaxOffset": 10.0,
@@ -181,7 +181,7 @@ def test_cli_presets_and_preset_hint(tmp_path, local_cluster):
     assert "obs_lsst" in presets["lsstcam"]["source"] and "cp-flat" in presets
     # a real ComCam raw (pixels zeroed): the header names the camera
     raw = REAL / "lsst_raw_headers_zeroed" / "LSSTComCam_CC_C_20190530_000001_R22_S00_ITL.fits.gz"
-    sched = local_cluster.scheduler_address
+    sched = shared_scheduler
     edges = "--set doBackground=false --set doDetection=false"
     proc = _shell(f"{EXE} run {raw} --output c1 --scheduler {sched} {edges}", tmp_path)
     assert proc.returncode == 0, proc.stderr

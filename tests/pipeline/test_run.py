@@ -168,12 +168,12 @@ def test_input_errors_before_any_work(sim_dir, tmp_path, client):
         process(sim_dir, tmp_path / "cat", client=client, config={"ampEdgeWidth": -1})
 
 
-def test_killed_client_then_rerun(sim_dir, direct, local_cluster, client, tmp_path):
+def test_killed_client_then_rerun(sim_dir, direct, shared_scheduler, client, tmp_path):
     """The client process dies mid-run; the re-run completes without duplicates."""
     cat = tmp_path / "cat"
     script = textwrap.dedent(f"""
         from ampoffset_dask import process
-        process({str(sim_dir)!r}, {str(cat)!r}, client={local_cluster.scheduler_address!r},
+        process({str(sim_dir)!r}, {str(cat)!r}, client={shared_scheduler!r},
                 max_in_flight=1, progress=False)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)

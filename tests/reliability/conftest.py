@@ -32,13 +32,10 @@ def sim4(tmp_path_factory):
     return [Path(p) for p in sim.paths]
 
 
-@pytest.fixture(scope="module")
-def scheduler(tmp_path_factory):
-    """The address of a real ``dask scheduler`` with two ``dask worker`` processes."""
-    from pipeline.helpers import dask_processes
-
-    with dask_processes(tmp_path_factory.mktemp("cluster"), n_workers=2) as (address, _, _):
-        yield address
+@pytest.fixture
+def scheduler(shared_scheduler):
+    """The address of the session's real scheduler with two worker processes."""
+    return shared_scheduler
 
 
 def run_cli(env: dict, *args, cwd=None, timeout: float = 300):

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from pipeline.helpers import VISIT, dask_processes, journal_lines, wait_for
+from pipeline.helpers import VISIT, journal_lines, wait_for
 
 from ampoffset_dask import read_catalog
 from ampoffset_dask.cli import main
@@ -108,13 +108,17 @@ def _default_sigint():
     (signal.SIGTERM, 143, "terminated (SIGTERM)"),  # what SLURM and Kubernetes send
     (signal.SIGINT, 130, "interrupted"),  # Ctrl-C
 ])
-def test_sigterm_is_like_ctrl_c(sim9, tmp_path, cli_env, sig, code, said):
-    with dask_processes(tmp_path / "cluster", n_workers=1) as (address, _, _):
-        proc = _slow_run(sim9, tmp_path, address, cli_env)
+def test_sigterm_is_like_ctrl_c(sim9, scheduler, tmp_path, cli_env, sig, code, said):
+    proc = _slow_run(sim9, tmp_path, scheduler, cli_env)
+    try:
         wait_for(lambda: journal_lines(tmp_path / "cat") >= 1 or proc.poll() is not None,
                  120, 0.01, "the first result")
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == code, out + err
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -122,9 +126,8 @@ def test_sigterm_is_like_ctrl_c(sim9, tmp_path, cli_env, sig, code, said):
     runs = read_catalog(tmp_path / "cat", "runs")
     assert runs["status"].iloc[-1] == "interrupted"
     # what was done is kept (journaled) and the next run resumes it
-    with dask_processes(tmp_path / "cluster2", n_workers=1) as (address, _, _):
-        again = run_cli(cli_env, "run", *sim9, "--output", tmp_path / "cat", "--scheduler",
-                        address, "--no-progress")
+    again = run_cli(cli_env, "run", *sim9, "--output", tmp_path / "cat", "--scheduler",
+                    scheduler, "--no-progress")
     assert again.returncode == 0, again.stdout + again.stderr
     skipped = int(again.stdout.split("skipped ")[1].split()[0].rstrip(",)"))
     assert 1 <= skipped < len(sim9), again.stdout

@@ -12,7 +12,6 @@ import json
 import logging
 
 import numpy as np
-import pytest
 from astropy.io import fits
 
 from ampoffset_dask import measure_detector, process, read_catalog
@@ -34,15 +33,6 @@ def _write(path, name, visit, det_id, seed):
     header["DATASECA"] = "[1:200,1:300]"
     header["DATASECB"] = "[201:400,1:300]"
     fits.PrimaryHDU(image, header).writeto(path)
-
-
-@pytest.fixture(scope="module")
-def scheduler():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster:
-        yield cluster.scheduler_address
 
 
 def test_out_of_range_identities_are_failed_rows(tmp_path, scheduler, capsys):

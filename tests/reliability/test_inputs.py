@@ -17,19 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from pipeline.helpers import SCALE, VISIT, dask_processes
+from pipeline.helpers import SCALE, VISIT
 
 from ampoffset_dask import open_visit, read_catalog
 from ampoffset_dask.io.paths import FITS_SUFFIXES, OUTPUT_MARKER, walk_fits
 from ampoffset_dask.simulate import simulate_focal_plane
 
 DETECTORS = ["R22_S11", "R22_S12", "R22_S21"]
-
-
-@pytest.fixture(scope="module")
-def scheduler(tmp_path_factory):
-    with dask_processes(tmp_path_factory.mktemp("cluster"), n_workers=1) as (address, _, _):
-        yield address
 
 
 @pytest.fixture

@@ -110,15 +110,6 @@ RUNNER = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def scheduler():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster:
-        yield cluster.scheduler_address
-
-
-@pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     from ampoffset_dask.simulate import simulate_focal_plane
 

@@ -33,15 +33,6 @@ def _pedestals(catalog, **kw):
     return {d: g["pedestal"].to_numpy() for d, g in ped.groupby("detector")}
 
 
-@pytest.fixture(scope="module")
-def scheduler():
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0") as cluster:
-        yield cluster.scheduler_address
-
-
 @pytest.fixture
 def data(tmp_path):
     from ampoffset_dask.simulate import simulate_focal_plane
