@@ -201,13 +201,24 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
             np.subtract(img[:, hi:], ext, out=img[:, hi:], dtype=np.float32, casting="unsafe")
 
 
-def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int) -> np.ndarray:
+def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int,
+               row_block: int = 64) -> np.ndarray:
     """Boolean array: the pixel is non-finite or its mask has one of ``bits``."""
-    bad = np.isfinite(image)
-    np.logical_not(bad, out=bad)
-    if mask is not None and bits:
-        hit = np.bitwise_and(mask, bits)
-        bad |= hit.astype(bool, copy=False)
+    bad = np.empty(np.shape(image), dtype=bool)
+    if mask is None or not bits:
+        np.isfinite(image, out=bad)
+        np.logical_not(bad, out=bad)
+        return bad
+    # Blocks of rows keep the integer temporaries in cache (no full-size int copy).
+    hit = np.empty((min(row_block, bad.shape[0]), bad.shape[1]), dtype=bool)
+    word = np.empty(hit.shape, dtype=mask.dtype)
+    for y0 in range(0, bad.shape[0], row_block):
+        y1 = min(bad.shape[0], y0 + row_block)
+        out = bad[y0:y1]
+        np.isfinite(image[y0:y1], out=out)
+        np.bitwise_and(mask[y0:y1], bits, out=word[: y1 - y0])
+        np.not_equal(word[: y1 - y0], 0, out=hit[: y1 - y0])
+        np.less_equal(out, hit[: y1 - y0], out=out)  # not finite, or a bit set
     return bad
 
 
@@ -250,9 +261,15 @@ def dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
     return _or_window(_or_window(bad, 2 * r + 1, 1), 2 * r + 1, 0)
 
 
-def mask_hits(mask: np.ndarray, bits: int) -> np.ndarray:
+def mask_hits(mask: np.ndarray, bits: int, row_block: int = 64) -> np.ndarray:
     """Boolean array: the mask has one of ``bits``."""
-    return np.bitwise_and(mask, bits).astype(bool, copy=False)
+    out = np.empty(np.shape(mask), dtype=bool)
+    word = np.empty((min(row_block, out.shape[0]), *out.shape[1:]), dtype=mask.dtype)
+    for y0 in range(0, out.shape[0], row_block):
+        y1 = min(out.shape[0], y0 + row_block)
+        np.bitwise_and(mask[y0:y1], bits, out=word[: y1 - y0])
+        np.not_equal(word[: y1 - y0], 0, out=out[y0:y1])
+    return out
 
 
 def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
@@ -313,12 +330,24 @@ def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, in
     """
     h, w = shape
     seeds = np.zeros(shape, dtype=bool)
+    box = seeds[r:h - r, r:w - r]
+    t = np.float32(threshold)
+    tests = [(np.greater_equal, t, mark_positive)] if positive else []
+    if negative:
+        tests.append((np.less_equal, -t, mark_negative))
     n = 0
-    for use, mark, sign in ((positive, mark_positive, 1.0), (negative, mark_negative, -1.0)):
-        if not use:
-            continue
-        core = smoothed >= threshold if sign > 0 else smoothed <= -threshold
-        n += int(np.count_nonzero(core))
-        if mark:
-            seeds[r:h - r, r:w - r] |= core
-    return seeds, n, bool(seeds.any())
+    any_seed = False
+    core = None
+    for compare, bound, mark in tests:
+        if mark and not any_seed:  # the first marked polarity compares straight into seeds
+            compare(smoothed, bound, out=box)
+            found = int(np.count_nonzero(box))
+            any_seed = found > 0
+        else:
+            core = compare(smoothed, bound, out=core)
+            found = int(np.count_nonzero(core))
+            if mark and found:
+                box |= core
+                any_seed = True
+        n += found
+    return seeds, n, any_seed
