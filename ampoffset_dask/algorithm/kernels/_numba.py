@@ -220,11 +220,13 @@ def _histogram(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, hist,
         brow = bad[y * bstride: y * bstride + w] if use_bad else bad[:0]
         for x0 in range(0, w, _CHUNK):
             m = min(_CHUNK, w - x0)
+            seg = row[x0:x0 + m]
+            bseg = brow[x0:x0 + m] if use_bad else brow
             for j in range(m):
-                v = row[x0 + j]
+                v = seg[j]
                 skip = not ((v - v) == 0)  # non-finite
                 if use_bad:
-                    skip = skip | (brow[x0 + j] != 0)
+                    skip = skip | (bseg[j] != 0)
                 idx[j] = spare if skip else _bin_of(v, lo, scale, top)
             for j in range(m):
                 hist[idx[j]] += 1
@@ -233,20 +235,30 @@ def _histogram(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, hist,
 
 @njit(**_JIT)
 def _gather_bins(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, slot_of_bin,
-                 starts, out):
+                 starts, out, idx):
     """Copy the usable values of the wanted bins into their segments of ``out``
-    (``slot_of_bin`` maps a bin to its segment + 1, 0 when not wanted)."""
+    (``slot_of_bin`` maps a bin to its segment + 1, 0 when not wanted; the last bin, of
+    the unusable values, is never wanted). Bins are computed as in `_histogram`."""
+    spare = np.uint32(slot_of_bin.shape[0] - 1)
     pos = starts.copy()
     for y in range(h):
         row = flat[y * vstride: y * vstride + w]
-        for x in range(w):
-            v = row[x]
-            if not math.isfinite(v) or (use_bad and bad[y * bstride + x]):
-                continue
-            s = slot_of_bin[_bin_of(v, lo, scale, top)]
-            if s:
-                out[pos[s - 1]] = v
-                pos[s - 1] += 1
+        brow = bad[y * bstride: y * bstride + w] if use_bad else bad[:0]
+        for x0 in range(0, w, _CHUNK):
+            m = min(_CHUNK, w - x0)
+            seg = row[x0:x0 + m]
+            bseg = brow[x0:x0 + m] if use_bad else brow
+            for j in range(m):
+                v = seg[j]
+                skip = not ((v - v) == 0)  # non-finite
+                if use_bad:
+                    skip = skip | (bseg[j] != 0)
+                idx[j] = spare if skip else _bin_of(v, lo, scale, top)
+            for j in range(m):
+                s = slot_of_bin[idx[j]]
+                if s:
+                    out[pos[s - 1]] = seg[j]
+                    pos[s - 1] += 1
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
@@ -392,7 +404,7 @@ def _order_statistics(fv, fb, use_bad, h, w, ranks_of):
     slot_of_bin[wanted] = np.arange(1, len(wanted) + 1)
     out = np.empty(int(sizes.sum()), dtype=flat.dtype)
     _gather_bins(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, slot_of_bin,
-                 starts, out)
+                 starts, out, idx)
     values = {}
     for i, b in enumerate(wanted):
         seg = np.sort(out[starts[i]:starts[i] + sizes[i]])
