@@ -1,7 +1,7 @@
 """The notebooks in notebooks/ execute top to bottom on tiny simulated data (nbclient).
 
 Their parameter cells read AMPOFFSET_NB_* environment variables; here three detectors at a
-tenth of full size on two local workers. The notebooks are stored without outputs.
+tenth of full size on one local worker process (or the session's shared scheduler). The notebooks are stored without outputs.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def run_notebook(name: str, tmp_path: Path, monkeypatch, scheduler: str,
     """Execute a notebook on tiny data; return its text output and how many figures it drew."""
     monkeypatch.setenv("AMPOFFSET_NB_SCALE", scale)
     monkeypatch.setenv("AMPOFFSET_NB_DETECTORS", "R22_S11,R22_S12,R22_S21")
-    monkeypatch.setenv("AMPOFFSET_NB_WORKERS", "2")
+    monkeypatch.setenv("AMPOFFSET_NB_WORKERS", "1")
     monkeypatch.setenv("AMPOFFSET_NB_VISITS", "2")
     monkeypatch.setenv("AMPOFFSET_NB_WORKDIR", str(tmp_path / "work"))
     monkeypatch.setenv("AMPOFFSET_SCHEDULER", scheduler)
@@ -113,7 +113,7 @@ def test_diagnostics_notebook(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_butler_notebook(tmp_path, monkeypatch):
+def test_butler_notebook(tmp_path, monkeypatch, shared_scheduler):
     """04-butler against a temporary Butler repository (SQLite registry, file datastore)."""
     pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
     from butler_repo import RUN, VISIT, make_repo, write_detector_files
@@ -124,7 +124,8 @@ def test_butler_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("AMPOFFSET_NB_COLLECTIONS", RUN)
     monkeypatch.setenv("AMPOFFSET_NB_WHERE", f"visit = {VISIT}")
     monkeypatch.setenv("AMPOFFSET_NB_INSTRUMENT", "LSSTCam")
-    text, _ = run_notebook("04-butler.ipynb", tmp_path, monkeypatch, "")
+    text, _ = run_notebook("04-butler.ipynb", tmp_path, monkeypatch, shared_scheduler)
     assert "2 datasets in" in text
+    assert f"connected with {shared_scheduler}" in text
     assert "2 ok, 0 flagged, 0 failed" in text
     assert "1 visit(s), 2 detector(s), 32 pedestals" in text

@@ -150,7 +150,9 @@ def test_lost_scheduler_is_exit_3(sim9, tmp_path, cli_env):
             [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--no-nanny",
              "--no-dashboard", "--host", "127.0.0.1"], stdout=log,
             stderr=subprocess.STDOUT, env=cli_env, start_new_session=True)
-        env = {**cli_env, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}
+        # give up on the lost scheduler after 3 s instead of the default 30 s
+        env = {**cli_env, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s",
+               "DASK_AMPOFFSET__CONNECT_TIMEOUT": "3s"}
         proc = _slow_run(sim9, tmp_path, address, env)
         wait_for(lambda: journal_lines(tmp_path / "cat") >= 1 or proc.poll() is not None,
                  120, 0.01, "the first result")
