@@ -1,7 +1,8 @@
 """The notebooks in notebooks/ execute top to bottom on tiny simulated data (nbclient).
 
 Their parameter cells read AMPOFFSET_NB_* environment variables; here three detectors at a
-tenth of full size on one local worker process (or the session's shared scheduler). The notebooks are stored without outputs.
+tenth of full size on one local worker process (or the session's shared scheduler). The
+notebooks are stored without outputs.
 """
 
 from __future__ import annotations
