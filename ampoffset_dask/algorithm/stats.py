@@ -510,16 +510,34 @@ def clipped_mean_var_selected(
     return mean, var
 
 
-def usable_values(values: np.ndarray, bad: np.ndarray | None) -> np.ndarray:
+def usable_values(values: np.ndarray, bad: np.ndarray | None,
+                  row_block: int = 64) -> np.ndarray:
     """A new 1-D array of the finite values of ``values`` not flagged ``bad`` (row-major)."""
     v = np.asarray(values)
-    keep = np.isfinite(v)
-    if bad is not None:
-        np.greater(keep, bad, out=keep)  # finite and not bad
-    if np.count_nonzero(keep) == keep.size:
-        return v.ravel().copy() if v.flags.c_contiguous else v.flatten()
-    return v[keep]
-
+    if v.ndim != 2 or v.size < (1 << 20):
+        keep = np.isfinite(v)
+        if bad is not None:
+            np.greater(keep, bad, out=keep)  # finite and not bad
+        if np.count_nonzero(keep) == keep.size:
+            return v.ravel().copy() if v.flags.c_contiguous else v.flatten()
+        return v[keep]
+    # Large images: row blocks, so the only full-size allocation is the result.
+    out = np.empty(v.size, dtype=v.dtype)
+    keep = np.empty((min(row_block, v.shape[0]), v.shape[1]), dtype=bool)
+    n = 0
+    for y0 in range(0, v.shape[0], row_block):
+        y1 = min(v.shape[0], y0 + row_block)
+        kb = keep[: y1 - y0]
+        np.isfinite(v[y0:y1], out=kb)
+        if bad is not None:
+            np.greater(kb, bad[y0:y1], out=kb)
+        c = int(np.count_nonzero(kb))
+        if c == kb.size:
+            out[n:n + c].reshape(kb.shape)[...] = v[y0:y1]
+        elif c:
+            out[n:n + c] = v[y0:y1][kb]
+        n += c
+    return out[:n]
 
 def clipped_stats(
     values: np.ndarray, n_sigma: float = 3.0, n_iter: int = 3

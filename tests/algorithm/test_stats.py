@@ -335,3 +335,16 @@ def test_usable_values_drop_non_finite_and_bad():
     np.testing.assert_array_equal(out, [0.0, 2.0, 3.0, 5.0])
     out[0] = 9.0
     assert clean[0, 0] == 0.0  # a copy: the caller's array is never permuted
+
+
+def test_usable_values_of_a_large_image_in_row_blocks():
+    rng = np.random.default_rng(8)
+    v = rng.normal(0.0, 1.0, (1100, 1000)).astype(np.float32)  # > 2**20: the blocked path
+    v[rng.random(v.shape) < 0.01] = np.nan
+    v[5, :] = np.inf
+    bad = rng.random(v.shape) < 0.05
+    bad[7:70] = False  # whole blocks without a dropped value
+    v[100:164] = np.nan  # a whole block dropped
+    for b in (None, bad):
+        keep = np.isfinite(v) if b is None else np.isfinite(v) & ~b
+        np.testing.assert_array_equal(usable_values(v, b), v[keep])

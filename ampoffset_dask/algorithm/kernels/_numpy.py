@@ -49,25 +49,33 @@ def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 64,
         return np.empty((max(oh, 0), max(ow, 0)), dtype=np.float32)
     image = np.ascontiguousarray(image, dtype=np.float32)
     span = n * groups
-    # Horizontal pass into full-width rows (columns >= ow are scratch). Rows past the image
-    # are zero; they only feed output rows that are discarded.
-    buf = np.empty((max(h, -(-oh // span) * span + 2 * n), w), dtype=np.float32)
-    buf[h:] = 0
-    # On the flattened rows: contiguous 1-D operations are twice as fast as 2-D slices; the
-    # last 2r outputs of each row mix two rows and land in the scratch columns.
+    # Output rows a..a+span-1 read input rows a..a+span+n-2: the horizontal pass fills a
+    # band of that many full-width rows (columns >= ow are scratch), and the last n-1 rows
+    # move to the top for the next band; rows past the image are zero (they only feed
+    # output rows that are discarded). No full-size intermediate image is allocated.
+    rows = span + n - 1
+    band = np.empty((rows, w), dtype=np.float32)
     flat = image.ravel()
-    dst = buf.ravel()
     tmp = np.empty(row_block * w, dtype=np.float32)
-    for a in range(0, h, row_block):
-        b = min(h, a + row_block)
-        length = (b - a) * w - 2 * r
-        x = flat[a * w : b * w]
-        t = tmp[:length]
-        sm = dst[a * w : a * w + length]
-        np.multiply(x[0:length], k[0], out=sm)
-        for i in range(1, n):
-            np.multiply(x[i:i + length], k[i], out=t)
-            sm += t
+
+    def horizontal(src0: int, dst0: int, count: int) -> None:
+        # Input rows src0.. into band rows dst0..; on the flattened rows, contiguous 1-D
+        # operations are twice as fast as 2-D slices, and the last 2r outputs of each row
+        # mix two rows and land in the scratch columns.
+        real = max(0, min(count, h - src0))
+        band[dst0 + real:dst0 + count] = 0
+        dst = band.ravel()
+        for a in range(0, real, row_block):
+            b = min(real, a + row_block)
+            length = (b - a) * w - 2 * r
+            x = flat[(src0 + a) * w:(src0 + b) * w]
+            t = tmp[:length]
+            sm = dst[(dst0 + a) * w:(dst0 + a) * w + length]
+            np.multiply(x[0:length], k[0], out=sm)
+            for i in range(1, n):
+                np.multiply(x[i:i + length], k[i], out=t)
+                sm += t
+
     # Vertical pass. Output row a + j*n + q (a a multiple of n) reads, in slot s, input row
     # a + j*n + q + off[q] with off = (s - q) % n: rows q <= s read a + s + j*n, the others
     # the next block's. Each (slot, input row) pair is one broadcast product and one sum.
@@ -83,15 +91,19 @@ def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 64,
     out = np.empty((oh, ow), dtype=np.float32)
     block = np.empty((groups, n, ow), dtype=np.float32)
     prod = np.empty((groups, n, ow), dtype=np.float32)
+    horizontal(0, 0, rows)
     for a in range(0, oh, span):
+        if a:
+            band[:n - 1] = band[span:]
+            horizontal(a + n - 1, n - 1, span)
         m = min(groups, -(-(oh - a) // n))
         valid = min(m * n, oh - a)
         whole = valid == span
         acc = out[a:a + span].reshape(groups, n, ow) if whole else block[:m]
         acc[...] = 0
         for base, lo, hi, weights in plan:
-            src = buf[a + base : a + base + n * (m - 1) + 1 : n, :ow]
-            p = prod[:m, : hi - lo]
+            src = band[base:base + n * (m - 1) + 1:n, :ow]
+            p = prod[:m, :hi - lo]
             np.multiply(src[:, None, :], weights, out=p)
             acc[:, lo:hi, :] += p
         if not whole:
