@@ -161,6 +161,11 @@ def _centred_sums(v: np.ndarray, center: float, block: int = 1 << 16) -> tuple[f
     numpy's pairwise sums only: a BLAS dot product would make the last bits depend on the
     BLAS build and its thread count, and its thread pool oversubscribes unpinned processes.
     """
+    if v.shape[0] <= block:  # one block, without the loop's bookkeeping
+        d = np.subtract(v, center, dtype=np.float64)
+        s1 = 0.0 + float(np.add.reduce(d))
+        np.multiply(d, d, out=d)
+        return s1, 0.0 + float(np.add.reduce(d))
     s1 = 0.0
     s2 = 0.0
     buf = np.empty(min(block, v.shape[0]))
@@ -392,8 +397,12 @@ class _Pieces:
 
     def _sums(self, piece: list) -> tuple[int, float, float]:
         if piece[4] is None:
-            v = self.a[piece[0]:piece[1]]
-            piece[4] = (v.shape[0], *_centred_sums(v, self.ref))
+            if piece[1] - piece[0] == 1:  # the pivots: plain double arithmetic
+                d = 0.0 + (float(self.a[piece[0]]) - self.ref)
+                piece[4] = (1, d, 0.0 + d * d)
+            else:
+                v = self.a[piece[0]:piece[1]]
+                piece[4] = (v.shape[0], *_centred_sums(v, self.ref))
         return piece[4]
 
     def _split(self, piece: list, t) -> list[list]:

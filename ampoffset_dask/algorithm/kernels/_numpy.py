@@ -268,9 +268,22 @@ def _or_window(a: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.moveaxis(cur, 0, axis)
 
 
-def dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
-    """OR of ``bad`` over a ``(2r+1)^2`` square, kept where the square fits (the good box)."""
-    return _or_window(_or_window(bad, 2 * r + 1, 1), 2 * r + 1, 0)
+def dilate_box(bad: np.ndarray, r: int, row_block: int = 256) -> np.ndarray:
+    """OR of ``bad`` over a ``(2r+1)^2`` square, kept where the square fits (the good box).
+
+    Blocks of ``row_block`` output rows (each reading ``2r`` more input rows) keep the
+    temporaries of the window ORs small.
+    """
+    size = 2 * r + 1
+    h, w = bad.shape
+    oh, ow = max(h - size + 1, 0), max(w - size + 1, 0)
+    if oh == 0 or ow == 0:
+        return np.zeros((oh, ow), dtype=bool)
+    out = np.empty((oh, ow), dtype=bool)
+    for y0 in range(0, oh, row_block):
+        y1 = min(oh, y0 + row_block)
+        out[y0:y1] = _or_window(_or_window(bad[y0:y1 + size - 1], size, 1), size, 0)
+    return out
 
 
 def mask_hits(mask: np.ndarray, bits: int, row_block: int = 64) -> np.ndarray:
