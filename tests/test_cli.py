@@ -3,57 +3,29 @@ through its installed entry point in subprocesses where the process itself is te
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
 import subprocess
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import cli
+from cli_helpers import cli_subprocess as run_entry_point
 from matplotlib.image import imread
 
 import ampoffset_dask
 from ampoffset_dask.catalog import read_catalog
-from ampoffset_dask.cli import main
 
 SUBCOMMANDS = ("demo", "simulate", "run", "plot", "cameras", "info", "catalog", "presets")
-
-
-def _entry_point() -> str:
-    exe = shutil.which("ampoffset-dask", path=str(Path(sys.executable).parent))
-    exe = exe or shutil.which("ampoffset-dask")
-    assert exe, "the ampoffset-dask console script is not installed"
-    return exe
-
-
-EXE = _entry_point()
 
 
 def cli_subprocess(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``ampoffset-dask ARGS`` through the installed console script."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", TQDM_DISABLE="1")
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    """``ampoffset-dask ARGS`` run in this process by `main`, stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:  # argparse: --help, --version, usage errors
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None) * 2
-    return subprocess.CompletedProcess(["ampoffset-dask", *args], code, out.getvalue(),
-                                       err.getvalue())
+    return run_entry_point(*args, env=env, timeout=timeout)
 
 
 def one_error_line(proc: subprocess.CompletedProcess, *needles: str) -> str:

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import pytest
 from astropy.io import fits
+from cli_helpers import cli
 
 from ampoffset_dask import read_catalog
 
-from .conftest import run_cli
-
 
 @pytest.mark.slow
-def test_corrected_outputs_are_not_corrected_again(sim4, scheduler, tmp_path, cli_env):
-    first = run_cli(cli_env, "run", *sim4, "--output", tmp_path / "cat1", "--output-images",
+def test_corrected_outputs_are_not_corrected_again(sim4, scheduler, tmp_path):
+    first = cli("run", *sim4, "--output", tmp_path / "cat1", "--output-images",
                     tmp_path / "corrected", "--scheduler", scheduler, "--no-progress")
     assert first.returncode == 0, first.stdout + first.stderr
     outputs = sorted((tmp_path / "corrected").rglob("*.fits"))
@@ -24,7 +23,7 @@ def test_corrected_outputs_are_not_corrected_again(sim4, scheduler, tmp_path, cl
                for p in outputs)
     before = {p: p.read_bytes() for p in outputs}
 
-    again = run_cli(cli_env, "run", tmp_path / "corrected", "--output", tmp_path / "cat2",
+    again = cli("run", tmp_path / "corrected", "--output", tmp_path / "cat2",
                     "--output-images", tmp_path / "twice", "--scheduler", scheduler,
                     "--no-progress")
     assert again.returncode == 0, again.stdout + again.stderr
@@ -35,7 +34,7 @@ def test_corrected_outputs_are_not_corrected_again(sim4, scheduler, tmp_path, cl
     assert list((tmp_path / "twice").rglob("*.fits")) == []
     assert all(p.read_bytes() == before[p] for p in outputs)
 
-    forced = run_cli(cli_env, "run", tmp_path / "corrected", "--output", tmp_path / "cat3",
+    forced = cli("run", tmp_path / "corrected", "--output", tmp_path / "cat3",
                      "--output-images", tmp_path / "twice", "--scheduler", scheduler,
                      "--force", "--no-progress")
     assert forced.returncode == 0, forced.stdout + forced.stderr

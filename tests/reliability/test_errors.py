@@ -14,12 +14,11 @@ import subprocess
 import sys
 
 import pytest
+from cli_helpers import cli
 from pipeline.helpers import VISIT, journal_lines, wait_for
 
 from ampoffset_dask import read_catalog
 from ampoffset_dask.cli import main
-
-from .conftest import run_cli
 
 NOWHERE = "tcp://127.0.0.1:9"  # nothing listens here
 
@@ -56,16 +55,15 @@ def test_planning_mistakes_exit_2_before_any_cluster(sim4, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_write_failure_keeps_the_measurement_and_is_not_retried(sim4, scheduler, tmp_path,
-                                                                cli_env):
+def test_write_failure_keeps_the_measurement_and_is_not_retried(sim4, scheduler, tmp_path):
     out = tmp_path / "out"
     blocked = out / str(VISIT) / "R22_S11" / sim4[0].name
     blocked.mkdir(parents=True)  # a directory where the corrected file should go
     stale = blocked.parent.parent / "R22_S12" / f".{sim4[1].name}.0123456789ab.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"partial file of a killed worker")
-    proc = run_cli(cli_env, "run", *sim4[:2], "--output", tmp_path / "cat", "--output-images",
-                   out, "--scheduler", scheduler, "--no-progress")
+    proc = cli("run", *sim4[:2], "--output", tmp_path / "cat", "--output-images", out,
+               "--scheduler", scheduler, "--no-progress")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not stale.exists()  # removed by the next run
     rows = read_catalog(tmp_path / "cat", "detectors").set_index("detector")
@@ -126,8 +124,8 @@ def test_sigterm_is_like_ctrl_c(sim9, scheduler, tmp_path, cli_env, sig, code, s
     runs = read_catalog(tmp_path / "cat", "runs")
     assert runs["status"].iloc[-1] == "interrupted"
     # what was done is kept (journaled) and the next run resumes it
-    again = run_cli(cli_env, "run", *sim9, "--output", tmp_path / "cat", "--scheduler",
-                    scheduler, "--no-progress")
+    again = cli("run", *sim9, "--output", tmp_path / "cat", "--scheduler", scheduler,
+                "--no-progress")
     assert again.returncode == 0, again.stdout + again.stderr
     skipped = int(again.stdout.split("skipped ")[1].split()[0].rstrip(",)"))
     assert 1 <= skipped < len(sim9), again.stdout

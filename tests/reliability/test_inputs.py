@@ -12,11 +12,11 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_helpers import cli
 from pipeline.helpers import SCALE, VISIT
 
 from ampoffset_dask import open_visit, read_catalog
@@ -45,10 +45,8 @@ def tree(tmp_path):
     return data, [Path(p) for p in sim.paths], gz
 
 
-def run_cli(env, *args, timeout=240):
-    return subprocess.run(["ampoffset-dask", "run", *map(str, args), "--no-progress"],
-                          capture_output=True, text=True, env=env, timeout=timeout,
-                          check=False)
+def run_cli(*args):
+    return cli("run", *args, "--no-progress")
 
 
 def test_walker_reports_what_it_cannot_read(tree):
@@ -63,10 +61,10 @@ def test_walker_reports_what_it_cannot_read(tree):
 
 
 @pytest.mark.slow
-def test_non_regular_entries_are_failed_rows(tree, scheduler, tmp_path, cli_env):
+def test_non_regular_entries_are_failed_rows(tree, scheduler, tmp_path):
     data, _, gz = tree
     catalog = tmp_path / "catalog"
-    proc = run_cli(cli_env, data, "--output", catalog, "--scheduler", scheduler)
+    proc = run_cli(data, "--output", catalog, "--scheduler", scheduler)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = read_catalog(catalog, "detectors")
     failed = rows[rows["status"] == "failed"].set_index("input")["error"]
@@ -83,7 +81,7 @@ def test_non_regular_entries_are_failed_rows(tree, scheduler, tmp_path, cli_env)
 
 
 @pytest.mark.slow
-def test_open_visit_and_process_see_the_same_files(tree, scheduler, tmp_path, cli_env):
+def test_open_visit_and_process_see_the_same_files(tree, scheduler, tmp_path):
     data, _, gz = tree
     for name in ("gone.fits", "loop.fits"):
         (data / name).unlink()
@@ -92,30 +90,29 @@ def test_open_visit_and_process_see_the_same_files(tree, scheduler, tmp_path, cl
     assert sorted(visit.attrs["detectors"]) == DETECTORS
     assert str(gz) in {visit[d].attrs["path"] for d in DETECTORS}
     catalog = tmp_path / "catalog"
-    proc = run_cli(cli_env, data, "--output", catalog, "--scheduler", scheduler)
+    proc = run_cli(data, "--output", catalog, "--scheduler", scheduler)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = read_catalog(catalog, "detectors")
     assert sorted(rows["input"]) == sorted(visit[d].attrs["path"] for d in DETECTORS)
 
 
 @pytest.mark.slow
-def test_quoted_glob_works(tree, scheduler, tmp_path, cli_env):
+def test_quoted_glob_works(tree, scheduler, tmp_path):
     data, _, _ = tree
     catalog = tmp_path / "catalog"
-    proc = run_cli(cli_env, str(data / "*_R22_S1?.fits"), "--output", catalog,
+    proc = run_cli(str(data / "*_R22_S1?.fits"), "--output", catalog,
                    "--scheduler", scheduler)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(read_catalog(catalog, "detectors")["detector"]) == ["R22_S11", "R22_S12"]
 
 
 @pytest.mark.slow
-def test_corrected_outputs_in_the_input_tree_are_not_inputs(tree, scheduler, tmp_path,
-                                                            cli_env):
+def test_corrected_outputs_in_the_input_tree_are_not_inputs(tree, scheduler, tmp_path):
     data, _, _ = tree
     for name in ("gone.fits", "loop.fits"):
         (data / name).unlink()
     (data / "folder.fits").rmdir()
-    first = run_cli(cli_env, data, "--output", tmp_path / "cat1", "--scheduler", scheduler,
+    first = run_cli(data, "--output", tmp_path / "cat1", "--scheduler", scheduler,
                     "--apply", "--output-images", data / "corrected")
     assert first.returncode == 0, first.stdout + first.stderr
     found = [f.path for f in walk_fits(data)]
@@ -123,7 +120,7 @@ def test_corrected_outputs_in_the_input_tree_are_not_inputs(tree, scheduler, tmp
     outputs = sorted(p for p in (data / "corrected").rglob("*") if p.is_file()
                      and p.name != OUTPUT_MARKER)
     assert len(outputs) == 3  # ...which holds the three corrected images
-    second = run_cli(cli_env, data, "--output", tmp_path / "cat2", "--scheduler", scheduler)
+    second = run_cli(data, "--output", tmp_path / "cat2", "--scheduler", scheduler)
     assert second.returncode == 0, second.stdout + second.stderr
     rows = read_catalog(tmp_path / "cat2", "detectors")
     assert len(rows) == 3

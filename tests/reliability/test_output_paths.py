@@ -12,18 +12,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli
 from pipeline.helpers import VISIT
 
 from ampoffset_dask import read_catalog
 from ampoffset_dask.io.fits import read_exposure
 
-from .conftest import run_cli
-
 NOWHERE = "tcp://127.0.0.1:9"  # nothing listens here
 
 
 @pytest.mark.slow
-def test_same_basename_and_visit_give_two_outputs(sim4, scheduler, tmp_path, cli_env):
+def test_same_basename_and_visit_give_two_outputs(sim4, scheduler, tmp_path):
     for folder, src in (("a", sim4[0]), ("b", sim4[1])):
         (tmp_path / folder).mkdir()
         shutil.copy(src, tmp_path / folder / "exposure.fits")
@@ -31,7 +30,7 @@ def test_same_basename_and_visit_give_two_outputs(sim4, scheduler, tmp_path, cli
     gz.parent.mkdir()
     gz.write_bytes(gzip.compress(sim4[2].read_bytes(), compresslevel=1))
     out = tmp_path / "out"
-    proc = run_cli(cli_env, "run", tmp_path / "a", tmp_path / "b", tmp_path / "c",
+    proc = cli("run", tmp_path / "a", tmp_path / "b", tmp_path / "c",
                    "--output", tmp_path / "cat", "--output-images", out,
                    "--scheduler", scheduler, "--no-progress")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -51,7 +50,7 @@ def test_same_basename_and_visit_give_two_outputs(sim4, scheduler, tmp_path, cli
 
 
 @pytest.mark.slow
-def test_output_over_another_input_is_refused_before_any_cluster(sim4, tmp_path, cli_env):
+def test_output_over_another_input_is_refused_before_any_cluster(sim4, tmp_path):
     # b.fits is detector R22_S12 stored where R22_S11's output "b.fits" would be written
     out = tmp_path / "out"
     victim = out / str(VISIT) / "R22_S11" / "b.fits"
@@ -61,7 +60,7 @@ def test_output_over_another_input_is_refused_before_any_cluster(sim4, tmp_path,
     data.mkdir()
     shutil.copy(sim4[0], data / "b.fits")  # R22_S11
     before = victim.read_bytes()
-    proc = run_cli(cli_env, "run", data / "b.fits", victim, "--output", tmp_path / "cat",
+    proc = cli("run", data / "b.fits", victim, "--output", tmp_path / "cat",
                    "--output-images", out, "--scheduler", NOWHERE, "--no-progress")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert str(victim) in proc.stderr and str(data / "b.fits") in proc.stderr
@@ -71,11 +70,11 @@ def test_output_over_another_input_is_refused_before_any_cluster(sim4, tmp_path,
 
 
 @pytest.mark.slow
-def test_in_place_on_a_gzip_file_is_refused(sim4, tmp_path, cli_env):
+def test_in_place_on_a_gzip_file_is_refused(sim4, tmp_path):
     gz = tmp_path / "x.fits.gz"
     gz.write_bytes(gzip.compress(sim4[0].read_bytes(), compresslevel=1))
     before = gz.read_bytes()
-    proc = run_cli(cli_env, "run", gz, "--output", tmp_path / "cat", "--in-place",
+    proc = cli("run", gz, "--output", tmp_path / "cat", "--in-place",
                    "--scheduler", NOWHERE, "--no-progress")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "cannot be corrected in place" in proc.stderr and str(gz) in proc.stderr
