@@ -28,28 +28,28 @@ _JIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 # Smoothing: afw's float32 separable convolution with a ring buffer
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _sweep15(dst, lines, offsets, weights, j, first, ow):
+def _sweep15(dst, base, rows, offsets, weights, j, first, ow):
     """Terms j..j+14 of `_taps` in one sweep over the row."""
     k0, k1, k2, k3, k4 = weights[j], weights[j + 1], weights[j + 2], weights[j + 3], weights[j + 4]
     k5, k6, k7, k8, k9 = (weights[j + 5], weights[j + 6], weights[j + 7], weights[j + 8],
                           weights[j + 9])
     k10, k11, k12, k13, k14 = (weights[j + 10], weights[j + 11], weights[j + 12],
                                weights[j + 13], weights[j + 14])
-    s0 = lines[j][offsets[j]:]
-    s1 = lines[j + 1][offsets[j + 1]:]
-    s2 = lines[j + 2][offsets[j + 2]:]
-    s3 = lines[j + 3][offsets[j + 3]:]
-    s4 = lines[j + 4][offsets[j + 4]:]
-    s5 = lines[j + 5][offsets[j + 5]:]
-    s6 = lines[j + 6][offsets[j + 6]:]
-    s7 = lines[j + 7][offsets[j + 7]:]
-    s8 = lines[j + 8][offsets[j + 8]:]
-    s9 = lines[j + 9][offsets[j + 9]:]
-    s10 = lines[j + 10][offsets[j + 10]:]
-    s11 = lines[j + 11][offsets[j + 11]:]
-    s12 = lines[j + 12][offsets[j + 12]:]
-    s13 = lines[j + 13][offsets[j + 13]:]
-    s14 = lines[j + 14][offsets[j + 14]:]
+    s0 = base[rows[j], offsets[j]:]
+    s1 = base[rows[j + 1], offsets[j + 1]:]
+    s2 = base[rows[j + 2], offsets[j + 2]:]
+    s3 = base[rows[j + 3], offsets[j + 3]:]
+    s4 = base[rows[j + 4], offsets[j + 4]:]
+    s5 = base[rows[j + 5], offsets[j + 5]:]
+    s6 = base[rows[j + 6], offsets[j + 6]:]
+    s7 = base[rows[j + 7], offsets[j + 7]:]
+    s8 = base[rows[j + 8], offsets[j + 8]:]
+    s9 = base[rows[j + 9], offsets[j + 9]:]
+    s10 = base[rows[j + 10], offsets[j + 10]:]
+    s11 = base[rows[j + 11], offsets[j + 11]:]
+    s12 = base[rows[j + 12], offsets[j + 12]:]
+    s13 = base[rows[j + 13], offsets[j + 13]:]
+    s14 = base[rows[j + 14], offsets[j + 14]:]
     for x in range(ow):
         a = s0[x] * k0 if first else dst[x] + s0[x] * k0
         a = a + s1[x] * k1
@@ -69,17 +69,17 @@ def _sweep15(dst, lines, offsets, weights, j, first, ow):
 
 
 @njit(**_JIT)
-def _sweep7(dst, lines, offsets, weights, j, first, ow):
+def _sweep7(dst, base, rows, offsets, weights, j, first, ow):
     """Terms j..j+6 of `_taps` in one sweep over the row."""
     k0, k1, k2, k3 = weights[j], weights[j + 1], weights[j + 2], weights[j + 3]
     k4, k5, k6 = weights[j + 4], weights[j + 5], weights[j + 6]
-    s0 = lines[j][offsets[j]:]
-    s1 = lines[j + 1][offsets[j + 1]:]
-    s2 = lines[j + 2][offsets[j + 2]:]
-    s3 = lines[j + 3][offsets[j + 3]:]
-    s4 = lines[j + 4][offsets[j + 4]:]
-    s5 = lines[j + 5][offsets[j + 5]:]
-    s6 = lines[j + 6][offsets[j + 6]:]
+    s0 = base[rows[j], offsets[j]:]
+    s1 = base[rows[j + 1], offsets[j + 1]:]
+    s2 = base[rows[j + 2], offsets[j + 2]:]
+    s3 = base[rows[j + 3], offsets[j + 3]:]
+    s4 = base[rows[j + 4], offsets[j + 4]:]
+    s5 = base[rows[j + 5], offsets[j + 5]:]
+    s6 = base[rows[j + 6], offsets[j + 6]:]
     for x in range(ow):
         a = s0[x] * k0 if first else dst[x] + s0[x] * k0
         a = a + s1[x] * k1
@@ -91,9 +91,9 @@ def _sweep7(dst, lines, offsets, weights, j, first, ow):
 
 
 @njit(**_JIT)
-def _taps(dst, lines, offsets, weights, lo, hi, ow, first):
-    """``dst[x] = dst[x] + lines[j][x + offsets[j]] * weights[j]`` for j = lo..hi-1 in order
-    (with ``first``, term ``lo`` starts the sum instead: ``dst[x] = lines[lo][...] * w``),
+def _taps(dst, base, rows, offsets, weights, lo, hi, ow, first):
+    """``dst[x] = dst[x] + base[rows[j], x + offsets[j]] * weights[j]`` for j = lo..hi-1 in
+    order (with ``first``, term ``lo`` starts the sum instead of adding to ``dst``),
     up to fifteen terms per sweep over the row.
 
     Each output keeps the float32 operation order of one term at a time; sweeping
@@ -103,14 +103,14 @@ def _taps(dst, lines, offsets, weights, lo, hi, ow, first):
     while j < hi:
         left = hi - j
         if left >= 15:
-            _sweep15(dst, lines, offsets, weights, j, first, ow)
+            _sweep15(dst, base, rows, offsets, weights, j, first, ow)
             j += 15
         elif left >= 7:
-            _sweep7(dst, lines, offsets, weights, j, first, ow)
+            _sweep7(dst, base, rows, offsets, weights, j, first, ow)
             j += 7
         else:
             kj = weights[j]
-            sj = lines[j][offsets[j]:]
+            sj = base[rows[j], offsets[j]:]
             if first:
                 for x in range(ow):
                     dst[x] = sj[x] * kj
@@ -127,18 +127,16 @@ def _smooth(image, k, out, ring, acc):
     h = image.shape[0]
     ow = out.shape[1]
     zero = np.float32(0.0)
-    hlines = [image[0]] * n
+    hrows = np.zeros(n, dtype=np.int64)
     hoffs = np.arange(n)
-    vlines = [ring[s] for s in range(n)]
+    vrows = np.arange(n)
     voffs = np.zeros(n, dtype=np.int64)
     vk = np.empty(n, dtype=np.float32)
     for row in range(h):
         # Horizontal pass of input row `row` into ring slot row % n, terms in order i.
         slot = ring[row % n]
-        src = image[row]
-        for i in range(n):
-            hlines[i] = src
-        _taps(slot, hlines, hoffs, k, 0, n, ow, True)
+        hrows[:] = row
+        _taps(slot, image, hrows, hoffs, k, 0, n, ow, True)
         oy = row - (n - 1)
         if oy < 0:
             continue
@@ -149,7 +147,7 @@ def _smooth(image, k, out, ring, acc):
             dst[x] = zero
         for s in range(n):
             vk[s] = k[(s - oy) % n]
-        _taps(dst, vlines, voffs, vk, 0, n, ow, False)
+        _taps(dst, ring, vrows, voffs, vk, 0, n, ow, False)
 
 
 def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
