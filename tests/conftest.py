@@ -29,6 +29,20 @@ def pytest_configure(config):
         )
 
 
+# Tests that run the compiled kernels: numba compiles them (or loads its cache) once per
+# process, tens of CPU seconds in a fresh checkout, so with ``-n`` they share one test
+# process (``--dist loadgroup`` in pyproject's addopts).
+_NUMBA_MODULES = {"test_kernels.py", "test_smoothing.py"}
+_NUMBA_TESTS = {"test_kernels_choice_from_dask_config"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if (item.path.name in _NUMBA_MODULES or "numba" in item.nodeid
+                or item.originalname in _NUMBA_TESTS):
+            item.add_marker(pytest.mark.xdist_group("numba-kernels"))
+
+
 @pytest.fixture(scope="session")
 def shared_scheduler(tmp_path_factory):
     """The address of a real ``dask scheduler`` with two ``dask worker`` processes on
