@@ -242,8 +242,23 @@ def clipped_mean_var(
     """
     n = s.shape[0]
     median, q1, q3 = quantiles_sorted(s)
-    iqr = q3 - q1
     sums = _RangeSums(s, median) if n >= 16 * _RangeSums.BLOCK else None
+
+    def clip_sums(center: float, half: float) -> tuple[int, float, float]:
+        i0, i1 = _kept_range(s, center, half)
+        if i1 == i0:
+            return 0, math.nan, math.nan
+        s1, s2 = sums(i0, i1, center) if sums is not None else _centred_sums(s[i0:i1], center)
+        return i1 - i0, s1, s2
+
+    return _clip_iterations(n, median, q3 - q1, clip_sums, n_sigma, n_iter)
+
+
+def _clip_iterations(n: int, median: float, iqr: float, clip_sums, n_sigma: float,
+                     n_iter: int) -> tuple[float, float]:
+    """afw's clip iterations (ALGORITHM.md 2.3) given ``clip_sums(center, half) -> (m, s1,
+    s2)``: how many of the ``n`` values have ``|v - center| <= half``, and the sums of their
+    ``v - center`` and its square."""
     mean = math.nan
     var = math.nan
     for it in range(n_iter):
@@ -254,12 +269,10 @@ def clipped_mean_var(
         if math.isnan(center) or math.isnan(half):
             mean = var = math.nan
             continue
-        i0, i1 = _kept_range(s, center, half)
-        m = i1 - i0
+        m, s1, s2 = clip_sums(center, half)
         if m == 0:
             mean = var = math.nan
             continue
-        s1, s2 = sums(i0, i1, center) if sums is not None else _centred_sums(s[i0:i1], center)
         mean_d = s1 / m
         # Unbiased variance; one survivor gives 0 * inf = NaN, as in afw.
         var = (s2 / m - mean_d**2) * (m * m / (m * m - m)) if m > 1 else math.nan
@@ -498,25 +511,7 @@ def clipped_mean_var_selected(
         return clipped_mean_var(a, n_sigma, n_iter)
     median, q1, q3 = quantiles_selected(a)
     pieces = _Pieces(a, _quantile_ranks(n), median)
-    iqr = q3 - q1
-    mean = math.nan
-    var = math.nan
-    for it in range(n_iter):
-        if var < 0:
-            var = 0.0
-        center = median if it == 0 else mean
-        half = (n_sigma * IQ_TO_STDEV) * iqr if it == 0 else n_sigma * math.sqrt(var)
-        if math.isnan(center) or math.isnan(half):
-            mean = var = math.nan
-            continue
-        m, s1, s2 = pieces.clip_sums(center, half)
-        if m == 0:
-            mean = var = math.nan
-            continue
-        mean_d = s1 / m
-        var = (s2 / m - mean_d**2) * (m * m / (m * m - m)) if m > 1 else math.nan
-        mean = mean_d + center
-    return mean, var
+    return _clip_iterations(n, median, q3 - q1, pieces.clip_sums, n_sigma, n_iter)
 
 
 def usable_values(values: np.ndarray, bad: np.ndarray | None,
