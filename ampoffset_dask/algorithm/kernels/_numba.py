@@ -205,6 +205,18 @@ def _sample(flat, vstride, bad, bstride, use_bad, h, w, out):
     return n
 
 
+@njit(inline="always", **_JIT)
+def _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx):
+    """``idx[j]``: the bin of ``seg[j]``, or ``spare`` when it is not finite or flagged in
+    ``bseg`` (branch-free, so the loop vectorises)."""
+    for j in range(m):
+        v = seg[j]
+        skip = not ((v - v) == 0)  # non-finite
+        if use_bad:
+            skip = skip | (bseg[j] != 0)
+        idx[j] = spare if skip else _bin_of(v, lo, scale, top)
+
+
 @njit(**_JIT)
 def _histogram(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, hist, idx):
     """Count the usable values per bin (`_bin_of`); the last bin counts the others.
@@ -220,12 +232,7 @@ def _histogram(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, hist,
             m = min(_CHUNK, w - x0)
             seg = row[x0:x0 + m]
             bseg = brow[x0:x0 + m] if use_bad else brow
-            for j in range(m):
-                v = seg[j]
-                skip = not ((v - v) == 0)  # non-finite
-                if use_bad:
-                    skip = skip | (bseg[j] != 0)
-                idx[j] = spare if skip else _bin_of(v, lo, scale, top)
+            _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
             for j in range(m):
                 hist[idx[j]] += 1
     return h * w - hist[spare]
@@ -246,12 +253,7 @@ def _gather_bins(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, slo
             m = min(_CHUNK, w - x0)
             seg = row[x0:x0 + m]
             bseg = brow[x0:x0 + m] if use_bad else brow
-            for j in range(m):
-                v = seg[j]
-                skip = not ((v - v) == 0)  # non-finite
-                if use_bad:
-                    skip = skip | (bseg[j] != 0)
-                idx[j] = spare if skip else _bin_of(v, lo, scale, top)
+            _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
             for j in range(m):
                 s = slot_of_bin[idx[j]]
                 if s:
