@@ -8,13 +8,17 @@ is how the background evaluates columns and rows.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 __all__ = [
     "MIN_POINTS",
+    "Piecewise",
     "evaluate",
     "interpolate_rows",
     "max_style",
+    "piecewise",
     "piecewise_coefficients",
 ]
 
@@ -127,6 +131,88 @@ def piecewise_coefficients(style: str, x: np.ndarray, y: np.ndarray) -> tuple[np
     raise ValueError(f"no piecewise coefficients for style {style!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Piecewise:
+    """The piecewise cubics of every row of ``y``, laid out for evaluation at ``xs``.
+
+    ``xs[lo:hi]`` lie inside ``[x[0], x[-1]]``; ``xs[starts[i]:stops[i]]`` (absolute
+    indices) lie in interval ``i``, where ``t`` (indexed from ``lo``) is their distance to
+    ``x[i]``. Outside, afw's quadratic extrapolation uses GSL's first and second
+    derivatives at the end knots (``d1_*``, ``d2_*``, one column per row of ``y``).
+    """
+
+    y: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    d: np.ndarray
+    lo: int
+    hi: int
+    starts: np.ndarray
+    stops: np.ndarray
+    t: np.ndarray
+    dx_left: np.ndarray
+    dx_right: np.ndarray
+    d1_left: np.ndarray
+    d2_left: np.ndarray
+    d1_right: np.ndarray
+    d2_right: np.ndarray
+
+    def segments(self):
+        """``(i, a, e, t)`` of every non-empty interval: positions ``a:e``, offsets ``t``."""
+        for i, (a, e) in enumerate(zip(self.starts.tolist(), self.stops.tolist(),
+                                       strict=True)):
+            if e > a:
+                yield i, a, e, self.t[a - self.lo:e - self.lo]
+
+    def horner(self, rows: slice, i: int, t: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``y + t*(b + t*(c + t*d))`` of interval ``i`` for ``rows``, in ``out`` (double)."""
+        np.multiply(self.d[rows, i:i + 1], t, out=out)
+        out += self.c[rows, i:i + 1]
+        out *= t
+        out += self.b[rows, i:i + 1]
+        out *= t
+        out += self.y[rows, i:i + 1]
+        return out
+
+    def left(self, rows: slice) -> np.ndarray:
+        """The extrapolation at ``xs[:lo]`` for ``rows``."""
+        dx = self.dx_left
+        return self.y[rows, :1] + dx * self.d1_left[rows] + 0.5 * dx * dx * self.d2_left[rows]
+
+    def right(self, rows: slice) -> np.ndarray:
+        """The extrapolation at ``xs[hi:]`` for ``rows``."""
+        dx = self.dx_right
+        return (self.y[rows, -1:] + dx * self.d1_right[rows]
+                + 0.5 * dx * dx * self.d2_right[rows])
+
+
+def piecewise(style: str, x: np.ndarray, y: np.ndarray, xs: np.ndarray) -> Piecewise:
+    """Fit the piecewise ``style`` through every row of ``y`` (knots ``x``) and lay it out
+    for evaluation at the increasing positions ``xs`` (see `Piecewise`)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(np.atleast_2d(y), dtype=np.float64)
+    xs = np.asarray(xs, dtype=np.float64)
+    b, c, d = piecewise_coefficients(style, x, y)
+    n = x.shape[0]
+    lo = int(np.searchsorted(xs, x[0], side="left"))
+    hi = int(np.searchsorted(xs, x[-1], side="right"))
+    # Interval of each inside position: largest i <= n-2 with x_i <= position.
+    xin = xs[lo:hi]
+    idx = np.minimum(np.searchsorted(x, xin, side="right") - 1, n - 2)
+    intervals = np.arange(n - 1)
+    h_last = x[-1] - x[-2]
+    bl, cl, dl = b[:, -1:], c[:, -1:], d[:, -1:]
+    return Piecewise(
+        y=y, b=b, c=c, d=d, lo=lo, hi=hi,
+        starts=lo + np.searchsorted(idx, intervals, side="left"),
+        stops=lo + np.searchsorted(idx, intervals, side="right"),
+        t=xin - x[idx], dx_left=xs[:lo] - x[0], dx_right=xs[hi:] - x[-1],
+        d1_left=b[:, :1], d2_left=2.0 * c[:, :1],
+        d1_right=bl + h_last * (2.0 * cl + 3.0 * dl * h_last),
+        d2_right=2.0 * cl + 6.0 * dl * h_last,
+    )
+
+
 def _constant(x: np.ndarray, y: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """afw's CONSTANT style: a step function on re-centred knots."""
     if x.shape[0] == 1:
@@ -174,43 +260,18 @@ def evaluate(
             return values
         out[...] = values
         return out
-    b, c, d = piecewise_coefficients(style, x, y)
-    n = x.shape[0]
     if out is None:
         out = np.empty((y.shape[0], xs.shape[0]))
-    inside_lo = int(np.searchsorted(xs, x[0], side="left"))
-    inside_hi = int(np.searchsorted(xs, x[-1], side="right"))
-    # Interval of each inside position: largest i <= n-2 with x_i <= position.
-    xin = xs[inside_lo:inside_hi]
-    idx = np.minimum(np.searchsorted(x, xin, side="right") - 1, n - 2)
-    starts = np.searchsorted(idx, np.arange(n - 1), side="left")
-    stops = np.searchsorted(idx, np.arange(n - 1), side="right")
-    for i in range(n - 1):
-        a, e = starts[i], stops[i]
-        if a == e:
-            continue
-        t = xin[a:e] - x[i]
+    p = piecewise(style, x, y, xs)
+    every = slice(None)
+    for i, a, e, t in p.segments():
         # Horner in a contiguous double buffer (strided in-place updates are several times
         # slower), same operation order as y + t*(b + t*(c + t*d)); stored once into out.
-        seg = np.multiply(d[:, i : i + 1], t)
-        seg += c[:, i : i + 1]
-        seg *= t
-        seg += b[:, i : i + 1]
-        seg *= t
-        seg += y[:, i : i + 1]
-        out[:, inside_lo + a : inside_lo + e] = seg
-    if inside_lo > 0:
-        dx = xs[:inside_lo] - x[0]
-        d1 = b[:, :1]
-        d2 = 2.0 * c[:, :1]
-        out[:, :inside_lo] = y[:, :1] + dx * d1 + 0.5 * dx * dx * d2
-    if inside_hi < xs.shape[0]:
-        hl = x[-1] - x[-2]
-        bl, cl, dl = b[:, -1:], c[:, -1:], d[:, -1:]
-        d1 = bl + hl * (2.0 * cl + 3.0 * dl * hl)
-        d2 = 2.0 * cl + 6.0 * dl * hl
-        dx = xs[inside_hi:] - x[-1]
-        out[:, inside_hi:] = y[:, -1:] + dx * d1 + 0.5 * dx * dx * d2
+        out[:, a:e] = p.horner(every, i, t, np.empty((y.shape[0], e - a)))
+    if p.lo > 0:
+        out[:, :p.lo] = p.left(every)
+    if p.hi < xs.shape[0]:
+        out[:, p.hi:] = p.right(every)
     return out
 
 

@@ -516,38 +516,19 @@ def _subtract_piecewise(image, y, b, c, d, t, seg_start, seg_stop, lo, hi,
 def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
                         values: np.ndarray) -> None:
     """See `ampoffset_dask.algorithm.kernels._numpy.subtract_model_rows`."""
-    from ..interp import piecewise_coefficients
+    from ..interp import piecewise
     from . import _numpy
 
     finite = np.isfinite(values).all()
     if style == "CONSTANT" or not finite or not image.flags.c_contiguous:
         _numpy.subtract_model_rows(image, style, knots, values)
         return
-    x = np.asarray(knots, dtype=np.float64)
-    y = np.ascontiguousarray(values, dtype=np.float64)
-    b, c, d = piecewise_coefficients(style, x, y)
-    n = x.shape[0]
-    w = image.shape[1]
-    xs = np.arange(w, dtype=np.float64)
-    lo = int(np.searchsorted(xs, x[0], side="left"))
-    hi = int(np.searchsorted(xs, x[-1], side="right"))
-    xin = xs[lo:hi]
-    idx = np.minimum(np.searchsorted(x, xin, side="right") - 1, n - 2)
-    t = xin - x[idx]
-    dxl = xs[:lo] - x[0]
-    d1l = np.ascontiguousarray(b[:, 0])
-    d2l = 2.0 * c[:, 0]
-    hl = x[-1] - x[-2]
-    bl, cl, dl = b[:, -1], c[:, -1], d[:, -1]
-    d1r = bl + hl * (2.0 * cl + 3.0 * dl * hl)
-    d2r = 2.0 * cl + 6.0 * dl * hl
-    dxr = xs[hi:] - x[-1]
-    intervals = np.arange(n - 1)
-    seg_start = lo + np.searchsorted(idx, intervals, side="left")
-    seg_stop = lo + np.searchsorted(idx, intervals, side="right")
-    _subtract_piecewise(image, y, np.ascontiguousarray(b), np.ascontiguousarray(c),
-                        np.ascontiguousarray(d), t, seg_start.astype(np.int64),
-                        seg_stop.astype(np.int64), lo, hi, dxl, d1l, d2l, dxr, d1r, d2r)
+    p = piecewise(style, knots, values, np.arange(image.shape[1], dtype=np.float64))
+    _subtract_piecewise(image, p.y, np.ascontiguousarray(p.b), np.ascontiguousarray(p.c),
+                        np.ascontiguousarray(p.d), p.t, p.starts.astype(np.int64),
+                        p.stops.astype(np.int64), p.lo, p.hi, p.dx_left,
+                        np.ascontiguousarray(p.d1_left[:, 0]), p.d2_left[:, 0],
+                        p.dx_right, p.d1_right[:, 0], p.d2_right[:, 0])
 
 
 # ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from ..interp import interpolate_rows, piecewise_coefficients
+from ..interp import interpolate_rows, piecewise
 from ..stats import clipped_mean_var_selected, usable_values
 
 NAME = "numpy"
@@ -167,50 +167,24 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
         return
     # The same double operations as `interp.evaluate`, but each interval's values are
     # rounded to float32 and subtracted in one call (no float32 model block in between).
-    x = np.asarray(knots, dtype=np.float64)
-    y = np.ascontiguousarray(values, dtype=np.float64)
-    b, c, d = piecewise_coefficients(style, x, y)
-    n = x.shape[0]
-    xs = np.arange(w, dtype=np.float64)
-    lo = int(np.searchsorted(xs, x[0], side="left"))
-    hi = int(np.searchsorted(xs, x[-1], side="right"))
-    xin = xs[lo:hi]
-    idx = np.minimum(np.searchsorted(x, xin, side="right") - 1, n - 2)
-    intervals = np.arange(n - 1)
-    starts = lo + np.searchsorted(idx, intervals, side="left")
-    stops = lo + np.searchsorted(idx, intervals, side="right")
-    segments = [(i, int(a), int(e), xs[a:e] - x[i])
-                for i, a, e in zip(intervals, starts, stops, strict=True) if e > a]
-    dx_left = xs[:lo] - x[0]
-    dx_right = xs[hi:] - x[-1]
-    h_last = x[-1] - x[-2]
+    p = piecewise(style, knots, values, np.arange(w, dtype=np.float64))
+    segments = list(p.segments())
     width = max([e - a for _, a, e, _ in segments], default=0)
     buf = np.empty(min(row_block, h) * width)
     for y0 in range(0, h, row_block):
-        y1 = min(h, y0 + row_block)
-        img = image[y0:y1]
-        rows = y1 - y0
+        rows = slice(y0, min(h, y0 + row_block))
+        img = image[rows]
+        n = img.shape[0]
         for i, a, e, t in segments:
-            seg = buf[: rows * (e - a)].reshape(rows, e - a)
-            np.multiply(d[y0:y1, i:i + 1], t, out=seg)
-            seg += c[y0:y1, i:i + 1]
-            seg *= t
-            seg += b[y0:y1, i:i + 1]
-            seg *= t
-            seg += y[y0:y1, i:i + 1]
+            seg = p.horner(rows, i, t, buf[: n * (e - a)].reshape(n, e - a))
             # float32(model) subtracted in float32: afw's ``maskedImage -= bgImage``
             np.subtract(img[:, a:e], seg, out=img[:, a:e], dtype=np.float32, casting="unsafe")
-        if lo > 0:  # afw's quadratic extrapolation, as `interp.evaluate` writes it
-            d1 = b[y0:y1, :1]
-            d2 = 2.0 * c[y0:y1, :1]
-            ext = y[y0:y1, :1] + dx_left * d1 + 0.5 * dx_left * dx_left * d2
-            np.subtract(img[:, :lo], ext, out=img[:, :lo], dtype=np.float32, casting="unsafe")
-        if hi < w:
-            bl, cl, dl = b[y0:y1, -1:], c[y0:y1, -1:], d[y0:y1, -1:]
-            d1 = bl + h_last * (2.0 * cl + 3.0 * dl * h_last)
-            d2 = 2.0 * cl + 6.0 * dl * h_last
-            ext = y[y0:y1, -1:] + dx_right * d1 + 0.5 * dx_right * dx_right * d2
-            np.subtract(img[:, hi:], ext, out=img[:, hi:], dtype=np.float32, casting="unsafe")
+        if p.lo > 0:  # afw's quadratic extrapolation, as `interp.evaluate` writes it
+            np.subtract(img[:, :p.lo], p.left(rows), out=img[:, :p.lo], dtype=np.float32,
+                        casting="unsafe")
+        if p.hi < w:
+            np.subtract(img[:, p.hi:], p.right(rows), out=img[:, p.hi:], dtype=np.float32,
+                        casting="unsafe")
 
 
 def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int,
