@@ -6,26 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import cli
+from cli_helpers import cli, cli_subprocess
 
 from ampoffset_dask import AmpOffsetConfig, process, read_catalog
 
 EDGES = AmpOffsetConfig(do_background=False, do_detection=False)
-EXE = str(Path(sys.executable).with_name("ampoffset-dask"))
-
-
-def cli_env(*args, env, timeout=300):
-    """The command in a subprocess with its own environment (credentials, endpoints)."""
-    return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-
 
 def pedestals(catalog) -> pd.Series:
     p = read_catalog(catalog, "pedestals")
@@ -131,9 +120,9 @@ def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path):
     _endpoint, env, paths, s3client = s3
     config = ["--set", "doBackground=false", "--set", "doDetection=false",
               "--set", "ampEdgeWidth=12"]
-    proc = cli_env("run", "s3://survey/raw/visit5/", *config, "--output", tmp_path / "remote",
-                   "--output-images", "s3://results/corrected", "--scheduler",
-                   client.scheduler.address, env=env)
+    proc = cli_subprocess("run", "s3://survey/raw/visit5/", *config, "--output",
+                          tmp_path / "remote", "--output-images", "s3://results/corrected",
+                          "--scheduler", client.scheduler.address, env=env)
     assert proc.returncode == 0, proc.stderr
     local = cli("run", *map(str, paths), *config, "--output", tmp_path / "local",
                 "--scheduler", client.scheduler.address)
@@ -165,11 +154,11 @@ def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path):
 def test_cli_s3_edges_only_fetches_a_fraction(s3, client, tmp_path):
     endpoint, env, _paths, _ = s3
     opts = json.dumps({"endpoint_url": endpoint})
-    proc = cli_env("run", "s3://survey/raw/visit5/det0.fits", "--set", "doBackground=false",
-                   "--set", "doDetection=false", "--set", "ampEdgeWidth=12",
-                   "--storage-options", opts, "--output", tmp_path / "cat",
-                   "--scheduler", client.scheduler.address,
-                   env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})  # the option wins
+    proc = cli_subprocess("run", "s3://survey/raw/visit5/det0.fits", "--set",
+                          "doBackground=false", "--set", "doDetection=false", "--set",
+                          "ampEdgeWidth=12", "--storage-options", opts, "--output",
+                          tmp_path / "cat", "--scheduler", client.scheduler.address,
+                          env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})  # option wins
     assert proc.returncode == 0, proc.stderr
     det = read_catalog(tmp_path / "cat", "detectors")
     fraction = float(det["fetched_fraction"].iloc[0])
@@ -187,20 +176,21 @@ def test_cli_s3_errors(s3, client, tmp_path):
     pd.DataFrame({"path": ["s3://survey/raw/visit5/det0.fits",
                            "s3://survey/raw/visit5/gone.fits"],
                   "visit": [5, 5], "detector": ["D0", "D9"]}).to_csv(manifest, index=False)
-    proc = cli_env("run", manifest, *edges, "--output", tmp_path / "a", env=env)
+    proc = cli_subprocess("run", manifest, *edges, "--output", tmp_path / "a", env=env)
     assert proc.returncode == 1, proc.stderr
     assert "gone.fits" in proc.stderr and "no such object" in proc.stderr
     det = read_catalog(tmp_path / "a", "detectors")
     assert sorted(det["status"]) == ["failed", "ok"]
     # a wrong endpoint: nothing can be listed, a usage/input error
-    wrong = cli_env("run", "s3://survey/raw/visit5/", *edges, "--output", tmp_path / "b",
-                    env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    wrong = cli_subprocess("run", "s3://survey/raw/visit5/", *edges, "--output",
+                           tmp_path / "b", env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
     assert wrong.returncode == 2 and "cannot reach the storage endpoint" in wrong.stderr
     # bad credentials on a server that checks them: access denied
     from s3_server import moto_server
 
     with moto_server(auth=True) as locked:
-        denied = cli_env("run", "s3://survey/raw/visit5/det0.fits", *edges, "--output",
-                         tmp_path / "c", env={**env, "AWS_ENDPOINT_URL": locked})
+        denied = cli_subprocess("run", "s3://survey/raw/visit5/det0.fits", *edges,
+                                "--output", tmp_path / "c",
+                                env={**env, "AWS_ENDPOINT_URL": locked})
     assert denied.returncode == 2 and "access denied" in denied.stderr, denied.stderr
     assert env["AWS_SECRET_ACCESS_KEY"] not in denied.stderr + denied.stdout

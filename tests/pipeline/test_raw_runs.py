@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from cli_helpers import entry_point
 from io_helpers import REAL, decam_primary, decam_raw_hdu
 
 from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector, process
@@ -24,7 +23,7 @@ EDGES = AmpOffsetConfig(do_background=False, do_detection=False)
 RAW_HEADERS = REAL / "lsst_raw_headers_zeroed" / (
     "LSSTCam_BOT_MC_C_20211212_000310_R22_S22_E2V_flat.fits.gz")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cameras.md"
-EXE = shutil.which("ampoffset-dask", path=str(Path(sys.executable).parent)) or "ampoffset-dask"
+EXE = entry_point()
 
 
 def lsst_raw(path: Path, steps: np.ndarray, electrons: bool, seed: int = 0,

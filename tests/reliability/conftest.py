@@ -36,11 +36,3 @@ def sim4(tmp_path_factory):
 def scheduler(shared_scheduler):
     """The address of the session's real scheduler with two worker processes."""
     return shared_scheduler
-
-
-def run_cli(env: dict, *args, cwd=None, timeout: float = 300):
-    """``ampoffset-dask ARGS --no-progress`` in a subprocess."""
-    import subprocess
-
-    return subprocess.run(["ampoffset-dask", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout, check=False, cwd=cwd)

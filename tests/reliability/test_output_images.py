@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from cli_helpers import cli_subprocess
 from pipeline.helpers import VISIT, dask_processes
-
-from .conftest import run_cli
 
 
 @pytest.mark.slow
@@ -20,8 +19,9 @@ def test_relative_output_images_land_under_the_client_cwd(sim4, tmp_path, cli_en
     worker_cwd.mkdir()
     client_cwd.mkdir()
     with dask_processes(tmp_path / "cluster", n_workers=1, cwd=worker_cwd) as (address, _, _):
-        proc = run_cli(cli_env, "run", *sim4[:2], "--output", "cat", "--output-images",
-                       "images", "--scheduler", address, "--no-progress", cwd=client_cwd)
+        proc = cli_subprocess("run", *sim4[:2], "--output", "cat", "--output-images", "images",
+                              "--scheduler", address, "--no-progress", env=cli_env,
+                              cwd=client_cwd)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     written = sorted((client_cwd / "images").rglob("*.fits"))
     assert len(written) == 2
