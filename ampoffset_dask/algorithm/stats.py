@@ -179,6 +179,12 @@ def _centred_sums(v: np.ndarray, center: float, block: int = 1 << 16) -> tuple[f
     return s1, s2
 
 
+def _recentred(m: int, s1: float, s2: float, delta: float) -> tuple[float, float]:
+    """Sums of ``v - c`` and ``(v - c)**2`` from the sums about ``c - delta`` of ``m``
+    values."""
+    return s1 - m * delta, s2 - 2.0 * delta * s1 + m * delta * delta
+
+
 class _RangeSums:
     """Sums of ``v - c`` and ``(v - c)**2`` over index ranges of a large sorted array.
 
@@ -216,9 +222,7 @@ class _RangeSums:
         t1, t2 = _centred_sums(self.s[b1 * bs:i1], self.ref)
         s1 = float(self.p1[b1] - self.p1[b0]) + h1 + t1
         s2 = float(self.p2[b1] - self.p2[b0]) + h2 + t2
-        m = i1 - i0
-        delta = center - self.ref
-        return s1 - m * delta, s2 - 2.0 * delta * s1 + m * delta * delta
+        return _recentred(i1 - i0, s1, s2, center - self.ref)
 
 
 def clipped_mean_var(
@@ -487,10 +491,10 @@ class _Pieces:
                     continue
                 if kept and p[1] > p[0]:
                     pm, p1, p2 = self._sums(p)
-                    delta = center - self.ref
+                    q1, q2 = _recentred(pm, p1, p2, center - self.ref)
                     m += pm
-                    s1 += p1 - pm * delta
-                    s2 += p2 - 2.0 * delta * p1 + pm * delta * delta
+                    s1 += q1
+                    s2 += q2
         self.pieces = out
         return m, s1, s2
 
@@ -542,6 +546,7 @@ def usable_values(values: np.ndarray, bad: np.ndarray | None,
             out[n:n + c] = v[y0:y1][kb]
         n += c
     return out[:n]
+
 
 def clipped_stats(
     values: np.ndarray, n_sigma: float = 3.0, n_iter: int = 3
