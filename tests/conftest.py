@@ -12,9 +12,20 @@ import pytest
 # test_parity, test_pinned) and tests/pipeline/test_detector_job.py run both explicitly.
 os.environ.setdefault("AMPOFFSET_KERNELS", "numpy")
 
+# The test clusters idle most of the session, and distributed's defaults are costly at idle:
+# each worker samples its threads' stacks every 10 ms and every process ticks and polls its
+# system monitor several times a second (~4 % of a core per idle worker, ~2 % per scheduler,
+# minutes of CPU over the suite on 2 cores). Every process the tests start inherits these.
+os.environ.setdefault("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED", "False")
+os.environ.setdefault("DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL", "1s")
+os.environ.setdefault("DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL", "5s")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from golden import SHARED, SHARED_FOLDERS
+
+if "dask" in sys.modules:  # imported by a plugin before the settings above
+    sys.modules["dask"].config.refresh()
 
 
 def pytest_configure(config):
@@ -36,11 +47,25 @@ _NUMBA_MODULES = {"test_kernels.py", "test_smoothing.py"}
 _NUMBA_TESTS = {"test_kernels_choice_from_dask_config"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if (item.path.name in _NUMBA_MODULES or "numba" in item.nodeid
                 or item.originalname in _NUMBA_TESTS):
             item.add_marker(pytest.mark.xdist_group("numba-kernels"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """Stop when ``--dist loadgroup`` lost the group (xdist appends ``@group`` to the ids a
+    test process collects; with a pytest it does not support it cannot), instead of silently
+    compiling the kernels once per test process."""
+    lost = [i for i in ids if "@" not in i and Path(i.split("::")[0]).name in _NUMBA_MODULES]
+    if lost and node.config.getvalue("dist") == "loadgroup":
+        pytest.exit(
+            f"pytest-xdist ignored the xdist_group of {lost[0]} and {len(lost) - 1} more "
+            "with this pytest; install the versions pinned by pyproject's test extra",
+            returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
