@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from cli_helpers import cli
 from cli_helpers import cli_subprocess as run_entry_point
-from matplotlib.image import imread
 
 import ampoffset_dask
 from ampoffset_dask.catalog import read_catalog
@@ -99,14 +98,15 @@ def test_cameras():
 
 # -- simulate, info, run, catalog, plot ------------------------------------------------------
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, shared_scheduler):
     work = tmp_path_factory.mktemp("cli")
     sim = work / "sim"
     proc = cli("simulate", "--camera", "lsstcam", "--detectors", "R22_S11,R22_S12", "--visits",
                "2", "--scale", "0.1", "--seed", "3", "--out", sim)
     assert proc.returncode == 0, proc.stderr
     assert "wrote 4 exposure(s)" in proc.stdout
-    proc = cli("run", sim, "--output", work / "cat", "--scheduler", "local:2", "--no-progress")
+    proc = cli("run", sim, "--output", work / "cat", "--scheduler", shared_scheduler,
+               "--no-progress")
     assert proc.returncode == 0, proc.stderr
     return work
 
@@ -165,9 +165,10 @@ def test_run_fills_the_catalog_close_to_truth(workdir):
 
 
 def test_run_resumes_and_reports_failures(workdir, tmp_path, shared_scheduler):
-    # Second run on the same catalog, on another cluster: everything is skipped.
-    proc = cli("run", workdir / "sim", "--output", workdir / "cat", "--scheduler",
-               shared_scheduler, "--no-progress")
+    # Second run on the same catalog, asking for another cluster: everything is skipped
+    # (and with nothing to run, no cluster is started).
+    proc = cli("run", workdir / "sim", "--output", workdir / "cat", "--scheduler", "local:2",
+               "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "skipped 4" in proc.stdout
     # A truncated file among good ones: exit 1, the bad input named on stderr.
@@ -225,6 +226,8 @@ def test_catalog_summary_and_tables(workdir):
 
 
 def test_plot(workdir):
+    from matplotlib.image import imread  # matplotlib only in the test process that plots
+
     cat, out = workdir / "cat", workdir / "plots"
     proc = cli("plot", cat, "--visit", "2", "--out", out, "--detector", "R22_S12")
     assert proc.returncode == 0, proc.stderr
@@ -245,11 +248,12 @@ def test_plot(workdir):
 
 
 # -- demo ---------------------------------------------------------------------------------------
-def test_demo_end_to_end_small(tmp_path):
+def test_demo_end_to_end_small(tmp_path, shared_scheduler):
     out = tmp_path / "demo"
-    proc = cli("demo", "--out", out, "--scale", "0.12", "--workers", "2")
+    proc = cli("demo", "--out", out, "--scale", "0.12", "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
+    assert "Dask cluster: 1 worker(s)" in text  # a local cluster of its own
     assert "simulated 9 detectors" in text and "measured 9/9 detectors" in text
     rms = float(text.split("pedestal RMS error vs truth:")[1].split()[0])
     assert 0.0 < rms < 1.5
@@ -258,7 +262,9 @@ def test_demo_end_to_end_small(tmp_path):
     assert len(det) == 9 and set(det["status"]) == {"ok"}
     pngs = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert "focal_plane_v1.png" in pngs and "interfaces_v1.png" in pngs and len(pngs) == 4
-    # Running it again in the same folder works (fresh run, files replaced).
-    again = cli("demo", "--out", out, "--scale", "0.12", "--workers", "1")
+    # Running it again in the same folder works (fresh run, files replaced), here on a
+    # running scheduler instead of a local cluster of its own.
+    again = cli("demo", "--out", out, "--scale", "0.12", "--scheduler", shared_scheduler)
     assert again.returncode == 0, again.stderr
+    assert "Dask cluster: 2 worker(s)" in again.stdout  # the shared scheduler's
     assert f"{rms:.3f}" in again.stdout  # same seed, same numbers
