@@ -19,6 +19,7 @@ import dask
 import pandas as pd
 import pytest
 import yaml
+from cli_helpers import cli
 from conftest import DEPLOY, free_port, load_yaml
 from dask.utils import parse_bytes
 from traitlets.config.loader import PyFileConfigLoader
@@ -136,8 +137,19 @@ c.Proxy.address = "127.0.0.1:{http}"
 c.Proxy.tcp_address = "127.0.0.1:{tcp}"
 c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
+c.UnsafeLocalBackend.inherited_environment.extend({inherited!r})
+# One process per worker: a nanny would double the worker processes for nothing checked here.
+c.ClusterConfig.worker_cmd = ["dask-worker", "--no-nanny"]
 load_subconfig({ours!r})
 """
+
+# The local backend passes only a whitelist of variables to the schedulers and workers it
+# starts; add the test settings every other process of the suite inherits (numpy kernels
+# instead of loading or compiling the numba ones, quiet idle dask processes:
+# tests/conftest.py).
+TEST_SETTINGS = ("AMPOFFSET_KERNELS", "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED",
+                 "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL",
+                 "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL")
 
 
 @pytest.fixture
@@ -150,6 +162,7 @@ def gateway_server(tmp_path, cli_env):
     config.write_text(SERVER_CONFIG.format(
         api=api, http=http, tcp=tcp,
         ours=str(GATEWAY / "dask_gateway_config.py"),
+        inherited=list(TEST_SETTINGS),
     ))
     env = dict(cli_env)
     env["PATH"] = f"{DEPLOY / 'docker' / 'bin'}{os.pathsep}{env['PATH']}"
@@ -188,11 +201,9 @@ def test_cli_runs_through_a_real_gateway_with_the_client_settings(gateway_server
                DASK_AMPOFFSET__CLUSTER__WORKERS="2")
 
     data, catalog = tmp_path / "visit", tmp_path / "catalog"
-    subprocess.run(
-        ["ampoffset-dask", "simulate", "--detectors", "R22_S11,R22_S12", "--scale", "0.1",
-         "--out", str(data)],
-        env=env, check=True, capture_output=True, timeout=120,
-    )
+    sim = cli("simulate", "--detectors", "R22_S11,R22_S12", "--scale", "0.1", "--out", data)
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+    # A process of its own: the dask config (DASK_CONFIG, DASK_AMPOFFSET__*) is read at start.
     run = subprocess.run(
         ["ampoffset-dask", "run", str(data), "--output", str(catalog), "--scheduler",
          "gateway", "--no-progress"],
