@@ -7,15 +7,10 @@ notebooks are stored without outputs.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
+import re
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -23,6 +18,8 @@ NAMES = ["01-quickstart.ipynb", "02-cluster.ipynb", "03-diagnostics.ipynb", "04-
 
 
 def test_notebooks_are_stored_without_outputs():
+    import nbformat
+
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == NAMES
     for name in NAMES:
         nb = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -34,15 +31,12 @@ def test_notebooks_are_stored_without_outputs():
         assert len(tagged) == 1, f"{name}: one cell tagged 'parameters'"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_notebook(name: str, tmp_path: Path, monkeypatch, scheduler: str,
                  scale: str = "0.1") -> tuple[str, int]:
     """Execute a notebook on tiny data; return its text output and how many figures it drew."""
+    import nbformat  # Jupyter's packages only in the test process that runs notebooks
+    from nbclient import NotebookClient
+
     monkeypatch.setenv("AMPOFFSET_NB_SCALE", scale)
     monkeypatch.setenv("AMPOFFSET_NB_DETECTORS", "R22_S11,R22_S12,R22_S21")
     monkeypatch.setenv("AMPOFFSET_NB_WORKERS", "1")
@@ -78,24 +72,13 @@ def test_cluster_notebook_falls_back_to_a_local_cluster(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_cluster_notebook_on_a_running_scheduler(tmp_path, monkeypatch):
-    # A scheduler and two workers started by deploy/local/start-cluster.sh.
-    port, dashboard = free_port(), free_port()
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    args = ["--port", str(port), "--dashboard-port", str(dashboard), "--workers", "2",
-            "--memory-limit", "1GiB", "--run-dir", str(tmp_path / "cluster")]
-    script = str(REPO / "deploy" / "local" / "start-cluster.sh")
-    subprocess.run(["bash", script, "start", *args], env=env, check=True,
-                   capture_output=True, timeout=120)
-    try:
-        text, _ = run_notebook("02-cluster.ipynb", tmp_path, monkeypatch,
-                               f"tcp://127.0.0.1:{port}")
-    finally:
-        subprocess.run(["bash", script, "stop", *args], env=env, check=True,
-                       capture_output=True, timeout=120)
-    assert "falling back" not in text
-    assert "local-0" in text and "local-1" in text  # the script's workers
+def test_cluster_notebook_on_a_running_scheduler(tmp_path, monkeypatch, shared_scheduler):
+    # The session's real scheduler with two `dask worker` processes (w0, w1); the cluster of
+    # deploy/local/start-cluster.sh is tested in tests/deploy/test_local_cluster.py.
+    text, _ = run_notebook("02-cluster.ipynb", tmp_path, monkeypatch, shared_scheduler)
+    assert "falling back" not in text and "cannot use" not in text
+    for name in ("w0", "w1"):  # the notebook's line per worker of that scheduler
+        assert re.search(rf"^ +{name}  tcp://127\.0\.0\.1:\d+ ", text, re.MULTILINE), text
     assert "6 ok, 0 flagged, 0 failed" in text
 
 
