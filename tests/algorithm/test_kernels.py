@@ -161,9 +161,7 @@ def test_quartiles_from_histogram_are_exact(kind):
         if values.size < 1 << 15:
             continue  # copied and selected: covered by the quantiles_selected tests
         v2 = values.reshape(values.shape[0], -1)
-        fv = NUMBA._flat_rows(v2)
-        fb = (NUMBA._NO_BAD.reshape(-1), 0) if flags is None else NUMBA._flat_rows(flags)
-        n, *got = NUMBA._quartiles(fv, fb, flags is not None, *v2.shape)
+        n, *got = NUMBA._quartiles(v2, None if flags is None else flags.reshape(v2.shape))
         assert n == int(np.count_nonzero(keep))
         assert tuple(got) == expected
         m1, v1, n1 = NUMBA.usable_clipped_mean_var(values, flags)

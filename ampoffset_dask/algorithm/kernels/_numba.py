@@ -167,13 +167,16 @@ def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------
-# Clipped statistics: exact quartiles from a histogram with monotone bins, then
-# SIMD clip passes over the pixels in place (no copy of the usable values)
+# Clipped statistics of a grid of bins (a whole image is one bin): exact quartiles from
+# histograms with monotone bins, then clip passes over the pixels in place (no copy of the
+# usable values). Every pass walks the rows of a band of bins across the image, so memory
+# is read in order, and one compiled call handles every bin.
 # ------------------------------------------------------------------------------------------
-_SMALL = 1 << 15  # fewer values than this: copy and select (the histogram costs more)
-_SAMPLE = 4096  # values sampled to place the histogram's range
+_SAMPLE = 4096  # values sampled per bin to place its histogram's range
+_SAMPLE_ROWS = 16  # rows of a bin the sample is taken from
 _N_BINS = 4096  # histogram bins over that range (an L1-sized histogram)
 _CHUNK = 512  # bin indices computed (SIMD) per block before they are counted
+_RANKS = 6  # order statistics the three quartiles interpolate, at most
 
 
 @njit(**_JIT)
@@ -191,20 +194,6 @@ def _bin_of(v, lo, scale, top):
     return np.uint32(t)
 
 
-@njit(**_JIT)
-def _sample(flat, vstride, bad, bstride, use_bad, h, w, out):
-    """Up to ``len(out)`` usable values from a regular grid of positions; returns how many."""
-    step = max(1, int(math.sqrt(h * w / out.shape[0])))
-    n = 0
-    for y in range(step // 2, h, step):
-        for x in range(step // 2, w, step):
-            v = flat[y * vstride + x]
-            if math.isfinite(v) and not (use_bad and bad[y * bstride + x]) and n < out.shape[0]:
-                out[n] = v
-                n += 1
-    return n
-
-
 @njit(inline="always", **_JIT)
 def _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx):
     """``idx[j]``: the bin of ``seg[j]``, or ``spare`` when it is not finite or flagged in
@@ -218,135 +207,314 @@ def _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx):
 
 
 @njit(**_JIT)
-def _histogram(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, hist, idx):
-    """Count the usable values per bin (`_bin_of`); the last bin counts the others.
-
-    Bin indices are computed a chunk at a time in a branch-free (SIMD) loop, then counted.
-    Returns the number of usable values.
-    """
-    spare = np.uint32(hist.shape[0] - 1)
-    for y in range(h):
-        row = flat[y * vstride: y * vstride + w]
-        brow = bad[y * bstride: y * bstride + w] if use_bad else bad[:0]
-        for x0 in range(0, w, _CHUNK):
-            m = min(_CHUNK, w - x0)
-            seg = row[x0:x0 + m]
-            bseg = brow[x0:x0 + m] if use_bad else brow
-            _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
-            for j in range(m):
-                hist[idx[j]] += 1
-    return h * w - hist[spare]
+def _sample(flat, v0, vstride, bad, b0, bstride, use_bad, h, w, out):
+    """Up to ``len(out)`` usable values of the ``h`` by ``w`` bin starting at ``flat[v0]``
+    (``bad[b0]``), taken along ``_SAMPLE_ROWS`` evenly spaced rows (a few cache lines each,
+    read in order); returns how many."""
+    rows = min(h, _SAMPLE_ROWS)
+    if rows == 0:
+        return 0
+    per_row = out.shape[0] // rows
+    xstep = max(1, -(-w // per_row))
+    n = 0
+    for r in range(rows):
+        y = (2 * r + 1) * h // (2 * rows)
+        for x in range(0, w, xstep):
+            v = flat[v0 + y * vstride + x]
+            if math.isfinite(v) and not (use_bad and bad[b0 + y * bstride + x]):
+                out[n] = v
+                n += 1
+    return n
 
 
 @njit(**_JIT)
-def _gather_bins(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, slot_of_bin,
-                 starts, out, idx):
-    """Copy the usable values of the wanted bins into their segments of ``out``
-    (``slot_of_bin`` maps a bin to its segment + 1, 0 when not wanted; the last bin, of
-    the unusable values, is never wanted). Bins are computed as in `_histogram`."""
-    spare = np.uint32(slot_of_bin.shape[0] - 1)
-    pos = starts.copy()
-    for y in range(h):
-        row = flat[y * vstride: y * vstride + w]
-        brow = bad[y * bstride: y * bstride + w] if use_bad else bad[:0]
-        for x0 in range(0, w, _CHUNK):
-            m = min(_CHUNK, w - x0)
-            seg = row[x0:x0 + m]
-            bseg = brow[x0:x0 + m] if use_bad else brow
-            _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
-            for j in range(m):
-                s = slot_of_bin[idx[j]]
-                if s:
-                    out[pos[s - 1]] = seg[j]
-                    pos[s - 1] += 1
+def _bin_range(sample, ns, n_bins, biggest, typed):
+    """``typed[0], typed[1]`` = the histogram's origin and scale (bins per unit) for a bin
+    whose sample is ``sample[:ns]``: the sample's 20-80 % range widened to twice its width
+    (any choice is exact; a poor one only makes the wanted bins larger)."""
+    lo = 0.0
+    span = 0.0
+    if ns:
+        s = np.sort(sample[:ns])
+        q1 = np.float64(s[int(0.2 * (ns - 1))])
+        q3 = np.float64(s[int(0.8 * (ns - 1))])
+        width = q3 - q1
+        lo = q1 - 0.5 * width
+        span = 2.0 * width
+    scale = n_bins / span if (0.0 < span and span < math.inf) else 1.0
+    if not (abs(lo) < biggest and scale < biggest):
+        lo = 0.0
+        scale = 1.0
+    typed[0] = lo
+    typed[1] = scale
+
+
+@njit(**_JIT)
+def _count_row(flat, v0, bad, b0, use_bad, w, lo, scale, top, spare, hist, idx):
+    """Add the ``w`` values from ``flat[v0]`` to ``hist`` (`_bin_of`; the last bin counts
+    the unusable ones), a SIMD chunk of bin indices at a time."""
+    for x0 in range(0, w, _CHUNK):
+        m = min(_CHUNK, w - x0)
+        seg = flat[v0 + x0:v0 + x0 + m]
+        bseg = bad[b0 + x0:b0 + x0 + m] if use_bad else bad[:0]
+        _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
+        for k in range(m):
+            hist[idx[k]] += 1
+
+
+@njit(**_JIT)
+def _gather_row(flat, v0, bad, b0, use_bad, w, lo, scale, top, spare, slot_of_bin, pos,
+                out, idx):
+    """Copy the values from ``flat[v0]`` whose bins are wanted (``slot_of_bin``: segment + 1,
+    0 when not wanted) to ``out[pos[segment]]``, advancing ``pos``."""
+    for x0 in range(0, w, _CHUNK):
+        m = min(_CHUNK, w - x0)
+        seg = flat[v0 + x0:v0 + x0 + m]
+        bseg = bad[b0 + x0:b0 + x0 + m] if use_bad else bad[:0]
+        _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
+        for k in range(m):
+            s = slot_of_bin[idx[k]]
+            if s:
+                out[pos[s - 1]] = seg[k]
+                pos[s - 1] += 1
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
-def _clip_sums(flat, vstride, bad, bstride, use_bad, h, w, center, half):
+def _row_clip_sums(seg, bseg, use_bad, center, half):
     """Count, sum and sum of squares of ``v - center`` over ``|v - center| <= half``.
 
     Only here may the compiler reassociate (``fastmath={"reassoc"}``), so the sums are
     vectorised in an order it chooses: the kept set and every term are exact, the sums
     may differ from the reference in their last bits. Non-finite values are never kept
-    (``half`` is capped at the largest double). Each row is summed on its own first.
+    (``half`` is at most the largest double).
     """
-    half = min(half, 1.7976931348623157e308)
-    c = 0
-    t1 = 0.0
-    t2 = 0.0
-    for y in range(h):
-        row = flat[y * vstride: y * vstride + w]
-        a = 0.0
-        b = 0.0
-        k = 0
-        if use_bad:
-            brow = bad[y * bstride: y * bstride + w]
-            for x in range(w):
-                d = np.float64(row[x]) - center
-                keep = (abs(d) <= half) & ~brow[x]
-                e = d if keep else 0.0
-                a += e
-                b += e * e
-                k += 1 if keep else 0
-        else:
-            for x in range(w):
-                d = np.float64(row[x]) - center
-                keep = abs(d) <= half
-                e = d if keep else 0.0
-                a += e
-                b += e * e
-                k += 1 if keep else 0
-        c += k
-        t1 += a
-        t2 += b
-    return c, t1, t2
+    a = 0.0
+    b = 0.0
+    k = 0
+    if use_bad:
+        for x in range(seg.shape[0]):
+            d = np.float64(seg[x]) - center
+            keep = (abs(d) <= half) & ~bseg[x]
+            e = d if keep else 0.0
+            a += e
+            b += e * e
+            k += 1 if keep else 0
+    else:
+        for x in range(seg.shape[0]):
+            d = np.float64(seg[x]) - center
+            keep = abs(d) <= half
+            e = d if keep else 0.0
+            a += e
+            b += e * e
+            k += 1 if keep else 0
+    return k, a, b
 
 
 @njit(**_JIT)
-def _clip_loop(flat, vstride, bad, bstride, use_bad, h, w, n, median, q1, q3, n_sigma,
-               n_iter, iq_to_stdev):
-    """afw's clip iterations (ALGORITHM.md 2.3) on the ``n`` usable values."""
-    iqr = q3 - q1
-    mean = math.nan
-    var = math.nan
-    for it in range(n_iter):
-        if var < 0:
-            var = 0.0
-        center = median if it == 0 else mean
-        if it == 0 or n <= 1:
-            half = (n_sigma * iq_to_stdev) * iqr
-        else:
-            half = n_sigma * math.sqrt(var) if var >= 0 else math.nan
-        if math.isnan(center) or math.isnan(half):
-            mean = math.nan
-            var = math.nan
-            continue
-        m, s1, s2 = _clip_sums(flat, vstride, bad, bstride, use_bad, h, w, center, half)
-        if m == 0:
-            mean = math.nan
-            var = math.nan
-            continue
-        mean_d = s1 / m
-        if m > 1:
-            var = (s2 / m - mean_d**2) * (m * m / (m * m - m))
-        else:
-            var = math.nan
-        mean = mean_d + center
-    return mean, var
+def _quartile_ranks(n, ranks):
+    """The distinct ascending ranks `_quartiles` interpolates (as
+    `ampoffset_dask.algorithm.stats.quantiles_selected`) into ``ranks``; returns how many."""
+    nr = 0
+    cand = np.empty(_RANKS, dtype=np.int64)
+    for p in range(3):
+        i = (0.5, 0.25, 0.75)[p] * (n - 1)
+        cand[2 * p] = min(int(i), n - 1)
+        cand[2 * p + 1] = min(int(i) + 1, n - 1)
+    cand.sort()
+    for c in cand:
+        if nr == 0 or ranks[nr - 1] != c:
+            ranks[nr] = c
+            nr += 1
+    return nr
 
 
 @njit(**_JIT)
-def _gather(values, bad, use_bad, out):
-    """Copy finite values not flagged in ``bad`` into ``out``; return how many."""
-    h, w = values.shape
-    n = 0
-    for y in range(h):
-        for x in range(w):
-            v = values[y, x]
-            if math.isfinite(v) and not (use_bad and bad[y, x]):
-                out[n] = v
-                n += 1
-    return n
+def _quantile(ranks, values, nr, i):
+    """afw's interpolated quantile at fractional rank ``i`` from the rank values."""
+    lo = int(i)
+    hi = lo + 1
+    vlo = math.nan
+    vhi = math.nan
+    for r in range(nr):
+        if ranks[r] == lo:
+            vlo = values[r]
+        if ranks[r] == hi:
+            vhi = values[r]
+    return (hi - i) * vlo + (i - lo) * vhi
+
+
+@njit(**_JIT)
+def _band_quartiles(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, counts, biggest,
+                    hist, stats):
+    """Usable count, median, lower and upper quartile of each bin of rows ``ya..yb-1``
+    (exact order statistics): histograms of all the band's bins in one pass over its rows,
+    then the values of the bins holding the wanted ranks in a second pass, sorted."""
+    nx = xo.shape[0]
+    n_bins = hist.shape[1] - 1
+    spare = np.uint32(n_bins)
+    h = yb - ya
+    typed = np.empty(3, dtype=flat.dtype)
+    typed[2] = n_bins - 1
+    top = typed[2]  # bins 0..n_bins-1 for usable values, n_bins for the others
+    los = np.empty(nx, dtype=flat.dtype)
+    scales = np.empty(nx, dtype=flat.dtype)
+    sample = np.empty(_SAMPLE, dtype=flat.dtype)
+    idx = np.empty(_CHUNK, dtype=np.uint32)
+    for i in range(nx):
+        b0 = ya * bstride + xo[i] if use_bad else 0
+        ns = _sample(flat, ya * vstride + xo[i], vstride, bad, b0, bstride, use_bad, h,
+                     xe[i] - xo[i], sample)
+        _bin_range(sample, ns, n_bins, biggest, typed)
+        los[i] = typed[0]
+        scales[i] = typed[1]
+    hist[:nx] = 0
+    for y in range(ya, yb):
+        for i in range(nx):
+            b0 = y * bstride + xo[i] if use_bad else 0
+            _count_row(flat, y * vstride + xo[i], bad, b0, use_bad, xe[i] - xo[i], los[i],
+                       scales[i], top, spare, hist[i], idx)
+    # The bins holding the wanted ranks, each a segment of one buffer.
+    ranks = np.empty((nx, _RANKS), dtype=np.int64)
+    n_ranks = np.zeros(nx, dtype=np.int64)
+    rank_slot = np.empty((nx, _RANKS), dtype=np.int64)
+    before = np.empty((nx, _RANKS), dtype=np.int64)  # usable values below the segment's bin
+    starts = np.empty((nx, _RANKS), dtype=np.int64)
+    slot_of_bin = np.zeros((nx, n_bins + 1), dtype=np.uint8)
+    total = 0
+    for i in range(nx):
+        n = h * (xe[i] - xo[i]) - np.int64(hist[i, n_bins])
+        counts[i] = n
+        if n == 0:
+            continue
+        nr = _quartile_ranks(n, ranks[i])
+        n_ranks[i] = nr
+        below = 0
+        r = 0
+        slots = 0
+        for b in range(n_bins):
+            upto = below + np.int64(hist[i, b])
+            while r < nr and ranks[i, r] < upto:  # rank r is in bin b
+                if slot_of_bin[i, b] == 0:
+                    slot_of_bin[i, b] = slots + 1
+                    before[i, slots] = below
+                    starts[i, slots] = total
+                    total += upto - below
+                    slots += 1
+                rank_slot[i, r] = slot_of_bin[i, b] - 1
+                r += 1
+            below = upto
+            if r == nr:
+                break
+    out = np.empty(total, dtype=flat.dtype)
+    pos = starts.copy()
+    for y in range(ya, yb):
+        for i in range(nx):
+            if n_ranks[i]:
+                b0 = y * bstride + xo[i] if use_bad else 0
+                _gather_row(flat, y * vstride + xo[i], bad, b0, use_bad, xe[i] - xo[i],
+                            los[i], scales[i], top, spare, slot_of_bin[i], pos[i], out, idx)
+    values = np.empty(_RANKS, dtype=np.float64)
+    for i in range(nx):
+        nr = n_ranks[i]
+        n = counts[i]
+        if nr == 0:
+            stats[i, 0] = math.nan
+            stats[i, 1] = math.nan
+            stats[i, 2] = math.nan
+            continue
+        for s in range(nr):
+            if s == 0 or rank_slot[i, s] != rank_slot[i, s - 1]:
+                out[starts[i, rank_slot[i, s]]:pos[i, rank_slot[i, s]]].sort()
+        for r in range(nr):
+            s = rank_slot[i, r]
+            values[r] = np.float64(out[starts[i, s] + ranks[i, r] - before[i, s]])
+        if n == 1:
+            stats[i, 0] = values[0]
+            stats[i, 1] = values[0]
+            stats[i, 2] = values[0]
+        else:
+            stats[i, 0] = _quantile(ranks[i], values, nr, 0.5 * (n - 1))
+            stats[i, 1] = _quantile(ranks[i], values, nr, 0.25 * (n - 1))
+            stats[i, 2] = _quantile(ranks[i], values, nr, 0.75 * (n - 1))
+
+
+@njit(**_JIT)
+def _binned_stats(flat, vstride, bad, bstride, use_bad, xo, xe, yo, ye, n_sigma, n_iter,
+                  iq_to_stdev, biggest, hist, means, variances, counts):
+    """afw's clipped mean and variance (ALGORITHM.md 2.3) of the usable values of every
+    bin ``[yo[j], ye[j]) x [xo[i], xe[i])``, band of bins by band of bins; each clip
+    iteration is one pass over the band's rows for all its bins."""
+    nx = xo.shape[0]
+    stats = np.empty((nx, 3), dtype=np.float64)  # median, q1, q3
+    mean = np.empty(nx, dtype=np.float64)
+    var = np.empty(nx, dtype=np.float64)
+    center = np.empty(nx, dtype=np.float64)
+    half = np.empty(nx, dtype=np.float64)
+    active = np.zeros(nx, dtype=np.bool_)
+    kept = np.empty(nx, dtype=np.int64)
+    s1 = np.empty(nx, dtype=np.float64)
+    s2 = np.empty(nx, dtype=np.float64)
+    for j in range(yo.shape[0]):
+        ya = yo[j]
+        yb = ye[j]
+        _band_quartiles(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, counts[j],
+                        biggest, hist, stats)
+        mean[:] = math.nan
+        var[:] = math.nan
+        for it in range(n_iter):
+            any_active = False
+            for i in range(nx):
+                active[i] = False
+                n = counts[j, i]
+                if var[i] < 0:
+                    var[i] = 0.0
+                c = stats[i, 0] if it == 0 else mean[i]
+                if it == 0 or n <= 1:
+                    hw = (n_sigma * iq_to_stdev) * (stats[i, 2] - stats[i, 1])
+                else:
+                    hw = n_sigma * math.sqrt(var[i]) if var[i] >= 0 else math.nan
+                if math.isnan(c) or math.isnan(hw):
+                    mean[i] = math.nan
+                    var[i] = math.nan
+                    continue
+                center[i] = c
+                half[i] = min(hw, 1.7976931348623157e308)
+                active[i] = True
+                any_active = True
+                kept[i] = 0
+                s1[i] = 0.0
+                s2[i] = 0.0
+            if not any_active:
+                continue
+            for y in range(ya, yb):
+                for i in range(nx):
+                    if active[i]:
+                        v0 = y * vstride + xo[i]
+                        w = xe[i] - xo[i]
+                        b0 = y * bstride + xo[i] if use_bad else 0
+                        k, a, b = _row_clip_sums(flat[v0:v0 + w],
+                                                 bad[b0:b0 + w] if use_bad else bad[:0],
+                                                 use_bad, center[i], half[i])
+                        kept[i] += k
+                        s1[i] += a
+                        s2[i] += b
+            for i in range(nx):
+                if not active[i]:
+                    continue
+                m = kept[i]
+                if m == 0:
+                    mean[i] = math.nan
+                    var[i] = math.nan
+                    continue
+                mean_d = s1[i] / m
+                if m > 1:
+                    var[i] = (s2[i] / m - mean_d**2) * (m * m / (m * m - m))
+                else:
+                    var[i] = math.nan
+                mean[i] = mean_d + center[i]
+        for i in range(nx):
+            means[j, i] = mean[i]
+            variances[j, i] = var[i]
 
 
 def _flat_rows(a: np.ndarray) -> tuple[np.ndarray, int] | None:
@@ -362,60 +530,64 @@ def _flat_rows(a: np.ndarray) -> tuple[np.ndarray, int] | None:
     return np.lib.stride_tricks.as_strided(a, shape=((h - 1) * stride + w,), strides=(it,)), stride
 
 
-def _order_statistics(fv, fb, use_bad, h, w, ranks_of):
-    """Usable-value count and the values of the ranks ``ranks_of(n)`` (exact, as a sort).
+_NO_BAD = np.zeros(1, dtype=np.bool_)
 
-    A histogram over the range a sample suggests locates the bins holding the wanted ranks;
-    only those bins are copied and sorted. A poor guess only makes those bins larger.
+
+def binned_clipped_mean_var(
+    values: np.ndarray, bad: np.ndarray | None, x_edges, y_edges, n_sigma: float = 3.0,
+    n_iter: int = 3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """See `ampoffset_dask.algorithm.kernels._numpy.binned_clipped_mean_var`.
+
+    One compiled call for every bin, read in place: per band of bins, one pass builds each
+    bin's histogram (bins monotone in the value, over a range placed from a sample), a
+    second copies the few histogram bins holding the quartiles' order statistics (sorted:
+    the values are exact), and each clip iteration is one SIMD pass.
     """
-    flat, vstride = fv
-    bad, bstride = fb
-    buf = np.empty(_SAMPLE, dtype=flat.dtype)
-    sample = np.sort(buf[:_sample(flat, vstride, bad, bstride, use_bad, h, w, buf)])
-    if sample.shape[0]:
-        q1, q3 = (float(sample[int(p * (sample.shape[0] - 1))]) for p in (0.2, 0.8))
-        width = q3 - q1
-        lo = q1 - 0.5 * width
-        span = 2.0 * width
-    else:
-        lo, span = 0.0, 0.0
-    n_bins = _N_BINS
-    kind = flat.dtype.type
-    scale = n_bins / span if 0.0 < span < math.inf else 1.0
-    biggest = float(np.finfo(kind).max)
-    if not (abs(lo) < biggest and scale < biggest):
-        lo, scale = 0.0, 1.0
-    lo, scale = kind(lo), kind(scale)
-    top = kind(n_bins - 1)  # bins 0..n_bins-1 for usable values, n_bins for the others
-    hist = np.zeros(n_bins + 1, dtype=np.int32 if h * w < 2**31 else np.int64)
-    idx = np.empty(_CHUNK, dtype=np.uint32)
-    n = int(_histogram(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, hist,
-                       idx))
-    if n == 0:
-        return 0, {}
-    ks = ranks_of(n)
-    cum = np.cumsum(hist[:n_bins])
-    bins = np.searchsorted(cum, ks, side="right").tolist()  # rank k's bin: first cum > k
-    wanted = sorted(set(bins))
-    sizes = hist[wanted]
-    starts = np.zeros(len(wanted), dtype=np.int64)
-    starts[1:] = np.cumsum(sizes)[:-1]
-    slot_of_bin = np.zeros(n_bins + 1, dtype=np.uint8)
-    slot_of_bin[wanted] = np.arange(1, len(wanted) + 1)
-    out = np.empty(int(sizes.sum()), dtype=flat.dtype)
-    _gather_bins(flat, vstride, bad, bstride, use_bad, h, w, lo, scale, top, slot_of_bin,
-                 starts, out, idx)
-    values = {}
-    for i, b in enumerate(wanted):
-        seg = np.sort(out[starts[i]:starts[i] + sizes[i]])
-        before = int(cum[b] - hist[b])
-        for k, kb in zip(ks, bins, strict=True):
-            if kb == b:
-                values[k] = float(seg[k - before])
-    return n, values
+    from ..stats import IQ_TO_STDEV
+
+    values = _native(values)
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)  # exact for the values a mask or image holds
+    fv = _flat_rows(values)
+    if fv is None:
+        values = np.ascontiguousarray(values)
+        fv = _flat_rows(values)
+    use_bad = bad is not None
+    fb = (_NO_BAD, 0)
+    if use_bad:
+        flags = np.asarray(bad, dtype=bool)
+        fb = _flat_rows(flags)
+        if fb is None:
+            fb = _flat_rows(np.ascontiguousarray(flags))
+    xe = np.asarray(x_edges, dtype=np.int64)
+    ye = np.asarray(y_edges, dtype=np.int64)
+    nx, ny = xe.shape[0] - 1, ye.shape[0] - 1
+    means = np.empty((ny, nx))
+    variances = np.empty((ny, nx))
+    counts = np.zeros((ny, nx), dtype=np.int64)
+    if nx <= 0 or ny <= 0:
+        return means, variances, counts
+    hist = np.empty((nx, _N_BINS + 1), dtype=np.int32 if values.size < 2**31 else np.int64)
+    _binned_stats(fv[0], fv[1], fb[0], fb[1], use_bad, xe[:-1].copy(), xe[1:].copy(),
+                  ye[:-1].copy(), ye[1:].copy(), float(n_sigma), int(n_iter), IQ_TO_STDEV,
+                  float(np.finfo(values.dtype).max), hist, means, variances, counts)
+    return means, variances, counts
 
 
-_NO_BAD = np.zeros((1, 1), dtype=np.bool_)
+def _quartiles(values: np.ndarray, bad: np.ndarray | None) -> tuple[int, float, float, float]:
+    """Usable count, median, q1 and q3 of a 2-D array from `_band_quartiles` (one bin)."""
+    values = _native(values)
+    fv = _flat_rows(values)
+    fb = (_NO_BAD, 0) if bad is None else _flat_rows(np.asarray(bad, dtype=bool))
+    h, w = values.shape
+    counts = np.zeros(1, dtype=np.int64)
+    stats = np.empty((1, 3))
+    _band_quartiles(fv[0], fv[1], fb[0], fb[1], bad is not None, np.zeros(1, np.int64),
+                    np.full(1, w, np.int64), 0, h, counts,
+                    float(np.finfo(values.dtype).max),
+                    np.empty((1, _N_BINS + 1), dtype=np.int64), stats)
+    return int(counts[0]), *(float(v) for v in stats[0])
 
 
 def usable_clipped_mean_var(
@@ -423,56 +595,15 @@ def usable_clipped_mean_var(
 ) -> tuple[float, float, int]:
     """See `ampoffset_dask.algorithm.kernels._numpy.usable_clipped_mean_var`.
 
-    Large inputs are read in place: a histogram (bins monotone in the value, over a range
-    placed from a sample) locates the bins of the quartiles' order statistics, only those
-    bins are copied and sorted (the values are exact), and each clip iteration is one SIMD
-    pass over the pixels. Small inputs: the usable values are copied and selected.
+    `binned_clipped_mean_var` with one bin: the values are read in place.
     """
-    from ..stats import IQ_TO_STDEV, quantiles_selected
-
-    values = _native(values)
+    values = np.asarray(values)
     if values.ndim != 2:
         values = values.reshape(1, -1)
         bad = None if bad is None else np.asarray(bad).reshape(1, -1)
-    use_bad = bad is not None
     h, w = values.shape
-    fv = _flat_rows(values) if values.size >= _SMALL else None
-    fb = _flat_rows(np.asarray(bad, dtype=bool)) if use_bad and fv is not None else (
-        _NO_BAD.reshape(-1), 0)
-    if fv is None or fb is None:
-        # Small input (or a layout without unit inner stride): copy the usable values.
-        buf = np.empty(values.size, dtype=values.dtype)
-        n = int(_gather(values, bad if use_bad else _NO_BAD, use_bad, buf))
-        a = buf[:n]
-        median, q1, q3 = quantiles_selected(a)
-        fv, fb, use_bad, h, w = (a, n), (_NO_BAD.reshape(-1), 0), False, 1, n
-    else:
-        n, median, q1, q3 = _quartiles(fv, fb, use_bad, h, w)
-    mean, var = _clip_loop(fv[0], fv[1], fb[0], fb[1], use_bad, h, w, n, median, q1, q3,
-                           float(n_sigma), int(n_iter), IQ_TO_STDEV)
-    return float(mean), float(var), n
-
-
-def _quartile_ranks(n: int) -> list[int]:
-    """Ranks whose values `_quartiles` interpolates (as `stats.quantiles_selected`)."""
-    idx = [p * (n - 1) for p in (0.5, 0.25, 0.75)]
-    return sorted({min(int(i) + d, n - 1) for i in idx for d in (0, 1)})
-
-
-def _quartiles(fv, fb, use_bad, h, w):
-    """Count and `ampoffset_dask.algorithm.stats.quantiles_sorted` of the usable values."""
-    n, v = _order_statistics(fv, fb, use_bad, h, w, _quartile_ranks)
-    if n == 0:
-        return 0, math.nan, math.nan, math.nan
-    if n == 1:
-        return 1, v[0], v[0], v[0]
-
-    def q(i: float) -> float:
-        lo = int(i)
-        hi = lo + 1
-        return (hi - i) * v[lo] + (i - lo) * v[hi]
-
-    return n, q(0.5 * (n - 1)), q(0.25 * (n - 1)), q(0.75 * (n - 1))
+    mean, var, n = binned_clipped_mean_var(values, bad, (0, w), (0, h), n_sigma, n_iter)
+    return float(mean[0, 0]), float(var[0, 0]), int(n[0, 0])
 
 
 # ------------------------------------------------------------------------------------------

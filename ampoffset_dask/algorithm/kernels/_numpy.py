@@ -138,6 +138,41 @@ def usable_clipped_mean_var(
     return (*clipped_mean_var_selected(v, n_sigma, n_iter), v.shape[0])
 
 
+def binned_clipped_mean_var(
+    values: np.ndarray, bad: np.ndarray | None, x_edges, y_edges, n_sigma: float = 3.0,
+    n_iter: int = 3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`usable_clipped_mean_var` of every bin of a grid (background bins; one bin for a
+    whole image).
+
+    Parameters
+    ----------
+    values : ndarray, shape (H, W)
+    bad : ndarray of bool or None
+        Same shape; True excludes a value.
+    x_edges, y_edges : sequence of int
+        Increasing bin edges: bin ``(j, i)`` is ``values[y_edges[j]:y_edges[j + 1],
+        x_edges[i]:x_edges[i + 1]]``.
+
+    Returns
+    -------
+    mean, variance : ndarray, float64, shape (ny, nx)
+        NaN where nothing survives.
+    n : ndarray, int64, shape (ny, nx)
+        Number of usable values per bin.
+    """
+    ny, nx = len(y_edges) - 1, len(x_edges) - 1
+    means = np.empty((max(ny, 0), max(nx, 0)))
+    variances = np.empty(means.shape)
+    counts = np.zeros(means.shape, dtype=np.int64)
+    for j in range(ny):
+        for i in range(nx):
+            sl = (slice(y_edges[j], y_edges[j + 1]), slice(x_edges[i], x_edges[i + 1]))
+            means[j, i], variances[j, i], counts[j, i] = usable_clipped_mean_var(
+                values[sl], None if bad is None else bad[sl], n_sigma, n_iter)
+    return means, variances, counts
+
+
 def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
                         values: np.ndarray, row_block: int = 256) -> None:
     """Subtract, in place, rows of a background model interpolated along x.
