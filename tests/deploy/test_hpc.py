@@ -19,6 +19,7 @@ import dask
 import pandas as pd
 import psutil
 import pytest
+from cli_helpers import cli
 from conftest import DEPLOY, load_yaml
 from dask.utils import parse_bytes, parse_timedelta
 
@@ -138,6 +139,12 @@ def sbatch_env(tmp_path: Path, cli_env: dict, time_left: str) -> dict:
     return env
 
 
+def simulate(out: Path) -> None:
+    """Two small detectors of one visit (in this process: the input is not what is tested)."""
+    sim = cli("simulate", "--detectors", "R22_S11,R22_S12", "--scale", "0.1", "--out", out)
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+
+
 def test_sbatch_refuses_to_start_without_enough_walltime(tmp_path, cli_env):
     proc = subprocess.run(
         ["bash", str(HPC / "ampoffset.sbatch"), "in", "--output", "out"],
@@ -152,11 +159,7 @@ def test_sbatch_refuses_to_start_without_enough_walltime(tmp_path, cli_env):
 @pytest.mark.slow
 def test_sbatch_runs_scheduler_workers_and_the_cli(tmp_path, cli_env):
     data = tmp_path / "visit"
-    subprocess.run(
-        ["ampoffset-dask", "simulate", "--detectors", "R22_S11,R22_S12", "--scale", "0.1",
-         "--out", str(data)],
-        env=cli_env, check=True, capture_output=True, timeout=120,
-    )
+    simulate(data)
     catalog = tmp_path / "catalog"
     proc = subprocess.run(
         ["bash", str(HPC / "ampoffset.sbatch"), str(data), "--output", str(catalog),
@@ -196,11 +199,7 @@ def test_cli_submits_jobqueue_workers_from_the_config(tmp_path, cli_env):
     # workers (here 2 per job instead of 8, to fit this machine) and they process the visit.
     data, catalog = tmp_path / "visit", tmp_path / "catalog"
     env = sbatch_env(tmp_path, cli_env, "1:00:00")
-    subprocess.run(
-        ["ampoffset-dask", "simulate", "--detectors", "R22_S11,R22_S12", "--scale", "0.1",
-         "--out", str(data)],
-        env=env, check=True, capture_output=True, timeout=120,
-    )
+    simulate(data)
     dask_config = tmp_path / "dask-config"
     dask_config.mkdir()
     (dask_config / "jobqueue.yaml").write_text((HPC / "jobqueue.yaml").read_text())

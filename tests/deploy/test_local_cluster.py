@@ -14,6 +14,7 @@ import urllib.request
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import cli
 from conftest import DEPLOY, free_port
 from dask.utils import parse_bytes
 from distributed import Client
@@ -81,16 +82,10 @@ def test_start_cluster_runs_the_cli_on_a_real_scheduler(cluster, tmp_path, cli_e
             assert health(w["services"]["dashboard"]) == "ok"
 
         data, catalog = tmp_path / "visit", tmp_path / "catalog"
-        subprocess.run(
-            ["ampoffset-dask", "simulate", "--detectors", "R22_S11,R22_S12,R22_S21",
-             "--scale", "0.1", "--out", str(data)],
-            env=cli_env, check=True, capture_output=True, timeout=120,
-        )
-        run = subprocess.run(
-            ["ampoffset-dask", "run", str(data), "--output", str(catalog),
-             "--scheduler", address, "--no-progress"],
-            env=cli_env, capture_output=True, text=True, timeout=180, check=False,
-        )
+        sim = cli("simulate", "--detectors", "R22_S11,R22_S12,R22_S21", "--scale", "0.1",
+                  "--out", data)
+        assert sim.returncode == 0, sim.stdout + sim.stderr
+        run = cli("run", data, "--output", catalog, "--scheduler", address, "--no-progress")
         assert run.returncode == 0, run.stdout + run.stderr
         # The detector tasks ran on this scheduler's workers.
         prefixes = client.run_on_scheduler(
