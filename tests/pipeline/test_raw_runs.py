@@ -3,16 +3,18 @@ flagged detectors, user-camera raws (the Kast example of docs/cameras.md), multi
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
-import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
-from cli_helpers import entry_point
+from cli_helpers import cli
 from io_helpers import REAL, decam_primary, decam_raw_hdu
 
 from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector, process
@@ -23,7 +25,6 @@ EDGES = AmpOffsetConfig(do_background=False, do_detection=False)
 RAW_HEADERS = REAL / "lsst_raw_headers_zeroed" / (
     "LSSTCam_BOT_MC_C_20211212_000310_R22_S22_E2V_flat.fits.gz")
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "cameras.md"
-EXE = entry_point()
 
 
 def lsst_raw(path: Path, steps: np.ndarray, electrons: bool, seed: int = 0,
@@ -114,12 +115,14 @@ def _doc_blocks() -> dict[str, list[str]]:
 
 
 def _shell(line: str, cwd: Path) -> subprocess.CompletedProcess:
-    # one local worker (the command line stays verbatim; this is Dask config)
-    env = dict(os.environ, PYTHONWARNINGS="ignore", TQDM_DISABLE="1",
-               DASK_AMPOFFSET__CLUSTER__WORKERS="1",
-               PATH=f"{Path(EXE).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run(line, shell=True, cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=300)
+    """An ``ampoffset-dask ...`` command line run in this process (`cli`) from ``cwd``, its
+    words split and its wildcards expanded as a POSIX shell does."""
+    with contextlib.chdir(cwd):
+        words = []
+        for word in shlex.split(line):
+            words.extend(sorted(glob.glob(word)) or [word] if glob.has_magic(word) else [word])
+        assert words[0] == "ampoffset-dask", line
+        return cli(*words[1:])
 
 
 def test_kast_docs_example_through_run_equals_python_route(tmp_path, monkeypatch):
@@ -159,7 +162,7 @@ def test_cli_overscan_none_on_raws_is_flagged_and_summarised(tmp_path, shared_sc
     for name in ("b1.fits.gz", "b27.fits.gz"):
         (tmp_path / name).symlink_to(REAL / "kast_blue_pypeit" / name)
     (tmp_path / "kast.json").write_text(_doc_blocks()["json"][0])
-    proc = _shell(f"{EXE} run b1.fits.gz b27.fits.gz --camera kast.json --visit OBSNUM "
+    proc = _shell("ampoffset-dask run b1.fits.gz b27.fits.gz --camera kast.json --visit OBSNUM "
                   f"--overscan none --output cat --scheduler {shared_scheduler} "
                   "--set doDetection=false", tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -173,7 +176,7 @@ def test_cli_overscan_none_on_raws_is_flagged_and_summarised(tmp_path, shared_sc
 
 
 def test_cli_presets_and_preset_hint(tmp_path, shared_scheduler):
-    proc = _shell(f"{EXE} presets --json", tmp_path)
+    proc = _shell("ampoffset-dask presets --json", tmp_path)
     presets = {p["name"]: p for p in json.loads(proc.stdout)}
     assert presets["lsstcam"]["overrides"] == {"ampEdgeMaxOffset": 10.0,
                                                "doApplyAmpOffset": False}
@@ -182,14 +185,14 @@ def test_cli_presets_and_preset_hint(tmp_path, shared_scheduler):
     raw = REAL / "lsst_raw_headers_zeroed" / "LSSTComCam_CC_C_20190530_000001_R22_S00_ITL.fits.gz"
     sched = shared_scheduler
     edges = "--set doBackground=false --set doDetection=false"
-    proc = _shell(f"{EXE} run {raw} --output c1 --scheduler {sched} {edges}", tmp_path)
+    proc = _shell(f"ampoffset-dask run {raw} --output c1 --scheduler {sched} {edges}", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "preset 'lsstcomcam'" in proc.stderr and "--preset lsstcomcam" in proc.stderr
     assert "not applied" in proc.stderr
     config = json.loads(read_catalog(tmp_path / "c1", "runs").config.iloc[0])
     assert config["amp_edge_max_offset"] == 5.0  # the hint did not change anything
-    proc = _shell(f"{EXE} run {raw} --output c2 --scheduler {sched} --preset lsstcomcam {edges}",
-                  tmp_path)
+    proc = _shell(f"ampoffset-dask run {raw} --output c2 --scheduler {sched} "
+                  f"--preset lsstcomcam {edges}", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "--preset lsstcomcam" not in proc.stderr
     config = json.loads(read_catalog(tmp_path / "c2", "runs").config.iloc[0])
