@@ -358,11 +358,17 @@ def process_file(
                        hdu=hdu, storage_options=storage_options).run_safely()
 
 
-def identified_job(**kwargs: Any) -> tuple[str, DetectorResult]:
+def identified_job(*, log_run: str = "", **kwargs: Any) -> tuple[str, DetectorResult]:
     """`process_file`, also returning the digest of the config the worker really used, so
-    the client can check that a result is the one it asked for (``process`` submits this)."""
+    the client can check that a result is the one it asked for (``process`` submits this).
+
+    ``log_run``: the run token its log records are marked with, so that they reach the
+    client of that run only (`ampoffset_dask.pipeline.worker_logs`).
+    """
     from ..catalog import config_digest
+    from .worker_logs import tagged
 
     config = kwargs.get("config")
-    return config_digest(config if config is not None else AmpOffsetConfig()), \
-        process_file(**kwargs)
+    with tagged(log_run):
+        result = process_file(**kwargs)
+    return config_digest(config if config is not None else AmpOffsetConfig()), result

@@ -358,25 +358,6 @@ def _performance_report(client: Any, filename: str | os.PathLike | None):
     logger.info("performance report written to %s", filename)
 
 
-@contextlib.contextmanager
-def _forward_logs(client: Any, enabled: bool):
-    if not enabled:
-        yield
-        return
-    name = "ampoffset_dask"
-    try:
-        client.forward_logging(name, level=logging.INFO)
-    except Exception as exc:  # pragma: no cover - old schedulers
-        logger.debug("cannot forward worker logs: %s", exc)
-        yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            client.unforward_logging(name)
-
-
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -663,11 +644,14 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
                     "overscan": opts.overscan,
                     "gain": opts.gain,
                     "hdu": task.hdu,
+                    "log_run": run.run_token,
                 },
                 tag=task,
             )
             for task in run.runnable
         )
+        from .worker_logs import forward_run_logs  # imports distributed
+
         t = time.perf_counter()
         handle: ClientHandle = get_client(client, n_workers=opts.n_workers)
         timings["cluster"] = time.perf_counter() - t
@@ -688,7 +672,7 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
                         f"{run.catalog}: run again to resume") from exc
                 return _task_error(item, exc)
 
-            with _forward_logs(dask_client, opts.forward_logs), \
+            with forward_run_logs(dask_client, run.run_token, opts.forward_logs), \
                     _performance_report(dask_client, opts.performance_report), bar:
                 for item, got in stream_tasks(dask_client, identified_job, submit_items,
                                               max_in_flight=limit, on_error=on_error):
