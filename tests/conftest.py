@@ -1,5 +1,8 @@
 """Test configuration: tests/golden.py importable as ``golden``; shared fixtures."""
 
+import contextlib
+import fcntl
+import json
 import os
 import sys
 from pathlib import Path
@@ -68,20 +71,56 @@ def pytest_xdist_node_collection_finished(node, ids):
             returncode=pytest.ExitCode.USAGE_ERROR)
 
 
+_STARTED: list = []
+
+
+@contextlib.contextmanager
+def _flocked(path: Path):
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def shared_scheduler(tmp_path_factory):
     """The address of a real ``dask scheduler`` with two ``dask worker`` processes on
-    127.0.0.1, started once per test process for every test that needs a cluster but not a
-    cluster of its own (tests that kill, stop or inspect their cluster start their own).
+    127.0.0.1, for every test that needs a cluster but not a cluster of its own (tests that
+    kill, stop or inspect their cluster start their own).
 
-    Runs on a shared scheduler are what users do too; each run's results are keyed by its
-    own run token (tests/reliability/test_shared_scheduler.py).
+    One cluster serves all test processes of a ``-n`` run: the first to ask starts it, each
+    registers itself as a user, and the last to leave stops it. Runs on a shared scheduler are
+    what users do too; each run's results are keyed by its own run token
+    (tests/reliability/test_shared_scheduler.py).
     """
-    from pipeline.helpers import dask_processes
+    from pipeline.helpers import start_dask_processes, stop_processes
 
-    with dask_processes(tmp_path_factory.mktemp("shared-cluster"), n_workers=2) as (
-            address, _, _):
+    # The parent of this run's basetemp is the same folder for every xdist process.
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    root = root / "shared-cluster"
+    users = root / "users"
+    users.mkdir(parents=True, exist_ok=True)
+    state, lock, me = root / "cluster.json", root / "lock", users / str(os.getpid())
+    with _flocked(lock):
+        if not state.exists():
+            address, procs = start_dask_processes(root / "processes", n_workers=2)
+            _STARTED.extend(procs)  # not collected (and warned about) while they run
+            state.write_text(json.dumps({"address": address,
+                                         "pids": [p.pid for p in procs]}))
+        me.touch()
+        address = json.loads(state.read_text())["address"]
+    try:
         yield address
+    finally:
+        with _flocked(lock):
+            me.unlink()
+            if not any(users.iterdir()):
+                stop_processes(json.loads(state.read_text())["pids"])
+                state.unlink()
 
 
 @pytest.fixture

@@ -78,13 +78,13 @@ def wait_for(predicate, timeout=60.0, interval=0.01, what="condition"):
         time.sleep(interval)
 
 
-@contextlib.contextmanager
-def dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None,
-                   cwd: Path | None = None):
-    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1.
+def start_dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None,
+                         cwd: Path | None = None) -> tuple[str, list[subprocess.Popen]]:
+    """Start a real ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on
+    127.0.0.1, each in its own session; return ``(address, [scheduler, *workers])``.
 
-    Yields ``(address, worker_processes, scheduler_file)``; workers run without a nanny so
-    that killing one really removes it. ``cwd``: the processes' working directory.
+    Workers run without a nanny so that killing one really removes it; ``cwd`` is the
+    processes' working directory. Stop them with `stop_processes`.
     """
     folder.mkdir(parents=True, exist_ok=True)
     sfile = folder / "scheduler.json"
@@ -95,36 +95,68 @@ def dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None,
         tls_args = ["--tls-ca-file", tls["ca"], "--tls-cert", tls["cert"], "--tls-key",
                     tls["key"]]
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
-    log = open(folder / "cluster.log", "w")
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--protocol", protocol, "--no-dashboard", "--scheduler-file", str(sfile), *tls_args],
-        cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)]
-    workers = []
+    with open(folder / "cluster.log", "w") as log:
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--protocol", protocol, "--no-dashboard", "--scheduler-file", str(sfile),
+             *tls_args],
+            cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)]
+        try:
+            wait_for(lambda: sfile.exists() and sfile.stat().st_size > 0, 60, 0.05,
+                     "the scheduler file")
+            time.sleep(0.1)
+            address = json.loads(sfile.read_text())["address"]
+            for i in range(n_workers):
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
+                     "--no-nanny", "--no-dashboard", "--memory-limit", "1GiB", "--name",
+                     f"w{i}", "--host", "127.0.0.1", *tls_args],
+                    cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    start_new_session=True))
+        except BaseException:
+            stop_processes([p.pid for p in procs])
+            raise
+    return address, procs
+
+
+def _running(pid: int) -> bool:
     try:
-        wait_for(lambda: sfile.exists() and sfile.stat().st_size > 0, 60, 0.05,
-                 "the scheduler file")
-        time.sleep(0.1)
-        address = json.loads(sfile.read_text())["address"]
-        for i in range(n_workers):
-            workers.append(subprocess.Popen(
-                [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
-                 "--no-nanny", "--no-dashboard", "--memory-limit", "1GiB", "--name",
-                 f"w{i}", "--host", "127.0.0.1", *tls_args],
-                cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
-        procs.extend(workers)
-        yield address, workers, sfile
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def stop_processes(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGTERM the processes (workers before the scheduler: last first), SIGKILL any still
+    running after ``timeout``; works from any process, not only their parent."""
+    for pid in reversed(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    t0 = time.monotonic()
+    while any(_running(p) for p in pids) and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+    for pid in pids:
+        if _running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None,
+                   cwd: Path | None = None):
+    """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1 for the block.
+
+    Yields ``(address, worker_processes, scheduler_file)``; see `start_dask_processes`.
+    """
+    address, procs = start_dask_processes(folder, n_workers, tls, cwd)
+    try:
+        yield address, procs[1:], folder / "scheduler.json"
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.close()
+        stop_processes([p.pid for p in procs])
+        for proc in procs:  # reap them
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(1)
 
 
 def make_certificates(folder: Path) -> dict[str, str]:
