@@ -20,7 +20,7 @@ from ampoffset_dask.catalog import CatalogWriter
 # One acquirer: take the catalog (CatalogWriter.open), count the holders while holding it,
 # let go; many rounds. Runs in threads of this process and in separate processes.
 ACQUIRER = textwrap.dedent("""
-    import os, sys, time, uuid
+    import os, sys, time, traceback, uuid
     from pathlib import Path
     from ampoffset_dask import ConfigError
     from ampoffset_dask.catalog import CatalogWriter
@@ -48,9 +48,25 @@ ACQUIRER = textwrap.dedent("""
         return worst, wins
 
     if __name__ == "__main__":
+        # N acquirer processes forked from this one after the imports above (one import
+        # instead of N): each prints "worst wins", the parent fails if any child did.
+        catalog, rounds, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+        children = []
+        for _ in range(n):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    worst, wins = acquirer(catalog, rounds)
+                    os.write(1, f"{worst} {wins}\\n".encode())  # one write: lines never mix
+                except BaseException:
+                    traceback.print_exc()
+                    sys.stderr.flush()
+                    os._exit(1)
+                os._exit(0)
+            children.append(pid)
         print("ready", flush=True)
-        worst, wins = acquirer(sys.argv[1], int(sys.argv[2]))
-        print(worst, wins)
+        failed = [pid for pid in children if os.waitpid(pid, 0)[1] != 0]
+        sys.exit(1 if failed else 0)
 """)
 
 
@@ -61,11 +77,11 @@ def test_forty_concurrent_acquirers_never_two_holders(tmp_path):
     catalog = tmp_path / "cat"
     catalog.mkdir()
     rounds = 30
-    # 10 processes and 30 threads, all released at once when every process is ready.
-    procs = [subprocess.Popen([sys.executable, str(script), str(catalog), str(rounds)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(10)]
-    for p in procs:
-        assert p.stdout.readline().strip() == "ready"
+    # 10 processes (forked by one that imported the package once) and 30 threads, all
+    # released at once when every process is ready.
+    proc = subprocess.Popen([sys.executable, str(script), str(catalog), str(rounds), "10"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
     sys.path.insert(0, str(tmp_path))
     try:
         import acquirer as mod
@@ -80,10 +96,11 @@ def test_forty_concurrent_acquirers_never_two_holders(tmp_path):
     (tmp_path / "go").touch()
     for t in threads:
         t.join()
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0
-        results.append(tuple(int(v) for v in out.split()))
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    lines = out.splitlines()
+    assert len(lines) == 10, out
+    results.extend(tuple(int(v) for v in line.split()) for line in lines)
     assert len(results) == 40
     worst = max(w for w, _ in results)
     wins = sum(n for _, n in results)
