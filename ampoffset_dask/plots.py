@@ -754,6 +754,10 @@ def plot_visit(
     if visit not in visits:
         raise InputError(f"{catalog}: no visit {visit}; visits are {visits[:20]}")
     det = det[det["visit"] == visit]
+    ok = det[det["status"] != "failed"]
+    name = detector or (str(ok["detector"].iloc[0]) if len(ok) else None)
+    if len(ok) and not (ok["detector"] == name).any():  # before any file is written
+        raise InputError(f"visit {visit}: no measured detector {name!r}")
     ped = read_catalog(catalog, "pedestals", visits=[visit])
     itf = read_catalog(catalog, "interfaces", visits=[visit])
     out = Path(out) if out is not None else Path(catalog) / "plots"
@@ -780,13 +784,9 @@ def plot_visit(
         written.append(save_figure(
             interface_histogram(itf, title=f"visit {visit}: interface offsets", **limits),
             out / f"interfaces_v{visit}.png"))
-    ok = det[det["status"] != "failed"]
     if not len(ok):
         return written
-    name = detector or str(ok["detector"].iloc[0])
     row = ok[ok["detector"] == name]
-    if not len(row):
-        raise InputError(f"visit {visit}: no measured detector {name!r}")
     p_det = ped[ped["detector"] == name]
     i_det = itf[itf["detector"] == name]
     path = row["input"].iloc[0] if "input" in row.columns else None
