@@ -17,10 +17,17 @@ VISITS = 24
 
 
 @pytest.fixture(scope="module")
-def sequence(tmp_path_factory):
+def sequence_sim(tmp_path_factory):
     out = tmp_path_factory.mktemp("sequence")
-    sim = simulate_focal_plane(out, detectors=["R22_S11"], visits=VISITS, scale=0.2,
-                               seed=SEED, sequence=True, n_bad_columns=0)
+    return simulate_focal_plane(out, detectors=["R22_S11"], visits=VISITS, scale=0.2,
+                                seed=SEED, sequence=True, n_bad_columns=0)
+
+
+@pytest.fixture(scope="module")
+def sequence(sequence_sim):
+    """The simulated sequence and its measured pedestals (the costly part: only the tests
+    that need the measurements build it)."""
+    sim = sequence_sim
     # ampEdgeMaxOffset 10; at this tiny size (102x400 amps) LSST's background absorbs most
     # of a step, so the health series uses the robust estimator.
     config = AmpOffsetConfig.from_preset("lsstcam", estimator="robust")
@@ -37,9 +44,8 @@ def sequence(tmp_path_factory):
     return sim, table
 
 
-def test_sequence_truth_table(sequence):
-    sim, _ = sequence
-    truth = sim.truth
+def test_sequence_truth_table(sequence_sim):
+    truth = sequence_sim.truth
     assert {"visit", "detector", "amp", "pedestal", "offset", "jump", "gain_error",
             "sky"} <= set(truth.columns)
     assert len(truth) == VISITS * 16
@@ -100,10 +106,8 @@ def test_sequence_truth_rules():
 
 
 def test_trends_command_on_a_catalog(tmp_path):
-    """A catalog written by the real writer, then ``ampoffset-dask trends`` in a subprocess."""
-    import os
-    import subprocess
-    import sys
+    """A catalog written by the real writer, then ``ampoffset-dask trends`` on it."""
+    from cli_helpers import cli
 
     from ampoffset_dask import AmpOffsetConfig as Config
     from ampoffset_dask.catalog import CatalogWriter, DetectorResult
@@ -121,18 +125,14 @@ def test_trends_command_on_a_catalog(tmp_path):
                                       amp_names=amps, pedestals=list(peds - peds.mean())))
             writer.flush(visit, force=True)
         writer.finish_run()
-    exe = [sys.executable, "-m", "ampoffset_dask.cli"]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run([*exe, "trends", str(cat), "--detector", "R22_S11"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = cli("trends", cat, "--detector", "R22_S11")
     assert proc.returncode == 0, proc.stderr
     assert "320 pedestals of 16 amp(s) over 20 visit(s)" in proc.stdout
     assert "R22_S11 C02: jump(s) at visit 12" in proc.stdout
     summary = pd.read_parquet(cat / "trends" / "trends_summary.parquet").set_index("amp")
     assert summary.loc["C02", "n_jumps"] == 1 and summary["n_jumps"].sum() == 1
     assert (cat / "trends" / "trends_series.png").stat().st_size > 1000
-    bad = subprocess.run([*exe, "trends", str(cat), "--amp", "C99"], capture_output=True,
-                         text=True, env=env, timeout=300)
+    bad = cli("trends", cat, "--amp", "C99")
     assert bad.returncode == 2 and "C99" in bad.stderr and "Traceback" not in bad.stderr
 
 
