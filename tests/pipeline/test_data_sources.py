@@ -10,11 +10,12 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import cli, cli_subprocess
+from cli_helpers import cli
 
 from ampoffset_dask import AmpOffsetConfig, process, read_catalog
 
 EDGES = AmpOffsetConfig(do_background=False, do_detection=False)
+
 
 def pedestals(catalog) -> pd.Series:
     p = read_catalog(catalog, "pedestals")
@@ -116,13 +117,30 @@ def s3(tmp_path_factory):
         yield endpoint, env, paths, client
 
 
-def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path):
+def cli_in(env: dict, monkeypatch, *args):
+    """`cli` with the S3 settings of ``env`` (endpoint, keys, region) in this process's
+    environment, where the command reads them (at each run), and this process's default
+    storage options (``--storage-options`` sets them for the process) back to none after it,
+    as in a fresh process."""
+    from s3_server import KEYS
+
+    from ampoffset_dask.io import remote
+
+    for name in (*KEYS, "AWS_ENDPOINT_URL"):
+        monkeypatch.setenv(name, env[name])
+    try:
+        return cli(*args)
+    finally:
+        remote.set_storage_options(None)
+
+
+def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path, monkeypatch):
     _endpoint, env, paths, s3client = s3
     config = ["--set", "doBackground=false", "--set", "doDetection=false",
               "--set", "ampEdgeWidth=12"]
-    proc = cli_subprocess("run", "s3://survey/raw/visit5/", *config, "--output",
-                          tmp_path / "remote", "--output-images", "s3://results/corrected",
-                          "--scheduler", client.scheduler.address, env=env)
+    proc = cli_in(env, monkeypatch, "run", "s3://survey/raw/visit5/", *config, "--output",
+                  tmp_path / "remote", "--output-images", "s3://results/corrected",
+                  "--scheduler", client.scheduler.address)
     assert proc.returncode == 0, proc.stderr
     local = cli("run", *map(str, paths), *config, "--output", tmp_path / "local",
                 "--scheduler", client.scheduler.address)
@@ -151,14 +169,14 @@ def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path):
         assert env["AWS_SECRET_ACCESS_KEY"] not in text
 
 
-def test_cli_s3_edges_only_fetches_a_fraction(s3, client, tmp_path):
+def test_cli_s3_edges_only_fetches_a_fraction(s3, client, tmp_path, monkeypatch):
     endpoint, env, _paths, _ = s3
     opts = json.dumps({"endpoint_url": endpoint})
-    proc = cli_subprocess("run", "s3://survey/raw/visit5/det0.fits", "--set",
-                          "doBackground=false", "--set", "doDetection=false", "--set",
-                          "ampEdgeWidth=12", "--storage-options", opts, "--output",
-                          tmp_path / "cat", "--scheduler", client.scheduler.address,
-                          env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})  # option wins
+    proc = cli_in({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, monkeypatch,  # option wins
+                  "run", "s3://survey/raw/visit5/det0.fits", "--set", "doBackground=false",
+                  "--set", "doDetection=false", "--set", "ampEdgeWidth=12",
+                  "--storage-options", opts, "--output", tmp_path / "cat",
+                  "--scheduler", client.scheduler.address)
     assert proc.returncode == 0, proc.stderr
     det = read_catalog(tmp_path / "cat", "detectors")
     fraction = float(det["fetched_fraction"].iloc[0])
@@ -167,7 +185,7 @@ def test_cli_s3_edges_only_fetches_a_fraction(s3, client, tmp_path):
     assert 0.5 < fraction < 0.9, fraction
 
 
-def test_cli_s3_errors(s3, client, tmp_path):
+def test_cli_s3_errors(s3, client, tmp_path, monkeypatch):
     _endpoint, env, _paths, _ = s3
     edges = ["--set", "doBackground=false", "--set", "doDetection=false",
              "--set", "ampEdgeWidth=12", "--scheduler", client.scheduler.address]
@@ -176,21 +194,21 @@ def test_cli_s3_errors(s3, client, tmp_path):
     pd.DataFrame({"path": ["s3://survey/raw/visit5/det0.fits",
                            "s3://survey/raw/visit5/gone.fits"],
                   "visit": [5, 5], "detector": ["D0", "D9"]}).to_csv(manifest, index=False)
-    proc = cli_subprocess("run", manifest, *edges, "--output", tmp_path / "a", env=env)
+    proc = cli_in(env, monkeypatch, "run", manifest, *edges, "--output", tmp_path / "a")
     assert proc.returncode == 1, proc.stderr
     assert "gone.fits" in proc.stderr and "no such object" in proc.stderr
     det = read_catalog(tmp_path / "a", "detectors")
     assert sorted(det["status"]) == ["failed", "ok"]
     # a wrong endpoint: nothing can be listed, a usage/input error
-    wrong = cli_subprocess("run", "s3://survey/raw/visit5/", *edges, "--output",
-                           tmp_path / "b", env={**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    wrong = cli_in({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, monkeypatch,
+                   "run", "s3://survey/raw/visit5/", *edges, "--output", tmp_path / "b")
     assert wrong.returncode == 2 and "cannot reach the storage endpoint" in wrong.stderr
     # bad credentials on a server that checks them: access denied
     from s3_server import moto_server
 
     with moto_server(auth=True) as locked:
-        denied = cli_subprocess("run", "s3://survey/raw/visit5/det0.fits", *edges,
-                                "--output", tmp_path / "c",
-                                env={**env, "AWS_ENDPOINT_URL": locked})
+        denied = cli_in({**env, "AWS_ENDPOINT_URL": locked}, monkeypatch,
+                        "run", "s3://survey/raw/visit5/det0.fits", *edges,
+                        "--output", tmp_path / "c")
     assert denied.returncode == 2 and "access denied" in denied.stderr, denied.stderr
     assert env["AWS_SECRET_ACCESS_KEY"] not in denied.stderr + denied.stdout
