@@ -1,14 +1,19 @@
 """Issue 10 item 1: runs sharing one scheduler never get each other's results.
 
 Two ``ampoffset-dask run`` processes with different configs and output folders run at the
-same time on one real ``dask scheduler`` (two ``dask worker`` processes). Each catalog must
-equal its own clean measurement exactly, and each output folder must hold all its own
-corrected images (read back: the pedestals in their headers are that run's).
+same time on one real ``dask scheduler`` (two ``dask worker`` processes); both are forked,
+with everything imported, from one process that runs nothing itself, so they start
+together. Each catalog must equal its own clean measurement exactly, and each output folder
+must hold all its own corrected images (read back: the pedestals in their headers are that
+run's).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -27,20 +32,58 @@ def test_keys_are_unique_per_run(sim4):
     assert task.key("run1") == f"ampoffset-run1-{task.visit}-{task.name}"
 
 
+# Runs ``ampoffset-dask ARGS`` (the CLI's main) in one forked process per entry of the JSON
+# argument {name: ARGS}, each writing NAME.out / NAME.err in the working directory; prints
+# {name: exit code}. The imports are done once, before the fork (no threads are running yet).
+FORKED_RUNS = textwrap.dedent("""
+    import json, os, sys, traceback
+    import distributed  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import ampoffset_dask.catalog, ampoffset_dask.io.fits  # noqa: F401
+    import ampoffset_dask.pipeline.cluster, ampoffset_dask.pipeline.run  # noqa: F401
+    from ampoffset_dask.cli import main
+
+    children = {}
+    for name, args in json.loads(sys.argv[1]).items():
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            with open(f"{name}.out", "w") as out, open(f"{name}.err", "w") as err:
+                os.dup2(out.fileno(), 1)
+                os.dup2(err.fileno(), 2)
+                try:
+                    code = main(args)
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else 2
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+            os._exit(code)
+        children[name] = pid
+    codes = {n: os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for n, p in children.items()}
+    print(json.dumps(codes))
+""")
+
+
 @pytest.mark.slow
 def test_two_runs_on_one_scheduler_keep_their_own_results(sim4, scheduler, tmp_path,
                                                           cli_env):
-    procs = {}
+    runs = {}
     for name, cfg in CONFIGS.items():
         sets = [a for k, v in cfg.items() for a in ("--set", f"{k}={v}")]
-        procs[name] = subprocess.Popen(
-            ["ampoffset-dask", "run", *map(str, sim4), "--output", str(tmp_path / f"cat_{name}"),
-             "--scheduler", scheduler, "--output-images", str(tmp_path / f"img_{name}"),
-             "--max-in-flight", "8", "--no-progress", *sets],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env)
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, (name, out, err)
+        runs[name] = ["run", *map(str, sim4), "--output", str(tmp_path / f"cat_{name}"),
+                      "--scheduler", scheduler, "--output-images", str(tmp_path / f"img_{name}"),
+                      "--max-in-flight", "8", "--no-progress", *sets]
+    proc = subprocess.run([sys.executable, "-c", FORKED_RUNS, json.dumps(runs)],
+                          capture_output=True, text=True, env=cli_env, cwd=tmp_path,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    codes = json.loads(proc.stdout)
+    for name in CONFIGS:
+        assert codes[name] == 0, (name, (tmp_path / f"{name}.out").read_text(),
+                                  (tmp_path / f"{name}.err").read_text())
 
     for name, cfg in CONFIGS.items():
         config = AmpOffsetConfig.from_lsst(cfg) if cfg else None
