@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import dask
 import pytest
+from cli_helpers import cli
 from distributed import Client
 
 from ampoffset_dask import ConfigError, process, read_catalog
@@ -31,11 +31,11 @@ def test_cli_against_scheduler_with_a_worker_killed(sim_dir, direct, tmp_path):
         with Client(address, timeout=60) as watcher:
             watcher.wait_for_workers(2, timeout=60)
             pids = watcher.run(os.getpid)  # {worker address: pid}
-            cli = subprocess.Popen(
-                [sys.executable, "-m", "ampoffset_dask.cli", "run", str(sim_dir), "--output",
-                 str(cat), "--scheduler", address, "--max-in-flight", "2", "--no-progress"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            try:
+            # the command runs in this process (a thread): the worker is what gets killed
+            with ThreadPoolExecutor(1) as pool:
+                run = pool.submit(cli, "run", sim_dir, "--output", cat, "--scheduler", address,
+                                  "--max-in-flight", "2", "--no-progress")
+
                 # wait until the run is under way and a worker holds one of its tasks
                 def busy_worker():
                     if journal_lines(cat) < 1:
@@ -45,16 +45,13 @@ def test_cli_against_scheduler_with_a_worker_killed(sim_dir, direct, tmp_path):
                             return addr
                     return None
 
-                wait_for(lambda: busy_worker() is not None or cli.poll() is not None, 120,
+                wait_for(lambda: busy_worker() is not None or run.done(), 120,
                          what="a busy worker")
-                assert cli.poll() is None, "the run ended before a worker could be killed"
+                assert not run.done(), "the run ended before a worker could be killed"
                 victim = busy_worker()
                 os.kill(pids[victim], signal.SIGKILL)
-                _, err = cli.communicate(timeout=180)
-            finally:
-                if cli.poll() is None:
-                    cli.kill()
-            assert cli.returncode == 0, err
+                proc = run.result(timeout=180)
+            assert proc.returncode == 0, proc.stderr
             alive = [w for w in workers if w.poll() is None]
             assert len(alive) == 1  # one worker really died
     assert_catalog_matches(cat, direct)
