@@ -6,6 +6,7 @@ stale, so racing writers took it over from each other and both wrote the catalog
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -109,20 +110,48 @@ def test_forty_concurrent_acquirers_never_two_holders(tmp_path):
     assert not (catalog / ".lock").exists()
 
 
+# Two `process` calls, each in its own process forked from this one after the imports (one
+# import instead of two; no threads run yet), released together by the ``go`` file. Each
+# child writes its output to PID.out; the parent prints {pid: exit code}.
 RUNNER = textwrap.dedent("""
-    import os, sys, time
+    import json, os, sys, time, traceback
+    import distributed  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+    import ampoffset_dask.io.fits, ampoffset_dask.pipeline.cluster  # noqa: F401
+    import ampoffset_dask.pipeline.run, ampoffset_dask.pipeline.worker_logs  # noqa: F401
+    import distributed.scheduler, tqdm.auto  # noqa: F401
     from ampoffset_dask import ConfigError, process
 
-    inputs, catalog, address, go = sys.argv[1:5]
+    def run(inputs, catalog, address, go):
+        while not os.path.exists(go):
+            time.sleep(0.001)
+        try:
+            summary = process(inputs, catalog, client=address, progress=False)
+        except ConfigError as exc:
+            print("ERROR", exc, flush=True)
+            return 2
+        print("OK", summary.n_ok, flush=True)
+        return 0
+
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            with open(f"{os.getpid()}.out", "w") as out:
+                os.dup2(out.fileno(), 1)
+                try:
+                    code = run(*sys.argv[1:5])
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+            os._exit(code)
+        children.append(pid)
     print("ready", flush=True)
-    while not os.path.exists(go):
-        time.sleep(0.001)
-    try:
-        summary = process(inputs, catalog, client=address, progress=False)
-    except ConfigError as exc:
-        print("ERROR", exc, flush=True)
-        sys.exit(2)
-    print("OK", summary.n_ok, flush=True)
+    codes = {p: os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in children}
+    print(json.dumps(codes), flush=True)
 """)
 
 
@@ -140,17 +169,20 @@ def test_two_process_calls_at_the_same_instant(sim, scheduler, tmp_path):
     script.write_text(RUNNER)
     catalog = tmp_path / "cat"
     go = tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, str(script), str(sim), str(catalog), scheduler,
-                               str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    for p in procs:  # both imported and waiting: release them together
-        assert p.stdout.readline().strip() == "ready"
+    proc = subprocess.Popen([sys.executable, str(script), str(sim), str(catalog), scheduler,
+                             str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+    # both imported and waiting: release them together
+    assert proc.stdout.readline().strip() == "ready"
     go.touch()
-    outs = [(p.communicate(timeout=300), p.returncode, p.pid) for p in procs]
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    outs = [((tmp_path / f"{pid}.out").read_text(), code, int(pid))
+            for pid, code in json.loads(out).items()]
     codes = sorted(code for _, code, _ in outs)
-    assert codes == [0, 2], outs
-    (won, _), _, winner = next(o for o in outs if o[1] == 0)
-    (lost, _), _, _ = next(o for o in outs if o[1] == 2)
+    assert codes == [0, 2], (outs, err)
+    won, _, winner = next(o for o in outs if o[1] == 0)
+    lost, _, _ = next(o for o in outs if o[1] == 2)
     assert won.split() == ["OK", "9"]
     host = socket.gethostname()
     assert f"catalog in use by {host}:{winner} since 20" in lost, lost

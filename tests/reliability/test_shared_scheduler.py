@@ -41,6 +41,7 @@ FORKED_RUNS = textwrap.dedent("""
     import pyarrow.parquet  # noqa: F401
     import ampoffset_dask.catalog, ampoffset_dask.io.fits  # noqa: F401
     import ampoffset_dask.pipeline.cluster, ampoffset_dask.pipeline.run  # noqa: F401
+    import ampoffset_dask.pipeline.worker_logs, distributed.scheduler, tqdm.auto  # noqa: F401
     from ampoffset_dask.cli import main
 
     children = {}
