@@ -138,10 +138,17 @@ def test_kast_docs_example_through_run_equals_python_route(tmp_path, monkeypatch
     assert scope["ds"].attrs["overscan"] == "per-row"
     # the command line, verbatim (the shell expands b*.fits.gz)
     run_line, plot_line = blocks["bash"][0].strip().splitlines()
-    proc = _shell(run_line, tmp_path)
+    # its local cluster with one worker (Dask config; the command line stays verbatim): a
+    # worker memory limit above half of what is free leaves room for one only
+    import dask
+    import psutil
+
+    one = int(psutil.virtual_memory().available * 0.9 * 0.6)
+    with dask.config.set({"ampoffset.local.memory-limit-per-worker": one}):
+        proc = _shell(run_line, tmp_path)
     assert proc.returncode == 0, proc.stderr
     det = read_catalog(tmp_path / "kast-catalog", "detectors")
-    assert sorted(det.visit) == [1, 21, 27]
+    assert sorted(det.visit) == [1, 21, 27] and det.worker.nunique() == 1
     assert set(det.overscan) == {"per-row"} and set(det.status) <= {"ok", "flagged"}
     ped = read_catalog(tmp_path / "kast-catalog", "pedestals")
     for name in frames:
