@@ -256,7 +256,8 @@ def test_demo_end_to_end_small(tmp_path, shared_scheduler):
     assert "Dask cluster: 1 worker(s)" in text  # a local cluster of its own
     assert "simulated 9 detectors" in text and "measured 9/9 detectors" in text
     rms = float(text.split("pedestal RMS error vs truth:")[1].split()[0])
-    assert 0.0 < rms < 1.5
+    injected = float(text.split("injected pedestals RMS")[1].split()[0])
+    assert 0.0 < rms < 1.5 and rms < 0.75 * injected
     assert len(list((out / "data").glob("*.fits"))) == 9
     det = read_catalog(out / "catalog", "detectors")
     assert len(det) == 9 and set(det["status"]) == {"ok"}
