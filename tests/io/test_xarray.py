@@ -72,7 +72,7 @@ def test_amp_chunks_of_lsstcam_detectors():
     assert amp_chunks(cam["R02_S02"]) == ((2000, 2000), (509,) * 8)
 
 
-def test_graph_pickles_and_computes_in_other_processes(tmp_path):
+def test_graph_pickles_and_computes_in_other_processes(tmp_path, shared_scheduler):
     path = tmp_path / "d.fits"
     _, image, _, _ = _write_small(path)
     ds = open_exposure(path)
@@ -83,8 +83,11 @@ def test_graph_pickles_and_computes_in_other_processes(tmp_path):
     assert len(back) == len(graph)
     ds2 = cloudpickle.loads(cloudpickle.dumps(ds))
     np.testing.assert_array_equal(ds2.image.values, image)
-    with dask.config.set(scheduler="processes", num_workers=2):
-        strip = ds.image[:, 8:12].compute()
+    # on the session cluster's worker processes (the graph travels pickled)
+    from distributed import Client
+
+    with Client(shared_scheduler) as client:
+        strip = ds.image[:, 8:12].compute(scheduler=client)
     np.testing.assert_array_equal(strip.values, image[:, 8:12])
 
 
