@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,7 @@ import textwrap
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
+from cli_helpers import cli
 
 from ampoffset_dask import AmpOffsetConfig, ConfigError, InputError
 from ampoffset_dask.catalog import (
@@ -227,9 +227,7 @@ def test_compaction_holds_the_catalog_lock(history, tmp_path):
         w.open()
         with pytest.raises(CatalogBusyError, match="catalog in use by "):
             compact_catalog(cat)
-        env = dict(os.environ, PYTHONWARNINGS="ignore")
-        proc = subprocess.run([sys.executable, "-m", "ampoffset_dask.cli", "catalog", "compact",
-                               str(cat)], capture_output=True, text=True, env=env, timeout=120)
+        proc = cli("catalog", "compact", cat)  # the command, in this process
         assert proc.returncode == 2
         assert proc.stderr.count("\n") == 1 and "catalog in use by " in proc.stderr
     seen = []
