@@ -219,7 +219,9 @@ def test_task_that_kills_its_worker_ends_failed(tmp_path):
     from ampoffset_dask.pipeline.run import SubmitItem, _task_error, stream_tasks
 
     task = PlannedTask(str(tmp_path / "poison.fits"), 5, None, "R00_S00")
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
+    # no retry on another worker: the first death makes the KilledWorker that stream_tasks
+    # turns into the row (each retry would only start one more worker process first)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                          dashboard_address=":0") as cluster, Client(cluster) as client:
         items = [SubmitItem(key=task.key("test"), args=(1,), tag=task)]
