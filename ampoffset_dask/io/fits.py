@@ -58,11 +58,14 @@ from .sections import (
     check_image_size,
     close_cached_files,
     data_beyond_end,
+    decompress_once,
     is_image_header,
+    keep_open,
     read_section,
     remember_layouts,
     stream_hdus,
     truncated_error,
+    wrapped_content,
 )
 from .writer import write_exposure
 
@@ -380,9 +383,12 @@ def _heads_of_hdul(path: Any, hdul: fits.HDUList) -> list[_Head]:
 
 
 def _heads_of_stream(path: Path) -> list[_Head]:
-    """The HDUs of a gzip/bzip2/zip-wrapped file, read by streaming its headers only."""
+    """The HDUs of a gzip/bzip2/zip-wrapped file, read by streaming its headers only (from
+    its decompressed content instead when that is at hand, or is to be kept for the pixel
+    reads of a `decompress_once` block: one decompression serves both)."""
     out = []
-    for k, (header, _, _) in enumerate(stream_hdus(path, keep_data=False)):
+    content = wrapped_content(path)
+    for k, (header, _, _) in enumerate(stream_hdus(path, keep_data=False, content=content)):
         image = is_image_header(header, k)
         compressed = k > 0 and image and bool(header.get("ZIMAGE", False))
         prefix = "Z" if compressed else ""
@@ -397,8 +403,10 @@ def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
     """Read the headers of a FITS file (no pixels) and describe it.
 
     Wrapped files (``.fits.gz``...) are read by streaming the headers only, never holding
-    the decompressed file; a file or tile-compressed HDU declaring more than
-    `~ampoffset_dask.io.sections.max_decompressed_bytes` is refused.
+    the decompressed file (except inside the readers, `read_exposure` and `open_lazy`,
+    whose pixel reads then use the same single decompression, see
+    `~ampoffset_dask.io.sections.decompress_once`); a file or tile-compressed HDU declaring
+    more than `~ampoffset_dask.io.sections.max_decompressed_bytes` is refused.
 
     Parameters
     ----------
@@ -942,6 +950,13 @@ def read_exposure(
             data = read_exposure(local, camera, detector, overscan=overscan, gain=gain, hdu=hdu)
         data.info = dataclasses.replace(data.info, path=url)
         return data
+    with decompress_once():  # a .fits.gz: its headers and planes from one decompression
+        return _read_local(path, camera, detector, overscan, gain, hdu, variance)
+
+
+def _read_local(path: Any, camera: Any, detector: Any, overscan: bool | str, gain: str | None,
+                hdu: int | None, variance: bool) -> ExposureData:
+    """`read_exposure` of a file on this machine."""
     info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
     planes = dict(info.mask_planes)
     want_variance, variance = variance, None
@@ -1006,7 +1021,10 @@ def open_lazy(
     InputError
         Naming the file and the reason.
     """
-    info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
+    with decompress_once():
+        info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
+        if isinstance(info.path, Path) and _is_wrapped(info.path):
+            keep_open(info.path)  # the region reads share the content decompressed now
     on = functools.partial(sources_on_hdu, sources)
 
     image = LazyPlane(info.path, det.shape, np.float32, sources)

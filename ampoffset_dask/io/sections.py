@@ -44,6 +44,7 @@ __all__ = [
     "check_image_size",
     "close_cached_files",
     "declared_data_bytes",
+    "decompress_once",
     "max_decompressed_bytes",
     "read_section",
     "set_decompression_limit_source",
@@ -175,6 +176,13 @@ def _close_entry(key: tuple, entry: tuple[fits.HDUList, threading.Lock]) -> None
 _OPEN_FILES = _OpenFiles()
 
 
+def keep_open(path: Path) -> None:
+    """Open ``path`` into the per-process cache of open files that region reads share (a
+    wrapped file inside a `decompress_once` block opens from its kept content)."""
+    with _OPEN_FILES.hdul(path):
+        pass
+
+
 def close_cached_files() -> None:
     """Close the files kept open by region reads of compressed or gzip-wrapped files."""
     _OPEN_FILES.close_all()
@@ -275,15 +283,20 @@ def _open_stream(path: Path) -> Any:
     return zf.open(names[0])
 
 
-def _read_exactly(fh: Any, n: int) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        chunk = fh.read(min(n - got, 1 << 20))
-        if not chunk:
-            break
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
+def _read_exactly(fh: Any, n: int) -> bytearray:
+    """``n`` bytes of ``fh`` (fewer at the end of the stream), read in place into one buffer
+    (joining 1 MiB chunks would copy a whole data unit once more)."""
+    buf = bytearray(n)
+    got = 0
+    with memoryview(buf) as view:
+        while got < n:
+            k = fh.readinto(view[got:min(n, got + (1 << 20))])
+            if not k:
+                break
+            got += k
+    if got < n:
+        del buf[got:]
+    return buf
 
 
 def _skip(fh: Any, n: int) -> int:
@@ -324,8 +337,8 @@ def is_image_header(header: Any, index: int) -> bool:
         xtension == "BINTABLE" and bool(header.get("ZIMAGE", False)))
 
 
-def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool]
-                ) -> Iterator[tuple[fits.Header, bytes, bytes]]:
+def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool],
+                content: bytes | None = None) -> Iterator[tuple[fits.Header, bytes, bytes]]:
     """Walk the HDUs of a wrapped (``.fits.gz``...) file while decompressing it.
 
     Yields ``(header, header bytes, data bytes)`` per HDU; data is ``b""`` unless
@@ -334,7 +347,8 @@ def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool]
     declared total is checked against `max_decompressed_bytes` before each data unit is
     read, so a small file expanding to gigabytes (a "gzip bomb") costs neither memory nor
     time. Anything after the last complete HDU that is not an extension header (padding,
-    garbage) is not read.
+    garbage) is not read. ``content``, when given, is the file's already decompressed
+    content (from `_decompress`): it is walked instead, and nothing is decompressed.
 
     Raises
     ------
@@ -345,7 +359,7 @@ def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool]
     total = 0
     index = 0
     try:
-        with _open_stream(path) as fh:
+        with (_open_stream(path) if content is None else io.BytesIO(content)) as fh:
             while True:
                 block = _read_exactly(fh, _FITS_BLOCK)
                 if index == 0 and not block.startswith(b"SIMPLE  ="):
@@ -388,18 +402,66 @@ def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool]
         raise InputError(f"{path}: cannot decompress ({exc})") from exc
 
 
+_KEPT = threading.local()
+
+
+@contextmanager
+def decompress_once() -> Iterator[None]:
+    """Within this block (in this thread), every wrapped file (``.fits.gz``...) is
+    decompressed at most once: its content is kept until the block ends, for the header walk
+    of `~ampoffset_dask.io.fits.inspect_file` and every pixel read after it.
+
+    The readers of a whole detector (`~ampoffset_dask.io.fits.read_exposure`,
+    `~ampoffset_dask.io.fits.open_lazy`) run inside one. What is kept is what `_decompress`
+    returns: never more than `max_decompressed_bytes`.
+    """
+    outer = getattr(_KEPT, "files", None)
+    if outer is None:
+        _KEPT.files = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _KEPT.files = None
+
+
+def _buffer_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+def decompressed_if_at_hand(path: Path) -> bytes | None:
+    """The decompressed content of wrapped file ``path`` if this process already holds it
+    (kept by `decompress_once` or cached), else None; never decompresses anything."""
+    key = _buffer_key(path)
+    kept = getattr(_KEPT, "files", None)
+    data = kept.get(key) if kept is not None else None
+    return data if data is not None else _BUFFERS.get(key)
+
+
+def wrapped_content(path: Path) -> bytes | None:
+    """The decompressed content of wrapped file ``path`` for a header walk: the one this
+    process holds, or, inside a `decompress_once` block, decompressed now (and kept for the
+    pixel reads that follow); None otherwise (the caller streams the headers)."""
+    if getattr(_KEPT, "files", None) is not None:
+        return _decompress(path)
+    return decompressed_if_at_hand(path)
+
+
 def _decompress(path: Path) -> bytes:
     """Decompressed FITS content of a wrapped file (only the HDUs its headers declare, within
     `max_decompressed_bytes`). The last few small ones are kept per process, so that the amp
     reads of one lazily opened ``.fits.gz`` decompress it once; one larger than the cache's
-    budget is never cached."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    data = _BUFFERS.get(key)
+    budget is never cached, but is kept while a `decompress_once` block lasts."""
+    key = _buffer_key(path)
+    data = decompressed_if_at_hand(path)
     if data is None:
         data = _decompress_file(path)
         if len(data) <= min(_BUFFERS.max_bytes or 0, max_decompressed_bytes()):
             _BUFFERS.add(key, data)
+    kept = getattr(_KEPT, "files", None)
+    if kept is not None:
+        kept[key] = data
     return data
 
 
