@@ -28,7 +28,9 @@ Bytes fetched and requests made are counted per URL and process (`bytes_fetched`
 `requests_made`), so each detector's result can report the fraction of its object it fetched.
 
 Storage options come, in this order of precedence, from the ``storage_options=`` argument,
-the process default set by `set_storage_options` (``--storage-options JSON``), and the
+the run's options (`process(storage_options=...)`, ``--storage-options JSON``: in force for
+that run's reads only, `scoped_storage_options`, so another run in the same process or on the
+same worker never inherits them), the process default set by `set_storage_options`, and the
 standard environment: for S3 ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3`` (endpoint),
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
 ``AWS_REGION`` (read by botocore). `process` forwards the client's S3 environment, with the
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import hashlib
 import logging
 import os
@@ -78,6 +81,7 @@ __all__ = [
     "put_file",
     "read_url_section",
     "requests_made",
+    "scoped_storage_options",
     "set_config_source",
     "set_storage_options",
     "storage_options",
@@ -102,6 +106,8 @@ RANGE_CACHE_BYTES = 256 << 20
 _CACHE_MAX_BLOCKS = 256
 
 _DEFAULT_OPTIONS: dict[str, Any] = {}
+_SCOPED_OPTIONS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "ampoffset_storage_options", default=None)
 _LOCK = threading.Lock()
 _FETCHED: collections.Counter[str] = collections.Counter()
 _REQUESTS: collections.Counter[str] = collections.Counter()
@@ -147,6 +153,18 @@ def set_storage_options(options: Mapping[str, Any] | None) -> None:
     _DEFAULT_OPTIONS.update(dict(options or {}))
 
 
+@contextlib.contextmanager
+def scoped_storage_options(options: Mapping[str, Any] | None) -> Iterator[None]:
+    """Storage options of the reads made in the block by this thread (and the threads it
+    starts with a copy of its context): a run's options, over the process default; ``None``
+    changes nothing."""
+    token = _SCOPED_OPTIONS.set(None if options is None else dict(options))
+    try:
+        yield
+    finally:
+        _SCOPED_OPTIONS.reset(token)
+
+
 def storage_options(url: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The fsspec storage options for ``url`` (see the module docstring for precedence)."""
     out: dict[str, Any] = {}
@@ -158,6 +176,7 @@ def storage_options(url: str, options: Mapping[str, Any] | None = None) -> dict[
         out["config_kwargs"] = {"connect_timeout": 5, "read_timeout": 30,
                                 "retries": {"max_attempts": 2}}
     out.update(_DEFAULT_OPTIONS)
+    out.update(_SCOPED_OPTIONS.get() or {})
     out.update(dict(options or {}))
     return out
 

@@ -201,13 +201,18 @@ class DetectorJob:
         OSError
             When an I/O error outlasts the retries.
         """
+        from ..io import remote
+
+        # this run's storage options for this task's reads only (other runs share workers)
+        with remote.scoped_storage_options(self.storage_options):
+            return self._run()
+
+    def _run(self) -> DetectorResult:
         from ..algorithm.measure import measure_detector
         from ..io import remote
         from ..io.fits import open_lazy, read_exposure, write_exposure
 
         config, output, path = self.config, self.output, self.path
-        if self.storage_options is not None:
-            remote.set_storage_options(self.storage_options)
         url_input = remote.is_url(path)
         if url_input:  # nothing kept from an earlier task: the object may have changed
             remote.forget(path)

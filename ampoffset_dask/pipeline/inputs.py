@@ -6,6 +6,7 @@ file's visit, detector and geometry; pixels are read by the tasks, on the worker
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import glob
 import logging
@@ -362,7 +363,10 @@ def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8,
     """
     items = list(items)
     with ThreadPoolExecutor(max(1, min(threads, len(items) or 1))) as pool:
-        nested = list(pool.map(lambda i: _plan_one(i, camera, visit, detector, force), items))
+        # each header read in a copy of this thread's context (the run's storage options)
+        nested = [f.result() for f in [
+            pool.submit(contextvars.copy_context().run, _plan_one, i, camera, visit,
+                        detector, force) for i in items]]
     planned = [task for tasks in nested for task in tasks]
     owners: dict[tuple[int, str], str] = {}
     clashes = []

@@ -25,7 +25,7 @@ from ..catalog import CatalogWriter, DetectorResult, config_digest
 from ..config import AmpOffsetConfig
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
 from ..io.paths import fits_stem, mark_output_folder
-from ..io.remote import environment_options, is_url, redact, set_storage_options
+from ..io.remote import environment_options, is_url, redact, scoped_storage_options
 from ..io.sections import _is_wrapped
 from . import _config
 from .cluster import ClientHandle, default_in_flight, get_client
@@ -464,15 +464,20 @@ def prepare(
     InputError, ConfigError
         As for `process`.
     """
+    opts = options if options is not None else RunOptions()
+    # the listing and headers of URL inputs, read here, with this run's options only
+    with scoped_storage_options(opts.storage_options):
+        return _prepare(inputs, output, config, opts, scheduler)
+
+
+def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptions,
+             scheduler: str) -> PreparedRun:
     t_start = time.perf_counter()
     _config.load_defaults()
     cfg = _as_config(config)
-    opts = options if options is not None else RunOptions()
     timings: dict[str, float] = {}
     camera = _resolve_camera(opts.camera)
 
-    if opts.storage_options is not None:  # listing and headers of URL inputs, here
-        set_storage_options(opts.storage_options)
     items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,)
                                              if p and not is_url(p)])
     if not items:

@@ -119,19 +119,12 @@ def s3(tmp_path_factory):
 
 def cli_in(env: dict, monkeypatch, *args):
     """`cli` with the S3 settings of ``env`` (endpoint, keys, region) in this process's
-    environment, where the command reads them (at each run), and this process's default
-    storage options (``--storage-options`` sets them for the process) back to none after it,
-    as in a fresh process."""
+    environment, where the command reads them (at each run)."""
     from s3_server import KEYS
-
-    from ampoffset_dask.io import remote
 
     for name in (*KEYS, "AWS_ENDPOINT_URL"):
         monkeypatch.setenv(name, env[name])
-    try:
-        return cli(*args)
-    finally:
-        remote.set_storage_options(None)
+    return cli(*args)
 
 
 def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path, monkeypatch):
