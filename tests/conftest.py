@@ -123,6 +123,17 @@ def shared_scheduler(tmp_path_factory):
                 state.unlink()
 
 
+@pytest.fixture(scope="session")
+def butler_detector_files(tmp_path_factory):
+    """The detector files of `butler_repo.DETECTORS` (full-size, tile-compressed), written
+    once per test process for every test that ingests them into a Butler repository (the
+    repositories copy them: they stay unchanged)."""
+    pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
+    from butler_repo import write_detector_files
+
+    return write_detector_files(tmp_path_factory.mktemp("butler_files"))
+
+
 @pytest.fixture
 def pixel_counter(monkeypatch):
     """Count the pixels every `read_section` call returns (all lazy reads go through it)."""

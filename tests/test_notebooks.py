@@ -104,13 +104,12 @@ def test_diagnostics_notebook(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_butler_notebook(tmp_path, monkeypatch, shared_scheduler):
+def test_butler_notebook(tmp_path, monkeypatch, shared_scheduler, butler_detector_files):
     """04-butler against a temporary Butler repository (SQLite registry, file datastore)."""
-    pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
-    from butler_repo import RUN, VISIT, make_repo, write_detector_files
+    from butler_repo import RUN, VISIT, make_repo
 
     root = tmp_path / "repo"
-    make_repo(root, write_detector_files(tmp_path / "files"))
+    make_repo(root, butler_detector_files)
     monkeypatch.setenv("AMPOFFSET_NB_BUTLER_REPO", str(root))
     monkeypatch.setenv("AMPOFFSET_NB_COLLECTIONS", RUN)
     monkeypatch.setenv("AMPOFFSET_NB_WHERE", f"visit = {VISIT}")

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
 
-from butler_repo import DETECTORS, HEADER_VISIT, RUN, VISIT, make_repo, write_detector_files
+from butler_repo import DETECTORS, HEADER_VISIT, RUN, VISIT, make_repo
 
 from ampoffset_dask.errors import InputError
 from ampoffset_dask.io.butler import MANIFEST_COLUMNS, find_inputs, require_butler
@@ -22,8 +22,8 @@ from ampoffset_dask.io.fits import inspect_file, open_lazy
 
 
 @pytest.fixture(scope="module")
-def detector_files(tmp_path_factory):
-    return write_detector_files(tmp_path_factory.mktemp("butler_files"))
+def detector_files(butler_detector_files):
+    return butler_detector_files
 
 
 @pytest.fixture(scope="module")

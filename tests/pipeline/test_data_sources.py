@@ -26,11 +26,10 @@ def pedestals(catalog) -> pd.Series:
 # Butler
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def butler_repo(tmp_path_factory):
-    pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
-    from butler_repo import make_repo, write_detector_files
+def butler_repo(tmp_path_factory, butler_detector_files):
+    from butler_repo import make_repo
 
-    files = write_detector_files(tmp_path_factory.mktemp("butler_files"))
+    files = butler_detector_files
     root = tmp_path_factory.mktemp("repo") / "butler"
     make_repo(root, files)
     return root, files
