@@ -172,6 +172,56 @@ def test_quartiles_from_histogram_are_exact(kind):
             assert (math.isnan(a) and math.isnan(e)) or abs(a - e) <= 1e-12 * scale
 
 
+def _assert_close(got, expected, scale):
+    """Element-wise: both NaN, or within 1e-12 of ``scale``."""
+    both_nan = np.isnan(got) & np.isnan(expected)
+    ok = both_nan | (np.abs(got - expected) <= 1e-12 * scale)
+    assert ok.all(), (got[~ok], expected[~ok])
+
+
+@pytest.mark.parametrize("zone", [32, 0])
+@pytest.mark.parametrize("kind", ["normal", "integers", "zeros", "outliers", "constant",
+                                  "float64", "bimodal"])
+def test_binned_statistics_agree(kind, zone):
+    """Every bin of a grid in one compiled call: the same counts as the reference, means
+    and variances to 1e-12 (only the sums' order differs), with awkward bins (fully
+    masked, one column wide, an empty band) and a view of a larger array.
+
+    With the default zones the clip iterations come from the copied values near the
+    predicted bounds and the sums between them; with no zone the predictions miss and
+    iterations fall back to passes over the pixels. Both give the contract's kept sets.
+    """
+    rng = np.random.default_rng(10 + len(kind))
+    if kind == "bimodal":  # the clip bounds move far between iterations
+        values = np.where(rng.random((270, 340)) < 0.6, rng.normal(0, 1, (270, 340)),
+                          rng.normal(6, 1, (270, 340))).astype(np.float32)
+    else:
+        values = _awkward_values(kind, rng, (270, 340))
+    view = values[5:265, 3:333]
+    bad = rng.random(view.shape) < 0.1
+    bad[:60, :70] = True  # a fully masked bin
+    xe = [0, 70, 71, 200, 330]  # a one-column bin
+    ye = [0, 60, 60, 180, 260]  # an empty band
+    passes = 0
+    for flags in (None, bad):
+        m1, v1, n1, p1 = NUMBA._binned(view, flags, xe, ye, zone=zone)
+        m2, v2, n2 = NUMPY.binned_clipped_mean_var(view, flags, xe, ye)
+        np.testing.assert_array_equal(n1, n2)
+        assert (n1[1] == 0).all() and (flags is None or n1[0, 0] == 0)
+        spread = np.sqrt(np.abs(v2))
+        _assert_close(m1, m2, np.abs(m2) + np.where(np.isfinite(spread), spread, 0))
+        _assert_close(v1, v2, np.abs(v2))
+        passes += int(p1.sum())
+        if zone:
+            one = NUMBA.usable_clipped_mean_var(view, flags)
+            ref = NUMPY.usable_clipped_mean_var(view, flags)
+            assert one[2] == ref[2]
+            _assert_close(np.array(one[:2]), np.array(ref[:2]),
+                          np.array([abs(ref[0]) + math.sqrt(abs(ref[1])), abs(ref[1])]))
+    if kind in ("normal", "bimodal", "float64"):  # both routes really ran
+        assert passes == 0 if zone else kind != "normal" or passes > 0
+
+
 @pytest.mark.parametrize("style", ["AKIMA_SPLINE", "CUBIC_SPLINE", "LINEAR", "CONSTANT"])
 def test_background_model_subtraction_bit_identical(style):
     rng = np.random.default_rng(3)

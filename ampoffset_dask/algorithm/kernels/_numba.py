@@ -4,9 +4,11 @@ Every kernel performs the same IEEE operations in the same order as its numpy co
 (`ampoffset_dask.algorithm.kernels._numpy`): float32 products and sums stay float32,
 ``fastmath`` is off so nothing is reassociated or fused into multiply-adds, and the order
 statistics come from an exact selection instead of a sort (the same values). Only the
-clipped sums may differ from the reference in their last bits: their one kernel lets the
-compiler reassociate them into SIMD partial sums (the kept set and every term are exact),
-which moves no pedestal by more than 1e-12 relative.
+clipped sums may differ from the reference in their last bits: their two kernels
+(`_row_clip_sums`, `_core_sums`) let the compiler reassociate them into SIMD partial sums,
+and the sum over the values well inside the clip bounds is taken about a predicted centre
+and shifted algebraically, as the reference's value-ordered pieces are (the kept set and
+every term are exact), which moves no pedestal by more than 1e-12 relative.
 
 Compiled on first use and cached on disk (``cache=True``), so a worker process pays the
 compilation once per installation and only a cache load afterwards.
@@ -132,11 +134,16 @@ def _smooth(image, k, out, ring, acc):
     vrows = np.arange(n)
     voffs = np.zeros(n, dtype=np.int64)
     vk = np.empty(n, dtype=np.float32)
+    # Computed, not literal, arguments: a literal would compile `_taps` (and its sweeps)
+    # once more for each constant.
+    start = n - n
+    yes = n > 0
+    no = n < 0
     for row in range(h):
         # Horizontal pass of input row `row` into ring slot row % n, terms in order i.
         slot = ring[row % n]
         hrows[:] = row
-        _taps(slot, image, hrows, hoffs, k, 0, n, ow, True)
+        _taps(slot, image, hrows, hoffs, k, start, n, ow, yes)
         oy = row - (n - 1)
         if oy < 0:
             continue
@@ -147,7 +154,7 @@ def _smooth(image, k, out, ring, acc):
             dst[x] = zero
         for s in range(n):
             vk[s] = k[(s - oy) % n]
-        _taps(dst, ring, vrows, voffs, vk, 0, n, ow, False)
+        _taps(dst, ring, vrows, voffs, vk, start, n, ow, no)
 
 
 def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -168,15 +175,16 @@ def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------
 # Clipped statistics of a grid of bins (a whole image is one bin): exact quartiles from
-# histograms with monotone bins, then clip passes over the pixels in place (no copy of the
-# usable values). Every pass walks the rows of a band of bins across the image, so memory
-# is read in order, and one compiled call handles every bin.
+# histograms with monotone bins, clip iterations from the values near their bounds (no
+# copy of the usable values). Every pass walks the rows of a band of bins across the
+# image, so memory is read in order, and one compiled call handles every bin.
 # ------------------------------------------------------------------------------------------
-_SAMPLE = 4096  # values sampled per bin to place its histogram's range
+_SAMPLE = 512  # values sampled per bin to place its histogram's range (heap-sorted)
 _SAMPLE_ROWS = 16  # rows of a bin the sample is taken from
 _N_BINS = 4096  # histogram bins over that range (an L1-sized histogram)
 _CHUNK = 512  # bin indices computed (SIMD) per block before they are counted
 _RANKS = 6  # order statistics the three quartiles interpolate, at most
+_ZONE = 32  # histogram bins copied on either side of a predicted clip bound
 
 
 @njit(**_JIT)
@@ -228,19 +236,50 @@ def _sample(flat, v0, vstride, bad, b0, bstride, use_bad, h, w, out):
 
 
 @njit(**_JIT)
+def _sift(a, start, end):
+    """Move ``a[start]`` down the max-heap ``a[:end]``."""
+    root = start
+    while True:
+        child = 2 * root + 1
+        if child >= end:
+            return
+        if child + 1 < end and a[child] < a[child + 1]:
+            child += 1
+        if a[root] < a[child]:
+            a[root], a[child] = a[child], a[root]
+            root = child
+        else:
+            return
+
+
+@njit(**_JIT)
+def _heapsort(a):
+    """Sort ``a`` (finite values) in place; small code, so quick to compile."""
+    n = a.shape[0]
+    for start in range(n // 2 - 1, -1, -1):
+        _sift(a, start, n)
+    for end in range(n - 1, 0, -1):
+        a[0], a[end] = a[end], a[0]
+        _sift(a, 0, end)
+
+
+@njit(**_JIT)
 def _bin_range(sample, ns, n_bins, biggest, typed):
     """``typed[0], typed[1]`` = the histogram's origin and scale (bins per unit) for a bin
-    whose sample is ``sample[:ns]``: the sample's 20-80 % range widened to twice its width
-    (any choice is exact; a poor one only makes the wanted bins larger)."""
+    whose sample is ``sample[:ns]``: the sample's 20-80 % range widened to five times its
+    width, about -4 to +4 sigma of normal data, so the clip bounds (about 3 sigma) fall
+    inside (any choice is exact; a poor one only makes the copied bins larger or the clip
+    iterations fall back to passes over the pixels)."""
     lo = 0.0
     span = 0.0
     if ns:
-        s = np.sort(sample[:ns])
+        s = sample[:ns]
+        _heapsort(s)
         q1 = np.float64(s[int(0.2 * (ns - 1))])
         q3 = np.float64(s[int(0.8 * (ns - 1))])
         width = q3 - q1
-        lo = q1 - 0.5 * width
-        span = 2.0 * width
+        lo = q1 - 2.0 * width
+        span = 5.0 * width
     scale = n_bins / span if (0.0 < span and span < math.inf) else 1.0
     if not (abs(lo) < biggest and scale < biggest):
         lo = 0.0
@@ -314,17 +353,14 @@ def _row_clip_sums(seg, bseg, use_bad, center, half):
 def _quartile_ranks(n, ranks):
     """The distinct ascending ranks `_quartiles` interpolates (as
     `ampoffset_dask.algorithm.stats.quantiles_selected`) into ``ranks``; returns how many."""
+    # In ascending order: the lower quartile's two ranks, the median's, the upper's.
     nr = 0
-    cand = np.empty(_RANKS, dtype=np.int64)
     for p in range(3):
-        i = (0.5, 0.25, 0.75)[p] * (n - 1)
-        cand[2 * p] = min(int(i), n - 1)
-        cand[2 * p + 1] = min(int(i) + 1, n - 1)
-    cand.sort()
-    for c in cand:
-        if nr == 0 or ranks[nr - 1] != c:
-            ranks[nr] = c
-            nr += 1
+        i = (0.25 + 0.25 * p) * (n - 1)
+        for c in (min(int(i), n - 1), min(int(i) + 1, n - 1)):
+            if nr == 0 or ranks[nr - 1] < c:
+                ranks[nr] = c
+                nr += 1
     return nr
 
 
@@ -343,18 +379,170 @@ def _quantile(ranks, values, nr, i):
     return (hi - i) * vlo + (i - lo) * vhi
 
 
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+def _core_sums(seg, idx, m, above, below, ref):
+    """Count, sum and sum of squares of ``v - ref`` over the values of ``seg[:m]`` whose
+    histogram bin ``idx`` is strictly between ``above`` and ``below`` (SIMD; only the sums'
+    order is the compiler's, as in `_row_clip_sums`)."""
+    a = 0.0
+    b = 0.0
+    k = 0
+    for j in range(m):
+        t = idx[j]
+        keep = (t > above) & (t < below)
+        d = np.float64(seg[j]) - ref
+        e = d if keep else 0.0
+        a += e
+        b += e * e
+        k += 1 if keep else 0
+    return k, a, b
+
+
 @njit(**_JIT)
-def _band_quartiles(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, counts, biggest,
-                    hist, stats):
-    """Usable count, median, lower and upper quartile of each bin of rows ``ya..yb-1``
-    (exact order statistics): histograms of all the band's bins in one pass over its rows,
-    then the values of the bins holding the wanted ranks in a second pass, sorted."""
+def _split_row(flat, v0, bad, b0, use_bad, w, lo, scale, top, spare, slot_of_bin, pos, out,
+               idx, l1, u0, ref, core):
+    """One row of a bin in the second pass: copy the values of the wanted histogram bins
+    (`_gather_row`) and add the core's sums about ``ref`` (bins strictly between ``l1``
+    and ``u0``) to ``core``."""
+    for x0 in range(0, w, _CHUNK):
+        m = min(_CHUNK, w - x0)
+        seg = flat[v0 + x0:v0 + x0 + m]
+        bseg = bad[b0 + x0:b0 + x0 + m] if use_bad else bad[:0]
+        _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
+        k, a, b = _core_sums(seg, idx, m, l1, u0, ref)
+        core[0] += k
+        core[1] += a
+        core[2] += b
+        for j in range(m):
+            s = slot_of_bin[idx[j]]
+            if s:
+                out[pos[s - 1]] = seg[j]
+                pos[s - 1] += 1
+
+
+@njit(**_JIT)
+def _bin_pass(flat, vstride, bad, bstride, use_bad, x0, w, ya, yb, center, half):
+    """`_row_clip_sums` over rows ``ya..yb-1`` of one bin: the clip pass of the contract."""
+    c = 0
+    t1 = 0.0
+    t2 = 0.0
+    for y in range(ya, yb):
+        v0 = y * vstride + x0
+        b0 = y * bstride + x0 if use_bad else 0
+        k, a, b = _row_clip_sums(flat[v0:v0 + w], bad[b0:b0 + w] if use_bad else bad[:0],
+                                 use_bad, center, half)
+        c += k
+        t1 += a
+        t2 += b
+    return c, t1, t2
+
+
+@njit(**_JIT)
+def _clip_update(it, n, median, iqr, mean, var, n_sigma, iq_to_stdev):
+    """Centre and half width of clip iteration ``it`` (ALGORITHM.md 2.3; NaN: none)."""
+    if var < 0:
+        var = 0.0
+    c = median if it == 0 else mean
+    if it == 0 or n <= 1:
+        hw = (n_sigma * iq_to_stdev) * iqr
+    else:
+        hw = n_sigma * math.sqrt(var) if var >= 0 else math.nan
+    if math.isnan(c) or math.isnan(hw):
+        return math.nan, math.nan
+    return c, min(hw, 1.7976931348623157e308)
+
+
+@njit(**_JIT)
+def _clip_result(m, s1, s2, center):
+    """Mean and unbiased variance of a clip iteration from its count and centred sums."""
+    if m == 0:
+        return math.nan, math.nan
+    mean_d = s1 / m
+    var = (s2 / m - mean_d**2) * (m * m / (m * m - m)) if m > 1 else math.nan
+    return mean_d + center, var
+
+
+@njit(**_JIT)
+def _predict_zones(hist, n_bins, lo, scale, n, ranks, rank_bins, nr, n_sigma, n_iter,
+                   iq_to_stdev, zone):
+    """Histogram bins ``(l0, l1, u0, u1, ref)`` around the clip bounds of every iteration,
+    predicted from the counts with each value at its bin's centre (``l0 > l1``: no
+    prediction). ``ref`` is the predicted median."""
+    vals = np.empty(_RANKS)
+    for r in range(nr):
+        vals[r] = lo + (rank_bins[r] + 0.5) / scale
+    if n == 1:
+        median = q1 = q3 = vals[0]
+    else:
+        median = _quantile(ranks, vals, nr, 0.5 * (n - 1))
+        q1 = _quantile(ranks, vals, nr, 0.25 * (n - 1))
+        q3 = _quantile(ranks, vals, nr, 0.75 * (n - 1))
+    mean = math.nan
+    var = math.nan
+    l0 = n_bins
+    l1 = -1
+    u0 = n_bins
+    u1 = -1
+    last = n_bins - 1
+    for it in range(n_iter):
+        c, hw = _clip_update(it, n, median, q3 - q1, mean, var, n_sigma, iq_to_stdev)
+        if math.isnan(c):
+            mean = math.nan
+            var = math.nan
+            continue
+        t = (c - hw - lo) * scale
+        blo = 0 if not t > 0 else (last if t >= last else int(t))
+        t = (c + hw - lo) * scale
+        bhi = 0 if not t > 0 else (last if t >= last else int(t))
+        l0 = min(l0, blo)
+        l1 = max(l1, blo)
+        u0 = min(u0, bhi)
+        u1 = max(u1, bhi)
+        m = 0
+        s1 = 0.0
+        s2 = 0.0
+        for b in range(blo, bhi + 1):
+            k = np.int64(hist[b])
+            x = lo + (b + 0.5) / scale - c
+            m += k
+            s1 += k * x
+            s2 += k * x * x
+        mean, var = _clip_result(m, s1, s2, c)
+    if l1 < 0:
+        return n_bins, -1, n_bins, -1, median
+    l0 = max(l0 - zone, 0)
+    l1 = min(l1 + zone, last)
+    u0 = max(u0 - zone, 0)
+    u1 = min(u1 + zone, last)
+    if l1 + 1 >= u0:  # the zones meet: one zone, no core
+        return l0, u1, u1 + 1, u1, median
+    return l0, l1, u0, u1, median
+
+
+@njit(**_JIT)
+def _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, n_sigma, n_iter,
+                iq_to_stdev, biggest, zone, hist, counts, quartiles, means, variances,
+                passes):
+    """Usable count, quartiles and clipped mean and variance of each bin of rows
+    ``ya..yb-1``, in two passes over the band's rows.
+
+    The first pass builds every bin's histogram (bins monotone in the value). From the
+    counts alone the clip bounds of each iteration are predicted to a histogram bin, and
+    the second pass copies the values of the histogram bins holding the quartiles' order
+    statistics and of two zones of bins around the predicted bounds, while summing the
+    core between the zones. Each clip iteration then needs only the zones' values: the
+    clip keeps an interval of values, so the core is wholly kept when its extreme values
+    are, and nothing beyond the zones is kept when their nearest values are not (checked
+    exactly on copied values). Where a check fails, the iteration is a plain pass over
+    the bin's pixels (counted in ``passes``); the kept set is the contract's either way.
+    """
     nx = xo.shape[0]
     n_bins = hist.shape[1] - 1
+    last = n_bins - 1
     spare = np.uint32(n_bins)
     h = yb - ya
     typed = np.empty(3, dtype=flat.dtype)
-    typed[2] = n_bins - 1
+    typed[2] = last
     top = typed[2]  # bins 0..n_bins-1 for usable values, n_bins for the others
     los = np.empty(nx, dtype=flat.dtype)
     scales = np.empty(nx, dtype=flat.dtype)
@@ -373,148 +561,203 @@ def _band_quartiles(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, counts
             b0 = y * bstride + xo[i] if use_bad else 0
             _count_row(flat, y * vstride + xo[i], bad, b0, use_bad, xe[i] - xo[i], los[i],
                        scales[i], top, spare, hist[i], idx)
-    # The bins holding the wanted ranks, each a segment of one buffer.
+    # What the second pass copies: slot 1 the lower zone, 2 the upper zone (when there
+    # are zones), then single histogram bins: those of the wanted ranks and the nearest
+    # non-empty ones beyond the zones and inside the core.
     ranks = np.empty((nx, _RANKS), dtype=np.int64)
+    rank_bins = np.empty(_RANKS, dtype=np.int64)
     n_ranks = np.zeros(nx, dtype=np.int64)
-    rank_slot = np.empty((nx, _RANKS), dtype=np.int64)
-    before = np.empty((nx, _RANKS), dtype=np.int64)  # usable values below the segment's bin
-    starts = np.empty((nx, _RANKS), dtype=np.int64)
+    zones = np.empty((nx, 4), dtype=np.int64)  # l0, l1, u0, u1
+    extremes = np.full((nx, 4), -1, dtype=np.int64)  # below, core first, core last, above
+    refs = np.zeros(nx)
+    n_slots = np.zeros(nx, dtype=np.int64)
+    starts = np.empty((nx, 16), dtype=np.int64)
+    first_bin = np.empty((nx, 16), dtype=np.int64)  # each slot's lowest histogram bin
     slot_of_bin = np.zeros((nx, n_bins + 1), dtype=np.uint8)
+    cum = np.empty(n_bins + 1, dtype=np.int64)
     total = 0
     for i in range(nx):
-        n = h * (xe[i] - xo[i]) - np.int64(hist[i, n_bins])
+        hi_ = hist[i]
+        n = h * (xe[i] - xo[i]) - np.int64(hi_[n_bins])
         counts[i] = n
+        zones[i, 0] = n_bins
+        zones[i, 1] = -1
+        zones[i, 2] = n_bins
+        zones[i, 3] = -1
         if n == 0:
             continue
         nr = _quartile_ranks(n, ranks[i])
         n_ranks[i] = nr
-        below = 0
-        r = 0
-        slots = 0
+        cum[0] = 0
         for b in range(n_bins):
-            upto = below + np.int64(hist[i, b])
-            while r < nr and ranks[i, r] < upto:  # rank r is in bin b
-                if slot_of_bin[i, b] == 0:
-                    slot_of_bin[i, b] = slots + 1
-                    before[i, slots] = below
-                    starts[i, slots] = total
-                    total += upto - below
-                    slots += 1
-                rank_slot[i, r] = slot_of_bin[i, b] - 1
+            cum[b + 1] = cum[b] + np.int64(hi_[b])
+        r = 0
+        for b in range(n_bins):
+            while r < nr and ranks[i, r] < cum[b + 1]:
+                rank_bins[r] = b
                 r += 1
-            below = upto
-            if r == nr:
-                break
+        lo_d = np.float64(los[i])
+        sc_d = np.float64(scales[i])
+        l0, l1, u0, u1, ref = _predict_zones(hi_, n_bins, lo_d, sc_d, n, ranks[i], rank_bins,
+                                             nr, n_sigma, n_iter, iq_to_stdev, zone)
+        refs[i] = ref
+        slots = 0
+        if l0 <= l1:
+            zones[i, 0] = l0
+            zones[i, 1] = l1
+            zones[i, 2] = u0
+            zones[i, 3] = u1
+            for lo_, hi2 in ((l0, l1), (u0, u1)):
+                if lo_ > hi2:
+                    continue
+                starts[i, slots] = total
+                first_bin[i, slots] = lo_
+                slots += 1
+                for b in range(lo_, hi2 + 1):
+                    slot_of_bin[i, b] = slots
+                total += cum[hi2 + 1] - cum[lo_]
+            for b in range(l0 - 1, -1, -1):  # the highest non-empty bin below the zones
+                if hi_[b]:
+                    extremes[i, 0] = b
+                    break
+            for b in range(l1 + 1, u0):  # the core's first and last non-empty bins
+                if hi_[b]:
+                    extremes[i, 1] = b
+                    break
+            for b in range(u0 - 1, l1, -1):
+                if hi_[b]:
+                    extremes[i, 2] = b
+                    break
+            for b in range(u1 + 1, n_bins):  # the lowest non-empty bin above the zones
+                if hi_[b]:
+                    extremes[i, 3] = b
+                    break
+        for k in range(nr + 4):
+            b = rank_bins[k] if k < nr else extremes[i, k - nr]
+            if b >= 0 and slot_of_bin[i, b] == 0:
+                starts[i, slots] = total
+                first_bin[i, slots] = b
+                slots += 1
+                slot_of_bin[i, b] = slots
+                total += np.int64(hi_[b])
+        n_slots[i] = slots
+        for r in range(nr):
+            ranks[i, r] -= cum[first_bin[i, slot_of_bin[i, rank_bins[r]] - 1]]  # in slot
+            rank_bins[r] = slot_of_bin[i, rank_bins[r]] - 1
+        for r in range(nr):  # ranks[i, r] now: (slot << 40) | rank inside the slot
+            ranks[i, r] = (rank_bins[r] << 40) | ranks[i, r]
     out = np.empty(total, dtype=flat.dtype)
     pos = starts.copy()
+    core = np.zeros((nx, 3))
     for y in range(ya, yb):
         for i in range(nx):
-            if n_ranks[i]:
+            if counts[i]:
                 b0 = y * bstride + xo[i] if use_bad else 0
-                _gather_row(flat, y * vstride + xo[i], bad, b0, use_bad, xe[i] - xo[i],
-                            los[i], scales[i], top, spare, slot_of_bin[i], pos[i], out, idx)
+                _split_row(flat, y * vstride + xo[i], bad, b0, use_bad, xe[i] - xo[i],
+                           los[i], scales[i], top, spare, slot_of_bin[i], pos[i], out, idx,
+                           zones[i, 1], zones[i, 2], refs[i], core[i])
     values = np.empty(_RANKS, dtype=np.float64)
+    exact = np.empty(_RANKS, dtype=np.int64)
     for i in range(nx):
-        nr = n_ranks[i]
         n = counts[i]
-        if nr == 0:
-            stats[i, 0] = math.nan
-            stats[i, 1] = math.nan
-            stats[i, 2] = math.nan
+        nr = n_ranks[i]
+        if n == 0:
+            quartiles[i, 0] = math.nan
+            quartiles[i, 1] = math.nan
+            quartiles[i, 2] = math.nan
+            means[i] = math.nan
+            variances[i] = math.nan
             continue
-        for s in range(nr):
-            if s == 0 or rank_slot[i, s] != rank_slot[i, s - 1]:
-                out[starts[i, rank_slot[i, s]]:pos[i, rank_slot[i, s]]].sort()
+        sorted_slot = -1
         for r in range(nr):
-            s = rank_slot[i, r]
-            values[r] = np.float64(out[starts[i, s] + ranks[i, r] - before[i, s]])
+            s = ranks[i, r] >> 40
+            k = ranks[i, r] & ((1 << 40) - 1)
+            seg = out[starts[i, s]:pos[i, s]]
+            if s != sorted_slot:
+                _heapsort(seg)
+                sorted_slot = s
+            values[r] = np.float64(seg[k])
+        _quartile_ranks(n, exact)
         if n == 1:
-            stats[i, 0] = values[0]
-            stats[i, 1] = values[0]
-            stats[i, 2] = values[0]
+            median = q1 = q3 = values[0]
         else:
-            stats[i, 0] = _quantile(ranks[i], values, nr, 0.5 * (n - 1))
-            stats[i, 1] = _quantile(ranks[i], values, nr, 0.25 * (n - 1))
-            stats[i, 2] = _quantile(ranks[i], values, nr, 0.75 * (n - 1))
+            median = _quantile(exact, values, nr, 0.5 * (n - 1))
+            q1 = _quantile(exact, values, nr, 0.25 * (n - 1))
+            q3 = _quantile(exact, values, nr, 0.75 * (n - 1))
+        quartiles[i, 0] = median
+        quartiles[i, 1] = q1
+        quartiles[i, 2] = q3
+        l1 = zones[i, 1]
+        u0 = zones[i, 2]
+        # The extreme copied values of the regions beside the zones.
+        ext = np.full(4, math.nan)
+        for e in range(4):
+            b = extremes[i, e]
+            if b >= 0:
+                s = slot_of_bin[i, b] - 1
+                seg = out[starts[i, s]:pos[i, s]]
+                want_max = e == 0 or e == 2
+                x = np.float64(seg[0])
+                for v in seg:
+                    fv = np.float64(v)
+                    x = max(x, fv) if want_max else min(x, fv)
+                ext[e] = x
+        has_zones = zones[i, 0] <= l1
+        n_zone_slots = 0
+        if has_zones:
+            n_zone_slots = 1 if u0 > zones[i, 3] else 2
+        mean = math.nan
+        var = math.nan
+        passes[i] = 0
+        for it in range(n_iter):
+            c, hw = _clip_update(it, n, median, q3 - q1, mean, var, n_sigma, iq_to_stdev)
+            if math.isnan(c):
+                mean = math.nan
+                var = math.nan
+                continue
+            ok = has_zones
+            if ok and extremes[i, 1] >= 0:  # the core: wholly kept?
+                ok = abs(ext[1] - c) <= hw and abs(ext[2] - c) <= hw
+            if ok and extremes[i, 0] >= 0:  # below the lower zone: nothing kept?
+                ok = ext[0] < c and not abs(ext[0] - c) <= hw
+            if ok and extremes[i, 3] >= 0:  # above the upper zone: nothing kept?
+                ok = ext[3] > c and not abs(ext[3] - c) <= hw
+            if ok:
+                m = 0
+                s1 = 0.0
+                s2 = 0.0
+                if extremes[i, 1] >= 0:
+                    m = np.int64(core[i, 0])
+                    delta = c - refs[i]
+                    s1 = core[i, 1] - m * delta
+                    s2 = core[i, 2] - 2.0 * delta * core[i, 1] + m * delta * delta
+                for s in range(n_zone_slots):
+                    zone = out[starts[i, s]:pos[i, s]]
+                    for z0 in range(0, zone.shape[0], _CHUNK):
+                        k, a, b = _row_clip_sums(zone[z0:z0 + _CHUNK], bad[:0], n < 0, c,
+                                                 hw)  # (n < 0: no literal specialisation)
+                        m += k
+                        s1 += a
+                        s2 += b
+            else:
+                m, s1, s2 = _bin_pass(flat, vstride, bad, bstride, use_bad, xo[i],
+                                      xe[i] - xo[i], ya, yb, c, hw)
+                passes[i] += 1
+            mean, var = _clip_result(m, s1, s2, c)
+        means[i] = mean
+        variances[i] = var
 
 
 @njit(**_JIT)
 def _binned_stats(flat, vstride, bad, bstride, use_bad, xo, xe, yo, ye, n_sigma, n_iter,
-                  iq_to_stdev, biggest, hist, means, variances, counts):
+                  iq_to_stdev, biggest, zone, hist, means, variances, counts, passes):
     """afw's clipped mean and variance (ALGORITHM.md 2.3) of the usable values of every
-    bin ``[yo[j], ye[j]) x [xo[i], xe[i])``, band of bins by band of bins; each clip
-    iteration is one pass over the band's rows for all its bins."""
-    nx = xo.shape[0]
-    stats = np.empty((nx, 3), dtype=np.float64)  # median, q1, q3
-    mean = np.empty(nx, dtype=np.float64)
-    var = np.empty(nx, dtype=np.float64)
-    center = np.empty(nx, dtype=np.float64)
-    half = np.empty(nx, dtype=np.float64)
-    active = np.zeros(nx, dtype=np.bool_)
-    kept = np.empty(nx, dtype=np.int64)
-    s1 = np.empty(nx, dtype=np.float64)
-    s2 = np.empty(nx, dtype=np.float64)
+    bin ``[yo[j], ye[j]) x [xo[i], xe[i])``, band of bins by band of bins (`_band_stats`)."""
+    quartiles = np.empty((xo.shape[0], 3))
     for j in range(yo.shape[0]):
-        ya = yo[j]
-        yb = ye[j]
-        _band_quartiles(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, counts[j],
-                        biggest, hist, stats)
-        mean[:] = math.nan
-        var[:] = math.nan
-        for it in range(n_iter):
-            any_active = False
-            for i in range(nx):
-                active[i] = False
-                n = counts[j, i]
-                if var[i] < 0:
-                    var[i] = 0.0
-                c = stats[i, 0] if it == 0 else mean[i]
-                if it == 0 or n <= 1:
-                    hw = (n_sigma * iq_to_stdev) * (stats[i, 2] - stats[i, 1])
-                else:
-                    hw = n_sigma * math.sqrt(var[i]) if var[i] >= 0 else math.nan
-                if math.isnan(c) or math.isnan(hw):
-                    mean[i] = math.nan
-                    var[i] = math.nan
-                    continue
-                center[i] = c
-                half[i] = min(hw, 1.7976931348623157e308)
-                active[i] = True
-                any_active = True
-                kept[i] = 0
-                s1[i] = 0.0
-                s2[i] = 0.0
-            if not any_active:
-                continue
-            for y in range(ya, yb):
-                for i in range(nx):
-                    if active[i]:
-                        v0 = y * vstride + xo[i]
-                        w = xe[i] - xo[i]
-                        b0 = y * bstride + xo[i] if use_bad else 0
-                        k, a, b = _row_clip_sums(flat[v0:v0 + w],
-                                                 bad[b0:b0 + w] if use_bad else bad[:0],
-                                                 use_bad, center[i], half[i])
-                        kept[i] += k
-                        s1[i] += a
-                        s2[i] += b
-            for i in range(nx):
-                if not active[i]:
-                    continue
-                m = kept[i]
-                if m == 0:
-                    mean[i] = math.nan
-                    var[i] = math.nan
-                    continue
-                mean_d = s1[i] / m
-                if m > 1:
-                    var[i] = (s2[i] / m - mean_d**2) * (m * m / (m * m - m))
-                else:
-                    var[i] = math.nan
-                mean[i] = mean_d + center[i]
-        for i in range(nx):
-            means[j, i] = mean[i]
-            variances[j, i] = var[i]
+        _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, yo[j], ye[j], n_sigma,
+                    n_iter, iq_to_stdev, biggest, zone, hist, counts[j], quartiles, means[j],
+                    variances[j], passes[j])
 
 
 def _flat_rows(a: np.ndarray) -> tuple[np.ndarray, int] | None:
@@ -539,11 +782,18 @@ def binned_clipped_mean_var(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """See `ampoffset_dask.algorithm.kernels._numpy.binned_clipped_mean_var`.
 
-    One compiled call for every bin, read in place: per band of bins, one pass builds each
-    bin's histogram (bins monotone in the value, over a range placed from a sample), a
-    second copies the few histogram bins holding the quartiles' order statistics (sorted:
-    the values are exact), and each clip iteration is one SIMD pass.
+    One compiled call for every bin, read in place, two passes over the pixels per band of
+    bins (`_band_stats`): histograms, then the few histogram bins holding the quartiles'
+    order statistics and the values near the predicted clip bounds, with the sums between
+    them. The order statistics and the kept sets are exact; only the sums' order differs.
     """
+    return _binned(values, bad, x_edges, y_edges, n_sigma, n_iter)[:3]
+
+
+def _binned(values, bad, x_edges, y_edges, n_sigma=3.0, n_iter=3, zone=_ZONE):
+    """`binned_clipped_mean_var` and the number of clip iterations per bin that needed a
+    pass over the pixels (the prediction of its bounds missed; ``zone`` is the number of
+    histogram bins copied beside each predicted bound)."""
     from ..stats import IQ_TO_STDEV
 
     values = _native(values)
@@ -566,27 +816,29 @@ def binned_clipped_mean_var(
     means = np.empty((ny, nx))
     variances = np.empty((ny, nx))
     counts = np.zeros((ny, nx), dtype=np.int64)
+    passes = np.zeros((ny, nx), dtype=np.int64)
     if nx <= 0 or ny <= 0:
-        return means, variances, counts
+        return means, variances, counts, passes
     hist = np.empty((nx, _N_BINS + 1), dtype=np.int32 if values.size < 2**31 else np.int64)
     _binned_stats(fv[0], fv[1], fb[0], fb[1], use_bad, xe[:-1].copy(), xe[1:].copy(),
                   ye[:-1].copy(), ye[1:].copy(), float(n_sigma), int(n_iter), IQ_TO_STDEV,
-                  float(np.finfo(values.dtype).max), hist, means, variances, counts)
-    return means, variances, counts
+                  float(np.finfo(values.dtype).max), int(zone), hist, means, variances,
+                  counts, passes)
+    return means, variances, counts, passes
 
 
 def _quartiles(values: np.ndarray, bad: np.ndarray | None) -> tuple[int, float, float, float]:
-    """Usable count, median, q1 and q3 of a 2-D array from `_band_quartiles` (one bin)."""
+    """Usable count, median, q1 and q3 of a 2-D array from `_band_stats` (one bin)."""
     values = _native(values)
     fv = _flat_rows(values)
     fb = (_NO_BAD, 0) if bad is None else _flat_rows(np.asarray(bad, dtype=bool))
     h, w = values.shape
     counts = np.zeros(1, dtype=np.int64)
     stats = np.empty((1, 3))
-    _band_quartiles(fv[0], fv[1], fb[0], fb[1], bad is not None, np.zeros(1, np.int64),
-                    np.full(1, w, np.int64), 0, h, counts,
-                    float(np.finfo(values.dtype).max),
-                    np.empty((1, _N_BINS + 1), dtype=np.int64), stats)
+    _band_stats(fv[0], fv[1], fb[0], fb[1], bad is not None, np.zeros(1, np.int64),
+                np.full(1, w, np.int64), 0, h, 3.0, 0, 1.0, float(np.finfo(values.dtype).max),
+                _ZONE, np.empty((1, _N_BINS + 1), dtype=np.int64), counts, stats, np.empty(1),
+                np.empty(1), np.zeros(1, dtype=np.int64))
     return int(counts[0]), *(float(v) for v in stats[0])
 
 
