@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from lsst.daf.butler import Butler, DatasetRef, DatasetType, FileDataset, FormatterV2
 
 RUN = "u/test/ampoffset"
 DAY_OBS = 20250601
@@ -48,15 +48,30 @@ def write_detector_files(folder) -> list[tuple[Path, int, int, str]]:
             for k, (det_id, name) in enumerate(DETECTORS)]
 
 
-class FitsExposureFormatter(FormatterV2):
-    """Names the files' format in the datastore; reading them through the Butler would need
-    afw, which this package never does (it reads the files itself)."""
+def _formatter_class() -> type:
+    from lsst.daf.butler import FormatterV2
 
-    default_extension = ".fits"
-    can_read_from_uri = True
+    class FitsExposureFormatter(FormatterV2):
+        """Names the files' format in the datastore; reading them through the Butler would
+        need afw, which this package never does (it reads the files itself)."""
 
-    def read_from_uri(self, uri, component=None, expected_size=-1):
-        raise NotImplementedError("ampoffset-dask reads the file itself; no butler.get")
+        default_extension = ".fits"
+        can_read_from_uri = True
+
+        def read_from_uri(self, uri, component=None, expected_size=-1):
+            raise NotImplementedError("ampoffset-dask reads the file itself; no butler.get")
+
+    FitsExposureFormatter.__module__ = __name__
+    return FitsExposureFormatter
+
+
+def __getattr__(name: str) -> Any:
+    # lsst.daf.butler (~2 CPU s to import) only when a repository is made or read, not when
+    # every test process collects the modules importing this one
+    if name == "FitsExposureFormatter":
+        cls = globals()[name] = _formatter_class()
+        return cls
+    raise AttributeError(name)
 
 
 FORMATTER = f"{__name__}.FitsExposureFormatter"
@@ -72,10 +87,11 @@ def make_repo(
     transfer: str | None = "copy",
     dataset_type: str = "post_isr_image",
     ingest: bool = True,
-) -> Butler:
+) -> Any:
     """Create a repository at ``root`` and ingest ``files``: (path, visit, detector id,
     detector full name) tuples (``ingest=False``: only their dimension records, for a later
     ``butler.ingest_zip``). Returns a writeable Butler."""
+    from lsst.daf.butler import Butler, DatasetRef, DatasetType, FileDataset
     from lsst.sphgeom import Box
 
     Butler.makeRepo(str(root))

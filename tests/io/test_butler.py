@@ -11,14 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
-
 from butler_repo import DETECTORS, HEADER_VISIT, RUN, VISIT, make_repo
 
 from ampoffset_dask.errors import InputError
 from ampoffset_dask.io.butler import MANIFEST_COLUMNS, find_inputs, require_butler
 from ampoffset_dask.io.fits import inspect_file, open_lazy
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _butler():
+    pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,6 @@ import dask
 import numpy as np
 import pytest
 from astropy.io import fits
-
-pytest.importorskip("s3fs")  # the [cloud] extra is in the test extra
-pytest.importorskip("moto")
-
 from golden import lsst_detector, lsst_image
 from s3_server import KEYS, moto_server, s3_client
 
@@ -38,6 +34,8 @@ EDGES = AmpOffsetConfig(do_background=False, do_detection=False, amp_edge_width=
 
 @pytest.fixture(scope="module")
 def server():
+    pytest.importorskip("s3fs")  # the [cloud] extra is in the test extra
+    pytest.importorskip("moto")
     with moto_server() as url:
         yield url
 
