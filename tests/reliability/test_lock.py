@@ -17,11 +17,12 @@ import threading
 import pytest
 
 from ampoffset_dask.catalog import CatalogWriter
+from reliability.forked import script_env
 
 # One acquirer: take the catalog (CatalogWriter.open), count the holders while holding it,
 # let go; many rounds. Runs in threads of this process and in separate processes.
 ACQUIRER = textwrap.dedent("""
-    import os, sys, time, traceback, uuid
+    import os, sys, time, uuid
     from pathlib import Path
     from ampoffset_dask import ConfigError
     from ampoffset_dask.catalog import CatalogWriter
@@ -50,24 +51,14 @@ ACQUIRER = textwrap.dedent("""
 
     if __name__ == "__main__":
         # N acquirer processes forked from this one after the imports above (one import
-        # instead of N): each prints "worst wins", the parent fails if any child did.
-        catalog, rounds, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-        children = []
-        for _ in range(n):
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    worst, wins = acquirer(catalog, rounds)
-                    os.write(1, f"{worst} {wins}\\n".encode())  # one write: lines never mix
-                except BaseException:
-                    traceback.print_exc()
-                    sys.stderr.flush()
-                    os._exit(1)
-                os._exit(0)
-            children.append(pid)
-        print("ready", flush=True)
-        failed = [pid for pid in children if os.waitpid(pid, 0)[1] != 0]
-        sys.exit(1 if failed else 0)
+        # instead of N), each printing "worst wins" into its own file.
+        from forked import run_forked
+
+        def run():
+            print(*acquirer(sys.argv[1], int(sys.argv[2])))
+            return 0
+
+        run_forked({f"acquirer{k}": run for k in range(int(sys.argv[3]))}, ready=True)
 """)
 
 
@@ -81,7 +72,7 @@ def test_forty_concurrent_acquirers_never_two_holders(tmp_path):
     # 10 processes (forked by one that imported the package once) and 30 threads, all
     # released at once when every process is ready.
     proc = subprocess.Popen([sys.executable, str(script), str(catalog), str(rounds), "10"],
-                            stdout=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=script_env())
     assert proc.stdout.readline().strip() == "ready"
     sys.path.insert(0, str(tmp_path))
     try:
@@ -99,9 +90,11 @@ def test_forty_concurrent_acquirers_never_two_holders(tmp_path):
         t.join()
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0
-    lines = out.splitlines()
-    assert len(lines) == 10, out
-    results.extend(tuple(int(v) for v in line.split()) for line in lines)
+    codes = json.loads(out.splitlines()[-1])
+    assert len(codes) == 10, out
+    for name, (_, code) in codes.items():
+        assert code == 0, (tmp_path / f"{name}.err").read_text()
+        results.append(tuple(int(v) for v in (tmp_path / f"{name}.out").read_text().split()))
     assert len(results) == 40
     worst = max(w for w, _ in results)
     wins = sum(n for _, n in results)
@@ -110,17 +103,17 @@ def test_forty_concurrent_acquirers_never_two_holders(tmp_path):
     assert not (catalog / ".lock").exists()
 
 
-# Two `process` calls, each in its own process forked from this one after the imports (one
-# import instead of two; no threads run yet), released together by the ``go`` file. Each
-# child writes its output to PID.out; the parent prints {pid: exit code}.
+# Two `process` calls in processes forked from one (`forked.run_forked`), released together
+# by the ``go`` file.
 RUNNER = textwrap.dedent("""
-    import json, os, sys, time, traceback
+    import os, sys, time
     import distributed  # noqa: F401
     import pyarrow.parquet  # noqa: F401
     import ampoffset_dask.io.fits, ampoffset_dask.pipeline.cluster  # noqa: F401
     import ampoffset_dask.pipeline.run, ampoffset_dask.pipeline.worker_logs  # noqa: F401
     import distributed.scheduler, tqdm.auto  # noqa: F401
     from ampoffset_dask import ConfigError, process
+    from forked import run_forked
 
     def run(inputs, catalog, address, go):
         while not os.path.exists(go):
@@ -133,26 +126,9 @@ RUNNER = textwrap.dedent("""
         print("OK", summary.n_ok, flush=True)
         return 0
 
-    children = []
-    for _ in range(2):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            with open(f"{os.getpid()}.out", "w") as out:
-                os.dup2(out.fileno(), 1)
-                try:
-                    code = run(*sys.argv[1:5])
-                except BaseException:
-                    traceback.print_exc()
-                finally:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-            os._exit(code)
-        children.append(pid)
-    print("ready", flush=True)
-    codes = {p: os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in children}
-    print(json.dumps(codes), flush=True)
+    run_forked({name: lambda: run(*sys.argv[1:5]) for name in ("a", "b")}, ready=True)
 """)
+
 
 
 @pytest.fixture(scope="module")
@@ -171,16 +147,16 @@ def test_two_process_calls_at_the_same_instant(sim, scheduler, tmp_path):
     go = tmp_path / "go"
     proc = subprocess.Popen([sys.executable, str(script), str(sim), str(catalog), scheduler,
                              str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+                            text=True, cwd=tmp_path, env=script_env())
     # both imported and waiting: release them together
     assert proc.stdout.readline().strip() == "ready"
     go.touch()
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, out + err
-    outs = [((tmp_path / f"{pid}.out").read_text(), code, int(pid))
-            for pid, code in json.loads(out).items()]
+    outs = [((tmp_path / f"{name}.out").read_text(), code, pid)
+            for name, (pid, code) in json.loads(out).items()]
     codes = sorted(code for _, code, _ in outs)
-    assert codes == [0, 2], (outs, err)
+    assert codes == [0, 2], (outs, [(tmp_path / f"{n}.err").read_text() for n in "ab"])
     won, _, winner = next(o for o in outs if o[1] == 0)
     lost, _, _ = next(o for o in outs if o[1] == 2)
     assert won.split() == ["OK", "9"]

@@ -22,6 +22,7 @@ from pipeline.helpers import assert_catalog_matches, direct_measurements
 
 from ampoffset_dask import AmpOffsetConfig, read_catalog
 from ampoffset_dask.pipeline.inputs import InputItem, plan_tasks
+from reliability.forked import script_env
 
 CONFIGS = {"a": {}, "b": {"ampEdgeWidth": 40, "ampEdgeMaxOffset": 3.0}}
 
@@ -32,40 +33,22 @@ def test_keys_are_unique_per_run(sim4):
     assert task.key("run1") == f"ampoffset-run1-{task.visit}-{task.name}"
 
 
-# Runs ``ampoffset-dask ARGS`` (the CLI's main) in one forked process per entry of the JSON
-# argument {name: ARGS}, each writing NAME.out / NAME.err in the working directory; prints
-# {name: exit code}. The imports are done once, before the fork (no threads are running yet).
+# ``ampoffset-dask ARGS`` (the CLI's main) for each entry of the JSON argument {name: ARGS},
+# in processes forked from one (`forked.run_forked`).
 FORKED_RUNS = textwrap.dedent("""
-    import json, os, sys, traceback
+    import json, sys
     import distributed  # noqa: F401
     import pyarrow.parquet  # noqa: F401
     import ampoffset_dask.catalog, ampoffset_dask.io.fits  # noqa: F401
     import ampoffset_dask.pipeline.cluster, ampoffset_dask.pipeline.run  # noqa: F401
     import ampoffset_dask.pipeline.worker_logs, distributed.scheduler, tqdm.auto  # noqa: F401
     from ampoffset_dask.cli import main
+    from forked import run_forked
 
-    children = {}
-    for name, args in json.loads(sys.argv[1]).items():
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            with open(f"{name}.out", "w") as out, open(f"{name}.err", "w") as err:
-                os.dup2(out.fileno(), 1)
-                os.dup2(err.fileno(), 2)
-                try:
-                    code = main(args)
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else 2
-                except BaseException:
-                    traceback.print_exc()
-                finally:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-            os._exit(code)
-        children[name] = pid
-    codes = {n: os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for n, p in children.items()}
-    print(json.dumps(codes))
+    run_forked({name: (lambda args=args: main(args))
+                for name, args in json.loads(sys.argv[1]).items()})
 """)
+
 
 
 @pytest.mark.slow
@@ -78,10 +61,10 @@ def test_two_runs_on_one_scheduler_keep_their_own_results(sim4, scheduler, tmp_p
                       "--scheduler", scheduler, "--output-images", str(tmp_path / f"img_{name}"),
                       "--max-in-flight", "8", "--no-progress", *sets]
     proc = subprocess.run([sys.executable, "-c", FORKED_RUNS, json.dumps(runs)],
-                          capture_output=True, text=True, env=cli_env, cwd=tmp_path,
-                          timeout=300, check=False)
+                          capture_output=True, text=True, env=script_env(cli_env),
+                          cwd=tmp_path, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    codes = json.loads(proc.stdout)
+    codes = {name: code for name, (_, code) in json.loads(proc.stdout).items()}
     for name in CONFIGS:
         assert codes[name] == 0, (name, (tmp_path / f"{name}.out").read_text(),
                                   (tmp_path / f"{name}.err").read_text())
