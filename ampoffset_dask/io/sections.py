@@ -433,7 +433,10 @@ def _buffer_key(path: Path) -> tuple[str, int, int]:
 def decompressed_if_at_hand(path: Path) -> bytes | None:
     """The decompressed content of wrapped file ``path`` if this process already holds it
     (kept by `decompress_once` or cached), else None; never decompresses anything."""
-    key = _buffer_key(path)
+    return _at_hand(_buffer_key(path))
+
+
+def _at_hand(key: tuple[str, int, int]) -> bytes | None:
     kept = getattr(_KEPT, "files", None)
     data = kept.get(key) if kept is not None else None
     return data if data is not None else _BUFFERS.get(key)
@@ -454,7 +457,7 @@ def _decompress(path: Path) -> bytes:
     reads of one lazily opened ``.fits.gz`` decompress it once; one larger than the cache's
     budget is never cached, but is kept while a `decompress_once` block lasts."""
     key = _buffer_key(path)
-    data = decompressed_if_at_hand(path)
+    data = _at_hand(key)
     if data is None:
         data = _decompress_file(path)
         if len(data) <= min(_BUFFERS.max_bytes or 0, max_decompressed_bytes()):
