@@ -190,13 +190,15 @@ def measure_detector(
     if not (config.do_background or config.do_detection):
         _read_strips(image, mask, strips, bits, blocks)
     else:
-        img = np.array(image, dtype=np.float32, copy=True)
         m = None if mask is None else np.asarray(mask)
         backend = kernels.active()
-        bad = backend.bad_pixels(img, m, bits)
         det_bits = mask_bits(("DETECTED", "DETECTED_NEGATIVE"), planes)
-        if (config.do_detection and m is not None and bits & det_bits
-                and backend.any_bits(m, det_bits)):
+        # One pass: the float32 copy, the bad pixels, whether earlier detections are
+        # flagged, and the detection's statistics mask.
+        img, bad, any_det, stats_bad = backend.prepare_pixels(
+            image, m, bits, det_bits if config.do_detection and bits & det_bits else 0,
+            mask_bits(config.detection.stats_mask, planes) if config.do_detection else 0)
+        if any_det:
             # Detection clears earlier DETECTED bits before the edges see the mask (the
             # background still ignores them); non-finite as before the background.
             bad_after_detection = backend.bad_pixels(img, m, bits & ~det_bits)
@@ -215,7 +217,7 @@ def measure_detector(
         seeds = None
         if config.do_detection:
             bad = bad_after_detection
-            detection, threshold, n_detected, seeds = _detect(img, m, planes, config, strips,
+            detection, threshold, n_detected, seeds = _detect(img, stats_bad, config, strips,
                                                               extra, bad_planes)
             if detection != "ok":
                 warnings.append(f"detection {detection}")
@@ -344,14 +346,15 @@ def _read_strips(image: Any, mask: Any, strips: dict, bits: int,
 
 def _detect(
     img: np.ndarray,
-    mask: np.ndarray | None,
-    planes: Mapping[str, int],
+    stats_bad: np.ndarray | None,
     config: AmpOffsetConfig,
     strips: dict,
     extra: np.ndarray,
     bad_planes: set[str],
 ) -> tuple[str, float, int, np.ndarray | None]:
     """Run detection on ``img``; OR the EDGE border and grown detections into ``extra``.
+
+    ``stats_bad`` flags the pixels whose mask has a ``statsMask`` plane (None: none).
 
     Only pixels whose planes are in the task's ignored list are marked, and grown
     detections are only materialised where the edge strips need them.
@@ -368,9 +371,6 @@ def _detect(
         extra[:r] = extra[h - r:] = True
         extra[:, :r] = extra[:, w - r:] = True
     smoothed = smooth(img, gaussian_kernel(det.sigma, det.n_sigma_for_kernel))
-    stats_bits = mask_bits(det.stats_mask, planes)
-    stats_bad = (None if (mask is None or not stats_bits)
-                 else kernels.active().mask_hits(mask, stats_bits))
     threshold = detection_threshold(smoothed, stats_bad, det.threshold_value,
                                     det.threshold_type, det.include_threshold_multiplier)
     if not math.isfinite(threshold):

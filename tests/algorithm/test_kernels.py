@@ -252,12 +252,62 @@ def test_mask_passes_agree():
         for bits in (0, 1 << 5, 0x1FF):
             np.testing.assert_array_equal(NUMBA.bad_pixels(image, m, bits),
                                           NUMPY.bad_pixels(image, m, bits))
-    for bits in (1 << 5, 1 << 6, 0x1FF, 1 << 10):
-        assert NUMBA.any_bits(mask, bits) == NUMPY.any_bits(mask, bits) == bool(
-            np.any(mask & bits))
     a = rng.random(image.shape) < 0.5
     for b in (~a, ~a & (rng.random(image.shape) < 0.999)):
         assert NUMBA.all_covered(a, b) == NUMPY.all_covered(a, b) == bool((a | b).all())
+
+
+def _prepare_expected(image, mask, bits, det_bits, stats_bits):
+    """The definition of `prepare_pixels`, element by element."""
+    img = np.asarray(image).astype(np.float32)
+    bad = ~np.isfinite(img)
+    if mask is None:
+        return img, bad, False, None
+    m = np.asarray(mask).astype(np.int64)
+    stats = (m & stats_bits) != 0
+    return (img, bad | ((m & bits) != 0), bool(np.any(m & det_bits)),
+            stats if stats.any() else None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, ">f4", np.float64, np.int16])
+def test_prepare_pixels_agree(dtype):
+    rng = np.random.default_rng(8)
+    base = rng.normal(0, 1, (70, 90)) * 100
+    if np.dtype(dtype).kind == "f":
+        base[3, 4] = np.nan
+        base[5, 6] = -np.inf
+        base[7, 8] = np.inf
+        base[9, 1] = 1e300  # finite in float64, inf in float32: bad
+    image = base.astype(dtype)
+    mask = rng.integers(0, 1 << 11, image.shape).astype(np.int32) & ~0x1FF
+    mask[10, 10] |= 1 << 5
+    mask[11, 12] |= 1 << 0
+    cases = [(None, 0x1FF, 0x60, 0x113), (mask, 0x1FF, 0x60, 0x113),
+             (mask.astype(">i4"), 0x1FF, 0x60, 0x113), (mask.astype(np.uint16), 0x1FF, 0, 0),
+             (mask, 0, 0, 0), (mask, 0x1FF, 1 << 6, 1 << 4),  # no det bits, no stats hits
+             (np.full(image.shape, 0x1FF, np.int32), 0x1FF, 0x60, 0x113),  # all masked
+             (mask[:, ::-1], 0x1FF, 0x60, 0x113)]  # a strided view
+    for m, bits, det_bits, stats_bits in cases:
+        expected = _prepare_expected(image, m, bits, det_bits, stats_bits)
+        for module in (NUMPY, NUMBA):
+            before = image.copy()
+            img, bad, any_det, stats = module.prepare_pixels(image, m, bits, det_bits,
+                                                            stats_bits)
+            np.testing.assert_array_equal(image, before)  # the input is not modified
+            assert img.dtype == np.float32 and not np.shares_memory(img, image)
+            np.testing.assert_array_equal(img, expected[0])
+            np.testing.assert_array_equal(bad, expected[1])
+            np.testing.assert_array_equal(bad, NUMPY.bad_pixels(img, m, bits))
+            assert any_det == expected[2]
+            if expected[3] is None:
+                assert stats is None
+            else:
+                np.testing.assert_array_equal(stats, expected[3])
+    empty = np.zeros((0, 5), dtype=np.float32)
+    for module in (NUMPY, NUMBA):
+        img, bad, any_det, stats = module.prepare_pixels(empty, np.zeros((0, 5), np.int32),
+                                                        1, 1, 1)
+        assert img.shape == bad.shape == (0, 5) and not any_det and stats is None
 
 
 # ------------------------------------------------------------------------------------------
@@ -327,9 +377,13 @@ def test_box_dilation_and_mask_hits_agree(shape):
     mask[rng.random(shape) < 0.01] = 1 << 4
     mask[rng.random(shape) < 0.01] |= 1 << 2
     for bits in (1 << 4, (1 << 4) | (1 << 2), 1 << 8):
-        hits = NUMBA.mask_hits(mask, bits)
-        np.testing.assert_array_equal(hits, NUMPY.mask_hits(mask, bits))
+        hits = NUMPY.mask_hits(mask, bits)
         np.testing.assert_array_equal(hits, (mask & bits) != 0)
+        stats = NUMBA.prepare_pixels(np.zeros(shape, np.float32), mask, 0, 0, bits)[3]
+        if hits.any():
+            np.testing.assert_array_equal(stats, hits)
+        else:
+            assert stats is None
         for r in (1, 7):
             got = NUMBA.dilate_box(hits, r)
             np.testing.assert_array_equal(got, NUMPY.dilate_box(hits, r))

@@ -929,12 +929,68 @@ def _bad_pixels(image, mask, bits, use_mask, out):
 
 
 _NO_MASK = np.zeros((1, 1), dtype=np.int32)
+_NO_FLAGS = np.zeros((1, 1), dtype=np.bool_)
 
 
 def _native(a: np.ndarray) -> np.ndarray:
     """``a`` in native byte order (FITS data is big-endian; numba needs native)."""
     a = np.asarray(a)
     return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+
+
+@njit(**_JIT)
+def _prepare(image, mask, use_mask, bits, det_bits, stats_bits, use_stats, img, bad, stats):
+    """One pass: ``img`` = ``image``, ``bad``, ``stats`` (the mask has ``stats_bits``), and the
+    OR of the mask's ``det_bits`` and ``stats_bits`` (branch-free per row: SIMD)."""
+    h, w = image.shape
+    zero = bits ^ bits  # the mask's integer type
+    seen_det = zero
+    seen_stats = zero
+    for y in range(h):
+        src = image[y]
+        dst = img[y]
+        out = bad[y]
+        if use_mask:
+            mrow = mask[y]
+            srow = stats[y] if use_stats else stats[0]
+            od = zero
+            os_ = zero
+            for x in range(w):
+                v = src[x]
+                dst[x] = v
+                mv = mrow[x]
+                out[x] = (not ((v - v) == 0)) | ((mv & bits) != 0)
+                hit = mv & stats_bits
+                if use_stats:
+                    srow[x] = hit != 0
+                od |= mv & det_bits
+                os_ |= hit
+            seen_det |= od
+            seen_stats |= os_
+        else:
+            for x in range(w):
+                v = src[x]
+                dst[x] = v
+                out[x] = not ((v - v) == 0)
+    return seen_det != 0, seen_stats != 0
+
+
+def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
+                   stats_bits: int) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
+    """See `ampoffset_dask.algorithm.kernels._numpy.prepare_pixels`."""
+    src = image if isinstance(image, np.ndarray) and image.ndim == 2 else np.asarray(image)
+    if src.dtype != np.float32 or not src.dtype.isnative or not src.flags.c_contiguous:
+        src = np.array(src, dtype=np.float32, copy=True, order="C")  # one layout compiled
+    img = np.empty(src.shape, dtype=np.float32)
+    bad = np.empty(src.shape, dtype=bool)
+    use_mask = mask is not None
+    m = np.ascontiguousarray(_native(mask)) if use_mask else _NO_MASK
+    use_stats = use_mask and stats_bits != 0
+    stats = np.empty(src.shape, dtype=bool) if use_stats else _NO_FLAGS
+    t = m.dtype.type
+    any_det, any_stats = _prepare(src, m, use_mask, t(bits), t(det_bits), t(stats_bits),
+                                  use_stats, img, bad, stats)
+    return img, bad, bool(any_det), stats if any_stats else None
 
 
 def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int) -> np.ndarray:
@@ -959,22 +1015,6 @@ def _all_covered(a, b):
 def all_covered(a: np.ndarray, b: np.ndarray) -> bool:
     """See `ampoffset_dask.algorithm.kernels._numpy.all_covered`."""
     return bool(_all_covered(a, b))
-
-
-@njit(**_JIT)
-def _any_bits(mask, bits):
-    h, w = mask.shape
-    for y in range(h):
-        for x in range(w):
-            if (mask[y, x] & bits) != 0:
-                return True
-    return False
-
-
-def any_bits(mask: np.ndarray, bits: int) -> bool:
-    """See `ampoffset_dask.algorithm.kernels._numpy.any_bits`."""
-    mask = _native(mask)
-    return bool(_any_bits(mask, mask.dtype.type(bits)))
 
 
 @njit(**_JIT)
@@ -1035,22 +1075,6 @@ def dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
     out = np.zeros((max(h - size + 1, 0), max(w - size + 1, 0)), dtype=bool)
     if out.size:
         _dilate_runs(np.ascontiguousarray(bad, dtype=bool), size, out)
-    return out
-
-
-@njit(**_JIT)
-def _mask_hits(mask, bits, out):
-    h, w = mask.shape
-    for y in range(h):
-        for x in range(w):
-            out[y, x] = (mask[y, x] & bits) != 0
-
-
-def mask_hits(mask: np.ndarray, bits: int) -> np.ndarray:
-    """See `ampoffset_dask.algorithm.kernels._numpy.mask_hits`."""
-    mask = _native(mask)
-    out = np.empty(mask.shape, dtype=bool)
-    _mask_hits(mask, mask.dtype.type(bits), out)
     return out
 
 

@@ -243,6 +243,43 @@ def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int,
     return bad
 
 
+def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
+                   stats_bits: int) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
+    """The mask passes that start a detector, on a float32 copy of ``image``.
+
+    Parameters
+    ----------
+    image : array_like, shape (H, W)
+        Read as float32 (copied, never modified).
+    mask : ndarray of int or None
+        Same shape.
+    bits : int
+        Mask bits that make a pixel bad (`bad_pixels`).
+    det_bits : int
+        Mask bits whose presence anywhere is reported (0: none).
+    stats_bits : int
+        Mask bits of the detection's statistics mask (0: none).
+
+    Returns
+    -------
+    img : ndarray, float32
+        The copy.
+    bad : ndarray of bool
+        ``bad_pixels(img, mask, bits)``.
+    any_det : bool
+        Whether a pixel's mask has one of ``det_bits``.
+    stats_bad : ndarray of bool or None
+        ``mask_hits(mask, stats_bits)``; None when it has no True (or without a mask).
+    """
+    img = np.array(image, dtype=np.float32, copy=True)
+    bad = bad_pixels(img, mask, bits)
+    if mask is None:
+        return img, bad, False, None
+    any_det = bool(det_bits) and any_bits(mask, det_bits)
+    stats = mask_hits(mask, stats_bits) if stats_bits else None
+    return img, bad, any_det, stats if stats is not None and stats.any() else None
+
+
 def all_covered(a: np.ndarray, b: np.ndarray, row_block: int = 64) -> bool:
     """Whether every pixel is True in ``a`` or ``b`` (stops at the first block that is not)."""
     for y0 in range(0, a.shape[0], row_block):
