@@ -17,17 +17,19 @@ from ..stats import clipped_mean_var_selected, usable_values
 NAME = "numpy"
 
 
-def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 64,
+def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
            groups: int = 8) -> np.ndarray:
     """afw's separable float32 convolution of ``image``, on the good box only.
 
     Bit-identical to afw: the horizontal pass accumulates ``img * k_i`` in float32 for
     i = 0..n-1; the vertical pass accumulates the rows of a ring buffer in slot order
     (slot = input row mod n), so the summation order depends on the output row's residue.
-    The horizontal pass runs on blocks of ``row_block`` rows; the vertical one handles
-    ``groups`` blocks of n output rows per step, where each slot reads at most two distinct
-    input rows per block. Products go to preallocated buffers and sums straight into the
-    output, so no step allocates.
+    The horizontal pass runs on blocks of ``row_block`` rows and computes each distinct
+    product once (a symmetric kernel has r + 1 distinct weights: ``img * k_i`` and
+    ``img * k_(n-1-i)`` are the same numbers, shifted); the vertical one handles ``groups``
+    blocks of n output rows per step, where each slot reads at most two distinct input rows
+    per block. Products go to preallocated buffers and sums straight into the output, so no
+    step allocates.
 
     Parameters
     ----------
@@ -56,7 +58,13 @@ def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 64,
     rows = span + n - 1
     band = np.empty((rows, w), dtype=np.float32)
     flat = image.ravel()
-    tmp = np.empty(row_block * w, dtype=np.float32)
+    # Equal weights (same bits) share their products: each block multiplies by every
+    # distinct weight once, then sums the shifted products in tap order.
+    bits = k.view(np.uint32).tolist()
+    first: dict[int, int] = {}
+    widx = [first.setdefault(b, len(first)) for b in bits]
+    distinct = k[[bits.index(b) for b in first]][:, None]
+    prods = np.empty((distinct.shape[0], row_block * w), dtype=np.float32)
 
     def horizontal(src0: int, dst0: int, count: int) -> None:
         # Input rows src0.. into band rows dst0..; on the flattened rows, contiguous 1-D
@@ -67,14 +75,17 @@ def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 64,
         dst = band.ravel()
         for a in range(0, real, row_block):
             b = min(real, a + row_block)
-            length = (b - a) * w - 2 * r
-            x = flat[(src0 + a) * w:(src0 + b) * w]
-            t = tmp[:length]
+            full = (b - a) * w
+            length = full - 2 * r
+            p = prods[:, :full]
+            np.multiply(distinct, flat[(src0 + a) * w:(src0 + b) * w], out=p)
             sm = dst[(dst0 + a) * w:(dst0 + a) * w + length]
-            np.multiply(x[0:length], k[0], out=sm)
-            for i in range(1, n):
-                np.multiply(x[i:i + length], k[i], out=t)
-                sm += t
+            if n == 1:
+                sm[...] = p[0, :length]
+                continue
+            np.add(p[widx[0], :length], p[widx[1], 1:1 + length], out=sm)
+            for i in range(2, n):
+                np.add(sm, p[widx[i], i:i + length], out=sm)
 
     # Vertical pass. Output row a + j*n + q (a a multiple of n) reads, in slot s, input row
     # a + j*n + q + off[q] with off = (s - q) % n: rows q <= s read a + s + j*n, the others
