@@ -44,6 +44,24 @@ def test_smoothing_is_bit_identical_to_afw_order(shape):
     np.testing.assert_array_equal(get_kernels("numba").smooth(image, kernel), expected)
 
 
+@pytest.mark.parametrize("weights", [
+    [0.1, 0.5, 0.2, 0.15, 0.05],  # not symmetric: every product distinct
+    [0.25, -0.0, 0.5, 0.0, 0.25],  # equal weights shared, signed zeros kept apart
+    [1.0],
+])
+def test_reference_smoothing_shares_only_identical_products(weights):
+    # The numpy reference computes each distinct float32 weight's product once; any
+    # kernel must still give afw's order and bits.
+    rng = np.random.default_rng(len(weights))
+    image = (30 * rng.standard_normal((23, 19))).astype(np.float32)
+    image[3, 4] = -0.0
+    kernel = np.array(weights)
+    expected = literal_afw_convolution(image, kernel)
+    for row_block in (1, 4, 16):
+        got = get_kernels("numpy").smooth(image, kernel, row_block=row_block, groups=2)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
 def test_smoothing_shape_and_small_images():
     kernel = gaussian_kernel(2.0, 7.0)
     assert kernel.shape == (15,)
