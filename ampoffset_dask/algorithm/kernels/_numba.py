@@ -1051,6 +1051,8 @@ def _dilate_runs(bad, size, out):
     oh, ow = out.shape
     for y in range(h):
         row = bad[y]
+        if not _any_set(row, 0, w):  # one long SIMD reduction per clear row
+            continue
         x = 0
         while True:
             start, x = _next_run(row, x)
@@ -1074,7 +1076,8 @@ def dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
     h, w = bad.shape
     out = np.zeros((max(h - size + 1, 0), max(w - size + 1, 0)), dtype=bool)
     if out.size:
-        _dilate_runs(np.ascontiguousarray(bad, dtype=bool), size, out)
+        # As bytes: the compiler vectorises the OR of bytes, not of booleans.
+        _dilate_runs(np.ascontiguousarray(bad, dtype=bool).view(np.uint8), size, out)
     return out
 
 
@@ -1087,6 +1090,8 @@ def _grow(seeds, halves, out):
     r = halves.shape[0] // 2
     for y in range(h):
         row = seeds[y]
+        if not _any_set(row, 0, w):
+            continue
         x = 0
         while True:
             start, x = _next_run(row, x)
@@ -1111,7 +1116,7 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
                        else radius - abs(dy) for dy in range(-radius, radius + 1)],
                       dtype=np.int64)
     out = np.zeros(seeds.shape, dtype=bool)
-    _grow(np.ascontiguousarray(seeds, dtype=bool), halves, out)
+    _grow(np.ascontiguousarray(seeds, dtype=bool).view(np.uint8), halves, out)
     return out
 
 
@@ -1153,3 +1158,33 @@ def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, in
         np.ascontiguousarray(smoothed, dtype=np.float32), np.float32(threshold),
         np.float32(-threshold), positive, negative, mark_positive, mark_negative, r, seeds)
     return seeds, int(n), bool(any_seed)
+
+
+@njit(**_JIT)
+def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negative):
+    """`_threshold_seeds` without writing the seeds: both counts (branch-free, SIMD)."""
+    oh, ow = smoothed.shape
+    n = 0
+    marked = 0
+    for y in range(oh):
+        src = smoothed[y]
+        k = 0
+        km = 0
+        for x in range(ow):
+            v = src[x]
+            p = (v >= hi) & positive
+            q = (v <= lo) & negative
+            k += np.int64(p) + np.int64(q)
+            km += np.int64((p & mark_positive) | (q & mark_negative))
+        n += k
+        marked += km
+    return n, marked
+
+
+def count_seeds(smoothed: np.ndarray, threshold: float, positive: bool, negative: bool,
+                mark_positive: bool, mark_negative: bool) -> tuple[int, int]:
+    """See `ampoffset_dask.algorithm.kernels._numpy.count_seeds`."""
+    n, marked = _count_seeds(
+        np.ascontiguousarray(smoothed, dtype=np.float32), np.float32(threshold),
+        np.float32(-threshold), positive, negative, mark_positive, mark_negative)
+    return int(n), int(marked)
