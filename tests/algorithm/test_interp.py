@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.interpolate import Akima1DInterpolator, CubicSpline
 
 from ampoffset_dask.algorithm.interp import (
     MIN_POINTS,
@@ -43,6 +42,8 @@ def gsl_akima_reference(x, y, xv: float) -> float:
 
 
 def test_akima_ne_zero_example():
+    from scipy.interpolate import Akima1DInterpolator  # the product does not import scipy
+
     # y = 0,0,0,1,2,3,4 at x = 0..6: secants m0..m5 = 0,0,1,1,1,1; m_-1 = m_-2 = 0.
     # Interval 2 ([2, 3]): NE = |m3 - m2| + |m1 - m0| = 0, so GSL uses the straight line of
     # slope m2 = 1 through (2, 0): value 0.25 at x = 2.25.
@@ -103,6 +104,8 @@ def test_akima_matches_scalar_port_random():
 @pytest.mark.parametrize("style", ["CUBIC_SPLINE", "NATURAL_SPLINE"])
 @pytest.mark.parametrize("n", [3, 4, 5, 8, 13])
 def test_natural_spline_equals_scipy(style, n):
+    from scipy.interpolate import CubicSpline
+
     rng = np.random.default_rng(n)
     x = np.cumsum(rng.uniform(0.3, 4.0, n))
     ys = rng.normal(0, 10, (3, n))
@@ -154,6 +157,8 @@ def test_quadratic_extrapolation(style):
         np.testing.assert_allclose(got[row, 3:], y[row, -1] + dx * d1 + 0.5 * dx * dx * d2,
                                    rtol=1e-13, atol=1e-12)
     if style == "CUBIC_SPLINE":
+        from scipy.interpolate import CubicSpline
+
         # natural spline: second derivative zero at the ends -> linear extrapolation
         cs = CubicSpline(x, y[0], bc_type="natural")
         np.testing.assert_allclose(got[0, :3], y[0, 0] + (left - x[0]) * cs(x[0], 1),
