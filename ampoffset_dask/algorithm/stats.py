@@ -391,7 +391,8 @@ class _Pieces:
     piece the clip keeps whole contributes its cached sums; one it cuts is split in place
     by one exact selection at the clip bound, so later iterations only revisit the small
     pieces near the bounds. A piece split off a piece with known sums gets its sums from
-    its siblings, so each value is summed about once.
+    its siblings, so each value is summed about once. The bounds are held as Python floats
+    (exact for float16/32/64 values), so the per-piece bookkeeping avoids numpy scalars.
     """
 
     def __init__(self, a: np.ndarray, ranks: list[int], ref: float) -> None:
@@ -402,8 +403,8 @@ class _Pieces:
         # [start, stop, lo, hi, sums or None]
         pieces: list[list] = []
         prev, lo = 0, None
-        for k in ranks:
-            v = a[k]
+        values = a[ranks].tolist()
+        for k, v in zip(ranks, values, strict=True):
             if k > prev:
                 pieces.append([prev, k, lo, v, None])
             pieces.append([k, k + 1, v, v, None])
@@ -422,26 +423,26 @@ class _Pieces:
                 piece[4] = (v.shape[0], *_centred_sums(v, self.ref))
         return piece[4]
 
-    def _split(self, piece: list, t) -> list[list]:
-        """Split ``piece`` into values ``< t`` and ``>= t`` (one or two pieces)."""
+    def _split(self, piece: list, t, t_below: float) -> list[list]:
+        """Split ``piece`` into values ``< t`` and ``>= t`` (one or two pieces);
+        ``t_below`` is the value of the dtype just below ``t``."""
         start, stop, lo, hi, sums = piece
+        ft = float(t)
         v = self.a[start:stop]
         below = v < t
         c = int(np.count_nonzero(below))
-        with np.errstate(over="ignore"):  # t may be the largest finite value
-            below_t = np.nextafter(t, self.dtype(-np.inf))
         if c == 0:
-            return [[start, stop, t if lo is None or t > lo else lo, hi, sums]]
+            return [[start, stop, ft if lo is None or ft > lo else lo, hi, sums]]
         if c == stop - start:
-            return [[start, stop, lo, below_t if hi is None or below_t < hi else hi, sums]]
+            return [[start, stop, lo, t_below if hi is None or t_below < hi else hi, sums]]
         # Swap the values on the wrong side of position c (usually a few near the bound):
         # cheaper than a selection, and only the pieces' contents matter, not their order.
         wrong_right = np.flatnonzero(below[c:])
         wrong_right += c
         wrong_left = np.flatnonzero(~below[:c])
         v[wrong_right], v[wrong_left] = v[wrong_left], v[wrong_right]
-        left = [start, start + c, lo, below_t, None]
-        right = [start + c, stop, t, hi, None]
+        left = [start, start + c, lo, t_below, None]
+        right = [start + c, stop, ft, hi, None]
         if sums is not None:
             small, big = (left, right) if c <= stop - start - c else (right, left)
             m, s1, s2 = self._sums(small)
@@ -450,36 +451,38 @@ class _Pieces:
 
     def clip_sums(self, center: float, half: float) -> tuple[int, float, float]:
         """Count and sums of ``v - center``, ``(v - center)**2`` over the kept values."""
-
-        def keep(x) -> bool:
-            return abs(float(x) - center) <= half
-
         interval = _kept_interval(self.dtype, center, half)
+        if interval and interval is not None:
+            t_lo, t_hi = interval
+            f_lo, f_hi = float(t_lo), float(t_hi)
+            with np.errstate(over="ignore"):  # the bounds may be the largest finite values
+                lo_below = float(np.nextafter(t_lo, self.dtype(-np.inf)))
+                above = np.nextafter(t_hi, self.dtype(np.inf))
+                hi_below = f_hi  # the value just below ``above``
         m, s1, s2 = 0, 0.0, 0.0
+        delta = center - self.ref
         out: list[list] = []
         for piece in self.pieces:
             lo, hi = piece[2], piece[3]
-            if lo is not None and hi is not None and keep(lo) and keep(hi):
+            if (lo is not None and hi is not None and abs(lo - center) <= half
+                    and abs(hi - center) <= half):
                 parts = [(piece, True)]
-            elif ((hi is not None and float(hi) < center and not keep(hi))
-                  or (lo is not None and float(lo) > center and not keep(lo))
+            elif ((hi is not None and hi < center and not abs(hi - center) <= half)
+                  or (lo is not None and lo > center and not abs(lo - center) <= half)
                   or interval == ()):
                 parts = [(piece, False)]
             elif interval is None:
                 parts = [(piece, None)]
             else:
-                t_lo, t_hi = interval
                 split = [piece]
-                if lo is None or lo < t_lo:
-                    split = self._split(piece, t_lo)
+                if lo is None or lo < f_lo:
+                    split = self._split(piece, t_lo, lo_below)
                 last = split[-1]
-                if last[3] is None or last[3] > t_hi:
-                    with np.errstate(over="ignore"):
-                        above = np.nextafter(t_hi, self.dtype(np.inf))
-                    split[-1:] = self._split(last, above)
+                if last[3] is None or last[3] > f_hi:
+                    split[-1:] = self._split(last, above, hi_below)
                 # After the splits every piece lies wholly inside or outside [t_lo, t_hi].
-                parts = [(p, p[2] is not None and p[3] is not None and t_lo <= p[2]
-                          and p[3] <= t_hi) for p in split]
+                parts = [(p, p[2] is not None and p[3] is not None and f_lo <= p[2]
+                          and p[3] <= f_hi) for p in split]
             for p, kept in parts:
                 out.append(p)
                 if kept is None:  # element-wise clip of this piece
@@ -491,7 +494,7 @@ class _Pieces:
                     continue
                 if kept and p[1] > p[0]:
                     pm, p1, p2 = self._sums(p)
-                    q1, q2 = _recentred(pm, p1, p2, center - self.ref)
+                    q1, q2 = _recentred(pm, p1, p2, delta)
                     m += pm
                     s1 += q1
                     s2 += q2
