@@ -12,6 +12,9 @@ interval ``[lo, hi]`` of that dtype, found exactly by checking the predicate on 
 neighbours of ``center -/+ half``. The array is then split in place into value-ordered
 pieces at those bounds, so each clip iteration only revisits the few values near its
 bounds; the kept set and the order statistics are the same, only the sums' order differs.
+That order is ``np.partition``'s permutation, which depends on numpy's SIMD dispatch (on
+x86-64 the AVX2 and baseline selections permute differently), so the last bits of the
+clipped mean and variance of a large input can differ between CPUs; the kept set cannot.
 """
 
 from __future__ import annotations
