@@ -222,7 +222,7 @@ def measure_detector(
             if detection != "ok":
                 warnings.append(f"detection {detection}")
         for b in blocks:
-            _put_lines(b.lines, b, strips, img, lambda sl: bad[sl] | extra[sl])
+            _put_lines(b.lines, b, strips, img, bad=bad, extra=extra)
         all_masked = backend.all_covered(bad, extra)
         if not all_masked and seeds is not None:
             all_masked = _grown_covers_rest(seeds, bad, extra, config)
@@ -314,19 +314,21 @@ def _interface_result(itf, detector: Detector, res: InterfaceOffset, err: float,
     )
 
 
-def _put_lines(dest: np.ndarray, block: StripBlock, strips: dict, source: Any,
-               masked: Any = None) -> np.ndarray:
+def _put_lines(dest: np.ndarray, block: StripBlock, strips: dict, source: Any, *,
+               mask: Any = None, bits: int = 0, bad: np.ndarray | None = None,
+               extra: np.ndarray | None = None, finite: bool = False) -> np.ndarray:
     """Copy the block's strips of ``source`` into ``dest`` as lines (float32), NaN where
-    ``masked(strip slices)`` is True."""
+    ``mask & bits`` is set, where ``bad`` or ``extra`` is True and (``finite``) where not
+    finite (`kernels._numpy.put_lines`); ``source`` and ``mask`` may be lazy arrays."""
+    put = kernels.active().put_lines
+    use_mask = mask is not None and bits != 0
     for key, side, a, b in zip(block.keys, block.sides, block.bounds, block.bounds[1:],
                                strict=False):
         sl = strips[key]
-        v = np.asarray(source[sl])
-        flip = side in (0, 2)
-        dest[a:b] = v.T if flip else v
-        if masked is not None:
-            m = masked(sl)
-            np.copyto(dest[a:b], np.float32(np.nan), where=m.T if flip else m)
+        put(dest[a:b], np.asarray(source[sl]), side in (0, 2),
+            mask=np.asarray(mask[sl]) if use_mask else None, bits=bits,
+            bad=None if bad is None else bad[sl], extra=None if extra is None else extra[sl],
+            finite=finite)
     return dest
 
 
@@ -335,13 +337,7 @@ def _read_strips(image: Any, mask: Any, strips: dict, bits: int,
     """Read only the edge strips into the blocks' lines (works on lazy arrays), NaN where
     masked or non-finite."""
     for b in blocks:
-        if mask is not None and bits:
-            _put_lines(b.lines, b, strips, image,
-                       lambda sl: (np.asarray(mask[sl]) & bits) != 0)
-        else:
-            _put_lines(b.lines, b, strips, image)
-        bad = ~np.isfinite(b.lines)
-        np.copyto(b.lines, np.float32(np.nan), where=bad)
+        _put_lines(b.lines, b, strips, image, mask=mask, bits=bits, finite=True)
 
 
 def _detect(

@@ -19,7 +19,9 @@ once, which gives its median and its count.
     about line medians).
 ``clip_count``, ``clip_mean``
     Per line, the pixels within ``CLIP_SIGMA * sigma`` of the line median: their number and
-    their mean (float64).
+    their mean (float64). The per-line sums behind these and the distance moments are float32
+    sums in numpy's pairwise order along each line, an order that does not depend on the
+    processor, which the compiled kernels repeat bit for bit.
 ``dist_mean``, ``dist_sxx``, ``dist_sxy``
     Per line, the moments of those pixels against their distance to the amp boundary:
     mean distance, ``sum (d - dist_mean)**2`` and ``sum (d - dist_mean)(v - clip_mean)``;
@@ -36,6 +38,8 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
+
+from . import kernels
 
 __all__ = [
     "CLIP_SIGMA",
@@ -298,35 +302,27 @@ def lines_stats(
     near = {s in (0, 1) for s in sides}
     if len(near) > 1:
         raise ValueError(f"sides {list(sides)} mix strips of different distance orders")
-    n_lines, n_across = lines.shape
-    srt = np.sort(lines, axis=1)  # NaNs last: each line's count, medians and extremes
-    nan_rows = (np.flatnonzero(np.isnan(srt[:, -1])) if n_across
-                else np.zeros(0, dtype=np.intp))
-    count = np.full(n_lines, n_across)
-    if nan_rows.size:
-        count[nan_rows] = n_across - np.count_nonzero(np.isnan(srt[nan_rows]), axis=1)
-    if profile is None:
-        profile = _sorted_medians(srt, nan_rows, count)
-    else:
-        profile = np.asarray(profile, dtype=np.float32)
-    if raw is None:
-        level = profile
-    else:
-        raw_sorted = np.sort(raw, axis=1)
-        if nan_rows.size:  # the strip's mask on the raw lines (few lines hold NaN)
-            rows = raw[nan_rows]
-            raw_sorted[nan_rows] = np.sort(
-                np.where(np.isnan(lines[nan_rows]), np.float32(np.nan), rows), axis=1)
-        level = _sorted_medians(raw_sorted, nan_rows, count)
-    # Lines whose residuals may be non-finite (masked pixels, infinities, an empty line).
-    special = ~np.isfinite(profile)
-    special[nan_rows] = True
-    if n_across:
-        special |= np.isinf(srt[:, 0]) | np.isinf(srt[:, -1])
-    del srt
-    with np.errstate(invalid="ignore"):  # infinities in a line give NaN residuals
-        return _clipped_line_stats(lines, bounds, sides, count, profile, special, inset,
-                                   level)
+    n_across = lines.shape[1]
+    dist = _distances(n_across, sides[0] if sides else 0, inset).astype(np.float32)
+    # Counts, medians, scatters and the clipped sums: the per-pixel work, in the active
+    # kernels (the compiled ones return the numpy reference's numbers bit for bit).
+    count, profile, level, sigmas, n, sr, sd, sdd, sdr = kernels.active().strip_line_stats(
+        lines, bounds, dist, raw, profile)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rm = sr / n
+        xm = sd / n
+        sxx = sdd - sd * xm
+        sxy = sdr - sd * rm
+        clip_mean = profile + rm
+    empty = ~(n > 0)
+    for arr in (clip_mean, xm, sxx, sxy):
+        arr[empty] = np.nan
+    out = []
+    for k, side in enumerate(sides):
+        sl = slice(bounds[k], bounds[k + 1])
+        out.append(StripStats(side, profile[sl], count[sl], float(sigmas[k]), n[sl],
+                              clip_mean[sl], xm[sl], sxx[sl], sxy[sl], level[sl]))
+    return out
 
 
 def _sorted_medians(srt: np.ndarray, nan_rows: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -344,64 +340,6 @@ def _sorted_medians(srt: np.ndarray, nan_rows: np.ndarray, count: np.ndarray) ->
         lo[nan_rows] = np.where(c > 0, part[rows, np.maximum(c - 1, 0) // 2], dtype(np.nan))
         hi[nan_rows] = np.where(c > 0, part[rows, np.minimum(c // 2, n - 1)], dtype(np.nan))
     return ((lo + hi) / dtype(2)).astype(srt.dtype, copy=False)
-
-
-def _clipped_line_stats(lines: np.ndarray, bounds: Sequence[int], sides: Sequence[int],
-                        count: np.ndarray, profile: np.ndarray, special: np.ndarray,
-                        inset: int, level: np.ndarray) -> list[StripStats]:
-    """The scatter and clipped-line parts of `lines_stats`."""
-    n_across = lines.shape[1]
-    resid = lines - profile[:, None]  # NaN where masked (or the line is empty)
-    absr = np.abs(resid)
-    keep = np.empty(absr.shape, dtype=bool)
-    sigmas = []
-    for k in range(len(bounds) - 1):
-        a, b = bounds[k], bounds[k + 1]
-        seg = absr[a:b]
-        if np.isinf(profile[a:b]).any():  # a line of mostly infinities: finite residuals
-            valid = seg[np.isfinite(seg)]
-            sigma = MAD_TO_SIGMA * exact_median(valid) if valid.shape[0] >= 2 else math.nan
-        else:
-            sigma = MAD_TO_SIGMA * _median_ignoring_nan(seg, int(count[a:b].sum()))
-        sigmas.append(float(sigma))
-        # The clip compares in float32 (NaN compares False: masked pixels are never kept).
-        np.less_equal(seg, np.float32(CLIP_SIGMA * sigma), out=keep[a:b])
-    dist = _distances(n_across, sides[0] if sides else 0, inset).astype(np.float32)
-    # Sums over the kept pixels, in float32 (the residual sums lose ~1e-7 of the noise),
-    # as einsum row sums (several times faster than ufunc reductions along short rows).
-    # Distances are multiples of 1/2, so their sums are exact in any order for strips up to
-    # ~150 pixels wide (LSST's default: 64), as are the counts.
-    kf = keep.astype(np.float32)
-    # Residuals of the kept pixels, zero elsewhere: a product, except on the few lines
-    # where a residual may be NaN or infinite (NaN * 0 is NaN).
-    rk = resid * kf
-    rows = np.flatnonzero(special)
-    if rows.size:
-        rk[rows] = np.where(keep[rows], resid[rows], np.float32(0.0))
-    sr = np.einsum("ij->i", rk).astype(np.float64)
-    more = np.flatnonzero(np.isnan(sr) & ~special)  # a residual that overflowed
-    if more.size:
-        rk[more] = np.where(keep[more], resid[more], np.float32(0.0))
-        sr = np.einsum("ij->i", rk).astype(np.float64)
-    n = np.einsum("ij->i", kf).astype(np.float64)
-    sd = np.einsum("ij,j->i", kf, dist).astype(np.float64)
-    sdd = np.einsum("ij,j->i", kf, dist * dist).astype(np.float64)
-    sdr = np.einsum("ij,j->i", rk, dist).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rm = sr / n
-        xm = sd / n
-        sxx = sdd - sd * xm
-        sxy = sdr - sd * rm
-        clip_mean = profile + rm
-    empty = ~(n > 0)
-    for arr in (clip_mean, xm, sxx, sxy):
-        arr[empty] = np.nan
-    out = []
-    for k, side in enumerate(sides):
-        sl = slice(bounds[k], bounds[k + 1])
-        out.append(StripStats(side, profile[sl], count[sl], sigmas[k], n[sl], clip_mean[sl],
-                              xm[sl], sxx[sl], sxy[sl], level[sl]))
-    return out
 
 
 def _median_ignoring_nan(a: np.ndarray, n_valid: int) -> float:

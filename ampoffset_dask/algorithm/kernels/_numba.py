@@ -1188,3 +1188,289 @@ def count_seeds(smoothed: np.ndarray, threshold: float, positive: bool, negative
         np.ascontiguousarray(smoothed, dtype=np.float32), np.float32(threshold),
         np.float32(-threshold), positive, negative, mark_positive, mark_negative)
     return int(n), int(marked)
+
+
+# ------------------------------------------------------------------------------------------
+# Edge strips: line medians, scatter and clipped line sums (`strips.lines_stats`). The lines
+# are sorted by numpy (a SIMD sorting network for short rows, faster than a compiled
+# selection); the strip's scatter comes from a histogram of the absolute residuals' bit
+# patterns and an exact selection within the bins holding the middle ranks; the clipped
+# sums repeat numpy's pairwise order.
+# ------------------------------------------------------------------------------------------
+from . import _numpy as _reference  # noqa: E402
+
+#: Reading the strips into lines: numpy's strided copies and masks are as fast as compiled
+#: loops here (the strips' rows are far apart in memory), so both paths share them.
+put_lines = _reference.put_lines
+
+
+@njit(**_JIT)
+def _select(buf, lo, hi, k):
+    """The ``k``-th smallest of NaN-free ``buf[lo:hi]``; afterwards no value before
+    ``buf[k]`` is larger than it (three-way partitions, branch-free, about a median of
+    three; equal values end a search early)."""
+    while hi - lo > 8:
+        mid = (lo + hi) >> 1
+        a = buf[lo]
+        b = buf[mid]
+        c = buf[hi - 1]
+        if a > b:
+            a, b = b, a
+        if b > c:
+            b = c
+        if a > b:
+            b = a
+        p = b
+        s = lo
+        for i in range(lo, hi):  # values below p first
+            v = buf[i]
+            buf[i] = buf[s]
+            buf[s] = v
+            s += v < p
+        if k < s:
+            hi = s
+            continue
+        e = s
+        for i in range(s, hi):  # then values equal to p
+            v = buf[i]
+            buf[i] = buf[e]
+            buf[e] = v
+            e += v <= p
+        if k < e:
+            buf[k] = p
+            return p
+        lo = e
+    for i in range(lo + 1, hi):
+        v = buf[i]
+        j = i - 1
+        while j >= lo and buf[j] > v:
+            buf[j + 1] = buf[j]
+            j -= 1
+        buf[j + 1] = v
+    return buf[k]
+
+
+@njit(**_JIT)
+def _pairwise(a, lo, n):
+    """``a[lo:lo + n].sum()`` in float32 for n <= 128, in the order of numpy's pairwise sum
+    (one block): a plain loop below 8 values, else 8 interleaved partial sums combined
+    pairwise, then the remainder in order."""
+    if n < 8:
+        res = np.float32(0.0)
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    stop = n - n % 8
+    while i < stop:
+        b = lo + i
+        r0 += a[b]
+        r1 += a[b + 1]
+        r2 += a[b + 2]
+        r3 += a[b + 3]
+        r4 += a[b + 4]
+        r5 += a[b + 5]
+        r6 += a[b + 6]
+        r7 += a[b + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+_HIST_SHIFT = 19  # bins of the absolute residuals' bit patterns: 16 per octave
+_HIST_BINS = 1 << (31 - _HIST_SHIFT)
+_INF_BIN = 0x7F800000 >> _HIST_SHIFT
+_NOT_NAN = 0x7F800001  # bit patterns of non-negative floats below this are not NaN
+_MAD_TO_SIGMA = 1.482602218505602
+_CLIP_SIGMA = 3.0
+
+
+@njit(**_JIT)
+def _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys):
+    """``MAD_TO_SIGMA`` times the median of ``|line - profile|`` over strip ``a:b``: rank
+    ``n_valid // 2`` (and the one below for even ``n_valid``) of the ``n_nan_free``
+    values binned in ``hist`` (NaN when fewer than two, or a rank beyond them)."""
+    if n_valid < 2:
+        return np.nan
+    k = n_valid // 2
+    if k >= n_nan_free:
+        return np.nan
+    even = n_valid % 2 == 0
+    first = k - 1 if even else k
+    cum = 0
+    bi = 0
+    while cum + hist[bi] <= first:
+        cum += hist[bi]
+        bi += 1
+    lo_bin = bi
+    off = cum
+    while cum + hist[bi] <= k:
+        cum += hist[bi]
+        bi += 1
+    hi_bin = bi
+    size = 0
+    for j in range(lo_bin, hi_bin + 1):
+        size += hist[j]
+    g = np.empty(size, dtype=np.float32)
+    gi = 0
+    n = lines.shape[1]
+    for r in range(a, b):
+        p = profile[r]
+        for i in range(n):
+            absbuf[i] = abs(lines[r, i] - p)
+        for i in range(n):
+            key = keys[i]
+            if key < _NOT_NAN:
+                bk = key >> _HIST_SHIFT
+                if lo_bin <= bk <= hi_bin:
+                    g[gi] = absbuf[i]
+                    gi += 1
+    kk = k - off
+    hi = np.float64(_select(g, 0, size, kk))
+    if not even:
+        return _MAD_TO_SIGMA * hi
+    lo = g[0]
+    for i in range(1, kk):
+        if g[i] > lo:
+            lo = g[i]
+    return _MAD_TO_SIGMA * (0.5 * (np.float64(lo) + hi))
+
+
+@njit(**_JIT)
+def _strip_stats(lines, srt, raw, raw_srt, use_raw, bounds, dist, profile, given, count,
+                 level, sigmas, n_kept, sums):
+    n = lines.shape[1]
+    nan = np.float32(np.nan)
+    two = np.float32(2.0)
+    zero = np.float32(0.0)
+    buf = np.empty(n, dtype=np.float32)
+    absbuf = np.empty(n, dtype=np.float32)
+    keys = absbuf.view(np.int32)
+    terms = np.empty(n, dtype=np.float32)  # kept residuals, zero elsewhere
+    terms_d = np.empty(n, dtype=np.float32)  # times the distances
+    hist = np.zeros(_HIST_BINS, dtype=np.int64)
+    hists = np.zeros((4, _HIST_BINS + 1), dtype=np.int64)  # the last bin: NaN
+    # The distance sums are exact in any order (`_exact_distance_sums`): integers, twice
+    # the distances and four times their squares.
+    d2 = np.empty(n, dtype=np.int64)
+    dd4 = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        d2[i] = np.int64(np.float64(dist[i]) * 2.0)
+        dd4[i] = d2[i] * d2[i]
+    for s in range(bounds.shape[0] - 1):
+        a = bounds[s]
+        b = bounds[s + 1]
+        for q in range(4):
+            for j in range(_HIST_BINS + 1):
+                hists[q, j] = 0
+        n_valid = 0
+        has_inf = False
+        for r in range(a, b):
+            c = n  # NaNs sort last
+            while c > 0 and math.isnan(srt[r, c - 1]):
+                c -= 1
+            count[r] = c
+            n_valid += c
+            if not given:
+                if c == 0:
+                    profile[r] = nan
+                else:
+                    profile[r] = (srt[r, (c - 1) // 2] + srt[r, c // 2]) / two
+            if use_raw:
+                if c == 0:
+                    level[r] = nan
+                elif c == n:
+                    level[r] = (raw_srt[r, (c - 1) // 2] + raw_srt[r, c // 2]) / two
+                else:  # the raw values under the line's mask; raw NaNs order last
+                    m = 0
+                    for i in range(n):
+                        v = raw[r, i]
+                        if not math.isnan(lines[r, i]) and not math.isnan(v):
+                            buf[m] = v
+                            m += 1
+                    lo = _select(buf, 0, m, (c - 1) // 2) if (c - 1) // 2 < m else nan
+                    hi = _select(buf, 0, m, c // 2) if c // 2 < m else nan
+                    level[r] = (lo + hi) / two
+            p = profile[r]
+            has_inf |= math.isinf(p)
+            for i in range(n):
+                absbuf[i] = abs(lines[r, i] - p)
+            for i in range(n):  # four interleaved histograms: no chains of increments
+                key = keys[i]
+                hists[i & 3, (key >> _HIST_SHIFT) if key < _NOT_NAN else _HIST_BINS] += 1
+        n_nan_free = 0
+        for j in range(_HIST_BINS):
+            h = hists[0, j] + hists[1, j] + hists[2, j] + hists[3, j]
+            hist[j] = h
+            n_nan_free += h
+        if has_inf:  # a line of mostly infinities: the finite residuals only
+            n_nan_free -= hist[_INF_BIN]
+            hist[_INF_BIN] = 0
+            n_valid = n_nan_free
+        sigma = _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys)
+        sigmas[s] = sigma
+        thr = np.float32(_CLIP_SIGMA * sigma)
+        for r in range(a, b):
+            p = profile[r]
+            kept = 0
+            sd = 0
+            sdd = 0
+            for i in range(n):
+                d = lines[r, i] - p
+                k = abs(d) <= thr
+                t = d if k else zero
+                terms[i] = t
+                terms_d[i] = t * dist[i]
+                kept += k
+                sd += d2[i] if k else 0
+                sdd += dd4[i] if k else 0
+            n_kept[r] = kept
+            sums[0, r] = _pairwise(terms, 0, n)
+            sums[1, r] = sd * 0.5
+            sums[2, r] = sdd * 0.25
+            sums[3, r] = _pairwise(terms_d, 0, n)
+
+
+def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarray | None = None,
+                     profile: np.ndarray | None = None) -> tuple:
+    """See `ampoffset_dask.algorithm.kernels._numpy.strip_line_stats`."""
+    n_lines, n_across = lines.shape
+    dist = np.ascontiguousarray(dist, dtype=np.float32)
+    # Lines over 128 pixels (numpy halves those sums) or wide enough for their distance sums
+    # to round: the numpy reference (LSST's strips are 64 pixels wide).
+    if not 0 < n_across <= 128 or not _exact_distance_sums(dist):
+        return _reference.strip_line_stats(lines, bounds, dist, raw, profile)
+    lines = np.ascontiguousarray(lines, dtype=np.float32)
+    srt = np.sort(lines, axis=1)  # NaNs last: counts and medians
+    given = profile is not None
+    prof = (np.array(profile, dtype=np.float32) if given
+            else np.empty(n_lines, dtype=np.float32))
+    use_raw = raw is not None
+    if use_raw:
+        raw = np.ascontiguousarray(raw, dtype=np.float32)
+        raw_srt = np.sort(raw, axis=1)
+    else:
+        raw = raw_srt = lines
+    level = np.empty(n_lines, dtype=np.float32) if use_raw else prof
+    count = np.empty(n_lines, dtype=np.int64)
+    sigmas = np.empty(len(bounds) - 1)
+    n_kept = np.empty(n_lines, dtype=np.int64)
+    sums = np.empty((4, n_lines))
+    _strip_stats(lines, srt, raw, raw_srt, use_raw, np.asarray(bounds, dtype=np.int64), dist,
+                 prof, given, count, level, sigmas, n_kept, sums)
+    return count, prof, level, sigmas, n_kept.astype(np.float64), sums[0], sums[1], sums[2], \
+        sums[3]
+
+
+def _exact_distance_sums(dist: np.ndarray) -> bool:
+    """Whether every float32 sum of kept distances and of their squares is exact whatever
+    the order (then it equals numpy's pairwise sum): non-negative multiples of 1/2 whose
+    squares (multiples of 1/4) total less than 2**22, and which total less than 2**23."""
+    d = dist.astype(np.float64)
+    return bool((d >= 0).all() and (d * 2 == np.round(d * 2)).all()
+                and float(np.sum(d * d)) < 2.0**22 and float(np.sum(d)) < 2.0**23)

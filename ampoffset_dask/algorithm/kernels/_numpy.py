@@ -461,3 +461,125 @@ def count_seeds(smoothed: np.ndarray, threshold: float, positive: bool, negative
         elif mark:
             marked += int(np.count_nonzero(mark[0]))
     return n, marked
+
+
+# ------------------------------------------------------------------------------------------
+# Edge strips: lines read from the image, line medians, scatter and clipped line sums
+# (`ampoffset_dask.algorithm.strips.lines_stats`)
+# ------------------------------------------------------------------------------------------
+def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
+              mask: np.ndarray | None = None, bits: int = 0, bad: np.ndarray | None = None,
+              extra: np.ndarray | None = None, finite: bool = False) -> None:
+    """Copy one edge strip into ``dest`` as float32 lines, NaN where masked.
+
+    Parameters
+    ----------
+    dest : ndarray (along, across), float32
+        The strip's lines (rows of a `strip_blocks` stack).
+    strip : ndarray
+        The strip in detector orientation; transposed into ``dest`` when ``flip`` (sides
+        0/2, whose lines are the strip's columns).
+    mask, bits : ndarray of int and int, optional
+        Pixels with ``mask & bits`` set become NaN.
+    bad, extra : ndarray of bool, optional
+        Pixels True in either become NaN.
+    finite : bool
+        Non-finite pixels (after the float32 conversion) become NaN too.
+    """
+    v = np.asarray(strip)
+    dest[...] = v.T if flip else v
+    masked = None
+    if mask is not None:
+        masked = (np.asarray(mask) & bits) != 0
+    for m in (bad, extra):
+        if m is not None:
+            masked = m if masked is None else masked | m
+    if masked is not None:
+        np.copyto(dest, np.float32(np.nan), where=masked.T if flip else masked)
+    if finite:
+        np.copyto(dest, np.float32(np.nan), where=~np.isfinite(dest))
+
+
+def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarray | None = None,
+                     profile: np.ndarray | None = None) -> tuple:
+    """The per-line work of `ampoffset_dask.algorithm.strips.lines_stats`.
+
+    Parameters
+    ----------
+    lines : ndarray (n_lines, n_across), float32, C-contiguous
+        Strips stacked line after line, NaN where masked; strip ``k`` is
+        ``lines[bounds[k]:bounds[k + 1]]``.
+    bounds : sequence of int
+    dist : ndarray (n_across,), float32
+        Each pixel's distance to the amp boundary.
+    raw : ndarray, optional
+        The lines before background subtraction (``level``; masked where ``lines`` is NaN).
+    profile : ndarray, optional
+        The line medians if already known.
+
+    Returns
+    -------
+    count : ndarray of int64
+        Non-NaN pixels per line.
+    profile, level : ndarray of float32
+        Line medians of ``lines`` and of ``raw`` (``level is profile`` without ``raw``).
+    sigmas : ndarray of float64
+        Each strip's ``MAD_TO_SIGMA`` times the median absolute residual.
+    n, sr, sd, sdd, sdr : ndarray of float64
+        Per line, over the pixels within ``CLIP_SIGMA * sigma`` of the line median: their
+        number and the float32 sums (numpy's pairwise order along each line, which does
+        not depend on the processor) of residuals, distances, squared distances and
+        residual times distance.
+    """
+    from ..strips import CLIP_SIGMA, MAD_TO_SIGMA, _median_ignoring_nan, _sorted_medians
+    from ..strips import exact_median as _exact_median
+
+    n_lines, n_across = lines.shape
+    srt = np.sort(lines, axis=1)  # NaNs last: each line's count and medians
+    nan_rows = (np.flatnonzero(np.isnan(srt[:, -1])) if n_across
+                else np.zeros(0, dtype=np.intp))
+    count = np.full(n_lines, n_across, dtype=np.int64)
+    if nan_rows.size:
+        count[nan_rows] = n_across - np.count_nonzero(np.isnan(srt[nan_rows]), axis=1)
+    if profile is None:
+        profile = _sorted_medians(srt, nan_rows, count)
+    else:
+        profile = np.asarray(profile, dtype=np.float32)
+    del srt
+    if raw is None:
+        level = profile
+    else:
+        raw_sorted = np.sort(raw, axis=1)
+        if nan_rows.size:  # the strip's mask on the raw lines (few lines hold NaN)
+            rows = raw[nan_rows]
+            raw_sorted[nan_rows] = np.sort(
+                np.where(np.isnan(lines[nan_rows]), np.float32(np.nan), rows), axis=1)
+        level = _sorted_medians(raw_sorted, nan_rows, count)
+        del raw_sorted
+    with np.errstate(invalid="ignore"):  # infinities in a line give NaN residuals
+        resid = lines - profile[:, None]  # NaN where masked (or the line is empty)
+        absr = np.abs(resid)
+        keep = np.empty(absr.shape, dtype=bool)
+        sigmas = np.empty(len(bounds) - 1)
+        for k in range(len(bounds) - 1):
+            a, b = bounds[k], bounds[k + 1]
+            seg = absr[a:b]
+            if np.isinf(profile[a:b]).any():  # a line of mostly infinities: finite residuals
+                valid = seg[np.isfinite(seg)]
+                sigma = (MAD_TO_SIGMA * _exact_median(valid) if valid.shape[0] >= 2
+                         else math.nan)
+            else:
+                sigma = MAD_TO_SIGMA * _median_ignoring_nan(seg, int(count[a:b].sum()))
+            sigmas[k] = sigma
+            # The clip compares in float32 (NaN compares False: masked pixels are never kept).
+            np.less_equal(seg, np.float32(CLIP_SIGMA * sigma), out=keep[a:b])
+        del absr
+        # Kept residuals and distances, zero elsewhere; float32 sums along each line.
+        rk = np.where(keep, resid, np.float32(0.0))
+        dk = np.where(keep, dist, np.float32(0.0))
+        sr = rk.sum(axis=1).astype(np.float64)
+        sdr = (rk * dist).sum(axis=1).astype(np.float64)
+    n = np.count_nonzero(keep, axis=1).astype(np.float64)
+    sd = dk.sum(axis=1).astype(np.float64)
+    sdd = (dk * dist).sum(axis=1).astype(np.float64)
+    return count, profile, level, sigmas, n, sr, sd, sdd, sdr

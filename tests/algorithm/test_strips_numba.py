@@ -1,0 +1,191 @@
+"""The compiled strip statistics return the numpy reference's numbers bit for bit.
+
+`kernels._numba.strip_line_stats` (line medians, the strip scatter, the clipped line sums)
+against `kernels._numpy.strip_line_stats`, on small stacks with every kind of awkward line,
+and whole detectors measured on both paths. (Named ``*_numba``: these tests share the test
+process that compiles the kernels.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
+from ampoffset_dask.algorithm.kernels import get_kernels, use_kernels
+from ampoffset_dask.algorithm.strips import StripStats, lines_stats, strip_stats
+from ampoffset_dask.simulate import simulate_detector
+
+NUMPY = get_kernels("numpy")
+NUMBA = get_kernels("numba")
+OUTPUTS = ("count", "profile", "level", "sigmas", "n", "sr", "sd", "sdd", "sdr")
+
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+
+
+def test_pairwise_sum_numba_equals_numpy_row_sums():
+    """numpy's float32 ``.sum(axis=1)`` along contiguous lines, bit for bit, for every
+    width the compiled strips take (up to 128: a plain loop below 8, then 8 interleaved
+    partial sums and the remainder; wider lines are left to the numpy reference)."""
+    rng = np.random.default_rng(5)
+    for width in range(1, 129):
+        a = rng.normal(0.0, 1.0, (6, width)) * rng.uniform(1.0, 1e5, (6, 1))
+        a[0] = np.round(a[0])  # integers: ties and exact partial sums
+        a[1, ::3] = 0.0
+        a = a.astype(np.float32)
+        expected = a.sum(axis=1)
+        got = np.array([NUMBA._pairwise(a[i], 0, width) for i in range(a.shape[0])],
+                       dtype=np.float32)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32),
+                                      err_msg=f"width {width}")
+
+
+def _stack(rng, n_lines: int, width: int, *, nan_frac: float = 0.05, ints: bool = False,
+           inf: bool = False) -> np.ndarray:
+    lines = rng.normal(500.0, 9.0, (n_lines, width)).astype(np.float32)
+    if ints:
+        lines = np.round(lines)  # many equal values and residuals
+    lines[rng.uniform(size=lines.shape) < nan_frac] = np.nan
+    lines[min(3, n_lines - 1)] = np.nan  # a fully masked line
+    if n_lines > 5 and width > 1:
+        lines[5, :-1] = np.nan  # one valid pixel
+    if n_lines > 9 and width > 2:
+        lines[8, 1] += 900.0  # an outlier, clipped
+    if inf and n_lines > 12:
+        lines[10, : width // 2 + 1] = np.inf  # a line whose median is infinite
+        lines[12, 0] = -np.inf
+    return lines
+
+
+CASES = {
+    "w64": dict(n_lines=300, width=64),
+    "w64_no_nan": dict(n_lines=300, width=64, nan_frac=0.0),
+    "w64_integers": dict(n_lines=400, width=64, nan_frac=0.0, ints=True),
+    "w64_inf": dict(n_lines=300, width=64, inf=True),
+    "w1": dict(n_lines=50, width=1),
+    "w2": dict(n_lines=50, width=2),
+    "w7": dict(n_lines=120, width=7, ints=True),
+    "w130": dict(n_lines=90, width=130),
+    "w300": dict(n_lines=60, width=300, inf=True),
+}
+
+
+@pytest.mark.parametrize("raw", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_strip_line_stats_numba_equals_numpy(case, raw):
+    rng = np.random.default_rng(len(case))
+    lines = _stack(rng, **CASES[case])
+    n_lines, width = lines.shape
+    raw_lines = None
+    if raw:
+        raw_lines = lines + np.float32(1000.0)
+        raw_lines[np.isnan(lines)] = 77.0  # masked by the lines' NaNs
+        raw_lines[min(20, n_lines - 1), 0] = np.nan  # a raw NaN the lines do not have
+    bounds = [0, n_lines // 3, n_lines // 3 + 1, n_lines]  # one strip of one line
+    for dist in (np.arange(width, dtype=np.float32) + np.float32(5.5),  # exact sums
+                 rng.uniform(0.0, 70.0, width).astype(np.float32)):  # rounded sums
+        ref = NUMPY.strip_line_stats(lines, bounds, dist, raw_lines)
+        got = NUMBA.strip_line_stats(lines, bounds, dist, raw_lines)
+        for name, a, b in zip(OUTPUTS, ref, got, strict=True):
+            assert _same(a, b), f"{case}: {name}"
+        assert np.isfinite(ref[3][0])  # the scatter was measured
+        # A given profile (LSST's edge profile, as profile_variance passes it).
+        ref = NUMPY.strip_line_stats(lines, bounds, dist, None, ref[1])
+        got = NUMBA.strip_line_stats(lines, bounds, dist, None, ref[1])
+        for name, a, b in zip(OUTPUTS, ref, got, strict=True):
+            assert _same(a, b), f"{case} (given profile): {name}"
+
+
+def test_almost_empty_strips_numba_equals_numpy():
+    lines = np.full((12, 4), np.nan, dtype=np.float32)
+    lines[2, 1] = 5.0  # one value: no scatter
+    lines[7:, :] = 3.0  # a strip of equal values: zero scatter
+    dist = np.arange(4, dtype=np.float32) + np.float32(0.5)
+    for bounds in ([0, 7, 12], [0, 12], [0, 0, 12]):
+        ref = NUMPY.strip_line_stats(lines, bounds, dist)
+        got = NUMBA.strip_line_stats(lines, bounds, dist)
+        for name, a, b in zip(OUTPUTS, ref, got, strict=True):
+            assert _same(a, b), f"{bounds}: {name}"
+    assert np.isnan(NUMBA.strip_line_stats(lines, [0, 7], dist)[3][0])
+
+
+def test_lines_stats_numba_equals_numpy():
+    """Every `StripStats` field of stacked strips, through `lines_stats` and `strip_stats`."""
+    rng = np.random.default_rng(21)
+    lines = _stack(rng, 500, 64, inf=True)
+    raw = lines + np.float32(300.0)
+    bounds, sides = [0, 200, 210, 500], [1, 0, 1]
+    with use_kernels("numpy"):
+        ref = lines_stats(lines, bounds, sides, inset=5, raw=raw)
+        one = strip_stats(lines[:200], 1, inset=5)
+    with use_kernels("numba"):
+        got = lines_stats(lines, bounds, sides, inset=5, raw=raw)
+        one_got = strip_stats(lines[:200], 1, inset=5)
+    for a, b in zip([*ref, one], [*got, one_got], strict=True):
+        for name in StripStats._fields:
+            assert _same(getattr(a, name), getattr(b, name)), name
+
+
+def _fields(m) -> dict:
+    out = {f.name: getattr(m, f.name) for f in dataclasses.fields(m)}
+    out["interfaces"] = [dataclasses.asdict(i) for i in m.interfaces]
+    return out
+
+
+def _assert_same_measurement(ref, got, skip=()):
+    a, b = _fields(ref), _fields(got)
+    for name in a:
+        if name in skip:
+            continue
+        if name == "interfaces":
+            for ia, ib in zip(a[name], b[name], strict=True):
+                for key in ia:
+                    assert _same(ia[key], ib[key]) if isinstance(ia[key], float) \
+                        else ia[key] == ib[key], f"{ia['id']} {key}"
+        elif isinstance(a[name], (np.ndarray, float)):
+            assert _same(a[name], b[name]), name
+        else:
+            assert a[name] == b[name], name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["R02_S02", "R22_S11"])  # ITL 4072x4000, e2v 4096x4004
+def test_full_size_edges_only_numba_equals_numpy(name):
+    """Edges-only measurements of full-size detectors, every field equal, also with NaN,
+    infinite and huge pixels and masked blocks on the strips."""
+    detector = get_camera("lsstcam")[name]
+    sim = simulate_detector(detector, seed=7)
+    image, mask = sim.image.copy(), sim.mask.copy()
+    image[:, 505:509] = np.nan
+    image[100:103, :] = np.inf
+    image[1995:2003, 30:80] = -np.inf
+    image[3000, 2000:2100] = 3e38
+    mask[2500:2600, 480:540] |= 1
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    for img, msk in ((sim.image, sim.mask), (image, mask), (sim.image, None)):
+        with use_kernels("numpy"), np.errstate(over="ignore", invalid="ignore"):
+            ref = measure_detector(img, msk, detector, config)
+        with use_kernels("numba"), np.errstate(over="ignore", invalid="ignore"):
+            got = measure_detector(img, msk, detector, config)
+        _assert_same_measurement(ref, got)
+        assert np.isfinite(ref.pedestals).all()
+
+
+@pytest.mark.slow
+def test_full_size_default_config_numba_equals_numpy():
+    """The default configuration on a full-size ITL detector: every field equal except the
+    detection threshold (the compiled image statistics sum in another order)."""
+    detector = get_camera("lsstcam")["R02_S02"]
+    sim = simulate_detector(detector, seed=3)
+    with use_kernels("numpy"):
+        ref = measure_detector(sim.image, sim.mask, detector, AmpOffsetConfig())
+    with use_kernels("numba"):
+        got = measure_detector(sim.image, sim.mask, detector, AmpOffsetConfig())
+    _assert_same_measurement(ref, got, skip=("threshold",))
+    assert got.threshold == pytest.approx(ref.threshold, rel=1e-12)
+    assert ref.n_detected > 0
