@@ -1355,7 +1355,7 @@ def _strip_stats(lines, srt, raw, raw_srt, use_raw, bounds, dist, profile, given
     terms_d = np.empty(n, dtype=np.float32)  # times the distances
     hist = np.zeros(_HIST_BINS, dtype=np.int64)
     hists = np.zeros((4, _HIST_BINS + 1), dtype=np.int64)  # the last bin: NaN
-    # The distance sums are exact in any order (`_exact_distance_sums`): integers, twice
+    # The distance sums are exact in any order (`_numpy._exact_distance_sums`): integers, twice
     # the distances and four times their squares.
     d2 = np.empty(n, dtype=np.int64)
     dd4 = np.empty(n, dtype=np.int64)
@@ -1443,7 +1443,7 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
     dist = np.ascontiguousarray(dist, dtype=np.float32)
     # Lines over 128 pixels (numpy halves those sums) or wide enough for their distance sums
     # to round: the numpy reference (LSST's strips are 64 pixels wide).
-    if not 0 < n_across <= 128 or not _exact_distance_sums(dist):
+    if not 0 < n_across <= 128 or not _reference._exact_distance_sums(dist):
         return _reference.strip_line_stats(lines, bounds, dist, raw, profile)
     lines = np.ascontiguousarray(lines, dtype=np.float32)
     srt = np.sort(lines, axis=1)  # NaNs last: counts and medians
@@ -1465,12 +1465,3 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
                  prof, given, count, level, sigmas, n_kept, sums)
     return count, prof, level, sigmas, n_kept.astype(np.float64), sums[0], sums[1], sums[2], \
         sums[3]
-
-
-def _exact_distance_sums(dist: np.ndarray) -> bool:
-    """Whether every float32 sum of kept distances and of their squares is exact whatever
-    the order (then it equals numpy's pairwise sum): non-negative multiples of 1/2 whose
-    squares (multiples of 1/4) total less than 2**22, and which total less than 2**23."""
-    d = dist.astype(np.float64)
-    return bool((d >= 0).all() and (d * 2 == np.round(d * 2)).all()
-                and float(np.sum(d * d)) < 2.0**22 and float(np.sum(d)) < 2.0**23)

@@ -574,12 +574,31 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
             # The clip compares in float32 (NaN compares False: masked pixels are never kept).
             np.less_equal(seg, np.float32(CLIP_SIGMA * sigma), out=keep[a:b])
         del absr
-        # Kept residuals and distances, zero elsewhere; float32 sums along each line.
+        # Kept residuals, zero elsewhere; float32 sums along each line (pairwise).
         rk = np.where(keep, resid, np.float32(0.0))
-        dk = np.where(keep, dist, np.float32(0.0))
         sr = rk.sum(axis=1).astype(np.float64)
-        sdr = (rk * dist).sum(axis=1).astype(np.float64)
-    n = np.count_nonzero(keep, axis=1).astype(np.float64)
-    sd = dk.sum(axis=1).astype(np.float64)
-    sdd = (dk * dist).sum(axis=1).astype(np.float64)
+        rk *= dist
+        sdr = rk.sum(axis=1).astype(np.float64)
+    del rk, resid
+    kf = keep.view(np.uint8).astype(np.float32)
+    # Counts, and for strips up to ~150 pixels wide the distance sums, are exact in any
+    # order: einsum's row sums (several times faster than reductions along short rows).
+    n = np.einsum("ij->i", kf).astype(np.float64)
+    if _exact_distance_sums(dist):
+        sd = np.einsum("ij,j->i", kf, dist).astype(np.float64)
+        sdd = np.einsum("ij,j->i", kf, dist * dist).astype(np.float64)
+    else:
+        kf *= dist
+        sd = kf.sum(axis=1).astype(np.float64)
+        kf *= dist
+        sdd = kf.sum(axis=1).astype(np.float64)
     return count, profile, level, sigmas, n, sr, sd, sdd, sdr
+
+
+def _exact_distance_sums(dist: np.ndarray) -> bool:
+    """Whether every float32 sum of some of ``dist`` and of their squares is exact, in any
+    order (so equal to numpy's pairwise sums): non-negative multiples of 1/2 whose squares
+    (multiples of 1/4) total less than 2**22 and which total less than 2**23."""
+    d = np.asarray(dist, dtype=np.float64)
+    return bool((d >= 0).all() and (d * 2 == np.round(d * 2)).all()
+                and float(np.sum(d * d)) < 2.0**22 and float(np.sum(d)) < 2.0**23)
