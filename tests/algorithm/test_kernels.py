@@ -418,6 +418,24 @@ def test_grow_agrees_with_the_footprint_definition(isotropic):
         np.testing.assert_array_equal(NUMBA.grow(seeds, radius, isotropic), expected)
 
 
+@pytest.mark.parametrize("radius", [1, 3, 5])
+def test_grow_of_sparse_rows_agrees_with_the_footprint_definition(radius):
+    # Seed rows separated by gaps around 2 * radius (where the numpy kernel's bands of rows
+    # merge or split), at the first and last rows, and one band of adjacent rows.
+    seeds = np.zeros((120, 37), dtype=bool)
+    y = 0
+    for gap in (2 * radius - 1, 2 * radius, 2 * radius + 1, 2 * radius + 2, 1, 1, 3 * radius):
+        seeds[y, (7 * y) % 37] = True
+        y += gap
+    seeds[y:y + 3, 36] = True
+    seeds[-1, 0] = True
+    for isotropic in (True, False):
+        expected = _grow_brute_force(seeds, radius, isotropic)
+        np.testing.assert_array_equal(NUMPY.grow(seeds, radius, isotropic), expected)
+        np.testing.assert_array_equal(NUMBA.grow(seeds, radius, isotropic), expected)
+        assert not NUMPY.grow(np.zeros((9, 4), bool), radius, isotropic).any()
+
+
 def test_threshold_seeds_agree():
     rng = np.random.default_rng(6)
     smoothed = rng.normal(0.0, 1.0, (50, 70)).astype(np.float32)

@@ -357,11 +357,39 @@ def mask_hits(mask: np.ndarray, bits: int, row_block: int = 64) -> np.ndarray:
 def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
     """Dilate boolean ``seeds`` by a disk or a diamond (`ampoffset_dask.algorithm.detection.grow`).
 
-    Horizontal dilations of every half width 0..radius are built incrementally, then each
-    row offset ORs the one of its half width.
+    Only bands of rows around the seeds are dilated (detections are sparse and clustered);
+    bands are separated by long runs of rows farther than ``radius`` from any seed. In a
+    band, horizontal dilations of every half width 0..radius are built incrementally, then
+    each row offset ORs the one of its half width.
     """
-    if radius <= 0 or not seeds.any():
+    if radius <= 0:
         return seeds.copy()
+    out = np.zeros_like(seeds)
+    h, w = seeds.shape
+    count = int(np.count_nonzero(seeds))
+    if count == 0:
+        return out
+    if count > seeds.size // 64:  # dense: one band
+        _grow_band(seeds, out, radius, isotropic)
+        return out
+    if w >= 256:
+        rows = np.flatnonzero(seeds.any(axis=1))
+    else:  # a row reduction over few columns is slow: the rows of the few seeds instead
+        rows = np.flatnonzero(seeds) // w
+        rows = np.concatenate((rows[:1], rows[1:][rows[1:] != rows[:-1]]))
+    # A band costs a few dozen numpy calls: split only at runs of clear rows long enough
+    # (about 16k pixels) to pay for that.
+    cut = np.flatnonzero(np.diff(rows) > 2 * radius + max(16, (1 << 14) // w)).tolist()
+    r = rows.tolist()
+    for a, b in zip([r[0]] + [r[i + 1] for i in cut], [r[i] for i in cut] + [r[-1]],
+                    strict=True):
+        y0, y1 = max(a - radius, 0), min(b + 1 + radius, h)
+        _grow_band(seeds[y0:y1], out[y0:y1], radius, isotropic)
+    return out
+
+
+def _grow_band(seeds: np.ndarray, out: np.ndarray, radius: int, isotropic: bool) -> None:
+    """OR the dilation of ``seeds`` (clipped to the array) into ``out`` (same shape)."""
     h = seeds.shape[0]
     horiz = [seeds]
     cur = seeds
@@ -371,7 +399,6 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
         nxt[:, :-1] |= cur[:, 1:]
         horiz.append(nxt)
         cur = nxt
-    out = np.zeros_like(seeds)
     reach = min(radius, h - 1)  # row offsets beyond the array add nothing
     for dy in range(-reach, reach + 1):
         half = int(math.sqrt(radius * radius - dy * dy)) if isotropic else radius - abs(dy)
@@ -380,7 +407,6 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
             out[dy:] |= src[: h - dy]
         else:
             out[:dy] |= src[-dy:]
-    return out
 
 
 def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, int], r: int,
