@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -347,7 +347,7 @@ def _detect(
     strips: dict,
     extra: np.ndarray,
     bad_planes: set[str],
-) -> tuple[str, float, int, _Seeds | None]:
+) -> tuple[str, float, int, np.ndarray | None]:
     """Run detection on ``img``; OR the EDGE border and grown detections into ``extra``.
 
     ``stats_bad`` flags the pixels whose mask has a ``statsMask`` plane (None: none).
@@ -358,7 +358,7 @@ def _detect(
     Returns
     -------
     status, threshold, n_above, seeds
-        ``seeds``: the ungrown detections that mask pixels (None if there are none).
+        ``seeds`` are the ungrown detections that mask pixels (None if there are none).
     """
     det = config.detection
     r = kernel_half_width(det.sigma, det.n_sigma_for_kernel)
@@ -372,56 +372,33 @@ def _detect(
     if not math.isfinite(threshold):
         return "skipped: no usable pixel for the threshold", threshold, 0, None
     polarity = det.threshold_polarity
-    backend = kernels.active()
-    flags = (polarity != "negative", polarity != "positive", "DETECTED" in bad_planes,
-             "DETECTED_NEGATIVE" in bad_planes)
-    # Over the whole image only the counts are needed; seeds are built where used.
-    n, n_marked = backend.count_seeds(smoothed, threshold, *flags)
-    if not n_marked:
-        return "ok", threshold, n, None
+    # One pass writes the seeds and counts them: reading the smoothed image is the cost.
+    seeds, n, any_seed = kernels.active().threshold_seeds(
+        smoothed, threshold, img.shape, r, positive=polarity != "negative",
+        negative=polarity != "positive", mark_positive="DETECTED" in bad_planes,
+        mark_negative="DETECTED_NEGATIVE" in bad_planes)
     radius = grow_radius(det.n_sigma_to_grow, det.sigma)
-    for rows, cols in strips.values():
-        ry = slice(max(rows.start - radius, 0), min(rows.stop + radius, h))
-        rx = slice(max(cols.start - radius, 0), min(cols.stop + radius, w))
-        local = _window_seeds(smoothed, threshold, flags, r, ry, rx)
-        if local.any():
-            grown = grow(local, radius, det.isotropic_grow)
-            extra[rows, cols] |= grown[rows.start - ry.start: rows.stop - ry.start,
-                                       cols.start - rx.start: cols.stop - rx.start]
-    return "ok", threshold, n, _Seeds(
-        n_marked, lambda: backend.threshold_seeds(smoothed, threshold, img.shape, r, *flags)[0])
+    if any_seed:
+        for rows, cols in strips.values():
+            ry = slice(max(rows.start - radius, 0), min(rows.stop + radius, h))
+            rx = slice(max(cols.start - radius, 0), min(cols.stop + radius, w))
+            local = seeds[ry, rx]
+            if local.any():
+                grown = grow(local, radius, det.isotropic_grow)
+                extra[rows, cols] |= grown[rows.start - ry.start: rows.stop - ry.start,
+                                           cols.start - rx.start: cols.stop - rx.start]
+        return "ok", threshold, n, seeds
+    return "ok", threshold, n, None
 
 
-class _Seeds(NamedTuple):
-    """The marked detection seeds: their number and how to build the full-size mask."""
-
-    count: int
-    build: Callable[[], np.ndarray]
-
-
-def _window_seeds(smoothed: np.ndarray, threshold: float, flags: tuple, r: int,
-                  ry: slice, rx: slice) -> np.ndarray:
-    """The seeds of the image window ``(ry, rx)`` (`threshold_seeds` of the smoothed good
-    box, whose pixel ``[y, x]`` is image pixel ``(y + r, x + r)``)."""
-    oh, ow = smoothed.shape
-    out = np.zeros((ry.stop - ry.start, rx.stop - rx.start), dtype=bool)
-    y0, y1 = max(ry.start, r), min(ry.stop, oh + r)
-    x0, x1 = max(rx.start, r), min(rx.stop, ow + r)
-    if y0 < y1 and x0 < x1:
-        sub = smoothed[y0 - r:y1 - r, x0 - r:x1 - r]
-        seeds, _, _ = kernels.active().threshold_seeds(sub, threshold, sub.shape, 0, *flags)
-        out[y0 - ry.start:y1 - ry.start, x0 - rx.start:x1 - rx.start] = seeds
-    return out
-
-
-def _grown_covers_rest(seeds: _Seeds, bad: np.ndarray, extra: np.ndarray,
+def _grown_covers_rest(seeds: np.ndarray, bad: np.ndarray, extra: np.ndarray,
                        config: AmpOffsetConfig) -> bool:
     """Whether grown detections mask every pixel not already masked (exact, rarely costly)."""
     det = config.detection
     radius = grow_radius(det.n_sigma_to_grow, det.sigma)
     # Grown seeds cover at most this many pixels; fewer than the free ones (bounded below
     # without building bad | extra) settles it.
-    reach = seeds.count * (2 * radius + 1) ** 2
+    reach = int(np.count_nonzero(seeds)) * (2 * radius + 1) ** 2
     if reach < bad.size - int(np.count_nonzero(bad)) - int(np.count_nonzero(extra)):
         return False
-    return bool((grow(seeds.build(), radius, det.isotropic_grow) | bad | extra).all())
+    return bool((grow(seeds, radius, det.isotropic_grow) | bad | extra).all())

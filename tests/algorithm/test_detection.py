@@ -207,26 +207,3 @@ def test_all_masked_with_detection_gives_zero_pedestals():
     assert res.detection.startswith("skipped")
     assert any("fully masked" in w for w in res.warnings)
 
-
-def test_window_seeds_are_the_full_seeds_cut_out():
-    """Detection builds seeds only in the windows around the strips: each window must be
-    exactly the cut-out of the full-size seeds, at the image edges too."""
-    from ampoffset_dask.algorithm import kernels
-    from ampoffset_dask.algorithm.measure import _window_seeds
-
-    rng = np.random.default_rng(11)
-    r = 3
-    shape = (40, 52)
-    smoothed = rng.normal(0.0, 1.0, (shape[0] - 2 * r, shape[1] - 2 * r)).astype(np.float32)
-    smoothed[0, :] = 5.0  # seeds on the good box's border rows and columns
-    smoothed[:, -1] = -5.0
-    windows = [(slice(0, 40), slice(0, 52)), (slice(0, 5), slice(10, 30)),
-               (slice(35, 40), slice(47, 52)), (slice(1, 4), slice(0, 2)),
-               (slice(12, 20), slice(20, 21)), (slice(37, 40), slice(0, 52))]
-    for flags in [(True, False, True, False), (True, True, True, True),
-                  (True, True, False, True)]:
-        full, _, any_seed = kernels.active().threshold_seeds(smoothed, 1.5, shape, r, *flags)
-        assert any_seed
-        for ry, rx in windows:
-            np.testing.assert_array_equal(_window_seeds(smoothed, 1.5, flags, r, ry, rx),
-                                          full[ry, rx])

@@ -460,28 +460,6 @@ def test_threshold_seeds_agree():
                                  False)[0][7 + r, 8 + r]
 
 
-def test_seed_counts_agree_with_the_seeds():
-    rng = np.random.default_rng(9)
-    smoothed = rng.normal(0.0, 1.0, (50, 70)).astype(np.float32)
-    smoothed[3, 4] = np.nan
-    smoothed[5, :] = np.inf
-    smoothed[7, 8] = np.float32(2.5)  # exactly at the threshold
-    smoothed[9, 9] = np.float32(-2.5)
-    all_nan = np.full((4, 5), np.nan, dtype=np.float32)
-    flag_sets = [(True, False, True, False), (True, True, True, True), (False, True, False, True),
-                 (True, True, True, False), (True, True, False, False)]
-    for data in (smoothed, all_nan, smoothed[:, ::3], smoothed[:0]):
-        for threshold in (2.5, 2.5000000001, 1.0, -0.5, 1e40):  # -0.5: both polarities
-            for flags in flag_sets:
-                seeds, n, _ = NUMPY.threshold_seeds(data, threshold, data.shape, 0, *flags)
-                expected = (n, int(np.count_nonzero(seeds)))
-                assert NUMPY.count_seeds(data, threshold, *flags) == expected
-                assert NUMBA.count_seeds(data, threshold, *flags) == expected
-    assert NUMPY.count_seeds(smoothed, -0.5, True, True, True, True)[0] > smoothed.size
-    assert NUMPY.count_seeds(smoothed, 2.5, True, False, True, False)[1] > 0
-    assert NUMBA.count_seeds(all_nan, 1.0, True, True, True, True) == (0, 0)
-
-
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 0.97])
 def test_box_dilation_of_dense_masks_agrees(density):
     rng = np.random.default_rng(int(density * 100))

@@ -1160,36 +1160,6 @@ def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, in
     return seeds, int(n), bool(any_seed)
 
 
-@njit(**_JIT)
-def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negative):
-    """`_threshold_seeds` without writing the seeds: both counts (branch-free, SIMD)."""
-    oh, ow = smoothed.shape
-    n = 0
-    marked = 0
-    for y in range(oh):
-        src = smoothed[y]
-        k = 0
-        km = 0
-        for x in range(ow):
-            v = src[x]
-            p = (v >= hi) & positive
-            q = (v <= lo) & negative
-            k += np.int64(p) + np.int64(q)
-            km += np.int64((p & mark_positive) | (q & mark_negative))
-        n += k
-        marked += km
-    return n, marked
-
-
-def count_seeds(smoothed: np.ndarray, threshold: float, positive: bool, negative: bool,
-                mark_positive: bool, mark_negative: bool) -> tuple[int, int]:
-    """See `ampoffset_dask.algorithm.kernels._numpy.count_seeds`."""
-    n, marked = _count_seeds(
-        np.ascontiguousarray(smoothed, dtype=np.float32), np.float32(threshold),
-        np.float32(-threshold), positive, negative, mark_positive, mark_negative)
-    return int(n), int(marked)
-
-
 # ------------------------------------------------------------------------------------------
 # Edge strips: line medians, scatter and clipped line sums (`strips.lines_stats`). The lines
 # are sorted by numpy (a SIMD sorting network for short rows, faster than a compiled

@@ -461,34 +461,6 @@ def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, in
     return seeds, n, any_seed
 
 
-def count_seeds(smoothed: np.ndarray, threshold: float, positive: bool, negative: bool,
-                mark_positive: bool, mark_negative: bool,
-                row_block: int = 256) -> tuple[int, int]:
-    """The counts of `threshold_seeds` without building the seeds.
-
-    Returns
-    -------
-    n_detected : int
-        Detected pixels of both polarities (marked or not), as `threshold_seeds`.
-    n_marked : int
-        Pixels that become seeds (``count_nonzero`` of its seeds).
-    """
-    t = np.float32(threshold)
-    n = marked = 0
-    for y0 in range(0, smoothed.shape[0], row_block):
-        block = smoothed[y0:y0 + row_block]
-        pos = np.greater_equal(block, t) if positive else None
-        neg = np.less_equal(block, -t) if negative else None
-        n += sum(int(np.count_nonzero(a)) for a in (pos, neg) if a is not None)
-        mark = [a for a, m in ((pos, mark_positive), (neg, mark_negative))
-                if a is not None and m]
-        if len(mark) == 2:
-            marked += int(np.count_nonzero(mark[0] | mark[1]))
-        elif mark:
-            marked += int(np.count_nonzero(mark[0]))
-    return n, marked
-
-
 # ------------------------------------------------------------------------------------------
 # Edge strips: lines read from the image, line medians, scatter and clipped line sums
 # (`ampoffset_dask.algorithm.strips.lines_stats`)
