@@ -1312,21 +1312,19 @@ def _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys):
 
 
 @njit(**_JIT)
-def _strip_stats(lines, srt, raw, raw_srt, use_raw, bounds, dist, profile, given, count,
-                 level, sigmas, n_kept, sums):
+def _strip_stats(lines, srt, bounds, dist, profile, given, count, sigmas, n_kept, sums):
     n = lines.shape[1]
     nan = np.float32(np.nan)
     two = np.float32(2.0)
     zero = np.float32(0.0)
-    buf = np.empty(n, dtype=np.float32)
     absbuf = np.empty(n, dtype=np.float32)
     keys = absbuf.view(np.int32)
     terms = np.empty(n, dtype=np.float32)  # kept residuals, zero elsewhere
     terms_d = np.empty(n, dtype=np.float32)  # times the distances
     hist = np.zeros(_HIST_BINS, dtype=np.int64)
     hists = np.zeros((4, _HIST_BINS + 1), dtype=np.int64)  # the last bin: NaN
-    # The distance sums are exact in any order (`_numpy._exact_distance_sums`): integers, twice
-    # the distances and four times their squares.
+    # The distance sums are exact in any order (`_numpy._exact_distance_sums`): integers,
+    # twice the distances and four times their squares.
     d2 = np.empty(n, dtype=np.int64)
     dd4 = np.empty(n, dtype=np.int64)
     for i in range(n):
@@ -1351,21 +1349,6 @@ def _strip_stats(lines, srt, raw, raw_srt, use_raw, bounds, dist, profile, given
                     profile[r] = nan
                 else:
                     profile[r] = (srt[r, (c - 1) // 2] + srt[r, c // 2]) / two
-            if use_raw:
-                if c == 0:
-                    level[r] = nan
-                elif c == n:
-                    level[r] = (raw_srt[r, (c - 1) // 2] + raw_srt[r, c // 2]) / two
-                else:  # the raw values under the line's mask; raw NaNs order last
-                    m = 0
-                    for i in range(n):
-                        v = raw[r, i]
-                        if not math.isnan(lines[r, i]) and not math.isnan(v):
-                            buf[m] = v
-                            m += 1
-                    lo = _select(buf, 0, m, (c - 1) // 2) if (c - 1) // 2 < m else nan
-                    hi = _select(buf, 0, m, c // 2) if c // 2 < m else nan
-                    level[r] = (lo + hi) / two
             p = profile[r]
             has_inf |= math.isinf(p)
             for i in range(n):
@@ -1420,18 +1403,15 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
     given = profile is not None
     prof = (np.array(profile, dtype=np.float32) if given
             else np.empty(n_lines, dtype=np.float32))
-    use_raw = raw is not None
-    if use_raw:
-        raw = np.ascontiguousarray(raw, dtype=np.float32)
-        raw_srt = np.sort(raw, axis=1)
-    else:
-        raw = raw_srt = lines
-    level = np.empty(n_lines, dtype=np.float32) if use_raw else prof
     count = np.empty(n_lines, dtype=np.int64)
     sigmas = np.empty(len(bounds) - 1)
     n_kept = np.empty(n_lines, dtype=np.int64)
     sums = np.empty((4, n_lines))
-    _strip_stats(lines, srt, raw, raw_srt, use_raw, np.asarray(bounds, dtype=np.int64), dist,
-                 prof, given, count, level, sigmas, n_kept, sums)
+    _strip_stats(lines, srt, np.asarray(bounds, dtype=np.int64), dist, prof, given, count,
+                 sigmas, n_kept, sums)
+    # The raw levels (default configuration only): numpy's sort is as fast as it gets.
+    level = (prof if raw is None else _reference._raw_levels(
+        lines, np.ascontiguousarray(raw, dtype=np.float32), np.flatnonzero(count < n_across),
+        count))
     return count, prof, level, sigmas, n_kept.astype(np.float64), sums[0], sums[1], sums[2], \
         sums[3]

@@ -544,16 +544,7 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
     else:
         profile = np.asarray(profile, dtype=np.float32)
     del srt
-    if raw is None:
-        level = profile
-    else:
-        raw_sorted = np.sort(raw, axis=1)
-        if nan_rows.size:  # the strip's mask on the raw lines (few lines hold NaN)
-            rows = raw[nan_rows]
-            raw_sorted[nan_rows] = np.sort(
-                np.where(np.isnan(lines[nan_rows]), np.float32(np.nan), rows), axis=1)
-        level = _sorted_medians(raw_sorted, nan_rows, count)
-        del raw_sorted
+    level = profile if raw is None else _raw_levels(lines, raw, nan_rows, count)
     with np.errstate(invalid="ignore"):  # infinities in a line give NaN residuals
         resid = lines - profile[:, None]  # NaN where masked (or the line is empty)
         absr = np.abs(resid)
@@ -591,6 +582,20 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
         kf *= dist
         sdd = kf.sum(axis=1).astype(np.float64)
     return count, profile, level, sigmas, n, sr, sd, sdd, sdr
+
+
+def _raw_levels(lines: np.ndarray, raw: np.ndarray, nan_rows: np.ndarray,
+                count: np.ndarray) -> np.ndarray:
+    """Medians of the ``raw`` lines under the NaNs of ``lines`` (``nan_rows`` the lines
+    holding NaN, ``count`` their non-NaN pixels): the lines' ``level``."""
+    from ..strips import _sorted_medians
+
+    raw_sorted = np.sort(raw, axis=1)
+    if nan_rows.size:  # the strip's mask on the raw lines (few lines hold NaN)
+        rows = raw[nan_rows]
+        raw_sorted[nan_rows] = np.sort(
+            np.where(np.isnan(lines[nan_rows]), np.float32(np.nan), rows), axis=1)
+    return _sorted_medians(raw_sorted, nan_rows, count)
 
 
 def _exact_distance_sums(dist: np.ndarray) -> bool:
