@@ -225,7 +225,7 @@ def measure_detector(
             _put_lines(b.lines, b, strips, img, bad=bad, extra=extra)
         all_masked = backend.all_covered(bad, extra)
         if not all_masked and seeds is not None:
-            all_masked = _grown_covers_rest(seeds, bad, extra, config)
+            all_masked = _grown_covers_rest(seeds, n_detected, bad, extra, config)
 
     # Every per-strip statistic, once: LSST's edge profiles and what the diagnostics share.
     stats = {}
@@ -391,14 +391,17 @@ def _detect(
     return "ok", threshold, n, None
 
 
-def _grown_covers_rest(seeds: np.ndarray, bad: np.ndarray, extra: np.ndarray,
-                       config: AmpOffsetConfig) -> bool:
-    """Whether grown detections mask every pixel not already masked (exact, rarely costly)."""
+def _grown_covers_rest(seeds: np.ndarray, n_detected: int, bad: np.ndarray,
+                       extra: np.ndarray, config: AmpOffsetConfig) -> bool:
+    """Whether grown detections mask every pixel not already masked (exact, rarely costly).
+
+    ``n_detected`` (detected pixels, marked as seeds or not) bounds the number of seeds.
+    """
     det = config.detection
     radius = grow_radius(det.n_sigma_to_grow, det.sigma)
     # Grown seeds cover at most this many pixels; fewer than the free ones (bounded below
     # without building bad | extra) settles it.
-    reach = int(np.count_nonzero(seeds)) * (2 * radius + 1) ** 2
+    reach = n_detected * (2 * radius + 1) ** 2
     if reach < bad.size - int(np.count_nonzero(bad)) - int(np.count_nonzero(extra)):
         return False
     return bool((grow(seeds, radius, det.isotropic_grow) | bad | extra).all())

@@ -207,3 +207,25 @@ def test_all_masked_with_detection_gives_zero_pedestals():
     assert res.detection.startswith("skipped")
     assert any("fully masked" in w for w in res.warnings)
 
+
+
+@pytest.mark.parametrize("choice", ["numpy", "numba"])
+def test_grown_detections_covering_everything_give_zero_pedestals(choice):
+    """Every unmasked pixel under a grown detection (the exact check behind the cheap
+    bound on the seeds' reach): all masked, zero pedestals; one dark hole left: not."""
+    from ampoffset_dask.algorithm.kernels import use_kernels
+    from ampoffset_dask.config import DetectionConfig
+
+    det = _single_amp_pair()
+    config = AmpOffsetConfig(amp_edge_width=10, do_background=False,
+                             detection=DetectionConfig(threshold_type="value",
+                                                       threshold_value=0.5))
+    image = np.ones(det.shape, np.float32)
+    with use_kernels(choice):
+        res = measure_detector(image, None, det, config)
+        assert res.all_masked and res.n_detected > 0
+        np.testing.assert_array_equal(res.pedestals, 0.0)
+        # A dark patch wider than the smoothing and growing reach stays unmasked.
+        image[10:40, 30:70] = -1.0
+        res = measure_detector(image, None, det, config)
+        assert not res.all_masked and res.n_detected > 0
