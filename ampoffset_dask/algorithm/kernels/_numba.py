@@ -929,7 +929,6 @@ def _bad_pixels(image, mask, bits, use_mask, out):
 
 
 _NO_MASK = np.zeros((1, 1), dtype=np.int32)
-_NO_FLAGS = np.zeros((1, 1), dtype=np.bool_)
 
 
 def _native(a: np.ndarray) -> np.ndarray:
@@ -939,9 +938,10 @@ def _native(a: np.ndarray) -> np.ndarray:
 
 
 @njit(**_JIT)
-def _prepare(image, mask, use_mask, bits, det_bits, stats_bits, use_stats, img, bad, stats):
-    """One pass: ``img`` = ``image``, ``bad``, ``stats`` (the mask has ``stats_bits``), and the
-    OR of the mask's ``det_bits`` and ``stats_bits`` (branch-free per row: SIMD)."""
+def _prepare(image, mask, bits, det_bits, stats_bits, use_stats, img, bad, stats):
+    """One pass: ``img`` = ``image``, ``bad``, ``stats`` (the mask has ``stats_bits``; without
+    ``use_stats`` every row goes to the scratch row ``stats[0]``), and the OR of the mask's
+    ``det_bits`` and ``stats_bits`` (branch-free per row: SIMD)."""
     h, w = image.shape
     zero = bits ^ bits  # the mask's integer type
     seen_det = zero
@@ -950,46 +950,42 @@ def _prepare(image, mask, use_mask, bits, det_bits, stats_bits, use_stats, img, 
         src = image[y]
         dst = img[y]
         out = bad[y]
-        if use_mask:
-            mrow = mask[y]
-            srow = stats[y] if use_stats else stats[0]
-            od = zero
-            os_ = zero
-            for x in range(w):
-                v = src[x]
-                dst[x] = v
-                mv = mrow[x]
-                out[x] = (not ((v - v) == 0)) | ((mv & bits) != 0)
-                hit = mv & stats_bits
-                if use_stats:
-                    srow[x] = hit != 0
-                od |= mv & det_bits
-                os_ |= hit
-            seen_det |= od
-            seen_stats |= os_
-        else:
-            for x in range(w):
-                v = src[x]
-                dst[x] = v
-                out[x] = not ((v - v) == 0)
+        mrow = mask[y]
+        srow = stats[y] if use_stats else stats[0]
+        od = zero
+        os_ = zero
+        for x in range(w):
+            v = src[x]
+            dst[x] = v
+            mv = mrow[x]
+            out[x] = (not ((v - v) == 0)) | ((mv & bits) != 0)
+            hit = mv & stats_bits
+            srow[x] = hit != 0
+            od |= mv & det_bits
+            os_ |= hit
+        seen_det |= od
+        seen_stats |= os_
     return seen_det != 0, seen_stats != 0
 
 
 def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
                    stats_bits: int) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
     """See `ampoffset_dask.algorithm.kernels._numpy.prepare_pixels`."""
+    if mask is None:  # no mask words to read: the reference's two passes
+        from . import _numpy
+
+        return _numpy.prepare_pixels(image, None, bits, det_bits, stats_bits)
     src = image if isinstance(image, np.ndarray) and image.ndim == 2 else np.asarray(image)
     if src.dtype != np.float32 or not src.dtype.isnative or not src.flags.c_contiguous:
         src = np.array(src, dtype=np.float32, copy=True, order="C")  # one layout compiled
     img = np.empty(src.shape, dtype=np.float32)
     bad = np.empty(src.shape, dtype=bool)
-    use_mask = mask is not None
-    m = np.ascontiguousarray(_native(mask)) if use_mask else _NO_MASK
-    use_stats = use_mask and stats_bits != 0
-    stats = np.empty(src.shape, dtype=bool) if use_stats else _NO_FLAGS
+    m = np.ascontiguousarray(_native(mask))
+    use_stats = stats_bits != 0
+    stats = np.empty(src.shape if use_stats else (1, src.shape[1]), dtype=bool)
     t = m.dtype.type
-    any_det, any_stats = _prepare(src, m, use_mask, t(bits), t(det_bits), t(stats_bits),
-                                  use_stats, img, bad, stats)
+    any_det, any_stats = _prepare(src, m, t(bits), t(det_bits), t(stats_bits), use_stats, img,
+                                  bad, stats)
     return img, bad, bool(any_det), stats if any_stats else None
 
 
