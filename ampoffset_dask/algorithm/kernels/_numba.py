@@ -797,8 +797,17 @@ def _binned(values, bad, x_edges, y_edges, n_sigma=3.0, n_iter=3, zone=_ZONE):
     from ..stats import IQ_TO_STDEV
 
     values = _native(values)
-    if values.dtype not in (np.float32, np.float64):
-        values = values.astype(np.float64)  # exact for the values a mask or image holds
+    xe = np.asarray(x_edges, dtype=np.int64)
+    ye = np.asarray(y_edges, dtype=np.int64)
+    if values.dtype != np.float32:
+        # Compiled for the float32 pixels `measure_detector` gives it; any other dtype takes
+        # the reference (the same kept sets; its sums are the reference's): compiling the
+        # statistics for float64 too would cost every installation ~10 s more.
+        from . import _numpy
+
+        means, variances, counts = _numpy.binned_clipped_mean_var(values, bad, xe, ye,
+                                                                   n_sigma, n_iter)
+        return means, variances, counts, np.zeros(counts.shape, dtype=np.int64)
     fv = _flat_rows(values)
     if fv is None:
         values = np.ascontiguousarray(values)
@@ -810,8 +819,6 @@ def _binned(values, bad, x_edges, y_edges, n_sigma=3.0, n_iter=3, zone=_ZONE):
         fb = _flat_rows(flags)
         if fb is None:
             fb = _flat_rows(np.ascontiguousarray(flags))
-    xe = np.asarray(x_edges, dtype=np.int64)
-    ye = np.asarray(y_edges, dtype=np.int64)
     nx, ny = xe.shape[0] - 1, ye.shape[0] - 1
     means = np.empty((ny, nx))
     variances = np.empty((ny, nx))
@@ -819,7 +826,7 @@ def _binned(values, bad, x_edges, y_edges, n_sigma=3.0, n_iter=3, zone=_ZONE):
     passes = np.zeros((ny, nx), dtype=np.int64)
     if nx <= 0 or ny <= 0:
         return means, variances, counts, passes
-    hist = np.empty((nx, _N_BINS + 1), dtype=np.int32 if values.size < 2**31 else np.int64)
+    hist = np.empty((nx, _N_BINS + 1), dtype=_hist_dtype(values))
     _binned_stats(fv[0], fv[1], fb[0], fb[1], use_bad, xe[:-1].copy(), xe[1:].copy(),
                   ye[:-1].copy(), ye[1:].copy(), float(n_sigma), int(n_iter), IQ_TO_STDEV,
                   float(np.finfo(values.dtype).max), int(zone), hist, means, variances,
@@ -827,9 +834,17 @@ def _binned(values, bad, x_edges, y_edges, n_sigma=3.0, n_iter=3, zone=_ZONE):
     return means, variances, counts, passes
 
 
+def _hist_dtype(values: np.ndarray) -> type:
+    """Histogram counts: int32 (half the memory traffic) unless a bin could overflow it."""
+    return np.int32 if values.size < 2**31 else np.int64
+
+
 def _quartiles(values: np.ndarray, bad: np.ndarray | None) -> tuple[int, float, float, float]:
-    """Usable count, median, q1 and q3 of a 2-D array from `_band_stats` (one bin)."""
+    """Usable count, median, q1 and q3 of a 2-D float32 array from `_band_stats` (one bin;
+    the types `_binned_stats` compiles it for)."""
     values = _native(values)
+    if values.dtype != np.float32:
+        raise TypeError(f"the compiled statistics take float32 values, not {values.dtype}")
     fv = _flat_rows(values)
     fb = (_NO_BAD, 0) if bad is None else _flat_rows(np.asarray(bad, dtype=bool))
     h, w = values.shape
@@ -837,8 +852,8 @@ def _quartiles(values: np.ndarray, bad: np.ndarray | None) -> tuple[int, float, 
     stats = np.empty((1, 3))
     _band_stats(fv[0], fv[1], fb[0], fb[1], bad is not None, np.zeros(1, np.int64),
                 np.full(1, w, np.int64), 0, h, 3.0, 0, 1.0, float(np.finfo(values.dtype).max),
-                _ZONE, np.empty((1, _N_BINS + 1), dtype=np.int64), counts, stats, np.empty(1),
-                np.empty(1), np.zeros(1, dtype=np.int64))
+                _ZONE, np.empty((1, _N_BINS + 1), dtype=_hist_dtype(values)), counts, stats,
+                np.empty(1), np.empty(1), np.zeros(1, dtype=np.int64))
     return int(counts[0]), *(float(v) for v in stats[0])
 
 
@@ -1051,7 +1066,7 @@ def _dilate_runs(bad, size, out):
             continue
         x = 0
         while True:
-            start, x = _next_run(row, x)
+            start, x = _next_run(row, np.int64(x))
             if start == w:
                 break
             # Window (y', x') holds bad[y, start:x] for y' in y-size+1..y and
@@ -1090,7 +1105,7 @@ def _grow(seeds, halves, out):
             continue
         x = 0
         while True:
-            start, x = _next_run(row, x)
+            start, x = _next_run(row, np.int64(x))
             if start == w:
                 break
             # Seeds start..x-1: every footprint row spans the run widened by its half width.
@@ -1297,7 +1312,8 @@ def _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys):
                     g[gi] = absbuf[i]
                     gi += 1
     kk = k - off
-    hi = np.float64(_select(g, 0, size, kk))
+    # int64, not literal, bounds: one compiled `_select`
+    hi = np.float64(_select(g, np.int64(0), np.int64(size), kk))
     if not even:
         return _MAD_TO_SIGMA * hi
     lo = g[0]
@@ -1379,10 +1395,10 @@ def _strip_stats(lines, srt, bounds, dist, profile, given, count, sigmas, n_kept
                 sd += d2[i] if k else 0
                 sdd += dd4[i] if k else 0
             n_kept[r] = kept
-            sums[0, r] = _pairwise(terms, 0, n)
+            sums[0, r] = _pairwise(terms, np.int64(0), n)
             sums[1, r] = sd * 0.5
             sums[2, r] = sdd * 0.25
-            sums[3, r] = _pairwise(terms_d, 0, n)
+            sums[3, r] = _pairwise(terms_d, np.int64(0), n)
 
 
 def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarray | None = None,
