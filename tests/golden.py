@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -83,3 +84,17 @@ def mini_itl() -> tuple[np.ndarray, np.ndarray, dict, Detector, dict]:
     )
     h, w = expected["shape"]
     return image, mask, planes, Detector("mini_itl", w, h, amps), expected
+
+
+@functools.lru_cache(maxsize=2)
+def full_size_simulation(name: str, seed: int = 7):
+    """A simulated full-size LSSTCam detector (`simulate_detector`), built once per test
+    process (~1.5 CPU s each) for the tests that compare both kernel paths on it; its arrays
+    are read-only so no test can change what the next one sees."""
+    from ampoffset_dask import get_camera
+    from ampoffset_dask.simulate import simulate_detector
+
+    sim = simulate_detector(get_camera("lsstcam")[name], seed=seed)
+    for array in (sim.image, sim.mask):
+        array.flags.writeable = False
+    return sim

@@ -12,11 +12,11 @@ import dataclasses
 
 import numpy as np
 import pytest
+from golden import full_size_simulation
 
 from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
 from ampoffset_dask.algorithm.kernels import get_kernels, use_kernels
 from ampoffset_dask.algorithm.strips import StripStats, lines_stats, strip_stats
-from ampoffset_dask.simulate import simulate_detector
 
 NUMPY = get_kernels("numpy")
 NUMBA = get_kernels("numba")
@@ -159,7 +159,7 @@ def test_full_size_edges_only_numba_equals_numpy(name):
     """Edges-only measurements of full-size detectors, every field equal, also with NaN,
     infinite and huge pixels and masked blocks on the strips."""
     detector = get_camera("lsstcam")[name]
-    sim = simulate_detector(detector, seed=7)
+    sim = full_size_simulation(name)  # also test_kernels.py's
     image, mask = sim.image.copy(), sim.mask.copy()
     image[:, 505:509] = np.nan
     image[100:103, :] = np.inf
@@ -174,18 +174,3 @@ def test_full_size_edges_only_numba_equals_numpy(name):
             got = measure_detector(img, msk, detector, config)
         _assert_same_measurement(ref, got)
         assert np.isfinite(ref.pedestals).all()
-
-
-@pytest.mark.slow
-def test_full_size_default_config_numba_equals_numpy():
-    """The default configuration on a full-size ITL detector: every field equal except the
-    detection threshold (the compiled image statistics sum in another order)."""
-    detector = get_camera("lsstcam")["R02_S02"]
-    sim = simulate_detector(detector, seed=3)
-    with use_kernels("numpy"):
-        ref = measure_detector(sim.image, sim.mask, detector, AmpOffsetConfig())
-    with use_kernels("numba"):
-        got = measure_detector(sim.image, sim.mask, detector, AmpOffsetConfig())
-    _assert_same_measurement(ref, got, skip=("threshold",))
-    assert got.threshold == pytest.approx(ref.threshold, rel=1e-12)
-    assert ref.n_detected > 0
