@@ -455,13 +455,12 @@ class _Pieces:
     def clip_sums(self, center: float, half: float) -> tuple[int, float, float]:
         """Count and sums of ``v - center``, ``(v - center)**2`` over the kept values."""
         interval = _kept_interval(self.dtype, center, half)
-        if interval and interval is not None:
+        if interval:
             t_lo, t_hi = interval
             f_lo, f_hi = float(t_lo), float(t_hi)
             with np.errstate(over="ignore"):  # the bounds may be the largest finite values
                 lo_below = float(np.nextafter(t_lo, self.dtype(-np.inf)))
                 above = np.nextafter(t_hi, self.dtype(np.inf))
-                hi_below = f_hi  # the value just below ``above``
         m, s1, s2 = 0, 0.0, 0.0
         delta = center - self.ref
         out: list[list] = []
@@ -482,7 +481,7 @@ class _Pieces:
                     split = self._split(piece, t_lo, lo_below)
                 last = split[-1]
                 if last[3] is None or last[3] > f_hi:
-                    split[-1:] = self._split(last, above, hi_below)
+                    split[-1:] = self._split(last, above, f_hi)  # f_hi: below `above`
                 # After the splits every piece lies wholly inside or outside [t_lo, t_hi].
                 parts = [(p, p[2] is not None and p[3] is not None and f_lo <= p[2]
                           and p[3] <= f_hi) for p in split]
