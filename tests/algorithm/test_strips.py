@@ -153,7 +153,7 @@ def test_stacked_strips_give_each_strip_its_own_stats():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [2, 3, 64, 1001, 40000])
 def test_median_of_absolute_residuals_equals_numpy(dtype, n):
-    from ampoffset_dask.algorithm.strips import _median_ignoring_nan
+    from ampoffset_dask.algorithm.kernels._numpy import _median_ignoring_nan
 
     rng = np.random.default_rng(n)
     r = rng.normal(0.0, 5.0, n).astype(dtype)

@@ -21,6 +21,11 @@ import math
 import numpy as np
 from numba import njit
 
+from ..interp import piecewise
+from ..stats import IQ_TO_STDEV
+from ..strips import CLIP_SIGMA, MAD_TO_SIGMA
+from . import _numpy as _reference
+
 NAME = "numba"
 
 _JIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
@@ -794,8 +799,6 @@ def _binned(values, bad, x_edges, y_edges, n_sigma=3.0, n_iter=3, zone=_ZONE):
     """`binned_clipped_mean_var` and the number of clip iterations per bin that needed a
     pass over the pixels (the prediction of its bounds missed; ``zone`` is the number of
     histogram bins copied beside each predicted bound)."""
-    from ..stats import IQ_TO_STDEV
-
     values = _native(values)
     xe = np.asarray(x_edges, dtype=np.int64)
     ye = np.asarray(y_edges, dtype=np.int64)
@@ -803,10 +806,8 @@ def _binned(values, bad, x_edges, y_edges, n_sigma=3.0, n_iter=3, zone=_ZONE):
         # Compiled for the float32 pixels `measure_detector` gives it; any other dtype takes
         # the reference (the same kept sets; its sums are the reference's): compiling the
         # statistics for float64 too would cost every installation ~10 s more.
-        from . import _numpy
-
-        means, variances, counts = _numpy.binned_clipped_mean_var(values, bad, xe, ye,
-                                                                   n_sigma, n_iter)
+        means, variances, counts = _reference.binned_clipped_mean_var(
+            values, bad, xe, ye, n_sigma, n_iter)
         return means, variances, counts, np.zeros(counts.shape, dtype=np.int64)
     fv = _flat_rows(values)
     if fv is None:
@@ -914,12 +915,9 @@ def _subtract_piecewise(image, y, b, c, d, t, seg_start, seg_stop, lo, hi,
 def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
                         values: np.ndarray) -> None:
     """See `ampoffset_dask.algorithm.kernels._numpy.subtract_model_rows`."""
-    from ..interp import piecewise
-    from . import _numpy
-
     finite = np.isfinite(values).all()
     if style == "CONSTANT" or not finite or not image.flags.c_contiguous:
-        _numpy.subtract_model_rows(image, style, knots, values)
+        _reference.subtract_model_rows(image, style, knots, values)
         return
     p = piecewise(style, knots, values, np.arange(image.shape[1], dtype=np.float64))
     _subtract_piecewise(image, p.y, np.ascontiguousarray(p.b), np.ascontiguousarray(p.c),
@@ -987,13 +985,14 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
                    stats_bits: int) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
     """See `ampoffset_dask.algorithm.kernels._numpy.prepare_pixels`."""
     if mask is None:  # no mask words to read: the reference's two passes
-        from . import _numpy
-
-        return _numpy.prepare_pixels(image, None, bits, det_bits, stats_bits)
+        return _reference.prepare_pixels(image, None, bits, det_bits, stats_bits)
     src = image if isinstance(image, np.ndarray) and image.ndim == 2 else np.asarray(image)
     if src.dtype != np.float32 or not src.dtype.isnative or not src.flags.c_contiguous:
-        src = np.array(src, dtype=np.float32, copy=True, order="C")  # one layout compiled
-    img = np.empty(src.shape, dtype=np.float32)
+        # One layout compiled; the converted copy is ours, so the pass writes it in place.
+        src = np.array(src, dtype=np.float32, copy=True, order="C")
+        img = src
+    else:
+        img = np.empty(src.shape, dtype=np.float32)
     bad = np.empty(src.shape, dtype=bool)
     m = np.ascontiguousarray(_native(mask))
     use_stats = stats_bits != 0
@@ -1178,8 +1177,6 @@ def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, in
 # patterns and an exact selection within the bins holding the middle ranks; the clipped
 # sums repeat numpy's pairwise order.
 # ------------------------------------------------------------------------------------------
-from . import _numpy as _reference  # noqa: E402
-
 #: Reading the strips into lines: numpy's strided copies and masks are as fast as compiled
 #: loops here (the strips' rows are far apart in memory), so both paths share them.
 put_lines = _reference.put_lines
@@ -1267,8 +1264,6 @@ _HIST_SHIFT = 19  # bins of the absolute residuals' bit patterns: 16 per octave
 _HIST_BINS = 1 << (31 - _HIST_SHIFT)
 _INF_BIN = 0x7F800000 >> _HIST_SHIFT
 _NOT_NAN = 0x7F800001  # bit patterns of non-negative floats below this are not NaN
-_MAD_TO_SIGMA = 1.482602218505602
-_CLIP_SIGMA = 3.0
 
 
 @njit(**_JIT)
@@ -1315,12 +1310,12 @@ def _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys):
     # int64, not literal, bounds: one compiled `_select`
     hi = np.float64(_select(g, np.int64(0), np.int64(size), kk))
     if not even:
-        return _MAD_TO_SIGMA * hi
+        return MAD_TO_SIGMA * hi
     lo = g[0]
     for i in range(1, kk):
         if g[i] > lo:
             lo = g[i]
-    return _MAD_TO_SIGMA * (0.5 * (np.float64(lo) + hi))
+    return MAD_TO_SIGMA * (0.5 * (np.float64(lo) + hi))
 
 
 @njit(**_JIT)
@@ -1379,7 +1374,7 @@ def _strip_stats(lines, srt, bounds, dist, profile, given, count, sigmas, n_kept
             n_valid = n_nan_free
         sigma = _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys)
         sigmas[s] = sigma
-        thr = np.float32(_CLIP_SIGMA * sigma)
+        thr = np.float32(CLIP_SIGMA * sigma)
         for r in range(a, b):
             p = profile[r]
             kept = 0

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..interp import interpolate_rows, piecewise
 from ..stats import clipped_mean_var_selected, usable_values
+from ..strips import CLIP_SIGMA, MAD_TO_SIGMA, exact_median
 
 NAME = "numpy"
 
@@ -529,9 +530,6 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
         not depend on the processor) of residuals, distances, squared distances and
         residual times distance.
     """
-    from ..strips import CLIP_SIGMA, MAD_TO_SIGMA, _median_ignoring_nan, _sorted_medians
-    from ..strips import exact_median as _exact_median
-
     n_lines, n_across = lines.shape
     srt = np.sort(lines, axis=1)  # NaNs last: each line's count and medians
     nan_rows = (np.flatnonzero(np.isnan(srt[:, -1])) if n_across
@@ -555,7 +553,7 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
             seg = absr[a:b]
             if np.isinf(profile[a:b]).any():  # a line of mostly infinities: finite residuals
                 valid = seg[np.isfinite(seg)]
-                sigma = (MAD_TO_SIGMA * _exact_median(valid) if valid.shape[0] >= 2
+                sigma = (MAD_TO_SIGMA * exact_median(valid) if valid.shape[0] >= 2
                          else math.nan)
             else:
                 sigma = MAD_TO_SIGMA * _median_ignoring_nan(seg, int(count[a:b].sum()))
@@ -588,8 +586,6 @@ def _raw_levels(lines: np.ndarray, raw: np.ndarray, nan_rows: np.ndarray,
                 count: np.ndarray) -> np.ndarray:
     """Medians of the ``raw`` lines under the NaNs of ``lines`` (``nan_rows`` the lines
     holding NaN, ``count`` their non-NaN pixels): the lines' ``level``."""
-    from ..strips import _sorted_medians
-
     raw_sorted = np.sort(raw, axis=1)
     if nan_rows.size:  # the strip's mask on the raw lines (few lines hold NaN)
         rows = raw[nan_rows]
@@ -605,3 +601,46 @@ def _exact_distance_sums(dist: np.ndarray) -> bool:
     d = np.asarray(dist, dtype=np.float64)
     return bool((d >= 0).all() and (d * 2 == np.round(d * 2)).all()
                 and float(np.sum(d * d)) < 2.0**22 and float(np.sum(d)) < 2.0**23)
+
+
+def _sorted_medians(srt: np.ndarray, nan_rows: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """`strips.line_medians` of lines already sorted along axis 1 (NaN last), in their dtype."""
+    dtype = srt.dtype.type
+    n_lines, n = srt.shape
+    if n == 0:
+        return np.full(n_lines, np.nan, dtype=srt.dtype)
+    lo = srt[:, (n - 1) // 2].copy()
+    hi = srt[:, n // 2].copy()
+    if nan_rows.size:
+        c = count[nan_rows]
+        part = srt[nan_rows]
+        rows = np.arange(nan_rows.size)
+        lo[nan_rows] = np.where(c > 0, part[rows, np.maximum(c - 1, 0) // 2], dtype(np.nan))
+        hi[nan_rows] = np.where(c > 0, part[rows, np.minimum(c // 2, n - 1)], dtype(np.nan))
+    return ((lo + hi) / dtype(2)).astype(srt.dtype, copy=False)
+
+
+def _median_ignoring_nan(a: np.ndarray, n_valid: int) -> float:
+    """Exact median of the non-NaN values of ``a`` (exactly ``n_valid`` of them; ``a`` is
+    not modified), for values that are all ``>= +0`` or NaN (absolute residuals).
+
+    NaN orders after every number in numpy's partition, so the selection runs on a plain
+    copy and the NaNs stay beyond the wanted ranks. Non-negative floats order as their bit
+    patterns read as integers (NaNs with a cleared sign bit, as ``abs`` leaves them, after
+    infinity), and numpy's integer selection is about twice as fast as its float one: the
+    selection runs on the integer view and gives the same values. NaN for fewer than two
+    values.
+    """
+    if n_valid < 2:
+        return math.nan
+    buf = a.ravel().copy()
+    keys = buf.view(_SAME_SIZE_INT.get(buf.dtype.type, buf.dtype.type))
+    k = n_valid // 2
+    keys.partition(k)
+    hi = float(buf[k])
+    if n_valid % 2 == 0:
+        hi = 0.5 * (float(keys[:k].max().view(buf.dtype)) + hi)
+    return hi
+
+
+_SAME_SIZE_INT = {np.float32: np.int32, np.float64: np.int64}
