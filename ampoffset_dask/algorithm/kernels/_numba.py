@@ -23,7 +23,7 @@ from numba import njit
 
 from ..interp import piecewise
 from ..stats import IQ_TO_STDEV
-from ..strips import CLIP_SIGMA, MAD_TO_SIGMA
+from ..strips import CLIP_SIGMA, MAD_TO_SIGMA  # fixed by the contract: frozen when compiled
 from . import _numpy as _reference
 
 NAME = "numba"
