@@ -114,6 +114,25 @@ def test_almost_empty_strips_numba_equals_numpy():
     assert np.isnan(NUMBA.strip_line_stats(lines, [0, 7], dist)[3][0])
 
 
+def test_strip_of_mostly_infinite_residuals_numba_equals_numpy():
+    """Finite line medians between as many -inf as +inf pixels, NaN beside them: the
+    strip's median absolute residual is infinite, and the NaNs (whose bit patterns follow
+    infinity's) stay out of its selection."""
+    rng = np.random.default_rng(8)
+    lines = rng.normal(100.0, 3.0, (40, 64)).astype(np.float32)
+    lines[:, :20] = np.nan
+    lines[:, 20:41] = -np.inf
+    lines[:, 41:62] = np.inf
+    lines[::7, 20] = 1e30  # huge residuals below infinity
+    dist = np.arange(64, dtype=np.float32) + np.float32(0.5)
+    for bounds in ([0, 40], [0, 13, 40]):
+        ref = NUMPY.strip_line_stats(lines, bounds, dist)
+        got = NUMBA.strip_line_stats(lines, bounds, dist)
+        for name, a, b in zip(OUTPUTS, ref, got, strict=True):
+            assert _same(a, b), f"{bounds}: {name}"
+        assert np.isinf(ref[3]).all() and np.isfinite(ref[1]).all()
+
+
 def test_lines_stats_numba_equals_numpy():
     """Every `StripStats` field of stacked strips, through `lines_stats` and `strip_stats`."""
     rng = np.random.default_rng(21)

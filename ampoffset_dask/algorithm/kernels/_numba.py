@@ -1292,20 +1292,20 @@ def _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys):
     size = 0
     for j in range(lo_bin, hi_bin + 1):
         size += hist[j]
-    g = np.empty(size, dtype=np.float32)
-    gi = 0
     n = lines.shape[1]
+    g = np.empty(size + n, dtype=np.float32)  # room for the last row's unkept stores
+    gi = 0
+    # The wanted bins' keys, NaNs left out (their keys follow infinity's), as one unsigned
+    # range test.
+    key_lo = np.uint32(lo_bin << _HIST_SHIFT)
+    span = np.uint32(min((hi_bin + 1) << _HIST_SHIFT, _NOT_NAN) - (lo_bin << _HIST_SHIFT))
     for r in range(a, b):
         p = profile[r]
         for i in range(n):
             absbuf[i] = abs(lines[r, i] - p)
-        for i in range(n):
-            key = keys[i]
-            if key < _NOT_NAN:
-                bk = key >> _HIST_SHIFT
-                if lo_bin <= bk <= hi_bin:
-                    g[gi] = absbuf[i]
-                    gi += 1
+        for i in range(n):  # branch-free: store every value, keep the wanted ones
+            g[gi] = absbuf[i]
+            gi += np.uint32(keys[i]) - key_lo < span
     kk = k - off
     # int64, not literal, bounds: one compiled `_select`
     hi = np.float64(_select(g, np.int64(0), np.int64(size), kk))
