@@ -293,7 +293,7 @@ def _bin_range(sample, ns, n_bins, biggest, typed):
     typed[1] = scale
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _count_row(flat, v0, bad, b0, use_bad, w, lo, scale, top, spare, hist, idx):
     """Add the ``w`` values from ``flat[v0]`` to ``hist`` (`_bin_of`; the last bin counts
     the unusable ones), a SIMD chunk of bin indices at a time."""
@@ -304,23 +304,6 @@ def _count_row(flat, v0, bad, b0, use_bad, w, lo, scale, top, spare, hist, idx):
         _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
         for k in range(m):
             hist[idx[k]] += 1
-
-
-@njit(**_JIT)
-def _gather_row(flat, v0, bad, b0, use_bad, w, lo, scale, top, spare, slot_of_bin, pos,
-                out, idx):
-    """Copy the values from ``flat[v0]`` whose bins are wanted (``slot_of_bin``: segment + 1,
-    0 when not wanted) to ``out[pos[segment]]``, advancing ``pos``."""
-    for x0 in range(0, w, _CHUNK):
-        m = min(_CHUNK, w - x0)
-        seg = flat[v0 + x0:v0 + x0 + m]
-        bseg = bad[b0 + x0:b0 + x0 + m] if use_bad else bad[:0]
-        _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
-        for k in range(m):
-            s = slot_of_bin[idx[k]]
-            if s:
-                out[pos[s - 1]] = seg[k]
-                pos[s - 1] += 1
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
@@ -386,12 +369,11 @@ def _quantile(ranks, values, nr, i):
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def _core_sums(seg, idx, m, above, below, ref):
-    """Count, sum and sum of squares of ``v - ref`` over the values of ``seg[:m]`` whose
-    histogram bin ``idx`` is strictly between ``above`` and ``below`` (SIMD; only the sums'
-    order is the compiler's, as in `_row_clip_sums`)."""
+    """Sum and sum of squares of ``v - ref`` over the values of ``seg[:m]`` whose histogram
+    bin ``idx`` is strictly between ``above`` and ``below`` (SIMD; only the sums' order is
+    the compiler's, as in `_row_clip_sums`; their count comes from the histogram)."""
     a = 0.0
     b = 0.0
-    k = 0
     for j in range(m):
         t = idx[j]
         keep = (t > above) & (t < below)
@@ -399,23 +381,22 @@ def _core_sums(seg, idx, m, above, below, ref):
         e = d if keep else 0.0
         a += e
         b += e * e
-        k += 1 if keep else 0
-    return k, a, b
+    return a, b
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _split_row(flat, v0, bad, b0, use_bad, w, lo, scale, top, spare, slot_of_bin, pos, out,
                idx, l1, u0, ref, core):
     """One row of a bin in the second pass: copy the values of the wanted histogram bins
-    (`_gather_row`) and add the core's sums about ``ref`` (bins strictly between ``l1``
-    and ``u0``) to ``core``."""
+    (``slot_of_bin``: segment + 1, 0 when not wanted) to ``out[pos[segment]]``, advancing
+    ``pos``, and add the core's sums about ``ref`` (bins strictly between ``l1`` and
+    ``u0``) to ``core[1:]``."""
     for x0 in range(0, w, _CHUNK):
         m = min(_CHUNK, w - x0)
         seg = flat[v0 + x0:v0 + x0 + m]
         bseg = bad[b0 + x0:b0 + x0 + m] if use_bad else bad[:0]
         _chunk_bins(seg, bseg, use_bad, m, lo, scale, top, spare, idx)
-        k, a, b = _core_sums(seg, idx, m, l1, u0, ref)
-        core[0] += k
+        a, b = _core_sums(seg, idx, m, l1, u0, ref)
         core[1] += a
         core[2] += b
         for j in range(m):
@@ -580,6 +561,7 @@ def _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, n_sigma, n
     first_bin = np.empty((nx, 16), dtype=np.int64)  # each slot's lowest histogram bin
     slot_of_bin = np.zeros((nx, n_bins + 1), dtype=np.uint8)
     cum = np.empty(n_bins + 1, dtype=np.int64)
+    core = np.zeros((nx, 3))  # the core's count (from the histogram), sums about refs
     total = 0
     for i in range(nx):
         hi_ = hist[i]
@@ -646,6 +628,7 @@ def _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, n_sigma, n
                 slot_of_bin[i, b] = slots
                 total += np.int64(hi_[b])
         n_slots[i] = slots
+        core[i, 0] = cum[zones[i, 2]] - cum[zones[i, 1] + 1]
         for r in range(nr):
             ranks[i, r] -= cum[first_bin[i, slot_of_bin[i, rank_bins[r]] - 1]]  # in slot
             rank_bins[r] = slot_of_bin[i, rank_bins[r]] - 1
@@ -653,7 +636,6 @@ def _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, n_sigma, n
             ranks[i, r] = (rank_bins[r] << 40) | ranks[i, r]
     out = np.empty(total, dtype=flat.dtype)
     pos = starts.copy()
-    core = np.zeros((nx, 3))
     for y in range(ya, yb):
         for i in range(nx):
             if counts[i]:
