@@ -121,8 +121,11 @@ def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
     """Indices ``[i0, i1)`` of sorted ``s`` with ``abs(s - center) <= half`` (in double).
 
     The predicate is monotone on each side of the centre, so the kept values are one
-    contiguous run around the value nearest the centre; two binary searches over indices
-    find its ends with the exact predicate and without converting the array.
+    contiguous run. Its ends are searched at ``center -/+ half`` rounded to the array's
+    dtype, moved past the few values the rounding misplaces, and accepted when the run's
+    ends are kept and their outer neighbours are not (which settles it, the run being
+    contiguous). Otherwise (an empty run, or a bound far off) two binary searches over
+    indices find the ends with the exact predicate, from the value nearest the centre.
     """
     n = s.shape[0]
     if n == 0:
@@ -131,10 +134,33 @@ def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
     def keep(i: int) -> bool:
         return abs(float(s[i]) - center) <= half
 
+    dtype = s.dtype.type
+    big = _FINITE_MAX.get(dtype)
+    if big is not None:
+        search = s.searchsorted
+        i0 = int(search(dtype(min(max(center - half, -big), big)), "left"))
+        i1 = int(search(dtype(min(max(center + half, -big), big)), "right"))
+        for _ in range(_STEPS):  # past runs of equal values the rounded bound misplaced
+            if i0 > 0 and keep(i0 - 1):
+                i0 = int(search(s[i0 - 1], "left"))
+            elif i0 < i1 and not keep(i0):
+                i0 = int(search(s[i0], "right"))
+            else:
+                break
+        for _ in range(_STEPS):
+            if i1 < n and keep(i1):
+                i1 = int(search(s[i1], "right"))
+            elif i1 > i0 and not keep(i1 - 1):
+                i1 = int(search(s[i1 - 1], "left"))
+            else:
+                break
+        if (i0 < i1 and keep(i0) and keep(i1 - 1) and (i0 == 0 or not keep(i0 - 1))
+                and (i1 == n or not keep(i1))):
+            return i0, i1
     # The value nearest the centre is kept if anything is; the needle is cast to the
     # array's dtype so the search does not convert the array, and the neighbours of the
     # rounded centre cover the rounding.
-    c = s.dtype.type(center)
+    c = dtype(center)
     left = int(np.searchsorted(s, c, side="left"))
     right = int(np.searchsorted(s, c, side="right"))
     anchor = next((i for i in (left - 1, left, right) if 0 <= i < n and keep(i)), None)
@@ -156,6 +182,10 @@ def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
         else:
             hi = mid - 1
     return i0, lo + 1
+
+
+#: Largest finite value of the float dtypes `_kept_range` searches by value.
+_FINITE_MAX = {t: float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
 
 
 def _centred_sums(v: np.ndarray, center: float, block: int = 1 << 16) -> tuple[float, float]:
