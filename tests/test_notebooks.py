@@ -1,8 +1,10 @@
 """The notebooks in notebooks/ execute top to bottom on tiny simulated data (nbclient).
 
-Their parameter cells read AMPOFFSET_NB_* environment variables; here three detectors at a
-tenth of full size on one local worker process (or the session's shared scheduler). The
-notebooks are stored without outputs.
+Their parameter cells read AMPOFFSET_NB_* environment variables and AMPOFFSET_SCHEDULER; here
+three detectors at a tenth of full size, on the session's shared scheduler (a kernel that
+starts a local cluster of its own costs a scheduler and worker processes per notebook) except
+where the notebook's own local cluster is what is tested (02's fallback). The notebooks are
+stored without outputs.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ def run_notebook(name: str, tmp_path: Path, monkeypatch, scheduler: str,
 
 
 @pytest.mark.slow
-def test_quickstart_notebook(tmp_path, monkeypatch):
-    text, images = run_notebook("01-quickstart.ipynb", tmp_path, monkeypatch, "")
+def test_quickstart_notebook(tmp_path, monkeypatch, shared_scheduler):
+    text, images = run_notebook("01-quickstart.ipynb", tmp_path, monkeypatch, shared_scheduler)
     assert "3 ok, 0 flagged, 0 failed" in text
     assert images >= 3, "figures not rendered"
 
@@ -90,10 +92,11 @@ def test_cluster_notebook_on_a_running_scheduler(tmp_path, monkeypatch, shared_s
 
 
 @pytest.mark.slow
-def test_diagnostics_notebook(tmp_path, monkeypatch):
+def test_diagnostics_notebook(tmp_path, monkeypatch, shared_scheduler):
     # A 20-visit sequence of one detector; trends needs amps of ~100 px to see a 0.1 % gain
     # error, so this one runs at a fifth of full size.
-    text, images = run_notebook("03-diagnostics.ipynb", tmp_path, monkeypatch, "", scale="0.2")
+    text, images = run_notebook("03-diagnostics.ipynb", tmp_path, monkeypatch, shared_scheduler,
+                                scale="0.2")
     assert "20 visits of R22_S11" in text
     assert "injected: amp C15 jumps by" in text and "at visit 9" in text
     assert "injected: amp C02 has a gain error of" in text
