@@ -31,7 +31,8 @@ def _same(a, b) -> bool:
 def test_pairwise_sum_numba_equals_numpy_row_sums():
     """numpy's float32 ``.sum(axis=1)`` along contiguous lines, bit for bit, for every
     width the compiled strips take (up to 128: a plain loop below 8, then 8 interleaved
-    partial sums and the remainder; wider lines are left to the numpy reference)."""
+    partial sums and the remainder; wider lines are left to the numpy reference), two
+    lines at once as the clipped sums take them."""
     rng = np.random.default_rng(5)
     for width in range(1, 129):
         a = rng.normal(0.0, 1.0, (6, width)) * rng.uniform(1.0, 1e5, (6, 1))
@@ -39,9 +40,12 @@ def test_pairwise_sum_numba_equals_numpy_row_sums():
         a[1, ::3] = 0.0
         a = a.astype(np.float32)
         expected = a.sum(axis=1)
-        got = np.array([NUMBA._pairwise(a[i], 0, width) for i in range(a.shape[0])],
-                       dtype=np.float32)
-        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32),
+        got = np.array([NUMBA._pairwise_sums(a[i], a[(i + 1) % 6], width)
+                        for i in range(a.shape[0])], dtype=np.float32)
+        np.testing.assert_array_equal(got[:, 0].view(np.uint32), expected.view(np.uint32),
+                                      err_msg=f"width {width}")
+        np.testing.assert_array_equal(got[:, 1].view(np.uint32),
+                                      np.roll(expected, -1).view(np.uint32),
                                       err_msg=f"width {width}")
 
 

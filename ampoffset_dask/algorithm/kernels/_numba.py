@@ -1210,36 +1210,54 @@ def _select(buf, lo, hi, k):
     return buf[k]
 
 
-@njit(**_JIT)
-def _pairwise(a, lo, n):
-    """``a[lo:lo + n].sum()`` in float32 for n <= 128, in the order of numpy's pairwise sum
-    (one block): a plain loop below 8 values, else 8 interleaved partial sums combined
-    pairwise, then the remainder in order."""
+@njit(inline="always", **_JIT)
+def _pairwise2(a, b, n):
+    """``a[:n].sum()`` and ``b[:n].sum()`` in float32 for n <= 128, each in the order of
+    numpy's pairwise sum (one block): a plain loop below 8 values, else 8 interleaved
+    partial sums combined pairwise, then the remainder in order. The two sums share one
+    loop: sixteen independent chains instead of eight."""
     if n < 8:
-        res = np.float32(0.0)
-        for i in range(lo, lo + n):
-            res += a[i]
-        return res
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+        ra = np.float32(0.0)
+        rb = np.float32(0.0)
+        for i in range(n):
+            ra += a[i]
+            rb += b[i]
+        return ra, rb
+    a0, a1, a2, a3, a4, a5, a6, a7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+    b0, b1, b2, b3, b4, b5, b6, b7 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
     i = 8
     stop = n - n % 8
     while i < stop:
-        b = lo + i
-        r0 += a[b]
-        r1 += a[b + 1]
-        r2 += a[b + 2]
-        r3 += a[b + 3]
-        r4 += a[b + 4]
-        r5 += a[b + 5]
-        r6 += a[b + 6]
-        r7 += a[b + 7]
+        a0 += a[i]
+        a1 += a[i + 1]
+        a2 += a[i + 2]
+        a3 += a[i + 3]
+        a4 += a[i + 4]
+        a5 += a[i + 5]
+        a6 += a[i + 6]
+        a7 += a[i + 7]
+        b0 += b[i]
+        b1 += b[i + 1]
+        b2 += b[i + 2]
+        b3 += b[i + 3]
+        b4 += b[i + 4]
+        b5 += b[i + 5]
+        b6 += b[i + 6]
+        b7 += b[i + 7]
         i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    ra = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+    rb = ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))
     while i < n:
-        res += a[lo + i]
+        ra += a[i]
+        rb += b[i]
         i += 1
-    return res
+    return ra, rb
+
+
+@njit(**_JIT)
+def _pairwise_sums(a, b, n):
+    """`_pairwise2`, callable on its own (tests)."""
+    return _pairwise2(a, b, n)
 
 
 _HIST_SHIFT = 19  # bins of the absolute residuals' bit patterns: 16 per octave
@@ -1372,10 +1390,11 @@ def _strip_stats(lines, srt, bounds, dist, profile, given, count, sigmas, n_kept
                 sd += d2[i] if k else 0
                 sdd += dd4[i] if k else 0
             n_kept[r] = kept
-            sums[0, r] = _pairwise(terms, np.int64(0), n)
+            s_r, s_dr = _pairwise2(terms, terms_d, n)
+            sums[0, r] = s_r
             sums[1, r] = sd * 0.5
             sums[2, r] = sdd * 0.25
-            sums[3, r] = _pairwise(terms_d, np.int64(0), n)
+            sums[3, r] = s_dr
 
 
 def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarray | None = None,
