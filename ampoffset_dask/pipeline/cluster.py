@@ -4,8 +4,9 @@ Accepted specs
 --------------
 ``None`` or ``"local"``
     A `~distributed.LocalCluster` sized to the machine: one single-threaded worker process
-    per core (fewer if memory is short), each with an explicit memory limit, and glibc's
-    default malloc tuning (``ampoffset.local.glibc-malloc-defaults``). Closed by
+    per core (fewer if memory is short), each with an explicit memory limit, glibc's
+    default malloc tuning (``ampoffset.local.glibc-malloc-defaults``) and dask's monitoring
+    at intervals that cost little CPU (``ampoffset.local.light-monitoring``). Closed by
     `ClientHandle.close`. ``"local:N"`` asks for N workers.
 ``"tcp://host:port"``, ``"tls://host:port"`` (also ``ucx://``, ``ws://``, ``wss://``)
     A running scheduler. TLS settings come from ``security=`` or from dask's configuration
@@ -136,7 +137,22 @@ def local_cluster_size(
     return int(n_workers), int(limit)
 
 
-def _local(n_workers: int | None, memory_limit: Any, **kwargs: Any) -> ClientHandle:
+#: Dask's polling in the clusters `get_client` starts (``ampoffset.local.light-monitoring``).
+#: The defaults (statistical profiler every 10 ms, event-loop tick every 20 ms, memory
+#: monitor every 100 ms, system monitor every 500 ms) cost ~15% of a core with two idle
+#: workers, and the scheduler and nannies run in the client's process: on a small machine
+#: that CPU is taken from the detectors. Slower polling keeps every safeguard (the nanny
+#: still kills a worker over its memory limit, a blocked event loop is still reported).
+LIGHT_MONITORING = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "500ms",
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.worker.memory.monitor-interval": "200ms",
+}
+
+
+def _local(n_workers: int | None, memory_limit: Any, *, profile: bool = False,
+           **kwargs: Any) -> ClientHandle:
     import dask.config
     from distributed import Client, LocalCluster
 
@@ -152,6 +168,10 @@ def _local(n_workers: int | None, memory_limit: Any, **kwargs: Any) -> ClientHan
         # mmap threshold: every large numpy temporary then costs fresh page faults (~30%
         # more time per detector here). Unset it for the workers we start.
         overrides["distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"] = None
+    if _config.get("local.light-monitoring", True):
+        overrides.update(LIGHT_MONITORING)
+        if profile:  # a performance report shows the workers' profile
+            overrides["distributed.worker.profile.enabled"] = True
     try:
         with dask.config.set(overrides):
             cluster = LocalCluster(
@@ -306,6 +326,7 @@ def get_client(
     n_workers: int | None = None,
     memory_limit: str | int | None = None,
     security: Any = None,
+    profile: bool = False,
     **cluster_kwargs: Any,
 ) -> ClientHandle:
     """Connect to (or start) the Dask cluster that ``spec`` describes.
@@ -320,6 +341,9 @@ def get_client(
         Per-worker memory limit of a local cluster (``"2GiB"``).
     security : distributed.security.Security, optional
         TLS settings for ``tls://`` addresses and scheduler files (default: dask config).
+    profile : bool
+        Keep dask's statistical profiler on in the workers of a local cluster (for a
+        performance report) when ``ampoffset.local.light-monitoring`` turns it off.
     **cluster_kwargs
         Passed to `~distributed.LocalCluster`.
 
@@ -347,12 +371,13 @@ def get_client(
             return ClientHandle(Client(spec), None, owned=True)
         raise ClusterError(f"cannot make a Dask client from {type(spec).__name__} {spec!r}")
     if spec is None:
-        return _local(n_workers, memory_limit, **cluster_kwargs)
+        return _local(n_workers, memory_limit, profile=profile, **cluster_kwargs)
     text = os.fspath(spec).strip()
     lower = text.lower()
     if lower == "local" or lower.startswith("local:"):
         _, n = _split_count(text.split(":", 1)[1] if ":" in text else "")
-        return _local(n if n is not None else n_workers, memory_limit, **cluster_kwargs)
+        return _local(n if n is not None else n_workers, memory_limit, profile=profile,
+                      **cluster_kwargs)
     if _ADDRESS.match(text):
         return _address(text, security)
     if lower == "gateway" or lower.startswith("gateway:"):

@@ -658,7 +658,8 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
         from .worker_logs import forward_run_logs  # imports distributed
 
         t = time.perf_counter()
-        handle: ClientHandle = get_client(client, n_workers=opts.n_workers)
+        handle: ClientHandle = get_client(client, n_workers=opts.n_workers,
+                                          profile=opts.performance_report is not None)
         timings["cluster"] = time.perf_counter() - t
         try:
             dask_client = handle.client

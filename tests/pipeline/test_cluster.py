@@ -88,6 +88,16 @@ def test_tls_end_to_end(sim_visit, direct, tmp_path):
     assert_catalog_matches(cat, expected)
 
 
+def _polling(dask_worker=None, dask_scheduler=None) -> dict:
+    """The intervals (ms) of a worker's or the scheduler's periodic callbacks."""
+    server = dask_worker or dask_scheduler
+    callbacks = server.periodic_callbacks
+    out = {"profile": "profile" in callbacks}
+    out.update({k: callbacks[k].callback_time for k in ("tick", "monitor", "memory_monitor")
+                if k in callbacks})
+    return out
+
+
 def test_local_spec_and_errors():
     workers, limit = local_cluster_size()
     assert workers >= 1 and limit >= 256 * 2**20
@@ -101,10 +111,20 @@ def test_local_spec_and_errors():
         (env,) = client.run(lambda: (os.environ.get("OMP_NUM_THREADS"),
                                      os.environ.get("MALLOC_TRIM_THRESHOLD_"))).values()
         assert env == ("1", os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+        # dask's polling slowed down in the workers and in the scheduler (light monitoring)
+        (polls,) = client.run(_polling).values()
+        assert polls == {"profile": False, "tick": 500.0, "monitor": 2000.0,
+                         "memory_monitor": 200.0}
+        assert client.run_on_scheduler(_polling) == {"profile": False, "tick": 500.0,
+                                                      "monitor": 2000.0}
         handle = get_client(client)  # an existing client is used, never closed
         handle.close()
         assert client.status == "running"
     assert client.status == "closed"
+    # a run with a performance report keeps the workers' profiler (the report shows it)
+    with get_client("local:1", memory_limit="600MiB", profile=True) as client:
+        (polls,) = client.run(_polling).values()
+        assert polls["profile"] is True and polls["tick"] == 500.0
     with pytest.raises(ConfigError, match="neither 'local'"):
         get_client("bogus-spec")
     with pytest.raises(ConfigError, match=r"jobqueue\.slurm|dask-jobqueue"):
