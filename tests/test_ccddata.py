@@ -1,4 +1,8 @@
-"""astropy CCDData: in-memory measure/correct, files written by CCDData.write, ccdproc recipe."""
+"""astropy CCDData: in-memory measure/correct, files written by CCDData.write, ccdproc recipe.
+
+``astropy.nddata`` is imported by the functions that use it: with astropy.wcs and
+astropy.coordinates it costs about 1 CPU s in every test process that collects this module.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import dataclasses
 import numpy as np
 import pytest
 from astropy import units as u
-from astropy.nddata import CCDData, StdDevUncertainty
 from golden import lsst_config, lsst_detector, lsst_fixture, lsst_image
 
 from ampoffset_dask import Amplifier, AmpOffsetTask, Detector, Exposure, measure_detector
@@ -22,6 +25,8 @@ PEDESTAL_KEY = "LSST ISR AMPOFFSET PEDESTAL {}"
 
 
 def _ccd(kind="artificial", mask=None):
+    from astropy.nddata import CCDData, StdDevUncertainty
+
     image = lsst_image(kind, "constant")
     unc = StdDevUncertainty(np.full(image.shape, 2.0, np.float32))
     return CCDData(image, unit=u.adu, mask=mask, uncertainty=unc, meta={"OBJECT": "flat"})
@@ -76,6 +81,8 @@ def _masked_case():
 
 
 def test_nonzero_mask_values_are_bad_pixels():
+    from astropy.nddata import CCDData
+
     _, mask, junk = _masked_case()
     exp = ccddata_to_exposure(CCDData(junk, unit=u.adu, mask=mask), DET)
     assert set(np.unique(exp.mask)) == {0, 1}
@@ -103,6 +110,8 @@ def test_detector_by_name_needs_a_camera_and_shape_must_match():
 # ------------------------------------------------------------------------------------------
 @pytest.fixture
 def ccd_file(tmp_path):
+    from astropy.nddata import CCDData, StdDevUncertainty
+
     image, mask, junk = _masked_case()
     ccd = CCDData(junk, unit=u.adu, mask=mask.astype(bool),
                   uncertainty=StdDevUncertainty(np.full(image.shape, 3.0, np.float32)),
@@ -162,6 +171,8 @@ def test_ccddata_file_without_geometry_fails_clearly(ccd_file):
 # The ccdproc recipe of docs/ccddata.md: per-amp overscan and trim, then amp offsets
 # ------------------------------------------------------------------------------------------
 def test_ccdproc_recipe_removes_amp_offsets():
+    from astropy.nddata import CCDData
+
     ccdproc = pytest.importorskip("ccdproc")  # in the test extra; skipped only outside it
 
     # A 2-amp raw frame: each amp 64 data columns then 8 overscan columns, 80 rows.
