@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -226,6 +226,7 @@ def measure_detector(
         all_masked = backend.all_covered(bad, extra)
         if not all_masked and seeds is not None:
             all_masked = _grown_covers_rest(seeds, n_detected, bad, extra, config)
+        seeds = None  # frees the smoothed image it holds
 
     # Every per-strip statistic, once: LSST's edge profiles and what the diagnostics share.
     stats = {}
@@ -358,7 +359,8 @@ def _detect(
     Returns
     -------
     status, threshold, n_above, seeds
-        ``seeds`` are the ungrown detections that mask pixels (None if there are none).
+        ``seeds()`` builds the full-size mask of the ungrown detections that mask pixels
+        (None if there are none): rarely needed (`_grown_covers_rest`), so not built here.
     """
     det = config.detection
     r = kernel_half_width(det.sigma, det.n_sigma_for_kernel)
@@ -371,27 +373,29 @@ def _detect(
                                     det.threshold_type, det.include_threshold_multiplier)
     if not math.isfinite(threshold):
         return "skipped: no usable pixel for the threshold", threshold, 0, None
+    backend = kernels.active()
     polarity = det.threshold_polarity
-    # One pass writes the seeds and counts them: reading the smoothed image is the cost.
-    seeds, n, any_seed = kernels.active().threshold_seeds(
-        smoothed, threshold, img.shape, r, positive=polarity != "negative",
-        negative=polarity != "positive", mark_positive="DETECTED" in bad_planes,
-        mark_negative="DETECTED_NEGATIVE" in bad_planes)
-    radius = grow_radius(det.n_sigma_to_grow, det.sigma)
-    if any_seed:
-        for rows, cols in strips.values():
-            ry = slice(max(rows.start - radius, 0), min(rows.stop + radius, h))
-            rx = slice(max(cols.start - radius, 0), min(cols.stop + radius, w))
-            local = seeds[ry, rx]
-            if local.any():
-                grown = grow(local, radius, det.isotropic_grow)
-                extra[rows, cols] |= grown[rows.start - ry.start: rows.stop - ry.start,
-                                           cols.start - rx.start: cols.stop - rx.start]
-        return "ok", threshold, n, seeds
-    return "ok", threshold, n, None
+    positive, negative = polarity != "negative", polarity != "positive"
+    mark_positive = "DETECTED" in bad_planes
+    mark_negative = "DETECTED_NEGATIVE" in bad_planes
+    # Grown detections are only needed in the edge strips: the count reads the smoothed
+    # image once, and each strip is grown from the seeds within reach of it (no full-size
+    # seed mask is written).
+    n, any_seed = backend.grow_detections(
+        smoothed, threshold, r, positive, negative, mark_positive, mark_negative,
+        grow_radius(det.n_sigma_to_grow, det.sigma), det.isotropic_grow, strips.values(),
+        extra)
+    if not any_seed:
+        return "ok", threshold, n, None
+
+    def seeds() -> np.ndarray:
+        return backend.threshold_seeds(smoothed, threshold, img.shape, r, positive, negative,
+                                       mark_positive, mark_negative)[0]
+
+    return "ok", threshold, n, seeds
 
 
-def _grown_covers_rest(seeds: np.ndarray, n_detected: int, bad: np.ndarray,
+def _grown_covers_rest(seeds: Callable[[], np.ndarray], n_detected: int, bad: np.ndarray,
                        extra: np.ndarray, config: AmpOffsetConfig) -> bool:
     """Whether grown detections mask every pixel not already masked (exact, rarely costly).
 
@@ -404,4 +408,4 @@ def _grown_covers_rest(seeds: np.ndarray, n_detected: int, bad: np.ndarray,
     reach = n_detected * (2 * radius + 1) ** 2
     if reach < bad.size - int(np.count_nonzero(bad)) - int(np.count_nonzero(extra)):
         return False
-    return bool((grow(seeds, radius, det.isotropic_grow) | bad | extra).all())
+    return bool((grow(seeds(), radius, det.isotropic_grow) | bad | extra).all())

@@ -472,6 +472,67 @@ def test_threshold_seeds_agree():
                                  False)[0][7 + r, 8 + r]
 
 
+def test_detection_count_agrees_with_the_seeds():
+    rng = np.random.default_rng(7)
+    smoothed = rng.normal(0.0, 1.0, (40, 300)).astype(np.float32)
+    smoothed[5, 6] = np.nan
+    smoothed[8, 9] = np.float32(2.5)  # exactly at the threshold
+    for threshold in (2.5, 2.5000000001, 1.0, 10.0):
+        for flags in [(True, False, True, False), (True, True, True, True),
+                      (False, True, False, True), (True, True, False, False),
+                      (True, True, False, True)]:
+            _, n, any_seed = NUMPY.threshold_seeds(smoothed, threshold, (46, 306), 3, *flags)
+            assert NUMPY.count_detected(smoothed, threshold, *flags) == (n, any_seed)
+            for k in (NUMPY, NUMBA):  # no region: only the count
+                out = np.zeros((46, 306), dtype=bool)
+                assert k.grow_detections(smoothed, threshold, 3, *flags, 2, True, [],
+                                         out) == (n, any_seed)
+                assert not out.any()
+    # Blocks of rows: a count over several blocks.
+    assert NUMPY.count_detected(smoothed, 1.0, True, False, True, False, row_block=7) == \
+        NUMPY.threshold_seeds(smoothed, 1.0, (46, 306), 3, True, False, True, False)[1:]
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_grown_detections_in_regions_agree_with_the_definition(isotropic):
+    """`grow_detections` sets ``grow(threshold_seeds(...))[rows, cols]`` (ORed into what
+    is there) from the smoothed pixels within reach: regions at the image's corners and
+    border, inside the border that the smoothing leaves out, thinner than the footprint,
+    empty, several at once; runs of seeds across the compiled path's 64-column chunks and
+    at row ends; seeds of one polarity detected but not marked."""
+    rng = np.random.default_rng(8)
+    r = 3
+    smoothed = rng.normal(0.0, 1.0, (60, 290)).astype(np.float32)
+    smoothed[rng.random(smoothed.shape) < 0.02] = np.float32(3.0)
+    smoothed[10, 55:75] = np.float32(3.0)  # across the chunk boundary at 64
+    smoothed[20, 120:140] = np.float32(-3.0)
+    smoothed[30, 250:] = np.float32(3.0)  # up to the row's end
+    smoothed[0, :5] = smoothed[-1, -5:] = np.float32(3.0)  # the good box's corners
+    smoothed[40, 100] = np.nan
+    smoothed[41, 100] = np.float32(2.5)  # exactly at the threshold
+    shape = (smoothed.shape[0] + 2 * r, smoothed.shape[1] + 2 * r)
+    h, w = shape
+    regions = [(slice(0, h), slice(0, w)), (slice(0, 9), slice(0, 40)),
+               (slice(h - 5, h), slice(w - 70, w)), (slice(0, 2), slice(100, 200)),
+               (slice(8, 50), slice(60, 62)), (slice(20, 20), slice(5, 50)),
+               (slice(5, 45), slice(110, 230)), (slice(30, 36), slice(240, w))]
+    for radius in (0, 2, 5):
+        for flags in [(True, False, True, False), (False, True, False, True),
+                      (True, True, True, True), (True, True, True, False)]:
+            seeds, n, _ = NUMPY.threshold_seeds(smoothed, 2.5, shape, r, *flags)
+            full = _grow_brute_force(seeds, radius, isotropic)
+            for group in [[region] for region in regions] + [regions]:
+                start = rng.random(shape) < 0.05
+                expected = start.copy()
+                for rows, cols in group:
+                    expected[rows, cols] |= full[rows, cols]
+                for k in (NUMPY, NUMBA):
+                    out = start.copy()
+                    assert k.grow_detections(smoothed, 2.5, r, *flags, radius, isotropic, group,
+                                             out) == (n, True)
+                    np.testing.assert_array_equal(out, expected)
+
+
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 0.97])
 def test_box_dilation_of_dense_masks_agrees(density):
     rng = np.random.default_rng(int(density * 100))

@@ -1152,6 +1152,109 @@ def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, in
     return seeds, int(n), bool(any_seed)
 
 
+_SEED_CHUNK = 64  # columns of the smoothed image per flag of the map of seeds
+
+
+@njit(**_JIT)
+def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negative, chunks):
+    """`_threshold_seeds`'s count and whether a seed exists, and ``chunks[y, c]``: whether
+    ``smoothed[y, 64c:64c + 64]`` holds a seed (reductions the compiler vectorises; no
+    full-size mask written)."""
+    oh, ow = smoothed.shape
+    n = 0
+    any_seed = False
+    for y in range(oh):
+        src = smoothed[y]
+        flags = chunks[y]
+        for c in range(flags.shape[0]):
+            k = 0
+            hit = False
+            for x in range(c * _SEED_CHUNK, min(ow, (c + 1) * _SEED_CHUNK)):
+                v = src[x]
+                p = (v >= hi) & positive
+                q = (v <= lo) & negative
+                k += np.int64(p) + np.int64(q)
+                hit |= (p & mark_positive) | (q & mark_negative)
+            n += k
+            flags[c] = hit
+            any_seed |= hit
+    return n, any_seed
+
+
+@njit(**_JIT)
+def _grow_region(smoothed, hi, lo, positive, negative, r, halves, chunks, y0, y1, x0, x1,
+                 out):
+    """OR into ``out[y0:y1, x0:x1]`` the seeds (image pixel ``(y, x)`` with
+    ``smoothed[y - r, x - r] >= hi``, or ``<= lo``, as ``positive``/``negative`` ask) grown
+    by the footprint of row half widths ``halves``.
+
+    Only the chunks of smoothed pixels within the footprint's reach of the region that
+    hold a seed (``chunks``, `_count_seeds`) are scanned for runs of seeds; each run
+    paints its footprint rows clipped to the region (as `_grow`).
+    """
+    oh, ow = smoothed.shape
+    big = halves.shape[0] // 2  # the footprint's half height and widest half width
+    ys, ye = max(y0 - big, r), min(y1 + big, r + oh)
+    cs, ce = max(x0 - big, r) - r, min(x1 + big, r + ow) - r  # smoothed columns
+    for y in range(ys, ye):
+        src = smoothed[y - r]
+        flags = chunks[y - r]
+        x = cs  # columns before x are scanned
+        while x < ce:
+            stop = min(ce, (x // _SEED_CHUNK + 1) * _SEED_CHUNK)
+            if not flags[x // _SEED_CHUNK]:
+                x = stop
+                continue
+            while x < stop:
+                v = src[x]
+                if not (((v >= hi) & positive) | ((v <= lo) & negative)):
+                    x += 1
+                    continue
+                start = x
+                while x < ce:  # a run may go on into the next chunks
+                    v = src[x]
+                    if not (((v >= hi) & positive) | ((v <= lo) & negative)):
+                        break
+                    x += 1
+                for dy in range(max(-big, y0 - y), min(big, y1 - 1 - y) + 1):
+                    half = halves[dy + big]
+                    dst = out[y + dy]
+                    for xx in range(max(start + r - half, x0), min(x + r + half, x1)):
+                        dst[xx] = True
+
+
+def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bool,
+                    negative: bool, mark_positive: bool, mark_negative: bool, radius: int,
+                    isotropic: bool, regions, out: np.ndarray) -> tuple[int, bool]:
+    """See `ampoffset_dask.algorithm.kernels._numpy.grow_detections`.
+
+    One pass over the smoothed image counts and maps which 64-column chunks of each row
+    hold a seed; the regions then read only those chunks.
+    """
+    if out.dtype != np.bool_ or not out.flags.c_contiguous:
+        return _reference.grow_detections(smoothed, threshold, r, positive, negative,
+                                          mark_positive, mark_negative, radius, isotropic,
+                                          regions, out)
+    src = np.ascontiguousarray(smoothed, dtype=np.float32)
+    hi, lo = np.float32(threshold), np.float32(-threshold)
+    chunks = np.empty((src.shape[0], -(-src.shape[1] // _SEED_CHUNK)), dtype=np.bool_)
+    n, any_seed = _count_seeds(src, hi, lo, positive, negative, mark_positive, mark_negative,
+                               chunks)
+    if not any_seed:
+        return int(n), False
+    radius = max(int(radius), 0)
+    halves = np.array([int(math.sqrt(radius * radius - dy * dy)) if isotropic
+                       else radius - abs(dy) for dy in range(-radius, radius + 1)],
+                      dtype=np.int64)
+    for rows, cols in regions:
+        y0, y1, _ = rows.indices(out.shape[0])
+        x0, x1, _ = cols.indices(out.shape[1])
+        if y0 < y1 and x0 < x1:
+            _grow_region(src, hi, lo, positive and mark_positive, negative and mark_negative,
+                         r, halves, chunks, y0, y1, x0, x1, out)
+    return int(n), True
+
+
 # ------------------------------------------------------------------------------------------
 # Edge strips: line medians, scatter and clipped line sums (`strips.lines_stats`). The lines
 # are sorted by numpy (a SIMD sorting network for short rows, faster than a compiled

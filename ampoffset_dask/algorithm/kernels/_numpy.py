@@ -462,6 +462,120 @@ def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, in
     return seeds, n, any_seed
 
 
+def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bool,
+                    negative: bool, mark_positive: bool, mark_negative: bool, radius: int,
+                    isotropic: bool, regions, out: np.ndarray) -> tuple[int, bool]:
+    """`threshold_seeds`'s count, and its seeds grown into regions of ``out``, without a
+    full-size seed mask.
+
+    Parameters
+    ----------
+    smoothed, threshold, r, positive, negative, mark_positive, mark_negative
+        As `threshold_seeds`.
+    radius : int
+    isotropic : bool
+        The footprint (`grow`).
+    regions : iterable of (slice, slice)
+        Regions (rows, cols) of the image, steps of 1.
+    out : ndarray of bool, shape (H, W)
+        ``out[rows, cols] |= grow(seeds, radius, isotropic)[rows, cols]`` for each region
+        (`grow_detected`), in place.
+
+    Returns
+    -------
+    n_detected : int
+        Detected pixels of both polarities (marked or not).
+    any_seed : bool
+    """
+    n, any_seed = count_detected(smoothed, threshold, positive, negative, mark_positive,
+                                 mark_negative)
+    if any_seed:
+        for rows, cols in regions:
+            grow_detected(smoothed, threshold, r, positive and mark_positive,
+                          negative and mark_negative, radius, isotropic, rows, cols, out)
+    return n, any_seed
+
+
+def count_detected(smoothed: np.ndarray, threshold: float, positive: bool, negative: bool,
+                   mark_positive: bool, mark_negative: bool,
+                   row_block: int = 256) -> tuple[int, bool]:
+    """`threshold_seeds`'s count and whether a seed exists, without the seed mask.
+
+    Returns
+    -------
+    n_detected : int
+        Detected pixels of both polarities (marked or not).
+    any_seed : bool
+    """
+    t = np.float32(threshold)
+    tests = [(np.greater_equal, t, mark_positive)] if positive else []
+    if negative:
+        tests.append((np.less_equal, -t, mark_negative))
+    hit = np.empty((min(row_block, smoothed.shape[0]), smoothed.shape[1]), dtype=bool)
+    n = 0
+    any_seed = False
+    for y0 in range(0, smoothed.shape[0], row_block):
+        block = smoothed[y0:y0 + row_block]
+        out = hit[:block.shape[0]]
+        for compare, bound, mark in tests:
+            found = int(np.count_nonzero(compare(block, bound, out=out)))
+            n += found
+            any_seed |= mark and found > 0
+    return n, any_seed
+
+
+def grow_detected(smoothed: np.ndarray, threshold: float, r: int, positive: bool,
+                  negative: bool, radius: int, isotropic: bool, rows: slice, cols: slice,
+                  out: np.ndarray) -> None:
+    """OR the grown seeds into ``out[rows, cols]``, thresholding only what can reach there.
+
+    The seeds are `threshold_seeds`'s marked pixels (``positive``: ``>= threshold``,
+    ``negative``: ``<= -threshold``) of the full image (``out``'s shape); the pixels set
+    are ``grow(seeds, radius, isotropic)[rows, cols]``, found from the seeds within
+    ``radius`` of the region.
+
+    Parameters
+    ----------
+    smoothed : ndarray, float32, shape (H - 2r, W - 2r)
+    threshold : float
+    r : int
+        Offset of the smoothed good box in the image.
+    positive, negative : bool
+        Which polarities are seeds.
+    radius : int
+    isotropic : bool
+        Disk or diamond footprint (`grow`).
+    rows, cols : slice
+        The region of the image (steps of 1).
+    out : ndarray of bool, shape (H, W)
+        Modified in place.
+    """
+    h, w = out.shape
+    y0, y1, _ = rows.indices(h)
+    x0, x1, _ = cols.indices(w)
+    reach = max(int(radius), 0)
+    if y0 >= y1 or x0 >= x1 or not (positive or negative):
+        return
+    wy0, wy1 = max(y0 - reach, 0), min(y1 + reach, h)
+    wx0, wx1 = max(x0 - reach, 0), min(x1 + reach, w)
+    local = np.zeros((wy1 - wy0, wx1 - wx0), dtype=bool)
+    # The window's part of the smoothed good box.
+    gy0, gy1 = max(wy0, r), min(wy1, h - r)
+    gx0, gx1 = max(wx0, r), min(wx1, w - r)
+    if gy0 >= gy1 or gx0 >= gx1:
+        return
+    sub = smoothed[gy0 - r:gy1 - r, gx0 - r:gx1 - r]
+    dst = local[gy0 - wy0:gy1 - wy0, gx0 - wx0:gx1 - wx0]
+    t = np.float32(threshold)
+    if positive:
+        np.greater_equal(sub, t, out=dst)
+    if negative:
+        dst |= sub <= -t
+    if local.any():
+        grown = grow(local, reach, isotropic)
+        out[y0:y1, x0:x1] |= grown[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
+
+
 # ------------------------------------------------------------------------------------------
 # Edge strips: lines read from the image, line medians, scatter and clipped line sums
 # (`ampoffset_dask.algorithm.strips.lines_stats`)
