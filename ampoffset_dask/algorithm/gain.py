@@ -266,7 +266,10 @@ def amp_levels(line_levels: Mapping[tuple[int, int], np.ndarray], n_amps: int) -
     out = np.full(n_amps, np.nan)
     by_amp: dict[int, list[np.ndarray]] = {}
     for (amp, _side), lv in line_levels.items():
-        v = np.asarray(lv, dtype=np.float64)
+        # In the levels' own float dtype: the same order statistics, converted exactly.
+        v = np.asarray(lv)
+        if v.dtype.kind != "f":
+            v = v.astype(np.float64)
         by_amp.setdefault(amp, []).append(v[np.isfinite(v)])
     for amp, parts in by_amp.items():
         v = np.concatenate(parts)

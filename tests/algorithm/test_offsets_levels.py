@@ -1,0 +1,65 @@
+"""Interface offsets with infinite profile values, and amp levels from float32 line levels,
+against direct transcriptions of their definitions (bit for bit)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ampoffset_dask.algorithm.gain import amp_levels
+from ampoffset_dask.algorithm.offsets import measure_interface, window_length
+from ampoffset_dask.algorithm.stats import clipped_stats
+
+FRAC = 512 / 4176
+
+
+def _contract_avg(edge_a: np.ndarray, edge_b: np.ndarray, frac: float) -> np.ndarray:
+    """LSST's NaN-aware moving average of ``edge_a - edge_b`` (ALGORITHM.md 1.6)."""
+    diff = edge_a - edge_b
+    nan = np.isnan(diff)
+    win = window_length(frac, diff.shape[0])
+    total = np.convolve(np.nan_to_num(diff), np.ones(win), "same")
+    count = np.convolve(~nan, np.ones(win), "same")
+    avg = total / np.maximum(count, 1.0)
+    avg[nan] = np.nan
+    return avg
+
+
+@pytest.mark.parametrize("infinite", [False, True])
+def test_moving_average_and_offset_with_infinite_profiles(infinite):
+    rng = np.random.default_rng(3)
+    a = rng.normal(100.0, 2.0, 2000).astype(np.float32)
+    b = (rng.normal(97.0, 2.0, 2000)).astype(np.float32)
+    a[50:60] = np.nan
+    b[300] = np.nan
+    if infinite:  # lines of infinite pixels: the difference is +-inf (or NaN: inf - inf)
+        a[700:705] = np.inf
+        b[703:709] = -np.inf
+        b[900] = np.inf
+        a[900] = np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        res, smoothed = measure_interface("A-B", a, b, window_frac=FRAC, min_frac=0.5,
+                                          max_offset=50.0)
+        avg = _contract_avg(a, b, FRAC)
+    np.testing.assert_array_equal(smoothed.avg, avg)
+    # Infinities enter the sums as the largest float32 (numpy's nan_to_num).
+    assert (np.abs(avg) > 1e30).any() == infinite
+    offset, clip_std = clipped_stats(avg)
+    assert res.offset_raw == offset and smoothed.clip_std == clip_std
+    assert 2.0 < res.offset_raw < 4.0
+
+
+def test_amp_levels_of_float32_levels_are_exact_medians():
+    rng = np.random.default_rng(4)
+    levels = {}
+    for amp in range(3):
+        for side, n in ((1, 2000), (3, 509 + amp)):  # odd and even totals
+            v = rng.normal(1000.0 + amp, 5.0, n).astype(np.float32)
+            v[::97] = np.nan
+            levels[(amp, side)] = v
+    levels[(3, 1)] = np.full(10, np.nan, dtype=np.float32)
+    got = amp_levels(levels, 5)
+    for amp in range(3):
+        v = np.concatenate([levels[(amp, s)] for s in (1, 3)]).astype(np.float64)
+        assert got[amp] == np.median(v[np.isfinite(v)])
+    assert np.isnan(got[3]) and np.isnan(got[4])
