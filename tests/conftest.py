@@ -1,7 +1,5 @@
 """Test configuration: tests/golden.py importable as ``golden``; shared fixtures."""
 
-import contextlib
-import fcntl
 import json
 import os
 import sys
@@ -33,6 +31,7 @@ os.environ.setdefault("DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL", "5s")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from golden import SHARED, SHARED_FOLDERS
+from run_shared import flocked, once_per_run, run_root
 
 if "dask" in sys.modules:  # imported by a plugin before the settings above
     sys.modules["dask"].config.refresh()
@@ -117,16 +116,6 @@ def pytest_xdist_node_collection_finished(node, ids):
 _STARTED: list = []
 
 
-@contextlib.contextmanager
-def _flocked(path: Path):
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def shared_scheduler(tmp_path_factory):
     """The address of a real ``dask scheduler`` with two ``dask worker`` processes on
@@ -140,15 +129,11 @@ def shared_scheduler(tmp_path_factory):
     """
     from pipeline.helpers import start_dask_processes, stop_processes
 
-    # The parent of this run's basetemp is the same folder for every xdist process.
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    root = root / "shared-cluster"
+    root = run_root(tmp_path_factory) / "shared-cluster"
     users = root / "users"
     users.mkdir(parents=True, exist_ok=True)
     state, lock, me = root / "cluster.json", root / "lock", users / str(os.getpid())
-    with _flocked(lock):
+    with flocked(lock):
         if not state.exists():
             address, procs = start_dask_processes(root / "processes", n_workers=2)
             _STARTED.extend(procs)  # not collected (and warned about) while they run
@@ -159,7 +144,7 @@ def shared_scheduler(tmp_path_factory):
     try:
         yield address
     finally:
-        with _flocked(lock):
+        with flocked(lock):
             me.unlink()
             if not any(users.iterdir()):
                 stop_processes(json.loads(state.read_text())["pids"])
@@ -168,13 +153,13 @@ def shared_scheduler(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def butler_detector_files(tmp_path_factory):
-    """The detector files of `butler_repo.DETECTORS` (full-size, tile-compressed), written
-    once per test process for every test that ingests them into a Butler repository (the
-    repositories copy them: they stay unchanged)."""
+    """The detector files of `butler_repo.DETECTORS` (full-size, tile-compressed, ~3.6 CPU s
+    to write), written once per run for every test that ingests them into a Butler
+    repository (the repositories copy them: they stay unchanged)."""
     pytest.importorskip("lsst.daf.butler")  # the [butler] extra is in the test extra
     from butler_repo import write_detector_files
 
-    return write_detector_files(tmp_path_factory.mktemp("butler_files"))
+    return once_per_run(tmp_path_factory, "butler_files", write_detector_files)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from run_shared import once_per_run
 
 from ampoffset_dask.simulate import simulate_focal_plane
 
@@ -13,10 +14,10 @@ from .helpers import SCALE, VISIT, direct_measurements
 
 @pytest.fixture(scope="session")
 def sim_visit(tmp_path_factory):
-    """Nine simulated LSSTCam detectors (raft R22) of one visit, and their truth."""
-    out = tmp_path_factory.mktemp("sim") / "visit"
-    return simulate_focal_plane(out, "lsstcam", rafts="R22", visits=[VISIT], scale=SCALE,
-                                seed=11)
+    """Nine simulated LSSTCam detectors (raft R22) of one visit, and their truth (simulated
+    once per run, shared by the ``-n`` processes: read only)."""
+    return once_per_run(tmp_path_factory, "sim_visit", lambda folder: simulate_focal_plane(
+        folder / "visit", "lsstcam", rafts="R22", visits=[VISIT], scale=SCALE, seed=11))
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +26,11 @@ def sim_dir(sim_visit):
 
 
 @pytest.fixture(scope="session")
-def direct(sim_visit):
-    """Pedestals and interfaces of the visit from direct `measure_detector` calls."""
-    return direct_measurements(sim_visit.paths)
+def direct(sim_visit, tmp_path_factory):
+    """Pedestals and interfaces of the visit from direct `measure_detector` calls (made once
+    per run, like `sim_visit`)."""
+    return once_per_run(tmp_path_factory, "direct",
+                        lambda _folder: direct_measurements(sim_visit.paths))
 
 
 @pytest.fixture
