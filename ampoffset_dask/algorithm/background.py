@@ -125,8 +125,16 @@ def subtract_background(
     fraction: float,
     style: str = "AKIMA_SPLINE",
     undersample_style: str = "REDUCE_INTERP_ORDER",
+    out: np.ndarray | None = None,
 ) -> str:
-    """Fit AmpOffsetTask's background and subtract it from ``image`` in place.
+    """Fit AmpOffsetTask's background and subtract it from ``image``, in place or into
+    ``out``.
+
+    Parameters
+    ----------
+    out : ndarray, float32, optional
+        Receives ``image`` minus the background (``image`` is then only read); not written
+        when the background is skipped. Default: ``image`` itself.
 
     Returns
     -------
@@ -146,6 +154,6 @@ def subtract_background(
     _, _, xc = background_bins(w, nx)
     _, _, yc = background_bins(h, ny)
     columns = interpolate_rows(style, yc, stats.T.astype(np.float64), h).T  # (h, nx)
-    kernels.active().subtract_model_rows(image, style, xc, columns)
+    kernels.active().subtract_model_rows(image, style, xc, columns, out=out)
     return "ok"
 

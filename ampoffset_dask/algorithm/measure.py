@@ -193,11 +193,14 @@ def measure_detector(
         m = None if mask is None else np.asarray(mask)
         backend = kernels.active()
         det_bits = mask_bits(("DETECTED", "DETECTED_NEGATIVE"), planes)
-        # One pass: the float32 copy, the bad pixels, whether earlier detections are
-        # flagged, and the detection's statistics mask.
+        # One pass: the bad pixels, whether earlier detections are flagged, and the
+        # detection's statistics mask. The pixels are not copied (read-only from here on,
+        # unless converted to float32): the background subtraction writes a new image.
+        pixels = np.asarray(image)
         img, bad, any_det, stats_bad = backend.prepare_pixels(
-            image, m, bits, det_bits if config.do_detection and bits & det_bits else 0,
-            mask_bits(config.detection.stats_mask, planes) if config.do_detection else 0)
+            pixels, m, bits, det_bits if config.do_detection and bits & det_bits else 0,
+            mask_bits(config.detection.stats_mask, planes) if config.do_detection else 0,
+            copy=False)
         if any_det:
             # Detection clears earlier DETECTED bits before the edges see the mask (the
             # background still ignores them); non-finite as before the background.
@@ -207,11 +210,16 @@ def measure_detector(
         if config.do_background:
             raw_lines = [_put_lines(np.empty_like(b.lines), b, strips, img) for b in blocks]
             amp = detector.amplifiers[0]
+            # In place only on a converted copy of ours: the input is never modified.
+            dest = (np.empty(img.shape, dtype=np.float32) if np.may_share_memory(img, pixels)
+                    else img)
             background = subtract_background(
                 img, bad, min(amp.width, amp.height), config.background_fraction_sample,
-                config.background.algorithm, config.background.undersample_style,
+                config.background.algorithm, config.background.undersample_style, out=dest,
             )
-            if background != "ok":
+            if background == "ok":
+                img = dest
+            else:
                 warnings.append(f"background {background}")
         extra = np.zeros(shape, dtype=bool)  # EDGE border and grown detections
         seeds = None

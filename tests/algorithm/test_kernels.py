@@ -8,6 +8,7 @@ pedestals agree to 1e-12 relative (only the clipped sums are summed in another o
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -246,6 +247,11 @@ def test_background_model_subtraction_bit_identical(style):
         NUMPY.subtract_model_rows(b, style, xc, values)
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, image)
+        for module in (NUMPY, NUMBA):  # into another array: the same bits, the source kept
+            src, out = image.copy(), np.full(image.shape, np.nan, np.float32)
+            module.subtract_model_rows(src, style, xc, values, out=out)
+            np.testing.assert_array_equal(out, a)
+            np.testing.assert_array_equal(src, image)
 
 
 def test_mask_passes_agree():
@@ -297,12 +303,14 @@ def test_prepare_pixels_agree(dtype):
              (mask[:, ::-1], 0x1FF, 0x60, 0x113)]  # a strided view
     for m, bits, det_bits, stats_bits in cases:
         expected = _prepare_expected(image, m, bits, det_bits, stats_bits)
-        for module in (NUMPY, NUMBA):
+        for module, copy in itertools.product((NUMPY, NUMBA), (True, False)):
             before = image.copy()
             img, bad, any_det, stats = module.prepare_pixels(image, m, bits, det_bits,
-                                                            stats_bits)
+                                                            stats_bits, copy=copy)
             np.testing.assert_array_equal(image, before)  # the input is not modified
-            assert img.dtype == np.float32 and not np.shares_memory(img, image)
+            # Without a copy, float32 pixels are the input itself; others are converted.
+            assert img.dtype == np.float32
+            assert np.shares_memory(img, image) == (not copy and image.dtype == np.float32)
             np.testing.assert_array_equal(img, expected[0])
             np.testing.assert_array_equal(bad, expected[1])
             np.testing.assert_array_equal(bad, NUMPY.bad_pixels(img, m, bits))
@@ -339,7 +347,9 @@ def _pipeline_pieces(image, mask, detector, config, planes=None):
     seeds = np.zeros(img.shape, dtype=bool)
     seeds[r:-r, r:-r] = smoothed >= threshold
     detected = grow(seeds, 5)
+    before = np.array(image, copy=True)
     result = measure_detector(image, mask, detector, config, planes)
+    np.testing.assert_array_equal(image, before)  # float32 pixels are read in place only
     return img, smoothed, detected, threshold, result
 
 

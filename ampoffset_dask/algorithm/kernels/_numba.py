@@ -860,16 +860,17 @@ def usable_clipped_mean_var(
 # Background model: GSL piecewise cubic evaluated per pixel and subtracted in float32
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _subtract_piecewise(image, y, b, c, d, t, seg_start, seg_stop, lo, hi,
+def _subtract_piecewise(image, dest, y, b, c, d, t, seg_start, seg_stop, lo, hi,
                         dxl, d1l, d2l, dxr, d1r, d2r):
     rows, w = image.shape
     nl = y.shape[1] - 1
     for r in range(rows):
         img = image[r]
+        res = dest[r]
         for x in range(lo):
             dx = dxl[x]
             v = y[r, 0] + dx * d1l[r] + 0.5 * dx * dx * d2l[r]
-            img[x] = img[x] - np.float32(v)
+            res[x] = img[x] - np.float32(v)
         # One interval at a time: constant coefficients over contiguous columns.
         for i in range(seg_start.shape[0]):
             bi = b[r, i]
@@ -878,6 +879,7 @@ def _subtract_piecewise(image, y, b, c, d, t, seg_start, seg_stop, lo, hi,
             yi = y[r, i]
             # Slices, not offsets: the compiler then vectorises across columns.
             seg = img[seg_start[i]:seg_stop[i]]
+            out = res[seg_start[i]:seg_stop[i]]
             ts = t[seg_start[i] - lo:seg_stop[i] - lo]
             for j in range(seg.shape[0]):
                 tt = ts[j]
@@ -887,22 +889,25 @@ def _subtract_piecewise(image, y, b, c, d, t, seg_start, seg_stop, lo, hi,
                 v = v + bi
                 v = v * tt
                 v = v + yi
-                seg[j] = seg[j] - np.float32(v)
+                out[j] = seg[j] - np.float32(v)
         for x in range(hi, w):
             dx = dxr[x - hi]
             v = y[r, nl] + dx * d1r[r] + 0.5 * dx * dx * d2r[r]
-            img[x] = img[x] - np.float32(v)
+            res[x] = img[x] - np.float32(v)
 
 
 def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
-                        values: np.ndarray) -> None:
+                        values: np.ndarray, out: np.ndarray | None = None) -> None:
     """See `ampoffset_dask.algorithm.kernels._numpy.subtract_model_rows`."""
+    dest = image if out is None else out
     finite = np.isfinite(values).all()
-    if style == "CONSTANT" or not finite or not image.flags.c_contiguous:
-        _reference.subtract_model_rows(image, style, knots, values)
+    if (style == "CONSTANT" or not finite or not image.flags.c_contiguous
+            or not dest.flags.c_contiguous or image.dtype != np.float32
+            or dest.dtype != np.float32):
+        _reference.subtract_model_rows(image, style, knots, values, out=out)
         return
     p = piecewise(style, knots, values, np.arange(image.shape[1], dtype=np.float64))
-    _subtract_piecewise(image, p.y, np.ascontiguousarray(p.b), np.ascontiguousarray(p.c),
+    _subtract_piecewise(image, dest, p.y, np.ascontiguousarray(p.b), np.ascontiguousarray(p.c),
                         np.ascontiguousarray(p.d), p.t, p.starts.astype(np.int64),
                         p.stops.astype(np.int64), p.lo, p.hi, p.dx_left,
                         np.ascontiguousarray(p.d1_left[:, 0]), p.d2_left[:, 0],
@@ -933,17 +938,18 @@ def _native(a: np.ndarray) -> np.ndarray:
 
 
 @njit(**_JIT)
-def _prepare(image, mask, bits, det_bits, stats_bits, use_stats, img, bad, stats):
-    """One pass: ``img`` = ``image``, ``bad``, ``stats`` (the mask has ``stats_bits``; without
-    ``use_stats`` every row goes to the scratch row ``stats[0]``), and the OR of the mask's
-    ``det_bits`` and ``stats_bits`` (branch-free per row: SIMD)."""
+def _prepare(image, mask, bits, det_bits, stats_bits, use_stats, copy, img, bad, stats):
+    """One pass: ``img`` = ``image`` (without ``copy``, every row goes to the scratch row
+    ``img[0]``), ``bad``, ``stats`` (the mask has ``stats_bits``; without ``use_stats`` every
+    row goes to the scratch row ``stats[0]``), and the OR of the mask's ``det_bits`` and
+    ``stats_bits`` (branch-free per row: SIMD)."""
     h, w = image.shape
     zero = bits ^ bits  # the mask's integer type
     seen_det = zero
     seen_stats = zero
     for y in range(h):
         src = image[y]
-        dst = img[y]
+        dst = img[y] if copy else img[0]
         out = bad[y]
         mrow = mask[y]
         srow = stats[y] if use_stats else stats[0]
@@ -964,25 +970,25 @@ def _prepare(image, mask, bits, det_bits, stats_bits, use_stats, img, bad, stats
 
 
 def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
-                   stats_bits: int) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
+                   stats_bits: int, copy: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
     """See `ampoffset_dask.algorithm.kernels._numpy.prepare_pixels`."""
     if mask is None:  # no mask words to read: the reference's two passes
-        return _reference.prepare_pixels(image, None, bits, det_bits, stats_bits)
+        return _reference.prepare_pixels(image, None, bits, det_bits, stats_bits, copy)
     src = image if isinstance(image, np.ndarray) and image.ndim == 2 else np.asarray(image)
     if src.dtype != np.float32 or not src.dtype.isnative or not src.flags.c_contiguous:
-        # One layout compiled; the converted copy is ours, so the pass writes it in place.
+        # One layout compiled; the converted copy is ours and already the result.
         src = np.array(src, dtype=np.float32, copy=True, order="C")
-        img = src
-    else:
-        img = np.empty(src.shape, dtype=np.float32)
+        copy = False
+    img = np.empty(src.shape if copy else (1, src.shape[1]), dtype=np.float32)
     bad = np.empty(src.shape, dtype=bool)
     m = np.ascontiguousarray(_native(mask))
     use_stats = stats_bits != 0
     stats = np.empty(src.shape if use_stats else (1, src.shape[1]), dtype=bool)
     t = m.dtype.type
-    any_det, any_stats = _prepare(src, m, t(bits), t(det_bits), t(stats_bits), use_stats, img,
-                                  bad, stats)
-    return img, bad, bool(any_det), stats if any_stats else None
+    any_det, any_stats = _prepare(src, m, t(bits), t(det_bits), t(stats_bits), use_stats, copy,
+                                  img, bad, stats)
+    return img if copy else src, bad, bool(any_det), stats if any_stats else None
 
 
 def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int) -> np.ndarray:

@@ -186,8 +186,9 @@ def binned_clipped_mean_var(
 
 
 def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
-                        values: np.ndarray, row_block: int = 256) -> None:
-    """Subtract, in place, rows of a background model interpolated along x.
+                        values: np.ndarray, row_block: int = 256,
+                        out: np.ndarray | None = None) -> None:
+    """Subtract rows of a background model interpolated along x, in place or into ``out``.
 
     Row ``r`` of the model is the GSL interpolant of ``style`` through ``(knots,
     values[r])`` evaluated at x = 0..W-1 in double and rounded once to float32; it is then
@@ -205,12 +206,17 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
         Bin centres along x.
     values : ndarray, float64, shape (H, n)
         The column-interpolated model at each row and bin centre.
+    out : ndarray, float32, shape (H, W), optional
+        Where the result goes (``image`` is then only read); default ``image``.
     """
     h, w = image.shape
+    dest = image if out is None else out
     if style == "CONSTANT" or not np.isfinite(values).all():
         for y0 in range(0, h, row_block):
             y1 = min(h, y0 + row_block)
-            image[y0:y1] -= interpolate_rows(style, knots, values[y0:y1], w, np.float32)
+            np.subtract(image[y0:y1],
+                        interpolate_rows(style, knots, values[y0:y1], w, np.float32),
+                        out=dest[y0:y1])
         return
     # The same double operations as `interp.evaluate`, but each interval's values are
     # rounded to float32 and subtracted in one call (no float32 model block in between).
@@ -221,16 +227,17 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
     for y0 in range(0, h, row_block):
         rows = slice(y0, min(h, y0 + row_block))
         img = image[rows]
+        res = dest[rows]
         n = img.shape[0]
         for i, a, e, t in segments:
             seg = p.horner(rows, i, t, buf[: n * (e - a)].reshape(n, e - a))
             # float32(model) subtracted in float32: afw's ``maskedImage -= bgImage``
-            np.subtract(img[:, a:e], seg, out=img[:, a:e], dtype=np.float32, casting="unsafe")
+            np.subtract(img[:, a:e], seg, out=res[:, a:e], dtype=np.float32, casting="unsafe")
         if p.lo > 0:  # afw's quadratic extrapolation, as `interp.evaluate` writes it
-            np.subtract(img[:, :p.lo], p.left(rows), out=img[:, :p.lo], dtype=np.float32,
+            np.subtract(img[:, :p.lo], p.left(rows), out=res[:, :p.lo], dtype=np.float32,
                         casting="unsafe")
         if p.hi < w:
-            np.subtract(img[:, p.hi:], p.right(rows), out=img[:, p.hi:], dtype=np.float32,
+            np.subtract(img[:, p.hi:], p.right(rows), out=res[:, p.hi:], dtype=np.float32,
                         casting="unsafe")
 
 
@@ -256,13 +263,14 @@ def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int,
 
 
 def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
-                   stats_bits: int) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
-    """The mask passes that start a detector, on a float32 copy of ``image``.
+                   stats_bits: int, copy: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
+    """The mask passes that start a detector, on ``image`` as float32.
 
     Parameters
     ----------
     image : array_like, shape (H, W)
-        Read as float32 (copied, never modified).
+        Read as float32 (never modified).
     mask : ndarray of int or None
         Same shape.
     bits : int
@@ -271,11 +279,14 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
         Mask bits whose presence anywhere is reported (0: none).
     stats_bits : int
         Mask bits of the detection's statistics mask (0: none).
+    copy : bool
+        Whether ``img`` must be a copy; if not, it is ``image`` itself (or a view of it)
+        when that is already a float32 array, which the caller must then not modify.
 
     Returns
     -------
     img : ndarray, float32
-        The copy.
+        The pixels (a copy unless ``copy`` is False).
     bad : ndarray of bool
         ``bad_pixels(img, mask, bits)``.
     any_det : bool
@@ -283,7 +294,8 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
     stats_bad : ndarray of bool or None
         ``mask_hits(mask, stats_bits)``; None when it has no True (or without a mask).
     """
-    img = np.array(image, dtype=np.float32, copy=True)
+    img = (np.array(image, dtype=np.float32, copy=True) if copy
+           else np.asarray(image, dtype=np.float32))
     bad = bad_pixels(img, mask, bits)
     if mask is None:
         return img, bad, False, None
