@@ -63,7 +63,7 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
     # (np.add.reduce is np.sum without its Python wrapper: the same pairwise sums.)
     with np.errstate(invalid="ignore", divide="ignore"):
         slope = stats.dist_sxy / sxx
-        slope[~(sxx > 0)] = np.nan
+        slope[sxx <= 0] = np.nan  # (a NaN sxx already gave a NaN slope)
         # The gradient across the strip, modelled as alpha + beta * level along the
         # interface (an illumination pattern scales with the flux): two parameters from
         # every line, so the extrapolation adds almost no noise and no correlated error
@@ -79,8 +79,9 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
             l0 = float(_sum(w * lv) / sw)
             s0 = float(_sum(w * sl) / sw)
             dl = lv - l0
-            den = float(_sum(w * dl * dl))
-            beta = float(_sum(w * dl * (sl - s0)) / den) if den > 0 else 0.0
+            wdl = w * dl
+            den = float(_sum(wdl * dl))
+            beta = float(_sum(wdl * (sl - s0)) / den) if den > 0 else 0.0
             slope_fit = s0 + beta * (ym - l0)
             slope_var = sigma * sigma / sw
             # Scatter of the line slopes about the model (reduced chi-square, at least 1).
@@ -225,11 +226,13 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
         sw = _sum(wk)
         x0 = float(_sum(wk * level) / sw)
         y0 = float(_sum(wk * d) / sw)
-        sxx = float(_sum(wk * (level - x0) ** 2))
+        dx = level - x0
+        sxx = float(_sum(wk * dx ** 2))
         if not sxx > 1e-12 * sw * max(x0 * x0, 1.0):  # no flux range along the interface
             return GainStep(math.nan, math.nan, False)
-        slope = float(_sum(wk * (level - x0) * (d - y0)) / sxx)
-        resid = d - y0 - slope * (level - x0)
+        dy = d - y0
+        slope = float(_sum(wk * dx * dy) / sxx)
+        resid = dy - slope * dx
         new = np.abs(resid) <= limit
         if not (new ^ keep).any() or np.count_nonzero(new) < 10:
             break
