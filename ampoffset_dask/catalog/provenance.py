@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,6 +21,13 @@ def config_digest(config: Any) -> str:
 
 def package_versions() -> dict[str, str]:
     """Versions of Python and of the packages that change the numbers or the files."""
+    return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> dict[str, str]:
+    # Once per process (the metadata lookups take ~20 ms, before any task of a run starts):
+    # the modules this process has imported do not change while it runs.
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
