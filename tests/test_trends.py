@@ -18,9 +18,12 @@ VISITS = 24
 
 @pytest.fixture(scope="module")
 def sequence_sim(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sequence")
-    return simulate_focal_plane(out, detectors=["R22_S11"], visits=VISITS, scale=0.2,
-                                seed=SEED, sequence=True, n_bad_columns=0)
+    """Simulated once per run, shared by the ``-n`` processes (read only)."""
+    from run_shared import once_per_run
+
+    return once_per_run(tmp_path_factory, "sequence", lambda out: simulate_focal_plane(
+        out, detectors=["R22_S11"], visits=VISITS, scale=0.2, seed=SEED, sequence=True,
+        n_bad_columns=0))
 
 
 @pytest.fixture(scope="module")

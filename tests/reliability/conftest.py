@@ -20,16 +20,20 @@ def cli_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def sim4(tmp_path_factory):
-    """Four tiny simulated LSSTCam detectors of one visit (640 x 200 pixels, 16 amps)."""
+    """Four tiny simulated LSSTCam detectors of one visit (640 x 200 pixels, 16 amps),
+    simulated once per run and shared by the ``-n`` processes (read only)."""
     from pipeline.helpers import SCALE, VISIT
+    from run_shared import once_per_run
 
     from ampoffset_dask.simulate import simulate_focal_plane
 
-    out = tmp_path_factory.mktemp("sim4") / "visit"
-    sim = simulate_focal_plane(out, "lsstcam", detectors=["R22_S11", "R22_S12", "R22_S21",
-                                                          "R22_S22"],
-                               visits=[VISIT], scale=SCALE, seed=4)
-    return [Path(p) for p in sim.paths]
+    def make(folder):
+        sim = simulate_focal_plane(folder / "visit", "lsstcam",
+                                   detectors=["R22_S11", "R22_S12", "R22_S21", "R22_S22"],
+                                   visits=[VISIT], scale=SCALE, seed=4)
+        return [Path(p) for p in sim.paths]
+
+    return once_per_run(tmp_path_factory, "sim4", make)
 
 
 @pytest.fixture

@@ -79,12 +79,16 @@ def test_write_failure_keeps_the_measurement_and_is_not_retried(sim4, scheduler,
 def sim9(tmp_path_factory):
     """Nine tiny detectors: with one task in flight a run takes several seconds."""
     from pipeline.helpers import SCALE
+    from run_shared import once_per_run
 
     from ampoffset_dask.simulate import simulate_focal_plane
 
-    sim = simulate_focal_plane(tmp_path_factory.mktemp("sim9") / "v", "lsstcam", rafts="R22",
-                               visits=[VISIT], scale=SCALE, seed=9)
-    return [str(p) for p in sim.paths]
+    def make(folder):  # once per run: the -n processes share the files (read only)
+        sim = simulate_focal_plane(folder / "v", "lsstcam", rafts="R22", visits=[VISIT],
+                                   scale=SCALE, seed=9)
+        return [str(p) for p in sim.paths]
+
+    return once_per_run(tmp_path_factory, "sim9", make)
 
 
 def _slow_run(paths, tmp_path, address, env):

@@ -133,11 +133,15 @@ RUNNER = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
+    from run_shared import once_per_run
+
     from ampoffset_dask.simulate import simulate_focal_plane
 
-    out = tmp_path_factory.mktemp("lock-sim")
-    simulate_focal_plane(out, "lsstcam", rafts="R22", scale=0.05, seed=4)
-    return out
+    def make(out):  # once per run: the -n processes share the files (read only)
+        simulate_focal_plane(out, "lsstcam", rafts="R22", scale=0.05, seed=4)
+        return out
+
+    return once_per_run(tmp_path_factory, "lock-sim", make)
 
 
 def test_two_process_calls_at_the_same_instant(sim, scheduler, tmp_path):
