@@ -91,6 +91,12 @@ def _warm_client(path: Path, workdir: Path) -> None:
     import tqdm.auto  # noqa: F401
 
 
+def _own_cpu() -> float:
+    """CPU seconds of this (worker) process so far."""
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
 def _task_with_peak(path: str, config: AmpOffsetConfig) -> tuple[str, int, float, float]:
     res = process_file(path, None, config)
     return res.status, _peak_rss(), res.cpu_seconds, res.seconds
@@ -121,12 +127,15 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
                 memory_limit: str) -> tuple[float, list[int]]:
     """Seconds of `process` on a fresh local cluster made as `process` makes it (workers
     warmed up), and the workers' peak RSS."""
+    me = psutil.Process()
     with get_client(f"local:{workers}", memory_limit=memory_limit) as client:
         client.run(_warm)
         shutil.rmtree(out, ignore_errors=True)
+        cpu0 = (_cpu(me), sum(client.run(_own_cpu).values()))
         t0 = time.perf_counter()
         summary = process(paths, out, client=client, config=config, progress=False)
         seconds = time.perf_counter() - t0
+        cpu1 = (_cpu(me), sum(client.run(_own_cpu).values()))
         assert summary.n_ok == len(paths), summary
         peaks = list(client.run(_peak_rss).values())
     det = read_catalog(out, "detectors")
@@ -134,6 +143,10 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
     print(f"    process() on {workers} worker(s): {seconds:.1f} s; "
           f"{det['cpu_seconds'].mean():.2f} CPU s per detector; workers busy {100 * busy:.0f}% "
           f"of the time (task seconds / (workers x wall time))")
+    # CPU spent outside the tasks competes with them for the cores: the client's process
+    # (planning, catalog, and a LocalCluster's scheduler and nannies) and the workers' own.
+    print(f"      CPU besides the tasks' threads: client process {cpu1[0] - cpu0[0]:.2f} s, "
+          f"workers {cpu1[1] - cpu0[1] - det['cpu_seconds'].sum():.2f} s")
     return seconds, peaks
 
 
