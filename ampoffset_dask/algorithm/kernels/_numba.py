@@ -1158,6 +1158,11 @@ def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, in
     return seeds, int(n), bool(any_seed)
 
 
+#: The reference's building blocks of `grow_detections` (the two modules expose the same
+#: functions); the compiled `grow_detections` does not use them.
+count_detected = _reference.count_detected
+grow_detected = _reference.grow_detected
+
 _SEED_CHUNK = 64  # columns of the smoothed image per flag of the map of seeds
 
 
