@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
 from .schema import COMPACTED, PART, SCHEMAS, SORT, TABLES, sorted_table
+
+# pyarrow.dataset (and with it pandas, ~0.5 s) is imported by the readers that need it:
+# every dask worker imports the writer's module, which only builds and writes records.
 
 __all__ = ["arrow_table", "compacted_files", "compacted_name", "latest_mask", "read_catalog",
            "read_visit_file", "visit_dir", "visit_files"]
@@ -100,6 +101,9 @@ def _visit_schema(table: str) -> pa.Schema:
 
 
 def _dataset(paths: Sequence[Path], partitions: list[Any], schema: pa.Schema) -> Any:
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
     # Built from the listing (no discovery); the partition expressions give per-visit files
     # their visit column and let a visit filter skip files of other visits.
     return pads.FileSystemDataset.from_paths(
@@ -140,6 +144,8 @@ def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
     files and row groups. Compacted rows come before per-visit rows; a (visit, run) held
     by both (a compaction stopped half-way) is read once.
     """
+    import pyarrow.dataset as pads
+
     if table not in TABLES:
         raise ConfigError(f"unknown catalog table {table!r}; choose from {', '.join(TABLES)}")
     folder = Path(root) / table
@@ -202,6 +208,8 @@ def latest_mask(detectors: Any) -> Any:
 
 def _filter(visits: Iterable[int] | None, detectors: Iterable[str] | None) -> Any:
     """The pushed-down filter of a visit and detector selection (None for everything)."""
+    import pyarrow.dataset as pads
+
     flt = None
     if visits is not None:
         flt = pads.field("visit").isin([int(v) for v in visits])
@@ -414,6 +422,8 @@ def read_catalog(
 
 def _read_part(source: str, root: Path, table: str, per_visit: Any, flt: Any) -> Any:
     """One partition of the dask reader: one compacted file, or all per-visit files."""
+    import pyarrow.dataset as pads
+
     schema = _visit_schema(table)
     if source == "":
         files = visit_files(root, table)
@@ -432,6 +442,7 @@ def _read_dask(root: Path, table: str, columns: Sequence[str] | None,
                visits: Iterable[int] | None, detectors: Iterable[str] | None,
                all_rows: bool):
     import dask.dataframe as dd
+    import pyarrow.dataset as pads
 
     if table == "runs":
         return dd.from_pandas(read_catalog(root, "runs", columns=columns), npartitions=1)
