@@ -45,3 +45,33 @@ def test_unknown_attribute_raises():
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_catalog_names_resolve_on_first_use():
+    import ampoffset_dask.catalog as catalog
+
+    for name in catalog.__all__:
+        assert name in dir(catalog)
+        value = getattr(catalog, name)
+        module = importlib.import_module(f"ampoffset_dask.catalog.{catalog._LAZY[name]}")
+        assert value is getattr(module, name)
+    try:
+        catalog.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def test_a_worker_importing_the_job_skips_the_catalog_readers():
+    """Every dask worker imports the per-detector job; reading catalogs (pandas,
+    pyarrow.dataset) is the client's business."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ampoffset_dask.pipeline.detector_job;"
+        "print(sorted(m for m in ('pandas', 'pyarrow.dataset') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
