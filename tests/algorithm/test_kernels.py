@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 from golden import full_size_simulation, lsst_config, lsst_detector, lsst_image, mini_itl
-from test_strips_numba import _assert_same_measurement
+from test_strips_numba import NUMBA, _assert_same_measurement
 
 from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
 from ampoffset_dask.algorithm import kernels
@@ -29,7 +29,6 @@ from ampoffset_dask.algorithm.kernels import get_kernels, set_kernels, use_kerne
 from ampoffset_dask.algorithm.stats import quantiles_selected, quantiles_sorted
 
 NUMPY = get_kernels("numpy")
-NUMBA = get_kernels("numba")
 
 
 # ------------------------------------------------------------------------------------------

@@ -19,7 +19,18 @@ from ampoffset_dask.algorithm.kernels import get_kernels, use_kernels
 from ampoffset_dask.algorithm.strips import StripStats, lines_stats, strip_stats
 
 NUMPY = get_kernels("numpy")
-NUMBA = get_kernels("numba")
+
+
+class _CompiledKernels:
+    """The compiled kernels, imported on first use: every test process collects this module,
+    and importing numba costs ~0.5 s; only the process running the numba-kernels group
+    needs it."""
+
+    def __getattr__(self, name: str):
+        return getattr(get_kernels("numba"), name)
+
+
+NUMBA = _CompiledKernels()
 OUTPUTS = ("count", "profile", "level", "sigmas", "n", "sr", "sd", "sdd", "sdr")
 
 
