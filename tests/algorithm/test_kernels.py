@@ -41,11 +41,11 @@ def test_choice_from_env_setter_and_context(monkeypatch):
     monkeypatch.setenv(kernels.ENV_VAR, "numpy")
     assert kernels.active() is NUMPY
     with use_kernels("numba") as module:
-        assert module is NUMBA and kernels.backend_name() == "numba"
+        assert module is get_kernels("numba") and kernels.backend_name() == "numba"
     assert kernels.backend_name() == "numpy"
     try:
         set_kernels("NUMBA")
-        assert kernels.active() is NUMBA
+        assert kernels.active() is get_kernels("numba")
     finally:
         set_kernels(None)
     assert kernels.active() is NUMPY
