@@ -31,6 +31,19 @@ NAME = "numba"
 _JIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a`` for a kernel that only reads it.
+
+    numba compiles one specialization per argument type, and a read-only array (a FITS
+    memory map, a cached or shared image) is another type than a writable one: ~10 s more
+    compilation for the statistics alone. Every input the kernels only read is passed
+    read-only, so one specialization serves both.
+    """
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 # ------------------------------------------------------------------------------------------
 # Smoothing: afw's float32 separable convolution with a ring buffer
 # ------------------------------------------------------------------------------------------
@@ -174,7 +187,12 @@ def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     out = np.empty((h - 2 * r, w - 2 * r), dtype=np.float32)
     ring = np.empty((n, w - 2 * r), dtype=np.float32)
     acc = np.empty(w - 2 * r, dtype=np.float32)
-    _smooth(np.ascontiguousarray(image, dtype=np.float32), k, out, ring, acc)
+    src = np.ascontiguousarray(image, dtype=np.float32)
+    if not src.flags.writeable:
+        # Its rows and the ring's go through the same helpers: one specialization of them
+        # for writable rows (only a read-only input without a background step gets here).
+        src = src.copy()
+    _smooth(src, k, out, ring, acc)
     return out
 
 
@@ -748,19 +766,22 @@ def _binned_stats(flat, vstride, bad, bstride, use_bad, xo, xe, yo, ye, n_sigma,
 
 
 def _flat_rows(a: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """A 2-D array with unit inner stride as a 1-D view from its first to its last element
-    (inside the parent's memory) and its row stride in elements; None for other layouts."""
+    """A 2-D array with unit inner stride as a read-only 1-D view (`_read_only`) from its
+    first to its last element (inside the parent's memory) and its row stride in elements;
+    None for other layouts."""
     h, w = a.shape
     it = a.itemsize
     if h == 0 or w == 0:
-        return a.reshape(-1), w
+        return _read_only(a.reshape(-1)), w
     if (h > 1 and a.strides[0] % it) or (w > 1 and a.strides[1] != it):
         return None
     stride = a.strides[0] // it if h > 1 else w
-    return np.lib.stride_tricks.as_strided(a, shape=((h - 1) * stride + w,), strides=(it,)), stride
+    return np.lib.stride_tricks.as_strided(a, shape=((h - 1) * stride + w,), strides=(it,),
+                                           writeable=False), stride
 
 
 _NO_BAD = np.zeros(1, dtype=np.bool_)
+_NO_BAD.flags.writeable = False  # the type of the flags `_flat_rows` gives
 
 
 def binned_clipped_mean_var(
@@ -907,9 +928,9 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
         _reference.subtract_model_rows(image, style, knots, values, out=out)
         return
     p = piecewise(style, knots, values, np.arange(image.shape[1], dtype=np.float64))
-    _subtract_piecewise(image, dest, p.y, np.ascontiguousarray(p.b), np.ascontiguousarray(p.c),
-                        np.ascontiguousarray(p.d), p.t, p.starts.astype(np.int64),
-                        p.stops.astype(np.int64), p.lo, p.hi, p.dx_left,
+    _subtract_piecewise(_read_only(image), dest, p.y, np.ascontiguousarray(p.b),
+                        np.ascontiguousarray(p.c), np.ascontiguousarray(p.d), p.t,
+                        p.starts.astype(np.int64), p.stops.astype(np.int64), p.lo, p.hi, p.dx_left,
                         np.ascontiguousarray(p.d1_left[:, 0]), p.d2_left[:, 0],
                         p.dx_right, p.d1_right[:, 0], p.d2_right[:, 0])
 
@@ -929,6 +950,7 @@ def _bad_pixels(image, mask, bits, use_mask, out):
 
 
 _NO_MASK = np.zeros((1, 1), dtype=np.int32)
+_NO_MASK.flags.writeable = False  # the type of the masks `_read_only` gives
 
 
 def _native(a: np.ndarray) -> np.ndarray:
@@ -986,8 +1008,8 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
     use_stats = stats_bits != 0
     stats = np.empty(src.shape if use_stats else (1, src.shape[1]), dtype=bool)
     t = m.dtype.type
-    any_det, any_stats = _prepare(src, m, t(bits), t(det_bits), t(stats_bits), use_stats, copy,
-                                  img, bad, stats)
+    any_det, any_stats = _prepare(_read_only(src), _read_only(m), t(bits), t(det_bits),
+                                  t(stats_bits), use_stats, copy, img, bad, stats)
     return img if copy else src, bad, bool(any_det), stats if any_stats else None
 
 
@@ -996,7 +1018,7 @@ def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int) -> np.ndar
     out = np.empty(image.shape, dtype=bool)
     use_mask = mask is not None
     m = _native(mask) if use_mask else _NO_MASK
-    _bad_pixels(image, m, m.dtype.type(bits), use_mask, out)
+    _bad_pixels(_read_only(image), _read_only(m), m.dtype.type(bits), use_mask, out)
     return out
 
 
