@@ -1132,9 +1132,7 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
     """See `ampoffset_dask.algorithm.kernels._numpy.grow`."""
     if radius <= 0 or not seeds.any():
         return seeds.copy()
-    halves = np.array([int(math.sqrt(radius * radius - dy * dy)) if isotropic
-                       else radius - abs(dy) for dy in range(-radius, radius + 1)],
-                      dtype=np.int64)
+    halves = _reference.footprint_halves(radius, isotropic)
     out = np.zeros(seeds.shape, dtype=bool)
     _grow(np.ascontiguousarray(seeds, dtype=bool).view(np.uint8), halves, out)
     return out
@@ -1214,6 +1212,12 @@ def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negat
     return n, any_seed
 
 
+@njit(inline="always", **_JIT)
+def _is_seed(v, hi, lo, positive, negative):
+    """Whether smoothed value ``v`` is a seed of the polarities asked for."""
+    return ((v >= hi) & positive) | ((v <= lo) & negative)
+
+
 @njit(**_JIT)
 def _grow_region(smoothed, hi, lo, positive, negative, r, halves, chunks, y0, y1, x0, x1,
                  out):
@@ -1239,16 +1243,12 @@ def _grow_region(smoothed, hi, lo, positive, negative, r, halves, chunks, y0, y1
                 x = stop
                 continue
             while x < stop:
-                v = src[x]
-                if not (((v >= hi) & positive) | ((v <= lo) & negative)):
+                if not _is_seed(src[x], hi, lo, positive, negative):
                     x += 1
                     continue
                 start = x
-                while x < ce:  # a run may go on into the next chunks
-                    v = src[x]
-                    if not (((v >= hi) & positive) | ((v <= lo) & negative)):
-                        break
-                    x += 1
+                while x < ce and _is_seed(src[x], hi, lo, positive, negative):
+                    x += 1  # a run may go on into the next chunks
                 for dy in range(max(-big, y0 - y), min(big, y1 - 1 - y) + 1):
                     half = halves[dy + big]
                     dst = out[y + dy]
@@ -1276,9 +1276,7 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
     if not any_seed:
         return int(n), False
     radius = max(int(radius), 0)
-    halves = np.array([int(math.sqrt(radius * radius - dy * dy)) if isotropic
-                       else radius - abs(dy) for dy in range(-radius, radius + 1)],
-                      dtype=np.int64)
+    halves = _reference.footprint_halves(radius, isotropic)
     for rows, cols in regions:
         y0, y1, _ = rows.indices(out.shape[0])
         x0, x1, _ = cols.indices(out.shape[1])

@@ -401,6 +401,14 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
     return out
 
 
+def footprint_halves(radius: int, isotropic: bool) -> np.ndarray:
+    """Half widths of the footprint's rows ``-radius..radius`` (int64): a disk or a
+    diamond (`ampoffset_dask.algorithm.detection.grow`)."""
+    return np.array([int(math.sqrt(radius * radius - dy * dy)) if isotropic
+                     else radius - abs(dy) for dy in range(-radius, radius + 1)],
+                    dtype=np.int64)
+
+
 def _grow_band(seeds: np.ndarray, out: np.ndarray, radius: int, isotropic: bool) -> None:
     """OR the dilation of ``seeds`` (clipped to the array) into ``out`` (same shape)."""
     h = seeds.shape[0]
@@ -412,10 +420,10 @@ def _grow_band(seeds: np.ndarray, out: np.ndarray, radius: int, isotropic: bool)
         nxt[:, :-1] |= cur[:, 1:]
         horiz.append(nxt)
         cur = nxt
+    halves = footprint_halves(radius, isotropic)
     reach = min(radius, h - 1)  # row offsets beyond the array add nothing
     for dy in range(-reach, reach + 1):
-        half = int(math.sqrt(radius * radius - dy * dy)) if isotropic else radius - abs(dy)
-        src = horiz[half]
+        src = horiz[halves[dy + radius]]
         if dy >= 0:
             out[dy:] |= src[: h - dy]
         else:
