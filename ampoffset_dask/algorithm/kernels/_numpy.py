@@ -430,6 +430,17 @@ def _grow_band(seeds: np.ndarray, out: np.ndarray, radius: int, isotropic: bool)
             out[:dy] |= src[-dy:]
 
 
+def _threshold_tests(threshold: float, positive: bool, negative: bool, mark_positive: bool,
+                     mark_negative: bool) -> list[tuple]:
+    """``(compare, bound, marked)`` per detected polarity: ``>= threshold`` and
+    ``<= -threshold``, compared in float32."""
+    t = np.float32(threshold)
+    tests = [(np.greater_equal, t, mark_positive)] if positive else []
+    if negative:
+        tests.append((np.less_equal, -t, mark_negative))
+    return tests
+
+
 def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, int], r: int,
                     positive: bool, negative: bool, mark_positive: bool,
                     mark_negative: bool) -> tuple[np.ndarray, int, bool]:
@@ -460,10 +471,7 @@ def threshold_seeds(smoothed: np.ndarray, threshold: float, shape: tuple[int, in
     h, w = shape
     seeds = np.zeros(shape, dtype=bool)
     box = seeds[r:h - r, r:w - r]
-    t = np.float32(threshold)
-    tests = [(np.greater_equal, t, mark_positive)] if positive else []
-    if negative:
-        tests.append((np.less_equal, -t, mark_negative))
+    tests = _threshold_tests(threshold, positive, negative, mark_positive, mark_negative)
     n = 0
     any_seed = False
     core = None
@@ -527,10 +535,7 @@ def count_detected(smoothed: np.ndarray, threshold: float, positive: bool, negat
         Detected pixels of both polarities (marked or not).
     any_seed : bool
     """
-    t = np.float32(threshold)
-    tests = [(np.greater_equal, t, mark_positive)] if positive else []
-    if negative:
-        tests.append((np.less_equal, -t, mark_negative))
+    tests = _threshold_tests(threshold, positive, negative, mark_positive, mark_negative)
     hit = np.empty((min(row_block, smoothed.shape[0]), smoothed.shape[1]), dtype=bool)
     n = 0
     any_seed = False
