@@ -92,9 +92,8 @@ def _warm_client(path: Path, workdir: Path) -> None:
 
 
 def _own_cpu() -> float:
-    """CPU seconds of this (worker) process so far."""
-    t = psutil.Process().cpu_times()
-    return t.user + t.system
+    """CPU seconds of this (worker) process so far (`_cpu`)."""
+    return _cpu(psutil.Process())
 
 
 def _task_with_peak(path: str, config: AmpOffsetConfig) -> tuple[str, int, float, float]:
