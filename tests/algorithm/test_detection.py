@@ -208,7 +208,6 @@ def test_all_masked_with_detection_gives_zero_pedestals():
     assert any("fully masked" in w for w in res.warnings)
 
 
-
 @pytest.mark.parametrize("choice", ["numpy", "numba"])
 def test_grown_detections_covering_everything_give_zero_pedestals(choice):
     """Every unmasked pixel under a grown detection (the exact check behind the cheap
