@@ -419,11 +419,15 @@ class CatalogWriter:
                 f"InputError: {result.input}: cannot record the result ({exc})",
                 visit=None, detector=None, input=str(result.input))
             result.run_id = self.run_id or ""
-        self._journal.append(result)
         visit, key = result.key
-        st = self._state(visit)
+        st = self._state(visit)  # may read the visit's files: before anything is recorded
+        # Memory first, then the journal: an interrupt (Ctrl-C, SIGTERM) between the two
+        # still writes the result when the run is closed, whereas a result journaled first
+        # and interrupted before it reached memory was left out of that write and its
+        # journal then removed.
         st.records[key] = result
         st.dirty = True
+        self._journal.append(result)
         if st.expected and st.expected.issubset(st.records):
             self._flush_visit(st)
             del self._visits[visit]
