@@ -133,10 +133,12 @@ class LRUCache(Generic[K, V]):
     @property
     def nbytes(self) -> int:
         """Total size of the values (tracked only with ``max_bytes``)."""
-        return self._bytes
+        with self._lock:  # never the transient total of an `add` being bounded
+            return self._bytes
 
     def __len__(self) -> int:
-        return len(self._data)
+        with self._lock:  # never the one entry too many of an `add` being bounded
+            return len(self._data)
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
