@@ -570,3 +570,35 @@ def test_box_dilation_of_dense_masks_agrees(density):
     bad[:, 20] = True  # a bad column
     for r in (0, 2, 6):
         np.testing.assert_array_equal(NUMBA.dilate_box(bad, r), NUMPY.dilate_box(bad, r))
+
+
+# ------------------------------------------------------------------------------------------
+# The numpy reference's fast paths (same bits as its general code)
+# ------------------------------------------------------------------------------------------
+def _dilate_by_painting(bad, r):
+    """`dilate_box` by definition: every set pixel paints the outputs whose square holds it."""
+    size = 2 * r + 1
+    out = np.zeros((bad.shape[0] - size + 1, bad.shape[1] - size + 1), dtype=bool)
+    for y, x in zip(*np.nonzero(bad), strict=True):
+        out[max(y - size + 1, 0):y + 1, max(x - size + 1, 0):x + 1] = True
+    return out
+
+
+@pytest.mark.parametrize("r", [0, 1, 7])
+def test_box_dilation_of_sparse_masks_agrees_with_the_definition(r):
+    # 300x257 (over 2**16 pixels) with at most 18 pixels in at most 75 rows: the numpy
+    # kernel paints squares; the pixels sit on every border, in squares of one row one
+    # column apart, touching and overlapping, and in rows the output does not reach.
+    rng = np.random.default_rng(r)
+    cases = [[], [(0, 0)], [(299, 256)], [(0, 256), (299, 0)],
+             [(100, 3), (100, 3 + 2 * r + 2), (100, 3 + 2 * r + 3), (100, 200), (101, 200),
+              (150, 10), (150, 10 + 2 * r + 1)],
+             list(zip(rng.integers(0, 300, 18).tolist(), rng.integers(0, 257, 18).tolist(),
+                      strict=True))]
+    for pixels in cases:
+        bad = np.zeros((300, 257), dtype=bool)
+        for y, x in pixels:
+            bad[y, x] = True
+        expected = _dilate_by_painting(bad, r)
+        np.testing.assert_array_equal(NUMPY.dilate_box(bad, r), expected)
+        np.testing.assert_array_equal(NUMBA.dilate_box(bad, r), expected)

@@ -342,17 +342,50 @@ def dilate_box(bad: np.ndarray, r: int, row_block: int = 256) -> np.ndarray:
     """OR of ``bad`` over a ``(2r+1)^2`` square, kept where the square fits (the good box).
 
     Blocks of ``row_block`` output rows (each reading ``2r`` more input rows) keep the
-    temporaries of the window ORs small.
+    temporaries of the window ORs small. A sparse ``bad`` (a statistics mask often has a
+    few hundred pixels) paints each pixel's square instead: work in proportion to the
+    pixels set, not to the image.
     """
     size = 2 * r + 1
     h, w = bad.shape
     oh, ow = max(h - size + 1, 0), max(w - size + 1, 0)
     if oh == 0 or ow == 0:
         return np.zeros((oh, ow), dtype=bool)
+    if bad.size >= 1 << 16:
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.shape[0] <= h >> 2:
+            flat = np.flatnonzero(bad[rows])
+            if flat.shape[0] <= bad.size >> 12:
+                ys, xs = np.divmod(flat, w)
+                return _dilate_sparse(rows[ys].tolist(), xs.tolist(), size, oh, ow)
     out = np.empty((oh, ow), dtype=bool)
     for y0 in range(0, oh, row_block):
         y1 = min(oh, y0 + row_block)
         out[y0:y1] = _or_window(_or_window(bad[y0:y1 + size - 1], size, 1), size, 0)
+    return out
+
+
+def _dilate_sparse(ys: list[int], xs: list[int], size: int, oh: int, ow: int) -> np.ndarray:
+    """`dilate_box` of the pixels ``(ys[i], xs[i])`` (row-major order): each sets the
+    outputs ``[y - size + 1, y] x [x - size + 1, x]`` (clipped)."""
+    out = np.zeros((oh, ow), dtype=bool)
+    i, n = 0, len(ys)
+    while i < n:
+        y = ys[i]
+        j = i + 1
+        while j < n and ys[j] == y:
+            j += 1
+        y0, y1 = max(y - size + 1, 0), min(y + 1, oh)
+        if y0 < y1:
+            # Squares of pixels of one row that overlap or touch are painted as one span.
+            x0, x1 = xs[i] - size + 1, xs[i] + 1
+            for x in xs[i + 1:j]:
+                if x - size + 1 > x1:
+                    out[y0:y1, max(x0, 0):min(x1, ow)] = True
+                    x0 = x - size + 1
+                x1 = x + 1
+            out[y0:y1, max(x0, 0):min(x1, ow)] = True
+        i = j
     return out
 
 
