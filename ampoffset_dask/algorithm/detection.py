@@ -42,7 +42,7 @@ def gaussian_kernel(sigma: float, n_sigma_for_kernel: float = 7.0) -> np.ndarray
     return k / total
 
 
-def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """afw's separable float32 convolution of ``image``, on the good box only.
 
     Bit-identical to afw: the horizontal pass accumulates ``img * k_i`` in float32 for
@@ -55,13 +55,19 @@ def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     image : ndarray, float32, shape (H, W)
     kernel : ndarray
         Normalised 1-D weights (odd length n = 2r + 1), used as float32.
+    out : ndarray, float32, shape (H - 2r, W - 2r), optional
+        A buffer the result is written into when the active kernels can (the compiled
+        ones; then it is returned); otherwise a new array is returned.
 
     Returns
     -------
     ndarray, float32, shape (H - 2r, W - 2r)
         Element ``[y, x]`` is the smoothed value at image pixel ``(y + r, x + r)``.
     """
-    return kernels.active().smooth(image, kernel)
+    backend = kernels.active()
+    if out is not None and getattr(backend, "SMOOTH_INTO", False):
+        return backend.smooth(image, kernel, out=out)
+    return backend.smooth(image, kernel)
 
 
 def detection_threshold(

@@ -10,10 +10,12 @@ the (possibly lazy) input arrays.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,47 @@ from .uncertainty import interface_offset_error, pedestal_errors
 __all__ = ["check_amp_geometry", "measure_detector"]
 
 logger = logging.getLogger(__name__)
+
+
+class _Scratch(threading.local):
+    """Full-size float32 buffers that one thread reuses from one detector to the next.
+
+    A fresh 64 MB array costs ~7 ms of page faults when first written, as much as a
+    compiled pass over it. Only intermediate images go here (the background-subtracted
+    and the smoothed image), never anything returned; each thread has its own, and a
+    nested measurement (the robust estimator's) gets fresh arrays. A thread keeps the
+    buffers of the last detector shape it measured (two float32 images).
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+        self.busy = False
+
+
+_SCRATCH = _Scratch()
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[Callable[[str, tuple[int, int]], np.ndarray]]:
+    """``take(name, shape)``: this thread's float32 buffer ``name`` (uninitialised) for
+    the duration of the ``with`` block."""
+    local = _SCRATCH
+    if local.busy:
+        yield lambda name, shape: np.empty(shape, dtype=np.float32)
+        return
+
+    def take(name: str, shape: tuple[int, int]) -> np.ndarray:
+        buf = local.buffers.get(name)
+        if buf is None or buf.shape != shape:
+            local.buffers.pop(name, None)  # free the old one first
+            buf = local.buffers[name] = np.empty(shape, dtype=np.float32)
+        return buf
+
+    local.busy = True
+    try:
+        yield take
+    finally:
+        local.busy = False
 
 
 def check_amp_geometry(detector: Detector, config: AmpOffsetConfig) -> None:
@@ -190,51 +233,53 @@ def measure_detector(
     if not (config.do_background or config.do_detection):
         _read_strips(image, mask, strips, bits, blocks)
     else:
-        m = None if mask is None else np.asarray(mask)
-        backend = kernels.active()
-        det_bits = mask_bits(("DETECTED", "DETECTED_NEGATIVE"), planes)
-        # One pass: the bad pixels, whether earlier detections are flagged, and the
-        # detection's statistics mask. The pixels are not copied (read-only from here on,
-        # unless converted to float32): the background subtraction writes a new image.
-        pixels = np.asarray(image)
-        img, bad, any_det, stats_bad = backend.prepare_pixels(
-            pixels, m, bits, det_bits if config.do_detection and bits & det_bits else 0,
-            mask_bits(config.detection.stats_mask, planes) if config.do_detection else 0,
-            copy=False)
-        if any_det:
-            # Detection clears earlier DETECTED bits before the edges see the mask (the
-            # background still ignores them); non-finite as before the background.
-            bad_after_detection = backend.bad_pixels(img, m, bits & ~det_bits)
-        else:
-            bad_after_detection = bad
-        if config.do_background:
-            raw_lines = [_put_lines(np.empty_like(b.lines), b, strips, img) for b in blocks]
-            amp = detector.amplifiers[0]
-            # In place only on a converted copy of ours: the input is never modified.
-            dest = (np.empty(img.shape, dtype=np.float32) if np.may_share_memory(img, pixels)
-                    else img)
-            background = subtract_background(
-                img, bad, min(amp.width, amp.height), config.background_fraction_sample,
-                config.background.algorithm, config.background.undersample_style, out=dest,
-            )
-            if background == "ok":
-                img = dest
+        # The intermediate images live in this thread's scratch buffers (`_Scratch`).
+        with _scratch() as take:
+            m = None if mask is None else np.asarray(mask)
+            backend = kernels.active()
+            det_bits = mask_bits(("DETECTED", "DETECTED_NEGATIVE"), planes)
+            # One pass: the bad pixels, whether earlier detections are flagged, and the
+            # detection's statistics mask. The pixels are not copied (read-only from here on,
+            # unless converted to float32): the background subtraction writes a new image.
+            pixels = np.asarray(image)
+            img, bad, any_det, stats_bad = backend.prepare_pixels(
+                pixels, m, bits, det_bits if config.do_detection and bits & det_bits else 0,
+                mask_bits(config.detection.stats_mask, planes) if config.do_detection else 0,
+                copy=False)
+            if any_det:
+                # Detection clears earlier DETECTED bits before the edges see the mask (the
+                # background still ignores them); non-finite as before the background.
+                bad_after_detection = backend.bad_pixels(img, m, bits & ~det_bits)
             else:
-                warnings.append(f"background {background}")
-        extra = np.zeros(shape, dtype=bool)  # EDGE border and grown detections
-        seeds = None
-        if config.do_detection:
-            bad = bad_after_detection
-            detection, threshold, n_detected, seeds = _detect(img, stats_bad, config, strips,
-                                                              extra, bad_planes)
-            if detection != "ok":
-                warnings.append(f"detection {detection}")
-        for b in blocks:
-            _put_lines(b.lines, b, strips, img, bad=bad, extra=extra)
-        all_masked = backend.all_covered(bad, extra)
-        if not all_masked and seeds is not None:
-            all_masked = _grown_covers_rest(seeds, n_detected, bad, extra, config)
-        seeds = None  # frees the smoothed image it holds
+                bad_after_detection = bad
+            if config.do_background:
+                raw_lines = [_put_lines(np.empty_like(b.lines), b, strips, img) for b in blocks]
+                amp = detector.amplifiers[0]
+                # In place only on a converted copy of ours: the input is never modified.
+                dest = (take("subtracted", img.shape) if np.may_share_memory(img, pixels)
+                        else img)
+                background = subtract_background(
+                    img, bad, min(amp.width, amp.height), config.background_fraction_sample,
+                    config.background.algorithm, config.background.undersample_style, out=dest,
+                )
+                if background == "ok":
+                    img = dest
+                else:
+                    warnings.append(f"background {background}")
+            extra = np.zeros(shape, dtype=bool)  # EDGE border and grown detections
+            seeds = None
+            if config.do_detection:
+                bad = bad_after_detection
+                detection, threshold, n_detected, seeds = _detect(img, stats_bad, config, strips,
+                                                                  extra, bad_planes, take)
+                if detection != "ok":
+                    warnings.append(f"detection {detection}")
+            for b in blocks:
+                _put_lines(b.lines, b, strips, img, bad=bad, extra=extra)
+            all_masked = backend.all_covered(bad, extra)
+            if not all_masked and seeds is not None:
+                all_masked = _grown_covers_rest(seeds, n_detected, bad, extra, config)
+            seeds = None  # releases the smoothed image it holds
 
     # Every per-strip statistic, once: LSST's edge profiles and what the diagnostics share.
     stats = {}
@@ -356,10 +401,12 @@ def _detect(
     strips: dict,
     extra: np.ndarray,
     bad_planes: set[str],
+    take: Callable[[str, tuple[int, int]], np.ndarray] | None = None,
 ) -> tuple[str, float, int, np.ndarray | None]:
     """Run detection on ``img``; OR the EDGE border and grown detections into ``extra``.
 
-    ``stats_bad`` flags the pixels whose mask has a ``statsMask`` plane (None: none).
+    ``stats_bad`` flags the pixels whose mask has a ``statsMask`` plane (None: none);
+    ``take(name, shape)`` (`_scratch`), if given, provides the smoothed image's buffer.
 
     Only pixels whose planes are in the task's ignored list are marked, and grown
     detections are only materialised where the edge strips need them.
@@ -376,7 +423,8 @@ def _detect(
     if "EDGE" in bad_planes:
         extra[:r] = extra[h - r:] = True
         extra[:, :r] = extra[:, w - r:] = True
-    smoothed = smooth(img, gaussian_kernel(det.sigma, det.n_sigma_for_kernel))
+    out = None if take is None else take("smoothed", (max(h - 2 * r, 0), max(w - 2 * r, 0)))
+    smoothed = smooth(img, gaussian_kernel(det.sigma, det.n_sigma_for_kernel), out=out)
     threshold = detection_threshold(smoothed, stats_bad, det.threshold_value,
                                     det.threshold_type, det.include_threshold_multiplier)
     if not math.isfinite(threshold):

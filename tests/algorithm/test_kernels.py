@@ -602,3 +602,78 @@ def test_box_dilation_of_sparse_masks_agrees_with_the_definition(r):
         expected = _dilate_by_painting(bad, r)
         np.testing.assert_array_equal(NUMPY.dilate_box(bad, r), expected)
         np.testing.assert_array_equal(NUMBA.dilate_box(bad, r), expected)
+
+
+# ------------------------------------------------------------------------------------------
+# Full-image passes: buffers reused between detectors
+# ------------------------------------------------------------------------------------------
+def test_smooth_into_a_given_buffer():
+    rng = np.random.default_rng(21)
+    image = rng.normal(100.0, 5.0, (40, 57)).astype(np.float32)
+    k = gaussian_kernel(2.0)
+    expected = NUMPY.smooth(image, k)
+    buf = np.full(expected.shape, np.nan, dtype=np.float32)
+    assert NUMBA.smooth(image, k, out=buf) is buf
+    np.testing.assert_array_equal(buf, expected)
+    with use_kernels("numba"):
+        assert smooth(image, k, out=buf) is buf
+    with use_kernels("numpy"):  # no buffer support: a new array with the same bits
+        got = smooth(image, k, out=buf)
+        assert got is not buf
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="shape"):
+        NUMBA.smooth(image, k, out=np.empty((expected.shape[0], 1), np.float32))
+    with pytest.raises(ValueError, match="float64"):
+        NUMBA.smooth(image, k, out=np.empty(expected.shape))
+
+
+def test_scratch_buffers_are_reused_per_thread_and_change_no_result():
+    import threading
+
+    from ampoffset_dask.algorithm import measure as measure_module
+
+    image, mask, planes, detector, _ = mini_itl()
+    other = image + np.float32(7.0)
+    other[50:60, 100:130] += np.float32(5000.0)  # a bright source somewhere else
+    config = AmpOffsetConfig()
+    scratch = measure_module._SCRATCH
+    scratch.buffers.clear()  # this thread's, from earlier tests
+    with use_kernels("numba"):
+        scratch.busy = True  # as a nested call: fresh arrays only
+        try:
+            ref = {id(a): measure_detector(a, mask, detector, config, planes)
+                   for a in (image, other)}
+            assert scratch.buffers == {}
+        finally:
+            scratch.busy = False
+        first = measure_detector(image, mask, detector, config, planes)
+        buffers = dict(scratch.buffers)
+        assert set(buffers) == {"subtracted", "smoothed"}
+        assert buffers["subtracted"].shape == image.shape
+        second = measure_detector(other, mask, detector, config, planes)
+        assert all(scratch.buffers[k] is v for k, v in buffers.items())  # reused
+        _assert_same_measurement(ref[id(image)], first)
+        _assert_same_measurement(ref[id(other)], second)
+
+        # Threads measuring at once each use their own buffers.
+        results, errors, seen = {}, [], []
+
+        def work(key, a):
+            try:
+                for i in range(3):
+                    results[key, i] = measure_detector(a, mask, detector, config, planes)
+                seen.append(dict(scratch.buffers))
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(key, a))
+                   for key, a in enumerate((image, other, image, other))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    for (key, _), got in results.items():
+        _assert_same_measurement(ref[id((image, other)[key % 2])], got)
+    ids = [id(b) for s in seen for b in s.values()] + [id(b) for b in buffers.values()]
+    assert len(set(ids)) == len(ids) == 10  # no thread shared another's buffer

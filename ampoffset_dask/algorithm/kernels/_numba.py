@@ -175,16 +175,27 @@ def _smooth(image, k, out, ring, acc):
         _taps(dst, ring, vrows, voffs, vk, start, n, ow, no)
 
 
-def smooth(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """See `ampoffset_dask.algorithm.kernels._numpy.smooth`."""
+#: `smooth` writes into a caller's buffer (``out=``).
+SMOOTH_INTO = True
+
+
+def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """See `ampoffset_dask.algorithm.kernels._numpy.smooth`; ``out`` (float32, C-contiguous,
+    of the result's shape) receives the result instead of a new array."""
     k = np.asarray(kernel, dtype=np.float32)
     r = k.shape[0] // 2
     h, w = image.shape
+    shape = (max(h - 2 * r, 0), max(w - 2 * r, 0))
+    if out is not None and (out.shape != shape or out.dtype != np.float32
+                            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"smooth: out must be a writable C-contiguous float32 array of shape "
+                         f"{shape}, not {out.dtype} {out.shape}")
     if h - 2 * r <= 0 or w - 2 * r <= 0:
-        return np.empty((max(h - 2 * r, 0), max(w - 2 * r, 0)), dtype=np.float32)
+        return np.empty(shape, dtype=np.float32) if out is None else out
     n = k.shape[0]
     # Buffers are allocated here, not in compiled code, so tracemalloc sees them.
-    out = np.empty((h - 2 * r, w - 2 * r), dtype=np.float32)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
     ring = np.empty((n, w - 2 * r), dtype=np.float32)
     acc = np.empty(w - 2 * r, dtype=np.float32)
     src = np.ascontiguousarray(image, dtype=np.float32)
