@@ -213,7 +213,7 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None)
 # copy of the usable values). Every pass walks the rows of a band of bins across the
 # image, so memory is read in order, and one compiled call handles every bin.
 # ------------------------------------------------------------------------------------------
-_SAMPLE = 512  # values sampled per bin to place its histogram's range (heap-sorted)
+_SAMPLE = 512  # values sampled per bin to place its histogram's range
 _SAMPLE_ROWS = 16  # rows of a bin the sample is taken from
 _N_BINS = 4096  # histogram bins over that range (an L1-sized histogram)
 _CHUNK = 512  # bin indices computed (SIMD) per block before they are counted
@@ -270,34 +270,6 @@ def _sample(flat, v0, vstride, bad, b0, bstride, use_bad, h, w, out):
 
 
 @njit(**_JIT)
-def _sift(a, start, end):
-    """Move ``a[start]`` down the max-heap ``a[:end]``."""
-    root = start
-    while True:
-        child = 2 * root + 1
-        if child >= end:
-            return
-        if child + 1 < end and a[child] < a[child + 1]:
-            child += 1
-        if a[root] < a[child]:
-            a[root], a[child] = a[child], a[root]
-            root = child
-        else:
-            return
-
-
-@njit(**_JIT)
-def _heapsort(a):
-    """Sort ``a`` (finite values) in place; small code, so quick to compile."""
-    n = a.shape[0]
-    for start in range(n // 2 - 1, -1, -1):
-        _sift(a, start, n)
-    for end in range(n - 1, 0, -1):
-        a[0], a[end] = a[end], a[0]
-        _sift(a, 0, end)
-
-
-@njit(**_JIT)
 def _bin_range(sample, ns, n_bins, biggest, typed):
     """``typed[0], typed[1]`` = the histogram's origin and scale (bins per unit) for a bin
     whose sample is ``sample[:ns]``: the sample's 20-80 % range widened to five times its
@@ -307,10 +279,9 @@ def _bin_range(sample, ns, n_bins, biggest, typed):
     lo = 0.0
     span = 0.0
     if ns:
-        s = sample[:ns]
-        _heapsort(s)
-        q1 = np.float64(s[int(0.2 * (ns - 1))])
-        q3 = np.float64(s[int(0.8 * (ns - 1))])
+        k1 = np.int64(0.2 * (ns - 1))
+        q1 = np.float64(_select(sample, np.int64(0), np.int64(ns), k1))
+        q3 = np.float64(_select(sample, k1, np.int64(ns), np.int64(0.8 * (ns - 1))))
         width = q3 - q1
         lo = q1 - 2.0 * width
         span = 5.0 * width
@@ -684,15 +655,18 @@ def _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, n_sigma, n
             means[i] = math.nan
             variances[i] = math.nan
             continue
-        sorted_slot = -1
+        # Ascending ranks: within a slot each selection leaves the values above its rank
+        # after it, so the next one searches only those.
+        last_slot = -1
+        below = 0
         for r in range(nr):
             s = ranks[i, r] >> 40
-            k = ranks[i, r] & ((1 << 40) - 1)
-            seg = out[starts[i, s]:pos[i, s]]
-            if s != sorted_slot:
-                _heapsort(seg)
-                sorted_slot = s
-            values[r] = np.float64(seg[k])
+            k = starts[i, s] + (ranks[i, r] & ((1 << 40) - 1))
+            if s != last_slot:
+                below = starts[i, s]
+                last_slot = s
+            values[r] = np.float64(_select(out, below, pos[i, s], k))
+            below = k
         _quartile_ranks(n, exact)
         if n == 1:
             median = q1 = q3 = values[0]
