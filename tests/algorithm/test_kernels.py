@@ -677,3 +677,41 @@ def test_scratch_buffers_are_reused_per_thread_and_change_no_result():
         _assert_same_measurement(ref[id((image, other)[key % 2])], got)
     ids = [id(b) for s in seen for b in s.values()] + [id(b) for b in buffers.values()]
     assert len(set(ids)) == len(ids) == 10  # no thread shared another's buffer
+
+
+# ------------------------------------------------------------------------------------------
+# Edge strips read into lines
+# ------------------------------------------------------------------------------------------
+def test_put_lines_agree_and_compile_once():
+    """The compiled strip reader writes the reference's bits (NaN payloads of unmasked
+    pixels kept, masked and non-finite pixels the one NaN) for every combination of
+    inputs, mask types and byte orders, strided strips and both orientations; float32
+    strips with any integer mask share one compiled specialization."""
+    rng = np.random.default_rng(8)
+    image = rng.normal(0, 1, (60, 50)).astype(np.float32)
+    for value in (np.inf, -np.inf, np.nan):
+        image[rng.random(image.shape) < 0.02] = value
+    image.view(np.uint32)[5, 5] = 0x7FC00001  # a NaN with a payload
+    image.view(np.uint32)[6, 7] = 0xFFC00000  # a negative NaN
+    mask = rng.integers(0, 1 << 12, image.shape).astype(np.int32)
+    bad, extra = rng.random(image.shape) < 0.05, rng.random(image.shape) < 0.05
+    masks = (None, mask, mask.astype(">i4"), mask.astype(np.uint16), mask.astype(np.int64))
+    strip_slices = (np.s_[10:26, 20:44], np.s_[:, :], np.s_[5:6, 3:40], np.s_[::2, 3:30])
+    for sl, flip, m, bits, b, e, finite in itertools.product(
+            strip_slices, (False, True), masks, (0, 1 << 3, 0xFF), (None, bad),
+            (None, extra), (False, True)):
+        strip = image[sl]
+        shape = strip.shape[::-1] if flip else strip.shape
+        expected, got = np.full(shape, 7, np.float32), np.full(shape, 7, np.float32)
+        kw = {"mask": None if m is None else m[sl], "bits": bits,
+              "bad": None if b is None else b[sl], "extra": None if e is None else e[sl],
+              "finite": finite}
+        NUMPY.put_lines(expected, strip, flip, **kw)
+        NUMBA.put_lines(got, strip, flip, **kw)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    for src in (image.astype(">f4"), image.astype(np.float64)):  # converted, or the reference
+        expected, got = np.empty((50, 60), np.float32), np.empty((50, 60), np.float32)
+        NUMPY.put_lines(expected, src, True, mask=mask, bits=0xF, finite=True)
+        NUMBA.put_lines(got, src, True, mask=mask, bits=0xF, finite=True)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    assert len(NUMBA._put_lines.signatures) == 1

@@ -1272,15 +1272,99 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
 
 
 # ------------------------------------------------------------------------------------------
-# Edge strips: line medians, scatter and clipped line sums (`strips.lines_stats`). The lines
+# Edge strips: the strips read into lines in one pass (`put_lines`), then line medians,
+# scatter and clipped line sums (`strips.lines_stats`). The lines
 # are sorted by numpy (a SIMD sorting network for short rows, faster than a compiled
 # selection); the strip's scatter comes from a histogram of the absolute residuals' bit
 # patterns and an exact selection within the bins holding the middle ranks; the clipped
 # sums repeat numpy's pairwise order.
 # ------------------------------------------------------------------------------------------
-#: Reading the strips into lines: numpy's strided copies and masks are as fast as compiled
-#: loops here (the strips' rows are far apart in memory), so both paths share them.
-put_lines = _reference.put_lines
+@njit(**_JIT)
+def _put_lines(dest, src, rs, mask, ms, bits, bad, bs, extra, es, flip, finite):
+    """`put_lines` in one pass: strip row ``i`` is ``src[i * rs:]`` (``mask``, ``bad`` and
+    ``extra`` likewise with their row strides; an empty array: not given). Branch-free
+    rows, one loop per combination of inputs (they vectorize)."""
+    h, w = (dest.shape[1], dest.shape[0]) if flip else dest.shape
+    nan = np.float32(np.nan)
+    use_mask = mask.shape[0] > 0
+    use_flags = bad.shape[0] > 0 or extra.shape[0] > 0
+    row = np.empty(w, dtype=np.float32)
+    for i in range(h):
+        out = row if flip else dest[i]
+        v = src[i * rs:i * rs + w]
+        if use_mask:
+            mk = mask[i * ms:i * ms + w]
+            if finite:
+                for j in range(w):
+                    x = v[j]
+                    out[j] = nan if (mk[j] & bits) != 0 or x - x != 0 else x
+            else:
+                for j in range(w):
+                    out[j] = nan if (mk[j] & bits) != 0 else v[j]
+        elif finite:
+            for j in range(w):
+                x = v[j]
+                out[j] = nan if x - x != 0 else x
+        else:
+            for j in range(w):
+                out[j] = v[j]
+        if use_flags:
+            if bad.shape[0] > 0:
+                bd = bad[i * bs:i * bs + w]
+                for j in range(w):
+                    out[j] = nan if bd[j] else out[j]
+            if extra.shape[0] > 0:
+                ex = extra[i * es:i * es + w]
+                for j in range(w):
+                    out[j] = nan if ex[j] else out[j]
+        if flip:
+            for j in range(w):
+                dest[j, i] = row[j]
+
+
+_NONE_INT = np.zeros(0, dtype=np.int32)
+_NONE_INT.flags.writeable = False
+_NONE_BOOL = np.zeros(0, dtype=np.bool_)
+_NONE_BOOL.flags.writeable = False
+
+
+def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
+              mask: np.ndarray | None = None, bits: int = 0, bad: np.ndarray | None = None,
+              extra: np.ndarray | None = None, finite: bool = False) -> None:
+    """See `ampoffset_dask.algorithm.kernels._numpy.put_lines`.
+
+    One compiled pass over float32 strips read in place (no temporaries). Other pixel types
+    take the reference; a mask of another integer type or byte order is converted to int32
+    first (the same low 31 bits: ``bits`` must fit in them, as the reference's int32 test
+    requires).
+    """
+    v = np.asarray(strip)
+    if v.dtype.kind == "f" and v.dtype.itemsize == 4 and not v.dtype.isnative:
+        v = _native(v)
+    use_mask = mask is not None and bits != 0
+    m = np.asarray(mask) if use_mask else None
+    if m is not None and m.dtype.kind in "iu" and m.dtype != np.int32:
+        m = m.astype(np.int32)
+    parts = []
+    if (v.ndim == 2 and v.dtype == np.float32 and dest.dtype == np.float32
+            and dest.flags.c_contiguous and dest.flags.writeable and 0 <= bits < 1 << 31
+            and dest.shape == (v.shape[::-1] if flip else v.shape) and v.size):
+        for a, dtype, none in ((v, np.float32, None), (m, np.int32, _NONE_INT),
+                               (bad, np.bool_, _NONE_BOOL), (extra, np.bool_, _NONE_BOOL)):
+            if a is None:
+                parts.append((none, 0))
+                continue
+            a = np.asarray(a)
+            flat = _flat_rows(a) if a.dtype == dtype and a.shape == v.shape else None
+            if flat is None:
+                break
+            parts.append(flat)
+    if len(parts) < 4:
+        _reference.put_lines(dest, strip, flip, mask=mask, bits=bits, bad=bad, extra=extra,
+                             finite=finite)
+        return
+    (src, rs), (m, ms), (b, bs), (e, es) = parts
+    _put_lines(dest, src, rs, m, ms, np.int32(bits), b, bs, e, es, bool(flip), bool(finite))
 
 
 @njit(**_JIT)
