@@ -35,6 +35,27 @@ def test_append_truncate_remove(tmp_path):
     assert not j2.path.exists()
 
 
+def test_to_dict_is_asdict_and_shares_nothing_mutable():
+    """The journal line's dictionary: what `dataclasses.asdict` gives (numpy pedestals as
+    floats), with copies of every list and dict, and a round trip through JSON."""
+    import dataclasses
+
+    import numpy as np
+
+    itf = {"id": "C10-C11", "amp_a": "C10", "offset": 1.5, "min_frac_fail": False,
+           "extra": [1, {"k": (2, 3)}]}
+    rec = _rec(interfaces=[itf], warnings=["w"], detector_id=7)
+    rec.pedestals = list(np.array([0.25, -0.25]))
+    out = rec.to_dict()
+    expected = dataclasses.asdict(rec)
+    expected["pedestals"] = [0.25, -0.25]
+    assert out == expected and list(out) == list(expected)
+    assert all(type(p) is float for p in out["pedestals"])
+    assert out["interfaces"][0] is not itf and out["interfaces"][0]["extra"] is not itf["extra"]
+    assert out["warnings"] is not rec.warnings and out["amp_names"] is not rec.amp_names
+    assert DetectorResult.from_dict(json.loads(json.dumps(out))).pedestals == [0.25, -0.25]
+
+
 def test_replay_quarantines_what_it_cannot_convert(tmp_path, caplog):
     j = Journal(tmp_path, "run9")
     j.append(_rec(visit=1))
