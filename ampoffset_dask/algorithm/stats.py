@@ -445,6 +445,7 @@ class _Pieces:
         if prev < n:
             pieces.append([prev, n, lo, None, None])
         self.pieces = pieces
+        self.below: np.ndarray | None = None
 
     def _sums(self, piece: list) -> tuple[int, float, float]:
         if piece[4] is None:
@@ -462,7 +463,9 @@ class _Pieces:
         start, stop, lo, hi, sums = piece
         ft = float(t)
         v = self.a[start:stop]
-        below = v < t
+        if self.below is None:  # one mask buffer for every split (no fresh pages each)
+            self.below = np.empty(self.a.shape[0], dtype=bool)
+        below = np.less(v, t, out=self.below[:stop - start])
         c = int(np.count_nonzero(below))
         if c == 0:
             return [[start, stop, ft if lo is None or ft > lo else lo, hi, sums]]
@@ -472,7 +475,7 @@ class _Pieces:
         # cheaper than a selection, and only the pieces' contents matter, not their order.
         wrong_right = np.flatnonzero(below[c:])
         wrong_right += c
-        wrong_left = np.flatnonzero(~below[:c])
+        wrong_left = np.flatnonzero(np.logical_not(below[:c], out=below[:c]))
         v[wrong_right], v[wrong_left] = v[wrong_left], v[wrong_right]
         left = [start, start + c, lo, t_below, None]
         right = [start + c, stop, ft, hi, None]

@@ -604,6 +604,29 @@ def test_box_dilation_of_sparse_masks_agrees_with_the_definition(r):
         np.testing.assert_array_equal(NUMBA.dilate_box(bad, r), expected)
 
 
+def test_prepare_pixels_in_one_pass_finds_hits_in_any_block():
+    # Blocks of 8 rows: the only detected pixel and the only statistics hit are in the last
+    # (partial) block, an image with bad pixels everywhere else.
+    rng = np.random.default_rng(3)
+    image = rng.normal(0, 1, (61, 17)).astype(np.float32)
+    image[::9, ::5] = np.nan
+    mask = np.zeros(image.shape, np.int32)
+    mask[::7, ::3] = 1 << 1
+    mask[60, 16] |= (1 << 5) | (1 << 9)
+    expected_bad = ~np.isfinite(image) | ((mask & 0x3) != 0)
+    for det_bits, stats_bits in ((1 << 5, 1 << 9), (1 << 6, 1 << 9), (1 << 5, 1 << 10),
+                                 (1 << 5, 0)):
+        img, bad, any_det, stats = NUMPY.prepare_pixels(image, mask, 0x3, det_bits,
+                                                        stats_bits, copy=False, row_block=8)
+        assert img is image
+        np.testing.assert_array_equal(bad, expected_bad)
+        assert any_det == (det_bits == 1 << 5)
+        if stats_bits == 1 << 9:
+            np.testing.assert_array_equal(stats, (mask & stats_bits) != 0)
+        else:
+            assert stats is None
+
+
 # ------------------------------------------------------------------------------------------
 # Full-image passes: buffers reused between detectors
 # ------------------------------------------------------------------------------------------

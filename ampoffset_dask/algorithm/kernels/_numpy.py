@@ -263,7 +263,7 @@ def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int,
 
 
 def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
-                   stats_bits: int, copy: bool = True
+                   stats_bits: int, copy: bool = True, row_block: int = 64
                    ) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
     """The mask passes that start a detector, on ``image`` as float32.
 
@@ -296,12 +296,34 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
     """
     img = (np.array(image, dtype=np.float32, copy=True) if copy
            else np.asarray(image, dtype=np.float32))
-    bad = bad_pixels(img, mask, bits)
-    if mask is None:
-        return img, bad, False, None
-    any_det = bool(det_bits) and any_bits(mask, det_bits)
-    stats = mask_hits(mask, stats_bits) if stats_bits else None
-    return img, bad, any_det, stats if stats is not None and stats.any() else None
+    if mask is None or not (det_bits or stats_bits):
+        return img, bad_pixels(img, mask, bits), False, None
+    # One pass over blocks of rows: each block of mask words is read from memory once and
+    # then from the cache by the three tests.
+    mask = np.asarray(mask)
+    h, w = img.shape
+    bad = np.empty((h, w), dtype=bool)
+    stats = np.empty((h, w), dtype=bool) if stats_bits else None
+    rb = max(min(row_block, h), 1)
+    word = np.empty((rb, w), dtype=mask.dtype)
+    hit = np.empty((rb, w), dtype=bool)
+    any_det = any_stats = False
+    for y0 in range(0, h, rb):
+        y1 = min(h, y0 + rb)
+        m, wd, ht, out = mask[y0:y1], word[:y1 - y0], hit[:y1 - y0], bad[y0:y1]
+        np.isfinite(img[y0:y1], out=out)
+        if bits:
+            np.bitwise_and(m, bits, out=wd)
+            np.not_equal(wd, 0, out=ht)
+            np.less_equal(out, ht, out=out)  # not finite, or a bit set
+        else:
+            np.logical_not(out, out=out)
+        if det_bits and not any_det:
+            any_det = bool(np.bitwise_and(m, det_bits, out=wd).any())
+        if stats is not None:
+            np.bitwise_and(m, stats_bits, out=wd)
+            any_stats |= bool(np.not_equal(wd, 0, out=stats[y0:y1]).any())
+    return img, bad, any_det, stats if any_stats else None
 
 
 def all_covered(a: np.ndarray, b: np.ndarray, row_block: int = 64) -> bool:
