@@ -702,6 +702,32 @@ def test_scratch_buffers_are_reused_per_thread_and_change_no_result():
     assert len(set(ids)) == len(ids) == 10  # no thread shared another's buffer
 
 
+@pytest.mark.parametrize("flags", list(itertools.product([True, False], repeat=4)))
+def test_seed_count_and_chunk_map_agree_with_the_seeds(flags):
+    from ampoffset_dask.algorithm.kernels._numba import _SEED_CHUNK, _count_seeds
+
+    rng = np.random.default_rng(sum(flags) + 4 * flags[0])
+    r = 2
+    smoothed = rng.normal(0.0, 1.0, (30, 3 * _SEED_CHUNK + 17)).astype(np.float32)
+    smoothed[rng.random(smoothed.shape) < 0.003] = np.float32(4.0)
+    smoothed[rng.random(smoothed.shape) < 0.003] = np.float32(-4.0)
+    smoothed[3, 0] = smoothed[4, -1] = np.nan  # a chunk's first / the last chunk's last
+    smoothed[5, 63:65] = np.float32(2.5), np.float32(-2.5)  # at both thresholds
+    smoothed[6, :] = np.nan
+    smoothed[7, 70], smoothed[7, 71] = np.inf, -np.inf
+    shape = (smoothed.shape[0] + 2 * r, smoothed.shape[1] + 2 * r)
+    seeds, n, any_seed = NUMPY.threshold_seeds(smoothed, 2.5, shape, r, *flags)
+    chunks = np.empty((smoothed.shape[0], 4), dtype=bool)
+    got = _count_seeds(smoothed, np.float32(2.5), np.float32(-2.5), *flags, chunks)
+    assert got == (n, any_seed)
+    good = seeds[r:-r, r:-r]
+    for c in range(4):
+        np.testing.assert_array_equal(
+            chunks[:, c], good[:, c * _SEED_CHUNK:(c + 1) * _SEED_CHUNK].any(axis=1))
+    if flags[0] or flags[1]:
+        assert n > 0  # the case counts something
+
+
 # ------------------------------------------------------------------------------------------
 # Edge strips read into lines
 # ------------------------------------------------------------------------------------------

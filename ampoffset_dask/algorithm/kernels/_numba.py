@@ -1175,7 +1175,11 @@ _SEED_CHUNK = 64  # columns of the smoothed image per flag of the map of seeds
 def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negative, chunks):
     """`_threshold_seeds`'s count and whether a seed exists, and ``chunks[y, c]``: whether
     ``smoothed[y, 64c:64c + 64]`` holds a seed (reductions the compiler vectorises; no
-    full-size mask written)."""
+    full-size mask written).
+
+    Detected pixels are rare: a chunk is first only tested for any (a byte OR, the
+    cheapest reduction), and counted and marked only when it holds one.
+    """
     oh, ow = smoothed.shape
     n = 0
     any_seed = False
@@ -1183,15 +1187,22 @@ def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negat
         src = smoothed[y]
         flags = chunks[y]
         for c in range(flags.shape[0]):
-            k = 0
-            hit = False
-            for x in range(c * _SEED_CHUNK, min(ow, (c + 1) * _SEED_CHUNK)):
+            x0 = c * _SEED_CHUNK
+            x1 = min(ow, x0 + _SEED_CHUNK)
+            seen = np.uint8(0)
+            for x in range(x0, x1):
                 v = src[x]
-                p = (v >= hi) & positive
-                q = (v <= lo) & negative
-                k += np.int64(p) + np.int64(q)
-                hit |= (p & mark_positive) | (q & mark_negative)
-            n += k
+                seen |= np.uint8(((v >= hi) & positive) | ((v <= lo) & negative))
+            hit = False
+            if seen:
+                k = 0
+                for x in range(x0, x1):
+                    v = src[x]
+                    p = (v >= hi) & positive
+                    q = (v <= lo) & negative
+                    k += np.int64(p) + np.int64(q)
+                    hit |= (p & mark_positive) | (q & mark_negative)
+                n += k
             flags[c] = hit
             any_seed |= hit
     return n, any_seed
