@@ -627,6 +627,19 @@ def test_prepare_pixels_in_one_pass_finds_hits_in_any_block():
             assert stats is None
 
 
+def test_numpy_smooth_into_a_buffer_fills_every_row():
+    # Bands of 2 groups of 15 rows: whole bands go straight into the buffer, the last
+    # (partial) one through the block; a buffer of NaN shows any row left unwritten.
+    rng = np.random.default_rng(4)
+    image = rng.normal(0.0, 5.0, (100, 80)).astype(np.float32)
+    k = gaussian_kernel(2.0)
+    expected = NUMPY.smooth(image, k)
+    for groups in (1, 2, 8):
+        buf = np.full(expected.shape, np.nan, dtype=np.float32)
+        assert NUMPY.smooth(image, k, out=buf, groups=groups) is buf
+        np.testing.assert_array_equal(buf.view(np.uint32), expected.view(np.uint32))
+
+
 # ------------------------------------------------------------------------------------------
 # Full-image passes: buffers reused between detectors
 # ------------------------------------------------------------------------------------------
@@ -640,14 +653,18 @@ def test_smooth_into_a_given_buffer():
     np.testing.assert_array_equal(buf, expected)
     with use_kernels("numba"):
         assert smooth(image, k, out=buf) is buf
-    with use_kernels("numpy"):  # no buffer support: a new array with the same bits
-        got = smooth(image, k, out=buf)
-        assert got is not buf
-        np.testing.assert_array_equal(got, expected)
-    with pytest.raises(ValueError, match="shape"):
-        NUMBA.smooth(image, k, out=np.empty((expected.shape[0], 1), np.float32))
-    with pytest.raises(ValueError, match="float64"):
-        NUMBA.smooth(image, k, out=np.empty(expected.shape))
+    buf[...] = np.nan
+    with use_kernels("numpy"):  # the reference writes into the buffer too
+        assert smooth(image, k, out=buf) is buf
+    np.testing.assert_array_equal(buf, expected)
+    for module in (NUMBA, NUMPY):
+        with pytest.raises(ValueError, match="shape"):
+            module.smooth(image, k, out=np.empty((expected.shape[0], 1), np.float32))
+        with pytest.raises(ValueError, match="float64"):
+            module.smooth(image, k, out=np.empty(expected.shape))
+        with pytest.raises(ValueError, match="C-contiguous"):  # a view written by rows
+            module.smooth(image, k, out=np.empty((expected.shape[1], expected.shape[0]),
+                                                 np.float32).T)
 
 
 def test_scratch_buffers_are_reused_per_thread_and_change_no_result():

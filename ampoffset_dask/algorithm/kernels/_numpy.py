@@ -18,8 +18,12 @@ from ..strips import CLIP_SIGMA, MAD_TO_SIGMA, exact_median
 NAME = "numpy"
 
 
-def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
-           groups: int = 8) -> np.ndarray:
+#: `smooth` writes into a given buffer (``out=``).
+SMOOTH_INTO = True
+
+
+def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
+           row_block: int = 16, groups: int = 8) -> np.ndarray:
     """afw's separable float32 convolution of ``image``, on the good box only.
 
     Bit-identical to afw: the horizontal pass accumulates ``img * k_i`` in float32 for
@@ -37,19 +41,28 @@ def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
     image : ndarray, float32, shape (H, W)
     kernel : ndarray
         Normalised 1-D weights (odd length n = 2r + 1), used as float32.
+    out : ndarray, float32, shape (H - 2r, W - 2r), optional
+        Where the result goes (a reused buffer has no fresh pages to fault in); default a
+        new array.
 
     Returns
     -------
     ndarray, float32, shape (H - 2r, W - 2r)
-        Element ``[y, x]`` is the smoothed value at image pixel ``(y + r, x + r)``.
+        Element ``[y, x]`` is the smoothed value at image pixel ``(y + r, x + r)``;
+        ``out`` when given.
     """
     k = np.asarray(kernel, dtype=np.float32)
     n = k.shape[0]
     r = n // 2
     h, w = image.shape
     oh, ow = h - 2 * r, w - 2 * r
+    shape = (max(oh, 0), max(ow, 0))
+    if out is not None and (out.shape != shape or out.dtype != np.float32
+                            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"smooth: out must be a writable C-contiguous float32 array of "
+                         f"shape {shape}, not {out.dtype} {out.shape}")
     if oh <= 0 or ow <= 0:
-        return np.empty((max(oh, 0), max(ow, 0)), dtype=np.float32)
+        return np.empty(shape, dtype=np.float32) if out is None else out
     image = np.ascontiguousarray(image, dtype=np.float32)
     span = n * groups
     # Output rows a..a+span-1 read input rows a..a+span+n-2: the horizontal pass fills a
@@ -100,7 +113,8 @@ def smooth(image: np.ndarray, kernel: np.ndarray, row_block: int = 16,
             sel = np.flatnonzero(src_rows == base)
             lo, hi = int(sel[0]), int(sel[-1]) + 1
             plan.append((int(base), lo, hi, k[off[lo:hi]][None, :, None]))
-    out = np.empty((oh, ow), dtype=np.float32)
+    if out is None:
+        out = np.empty((oh, ow), dtype=np.float32)
     block = np.empty((groups, n, ow), dtype=np.float32)
     prod = np.empty((groups, n, ow), dtype=np.float32)
     horizontal(0, 0, rows)
