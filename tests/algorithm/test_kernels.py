@@ -640,6 +640,20 @@ def test_numpy_smooth_into_a_buffer_fills_every_row():
         np.testing.assert_array_equal(buf.view(np.uint32), expected.view(np.uint32))
 
 
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_grow_of_seeds_at_row_ends_does_not_wrap(isotropic):
+    # The numpy kernel lays rows end to end: seeds on the last column only (or the first
+    # only), in narrow and wide arrays and radii up to past the width, must not reach the
+    # other end of a neighbouring row.
+    for shape, radius in (((9, 4), 1), ((9, 4), 2), ((9, 4), 9), ((9, 300), 5), ((1, 7), 2)):
+        for col in (0, shape[1] - 1):
+            seeds = np.zeros(shape, dtype=bool)
+            seeds[::4, col] = True
+            expected = _grow_brute_force(seeds, radius, isotropic)
+            np.testing.assert_array_equal(NUMPY.grow(seeds, radius, isotropic), expected)
+            np.testing.assert_array_equal(NUMBA.grow(seeds, radius, isotropic), expected)
+
+
 # ------------------------------------------------------------------------------------------
 # Full-image passes: buffers reused between detectors
 # ------------------------------------------------------------------------------------------

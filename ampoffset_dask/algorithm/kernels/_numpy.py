@@ -479,24 +479,35 @@ def footprint_halves(radius: int, isotropic: bool) -> np.ndarray:
 
 
 def _grow_band(seeds: np.ndarray, out: np.ndarray, radius: int, isotropic: bool) -> None:
-    """OR the dilation of ``seeds`` (clipped to the array) into ``out`` (same shape)."""
-    h = seeds.shape[0]
-    horiz = [seeds]
-    cur = seeds
+    """OR the dilation of ``seeds`` (clipped to the array) into ``out`` (same shape).
+
+    The rows are laid end to end with ``radius`` zero columns after each, so every shift
+    is one contiguous 1-D operation (a narrow band would otherwise cost one short inner
+    loop per row): a pixel moves at most ``radius`` columns, so what spills past a row's
+    end stays in its padding, which is dropped at the end.
+    """
+    h, w = seeds.shape
+    wp = w + radius
+    padded = np.zeros((h, wp), dtype=bool)
+    padded[:, :w] = seeds
+    cur = padded.ravel()
+    horiz = [cur]
     for _ in range(radius):
         nxt = cur.copy()
-        nxt[:, 1:] |= cur[:, :-1]
-        nxt[:, :-1] |= cur[:, 1:]
+        nxt[1:] |= cur[:-1]
+        nxt[:-1] |= cur[1:]
         horiz.append(nxt)
         cur = nxt
     halves = footprint_halves(radius, isotropic)
     reach = min(radius, h - 1)  # row offsets beyond the array add nothing
+    grown = np.zeros(h * wp, dtype=bool)
     for dy in range(-reach, reach + 1):
         src = horiz[halves[dy + radius]]
         if dy >= 0:
-            out[dy:] |= src[: h - dy]
+            grown[dy * wp:] |= src[: (h - dy) * wp]
         else:
-            out[:dy] |= src[-dy:]
+            grown[: dy * wp] |= src[-dy * wp:]
+    out |= grown.reshape(h, wp)[:, :w]
 
 
 def _threshold_tests(threshold: float, positive: bool, negative: bool, mark_positive: bool,
