@@ -763,10 +763,11 @@ def test_seed_count_and_chunk_map_agree_with_the_seeds(flags):
 # Edge strips read into lines
 # ------------------------------------------------------------------------------------------
 def test_put_lines_agree_and_compile_once():
-    """The compiled strip reader writes the reference's bits (NaN payloads of unmasked
-    pixels kept, masked and non-finite pixels the one NaN) for every combination of
-    inputs, mask types and byte orders, strided strips and both orientations; float32
-    strips with any integer mask share one compiled specialization."""
+    """The strip reader writes the reference's bits (NaN payloads of unmasked pixels
+    kept, masked and non-finite pixels the one NaN) for every combination of inputs, mask
+    types and byte orders, strided strips and both orientations; the compiled reads (a
+    mask and/or the finiteness test on float32 strips, any integer mask) share one
+    compiled specialization."""
     rng = np.random.default_rng(8)
     image = rng.normal(0, 1, (60, 50)).astype(np.float32)
     for value in (np.inf, -np.inf, np.nan):

@@ -1294,14 +1294,13 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
 # sums repeat numpy's pairwise order.
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
-def _put_lines(dest, src, rs, mask, ms, bits, bad, bs, extra, es, flip, finite):
-    """`put_lines` in one pass: strip row ``i`` is ``src[i * rs:]`` (``mask``, ``bad`` and
-    ``extra`` likewise with their row strides; an empty array: not given). Branch-free
-    rows, one loop per combination of inputs (they vectorize)."""
+def _put_lines(dest, src, rs, mask, ms, bits, flip, finite):
+    """`put_lines` of a masked read in one pass: strip row ``i`` is ``src[i * rs:]``, its
+    mask row ``mask[i * ms:]`` (an empty mask: not given). Branch-free rows (they
+    vectorize)."""
     h, w = (dest.shape[1], dest.shape[0]) if flip else dest.shape
     nan = np.float32(np.nan)
     use_mask = mask.shape[0] > 0
-    use_flags = bad.shape[0] > 0 or extra.shape[0] > 0
     row = np.empty(w, dtype=np.float32)
     for i in range(h):
         out = row if flip else dest[i]
@@ -1315,22 +1314,10 @@ def _put_lines(dest, src, rs, mask, ms, bits, bad, bs, extra, es, flip, finite):
             else:
                 for j in range(w):
                     out[j] = nan if (mk[j] & bits) != 0 else v[j]
-        elif finite:
+        else:
             for j in range(w):
                 x = v[j]
                 out[j] = nan if x - x != 0 else x
-        else:
-            for j in range(w):
-                out[j] = v[j]
-        if use_flags:
-            if bad.shape[0] > 0:
-                bd = bad[i * bs:i * bs + w]
-                for j in range(w):
-                    out[j] = nan if bd[j] else out[j]
-            if extra.shape[0] > 0:
-                ex = extra[i * es:i * es + w]
-                for j in range(w):
-                    out[j] = nan if ex[j] else out[j]
         if flip:
             for j in range(w):
                 dest[j, i] = row[j]
@@ -1338,8 +1325,6 @@ def _put_lines(dest, src, rs, mask, ms, bits, bad, bs, extra, es, flip, finite):
 
 _NONE_INT = np.zeros(0, dtype=np.int32)
 _NONE_INT.flags.writeable = False
-_NONE_BOOL = np.zeros(0, dtype=np.bool_)
-_NONE_BOOL.flags.writeable = False
 
 
 def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
@@ -1347,38 +1332,32 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
               extra: np.ndarray | None = None, finite: bool = False) -> None:
     """See `ampoffset_dask.algorithm.kernels._numpy.put_lines`.
 
-    One compiled pass over float32 strips read in place (no temporaries). Other pixel types
-    take the reference; a mask of another integer type or byte order is converted to int32
-    first (the same low 31 bits: ``bits`` must fit in them, as the reference's int32 test
-    requires).
+    Compiled for the reads of edges only (a mask and/or the finiteness test): one pass over
+    a float32 strip read in place, no temporaries. A mask of another integer type or byte
+    order is converted to int32 first (the same low 31 bits: ``bits`` must fit in them, as
+    the reference's int32 test requires). Plain copies and the default configuration's
+    bad/extra masks take the reference (numpy is as fast there), as do other pixel types.
     """
-    v = np.asarray(strip)
-    if v.dtype.kind == "f" and v.dtype.itemsize == 4 and not v.dtype.isnative:
-        v = _native(v)
     use_mask = mask is not None and bits != 0
-    m = np.asarray(mask) if use_mask else None
-    if m is not None and m.dtype.kind in "iu" and m.dtype != np.int32:
-        m = m.astype(np.int32)
-    parts = []
-    if (v.ndim == 2 and v.dtype == np.float32 and dest.dtype == np.float32
-            and dest.flags.c_contiguous and dest.flags.writeable and 0 <= bits < 1 << 31
-            and dest.shape == (v.shape[::-1] if flip else v.shape) and v.size):
-        for a, dtype, none in ((v, np.float32, None), (m, np.int32, _NONE_INT),
-                               (bad, np.bool_, _NONE_BOOL), (extra, np.bool_, _NONE_BOOL)):
-            if a is None:
-                parts.append((none, 0))
-                continue
-            a = np.asarray(a)
-            flat = _flat_rows(a) if a.dtype == dtype and a.shape == v.shape else None
-            if flat is None:
-                break
-            parts.append(flat)
-    if len(parts) < 4:
-        _reference.put_lines(dest, strip, flip, mask=mask, bits=bits, bad=bad, extra=extra,
-                             finite=finite)
-        return
-    (src, rs), (m, ms), (b, bs), (e, es) = parts
-    _put_lines(dest, src, rs, m, ms, np.int32(bits), b, bs, e, es, bool(flip), bool(finite))
+    if bad is None and extra is None and (use_mask or finite):
+        v = np.asarray(strip)
+        if v.dtype.kind == "f" and v.dtype.itemsize == 4 and not v.dtype.isnative:
+            v = _native(v)
+        m = np.asarray(mask) if use_mask else None
+        if m is not None and m.dtype.kind in "iu" and m.dtype != np.int32:
+            m = m.astype(np.int32)
+        if (v.ndim == 2 and v.dtype == np.float32 and dest.dtype == np.float32
+                and dest.flags.c_contiguous and dest.flags.writeable and 0 <= bits < 1 << 31
+                and dest.shape == (v.shape[::-1] if flip else v.shape) and v.size):
+            src = _flat_rows(v)
+            flat = (_NONE_INT, 0) if m is None else (
+                _flat_rows(m) if m.dtype == np.int32 and m.shape == v.shape else None)
+            if src is not None and flat is not None:
+                _put_lines(dest, src[0], src[1], flat[0], flat[1], np.int32(bits),
+                           bool(flip), bool(finite))
+                return
+    _reference.put_lines(dest, strip, flip, mask=mask, bits=bits, bad=bad, extra=extra,
+                         finite=finite)
 
 
 @njit(**_JIT)
