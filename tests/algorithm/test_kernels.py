@@ -796,3 +796,32 @@ def test_put_lines_agree_and_compile_once():
         NUMBA.put_lines(got, src, True, mask=mask, bits=0xF, finite=True)
         np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
     assert len(NUMBA._put_lines.signatures) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Compiled clipped statistics: internals
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["normal", "integers", "zeros", "outliers", "constant"])
+def test_histogram_range_comes_from_the_sorted_samples_values(kind):
+    """A bin's histogram range is placed by its sample's 20 and 80 % values, selected in
+    place: the same range a sort of the sample gives, for any sample size, ties and
+    overflowing widths; the sample is only permuted."""
+    rng = np.random.default_rng(20 + len(kind))
+    values = _awkward_values(kind, rng, (1, NUMBA._SAMPLE)).ravel()
+    values = values[np.isfinite(values)]  # the sample holds usable values only
+    biggest = float(np.finfo(np.float32).max)
+    for ns in (1, 2, 3, 4, 5, 9, 100, values.size):
+        sample = np.zeros(NUMBA._SAMPLE, np.float32)
+        sample[:ns] = values[:ns]
+        typed = np.empty(3, np.float32)
+        NUMBA._bin_range(sample, ns, NUMBA._N_BINS, biggest, typed)
+        ordered = np.sort(values[:ns])
+        np.testing.assert_array_equal(np.sort(sample[:ns]), ordered)
+        q1 = float(ordered[int(0.2 * (ns - 1))])
+        q3 = float(ordered[int(0.8 * (ns - 1))])
+        lo, span = q1 - 2.0 * (q3 - q1), 5.0 * (q3 - q1)
+        scale = NUMBA._N_BINS / span if 0.0 < span < math.inf else 1.0
+        if not (abs(lo) < biggest and scale < biggest):
+            lo, scale = 0.0, 1.0
+        assert (typed[0], typed[1]) == (np.float32(lo), np.float32(scale)), ns
+    assert len(NUMBA._bin_range.signatures) == 1  # the types `_band_stats` passes
