@@ -733,6 +733,32 @@ def test_scratch_buffers_are_reused_per_thread_and_change_no_result():
     assert len(set(ids)) == len(ids) == 10  # no thread shared another's buffer
 
 
+def test_scratch_buffers_are_released_after_an_error():
+    from ampoffset_dask.algorithm import measure as measure_module
+    from ampoffset_dask.errors import ConfigError
+    from ampoffset_dask.geometry import detector_from_boxes
+
+    detector = detector_from_boxes("D", 200, 100, [("A", 0, 0, 100, 100),
+                                                   ("B", 100, 0, 100, 100)])
+    image = np.random.default_rng(1).normal(1000.0, 1.0, detector.shape).astype(np.float32)
+    image[:, 100:] += np.float32(3.0)
+    config = AmpOffsetConfig(amp_edge_width=16)
+    config.background.undersample_style = "THROW_EXCEPTION"  # 3x2 bins: too few
+    with pytest.raises(ConfigError, match="too few"):
+        measure_detector(image, None, detector, config)
+    assert not measure_module._SCRATCH.busy  # the next detector reuses the buffers
+    config.background.undersample_style = "REDUCE_INTERP_ORDER"
+    got = measure_detector(image, None, detector, config)
+    assert measure_module._SCRATCH.buffers["subtracted"].shape == detector.shape
+    measure_module._SCRATCH.busy = True  # fresh arrays only
+    try:
+        expected = measure_detector(image, None, detector, config)
+    finally:
+        measure_module._SCRATCH.busy = False
+    _assert_same_measurement(expected, got)
+    assert got.background == "ok" and got.pedestals[1] > got.pedestals[0] + 1.0
+
+
 @pytest.mark.parametrize("flags", list(itertools.product([True, False], repeat=4)))
 def test_seed_count_and_chunk_map_agree_with_the_seeds(flags):
     from ampoffset_dask.algorithm.kernels._numba import _SEED_CHUNK, _count_seeds
