@@ -113,10 +113,12 @@ def test_local_spec_and_errors():
         assert env == ("1", os.environ.get("MALLOC_TRIM_THRESHOLD_"))
         # dask's polling slowed down in the workers and in the scheduler (light monitoring)
         (polls,) = client.run(_polling).values()
-        assert polls == {"profile": False, "tick": 500.0, "monitor": 2000.0,
+        assert polls == {"profile": False, "tick": 500.0, "monitor": 10000.0,
                          "memory_monitor": 200.0}
         assert client.run_on_scheduler(_polling) == {"profile": False, "tick": 500.0,
-                                                      "monitor": 2000.0}
+                                                      "monitor": 10000.0}
+        # the cluster object pushes its name to the scheduler every 10 s, not every second
+        assert client.cluster._sync_interval == 10
         handle = get_client(client)  # an existing client is used, never closed
         handle.close()
         assert client.status == "running"
