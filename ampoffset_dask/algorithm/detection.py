@@ -56,8 +56,8 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None)
     kernel : ndarray
         Normalised 1-D weights (odd length n = 2r + 1), used as float32.
     out : ndarray, float32, shape (H - 2r, W - 2r), optional
-        A buffer the result is written into when the active kernels can (the compiled
-        ones; then it is returned); otherwise a new array is returned.
+        A buffer the result is written into and returned, when the active kernels declare
+        ``SMOOTH_INTO`` (both of ours do); otherwise a new array is returned.
 
     Returns
     -------
