@@ -357,14 +357,21 @@ def check_identity(visit: Any, detector_id: Any = None, *, what: str = "",
             raise ValueError(f"{prefix}{name} {value} is out of range ({low} to {INT64_MAX})")
 
 
-def check_record(record: DetectorResult) -> None:
-    """Raise `ValueError` if ``record`` cannot be stored (bad identity, wrong types)."""
+def check_record(record: DetectorResult) -> dict[str, pa.Table]:
+    """Raise `ValueError` if ``record`` cannot be stored (bad identity, wrong types).
+
+    Returns
+    -------
+    dict
+        The record's rows, ``records_to_tables([record], record.run_id)``: converting them
+        is the check, and a writer keeps them instead of converting the record again.
+    """
     check_identity(record.visit, record.detector_id)
     for name in ("detector", "status", "error", "input", "output", "run_id"):
         if not isinstance(getattr(record, name), str):
             raise ValueError(f"{name} {getattr(record, name)!r} is not a string")
     try:
-        records_to_tables([record], record.run_id)
+        return records_to_tables([record], record.run_id)
     except (pa.ArrowException, TypeError, ValueError, OverflowError, KeyError) as exc:
         raise ValueError(f"cannot convert the record to catalog rows: {exc}") from exc
 

@@ -99,6 +99,8 @@ class _VisitState:
     visit: int
     existing: dict[str, pa.Table]
     records: dict[str, DetectorResult] = dataclasses.field(default_factory=dict)
+    #: each record's rows (`check_record`), converted once when the record was added
+    rows: dict[str, dict[str, pa.Table]] = dataclasses.field(default_factory=dict)
     expected: set[str] = dataclasses.field(default_factory=set)
     dirty: bool = False
 
@@ -411,7 +413,7 @@ class CatalogWriter:
         if not result.run_id:
             result.run_id = self.run_id or ""
         try:
-            check_record(result)
+            rows = check_record(result)
         except ValueError as exc:
             logger.warning("%s: cannot record the result of %s: %s", self.path,
                            result.input or result.detector, exc)
@@ -419,6 +421,7 @@ class CatalogWriter:
                 f"InputError: {result.input}: cannot record the result ({exc})",
                 visit=None, detector=None, input=str(result.input))
             result.run_id = self.run_id or ""
+            rows = check_record(result)
         visit, key = result.key
         st = self._state(visit)  # may read the visit's files: before anything is recorded
         # Memory first, then the journal: an interrupt (Ctrl-C, SIGTERM) between the two
@@ -426,6 +429,7 @@ class CatalogWriter:
         # and interrupted before it reached memory was left out of that write and its
         # journal then removed.
         st.records[key] = result
+        st.rows[key] = rows
         st.dirty = True
         self._journal.append(result)
         if st.expected and st.expected.issubset(st.records):
@@ -452,13 +456,22 @@ class CatalogWriter:
     def _flush_visit(self, st: _VisitState) -> None:
         if not st.records:
             return
-        self._write_visit(st.visit, st.existing, list(st.records.values()))
+        self._write_visit(st.visit, st.existing, list(st.records.values()),
+                          rows=[st.rows[key] for key in st.records])
         st.dirty = False
 
     def _write_visit(self, visit: int, existing: dict[str, pa.Table],
-                     records: list[DetectorResult]) -> None:
-        """``existing`` rows plus ``records``, a record replacing the rows of its own run."""
-        new = records_to_tables(records, self.run_id or "")
+                     records: list[DetectorResult],
+                     rows: list[dict[str, pa.Table]] | None = None) -> None:
+        """``existing`` rows plus ``records``, a record replacing the rows of its own run.
+
+        ``rows``: the records' rows already converted (`check_record`), in the same order.
+        """
+        if rows is None:
+            new = records_to_tables(records, self.run_id or "")
+        else:
+            new = {t: pa.concat_tables([r[t] for r in rows]).combine_chunks()
+                   for t in VISIT_TABLES}
         replaced = {(r.key[1], r.run_id or self.run_id or "") for r in records}
         for table in VISIT_TABLES:
             old = existing[table]
