@@ -46,3 +46,21 @@ def test_values_only_and_task_metadata():
     assert len(values) == 6
     assert task_metadata(_measurement()) == {
         "AMPOFFSET_PEDESTALS": {"C10": 0.5, "C11": -0.25, "C00": -0.25}}
+
+
+def test_interface_to_dict_is_asdict():
+    """The catalog's per-interface dictionaries: every field, in order, equal to
+    `dataclasses.asdict`, NaN defaults included."""
+    import dataclasses
+    import math
+
+    full = InterfaceResult(id="A-B", amp_a="A", amp_b="B", side=1, length=200,
+                           offset_raw=1.5, offset=1.25, good_frac=0.9, min_frac_fail=False,
+                           max_offset_fail=True, offset_err=0.1, weight=0.5, gain_ratio=1.01,
+                           gain_ratio_err=0.02, gain_like=True)
+    assert full.to_dict() == dataclasses.asdict(full)
+    assert list(full.to_dict()) == [f.name for f in dataclasses.fields(InterfaceResult)]
+    short = dataclasses.replace(full, offset_err=math.nan, gain_ratio=math.nan)
+    d, ref = short.to_dict(), dataclasses.asdict(short)
+    assert list(d) == list(ref)
+    assert all(d[k] == ref[k] or (math.isnan(d[k]) and math.isnan(ref[k])) for k in d)
