@@ -269,7 +269,7 @@ def test_read_only_and_writable_inputs_share_one_compiled_specialization():
                         NUMBA.bad_pixels(a, mask, 1), NUMBA.smooth(a, gaussian_kernel(2.0, 4.0))))
     for x, y in zip(*results, strict=True):
         np.testing.assert_array_equal(x, y)
-    for kernel in (NUMBA._binned_stats, NUMBA._prepare, NUMBA._bad_pixels):
+    for kernel in (NUMBA._band_stats, NUMBA._prepare, NUMBA._bad_pixels):
         assert kernel.signatures and not any(sig[0].mutable for sig in kernel.signatures)
     assert all(sig[0].mutable for sig in NUMBA._smooth.signatures)
 

@@ -738,18 +738,6 @@ def _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, n_sigma, n
         variances[i] = var
 
 
-@njit(**_JIT)
-def _binned_stats(flat, vstride, bad, bstride, use_bad, xo, xe, yo, ye, n_sigma, n_iter,
-                  iq_to_stdev, biggest, zone, hist, means, variances, counts, passes):
-    """afw's clipped mean and variance (ALGORITHM.md 2.3) of the usable values of every
-    bin ``[yo[j], ye[j]) x [xo[i], xe[i])``, band of bins by band of bins (`_band_stats`)."""
-    quartiles = np.empty((xo.shape[0], 3))
-    for j in range(yo.shape[0]):
-        _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, yo[j], ye[j], n_sigma,
-                    n_iter, iq_to_stdev, biggest, zone, hist, counts[j], quartiles, means[j],
-                    variances[j], passes[j])
-
-
 def _flat_rows(a: np.ndarray) -> tuple[np.ndarray, int] | None:
     """A 2-D array with unit inner stride as a read-only 1-D view (`_read_only`) from its
     first to its last element (inside the parent's memory) and its row stride in elements;
@@ -775,8 +763,8 @@ def binned_clipped_mean_var(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """See `ampoffset_dask.algorithm.kernels._numpy.binned_clipped_mean_var`.
 
-    One compiled call for every bin, read in place, two passes over the pixels per band of
-    bins (`_band_stats`): histograms, then the few histogram bins holding the quartiles'
+    One compiled call per band of bins (`_band_stats`), read in place, two passes over its
+    pixels: histograms, then the few histogram bins holding the quartiles'
     order statistics and the values near the predicted clip bounds, with the sums between
     them. The order statistics and the kept sets are exact; only the sums' order differs.
     """
@@ -816,10 +804,15 @@ def _binned(values, bad, x_edges, y_edges, n_sigma=3.0, n_iter=3, zone=_ZONE):
     if nx <= 0 or ny <= 0:
         return means, variances, counts, passes
     hist = np.empty((nx, _N_BINS + 1), dtype=_hist_dtype(values))
-    _binned_stats(fv[0], fv[1], fb[0], fb[1], use_bad, xe[:-1].copy(), xe[1:].copy(),
-                  ye[:-1].copy(), ye[1:].copy(), float(n_sigma), int(n_iter), IQ_TO_STDEV,
-                  float(np.finfo(values.dtype).max), int(zone), hist, means, variances,
-                  counts, passes)
+    # One compiled call per band of bins: a compiled loop over the bands would cost
+    # another ~2 s of compilation (its module re-optimises `_band_stats`) for ~0.1 ms.
+    xo, xe1 = xe[:-1].copy(), xe[1:].copy()
+    quartiles = np.empty((nx, 3))
+    biggest = float(np.finfo(values.dtype).max)
+    for j in range(ny):
+        _band_stats(fv[0], fv[1], fb[0], fb[1], use_bad, xo, xe1, int(ye[j]), int(ye[j + 1]),
+                    float(n_sigma), int(n_iter), IQ_TO_STDEV, biggest, int(zone), hist,
+                    counts[j], quartiles, means[j], variances[j], passes[j])
     return means, variances, counts, passes
 
 
@@ -830,7 +823,7 @@ def _hist_dtype(values: np.ndarray) -> type:
 
 def _quartiles(values: np.ndarray, bad: np.ndarray | None) -> tuple[int, float, float, float]:
     """Usable count, median, q1 and q3 of a 2-D float32 array from `_band_stats` (one bin;
-    the types `_binned_stats` compiles it for)."""
+    the types `_binned` passes it)."""
     values = _native(values)
     if values.dtype != np.float32:
         raise TypeError(f"the compiled statistics take float32 values, not {values.dtype}")
