@@ -4,6 +4,7 @@ equal a run on the same files given as local paths."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -177,8 +178,28 @@ def test_cli_s3_edges_only_fetches_a_fraction(s3, client, tmp_path, monkeypatch)
     assert 0.5 < fraction < 0.9, fraction
 
 
+@contextlib.contextmanager
+def checking_credentials(endpoint: str):
+    """The moto server at ``endpoint`` checks credentials from the next request on (unknown
+    keys are refused with 403, as a real store does), then trusts every request again:
+    moto's ``/moto-api/reset-auth`` on the running server instead of starting a second one."""
+    import urllib.request
+
+    def reset_auth(count: str) -> None:
+        request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count.encode(),
+                                         headers={"Content-Type": "text/plain"})
+        with urllib.request.urlopen(request):
+            pass
+
+    reset_auth("0")
+    try:
+        yield
+    finally:
+        reset_auth("inf")
+
+
 def test_cli_s3_errors(s3, client, tmp_path, monkeypatch):
-    _endpoint, env, _paths, _ = s3
+    endpoint, env, _paths, _ = s3
     edges = ["--set", "doBackground=false", "--set", "doDetection=false",
              "--set", "ampEdgeWidth=12", "--scheduler", client.scheduler.address]
     # a manifest naming a missing object among good ones: a failed row naming it
@@ -195,12 +216,17 @@ def test_cli_s3_errors(s3, client, tmp_path, monkeypatch):
     wrong = cli_in({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, monkeypatch,
                    "run", "s3://survey/raw/visit5/", *edges, "--output", tmp_path / "b")
     assert wrong.returncode == 2 and "cannot reach the storage endpoint" in wrong.stderr
-    # bad credentials on a server that checks them: access denied
-    from s3_server import moto_server
+    # bad credentials on a server that checks them: access denied (what this process has
+    # kept of the object forgotten, as a new command process starts without it)
+    import s3fs
 
-    with moto_server(auth=True) as locked:
-        denied = cli_in({**env, "AWS_ENDPOINT_URL": locked}, monkeypatch,
-                        "run", "s3://survey/raw/visit5/det0.fits", *edges,
-                        "--output", tmp_path / "c")
+    from ampoffset_dask.io import remote
+
+    url = "s3://survey/raw/visit5/det0.fits"
+    remote.forget(url)
+    remote.clear_caches()  # also closes the objects kept open (they would hold the server)
+    s3fs.S3FileSystem.clear_instance_cache()
+    with checking_credentials(endpoint):
+        denied = cli_in(env, monkeypatch, "run", url, *edges, "--output", tmp_path / "c")
     assert denied.returncode == 2 and "access denied" in denied.stderr, denied.stderr
     assert env["AWS_SECRET_ACCESS_KEY"] not in denied.stderr + denied.stdout
