@@ -100,19 +100,25 @@ def test_cameras():
 # -- simulate, info, run, catalog, plot ------------------------------------------------------
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, shared_scheduler):
-    work = tmp_path_factory.mktemp("cli")
-    sim = work / "sim"
-    proc = cli("simulate", "--camera", "lsstcam", "--detectors", "R22_S11,R22_S12", "--visits",
-               "2", "--scale", "0.1", "--seed", "3", "--out", sim)
-    assert proc.returncode == 0, proc.stderr
-    assert "wrote 4 exposure(s)" in proc.stdout
-    proc = cli("run", sim, "--output", work / "cat", "--scheduler", shared_scheduler,
-               "--no-progress")
-    assert proc.returncode == 0, proc.stderr
-    return work
+    """Simulated files and their catalog, made once per run and shared by the ``-n``
+    processes: tests read them and write elsewhere (copies in ``tmp_path``)."""
+    from run_shared import once_per_run
+
+    def make(work: Path) -> Path:
+        sim = work / "sim"
+        proc = cli("simulate", "--camera", "lsstcam", "--detectors", "R22_S11,R22_S12",
+                   "--visits", "2", "--scale", "0.1", "--seed", "3", "--out", sim)
+        assert proc.returncode == 0, proc.stderr
+        assert "wrote 4 exposure(s)" in proc.stdout
+        proc = cli("run", sim, "--output", work / "cat", "--scheduler", shared_scheduler,
+                   "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+        return work
+
+    return once_per_run(tmp_path_factory, "cli_workdir", make)
 
 
-def test_simulate_writes_files_and_truth(workdir):
+def test_simulate_writes_files_and_truth(workdir, tmp_path):
     sim = workdir / "sim"
     files = sorted(p.name for p in sim.glob("*.fits"))
     assert files == ["lsstcam_000001_R22_S11.fits", "lsstcam_000001_R22_S12.fits",
@@ -124,12 +130,12 @@ def test_simulate_writes_files_and_truth(workdir):
                sim)
     assert proc.returncode == 2
     one_error_line(proc, "already exists", "--overwrite")
-    proc = cli("simulate", "--detectors", "R22_S99", "--scale", "0.1", "--out", workdir / "x")
+    proc = cli("simulate", "--detectors", "R22_S99", "--scale", "0.1", "--out", tmp_path / "x")
     assert proc.returncode == 2
     one_error_line(proc, "R22_S99")
 
 
-def test_info(workdir):
+def test_info(workdir, tmp_path):
     path = workdir / "sim" / "lsstcam_000002_R22_S12.fits"
     proc = cli("info", path)
     assert proc.returncode == 0, proc.stderr
@@ -138,7 +144,7 @@ def test_info(workdir):
     data = json.loads(cli("info", path, "--json").stdout)
     assert data["detector"] == "R22_S12" and data["visit"] == 2 and data["shape"] == [400, 640]
     assert [a["name"] for a in data["amps"]][:2] == ["C10", "C11"]
-    not_fits = workdir / "notes.txt"
+    not_fits = tmp_path / "notes.txt"
     not_fits.write_text("hello\n")
     proc = cli("info", not_fits)
     assert proc.returncode == 2
@@ -166,9 +172,11 @@ def test_run_fills_the_catalog_close_to_truth(workdir):
 
 
 def test_run_resumes_and_reports_failures(workdir, tmp_path, shared_scheduler):
-    # Second run on the same catalog, asking for another cluster: everything is skipped
-    # (and with nothing to run, no cluster is started).
-    proc = cli("run", workdir / "sim", "--output", workdir / "cat", "--scheduler", "local:2",
+    # Second run on the same catalog (a copy: the shared one stays as the first run left
+    # it), asking for another cluster: everything is skipped (and with nothing to run, no
+    # cluster is started).
+    shutil.copytree(workdir / "cat", tmp_path / "again")
+    proc = cli("run", workdir / "sim", "--output", tmp_path / "again", "--scheduler", "local:2",
                "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "skipped 4" in proc.stdout
@@ -226,10 +234,10 @@ def test_catalog_summary_and_tables(workdir):
     one_error_line(proc, "nocat")
 
 
-def test_plot(workdir):
+def test_plot(workdir, tmp_path):
     from matplotlib.image import imread  # matplotlib only in the test process that plots
 
-    cat, out = workdir / "cat", workdir / "plots"
+    cat, out = workdir / "cat", tmp_path / "plots"
     proc = cli("plot", cat, "--visit", "2", "--out", out, "--detector", "R22_S12")
     assert proc.returncode == 0, proc.stderr
     names = sorted(Path(line).name for line in proc.stdout.split())
