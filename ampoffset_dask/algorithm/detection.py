@@ -56,18 +56,15 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None)
     kernel : ndarray
         Normalised 1-D weights (odd length n = 2r + 1), used as float32.
     out : ndarray, float32, shape (H - 2r, W - 2r), optional
-        A buffer the result is written into and returned, when the active kernels declare
-        ``SMOOTH_INTO`` (both of ours do); otherwise a new array is returned.
+        A buffer the result is written into and returned (C-contiguous, writable);
+        default a new array.
 
     Returns
     -------
     ndarray, float32, shape (H - 2r, W - 2r)
         Element ``[y, x]`` is the smoothed value at image pixel ``(y + r, x + r)``.
     """
-    backend = kernels.active()
-    if out is not None and getattr(backend, "SMOOTH_INTO", False):
-        return backend.smooth(image, kernel, out=out)
-    return backend.smooth(image, kernel)
+    return kernels.active().smooth(image, kernel, out=out)
 
 
 def detection_threshold(

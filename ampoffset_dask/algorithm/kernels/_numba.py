@@ -175,10 +175,6 @@ def _smooth(image, k, out, ring, acc):
         _taps(dst, ring, vrows, voffs, vk, start, n, ow, no)
 
 
-#: `smooth` writes into a caller's buffer (``out=``).
-SMOOTH_INTO = True
-
-
 def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """See `ampoffset_dask.algorithm.kernels._numpy.smooth`; ``out`` (float32, C-contiguous,
     of the result's shape) receives the result instead of a new array."""
@@ -186,10 +182,7 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None)
     r = k.shape[0] // 2
     h, w = image.shape
     shape = (max(h - 2 * r, 0), max(w - 2 * r, 0))
-    if out is not None and (out.shape != shape or out.dtype != np.float32
-                            or not out.flags.c_contiguous or not out.flags.writeable):
-        raise ValueError(f"smooth: out must be a writable C-contiguous float32 array of shape "
-                         f"{shape}, not {out.dtype} {out.shape}")
+    _reference.check_smooth_out(out, shape)
     if h - 2 * r <= 0 or w - 2 * r <= 0:
         return np.empty(shape, dtype=np.float32) if out is None else out
     n = k.shape[0]
@@ -1167,6 +1160,12 @@ grow_detected = _reference.grow_detected
 _SEED_CHUNK = 64  # columns of the smoothed image per flag of the map of seeds
 
 
+@njit(inline="always", **_JIT)
+def _is_seed(v, hi, lo, positive, negative):
+    """Whether smoothed value ``v`` is a seed of the polarities asked for."""
+    return ((v >= hi) & positive) | ((v <= lo) & negative)
+
+
 @njit(**_JIT)
 def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negative, chunks):
     """`_threshold_seeds`'s count and whether a seed exists, and ``chunks[y, c]``: whether
@@ -1187,8 +1186,7 @@ def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negat
             x1 = min(ow, x0 + _SEED_CHUNK)
             seen = np.uint8(0)
             for x in range(x0, x1):
-                v = src[x]
-                seen |= np.uint8(((v >= hi) & positive) | ((v <= lo) & negative))
+                seen |= np.uint8(_is_seed(src[x], hi, lo, positive, negative))
             hit = False
             if seen:
                 k = 0
@@ -1202,12 +1200,6 @@ def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negat
             flags[c] = hit
             any_seed |= hit
     return n, any_seed
-
-
-@njit(inline="always", **_JIT)
-def _is_seed(v, hi, lo, positive, negative):
-    """Whether smoothed value ``v`` is a seed of the polarities asked for."""
-    return ((v >= hi) & positive) | ((v <= lo) & negative)
 
 
 @njit(**_JIT)

@@ -18,10 +18,6 @@ from ..strips import CLIP_SIGMA, MAD_TO_SIGMA, exact_median
 NAME = "numpy"
 
 
-#: `smooth` writes into a given buffer (``out=``).
-SMOOTH_INTO = True
-
-
 def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
            row_block: int = 16, groups: int = 8) -> np.ndarray:
     """afw's separable float32 convolution of ``image``, on the good box only.
@@ -57,10 +53,7 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
     h, w = image.shape
     oh, ow = h - 2 * r, w - 2 * r
     shape = (max(oh, 0), max(ow, 0))
-    if out is not None and (out.shape != shape or out.dtype != np.float32
-                            or not out.flags.c_contiguous or not out.flags.writeable):
-        raise ValueError(f"smooth: out must be a writable C-contiguous float32 array of "
-                         f"shape {shape}, not {out.dtype} {out.shape}")
+    check_smooth_out(out, shape)
     if oh <= 0 or ow <= 0:
         return np.empty(shape, dtype=np.float32) if out is None else out
     image = np.ascontiguousarray(image, dtype=np.float32)
@@ -135,6 +128,15 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
         if not whole:
             out[a:a + valid] = block[:m].reshape(m * n, ow)[:valid]
     return out
+
+
+def check_smooth_out(out: np.ndarray | None, shape: tuple[int, int]) -> None:
+    """Raise `ValueError` unless ``out`` is None or a buffer `smooth` can write a result of
+    ``shape`` into (float32, C-contiguous, writable)."""
+    if out is not None and (out.shape != shape or out.dtype != np.float32
+                            or not out.flags.c_contiguous or not out.flags.writeable):
+        raise ValueError(f"smooth: out must be a writable C-contiguous float32 array of "
+                         f"shape {shape}, not {out.dtype} {out.shape}")
 
 
 def usable_clipped_mean_var(
@@ -306,7 +308,7 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
     any_det : bool
         Whether a pixel's mask has one of ``det_bits``.
     stats_bad : ndarray of bool or None
-        ``mask_hits(mask, stats_bits)``; None when it has no True (or without a mask).
+        Where the mask has one of ``stats_bits``; None when nowhere (or without a mask).
     """
     img = (np.array(image, dtype=np.float32, copy=True) if copy
            else np.asarray(image, dtype=np.float32))
@@ -346,14 +348,6 @@ def all_covered(a: np.ndarray, b: np.ndarray, row_block: int = 64) -> bool:
         if not np.logical_or(a[y0:y0 + row_block], b[y0:y0 + row_block]).all():
             return False
     return True
-
-
-def any_bits(mask: np.ndarray, bits: int, row_block: int = 256) -> bool:
-    """Whether any pixel of ``mask`` has one of ``bits`` (blocked: no full-size temporary)."""
-    for y0 in range(0, mask.shape[0], row_block):
-        if np.bitwise_and(mask[y0:y0 + row_block], bits).any():
-            return True
-    return False
 
 
 def _or_window(a: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -422,17 +416,6 @@ def _dilate_sparse(ys: list[int], xs: list[int], size: int, oh: int, ow: int) ->
                 x1 = x + 1
             out[y0:y1, max(x0, 0):min(x1, ow)] = True
         i = j
-    return out
-
-
-def mask_hits(mask: np.ndarray, bits: int, row_block: int = 64) -> np.ndarray:
-    """Boolean array: the mask has one of ``bits``."""
-    out = np.empty(np.shape(mask), dtype=bool)
-    word = np.empty((min(row_block, out.shape[0]), *out.shape[1:]), dtype=mask.dtype)
-    for y0 in range(0, out.shape[0], row_block):
-        y1 = min(out.shape[0], y0 + row_block)
-        np.bitwise_and(mask[y0:y1], bits, out=word[: y1 - y0])
-        np.not_equal(word[: y1 - y0], 0, out=out[y0:y1])
     return out
 
 
