@@ -27,6 +27,10 @@ class _CompiledKernels:
     needs it."""
 
     def __getattr__(self, name: str):
+        # pytest probes module attributes at collection (``__test__``, ``pytestmark``,
+        # ``_pytestfixturefunction``, ...): those must not import numba.
+        if name.startswith("__") or "pytest" in name:
+            raise AttributeError(name)
         return getattr(get_kernels("numba"), name)
 
 
@@ -208,3 +212,21 @@ def test_full_size_edges_only_numba_equals_numpy(name):
             got = measure_detector(img, msk, detector, config)
         _assert_same_measurement(ref, got)
         assert np.isfinite(ref.pedestals).all()
+
+
+def test_compiled_accessor_leaves_pytest_probes_alone(monkeypatch):
+    """Collecting this module must not import numba (every test process collects it)."""
+    import sys
+
+    asked = []
+
+    def get_kernels(name):
+        asked.append(name)
+        return NUMPY
+
+    monkeypatch.setattr(sys.modules[__name__], "get_kernels", get_kernels)
+    for probe in ("__test__", "pytestmark", "_pytestfixturefunction", "__wrapped__"):
+        assert not hasattr(NUMBA, probe)
+    assert asked == []
+    assert NUMBA.smooth is NUMPY.smooth  # any other name goes to the kernels
+    assert asked == ["numba"]
