@@ -162,6 +162,20 @@ def butler_detector_files(tmp_path_factory):
     return once_per_run(tmp_path_factory, "butler_files", write_detector_files)
 
 
+@pytest.fixture(scope="session")
+def butler_repo_root(tmp_path_factory, butler_detector_files) -> Path:
+    """A Butler repository (SQLite registry, file datastore) holding `butler_detector_files`,
+    made once per run (~1 CPU s) and shared by the ``-n`` processes: query it, do not write
+    to it."""
+    from butler_repo import make_repo
+
+    def make(folder):
+        make_repo(folder / "butler", butler_detector_files)
+        return folder / "butler"
+
+    return once_per_run(tmp_path_factory, "butler_repo", make)
+
+
 @pytest.fixture
 def pixel_counter(monkeypatch):
     """Count the pixels every `read_section` call returns (all lazy reads go through it)."""

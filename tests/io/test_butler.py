@@ -29,16 +29,9 @@ def detector_files(butler_detector_files):
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, detector_files):
-    """The repository, made once per run and shared by the ``-n`` processes: the tests only
-    query it."""
-    from run_shared import once_per_run
-
-    def make(folder):
-        make_repo(folder / "butler", detector_files)
-        return folder / "butler"
-
-    return once_per_run(tmp_path_factory, "butler_repo", make)
+def repo(butler_repo_root):
+    """The run's shared repository (tests/conftest.py): the tests only query it."""
+    return butler_repo_root
 
 
 def test_find_inputs_manifest(repo, detector_files):

@@ -27,13 +27,9 @@ def pedestals(catalog) -> pd.Series:
 # Butler
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def butler_repo(tmp_path_factory, butler_detector_files):
-    from butler_repo import make_repo
-
-    files = butler_detector_files
-    root = tmp_path_factory.mktemp("repo") / "butler"
-    make_repo(root, files)
-    return root, files
+def butler_repo(butler_repo_root, butler_detector_files):
+    """The run's shared repository (tests/conftest.py) and its files: the runs only read it."""
+    return butler_repo_root, butler_detector_files
 
 
 def test_process_butler_manifest_equals_paths(butler_repo, client, tmp_path):
