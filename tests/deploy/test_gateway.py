@@ -139,7 +139,10 @@ c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBac
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
 c.UnsafeLocalBackend.inherited_environment.extend({inherited!r})
 # One process per worker: a nanny would double the worker processes for nothing checked here.
-c.ClusterConfig.worker_cmd = ["dask-worker", "--no-nanny"]
+# No bokeh dashboards (~0.9 s of CPU to import in each process, nothing checked here); their
+# HTTP servers, which the gateway's --dashboard-address configures, still run.
+c.ClusterConfig.scheduler_cmd = ["dask-scheduler", "--no-dashboard"]
+c.ClusterConfig.worker_cmd = ["dask-worker", "--no-nanny", "--no-dashboard"]
 load_subconfig({ours!r})
 """
 
