@@ -53,7 +53,8 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
     that a gradient across the gap, which scales with the flux as a gain step does, is
     removed without much extra noise. The model's own uncertainty is linear in the level,
     so it looks exactly like a gain error: it is returned separately (``xm * err(beta)``)
-    for the slope's error budget.
+    for the slope's error budget. (Call under ``np.errstate(invalid="ignore",
+    divide="ignore")``.)
     """
     sigma = stats.sigma
     if not math.isfinite(sigma):  # fewer than two valid pixels
@@ -61,63 +62,77 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
         return nan, nan, math.nan
     n, xm, ym, sxx = stats.clip_count, stats.dist_mean, stats.clip_mean, stats.dist_sxx
     # (np.add.reduce is np.sum without its Python wrapper: the same pairwise sums.)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slope = stats.dist_sxy / sxx
-        slope[sxx <= 0] = np.nan  # (a NaN sxx already gave a NaN slope)
-        # The gradient across the strip, modelled as alpha + beta * level along the
-        # interface (an illumination pattern scales with the flux): two parameters from
-        # every line, so the extrapolation adds almost no noise and no correlated error
-        # between positions.
-        ok = np.isfinite(slope)
-        ok &= np.isfinite(ym)
-        n_ok = int(np.count_nonzero(ok))
-        if n_ok >= 3:
-            w = sxx[ok]
-            lv = ym[ok]
-            sl = slope[ok]
-            sw = float(_sum(w))
-            l0 = float(_sum(w * lv) / sw)
-            s0 = float(_sum(w * sl) / sw)
-            dl = lv - l0
-            wdl = w * dl
-            den = float(_sum(wdl * dl))
-            beta = float(_sum(wdl * (sl - s0)) / den) if den > 0 else 0.0
-            slope_fit = s0 + beta * (ym - l0)
-            slope_var = sigma * sigma / sw
-            # Scatter of the line slopes about the model (reduced chi-square, at least 1).
-            if sigma > 0 and den > 0:
-                chi2 = float(_sum(w * (sl - slope_fit[ok]) ** 2)) / (sigma * sigma)
-                chi2 = max(chi2 / max(n_ok - 2, 1), 1.0)
-                beta_err = math.sqrt(chi2 * sigma * sigma / den)
-            else:  # noiseless strips (or no level range): no model uncertainty
-                beta_err = 0.0
-            fx = xm[np.isfinite(xm)]
-            gain_term = float(_sum(fx) / fx.shape[0]) * beta_err  # fx.mean()
-        else:
-            slope_fit = np.zeros_like(ym)
-            slope_var = 0.0
-            gain_term = 0.0
-        value = ym - slope_fit * xm
-        var = sigma * sigma / n + xm * xm * slope_var
+    slope = stats.dist_sxy / sxx
+    slope[sxx <= 0] = np.nan  # (a NaN sxx already gave a NaN slope)
+    # The gradient across the strip, modelled as alpha + beta * level along the
+    # interface (an illumination pattern scales with the flux): two parameters from
+    # every line, so the extrapolation adds almost no noise and no correlated error
+    # between positions.
+    ok = np.isfinite(slope)
+    ok &= np.isfinite(ym)
+    n_ok = int(np.count_nonzero(ok))
+    if n_ok >= 3:
+        every = n_ok == ok.shape[0]
+        # Every line usable (the usual case): the arrays themselves, not equal copies.
+        w, lv, sl = (sxx, ym, slope) if every else (sxx[ok], ym[ok], slope[ok])
+        sw = float(_sum(w))
+        l0 = float(_sum(w * lv) / sw)
+        s0 = float(_sum(w * sl) / sw)
+        dl = lv - l0
+        wdl = w * dl
+        den = float(_sum(wdl * dl))
+        beta = float(_sum(wdl * (sl - s0)) / den) if den > 0 else 0.0
+        slope_fit = s0 + beta * (ym - l0)
+        slope_var = sigma * sigma / sw
+        # Scatter of the line slopes about the model (reduced chi-square, at least 1).
+        if sigma > 0 and den > 0:
+            r = sl - (slope_fit if every else slope_fit[ok])
+            chi2 = float(_sum(w * (r * r))) / (sigma * sigma)
+            chi2 = max(chi2 / max(n_ok - 2, 1), 1.0)
+            beta_err = math.sqrt(chi2 * sigma * sigma / den)
+        else:  # noiseless strips (or no level range): no model uncertainty
+            beta_err = 0.0
+        fin = np.isfinite(xm)
+        fx = xm if fin.all() else xm[fin]
+        gain_term = float(_sum(fx) / fx.shape[0]) * beta_err  # fx.mean()
+    else:
+        slope_fit = np.zeros_like(ym)
+        slope_var = 0.0
+        gain_term = 0.0
+    value = ym - slope_fit * xm
+    var = sigma * sigma / n + xm * xm * slope_var
     bad = ~(n > 0) | ~np.isfinite(value)
-    value[bad] = np.nan
-    var[bad] = np.nan
+    if bad.any():
+        value[bad] = np.nan
+        var[bad] = np.nan
     return value, var, gain_term
 
 
 def _running_mean(v: np.ndarray, window: int) -> np.ndarray:
     """NaN-aware centred running mean (numpy's ``"same"`` convolution windows, from
-    cumulative sums)."""
+    cumulative sums; call under ``np.errstate(invalid="ignore", divide="ignore")``)."""
     ok = np.isfinite(v)
     n = v.shape[0]
-    lo, hi = _window_bounds(n, max(1, min(window, n)))
+    window = max(1, min(window, n))
+    lo, hi = _window_bounds(n, window)
     cs = np.zeros(n + 1)
+    if ok.all():  # the usual case: no masking, and the counts are the window lengths
+        np.cumsum(v, out=cs[1:])
+        return (cs[hi] - cs[lo]) / _window_lengths(n, window)
     np.cumsum(np.where(ok, v, 0.0), out=cs[1:])
     cc = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(ok, out=cc[1:])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (cs[hi] - cs[lo]) / (cc[hi] - cc[lo])
+    out = (cs[hi] - cs[lo]) / (cc[hi] - cc[lo])
     out[~ok] = np.nan
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _window_lengths(n: int, window: int) -> np.ndarray:
+    """Inputs of each of `_window_bounds`'s windows (int64, read-only, cached)."""
+    lo, hi = _window_bounds(n, window)
+    out = hi - lo
+    out.flags.writeable = False
     return out
 
 
@@ -152,7 +167,13 @@ def _jackknife_slope_error(x: np.ndarray, y: np.ndarray, w: np.ndarray,
     np.multiply(w, yc, out=parts[2])
     np.multiply(parts[1], xc, out=parts[3])
     np.multiply(parts[1], yc, out=parts[4])
-    blocks = np.add.reduceat(parts, _block_starts(n, n_blocks), axis=1)
+    return _jackknife_from_parts(parts, n_blocks)
+
+
+def _jackknife_from_parts(parts: np.ndarray, n_blocks: int = _JACKKNIFE_BLOCKS) -> float:
+    """`_jackknife_slope_error` from its ``(5, n)`` products ``w, w xc, w yc, w xc xc,
+    w xc yc`` (moments about the weighted means; the weights sum to more than zero)."""
+    blocks = np.add.reduceat(parts, _block_starts(parts.shape[1], n_blocks), axis=1)
     rest = parts.sum(axis=1)[:, None] - blocks  # sums without each block
     s0, s1, s2, s11, s12 = rest
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -208,21 +229,31 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
     (``StripStats.level``); the step at each position is the difference of the two
     lines' levels extrapolated to the boundary (`_boundary_values`).
     """
-    mean_a, var_a, model_a = _boundary_values(stats_a)
-    mean_b, var_b, model_b = _boundary_values(stats_b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_a, var_a, model_a = _boundary_values(stats_a)
+        mean_b, var_b, model_b = _boundary_values(stats_b)
+        level = _running_mean(0.5 * (stats_a.level.astype(np.float64) + stats_b.level),
+                              _SMOOTH)
     d = mean_a - mean_b
     var = var_a + var_b
-    level = _running_mean(0.5 * (stats_a.level.astype(np.float64) + stats_b.level), _SMOOTH)
-    ok = np.isfinite(d) & np.isfinite(var) & (var > 0) & np.isfinite(level)
-    if np.count_nonzero(ok) < 10:
+    ok = np.isfinite(d)
+    ok &= np.isfinite(var)
+    ok &= var > 0
+    ok &= np.isfinite(level)
+    n = int(np.count_nonzero(ok))
+    if n < 10:
         return GainStep(math.nan, math.nan, False)
-    d, var, level = d[ok], var[ok], level[ok]
+    if n < ok.shape[0]:
+        d, var, level = d[ok], var[ok], level[ok]
     w = 1.0 / var
-    keep = np.ones(d.shape[0], dtype=bool)
+    keep = None  # every position (w * keep is then w itself)
     limit = 4.0 * np.sqrt(var)
+    # The last fit's products, kept for the jackknife: w, w dx, w dy, w dx dx, w dx dy.
+    parts = np.empty((5, n))
     slope = err = math.nan
+    settled = False
     for _ in range(5):
-        wk = w * keep
+        wk = w if keep is None else w * keep
         sw = _sum(wk)
         x0 = float(_sum(wk * level) / sw)
         y0 = float(_sum(wk * d) / sw)
@@ -231,19 +262,30 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
         if not sxx > 1e-12 * sw * max(x0 * x0, 1.0):  # no flux range along the interface
             return GainStep(math.nan, math.nan, False)
         dy = d - y0
-        slope = float(_sum(wk * dx * dy) / sxx)
+        np.multiply(wk, dx, out=parts[1])
+        slope = float(_sum(np.multiply(parts[1], dy, out=parts[4])) / sxx)
         resid = dy - slope * dx
         new = np.abs(resid) <= limit
-        if not (new ^ keep).any() or np.count_nonzero(new) < 10:
+        changed = (~new).any() if keep is None else (new ^ keep).any()
+        if not changed or np.count_nonzero(new) < 10:
+            settled = True
             break
         keep = new
-    k = int(np.count_nonzero(keep))
-    wk = w * keep
+    k = n if keep is None else int(np.count_nonzero(keep))
+    if not settled:  # five clips and still moving: the fit of the last keep
+        wk = w * keep
     chi2 = float(_sum(wk * resid ** 2)) / max(k - 2, 1)
     err = math.sqrt(max(chi2, 1.0) / sxx)
     # Errors correlated along the interface (the gradient model, smooth residual
     # structure) are invisible to chi-square: a delete-a-block jackknife sees them.
-    err = max(err, _jackknife_slope_error(level, d, wk))
+    if settled:  # the last fit's moments are the jackknife's (same weights and means)
+        parts[0] = wk
+        np.multiply(wk, dy, out=parts[2])
+        np.multiply(parts[1], dx, out=parts[3])
+        jack = _jackknife_from_parts(parts) if float(sw) > 0 else 0.0
+    else:
+        jack = _jackknife_slope_error(level, d, wk)
+    err = max(err, jack)
     err = math.sqrt(err * err + model_a * model_a + model_b * model_b)
     ratio = (1.0 + slope / 2.0) / (1.0 - slope / 2.0)
     ratio_err = err / (1.0 - slope / 2.0) ** 2
