@@ -11,7 +11,7 @@ import numpy as np
 from .stats import clipped_stats
 
 __all__ = ["InterfaceOffset", "SmoothedDifference", "interface_offset", "measure_interface",
-           "window_counts", "window_length", "window_sums"]
+           "window_counts", "window_length", "window_lengths", "window_sums"]
 
 
 class InterfaceOffset(NamedTuple):
@@ -52,10 +52,22 @@ def window_counts(valid: np.ndarray, window: int) -> np.ndarray:
     n = valid.shape[0]
     if not 1 <= window <= n:
         return np.convolve(valid, np.ones(window), "same")
+    if valid.all():
+        return window_lengths(n, window).copy()
     cs = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(valid, out=cs[1:])
     lo, hi = _window_bounds(n, window)
     return (cs[hi] - cs[lo]).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=32)
+def window_lengths(n: int, window: int) -> np.ndarray:
+    """`window_counts` of ``n`` valid values: each window's length after truncation at
+    the ends (float64, read-only, cached)."""
+    lo, hi = _window_bounds(n, window)
+    out = (hi - lo).astype(np.float64)
+    out.flags.writeable = False
+    return out
 
 
 def window_sums(values: np.ndarray, window: int) -> np.ndarray:
@@ -90,6 +102,14 @@ def _sums_are_exact(v: np.ndarray) -> bool:
     if (v.view(np.uint32) == _SIGN).any():  # a sum of negative zeros may keep its sign or not
         return False
     mag = np.abs(v)
+    top = float(mag.max()) * v.shape[0]
+    # A non-zero float32 is a multiple of at least 2**-24 times its magnitude (its last
+    # mantissa bit): a range of magnitudes below 2**28 / n settles it in a few passes.
+    nonzero = mag[mag > 0]
+    if nonzero.shape[0] == 0:  # all zeros
+        return True
+    if top < float(nonzero.min()) * 2.0**28:
+        return True
     m = mag.view(np.uint32)
     # Each value's granularity (its lowest set mantissa bit, as a float): the value minus
     # itself with that bit cleared (an exact float32 difference), or the value itself for a
@@ -99,7 +119,7 @@ def _sums_are_exact(v: np.ndarray) -> bool:
     if gran.shape[0] == 0:  # all zeros
         return True
     # Every partial sum is a multiple of q no larger than n * max|v|.
-    return float(mag.max()) * v.shape[0] < float(gran.min()) * 2.0**52
+    return top < float(gran.min()) * 2.0**52
 
 
 class SmoothedDifference(NamedTuple):
@@ -156,10 +176,11 @@ def measure_interface(
     profile is all NaN)."""
     edge_a = np.asarray(edge_a, dtype=np.float32)
     edge_b = np.asarray(edge_b, dtype=np.float32)
-    if np.isnan(edge_a).all() or np.isnan(edge_b).all():
-        return InterfaceOffset(interface_id, 0.0, 0.0, 0.0, True, False), None
     diff = edge_a - edge_b
     nan = np.isnan(diff)
+    any_nan = bool(nan.any())  # (an all-NaN profile makes every difference NaN)
+    if any_nan and (np.isnan(edge_a).all() or np.isnan(edge_b).all()):
+        return InterfaceOffset(interface_id, 0.0, 0.0, 0.0, True, False), None
     win = None
     if window_frac is not None:
         win = window_length(window_frac, diff.shape[0])
@@ -170,14 +191,19 @@ def measure_interface(
             )
         # nan_to_num (NaN to zero, infinities to the largest floats) in one pass when
         # the profiles hold no infinity.
-        clean = (np.nan_to_num(diff) if np.isinf(diff).any()
-                 else np.where(nan, np.float32(0.0), diff))
+        if np.isinf(diff).any():
+            clean = np.nan_to_num(diff)
+        else:
+            clean = np.where(nan, np.float32(0.0), diff) if any_nan else diff
         total = window_sums(clean, win)
-        count = window_counts(~nan, win)
-        avg = total / np.maximum(count, 1.0)
+        if any_nan or win > diff.shape[0]:
+            avg = total / np.maximum(window_counts(~nan, win), 1.0)
+            avg[nan] = np.nan
+        else:  # every window full of valid values: its truncated length (at least 1)
+            avg = total / window_lengths(diff.shape[0], win)
     else:
         avg = diff.copy()
-    avg[nan] = np.nan
+        avg[nan] = np.nan
     offset_raw, clip_std = clipped_stats(avg)
     good_frac = 1.0 - float(np.count_nonzero(np.isnan(avg))) / avg.shape[0]
     min_frac_fail = good_frac < min_frac
