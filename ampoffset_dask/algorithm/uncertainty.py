@@ -85,23 +85,38 @@ def smoothing_coefficients(valid: np.ndarray, window: int | None,
     """
     valid = np.asarray(valid, dtype=bool)
     kept = valid if kept is None else np.asarray(kept, dtype=bool) & valid
-    m = int(kept.sum())
+    m = int(np.count_nonzero(kept))
     if m == 0:
         return np.zeros(valid.shape[0])
     if window is None:
         return kept / float(m)
     n = valid.shape[0]
+    every = m == n  # every output kept (so every input valid): no masking below
     # Output k averages inputs k - h .. k - h + window - 1 (h = window // 2), so input j
     # feeds outputs j + h - window + 1 .. j + h: a running sum of u over that range.
-    cv = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(valid, out=cv[1:])  # integer counts: exact
-    lo, hi = _window_bounds(n, window)
-    count = cv[hi] - cv[lo]
-    u = np.where(kept, 1.0 / np.maximum(count, 1), 0.0)
+    if every:
+        u = _inverse_lengths(n, window)
+    else:
+        cv = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(valid, out=cv[1:])  # integer counts: exact
+        lo, hi = _window_bounds(n, window)
+        count = cv[hi] - cv[lo]
+        u = np.where(kept, 1.0 / np.maximum(count, 1), 0.0)
     cs = np.zeros(n + 1)
     np.cumsum(u, out=cs[1:])
     lo, hi = _feed_bounds(n, window)
-    return np.where(valid, (cs[hi] - cs[lo]) / m, 0.0)
+    c = (cs[hi] - cs[lo]) / m
+    return c if every else np.where(valid, c, 0.0)
+
+
+@functools.lru_cache(maxsize=32)
+def _inverse_lengths(n: int, window: int) -> np.ndarray:
+    """``1 / max(count, 1)`` of every output when every input is valid (read-only,
+    cached)."""
+    lo, hi = _window_bounds(n, window)
+    out = 1.0 / np.maximum(hi - lo, 1)
+    out.flags.writeable = False
+    return out
 
 
 @functools.lru_cache(maxsize=32)
@@ -161,18 +176,22 @@ def _clipped_mean_error(avg: np.ndarray, valid: np.ndarray, diff_var: np.ndarray
     """`offset_error` given the smoothed difference ``avg`` and the valid raw samples."""
     if not valid.any() or not math.isfinite(offset):
         return math.nan
-    kept = valid.copy()
+    kept = valid
     if math.isfinite(clip_std):
         with np.errstate(invalid="ignore"):
-            kept &= np.abs(avg - offset) <= n_sigma * clip_std
-    if not kept.any():
-        kept = valid
+            kept = valid & (np.abs(avg - offset) <= n_sigma * clip_std)
+        if not kept.any():
+            kept = valid
     c = smoothing_coefficients(valid, window, kept)
     var = np.asarray(diff_var, dtype=np.float64)
     used = c != 0
-    if not np.isfinite(var[used]).all():
+    if used.all():  # (the same values in the same order as the selections below)
+        cu, vu = c, var
+    else:
+        cu, vu = c[used], var[used]
+    if not np.isfinite(vu).all():
         return math.nan
-    return math.sqrt(float(np.sum(c[used] ** 2 * var[used])))
+    return math.sqrt(float(np.add.reduce(cu * cu * vu)))
 
 
 def incidence_matrix(grid: AmpGrid) -> np.ndarray:
@@ -230,9 +249,27 @@ def interface_offset_error(stats_a: StripStats, stats_b: StripStats,
     if smoothed is None:
         return math.nan
     valid = ~np.isnan(smoothed.avg)
-    var = stats_a.profile_variance() + stats_b.profile_variance()
+    var = _variance_sum(stats_a, stats_b)
     return _clipped_mean_error(smoothed.avg, valid, var, smoothed.window, offset,
                                smoothed.clip_std)
+
+
+def _variance_sum(stats_a: StripStats, stats_b: StripStats) -> np.ndarray:
+    """``stats_a.profile_variance() + stats_b.profile_variance()`` (`median_variance`'s
+    arithmetic, with the masking of lines without a pixel done once for both)."""
+    na = stats_a.count.astype(np.float64)
+    nb = stats_b.count.astype(np.float64)
+    # sigma**2 * pi as median_variance forms it (numpy's square is the product sigma *
+    # sigma, unlike C's pow), then the division.
+    sa, sb = float(stats_a.sigma), float(stats_b.sigma)
+    va = (sa * sa * math.pi) / (2.0 * (na - 1.0) + math.pi)
+    vb = (sb * sb * math.pi) / (2.0 * (nb - 1.0) + math.pi)
+    out = va + vb
+    empty = ~(na > 0)
+    empty |= ~(nb > 0)
+    if empty.any():
+        out[empty] = np.nan
+    return out
 
 
 def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) -> np.ndarray:
