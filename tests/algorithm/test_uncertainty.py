@@ -135,3 +135,69 @@ def test_errors_are_nan_where_undefined():
     assert math.isnan(m.pedestal_errors[0]) and np.isfinite(m.pedestal_errors[1:]).all()
     everything = measure_detector(sim.image, np.ones(det.shape, np.int32), det, config)
     assert everything.all_masked and np.isnan(everything.pedestal_errors).all()
+
+
+def _interface_case(rng, kind: str, n: int = 240):
+    """Two strips' statistics (vertical boundary, A then B) for one path of the offset
+    and its error."""
+    from ampoffset_dask.algorithm.strips import strip_stats
+
+    a = rng.normal(10.0, 3.0, (n, 8)).astype(np.float32)
+    b = rng.normal(0.0, 3.0, (n, 8)).astype(np.float32)
+    if kind == "integers":  # exact window sums (cumulative sums)
+        a, b = np.round(a), np.round(b)
+    elif kind == "wide_range":  # magnitudes spanning more than float64 sums keep exactly
+        a[5] = np.float32(3e7)
+        a[9] = np.float32(1e-7) + a[9] * np.float32(1e-12)
+    elif kind == "masked_lines":
+        a[30:80] = np.nan
+        b[[0, 1, n - 1]] = np.nan
+    elif kind == "valid_run_shorter_than_window":
+        a[:] = np.nan
+        a[100:104] = np.float32(12.0)
+    elif kind == "all_masked":
+        b[:] = np.nan
+    elif kind == "zeros":  # equal strips: every difference zero (some negative zeros)
+        a = np.zeros((n, 8), np.float32)
+        b = np.zeros((n, 8), np.float32)
+        a[::3] = np.float32(-0.0)
+    elif kind == "outliers":
+        a[rng.choice(n, 20, replace=False)] += np.float32(100.0)
+    return strip_stats(a, 1), strip_stats(b, 3)
+
+
+@pytest.mark.parametrize("kind", ["plain", "integers", "wide_range", "masked_lines",
+                                  "valid_run_shorter_than_window", "all_masked", "zeros",
+                                  "outliers"])
+@pytest.mark.parametrize("window_frac", [None, 512 / 4176, 0.5, 1.0])
+def test_offset_and_error_match_the_plain_computation_bit_for_bit(kind, window_frac):
+    # measure_interface and interface_offset_error skip the masking, copies and counts
+    # that change nothing; the plain computation (numpy's convolution, every mask
+    # applied) gives the same numbers.
+    from diagnostics_reference import offset_and_error
+
+    from ampoffset_dask.algorithm.offsets import measure_interface
+    from ampoffset_dask.algorithm.uncertainty import interface_offset_error
+
+    for seed in range(3):
+        sa, sb = _interface_case(np.random.default_rng(seed), kind)
+        res, smoothed = measure_interface("A-B", sa.profile, sb.profile,
+                                          window_frac=window_frac, min_frac=0.1,
+                                          max_offset=1e9)
+        err = interface_offset_error(sa, sb, smoothed, res.offset_raw)
+        avg, offset_raw, clip_std, good_frac, want_err = offset_and_error(sa, sb, window_frac)
+        if kind == "all_masked":
+            assert smoothed is None and res.good_frac == 0.0 and res.min_frac_fail
+            assert math.isnan(err)
+            continue
+        assert np.array_equal(smoothed.avg, avg, equal_nan=True)
+        assert res.offset_raw == offset_raw or (math.isnan(offset_raw)
+                                                and math.isnan(res.offset_raw))
+        assert smoothed.clip_std == clip_std or math.isnan(clip_std)
+        assert res.good_frac == good_frac
+        assert err == want_err or (math.isnan(err) and math.isnan(want_err))
+        if kind in ("plain", "integers", "outliers"):
+            assert res.good_frac == 1.0 and 0.0 < err < 1.0
+        if kind == "valid_run_shorter_than_window" and window_frac:
+            assert np.isfinite(avg).sum() == 4 and res.offset_raw == pytest.approx(
+                12.0 - float(np.mean(sb.profile[100:104])), abs=1e-4)
