@@ -1,6 +1,5 @@
 """Test configuration: tests/golden.py importable as ``golden``; shared fixtures."""
 
-import json
 import os
 import sys
 import threading
@@ -31,7 +30,7 @@ os.environ.setdefault("DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL", "5s")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from golden import SHARED, SHARED_FOLDERS
-from run_shared import flocked, once_per_run, run_root
+from run_shared import once_per_run, run_wide
 
 if "dask" in sys.modules:  # imported by a plugin before the settings above
     sys.modules["dask"].config.refresh()
@@ -113,7 +112,7 @@ def pytest_xdist_node_collection_finished(node, ids):
             returncode=pytest.ExitCode.USAGE_ERROR)
 
 
-_STARTED: list = []
+_STARTED: list = []  # the run-wide processes this process started (not collected while they run)
 
 
 @pytest.fixture(scope="session")
@@ -127,28 +126,46 @@ def shared_scheduler(tmp_path_factory):
     what users do too; each run's results are keyed by its own run token
     (tests/reliability/test_shared_scheduler.py).
     """
-    from pipeline.helpers import start_dask_processes, stop_processes
+    from pipeline.helpers import start_dask_processes
 
-    root = run_root(tmp_path_factory) / "shared-cluster"
-    users = root / "users"
-    users.mkdir(parents=True, exist_ok=True)
-    state, lock, me = root / "cluster.json", root / "lock", users / str(os.getpid())
-    with flocked(lock):
-        if not state.exists():
-            address, procs = start_dask_processes(root / "processes", n_workers=2)
-            _STARTED.extend(procs)  # not collected (and warned about) while they run
-            state.write_text(json.dumps({"address": address,
-                                         "pids": [p.pid for p in procs]}))
-        me.touch()
-        address = json.loads(state.read_text())["address"]
-    try:
+    def start(folder):
+        address, procs = start_dask_processes(folder, n_workers=2)
+        _STARTED.extend(procs)
+        return address, [p.pid for p in procs]
+
+    with run_wide(tmp_path_factory, "shared-cluster", start) as address:
         yield address
-    finally:
-        with flocked(lock):
-            me.unlink()
-            if not any(users.iterdir()):
-                stop_processes(json.loads(state.read_text())["pids"])
-                state.unlink()
+
+
+def _moto(tmp_path_factory, name: str, auth: bool):
+    pytest.importorskip("s3fs")  # the [cloud] extra is in the test extra
+    pytest.importorskip("moto")
+    from s3_server import start_moto_server
+
+    def start(_folder):
+        url, proc = start_moto_server(auth=auth)
+        _STARTED.append(proc)
+        return url, [proc.pid]
+
+    return run_wide(tmp_path_factory, name, start)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """The URL of a real S3 server (``moto_server``) on 127.0.0.1 that trusts every request,
+    one for the whole run (each ``-n`` process would otherwise start its own, ~1 CPU s): make
+    buckets of your own, named after your test and process (`s3_server.bucket_name`)."""
+    with _moto(tmp_path_factory, "moto", auth=False) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def s3_checking_endpoint(tmp_path_factory):
+    """The URL of a real S3 server on 127.0.0.1 that checks credentials on every request
+    (the tests' keys are unknown to it: every request is refused with 403, as a real store
+    refuses wrong keys), one for the whole run."""
+    with _moto(tmp_path_factory, "moto-checking", auth=True) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import pickle
 import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -45,3 +49,57 @@ def once_per_run(tmp_path_factory, name: str, make):
             value.with_suffix(".tmp").write_bytes(made)
             os.replace(value.with_suffix(".tmp"), value)
         return pickle.loads(value.read_bytes())
+
+
+@contextlib.contextmanager
+def run_wide(tmp_path_factory, name: str,
+             start: Callable[[Path], tuple[object, list[int]]]) -> Iterator[object]:
+    """Processes shared by the test processes of one pytest run (servers, a cluster).
+
+    The first test process to enter runs ``start(folder)``, which starts them and returns
+    ``(value, pids)`` (``value`` JSON-able, e.g. an address); every process entering gets
+    ``value`` and registers itself as a user; the last user to leave stops ``pids``
+    (`stop_processes`). For session fixtures: each ``-n`` process would otherwise start its
+    own (a second or more of CPU each).
+    """
+    root = run_root(tmp_path_factory) / name
+    users = root / "users"
+    users.mkdir(parents=True, exist_ok=True)
+    state, lock, me = root / "state.json", root / "lock", users / str(os.getpid())
+    with flocked(lock):
+        if not state.exists():
+            value, pids = start(root / "processes")
+            state.write_text(json.dumps({"value": value, "pids": pids}))
+        me.touch()
+        value = json.loads(state.read_text())["value"]
+    try:
+        yield value
+    finally:
+        with flocked(lock):
+            me.unlink()
+            if not any(users.iterdir()):
+                stop_processes(json.loads(state.read_text())["pids"])
+                state.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def stop_processes(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGTERM the processes (last first), SIGKILL any still running after ``timeout``;
+    works from any process, not only their parent."""
+    for pid in reversed(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    t0 = time.monotonic()
+    while any(_running(p) for p in pids) and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+    for pid in pids:
+        if _running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -20,9 +20,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def moto_server(*, auth: bool = False) -> Iterator[str]:
-    """A ``moto_server`` process on 127.0.0.1 and a random port; yields its endpoint URL.
+def start_moto_server(*, auth: bool = False) -> tuple[str, subprocess.Popen]:
+    """Start a ``moto_server`` process on 127.0.0.1 and a random port, in its own session;
+    return its endpoint URL and the process once it accepts connections.
 
     ``auth=True`` makes the server check credentials from the first request on (unknown keys
     are refused with 403), as a real store does.
@@ -33,19 +33,27 @@ def moto_server(*, auth: bool = False) -> Iterator[str]:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return f"http://127.0.0.1:{port}", proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def moto_server(*, auth: bool = False) -> Iterator[str]:
+    """A ``moto_server`` of its own for the block (`start_moto_server`); yields its URL.
+    Tests that only need a server use the run's (the ``s3_endpoint`` fixtures)."""
+    url, proc = start_moto_server(auth=auth)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
         yield url
     finally:
         proc.terminate()
@@ -54,6 +62,13 @@ def moto_server(*, auth: bool = False) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def bucket_name(label: str) -> str:
+    """A valid bucket name (3-63 characters of ``a-z0-9-``) made of ``label`` and this
+    process's id: unique on a server that the run's test processes share."""
+    clean = "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-")
+    return f"b{os.getpid()}-{clean[-48:]}".rstrip("-")
 
 
 def s3_client(endpoint: str):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from golden import lsst_detector, lsst_image
-from s3_server import KEYS, moto_server, s3_client
+from s3_server import KEYS, bucket_name, s3_client
 
 from ampoffset_dask import Amplifier, AmpOffsetConfig, Detector
 from ampoffset_dask.errors import InputError
@@ -33,11 +33,9 @@ EDGES = AmpOffsetConfig(do_background=False, do_detection=False, amp_edge_width=
 
 
 @pytest.fixture(scope="module")
-def server():
-    pytest.importorskip("s3fs")  # the [cloud] extra is in the test extra
-    pytest.importorskip("moto")
-    with moto_server() as url:
-        yield url
+def server(s3_endpoint):
+    """The run's S3 server (tests/conftest.py)."""
+    return s3_endpoint
 
 
 @pytest.fixture
@@ -48,7 +46,7 @@ def s3(server, monkeypatch, tmp_path):
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("AWS_ENDPOINT_URL", server)
     client = s3_client(server)
-    bucket = f"b{tmp_path.name.lower().replace('_', '-')[-40:]}"
+    bucket = bucket_name(tmp_path.name)
     client.create_bucket(Bucket=bucket)
     local = {}
     for name, compress in (("plain", None), ("packed", "gzip")):
@@ -285,12 +283,11 @@ def test_missing_object_wrong_endpoint_denied(s3, monkeypatch):
     assert r.status == "failed" and "cannot reach the storage endpoint" in r.error
 
 
-def test_denied_access(tmp_path, monkeypatch):
-    with moto_server(auth=True) as url:
-        for k, v in KEYS.items():
-            monkeypatch.setenv(k, v)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-        r = process_file("s3://locked/visit9/plain.fits", None, EDGES)
+def test_denied_access(s3_checking_endpoint, monkeypatch):
+    for k, v in KEYS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_checking_endpoint)  # refuses the test's keys
+    r = process_file("s3://locked/visit9/plain.fits", None, EDGES)
     assert r.status == "failed" and "access denied" in r.error, r.error
     assert KEYS["AWS_SECRET_ACCESS_KEY"] not in r.error
 

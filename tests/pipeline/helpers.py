@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from run_shared import stop_processes
 
 from ampoffset_dask import measure_detector
 from ampoffset_dask.io.fits import read_exposure
@@ -117,29 +117,6 @@ def start_dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = No
             stop_processes([p.pid for p in procs])
             raise
     return address, procs
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
-def stop_processes(pids: list[int], timeout: float = 10.0) -> None:
-    """SIGTERM the processes (workers before the scheduler: last first), SIGKILL any still
-    running after ``timeout``; works from any process, not only their parent."""
-    for pid in reversed(pids):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    t0 = time.monotonic()
-    while any(_running(p) for p in pids) and time.monotonic() - t0 < timeout:
-        time.sleep(0.05)
-    for pid in pids:
-        if _running(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

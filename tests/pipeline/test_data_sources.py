@@ -4,9 +4,9 @@ equal a run on the same files given as local paths."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,15 @@ from cli_helpers import cli
 from ampoffset_dask import AmpOffsetConfig, process, read_catalog
 
 EDGES = AmpOffsetConfig(do_background=False, do_detection=False)
+
+
+class S3Data(NamedTuple):
+    endpoint: str
+    env: dict
+    paths: list
+    client: object
+    survey: str  # the input bucket
+    results: str  # the output bucket
 
 
 def pedestals(catalog) -> pd.Series:
@@ -83,10 +92,11 @@ def test_cli_butler_run(butler_repo, client, tmp_path):
 # S3 (moto server)
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    pytest.importorskip("s3fs")  # the [cloud] extra is in the test extra
-    pytest.importorskip("moto")
-    from s3_server import KEYS, moto_server, s3_client
+def s3(tmp_path_factory, s3_endpoint):
+    """Two small detector files in a bucket of the run's S3 server, an empty bucket for
+    outputs (both named after this process: the server is shared), and the environment
+    that points the command at the server."""
+    from s3_server import KEYS, bucket_name, s3_client
 
     from ampoffset_dask.io.fits import write_exposure
 
@@ -103,14 +113,14 @@ def s3(tmp_path_factory):
             image[amp.slices] += (k + 1) * i
         paths.append(write_exposure(folder / f"det{k}.fits", image, detector=det,
                                     header={"VISIT": 5, "DETNAME": f"D{k}"}))
-    with moto_server() as endpoint:
-        client = s3_client(endpoint)
-        client.create_bucket(Bucket="survey")
-        client.create_bucket(Bucket="results")
-        for p in paths:
-            client.upload_file(str(p), "survey", f"raw/visit5/{p.name}")
-        env = {**os.environ, **KEYS, "AWS_ENDPOINT_URL": endpoint}
-        yield endpoint, env, paths, client
+    client = s3_client(s3_endpoint)
+    survey, results = bucket_name("survey"), bucket_name("results")
+    client.create_bucket(Bucket=survey)
+    client.create_bucket(Bucket=results)
+    for p in paths:
+        client.upload_file(str(p), survey, f"raw/visit5/{p.name}")
+    env = {**os.environ, **KEYS, "AWS_ENDPOINT_URL": s3_endpoint}
+    return S3Data(s3_endpoint, env, paths, client, survey, results)
 
 
 def cli_in(env: dict, monkeypatch, *args):
@@ -124,11 +134,11 @@ def cli_in(env: dict, monkeypatch, *args):
 
 
 def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path, monkeypatch):
-    _endpoint, env, paths, s3client = s3
+    _endpoint, env, paths, s3client, survey, results = s3
     config = ["--set", "doBackground=false", "--set", "doDetection=false",
               "--set", "ampEdgeWidth=12"]
-    proc = cli_in(env, monkeypatch, "run", "s3://survey/raw/visit5/", *config, "--output",
-                  tmp_path / "remote", "--output-images", "s3://results/corrected",
+    proc = cli_in(env, monkeypatch, "run", f"s3://{survey}/raw/visit5/", *config, "--output",
+                  tmp_path / "remote", "--output-images", f"s3://{results}/corrected",
                   "--scheduler", client.scheduler.address)
     assert proc.returncode == 0, proc.stderr
     local = cli("run", *map(str, paths), *config, "--output", tmp_path / "local",
@@ -137,15 +147,15 @@ def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path, monkey
     pd.testing.assert_series_equal(pedestals(tmp_path / "remote"),
                                    pedestals(tmp_path / "local"), rtol=0, atol=0)
     det = read_catalog(tmp_path / "remote", "detectors").sort_values("detector")
-    assert det["input"].tolist() == [f"s3://survey/raw/visit5/{p.name}" for p in paths]
-    assert det["output"].tolist() == [f"s3://results/corrected/5/D{k}/{p.name}"
+    assert det["input"].tolist() == [f"s3://{survey}/raw/visit5/{p.name}" for p in paths]
+    assert det["output"].tolist() == [f"s3://{results}/corrected/5/D{k}/{p.name}"
                                       for k, p in enumerate(paths)]
     # corrected images need whole exposures: each object fetched once, headers twice
     assert ((det["fetched_fraction"] >= 1.0) & (det["fetched_fraction"] < 1.5)).all()
-    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket="results")["Contents"]]
+    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket=results)["Contents"]]
     assert sorted(keys) == [f"corrected/5/D{k}/{p.name}" for k, p in enumerate(paths)]
     # each upload is a complete corrected exposure
-    body = s3client.get_object(Bucket="results", Key=keys[0])["Body"].read()
+    body = s3client.get_object(Bucket=results, Key=keys[0])["Body"].read()
     import io as _io
 
     from astropy.io import fits as pyfits
@@ -159,10 +169,10 @@ def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path, monkey
 
 
 def test_cli_s3_edges_only_fetches_a_fraction(s3, client, tmp_path, monkeypatch):
-    endpoint, env, _paths, _ = s3
+    endpoint, env, _paths, _, survey, _ = s3
     opts = json.dumps({"endpoint_url": endpoint})
     proc = cli_in({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, monkeypatch,  # option wins
-                  "run", "s3://survey/raw/visit5/det0.fits", "--set", "doBackground=false",
+                  "run", f"s3://{survey}/raw/visit5/det0.fits", "--set", "doBackground=false",
                   "--set", "doDetection=false", "--set", "ampEdgeWidth=12",
                   "--storage-options", opts, "--output", tmp_path / "cat",
                   "--scheduler", client.scheduler.address)
@@ -174,34 +184,14 @@ def test_cli_s3_edges_only_fetches_a_fraction(s3, client, tmp_path, monkeypatch)
     assert 0.5 < fraction < 0.9, fraction
 
 
-@contextlib.contextmanager
-def checking_credentials(endpoint: str):
-    """The moto server at ``endpoint`` checks credentials from the next request on (unknown
-    keys are refused with 403, as a real store does), then trusts every request again:
-    moto's ``/moto-api/reset-auth`` on the running server instead of starting a second one."""
-    import urllib.request
-
-    def reset_auth(count: str) -> None:
-        request = urllib.request.Request(f"{endpoint}/moto-api/reset-auth", data=count.encode(),
-                                         headers={"Content-Type": "text/plain"})
-        with urllib.request.urlopen(request):
-            pass
-
-    reset_auth("0")
-    try:
-        yield
-    finally:
-        reset_auth("inf")
-
-
-def test_cli_s3_errors(s3, client, tmp_path, monkeypatch):
-    endpoint, env, _paths, _ = s3
+def test_cli_s3_errors(s3, s3_checking_endpoint, client, tmp_path, monkeypatch):
+    _endpoint, env, _paths, _, survey, _ = s3
     edges = ["--set", "doBackground=false", "--set", "doDetection=false",
              "--set", "ampEdgeWidth=12", "--scheduler", client.scheduler.address]
     # a manifest naming a missing object among good ones: a failed row naming it
     manifest = tmp_path / "inputs.csv"
-    pd.DataFrame({"path": ["s3://survey/raw/visit5/det0.fits",
-                           "s3://survey/raw/visit5/gone.fits"],
+    pd.DataFrame({"path": [f"s3://{survey}/raw/visit5/det0.fits",
+                           f"s3://{survey}/raw/visit5/gone.fits"],
                   "visit": [5, 5], "detector": ["D0", "D9"]}).to_csv(manifest, index=False)
     proc = cli_in(env, monkeypatch, "run", manifest, *edges, "--output", tmp_path / "a")
     assert proc.returncode == 1, proc.stderr
@@ -210,19 +200,20 @@ def test_cli_s3_errors(s3, client, tmp_path, monkeypatch):
     assert sorted(det["status"]) == ["failed", "ok"]
     # a wrong endpoint: nothing can be listed, a usage/input error
     wrong = cli_in({**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, monkeypatch,
-                   "run", "s3://survey/raw/visit5/", *edges, "--output", tmp_path / "b")
+                   "run", f"s3://{survey}/raw/visit5/", *edges, "--output", tmp_path / "b")
     assert wrong.returncode == 2 and "cannot reach the storage endpoint" in wrong.stderr
-    # bad credentials on a server that checks them: access denied (what this process has
-    # kept of the object forgotten, as a new command process starts without it)
+    # bad credentials on a server that checks them (the run's, which refuses the test's
+    # keys): access denied (what this process has kept of the object forgotten, as a new
+    # command process starts without it)
     import s3fs
 
     from ampoffset_dask.io import remote
 
-    url = "s3://survey/raw/visit5/det0.fits"
+    url = f"s3://{survey}/raw/visit5/det0.fits"
     remote.forget(url)
     remote.clear_caches()  # also closes the objects kept open (they would hold the server)
     s3fs.S3FileSystem.clear_instance_cache()
-    with checking_credentials(endpoint):
-        denied = cli_in(env, monkeypatch, "run", url, *edges, "--output", tmp_path / "c")
+    denied = cli_in({**env, "AWS_ENDPOINT_URL": s3_checking_endpoint}, monkeypatch,
+                    "run", url, *edges, "--output", tmp_path / "c")
     assert denied.returncode == 2 and "access denied" in denied.stderr, denied.stderr
     assert env["AWS_SECRET_ACCESS_KEY"] not in denied.stderr + denied.stdout
