@@ -1273,10 +1273,11 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
 # ------------------------------------------------------------------------------------------
 # Edge strips: the strips read into lines in one pass (`put_lines`), then line medians,
 # scatter and clipped line sums (`strips.lines_stats`). The lines
-# are sorted by numpy (a SIMD sorting network for short rows, faster than a compiled
-# selection); the strip's scatter comes from a histogram of the absolute residuals' bit
-# patterns and an exact selection within the bins holding the middle ranks; the clipped
-# sums repeat numpy's pairwise order.
+# are sorted by a sorting network run across 64 lines at a time (each comparator one
+# vectorized min/max over the lines), about twice as fast as numpy's row sort; the strip's
+# scatter comes from a histogram of the absolute residuals' bit patterns and an exact
+# selection within the bins holding the middle ranks; the clipped sums repeat numpy's
+# pairwise order.
 # ------------------------------------------------------------------------------------------
 @njit(**_JIT)
 def _put_lines(dest, src, rs, mask, ms, bits, flip, finite):
@@ -1343,6 +1344,85 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
                 return
     _reference.put_lines(dest, strip, flip, mask=mask, bits=bits, bad=bad, extra=extra,
                          finite=finite)
+
+
+def _network(n: int) -> np.ndarray:
+    """Batcher's odd-even merge sorting network for ``n`` wires (any ``n``): comparator
+    pairs ``(i, j)``, ``i < j``, in order (543 for 64 wires); cached, read-only."""
+    net = _NETWORKS.get(n)
+    if net is None:
+        pairs = []
+        p = 1
+        while p < n:
+            k = p
+            while k >= 1:
+                j = k % p
+                while j + k < n:
+                    for i in range(min(k, n - j - k)):
+                        if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                            pairs.append((i + j, i + j + k))
+                    j += 2 * k
+                k //= 2
+            p *= 2
+        net = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        net.flags.writeable = False
+        _NETWORKS[n] = net
+    return net
+
+
+_NETWORKS: dict[int, np.ndarray] = {}
+_NET_LANES = 64  # lines sorted together: the (width, 64) block stays in the L1 cache
+
+
+@njit(**_JIT)
+def _line_medians(values, under, masked, net, count, given_count, med):
+    """Per line of ``values``: ``count`` (non-NaN values; read instead when
+    ``given_count``) and the median of the values, NaN last, at ranks ``(count - 1) // 2``
+    and ``count // 2``, as `_numpy._sorted_medians` takes them from numpy's sort (NaN where
+    a rank falls on a NaN or ``count`` is 0). ``masked``: values are NaN where ``under`` is.
+
+    The lines are sorted 64 at a time, transposed: NaN becomes +inf (the ranks below the
+    count of non-NaN values keep their values) and each comparator of the network is a
+    min/max over the 64 lines (a vectorized loop)."""
+    h, n = values.shape
+    lanes = _NET_LANES
+    inf = np.float32(np.inf)
+    nan = np.float32(np.nan)
+    two = np.float32(2.0)
+    x = np.empty((n, lanes), dtype=np.float32)
+    tmp = np.empty(lanes, dtype=np.float32)
+    valid = np.empty(lanes, dtype=np.int64)
+    for r0 in range(0, h, lanes):
+        g = min(lanes, h - r0)
+        for li in range(g):
+            c = 0
+            for i in range(n):
+                v = values[r0 + li, i]
+                if masked:
+                    u = under[r0 + li, i]
+                    v = v if u == u else nan
+                ok = v == v
+                c += ok
+                x[i, li] = v if ok else inf
+            valid[li] = c
+        for q in range(net.shape[0]):
+            xa = x[net[q, 0]]
+            xb = x[net[q, 1]]
+            for li in range(g):  # min into a scratch row first: no aliasing, it vectorizes
+                u = xa[li]
+                v = xb[li]
+                tmp[li] = u if u < v else v
+                xb[li] = v if u < v else u
+            for li in range(g):
+                xa[li] = tmp[li]
+        for li in range(g):
+            c = count[r0 + li] if given_count else valid[li]
+            count[r0 + li] = c
+            lo = (c - 1) // 2
+            hi = c // 2
+            a = x[lo, li] if lo < valid[li] else nan
+            b = x[hi, li] if hi < valid[li] else nan
+            med[r0 + li] = nan if c == 0 else (a + b) / two
 
 
 @njit(**_JIT)
@@ -1500,10 +1580,8 @@ def _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys):
 
 
 @njit(**_JIT)
-def _strip_stats(lines, srt, bounds, dist, profile, given, count, sigmas, n_kept, sums):
+def _strip_stats(lines, bounds, dist, profile, count, sigmas, n_kept, sums):
     n = lines.shape[1]
-    nan = np.float32(np.nan)
-    two = np.float32(2.0)
     zero = np.float32(0.0)
     absbuf = np.empty(n, dtype=np.float32)
     keys = absbuf.view(np.int32)
@@ -1527,16 +1605,7 @@ def _strip_stats(lines, srt, bounds, dist, profile, given, count, sigmas, n_kept
         n_valid = 0
         has_inf = False
         for r in range(a, b):
-            c = n  # NaNs sort last
-            while c > 0 and math.isnan(srt[r, c - 1]):
-                c -= 1
-            count[r] = c
-            n_valid += c
-            if not given:
-                if c == 0:
-                    profile[r] = nan
-                else:
-                    profile[r] = (srt[r, (c - 1) // 2] + srt[r, c // 2]) / two
+            n_valid += count[r]
             p = profile[r]
             has_inf |= math.isinf(p)
             for i in range(n):
@@ -1588,19 +1657,20 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
     if not 0 < n_across <= 128 or not _reference._exact_distance_sums(dist):
         return _reference.strip_line_stats(lines, bounds, dist, raw, profile)
     lines = np.ascontiguousarray(lines, dtype=np.float32)
-    srt = np.sort(lines, axis=1)  # NaNs last: counts and medians
-    given = profile is not None
-    prof = (np.array(profile, dtype=np.float32) if given
-            else np.empty(n_lines, dtype=np.float32))
+    net = _network(n_across)
     count = np.empty(n_lines, dtype=np.int64)
+    medians = np.empty(n_lines, dtype=np.float32)
+    _line_medians(lines, lines, False, net, count, False, medians)
+    prof = medians if profile is None else np.array(profile, dtype=np.float32)
+    level = prof
+    if raw is not None:  # the raw levels (default configuration): the lines' counts
+        level = np.empty(n_lines, dtype=np.float32)
+        _line_medians(np.ascontiguousarray(raw, dtype=np.float32), lines, True, net, count,
+                      True, level)
     sigmas = np.empty(len(bounds) - 1)
     n_kept = np.empty(n_lines, dtype=np.int64)
     sums = np.empty((4, n_lines))
-    _strip_stats(lines, srt, np.asarray(bounds, dtype=np.int64), dist, prof, given, count,
-                 sigmas, n_kept, sums)
-    # The raw levels (default configuration only): numpy's sort is as fast as it gets.
-    level = (prof if raw is None else _reference._raw_levels(
-        lines, np.ascontiguousarray(raw, dtype=np.float32), np.flatnonzero(count < n_across),
-        count))
+    _strip_stats(lines, np.asarray(bounds, dtype=np.int64), dist, prof, count, sigmas, n_kept,
+                 sums)
     return count, prof, level, sigmas, n_kept.astype(np.float64), sums[0], sums[1], sums[2], \
         sums[3]
