@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._job_entry import identified_job  # light for the scheduler to unpickle
 from ..catalog import CatalogWriter, DetectorResult, config_digest
 from ..config import AmpOffsetConfig
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
@@ -29,7 +30,6 @@ from ..io.remote import environment_options, is_url, redact, scoped_storage_opti
 from ..io.sections import _is_wrapped
 from . import _config
 from .cluster import ClientHandle, default_in_flight, get_client
-from .detector_job import identified_job
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions
 
