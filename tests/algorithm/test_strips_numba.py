@@ -230,3 +230,67 @@ def test_compiled_accessor_leaves_pytest_probes_alone(monkeypatch):
     assert asked == []
     assert NUMBA.smooth is NUMPY.smooth  # any other name goes to the kernels
     assert asked == ["numba"]
+
+
+# ------------------------------------------------------------------------------------------
+# The line medians' sorting network
+# ------------------------------------------------------------------------------------------
+def _apply(net: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """The network's comparators applied to every row of ``a`` (a copy)."""
+    a = a.copy()
+    for i, j in net:
+        lo, hi = np.minimum(a[:, i], a[:, j]), np.maximum(a[:, i], a[:, j])
+        a[:, i], a[:, j] = lo, hi
+    return a
+
+
+def test_sorting_network_sorts_every_width():
+    """Batcher's network sorts every 0/1 input for widths up to 12 (the 0-1 principle:
+    then it sorts anything) and random values for every width the compiled strips take."""
+    rng = np.random.default_rng(2)
+    for n in range(1, 13):
+        net = NUMBA._network(n)
+        assert ((net[:, 0] < net[:, 1]) & (net[:, 1] < n)).all()
+        bits = (np.arange(1 << n)[:, None] >> np.arange(n)) & 1
+        assert (np.diff(_apply(net, bits), axis=1) >= 0).all(), n
+    for n in range(13, 129):
+        v = rng.normal(size=(40, n)).astype(np.float32)
+        np.testing.assert_array_equal(_apply(NUMBA._network(n), v), np.sort(v, axis=1))
+    assert len(NUMBA._network(64)) == 543 and NUMBA._network(64) is NUMBA._network(64)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 31, 64, 65, 127, 128])
+def test_line_medians_are_numpys_sorted_middle_values(width):
+    """Counts and medians as read from numpy's row sort (NaN last), over a number of lines
+    that is not a multiple of the 64 sorted together; the raw levels take the lines'
+    counts and mask, and a rank on a raw NaN gives NaN, as in the sorted raw line."""
+    rng = np.random.default_rng(width)
+    n_lines = 150
+    lines = np.round(rng.normal(0.0, 4.0, (n_lines, width))).astype(np.float32)
+    lines[rng.uniform(size=lines.shape) < 0.2] = np.nan
+    lines[0] = np.nan
+    lines[1] = np.inf
+    lines[2, ::2] = -np.inf
+    raw = rng.normal(9.0, 1.0, (n_lines, width)).astype(np.float32)
+    raw[4:9, : width // 2 + 1] = np.nan
+    srt = np.sort(lines, axis=1)
+    count = np.count_nonzero(~np.isnan(lines), axis=1)
+    raw_srt = np.sort(np.where(np.isnan(lines), np.float32(np.nan), raw), axis=1)
+    rows = np.arange(n_lines)
+    lo, hi = np.maximum(count - 1, 0) // 2, count // 2
+    with np.errstate(invalid="ignore"):
+        want = np.where(count > 0, (srt[rows, lo] + srt[rows, np.minimum(hi, width - 1)])
+                        / np.float32(2), np.float32(np.nan))
+        want_raw = np.where(count > 0, (raw_srt[rows, lo]
+                                        + raw_srt[rows, np.minimum(hi, width - 1)])
+                            / np.float32(2), np.float32(np.nan))
+    net = NUMBA._network(width)
+    got_count = np.empty(n_lines, dtype=np.int64)
+    got = np.empty(n_lines, dtype=np.float32)
+    NUMBA._line_medians(lines, lines, False, net, got_count, False, got)
+    np.testing.assert_array_equal(got_count, count)
+    assert _same(got, want.astype(np.float32))
+    got_raw = np.empty(n_lines, dtype=np.float32)
+    NUMBA._line_medians(raw, lines, True, net, got_count, True, got_raw)
+    assert _same(got_raw, want_raw.astype(np.float32))
+    assert np.isnan(got_raw[4:9]).any() and np.isfinite(got_raw).sum() > n_lines // 2
