@@ -1,12 +1,15 @@
-"""Clusters of real processes: `dask scheduler`/`dask worker`, a killed worker, TLS, specs."""
+"""Clusters of real processes: `process` on `dask scheduler`/`dask worker` processes equal to
+direct calls, a killed worker, TLS, specs."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import dask
+import pandas as pd
 import pytest
 from cli_helpers import cli
 from distributed import Client
@@ -16,6 +19,7 @@ from ampoffset_dask.pipeline import get_client
 from ampoffset_dask.pipeline.cluster import local_cluster_size
 
 from .helpers import (
+    VISIT,
     assert_catalog_matches,
     dask_processes,
     journal_lines,
@@ -24,36 +28,88 @@ from .helpers import (
 )
 
 
-def test_cli_against_scheduler_with_a_worker_killed(sim_dir, direct, tmp_path):
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory):
+    """A real scheduler and two worker processes of this module's own, for the two tests
+    below that inspect and kill its workers (on the session's shared workers other test
+    processes' tasks, a notebook's, may keep one worker busy for a whole run). Their
+    xdist group keeps them in one test process, in this order: the second kills a worker."""
+    with dask_processes(tmp_path_factory.mktemp("cluster"), n_workers=2) as cluster:
+        yield cluster
+
+
+@pytest.mark.xdist_group("two-workers")
+def test_local_cluster_matches_direct_calls(sim_visit, sim_dir, direct, two_workers, tmp_path):
+    address, workers, _ = two_workers
+    assert all(w.poll() is None for w in workers), "a worker died before this test"
+    with Client(address) as client:
+        client.wait_for_workers(2, timeout=120)
+        _matches_direct_calls(sim_visit, sim_dir, direct, client, tmp_path)
+
+
+def _matches_direct_calls(sim_visit, sim_dir, direct, client, tmp_path):
+    cat = tmp_path / "cat"
+    summary = process(sim_dir, cat, client=client, progress=False)
+    assert (summary.n_inputs, summary.n_submitted, summary.n_ok, summary.n_failed) == (9, 9, 9, 0)
+    assert summary.ok and summary.failed == [] and summary.catalog == cat
+    assert_catalog_matches(cat, direct)
+
+    det = read_catalog(cat, "detectors")
+    assert len(det) == 9 and set(det["status"]) == {"ok"}
+    assert set(det["visit"]) == {VISIT}
+    assert (det["n_amps"] == 16).all() and (det["n_interfaces"] == 22).all()
+    assert det["worker"].nunique() == 2  # both worker processes took part
+    assert set(det["input"]) == {str(p.resolve()) for p in sim_visit.paths}
+    runs = read_catalog(cat, "runs")
+    assert len(runs) == 1 and runs["status"].iloc[0] == "finished"
+    assert runs["n_ok"].iloc[0] == 9
+    inputs = json.loads(runs["inputs"].iloc[0])
+    assert len(inputs) == 9 and all(i["size"] > 0 and i["mtime"] for i in inputs)
+    assert set(json.loads(runs["timings"].iloc[0])) >= {"discover", "plan", "compute", "total"}
+    # pandas and the hive layout agree
+    assert len(pd.read_parquet(cat / "pedestals")) == 9 * 16
+
+    # Resume: nothing to do, nothing duplicated.
+    again = process(sim_dir, cat, client=client, progress=False)
+    assert (again.n_skipped, again.n_submitted, again.n_ok) == (9, 0, 0)
+    assert_catalog_matches(cat, direct)
+    # A different config is refused unless a new run is asked for.
+    with pytest.raises(ConfigError, match="different configuration"):
+        process(sim_dir, cat, client=client, progress=False,
+                config={"ampEdgeMaxOffset": 2.0})
+
+
+@pytest.mark.xdist_group("two-workers")
+def test_cli_against_scheduler_with_a_worker_killed(sim_dir, direct, two_workers, tmp_path):
     """`ampoffset-dask run --scheduler tcp://...`; a busy worker is SIGKILLed mid-run."""
     cat = tmp_path / "cat"
-    with dask_processes(tmp_path / "cluster", n_workers=2) as (address, workers, _sfile):
-        with Client(address, timeout=60) as watcher:
-            watcher.wait_for_workers(2, timeout=60)
-            pids = watcher.run(os.getpid)  # {worker address: pid}
-            # the command runs in this process (a thread): the worker is what gets killed
-            with ThreadPoolExecutor(1) as pool:
-                run = pool.submit(cli, "run", sim_dir, "--output", cat, "--scheduler", address,
-                                  "--max-in-flight", "2", "--no-progress")
+    address, workers, _sfile = two_workers
+    with Client(address, timeout=60) as watcher:
+        watcher.wait_for_workers(2, timeout=60)
+        pids = watcher.run(os.getpid)  # {worker address: pid}
+        # the command runs in this process (a thread): the worker is what gets killed
+        with ThreadPoolExecutor(1) as pool:
+            run = pool.submit(cli, "run", sim_dir, "--output", cat, "--scheduler", address,
+                              "--max-in-flight", "2", "--no-progress")
 
-                # wait until the run is under way and a worker holds one of its tasks
-                def busy_worker():
-                    if journal_lines(cat) < 1:
-                        return None
-                    for addr, keys in watcher.processing().items():
-                        if any(str(k).startswith("ampoffset-") for k in keys):
-                            return addr
+            # wait until the run is under way and a worker holds one of its tasks
+            def busy_worker():
+                if journal_lines(cat) < 1:
                     return None
+                for addr, keys in watcher.processing().items():
+                    if any(str(k).startswith("ampoffset-") for k in keys):
+                        return addr
+                return None
 
-                wait_for(lambda: busy_worker() is not None or run.done(), 120,
-                         what="a busy worker")
-                assert not run.done(), "the run ended before a worker could be killed"
-                victim = busy_worker()
-                os.kill(pids[victim], signal.SIGKILL)
-                proc = run.result(timeout=180)
-            assert proc.returncode == 0, proc.stderr
-            alive = [w for w in workers if w.poll() is None]
-            assert len(alive) == 1  # one worker really died
+            wait_for(lambda: busy_worker() is not None or run.done(), 120,
+                     what="a busy worker")
+            assert not run.done(), "the run ended before a worker could be killed"
+            victim = busy_worker()
+            os.kill(pids[victim], signal.SIGKILL)
+            proc = run.result(timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        alive = [w for w in workers if w.poll() is None]
+        assert len(alive) == 1  # one worker really died
     assert_catalog_matches(cat, direct)
     det = read_catalog(cat, "detectors")
     assert len(det) == 9 and set(det["status"]) == {"ok"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -12,7 +11,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pandas as pd
 import pytest
 from astropy.io import fits
 
@@ -23,55 +21,10 @@ from ampoffset_dask.masks import DEFAULT_MASK_PLANES
 from .helpers import (
     VISIT,
     assert_catalog_matches,
-    dask_processes,
     direct_measurements,
     journal_lines,
     wait_for,
 )
-
-
-def test_local_cluster_matches_direct_calls(sim_visit, sim_dir, direct, tmp_path):
-    # A cluster of its own: on the session's shared workers other test processes' tasks
-    # (a notebook's) may keep one worker busy for the whole run, and the run's spread over
-    # both workers is asserted below.
-    from distributed import Client
-
-    with dask_processes(tmp_path / "cluster", n_workers=2) as (address, _, _), \
-            Client(address) as client:
-        client.wait_for_workers(2, timeout=120)
-        _local_cluster_matches_direct_calls(sim_visit, sim_dir, direct, client, tmp_path)
-
-
-def _local_cluster_matches_direct_calls(sim_visit, sim_dir, direct, client, tmp_path):
-    cat = tmp_path / "cat"
-    summary = process(sim_dir, cat, client=client, progress=False)
-    assert (summary.n_inputs, summary.n_submitted, summary.n_ok, summary.n_failed) == (9, 9, 9, 0)
-    assert summary.ok and summary.failed == [] and summary.catalog == cat
-    assert_catalog_matches(cat, direct)
-
-    det = read_catalog(cat, "detectors")
-    assert len(det) == 9 and set(det["status"]) == {"ok"}
-    assert set(det["visit"]) == {VISIT}
-    assert (det["n_amps"] == 16).all() and (det["n_interfaces"] == 22).all()
-    assert det["worker"].nunique() == 2  # both worker processes took part
-    assert set(det["input"]) == {str(p.resolve()) for p in sim_visit.paths}
-    runs = read_catalog(cat, "runs")
-    assert len(runs) == 1 and runs["status"].iloc[0] == "finished"
-    assert runs["n_ok"].iloc[0] == 9
-    inputs = json.loads(runs["inputs"].iloc[0])
-    assert len(inputs) == 9 and all(i["size"] > 0 and i["mtime"] for i in inputs)
-    assert set(json.loads(runs["timings"].iloc[0])) >= {"discover", "plan", "compute", "total"}
-    # pandas and the hive layout agree
-    assert len(pd.read_parquet(cat / "pedestals")) == 9 * 16
-
-    # Resume: nothing to do, nothing duplicated.
-    again = process(sim_dir, cat, client=client, progress=False)
-    assert (again.n_skipped, again.n_submitted, again.n_ok) == (9, 0, 0)
-    assert_catalog_matches(cat, direct)
-    # A different config is refused unless a new run is asked for.
-    with pytest.raises(ConfigError, match="different configuration"):
-        process(sim_dir, cat, client=client, progress=False,
-                config={"ampEdgeMaxOffset": 2.0})
 
 
 def test_bad_inputs_become_failed_rows(sim_visit, client, tmp_path, caplog):
