@@ -38,7 +38,7 @@ from ..geometry import Detector
 from .background import background_bins, interp_style
 from .edges import strip_slices
 from .interp import evaluate
-from .uncertainty import incidence_matrix, pedestal_covariance
+from .uncertainty import map_covariance, solve_map
 
 __all__ = ["AbsorbedSteps", "absorbed_steps", "pedestal_bin_means", "step_response",
            "with_background_bias"]
@@ -238,7 +238,7 @@ def absorbed_steps(
     AbsorbedSteps
     """
     grid = detector.grid(apply_weights)
-    gain = np.linalg.pinv(grid.associations) @ incidence_matrix(grid)
+    gain = solve_map(grid)
     keep = np.asarray(used, dtype=bool)
     measured = np.asarray(measured, dtype=np.float64)
     n = measured.shape[0]
@@ -311,7 +311,7 @@ def with_background_bias(
     stat = np.where(used, np.asarray(offset_errors, dtype=np.float64), 0.0)
     ped = np.asarray(pedestal_errors, dtype=np.float64)
     if np.isfinite(stat).all():
-        cov = pedestal_covariance(grid.associations, incidence_matrix(grid), stat)
+        cov = map_covariance(solve_map(grid), stat)
         noise = np.diag(res.transfer @ cov @ res.transfer.T)
     else:
         noise = np.full(ped.shape, np.nan)

@@ -44,12 +44,14 @@ __all__ = [
     "MAD_TO_SIGMA",
     "incidence_matrix",
     "interface_offset_error",
+    "map_covariance",
     "median_variance",
     "offset_error",
     "pedestal_covariance",
     "pedestal_errors",
     "profile_variance",
     "smoothing_coefficients",
+    "solve_map",
 ]
 
 def profile_variance(strip: np.ndarray, profile: np.ndarray, side: int) -> np.ndarray:
@@ -205,6 +207,36 @@ def incidence_matrix(grid: AmpGrid) -> np.ndarray:
     return out
 
 
+def solve_map(grid: AmpGrid) -> np.ndarray:
+    """``pinv(A) @ B`` of the grid's solve (`incidence_matrix`): pedestals ``M @ o`` from
+    the interface offsets ``o``.
+
+    Cached on the grid's contents (a visit has a few detector geometries): read-only, and
+    the numbers `pedestal_covariance` forms from the same matrices.
+    """
+    a = np.asarray(grid.associations, dtype=np.float64)
+    return _solve_map(a.tobytes(), a.shape, grid.interfaces)
+
+
+@functools.lru_cache(maxsize=64)
+def _solve_map(buffer: bytes, shape: tuple[int, int], interfaces: tuple) -> np.ndarray:
+    a = np.frombuffer(buffer, dtype=np.float64).reshape(shape).copy()
+    incidence = np.zeros((shape[0], len(interfaces)))
+    for k, itf in enumerate(interfaces):
+        w = -float(a[itf.a, itf.b])
+        incidence[itf.a, k] = w
+        incidence[itf.b, k] = -w
+    out = np.linalg.pinv(a) @ incidence
+    out.flags.writeable = False
+    return out
+
+
+def map_covariance(m: np.ndarray, offset_errors: np.ndarray) -> np.ndarray:
+    """``M diag(e**2) M^T``: `pedestal_covariance` given ``M`` (`solve_map`)."""
+    e = np.asarray(offset_errors, dtype=np.float64)
+    return (m * e[None, :] ** 2) @ m.T
+
+
 def pedestal_covariance(associations: np.ndarray, incidence: np.ndarray,
                         offset_errors: np.ndarray) -> np.ndarray:
     """``Cov(p)`` of ``p = pinv(A) @ B @ o`` for independent offsets of the given errors.
@@ -292,7 +324,7 @@ def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) 
     e = np.where(used, np.asarray(offset_errors, dtype=np.float64), 0.0)
     if not np.isfinite(e).all():
         return np.full(grid.associations.shape[0], np.nan)
-    cov = pedestal_covariance(grid.associations, incidence_matrix(grid), e)
+    cov = map_covariance(solve_map(grid), e)
     out = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     constrained = np.zeros(out.shape[0], dtype=bool)
     for k, itf in enumerate(grid.interfaces):

@@ -201,3 +201,28 @@ def test_offset_and_error_match_the_plain_computation_bit_for_bit(kind, window_f
         if kind == "valid_run_shorter_than_window" and window_frac:
             assert np.isfinite(avg).sum() == 4 and res.offset_raw == pytest.approx(
                 12.0 - float(np.mean(sb.profile[100:104])), abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["R02_S02", "R22_S11", "R00_SG0"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_solve_map_is_the_solves_pinv_times_incidence_cached(name, weighted):
+    from ampoffset_dask.algorithm.uncertainty import (
+        incidence_matrix,
+        map_covariance,
+        pedestal_covariance,
+        solve_map,
+    )
+
+    grid = get_camera("lsstcam")[name].grid(weighted)
+    m = solve_map(grid)
+    want = np.linalg.pinv(grid.associations.astype(np.float64)) @ incidence_matrix(grid)
+    assert np.array_equal(m, want)
+    assert solve_map(grid) is m and not m.flags.writeable
+    # Pedestals p = M o solve LSST's system for any offsets (gauge: they sum to zero).
+    o = np.random.default_rng(1).normal(0.0, 3.0, len(grid.interfaces))
+    p = m @ o
+    b = incidence_matrix(grid) @ o
+    assert np.allclose(grid.associations @ p, b) and abs(p.sum()) < 1e-9
+    e = np.abs(o)
+    assert np.array_equal(map_covariance(m, e),
+                          pedestal_covariance(grid.associations, incidence_matrix(grid), e))
