@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -25,7 +25,8 @@ import numpy as np
 from .offsets import _window_bounds
 from .strips import StripStats, exact_median, strip_stats
 
-__all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "interface_gain"]
+__all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "gain_steps",
+           "interface_gain"]
 
 #: ``gain_like`` needs the slope to differ from zero by this many standard errors.
 GAIN_LIKE_SIGMA = 4.0
@@ -230,10 +231,99 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
     lines' levels extrapolated to the boundary (`_boundary_values`).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_a, var_a, model_a = _boundary_values(stats_a)
-        mean_b, var_b, model_b = _boundary_values(stats_b)
+        bound_a = _boundary_values(stats_a)
+        bound_b = _boundary_values(stats_b)
         level = _running_mean(0.5 * (stats_a.level.astype(np.float64) + stats_b.level),
                               _SMOOTH)
+    return _fit_step(bound_a, bound_b, level, threshold)
+
+
+def gain_steps(pairs: Sequence[tuple[StripStats, StripStats]],
+               threshold: float = GAIN_LIKE_SIGMA) -> list[GainStep]:
+    """`gain_step` of several interfaces (``(A's strip, B's strip)`` each), the same
+    numbers with the per-line work of equally long strips done in one set of array
+    operations (each line and each strip still reduced on its own, in the same order)."""
+    strips: dict[int, StripStats] = {}
+    for pair in pairs:
+        for st in pair:
+            strips.setdefault(id(st), st)
+    by_length: dict[int, list[int]] = {}
+    for key, st in strips.items():
+        by_length.setdefault(st.profile.shape[0], []).append(key)
+    bounds = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for keys in by_length.values():
+            bounds.update(zip(keys, _boundary_values_stacked([strips[k] for k in keys]),
+                              strict=True))
+        out = []
+        for a, b in pairs:
+            level = _running_mean(0.5 * (a.level.astype(np.float64) + b.level), _SMOOTH)
+            out.append(_fit_step(bounds[id(a)], bounds[id(b)], level, threshold))
+    return out
+
+
+def _boundary_values_stacked(group: list[StripStats]) -> list[tuple[np.ndarray, np.ndarray,
+                                                                    float]]:
+    """`_boundary_values` of strips of one length: the strips whose every line is usable
+    (the usual case) in one set of array operations, each row reduced along itself (the
+    pairwise sums of a 1-d array), the others one by one. (Call under ``np.errstate``.)"""
+    length = group[0].profile.shape[0]
+    out: list = [None] * len(group)
+    sigma = np.array([st.sigma for st in group], dtype=np.float64)
+    rows = np.isfinite(sigma) if length >= 3 else np.zeros(len(group), dtype=bool)
+    if rows.any():
+        idx = np.flatnonzero(rows)
+        sxx = np.stack([group[i].dist_sxx for i in idx])
+        slope = np.stack([group[i].dist_sxy for i in idx]) / sxx
+        ym = np.stack([group[i].clip_mean for i in idx])
+        xm = np.stack([group[i].dist_mean for i in idx])
+        ok = np.isfinite(slope)
+        ok &= sxx > 0
+        ok &= np.isfinite(ym)
+        ok &= np.isfinite(xm)
+        every = ok.all(axis=1)
+        if not every.all():  # strips with an unusable line: one by one below
+            rows[idx[~every]] = False
+            idx = idx[every]
+            sxx, slope, ym, xm = sxx[every], slope[every], ym[every], xm[every]
+        if idx.shape[0]:
+            n = np.stack([group[i].clip_count for i in idx])
+            sig = sigma[idx]
+            sw = np.add.reduce(sxx, axis=1)
+            l0 = np.add.reduce(sxx * ym, axis=1) / sw
+            s0 = np.add.reduce(sxx * slope, axis=1) / sw
+            dl = ym - l0[:, None]
+            wdl = sxx * dl
+            den = np.add.reduce(wdl * dl, axis=1)
+            beta = np.where(den > 0, np.add.reduce(wdl * (slope - s0[:, None]), axis=1) / den,
+                            0.0)
+            slope_fit = s0[:, None] + beta[:, None] * dl
+            r = slope - slope_fit
+            chi2 = np.add.reduce(sxx * (r * r), axis=1) / (sig * sig)
+            chi2 = np.maximum(chi2 / max(length - 2, 1), 1.0)
+            beta_err = np.where((sig > 0) & (den > 0), np.sqrt(chi2 * sig * sig / den), 0.0)
+            gain_term = np.add.reduce(xm, axis=1) / length * beta_err
+            value = ym - slope_fit * xm
+            var = (sig * sig)[:, None] / n + xm * xm * (sig * sig / sw)[:, None]
+            bad = ~(n > 0)
+            bad |= ~np.isfinite(value)
+            if bad.any():
+                value[bad] = np.nan
+                var[bad] = np.nan
+            for j, i in enumerate(idx):
+                out[i] = (value[j], var[j], float(gain_term[j]))
+    for i in np.flatnonzero(~rows):
+        out[i] = _boundary_values(group[i])
+    return out
+
+
+def _fit_step(bound_a: tuple[np.ndarray, np.ndarray, float],
+              bound_b: tuple[np.ndarray, np.ndarray, float], level: np.ndarray,
+              threshold: float) -> GainStep:
+    """The clipped fit of the step against the level (`gain_step` given both strips'
+    `_boundary_values` and the running mean of their levels)."""
+    mean_a, var_a, model_a = bound_a
+    mean_b, var_b, model_b = bound_b
     d = mean_a - mean_b
     var = var_a + var_b
     ok = np.isfinite(d)

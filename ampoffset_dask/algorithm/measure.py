@@ -37,7 +37,7 @@ from .detection import (
     smooth,
 )
 from .edges import strip_slices
-from .gain import GainStep, amp_levels, gain_step
+from .gain import GainStep, amp_levels, gain_steps
 from .offsets import InterfaceOffset, measure_interface, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
@@ -294,10 +294,11 @@ def measure_detector(
         all_masked = masked == total  # only masked or non-finite pixels are NaN
 
     window = config.amp_edge_window_frac if config.do_window_smoothing else None
-    results: list[InterfaceResult] = []
     offsets: dict[tuple[int, int], float] = {}
-    for itf in grid.interfaces:
-        stats_a, stats_b = stats[(itf.a, itf.side)], stats[(itf.b, (itf.side + 2) % 4)]
+    pairs = [(stats[(itf.a, itf.side)], stats[(itf.b, (itf.side + 2) % 4)])
+             for itf in grid.interfaces]
+    measured = []
+    for itf, (stats_a, stats_b) in zip(grid.interfaces, pairs, strict=True):
         res, smoothed = measure_interface(itf.id, stats_a.profile, stats_b.profile,
                                           window_frac=window,
                                           min_frac=config.amp_edge_min_frac,
@@ -309,8 +310,11 @@ def measure_detector(
             logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
             warnings.append(f"interface {itf.id} fully masked")
         offsets[(itf.a, itf.b)] = res.offset
-        gain = gain_step(stats_a, stats_b)
-        results.append(_interface_result(itf, detector, res, err, gain))
+        measured.append((res, err))
+    # The gain diagnosis of all interfaces at once: equally long strips share the work.
+    results = [_interface_result(itf, detector, res, err, gain)
+               for itf, (res, err), gain in zip(grid.interfaces, measured, gain_steps(pairs),
+                                                strict=True)]
 
     if all_masked:
         pedestals = np.zeros(len(detector))

@@ -192,3 +192,29 @@ def test_running_mean_all_valid_and_masked_agree_with_counts():
             got = _running_mean(v, window)
             assert np.array_equal(got, reference(v, window), equal_nan=True)
     assert np.isnan(got[60:120]).all() and np.isfinite(got[1:7]).all()
+
+
+def test_gain_steps_equal_gain_step_per_interface():
+    # Strips of two lengths, some with unusable lines, all masked or too short to fit:
+    # the stacked rows and the one-by-one fallbacks give gain_step's numbers.
+    from diagnostics_reference import gain_step as reference
+
+    from ampoffset_dask.algorithm.gain import gain_step, gain_steps
+
+    rng = np.random.default_rng(11)
+    pairs = []
+    for kind in ("clean", "outliers", "masked", "drifting", "all_masked", "few_lines",
+                 "clean", "clean"):
+        pairs.append(_gain_case(rng, kind))
+    for n in (2, 40):  # other lengths (two lines: below the three a strip's fit needs)
+        a = rng.normal(3000.0, 20.0, (n, 16)).astype(np.float32)
+        a += np.linspace(0.0, 2000.0, n, dtype=np.float32)[:, None]
+        pairs.append((strip_stats(a, 1), strip_stats(a[::-1].copy(), 3)))
+    got = gain_steps(pairs)
+    assert len(got) == len(pairs)
+    for (a, b), g in zip(pairs, got, strict=True):
+        one = gain_step(a, b)
+        assert all(_same(x, y) for x, y in zip(g, one, strict=True)), (g, one)
+        assert all(_same(x, y) for x, y in zip(g, reference(a, b), strict=True))
+    assert sum(math.isfinite(g.gain_ratio) for g in got) >= 6
+    assert gain_steps([]) == []
