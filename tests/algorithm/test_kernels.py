@@ -793,7 +793,8 @@ def test_put_lines_agree_and_compile_once():
     kept, masked and non-finite pixels the one NaN) for every combination of inputs, mask
     types and byte orders, strided strips and both orientations; the compiled reads (a
     mask and/or the finiteness test on float32 strips, any integer mask) share one
-    compiled specialization."""
+    compiled specialization, and so do the default configuration's reads (``bad`` and
+    ``extra`` together)."""
     rng = np.random.default_rng(8)
     image = rng.normal(0, 1, (60, 50)).astype(np.float32)
     for value in (np.inf, -np.inf, np.nan):
@@ -822,6 +823,7 @@ def test_put_lines_agree_and_compile_once():
         NUMBA.put_lines(got, src, True, mask=mask, bits=0xF, finite=True)
         np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
     assert len(NUMBA._put_lines.signatures) == 1
+    assert len(NUMBA._put_masked.signatures) == 1
 
 
 # ------------------------------------------------------------------------------------------

@@ -1309,6 +1309,25 @@ def _put_lines(dest, src, rs, mask, ms, bits, flip, finite):
                 dest[j, i] = row[j]
 
 
+@njit(**_JIT)
+def _put_masked(dest, src, rs, bad, bs, extra, es, flip):
+    """`put_lines` of the default configuration's read: strip row ``i`` is ``src[i * rs:]``,
+    NaN where ``bad[i * bs:]`` or ``extra[i * es:]`` is True (one pass, branch-free rows)."""
+    h, w = (dest.shape[1], dest.shape[0]) if flip else dest.shape
+    nan = np.float32(np.nan)
+    row = np.empty(w, dtype=np.float32)
+    for i in range(h):
+        out = row if flip else dest[i]
+        v = src[i * rs:i * rs + w]
+        b = bad[i * bs:i * bs + w]
+        e = extra[i * es:i * es + w]
+        for j in range(w):
+            out[j] = nan if b[j] | e[j] else v[j]
+        if flip:
+            for j in range(w):
+                dest[j, i] = row[j]
+
+
 _NONE_INT = np.zeros(0, dtype=np.int32)
 _NONE_INT.flags.writeable = False
 
@@ -1318,13 +1337,27 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
               extra: np.ndarray | None = None, finite: bool = False) -> None:
     """See `ampoffset_dask.algorithm.kernels._numpy.put_lines`.
 
-    Compiled for the reads of edges only (a mask and/or the finiteness test): one pass over
+    Compiled for the reads of edges only (a mask and/or the finiteness test) and for the
+    default configuration's read (both ``bad`` and ``extra``, nothing else): one pass over
     a float32 strip read in place, no temporaries. A mask of another integer type or byte
     order is converted to int32 first (the same low 31 bits: ``bits`` must fit in them, as
-    the reference's int32 test requires). Plain copies and the default configuration's
-    bad/extra masks take the reference (numpy is as fast there), as do other pixel types.
+    the reference's int32 test requires). Plain copies take the reference (numpy is as
+    fast there), as do other pixel types and mask combinations.
     """
     use_mask = mask is not None and bits != 0
+    if not use_mask and not finite and bad is not None and extra is not None:
+        v = np.asarray(strip)
+        b = np.asarray(bad)
+        e = np.asarray(extra)
+        if (v.ndim == 2 and v.dtype == np.float32 and v.dtype.isnative
+                and b.dtype == np.bool_ and e.dtype == np.bool_
+                and b.shape == v.shape and e.shape == v.shape and dest.dtype == np.float32
+                and dest.flags.c_contiguous and dest.flags.writeable
+                and dest.shape == (v.shape[::-1] if flip else v.shape) and v.size):
+            src, fb, fe = _flat_rows(v), _flat_rows(b), _flat_rows(e)
+            if src is not None and fb is not None and fe is not None:
+                _put_masked(dest, src[0], src[1], fb[0], fb[1], fe[0], fe[1], bool(flip))
+                return
     if bad is None and extra is None and (use_mask or finite):
         v = np.asarray(strip)
         if v.dtype.kind == "f" and v.dtype.itemsize == 4 and not v.dtype.isnative:
