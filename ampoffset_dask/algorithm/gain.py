@@ -264,57 +264,74 @@ def gain_steps(pairs: Sequence[tuple[StripStats, StripStats]],
 
 def _boundary_values_stacked(group: list[StripStats]) -> list[tuple[np.ndarray, np.ndarray,
                                                                     float]]:
-    """`_boundary_values` of strips of one length: the strips whose every line is usable
-    (the usual case) in one set of array operations, each row reduced along itself (the
-    pairwise sums of a 1-d array), the others one by one. (Call under ``np.errstate``.)"""
+    """`_boundary_values` of strips of one length, in one set of array operations per
+    pattern of usable lines (every line, or all but the same masked ones, e.g. at a
+    detector's border): the usable lines of such strips are selected alike, and each row
+    is reduced along itself (the pairwise sums of a 1-d array). Other strips one by one.
+    (Call under ``np.errstate(invalid="ignore", divide="ignore")``.)"""
     length = group[0].profile.shape[0]
     out: list = [None] * len(group)
     sigma = np.array([st.sigma for st in group], dtype=np.float64)
-    rows = np.isfinite(sigma) if length >= 3 else np.zeros(len(group), dtype=bool)
-    if rows.any():
-        idx = np.flatnonzero(rows)
-        sxx = np.stack([group[i].dist_sxx for i in idx])
-        slope = np.stack([group[i].dist_sxy for i in idx]) / sxx
-        ym = np.stack([group[i].clip_mean for i in idx])
-        xm = np.stack([group[i].dist_mean for i in idx])
+    rows = np.flatnonzero(np.isfinite(sigma)) if length >= 3 else np.zeros(0, np.intp)
+    if rows.shape[0]:
+        sxx = np.stack([group[i].dist_sxx for i in rows])
+        slope = np.stack([group[i].dist_sxy for i in rows]) / sxx
+        ym = np.stack([group[i].clip_mean for i in rows])
+        xm = np.stack([group[i].dist_mean for i in rows])
         ok = np.isfinite(slope)
-        ok &= sxx > 0
+        ok &= sxx > 0  # (_boundary_values sets the slope of these lines to NaN)
         ok &= np.isfinite(ym)
-        ok &= np.isfinite(xm)
-        every = ok.all(axis=1)
-        if not every.all():  # strips with an unusable line: one by one below
-            rows[idx[~every]] = False
-            idx = idx[every]
-            sxx, slope, ym, xm = sxx[every], slope[every], ym[every], xm[every]
-        if idx.shape[0]:
-            n = np.stack([group[i].clip_count for i in idx])
-            sig = sigma[idx]
-            sw = np.add.reduce(sxx, axis=1)
-            l0 = np.add.reduce(sxx * ym, axis=1) / sw
-            s0 = np.add.reduce(sxx * slope, axis=1) / sw
-            dl = ym - l0[:, None]
-            wdl = sxx * dl
+        fin = np.isfinite(xm)
+        patterns: dict[bytes, list[int]] = {}
+        for j in range(rows.shape[0]):
+            patterns.setdefault(ok[j].tobytes() + fin[j].tobytes(), []).append(j)
+        for members in patterns.values():
+            js = np.array(members)
+            use, use_x = ok[members[0]], fin[members[0]]
+            n_ok, n_x = int(np.count_nonzero(use)), int(np.count_nonzero(use_x))
+            if n_ok < 3 or n_x == 0:  # no slope model, or no distance: one by one
+                continue
+            every = n_ok == length
+            g_sxx, g_slope, g_ym, g_xm = sxx[js], slope[js], ym[js], xm[js]
+            # (Selected columns as C-contiguous rows: numpy sums pairwise only along the
+            # fast axis, as for a 1-d array.)
+            w, lv, sl = ((g_sxx, g_ym, g_slope) if every else
+                         (_columns(g_sxx, use), _columns(g_ym, use), _columns(g_slope, use)))
+            sig = sigma[rows[js]]
+            sw = np.add.reduce(w, axis=1)
+            l0 = np.add.reduce(w * lv, axis=1) / sw
+            s0 = np.add.reduce(w * sl, axis=1) / sw
+            dl = lv - l0[:, None]
+            wdl = w * dl
             den = np.add.reduce(wdl * dl, axis=1)
-            beta = np.where(den > 0, np.add.reduce(wdl * (slope - s0[:, None]), axis=1) / den,
+            beta = np.where(den > 0, np.add.reduce(wdl * (sl - s0[:, None]), axis=1) / den,
                             0.0)
-            slope_fit = s0[:, None] + beta[:, None] * dl
-            r = slope - slope_fit
-            chi2 = np.add.reduce(sxx * (r * r), axis=1) / (sig * sig)
-            chi2 = np.maximum(chi2 / max(length - 2, 1), 1.0)
+            slope_fit = s0[:, None] + beta[:, None] * (g_ym - l0[:, None])
+            r = sl - (slope_fit if every else _columns(slope_fit, use))
+            chi2 = np.add.reduce(w * (r * r), axis=1) / (sig * sig)
+            chi2 = np.maximum(chi2 / max(n_ok - 2, 1), 1.0)
             beta_err = np.where((sig > 0) & (den > 0), np.sqrt(chi2 * sig * sig / den), 0.0)
-            gain_term = np.add.reduce(xm, axis=1) / length * beta_err
-            value = ym - slope_fit * xm
-            var = (sig * sig)[:, None] / n + xm * xm * (sig * sig / sw)[:, None]
+            fx = g_xm if n_x == length else _columns(g_xm, use_x)
+            gain_term = np.add.reduce(fx, axis=1) / n_x * beta_err
+            n = np.stack([group[rows[j]].clip_count for j in members])
+            value = g_ym - slope_fit * g_xm
+            var = (sig * sig)[:, None] / n + g_xm * g_xm * (sig * sig / sw)[:, None]
             bad = ~(n > 0)
             bad |= ~np.isfinite(value)
             if bad.any():
                 value[bad] = np.nan
                 var[bad] = np.nan
-            for j, i in enumerate(idx):
-                out[i] = (value[j], var[j], float(gain_term[j]))
-    for i in np.flatnonzero(~rows):
-        out[i] = _boundary_values(group[i])
+            for k, j in enumerate(members):
+                out[rows[j]] = (value[k], var[k], float(gain_term[k]))
+    for i, res in enumerate(out):
+        if res is None:
+            out[i] = _boundary_values(group[i])
     return out
+
+
+def _columns(a: np.ndarray, use: np.ndarray) -> np.ndarray:
+    """``a[:, use]`` as a C-contiguous array (rows summed like 1-d arrays)."""
+    return np.ascontiguousarray(a[:, use])
 
 
 def _fit_step(bound_a: tuple[np.ndarray, np.ndarray, float],

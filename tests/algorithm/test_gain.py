@@ -218,3 +218,27 @@ def test_gain_steps_equal_gain_step_per_interface():
         assert all(_same(x, y) for x, y in zip(g, reference(a, b), strict=True))
     assert sum(math.isfinite(g.gain_ratio) for g in got) >= 6
     assert gain_steps([]) == []
+
+
+def test_gain_steps_with_the_same_lines_masked_in_many_strips():
+    # Strips masked alike (a detector's border lines, as detection's EDGE masks them) are
+    # reduced together on their usable lines: still gain_step's numbers, bit for bit.
+    from ampoffset_dask.algorithm.gain import gain_step, gain_steps
+
+    rng = np.random.default_rng(21)
+    pairs = []
+    for k in range(6):
+        n = 300
+        level = np.linspace(2000.0, 9000.0, n)[:, None]
+        a = (level * 1.002 + rng.normal(0.0, 30.0, (n, 16))).astype(np.float32)
+        b = (level + rng.normal(0.0, 30.0, (n, 16))).astype(np.float32)
+        a[:7] = np.nan  # the same border lines in every A strip
+        b[-7:] = np.nan
+        if k % 2:
+            b[:, :3] = np.nan  # and some masked columns
+        pairs.append((strip_stats(a, 1, raw=a), strip_stats(b, 3, raw=b)))
+    got = gain_steps(pairs)
+    for (a, b), g in zip(pairs, got, strict=True):
+        one = gain_step(a, b)
+        assert math.isfinite(one.gain_ratio)
+        assert all(_same(x, y) for x, y in zip(g, one, strict=True)), (g, one)
