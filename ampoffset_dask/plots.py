@@ -42,9 +42,15 @@ def _figure(size: tuple[float, float]):
         raise ImportError(
             "plots need matplotlib: pip install 'ampoffset-dask[plot]'"
         ) from exc
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     # Whole tenths of an inch: the saved PNG is then exactly size x DPI pixels.
     size = (round(size[0], 1), round(size[1], 1))
-    return Figure(figsize=size, dpi=DPI, layout="constrained")
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    # An Agg canvas of its own: `save_figure` lays the figure out and renders the PNG with
+    # one renderer, which keeps its text extents cached between the two.
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _colorbar_axes(ax: Any) -> Any:
@@ -55,13 +61,27 @@ def _colorbar_axes(ax: Any) -> Any:
 
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Save ``fig`` as PNG at `DPI` through a temporary file renamed into place."""
+    from matplotlib import rc_context
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    engine = fig.get_layout_engine()
     try:
+        if engine is not None:
+            # With a layout engine, savefig first draws the whole figure without rendering
+            # (to lay it out), then again to render. Running the layout alone and saving
+            # without the engine skips that first draw (about a fifth of the saving time)
+            # and writes the same bytes; the engine is restored for later draws.
+            engine.execute(fig)
+            with rc_context({"figure.autolayout": False,
+                             "figure.constrained_layout.use": False}):
+                fig.set_layout_engine(None)  # "none" would leave a placeholder engine
         fig.savefig(tmp, dpi=DPI, format="png")
         os.replace(tmp, path)
     finally:
+        if engine is not None:
+            fig.set_layout_engine(engine)
         if tmp.exists():
             tmp.unlink()
     logger.info("wrote %s", path)

@@ -276,3 +276,26 @@ def test_focal_plane_position_from_offset_when_corners_are_missing(camera):
     for name in ("R22_S11", "R01_S00", "R30_S22"):
         expected = np.asarray(camera.info(name)["corners_mm"])[:, :2]
         np.testing.assert_allclose(_corners_mm(stripped, name), expected, atol=0.02)
+
+
+def test_save_figure_writes_what_savefig_writes(tmp_path, camera):
+    """save_figure lays the figure out itself and saves without the layout engine: the PNG
+    is byte for byte matplotlib's own savefig (which lays out during a draw of its own), for
+    a figure with an inset colour bar, and the figure keeps its constrained layout."""
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    from ampoffset_dask.plots import save_figure
+
+    det = camera["R22_S11"]
+    peds = np.linspace(-2, 2, 16)
+    interfaces = pd.DataFrame({"amp_a": ["C10"], "amp_b": ["C11"], "offset": [0.5]})
+    fig = amp_map(peds, det, interfaces=interfaces)
+    engine = fig.get_layout_engine()
+    ours = save_figure(fig, tmp_path / "ours.png")
+    assert fig.get_layout_engine() is engine
+    assert isinstance(engine, ConstrainedLayoutEngine)
+    reference = tmp_path / "reference.png"
+    amp_map(peds, det, interfaces=interfaces).savefig(reference, dpi=DPI, format="png")
+    assert ours.read_bytes() == reference.read_bytes()
+    check_png(ours, tuple(fig.get_size_inches()))
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
