@@ -134,6 +134,7 @@ class Camera:
         self._raw: dict[str, tuple[RawAmp, ...]] = {}
         self._by_id: dict[int, str] = {}
         self._by_lower: dict[str, str] = {}
+        self._parsed: dict[Any, tuple[tuple[Amplifier, ...], tuple[RawAmp, ...]]] = {}
         for k, det in enumerate(dets):
             self._add_detector(det, k)
 
@@ -204,6 +205,34 @@ class Camera:
         else:
             width = max(_box(a["bbox"], where)[0] + _box(a["bbox"], where)[2] for a in amps_doc)
             height = max(_box(a["bbox"], where)[1] + _box(a["bbox"], where)[3] for a in amps_doc)
+        if layout_key not in self._parsed:  # parsed with the first detector of the layout
+            self._parsed[layout_key] = self._parse_amps(layout, amps_doc, where)
+        amps, raws = self._parsed[layout_key]
+        try:
+            detector = Detector(name, width, height, amps, det_id)
+        except GeometryError as exc:
+            raise InputError(f"{where}: {exc}") from exc
+        if name in self._detectors:
+            raise InputError(f"{where}: duplicate detector name")
+        if det_id in self._by_id:
+            raise InputError(f"{where}: id {det_id} is also used by {self._by_id[det_id]!r}")
+        self._detectors[name] = detector
+        self._raw[name] = raws
+        self._by_id[det_id] = name
+        self._by_lower[name.lower()] = name
+        info = {k: copy.deepcopy(v) for k, v in det.items()}
+        info.update(name=name, id=det_id, physical_type=str(layout_key),
+                    type=str(det.get("type", "SCIENCE")), width=width, height=height)
+        if "raft" not in info and "_" in name and name.startswith("R"):
+            info["raft"] = name.split("_")[0]
+        self._info[name] = info
+
+    @staticmethod
+    def _parse_amps(layout: Mapping[str, Any], amps_doc: Any, where: str
+                    ) -> tuple[tuple[Amplifier, ...], tuple[RawAmp, ...]]:
+        """The amps and raw-assembly boxes (empty unless every amp has them) of an amp
+        layout, parsed once per camera: the detectors sharing it (up to 189) get the same
+        immutable amps. ``where`` names the first detector using it, in errors."""
         raw_default = layout.get("raw_amp_geometry", {})
         amps, raws = [], []
         for a in amps_doc:
@@ -224,24 +253,7 @@ class Camera:
                 bool(a.get("raw_flip_x", False)), bool(a.get("raw_flip_y", False)),
                 None if hdu is None else int(hdu), extname,
             ))
-        try:
-            detector = Detector(name, width, height, tuple(amps), det_id)
-        except GeometryError as exc:
-            raise InputError(f"{where}: {exc}") from exc
-        if name in self._detectors:
-            raise InputError(f"{where}: duplicate detector name")
-        if det_id in self._by_id:
-            raise InputError(f"{where}: id {det_id} is also used by {self._by_id[det_id]!r}")
-        self._detectors[name] = detector
-        self._raw[name] = tuple(raws) if len(raws) == len(amps) else ()
-        self._by_id[det_id] = name
-        self._by_lower[name.lower()] = name
-        info = {k: copy.deepcopy(v) for k, v in det.items()}
-        info.update(name=name, id=det_id, physical_type=str(layout_key),
-                    type=str(det.get("type", "SCIENCE")), width=width, height=height)
-        if "raft" not in info and "_" in name and name.startswith("R"):
-            info["raft"] = name.split("_")[0]
-        self._info[name] = info
+        return tuple(amps), (tuple(raws) if len(raws) == len(amps) else ())
 
     # -- queries -----------------------------------------------------------------------------
     @property

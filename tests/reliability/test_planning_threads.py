@@ -39,3 +39,19 @@ def test_planning_in_threads_builds_each_camera_once(sim4):
     # every built-in camera was looked at (the detector's camera is guessed), each built once
     info = camera_module._build_builtin.cache_info()
     assert info.misses == info.currsize == len(camera_module.list_cameras())
+
+
+def test_shared_amp_layouts_give_each_detector_its_own_geometry():
+    # a camera parses each amp layout once and its detectors share the amps: every detector
+    # of every built-in camera equals the one of a camera describing only that detector
+    import json
+
+    for name in camera_module.list_cameras():
+        cam = get_camera(name)
+        doc = json.loads((camera_module._DATA_DIR / camera_module._BUILTIN[name]).read_text())
+        for k, det in enumerate(doc["detectors"]):
+            alone = camera_module.Camera({**doc, "detectors": [{"id": k, **det}]}, name=name)
+            key = str(det["name"])
+            assert alone[key] == cam[key], (name, key)
+            assert alone.raw_amps(key) == cam.raw_amps(key), (name, key)
+            assert alone.info(key) == cam.info(key), (name, key)
