@@ -129,7 +129,7 @@ _PARTS = (
     ("strip statistics (all; LSST's edge profiles among them)", "strips.py", "lines_stats"),
     ("offsets and clip (LSST)", "offsets.py", "measure_interface"),
     ("solve (LSST)", "solve.py", "solve_pedestals"),
-    ("offset errors (diagnostic)", "uncertainty.py", "interface_offset_error"),
+    ("offset errors (diagnostic)", "uncertainty.py", "interface_offset_errors"),
     ("pedestal errors (diagnostic)", "uncertainty.py", "pedestal_errors"),
     ("gain diagnosis (diagnostic)", "gain.py", "gain_steps"),
     ("amp levels (diagnostic)", "gain.py", "amp_levels"),

@@ -42,7 +42,7 @@ from .offsets import InterfaceOffset, measure_interface, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
 from .strips import StripBlock, lines_stats, strip_blocks
-from .uncertainty import interface_offset_error, pedestal_errors
+from .uncertainty import interface_offset_errors, pedestal_errors
 
 __all__ = ["check_amp_geometry", "measure_detector"]
 
@@ -298,19 +298,24 @@ def measure_detector(
     pairs = [(stats[(itf.a, itf.side)], stats[(itf.b, (itf.side + 2) % 4)])
              for itf in grid.interfaces]
     measured = []
+    smoothed_all = []
     for itf, (stats_a, stats_b) in zip(grid.interfaces, pairs, strict=True):
         res, smoothed = measure_interface(itf.id, stats_a.profile, stats_b.profile,
                                           window_frac=window,
                                           min_frac=config.amp_edge_min_frac,
                                           max_offset=config.amp_edge_max_offset)
-        err = interface_offset_error(stats_a, stats_b, smoothed, res.offset_raw)
+        err = math.nan  # LSST's estimator: the offsets' errors of all interfaces below
         if interface_estimator is not None:
             res, err = interface_estimator(res, stats_a, stats_b, config)
+        smoothed_all.append(smoothed)
         if res.good_frac == 0.0 and res.min_frac_fail and res.offset_raw == 0.0:
             logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
             warnings.append(f"interface {itf.id} fully masked")
         offsets[(itf.a, itf.b)] = res.offset
         measured.append((res, err))
+    if interface_estimator is None:  # equally long interfaces share the work
+        errors = interface_offset_errors(pairs, smoothed_all, [r.offset_raw for r, _ in measured])
+        measured = [(r, e) for (r, _), e in zip(measured, errors, strict=True)]
     # The gain diagnosis of all interfaces at once: equally long strips share the work.
     results = [_interface_result(itf, detector, res, err, gain)
                for itf, (res, err), gain in zip(grid.interfaces, measured, gain_steps(pairs),

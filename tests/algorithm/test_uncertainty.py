@@ -226,3 +226,41 @@ def test_solve_map_is_the_solves_pinv_times_incidence_cached(name, weighted):
     e = np.abs(o)
     assert np.array_equal(map_covariance(m, e),
                           pedestal_covariance(grid.associations, incidence_matrix(grid), e))
+
+
+def test_interface_offset_errors_equal_the_error_per_interface():
+    # Interfaces of two lengths and windows; gaps, no clip width, a clip keeping nothing,
+    # an offset far outside the samples: the stacked rows and the one-by-one cases give
+    # interface_offset_error's numbers, bit for bit.
+    from ampoffset_dask.algorithm.offsets import measure_interface
+    from ampoffset_dask.algorithm.uncertainty import (
+        interface_offset_error,
+        interface_offset_errors,
+    )
+
+    rng = np.random.default_rng(4)
+    pairs, smoothed, offsets = [], [], []
+    for n in (240, 97):
+        for window_frac in (512 / 4176, 0.5, None):
+            for kind in ("plain", "integers", "masked_lines", "all_masked", "outliers"):
+                sa, sb = _interface_case(rng, kind, n)
+                res, sm = measure_interface("A-B", sa.profile, sb.profile,
+                                            window_frac=window_frac, min_frac=0.1,
+                                            max_offset=1e9)
+                variants = [(sm, res.offset_raw)]
+                if sm is not None:
+                    variants += [(sm._replace(clip_std=math.nan), res.offset_raw),
+                                 (sm._replace(clip_std=0.0), res.offset_raw + 1e3),
+                                 (sm, math.nan)]
+                for s, o in variants:
+                    pairs.append((sa, sb))
+                    smoothed.append(s)
+                    offsets.append(o)
+    got = interface_offset_errors(pairs, smoothed, offsets)
+    want = [interface_offset_error(a, b, s, o)
+            for (a, b), s, o in zip(pairs, smoothed, offsets, strict=True)]
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert g == w or (math.isnan(g) and math.isnan(w))
+    assert sum(math.isfinite(g) for g in got) > len(got) // 2
+    assert interface_offset_errors([], [], []) == []
