@@ -63,15 +63,36 @@ def test_catalog_names_resolve_on_first_use():
         raise AssertionError("expected AttributeError")
 
 
+def test_pipeline_names_resolve_on_first_use():
+    import ampoffset_dask.pipeline as pipeline
+
+    for name in pipeline.__all__:
+        assert name in dir(pipeline)
+        value = getattr(pipeline, name)
+        if name in pipeline._LAZY:
+            module = importlib.import_module(f"ampoffset_dask.pipeline.{pipeline._LAZY[name]}")
+            assert value is getattr(module, name)
+    assert set(pipeline._LAZY) <= set(pipeline.__all__)
+    try:
+        pipeline.no_such_name  # noqa: B018
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
 def test_a_worker_importing_the_job_skips_the_catalog_readers():
     """Every dask worker imports the per-detector job; reading catalogs (pandas,
-    pyarrow.dataset) is the client's business."""
+    pyarrow.dataset, pyarrow.compute, pyarrow.parquet) and running `process` (the rest of
+    ``ampoffset_dask.pipeline``) are the client's business."""
     import subprocess
     import sys
 
     code = (
         "import sys, ampoffset_dask.pipeline.detector_job;"
-        "print(sorted(m for m in ('pandas', 'pyarrow.dataset') if m in sys.modules))"
+        "print(sorted(m for m in ('pandas', 'pyarrow.dataset', 'pyarrow.compute',"
+        " 'pyarrow.parquet', 'ampoffset_dask.pipeline.run', 'ampoffset_dask.pipeline.graph',"
+        " 'ampoffset_dask.catalog.read') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -6,15 +6,44 @@ in dask's configuration under the ``ampoffset`` key on import.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from ._config import load_defaults
 
 load_defaults()
 
-from .cluster import ClientHandle, get_client  # noqa: E402
-from .detector_job import process_file  # noqa: E402
-from .graph import build_graph, measure_visit  # noqa: E402
-from .options import RunOptions  # noqa: E402
-from .run import PreparedRun, RunSummary, execute, prepare, process, stream_tasks  # noqa: E402
+# Each public name and the module that defines it, imported when first used: a dask worker
+# unpickling its task imports this package and `detector_job` only, not `run` and the
+# catalog reader behind it (pyarrow.compute and pyarrow.parquet, ~0.15 CPU s per worker).
+_LAZY = {
+    "ClientHandle": "cluster",
+    "get_client": "cluster",
+    "process_file": "detector_job",
+    "build_graph": "graph",
+    "measure_visit": "graph",
+    "RunOptions": "options",
+    "PreparedRun": "run",
+    "RunSummary": "run",
+    "execute": "run",
+    "prepare": "run",
+    "process": "run",
+    "stream_tasks": "run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ClientHandle",
