@@ -129,9 +129,9 @@ _PARTS = (
     ("strip statistics (all; LSST's edge profiles among them)", "strips.py", "lines_stats"),
     ("offsets and clip (LSST)", "offsets.py", "measure_interface"),
     ("solve (LSST)", "solve.py", "solve_pedestals"),
-    ("offset errors (diagnostic)", "uncertainty.py", "interface_offset_errors"),
+    ("offset errors (diagnostic)", "uncertainty.py", "interface_offset_error"),
     ("pedestal errors (diagnostic)", "uncertainty.py", "pedestal_errors"),
-    ("gain diagnosis (diagnostic)", "gain.py", "gain_steps"),
+    ("gain diagnosis (diagnostic)", "gain.py", "gain_step"),
     ("amp levels (diagnostic)", "gain.py", "amp_levels"),
 )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import NamedTuple
 
 import numpy as np
@@ -25,8 +25,7 @@ import numpy as np
 from .offsets import _window_bounds
 from .strips import StripStats, exact_median, strip_stats
 
-__all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "gain_steps",
-           "interface_gain"]
+__all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "interface_gain"]
 
 #: ``gain_like`` needs the slope to differ from zero by this many standard errors.
 GAIN_LIKE_SIGMA = 4.0
@@ -231,116 +230,10 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
     lines' levels extrapolated to the boundary (`_boundary_values`).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
-        bound_a = _boundary_values(stats_a)
-        bound_b = _boundary_values(stats_b)
+        mean_a, var_a, model_a = _boundary_values(stats_a)
+        mean_b, var_b, model_b = _boundary_values(stats_b)
         level = _running_mean(0.5 * (stats_a.level.astype(np.float64) + stats_b.level),
                               _SMOOTH)
-    return _fit_step(bound_a, bound_b, level, threshold)
-
-
-def gain_steps(pairs: Sequence[tuple[StripStats, StripStats]],
-               threshold: float = GAIN_LIKE_SIGMA) -> list[GainStep]:
-    """`gain_step` of several interfaces (``(A's strip, B's strip)`` each), the same
-    numbers with the per-line work of equally long strips done in one set of array
-    operations (each line and each strip still reduced on its own, in the same order)."""
-    strips: dict[int, StripStats] = {}
-    for pair in pairs:
-        for st in pair:
-            strips.setdefault(id(st), st)
-    by_length: dict[int, list[int]] = {}
-    for key, st in strips.items():
-        by_length.setdefault(st.profile.shape[0], []).append(key)
-    bounds = {}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for keys in by_length.values():
-            bounds.update(zip(keys, _boundary_values_stacked([strips[k] for k in keys]),
-                              strict=True))
-        out = []
-        for a, b in pairs:
-            level = _running_mean(0.5 * (a.level.astype(np.float64) + b.level), _SMOOTH)
-            out.append(_fit_step(bounds[id(a)], bounds[id(b)], level, threshold))
-    return out
-
-
-def _boundary_values_stacked(group: list[StripStats]) -> list[tuple[np.ndarray, np.ndarray,
-                                                                    float]]:
-    """`_boundary_values` of strips of one length, in one set of array operations per
-    pattern of usable lines (every line, or all but the same masked ones, e.g. at a
-    detector's border): the usable lines of such strips are selected alike, and each row
-    is reduced along itself (the pairwise sums of a 1-d array). Other strips one by one.
-    (Call under ``np.errstate(invalid="ignore", divide="ignore")``.)"""
-    length = group[0].profile.shape[0]
-    out: list = [None] * len(group)
-    sigma = np.array([st.sigma for st in group], dtype=np.float64)
-    rows = np.flatnonzero(np.isfinite(sigma)) if length >= 3 else np.zeros(0, np.intp)
-    if rows.shape[0]:
-        sxx = np.stack([group[i].dist_sxx for i in rows])
-        slope = np.stack([group[i].dist_sxy for i in rows]) / sxx
-        ym = np.stack([group[i].clip_mean for i in rows])
-        xm = np.stack([group[i].dist_mean for i in rows])
-        ok = np.isfinite(slope)
-        ok &= sxx > 0  # (_boundary_values sets the slope of these lines to NaN)
-        ok &= np.isfinite(ym)
-        fin = np.isfinite(xm)
-        patterns: dict[bytes, list[int]] = {}
-        for j in range(rows.shape[0]):
-            patterns.setdefault(ok[j].tobytes() + fin[j].tobytes(), []).append(j)
-        for members in patterns.values():
-            js = np.array(members)
-            use, use_x = ok[members[0]], fin[members[0]]
-            n_ok, n_x = int(np.count_nonzero(use)), int(np.count_nonzero(use_x))
-            if n_ok < 3 or n_x == 0:  # no slope model, or no distance: one by one
-                continue
-            every = n_ok == length
-            g_sxx, g_slope, g_ym, g_xm = sxx[js], slope[js], ym[js], xm[js]
-            # (Selected columns as C-contiguous rows: numpy sums pairwise only along the
-            # fast axis, as for a 1-d array.)
-            w, lv, sl = ((g_sxx, g_ym, g_slope) if every else
-                         (_columns(g_sxx, use), _columns(g_ym, use), _columns(g_slope, use)))
-            sig = sigma[rows[js]]
-            sw = np.add.reduce(w, axis=1)
-            l0 = np.add.reduce(w * lv, axis=1) / sw
-            s0 = np.add.reduce(w * sl, axis=1) / sw
-            dl = lv - l0[:, None]
-            wdl = w * dl
-            den = np.add.reduce(wdl * dl, axis=1)
-            beta = np.where(den > 0, np.add.reduce(wdl * (sl - s0[:, None]), axis=1) / den,
-                            0.0)
-            slope_fit = s0[:, None] + beta[:, None] * (g_ym - l0[:, None])
-            r = sl - (slope_fit if every else _columns(slope_fit, use))
-            chi2 = np.add.reduce(w * (r * r), axis=1) / (sig * sig)
-            chi2 = np.maximum(chi2 / max(n_ok - 2, 1), 1.0)
-            beta_err = np.where((sig > 0) & (den > 0), np.sqrt(chi2 * sig * sig / den), 0.0)
-            fx = g_xm if n_x == length else _columns(g_xm, use_x)
-            gain_term = np.add.reduce(fx, axis=1) / n_x * beta_err
-            n = np.stack([group[rows[j]].clip_count for j in members])
-            value = g_ym - slope_fit * g_xm
-            var = (sig * sig)[:, None] / n + g_xm * g_xm * (sig * sig / sw)[:, None]
-            bad = ~(n > 0)
-            bad |= ~np.isfinite(value)
-            if bad.any():
-                value[bad] = np.nan
-                var[bad] = np.nan
-            for k, j in enumerate(members):
-                out[rows[j]] = (value[k], var[k], float(gain_term[k]))
-    for i, res in enumerate(out):
-        if res is None:
-            out[i] = _boundary_values(group[i])
-    return out
-
-
-def _columns(a: np.ndarray, use: np.ndarray) -> np.ndarray:
-    """``a[:, use]`` as a C-contiguous array (rows summed like 1-d arrays)."""
-    return np.ascontiguousarray(a[:, use])
-
-
-def _fit_step(bound_a: tuple[np.ndarray, np.ndarray, float],
-              bound_b: tuple[np.ndarray, np.ndarray, float], level: np.ndarray,
-              threshold: float) -> GainStep:
-    """The clipped fit of the step against the level (`gain_step` given both strips'
-    `_boundary_values` and the running mean of their levels)."""
-    mean_a, var_a, model_a = bound_a
-    mean_b, var_b, model_b = bound_b
     d = mean_a - mean_b
     var = var_a + var_b
     ok = np.isfinite(d)

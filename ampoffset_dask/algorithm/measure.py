@@ -37,12 +37,12 @@ from .detection import (
     smooth,
 )
 from .edges import strip_slices
-from .gain import GainStep, amp_levels, gain_steps
+from .gain import GainStep, amp_levels, gain_step
 from .offsets import InterfaceOffset, measure_interface, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
 from .strips import StripBlock, lines_stats, strip_blocks
-from .uncertainty import interface_offset_errors, pedestal_errors
+from .uncertainty import interface_offset_error, pedestal_errors
 
 __all__ = ["check_amp_geometry", "measure_detector"]
 
@@ -294,32 +294,23 @@ def measure_detector(
         all_masked = masked == total  # only masked or non-finite pixels are NaN
 
     window = config.amp_edge_window_frac if config.do_window_smoothing else None
+    results: list[InterfaceResult] = []
     offsets: dict[tuple[int, int], float] = {}
-    pairs = [(stats[(itf.a, itf.side)], stats[(itf.b, (itf.side + 2) % 4)])
-             for itf in grid.interfaces]
-    measured = []
-    smoothed_all = []
-    for itf, (stats_a, stats_b) in zip(grid.interfaces, pairs, strict=True):
+    for itf in grid.interfaces:
+        stats_a, stats_b = stats[(itf.a, itf.side)], stats[(itf.b, (itf.side + 2) % 4)]
         res, smoothed = measure_interface(itf.id, stats_a.profile, stats_b.profile,
                                           window_frac=window,
                                           min_frac=config.amp_edge_min_frac,
                                           max_offset=config.amp_edge_max_offset)
-        err = math.nan  # LSST's estimator: the offsets' errors of all interfaces below
+        err = interface_offset_error(stats_a, stats_b, smoothed, res.offset_raw)
         if interface_estimator is not None:
             res, err = interface_estimator(res, stats_a, stats_b, config)
-        smoothed_all.append(smoothed)
         if res.good_frac == 0.0 and res.min_frac_fail and res.offset_raw == 0.0:
             logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
             warnings.append(f"interface {itf.id} fully masked")
         offsets[(itf.a, itf.b)] = res.offset
-        measured.append((res, err))
-    if interface_estimator is None:  # equally long interfaces share the work
-        errors = interface_offset_errors(pairs, smoothed_all, [r.offset_raw for r, _ in measured])
-        measured = [(r, e) for (r, _), e in zip(measured, errors, strict=True)]
-    # The gain diagnosis of all interfaces at once: equally long strips share the work.
-    results = [_interface_result(itf, detector, res, err, gain)
-               for itf, (res, err), gain in zip(grid.interfaces, measured, gain_steps(pairs),
-                                                strict=True)]
+        gain = gain_step(stats_a, stats_b)
+        results.append(_interface_result(itf, detector, res, err, gain))
 
     if all_masked:
         pedestals = np.zeros(len(detector))

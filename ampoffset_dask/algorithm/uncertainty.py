@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -45,7 +44,6 @@ __all__ = [
     "MAD_TO_SIGMA",
     "incidence_matrix",
     "interface_offset_error",
-    "interface_offset_errors",
     "map_covariance",
     "median_variance",
     "offset_error",
@@ -286,82 +284,6 @@ def interface_offset_error(stats_a: StripStats, stats_b: StripStats,
     var = _variance_sum(stats_a, stats_b)
     return _clipped_mean_error(smoothed.avg, valid, var, smoothed.window, offset,
                                smoothed.clip_std)
-
-
-def interface_offset_errors(pairs: Sequence[tuple[StripStats, StripStats]],
-                            smoothed: Sequence[SmoothedDifference | None],
-                            offsets: Sequence[float], n_sigma: float = 3.0) -> list[float]:
-    """`interface_offset_error` of several interfaces: the same numbers, with interfaces
-    of one length and window whose smoothed difference has no gap done in one set of
-    array operations (each row reduced along itself, as a 1-d array is).
-
-    Parameters
-    ----------
-    pairs : sequence of (StripStats, StripStats)
-        Each interface's strips (A's, then B's).
-    smoothed : sequence of SmoothedDifference or None
-        `measure_interface`'s smoothed differences.
-    offsets : sequence of float
-        The offsets' clipped means (``offset_raw``).
-    n_sigma : float
-        The clip's half width in standard deviations.
-    """
-    out = [math.nan] * len(pairs)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for k, sm in enumerate(smoothed):
-        if sm is None:
-            continue
-        n = sm.avg.shape[0]
-        if (sm.window is not None and 1 <= sm.window <= n and math.isfinite(offsets[k])
-                and not np.isnan(sm.avg).any()):
-            groups.setdefault((n, sm.window), []).append(k)
-        else:
-            out[k] = interface_offset_error(*pairs[k], sm, offsets[k])
-    for (n, window), ks in groups.items():
-        avg = np.stack([smoothed[k].avg for k in ks])
-        offset = np.array([offsets[k] for k in ks], dtype=np.float64)
-        clip = np.array([smoothed[k].clip_std for k in ks], dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            kept = np.abs(avg - offset[:, None]) <= (n_sigma * clip)[:, None]
-        kept[~np.isfinite(clip)] = True  # no clip width: every sample
-        m = np.count_nonzero(kept, axis=1)
-        kept[m == 0] = True  # a clip that keeps nothing: every sample (as valid)
-        m[m == 0] = n
-        # smoothing_coefficients with every input valid (rows of cumulative sums).
-        u = np.where(kept, _inverse_lengths(n, window), 0.0)
-        cs = np.zeros((len(ks), n + 1))
-        np.cumsum(u, axis=1, out=cs[:, 1:])
-        lo, hi = _feed_bounds(n, window)
-        c = (cs[:, hi] - cs[:, lo]) / m[:, None]
-        var = _variance_sums([pairs[k] for k in ks])
-        used = c != 0
-        every = used.all(axis=1)
-        fine = np.isfinite(var).all(axis=1)
-        total = np.add.reduce(c * c * var, axis=1)
-        for j, k in enumerate(ks):
-            if every[j]:
-                out[k] = math.sqrt(float(total[j])) if fine[j] else math.nan
-            else:
-                cu, vu = c[j][used[j]], var[j][used[j]]
-                out[k] = (math.sqrt(float(np.add.reduce(cu * cu * vu)))
-                          if np.isfinite(vu).all() else math.nan)
-    return out
-
-
-def _variance_sums(pairs: Sequence[tuple[StripStats, StripStats]]) -> np.ndarray:
-    """`_variance_sum` of equally long pairs of strips, one row each."""
-    na = np.stack([a.count for a, _ in pairs]).astype(np.float64)
-    nb = np.stack([b.count for _, b in pairs]).astype(np.float64)
-    sa = np.array([float(a.sigma) for a, _ in pairs])
-    sb = np.array([float(b.sigma) for _, b in pairs])
-    va = (sa * sa * math.pi)[:, None] / (2.0 * (na - 1.0) + math.pi)
-    vb = (sb * sb * math.pi)[:, None] / (2.0 * (nb - 1.0) + math.pi)
-    out = va + vb
-    empty = ~(na > 0)
-    empty |= ~(nb > 0)
-    if empty.any():
-        out[empty] = np.nan
-    return out
 
 
 def _variance_sum(stats_a: StripStats, stats_b: StripStats) -> np.ndarray:
