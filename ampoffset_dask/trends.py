@@ -378,11 +378,10 @@ def write_trends(result: TrendsResult, out_dir: str | os.PathLike, *,
 
 
 def _plot_series(result: TrendsResult, path: Path, max_plots: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A plain Figure (no pyplot): the caller's matplotlib backend is left alone.
     from matplotlib.ticker import MaxNLocator
+
+    from .plots import _figure, save_figure
 
     flagged = result.flagged
     keys = list(zip(flagged["detector"], flagged["amp"], strict=True))
@@ -390,8 +389,8 @@ def _plot_series(result: TrendsResult, path: Path, max_plots: int) -> Path:
         keys = list(zip(result.summary["detector"], result.summary["amp"], strict=True))
     keys = keys[:max_plots]
     n = max(len(keys), 1)
-    fig, axes = plt.subplots(n, 1, figsize=(7, 1.8 * n + 0.6), sharex=True, squeeze=False,
-                             layout="constrained")
+    fig = _figure((7.0, 1.8 * n + 0.6))
+    axes = fig.subplots(n, 1, sharex=True, squeeze=False)
     series = result.series
     summary = result.summary.set_index(["detector", "amp"])
     for ax, (det, amp) in zip(axes[:, 0], keys, strict=False):
@@ -409,7 +408,5 @@ def _plot_series(result: TrendsResult, path: Path, max_plots: int) -> Path:
         ax.set_ylabel("pedestal (ADU)")
     axes[-1, 0].set_xlabel("visit")
     axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 

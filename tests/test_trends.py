@@ -84,6 +84,12 @@ def test_trends_flag_exactly_the_injected_jumps_and_gain_errors(sequence, tmp_pa
             "trends_flags.png"} <= names
     back = pd.read_parquet(tmp_path / "trends_summary.parquet")
     assert back["n_jumps"].sum() == len(injected_jumps)
+    # One panel per flagged amp, 7 x (1.8 n + 0.6) inches at 100 dpi, renamed into place.
+    from matplotlib.image import imread
+
+    n = len(result.flagged)
+    assert imread(tmp_path / "trends_series.png").shape[:2] == (round(180 * n + 60), 700)
+    assert not list(tmp_path.glob(".*"))
 
 
 def test_amp_trend_on_synthetic_series():
