@@ -82,7 +82,7 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
         wdl = w * dl
         den = float(_sum(wdl * dl))
         beta = float(_sum(wdl * (sl - s0)) / den) if den > 0 else 0.0
-        slope_fit = s0 + beta * (ym - l0)
+        slope_fit = s0 + beta * (dl if every else ym - l0)  # (lv is ym when every)
         slope_var = sigma * sigma / sw
         # Scatter of the line slopes about the model (reduced chi-square, at least 1).
         if sigma > 0 and den > 0:
@@ -101,8 +101,10 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
         gain_term = 0.0
     value = ym - slope_fit * xm
     var = sigma * sigma / n + xm * xm * slope_var
-    bad = ~(n > 0) | ~np.isfinite(value)
-    if bad.any():
+    good = n > 0
+    good &= np.isfinite(value)
+    if not good.all():
+        bad = ~good
         value[bad] = np.nan
         var[bad] = np.nan
     return value, var, gain_term
@@ -266,7 +268,7 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
         slope = float(_sum(np.multiply(parts[1], dy, out=parts[4])) / sxx)
         resid = dy - slope * dx
         new = np.abs(resid) <= limit
-        changed = (~new).any() if keep is None else (new ^ keep).any()
+        changed = not new.all() if keep is None else (new ^ keep).any()
         if not changed or np.count_nonzero(new) < 10:
             settled = True
             break
