@@ -176,7 +176,7 @@ def _jackknife_from_parts(parts: np.ndarray, n_blocks: int = _JACKKNIFE_BLOCKS) 
     """`_jackknife_slope_error` from its ``(5, n)`` products ``w, w xc, w yc, w xc xc,
     w xc yc`` (moments about the weighted means; the weights sum to more than zero)."""
     blocks = np.add.reduceat(parts, _block_starts(parts.shape[1], n_blocks), axis=1)
-    rest = parts.sum(axis=1)[:, None] - blocks  # sums without each block
+    rest = np.add.reduce(parts, axis=1)[:, None] - blocks  # sums without each block
     s0, s1, s2, s11, s12 = rest
     with np.errstate(invalid="ignore", divide="ignore"):
         sxx = s11 - s1 * s1 / s0

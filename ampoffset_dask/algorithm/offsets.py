@@ -205,7 +205,10 @@ def measure_interface(
         avg = diff.copy()
         avg[nan] = np.nan
     offset_raw, clip_std = clipped_stats(avg)
-    good_frac = 1.0 - float(np.count_nonzero(np.isnan(avg))) / avg.shape[0]
+    # Without a NaN difference every average is a number (finite float32 sums, or the
+    # difference itself): nothing to count.
+    n_nan = int(np.count_nonzero(np.isnan(avg))) if any_nan else 0
+    good_frac = 1.0 - float(n_nan) / avg.shape[0]
     min_frac_fail = good_frac < min_frac
     max_offset_fail = bool(abs(offset_raw) > max_offset)
     offset = 0.0 if (min_frac_fail or max_offset_fail) else offset_raw

@@ -163,12 +163,14 @@ def _interface_case(rng, kind: str, n: int = 240):
         a[::3] = np.float32(-0.0)
     elif kind == "outliers":
         a[rng.choice(n, 20, replace=False)] += np.float32(100.0)
+    elif kind == "infinite":  # a line of infinities (NaN-free profiles: nothing counted)
+        a[17] = np.float32(np.inf)
     return strip_stats(a, 1), strip_stats(b, 3)
 
 
 @pytest.mark.parametrize("kind", ["plain", "integers", "wide_range", "masked_lines",
                                   "valid_run_shorter_than_window", "all_masked", "zeros",
-                                  "outliers"])
+                                  "outliers", "infinite"])
 @pytest.mark.parametrize("window_frac", [None, 512 / 4176, 0.5, 1.0])
 def test_offset_and_error_match_the_plain_computation_bit_for_bit(kind, window_frac):
     # measure_interface and interface_offset_error skip the masking, copies and counts
@@ -196,7 +198,7 @@ def test_offset_and_error_match_the_plain_computation_bit_for_bit(kind, window_f
         assert smoothed.clip_std == clip_std or math.isnan(clip_std)
         assert res.good_frac == good_frac
         assert err == want_err or (math.isnan(err) and math.isnan(want_err))
-        if kind in ("plain", "integers", "outliers"):
+        if kind in ("plain", "integers", "outliers", "infinite"):
             assert res.good_frac == 1.0 and 0.0 < err < 1.0
         if kind == "valid_run_shorter_than_window" and window_frac:
             assert np.isfinite(avg).sum() == 4 and res.offset_raw == pytest.approx(
