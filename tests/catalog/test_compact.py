@@ -55,10 +55,8 @@ def _write_run(cat, results, config=None, new_run=False):
         w.finish_run()
 
 
-@pytest.fixture(scope="module")
-def history(tmp_path_factory):
-    """Seven visits, three runs: a failure replaced, a new-run redo, an unidentified input."""
-    cat = tmp_path_factory.mktemp("history") / "cat"
+def _write_history(folder):
+    cat = folder / "cat"
     first = [_record(v, d, v + i / 10) for v in range(1, 8) for i, d in enumerate(DETECTORS)]
     first[4] = _record(2, "R22_S11", 0.0, status="failed")
     first.append(DetectorResult.failure("InputError: x.fits: no visit", visit=None,
@@ -68,6 +66,15 @@ def history(tmp_path_factory):
     _write_run(cat, [_record(5, d, -1.0) for d in DETECTORS[:2]],
                config=AmpOffsetConfig(amp_edge_width=32), new_run=True)
     return cat
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """Seven visits, three runs: a failure replaced, a new-run redo, an unidentified input.
+    Written once per run (~0.3 CPU s) and shared by the ``-n`` processes: the tests copy it."""
+    from run_shared import once_per_run
+
+    return once_per_run(tmp_path_factory, "compact_history", _write_history)
 
 
 def _snapshot(cat, **kw):

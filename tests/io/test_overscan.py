@@ -101,8 +101,18 @@ def test_nominal_gain_converts_each_amp_to_electrons(tmp_path):
                       gain="nominal")
 
 
-def test_lsstcam_nominal_gains_on_an_exposure_scale_image_and_variance(tmp_path):
-    path, image, det = write_stepped_lsstcam(tmp_path / "e.fits", "R22_S11", visit=1, step=1.0)
+@pytest.fixture(scope="module")
+def stepped_e2v(tmp_path_factory):
+    """A full-size assembled LSSTCam R22_S11 file with amp steps of 1 ADU, written once per
+    run (~200 MB of planes) and shared by the ``-n`` processes: read only."""
+    from run_shared import once_per_run
+
+    return once_per_run(tmp_path_factory, "stepped_e2v", lambda folder: write_stepped_lsstcam(
+        folder / "e.fits", "R22_S11", visit=1, step=1.0))
+
+
+def test_lsstcam_nominal_gains_on_an_exposure_scale_image_and_variance(stepped_e2v):
+    path, image, det = stepped_e2v
     from ampoffset_dask import get_camera
 
     gains = get_camera("lsstcam").info("R22_S11")["amp_gain"]
@@ -114,8 +124,8 @@ def test_lsstcam_nominal_gains_on_an_exposure_scale_image_and_variance(tmp_path)
     np.testing.assert_allclose(lazy.image[:, :], data.image, rtol=1e-6)
 
 
-def test_assembled_files_are_left_alone_and_forced_modes_refused(tmp_path):
-    path, image, _ = write_stepped_lsstcam(tmp_path / "e.fits", "R22_S11", visit=1, step=1.0)
+def test_assembled_files_are_left_alone_and_forced_modes_refused(stepped_e2v):
+    path, image, _ = stepped_e2v
     data = read_exposure(path)
     np.testing.assert_array_equal(data.image, image)
     assert data.isr.overscan == "none"
