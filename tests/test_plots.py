@@ -127,6 +127,16 @@ def test_interface_histogram(tmp_path):
     assert [float(line.get_xdata()[0]) for line in ax2.get_lines()] == [0.5]
     assert f"{int(table['max_offset_fail'].sum())} over" in ax1.get_title()
     assert f"{int(table['min_frac_fail'].sum())} under" in ax2.get_title()
+    # The bars are the counts of every interface (offsets beyond the axis in the end bins).
+    (offsets,) = ax1.patches
+    counts, edges, _ = offsets.get_data()
+    raw = np.clip(table["offset_raw"], edges[0], edges[-1])
+    np.testing.assert_array_equal(counts, np.histogram(raw, edges)[0])
+    assert counts.sum() == 400 and len(counts) == 60
+    (fracs,) = ax2.patches
+    counts, edges, _ = fracs.get_data()
+    np.testing.assert_array_equal(counts, np.histogram(table["good_frac"], edges)[0])
+    assert edges[0] == 0.0 and edges[-1] == 1.0 and counts.sum() == 400
 
 
 def test_amp_map_accepts_mapping_sequence_table(tmp_path, camera):
