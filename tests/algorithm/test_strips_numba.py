@@ -284,13 +284,39 @@ def test_line_medians_are_numpys_sorted_middle_values(width):
         want_raw = np.where(count > 0, (raw_srt[rows, lo]
                                         + raw_srt[rows, np.minimum(hi, width - 1)])
                             / np.float32(2), np.float32(np.nan))
-    net = NUMBA._network(width)
+    net, middle = NUMBA._network(width), NUMBA._median_network(width)
     got_count = np.empty(n_lines, dtype=np.int64)
     got = np.empty(n_lines, dtype=np.float32)
-    NUMBA._line_medians(lines, lines, False, net, got_count, False, got)
+    NUMBA._line_medians(lines, lines, False, net, middle, got_count, False, got)
     np.testing.assert_array_equal(got_count, count)
     assert _same(got, want.astype(np.float32))
     got_raw = np.empty(n_lines, dtype=np.float32)
-    NUMBA._line_medians(raw, lines, True, net, got_count, True, got_raw)
+    NUMBA._line_medians(raw, lines, True, net, middle, got_count, True, got_raw)
     assert _same(got_raw, want_raw.astype(np.float32))
     assert np.isnan(got_raw[4:9]).any() and np.isfinite(got_raw).sum() > n_lines // 2
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 64, 65, 128])
+def test_line_medians_of_full_lines_take_the_middle_of_the_network(width):
+    """Groups of 64 lines without NaN run only the comparators the middle ranks depend on
+    (fewer than the network's for 64 wires) and give numpy's medians, integers with many
+    ties included; a NaN in a group (here in the last line of the second) runs the whole
+    network for that group."""
+    rng = np.random.default_rng(width + 1)
+    lines = np.round(rng.normal(0.0, 2.0, (200, width))).astype(np.float32)
+    lines[127, 0] = np.nan
+    lines[130:140] *= np.float32(1e-3)
+    middle = NUMBA._median_network(width)
+    if width == 64:
+        assert len(middle) == 445 < len(NUMBA._network(64))
+    count = np.empty(200, dtype=np.int64)
+    got = np.empty(200, dtype=np.float32)
+    NUMBA._line_medians(lines, lines, False, NUMBA._network(width), middle, count, False, got)
+    assert _same(got, np.nanmedian(lines, axis=1).astype(np.float32))
+    np.testing.assert_array_equal(count, width - np.isnan(lines).sum(axis=1))
+    # The middle part alone on full lines: the two middle wires are sorted ones.
+    full = lines[:64]
+    srt = np.sort(full, axis=1)
+    mid = _apply(middle, full)
+    for r in ((width - 1) // 2, width // 2):
+        np.testing.assert_array_equal(mid[:, r], srt[:, r])
