@@ -21,6 +21,9 @@
 #   --run-dir DIR            pid files, logs, scratch      [AMPOFFSET_RUN_DIR,
 #                                                           ${TMPDIR:-/tmp}/ampoffset-cluster-PORT]
 #   --timeout SECONDS        wait for start/stop           [AMPOFFSET_TIMEOUT, 60]
+#   --no-dashboard           no bokeh dashboard pages on the scheduler and workers; their
+#                            HTTP servers (/health) still run, and each process starts
+#                            with ~1 s less CPU             [AMPOFFSET_NO_DASHBOARD=1]
 #
 # Then run a job against it:
 #   ampoffset-dask run INPUT --output CATALOG --scheduler tcp://127.0.0.1:8786
@@ -45,6 +48,7 @@ WORKERS="${AMPOFFSET_WORKERS:-2}"
 MEMORY_LIMIT="${AMPOFFSET_MEMORY_LIMIT:-2GiB}"
 RUN_DIR="${AMPOFFSET_RUN_DIR:-}"
 TIMEOUT="${AMPOFFSET_TIMEOUT:-60}"
+NO_DASHBOARD="${AMPOFFSET_NO_DASHBOARD:-0}"
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -55,6 +59,7 @@ while [[ $# -gt 0 ]]; do
         --memory-limit) MEMORY_LIMIT="$2"; shift 2 ;;
         --run-dir) RUN_DIR="$2"; shift 2 ;;
         --timeout) TIMEOUT="$2"; shift 2 ;;
+        --no-dashboard) NO_DASHBOARD=1; shift ;;
         *) echo "start-cluster.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -71,6 +76,8 @@ set_worker_flags() {
         --dashboard-address "${HOST}:0"
         --local-directory "$RUN_DIR/scratch"
     )
+    [[ "$NO_DASHBOARD" == 1 ]] && WORKER_FLAGS+=(--no-dashboard)
+    return 0
 }
 
 # Run a command in its own session when setsid exists (Linux), so that signals sent to this
@@ -123,8 +130,10 @@ start() {
     fi
     rm -f "$RUN_DIR"/*.pid "$RUN_DIR/scheduler.json"
 
+    local sched_flags=()
+    [[ "$NO_DASHBOARD" == 1 ]] && sched_flags+=(--no-dashboard)
     detach "$DASK_BIN" scheduler \
-        --host "$HOST" --port "$PORT" \
+        --host "$HOST" --port "$PORT" "${sched_flags[@]}" \
         --dashboard-address "${HOST}:${DASHBOARD_PORT}" \
         --scheduler-file "$RUN_DIR/scheduler.json" \
         >"$RUN_DIR/scheduler.log" 2>&1 </dev/null &
@@ -161,7 +170,11 @@ start() {
         exit 1
     fi
     echo "scheduler: $ADDRESS"
-    echo "dashboard: http://${HOST}:${DASHBOARD_PORT}/status"
+    if [[ "$NO_DASHBOARD" == 1 ]]; then
+        echo "dashboard: none (--no-dashboard); health: http://${HOST}:${DASHBOARD_PORT}/health"
+    else
+        echo "dashboard: http://${HOST}:${DASHBOARD_PORT}/status"
+    fi
     echo "scheduler file: $RUN_DIR/scheduler.json"
     echo "stop with: $0 stop --port $PORT --run-dir $RUN_DIR"
 }

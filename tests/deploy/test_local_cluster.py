@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -46,8 +47,10 @@ def health(port: int) -> str:
 def cluster(tmp_path, cli_env):
     port, dashboard = free_port(), free_port()
     run_dir = tmp_path / "cluster"
+    # no bokeh pages (~1 s of CPU less per process): tests/reliability/test_deploy_bind.py
+    # starts the script with them
     args = ("--port", str(port), "--dashboard-port", str(dashboard), "--workers", "2",
-            "--memory-limit", "1GiB", "--run-dir", str(run_dir))
+            "--memory-limit", "1GiB", "--run-dir", str(run_dir), "--no-dashboard")
     started = script("start", *args, env=cli_env)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -80,6 +83,10 @@ def test_start_cluster_runs_the_cli_on_a_real_scheduler(cluster, tmp_path, cli_e
         assert health(cluster["dashboard"]) == "ok"
         for w in workers.values():
             assert health(w["services"]["dashboard"]) == "ok"
+        # --no-dashboard: the HTTP server has no bokeh pages
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            urllib.request.urlopen(f"http://127.0.0.1:{cluster['dashboard']}/status",
+                                   timeout=10)
 
         data, catalog = tmp_path / "visit", tmp_path / "catalog"
         sim = cli("simulate", "--detectors", "R22_S11,R22_S12,R22_S21", "--scale", "0.1",
