@@ -67,10 +67,15 @@ def test_quickstart_notebook(tmp_path, monkeypatch, shared_scheduler):
 @pytest.mark.slow
 def test_cluster_notebook_falls_back_to_a_local_cluster(tmp_path, monkeypatch):
     # dask-gateway asked for but not configured: the notebook says so and runs locally.
+    # Without the performance report (its HTML is checked on the running scheduler below):
+    # here the local scheduler runs in the kernel, and the report costs it ~1 s of CPU.
+    monkeypatch.setenv("AMPOFFSET_NB_PERFORMANCE_REPORT", "0")
     text, _ = run_notebook("02-cluster.ipynb", tmp_path, monkeypatch, "gateway")
     assert "cannot use 'gateway'" in text
     assert "falling back to a local cluster" in text
     assert "6 ok, 0 flagged, 0 failed" in text  # 3 detectors x 2 visits
+    assert "performance report: off" in text
+    assert not (tmp_path / "work" / "performance-report.html").exists()
 
 
 @pytest.mark.slow
@@ -89,6 +94,9 @@ def test_cluster_notebook_on_a_running_scheduler(tmp_path, monkeypatch, shared_s
         assert re.search(rf"^ +{re.escape(str(worker['name']))}  {re.escape(address)} ", text,
                          re.MULTILINE), text
     assert "6 ok, 0 flagged, 0 failed" in text
+    report = tmp_path / "work" / "performance-report.html"  # bokeh is in the test extra
+    assert f"performance report: {report}" in text
+    assert "<title>Dask Performance Report</title>" in report.read_text()
 
 
 @pytest.mark.slow
