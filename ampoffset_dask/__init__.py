@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from importlib.metadata import PackageNotFoundError, version
 
+from ._lazy import lazy_attributes
 from .algorithm.measure import measure_detector
 from .algorithm.result import DetectorMeasurement, InterfaceResult
 from .config import AmpOffsetConfig
@@ -52,7 +52,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ampoffset_dask' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -53,7 +53,7 @@ def test_catalog_names_resolve_on_first_use():
     for name in catalog.__all__:
         assert name in dir(catalog)
         value = getattr(catalog, name)
-        module = importlib.import_module(f"ampoffset_dask.catalog.{catalog._LAZY[name]}")
+        module = importlib.import_module(catalog._LAZY[name], "ampoffset_dask.catalog")
         assert value is getattr(module, name)
     try:
         catalog.no_such_name  # noqa: B018
@@ -70,7 +70,7 @@ def test_pipeline_names_resolve_on_first_use():
         assert name in dir(pipeline)
         value = getattr(pipeline, name)
         if name in pipeline._LAZY:
-            module = importlib.import_module(f"ampoffset_dask.pipeline.{pipeline._LAZY[name]}")
+            module = importlib.import_module(pipeline._LAZY[name], "ampoffset_dask.pipeline")
             assert value is getattr(module, name)
     assert set(pipeline._LAZY) <= set(pipeline.__all__)
     try:

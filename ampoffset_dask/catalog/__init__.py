@@ -27,43 +27,32 @@ file) and `~ampoffset_dask.catalog.provenance` (what a run records).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_attributes
 
 # Each public name and the module that defines it. They are imported when first used, so a
 # process that only builds records (every dask worker) does not pay for pandas and
 # pyarrow.dataset, which reading and compaction need.
 _LAZY = {
-    "CompactionResult": "compact",
-    "compact_catalog": "compact",
-    "Journal": "journal",
-    "replay": "journal",
-    "CatalogBusyError": "lock",
-    "CatalogLock": "lock",
-    "config_digest": "provenance",
-    "input_records": "provenance",
-    "package_versions": "provenance",
-    "read_catalog": "read",
-    "SCHEMAS": "schema",
-    "TABLES": "schema",
-    "UNKNOWN_VISIT": "schema",
-    "VISIT_TABLES": "schema",
-    "DetectorResult": "schema",
-    "CatalogWriter": "writer",
+    "CompactionResult": ".compact",
+    "compact_catalog": ".compact",
+    "Journal": ".journal",
+    "replay": ".journal",
+    "CatalogBusyError": ".lock",
+    "CatalogLock": ".lock",
+    "config_digest": ".provenance",
+    "input_records": ".provenance",
+    "package_versions": ".provenance",
+    "read_catalog": ".read",
+    "SCHEMAS": ".schema",
+    "TABLES": ".schema",
+    "UNKNOWN_VISIT": ".schema",
+    "VISIT_TABLES": ".schema",
+    "DetectorResult": ".schema",
+    "CatalogWriter": ".writer",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = [

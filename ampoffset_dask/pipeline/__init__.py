@@ -6,9 +6,7 @@ in dask's configuration under the ``ampoffset`` key on import.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_attributes
 from ._config import load_defaults
 
 load_defaults()
@@ -17,32 +15,22 @@ load_defaults()
 # unpickling its task imports this package and `detector_job` only, not `run` and the
 # catalog reader behind it (pyarrow.compute and pyarrow.parquet, ~0.15 CPU s per worker).
 _LAZY = {
-    "ClientHandle": "cluster",
-    "get_client": "cluster",
-    "process_file": "detector_job",
-    "build_graph": "graph",
-    "measure_visit": "graph",
-    "RunOptions": "options",
-    "PreparedRun": "run",
-    "RunSummary": "run",
-    "execute": "run",
-    "prepare": "run",
-    "process": "run",
-    "stream_tasks": "run",
+    "ClientHandle": ".cluster",
+    "get_client": ".cluster",
+    "process_file": ".detector_job",
+    "build_graph": ".graph",
+    "measure_visit": ".graph",
+    "RunOptions": ".options",
+    "PreparedRun": ".run",
+    "RunSummary": ".run",
+    "execute": ".run",
+    "prepare": ".run",
+    "process": ".run",
+    "stream_tasks": ".run",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
 
 
 __all__ = [
