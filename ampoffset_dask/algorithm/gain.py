@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .offsets import _window_bounds
+from .offsets import _window_bounds, window_lengths
 from .strips import StripStats, exact_median, strip_stats
 
 __all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "interface_gain"]
@@ -120,21 +120,12 @@ def _running_mean(v: np.ndarray, window: int) -> np.ndarray:
     cs = np.zeros(n + 1)
     if ok.all():  # the usual case: no masking, and the counts are the window lengths
         np.cumsum(v, out=cs[1:])
-        return (cs[hi] - cs[lo]) / _window_lengths(n, window)
+        return (cs[hi] - cs[lo]) / window_lengths(n, window)
     np.cumsum(np.where(ok, v, 0.0), out=cs[1:])
     cc = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(ok, out=cc[1:])
     out = (cs[hi] - cs[lo]) / (cc[hi] - cc[lo])
     out[~ok] = np.nan
-    return out
-
-
-@functools.lru_cache(maxsize=32)
-def _window_lengths(n: int, window: int) -> np.ndarray:
-    """Inputs of each of `_window_bounds`'s windows (int64, read-only, cached)."""
-    lo, hi = _window_bounds(n, window)
-    out = hi - lo
-    out.flags.writeable = False
     return out
 
 

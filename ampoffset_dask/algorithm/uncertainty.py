@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from ..geometry import AmpGrid
-from .offsets import SmoothedDifference, _window_bounds
+from .offsets import SmoothedDifference, _window_bounds, window_lengths
 from .strips import MAD_TO_SIGMA, StripStats, median_variance, strip_stats
 
 __all__ = [
@@ -115,8 +115,7 @@ def smoothing_coefficients(valid: np.ndarray, window: int | None,
 def _inverse_lengths(n: int, window: int) -> np.ndarray:
     """``1 / max(count, 1)`` of every output when every input is valid (read-only,
     cached)."""
-    lo, hi = _window_bounds(n, window)
-    out = 1.0 / np.maximum(hi - lo, 1)
+    out = 1.0 / np.maximum(window_lengths(n, window), 1.0)
     out.flags.writeable = False
     return out
 
@@ -198,10 +197,14 @@ def _clipped_mean_error(avg: np.ndarray, valid: np.ndarray, diff_var: np.ndarray
 
 def incidence_matrix(grid: AmpGrid) -> np.ndarray:
     """``B`` with ``b = B @ o`` (``o`` the interface offsets in ``grid.interfaces`` order)."""
-    n = grid.associations.shape[0]
-    out = np.zeros((n, len(grid.interfaces)))
-    for k, itf in enumerate(grid.interfaces):
-        w = -float(grid.associations[itf.a, itf.b])
+    return _incidence(grid.associations, grid.interfaces)
+
+
+def _incidence(associations: np.ndarray, interfaces: tuple) -> np.ndarray:
+    """`incidence_matrix` of a Laplacian and its interfaces."""
+    out = np.zeros((associations.shape[0], len(interfaces)))
+    for k, itf in enumerate(interfaces):
+        w = -float(associations[itf.a, itf.b])
         out[itf.a, k] = w
         out[itf.b, k] = -w
     return out
@@ -221,12 +224,7 @@ def solve_map(grid: AmpGrid) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def _solve_map(buffer: bytes, shape: tuple[int, int], interfaces: tuple) -> np.ndarray:
     a = np.frombuffer(buffer, dtype=np.float64).reshape(shape).copy()
-    incidence = np.zeros((shape[0], len(interfaces)))
-    for k, itf in enumerate(interfaces):
-        w = -float(a[itf.a, itf.b])
-        incidence[itf.a, k] = w
-        incidence[itf.b, k] = -w
-    out = np.linalg.pinv(a) @ incidence
+    out = np.linalg.pinv(a) @ _incidence(a, interfaces)
     out.flags.writeable = False
     return out
 
@@ -255,8 +253,7 @@ def pedestal_covariance(associations: np.ndarray, incidence: np.ndarray,
     ndarray (n_amps, n_amps)
     """
     m = np.linalg.pinv(np.asarray(associations, dtype=np.float64)) @ incidence
-    e = np.asarray(offset_errors, dtype=np.float64)
-    return (m * e[None, :] ** 2) @ m.T
+    return map_covariance(m, offset_errors)
 
 
 def interface_offset_error(stats_a: StripStats, stats_b: StripStats,
@@ -281,27 +278,9 @@ def interface_offset_error(stats_a: StripStats, stats_b: StripStats,
     if smoothed is None:
         return math.nan
     valid = ~np.isnan(smoothed.avg)
-    var = _variance_sum(stats_a, stats_b)
+    var = stats_a.profile_variance() + stats_b.profile_variance()
     return _clipped_mean_error(smoothed.avg, valid, var, smoothed.window, offset,
                                smoothed.clip_std)
-
-
-def _variance_sum(stats_a: StripStats, stats_b: StripStats) -> np.ndarray:
-    """``stats_a.profile_variance() + stats_b.profile_variance()`` (`median_variance`'s
-    arithmetic, with the masking of lines without a pixel done once for both)."""
-    na = stats_a.count.astype(np.float64)
-    nb = stats_b.count.astype(np.float64)
-    # sigma**2 * pi as median_variance forms it (numpy's square is the product sigma *
-    # sigma, unlike C's pow), then the division.
-    sa, sb = float(stats_a.sigma), float(stats_b.sigma)
-    va = (sa * sa * math.pi) / (2.0 * (na - 1.0) + math.pi)
-    vb = (sb * sb * math.pi) / (2.0 * (nb - 1.0) + math.pi)
-    out = va + vb
-    empty = ~(na > 0)
-    empty |= ~(nb > 0)
-    if empty.any():
-        out[empty] = np.nan
-    return out
 
 
 def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) -> np.ndarray:
