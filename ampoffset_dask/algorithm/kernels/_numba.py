@@ -1353,9 +1353,7 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
         e = np.asarray(extra)
         if (v.ndim == 2 and v.dtype == np.float32 and v.dtype.isnative
                 and b.dtype == np.bool_ and e.dtype == np.bool_
-                and b.shape == v.shape and e.shape == v.shape and dest.dtype == np.float32
-                and dest.flags.c_contiguous and dest.flags.writeable
-                and dest.shape == (v.shape[::-1] if flip else v.shape) and v.size):
+                and b.shape == v.shape and e.shape == v.shape and _lines_fit(dest, v, flip)):
             src, fb, fe = _flat_rows(v), _flat_rows(b), _flat_rows(e)
             if src is not None and fb is not None and fe is not None:
                 _put_masked(dest, src[0], src[1], fb[0], fb[1], fe[0], fe[1], bool(flip))
@@ -1367,9 +1365,8 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
         m = np.asarray(mask) if use_mask else None
         if m is not None and m.dtype.kind in "iu" and m.dtype != np.int32:
             m = m.astype(np.int32)
-        if (v.ndim == 2 and v.dtype == np.float32 and dest.dtype == np.float32
-                and dest.flags.c_contiguous and dest.flags.writeable and 0 <= bits < 1 << 31
-                and dest.shape == (v.shape[::-1] if flip else v.shape) and v.size):
+        if (v.ndim == 2 and v.dtype == np.float32 and 0 <= bits < 1 << 31
+                and _lines_fit(dest, v, flip)):
             src = _flat_rows(v)
             flat = (_NONE_INT, 0) if m is None else (
                 _flat_rows(m) if m.dtype == np.int32 and m.shape == v.shape else None)
@@ -1379,6 +1376,13 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
                 return
     _reference.put_lines(dest, strip, flip, mask=mask, bits=bits, bad=bad, extra=extra,
                          finite=finite)
+
+
+def _lines_fit(dest: np.ndarray, strip: np.ndarray, flip: bool) -> bool:
+    """Whether the compiled reads can write the non-empty 2-D ``strip`` into ``dest`` (float32,
+    C-contiguous, writable, the strip's shape, transposed when ``flip``)."""
+    return (dest.dtype == np.float32 and dest.flags.c_contiguous and dest.flags.writeable
+            and dest.shape == (strip.shape[::-1] if flip else strip.shape) and strip.size > 0)
 
 
 def _network(n: int) -> np.ndarray:
