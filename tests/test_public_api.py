@@ -2,6 +2,8 @@
 
 import importlib
 
+import pytest
+
 import ampoffset_dask
 
 PUBLIC = [
@@ -47,38 +49,22 @@ def test_unknown_attribute_raises():
         raise AssertionError("expected AttributeError")
 
 
-def test_catalog_names_resolve_on_first_use():
-    import ampoffset_dask.catalog as catalog
-
-    for name in catalog.__all__:
-        assert name in dir(catalog)
-        value = getattr(catalog, name)
-        module = importlib.import_module(catalog._LAZY[name], "ampoffset_dask.catalog")
-        assert value is getattr(module, name)
-    try:
-        catalog.no_such_name  # noqa: B018
-    except AttributeError as exc:
-        assert "no_such_name" in str(exc)
-    else:
-        raise AssertionError("expected AttributeError")
-
-
-def test_pipeline_names_resolve_on_first_use():
-    import ampoffset_dask.pipeline as pipeline
-
-    for name in pipeline.__all__:
-        assert name in dir(pipeline)
-        value = getattr(pipeline, name)
-        if name in pipeline._LAZY:
-            module = importlib.import_module(pipeline._LAZY[name], "ampoffset_dask.pipeline")
+@pytest.mark.parametrize("package, all_lazy", [("ampoffset_dask.catalog", True),
+                                               ("ampoffset_dask.pipeline", False),
+                                               ("ampoffset_dask", False)])
+def test_names_resolve_on_first_use(package, all_lazy):
+    """Each public name of a package with lazily imported names (`ampoffset_dask._lazy`)
+    is listed, resolves to its module's object, and an unknown name raises."""
+    pkg = importlib.import_module(package)
+    for name in pkg.__all__:
+        assert name in dir(pkg)
+        value = getattr(pkg, name)
+        if all_lazy or name in pkg._LAZY:
+            module = importlib.import_module(pkg._LAZY[name], package)
             assert value is getattr(module, name)
-    assert set(pipeline._LAZY) <= set(pipeline.__all__)
-    try:
-        pipeline.no_such_name  # noqa: B018
-    except AttributeError as exc:
-        assert "no_such_name" in str(exc)
-    else:
-        raise AssertionError("expected AttributeError")
+    assert set(pkg._LAZY) <= set(pkg.__all__)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pkg.no_such_name  # noqa: B018
 
 
 def test_a_worker_importing_the_job_skips_the_catalog_readers():
