@@ -163,6 +163,49 @@ def test_median_of_absolute_residuals_equals_numpy(dtype, n):
         r[2::11] = np.resize(r[1::17], r[2::11].shape[0]) - np.inf  # inf - inf: NaN
     a = np.abs(r)
     valid = a[~np.isnan(a)]
+    expected = np.median(valid)
     before = a.copy()
-    assert _median_ignoring_nan(a, valid.shape[0]) == np.median(valid)
-    np.testing.assert_array_equal(a, before)
+    assert _median_ignoring_nan(a, valid.shape[0]) == expected
+    # ``a`` is permuted in place (the same values), strided or not.
+    np.testing.assert_array_equal(np.sort(a), np.sort(before))
+    wide = np.stack([before, before], axis=1)
+    assert _median_ignoring_nan(wide[:, 0], valid.shape[0]) == expected
+    np.testing.assert_array_equal(np.sort(wide[:, 0]), np.sort(before))
+    np.testing.assert_array_equal(wide[:, 1], before)
+
+
+def _stats_arrays(stats: list[StripStats]) -> list[tuple]:
+    return [tuple(np.array(getattr(st, name), copy=True) for name in StripStats._fields)
+            for st in stats]
+
+
+def test_stats_survive_later_calls_and_other_threads():
+    # The per-line work reuses per-thread buffers between calls: nothing returned may
+    # live in them, and threads must not share them.
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(21)
+    stacks = []
+    for n_lines, width in ((300, 64), (900, 64), (40, 64), (500, 17)):
+        lines = rng.normal(10.0 * n_lines, 4.0, (n_lines, width)).astype(np.float32)
+        lines[rng.uniform(size=lines.shape) < 0.02] = np.nan
+        raw = lines + np.float32(5.0)
+        raw[np.isnan(lines)] = 0.0
+        stacks.append((lines, raw, [0, n_lines // 3, n_lines]))
+    first = lines_stats(stacks[0][0], stacks[0][2], [1, 1], raw=stacks[0][1])
+    expected = _stats_arrays(first)
+    serial = [_stats_arrays(lines_stats(li, bo, [1, 1], raw=ra)) for li, ra, bo in stacks]
+    for got, want in zip(_stats_arrays(first), expected, strict=True):  # untouched
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+
+    def run(i: int) -> list[tuple]:
+        li, ra, bo = stacks[i % len(stacks)]
+        return _stats_arrays(lines_stats(li, bo, [1, 1], raw=ra))
+
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(run, range(24)))
+    for i, got in enumerate(threaded):
+        for g_st, w_st in zip(got, serial[i % len(stacks)], strict=True):
+            for g, w in zip(g_st, w_st, strict=True):
+                np.testing.assert_array_equal(g, w)

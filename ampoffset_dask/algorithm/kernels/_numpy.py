@@ -8,6 +8,7 @@ sums up to their summation order).
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -733,7 +734,11 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
         residual times distance.
     """
     n_lines, n_across = lines.shape
-    srt = np.sort(lines, axis=1)  # NaNs last: each line's count and medians
+    shape = lines.shape
+    # The block-sized temporaries live in this thread's reused buffers (`_strip_buffer`).
+    srt = _strip_buffer(0, shape, lines.dtype)
+    np.copyto(srt, lines)
+    srt.sort(axis=1)  # NaNs last: each line's count and medians
     nan_rows = (np.flatnonzero(np.isnan(srt[:, -1])) if n_across
                 else np.zeros(0, dtype=np.intp))
     count = np.full(n_lines, n_across, dtype=np.int64)
@@ -746,9 +751,10 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
     del srt
     level = profile if raw is None else _raw_levels(lines, raw, nan_rows, count)
     with np.errstate(invalid="ignore"):  # infinities in a line give NaN residuals
-        resid = lines - profile[:, None]  # NaN where masked (or the line is empty)
-        absr = np.abs(resid)
-        keep = np.empty(absr.shape, dtype=bool)
+        rtype = np.result_type(lines.dtype, profile.dtype)
+        resid = np.subtract(lines, profile[:, None], out=_strip_buffer(1, shape, rtype))
+        absr = np.abs(resid, out=_strip_buffer(2, shape, rtype))
+        keep = _strip_buffer(3, shape, np.bool_)
         sigmas = np.empty(len(bounds) - 1)
         for k in range(len(bounds) - 1):
             a, b = bounds[k], bounds[k + 1]
@@ -757,19 +763,22 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
                 valid = seg[np.isfinite(seg)]
                 sigma = (MAD_TO_SIGMA * exact_median(valid) if valid.shape[0] >= 2
                          else math.nan)
-            else:
+            else:  # the selection permutes the strip's absolute residuals: recomputed below
                 sigma = MAD_TO_SIGMA * _median_ignoring_nan(seg, int(count[a:b].sum()))
+                np.abs(resid[a:b], out=seg)
             sigmas[k] = sigma
             # The clip compares in float32 (NaN compares False: masked pixels are never kept).
             np.less_equal(seg, np.float32(CLIP_SIGMA * sigma), out=keep[a:b])
         del absr
         # Kept residuals, zero elsewhere; float32 sums along each line (pairwise).
-        rk = np.where(keep, resid, np.float32(0.0))
-        sr = rk.sum(axis=1).astype(np.float64)
-        rk *= dist
-        sdr = rk.sum(axis=1).astype(np.float64)
-    del rk, resid
-    kf = keep.view(np.uint8).astype(np.float32)
+        np.copyto(resid, np.float32(0.0),
+                  where=np.logical_not(keep, out=_strip_buffer(0, shape, np.bool_)))
+        sr = resid.sum(axis=1).astype(np.float64)
+        resid *= dist
+        sdr = resid.sum(axis=1).astype(np.float64)
+    del resid
+    kf = _strip_buffer(2, shape, np.float32)
+    np.copyto(kf, keep)
     # Counts, and for strips up to ~150 pixels wide the distance sums, are exact in any
     # order: einsum's row sums (several times faster than reductions along short rows).
     n = np.einsum("ij->i", kf).astype(np.float64)
@@ -784,11 +793,45 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
     return count, profile, level, sigmas, n, sr, sd, sdd, sdr
 
 
+class _StripBuffers(threading.local):
+    """Byte buffers that one thread reuses from one `strip_line_stats` call to the next.
+
+    A fresh block-sized temporary (a few MB) costs more in page faults when first written
+    than the arithmetic on it. Only temporaries go here, never anything returned.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[int, np.ndarray] = {}
+
+
+_STRIP_BUFFERS = _StripBuffers()
+#: Temporaries up to this many bytes are kept for reuse (a full-size detector's stacks
+#: are 2 MB); larger ones are allocated for the one call.
+_KEEP_BUFFER_BYTES = 1 << 23
+
+
+def _strip_buffer(slot: int, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """This thread's uninitialised ``shape``/``dtype`` array in buffer ``slot`` (a view:
+    valid until the slot is taken again)."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > _KEEP_BUFFER_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buffers = _STRIP_BUFFERS.buffers
+    buf = buffers.get(slot)
+    if buf is None or buf.shape[0] < nbytes:
+        buf = buffers[slot] = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
 def _raw_levels(lines: np.ndarray, raw: np.ndarray, nan_rows: np.ndarray,
                 count: np.ndarray) -> np.ndarray:
     """Medians of the ``raw`` lines under the NaNs of ``lines`` (``nan_rows`` the lines
     holding NaN, ``count`` their non-NaN pixels): the lines' ``level``."""
-    raw_sorted = np.sort(raw, axis=1)
+    raw = np.asarray(raw)
+    raw_sorted = _strip_buffer(0, raw.shape, raw.dtype)
+    np.copyto(raw_sorted, raw)
+    raw_sorted.sort(axis=1)
     if nan_rows.size:  # the strip's mask on the raw lines (few lines hold NaN)
         rows = raw[nan_rows]
         raw_sorted[nan_rows] = np.sort(
@@ -823,19 +866,19 @@ def _sorted_medians(srt: np.ndarray, nan_rows: np.ndarray, count: np.ndarray) ->
 
 
 def _median_ignoring_nan(a: np.ndarray, n_valid: int) -> float:
-    """Exact median of the non-NaN values of ``a`` (exactly ``n_valid`` of them; ``a`` is
-    not modified), for values that are all ``>= +0`` or NaN (absolute residuals).
+    """Exact median of the non-NaN values of ``a`` (exactly ``n_valid`` of them), for
+    values that are all ``>= +0`` or NaN (absolute residuals); ``a`` is permuted in
+    place.
 
-    NaN orders after every number in numpy's partition, so the selection runs on a plain
-    copy and the NaNs stay beyond the wanted ranks. Non-negative floats order as their bit
-    patterns read as integers (NaNs with a cleared sign bit, as ``abs`` leaves them, after
-    infinity), and numpy's integer selection is about twice as fast as its float one: the
-    selection runs on the integer view and gives the same values. NaN for fewer than two
-    values.
+    NaN orders after every number in numpy's partition, so the NaNs stay beyond the
+    wanted ranks. Non-negative floats order as their bit patterns read as integers (NaNs
+    with a cleared sign bit, as ``abs`` leaves them, after infinity), and numpy's integer
+    selection is about twice as fast as its float one: the selection runs on the integer
+    view and gives the same values. NaN for fewer than two values.
     """
     if n_valid < 2:
         return math.nan
-    buf = a.ravel().copy()
+    buf = a.reshape(-1)
     keys = buf.view(_SAME_SIZE_INT.get(buf.dtype.type, buf.dtype.type))
     k = n_valid // 2
     keys.partition(k)
