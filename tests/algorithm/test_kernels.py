@@ -627,6 +627,37 @@ def test_prepare_pixels_in_one_pass_finds_hits_in_any_block():
             assert stats is None
 
 
+def test_prepare_pixels_sparse_and_dense_blocks():
+    # Blocks of 8 rows: one without mask words, sparse ones (the tests run on the set words
+    # only) and a dense one (each test on the whole block) give the definition's masks.
+    rng = np.random.default_rng(11)
+    image = rng.normal(0, 1, (37, 29)).astype(np.float32)
+    image[rng.random(image.shape) < 0.05] = np.nan
+    image[20, 3] = -np.inf
+    mask = np.zeros(image.shape, np.int32)
+    mask[8, 4] = 1 << 1
+    mask[9, 28] = 1 << 5
+    mask[13, 0] = (1 << 9) | 1
+    mask[16:24] = rng.integers(0, 1 << 11, (8, 29))  # dense
+    mask[36, 7] = 1 << 9  # the partial last block
+    for bits, det_bits, stats_bits in ((0x3, 1 << 5, 1 << 9), (0x3, 1 << 6, 1 << 9),
+                                       (0, 1 << 5, 1 << 10), (0x3, 0, 1 << 9), (0x3, 1 << 5, 0)):
+        expected = _prepare_expected(image, mask, bits, det_bits, stats_bits)
+        for m in (mask, mask[16:24].copy()):
+            im = image if m is mask else image[16:24]
+            exp = expected if m is mask else _prepare_expected(im, m, bits, det_bits,
+                                                               stats_bits)
+            for module, kw in ((NUMPY, {"row_block": 8}), (NUMPY, {}), (NUMBA, {})):
+                _, bad, any_det, stats = module.prepare_pixels(im, m, bits, det_bits,
+                                                               stats_bits, copy=False, **kw)
+                np.testing.assert_array_equal(bad, exp[1])
+                assert any_det == exp[2]
+                if exp[3] is None:
+                    assert stats is None
+                else:
+                    np.testing.assert_array_equal(stats, exp[3])
+
+
 def test_numpy_smooth_into_a_buffer_fills_every_row():
     # Bands of 2 groups of 15 rows: whole bands go straight into the buffer, the last
     # (partial) one through the block; a buffer of NaN shows any row left unwritten.

@@ -315,31 +315,49 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
            else np.asarray(image, dtype=np.float32))
     if mask is None or not (det_bits or stats_bits):
         return img, bad_pixels(img, mask, bits), False, None
-    # One pass over blocks of rows: each block of mask words is read from memory once and
-    # then from the cache by the three tests.
+    # One pass over blocks of rows: each block of mask words is read once (masked with
+    # every bit any test needs) and the tests then run on the few words that are set; a
+    # block with many set words runs each test on the whole block instead.
     mask = np.asarray(mask)
     h, w = img.shape
     bad = np.empty((h, w), dtype=bool)
-    stats = np.empty((h, w), dtype=bool) if stats_bits else None
+    stats = None
     rb = max(min(row_block, h), 1)
     word = np.empty((rb, w), dtype=mask.dtype)
     hit = np.empty((rb, w), dtype=bool)
+    union = bits | det_bits | stats_bits
     any_det = any_stats = False
     for y0 in range(0, h, rb):
         y1 = min(h, y0 + rb)
         m, wd, ht, out = mask[y0:y1], word[:y1 - y0], hit[:y1 - y0], bad[y0:y1]
         np.isfinite(img[y0:y1], out=out)
-        if bits:
-            np.bitwise_and(m, bits, out=wd)
-            np.not_equal(wd, 0, out=ht)
-            np.less_equal(out, ht, out=out)  # not finite, or a bit set
-        else:
-            np.logical_not(out, out=out)
+        np.logical_not(out, out=out)
+        np.bitwise_and(m, union, out=wd)
+        set_words = np.count_nonzero(np.not_equal(wd, 0, out=ht))
+        if not set_words:
+            continue
+        if stats_bits and stats is None:
+            stats = np.zeros((h, w), dtype=bool)
+        if set_words <= ht.size >> 4:
+            where = np.flatnonzero(ht)
+            words = wd.ravel()[where]
+            if bits:
+                out.ravel()[where[(words & bits) != 0]] = True
+            if det_bits and not any_det:
+                any_det = bool(np.count_nonzero(words & det_bits))
+            if stats_bits:
+                flagged = where[(words & stats_bits) != 0]
+                stats[y0:y1].ravel()[flagged] = True
+                any_stats |= flagged.shape[0] > 0
+            continue
         if det_bits and not any_det:
             any_det = bool(np.bitwise_and(m, det_bits, out=wd).any())
-        if stats is not None:
+        if stats_bits:
             np.bitwise_and(m, stats_bits, out=wd)
             any_stats |= bool(np.not_equal(wd, 0, out=stats[y0:y1]).any())
+        if bits:
+            np.bitwise_and(m, bits, out=wd)
+            np.logical_or(out, np.not_equal(wd, 0, out=ht), out=out)
     return img, bad, any_det, stats if any_stats else None
 
 
