@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .stats import clipped_stats
+from .stats import clipped_stats_sorted
 
 __all__ = ["InterfaceOffset", "SmoothedDifference", "interface_offset", "measure_interface",
            "window_counts", "window_length", "window_lengths", "window_sums"]
@@ -127,12 +127,14 @@ class SmoothedDifference(NamedTuple):
 
     ``avg`` is the moving-averaged difference ``A - B`` (NaN where the raw difference
     is), ``clip_std`` the clipped standard deviation that goes with ``offset_raw``, and
-    ``window`` the moving-average length (None without smoothing).
+    ``window`` the moving-average length (None without smoothing). ``values`` are the
+    values of ``avg`` the clipped statistics used, sorted (None: not given).
     """
 
     avg: np.ndarray
     clip_std: float
     window: int | None
+    values: np.ndarray | None = None
 
 
 def interface_offset(
@@ -177,42 +179,56 @@ def measure_interface(
     edge_a = np.asarray(edge_a, dtype=np.float32)
     edge_b = np.asarray(edge_b, dtype=np.float32)
     diff = edge_a - edge_b
-    nan = np.isnan(diff)
-    any_nan = bool(nan.any())  # (an all-NaN profile makes every difference NaN)
-    if any_nan and (np.isnan(edge_a).all() or np.isnan(edge_b).all()):
-        return InterfaceOffset(interface_id, 0.0, 0.0, 0.0, True, False), None
+    n = diff.shape[0]
+    # One test settles the usual case: no NaN and no infinity in the difference.
+    if np.count_nonzero(np.isfinite(diff)) == n:
+        nan = None
+        any_nan = any_inf = False
+    else:
+        nan = np.isnan(diff)
+        n_nan = int(np.count_nonzero(nan))
+        any_nan = n_nan > 0  # (an all-NaN profile makes every difference NaN)
+        any_inf = n_nan < n - int(np.count_nonzero(np.isfinite(diff)))
+        if any_nan and (np.isnan(edge_a).all() or np.isnan(edge_b).all()):
+            return InterfaceOffset(interface_id, 0.0, 0.0, 0.0, True, False), None
     win = None
     if window_frac is not None:
-        win = window_length(window_frac, diff.shape[0])
+        win = window_length(window_frac, n)
         if win < 1:
             raise ValueError(
                 f"interface {interface_id}: moving-average window "
-                f"int({window_frac} * {diff.shape[0]}) is empty"
+                f"int({window_frac} * {n}) is empty"
             )
         # nan_to_num (NaN to zero, infinities to the largest floats) in one pass when
         # the profiles hold no infinity.
-        if np.isinf(diff).any():
+        if any_inf:
             clean = np.nan_to_num(diff)
         else:
             clean = np.where(nan, np.float32(0.0), diff) if any_nan else diff
         total = window_sums(clean, win)
-        if any_nan or win > diff.shape[0]:
-            avg = total / np.maximum(window_counts(~nan, win), 1.0)
-            avg[nan] = np.nan
+        if any_nan or win > n:
+            avg = total / np.maximum(window_counts(~nan if any_nan else np.ones(n, bool),
+                                                   win), 1.0)
+            if any_nan:
+                avg[nan] = np.nan
         else:  # every window full of valid values: its truncated length (at least 1)
-            avg = total / window_lengths(diff.shape[0], win)
+            avg = total / window_lengths(n, win)
     else:
         avg = diff.copy()
-        avg[nan] = np.nan
-    offset_raw, clip_std = clipped_stats(avg)
-    # Without a NaN difference every average is a number (finite float32 sums, or the
-    # difference itself): nothing to count.
+        if any_nan:
+            avg[nan] = np.nan
+    # Without a NaN or infinite difference every average is a double mean of finite
+    # float32 values (a float64 within rounding of the float32 range: finite once cast to
+    # float32, as the statistics test), or the difference itself.
+    offset_raw, clip_std, values = clipped_stats_sorted(
+        avg, finite=not (any_nan or any_inf))
+    # Without a NaN difference every average is a number: nothing to count.
     n_nan = int(np.count_nonzero(np.isnan(avg))) if any_nan else 0
-    good_frac = 1.0 - float(n_nan) / avg.shape[0]
+    good_frac = 1.0 - float(n_nan) / n
     min_frac_fail = good_frac < min_frac
     max_offset_fail = bool(abs(offset_raw) > max_offset)
     offset = 0.0 if (min_frac_fail or max_offset_fail) else offset_raw
     if math.isnan(offset):
         offset = 0.0 if good_frac == 0 else offset
     return (InterfaceOffset(interface_id, offset, offset_raw, good_frac, min_frac_fail,
-                            max_offset_fail), SmoothedDifference(avg, clip_std, win))
+                            max_offset_fail), SmoothedDifference(avg, clip_std, win, values))

@@ -28,6 +28,7 @@ __all__ = [
     "clipped_mean_var",
     "clipped_mean_var_selected",
     "clipped_stats",
+    "clipped_stats_sorted",
     "quantiles_selected",
     "quantiles_sorted",
     "usable_values",
@@ -593,13 +594,28 @@ def clipped_stats(
 
     Finiteness is tested after a cast to float32, as afw does.
     """
-    v = np.asarray(values).ravel()
-    if v.dtype != np.float32:
-        with np.errstate(over="ignore"):
-            finite = np.isfinite(v.astype(np.float32))
-        v = v[finite].astype(np.float64)
-    else:
-        v = v[np.isfinite(v)]
-    mean, var = clipped_mean_var(np.sort(v), n_sigma, n_iter)
-    return mean, math.sqrt(var) if var >= 0 else math.nan
+    return clipped_stats_sorted(values, n_sigma, n_iter)[:2]
 
+
+def clipped_stats_sorted(
+    values: np.ndarray, n_sigma: float = 3.0, n_iter: int = 3, *, finite: bool = False
+) -> tuple[float, float, np.ndarray]:
+    """`clipped_stats` and the sorted values it used (finite after a cast to float32).
+
+    ``finite=True`` asserts that every value is finite after that cast (a float64 mean of
+    finite float32 values is), skipping the test.
+    """
+    v = np.asarray(values).ravel()
+    if not finite:
+        if v.dtype != np.float32:
+            with np.errstate(over="ignore"):
+                ok = np.isfinite(v.astype(np.float32))
+        else:
+            ok = np.isfinite(v)
+        if np.count_nonzero(ok) < v.shape[0]:  # (else the values themselves: sorted below)
+            v = v[ok]
+    if v.dtype != np.float32:
+        v = v.astype(np.float64, copy=False)
+    s = np.sort(v)
+    mean, var = clipped_mean_var(s, n_sigma, n_iter)
+    return mean, math.sqrt(var) if var >= 0 else math.nan, s

@@ -33,6 +33,7 @@ once, which gives its median and its count.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import NamedTuple
@@ -89,10 +90,30 @@ def median_variance(sigma: float | np.ndarray, n: np.ndarray) -> np.ndarray:
 
     ``sigma**2 * pi / (2 (n - 1) + pi)``: exact for n = 1, ``pi sigma**2 / 2n`` for large n.
     """
-    n = np.asarray(n, dtype=np.float64)
+    n = np.asarray(n)
+    if (n.dtype.kind in "iu" and n.ndim == 1 and n.shape[0] > 0
+            and isinstance(sigma, (float, int, np.floating, np.integer))):
+        # Integer counts (lines of a strip, a few distinct values): the variance of each
+        # count once, from a table of the same double operations, then looked up.
+        top = int(n.max())
+        if int(n.min()) >= 0 and top <= 4 * n.shape[0]:
+            sd = float(sigma)
+            table = sd * sd * math.pi / _median_denominators(top)  # (numpy's x**2 is x*x)
+            table[0] = np.nan
+            return table.take(n)
+    n = n.astype(np.float64, copy=False)
     # The denominator is at least pi - 2 for n >= 0: nothing to divide by zero.
     out = np.asarray(sigma, dtype=np.float64) ** 2 * math.pi / (2.0 * (n - 1.0) + math.pi)
     return np.where(n > 0, out, np.nan)
+
+
+@functools.lru_cache(maxsize=16)
+def _median_denominators(top: int) -> np.ndarray:
+    """``2 (n - 1) + pi`` for n = 0 .. top (float64, read-only, cached)."""
+    n = np.arange(top + 1, dtype=np.float64)
+    out = 2.0 * (n - 1.0) + math.pi
+    out.flags.writeable = False
+    return out
 
 
 def strip_lines(strip: np.ndarray, side: int) -> np.ndarray:

@@ -93,22 +93,33 @@ def smoothing_coefficients(valid: np.ndarray, window: int | None,
     if window is None:
         return kept / float(m)
     n = valid.shape[0]
-    every = m == n  # every output kept (so every input valid): no masking below
+    if m == n:  # every output kept (so every input valid): the same for every such case
+        return _every_coefficients(n, window)[0].copy()
     # Output k averages inputs k - h .. k - h + window - 1 (h = window // 2), so input j
     # feeds outputs j + h - window + 1 .. j + h: a running sum of u over that range.
-    if every:
-        u = _inverse_lengths(n, window)
-    else:
-        cv = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(valid, out=cv[1:])  # integer counts: exact
-        lo, hi = _window_bounds(n, window)
-        count = cv[hi] - cv[lo]
-        u = np.where(kept, 1.0 / np.maximum(count, 1), 0.0)
+    cv = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(valid, out=cv[1:])  # integer counts: exact
+    lo, hi = _window_bounds(n, window)
+    count = cv[hi] - cv[lo]
+    u = np.where(kept, 1.0 / np.maximum(count, 1), 0.0)
     cs = np.zeros(n + 1)
     np.cumsum(u, out=cs[1:])
     lo, hi = _feed_bounds(n, window)
     c = (cs[hi] - cs[lo]) / m
-    return c if every else np.where(valid, c, 0.0)
+    return np.where(valid, c, 0.0)
+
+
+@functools.lru_cache(maxsize=32)
+def _every_coefficients(n: int, window: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """`smoothing_coefficients` of ``n`` valid inputs, all kept; their squares; whether
+    none is zero (read-only, cached: they depend on the interface length alone)."""
+    cs = np.zeros(n + 1)
+    np.cumsum(_inverse_lengths(n, window), out=cs[1:])
+    lo, hi = _feed_bounds(n, window)
+    c = (cs[hi] - cs[lo]) / n
+    c2 = c * c
+    c.flags.writeable = c2.flags.writeable = False
+    return c, c2, bool(np.count_nonzero(c) == n)
 
 
 @functools.lru_cache(maxsize=32)
@@ -171,10 +182,31 @@ def offset_error(
     return _clipped_mean_error(avg, valid, diff_var, window, offset, clip_std, n_sigma)
 
 
-def _clipped_mean_error(avg: np.ndarray, valid: np.ndarray, diff_var: np.ndarray,
+def _clipped_mean_error(avg: np.ndarray, valid: np.ndarray | None, diff_var: np.ndarray,
                         window: int | None, offset: float, clip_std: float,
-                        n_sigma: float = 3.0) -> float:
-    """`offset_error` given the smoothed difference ``avg`` and the valid raw samples."""
+                        n_sigma: float = 3.0, values: np.ndarray | None = None) -> float:
+    """`offset_error` given the smoothed difference ``avg`` and the valid raw samples
+    (None: ``~isnan(avg)``).
+
+    ``values``, if given, are the valid ``avg`` sorted (`SmoothedDifference.values`): when
+    there are as many as samples and both ends lie in the clip band, every sample is kept
+    and the coefficients are those of the interface length alone (cached).
+    """
+    n = avg.shape[0]
+    if (values is not None and window is not None and values.shape[0] == n and n > 0
+            and avg.dtype == np.float64 and math.isfinite(offset)
+            and math.isfinite(clip_std)):
+        # (The band's predicate in double, as below; it holds for every value between two
+        # that satisfy it.)
+        half = n_sigma * clip_std
+        if abs(float(values[0]) - offset) <= half and abs(float(values[-1]) - offset) <= half:
+            _, c2, nonzero = _every_coefficients(n, window)
+            if nonzero:
+                total = float(np.add.reduce(c2 * np.asarray(diff_var, dtype=np.float64)))
+                if math.isfinite(total):  # (else a variance may be NaN: checked below)
+                    return math.sqrt(total)
+    if valid is None:
+        valid = ~np.isnan(avg)
     if not valid.any() or not math.isfinite(offset):
         return math.nan
     kept = valid
@@ -277,10 +309,9 @@ def interface_offset_error(stats_a: StripStats, stats_b: StripStats,
     """
     if smoothed is None:
         return math.nan
-    valid = ~np.isnan(smoothed.avg)
     var = stats_a.profile_variance() + stats_b.profile_variance()
-    return _clipped_mean_error(smoothed.avg, valid, var, smoothed.window, offset,
-                               smoothed.clip_std)
+    return _clipped_mean_error(smoothed.avg, None, var, smoothed.window, offset,
+                               smoothed.clip_std, values=smoothed.values)
 
 
 def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) -> np.ndarray:

@@ -48,6 +48,20 @@ def test_smoothing_coefficients_reproduce_the_mean_of_the_moving_average(window)
         assert np.all(c[~valid] == 0)
 
 
+def test_median_variance_of_counts_matches_the_formula_bit_for_bit():
+    # Integer counts take a table of the per-count values; any other input the formula.
+    rng = np.random.default_rng(11)
+    for k in range(300):
+        sigma = float(rng.lognormal(0.0, 4.0)) if k % 5 else [0.0, np.nan, 1e-170][k % 3]
+        n = rng.integers(0, 70, size=int(rng.integers(1, 40)))
+        plain = np.float64(sigma) ** 2 * math.pi / (2.0 * (n.astype(np.float64) - 1.0)
+                                                    + math.pi)
+        want = np.where(n > 0, plain, np.nan)
+        for counts in (n, n.astype(np.int32), n.astype(np.float64)):
+            got = median_variance(sigma, counts)
+            assert got.dtype == np.float64 and got.tobytes() == want.tobytes()
+
+
 def test_median_variance_small_and_large_samples():
     assert median_variance(2.0, np.array([1]))[0] == pytest.approx(4.0)
     assert math.isnan(median_variance(2.0, np.array([0]))[0])
@@ -165,12 +179,14 @@ def _interface_case(rng, kind: str, n: int = 240):
         a[rng.choice(n, 20, replace=False)] += np.float32(100.0)
     elif kind == "infinite":  # a line of infinities (NaN-free profiles: nothing counted)
         a[17] = np.float32(np.inf)
+    elif kind == "ramp":  # a uniform spread of differences: the clip keeps every sample
+        a += np.linspace(0.0, 40.0, n, dtype=np.float32)[:, None]
     return strip_stats(a, 1), strip_stats(b, 3)
 
 
 @pytest.mark.parametrize("kind", ["plain", "integers", "wide_range", "masked_lines",
                                   "valid_run_shorter_than_window", "all_masked", "zeros",
-                                  "outliers", "infinite"])
+                                  "outliers", "infinite", "ramp"])
 @pytest.mark.parametrize("window_frac", [None, 512 / 4176, 0.5, 1.0])
 def test_offset_and_error_match_the_plain_computation_bit_for_bit(kind, window_frac):
     # measure_interface and interface_offset_error skip the masking, copies and counts
@@ -200,6 +216,8 @@ def test_offset_and_error_match_the_plain_computation_bit_for_bit(kind, window_f
         assert err == want_err or (math.isnan(err) and math.isnan(want_err))
         if kind in ("plain", "integers", "outliers", "infinite"):
             assert res.good_frac == 1.0 and 0.0 < err < 1.0
+        if kind == "ramp":  # every sample in the final band (the error's cached path)
+            assert np.all(np.abs(avg - offset_raw) <= 3.0 * clip_std) and 0.0 < err < 1.0
         if kind == "valid_run_shorter_than_window" and window_frac:
             assert np.isfinite(avg).sum() == 4 and res.offset_raw == pytest.approx(
                 12.0 - float(np.mean(sb.profile[100:104])), abs=1e-4)
