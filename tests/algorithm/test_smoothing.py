@@ -68,3 +68,21 @@ def test_smoothing_shape_and_small_images():
     assert smooth(np.ones((20, 30), np.float32), kernel).shape == (6, 16)
     assert smooth(np.ones((10, 30), np.float32), kernel).shape == (0, 16)
     np.testing.assert_allclose(smooth(np.full((40, 40), 7, np.float32), kernel), 7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_sigma", [7.0, 2.5])  # kernels of 15 and 5 weights
+def test_smoothing_signed_zeros_and_odd_shapes_match_compiled(n_sigma):
+    # A block of -0.0 gives -0.0 horizontal sums; the vertical sums start from +0.0 (afw's
+    # accumulator), so the smoothed block is +0.0 on both paths, bit for bit, at any
+    # blocking, with NaN pixels elsewhere.
+    rng = np.random.default_rng(5)
+    image = (20 * rng.standard_normal((83, 61))).astype(np.float32)
+    image[10:50, 5:45] = -0.0
+    image[70, 30] = np.nan
+    kernel = gaussian_kernel(2.0, n_sigma)
+    r = kernel.shape[0] // 2
+    compiled = get_kernels("numba").smooth(image, kernel).view(np.uint32)
+    assert (compiled[10:50 - 2 * r, 5:45 - 2 * r] == 0).all()
+    for row_block, groups in ((16, 8), (3, 1), (7, 2)):
+        got = get_kernels("numpy").smooth(image, kernel, row_block=row_block, groups=groups)
+        np.testing.assert_array_equal(got.view(np.uint32), compiled)

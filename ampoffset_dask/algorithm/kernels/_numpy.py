@@ -106,11 +106,12 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
         for base in np.unique(src_rows):
             sel = np.flatnonzero(src_rows == base)
             lo, hi = int(sel[0]), int(sel[-1]) + 1
-            plan.append((int(base), lo, hi, k[off[lo:hi]][None, :, None]))
+            plan.append((s, int(base), lo, hi, k[off[lo:hi]][None, :, None]))
     if out is None:
         out = np.empty((oh, ow), dtype=np.float32)
     block = np.empty((groups, n, ow), dtype=np.float32)
     prod = np.empty((groups, n, ow), dtype=np.float32)
+    zero = np.float32(0.0)
     horizontal(0, 0, rows)
     for a in range(0, oh, span):
         if a:
@@ -120,9 +121,15 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
         valid = min(m * n, oh - a)
         whole = valid == span
         acc = out[a:a + span].reshape(groups, n, ow) if whole else block[:m]
-        acc[...] = 0
-        for base, lo, hi, weights in plan:
+        for s, base, lo, hi, weights in plan:
             src = band[base:base + n * (m - 1) + 1:n, :ow]
+            if s == 0:
+                # The first slot covers every output row: its products go straight into
+                # the sums, plus zero (afw's accumulator starts from zero: -0 becomes +0).
+                dst = acc[:, lo:hi, :]
+                np.multiply(src[:, None, :], weights, out=dst)
+                np.add(dst, zero, out=dst)
+                continue
             p = prod[:m, :hi - lo]
             np.multiply(src[:, None, :], weights, out=p)
             acc[:, lo:hi, :] += p
