@@ -209,3 +209,33 @@ def test_stats_survive_later_calls_and_other_threads():
         for g_st, w_st in zip(got, serial[i % len(stacks)], strict=True):
             for g, w in zip(g_st, w_st, strict=True):
                 np.testing.assert_array_equal(g, w)
+
+
+def test_sorted_rows_are_numpys_float_sort():
+    from ampoffset_dask.algorithm.kernels._numpy import _sorted_rows
+
+    rng = np.random.default_rng(5)
+    for dtype in (np.float32, np.float64):
+        a = np.abs(rng.normal(0.0, 3.0, (40, 64))).astype(dtype)
+        a[rng.uniform(size=a.shape) < 0.1] = np.nan
+        a[2] = np.nan
+        a[3, 5::2] = -0.0  # zeros of both signs after a positive first value
+        a[3, 4::2] = 0.0
+        a[4, 7] = -np.inf
+        a[5, 9] = -1.5
+        a[6, 1::2] = np.inf
+        for lines in (a, a - dtype(1.0), a[:, :0]):  # unsigned first values, signed, empty
+            out = np.empty_like(lines)
+            assert _sorted_rows(lines, out) is out
+            assert out.tobytes() == np.sort(lines, axis=1).tobytes()
+
+
+def test_all_rows_of_an_eight_byte_mask():
+    from ampoffset_dask.algorithm.kernels._numpy import _all_rows
+
+    rng = np.random.default_rng(6)
+    for width in (8, 64, 136):
+        mask = rng.uniform(size=(50, width)) < 0.995
+        mask[:10] = True
+        mask[3, -1] = False
+        np.testing.assert_array_equal(_all_rows(mask), mask.all(axis=1))
