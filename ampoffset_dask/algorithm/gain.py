@@ -42,9 +42,10 @@ class GainStep(NamedTuple):
     gain_like: bool
 
 
-def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
-    """Each strip line's level extrapolated to the amp boundary, its variance, and the
-    standard error this extrapolation adds to a slope against the level.
+def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float, bool]:
+    """Each strip line's level extrapolated to the amp boundary, its variance, the
+    standard error this extrapolation adds to a slope against the level, and whether
+    every line is usable.
 
     Each line (across the strip, at one position along the interface) gets its clipped
     (3 sigma about the line median) mean and the slope of its pixels against the distance
@@ -53,22 +54,22 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
     that a gradient across the gap, which scales with the flux as a gain step does, is
     removed without much extra noise. The model's own uncertainty is linear in the level,
     so it looks exactly like a gain error: it is returned separately (``xm * err(beta)``)
-    for the slope's error budget. (Call under ``np.errstate(invalid="ignore",
-    divide="ignore")``.)
+    for the slope's error budget. The last value is True when no line was set to NaN.
+    (Call under ``np.errstate(invalid="ignore", divide="ignore")``.)
     """
     sigma = stats.sigma
     if not math.isfinite(sigma):  # fewer than two valid pixels
         nan = np.full(stats.profile.shape[0], np.nan)
-        return nan, nan, math.nan
+        return nan, nan, math.nan, False
     n, xm, ym, sxx = stats.clip_count, stats.dist_mean, stats.clip_mean, stats.dist_sxx
     # (np.add.reduce is np.sum without its Python wrapper: the same pairwise sums.)
     slope = stats.dist_sxy / sxx
-    slope[sxx <= 0] = np.nan  # (a NaN sxx already gave a NaN slope)
     # The gradient across the strip, modelled as alpha + beta * level along the
     # interface (an illumination pattern scales with the flux): two parameters from
     # every line, so the extrapolation adds almost no noise and no correlated error
-    # between positions.
-    ok = np.isfinite(slope)
+    # between positions. Lines with sxx <= 0 have no slope (a NaN sxx gives a NaN one).
+    ok = sxx > 0
+    ok &= np.isfinite(slope)
     ok &= np.isfinite(ym)
     n_ok = int(np.count_nonzero(ok))
     if n_ok >= 3:
@@ -92,9 +93,14 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
             beta_err = math.sqrt(chi2 * sigma * sigma / den)
         else:  # noiseless strips (or no level range): no model uncertainty
             beta_err = 0.0
-        fin = np.isfinite(xm)
-        fx = xm if fin.all() else xm[fin]
-        gain_term = float(_sum(fx) / fx.shape[0]) * beta_err  # fx.mean()
+        # The mean distance of the lines with one: a finite total has no NaN behind it.
+        total = float(_sum(xm))
+        if not math.isfinite(total):
+            fx = xm[np.isfinite(xm)]
+            total = float(_sum(fx) / fx.shape[0])
+        else:
+            total = total / xm.shape[0]
+        gain_term = total * beta_err
     else:
         slope_fit = np.zeros_like(ym)
         slope_var = 0.0
@@ -103,24 +109,27 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float]:
     var = sigma * sigma / n + xm * xm * slope_var
     good = n > 0
     good &= np.isfinite(value)
-    if not good.all():
+    if int(np.count_nonzero(good)) < good.shape[0]:
         bad = ~good
         value[bad] = np.nan
         var[bad] = np.nan
-    return value, var, gain_term
+        return value, var, gain_term, False
+    return value, var, gain_term, True
 
 
 def _running_mean(v: np.ndarray, window: int) -> np.ndarray:
     """NaN-aware centred running mean (numpy's ``"same"`` convolution windows, from
     cumulative sums; call under ``np.errstate(invalid="ignore", divide="ignore")``)."""
-    ok = np.isfinite(v)
     n = v.shape[0]
     window = max(1, min(window, n))
     lo, hi = _window_bounds(n, window)
     cs = np.zeros(n + 1)
-    if ok.all():  # the usual case: no masking, and the counts are the window lengths
-        np.cumsum(v, out=cs[1:])
+    np.cumsum(v, out=cs[1:])
+    # A NaN or an infinity would carry to the end of the cumulative sum: a finite total
+    # means no masking, and the counts are the window lengths.
+    if math.isfinite(cs[n]):
         return (cs[hi] - cs[lo]) / window_lengths(n, window)
+    ok = np.isfinite(v)
     np.cumsum(np.where(ok, v, 0.0), out=cs[1:])
     cc = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(ok, out=cc[1:])
@@ -168,13 +177,21 @@ def _jackknife_from_parts(parts: np.ndarray, n_blocks: int = _JACKKNIFE_BLOCKS) 
     w xc yc`` (moments about the weighted means; the weights sum to more than zero)."""
     blocks = np.add.reduceat(parts, _block_starts(parts.shape[1], n_blocks), axis=1)
     rest = np.add.reduce(parts, axis=1)[:, None] - blocks  # sums without each block
-    s0, s1, s2, s11, s12 = rest
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # Each deletion's slope from its five sums, in Python floats: the same double
+    # operations as on the arrays, without a numpy call per operation for ten values.
+    slopes = []
+    for s0, s1, s2, s11, s12 in zip(*rest.tolist(), strict=True):
+        if not s0 > 0:
+            continue
         sxx = s11 - s1 * s1 / s0
+        if not sxx > 0:
+            continue
         s = (s12 - s1 * s2 / s0) / sxx
-    s = s[(s0 > 0) & (sxx > 0) & np.isfinite(s)]
-    if s.size < 3:
+        if math.isfinite(s):
+            slopes.append(s)
+    if len(slopes) < 3:
         return 0.0
+    s = np.array(slopes)
     return math.sqrt((s.size - 1) / s.size * float(_sum((s - _sum(s) / s.size) ** 2)))
 
 
@@ -223,17 +240,29 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
     lines' levels extrapolated to the boundary (`_boundary_values`).
     """
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean_a, var_a, model_a = _boundary_values(stats_a)
-        mean_b, var_b, model_b = _boundary_values(stats_b)
-        level = _running_mean(0.5 * (stats_a.level.astype(np.float64) + stats_b.level),
-                              _SMOOTH)
+        return _gain_step(stats_a, stats_b, threshold)
+
+
+def _gain_step(stats_a: StripStats, stats_b: StripStats, threshold: float) -> GainStep:
+    """`gain_step` (call under ``np.errstate(invalid="ignore", divide="ignore")``)."""
+    mean_a, var_a, model_a, _ = _boundary_values(stats_a)
+    mean_b, var_b, model_b, _ = _boundary_values(stats_b)
+    level = np.add(stats_a.level, stats_b.level, dtype=np.float64)
+    level = _running_mean(np.multiply(level, 0.5, out=level), _SMOOTH)
     d = mean_a - mean_b
     var = var_a + var_b
-    ok = np.isfinite(d)
-    ok &= np.isfinite(var)
+    # A finite sum has finite terms: one test for the usual case, the exact one otherwise.
+    t = d + var
+    t += level
+    ok = np.isfinite(t)
     ok &= var > 0
-    ok &= np.isfinite(level)
     n = int(np.count_nonzero(ok))
+    if n < ok.shape[0]:
+        ok = np.isfinite(d)
+        ok &= np.isfinite(var)
+        ok &= var > 0
+        ok &= np.isfinite(level)
+        n = int(np.count_nonzero(ok))
     if n < 10:
         return GainStep(math.nan, math.nan, False)
     if n < ok.shape[0]:
@@ -245,6 +274,7 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
     parts = np.empty((5, n))
     slope = err = math.nan
     settled = False
+    k = n
     for _ in range(5):
         wk = w if keep is None else w * keep
         sw = _sum(wk)
@@ -259,12 +289,13 @@ def gain_step(stats_a: StripStats, stats_b: StripStats,
         slope = float(_sum(np.multiply(parts[1], dy, out=parts[4])) / sxx)
         resid = dy - slope * dx
         new = np.abs(resid) <= limit
-        changed = not new.all() if keep is None else (new ^ keep).any()
-        if not changed or np.count_nonzero(new) < 10:
+        k_new = int(np.count_nonzero(new))
+        changed = k_new < n if keep is None else bool(np.count_nonzero(new ^ keep))
+        if not changed or k_new < 10:
             settled = True
             break
         keep = new
-    k = n if keep is None else int(np.count_nonzero(keep))
+        k = k_new
     if not settled:  # five clips and still moving: the fit of the last keep
         wk = w * keep
     chi2 = float(_sum(wk * resid ** 2)) / max(k - 2, 1)
@@ -308,7 +339,11 @@ def amp_levels(line_levels: Mapping[tuple[int, int], np.ndarray], n_amps: int) -
         v = np.asarray(lv)
         if v.dtype.kind != "f":
             v = v.astype(np.float64)
-        by_amp.setdefault(amp, []).append(v[np.isfinite(v)])
+        fin = np.isfinite(v)
+        # (Every level finite, the usual case: the array itself; the concatenation
+        # below copies it before the selection permutes the copy.)
+        by_amp.setdefault(amp, []).append(
+            v.ravel() if np.count_nonzero(fin) == fin.size else v[fin])
     for amp, parts in by_amp.items():
         v = np.concatenate(parts)
         if v.size:

@@ -336,8 +336,9 @@ def lines_stats(
         sxy = sdr - sd * rm
         clip_mean = profile + rm
     empty = ~(n > 0)
-    for arr in (clip_mean, xm, sxx, sxy):
-        arr[empty] = np.nan
+    if np.count_nonzero(empty):
+        for arr in (clip_mean, xm, sxx, sxy):
+            arr[empty] = np.nan
     out = []
     for k, side in enumerate(sides):
         sl = slice(bounds[k], bounds[k + 1])
