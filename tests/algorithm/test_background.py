@@ -185,9 +185,11 @@ def test_linear_gradient_is_reproduced():
 
 
 @pytest.mark.parametrize("style,nx", [("AKIMA_SPLINE", 9), ("AKIMA_SPLINE", 5),
-                                      ("CUBIC_SPLINE", 4), ("CUBIC_SPLINE", 3), ("LINEAR", 2)])
+                                      ("CUBIC_SPLINE", 4), ("CUBIC_SPLINE", 3), ("LINEAR", 2),
+                                      ("CONSTANT", 3)])
 @pytest.mark.parametrize("shape", [(300, 203), (7, 11)])
-def test_numpy_subtraction_is_the_float32_model_subtracted(style, nx, shape):
+@pytest.mark.parametrize("nan_knots", [False, True])
+def test_numpy_subtraction_is_the_float32_model_subtracted(style, nx, shape, nan_knots):
     # The fused evaluate-and-subtract of the numpy kernels equals subtracting the float32
     # model that interp.interpolate_rows defines, bit for bit (blocks of rows included).
     from ampoffset_dask.algorithm.interp import interpolate_rows
@@ -198,7 +200,15 @@ def test_numpy_subtraction_is_the_float32_model_subtracted(style, nx, shape):
     image = rng.normal(1000.0, 20.0, shape).astype(np.float32)
     _, _, xc = background_bins(w, nx)
     values = rng.normal(1000.0, 5.0, (h, nx))
+    if nan_knots:  # rows that fall back to a poorer style, or to NaN without knots
+        values[1, 0] = values[3, -1] = np.nan
+        values[5] = np.nan
     want = image - interpolate_rows(style, xc, values, w, np.float32)
-    got = image.copy()
-    get_kernels("numpy").subtract_model_rows(got, style, xc, values, row_block=64)
-    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+    for row_block in (64, 5):
+        got = image.copy()
+        get_kernels("numpy").subtract_model_rows(got, style, xc, values, row_block=row_block)
+        np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+        into = np.full_like(image, np.nan)
+        get_kernels("numpy").subtract_model_rows(image, style, xc, values, out=into,
+                                                 row_block=row_block)
+        np.testing.assert_array_equal(into.view(np.int32), want.view(np.int32))
