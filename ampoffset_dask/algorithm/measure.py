@@ -373,16 +373,12 @@ def _put_lines(dest: np.ndarray, block: StripBlock, strips: dict, source: Any, *
                extra: np.ndarray | None = None, finite: bool = False) -> np.ndarray:
     """Copy the block's strips of ``source`` into ``dest`` as lines (float32), NaN where
     ``mask & bits`` is set, where ``bad`` or ``extra`` is True and (``finite``) where not
-    finite (`kernels._numpy.put_lines`); ``source`` and ``mask`` may be lazy arrays."""
-    put = kernels.active().put_lines
-    use_mask = mask is not None and bits != 0
-    for key, side, a, b in zip(block.keys, block.sides, block.bounds, block.bounds[1:],
-                               strict=False):
-        sl = strips[key]
-        put(dest[a:b], np.asarray(source[sl]), side in (0, 2),
-            mask=np.asarray(mask[sl]) if use_mask else None, bits=bits,
-            bad=None if bad is None else bad[sl], extra=None if extra is None else extra[sl],
-            finite=finite)
+    finite (`kernels._numpy.put_strips`); ``source`` and ``mask`` may be lazy arrays (only
+    the strips are read)."""
+    kernels.active().put_strips(
+        [dest[a:b] for a, b in zip(block.bounds, block.bounds[1:], strict=False)], source,
+        [strips[key] for key in block.keys], [side in (0, 2) for side in block.sides],
+        mask=mask, bits=bits, bad=bad, extra=extra, finite=finite)
     return dest
 
 

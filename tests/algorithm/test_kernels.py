@@ -857,6 +857,57 @@ def test_put_lines_agree_and_compile_once():
     assert len(NUMBA._put_masked.signatures) == 1
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_put_strips_reads_each_strip_as_put_lines(backend):
+    """`put_strips` writes, for every strip, the bits of the reference's `put_lines` on
+    that strip alone: row strips (sides 1/3) and transposed column strips (sides 0/2) at
+    the image borders and inside it, masked (any mask type), non-finite and NaN-payload
+    pixels, the default configuration's ``bad``/``extra`` read and plain copies; from an
+    in-memory image (the compiled reads at the strips' offsets), a big-endian one and a
+    dask-backed one (read strip by strip); the inputs are never modified."""
+    da = pytest.importorskip("dask.array")
+    kern = get_kernels(backend)
+    rng = np.random.default_rng(13)
+    image = rng.normal(0, 1, (70, 61)).astype(np.float32)
+    for value in (np.inf, -np.inf, np.nan):
+        image[rng.random(image.shape) < 0.02] = value
+    image.view(np.uint32)[0, 3] = 0x7FC00001  # a NaN with a payload
+    image.view(np.uint32)[69, 60] = 0xFFC00000  # a negative NaN in the last pixel
+    mask = rng.integers(0, 1 << 12, image.shape).astype(np.int32)
+    bad, extra = rng.random(image.shape) < 0.05, rng.random(image.shape) < 0.05
+    originals = [a.copy() for a in (image, mask, bad, extra)]
+    boxes = [np.s_[0:70, 0:9], np.s_[3:67, 52:61],  # sides 3 and 1 at the image borders
+             np.s_[0:11, 5:61], np.s_[59:70, 0:40],  # sides 2 and 0 at the image borders
+             np.s_[10:60, 20:29], np.s_[20:37, 30:45],  # inside the image
+             np.s_[4:4, 0:61],  # an empty strip
+             np.s_[::2, 3:30]]  # not unit-stepped: strip by strip
+    flips = [False, False, True, True, False, True, True, False]
+    sources = (image, image.astype(">f4"), da.from_array(image, chunks=(17, 23)))
+    reads = [{"mask": mask, "bits": 1 << 3, "finite": True}, {"mask": mask, "bits": 0xFF},
+             {"mask": mask.astype(np.uint16), "bits": 0xF0, "finite": True},
+             {"mask": da.from_array(mask, chunks=(30, 30)), "bits": 0x3, "finite": True},
+             {"finite": True}, {"bad": bad, "extra": extra}, {}, {"mask": mask, "bits": 0}]
+    for source, kw in itertools.product(sources, reads):
+        shapes = [np.empty(image[b].shape, np.float32) for b in boxes]
+        expected = [np.full(s.shape[::-1] if f else s.shape, 7, np.float32)
+                    for s, f in zip(shapes, flips, strict=True)]
+        got = [e.copy() for e in expected]
+        for e, b, f in zip(expected, boxes, flips, strict=True):
+            m = kw.get("mask")
+            NUMPY.put_lines(e, image[b], f, mask=None if m is None else np.asarray(m[b]),
+                            bits=kw.get("bits", 0), finite=kw.get("finite", False),
+                            bad=bad[b] if "bad" in kw else None,
+                            extra=extra[b] if "extra" in kw else None)
+        kern.put_strips(got, source, boxes, flips, **kw)
+        for e, g in zip(expected, got, strict=True):
+            np.testing.assert_array_equal(g.view(np.uint32), e.view(np.uint32))
+    for a, o in zip((image, mask, bad, extra), originals, strict=True):
+        np.testing.assert_array_equal(a.view(np.uint8), o.view(np.uint8))
+    if backend == "numba":
+        assert len(NUMBA._put_lines.signatures) == 1
+        assert len(NUMBA._put_masked.signatures) == 1
+
+
 # ------------------------------------------------------------------------------------------
 # Compiled clipped statistics: internals
 # ------------------------------------------------------------------------------------------

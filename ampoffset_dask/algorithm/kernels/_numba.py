@@ -17,6 +17,8 @@ compilation once per installation and only a cache load afterwards.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -1446,7 +1448,7 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
         e = np.asarray(extra)
         if (v.ndim == 2 and v.dtype == np.float32 and v.dtype.isnative
                 and b.dtype == np.bool_ and e.dtype == np.bool_
-                and b.shape == v.shape and e.shape == v.shape and _lines_fit(dest, v, flip)):
+                and b.shape == v.shape and e.shape == v.shape and _lines_fit(dest, v.shape, flip)):
             src, fb, fe = _flat_rows(v), _flat_rows(b), _flat_rows(e)
             if src is not None and fb is not None and fe is not None:
                 _put_masked(dest, src[0], src[1], fb[0], fb[1], fe[0], fe[1], bool(flip))
@@ -1459,7 +1461,7 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
         if m is not None and m.dtype.kind in "iu" and m.dtype != np.int32:
             m = m.astype(np.int32)
         if (v.ndim == 2 and v.dtype == np.float32 and 0 <= bits < 1 << 31
-                and _lines_fit(dest, v, flip)):
+                and _lines_fit(dest, v.shape, flip)):
             src = _flat_rows(v)
             flat = (_NONE_INT, 0) if m is None else (
                 _flat_rows(m) if m.dtype == np.int32 and m.shape == v.shape else None)
@@ -1471,11 +1473,67 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
                          finite=finite)
 
 
-def _lines_fit(dest: np.ndarray, strip: np.ndarray, flip: bool) -> bool:
-    """Whether the compiled reads can write the non-empty 2-D ``strip`` into ``dest`` (float32,
-    C-contiguous, writable, the strip's shape, transposed when ``flip``)."""
+def _lines_fit(dest: np.ndarray, shape: tuple[int, int], flip: bool) -> bool:
+    """Whether the compiled reads can write a non-empty 2-D strip of ``shape`` into ``dest``
+    (float32, C-contiguous, writable, the strip's shape, transposed when ``flip``)."""
     return (dest.dtype == np.float32 and dest.flags.c_contiguous and dest.flags.writeable
-            and dest.shape == (strip.shape[::-1] if flip else strip.shape) and strip.size > 0)
+            and dest.shape == (shape[::-1] if flip else tuple(shape))
+            and shape[0] > 0 and shape[1] > 0)
+
+
+def _whole(a: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+    """``a`` as a read-only flat view (`_read_only`) when it is a plain C-contiguous
+    ndarray of ``shape`` and ``dtype`` (native order), else None."""
+    if (type(a) is not np.ndarray or a.shape != shape or a.dtype != dtype
+            or not a.flags.c_contiguous):
+        return None
+    return _read_only(a.reshape(-1))
+
+
+def put_strips(dests: Sequence[np.ndarray], source: Any, boxes: Sequence[tuple[slice, slice]],
+               flips: Sequence[bool], *, mask: Any = None, bits: int = 0,
+               bad: np.ndarray | None = None, extra: np.ndarray | None = None,
+               finite: bool = False) -> None:
+    """See `ampoffset_dask.algorithm.kernels._numpy.put_strips`.
+
+    With a C-contiguous float32 image (and an int32 ``mask``, or bool ``bad`` and
+    ``extra``, of its shape) in memory, the compiled reads of `put_lines` run on one flat
+    view of each array, the strips found by their offsets: a few microseconds per strip
+    instead of ~20 (two strided views and the checks of `put_lines`). Other inputs (lazy
+    arrays included) go strip by strip through `put_lines`.
+    """
+    use_mask = mask is not None and bits != 0
+    flats = None
+    if bad is None and extra is None and (use_mask or finite) and 0 <= bits < 1 << 31:
+        shape = np.shape(source)
+        flats = [_whole(source, shape, np.float32),
+                 _whole(mask, shape, np.int32) if use_mask else _NONE_INT]
+    elif bad is not None and extra is not None and not use_mask and not finite:
+        shape = np.shape(source)
+        flats = [_whole(source, shape, np.float32), _whole(bad, shape, np.bool_),
+                 _whole(extra, shape, np.bool_)]
+    fast = flats is not None and all(f is not None for f in flats)
+    for dest, box, flip in zip(dests, boxes, flips, strict=True):
+        if fast:
+            y0, y1, ys = box[0].indices(shape[0])
+            x0, x1, xs = box[1].indices(shape[1])
+        if not fast or ys != 1 or xs != 1 or not _lines_fit(dest, (y1 - y0, x1 - x0), flip):
+            put_lines(dest, np.asarray(source[box]), flip,
+                      mask=np.asarray(mask[box]) if use_mask else None, bits=bits,
+                      bad=None if bad is None else bad[box],
+                      extra=None if extra is None else extra[box], finite=finite)
+            continue
+        w = shape[1]
+        # The strip's rows in each flat array: from its first pixel to its last.
+        o = y0 * w + x0
+        n = (y1 - y0 - 1) * w + (x1 - x0)
+        if len(flats) == 2:
+            m = flats[1][o:o + n] if use_mask else _NONE_INT
+            _put_lines(dest, flats[0][o:o + n], w, m, w if use_mask else 0, np.int32(bits),
+                       bool(flip), bool(finite))
+        else:
+            _put_masked(dest, flats[0][o:o + n], w, flats[1][o:o + n], w, flats[2][o:o + n],
+                        w, bool(flip))
 
 
 def _network(n: int) -> np.ndarray:

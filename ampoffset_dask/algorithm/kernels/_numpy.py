@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -745,6 +747,34 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
         np.copyto(dest, np.float32(np.nan), where=masked.T if flip else masked)
     if finite:
         np.copyto(dest, np.float32(np.nan), where=~np.isfinite(dest))
+
+
+def put_strips(dests: Sequence[np.ndarray], source: Any, boxes: Sequence[tuple[slice, slice]],
+               flips: Sequence[bool], *, mask: Any = None, bits: int = 0,
+               bad: np.ndarray | None = None, extra: np.ndarray | None = None,
+               finite: bool = False) -> None:
+    """`put_lines` of several strips of one image: ``dests[k]`` gets ``source[boxes[k]]``.
+
+    Parameters
+    ----------
+    dests : sequence of ndarray
+        The strips' lines, as for `put_lines`.
+    source : array_like (height, width)
+        The image; only the strips are read (``np.asarray(source[box])``), so a lazy array
+        (dask, xarray) is read strip by strip.
+    boxes : sequence of (slice, slice)
+        Each strip's rows and columns in ``source`` (unit steps).
+    flips : sequence of bool
+        Whether each strip is transposed into its lines (sides 0/2).
+    mask, bits, bad, extra, finite
+        As for `put_lines`, in ``source``'s frame (``mask`` may be lazy too).
+    """
+    use_mask = mask is not None and bits != 0
+    for dest, box, flip in zip(dests, boxes, flips, strict=True):
+        put_lines(dest, np.asarray(source[box]), flip,
+                  mask=np.asarray(mask[box]) if use_mask else None, bits=bits,
+                  bad=None if bad is None else bad[box],
+                  extra=None if extra is None else extra[box], finite=finite)
 
 
 def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarray | None = None,
