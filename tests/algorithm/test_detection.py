@@ -228,3 +228,45 @@ def test_grown_detections_covering_everything_give_zero_pedestals(choice):
         image[10:40, 30:70] = -1.0
         res = measure_detector(image, None, det, config)
         assert not res.all_masked and res.n_detected > 0
+
+
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_grown_detections_of_adjacent_edge_strips(isotropic):
+    # Strips laid out as along amp boundaries: pairs touching across a vertical boundary,
+    # a row of strips overlapping along x across a horizontal boundary and the ones below
+    # it, which the numpy kernel thresholds and grows as shared windows. Each strip gets
+    # exactly grow(seeds)[strip], as when every strip is grown on its own.
+    from ampoffset_dask.algorithm.kernels import get_kernels
+
+    numpy_k, numba_k = get_kernels("numpy"), get_kernels("numba")
+    rng = np.random.default_rng(2)
+    r = 3
+    smoothed = rng.normal(0.0, 1.0, (74, 94)).astype(np.float32)
+    smoothed[rng.random(smoothed.shape) < 0.01] = np.float32(4.0)
+    smoothed[30:33, 40:50] = np.float32(-4.0)
+    shape = (smoothed.shape[0] + 2 * r, smoothed.shape[1] + 2 * r)
+    h, w = shape
+    regions = []
+    for x in (25, 50, 75):  # vertical boundaries: strips of 8 columns either side
+        regions += [(slice(0, 40), slice(x - 9, x - 1)), (slice(0, 40), slice(x + 1, x + 9)),
+                    (slice(40, h), slice(x - 9, x - 1)), (slice(40, h), slice(x + 1, x + 9))]
+    for x0, x1 in ((0, 25), (25, 50), (50, 75), (75, w)):  # the horizontal boundary
+        regions += [(slice(33, 39), slice(x0, x1)), (slice(41, 47), slice(x0, x1))]
+    for radius in (1, 4):
+        for flags in [(True, False, True, False), (True, True, True, True)]:
+            seeds, n, any_seed = numpy_k.threshold_seeds(smoothed, 2.5, shape, r, *flags)
+            assert any_seed
+            full = grow(seeds, radius, isotropic)
+            start = rng.random(shape) < 0.05
+            expected = start.copy()
+            one_by_one = start.copy()
+            for rows, cols in regions:
+                expected[rows, cols] |= full[rows, cols]
+                numpy_k.grow_detected(smoothed, 2.5, r, flags[0], flags[1], radius,
+                                      isotropic, rows, cols, one_by_one)
+            np.testing.assert_array_equal(one_by_one, expected)
+            for k in (numpy_k, numba_k):
+                out = start.copy()
+                assert k.grow_detections(smoothed, 2.5, r, *flags, radius, isotropic, regions,
+                                         out) == (n, True)
+                np.testing.assert_array_equal(out, expected)

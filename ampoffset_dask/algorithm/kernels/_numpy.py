@@ -512,33 +512,45 @@ def footprint_halves(radius: int, isotropic: bool) -> np.ndarray:
 def _grow_band(seeds: np.ndarray, out: np.ndarray, radius: int, isotropic: bool) -> None:
     """OR the dilation of ``seeds`` (clipped to the array) into ``out`` (same shape).
 
-    The rows are laid end to end with ``radius`` zero columns after each, so every shift
+    The rows are laid end to end with ``radius`` zero columns before each, so every shift
     is one contiguous 1-D operation (a narrow band would otherwise cost one short inner
     loop per row): a pixel moves at most ``radius`` columns, so what spills past a row's
-    end stays in its padding, which is dropped at the end.
+    end stays in the padding, which is dropped at the end. The horizontal dilation of
+    half width k is the OR over windows of 2k + 1 elements, built from windows of powers
+    of two (a window of s is two overlapping windows of the largest power of two <= s).
     """
     h, w = seeds.shape
     wp = w + radius
-    padded = np.zeros((h, wp), dtype=bool)
-    padded[:, :w] = seeds
-    cur = padded.ravel()
-    horiz = [cur]
-    for _ in range(radius):
-        nxt = cur.copy()
-        nxt[1:] |= cur[:-1]
-        nxt[:-1] |= cur[1:]
-        horiz.append(nxt)
-        cur = nxt
+    size = h * wp
+    padded = np.zeros(2 * radius + size, dtype=bool)
+    padded[radius:radius + size].reshape(h, wp)[:, radius:] = seeds
+    flat = padded[radius:]  # element j + radius is pixel j of the row-major padded rows
     halves = footprint_halves(radius, isotropic)
+    # windows[s][i] = OR of padded[i:i + s]
+    windows = {1: padded}
+    p = 1
+    while 2 * p <= 2 * int(halves.max()) + 1:
+        prev = windows[p]
+        windows[2 * p] = prev[:-p] | prev[p:]
+        p *= 2
+    horiz = {}
+    for k in sorted(set(halves.tolist())):
+        s = 2 * k + 1
+        q = 1 << (s.bit_length() - 1)
+        win = windows[q] if q == s else windows[q][:-(s - q)] | windows[q][s - q:]
+        # Centred on padded[radius + j]: the window starting at radius + j - k.
+        horiz[k] = win[radius - k:radius - k + size] if k else flat[:size]
     reach = min(radius, h - 1)  # row offsets beyond the array add nothing
-    grown = np.zeros(h * wp, dtype=bool)
+    grown = horiz[int(halves[radius])].copy()
     for dy in range(-reach, reach + 1):
-        src = horiz[halves[dy + radius]]
-        if dy >= 0:
+        if dy == 0:
+            continue
+        src = horiz[int(halves[dy + radius])]
+        if dy > 0:
             grown[dy * wp:] |= src[: (h - dy) * wp]
         else:
             grown[: dy * wp] |= src[-dy * wp:]
-    out |= grown.reshape(h, wp)[:, :w]
+    out |= grown.reshape(h, wp)[:, radius:]
 
 
 def _threshold_tests(threshold: float, positive: bool, negative: bool, mark_positive: bool,
@@ -629,10 +641,48 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
     n, any_seed = count_detected(smoothed, threshold, positive, negative, mark_positive,
                                  mark_negative)
     if any_seed:
+        h, w = out.shape
+        boxes = []
         for rows, cols in regions:
-            grow_detected(smoothed, threshold, r, positive and mark_positive,
-                          negative and mark_negative, radius, isotropic, rows, cols, out)
+            y0, y1, _ = rows.indices(h)
+            x0, x1, _ = cols.indices(w)
+            if y0 < y1 and x0 < x1:
+                boxes.append((y0, y1, x0, x1))
+        for window, members in _shared_windows(boxes, max(int(radius), 0), h, w):
+            _grow_window(smoothed, threshold, r, positive and mark_positive,
+                         negative and mark_negative, radius, isotropic, window, members, out)
     return n, any_seed
+
+
+def _shared_windows(boxes: list[tuple[int, int, int, int]], reach: int, h: int, w: int
+                    ) -> list[tuple[tuple[int, int, int, int], list]]:
+    """Group regions ``(y0, y1, x0, x1)`` whose seed windows (the region widened by
+    ``reach``, clipped to ``h`` x ``w``) can be read and grown as one.
+
+    Windows with the same rows that overlap or touch along x merge, then windows with the
+    same columns that do along y: the merged window is their union, so no pixel is read
+    twice or in vain, and a few wide windows cost fewer numpy row loops than many narrow
+    ones. Returns ``(window, members)`` pairs, members being the regions it serves.
+    """
+    items = [((max(y0 - reach, 0), min(y1 + reach, h), max(x0 - reach, 0),
+               min(x1 + reach, w)), [(y0, y1, x0, x1)]) for y0, y1, x0, x1 in boxes]
+    for along_x in (True, False):
+        key = (lambda it: (it[0][0], it[0][1], it[0][2])) if along_x else (
+            lambda it: (it[0][2], it[0][3], it[0][0]))
+        merged: list = []
+        for win, members in sorted(items, key=key):
+            if merged:
+                last, last_members = merged[-1]
+                same = last[:2] == win[:2] if along_x else last[2:] == win[2:]
+                lo, hi = (2, 3) if along_x else (0, 1)
+                if same and win[lo] <= last[hi]:
+                    grown = list(last)
+                    grown[hi] = max(last[hi], win[hi])
+                    merged[-1] = (tuple(grown), last_members + members)
+                    continue
+            merged.append((win, members))
+        items = merged
+    return items
 
 
 def count_detected(smoothed: np.ndarray, threshold: float, positive: bool, negative: bool,
@@ -689,17 +739,31 @@ def grow_detected(smoothed: np.ndarray, threshold: float, r: int, positive: bool
     h, w = out.shape
     y0, y1, _ = rows.indices(h)
     x0, x1, _ = cols.indices(w)
-    reach = max(int(radius), 0)
-    if y0 >= y1 or x0 >= x1 or not (positive or negative):
+    if y0 >= y1 or x0 >= x1:
         return
-    wy0, wy1 = max(y0 - reach, 0), min(y1 + reach, h)
-    wx0, wx1 = max(x0 - reach, 0), min(x1 + reach, w)
-    local = np.zeros((wy1 - wy0, wx1 - wx0), dtype=bool)
+    reach = max(int(radius), 0)
+    window = (max(y0 - reach, 0), min(y1 + reach, h), max(x0 - reach, 0), min(x1 + reach, w))
+    _grow_window(smoothed, threshold, r, positive, negative, radius, isotropic, window,
+                 [(y0, y1, x0, x1)], out)
+
+
+def _grow_window(smoothed: np.ndarray, threshold: float, r: int, positive: bool,
+                 negative: bool, radius: int, isotropic: bool,
+                 window: tuple[int, int, int, int], members: list, out: np.ndarray) -> None:
+    """`grow_detected` of each region ``(y0, y1, x0, x1)`` of ``members``, from the seeds of
+    ``window`` (which holds every seed within ``radius`` of each member): thresholded and
+    grown once for all of them."""
+    if not (positive or negative):
+        return
+    h, w = out.shape
+    wy0, wy1, wx0, wx1 = window
+    reach = max(int(radius), 0)
     # The window's part of the smoothed good box.
     gy0, gy1 = max(wy0, r), min(wy1, h - r)
     gx0, gx1 = max(wx0, r), min(wx1, w - r)
     if gy0 >= gy1 or gx0 >= gx1:
         return
+    local = np.zeros((wy1 - wy0, wx1 - wx0), dtype=bool)
     sub = smoothed[gy0 - r:gy1 - r, gx0 - r:gx1 - r]
     dst = local[gy0 - wy0:gy1 - wy0, gx0 - wx0:gx1 - wx0]
     t = np.float32(threshold)
@@ -709,7 +773,8 @@ def grow_detected(smoothed: np.ndarray, threshold: float, r: int, positive: bool
         dst |= sub <= -t
     if local.any():
         grown = grow(local, reach, isotropic)
-        out[y0:y1, x0:x1] |= grown[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
+        for y0, y1, x0, x1 in members:
+            out[y0:y1, x0:x1] |= grown[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
 
 
 # ------------------------------------------------------------------------------------------
