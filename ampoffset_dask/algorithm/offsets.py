@@ -105,10 +105,13 @@ def _sums_are_exact(v: np.ndarray) -> bool:
     top = float(mag.max()) * v.shape[0]
     # A non-zero float32 is a multiple of at least 2**-24 times its magnitude (its last
     # mantissa bit): a range of magnitudes below 2**28 / n settles it in a few passes.
-    nonzero = mag[mag > 0]
-    if nonzero.shape[0] == 0:  # all zeros
-        return True
-    if top < float(nonzero.min()) * 2.0**28:
+    smallest = float(mag.min())
+    if smallest == 0.0:  # (else every magnitude is non-zero: no selection needed)
+        nonzero = mag[mag > 0]
+        if nonzero.shape[0] == 0:  # all zeros
+            return True
+        smallest = float(nonzero.min())
+    if top < smallest * 2.0**28:
         return True
     m = mag.view(np.uint32)
     # Each value's granularity (its lowest set mantissa bit, as a float): the value minus

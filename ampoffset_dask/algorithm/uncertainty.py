@@ -97,16 +97,20 @@ def smoothing_coefficients(valid: np.ndarray, window: int | None,
         return _every_coefficients(n, window)[0].copy()
     # Output k averages inputs k - h .. k - h + window - 1 (h = window // 2), so input j
     # feeds outputs j + h - window + 1 .. j + h: a running sum of u over that range.
-    cv = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(valid, out=cv[1:])  # integer counts: exact
-    lo, hi = _window_bounds(n, window)
-    count = cv[hi] - cv[lo]
-    u = np.where(kept, 1.0 / np.maximum(count, 1), 0.0)
+    every_valid = np.count_nonzero(valid) == n
+    if every_valid:  # the counts are the window lengths: their inverses are cached
+        u = np.where(kept, _inverse_lengths(n, window), 0.0)
+    else:
+        cv = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(valid, out=cv[1:])  # integer counts: exact
+        lo, hi = _window_bounds(n, window)
+        count = cv[hi] - cv[lo]
+        u = np.where(kept, 1.0 / np.maximum(count, 1), 0.0)
     cs = np.zeros(n + 1)
     np.cumsum(u, out=cs[1:])
     lo, hi = _feed_bounds(n, window)
     c = (cs[hi] - cs[lo]) / m
-    return np.where(valid, c, 0.0)
+    return c if every_valid else np.where(valid, c, 0.0)
 
 
 @functools.lru_cache(maxsize=32)
