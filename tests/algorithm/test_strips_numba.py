@@ -152,6 +152,33 @@ def test_strip_of_mostly_infinite_residuals_numba_equals_numpy():
         assert np.isinf(ref[3]).all() and np.isfinite(ref[1]).all()
 
 
+@pytest.mark.parametrize("sampled_wider", [False, True])
+def test_strip_scatter_when_the_sampled_lines_mislead(sampled_wider):
+    """The strip's scatter is selected within a window placed by a sample of its lines
+    (every other line of a strip of ``2 * _SAMPLE_LINES``); lines whose scatter differs
+    from the others' put the middle ranks outside that window (below or above it), and
+    the selection falls back to every residual. Also with integers (ties at the window's
+    bounds), an odd count of values, and a large strip (the window narrowed by bins)."""
+    rng = np.random.default_rng(13 + sampled_wider)
+    rows = 2 * NUMBA._SAMPLE_LINES
+    lines = rng.normal(100.0, 1.0, (3 * rows, 64)).astype(np.float32)
+    wide = slice(0 if sampled_wider else 1, rows, 2)
+    lines[wide] = rng.normal(100.0, 80.0, lines[wide].shape).astype(np.float32)
+    lines[rows : 2 * rows] = np.round(lines[rows : 2 * rows] * np.float32(3.0))
+    lines[rows + 1, 7] = np.nan  # an odd count in the second strip
+    lines[2 * rows :] = rng.normal(0.0, 5.0, (rows, 64)).astype(np.float32)
+    dist = np.arange(64, dtype=np.float32) + np.float32(0.5)
+    first = np.abs(lines[:rows] - np.median(lines[:rows], axis=1)[:, None])
+    sampled, strip = np.median(first[::2]), np.median(first)
+    assert (sampled > 3 * strip) if sampled_wider else (strip > 3 * sampled)
+    for bounds in ([0, rows, 2 * rows, 3 * rows], [0, 3 * rows]):
+        ref = NUMPY.strip_line_stats(lines, bounds, dist)
+        got = NUMBA.strip_line_stats(lines, bounds, dist)
+        for name, a, b in zip(OUTPUTS, ref, got, strict=True):
+            assert _same(a, b), f"{bounds}: {name}"
+        assert np.isfinite(ref[3]).all()
+
+
 def test_lines_stats_numba_equals_numpy():
     """Every `StripStats` field of stacked strips, through `lines_stats` and `strip_stats`."""
     rng = np.random.default_rng(21)

@@ -1282,9 +1282,10 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
 # vectorized min/max over the lines; only its median part for lines without NaN): a little
 # faster than numpy's row sort, with no sorted copy, and the raw lines' levels take the
 # lines' counts and mask in the same pass instead of a second sort of masked lines; the strip's
-# scatter comes from a histogram of the absolute residuals' bit patterns and an exact
-# selection within the bins holding the middle ranks; the clipped sums repeat numpy's
-# pairwise order.
+# scatter is an exact selection among the absolute residuals within a window that a sample
+# of the strip's lines places about their median (one pass counts and gathers; the counts
+# prove the middle ranks lie within, else every residual is gathered); the clipped sums
+# repeat numpy's pairwise order.
 # ------------------------------------------------------------------------------------------
 @intrinsic
 def _prefetch(typingctx, arr, idx):
@@ -1735,55 +1736,127 @@ def _pairwise_sums(a, b, n):
     return _pairwise2(a, b, n)
 
 
-_HIST_SHIFT = 19  # bins of the absolute residuals' bit patterns: 16 per octave
-_HIST_BINS = 1 << (31 - _HIST_SHIFT)
-_INF_BIN = 0x7F800000 >> _HIST_SHIFT
-_NOT_NAN = 0x7F800001  # bit patterns of non-negative floats below this are not NaN
+_SAMPLE_LINES = 32  # lines of a strip whose residuals place its selection window
+_MIN_SAMPLE = 64  # fewer sampled residuals: no window, every residual is selected from
+_WINDOW_ERRORS = 4.0  # half-width of the window: standard errors of the sample's median rank
+_FINE_BINS = 512  # linear bins over the window that narrow the selection to a few values
+_MAX_FINITE = np.float32(np.finfo(np.float32).max)
 
 
 @njit(**_JIT)
-def _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys):
-    """``MAD_TO_SIGMA`` times the median of ``|line - profile|`` over strip ``a:b``: rank
-    ``n_valid // 2`` (and the one below for even ``n_valid``) of the ``n_nan_free``
-    values binned in ``hist`` (NaN when fewer than two, or a rank beyond them)."""
-    if n_valid < 2:
-        return np.nan
-    k = n_valid // 2
-    if k >= n_nan_free:
-        return np.nan
-    even = n_valid % 2 == 0
-    first = k - 1 if even else k
-    cum = 0
-    bi = 0
-    while cum + hist[bi] <= first:
-        cum += hist[bi]
-        bi += 1
-    lo_bin = bi
-    off = cum
-    while cum + hist[bi] <= k:
-        cum += hist[bi]
-        bi += 1
-    hi_bin = bi
-    size = 0
-    for j in range(lo_bin, hi_bin + 1):
-        size += hist[j]
+def _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside, g):
+    """One pass over the residuals ``|line - profile|`` of strip ``a:b``: the number of
+    valid ones (``<= top``: not NaN, and finite when ``top`` is the largest float), of those
+    below ``lo_v``, and of those within ``[lo_v, hi_v]`` (``hi_v <= top``), which are
+    gathered into ``g``. The tests run vectorized along the line (``inside``: int32 flags),
+    the gathering branch-free (every residual stored, the wanted ones kept)."""
     n = lines.shape[1]
-    g = np.empty(size + n, dtype=np.float32)  # room for the last row's unkept stores
-    gi = 0
-    # The wanted bins' keys, NaNs left out (their keys follow infinity's), as one unsigned
-    # range test.
-    key_lo = np.uint32(lo_bin << _HIST_SHIFT)
-    span = np.uint32(min((hi_bin + 1) << _HIST_SHIFT, _NOT_NAN) - (lo_bin << _HIST_SHIFT))
+    below = 0
+    valid = 0
+    size = 0
     for r in range(a, b):
         p = profile[r]
         for i in range(n):
-            absbuf[i] = abs(lines[r, i] - p)
-        for i in range(n):  # branch-free: store every value, keep the wanted ones
-            g[gi] = absbuf[i]
-            gi += np.uint32(keys[i]) - key_lo < span
-    kk = k - off
-    # int64, not literal, bounds: one compiled `_select`
-    hi = np.float64(_select(g, np.int64(0), np.int64(size), kk))
+            v = abs(lines[r, i] - p)
+            absbuf[i] = v
+            below += v < lo_v
+            valid += v <= top
+            inside[i] = (v >= lo_v) & (v <= hi_v)
+        for i in range(n):
+            g[size] = absbuf[i]
+            size += inside[i]
+    return below, valid, size
+
+
+@njit(**_JIT)
+def _narrow(g, size, first, k, lo_v, hi_v, slots, fine):
+    """Keep in ``g[:size]`` (values within ``[lo_v, hi_v]``, finite) only those in the
+    `_FINE_BINS` linear bins holding ranks ``first`` and ``k``; returns how many values
+    lay in the bins below (they are smaller than every kept one: the bins are monotone in
+    the value) and the number kept."""
+    scale = _FINE_BINS / (np.float64(hi_v) - np.float64(lo_v))
+    top = _FINE_BINS - 1
+    for i in range(size):  # vectorized
+        slots[i] = min(np.int32((np.float64(g[i]) - lo_v) * scale), top)
+    fine[:] = 0
+    for i in range(size):
+        fine[slots[i]] += 1
+    cum = 0
+    bi = 0
+    while cum + fine[bi] <= first:
+        cum += fine[bi]
+        bi += 1
+    lo_bin = bi
+    off = cum
+    while cum + fine[bi] <= k:
+        cum += fine[bi]
+        bi += 1
+    span = np.uint32(bi - lo_bin)
+    kept = 0
+    for i in range(size):  # in place, branch-free: kept <= i
+        g[kept] = g[i]
+        kept += np.uint32(slots[i] - lo_bin) <= span
+    return off, kept
+
+
+@njit(**_JIT)
+def _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, g, slots, fine):
+    """``MAD_TO_SIGMA`` times the median of ``|line - profile|`` over strip ``a:b``: rank
+    ``n_valid // 2`` (and the one below for even ``n_valid``) of the non-NaN residuals
+    (NaN when fewer than two, or a rank beyond them), ``n_valid`` the lines' counts, or,
+    when a line median is infinite, the number of finite residuals (those only).
+
+    The residuals of `_SAMPLE_LINES` lines spread over the strip place a window about the
+    median; one pass counts the residuals below it and gathers those within, and the exact
+    selection runs on those (`_narrow` first keeps the few of them near the middle ranks).
+    When the middle ranks fall outside the window (the counts say so), a second pass
+    gathers every valid residual."""
+    n = lines.shape[1]
+    n_valid = 0
+    has_inf = False
+    for r in range(a, b):
+        n_valid += count[r]
+        has_inf |= math.isinf(profile[r])
+    top = _MAX_FINITE if has_inf else np.float32(np.inf)
+    rows = b - a
+    n_sample = min(_SAMPLE_LINES, rows)
+    m = 0
+    for j in range(n_sample):
+        r = a + j * rows // n_sample
+        p = profile[r]
+        for i in range(n):
+            v = abs(lines[r, i] - p)
+            sample[m] = v
+            m += v <= top
+    lo_v = np.float32(0.0)
+    hi_v = top
+    if m >= _MIN_SAMPLE:
+        mid = m // 2
+        half = np.int64(_WINDOW_ERRORS * 0.5 * math.sqrt(m)) + 1
+        upper = min(mid + half, m)
+        if upper < m:
+            hi_v = _select(sample, np.int64(0), m, upper)
+        if mid - half > 0:  # the values before `upper` are the smallest
+            lo_v = _select(sample, np.int64(0), upper, mid - half)
+    below, valid, size = _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside, g)
+    if has_inf:  # a line of mostly infinities: the finite residuals only
+        n_valid = valid
+    if n_valid < 2:
+        return np.nan
+    k = n_valid // 2
+    if k >= valid:
+        return np.nan
+    even = n_valid % 2 == 0
+    first = k - 1 if even else k
+    if below > first or k >= below + size:  # the window missed: every valid residual
+        below, valid, size = _window_pass(lines, profile, a, b, np.float32(0.0), top, top,
+                                          absbuf, inside, g)
+        hi_v = top
+    kk = k - below
+    if size > _FINE_BINS and hi_v < np.inf and hi_v > lo_v:
+        off, size = _narrow(g, size, first - below, kk, lo_v, hi_v, slots, fine)
+        kk -= off
+    hi = np.float64(_select(g, np.int64(0), size, kk))
     if not even:
         return MAD_TO_SIGMA * hi
     lo = g[0]
@@ -1798,11 +1871,16 @@ def _strip_stats(lines, bounds, dist, profile, count, sigmas, n_kept, sums):
     n = lines.shape[1]
     zero = np.float32(0.0)
     absbuf = np.empty(n, dtype=np.float32)
-    keys = absbuf.view(np.int32)
+    inside = np.empty(n, dtype=np.int32)
+    sample = np.empty(_SAMPLE_LINES * n, dtype=np.float32)
+    most = 0
+    for s in range(bounds.shape[0] - 1):
+        most = max(most, bounds[s + 1] - bounds[s])
+    g = np.empty(most * n, dtype=np.float32)
+    slots = np.empty(most * n, dtype=np.int32)
+    fine = np.empty(_FINE_BINS, dtype=np.int64)
     terms = np.empty(n, dtype=np.float32)  # kept residuals, zero elsewhere
     terms_d = np.empty(n, dtype=np.float32)  # times the distances
-    hist = np.zeros(_HIST_BINS, dtype=np.int64)
-    hists = np.zeros((4, _HIST_BINS + 1), dtype=np.int64)  # the last bin: NaN
     # The distance sums are exact in any order (`_numpy._exact_distance_sums`): integers,
     # twice the distances and four times their squares.
     d2 = np.empty(n, dtype=np.int64)
@@ -1813,30 +1891,8 @@ def _strip_stats(lines, bounds, dist, profile, count, sigmas, n_kept, sums):
     for s in range(bounds.shape[0] - 1):
         a = bounds[s]
         b = bounds[s + 1]
-        for q in range(4):
-            for j in range(_HIST_BINS + 1):
-                hists[q, j] = 0
-        n_valid = 0
-        has_inf = False
-        for r in range(a, b):
-            n_valid += count[r]
-            p = profile[r]
-            has_inf |= math.isinf(p)
-            for i in range(n):
-                absbuf[i] = abs(lines[r, i] - p)
-            for i in range(n):  # four interleaved histograms: no chains of increments
-                key = keys[i]
-                hists[i & 3, (key >> _HIST_SHIFT) if key < _NOT_NAN else _HIST_BINS] += 1
-        n_nan_free = 0
-        for j in range(_HIST_BINS):
-            h = hists[0, j] + hists[1, j] + hists[2, j] + hists[3, j]
-            hist[j] = h
-            n_nan_free += h
-        if has_inf:  # a line of mostly infinities: the finite residuals only
-            n_nan_free -= hist[_INF_BIN]
-            hist[_INF_BIN] = 0
-            n_valid = n_nan_free
-        sigma = _strip_sigma(lines, profile, a, b, hist, n_valid, n_nan_free, absbuf, keys)
+        sigma = _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, g, slots,
+                             fine)
         sigmas[s] = sigma
         thr = np.float32(CLIP_SIGMA * sigma)
         for r in range(a, b):
