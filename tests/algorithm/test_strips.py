@@ -234,7 +234,7 @@ def test_all_rows_of_an_eight_byte_mask():
     from ampoffset_dask.algorithm.kernels._numpy import _all_rows
 
     rng = np.random.default_rng(6)
-    for width in (8, 64, 136):
+    for width in (8, 64, 136, 512):
         mask = rng.uniform(size=(50, width)) < 0.995
         mask[:10] = True
         mask[3, -1] = False

@@ -991,12 +991,14 @@ def _raw_levels(lines: np.ndarray, raw: np.ndarray, nan_rows: np.ndarray,
 def _all_rows(mask: np.ndarray) -> np.ndarray:
     """``mask.all(axis=1)`` of a C-contiguous boolean array whose rows are a multiple of 8
     bytes, without a reduction along each short row: the rows as 8-byte words, each
-    compared with eight True bytes."""
-    words = mask.view(np.uint64) == np.uint64(0x0101010101010101)
-    out = words[:, 0].copy()
-    for j in range(1, words.shape[1]):
-        out &= words[:, j]
-    return out
+    compared with eight True bytes (again while the comparisons fill whole words)."""
+    words = mask.view(np.uint64) == _TRUE_BYTES
+    while words.shape[1] > 1 and words.shape[1] % 8 == 0:
+        words = words.view(np.uint64) == _TRUE_BYTES
+    return words[:, 0] if words.shape[1] == 1 else words.all(axis=1)
+
+
+_TRUE_BYTES = np.uint64(0x0101010101010101)
 
 
 def _sorted_rows(a: np.ndarray, out: np.ndarray) -> np.ndarray:
