@@ -15,10 +15,17 @@ bounds; the kept set and the order statistics are the same, only the sums' order
 That order is ``np.partition``'s permutation, which depends on numpy's SIMD dispatch (on
 x86-64 the AVX2 and baseline selections permute differently), so the last bits of the
 clipped mean and variance of a large input can differ between CPUs; the kept set cannot.
+
+Large 2-D arrays with a mask (background bins, the smoothed image) are read in place
+(`clipped_mean_var_usable`): a sample brackets the quartiles' order statistics and predicts
+the clip bounds, one pass counts, copies out the few values in the brackets and beyond a
+core every clip iteration keeps, and sums the rest once. Same kept sets and order
+statistics again; only the sums' order differs.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -27,6 +34,7 @@ __all__ = [
     "IQ_TO_STDEV",
     "clipped_mean_var",
     "clipped_mean_var_selected",
+    "clipped_mean_var_usable",
     "clipped_stats",
     "clipped_stats_sorted",
     "quantiles_selected",
@@ -619,3 +627,283 @@ def clipped_stats_sorted(
     s = np.sort(v)
     mean, var = clipped_mean_var(s, n_sigma, n_iter)
     return mean, math.sqrt(var) if var >= 0 else math.nan, s
+
+
+# ------------------------------------------------------------------------------------------
+# Large arrays read in place: order statistics bracketed from a sample, then one pass
+# ------------------------------------------------------------------------------------------
+_BRACKET_MIN = 1 << 15  # below this, copying the usable values out costs less
+_MARGIN = 3.0  # bracket half-width in binomial standard deviations of a sample rank
+_CORE = 0.7  # the core (summed once) spans this fraction of the predicted clip half-width
+_BLOCK = 1 << 17  # values per block of a pass (cache-sized)
+_CANCEL = 64.0  # largest ratio of the outer values' squares to the core's, for a difference
+
+
+def _blocks(v: np.ndarray, bad: np.ndarray | None):
+    """``(values, usable or None, count)`` for cache-sized blocks of 2-D ``v`` (row-major):
+    ``values`` a contiguous copy of the block (the compares run twice as fast on it as on
+    a strided view; the buffer is reused, so each block is consumed before the next),
+    ``usable`` (finite and not bad) None when every value of the block is usable."""
+    h, w = v.shape
+    if w >= _BLOCK:
+        sls = [(slice(y, y + 1), slice(x0, x0 + _BLOCK)) for y in range(h)
+               for x0 in range(0, w, _BLOCK)]
+    else:
+        rows = max(1, _BLOCK // max(w, 1))
+        sls = [(slice(y0, y0 + rows), slice(None)) for y0 in range(0, h, rows)]
+    buf = fbuf = None
+    for sl in sls:
+        vb = v[sl]
+        if buf is None:
+            buf, fbuf = np.empty(vb.size, v.dtype), np.empty(vb.size, bool)
+        x = buf[:vb.size].reshape(vb.shape)
+        x[...] = vb
+        fin = np.isfinite(x, out=fbuf[:vb.size].reshape(vb.shape))
+        if bad is not None:
+            np.greater(fin, bad[sl], out=fin)  # finite and not bad
+        c = int(np.count_nonzero(fin))
+        yield x, (None if c == vb.size else fin), c
+
+
+def _sample(v: np.ndarray, bad: np.ndarray | None, size: int) -> np.ndarray:
+    """About ``size`` usable values of 2-D ``v`` on a regular grid, sorted."""
+    h, w = v.shape
+    ry = min(h, max(1, round(math.sqrt(size * h / w))))
+    sy = max(1, h // ry)
+    sx = max(1, w * -(-h // sy) // size)
+    s = v[::sy, ::sx]
+    keep = np.isfinite(s)
+    if bad is not None:
+        np.greater(keep, bad[::sy, ::sx], out=keep)
+    return np.sort(s[keep], axis=None)
+
+
+class _Bracketed:
+    """Clipped statistics of a large 2-D array from one pass over it in place.
+
+    A sorted sample predicts where the quartiles' order statistics lie (a bracket of values
+    around each) and the clip bounds (a core of values every clip iteration should keep
+    whole). One pass then, per cache-sized block: counts the values below each cut (a
+    compare and a count), copies out the values in the brackets and outside the core (one
+    `np.compress` of a mask built by XOR of the nested "below" masks) and sums the core
+    about ``ref``. The order statistics are selected exactly among their bracket's values
+    (ranks shifted by the counts below), and each clip iteration sums the core (shifted
+    algebraically) and the kept values outside it. Unusable values are replaced by
+    ``ref``, a value of the core outside every bracket: each counts below the cuts above
+    it (subtracted again) and adds zero to the sums. A rank outside its bracket, or a clip
+    bound inside the core, costs another pass; the results are exact either way, the sums
+    differing from a sorted pass only in their order.
+
+    ``ok`` is False when the sample does not separate the brackets and the core (ties, no
+    spread); the caller then copies the usable values out instead.
+    """
+
+    def __init__(self, v: np.ndarray, bad: np.ndarray | None, s: np.ndarray,
+                 n_sigma: float) -> None:
+        self.v, self.bad = v, bad
+        t = self.dtype = v.dtype.type
+        inf = t(np.inf)
+        m = s.shape[0]
+        med, q1, q3 = quantiles_sorted(s)
+        cuts = []
+        half = (n_sigma * IQ_TO_STDEV) * (q3 - q1) * _CORE
+        with np.errstate(over="ignore", invalid="ignore"):
+            cuts.append(t(med - half))
+            for p in (0.25, 0.5, 0.75):
+                j = p * (m - 1)
+                margin = _MARGIN * math.sqrt(m * p * (1.0 - p)) + 2.0
+                j0, j1 = math.floor(j - margin), math.ceil(j + margin)
+                cuts.append(s[max(j0, 0)])
+                cuts.append(np.nextafter(s[min(j1, m - 1)], inf))
+            cuts.append(t(med + half))
+        # Brackets [cuts[1], cuts[2]), [cuts[3], cuts[4]), [cuts[5], cuts[6]); core
+        # [cuts[0], cuts[7]) minus nothing; outer: below cuts[0] or from cuts[7] on.
+        self.cuts = cuts
+        self.ok = bool(np.all(np.isfinite(cuts)) and all(
+            a < b for a, b in itertools.pairwise(cuts)))
+        if not self.ok:
+            return
+        # The fill value: in the core, in no bracket (the brackets are half-open).
+        self.ref = cuts[4]
+        self.passes = 0  # passes over the values (1 when the predictions hold)
+        self._pass()
+
+    def _pass(self) -> None:
+        self.passes += 1
+        cuts, ref = self.cuts, self.ref
+        below_base = [0, 0, 0]  # values below cuts[1], cuts[3], cuts[5]
+        parts: list[np.ndarray] = []
+        n = unusable = 0
+        s1 = s2 = 0.0
+        fref = float(ref)
+        bufs = None
+        for vb, usable, c in _blocks(self.v, self.bad):
+            n += c
+            if c == 0:
+                unusable += vb.size
+                continue
+            if bufs is None:  # one set of block buffers, reused (no fresh pages per block)
+                bufs = (np.empty(vb.size, bool), np.empty(vb.size, bool),
+                        np.empty(vb.size))
+            keep, below, d = (b[:vb.size] for b in bufs)
+            if usable is not None:  # the block is a copy: fill it
+                unusable += vb.size - c
+                np.copyto(vb, ref, where=np.logical_not(usable))
+            xb = vb.reshape(-1)
+            # XOR of the nested "below" masks: alternate intervals between the cuts, i.e.
+            # the core without the brackets; its complement is what is copied out.
+            np.less(xb, cuts[0], out=keep)
+            for i, cut in enumerate(cuts[1:], 1):
+                np.less(xb, cut, out=below)
+                if i & 1 and i < 7:
+                    below_base[i // 2] += int(np.count_nonzero(below))
+                np.not_equal(keep, below, out=keep)
+            np.logical_not(keep, out=keep)
+            parts.append(np.compress(keep, xb))
+            # Sums over every value; the values outside the core are subtracted later.
+            np.subtract(xb, fref, out=d, dtype=np.float64)
+            s1 += float(np.add.reduce(d))
+            np.multiply(d, d, out=d)
+            s2 += float(np.add.reduce(d))
+        self.n = n
+        e = np.concatenate(parts) if parts else np.empty(0, self.dtype)
+        low = np.compress(e < cuts[0], e)
+        high = np.compress(e >= cuts[7], e)
+        self.outer = np.concatenate((low, high))
+        self.inside = [np.compress(np.logical_and(e >= cuts[i], e < cuts[i + 1]), e)
+                       for i in (1, 3, 5)]
+        # Values below each cut; the fill values (``ref`` = cuts[4]) count below cuts[5].
+        base = [*below_base[:2], below_base[2] - unusable]
+        counts = [low.shape[0]]
+        for b, a in zip(base, self.inside, strict=True):
+            counts += [b, b + a.shape[0]]
+        self.counts = [*counts, n - high.shape[0]]
+        o1, o2 = _centred_sums(self.outer, fref)
+        core_m = n - self.outer.shape[0]
+        if o2 <= _CANCEL * max(s2 - o2, 0.0):
+            self.core_sums = (core_m, s1 - o1, s2 - o2)
+        else:  # heavy tails: the difference would lose digits; sum the core itself
+            self.core_sums = (core_m, *self._core_sums())
+
+    def _core_sums(self) -> tuple[float, float]:
+        """Another pass: sums of ``v - ref`` and its square over the core."""
+        self.passes += 1
+        s1 = s2 = 0.0
+        lo, hi, ref = self.cuts[0], self.cuts[7], float(self.ref)
+        for x, usable, c in _blocks(self.v, self.bad):
+            if c:
+                m = np.logical_and(x >= lo, x < hi)
+                if usable is not None:
+                    m &= usable
+                a1, a2 = _centred_sums(np.compress(m.reshape(-1), x.reshape(-1)), ref)
+                s1 += a1
+                s2 += a2
+        return s1, s2
+
+    def _extract(self, lo, hi) -> np.ndarray:
+        """Another pass: the usable values ``lo <= v < hi``."""
+        self.passes += 1
+        parts = []
+        for x, usable, c in _blocks(self.v, self.bad):
+            if c:
+                m = np.logical_and(x >= lo, x < hi)
+                if usable is not None:
+                    m &= usable
+                parts.append(x[m])
+        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
+
+    def order_statistics(self, ks: list[int]) -> dict[int, float]:
+        """Exact values of the order statistics ``ks`` (ascending, distinct)."""
+        counts, cuts, t = self.counts, self.cuts, self.dtype
+        out: dict[int, float] = {}
+        groups: dict[tuple[int | None, int | None], list[int]] = {}
+        for k in ks:
+            # The tightest cuts around rank k: values >= cuts[lo] and < cuts[hi].
+            lo = max((i for i, c in enumerate(counts) if c <= k), default=None)
+            hi = min((i for i, c in enumerate(counts) if c > k), default=None)
+            groups.setdefault((lo, hi), []).append(k)
+        for (lo, hi), wanted in groups.items():
+            if lo is not None and hi == lo + 1 and lo in (1, 3, 5):
+                a = self.inside[lo // 2]
+            else:  # outside its bracket
+                a = self._extract(t(-np.inf) if lo is None else cuts[lo],
+                                  t(np.inf) if hi is None else cuts[hi])
+            base = 0 if lo is None else counts[lo]
+            got = _order_statistics(a, [k - base for k in wanted])
+            out.update({k: got[k - base] for k in wanted})
+        return out
+
+    def clip_sums(self, center: float, half: float) -> tuple[int, float, float]:
+        """Count and sums of ``v - center``, ``(v - center)**2`` over the kept values."""
+        interval = _kept_interval(self.dtype, center, half)
+        if interval == ():
+            return 0, 0.0, 0.0
+        if interval is not None:
+            t_lo, t_hi = interval
+            lo, hi = self.cuts[0], self.cuts[7]
+            if t_lo <= lo and np.nextafter(hi, lo) <= t_hi:  # the whole core is kept
+                o = self.outer
+                sel = np.compress(np.logical_and(o >= t_lo, o <= t_hi), o)
+                m, s1, s2 = self.core_sums
+                s1, s2 = _recentred(m, s1, s2, center - float(self.ref))
+                o1, o2 = _centred_sums(sel, center)
+                return m + sel.shape[0], s1 + o1, s2 + o2
+        # A bound inside the core (or a centre beyond the dtype): another pass.
+        self.passes += 1
+        m, s1, s2 = 0, 0.0, 0.0
+        for x, usable, c in _blocks(self.v, self.bad):
+            if not c:
+                continue
+            with np.errstate(invalid="ignore"):
+                d = np.subtract(x, center, dtype=np.float64)
+                kept = np.abs(d) <= half
+            if usable is not None:
+                kept &= usable
+            k = int(np.count_nonzero(kept))
+            if k:
+                d = d[kept]
+                m += k
+                s1 += float(np.add.reduce(d))
+                s2 += float(np.add.reduce(d * d))
+        return m, s1, s2
+
+
+def clipped_mean_var_usable(
+    values: np.ndarray, bad: np.ndarray | None, n_sigma: float = 3.0, n_iter: int = 3
+) -> tuple[float, float, int]:
+    """`clipped_mean_var` of the finite values of ``values`` not flagged ``bad``.
+
+    Large float32/float64 arrays are read in place (`_Bracketed`): no copy of the usable
+    values and no selection over all of them; small or degenerate ones (no spread, heavy
+    ties, mostly unusable) are copied out (`usable_values`, `clipped_mean_var_selected`).
+    Either way the count, the kept sets and the order statistics are exact.
+
+    Returns
+    -------
+    mean, variance : float
+        NaN when nothing survives.
+    n : int
+        Number of usable values.
+    """
+    v = np.asarray(values)
+    if v.ndim != 2:
+        v = v.reshape(1, -1)
+        bad = None if bad is None else np.asarray(bad).reshape(1, -1)
+    if v.size >= _BRACKET_MIN and v.dtype.type in (np.float32, np.float64):
+        s = _sample(v, bad, min(max(v.size >> 5, 2048), 1 << 15))
+        if s.shape[0] >= 1024:  # else mostly unusable: the copy is small
+            b = _Bracketed(v, bad, s, n_sigma)
+            if b.ok and b.n >= _SELECT_MIN:
+                n = b.n
+                stats = b.order_statistics(_quantile_ranks(n))
+
+                def q(p: float) -> float:
+                    i = p * (n - 1)
+                    lo = int(i)
+                    return (lo + 1 - i) * stats[lo] + (i - lo) * stats[lo + 1]
+
+                median, q1, q3 = q(0.5), q(0.25), q(0.75)
+                return (*_clip_iterations(n, median, q3 - q1, b.clip_sums, n_sigma,
+                                          n_iter), n)
+    u = usable_values(v, bad)
+    return (*clipped_mean_var_selected(u, n_sigma, n_iter), u.shape[0])

@@ -10,11 +10,16 @@ import numpy as np
 import pytest
 
 from ampoffset_dask.algorithm.stats import (
+    _BRACKET_MIN,
     _SELECT_MIN,
     IQ_TO_STDEV,
+    _Bracketed,
     _kept_interval,
+    _quantile_ranks,
+    _sample,
     clipped_mean_var,
     clipped_mean_var_selected,
+    clipped_mean_var_usable,
     clipped_stats,
     quantiles_sorted,
     usable_values,
@@ -348,3 +353,180 @@ def test_usable_values_of_a_large_image_in_row_blocks():
     for b in (None, bad):
         keep = np.isfinite(v) if b is None else np.isfinite(v) & ~b
         np.testing.assert_array_equal(usable_values(v, b), v[keep])
+
+
+# ------------------------------------------------------------------------------------------
+# Large arrays read in place (`clipped_mean_var_usable`, `_Bracketed`)
+# ------------------------------------------------------------------------------------------
+_H, _W = 200, 230  # 46_000 values: above _BRACKET_MIN
+
+
+def _sampled(shape):
+    """Flat indices of the values `_sample` reads (as `clipped_mean_var_usable` calls it)."""
+    pos = np.arange(math.prod(shape), dtype=np.float64).reshape(shape)
+    return _sample(pos, None, 2048).astype(np.int64)
+
+
+def _usable_cases():
+    """(values, bad) pairs of shape (_H, _W): awkward content for the one-pass statistics."""
+    rng = np.random.default_rng(77)
+    shape = (_H, _W)
+    out = {}
+    out["normal"] = (rng.normal(1200.0, 14.0, shape), None)
+    v = rng.normal(1200.0, 14.0, shape)
+    v[rng.random(shape) < 0.003] = np.nan
+    v[3, :7] = np.inf
+    v[9, 40:45] = -np.inf
+    bad = rng.random(shape) < 0.01
+    bad[50:60] = True  # whole rows
+    out["nan-inf-bad"] = (v, bad)
+    v = rng.normal(0.0, 1.0, shape)
+    v[rng.random(shape) < 0.05] += rng.uniform(5, 5e4, shape)[rng.random(shape) < 0.05][:1]
+    src = rng.random(shape) < 0.04
+    v[src] += rng.uniform(5.0, 5e4, int(src.sum()))  # sources: a long upper tail
+    out["sources"] = (v, None)
+    out["cauchy"] = (rng.standard_cauchy(shape) * 0.1, None)  # heavy tails both sides
+    out["ties"] = (np.round(rng.normal(0.0, 4.0, shape)), None)  # long runs at every cut
+    out["two-values"] = (rng.integers(0, 2, shape).astype(np.float64), None)
+    out["constant"] = (np.full(shape, 2.5), rng.random(shape) < 0.5)
+    out["bimodal"] = (np.where(rng.random(shape) < 0.7, rng.normal(0, 1, shape),
+                               rng.normal(6, 1, shape)), None)
+    # The sampled grid drawn from another distribution: the brackets miss their ranks and
+    # the core is far too wide.
+    v = rng.normal(0.0, 1.0, shape)
+    grid = _sampled(shape)
+    v.reshape(-1)[grid] = rng.normal(3.0, 20.0, grid.shape[0])
+    out["misleading-sample"] = (v, None)
+    v = rng.normal(5.0, 1.0, shape)
+    bad = np.ones(shape, dtype=bool)
+    bad[::3, ::3] = False  # a sparse usable grid, most of the sample unusable
+    out["mostly-masked"] = (v, bad)
+    out["all-masked"] = (v, np.ones(shape, dtype=bool))
+    out["all-nan"] = (np.full(shape, np.nan), None)
+    return out
+
+
+def _usable_reference(values, bad):
+    keep = np.isfinite(values)
+    if bad is not None:
+        keep &= ~bad
+    return np.sort(values[keep])
+
+
+def _fsum_clip(s, n_sigma=3.0, n_iter=3):
+    """The section 2.3 loop on sorted ``s`` with correctly rounded sums (math.fsum)."""
+    n = s.shape[0]
+    median, q1, q3 = quantiles_sorted(s)
+    d0 = s.astype(np.float64)
+    center, var, mean = median, math.nan, math.nan
+    for it in range(n_iter):
+        if var < 0:
+            var = 0.0
+        half = (n_sigma * IQ_TO_STDEV) * (q3 - q1) if (it == 0 or n <= 1) else (
+            n_sigma * math.sqrt(var))
+        if it:
+            center = mean
+        if math.isnan(center) or math.isnan(half):
+            mean = var = math.nan
+            continue
+        d = d0[np.abs(d0 - center) <= half] - center
+        m = d.shape[0]
+        if m == 0:
+            mean = var = math.nan
+            continue
+        md = math.fsum(d) / m
+        var = (math.fsum(d * d) / m - md**2) * (m * m / (m * m - m)) if m > 1 else math.nan
+        mean = md + center
+    return mean, var
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(_usable_cases()))
+def test_usable_statistics_match_sorting_and_the_elementwise_port(name, dtype):
+    values, bad = _usable_cases()[name]
+    values = values.astype(dtype)
+    before = values.copy()
+    s = _usable_reference(values, bad)
+    for n_sigma, n_iter in ((3.0, 3), (2.0, 4)):
+        mean, var, n = clipped_mean_var_usable(values, bad, n_sigma, n_iter)
+        assert n == s.shape[0]
+        ref_mean, ref_var = _fsum_clip(s, n_sigma, n_iter)
+        scale = abs(ref_mean) + math.sqrt(ref_var) if ref_var >= 0 else abs(ref_mean)
+        for got, want in ((mean, ref_mean), (var, ref_var)):
+            if math.isnan(want):
+                assert math.isnan(got)
+            else:
+                assert got == pytest.approx(want, rel=1e-12, abs=1e-13 * scale + 1e-300)
+    np.testing.assert_array_equal(values, before)  # read in place, never written
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(_usable_cases()))
+def test_bracketed_order_statistics_counts_and_kept_sets_are_exact(name, dtype):
+    values, bad = _usable_cases()[name]
+    values = values.astype(dtype)
+    s = _usable_reference(values, bad)
+    sample = _sample(values, bad, 2048)
+    if sample.shape[0] < 2:
+        return  # nothing to bracket from: the callers copy the values out
+    b = _Bracketed(values, bad, sample, 3.0)
+    if not b.ok:  # no spread in the sample (constant, two values): the callers copy
+        assert name in ("constant", "two-values")
+        return
+    assert b.n == s.shape[0]
+    if b.n < 2:
+        return
+    ranks = _quantile_ranks(b.n)
+    got = b.order_statistics(ranks)
+    assert got == {k: float(s[k]) for k in ranks}
+    rng = np.random.default_rng(3)
+    d = s.astype(np.float64)
+    for _ in range(12):  # clip windows near and far from the predicted ones
+        center = float(rng.choice(s)) * (1.0 + float(rng.choice([0.0, 1e-7])))
+        half = float(rng.choice([0.0, 0.1, 1.0, 3.0, 40.0])) * (1 + float(s.std()))
+        if rng.random() < 0.3:
+            half = abs(float(rng.choice(s)) - center)  # a bound exactly on a value
+        m, s1, s2 = b.clip_sums(center, half)
+        kept = d[np.abs(d - center) <= half] - center
+        assert m == kept.shape[0]
+        if m:
+            assert s1 == pytest.approx(math.fsum(kept), rel=1e-12, abs=1e-12 * math.fsum(abs(kept)))
+            assert s2 == pytest.approx(math.fsum(kept * kept), rel=1e-12)
+
+
+def test_bracketed_pass_count_shows_which_path_ran():
+    cases = _usable_cases()
+    for name in ("normal", "nan-inf-bad"):
+        values, bad = cases[name]
+        b = _Bracketed(values.astype(np.float32), bad, _sample(values, bad, 2048), 3.0)
+        b.order_statistics(_quantile_ranks(b.n))
+        assert b.passes == 1, name  # the predictions held: one pass over the values
+    values, _ = cases["misleading-sample"]
+    b = _Bracketed(values, None, _sample(values, None, 2048), 3.0)
+    assert b.passes == 1
+    b.order_statistics(_quantile_ranks(b.n))
+    assert b.passes > 1  # ranks outside their brackets: another pass each
+    passes = b.passes
+    b.clip_sums(0.0, 3.0)  # a clip bound inside the (far too wide) core
+    assert b.passes == passes + 1
+
+
+@pytest.mark.parametrize("shape", [(1, 70_000), (70_000,), (7, 20, 500)])
+def test_usable_statistics_of_any_shape_and_layout(shape):
+    rng = np.random.default_rng(9)
+    values = rng.normal(10.0, 2.0, shape).astype(np.float32)
+    bad = rng.random(shape) < 0.02
+    s = _usable_reference(values, bad)
+    assert s.shape[0] >= _BRACKET_MIN
+    ref_mean, ref_var = _fsum_clip(s)
+    mean, var, n = clipped_mean_var_usable(values, bad)
+    assert n == s.shape[0]
+    assert mean == pytest.approx(ref_mean, rel=1e-12)
+    assert var == pytest.approx(ref_var, rel=1e-12)
+    if len(shape) == 2:  # a strided view of a wider image, and a non-native byte order
+        wide = np.zeros((shape[0], shape[1] * 2), dtype=np.float32)
+        wide[:, ::2] = values
+        assert clipped_mean_var_usable(wide[:, ::2], bad) == (mean, var, n)
+        swapped = values.astype(">f4")
+        got = clipped_mean_var_usable(swapped, bad)
+        assert got[2] == n and got[0] == pytest.approx(mean, rel=1e-13)

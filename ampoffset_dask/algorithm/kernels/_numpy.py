@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..interp import interpolate_rows, piecewise
-from ..stats import clipped_mean_var_selected, usable_values
+from ..stats import clipped_mean_var_usable
 from ..strips import CLIP_SIGMA, MAD_TO_SIGMA, exact_median
 
 NAME = "numpy"
@@ -154,9 +154,10 @@ def usable_clipped_mean_var(
 ) -> tuple[float, float, int]:
     """afw ``MEANCLIP`` and ``VARIANCECLIP`` of the finite values of ``values`` not ``bad``.
 
-    The usable values are copied out and never sorted: exact selection of the quartiles,
-    then clip sums over value-ordered pieces (`ampoffset_dask.algorithm.stats.
-    clipped_mean_var_selected`).
+    Never sorted: a large array is read in place, its quartiles' order statistics
+    bracketed from a sample and selected exactly inside the brackets, the values every clip
+    iteration keeps summed once (`ampoffset_dask.algorithm.stats.clipped_mean_var_usable`);
+    a small one is copied out (`ampoffset_dask.algorithm.stats.clipped_mean_var_selected`).
 
     Parameters
     ----------
@@ -172,8 +173,7 @@ def usable_clipped_mean_var(
     n : int
         Number of usable values.
     """
-    v = usable_values(values, bad)
-    return (*clipped_mean_var_selected(v, n_sigma, n_iter), v.shape[0])
+    return clipped_mean_var_usable(values, bad, n_sigma, n_iter)
 
 
 def binned_clipped_mean_var(
