@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import threading
+import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -211,20 +213,11 @@ def measure_detector(
     bits = mask_bits(bad_planes, planes)
     warnings: list[str] = []
 
-    needed = [(i.a, i.side) for i in grid.interfaces] + [
-        (i.b, (i.side + 2) % 4) for i in grid.interfaces
-    ]
-    strips = {
-        key: strip_slices(detector.amplifiers[key[0]], key[1], config.amp_edge_inset,
-                          config.amp_edge_width)
-        for key in needed
-    }
-
+    strips, layout = _strip_layout(detector, bool(config.apply_weights), config.amp_edge_inset,
+                                   config.amp_edge_width)
     # The strips as lines (one row per position along the interface), stacked by kind.
-    blocks = strip_blocks({
-        key: (key[1], (rows.stop - rows.start, cols.stop - cols.start))
-        for key, (rows, cols) in strips.items()
-    })
+    blocks = [StripBlock(keys, sides, bounds, np.empty(lines_shape, dtype=np.float32))
+              for keys, sides, bounds, lines_shape in layout]
 
     background = detection = "off"
     threshold = math.nan
@@ -346,6 +339,27 @@ def measure_detector(
         pedestal_errors=errors,
         amp_levels=amp_levels({key: st.level for key, st in stats.items()}, len(detector)),
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _strip_layout(detector: Detector, apply_weights: bool, inset: int, width: int) -> tuple[
+        Mapping[tuple[int, int], tuple[slice, slice]], tuple[tuple[Any, ...], ...]]:
+    """The edge strips each interface needs, ``{(amp, side): (rows, columns)}`` (read-only),
+    and the layout of their `strip_blocks` (keys, sides, bounds, lines shape), cached per
+    geometry: the same for every detector of a camera type."""
+    grid = detector.grid(apply_weights)
+    needed = [(i.a, i.side) for i in grid.interfaces] + [
+        (i.b, (i.side + 2) % 4) for i in grid.interfaces
+    ]
+    strips = {key: strip_slices(detector.amplifiers[key[0]], key[1], inset, width)
+              for key in needed}
+    blocks = strip_blocks({
+        key: (key[1], (rows.stop - rows.start, cols.stop - cols.start))
+        for key, (rows, cols) in strips.items()
+    })
+    layout = tuple((tuple(b.keys), tuple(b.sides), tuple(b.bounds), b.lines.shape)
+                   for b in blocks)
+    return types.MappingProxyType(strips), layout
 
 
 def _interface_result(itf, detector: Detector, res: InterfaceOffset, err: float,
