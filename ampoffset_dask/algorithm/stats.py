@@ -760,10 +760,12 @@ class _Bracketed:
                 np.not_equal(keep, below, out=keep)
             np.logical_not(keep, out=keep)
             parts.append(np.compress(keep, xb))
-            # Sums over every value; the values outside the core are subtracted later.
+            # Sums over every value; the values outside the core are subtracted later (a
+            # float64 square may overflow: the core is then summed by itself).
             np.subtract(xb, fref, out=d, dtype=np.float64)
             s1 += float(np.add.reduce(d))
-            np.multiply(d, d, out=d)
+            with np.errstate(over="ignore"):
+                np.multiply(d, d, out=d)
             s2 += float(np.add.reduce(d))
         self.n = n
         e = np.concatenate(parts) if parts else np.empty(0, self.dtype)
@@ -778,9 +780,10 @@ class _Bracketed:
         for b, a in zip(base, self.inside, strict=True):
             counts += [b, b + a.shape[0]]
         self.counts = [*counts, n - high.shape[0]]
-        o1, o2 = _centred_sums(self.outer, fref)
+        with np.errstate(over="ignore", invalid="ignore"):
+            o1, o2 = _centred_sums(self.outer, fref)
         core_m = n - self.outer.shape[0]
-        if o2 <= _CANCEL * max(s2 - o2, 0.0):
+        if math.isfinite(s2) and o2 <= _CANCEL * max(s2 - o2, 0.0):
             self.core_sums = (core_m, s1 - o1, s2 - o2)
         else:  # heavy tails: the difference would lose digits; sum the core itself
             self.core_sums = (core_m, *self._core_sums())
