@@ -149,6 +149,7 @@ def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
         search = s.searchsorted
         i0 = int(search(dtype(min(max(center - half, -big), big)), "left"))
         i1 = int(search(dtype(min(max(center + half, -big), big)), "right"))
+        moved = False
         for _ in range(_STEPS):  # past runs of equal values the rounded bound misplaced
             if i0 > 0 and keep(i0 - 1):
                 i0 = int(search(s[i0 - 1], "left"))
@@ -156,6 +157,7 @@ def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
                 i0 = int(search(s[i0], "right"))
             else:
                 break
+            moved = True
         for _ in range(_STEPS):
             if i1 < n and keep(i1):
                 i1 = int(search(s[i1], "right"))
@@ -163,6 +165,11 @@ def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
                 i1 = int(search(s[i1 - 1], "left"))
             else:
                 break
+            moved = True
+        # Neither end moved: the loops' first tests already showed both ends kept and
+        # their outer neighbours not (when the run is not empty).
+        if not moved and i0 < i1:
+            return i0, i1
         if (i0 < i1 and keep(i0) and keep(i1 - 1) and (i0 == 0 or not keep(i0 - 1))
                 and (i1 == n or not keep(i1))):
             return i0, i1
