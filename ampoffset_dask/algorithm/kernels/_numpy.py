@@ -1008,8 +1008,9 @@ def _sorted_rows(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     order as the integers their bit patterns spell, the float order with NaN last, and
     numpy sorts integers about a third faster: when the lines' first values suggest so,
     every line is sorted as integers, and those that hold a set sign bit (their smallest
-    key is negative) are sorted again as floats from ``a``. The sorted lines are the same
-    values as the float sort's, ties (equal bits) included, NaNs last.
+    key is negative) are sorted again as floats from ``a``. Every number lands where the
+    float sort puts it (ties have equal bits); the NaNs fill each line's end, their
+    payloads in either order (callers only count them).
     """
     np.copyto(out, a)
     key_type = _SAME_SIZE_INT.get(out.dtype.type)
