@@ -335,8 +335,9 @@ def lines_stats(
         sxx = sdd - sd * xm
         sxy = sdr - sd * rm
         clip_mean = profile + rm
-    empty = ~(n > 0)
-    if np.count_nonzero(empty):
+    usable = n > 0
+    if np.count_nonzero(usable) < usable.shape[0]:
+        empty = ~usable
         for arr in (clip_mean, xm, sxx, sxy):
             arr[empty] = np.nan
     out = []
