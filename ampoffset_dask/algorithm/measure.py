@@ -281,7 +281,7 @@ def measure_detector(
                                   raw=None if raw_lines is None else raw_lines[i])
         stats.update(zip(b.keys, block_stats, strict=True))
     total = sum(b.lines.size for b in blocks)
-    masked = total - sum(int(st.count.sum()) for st in stats.values())
+    masked = total - sum(int(np.add.reduce(st.count)) for st in stats.values())
     masked_fraction = masked / total if total else 1.0
     if not (config.do_background or config.do_detection):
         all_masked = masked == total  # only masked or non-finite pixels are NaN
