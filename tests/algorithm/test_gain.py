@@ -192,3 +192,10 @@ def test_running_mean_all_valid_and_masked_agree_with_counts():
             got = _running_mean(v, window)
             assert np.array_equal(got, reference(v, window), equal_nan=True)
     assert np.isnan(got[60:120]).all() and np.isfinite(got[1:7]).all()
+    # Finite values whose cumulative sum overflows: the masked path, the same numbers.
+    big = np.full(100, 1.0e308)
+    big[50:] = -1.0e308
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for window in (1, 31):
+            assert np.array_equal(_running_mean(big, window), reference(big, window),
+                                  equal_nan=True)

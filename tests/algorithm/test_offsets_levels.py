@@ -63,3 +63,17 @@ def test_amp_levels_of_float32_levels_are_exact_medians():
         v = np.concatenate([levels[(amp, s)] for s in (1, 3)]).astype(np.float64)
         assert got[amp] == np.median(v[np.isfinite(v)])
     assert np.isnan(got[3]) and np.isnan(got[4])
+
+
+def test_amp_levels_of_finite_levels_leave_them_unpermuted():
+    # Fully finite levels are not copied before the concatenation (which copies them);
+    # the selection permutes only that copy. One strip per amp, and two.
+    rng = np.random.default_rng(9)
+    levels = {(0, 1): rng.normal(50.0, 3.0, 301), (1, 3): rng.normal(7.0, 1.0, 40),
+              (1, 0): rng.normal(9.0, 1.0, 41).astype(np.float32)}
+    before = {k: v.copy() for k, v in levels.items()}
+    got = amp_levels(levels, 2)
+    assert all(np.array_equal(levels[k], before[k]) for k in levels)
+    assert got[0] == np.median(before[(0, 1)])
+    assert got[1] == np.median(np.concatenate([before[(1, 3)],
+                                               before[(1, 0)].astype(np.float64)]))
