@@ -286,6 +286,23 @@ def test_sorting_network_sorts_every_width():
     assert len(NUMBA._network(64)) == 543 and NUMBA._network(64) is NUMBA._network(64)
 
 
+@pytest.mark.parametrize("width", [1, 2, 3, 8, 31, 64, 65, 128])
+def test_pruned_networks_leave_the_wanted_ranks_sorted(width):
+    """The lower half's part of the network (what lines with NaN, sorted last, need) and
+    the middle's (full lines) leave those wires as the whole network does, with fewer
+    comparators."""
+    rng = np.random.default_rng(width + 7)
+    v = np.round(rng.normal(0.0, 3.0, (300, width))).astype(np.float32)  # ties
+    srt = np.sort(v, axis=1)
+    low, mid = NUMBA._median_network(width, 0), NUMBA._median_network(width)
+    np.testing.assert_array_equal(_apply(low, v)[:, : width // 2 + 1], srt[:, : width // 2 + 1])
+    middle = [(width - 1) // 2, width // 2]
+    np.testing.assert_array_equal(_apply(mid, v)[:, middle], srt[:, middle])
+    assert len(mid) <= len(low) <= len(NUMBA._network(width))
+    if width == 64:
+        assert (len(mid), len(low)) == (445, 494)
+
+
 @pytest.mark.parametrize("width", [1, 2, 3, 31, 64, 65, 127, 128])
 def test_line_medians_are_numpys_sorted_middle_values(width):
     """Counts and medians as read from numpy's row sort (NaN last), over a number of lines

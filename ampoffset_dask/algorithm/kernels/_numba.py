@@ -1561,13 +1561,15 @@ def _network(n: int) -> np.ndarray:
     return net
 
 
-def _median_network(n: int) -> np.ndarray:
-    """The comparators of `_network` that the middle ranks ``(n - 1) // 2`` and ``n // 2``
-    depend on (445 of 543 for 64 wires): those two wires end with the full network's
-    values. Cached, read-only."""
-    net = _NETWORKS.get(-n)
+def _median_network(n: int, lowest: int | None = None) -> np.ndarray:
+    """The comparators of `_network` that ranks ``lowest`` to ``n // 2`` depend on (by
+    default only the middle ranks ``(n - 1) // 2`` and ``n // 2``: 445 of 543 for 64
+    wires; from rank 0, 494): those wires end with the full network's values. Cached,
+    read-only."""
+    lowest = (n - 1) // 2 if lowest is None else lowest
+    net = _NETWORKS.get((n, lowest))
     if net is None:
-        need = {(n - 1) // 2, n // 2}
+        need = set(range(lowest, n // 2 + 1))
         kept = []
         for i, j in _network(n)[::-1].tolist():
             if i in need or j in need:
@@ -1575,11 +1577,11 @@ def _median_network(n: int) -> np.ndarray:
                 need.update((i, j))
         net = np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
         net.flags.writeable = False
-        _NETWORKS[-n] = net
+        _NETWORKS[n, lowest] = net
     return net
 
 
-_NETWORKS: dict[int, np.ndarray] = {}  # n: the network, -n: its median part
+_NETWORKS: dict[int | tuple[int, int], np.ndarray] = {}  # n: the network; pruned ones
 _NET_LANES = 64  # lines sorted together: the (width, 64) block stays in the L1 cache
 
 
@@ -1591,10 +1593,10 @@ def _line_medians(values, under, masked, net, middle, count, given_count, med):
     a rank falls on a NaN or ``count`` is 0). ``masked``: values are NaN where ``under`` is.
 
     The lines are sorted 64 at a time, transposed: NaN becomes +inf (the ranks below the
-    count of non-NaN values keep their values) and each comparator of the network is a
-    min/max over the 64 lines (a vectorized loop). When every line of the 64 is full (no
-    NaN, ranks ``(n - 1) // 2`` and ``n // 2``), only the ``middle`` part of the network
-    runs."""
+    count of non-NaN values keep their values) and each comparator of the network ``net``
+    (one that leaves wires 0 to ``n // 2`` sorted: no rank read is above) is a min/max over
+    the 64 lines (a vectorized loop). When every line of the 64 is full (no NaN, ranks
+    ``(n - 1) // 2`` and ``n // 2``), only the ``middle`` part of the network runs."""
     h, n = values.shape
     lanes = _NET_LANES
     inf = np.float32(np.inf)
@@ -1927,7 +1929,9 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
     if not 0 < n_across <= 128 or not _reference._exact_distance_sums(dist):
         return _reference.strip_line_stats(lines, bounds, dist, raw, profile)
     lines = np.ascontiguousarray(lines, dtype=np.float32)
-    net, middle = _network(n_across), _median_network(n_across)
+    # Ranks beyond the middle are never read (NaN sorts as +inf, last): the lower half's
+    # part of the network for lines with NaN, the middle's for full ones.
+    net, middle = _median_network(n_across, 0), _median_network(n_across)
     count = np.empty(n_lines, dtype=np.int64)
     medians = np.empty(n_lines, dtype=np.float32)
     _line_medians(lines, lines, False, net, middle, count, False, medians)
