@@ -1311,123 +1311,63 @@ def _prefetch(typingctx, arr, idx):
 
 #: Rows of a strip read ahead (`_prefetch`) of the one being copied. A strip's rows are
 #: short pieces of long image rows, too far apart for the hardware prefetchers: without
-#: the hints the copy waits on memory about once per row.
+#: the hints the copy waits on memory about once per row (~25% of its time).
 _AHEAD = 8
-#: Strip rows per tile of a transposed read (sides 0/2): a tile's column is one 64-byte
-#: line of the destination.
-_TILE = 16
-
-
-@njit(inline="always", **_JIT)
-def _fetch_row(a, start, n):
-    """Prefetch ``a[start:start + n]`` (4-byte items), one hint per 64-byte line."""
-    for q in range(0, n + 15, 16):
-        _prefetch(a, start + q)
-
-
-@njit(inline="always", **_JIT)
-def _fetch_flags(a, start, n):
-    """Prefetch ``a[start:start + n]`` (1-byte items), one hint per 64-byte line."""
-    for q in range(0, n + 63, 64):
-        _prefetch(a, start + q)
 
 
 @njit(**_JIT)
-def _read_rows(dest, src, rs, mask, ms, bits, finite, left):
-    """Rows ``i`` of ``dest`` from ``src[i * rs:]``, NaN where ``mask[i * ms:] & bits``
-    (an empty mask: none) and, when ``finite`` (always without a mask), where not finite;
-    rows up to ``left`` (counted from the first) are prefetched ``_AHEAD`` rows ahead. One
-    loop per case, each branch-free (a test inside the row loop costs ~20%)."""
-    h, w = dest.shape
+def _put_lines(dest, src, rs, mask, ms, bits, flip):
+    """`put_lines` of an edges-only read in one pass: strip row ``i`` is ``src[i * rs:]``,
+    its mask row ``mask[i * ms:]`` (without a mask: one row of zeros, ``ms = 0``); NaN where
+    ``mask & bits`` is set or the pixel is not finite. Branch-free rows (a test inside the
+    row loop costs ~20%), the rows ``_AHEAD`` further prefetched."""
+    h, w = (dest.shape[1], dest.shape[0]) if flip else dest.shape
     nan = np.float32(np.nan)
-    if mask.shape[0] > 0 and finite:
-        for i in range(h):
-            if i + _AHEAD < left:
-                _fetch_row(src, (i + _AHEAD) * rs, w)
-                _fetch_row(mask, (i + _AHEAD) * ms, w)
-            out, v, mk = dest[i], src[i * rs:i * rs + w], mask[i * ms:i * ms + w]
-            for j in range(w):
-                x = v[j]
-                out[j] = nan if ((mk[j] & bits) != 0) | (x - x != 0) else x
-    elif mask.shape[0] > 0:
-        for i in range(h):
-            if i + _AHEAD < left:
-                _fetch_row(src, (i + _AHEAD) * rs, w)
-                _fetch_row(mask, (i + _AHEAD) * ms, w)
-            out, v, mk = dest[i], src[i * rs:i * rs + w], mask[i * ms:i * ms + w]
-            for j in range(w):
-                out[j] = nan if (mk[j] & bits) != 0 else v[j]
-    else:
-        for i in range(h):
-            if i + _AHEAD < left:
-                _fetch_row(src, (i + _AHEAD) * rs, w)
-            out, v = dest[i], src[i * rs:i * rs + w]
-            for j in range(w):
-                x = v[j]
-                out[j] = nan if x - x != 0 else x
-
-
-@njit(**_JIT)
-def _read_masked_rows(dest, src, rs, bad, bs, extra, es, left):
-    """Rows ``i`` of ``dest`` from ``src[i * rs:]``, NaN where ``bad[i * bs:]`` or
-    ``extra[i * es:]`` is True; prefetched as `_read_rows`."""
-    h, w = dest.shape
-    nan = np.float32(np.nan)
+    row = np.empty(w, dtype=np.float32)
     for i in range(h):
-        if i + _AHEAD < left:
-            _fetch_row(src, (i + _AHEAD) * rs, w)
-            _fetch_flags(bad, (i + _AHEAD) * bs, w)
-            _fetch_flags(extra, (i + _AHEAD) * es, w)
-        out, v = dest[i], src[i * rs:i * rs + w]
-        b, e = bad[i * bs:i * bs + w], extra[i * es:i * es + w]
+        if i + _AHEAD < h:
+            for q in range(0, w + 15, 16):
+                _prefetch(src, (i + _AHEAD) * rs + q)
+                _prefetch(mask, (i + _AHEAD) * ms + q)
+        out = row if flip else dest[i]
+        v, mk = src[i * rs:i * rs + w], mask[i * ms:i * ms + w]
         for j in range(w):
-            out[j] = nan if b[j] | e[j] else v[j]
-
-
-@njit(**_JIT)
-def _transpose_tile(dest, tile, i0):
-    """``dest[j, i0 + t] = tile[t, j]``: written line by line, read from the cached tile."""
-    n, w = tile.shape
-    for j in range(w):
-        out = dest[j]
-        for t in range(n):
-            out[i0 + t] = tile[t, j]
-
-
-@njit(**_JIT)
-def _put_lines(dest, src, rs, mask, ms, bits, flip, finite):
-    """`put_lines` of a masked read in one pass: strip row ``i`` is ``src[i * rs:]``, its
-    mask row ``mask[i * ms:]`` (an empty mask: not given); a transposed strip (``flip``)
-    goes through tiles of ``_TILE`` rows."""
-    if not flip:
-        _read_rows(dest, src, rs, mask, ms, bits, finite, dest.shape[0])
-        return
-    w, h = dest.shape
-    tile = np.empty((_TILE, w), dtype=np.float32)
-    for i0 in range(0, h, _TILE):
-        t = tile[:min(_TILE, h - i0)]
-        _read_rows(t, src[i0 * rs:], rs, mask[i0 * ms:], ms, bits, finite, h - i0)
-        _transpose_tile(dest, t, i0)
+            x = v[j]
+            out[j] = nan if ((mk[j] & bits) != 0) | (x - x != 0) else x
+        if flip:
+            for j in range(w):
+                dest[j, i] = row[j]
 
 
 @njit(**_JIT)
 def _put_masked(dest, src, rs, bad, bs, extra, es, flip):
     """`put_lines` of the default configuration's read: strip row ``i`` is ``src[i * rs:]``,
-    NaN where ``bad[i * bs:]`` or ``extra[i * es:]`` is True (one pass; transposed as
-    `_put_lines`)."""
-    if not flip:
-        _read_masked_rows(dest, src, rs, bad, bs, extra, es, dest.shape[0])
-        return
-    w, h = dest.shape
-    tile = np.empty((_TILE, w), dtype=np.float32)
-    for i0 in range(0, h, _TILE):
-        t = tile[:min(_TILE, h - i0)]
-        _read_masked_rows(t, src[i0 * rs:], rs, bad[i0 * bs:], bs, extra[i0 * es:], es, h - i0)
-        _transpose_tile(dest, t, i0)
+    NaN where ``bad[i * bs:]`` or ``extra[i * es:]`` is True (one pass, branch-free rows,
+    the rows ``_AHEAD`` further prefetched)."""
+    h, w = (dest.shape[1], dest.shape[0]) if flip else dest.shape
+    nan = np.float32(np.nan)
+    row = np.empty(w, dtype=np.float32)
+    for i in range(h):
+        if i + _AHEAD < h:
+            for q in range(0, w + 63, 64):
+                _prefetch(bad, (i + _AHEAD) * bs + q)
+                _prefetch(extra, (i + _AHEAD) * es + q)
+            for q in range(0, w + 15, 16):
+                _prefetch(src, (i + _AHEAD) * rs + q)
+        out = row if flip else dest[i]
+        v = src[i * rs:i * rs + w]
+        b, e = bad[i * bs:i * bs + w], extra[i * es:i * es + w]
+        for j in range(w):
+            out[j] = nan if b[j] | e[j] else v[j]
+        if flip:
+            for j in range(w):
+                dest[j, i] = row[j]
 
 
-_NONE_INT = np.zeros(0, dtype=np.int32)
-_NONE_INT.flags.writeable = False
+def _zero_row(w: int) -> np.ndarray:
+    """The mask of a read without one: a read-only row of ``w`` int32 zeros, read again
+    for every strip row (``ms = 0``; it stays in cache)."""
+    return _read_only(np.zeros(w, dtype=np.int32))
 
 
 def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
@@ -1435,9 +1375,9 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
               extra: np.ndarray | None = None, finite: bool = False) -> None:
     """See `ampoffset_dask.algorithm.kernels._numpy.put_lines`.
 
-    Compiled for the reads of edges only (a mask and/or the finiteness test) and for the
-    default configuration's read (both ``bad`` and ``extra``, nothing else): one pass over
-    a float32 strip read in place, no temporaries, the rows ahead prefetched. A mask of
+    Compiled for the reads of edges only (the finiteness test, with or without a mask) and
+    for the default configuration's read (both ``bad`` and ``extra``, nothing else): one
+    pass over a float32 strip read in place, no temporaries, the rows ahead prefetched. A mask of
     another integer type or byte order is converted to int32 first (the same low 31 bits:
     ``bits`` must fit in them, as the reference's int32 test requires). Plain copies take
     the reference (numpy is as fast there), as do other pixel types and mask combinations.
@@ -1454,7 +1394,7 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
             if src is not None and fb is not None and fe is not None:
                 _put_masked(dest, src[0], src[1], fb[0], fb[1], fe[0], fe[1], bool(flip))
                 return
-    if bad is None and extra is None and (use_mask or finite):
+    if bad is None and extra is None and finite:
         v = np.asarray(strip)
         if v.dtype.kind == "f" and v.dtype.itemsize == 4 and not v.dtype.isnative:
             v = _native(v)
@@ -1464,11 +1404,10 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
         if (v.ndim == 2 and v.dtype == np.float32 and 0 <= bits < 1 << 31
                 and _lines_fit(dest, v.shape, flip)):
             src = _flat_rows(v)
-            flat = (_NONE_INT, 0) if m is None else (
+            flat = (_zero_row(v.shape[1]), 0) if m is None else (
                 _flat_rows(m) if m.dtype == np.int32 and m.shape == v.shape else None)
             if src is not None and flat is not None:
-                _put_lines(dest, src[0], src[1], flat[0], flat[1], np.int32(bits),
-                           bool(flip), bool(finite))
+                _put_lines(dest, src[0], src[1], flat[0], flat[1], np.int32(bits), bool(flip))
                 return
     _reference.put_lines(dest, strip, flip, mask=mask, bits=bits, bad=bad, extra=extra,
                          finite=finite)
@@ -1505,10 +1444,10 @@ def put_strips(dests: Sequence[np.ndarray], source: Any, boxes: Sequence[tuple[s
     """
     use_mask = mask is not None and bits != 0
     flats = None
-    if bad is None and extra is None and (use_mask or finite) and 0 <= bits < 1 << 31:
+    if bad is None and extra is None and finite and 0 <= bits < 1 << 31:
         shape = np.shape(source)
         flats = [_whole(source, shape, np.float32),
-                 _whole(mask, shape, np.int32) if use_mask else _NONE_INT]
+                 _whole(mask, shape, np.int32) if use_mask else 0]
     elif bad is not None and extra is not None and not use_mask and not finite:
         shape = np.shape(source)
         flats = [_whole(source, shape, np.float32), _whole(bad, shape, np.bool_),
@@ -1529,9 +1468,9 @@ def put_strips(dests: Sequence[np.ndarray], source: Any, boxes: Sequence[tuple[s
         o = y0 * w + x0
         n = (y1 - y0 - 1) * w + (x1 - x0)
         if len(flats) == 2:
-            m = flats[1][o:o + n] if use_mask else _NONE_INT
+            m = flats[1][o:o + n] if use_mask else _zero_row(x1 - x0)
             _put_lines(dest, flats[0][o:o + n], w, m, w if use_mask else 0, np.int32(bits),
-                       bool(flip), bool(finite))
+                       bool(flip))
         else:
             _put_masked(dest, flats[0][o:o + n], w, flats[1][o:o + n], w, flats[2][o:o + n],
                         w, bool(flip))
