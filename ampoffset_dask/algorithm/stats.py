@@ -646,20 +646,23 @@ _BLOCK = 1 << 17  # values per block of a pass (cache-sized)
 _CANCEL = 64.0  # largest ratio of the outer values' squares to the core's, for a difference
 
 
+def _slices(shape: tuple[int, int]) -> list[tuple[slice, slice]]:
+    """Cache-sized blocks of a 2-D array of ``shape``, row-major."""
+    h, w = shape
+    if w >= _BLOCK:
+        return [(slice(y, y + 1), slice(x0, x0 + _BLOCK)) for y in range(h)
+                for x0 in range(0, w, _BLOCK)]
+    rows = max(1, _BLOCK // max(w, 1))
+    return [(slice(y0, y0 + rows), slice(None)) for y0 in range(0, h, rows)]
+
+
 def _blocks(v: np.ndarray, bad: np.ndarray | None):
     """``(values, usable or None, count)`` for cache-sized blocks of 2-D ``v`` (row-major):
     ``values`` a contiguous copy of the block (the compares run twice as fast on it as on
     a strided view; the buffer is reused, so each block is consumed before the next),
     ``usable`` (finite and not bad) None when every value of the block is usable."""
-    h, w = v.shape
-    if w >= _BLOCK:
-        sls = [(slice(y, y + 1), slice(x0, x0 + _BLOCK)) for y in range(h)
-               for x0 in range(0, w, _BLOCK)]
-    else:
-        rows = max(1, _BLOCK // max(w, 1))
-        sls = [(slice(y0, y0 + rows), slice(None)) for y0 in range(0, h, rows)]
     buf = fbuf = None
-    for sl in sls:
+    for sl in _slices(v.shape):
         vb = v[sl]
         if buf is None:
             buf, fbuf = np.empty(vb.size, v.dtype), np.empty(vb.size, bool)
@@ -743,37 +746,41 @@ class _Bracketed:
         n = unusable = 0
         s1 = s2 = 0.0
         fref = float(ref)
+        v, bad = self.v, self.bad
         bufs = None
-        for vb, usable, c in _blocks(self.v, self.bad):
-            n += c
-            if c == 0:
-                unusable += vb.size
-                continue
+        for sl in _slices(v.shape):
+            vb = v[sl]
+            size = vb.size
             if bufs is None:  # one set of block buffers, reused (no fresh pages per block)
-                bufs = (np.empty(vb.size, bool), np.empty(vb.size, bool),
-                        np.empty(vb.size))
-            keep, below, d = (b[:vb.size] for b in bufs)
-            if usable is not None:  # the block is a copy: fill it
-                unusable += vb.size - c
-                np.copyto(vb, ref, where=np.logical_not(usable))
-            xb = vb.reshape(-1)
-            # XOR of the nested "below" masks: alternate intervals between the cuts, i.e.
-            # the core without the brackets; its complement is what is copied out.
-            np.less(xb, cuts[0], out=keep)
-            for i, cut in enumerate(cuts[1:], 1):
-                np.less(xb, cut, out=below)
-                if i & 1 and i < 7:
-                    below_base[i // 2] += int(np.count_nonzero(below))
-                np.not_equal(keep, below, out=keep)
-            np.logical_not(keep, out=keep)
-            parts.append(np.compress(keep, xb))
-            # Sums over every value; the values outside the core are subtracted later (a
-            # float64 square may overflow: the core is then summed by itself).
-            np.subtract(xb, fref, out=d, dtype=np.float64)
-            s1 += float(np.add.reduce(d))
-            with np.errstate(over="ignore"):
-                np.multiply(d, d, out=d)
-            s2 += float(np.add.reduce(d))
+                bufs = (np.empty(size, v.dtype), np.empty(size, bool),
+                        np.empty(size, bool), np.empty(size))
+            x = bufs[0][:size].reshape(vb.shape)
+            x[...] = vb  # a contiguous copy: the compares run twice as fast on it
+            dropped = 0
+            if bad is not None:  # bad values become ``ref``
+                dropped = int(np.count_nonzero(bad[sl]))
+                if dropped == size:
+                    unusable += size
+                    continue
+                if dropped:
+                    np.copyto(x, ref, where=bad[sl])
+            got = self._scan(x.reshape(-1), bufs)
+            # Non-finite values show in the sums (finite squares of float32 cannot
+            # overflow; float64 ones can, and then nothing is replaced).
+            if not math.isfinite(got[3]):
+                usable = np.isfinite(x)
+                nonfinite = size - int(np.count_nonzero(usable))
+                if nonfinite:
+                    dropped += nonfinite
+                    np.copyto(x, ref, where=np.logical_not(usable))
+                    got = self._scan(x.reshape(-1), bufs)
+            n += size - dropped
+            unusable += dropped
+            for i in range(3):
+                below_base[i] += got[0][i]
+            parts.append(got[1])
+            s1 += got[2]
+            s2 += got[3]
         self.n = n
         e = np.concatenate(parts) if parts else np.empty(0, self.dtype)
         low = np.compress(e < cuts[0], e)
@@ -794,6 +801,30 @@ class _Bracketed:
             self.core_sums = (core_m, s1 - o1, s2 - o2)
         else:  # heavy tails: the difference would lose digits; sum the core itself
             self.core_sums = (core_m, *self._core_sums())
+
+    def _scan(self, xb: np.ndarray, bufs) -> tuple[list[int], np.ndarray, float, float]:
+        """One block of the pass: the counts below cuts[1], cuts[3], cuts[5], the values
+        copied out, and the sums of ``v - ref`` and its square."""
+        cuts = self.cuts
+        keep, below, d = (b[:xb.shape[0]] for b in bufs[1:])
+        counts = []
+        # XOR of the nested "below" masks: alternate intervals between the cuts, i.e. the
+        # core without the brackets; its complement is what is copied out.
+        np.less(xb, cuts[0], out=keep)
+        for i, cut in enumerate(cuts[1:], 1):
+            np.less(xb, cut, out=below)
+            if i & 1 and i < 7:
+                counts.append(int(np.count_nonzero(below)))
+            np.not_equal(keep, below, out=keep)
+        np.logical_not(keep, out=keep)
+        part = np.compress(keep, xb)
+        # Sums over every value; the values outside the core are subtracted later (a
+        # float64 square may overflow: the core is then summed by itself).
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.subtract(xb, float(self.ref), out=d, dtype=np.float64)
+            s1 = float(np.add.reduce(d))
+            np.multiply(d, d, out=d)
+        return counts, part, s1, float(np.add.reduce(d))
 
     def _core_sums(self) -> tuple[float, float]:
         """Another pass: sums of ``v - ref`` and its square over the core."""
