@@ -1685,27 +1685,35 @@ _MAX_FINITE = np.float32(np.finfo(np.float32).max)
 
 
 @njit(**_JIT)
-def _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside, g):
+def _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside, tally, g):
     """One pass over the residuals ``|line - profile|`` of strip ``a:b``: the number of
     valid ones (``<= top``: not NaN, and finite when ``top`` is the largest float), of those
     below ``lo_v``, and of those within ``[lo_v, hi_v]`` (``hi_v <= top``), which are
-    gathered into ``g``. The tests run vectorized along the line (``inside``: int32 flags),
-    the gathering branch-free (every residual stored, the wanted ones kept)."""
+    gathered into ``g``. The tests run vectorized along the line, counted per position
+    (``tally``, int32: no reduction per line) and flagged (``inside``); the gathering is
+    branch-free (every residual stored, the wanted ones kept)."""
     n = lines.shape[1]
-    below = 0
-    valid = 0
+    under = tally[0]
+    ok = tally[1]
+    under[:] = 0
+    ok[:] = 0
     size = 0
     for r in range(a, b):
         p = profile[r]
         for i in range(n):
             v = abs(lines[r, i] - p)
             absbuf[i] = v
-            below += v < lo_v
-            valid += v <= top
+            under[i] += np.int32(v < lo_v)
+            ok[i] += np.int32(v <= top)
             inside[i] = (v >= lo_v) & (v <= hi_v)
         for i in range(n):
             g[size] = absbuf[i]
             size += inside[i]
+    below = 0
+    valid = 0
+    for i in range(n):
+        below += under[i]
+        valid += ok[i]
     return below, valid, size
 
 
@@ -1741,7 +1749,8 @@ def _narrow(g, size, first, k, lo_v, hi_v, slots, fine):
 
 
 @njit(**_JIT)
-def _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, g, slots, fine):
+def _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, tally, g, slots,
+                 fine):
     """``MAD_TO_SIGMA`` times the median of ``|line - profile|`` over strip ``a:b``: rank
     ``n_valid // 2`` (and the one below for even ``n_valid``) of the non-NaN residuals
     (NaN when fewer than two, or a rank beyond them), ``n_valid`` the lines' counts, or,
@@ -1779,7 +1788,8 @@ def _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, g, slots, 
             hi_v = _select(sample, np.int64(0), m, upper)
         if mid - half > 0:  # the values before `upper` are the smallest
             lo_v = _select(sample, np.int64(0), upper, mid - half)
-    below, valid, size = _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside, g)
+    below, valid, size = _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside,
+                                      tally, g)
     if has_inf:  # a line of mostly infinities: the finite residuals only
         n_valid = valid
     if n_valid < 2:
@@ -1791,7 +1801,7 @@ def _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, g, slots, 
     first = k - 1 if even else k
     if below > first or k >= below + size:  # the window missed: every valid residual
         below, valid, size = _window_pass(lines, profile, a, b, np.float32(0.0), top, top,
-                                          absbuf, inside, g)
+                                          absbuf, inside, tally, g)
         hi_v = top
     kk = k - below
     if size > _FINE_BINS and hi_v < np.inf and hi_v > lo_v:
@@ -1813,6 +1823,7 @@ def _strip_stats(lines, bounds, dist, profile, count, sigmas, n_kept, sums):
     zero = np.float32(0.0)
     absbuf = np.empty(n, dtype=np.float32)
     inside = np.empty(n, dtype=np.int32)
+    tally = np.empty((2, n), dtype=np.int32)
     sample = np.empty(_SAMPLE_LINES * n, dtype=np.float32)
     most = 0
     for s in range(bounds.shape[0] - 1):
@@ -1832,8 +1843,8 @@ def _strip_stats(lines, bounds, dist, profile, count, sigmas, n_kept, sums):
     for s in range(bounds.shape[0] - 1):
         a = bounds[s]
         b = bounds[s + 1]
-        sigma = _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, g, slots,
-                             fine)
+        sigma = _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, tally, g,
+                             slots, fine)
         sigmas[s] = sigma
         thr = np.float32(CLIP_SIGMA * sigma)
         for r in range(a, b):
