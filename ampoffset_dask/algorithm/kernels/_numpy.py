@@ -808,10 +808,15 @@ def put_lines(dest: np.ndarray, strip: np.ndarray, flip: bool, *,
     for m in (bad, extra):
         if m is not None:
             masked = m if masked is None else masked | m
-    if masked is not None:
-        np.copyto(dest, np.float32(np.nan), where=masked.T if flip else masked)
+    if masked is not None and flip:
+        masked = masked.T
     if finite:
-        np.copyto(dest, np.float32(np.nan), where=~np.isfinite(dest))
+        # One NaN pass for both tests: masked or not finite (``masked >= finite``).
+        fin = np.isfinite(dest)
+        masked = (np.logical_not(fin, out=fin) if masked is None
+                  else np.greater_equal(masked, fin, out=fin))
+    if masked is not None:
+        np.copyto(dest, np.float32(np.nan), where=masked)
 
 
 def put_strips(dests: Sequence[np.ndarray], source: Any, boxes: Sequence[tuple[slice, slice]],
