@@ -641,7 +641,7 @@ def clipped_stats_sorted(
 # ------------------------------------------------------------------------------------------
 _BRACKET_MIN = 1 << 15  # below this, copying the usable values out costs less
 _MARGIN = 3.0  # bracket half-width in binomial standard deviations of a sample rank
-_CORE = 0.7  # the core (summed once) spans this fraction of the predicted clip half-width
+_CORE = 0.85  # the core (summed once) spans this fraction of the predicted clip half-width
 _BLOCK = 1 << 17  # values per block of a pass (cache-sized)
 _CANCEL = 64.0  # largest ratio of the outer values' squares to the core's, for a difference
 
