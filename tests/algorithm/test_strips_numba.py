@@ -152,6 +152,26 @@ def test_strip_of_mostly_infinite_residuals_numba_equals_numpy():
         assert np.isinf(ref[3]).all() and np.isfinite(ref[1]).all()
 
 
+def test_distance_sums_at_the_exactness_limit():
+    """The kept count and the distance sums share one integer per pixel (count, twice the
+    distances, four times their squares, in separate bit fields): distances whose squares
+    total just below the exact limit (2**22) give numpy's sums, every pixel kept or not;
+    just above it the numpy reference runs."""
+    rng = np.random.default_rng(17)
+    lines = rng.normal(50.0, 4.0, (300, 128)).astype(np.float32)
+    lines[::5, ::3] = np.float32(1e4)  # clipped pixels
+    lines[7] = np.nan
+    dist = (np.float32(180.5) - (np.arange(128) % 2) * np.float32(0.5)).astype(np.float32)
+    d = dist.astype(np.float64)
+    assert NUMPY._exact_distance_sums(dist) and 4 * (d * d).sum() > 2**23
+    for probe in (dist, dist + np.float32(1.0)):  # the second beyond the limit
+        ref = NUMPY.strip_line_stats(lines, [0, 150, 300], probe)
+        got = NUMBA.strip_line_stats(lines, [0, 150, 300], probe)
+        for name, a, b in zip(OUTPUTS, ref, got, strict=True):
+            assert _same(a, b), name
+        assert (ref[4] < 128).any() and (ref[4] == 128).any()
+
+
 @pytest.mark.parametrize("sampled_wider", [False, True])
 def test_strip_scatter_when_the_sampled_lines_mislead(sampled_wider):
     """The strip's scatter is selected within a window placed by a sample of its lines
