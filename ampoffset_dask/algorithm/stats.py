@@ -931,7 +931,7 @@ def clipped_mean_var_usable(
         v = v.reshape(1, -1)
         bad = None if bad is None else np.asarray(bad).reshape(1, -1)
     if v.size >= _BRACKET_MIN and v.dtype.type in (np.float32, np.float64):
-        s = _sample(v, bad, min(max(v.size >> 5, 2048), 1 << 15))
+        s = _sample(v, bad, min(max(v.size >> 4, 2048), 1 << 15))
         if s.shape[0] >= 1024:  # else mostly unusable: the copy is small
             b = _Bracketed(v, bad, s, n_sigma)
             if b.ok and b.n >= _SELECT_MIN:
