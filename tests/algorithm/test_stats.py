@@ -380,6 +380,10 @@ def _usable_cases():
     bad = rng.random(shape) < 0.01
     bad[50:60] = True  # whole rows
     out["nan-inf-bad"] = (v, bad)
+    v = rng.normal(-3.0, 2.0, shape)
+    v[rng.random(shape) < 0.002] = np.nan  # no mask: blocks read in place, then filled
+    v[150:, 7] = -np.inf
+    out["nan-no-mask"] = (v, None)
     v = rng.normal(0.0, 1.0, shape)
     v[rng.random(shape) < 0.05] += rng.uniform(5, 5e4, shape)[rng.random(shape) < 0.05][:1]
     src = rng.random(shape) < 0.04
@@ -504,7 +508,7 @@ def test_bracketed_order_statistics_counts_and_kept_sets_are_exact(name, dtype):
 
 def test_bracketed_pass_count_shows_which_path_ran():
     cases = _usable_cases()
-    for name in ("normal", "nan-inf-bad"):
+    for name in ("normal", "nan-inf-bad", "nan-no-mask"):
         values, bad = cases[name]
         b = _Bracketed(values.astype(np.float32), bad, _sample(values, bad, 2048), 3.0)
         b.order_statistics(_quantile_ranks(b.n))
