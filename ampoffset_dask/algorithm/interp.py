@@ -165,7 +165,8 @@ class Piecewise:
                 yield i, a, e, self.t[a - self.lo:e - self.lo]
 
     def horner(self, rows: slice, i: int, t: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``y + t*(b + t*(c + t*d))`` of interval ``i`` for ``rows``, in ``out`` (double)."""
+        """``y + t*(b + t*(c + t*d))`` of interval ``i`` for ``rows``, in ``out`` (double);
+        ``t`` is the interval's offsets, one row or repeated for every row."""
         np.multiply(self.d[rows, i:i + 1], t, out=out)
         out += self.c[rows, i:i + 1]
         out *= t

@@ -158,20 +158,8 @@ def usable_clipped_mean_var(
     bracketed from a sample and selected exactly inside the brackets, the values every clip
     iteration keeps summed once (`ampoffset_dask.algorithm.stats.clipped_mean_var_usable`);
     a small one is copied out (`ampoffset_dask.algorithm.stats.clipped_mean_var_selected`).
-
-    Parameters
-    ----------
-    values : ndarray, float32 or float64
-        Any shape (e.g. one background bin, or the smoothed image).
-    bad : ndarray of bool or None
-        Same shape; True excludes a value.
-
-    Returns
-    -------
-    mean, variance : float
-        NaN when nothing survives.
-    n : int
-        Number of usable values.
+    Parameters and results are those of ``clipped_mean_var_usable``; ``values`` is one
+    background bin or the smoothed image.
     """
     return clipped_mean_var_usable(values, bad, n_sigma, n_iter)
 
@@ -266,14 +254,7 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
         res = dest[rows]
         n = img.shape[0]
         for (i, a, e, _), tile in zip(segments, tiles, strict=True):
-            seg = buf[0, : n * (e - a)].reshape(n, e - a)
-            t = tile[:n]
-            np.multiply(p.d[rows, i:i + 1], t, out=seg)
-            seg += p.c[rows, i:i + 1]
-            seg *= t
-            seg += p.b[rows, i:i + 1]
-            seg *= t
-            seg += p.y[rows, i:i + 1]
+            seg = p.horner(rows, i, tile[:n], buf[0, : n * (e - a)].reshape(n, e - a))
             # float32(model) subtracted in float32: afw's ``maskedImage -= bgImage``
             np.subtract(img[:, a:e], seg, out=res[:, a:e], dtype=np.float32, casting="unsafe")
         for cols, y, dx, d1, d2, half_dx2 in ends:
