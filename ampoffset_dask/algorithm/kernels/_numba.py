@@ -304,6 +304,19 @@ def _count_row(flat, v0, bad, b0, use_bad, w, lo, scale, top, spare, hist, idx):
             hist[idx[k]] += 1
 
 
+@njit(**_JIT)
+def _count_band(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, los, scales, top, spare,
+                hist, idx):
+    """The first pass of `_band_stats`: the histograms of the band's bins (`_count_row`;
+    compiled apart from `_band_stats`, whose size made its tight loops slower)."""
+    hist[:xo.shape[0]] = 0
+    for y in range(ya, yb):
+        for i in range(xo.shape[0]):
+            b0 = y * bstride + xo[i] if use_bad else 0
+            _count_row(flat, y * vstride + xo[i], bad, b0, use_bad, xe[i] - xo[i], los[i],
+                       scales[i], top, spare, hist[i], idx)
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def _row_clip_sums(seg, bseg, use_bad, center, half):
     """Count, sum and sum of squares of ``v - center`` over ``|v - center| <= half``.
@@ -419,6 +432,20 @@ def _bin_pass(flat, vstride, bad, bstride, use_bad, x0, w, ya, yb, center, half)
         t1 += a
         t2 += b
     return c, t1, t2
+
+
+@njit(**_JIT)
+def _split_band(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, los, scales, top, spare,
+                counts, slot_of_bin, pos, out, idx, zones, refs, core):
+    """The second pass of `_band_stats`: `_split_row` over every row of the band's bins
+    (compiled apart from `_band_stats`, whose size made its tight loops slower)."""
+    for y in range(ya, yb):
+        for i in range(xo.shape[0]):
+            if counts[i]:
+                b0 = y * bstride + xo[i] if use_bad else 0
+                _split_row(flat, y * vstride + xo[i], bad, b0, use_bad, xe[i] - xo[i],
+                           los[i], scales[i], top, spare, slot_of_bin[i], pos[i], out, idx,
+                           zones[i, 1], zones[i, 2], refs[i], core[i])
 
 
 @njit(**_JIT)
@@ -539,12 +566,8 @@ def _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, n_sigma, n
         _bin_range(sample, ns, n_bins, biggest, typed)
         los[i] = typed[0]
         scales[i] = typed[1]
-    hist[:nx] = 0
-    for y in range(ya, yb):
-        for i in range(nx):
-            b0 = y * bstride + xo[i] if use_bad else 0
-            _count_row(flat, y * vstride + xo[i], bad, b0, use_bad, xe[i] - xo[i], los[i],
-                       scales[i], top, spare, hist[i], idx)
+    _count_band(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, los, scales, top,
+                spare, hist, idx)
     # What the second pass copies: slot 1 the lower zone, 2 the upper zone (when there
     # are zones), then single histogram bins: those of the wanted ranks and the nearest
     # non-empty ones beyond the zones and inside the core.
@@ -634,13 +657,8 @@ def _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, n_sigma, n
             ranks[i, r] = (rank_bins[r] << 40) | ranks[i, r]
     out = np.empty(total, dtype=flat.dtype)
     pos = starts.copy()
-    for y in range(ya, yb):
-        for i in range(nx):
-            if counts[i]:
-                b0 = y * bstride + xo[i] if use_bad else 0
-                _split_row(flat, y * vstride + xo[i], bad, b0, use_bad, xe[i] - xo[i],
-                           los[i], scales[i], top, spare, slot_of_bin[i], pos[i], out, idx,
-                           zones[i, 1], zones[i, 2], refs[i], core[i])
+    _split_band(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, los, scales, top, spare,
+                counts, slot_of_bin, pos, out, idx, zones, refs, core)
     values = np.empty(_RANKS, dtype=np.float64)
     exact = np.empty(_RANKS, dtype=np.int64)
     for i in range(nx):
