@@ -935,3 +935,43 @@ def test_histogram_range_comes_from_the_sorted_samples_values(kind):
             lo, scale = 0.0, 1.0
         assert (typed[0], typed[1]) == (np.float32(lo), np.float32(scale)), ns
     assert len(NUMBA._bin_range.signatures) == 1  # the types `_band_stats` passes
+
+
+# ------------------------------------------------------------------------------------------
+# Compiled clipped statistics: the passes over a band's pixels
+# ------------------------------------------------------------------------------------------
+def test_band_histograms_count_every_pixel_of_their_bin():
+    """`_count_band` (the first pass) gives each bin of a band the histogram of its own
+    usable pixels under the monotone bin rule, unusable ones (NaN, inf, flagged) in the
+    last bin, for bins of odd and one-column widths read in place from a strided view."""
+    rng = np.random.default_rng(41)
+    parent = rng.normal(100, 3, (40, 620)).astype(np.float32)
+    parent[7, 50:90] = np.nan
+    parent[9, 3] = np.inf
+    parent[11, 200:203] = -np.inf
+    values = parent[3:37, 5:606]
+    bad = rng.random(values.shape) < 0.05
+    xo = np.array([0, 7, 8, 520], np.int64)  # a one-column bin, one wider than a chunk
+    xe = np.array([7, 8, 520, 601], np.int64)
+    ya, yb = 2, 31
+    n_bins = 1000
+    los = np.array([95, 90, 80, 101], np.float32)
+    scales = np.array([n_bins / 10, n_bins / 20, n_bins / 40, n_bins / 3], np.float32)
+    top = np.float32(n_bins - 1)
+    for flags in (None, bad):
+        fv, vstride = NUMBA._flat_rows(values)
+        fb, bstride = (NUMBA._NO_BAD, 0) if flags is None else NUMBA._flat_rows(flags)
+        hist = np.full((xo.size, n_bins + 1), 7, np.int32)  # cleared by the kernel
+        NUMBA._count_band(fv, vstride, fb, bstride, flags is not None, xo, xe, ya, yb, los,
+                          scales, top, np.uint32(n_bins), hist, np.empty(NUMBA._CHUNK,
+                                                                         np.uint32))
+        for i in range(xo.size):
+            v = values[ya:yb, xo[i]:xe[i]]
+            usable = np.isfinite(v)
+            if flags is not None:
+                usable &= ~flags[ya:yb, xo[i]:xe[i]]
+            t = np.clip((v[usable] - los[i]) * scales[i], np.float32(0), top)
+            want = np.bincount(t.astype(np.uint32), minlength=n_bins + 1)
+            want[n_bins] = (~usable).sum()
+            np.testing.assert_array_equal(hist[i], want)
+    assert len(NUMBA._count_band.signatures) == 1  # the types `_band_stats` passes
