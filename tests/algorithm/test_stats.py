@@ -447,14 +447,19 @@ def _fsum_clip(s, n_sigma=3.0, n_iter=3):
     return mean, var
 
 
+def _usable_case(name, dtype):
+    """Case ``name`` of `_usable_cases` as ``dtype``, with its sorted usable values."""
+    values, bad = _usable_cases()[name]
+    with np.errstate(over="ignore"):  # the "huge" case in float32
+        values = values.astype(dtype)
+    return values, bad, _usable_reference(values, bad)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(_usable_cases()))
 def test_usable_statistics_match_sorting_and_the_elementwise_port(name, dtype):
-    values, bad = _usable_cases()[name]
-    with np.errstate(over="ignore"):
-        values = values.astype(dtype)
+    values, bad, s = _usable_case(name, dtype)
     before = values.copy()
-    s = _usable_reference(values, bad)
     for n_sigma, n_iter in ((3.0, 3), (2.0, 4)):
         mean, var, n = clipped_mean_var_usable(values, bad, n_sigma, n_iter)
         assert n == s.shape[0]
@@ -471,10 +476,7 @@ def test_usable_statistics_match_sorting_and_the_elementwise_port(name, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(_usable_cases()))
 def test_bracketed_order_statistics_counts_and_kept_sets_are_exact(name, dtype):
-    values, bad = _usable_cases()[name]
-    with np.errstate(over="ignore"):
-        values = values.astype(dtype)
-    s = _usable_reference(values, bad)
+    values, bad, s = _usable_case(name, dtype)
     sample = _sample(values, bad, 2048)
     if sample.shape[0] < 2:  # nothing to bracket from: the callers copy the values out
         assert name in ("all-masked", "all-nan")
