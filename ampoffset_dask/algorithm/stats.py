@@ -835,30 +835,29 @@ class _Bracketed:
 
     def _core_sums(self) -> tuple[float, float]:
         """Another pass: sums of ``v - ref`` and its square over the core."""
-        self.passes += 1
         s1 = s2 = 0.0
-        lo, hi, ref = self.cuts[0], self.cuts[7], float(self.ref)
-        for x, usable, c in _blocks(self.v, self.bad):
-            if c:
-                m = np.logical_and(x >= lo, x < hi)
-                if usable is not None:
-                    m &= usable
-                a1, a2 = _centred_sums(np.compress(m.reshape(-1), x.reshape(-1)), ref)
-                s1 += a1
-                s2 += a2
+        ref = float(self.ref)
+        for part in self._ranged(self.cuts[0], self.cuts[7]):
+            a1, a2 = _centred_sums(part, ref)
+            s1 += a1
+            s2 += a2
         return s1, s2
 
     def _extract(self, lo, hi) -> np.ndarray:
         """Another pass: the usable values ``lo <= v < hi``."""
+        parts = list(self._ranged(lo, hi))
+        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
+
+    def _ranged(self, lo, hi):
+        """Another pass: per block holding usable values, those with ``lo <= v < hi``
+        (row-major, a new 1-D array each)."""
         self.passes += 1
-        parts = []
         for x, usable, c in _blocks(self.v, self.bad):
             if c:
                 m = np.logical_and(x >= lo, x < hi)
                 if usable is not None:
                     m &= usable
-                parts.append(x[m])
-        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
+                yield np.compress(m.reshape(-1), x.reshape(-1))
 
     def order_statistics(self, ks: list[int]) -> dict[int, float]:
         """Exact values of the order statistics ``ks`` (ascending, distinct)."""
