@@ -92,20 +92,21 @@ def test_cli_against_scheduler_with_a_worker_killed(sim_dir, direct, two_workers
             run = pool.submit(cli, "run", sim_dir, "--output", cat, "--scheduler", address,
                               "--max-in-flight", "2", "--no-progress")
 
-            # wait until the run is under way and a worker holds one of its tasks
-            def busy_worker():
-                if journal_lines(cat) < 1:
-                    return None
-                for addr, keys in watcher.processing().items():
-                    if any(str(k).startswith("ampoffset-") for k in keys):
-                        return addr
-                return None
+            # wait until the run is under way and a worker holds one of its tasks; that
+            # worker is the one killed (asking again could find none: tasks are short)
+            busy: list[str] = []
 
-            wait_for(lambda: busy_worker() is not None or run.done(), 120,
-                     what="a busy worker")
+            def found_busy_worker():
+                if journal_lines(cat) >= 1:
+                    for addr, keys in watcher.processing().items():
+                        if any(str(k).startswith("ampoffset-") for k in keys):
+                            busy.append(addr)
+                            return True
+                return run.done()
+
+            wait_for(found_busy_worker, 120, what="a busy worker")
             assert not run.done(), "the run ended before a worker could be killed"
-            victim = busy_worker()
-            os.kill(pids[victim], signal.SIGKILL)
+            os.kill(pids[busy[0]], signal.SIGKILL)
             proc = run.result(timeout=180)
         assert proc.returncode == 0, proc.stderr
         alive = [w for w in workers if w.poll() is None]
