@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 
 import numpy as np
 
@@ -646,6 +647,33 @@ _BLOCK = 1 << 17  # values per block of a pass (cache-sized)
 _CANCEL = 64.0  # largest ratio of the outer values' squares to the core's, for a difference
 
 
+class _PassBuffers(threading.local):
+    """The block buffers of `_Bracketed`'s pass, reused by one thread from call to call.
+
+    A background bin is only about two blocks, so fresh buffers (about 2 MB) would cost
+    more in page faults when first written than the pass's arithmetic on them. Only
+    temporaries go here, never anything returned.
+    """
+
+    def __init__(self) -> None:
+        self.raw: np.ndarray | None = None
+
+
+_PASS_BUFFERS = _PassBuffers()
+
+
+def _pass_buffers(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """This thread's uninitialised buffers for a block of `_BLOCK` values: a copy of the
+    values (``dtype``, at most 8 bytes each), two boolean masks and a float64 block."""
+    raw = _PASS_BUFFERS.raw
+    if raw is None:
+        raw = _PASS_BUFFERS.raw = np.empty(18 * _BLOCK, dtype=np.uint8)
+    dtype = np.dtype(dtype)
+    return (raw[8 * _BLOCK:(8 + dtype.itemsize) * _BLOCK].view(dtype),
+            raw[16 * _BLOCK:17 * _BLOCK].view(bool), raw[17 * _BLOCK:].view(bool),
+            raw[:8 * _BLOCK].view(np.float64))
+
+
 def _slices(shape: tuple[int, int]) -> list[tuple[slice, slice]]:
     """Cache-sized blocks of a 2-D array of ``shape``, row-major."""
     h, w = shape
@@ -747,13 +775,10 @@ class _Bracketed:
         s1 = s2 = 0.0
         fref = float(ref)
         v, bad = self.v, self.bad
-        bufs = None
+        bufs = _pass_buffers(v.dtype)
         for sl in _slices(v.shape):
             vb = v[sl]
             size = vb.size
-            if bufs is None:  # one set of block buffers, reused (no fresh pages per block)
-                bufs = (np.empty(size, v.dtype), np.empty(size, bool),
-                        np.empty(size, bool), np.empty(size))
             dropped = 0 if bad is None else int(np.count_nonzero(bad[sl]))
             if dropped == size:
                 unusable += size

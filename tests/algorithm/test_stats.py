@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -543,3 +544,22 @@ def test_usable_statistics_of_any_shape_and_layout(shape):
         swapped = values.astype(">f4")
         got = clipped_mean_var_usable(swapped, bad)
         assert got[2] == n and got[0] == pytest.approx(mean, rel=1e-13)
+
+
+def test_usable_statistics_are_the_same_from_concurrent_threads():
+    # Each thread reuses its own block buffers: calls running at once (numpy releases
+    # the GIL in the passes) must not see each other's blocks.
+    cases = _usable_cases()
+    inputs = [(cases[name][0].astype(dtype), cases[name][1])
+              for name in ("normal", "nan-inf-bad", "sources", "cauchy")
+              for dtype in (np.float32, np.float64)]
+    want = [clipped_mean_var_usable(v, b) for v, b in inputs]
+
+    def run(order):
+        return {i: clipped_mean_var_usable(*inputs[i]) for i in order for _ in range(3)}
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(run, [range(len(inputs)), reversed(range(len(inputs)))]))
+    for results in got:
+        for i, res in results.items():
+            np.testing.assert_equal(res, want[i])
