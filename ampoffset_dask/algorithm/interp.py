@@ -164,16 +164,23 @@ class Piecewise:
             if e > a:
                 yield i, a, e, self.t[a - self.lo:e - self.lo]
 
-    def horner(self, rows: slice, i: int, t: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def horner(self, rows: slice, i: int, t: np.ndarray, out: np.ndarray,
+               dest: np.ndarray | None = None) -> np.ndarray:
         """``y + t*(b + t*(c + t*d))`` of interval ``i`` for ``rows``, in ``out`` (double);
-        ``t`` is the interval's offsets, one row or repeated for every row."""
+        ``t`` is the interval's offsets, one row or repeated for every row.
+
+        With ``dest`` (e.g. float32), the last addition, still in double, is rounded once
+        into ``dest`` instead, which is returned.
+        """
         np.multiply(self.d[rows, i:i + 1], t, out=out)
         out += self.c[rows, i:i + 1]
         out *= t
         out += self.b[rows, i:i + 1]
         out *= t
-        out += self.y[rows, i:i + 1]
-        return out
+        if dest is None:
+            out += self.y[rows, i:i + 1]
+            return out
+        return np.add(out, self.y[rows, i:i + 1], out=dest, casting="unsafe")
 
     def left(self, rows: slice) -> np.ndarray:
         """The extrapolation at ``xs[:lo]`` for ``rows``."""

@@ -187,11 +187,12 @@ def test_linear_gradient_is_reproduced():
 @pytest.mark.parametrize("style,nx", [("AKIMA_SPLINE", 9), ("AKIMA_SPLINE", 5),
                                       ("CUBIC_SPLINE", 4), ("CUBIC_SPLINE", 3), ("LINEAR", 2),
                                       ("CONSTANT", 3)])
-@pytest.mark.parametrize("shape", [(300, 203), (7, 11)])
+@pytest.mark.parametrize("shape", [(300, 203), (7, 11), (70, 2100)])
 @pytest.mark.parametrize("nan_knots", [False, True])
 def test_numpy_subtraction_is_the_float32_model_subtracted(style, nx, shape, nan_knots):
     # The fused evaluate-and-subtract of the numpy kernels equals subtracting the float32
-    # model that interp.interpolate_rows defines, bit for bit (blocks of rows included).
+    # model that interp.interpolate_rows defines, bit for bit (blocks of rows included;
+    # 2100 columns: intervals longer than the short ufunc buffer the evaluation runs with).
     from ampoffset_dask.algorithm.interp import interpolate_rows
     from ampoffset_dask.algorithm.kernels import get_kernels
 
@@ -204,6 +205,7 @@ def test_numpy_subtraction_is_the_float32_model_subtracted(style, nx, shape, nan
         values[1, 0] = values[3, -1] = np.nan
         values[5] = np.nan
     want = image - interpolate_rows(style, xc, values, w, np.float32)
+    bufsize = np.getbufsize()
     for row_block in (64, 5):
         got = image.copy()
         get_kernels("numpy").subtract_model_rows(got, style, xc, values, row_block=row_block)
@@ -212,3 +214,4 @@ def test_numpy_subtraction_is_the_float32_model_subtracted(style, nx, shape, nan
         get_kernels("numpy").subtract_model_rows(image, style, xc, values, out=into,
                                                  row_block=row_block)
         np.testing.assert_array_equal(into.view(np.int32), want.view(np.int32))
+    assert np.getbufsize() == bufsize  # restored after the evaluation

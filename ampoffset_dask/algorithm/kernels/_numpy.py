@@ -7,6 +7,7 @@ sums up to their summation order).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from collections.abc import Sequence
@@ -208,8 +209,9 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
     values[r])`` evaluated at x = 0..W-1 in double and rounded once to float32; it is then
     subtracted from the float32 ``image[r]`` (float32 minus float32, as afw's
     ``maskedImage -= bgImage``). The coefficients are computed once for all rows; blocks of
-    ``row_block`` rows evaluate each interval and subtract it in place (rows with NaN knots
-    and the CONSTANT style go through `interp.interpolate_rows`).
+    ``row_block`` rows evaluate each interval into a float32 model block, then subtract it
+    from the block's image rows (rows with NaN knots and the CONSTANT style go through
+    `interp.interpolate_rows`).
 
     Parameters
     ----------
@@ -232,13 +234,14 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
                         interpolate_rows(style, knots, values[y0:y1], w, np.float32),
                         out=dest[y0:y1])
         return
-    # The same double operations as `interp.evaluate`, but each interval's values are
-    # rounded to float32 and subtracted in one call (no float32 model block in between).
+    # The same double operations as `interp.evaluate`; each interval's last addition is
+    # rounded into a float32 model block, subtracted from whole image rows at once.
     p = piecewise(style, knots, values, np.arange(w, dtype=np.float64))
     segments = list(p.segments())
     rb = max(min(row_block, h), 1)
     width = max([e - a for _, a, e, _ in segments] + [p.lo, w - p.hi])
     buf = np.empty((2, rb * width))
+    model = np.empty((rb, w), dtype=np.float32)
     # Each interval's offsets repeated on every row of a block: the products by t are then
     # contiguous operations, twice as fast as a row broadcast over the block.
     tiles = [np.tile(t, (rb, 1)) for _, _, _, t in segments]
@@ -248,24 +251,41 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
             (slice(p.hi, w), p.y[:, -1:], p.dx_right, p.d1_right, p.d2_right)]
     ends = [(cols, y, dx, d1, d2, 0.5 * dx * dx) for cols, y, dx, d1, d2 in ends
             if cols.stop > cols.start]
-    for y0 in range(0, h, rb):
-        rows = slice(y0, min(h, y0 + rb))
-        img = image[rows]
-        res = dest[rows]
-        n = img.shape[0]
-        for (i, a, e, _), tile in zip(segments, tiles, strict=True):
-            seg = p.horner(rows, i, tile[:n], buf[0, : n * (e - a)].reshape(n, e - a))
+    with _short_buffers():
+        for y0 in range(0, h, rb):
+            rows = slice(y0, min(h, y0 + rb))
+            n = rows.stop - y0
+            m = model[:n]
+            for (i, a, e, _), tile in zip(segments, tiles, strict=True):
+                p.horner(rows, i, tile[:n], buf[0, : n * (e - a)].reshape(n, e - a),
+                         dest=m[:, a:e])
+            for cols, y, dx, d1, d2, half_dx2 in ends:
+                k = dx.shape[0]
+                lin = buf[0, : n * k].reshape(n, k)
+                quad = buf[1, : n * k].reshape(n, k)
+                np.multiply(dx, d1[rows], out=lin)
+                np.add(y[rows], lin, out=lin)
+                np.multiply(half_dx2, d2[rows], out=quad)
+                np.add(lin, quad, out=m[:, cols], casting="unsafe")
             # float32(model) subtracted in float32: afw's ``maskedImage -= bgImage``
-            np.subtract(img[:, a:e], seg, out=res[:, a:e], dtype=np.float32, casting="unsafe")
-        for cols, y, dx, d1, d2, half_dx2 in ends:
-            k = dx.shape[0]
-            lin = buf[0, : n * k].reshape(n, k)
-            quad = buf[1, : n * k].reshape(n, k)
-            np.multiply(dx, d1[rows], out=lin)
-            np.add(y[rows], lin, out=lin)
-            np.multiply(half_dx2, d2[rows], out=quad)
-            lin += quad
-            np.subtract(img[:, cols], lin, out=res[:, cols], dtype=np.float32, casting="unsafe")
+            np.subtract(image[rows], m, out=dest[rows])
+
+
+@contextlib.contextmanager
+def _short_buffers(size: int = 256):
+    """Run elementwise ufuncs with a ``size``-element iteration buffer.
+
+    numpy 2's iterator copies a broadcast operand (a row block times one coefficient
+    per row) through its buffer whenever the rows are shorter than the buffer (8192
+    elements by default), which doubles the cost of the operation; rows longer than the
+    buffer are computed in place. Only elementwise operations may run inside (a sum's
+    blocking follows the buffer): the values do not change.
+    """
+    old = np.setbufsize(size)
+    try:
+        yield
+    finally:
+        np.setbufsize(old)
 
 
 def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int,
