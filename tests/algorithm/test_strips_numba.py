@@ -9,6 +9,7 @@ process that compiles the kernels.)
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -323,7 +324,7 @@ def test_pruned_networks_leave_the_wanted_ranks_sorted(width):
         assert (len(mid), len(low)) == (445, 494)
 
 
-@pytest.mark.parametrize("width", [1, 2, 3, 31, 64, 65, 127, 128])
+@pytest.mark.parametrize("width", [1, 2, 3, 16, 17, 31, 33, 64, 65, 127, 128])
 def test_line_medians_are_numpys_sorted_middle_values(width):
     """Counts and medians as read from numpy's row sort (NaN last), over a number of lines
     that is not a multiple of the 64 sorted together; the raw levels take the lines'
@@ -348,19 +349,19 @@ def test_line_medians_are_numpys_sorted_middle_values(width):
         want_raw = np.where(count > 0, (raw_srt[rows, lo]
                                         + raw_srt[rows, np.minimum(hi, width - 1)])
                             / np.float32(2), np.float32(np.nan))
-    net, middle = NUMBA._network(width), NUMBA._median_network(width)
+    plan = NUMBA._median_plan(width)
     got_count = np.empty(n_lines, dtype=np.int64)
     got = np.empty(n_lines, dtype=np.float32)
-    NUMBA._line_medians(lines, lines, False, net, middle, got_count, False, got)
+    NUMBA._line_medians(lines, lines, False, *plan, got_count, False, got)
     np.testing.assert_array_equal(got_count, count)
     assert _same(got, want.astype(np.float32))
     got_raw = np.empty(n_lines, dtype=np.float32)
-    NUMBA._line_medians(raw, lines, True, net, middle, got_count, True, got_raw)
+    NUMBA._line_medians(raw, lines, True, *plan, got_count, True, got_raw)
     assert _same(got_raw, want_raw.astype(np.float32))
     assert np.isnan(got_raw[4:9]).any() and np.isfinite(got_raw).sum() > n_lines // 2
 
 
-@pytest.mark.parametrize("width", [1, 2, 5, 64, 65, 128])
+@pytest.mark.parametrize("width", [1, 2, 5, 16, 47, 64, 65, 128])
 def test_line_medians_of_full_lines_take_the_middle_of_the_network(width):
     """Groups of 64 lines without NaN run only the comparators the middle ranks depend on
     (fewer than the network's for 64 wires) and give numpy's medians, integers with many
@@ -375,7 +376,7 @@ def test_line_medians_of_full_lines_take_the_middle_of_the_network(width):
         assert len(middle) == 445 < len(NUMBA._network(64))
     count = np.empty(200, dtype=np.int64)
     got = np.empty(200, dtype=np.float32)
-    NUMBA._line_medians(lines, lines, False, NUMBA._network(width), middle, count, False, got)
+    NUMBA._line_medians(lines, lines, False, *NUMBA._median_plan(width), count, False, got)
     assert _same(got, np.nanmedian(lines, axis=1).astype(np.float32))
     np.testing.assert_array_equal(count, width - np.isnan(lines).sum(axis=1))
     # The middle part alone on full lines: the two middle wires are sorted ones.
@@ -384,3 +385,49 @@ def test_line_medians_of_full_lines_take_the_middle_of_the_network(width):
     mid = _apply(middle, full)
     for r in ((width - 1) // 2, width // 2):
         np.testing.assert_array_equal(mid[:, r], srt[:, r])
+
+
+@pytest.mark.parametrize("width", [1, 15, 16, 17, 32, 47, 64, 65, 100, 128])
+def test_median_plan_sorts_16_wire_blocks_then_the_rest(width):
+    """The plan of the line medians: every full 16-wire block sorted (Batcher's 16-wire
+    network), then the rest of the pruned networks, leaves the wanted ranks as the whole
+    network does, on lines with ties and infinities; 64 wires: 4 blocks, 252 of the
+    network's comparators taken out of the memory passes."""
+    rng = np.random.default_rng(width + 11)
+    v = np.round(rng.normal(0.0, 3.0, (300, width))).astype(np.float32)
+    v[::5, : width // 3] = np.inf
+    blocks, low, mid = NUMBA._median_plan(width)
+    assert blocks == width // 16
+    sorted_blocks = v.copy()
+    for b in range(blocks):
+        sorted_blocks[:, 16 * b:16 * b + 16] = np.sort(v[:, 16 * b:16 * b + 16], axis=1)
+    srt = np.sort(v, axis=1)
+    np.testing.assert_array_equal(_apply(low, sorted_blocks)[:, : width // 2 + 1],
+                                  srt[:, : width // 2 + 1])
+    middle = [(width - 1) // 2, width // 2]
+    np.testing.assert_array_equal(_apply(mid, sorted_blocks)[:, middle], srt[:, middle])
+    if width == 64:
+        assert (len(low), len(mid)) == (494 - 252, 445 - 252)
+    assert NUMBA._median_plan(width) is NUMBA._median_plan(width)
+
+
+def test_line_medians_sort_blocks_of_lines_with_nan_in_registers():
+    """Lines with NaN in one 16-wire block only, or spread over all, odd numbers of lines
+    and flipped (column-read) strips: the compiled medians equal numpy's nanmedian."""
+    rng = np.random.default_rng(23)
+    lines = rng.normal(100.0, 5.0, (131, 64)).astype(np.float32)
+    lines[3, 16:32] = np.nan
+    lines[70, ::3] = np.nan
+    lines[71] = np.nan
+    lines[130, 63] = np.nan
+    flipped = np.ascontiguousarray(rng.normal(0.0, 1.0, (64, 77)).astype(np.float32).T)
+    for a in (lines, flipped, lines[:1], lines[1:66]):
+        a = np.ascontiguousarray(a)
+        count = np.empty(a.shape[0], dtype=np.int64)
+        got = np.empty(a.shape[0], dtype=np.float32)
+        NUMBA._line_medians(a, a, False, *NUMBA._median_plan(a.shape[1]), count, False, got)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the all-NaN line
+            want = np.nanmedian(a, axis=1).astype(np.float32)
+        assert _same(got, want)
+        np.testing.assert_array_equal(count, np.count_nonzero(~np.isnan(a), axis=1))

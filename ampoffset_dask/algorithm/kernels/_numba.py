@@ -1518,6 +1518,20 @@ def _network(n: int) -> np.ndarray:
     return net
 
 
+def _kept(n: int, lowest: int) -> list[int]:
+    """Positions in `_network` of the comparators that ranks ``lowest`` to ``n // 2``
+    depend on (those wires end with the full network's values), in order."""
+    need = set(range(lowest, n // 2 + 1))
+    kept = []
+    net = _network(n).tolist()
+    for q in range(len(net) - 1, -1, -1):
+        i, j = net[q]
+        if i in need or j in need:
+            kept.append(q)
+            need.update((i, j))
+    return kept[::-1]
+
+
 def _median_network(n: int, lowest: int | None = None) -> np.ndarray:
     """The comparators of `_network` that ranks ``lowest`` to ``n // 2`` depend on (by
     default only the middle ranks ``(n - 1) // 2`` and ``n // 2``: 445 of 543 for 64
@@ -1526,34 +1540,170 @@ def _median_network(n: int, lowest: int | None = None) -> np.ndarray:
     lowest = (n - 1) // 2 if lowest is None else lowest
     net = _NETWORKS.get((n, lowest))
     if net is None:
-        need = set(range(lowest, n // 2 + 1))
-        kept = []
-        for i, j in _network(n)[::-1].tolist():
-            if i in need or j in need:
-                kept.append((i, j))
-                need.update((i, j))
-        net = np.array(kept[::-1], dtype=np.int64).reshape(-1, 2)
+        net = np.array(_network(n)[_kept(n, lowest)], dtype=np.int64).reshape(-1, 2)
         net.flags.writeable = False
         _NETWORKS[n, lowest] = net
     return net
 
 
+def _median_plan(n: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """How `_line_medians` sorts ``n`` wires: ``(blocks, low, middle)``. The network
+    begins with the sorts of 16-wire blocks (its stages of spans below 16: `_sort16`'s
+    comparators on wires ``16 b`` to ``16 b + 15`` of each of the ``blocks`` full blocks);
+    ``low`` and ``middle`` are the rest of `_median_network` ``(n, 0)`` and ``(n)``, the
+    comparators of those sorts removed. The sorts run whole even where the pruned networks
+    leave out some of their comparators: those touch only wires that no later kept
+    comparator and no wanted rank reads, so the wanted ranks are the same. Cached."""
+    plan = _PLANS.get(n)
+    if plan is None:
+        full = _network(n).tolist()
+        pre = 0  # the leading comparators within one 16-wire block: the spans below 16
+        while pre < len(full) and full[pre][0] // 16 == full[pre][1] // 16:
+            pre += 1
+        blocks = n // 16
+        sort16 = _network(16).tolist()
+        if any([[i - 16 * b, j - 16 * b] for i, j in full[:pre] if i // 16 == b] != sort16
+               for b in range(blocks)):
+            blocks = 0  # not Batcher's layout: the whole network from memory
+        rest = []
+        for lowest in (0, (n - 1) // 2):
+            kept = [q for q in _kept(n, lowest) if q >= pre or full[q][0] >= 16 * blocks]
+            net = np.array([full[q] for q in kept], dtype=np.int64).reshape(-1, 2)
+            net.flags.writeable = False
+            rest.append(net)
+        plan = _PLANS[n] = (blocks, rest[0], rest[1])
+    return plan
+
+
 _NETWORKS: dict[int | tuple[int, int], np.ndarray] = {}  # n: the network; pruned ones
+_PLANS: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # n: `_median_plan`
 _NET_LANES = 64  # lines sorted together: the (width, 64) block stays in the L1 cache
 
 
+@njit(inline="always", **_JIT)
+def _cs(a, b):
+    """A comparator: ``(min, max)``, the first one returned on ties."""
+    return (a if a < b else b), (b if a < b else a)
+
+
 @njit(**_JIT)
-def _line_medians(values, under, masked, net, middle, count, given_count, med):
+def _sort16(x, w0, g):
+    """Batcher's 63 comparators of 16 wires (`_network` ``(16)``) on wires ``w0`` to
+    ``w0 + 15`` of the first ``g`` lanes of ``x``, the wires held in locals: each wire
+    is loaded and stored once instead of three row stores per comparator (vectorized
+    across the lanes)."""
+    for li in range(g):
+        a0 = x[w0, li]
+        a1 = x[w0 + 1, li]
+        a2 = x[w0 + 2, li]
+        a3 = x[w0 + 3, li]
+        a4 = x[w0 + 4, li]
+        a5 = x[w0 + 5, li]
+        a6 = x[w0 + 6, li]
+        a7 = x[w0 + 7, li]
+        a8 = x[w0 + 8, li]
+        a9 = x[w0 + 9, li]
+        a10 = x[w0 + 10, li]
+        a11 = x[w0 + 11, li]
+        a12 = x[w0 + 12, li]
+        a13 = x[w0 + 13, li]
+        a14 = x[w0 + 14, li]
+        a15 = x[w0 + 15, li]
+        a0, a1 = _cs(a0, a1)
+        a2, a3 = _cs(a2, a3)
+        a4, a5 = _cs(a4, a5)
+        a6, a7 = _cs(a6, a7)
+        a8, a9 = _cs(a8, a9)
+        a10, a11 = _cs(a10, a11)
+        a12, a13 = _cs(a12, a13)
+        a14, a15 = _cs(a14, a15)
+        a0, a2 = _cs(a0, a2)
+        a1, a3 = _cs(a1, a3)
+        a4, a6 = _cs(a4, a6)
+        a5, a7 = _cs(a5, a7)
+        a8, a10 = _cs(a8, a10)
+        a9, a11 = _cs(a9, a11)
+        a12, a14 = _cs(a12, a14)
+        a13, a15 = _cs(a13, a15)
+        a1, a2 = _cs(a1, a2)
+        a5, a6 = _cs(a5, a6)
+        a9, a10 = _cs(a9, a10)
+        a13, a14 = _cs(a13, a14)
+        a0, a4 = _cs(a0, a4)
+        a1, a5 = _cs(a1, a5)
+        a2, a6 = _cs(a2, a6)
+        a3, a7 = _cs(a3, a7)
+        a8, a12 = _cs(a8, a12)
+        a9, a13 = _cs(a9, a13)
+        a10, a14 = _cs(a10, a14)
+        a11, a15 = _cs(a11, a15)
+        a2, a4 = _cs(a2, a4)
+        a3, a5 = _cs(a3, a5)
+        a10, a12 = _cs(a10, a12)
+        a11, a13 = _cs(a11, a13)
+        a1, a2 = _cs(a1, a2)
+        a3, a4 = _cs(a3, a4)
+        a5, a6 = _cs(a5, a6)
+        a9, a10 = _cs(a9, a10)
+        a11, a12 = _cs(a11, a12)
+        a13, a14 = _cs(a13, a14)
+        a0, a8 = _cs(a0, a8)
+        a1, a9 = _cs(a1, a9)
+        a2, a10 = _cs(a2, a10)
+        a3, a11 = _cs(a3, a11)
+        a4, a12 = _cs(a4, a12)
+        a5, a13 = _cs(a5, a13)
+        a6, a14 = _cs(a6, a14)
+        a7, a15 = _cs(a7, a15)
+        a4, a8 = _cs(a4, a8)
+        a5, a9 = _cs(a5, a9)
+        a6, a10 = _cs(a6, a10)
+        a7, a11 = _cs(a7, a11)
+        a2, a4 = _cs(a2, a4)
+        a3, a5 = _cs(a3, a5)
+        a6, a8 = _cs(a6, a8)
+        a7, a9 = _cs(a7, a9)
+        a10, a12 = _cs(a10, a12)
+        a11, a13 = _cs(a11, a13)
+        a1, a2 = _cs(a1, a2)
+        a3, a4 = _cs(a3, a4)
+        a5, a6 = _cs(a5, a6)
+        a7, a8 = _cs(a7, a8)
+        a9, a10 = _cs(a9, a10)
+        a11, a12 = _cs(a11, a12)
+        a13, a14 = _cs(a13, a14)
+        x[w0, li] = a0
+        x[w0 + 1, li] = a1
+        x[w0 + 2, li] = a2
+        x[w0 + 3, li] = a3
+        x[w0 + 4, li] = a4
+        x[w0 + 5, li] = a5
+        x[w0 + 6, li] = a6
+        x[w0 + 7, li] = a7
+        x[w0 + 8, li] = a8
+        x[w0 + 9, li] = a9
+        x[w0 + 10, li] = a10
+        x[w0 + 11, li] = a11
+        x[w0 + 12, li] = a12
+        x[w0 + 13, li] = a13
+        x[w0 + 14, li] = a14
+        x[w0 + 15, li] = a15
+
+
+@njit(**_JIT)
+def _line_medians(values, under, masked, blocks, net, middle, count, given_count, med):
     """Per line of ``values``: ``count`` (non-NaN values; read instead when
     ``given_count``) and the median of the values, NaN last, at ranks ``(count - 1) // 2``
     and ``count // 2``, as `_numpy._sorted_medians` takes them from numpy's sort (NaN where
     a rank falls on a NaN or ``count`` is 0). ``masked``: values are NaN where ``under`` is.
 
     The lines are sorted 64 at a time, transposed: NaN becomes +inf (the ranks below the
-    count of non-NaN values keep their values) and each comparator of the network ``net``
-    (one that leaves wires 0 to ``n // 2`` sorted: no rank read is above) is a min/max over
-    the 64 lines (a vectorized loop). When every line of the 64 is full (no NaN, ranks
-    ``(n - 1) // 2`` and ``n // 2``), only the ``middle`` part of the network runs."""
+    count of non-NaN values keep their values). The first ``blocks`` 16-wire blocks are
+    sorted in registers (`_sort16`), then each comparator of the network ``net`` (the rest
+    of one that leaves wires 0 to ``n // 2`` sorted: no rank read is above;
+    `_median_plan`) is a min/max over the 64 lines (a vectorized loop). When every line of
+    the 64 is full (no NaN, ranks ``(n - 1) // 2`` and ``n // 2``), only the ``middle``
+    part of the network runs."""
     h, n = values.shape
     lanes = _NET_LANES
     inf = np.float32(np.inf)
@@ -1579,6 +1729,8 @@ def _line_medians(values, under, masked, net, middle, count, given_count, med):
         for li in range(g):
             full &= valid[li] == n and (not given_count or count[r0 + li] == n)
         comparators = middle if full else net
+        for b in range(blocks):
+            _sort16(x, 16 * b, g)
         for q in range(comparators.shape[0]):
             xa = x[comparators[q, 0]]
             xb = x[comparators[q, 1]]
@@ -1897,16 +2049,16 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
     lines = np.ascontiguousarray(lines, dtype=np.float32)
     # Ranks beyond the middle are never read (NaN sorts as +inf, last): the lower half's
     # part of the network for lines with NaN, the middle's for full ones.
-    net, middle = _median_network(n_across, 0), _median_network(n_across)
+    blocks, net, middle = _median_plan(n_across)
     count = np.empty(n_lines, dtype=np.int64)
     medians = np.empty(n_lines, dtype=np.float32)
-    _line_medians(lines, lines, False, net, middle, count, False, medians)
+    _line_medians(lines, lines, False, blocks, net, middle, count, False, medians)
     prof = medians if profile is None else np.array(profile, dtype=np.float32)
     level = prof
     if raw is not None:  # the raw levels (default configuration): the lines' counts
         level = np.empty(n_lines, dtype=np.float32)
-        _line_medians(np.ascontiguousarray(raw, dtype=np.float32), lines, True, net, middle,
-                      count, True, level)
+        _line_medians(np.ascontiguousarray(raw, dtype=np.float32), lines, True, blocks, net,
+                      middle, count, True, level)
     sigmas = np.empty(len(bounds) - 1)
     n_kept = np.empty(n_lines, dtype=np.int64)
     sums = np.empty((4, n_lines))
