@@ -47,6 +47,8 @@ def test_smoothing_is_bit_identical_to_afw_order(shape):
 @pytest.mark.parametrize("weights", [
     [0.1, 0.5, 0.2, 0.15, 0.05],  # not symmetric: every product distinct
     [0.25, -0.0, 0.5, 0.0, 0.25],  # equal weights shared, signed zeros kept apart
+    [0.2, 0.3, 0.2, 0.3, 0.2, 0.3, 0.2],  # alternating: short runs of shared products
+    [0.2, 0.2, 0.2, 0.2, 0.2],  # one distinct weight: every product shared
     [1.0],
 ])
 def test_reference_smoothing_shares_only_identical_products(weights):

@@ -29,12 +29,13 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
     Bit-identical to afw: the horizontal pass accumulates ``img * k_i`` in float32 for
     i = 0..n-1; the vertical pass accumulates the rows of a ring buffer in slot order
     (slot = input row mod n), so the summation order depends on the output row's residue.
-    The horizontal pass runs on blocks of ``row_block`` rows and computes each distinct
-    product once (a symmetric kernel has r + 1 distinct weights: ``img * k_i`` and
-    ``img * k_(n-1-i)`` are the same numbers, shifted); the vertical one handles ``groups``
-    blocks of n output rows per step, where each slot reads at most two distinct input rows
-    per block. Products go to preallocated buffers and sums straight into the output, so no
-    step allocates.
+    Both passes compute each distinct product once (a symmetric kernel has r + 1 distinct
+    weights: ``img * k_i`` and ``img * k_(n-1-i)`` are the same numbers). The horizontal
+    pass runs on blocks of ``row_block`` rows and sums shifted products; the vertical one
+    handles ``groups`` blocks of n output rows per step: each slot multiplies its input
+    rows (those = slot mod n) by the distinct weights and adds views of the products in
+    slot order. Products go to preallocated buffers and sums straight into the output, so
+    no step allocates.
 
     Parameters
     ----------
@@ -98,46 +99,61 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
             for i in range(2, n):
                 np.add(sm, p[widx[i], i:i + length], out=sm)
 
-    # Vertical pass. Output row a + j*n + q (a a multiple of n) reads, in slot s, input row
-    # a + j*n + q + off[q] with off = (s - q) % n: rows q <= s read a + s + j*n, the others
-    # the next block's. Each (slot, input row) pair is one broadcast product and one sum.
-    q = np.arange(n)
+    # Vertical pass. Output row a + g*n + q (a a multiple of n) adds, in slot s, tap
+    # j = (s - q) % n of input row a + g*n + q + j: rows q <= s read a + s + g*n, the others
+    # the next block's. Slot s reads only the input rows = s mod n, so it multiplies them
+    # by each distinct weight once; outputs whose weight index steps evenly with q then
+    # add one strided view of those products (two such runs per row set when symmetric).
     plan = []
     for s in range(n):
-        off = (s - q) % n
-        src_rows = q + off
-        for base in np.unique(src_rows):
-            sel = np.flatnonzero(src_rows == base)
-            lo, hi = int(sel[0]), int(sel[-1]) + 1
-            plan.append((s, int(base), lo, hi, k[off[lo:hi]][None, :, None]))
+        runs = []
+        for nxt, qs in ((0, range(s + 1)), (1, range(s + 1, n))):
+            ds = [widx[(s - q) % n] for q in qs]
+            i = 0
+            while i < len(ds):
+                j = i + 1
+                step = ds[j] - ds[i] if j < len(ds) else 1
+                if step:
+                    while j < len(ds) and ds[j] - ds[j - 1] == step:
+                        j += 1
+                else:
+                    step = 1
+                stop = ds[i] + step * (j - i)
+                runs.append((nxt, qs[i], qs[i] + j - i,
+                             slice(ds[i], stop if stop >= 0 else None, step)))
+                i = j
+        plan.append((s < n - 1, runs))
     if out is None:
         out = np.empty((oh, ow), dtype=np.float32)
     block = np.empty((groups, n, ow), dtype=np.float32)
-    prod = np.empty((groups, n, ow), dtype=np.float32)
+    products = np.empty((groups + 1, distinct.shape[0], ow), dtype=np.float32)
+    weights = distinct[None]
     zero = np.float32(0.0)
-    horizontal(0, 0, rows)
-    for a in range(0, oh, span):
-        if a:
-            band[:n - 1] = band[span:]
-            horizontal(a + n - 1, n - 1, span)
-        m = min(groups, -(-(oh - a) // n))
-        valid = min(m * n, oh - a)
-        whole = valid == span
-        acc = out[a:a + span].reshape(groups, n, ow) if whole else block[:m]
-        for s, base, lo, hi, weights in plan:
-            src = band[base:base + n * (m - 1) + 1:n, :ow]
-            if s == 0:
-                # The first slot covers every output row: its products go straight into
-                # the sums, plus zero (afw's accumulator starts from zero: -0 becomes +0).
-                dst = acc[:, lo:hi, :]
-                np.multiply(src[:, None, :], weights, out=dst)
-                np.add(dst, zero, out=dst)
-                continue
-            p = prod[:m, :hi - lo]
-            np.multiply(src[:, None, :], weights, out=p)
-            acc[:, lo:hi, :] += p
-        if not whole:
-            out[a:a + valid] = block[:m].reshape(m * n, ow)[:valid]
+    # The product views step backwards through the weights: with numpy's default buffer
+    # such a view is copied through it first (`_short_buffers`).
+    with _short_buffers():
+        horizontal(0, 0, rows)
+        for a in range(0, oh, span):
+            if a:
+                band[:n - 1] = band[span:]
+                horizontal(a + n - 1, n - 1, span)
+            m = min(groups, -(-(oh - a) // n))
+            valid = min(m * n, oh - a)
+            whole = valid == span
+            acc = out[a:a + span].reshape(groups, n, ow) if whole else block[:m]
+            for s, (more, runs) in enumerate(plan):
+                cnt = m + 1 if more else m
+                prod = products[:cnt]
+                np.multiply(band[s:s + n * (cnt - 1) + 1:n, None, :ow], weights, out=prod)
+                for nxt, lo, hi, which in runs:
+                    view = prod[nxt:nxt + m, which]
+                    if s == 0:
+                        # afw's accumulator starts from zero: -0 becomes +0
+                        np.add(view, zero, out=acc[:, lo:hi, :])
+                    else:
+                        acc[:, lo:hi, :] += view
+            if not whole:
+                out[a:a + valid] = block[:m].reshape(m * n, ow)[:valid]
     return out
 
 
