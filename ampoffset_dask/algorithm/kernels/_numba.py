@@ -1797,12 +1797,43 @@ def _select(buf, lo, hi, k):
     return buf[k]
 
 
+@intrinsic
+def _lanes8(typingctx, arr, blocks):
+    """Numpy's pairwise float32 sum of ``arr[:8 * blocks]`` (``blocks >= 1``, a C-contiguous
+    float32 row): eight partial sums ``r[k] = arr[k] + arr[8 + k] + ...`` in order, one
+    8-wide vector add per block (lane by lane the same IEEE additions), then
+    ``((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))``. Written in LLVM IR: the
+    compiler does not turn the eight scalar chains into vector adds by itself (no
+    fast-math: it may not reorder them, and does not see they need no reordering)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and arr.ndim == 1
+            and arr.layout == "C" and isinstance(blocks, types.Integer)):
+        return None  # strided or other rows: not typed (the loads take 8 adjacent values)
+    sig = types.float32(arr, blocks)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        vec = ir.VectorType(ir.FloatType(), 8)
+        rows = builder.bitcast(data, vec.as_pointer())
+        acc = cgutils.alloca_once(builder, vec)
+        builder.store(builder.load(rows, align=4), acc)
+        one = ir.Constant(args[1].type, 1)
+        with cgutils.for_range(builder, builder.sub(args[1], one)) as loop:
+            v = builder.load(builder.gep(rows, [builder.add(loop.index, one)]), align=4)
+            builder.store(builder.fadd(builder.load(acc), v), acc)
+        r = builder.load(acc)
+        e = [builder.extract_element(r, ir.Constant(ir.IntType(32), k)) for k in range(8)]
+        add = builder.fadd
+        return add(add(add(e[0], e[1]), add(e[2], e[3])), add(add(e[4], e[5]), add(e[6], e[7])))
+
+    return sig, codegen
+
+
 @njit(inline="always", **_JIT)
 def _pairwise2(a, b, n):
-    """``a[:n].sum()`` and ``b[:n].sum()`` in float32 for n <= 128, each in the order of
-    numpy's pairwise sum (one block): a plain loop below 8 values, else 8 interleaved
-    partial sums combined pairwise, then the remainder in order. The two sums share one
-    loop: sixteen independent chains instead of eight."""
+    """``a[:n].sum()`` and ``b[:n].sum()`` in float32 for n <= 128 (C-contiguous rows),
+    each in the order of numpy's pairwise sum (one block): a plain loop below 8 values,
+    else 8 interleaved partial sums combined pairwise (`_lanes8`), then the remainder in
+    order."""
     if n < 8:
         ra = np.float32(0.0)
         rb = np.float32(0.0)
@@ -1810,34 +1841,12 @@ def _pairwise2(a, b, n):
             ra += a[i]
             rb += b[i]
         return ra, rb
-    a0, a1, a2, a3, a4, a5, a6, a7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
-    b0, b1, b2, b3, b4, b5, b6, b7 = b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
-    i = 8
     stop = n - n % 8
-    while i < stop:
-        a0 += a[i]
-        a1 += a[i + 1]
-        a2 += a[i + 2]
-        a3 += a[i + 3]
-        a4 += a[i + 4]
-        a5 += a[i + 5]
-        a6 += a[i + 6]
-        a7 += a[i + 7]
-        b0 += b[i]
-        b1 += b[i + 1]
-        b2 += b[i + 2]
-        b3 += b[i + 3]
-        b4 += b[i + 4]
-        b5 += b[i + 5]
-        b6 += b[i + 6]
-        b7 += b[i + 7]
-        i += 8
-    ra = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-    rb = ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + (b6 + b7))
-    while i < n:
+    ra = _lanes8(a, stop // 8)
+    rb = _lanes8(b, stop // 8)
+    for i in range(stop, n):
         ra += a[i]
         rb += b[i]
-        i += 1
     return ra, rb
 
 
