@@ -771,9 +771,9 @@ class _Bracketed:
         cuts, ref = self.cuts, self.ref
         below_base = [0, 0, 0]  # values below cuts[1], cuts[3], cuts[5]
         parts: list[np.ndarray] = []
-        n = unusable = 0
-        s1 = s2 = 0.0
-        fref = float(ref)
+        outer: list[np.ndarray] = []
+        n = unusable = low = 0
+        c1 = c2 = 0.0  # sums of v - ref and its square over the core
         v, bad = self.v, self.bad
         bufs = _pass_buffers(v.dtype)
         for sl in _slices(v.shape):
@@ -810,29 +810,36 @@ class _Bracketed:
             unusable += dropped
             for i in range(3):
                 below_base[i] += got[0][i]
-            parts.append(got[1])
-            s1 += got[2]
-            s2 += got[3]
+            part = got[1]
+            parts.append(part)
+            below = part < cuts[0]
+            low += int(np.count_nonzero(below))
+            o = np.compress(np.logical_or(below, part >= cuts[7], out=below), part)
+            outer.append(o)
+            # The core's sums: the block's sums less its outer values', unless the
+            # difference would lose digits (heavy tails); then the core by itself,
+            # while the block is still in cache.
+            with np.errstate(over="ignore", invalid="ignore"):
+                o1, o2 = _centred_sums(o, float(ref))
+            if math.isfinite(got[3]) and o2 <= _CANCEL * max(got[3] - o2, 0.0):
+                c1 += got[2] - o1
+                c2 += got[3] - o2
+            else:
+                a1, a2 = self._block_core_sums(x.reshape(-1), bufs)
+                c1 += a1
+                c2 += a2
         self.n = n
+        self.outer = np.concatenate(outer) if outer else np.empty(0, self.dtype)
         e = np.concatenate(parts) if parts else np.empty(0, self.dtype)
-        low = np.compress(e < cuts[0], e)
-        high = np.compress(e >= cuts[7], e)
-        self.outer = np.concatenate((low, high))
         self.inside = [np.compress(np.logical_and(e >= cuts[i], e < cuts[i + 1]), e)
                        for i in (1, 3, 5)]
         # Values below each cut; the fill values (``ref`` = cuts[4]) count below cuts[5].
         base = [*below_base[:2], below_base[2] - unusable]
-        counts = [low.shape[0]]
+        counts = [low]
         for b, a in zip(base, self.inside, strict=True):
             counts += [b, b + a.shape[0]]
-        self.counts = [*counts, n - high.shape[0]]
-        with np.errstate(over="ignore", invalid="ignore"):
-            o1, o2 = _centred_sums(self.outer, fref)
-        core_m = n - self.outer.shape[0]
-        if math.isfinite(s2) and o2 <= _CANCEL * max(s2 - o2, 0.0):
-            self.core_sums = (core_m, s1 - o1, s2 - o2)
-        else:  # heavy tails: the difference would lose digits; sum the core itself
-            self.core_sums = (core_m, *self._core_sums())
+        self.counts = [*counts, n - (self.outer.shape[0] - low)]
+        self.core_sums = (n - self.outer.shape[0], c1, c2)
 
     def _scan(self, xb: np.ndarray, bufs) -> tuple[list[int], np.ndarray, float, float]:
         """One block of the pass: the counts below cuts[1], cuts[3], cuts[5], the values
@@ -841,32 +848,37 @@ class _Bracketed:
         keep, below, d = (b[:xb.shape[0]] for b in bufs[1:])
         counts = []
         # XOR of the nested "below" masks: alternate intervals between the cuts, i.e. the
-        # core without the brackets; its complement is what is copied out.
-        np.less(xb, cuts[0], out=keep)
+        # core without the brackets; starting from "not below cuts[0]" gives its
+        # complement, what is copied out.
+        np.greater_equal(xb, cuts[0], out=keep)
         for i, cut in enumerate(cuts[1:], 1):
             np.less(xb, cut, out=below)
             if i & 1 and i < 7:
                 counts.append(int(np.count_nonzero(below)))
             np.not_equal(keep, below, out=keep)
-        np.logical_not(keep, out=keep)
         part = np.compress(keep, xb)
-        # Sums over every value; the values outside the core are subtracted later (a
-        # float64 square may overflow: the core is then summed by itself).
+        # Sums over every value; the block's values outside the core are subtracted
+        # later (a float64 square may overflow: the core is then summed by itself).
         with np.errstate(over="ignore", invalid="ignore"):
             np.subtract(xb, float(self.ref), out=d, dtype=np.float64)
             s1 = float(np.add.reduce(d))
             np.multiply(d, d, out=d)
         return counts, part, s1, float(np.add.reduce(d))
 
-    def _core_sums(self) -> tuple[float, float]:
-        """Another pass: sums of ``v - ref`` and its square over the core."""
-        s1 = s2 = 0.0
-        ref = float(self.ref)
-        for part in self._ranged(self.cuts[0], self.cuts[7]):
-            a1, a2 = _centred_sums(part, ref)
-            s1 += a1
-            s2 += a2
-        return s1, s2
+    def _block_core_sums(self, xb: np.ndarray, bufs) -> tuple[float, float]:
+        """Sums of ``v - ref`` and its square over a block's core values (``cuts[0] <=
+        v < cuts[7]``; the unusable ones are ``ref`` already and add zero)."""
+        cuts = self.cuts
+        core, below, d = (b[:xb.shape[0]] for b in bufs[1:])
+        np.greater_equal(xb, cuts[0], out=core)
+        np.less(xb, cuts[7], out=below)
+        np.logical_and(core, below, out=core)
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.subtract(xb, float(self.ref), out=d, dtype=np.float64)
+        np.copyto(d, 0.0, where=np.logical_not(core, out=below))  # before any square
+        s1 = float(np.add.reduce(d))
+        np.multiply(d, d, out=d)
+        return s1, float(np.add.reduce(d))
 
     def _extract(self, lo, hi) -> np.ndarray:
         """Another pass: the usable values ``lo <= v < hi``."""

@@ -515,6 +515,11 @@ def test_bracketed_pass_count_shows_which_path_ran():
         b = _Bracketed(values.astype(np.float32), bad, _sample(values, bad, 2048), 3.0)
         b.order_statistics(_quantile_ranks(b.n))
         assert b.passes == 1, name  # the predictions held: one pass over the values
+    for name in ("sources", "cauchy", "huge"):  # heavy tails: the core summed by itself
+        values, bad = cases[name]
+        b = _Bracketed(values, bad, _sample(values, bad, 2048), 3.0)
+        b.order_statistics(_quantile_ranks(b.n))
+        assert b.passes == 1, name  # while the block is in cache, not in another pass
     values, _ = cases["misleading-sample"]
     b = _Bracketed(values, None, _sample(values, None, 2048), 3.0)
     assert b.passes == 1
@@ -563,3 +568,33 @@ def test_usable_statistics_are_the_same_from_concurrent_threads():
     for results in got:
         for i, res in results.items():
             np.testing.assert_equal(res, want[i])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_usable_statistics_with_heavy_tails_in_some_blocks_only(dtype):
+    # Several blocks of the pass; bright sources in one block, a masked one in another:
+    # each block's core sums are taken the way its own tails allow.
+    rng = np.random.default_rng(21)
+    shape = (900, 400)
+    values = rng.normal(1500.0, 20.0, shape)
+    src = np.zeros(shape, dtype=bool)
+    src[400:420, 100:140] = True
+    values[src] += rng.uniform(1e3, 1e5, int(src.sum()))
+    bad = np.zeros(shape, dtype=bool)
+    bad[650:700] = True
+    values[660, 3] = np.nan
+    values = values.astype(dtype)
+    s = _usable_reference(values, bad)
+    mean, var, n = clipped_mean_var_usable(values, bad)
+    assert n == s.shape[0]
+    ref_mean, ref_var = _fsum_clip(s)
+    assert mean == pytest.approx(ref_mean, rel=1e-13)
+    assert var == pytest.approx(ref_var, rel=1e-12)
+    b = _Bracketed(values, bad, _sample(values, bad, 2048), 3.0)
+    assert b.passes == 1
+    m, s1, s2 = b.clip_sums(float(s[s.shape[0] // 2]), 90.0)
+    d = s.astype(np.float64) - float(s[s.shape[0] // 2])
+    kept = d[np.abs(d) <= 90.0]
+    assert m == kept.shape[0]
+    assert s1 == pytest.approx(math.fsum(kept), rel=1e-12, abs=1e-9)
+    assert s2 == pytest.approx(math.fsum(kept * kept), rel=1e-12)
