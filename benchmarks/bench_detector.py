@@ -131,7 +131,7 @@ _PARTS = (
     ("solve (LSST)", "solve.py", "solve_pedestals"),
     ("offset errors (diagnostic)", "uncertainty.py", "interface_offset_error"),
     ("pedestal errors (diagnostic)", "uncertainty.py", "pedestal_errors"),
-    ("gain diagnosis (diagnostic)", "gain.py", "gain_step"),
+    ("gain diagnosis (diagnostic)", "gain.py", "gain_steps"),
     ("amp levels (diagnostic)", "gain.py", "amp_levels"),
 )
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -25,12 +25,15 @@ import numpy as np
 from .offsets import _window_bounds, window_lengths
 from .strips import StripStats, exact_median, strip_stats
 
-__all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "interface_gain"]
+__all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "gain_steps",
+           "interface_gain"]
 
 #: ``gain_like`` needs the slope to differ from zero by this many standard errors.
 GAIN_LIKE_SIGMA = 4.0
 _SMOOTH = 31
 _JACKKNIFE_BLOCKS = 10
+#: Interfaces `gain_steps` fits together (their stacked temporaries stay in cache).
+_BATCH = 8
 _sum = np.add.reduce
 
 
@@ -177,10 +180,16 @@ def _jackknife_from_parts(parts: np.ndarray, n_blocks: int = _JACKKNIFE_BLOCKS) 
     w xc yc`` (moments about the weighted means; the weights sum to more than zero)."""
     blocks = np.add.reduceat(parts, _block_starts(parts.shape[1], n_blocks), axis=1)
     rest = np.add.reduce(parts, axis=1)[:, None] - blocks  # sums without each block
+    return _jackknife_from_rest(rest.tolist())
+
+
+def _jackknife_from_rest(rest: list[list[float]]) -> float:
+    """The jackknife's error from the five sums without each block (``rest[j][b]``, sum
+    ``j`` of `_jackknife_from_parts` without block ``b``)."""
     # Each deletion's slope from its five sums, in Python floats: the same double
     # operations as on the arrays, without a numpy call per operation for ten values.
     slopes = []
-    for s0, s1, s2, s11, s12 in zip(*rest.tolist(), strict=True):
+    for s0, s1, s2, s11, s12 in zip(*rest, strict=True):
         if not s0 > 0:
             continue
         sxx = s11 - s1 * s1 / s0
@@ -249,8 +258,14 @@ def _gain_step(stats_a: StripStats, stats_b: StripStats, threshold: float) -> Ga
     mean_b, var_b, model_b, _ = _boundary_values(stats_b)
     level = np.add(stats_a.level, stats_b.level, dtype=np.float64)
     level = _running_mean(np.multiply(level, 0.5, out=level), _SMOOTH)
-    d = mean_a - mean_b
-    var = var_a + var_b
+    return _fit_step(mean_a - mean_b, var_a + var_b, level, model_a, model_b, threshold)
+
+
+def _fit_step(d: np.ndarray, var: np.ndarray, level: np.ndarray, model_a: float,
+              model_b: float, threshold: float) -> GainStep:
+    """The clipped fit of the step ``d`` (variance ``var``) against the smoothed ``level``,
+    given the two strips' model terms (`_boundary_values`); under ``np.errstate(invalid=
+    "ignore", divide="ignore")``."""
     # A finite sum has finite terms: one test for the usual case, the exact one otherwise.
     t = d + var
     t += level
@@ -309,11 +324,266 @@ def _gain_step(stats_a: StripStats, stats_b: StripStats, threshold: float) -> Ga
         jack = _jackknife_from_parts(parts) if float(sw) > 0 else 0.0
     else:
         jack = _jackknife_slope_error(level, d, wk)
+    return _gain_result(slope, err, jack, model_a, model_b, threshold)
+
+
+def _gain_result(slope: float, err: float, jack: float, model_a: float, model_b: float,
+                 threshold: float) -> GainStep:
+    """The gain ratio, its error and the flag from the fitted slope and its errors."""
     err = max(err, jack)
     err = math.sqrt(err * err + model_a * model_a + model_b * model_b)
     ratio = (1.0 + slope / 2.0) / (1.0 - slope / 2.0)
     ratio_err = err / (1.0 - slope / 2.0) ** 2
     return GainStep(ratio, ratio_err, bool(abs(slope) > threshold * err))
+
+
+def _row_sums(a: np.ndarray) -> np.ndarray:
+    """Each row's sum, exactly `np.add.reduce` of the row as a 1-d array: numpy sums
+    pairwise along the contiguous axis only (a row-strided array would be summed
+    column by column)."""
+    if a.strides[-1] != a.itemsize:
+        a = np.ascontiguousarray(a)
+    return _sum(a, axis=-1)
+
+
+def gain_steps(pairs: Sequence[tuple[StripStats, StripStats]],
+               threshold: float = GAIN_LIKE_SIGMA) -> list[GainStep]:
+    """`gain_step` of several interfaces (A's strip, B's strip each), the same numbers.
+
+    Equally long interfaces whose lines are all usable (the usual case) are processed a
+    few at a time in one set of array operations on their stacked lines: numpy reduces
+    each row of a 2-d array along its contiguous axis exactly as the 1-d row (the same
+    pairwise sums), and every other step is element-wise or per row. The other
+    interfaces (masked lines, too few usable positions) go through `gain_step` itself.
+    """
+    out: list[GainStep | None] = [None] * len(pairs)
+    groups: dict[int, list[int]] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i, (a, b) in enumerate(pairs):
+            n = a.profile.shape[0]
+            # Both strips with every line's slope defined (a NaN minimum fails too).
+            if (n == b.profile.shape[0] and n >= 10 and math.isfinite(a.sigma)
+                    and math.isfinite(b.sigma) and a.dist_sxx.min() > 0
+                    and b.dist_sxx.min() > 0):
+                groups.setdefault(n, []).append(i)
+            else:
+                out[i] = _gain_step(a, b, threshold)
+        for members in groups.values():
+            n_chunks = -(-len(members) // _BATCH)
+            size = -(-len(members) // n_chunks)
+            for start in range(0, len(members), size):
+                chunk = members[start:start + size]
+                steps = _gain_batch([pairs[i] for i in chunk], threshold)
+                for i, step in zip(chunk, steps, strict=True):
+                    out[i] = step
+    return out  # type: ignore[return-value]
+
+
+def _boundary_rows(strips: list[StripStats]) -> tuple[np.ndarray, np.ndarray, list[float],
+                                                      np.ndarray]:
+    """`_boundary_values` of equally long strips as rows: values, variances, model terms,
+    and which rows took its every-line path here (the others: NaN values, to be done by
+    `_boundary_values` itself).
+
+    Every strip has a finite ``sigma`` and ``dist_sxx > 0`` on every line. The same double
+    operations as `_boundary_values` row by row (its every-line branch; products in
+    either operand order, which IEEE multiplication does not distinguish), sums along the
+    rows, per-row scalars as columns. (Under ``np.errstate(invalid="ignore",
+    divide="ignore")``.)
+    """
+    n_lines = strips[0].profile.shape[0]
+    sigma = np.array([st.sigma for st in strips], dtype=np.float64)
+    w = np.stack([st.dist_sxx for st in strips])
+    sl = np.stack([st.dist_sxy for st in strips])
+    sl /= w
+    ym = np.stack([st.clip_mean for st in strips])
+    sw = _row_sums(w)
+    tmp = np.multiply(w, ym)
+    l0 = _row_sums(tmp)
+    # Finite sums of positive finite weights times the slopes and the levels: every line
+    # usable (the usual case; anything else is settled by `_boundary_values`).
+    every = np.isfinite(l0)
+    l0 /= sw
+    np.multiply(w, sl, out=tmp)
+    s0 = _row_sums(tmp)
+    every &= np.isfinite(s0)
+    every &= np.isfinite(sw)
+    s0 /= sw
+    dl = ym - l0[:, None]
+    wdl = w * dl
+    np.multiply(wdl, dl, out=tmp)
+    den = _row_sums(tmp)
+    np.subtract(sl, s0[:, None], out=tmp)
+    tmp *= wdl
+    beta = np.where(den > 0, _row_sums(tmp) / den, 0.0)
+    fit = np.multiply(dl, beta[:, None], out=dl)  # the slope model
+    fit += s0[:, None]
+    sig2 = sigma * sigma
+    slope_var = sig2 / sw
+    np.subtract(sl, fit, out=tmp)
+    tmp *= tmp
+    tmp *= w
+    chi2 = _row_sums(tmp) / sig2
+    chi2 = np.maximum(chi2 / max(n_lines - 2, 1), 1.0)
+    beta_err = np.where((sigma > 0) & (den > 0), np.sqrt(chi2 * sigma * sigma / den), 0.0)
+    xm = np.stack([st.dist_mean for st in strips])
+    total = _row_sums(xm)
+    every &= np.isfinite(total)
+    gain_term = (total / n_lines * beta_err).tolist()
+    fit *= xm
+    value = np.subtract(ym, fit, out=ym)
+    var = np.divide(sig2[:, None], np.stack([st.clip_count for st in strips]), out=wdl)
+    np.multiply(xm, xm, out=tmp)
+    tmp *= slope_var[:, None]
+    var += tmp
+    return value, var, gain_term, every
+
+
+def _running_mean_rows(v: np.ndarray, window: int) -> np.ndarray:
+    """`_running_mean` of each row of ``v`` (rows with a non-finite value by
+    `_running_mean` itself; under ``np.errstate(invalid="ignore", divide="ignore")``)."""
+    rows, n = v.shape
+    window = max(1, min(window, n))
+    lo, hi = _window_bounds(n, window)
+    # Each row's cumulative sum in its own order, all rows at once: accumulated down the
+    # columns of the transposed rows (one vector addition per position, instead of a
+    # chain of dependent additions per row).
+    cs = np.zeros((n + 1, rows))
+    np.add.accumulate(v.T, axis=0, out=cs[1:])
+    out = cs[hi]
+    out -= cs[lo]
+    out = out.T.copy()  # (C-ordered rows, as the row sums need)
+    out /= window_lengths(n, window)
+    for i in np.flatnonzero(~np.isfinite(cs[n])).tolist():
+        out[i] = _running_mean(v[i], window)
+    return out
+
+
+def _gain_batch(pairs: list[tuple[StripStats, StripStats]],
+                threshold: float) -> list[GainStep]:
+    """`gain_steps` of equally long interfaces, at least ten positions long, whose strips
+    pass its test (under ``np.errstate(invalid="ignore", divide="ignore")``)."""
+    k = len(pairs)
+    value, var, terms, every = _boundary_rows([a for a, _ in pairs] + [b for _, b in pairs])
+    level = np.add(np.stack([a.level for a, _ in pairs]), np.stack([b.level for _, b in pairs]),
+                   dtype=np.float64)
+    level = _running_mean_rows(np.multiply(level, 0.5, out=level), _SMOOTH)
+    d = value[:k] - value[k:]
+    var = np.add(var[:k], var[k:], out=var[:k])
+    # Every position usable (`_fit_step`'s first test; a finite total has finite terms) and
+    # both strips on the every-line path: fitted together; the others by `_gain_step`.
+    t = d + var
+    t += level
+    full = np.isfinite(_row_sums(t))
+    full &= var.min(axis=1) > 0
+    full &= every[:k]
+    full &= every[k:]
+    out: list[GainStep | None] = [None] * k
+    for i in np.flatnonzero(~full).tolist():
+        out[i] = _gain_step(*pairs[i], threshold)
+    rows = np.flatnonzero(full)
+    if rows.shape[0] == k:
+        fits = _fit_rows(d, var, level)
+    elif rows.shape[0]:
+        fits = _fit_rows(d[rows], var[rows], level[rows])
+    else:
+        fits = []
+    for i, fit in zip(rows.tolist(), fits, strict=True):
+        if fit is None:
+            out[i] = GainStep(math.nan, math.nan, False)
+        else:
+            out[i] = _gain_result(*fit, terms[i], terms[k + i], threshold)
+    return out  # type: ignore[return-value]
+
+
+def _fit_rows(d: np.ndarray, var: np.ndarray,
+              level: np.ndarray) -> list[tuple[float, float, float] | None]:
+    """`_fit_step`'s clipped fit of each row, every position usable: ``(slope, err,
+    jackknife error)`` per row, None without flux range (under ``np.errstate``)."""
+    rows, n = d.shape
+    w = 1.0 / var
+    limit = 4.0 * np.sqrt(var)
+    out: list[tuple[float, float, float] | None] = [None] * rows
+    idx = np.arange(rows)  # the rows still being clipped
+    keep = None  # their kept positions (None: every one)
+    k = np.full(rows, n)  # and how many
+    for it in range(5):
+        wk = w if keep is None else w * keep
+        sw = _row_sums(wk)
+        x0 = _row_sums(wk * level) / sw
+        y0 = _row_sums(wk * d) / sw
+        dx = level - x0[:, None]
+        sxx = _row_sums(wk * dx ** 2)
+        flux = sxx > 1e-12 * sw * np.maximum(x0 * x0, 1.0)
+        dy = d - y0[:, None]
+        parts = np.empty((idx.shape[0], 5, n))
+        np.multiply(wk, dx, out=parts[:, 1])
+        slope = _row_sums(np.multiply(parts[:, 1], dy, out=parts[:, 4])) / sxx
+        resid = dy - slope[:, None] * dx
+        new = np.abs(resid) <= limit
+        k_new = np.count_nonzero(new, axis=1)
+        if keep is None:
+            changed = k_new < n
+        else:
+            changed = np.count_nonzero(new ^ keep, axis=1) > 0
+        settled = ~changed | (k_new < 10)
+        done = settled | ~flux if it < 4 else np.ones(idx.shape[0], dtype=bool)
+        done_fit = done & flux
+        sel = np.flatnonzero(done_fit)
+        if sel.shape[0] == idx.shape[0]:  # (every row: no copies)
+            wk_d, dy_d, dx_d, res_d = wk, dy, dx, resid
+        elif sel.shape[0]:
+            parts = parts[sel]
+            wk_d, dy_d, dx_d, res_d = wk[sel], dy[sel], dx[sel], resid[sel]
+        if sel.shape[0]:
+            chi2 = _row_sums(wk_d * res_d ** 2).tolist()
+            parts[:, 0] = wk_d
+            np.multiply(wk_d, dy_d, out=parts[:, 2])
+            np.multiply(parts[:, 1], dx_d, out=parts[:, 3])
+            blocks = np.add.reduceat(parts, _block_starts(n, _JACKKNIFE_BLOCKS), axis=2)
+            rest = _row_sums(parts)[:, :, None] - blocks
+            jacks = _jackknife_rows(rest)
+            for j, r in enumerate(sel.tolist()):
+                if settled[r]:
+                    c2 = chi2[j] / max(int(k[r]) - 2, 1)
+                    if not float(sw[r]) > 0:
+                        jack = 0.0
+                    elif jacks[j] is None:
+                        jack = _jackknife_from_rest(rest[j].tolist())
+                    else:
+                        jack = jacks[j]
+                else:  # five clips and still moving: the fit of the last keep
+                    wk_r = w[r] * new[r]
+                    c2 = float(_sum(wk_r * resid[r] ** 2)) / max(int(k_new[r]) - 2, 1)
+                    jack = _jackknife_slope_error(level[r], d[r], wk_r)
+                out[int(idx[r])] = (float(slope[r]), math.sqrt(max(c2, 1.0) / float(sxx[r])),
+                                    jack)
+        go = np.flatnonzero(~done)
+        if not go.shape[0]:
+            break
+        idx, keep, k = idx[go], new[go], k_new[go]
+        w, limit, d, level = w[go], limit[go], d[go], level[go]
+    return out
+
+
+def _jackknife_rows(rest: np.ndarray) -> list[float | None]:
+    """`_jackknife_from_rest` of each ``rest[r]`` (``(rows, 5, blocks)``) whose deletions
+    all give a slope: the same double operations on the columns of all rows at once (the
+    slopes' sums along C-ordered rows, as for each row's array); None for the others."""
+    s0, s1, s2, s11, s12 = (rest[:, j] for j in range(5))
+    sxx = s11 - s1 * s1 / s0
+    slopes = (s12 - s1 * s2 / s0) / sxx
+    ok = s0 > 0
+    ok &= sxx > 0
+    ok &= np.isfinite(slopes)
+    m = slopes.shape[1]
+    if m < 3:
+        return [None] * slopes.shape[0]
+    dev = slopes - (_row_sums(slopes) / m)[:, None]
+    np.multiply(dev, dev, out=dev)
+    jack = np.sqrt((m - 1) / m * _row_sums(dev))
+    return [float(j) if a else None for j, a in zip(jack.tolist(), ok.all(axis=1).tolist(),
+                                                     strict=True)]
 
 
 def amp_levels(line_levels: Mapping[tuple[int, int], np.ndarray], n_amps: int) -> np.ndarray:

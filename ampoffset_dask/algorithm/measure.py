@@ -39,7 +39,7 @@ from .detection import (
     smooth,
 )
 from .edges import strip_slices
-from .gain import GainStep, amp_levels, gain_step
+from .gain import GainStep, amp_levels, gain_steps
 from .offsets import InterfaceOffset, measure_interface, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
@@ -286,24 +286,8 @@ def measure_detector(
     if not (config.do_background or config.do_detection):
         all_masked = masked == total  # only masked or non-finite pixels are NaN
 
-    window = config.amp_edge_window_frac if config.do_window_smoothing else None
-    results: list[InterfaceResult] = []
-    offsets: dict[tuple[int, int], float] = {}
-    for itf in grid.interfaces:
-        stats_a, stats_b = stats[(itf.a, itf.side)], stats[(itf.b, (itf.side + 2) % 4)]
-        res, smoothed = measure_interface(itf.id, stats_a.profile, stats_b.profile,
-                                          window_frac=window,
-                                          min_frac=config.amp_edge_min_frac,
-                                          max_offset=config.amp_edge_max_offset)
-        err = interface_offset_error(stats_a, stats_b, smoothed, res.offset_raw)
-        if interface_estimator is not None:
-            res, err = interface_estimator(res, stats_a, stats_b, config)
-        if res.good_frac == 0.0 and res.min_frac_fail and res.offset_raw == 0.0:
-            logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
-            warnings.append(f"interface {itf.id} fully masked")
-        offsets[(itf.a, itf.b)] = res.offset
-        gain = gain_step(stats_a, stats_b)
-        results.append(_interface_result(itf, detector, res, err, gain))
+    results, offsets = _measure_interfaces(grid, detector, stats, config, warnings,
+                                           interface_estimator)
 
     if all_masked:
         pedestals = np.zeros(len(detector))
@@ -339,6 +323,42 @@ def measure_detector(
         pedestal_errors=errors,
         amp_levels=amp_levels({key: st.level for key, st in stats.items()}, len(detector)),
     )
+
+
+def _measure_interfaces(
+    grid: Any,
+    detector: Detector,
+    stats: Mapping[tuple[int, int], Any],
+    config: AmpOffsetConfig,
+    warnings: list[str] | None = None,
+    interface_estimator: Any = None,
+) -> tuple[list[InterfaceResult], dict[tuple[int, int], float]]:
+    """Every interface's offset, its error and the gain diagnosis, from the strips'
+    statistics ``{(amp, side): StripStats}``; the results in ``grid.interfaces`` order and
+    the offsets by ``(a, b)``. Fully masked interfaces are noted in ``warnings``."""
+    window = config.amp_edge_window_frac if config.do_window_smoothing else None
+    pairs = [(stats[(itf.a, itf.side)], stats[(itf.b, (itf.side + 2) % 4)])
+             for itf in grid.interfaces]
+    measured = []
+    offsets: dict[tuple[int, int], float] = {}
+    for itf, (stats_a, stats_b) in zip(grid.interfaces, pairs, strict=True):
+        res, smoothed = measure_interface(itf.id, stats_a.profile, stats_b.profile,
+                                          window_frac=window,
+                                          min_frac=config.amp_edge_min_frac,
+                                          max_offset=config.amp_edge_max_offset)
+        err = interface_offset_error(stats_a, stats_b, smoothed, res.offset_raw)
+        if interface_estimator is not None:
+            res, err = interface_estimator(res, stats_a, stats_b, config)
+        if res.good_frac == 0.0 and res.min_frac_fail and res.offset_raw == 0.0:
+            logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
+            if warnings is not None:
+                warnings.append(f"interface {itf.id} fully masked")
+        offsets[(itf.a, itf.b)] = res.offset
+        measured.append((res, err))
+    gains = gain_steps(pairs)
+    results = [_interface_result(itf, detector, res, err, gain)
+               for itf, (res, err), gain in zip(grid.interfaces, measured, gains, strict=True)]
+    return results, offsets
 
 
 @functools.lru_cache(maxsize=32)

@@ -155,6 +155,41 @@ def test_gain_step_matches_the_plain_computation_bit_for_bit(kind):
             assert math.isfinite(got[0]) and got[1] > 0
 
 
+def test_gain_steps_of_many_interfaces_equal_gain_step_bit_for_bit():
+    # The batched path (equally long interfaces fitted together) and the per-interface
+    # fall-backs it mixes in give gain_step's numbers exactly, in order.
+    from ampoffset_dask.algorithm.gain import gain_step, gain_steps
+
+    kinds = ["clean", "outliers", "masked", "drifting", "all_masked", "few_lines"]
+    pairs = [_gain_case(np.random.default_rng(seed), kind)
+             for seed in range(3) for kind in [*kinds, "clean", "outliers"]]
+    rng = np.random.default_rng(9)
+    level = np.linspace(3000.0, 6000.0, 120)[:, None]
+    for _ in range(3):  # a second, shorter length
+        a = (level * 0.997 + rng.normal(0.0, 20.0, (120, 8))).astype(np.float32)
+        b = (level + rng.normal(0.0, 20.0, (120, 8))).astype(np.float32)
+        pairs.insert(5, (strip_stats(a, 3, raw=a), strip_stats(b, 1, raw=b)))
+    got = gain_steps(pairs)
+    assert len(got) == len(pairs)
+    n_finite = 0
+    for (sa, sb), g in zip(pairs, got, strict=True):
+        want = gain_step(sa, sb)
+        assert all(_same(x, y) for x, y in zip(g, want, strict=True)), (g, want)
+        n_finite += math.isfinite(g.gain_ratio)
+    assert n_finite >= len(pairs) // 2
+
+
+def test_row_sums_are_the_rows_own_sums():
+    # Wide-range values: any other summation order would change the last bits.
+    from ampoffset_dask.algorithm.gain import _row_sums
+
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(6, 2000)) * np.exp(rng.normal(size=(6, 2000)) * 8)
+    want = [np.add.reduce(row) for row in a]
+    for arr in (a, np.asfortranarray(a), np.stack([a, a], axis=1)[:, 0]):
+        assert [float(x) for x in _row_sums(arr)] == [float(x) for x in want]
+
+
 def test_gain_step_clip_paths_are_exercised(monkeypatch):
     # The cases above reach the settled clip (moments reused) and the unsettled one
     # (jackknife recomputed): count the latter so the comparison covers both.
