@@ -90,6 +90,9 @@ CASES = {
     "w1": dict(n_lines=50, width=1),
     "w2": dict(n_lines=50, width=2),
     "w7": dict(n_lines=120, width=7, ints=True),
+    "w65_integers": dict(n_lines=300, width=65, ints=True),  # the window's masks: 64 + 1
+    "w100": dict(n_lines=500, width=100),
+    "w128_inf": dict(n_lines=200, width=128, inf=True),
     "w130": dict(n_lines=90, width=130),
     "w300": dict(n_lines=60, width=300, inf=True),
 }

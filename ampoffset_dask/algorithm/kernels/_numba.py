@@ -24,6 +24,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from ..interp import piecewise
@@ -1868,15 +1869,17 @@ def _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside, tally, g
     """One pass over the residuals ``|line - profile|`` of strip ``a:b``: the number of
     valid ones (``<= top``: not NaN, and finite when ``top`` is the largest float), of those
     below ``lo_v``, and of those within ``[lo_v, hi_v]`` (``hi_v <= top``), which are
-    gathered into ``g``. The tests run vectorized along the line, counted per position
-    (``tally``, int32: no reduction per line) and flagged (``inside``); the gathering is
-    branch-free (every residual stored, the wanted ones kept)."""
+    gathered into ``g`` in order. The tests run vectorized along the line, counted per
+    position (``tally``, int32: no reduction per line) and flagged (``inside``); the flags
+    of up to 64 positions make one bit mask, and only its set bits are visited (the window
+    holds a few of a line's residuals: a few stores instead of one per residual)."""
     n = lines.shape[1]
     under = tally[0]
     ok = tally[1]
     under[:] = 0
     ok[:] = 0
     size = 0
+    one = np.uint64(1)
     for r in range(a, b):
         p = profile[r]
         for i in range(n):
@@ -1885,9 +1888,14 @@ def _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside, tally, g
             under[i] += np.int32(v < lo_v)
             ok[i] += np.int32(v <= top)
             inside[i] = (v >= lo_v) & (v <= hi_v)
-        for i in range(n):
-            g[size] = absbuf[i]
-            size += inside[i]
+        for c0 in range(0, n, 64):
+            m = np.uint64(0)
+            for i in range(c0, min(c0 + 64, n)):
+                m |= np.uint64(inside[i]) << np.uint64(i - c0)
+            while m != 0:
+                g[size] = absbuf[c0 + trailing_zeros(m)]
+                size += 1
+                m &= m - one
     below = 0
     valid = 0
     for i in range(n):
