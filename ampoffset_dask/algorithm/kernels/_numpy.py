@@ -655,19 +655,52 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
         Detected pixels of both polarities (marked or not).
     any_seed : bool
     """
-    n, any_seed = count_detected(smoothed, threshold, positive, negative, mark_positive,
-                                 mark_negative)
+    h, w = out.shape
+    reach = max(int(radius), 0)
+    boxes = []
+    for rows, cols in regions:
+        y0, y1, _ = rows.indices(h)
+        x0, x1, _ = cols.indices(w)
+        if y0 < y1 and x0 < x1:
+            boxes.append((y0, y1, x0, x1))
+    windows = _shared_windows(boxes, reach, h, w)
+    # Each window's seeds are copied out of the blocks the count thresholds anyway: the
+    # windows are narrow, and thresholding their short strided rows again costs more.
+    seeds = [np.zeros((wy1 - wy0, wx1 - wx0), dtype=bool) for (wy0, wy1, wx0, wx1), _ in windows]
+    places = []  # smoothed rows s0:s1 and columns, the window's seeds, row offset, columns
+    for ((wy0, wy1, wx0, wx1), _), local in zip(windows, seeds, strict=True):
+        gy0, gy1 = max(wy0, r), min(wy1, h - r)
+        gx0, gx1 = max(wx0, r), min(wx1, w - r)
+        if gy0 < gy1 and gx0 < gx1:
+            places.append((gy0 - r, gy1 - r, slice(gx0 - r, gx1 - r), local, wy0 - r,
+                           slice(gx0 - wx0, gx1 - wx0)))
+    tests = _threshold_tests(threshold, positive, negative, mark_positive, mark_negative)
+    row_block = 256
+    hit = np.empty((min(row_block, smoothed.shape[0]), smoothed.shape[1]), dtype=bool)
+    n = 0
+    any_seed = False
+    for y0 in range(0, smoothed.shape[0], row_block):
+        block = smoothed[y0:y0 + row_block]
+        y1 = y0 + block.shape[0]
+        flags = hit[:block.shape[0]]
+        for compare, bound, mark in tests:
+            found = int(np.count_nonzero(compare(block, bound, out=flags)))
+            n += found
+            if not (mark and found):
+                continue
+            any_seed = True
+            for s0, s1, cols, local, off, local_cols in places:
+                a, b = max(s0, y0), min(s1, y1)
+                if a < b:
+                    local[a - off:b - off, local_cols] |= flags[a - y0:b - y0, cols]
     if any_seed:
-        h, w = out.shape
-        boxes = []
-        for rows, cols in regions:
-            y0, y1, _ = rows.indices(h)
-            x0, x1, _ = cols.indices(w)
-            if y0 < y1 and x0 < x1:
-                boxes.append((y0, y1, x0, x1))
-        for window, members in _shared_windows(boxes, max(int(radius), 0), h, w):
-            _grow_window(smoothed, threshold, r, positive and mark_positive,
-                         negative and mark_negative, radius, isotropic, window, members, out)
+        for ((wy0, _, wx0, _), members), local in zip(windows, seeds, strict=True):
+            if not local.any():
+                continue
+            grown = grow(local, reach, isotropic)
+            # Members that tile a larger box are ORed as one (fewer, longer rows).
+            for (y0, y1, x0, x1), _ in _merge_boxes([(m, []) for m in members]):
+                out[y0:y1, x0:x1] |= grown[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
     return n, any_seed
 
 
@@ -676,13 +709,21 @@ def _shared_windows(boxes: list[tuple[int, int, int, int]], reach: int, h: int, 
     """Group regions ``(y0, y1, x0, x1)`` whose seed windows (the region widened by
     ``reach``, clipped to ``h`` x ``w``) can be read and grown as one.
 
-    Windows with the same rows that overlap or touch along x merge, then windows with the
-    same columns that do along y: the merged window is their union, so no pixel is read
-    twice or in vain, and a few wide windows cost fewer numpy row loops than many narrow
-    ones. Returns ``(window, members)`` pairs, members being the regions it serves.
+    Returns ``(window, members)`` pairs (`_merge_boxes` of the windows), members being the
+    regions it serves: no pixel is read twice or in vain, and a few wide windows cost
+    fewer numpy row loops than many narrow ones.
     """
-    items = [((max(y0 - reach, 0), min(y1 + reach, h), max(x0 - reach, 0),
-               min(x1 + reach, w)), [(y0, y1, x0, x1)]) for y0, y1, x0, x1 in boxes]
+    return _merge_boxes([((max(y0 - reach, 0), min(y1 + reach, h), max(x0 - reach, 0),
+                           min(x1 + reach, w)), [(y0, y1, x0, x1)]) for y0, y1, x0, x1 in boxes])
+
+
+def _merge_boxes(items: list) -> list:
+    """Join the boxes ``(y0, y1, x0, x1)`` of ``(box, payload list)`` pairs into larger
+    boxes where their union is one.
+
+    Boxes with the same rows that overlap or touch along x merge, then boxes with the same
+    columns that do along y; a merged box carries the concatenated payloads.
+    """
     for along_x in (True, False):
         key = (lambda it: (it[0][0], it[0][1], it[0][2])) if along_x else (
             lambda it: (it[0][2], it[0][3], it[0][0]))
