@@ -461,15 +461,17 @@ def test_grow_agrees_with_the_footprint_definition(isotropic):
 
 
 @pytest.mark.parametrize("radius", [1, 3, 5])
-def test_grow_of_sparse_rows_agrees_with_the_footprint_definition(radius):
+@pytest.mark.parametrize("width", [37, 300])
+def test_grow_of_sparse_rows_agrees_with_the_footprint_definition(radius, width):
     # Seed rows separated by gaps around 2 * radius (where the numpy kernel's bands of rows
-    # merge or split), at the first and last rows, and one band of adjacent rows.
-    seeds = np.zeros((120, 37), dtype=bool)
+    # merge or split, and split bands are grown stacked), at the first and last rows, and
+    # one band of adjacent rows; narrow and wide rows (two ways of finding the seed rows).
+    seeds = np.zeros((120, width), dtype=bool)
     y = 0
     for gap in (2 * radius - 1, 2 * radius, 2 * radius + 1, 2 * radius + 2, 1, 1, 3 * radius):
-        seeds[y, (7 * y) % 37] = True
+        seeds[y, (7 * y) % width] = True
         y += gap
-    seeds[y:y + 3, 36] = True
+    seeds[y:y + 3, width - 1] = True
     seeds[-1, 0] = True
     for isotropic in (True, False):
         expected = _grow_brute_force(seeds, radius, isotropic)

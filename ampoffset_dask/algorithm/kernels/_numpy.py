@@ -488,7 +488,7 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
     """Dilate boolean ``seeds`` by a disk or a diamond (`ampoffset_dask.algorithm.detection.grow`).
 
     Only bands of rows around the seeds are dilated (detections are sparse and clustered);
-    bands are separated by long runs of rows farther than ``radius`` from any seed. In a
+    bands are separated by runs of rows farther than ``radius`` from any seed. In a
     band, horizontal dilations of every half width 0..radius are built incrementally, then
     each row offset ORs the one of its half width.
     """
@@ -507,14 +507,22 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
     else:  # a row reduction over few columns is slow: the rows of the few seeds instead
         rows = np.flatnonzero(seeds) // w
         rows = np.concatenate((rows[:1], rows[1:][rows[1:] != rows[:-1]]))
-    # A band costs a few dozen numpy calls: split only at runs of clear rows long enough
-    # (about 16k pixels) to pay for that.
-    cut = np.flatnonzero(np.diff(rows) > 2 * radius + max(16, (1 << 14) // w)).tolist()
+    # Bands: the rows within reach of a seed, split at runs of more than 2 * radius clear
+    # rows. Stacked end to end they are grown in one call (a band costs a few dozen numpy
+    # calls): a seed is more than ``radius`` rows from every other band's rows there too.
+    cut = np.flatnonzero(np.diff(rows) > 2 * radius).tolist()
     r = rows.tolist()
-    for a, b in zip([r[0]] + [r[i + 1] for i in cut], [r[i] for i in cut] + [r[-1]],
-                    strict=True):
-        y0, y1 = max(a - radius, 0), min(b + 1 + radius, h)
+    bands = [(max(a - radius, 0), min(b + 1 + radius, h))
+             for a, b in zip([r[0]] + [r[i + 1] for i in cut], [r[i] for i in cut] + [r[-1]],
+                             strict=True)]
+    if len(bands) == 1:
+        y0, y1 = bands[0]
         _grow_band(seeds[y0:y1], out[y0:y1], radius, isotropic)
+        return out
+    index = np.concatenate([np.arange(y0, y1) for y0, y1 in bands])
+    grown = np.zeros((index.shape[0], w), dtype=bool)
+    _grow_band(seeds[index], grown, radius, isotropic)
+    out[index] = grown
     return out
 
 
