@@ -25,8 +25,10 @@ statistics again; only the sums' order differs.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
+import struct
 import threading
 
 import numpy as np
@@ -355,6 +357,80 @@ def _from_key(k: int, dtype: type):
     return np.array(u, dtype=f"u{bits // 8}").view(dtype)[()]
 
 
+_F32 = struct.Struct("<f")
+_I32 = struct.Struct("<i")
+_U32 = struct.Struct("<I")
+_FAR = object()  # `_kept_interval_near`: a bound is not within a few values of its guess
+
+
+def _round32(x: float) -> float:
+    """``x`` rounded to float32 (to nearest, as numpy casts), as a Python float;
+    OverflowError beyond float32's range."""
+    return _F32.unpack(_F32.pack(x))[0]
+
+
+def _step32(x: float, sign: int) -> float:
+    """The float32 next to float32 ``x`` towards ``sign * inf`` (``x`` finite)."""
+    i = _I32.unpack(_F32.pack(x))[0]
+    k = (i if i >= 0 else -(i & 0x7FFFFFFF)) + sign  # ordered integer key, both zeros 0
+    return _F32.unpack(_U32.pack(k if k >= 0 else (-k) | 0x80000000))[0]
+
+
+def _step64(x: float, sign: int) -> float:
+    return math.nextafter(x, sign * math.inf)
+
+
+def _kept_interval_near(dtype: type, center: float, half: float):
+    """`_kept_interval` for float32/float64 when each bound lies within `_STEPS` values
+    of ``center -/+ half`` rounded to the dtype (the usual case), in Python floats (a
+    float32 is exact in a double); `_FAR` when it does not (or for another dtype), and
+    the caller searches with numpy scalars instead. The same predicate on the same
+    values, so the same interval."""
+    if dtype is np.float32:
+        rnd, step = _round32, _step32
+    elif dtype is np.float64:
+        rnd, step = float, _step64
+    else:
+        return _FAR
+    try:
+        c, g_lo, g_hi = rnd(center), rnd(center - half), rnd(center + half)
+    except OverflowError:
+        return _FAR
+    if not (math.isfinite(c) and math.isfinite(g_lo) and math.isfinite(g_hi)):
+        return _FAR
+
+    def keep(x: float) -> bool:
+        return abs(x - center) <= half
+
+    # The values nearest the centre on each side; kept if anything is.
+    a_lo, a_hi = (c, c if c == center else step(c, 1)) if c <= center else (step(c, -1), c)
+    keep_lo, keep_hi = keep(a_lo), keep(a_hi)
+    if not (keep_lo or keep_hi):
+        return ()
+    if not (keep_lo and keep_hi and g_lo < a_lo and a_hi < g_hi):
+        return _FAR
+
+    def edge(x: float, sign: int):
+        # The last kept value from the centre outwards (``sign``), searched from ``x``.
+        if keep(x):
+            for _ in range(_STEPS):
+                nxt = step(x, sign)
+                if not keep(nxt):  # (an infinity is never kept)
+                    return x
+                x = nxt
+            return None
+        for _ in range(_STEPS):
+            x = step(x, -sign)
+            if keep(x):
+                return x
+        return None
+
+    lo, hi = edge(g_lo, -1), edge(g_hi, 1)
+    if lo is None or hi is None:
+        return _FAR
+    return dtype(lo), dtype(hi)
+
+
 def _kept_interval(dtype: type, center: float, half: float):
     """The clip's kept values of a floating ``dtype`` as an interval of that dtype.
 
@@ -368,6 +444,13 @@ def _kept_interval(dtype: type, center: float, half: float):
     (lo, hi) of ``dtype``, ``()`` when no finite value is kept, or None for a centre
     outside the dtype's range (the caller then clips element by element).
     """
+    near = _kept_interval_near(dtype, center, half)
+    return _kept_interval_searched(dtype, center, half) if near is _FAR else near
+
+
+def _kept_interval_searched(dtype: type, center: float, half: float):
+    """`_kept_interval` with numpy scalars of ``dtype``, from anywhere: a few values
+    around each guess, then a gallop and bisection on the ordered bit patterns."""
     def keep(x) -> bool:
         return abs(float(x) - center) <= half
 
@@ -763,6 +846,7 @@ class _Bracketed:
             return
         # The fill value: in the core, in no bracket (the brackets are half-open).
         self.ref = cuts[4]
+        self.fref = float(self.ref)
         self.passes = 0  # passes over the values (1 when the predictions hold)
         self._pass()
 
@@ -776,58 +860,59 @@ class _Bracketed:
         c1 = c2 = 0.0  # sums of v - ref and its square over the core
         v, bad = self.v, self.bad
         bufs = _pass_buffers(v.dtype)
-        for sl in _slices(v.shape):
-            vb = v[sl]
-            size = vb.size
-            dropped = 0 if bad is None else int(np.count_nonzero(bad[sl]))
-            if dropped == size:
-                unusable += size
-                continue
-            copy = bufs[0][:size].reshape(vb.shape)
-            if dropped or not vb.flags.c_contiguous:
-                # A contiguous copy (the compares run twice as fast on it than on a
-                # strided view) whose bad values become ``ref``.
-                x = copy
-                x[...] = vb
-                if dropped:
-                    np.copyto(x, ref, where=bad[sl])
-            else:
-                x = vb  # read in place: nothing to replace
-            got = self._scan(x.reshape(-1), bufs)
-            # Non-finite values show in the sums (finite squares of float32 cannot
-            # overflow; float64 ones can, and then nothing is replaced).
-            if not math.isfinite(got[3]):
-                usable = np.isfinite(x)
-                nonfinite = size - int(np.count_nonzero(usable))
-                if nonfinite:
-                    dropped += nonfinite
-                    if x is not copy:
-                        copy[...] = x
-                        x = copy
-                    np.copyto(x, ref, where=np.logical_not(usable))
-                    got = self._scan(x.reshape(-1), bufs)
-            n += size - dropped
-            unusable += dropped
-            for i in range(3):
-                below_base[i] += got[0][i]
-            part = got[1]
-            parts.append(part)
-            below = part < cuts[0]
-            low += int(np.count_nonzero(below))
-            o = np.compress(np.logical_or(below, part >= cuts[7], out=below), part)
-            outer.append(o)
-            # The core's sums: the block's sums less its outer values', unless the
-            # difference would lose digits (heavy tails); then the core by itself,
-            # while the block is still in cache.
-            with np.errstate(over="ignore", invalid="ignore"):
-                o1, o2 = _centred_sums(o, float(ref))
-            if math.isfinite(got[3]) and o2 <= _CANCEL * max(got[3] - o2, 0.0):
-                c1 += got[2] - o1
-                c2 += got[3] - o2
-            else:
-                a1, a2 = self._block_core_sums(x.reshape(-1), bufs)
-                c1 += a1
-                c2 += a2
+        # (A float64 square may overflow: such a block's core is summed by itself.)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for sl in _slices(v.shape):
+                vb = v[sl]
+                size = vb.size
+                dropped = 0 if bad is None else int(np.count_nonzero(bad[sl]))
+                if dropped == size:
+                    unusable += size
+                    continue
+                copy = bufs[0][:size].reshape(vb.shape)
+                if dropped or not vb.flags.c_contiguous:
+                    # A contiguous copy (the compares run twice as fast on it than on a
+                    # strided view) whose bad values become ``ref``.
+                    x = copy
+                    x[...] = vb
+                    if dropped:
+                        np.copyto(x, ref, where=bad[sl])
+                else:
+                    x = vb  # read in place: nothing to replace
+                got = self._scan(x.reshape(-1), bufs)
+                # Non-finite values show in the sums (finite squares of float32 cannot
+                # overflow; float64 ones can, and then nothing is replaced).
+                if not math.isfinite(got[3]):
+                    usable = np.isfinite(x)
+                    nonfinite = size - int(np.count_nonzero(usable))
+                    if nonfinite:
+                        dropped += nonfinite
+                        if x is not copy:
+                            copy[...] = x
+                            x = copy
+                        np.copyto(x, ref, where=np.logical_not(usable))
+                        got = self._scan(x.reshape(-1), bufs)
+                n += size - dropped
+                unusable += dropped
+                for i in range(3):
+                    below_base[i] += got[0][i]
+                part = got[1]
+                parts.append(part)
+                below = part < cuts[0]
+                low += int(np.count_nonzero(below))
+                o = np.compress(np.logical_or(below, part >= cuts[7], out=below), part)
+                outer.append(o)
+                # The core's sums: the block's sums less its outer values', unless the
+                # difference would lose digits (heavy tails); then the core by itself,
+                # while the block is still in cache.
+                o1, o2 = _centred_sums(o, self.fref)
+                if math.isfinite(got[3]) and o2 <= _CANCEL * max(got[3] - o2, 0.0):
+                    c1 += got[2] - o1
+                    c2 += got[3] - o2
+                else:
+                    a1, a2 = self._block_core_sums(x.reshape(-1), bufs)
+                    c1 += a1
+                    c2 += a2
         self.n = n
         self.outer = np.concatenate(outer) if outer else np.empty(0, self.dtype)
         e = np.concatenate(parts) if parts else np.empty(0, self.dtype)
@@ -843,27 +928,41 @@ class _Bracketed:
 
     def _scan(self, xb: np.ndarray, bufs) -> tuple[list[int], np.ndarray, float, float]:
         """One block of the pass: the counts below cuts[1], cuts[3], cuts[5], the values
-        copied out, and the sums of ``v - ref`` and its square."""
-        cuts = self.cuts
-        keep, below, d = (b[:xb.shape[0]] for b in bufs[1:])
-        counts = []
+        copied out, and the sums of ``v - ref`` and its square (under the pass's
+        ``errstate``: a float64 square may overflow)."""
+        c0, c1, c2, c3, c4, c5, c6, c7 = self.cuts
+        n = xb.shape[0]
+        keep, below, d = bufs[1][:n], bufs[2][:n], bufs[3][:n]
+        less, differ, count = np.less, np.not_equal, np.count_nonzero
         # XOR of the nested "below" masks: alternate intervals between the cuts, i.e. the
         # core without the brackets; starting from "not below cuts[0]" gives its
-        # complement, what is copied out.
-        np.greater_equal(xb, cuts[0], out=keep)
-        for i, cut in enumerate(cuts[1:], 1):
-            np.less(xb, cut, out=below)
-            if i & 1 and i < 7:
-                counts.append(int(np.count_nonzero(below)))
-            np.not_equal(keep, below, out=keep)
-        part = np.compress(keep, xb)
+        # complement, what is copied out. (Unrolled: a background bin is two blocks, so
+        # the calls' overhead counts.)
+        np.greater_equal(xb, c0, out=keep)
+        less(xb, c1, out=below)
+        n1 = count(below)
+        differ(keep, below, out=keep)
+        less(xb, c2, out=below)
+        differ(keep, below, out=keep)
+        less(xb, c3, out=below)
+        n3 = count(below)
+        differ(keep, below, out=keep)
+        less(xb, c4, out=below)
+        differ(keep, below, out=keep)
+        less(xb, c5, out=below)
+        n5 = count(below)
+        differ(keep, below, out=keep)
+        less(xb, c6, out=below)
+        differ(keep, below, out=keep)
+        less(xb, c7, out=below)
+        differ(keep, below, out=keep)
+        part = xb.compress(keep)
         # Sums over every value; the block's values outside the core are subtracted
-        # later (a float64 square may overflow: the core is then summed by itself).
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.subtract(xb, float(self.ref), out=d, dtype=np.float64)
-            s1 = float(np.add.reduce(d))
-            np.multiply(d, d, out=d)
-        return counts, part, s1, float(np.add.reduce(d))
+        # later (or, when that would lose digits, the core is summed by itself).
+        np.subtract(xb, self.fref, out=d, dtype=np.float64)
+        s1 = float(np.add.reduce(d))
+        np.multiply(d, d, out=d)
+        return [int(n1), int(n3), int(n5)], part, s1, float(np.add.reduce(d))
 
     def _block_core_sums(self, xb: np.ndarray, bufs) -> tuple[float, float]:
         """Sums of ``v - ref`` and its square over a block's core values (``cuts[0] <=
@@ -873,8 +972,7 @@ class _Bracketed:
         np.greater_equal(xb, cuts[0], out=core)
         np.less(xb, cuts[7], out=below)
         np.logical_and(core, below, out=core)
-        with np.errstate(over="ignore", invalid="ignore"):
-            np.subtract(xb, float(self.ref), out=d, dtype=np.float64)
+        np.subtract(xb, self.fref, out=d, dtype=np.float64)
         np.copyto(d, 0.0, where=np.logical_not(core, out=below))  # before any square
         s1 = float(np.add.reduce(d))
         np.multiply(d, d, out=d)
@@ -902,9 +1000,10 @@ class _Bracketed:
         out: dict[int, float] = {}
         groups: dict[tuple[int | None, int | None], list[int]] = {}
         for k in ks:
-            # The tightest cuts around rank k: values >= cuts[lo] and < cuts[hi].
-            lo = max((i for i, c in enumerate(counts) if c <= k), default=None)
-            hi = min((i for i, c in enumerate(counts) if c > k), default=None)
+            # The tightest cuts around rank k: values >= cuts[lo] and < cuts[hi] (the
+            # counts below the ascending cuts are ascending).
+            j = bisect.bisect_right(counts, k)
+            lo, hi = (j - 1 if j else None), (j if j < len(counts) else None)
             groups.setdefault((lo, hi), []).append(k)
         for (lo, hi), wanted in groups.items():
             if lo is not None and hi == lo + 1 and lo in (1, 3, 5):

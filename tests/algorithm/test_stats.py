@@ -12,10 +12,13 @@ import pytest
 
 from ampoffset_dask.algorithm.stats import (
     _BRACKET_MIN,
+    _FAR,
     _SELECT_MIN,
     IQ_TO_STDEV,
     _Bracketed,
     _kept_interval,
+    _kept_interval_near,
+    _kept_interval_searched,
     _quantile_ranks,
     _sample,
     clipped_mean_var,
@@ -329,6 +332,39 @@ def test_kept_interval_is_exact(dtype):
         assert not keep(np.nextafter(hi, t(np.inf)))
     # nothing representable within the bounds
     assert _kept_interval(np.float32, 1.0 + 2.0**-30, 2.0**-40) == ()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kept_interval_near_its_guesses_is_the_searched_one(dtype):
+    # The Python-float search near the rounded guesses and the numpy-scalar search from
+    # anywhere give the same interval (or the first declines).
+    rng = np.random.default_rng(12)
+    big = float(np.finfo(dtype).max)
+    tiny = float(np.finfo(dtype).smallest_subnormal)
+    cases = [(0.0, 0.0), (-0.0, tiny), (tiny, tiny), (1.0, 0.0), (1.0 + 2.0**-30, 2.0**-40),
+             (big, 1.0), (-big, big / 4), (big / 2, big / 4), (3.0, 1e-300), (1e-30, 1e-38)]
+    for _ in range(3000):
+        center = float(rng.normal(0, 10) * 10.0 ** rng.integers(-40, 40))
+        half = float(abs(rng.normal(0, 1)) * 10.0 ** rng.integers(-45, 40))
+        with np.errstate(over="ignore"):  # beyond float32: infinities, skipped
+            if rng.random() < 0.3:
+                center = float(dtype(center))  # a centre on a value of the dtype
+            if rng.random() < 0.3:
+                half = abs(float(dtype(center + half)) - center)  # a bound on a value
+        if math.isfinite(center) and math.isfinite(half):
+            cases.append((center, half))
+    near_found = 0
+    for center, half in cases:
+        with np.errstate(over="ignore"):
+            want = _kept_interval_searched(dtype, center, half)
+        got = _kept_interval_near(dtype, center, half)
+        if got is _FAR:
+            continue
+        near_found += 1
+        assert got == want, (center, half)
+        if got:
+            assert all(type(b) is dtype for b in got)
+    assert near_found > len(cases) // 2
 
 
 def test_usable_values_drop_non_finite_and_bad():
