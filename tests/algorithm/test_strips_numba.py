@@ -434,3 +434,30 @@ def test_line_medians_sort_blocks_of_lines_with_nan_in_registers():
             want = np.nanmedian(a, axis=1).astype(np.float32)
         assert _same(got, want)
         np.testing.assert_array_equal(count, np.count_nonzero(~np.isnan(a), axis=1))
+
+
+def test_network_comparator_is_the_scalar_one_on_every_lane():
+    """`_minmax_rows` (8-wide vector code) leaves in row ``i`` ``u if u < v else v`` and
+    in row ``j`` ``v if u < v else u`` on each of the 64 lanes, bit for bit: on ties the
+    first value stays first (signed zeros included), NaN and infinities as the scalar
+    comparison takes them; the other rows are untouched."""
+    from numba import njit
+
+    minmax = NUMBA._minmax_rows
+
+    @njit
+    def apply(x, i, j):
+        minmax(x, i, j)
+
+    rng = np.random.default_rng(31)
+    x = np.round(rng.normal(0.0, 2.0, (5, 64))).astype(np.float32)  # ties, -0.0
+    x[1, :8] = [-0.0, 0.0, np.inf, -np.inf, np.nan, 1.0, np.nan, 0.0]
+    x[3, :8] = [0.0, -0.0, np.inf, 5.0, 2.0, np.nan, np.nan, -0.0]
+    u, v = x[1].copy(), x[3].copy()
+    rest = x[[0, 2, 4]].copy()
+    apply(x, 1, 3)
+    with np.errstate(invalid="ignore"):
+        less = u < v
+    np.testing.assert_array_equal(x[1].view(np.uint32), np.where(less, u, v).view(np.uint32))
+    np.testing.assert_array_equal(x[3].view(np.uint32), np.where(less, v, u).view(np.uint32))
+    np.testing.assert_array_equal(x[[0, 2, 4]].view(np.uint32), rest.view(np.uint32))

@@ -1691,6 +1691,45 @@ def _sort16(x, w0, g):
         x[w0 + 15, li] = a15
 
 
+@intrinsic
+def _minmax_rows(typingctx, x, i, j):
+    """One comparator of the network on all `_NET_LANES` lanes: rows ``i < j`` of the
+    C-contiguous float32 ``x`` (``(wires, _NET_LANES)``) become their lane-wise minimum and
+    maximum (``u if u < v else v``, ``v if u < v else u``: the first on ties). Written in
+    LLVM IR as 8-wide vector loads, compares, selects and stores: two stores per vector,
+    where a loop the compiler vectorizes needs a scratch row (it cannot tell the two rows
+    apart) and three."""
+    if not (isinstance(x, types.Array) and x.dtype == types.float32 and x.ndim == 2
+            and x.layout == "C" and isinstance(i, types.Integer)
+            and isinstance(j, types.Integer)):
+        return None
+    sig = types.void(x, i, j)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        vec = ir.VectorType(ir.FloatType(), 8)
+        rows = builder.bitcast(data, vec.as_pointer())
+        per_row = ir.Constant(ir.IntType(64), _NET_LANES // 8)
+        a = builder.mul(builder.sext(args[1], ir.IntType(64)) if args[1].type.width < 64
+                        else args[1], per_row)
+        b = builder.mul(builder.sext(args[2], ir.IntType(64)) if args[2].type.width < 64
+                        else args[2], per_row)
+        for k in range(_NET_LANES // 8):
+            pa = builder.gep(rows, [builder.add(a, ir.Constant(ir.IntType(64), k))])
+            pb = builder.gep(rows, [builder.add(b, ir.Constant(ir.IntType(64), k))])
+            u = builder.load(pa, align=4)
+            v = builder.load(pb, align=4)
+            less = builder.fcmp_ordered("<", u, v)
+            # A compiler barrier (no instruction): without it the compiler stores the
+            # minimum as a masked store of ``v`` (slow on AMD processors).
+            builder.fence("seq_cst", "singlethread")
+            builder.store(builder.select(less, u, v), pa, align=4)
+            builder.store(builder.select(less, v, u), pb, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(**_JIT)
 def _line_medians(values, under, masked, blocks, net, middle, count, given_count, med):
     """Per line of ``values``: ``count`` (non-NaN values; read instead when
@@ -1702,16 +1741,16 @@ def _line_medians(values, under, masked, blocks, net, middle, count, given_count
     count of non-NaN values keep their values). The first ``blocks`` 16-wire blocks are
     sorted in registers (`_sort16`), then each comparator of the network ``net`` (the rest
     of one that leaves wires 0 to ``n // 2`` sorted: no rank read is above;
-    `_median_plan`) is a min/max over the 64 lines (a vectorized loop). When every line of
-    the 64 is full (no NaN, ranks ``(n - 1) // 2`` and ``n // 2``), only the ``middle``
-    part of the network runs."""
+    `_median_plan`) is a min/max over the 64 lanes (`_minmax_rows`; the lanes past the
+    last line of a short group hold stale values no one reads). When every line of the 64
+    is full (no NaN, ranks ``(n - 1) // 2`` and ``n // 2``), only the ``middle`` part of
+    the network runs."""
     h, n = values.shape
     lanes = _NET_LANES
     inf = np.float32(np.inf)
     nan = np.float32(np.nan)
     two = np.float32(2.0)
     x = np.empty((n, lanes), dtype=np.float32)
-    tmp = np.empty(lanes, dtype=np.float32)
     valid = np.empty(lanes, dtype=np.int64)
     for r0 in range(0, h, lanes):
         g = min(lanes, h - r0)
@@ -1733,15 +1772,7 @@ def _line_medians(values, under, masked, blocks, net, middle, count, given_count
         for b in range(blocks):
             _sort16(x, 16 * b, g)
         for q in range(comparators.shape[0]):
-            xa = x[comparators[q, 0]]
-            xb = x[comparators[q, 1]]
-            for li in range(g):  # min into a scratch row first: no aliasing, it vectorizes
-                u = xa[li]
-                v = xb[li]
-                tmp[li] = u if u < v else v
-                xb[li] = v if u < v else u
-            for li in range(g):
-                xa[li] = tmp[li]
+            _minmax_rows(x, comparators[q, 0], comparators[q, 1])
         for li in range(g):
             c = count[r0 + li] if given_count else valid[li]
             count[r0 + li] = c
