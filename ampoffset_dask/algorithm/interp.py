@@ -82,19 +82,22 @@ def _natural_spline(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _akima(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-    """GSL non-periodic Akima coefficients ``(b, c, d)`` per interval, rows of ``y``."""
+    """GSL non-periodic Akima coefficients ``(b, c, d)`` per interval, rows of ``y``.
+
+    Computed knot by knot over all rows at once (the knot index is the outer axis, so the
+    shifted slopes are contiguous views); returned as ``(rows, intervals)`` views.
+    """
     n = x.shape[0]
-    h = np.diff(x)
-    mm = np.empty((y.shape[0], n + 3))
-    # mm[:, k + 2] is the secant slope m_k, k = -2 .. n.
-    mm[:, 2 : n + 1] = np.diff(y, axis=1) / h
-    mm[:, 1] = 2.0 * mm[:, 2] - mm[:, 3]
-    mm[:, 0] = 3.0 * mm[:, 2] - 2.0 * mm[:, 3]
-    mm[:, n + 1] = 2.0 * mm[:, n] - mm[:, n - 1]
-    mm[:, n + 2] = 3.0 * mm[:, n] - 2.0 * mm[:, n - 1]
-    i = np.arange(n - 1)
-    m_im2, m_im1, m_i = mm[:, i], mm[:, i + 1], mm[:, i + 2]
-    m_ip1, m_ip2 = mm[:, i + 3], mm[:, i + 4]
+    h = np.diff(x)[:, None]
+    yt = np.ascontiguousarray(y.T)
+    mm = np.empty((n + 3, y.shape[0]))
+    # mm[k + 2] is the secant slope m_k, k = -2 .. n.
+    mm[2 : n + 1] = np.diff(yt, axis=0) / h
+    mm[1] = 2.0 * mm[2] - mm[3]
+    mm[0] = 3.0 * mm[2] - 2.0 * mm[3]
+    mm[n + 1] = 2.0 * mm[n] - mm[n - 1]
+    mm[n + 2] = 3.0 * mm[n] - 2.0 * mm[n - 1]
+    m_im2, m_im1, m_i, m_ip1, m_ip2 = (mm[k : k + n - 1] for k in range(5))
     ne = np.abs(m_ip1 - m_i) + np.abs(m_im1 - m_im2)
     ne_next = np.abs(m_ip2 - m_ip1) + np.abs(m_i - m_im1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -108,7 +111,7 @@ def _akima(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
     b = np.where(flat, m_i, b)
     c = np.where(flat, 0.0, c)
     d = np.where(flat, 0.0, d)
-    return b, c, d
+    return b.T, c.T, d.T
 
 
 def _linear(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
