@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .offsets import _window_bounds, window_lengths
+from .stats import _row_sums
 from .strips import StripStats, exact_median, strip_stats
 
 __all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "gain_steps",
@@ -335,15 +336,6 @@ def _gain_result(slope: float, err: float, jack: float, model_a: float, model_b:
     ratio = (1.0 + slope / 2.0) / (1.0 - slope / 2.0)
     ratio_err = err / (1.0 - slope / 2.0) ** 2
     return GainStep(ratio, ratio_err, bool(abs(slope) > threshold * err))
-
-
-def _row_sums(a: np.ndarray) -> np.ndarray:
-    """Each row's sum, exactly `np.add.reduce` of the row as a 1-d array: numpy sums
-    pairwise along the contiguous axis only (a row-strided array would be summed
-    column by column)."""
-    if a.strides[-1] != a.itemsize:
-        a = np.ascontiguousarray(a)
-    return _sum(a, axis=-1)
 
 
 def gain_steps(pairs: Sequence[tuple[StripStats, StripStats]],

@@ -40,7 +40,7 @@ from .detection import (
 )
 from .edges import strip_slices
 from .gain import GainStep, amp_levels, gain_steps
-from .offsets import InterfaceOffset, measure_interface, window_length
+from .offsets import InterfaceOffset, measure_interfaces, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
 from .strips import StripBlock, lines_stats, strip_blocks
@@ -341,11 +341,12 @@ def _measure_interfaces(
              for itf in grid.interfaces]
     measured = []
     offsets: dict[tuple[int, int], float] = {}
-    for itf, (stats_a, stats_b) in zip(grid.interfaces, pairs, strict=True):
-        res, smoothed = measure_interface(itf.id, stats_a.profile, stats_b.profile,
-                                          window_frac=window,
-                                          min_frac=config.amp_edge_min_frac,
-                                          max_offset=config.amp_edge_max_offset)
+    offs = measure_interfaces([itf.id for itf in grid.interfaces],
+                              [a.profile for a, _ in pairs], [b.profile for _, b in pairs],
+                              window_frac=window, min_frac=config.amp_edge_min_frac,
+                              max_offset=config.amp_edge_max_offset)
+    for itf, (stats_a, stats_b), (res, smoothed) in zip(grid.interfaces, pairs, offs,
+                                                        strict=True):
         err = interface_offset_error(stats_a, stats_b, smoothed, res.offset_raw)
         if interface_estimator is not None:
             res, err = interface_estimator(res, stats_a, stats_b, config)

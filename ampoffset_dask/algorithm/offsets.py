@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from .stats import clipped_stats_sorted
+from .stats import clipped_mean_var_rows, clipped_stats_sorted
 
 __all__ = ["InterfaceOffset", "SmoothedDifference", "interface_offset", "measure_interface",
-           "window_counts", "window_length", "window_lengths", "window_sums"]
+           "measure_interfaces", "window_counts", "window_length", "window_lengths",
+           "window_sums"]
 
 
 class InterfaceOffset(NamedTuple):
@@ -227,6 +229,16 @@ def measure_interface(
         avg, finite=not (any_nan or any_inf))
     # Without a NaN difference every average is a number: nothing to count.
     n_nan = int(np.count_nonzero(np.isnan(avg))) if any_nan else 0
+    return _offset_result(interface_id, n, n_nan, offset_raw, clip_std, avg, win, values,
+                          min_frac, max_offset)
+
+
+def _offset_result(interface_id: str, n: int, n_nan: int, offset_raw: float,
+                   clip_std: float, avg: np.ndarray, win: int | None,
+                   values: np.ndarray | None, min_frac: float,
+                   max_offset: float) -> tuple[InterfaceOffset, SmoothedDifference]:
+    """LSST's do-no-harm checks on the clipped mean of ``n`` smoothed differences
+    (``n_nan`` of them NaN), with what `measure_interface` returns beside them."""
     good_frac = 1.0 - float(n_nan) / n
     min_frac_fail = good_frac < min_frac
     max_offset_fail = bool(abs(offset_raw) > max_offset)
@@ -235,3 +247,80 @@ def measure_interface(
         offset = 0.0 if good_frac == 0 else offset
     return (InterfaceOffset(interface_id, offset, offset_raw, good_frac, min_frac_fail,
                             max_offset_fail), SmoothedDifference(avg, clip_std, win, values))
+
+
+def measure_interfaces(
+    interface_ids: Sequence[str],
+    edges_a: Sequence[np.ndarray],
+    edges_b: Sequence[np.ndarray],
+    *,
+    window_frac: float | None,
+    min_frac: float,
+    max_offset: float,
+) -> list[tuple[InterfaceOffset, SmoothedDifference | None]]:
+    """`measure_interface` of several interfaces (the same results, in order).
+
+    Equally long float32 profiles whose differences are finite and have exact window sums
+    (`window_sums`; the usual case) share one moving average, accumulated down the columns
+    of the transposed differences (exact sums: any order gives the same numbers), and one
+    row-wise sort; each interface's clipped statistics are its own. The others go through
+    `measure_interface` itself.
+    """
+    out: list[tuple[InterfaceOffset, SmoothedDifference | None] | None] = (
+        [None] * len(interface_ids))
+    groups: dict[int, list[int]] = {}
+    for i, (a, b) in enumerate(zip(edges_a, edges_b, strict=True)):
+        if (window_frac is not None and a.dtype == np.float32 and b.dtype == np.float32
+                and a.ndim == 1 and a.shape == b.shape):
+            groups.setdefault(a.shape[0], []).append(i)
+        else:
+            out[i] = measure_interface(interface_ids[i], a, b, window_frac=window_frac,
+                                       min_frac=min_frac, max_offset=max_offset)
+    for n, members in groups.items():
+        win = window_length(window_frac, n) if window_frac is not None else 0
+        rows: list[int] = []
+        if len(members) > 1 and 1 <= win <= n:
+            diff = np.stack([edges_a[i] for i in members])
+            diff -= np.stack([edges_b[i] for i in members])
+            usable = np.flatnonzero(np.isfinite(diff).all(axis=1) & _rows_sums_are_exact(diff))
+            rows = usable.tolist()
+        for j, i in enumerate(members):
+            if j not in rows:
+                out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
+                                           window_frac=window_frac, min_frac=min_frac,
+                                           max_offset=max_offset)
+        if not rows:
+            continue
+        if len(rows) < len(members):
+            diff = diff[rows]
+        # Every window sum exact: the same numbers as `window_sums` row by row.
+        lo, hi = _window_bounds(n, win)
+        cs = np.zeros((n + 1, len(rows)))
+        np.add.accumulate(diff.T, axis=0, dtype=np.float64, out=cs[1:])
+        avg = np.subtract(cs[hi], cs[lo]).T.copy()
+        avg /= window_lengths(n, win)
+        values = np.sort(avg, axis=1)
+        clipped = clipped_mean_var_rows(values)
+        for j, r in enumerate(rows):
+            i = members[r]
+            mean, var = clipped[j]
+            out[i] = _offset_result(interface_ids[i], n, 0, mean,
+                                    math.sqrt(var) if var >= 0 else math.nan, avg[j], win,
+                                    values[j], min_frac, max_offset)
+    return out  # type: ignore[return-value]
+
+
+def _rows_sums_are_exact(v: np.ndarray) -> np.ndarray:
+    """`_sums_are_exact` of each row of float32 ``v``: the common case (no negative zero,
+    magnitudes within 2**28 / n of each other) for all rows at once, the others row by
+    row."""
+    n = v.shape[1]
+    negative_zero = (v.view(np.uint32) == _SIGN).any(axis=1)
+    mag = np.abs(v)
+    smallest = mag.min(axis=1).astype(np.float64)
+    quick = mag.max(axis=1).astype(np.float64) * n < smallest * 2.0**28
+    quick &= smallest > 0
+    quick &= ~negative_zero
+    for r in np.flatnonzero(~quick & ~negative_zero).tolist():
+        quick[r] = _sums_are_exact(v[r])
+    return quick

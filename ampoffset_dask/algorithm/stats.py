@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "IQ_TO_STDEV",
     "clipped_mean_var",
+    "clipped_mean_var_rows",
     "clipped_mean_var_selected",
     "clipped_mean_var_usable",
     "clipped_stats",
@@ -318,22 +319,101 @@ def _clip_iterations(n: int, median: float, iqr: float, clip_sums, n_sigma: floa
     mean = math.nan
     var = math.nan
     for it in range(n_iter):
-        if var < 0:
-            var = 0.0
-        center = median if it == 0 else mean
-        half = (n_sigma * IQ_TO_STDEV) * iqr if (it == 0 or n <= 1) else n_sigma * math.sqrt(var)
+        center, half = _clip_band(it, n, median, iqr, mean, var, n_sigma)
         if math.isnan(center) or math.isnan(half):
             mean = var = math.nan
             continue
-        m, s1, s2 = clip_sums(center, half)
-        if m == 0:
-            mean = var = math.nan
-            continue
-        mean_d = s1 / m
-        # Unbiased variance; one survivor gives 0 * inf = NaN, as in afw.
-        var = (s2 / m - mean_d**2) * (m * m / (m * m - m)) if m > 1 else math.nan
-        mean = mean_d + center
+        mean, var = _clip_moments(*clip_sums(center, half), center)
     return mean, var
+
+
+def _clip_band(it: int, n: int, median: float, iqr: float, mean: float, var: float,
+               n_sigma: float) -> tuple[float, float]:
+    """Centre and half-width of clip iteration ``it`` after the previous one's ``mean``
+    and ``var`` (`_clip_iterations`)."""
+    if var < 0:
+        var = 0.0
+    center = median if it == 0 else mean
+    half = (n_sigma * IQ_TO_STDEV) * iqr if (it == 0 or n <= 1) else n_sigma * math.sqrt(var)
+    return center, half
+
+
+def _clip_moments(m: int, s1: float, s2: float, center: float) -> tuple[float, float]:
+    """Mean and unbiased variance of ``m`` kept values from their sums about ``center``
+    (NaN for none)."""
+    if m == 0:
+        return math.nan, math.nan
+    mean_d = s1 / m
+    # Unbiased variance; one survivor gives 0 * inf = NaN, as in afw.
+    var = (s2 / m - mean_d**2) * (m * m / (m * m - m)) if m > 1 else math.nan
+    return mean_d + center, var
+
+
+def _row_sums(a: np.ndarray) -> np.ndarray:
+    """Each row's sum, exactly `np.add.reduce` of the row as a 1-d array: numpy sums
+    pairwise along the contiguous axis only (a row-strided array, such as ``a[:, idx]``,
+    would be summed column by column)."""
+    if a.strides[-1] != a.itemsize:
+        a = np.ascontiguousarray(a)
+    return np.add.reduce(a, axis=-1)
+
+
+def clipped_mean_var_rows(s: np.ndarray, n_sigma: float = 3.0,
+                          n_iter: int = 3) -> list[tuple[float, float]]:
+    """`clipped_mean_var` of each row of ``s`` (rows sorted ascending, finite), the same
+    numbers.
+
+    The rows' quantiles come from one set of column operations. In each clip iteration,
+    the rows whose two ends are inside the band keep every value (the kept values are
+    contiguous) and get their sums from row sums (each row's own pairwise sums); the
+    others are clipped one by one.
+    """
+    rows, n = s.shape
+    if s.dtype != np.float64 or n < 2 or n >= 16 * _RangeSums.BLOCK:
+        return [clipped_mean_var(row, n_sigma, n_iter) for row in s]
+    quantiles = []
+    for p in (0.5, 0.25, 0.75):  # `quantiles_sorted`'s interpolation, per row
+        idx = p * (n - 1)
+        lo = int(idx)
+        hi = lo + 1
+        quantiles.append(((hi - idx) * s[:, lo] + (idx - lo) * s[:, hi]).tolist())
+    median = quantiles[0]
+    iqr = [b - a for a, b in zip(quantiles[1], quantiles[2], strict=True)]
+    mean = [math.nan] * rows
+    var = [math.nan] * rows
+    first, last = s[:, 0], s[:, -1]
+    for it in range(n_iter):
+        bands = [_clip_band(it, n, median[r], iqr[r], mean[r], var[r], n_sigma)
+                 for r in range(rows)]
+        center = np.array([c for c, _ in bands])
+        half = np.array([h for _, h in bands])
+        with np.errstate(invalid="ignore"):
+            every = np.abs(first - center) <= half
+            every &= np.abs(last - center) <= half
+        full = np.flatnonzero(every)
+        sums = {}
+        if full.shape[0]:
+            d = s - center[:, None] if full.shape[0] == rows else s[full] - center[full, None]
+            s1 = _row_sums(d).tolist()
+            np.multiply(d, d, out=d)
+            sums = dict(zip(full.tolist(), zip(s1, _row_sums(d).tolist(), strict=True),
+                            strict=True))
+        for r, (c, h) in enumerate(bands):
+            if math.isnan(c) or math.isnan(h):
+                mean[r] = var[r] = math.nan
+                continue
+            if r in sums:
+                s1, s2 = sums[r]
+                m, s1, s2 = n, 0.0 + s1, 0.0 + s2
+            else:
+                i0, i1 = _kept_range(s[r], c, h)
+                if i1 == i0:
+                    m, s1, s2 = 0, math.nan, math.nan
+                else:
+                    m = i1 - i0
+                    s1, s2 = _centred_sums(s[r, i0:i1], c)
+            mean[r], var[r] = _clip_moments(m, s1, s2, c)
+    return list(zip(mean, var, strict=True))
 
 
 # ------------------------------------------------------------------------------------------

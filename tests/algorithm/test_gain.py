@@ -181,7 +181,7 @@ def test_gain_steps_of_many_interfaces_equal_gain_step_bit_for_bit():
 
 def test_row_sums_are_the_rows_own_sums():
     # Wide-range values: any other summation order would change the last bits.
-    from ampoffset_dask.algorithm.gain import _row_sums
+    from ampoffset_dask.algorithm.stats import _row_sums
 
     rng = np.random.default_rng(4)
     a = rng.normal(size=(6, 2000)) * np.exp(rng.normal(size=(6, 2000)) * 8)

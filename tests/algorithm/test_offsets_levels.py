@@ -77,3 +77,57 @@ def test_amp_levels_of_finite_levels_leave_them_unpermuted():
     assert got[0] == np.median(before[(0, 1)])
     assert got[1] == np.median(np.concatenate([before[(1, 3)],
                                                before[(1, 0)].astype(np.float64)]))
+
+
+def _same_offset(got, want) -> bool:
+    """Two `measure_interface` results equal bit for bit (NaN equal to NaN)."""
+    (ra, sa), (rb, sb) = got, want
+    if repr(tuple(ra)) != repr(tuple(rb)):
+        return False
+    if sa is None or sb is None:
+        return sa is None and sb is None
+    return (np.array_equal(sa.avg, sb.avg, equal_nan=True) and sa.avg.dtype == sb.avg.dtype
+            and repr(sa.clip_std) == repr(sb.clip_std) and sa.window == sb.window
+            and (sa.values is None) == (sb.values is None)
+            and (sa.values is None or np.array_equal(sa.values, sb.values)))
+
+
+@pytest.mark.parametrize("window_frac", [FRAC, None])
+def test_measure_interfaces_equal_measure_interface_bit_for_bit(window_frac, monkeypatch):
+    # Stacked equally long interfaces (one moving average and sort for all) and the
+    # per-interface path for the awkward ones give the same results, in order.
+    from ampoffset_dask.algorithm.offsets import measure_interfaces
+
+    rng = np.random.default_rng(11)
+    cases = []
+    for n in (2000, 509, 2000, 2000, 509, 2000, 2000, 2000, 2000, 300):
+        a = rng.normal(100.0, 2.0, n).astype(np.float32)
+        b = rng.normal(97.0, 2.0, n).astype(np.float32)
+        cases.append((a, b))
+    cases[2][0][rng.choice(2000, 30, replace=False)] += np.float32(40.0)  # clipped outliers
+    cases[3][0][100:140] = np.nan  # NaN lines
+    cases[5][1][7] = np.inf
+    cases[6][0][:] = cases[6][1]  # all-zero differences, a negative zero among them
+    cases[6][0][3], cases[6][1][3] = np.float32(-0.0), np.float32(0.0)
+    cases[7][0][5] = np.float32(3.0e30)  # magnitudes too far apart for exact window sums
+    cases[8][1][:] = np.nan  # fully masked
+    cases[9] = (cases[9][0].astype(np.float64), cases[9][1])  # not float32
+    ids = [f"I{k}" for k in range(len(cases))]
+    import ampoffset_dask.algorithm.offsets as offsets
+
+    alone = []
+    single = offsets.measure_interface
+    monkeypatch.setattr(offsets, "measure_interface",
+                        lambda i, *a, **k: alone.append(i) or single(i, *a, **k))
+    with np.errstate(invalid="ignore", over="ignore"):
+        got = measure_interfaces(ids, [a for a, _ in cases], [b for _, b in cases],
+                                 window_frac=window_frac, min_frac=0.5, max_offset=50.0)
+        for i, (a, b) in enumerate(cases):
+            want = measure_interface(ids[i], a, b, window_frac=window_frac, min_frac=0.5,
+                                     max_offset=50.0)
+            assert _same_offset(got[i], want), i
+    assert got[8][1] is None and got[8][0].min_frac_fail
+    assert all(2.0 < got[i][0].offset_raw < 4.0 for i in (0, 1, 4))
+    # Only the awkward ones (NaN, infinity, negative zero, inexact sums, float64, no
+    # smoothing) went one by one.
+    assert sorted(alone) == (ids if window_frac is None else ["I3", "I5", "I6", "I7", "I8", "I9"])

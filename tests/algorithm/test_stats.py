@@ -634,3 +634,28 @@ def test_usable_statistics_with_heavy_tails_in_some_blocks_only(dtype):
     assert m == kept.shape[0]
     assert s1 == pytest.approx(math.fsum(kept), rel=1e-12, abs=1e-9)
     assert s2 == pytest.approx(math.fsum(kept * kept), rel=1e-12)
+
+
+def test_clipped_mean_var_rows_equal_clipped_mean_var_bit_for_bit():
+    # Rows whose clip keeps everything share row sums; the others are clipped one by
+    # one; constant, two-valued and outlier rows take the NaN, zero-variance and
+    # clipping branches.
+    from ampoffset_dask.algorithm.stats import clipped_mean_var, clipped_mean_var_rows
+
+    rng = np.random.default_rng(8)
+    n = 2000
+    rows = [np.cumsum(rng.normal(0.0, 0.05, n)) + 3.0,  # smooth: every value kept
+            rng.normal(3.0, 1.0, n),  # Gaussian: the tails clipped
+            np.full(n, 2.5),  # constant: zero IQR
+            np.where(np.arange(n) < 3, 1e6, 1.0),  # a few huge values
+            rng.standard_cauchy(n)]
+    s = np.sort(np.array(rows), axis=1)
+    got = clipped_mean_var_rows(s)
+    for row, (mean, var) in zip(s, got, strict=True):
+        assert repr((mean, var)) == repr(clipped_mean_var(row.copy()))
+    assert got[2] == (2.5, 0.0)
+    assert got[0][1] > 0 and math.isfinite(got[1][0]) and abs(got[3][0] - 1.0) < 1e-12
+    # float32 rows (and too few values) go one by one, with the same numbers.
+    s32 = s[:2].astype(np.float32)
+    assert [repr(x) for x in clipped_mean_var_rows(s32)] == [
+        repr(clipped_mean_var(r.copy())) for r in s32]
