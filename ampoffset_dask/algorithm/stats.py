@@ -872,7 +872,7 @@ def _sample(v: np.ndarray, bad: np.ndarray | None, size: int) -> np.ndarray:
     ry = min(h, max(1, round(math.sqrt(size * h / w))))
     sy = max(1, h // ry)
     sx = max(1, w * -(-h // sy) // size)
-    s = v[::sy, ::sx]
+    s = np.ascontiguousarray(v[::sy, ::sx])  # (selecting from a strided view is slower)
     keep = np.isfinite(s)
     if bad is not None:
         np.greater(keep, bad[::sy, ::sx], out=keep)
@@ -945,7 +945,13 @@ class _Bracketed:
             for sl in _slices(v.shape):
                 vb = v[sl]
                 size = vb.size
-                dropped = 0 if bad is None else int(np.count_nonzero(bad[sl]))
+                bb = None
+                if bad is not None:
+                    bb = bad[sl]
+                    if not bb.flags.c_contiguous:  # (a bin of an image: count and select
+                        bb = bufs[2][:size].reshape(vb.shape)  # from a contiguous copy)
+                        bb[...] = bad[sl]
+                dropped = 0 if bb is None else int(np.count_nonzero(bb))
                 if dropped == size:
                     unusable += size
                     continue
@@ -956,7 +962,7 @@ class _Bracketed:
                     x = copy
                     x[...] = vb
                     if dropped:
-                        np.copyto(x, ref, where=bad[sl])
+                        np.copyto(x, ref, where=bb)
                 else:
                     x = vb  # read in place: nothing to replace
                 got = self._scan(x.reshape(-1), bufs)

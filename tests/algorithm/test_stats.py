@@ -582,6 +582,9 @@ def test_usable_statistics_of_any_shape_and_layout(shape):
         wide = np.zeros((shape[0], shape[1] * 2), dtype=np.float32)
         wide[:, ::2] = values
         assert clipped_mean_var_usable(wide[:, ::2], bad) == (mean, var, n)
+        wide_bad = np.ones(wide.shape, dtype=bool)  # the mask a strided view as well
+        wide_bad[:, ::2] = bad
+        assert clipped_mean_var_usable(wide[:, ::2], wide_bad[:, ::2]) == (mean, var, n)
         swapped = values.astype(">f4")
         got = clipped_mean_var_usable(swapped, bad)
         assert got[2] == n and got[0] == pytest.approx(mean, rel=1e-13)
