@@ -214,4 +214,9 @@ def test_numpy_subtraction_is_the_float32_model_subtracted(style, nx, shape, nan
         get_kernels("numpy").subtract_model_rows(image, style, xc, values, out=into,
                                                  row_block=row_block)
         np.testing.assert_array_equal(into.view(np.int32), want.view(np.int32))
+        # float32 pixels held in a float64 array: the same float32 result
+        into[...] = np.nan
+        get_kernels("numpy").subtract_model_rows(image.astype(np.float64), style, xc, values,
+                                                 out=into, row_block=row_block)
+        np.testing.assert_array_equal(into.view(np.int32), want.view(np.int32))
     assert np.getbufsize() == bufsize  # restored after the evaluation

@@ -284,7 +284,7 @@ def subtract_model_rows(image: np.ndarray, style: str, knots: np.ndarray,
                 np.multiply(half_dx2, d2[rows], out=quad)
                 np.add(lin, quad, out=m[:, cols], casting="unsafe")
             # float32(model) subtracted in float32: afw's ``maskedImage -= bgImage``
-            np.subtract(image[rows], m, out=dest[rows])
+            np.subtract(image[rows], m, out=dest[rows], dtype=np.float32, casting="unsafe")
 
 
 @contextlib.contextmanager
