@@ -892,9 +892,11 @@ class _Bracketed:
     whole). One pass then, per cache-sized block: counts the values below each cut (a
     compare and a count), copies out the values in the brackets and outside the core (one
     `np.compress` of a mask built by XOR of the nested "below" masks) and sums the core
-    about ``ref``. The order statistics are selected exactly among their bracket's values
-    (ranks shifted by the counts below), and each clip iteration sums the core (shifted
-    algebraically) and the kept values outside it. Unusable values are replaced by
+    about ``ref`` (every value less those outside the core, or, when their squares are too
+    large for that difference, the core by itself while the block is in cache). The order
+    statistics are selected exactly among their bracket's values (ranks shifted by the
+    counts below), and each clip iteration sums the core (shifted algebraically) and the
+    kept values outside it. Unusable values are replaced by
     ``ref``, a value of the core outside every bracket: each counts below the cuts above
     it (subtracted again) and adds zero to the sums. A rank outside its bracket, or a clip
     bound inside the core, costs another pass; the results are exact either way, the sums
