@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .offsets import _window_bounds, window_lengths
-from .stats import _row_sums
+from .stats import _row_sums, _stack_rows
 from .strips import StripStats, exact_median, strip_stats
 
 __all__ = ["GAIN_LIKE_SIGMA", "GainStep", "amp_levels", "gain_step", "gain_steps",
@@ -387,10 +387,10 @@ def _boundary_rows(strips: list[StripStats]) -> tuple[np.ndarray, np.ndarray, li
     """
     n_lines = strips[0].profile.shape[0]
     sigma = np.array([st.sigma for st in strips], dtype=np.float64)
-    w = np.stack([st.dist_sxx for st in strips])
-    sl = np.stack([st.dist_sxy for st in strips])
+    w = _stack_rows([st.dist_sxx for st in strips])
+    sl = _stack_rows([st.dist_sxy for st in strips])
     sl /= w
-    ym = np.stack([st.clip_mean for st in strips])
+    ym = _stack_rows([st.clip_mean for st in strips])
     sw = _row_sums(w)
     tmp = np.multiply(w, ym)
     l0 = _row_sums(tmp)
@@ -420,13 +420,13 @@ def _boundary_rows(strips: list[StripStats]) -> tuple[np.ndarray, np.ndarray, li
     chi2 = _row_sums(tmp) / sig2
     chi2 = np.maximum(chi2 / max(n_lines - 2, 1), 1.0)
     beta_err = np.where((sigma > 0) & (den > 0), np.sqrt(chi2 * sigma * sigma / den), 0.0)
-    xm = np.stack([st.dist_mean for st in strips])
+    xm = _stack_rows([st.dist_mean for st in strips])
     total = _row_sums(xm)
     every &= np.isfinite(total)
     gain_term = (total / n_lines * beta_err).tolist()
     fit *= xm
     value = np.subtract(ym, fit, out=ym)
-    var = np.divide(sig2[:, None], np.stack([st.clip_count for st in strips]), out=wdl)
+    var = np.divide(sig2[:, None], _stack_rows([st.clip_count for st in strips]), out=wdl)
     np.multiply(xm, xm, out=tmp)
     tmp *= slope_var[:, None]
     var += tmp
@@ -459,8 +459,8 @@ def _gain_batch(pairs: list[tuple[StripStats, StripStats]],
     pass its test (under ``np.errstate(invalid="ignore", divide="ignore")``)."""
     k = len(pairs)
     value, var, terms, every = _boundary_rows([a for a, _ in pairs] + [b for _, b in pairs])
-    level = np.add(np.stack([a.level for a, _ in pairs]), np.stack([b.level for _, b in pairs]),
-                   dtype=np.float64)
+    level = np.add(_stack_rows([a.level for a, _ in pairs]),
+                   _stack_rows([b.level for _, b in pairs]), dtype=np.float64)
     level = _running_mean_rows(np.multiply(level, 0.5, out=level), _SMOOTH)
     d = value[:k] - value[k:]
     var = np.add(var[:k], var[k:], out=var[:k])

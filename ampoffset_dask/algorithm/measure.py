@@ -44,7 +44,7 @@ from .offsets import InterfaceOffset, measure_interfaces, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
 from .strips import StripBlock, lines_stats, strip_blocks
-from .uncertainty import interface_offset_error, pedestal_errors
+from .uncertainty import interface_offset_errors, pedestal_errors
 
 __all__ = ["check_amp_geometry", "measure_detector"]
 
@@ -345,9 +345,10 @@ def _measure_interfaces(
                               [a.profile for a, _ in pairs], [b.profile for _, b in pairs],
                               window_frac=window, min_frac=config.amp_edge_min_frac,
                               max_offset=config.amp_edge_max_offset)
-    for itf, (stats_a, stats_b), (res, smoothed) in zip(grid.interfaces, pairs, offs,
-                                                        strict=True):
-        err = interface_offset_error(stats_a, stats_b, smoothed, res.offset_raw)
+    errs = interface_offset_errors(pairs, [sm for _, sm in offs],
+                                   [res.offset_raw for res, _ in offs])
+    for itf, (stats_a, stats_b), (res, _), err in zip(grid.interfaces, pairs, offs, errs,
+                                                     strict=True):
         if interface_estimator is not None:
             res, err = interface_estimator(res, stats_a, stats_b, config)
         if res.good_frac == 0.0 and res.min_frac_fail and res.offset_raw == 0.0:

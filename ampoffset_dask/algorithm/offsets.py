@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .stats import clipped_mean_var_rows, clipped_stats_sorted
+from .stats import _stack_rows, clipped_mean_var_rows, clipped_stats_sorted
 
 __all__ = ["InterfaceOffset", "SmoothedDifference", "interface_offset", "measure_interface",
            "measure_interfaces", "window_counts", "window_length", "window_lengths",
@@ -280,8 +280,8 @@ def measure_interfaces(
         win = window_length(window_frac, n) if window_frac is not None else 0
         rows: list[int] = []
         if len(members) > 1 and 1 <= win <= n:
-            diff = np.stack([edges_a[i] for i in members])
-            diff -= np.stack([edges_b[i] for i in members])
+            diff = _stack_rows([edges_a[i] for i in members])
+            diff -= _stack_rows([edges_b[i] for i in members])
             usable = np.flatnonzero(np.isfinite(diff).all(axis=1) & _rows_sums_are_exact(diff))
             rows = usable.tolist()
         for j, i in enumerate(members):

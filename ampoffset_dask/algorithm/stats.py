@@ -358,6 +358,12 @@ def _row_sums(a: np.ndarray) -> np.ndarray:
     return np.add.reduce(a, axis=-1)
 
 
+def _stack_rows(arrays: list[np.ndarray]) -> np.ndarray:
+    """Equally long 1-d arrays as the rows of a new C-ordered 2-d array (`np.stack`'s
+    result, without its per-array Python work)."""
+    return np.concatenate(arrays).reshape(len(arrays), -1)
+
+
 def clipped_mean_var_rows(s: np.ndarray, n_sigma: float = 3.0,
                           n_iter: int = 3) -> list[tuple[float, float]]:
     """`clipped_mean_var` of each row of ``s`` (rows sorted ascending, finite), the same

@@ -33,17 +33,26 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..geometry import AmpGrid
 from .offsets import SmoothedDifference, _window_bounds, window_lengths
-from .strips import MAD_TO_SIGMA, StripStats, median_variance, strip_stats
+from .stats import _row_sums, _stack_rows
+from .strips import (
+    MAD_TO_SIGMA,
+    StripStats,
+    _median_denominators,
+    median_variance,
+    strip_stats,
+)
 
 __all__ = [
     "MAD_TO_SIGMA",
     "incidence_matrix",
     "interface_offset_error",
+    "interface_offset_errors",
     "map_covariance",
     "median_variance",
     "offset_error",
@@ -316,6 +325,77 @@ def interface_offset_error(stats_a: StripStats, stats_b: StripStats,
     var = stats_a.profile_variance() + stats_b.profile_variance()
     return _clipped_mean_error(smoothed.avg, None, var, smoothed.window, offset,
                                smoothed.clip_std, values=smoothed.values)
+
+
+def interface_offset_errors(pairs: Sequence[tuple[StripStats, StripStats]],
+                            smoothed: Sequence[SmoothedDifference | None],
+                            offsets: Sequence[float]) -> list[float]:
+    """`interface_offset_error` of several interfaces (the same numbers, in order).
+
+    Equally long interfaces that keep every smoothed value (`_clipped_mean_error`'s first
+    path: coefficients of the length alone) get their strips' profile variances from one
+    set of table operations (`median_variance`'s table per strip, one lookup each) and
+    their sums as rows (each row's own pairwise sum); the others go through
+    `interface_offset_error` itself.
+    """
+    out: list[float | None] = [None] * len(pairs)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, sm in enumerate(smoothed):
+        if sm is not None and _keeps_every_value(sm, offsets[i]):
+            groups.setdefault((sm.avg.shape[0], sm.window), []).append(i)
+        else:
+            out[i] = interface_offset_error(*pairs[i], sm, offsets[i])
+    for (n, window), members in groups.items():
+        _, c2, nonzero = _every_coefficients(n, window)
+        var = _profile_variances([st for i in members for st in pairs[i]], n) if (
+            nonzero and len(members) > 1) else None
+        if var is None:
+            for i in members:
+                out[i] = interface_offset_error(*pairs[i], smoothed[i], offsets[i])
+            continue
+        var = np.add(var[0::2], var[1::2])  # A's strip plus B's, C-ordered rows
+        var *= c2
+        for i, total in zip(members, _row_sums(var).tolist(), strict=True):
+            out[i] = (math.sqrt(total) if math.isfinite(total) else
+                      interface_offset_error(*pairs[i], smoothed[i], offsets[i]))
+    return out  # type: ignore[return-value]
+
+
+def _profile_variances(strips: list[StripStats], n: int) -> np.ndarray | None:
+    """Each strip's ``profile_variance()`` as a row (None unless every strip takes
+    `median_variance`'s table path)."""
+    if not all(isinstance(st.sigma, float) for st in strips):
+        return None
+    counts = _stack_rows([st.count for st in strips])
+    if counts.dtype.kind not in "iu" or counts.shape[1] != n or n == 0:
+        return None
+    top = int(counts.max())
+    if int(counts.min()) < 0 or top > 4 * n:  # (every strip within the table's limits)
+        return None
+    sd = np.array([st.sigma for st in strips])
+    # The same double operations as `median_variance`'s table (its entries do not depend
+    # on the table's length).
+    table = (sd * sd * math.pi)[:, None] / _median_denominators(top)
+    table[:, 0] = np.nan
+    out = np.empty((len(strips), n))
+    for r in range(len(strips)):
+        table[r].take(counts[r], out=out[r])
+    return out
+
+
+def _keeps_every_value(smoothed: SmoothedDifference, offset: float,
+                       n_sigma: float = 3.0) -> bool:
+    """Whether `_clipped_mean_error` takes its every-value path (before its test of the
+    coefficients and of the total)."""
+    values, avg = smoothed.values, smoothed.avg
+    n = avg.shape[0]
+    if (values is None or smoothed.window is None or values.shape[0] != n or n == 0
+            or avg.dtype != np.float64 or not math.isfinite(offset)
+            or not math.isfinite(smoothed.clip_std)):
+        return False
+    half = n_sigma * smoothed.clip_std
+    return (abs(float(values[0]) - offset) <= half
+            and abs(float(values[-1]) - offset) <= half)
 
 
 def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) -> np.ndarray:

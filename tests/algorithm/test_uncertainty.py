@@ -226,28 +226,34 @@ def test_offset_and_error_match_the_plain_computation_bit_for_bit(kind, window_f
 @pytest.mark.parametrize("window_frac", [None, 512 / 4176, 0.5])
 def test_offsets_of_many_interfaces_and_their_errors_equal_one_by_one(window_frac,
                                                                        monkeypatch):
-    # measure_interfaces (equally long interfaces stacked) gives measure_interface's
-    # offsets and smoothed differences on every path, and the errors computed from them
-    # are the same numbers.
+    # measure_interfaces and interface_offset_errors (equally long interfaces stacked)
+    # give measure_interface's offsets and smoothed differences and interface_offset_error's
+    # errors on every path.
     import ampoffset_dask.algorithm.offsets as offsets
-    from ampoffset_dask.algorithm.uncertainty import interface_offset_error
+    import ampoffset_dask.algorithm.uncertainty as uncertainty
+
+    interface_offset_error = uncertainty.interface_offset_error
 
     kinds = ["plain", "integers", "wide_range", "masked_lines",
              "valid_run_shorter_than_window", "all_masked", "zeros", "outliers",
              "infinite", "ramp"]
     pairs = [_interface_case(np.random.default_rng(seed), kind, n)
              for seed in range(2) for kind in [*kinds, "ramp", "plain"] for n in (240, 96)]
-    alone = []
+    alone, errors_alone = [], []
     single = offsets.measure_interface
     monkeypatch.setattr(offsets, "measure_interface",
                         lambda i, *a, **k: alone.append(i) or single(i, *a, **k))
+    monkeypatch.setattr(uncertainty, "interface_offset_error",
+                        lambda *a: errors_alone.append(1) or interface_offset_error(*a))
     ids = [str(k) for k in range(len(pairs))]
     with np.errstate(invalid="ignore", over="ignore"):
         got = offsets.measure_interfaces(ids, [a.profile for a, _ in pairs],
                                          [b.profile for _, b in pairs],
                                          window_frac=window_frac, min_frac=0.1,
                                          max_offset=1e9)
-        for (sa, sb), (res, sm), i in zip(pairs, got, ids, strict=True):
+        errors = uncertainty.interface_offset_errors(pairs, [sm for _, sm in got],
+                                                     [res.offset_raw for res, _ in got])
+        for (sa, sb), (res, sm), err, i in zip(pairs, got, errors, ids, strict=True):
             want_res, want_sm = single(i, sa.profile, sb.profile, window_frac=window_frac,
                                        min_frac=0.1, max_offset=1e9)
             assert repr(tuple(res)) == repr(tuple(want_res))
@@ -255,12 +261,13 @@ def test_offsets_of_many_interfaces_and_their_errors_equal_one_by_one(window_fra
             if sm is not None:
                 assert np.array_equal(sm.avg, want_sm.avg, equal_nan=True)
                 assert repr(sm.clip_std) == repr(want_sm.clip_std)
-            assert repr(interface_offset_error(sa, sb, sm, res.offset_raw)) == repr(
-                interface_offset_error(sa, sb, want_sm, want_res.offset_raw))
+            assert repr(err) == repr(interface_offset_error(sa, sb, want_sm,
+                                                            want_res.offset_raw))
     if window_frac is None:
-        assert len(alone) == len(pairs)
-    else:  # the finite, exactly summed interfaces went together
+        assert len(alone) == len(errors_alone) == len(pairs)
+    else:  # the finite, exactly summed ones (and those keeping every value) went together
         assert 0 < len(alone) < len(pairs) - 8
+        assert 0 < len(errors_alone) < len(pairs) - 8
 
 
 @pytest.mark.parametrize("name", ["R02_S02", "R22_S11", "R00_SG0"])
