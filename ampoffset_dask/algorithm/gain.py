@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .offsets import _window_bounds, window_lengths
+from .offsets import _window_bounds, _window_sums_rows, window_lengths
 from .stats import _row_sums, _stack_rows
 from .strips import StripStats, exact_median, strip_stats
 
@@ -436,19 +436,11 @@ def _boundary_rows(strips: list[StripStats]) -> tuple[np.ndarray, np.ndarray, li
 def _running_mean_rows(v: np.ndarray, window: int) -> np.ndarray:
     """`_running_mean` of each row of ``v`` (rows with a non-finite value by
     `_running_mean` itself; under ``np.errstate(invalid="ignore", divide="ignore")``)."""
-    rows, n = v.shape
+    n = v.shape[1]
     window = max(1, min(window, n))
-    lo, hi = _window_bounds(n, window)
-    # Each row's cumulative sum in its own order, all rows at once: accumulated down the
-    # columns of the transposed rows (one vector addition per position, instead of a
-    # chain of dependent additions per row).
-    cs = np.zeros((n + 1, rows))
-    np.add.accumulate(v.T, axis=0, out=cs[1:])
-    out = cs[hi]
-    out -= cs[lo]
-    out = out.T.copy()  # (C-ordered rows, as the row sums need)
+    out, total = _window_sums_rows(v, window)
     out /= window_lengths(n, window)
-    for i in np.flatnonzero(~np.isfinite(cs[n])).tolist():
+    for i in np.flatnonzero(~np.isfinite(total)).tolist():
         out[i] = _running_mean(v[i], window)
     return out
 

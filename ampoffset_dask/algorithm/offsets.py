@@ -48,6 +48,24 @@ def _window_bounds(n: int, window: int) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def _window_sums_rows(v: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``cs[hi] - cs[lo]`` (`_window_bounds`; ``cs`` the row's cumulative sums
+    in float64, 0 first, sequential as ``np.cumsum``), C-ordered, and each row's total
+    ``cs[n]``.
+
+    The cumulative sums sit between ``window // 2`` zeros and copies of the total, so the
+    truncated windows at the ends read those and every window is a difference of two
+    contiguous slices (no gather).
+    """
+    rows, n = v.shape
+    h = window // 2
+    buf = np.empty((rows, n + 1 + window))
+    buf[:, :h + 1] = 0.0
+    np.cumsum(v, axis=1, dtype=np.float64, out=buf[:, h + 1:h + n + 1])
+    buf[:, h + n + 1:] = buf[:, h + n:h + n + 1]
+    return np.subtract(buf[:, window:window + n], buf[:, :n]), buf[:, h + n]
+
+
 def window_counts(valid: np.ndarray, window: int) -> np.ndarray:
     """``numpy.convolve(valid, numpy.ones(window), "same")`` of a boolean array (float64),
     from integer cumulative sums."""
@@ -261,10 +279,9 @@ def measure_interfaces(
     """`measure_interface` of several interfaces (the same results, in order).
 
     Equally long float32 profiles whose differences are finite and have exact window sums
-    (`window_sums`; the usual case) share one moving average, accumulated down the columns
-    of the transposed differences (exact sums: any order gives the same numbers), and one
-    row-wise sort; each interface's clipped statistics are its own. The others go through
-    `measure_interface` itself.
+    (`window_sums`; the usual case) share one moving average and one row-wise sort; each
+    interface's clipped statistics are its own (`clipped_mean_var_rows`). The others go
+    through `measure_interface` itself.
     """
     out: list[tuple[InterfaceOffset, SmoothedDifference | None] | None] = (
         [None] * len(interface_ids))
@@ -294,10 +311,7 @@ def measure_interfaces(
         if len(rows) < len(members):
             diff = diff[rows]
         # Every window sum exact: the same numbers as `window_sums` row by row.
-        lo, hi = _window_bounds(n, win)
-        cs = np.zeros((n + 1, len(rows)))
-        np.add.accumulate(diff.T, axis=0, dtype=np.float64, out=cs[1:])
-        avg = np.subtract(cs[hi], cs[lo]).T.copy()
+        avg = _window_sums_rows(diff, win)[0]
         avg /= window_lengths(n, win)
         values = np.sort(avg, axis=1)
         clipped = clipped_mean_var_rows(values)

@@ -398,8 +398,14 @@ def clipped_mean_var_rows(s: np.ndarray, n_sigma: float = 3.0,
             every &= np.abs(last - center) <= half
         full = np.flatnonzero(every)
         sums = {}
-        if full.shape[0]:
-            d = s - center[:, None] if full.shape[0] == rows else s[full] - center[full, None]
+        if 2 * full.shape[0] >= rows:  # (every row: cheaper than selecting most of them)
+            d = s - center[:, None]
+            s1 = _row_sums(d).tolist()
+            np.multiply(d, d, out=d)
+            s2 = _row_sums(d).tolist()
+            sums = {r: (s1[r], s2[r]) for r in full.tolist()}
+        elif full.shape[0]:
+            d = s[full] - center[full, None]
             s1 = _row_sums(d).tolist()
             np.multiply(d, d, out=d)
             sums = dict(zip(full.tolist(), zip(s1, _row_sums(d).tolist(), strict=True),

@@ -656,6 +656,10 @@ def test_clipped_mean_var_rows_equal_clipped_mean_var_bit_for_bit():
     got = clipped_mean_var_rows(s)
     for row, (mean, var) in zip(s, got, strict=True):
         assert repr((mean, var)) == repr(clipped_mean_var(row.copy()))
+    # Mostly rows that keep everything (summed all together, the others picked out).
+    mostly = s[[0, 2, 0, 1]]
+    assert [repr(x) for x in clipped_mean_var_rows(mostly)] == [
+        repr(clipped_mean_var(r.copy())) for r in mostly]
     assert got[2] == (2.5, 0.0)
     assert got[0][1] > 0 and math.isfinite(got[1][0]) and abs(got[3][0] - 1.0) < 1e-12
     # float32 rows (and too few values) go one by one, with the same numbers.
