@@ -299,8 +299,14 @@ def measure_interfaces(
         if len(members) > 1 and 1 <= win <= n:
             diff = _stack_rows([edges_a[i] for i in members])
             diff -= _stack_rows([edges_b[i] for i in members])
-            usable = np.flatnonzero(np.isfinite(diff).all(axis=1) & _rows_sums_are_exact(diff))
-            rows = usable.tolist()
+            finite = np.flatnonzero(np.isfinite(diff).all(axis=1))
+            if finite.shape[0]:
+                if finite.shape[0] < len(members):
+                    diff = diff[finite]
+                exact = _rows_sums_are_exact(diff)
+                if not exact.all():
+                    diff = diff[exact]
+                rows = finite[exact].tolist()  # (diff holds these rows, in order)
         for j, i in enumerate(members):
             if j not in rows:
                 out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
@@ -308,8 +314,6 @@ def measure_interfaces(
                                            max_offset=max_offset)
         if not rows:
             continue
-        if len(rows) < len(members):
-            diff = diff[rows]
         # Every window sum exact: the same numbers as `window_sums` row by row.
         avg = _window_sums_rows(diff, win)[0]
         avg /= window_lengths(n, win)
