@@ -461,3 +461,29 @@ def test_network_comparator_is_the_scalar_one_on_every_lane():
     np.testing.assert_array_equal(x[1].view(np.uint32), np.where(less, u, v).view(np.uint32))
     np.testing.assert_array_equal(x[3].view(np.uint32), np.where(less, v, u).view(np.uint32))
     np.testing.assert_array_equal(x[[0, 2, 4]].view(np.uint32), rest.view(np.uint32))
+
+
+def test_sixteen_wire_sorts_are_the_networks_comparators_on_every_lane():
+    """`_sort16_rows` (vector code) leaves rows ``w0`` to ``w0 + 15`` of every lane as
+    Batcher's 16-wire network of scalar comparators does, bit for bit (ties, signed zeros,
+    infinities); the other rows are untouched."""
+    from numba import njit
+
+    sort16 = NUMBA._sort16_rows
+
+    @njit
+    def apply(x, w0):
+        sort16(x, w0)
+
+    rng = np.random.default_rng(37)
+    x = np.round(rng.normal(0.0, 1.5, (40, 64))).astype(np.float32)
+    x[17:20, ::3] = -0.0
+    x[21, ::5] = np.inf
+    x[22, ::7] = -np.inf
+    want = x.copy()
+    for i, j in NUMBA._network(16):
+        u, v = want[16 + i].copy(), want[16 + j].copy()
+        less = u < v
+        want[16 + i], want[16 + j] = np.where(less, u, v), np.where(less, v, u)
+    apply(x, 16)
+    np.testing.assert_array_equal(x.view(np.uint32), want.view(np.uint32))

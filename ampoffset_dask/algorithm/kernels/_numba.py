@@ -1549,9 +1549,9 @@ def _median_network(n: int, lowest: int | None = None) -> np.ndarray:
 
 def _median_plan(n: int) -> tuple[int, np.ndarray, np.ndarray]:
     """How `_line_medians` sorts ``n`` wires: ``(blocks, low, middle)``. The network
-    begins with the sorts of 16-wire blocks (its stages of spans below 16: `_sort16`'s
-    comparators on wires ``16 b`` to ``16 b + 15`` of each of the ``blocks`` full blocks);
-    ``low`` and ``middle`` are the rest of `_median_network` ``(n, 0)`` and ``(n)``, the
+    begins with the sorts of 16-wire blocks (its stages of spans below 16: the comparators
+    of `_sort16_rows` on wires ``16 b`` to ``16 b + 15`` of each of the ``blocks`` full
+    blocks); ``low`` and ``middle`` are the rest of `_median_network` ``(n, 0)`` and ``(n)``, the
     comparators of those sorts removed. The sorts run whole even where the pruned networks
     leave out some of their comparators: those touch only wires that no later kept
     comparator and no wanted rank reads, so the wanted ranks are the same. Cached."""
@@ -1581,114 +1581,44 @@ _PLANS: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}  # n: `_median_plan`
 _NET_LANES = 64  # lines sorted together: the (width, 64) block stays in the L1 cache
 
 
-@njit(inline="always", **_JIT)
-def _cs(a, b):
-    """A comparator: ``(min, max)``, the first one returned on ties."""
-    return (a if a < b else b), (b if a < b else a)
+#: Batcher's network of 16 wires (`_network` ``(16)``), as `_sort16_rows` applies it.
+_SORT16 = tuple((int(i), int(j)) for i, j in _network(16))
 
 
-@njit(**_JIT)
-def _sort16(x, w0, g):
-    """Batcher's 63 comparators of 16 wires (`_network` ``(16)``) on wires ``w0`` to
-    ``w0 + 15`` of the first ``g`` lanes of ``x``, the wires held in locals: each wire
-    is loaded and stored once instead of three row stores per comparator (vectorized
-    across the lanes)."""
-    for li in range(g):
-        a0 = x[w0, li]
-        a1 = x[w0 + 1, li]
-        a2 = x[w0 + 2, li]
-        a3 = x[w0 + 3, li]
-        a4 = x[w0 + 4, li]
-        a5 = x[w0 + 5, li]
-        a6 = x[w0 + 6, li]
-        a7 = x[w0 + 7, li]
-        a8 = x[w0 + 8, li]
-        a9 = x[w0 + 9, li]
-        a10 = x[w0 + 10, li]
-        a11 = x[w0 + 11, li]
-        a12 = x[w0 + 12, li]
-        a13 = x[w0 + 13, li]
-        a14 = x[w0 + 14, li]
-        a15 = x[w0 + 15, li]
-        a0, a1 = _cs(a0, a1)
-        a2, a3 = _cs(a2, a3)
-        a4, a5 = _cs(a4, a5)
-        a6, a7 = _cs(a6, a7)
-        a8, a9 = _cs(a8, a9)
-        a10, a11 = _cs(a10, a11)
-        a12, a13 = _cs(a12, a13)
-        a14, a15 = _cs(a14, a15)
-        a0, a2 = _cs(a0, a2)
-        a1, a3 = _cs(a1, a3)
-        a4, a6 = _cs(a4, a6)
-        a5, a7 = _cs(a5, a7)
-        a8, a10 = _cs(a8, a10)
-        a9, a11 = _cs(a9, a11)
-        a12, a14 = _cs(a12, a14)
-        a13, a15 = _cs(a13, a15)
-        a1, a2 = _cs(a1, a2)
-        a5, a6 = _cs(a5, a6)
-        a9, a10 = _cs(a9, a10)
-        a13, a14 = _cs(a13, a14)
-        a0, a4 = _cs(a0, a4)
-        a1, a5 = _cs(a1, a5)
-        a2, a6 = _cs(a2, a6)
-        a3, a7 = _cs(a3, a7)
-        a8, a12 = _cs(a8, a12)
-        a9, a13 = _cs(a9, a13)
-        a10, a14 = _cs(a10, a14)
-        a11, a15 = _cs(a11, a15)
-        a2, a4 = _cs(a2, a4)
-        a3, a5 = _cs(a3, a5)
-        a10, a12 = _cs(a10, a12)
-        a11, a13 = _cs(a11, a13)
-        a1, a2 = _cs(a1, a2)
-        a3, a4 = _cs(a3, a4)
-        a5, a6 = _cs(a5, a6)
-        a9, a10 = _cs(a9, a10)
-        a11, a12 = _cs(a11, a12)
-        a13, a14 = _cs(a13, a14)
-        a0, a8 = _cs(a0, a8)
-        a1, a9 = _cs(a1, a9)
-        a2, a10 = _cs(a2, a10)
-        a3, a11 = _cs(a3, a11)
-        a4, a12 = _cs(a4, a12)
-        a5, a13 = _cs(a5, a13)
-        a6, a14 = _cs(a6, a14)
-        a7, a15 = _cs(a7, a15)
-        a4, a8 = _cs(a4, a8)
-        a5, a9 = _cs(a5, a9)
-        a6, a10 = _cs(a6, a10)
-        a7, a11 = _cs(a7, a11)
-        a2, a4 = _cs(a2, a4)
-        a3, a5 = _cs(a3, a5)
-        a6, a8 = _cs(a6, a8)
-        a7, a9 = _cs(a7, a9)
-        a10, a12 = _cs(a10, a12)
-        a11, a13 = _cs(a11, a13)
-        a1, a2 = _cs(a1, a2)
-        a3, a4 = _cs(a3, a4)
-        a5, a6 = _cs(a5, a6)
-        a7, a8 = _cs(a7, a8)
-        a9, a10 = _cs(a9, a10)
-        a11, a12 = _cs(a11, a12)
-        a13, a14 = _cs(a13, a14)
-        x[w0, li] = a0
-        x[w0 + 1, li] = a1
-        x[w0 + 2, li] = a2
-        x[w0 + 3, li] = a3
-        x[w0 + 4, li] = a4
-        x[w0 + 5, li] = a5
-        x[w0 + 6, li] = a6
-        x[w0 + 7, li] = a7
-        x[w0 + 8, li] = a8
-        x[w0 + 9, li] = a9
-        x[w0 + 10, li] = a10
-        x[w0 + 11, li] = a11
-        x[w0 + 12, li] = a12
-        x[w0 + 13, li] = a13
-        x[w0 + 14, li] = a14
-        x[w0 + 15, li] = a15
+@intrinsic
+def _sort16_rows(typingctx, x, w0):
+    """Sort wires ``w0`` to ``w0 + 15`` (rows of the C-contiguous float32 ``x``,
+    ``(wires, _NET_LANES)``) on every lane with Batcher's 63 comparators of 16 wires,
+    each ``(u if u < v else v, v if u < v else u)`` as `_minmax_rows` takes it. Per 8
+    lanes the 16 wires are loaded once into vector registers and stored once, instead of
+    three row stores per comparator. Written in LLVM IR (straight-line vector code): the
+    same loop in Python takes the compiler seconds to vectorize."""
+    if not (isinstance(x, types.Array) and x.dtype == types.float32 and x.ndim == 2
+            and x.layout == "C" and isinstance(w0, types.Integer)):
+        return None
+    sig = types.void(x, w0)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        vec = ir.VectorType(ir.FloatType(), 8)
+        i64 = ir.IntType(64)
+        rows = builder.bitcast(data, vec.as_pointer())
+        per_row = _NET_LANES // 8
+        w = args[1] if args[1].type.width == 64 else builder.sext(args[1], i64)
+        base = builder.mul(w, ir.Constant(i64, per_row))
+        for k in range(per_row):
+            ptrs = [builder.gep(rows, [builder.add(base, ir.Constant(i64, r * per_row + k))])
+                    for r in range(16)]
+            a = [builder.load(q, align=4) for q in ptrs]
+            for i, j in _SORT16:
+                less = builder.fcmp_ordered("<", a[i], a[j])
+                a[i], a[j] = builder.select(less, a[i], a[j]), builder.select(less, a[j], a[i])
+            builder.fence("seq_cst", "singlethread")  # plain stores (see `_minmax_rows`)
+            for q, v in zip(ptrs, a, strict=True):
+                builder.store(v, q, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @intrinsic
@@ -1739,7 +1669,7 @@ def _line_medians(values, under, masked, blocks, net, middle, count, given_count
 
     The lines are sorted 64 at a time, transposed: NaN becomes +inf (the ranks below the
     count of non-NaN values keep their values). The first ``blocks`` 16-wire blocks are
-    sorted in registers (`_sort16`), then each comparator of the network ``net`` (the rest
+    sorted in registers (`_sort16_rows`), then each comparator of the network ``net`` (the rest
     of one that leaves wires 0 to ``n // 2`` sorted: no rank read is above;
     `_median_plan`) is a min/max over the 64 lanes (`_minmax_rows`; the lanes past the
     last line of a short group hold stale values no one reads). When every line of the 64
@@ -1770,7 +1700,7 @@ def _line_medians(values, under, masked, blocks, net, middle, count, given_count
             full &= valid[li] == n and (not given_count or count[r0 + li] == n)
         comparators = middle if full else net
         for b in range(blocks):
-            _sort16(x, 16 * b, g)
+            _sort16_rows(x, 16 * b)
         for q in range(comparators.shape[0]):
             _minmax_rows(x, comparators[q, 0], comparators[q, 1])
         for li in range(g):
