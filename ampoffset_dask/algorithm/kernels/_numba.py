@@ -1297,14 +1297,17 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
 # ------------------------------------------------------------------------------------------
 # Edge strips: the strips read into lines in one pass (`put_lines`), then line medians,
 # scatter and clipped line sums (`strips.lines_stats`). The lines
-# are sorted by a sorting network run across 64 lines at a time (each comparator one
-# vectorized min/max over the lines; only its median part for lines without NaN): a little
-# faster than numpy's row sort, with no sorted copy, and the raw lines' levels take the
-# lines' counts and mask in the same pass instead of a second sort of masked lines; the strip's
-# scatter is an exact selection among the absolute residuals within a window that a sample
-# of the strip's lines places about their median (one pass counts and gathers; the counts
-# prove the middle ranks lie within, else every residual is gathered); the clipped sums
-# repeat numpy's pairwise order.
+# are sorted by a sorting network run across 64 lines at a time (its 16-wire block sorts
+# with the wires in vector registers, then each comparator one vector min/max over the
+# lines; only its median part for lines without NaN): faster than numpy's row sort, with no
+# sorted copy, and the raw lines' levels take the lines' counts and mask in the same pass
+# instead of a second sort of masked lines; the strip's scatter is an exact selection among
+# the absolute residuals within a window that a sample of the strip's lines places about
+# their median (one pass counts and gathers; the counts prove the middle ranks lie within,
+# else every residual is gathered); the clipped sums repeat numpy's pairwise order. The
+# network and the pairwise partial sums are written in LLVM IR as 8-wide vector code
+# (`_sort16_rows`, `_minmax_rows`, `_lanes8`): the same IEEE operations lane by lane, in
+# the same order, that the compiler would not vectorize by itself (or only slowly).
 # ------------------------------------------------------------------------------------------
 @intrinsic
 def _prefetch(typingctx, arr, idx):
