@@ -683,24 +683,18 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
             places.append((gy0 - r, gy1 - r, slice(gx0 - r, gx1 - r), local, wy0 - r,
                            slice(gx0 - wx0, gx1 - wx0)))
     tests = _threshold_tests(threshold, positive, negative, mark_positive, mark_negative)
-    row_block = 256
-    hit = np.empty((min(row_block, smoothed.shape[0]), smoothed.shape[1]), dtype=bool)
     n = 0
     any_seed = False
-    for y0 in range(0, smoothed.shape[0], row_block):
-        block = smoothed[y0:y0 + row_block]
-        y1 = y0 + block.shape[0]
-        flags = hit[:block.shape[0]]
-        for compare, bound, mark in tests:
-            found = int(np.count_nonzero(compare(block, bound, out=flags)))
-            n += found
-            if not (mark and found):
-                continue
-            any_seed = True
-            for s0, s1, cols, local, off, local_cols in places:
-                a, b = max(s0, y0), min(s1, y1)
-                if a < b:
-                    local[a - off:b - off, local_cols] |= flags[a - y0:b - y0, cols]
+    for y0, flags, mark, found in _threshold_blocks(smoothed, tests):
+        n += found
+        if not (mark and found):
+            continue
+        any_seed = True
+        y1 = y0 + flags.shape[0]
+        for s0, s1, cols, local, off, local_cols in places:
+            a, b = max(s0, y0), min(s1, y1)
+            if a < b:
+                local[a - off:b - off, local_cols] |= flags[a - y0:b - y0, cols]
     if any_seed:
         for ((wy0, _, wx0, _), members), local in zip(windows, seeds, strict=True):
             if not local.any():
@@ -763,17 +757,24 @@ def count_detected(smoothed: np.ndarray, threshold: float, positive: bool, negat
     any_seed : bool
     """
     tests = _threshold_tests(threshold, positive, negative, mark_positive, mark_negative)
-    hit = np.empty((min(row_block, smoothed.shape[0]), smoothed.shape[1]), dtype=bool)
     n = 0
     any_seed = False
+    for _, _, mark, found in _threshold_blocks(smoothed, tests, row_block):
+        n += found
+        any_seed |= mark and found > 0
+    return n, any_seed
+
+
+def _threshold_blocks(smoothed: np.ndarray, tests: list[tuple], row_block: int = 256):
+    """Each block of ``row_block`` rows of ``smoothed`` under each of `_threshold_tests`:
+    ``(first row, hits, marked, number of hits)``. The hits live in one buffer, valid
+    until the next item (blocks keep the boolean temporaries in cache)."""
+    hit = np.empty((min(row_block, smoothed.shape[0]), smoothed.shape[1]), dtype=bool)
     for y0 in range(0, smoothed.shape[0], row_block):
         block = smoothed[y0:y0 + row_block]
-        out = hit[:block.shape[0]]
+        flags = hit[:block.shape[0]]
         for compare, bound, mark in tests:
-            found = int(np.count_nonzero(compare(block, bound, out=out)))
-            n += found
-            any_seed |= mark and found > 0
-    return n, any_seed
+            yield y0, flags, mark, int(np.count_nonzero(compare(block, bound, out=flags)))
 
 
 def grow_detected(smoothed: np.ndarray, threshold: float, r: int, positive: bool,
