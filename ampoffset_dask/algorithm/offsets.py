@@ -294,7 +294,7 @@ def measure_interfaces(
             out[i] = measure_interface(interface_ids[i], a, b, window_frac=window_frac,
                                        min_frac=min_frac, max_offset=max_offset)
     for n, members in groups.items():
-        win = window_length(window_frac, n) if window_frac is not None else 0
+        win = window_length(window_frac, n)  # (grouped members have a window)
         rows: list[int] = []
         if len(members) > 1 and 1 <= win <= n:
             diff = _stack_rows([edges_a[i] for i in members])
@@ -307,8 +307,9 @@ def measure_interfaces(
                 if not exact.all():
                     diff = diff[exact]
                 rows = finite[exact].tolist()  # (diff holds these rows, in order)
+        batched = set(rows)
         for j, i in enumerate(members):
-            if j not in rows:
+            if j not in batched:
                 out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
                                            window_frac=window_frac, min_frac=min_frac,
                                            max_offset=max_offset)
