@@ -4,7 +4,9 @@ Prints:
 
 1. detectors per second through `process` on a LocalCluster, against a
    `concurrent.futures.ProcessPoolExecutor` running the same per-detector function with the
-   same number of single-threaded processes (target ratio >= 0.9);
+   same number of single-threaded processes (target ratio >= 0.9); every process of
+   either side first processes one full-size detector, so the figure is the steady
+   throughput, and the two sides run twice each, in turn;
 2. the speed-up of `process` from 1 to 2 workers (target >= 1.8x);
 3. the peak memory of a worker (target <= 1 GiB at one thread);
 4. the client's time and memory while streaming 10,000 tiny tasks through the bounded
@@ -65,8 +67,11 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _warm() -> int:
-    """Import the per-detector code and load (or compile) the kernels once per process."""
+def _warm(path: str | None = None, config: AmpOffsetConfig | None = None) -> int:
+    """Import the per-detector code and load (or compile) the kernels once per process;
+    with ``path``, also process that full-size file once, so the process's first detector
+    (its imports, the heap's first growth: ~0.5 s of page faults and imports here) is not
+    in the timings."""
     import ampoffset_dask.io.fits  # noqa: F401
     from ampoffset_dask.algorithm.measure import measure_detector
     from ampoffset_dask.simulate import scale_detector, simulate_detector
@@ -74,7 +79,17 @@ def _warm() -> int:
     det = scale_detector(get_camera("lsstcam")["R22_S11"], 0.05)
     sim = simulate_detector(det, seed=0)
     measure_detector(sim.image, sim.mask, det)
+    if path is not None:
+        process_file(path, None, config or AmpOffsetConfig())
     return os.getpid()
+
+
+def _warm_once(path: str, config: AmpOffsetConfig, barrier: Any) -> int:
+    """`_warm` in a pool process, then wait for the others: a process waiting at the
+    barrier takes no other task, so each process is warmed exactly once."""
+    pid = _warm(path, config)
+    barrier.wait()
+    return pid
 
 
 def _warm_client(path: Path, workdir: Path) -> None:
@@ -124,11 +139,15 @@ def simulate(workdir: Path, n: int, workers: int) -> list[Path]:
 
 def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: Path,
                 memory_limit: str) -> tuple[float, list[int]]:
-    """Seconds of `process` on a fresh local cluster made as `process` makes it (workers
-    warmed up), and the workers' peak RSS."""
+    """Seconds of `process` on a fresh local cluster made as `process` makes it (each
+    worker warmed up on the first file), and the workers' peak RSS."""
     me = psutil.Process()
     with get_client(f"local:{workers}", memory_limit=memory_limit) as client:
-        client.run(_warm)
+        # As tasks, not `client.run`: the task thread's own malloc arena and thread-local
+        # buffers are what the first detector warms up.
+        client.gather([client.submit(_warm, str(paths[0]), config, workers=[addr], pure=False,
+                                     allow_other_workers=False)
+                       for addr in client.scheduler_info()["workers"]])
         shutil.rmtree(out, ignore_errors=True)
         cpu0 = (_cpu(me), sum(client.run(_own_cpu).values()))
         t0 = time.perf_counter()
@@ -151,8 +170,8 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
 
 def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
              pin: bool = True) -> tuple[float, int, float]:
-    """Seconds of a ProcessPoolExecutor running process_file (warmed up), peak RSS, and
-    the mean seconds of one detector inside the pool.
+    """Seconds of a ProcessPoolExecutor running process_file (each process warmed up on the
+    first file), peak RSS, and the mean seconds of one detector inside the pool.
 
     With ``pin`` the pool's processes are spawned with one BLAS/OpenMP thread each, as
     dask's nannies start workers, so both sides run the same single-threaded code; without
@@ -174,8 +193,10 @@ def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    with pool:
-        for f in [pool.submit(_warm) for _ in range(workers * 2)]:
+    with pool, multiprocessing.get_context("spawn").Manager() as manager:
+        barrier = manager.Barrier(workers)
+        for f in [pool.submit(_warm_once, str(paths[0]), config, barrier)
+                  for _ in range(workers)]:
             f.result()
         t0 = time.perf_counter()
         results = list(pool.map(_task_with_peak, [str(p) for p in paths],
@@ -340,10 +361,17 @@ def main(argv: list[str] | None = None) -> int:
         w = args.workers
         _warm_client(paths[0], workdir)
 
-        t_dask, peaks = run_process(paths, w, config, workdir / "cat-n", args.memory_limit)
-        t_pool, peak_pool, _ = run_pool(paths, w, config)
-        print(f"\n[1] {n} detectors, {w} single-threaded processes "
-              f"(1-min load average now {os.getloadavg()[0]:.1f}; other jobs skew the figures)")
+        # In turn, process / pool / pool / process, so drift in the machine's speed (and
+        # which side first gets memory the others freed) weighs on both alike.
+        t_a, peaks = run_process(paths, w, config, workdir / "cat-n", args.memory_limit)
+        t_p1, peak_pool, _ = run_pool(paths, w, config)
+        t_p2, _, _ = run_pool(paths, w, config)
+        t_b, peaks_b = run_process(paths, w, config, workdir / "cat-n", args.memory_limit)
+        t_dask, t_pool = (t_a + t_b) / 2, (t_p1 + t_p2) / 2
+        peaks += peaks_b
+        print(f"\n[1] {n} detectors, {w} single-threaded processes, mean of two runs each in "
+              f"turn (1-min load average now {os.getloadavg()[0]:.1f}; other jobs skew the "
+              "figures)")
         print(f"    process():           {t_dask:6.1f} s  {n / t_dask:.3f} det/s")
         print(f"    ProcessPoolExecutor: {t_pool:6.1f} s  {n / t_pool:.3f} det/s")
         print(f"    ratio {t_pool / t_dask:.2f} (target >= 0.9)")

@@ -1193,11 +1193,11 @@ def _is_seed(v, hi, lo, positive, negative):
 @njit(**_JIT)
 def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negative, chunks):
     """`_threshold_seeds`'s count and whether a seed exists, and ``chunks[y, c]``: whether
-    ``smoothed[y, 64c:64c + 64]`` holds a seed (reductions the compiler vectorises; no
-    full-size mask written).
+    ``smoothed[y, 64c:64c + 64]`` holds a seed (no full-size mask written).
 
-    Detected pixels are rare: a chunk is first only tested for any (a byte OR, the
-    cheapest reduction), and counted and marked only when it holds one.
+    Each chunk counts the values at or above ``hi`` and at or below ``lo`` apart: two
+    integer sums of comparisons, which the compiler vectorises (a test per value of the
+    polarities asked for did not).
     """
     oh, ow = smoothed.shape
     n = 0
@@ -1206,21 +1206,17 @@ def _count_seeds(smoothed, hi, lo, positive, negative, mark_positive, mark_negat
         src = smoothed[y]
         flags = chunks[y]
         for c in range(flags.shape[0]):
-            x0 = c * _SEED_CHUNK
-            x1 = min(ow, x0 + _SEED_CHUNK)
-            seen = np.uint8(0)
-            for x in range(x0, x1):
-                seen |= np.uint8(_is_seed(src[x], hi, lo, positive, negative))
-            hit = False
-            if seen:
-                k = 0
-                for x in range(x0, x1):
-                    v = src[x]
-                    p = (v >= hi) & positive
-                    q = (v <= lo) & negative
-                    k += np.int64(p) + np.int64(q)
-                    hit |= (p & mark_positive) | (q & mark_negative)
-                n += k
+            seg = src[c * _SEED_CHUNK:min(ow, (c + 1) * _SEED_CHUNK)]
+            above = np.int32(0)
+            below = np.int32(0)
+            for x in range(seg.shape[0]):
+                v = seg[x]
+                above += np.int32(v >= hi)
+                below += np.int32(v <= lo)
+            above = above if positive else 0
+            below = below if negative else 0
+            n += above + below
+            hit = (above > 0 and mark_positive) or (below > 0 and mark_negative)
             flags[c] = hit
             any_seed |= hit
     return n, any_seed
