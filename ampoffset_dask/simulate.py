@@ -264,7 +264,25 @@ def _add_stars(signal: np.ndarray, rng: np.random.Generator | None, fluxes: np.n
         dy = (np.arange(y0, y1, dtype=np.float32) + np.float32(0.5 - yc)) ** 2
         rr = (dy[:, None] + dx[None, :]) * np.float32(1.0 / (alpha * alpha))
         rr += np.float32(1.0)
-        signal[y0:y1, x0:x1] += np.float32(peak) * rr ** np.float32(-beta)
+        signal[y0:y1, x0:x1] += np.float32(peak) * _inverse_power(rr, beta)
+
+
+def _inverse_power(rr: np.ndarray, beta: float) -> np.ndarray:
+    """``rr ** -beta`` (float32), the same bits on every machine for the half-integer
+    ``beta`` the profiles use: products and a square root, each correctly rounded.
+
+    numpy's ``power`` runs vectorised library code on some processors (AVX-512) whose
+    last bits differ from the scalar code's, so the simulated images, and every number
+    measured on them, would depend on the machine.
+    """
+    twice = 2.0 * beta
+    if twice != int(twice) or not 0.0 < beta <= 64.0:
+        return rr ** np.float32(-beta)  # (other exponents: numpy's, machine-dependent)
+    n = int(beta)
+    p = np.sqrt(rr) if twice % 2 else np.ones_like(rr)
+    for _ in range(n):
+        p *= rr
+    return np.float32(1.0) / p
 
 
 def _bleed(signal: np.ndarray, limit: float) -> np.ndarray:
@@ -445,8 +463,12 @@ def simulate_detector(
         energy = rng.uniform(300.0, 3000.0, n_cr)
         steps = np.arange(12)
         use = steps[None, :] < length[:, None]
-        cx = (x0[:, None] + np.cos(angle)[:, None] * steps[None, :])[use].astype(int)
-        cy = (y0[:, None] + np.sin(angle)[:, None] * steps[None, :])[use].astype(int)
+        # The C library's cos and sin: numpy's vectorised ones differ in the last bit on
+        # some processors, which can move a track by a pixel.
+        cos = np.array([math.cos(a) for a in angle])
+        sin = np.array([math.sin(a) for a in angle])
+        cx = (x0[:, None] + cos[:, None] * steps[None, :])[use].astype(int)
+        cy = (y0[:, None] + sin[:, None] * steps[None, :])[use].astype(int)
         de = np.broadcast_to(energy[:, None], use.shape)[use]
         ok = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
         cx, cy, de = cx[ok], cy[ok], de[ok]

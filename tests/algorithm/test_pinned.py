@@ -1,15 +1,23 @@
 """LSST's numbers of a simulated detector, pinned bit for bit.
 
-The values in ``data/pinned_measurements.json`` were recorded with the numpy reference
-and with the numba kernels before the per-strip statistics were shared between the
-diagnostics (the detection threshold, a clipped standard deviation, differs between the
-two paths in its last bit; everything else is identical); any change to the
+``data/pinned_measurements.json`` holds the numbers of the numpy reference and of the numba
+kernels (recorded with ``python tests/algorithm/test_pinned.py``). Any change to the
 diagnostics (errors, gain diagnosis, levels) or to the speed of the hot path must leave
-every pinned value identical, on both kernel paths, but the threshold: it is held within a
-few units in the last place, because the clipped sums of large arrays are the one place
-where the summation order is free (the compiled ones are vectorised for the CPU at hand,
-the numpy ones follow the blocks of `stats.clipped_mean_var_usable`); the kept pixels, and
-so every mask and pedestal, do not depend on it.
+every pinned value identical, on both kernel paths, with two allowances for what does not
+depend on this code:
+
+- the detection threshold, a clipped standard deviation, is held within a few units in the
+  last place: the clipped sums of large arrays are the one place where the summation order
+  is free (the compiled ones are vectorised for the CPU at hand, the numpy ones follow the
+  blocks of `stats.clipped_mean_var_usable`); the kept pixels, and so every mask, do not
+  depend on it;
+- the pedestals come out of LSST's least-squares solve (``np.linalg.lstsq``), which runs in
+  the LAPACK and BLAS kernels the installed numpy selects for the processor: their last
+  bits differ between processors (e.g. with and without AVX-512), so they are held to
+  1e-12 ADU while the interface offsets going into the solve stay bit for bit.
+
+The simulated image itself is the same on every machine (`ampoffset_dask.simulate` uses no
+vectorised transcendental functions).
 """
 
 from __future__ import annotations
@@ -67,6 +75,9 @@ def test_lsst_numbers_are_pinned(config, kernels):
     for name, values in expected.items():
         want = np.array([float.fromhex(v) for v in values])
         have = np.array(got[name])
+        if name == "pedestals":
+            np.testing.assert_allclose(have, want, rtol=0.0, atol=1e-12, err_msg=name)
+            continue
         if name == "scalars":
             # The threshold (a clipped standard deviation) may move by a few units in its
             # last place with the order of its clipped sums (module docstring); every
@@ -75,3 +86,18 @@ def test_lsst_numbers_are_pinned(config, kernels):
             have, want = have[1:], want[1:]
         # Bit for bit (NaN where the recording has NaN): array_equal, not allclose.
         np.testing.assert_array_equal(have, want, err_msg=name)
+
+
+def record() -> None:
+    """Write ``data/pinned_measurements.json`` from this code (hex floats, exact)."""
+    out = {}
+    for kernels in ("numpy", "numba"):
+        with use_kernels(kernels):
+            out[kernels] = {config: {name: [float(v).hex() for v in values]
+                                     for name, values in pinned_values(config).items()}
+                            for config in CONFIGS}
+    PINNED.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    record()
