@@ -150,6 +150,35 @@ def test_stacked_strips_give_each_strip_its_own_stats():
         lines_stats(np.zeros((4, 3), np.float32), [0, 2, 4], [0, 2])
 
 
+@pytest.mark.parametrize("layout", ["sampled-high", "sampled-low", "ties"])
+def test_median_of_absolute_residuals_when_the_sample_misleads(layout):
+    """A large strip's median is bracketed from every 16th value; where that sample
+    misplaces the bracket (the sampled values unlike the others, or ties), the selection
+    among all values gives the same exact median."""
+    from ampoffset_dask.algorithm.kernels import _numpy as npk
+
+    n = 40_001
+    rng = np.random.default_rng(3)
+    a = np.abs(rng.normal(0.0, 1.0, n)).astype(np.float32)
+    if layout == "sampled-high":
+        a[::16] = np.float32(1e3) + np.arange(a[::16].shape[0], dtype=np.float32)
+    elif layout == "sampled-low":
+        a[::16] = np.float32(0.0)
+    else:
+        a[:] = np.float32(2.0)
+        a[1::3] = np.float32(5.0)
+    a[7::101] = np.nan
+    valid = a[~np.isnan(a)]
+    expected = np.median(valid)
+    got = npk._bracketed_ranks(a, valid.shape[0], (valid.shape[0] // 2,))
+    if layout == "sampled-high":
+        assert got is None  # the bracket misses: the fallback selects among all values
+    assert npk._median_ignoring_nan(a.copy(), valid.shape[0]) == expected
+    for size in (valid.shape[0] - 1, valid.shape[0]):  # odd and even counts
+        b = valid[:size].copy()
+        assert npk._median_ignoring_nan(b, size) == np.median(valid[:size])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [2, 3, 64, 1001, 40000])
 def test_median_of_absolute_residuals_equals_numpy(dtype, n):
