@@ -820,11 +820,14 @@ _MARGIN = 3.0  # bracket half-width in binomial standard deviations of a sample 
 _CORE = 0.85  # the core (summed once) spans this fraction of the predicted clip half-width
 _BLOCK = 1 << 17  # values per block of a pass (cache-sized)
 _CANCEL = 64.0  # largest ratio of the outer values' squares to the core's, for a difference
-#: Largest sample (1/16 of the values up to this). The brackets narrow as one over the
-#: sample's square root, and every value in them costs about 20 ns to copy out, split and
-#: select, against about 8 ns per sampled value to gather and sort: for the 16 Mpx smoothed
-#: image 1/64 of the values is the cheapest; for a background bin (226 kpx) 1/16 is.
-_SAMPLE_MAX = 1 << 18
+#: The sample is 1/2**_SAMPLE_SHIFT of the values, at most _SAMPLE_MAX of them. The
+#: brackets narrow as one over the sample's square root, and every value in them costs
+#: time to copy out, split and select, against the gathering and sorting of each sampled
+#: value. Measured on an AVX-512 machine, whose numpy sorts fast (benchmarks/
+#: bench_detector.py): a background bin (226 kpx) is cheapest with 1/32 (1/16 cost 20 %
+#: more), the 16 Mpx smoothed image with ~1/128 (within noise of 1/64 and 1/256).
+_SAMPLE_SHIFT = 5
+_SAMPLE_MAX = 1 << 17
 
 
 class _PassBuffers(threading.local):
@@ -1178,7 +1181,7 @@ def clipped_mean_var_usable(
         v = v.reshape(1, -1)
         bad = None if bad is None else np.asarray(bad).reshape(1, -1)
     if v.size >= _BRACKET_MIN and v.dtype.type in (np.float32, np.float64):
-        s = _sample(v, bad, min(max(v.size >> 4, 2048), _SAMPLE_MAX))
+        s = _sample(v, bad, min(max(v.size >> _SAMPLE_SHIFT, 2048), _SAMPLE_MAX))
         if s.shape[0] >= 1024:  # else mostly unusable: the copy is small
             b = _Bracketed(v, bad, s, n_sigma)
             if b.ok and b.n >= _SELECT_MIN:
