@@ -79,6 +79,7 @@ def detection_threshold(
     value: float,
     threshold_type: str,
     multiplier: float = 1.0,
+    excluded_out: np.ndarray | None = None,
 ) -> float:
     """The detection threshold in image units.
 
@@ -95,13 +96,16 @@ def detection_threshold(
         ``"stdev"`` (``value`` times the clipped standard deviation) or ``"value"``.
     multiplier : float
         ``includeThresholdMultiplier``.
+    excluded_out : ndarray of bool, optional
+        A buffer of ``smoothed``'s shape for the dilated ``stats_bad`` (a reused buffer has
+        no fresh pages to fault in).
     """
     if threshold_type == "value":
         return float(value) * multiplier
     excluded = None
     if stats_bad is not None and stats_bad.any():
         r = (stats_bad.shape[0] - smoothed.shape[0]) // 2
-        excluded = kernels.active().dilate_box(stats_bad, r)
+        excluded = kernels.active().dilate_box(stats_bad, r, out=excluded_out)
     _, var, _ = kernels.active().usable_clipped_mean_var(smoothed, excluded)
     return float(value) * math.sqrt(var) * multiplier if var >= 0 else math.nan
 

@@ -52,13 +52,15 @@ logger = logging.getLogger(__name__)
 
 
 class _Scratch(threading.local):
-    """Full-size float32 buffers that one thread reuses from one detector to the next.
+    """Full-size buffers that one thread reuses from one detector to the next.
 
     A fresh 64 MB array costs ~7 ms of page faults when first written, as much as a
-    compiled pass over it. Only intermediate images go here (the background-subtracted
-    and the smoothed image), never anything returned; each thread has its own, and a
-    nested measurement (the robust estimator's) gets fresh arrays. A thread keeps the
-    buffers of the last detector shape it measured (two float32 images).
+    compiled pass over it, and a fresh zeroed mask faults in a page wherever it is first
+    read or written. Only intermediates go here (the background-subtracted and the
+    smoothed image, the bad-pixel, statistics, detection and border masks), never
+    anything returned; each thread has its own, and a nested measurement (the robust
+    estimator's) gets fresh arrays. A thread keeps the buffers of the last detector shape
+    it measured (two float32 images and four boolean masks: 2.5 images' worth).
     """
 
     def __init__(self) -> None:
@@ -70,19 +72,19 @@ _SCRATCH = _Scratch()
 
 
 @contextlib.contextmanager
-def _scratch() -> Iterator[Callable[[str, tuple[int, int]], np.ndarray]]:
-    """``take(name, shape)``: this thread's float32 buffer ``name`` (uninitialised) for
-    the duration of the ``with`` block."""
+def _scratch() -> Iterator[Callable[..., np.ndarray]]:
+    """``take(name, shape, dtype=float32)``: this thread's buffer ``name`` (uninitialised)
+    for the duration of the ``with`` block."""
     local = _SCRATCH
     if local.busy:
-        yield lambda name, shape: np.empty(shape, dtype=np.float32)
+        yield lambda name, shape, dtype=np.float32: np.empty(shape, dtype=dtype)
         return
 
-    def take(name: str, shape: tuple[int, int]) -> np.ndarray:
+    def take(name: str, shape: tuple[int, int], dtype: Any = np.float32) -> np.ndarray:
         buf = local.buffers.get(name)
-        if buf is None or buf.shape != shape:
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
             local.buffers.pop(name, None)  # free the old one first
-            buf = local.buffers[name] = np.empty(shape, dtype=np.float32)
+            buf = local.buffers[name] = np.empty(shape, dtype=dtype)
         return buf
 
     local.busy = True
@@ -235,14 +237,17 @@ def measure_detector(
             # detection's statistics mask. The pixels are not copied (read-only from here on,
             # unless converted to float32): the background subtraction writes a new image.
             pixels = np.asarray(image)
+            stats_bits = (mask_bits(config.detection.stats_mask, planes)
+                          if config.do_detection else 0)
             img, bad, any_det, stats_bad = backend.prepare_pixels(
                 pixels, m, bits, det_bits if config.do_detection and bits & det_bits else 0,
-                mask_bits(config.detection.stats_mask, planes) if config.do_detection else 0,
-                copy=False)
+                stats_bits, copy=False, bad_out=take("bad", shape, np.bool_),
+                stats_out=take("stats_bad", shape, np.bool_) if stats_bits else None)
             if any_det:
                 # Detection clears earlier DETECTED bits before the edges see the mask (the
                 # background still ignores them); non-finite as before the background.
-                bad_after_detection = backend.bad_pixels(img, m, bits & ~det_bits)
+                bad_after_detection = backend.bad_pixels(
+                    img, m, bits & ~det_bits, out=take("bad_after_detection", shape, np.bool_))
             else:
                 bad_after_detection = bad
             if config.do_background:
@@ -259,7 +264,8 @@ def measure_detector(
                     img = dest
                 else:
                     warnings.append(f"background {background}")
-            extra = np.zeros(shape, dtype=bool)  # EDGE border and grown detections
+            extra = take("extra", shape, np.bool_)  # EDGE border and grown detections
+            extra.fill(False)
             seeds = None
             if config.do_detection:
                 bad = bad_after_detection
@@ -433,12 +439,13 @@ def _detect(
     strips: dict,
     extra: np.ndarray,
     bad_planes: set[str],
-    take: Callable[[str, tuple[int, int]], np.ndarray] | None = None,
+    take: Callable[..., np.ndarray] | None = None,
 ) -> tuple[str, float, int, np.ndarray | None]:
     """Run detection on ``img``; OR the EDGE border and grown detections into ``extra``.
 
     ``stats_bad`` flags the pixels whose mask has a ``statsMask`` plane (None: none);
-    ``take(name, shape)`` (`_scratch`), if given, provides the smoothed image's buffer.
+    ``take(name, shape, dtype)`` (`_scratch`), if given, provides the buffers of the smoothed
+    image and of the dilated statistics mask.
 
     Only pixels whose planes are in the task's ignored list are marked, and grown
     detections are only materialised where the edge strips need them.
@@ -457,8 +464,11 @@ def _detect(
         extra[:, :r] = extra[:, w - r:] = True
     out = None if take is None else take("smoothed", (max(h - 2 * r, 0), max(w - 2 * r, 0)))
     smoothed = smooth(img, gaussian_kernel(det.sigma, det.n_sigma_for_kernel), out=out)
-    threshold = detection_threshold(smoothed, stats_bad, det.threshold_value,
-                                    det.threshold_type, det.include_threshold_multiplier)
+    threshold = detection_threshold(
+        smoothed, stats_bad, det.threshold_value, det.threshold_type,
+        det.include_threshold_multiplier,
+        excluded_out=None if take is None or stats_bad is None
+        else take("excluded", smoothed.shape, np.bool_))
     if not math.isfinite(threshold):
         return "skipped: no usable pixel for the threshold", threshold, 0, None
     backend = kernels.active()

@@ -735,8 +735,13 @@ def test_scratch_buffers_are_reused_per_thread_and_change_no_result():
             scratch.busy = False
         first = measure_detector(image, mask, detector, config, planes)
         buffers = dict(scratch.buffers)
-        assert set(buffers) == {"subtracted", "smoothed"}
+        # The intermediate images and masks (the statistics masks only where the mask has
+        # a statistics plane set; the mask after detection only with earlier detections).
+        assert {"subtracted", "smoothed", "bad", "extra"} <= set(buffers) <= {
+            "subtracted", "smoothed", "bad", "extra", "stats_bad", "excluded",
+            "bad_after_detection"}
         assert buffers["subtracted"].shape == image.shape
+        assert buffers["bad"].dtype == buffers["extra"].dtype == np.bool_
         second = measure_detector(other, mask, detector, config, planes)
         assert all(scratch.buffers[k] is v for k, v in buffers.items())  # reused
         _assert_same_measurement(ref[id(image)], first)
@@ -763,7 +768,8 @@ def test_scratch_buffers_are_reused_per_thread_and_change_no_result():
     for (key, _), got in results.items():
         _assert_same_measurement(ref[id((image, other)[key % 2])], got)
     ids = [id(b) for s in seen for b in s.values()] + [id(b) for b in buffers.values()]
-    assert len(set(ids)) == len(ids) == 10  # no thread shared another's buffer
+    # no thread shared another's buffer (5 threads, each its own set)
+    assert len(set(ids)) == len(ids) == 5 * len(buffers)
 
 
 def test_scratch_buffers_are_released_after_an_error():
@@ -977,3 +983,38 @@ def test_band_histograms_count_every_pixel_of_their_bin():
             want[n_bins] = (~usable).sum()
             np.testing.assert_array_equal(hist[i], want)
     assert len(NUMBA._count_band.signatures) == 1  # the types `_band_stats` passes
+
+
+@pytest.mark.parametrize("density", [0.0001, 0.3])
+def test_mask_passes_into_reused_buffers_give_the_same_masks(density):
+    """`prepare_pixels`, `bad_pixels` and `dilate_box` write into a caller's buffer (left
+    dirty by an earlier detector) exactly what they return without one, on both paths;
+    a buffer of another shape or dtype is refused."""
+    rng = np.random.default_rng(int(density * 1e4))
+    image = rng.normal(0.0, 1.0, (300, 320)).astype(np.float32)
+    image[rng.random(image.shape) < density] = np.nan
+    mask = np.where(rng.random(image.shape) < density, rng.integers(1, 64, image.shape),
+                    0).astype(np.int32)
+    for k in (NUMPY, NUMBA):
+        want = k.prepare_pixels(image, mask, 0b101, 0b10, 0b11000, copy=False)
+        bad_buf = np.ones(image.shape, dtype=bool)
+        stats_buf = np.ones(image.shape, dtype=bool)
+        got = k.prepare_pixels(image, mask, 0b101, 0b10, 0b11000, copy=False,
+                               bad_out=bad_buf, stats_out=stats_buf)
+        assert got[1] is bad_buf and got[2] == want[2]
+        np.testing.assert_array_equal(got[1], want[1])
+        assert (got[3] is None) == (want[3] is None)
+        if want[3] is not None:
+            assert got[3] is stats_buf
+            np.testing.assert_array_equal(got[3], want[3])
+        out = np.ones(image.shape, dtype=bool)
+        assert k.bad_pixels(image, mask, 0b100, out=out) is out
+        np.testing.assert_array_equal(out, NUMPY.bad_pixels(image, mask, 0b100))
+        if want[3] is not None:
+            dil = np.ones((image.shape[0] - 14, image.shape[1] - 14), dtype=bool)
+            assert k.dilate_box(want[3], 7, out=dil) is dil
+            np.testing.assert_array_equal(dil, NUMPY.dilate_box(want[3], 7))
+        with pytest.raises(ValueError, match="dilate_box"):
+            k.dilate_box(want[1], 7, out=np.zeros(image.shape, dtype=bool))
+        with pytest.raises(ValueError, match="bool array of shape"):
+            k.prepare_pixels(image, mask, 0b101, 0, 0, bad_out=np.zeros(image.shape, np.uint8))

@@ -987,30 +987,34 @@ def _prepare(image, mask, bits, det_bits, stats_bits, use_stats, copy, img, bad,
 
 
 def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
-                   stats_bits: int, copy: bool = True
+                   stats_bits: int, copy: bool = True, *, bad_out: np.ndarray | None = None,
+                   stats_out: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
     """See `ampoffset_dask.algorithm.kernels._numpy.prepare_pixels`."""
     if mask is None:  # no mask words to read: the reference's two passes
-        return _reference.prepare_pixels(image, None, bits, det_bits, stats_bits, copy)
+        return _reference.prepare_pixels(image, None, bits, det_bits, stats_bits, copy,
+                                         bad_out=bad_out, stats_out=stats_out)
     src = image if isinstance(image, np.ndarray) and image.ndim == 2 else np.asarray(image)
     if src.dtype != np.float32 or not src.dtype.isnative or not src.flags.c_contiguous:
         # One layout compiled; the converted copy is ours and already the result.
         src = np.array(src, dtype=np.float32, copy=True, order="C")
         copy = False
     img = np.empty(src.shape if copy else (1, src.shape[1]), dtype=np.float32)
-    bad = np.empty(src.shape, dtype=bool)
+    bad = _reference.out_buffer(bad_out, src.shape, bool, "prepare_pixels")
     m = np.ascontiguousarray(_native(mask))
     use_stats = stats_bits != 0
-    stats = np.empty(src.shape if use_stats else (1, src.shape[1]), dtype=bool)
+    stats = (_reference.out_buffer(stats_out, src.shape, bool, "prepare_pixels") if use_stats
+             else np.empty((1, src.shape[1]), dtype=bool))
     t = m.dtype.type
     any_det, any_stats = _prepare(_read_only(src), _read_only(m), t(bits), t(det_bits),
                                   t(stats_bits), use_stats, copy, img, bad, stats)
     return img if copy else src, bad, bool(any_det), stats if any_stats else None
 
 
-def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int) -> np.ndarray:
+def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int, *,
+               out: np.ndarray | None = None) -> np.ndarray:
     """See `ampoffset_dask.algorithm.kernels._numpy.bad_pixels`."""
-    out = np.empty(image.shape, dtype=bool)
+    out = _reference.out_buffer(out, image.shape, bool, "bad_pixels")
     use_mask = mask is not None
     m = _native(mask) if use_mask else _NO_MASK
     _bad_pixels(_read_only(image), _read_only(m), m.dtype.type(bits), use_mask, out)
@@ -1088,11 +1092,13 @@ def _dilate_runs(bad, size, out):
                     dst[xx] = True
 
 
-def dilate_box(bad: np.ndarray, r: int) -> np.ndarray:
+def dilate_box(bad: np.ndarray, r: int, *, out: np.ndarray | None = None) -> np.ndarray:
     """See `ampoffset_dask.algorithm.kernels._numpy.dilate_box`."""
     size = 2 * r + 1
     h, w = bad.shape
-    out = np.zeros((max(h - size + 1, 0), max(w - size + 1, 0)), dtype=bool)
+    out = _reference.out_buffer(out, (max(h - size + 1, 0), max(w - size + 1, 0)), bool,
+                                "dilate_box")
+    out.fill(False)
     if out.size:
         # As bytes: the compiler vectorises the OR of bytes, not of booleans.
         _dilate_runs(np.ascontiguousarray(bad, dtype=bool).view(np.uint8), size, out)

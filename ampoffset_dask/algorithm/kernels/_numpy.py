@@ -157,6 +157,20 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
     return out
 
 
+def out_buffer(out: np.ndarray | None, shape: tuple[int, ...], dtype, what: str
+               ) -> np.ndarray:
+    """``out`` checked to be a writable C-contiguous ``dtype`` array of ``shape`` (a
+    caller's reused buffer: no fresh pages to fault in), or a new uninitialised one."""
+    dtype = np.dtype(dtype)
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    if (out.shape != tuple(shape) or out.dtype != dtype or not out.flags.c_contiguous
+            or not out.flags.writeable):
+        raise ValueError(f"{what}: the buffer must be a writable C-contiguous {dtype} array "
+                         f"of shape {tuple(shape)}, not {out.dtype} {out.shape}")
+    return out
+
+
 def check_smooth_out(out: np.ndarray | None, shape: tuple[int, int]) -> None:
     """Raise `ValueError` unless ``out`` is None or a buffer `smooth` can write a result of
     ``shape`` into (float32, C-contiguous, writable)."""
@@ -305,9 +319,10 @@ def _short_buffers(size: int = 256):
 
 
 def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int,
-               row_block: int = 64) -> np.ndarray:
-    """Boolean array: the pixel is non-finite or its mask has one of ``bits``."""
-    bad = np.empty(np.shape(image), dtype=bool)
+               row_block: int = 64, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Boolean array: the pixel is non-finite or its mask has one of ``bits`` (into
+    ``out`` when given, a buffer of the image's shape)."""
+    bad = out_buffer(out, np.shape(image), bool, "bad_pixels")
     if mask is None or not bits:
         np.isfinite(image, out=bad)
         np.logical_not(bad, out=bad)
@@ -326,7 +341,8 @@ def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int,
 
 
 def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
-                   stats_bits: int, copy: bool = True, row_block: int = 64
+                   stats_bits: int, copy: bool = True, row_block: int = 64, *,
+                   bad_out: np.ndarray | None = None, stats_out: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
     """The mask passes that start a detector, on ``image`` as float32.
 
@@ -345,6 +361,9 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
     copy : bool
         Whether ``img`` must be a copy; if not, it is ``image`` itself (or a view of it)
         when that is already a float32 array, which the caller must then not modify.
+    bad_out, stats_out : ndarray of bool, optional
+        Buffers of the image's shape that ``bad`` and ``stats_bad`` are written into (the
+        caller's reused buffers: no fresh pages to fault in); new arrays by default.
 
     Returns
     -------
@@ -360,14 +379,16 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
     img = (np.array(image, dtype=np.float32, copy=True) if copy
            else np.asarray(image, dtype=np.float32))
     if mask is None or not (det_bits or stats_bits):
-        return img, bad_pixels(img, mask, bits), False, None
+        return img, bad_pixels(img, mask, bits, out=bad_out), False, None
     # One pass over blocks of rows: each block of mask words is read once (masked with
     # every bit any test needs) and the tests then run on the few words that are set; a
     # block with many set words runs each test on the whole block instead.
     mask = np.asarray(mask)
     h, w = img.shape
-    bad = np.empty((h, w), dtype=bool)
+    bad = out_buffer(bad_out, (h, w), bool, "prepare_pixels")
     stats = None
+    if stats_out is not None:
+        out_buffer(stats_out, (h, w), bool, "prepare_pixels")
     rb = max(min(row_block, h), 1)
     word = np.empty((rb, w), dtype=mask.dtype)
     hit = np.empty((rb, w), dtype=bool)
@@ -383,7 +404,11 @@ def prepare_pixels(image, mask: np.ndarray | None, bits: int, det_bits: int,
         if not set_words:
             continue
         if stats_bits and stats is None:
-            stats = np.zeros((h, w), dtype=bool)
+            if stats_out is None:
+                stats = np.zeros((h, w), dtype=bool)
+            else:
+                stats = stats_out
+                stats.fill(False)
         if set_words <= ht.size >> 4:
             where = np.flatnonzero(ht)
             words = wd.ravel()[where]
@@ -433,8 +458,10 @@ def _or_window(a: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.moveaxis(cur, 0, axis)
 
 
-def dilate_box(bad: np.ndarray, r: int, row_block: int = 256) -> np.ndarray:
-    """OR of ``bad`` over a ``(2r+1)^2`` square, kept where the square fits (the good box).
+def dilate_box(bad: np.ndarray, r: int, row_block: int = 256, *,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """OR of ``bad`` over a ``(2r+1)^2`` square, kept where the square fits (the good box);
+    into ``out`` when given (a buffer of the result's shape).
 
     Blocks of ``row_block`` output rows (each reading ``2r`` more input rows) keep the
     temporaries of the window ORs small. A sparse ``bad`` (a statistics mask often has a
@@ -444,26 +471,28 @@ def dilate_box(bad: np.ndarray, r: int, row_block: int = 256) -> np.ndarray:
     size = 2 * r + 1
     h, w = bad.shape
     oh, ow = max(h - size + 1, 0), max(w - size + 1, 0)
+    out = out_buffer(out, (oh, ow), bool, "dilate_box")
     if oh == 0 or ow == 0:
-        return np.zeros((oh, ow), dtype=bool)
+        return out
     if bad.size >= 1 << 16:
         rows = np.flatnonzero(bad.any(axis=1))
         if rows.shape[0] <= h >> 2:
             flat = np.flatnonzero(bad[rows])
             if flat.shape[0] <= bad.size >> 12:
                 ys, xs = np.divmod(flat, w)
-                return _dilate_sparse(rows[ys].tolist(), xs.tolist(), size, oh, ow)
-    out = np.empty((oh, ow), dtype=bool)
+                out.fill(False)
+                _dilate_sparse(rows[ys].tolist(), xs.tolist(), size, out)
+                return out
     for y0 in range(0, oh, row_block):
         y1 = min(oh, y0 + row_block)
         out[y0:y1] = _or_window(_or_window(bad[y0:y1 + size - 1], size, 1), size, 0)
     return out
 
 
-def _dilate_sparse(ys: list[int], xs: list[int], size: int, oh: int, ow: int) -> np.ndarray:
-    """`dilate_box` of the pixels ``(ys[i], xs[i])`` (row-major order): each sets the
-    outputs ``[y - size + 1, y] x [x - size + 1, x]`` (clipped)."""
-    out = np.zeros((oh, ow), dtype=bool)
+def _dilate_sparse(ys: list[int], xs: list[int], size: int, out: np.ndarray) -> np.ndarray:
+    """`dilate_box` of the pixels ``(ys[i], xs[i])`` (row-major order) into the cleared
+    ``out``: each sets the outputs ``[y - size + 1, y] x [x - size + 1, x]`` (clipped)."""
+    oh, ow = out.shape
     i, n = 0, len(ys)
     while i < n:
         y = ys[i]
