@@ -59,8 +59,8 @@ class _Scratch(threading.local):
     read or written. Only intermediates go here (the background-subtracted and the
     smoothed image, the bad-pixel, statistics, detection and border masks), never
     anything returned; each thread has its own, and a nested measurement (the robust
-    estimator's) gets fresh arrays. A thread keeps the buffers of the last detector shape
-    it measured (two float32 images and four boolean masks: 2.5 images' worth).
+    estimator's) gets fresh arrays. A thread keeps each buffer's bytes at the largest size
+    it needed (two float32 images and four boolean masks: 2.5 images' worth).
     """
 
     def __init__(self) -> None:
@@ -81,11 +81,15 @@ def _scratch() -> Iterator[Callable[..., np.ndarray]]:
         return
 
     def take(name: str, shape: tuple[int, int], dtype: Any = np.float32) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
         buf = local.buffers.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
+        if buf is None or buf.shape[0] < nbytes:
             local.buffers.pop(name, None)  # free the old one first
-            buf = local.buffers[name] = np.empty(shape, dtype=dtype)
-        return buf
+            buf = local.buffers[name] = np.empty(nbytes, dtype=np.uint8)
+        # A view of the thread's bytes: detectors of two sizes in turn (ITL and e2v) share
+        # the larger one's pages instead of faulting in new ones for each.
+        return buf[:nbytes].view(dtype).reshape(shape)
 
     local.busy = True
     try:
