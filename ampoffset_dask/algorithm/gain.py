@@ -347,11 +347,13 @@ def gain_steps(pairs: Sequence[tuple[StripStats, StripStats]],
     Equally long interfaces whose lines are all usable (the usual case) are processed a
     few at a time in one set of array operations on their stacked lines: numpy reduces
     each row of a 2-d array along its contiguous axis exactly as the 1-d row (the same
-    pairwise sums), and every other step is element-wise or per row. The other
-    interfaces (masked lines, too few usable positions) go through `gain_step` itself.
+    pairwise sums), and every other step is element-wise or per row. An interface whose
+    unusable lines are only a run at either end (the detector's masked border) joins them
+    cut to its usable lines (`_usable_span`: the same numbers). The other interfaces
+    (masked lines inside, too few usable positions) go through `gain_step` itself.
     """
     out: list[GainStep | None] = [None] * len(pairs)
-    groups: dict[int, list[int]] = {}
+    groups: dict[int, list[tuple[int, StripStats, StripStats]]] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for i, (a, b) in enumerate(pairs):
             n = a.profile.shape[0]
@@ -359,18 +361,74 @@ def gain_steps(pairs: Sequence[tuple[StripStats, StripStats]],
             if (n == b.profile.shape[0] and n >= 10 and math.isfinite(a.sigma)
                     and math.isfinite(b.sigma) and a.dist_sxx.min() > 0
                     and b.dist_sxx.min() > 0):
-                groups.setdefault(n, []).append(i)
-            else:
+                groups.setdefault(n, []).append((i, a, b))
+                continue
+            span = _usable_span(a, b)
+            if span is None:
                 out[i] = _gain_step(a, b, threshold)
+            else:
+                cut = slice(*span)
+                groups.setdefault(span[1] - span[0], []).append(
+                    (i, _cut_lines(a, cut), _cut_lines(b, cut)))
         for n, members in groups.items():
             n_chunks = -(-len(members) // max(2, _BATCH_VALUES // n))
             size = -(-len(members) // n_chunks)
             for start in range(0, len(members), size):
                 chunk = members[start:start + size]
-                steps = _gain_batch([pairs[i] for i in chunk], threshold)
-                for i, step in zip(chunk, steps, strict=True):
+                steps = _gain_batch([(a, b) for _, a, b in chunk], threshold)
+                for (i, _, _), step in zip(chunk, steps, strict=True):
                     out[i] = step
     return out  # type: ignore[return-value]
+
+
+def _usable_span(a: StripStats, b: StripStats) -> tuple[int, int] | None:
+    """``(start, stop)`` when `gain_step` of ``a`` and ``b`` is the same computation on
+    their lines ``start:stop`` alone, every one of them usable; None otherwise.
+
+    That holds when, in both strips, the lines usable for the slope model (`_boundary_values`:
+    a positive ``dist_sxx``, a finite slope and mean), those with a finite mean distance
+    and those with a finite level are one run ``start:stop`` (at least ten lines, each with
+    a kept pixel): `_boundary_values` then fits exactly those lines and NaNs the others,
+    `_fit_step` drops the NaNs, and the NaN-aware running mean of the levels equals the
+    plain running mean of the run, since windows cut at an end of the run hold the same
+    values as windows cut at the NaNs (whose cumulative sums add exact zeros). The run's
+    first level is nonzero, so the sign of a zero sum cannot differ either. (Under
+    ``np.errstate(invalid="ignore", divide="ignore")``.)
+    """
+    n = a.profile.shape[0]
+    if n != b.profile.shape[0] or not (math.isfinite(a.sigma) and math.isfinite(b.sigma)):
+        return None
+    ok = None
+    for st in (a, b):
+        sxx = st.dist_sxx
+        usable = sxx > 0
+        usable &= np.isfinite(st.dist_sxy / sxx)
+        usable &= np.isfinite(st.clip_mean)
+        if ok is None:
+            ok = usable
+        elif not np.array_equal(ok, usable):
+            return None
+        if not (np.array_equal(ok, np.isfinite(st.dist_mean))
+                and np.array_equal(ok, np.isfinite(st.level))):
+            return None
+    idx = np.flatnonzero(ok)
+    if idx.shape[0] < 10:
+        return None
+    start, stop = int(idx[0]), int(idx[-1]) + 1
+    if stop - start != idx.shape[0]:  # an unusable line inside the run
+        return None
+    if (a.clip_count[start:stop].min() <= 0 or b.clip_count[start:stop].min() <= 0
+            or float(a.level[start]) + float(b.level[start]) == 0.0):
+        return None
+    return start, stop
+
+
+def _cut_lines(st: StripStats, cut: slice) -> StripStats:
+    """``st`` with its per-line arrays cut to the lines ``cut``."""
+    return st._replace(profile=st.profile[cut], count=st.count[cut],
+                       clip_count=st.clip_count[cut], clip_mean=st.clip_mean[cut],
+                       dist_mean=st.dist_mean[cut], dist_sxx=st.dist_sxx[cut],
+                       dist_sxy=st.dist_sxy[cut], level=st.level[cut])
 
 
 def _boundary_rows(strips: list[StripStats]) -> tuple[np.ndarray, np.ndarray, list[float],

@@ -132,11 +132,24 @@ def _gain_case(rng, kind: str):
         a[:] = np.nan
     elif kind == "few_lines":  # fewer than ten usable positions
         a[8:] = np.nan
+    elif kind == "border_start":  # the detector's masked border across both strips
+        a[:7] = b[:7] = np.nan
+    elif kind == "border_ends":
+        a[:3] = b[:3] = np.nan
+        a[-11:] = b[-11:] = np.nan
+    elif kind == "border_one_strip":  # only A's lines: not the same run in both
+        a[-7:] = np.nan
+    elif kind == "border_and_inside":  # a masked line inside the run as well
+        a[-7:] = b[-7:] = np.nan
+        b[150] = np.nan
     return strip_stats(a, 1, raw=a), strip_stats(b, 3, raw=b)
 
 
-@pytest.mark.parametrize("kind", ["clean", "outliers", "masked", "drifting", "all_masked",
-                                  "few_lines"])
+_KINDS = ["clean", "outliers", "masked", "drifting", "all_masked", "few_lines",
+          "border_start", "border_ends", "border_one_strip", "border_and_inside"]
+
+
+@pytest.mark.parametrize("kind", _KINDS)
 def test_gain_step_matches_the_plain_computation_bit_for_bit(kind):
     # gain_step skips copies and recomputation where they change nothing; the plain
     # computation (always masking, the jackknife from scratch) gives the same numbers.
@@ -158,11 +171,18 @@ def test_gain_step_matches_the_plain_computation_bit_for_bit(kind):
 def test_gain_steps_of_many_interfaces_equal_gain_step_bit_for_bit():
     # The batched path (equally long interfaces fitted together) and the per-interface
     # fall-backs it mixes in give gain_step's numbers exactly, in order.
-    from ampoffset_dask.algorithm.gain import gain_step, gain_steps
+    from ampoffset_dask.algorithm.gain import _usable_span, gain_step, gain_steps
 
-    kinds = ["clean", "outliers", "masked", "drifting", "all_masked", "few_lines"]
     pairs = [_gain_case(np.random.default_rng(seed), kind)
-             for seed in range(3) for kind in [*kinds, "clean", "outliers"]]
+             for seed in range(3) for kind in [*_KINDS, "clean", "outliers"]]
+    # Lines masked only at the ends of both strips: fitted with the others, cut to the
+    # usable run (the batches then hold several lengths); anything else is not.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spans = {kind: _usable_span(*_gain_case(np.random.default_rng(0), kind))
+                 for kind in _KINDS}
+    assert spans["border_start"] == (7, 300) and spans["border_ends"] == (3, 289)
+    assert spans["border_one_strip"] is None and spans["border_and_inside"] is None
+    assert spans["masked"] is None and spans["all_masked"] is None
     rng = np.random.default_rng(9)
     level = np.linspace(3000.0, 6000.0, 120)[:, None]
     for _ in range(3):  # a second, shorter length
