@@ -280,8 +280,11 @@ def measure_interfaces(
 
     Equally long float32 profiles whose differences are finite and have exact window sums
     (`window_sums`; the usual case) share one moving average and one row-wise sort; each
-    interface's clipped statistics are its own (`clipped_mean_var_rows`). The others go
-    through `measure_interface` itself.
+    interface's clipped statistics are its own (`clipped_mean_var_rows`). A difference
+    whose NaNs are only a run at either end (lines masked along the detector's border)
+    joins those of its window and usable length, cut to its finite run: where the sums are
+    exact, the windows cut at the run's ends hold what the NaN-aware windows hold. The
+    others go through `measure_interface` itself.
     """
     out: list[tuple[InterfaceOffset, SmoothedDifference | None] | None] = (
         [None] * len(interface_ids))
@@ -293,40 +296,69 @@ def measure_interfaces(
         else:
             out[i] = measure_interface(interface_ids[i], a, b, window_frac=window_frac,
                                        min_frac=min_frac, max_offset=max_offset)
+    # (window, usable length) -> [(interface, its length, start of its finite run, row)]
+    batches: dict[tuple[int, int], list[tuple[int, int, int, np.ndarray]]] = {}
     for n, members in groups.items():
         win = window_length(window_frac, n)  # (grouped members have a window)
-        rows: list[int] = []
         if len(members) > 1 and 1 <= win <= n:
             diff = _stack_rows([edges_a[i] for i in members])
             diff -= _stack_rows([edges_b[i] for i in members])
-            finite = np.flatnonzero(np.isfinite(diff).all(axis=1))
-            if finite.shape[0]:
-                if finite.shape[0] < len(members):
-                    diff = diff[finite]
-                exact = _rows_sums_are_exact(diff)
-                if not exact.all():
-                    diff = diff[exact]
-                rows = finite[exact].tolist()  # (diff holds these rows, in order)
-        batched = set(rows)
-        for j, i in enumerate(members):
-            if j not in batched:
+            finite = np.isfinite(diff).all(axis=1).tolist()
+            for j, i in enumerate(members):
+                span = (0, n) if finite[j] else _finite_run(diff[j])
+                if span is not None and win <= span[1] - span[0]:
+                    batches.setdefault((win, span[1] - span[0]), []).append(
+                        (i, n, span[0], diff[j, span[0]:span[1]]))
+                else:
+                    out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
+                                               window_frac=window_frac, min_frac=min_frac,
+                                               max_offset=max_offset)
+        else:
+            for i in members:
                 out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
                                            window_frac=window_frac, min_frac=min_frac,
                                            max_offset=max_offset)
-        if not rows:
+    for (win, m), batch in batches.items():
+        diff = _stack_rows([row for *_, row in batch])
+        exact = _rows_sums_are_exact(diff)
+        for (i, *_), ok in zip(batch, exact.tolist(), strict=True):
+            if not ok:
+                out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
+                                           window_frac=window_frac, min_frac=min_frac,
+                                           max_offset=max_offset)
+        if not exact.all():
+            diff = diff[exact]
+            batch = [b for b, ok in zip(batch, exact.tolist(), strict=True) if ok]
+        if not batch:
             continue
         # Every window sum exact: the same numbers as `window_sums` row by row.
         avg = _window_sums_rows(diff, win)[0]
-        avg /= window_lengths(n, win)
+        avg /= window_lengths(m, win)
         values = np.sort(avg, axis=1)
         clipped = clipped_mean_var_rows(values)
-        for j, r in enumerate(rows):
-            i = members[r]
+        for j, (i, n, start, _) in enumerate(batch):
             mean, var = clipped[j]
-            out[i] = _offset_result(interface_ids[i], n, 0, mean,
-                                    math.sqrt(var) if var >= 0 else math.nan, avg[j], win,
+            row = avg[j]
+            if m < n:  # the full profile's averages: NaN on the masked lines
+                row = np.full(n, np.nan)
+                row[start:start + m] = avg[j]
+            out[i] = _offset_result(interface_ids[i], n, n - m, mean,
+                                    math.sqrt(var) if var >= 0 else math.nan, row, win,
                                     values[j], min_frac, max_offset)
     return out  # type: ignore[return-value]
+
+
+def _finite_run(diff: np.ndarray) -> tuple[int, int] | None:
+    """``(start, stop)`` when the NaNs of ``diff`` are exactly the values outside
+    ``start:stop`` and every value inside is finite (a run at least 1 long); else None."""
+    nan = np.isnan(diff)
+    idx = np.flatnonzero(~nan)
+    if idx.shape[0] == 0:
+        return None
+    start, stop = int(idx[0]), int(idx[-1]) + 1
+    if stop - start != idx.shape[0] or not np.isfinite(diff[start:stop]).all():
+        return None
+    return start, stop
 
 
 def _rows_sums_are_exact(v: np.ndarray) -> np.ndarray:
