@@ -6,7 +6,8 @@ Prints:
    `concurrent.futures.ProcessPoolExecutor` running the same per-detector function with the
    same number of single-threaded processes (target ratio >= 0.9); every process of
    either side first processes one full-size detector, so the figure is the steady
-   throughput, and the two sides run twice each, in turn;
+   throughput, the files are read once beforehand (the page cache), and the two sides
+   run twice each, in turn;
 2. the speed-up of `process` from 1 to 2 workers (target >= 1.8x);
 3. the peak memory of a worker (target <= 1 GiB at one thread);
 4. the client's time and memory while streaming 10,000 tiny tasks through the bounded
@@ -90,6 +91,16 @@ def _warm_once(path: str, config: AmpOffsetConfig, barrier: Any) -> int:
     pid = _warm(path, config)
     barrier.wait()
     return pid
+
+
+def _read_through(paths: list[Path]) -> None:
+    """Read every file once, so that neither side of a comparison is the one that pulls
+    them from disk into the page cache (as far as memory allows)."""
+    buf = bytearray(1 << 24)
+    for path in paths:
+        with open(path, "rb", buffering=0) as fh:
+            while fh.readinto(buf):
+                pass
 
 
 def _warm_client(path: Path, workdir: Path) -> None:
@@ -360,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         n = len(paths)
         w = args.workers
         _warm_client(paths[0], workdir)
+        _read_through(paths)
 
         # In turn, process / pool / pool / process, so drift in the machine's speed (and
         # which side first gets memory the others freed) weighs on both alike.
