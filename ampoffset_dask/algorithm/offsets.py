@@ -305,7 +305,7 @@ def measure_interfaces(
             diff -= _stack_rows([edges_b[i] for i in members])
             finite = np.isfinite(diff).all(axis=1).tolist()
             for j, i in enumerate(members):
-                span = (0, n) if finite[j] else _finite_run(diff[j])
+                span = (0, n) if finite[j] else finite_run(diff[j])
                 if span is not None and win <= span[1] - span[0]:
                     batches.setdefault((win, span[1] - span[0]), []).append(
                         (i, n, span[0], diff[j, span[0]:span[1]]))
@@ -348,15 +348,14 @@ def measure_interfaces(
     return out  # type: ignore[return-value]
 
 
-def _finite_run(diff: np.ndarray) -> tuple[int, int] | None:
-    """``(start, stop)`` when the NaNs of ``diff`` are exactly the values outside
+def finite_run(values: np.ndarray) -> tuple[int, int] | None:
+    """``(start, stop)`` when the NaNs of 1-d ``values`` are exactly those outside
     ``start:stop`` and every value inside is finite (a run at least 1 long); else None."""
-    nan = np.isnan(diff)
-    idx = np.flatnonzero(~nan)
+    idx = np.flatnonzero(~np.isnan(values))
     if idx.shape[0] == 0:
         return None
     start, stop = int(idx[0]), int(idx[-1]) + 1
-    if stop - start != idx.shape[0] or not np.isfinite(diff[start:stop]).all():
+    if stop - start != idx.shape[0] or not np.isfinite(values[start:stop]).all():
         return None
     return start, stop
 

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..geometry import AmpGrid
-from .offsets import SmoothedDifference, _window_bounds, window_lengths
+from .offsets import SmoothedDifference, _window_bounds, finite_run, window_lengths
 from .stats import _row_sums, _stack_rows
 from .strips import (
     MAD_TO_SIGMA,
@@ -335,27 +335,34 @@ def interface_offset_errors(pairs: Sequence[tuple[StripStats, StripStats]],
     Equally long interfaces that keep every smoothed value (`_clipped_mean_error`'s first
     path: coefficients of the length alone) get their strips' profile variances from one
     set of table operations (`median_variance`'s table per strip, one lookup each) and
-    their sums as rows (each row's own pairwise sum); the others go through
-    `interface_offset_error` itself.
+    their sums as rows (each row's own pairwise sum). An interface whose smoothed values
+    are NaN only in a run at either end (lines masked along the detector's border) and
+    keeps every other one joins those of the run's length: its coefficients are zero on
+    the NaNs and, on the run, those of the run's length alone (the NaN-aware window
+    counts there are the run's truncated windows; the cumulative sums add exact zeros).
+    The others go through `interface_offset_error` itself.
     """
     out: list[float | None] = [None] * len(pairs)
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, sm in enumerate(smoothed):
-        if sm is not None and _keeps_every_value(sm, offsets[i]):
-            groups.setdefault((sm.avg.shape[0], sm.window), []).append(i)
-        else:
+        run = None if sm is None else _kept_run(sm, offsets[i])
+        if run is None:
             out[i] = interface_offset_error(*pairs[i], sm, offsets[i])
+        else:
+            groups.setdefault((run[1] - run[0], sm.window), []).append((i, run[0]))
     for (n, window), members in groups.items():
         _, c2, nonzero = _every_coefficients(n, window)
-        var = _profile_variances([st for i in members for st in pairs[i]], n) if (
+        var = _profile_variances(
+            [st if st.count.shape[0] == n else st._replace(count=st.count[s:s + n])
+             for i, s in members for st in pairs[i]], n) if (
             nonzero and len(members) > 1) else None
         if var is None:
-            for i in members:
+            for i, _ in members:
                 out[i] = interface_offset_error(*pairs[i], smoothed[i], offsets[i])
             continue
         var = np.add(var[0::2], var[1::2])  # A's strip plus B's, C-ordered rows
         var *= c2
-        for i, total in zip(members, _row_sums(var).tolist(), strict=True):
+        for (i, _), total in zip(members, _row_sums(var).tolist(), strict=True):
             out[i] = (math.sqrt(total) if math.isfinite(total) else
                       interface_offset_error(*pairs[i], smoothed[i], offsets[i]))
     return out  # type: ignore[return-value]
@@ -383,19 +390,25 @@ def _profile_variances(strips: list[StripStats], n: int) -> np.ndarray | None:
     return out
 
 
-def _keeps_every_value(smoothed: SmoothedDifference, offset: float,
-                       n_sigma: float = 3.0) -> bool:
-    """Whether `_clipped_mean_error` takes its every-value path (before its test of the
-    coefficients and of the total)."""
+def _kept_run(smoothed: SmoothedDifference, offset: float,
+              n_sigma: float = 3.0) -> tuple[int, int] | None:
+    """``(start, stop)`` of the smoothed values when they are all finite there, NaN
+    elsewhere, and all kept by the clip (``(0, n)``: `_clipped_mean_error`'s every-value
+    path, before its test of the coefficients and of the total); else None."""
     values, avg = smoothed.values, smoothed.avg
     n = avg.shape[0]
-    if (values is None or smoothed.window is None or values.shape[0] != n or n == 0
+    if (values is None or smoothed.window is None or n == 0 or values.shape[0] == 0
             or avg.dtype != np.float64 or not math.isfinite(offset)
             or not math.isfinite(smoothed.clip_std)):
-        return False
+        return None
     half = n_sigma * smoothed.clip_std
-    return (abs(float(values[0]) - offset) <= half
-            and abs(float(values[-1]) - offset) <= half)
+    if not (abs(float(values[0]) - offset) <= half
+            and abs(float(values[-1]) - offset) <= half):
+        return None
+    if values.shape[0] == n:
+        return 0, n
+    run = finite_run(avg)
+    return run if run is not None and run[1] - run[0] == values.shape[0] else None
 
 
 def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) -> np.ndarray:

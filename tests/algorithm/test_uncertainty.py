@@ -181,12 +181,23 @@ def _interface_case(rng, kind: str, n: int = 240):
         a[17] = np.float32(np.inf)
     elif kind == "ramp":  # a uniform spread of differences: the clip keeps every sample
         a += np.linspace(0.0, 40.0, n, dtype=np.float32)[:, None]
+    elif kind in ("border_start", "border_ramp"):  # the detector's masked border
+        a[:7] = b[:7] = np.nan
+        if kind == "border_ramp":
+            a = np.round(a + np.linspace(0.0, 40.0, n, dtype=np.float32)[:, None])
+            b = np.round(b)
+    elif kind == "border_ends":  # NaN runs at both ends, from either strip
+        a[:3] = np.nan
+        b[n - 9:] = np.nan
     return strip_stats(a, 1), strip_stats(b, 3)
+
+
+_BORDER_KINDS = ["border_start", "border_ramp", "border_ends"]
 
 
 @pytest.mark.parametrize("kind", ["plain", "integers", "wide_range", "masked_lines",
                                   "valid_run_shorter_than_window", "all_masked", "zeros",
-                                  "outliers", "infinite", "ramp"])
+                                  "outliers", "infinite", "ramp", *_BORDER_KINDS])
 @pytest.mark.parametrize("window_frac", [None, 512 / 4176, 0.5, 1.0])
 def test_offset_and_error_match_the_plain_computation_bit_for_bit(kind, window_frac):
     # measure_interface and interface_offset_error skip the masking, copies and counts
@@ -236,9 +247,10 @@ def test_offsets_of_many_interfaces_and_their_errors_equal_one_by_one(window_fra
 
     kinds = ["plain", "integers", "wide_range", "masked_lines",
              "valid_run_shorter_than_window", "all_masked", "zeros", "outliers",
-             "infinite", "ramp"]
-    pairs = [_interface_case(np.random.default_rng(seed), kind, n)
-             for seed in range(2) for kind in [*kinds, "ramp", "plain"] for n in (240, 96)]
+             "infinite", "ramp", *_BORDER_KINDS]
+    cases = [(seed, kind, n) for seed in range(2) for kind in [*kinds, "ramp", "plain"]
+             for n in (240, 96)]
+    pairs = [_interface_case(np.random.default_rng(seed), kind, n) for seed, kind, n in cases]
     alone, errors_alone = [], []
     single = offsets.measure_interface
     monkeypatch.setattr(offsets, "measure_interface",
@@ -268,6 +280,13 @@ def test_offsets_of_many_interfaces_and_their_errors_equal_one_by_one(window_fra
     else:  # the finite, exactly summed ones (and those keeping every value) went together
         assert 0 < len(alone) < len(pairs) - 8
         assert 0 < len(errors_alone) < len(pairs) - 8
+        # NaN lines only at the ends: cut to the finite run, with the others (the errors
+        # too where every value is kept: the ramp of integers)
+        border = [str(k) for k, (_, kind, _) in enumerate(cases) if kind in _BORDER_KINDS]
+        assert not set(border) & set(alone)
+        for k, (_, kind, n) in enumerate(cases):
+            if kind == "border_ramp":
+                assert uncertainty._kept_run(got[k][1], got[k][0].offset_raw) == (7, n)
 
 
 @pytest.mark.parametrize("name", ["R02_S02", "R22_S11", "R00_SG0"])
