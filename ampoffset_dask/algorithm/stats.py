@@ -823,9 +823,9 @@ _CANCEL = 64.0  # largest ratio of the outer values' squares to the core's, for 
 #: The sample is 1/2**_SAMPLE_SHIFT of the values, at most _SAMPLE_MAX of them. The
 #: brackets narrow as one over the sample's square root, and every value in them costs
 #: time to copy out, split and select, against the gathering and sorting of each sampled
-#: value. Measured on an AVX-512 machine, whose numpy sorts fast (benchmarks/
-#: bench_detector.py): a background bin (226 kpx) is cheapest with 1/32 (1/16 cost 20 %
-#: more), the 16 Mpx smoothed image with ~1/128 (within noise of 1/64 and 1/256).
+#: value. Timed on the README machine (AVX-512, where numpy sorts fast): a background bin
+#: (226 kpx) is cheapest with 1/32 (1/16 cost 20 % more, 1/64 6 % more), the 16 Mpx
+#: smoothed image with 1/128 (1/64 and 1/256 within 2 %).
 _SAMPLE_SHIFT = 5
 _SAMPLE_MAX = 1 << 17
 
