@@ -174,10 +174,8 @@ def out_buffer(out: np.ndarray | None, shape: tuple[int, ...], dtype, what: str
 def check_smooth_out(out: np.ndarray | None, shape: tuple[int, int]) -> None:
     """Raise `ValueError` unless ``out`` is None or a buffer `smooth` can write a result of
     ``shape`` into (float32, C-contiguous, writable)."""
-    if out is not None and (out.shape != shape or out.dtype != np.float32
-                            or not out.flags.c_contiguous or not out.flags.writeable):
-        raise ValueError(f"smooth: out must be a writable C-contiguous float32 array of "
-                         f"shape {shape}, not {out.dtype} {out.shape}")
+    if out is not None:
+        out_buffer(out, shape, np.float32, "smooth")
 
 
 def usable_clipped_mean_var(
