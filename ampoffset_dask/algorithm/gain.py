@@ -69,14 +69,11 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float, 
         return nan, nan, math.nan, False
     n, xm, ym, sxx = stats.clip_count, stats.dist_mean, stats.clip_mean, stats.dist_sxx
     # (np.add.reduce is np.sum without its Python wrapper: the same pairwise sums.)
-    slope = stats.dist_sxy / sxx
     # The gradient across the strip, modelled as alpha + beta * level along the
     # interface (an illumination pattern scales with the flux): two parameters from
     # every line, so the extrapolation adds almost no noise and no correlated error
-    # between positions. Lines with sxx <= 0 have no slope (a NaN sxx gives a NaN one).
-    ok = sxx > 0
-    ok &= np.isfinite(slope)
-    ok &= np.isfinite(ym)
+    # between positions.
+    slope, ok = _line_slopes(stats)
     n_ok = int(np.count_nonzero(ok))
     if n_ok >= 3:
         every = n_ok == ok.shape[0]
@@ -121,6 +118,18 @@ def _boundary_values(stats: StripStats) -> tuple[np.ndarray, np.ndarray, float, 
         var[bad] = np.nan
         return value, var, gain_term, False
     return value, var, gain_term, True
+
+
+def _line_slopes(stats: StripStats) -> tuple[np.ndarray, np.ndarray]:
+    """Each line's slope against the distance to the boundary, and which lines the slope
+    model uses: a positive ``dist_sxx`` (a NaN one gives a NaN slope), a finite slope and
+    a finite mean. (Under ``np.errstate(invalid="ignore", divide="ignore")``.)"""
+    sxx = stats.dist_sxx
+    slope = stats.dist_sxy / sxx
+    ok = sxx > 0
+    ok &= np.isfinite(slope)
+    ok &= np.isfinite(stats.clip_mean)
+    return slope, ok
 
 
 def _running_mean(v: np.ndarray, window: int) -> np.ndarray:
@@ -385,25 +394,22 @@ def _usable_span(a: StripStats, b: StripStats) -> tuple[int, int] | None:
     """``(start, stop)`` when `gain_step` of ``a`` and ``b`` is the same computation on
     their lines ``start:stop`` alone, every one of them usable; None otherwise.
 
-    That holds when, in both strips, the lines usable for the slope model (`_boundary_values`:
-    a positive ``dist_sxx``, a finite slope and mean), those with a finite mean distance
-    and those with a finite level are one run ``start:stop`` (at least ten lines, each with
-    a kept pixel): `_boundary_values` then fits exactly those lines and NaNs the others,
-    `_fit_step` drops the NaNs, and the NaN-aware running mean of the levels equals the
-    plain running mean of the run, since windows cut at an end of the run hold the same
-    values as windows cut at the NaNs (whose cumulative sums add exact zeros). The run's
-    first level is nonzero, so the sign of a zero sum cannot differ either. (Under
-    ``np.errstate(invalid="ignore", divide="ignore")``.)
+    That holds when, in both strips, the lines usable for the slope model (`_line_slopes`),
+    those with a finite mean distance and those with a finite level are one run
+    ``start:stop`` (at least ten lines, each with a kept pixel): `_boundary_values` then
+    fits exactly those lines and NaNs the others, `_fit_step` drops the NaNs, and the
+    NaN-aware running mean of the levels equals the plain running mean of the run, since
+    windows cut at an end of the run hold the same values as windows cut at the NaNs
+    (whose cumulative sums add exact zeros). The run's first level is nonzero, so the sign
+    of a zero sum cannot differ either. (Under ``np.errstate(invalid="ignore",
+    divide="ignore")``.)
     """
     n = a.profile.shape[0]
     if n != b.profile.shape[0] or not (math.isfinite(a.sigma) and math.isfinite(b.sigma)):
         return None
     ok = None
     for st in (a, b):
-        sxx = st.dist_sxx
-        usable = sxx > 0
-        usable &= np.isfinite(st.dist_sxy / sxx)
-        usable &= np.isfinite(st.clip_mean)
+        usable = _line_slopes(st)[1]
         if ok is None:
             ok = usable
         elif not np.array_equal(ok, usable):
