@@ -288,44 +288,43 @@ def measure_interfaces(
     """
     out: list[tuple[InterfaceOffset, SmoothedDifference | None] | None] = (
         [None] * len(interface_ids))
+
+    def alone(i: int) -> None:
+        out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
+                                   window_frac=window_frac, min_frac=min_frac,
+                                   max_offset=max_offset)
+
     groups: dict[int, list[int]] = {}
     for i, (a, b) in enumerate(zip(edges_a, edges_b, strict=True)):
         if (window_frac is not None and a.dtype == np.float32 and b.dtype == np.float32
                 and a.ndim == 1 and a.shape == b.shape):
             groups.setdefault(a.shape[0], []).append(i)
         else:
-            out[i] = measure_interface(interface_ids[i], a, b, window_frac=window_frac,
-                                       min_frac=min_frac, max_offset=max_offset)
+            alone(i)
     # (window, usable length) -> [(interface, its length, start of its finite run, row)]
     batches: dict[tuple[int, int], list[tuple[int, int, int, np.ndarray]]] = {}
     for n, members in groups.items():
         win = window_length(window_frac, n)  # (grouped members have a window)
-        if len(members) > 1 and 1 <= win <= n:
-            diff = _stack_rows([edges_a[i] for i in members])
-            diff -= _stack_rows([edges_b[i] for i in members])
-            finite = np.isfinite(diff).all(axis=1).tolist()
-            for j, i in enumerate(members):
-                span = (0, n) if finite[j] else finite_run(diff[j])
-                if span is not None and win <= span[1] - span[0]:
-                    batches.setdefault((win, span[1] - span[0]), []).append(
-                        (i, n, span[0], diff[j, span[0]:span[1]]))
-                else:
-                    out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
-                                               window_frac=window_frac, min_frac=min_frac,
-                                               max_offset=max_offset)
-        else:
+        if not (len(members) > 1 and 1 <= win <= n):
             for i in members:
-                out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
-                                           window_frac=window_frac, min_frac=min_frac,
-                                           max_offset=max_offset)
+                alone(i)
+            continue
+        diff = _stack_rows([edges_a[i] for i in members])
+        diff -= _stack_rows([edges_b[i] for i in members])
+        finite = np.isfinite(diff).all(axis=1).tolist()
+        for j, i in enumerate(members):
+            span = (0, n) if finite[j] else finite_run(diff[j])
+            if span is not None and win <= span[1] - span[0]:
+                batches.setdefault((win, span[1] - span[0]), []).append(
+                    (i, n, span[0], diff[j, span[0]:span[1]]))
+            else:
+                alone(i)
     for (win, m), batch in batches.items():
         diff = _stack_rows([row for *_, row in batch])
         exact = _rows_sums_are_exact(diff)
         for (i, *_), ok in zip(batch, exact.tolist(), strict=True):
             if not ok:
-                out[i] = measure_interface(interface_ids[i], edges_a[i], edges_b[i],
-                                           window_frac=window_frac, min_frac=min_frac,
-                                           max_offset=max_offset)
+                alone(i)
         if not exact.all():
             diff = diff[exact]
             batch = [b for b, ok in zip(batch, exact.tolist(), strict=True) if ok]

@@ -207,12 +207,8 @@ def _clipped_mean_error(avg: np.ndarray, valid: np.ndarray | None, diff_var: np.
     """
     n = avg.shape[0]
     if (values is not None and window is not None and values.shape[0] == n and n > 0
-            and avg.dtype == np.float64 and math.isfinite(offset)
-            and math.isfinite(clip_std)):
-        # (The band's predicate in double, as below; it holds for every value between two
-        # that satisfy it.)
-        half = n_sigma * clip_std
-        if abs(float(values[0]) - offset) <= half and abs(float(values[-1]) - offset) <= half:
+            and avg.dtype == np.float64):
+        if _band_keeps_all(values, offset, clip_std, n_sigma):
             _, c2, nonzero = _every_coefficients(n, window)
             if nonzero:
                 total = float(np.add.reduce(c2 * np.asarray(diff_var, dtype=np.float64)))
@@ -342,12 +338,15 @@ def interface_offset_errors(pairs: Sequence[tuple[StripStats, StripStats]],
     counts there are the run's truncated windows; the cumulative sums add exact zeros).
     The others go through `interface_offset_error` itself.
     """
+    def alone(i: int) -> float:
+        return interface_offset_error(*pairs[i], smoothed[i], offsets[i])
+
     out: list[float | None] = [None] * len(pairs)
     groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for i, sm in enumerate(smoothed):
         run = None if sm is None else _kept_run(sm, offsets[i])
         if run is None:
-            out[i] = interface_offset_error(*pairs[i], sm, offsets[i])
+            out[i] = alone(i)
         else:
             groups.setdefault((run[1] - run[0], sm.window), []).append((i, run[0]))
     for (n, window), members in groups.items():
@@ -358,13 +357,12 @@ def interface_offset_errors(pairs: Sequence[tuple[StripStats, StripStats]],
             nonzero and len(members) > 1) else None
         if var is None:
             for i, _ in members:
-                out[i] = interface_offset_error(*pairs[i], smoothed[i], offsets[i])
+                out[i] = alone(i)
             continue
         var = np.add(var[0::2], var[1::2])  # A's strip plus B's, C-ordered rows
         var *= c2
         for (i, _), total in zip(members, _row_sums(var).tolist(), strict=True):
-            out[i] = (math.sqrt(total) if math.isfinite(total) else
-                      interface_offset_error(*pairs[i], smoothed[i], offsets[i]))
+            out[i] = math.sqrt(total) if math.isfinite(total) else alone(i)
     return out  # type: ignore[return-value]
 
 
@@ -390,6 +388,18 @@ def _profile_variances(strips: list[StripStats], n: int) -> np.ndarray | None:
     return out
 
 
+def _band_keeps_all(values: np.ndarray, offset: float, clip_std: float,
+                    n_sigma: float) -> bool:
+    """Whether the clip band ``offset +- n_sigma * clip_std`` holds every one of the
+    sorted, non-empty ``values``: it holds their two ends (the band's predicate in
+    double, as `_clipped_mean_error` tests each value; it holds for every value between
+    two that satisfy it)."""
+    if not (math.isfinite(offset) and math.isfinite(clip_std)):
+        return False
+    half = n_sigma * clip_std
+    return abs(float(values[0]) - offset) <= half and abs(float(values[-1]) - offset) <= half
+
+
 def _kept_run(smoothed: SmoothedDifference, offset: float,
               n_sigma: float = 3.0) -> tuple[int, int] | None:
     """``(start, stop)`` of the smoothed values when they are all finite there, NaN
@@ -398,12 +408,8 @@ def _kept_run(smoothed: SmoothedDifference, offset: float,
     values, avg = smoothed.values, smoothed.avg
     n = avg.shape[0]
     if (values is None or smoothed.window is None or n == 0 or values.shape[0] == 0
-            or avg.dtype != np.float64 or not math.isfinite(offset)
-            or not math.isfinite(smoothed.clip_std)):
-        return None
-    half = n_sigma * smoothed.clip_std
-    if not (abs(float(values[0]) - offset) <= half
-            and abs(float(values[-1]) - offset) <= half):
+            or avg.dtype != np.float64
+            or not _band_keeps_all(values, offset, smoothed.clip_std, n_sigma)):
         return None
     if values.shape[0] == n:
         return 0, n
