@@ -830,6 +830,16 @@ _SAMPLE_SHIFT = 5
 _SAMPLE_MAX = 1 << 17
 
 
+def _sample_bracket(m: int, p: float) -> tuple[int, int]:
+    """Positions ``j0 <= j1`` of a sorted sample of ``m`` values that bracket the whole's
+    quantile ``p`` (its rank in the sample widened by `_MARGIN` binomial standard
+    deviations and two values, within the sample): a rank outside them is rare, and
+    only costs a wider selection."""
+    j = p * (m - 1)
+    margin = _MARGIN * math.sqrt(m * p * (1.0 - p)) + 2.0
+    return max(math.floor(j - margin), 0), min(math.ceil(j + margin), m - 1)
+
+
 class _PassBuffers(threading.local):
     """The block buffers of `_Bracketed`'s pass, reused by one thread from call to call.
 
@@ -933,11 +943,9 @@ class _Bracketed:
         with np.errstate(over="ignore", invalid="ignore"):
             cuts.append(t(med - half))
             for p in (0.25, 0.5, 0.75):
-                j = p * (m - 1)
-                margin = _MARGIN * math.sqrt(m * p * (1.0 - p)) + 2.0
-                j0, j1 = math.floor(j - margin), math.ceil(j + margin)
-                cuts.append(s[max(j0, 0)])
-                cuts.append(np.nextafter(s[min(j1, m - 1)], inf))
+                j0, j1 = _sample_bracket(m, p)
+                cuts.append(s[j0])
+                cuts.append(np.nextafter(s[j1], inf))
             cuts.append(t(med + half))
         # Brackets [cuts[1], cuts[2]), [cuts[3], cuts[4]), [cuts[5], cuts[6]); core
         # [cuts[0], cuts[7]) minus nothing; outer: below cuts[0] or from cuts[7] on.
@@ -1038,39 +1046,25 @@ class _Bracketed:
         """One block of the pass: the counts below cuts[1], cuts[3], cuts[5], the values
         copied out, and the sums of ``v - ref`` and its square (under the pass's
         ``errstate``: a float64 square may overflow)."""
-        c0, c1, c2, c3, c4, c5, c6, c7 = self.cuts
         n = xb.shape[0]
         keep, below, d = bufs[1][:n], bufs[2][:n], bufs[3][:n]
-        less, differ, count = np.less, np.not_equal, np.count_nonzero
         # XOR of the nested "below" masks: alternate intervals between the cuts, i.e. the
         # core without the brackets; starting from "not below cuts[0]" gives its
-        # complement, what is copied out. (Unrolled: a background bin is two blocks, so
-        # the calls' overhead counts.)
-        np.greater_equal(xb, c0, out=keep)
-        less(xb, c1, out=below)
-        n1 = count(below)
-        differ(keep, below, out=keep)
-        less(xb, c2, out=below)
-        differ(keep, below, out=keep)
-        less(xb, c3, out=below)
-        n3 = count(below)
-        differ(keep, below, out=keep)
-        less(xb, c4, out=below)
-        differ(keep, below, out=keep)
-        less(xb, c5, out=below)
-        n5 = count(below)
-        differ(keep, below, out=keep)
-        less(xb, c6, out=below)
-        differ(keep, below, out=keep)
-        less(xb, c7, out=below)
-        differ(keep, below, out=keep)
+        # complement, what is copied out.
+        np.greater_equal(xb, self.cuts[0], out=keep)
+        counts = []
+        for k, cut in enumerate(self.cuts[1:], 1):
+            np.less(xb, cut, out=below)
+            if k in (1, 3, 5):  # the brackets' lower cuts
+                counts.append(int(np.count_nonzero(below)))
+            np.not_equal(keep, below, out=keep)
         part = xb.compress(keep)
         # Sums over every value; the block's values outside the core are subtracted
         # later (or, when that would lose digits, the core is summed by itself).
         np.subtract(xb, self.fref, out=d, dtype=np.float64)
         s1 = float(np.add.reduce(d))
         np.multiply(d, d, out=d)
-        return [int(n1), int(n3), int(n5)], part, s1, float(np.add.reduce(d))
+        return counts, part, s1, float(np.add.reduce(d))
 
     def _block_core_sums(self, xb: np.ndarray, bufs) -> tuple[float, float]:
         """Sums of ``v - ref`` and its square over a block's core values (``cuts[0] <=
@@ -1088,19 +1082,15 @@ class _Bracketed:
 
     def _extract(self, lo, hi) -> np.ndarray:
         """Another pass: the usable values ``lo <= v < hi``."""
-        parts = list(self._ranged(lo, hi))
-        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
-
-    def _ranged(self, lo, hi):
-        """Another pass: per block holding usable values, those with ``lo <= v < hi``
-        (row-major, a new 1-D array each)."""
         self.passes += 1
+        parts = []
         for x, usable, c in _blocks(self.v, self.bad):
             if c:
                 m = np.logical_and(x >= lo, x < hi)
                 if usable is not None:
                     m &= usable
-                yield np.compress(m.reshape(-1), x.reshape(-1))
+                parts.append(np.compress(m.reshape(-1), x.reshape(-1)))
+        return np.concatenate(parts) if parts else np.empty(0, self.dtype)
 
     def order_statistics(self, ks: list[int]) -> dict[int, float]:
         """Exact values of the order statistics ``ks`` (ascending, distinct)."""

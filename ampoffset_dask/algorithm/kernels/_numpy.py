@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..interp import interpolate_rows, piecewise
-from ..stats import clipped_mean_var_usable
+from ..stats import _sample_bracket, clipped_mean_var_usable
 from ..strips import CLIP_SIGMA, MAD_TO_SIGMA, exact_median
 
 NAME = "numpy"
@@ -1199,13 +1199,9 @@ def _bracketed_ranks(buf: np.ndarray, n_valid: int, ranks: tuple[int, ...]
     m = s.shape[0] - int(np.count_nonzero(np.isnan(s)))
     if m < 64:
         return None
-    bounds = []
-    for k, side in ((ranks[0], -1), (ranks[-1], 1)):
-        p = (k + 0.5) / n_valid
-        margin = 3.0 * math.sqrt(m * p * (1.0 - p)) + 2.0
-        bounds.append(min(max(int(p * (m - 1) + side * margin), 0), m - 1))
-    lo = s[bounds[0]]
-    hi = np.nextafter(s[bounds[1]], s.dtype.type(np.inf))
+    lo = s[_sample_bracket(m, (ranks[0] + 0.5) / n_valid)[0]]
+    hi = np.nextafter(s[_sample_bracket(m, (ranks[-1] + 0.5) / n_valid)[1]],
+                      s.dtype.type(np.inf))
     if not lo < hi:
         return None
     below = int(np.count_nonzero(buf < lo))
