@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import logging
 import math
-import threading
 import types
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -30,6 +29,7 @@ from ..masks import DEFAULT_MASK_PLANES, mask_bits
 from . import kernels
 from .background import subtract_background
 from .background_bias import with_background_bias
+from .buffers import ThreadBuffers
 from .detection import (
     detection_threshold,
     gaussian_kernel,
@@ -51,20 +51,20 @@ __all__ = ["check_amp_geometry", "measure_detector"]
 logger = logging.getLogger(__name__)
 
 
-class _Scratch(threading.local):
+class _Scratch(ThreadBuffers):
     """Full-size buffers that one thread reuses from one detector to the next.
 
     A fresh 64 MB array costs ~7 ms of page faults when first written, as much as a
     compiled pass over it, and a fresh zeroed mask faults in a page wherever it is first
     read or written. Only intermediates go here (the background-subtracted and the
     smoothed image, the bad-pixel, statistics, detection and border masks), never
-    anything returned; each thread has its own, and a nested measurement (the robust
-    estimator's) gets fresh arrays. A thread keeps each buffer's bytes at the largest size
-    it needed (two float32 images and four boolean masks: 2.5 images' worth).
+    anything returned; a nested measurement (the robust estimator's) gets fresh arrays. A
+    thread keeps each buffer's bytes at the largest size it needed (two float32 images
+    and four boolean masks: 2.5 images' worth).
     """
 
     def __init__(self) -> None:
-        self.buffers: dict[str, np.ndarray] = {}
+        super().__init__()
         self.busy = False
 
 
@@ -74,26 +74,14 @@ _SCRATCH = _Scratch()
 @contextlib.contextmanager
 def _scratch() -> Iterator[Callable[..., np.ndarray]]:
     """``take(name, shape, dtype=float32)``: this thread's buffer ``name`` (uninitialised)
-    for the duration of the ``with`` block."""
+    for the duration of the ``with`` block (`ThreadBuffers.view`)."""
     local = _SCRATCH
     if local.busy:
         yield lambda name, shape, dtype=np.float32: np.empty(shape, dtype=dtype)
         return
-
-    def take(name: str, shape: tuple[int, int], dtype: Any = np.float32) -> np.ndarray:
-        dtype = np.dtype(dtype)
-        nbytes = math.prod(shape) * dtype.itemsize
-        buf = local.buffers.get(name)
-        if buf is None or buf.shape[0] < nbytes:
-            local.buffers.pop(name, None)  # free the old one first
-            buf = local.buffers[name] = np.empty(nbytes, dtype=np.uint8)
-        # A view of the thread's bytes: detectors of two sizes in turn (ITL and e2v) share
-        # the larger one's pages instead of faulting in new ones for each.
-        return buf[:nbytes].view(dtype).reshape(shape)
-
     local.busy = True
     try:
-        yield take
+        yield local.view
     finally:
         local.busy = False
 

@@ -29,9 +29,10 @@ import bisect
 import itertools
 import math
 import struct
-import threading
 
 import numpy as np
+
+from .buffers import ThreadBuffers
 
 __all__ = [
     "IQ_TO_STDEV",
@@ -840,31 +841,18 @@ def _sample_bracket(m: int, p: float) -> tuple[int, int]:
     return max(math.floor(j - margin), 0), min(math.ceil(j + margin), m - 1)
 
 
-class _PassBuffers(threading.local):
-    """The block buffers of `_Bracketed`'s pass, reused by one thread from call to call.
-
-    A background bin is only about two blocks, so fresh buffers (about 2 MB) would cost
-    more in page faults when first written than the pass's arithmetic on them. Only
-    temporaries go here, never anything returned.
-    """
-
-    def __init__(self) -> None:
-        self.raw: np.ndarray | None = None
-
-
-_PASS_BUFFERS = _PassBuffers()
+#: The block buffers of `_Bracketed`'s pass, reused by one thread from call to call: a
+#: background bin is only about two blocks, so fresh buffers (about 2 MB) would cost more
+#: in page faults when first written than the pass's arithmetic on them.
+_PASS_BUFFERS = ThreadBuffers()
 
 
 def _pass_buffers(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """This thread's uninitialised buffers for a block of `_BLOCK` values: a copy of the
-    values (``dtype``, at most 8 bytes each), two boolean masks and a float64 block."""
-    raw = _PASS_BUFFERS.raw
-    if raw is None:
-        raw = _PASS_BUFFERS.raw = np.empty(18 * _BLOCK, dtype=np.uint8)
-    dtype = np.dtype(dtype)
-    return (raw[8 * _BLOCK:(8 + dtype.itemsize) * _BLOCK].view(dtype),
-            raw[16 * _BLOCK:17 * _BLOCK].view(bool), raw[17 * _BLOCK:].view(bool),
-            raw[:8 * _BLOCK].view(np.float64))
+    values (``dtype``), two boolean masks and a float64 block."""
+    view = _PASS_BUFFERS.view
+    return (view("values", (_BLOCK,), dtype), view("mask", (_BLOCK,), bool),
+            view("mask2", (_BLOCK,), bool), view("float64", (_BLOCK,), np.float64))
 
 
 def _slices(shape: tuple[int, int]) -> list[tuple[slice, slice]]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from ..buffers import ThreadBuffers
 from ..interp import interpolate_rows, piecewise
 from ..stats import _sample_bracket, clipped_mean_var_usable
 from ..strips import CLIP_SIGMA, MAD_TO_SIGMA, exact_median
@@ -1043,35 +1043,17 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
     return count, profile, level, sigmas, n, sr, sd, sdd, sdr
 
 
-class _StripBuffers(threading.local):
-    """Byte buffers that one thread reuses from one `strip_line_stats` call to the next.
-
-    A fresh block-sized temporary (a few MB) costs more in page faults when first written
-    than the arithmetic on it. Only temporaries go here, never anything returned.
-    """
-
-    def __init__(self) -> None:
-        self.buffers: dict[int, np.ndarray] = {}
-
-
-_STRIP_BUFFERS = _StripBuffers()
-#: Temporaries up to this many bytes are kept for reuse (a full-size detector's stacks
-#: are 2 MB); larger ones are allocated for the one call.
-_KEEP_BUFFER_BYTES = 1 << 23
+#: Byte buffers one thread reuses from one `strip_line_stats` call to the next: a fresh
+#: block-sized temporary (a few MB) costs more in page faults when first written than the
+#: arithmetic on it. Temporaries up to 8 MB are kept (a full-size detector's stacks are
+#: 2 MB); larger ones are allocated for the one call.
+_STRIP_BUFFERS = ThreadBuffers(keep_max=1 << 23, min_bytes=1 << 16)
 
 
 def _strip_buffer(slot: int, shape: tuple[int, ...], dtype) -> np.ndarray:
     """This thread's uninitialised ``shape``/``dtype`` array in buffer ``slot`` (a view:
     valid until the slot is taken again)."""
-    dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > _KEEP_BUFFER_BYTES:
-        return np.empty(shape, dtype=dtype)
-    buffers = _STRIP_BUFFERS.buffers
-    buf = buffers.get(slot)
-    if buf is None or buf.shape[0] < nbytes:
-        buf = buffers[slot] = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
-    return buf[:nbytes].view(dtype).reshape(shape)
+    return _STRIP_BUFFERS.view(slot, shape, dtype)
 
 
 def _raw_levels(lines: np.ndarray, raw: np.ndarray, nan_rows: np.ndarray,
