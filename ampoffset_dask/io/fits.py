@@ -34,7 +34,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,15 @@ from ..errors import GeometryError, InputError
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, plane_bit
 from .header_geometry import geometry_from_header
-from .mosaic import check_hsc_channels, flip_box, is_ccd_header, raw_image_flip, trimmed_detector
+from .header_walk import CachedHeader, walk_headers
+from .mosaic import (
+    CCD_KEYS,
+    check_hsc_channels,
+    flip_box,
+    is_ccd_header,
+    raw_image_flip,
+    trimmed_detector,
+)
 from .overscan import IsrSteps, isr_steps, normalize_gain, normalize_overscan
 from .sections import (
     AmpSource,
@@ -59,8 +67,11 @@ from .sections import (
     close_cached_files,
     data_beyond_end,
     decompress_once,
+    header_shape,
     is_image_header,
     keep_open,
+    layouts_of,
+    plain_layout,
     read_section,
     remember_layouts,
     stream_hdus,
@@ -259,7 +270,7 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def _header_get(header: fits.Header, key: str) -> Any:
+def _header_get(header: Mapping[str, Any], key: str) -> Any:
     try:
         if " " in key or len(key) > 8:
             return header.get(f"HIERARCH {key}", header.get(key))
@@ -288,7 +299,7 @@ def mask_planes_from_header(header: Mapping[str, Any], path: Path | str = "") ->
     return planes
 
 
-def _identity(headers: list[fits.Header]) -> dict[str, Any]:
+def _identity(headers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for header in headers:
         for key in _IDENTITY_KEYS:
@@ -365,7 +376,7 @@ class _Head:
     """One HDU as `inspect_file` sees it: its (image-view) header and what it holds."""
 
     index: int
-    header: fits.Header
+    header: Mapping[str, Any]
     image: bool
     compressed: bool
     shape: tuple[int, ...]
@@ -377,8 +388,8 @@ def _heads_of_hdul(path: Any, hdul: fits.HDUList) -> list[_Head]:
     for k, hdu in _iter_hdus(hdul, path):
         image = _is_image(hdu)
         compressed = isinstance(hdu, fits.CompImageHDU)
-        out.append(_Head(k, hdu.header, image, compressed, _hdu_shape(hdu) if image else (),
-                         int(hdu.header.get("BITPIX", 8))))
+        out.append(_Head(k, CachedHeader(hdu.header), image, compressed,
+                         _hdu_shape(hdu) if image else (), int(hdu.header.get("BITPIX", 8))))
     return out
 
 
@@ -386,17 +397,42 @@ def _heads_of_stream(path: Path) -> list[_Head]:
     """The HDUs of a gzip/bzip2/zip-wrapped file, read by streaming its headers only (from
     its decompressed content instead when that is at hand, or is to be kept for the pixel
     reads of a `decompress_once` block: one decompression serves both)."""
-    out = []
     content = wrapped_content(path)
-    for k, (header, _, _) in enumerate(stream_hdus(path, keep_data=False, content=content)):
-        image = is_image_header(header, k)
-        compressed = k > 0 and image and bool(header.get("ZIMAGE", False))
-        prefix = "Z" if compressed else ""
-        naxis = int(header.get(f"{prefix}NAXIS", 0)) if image else 0
-        shape = tuple(int(header.get(f"{prefix}NAXIS{i}", 0)) for i in range(naxis, 0, -1))
-        out.append(_Head(k, header, image, compressed, shape,
-                         int(header.get(f"{prefix}BITPIX", 8))))
-    return out
+    return [_head_of_header(k, header) for k, (header, _, _)
+            in enumerate(stream_hdus(path, keep_data=False, content=content))]
+
+
+def _head_of_header(k: int, header: Mapping[str, Any]) -> _Head:
+    """HDU ``k`` from its header as stored in the file (a tile-compressed image's is its
+    table's: the image's structure in the ``Z`` keywords)."""
+    if not isinstance(header, CachedHeader):
+        header = CachedHeader(header)
+    image = is_image_header(header, k)
+    compressed = k > 0 and image and bool(header.get("ZIMAGE", False))
+    prefix = "Z" if compressed else ""
+    shape = header_shape(header, prefix) if image else ()
+    return _Head(k, header, image, compressed, shape, int(header.get(f"{prefix}BITPIX", 8)))
+
+
+#: The keywords `_inspect` reads besides the structure, and the prefixes of those it
+#: finds by pattern (`_GEOMETRY_KEY`, ``MP_*``): the cards a walked header keeps.
+_INSPECTED = frozenset({"EXTNAME", "EXTTYPE", "BLANK", "BSCALE", "BZERO", *_IDENTITY_KEYS,
+                        *CCD_KEYS})
+_INSPECTED_PREFIXES = ("MP_", "DATASEC", "DETSEC", "CCDSEC", "BIASSEC", "AMPNAM", "T_EFM",
+                       "T_OSM", "LTV")
+
+
+def _walked(path: Path, hdu: int | None) -> FileInfo | None:
+    """`inspect_file` of a plain local file from its walked headers (the keywords
+    `_inspect` reads, no HDU objects); None for files astropy must read."""
+    walked = walk_headers(path, _INSPECTED, _INSPECTED_PREFIXES)
+    if walked is None:
+        return None
+    info = _inspect([_head_of_header(w.index, w.header) for w in walked], None, path,
+                    path.stat().st_size, hdu, local=True)
+    remember_layouts(path, {i: plain_layout(walked[i].header, walked[i].data_offset)
+                            for i in _data_hdus(info)})
+    return info
 
 
 def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
@@ -437,6 +473,13 @@ def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
     if _is_wrapped(path):  # headers streamed; the file is never decompressed whole
         return _inspect(_heads_of_stream(path), None, path, path.stat().st_size, hdu,
                         local=True)
+    info = _walked(path, hdu)
+    return info if info is not None else _opened(path, hdu)
+
+
+def _opened(path: Path, hdu: int | None) -> FileInfo:
+    """`inspect_file` of a local unwrapped file through astropy's `~astropy.io.fits.HDUList`
+    (the files `_walked` leaves to it)."""
     with _open(path) as hdul:
         return _inspect(_heads_of_hdul(path, hdul), hdul, path, path.stat().st_size, hdu,
                         local=True)
@@ -524,7 +567,7 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
     if hdul is not None:
         _check_not_truncated(path, hdul, used, size, local)
         if local:
-            remember_layouts(path, hdul, used)
+            remember_layouts(path, layouts_of(hdul, used))
     keys = _identity([primary, image_header])
     if kind == "raw":
         detsize = _parse_detsize(keys.get("DETSIZE"))

@@ -487,9 +487,14 @@ def _decompress_file(path: Path) -> bytes:
 
 
 def _hdu_shape(hdu: Any) -> tuple[int, ...]:
-    h = hdu.header
-    n = int(h.get("NAXIS", 0))
-    return tuple(int(h.get(f"NAXIS{k}", 0)) for k in range(n, 0, -1))
+    return header_shape(hdu.header)
+
+
+def header_shape(header: Any, prefix: str = "") -> tuple[int, ...]:
+    """The array shape (numpy order) a header's ``NAXIS`` keywords declare (``prefix="Z"``:
+    the image of a tile-compressed HDU's table header)."""
+    n = int(header.get(f"{prefix}NAXIS", 0))
+    return tuple(int(header.get(f"{prefix}NAXIS{k}", 0)) for k in range(n, 0, -1))
 
 
 def _native(a: np.ndarray) -> np.ndarray:
@@ -620,12 +625,20 @@ class _PlainLayout:
 
 
 def _layout_of(h: Any) -> _PlainLayout | None:
-    if isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:
+    if isinstance(h, fits.CompImageHDU):
         return None
-    bitpix = int(h.header["BITPIX"])
-    return _PlainLayout(int(h.fileinfo()["datLoc"]), _hdu_shape(h),
-                        np.dtype(fits.hdu.image.BITPIX2DTYPE[bitpix]).newbyteorder(">"),
-                        float(h.header.get("BSCALE", 1.0)), float(h.header.get("BZERO", 0.0)))
+    return plain_layout(h.header, int(h.fileinfo()["datLoc"]))
+
+
+def plain_layout(header: Any, offset: int) -> _PlainLayout | None:
+    """The layout of an uncompressed image HDU whose data start at byte ``offset`` of its
+    file, from its header; None with ``BLANK`` (those reads go through astropy)."""
+    if "BLANK" in header:
+        return None
+    return _PlainLayout(offset, header_shape(header),
+                        np.dtype(fits.hdu.image.BITPIX2DTYPE[int(header["BITPIX"])])
+                        .newbyteorder(">"),
+                        float(header.get("BSCALE", 1.0)), float(header.get("BZERO", 0.0)))
 
 
 def _plain_layout(path: Path, hdu: int) -> _PlainLayout | None:
@@ -656,17 +669,22 @@ def _plain_layout(path: Path, hdu: int) -> _PlainLayout | None:
     return layout
 
 
-def remember_layouts(path: Path, hdul: fits.HDUList, indices: list[int]) -> None:
-    """Record the layouts of already-parsed HDUs of an open file (saves reopening it)."""
+def remember_layouts(path: Path, layouts: dict[int, _PlainLayout | None]) -> None:
+    """Record the layouts of HDUs whose headers were just read (saves reopening the file):
+    ``{hdu: layout}``, None for those read through astropy."""
     try:
         st = path.stat()
     except OSError:
         return
     base = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    wrapped = getattr(hdul, "_ampoffset_buffer", None) is not None
-    found = {i: (None if wrapped else _layout_of(hdul[i])) for i in indices}
-    for i, layout in found.items():
+    for i, layout in layouts.items():
         _LAYOUTS.add((*base, int(i)), layout)
+
+
+def layouts_of(hdul: fits.HDUList, indices: list[int]) -> dict[int, _PlainLayout | None]:
+    """`remember_layouts`' argument for HDUs of an open file."""
+    wrapped = getattr(hdul, "_ampoffset_buffer", None) is not None
+    return {i: (None if wrapped else _layout_of(hdul[i])) for i in indices}
 
 
 def _scaled(raw: np.ndarray, disk: np.dtype, bscale: float, bzero: float) -> np.ndarray:

@@ -1,0 +1,238 @@
+"""The walked headers of local files describe each file exactly as astropy's HDUList does.
+
+`inspect_file` reads plain local files by walking their header blocks and parsing only the
+cards it reads (`ampoffset_dask.io.header_walk`); everything else goes through astropy.
+Every file here, real (``../shared/realdata``, decompressed into a temporary folder) or
+written by the test, is described both ways and the descriptions compared field by field,
+with the pixel layouts remembered for the readers and the errors raised.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from io_helpers import REAL, SHARED, decam_primary
+
+from ampoffset_dask import InputError, get_camera
+from ampoffset_dask.io import fits as fits_io
+from ampoffset_dask.io import sections
+from ampoffset_dask.io.header_walk import walk_headers
+from ampoffset_dask.io.writer import write_exposure
+from ampoffset_dask.simulate import scale_detector, simulate_detector
+
+
+def _plain_copy(src: Path, folder: Path) -> Path:
+    out = folder / (src.name[:-3] if src.name.endswith(".gz") else src.name)
+    if src.name.endswith(".gz"):
+        with gzip.open(src) as fin, open(out, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    else:
+        shutil.copyfile(src, out)
+    return out
+
+
+def _real_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in REAL.rglob("*.fits*") if p.is_file())
+    files.append(SHARED / "golden" / "mini_itl.fits.gz")
+    assert len(files) >= 15, files
+    return [_plain_copy(p, folder) for p in files]
+
+
+def _exposure(path: Path, **extra) -> Path:
+    det = scale_detector(get_camera("lsstcam")["R22_S11"], 0.05)
+    sim = simulate_detector(det, seed=3, n_stars=0)
+    write_exposure(path, sim.image, mask=sim.mask, variance=np.ones_like(sim.image),
+                   header={"VISIT": 7, "DETNAME": "R22_S11", "INSTRUME": "LSSTCam", **extra})
+    return path
+
+
+def _edited(src: Path, dst: Path, edit) -> Path:
+    with fits.open(src) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    edit(hdul)
+    hdul.writeto(dst, overwrite=True)
+    return dst
+
+
+def _written_files(folder: Path) -> list[Path]:
+    """Files with the header conventions `inspect_file` reads: HIERARCH identity keys,
+    long strings (CONTINUE), unsigned and BLANK pixels, multi-CCD mosaics, lowercase and
+    record-valued cards, duplicates, tables."""
+    out = [_exposure(folder / "exposure.fits")]
+    out.append(_exposure(folder / "hierarch.fits", **{
+        "HIERARCH LSST BUTLER DATAID VISIT": 2024010100012,
+        "HIERARCH LSST BUTLER DATAID DETECTOR": 94,
+        "HIERARCH LSST ISR AMPOFFSET PEDESTAL SUBTRACTED": True,
+        "OBSID": "MC_O_20240101_000012_" + "x" * 90,  # a CONTINUE card
+        "DP1": "AXIS.1: 1",  # a record-valued card
+    }))
+    with warnings.catch_warnings():  # astropy's note that it writes HIERARCH cards
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        out.append(_exposure(folder / "hierarch_plain.fits", **{
+            "LSST BUTLER DATAID VISIT": 2024010100013, "LSST BUTLER DATAID DETECTOR": 94}))
+    src = out[0]
+
+    def mask_planes_gone(hdul):
+        for key in [k for k in hdul["MASK"].header if k.startswith("MP_")]:
+            del hdul["MASK"].header[key]
+    out.append(_edited(src, folder / "no_mask_planes.fits", mask_planes_gone))
+
+    def duplicated(hdul):
+        hdul[0].header.append(("DETNAME", "R00_S00"), useblanks=False, bottom=True)
+        hdul[1].header.append(("EXTNAME", "OTHER"), useblanks=False, bottom=True)
+    out.append(_edited(src, folder / "duplicates.fits", duplicated))
+
+    def table_between(hdul):
+        hdul.insert(2, fits.BinTableHDU.from_columns(
+            [fits.Column("a", "D", array=np.arange(5.0))], name="ARCHIVE"))
+    out.append(_edited(src, folder / "table.fits", table_between))
+
+    def no_image_extension(hdul):
+        hdul[1].header["EXTNAME"] = "PIXELS"
+        hdul[1].header["EXTTYPE"] = "PIXELS"
+    out.append(_edited(src, folder / "no_image.fits", no_image_extension))
+
+    # unsigned 16-bit pixels (BZERO) and integer pixels with BLANK
+    for name, data, header in (
+        ("uint16.fits", np.arange(60, dtype=np.uint16).reshape(6, 10), {}),
+        ("blank.fits", np.arange(60, dtype=np.int32).reshape(6, 10), {"BLANK": -1}),
+        ("scaled.fits", np.arange(60, dtype=np.int16).reshape(6, 10),
+         {"BSCALE": 2.0, "BZERO": 10.0}),
+    ):
+        hdu = fits.PrimaryHDU(data)
+        if name == "scaled.fits":
+            hdu = fits.PrimaryHDU(data, do_not_scale_image_data=True)
+        for key, value in {"DETNAME": "D", "DATASEC": "[1:5,1:6]", "VISIT": 3,
+                           **header}.items():
+            hdu.header[key] = value
+        hdu.writeto(folder / name)
+        out.append(folder / name)
+
+    # a DECam-style mosaic of uncompressed CCD extensions
+    hdus = [decam_primary(229345)]
+    for ccd, name in ((1, "S29"), (2, "S30")):
+        h = fits.ImageHDU(np.zeros((8, 12), np.float32), name=name)
+        h.header["CCDNUM"] = ccd
+        h.header["DETPOS"] = name
+        h.header["DATASECA"] = "[1:6,1:8]"
+        h.header["DATASECB"] = "[7:12,1:8]"
+        hdus.append(h)
+    fits.HDUList(hdus).writeto(folder / "mosaic.fits")
+    out.append(folder / "mosaic.fits")
+
+    # non-standard cards: lowercase keyword, value indicator before column 9
+    text = (folder / "exposure.fits").read_bytes()
+    card = b"DETNAME = 'R22_S11 '"
+    assert card in text
+    odd = text.replace(card, b"detname= 'R22_S11 ' ")
+    (folder / "odd_cards.fits").write_bytes(odd)
+    out.append(folder / "odd_cards.fits")
+    return out
+
+
+def _describe(path: Path, hdu: int | None, walked: bool):
+    """(FileInfo or the error's text, the remembered layouts of its data HDUs, warnings)."""
+    sections._LAYOUTS.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            info = fits_io._walked(path, hdu) if walked else fits_io._opened(path, hdu)
+        except InputError as exc:
+            return f"InputError: {exc}", {}, []
+    if info is None:
+        return None, {}, []
+    st = path.stat()
+    base = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    layouts = {i: sections._LAYOUTS.get((*base, i), "missing")
+               for i in fits_io._data_hdus(info)}
+    ours = [str(w.message) for w in caught if w.category is fits_io.MaskPlanesWarning]
+    return info, layouts, ours
+
+
+def _hdus_to_check(path: Path) -> list[int | None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits_io.MaskPlanesWarning)
+        try:
+            info = fits_io._opened(path, None)
+        except InputError:
+            return [None]
+    return [None, *info.ccd_hdus]
+
+
+def test_walked_headers_describe_every_file_as_astropy_does(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "written").mkdir()
+    files = _real_files(tmp_path / "real") + _written_files(tmp_path / "written")
+    walked_files = 0
+    for path in files:
+        for hdu in _hdus_to_check(path):
+            walked = _describe(path, hdu, walked=True)
+            if walked[0] is None:  # left to astropy: only compressed images are, here
+                with fits.open(path) as hdul:
+                    assert any(isinstance(h, fits.CompImageHDU) for h in hdul), path
+                continue
+            walked_files += 1
+            assert walked == _describe(path, hdu, walked=False), (path, hdu)
+    # the real raws, assembled images and frames, and every written file but none
+    assert walked_files >= 25
+
+
+def test_the_walk_keeps_only_the_cards_asked_for(tmp_path):
+    path = _written_files(tmp_path)[1]
+    assert path.name == "hierarch.fits"
+    walked = walk_headers(path, ["DETNAME", "LSST BUTLER DATAID VISIT", "OBSID"], ["MP_"])
+    primary, image, mask = walked[0].header, walked[1].header, walked[2].header
+    assert primary["LSST BUTLER DATAID VISIT"] == 2024010100012
+    assert primary["OBSID"] == "MC_O_20240101_000012_" + "x" * 90
+    assert primary["DETNAME"] == "R22_S11"
+    assert "LSST BUTLER DATAID DETECTOR" not in primary and "INSTRUME" not in primary
+    assert "DP1" not in primary and "EXTNAME" not in image
+    assert any(k.startswith("MP_") for k in mask)
+    with fits.open(path) as hdul:
+        assert [w.data_offset for w in walked] == [h.fileinfo()["datLoc"] for h in hdul]
+        for w, h in zip(walked, hdul, strict=True):  # the structure is always kept
+            assert [w.header.get(k) for k in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2")] == [
+                h.header.get(k) for k in ("BITPIX", "NAXIS", "NAXIS1", "NAXIS2")]
+
+
+@pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyUserWarning")
+@pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")
+@pytest.mark.parametrize("damage", ["truncated", "short_padding", "trailing_garbage",
+                                    "not_fits", "bad_end", "groups", "compressed"])
+def test_files_the_walk_leaves_to_astropy(tmp_path, damage):
+    """Whatever is not plain goes through astropy, whose reading decides (and errors)."""
+    good = _exposure(tmp_path / "good.fits")
+    data = good.read_bytes()
+    path = tmp_path / f"{damage}.fits"
+    if damage == "truncated":
+        path.write_bytes(data[:len(data) // 2])
+    elif damage == "short_padding":
+        path.write_bytes(data[:-100])
+    elif damage == "trailing_garbage":
+        path.write_bytes(data + b"\x00" * 2880)
+    elif damage == "not_fits":
+        path.write_bytes(b"x" * 2880 * 2)
+    elif damage == "bad_end":
+        at = data.index(b"END" + b" " * 77)
+        path.write_bytes(data[:at] + b"END     junk" + b" " * 69 + data[at + 80:])
+    elif damage == "groups":
+        fits.GroupsHDU(fits.GroupData(np.zeros((2, 1, 3, 3), np.float32), parnames=["a"],
+                                      pardata=[np.zeros(2)], bitpix=-32)).writeto(path)
+    else:
+        fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.zeros((8, 8), np.float32),
+                                                           name="IMAGE")]).writeto(path)
+    assert walk_headers(path, ["EXTNAME"]) is None
+    expected = _describe(path, None, walked=False)
+    got = fits_io.inspect_file(path) if not isinstance(expected[0], str) else None
+    if isinstance(expected[0], str):
+        with pytest.raises(InputError) as err:
+            fits_io.inspect_file(path)
+        assert f"InputError: {err.value}" == expected[0]
+    else:
+        assert got == expected[0]
