@@ -11,7 +11,10 @@ Prints:
    computation, so dask's per-computation overhead shows); plus `measure_detector` end to end
    on the lazy Dataset, on `open_lazy` planes (no dask) and after a full `read_exposure`;
 3. the same reads for a RICE tile-compressed copy (128x128 tiles: strips decompress only the
-   tiles they touch) against decompressing both planes.
+   tiles they touch) against decompressing both planes;
+4. reading an LSSTCam raw (the real ITL raw of ``../shared/realdata``, its pixels replaced by
+   noise: 16 int32 segments assembled into the detector, per-row overscan subtracted), CPU
+   time, and its header inspection alone.
 
 Usage::
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -164,7 +168,46 @@ def main(argv=None) -> int:
               f"ratio {t_rice_io / t_rice_full:.2f}x")
         print(f"   RICE edges-only via Dataset     {t_rice_edges * 1e3:8.1f} ms   "
               f"ratio {t_rice_edges / t_rice_full:.2f}x")
+
+        raw = _noisy_raw(Path(tmp), rng)
+        if raw is None:
+            print(f"4. (no LSSTCam raw at {RAW}: set AMPOFFSET_SHARED)")
+        else:
+            t_raw = _cpu(lambda: read_exposure(raw, variance=False), args.repeat)
+            t_head = _cpu(lambda: inspect_file(raw), args.repeat)
+            print(f"4. LSSTCam raw, read + assemble  {t_raw * 1e3:8.1f} ms CPU   (16 segments, "
+                  f"per-row overscan; of which headers {t_head * 1e3:.1f} ms)")
     return 0
+
+
+SHARED = Path(os.environ.get("AMPOFFSET_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+RAW = SHARED / "realdata" / "lsstcam_bot_spots" / "itl_spot.fits.gz"
+
+
+def _noisy_raw(folder: Path, rng: np.random.Generator) -> Path | None:
+    """The real ITL raw's layout (headers, 16 segments with overscan), noise for pixels."""
+    from astropy.io import fits
+
+    if not RAW.exists():
+        return None
+    with fits.open(RAW) as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    for hdu in hdul[1:]:
+        if isinstance(hdu, fits.ImageHDU) and hdu.data is not None:
+            hdu.data = np.round(rng.normal(20000.0, 9.0, hdu.data.shape)).astype(np.int32)
+    out = folder / "raw.fits"
+    hdul.writeto(out)
+    return out
+
+
+def _cpu(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return min(times)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ __all__ = [
     "isr_steps",
     "normalize_gain",
     "normalize_overscan",
+    "overscan_levels",
     "subtract_overscan",
 ]
 
@@ -102,6 +103,25 @@ def clipped_mean(values: np.ndarray, nsigma: float = 3.0, iterations: int = 3) -
     return float(v.mean())
 
 
+def overscan_levels(overscan: np.ndarray) -> np.ndarray:
+    """The per-row overscan levels, float64, shape ``(rows, 1)``: each row's median.
+
+    The numbers of ``np.median(overscan, axis=1)`` (NaN for a row holding NaN), from one
+    sort of the rows: numpy's vectorised sort of short rows is several times faster than
+    its selection row by row (~30 ms of an LSSTCam raw's read).
+    """
+    over = np.asarray(overscan, dtype=np.float64)
+    n = over.shape[1]
+    if over.ndim != 2 or n == 0:
+        return np.median(over, axis=1)[:, None]
+    srt = np.sort(over, axis=1)  # NaN last
+    k = n // 2
+    # np.median's mean of the two middle values is their sum halved
+    level = srt[:, k].copy() if n % 2 else (srt[:, k - 1] + srt[:, k]) / 2
+    level[np.isnan(srt[:, -1])] = np.nan
+    return level[:, None]
+
+
 def subtract_overscan(data: np.ndarray, overscan: np.ndarray, mode: str) -> np.ndarray:
     """``data`` (float64) minus its overscan level.
 
@@ -116,7 +136,7 @@ def subtract_overscan(data: np.ndarray, overscan: np.ndarray, mode: str) -> np.n
     """
     over = np.asarray(overscan, dtype=np.float64)
     if mode == "per-row":
-        level = np.median(over, axis=1)[:, None]
+        level = overscan_levels(over)
     elif mode == "mean":
         level = clipped_mean(over)
     else:

@@ -35,7 +35,7 @@ from astropy.io import fits
 
 from ..errors import InputError
 from .lru import LRUCache
-from .overscan import subtract_overscan
+from .overscan import overscan_levels, subtract_overscan
 
 __all__ = [
     "DEFAULT_MAX_DECOMPRESSED_BYTES",
@@ -818,6 +818,7 @@ def _paste(path: Any, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, 
         rx0, rx1 = w - rx1, w - rx0
     rows = (sy0 + ry0, sy0 + ry1)
     cols = (sx0 + rx0, sx0 + rx1)
+    level = None  # the per-row overscan levels, subtracted while pasting
     if s.overscan is None:
         data = read(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
     elif s.overscan_mode == "mean":  # one level from the whole overscan, whatever rows are read
@@ -836,16 +837,25 @@ def _paste(path: Any, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, 
             data = read(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
             over = read(path, s.hdu, (slice(oy0 + ry0, oy0 + ry1), slice(ox0, ox1)),
                                 hdul=hdul)
-        data = subtract_overscan(data, over, "per-row")
+        level = overscan_levels(over)
+        if s.gain is not None or s.flag_nonzero is not None:
+            data, level = np.asarray(data, dtype=np.float64) - level, None
     if s.gain is not None:
         data = np.asarray(data, dtype=np.float64) * s.gain
     if s.flag_nonzero is not None:
         data = np.where(data != 0, np.int32(1 << s.flag_nonzero), np.int32(0))
     if s.flip_y:
         data = data[::-1]
+        level = None if level is None else level[::-1]
     if s.flip_x:
         data = data[:, ::-1]
-    out[iy0 - r0:iy1 - r0, ix0 - c0:ix1 - c0] = data
+    dest = out[iy0 - r0:iy1 - r0, ix0 - c0:ix1 - c0]
+    if level is None:
+        dest[...] = data
+    else:
+        # In float64, then rounded into the plane: the numbers of subtract_overscan and an
+        # assignment, without the float64 amp in between.
+        np.subtract(data, level, out=dest, dtype=np.float64, casting="unsafe")
 
 
 _BLOCK = 1 << 18  # bytes per read: swapped and checked while still in the CPU cache

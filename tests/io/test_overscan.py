@@ -13,7 +13,12 @@ from ampoffset_dask import open_exposure
 from ampoffset_dask.cameras import Camera
 from ampoffset_dask.errors import ConfigError, InputError
 from ampoffset_dask.io.fits import open_lazy, read_exposure
-from ampoffset_dask.io.overscan import clipped_mean, isr_header, normalize_overscan
+from ampoffset_dask.io.overscan import (
+    clipped_mean,
+    isr_header,
+    normalize_overscan,
+    overscan_levels,
+)
 
 KAST = REAL / "kast_blue_pypeit"
 
@@ -42,6 +47,56 @@ def _tiny_raw(path, camera, bias_slope=7.0, spike=False):
         hdus.append(fits.ImageHDU(seg.astype(">i4"), name=f"Segment{amp.name[1:]}"))
     fits.HDUList(hdus).writeto(path)
     return truth, levels
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 64, 65])
+def test_overscan_levels_are_numpy_medians(width):
+    rng = np.random.default_rng(width)
+    rows = np.round(rng.normal(20000, 9.7, (500, width)))  # ties, halves between them
+    rows[:50] = rng.normal(0, 1e-3, (50, width))  # non-integers of either sign
+    rows[50, 0] = np.nan
+    rows[51, -1] = np.inf
+    rows[52, 0] = -np.inf
+    rows[53] = np.inf
+    with np.errstate(invalid="ignore"):
+        expected = np.median(rows, axis=1)[:, None]
+    for dtype in (np.float64, np.float32):
+        got = overscan_levels(rows.astype(dtype))
+        assert got.dtype == np.float64 and got.shape == (500, 1)
+        with np.errstate(invalid="ignore"):
+            expected = np.median(rows.astype(dtype).astype(np.float64), axis=1)[:, None]
+        np.testing.assert_array_equal(got, expected)
+    ints = np.round(rng.normal(3e5, 20, (300, width))).astype(np.int32)
+    np.testing.assert_array_equal(overscan_levels(ints), np.median(ints, axis=1)[:, None])
+
+
+def test_per_row_overscan_rounds_once_into_the_plane(tmp_path):
+    """Each pixel is its float64 difference with the row's median, rounded to float32 once,
+    wherever the amp lands (flipped or not)."""
+    camera = Camera.from_dict(tiny_raw_camera_doc())
+    _tiny_raw(tmp_path / "raw.fits", camera)
+    rng = np.random.default_rng(4)
+    det = camera["R00_S00"]
+    expected = np.zeros(det.shape, np.float64)
+    with fits.open(tmp_path / "raw.fits") as hdul:
+        hdul = fits.HDUList([h.copy() for h in hdul])
+    for amp, raw in zip(det, camera.raw_amps(det), strict=True):
+        # pixels above 2**24 (float32 rounds them), an overscan far below
+        seg = np.round(rng.normal(3.3e7, 50.0, (4, 11))).astype(np.int32)
+        seg[:, 8:11] = np.round(rng.normal(1000.0, 5.0, (4, 3)))
+        hdul[raw.hdu].data = seg.astype(">i4")
+        over = seg[:, 8:11].astype(np.float64)
+        block = seg[:, 2:8].astype(np.float64) - np.median(over, axis=1)[:, None]
+        if raw.flip_y:
+            block = block[::-1]
+        if raw.flip_x:
+            block = block[:, ::-1]
+        expected[amp.slices] = block
+    hdul.writeto(tmp_path / "noisy.fits")
+    data = read_exposure(tmp_path / "noisy.fits", camera=camera)
+    assert data.isr.overscan == "per-row"
+    np.testing.assert_array_equal(data.image, expected.astype(np.float32))
+    assert np.any(expected.astype(np.float32) != expected)  # rounding happened
 
 
 def test_modes_are_validated():
