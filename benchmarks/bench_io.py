@@ -47,14 +47,15 @@ from ampoffset_dask.io.sections import LazyPlane, _read_full
 from ampoffset_dask.io.xarray import open_exposure
 
 
-def _time(fn, repeat: int) -> float:
-    """Best of ``repeat`` runs after a warm-up (the least disturbed by other processes)."""
+def _time(fn, repeat: int, clock=time.perf_counter) -> float:
+    """Best of ``repeat`` runs after a warm-up (the least disturbed by other processes);
+    ``clock=time.process_time`` for CPU time."""
     fn()  # warm-up (page cache, imports)
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return min(times)
 
 
@@ -173,8 +174,9 @@ def main(argv=None) -> int:
         if raw is None:
             print(f"4. (no LSSTCam raw at {RAW}: set AMPOFFSET_SHARED)")
         else:
-            t_raw = _cpu(lambda: read_exposure(raw, variance=False), args.repeat)
-            t_head = _cpu(lambda: inspect_file(raw), args.repeat)
+            cpu = time.process_time
+            t_raw = _time(lambda: read_exposure(raw, variance=False), args.repeat, cpu)
+            t_head = _time(lambda: inspect_file(raw), args.repeat, cpu)
             print(f"4. LSSTCam raw, read + assemble  {t_raw * 1e3:8.1f} ms CPU   (16 segments, "
                   f"per-row overscan; of which headers {t_head * 1e3:.1f} ms)")
     return 0
@@ -199,15 +201,6 @@ def _noisy_raw(folder: Path, rng: np.random.Generator) -> Path | None:
     hdul.writeto(out)
     return out
 
-
-def _cpu(fn, repeat: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return min(times)
 
 
 if __name__ == "__main__":
