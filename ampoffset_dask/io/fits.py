@@ -42,7 +42,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..cameras import Camera, UnknownDetectorError, canonical_camera_name, get_camera
-from ..errors import GeometryError, InputError
+from ..errors import AmpOffsetError, GeometryError, InputError
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, plane_bit
 from .header_geometry import geometry_from_header
@@ -459,8 +459,18 @@ def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
     ------
     InputError
         For a missing, empty, truncated or non-FITS file, a directory, a file without a
-        usable image or one too large to decompress, naming the file and the reason.
+        usable image or one too large to decompress, or a header card astropy refuses to
+        read, naming the file and the reason.
     """
+    try:
+        return _inspect_file(path, hdu)
+    except AmpOffsetError:
+        raise
+    except (fits.VerifyError, ValueError) as exc:  # a card astropy refuses (OSError: I/O)
+        raise InputError(f"{path}: cannot read the header: {exc}") from exc
+
+
+def _inspect_file(path: str | os.PathLike, hdu: int | None) -> FileInfo:
     from . import remote
 
     if remote.is_url(os.fspath(path)):

@@ -308,3 +308,19 @@ def test_odd_cards_are_read_as_astropy_reads_them(tmp_path):
         walked += 1
         assert got == _describe(path, None, walked=False), (v, path)
     assert walked >= 140
+
+
+def test_a_card_astropy_refuses_is_an_input_error_naming_the_file(tmp_path):
+    good = _exposure(tmp_path / "good.fits").read_bytes()
+    extend = b"EXTEND  =                    T".ljust(80)
+    visit = b"VISIT   =                    7".ljust(80)
+    assert good.count(extend + visit) == 1
+    # a CONTINUE card after an integer card: astropy refuses to read VISIT
+    bad = good.replace(extend + visit, visit + b"CONTINUE= 'bb'".ljust(80))
+    path = tmp_path / "bad.fits"
+    path.write_bytes(bad)
+    for read in (fits_io._walked, fits_io._opened):  # astropy's error, either way
+        with pytest.raises(fits.VerifyError):
+            read(path, None)
+    with pytest.raises(InputError, match=r"bad\.fits: cannot read the header: CONTINUE"):
+        fits_io.inspect_file(path)
