@@ -909,7 +909,6 @@ def _read_into(fh: Any, buf: np.ndarray, path: Path, done: int = 0, total: int |
         pos += n
 
 
-
 def _read_full(path: Path, hdu: int, dtype: Any, check_finite: bool = False
                ) -> tuple[np.ndarray, bool | None]:
     """Read a whole image HDU into a new native array of ``dtype``.
