@@ -60,3 +60,68 @@ def test_plan_identity_geometry_and_duplicates(sim_visit, tmp_path):
     (bad,) = plan_tasks(discover_inputs(junk))
     assert bad.visit is None and bad.detector is None
     assert "InputError" in bad.error and str(junk) in bad.error
+
+
+def test_local_headers_are_planned_in_this_thread(sim_visit, monkeypatch):
+    """Files that answer at once are planned without threads (they would only contend for
+    the GIL), in order, whatever ``threads`` allows."""
+    import threading
+
+    import ampoffset_dask.pipeline.inputs as inputs_mod
+
+    seen = []
+    real = inputs_mod._plan_one
+
+    def plan_one(*args, **kwargs):
+        seen.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inputs_mod, "_plan_one", plan_one)
+    items = discover_inputs(sim_visit.paths[:4])
+    planned = plan_tasks(items, threads=8)
+    assert [t.path for t in planned] == [i.path for i in items]
+    assert all(not t.error for t in planned)
+    assert seen == [threading.get_ident()] * 4
+
+
+def test_planning_that_waits_goes_on_in_threads():
+    """When the headers keep planning waiting (a network file system, here a plan that
+    sleeps), the files after the first two are planned in threads, results in order."""
+    import threading
+    import time
+
+    from ampoffset_dask.pipeline.inputs import InputItem, _plan_all
+
+    main = threading.get_ident()
+    where = {}
+
+    def slow(item):
+        time.sleep(0.02)
+        where[item.path] = threading.get_ident()
+        return [item.path]
+
+    items = [InputItem(f"f{i}.fits") for i in range(10)]
+    t0 = time.perf_counter()
+    assert _plan_all(items, slow, threads=4) == [[i.path] for i in items]
+    elapsed = time.perf_counter() - t0
+    assert [where[f"f{i}.fits"] == main for i in range(10)] == [True] * 2 + [False] * 8
+    assert elapsed < 0.02 * 10 * 0.75  # the waits overlapped
+    where.clear()
+    assert _plan_all(items, slow, threads=1) == [[i.path] for i in items]
+    assert set(where.values()) == {main}  # one thread asked for: no threads
+
+
+def test_urls_are_planned_in_threads():
+    import threading
+
+    from ampoffset_dask.pipeline.inputs import InputItem, _plan_all
+
+    where = []
+
+    def plan(item):
+        where.append(threading.get_ident())
+        return [item.path]
+
+    items = [InputItem(f"s3://bucket/f{i}.fits") for i in range(3)]
+    assert _plan_all(items, plan, threads=3) == [[i.path] for i in items]
+    assert threading.get_ident() not in where

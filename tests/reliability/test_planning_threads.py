@@ -5,10 +5,11 @@ cameras costs ~0.1 s of CPU; eight threads used to build eight copies)."""
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from ampoffset_dask.cameras import camera as camera_module
 from ampoffset_dask.cameras import get_camera
-from ampoffset_dask.pipeline.inputs import InputItem, plan_tasks
+from ampoffset_dask.pipeline.inputs import InputItem, _plan_one
 
 
 def test_threads_asking_at_once_get_one_camera_built_once():
@@ -32,8 +33,17 @@ def test_threads_asking_at_once_get_one_camera_built_once():
 
 
 def test_planning_in_threads_builds_each_camera_once(sim4):
+    # as planning's threads read remote headers: four files at the same moment
     camera_module._build_builtin.cache_clear()
-    planned = plan_tasks([InputItem(str(p)) for p in sim4], threads=8)
+    barrier = threading.Barrier(len(sim4))
+
+    def plan(item):
+        barrier.wait()
+        return _plan_one(item, None)
+
+    with ThreadPoolExecutor(len(sim4)) as pool:
+        planned = [t for tasks in pool.map(plan, [InputItem(str(p)) for p in sim4])
+                   for t in tasks]
     assert sorted(t.name for t in planned) == ["R22_S11", "R22_S12", "R22_S21", "R22_S22"]
     assert all(not t.error and t.detector is not None for t in planned)
     # every built-in camera was looked at (the detector's camera is guessed), each built once
