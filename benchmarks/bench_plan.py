@@ -8,9 +8,9 @@ per LSSTCam visit). Prints, per kind of file:
 - ``inspect_file`` as it runs (plain local files: the walked headers,
   `ampoffset_dask.io.header_walk`), and through astropy's ``HDUList`` (what it costs
   without the walk, and what compressed files still cost);
-- ``plan_tasks`` of many copies (distinct identities), which plans files that answer at
-  once in the calling thread, and the same files planned in 8 threads (as URLs are): the
-  threads only hand the GIL to each other at every read.
+- ``plan_tasks`` of many copies (distinct identities), which plans files on a local file
+  system in the calling thread, and the same files planned in 8 threads (as URLs and files
+  on network file systems are): the threads only hand the GIL to each other at every read.
 
 The files: the real LSSTCam raws of ``../shared/realdata`` (17 HDUs, ~2,000 header cards;
 decompressed into the work folder) and a full-size simulated exposure as ``process``
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             repeat = max(3, args.repeat // 5)
             ms = _ms(lambda i=items: plan_tasks(i), repeat)
             print(f"    plan_tasks of {args.copies} files: {ms / args.copies:.2f} ms per file "
-                  "(planned in the calling thread: the files answer at once)")
+                  "(planned in the calling thread: a local file system)")
             ms = _ms(lambda i=items: _in_threads(i, 8), repeat)
             print(f"    the same in 8 threads, as for URLs: {ms / args.copies:.2f} ms per file")
     finally:

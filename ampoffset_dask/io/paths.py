@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = [
     "fits_stem",
     "is_fits_name",
     "mark_output_folder",
+    "on_network_filesystem",
     "walk_fits",
 ]
 
@@ -170,3 +172,51 @@ def walk_fits(
                 continue
             found.append(FoundPath(entry.path, entry_problem(entry.path)))
     return sorted(found, key=lambda f: f.path)
+
+
+#: File system types whose reads wait on a network (and FUSE ones: ``fuse.s3fs``...).
+NETWORK_FILESYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs",
+    "panfs", "afs", "9p", "wekafs", "cvmfs", "fuse", "fuseblk",
+})
+
+
+def _mounts(mountinfo: str) -> list[tuple[str, str]]:
+    """``(mount point, file system type)`` of each line of ``/proc/self/mountinfo`` text,
+    longest mount point first."""
+    out = []
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        if not sep or len(fields) < 5 or not right.split():
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        out.append((point, right.split()[0]))
+    return sorted(out, key=lambda m: len(m[0]), reverse=True)
+
+
+def on_network_filesystem(paths: Iterable[str | os.PathLike],
+                          mountinfo: str | None = None) -> list[bool | None]:
+    """For each path, whether its file system is a network (or FUSE) one; None where that is
+    unknown (not Linux, no mount found).
+
+    Parameters
+    ----------
+    paths : iterable of path-like
+    mountinfo : str, optional
+        The text of ``/proc/self/mountinfo`` (read when omitted).
+    """
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return [None for _ in paths]
+    mounts = _mounts(mountinfo)
+    out: list[bool | None] = []
+    for path in paths:
+        real = os.path.realpath(path)
+        kind = next((fs for point, fs in mounts
+                     if real == point or real.startswith(point.rstrip("/") + "/")), None)
+        out.append(None if kind is None
+                   else kind in NETWORK_FILESYSTEMS or kind.startswith("fuse."))
+    return out

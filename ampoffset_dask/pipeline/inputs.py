@@ -11,7 +11,6 @@ import dataclasses
 import glob
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from ..catalog.schema import check_identity
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
-from ..io.paths import entry_problem, is_fits_name, walk_fits
+from ..io.paths import entry_problem, is_fits_name, on_network_filesystem, walk_fits
 from ..io.remote import is_url, list_url
 
 __all__ = ["InputItem", "PlannedTask", "discover_inputs", "plan_tasks"]
@@ -336,42 +335,26 @@ def _usable_visit(visit: Any) -> int | None:
     return visit
 
 
-#: Planning goes on in threads once the files have kept it waiting (wall time beyond its
-#: CPU time) for more than this fraction of its CPU time.
-_WAITING = 0.5
-
-
 def _plan_all(items: list[InputItem], plan: Callable[[InputItem], list[PlannedTask]],
               threads: int) -> list[list[PlannedTask]]:
-    """``plan`` of every item, in order: in this thread while the headers answer at once,
-    in up to ``threads`` threads when they make it wait.
+    """``plan`` of every item, in order: in this thread when the files are on local file
+    systems, else in up to ``threads`` threads.
 
-    Reading and parsing a header holds the GIL but for the reads themselves: on files that
-    answer at once (a local disk, the page cache), threads only hand the GIL to each other
-    at every read (~40% slower for 64 files here, see ``benchmarks/bench_plan.py``); on a
-    network file system or an object store the waits dominate and threads overlap them.
-    URLs go to the threads straight away; local files are planned here until their waiting
-    exceeds `_WAITING` of the CPU time, and the rest in threads.
+    Reading and parsing a header holds the GIL but for the reads themselves: on a local disk
+    or the page cache, threads only hand the GIL to each other at every read (~40% slower
+    for 64 files here, see ``benchmarks/bench_plan.py``); on a network file system or an
+    object store the reads wait and threads overlap the waits. Files whose file system is
+    unknown (not Linux) go to the threads too.
     """
-    out: list[list[PlannedTask]] = []
-    k = 0
-    if threads <= 1 or not any(is_url(i.path) for i in items):
-        wall = cpu = 0.0
-        while k < len(items):
-            t0, c0 = time.perf_counter(), time.thread_time()
-            out.append(plan(items[k]))
-            k += 1
-            wall += time.perf_counter() - t0
-            cpu += time.thread_time() - c0
-            if threads > 1 and k >= 2 and wall - cpu > _WAITING * cpu:
-                break
-    rest = items[k:]
-    if rest:
-        with ThreadPoolExecutor(max(1, min(threads, len(rest)))) as pool:
-            # each header read in a copy of this thread's context (the run's storage options)
-            out += [f.result() for f in [
-                pool.submit(contextvars.copy_context().run, plan, i) for i in rest]]
-    return out
+    local = threads <= 1 or (
+        not any(is_url(i.path) for i in items)
+        and all(net is False for net in on_network_filesystem([i.path for i in items])))
+    if local:
+        return [plan(i) for i in items]
+    with ThreadPoolExecutor(max(1, min(threads, len(items) or 1))) as pool:
+        # each header read in a copy of this thread's context (the run's storage options)
+        return [f.result() for f in [
+            pool.submit(contextvars.copy_context().run, plan, i) for i in items]]
 
 
 def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8, *,
@@ -388,8 +371,7 @@ def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8,
     items : iterable of InputItem
     camera : str, path or Camera, optional
     threads : int
-        Header-reading threads, used for URLs and for files that keep planning waiting
-        (`_plan_all`).
+        Header-reading threads, for URLs and files on network file systems (`_plan_all`).
     force : bool
         Plan already corrected inputs like any other.
     visit, detector : optional

@@ -84,31 +84,45 @@ def test_local_headers_are_planned_in_this_thread(sim_visit, monkeypatch):
     assert seen == [threading.get_ident()] * 4
 
 
-def test_planning_that_waits_goes_on_in_threads():
-    """When the headers keep planning waiting (a network file system, here a plan that
-    sleeps), the files after the first two are planned in threads, results in order."""
+def test_files_on_network_filesystems_are_planned_in_threads(monkeypatch):
+    """Reads that wait on a network overlap in threads; results stay in order."""
     import threading
-    import time
 
+    import ampoffset_dask.pipeline.inputs as inputs_mod
     from ampoffset_dask.pipeline.inputs import InputItem, _plan_all
 
-    main = threading.get_ident()
-    where = {}
+    # (no network file system can be mounted here: the mount table says so instead)
+    monkeypatch.setattr(inputs_mod, "on_network_filesystem", lambda paths: [True for _ in paths])
+    where = []
 
-    def slow(item):
-        time.sleep(0.02)
-        where[item.path] = threading.get_ident()
+    def plan(item):
+        where.append(threading.get_ident())
         return [item.path]
 
-    items = [InputItem(f"f{i}.fits") for i in range(10)]
-    t0 = time.perf_counter()
-    assert _plan_all(items, slow, threads=4) == [[i.path] for i in items]
-    elapsed = time.perf_counter() - t0
-    assert [where[f"f{i}.fits"] == main for i in range(10)] == [True] * 2 + [False] * 8
-    assert elapsed < 0.02 * 10 * 0.75  # the waits overlapped
+    items = [InputItem(f"/lustre/f{i}.fits") for i in range(6)]
+    assert _plan_all(items, plan, threads=3) == [[i.path] for i in items]
+    assert threading.get_ident() not in where
     where.clear()
-    assert _plan_all(items, slow, threads=1) == [[i.path] for i in items]
-    assert set(where.values()) == {main}  # one thread asked for: no threads
+    assert _plan_all(items, plan, threads=1) == [[i.path] for i in items]
+    assert where == [threading.get_ident()] * 6  # one thread asked for: none started
+
+
+def test_network_filesystems_from_the_mount_table(tmp_path):
+    from ampoffset_dask.io.paths import on_network_filesystem
+
+    mountinfo = "\n".join([
+        "22 27 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw",
+        "30 22 0:40 / /data rw,relatime shared:5 - nfs4 server:/export rw,vers=4.2",
+        "31 22 0:41 / /lustre/scratch rw - lustre 10.0.0.1@o2ib:/scratch rw,flock",
+        "32 22 0:42 / /mnt/s3\\040bucket rw,nosuid - fuse.s3fs s3fs rw,user_id=0",
+        "33 30 0:43 / /data/local rw - xfs /dev/sdb rw",
+    ])
+    paths = ["/home/u/x.fits", "/data/v1/x.fits", "/lustre/scratch/r/x.fits",
+             "/mnt/s3 bucket/x.fits", "/data/local/x.fits", "/lustre/other/x.fits"]
+    assert on_network_filesystem(paths, mountinfo) == [False, True, True, True, False, False]
+    assert on_network_filesystem(["/x.fits"], "") == [None]
+    # this machine's temporary folder is a local disk (or memory)
+    assert on_network_filesystem([tmp_path / "x.fits"]) == [False]
 
 
 def test_urls_are_planned_in_threads():
