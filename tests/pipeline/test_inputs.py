@@ -84,7 +84,7 @@ def test_local_headers_are_planned_in_this_thread(sim_visit, monkeypatch):
     assert seen == [threading.get_ident()] * 4
 
 
-def test_files_on_network_filesystems_are_planned_in_threads(monkeypatch):
+def test_files_on_network_filesystems_and_urls_are_planned_in_threads(monkeypatch):
     """Reads that wait on a network overlap in threads; results stay in order."""
     import threading
 
@@ -105,6 +105,11 @@ def test_files_on_network_filesystems_are_planned_in_threads(monkeypatch):
     where.clear()
     assert _plan_all(items, plan, threads=1) == [[i.path] for i in items]
     assert where == [threading.get_ident()] * 6  # one thread asked for: none started
+    monkeypatch.undo()  # URLs: threads, whatever the mounts
+    where.clear()
+    urls = [InputItem(f"s3://bucket/f{i}.fits") for i in range(3)]
+    assert _plan_all(urls, plan, threads=3) == [[i.path] for i in urls]
+    assert threading.get_ident() not in where
 
 
 def test_network_filesystems_from_the_mount_table(tmp_path):
@@ -123,19 +128,3 @@ def test_network_filesystems_from_the_mount_table(tmp_path):
     assert on_network_filesystem(["/x.fits"], "") == [None]
     # this machine's temporary folder is a local disk (or memory)
     assert on_network_filesystem([tmp_path / "x.fits"]) == [False]
-
-
-def test_urls_are_planned_in_threads():
-    import threading
-
-    from ampoffset_dask.pipeline.inputs import InputItem, _plan_all
-
-    where = []
-
-    def plan(item):
-        where.append(threading.get_ident())
-        return [item.path]
-
-    items = [InputItem(f"s3://bucket/f{i}.fits") for i in range(3)]
-    assert _plan_all(items, plan, threads=3) == [[i.path] for i in items]
-    assert threading.get_ident() not in where
