@@ -398,15 +398,13 @@ def _heads_of_stream(path: Path) -> list[_Head]:
     its decompressed content instead when that is at hand, or is to be kept for the pixel
     reads of a `decompress_once` block: one decompression serves both)."""
     content = wrapped_content(path)
-    return [_head_of_header(k, header) for k, (header, _, _)
+    return [_head_of_header(k, CachedHeader(header)) for k, (header, _, _)
             in enumerate(stream_hdus(path, keep_data=False, content=content))]
 
 
-def _head_of_header(k: int, header: Mapping[str, Any]) -> _Head:
+def _head_of_header(k: int, header: CachedHeader) -> _Head:
     """HDU ``k`` from its header as stored in the file (a tile-compressed image's is its
     table's: the image's structure in the ``Z`` keywords)."""
-    if not isinstance(header, CachedHeader):
-        header = CachedHeader(header)
     image = is_image_header(header, k)
     compressed = k > 0 and image and bool(header.get("ZIMAGE", False))
     prefix = "Z" if compressed else ""

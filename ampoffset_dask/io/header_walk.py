@@ -25,14 +25,13 @@ from typing import Any, BinaryIO
 
 from astropy.io import fits
 
-from .sections import declared_data_bytes
+from .sections import _FITS_BLOCK as _BLOCK
+from .sections import _MAX_HEADER_BLOCKS, declared_data_bytes
 
 __all__ = ["CachedHeader", "WalkedHdu", "walk_headers"]
 
-_BLOCK = 2880
 _CARD = 80
 _END_CARD = b"END" + b" " * 77
-_MAX_HEADER_BLOCKS = 10_000  # as for wrapped files: 28.8 MB of cards is no real header
 _EXTENSIONS = ("IMAGE", "BINTABLE", "TABLE")
 _BITPIX = (8, 16, 32, 64, -32, -64)
 

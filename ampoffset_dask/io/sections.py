@@ -837,9 +837,10 @@ def _paste(path: Any, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, 
             data = read(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
             over = read(path, s.hdu, (slice(oy0 + ry0, oy0 + ry1), slice(ox0, ox1)),
                                 hdul=hdul)
-        level = overscan_levels(over)
-        if s.gain is not None or s.flag_nonzero is not None:
-            data, level = np.asarray(data, dtype=np.float64) - level, None
+        if s.gain is None and s.flag_nonzero is None:
+            level = overscan_levels(over)
+        else:
+            data = subtract_overscan(data, over, "per-row")
     if s.gain is not None:
         data = np.asarray(data, dtype=np.float64) * s.gain
     if s.flag_nonzero is not None:

@@ -63,8 +63,8 @@ def test_plan_identity_geometry_and_duplicates(sim_visit, tmp_path):
 
 
 def test_local_headers_are_planned_in_this_thread(sim_visit, monkeypatch):
-    """Files that answer at once are planned without threads (they would only contend for
-    the GIL), in order, whatever ``threads`` allows."""
+    """Files on a local file system are planned without threads (they would only contend
+    for the GIL), in order, whatever ``threads`` allows."""
     import threading
 
     import ampoffset_dask.pipeline.inputs as inputs_mod
