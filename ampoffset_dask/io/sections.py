@@ -8,10 +8,11 @@ from per-amp `AmpSource` boxes (with flips and optional per-row overscan subtrac
 `read_section`; it is picklable and holds no open file, so dask graphs built on it travel to
 workers.
 
-Per-process caches (bounded, keyed by path, size and modification time, reset in forked
-children): data offsets of uncompressed HDUs, decompressed ``.fits.gz`` contents, decompressed
-row bands of row-tiled compressed HDUs, and a few open files for compressed/wrapped reads
-(`close_cached_files` closes them).
+Per-process caches (bounded, keyed by file identity: device, inode, size and times; reset in
+forked children): data offsets of uncompressed HDUs, decompressed ``.fits.gz`` contents,
+decompressed row bands of row-tiled compressed HDUs, and a few open files for
+compressed/wrapped reads (`close_cached_files` closes them). Inside a `map_once` block,
+region reads keep one memory map per uncompressed HDU.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "close_cached_files",
     "declared_data_bytes",
     "decompress_once",
+    "map_once",
     "max_decompressed_bytes",
     "read_section",
     "set_decompression_limit_source",
@@ -150,8 +152,7 @@ class _OpenFiles:
 
     @contextmanager
     def hdul(self, path: Path) -> Iterator[fits.HDUList]:
-        st = path.stat()
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        key = _file_key(path.stat())
         entry = self._files.get(key)
         if entry is None:
             # astropy refuses to scale (BZERO/BSCALE, e.g. uint16 DECam/HSC raws) compressed
@@ -189,12 +190,19 @@ def close_cached_files() -> None:
 
 
 #: Decompressed contents of wrapped files (``.fits.gz``...), the newest always kept.
-_BUFFERS: LRUCache[tuple[str, int, int], bytes] = LRUCache(max_bytes=256 << 20)
+_BUFFERS: LRUCache[tuple[int, ...], bytes] = LRUCache(max_bytes=256 << 20)
 #: Decompressed row bands of row-tiled compressed HDUs.
 _BANDS: LRUCache[tuple, np.ndarray] = LRUCache(max_bytes=256 << 20, sizeof=lambda b: b.nbytes)
 #: Where the pixels of uncompressed HDUs are (None: not a plain HDU).
-_LAYOUTS: LRUCache[tuple[str, int, int, int], Any] = LRUCache(max_items=4096)
+_LAYOUTS: LRUCache[tuple[int, ...], Any] = LRUCache(max_items=4096)
 _MISSING = object()
+
+
+def _file_key(st: os.stat_result) -> tuple[int, ...]:
+    """A file's identity in the per-process caches, from its `os.stat`: device, inode, size,
+    modification and change times. A rewritten or replaced file gets a new key, and no
+    path is resolved (a symlinked or relative path shares its target's entries)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _reset_after_fork() -> None:
@@ -425,9 +433,43 @@ def decompress_once() -> Iterator[None]:
             _KEPT.files = None
 
 
-def _buffer_key(path: Path) -> tuple[str, int, int]:
-    st = path.stat()
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+_MAPPED = threading.local()
+
+
+@contextmanager
+def map_once() -> Iterator[None]:
+    """Within this block (in this thread), each uncompressed HDU that regions are read from
+    is memory-mapped once, and its mapping kept until the block ends.
+
+    Without it every region read maps and unmaps its HDU: the pages a strip crosses are
+    faulted in again for each strip, which costs more than copying the strip. The
+    edges-only measurement of a detector (~90 strip reads of image and mask) runs inside
+    one. A file replaced (renamed over) during a block is read as it was when first mapped.
+    """
+    outer = getattr(_MAPPED, "maps", None)
+    if outer is None:
+        _MAPPED.maps = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _MAPPED.maps = None
+
+
+def _mapping(path: Path, hdu: int, layout: _PlainLayout) -> np.ndarray:
+    """The HDU's pixels memory-mapped: the block's mapping inside `map_once`, else a new one."""
+    maps = getattr(_MAPPED, "maps", None)
+    if maps is None:
+        return _map(path, layout)
+    key = (str(path), int(hdu), layout.offset)
+    whole = maps.get(key)
+    if whole is None:
+        whole = maps[key] = _map(path, layout)
+    return whole
+
+
+def _buffer_key(path: Path) -> tuple[int, ...]:
+    return _file_key(path.stat())
 
 
 def decompressed_if_at_hand(path: Path) -> bytes | None:
@@ -436,7 +478,7 @@ def decompressed_if_at_hand(path: Path) -> bytes | None:
     return _at_hand(_buffer_key(path))
 
 
-def _at_hand(key: tuple[str, int, int]) -> bytes | None:
+def _at_hand(key: tuple[int, ...]) -> bytes | None:
     kept = getattr(_KEPT, "files", None)
     data = kept.get(key) if kept is not None else None
     return data if data is not None else _BUFFERS.get(key)
@@ -520,6 +562,7 @@ def read_section(
     slices: tuple[slice, slice],
     *,
     hdul: fits.HDUList | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Read one rectangular region of an image HDU (native byte order, scaled values).
 
@@ -538,24 +581,33 @@ def read_section(
         Rows then columns, steps of 1.
     hdul : HDUList, optional
         An already open `path` (used by callers that read several regions in one go).
+    out : ndarray, optional
+        Receives the region (its shape; values cast as an assignment casts them) and is
+        returned: an uncompressed image's pixels are then copied once, file to ``out``.
     """
     path = Path(path)
+    slices = tuple(slices)
     if hdul is None:
         layout = _plain_layout(path, hdu)
         if layout is not None:
             try:
-                return _mapped_section(path, layout, tuple(slices))
+                return _section(_mapping(path, hdu, layout), layout, slices, out)
             except (OSError, ValueError) as exc:
                 raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
         with _OPEN_FILES.hdul(path) as opened:
-            return read_section(path, hdu, slices, hdul=opened)
+            return read_section(path, hdu, slices, hdul=opened, out=out)
     try:
         h = hdul[hdu]
         if isinstance(h, fits.CompImageHDU):
-            return _compressed_section(path, hdu, h, tuple(slices))
-        if "BLANK" in h.header:
-            return _native(h.section[tuple(slices)])
-        return _plain_section(hdul, h, tuple(slices))
+            region = _compressed_section(path, hdu, h, slices)
+        elif "BLANK" in h.header:
+            region = _native(h.section[slices])
+        else:
+            return _plain_section(hdul, h, slices, out)
+        if out is None:
+            return region
+        out[...] = region
+        return out
     except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
         raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
 
@@ -580,8 +632,7 @@ def _compressed_section(path: Path | str, hdu: int, h: Any, slices: tuple[slice,
             cols[1] - cols[0] == shape[1]):
         return _decoded(h, slices, fetch)
     if key is None:
-        st = Path(path).stat()
-        key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns, int(hdu))
+        key = (*_file_key(Path(path).stat()), int(hdu))
     r0, r1 = rows[0], max(rows[0], rows[1])
     found = _BANDS.find(lambda k: k[0] == key and k[1] <= r0 and r1 <= k[2])
     if found is not None:
@@ -648,7 +699,7 @@ def _plain_layout(path: Path, hdu: int) -> _PlainLayout | None:
         st = path.stat()
     except OSError:
         return None
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, int(hdu))
+    key = (*_file_key(st), int(hdu))
     cached = _LAYOUTS.get(key, _MISSING)
     if cached is not _MISSING:
         return cached
@@ -676,7 +727,7 @@ def remember_layouts(path: Path, layouts: dict[int, _PlainLayout | None]) -> Non
         st = path.stat()
     except OSError:
         return
-    base = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    base = _file_key(st)
     for i, layout in layouts.items():
         _LAYOUTS.add((*base, int(i)), layout)
 
@@ -697,24 +748,37 @@ def _scaled(raw: np.ndarray, disk: np.dtype, bscale: float, bzero: float) -> np.
     return raw * bscale + bzero
 
 
-def _mapped_section(path: Path, layout: _PlainLayout, slices: tuple[slice, slice]) -> np.ndarray:
-    whole = np.memmap(path, dtype=layout.disk, mode="r", offset=layout.offset,
-                      shape=layout.shape)
+def _map(path: Path, layout: _PlainLayout) -> np.ndarray:
+    """The pixels of an uncompressed HDU, memory-mapped (read-only, disk byte order)."""
+    return np.memmap(path, dtype=layout.disk, mode="r", offset=layout.offset,
+                     shape=layout.shape)
+
+
+def _section(whole: np.ndarray, layout: _PlainLayout, slices: tuple[slice, slice],
+             out: np.ndarray | None = None) -> np.ndarray:
+    """A region of an HDU's pixels (`_map`, or the pixels of a decompressed file) in native
+    byte order, scaled; written into ``out`` if given (see `read_section`)."""
+    if out is not None and layout.bscale == 1.0 and layout.bzero == 0.0:
+        np.copyto(out, whole[slices], casting="unsafe")  # swapped and cast in one copy
+        return out
     raw = np.array(whole[slices], dtype=layout.disk.newbyteorder("="))
-    del whole
-    return _scaled(raw, layout.disk, layout.bscale, layout.bzero)
+    region = _scaled(raw, layout.disk, layout.bscale, layout.bzero)
+    if out is None:
+        return region
+    out[...] = region
+    return out
 
 
-def _plain_section(hdul: fits.HDUList, h: Any, slices: tuple[slice, slice]) -> np.ndarray:
+def _plain_section(hdul: fits.HDUList, h: Any, slices: tuple[slice, slice],
+                   out: np.ndarray | None = None) -> np.ndarray:
     """Region of an uncompressed image HDU of an open file (one strided copy)."""
     layout = _layout_of(h)
     buffer = getattr(hdul, "_ampoffset_buffer", None)
     if buffer is None:
-        return _mapped_section(Path(hdul.filename()), layout, slices)
+        return _section(_map(Path(hdul.filename()), layout), layout, slices, out)
     whole = np.frombuffer(buffer, dtype=layout.disk, count=int(np.prod(layout.shape)),
                           offset=layout.offset).reshape(layout.shape)
-    raw = np.array(whole[slices], dtype=layout.disk.newbyteorder("="))
-    return _scaled(raw, layout.disk, layout.bscale, layout.bzero)
+    return _section(whole, layout, slices, out)
 
 
 class LazyPlane:
@@ -763,8 +827,11 @@ class LazyPlane:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         (r0, r1), (c0, c1), drop = self._norm(key)
-        out = np.full((r1 - r0, c1 - c0), self.fill, dtype=self.dtype)
         hits = [s for s in self.sources if _overlaps(s.dest, r0, r1, c0, c1)]
+        if len(hits) == 1 and _covers(hits[0].dest, r0, r1, c0, c1):
+            out = np.empty((r1 - r0, c1 - c0), dtype=self.dtype)  # one amp fills it
+        else:
+            out = np.full((r1 - r0, c1 - c0), self.fill, dtype=self.dtype)
         if out.size and hits and _is_url(self.path):
             from .remote import read_url_section
 
@@ -794,6 +861,10 @@ def _overlaps(dest: tuple[int, int, int, int], r0: int, r1: int, c0: int, c1: in
     return max(r0, dest[0]) < min(r1, dest[1]) and max(c0, dest[2]) < min(c1, dest[3])
 
 
+def _covers(dest: tuple[int, int, int, int], r0: int, r1: int, c0: int, c1: int) -> bool:
+    return dest[0] <= r0 and r1 <= dest[1] and dest[2] <= c0 and c1 <= dest[3]
+
+
 def _is_url(path: str) -> bool:
     from .remote import is_url
 
@@ -802,6 +873,9 @@ def _is_url(path: str) -> bool:
 
 def _paste(path: Any, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, c1: int,
            hdul: fits.HDUList | None, read: Any = None) -> None:
+    # Straight from the file into the plane when nothing is done to the pixels on the way.
+    direct = (read is None and s.overscan is None and s.gain is None
+              and s.flag_nonzero is None)
     read = read_section if read is None else read
     dy0, dy1, dx0, dx1 = s.dest
     iy0, iy1, ix0, ix1 = max(r0, dy0), min(r1, dy1), max(c0, dx0), min(c1, dx1)
@@ -818,6 +892,11 @@ def _paste(path: Any, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, 
         rx0, rx1 = w - rx1, w - rx0
     rows = (sy0 + ry0, sy0 + ry1)
     cols = (sx0 + rx0, sx0 + rx1)
+    dest = out[iy0 - r0:iy1 - r0, ix0 - c0:ix1 - c0]
+    if direct:
+        read(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul,
+             out=dest[::-1 if s.flip_y else 1, ::-1 if s.flip_x else 1])
+        return
     level = None  # the per-row overscan levels, subtracted while pasting
     if s.overscan is None:
         data = read(path, s.hdu, (slice(*rows), slice(*cols)), hdul=hdul)
@@ -850,7 +929,6 @@ def _paste(path: Any, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, 
         level = None if level is None else level[::-1]
     if s.flip_x:
         data = data[:, ::-1]
-    dest = out[iy0 - r0:iy1 - r0, ix0 - c0:ix1 - c0]
     if level is None:
         dest[...] = data
     else:

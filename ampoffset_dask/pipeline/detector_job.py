@@ -211,6 +211,7 @@ class DetectorJob:
         from ..algorithm.measure import measure_detector
         from ..io import remote
         from ..io.fits import open_lazy, read_exposure, write_exposure
+        from ..io.sections import map_once
 
         config, output, path = self.config, self.output, self.path
         url_input = remote.is_url(path)
@@ -244,7 +245,8 @@ class DetectorJob:
                 f"{path}: image shape {image.shape} does not match detector {geometry.name} "
                 f"({geometry.shape[0]} x {geometry.shape[1]} pixels, height x width)"
             )
-        m = measure_detector(image, exp.mask, geometry, config, mask_planes=exp.mask_planes)
+        with map_once():  # edges only: each plane mapped once for all its strips
+            m = measure_detector(image, exp.mask, geometry, config, mask_planes=exp.mask_planes)
         out_path = write_error = ""
         if output is not None:
             to_url = remote.is_url(str(output))

@@ -147,8 +147,7 @@ def _describe(path: Path, hdu: int | None, walked: bool):
             return f"{type(exc).__name__}: {exc}", {}, []
     if info is None:
         return None, {}, []
-    st = path.stat()
-    base = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    base = sections._file_key(path.stat())
     layouts = {i: sections._LAYOUTS.get((*base, i), "missing")
                for i in fits_io._data_hdus(info)}
     ours = [str(w.message) for w in caught if w.category is fits_io.MaskPlanesWarning]
