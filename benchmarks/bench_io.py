@@ -10,8 +10,9 @@ Prints:
    job's edges-only measurement reads), the same with a mapping per strip (as a lazy
    Dataset's chunk tasks read), and strip by strip through the Dataset as `measure_detector`
    does (each strip a separate dask computation, so dask's per-computation overhead shows);
-   plus `measure_detector` end to end on the lazy Dataset, on `open_lazy` planes (no dask,
-   inside `map_once`) and after a full `read_exposure`;
+   plus `measure_detector` end to end on the lazy Dataset, `measure_visit` on the same
+   Dataset (which reads an untouched Dataset's planes through their `LazyPlane`), on
+   `open_lazy` planes (no dask, inside `map_once`) and after a full `read_exposure`;
 3. the same reads for a RICE tile-compressed copy (128x128 tiles: strips decompress only the
    tiles they touch) against decompressing both planes;
 4. reading an LSSTCam raw (the real ITL raw of ``../shared/realdata``, its pixels replaced by
@@ -48,6 +49,7 @@ from ampoffset_dask.io.fits import (
 )
 from ampoffset_dask.io.sections import LazyPlane, _read_full, map_once
 from ampoffset_dask.io.xarray import open_exposure
+from ampoffset_dask.pipeline import measure_visit
 
 
 def _time(fn, repeat: int, clock=time.perf_counter) -> float:
@@ -153,6 +155,10 @@ def main(argv=None) -> int:
                           args.repeat)
         print(f"   measure_detector, edges only    {t_measure * 1e3:8.1f} ms   (lazy Dataset, "
               "incl. offsets and solve)")
+        t_visit = _time(lambda: measure_visit({"d": open_exposure(plain)}, config=config,
+                                              scheduler="sync"), args.repeat)
+        print(f"   measure_visit, edges only       {t_visit * 1e3:8.1f} ms   (the same Dataset, "
+              "read through its LazyPlanes)")
 
         def measure_lazy(path):
             lazy = open_lazy(path)

@@ -117,3 +117,49 @@ def test_process_file_edges_only_reads_only_the_strips(tmp_path, pixel_counter):
     assert 0 < pixel_counter["pixels"] <= 0.26 * 2 * image.size
     expected = measure_detector(image, None, det, config)
     np.testing.assert_array_equal(res.pedestals, expected.pedestals)
+
+
+def test_measure_visit_reads_untouched_planes_from_their_files(tmp_path, monkeypatch):
+    """The planes of a Dataset as `open_exposure` made them are read through their
+    LazyPlanes (no dask computation of their pixels); changed ones through dask. Either way
+    the pedestals are those of the Dataset's pixels."""
+    import dask.array as da
+
+    from ampoffset_dask import AmpOffsetConfig, open_exposure
+    from ampoffset_dask.io.xarray import lazy_plane
+
+    path, image, det = write_stepped_lsstcam(tmp_path / "e2v.fits", "R22_S11", visit=4,
+                                             step=0.25, noise=5.0, seed=3)
+    ds = open_exposure(path)
+    for name in ("image", "mask"):
+        plane = lazy_plane(ds[name])
+        assert plane is not None and lazy_plane(ds[name].data) is plane
+        np.testing.assert_array_equal(np.asarray(plane), ds[name].values)
+    for changed in (ds["image"] + 0, ds["image"][:, :100], ds["image"].chunk({"y": 1000}),
+                    ds["image"].values, da.zeros((4, 4), chunks=2)):
+        assert lazy_plane(changed) is None
+
+    computed = []
+    original = da.Array.__array__
+
+    def spy(self, *args, **kwargs):
+        computed.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(da.Array, "__array__", spy)
+    step = np.zeros(det.shape, np.float32)
+    step[det.amplifiers[0].slices] = 2.0  # a 2-ADU step on the first amp
+    stepped = ds.copy()
+    stepped["image"] = ds["image"] + step
+    for config in (AmpOffsetConfig(do_background=False, do_detection=False),
+                   AmpOffsetConfig()):
+        computed.clear()
+        got = measure_visit({"d": ds}, config=config, scheduler="sync")["d"]
+        assert computed == []
+        untouched = measure_detector(image, None, det, config).pedestals
+        np.testing.assert_array_equal(got.pedestals, untouched)
+        got = measure_visit({"d": stepped}, config=config, scheduler="sync")["d"]
+        assert computed  # the changed image went through dask
+        np.testing.assert_array_equal(
+            got.pedestals, measure_detector(image + step, None, det, config).pedestals)
+        assert abs(got.pedestals[0] - untouched[0]) > 1.0
