@@ -12,7 +12,8 @@ Prints:
    does (each strip a separate dask computation, so dask's per-computation overhead shows);
    plus `measure_detector` end to end on the lazy Dataset, `measure_visit` on the same
    Dataset (which reads an untouched Dataset's planes through their `LazyPlane`), on
-   `open_lazy` planes (no dask, inside `map_once`) and after a full `read_exposure`;
+   `open_lazy` planes (no dask, inside `map_once`) and after a full `read_exposure`, and a
+   whole edges-only detector job (`process_file`);
 3. the same reads for a RICE tile-compressed copy (128x128 tiles: strips decompress only the
    tiles they touch) against decompressing both planes;
 4. reading an LSSTCam raw (the real ITL raw of ``../shared/realdata``, its pixels replaced by
@@ -50,6 +51,7 @@ from ampoffset_dask.io.fits import (
 from ampoffset_dask.io.sections import LazyPlane, _read_full, map_once
 from ampoffset_dask.io.xarray import open_exposure
 from ampoffset_dask.pipeline import measure_visit
+from ampoffset_dask.pipeline.detector_job import process_file
 
 
 def _time(fn, repeat: int, clock=time.perf_counter) -> float:
@@ -174,6 +176,9 @@ def main(argv=None) -> int:
         t_eager = _time(lambda: measure_full(plain), args.repeat)
         print(f"   measure_detector, edges only    {t_lazy * 1e3:8.1f} ms   (open_lazy, no dask) "
               f"vs {t_eager * 1e3:.1f} ms after read_exposure: ratio {t_lazy / t_eager:.2f}x")
+        t_job = _time(lambda: process_file(str(plain), None, config), args.repeat)
+        print(f"   detector job, edges only        {t_job * 1e3:8.1f} ms   (`process_file`: "
+              "what each task of an edges-only `process` run does)")
 
         t_rice_full = _time(lambda: _full_two_planes(rice), args.repeat)
         t_rice_io = _time(lambda: _edges_io_layer(rice, strips), args.repeat)
