@@ -6,12 +6,17 @@ knows the shapes an exposure can come in - our `Exposure`, an opened file
 `ampoffset_dask.open_exposure`, an LSST afw-like exposure, or an ``(image, mask, detector[,
 mask_planes])`` tuple - by duck typing (no xarray or LSST import), so `measure_detector`,
 `AmpOffsetTask.run` and `measure_visit` accept the same things.
+
+A Dataset's planes are dask arrays; reading ~90 edge strips from them one by one costs a
+dask computation each. A layer that knows a cheaper reader under such an array registers it
+(`register_direct_reader`; the xarray layer does for `open_exposure` planes), and the parts
+then hold that reader instead.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,7 +25,29 @@ from .errors import InputError
 from .geometry import Amplifier, Detector
 from .masks import DEFAULT_MASK_PLANES
 
-__all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "is_exposure_like"]
+__all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "is_exposure_like",
+           "register_direct_reader"]
+
+#: ``finder(array)`` -> an object to read regions from instead of ``array`` (same shape,
+#: dtype and values), or None for arrays it does not know.
+_DIRECT_READERS: list[Callable[[Any], Any]] = []
+
+
+def register_direct_reader(finder: Callable[[Any], Any]) -> None:
+    """Let `as_exposure_parts` read a Dataset's planes through ``finder(array)`` when it
+    returns something (an object with the array's shape, dtype and values, sliced as
+    ``obj[rows, cols]`` and converted by ``np.asarray``); None leaves the array as it is.
+    Registering the same finder twice has no effect."""
+    if finder not in _DIRECT_READERS:
+        _DIRECT_READERS.append(finder)
+
+
+def _direct(array: Any) -> Any:
+    for finder in _DIRECT_READERS:
+        found = finder(array)
+        if found is not None:
+            return found
+    return array
 
 
 class Exposure:
@@ -165,9 +192,10 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None) ->
         detector = Detector.from_dict(json.loads(obj.attrs["geometry"]))
         planes = obj.attrs.get("mask_planes", mask_planes)
         planes = json.loads(planes) if isinstance(planes, str) else planes
-        mask = obj["mask"].data if "mask" in obj.data_vars else None
+        mask = _direct(obj["mask"].data) if "mask" in obj.data_vars else None
         metadata = obj.attrs.setdefault("ampoffset_metadata", {})
-        return ExposureParts(obj["image"].data, mask, detector, _planes(planes), metadata)
+        return ExposureParts(_direct(obj["image"].data), mask, detector, _planes(planes),
+                             metadata)
     if isinstance(getattr(obj, "detector", None), Detector) and hasattr(obj, "image"):
         # our Exposure, or an ExposureData from read_exposure/open_lazy
         return ExposureParts(obj.image, obj.mask, obj.detector,

@@ -10,8 +10,9 @@ Prints:
    job's edges-only measurement reads), the same with a mapping per strip (as a lazy
    Dataset's chunk tasks read), and strip by strip through the Dataset as `measure_detector`
    does (each strip a separate dask computation, so dask's per-computation overhead shows);
-   plus `measure_detector` end to end on the lazy Dataset, `measure_visit` on the same
-   Dataset (which reads an untouched Dataset's planes through their `LazyPlane`), on
+   plus `measure_detector` end to end on the lazy Dataset and `measure_visit` on the same
+   Dataset (both read an untouched Dataset's planes through their `LazyPlane`s; the visit
+   task inside `map_once`), on
    `open_lazy` planes (no dask, inside `map_once`) and after a full `read_exposure`, and a
    whole edges-only detector job (`process_file`);
 3. the same reads for a RICE tile-compressed copy (128x128 tiles: strips decompress only the
@@ -156,11 +157,11 @@ def main(argv=None) -> int:
         t_measure = _time(lambda: measure_detector(open_exposure(plain), None, None, config),
                           args.repeat)
         print(f"   measure_detector, edges only    {t_measure * 1e3:8.1f} ms   (lazy Dataset, "
-              "incl. offsets and solve)")
+              "read through its LazyPlanes; incl. offsets and solve)")
         t_visit = _time(lambda: measure_visit({"d": open_exposure(plain)}, config=config,
                                               scheduler="sync"), args.repeat)
         print(f"   measure_visit, edges only       {t_visit * 1e3:8.1f} ms   (the same Dataset, "
-              "read through its LazyPlanes)")
+              "inside map_once)")
 
         def measure_lazy(path):
             lazy = open_lazy(path)

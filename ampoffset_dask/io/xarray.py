@@ -26,14 +26,13 @@ from ..errors import InputError
 from ..geometry import Detector
 from .fits import FileInfo, file_isr, mask_sources, open_sources, sources_on_hdu
 from .paths import is_fits_name, walk_fits
-from .sections import AmpSource, LazyPlane
+from .sections import PLANE_NAME_PREFIX, AmpSource, LazyPlane
 
 __all__ = [
     "AmpOffsetBackendEntrypoint",
     "amp_chunks",
     "dataset_detector",
     "dataset_mask_planes",
-    "lazy_plane",
     "open_exposure",
     "open_visit",
 ]
@@ -56,35 +55,8 @@ def _plane(info: FileInfo, name: str, dtype: Any, sources: tuple[AmpSource, ...]
            detector: Detector, chunks, stamp: tuple) -> da.Array:
     plane = LazyPlane(info.path, detector.shape, dtype, sources)
     token = tokenize(str(info.path), stamp, name, sources, np.dtype(dtype).str)
-    return da.from_array(plane, chunks=chunks, name=f"ampoffset-{name}-{token}",
+    return da.from_array(plane, chunks=chunks, name=f"{PLANE_NAME_PREFIX}{name}-{token}",
                          asarray=False, meta=np.empty((0, 0), dtype=dtype))
-
-
-def lazy_plane(array: Any) -> LazyPlane | None:
-    """The `LazyPlane` under a plane of `open_exposure`, if ``array`` is that plane unchanged.
-
-    Reading regions from the plane itself skips dask's per-computation cost (~1.5 ms), which
-    dominates when a measurement reads ~90 edge strips one by one. "Unchanged" is dask's
-    own contract: the array still carries the name `open_exposure` gave it, and equal names
-    mean equal values; any operation on it (arithmetic, slicing, a new chunking) renames it.
-
-    Parameters
-    ----------
-    array : dask array, xarray.DataArray or anything else
-
-    Returns
-    -------
-    LazyPlane or None
-        None for anything but an untouched `open_exposure` plane.
-    """
-    data = getattr(array, "data", array)
-    if not isinstance(data, da.Array) or not data.name.startswith("ampoffset-"):
-        return None
-    plane = data.__dask_graph__().get(f"original-{data.name}")
-    if (isinstance(plane, LazyPlane) and plane.shape == data.shape
-            and plane.dtype == data.dtype):
-        return plane
-    return None
 
 
 def open_exposure(

@@ -23,7 +23,6 @@ from ..config import AmpOffsetConfig
 from ..geometry import Detector
 from ..io.paths import fits_stem
 from ..io.sections import map_once
-from ..io.xarray import lazy_plane
 from . import _config
 from .detector_job import output_header
 from .inputs import discover_inputs, plan_tasks
@@ -165,18 +164,12 @@ def _measure_member(value: Any, config: AmpOffsetConfig | None,
     if isinstance(value, _Opaque):
         value = value.value
     parts = as_exposure_parts(value, mask_planes)
-    # The planes of an untouched open_exposure Dataset are read straight from their files
-    # (each plane mapped once); anything else in a Dataset is computed in this task,
-    # synchronously, not as nested cluster work.
-    image, mask = (_unwrapped(a) for a in (parts.image, parts.mask))
+    # An untouched open_exposure Dataset's planes come as LazyPlanes (read from their files,
+    # each plane mapped once); other dask arrays are computed in this task, synchronously,
+    # not as nested cluster work.
     with dask.config.set(scheduler="sync"), map_once():
-        return measure_detector(image, mask, parts.detector, config,
+        return measure_detector(parts.image, parts.mask, parts.detector, config,
                                 mask_planes=parts.mask_planes)
-
-
-def _unwrapped(array: Any) -> Any:
-    plane = lazy_plane(array)
-    return array if plane is None else plane
 
 
 def measure_visit(

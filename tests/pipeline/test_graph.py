@@ -119,14 +119,15 @@ def test_process_file_edges_only_reads_only_the_strips(tmp_path, pixel_counter):
     np.testing.assert_array_equal(res.pedestals, expected.pedestals)
 
 
-def test_measure_visit_reads_untouched_planes_from_their_files(tmp_path, monkeypatch):
+def test_untouched_dataset_planes_are_read_from_their_files(tmp_path, monkeypatch):
     """The planes of a Dataset as `open_exposure` made them are read through their
-    LazyPlanes (no dask computation of their pixels); changed ones through dask. Either way
-    the pedestals are those of the Dataset's pixels."""
+    LazyPlanes (no dask computation of their pixels) by `measure_visit`, `measure_detector`
+    and `AmpOffsetTask.run`; changed ones through dask. Either way the pedestals are those of
+    the Dataset's pixels."""
     import dask.array as da
 
-    from ampoffset_dask import AmpOffsetConfig, open_exposure
-    from ampoffset_dask.io.xarray import lazy_plane
+    from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask, open_exposure
+    from ampoffset_dask.io.sections import lazy_plane
 
     path, image, det = write_stepped_lsstcam(tmp_path / "e2v.fits", "R22_S11", visit=4,
                                              step=0.25, noise=5.0, seed=3)
@@ -151,15 +152,43 @@ def test_measure_visit_reads_untouched_planes_from_their_files(tmp_path, monkeyp
     step[det.amplifiers[0].slices] = 2.0  # a 2-ADU step on the first amp
     stepped = ds.copy()
     stepped["image"] = ds["image"] + step
-    for config in (AmpOffsetConfig(do_background=False, do_detection=False),
-                   AmpOffsetConfig()):
-        computed.clear()
-        got = measure_visit({"d": ds}, config=config, scheduler="sync")["d"]
-        assert computed == []
+    edges = AmpOffsetConfig(do_background=False, do_detection=False)
+    for config in (edges, AmpOffsetConfig()):
         untouched = measure_detector(image, None, det, config).pedestals
-        np.testing.assert_array_equal(got.pedestals, untouched)
-        got = measure_visit({"d": stepped}, config=config, scheduler="sync")["d"]
-        assert computed  # the changed image went through dask
-        np.testing.assert_array_equal(
-            got.pedestals, measure_detector(image + step, None, det, config).pedestals)
-        assert abs(got.pedestals[0] - untouched[0]) > 1.0
+        measured = {
+            "measure_visit": lambda d, c=config: measure_visit({"d": d}, config=c,
+                                                               scheduler="sync")["d"].pedestals,
+            "measure_detector": lambda d, c=config: measure_detector(d, config=c).pedestals,
+        }
+        if config is edges:
+            measured["AmpOffsetTask.run"] = lambda d: AmpOffsetTask(edges).run(d).pedestals
+        for how, measure in measured.items():
+            computed.clear()
+            np.testing.assert_array_equal(measure(ds), untouched, err_msg=how)
+            assert computed == [], how
+            got = measure(stepped)
+            assert computed, how  # the changed image went through dask
+            np.testing.assert_array_equal(
+                got, measure_detector(image + step, None, det, config).pedestals, err_msg=how)
+            assert abs(got[0] - untouched[0]) > 1.0, how
+
+
+def test_a_worker_unpickling_a_dataset_reads_its_files(tmp_path):
+    """A fresh process that only unpickles an `open_exposure` Dataset (as a worker does) and
+    imports the adapter gets LazyPlanes for its planes."""
+    import pickle
+    import subprocess
+    import sys
+
+    from ampoffset_dask import open_exposure
+
+    path, _, _ = write_stepped_lsstcam(tmp_path / "e2v.fits", "R22_S11", visit=4, step=0.25)
+    (tmp_path / "ds.pkl").write_bytes(pickle.dumps(open_exposure(path)))
+    code = ("import pickle, sys\n"
+            "ds = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+            "from ampoffset_dask.exposure import as_exposure_parts\n"
+            "parts = as_exposure_parts(ds)\n"
+            "print(type(parts.image).__name__, type(parts.mask).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ds.pkl")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["LazyPlane", "LazyPlane"]
