@@ -412,6 +412,20 @@ def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool],
         raise InputError(f"{path}: cannot decompress ({exc})") from exc
 
 
+@contextmanager
+def _thread_block(local: threading.local) -> Iterator[None]:
+    """``local.kept`` is a dict from the start of the outermost such block in this thread
+    to its end (nested blocks share it), None outside."""
+    outer = getattr(local, "kept", None)
+    if outer is None:
+        local.kept = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            local.kept = None
+
+
 _KEPT = threading.local()
 
 
@@ -425,14 +439,8 @@ def decompress_once() -> Iterator[None]:
     `~ampoffset_dask.io.fits.open_lazy`) run inside one. What is kept is what `_decompress`
     returns: never more than `max_decompressed_bytes`.
     """
-    outer = getattr(_KEPT, "files", None)
-    if outer is None:
-        _KEPT.files = {}
-    try:
+    with _thread_block(_KEPT):
         yield
-    finally:
-        if outer is None:
-            _KEPT.files = None
 
 
 _MAPPED = threading.local()
@@ -448,19 +456,13 @@ def map_once() -> Iterator[None]:
     edges-only measurement of a detector (~90 strip reads of image and mask) runs inside
     one. A file replaced (renamed over) during a block is read as it was when first mapped.
     """
-    outer = getattr(_MAPPED, "maps", None)
-    if outer is None:
-        _MAPPED.maps = {}
-    try:
+    with _thread_block(_MAPPED):
         yield
-    finally:
-        if outer is None:
-            _MAPPED.maps = None
 
 
 def _mapping(path: Path, hdu: int, layout: _PlainLayout) -> np.ndarray:
     """The HDU's pixels memory-mapped: the block's mapping inside `map_once`, else a new one."""
-    maps = getattr(_MAPPED, "maps", None)
+    maps = getattr(_MAPPED, "kept", None)
     if maps is None:
         return _map(path, layout)
     key = (str(path), int(hdu), layout.offset)
@@ -481,7 +483,7 @@ def decompressed_if_at_hand(path: Path) -> bytes | None:
 
 
 def _at_hand(key: tuple[int, ...]) -> bytes | None:
-    kept = getattr(_KEPT, "files", None)
+    kept = getattr(_KEPT, "kept", None)
     data = kept.get(key) if kept is not None else None
     return data if data is not None else _BUFFERS.get(key)
 
@@ -490,7 +492,7 @@ def wrapped_content(path: Path) -> bytes | None:
     """The decompressed content of wrapped file ``path`` for a header walk: the one this
     process holds, or, inside a `decompress_once` block, decompressed now (and kept for the
     pixel reads that follow); None otherwise (the caller streams the headers)."""
-    if getattr(_KEPT, "files", None) is not None:
+    if getattr(_KEPT, "kept", None) is not None:
         return _decompress(path)
     return decompressed_if_at_hand(path)
 
@@ -506,7 +508,7 @@ def _decompress(path: Path) -> bytes:
         data = _decompress_file(path)
         if len(data) <= min(_BUFFERS.max_bytes or 0, max_decompressed_bytes()):
             _BUFFERS.add(key, data)
-    kept = getattr(_KEPT, "files", None)
+    kept = getattr(_KEPT, "kept", None)
     if kept is not None:
         kept[key] = data
     return data

@@ -154,7 +154,7 @@ def test_one_mapping_per_hdu_per_block(tmp_path, monkeypatch):
         worker.start()
         worker.join()
         assert len(maps) == 8 and len({t for t, _ in maps}) == 2
-    assert sections._MAPPED.maps is None
+    assert sections._MAPPED.kept is None
     maps.clear()
     plane[:, :]
     assert len(maps) == 4  # after the block: mapped anew
