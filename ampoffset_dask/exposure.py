@@ -21,12 +21,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import InputError
+from .errors import GeometryError, InputError
 from .geometry import Amplifier, Detector
 from .masks import DEFAULT_MASK_PLANES
 
-__all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "is_exposure_like",
-           "register_direct_reader"]
+__all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "detector_frame",
+           "is_exposure_like", "register_direct_reader"]
 
 #: ``finder(array)`` -> an object to read regions from instead of ``array`` (same shape,
 #: dtype and values), or None for arrays it does not know.
@@ -147,6 +147,29 @@ class ExposureParts(NamedTuple):
     metadata: Any
 
 
+def detector_frame(ds: Any, detector: Detector) -> Any:
+    """Dataset ``ds`` with its pixels in ``detector``'s frame (see `as_exposure_parts`); the
+    same object when they already are. Pixels are taken by position, so an xarray reordering
+    would otherwise put each amp's pedestal on another amp."""
+    dims = tuple(ds["image"].dims)
+    if set(dims) == {"y", "x"} and dims != ("y", "x"):
+        ds = ds.transpose("y", "x", ...)
+    for dim, n in zip(("y", "x"), detector.shape, strict=True):
+        if dim not in ds.coords or ds[dim].ndim != 1 or ds[dim].size != n:
+            continue  # no coordinate to go by (a size mismatch is reported later)
+        c = np.asarray(ds[dim].values)
+        if c.dtype.kind not in "iuf" or (np.diff(c) > 0).all():
+            continue  # increasing: the pixels are in order, whatever their labels
+        if c.dtype.kind in "iu" and np.array_equal(np.sort(c), np.arange(n)):
+            ds = ds.sortby(dim)  # the pixel indices reordered: put them back
+            continue
+        raise GeometryError(
+            f"detector {detector.name!r}: the Dataset's {dim!r} coordinate does not increase "
+            "along its pixels, so they are not in the detector frame; sort it "
+            f"(ds.sortby({dim!r})) or measure arrays in the detector frame")
+    return ds
+
+
 def is_exposure_like(obj: Any) -> bool:
     """Whether `as_exposure_parts` would treat ``obj`` as an exposure (not a bare array)."""
     if hasattr(obj, "data_vars"):
@@ -154,7 +177,8 @@ def is_exposure_like(obj: Any) -> bool:
     return hasattr(obj, "image") and (hasattr(obj, "detector") or hasattr(obj, "getDetector"))
 
 
-def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None) -> ExposureParts:
+def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
+                      writes_metadata: bool = False) -> ExposureParts:
     """Image, mask, detector, mask planes and metadata of any supported exposure.
 
     Parameters
@@ -167,15 +191,26 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None) ->
         or ``(image, mask, detector[, mask_planes])``.
     mask_planes : mapping, optional
         Planes for objects that do not carry their own (tuples of three).
+    writes_metadata : bool
+        The caller writes metadata: a Dataset without an ``ampoffset_metadata`` attribute
+        gets an empty one (otherwise the Dataset is left untouched, and its parts' metadata
+        is None).
 
     Returns
     -------
     ExposureParts
+        A Dataset's planes in the detector frame: dimensions ``(y, x)`` (a transposed
+        Dataset is transposed back) and, where the Dataset has ``y``/``x`` coordinates that
+        are a reordering of the pixel indices (``isel`` with a negative step, ``sortby``,
+        ``roll`` with its coordinates), sorted back by them.
 
     Raises
     ------
     InputError
         For an object of none of these shapes, or a Dataset without geometry.
+    GeometryError
+        For a Dataset whose ``y``/``x`` coordinates do not increase and are not a
+        reordering of the pixel indices: its pixels are not in the detector frame.
     """
     if isinstance(obj, tuple):
         if len(obj) not in (3, 4):
@@ -192,9 +227,11 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None) ->
         detector = Detector.from_dict(json.loads(obj.attrs["geometry"]))
         planes = obj.attrs.get("mask_planes", mask_planes)
         planes = json.loads(planes) if isinstance(planes, str) else planes
-        mask = _direct(obj["mask"].data) if "mask" in obj.data_vars else None
-        metadata = obj.attrs.setdefault("ampoffset_metadata", {})
-        return ExposureParts(_direct(obj["image"].data), mask, detector, _planes(planes),
+        metadata = (obj.attrs.setdefault("ampoffset_metadata", {}) if writes_metadata
+                    else obj.attrs.get("ampoffset_metadata"))
+        framed = detector_frame(obj, detector)
+        mask = _direct(framed["mask"].data) if "mask" in framed.data_vars else None
+        return ExposureParts(_direct(framed["image"].data), mask, detector, _planes(planes),
                              metadata)
     if isinstance(getattr(obj, "detector", None), Detector) and hasattr(obj, "image"):
         # our Exposure, or an ExposureData from read_exposure/open_lazy

@@ -22,7 +22,13 @@ from .algorithm.metadata import lsst_metadata_comments, task_metadata
 from .algorithm.offsets import interface_offset
 from .config import AmpOffsetConfig, BackgroundConfig, DetectionConfig
 from .errors import InputError
-from .exposure import ExposureParts, as_amplifier, as_exposure_parts, detector_from_amps
+from .exposure import (
+    ExposureParts,
+    as_amplifier,
+    as_exposure_parts,
+    detector_frame,
+    detector_from_amps,
+)
 
 __all__ = ["AmpOffsetTask", "SourceDetectionTask", "SubtractBackgroundTask"]
 
@@ -86,7 +92,7 @@ class AmpOffsetTask(Task):
             ``pedestals`` (float64, amp order), ``interfaces`` (list of InterfaceResult) and
             ``measurement`` (the full `DetectorMeasurement`).
         """
-        parts = as_exposure_parts(exposure)
+        parts = as_exposure_parts(exposure, writes_metadata=True)
         detector = parts.detector
         with self.timer("ampOffset"):
             result = measure_detector(parts.image, parts.mask, detector, self.config,
@@ -197,12 +203,19 @@ def _set_metadata(metadata: Any, key: str, value: Any, comment: str) -> None:
 def _apply(exposure: Any, parts: ExposureParts, pedestals: np.ndarray) -> None:
     """Subtract the pedestals from the exposure's image, in place for in-memory images.
 
-    A Dataset's image variable is replaced by the corrected, in-memory image.
+    A Dataset's image variable is replaced by the corrected, in-memory image (float32, or
+    the image's own float type), in the Dataset's own pixel order.
     """
     if hasattr(exposure, "data_vars"):
         image = exposure["image"]
-        exposure["image"] = image.copy(
-            data=apply_pedestals(np.asarray(image.data), pedestals, parts.detector))
+        framed = detector_frame(exposure, parts.detector)  # as it was measured
+        pixels = np.asarray(framed["image"].data)
+        out = np.empty(pixels.shape, pixels.dtype if pixels.dtype.kind == "f" else np.float32)
+        corrected = framed["image"].copy(
+            data=apply_pedestals(pixels, pedestals, parts.detector, out=out))
+        if framed is not exposure:  # back to the Dataset's own order
+            corrected = corrected.reindex_like(image).transpose(*image.dims)
+        exposure["image"] = corrected
     elif isinstance(parts.image, np.ndarray) and parts.image.flags.writeable:
         apply_pedestals(parts.image, pedestals, parts.detector, out=parts.image)
     else:
