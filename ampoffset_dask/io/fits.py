@@ -800,6 +800,8 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
             raws = None
         if raws is not None and cam[detector.name] != detector:
             raws = None
+    if raws is not None and any(r.extname or r.hdu is not None for r in raws):
+        raws = None  # boxes within per-amp HDUs (LSST raws): they say nothing of one image
     if raws is not None:
         flip = raw_image_flip(cam, detector)
         out = []
@@ -807,7 +809,7 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
             out.append(_source_from_raw(info, amp, raw, info.image_hdu, info.shape, mode, flip))
         if flip is not None:
             check_hsc_channels(info.header, [s.src for s in out], path)
-        return tuple(out)
+        return _distinct(tuple(out), info, detector)
     hg = _header_geometry(info)
     if hg is not None and hg.detector.shape == detector.shape and (
         [(a.name, a.x0, a.y0) for a in hg.detector] == [(a.name, a.x0, a.y0) for a in detector]
@@ -821,10 +823,25 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
             out.append(AmpSource(amp.name, (amp.y0, amp.y1, amp.x0, amp.x1), info.image_hdu,
                                  data, overscan=over if use else None,
                                  overscan_mode=_applied_mode(mode)))
-        return tuple(out)
+        return _distinct(tuple(out), info, detector)
     if info.shape == detector.shape:
         return direct()
     raise InputError(_shape_message(info, detector))
+
+
+def _distinct(sources: tuple[AmpSource, ...], info: FileInfo,
+              detector: Detector) -> tuple[AmpSource, ...]:
+    """``sources``, once no two amps read overlapping pixels of one HDU (boxes that do
+    describe another layout than the file's: every amp would measure the same pixels)."""
+    for i, a in enumerate(sources):
+        for b in sources[i + 1:]:
+            if a.hdu == b.hdu and max(a.src[0], b.src[0]) < min(a.src[1], b.src[1]) and (
+                    max(a.src[2], b.src[2]) < min(a.src[3], b.src[3])):
+                raise InputError(
+                    f"{info.path}: the raw boxes of detector {detector.name!r} put amps "
+                    f"{a.name!r} and {b.name!r} on overlapping pixels of the {info.shape} image; "
+                    "they describe another layout (is it the right detector?)")
+    return sources
 
 
 def _applied_mode(mode: str) -> str:

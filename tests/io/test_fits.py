@@ -167,6 +167,32 @@ def test_kast_two_amp_frames_with_user_camera(tmp_path):
     assert 900 < l_raw < 1000 and 900 < r_raw < 1000 and abs(r_raw - l_raw) > 10
 
 
+def test_a_plain_image_is_never_cut_with_another_detectors_raw_boxes(tmp_path):
+    """An assembled ITL-size image read as an e2v detector is refused for its size: the
+    camera's per-segment raw boxes say nothing of a single image (they once cut every amp
+    from the same corner, and the run came back ok with meaningless pedestals)."""
+    itl, e2v = get_camera("lsstcam")["R02_S02"], get_camera("lsstcam")["R22_S11"]
+    path = tmp_path / "plain_itl.fits"
+    image = np.random.default_rng(0).normal(1000.0, 1.0, itl.shape).astype(np.float32)
+    fits.PrimaryHDU(image).writeto(path)
+    with pytest.raises(InputError, match=r"image shape \(4000, 4072\).*does not match "
+                                         r"detector 'R22_S11'"):
+        read_exposure(path, camera="lsstcam", detector="R22_S11")
+    np.testing.assert_array_equal(
+        read_exposure(path, camera="lsstcam", detector="R02_S02").image, image)
+
+
+def test_overlapping_raw_boxes_are_refused(tmp_path):
+    """A single-image camera layout whose boxes overlap in the file cannot be right."""
+    doc = kast_camera_doc()
+    amps = doc["amp_layouts"]["kast"]["amps"]
+    amps[1]["raw_data_bbox"] = [1000, 0, 1024, 350]  # overlaps L's columns 1000-1023
+    cam_file = tmp_path / "kast.json"
+    cam_file.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"amps 'L' and 'R' on overlapping pixels"):
+        read_exposure(KAST / "b21.fits.gz", camera=str(cam_file), detector="kast_blue")
+
+
 def test_header_geometry_decam_style(tmp_path):
     """DATASECA/B + BIASSECA/B + CCDSECA/B in one HDU, as DECam raws carry them."""
     height = 6
