@@ -67,6 +67,7 @@ from .sections import (
     close_cached_files,
     data_beyond_end,
     decompress_once,
+    file_stamp,
     header_shape,
     is_image_header,
     keep_open,
@@ -1089,16 +1090,18 @@ def open_lazy(
     InputError
         Naming the file and the reason.
     """
+    stamp = file_stamp(path)  # before the headers: a change while reading them shows too
     with decompress_once():
         info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
         if isinstance(info.path, Path) and _is_wrapped(info.path):
             keep_open(info.path)  # the region reads share the content decompressed now
     on = functools.partial(sources_on_hdu, sources)
 
-    image = LazyPlane(info.path, det.shape, np.float32, sources)
-    mask = (LazyPlane(info.path, det.shape, np.int32, mask_sources(info, sources))
+    image = LazyPlane(info.path, det.shape, np.float32, sources, stamp=stamp)
+    mask = (LazyPlane(info.path, det.shape, np.int32, mask_sources(info, sources), stamp=stamp)
             if info.mask_hdu is not None else None)
-    variance = (LazyPlane(info.path, det.shape, np.float32, on(info.variance_hdu, 2))
+    variance = (LazyPlane(info.path, det.shape, np.float32, on(info.variance_hdu, 2),
+                          stamp=stamp)
                 if info.variance_hdu is not None else None)
     return ExposureData(image, mask, variance, dict(info.mask_planes), det, info.visit, info,
                         file_isr(info, det, sources))

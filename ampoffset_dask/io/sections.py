@@ -44,9 +44,11 @@ __all__ = [
     "AmpSource",
     "LazyPlane",
     "check_image_size",
+    "check_stamp",
     "close_cached_files",
     "declared_data_bytes",
     "decompress_once",
+    "file_stamp",
     "lazy_plane",
     "map_once",
     "max_decompressed_bytes",
@@ -198,6 +200,29 @@ _BANDS: LRUCache[tuple, np.ndarray] = LRUCache(max_bytes=256 << 20, sizeof=lambd
 #: Where the pixels of uncompressed HDUs are (None: not a plain HDU).
 _LAYOUTS: LRUCache[tuple[int, ...], Any] = LRUCache(max_items=4096)
 _MISSING = object()
+
+
+def file_stamp(path: Any) -> tuple[int, int] | None:
+    """``(size, modification time in ns)`` of a local file, None for a URL or a file that
+    cannot be examined: what a reader compares to notice the file changed after opening."""
+    if _is_url(os.fspath(path)):
+        return None
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def check_stamp(path: Any, stamp: tuple[int, int] | None, since: str = "it was opened",
+                remedy: str = "open it again") -> None:
+    """Raise `InputError` if local file ``path`` no longer has ``stamp`` (`file_stamp`)."""
+    if stamp is None:
+        return
+    if file_stamp(path) != tuple(stamp):
+        raise InputError(f"{path}: the file changed since {since} (its size or modification "
+                         f"time differ), so the headers read then may not describe its "
+                         f"pixels; {remedy}")
 
 
 def _file_key(st: os.stat_result) -> tuple[int, ...]:
@@ -792,22 +817,29 @@ class LazyPlane:
     It holds the path, the amp sources and the output dtype, never an open file, so dask
     graphs built on it pickle to workers. ``dask.array.from_array(plane, chunks=...)`` fuses
     later slicing into the read, so a strip of a chunk reads only the strip.
+
+    With ``stamp`` (`file_stamp` of a local file when its headers were read), every read
+    first checks the file still has it: a file rewritten since would otherwise be cut with
+    the amp boxes of its old headers.
     """
 
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int], dtype: Any,
-                 sources: tuple[AmpSource, ...], fill: float = 0) -> None:
+                 sources: tuple[AmpSource, ...], fill: float = 0,
+                 stamp: tuple[int, int] | None = None) -> None:
         self.path = str(path)
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = np.dtype(dtype)
         self.ndim = 2
         self.sources = tuple(sources)
         self.fill = fill
+        self.stamp = None if stamp is None else (int(stamp[0]), int(stamp[1]))
 
     def __repr__(self) -> str:
         return f"LazyPlane({self.path!r}, shape={self.shape}, dtype={self.dtype})"
 
     def __reduce__(self):
-        return (LazyPlane, (self.path, self.shape, self.dtype.str, self.sources, self.fill))
+        return (LazyPlane, (self.path, self.shape, self.dtype.str, self.sources, self.fill,
+                            self.stamp))
 
     def _norm(self, key: Any) -> tuple[tuple[int, int], tuple[int, int], tuple[bool, bool]]:
         if not isinstance(key, tuple):
@@ -843,6 +875,7 @@ class LazyPlane:
                 _paste(self.path, s, out, r0, r1, c0, c1, None, read=read_url_section)
         elif out.size and hits:
             path = Path(self.path)
+            check_stamp(path, self.stamp)
             if all(_plain_layout(path, s.hdu) is not None for s in hits):
                 for s in hits:  # memory-mapped reads, no FITS parsing
                     _paste(path, s, out, r0, r1, c0, c1, None)

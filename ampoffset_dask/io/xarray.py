@@ -26,7 +26,7 @@ from ..errors import InputError
 from ..geometry import Detector
 from .fits import FileInfo, file_isr, mask_sources, open_sources, sources_on_hdu
 from .paths import is_fits_name, walk_fits
-from .sections import PLANE_NAME_PREFIX, AmpSource, LazyPlane
+from .sections import PLANE_NAME_PREFIX, AmpSource, LazyPlane, file_stamp
 
 __all__ = [
     "AmpOffsetBackendEntrypoint",
@@ -52,8 +52,8 @@ def amp_chunks(detector: Detector) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 def _plane(info: FileInfo, name: str, dtype: Any, sources: tuple[AmpSource, ...],
-           detector: Detector, chunks, stamp: tuple) -> da.Array:
-    plane = LazyPlane(info.path, detector.shape, dtype, sources)
+           detector: Detector, chunks, stamp: tuple | None) -> da.Array:
+    plane = LazyPlane(info.path, detector.shape, dtype, sources, stamp=stamp)
     token = tokenize(str(info.path), stamp, name, sources, np.dtype(dtype).str)
     return da.from_array(plane, chunks=chunks, name=f"{PLANE_NAME_PREFIX}{name}-{token}",
                          asarray=False, meta=np.empty((0, 0), dtype=dtype))
@@ -126,11 +126,10 @@ def open_exposure(
     >>> measure_detector(ds, config=config).pedestals.round(1)
     array([-1.5,  1.5])
     """
+    stamp = file_stamp(path)  # before the headers: a change while reading them shows too
     info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
     isr = file_isr(info, det, sources)
     chunks = amp_chunks(det)
-    st = info.path.stat()
-    stamp = (st.st_size, st.st_mtime_ns)
     image = _plane(info, "image", np.float32, sources, det, chunks, stamp)
     if info.mask_hdu is not None:
         mask = _plane(info, "mask", np.int32, mask_sources(info, sources), det, chunks,

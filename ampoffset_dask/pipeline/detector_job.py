@@ -161,6 +161,9 @@ class DetectorJob:
     fetched_fraction : float
         URL inputs: bytes fetched by this job / the object's size (filled in by `run`; NaN for
         local files).
+    planned_stamp : (int, int), optional
+        The local input's ``(size, mtime_ns)`` when it was planned: a file changed since
+        fails (its planned visit and detector may no longer be its own).
     """
 
     path: str
@@ -178,6 +181,7 @@ class DetectorJob:
     attempts: int = 0
     storage_options: Mapping[str, Any] | None = None
     fetched_fraction: float = float("nan")
+    planned_stamp: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.path = str(self.path)
@@ -211,7 +215,7 @@ class DetectorJob:
         from ..algorithm.measure import measure_detector
         from ..io import remote
         from ..io.fits import open_lazy, read_exposure, write_exposure
-        from ..io.sections import map_once
+        from ..io.sections import check_stamp, map_once
 
         config, output, path = self.config, self.output, self.path
         url_input = remote.is_url(path)
@@ -225,6 +229,9 @@ class DetectorJob:
         reader = open_lazy if edges_only else read_exposure
         self._t0 = time.perf_counter()
         c0 = time.thread_time()
+        if not url_input:
+            check_stamp(path, self.planned_stamp, "it was planned",
+                        "run again to plan it anew")
 
         _config.apply_kernels()
         # VARIANCE is read only to be written back with the corrected image.
@@ -346,6 +353,7 @@ def process_file(
     overscan: str = "auto",
     gain: str | None = None,
     hdu: int | None = None,
+    planned_stamp: tuple[int, int] | None = None,
 ) -> DetectorResult:
     """Measure (and optionally correct) one detector file; never raises for a bad detector.
 
@@ -362,7 +370,8 @@ def process_file(
     return DetectorJob(path, detector, config, visit=visit, camera=camera, output=output,
                        in_place=in_place, io_retries=io_retries,
                        io_retry_delay=io_retry_delay, overscan=overscan, gain=gain,
-                       hdu=hdu, storage_options=storage_options).run_safely()
+                       hdu=hdu, storage_options=storage_options,
+                       planned_stamp=planned_stamp).run_safely()
 
 
 def identified_job(*, log_run: str = "", **kwargs: Any) -> tuple[str, DetectorResult]:

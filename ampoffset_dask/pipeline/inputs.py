@@ -55,7 +55,9 @@ class PlannedTask:
     ``flag`` is set for an input planning recognised but that is not to be processed (an
     exposure already corrected): it becomes a ``flagged`` row with that message.
     ``hdu`` is the CCD's HDU in a multi-CCD file (None: the file's only detector); ``raw``
-    says the pixels come from raw boxes (a raw or untrimmed file).
+    says the pixels come from raw boxes (a raw or untrimmed file). ``stamp`` is the local
+    file's ``(size, mtime_ns)`` before its headers were read (`~ampoffset_dask.io.sections.
+    file_stamp`): the task refuses a file changed since it was planned.
     """
 
     path: str
@@ -67,6 +69,7 @@ class PlannedTask:
     flag: str = ""
     hdu: int | None = None
     raw: bool = False
+    stamp: tuple[int, int] | None = None
 
     def key(self, run_token: str) -> str:
         """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
@@ -223,10 +226,12 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
               detector_default: str | None = None, force: bool = False) -> list[PlannedTask]:
     """The tasks of one input: one, or one per CCD of a multi-CCD file."""
     from ..io.fits import inspect_file
+    from ..io.sections import file_stamp
 
     if item.problem:
         return [PlannedTask(item.path, item.visit, None, item.detector,
                             f"InputError: {item.path}: {item.problem}")]
+    stamp = file_stamp(item.path)  # before the headers: a change while reading them shows
     try:
         info = inspect_file(item.path)
     except AmpOffsetError as exc:
@@ -237,9 +242,11 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
                             f"InputError: {item.path}: cannot read the header: {exc}",
                             dataset_id=item.dataset_id)]
     if not info.ccd_hdus:
-        return [_plan_hdu(item, camera, info, None, visit_default, detector_default, force)]
-    return [_plan_hdu(item, camera, info, k, visit_default, None, force)
-            for k in info.ccd_hdus]
+        tasks = [_plan_hdu(item, camera, info, None, visit_default, detector_default, force)]
+    else:
+        tasks = [_plan_hdu(item, camera, info, k, visit_default, None, force)
+                 for k in info.ccd_hdus]
+    return [dataclasses.replace(t, stamp=stamp) for t in tasks]
 
 
 def _header_visit(path: str, hdu: int | None, key: str) -> int | None:

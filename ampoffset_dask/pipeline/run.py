@@ -649,6 +649,7 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
                     "overscan": opts.overscan,
                     "gain": opts.gain,
                     "hdu": task.hdu,
+                    "planned_stamp": task.stamp,
                     "log_run": run.run_token,
                 },
                 tag=task,

@@ -171,7 +171,7 @@ def test_a_plain_image_is_never_cut_with_another_detectors_raw_boxes(tmp_path):
     """An assembled ITL-size image read as an e2v detector is refused for its size: the
     camera's per-segment raw boxes say nothing of a single image (they once cut every amp
     from the same corner, and the run came back ok with meaningless pedestals)."""
-    itl, e2v = get_camera("lsstcam")["R02_S02"], get_camera("lsstcam")["R22_S11"]
+    itl = get_camera("lsstcam")["R02_S02"]
     path = tmp_path / "plain_itl.fits"
     image = np.random.default_rng(0).normal(1000.0, 1.0, itl.shape).astype(np.float32)
     fits.PrimaryHDU(image).writeto(path)

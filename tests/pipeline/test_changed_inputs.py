@@ -1,0 +1,35 @@
+"""An input replaced between planning and its task fails with a clear reason instead of being
+measured under the planned detector's name."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ampoffset_dask import AmpOffsetConfig, read_catalog
+from ampoffset_dask.pipeline import RunOptions, execute, prepare
+from ampoffset_dask.simulate import simulate_focal_plane
+
+
+def test_an_input_replaced_after_planning_fails_and_the_others_are_measured(tmp_path, client):
+    sim = simulate_focal_plane(tmp_path / "sim", "lsstcam",
+                               detectors=["R22_S11", "R22_S12", "R01_S00"], scale=0.1, seed=3)
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for p in sim.paths:
+        shutil.copy(p, folder)
+    target = folder / "lsstcam_000001_R22_S11.fits"
+    other = next(p for p in sim.paths if "R22_S12" in str(p))
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    with prepare(folder, tmp_path / "catalog", config=config,
+                 options=RunOptions(progress=False)) as run:
+        shutil.copy(other, f"{target}.tmp")  # R22_S12's pixels under R22_S11's name
+        os.replace(f"{target}.tmp", target)
+        execute(run, client=client)
+    det = read_catalog(tmp_path / "catalog", "detectors").set_index("detector")
+    assert det.loc["R22_S11", "status"] == "failed"
+    assert "changed since it was planned" in det.loc["R22_S11", "error"]
+    assert "run again to plan it anew" in det.loc["R22_S11", "error"]
+    assert (det.loc[["R22_S12", "R01_S00"], "status"] == "ok").all()
+    ped = read_catalog(tmp_path / "catalog", "pedestals")
+    assert set(ped["detector"]) == {"R22_S12", "R01_S00"}
