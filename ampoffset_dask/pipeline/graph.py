@@ -156,6 +156,15 @@ class _Opaque:
         self.value = value
 
 
+def _argument(value: Any) -> Any:
+    """How a member travels to its task: hidden from dask (`_Opaque`), unless it holds
+    persisted data (futures of a distributed cluster): those pixels are already computed, and
+    the task's synchronous reads could not reach them, so dask hands the task their values."""
+    from distributed import futures_of
+
+    return value if futures_of(value) else _Opaque(value)
+
+
 def _measure_member(value: Any, config: AmpOffsetConfig | None,
                     mask_planes: Mapping[str, int] | None) -> Any:
     from ..algorithm.measure import measure_detector
@@ -199,7 +208,7 @@ def measure_visit(
         ``{detector name: DetectorMeasurement}`` in the order of ``visit``.
     """
     members = _visit_members(visit)
-    tasks = [dask.delayed(_measure_member, pure=False)(_Opaque(value), config, mask_planes,
+    tasks = [dask.delayed(_measure_member, pure=False)(_argument(value), config, mask_planes,
                                                        dask_key_name=f"ampoffset-measure-{name}")
              for name, value in members.items()]
     results = dask.compute(*tasks, scheduler=scheduler)

@@ -192,3 +192,20 @@ def test_a_worker_unpickling_a_dataset_reads_its_files(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ds.pkl")],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["LazyPlane", "LazyPlane"]
+
+
+def test_measure_visit_of_persisted_datasets_on_a_cluster(sim_visit, client):
+    """Datasets persisted on the cluster (untouched or edited) are measured from their
+    persisted pixels (their tasks once failed with 'Missing dependency')."""
+    from ampoffset_dask import AmpOffsetConfig, open_exposure
+
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    path = sim_visit.paths[0]
+    untouched = open_exposure(path).persist()
+    edited = open_exposure(path)
+    edited["image"] = edited["image"] + 1.0
+    edited = edited.persist()
+    got = measure_visit({"a": untouched, "b": edited}, config=config)
+    expected = measure_detector(read_exposure(path), config=config).pedestals
+    np.testing.assert_array_equal(got["a"].pedestals, expected)
+    np.testing.assert_allclose(got["b"].pedestals, expected, rtol=0, atol=1e-4)
