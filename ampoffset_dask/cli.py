@@ -27,6 +27,7 @@ Exit codes
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import glob
 import json
@@ -495,15 +496,25 @@ def _load_config(path: Path | None, overrides: Sequence[str], preset: str | None
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CommandError(f"--set {item!r}: use KEY=VALUE")
-        try:
-            data[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            data[key.strip()] = value
+        data[key.strip()] = _override_value(value)
     if preset is not None:
         return AmpOffsetConfig.from_preset(preset, data)
     if not data:
         return None
     return AmpOffsetConfig.from_lsst(data)
+
+
+def _override_value(text: str) -> Any:
+    """A ``--set`` value: JSON (``false``, ``10``, ``["BAD"]``), else a Python literal as LSST
+    config files write them (``False``, ``None``, ``['BAD', 'SAT']``), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
 
 
 def _call_process(inputs: Sequence[Any], output: Path, **options: Any):

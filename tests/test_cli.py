@@ -278,3 +278,23 @@ def test_demo_end_to_end_small(tmp_path, shared_scheduler):
     assert again.returncode == 0, again.stderr
     assert "Dask cluster: 2 worker(s)" in again.stdout  # the shared scheduler's
     assert f"{rms:.3f}" in again.stdout  # same seed, same numbers
+
+
+@pytest.mark.parametrize("text, value", [
+    ("false", False), ("False", False), ("True", True), ("10", 10), ("2.5", 2.5),
+    ('["BAD", "SAT"]', ["BAD", "SAT"]), ("['BAD', 'SAT']", ["BAD", "SAT"]), ("None", None),
+    ("meanclip", "meanclip"), ("AKIMA_SPLINE", "AKIMA_SPLINE"),
+])
+def test_set_values_as_json_or_as_lsst_config_files_write_them(text, value):
+    from ampoffset_dask.cli import _override_value
+
+    assert _override_value(text) == value
+
+
+def test_set_overrides_reach_the_config():
+    from ampoffset_dask.cli import _load_config
+
+    config = _load_config(None, ["doBackground=False", "ampEdgeMaxOffset=10",
+                                 "detection.statsMask=['BAD', 'SAT']"])
+    assert config.do_background is False and config.amp_edge_max_offset == 10
+    assert list(config.detection.stats_mask) == ["BAD", "SAT"]
