@@ -43,7 +43,7 @@ from astropy.io import fits
 
 from ..cameras import Camera, UnknownDetectorError, canonical_camera_name, get_camera
 from ..errors import AmpOffsetError, GeometryError, InputError
-from ..geometry import Detector
+from ..geometry import Amplifier, Detector
 from ..masks import DEFAULT_MASK_PLANES, plane_bit
 from .header_geometry import geometry_from_header
 from .header_walk import CachedHeader, walk_headers
@@ -171,6 +171,7 @@ class FileInfo:
     segment_shapes: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict,
                                                                     repr=False)
     ccd_hdus: tuple[int, ...] = ()
+    archive_hdus: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass
@@ -415,8 +416,8 @@ def _head_of_header(k: int, header: CachedHeader) -> _Head:
 
 #: The keywords `_inspect` reads besides the structure, and the prefixes of those it
 #: finds by pattern (`_GEOMETRY_KEY`, ``MP_*``): the cards a walked header keeps.
-_INSPECTED = frozenset({"EXTNAME", "EXTTYPE", "BLANK", "BSCALE", "BZERO", *_IDENTITY_KEYS,
-                        *CCD_KEYS})
+_INSPECTED = frozenset({"EXTNAME", "EXTTYPE", "BLANK", "BSCALE", "BZERO", "AR_NAME",
+                        *_IDENTITY_KEYS, *CCD_KEYS})
 _INSPECTED_PREFIXES = ("MP_", "DATASEC", "DETSEC", "CCDSEC", "BIASSEC", "AMPNAM", "T_EFM",
                        "T_OSM", "LTV")
 
@@ -596,11 +597,18 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
             name = cam[det_id].name
         elif name is None and det_id is None and len(cam) == 1:
             name, det_id = cam.detector_names[0], cam.detector_ids[0]
+    # afw's persisted Detector (archive tables after the planes of an LSST exposure file)
+    archive = tuple(
+        h.index for h in heads if not h.image
+        and str(h.header.get("EXTTYPE", "") or "").strip().upper() == "ARCHIVE_DATA"
+        and str(h.header.get("AR_NAME", "") or "").strip() == "Detector"
+    ) if kind == "exposure" else ()
     return FileInfo(
         path=path, kind=kind, visit=_visit_from(keys), detector=name, detector_id=det_id,
         camera=camera, shape=shape, image_hdu=image_hdu, mask_hdu=mask_hdu,
         variance_hdu=variance_hdu, mask_planes=planes, compressed=compressed, header=keys,
         segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
+        archive_hdus=archive,
     )
 
 
@@ -663,6 +671,10 @@ def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -
     user = _coerce_detector(detector, path)
     if user is not None:
         return user
+    if detector is None and info.archive_hdus:
+        persisted = persisted_detector(info)
+        if persisted is not None:
+            return persisted
     cam = _camera_or_none(camera, path)
     if cam is None and info.camera is not None:
         cam = get_camera(info.camera)
@@ -701,6 +713,75 @@ def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -
         "(CAMERA/INSTRUME) and no DATASEC-style keywords; pass camera= and detector=, or a "
         "Detector"
     )
+
+
+def persisted_detector(info: FileInfo) -> Detector | None:
+    """The Detector an LSST exposure file carries in its archive tables (what
+    ``exposure.getDetector()`` gives LSST's AmpOffsetTask), or None if it carries none.
+
+    The amp rows give each amp's name and box in the assembled image, the detector row its
+    name and id. Amps that do not tile the image are reported (a warning) and ignored.
+    """
+    if not info.archive_hdus:
+        return None
+    key = (str(info.path), file_stamp(info.path), info.archive_hdus)
+    if key in _PERSISTED:
+        return _PERSISTED[key]
+    amps, name, det_id = None, info.detector, info.detector_id
+    try:
+        with fits.open(info.path, memmap=False, lazy_load_hdus=True) as hdul:
+            for k in info.archive_hdus:
+                table = hdul[k].data
+                columns = set(table.columns.names)
+                if {"name", "bbox_min_x", "bbox_min_y", "bbox_extent_x",
+                        "bbox_extent_y"} <= columns and len(table):
+                    amps = tuple(Amplifier(_text(r["name"]), int(r["bbox_min_x"]),
+                                           int(r["bbox_min_y"]), int(r["bbox_extent_x"]),
+                                           int(r["bbox_extent_y"])) for r in table)
+                elif {"name", "serial"} <= columns and len(table) == 1:
+                    name = _text(table[0]["name"]) or name
+                    if "id" in columns:
+                        det_id = int(table[0]["id"])
+        detector = None
+        if amps:
+            detector = Detector(name or info.path.name.split(".")[0], info.shape[1],
+                                info.shape[0], amps, id=det_id)
+            _check_tiling(detector)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, GeometryError) as exc:
+        logger.warning("%s: the persisted detector in its archive tables is unusable (%s); "
+                       "using the camera's", info.path, exc)
+        detector = None
+    if len(_PERSISTED) > 256:
+        _PERSISTED.clear()
+    _PERSISTED[key] = detector
+    return detector
+
+
+def _check_tiling(detector: Detector) -> None:
+    """`GeometryError` unless the amps cover the detector exactly once."""
+    amps = detector.amplifiers
+    for i, a in enumerate(amps):
+        if a.x0 < 0 or a.y0 < 0 or a.x1 > detector.width or a.y1 > detector.height:
+            raise GeometryError(f"amp {a.name!r} lies outside the {detector.shape} image")
+        for b in amps[i + 1:]:
+            if max(a.x0, b.x0) < min(a.x1, b.x1) and max(a.y0, b.y0) < min(a.y1, b.y1):
+                raise GeometryError(f"amps {a.name!r} and {b.name!r} overlap")
+    # inside and disjoint: they cover the image exactly when their areas add up to it
+    if sum(a.width * a.height for a in amps) != detector.width * detector.height:
+        raise GeometryError("the amps do not cover the image")
+
+
+def _text(value: Any) -> str:
+    """A string cell of an archive table (stored as a string or as an array of characters)."""
+    if isinstance(value, np.ndarray):
+        value = "".join(v.decode() if isinstance(v, bytes) else str(v) for v in value.ravel())
+    elif isinstance(value, bytes):
+        value = value.decode()
+    return str(value).strip()
+
+
+#: `persisted_detector` per file (path, stamp, tables): planning and the readers ask again.
+_PERSISTED: dict[tuple, Detector | None] = {}
 
 
 def _fit_to_image(info: FileInfo, det: Detector) -> Detector:

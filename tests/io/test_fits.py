@@ -132,11 +132,22 @@ def test_lsst_afw_exposure_file():
     # bits differ from afw's defaults: read from MP_* keywords
     assert info.mask_planes["CROSSTALK"] == 10 and info.mask_planes["UNMASKEDNAN"] == 9
     assert "VIGNETTED" not in info.mask_planes
-    data = read_exposure(AFW_LATISS, camera="latiss")
-    assert data.detector == get_camera("latiss")["RXX_S00"]
-    assert data.image.shape == (4000, 4072) and data.mask.dtype == np.int32
-    # the detector name and image size identify the built-in camera without camera=
-    assert resolve_detector(info).name == "RXX_S00"
+    # The amps are those of the Detector the file carries in its archive tables (what
+    # exposure.getDetector() gives LSST's task): the pre-2020 layout, C10 at the bottom
+    # left, where the built-in LATISS camera now has C00.
+    builtin = get_camera("latiss")["RXX_S00"]
+    for data in (read_exposure(AFW_LATISS), read_exposure(AFW_LATISS, camera="latiss")):
+        det = data.detector
+        assert (det.name, det.id, det.shape) == ("RXX_S00", 0, (4000, 4072))
+        assert sorted(det.amp_names) == sorted(builtin.amp_names)
+        assert (det["C10"].x0, det["C10"].y0) == (0, 0)
+        assert (builtin["C10"].x0, builtin["C10"].y0) == (0, 2000)
+        assert {(a.x0, a.y0, a.width, a.height) for a in det} == {
+            (a.x0, a.y0, a.width, a.height) for a in builtin}
+        assert data.image.shape == (4000, 4072) and data.mask.dtype == np.int32
+    assert resolve_detector(info) == read_exposure(AFW_LATISS).detector
+    # an explicit detector still wins
+    assert read_exposure(AFW_LATISS, detector=builtin).detector == builtin
     strip = read_section(AFW_LATISS, 1, (slice(0, 4000), slice(0, 20)))
     assert strip.shape == (4000, 20) and strip.dtype.isnative
 
@@ -412,3 +423,29 @@ def test_open_lazy_measures_from_strips_only(tmp_path, monkeypatch):
     np.testing.assert_array_equal(m.pedestals, ref.pedestals)
     back = pickle.loads(pickle.dumps(lazy))
     np.testing.assert_array_equal(np.asarray(back.image), image)
+
+
+def test_lsst_afw_exposure_amps_follow_the_persisted_detector(tmp_path, caplog):
+    """A step in the file's own C10 box is measured on C10 (LSST's task names amps from the
+    exposure's Detector); an unusable persisted amp table falls back to the camera, said."""
+    from ampoffset_dask import AmpOffsetConfig, measure_detector
+
+    image = np.random.default_rng(1).normal(1000.0, 5.0, (4000, 4072)).astype(np.float32)
+    image[0:2000, 0:509] += 3.0
+    stepped, broken = tmp_path / "stepped.fits", tmp_path / "broken.fits"
+    with fits.open(AFW_LATISS) as hdul:
+        hdul[1].data = image
+        hdul[3].data = np.full((4000, 4072), 25.0, np.float32)
+        hdul.writeto(stepped)
+        table = hdul[9].data
+        table["bbox_min_x"][1] = table["bbox_min_x"][0]  # C11 on top of C10
+        hdul.writeto(broken)
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    result = measure_detector(read_exposure(stepped), config=config)
+    assert result.amp_names[int(np.argmax(result.pedestals))] == "C10"
+    assert result.pedestals.max() > 2.0
+
+    with caplog.at_level("WARNING", logger="ampoffset_dask.io.fits"):
+        det = read_exposure(broken).detector
+    assert det == get_camera("latiss")["RXX_S00"]
+    assert "persisted detector in its archive tables is unusable" in caplog.text
