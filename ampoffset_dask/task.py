@@ -219,7 +219,10 @@ def _apply(exposure: Any, parts: ExposureParts, pedestals: np.ndarray) -> None:
     elif isinstance(parts.image, np.ndarray) and parts.image.flags.writeable:
         apply_pedestals(parts.image, pedestals, parts.detector, out=parts.image)
     else:
+        what = type(parts.image).__name__
+        if isinstance(parts.image, np.ndarray):
+            what = f"a read-only {what} (np.array(image) makes a writable copy)"
         raise InputError(
             f"detector {parts.detector.name!r}: doApplyAmpOffset needs an in-memory, writable "
-            f"image to correct in place, got {type(parts.image).__name__} (read the file with "
-            "read_exposure, or measure without applying)")
+            f"image to correct in place, got {what} (read the file with read_exposure, or "
+            "measure without applying)")

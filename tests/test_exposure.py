@@ -167,8 +167,12 @@ def test_task_refuses_to_apply_to_a_lazy_file(tmp_path):
     det, sim = _sim()
     path = write_exposure(tmp_path / "d.fits", sim.image, detector=det, header={"VISIT": 3})
     config = AmpOffsetConfig(amp_edge_width=8, amp_edge_inset=2, do_apply_amp_offset=True)
-    with pytest.raises(InputError, match=r"R22_S11.*in-memory, writable image"):
+    with pytest.raises(InputError, match=r"R22_S11.*in-memory, writable image.*LazyPlane"):
         AmpOffsetTask(config).run(open_lazy(path))
+    frozen = sim.image.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(InputError, match=r"got a read-only ndarray \(np.array\(image\)"):
+        AmpOffsetTask(config).run((frozen, None, det))
 
 
 def test_former_names_still_import():
