@@ -36,6 +36,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -361,7 +362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ampoffset-dask`` command; returns the exit code (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    with _logging_restored():
+    with _logging_restored(), warnings.catch_warnings():
+        if not int(getattr(args, "verbose", 0) or 0):
+            # astropy's warnings about a damaged or odd file repeat, in its own words, what
+            # our error or note says about that file; -v shows them
+            from astropy.utils.exceptions import AstropyWarning
+
+            warnings.filterwarnings("ignore", category=AstropyWarning)
         return _main(parser, args)
 
 
