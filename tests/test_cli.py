@@ -204,6 +204,13 @@ def test_run_input_errors(tmp_path, workdir):
     proc = cli("run", tmp_path, "--output", tmp_path / "cat", "--set", "ampEdgeWidth=-3")
     assert proc.returncode == 2
     one_error_line(proc, "ampEdgeWidth")
+    # a detector the named camera does not have: one error, before planning (no catalog)
+    proc = cli("run", workdir / "sim", "--output", tmp_path / "cat3", "--camera", "lsstcam",
+               "--detector", "BOGUS", "--scheduler", "nosuch-spec")
+    assert proc.returncode == 2
+    assert ("error: --detector 'BOGUS': camera 'lsstcam' has no detector 'BOGUS'"
+            in proc.stderr.splitlines()[-1])
+    assert not (tmp_path / "cat3").exists()
     # an empty input folder is found at planning, before the scheduler spec is used (exit 2)
     proc = cli("run", tmp_path, "--output", tmp_path / "cat", "--scheduler", "nosuch-spec")
     assert proc.returncode == 2
@@ -298,3 +305,22 @@ def test_set_overrides_reach_the_config():
                                  "detection.statsMask=['BAD', 'SAT']"])
     assert config.do_background is False and config.amp_edge_max_offset == 10
     assert list(config.detection.stats_mask) == ["BAD", "SAT"]
+
+
+def test_astropy_warnings_only_with_verbose(tmp_path):
+    """astropy's own warnings about an odd file (here a non-ASCII header byte) stay out of
+    the command's output unless -v asks for them."""
+    from astropy.io import fits
+
+    path = tmp_path / "odd.fits"
+    fits.PrimaryHDU(np.zeros((4, 6), np.float32)).writeto(path)
+    data = bytearray(path.read_bytes())
+    k = data.index(b"END" + b" " * 77)
+    data[k - 80:k] = b"COMMENT caf\xe9".ljust(80)  # a non-ASCII byte in a header card
+    path.write_bytes(bytes(data))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    quiet = run_entry_point("info", path, env=env)
+    loud = run_entry_point("-v", "info", path, env=env)
+    assert "non-ASCII" not in quiet.stderr
+    assert "non-ASCII" in loud.stderr
+    assert quiet.returncode == loud.returncode

@@ -49,6 +49,7 @@ _LAZY = {
     "VISIT_TABLES": ".schema",
     "DetectorResult": ".schema",
     "CatalogWriter": ".writer",
+    "CurrentRow": ".writer",
 }
 
 
@@ -64,6 +65,7 @@ __all__ = [
     "CatalogLock",
     "CatalogWriter",
     "CompactionResult",
+    "CurrentRow",
     "DetectorResult",
     "Journal",
     "compact_catalog",

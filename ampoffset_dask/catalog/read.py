@@ -2,8 +2,10 @@
 
 A catalog keeps every run's rows (history). By default readers see the latest row of each
 (visit, detector) - the row of the run that finished it last - and the pedestals and
-interfaces of that row's run; a failed row of an input whose identity was unknown is hidden
-once a later row of the same input has one. ``all_rows=True`` returns the history.
+interfaces of that row's run; failures of other inputs claiming the same (visit, detector)
+since its last measurement are shown too (one input's failure never hides another's); a
+failed row of an input whose identity was unknown is hidden once a later row of the same
+input has one. ``all_rows=True`` returns the history.
 
 Rows live in per-visit files (``TABLE/visit=<v>/part-0.parquet``) and, once compacted, in
 ``TABLE/_compacted/`` files of visit ranges (`~ampoffset_dask.catalog.compact`); readers
@@ -25,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
-from .schema import COMPACTED, PART, SCHEMAS, SORT, TABLES, sorted_table
+from .schema import COMPACTED, PART, SCHEMAS, SORT, TABLES, UNKNOWN_VISIT, sorted_table
 
 # pyarrow.dataset (and with it pandas, ~0.5 s) is imported by the readers that need it:
 # every dask worker imports the writer's module, which only builds and writes records.
@@ -183,26 +185,53 @@ def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
 
 
 def latest_mask(detectors: Any) -> Any:
-    """Boolean mask of the current rows of a ``detectors`` table (pandas DataFrame).
+    """Boolean mask of the current rows of a ``detectors`` table (pandas DataFrame with the
+    columns visit, detector, input, status and finished_at).
 
-    Current: the latest row (by ``finished_at``) of each (visit, detector) - for rows without
-    a detector, of each (visit, input) - except failed rows without a detector whose input
-    has a row with a detector that is at least as recent.
+    Current:
+
+    - the latest row (by ``finished_at``) of each (visit, detector) - for rows without a
+      detector, of each (visit, input);
+    - and each input's latest failed row of a (visit, detector) that is newer than the
+      latest measured (ok or flagged) row of that (visit, detector): inputs failing with
+      the same identity (copies of a file without a visit) each keep their row;
+    - except failed rows of an input whose identity was unknown: without a detector, when
+      the input has a row with one at least as recent; of the unknown visit, when the
+      input has a row of that detector and a known visit at least as recent.
     """
     det = detectors
     if len(det) == 0:
         return np.zeros(0, dtype=bool)
-    key = det["detector"].where(det["detector"] != "", "input:" + det["input"])
-    frame = det[["visit", "finished_at"]].assign(_key=key.to_numpy(), _pos=np.arange(len(det)))
-    latest = frame.sort_values("finished_at", kind="stable").groupby(
-        ["visit", "_key"], sort=False).tail(1)["_pos"].to_numpy()
+    named = (det["detector"] != "").to_numpy()
+    key = det["detector"].where(named, "input:" + det["input"])
+    frame = det[["visit", "input", "finished_at"]].assign(_key=key.to_numpy(),
+                                                         _pos=np.arange(len(det)))
+    order = frame.sort_values("finished_at", kind="stable")
+    latest = order.groupby(["visit", "_key"], sort=False).tail(1)["_pos"].to_numpy()
     keep = np.zeros(len(det), dtype=bool)
     keep[latest] = True
-    named = det["detector"] != ""
-    if (~named).any() and named.any():
-        newest = det[named].groupby("input")["finished_at"].max()
-        later = det["input"].map(newest)
-        keep &= ~((~named) & later.notna() & (later >= det["finished_at"])).to_numpy()
+    failed = (det["status"] == "failed").to_numpy()
+    if (failed & named & ~keep).any():
+        own = np.zeros(len(det), dtype=bool)
+        own[order.groupby(["visit", "_key", "input"], sort=False).tail(1)["_pos"]] = True
+        measured = frame[named & ~failed].groupby(["visit", "_key"])["finished_at"].max()
+        cand = frame[failed & named & own & ~keep].join(measured.rename("_measured"),
+                                                        on=["visit", "_key"])
+        newer = cand["_measured"].isna() | (cand["finished_at"] > cand["_measured"])
+        keep[cand["_pos"][newer].to_numpy()] = True
+    if failed.any():
+        # a failure of an input whose identity was unknown: hidden by a row of the same input
+        # at least as recent that knows more (the detector; for a detector's row of the
+        # unknown visit, that detector's row of a known visit)
+        visited = named & (det["visit"] != UNKNOWN_VISIT).to_numpy()
+        for hidden, by, on in ((failed & ~named, named, ["input"]),
+                               (failed & named & ~visited, visited, ["input", "detector"])):
+            if not (hidden.any() and by.any()):
+                continue
+            newest = det[by].groupby(on)["finished_at"].max().rename("_newest")
+            later = det[on].join(newest, on=on)["_newest"]
+            keep &= ~(hidden & later.notna().to_numpy()
+                      & (later >= det["finished_at"]).to_numpy())
     return keep
 
 
@@ -223,11 +252,23 @@ def _current_runs(root: Path, visits: Iterable[int] | None,
                   detectors: Iterable[str] | None = None, *, stale: bool = False) -> Any:
     """``(visit, detector, run_id)`` of the current ``detectors`` rows (pandas), or with
     ``stale`` of the superseded ones."""
-    det = arrow_table(root, "detectors", columns=["visit", "detector", "input", "run_id",
-                                                  "finished_at"],
+    det = arrow_table(root, "detectors", columns=["visit", "detector", "input", "status",
+                                                  "run_id", "finished_at"],
                       filter=_filter(visits, detectors)).to_pandas()
     mask = latest_mask(det)
-    return det[~mask if stale else mask][["visit", "detector", "run_id"]]
+    import pandas as pd
+
+    cols = ["visit", "detector", "run_id"]
+    if not stale:
+        return det[mask][cols]
+    old = det[~mask][cols]
+    if len(old):
+        # A failed row superseded in the run that also wrote the current measurement of its
+        # (visit, detector) (another input failed planning with that identity): that run's
+        # pedestals and interfaces stay current.
+        current = pd.MultiIndex.from_frame(det[mask][cols])
+        old = old[~pd.MultiIndex.from_frame(old).isin(current)]
+    return old
 
 
 def _codes(column: Any, uniques: Any) -> np.ndarray:
@@ -300,7 +341,7 @@ def _current(table: str, tab: pa.Table, stale: Any) -> pa.Table:
     if table == "runs" or tab.num_rows == 0:
         return tab
     if table == "detectors":
-        cols = tab.select(["visit", "detector", "input", "finished_at"]).to_pandas()
+        cols = tab.select(["visit", "detector", "input", "status", "finished_at"]).to_pandas()
         return tab.filter(pa.array(latest_mask(cols)))
     if stale is None or len(stale) == 0:
         return tab
@@ -397,7 +438,7 @@ def read_catalog(
         if stale is not None and len(stale):
             extra += ["visit", "detector", "run_id"]
         if not all_rows and table == "detectors":
-            extra += ["visit", "detector", "input", "finished_at"]
+            extra += ["visit", "detector", "input", "status", "finished_at"]
         read = list(dict.fromkeys([*columns, *extra]))
         if table != "runs" and "visit" in read:
             read = ["visit", *[c for c in read if c != "visit"]]

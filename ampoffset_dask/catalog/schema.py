@@ -215,6 +215,12 @@ class DetectorResult:
         """``(visit, detector)``; for unidentified inputs the detector part is the input."""
         return self.visit, row_key(self.detector, self.input)
 
+    @property
+    def run_key(self) -> tuple[int, str]:
+        """The key of this record's row among its run's rows: `key`, with the input added
+        for a failure (`row_key`)."""
+        return self.visit, row_key(self.detector, self.input, self.status)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary (the journal line).
 
@@ -334,9 +340,18 @@ def _plain(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def row_key(detector: str, input: str) -> str:
-    """Key of a row within its visit: the detector, or ``input:<file>`` when unknown."""
-    return detector if detector else f"input:{input}"
+def row_key(detector: str, input: str, status: str = "") -> str:
+    """Key of a row within its visit: the detector, or ``input:<file>`` when unknown.
+
+    With ``status``, the key of a row within its run's rows of the visit: a failed row's key
+    also holds its input, so that inputs failing with the same (visit, detector) (copies of
+    one file without a visit, say) keep a row each; a run has one measurement of a detector.
+    """
+    if not detector:
+        return f"input:{input}"
+    if status == "failed":
+        return f"{detector}\0input:{input}"  # NUL: in neither a FITS header nor a path
+    return detector
 
 
 def check_identity(visit: Any, detector_id: Any = None, *, what: str = "",

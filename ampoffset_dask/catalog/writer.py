@@ -8,7 +8,8 @@ progress. A run that is killed loses at most the detectors that were in flight: 
 writer replays the journal into the tables before doing anything else.
 
 Rows are history: a new result replaces only a row of the same (visit, detector) written by
-the same run; rows of earlier runs stay, and readers show the latest (see
+the same run (for a failure, of the same (visit, detector) and input: each failed input keeps
+its row); rows of earlier runs stay, and readers show the latest (see
 `~ampoffset_dask.catalog.read`).
 """
 
@@ -25,6 +26,7 @@ import socket
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ from .schema import (
     sorted_table,
 )
 
-__all__ = ["CatalogWriter", "write_atomic"]
+__all__ = ["CatalogWriter", "CurrentRow", "write_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +100,54 @@ def _stamp(size: Any, mtime: Any) -> tuple[int, float] | None:
 class _VisitState:
     visit: int
     existing: dict[str, pa.Table]
+    #: this run's records of the visit, by `DetectorResult.run_key`
     records: dict[str, DetectorResult] = dataclasses.field(default_factory=dict)
     #: each record's rows (`check_record`), converted once when the record was added
     rows: dict[str, dict[str, pa.Table]] = dataclasses.field(default_factory=dict)
-    expected: set[str] = dataclasses.field(default_factory=set)
+    #: results expected and arrived per `DetectorResult.key` (several inputs may fail with
+    #: one key), and how many expected ones have not arrived
+    expected: Counter[str] = dataclasses.field(default_factory=Counter)
+    arrived: Counter[str] = dataclasses.field(default_factory=Counter)
+    missing: int = 0
     dirty: bool = False
+
+    def expect(self, key: str) -> None:
+        self.expected[key] += 1
+        if self.arrived[key] < self.expected[key]:
+            self.missing += 1
+
+    def arrive(self, key: str) -> None:
+        self.arrived[key] += 1
+        if self.arrived[key] <= self.expected[key]:
+            self.missing -= 1
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.expected) and self.missing == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CurrentRow:
+    """What resuming needs of the current ``detectors`` row of a (visit, detector).
+
+    Attributes
+    ----------
+    status, input, output, applied, run_id
+        The row's columns.
+    config_digest : str or None
+        The config digest of the run that wrote it (None when that run is not recorded).
+    stamp : (int, float) or None
+        Size and modification time of ``input`` when that run started (None when not
+        recorded); see `CatalogWriter.input_unchanged`.
+    """
+
+    status: str
+    input: str
+    output: str
+    applied: bool
+    run_id: str
+    config_digest: str | None
+    stamp: tuple[int, float] | None
 
 
 class CatalogWriter:
@@ -191,7 +236,7 @@ class CatalogWriter:
             return
         by_visit: dict[int, dict[tuple[str, str], DetectorResult]] = {}
         for rec in found.records:
-            by_visit.setdefault(rec.visit, {})[(rec.key[1], rec.run_id)] = rec
+            by_visit.setdefault(rec.visit, {})[(rec.run_key[1], rec.run_id)] = rec
         for visit, records in by_visit.items():
             existing = {t: read_visit_file(self.path, t, visit) for t in VISIT_TABLES}
             self._write_visit(visit, existing, list(records.values()))
@@ -343,13 +388,21 @@ class CatalogWriter:
         A pair is done when its current row has status ok or flagged, was written by a run
         of the same config (``config``, else this run's), and its input file has the size
         and modification time that run recorded (a changed input is measured again).
+        `~ampoffset_dask.process` asks more (`current`): the same input, and the outputs
+        this run writes.
+        """
+        digest = (config_digest(config) if config is not None
+                  else self._run_row.get("config_digest"))
+        return {key for key, row in self.current().items()
+                if row.status in DONE and (digest is None or row.config_digest == digest)
+                and self.input_unchanged(row)}
+
+    def current(self) -> dict[tuple[int, str], CurrentRow]:
+        """The current row of each (visit, detector) with a detector name (the latest-row
+        rule of `~ampoffset_dask.catalog.read`; of several current failed rows, the latest).
         """
         if not (self.path / "detectors").is_dir():
-            return set()
-        if config is not None:
-            digest = config_digest(config)
-        else:
-            digest = self._run_row.get("config_digest")
+            return {}
         runs: dict[str, tuple[str, dict[str, Any]]] = {}
         for row in self._read_runs():
             try:
@@ -359,21 +412,24 @@ class CatalogWriter:
                 stamps = {}
             runs[row["run_id"]] = (row["config_digest"], stamps)
         det = arrow_table(self.path, "detectors", columns=[
-            "visit", "detector", "status", "input", "run_id", "finished_at"]).to_pandas()
-        det = det[latest_mask(det)]
-        done = set()
-        for visit, name, status, path, run_id in zip(
-                det["visit"], det["detector"], det["status"], det["input"], det["run_id"],
-                strict=True):
-            if status not in DONE or not name:
-                continue
+            "visit", "detector", "status", "input", "output", "applied", "run_id",
+            "finished_at"]).to_pandas()
+        det = det[latest_mask(det) & (det["detector"] != "").to_numpy()]
+        det = det.sort_values("finished_at", kind="stable")
+        out: dict[tuple[int, str], CurrentRow] = {}
+        for visit, name, status, path, output, applied, run_id in zip(
+                det["visit"], det["detector"], det["status"], det["input"], det["output"],
+                det["applied"], det["run_id"], strict=True):
             run_digest, stamps = runs.get(run_id, (None, {}))
-            if digest is not None and run_digest != digest:
-                continue
-            if self._changed(path, stamps.get(path)):
-                continue
-            done.add((int(visit), name))
-        return done
+            out[(int(visit), name)] = CurrentRow(
+                status=status, input=path, output=output or "", applied=bool(applied),
+                run_id=run_id, config_digest=run_digest, stamp=stamps.get(path))
+        return out
+
+    def input_unchanged(self, row: CurrentRow) -> bool:
+        """Whether ``row``'s input still has the size and modification time its run recorded
+        (True when none was recorded: nothing to compare with)."""
+        return not self._changed(row.input, row.stamp)
 
     def _changed(self, path: str, then: tuple[int, float] | None) -> bool:
         if then is None:
@@ -398,9 +454,13 @@ class CatalogWriter:
     def expect(self, visit: int, detectors: Iterable[str]) -> None:
         """Declare that this run will add ``detectors`` to ``visit``.
 
-        The visit's files are rewritten as soon as all of them have arrived.
+        The visit's files are rewritten as soon as all of them have arrived. Each entry is
+        one result, by `DetectorResult.key`: a key listed twice (two inputs failing with
+        one (visit, detector)) waits for two results.
         """
-        self._state(int(visit)).expected.update(detectors)
+        st = self._state(int(visit))
+        for key in detectors:
+            st.expect(key)
 
     def add(self, result: DetectorResult) -> None:
         """Record one result: journal it now, write its visit when the visit is complete.
@@ -422,7 +482,7 @@ class CatalogWriter:
                 visit=None, detector=None, input=str(result.input))
             result.run_id = self.run_id or ""
             rows = check_record(result)
-        visit, key = result.key
+        visit, key = result.run_key
         st = self._state(visit)  # may read the visit's files: before anything is recorded
         # Memory first, then the journal: an interrupt (Ctrl-C, SIGTERM) between the two
         # still writes the result when the run is closed, whereas a result journaled first
@@ -430,9 +490,10 @@ class CatalogWriter:
         # journal then removed.
         st.records[key] = result
         st.rows[key] = rows
+        st.arrive(result.key[1])
         st.dirty = True
         self._journal.append(result)
-        if st.expected and st.expected.issubset(st.records):
+        if st.complete:
             self._flush_visit(st)
             del self._visits[visit]
             self._truncate_journal()
@@ -463,7 +524,9 @@ class CatalogWriter:
     def _write_visit(self, visit: int, existing: dict[str, pa.Table],
                      records: list[DetectorResult],
                      rows: list[dict[str, pa.Table]] | None = None) -> None:
-        """``existing`` rows plus ``records``, a record replacing the rows of its own run.
+        """``existing`` rows plus ``records``, a record replacing the row of its own run with
+        the same `~ampoffset_dask.catalog.schema.row_key` (and that row's pedestals and
+        interfaces).
 
         ``rows``: the records' rows already converted (`check_record`), in the same order.
         """
@@ -472,14 +535,16 @@ class CatalogWriter:
         else:
             new = {t: pa.concat_tables([r[t] for r in rows]).combine_chunks()
                    for t in VISIT_TABLES}
-        replaced = {(r.key[1], r.run_id or self.run_id or "") for r in records}
+        replaced = {(r.run_key[1], r.run_id or self.run_id or "") for r in records}
         for table in VISIT_TABLES:
             old = existing[table]
             if old.num_rows:
-                inputs = (old["input"].to_pylist() if table == "detectors"
-                          else [""] * old.num_rows)
-                keys = [(row_key(d, i), run) for d, i, run in zip(
-                    old["detector"].to_pylist(), inputs, old["run_id"].to_pylist(),
+                if table == "detectors":
+                    inputs, statuses = old["input"].to_pylist(), old["status"].to_pylist()
+                else:  # the rows of a measured detector (a failure has none)
+                    inputs = statuses = [""] * old.num_rows
+                keys = [(row_key(d, i, s), run) for d, i, s, run in zip(
+                    old["detector"].to_pylist(), inputs, statuses, old["run_id"].to_pylist(),
                     strict=True)]
                 old = old.filter(pa.array([k not in replaced for k in keys]))
             merged = pa.concat_tables([old, new[table]]) if old.num_rows else new[table]

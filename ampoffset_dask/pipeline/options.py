@@ -74,7 +74,10 @@ class RunOptions:
     in_place : bool
         Overwrite the inputs with the corrected exposures.
     resume : bool
-        Skip (visit, detector) pairs the catalog already holds with status ok or flagged.
+        Skip the inputs whose result the catalog already holds: the current row of their
+        (visit, detector) is ok or flagged, of this config, from this very input, unchanged
+        since, and names the corrected image this run writes, if any (an input corrected in
+        place by the catalog's run is done too).
     new_run : bool
         Accept a config different from the catalog's; recompute everything given and replace
         the earlier rows of those detectors.

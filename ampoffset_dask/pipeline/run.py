@@ -23,6 +23,7 @@ from typing import Any
 
 from .._job_entry import identified_job  # light for the scheduler to unpickle
 from ..catalog import CatalogWriter, DetectorResult, config_digest
+from ..catalog.schema import DONE
 from ..config import AmpOffsetConfig
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
 from ..io.paths import fits_stem, mark_output_folder
@@ -191,7 +192,9 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
     ``<output_images>/<visit>/<detector>/<input name>.fits``, or the same under an
     object-store prefix. Planning allows one input per (visit, detector), so two inputs never
     share an output; the corrected file is plain FITS whatever the input's compression, and
-    named so."""
+    named so. In place, it is the input itself: refused (`InputError`) for URLs, one CCD
+    of a multi-CCD file, gzip/bzip2-wrapped files and raws, which the corrected exposure
+    cannot replace."""
     if not options.apply:
         return None
     if options.output_images is None:
@@ -205,6 +208,11 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
             raise InputError(
                 f"{task.path}: a gzip/bzip2-wrapped file cannot be corrected in place (the "
                 "corrected exposure is plain FITS); use --output-images / output_images")
+        if task.raw:
+            raise InputError(
+                f"{task.path}: a raw file cannot be corrected in place (the corrected "
+                "exposure is an assembled float32 image: the raw segments and their "
+                "overscan would be lost for good); use --output-images / output_images")
         return Path(task.path)  # in place (RunOptions guarantees it was asked for)
     stem, _ = fits_stem(task.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
     if is_url(options.output_images):
@@ -388,7 +396,8 @@ class PreparedRun:
         Every input's plan; those with ``error`` set failed planning.
     failures : list of DetectorResult
         Rows recorded without computing: failed rows of the inputs that could not be
-        planned, flagged rows of inputs already corrected.
+        planned, flagged rows of inputs already corrected (but those the catalog's run
+        corrected in place, which are resumed).
     runnable : list of PlannedTask
         What `execute` submits (resumed pairs left out).
     summary : RunSummary
@@ -477,6 +486,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     cfg = _as_config(config)
     timings: dict[str, float] = {}
     camera = _resolve_camera(opts.camera)
+    _check_detector(camera, opts.detector)
 
     items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,)
                                              if p and not is_url(p)])
@@ -506,8 +516,8 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         run_id = writer.start_run(config=cfg, inputs=[redact(i.path) for i in items],
                                   new_run=opts.new_run, options=opts.to_record(),
                                   scheduler=scheduler or "local")
-        # Resume skips only rows of this config whose input is unchanged since measured.
-        done = writer.finished(cfg) if opts.resume and not opts.new_run else set()
+        done = (_resumed(planned, writer, cfg, opts, outputs)
+                if opts.resume and not opts.new_run else set())
         summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items),
                              timings=timings)
         raws = [t for t in planned if t.raw and not t.error]
@@ -526,10 +536,10 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
             DetectorResult(visit=int(t.visit), detector=str(t.name), status="flagged",
                            error=t.flag, input=t.path,
                            detector_id=t.detector.id if t.detector else None)
-            for t in planned if t.flag and not t.error
+            for t in planned if t.flag and not t.error and output_key(t) not in done
         ]
         runnable = [t for t in planned if not t.error and not t.flag
-                    and (t.visit, t.name) not in done]
+                    and output_key(t) not in done]
         summary.n_skipped = len(planned) - len(failures) - len(runnable)
         expected: dict[int, list[str]] = {}
         for rec in failures:
@@ -545,6 +555,90 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                        planned=planned, failures=failures, runnable=runnable, summary=summary,
                        t_start=t_start, run_token=run_token(run_id, cfg, opts),
                        outputs=outputs, camera=camera)
+
+
+#: Inputs named one by one in the warnings about rows measured from another input.
+_WARN_MOVED = 10
+
+
+def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpOffsetConfig,
+             options: RunOptions, outputs: Mapping[str, Any]) -> set[str]:
+    """The `output_key` of each planned input that a resumed run skips: the catalog's
+    current row of its (visit, detector) already is this run's result.
+
+    That row must be ok or flagged, of this config and of this very input (another input of
+    the same (visit, detector) is measured, its row superseding, with a warning naming both
+    files), the input unchanged since (size and modification time), and, when this run
+    writes corrected images, must name the one this run would write, still there. An input
+    flagged "already corrected" is skipped (not flagged again, which would supersede the
+    measurement) when that row is the correction of this file in place.
+    """
+    current = writer.current()
+    if not current:
+        return set()
+    digest = config_digest(config)
+    done: set[str] = set()
+    moved: list[tuple[PlannedTask, str]] = []
+    for task in planned:
+        row = current.get((task.visit, task.name)) if not task.error else None
+        if row is None:
+            continue
+        path = redact(task.path)  # as the catalog records it
+        if row.input != path:
+            if not task.flag:
+                moved.append((task, row.input))
+            continue
+        if row.status not in DONE or row.config_digest != digest:
+            continue
+        if task.flag:  # its correction changed the file: its size and mtime tell nothing
+            if not (row.applied and row.output == path):
+                continue
+        elif not writer.input_unchanged(row):
+            continue
+        if options.apply and not _output_done(task, row.output, options, outputs):
+            continue
+        done.add(output_key(task))
+    for task, other in moved[:_WARN_MOVED]:
+        logger.warning("visit %s detector %s: measuring %s, whose row supersedes the "
+                       "catalog's current row, which came from another input: %s",
+                       task.visit, task.name, redact(task.path), other)
+    if len(moved) > _WARN_MOVED:
+        logger.warning("and %d more detector(s) whose current row came from another input",
+                       len(moved) - _WARN_MOVED)
+    return done
+
+
+def _output_done(task: PlannedTask, recorded: str, options: RunOptions,
+                 outputs: Mapping[str, Any]) -> bool:
+    """Whether ``recorded`` (a row's output) is the corrected image this run would write for
+    ``task``, and it still exists."""
+    want = outputs.get(output_key(task))
+    if want is None:  # a flagged input: check_outputs left it out
+        try:
+            want = _output_path(task, options)
+        except InputError:
+            return False
+    if not recorded or recorded != str(want):
+        return False
+    if not is_url(recorded):
+        return os.path.exists(recorded)
+    from ..io.remote import filesystem
+
+    try:
+        return bool(filesystem(recorded).exists(recorded))
+    except Exception:  # the store cannot tell: write it again rather than trust it
+        return False
+
+
+def _check_detector(camera: Any, detector: Any) -> None:
+    """A detector the user named must be one of the camera the user named (one error for
+    the run, before anything is planned, not a failed row per input)."""
+    if camera is None or detector is None or not hasattr(camera, "__getitem__"):
+        return
+    try:
+        camera[detector]
+    except (KeyError, IndexError, InputError) as exc:
+        raise InputError(f"--detector {detector!r}: {exc}") from exc
 
 
 def _resolve_camera(camera: Any) -> Any:

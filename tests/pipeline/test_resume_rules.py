@@ -1,0 +1,152 @@
+"""What a re-run over a catalog skips, measures and writes, through real runs.
+
+A resumed run skips a detector only when the catalog's current row is this run's result:
+the same input (B4), and the corrected images this run writes (B6); an input that the
+catalog's run corrected in place is done, not flagged again (B5). Failed inputs sharing
+one (visit, detector) each keep their row (B3). In-place correction of a raw is refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from cli_helpers import cli
+from io_helpers import REAL
+
+from ampoffset_dask import InputError, process, read_catalog
+from ampoffset_dask.pipeline import RunOptions, prepare
+from ampoffset_dask.simulate import simulate_focal_plane
+
+from .helpers import SCALE, direct_measurements
+
+NOWHERE = "tcp://127.0.0.1:9"  # nothing listens here: reaching it would exit 3
+
+
+def _run(inputs, catalog, client, **kw):
+    return process(inputs, catalog, client=client, progress=False, **kw)
+
+
+def _counts(summary):
+    return summary.n_ok, summary.n_flagged, summary.n_failed, summary.n_skipped
+
+
+def test_copies_of_a_file_without_a_visit_each_keep_their_failed_row(tmp_path):
+    src = REAL / "lsst_afw_formats" / "LATISS_bias_2018-09-21_afwExposure_zeroed.fits"
+    calibs = tmp_path / "calibs"
+    calibs.mkdir()
+    paths = [str(shutil.copy(src, calibs / f"bias{n}.fits")) for n in (1, 2, 3)]
+    cat = tmp_path / "cat_calibs"
+    # nothing to compute: every input fails planning (no visit), no cluster is started
+    proc = cli("run", calibs, "--output", cat, "--scheduler", "local:1", "--no-progress")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "failed 3" in proc.stdout
+    assert read_catalog(cat, "runs")["n_failed"].tolist() == [3]
+    for all_rows in (True, False):
+        det = read_catalog(cat, "detectors", all_rows=all_rows)
+        assert det["input"].tolist() == paths
+        assert set(det["visit"]) == {-1} and set(det["detector"]) == {"RXX_S00"}
+        assert set(det["status"]) == {"failed"}
+        assert all(p in e for p, e in zip(paths, det["error"], strict=True))
+
+
+def test_another_input_of_a_measured_detector_is_measured_and_supersedes(client, tmp_path,
+                                                                         caplog):
+    a, b = (simulate_focal_plane(tmp_path / name, "lsstcam", detectors=["R22_S11"],
+                                 scale=SCALE, seed=seed).paths[0]
+            for name, seed in (("simA", 1), ("simB", 2)))
+    cat = tmp_path / "cat"
+    assert _counts(_run(a.parent, cat, client)) == (1, 0, 0, 0)
+    with caplog.at_level(logging.WARNING, logger="ampoffset_dask"):
+        assert _counts(_run(b.parent, cat, client)) == (1, 0, 0, 0)
+    warned = [r.getMessage() for r in caplog.records if "another input" in r.getMessage()]
+    assert len(warned) == 1 and str(a) in warned[0] and str(b) in warned[0]
+    assert read_catalog(cat, "detectors")["input"].tolist() == [str(b)]
+    np.testing.assert_array_equal(read_catalog(cat, "pedestals")["pedestal"],
+                                  direct_measurements([b])[0]["pedestal"])
+    # the same input again is done; the first one again is measured and current again
+    assert _counts(_run(b.parent, cat, client)) == (0, 0, 0, 1)
+    assert _counts(_run(a.parent, cat, client)) == (1, 0, 0, 0)
+    assert read_catalog(cat, "detectors")["input"].tolist() == [str(a)]
+    assert len(read_catalog(cat, "detectors", all_rows=True)) == 3
+
+
+def test_a_file_corrected_in_place_is_done_not_flagged(sim_visit, client, tmp_path):
+    folder = tmp_path / "inplace"
+    folder.mkdir()
+    path = Path(shutil.copy(sim_visit.paths[0], folder / sim_visit.paths[0].name))
+    cat = tmp_path / "cat"
+    assert _counts(_run(folder, cat, client, in_place=True)) == (1, 0, 0, 0)
+    pedestals = read_catalog(cat, "pedestals")
+    assert len(pedestals) == 16
+    corrected = path.read_bytes()
+    # the file now says it was corrected; the catalog says this run did it, in place
+    for options in ({"in_place": True}, {}):
+        summary = _run(folder, cat, client, **options)
+        assert _counts(summary) == (0, 0, 0, 1) and summary.n_submitted == 0
+    assert path.read_bytes() == corrected  # not corrected twice
+    det = read_catalog(cat, "detectors", all_rows=True)
+    assert det["status"].tolist() == ["ok"] and det["applied"].tolist() == [True]
+    assert det["output"].tolist() == [str(path)]
+    pd.testing.assert_frame_equal(read_catalog(cat, "pedestals"), pedestals)
+    # written elsewhere, the same file is "already corrected" (flagged) as before
+    summary = _run(folder, cat, client, output_images=tmp_path / "images")
+    assert _counts(summary) == (0, 1, 0, 0)
+    assert "already corrected" in summary.flagged[0][2]
+
+
+def test_resume_writes_the_images_a_later_run_asks_for(sim_visit, client, tmp_path):
+    src = sim_visit.paths[:1]
+    cat = tmp_path / "cat"
+    assert _counts(_run(src, cat, client)) == (1, 0, 0, 0)
+    images = tmp_path / "images"
+    assert _counts(_run(src, cat, client, output_images=images)) == (1, 0, 0, 0)
+    [written] = images.rglob("*.fits")
+    assert read_catalog(cat, "detectors")["output"].tolist() == [str(written)]
+    assert _counts(_run(src, cat, client, output_images=images)) == (0, 0, 0, 1)
+    # the image gone: written again
+    written.unlink()
+    assert _counts(_run(src, cat, client, output_images=images)) == (1, 0, 0, 0)
+    assert written.is_file()
+    # another folder: written there
+    other = tmp_path / "other"
+    assert _counts(_run(src, cat, client, output_images=other)) == (1, 0, 0, 0)
+    [elsewhere] = other.rglob("*.fits")
+    assert read_catalog(cat, "detectors")["output"].tolist() == [str(elsewhere)]
+    # measuring only: the measurement is there, whatever images its row names
+    assert _counts(_run(src, cat, client)) == (0, 0, 0, 1)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_in_place_on_a_raw_is_refused_before_any_cluster(tmp_path):
+    raw = tmp_path / "raw.fits"  # an uncompressed multi-extension LSST raw (16 segments)
+    raw.write_bytes(gzip.decompress(
+        (REAL / "lsst_raw_headers_zeroed" / "LATISS_2018-09-20_065_RXX_S00_ITL.fits.gz")
+        .read_bytes()))
+    before = _sha(raw)
+    proc = cli("run", raw, "--output", tmp_path / "cat", "--in-place", "--scheduler",
+               NOWHERE, "--no-progress")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "raw file cannot be corrected in place" in proc.stderr
+    assert str(raw) in proc.stderr and "--output-images" in proc.stderr
+    assert proc.stderr.count("error:") == 1
+    assert _sha(raw) == before
+    assert not (tmp_path / "cat" / "runs").exists()
+    try:
+        prepare(raw, tmp_path / "cat", options=RunOptions(in_place=True))
+    except InputError as exc:
+        assert str(raw) in str(exc)
+    else:
+        raise AssertionError("expected InputError")
+    # corrected copies of the raw are fine
+    with prepare(raw, tmp_path / "cat", options=RunOptions(
+            output_images=tmp_path / "images")) as run:
+        assert [t.raw for t in run.runnable] == [True]
