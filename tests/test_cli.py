@@ -324,3 +324,21 @@ def test_astropy_warnings_only_with_verbose(tmp_path):
     assert "non-ASCII" not in quiet.stderr
     assert "non-ASCII" in loud.stderr
     assert quiet.returncode == loud.returncode
+
+
+def test_a_refused_run_leaves_no_folders_behind(tmp_path, workdir):
+    """Folders a refused run created are removed (an empty catalog folder was then "not an
+    ampoffset-dask catalog"); folders that were there before stay."""
+    one = next((workdir / "sim").glob("*.fits"))
+    dupes = tmp_path / "dupes"
+    dupes.mkdir()
+    for name in ("a.fits", "b.fits"):  # the same (visit, detector) twice: refused
+        shutil.copy(one, dupes / name)
+    proc = cli("run", dupes, "--output", tmp_path / "cat", "--output-images", tmp_path / "img",
+               "--scheduler", "nosuch-spec")
+    assert proc.returncode == 2
+    one_error_line(proc, "several inputs are the same (visit, detector)")
+    assert not (tmp_path / "cat").exists() and not (tmp_path / "img").exists()
+    (tmp_path / "mine").mkdir()
+    proc = cli("run", dupes, "--output", tmp_path / "mine", "--scheduler", "nosuch-spec")
+    assert proc.returncode == 2 and (tmp_path / "mine").is_dir()

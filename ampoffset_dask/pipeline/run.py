@@ -26,7 +26,7 @@ from ..catalog import CatalogWriter, DetectorResult, config_digest
 from ..catalog.schema import DONE
 from ..config import AmpOffsetConfig
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
-from ..io.paths import fits_stem, mark_output_folder
+from ..io.paths import OUTPUT_MARKER, fits_stem, mark_output_folder
 from ..io.remote import environment_options, is_url, redact, scoped_storage_options
 from ..io.sections import _is_wrapped
 from . import _config
@@ -266,6 +266,21 @@ def output_key(task: PlannedTask) -> str:
     return task.path if task.hdu is None else f"{task.path}[{task.hdu}]"
 
 
+def _remove_created(folders: Iterable[Any]) -> None:
+    """Remove folders a refused run created, if they hold nothing but what it put there
+    (the catalog's lock, the output folder's mark): a refusal leaves no half catalog that
+    the next command calls "not an ampoffset-dask catalog"."""
+    for folder in folders:
+        folder = Path(folder)
+        try:
+            for entry in folder.iterdir():
+                if entry.name in (".lock", OUTPUT_MARKER) and entry.is_file():
+                    entry.unlink()
+            folder.rmdir()  # fails, leaving it, if anything else is there
+        except OSError:
+            pass
+
+
 def _check_writable(folder: Path, what: str) -> None:
     """Fail now, with one line naming the folder, if ``folder`` cannot be written (read-only
     file system, no space, no permission), instead of once per detector later."""
@@ -494,12 +509,19 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         raise InputError(f"no FITS files found in {inputs!r}")
     timings["discover"] = time.perf_counter() - t_start
     catalog = Path(output)
-    _check_writable(catalog, "the catalog")
-    if opts.output_images is not None and not is_url(opts.output_images):
-        _check_writable(opts.output_images, "corrected images")
-        # marked: a later run over a tree holding this folder does not take its images
-        mark_output_folder(opts.output_images)
-    writer = CatalogWriter(catalog)
+    # folders this call creates, removed again if the run is refused
+    created = [f for f in (catalog, opts.output_images)
+               if f is not None and not is_url(f) and not Path(f).exists()]
+    try:
+        _check_writable(catalog, "the catalog")
+        if opts.output_images is not None and not is_url(opts.output_images):
+            _check_writable(opts.output_images, "corrected images")
+            # marked: a later run over a tree holding this folder does not take its images
+            mark_output_folder(opts.output_images)
+        writer = CatalogWriter(catalog)
+    except BaseException:
+        _remove_created(created)
+        raise
     try:
         writer.check_config(cfg, new_run=opts.new_run)
         t = time.perf_counter()
@@ -550,6 +572,8 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
             writer.expect(visit, keys)
     except BaseException as exc:
         writer.__exit__(type(exc), exc, exc.__traceback__)
+        if writer.run_id is None:  # refused before the run was recorded
+            _remove_created(created)
         raise
     return PreparedRun(catalog=catalog, config=cfg, options=opts, writer=writer,
                        planned=planned, failures=failures, runnable=runnable, summary=summary,
