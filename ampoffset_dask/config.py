@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -104,6 +105,30 @@ class _LsstNames:
         return out
 
 
+def _lsst_keywords(cls: type) -> type:
+    """Let the dataclass ``cls`` be built with LSST's camelCase field names as keywords
+    too (``AmpOffsetConfig(doApplyAmpOffset=True)``, as pex_config configs are)."""
+    init = cls.__init__
+
+    def init_with_lsst_names(self: Any, *args: Any, **kwargs: Any) -> None:
+        named: dict[str, Any] = {}
+        given: dict[str, str] = {}
+        for key, value in kwargs.items():
+            field = cls._field_for(key)
+            if field in named:
+                raise ConfigError(f"{cls.__name__}: {field!r} given twice ({given[field]!r} "
+                                  f"and {key!r})")
+            named[field], given[field] = value, key
+        init(self, *args, **named)
+
+    init_with_lsst_names.__name__ = init_with_lsst_names.__qualname__ = "__init__"
+    init_with_lsst_names.__doc__ = init.__doc__
+    init_with_lsst_names.__signature__ = inspect.signature(init)  # type: ignore[attr-defined]
+    cls.__init__ = init_with_lsst_names  # type: ignore[method-assign]
+    return cls
+
+
+@_lsst_keywords
 @dataclasses.dataclass(eq=True)
 class BackgroundConfig(_LsstNames):
     """The settings of LSST's ``SubtractBackgroundTask`` that AmpOffsetTask uses.
@@ -148,6 +173,7 @@ class BackgroundConfig(_LsstNames):
         _check_planes(self.ignored_pixel_mask, f"{prefix}.ignoredPixelMask")
 
 
+@_lsst_keywords
 @dataclasses.dataclass(eq=True)
 class DetectionConfig(_LsstNames):
     """The settings of LSST's ``SourceDetectionTask`` that change AmpOffsetTask's result.
@@ -224,6 +250,7 @@ def _check_planes(planes: Iterable[str], field: str) -> None:
         raise ConfigError(f"{field} must be a list of mask-plane names, got {planes!r}")
 
 
+@_lsst_keywords
 @dataclasses.dataclass(eq=True)
 class AmpOffsetConfig(_LsstNames):
     """Configuration of the amp-offset measurement (LSST ``AmpOffsetConfig``).

@@ -260,3 +260,20 @@ def test_presets_set_the_production_overrides_and_keep_lsst_defaults():
     assert preset_for_camera("hsc").name == "hsc" and preset_for_camera("latiss") is None
     with pytest.raises(ConfigError, match=r"unknown preset 'subaru'.*lsstcam, lsstcam-drp"):
         AmpOffsetConfig.from_preset("subaru")
+
+
+def test_lsst_names_as_constructor_keywords():
+    """``AmpOffsetConfig(doApplyAmpOffset=True)`` as LSST's pex_config configs are built;
+    snake_case keywords still work; unknown or doubled names are refused."""
+    config = AmpOffsetConfig(doApplyAmpOffset=True, ampEdgeMaxOffset=10.0, amp_edge_width=32,
+                             detection=DetectionConfig(thresholdValue=4.0))
+    assert config.do_apply_amp_offset is True and config.amp_edge_max_offset == 10.0
+    assert config.amp_edge_width == 32 and config.detection.threshold_value == 4.0
+    assert config == AmpOffsetConfig.from_lsst({"doApplyAmpOffset": True,
+                                                "ampEdgeMaxOffset": 10.0, "ampEdgeWidth": 32,
+                                                "detection.thresholdValue": 4.0})
+    with pytest.raises(ConfigError, match=r"unknown field 'ampEdgeFoo'"):
+        AmpOffsetConfig(ampEdgeFoo=1)
+    with pytest.raises(ConfigError, match=r"'amp_edge_width' given twice \('ampEdgeWidth' "
+                                          r"and 'amp_edge_width'\)"):
+        AmpOffsetConfig(ampEdgeWidth=1, amp_edge_width=2)
