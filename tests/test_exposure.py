@@ -182,3 +182,28 @@ def test_former_names_still_import():
 
     assert LazyExposure is ExposureData
     assert lsst_task.Task is Task
+
+
+def test_applying_to_an_opened_file_records_the_correction(tmp_path):
+    """``AmpOffsetTask.run`` on a `read_exposure` result records LSST's keys in its
+    ``metadata`` (the mark of a correction among them): written with the image, the file is
+    recognised as corrected; `to_exposure` carries them."""
+    from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask
+    from ampoffset_dask.io.fits import inspect_file, read_exposure
+    from ampoffset_dask.io.writer import write_exposure
+    from ampoffset_dask.pipeline.inputs import discover_inputs, plan_tasks
+
+    det, sim = _sim()
+    path = write_exposure(tmp_path / "d.fits", sim.image, detector=det, header={"VISIT": 3})
+    data = read_exposure(path)
+    config = AmpOffsetConfig(amp_edge_width=8, amp_edge_inset=2, do_apply_amp_offset=True)
+    result = AmpOffsetTask(config).run(data)
+    key = "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"
+    assert data.metadata[key] is True
+    assert data.metadata[f"LSST ISR AMPOFFSET PEDESTAL {det.amp_names[0]}"] == result.pedestals[0]
+    assert data.to_exposure().metadata[key] is True
+    out = write_exposure(tmp_path / "corrected.fits", data.image, data.mask, data.variance,
+                         detector=det, header={"VISIT": 3}, metadata=data.metadata)
+    assert inspect_file(out).kind == "exposure"
+    (task,) = plan_tasks(discover_inputs([str(out)]))
+    assert "already corrected" in task.flag

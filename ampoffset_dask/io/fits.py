@@ -184,7 +184,9 @@ class ExposureData:
     arrays for slicing and ``numpy.asarray`` (a full read) without dask: slicing one reads only
     the slice, so ``measure_detector(data)`` with background and detection off reads only the
     amp edge strips. Lazy files without a MASK (VARIANCE) extension have ``mask`` (``variance``)
-    None. Picklable (lazy planes hold paths and boxes only).
+    None. Picklable (lazy planes hold paths and boxes only). ``metadata`` receives what
+    ``AmpOffsetTask.run`` records (LSST's ``LSST ISR AMPOFFSET ...`` keys, the mark of a
+    correction among them); pass it to `write_exposure` (``metadata=``) with the image.
     """
 
     image: np.ndarray | LazyPlane
@@ -195,6 +197,7 @@ class ExposureData:
     visit: int | None
     info: FileInfo
     isr: IsrSteps = dataclasses.field(default_factory=IsrSteps)
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def lazy(self) -> bool:
@@ -206,7 +209,7 @@ class ExposureData:
         from ..exposure import Exposure
 
         return Exposure(self.image, self.mask, self.variance, self.detector, self.mask_planes,
-                        dict(self.info.header))
+                        {**self.info.header, **self.metadata})
 
 
 #: Former name of the lazily filled `ExposureData` (what `open_lazy` returns).
