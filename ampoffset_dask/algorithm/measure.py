@@ -290,6 +290,12 @@ def measure_detector(
     if all_masked:
         pedestals = np.zeros(len(detector))
         msg = "all pixels are masked: pedestals set to zero"
+        if n_detected:  # say whose doing it is: a flat or blank image is all "detected"
+            msg += (f" (detection marked {n_detected} of {shape[0] * shape[1]} pixels, "
+                    f"threshold {threshold:.6g}: a blank or constant image?)"
+                    if n_detected > 0.5 * shape[0] * shape[1]
+                    else f" (grown detections cover the rest; {n_detected} pixels above "
+                         f"the threshold {threshold:.6g})")
         (logger.warning if config.do_apply_amp_offset else logger.info)(
             "%s: %s", detector.name, msg)
         warnings.append(msg)

@@ -224,6 +224,8 @@ def test_grown_detections_covering_everything_give_zero_pedestals(choice):
         res = measure_detector(image, None, det, config)
         assert res.all_masked and res.n_detected > 0
         np.testing.assert_array_equal(res.pedestals, 0.0)
+        assert any(f"detection marked {res.n_detected} of {image.size} pixels, threshold "
+                   "0.5: a blank or constant image?" in w for w in res.warnings)
         # A dark patch wider than the smoothing and growing reach stays unmasked.
         image[10:40, 30:70] = -1.0
         res = measure_detector(image, None, det, config)
