@@ -276,8 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     # info
     p = sub.add_parser(
         "info", parents=[common], epilog=_EPILOG, help="what the loader sees in a file",
-        description="Print what the loader sees in FILE: kind, visit, detector, camera, size, "
-                    "HDUs, amps and mask planes.")
+        description="Print what the loader sees in FILE: kind (tile-compressed, gzip-wrapped), "
+                    "visit, detector, size, HDUs, mask planes, the amps and where their "
+                    "geometry comes from (a camera, given or from the header; the file's "
+                    "persisted detector; header DATASEC keywords).")
     p.add_argument("file", type=Path, help="FITS file")
     p.add_argument("--camera", default=None, help="camera name or file (default: from header)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -540,6 +542,39 @@ def _fmt_visit(visit: Any) -> str:
     return "?" if visit is None or visit == -1 else str(visit)
 
 
+def _failure_line(visit: Any, detector: str, input: str, error: str) -> str:
+    """A failed row for people: ``visit V DETECTOR: error``. An input whose detector could
+    not be read (an empty ``detector``) is named by its file name instead, and the unknown
+    visit (-1 in the catalog) is said to be unknown."""
+    shown = "-1 (unknown)" if visit is None or int(visit) == -1 else str(int(visit))
+    return f"visit {shown} {detector or _file_name(input)}: {error}"
+
+
+def _text_or_empty(value: Any) -> str:
+    """A catalog cell as text, "" for a null."""
+    import pandas as pd
+
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _file_name(input: Any) -> str:
+    """The file name of an input path or URL (without a signed URL's query)."""
+    from .io.remote import redact
+
+    text = "" if input is None else redact(str(input))
+    return text.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "(unknown input)"
+
+
+def _print_failures(failed: Sequence[tuple[Any, str, str]], inputs: set[str]) -> None:
+    """The failed detectors of a run on stderr, one line each. A run's failure names the
+    input in place of the detector when the detector is unknown: ``inputs`` tells them
+    apart."""
+    for visit, det, err in failed:
+        unknown = det in inputs
+        sys.stderr.write("  " + _failure_line(visit, "" if unknown else det,
+                                              det if unknown else "", err) + "\n")
+
+
 # -- commands ------------------------------------------------------------
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``ampoffset-dask simulate``."""
@@ -573,6 +608,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for item in args.inputs:  # quoted globs are expanded by process
         if not is_url(item) and not os.path.lexists(item) and not glob.has_magic(str(item)):
             raise InputError(f"{item}: no such file or folder")
+    _check_not_in_output_images(args.inputs, options.output_images)
     config = _load_config(args.config, args.overrides, args.preset)
     if args.preset is None:
         _suggest_preset(args.camera, args.inputs)
@@ -582,6 +618,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Everything the user can get wrong is found by prepare, before any cluster starts.
     with prepare(inputs, args.output, config=config, options=options,
                  scheduler=str(args.scheduler or "local")) as run:
+        note = _kept_identity_note(run.planned, options)
+        if note:  # before the cluster starts: the user may want to stop and fix the inputs
+            run.summary.notes.append(note)
+            sys.stderr.write(f"{_PROG} run: note: {note}\n")
         if run.runnable:
             with _client(args.scheduler) as client:
                 result = execute(run, client)
@@ -596,14 +636,71 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"{_PROG} run: {len(flagged)} detector(s) flagged (pedestals not "
                          f"trusted): {shown}{more}\n")
     if failed:
+        from .io.remote import redact
+
         sys.stderr.write(f"{_PROG} run: {len(failed)} detector(s) failed:\n")
-        for visit, det, err in failed:
-            if det and det in err:  # unknown identity: the message names the file
-                sys.stderr.write(f"  {err}\n")
-            else:
-                sys.stderr.write(f"  visit {_fmt_visit(visit)} {det}: {err}\n")
+        _print_failures(failed, {redact(t.path) for t in run.planned})
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _check_not_in_output_images(inputs: Sequence[str], output_images: Any) -> None:
+    """Refuse an input folder that is, or lies inside, the ``--output-images`` folder.
+
+    Runs never take inputs from a folder of corrected images (the run marks it): this run
+    would find no input there, and later runs over a folder holding it would skip these
+    inputs with it.
+    """
+    from .io.remote import is_url
+
+    if output_images is None or is_url(output_images):
+        return
+    out = Path(os.path.realpath(output_images))
+    for item in inputs:
+        if is_url(item) or not os.path.isdir(item):
+            continue
+        folder = Path(os.path.realpath(item))
+        if folder == out or out in folder.parents:
+            where = "is" if folder == out else "lies inside"
+            raise InputError(
+                f"{item}: the input folder {where} the --output-images folder {output_images}, "
+                "and runs never take inputs from a folder of corrected images; write them "
+                f"elsewhere (a folder inside the inputs, e.g. {Path(item) / 'corrected'}, is "
+                "fine)")
+
+
+def _kept_identity_note(planned: Sequence[Any], options: Any) -> str:
+    """One line about the inputs whose header (or manifest) gave a visit or detector other
+    than ``--visit N`` / ``--detector NAME``: those options only fill in what an input lacks,
+    so the input's own value was kept. Empty when there are none.
+
+    A ``--visit KEYWORD`` is not checked here: the plan does not say whether a visit came from
+    that keyword or from the header's own visit keywords.
+    """
+    from .io.remote import redact  # signed URLs carry credentials
+
+    visit = options.visit if isinstance(options.visit, int) else None
+    wanted = None if options.detector is None else options.detector.strip().upper()
+    kept: dict[str, dict[str, str]] = {"visit": {}, "detector": {}}
+    for task in planned:
+        if task.error:
+            continue
+        if visit is not None and task.visit != visit:
+            kept["visit"].setdefault(task.path, str(task.visit))
+        if wanted is not None:
+            names = {str(task.name).upper()}
+            if task.detector is not None:
+                names |= {str(task.detector.name).upper(), str(task.detector.id)}
+            if wanted not in names:
+                kept["detector"].setdefault(task.path, str(task.name))
+    parts = []
+    for what, given in (("visit", visit), ("detector", options.detector)):
+        if kept[what]:
+            path, value = next(iter(kept[what].items()))
+            parts.append(f"--{what} {given} only applies to inputs whose headers give no "
+                         f"{what}: {len(kept[what])} input(s) kept their own (header or "
+                         f"manifest), e.g. {redact(path)} ({what} {value})")
+    return "; ".join(parts)
 
 
 def _run_inputs(args: argparse.Namespace) -> list[Any]:
@@ -745,15 +842,19 @@ def cmd_info(args: argparse.Namespace) -> int:
         detector = resolve_detector(info, camera=args.camera)
     except AmpOffsetError as exc:
         geometry_error = str(exc)
+    camera, source, where = _geometry_source(info, args.camera, detector)
+    wrapped = _wrapping(path)
     data = {
         "path": str(info.path),
         "kind": info.kind,
-        "camera": info.camera,
+        "camera": camera,
+        "geometry_source": source,
         "visit": info.visit,
         "detector": info.detector,
         "detector_id": info.detector_id,
         "shape": list(info.shape),
         "compressed": bool(info.compressed),
+        "wrapped": wrapped,
         "hdus": {"image": info.image_hdu, "mask": info.mask_hdu, "variance": info.variance_hdu},
         "ccd_hdus": list(info.ccd_hdus),
         "mask_planes": dict(info.mask_planes),
@@ -768,9 +869,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         return EXIT_OK if detector is not None else EXIT_USAGE
     h, w = info.shape
     _out(f"file        {info.path}")
-    _out(f"kind        {info.kind}{' (tile-compressed)' if info.compressed else ''}, "
+    packing = ", ".join(([f"{wrapped}-wrapped"] if wrapped else [])
+                        + (["tile-compressed"] if info.compressed else []))
+    _out(f"kind        {info.kind}{f' ({packing})' if packing else ''}, "
          f"{data['size_bytes'] / 1e6:.1f} MB")
-    _out(f"camera      {info.camera or '-'}")
+    _out(f"camera      {camera or '-'}{where}")
     if info.ccd_hdus:
         _out(f"ccds        {len(info.ccd_hdus)} CCD HDUs {list(info.ccd_hdus)[:8]}"
              f"{' ...' if len(info.ccd_hdus) > 8 else ''} (run: one task per CCD; shown: "
@@ -794,6 +897,59 @@ def cmd_info(args: argparse.Namespace) -> int:
     for a in detector.amplifiers:
         _out(f"  {a.name:<6} x[{a.x0}:{a.x1}] y[{a.y0}:{a.y1}]")
     return EXIT_OK
+
+
+def _geometry_source(info: Any, camera: Any, detector: Any) -> tuple[str | None, str | None,
+                                                                     str]:
+    """Which camera ``info`` used, and where its amp geometry ``detector`` came from.
+
+    Follows the order of `~ampoffset_dask.io.fits.resolve_detector`: the file's persisted
+    detector, the given camera, the header's, one recognised from the detector name and
+    image size, the header's ``DATASEC``-style keywords.
+
+    Returns
+    -------
+    camera : str or None
+        The camera the geometry came from (else the header's, if any).
+    source : str or None
+        ``"persisted detector"``, ``"camera"`` or ``"header keywords"``; None without a
+        geometry.
+    where : str
+        For the text output: where the geometry came from when the camera's name alone
+        does not tell (empty otherwise).
+    """
+    from .cameras import get_camera
+    from .io.fits import _guess_camera, persisted_detector
+
+    if detector is None:
+        return info.camera, None, ""
+    if info.archive_hdus and detector == persisted_detector(info):
+        # resolve_detector takes it before any camera, a given one too
+        unused = f", not from --camera {camera}" if camera is not None else ""
+        return (info.camera, "persisted detector",
+                f" (amp geometry from the file's persisted detector{unused})")
+    if camera is not None:
+        name = get_camera(camera).name
+        return name, "camera", "" if str(camera) == name else f" (--camera {camera})"
+    if info.camera is not None:
+        return info.camera, "camera", ""
+    guessed = _guess_camera(info)
+    if guessed is not None:
+        return guessed.name, "camera", " (recognised from the detector name and image size)"
+    return None, "header keywords", " (amp geometry from the header's DATASEC keywords)"
+
+
+def _wrapping(path: Path) -> str | None:
+    """``"gzip"``, ``"bzip2"`` or ``"zip"`` for a file wrapped whole in that compression
+    (read by decompressing all of it, unlike a tile-compressed one); None otherwise."""
+    from .io.sections import _is_wrapped
+
+    if not _is_wrapped(path):
+        return None
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    return ("gzip" if magic.startswith(b"\x1f\x8b") else "bzip2" if magic.startswith(b"BZh")
+            else "zip")
 
 
 def _check_is_catalog(folder: Path) -> None:
@@ -823,6 +979,21 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _with_int_columns(df: Any, table: str) -> Any:
+    """``df`` with the integer columns of ``table`` that nulls turned into floats (the
+    ``detector_id`` of failed rows) as nullable integers: printed ``29``, not ``29.0``."""
+    import pyarrow as pa
+
+    from .catalog.schema import SCHEMAS
+
+    schema = SCHEMAS.get(table)
+    for field in schema if schema is not None else ():
+        if pa.types.is_integer(field.type) and field.name in df.columns \
+                and df[field.name].dtype.kind == "f":
+            df[field.name] = df[field.name].astype("Int64")
+    return df
+
+
 def cmd_catalog(args: argparse.Namespace) -> int:
     """``ampoffset-dask catalog CATALOG``."""
     import numpy as np
@@ -833,9 +1004,18 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         return cmd_compact(args)
     visits = None if args.visit is None else [args.visit]
     _check_is_catalog(args.catalog)
+    det = None
+    if visits is not None and args.table != "runs":
+        # a visit the catalog does not have is a mistake, not an empty summary
+        det = read_catalog(args.catalog, "detectors", visits=visits, all_rows=args.all_rows)
+        if not len(det):
+            raise CommandError(f"no rows for visit {args.visit} in {args.catalog} "
+                               f"('{_PROG} catalog {args.catalog}' lists its visits)")
     if args.table is not None:
-        df = read_catalog(args.catalog, args.table, visits=visits if args.table != "runs"
-                          else None, all_rows=args.all_rows)
+        df = det if args.table == "detectors" and det is not None else read_catalog(
+            args.catalog, args.table, visits=visits if args.table != "runs" else None,
+            all_rows=args.all_rows)
+        df = _with_int_columns(df, args.table)
         import pandas as pd
 
         with pd.option_context("display.width", 160, "display.max_columns", 20):
@@ -843,7 +1023,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         if len(df) > args.limit:
             _out(f"... {len(df) - args.limit} more rows (use --limit)")
         return EXIT_OK
-    det = read_catalog(args.catalog, "detectors", visits=visits, all_rows=args.all_rows)
+    if det is None:
+        det = read_catalog(args.catalog, "detectors", visits=visits, all_rows=args.all_rows)
     ped = read_catalog(args.catalog, "pedestals", visits=visits, all_rows=args.all_rows)
     itf = read_catalog(args.catalog, "interfaces", visits=visits, all_rows=args.all_rows)
     try:
@@ -864,10 +1045,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         "interfaces": len(itf),
         "max_offset_fail": int(itf["max_offset_fail"].sum()) if len(itf) else 0,
         "min_frac_fail": int(itf["min_frac_fail"].sum()) if len(itf) else 0,
-        "failed": [{"visit": int(v), "detector": str(d), "error": str(e)} for v, d, e in
-                   zip(det.loc[det["status"] == "failed", "visit"],
-                       det.loc[det["status"] == "failed", "detector"],
-                       det.loc[det["status"] == "failed", "error"], strict=True)],
+        "failed": [{"visit": int(row.visit), "detector": _text_or_empty(row.detector),
+                    "input": _text_or_empty(row.input), "error": str(row.error)}
+                   for row in det[det["status"] == "failed"].itertuples(index=False)],
     }
     if args.json:
         _out(json.dumps(summary, indent=1))
@@ -884,7 +1064,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     _out(f"interfaces  {summary['interfaces']}: {summary['max_offset_fail']} over the offset "
          f"limit, {summary['min_frac_fail']} under the good-fraction limit (zeroed)")
     for row in summary["failed"][:20]:
-        _out(f"  failed: visit {row['visit']} {row['detector']}: {row['error']}")
+        _out("  failed: " + _failure_line(row["visit"], row["detector"], row["input"],
+                                          row["error"]))
     if len(summary["failed"]) > 20:
         _out(f"  ... {len(summary['failed']) - 20} more failures")
     return EXIT_OK
@@ -970,22 +1151,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _out(f"  pedestal RMS error vs truth: {rms_err:.3f} ADU over {err.size} amps "
          f"(injected pedestals RMS {rms_truth:.2f} ADU)")
     t0 = time.perf_counter()
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        _out("  plots skipped: matplotlib is missing (pip install 'ampoffset-dask[plot]')")
+    if len(failed) == n_det:  # nothing measured: plot_visit refuses such a visit
+        _out("  plots skipped: every detector failed")
     else:
-        from .plots import plot_visit
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            _out("  plots skipped: matplotlib is missing (pip install 'ampoffset-dask[plot]')")
+        else:
+            from .plots import plot_visit
 
-        written = plot_visit(catalog, int(sim.truth["visit"].iloc[0]), out=plot_dir)
-        _out(f"  wrote {len(written)} plots in {time.perf_counter() - t0:.1f} s -> {plot_dir}")
-        for path in written:
-            _out(f"    {path}")
+            written = plot_visit(catalog, int(sim.truth["visit"].iloc[0]), out=plot_dir)
+            _out(f"  wrote {len(written)} plots in {time.perf_counter() - t0:.1f} s -> "
+                 f"{plot_dir}")
+            for path in written:
+                _out(f"    {path}")
     _out(f"done in {time.perf_counter() - t_start:.1f} s. Next: ampoffset-dask catalog {catalog}")
     if failed:
         sys.stderr.write(f"{_PROG} demo: {len(failed)} detector(s) failed:\n")
-        for visit, det, e in failed:
-            sys.stderr.write(f"  visit {_fmt_visit(visit)} {det}: {e}\n")
+        _print_failures(failed, {str(p.absolute()) for p in sim.paths})
         return EXIT_FAILED
     return EXIT_OK
 

@@ -763,7 +763,8 @@ def plot_visit(
     Raises
     ------
     InputError
-        For a missing catalog, an unknown visit or detector, or several visits and none chosen.
+        For a missing catalog, an unknown visit or detector, several visits and none chosen,
+        or a visit whose every detector failed (nothing to plot).
     """
     from .catalog import read_catalog
 
@@ -780,6 +781,10 @@ def plot_visit(
         raise InputError(f"{catalog}: no visit {visit}; visits are {visits[:20]}")
     det = det[det["visit"] == visit]
     ok = det[det["status"] != "failed"]
+    if not len(ok):  # failed rows have no pedestals or interfaces: every plot would be empty
+        raise InputError(f"{catalog}: nothing to plot for visit {visit}: all {len(det)} "
+                         "detector(s) failed (`ampoffset-dask catalog CATALOG --visit V` "
+                         "lists why)")
     name = detector or (str(ok["detector"].iloc[0]) if len(ok) else None)
     if len(ok) and not (ok["detector"] == name).any():  # before any file is written
         raise InputError(f"visit {visit}: no measured detector {name!r}")
@@ -809,8 +814,6 @@ def plot_visit(
         written.append(save_figure(
             interface_histogram(itf, title=f"visit {visit}: interface offsets", **limits),
             out / f"interfaces_v{visit}.png"))
-    if not len(ok):
-        return written
     row = ok[ok["detector"] == name]
     p_det = ped[ped["detector"] == name]
     i_det = itf[itf["detector"] == name]

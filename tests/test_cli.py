@@ -342,3 +342,122 @@ def test_a_refused_run_leaves_no_folders_behind(tmp_path, workdir):
     (tmp_path / "mine").mkdir()
     proc = cli("run", dupes, "--output", tmp_path / "mine", "--scheduler", "nosuch-spec")
     assert proc.returncode == 2 and (tmp_path / "mine").is_dir()
+
+
+# -- what info, run, catalog and plot say about geometry, identity and failures ---------------
+def test_info_says_where_the_amp_geometry_came_from(workdir, tmp_path):
+    """`info` names the camera it used (given, from the header, recognised) or where the
+    geometry came from otherwise, and a gzip-wrapped file as such ("compressed" stays tile
+    compression)."""
+    from astropy.io import fits
+    from golden import SHARED
+
+    camera = tmp_path / "tiny.json"
+    camera.write_text(json.dumps({
+        "name": "tiny",
+        "amp_layouts": {"two": {"detector_size": [64, 20], "amps": [
+            {"name": "L", "bbox": [0, 0, 32, 20]}, {"name": "R", "bbox": [32, 0, 32, 20]}]}},
+        "detectors": [{"id": 0, "name": "tiny_ccd", "physical_type": "two"}]}))
+    plain = tmp_path / "plain.fits.gz"  # no keywords: the geometry is the camera's
+    fits.PrimaryHDU(np.zeros((20, 64), np.float32)).writeto(plain)
+    proc = cli("info", plain, "--camera", camera)
+    assert proc.returncode == 0, proc.stderr
+    assert f"camera      tiny (--camera {camera})" in proc.stdout
+    assert "kind        image (gzip-wrapped)," in proc.stdout
+    data = json.loads(cli("info", plain, "--camera", camera, "--json").stdout)
+    assert (data["camera"], data["geometry_source"]) == ("tiny", "camera")
+    assert (data["wrapped"], data["compressed"]) == ("gzip", False)
+
+    sim = workdir / "sim" / "lsstcam_000001_R22_S11.fits"  # scaled: no camera's size
+    proc = cli("info", sim)
+    assert "camera      - (amp geometry from the header's DATASEC keywords)" in proc.stdout
+    data = json.loads(cli("info", sim, "--json").stdout)
+    assert (data["geometry_source"], data["wrapped"]) == ("header keywords", None)
+
+    afw = SHARED / "realdata/lsst_afw_formats/LATISS_bias_2018-09-21_afwExposure_zeroed.fits"
+    proc = cli("info", afw, "--camera", "latiss")
+    assert proc.returncode == 0, proc.stderr
+    assert ("camera      - (amp geometry from the file's persisted detector, not from "
+            "--camera latiss)") in proc.stdout
+    assert "kind        exposure (tile-compressed)," in proc.stdout
+    data = json.loads(cli("info", afw, "--json").stdout)
+    assert (data["geometry_source"], data["compressed"]) == ("persisted detector", True)
+
+
+def test_run_notes_inputs_keeping_their_header_identity(workdir, tmp_path, shared_scheduler):
+    """--visit N and --detector NAME only fill in what headers lack: a run over files whose
+    headers name both says once (not per file) how many kept their own, with an example."""
+    shutil.copytree(workdir / "cat", tmp_path / "cat")  # resumed: nothing to compute
+    proc = cli("run", workdir / "sim", "--output", tmp_path / "cat", "--visit", "7",
+               "--detector", "R02_S02", "--scheduler", shared_scheduler, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "note:" in line]
+    assert len(notes) == 1, proc.stderr
+    assert "--visit 7 only applies to inputs whose headers give no visit: 4 input(s)" in notes[0]
+    assert ("--detector R02_S02 only applies to inputs whose headers give no detector: 4 "
+            "input(s)") in notes[0]
+    assert "lsstcam_000001_R22_S11.fits (detector R22_S11)" in notes[0]
+    det = read_catalog(tmp_path / "cat", "detectors")
+    assert sorted(det["visit"].unique()) == [1, 2]
+
+
+def _catalog_with_a_failed_input(workdir: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the shared catalog plus the failed row of an unreadable input (visit -1,
+    no detector), recorded without any cluster (the simulated files are resumed); the run's
+    stderr."""
+    cat = tmp_path / "cat"
+    shutil.copytree(workdir / "cat", cat)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "junk.fits").write_text("not a FITS file\n")
+    proc = cli("run", workdir / "sim", tmp_path / "junk", "--output", cat, "--scheduler",
+               "nosuch-spec", "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    return cat, proc.stderr
+
+
+def test_failed_rows_of_unknown_inputs_name_the_file(workdir, tmp_path):
+    cat, stderr = _catalog_with_a_failed_input(workdir, tmp_path)
+    assert "  visit -1 (unknown) junk.fits: InputError: " in stderr
+    proc = cli("catalog", cat)
+    assert proc.returncode == 0, proc.stderr
+    assert "  failed: visit -1 (unknown) junk.fits: InputError: " in proc.stdout
+    failed = json.loads(cli("catalog", cat, "--json").stdout)["failed"]
+    assert [(f["visit"], f["detector"]) for f in failed] == [(-1, "")]
+    assert failed[0]["input"].endswith("junk.fits")
+    # detector_id stays an integer beside the failed row's null
+    table = cli("catalog", cat, "--table", "detectors").stdout.splitlines()
+    ids = [line.split()[2] for line in table[1:] if "R22_S1" in line]
+    assert sorted(set(ids)) == ["94", "95"], table
+
+
+def test_catalog_of_a_visit_it_does_not_have(workdir):
+    cat = workdir / "cat"
+    for extra in ((), ("--json",), ("--table", "pedestals")):
+        proc = cli("catalog", cat, "--visit", "123", *extra)
+        assert proc.returncode == 2 and not proc.stdout
+        one_error_line(proc, f"no rows for visit 123 in {cat}")
+
+
+def test_plot_of_a_visit_whose_detectors_all_failed(workdir, tmp_path):
+    """Nothing measured, nothing to plot: said on stderr, exit 2 like the other visits plot
+    cannot draw, and no output folder made."""
+    cat, _ = _catalog_with_a_failed_input(workdir, tmp_path)
+    proc = cli("plot", cat, "--visit", "-1", "--out", tmp_path / "plots")
+    assert proc.returncode == 2
+    one_error_line(proc, "nothing to plot for visit -1: all 1 detector(s) failed")
+    assert not (tmp_path / "plots").exists()
+
+
+def test_run_refuses_inputs_in_the_output_images_folder(workdir, tmp_path):
+    night = tmp_path / "night"
+    shutil.copytree(workdir / "sim", night)
+    for images, where in ((night, "is"), (tmp_path, "lies inside")):
+        proc = cli("run", night, "--output", tmp_path / "cat", "--output-images", images,
+                   "--scheduler", "nosuch-spec")
+        assert proc.returncode == 2
+        one_error_line(proc, f"the input folder {where} the --output-images folder")
+        assert not (tmp_path / "cat").exists()
+    # a folder inside the inputs is fine: this run gets as far as the (unusable) scheduler
+    proc = cli("run", night, "--output", tmp_path / "cat", "--output-images",
+               night / "corrected", "--scheduler", "nosuch-spec")
+    assert proc.returncode == 3, proc.stderr
