@@ -608,7 +608,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     for item in args.inputs:  # quoted globs are expanded by process
         if not is_url(item) and not os.path.lexists(item) and not glob.has_magic(str(item)):
             raise InputError(f"{item}: no such file or folder")
-    _check_not_in_output_images(args.inputs, options.output_images)
     config = _load_config(args.config, args.overrides, args.preset)
     if args.preset is None:
         _suggest_preset(args.camera, args.inputs)
@@ -642,31 +641,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         _print_failures(failed, {redact(t.path) for t in run.planned})
         return EXIT_FAILED
     return EXIT_OK
-
-
-def _check_not_in_output_images(inputs: Sequence[str], output_images: Any) -> None:
-    """Refuse an input folder that is, or lies inside, the ``--output-images`` folder.
-
-    Runs never take inputs from a folder of corrected images (the run marks it): this run
-    would find no input there, and later runs over a folder holding it would skip these
-    inputs with it.
-    """
-    from .io.remote import is_url
-
-    if output_images is None or is_url(output_images):
-        return
-    out = Path(os.path.realpath(output_images))
-    for item in inputs:
-        if is_url(item) or not os.path.isdir(item):
-            continue
-        folder = Path(os.path.realpath(item))
-        if folder == out or out in folder.parents:
-            where = "is" if folder == out else "lies inside"
-            raise InputError(
-                f"{item}: the input folder {where} the --output-images folder {output_images}, "
-                "and runs never take inputs from a folder of corrected images; write them "
-                f"elsewhere (a folder inside the inputs, e.g. {Path(item) / 'corrected'}, is "
-                "fine)")
 
 
 def _kept_identity_note(planned: Sequence[Any], options: Any) -> str:

@@ -266,6 +266,31 @@ def output_key(task: PlannedTask) -> str:
     return task.path if task.hdu is None else f"{task.path}[{task.hdu}]"
 
 
+def _check_not_in_output_images(inputs: Any, output_images: Any) -> None:
+    """Refuse an input folder that is, or lies inside, the ``--output-images`` folder.
+
+    Runs never take inputs from a folder of corrected images (the run marks it): this run
+    would find no input there, and later runs over a folder holding it would skip these
+    inputs with it.
+    """
+    if output_images is None or is_url(output_images):
+        return
+    out = Path(os.path.realpath(output_images))
+    items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    for item in items:
+        if not isinstance(item, (str, os.PathLike)) or is_url(os.fspath(item)) \
+                or not os.path.isdir(item):
+            continue
+        folder = Path(os.path.realpath(item))
+        if folder == out or out in folder.parents:
+            where = "is" if folder == out else "lies inside"
+            raise InputError(
+                f"{item}: the input folder {where} the --output-images folder {output_images}, "
+                "and runs never take inputs from a folder of corrected images; write them "
+                f"elsewhere (a folder inside the inputs, e.g. {Path(item) / 'corrected'}, is "
+                "fine)")
+
+
 def _remove_created(folders: Iterable[Any]) -> None:
     """Remove folders a refused run created, if they hold nothing but what it put there
     (the catalog's lock, the output folder's mark): a refusal leaves no half catalog that
@@ -503,6 +528,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     camera = _resolve_camera(opts.camera)
     _check_detector(camera, opts.detector)
 
+    _check_not_in_output_images(inputs, opts.output_images)
     items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,)
                                              if p and not is_url(p)])
     if not items:

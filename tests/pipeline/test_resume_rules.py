@@ -150,3 +150,19 @@ def test_in_place_on_a_raw_is_refused_before_any_cluster(tmp_path):
     with prepare(raw, tmp_path / "cat", options=RunOptions(
             output_images=tmp_path / "images")) as run:
         assert [t.raw for t in run.runnable] == [True]
+
+
+def test_inputs_inside_the_output_images_folder_are_refused_in_python_too(tmp_path):
+    """`process(folder, output_images=folder)` said "no FITS files found" (the output folder
+    is left out of the input scan); now the same refusal as the command line, and nothing
+    is created."""
+    import pytest
+
+    sim = simulate_focal_plane(tmp_path / "night", "lsstcam", detectors=["R22_S11"],
+                               scale=0.1, seed=3)
+    folder = Path(sim.paths[0]).parent
+    for images in (folder, folder.parent):
+        with pytest.raises(InputError, match=r"the input folder (is|lies inside) the "
+                                             r"--output-images folder"):
+            process(folder, tmp_path / "cat", output_images=images, progress=False)
+    assert not (tmp_path / "cat").exists()
