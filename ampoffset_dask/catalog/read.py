@@ -438,13 +438,15 @@ def read_catalog(
         if stale is not None and len(stale):
             extra += ["visit", "detector", "run_id"]
         if not all_rows and table == "detectors":
-            extra += ["visit", "detector", "input", "status", "finished_at"]
+            extra += ["visit", "detector", "input", "status", "run_id", "finished_at"]
         read = list(dict.fromkeys([*columns, *extra]))
         if table != "runs" and "visit" in read:
             read = ["visit", *[c for c in read if c != "visit"]]
     tab = arrow_table(root, table, columns=read, filter=_filter(visits, detectors))
     if not all_rows:
         tab = _current(table, tab, stale)
+        if table == "detectors" and visits is not None and UNKNOWN_VISIT in visits:
+            tab = _without_identified_failures(root, tab, detectors)
     # Stable sort: interfaces keep LSST's order within a detector.
     if sort:
         tab = sorted_table(tab, table)
@@ -459,6 +461,25 @@ def read_catalog(
     from astropy.table import Table
 
     return Table.from_pandas(df)
+
+
+def _without_identified_failures(root: Path, tab: pa.Table, detectors: Any) -> pa.Table:
+    """``tab`` (current ``detectors`` rows of some visits, the unknown one among them)
+    without the failures of the unknown visit that a row of another visit hides: the same
+    input measured later under a known visit (`latest_mask`, over every visit)."""
+    ident = ["visit", "detector", "input", "status", "run_id", "finished_at"]
+    every = arrow_table(root, "detectors", columns=ident,
+                        filter=_filter(None, detectors)).to_pandas()
+    hidden = every[~latest_mask(every) & (every["visit"] == UNKNOWN_VISIT).to_numpy()]
+    if not len(hidden) or tab.num_rows == 0:
+        return tab
+    key = ["detector", "input", "run_id", "finished_at"]
+    gone = set(map(tuple, hidden[key].itertuples(index=False, name=None)))
+    rows = tab.select(["visit", *key]).to_pandas()
+    keep = [not (v == UNKNOWN_VISIT and tuple(r) in gone)
+            for v, r in zip(rows["visit"], rows[key].itertuples(index=False, name=None),
+                            strict=True)]
+    return tab.filter(pa.array(keep))
 
 
 def _read_part(source: str, root: Path, table: str, per_visit: Any, flt: Any) -> Any:

@@ -166,3 +166,22 @@ def test_inputs_inside_the_output_images_folder_are_refused_in_python_too(tmp_pa
                                              r"--output-images folder"):
             process(folder, tmp_path / "cat", output_images=images, progress=False)
     assert not (tmp_path / "cat").exists()
+
+
+def test_a_visit_filtered_read_hides_what_the_full_read_hides(tmp_path):
+    """A failure of the unknown visit (-1) that a later row of the same input under a known
+    visit supersedes is hidden from ``visits=[-1]`` reads too, as from the full read."""
+    src = REAL / "lsst_afw_formats" / "LATISS_bias_2018-09-21_afwExposure_zeroed.fits"
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    shutil.copy(src, folder / "bias.fits")
+    cat = tmp_path / "cat"
+    cli("run", folder, "--output", cat, "--scheduler", "local:1", "--no-progress")
+    assert read_catalog(cat, "detectors", visits=[-1])["visit"].tolist() == [-1]
+    cli("run", folder, "--output", cat, "--visit", "5", "--scheduler", "local:1",
+        "--no-progress")
+    full = read_catalog(cat, "detectors")
+    assert full["visit"].tolist() == [5]
+    assert len(read_catalog(cat, "detectors", visits=[-1])) == 0
+    assert len(read_catalog(cat, "detectors", visits=[-1, 5], columns=["status"])) == 1
+    assert len(read_catalog(cat, "detectors", visits=[-1], all_rows=True)) == 1
