@@ -42,12 +42,31 @@ def _package_versions() -> dict[str, str]:
 
 
 def input_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """``[{path, size, mtime}]`` of each input (size -1 when the file cannot be stat'ed)."""
+    """``[{path, size, mtime}]`` of each input (size -1 when it cannot be examined).
+
+    Local files are stat'ed; objects of a store (``s3://``...) give the size and time their
+    store reports (`~ampoffset_dask.io.remote.url_stamp`, asked in a few threads).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..io.remote import is_url, url_stamp
+
+    paths = [str(p) for p in paths]
+    urls = [p for p in paths if is_url(p)]
+    stamps: dict[str, Any] = {}
+    if urls:
+        with ThreadPoolExecutor(min(8, len(urls))) as pool:
+            stamps = dict(zip(urls, pool.map(url_stamp, urls), strict=True))
     out = []
     for p in paths:
+        if p in stamps:
+            stamp = stamps[p]
+            out.append({"path": p, "size": -1 if stamp is None else stamp[0],
+                        "mtime": None if stamp is None else stamp[1]})
+            continue
         try:
             st = os.stat(p)
-            out.append({"path": str(p), "size": st.st_size, "mtime": st.st_mtime})
+            out.append({"path": p, "size": st.st_size, "mtime": st.st_mtime})
         except OSError:
-            out.append({"path": str(p), "size": -1, "mtime": None})
+            out.append({"path": p, "size": -1, "mtime": None})
     return out

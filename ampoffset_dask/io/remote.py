@@ -301,6 +301,34 @@ def list_url(url: str, options: Mapping[str, Any] | None = None) -> list[str]:
     raise InputError(f"{redact(url)}: no such object or prefix")
 
 
+def url_stamp(url: str, options: Mapping[str, Any] | None = None
+              ) -> tuple[int, float] | None:
+    """``(size, modification time in seconds)`` of a remote object, asked of the store now
+    (its cached listing dropped first); None when the store does not tell both (plain
+    HTTP) or cannot be asked. What resume compares to notice a replaced object."""
+    import datetime
+
+    try:
+        fs = filesystem(url, options)
+        fs.invalidate_cache(url)
+        info = fs.info(url)
+    except Exception:  # unreadable now: the run's reads will say why
+        return None
+    size = info.get("size")
+    when = next((info[k] for k in ("LastModified", "last_modified", "mtime", "updated",
+                                   "created") if info.get(k) is not None), None)
+    if isinstance(when, str):
+        try:
+            when = datetime.datetime.fromisoformat(when.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(when, datetime.datetime):
+        when = when.timestamp()
+    if size is None or not isinstance(when, (int, float)):
+        return None
+    return int(size), float(when)
+
+
 def object_size(url: str, options: Mapping[str, Any] | None = None) -> int:
     """Size in bytes of a remote object (cached per process)."""
     with _LOCK:

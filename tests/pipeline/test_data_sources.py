@@ -217,3 +217,42 @@ def test_cli_s3_errors(s3, s3_checking_endpoint, client, tmp_path, monkeypatch):
                     "run", url, *edges, "--output", tmp_path / "c")
     assert denied.returncode == 2 and "access denied" in denied.stderr, denied.stderr
     assert env["AWS_SECRET_ACCESS_KEY"] not in denied.stderr + denied.stdout
+
+
+def test_cli_s3_resume_measures_a_replaced_object_again(s3, client, tmp_path, monkeypatch):
+    """A re-run skips the objects that are unchanged and measures again one replaced since
+    (the run used to record no size or time for objects, so every one counted as
+    unchanged and the catalog kept the old pedestals)."""
+    import time
+
+    from ampoffset_dask import Amplifier, Detector
+    from ampoffset_dask.io.fits import write_exposure
+
+    _endpoint, env, paths, s3client, survey, _ = s3
+    for p in paths:
+        s3client.upload_file(str(p), survey, f"resume/{p.name}")
+    edges = ["--set", "doBackground=false", "--set", "doDetection=false",
+             "--set", "ampEdgeWidth=12", "--scheduler", client.scheduler.address]
+    args = ("run", f"s3://{survey}/resume/", "--output", tmp_path / "cat", *edges)
+    proc = cli_in(env, monkeypatch, *args)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli_in(env, monkeypatch, *args)
+    assert proc.returncode == 0 and "skipped 2" in proc.stdout, proc.stdout
+    # det0 replaced by another exposure of the same detector (same size, new pixels)
+    det = Detector("wide", 2000, 40, tuple(Amplifier(f"C0{c}", c * 500, 0, 500, 40)
+                                           for c in range(4)))
+    image = np.random.default_rng(9).normal(500.0, 2.0, det.shape).astype(np.float32)
+    for i, amp in enumerate(det):
+        image[amp.slices] -= 3.0 * i
+    new = write_exposure(tmp_path / "det0.fits", image, detector=det,
+                         header={"VISIT": 5, "DETNAME": "D0"})
+    assert new.stat().st_size == paths[0].stat().st_size
+    time.sleep(1.1)  # the store's modification times have whole seconds
+    s3client.upload_file(str(new), survey, f"resume/{paths[0].name}")
+    proc = cli_in(env, monkeypatch, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "ok 1" in proc.stdout and "skipped 1" in proc.stdout, proc.stdout
+    local = cli("run", new, "--output", tmp_path / "local", *edges)
+    assert local.returncode == 0, local.stderr
+    got = pedestals(tmp_path / "cat").loc["D0"]
+    np.testing.assert_array_equal(got.to_numpy(), pedestals(tmp_path / "local").loc["D0"])
