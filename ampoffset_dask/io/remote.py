@@ -55,14 +55,14 @@ import tempfile
 import threading
 import urllib.parse
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from .paths import is_fits_name
+from .paths import OUTPUT_MARKER, is_fits_name
 
 __all__ = [
     "DEFAULT_MAX_REQUEST",
@@ -274,8 +274,13 @@ def max_request() -> int:
 # ------------------------------------------------------------------------------------------
 # Listing, sizes, counters
 # ------------------------------------------------------------------------------------------
-def list_url(url: str, options: Mapping[str, Any] | None = None) -> list[str]:
+def list_url(url: str, options: Mapping[str, Any] | None = None,
+             exclude: Iterable[str] = ()) -> list[str]:
     """The FITS objects under a URL prefix (``s3://bucket/prefix/``), or the URL itself.
+
+    As in local folders, prefixes of corrected images are left out: those holding an
+    `~ampoffset_dask.io.paths.OUTPUT_MARKER` object (below ``url`` itself) and those in
+    ``exclude`` (the current run's outputs).
 
     Raises
     ------
@@ -288,9 +293,14 @@ def list_url(url: str, options: Mapping[str, Any] | None = None) -> list[str]:
         return [url]
     try:
         if url.endswith("/") or fs.isdir(url):
-            found = sorted(fs.find(url))
-            out = [p if is_url(p) else f"{proto}://{p}" for p in found
-                   if is_fits_name(p)]
+            fs.invalidate_cache(url)  # a listing cached by an earlier run may be stale
+            found = [p if is_url(p) else f"{proto}://{p}" for p in sorted(fs.find(url))]
+            top = url.rstrip("/")
+            skip = [e.rstrip("/") + "/" for e in exclude]
+            skip += [p[:-len(OUTPUT_MARKER)] for p in found
+                     if p.endswith("/" + OUTPUT_MARKER) and p.rsplit("/", 1)[0] != top]
+            out = [p for p in found
+                   if is_fits_name(p) and not any(p.startswith(k) for k in skip)]
             if not out:
                 logger.warning("%s: no FITS objects under this prefix", redact(url))
             return out
@@ -299,6 +309,26 @@ def list_url(url: str, options: Mapping[str, Any] | None = None) -> list[str]:
     except Exception as exc:
         raise _error(url, exc, "listing") from exc
     raise InputError(f"{redact(url)}: no such object or prefix")
+
+
+def mark_output_prefix(url: str, options: Mapping[str, Any] | None = None) -> None:
+    """Put an `~ampoffset_dask.io.paths.OUTPUT_MARKER` object under the output prefix
+    ``url``: a later run listing a prefix that holds it leaves these images out.
+
+    Raises
+    ------
+    InputError
+        If the store refuses the write (the corrected images could not be written either).
+    """
+    marker = f"{url.rstrip('/')}/{OUTPUT_MARKER}"
+    try:
+        fs = filesystem(url, options)
+        if not fs.exists(marker):
+            fs.pipe(marker, b"corrected images written by ampoffset-dask; never read as inputs\n")
+    except InputError:
+        raise
+    except Exception as exc:
+        raise _error(url, exc, "writing the output marker") from exc
 
 
 def url_stamp(url: str, options: Mapping[str, Any] | None = None

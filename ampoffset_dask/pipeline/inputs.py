@@ -179,6 +179,7 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
             inputs, "colnames"):
         inputs = [inputs]
     exclude = list(exclude)
+    local_exclude = [e for e in exclude if not is_url(os.fspath(e))]
     items: list[InputItem] = []
     for entry in inputs:
         if hasattr(entry, "columns") or hasattr(entry, "colnames"):
@@ -186,11 +187,12 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
             continue
         text = os.fspath(entry)
         if is_url(text):
-            items.extend(InputItem(u) for u in list_url(text))
+            items.extend(InputItem(u) for u in list_url(
+                text, exclude=[os.fspath(e) for e in exclude if is_url(os.fspath(e))]))
             continue
         path = Path(text).expanduser()
         if path.is_dir():
-            items.extend(_folder_items(path, exclude))
+            items.extend(_folder_items(path, local_exclude))
         elif path.is_file():
             if path.name.lower().endswith(MANIFEST_SUFFIXES):
                 items.extend(_read_manifest(path))
@@ -205,7 +207,7 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
             for m in matches:
                 p = Path(m)
                 if p.is_dir() and not is_fits_name(p.name):
-                    items.extend(_folder_items(p, exclude))
+                    items.extend(_folder_items(p, local_exclude))
                 elif p.is_file():
                     items.append(InputItem(str(p)))
                 else:

@@ -529,8 +529,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     _check_detector(camera, opts.detector)
 
     _check_not_in_output_images(inputs, opts.output_images)
-    items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,)
-                                             if p and not is_url(p)])
+    items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,) if p])
     if not items:
         raise InputError(f"no FITS files found in {inputs!r}")
     timings["discover"] = time.perf_counter() - t_start
@@ -544,6 +543,10 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
             _check_writable(opts.output_images, "corrected images")
             # marked: a later run over a tree holding this folder does not take its images
             mark_output_folder(opts.output_images)
+        elif opts.output_images is not None:  # the same for a prefix of a store
+            from ..io.remote import mark_output_prefix
+
+            mark_output_prefix(str(opts.output_images), opts.storage_options)
         writer = CatalogWriter(catalog)
     except BaseException:
         _remove_created(created)

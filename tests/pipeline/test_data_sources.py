@@ -152,7 +152,8 @@ def test_cli_s3_run_equals_local_and_writes_objects(s3, client, tmp_path, monkey
                                       for k, p in enumerate(paths)]
     # corrected images need whole exposures: each object fetched once, headers twice
     assert ((det["fetched_fraction"] >= 1.0) & (det["fetched_fraction"] < 1.5)).all()
-    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket=results)["Contents"]]
+    keys = [o["Key"] for o in s3client.list_objects_v2(Bucket=results)["Contents"]
+            if not o["Key"].endswith("/.ampoffset-outputs")]
     assert sorted(keys) == [f"corrected/5/D{k}/{p.name}" for k, p in enumerate(paths)]
     # each upload is a complete corrected exposure
     body = s3client.get_object(Bucket=results, Key=keys[0])["Body"].read()
@@ -256,3 +257,24 @@ def test_cli_s3_resume_measures_a_replaced_object_again(s3, client, tmp_path, mo
     assert local.returncode == 0, local.stderr
     got = pedestals(tmp_path / "cat").loc["D0"]
     np.testing.assert_array_equal(got.to_numpy(), pedestals(tmp_path / "local").loc["D0"])
+
+
+def test_cli_s3_outputs_under_the_input_prefix_are_never_inputs(s3, client, tmp_path,
+                                                                monkeypatch):
+    """Corrected images written under the input prefix are left out of later listings (a
+    marker object, as local output folders have), so the same run can be repeated; they
+    once came back as inputs and the run was refused for duplicate detectors."""
+    _endpoint, env, paths, s3client, survey, _ = s3
+    for p in paths:
+        s3client.upload_file(str(p), survey, f"nested/{p.name}")
+    edges = ["--set", "doBackground=false", "--set", "doDetection=false",
+             "--set", "ampEdgeWidth=12", "--scheduler", client.scheduler.address]
+    for catalog in ("cat", "cat", "other"):
+        proc = cli_in(env, monkeypatch, "run", f"s3://{survey}/nested/", "--output-images",
+                      f"s3://{survey}/nested/corr", "--output", tmp_path / catalog, *edges)
+        assert proc.returncode == 0, proc.stderr
+    assert read_catalog(tmp_path / "other", "detectors")["input"].tolist() == [
+        f"s3://{survey}/nested/{p.name}" for p in paths]
+    keys = {o["Key"] for o in s3client.list_objects_v2(Bucket=survey,
+                                                        Prefix="nested/corr/")["Contents"]}
+    assert "nested/corr/.ampoffset-outputs" in keys
