@@ -55,7 +55,9 @@ class PlannedTask:
     ``flag`` is set for an input planning recognised but that is not to be processed (an
     exposure already corrected): it becomes a ``flagged`` row with that message.
     ``hdu`` is the CCD's HDU in a multi-CCD file (None: the file's only detector); ``raw``
-    says the pixels come from raw boxes (a raw or untrimmed file). ``stamp`` is the local
+    says the pixels come from raw boxes (a raw or untrimmed file). ``applied`` holds, for a
+    flagged already-corrected input, the pedestals its header says were subtracted (LSST's
+    ``LSST ISR AMPOFFSET PEDESTAL <amp>`` keys; empty when any is missing). ``stamp`` is the local
     file's ``(size, mtime_ns)`` before its headers were read (`~ampoffset_dask.io.sections.
     file_stamp`): the task refuses a file changed since it was planned.
     """
@@ -70,6 +72,7 @@ class PlannedTask:
     hdu: int | None = None
     raw: bool = False
     stamp: tuple[int, int] | None = None
+    applied: tuple[float, ...] = ()
 
     def key(self, run_token: str) -> str:
         """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
@@ -251,6 +254,27 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
     return [dataclasses.replace(t, stamp=stamp) for t in tasks]
 
 
+def _applied_pedestals(path: str, detector: Detector) -> tuple[float, ...]:
+    """The pedestals a corrected file's primary header says were subtracted, in amp order
+    (LSST's keys, which LSST's task and this package write); () unless every amp has one.
+    A run interrupted after correcting a file in place, before recording it, loses nothing:
+    the next run records these."""
+    from astropy.io import fits
+
+    from ..algorithm.metadata import PEDESTAL_KEY
+
+    if is_url(path):
+        return ()
+    try:
+        header = fits.getheader(path, 0)
+        values = [header.get(PEDESTAL_KEY.format(amp.name)) for amp in detector]
+    except (OSError, ValueError):
+        return ()
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return ()
+    return tuple(float(v) for v in values)
+
+
 def _header_visit(path: str, hdu: int | None, key: str) -> int | None:
     """The integer value of header keyword ``key`` (image HDU, else primary), if any."""
     from astropy.io import fits
@@ -309,13 +333,16 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
             check_identity(visit, detector.id, what=item.path, unknown_ok=False)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        flag = ""
+        flag, applied = "", ()
         if info.header.get(SUBTRACTED_KEY) is True and not force:
+            applied = _applied_pedestals(item.path, detector)
             flag = (f"already corrected ({SUBTRACTED_KEY} = T in {item.path}); not "
-                    "corrected again (use --force / force=True to process it anyway)")
+                    "corrected again (use --force / force=True to process it anyway)"
+                    + ("; the pedestals its header says were subtracted are recorded"
+                       if applied else ""))
         raw = info.kind == "raw" or tuple(info.shape) != detector.shape
         return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id,
-                           flag=flag, hdu=hdu, raw=raw)
+                           flag=flag, hdu=hdu, raw=raw, applied=applied)
     except AmpOffsetError as exc:
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu)

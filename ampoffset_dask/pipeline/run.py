@@ -586,7 +586,8 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         ] + [
             DetectorResult(visit=int(t.visit), detector=str(t.name), status="flagged",
                            error=t.flag, input=t.path,
-                           detector_id=t.detector.id if t.detector else None)
+                           detector_id=t.detector.id if t.detector else None,
+                           **_applied_fields(t))
             for t in planned if t.flag and not t.error and output_key(t) not in done
         ]
         runnable = [t for t in planned if not t.error and not t.flag
@@ -608,6 +609,17 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                        planned=planned, failures=failures, runnable=runnable, summary=summary,
                        t_start=t_start, run_token=run_token(run_id, cfg, opts),
                        outputs=outputs, camera=camera)
+
+
+def _applied_fields(task: PlannedTask) -> dict[str, Any]:
+    """The pedestal columns of a flagged already-corrected input: those its header says
+    were subtracted (errors and levels unknown), or none."""
+    if not task.applied or task.detector is None:
+        return {}
+    n = len(task.applied)
+    return {"amp_names": list(task.detector.amp_names), "pedestals": list(task.applied),
+            "pedestal_errors": [float("nan")] * n, "amp_levels": [float("nan")] * n,
+            "applied": True}
 
 
 #: Inputs named one by one in the warnings about rows measured from another input.

@@ -185,3 +185,28 @@ def test_a_visit_filtered_read_hides_what_the_full_read_hides(tmp_path):
     assert len(read_catalog(cat, "detectors", visits=[-1])) == 0
     assert len(read_catalog(cat, "detectors", visits=[-1, 5], columns=["status"])) == 1
     assert len(read_catalog(cat, "detectors", visits=[-1], all_rows=True)) == 1
+
+
+def test_a_file_corrected_by_an_interrupted_run_keeps_its_pedestals(sim_visit, client,
+                                                                     tmp_path):
+    """A file corrected in place whose result never reached the catalog (the run was
+    stopped, or its worker died, after the write): the next run records the pedestals its
+    header says were subtracted instead of a flagged row without any."""
+    from ampoffset_dask import AmpOffsetConfig
+    from ampoffset_dask.pipeline.detector_job import process_file
+
+    folder = tmp_path / "inplace"
+    folder.mkdir()
+    path = Path(shutil.copy(sim_visit.paths[0], folder / sim_visit.paths[0].name))
+    # what the interrupted run's task did: correct the file, its result lost
+    job = process_file(str(path), None, AmpOffsetConfig(), output=str(path), in_place=True)
+    assert job.status == "ok" and job.applied
+    summary = _run(folder, tmp_path / "cat", client, in_place=True)
+    assert _counts(summary) == (0, 1, 0, 0) and summary.n_submitted == 0
+    det = read_catalog(tmp_path / "cat", "detectors")
+    assert det["status"].tolist() == ["flagged"] and det["applied"].tolist() == [True]
+    assert "pedestals its header says were subtracted are recorded" in det["error"][0]
+    ped = read_catalog(tmp_path / "cat", "pedestals")
+    assert ped["amp"].tolist() == list(job.amp_names)
+    np.testing.assert_array_equal(ped["pedestal"], job.pedestals)
+    assert ped["applied"].all() and ped["pedestal_err"].isna().all()
