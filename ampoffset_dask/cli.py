@@ -395,7 +395,11 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             sys.stderr.write(f"{_PROG}: terminated (SIGTERM); the run is recorded as "
                              "interrupted, run again to resume\n")
             return EXIT_TERMINATED
-        sys.stderr.write(f"{_PROG}: interrupted\n")
+        if getattr(args, "func", None) is cmd_run:
+            sys.stderr.write(f"{_PROG}: interrupted; what finished is in the catalog, run "
+                             "again to resume\n")
+        else:
+            sys.stderr.write(f"{_PROG}: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:
         code = _exit_code(exc)

@@ -230,8 +230,16 @@ class DetectorJob:
         self._t0 = time.perf_counter()
         c0 = time.thread_time()
         if not url_input:
-            check_stamp(path, self.planned_stamp, "it was planned",
-                        "run again to plan it anew")
+            try:
+                check_stamp(path, self.planned_stamp, "it was planned",
+                            "run again to plan it anew")
+            except InputError:
+                if self.in_place and _says_corrected(path):
+                    raise InputError(
+                        f"{path}: corrected in place since it was planned (an earlier attempt "
+                        "of this task, whose worker was lost after writing it?); not corrected "
+                        "again: the next run records the pedestals its header holds") from None
+                raise
 
         _config.apply_kernels()
         # VARIANCE is read only to be written back with the corrected image.
@@ -336,6 +344,18 @@ class DetectorJob:
         except Exception as exc:  # one bad detector never stops the run
             logger.exception("%s: unexpected error", self._name())
             return self.failure(f"{type(exc).__name__}: {exc}")
+
+
+def _says_corrected(path: str) -> bool:
+    """Whether a local file's primary header carries LSST's mark of a correction."""
+    from astropy.io import fits
+
+    from .inputs import SUBTRACTED_KEY
+
+    try:
+        return fits.getheader(path, 0).get(SUBTRACTED_KEY) is True
+    except (OSError, ValueError):
+        return False
 
 
 def process_file(

@@ -33,3 +33,23 @@ def test_an_input_replaced_after_planning_fails_and_the_others_are_measured(tmp_
     assert (det.loc[["R22_S12", "R01_S00"], "status"] == "ok").all()
     ped = read_catalog(tmp_path / "catalog", "pedestals")
     assert set(ped["detector"]) == {"R22_S12", "R01_S00"}
+
+
+def test_a_retried_in_place_task_says_its_file_was_corrected_meanwhile(tmp_path):
+    """The retry of an in-place task whose first attempt wrote the file (and lost its
+    worker before reporting) is told apart from a file changed by someone else."""
+    from ampoffset_dask.io.sections import file_stamp
+    from ampoffset_dask.pipeline.detector_job import process_file
+
+    sim = simulate_focal_plane(tmp_path / "sim", "lsstcam", detectors=["R22_S11"], scale=0.1,
+                               seed=3)
+    path = str(sim.paths[0])
+    planned = file_stamp(path)
+    first = process_file(path, None, AmpOffsetConfig(), output=path, in_place=True,
+                         planned_stamp=planned)
+    assert first.status == "ok" and first.applied
+    retry = process_file(path, None, AmpOffsetConfig(), output=path, in_place=True,
+                         planned_stamp=planned)
+    assert retry.status == "failed"
+    assert "corrected in place since it was planned" in retry.error
+    assert "the next run records the pedestals its header holds" in retry.error

@@ -108,7 +108,8 @@ def _default_sigint():
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "said"), [
     (signal.SIGTERM, 143, "terminated (SIGTERM)"),  # what SLURM and Kubernetes send
-    (signal.SIGINT, 130, "interrupted"),  # Ctrl-C
+    (signal.SIGINT, 130, "interrupted; what finished is in the catalog, run again to "
+                         "resume"),  # Ctrl-C
 ])
 def test_sigterm_is_like_ctrl_c(sim9, scheduler, tmp_path, cli_env, sig, code, said):
     proc = _slow_run(sim9, tmp_path, scheduler, cli_env)
