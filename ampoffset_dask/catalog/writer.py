@@ -185,6 +185,7 @@ class CatalogWriter:
         self._run_row: dict[str, Any] = {}
         self._inputs: dict[str, tuple[int, float] | None] = {}
         self._t0 = 0.0
+        self._tally: dict[str, int] = {}  # results added by this run, by status
 
     # -- life cycle ---------------------------------------------------------------------------
     def __enter__(self) -> CatalogWriter:
@@ -350,6 +351,7 @@ class CatalogWriter:
         self._write_runs([*runs, self._run_row])
         self._journal = Journal(self.path, self.run_id)
         self._t0 = time.monotonic()
+        self._tally = {}
         return self.run_id
 
     def annotate_run(self, **fields: Any) -> None:
@@ -371,7 +373,9 @@ class CatalogWriter:
         if self.run_id is None or self._journal is None:
             return
         row = dict(self._run_row)
-        row.update({k: int(v) for k, v in (counts or {}).items() if k in row})
+        if counts is None:  # stopped early: at least what it recorded
+            counts = {f"n_{k}": v for k, v in self._tally.items()}
+        row.update({k: int(v) for k, v in counts.items() if k in row})
         row["status"] = status
         row["finished"] = _now()
         row["seconds"] = time.monotonic() - self._t0
@@ -493,6 +497,7 @@ class CatalogWriter:
         st.arrive(result.key[1])
         st.dirty = True
         self._journal.append(result)
+        self._tally[result.status] = self._tally.get(result.status, 0) + 1
         if st.complete:
             self._flush_visit(st)
             del self._visits[visit]

@@ -128,6 +128,9 @@ def test_sigterm_is_like_ctrl_c(sim9, scheduler, tmp_path, cli_env, sig, code, s
     assert len(lines) == 1 and said in lines[0], err  # one line, no dask noise
     runs = read_catalog(tmp_path / "cat", "runs")
     assert runs["status"].iloc[-1] == "interrupted"
+    # its counts say what it recorded before it stopped
+    recorded = read_catalog(tmp_path / "cat", "detectors")
+    assert runs[["n_ok", "n_flagged", "n_failed"]].iloc[-1].sum() == len(recorded) >= 1
     # what was done is kept (journaled) and the next run resumes it
     again = cli("run", *sim9, "--output", tmp_path / "cat", "--scheduler", scheduler,
                 "--no-progress")
