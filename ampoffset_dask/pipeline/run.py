@@ -611,6 +611,13 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                        outputs=outputs, camera=camera)
 
 
+def _has_workers(client: Any) -> bool:
+    try:
+        return bool(client.scheduler_info().get("workers"))
+    except Exception:  # cannot tell: say nothing
+        return True
+
+
 def _applied_fields(task: PlannedTask) -> dict[str, Any]:
     """The pedestal columns of a flagged already-corrected input: those its header says
     were subtracted (errors and levels unknown), or none."""
@@ -825,6 +832,11 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
             dask_client = handle.client
             summary.dashboard_link = handle.dashboard_link
             writer.annotate_run(scheduler=str(dask_client.scheduler.address))
+            if run.runnable and not _has_workers(dask_client):
+                # the tasks wait for workers: say so rather than look hung
+                logger.warning("the scheduler at %s has no workers yet: the %d task(s) wait "
+                               "for one to join (Ctrl-C stops the run; what finished is "
+                               "kept)", dask_client.scheduler.address, len(run.runnable))
             limit = int(opts.max_in_flight or default_in_flight(dask_client))
             t = time.perf_counter()
             n_before = len(run.failures) + summary.n_skipped

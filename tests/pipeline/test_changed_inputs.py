@@ -53,3 +53,36 @@ def test_a_retried_in_place_task_says_its_file_was_corrected_meanwhile(tmp_path)
     assert retry.status == "failed"
     assert "corrected in place since it was planned" in retry.error
     assert "the next run records the pedestals its header holds" in retry.error
+
+
+def test_a_run_on_a_scheduler_without_workers_says_it_waits(tmp_path):
+    """A run on a scheduler that has no worker says its tasks wait for one (it looked hung)
+    and finishes once a worker joins."""
+    import subprocess
+    import sys
+
+    from .helpers import start_dask_processes, stop_processes, wait_for
+
+    sim = simulate_focal_plane(tmp_path / "sim", "lsstcam", detectors=["R22_S11"], scale=0.1,
+                               seed=3)
+    address, procs = start_dask_processes(tmp_path / "cluster", n_workers=0)
+    log = open(tmp_path / "run.log", "w")  # read while the run goes on
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "ampoffset_dask.cli", "run", str(sim.paths[0]), "--output",
+             str(tmp_path / "cat"), "--scheduler", address, "--no-progress", "--set",
+             "doBackground=false", "--set", "doDetection=false"],
+            stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: "has no workers yet" in (tmp_path / "run.log").read_text(), 120,
+                 0.1, "the no-worker warning")
+        assert run.poll() is None  # waiting, not failed
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--no-nanny",
+             "--no-dashboard", "--host", "127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(worker)
+        assert run.wait(timeout=120) == 0, (tmp_path / "run.log").read_text()
+    finally:
+        log.close()
+        stop_processes([p.pid for p in procs])
+    assert read_catalog(tmp_path / "cat", "detectors")["status"].tolist() == ["ok"]
