@@ -339,8 +339,11 @@ def _setup_logging(verbose: int) -> None:
     root.setLevel(level)
     root.propagate = False
     if verbose < 2:
+        # Without -v, dask's errors (a lost scheduler: pages of CancelledError tracebacks)
+        # are left to the one-line error the command prints for them.
         for name in ("distributed", "tornado", "bokeh", "asyncio"):
-            logging.getLogger(name).setLevel(logging.ERROR if verbose <= 0 else logging.WARNING)
+            logging.getLogger(name).setLevel(logging.CRITICAL if verbose <= 0
+                                             else logging.WARNING)
 
 
 @contextlib.contextmanager
