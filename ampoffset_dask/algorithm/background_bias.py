@@ -171,7 +171,11 @@ def step_response(
         columns = evaluate(style, yc, stats.transpose(0, 2, 1).reshape(k * nx, ny), ys)
         columns = columns.reshape(k, nx, ys.size).transpose(0, 2, 1).reshape(k * ys.size, nx)
         model = evaluate(style, xc, columns, xs).reshape(k, ys.size * xs.size)
-        means = np.add.reduceat(model[:, gather], starts, axis=1) / sizes
+        means = np.zeros((k, sizes.size))
+        full = sizes > 0  # an empty strip (ampEdgeInset 0 empties one, as in LSST) adds 0
+        if full.any():
+            means[:, full] = (np.add.reduceat(model[:, gather], starts[full], axis=1)
+                              / sizes[full])
         out[:, ids] = means[:, 0::2] - means[:, 1::2]
     return out[0] if np.ndim(pedestals) == 1 else out
 

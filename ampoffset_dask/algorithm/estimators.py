@@ -263,7 +263,10 @@ def measure_robust(
     img = np.asarray(image, dtype=np.float32) if config.do_background else None
 
     def solve(m: DetectorMeasurement, base: np.ndarray):
-        raw = np.array([i.offset_raw + base[index[i.amp_a]] - base[index[i.amp_b]]
+        # The offset of the uncorrected image: the corrected one's plus the pedestals taken
+        # out; an interface without a valid sample has none (LSST's 0.0), not the latter.
+        raw = np.array([i.offset_raw + (base[index[i.amp_a]] - base[index[i.amp_b]]
+                                        if i.good_frac > 0 else 0.0)
                         for i in m.interfaces])
         err = np.array([i.offset_err for i in m.interfaces])
         used = np.array([

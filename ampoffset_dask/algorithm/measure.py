@@ -86,6 +86,10 @@ def _scratch() -> Iterator[Callable[..., np.ndarray]]:
         local.busy = False
 
 
+#: Smallest background bin (pixels) `check_amp_geometry` accepts.
+MIN_BACKGROUND_BIN = 4
+
+
 def check_amp_geometry(detector: Detector, config: AmpOffsetConfig) -> None:
     """LSST's pre-flight checks of the amp size against the edge-strip configuration.
 
@@ -102,8 +106,19 @@ def check_amp_geometry(detector: Detector, config: AmpOffsetConfig) -> None:
     if config.amp_edge_width >= short - 2 * config.amp_edge_inset:
         raise ConfigError(
             f"detector {detector.name!r}: ampEdgeWidth={config.amp_edge_width} must be smaller "
-            f"than the short amp side ({short}) minus 2*ampEdgeInset ({config.amp_edge_inset})"
+            f"than the short amp side ({short}) minus 2*ampEdgeInset "
+            f"({2 * config.amp_edge_inset})"
         )
+    if config.do_background:
+        size = short * config.background_fraction_sample
+        if size < MIN_BACKGROUND_BIN:
+            # Smaller bins follow the pixels, steps and all: the background would remove
+            # what is measured (and a sub-pixel bin grid can need terabytes).
+            raise ConfigError(
+                f"detector {detector.name!r}: backgroundFractionSample="
+                f"{config.background_fraction_sample} gives background bins of {size:.3g} "
+                f"pixels on {short}-pixel amps; they must be at least {MIN_BACKGROUND_BIN} "
+                "pixels")
     if config.do_window_smoothing:
         for length in {amp.width, amp.height}:
             if window_length(config.amp_edge_window_frac, length) < 1:
@@ -280,9 +295,12 @@ def measure_detector(
         stats.update(zip(b.keys, block_stats, strict=True))
     total = sum(b.lines.size for b in blocks)
     masked = total - sum(int(np.add.reduce(st.count)) for st in stats.values())
-    masked_fraction = masked / total if total else 1.0
+    masked_fraction = masked / total if total else math.nan  # no strips: nothing to mask
     if not (config.do_background or config.do_detection):
-        all_masked = masked == total  # only masked or non-finite pixels are NaN
+        all_masked = total > 0 and masked == total  # only masked or non-finite pixels are NaN
+    if not grid.interfaces:  # one amp: no step to measure, whatever the route
+        all_masked = False
+        warnings.append("no amp interfaces (a single amp): nothing to measure, pedestal 0")
 
     results, offsets = _measure_interfaces(grid, detector, stats, config, warnings,
                                            interface_estimator)

@@ -100,7 +100,8 @@ class DetectorMeasurement:
     n_detected : int
         Pixels flagged DETECTED by the detection step.
     masked_fraction : float
-        Fraction of pixels excluded from the edges (any ignored plane, NaN, EDGE, DETECTED).
+        Fraction of pixels excluded from the edges (any ignored plane, NaN, EDGE, DETECTED);
+        NaN for a detector without edge strips (a single amp).
     all_masked : bool
         Every pixel was masked, so all pedestals are zero.
     warnings : tuple of str

@@ -174,3 +174,35 @@ def test_errors_stay_calibrated_where_akima_weights_switch(tmp_path):
     assert 0.2 < rms < 1.0
     assert np.median(result.pedestal_errors) < 3 * rms
     assert np.max(result.pedestal_errors) < 5 * rms
+
+
+def test_an_edge_inset_of_zero_gives_lsst_result_not_a_crash():
+    """ampEdgeInset=0 empties one strip of every interface (LSST's slicing): the background
+    bias term adds nothing for it instead of failing (IndexError in the sums)."""
+    det = scale_detector(get_camera("lsstcam")["R22_S11"], 0.25)
+    sim = simulate_detector(det, seed=5)
+    res = measure_detector(sim.image, sim.mask, det, AmpOffsetConfig(amp_edge_inset=0))
+    edges = measure_detector(sim.image, sim.mask, det,
+                             AmpOffsetConfig(amp_edge_inset=0, do_background=False,
+                                             do_detection=False))
+    np.testing.assert_array_equal(res.pedestals, 0.0)
+    np.testing.assert_array_equal(edges.pedestals, 0.0)
+    assert any("fully masked" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.009, 1e-6])
+def test_background_bins_of_a_few_pixels_are_refused(fraction):
+    """Bins of a few pixels follow the steps (pedestal errors of 4e13 came out), bins
+    under a pixel needed terabytes: a ConfigError naming the field instead."""
+    from ampoffset_dask import ConfigError
+    from ampoffset_dask.geometry import detector_from_boxes
+
+    det = detector_from_boxes("D", 200, 100, [("A", 0, 0, 100, 100), ("B", 100, 0, 100, 100)])
+    image = np.random.default_rng(0).normal(100.0, 1.0, det.shape).astype(np.float32)
+    config = AmpOffsetConfig(amp_edge_width=16, do_detection=False,
+                             background_fraction_sample=fraction)
+    with pytest.raises(ConfigError, match=r"backgroundFractionSample=.* gives background "
+                                          r"bins of .* pixels on 100-pixel amps"):
+        measure_detector(image, None, det, config)
+    config.background_fraction_sample = 0.04  # 4-pixel bins: accepted
+    assert measure_detector(image, None, det, config).pedestals.shape == (2,)

@@ -272,3 +272,20 @@ def test_grown_detections_of_adjacent_edge_strips(isotropic):
                 assert k.grow_detections(smoothed, 2.5, r, *flags, radius, isotropic, regions,
                                          out) == (n, True)
                 np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("route", ["edges", "default"])
+def test_a_single_amp_detector_is_said_to_have_nothing_to_measure(route):
+    """One amp: no interface, pedestal 0, the same flags on every route (edges only once
+    called it all masked, the other route nothing)."""
+    from ampoffset_dask.geometry import detector_from_boxes
+
+    det = detector_from_boxes("One", 100, 100, [("A", 0, 0, 100, 100)])
+    image = np.random.default_rng(0).normal(100.0, 1.0, det.shape).astype(np.float32)
+    config = (AmpOffsetConfig(amp_edge_width=16, do_background=False, do_detection=False)
+              if route == "edges" else AmpOffsetConfig(amp_edge_width=16))
+    res = measure_detector(image, None, det, config)
+    assert not res.all_masked and np.isnan(res.masked_fraction)
+    np.testing.assert_array_equal(res.pedestals, [0.0])
+    assert res.warnings == ("no amp interfaces (a single amp): nothing to measure, "
+                            "pedestal 0",)

@@ -102,3 +102,20 @@ def test_default_estimator_is_untouched_and_robust_runs_on_a_detector(itl_quarte
     err_robust = np.sqrt(np.mean((robust.pedestals - sim.pedestals) ** 2))
     assert err_robust < err_lsst
     assert np.std((robust.pedestals - sim.pedestals) / robust.pedestal_errors) < 2.0
+
+
+def test_robust_interfaces_without_data_report_no_offset():
+    """An interface with no valid sample has offset_raw 0.0 (LSST's value) under the robust
+    estimator too, not the first pass's pedestal difference it used to inherit."""
+    from ampoffset_dask import get_camera
+    from ampoffset_dask.simulate import scale_detector, simulate_detector
+
+    det = scale_detector(get_camera("lsstcam")["R22_S11"], 0.25)
+    sim = simulate_detector(det, seed=5)
+    image = sim.image.copy()
+    image[det.amplifiers[0].slices] = np.nan
+    res = measure_detector(image, sim.mask, det, AmpOffsetConfig(estimator="robust"))
+    empty = [i for i in res.interfaces if i.good_frac == 0.0]
+    assert {i.id for i in empty} == {"C10-C11", "C10-C00"}
+    assert all(i.offset_raw == 0.0 and i.offset == 0.0 for i in empty)
+    assert all(i.offset_raw != 0.0 for i in res.interfaces if i.good_frac > 0)
