@@ -282,6 +282,7 @@ def with_background_bias(
     offset_errors: np.ndarray,
     pedestal_errors: np.ndarray,
     used: np.ndarray,
+    forced: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Errors of LSST's estimator with the background's absorbed step added.
 
@@ -299,6 +300,9 @@ def with_background_bias(
         Statistical errors of the pedestals (NaN where undefined; stays NaN).
     used : ndarray of bool
         Interfaces whose measured offset entered the solve.
+    forced : ndarray, optional
+        Errors of the zeros do-no-harm put in place of offsets beyond ampEdgeMaxOffset
+        (`~ampoffset_dask.algorithm.uncertainty.forced_errors`).
 
     Returns
     -------
@@ -317,7 +321,8 @@ def with_background_bias(
         config.background.algorithm, config.background.undersample_style,
         config.apply_weights,
     )
-    stat = np.where(used, np.asarray(offset_errors, dtype=np.float64), 0.0)
+    stat = np.where(used, np.asarray(offset_errors, dtype=np.float64),
+                    0.0 if forced is None else np.asarray(forced, dtype=np.float64))
     ped = np.asarray(pedestal_errors, dtype=np.float64)
     if np.isfinite(stat).all():
         cov = map_covariance(solve_map(grid), stat)

@@ -44,7 +44,7 @@ from .offsets import InterfaceOffset, measure_interfaces, window_length
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
 from .strips import StripBlock, lines_stats, strip_blocks
-from .uncertainty import interface_offset_errors, pedestal_errors
+from .uncertainty import forced_errors, interface_offset_errors, pedestal_errors
 
 __all__ = ["check_amp_geometry", "measure_detector"]
 
@@ -321,12 +321,16 @@ def measure_detector(
     else:
         pedestals = solve_pedestals(grid.associations, right_hand_side(grid, offsets))
         used = np.array([not (r.min_frac_fail or r.max_offset_fail) for r in results])
-        errors = pedestal_errors(grid, np.array([r.offset_err for r in results]), used)
+        forced = forced_errors([r.offset_raw for r in results], [r.offset_err for r in results],
+                               [r.max_offset_fail for r in results],
+                               [r.min_frac_fail for r in results])
+        errors = pedestal_errors(grid, np.array([r.offset_err for r in results]), used, forced)
         if background == "ok" and interface_estimator is None:
             # The background model absorbed part of each step: a bias the pixel noise
             # does not carry (background_bias module docstring).
             offset_errors, errors = with_background_bias(
-                detector, config, pedestals, [r.offset_err for r in results], errors, used)
+                detector, config, pedestals, [r.offset_err for r in results], errors, used,
+                forced)
             results = [dataclasses.replace(r, offset_err=float(e))
                        for r, e in zip(results, offset_errors, strict=True)]
 
@@ -377,6 +381,10 @@ def _measure_interfaces(
             logger.debug("%s: interface %s is fully masked", detector.name, itf.id)
             if warnings is not None:
                 warnings.append(f"interface {itf.id} fully masked")
+        elif res.max_offset_fail and not res.min_frac_fail and warnings is not None:
+            warnings.append(f"interface {itf.id}: offset {res.offset_raw:.3g} beyond "
+                            f"ampEdgeMaxOffset {config.amp_edge_max_offset:g}, set to 0 "
+                            "(do-no-harm)")
         offsets[(itf.a, itf.b)] = res.offset
         measured.append((res, err))
     gains = gain_steps(pairs)

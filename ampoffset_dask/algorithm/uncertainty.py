@@ -50,6 +50,7 @@ from .strips import (
 
 __all__ = [
     "MAD_TO_SIGMA",
+    "forced_errors",
     "incidence_matrix",
     "interface_offset_error",
     "interface_offset_errors",
@@ -417,7 +418,8 @@ def _kept_run(smoothed: SmoothedDifference, offset: float,
     return run if run is not None and run[1] - run[0] == values.shape[0] else None
 
 
-def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) -> np.ndarray:
+def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray,
+                    forced: np.ndarray | None = None) -> np.ndarray:
     """Pedestal standard errors of LSST's solve, NaN for amps no used interface constrains.
 
     Parameters
@@ -428,13 +430,18 @@ def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) 
         One error per interface of ``grid.interfaces``.
     used : ndarray of bool
         Interfaces whose measured offset entered the solve (not zeroed by do-no-harm).
+    forced : ndarray, optional
+        Per interface, the error of the 0 that do-no-harm put in place of an offset it
+        found too large (`forced_errors`), 0 elsewhere: the solve still ties its amps, so
+        their pedestals carry it.
 
     Returns
     -------
     ndarray of float64
         One error per amp.
     """
-    e = np.where(used, np.asarray(offset_errors, dtype=np.float64), 0.0)
+    e = np.where(used, np.asarray(offset_errors, dtype=np.float64),
+                 0.0 if forced is None else np.asarray(forced, dtype=np.float64))
     if not np.isfinite(e).all():
         return np.full(grid.associations.shape[0], np.nan)
     cov = map_covariance(solve_map(grid), e)
@@ -444,3 +451,15 @@ def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray) 
         if used[k]:
             constrained[itf.a] = constrained[itf.b] = True
     return np.where(constrained, out, np.nan)
+
+
+def forced_errors(offset_raw: np.ndarray, offset_errors: np.ndarray, max_offset_fail: np.ndarray,
+                  min_frac_fail: np.ndarray) -> np.ndarray:
+    """The error of each 0 that do-no-harm put in place of a measured offset beyond
+    ``ampEdgeMaxOffset``: the offset itself, with its own error (the interface's true step
+    is about that, not 0); 0 for every other interface (used ones, and those without
+    enough data, whose offset is unknown)."""
+    raw = np.abs(np.asarray(offset_raw, dtype=np.float64))
+    err = np.asarray(offset_errors, dtype=np.float64)
+    take = np.asarray(max_offset_fail, bool) & ~np.asarray(min_frac_fail, bool) & np.isfinite(raw)
+    return np.where(take, np.hypot(raw, np.where(np.isfinite(err), err, 0.0)), 0.0)

@@ -206,3 +206,22 @@ def test_background_bins_of_a_few_pixels_are_refused(fraction):
         measure_detector(image, None, det, config)
     config.background_fraction_sample = 0.04  # 4-pixel bins: accepted
     assert measure_detector(image, None, det, config).pedestals.shape == (2,)
+
+
+def test_interfaces_zeroed_by_do_no_harm_count_in_the_errors_and_are_said():
+    """An amp 8 ADU above the rest: two of its interfaces exceed ampEdgeMaxOffset and are
+    set to 0 (LSST's value stands), which pulls its pedestal far from the truth; its error
+    now carries the zeroed offsets (it read 0.7 for a 7 ADU miss) and the warnings name
+    them."""
+    det = scale_detector(get_camera("lsstcam")["R22_S11"], 0.25)
+    truth = np.zeros(16)
+    truth[5] = 8.0
+    truth -= truth.mean()
+    sim = simulate_detector(det, seed=5, pedestals=list(truth), sky_gradient=0.0)
+    res = measure_detector(sim.image, sim.mask, det, AmpOffsetConfig())
+    miss = abs(res.pedestals[5] - truth[5])
+    assert miss > 5.0  # do-no-harm's cost, LSST's number
+    assert miss / res.pedestal_errors[5] < 3.0
+    zeroed = [i.id for i in res.interfaces if i.max_offset_fail]
+    assert zeroed and all(any(f"interface {z}: offset" in w and "do-no-harm" in w
+                              for w in res.warnings) for z in zeroed)
