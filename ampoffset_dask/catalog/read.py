@@ -15,8 +15,10 @@ and detector filters pushed down to files and row groups.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
 from .schema import COMPACTED, PART, SCHEMAS, SORT, TABLES, UNKNOWN_VISIT, sorted_table
+
+logger = logging.getLogger(__name__)
 
 # pyarrow.dataset (and with it pandas, ~0.5 s) is imported by the readers that need it:
 # every dask worker imports the writer's module, which only builds and writes records.
@@ -428,9 +432,59 @@ def read_catalog(
         detectors = [detectors] if isinstance(detectors, str) else list(detectors)
     if visits is not None:
         visits = [int(v) for v in visits]
-    stale = None
     if not all_rows and table in ("pedestals", "interfaces"):
-        stale = _current_runs(root, visits, detectors, stale=True)
+        # The current rows come from `detectors`, read apart from this table: a run writing
+        # meanwhile could pair an old `detectors` with a new table (a detector's pedestals
+        # twice) or the reverse (none). Read until neither changed during the reads.
+        for _ in range(_SNAPSHOT_TRIES):
+            before = _files_state(root, ("detectors", table))
+            stale = _current_runs(root, visits, detectors, stale=True)
+            tab = _read_rows(root, table, columns, visits, detectors, all_rows, sort, stale)
+            if _files_state(root, ("detectors", table)) == before:
+                break
+            time.sleep(_SNAPSHOT_WAIT)
+        else:
+            logger.warning("%s: the catalog kept changing while it was read (a run is "
+                           "writing it); this read may pair rows of two runs", root)
+    else:
+        tab = _read_rows(root, table, columns, visits, detectors, all_rows, sort, None)
+    if format == "arrow":
+        return tab
+    df = tab.to_pandas(types_mapper=None)
+    df = df.reset_index(drop=True)
+    if format == "pandas":
+        return df
+    from astropy.table import Table
+
+    return Table.from_pandas(df)
+
+
+#: Reads of a catalog that a run is writing, and the pause between them.
+_SNAPSHOT_TRIES = 20
+_SNAPSHOT_WAIT = 0.05
+
+
+def _files_state(root: Path, tables: Sequence[str]) -> list[tuple[str, int, int, int]]:
+    """Every data file of ``tables`` with its inode, size and modification time: the
+    writer replaces a file by renaming a new one over it, so any write changes this."""
+    out = []
+    for table in tables:
+        for folder, _dirs, files in os.walk(root / table):
+            for name in files:
+                try:
+                    st = os.stat(os.path.join(folder, name))
+                except OSError:  # replaced between the listing and the stat
+                    out.append((os.path.join(folder, name), -1, -1, -1))
+                    continue
+                out.append((os.path.join(folder, name), st.st_ino, st.st_size,
+                            st.st_mtime_ns))
+    return sorted(out)
+
+
+def _read_rows(root: Path, table: str, columns: Sequence[str] | None, visits: Any,
+               detectors: Any, all_rows: bool, sort: bool, stale: Any) -> pa.Table:
+    """`read_catalog`'s rows as Arrow, the latest-row rule applied unless ``all_rows``
+    (``stale``: the superseded runs, for pedestals and interfaces)."""
     read = None
     if columns is not None:
         # The columns asked for, plus what the latest-row rule and the row order need.
@@ -452,15 +506,7 @@ def read_catalog(
         tab = sorted_table(tab, table)
     if columns is not None:
         tab = tab.select(list(columns))
-    if format == "arrow":
-        return tab
-    df = tab.to_pandas(types_mapper=None)
-    df = df.reset_index(drop=True)
-    if format == "pandas":
-        return df
-    from astropy.table import Table
-
-    return Table.from_pandas(df)
+    return tab
 
 
 def _without_identified_failures(root: Path, tab: pa.Table, detectors: Any) -> pa.Table:

@@ -125,3 +125,4 @@ def test_journal_replay_keeps_every_failed_input(tmp_path):
     with CatalogWriter(cat) as w:
         w.open()
     assert _inputs(cat) == [(UNKNOWN_VISIT, f"/data/bias{n}.fits", "failed") for n in (1, 2, 3)]
+
