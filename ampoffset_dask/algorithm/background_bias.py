@@ -247,11 +247,12 @@ def absorbed_steps(
     measured = np.asarray(measured, dtype=np.float64)
     n = measured.shape[0]
     # ADU. The response is linear but for Akima's weights, which switch where two bin
-    # slopes are nearly equal: a difference over 1e-3 ADU can land on such a kink and give a
+    # slopes are nearly equal: a small difference can land on such a kink and give a
     # Jacobian that makes (I - G S) nearly singular (pedestal errors of 10-20 ADU for true
-    # errors of 0.5 on quarter-size amps). A tenth of an ADU, about the noise of a bin mean,
-    # measures the response at the scale the bin means are known to.
-    eps = 0.1
+    # errors of 0.5 on quarter-size amps with 1e-3; 3-106 ADU for 0.6 on a half-size one
+    # with 0.1, the largest eigenvalue of G S 0.99 where its neighbours' visits give 0.55).
+    # One ADU, the size of the steps measured, averages over the kinks.
+    eps = 1.0
 
     def response(patterns: np.ndarray) -> np.ndarray:
         out = step_response(detector, patterns, short_side, fraction, inset, width, style,
