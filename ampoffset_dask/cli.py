@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--sequence", action="store_true",
                    help="camera-health sequence: persistent per-amp offsets with drifts, "
-                        "jumps and gain errors, sky 300-2000 ADU (all in the truth table)")
+                        "jumps and gain errors, a visit's sky drawn in 300-2000 ADU and then "
+                        "within +-30 %% (all in the truth table)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=cmd_simulate)
 
@@ -165,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run", parents=[common], epilog=_EPILOG,
         help="measure (and optionally apply) amp offsets of many files on a Dask cluster",
         description="Measure the amp pedestals of every input exposure on a Dask cluster and "
-                    "stream them into a Parquet catalog. Folders are searched for *.fits, "
-                    "*.fits.gz and *.fits.fz files. Camera, visit and detector come from the "
+                    "stream them into a Parquet catalog. Folders are searched for FITS "
+                    "files (*.fits, *.fit, *.fts, *.fz, gzip/bzip2-wrapped *.fits.gz...). "
+                    "Camera, visit and detector come from the "
                     "headers. A second run with the same catalog resumes (skips finished "
                     "detectors) unless --new-run is given.")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
