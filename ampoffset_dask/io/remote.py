@@ -306,6 +306,8 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
             return out
         if fs.exists(url):
             return [url]
+    except FileNotFoundError as exc:  # s3fs says so of a bucket that does not exist
+        raise InputError(f"{redact(url)}: no such bucket, object or prefix") from exc
     except Exception as exc:
         raise _error(url, exc, "listing") from exc
     raise InputError(f"{redact(url)}: no such object or prefix")

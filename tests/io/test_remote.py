@@ -277,6 +277,9 @@ def test_missing_object_wrong_endpoint_denied(s3, monkeypatch):
     assert r.status == "failed" and "no such object" in r.error and "nothing.fits" in r.error
     with pytest.raises(InputError, match="no such object or prefix"):
         remote.list_url(f"s3://{bucket}/elsewhere/x.fits")
+    with pytest.raises(InputError, match=r"no-such-bucket-[\w-]+/raw/: no such bucket, object "
+                                         r"or prefix"):
+        remote.list_url(f"s3://no-such-bucket-{bucket}/raw/")
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     r = process_file(f"s3://{bucket}/visit9/plain.fits", None, EDGES)
