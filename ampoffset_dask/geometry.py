@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import GeometryError
 
-__all__ = ["AmpGrid", "Amplifier", "Detector", "Interface"]
+__all__ = ["AmpGrid", "Amplifier", "Detector", "Interface", "check_overlaps"]
 
 @dataclasses.dataclass(frozen=True)
 class Amplifier:
@@ -246,7 +246,7 @@ def _grid(detector: Detector, apply_weights: bool) -> AmpGrid:
                 f"{amp.width}x{amp.height}"
             )
     w, h = first.width, first.height
-    _check_overlaps(detector)
+    check_overlaps(detector)
     gx0 = min(a.x0 for a in amps)
     gy0 = min(a.y0 for a in amps)
     cells: dict[tuple[int, int], int] = {}
@@ -300,7 +300,8 @@ def _grid(detector: Detector, apply_weights: bool) -> AmpGrid:
     return AmpGrid(amp_ids, assoc, sides, tuple(interfaces))
 
 
-def _check_overlaps(detector: Detector) -> None:
+def check_overlaps(detector: Detector) -> None:
+    """`GeometryError` naming the first two amps of ``detector`` whose boxes overlap."""
     amps = sorted(detector.amplifiers, key=lambda a: (a.x0, a.y0))
     for k, a in enumerate(amps):
         for b in amps[k + 1:]:

@@ -437,10 +437,10 @@ def read_catalog(
         # meanwhile could pair an old `detectors` with a new table (a detector's pedestals
         # twice) or the reverse (none). Read until neither changed during the reads.
         for _ in range(_SNAPSHOT_TRIES):
-            before = _files_state(root, ("detectors", table))
+            before = _files_state(root, ("detectors", table), visits)
             stale = _current_runs(root, visits, detectors, stale=True)
             tab = _read_rows(root, table, columns, visits, detectors, all_rows, sort, stale)
-            if _files_state(root, ("detectors", table)) == before:
+            if _files_state(root, ("detectors", table), visits) == before:
                 break
             time.sleep(_SNAPSHOT_WAIT)
         else:
@@ -464,12 +464,17 @@ _SNAPSHOT_TRIES = 20
 _SNAPSHOT_WAIT = 0.05
 
 
-def _files_state(root: Path, tables: Sequence[str]) -> list[tuple[str, int, int, int]]:
-    """Every data file of ``tables`` with its inode, size and modification time: the
-    writer replaces a file by renaming a new one over it, so any write changes this."""
+def _files_state(root: Path, tables: Sequence[str],
+                 visits: Sequence[int] | None) -> list[tuple[str, int, int, int]]:
+    """The data files of ``tables`` a read of ``visits`` (None: all) uses, with their
+    inode, size and modification time: the writer replaces a file by renaming a new one
+    over it, so any write changes this."""
     out = []
-    for table in tables:
-        for folder, _dirs, files in os.walk(root / table):
+    tops = [root / t for t in tables] if visits is None else [
+        d for t in tables for d in (*(visit_dir(root, t, v) for v in visits),
+                                    root / t / COMPACTED)]
+    for top in tops:
+        for folder, _dirs, files in os.walk(top):
             for name in files:
                 try:
                     st = os.stat(os.path.join(folder, name))

@@ -43,7 +43,7 @@ from astropy.io import fits
 
 from ..cameras import Camera, UnknownDetectorError, canonical_camera_name, get_camera
 from ..errors import AmpOffsetError, GeometryError, InputError
-from ..geometry import Amplifier, Detector
+from ..geometry import Amplifier, Detector, check_overlaps
 from ..masks import DEFAULT_MASK_PLANES, plane_bit
 from .header_geometry import geometry_from_header
 from .header_walk import CachedHeader, walk_headers
@@ -62,6 +62,7 @@ from .sections import (
     _hdu_shape,
     _is_wrapped,
     _open,
+    _overlaps,
     _read_full,
     check_image_size,
     close_cached_files,
@@ -762,15 +763,9 @@ def persisted_detector(info: FileInfo) -> Detector | None:
 
 def _check_tiling(detector: Detector) -> None:
     """`GeometryError` unless the amps cover the detector exactly once."""
-    amps = detector.amplifiers
-    for i, a in enumerate(amps):
-        if a.x0 < 0 or a.y0 < 0 or a.x1 > detector.width or a.y1 > detector.height:
-            raise GeometryError(f"amp {a.name!r} lies outside the {detector.shape} image")
-        for b in amps[i + 1:]:
-            if max(a.x0, b.x0) < min(a.x1, b.x1) and max(a.y0, b.y0) < min(a.y1, b.y1):
-                raise GeometryError(f"amps {a.name!r} and {b.name!r} overlap")
+    check_overlaps(detector)  # inside the image: `Detector` checks that
     # inside and disjoint: they cover the image exactly when their areas add up to it
-    if sum(a.width * a.height for a in amps) != detector.width * detector.height:
+    if sum(a.width * a.height for a in detector) != detector.width * detector.height:
         raise GeometryError("the amps do not cover the image")
 
 
@@ -920,8 +915,7 @@ def _distinct(sources: tuple[AmpSource, ...], info: FileInfo,
     describe another layout than the file's: every amp would measure the same pixels)."""
     for i, a in enumerate(sources):
         for b in sources[i + 1:]:
-            if a.hdu == b.hdu and max(a.src[0], b.src[0]) < min(a.src[1], b.src[1]) and (
-                    max(a.src[2], b.src[2]) < min(a.src[3], b.src[3])):
+            if a.hdu == b.hdu and _overlaps(a.src, *b.src):
                 raise InputError(
                     f"{info.path}: the raw boxes of detector {detector.name!r} put amps "
                     f"{a.name!r} and {b.name!r} on overlapping pixels of the {info.shape} image; "

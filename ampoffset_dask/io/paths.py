@@ -20,6 +20,7 @@ from pathlib import Path
 __all__ = [
     "FITS_SUFFIXES",
     "OUTPUT_MARKER",
+    "OUTPUT_MARKER_TEXT",
     "FoundPath",
     "entry_problem",
     "fits_stem",
@@ -39,6 +40,8 @@ FITS_SUFFIXES: tuple[str, ...] = (
 
 #: Name of the empty file that marks a folder of corrected images written by this package.
 OUTPUT_MARKER = ".ampoffset-outputs"
+#: What the marker file says.
+OUTPUT_MARKER_TEXT = "corrected images written by ampoffset-dask; never read as inputs\n"
 
 NOT_REGULAR = "not a regular file"
 
@@ -87,7 +90,7 @@ def mark_output_folder(folder: str | os.PathLike) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / OUTPUT_MARKER
     if not marker.exists():
-        marker.write_text("corrected images written by ampoffset-dask; never read as inputs\n")
+        marker.write_text(OUTPUT_MARKER_TEXT)
 
 
 def entry_problem(path: str | os.PathLike) -> str:

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .paths import OUTPUT_MARKER, is_fits_name
+from .paths import OUTPUT_MARKER, OUTPUT_MARKER_TEXT, is_fits_name
 
 __all__ = [
     "DEFAULT_MAX_REQUEST",
@@ -326,7 +326,7 @@ def mark_output_prefix(url: str, options: Mapping[str, Any] | None = None) -> No
     try:
         fs = filesystem(url, options)
         if not fs.exists(marker):
-            fs.pipe(marker, b"corrected images written by ampoffset-dask; never read as inputs\n")
+            fs.pipe(marker, OUTPUT_MARKER_TEXT.encode())
     except InputError:
         raise
     except Exception as exc:

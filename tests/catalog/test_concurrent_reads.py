@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 
-def test_a_read_during_a_write_never_pairs_two_runs(tmp_path, monkeypatch):
+
+@pytest.mark.parametrize("visits", [None, [1]])
+def test_a_read_during_a_write_never_pairs_two_runs(tmp_path, monkeypatch, visits):
     """A run writing between the reader's look at `detectors` and its read of `pedestals`
     (the old detectors file with the new pedestals: a detector's pedestals twice) is
     noticed and the read repeated: one run's pedestals, the newest."""
@@ -29,6 +32,6 @@ def test_a_read_during_a_write_never_pairs_two_runs(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(read_mod, "_current_runs", racing)
-    ped = read_catalog(tmp_path / "cat", "pedestals")
+    ped = read_catalog(tmp_path / "cat", "pedestals", visits=visits)
     assert len(calls) == 2
     assert ped["pedestal"].tolist() == [0.25, -0.25]
