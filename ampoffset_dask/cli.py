@@ -568,10 +568,9 @@ def _text_or_empty(value: Any) -> str:
 
 def _file_name(input: Any) -> str:
     """The file name of an input path or URL (without a signed URL's query)."""
-    from .io.remote import redact
+    from .io.paths import file_name
 
-    text = "" if input is None else redact(str(input))
-    return text.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "(unknown input)"
+    return ("" if input is None else file_name(str(input))) or "(unknown input)"
 
 
 def _print_failures(failed: Sequence[tuple[Any, str, str]], inputs: set[str]) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "OUTPUT_MARKER_TEXT",
     "FoundPath",
     "entry_problem",
+    "file_name",
     "fits_stem",
     "is_fits_name",
     "mark_output_folder",
@@ -66,6 +67,12 @@ class FoundPath:
 def is_fits_name(name: str | os.PathLike) -> bool:
     """True when the file name ends with one of `FITS_SUFFIXES` (case-insensitive)."""
     return os.fspath(name).lower().endswith(FITS_SUFFIXES)
+
+
+def file_name(path: str) -> str:
+    """The last component of a path or URL, without a URL's query string (a signed URL's
+    credentials)."""
+    return str(path).split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def fits_stem(name: str) -> tuple[str, str]:

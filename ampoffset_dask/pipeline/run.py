@@ -26,7 +26,7 @@ from ..catalog import CatalogWriter, DetectorResult, config_digest
 from ..catalog.schema import DONE
 from ..config import AmpOffsetConfig
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
-from ..io.paths import OUTPUT_MARKER, fits_stem, mark_output_folder
+from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder
 from ..io.remote import environment_options, is_url, redact, scoped_storage_options
 from ..io.sections import _is_wrapped
 from . import _config
@@ -214,7 +214,7 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
                 "exposure is an assembled float32 image: the raw segments and their "
                 "overscan would be lost for good); use --output-images / output_images")
         return Path(task.path)  # in place (RunOptions guarantees it was asked for)
-    stem, _ = fits_stem(task.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1])
+    stem, _ = fits_stem(file_name(task.path))
     if is_url(options.output_images):
         return (f"{str(options.output_images).rstrip('/')}/{task.visit}/{task.name}/"
                 f"{stem}.fits")
