@@ -38,7 +38,7 @@ from ..geometry import Detector
 from .background import background_bins, interp_style
 from .edges import strip_slices
 from .interp import evaluate
-from .uncertainty import map_covariance, solve_map
+from .uncertainty import solve_covariance, solve_map
 
 __all__ = ["AbsorbedSteps", "absorbed_steps", "pedestal_bin_means", "step_response",
            "with_background_bias"]
@@ -322,11 +322,9 @@ def with_background_bias(
         config.background.algorithm, config.background.undersample_style,
         config.apply_weights,
     )
-    stat = np.where(used, np.asarray(offset_errors, dtype=np.float64),
-                    0.0 if forced is None else np.asarray(forced, dtype=np.float64))
     ped = np.asarray(pedestal_errors, dtype=np.float64)
-    if np.isfinite(stat).all():
-        cov = map_covariance(solve_map(grid), stat)
+    cov = solve_covariance(grid, offset_errors, used, forced)
+    if cov is not None:
         noise = np.diag(res.transfer @ cov @ res.transfer.T)
     else:
         noise = np.full(ped.shape, np.nan)

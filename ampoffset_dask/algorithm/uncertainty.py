@@ -61,6 +61,7 @@ __all__ = [
     "pedestal_errors",
     "profile_variance",
     "smoothing_coefficients",
+    "solve_covariance",
     "solve_map",
 ]
 
@@ -418,6 +419,18 @@ def _kept_run(smoothed: SmoothedDifference, offset: float,
     return run if run is not None and run[1] - run[0] == values.shape[0] else None
 
 
+def solve_covariance(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray,
+                     forced: np.ndarray | None = None) -> np.ndarray | None:
+    """Covariance of the pedestals of LSST's solve: ``used`` interfaces enter with their
+    ``offset_errors``, the ones do-no-harm zeroed with ``forced`` (`forced_errors`; exact
+    when None); None when an error that enters is not finite."""
+    e = np.where(used, np.asarray(offset_errors, dtype=np.float64),
+                 0.0 if forced is None else np.asarray(forced, dtype=np.float64))
+    if not np.isfinite(e).all():
+        return None
+    return map_covariance(solve_map(grid), e)
+
+
 def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray,
                     forced: np.ndarray | None = None) -> np.ndarray:
     """Pedestal standard errors of LSST's solve, NaN for amps no used interface constrains.
@@ -440,11 +453,9 @@ def pedestal_errors(grid: AmpGrid, offset_errors: np.ndarray, used: np.ndarray,
     ndarray of float64
         One error per amp.
     """
-    e = np.where(used, np.asarray(offset_errors, dtype=np.float64),
-                 0.0 if forced is None else np.asarray(forced, dtype=np.float64))
-    if not np.isfinite(e).all():
+    cov = solve_covariance(grid, offset_errors, used, forced)
+    if cov is None:
         return np.full(grid.associations.shape[0], np.nan)
-    cov = map_covariance(solve_map(grid), e)
     out = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     constrained = np.zeros(out.shape[0], dtype=bool)
     for k, itf in enumerate(grid.interfaces):
