@@ -18,7 +18,9 @@ table.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -28,7 +30,7 @@ from astropy.io import fits
 from .sections import _FITS_BLOCK as _BLOCK
 from .sections import _MAX_HEADER_BLOCKS, declared_data_bytes
 
-__all__ = ["CachedHeader", "WalkedHdu", "walk_headers"]
+__all__ = ["CachedHeader", "WalkedHdu", "plain_values", "walk_headers"]
 
 _CARD = 80
 _END_CARD = b"END" + b" " * 77
@@ -42,14 +44,45 @@ class CachedHeader(Mapping):
     Readers ask the same headers for the same keywords many times, and every astropy lookup
     parses or re-checks its card (~5 us). Every answer is astropy's (a lookup astropy
     refuses raises again each time).
+
+    `from_cards` makes one from card images; when every card is a plain one (`plain_values`)
+    the values are read without astropy, and astropy's header is only built for a lookup
+    those values cannot answer.
     """
 
-    def __init__(self, header: fits.Header) -> None:
-        self._header = header
+    def __init__(self, header: fits.Header | None = None, *,
+                 values: dict[str, Any] | None = None, text: str = "") -> None:
+        self._header_obj = header
+        self._values = values
+        self._text = text
         self._got: dict[str, Any] = {}
         self._has: dict[object, bool] = {}
 
+    @classmethod
+    def from_cards(cls, text: str) -> CachedHeader:
+        """The header of card images ``text`` (80 characters each, ``END`` last)."""
+        values = plain_values(text)
+        if values is None:
+            return cls(fits.Header.fromstring(text))
+        return cls(values=values, text=text)
+
+    @property
+    def _header(self) -> fits.Header:
+        if self._header_obj is None:
+            self._header_obj = fits.Header.fromstring(self._text)
+        return self._header_obj
+
+    def _plain_key(self, key: object) -> str | None:
+        """The keyword the plain values answer ``key`` by (None: ask astropy's header)."""
+        if self._values is None or not isinstance(key, str):
+            return None
+        upper = key.upper()
+        return upper if _PLAIN_KEYWORD.fullmatch(upper) else _normalized(key)
+
     def get(self, key: str, default: Any = None) -> Any:
+        plain = self._plain_key(key)
+        if plain is not None:
+            return self._values.get(plain, default)
         try:
             value = self._got[key]
         except KeyError:
@@ -63,6 +96,9 @@ class CachedHeader(Mapping):
         return value
 
     def __contains__(self, key: object) -> bool:
+        plain = self._plain_key(key)
+        if plain is not None:
+            return plain in self._values
         try:
             return self._has[key]
         except KeyError:  # (astropy's test reads the keywords only, not the values)
@@ -70,10 +106,78 @@ class CachedHeader(Mapping):
             return has
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._header)
+        return iter(self._values if self._values is not None else self._header)
 
     def __len__(self) -> int:
-        return len(self._header)
+        return len(self._values if self._values is not None else self._header)
+
+
+@functools.lru_cache(maxsize=256)
+def _normalized(key: str) -> str | None:
+    """astropy's keyword for ``key`` (``"HIERARCH VISIT"`` is ``VISIT``), or None for a
+    record-valued field (``DP1.AXIS.1``). Among plain cards only a plain keyword is
+    found: any other (``LSST BUTLER DATAID VISIT``) is absent, as for astropy, whose
+    lookup would search the HIERARCH cards, of which a plain header has none."""
+    try:
+        keyword = fits.Card.normalize_keyword(key)
+    except Exception:  # astropy's lookup decides (and raises)
+        return None
+    return None if "." in keyword else keyword
+
+
+#: A keyword of a plain card: what astropy looks such a keyword up by, too.
+_PLAIN_KEYWORD = re.compile(r"[A-Z0-9_-]{1,8}")
+#: The value field (columns 11-80) of a plain card: a string without quotes inside (astropy
+#: can end a string with ``''`` at a doubled quote) or a record-valued field specifier, a
+#: logical, or an integer or real number written without inner blanks, then blanks and an
+#: optional comment.
+_PLAIN_VALUE = re.compile(
+    r" *(?:'(?P<s>[ -&(-~]*)'|(?P<b>[TF])|"
+    r"(?P<n>[+-]?(?:\d+\.?\d*|\.\d+)(?:[EeDd][+-]?\d+)?)) *(?:/[ -~]*)?")
+#: A string astropy might read as a record-valued card (``'AXIS.1: 2'``).
+_RECORD_VALUED = re.compile(r" *[a-zA-Z_][\w.]* *:")
+_TO_E = str.maketrans("Dd", "Ee")
+#: Keywords astropy reads by their own rules whatever follows them.
+_SPECIAL = frozenset({"CONTINUE", "COMMENT", "HISTORY", "HIERARCH", "END"})
+
+
+def plain_values(text: str) -> dict[str, Any] | None:
+    """``{keyword: value}`` of card images ``text`` (``END`` last) when every card is a
+    plain one, else None (astropy then reads them).
+
+    A plain card is printable ASCII: a keyword of upper-case letters, digits, ``-`` and
+    ``_``, the value indicator ``"= "`` in columns 9-10, and a value `_PLAIN_VALUE` reads;
+    no keyword appears twice. Values are astropy's: `bool`, `int`, `float`, or `str` with
+    trailing blanks removed (astropy's ``strip_header_whitespace``, on by default). Anything
+    else (``CONTINUE``, ``HIERARCH``, commentary
+    cards, undefined or complex values, free-format oddities, that setting turned off) is
+    left to astropy.
+    """
+    if not fits.conf.strip_header_whitespace or not text.isprintable():
+        return None
+    values: dict[str, Any] = {}
+    for i in range(0, len(text) - _CARD, _CARD):
+        card = text[i:i + _CARD]
+        keyword = card[:8].rstrip()
+        if (card[8:10] != "= " or not _PLAIN_KEYWORD.fullmatch(keyword) or keyword in values
+                or keyword in _SPECIAL):
+            return None
+        m = _PLAIN_VALUE.fullmatch(card, 10)
+        if m is None:
+            return None
+        if m["s"] is not None:
+            if _RECORD_VALUED.match(m["s"]):
+                return None
+            values[keyword] = m["s"].rstrip()
+        elif m["b"] is not None:
+            values[keyword] = m["b"] == "T"
+        else:
+            number = m["n"]
+            try:
+                values[keyword] = int(number)
+            except ValueError:
+                values[keyword] = float(number.translate(_TO_E))
+    return values
 
 
 _ABSENT = object()
@@ -123,7 +227,7 @@ def walk_headers(path: Path, names: Iterable[str], prefixes: Iterable[str] = ()
                 return None
             raw, n_cards = head
             try:
-                header = CachedHeader(fits.Header.fromstring(select.cards(raw, n_cards)))
+                header = CachedHeader.from_cards(select.cards(raw, n_cards))
                 plain = _plain(header, len(out))
                 data = declared_data_bytes(header) if plain else 0
             except Exception:  # astropy's reading decides (and reports why)

@@ -22,7 +22,7 @@ from io_helpers import REAL, SHARED, decam_primary
 from ampoffset_dask import InputError, get_camera
 from ampoffset_dask.io import fits as fits_io
 from ampoffset_dask.io import sections
-from ampoffset_dask.io.header_walk import walk_headers
+from ampoffset_dask.io.header_walk import CachedHeader, walk_headers
 from ampoffset_dask.io.writer import write_exposure
 from ampoffset_dask.simulate import scale_detector, simulate_detector
 
@@ -334,3 +334,64 @@ def test_a_card_astropy_refuses_is_an_input_error_naming_the_file(tmp_path):
             read(path, None)
     with pytest.raises(InputError, match=r"bad\.fits: cannot read the header: CONTINUE"):
         fits_io.inspect_file(path)
+
+
+#: Value fields (columns 11-80) of cards, plain and not: `plain_values` must read each as
+#: astropy does, or leave the header to astropy.
+_VALUE_FIELDS = [
+    "'R22_S11 '", "'R22_S11' / detector", "''", "'   '", "'  lead'", "'a/b' / c/d",
+    "'[1:509,1:2000]'", "'it''s'", "'a'' /x'", "'a'' b'", "'AXIS.1: 1'", "'x: 5'",
+    "'Note: x'", "'2019-03-19T01:02:03.5'", "'a'b'", "'unclosed", "T", "F", "T / yes",
+    "TRUE", "t", "7", "-7", "+7", "007", "-007", "123456789012345678901234567890",
+    "1.5", "-1.5", "1.", ".5", "+.5", "1E5", "1.5E-3", "1.5D+3", "1.5d3", "1e5", "1.5E",
+    "1. 5", "- 7", "1.5 E3", "(1.0, 2.0)", "", " / only a comment", "7/comment",
+    "'s'/comment", "NaN", "inf", "1.5E999", "  42   ", "42 x",
+]
+
+
+#: Keys looked up in the plain headers: astropy's answers are theirs.
+_LOOKUPS = ["VISIT", "visit", "Visit ", " DETNAME", "HIERARCH VISIT", "hierarch  x",
+            "HIERARCH HIERARCH VISIT", "LSST BUTLER DATAID VISIT", "HIERARCH LSST VISIT",
+            "VISITVISIT", "VIS IT", "HIERARCH", "", "A-B_9", "a-b_9", "NAXIS1", "NAXIS2",
+            "CONTINUE", "END"]
+
+
+def test_plain_values_read_every_card_as_astropy_does():
+    """Each value field under several keywords, alone and among others: wherever
+    `plain_values` reads a header, astropy reads the same values of the same types."""
+    from ampoffset_dask.io.header_walk import plain_values
+
+    end = "END".ljust(80)
+    rng = np.random.default_rng(7)
+    keywords = ["VISIT", "DETNAME", "A-B_9", "NAXIS1", "X"]
+    cards = [f"{k:<8}= {v}"[:80].ljust(80) for k in keywords for v in _VALUE_FIELDS]
+    cards += ["CONTINUE= 'bb'".ljust(80), "COMMENT = 'x'".ljust(80),
+              "HIERARCH= 5".ljust(80), "visit   = 5".ljust(80), "VISIT=5".ljust(80),
+              "HIERARCH LSST VISIT = 5".ljust(80), "VI SIT  = 5".ljust(80)]
+    texts = [c + end for c in cards]
+    texts += ["".join(rng.choice(cards, size=int(rng.integers(2, 6)), replace=False)) + end
+              for _ in range(400)]
+    plain = 0
+    for text in texts:
+        values = plain_values(text)
+        if values is None:
+            continue
+        plain += 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header = fits.Header.fromstring(text)
+            expected = {k: header[k] for k in header}
+        assert list(values) == list(header), text
+        assert {k: (type(v), v) for k, v in values.items()} == {
+            k: (type(v), v) for k, v in expected.items()}, text
+        cached = CachedHeader.from_cards(text)
+        assert cached._header_obj is None  # read without astropy
+        for key in _LOOKUPS:
+            got = cached.get(key, "absent")
+            assert (type(got), got, key in cached) == (
+                type(v := header.get(key, "absent")), v, key in header), (key, text)
+        assert cached._header_obj is None, text  # all answered from the plain values
+        # a record-valued field is astropy's to look up
+        assert cached.get("DP1.AXIS.1", 0) == header.get("DP1.AXIS.1", 0)
+    # most single cards and a good share of the mixed headers are plain ones
+    assert plain >= 180, plain
