@@ -114,10 +114,8 @@ class CachedHeader(Mapping):
 
 @functools.lru_cache(maxsize=256)
 def _normalized(key: str) -> str | None:
-    """astropy's keyword for ``key`` (``"HIERARCH VISIT"`` is ``VISIT``), or None for a
-    record-valued field (``DP1.AXIS.1``). Among plain cards only a plain keyword is
-    found: any other (``LSST BUTLER DATAID VISIT``) is absent, as for astropy, whose
-    lookup would search the HIERARCH cards, of which a plain header has none."""
+    """astropy's keyword for ``key`` (``"HIERARCH VISIT"`` and ``"visit"`` are ``VISIT``),
+    or None for a record-valued field (``DP1.AXIS.1``): astropy's header answers those."""
     try:
         keyword = fits.Card.normalize_keyword(key)
     except Exception:  # astropy's lookup decides (and raises)
@@ -127,6 +125,8 @@ def _normalized(key: str) -> str | None:
 
 #: A keyword of a plain card: what astropy looks such a keyword up by, too.
 _PLAIN_KEYWORD = re.compile(r"[A-Z0-9_-]{1,8}")
+#: The name of a plain HIERARCH card: upper-case words separated by single blanks.
+_HIERARCH_KEYWORD = re.compile(r"[A-Z0-9_-]+(?: [A-Z0-9_-]+)*")
 #: The value field (columns 11-80) of a plain card: a string without quotes inside (astropy
 #: can end a string with ``''`` at a doubled quote) or a record-valued field specifier, a
 #: logical, or an integer or real number written without inner blanks, then blanks and an
@@ -146,8 +146,9 @@ def plain_values(text: str) -> dict[str, Any] | None:
     plain one, else None (astropy then reads them).
 
     A plain card is printable ASCII: a keyword of upper-case letters, digits, ``-`` and
-    ``_``, the value indicator ``"= "`` in columns 9-10, and a value `_PLAIN_VALUE` reads;
-    no keyword appears twice. Values are astropy's: `bool`, `int`, `float`, or `str` with
+    ``_`` with the value indicator ``"= "`` in columns 9-10 (or ``HIERARCH``, a name of
+    such words separated by single blanks and ``=``), then a value `_PLAIN_VALUE` reads; no
+    keyword appears twice. Values are astropy's: `bool`, `int`, `float`, or `str` with
     trailing blanks removed (astropy's ``strip_header_whitespace``, on by default). Anything
     else (``CONTINUE``, ``HIERARCH``, commentary
     cards, undefined or complex values, free-format oddities, that setting turned off) is
@@ -158,12 +159,19 @@ def plain_values(text: str) -> dict[str, Any] | None:
     values: dict[str, Any] = {}
     for i in range(0, len(text) - _CARD, _CARD):
         card = text[i:i + _CARD]
-        keyword = card[:8].rstrip()
-        if (card[8:10] != "= " or not _PLAIN_KEYWORD.fullmatch(keyword) or keyword in values
-                or keyword in _SPECIAL):
-            return None
-        m = _PLAIN_VALUE.fullmatch(card, 10)
-        if m is None:
+        if card.startswith("HIERARCH "):  # the name up to the first "=", then the value
+            eq = card.find("=", 9)
+            keyword = card[9:eq].strip() if eq > 0 else ""
+            if not _HIERARCH_KEYWORD.fullmatch(keyword) or keyword.startswith("HIERARCH"):
+                return None  # (astropy looks "HIERARCH HIERARCH X" up as X)
+            start = eq + 1
+        else:
+            keyword = card[:8].rstrip()
+            if card[8:10] != "= " or not _PLAIN_KEYWORD.fullmatch(keyword):
+                return None
+            start = 10
+        m = _PLAIN_VALUE.fullmatch(card, start)
+        if m is None or keyword in values or keyword in _SPECIAL:
             return None
         if m["s"] is not None:
             if _RECORD_VALUED.match(m["s"]):

@@ -349,11 +349,20 @@ _VALUE_FIELDS = [
 ]
 
 
+_HIERARCH_CARDS = [
+    "HIERARCH MP_DETECTED = 5", "HIERARCH LSST BUTLER DATAID VISIT = 123",
+    "HIERARCH LSST BUTLER DATAID VISIT='x' / c", "HIERARCH A B='x = y'", "HIERARCH A B =",
+    "HIERARCH lower case = 1", "HIERARCH A.B = 1", "HIERARCH COMMENT = 5",
+    "HIERARCH HIERARCH X = 1", "HIERARCH VISIT = 9", "HIERARCH  SPACED   KEY = 2",
+    "HIERARCH SPACED KEY = 1.5D2", "HIERARCH X Y = T", "HIERARCH NOEQUALS 5",
+    "HIERARCH Q = 'a' / b = c",
+]
 #: Keys looked up in the plain headers: astropy's answers are theirs.
 _LOOKUPS = ["VISIT", "visit", "Visit ", " DETNAME", "HIERARCH VISIT", "hierarch  x",
             "HIERARCH HIERARCH VISIT", "LSST BUTLER DATAID VISIT", "HIERARCH LSST VISIT",
             "VISITVISIT", "VIS IT", "HIERARCH", "", "A-B_9", "a-b_9", "NAXIS1", "NAXIS2",
-            "CONTINUE", "END"]
+            "CONTINUE", "END", "MP_DETECTED", "HIERARCH MP_DETECTED", "mp_detected",
+            "lsst butler dataid visit", "A B", "SPACED KEY", "SPACED   KEY", "X Y", "Q"]
 
 
 def test_plain_values_read_every_card_as_astropy_does():
@@ -367,7 +376,8 @@ def test_plain_values_read_every_card_as_astropy_does():
     cards = [f"{k:<8}= {v}"[:80].ljust(80) for k in keywords for v in _VALUE_FIELDS]
     cards += ["CONTINUE= 'bb'".ljust(80), "COMMENT = 'x'".ljust(80),
               "HIERARCH= 5".ljust(80), "visit   = 5".ljust(80), "VISIT=5".ljust(80),
-              "HIERARCH LSST VISIT = 5".ljust(80), "VI SIT  = 5".ljust(80)]
+              "HIERARCH LSST VISIT = 5".ljust(80), "VI SIT  = 5".ljust(80),
+              *(c.ljust(80) for c in _HIERARCH_CARDS)]
     texts = [c + end for c in cards]
     texts += ["".join(rng.choice(cards, size=int(rng.integers(2, 6)), replace=False)) + end
               for _ in range(400)]
