@@ -1,8 +1,11 @@
 """Configuration of the amp-offset measurement, mirroring LSST's ``AmpOffsetConfig``.
 
 Attributes use snake_case; LSST's camelCase names are accepted everywhere a name is
-given (``AmpOffsetConfig.from_lsst``, attribute access, ``update``) so that configuration
-written for ``lsst.ip.isr.AmpOffsetTask`` works unchanged.
+given (``AmpOffsetConfig.from_lsst``, attribute access, ``update``), so that the
+``AmpOffsetTask`` fields of an LSST configuration carry over with their names. Of the
+background and detection sub-tasks only the settings that change AmpOffsetTask's result
+exist (`BackgroundConfig`, `DetectionConfig`); any other sub-task field (``binSize``,
+``reEstimateBackground``...) is refused as unknown rather than ignored.
 """
 
 from __future__ import annotations
@@ -67,20 +70,60 @@ class _LsstNames:
         except ConfigError:
             raise AttributeError(f"{type(self).__name__} has no field {name!r}") from None
 
+    @classmethod
+    def _kinds(cls) -> dict[str, Any]:
+        """``{field: "float" or its sub-config class}`` for the fields assignments convert."""
+        kinds = cls.__dict__.get("_kinds_cache")
+        if kinds is None:
+            kinds = {}
+            for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+                factory = f.default_factory
+                if isinstance(factory, type) and issubclass(factory, _LsstNames):
+                    kinds[f.name] = factory
+                elif f.type in ("float", float):
+                    kinds[f.name] = "float"
+            type.__setattr__(cls, "_kinds_cache", kinds)
+        return kinds
+
     def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, type(self)._field_for(name), value)
+        field = type(self)._field_for(name)
+        kind = type(self)._kinds().get(field)
+        if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+            # as pex_config's float fields: 10 and 10.0 are one config (and one digest)
+            value = float(value)
+        elif isinstance(kind, type) and not isinstance(value, kind):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{type(self).__name__}.{field} is a sub-config: give a "
+                                  f"{kind.__name__} or a mapping of its fields, not {value!r}")
+            value = kind().update(value)  # its defaults, then the fields given
+        object.__setattr__(self, field, value)
 
     def update(self, mapping: Mapping[str, Any]) -> Any:
-        """Set fields from a mapping of (possibly dotted, possibly camelCase) names."""
+        """Set fields from a mapping of (possibly dotted, possibly camelCase) names.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown name, or a field named twice (``ampEdgeWidth`` and
+            ``amp_edge_width``).
+        """
+        given: dict[tuple[str, ...], str] = {}
         for key, value in mapping.items():
             target: _LsstNames = self
             *parents, leaf = str(key).split(".")
+            path: list[str] = []
             for parent in parents:
-                sub = getattr(target, type(target)._field_for(parent))
+                path.append(type(target)._field_for(parent))
+                sub = getattr(target, path[-1])
                 if not isinstance(sub, _LsstNames):
                     raise ConfigError(f"{key!r}: {parent!r} is not a sub-config")
                 target = sub
             field = type(target)._field_for(leaf)
+            where = (*path, field)
+            if where in given:
+                raise ConfigError(f"{'.'.join(where)} given twice ({given[where]!r} and "
+                                  f"{key!r})")
+            given[where] = str(key)
             current = getattr(target, field)
             if isinstance(current, _LsstNames):
                 if not isinstance(value, Mapping):
@@ -463,7 +506,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "obs_subaru: HSC ISR config (ampOffset overrides; ampEdgeMaxOffset keeps 5.0)",
            ("hsc",)),
     Preset("decam", {"doApplyAmpOffset": True},
-           "obs_decam: DECam ISR config (ampOffset overrides)", ("decam",)),
+           "drp_pipe: DECam DRP ingredients (_ingredients/DECam/DRP.yaml, since 2026-04)",
+           ("decam",)),
     Preset("cp-flat", {"ampEdgeMaxOffset": 100000.0, "ampEdgeInset": 10, "doBackground": False,
                        "doDetection": False, "doApplyAmpOffset": False},
            "cp_pipe: calibration flats for PTC / brighter-fatter kernels (ampOffset overrides)",

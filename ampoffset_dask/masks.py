@@ -27,18 +27,30 @@ DEFAULT_MASK_PLANES: dict[str, int] = {
 }
 
 
-def mask_bits(planes: Iterable[str], mask_planes: Mapping[str, int] | None = None) -> int:
+def mask_bits(planes: Iterable[str], mask_planes: Mapping[str, int] | None = None,
+              field: str = "") -> int:
     """OR of the bits of ``planes`` in ``mask_planes`` (afw's ``getPlaneBitMask``).
 
-    Planes absent from the dictionary contribute nothing (as in LSST, where a plane
-    that does not exist cannot be set).
+    A plane of afw's default dictionary that the mask does not define contributes nothing
+    (no pixel can carry it). Any other name is an error, as in afw: a misspelt plane
+    (``SATURATED`` for ``SAT``) would otherwise leave those pixels in silently.
+
+    Raises
+    ------
+    ConfigError
+        For a plane name neither the mask nor afw's defaults define (``field``, the
+        config field the names come from, is named in the message).
     """
     mask_planes = DEFAULT_MASK_PLANES if mask_planes is None else mask_planes
     bits = 0
     for plane in planes:
         bit = mask_planes.get(plane)
         if bit is None:
-            continue
+            if plane in DEFAULT_MASK_PLANES:
+                continue
+            known = sorted(set(mask_planes) | set(DEFAULT_MASK_PLANES))
+            raise ConfigError(f"{field + ': ' if field else ''}unknown mask plane {plane!r}; "
+                              f"the mask's planes are {', '.join(known)}")
         if not 0 <= int(bit) < 31:
             raise ConfigError(f"mask plane {plane!r} has invalid bit {bit!r}")
         bits |= 1 << int(bit)

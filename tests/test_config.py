@@ -277,3 +277,57 @@ def test_lsst_names_as_constructor_keywords():
     with pytest.raises(ConfigError, match=r"'amp_edge_width' given twice \('ampEdgeWidth' "
                                           r"and 'amp_edge_width'\)"):
         AmpOffsetConfig(ampEdgeWidth=1, amp_edge_width=2)
+
+
+def test_an_int_in_a_float_field_is_that_float():
+    """As pex_config's float fields: ``ampEdgeMaxOffset=10`` and ``10.0`` are one config, with
+    one digest (a catalog of one resumes with the other)."""
+    from ampoffset_dask.catalog import config_digest
+
+    given = [AmpOffsetConfig.from_lsst(ampEdgeMaxOffset=10), AmpOffsetConfig(ampEdgeMaxOffset=10),
+             AmpOffsetConfig.from_preset("lsstcam")]
+    set_later = AmpOffsetConfig()
+    set_later.ampEdgeMaxOffset = 10
+    set_later.update({"detection.thresholdValue": 5, "backgroundFractionSample": 1})
+    for config in [*given, set_later]:
+        assert type(config.amp_edge_max_offset) is float
+        assert config_digest(config) == config_digest(given[-1])
+    assert type(set_later.detection.threshold_value) is float
+    assert json.loads(json.dumps(set_later.to_dict()))["amp_edge_max_offset"] == 10.0
+    # integers stay integers, and bools are not numbers
+    assert type(AmpOffsetConfig(ampEdgeWidth=32).amp_edge_width) is int
+    with pytest.raises(ConfigError, match="ampEdgeMaxOffset must be a number"):
+        AmpOffsetConfig(ampEdgeMaxOffset=True).validate()
+
+
+def test_a_sub_config_assigned_a_mapping_or_something_else():
+    config = AmpOffsetConfig()
+    config.background = {"algorithm": "LINEAR", "ignoredPixelMask": ["BAD"]}
+    assert config.background == BackgroundConfig(algorithm="LINEAR", ignored_pixel_mask=("BAD",))
+    config.detection = {"isotropicGrow": False}
+    assert config.detection == DetectionConfig(isotropic_grow=False)
+    config.validate()
+    assert AmpOffsetConfig(background={"algorithm": "LINEAR"}).background.algorithm == "LINEAR"
+    with pytest.raises(ConfigError, match=r"background is a sub-config: give a BackgroundConfig"):
+        config.background = "AKIMA_SPLINE"
+    with pytest.raises(ConfigError, match=r"unknown field 'binSize'"):
+        config.background = {"binSize": 128}
+
+
+def test_a_field_named_twice_in_one_mapping_is_refused():
+    with pytest.raises(ConfigError, match=r"amp_edge_width given twice \('ampEdgeWidth' and "
+                                          r"'amp_edge_width'\)"):
+        AmpOffsetConfig.from_lsst({"ampEdgeWidth": 12, "amp_edge_width": 30})
+    with pytest.raises(ConfigError, match=r"detection.isotropic_grow given twice"):
+        AmpOffsetConfig.from_lsst({"detection.isotropicGrow": False},
+                                  **{"detection.isotropic_grow": True})
+    # a preset's field set again on top of it is an override, not a repeat
+    assert AmpOffsetConfig.from_preset("lsstcam", ampEdgeMaxOffset=7).amp_edge_max_offset == 7.0
+
+
+def test_the_digest_leaves_do_apply_amp_offset_out():
+    from ampoffset_dask.catalog import config_digest
+
+    assert config_digest(AmpOffsetConfig(doApplyAmpOffset=True)) == config_digest(
+        AmpOffsetConfig())
+    assert config_digest(AmpOffsetConfig(ampEdgeWidth=32)) != config_digest(AmpOffsetConfig())

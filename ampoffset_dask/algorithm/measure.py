@@ -219,7 +219,7 @@ def measure_detector(
             f"image shape {shape}"
         )
     bad_planes = set(config.bad_mask_planes)
-    bits = mask_bits(bad_planes, planes)
+    bits = mask_bits(bad_planes, planes, "background.ignoredPixelMask")
     warnings: list[str] = []
 
     strips, layout = _strip_layout(detector, bool(config.apply_weights), config.amp_edge_inset,
@@ -244,7 +244,8 @@ def measure_detector(
             # detection's statistics mask. The pixels are not copied (read-only from here on,
             # unless converted to float32): the background subtraction writes a new image.
             pixels = np.asarray(image)
-            stats_bits = (mask_bits(config.detection.stats_mask, planes)
+            stats_bits = (mask_bits(config.detection.stats_mask, planes,
+                                    "detection.statsMask")
                           if config.do_detection else 0)
             img, bad, any_det, stats_bad = backend.prepare_pixels(
                 pixels, m, bits, det_bits if config.do_detection and bits & det_bits else 0,

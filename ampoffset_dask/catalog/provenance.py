@@ -6,15 +6,22 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = ["config_digest", "input_records", "package_versions"]
 
 
 def config_digest(config: Any) -> str:
-    """SHA-256 (hex, 16 chars) of a config's canonical JSON (``to_dict`` when it has one)."""
+    """SHA-256 (hex, 16 chars) of a config's canonical JSON (``to_dict`` when it has one).
+
+    ``doApplyAmpOffset`` is left out: whether a run subtracts the pedestals changes none of
+    them, so measuring and then correcting are runs of one configuration.
+    """
     data = config.to_dict() if hasattr(config, "to_dict") else config
+    if isinstance(data, Mapping):
+        data = {k: v for k, v in data.items()
+                if k not in ("do_apply_amp_offset", "doApplyAmpOffset")}
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

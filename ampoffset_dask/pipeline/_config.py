@@ -13,7 +13,7 @@ from typing import Any
 import dask.config
 import yaml
 
-__all__ = ["apply_kernels", "get", "load_defaults"]
+__all__ = ["apply_kernels", "check_kernels", "get", "load_defaults"]
 
 _DEFAULTS = Path(__file__).resolve().parents[1] / "ampoffset.yaml"
 _loaded = False
@@ -58,3 +58,28 @@ def apply_kernels() -> str:
     choice = get("kernels", "auto")
     kernels.set_kernels(None if choice in (None, "auto") else choice)
     return kernels.backend_name()
+
+
+def check_kernels() -> None:
+    """Refuse an unknown ``ampoffset.kernels`` setting or ``$AMPOFFSET_KERNELS`` before a run
+    starts (each worker would otherwise fail every detector with it).
+
+    Whether numba is installed is the workers' affair: it is not checked here.
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting and the choices.
+    """
+    from ..algorithm import kernels
+    from ..errors import ConfigError
+
+    choice = get("kernels", "auto")
+    if choice is not None and str(choice).strip().lower() not in kernels.CHOICES:
+        raise ConfigError(f"ampoffset.kernels={choice!r} (dask config, or "
+                          f"$DASK_AMPOFFSET__KERNELS) must be one of "
+                          f"{', '.join(kernels.CHOICES)}")
+    try:
+        kernels.requested()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

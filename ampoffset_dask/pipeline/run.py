@@ -32,7 +32,7 @@ from ..io.sections import _is_wrapped
 from . import _config
 from .cluster import ClientHandle, default_in_flight, get_client
 from .inputs import PlannedTask, discover_inputs, plan_tasks
-from .options import RunOptions
+from .options import RunOptions, option_name
 
 __all__ = ["PreparedRun", "RunOptions", "RunSummary", "SubmitItem", "execute", "prepare",
            "process", "stream_tasks"]
@@ -185,6 +185,31 @@ def _as_config(config: Any) -> AmpOffsetConfig:
     if isinstance(config, Mapping):
         return AmpOffsetConfig.from_lsst(config)
     raise ConfigError(f"config must be an AmpOffsetConfig or a mapping, got {type(config)}")
+
+
+def _applied_config(config: AmpOffsetConfig, opts: RunOptions
+                    ) -> tuple[AmpOffsetConfig, str]:
+    """The run's config with ``doApplyAmpOffset`` saying what the run does, and a note when
+    the given config said otherwise.
+
+    A run corrects images where its options put them (``apply``, ``output_images``,
+    ``in_place``): a preset's ``doApplyAmpOffset`` (LSST's "subtract from the exposure in
+    memory") has no place to write to, so the options decide and the recorded config
+    tells the truth.
+    """
+    apply = bool(opts.apply)
+    if config.do_apply_amp_offset == apply:
+        return config, ""
+    config = config.copy()
+    config.do_apply_amp_offset = apply
+    if apply:
+        return config, (f"correcting the images as {option_name('output_images')} or "
+                        f"{option_name('in_place')} asks, although the config says "
+                        "doApplyAmpOffset=False; the catalog records doApplyAmpOffset=True")
+    return config, (f"the config says doApplyAmpOffset=True, but this run writes no corrected "
+                    f"images (give {option_name('output_images')} DIR or "
+                    f"{option_name('in_place')}): measuring only; the catalog records "
+                    "doApplyAmpOffset=False")
 
 
 def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
@@ -523,7 +548,8 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
              scheduler: str) -> PreparedRun:
     t_start = time.perf_counter()
     _config.load_defaults()
-    cfg = _as_config(config)
+    _config.check_kernels()
+    cfg, apply_note = _applied_config(_as_config(config), opts)
     timings: dict[str, float] = {}
     camera = _resolve_camera(opts.camera)
     _check_detector(camera, opts.detector)
@@ -571,6 +597,9 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                 if opts.resume and not opts.new_run else set())
         summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items),
                              timings=timings)
+        if apply_note:
+            logger.warning("%s", apply_note)
+            summary.notes.append(apply_note)
         raws = [t for t in planned if t.raw and not t.error]
         if raws and opts.overscan == "none":  # said once per run, not once per detector
             note = (f"overscan 'none' (--overscan none) on {len(raws)} raw detector(s), e.g. "

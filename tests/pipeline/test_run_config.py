@@ -1,0 +1,57 @@
+"""What a run does with its config: ``doApplyAmpOffset`` against the run's options, and
+settings checked before anything starts."""
+
+from __future__ import annotations
+
+import json
+
+import dask
+import pytest
+
+from ampoffset_dask import AmpOffsetConfig, ConfigError, process, read_catalog
+
+
+def _recorded(catalog) -> dict:
+    runs = read_catalog(catalog, "runs")
+    return json.loads(runs.sort_values("started")["config"].iloc[-1])
+
+
+def test_the_options_decide_whether_images_are_corrected(sim_visit, client, tmp_path):
+    """A preset's doApplyAmpOffset has nowhere to write: the run's options decide, a note
+    says so when they differ, and the catalog records what the run did. Measuring and then
+    correcting resume one catalog."""
+    paths = sim_visit.paths[:2]
+    drp = AmpOffsetConfig.from_preset("lsstcam-drp")  # doApplyAmpOffset=True
+    summary = process(paths, tmp_path / "cat", config=drp, client=client, progress=False)
+    assert summary.n_ok == 2
+    assert any("doApplyAmpOffset=True, but this run writes no corrected images" in n
+               for n in summary.notes), summary.notes
+    assert _recorded(tmp_path / "cat")["do_apply_amp_offset"] is False
+    assert drp.do_apply_amp_offset is True  # the caller's config is left alone
+    # the same catalog, now writing corrected images with a config saying False
+    summary = process(paths, tmp_path / "cat", config=AmpOffsetConfig.from_preset("lsstcam"),
+                      client=client, progress=False, output_images=tmp_path / "corrected")
+    assert summary.n_ok == 2 and summary.n_skipped == 0
+    assert any("although the config says doApplyAmpOffset=False" in n for n in summary.notes)
+    assert _recorded(tmp_path / "cat")["do_apply_amp_offset"] is True
+    assert len(list((tmp_path / "corrected").rglob("*.fits"))) == 2
+    # agreeing: no note
+    summary = process(paths, tmp_path / "cat2", client=client, progress=False)
+    assert not [n for n in summary.notes if "doApplyAmpOffset" in n]
+
+
+@pytest.mark.parametrize("setting", ["dask", "env"])
+def test_an_unknown_kernels_setting_is_refused_before_the_run(sim_visit, tmp_path, monkeypatch,
+                                                              setting):
+    catalog = tmp_path / "cat"
+    if setting == "env":
+        monkeypatch.setenv("AMPOFFSET_KERNELS", "fortran")
+        match = r"\$AMPOFFSET_KERNELS: kernels must be one of auto, numpy, numba"
+        ctx = dask.config.set({})
+    else:
+        match = r"ampoffset.kernels='bogus' .* must be one of auto, numpy, numba"
+        ctx = dask.config.set({"ampoffset.kernels": "bogus"})
+    with ctx, pytest.raises(ConfigError, match=match):
+        # no client is given: refused before a cluster would be started
+        process(sim_visit.paths[:1], catalog, progress=False)
+    assert not catalog.exists()
