@@ -19,6 +19,7 @@ import dataclasses
 import errno
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -97,12 +98,23 @@ def _worker_address() -> str:
 
 
 _STRUCTURAL = {"SIMPLE", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "EXTNAME", "XTENSION",
-               "COMMENT", "HISTORY", "", "CHECKSUM", "DATASUM", "ZIMAGE", "ZBITPIX", "ZCMPTYPE"}
+               "COMMENT", "HISTORY", "", "CHECKSUM", "DATASUM", "ZIMAGE", "ZBITPIX", "ZCMPTYPE",
+               # afw's pointers into archive tables a corrected copy does not have
+               "AR_HDU", "DETECTOR_ID"}
+#: Tile-compression keywords (the copy is not compressed).
+_COMPRESSION = re.compile(r"Z(SIMPLE|EXTEND|TENSION|BLOCKED|PCOUNT|GCOUNT|HECKSUM|DATASUM|"
+                          r"QUANTIZ|DITHER0|TILE\d+|NAME\d+|VAL\d+|NAXIS\d*)$")
+#: Keywords describing a primary HDU's own pixels: they do not describe the copy's empty
+#: primary (its pixels are in IMAGE, laid out as the detector).
+_PRIMARY_DATA = re.compile(r"(BZERO|BSCALE|BLANK|BUNIT|(DATA|BIAS|TRIM|DET|CCD)SEC\w*|"
+                           r"LTV\d|LTM\d_\d|DETSIZE)$")
 
 
 def output_header(path: str, info: Any, visit: int, detector: Detector) -> dict[str, Any]:
-    """Primary-header cards of a corrected copy: the input's, minus structure and old
-    amp-offset keys, plus the identity (``VISIT``, ``DETNAME``, ``DETECTOR``)."""
+    """Primary-header cards of a corrected copy: the input's, minus structure, compression,
+    afw archive pointers, old amp-offset keys and (when the input's primary HDU held the
+    pixels) the keys describing those pixels, plus the identity (``VISIT``, ``DETNAME``,
+    ``DETECTOR``)."""
     from astropy.io import fits
 
     from ..io.remote import is_url
@@ -112,8 +124,10 @@ def output_header(path: str, info: Any, visit: int, detector: Detector) -> dict[
         if is_url(path):  # the header cards inspect_file kept are enough
             raise OSError("remote input")
         primary = fits.getheader(path, 0)
+        has_data = int(primary.get("NAXIS", 0) or 0) > 0
         for key, value in primary.items():
-            if key in _STRUCTURAL or key.startswith("NAXIS") or "AMPOFFSET" in key:
+            if (key in _STRUCTURAL or key.startswith("NAXIS") or "AMPOFFSET" in key
+                    or _COMPRESSION.match(key) or (has_data and _PRIMARY_DATA.match(key))):
                 continue
             header[key] = value
     except OSError:  # the selected keys inspect_file kept are enough

@@ -59,7 +59,10 @@ class PlannedTask:
     flagged already-corrected input, the pedestals its header says were subtracted (LSST's
     ``LSST ISR AMPOFFSET PEDESTAL <amp>`` keys; empty when any is missing). ``stamp`` is the local
     file's ``(size, mtime_ns)`` before its headers were read (`~ampoffset_dask.io.sections.
-    file_stamp`): the task refuses a file changed since it was planned.
+    file_stamp`): the task refuses a file changed since it was planned. ``keeps`` names what
+    the file holds that a corrected exposure (plain IMAGE, MASK, VARIANCE) would not keep
+    (tile compression, afw archive tables, a CCDData uncertainty): such a file is not
+    corrected in place.
     """
 
     path: str
@@ -73,6 +76,7 @@ class PlannedTask:
     raw: bool = False
     stamp: tuple[int, int] | None = None
     applied: tuple[float, ...] = ()
+    keeps: str = ""
 
     def key(self, run_token: str) -> str:
         """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
@@ -342,7 +346,7 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
                        if applied else ""))
         raw = info.kind == "raw" or tuple(info.shape) != detector.shape
         return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id,
-                           flag=flag, hdu=hdu, raw=raw, applied=applied)
+                           flag=flag, hdu=hdu, raw=raw, applied=applied, keeps=_keeps(info))
     except AmpOffsetError as exc:
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu)
@@ -350,6 +354,19 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"InputError: {where}: cannot read the header: {exc}",
                            dataset_id=item.dataset_id, hdu=hdu)
+
+
+def _keeps(info: Any) -> str:
+    """What of the file a corrected exposure would lose if it replaced it (`PlannedTask`)."""
+    kept = []
+    if info.compressed:
+        kept.append("tile-compressed image extensions")
+    if info.archive_hdus:
+        kept.append(f"{len(info.archive_hdus)} afw archive table(s) (its persisted Detector "
+                    "among them)")
+    if info.kind == "ccddata":
+        kept.append("a CCDData layout (its uncertainty extension and primary-HDU image)")
+    return ", ".join(kept)
 
 
 def _instrument_camera(instrument: str) -> Any:

@@ -217,9 +217,11 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
     ``<output_images>/<visit>/<detector>/<input name>.fits``, or the same under an
     object-store prefix. Planning allows one input per (visit, detector), so two inputs never
     share an output; the corrected file is plain FITS whatever the input's compression, and
-    named so. In place, it is the input itself: refused (`InputError`) for URLs, one CCD
-    of a multi-CCD file, gzip/bzip2-wrapped files and raws, which the corrected exposure
-    cannot replace."""
+    named so. In place, it is the input itself (the file a symbolic link names): refused
+    (`InputError`) for URLs, one CCD of a multi-CCD file, gzip/bzip2-wrapped files, raws,
+    files holding what the corrected exposure would not keep (`PlannedTask.keeps`) and
+    files with several hard links. A visit or detector name that cannot be a folder name
+    (``..``, a path separator) is refused too."""
     if not options.apply:
         return None
     if options.output_images is None:
@@ -238,7 +240,25 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
                 f"{task.path}: a raw file cannot be corrected in place (the corrected "
                 "exposure is an assembled float32 image: the raw segments and their "
                 "overscan would be lost for good); use --output-images / output_images")
-        return Path(task.path)  # in place (RunOptions guarantees it was asked for)
+        if task.keeps:
+            raise InputError(
+                f"{task.path}: cannot be corrected in place: the corrected exposure (plain "
+                f"IMAGE, MASK and VARIANCE extensions) would lose its {task.keeps} for good; "
+                "use --output-images / output_images")
+        # A symbolic link: correct the file it names (replacing the link would leave that
+        # file as it was). Hard links cannot all be replaced by one write.
+        target = Path(os.path.realpath(task.path))
+        links = target.stat().st_nlink
+        if links > 1:
+            raise InputError(
+                f"{task.path}: has {links} hard links; a corrected copy written in place "
+                "would replace this name only, leaving the others uncorrected; use "
+                "--output-images / output_images")
+        return target  # in place (RunOptions guarantees it was asked for)
+    for part, what in ((str(task.visit), "visit"), (str(task.name), "detector name")):
+        if part in ("", ".", "..") or any(c in part for c in "/\\\0"):
+            raise InputError(f"{task.path}: the {what} {part!r} cannot name a folder of "
+                             "the corrected images")
     stem, _ = fits_stem(file_name(task.path))
     if is_url(options.output_images):
         return (f"{str(options.output_images).rstrip('/')}/{task.visit}/{task.name}/"
