@@ -21,21 +21,26 @@ from ..algorithm.metadata import lsst_metadata_comments
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..geometry import Detector
-from ..io.paths import fits_stem
+from ..io.paths import mark_output_folder
+from ..io.remote import is_url, redact
 from ..io.sections import map_once
 from . import _config
 from .detector_job import output_header
-from .inputs import discover_inputs, plan_tasks
+from .inputs import PlannedTask, discover_inputs, plan_tasks
+from .options import RunOptions
 
 __all__ = ["build_graph", "measure_visit"]
 
 logger = logging.getLogger(__name__)
 
 
-def _read(path: str, detector: Detector, camera: Any = None) -> Any:
+def _read(path: str, detector: Detector, camera: Any = None, *, hdu: int | None = None,
+          overscan: str = "auto", gain: str | None = None, variance: bool = True) -> Any:
     from ..io.fits import read_exposure
 
-    return read_exposure(path, camera=camera, detector=detector)
+    # hdu: one CCD of a multi-CCD file is read from its own HDU, not the file's first one
+    return read_exposure(path, camera=camera, detector=detector, overscan=overscan, gain=gain,
+                         hdu=hdu, variance=variance)
 
 
 def _measure(exposure: Any, detector: Detector, config: AmpOffsetConfig | None) -> Any:
@@ -48,10 +53,18 @@ def _measure(exposure: Any, detector: Detector, config: AmpOffsetConfig | None) 
 
 def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
            visit: int) -> str:
+    from ..errors import InputError
     from ..io.fits import write_exposure
+    from ..io.overscan import isr_header
 
+    source = str(exposure.info.path)
+    # build_graph checked the outputs when it was built; a graph computed later, or built
+    # by hand, still never replaces its input (as `DetectorJob` refuses without in_place)
+    if Path(output).resolve() == Path(source).resolve():
+        raise InputError(f"{source}: refusing to overwrite the input with its corrected copy")
     corrected = apply_pedestals(exposure.image, measurement.pedestals, detector)
-    header = output_header(str(exposure.info.path), exposure.info, visit, detector)
+    header = {**output_header(source, exposure.info, visit, detector),
+              **isr_header(exposure.isr)}
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_exposure(output, corrected, exposure.mask, exposure.variance,
                    mask_planes=exposure.mask_planes, header=header,
@@ -60,10 +73,39 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
     return output
 
 
-def _result(measurement: Any, output: str | None, visit: int, detector: Detector,
-            path: str) -> DetectorResult:
-    return DetectorResult.from_measurement(measurement, visit=visit, detector=detector,
-                                           input=path, output=output)
+def _result(measurement: Any, exposure: Any, output: str | None, visit: int,
+            detector: Detector, path: str, dataset_id: str | None) -> DetectorResult:
+    result = DetectorResult.from_measurement(measurement, visit=visit, detector=detector,
+                                             input=path, output=output,
+                                             overscan=exposure.isr.overscan,
+                                             gain=exposure.isr.gain)
+    result.dataset_id = dataset_id or ""
+    return result
+
+
+def _checked_outputs(planned: list[PlannedTask], options: RunOptions) -> dict[str, Path]:
+    """`process`'s output checks (`run.check_outputs`), then the output folder created and
+    marked as `process` marks it; a refused graph leaves no folder behind."""
+    from ..errors import InputError
+    from .run import _check_writable, _remove_created, check_outputs
+
+    if not options.apply:
+        return {}
+    folder = options.output_images
+    if is_url(folder):  # `_write` writes local files only; `process` uploads to a store
+        raise InputError(f"{redact(str(folder))}: build_graph writes corrected images to a "
+                         "local folder; use process() for an object-store prefix")
+    outputs = check_outputs(planned, options)  # duplicates, an output over an input
+    created = [] if Path(folder).exists() else [folder]
+    try:
+        _check_writable(Path(folder), "corrected images")
+        # marked: a later run or graph over a tree holding this folder does not take its
+        # images as inputs
+        mark_output_folder(folder)
+    except BaseException:
+        _remove_created(created)
+        raise
+    return outputs
 
 
 def build_graph(
@@ -72,8 +114,16 @@ def build_graph(
     camera: Any = None,
     config: AmpOffsetConfig | None = None,
     output_images: str | os.PathLike | None = None,
+    overscan: str = "auto",
+    gain: str | None = None,
 ) -> dict[tuple[int, str], Any]:
     """The per-detector delayed graph of a set of files (typically one visit).
+
+    The inputs are planned and checked as `process` plans and checks them: each CCD of a
+    multi-CCD file is its own detector, read from its HDU; an input whose header says it was
+    already corrected is not read, measured or corrected again (its value computes to a
+    ``flagged`` result holding the pedestals its header records); outputs that would
+    overwrite an input, or each other, are refused before anything is built.
 
     Parameters
     ----------
@@ -85,7 +135,13 @@ def build_graph(
         LSST defaults when omitted.
     output_images : path-like, optional
         Add a write step: corrected exposures go to
-        ``<folder>/<visit>/<detector>/<input name>.fits``, as with `process`.
+        ``<folder>/<visit>/<detector>/<input name>.fits``, as with `process`; the folder is
+        marked as one of corrected images (later runs and graphs do not take inputs from it).
+        A local folder, neither an input folder nor one holding an input folder.
+    overscan : {"auto", "per-row", "mean", "none"}
+        Serial overscan subtraction of raw pixels, as `process`'s ``overscan``.
+    gain : {None, "nominal"}
+        ``"nominal"``: apply the camera's nominal gains, as `process`'s ``gain``.
 
     Returns
     -------
@@ -93,40 +149,57 @@ def build_graph(
         ``{(visit, detector): Delayed}``; each value computes to a
         `~ampoffset_dask.catalog.DetectorResult`. Task keys are ``ampoffset-read-<visit>-
         <detector>``, ``ampoffset-measure-...``, ``ampoffset-write-...`` and
-        ``ampoffset-<visit>-<detector>`` for the result. ``dask.compute(graph)`` computes all
-        of them; ``dask.visualize(*graph.values())`` draws them.
+        ``ampoffset-<visit>-<detector>`` for the result (the only key of a flagged input).
+        ``dask.compute(graph)`` computes all of them; ``dask.visualize(*graph.values())``
+        draws them.
 
     Raises
     ------
     InputError
         If an input cannot be planned (unreadable header, unknown geometry): the message
-        lists them.
+        lists them; if ``output_images`` is, or holds, an input folder, or a corrected image
+        would overwrite an input or another corrected image.
+    ConfigError
+        For an invalid ``overscan``, ``gain`` or ``output_images``.
     """
     from ..errors import InputError
+    from .run import _check_not_in_output_images, _resolve_camera, flagged_result, output_key
 
-    planned = plan_tasks(discover_inputs(inputs), camera=camera)
+    # RunOptions: the same validation (absolute output folder, overscan/gain names) and the
+    # same object `process`'s output checks take
+    options = RunOptions(camera=camera, output_images=output_images, overscan=overscan,
+                         gain=gain)
+    _check_not_in_output_images(inputs, options.output_images)
+    items = discover_inputs(inputs, exclude=[p for p in (options.output_images,) if p])
+    # planned with the camera loaded once, as process does; the read tasks get ``camera`` as
+    # given (a name, not the loaded Camera, keeps each task small)
+    planned = plan_tasks(items, camera=_resolve_camera(options.camera))
     bad = [t for t in planned if t.error]
     if bad:
         raise InputError("cannot build the graph: " + "; ".join(t.error for t in bad[:5]))
+    outputs = _checked_outputs(planned, options)
     config = config if config is not None else AmpOffsetConfig()
     graph: dict[tuple[int, str], Any] = {}
     for task in planned:
         tag = f"{task.visit}-{task.name}"
+        if task.flag:  # already corrected: `process`'s flagged row, nothing read or written
+            graph[(task.visit, task.name)] = dask.delayed(flagged_result, pure=True)(
+                task, dask_key_name=f"ampoffset-{tag}")
+            continue
+        out = outputs.get(output_key(task))
         exposure = dask.delayed(_read, pure=True)(
-            task.path, task.detector, dask_key_name=f"ampoffset-read-{tag}")
+            task.path, task.detector, camera, hdu=task.hdu, overscan=options.overscan,
+            gain=options.gain, variance=out is not None, dask_key_name=f"ampoffset-read-{tag}")
         measurement = dask.delayed(_measure, pure=True)(
             exposure, task.detector, config, dask_key_name=f"ampoffset-measure-{tag}")
         written = None
-        if output_images is not None:
-            stem, _ = fits_stem(Path(task.path).name)  # same layout as process
-            out = os.path.join(os.path.abspath(output_images), str(task.visit), str(task.name),
-                               f"{stem}.fits")
+        if out is not None:
             written = dask.delayed(_write, pure=True)(
-                exposure, measurement, task.detector, out, task.visit,
+                exposure, measurement, task.detector, str(out), task.visit,
                 dask_key_name=f"ampoffset-write-{tag}")
         graph[(task.visit, task.name)] = dask.delayed(_result, pure=True)(
-            measurement, written, task.visit, task.detector, task.path,
-            dask_key_name=f"ampoffset-{tag}")
+            measurement, exposure, written, task.visit, task.detector, task.path,
+            task.dataset_id, dask_key_name=f"ampoffset-{tag}")
     return graph
 
 

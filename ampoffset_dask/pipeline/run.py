@@ -633,10 +633,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                 dataset_id=t.dataset_id or "")
             for t in planned if t.error
         ] + [
-            DetectorResult(visit=int(t.visit), detector=str(t.name), status="flagged",
-                           error=t.flag, input=t.path,
-                           detector_id=t.detector.id if t.detector else None,
-                           **_applied_fields(t))
+            flagged_result(t)
             for t in planned if t.flag and not t.error and output_key(t) not in done
         ]
         runnable = [t for t in planned if not t.error and not t.flag
@@ -665,6 +662,15 @@ def _has_workers(client: Any) -> bool:
         return bool(client.scheduler_info().get("workers"))
     except Exception:  # cannot tell: say nothing
         return True
+
+
+def flagged_result(task: PlannedTask) -> DetectorResult:
+    """The ``flagged`` result of an input planning flagged (already corrected): not read,
+    measured or written; the pedestals its header records (`_applied_fields`)."""
+    return DetectorResult(visit=int(task.visit), detector=str(task.name), status="flagged",
+                          error=task.flag, input=task.path,
+                          detector_id=task.detector.id if task.detector else None,
+                          dataset_id=task.dataset_id or "", **_applied_fields(task))
 
 
 def _applied_fields(task: PlannedTask) -> dict[str, Any]:
