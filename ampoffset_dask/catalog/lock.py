@@ -5,7 +5,9 @@ when the holder dies, so a crashed writer never blocks the next one on the same 
 while holding it, writes the owner record ``{"host", "pid", "time"}`` into the file. The
 record serves two purposes: the "catalog in use by <host>:<pid> since <time>" message, and a
 cross-host check for shared file systems whose locks do not reach other hosts - a record of
-another host is treated as alive (only the user can tell it is not).
+another host is treated as alive (only the user can tell it is not). A record of this host
+under a flock just taken is stale whatever its pid: the kernel drops a dead holder's flock,
+and its pid may since belong to an unrelated process.
 
 Everything that decides is done while holding the flock, so two acquirers can never both
 win: there is no window in which a half-written lock can be mistaken for a stale one, and
@@ -45,6 +47,15 @@ YOUNG_SECONDS = 30.0
 
 class CatalogBusyError(ConfigError):
     """Another live process is writing the catalog (the message names it)."""
+
+
+#: `CatalogLock._flock` results (both true): a kernel file lock, or none to be had.
+_FLOCKED = "flocked"
+_UNLOCKED = "unlocked"
+
+
+def _this_host(owner: dict[str, Any]) -> bool:
+    return owner.get("host") == socket.gethostname()
 
 
 def owner_alive(owner: dict[str, Any]) -> bool:
@@ -134,7 +145,7 @@ class CatalogLock:
                 # A file we just created can be flocked for a moment by an acquirer that
                 # opened it, found it empty and young, and is backing off: wait for it.
                 tries = 40 if created else 1
-                while not self._flock(fd):
+                while not (locked := self._flock(fd)):
                     tries -= 1
                     if tries <= 0:
                         raise self._busy(self._holder_record())
@@ -147,7 +158,11 @@ class CatalogLock:
                     os.close(fd)
                     continue
                 owner = self._read_fd(fd)
-                if owner and owner_alive(owner) and not self._mine(owner):
+                # With a real flock held, a record of this host is stale whatever its pid
+                # says (the kernel drops a dead holder's flock; its pid may since have been
+                # given to an unrelated process). Other hosts' locks may not reach here.
+                if (owner and owner_alive(owner) and not self._mine(owner)
+                        and not (locked is _FLOCKED and _this_host(owner))):
                     raise self._busy(owner)
                 if owner is None and not created and self._young(fd):
                     # Empty or unreadable, and recent: a writer (perhaps of a version
@@ -183,9 +198,11 @@ class CatalogLock:
         return owner.get("host") == socket.gethostname() and owner.get("pid") == os.getpid()
 
     @staticmethod
-    def _flock(fd: int) -> bool:
+    def _flock(fd: int) -> Any:
+        """`_FLOCKED` when the flock is taken, `_UNLOCKED` on a file system without file
+        locks (owner records only), False when another process holds it."""
         if fcntl is None:  # pragma: no cover
-            return True
+            return _UNLOCKED
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -195,7 +212,8 @@ class CatalogLock:
                 raise
             logger.warning("%s: no file locks on this file system (%s); relying on the "
                            "owner record only", exc.filename or "catalog", exc)
-        return True
+            return _UNLOCKED
+        return _FLOCKED
 
     @staticmethod
     def _young(fd: int) -> bool:

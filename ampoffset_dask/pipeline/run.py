@@ -338,13 +338,18 @@ def _check_not_in_output_images(inputs: Any, output_images: Any) -> None:
 
 def _remove_created(folders: Iterable[Any]) -> None:
     """Remove folders a refused run created, if they hold nothing but what it put there
-    (the catalog's lock, the output folder's mark): a refusal leaves no half catalog that
-    the next command calls "not an ampoffset-dask catalog"."""
+    (the output folder's mark): a refusal leaves no half catalog that the next command
+    calls "not an ampoffset-dask catalog".
+
+    A catalog's ``.lock`` is never removed here: a lock this run held is gone already (its
+    release removes it), and one it found busy is another run's, which started on the same
+    new folder at the same time; removing it would let a third run write beside that one.
+    """
     for folder in folders:
         folder = Path(folder)
         try:
             for entry in folder.iterdir():
-                if entry.name in (".lock", OUTPUT_MARKER) and entry.is_file():
+                if entry.name == OUTPUT_MARKER and entry.is_file():
                     entry.unlink()
             folder.rmdir()  # fails, leaving it, if anything else is there
         except OSError:

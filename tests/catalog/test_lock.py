@@ -85,3 +85,29 @@ def test_busy_message_names_a_holder_still_writing_its_record(tmp_path):
     finally:
         writer.join()
         os.close(fd)
+
+
+def test_a_record_of_this_host_without_its_flock_is_stale_whatever_its_pid(tmp_path):
+    """The pid of a dead holder may be reused by an unrelated live process: the free flock
+    says the record is stale, and the lock is taken over."""
+    record = {"host": socket.gethostname(), "pid": os.getppid(), "time": 1.0}  # alive
+    (tmp_path / ".lock").write_text(json.dumps(record))
+    with CatalogLock(tmp_path) as lock:
+        assert lock.read_owner()["pid"] == os.getpid()
+
+
+def test_a_refused_run_leaves_the_winners_lock(tmp_path):
+    """A run refused because the catalog it meant to create is busy removes the folder only
+    if it is empty, and never the other run's lock (a third run would write beside it)."""
+    from ampoffset_dask.pipeline.run import _remove_created
+
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    with CatalogLock(folder) as winner:
+        _remove_created([folder])
+        assert (folder / ".lock").exists() and winner.held
+        with pytest.raises(CatalogBusyError):
+            CatalogLock(folder).acquire()
+    assert not folder.exists() or not any(folder.iterdir())
+    _remove_created([folder])  # the winner is gone: an empty folder is removed
+    assert not folder.exists()

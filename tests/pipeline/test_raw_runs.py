@@ -202,8 +202,10 @@ def test_cli_presets_and_preset_hint(tmp_path, shared_scheduler):
                   f"--preset lsstcomcam {edges}", tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "--preset lsstcomcam" not in proc.stderr
+    # the preset's doApplyAmpOffset=True has no output images to write: measured only, said
+    assert "this run writes no corrected images" in proc.stderr
     config = json.loads(read_catalog(tmp_path / "c2", "runs").config.iloc[0])
-    assert config["amp_edge_max_offset"] == 10.0 and config["do_apply_amp_offset"] is True
+    assert config["amp_edge_max_offset"] == 10.0 and config["do_apply_amp_offset"] is False
     assert config["do_background"] is False  # --set on top of the preset
 
 
