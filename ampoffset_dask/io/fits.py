@@ -15,11 +15,20 @@ Layouts understood
     They carry no amp geometry: give a camera and detector.
 ``"raw"``
     LSST raw files: one ``SegmentNN`` HDU per amp, assembled with the camera's raw boxes and
-    flips (never by DETSEC, see ``docs/cameras.md``).
+    flips (never by DETSEC, see ``docs/cameras.md``). Also any other file with one image HDU
+    per amp (several image HDUs with their own ``DATASEC``/``DETSEC``/``CCDSEC``, whatever
+    their ``EXTNAME``): assembled by a camera whose amps name their HDU (``"hdu"`` or
+    ``"extname"``), else by those sections when they tile a detector, else refused.
 ``"image"``
     Any other file: the first 2-D image HDU. Its amps come from a camera/detector given by the
     caller or from ``DATASEC``-style header keywords; with a camera whose amps carry raw boxes
-    (``raw_data_bbox``) the image is assembled and optionally overscan-corrected.
+    (``raw_data_bbox``) the image is assembled and optionally overscan-corrected (from other
+    HDUs of the file when the camera's amps name them).
+
+A layout the header states per amp (``AMPNAM<s>``/``DATASEC<s>``, ``CCDSEC<s>``...) wins
+over a built-in camera recognised only from the detector name and image size; a camera or
+detector the caller gives, the camera the header names and a persisted afw Detector win over
+the header (see `resolve_detector`).
 
 Pixel regions are read by `ampoffset_dask.io.sections` (re-exported here: `read_section`,
 `LazyPlane`, `AmpSource`); files are written by `ampoffset_dask.io.writer.write_exposure`
@@ -45,13 +54,14 @@ from ..cameras import Camera, UnknownDetectorError, canonical_camera_name, get_c
 from ..errors import AmpOffsetError, GeometryError, InputError
 from ..geometry import Amplifier, Detector, check_overlaps
 from ..masks import DEFAULT_MASK_PLANES, plane_bit
-from .header_geometry import geometry_from_header
+from .header_geometry import HeaderGeometry, geometry_from_hdus, geometry_from_header
 from .header_walk import CachedHeader, walk_headers
 from .mosaic import (
     CCD_KEYS,
     check_hsc_channels,
     flip_box,
     is_ccd_header,
+    name_one_ccd,
     raw_image_flip,
     trimmed_detector,
 )
@@ -103,6 +113,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^SEGMENT(\d+)$", re.IGNORECASE)
+#: Unsuffixed section keywords that make an image HDU look like one amp of a per-amp file.
+_AMP_SECTION_KEYS = ("DATASEC", "DETSEC", "CCDSEC")
+#: The keywords of a per-amp HDU that `FileInfo.amp_hdus` keeps.
+_AMP_HDU_KEYS = ("EXTNAME", "DATASEC", "BIASSEC", "CCDSEC", "DETSEC")
 _GEOMETRY_KEY = re.compile(
     r"^((DATASEC|DETSEC|CCDSEC|BIASSEC|AMPNAM)\w*|T_(EF|OS)M[NX]\d\d|LTV[12])$")
 _IDENTITY_KEYS = (
@@ -149,10 +163,18 @@ class FileInfo:
         Selected identity keys of the primary (and image) header, plus the geometry keys
         (``DATASEC*``...) of the image HDU.
     segments : dict
-        Raw files: ``EXTNAME`` (upper case) -> HDU index of each amp segment.
+        Raw files: ``EXTNAME`` (upper case) -> HDU index of each amp segment. Image files of
+        several image HDUs (not a multi-CCD file): every image HDU with an ``EXTNAME``, for a
+        camera whose amps name their HDU.
+    segment_shapes : dict
+        HDU index -> ``(height, width)`` of the HDUs of ``segments`` (and of unnamed ones).
     ccd_hdus : tuple of int
         Multi-CCD files (DECam-style: several image HDUs, each naming its CCD with
         ``CCDNUM``/``DETPOS``/``DETNAME``): the HDU of every CCD; empty otherwise.
+    amp_hdus : dict
+        Generic per-amp files (kind ``"raw"`` without ``SegmentNN`` HDUs): HDU index -> its
+        ``EXTNAME`` and section keywords (``DATASEC``, ``BIASSEC``, ``CCDSEC``, ``DETSEC``), in
+        amp order; empty otherwise.
     """
 
     path: Path
@@ -173,6 +195,7 @@ class FileInfo:
                                                                     repr=False)
     ccd_hdus: tuple[int, ...] = ()
     archive_hdus: tuple[int, ...] = ()
+    amp_hdus: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict, repr=False)
 
 
 @dataclasses.dataclass
@@ -514,6 +537,7 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
     segment_shapes: dict[int, tuple[int, int]] = {}
     roles: dict[str, int] = {}
     ccds: list[int] = []
+    amp_like: list[int] = []
     for h in heads:
         if not h.image:
             continue
@@ -530,10 +554,19 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
             images.append((k, extname, shape))
             if is_ccd_header(h.header):
                 ccds.append(k)
+            if any(_header_get(h.header, key) is not None for key in _AMP_SECTION_KEYS):
+                amp_like.append(k)
     if not images:
         raise InputError(f"{path}: no 2-D image HDU in the file")
     primary = heads[0].header
     ccddata = hdu is None and _is_ccddata(heads, roles)
+    # several HDUs naming a CCD make a mosaic, unless they are amp HDUs naming the same CCD
+    mosaic = len(images) > 1 and len(ccds) > 1 and not (
+        set(ccds) <= set(amp_like) and name_one_ccd([heads[k].header for k in ccds]))
+    # one image HDU per amp, not LSST's SegmentNN: read as a raw (never as its first amp)
+    per_amp = (hdu is None and not ccddata and not roles and not segments and not mosaic
+               and len(amp_like) > 1)
+    amp_hdus: dict[int, dict[str, str]] = {}
     if hdu is not None:
         if int(hdu) not in [i[0] for i in images]:
             raise InputError(f"{path}: HDU {hdu} is not a 2-D image HDU of the file")
@@ -551,9 +584,22 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
     elif segments:
         kind = "raw"
         image_hdu = min(segments.values())
+    elif per_amp:
+        kind = "raw"
+        image_hdu = amp_like[0]
+        amp_hdus = {k: {key: str(v).strip() for key in _AMP_HDU_KEYS
+                        if (v := _header_get(heads[k].header, key)) is not None}
+                    for k in amp_like}
+        segments = {name.upper(): k for k, keys in amp_hdus.items()
+                    if (name := keys.get("EXTNAME"))}
+        segment_shapes = {k: (heads[k].shape[0], heads[k].shape[1]) for k in amp_like}
     else:
         kind = "image"
         image_hdu = images[0][0]
+        if hdu is None and not mosaic and len(images) > 1:
+            # where a camera whose amps name their HDU ("hdu"/"extname") finds them
+            segments = {name: k for k, name, _ in images if name}
+            segment_shapes = {k: (shape[0], shape[1]) for k, _, shape in images}
     image_header = heads[image_hdu].header
     shape2 = heads[image_hdu].shape
     shape = (shape2[0], shape2[1])
@@ -571,7 +617,7 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
         planes = (mask_planes_from_header(heads[mask_hdu].header, path)
                   if mask_hdu is not None else dict(DEFAULT_MASK_PLANES))
     compressed = heads[image_hdu].compressed
-    ccd_hdus = tuple(ccds) if kind == "image" and len(images) > 1 and len(ccds) > 1 else ()
+    ccd_hdus = tuple(ccds) if kind == "image" and mosaic else ()
     used = [i for i in (image_hdu, mask_hdu, variance_hdu) if i is not None]
     used += list(segments.values())
     used = sorted(set(used))
@@ -587,6 +633,11 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
         detsize = _parse_detsize(keys.get("DETSIZE"))
         if detsize is not None:
             shape = detsize
+        if amp_hdus:  # the detector the amp HDUs tile, when they do (else refused later)
+            try:
+                shape = _amp_hdu_geometry(amp_hdus, segment_shapes, "", None).detector.shape
+            except GeometryError:
+                pass
     for key in image_header:
         if _GEOMETRY_KEY.match(str(key)):
             keys[str(key)] = str(image_header[key]).strip()
@@ -612,7 +663,7 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
         camera=camera, shape=shape, image_hdu=image_hdu, mask_hdu=mask_hdu,
         variance_hdu=variance_hdu, mask_planes=planes, compressed=compressed, header=keys,
         segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
-        archive_hdus=archive,
+        archive_hdus=archive, amp_hdus=amp_hdus,
     )
 
 
@@ -639,8 +690,15 @@ def _camera_or_none(camera: Any, path: Path) -> Camera | None:
         raise InputError(f"{path}: {exc}") from exc
 
 
-def _guess_camera(info: FileInfo) -> Camera | None:
-    """A built-in camera holding a detector of this name and image size, if exactly one."""
+def _guess_camera(info: FileInfo, report: bool = False) -> Camera | None:
+    """A built-in camera holding a detector of this name and image size, if exactly one and
+    the header states no other amp layout.
+
+    The guess rests on a name and a size only: a layout the header states per amp
+    (``AMPNAM<s>``/``DATASEC<s>``, ``CCDSEC<s>``...; what `write_exposure` records) is the
+    file's own account of its amps and wins when the two differ. ``report`` logs that
+    (`resolve_detector` does, once per file).
+    """
     if info.detector is None or info.kind == "raw":
         return None
     from ..cameras import list_cameras
@@ -650,7 +708,39 @@ def _guess_camera(info: FileInfo) -> Camera | None:
         cam = get_camera(name)
         if info.detector in cam and cam[info.detector].shape == info.shape:
             hits.append(cam)
-    return hits[0] if len(hits) == 1 else None
+    if len(hits) != 1:
+        return None
+    cam = hits[0]
+    stated = _stated_geometry(info)
+    if stated is not None and stated.per_amp and not _same_layout(stated.detector,
+                                                                  cam[info.detector]):
+        if report:
+            logger.info(
+                "%s: the header states its own amp layout (%s), which differs from detector "
+                "%r of camera %r (recognised from the detector name and image size only: %s); "
+                "using the header's (pass camera= / --camera to use the camera's)",
+                info.path, _layout_text(stated.detector), info.detector, cam.name,
+                _layout_text(cam[info.detector]))
+        return None
+    return cam
+
+
+def _same_layout(a: Detector, b: Detector) -> bool:
+    """Same shape, and the same amps (names, boxes) in the same order."""
+    return a.shape == b.shape and a.amplifiers == b.amplifiers
+
+
+def _same_places(a: Detector, b: Detector) -> bool:
+    """Same shape, and the same amp names at the same origins in the same order."""
+    return a.shape == b.shape and (
+        [(amp.name, amp.x0, amp.y0) for amp in a] == [(amp.name, amp.x0, amp.y0) for amp in b])
+
+
+def _layout_text(detector: Detector, n: int = 2) -> str:
+    """The first amps of ``detector`` as ``C10 x[0:509] y[0:2000], ...`` for messages."""
+    shown = ", ".join(f"{a.name} x[{a.x0}:{a.x1}] y[{a.y0}:{a.y1}]"
+                      for a in detector.amplifiers[:n])
+    return shown + (", ..." if len(detector) > n else "")
 
 
 def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -> Detector:
@@ -680,10 +770,11 @@ def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -
         if persisted is not None:
             return persisted
     cam = _camera_or_none(camera, path)
-    if cam is None and info.camera is not None:
+    named = cam is None and info.camera is not None
+    if named:
         cam = get_camera(info.camera)
     if cam is None:
-        cam = _guess_camera(info)
+        cam = _guess_camera(info, report=True)
     if cam is not None:
         key: Any = detector
         if key is None:
@@ -696,7 +787,7 @@ def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -
                 f"pass detector= (camera {cam.name!r})"
             )
         try:
-            return _fit_to_image(info, cam[key])
+            found = _fit_to_image(info, cam[key])
         except UnknownDetectorError as exc:
             if detector is None and info.detector_id is not None and info.detector is not None:
                 try:
@@ -704,6 +795,9 @@ def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -
                 except UnknownDetectorError:
                     pass
             raise InputError(f"{path}: unknown detector: {exc}") from exc
+        if named:
+            _warn_recorded_layout(info, found, cam)
+        return found
     if detector is not None:
         raise InputError(
             f"{path}: detector {detector!r} given without a camera, and the header names no "
@@ -712,6 +806,13 @@ def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -
     hg = _header_geometry(info)
     if hg is not None:
         return hg.detector
+    if info.kind == "image" and len(info.segment_shapes) > 1:
+        raise InputError(
+            f"{path}: cannot tell the amp layout: {len(info.segment_shapes)} image HDUs and no "
+            "camera given, none recognised in the header (CAMERA/INSTRUME) and no DATASEC-style "
+            "keywords; if each HDU holds an amp, describe them with a camera whose amps name "
+            "their HDU (\"hdu\"/\"extname\", see docs/cameras.md) and pass camera="
+        )
     raise InputError(
         f"{path}: cannot tell the amp layout: no camera given, none recognised in the header "
         "(CAMERA/INSTRUME) and no DATASEC-style keywords; pass camera= and detector=, or a "
@@ -793,14 +894,68 @@ def _fit_to_image(info: FileInfo, det: Detector) -> Detector:
     return det
 
 
-def _header_geometry(info: FileInfo):
+def _warn_recorded_layout(info: FileInfo, detector: Detector, cam: Camera) -> None:
+    """Warn when the amp layout `write_exposure` recorded (``AMPNAM<s>``) differs from the
+    detector of the camera the header names, which is used (it names the camera; the
+    recorded layout may be a persisted detector's that the file no longer carries)."""
+    if not any(str(key).startswith("AMPNAM") for key in info.header):
+        return
+    stated = _stated_geometry(info)
+    if stated is not None and stated.per_amp and not _same_layout(stated.detector, detector):
+        logger.warning(
+            "%s: the amp layout recorded in the header (AMPNAM/DATASEC: %s) differs from "
+            "detector %r of camera %r named by the header (%s); using the camera's (pass "
+            "detector= with a Detector to use another layout)", info.path,
+            _layout_text(stated.detector), detector.name, cam.name, _layout_text(detector))
+
+
+def _header_geometry(info: FileInfo) -> HeaderGeometry | None:
+    """The amp layout the headers describe (`ampoffset_dask.io.header_geometry`), or None.
+
+    Raises
+    ------
+    InputError
+        Naming the file and keyword when the keywords are malformed or contradict each other,
+        and for per-amp HDUs that do not tile a detector (saying how to describe the file).
+    """
+    name = info.detector or info.path.name.split(".")[0]
+    if info.amp_hdus:
+        try:
+            return _amp_hdu_geometry(info.amp_hdus, info.segment_shapes, name,
+                                     info.detector_id)
+        except GeometryError as exc:
+            names = ", ".join(keys.get("EXTNAME") or f"HDU {k}"
+                              for k, keys in info.amp_hdus.items())
+            raise InputError(
+                f"{info.path}: {len(info.amp_hdus)} image HDUs ({names}) each hold one amp, "
+                f"but their sections do not describe one detector: {exc}; describe the file "
+                "with a camera whose amps name their HDU (\"hdu\": k or \"extname\", see "
+                "docs/cameras.md) and pass camera= (--camera), or read one HDU with hdu="
+            ) from exc
     if info.kind == "raw":
         return None
-    name = info.detector or info.path.name.split(".")[0]
     try:
         return geometry_from_header(info.header, name, info.shape, info.detector_id)
     except GeometryError as exc:
         raise InputError(f"{info.path}: header amp geometry: {exc}") from exc
+
+
+def _stated_geometry(info: FileInfo) -> HeaderGeometry | None:
+    """`_header_geometry`, None when the header has none or an unusable one (the caller
+    then keeps the geometry it has from elsewhere)."""
+    try:
+        return _header_geometry(info)
+    except InputError as exc:
+        logger.debug("%s", exc)
+        return None
+
+
+def _amp_hdu_geometry(amp_hdus: Mapping[int, Mapping[str, str]],
+                      shapes: Mapping[int, tuple[int, int]], name: str,
+                      det_id: int | None) -> HeaderGeometry:
+    """`geometry_from_hdus` of the per-amp HDUs `_inspect` found."""
+    return geometry_from_hdus([(k, keys, shapes[k]) for k, keys in amp_hdus.items()], name,
+                              det_id)
 
 
 def amp_sources(
@@ -871,7 +1026,12 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
         return _raw_sources(info, detector, cam, mode)
     # plain image
     if info.shape == detector.shape and not forced:
-        return direct()
+        hg = _stated_geometry(info)
+        if hg is None or hg.trimmed or not _same_places(hg.detector, detector):
+            return direct()
+        # the header stores the amps elsewhere than at their places (DATASEC<s> != CCDSEC<s>,
+        # amps out of detector order): read each from its DATASEC
+        return _header_sources(info, detector, hg, mode)
     raws = None
     if cam is not None and detector.name in cam:
         try:
@@ -881,7 +1041,9 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
         if raws is not None and cam[detector.name] != detector:
             raws = None
     if raws is not None and any(r.extname or r.hdu is not None for r in raws):
-        raws = None  # boxes within per-amp HDUs (LSST raws): they say nothing of one image
+        if all(_raw_hdu(info, r) is not None for r in raws):
+            return _raw_sources(info, detector, cam, mode)  # the file has the amps' HDUs
+        raws = None  # boxes within per-amp HDUs the file lacks: they say nothing of one image
     if raws is not None:
         flip = raw_image_flip(cam, detector)
         out = []
@@ -891,22 +1053,28 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
             check_hsc_channels(info.header, [s.src for s in out], path)
         return _distinct(tuple(out), info, detector)
     hg = _header_geometry(info)
-    if hg is not None and hg.detector.shape == detector.shape and (
-        [(a.name, a.x0, a.y0) for a in hg.detector] == [(a.name, a.x0, a.y0) for a in detector]
-    ):
-        if forced and any(o is None for o in hg.overscan_boxes):
-            raise InputError(f"{path}: overscan={mode!r}, but the header gives no BIASSEC "
-                             "overscan region for every amp")
-        use = mode != "none" and all(o is not None for o in hg.overscan_boxes)
-        out = []
-        for amp, data, over in zip(detector, hg.data_boxes, hg.overscan_boxes, strict=True):
-            out.append(AmpSource(amp.name, (amp.y0, amp.y1, amp.x0, amp.x1), info.image_hdu,
-                                 data, overscan=over if use else None,
-                                 overscan_mode=_applied_mode(mode)))
-        return _distinct(tuple(out), info, detector)
+    if hg is not None and _same_places(hg.detector, detector):
+        return _header_sources(info, detector, hg, mode)
     if info.shape == detector.shape:
         return direct()
     raise InputError(_shape_message(info, detector))
+
+
+def _header_sources(info: FileInfo, detector: Detector, hg: HeaderGeometry,
+                    mode: str) -> tuple[AmpSource, ...]:
+    """Each amp read from its header data box (in its own HDU for per-amp files), placed at
+    its place in ``detector``, with the header's overscan as ``mode`` says."""
+    if mode in ("per-row", "mean") and any(o is None for o in hg.overscan_boxes):
+        raise InputError(f"{info.path}: overscan={mode!r}, but the header gives no BIASSEC "
+                         "overscan region for every amp")
+    use = mode != "none" and all(o is not None for o in hg.overscan_boxes)
+    hdus = hg.hdus or (info.image_hdu,) * len(detector)
+    out = []
+    for amp, data, over, hdu in zip(detector, hg.data_boxes, hg.overscan_boxes, hdus,
+                                    strict=True):
+        out.append(AmpSource(amp.name, (amp.y0, amp.y1, amp.x0, amp.x1), hdu, data,
+                             overscan=over if use else None, overscan_mode=_applied_mode(mode)))
+    return _distinct(tuple(out), info, detector)
 
 
 def _distinct(sources: tuple[AmpSource, ...], info: FileInfo,
@@ -988,20 +1156,48 @@ def _source_from_raw(info, amp, raw, hdu, hdu_shape, mode: str,
                      raw.flip_x, raw.flip_y, over, _applied_mode(mode))
 
 
+def _raw_hdu(info: FileInfo, raw: Any) -> int | None:
+    """The HDU of the file a camera raw amp names (by ``extname``, else ``hdu``), or None."""
+    hdu = info.segments.get((raw.extname or "").upper())
+    if hdu is None and raw.hdu is not None and raw.hdu in info.segment_shapes:
+        hdu = raw.hdu
+    return hdu
+
+
 def _raw_sources(info: FileInfo, detector: Detector, cam: Camera | None,
                  mode: str) -> tuple[AmpSource, ...]:
+    """Per-amp HDUs assembled with the camera's raw boxes, else (generic per-amp files) with
+    their header sections."""
     path = info.path
-    if cam is None or detector.name not in cam:
+    raws = None
+    if cam is not None and detector.name in cam:
+        try:
+            raws = cam.raw_amps(detector.name)
+        except InputError:
+            if not info.amp_hdus:
+                raise
+    if raws is None:
+        hg = _header_geometry(info) if info.amp_hdus else None
+        if hg is not None and _same_places(hg.detector, detector):
+            return _header_sources(info, detector, hg, mode)
+        if hg is not None:
+            raise InputError(
+                f"{path}: detector {detector.name!r} is not the layout of the file's "
+                f"{len(info.amp_hdus)} amp HDUs ({_layout_text(hg.detector)}); give a camera "
+                "whose amps name their HDU (\"hdu\"/\"extname\", see docs/cameras.md)")
         raise InputError(
             f"{path}: raw file of detector {detector.name!r}: assembling raws needs a camera "
             "with raw boxes (pass camera=)"
         )
-    raws = cam.raw_amps(detector.name)
     out = []
     for amp, raw in zip(detector, raws, strict=True):
-        hdu = info.segments.get((raw.extname or "").upper())
-        if hdu is None and raw.hdu is not None and raw.hdu in info.segment_shapes:
-            hdu = raw.hdu
+        hdu = _raw_hdu(info, raw)
+        if hdu is None and raw.extname is None and raw.hdu is None:
+            raise InputError(
+                f"{path}: camera {cam.name!r} names no HDU (\"hdu\"/\"extname\") for amp "
+                f"{amp.name!r} of detector {detector.name!r}, but this file holds one amp per "
+                f"HDU (HDUs {', '.join(map(str, sorted(info.segment_shapes)))})"
+            )
         if hdu is None:
             raise InputError(
                 f"{path}: detector {detector.name!r}: no raw HDU {raw.extname or raw.hdu} for "
@@ -1121,7 +1317,10 @@ def _read_local(path: Any, camera: Any, detector: Any, overscan: bool | str, gai
         if any(s.gain is not None for s in sources):
             image, variance = _times_gain(image, variance, det, sources)
     else:
-        if info.kind == "image" and sources == _direct(det, info.image_hdu):
+        # one read of the whole HDU only when it is the detector image (an untrimmed one
+        # is cut to its amps' boxes below, as `open_lazy` reads it)
+        if (info.kind == "image" and info.shape == det.shape
+                and sources == _direct(det, info.image_hdu)):
             image, finite = _read_full(info.path, info.image_hdu, np.float32, check_finite=True)
         else:
             image = LazyPlane(info.path, det.shape, np.float32, sources)[:, :]

@@ -9,23 +9,31 @@ Two conventions are understood, in one image HDU:
   does;
 * a single ``DATASEC`` (one amp covering the data section).
 
+`geometry_from_hdus` reads a third convention, one image HDU per amp (a generic per-amp
+multi-extension raw): each HDU's ``DATASEC`` (default: the whole HDU) holds the amp's data,
+its ``CCDSEC`` (else ``DETSEC``) places it, its ``BIASSEC`` is its serial overscan.
+
 Sections are 1-based and inclusive (``[x1:x2,y1:y2]``); reversed ranges are read as the same
 pixels (no flip: see ``docs/cameras.md`` on why LSST raw DETSEC flips are not trusted).
+Placements that put two amps on the same detector pixels are refused (`GeometryError`
+naming both keywords).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import GeometryError
 from ..geometry import Amplifier, Detector
+from .sections import _overlaps
 
-__all__ = ["HeaderGeometry", "format_section", "geometry_from_header", "parse_section",
-           "section_suffixes"]
+__all__ = ["HeaderGeometry", "format_section", "geometry_from_hdus", "geometry_from_header",
+           "parse_section", "section_suffixes"]
 
 _SECTION = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
 
@@ -78,6 +86,12 @@ class HeaderGeometry:
         Per amp (detector order): ``(y0, y1, x0, x1)`` of its data in the file image.
     overscan_boxes : tuple of Box or None
         Per amp: serial overscan in the file image, or None.
+    per_amp : bool
+        The amps come from per-amp keywords (``DATASEC<s>``... or one HDU per amp), not from
+        a single ``DATASEC``: the header states a layout of its own.
+    hdus : tuple of int or None
+        Per amp: the HDU its boxes are in (`geometry_from_hdus`); None when all are in the
+        one image HDU whose header was read.
     """
 
     detector: Detector
@@ -93,6 +107,8 @@ class HeaderGeometry:
         ) and self.detector.shape == self._file_shape
 
     _file_shape: tuple[int, int] = (0, 0)
+    per_amp: bool = False
+    hdus: tuple[int, ...] | None = None
 
 
 def _get(header: Mapping[str, Any], key: str) -> Any:
@@ -130,9 +146,9 @@ def geometry_from_header(
     Raises
     ------
     GeometryError
-        For malformed sections or sections outside the image, naming the keyword.
+        For malformed sections, sections outside the image, or places (``CCDSEC<s>``,
+        ``DETSEC<s>``) that put two amps on the same detector pixels, naming the keywords.
     """
-    height, width = shape
     suffixes = _suffixes_in(header)
     if suffixes:
         entries = []
@@ -142,42 +158,147 @@ def geometry_from_header(
             over = None
             if _get(header, f"BIASSEC{s}") is not None:
                 over = _checked(header, f"BIASSEC{s}", shape)
-            place = None
-            for key in (f"CCDSEC{s}", f"DETSEC{s}"):
-                if _get(header, key) is not None:
-                    try:
-                        place = parse_section(str(_get(header, key)))
-                    except GeometryError as exc:
-                        raise GeometryError(f"keyword {key}: {exc}") from exc
-                    break
-            entries.append((amp_name, data, over, place))
+            entries.append(_Entry(amp_name, data, over, *_placement(header, s),
+                                  data_key=f"DATASEC{s}"))
     elif _get(header, "DATASEC") is not None:
         data = _checked(header, "DATASEC", shape)
         over = _checked(header, "BIASSEC", shape) if _get(header, "BIASSEC") is not None else None
-        entries = [(str(_get(header, "AMPNAME") or "A").strip(), data, over, None)]
+        entries = [_Entry(str(_get(header, "AMPNAME") or "A").strip(), data, over, None, "",
+                          data_key="DATASEC")]
     else:
         return None
 
-    places = [e[3] for e in entries]
-    sizes_match = all(
-        p is not None and (p[1] - p[0], p[3] - p[2]) == (d[1] - d[0], d[3] - d[2])
-        for (_, d, _, _), p in zip(entries, places, strict=True)
-    )
+    sizes_match = all(e.place is not None and _size(e.place) == _size(e.data) for e in entries)
     if sizes_match:
-        y_min = min(p[0] for p in places)
-        x_min = min(p[2] for p in places)
-        dest = [(p[0] - y_min, p[1] - y_min, p[2] - x_min, p[3] - x_min) for p in places]
+        dest = _shifted([e.place for e in entries])
+        keys = [e.place_key for e in entries]
     else:
-        dest = _pack([e[1] for e in entries])
-    det_h = max(d[1] for d in dest)
-    det_w = max(d[3] for d in dest)
-    amps = tuple(
-        Amplifier(e[0], d[2], d[0], d[3] - d[2], d[1] - d[0])
-        for e, d in zip(entries, dest, strict=True)
-    )
-    detector = Detector(name, det_w, det_h, amps, id)
-    return HeaderGeometry(detector, tuple(e[1] for e in entries), tuple(e[2] for e in entries),
-                          (height, width))
+        dest = _pack([e.data for e in entries])
+        keys = [e.data_key for e in entries]
+    _check_disjoint(dest, keys, header)
+    return _geometry(entries, dest, name, id, shape, per_amp=bool(suffixes))
+
+
+def geometry_from_hdus(
+    hdus: Sequence[tuple[int, Mapping[str, Any], tuple[int, int]]], name: str,
+    id: int | None = None,
+) -> HeaderGeometry:
+    """Build a detector from a file holding one image HDU per amp.
+
+    Each HDU's ``DATASEC`` (default: the whole HDU) gives the amp's data, ``CCDSEC`` (else
+    ``DETSEC``) its place in the detector, ``BIASSEC`` its serial overscan; the amp is named
+    by the HDU's ``EXTNAME`` (else ``HDU<k>``). The places, shifted so that the lowest is at
+    the origin, must tile a rectangle: the detector.
+
+    Parameters
+    ----------
+    hdus : sequence of (int, mapping, (int, int))
+        ``(HDU index, header, (height, width))`` of every amp HDU, in amp order.
+    name : str
+        Detector name to use.
+    id : int, optional
+        Detector id.
+
+    Returns
+    -------
+    HeaderGeometry
+        With ``hdus`` giving each amp's HDU.
+
+    Raises
+    ------
+    GeometryError
+        When the keywords do not describe one detector unambiguously (a missing or malformed
+        section, a place of another size than the data, two amps on the same pixels, gaps),
+        naming the HDU and keyword.
+    """
+    entries = []
+    for k, header, shape in hdus:
+        extname = str(_get(header, "EXTNAME") or "").strip()
+        where = f"HDU {k}" + (f" ({extname})" if extname else "")
+        try:
+            data = (_checked(header, "DATASEC", shape) if _get(header, "DATASEC") is not None
+                    else (0, shape[0], 0, shape[1]))
+            over = (_checked(header, "BIASSEC", shape) if _get(header, "BIASSEC") is not None
+                    else None)
+            place, place_key = _placement(header, "")
+        except GeometryError as exc:
+            raise GeometryError(f"{where}: {exc}") from exc
+        if place is None:
+            raise GeometryError(f"{where} has no CCDSEC or DETSEC to place its amp")
+        if _size(place) != _size(data):
+            raise GeometryError(
+                f"{where}: {place_key} = {_get(header, place_key)!r} is not the size of its "
+                f"data section {format_section(*data)} (binned?)")
+        shown = f"{where} {place_key} = {str(_get(header, place_key)).strip()!r}"
+        entries.append(_Entry(extname or f"HDU{k}", data, over, place, shown,
+                              data_key=f"{where} DATASEC"))
+    if len(entries) < 2:
+        raise GeometryError("fewer than two amp HDUs")
+    dest = _shifted([e.place for e in entries])
+    _check_disjoint(dest, [e.place_key for e in entries], None)
+    height, width = max(d[1] for d in dest), max(d[3] for d in dest)
+    if sum(_size(d)[0] * _size(d)[1] for d in dest) != height * width:
+        raise GeometryError(f"the amp places leave gaps in the {width}x{height} detector they "
+                            "span")
+    geometry = _geometry(entries, dest, name, id, (height, width), per_amp=True)
+    return dataclasses.replace(geometry, hdus=tuple(k for k, _, _ in hdus))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    """One amp as the keywords give it: data box in the file, overscan, place, keywords."""
+
+    name: str
+    data: Box
+    over: Box | None
+    place: Box | None
+    place_key: str
+    data_key: str
+
+
+def _placement(header: Mapping[str, Any], s: str) -> tuple[Box | None, str]:
+    """``CCDSEC<s>`` (else ``DETSEC<s>``) as a box, with the keyword read; None if absent."""
+    for key in (f"CCDSEC{s}", f"DETSEC{s}"):
+        if _get(header, key) is not None:
+            try:
+                return parse_section(str(_get(header, key))), key
+            except GeometryError as exc:
+                raise GeometryError(f"keyword {key}: {exc}") from exc
+    return None, ""
+
+
+def _size(box: Box) -> tuple[int, int]:
+    return box[1] - box[0], box[3] - box[2]
+
+
+def _shifted(places: list[Box]) -> list[Box]:
+    """The places moved so that the lowest row and column are 0 (a mosaic frame's DETSEC)."""
+    y_min = min(p[0] for p in places)
+    x_min = min(p[2] for p in places)
+    return [(p[0] - y_min, p[1] - y_min, p[2] - x_min, p[3] - x_min) for p in places]
+
+
+def _check_disjoint(dest: list[Box], keys: list[str], header: Mapping[str, Any] | None) -> None:
+    """`GeometryError` naming the keywords of the first two amps placed on the same pixels
+    (a layout the amp-offset solve cannot use: both amps would claim those pixels)."""
+    def shown(key: str) -> str:
+        value = _get(header, key) if header is not None else None
+        return key if value is None else f"{key} = {str(value).strip()!r}"
+
+    for (i, a), (j, b) in itertools.combinations(enumerate(dest), 2):
+        if _overlaps(a, *b):
+            raise GeometryError(f"{shown(keys[j])} overlaps {shown(keys[i])}: two amps on the "
+                                "same detector pixels")
+
+
+def _geometry(entries: list[_Entry], dest: list[Box], name: str, id: int | None,
+              shape: tuple[int, int], per_amp: bool) -> HeaderGeometry:
+    """The `HeaderGeometry` of ``entries`` placed at ``dest`` (detector frame)."""
+    amps = tuple(Amplifier(e.name, d[2], d[0], d[3] - d[2], d[1] - d[0])
+                 for e, d in zip(entries, dest, strict=True))
+    detector = Detector(name, max(d[3] for d in dest), max(d[1] for d in dest), amps, id)
+    return HeaderGeometry(detector, tuple(e.data for e in entries),
+                          tuple(e.over for e in entries), tuple(shape), per_amp)
 
 
 def _checked(header: Mapping[str, Any], key: str, shape: tuple[int, int]) -> Box:

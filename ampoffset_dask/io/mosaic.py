@@ -4,7 +4,8 @@ trimmed CCD images.
 - DECam-style multi-extension files hold one image HDU per CCD (raw, with ``DATASECA/B`` and
   ``BIASSECA/B``; or the Community Pipeline's trimmed ``instcal``/``ooi`` CCDs), each HDU
   naming its CCD (``CCDNUM``, ``DETPOS``); `ccd_hdus` lists them so that planning makes one
-  task per CCD, each reading only its HDU.
+  task per CCD, each reading only its HDU. HDUs that all name the same CCD (`name_one_ccd`)
+  are not a mosaic: they are the amps of that CCD, one per HDU.
 - HSC raws are one 2144x4241 HDU whose four channels are read after flipping the whole image
   left-right (top-bottom for the rotated detectors 100-103); `raw_image_flip` says which flip
   a detector needs, `flip_box` maps a raw box of the flipped frame back to the file, and
@@ -23,7 +24,7 @@ from typing import Any
 from ..errors import InputError
 from ..geometry import Detector, detector_from_boxes
 
-__all__ = ["check_hsc_channels", "flip_box", "is_ccd_header", "raw_image_flip",
+__all__ = ["check_hsc_channels", "flip_box", "is_ccd_header", "name_one_ccd", "raw_image_flip",
            "trimmed_detector"]
 
 #: Header keys that name the CCD an HDU holds.
@@ -34,6 +35,15 @@ _HSC_ROTATED = range(100, 104)  # flipped top-bottom instead of left-right (came
 def is_ccd_header(header: Mapping[str, Any]) -> bool:
     """The HDU header names a CCD of its own (a mosaic extension)."""
     return any(key in header for key in CCD_KEYS)
+
+
+def name_one_ccd(headers: Sequence[Mapping[str, Any]]) -> bool:
+    """The headers all name the same CCD (equal `CCD_KEYS` values): several HDUs of one CCD,
+    such as its amps in their own HDUs, rather than a multi-CCD file."""
+    def ccd(header: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(str(header.get(key, "")).strip() for key in CCD_KEYS)
+
+    return len({ccd(h) for h in headers}) == 1
 
 
 def raw_image_flip(camera: Any, detector: Detector) -> str | None:
