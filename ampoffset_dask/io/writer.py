@@ -72,6 +72,7 @@ def write_exposure(
     overwrite: bool = False,
     compress: str | None = None,
     detector: Detector | None = None,
+    image_header: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write an exposure in the project layout, atomically.
 
@@ -104,6 +105,9 @@ def write_exposure(
         Fills ``DETNAME``/``DETECTOR`` when the header lacks them and records the amp boxes as
         ``AMPNAM<s>``/``DATASEC<s>`` keywords in the IMAGE header, so the file describes its
         own geometry.
+    image_header : mapping, optional
+        Cards for the IMAGE extension (a WCS, ``BUNIT``...), before the amp boxes, which
+        replace any of the same name.
 
     Returns
     -------
@@ -158,6 +162,10 @@ def write_exposure(
                 value = value.item()
             primary.header[_card_key(key)] = value if comment is None else (value, comment)
         img_header = fits.Header()
+        for key, value in (image_header or {}).items():
+            if isinstance(value, np.generic):
+                value = value.item()
+            img_header[_card_key(key)] = value
         if detector is not None:
             for s, amp in zip(section_suffixes(len(detector)), detector, strict=True):
                 img_header[_card_key(f"AMPNAM{s}")] = amp.name

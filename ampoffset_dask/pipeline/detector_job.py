@@ -107,7 +107,11 @@ _COMPRESSION = re.compile(r"Z(SIMPLE|EXTEND|TENSION|BLOCKED|PCOUNT|GCOUNT|HECKSU
 #: Keywords describing a primary HDU's own pixels: they do not describe the copy's empty
 #: primary (its pixels are in IMAGE, laid out as the detector).
 _PRIMARY_DATA = re.compile(r"(BZERO|BSCALE|BLANK|BUNIT|(DATA|BIAS|TRIM|DET|CCD)SEC\w*|"
-                           r"LTV\d|LTM\d_\d|DETSIZE)$")
+                           r"LTV\d|LTM\d_\d|DETSIZE|"
+                           # its WCS (the copy's IMAGE takes it: `image_header_cards`)
+                           r"(WCSAXES|CTYPE\d|CRPIX\d|CRVAL\d|CDELT\d|CUNIT\d|CROTA\d|"
+                           r"CD\d_\d|PC\d_\d|PV\d_\d+|PS\d_\d+|RADESYS|EQUINOX|LONPOLE|"
+                           r"LATPOLE|WCSNAME|[AB]P?_(ORDER|\d+_\d+))[A-Z]?)$")
 
 
 def output_header(path: str, info: Any, visit: int, detector: Detector) -> dict[str, Any]:
@@ -137,6 +141,43 @@ def output_header(path: str, info: Any, visit: int, detector: Detector) -> dict[
     if detector.id is not None:
         header["DETECTOR"] = int(detector.id)
     return header
+
+
+#: Image-HDU cards a corrected copy's IMAGE extension does not take over: the structure,
+#: scaling and compression of the input's pixels, and the amp boxes the writer records.
+_IMAGE_SKIPPED = re.compile(r"(SIMPLE|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|EXTEND|EXTNAME|"
+                            r"EXTTYPE|INHERIT|CHECKSUM|DATASUM|BZERO|BSCALE|BLANK|COMMENT|"
+                            r"HISTORY|Z\w*|AMPNAM\w*|DATASEC\w*|)$")
+
+
+def image_header_cards(path: str, info: Any, detector: Detector,
+                       camera: Any = None) -> dict[str, Any]:
+    """Cards of the input's image HDU for the corrected copy's IMAGE extension (its WCS,
+    ``BUNIT``, ``LTV``...): only when the copy's pixels are that HDU's pixels where they were
+    (an exposure or image read in place), since a raw's or a reordered image's coordinates
+    would describe other pixels. Empty otherwise, and for URLs."""
+    from astropy.io import fits
+
+    from ..io.fits import amp_sources
+    from ..io.remote import is_url
+
+    if is_url(path) or getattr(info, "kind", None) not in ("exposure", "image", "ccddata"):
+        return {}
+    if tuple(info.shape) != detector.shape:
+        return {}
+    try:
+        sources = amp_sources(info, detector, camera, overscan="none")
+    except (AmpOffsetError, OSError):
+        return {}
+    if not all(s.hdu == info.image_hdu and s.src == s.dest and not (s.flip_x or s.flip_y)
+               for s in sources):
+        return {}
+    try:
+        header = fits.getheader(path, info.image_hdu)
+    except (OSError, ValueError):
+        return {}
+    return {key: value for key, value in header.items()
+            if not _IMAGE_SKIPPED.match(key) and "AMPOFFSET" not in key}
 
 
 @dataclasses.dataclass
@@ -292,6 +333,7 @@ class DetectorJob:
                             **isr_header(exp.isr)},
                     metadata=lsst_metadata_comments(m, applied=True), overwrite=True,
                     detector=geometry,
+                    image_header=image_header_cards(path, exp.info, geometry, self.camera),
                 )
 
             try:

@@ -25,7 +25,7 @@ from ..io.paths import mark_output_folder
 from ..io.remote import is_url, redact
 from ..io.sections import map_once
 from . import _config
-from .detector_job import output_header
+from .detector_job import image_header_cards, output_header
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions
 
@@ -68,6 +68,7 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_exposure(output, corrected, exposure.mask, exposure.variance,
                    mask_planes=exposure.mask_planes, header=header,
+                   image_header=image_header_cards(source, exposure.info, detector),
                    metadata=lsst_metadata_comments(measurement, applied=True), overwrite=True,
                    detector=detector)
     return output

@@ -1,0 +1,65 @@
+"""The headers of corrected copies: an exposure's image-HDU cards (its WCS, BUNIT, LTV) go
+to the copy's IMAGE extension when the copy's pixels are that HDU's pixels, and a primary
+HDU's own image description does not stay on the copy's data-less primary."""
+
+from __future__ import annotations
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from ampoffset_dask import process, read_catalog
+
+_WCS = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CRPIX1": 320.5, "CRPIX2": 100.5,
+        "CRVAL1": 150.1, "CRVAL2": 2.2, "CD1_1": -5.5e-5, "CD1_2": 0.0, "CD2_1": 0.0,
+        "CD2_2": 5.5e-5}
+
+
+def _copy_of(catalog):
+    return read_catalog(catalog, "detectors")["output"].iloc[0]
+
+
+def test_an_exposures_image_cards_reach_the_copys_image(sim_visit, client, tmp_path):
+    src = tmp_path / "in" / "x.fits"
+    src.parent.mkdir()
+    with fits.open(sim_visit.paths[0]) as hdul:
+        for key, value in {**_WCS, "BUNIT": "adu", "LTV1": 0, "LTV2": 0}.items():
+            hdul["IMAGE"].header[key] = value
+        hdul.writeto(src)
+    summary = process([src], tmp_path / "cat", output_images=tmp_path / "out", client=client,
+                      progress=False)
+    assert summary.n_ok == 1
+    with fits.open(_copy_of(tmp_path / "cat")) as out, fits.open(src) as inp:
+        image = out["IMAGE"].header
+        for key, value in {**_WCS, "BUNIT": "adu", "LTV1": 0}.items():
+            assert image[key] == value, key
+        assert WCS(image).wcs.ctype[0] == "RA---TAN"
+        # the copy's amp boxes are its own, and its pixels those of the input's HDU
+        assert image["AMPNAMA"] == inp["IMAGE"].header["AMPNAMA"]
+        assert out["IMAGE"].data.shape == inp["IMAGE"].data.shape
+
+
+def test_a_single_hdu_images_wcs_moves_to_the_copys_image(sim_visit, client, tmp_path):
+    with fits.open(sim_visit.paths[0]) as hdul:
+        data = hdul["IMAGE"].data.copy()
+        geometry = {k: v for k, v in hdul["IMAGE"].header.items()
+                    if k.startswith(("AMPNAM", "DATASEC"))}
+        identity = {k: hdul[0].header[k] for k in ("DETNAME", "VISIT")}
+    src = tmp_path / "in" / "single.fits"
+    src.parent.mkdir()
+    hdu = fits.PrimaryHDU(data)
+    for key, value in {**identity, **geometry, **_WCS, "BUNIT": "adu",
+                       "OBJECT": "field"}.items():
+        hdu.header[key] = value
+    hdu.writeto(src)
+    summary = process([src], tmp_path / "cat", output_images=tmp_path / "out", client=client,
+                      progress=False)
+    assert summary.n_ok == 1
+    with fits.open(_copy_of(tmp_path / "cat")) as out:
+        assert out[0].data is None
+        assert "CTYPE1" not in out[0].header and "BUNIT" not in out[0].header
+        assert out[0].header["OBJECT"] == "field"
+        assert out["IMAGE"].header["CTYPE1"] == "RA---TAN"
+        assert out["IMAGE"].header["BUNIT"] == "adu"
+        pedestals = read_catalog(tmp_path / "cat", "pedestals")["pedestal"].to_numpy()
+        assert np.isfinite(pedestals).all()
