@@ -980,7 +980,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     """``ampoffset-dask catalog CATALOG``."""
     import numpy as np
 
-    from .catalog import read_catalog
+    from .catalog import pending_journals, read_catalog
 
     if args.action == "compact":
         return cmd_compact(args)
@@ -1009,15 +1009,14 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         det = read_catalog(args.catalog, "detectors", visits=visits, all_rows=args.all_rows)
     ped = read_catalog(args.catalog, "pedestals", visits=visits, all_rows=args.all_rows)
     itf = read_catalog(args.catalog, "interfaces", visits=visits, all_rows=args.all_rows)
-    try:
-        runs = read_catalog(args.catalog, "runs")
-    except (InputError, FileNotFoundError):
-        runs = None
+    runs = read_catalog(args.catalog, "runs")  # a damaged runs table is an error, not 0 runs
+    # results of a killed run still only in its journal: not in the rows above
+    pending = [j for j in pending_journals(args.catalog, live=False) if j.n_results]
     status = det["status"].value_counts().to_dict() if len(det) else {}
     peds = np.asarray(ped["pedestal"], dtype=float) if len(ped) else np.zeros(0)
     summary = {
         "catalog": str(args.catalog),
-        "runs": 0 if runs is None else len(runs),
+        "runs": len(runs),
         "visits": sorted(int(v) for v in det["visit"].unique()) if len(det) else [],
         "detectors": len(det),
         "status": {str(k): int(v) for k, v in status.items()},
@@ -1030,6 +1029,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         "failed": [{"visit": int(row.visit), "detector": _text_or_empty(row.detector),
                     "input": _text_or_empty(row.input), "error": str(row.error)}
                    for row in det[det["status"] == "failed"].itertuples(index=False)],
+        "pending": [{"run_id": j.run_id, "results": j.n_results, "journal": str(j.path)}
+                    for j in pending],
     }
     if args.json:
         _out(json.dumps(summary, indent=1))
@@ -1050,6 +1051,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                                           row["error"]))
     if len(summary["failed"]) > 20:
         _out(f"  ... {len(summary['failed']) - 20} more failures")
+    for j in summary["pending"]:
+        _out(f"pending     run {j['run_id']} did not finish (killed?): {j['results']} "
+             f"result(s) only in its journal, not counted above; '{_PROG} catalog compact "
+             f"{args.catalog}' or running again recovers them")
     return EXIT_OK
 
 

@@ -16,7 +16,14 @@ The ``visit`` column lives in the hive-style directory name, so ``pandas.read_pa
 int64); after `compact_catalog` the rows of compacted visits are in ``_compacted`` files,
 which such raw readers skip: read compacted catalogs with `read_catalog`. Inputs whose visit
 could not be determined are recorded under ``visit=-1``. The files keep every run's rows;
-`read_catalog` shows the latest row of each (visit, detector) unless ``all_rows=True``.
+`read_catalog` shows the latest row of each (visit, detector) unless ``all_rows=True``:
+latest in the order the catalog writer recorded them (each run's ``started`` in the runs table,
+then each row's ``recorded_at``; both by the writer's clock, never a worker's).
+
+Its errors are `~ampoffset_dask.errors.InputError` subclasses naming the file:
+`DamagedCatalogError` (a file cannot be read, with how to recover) and `CatalogWriteError`
+(full disk, read-only file system). `pending_journals` lists results of killed runs not yet
+in the tables.
 
 One module per job: `~ampoffset_dask.catalog.schema` (tables and the per-detector record),
 `~ampoffset_dask.catalog.read` (readers), `~ampoffset_dask.catalog.lock` (one writer at a
@@ -37,6 +44,8 @@ _LAZY = {
     "compact_catalog": ".compact",
     "Journal": ".journal",
     "replay": ".journal",
+    "PendingJournal": ".journal",
+    "pending_journals": ".journal",
     "CatalogBusyError": ".lock",
     "CatalogLock": ".lock",
     "config_digest": ".provenance",
@@ -47,6 +56,9 @@ _LAZY = {
     "TABLES": ".schema",
     "UNKNOWN_VISIT": ".schema",
     "VISIT_TABLES": ".schema",
+    "CatalogFileError": ".schema",
+    "CatalogWriteError": ".schema",
+    "DamagedCatalogError": ".schema",
     "DetectorResult": ".schema",
     "CatalogWriter": ".writer",
     "CurrentRow": ".writer",
@@ -62,16 +74,21 @@ __all__ = [
     "UNKNOWN_VISIT",
     "VISIT_TABLES",
     "CatalogBusyError",
+    "CatalogFileError",
     "CatalogLock",
+    "CatalogWriteError",
     "CatalogWriter",
     "CompactionResult",
     "CurrentRow",
+    "DamagedCatalogError",
     "DetectorResult",
     "Journal",
+    "PendingJournal",
     "compact_catalog",
     "config_digest",
     "input_records",
     "package_versions",
+    "pending_journals",
     "read_catalog",
     "replay",
 ]

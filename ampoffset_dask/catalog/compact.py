@@ -21,6 +21,12 @@ point leaves a (visit, run) either in its per-visit file only, in a compacted fi
 both with the same rows; readers take the per-visit copy in the last case (see
 `~ampoffset_dask.catalog.read.arrow_table`), and the next compaction drops it. No row is ever
 lost or shown twice.
+
+Errors. A file that cannot be read raises `~ampoffset_dask.catalog.schema.DamagedCatalogError`
+naming it (and how to recover), before anything of its group is moved; a file that cannot be
+written (full disk, read-only file system) raises
+`~ampoffset_dask.catalog.schema.CatalogWriteError` naming it. Either way the catalog is left
+as the crash-safety rules above describe, and compacting again finishes the job.
 """
 
 from __future__ import annotations
@@ -31,21 +37,25 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.dataset as pads
 
 from ..errors import ConfigError, InputError
 from .read import (
+    _damaged,
     _dataset,
     _visit_schema,
     _without_copies,
+    check_readable,
     compacted_files,
     compacted_name,
     visit_files,
 )
-from .schema import COMPACTED, VISIT_TABLES
+from .schema import COMPACTED, VISIT_TABLES, CatalogWriteError
 from .writer import CatalogWriter, write_atomic
 
 __all__ = ["CompactionResult", "compact_catalog"]
@@ -92,9 +102,31 @@ def _count(root: Path, table: str) -> int:
     return len(visit_files(root, table)) + len(compacted_files(root, table))
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an `OSError` changing ``path`` into a `CatalogWriteError` naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise CatalogWriteError.from_os_error(
+            path, exc, "Nothing is lost: every row is in a per-visit or a compacted file") \
+            from exc
+
+
+def _scan(root: Path, table: str, paths: list[Path], partitions: list, schema: pa.Schema,
+          **options: Any) -> pa.Table:
+    """Rows of ``paths`` (`_dataset`), a file that cannot be read named in the error."""
+    try:
+        return _dataset(paths, partitions, schema).to_table(**options)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except (pa.ArrowException, OSError) as exc:
+        raise _damaged(root, table, paths, exc) from exc
+
+
 def _retire(path: Path) -> None:
     """Remove a per-visit file that is now in a compacted file (and its emptied folder)."""
-    with contextlib.suppress(FileNotFoundError):
+    with _writing(path), contextlib.suppress(FileNotFoundError):
         path.unlink()
     folder = path.parent
     # Temporary files of a killed writer: under the lock nobody else can be writing them.
@@ -120,23 +152,24 @@ def _compact_table(root: Path, table: str, visits_per_file: int, row_group_size:
     if not files:
         return 0
     folder = root / table / COMPACTED
-    folder.mkdir(exist_ok=True)
-    for stale in folder.glob(".*.tmp"):  # a compaction killed while writing
-        stale.unlink()
+    with _writing(folder):
+        folder.mkdir(exist_ok=True)
+        for stale in folder.glob(".*.tmp"):  # a compaction killed while writing
+            stale.unlink()
     schema = _visit_schema(table)
     existing = compacted_files(root, table)
     chunks = [files[i:i + visits_per_file] for i in range(0, len(files), visits_per_file)]
     moved = 0
     for number, chunk in enumerate(chunks, 1):
         visits = [v for v, _ in chunk]
-        rows = _dataset([p for _, p in chunk], [pads.field("visit") == v for v in visits],
-                        schema).to_table()
+        rows = _scan(root, table, [p for _, p in chunk],
+                     [pads.field("visit") == v for v in visits], schema)
         if existing:
             # Rows a stopped compaction already moved are in a compacted file: not twice.
-            done = _dataset([p for _, _, p in existing],
-                            [(pads.field("visit") >= lo) & (pads.field("visit") <= hi)
-                             for lo, hi, _ in existing], schema).to_table(
-                columns=["visit", "run_id"], filter=pads.field("visit").isin(visits))
+            done = _scan(root, table, [p for _, _, p in existing],
+                         [(pads.field("visit") >= lo) & (pads.field("visit") <= hi)
+                          for lo, hi, _ in existing], schema,
+                         columns=["visit", "run_id"], filter=pads.field("visit").isin(visits))
             rows = _without_copies(rows, done)
         if rows.num_rows:
             # Stable sort: rows of a (visit, detector) keep their order (LSST's interface
@@ -189,6 +222,10 @@ def compact_catalog(
         For a ``visits_per_file`` or ``row_group_size`` below 1.
     CatalogBusyError
         If a run (or another compaction) is writing the catalog.
+    DamagedCatalogError
+        If a file of the catalog cannot be read (named, with how to recover).
+    CatalogWriteError
+        If a file cannot be written (named, with the reason), e.g. a read-only catalog.
 
     Examples
     --------
@@ -218,6 +255,9 @@ def compact_catalog(
     writer = CatalogWriter(root)
     writer.open()  # the lock, and the journals of interrupted runs replayed
     try:
+        # A damaged file found half-way would leave the visit's rows of the tables done
+        # before it compacted and its own not: refuse before moving anything.
+        check_readable(root, VISIT_TABLES)
         before = {t: _count(root, t) for t in VISIT_TABLES}
         rows = {t: _compact_table(root, t, visits_per_file, row_group_size, progress)
                 for t in VISIT_TABLES}

@@ -7,20 +7,26 @@ that is still there belongs to a run that was killed, and `replay` reads it back
 Replay never bricks a catalog: a line it cannot turn into a storable record (cut short by
 the crash, not UTF-8, not a JSON object, wrong types, identities out of range) is moved to
 ``CATALOG/_quarantine/<run>.jsonl`` with a warning, and the rest is recovered.
+
+A journal that cannot be written (full disk, file-size limit) raises
+`~ampoffset_dask.catalog.schema.CatalogWriteError` naming it; the lines written before stay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .schema import DetectorResult, check_record
+from .lock import CatalogLock, owner_alive
+from .schema import CatalogWriteError, DetectorResult, check_record
 
-__all__ = ["Journal", "Replay", "replay"]
+__all__ = ["Journal", "PendingJournal", "Replay", "pending_journals", "replay"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +47,9 @@ class Journal:
 
     def __init__(self, root: str | os.PathLike, run_id: str) -> None:
         self.path = Path(root) / JOURNAL_DIR / f"{run_id}.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", buffering=1, encoding="utf-8")
+        with _writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1, encoding="utf-8")
 
     @property
     def closed(self) -> bool:
@@ -51,19 +58,28 @@ class Journal:
 
     def append(self, record: DetectorResult) -> None:
         """Write ``record`` as one line (line-buffered: on disk before the call returns)."""
-        self._file.write(json.dumps(record.to_dict()) + "\n")
+        with _writing(self.path):
+            self._file.write(json.dumps(record.to_dict()) + "\n")
 
     def truncate(self) -> None:
         """Empty the journal (everything in it is in the Parquet files)."""
-        self._file.flush()
-        self._file.seek(0)
-        self._file.truncate()
+        with _writing(self.path):
+            self._file.flush()
+            self._file.seek(0)
+            self._file.truncate()
 
     def close(self) -> None:
-        """Close the file (kept on disk)."""
+        """Close the file (kept on disk).
+
+        A line still buffered that cannot be written (full disk) is dropped with a warning:
+        closing must not fail, and the run reports the write error it met first.
+        """
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as exc:
+                logger.warning("%s: could not finish writing the journal: %s", self.path, exc)
 
     def remove(self) -> None:
         """Close and delete the journal (the run finished)."""
@@ -72,6 +88,15 @@ class Journal:
             self.path.unlink()
         except FileNotFoundError:
             pass
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an `OSError` writing ``path`` into a `CatalogWriteError` naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise CatalogWriteError.from_os_error(path, exc) from exc
 
 
 @dataclasses.dataclass
@@ -131,12 +156,75 @@ def replay(root: str | os.PathLike) -> Replay:
                     reasons.append(f"line {number}: {exc}")
         if bad:
             qdir = root / QUARANTINE_DIR
-            qdir.mkdir(exist_ok=True)
             qpath = qdir / path.name
-            with open(qpath, "ab") as q:
-                q.writelines(bad)
+            with _writing(qpath):
+                qdir.mkdir(exist_ok=True)
+                with open(qpath, "ab") as q:
+                    q.writelines(bad)
             out.quarantined += len(bad)
             logger.warning("%s: %d journal line(s) of run %s could not be recovered and were "
                            "moved to %s (%s)", root, len(bad), run_id, qpath,
                            "; ".join(reasons[:3]) + (" ..." if len(reasons) > 3 else ""))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingJournal:
+    """A journal in a catalog: results of an unfinished run not (yet) in the tables.
+
+    Attributes
+    ----------
+    run_id : str
+        The run.
+    path : Path
+        The journal file.
+    n_results : int
+        Its lines (results; a line cut short by a crash counts too).
+    live : bool
+        Whether a live writer holds the catalog (the run is going on, or the writer is
+        recovering the journal); False after a run was killed.
+    """
+
+    run_id: str
+    path: Path
+    n_results: int
+    live: bool
+
+
+def pending_journals(root: str | os.PathLike, *, live: bool = True) -> list[PendingJournal]:
+    """The journals in ``root`` and how many results each holds (reads only; no lock).
+
+    A journal outlives its run only when the run was killed (kill -9, power loss): its
+    results reach the tables when the next writer opens the catalog (a run, a compaction).
+
+    Parameters
+    ----------
+    root : path-like
+        The catalog directory.
+    live : bool
+        False: leave out (and do not read) the journals of a live writer: a run going on.
+    """
+    folder = Path(root) / JOURNAL_DIR
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".jsonl"))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if not names:
+        return []
+    # Under a live lock every journal is its holder's business: the running run's own, or
+    # one it is replaying. The owner record is read, never the flock taken: a reader must
+    # not make a writer starting at that moment find the catalog busy.
+    owner = CatalogLock(root).read_owner()
+    held = bool(owner) and owner_alive(owner)
+    if held and not live:
+        return []
+    out = []
+    for name in names:
+        path = folder / name
+        try:
+            with open(path, "rb") as f:
+                n = sum(1 for line in f if line.strip())
+        except FileNotFoundError:  # recovered meanwhile
+            continue
+        out.append(PendingJournal(name[:-len(".jsonl")], path, n, held))
     return out

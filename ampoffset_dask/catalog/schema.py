@@ -3,7 +3,15 @@
 Nothing here reads or writes files: `DetectorResult` is what a detector job returns (and what
 the journal holds, one JSON line each); `records_to_tables` turns records into the rows of the
 ``detectors``, ``pedestals`` and ``interfaces`` tables; `check_record` says whether a record
-can be stored at all (identities in range, values of the column types).
+can be stored at all (identities in range, values of the column types). The catalog's own
+errors (`CatalogFileError` and its kinds) are defined here, where every module can use them.
+
+Two times are recorded per ``detectors`` row. ``finished_at`` is the worker's clock when the
+task ended: information only. ``recorded_at`` is the catalog writer's clock when it recorded
+the result (`~ampoffset_dask.catalog.writer.CatalogWriter.add`); with the ``started`` of the
+row's run (also the writer's clock) it decides which row of a (visit, detector) is the latest
+(`~ampoffset_dask.catalog.read.latest_mask`), so a worker whose clock is off cannot keep an
+old row current.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime as _dt
+import errno
 import math
 import os
 import time
@@ -19,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from ..errors import InputError
 
 __all__ = [
     "COMPACTED",
@@ -30,6 +41,9 @@ __all__ = [
     "TABLES",
     "UNKNOWN_VISIT",
     "VISIT_TABLES",
+    "CatalogFileError",
+    "CatalogWriteError",
+    "DamagedCatalogError",
     "DetectorResult",
     "check_identity",
     "check_record",
@@ -72,6 +86,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("output", pa.string()),
         ("run_id", pa.string()),
         ("finished_at", _TS),
+        ("recorded_at", _TS),
         ("dataset_id", pa.string()),
         ("fetched_fraction", pa.float64()),
     ]),
@@ -148,6 +163,63 @@ SORT = {
 }
 
 
+class CatalogFileError(InputError):
+    """A catalog file cannot be read or written; the message names it and what to do.
+
+    An `~ampoffset_dask.errors.InputError`: the command line reports it in one line with the
+    usage/input exit code (2).
+
+    Attributes
+    ----------
+    path : Path or None
+        The file (or folder) concerned.
+    """
+
+    def __init__(self, message: str, path: os.PathLike | str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class DamagedCatalogError(CatalogFileError):
+    """A catalog file exists but cannot be read (cut short, not Parquet, unreadable)."""
+
+
+class CatalogWriteError(CatalogFileError):
+    """The catalog could not be written (full disk, file-size limit, read-only file system,
+    no permission); the message names the file and the operating system's reason."""
+
+    @classmethod
+    def from_os_error(cls, path: os.PathLike | str, exc: OSError,
+                      consequence: str = "") -> CatalogWriteError:
+        """The error for ``exc``, raised writing ``path``.
+
+        ``consequence`` (what became of the catalog) ends the message; by default, that
+        nothing recorded is lost and running again resumes (true of every writer: files are
+        replaced whole, and results not yet in the tables stay in the run's journal).
+        """
+        # pyarrow's own text ("Error writing bytes to file. Detail: ...") buries the reason
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        remedy = _REMEDIES.get(exc.errno or 0, "fix that")
+        consequence = consequence or (
+            "Nothing recorded before is lost (results not yet in the tables are kept in the "
+            "run's journal, CATALOG/_journal, and the next run or 'ampoffset-dask catalog "
+            "compact' recovers them)")
+        return cls(f"cannot write the catalog file {path}: {reason}. {consequence}; "
+                   f"{remedy}, then run the command again (a run resumes where it stopped)",
+                   path)
+
+
+#: What to do about each operating-system reason a catalog write fails.
+_REMEDIES = {
+    errno.ENOSPC: "free some space on that file system",
+    errno.EDQUOT: "free some space within your disk quota",
+    errno.EFBIG: "raise the file-size limit (ulimit -f)",
+    errno.EROFS: "the file system is read-only: copy the catalog to a writable folder",
+    errno.EACCES: "make the catalog folder writable",
+    errno.EPERM: "make the catalog folder writable",
+}
+
+
 @dataclasses.dataclass
 class DetectorResult:
     """The small record one detector task returns (no pixels).
@@ -178,6 +250,12 @@ class DetectorResult:
     overscan, gain : str
         Raw ISR applied while reading (``"per-row"``, ``"mean"``, ``"none"``; ``"nominal"``,
         ``"none"``); empty when the detector failed before reading.
+    finished_at : float
+        When the task ended (seconds since the epoch), by the clock of the machine that
+        built the record (a worker): information only, never used to order rows.
+    recorded_at : int or None
+        When the catalog writer recorded the result (microseconds since the epoch, the
+        writer's clock, increasing within a run); set by `CatalogWriter.add`, None before.
     """
 
     visit: int
@@ -206,6 +284,7 @@ class DetectorResult:
     attempts: int = 1
     worker: str = ""
     finished_at: float = dataclasses.field(default_factory=time.time)
+    recorded_at: int | None = None
     run_id: str = ""
     dataset_id: str = ""
     fetched_fraction: float = float("nan")
@@ -435,6 +514,7 @@ def records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[st
         det["output"].append(r.output)
         det["run_id"].append(rid)
         det["finished_at"].append(_dt.datetime.fromtimestamp(r.finished_at, _dt.UTC))
+        det["recorded_at"].append(r.recorded_at)  # microseconds: the column's unit
         det["dataset_id"].append(r.dataset_id or "")
         det["fetched_fraction"].append(float(r.fetched_fraction))
         if r.status == "failed":

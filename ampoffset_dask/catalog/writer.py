@@ -11,6 +11,18 @@ Rows are history: a new result replaces only a row of the same (visit, detector)
 the same run (for a failure, of the same (visit, detector) and input: each failed input keeps
 its row); rows of earlier runs stay, and readers show the latest (see
 `~ampoffset_dask.catalog.read`).
+
+The writer is the one process that records results, so the order of results is its own: each
+run's ``started`` is later than every earlier run's (by the writer's clock, moved on by a
+microsecond if that clock went back), and each result is stamped ``recorded_at`` when `add`
+records it, increasing within the run. The journal keeps the stamp, so replayed results keep
+their place. The workers' clocks (``finished_at``) decide nothing.
+
+Errors. A file that cannot be written (full disk, file-size limit, read-only file system)
+raises `~ampoffset_dask.catalog.schema.CatalogWriteError` naming it; what was recorded
+before stays in the tables or the journal, and the next writer recovers it. A run stopped by
+any error still releases the lock; a second write error while closing is logged, not raised
+over the first.
 """
 
 from __future__ import annotations
@@ -38,12 +50,20 @@ from ..errors import ConfigError, InputError
 from .journal import Journal, replay
 from .lock import CatalogLock
 from .provenance import config_digest, input_records, package_versions
-from .read import arrow_table, latest_mask, read_visit_file, visit_dir
+from .read import (
+    arrow_table,
+    check_readable,
+    latest_mask,
+    read_visit_file,
+    row_order,
+    visit_dir,
+)
 from .schema import (
     DONE,
     PART,
     SCHEMAS,
     VISIT_TABLES,
+    CatalogWriteError,
     DetectorResult,
     check_record,
     records_to_tables,
@@ -55,6 +75,9 @@ __all__ = ["CatalogWriter", "CurrentRow", "write_atomic"]
 
 logger = logging.getLogger(__name__)
 
+#: The runs table's counts a killed run's record gets from its rows (`CatalogWriter._recount`).
+_RECOUNTED = ("n_submitted", "n_ok", "n_flagged", "n_failed")
+
 
 def write_atomic(table: pa.Table, path: Path, *, fsync: bool = False,
                  **options: Any) -> None:
@@ -62,10 +85,16 @@ def write_atomic(table: pa.Table, path: Path, *, fsync: bool = False,
 
     ``fsync`` makes the file durable before it appears (for a file whose sources are
     deleted next); ``options`` go to `pyarrow.parquet.write_table`.
+
+    Raises
+    ------
+    CatalogWriteError
+        When the file cannot be written (the message names ``path`` and the reason); the
+        file is then as it was.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, compression="zstd", **options)
         if fsync:
             fd = os.open(tmp, os.O_RDONLY)
@@ -74,13 +103,24 @@ def write_atomic(table: pa.Table, path: Path, *, fsync: bool = False,
             finally:
                 os.close(fd)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise CatalogWriteError.from_os_error(path, exc) from exc
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
 
 
 def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC)
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_MICROSECOND = _dt.timedelta(microseconds=1)
+
+
+def _micros(when: _dt.datetime) -> int:
+    """``when`` in microseconds since the epoch (exact: no float on the way)."""
+    return (when - _EPOCH) // _MICROSECOND
 
 
 def _dask_config(key: str, default: Any) -> Any:
@@ -186,18 +226,38 @@ class CatalogWriter:
         self._inputs: dict[str, tuple[int, float] | None] = {}
         self._t0 = 0.0
         self._tally: dict[str, int] = {}  # results added by this run, by status
+        self._last_stamp = 0  # recorded_at of the last result added (microseconds)
+        self._readable = False  # check_readable passed while this writer held the lock
 
     # -- life cycle ---------------------------------------------------------------------------
     def __enter__(self) -> CatalogWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.run_id is not None and self._journal is not None:
-            status = "interrupted" if exc_type is KeyboardInterrupt else "failed"
-            if exc_type is None:
-                status = "finished"
-            self.finish_run(status=status)
-        self.close()
+        failing = exc_type is not None
+        try:
+            if self.run_id is not None and self._journal is not None:
+                status = "interrupted" if exc_type is KeyboardInterrupt else "failed"
+                if exc_type is None:
+                    status = "finished"
+                try:
+                    self.finish_run(status=status)
+                except CatalogWriteError as err:
+                    if not failing:
+                        failing = True  # this error is reported, not one from closing
+                        raise
+                    # e.g. the disk that stopped the run is still full: the run's error is
+                    # the one to report; its journal stays for the next writer
+                    logger.warning("%s: could not record the end of run %s: %s", self.path,
+                                   self.run_id, err)
+        finally:
+            try:
+                self.close()
+            except CatalogWriteError as err:
+                if not failing:
+                    raise
+                logger.warning("%s: could not write the last results at close (they are in "
+                               "the run's journal): %s", self.path, err)
 
     def open(self) -> None:
         """Create the directory, take the lock and replay journals of interrupted runs.
@@ -212,8 +272,12 @@ class CatalogWriter:
             return
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path}: catalog output exists and is not a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock.acquire()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:  # read-only file system, no permission: nothing written
+            raise CatalogWriteError.from_os_error(
+                self._lock.path, exc, "Nothing was written") from exc
         try:
             self._recover()
         except BaseException:
@@ -221,20 +285,36 @@ class CatalogWriter:
             raise
 
     def close(self) -> None:
-        """Flush everything and release the lock (the journal is kept if not finished)."""
+        """Flush everything and release the lock (the journal is kept if not finished).
+
+        Raises
+        ------
+        CatalogWriteError
+            When the last results cannot be written (they stay in the journal; the lock is
+            released all the same).
+        """
         try:
             if self._visits:
                 self.flush(force=True)
         finally:
-            if self._journal is not None:
-                self._journal.close()
-                self._journal = None
-            self._lock.release()
+            self._release()
+
+    def _release(self) -> None:
+        """Close the journal (kept on disk) and release the lock."""
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
+        self._readable = False
+        self._lock.release()
 
     def _recover(self) -> None:
+        """Replay the journals of killed runs into the tables and close their run records.
+
+        Holding the lock, no other writer is alive: a run still ``running`` in the runs
+        table was killed. It becomes ``interrupted``, with its counts taken from the rows it
+        left (`_recount`): it never reported them itself.
+        """
         found = replay(self.path)
-        if not found.journals:
-            return
         by_visit: dict[int, dict[tuple[str, str], DetectorResult]] = {}
         for rec in found.records:
             by_visit.setdefault(rec.visit, {})[(rec.run_key[1], rec.run_id)] = rec
@@ -242,17 +322,46 @@ class CatalogWriter:
             existing = {t: read_visit_file(self.path, t, visit) for t in VISIT_TABLES}
             self._write_visit(visit, existing, list(records.values()))
         runs = self._read_runs()
-        interrupted = set(found.runs)
-        for row in runs:
-            if row["run_id"] in interrupted and row["status"] == "running":
-                row["status"] = "interrupted"
-        if runs:
+        killed = {row["run_id"] for row in runs if row["status"] == "running"}
+        if killed:
+            counts = self._recount(killed)
+            for row in runs:
+                if row["run_id"] in killed:
+                    row["status"] = "interrupted"
+                    row.update(counts.get(row["run_id"], dict.fromkeys(_RECOUNTED, 0)))
             self._write_runs(runs)
         for jpath in found.journals:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 jpath.unlink()
-        logger.info("recovered %d journaled results of %d interrupted run(s) into %s",
-                    len(found.records), len(found.journals), self.path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise CatalogWriteError.from_os_error(jpath, exc) from exc
+        if found.journals or killed:
+            logger.info("recovered %d journaled results of %d interrupted run(s) into %s",
+                        len(found.records), len(killed | set(found.runs)), self.path)
+
+    def _recount(self, run_ids: set[str]) -> dict[str, dict[str, int]]:
+        """Counts of the rows ``run_ids`` left in the ``detectors`` table, by status.
+
+        ``n_submitted`` is the rows measured on a worker (a ``worker`` recorded): results
+        recorded without computing (inputs that failed planning, already corrected ones)
+        are not submitted; tasks lost with their worker, or in flight when the run was
+        killed, left no row and are not counted.
+        """
+        import pyarrow.dataset as pads
+
+        det = arrow_table(self.path, "detectors", columns=["run_id", "status", "worker"],
+                          filter=pads.field("run_id").isin(sorted(run_ids))).to_pylist()
+        out: dict[str, dict[str, int]] = {}
+        for row in det:
+            counts = out.setdefault(row["run_id"], dict.fromkeys(_RECOUNTED, 0))
+            name = f"n_{row['status']}"
+            if name in counts:
+                counts[name] += 1
+            if row["worker"]:
+                counts["n_submitted"] += 1
+        return out
 
     # -- run records --------------------------------------------------------------------------
     def _read_runs(self) -> list[dict[str, Any]]:
@@ -263,10 +372,18 @@ class CatalogWriter:
                      self.path / "runs" / PART)
 
     def check_config(self, config: Any, *, new_run: bool = False) -> None:
-        """Raise `ConfigError` if the latest run used another config (unless ``new_run``)."""
+        """Raise `ConfigError` if the latest run used another config (unless ``new_run``).
+
+        Raises
+        ------
+        DamagedCatalogError
+            Unless ``new_run``, when a file of the tables cannot be read: a run that may
+            resume is refused before it is recorded (`current` would be).
+        """
         self.open()
         if new_run:
             return
+        self._check_readable()
         runs = self._read_runs()
         if not runs:
             return
@@ -321,6 +438,11 @@ class CatalogWriter:
         digest = config_digest(config)
         runs = self._read_runs()
         stamp = _now()
+        # Runs are ordered by their start (the latest-row rule): after every earlier run's,
+        # even if this machine's clock went back since.
+        latest = max((r["started"] for r in runs if r["started"] is not None), default=None)
+        if latest is not None and stamp <= latest:
+            stamp = latest + _MICROSECOND
         self.run_id = f"{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         records = input_records(inputs)
         self._inputs = {r["path"]: _stamp(r["size"], r["mtime"]) for r in records}
@@ -352,6 +474,7 @@ class CatalogWriter:
         self._journal = Journal(self.path, self.run_id)
         self._t0 = time.monotonic()
         self._tally = {}
+        self._last_stamp = _micros(stamp)
         return self.run_id
 
     def annotate_run(self, **fields: Any) -> None:
@@ -368,7 +491,12 @@ class CatalogWriter:
         timings: Mapping[str, float] | None = None,
         status: str = "finished",
     ) -> None:
-        """Flush every visit, record the run's counts and timings, remove its journal."""
+        """Flush every visit, record the run's counts and timings, remove its journal.
+
+        Without ``counts`` (a run stopped early), the counts are what this writer recorded:
+        results by status, and ``n_submitted`` as the results measured on a worker (see
+        `_recount`).
+        """
         self.flush(force=True)
         if self.run_id is None or self._journal is None:
             return
@@ -404,10 +532,19 @@ class CatalogWriter:
     def current(self) -> dict[tuple[int, str], CurrentRow]:
         """The current row of each (visit, detector) with a detector name (the latest-row
         rule of `~ampoffset_dask.catalog.read`; of several current failed rows, the latest).
+
+        Raises
+        ------
+        DamagedCatalogError
+            When a file of the tables cannot be read: rows whose pedestals or interfaces
+            cannot be read are not done, and resuming would skip them.
         """
         if not (self.path / "detectors").is_dir():
             return {}
+        import pandas as pd
+
         runs: dict[str, tuple[str, dict[str, Any]]] = {}
+        started: dict[str, Any] = {}
         for row in self._read_runs():
             try:
                 stamps = {r["path"]: _stamp(r.get("size"), r.get("mtime"))
@@ -415,11 +552,15 @@ class CatalogWriter:
             except (ValueError, TypeError, KeyError, AttributeError):
                 stamps = {}
             runs[row["run_id"]] = (row["config_digest"], stamps)
+            started[row["run_id"]] = row["started"]
         det = arrow_table(self.path, "detectors", columns=[
             "visit", "detector", "status", "input", "output", "applied", "run_id",
-            "finished_at"]).to_pandas()
-        det = det[latest_mask(det) & (det["detector"] != "").to_numpy()]
-        det = det.sort_values("finished_at", kind="stable")
+            "finished_at", "recorded_at"]).to_pandas()
+        self._check_readable()
+        order = pd.Series(started, dtype="datetime64[us, UTC]")
+        det = det.assign(_order=row_order(det, order))
+        det = det[latest_mask(det, order) & (det["detector"] != "").to_numpy()]
+        det = det.sort_values("_order", kind="stable")
         out: dict[tuple[int, str], CurrentRow] = {}
         for visit, name, status, path, output, applied, run_id in zip(
                 det["visit"], det["detector"], det["status"], det["input"], det["output"],
@@ -429,6 +570,13 @@ class CatalogWriter:
                 status=status, input=path, output=output or "", applied=bool(applied),
                 run_id=run_id, config_digest=run_digest, stamp=stamps.get(path))
         return out
+
+    def _check_readable(self) -> None:
+        """`check_readable` of the tables, once while the lock is held (no one else
+        changes the files meanwhile, and this writer replaces files whole)."""
+        if not self._readable:
+            check_readable(self.path, VISIT_TABLES)
+            self._readable = self._lock.held
 
     def input_unchanged(self, row: CurrentRow) -> bool:
         """Whether ``row``'s input still has the size and modification time its run recorded
@@ -469,13 +617,25 @@ class CatalogWriter:
     def add(self, result: DetectorResult) -> None:
         """Record one result: journal it now, write its visit when the visit is complete.
 
-        A result that cannot be stored (identity out of range, values of the wrong type)
-        is recorded as a failed row of the unknown visit, with the reason.
+        The result is stamped ``recorded_at`` (this writer's clock, later than the run's
+        start and than the result before): the order the latest-row rule follows. A result
+        that cannot be stored (identity out of range, values of the wrong type) is recorded
+        as a failed row of the unknown visit, with the reason.
+
+        Raises
+        ------
+        CatalogWriteError
+            When the journal or a visit file cannot be written (full disk); the result is
+            still written with its visit when the run is closed, if the disk allows.
         """
         if self._journal is None:
             raise RuntimeError("CatalogWriter.add called before start_run")
         if not result.run_id:
             result.run_id = self.run_id or ""
+        # The writer's clock orders results, never the worker's (finished_at): strictly
+        # increasing within the run, so two results are never tied.
+        self._last_stamp = max(time.time_ns() // 1000, self._last_stamp + 1)
+        result.recorded_at = self._last_stamp
         try:
             rows = check_record(result)
         except ValueError as exc:
@@ -485,6 +645,7 @@ class CatalogWriter:
                 f"InputError: {result.input}: cannot record the result ({exc})",
                 visit=None, detector=None, input=str(result.input))
             result.run_id = self.run_id or ""
+            result.recorded_at = self._last_stamp
             rows = check_record(result)
         visit, key = result.run_key
         st = self._state(visit)  # may read the visit's files: before anything is recorded
@@ -496,8 +657,12 @@ class CatalogWriter:
         st.rows[key] = rows
         st.arrive(result.key[1])
         st.dirty = True
-        self._journal.append(result)
+        # counted with the memory copy: a result whose journal line cannot be written (full
+        # disk) is still written with the visit when the run is closed
         self._tally[result.status] = self._tally.get(result.status, 0) + 1
+        if result.worker:
+            self._tally["submitted"] = self._tally.get("submitted", 0) + 1
+        self._journal.append(result)
         if st.complete:
             self._flush_visit(st)
             del self._visits[visit]
