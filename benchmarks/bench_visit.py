@@ -110,6 +110,7 @@ def _warm_client(path: Path, workdir: Path) -> None:
 
     _warm()
     plan_tasks(discover_inputs(path))
+    shutil.rmtree(workdir / "warm", ignore_errors=True)  # a catalog of another version
     with CatalogWriter(workdir / "warm") as writer:
         writer.start_run(config=AmpOffsetConfig(), inputs=[path])
         writer.finish_run()

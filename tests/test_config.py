@@ -330,4 +330,6 @@ def test_the_digest_leaves_do_apply_amp_offset_out():
 
     assert config_digest(AmpOffsetConfig(doApplyAmpOffset=True)) == config_digest(
         AmpOffsetConfig())
+    # the digest catalogs have recorded for the default config all along
+    assert config_digest(AmpOffsetConfig()) == "d736307aec46c9c5"
     assert config_digest(AmpOffsetConfig(ampEdgeWidth=32)) != config_digest(AmpOffsetConfig())

@@ -15,13 +15,14 @@ __all__ = ["config_digest", "input_records", "package_versions"]
 def config_digest(config: Any) -> str:
     """SHA-256 (hex, 16 chars) of a config's canonical JSON (``to_dict`` when it has one).
 
-    ``doApplyAmpOffset`` is left out: whether a run subtracts the pedestals changes none of
-    them, so measuring and then correcting are runs of one configuration.
+    ``doApplyAmpOffset`` counts as False: whether a run subtracts the pedestals changes none
+    of them, so measuring and then correcting are runs of one configuration (and the digest
+    of a config with it False is the one catalogs have always recorded).
     """
     data = config.to_dict() if hasattr(config, "to_dict") else config
     if isinstance(data, Mapping):
-        data = {k: v for k, v in data.items()
-                if k not in ("do_apply_amp_offset", "doApplyAmpOffset")}
+        data = {k: (False if k in ("do_apply_amp_offset", "doApplyAmpOffset") else v)
+                for k, v in data.items()}
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
