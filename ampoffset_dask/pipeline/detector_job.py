@@ -180,6 +180,19 @@ def image_header_cards(path: str, info: Any, detector: Detector,
             if not _IMAGE_SKIPPED.match(key) and "AMPOFFSET" not in key}
 
 
+def flag_harm(result: DetectorResult, measurement: Any,
+              config: AmpOffsetConfig | None) -> DetectorResult:
+    """Flag an ``ok`` result whose interfaces mostly failed the do-no-harm checks
+    (`~ampoffset_dask.algorithm.quality.harm_check`): numbers, but not a measurement."""
+    cfg = config if config is not None else AmpOffsetConfig()
+    harm = harm_check(measurement.interfaces, cfg.amp_edge_max_offset, cfg.amp_edge_min_frac)
+    if harm is not None and result.status == "ok":
+        logger.warning("%s visit %s: %s", result.detector, result.visit, harm)
+        result.status, result.error = "flagged", harm
+        result.warnings = [*result.warnings, harm]
+    return result
+
+
 @dataclasses.dataclass
 class DetectorJob:
     """One detector file to measure (and optionally correct) on a worker.
@@ -363,12 +376,7 @@ class DetectorJob:
             gain=exp.isr.gain,
         )
         result.fetched_fraction = self.fetched_fraction
-        cfg = config if config is not None else AmpOffsetConfig()
-        harm = harm_check(m.interfaces, cfg.amp_edge_max_offset, cfg.amp_edge_min_frac)
-        if harm is not None and result.status == "ok":  # numbers, but not a measurement
-            logger.warning("%s visit %s: %s", geometry.name, visit, harm)
-            result.status, result.error = "flagged", harm
-            result.warnings = [*result.warnings, harm]
+        flag_harm(result, m, config)
         if write_error:
             result.status = "flagged"
             result.error = "; ".join(e for e in (result.error, write_error) if e)

@@ -25,7 +25,7 @@ from ..io.paths import mark_output_folder
 from ..io.remote import is_url, redact
 from ..io.sections import map_once
 from . import _config
-from .detector_job import image_header_cards, output_header
+from .detector_job import flag_harm, image_header_cards, output_header
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions
 
@@ -75,13 +75,14 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
 
 
 def _result(measurement: Any, exposure: Any, output: str | None, visit: int,
-            detector: Detector, path: str, dataset_id: str | None) -> DetectorResult:
+            detector: Detector, path: str, dataset_id: str | None,
+            config: AmpOffsetConfig | None = None) -> DetectorResult:
     result = DetectorResult.from_measurement(measurement, visit=visit, detector=detector,
                                              input=path, output=output,
                                              overscan=exposure.isr.overscan,
                                              gain=exposure.isr.gain)
     result.dataset_id = dataset_id or ""
-    return result
+    return flag_harm(result, measurement, config)  # flagged as `process` flags it
 
 
 def _checked_outputs(planned: list[PlannedTask], options: RunOptions) -> dict[str, Path]:
@@ -200,7 +201,7 @@ def build_graph(
                 dask_key_name=f"ampoffset-write-{tag}")
         graph[(task.visit, task.name)] = dask.delayed(_result, pure=True)(
             measurement, exposure, written, task.visit, task.detector, task.path,
-            task.dataset_id, dask_key_name=f"ampoffset-{tag}")
+            task.dataset_id, config, dask_key_name=f"ampoffset-{tag}")
     return graph
 
 

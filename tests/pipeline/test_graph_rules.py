@@ -194,3 +194,21 @@ def test_object_store_output_is_refused(sim_visit, tmp_path):
     with pytest.raises(InputError, match=r"build_graph writes corrected images to a local "
                                          r"folder"):
         build_graph(sim_visit.paths[0], output_images="s3://bucket/corrected")
+
+
+def test_a_measurement_failing_the_do_no_harm_checks_is_flagged_as_process_flags_it(
+        sim_visit, tmp_path):
+    """Amps 20 ADU apart (no bias correction, say): most interfaces exceed ampEdgeMaxOffset,
+    and the graph's result is `process`'s flagged one, not ``ok``."""
+    path = tmp_path / "steps.fits"
+    with fits.open(sim_visit.paths[0]) as hdul:
+        det = read_exposure(sim_visit.paths[0]).detector
+        for k, amp in enumerate(det):
+            hdul["IMAGE"].data[amp.slices] += np.float32(20.0 * (k % 2))
+        hdul.writeto(path)
+    (result,) = dask.compute(*build_graph(path).values(), scheduler="sync")
+    expected = process_file(str(path))
+    assert expected.status == result.status == "flagged"
+    assert result.error == expected.error
+    assert "interfaces exceed ampEdgeMaxOffset=5" in result.error
+    np.testing.assert_array_equal(result.pedestals, expected.pedestals)
