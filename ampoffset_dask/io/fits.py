@@ -175,6 +175,9 @@ class FileInfo:
         Generic per-amp files (kind ``"raw"`` without ``SegmentNN`` HDUs): HDU index -> its
         ``EXTNAME`` and section keywords (``DATASEC``, ``BIASSEC``, ``CCDSEC``, ``DETSEC``), in
         amp order; empty otherwise.
+    uncertainty : (int, str) or None
+        CCDData files: the ``UNCERT`` HDU and what it holds (``"stddev"``, ``"variance"`` or
+        ``"inverse"``, from ``UTYPE``); `read_exposure` turns it into the variance.
     """
 
     path: Path
@@ -196,6 +199,7 @@ class FileInfo:
     ccd_hdus: tuple[int, ...] = ()
     archive_hdus: tuple[int, ...] = ()
     amp_hdus: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict, repr=False)
+    uncertainty: tuple[int, str] | None = None
 
 
 @dataclasses.dataclass
@@ -443,8 +447,11 @@ def _head_of_header(k: int, header: CachedHeader) -> _Head:
 
 #: The keywords `_inspect` reads besides the structure, and the prefixes of those it
 #: finds by pattern (`_GEOMETRY_KEY`, ``MP_*``): the cards a walked header keeps.
-_INSPECTED = frozenset({"EXTNAME", "EXTTYPE", "BLANK", "BSCALE", "BZERO", "AR_NAME",
+_INSPECTED = frozenset({"EXTNAME", "EXTTYPE", "BLANK", "BSCALE", "BZERO", "AR_NAME", "UTYPE",
                         *_IDENTITY_KEYS, *CCD_KEYS})
+#: astropy's uncertainty classes (``UTYPE`` of CCDData's ``UNCERT``) -> what the HDU holds.
+_UNCERTAINTY_KINDS = {"StdDevUncertainty": "stddev", "VarianceUncertainty": "variance",
+                      "InverseVariance": "inverse"}
 _INSPECTED_PREFIXES = ("MP_", "DATASEC", "DETSEC", "CCDSEC", "BIASSEC", "AMPNAM", "T_EFM",
                        "T_OSM", "LTV")
 
@@ -611,6 +618,7 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
                 f"{path}: {role} extension shape {heads[idx].shape} differs from the "
                 f"IMAGE shape {shape}"
             )
+    uncertainty = _ccddata_uncertainty(heads, shape2, path) if ccddata else None
     if ccddata:
         planes = dict(CCDDATA_MASK_PLANES)
     else:
@@ -663,8 +671,24 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
         camera=camera, shape=shape, image_hdu=image_hdu, mask_hdu=mask_hdu,
         variance_hdu=variance_hdu, mask_planes=planes, compressed=compressed, header=keys,
         segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
-        archive_hdus=archive, amp_hdus=amp_hdus,
+        archive_hdus=archive, amp_hdus=amp_hdus, uncertainty=uncertainty,
     )
+
+
+def _ccddata_uncertainty(heads: list[_Head], shape: tuple[int, ...],
+                         path: Any) -> tuple[int, str] | None:
+    """The ``UNCERT`` HDU of a CCDData file and what it holds, when it can give a variance."""
+    for h in heads:
+        if not h.image or str(h.header.get("EXTNAME", "") or "").strip().upper() != "UNCERT":
+            continue
+        utype = str(h.header.get("UTYPE", "") or "").strip()
+        kind = _UNCERTAINTY_KINDS.get(utype.rsplit(".", 1)[-1])
+        if kind is None or h.shape != shape:
+            logger.info("%s: uncertainty %r of shape %s not turned into a variance", path,
+                        utype, h.shape)
+            return None
+        return h.index, kind
+    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -1311,7 +1335,9 @@ def _read_local(path: Any, camera: Any, detector: Any, overscan: bool | str, gai
         else:
             mask = (_read_full(info.path, info.mask_hdu, np.int32)[0]
                     if info.mask_hdu is not None else np.zeros(det.shape, np.int32))
-        if want_variance:
+        if want_variance and info.uncertainty is not None:
+            variance = _variance_of(info.path, *info.uncertainty)
+        elif want_variance:
             variance = (_read_full(info.path, info.variance_hdu, np.float32)[0]
                         if info.variance_hdu is not None else np.zeros(det.shape, np.float32))
         if any(s.gain is not None for s in sources):
@@ -1335,6 +1361,18 @@ def _read_local(path: Any, camera: Any, detector: Any, overscan: bool | str, gai
         logger.info("%s: %d non-finite pixels flagged NO_DATA", info.path, int(bad.sum()))
     return ExposureData(image, mask, variance, planes, det, info.visit, info,
                         file_isr(info, det, sources))
+
+
+def _variance_of(path: Path, hdu: int, kind: str) -> np.ndarray:
+    """float32 variance from a CCDData uncertainty HDU (as `ampoffset_dask.ccddata` converts
+    an in-memory uncertainty: squared standard deviations, or inverted inverse variances)."""
+    values = _read_full(path, hdu, np.float64)[0]
+    if kind == "stddev":
+        values = values**2
+    elif kind == "inverse":
+        with np.errstate(divide="ignore"):
+            values = np.where(values > 0, 1.0 / values, np.inf)
+    return values.astype(np.float32)
 
 
 def _times_gain(image: np.ndarray, variance: np.ndarray | None, det: Detector,

@@ -63,3 +63,33 @@ def test_a_single_hdu_images_wcs_moves_to_the_copys_image(sim_visit, client, tmp
         assert out["IMAGE"].header["BUNIT"] == "adu"
         pedestals = read_catalog(tmp_path / "cat", "pedestals")["pedestal"].to_numpy()
         assert np.isfinite(pedestals).all()
+
+
+def test_a_ccddata_files_uncertainty_becomes_the_copys_variance(sim_visit, client, tmp_path):
+    """``CCDData.write`` keeps a standard deviation in ``UNCERT``: the reader squares it into
+    the variance (zeros before), and the copy's IMAGE takes the WCS off the data's HDU."""
+    from astropy.nddata import CCDData, InverseVariance, StdDevUncertainty
+
+    from ampoffset_dask.io.fits import read_exposure
+
+    with fits.open(sim_visit.paths[0]) as hdul:
+        data = hdul["IMAGE"].data.astype(np.float32)
+        meta = {k: v for k, v in hdul["IMAGE"].header.items()
+                if k.startswith(("AMPNAM", "DATASEC"))}
+        meta.update({k: hdul[0].header[k] for k in ("DETNAME", "VISIT")})
+    ccd = CCDData(data, unit="adu", mask=np.zeros(data.shape, bool), meta={**meta, **_WCS},
+                  uncertainty=StdDevUncertainty(np.full(data.shape, 7.0, np.float32)))
+    src = tmp_path / "in" / "ccd.fits"
+    src.parent.mkdir()
+    ccd.write(src)
+    assert read_exposure(src).variance[0, 0] == 49.0
+    summary = process([src], tmp_path / "cat", output_images=tmp_path / "out", client=client,
+                      progress=False)
+    assert summary.n_ok == 1
+    with fits.open(_copy_of(tmp_path / "cat")) as out:
+        assert np.all(out["VARIANCE"].data == 49.0)
+        assert out["IMAGE"].header["CTYPE1"] == "RA---TAN" and "CTYPE1" not in out[0].header
+    # an inverse variance is inverted
+    ccd.uncertainty = InverseVariance(np.full(data.shape, 0.25, np.float32))
+    ccd.write(tmp_path / "ivar.fits")
+    assert read_exposure(tmp_path / "ivar.fits").variance[5, 5] == 4.0
