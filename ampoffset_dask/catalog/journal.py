@@ -96,7 +96,11 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise CatalogWriteError.from_os_error(path, exc) from exc
+        # the journal itself failed: what it holds is kept, the line being written is not
+        raise CatalogWriteError.from_os_error(path, exc, (
+            "Nothing recorded before is lost (the journal's earlier lines are kept, and the "
+            "next run or 'ampoffset-dask catalog compact' recovers them); the result being "
+            "written is not recorded, and running again measures it")) from exc
 
 
 @dataclasses.dataclass
