@@ -35,9 +35,13 @@ logger = logging.getLogger(__name__)
 
 
 def _read(path: str, detector: Detector, camera: Any = None, *, hdu: int | None = None,
-          overscan: str = "auto", gain: str | None = None, variance: bool = True) -> Any:
+          overscan: str = "auto", gain: str | None = None, variance: bool = True,
+          stamp: tuple[int, int] | None = None) -> Any:
     from ..io.fits import read_exposure
+    from ..io.sections import check_stamp
 
+    # the geometry was planned from the file as it was then: a file replaced since is refused
+    check_stamp(path, stamp, "the graph was built", "build the graph again")
     # hdu: one CCD of a multi-CCD file is read from its own HDU, not the file's first one
     return read_exposure(path, camera=camera, detector=detector, overscan=overscan, gain=gain,
                          hdu=hdu, variance=variance)
@@ -52,37 +56,49 @@ def _measure(exposure: Any, detector: Detector, config: AmpOffsetConfig | None) 
 
 
 def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
-           visit: int) -> str:
-    from ..errors import InputError
+           visit: int) -> tuple[str, str]:
+    """``(output, "")`` once written, or ``("", reason)``: as in `process`, the measurement
+    stands when only its corrected image could not be written (its result is flagged)."""
+    from ..errors import AmpOffsetError, InputError
     from ..io.fits import write_exposure
     from ..io.overscan import isr_header
 
     source = str(exposure.info.path)
-    # build_graph checked the outputs when it was built; a graph computed later, or built
-    # by hand, still never replaces its input (as `DetectorJob` refuses without in_place)
-    if Path(output).resolve() == Path(source).resolve():
-        raise InputError(f"{source}: refusing to overwrite the input with its corrected copy")
-    corrected = apply_pedestals(exposure.image, measurement.pedestals, detector)
-    header = {**output_header(source, exposure.info, visit, detector),
-              **isr_header(exposure.isr)}
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    write_exposure(output, corrected, exposure.mask, exposure.variance,
-                   mask_planes=exposure.mask_planes, header=header,
-                   image_header=image_header_cards(source, exposure.info, detector),
-                   metadata=lsst_metadata_comments(measurement, applied=True), overwrite=True,
-                   detector=detector)
-    return output
+    try:
+        # build_graph checked the outputs when it was built; a graph computed later, or
+        # built by hand, still never replaces its input (as `DetectorJob` refuses)
+        if Path(output).resolve() == Path(source).resolve():
+            raise InputError(f"{source}: refusing to overwrite the input with its corrected "
+                             "copy")
+        corrected = apply_pedestals(exposure.image, measurement.pedestals, detector)
+        header = {**output_header(source, exposure.info, visit, detector),
+                  **isr_header(exposure.isr)}
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        write_exposure(output, corrected, exposure.mask, exposure.variance,
+                       mask_planes=exposure.mask_planes, header=header,
+                       image_header=image_header_cards(source, exposure.info, detector),
+                       metadata=lsst_metadata_comments(measurement, applied=True),
+                       overwrite=True, detector=detector)
+    except (OSError, AmpOffsetError) as exc:
+        logger.warning("%s: corrected image not written: %s", source, exc)
+        return "", f"corrected image not written: {exc}"
+    return output, ""
 
 
-def _result(measurement: Any, exposure: Any, output: str | None, visit: int,
+def _result(measurement: Any, exposure: Any, written: tuple[str, str] | None, visit: int,
             detector: Detector, path: str, dataset_id: str | None,
             config: AmpOffsetConfig | None = None) -> DetectorResult:
+    output, write_error = written or ("", "")
     result = DetectorResult.from_measurement(measurement, visit=visit, detector=detector,
-                                             input=path, output=output,
+                                             input=path, output=output or None,
                                              overscan=exposure.isr.overscan,
                                              gain=exposure.isr.gain)
     result.dataset_id = dataset_id or ""
-    return flag_harm(result, measurement, config)  # flagged as `process` flags it
+    flag_harm(result, measurement, config)  # flagged as `process` flags them
+    if write_error:
+        result.status = "flagged"
+        result.error = "; ".join(e for e in (result.error, write_error) if e)
+    return result
 
 
 def _checked_outputs(planned: list[PlannedTask], options: RunOptions) -> dict[str, Path]:
@@ -191,7 +207,8 @@ def build_graph(
         out = outputs.get(output_key(task))
         exposure = dask.delayed(_read, pure=True)(
             task.path, task.detector, camera, hdu=task.hdu, overscan=options.overscan,
-            gain=options.gain, variance=out is not None, dask_key_name=f"ampoffset-read-{tag}")
+            gain=options.gain, variance=out is not None, stamp=task.stamp,
+            dask_key_name=f"ampoffset-read-{tag}")
         measurement = dask.delayed(_measure, pure=True)(
             exposure, task.detector, config, dask_key_name=f"ampoffset-measure-{tag}")
         written = None

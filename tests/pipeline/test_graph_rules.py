@@ -212,3 +212,28 @@ def test_a_measurement_failing_the_do_no_harm_checks_is_flagged_as_process_flags
     assert result.error == expected.error
     assert "interfaces exceed ampEdgeMaxOffset=5" in result.error
     np.testing.assert_array_equal(result.pedestals, expected.pedestals)
+
+
+def test_a_file_replaced_after_the_graph_was_built_is_refused(sim_visit, tmp_path):
+    path, _ = _copy_sim(sim_visit, tmp_path / "in")
+    graph = build_graph(path)
+    other = Path(sim_visit.paths[1]).read_bytes()
+    path.write_bytes(other)  # another detector's pixels under the planned name
+    with pytest.raises(InputError, match=r"the file changed since the graph was built"):
+        dask.compute(*graph.values(), scheduler="sync")
+
+
+def test_an_image_that_cannot_be_written_flags_the_result_as_process_does(sim_visit,
+                                                                          tmp_path):
+    """The measurement stands when only its corrected image is missing: flagged, naming
+    why, and the rest of the graph computes."""
+    path, _ = _copy_sim(sim_visit, tmp_path / "in")
+    out = tmp_path / "out"
+    graph = build_graph(path, output_images=out)
+    (key,) = graph
+    (out / str(key[0])).mkdir(parents=True)
+    (out / str(key[0]) / key[1]).write_text("a file where the detector's folder goes")
+    (result,) = dask.compute(*graph.values(), scheduler="sync")
+    assert result.status == "flagged" and not result.output
+    assert result.error.startswith("corrected image not written: ")
+    np.testing.assert_array_equal(result.pedestals, process_file(str(path)).pedestals)
