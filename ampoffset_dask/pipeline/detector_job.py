@@ -183,9 +183,14 @@ def image_header_cards(path: str, info: Any, detector: Detector,
 def flag_harm(result: DetectorResult, measurement: Any,
               config: AmpOffsetConfig | None) -> DetectorResult:
     """Flag an ``ok`` result whose interfaces mostly failed the do-no-harm checks
-    (`~ampoffset_dask.algorithm.quality.harm_check`): numbers, but not a measurement."""
+    (`~ampoffset_dask.algorithm.quality.harm_check`), or of a single amp: numbers, but not a
+    measurement."""
     cfg = config if config is not None else AmpOffsetConfig()
     harm = harm_check(measurement.interfaces, cfg.amp_edge_max_offset, cfg.amp_edge_min_frac)
+    if harm is None and len(measurement.pedestals) == 1:
+        # nothing was measured: say so, since a file read with too few amps looks like this
+        harm = ("a single amp: no interface to measure (pedestal 0); if the detector has "
+                "more amps, describe them with a camera (docs/cameras.md)")
     if harm is not None and result.status == "ok":
         logger.warning("%s visit %s: %s", result.detector, result.visit, harm)
         result.status, result.error = "flagged", harm

@@ -152,3 +152,20 @@ def test_kernels_choice_from_dask_config(sim_visit):
     np.testing.assert_allclose(results["numba"].pedestals, results["numpy"].pedestals,
                                rtol=1e-12, atol=1e-15)
     assert results["numba"].n_detected == results["numpy"].n_detected
+
+
+def test_a_single_amp_is_flagged_not_ok(tmp_path):
+    """One amp has no interface: nothing is measured, and a file read with too few amps (a
+    two-amp frame with one DATASEC, say) looks the same, so the result says so."""
+    import numpy as np
+    from astropy.io import fits
+
+    from ampoffset_dask.pipeline.detector_job import process_file
+
+    hdu = fits.PrimaryHDU(np.random.default_rng(1).normal(100, 3, (100, 80)).astype("f4"))
+    hdu.header.update({"DATASEC": "[1:80,1:100]", "DETNAME": "one", "VISIT": 3})
+    hdu.writeto(tmp_path / "one.fits")
+    result = process_file(str(tmp_path / "one.fits"))
+    assert result.status == "flagged" and list(result.pedestals) == [0.0]
+    assert result.error.startswith("a single amp: no interface to measure (pedestal 0)")
+    assert "docs/cameras.md" in result.error
