@@ -37,7 +37,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,8 @@ import pyarrow.dataset as pads
 
 from ..errors import ConfigError, InputError
 from .read import (
-    _damaged,
     _dataset,
+    _naming_damage,
     _visit_schema,
     _without_copies,
     check_readable,
@@ -102,26 +102,17 @@ def _count(root: Path, table: str) -> int:
     return len(visit_files(root, table)) + len(compacted_files(root, table))
 
 
-@contextlib.contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """Turn an `OSError` changing ``path`` into a `CatalogWriteError` naming it."""
-    try:
-        yield
-    except OSError as exc:
-        raise CatalogWriteError.from_os_error(
-            path, exc, "Nothing is lost: every row is in a per-visit or a compacted file") \
-            from exc
+def _writing(path: Path) -> contextlib.AbstractContextManager[None]:
+    """`CatalogWriteError.raised_for` a file or folder a compaction changes."""
+    return CatalogWriteError.raised_for(
+        path, "Nothing is lost: every row is in a per-visit or a compacted file")
 
 
 def _scan(root: Path, table: str, paths: list[Path], partitions: list, schema: pa.Schema,
           **options: Any) -> pa.Table:
     """Rows of ``paths`` (`_dataset`), a file that cannot be read named in the error."""
-    try:
+    with _naming_damage(root, table, paths):
         return _dataset(paths, partitions, schema).to_table(**options)
-    except (FileNotFoundError, PermissionError):
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        raise _damaged(root, table, paths, exc) from exc
 
 
 def _retire(path: Path) -> None:

@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,17 +89,13 @@ class Journal:
             pass
 
 
-@contextlib.contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """Turn an `OSError` writing ``path`` into a `CatalogWriteError` naming it."""
-    try:
-        yield
-    except OSError as exc:
-        # the journal itself failed: what it holds is kept, the line being written is not
-        raise CatalogWriteError.from_os_error(path, exc, (
-            "Nothing recorded before is lost (the journal's earlier lines are kept, and the "
-            "next run or 'ampoffset-dask catalog compact' recovers them); the result being "
-            "written is not recorded, and running again measures it")) from exc
+def _writing(path: Path) -> contextlib.AbstractContextManager[None]:
+    """`CatalogWriteError.raised_for` the journal ``path``: what it holds is kept, the line
+    being written is not."""
+    return CatalogWriteError.raised_for(path, (
+        "Nothing recorded before is lost (the journal's earlier lines are kept, and the next "
+        "run or 'ampoffset-dask catalog compact' recovers them); the result being written is "
+        "not recorded, and running again measures it"))
 
 
 @dataclasses.dataclass

@@ -32,11 +32,12 @@ warning (`pending_journals`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +89,27 @@ def read_visit_file(root: Path, table: str, visit: int) -> pa.Table:
 def _read_file(root: Path, table: str, path: Path, schema: pa.Schema) -> pa.Table:
     """Every row of one file of ``table`` (empty when there is none)."""
     try:
-        return pq.read_table(path, schema=schema)
+        with _naming_damage(root, table, [path]):
+            return pq.read_table(path, schema=schema)
     except FileNotFoundError:
         return schema.empty_table()
-    except PermissionError:
-        raise  # the message names the file; nothing is damaged
+
+
+@contextlib.contextmanager
+def _naming_damage(root: Path, table: str, paths: Sequence[Path],
+                   passes: tuple[type[BaseException], ...] = (FileNotFoundError,
+                                                              PermissionError)
+                   ) -> Iterator[None]:
+    """A read of ``paths`` (files of ``table``) failing in the block raises the
+    `DamagedCatalogError` naming the file (`_damaged`). ``passes`` are raised as they are:
+    no damage (a missing file is the caller's to handle; a permission error names the file).
+    """
+    try:
+        yield
+    except passes:
+        raise
     except (pa.ArrowException, OSError) as exc:
-        raise _damaged(root, table, [path], exc) from exc
+        raise _damaged(Path(root), table, paths, exc) from exc
 
 
 def _parquet_problem(path: Path) -> str | None:
@@ -314,7 +329,9 @@ def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
         comp = compacted_files(root, table)
         listing = (per_visit, comp)
         try:
-            return _read_listed(per_visit, comp, schema, want, filter)
+            with _naming_damage(root, table, [p for _, _, p in comp]
+                                + [p for _, p in per_visit]):
+                return _read_listed(per_visit, comp, schema, want, filter)
         except FileNotFoundError:
             # A listed file removed before it was opened: a compaction moved it. Read the
             # new layout, unless nothing moved (then the file is missing for good).
@@ -324,11 +341,6 @@ def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
             logger.debug("%s: a compaction moved files during the read; reading again", root)
             time.sleep(wait)
             wait = min(2 * wait, 0.5)
-        except PermissionError:
-            raise
-        except (pa.ArrowException, OSError) as exc:
-            raise _damaged(Path(root), table, [p for _, _, p in comp]
-                           + [p for _, p in per_visit], exc) from exc
 
 
 def _read_listed(per_visit: list[tuple[int, Path]], comp: list[tuple[int, int, Path]],
@@ -441,7 +453,7 @@ def _dense_rank(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
     return rank
 
 
-def latest_mask(detectors: Any, started: Any = None) -> Any:
+def latest_mask(detectors: Any, started: Any = None, *, order: Any = None) -> Any:
     """Boolean mask of the current rows of a ``detectors`` table (pandas DataFrame with the
     columns visit, detector, input, status, finished_at and, to order rows as the writer
     recorded them, run_id and recorded_at).
@@ -458,11 +470,15 @@ def latest_mask(detectors: Any, started: Any = None) -> Any:
     - except failed rows of an input whose identity was unknown: without a detector, when
       the input has a row with one at least as recent; of the unknown visit, when the
       input has a row of that detector and a known visit at least as recent.
+
+    ``order``: `row_order` of the rows if the caller has it already (``started`` then
+    goes unused).
     """
     det = detectors
     if len(det) == 0:
         return np.zeros(0, dtype=bool)
-    order = row_order(det, started)
+    if order is None:
+        order = row_order(det, started)
     named = (det["detector"] != "").to_numpy()
     key = det["detector"].where(named, "input:" + det["input"])
     frame = det[["visit", "input"]].assign(_key=key.to_numpy(), _pos=np.arange(len(det)),
@@ -862,12 +878,9 @@ def _read_part(source: str, root: Path, table: str, per_visit: Any, flt: Any) ->
     schema = _visit_schema(table)
     if source == "":
         return _per_visit_rows(root, table, flt).to_pandas()
-    try:
+    # (a file missing here, listed when the graph was built, is reported with the damage)
+    with _naming_damage(root, table, [Path(source)], passes=(PermissionError,)):
         tab = pq.read_table(source, schema=schema, filters=flt)
-    except PermissionError:
-        raise
-    except (pa.ArrowException, OSError) as exc:
-        raise _damaged(root, table, [Path(source)], exc) from exc
     if per_visit is not None and len(per_visit):
         tab = _without_copies(tab, pa.Table.from_pandas(per_visit, preserve_index=False))
     return tab.to_pandas()
@@ -885,16 +898,14 @@ def _per_visit_rows(root: Path, table: str, flt: Any,
             empty = schema.empty_table()
             return empty if columns is None else empty.select(list(columns))
         try:
-            return _dataset([p for _, p in files], [pads.field("visit") == v for v, _ in files],
-                            schema).to_table(columns=columns, filter=flt)
+            with _naming_damage(root, table, [p for _, p in files]):
+                return _dataset([p for _, p in files],
+                                [pads.field("visit") == v for v, _ in files],
+                                schema).to_table(columns=columns, filter=flt)
         except FileNotFoundError:
             if attempt == _SNAPSHOT_TRIES - 1:
                 raise
             time.sleep(_SNAPSHOT_WAIT)
-        except PermissionError:
-            raise
-        except (pa.ArrowException, OSError) as exc:
-            raise _damaged(root, table, [p for _, p in files], exc) from exc
     raise AssertionError("unreachable")  # pragma: no cover
 
 

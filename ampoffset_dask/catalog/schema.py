@@ -16,6 +16,7 @@ old row current.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime as _dt
@@ -23,7 +24,7 @@ import errno
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -207,6 +208,15 @@ class CatalogWriteError(CatalogFileError):
         return cls(f"cannot write the catalog file {path}: {reason}. {consequence}; "
                    f"{remedy}, then run the command again (a run resumes where it stopped)",
                    path)
+
+    @classmethod
+    @contextlib.contextmanager
+    def raised_for(cls, path: os.PathLike | str, consequence: str = "") -> Iterator[None]:
+        """Turn an `OSError` in the block, writing ``path``, into this error (`from_os_error`)."""
+        try:
+            yield
+        except OSError as exc:
+            raise cls.from_os_error(path, exc, consequence) from exc
 
 
 #: What to do about each operating-system reason a catalog write fails.

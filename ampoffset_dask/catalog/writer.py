@@ -94,17 +94,16 @@ def write_atomic(table: pa.Table, path: Path, *, fsync: bool = False,
     """
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, compression="zstd", **options)
-        if fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise CatalogWriteError.from_os_error(path, exc) from exc
+        with CatalogWriteError.raised_for(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, tmp, compression="zstd", **options)
+            if fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(tmp, path)
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -272,12 +271,10 @@ class CatalogWriter:
             return
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path}: catalog output exists and is not a directory")
-        try:
+        # a read-only file system, no permission: nothing written
+        with CatalogWriteError.raised_for(self._lock.path, "Nothing was written"):
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
-        except OSError as exc:  # read-only file system, no permission: nothing written
-            raise CatalogWriteError.from_os_error(
-                self._lock.path, exc, "Nothing was written") from exc
         try:
             self._recover()
         except BaseException:
@@ -331,12 +328,8 @@ class CatalogWriter:
                     row.update(counts.get(row["run_id"], dict.fromkeys(_RECOUNTED, 0)))
             self._write_runs(runs)
         for jpath in found.journals:
-            try:
+            with CatalogWriteError.raised_for(jpath), contextlib.suppress(FileNotFoundError):
                 jpath.unlink()
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                raise CatalogWriteError.from_os_error(jpath, exc) from exc
         if found.journals or killed:
             logger.info("recovered %d journaled results of %d interrupted run(s) into %s",
                         len(found.records), len(killed | set(found.runs)), self.path)
@@ -557,9 +550,10 @@ class CatalogWriter:
             "visit", "detector", "status", "input", "output", "applied", "run_id",
             "finished_at", "recorded_at"]).to_pandas()
         self._check_readable()
-        order = pd.Series(started, dtype="datetime64[us, UTC]")
-        det = det.assign(_order=row_order(det, order))
-        det = det[latest_mask(det, order) & (det["detector"] != "").to_numpy()]
+        rank = row_order(det, pd.Series(started, dtype="datetime64[us, UTC]"))
+        # (once: the latest-row rule and the sort below both use it)
+        det = det.assign(_order=rank)
+        det = det[latest_mask(det, order=rank) & (det["detector"] != "").to_numpy()]
         det = det.sort_values("_order", kind="stable")
         out: dict[tuple[int, str], CurrentRow] = {}
         for visit, name, status, path, output, applied, run_id in zip(
