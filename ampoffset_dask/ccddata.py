@@ -28,7 +28,7 @@ from .config import AmpOffsetConfig
 from .errors import InputError
 from .exposure import Exposure
 from .geometry import Detector
-from .io.fits import CCDDATA_MASK_PLANES
+from .io.fits import CCDDATA_MASK_PLANES, variance_from_uncertainty
 
 __all__ = ["ccddata_to_exposure", "correct_ccddata", "measure_ccddata"]
 
@@ -97,15 +97,10 @@ def _variance(ccd: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     if arr.shape != shape:
         return None
     kind = type(unc).__name__
-    if kind == "StdDevUncertainty":
-        return arr**2
-    if kind == "VarianceUncertainty":
-        return arr
-    if kind == "InverseVariance":
-        with np.errstate(divide="ignore"):
-            return np.where(arr > 0, 1.0 / arr, np.inf)
-    logger.info("uncertainty of type %s not converted to a variance", kind)
-    return None
+    variance = variance_from_uncertainty(arr, kind)
+    if variance is None:
+        logger.info("uncertainty of type %s not converted to a variance", kind)
+    return variance
 
 
 def measure_ccddata(

@@ -107,6 +107,7 @@ __all__ = [
     "read_exposure",
     "read_section",
     "resolve_detector",
+    "variance_from_uncertainty",
     "write_exposure",
 ]
 
@@ -176,8 +177,9 @@ class FileInfo:
         ``EXTNAME`` and section keywords (``DATASEC``, ``BIASSEC``, ``CCDSEC``, ``DETSEC``), in
         amp order; empty otherwise.
     uncertainty : (int, str) or None
-        CCDData files: the ``UNCERT`` HDU and what it holds (``"stddev"``, ``"variance"`` or
-        ``"inverse"``, from ``UTYPE``); `read_exposure` turns it into the variance.
+        CCDData files: the ``UNCERT`` HDU and the astropy class of what it holds (``UTYPE``:
+        ``StdDevUncertainty``...); `read_exposure` turns it into the variance
+        (`variance_from_uncertainty`).
     """
 
     path: Path
@@ -449,9 +451,27 @@ def _head_of_header(k: int, header: CachedHeader) -> _Head:
 #: finds by pattern (`_GEOMETRY_KEY`, ``MP_*``): the cards a walked header keeps.
 _INSPECTED = frozenset({"EXTNAME", "EXTTYPE", "BLANK", "BSCALE", "BZERO", "AR_NAME", "UTYPE",
                         *_IDENTITY_KEYS, *CCD_KEYS})
-#: astropy's uncertainty classes (``UTYPE`` of CCDData's ``UNCERT``) -> what the HDU holds.
-_UNCERTAINTY_KINDS = {"StdDevUncertainty": "stddev", "VarianceUncertainty": "variance",
-                      "InverseVariance": "inverse"}
+#: astropy's uncertainty classes `variance_from_uncertainty` converts.
+UNCERTAINTY_CLASSES = ("StdDevUncertainty", "VarianceUncertainty", "InverseVariance")
+
+
+def variance_from_uncertainty(values: Any, kind: str) -> np.ndarray | None:
+    """The variance (float64) of an astropy uncertainty's ``values``, by its class name
+    ``kind`` (`UNCERTAINTY_CLASSES`: standard deviations squared, variances as they are,
+    inverse variances inverted, infinite where not positive); None for another kind.
+
+    The one conversion of CCDData uncertainties, in memory (`ampoffset_dask.ccddata`) and
+    from a file's ``UNCERT`` HDU (`read_exposure`).
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if kind == "StdDevUncertainty":
+        return arr**2
+    if kind == "VarianceUncertainty":
+        return arr
+    if kind == "InverseVariance":
+        with np.errstate(divide="ignore"):
+            return np.where(arr > 0, 1.0 / arr, np.inf)
+    return None
 _INSPECTED_PREFIXES = ("MP_", "DATASEC", "DETSEC", "CCDSEC", "BIASSEC", "AMPNAM", "T_EFM",
                        "T_OSM", "LTV")
 
@@ -682,8 +702,8 @@ def _ccddata_uncertainty(heads: list[_Head], shape: tuple[int, ...],
         if not h.image or str(h.header.get("EXTNAME", "") or "").strip().upper() != "UNCERT":
             continue
         utype = str(h.header.get("UTYPE", "") or "").strip()
-        kind = _UNCERTAINTY_KINDS.get(utype.rsplit(".", 1)[-1])
-        if kind is None or h.shape != shape:
+        kind = utype.rsplit(".", 1)[-1]
+        if kind not in UNCERTAINTY_CLASSES or h.shape != shape:
             logger.info("%s: uncertainty %r of shape %s not turned into a variance", path,
                         utype, h.shape)
             return None
@@ -1336,7 +1356,9 @@ def _read_local(path: Any, camera: Any, detector: Any, overscan: bool | str, gai
             mask = (_read_full(info.path, info.mask_hdu, np.int32)[0]
                     if info.mask_hdu is not None else np.zeros(det.shape, np.int32))
         if want_variance and info.uncertainty is not None:
-            variance = _variance_of(info.path, *info.uncertainty)
+            hdu, kind = info.uncertainty
+            variance = variance_from_uncertainty(
+                _read_full(info.path, hdu, np.float64)[0], kind).astype(np.float32)
         elif want_variance:
             variance = (_read_full(info.path, info.variance_hdu, np.float32)[0]
                         if info.variance_hdu is not None else np.zeros(det.shape, np.float32))
@@ -1361,18 +1383,6 @@ def _read_local(path: Any, camera: Any, detector: Any, overscan: bool | str, gai
         logger.info("%s: %d non-finite pixels flagged NO_DATA", info.path, int(bad.sum()))
     return ExposureData(image, mask, variance, planes, det, info.visit, info,
                         file_isr(info, det, sources))
-
-
-def _variance_of(path: Path, hdu: int, kind: str) -> np.ndarray:
-    """float32 variance from a CCDData uncertainty HDU (as `ampoffset_dask.ccddata` converts
-    an in-memory uncertainty: squared standard deviations, or inverted inverse variances)."""
-    values = _read_full(path, hdu, np.float64)[0]
-    if kind == "stddev":
-        values = values**2
-    elif kind == "inverse":
-        with np.errstate(divide="ignore"):
-            values = np.where(values > 0, 1.0 / values, np.inf)
-    return values.astype(np.float32)
 
 
 def _times_gain(image: np.ndarray, variance: np.ndarray | None, det: Detector,
