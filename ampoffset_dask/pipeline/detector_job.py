@@ -104,6 +104,15 @@ _STRUCTURAL = {"SIMPLE", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "EXTNAME", "XTE
 #: Tile-compression keywords (the copy is not compressed).
 _COMPRESSION = re.compile(r"Z(SIMPLE|EXTEND|TENSION|BLOCKED|PCOUNT|GCOUNT|HECKSUM|DATASUM|"
                           r"QUANTIZ|DITHER0|TILE\d+|NAME\d+|VAL\d+|NAXIS\d*)$")
+
+
+def _structural(key: str) -> bool:
+    """Whether a card describes its HDU's structure, compression or archive pointers, or is
+    an old amp-offset key: a corrected copy writes its own."""
+    return (key in _STRUCTURAL or key.startswith("NAXIS") or "AMPOFFSET" in key
+            or _COMPRESSION.match(key) is not None)
+
+
 #: Keywords describing a primary HDU's own pixels: they do not describe the copy's empty
 #: primary (its pixels are in IMAGE, laid out as the detector).
 _PRIMARY_DATA = re.compile(r"(BZERO|BSCALE|BLANK|BUNIT|(DATA|BIAS|TRIM|DET|CCD)SEC\w*|"
@@ -130,8 +139,7 @@ def output_header(path: str, info: Any, visit: int, detector: Detector) -> dict[
         primary = fits.getheader(path, 0)
         has_data = int(primary.get("NAXIS", 0) or 0) > 0
         for key, value in primary.items():
-            if (key in _STRUCTURAL or key.startswith("NAXIS") or "AMPOFFSET" in key
-                    or _COMPRESSION.match(key) or (has_data and _PRIMARY_DATA.match(key))):
+            if _structural(key) or (has_data and _PRIMARY_DATA.match(key)):
                 continue
             header[key] = value
     except OSError:  # the selected keys inspect_file kept are enough
@@ -143,11 +151,10 @@ def output_header(path: str, info: Any, visit: int, detector: Detector) -> dict[
     return header
 
 
-#: Image-HDU cards a corrected copy's IMAGE extension does not take over: the structure,
-#: scaling and compression of the input's pixels, and the amp boxes the writer records.
-_IMAGE_SKIPPED = re.compile(r"(SIMPLE|XTENSION|BITPIX|NAXIS\d*|PCOUNT|GCOUNT|EXTEND|EXTNAME|"
-                            r"EXTTYPE|INHERIT|CHECKSUM|DATASUM|BZERO|BSCALE|BLANK|COMMENT|"
-                            r"HISTORY|Z\w*|AMPNAM\w*|DATASEC\w*|)$")
+#: Image-HDU cards a corrected copy's IMAGE extension does not take over besides the
+#: `_structural` ones: the scaling of the input's pixels, the extension's type and
+#: inheritance, and the amp boxes the writer records.
+_IMAGE_OWN = re.compile(r"(EXTTYPE|INHERIT|BZERO|BSCALE|BLANK|AMPNAM\w*|DATASEC\w*)$")
 
 
 def image_header_cards(path: str, info: Any, detector: Detector,
@@ -177,7 +184,7 @@ def image_header_cards(path: str, info: Any, detector: Detector,
     except (OSError, ValueError):
         return {}
     return {key: value for key, value in header.items()
-            if not _IMAGE_SKIPPED.match(key) and "AMPOFFSET" not in key}
+            if not (_structural(key) or _IMAGE_OWN.match(key))}
 
 
 def flag_harm(result: DetectorResult, measurement: Any,

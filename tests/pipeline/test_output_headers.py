@@ -23,7 +23,7 @@ def test_an_exposures_image_cards_reach_the_copys_image(sim_visit, client, tmp_p
     src = tmp_path / "in" / "x.fits"
     src.parent.mkdir()
     with fits.open(sim_visit.paths[0]) as hdul:
-        for key, value in {**_WCS, "BUNIT": "adu", "LTV1": 0, "LTV2": 0}.items():
+        for key, value in {**_WCS, "BUNIT": "adu", "LTV1": 0, "LTV2": 0, "ZD": 30.5}.items():
             hdul["IMAGE"].header[key] = value
         hdul.writeto(src)
     summary = process([src], tmp_path / "cat", output_images=tmp_path / "out", client=client,
@@ -31,7 +31,8 @@ def test_an_exposures_image_cards_reach_the_copys_image(sim_visit, client, tmp_p
     assert summary.n_ok == 1
     with fits.open(_copy_of(tmp_path / "cat")) as out, fits.open(src) as inp:
         image = out["IMAGE"].header
-        for key, value in {**_WCS, "BUNIT": "adu", "LTV1": 0}.items():
+        # (a card starting with Z that is no compression keyword, ZD, is kept)
+        for key, value in {**_WCS, "BUNIT": "adu", "LTV1": 0, "ZD": 30.5}.items():
             assert image[key] == value, key
         assert WCS(image).wcs.ctype[0] == "RA---TAN"
         # the copy's amp boxes are its own, and its pixels those of the input's HDU
