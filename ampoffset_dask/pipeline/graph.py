@@ -21,7 +21,6 @@ from ..algorithm.metadata import lsst_metadata_comments
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..geometry import Detector
-from ..io.paths import mark_output_folder
 from ..io.remote import is_url, redact
 from ..io.sections import map_once
 from . import _config
@@ -105,7 +104,7 @@ def _checked_outputs(planned: list[PlannedTask], options: RunOptions) -> dict[st
     """`process`'s output checks (`run.check_outputs`), then the output folder created and
     marked as `process` marks it; a refused graph leaves no folder behind."""
     from ..errors import InputError
-    from .run import _check_writable, _remove_created, check_outputs
+    from .run import _remove_created, check_outputs, mark_output_images
 
     if not options.apply:
         return {}
@@ -116,10 +115,7 @@ def _checked_outputs(planned: list[PlannedTask], options: RunOptions) -> dict[st
     outputs = check_outputs(planned, options)  # duplicates, an output over an input
     created = [] if Path(folder).exists() else [folder]
     try:
-        _check_writable(Path(folder), "corrected images")
-        # marked: a later run or graph over a tree holding this folder does not take its
-        # images as inputs
-        mark_output_folder(folder)
+        mark_output_images(options)
     except BaseException:
         _remove_created(created)
         raise

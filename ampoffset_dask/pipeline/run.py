@@ -356,6 +356,21 @@ def _remove_created(folders: Iterable[Any]) -> None:
             pass
 
 
+def mark_output_images(opts: RunOptions) -> None:
+    """Check that the corrected images' folder can be written and mark it (a store prefix:
+    mark it), so that a later run over a tree holding it does not take its images as
+    inputs. Nothing without ``output_images``."""
+    if opts.output_images is None:
+        return
+    if not is_url(opts.output_images):
+        _check_writable(opts.output_images, "corrected images")
+        mark_output_folder(opts.output_images)
+    else:
+        from ..io.remote import mark_output_prefix
+
+        mark_output_prefix(str(opts.output_images), opts.storage_options)
+
+
 def _check_writable(folder: Path, what: str) -> None:
     """Fail now, with one line naming the folder, if ``folder`` cannot be written (read-only
     file system, no space, no permission), instead of once per detector later."""
@@ -590,14 +605,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                if f is not None and not is_url(f) and not Path(f).exists()]
     try:
         _check_writable(catalog, "the catalog")
-        if opts.output_images is not None and not is_url(opts.output_images):
-            _check_writable(opts.output_images, "corrected images")
-            # marked: a later run over a tree holding this folder does not take its images
-            mark_output_folder(opts.output_images)
-        elif opts.output_images is not None:  # the same for a prefix of a store
-            from ..io.remote import mark_output_prefix
-
-            mark_output_prefix(str(opts.output_images), opts.storage_options)
+        mark_output_images(opts)
         writer = CatalogWriter(catalog)
     except BaseException:
         _remove_created(created)
