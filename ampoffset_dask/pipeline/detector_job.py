@@ -38,7 +38,10 @@ from ..geometry import Detector
 from ..io.overscan import isr_header
 from . import _config
 
-__all__ = ["DetectorJob", "identified_job", "output_header", "process_file", "with_io_retries"]
+__all__ = [
+    "DetectorJob", "check_shape", "failure_message", "identified_job", "output_header",
+    "planning_failure", "process_file", "with_io_retries",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -335,11 +338,7 @@ class DetectorJob:
             raise InputError(f"{path}: no visit number in the header")
         visit = self.visit
         image = exp.image if edges_only else np.asarray(exp.image)
-        if tuple(image.shape) != geometry.shape:
-            raise InputError(
-                f"{path}: image shape {image.shape} does not match detector {geometry.name} "
-                f"({geometry.shape[0]} x {geometry.shape[1]} pixels, height x width)"
-            )
+        check_shape(path, image, geometry)
         with map_once():  # edges only: each plane mapped once for all its strips
             m = measure_detector(image, exp.mask, geometry, config, mask_planes=exp.mask_planes)
         out_path = write_error = ""
@@ -411,15 +410,50 @@ class DetectorJob:
         """`run`, with every error of this detector turned into a ``failed`` record."""
         try:
             return self.run()
-        except AmpOffsetError as exc:
-            logger.warning("%s (%s): %s", self._name(), type(exc).__name__, exc)
-            return self.failure(f"{type(exc).__name__}: {exc}")
-        except OSError as exc:
-            logger.warning("%s: I/O error after %d retries: %s", self.path, self.io_retries, exc)
-            return self.failure(f"I/O error after {self.io_retries} retries: {exc}")
         except Exception as exc:  # one bad detector never stops the run
-            logger.exception("%s: unexpected error", self._name())
-            return self.failure(f"{type(exc).__name__}: {exc}")
+            return self.failure(failure_message(exc, self._name(), self.path, self.io_retries))
+
+
+def check_shape(path: str, image: Any, detector: Detector) -> None:
+    """Refuse pixels whose shape is not the planned detector's (`InputError`)."""
+    if tuple(image.shape) != detector.shape:
+        raise InputError(
+            f"{path}: image shape {tuple(image.shape)} does not match detector "
+            f"{detector.name} ({detector.shape[0]} x {detector.shape[1]} pixels, height x "
+            "width)"
+        )
+
+
+def failure_message(exc: Exception, name: str, path: str, io_retries: int) -> str:
+    """The message of the ``failed`` record of a detector whose job raised ``exc`` (logged
+    here): the error's type and text; an I/O error says it outlasted ``io_retries``.
+
+    Parameters
+    ----------
+    exc : Exception
+        What the job raised.
+    name, path : str
+        The detector's name (or its input, when unknown) and its input, for the log.
+    io_retries : int
+        Retries the job made of transient I/O errors.
+    """
+    if isinstance(exc, AmpOffsetError):
+        logger.warning("%s (%s): %s", name, type(exc).__name__, exc)
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, OSError):
+        logger.warning("%s: I/O error after %d retries: %s", path, io_retries, exc)
+        return f"I/O error after {io_retries} retries: {exc}"
+    logger.error("%s: unexpected error", name, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def planning_failure(task: Any) -> DetectorResult:
+    """The ``failed`` record of an input that could not be planned (``task.error``: its
+    header unreadable, its geometry unknown...), with what planning learnt of its identity."""
+    return dataclasses.replace(
+        DetectorResult.failure(task.error, visit=task.visit, detector=task.name,
+                               input=task.path),
+        dataset_id=task.dataset_id or "")
 
 
 def _says_corrected(path: str) -> bool:

@@ -8,6 +8,7 @@ bounds what is in flight and streams results to a catalog.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -24,7 +25,15 @@ from ..geometry import Detector
 from ..io.remote import is_url, redact
 from ..io.sections import map_once
 from . import _config
-from .detector_job import flag_harm, image_header_cards, output_header
+from .detector_job import (
+    check_shape,
+    failure_message,
+    flag_harm,
+    image_header_cards,
+    output_header,
+    planning_failure,
+    with_io_retries,
+)
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions
 
@@ -33,25 +42,47 @@ __all__ = ["build_graph", "measure_visit"]
 logger = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Failed:
+    """What a step computes to for a detector that failed (the failed record's message):
+    the steps after it pass it on, so one bad detector never fails the whole graph."""
+
+    message: str
+
+
 def _read(path: str, detector: Detector, camera: Any = None, *, hdu: int | None = None,
           overscan: str = "auto", gain: str | None = None, variance: bool = True,
-          stamp: tuple[int, int] | None = None) -> Any:
+          stamp: tuple[int, int] | None = None, io_retries: int = 3,
+          io_retry_delay: float = 0.5) -> Any:
     from ..io.fits import read_exposure
     from ..io.sections import check_stamp
 
-    # the geometry was planned from the file as it was then: a file replaced since is refused
-    check_stamp(path, stamp, "the graph was built", "build the graph again")
-    # hdu: one CCD of a multi-CCD file is read from its own HDU, not the file's first one
-    return read_exposure(path, camera=camera, detector=detector, overscan=overscan, gain=gain,
-                         hdu=hdu, variance=variance)
+    try:
+        # the geometry was planned from the file as it was then: a file replaced since is
+        # refused
+        check_stamp(path, stamp, "the graph was built", "build the graph again")
+        # hdu: one CCD of a multi-CCD file is read from its own HDU, not the file's first one
+        exposure = with_io_retries(
+            lambda: read_exposure(path, camera=camera, detector=detector, overscan=overscan,
+                                  gain=gain, hdu=hdu, variance=variance),
+            retries=io_retries, delay=io_retry_delay, what=f"reading {path}")
+        check_shape(path, exposure.image, detector)
+    except Exception as exc:
+        return _Failed(failure_message(exc, detector.name, path, io_retries))
+    return exposure
 
 
 def _measure(exposure: Any, detector: Detector, config: AmpOffsetConfig | None) -> Any:
     from ..algorithm.measure import measure_detector
 
-    _config.apply_kernels()
-    return measure_detector(exposure.image, exposure.mask, detector, config,
-                            mask_planes=exposure.mask_planes)
+    if isinstance(exposure, _Failed):
+        return exposure
+    try:
+        _config.apply_kernels()
+        return measure_detector(exposure.image, exposure.mask, detector, config,
+                                mask_planes=exposure.mask_planes)
+    except Exception as exc:
+        return _Failed(failure_message(exc, detector.name, str(exposure.info.path), 0))
 
 
 def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
@@ -62,6 +93,8 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
     from ..io.fits import write_exposure
     from ..io.overscan import isr_header
 
+    if isinstance(measurement, _Failed):  # nothing measured: nothing to write
+        return "", ""
     source = str(exposure.info.path)
     try:
         # build_graph checked the outputs when it was built; a graph computed later, or
@@ -87,6 +120,12 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
 def _result(measurement: Any, exposure: Any, written: tuple[str, str] | None, visit: int,
             detector: Detector, path: str, dataset_id: str | None,
             config: AmpOffsetConfig | None = None) -> DetectorResult:
+    if isinstance(measurement, _Failed):  # `process`'s failed row
+        failed = DetectorResult.failure(measurement.message, visit=visit,
+                                        detector=detector.name, input=path,
+                                        detector_id=detector.id)
+        failed.dataset_id = dataset_id or ""
+        return failed
     output, write_error = written or ("", "")
     result = DetectorResult.from_measurement(measurement, visit=visit, detector=detector,
                                              input=path, output=output or None,
@@ -130,14 +169,20 @@ def build_graph(
     output_images: str | os.PathLike | None = None,
     overscan: str = "auto",
     gain: str | None = None,
+    force: bool = False,
+    visit: int | str | None = None,
+    detector: str | None = None,
 ) -> dict[tuple[int, str], Any]:
     """The per-detector delayed graph of a set of files (typically one visit).
 
     The inputs are planned and checked as `process` plans and checks them: each CCD of a
     multi-CCD file is its own detector, read from its HDU; an input whose header says it was
-    already corrected is not read, measured or corrected again (its value computes to a
-    ``flagged`` result holding the pedestals its header records); outputs that would
-    overwrite an input, or each other, are refused before anything is built.
+    already corrected is not read, measured or corrected again unless ``force`` (its value
+    computes to a ``flagged`` result holding the pedestals its header records); outputs that
+    would overwrite an input, or each other, are refused before anything is built. As in
+    `process`, one bad detector never fails the graph: an input that cannot be planned, read
+    or measured computes to a ``failed`` result whose ``error`` says why, and the others
+    compute as usual.
 
     Parameters
     ----------
@@ -156,6 +201,11 @@ def build_graph(
         Serial overscan subtraction of raw pixels, as `process`'s ``overscan``.
     gain : {None, "nominal"}
         ``"nominal"``: apply the camera's nominal gains, as `process`'s ``gain``.
+    force : bool
+        Measure (and correct) inputs whose header says they were already corrected, as
+        `process`'s ``force``.
+    visit, detector : optional
+        Identity of the inputs whose headers and manifest give none, as `process`'s.
 
     Returns
     -------
@@ -163,38 +213,49 @@ def build_graph(
         ``{(visit, detector): Delayed}``; each value computes to a
         `~ampoffset_dask.catalog.DetectorResult`. Task keys are ``ampoffset-read-<visit>-
         <detector>``, ``ampoffset-measure-...``, ``ampoffset-write-...`` and
-        ``ampoffset-<visit>-<detector>`` for the result (the only key of a flagged input).
-        ``dask.compute(graph)`` computes all of them; ``dask.visualize(*graph.values())``
-        draws them.
+        ``ampoffset-<visit>-<detector>`` for the result (the only key of a flagged input,
+        and of one that could not be planned: its key is its record's
+        `~ampoffset_dask.catalog.DetectorResult.key`, ``input:<path>`` in place of an
+        unknown detector). ``dask.compute(graph)`` computes all of them;
+        ``dask.visualize(*graph.values())`` draws them. Reads retry transient I/O errors
+        as `process`'s tasks do (``ampoffset.io-retries``, ``ampoffset.io-retry-delay``).
 
     Raises
     ------
     InputError
-        If an input cannot be planned (unreadable header, unknown geometry): the message
-        lists them; if ``output_images`` is, or holds, an input folder, or a corrected image
-        would overwrite an input or another corrected image.
+        If no inputs are found, two inputs are the same (visit, detector), ``output_images``
+        is, or holds, an input folder, or a corrected image would overwrite an input or
+        another corrected image.
     ConfigError
-        For an invalid ``overscan``, ``gain`` or ``output_images``.
+        For an invalid ``overscan``, ``gain``, ``visit``, ``detector`` or ``output_images``.
     """
-    from ..errors import InputError
     from .run import _check_not_in_output_images, _resolve_camera, flagged_result, output_key
 
     # RunOptions: the same validation (absolute output folder, overscan/gain names) and the
     # same object `process`'s output checks take
     options = RunOptions(camera=camera, output_images=output_images, overscan=overscan,
-                         gain=gain)
+                         gain=gain, force=force, visit=visit, detector=detector)
     _check_not_in_output_images(inputs, options.output_images)
     items = discover_inputs(inputs, exclude=[p for p in (options.output_images,) if p])
     # planned with the camera loaded once, as process does; the read tasks get ``camera`` as
     # given (a name, not the loaded Camera, keeps each task small)
-    planned = plan_tasks(items, camera=_resolve_camera(options.camera))
+    planned = plan_tasks(items, camera=_resolve_camera(options.camera), force=options.force,
+                         visit=options.visit, detector=options.detector)
     bad = [t for t in planned if t.error]
     if bad:
-        raise InputError("cannot build the graph: " + "; ".join(t.error for t in bad[:5]))
-    outputs = _checked_outputs(planned, options)
+        logger.warning("%d of %d input(s) cannot be measured (failed results): %s", len(bad),
+                       len(planned), "; ".join(t.error for t in bad[:3]))
+    outputs = _checked_outputs([t for t in planned if not t.error], options)
     config = config if config is not None else AmpOffsetConfig()
+    io_retries = int(_config.get("io-retries", 3))
+    io_delay = float(_config.get("io-retry-delay", 0.5))
     graph: dict[tuple[int, str], Any] = {}
     for task in planned:
+        if task.error:  # `process`'s failed row
+            record = planning_failure(task)
+            graph[record.key] = dask.delayed(record, name=f"ampoffset-{record.key[0]}-"
+                                             f"{record.key[1]}")
+            continue
         tag = f"{task.visit}-{task.name}"
         if task.flag:  # already corrected: `process`'s flagged row, nothing read or written
             graph[(task.visit, task.name)] = dask.delayed(flagged_result, pure=True)(
@@ -204,6 +265,7 @@ def build_graph(
         exposure = dask.delayed(_read, pure=True)(
             task.path, task.detector, camera, hdu=task.hdu, overscan=options.overscan,
             gain=options.gain, variance=out is not None, stamp=task.stamp,
+            io_retries=io_retries, io_retry_delay=io_delay,
             dask_key_name=f"ampoffset-read-{tag}")
         measurement = dask.delayed(_measure, pure=True)(
             exposure, task.detector, config, dask_key_name=f"ampoffset-measure-{tag}")

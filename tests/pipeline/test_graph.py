@@ -11,6 +11,7 @@ from io_helpers import write_stepped_lsstcam
 
 from ampoffset_dask import InputError, build_graph, measure_detector
 from ampoffset_dask.catalog import DetectorResult
+from ampoffset_dask.catalog.schema import UNKNOWN_VISIT
 from ampoffset_dask.io.fits import read_exposure
 from ampoffset_dask.pipeline import measure_visit
 
@@ -41,11 +42,18 @@ def test_build_graph_computes_on_the_cluster(sim_visit, sim_dir, direct, client,
     assert len(list((tmp_path / "out" / str(VISIT)).glob("*/*.fits"))) == 9
 
 
-def test_build_graph_rejects_unusable_inputs(tmp_path):
+def test_an_unusable_input_computes_to_process_s_failed_record(tmp_path):
     bad = tmp_path / "bad.fits"
     bad.write_bytes(b"not a fits file at all")
-    with pytest.raises(InputError, match=r"bad\.fits"):
-        build_graph(bad)
+    graph = build_graph(bad)
+    ((key, node),) = graph.items()
+    assert key == (UNKNOWN_VISIT, f"input:{bad}")
+    (result,) = dask.compute(*graph.values(), scheduler="sync")
+    assert result.status == "failed" and result.input == str(bad)
+    assert "bad.fits" in result.error
+    assert result.key == key and node.key == f"ampoffset-{UNKNOWN_VISIT}-input:{bad}"
+    with pytest.raises(InputError, match=r"missing\.fits: no such file or folder"):
+        build_graph(tmp_path / "missing.fits")
 
 
 def test_measure_visit_mapping_and_datatree(sim_visit, client):
