@@ -868,16 +868,18 @@ def _without_identified_failures(root: Path, tab: pa.Table, detectors: Any) -> p
     return tab.filter(pa.array(keep))
 
 
-def _read_part(source: str, root: Path, table: str, per_visit: Any, flt: Any) -> Any:
-    """One partition of the dask reader: one compacted file, or all per-visit files.
+def _read_part(source: str, root: Path, table: str, per_visit: Any, flt: Any,
+               known: frozenset[str] = frozenset()) -> Any:
+    """One partition of the dask reader: one compacted file, or the rest (``source`` "").
 
-    The files are listed when the graph is built and read when it is computed: a compaction
-    in between moves rows out of the per-visit files into compacted files the graph does
-    not read. Compute a dask read before compacting, or read again after.
+    The compacted files are listed when the graph is built (``known``) and each is read by
+    its own partition; the rest is listed when the graph is computed: the per-visit files,
+    and the compacted files made since, which hold the rows a compaction meanwhile moved out
+    of per-visit files (existing compacted files are never changed).
     """
     schema = _visit_schema(table)
     if source == "":
-        return _per_visit_rows(root, table, flt).to_pandas()
+        return _unlisted_rows(root, table, flt, known).to_pandas()
     # (a file missing here, listed when the graph was built, is reported with the damage)
     with _naming_damage(root, table, [Path(source)], passes=(PermissionError,)):
         tab = pq.read_table(source, schema=schema, filters=flt)
@@ -886,22 +888,23 @@ def _read_part(source: str, root: Path, table: str, per_visit: Any, flt: Any) ->
     return tab.to_pandas()
 
 
-def _per_visit_rows(root: Path, table: str, flt: Any,
-                    columns: Sequence[str] | None = None) -> pa.Table:
-    """The rows of the per-visit files only (read again if a compaction moves one)."""
-    import pyarrow.dataset as pads
-
+def _unlisted_rows(root: Path, table: str, flt: Any, known: frozenset[str] | None,
+                   columns: Sequence[str] | None = None) -> pa.Table:
+    """The rows of the per-visit files and of the compacted files not in ``known`` (None:
+    no compacted file), a (visit, run) held by both read once (as `arrow_table` reads
+    them); read again from a new listing if a compaction moves a file meanwhile."""
     schema = _visit_schema(table)
+    want = list(columns) if columns is not None else list(schema.names)
     for attempt in range(_SNAPSHOT_TRIES):
-        files = visit_files(root, table)
-        if not files:
-            empty = schema.empty_table()
-            return empty if columns is None else empty.select(list(columns))
+        # per-visit files listed first, as in `arrow_table`: a row moved meanwhile is in
+        # the compacted files listed after
+        per_visit = visit_files(root, table)
+        comp = [] if known is None else [c for c in compacted_files(root, table)
+                                         if str(c[2]) not in known]
         try:
-            with _naming_damage(root, table, [p for _, p in files]):
-                return _dataset([p for _, p in files],
-                                [pads.field("visit") == v for v, _ in files],
-                                schema).to_table(columns=columns, filter=flt)
+            with _naming_damage(root, table, [p for _, _, p in comp]
+                                + [p for _, p in per_visit]):
+                return _read_listed(per_visit, comp, schema, want, flt)
         except FileNotFoundError:
             if attempt == _SNAPSHOT_TRIES - 1:
                 raise
@@ -920,6 +923,7 @@ def _read_dask(root: Path, table: str, columns: Sequence[str] | None,
         detectors = [detectors]
     flt = _filter(visits, detectors)
     comp = compacted_files(root, table)
+    known = frozenset(str(p) for _, _, p in comp)
     if visits is not None:
         wanted = [int(v) for v in visits]
         comp = [c for c in comp if any(c[0] <= v <= c[1] for v in wanted)]
@@ -927,12 +931,12 @@ def _read_dask(root: Path, table: str, columns: Sequence[str] | None,
     if comp:
         # (visit, run) pairs of the per-visit files, read once: their copies in compacted
         # files (a compaction stopped half-way) are skipped.
-        per_visit = _per_visit_rows(root, table, flt, columns=["visit", "run_id"]).to_pandas(
+        per_visit = _unlisted_rows(root, table, flt, None, ["visit", "run_id"]).to_pandas(
         ).drop_duplicates()
     meta = _visit_schema(table).empty_table().to_pandas()
     sources = [str(p) for _, _, p in comp] + [""]
     ddf = dd.from_map(_read_part, sources, root=root, table=table, per_visit=per_visit,
-                      flt=flt, meta=meta, enforce_metadata=False)
+                      flt=flt, known=known, meta=meta, enforce_metadata=False)
     if not all_rows:
         if table == "detectors":
             keep = read_catalog(root, "detectors", visits=visits, detectors=detectors)[

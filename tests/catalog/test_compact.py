@@ -138,6 +138,38 @@ def test_compaction_keeps_every_row_and_the_latest_row_rule(history, tmp_path):
     _assert_same(_snapshot(cat), again)
 
 
+def _sorted(frame):
+    keys = [c for c in ("visit", "detector", "run_id", "amp_index", "interface_id")
+            if c in frame.columns]
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_a_dask_read_built_before_a_compaction_computes_every_row_after_it(history,
+                                                                           tmp_path, twice):
+    """The dask reader lists files when its graph is built and reads them when it is
+    computed: rows a compaction moves in between, out of per-visit files into new compacted
+    files, are read from there (``twice``: a first compaction before the graph is built)."""
+    cat = tmp_path / "cat"
+    shutil.copytree(history, cat)
+    if twice:
+        compact_catalog(cat, visits_per_file=3)
+        _write_run(cat, [_record(v, "R22_S12", 50.0 + v) for v in (2, 6)],
+                   config=AmpOffsetConfig(amp_edge_width=32))
+    graphs = {(t, all_rows, visits): read_catalog(cat, t, format="dask", all_rows=all_rows,
+                                                  visits=visits)
+              for t in TABLES for all_rows in (False, True) for visits in (None, (2, 6))}
+    expected = {key: read_catalog(cat, key[0], all_rows=key[1], visits=key[2])
+                for key in graphs}
+    compact_catalog(cat, visits_per_file=2)
+    assert visit_files(cat, "pedestals") == []
+    for key, graph in graphs.items():
+        got = graph.compute()
+        assert len(got) == len(expected[key]), key
+        pd.testing.assert_frame_equal(_sorted(got), _sorted(expected[key]), check_dtype=False,
+                                      obj=str(key))
+
+
 def test_filters_skip_other_files_and_row_groups(history, tmp_path):
     cat = tmp_path / "cat"
     shutil.copytree(history, cat)
