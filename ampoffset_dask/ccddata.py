@@ -28,7 +28,7 @@ from .config import AmpOffsetConfig
 from .errors import InputError
 from .exposure import Exposure
 from .geometry import Detector
-from .io.fits import CCDDATA_MASK_PLANES, variance_from_uncertainty
+from .io.file_info import CCDDATA_MASK_PLANES, variance_from_uncertainty
 
 __all__ = ["ccddata_to_exposure", "correct_ccddata", "measure_ccddata"]
 

@@ -901,7 +901,7 @@ def _geometry_source(info: Any, camera: Any, detector: Any) -> tuple[str | None,
         does not tell (empty otherwise).
     """
     from .cameras import get_camera
-    from .io.fits import _guess_camera, persisted_detector
+    from .io.layout import _guess_camera, persisted_detector
 
     if detector is None:
         return info.camera, None, ""

@@ -445,7 +445,7 @@ def test_lsst_afw_exposure_amps_follow_the_persisted_detector(tmp_path, caplog):
     assert result.amp_names[int(np.argmax(result.pedestals))] == "C10"
     assert result.pedestals.max() > 2.0
 
-    with caplog.at_level("WARNING", logger="ampoffset_dask.io.fits"):
+    with caplog.at_level("WARNING", logger="ampoffset_dask.io.layout"):
         det = read_exposure(broken).detector
     assert det == get_camera("latiss")["RXX_S00"]
     assert "persisted detector in its archive tables is unusable" in caplog.text

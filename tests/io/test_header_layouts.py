@@ -21,7 +21,7 @@ from ampoffset_dask.io.fits import inspect_file, open_lazy, read_exposure, resol
 from ampoffset_dask.io.header_geometry import format_section, section_suffixes
 
 EDGES = AmpOffsetConfig(do_background=False, do_detection=False, amp_edge_width=20)
-LOGGER = "ampoffset_dask.io.fits"
+LOGGER = "ampoffset_dask.io.layout"
 
 
 def _pedestals(data) -> dict[str, float]:

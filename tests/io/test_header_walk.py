@@ -20,7 +20,7 @@ from astropy.io import fits
 from io_helpers import REAL, SHARED, decam_primary
 
 from ampoffset_dask import InputError, get_camera
-from ampoffset_dask.io import fits as fits_io
+from ampoffset_dask.io import file_info as fits_io
 from ampoffset_dask.io import sections
 from ampoffset_dask.io.header_walk import CachedHeader, walk_headers
 from ampoffset_dask.io.writer import write_exposure

@@ -1,0 +1,619 @@
+"""Where each amp of a file is read from: the detector's geometry and per-amp sources.
+
+`resolve_detector` decides the geometry of a file (a camera or detector the caller gives,
+the camera the header names, a persisted afw Detector, a layout the header states per amp,
+or a built-in camera recognised from the detector name and image size, in that order);
+`amp_sources` turns it into one `AmpSource` per amp (its box in an HDU, flips, overscan and
+gain), from which the readers of `ampoffset_dask.io.fits` assemble the detector frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from ..cameras import Camera, UnknownDetectorError, get_camera
+from ..errors import GeometryError, InputError
+from ..geometry import Amplifier, Detector, check_overlaps
+from .file_info import CCDDATA_MASK_PLANES, FileInfo, _amp_hdu_geometry, inspect_file
+from .header_geometry import HeaderGeometry, geometry_from_header
+from .mosaic import (
+    check_hsc_channels,
+    flip_box,
+    raw_image_flip,
+    trimmed_detector,
+)
+from .overscan import IsrSteps, isr_steps, normalize_gain, normalize_overscan
+from .sections import (
+    AmpSource,
+    _overlaps,
+    file_stamp,
+)
+
+__all__ = [
+    "amp_sources", "direct_sources", "file_isr", "mask_sources", "open_sources",
+    "persisted_detector", "resolve_detector", "sources_on_hdu",
+]
+
+
+logger = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------------
+# Geometry
+# ------------------------------------------------------------------------------------------
+def _coerce_detector(detector: Any, path: Path) -> Detector | None:
+    if detector is None or isinstance(detector, Detector):
+        return detector
+    if isinstance(detector, Mapping):
+        try:
+            return Detector.from_dict(detector)
+        except (GeometryError, KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path}: invalid detector description: {exc}") from exc
+    return None
+
+
+def _camera_or_none(camera: Any, path: Path) -> Camera | None:
+    if camera is None:
+        return None
+    try:
+        return get_camera(camera)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+
+
+def _guess_camera(info: FileInfo, report: bool = False) -> Camera | None:
+    """A built-in camera holding a detector of this name and image size, if exactly one and
+    the header states no other amp layout.
+
+    The guess rests on a name and a size only: a layout the header states per amp
+    (``AMPNAM<s>``/``DATASEC<s>``, ``CCDSEC<s>``...; what `write_exposure` records) is the
+    file's own account of its amps and wins when the two differ. ``report`` logs that
+    (`resolve_detector` does, once per file).
+    """
+    if info.detector is None or info.kind == "raw":
+        return None
+    from ..cameras import list_cameras
+
+    hits = []
+    for name in list_cameras():
+        cam = get_camera(name)
+        if info.detector in cam and cam[info.detector].shape == info.shape:
+            hits.append(cam)
+    if len(hits) != 1:
+        return None
+    cam = hits[0]
+    stated = _stated_geometry(info)
+    if stated is not None and stated.per_amp and not _same_layout(stated.detector,
+                                                                  cam[info.detector]):
+        if report:
+            logger.info(
+                "%s: the header states its own amp layout (%s), which differs from detector "
+                "%r of camera %r (recognised from the detector name and image size only: %s); "
+                "using the header's (pass camera= / --camera to use the camera's)",
+                info.path, _layout_text(stated.detector), info.detector, cam.name,
+                _layout_text(cam[info.detector]))
+        return None
+    return cam
+
+
+def _same_layout(a: Detector, b: Detector) -> bool:
+    """Same shape, and the same amps (names, boxes) in the same order."""
+    return a.shape == b.shape and a.amplifiers == b.amplifiers
+
+
+def _same_places(a: Detector, b: Detector) -> bool:
+    """Same shape, and the same amp names at the same origins in the same order."""
+    return a.shape == b.shape and (
+        [(amp.name, amp.x0, amp.y0) for amp in a] == [(amp.name, amp.x0, amp.y0) for amp in b])
+
+
+def _layout_text(detector: Detector, n: int = 2) -> str:
+    """The first amps of ``detector`` as ``C10 x[0:509] y[0:2000], ...`` for messages."""
+    shown = ", ".join(f"{a.name} x[{a.x0}:{a.x1}] y[{a.y0}:{a.y1}]"
+                      for a in detector.amplifiers[:n])
+    return shown + (", ..." if len(detector) > n else "")
+
+
+def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -> Detector:
+    """The amp geometry of a file.
+
+    Parameters
+    ----------
+    info : FileInfo
+        From `inspect_file`.
+    camera : str or Camera, optional
+        Camera to look the detector up in (default: the camera named in the header).
+    detector : Detector, dict, str or int, optional
+        A `Detector` (or its dict) to use as is, or a detector name/id in the camera
+        (default: the detector named in the header).
+
+    Raises
+    ------
+    InputError
+        Naming the file, if no geometry can be found or the detector is unknown.
+    """
+    path = info.path
+    user = _coerce_detector(detector, path)
+    if user is not None:
+        return user
+    if detector is None and info.archive_hdus:
+        persisted = persisted_detector(info)
+        if persisted is not None:
+            return persisted
+    cam = _camera_or_none(camera, path)
+    named = cam is None and info.camera is not None
+    if named:
+        cam = get_camera(info.camera)
+    if cam is None:
+        cam = _guess_camera(info, report=True)
+    if cam is not None:
+        key: Any = detector
+        if key is None:
+            key = info.detector if info.detector is not None else info.detector_id
+        if key is None and len(cam) == 1:
+            key = cam.detector_names[0]
+        if key is None:
+            raise InputError(
+                f"{path}: the header names no detector (DETNAME, DETECTOR, RAFTBAY+CCDSLOT); "
+                f"pass detector= (camera {cam.name!r})"
+            )
+        try:
+            found = _fit_to_image(info, cam[key])
+        except UnknownDetectorError as exc:
+            if detector is None and info.detector_id is not None and info.detector is not None:
+                try:
+                    return cam[info.detector_id]
+                except UnknownDetectorError:
+                    pass
+            raise InputError(f"{path}: unknown detector: {exc}") from exc
+        if named:
+            _warn_recorded_layout(info, found, cam)
+        return found
+    if detector is not None:
+        raise InputError(
+            f"{path}: detector {detector!r} given without a camera, and the header names no "
+            "known camera; pass camera= or a Detector"
+        )
+    hg = _header_geometry(info)
+    if hg is not None:
+        return hg.detector
+    if info.kind == "image" and len(info.segment_shapes) > 1:
+        raise InputError(
+            f"{path}: cannot tell the amp layout: {len(info.segment_shapes)} image HDUs and no "
+            "camera given, none recognised in the header (CAMERA/INSTRUME) and no DATASEC-style "
+            "keywords; if each HDU holds an amp, describe them with a camera whose amps name "
+            "their HDU (\"hdu\"/\"extname\", see docs/cameras.md) and pass camera="
+        )
+    raise InputError(
+        f"{path}: cannot tell the amp layout: no camera given, none recognised in the header "
+        "(CAMERA/INSTRUME) and no DATASEC-style keywords; pass camera= and detector=, or a "
+        "Detector"
+    )
+
+
+def persisted_detector(info: FileInfo) -> Detector | None:
+    """The Detector an LSST exposure file carries in its archive tables (what
+    ``exposure.getDetector()`` gives LSST's AmpOffsetTask), or None if it carries none.
+
+    The amp rows give each amp's name and box in the assembled image, the detector row its
+    name and id. Amps that do not tile the image are reported (a warning) and ignored.
+    """
+    if not info.archive_hdus:
+        return None
+    key = (str(info.path), file_stamp(info.path), info.archive_hdus)
+    if key in _PERSISTED:
+        return _PERSISTED[key]
+    amps, name, det_id = None, info.detector, info.detector_id
+    try:
+        with fits.open(info.path, memmap=False, lazy_load_hdus=True) as hdul:
+            for k in info.archive_hdus:
+                table = hdul[k].data
+                columns = set(table.columns.names)
+                if {"name", "bbox_min_x", "bbox_min_y", "bbox_extent_x",
+                        "bbox_extent_y"} <= columns and len(table):
+                    amps = tuple(Amplifier(_text(r["name"]), int(r["bbox_min_x"]),
+                                           int(r["bbox_min_y"]), int(r["bbox_extent_x"]),
+                                           int(r["bbox_extent_y"])) for r in table)
+                elif {"name", "serial"} <= columns and len(table) == 1:
+                    name = _text(table[0]["name"]) or name
+                    if "id" in columns:
+                        det_id = int(table[0]["id"])
+        detector = None
+        if amps:
+            detector = Detector(name or info.path.name.split(".")[0], info.shape[1],
+                                info.shape[0], amps, id=det_id)
+            _check_tiling(detector)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, GeometryError) as exc:
+        logger.warning("%s: the persisted detector in its archive tables is unusable (%s); "
+                       "using the camera's", info.path, exc)
+        detector = None
+    if len(_PERSISTED) > 256:
+        _PERSISTED.clear()
+    _PERSISTED[key] = detector
+    return detector
+
+
+def _check_tiling(detector: Detector) -> None:
+    """`GeometryError` unless the amps cover the detector exactly once."""
+    check_overlaps(detector)  # inside the image: `Detector` checks that
+    # inside and disjoint: they cover the image exactly when their areas add up to it
+    if sum(a.width * a.height for a in detector) != detector.width * detector.height:
+        raise GeometryError("the amps do not cover the image")
+
+
+def _text(value: Any) -> str:
+    """A string cell of an archive table (stored as a string or as an array of characters)."""
+    if isinstance(value, np.ndarray):
+        value = "".join(v.decode() if isinstance(v, bytes) else str(v) for v in value.ravel())
+    elif isinstance(value, bytes):
+        value = value.decode()
+    return str(value).strip()
+
+
+#: `persisted_detector` per file (path, stamp, tables): planning and the readers ask again.
+_PERSISTED: dict[tuple, Detector | None] = {}
+
+
+def _fit_to_image(info: FileInfo, det: Detector) -> Detector:
+    """The camera's detector, cropped to a trimmed image (CP instcal/ooi, ``LTV1/2``)."""
+    if info.kind != "image" or info.shape == det.shape:
+        return det
+    if info.shape[0] <= det.height and info.shape[1] <= det.width:
+        cropped = trimmed_detector(det, info.header, info.shape)
+        if cropped is not None:
+            return cropped
+    return det
+
+
+def _warn_recorded_layout(info: FileInfo, detector: Detector, cam: Camera) -> None:
+    """Warn when the amp layout `write_exposure` recorded (``AMPNAM<s>``) differs from the
+    detector of the camera the header names, which is used (it names the camera; the
+    recorded layout may be a persisted detector's that the file no longer carries)."""
+    if not any(str(key).startswith("AMPNAM") for key in info.header):
+        return
+    stated = _stated_geometry(info)
+    if stated is not None and stated.per_amp and not _same_layout(stated.detector, detector):
+        logger.warning(
+            "%s: the amp layout recorded in the header (AMPNAM/DATASEC: %s) differs from "
+            "detector %r of camera %r named by the header (%s); using the camera's (pass "
+            "detector= with a Detector to use another layout)", info.path,
+            _layout_text(stated.detector), detector.name, cam.name, _layout_text(detector))
+
+
+def _header_geometry(info: FileInfo) -> HeaderGeometry | None:
+    """The amp layout the headers describe (`ampoffset_dask.io.header_geometry`), or None.
+
+    Raises
+    ------
+    InputError
+        Naming the file and keyword when the keywords are malformed or contradict each other,
+        and for per-amp HDUs that do not tile a detector (saying how to describe the file).
+    """
+    name = info.detector or info.path.name.split(".")[0]
+    if info.amp_hdus:
+        try:
+            return _amp_hdu_geometry(info.amp_hdus, info.segment_shapes, name,
+                                     info.detector_id)
+        except GeometryError as exc:
+            names = ", ".join(keys.get("EXTNAME") or f"HDU {k}"
+                              for k, keys in info.amp_hdus.items())
+            raise InputError(
+                f"{info.path}: {len(info.amp_hdus)} image HDUs ({names}) each hold one amp, "
+                f"but their sections do not describe one detector: {exc}; describe the file "
+                "with a camera whose amps name their HDU (\"hdu\": k or \"extname\", see "
+                "docs/cameras.md) and pass camera= (--camera), or read one HDU with hdu="
+            ) from exc
+    if info.kind == "raw":
+        return None
+    try:
+        return geometry_from_header(info.header, name, info.shape, info.detector_id)
+    except GeometryError as exc:
+        raise InputError(f"{info.path}: header amp geometry: {exc}") from exc
+
+
+def _stated_geometry(info: FileInfo) -> HeaderGeometry | None:
+    """`_header_geometry`, None when the header has none or an unusable one (the caller
+    then keeps the geometry it has from elsewhere)."""
+    try:
+        return _header_geometry(info)
+    except InputError as exc:
+        logger.debug("%s", exc)
+        return None
+
+
+def amp_sources(
+    info: FileInfo,
+    detector: Detector,
+    camera: Any = None,
+    overscan: bool | str = "auto",
+    gain: str | None = None,
+) -> tuple[AmpSource, ...]:
+    """Where each amp of ``detector`` is read from in the file described by ``info``.
+
+    Exposure files and images already in the detector frame read each amp from the same box
+    of the image HDU; raws and untrimmed images are assembled from the camera's raw boxes
+    (or the header's ``DATASEC`` keywords), with their serial overscan subtracted as
+    ``overscan`` says (`ampoffset_dask.io.overscan`).
+
+    Parameters
+    ----------
+    info : FileInfo
+    detector : Detector
+    camera : str or Camera, optional
+    overscan : {"auto", "per-row", "mean", "none"} or bool
+        ``"auto"``: per-row for pixels read from raw boxes with a serial overscan, nothing
+        for assembled files; ``True`` = ``"per-row"``, ``False`` = ``"none"``.
+    gain : {None, "none", "nominal"}
+        ``"nominal"`` multiplies each amp by the camera's nominal gain (``amp_gain``).
+
+    Raises
+    ------
+    InputError
+        If the image does not match the detector, a raw box lies outside its HDU, a forced
+        overscan mode finds no overscan, or nominal gains are asked for but unknown.
+    ConfigError
+        For an unknown ``overscan`` or ``gain`` value.
+    """
+    mode = normalize_overscan(overscan)
+    gain_mode = normalize_gain(gain)
+    path = info.path
+    cam = _camera_or_none(camera, path)
+    if cam is None and info.camera is not None:
+        cam = get_camera(info.camera)
+    if cam is None and info.kind != "raw":
+        cam = _guess_camera(info)
+    sources = _located_sources(info, detector, cam, mode)
+    if gain_mode == "nominal":
+        gains = _nominal_gains(info, detector, cam)
+        sources = tuple(dataclasses.replace(s, gain=g)
+                        for s, g in zip(sources, gains, strict=True))
+    return sources
+
+
+def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
+                     mode: str) -> tuple[AmpSource, ...]:
+    path = info.path
+    forced = mode in ("per-row", "mean")
+
+    def direct() -> tuple[AmpSource, ...]:
+        return direct_sources(detector, info.image_hdu)
+
+    if info.kind in ("exposure", "ccddata"):
+        if info.shape != detector.shape:
+            raise InputError(_shape_message(info, detector))
+        if forced:
+            raise InputError(f"{path}: overscan={mode!r}, but an assembled exposure file has no "
+                             "overscan (use overscan='auto' or 'none')")
+        return direct()
+    if info.kind == "raw":
+        return _raw_sources(info, detector, cam, mode)
+    # plain image
+    if info.shape == detector.shape and not forced:
+        hg = _stated_geometry(info)
+        if hg is None or hg.trimmed or not _same_places(hg.detector, detector):
+            return direct()
+        # the header stores the amps elsewhere than at their places (DATASEC<s> != CCDSEC<s>,
+        # amps out of detector order): read each from its DATASEC
+        return _header_sources(info, detector, hg, mode)
+    raws = None
+    if cam is not None and detector.name in cam:
+        try:
+            raws = cam.raw_amps(detector.name)
+        except InputError:
+            raws = None
+        if raws is not None and cam[detector.name] != detector:
+            raws = None
+    if raws is not None and any(r.extname or r.hdu is not None for r in raws):
+        if all(_raw_hdu(info, r) is not None for r in raws):
+            return _raw_sources(info, detector, cam, mode)  # the file has the amps' HDUs
+        raws = None  # boxes within per-amp HDUs the file lacks: they say nothing of one image
+    if raws is not None:
+        flip = raw_image_flip(cam, detector)
+        out = []
+        for amp, raw in zip(detector, raws, strict=True):
+            out.append(_source_from_raw(info, amp, raw, info.image_hdu, info.shape, mode, flip))
+        if flip is not None:
+            check_hsc_channels(info.header, [s.src for s in out], path)
+        return _distinct(tuple(out), info, detector)
+    hg = _header_geometry(info)
+    if hg is not None and _same_places(hg.detector, detector):
+        return _header_sources(info, detector, hg, mode)
+    if info.shape == detector.shape:
+        return direct()
+    raise InputError(_shape_message(info, detector))
+
+
+def _header_sources(info: FileInfo, detector: Detector, hg: HeaderGeometry,
+                    mode: str) -> tuple[AmpSource, ...]:
+    """Each amp read from its header data box (in its own HDU for per-amp files), placed at
+    its place in ``detector``, with the header's overscan as ``mode`` says."""
+    if mode in ("per-row", "mean") and any(o is None for o in hg.overscan_boxes):
+        raise InputError(f"{info.path}: overscan={mode!r}, but the header gives no BIASSEC "
+                         "overscan region for every amp")
+    use = mode != "none" and all(o is not None for o in hg.overscan_boxes)
+    hdus = hg.hdus or (info.image_hdu,) * len(detector)
+    out = []
+    for amp, data, over, hdu in zip(detector, hg.data_boxes, hg.overscan_boxes, hdus,
+                                    strict=True):
+        out.append(AmpSource(amp.name, (amp.y0, amp.y1, amp.x0, amp.x1), hdu, data,
+                             overscan=over if use else None, overscan_mode=_applied_mode(mode)))
+    return _distinct(tuple(out), info, detector)
+
+
+def _distinct(sources: tuple[AmpSource, ...], info: FileInfo,
+              detector: Detector) -> tuple[AmpSource, ...]:
+    """``sources``, once no two amps read overlapping pixels of one HDU (boxes that do
+    describe another layout than the file's: every amp would measure the same pixels)."""
+    for i, a in enumerate(sources):
+        for b in sources[i + 1:]:
+            if a.hdu == b.hdu and _overlaps(a.src, *b.src):
+                raise InputError(
+                    f"{info.path}: the raw boxes of detector {detector.name!r} put amps "
+                    f"{a.name!r} and {b.name!r} on overlapping pixels of the {info.shape} image; "
+                    "they describe another layout (is it the right detector?)")
+    return sources
+
+
+def _applied_mode(mode: str) -> str:
+    return "per-row" if mode == "auto" else mode
+
+
+def _nominal_gains(info: FileInfo, detector: Detector, cam: Camera | None) -> list[float]:
+    """Per-amp nominal gains (e-/ADU) of ``detector`` from the camera description."""
+    gains = None
+    if cam is not None and detector.name in cam:
+        gains = cam.info(detector.name).get("amp_gain")
+    if not gains or len(gains) != len(detector):
+        where = f"camera {cam.name!r}" if cam is not None else "no camera"
+        raise InputError(f"{info.path}: gain='nominal' needs the nominal gains (amp_gain, one "
+                         f"per amp) of detector {detector.name!r}; {where} gives none")
+    out = [float(g) for g in gains]
+    if not all(np.isfinite(g) and g > 0 for g in out):
+        raise InputError(f"{info.path}: detector {detector.name!r}: nominal gains {out} are not "
+                         "all positive")
+    return out
+
+
+def _shape_message(info: FileInfo, detector: Detector) -> str:
+    return (f"{info.path}: image shape {info.shape} (height, width) does not match detector "
+            f"{detector.name!r} of shape {detector.shape}")
+
+
+def _source_from_raw(info, amp, raw, hdu, hdu_shape, mode: str,
+                     flip: str | None = None) -> AmpSource:
+    """One amp's source from its camera raw boxes; ``flip`` (``"x"``/``"y"``) says the boxes
+    are in the frame of the whole raw image flipped left-right/top-bottom (HSC)."""
+    if flip is not None:
+        over_box = raw.raw_serial_overscan_bbox
+        raw = dataclasses.replace(
+            raw, raw_data_bbox=flip_box(raw.raw_data_bbox, flip, hdu_shape),
+            raw_serial_overscan_bbox=(None if over_box is None
+                                      else flip_box(over_box, flip, hdu_shape)),
+            flip_x=raw.flip_x != (flip == "x"), flip_y=raw.flip_y != (flip == "y"))
+    x0, y0, w, h = raw.raw_data_bbox
+    if (w, h) != (amp.width, amp.height):
+        raise InputError(
+            f"{info.path}: amp {amp.name!r}: raw data box {w}x{h} "
+            f"differs from its {amp.width}x{amp.height} bbox"
+        )
+    if x0 < 0 or y0 < 0 or y0 + h > hdu_shape[0] or x0 + w > hdu_shape[1]:
+        raise InputError(
+            f"{info.path}: amp {amp.name!r}: raw data box x[{x0}:{x0 + w}] y[{y0}:{y0 + h}] "
+            f"lies outside HDU {hdu} of shape {hdu_shape}"
+        )
+    over = None
+    if mode != "none":
+        if raw.raw_serial_overscan_bbox is None:
+            if mode != "auto":
+                raise InputError(f"{info.path}: amp {amp.name!r} has no serial overscan box "
+                                 f"(overscan={mode!r})")
+        else:
+            ox, oy, ow, oh = raw.raw_serial_overscan_bbox
+            if ox < 0 or oy < 0 or oy + oh > hdu_shape[0] or ox + ow > hdu_shape[1]:
+                raise InputError(
+                    f"{info.path}: amp {amp.name!r}: overscan box x[{ox}:{ox + ow}] "
+                    f"y[{oy}:{oy + oh}] lies outside HDU {hdu} of shape {hdu_shape}"
+                )
+            over = (oy, oy + oh, ox, ox + ow)
+    return AmpSource(amp.name, (amp.y0, amp.y1, amp.x0, amp.x1), hdu, (y0, y0 + h, x0, x0 + w),
+                     raw.flip_x, raw.flip_y, over, _applied_mode(mode))
+
+
+def _raw_hdu(info: FileInfo, raw: Any) -> int | None:
+    """The HDU of the file a camera raw amp names (by ``extname``, else ``hdu``), or None."""
+    hdu = info.segments.get((raw.extname or "").upper())
+    if hdu is None and raw.hdu is not None and raw.hdu in info.segment_shapes:
+        hdu = raw.hdu
+    return hdu
+
+
+def _raw_sources(info: FileInfo, detector: Detector, cam: Camera | None,
+                 mode: str) -> tuple[AmpSource, ...]:
+    """Per-amp HDUs assembled with the camera's raw boxes, else (generic per-amp files) with
+    their header sections."""
+    path = info.path
+    raws = None
+    if cam is not None and detector.name in cam:
+        try:
+            raws = cam.raw_amps(detector.name)
+        except InputError:
+            if not info.amp_hdus:
+                raise
+    if raws is None:
+        hg = _header_geometry(info) if info.amp_hdus else None
+        if hg is not None and _same_places(hg.detector, detector):
+            return _header_sources(info, detector, hg, mode)
+        if hg is not None:
+            raise InputError(
+                f"{path}: detector {detector.name!r} is not the layout of the file's "
+                f"{len(info.amp_hdus)} amp HDUs ({_layout_text(hg.detector)}); give a camera "
+                "whose amps name their HDU (\"hdu\"/\"extname\", see docs/cameras.md)")
+        raise InputError(
+            f"{path}: raw file of detector {detector.name!r}: assembling raws needs a camera "
+            "with raw boxes (pass camera=)"
+        )
+    out = []
+    for amp, raw in zip(detector, raws, strict=True):
+        hdu = _raw_hdu(info, raw)
+        if hdu is None and raw.extname is None and raw.hdu is None:
+            raise InputError(
+                f"{path}: camera {cam.name!r} names no HDU (\"hdu\"/\"extname\") for amp "
+                f"{amp.name!r} of detector {detector.name!r}, but this file holds one amp per "
+                f"HDU (HDUs {', '.join(map(str, sorted(info.segment_shapes)))})"
+            )
+        if hdu is None:
+            raise InputError(
+                f"{path}: detector {detector.name!r}: no raw HDU {raw.extname or raw.hdu} for "
+                f"amp {amp.name!r}"
+            )
+        out.append(_source_from_raw(info, amp, raw, hdu, info.segment_shapes[hdu], mode))
+    return tuple(out)
+
+
+def file_isr(info: FileInfo, detector: Detector, sources: tuple[AmpSource, ...]) -> IsrSteps:
+    """What reading ``sources`` does to the pixels of the file (`IsrSteps`)."""
+    raw = (info.kind == "raw" or tuple(info.shape) != detector.shape
+           or any((s.src, s.flip_x, s.flip_y) != (s.dest, False, False) for s in sources))
+    return isr_steps(sources, raw=raw)
+
+
+def open_sources(
+    path: str | os.PathLike, camera: Any = None, detector: Any = None,
+    overscan: bool | str = "auto", gain: str | None = None, hdu: int | None = None,
+) -> tuple[FileInfo, Detector, tuple[AmpSource, ...]]:
+    """Headers, geometry and per-amp pixel sources of a file (what every reader starts from)."""
+    info = inspect_file(path, hdu)
+    det = resolve_detector(info, camera, detector)
+    return info, det, amp_sources(info, det, camera, overscan, gain)
+
+
+def sources_on_hdu(sources: tuple[AmpSource, ...], hdu: int,
+                   gain_power: int = 0) -> tuple[AmpSource, ...]:
+    """The same amp boxes read from another HDU, without overscan: the mask
+    (``gain_power=0``: no gain) or the variance (``gain_power=2``: scaled by gain squared)."""
+    return tuple(dataclasses.replace(
+        s, hdu=hdu, overscan=None,
+        gain=None if s.gain is None or not gain_power else s.gain ** gain_power,
+    ) for s in sources)
+
+
+def mask_sources(info: FileInfo, sources: tuple[AmpSource, ...]) -> tuple[AmpSource, ...]:
+    """The amp boxes of the MASK HDU (CCDData's boolean masks become ``BAD`` bits)."""
+    out = sources_on_hdu(sources, info.mask_hdu)
+    if info.kind == "ccddata":
+        bit = CCDDATA_MASK_PLANES["BAD"]
+        out = tuple(dataclasses.replace(s, flag_nonzero=bit) for s in out)
+    return out
+
+
+def direct_sources(det: Detector, hdu: int) -> tuple[AmpSource, ...]:
+    """Each amp read from its own box of image HDU ``hdu`` (a file in the detector frame)."""
+    return tuple(AmpSource(a.name, (a.y0, a.y1, a.x0, a.x1), hdu, (a.y0, a.y1, a.x0, a.x1))
+                 for a in det)
