@@ -316,6 +316,8 @@ def focal_plane_map(
         if visit is not None:
             title += f", visit {visit}"
         title += f" ({len(names)} detector{'s' if len(names) != 1 else ''})"
+        if not np.isfinite(values).all():  # NaN and absent amps are drawn grey
+            title += "; grey: no value"
     ax.set_title(title)
     if path is not None:
         save_figure(fig, path)
@@ -416,7 +418,9 @@ def amp_map(
     detector : Detector
         Geometry.
     interfaces : DataFrame or sequence of InterfaceResult, optional
-        Rows with ``amp_a, amp_b, offset`` to write at each boundary.
+        Rows with ``amp_a, amp_b, offset`` to write at each boundary (and, when present,
+        ``offset_raw, min_frac_fail, max_offset_fail``: an offset do-no-harm zeroed is
+        written ``0 (raw)``, or ``no data`` for too few valid pixels).
     path : path, optional
         Save the figure there as PNG.
     vmax : float, optional
@@ -452,7 +456,7 @@ def amp_map(
         ax.text(amp.x0 + amp.width / 2, amp.y0 + amp.height / 2, text, ha="center",
                 va="center", fontsize=8, color="white" if dark else "black")
     if interfaces is not None:
-        for a_name, b_name, off in _interface_rows(interfaces):
+        for a_name, b_name, text in _interface_rows(interfaces):
             try:
                 a, b = detector[a_name], detector[b_name]
             except KeyError:
@@ -460,7 +464,7 @@ def amp_map(
             xa, ya = a.x0 + a.width / 2, a.y0 + a.height / 2
             xb, yb = b.x0 + b.width / 2, b.y0 + b.height / 2
             # Horizontal, on a white box over the boundary line, so it stays readable.
-            ax.text((xa + xb) / 2, (ya + yb) / 2, f"{off:+.2f}", ha="center", va="center",
+            ax.text((xa + xb) / 2, (ya + yb) / 2, text, ha="center", va="center",
                     fontsize=8, color="black", zorder=5,
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.5",
                           "lw": 0.5, "alpha": 0.9})
@@ -494,12 +498,24 @@ def _pedestal_dict(pedestals: Any, detector: Detector) -> dict[str, float]:
 
 
 def _interface_rows(interfaces: Any):
+    """``(amp_a, amp_b, text)`` per interface: the offset used in the solve; for one that
+    do-no-harm zeroed, ``"0 (raw)"`` when its offset was too large and ``"no data"`` when
+    its edges had too few valid pixels (a bare 0 would read as equal levels)."""
+    names = ("amp_a", "amp_b", "offset", "offset_raw", "min_frac_fail", "max_offset_fail")
     if hasattr(interfaces, "columns"):
-        yield from zip(interfaces["amp_a"], interfaces["amp_b"], interfaces["offset"],
-                       strict=True)
-        return
-    for item in interfaces:
-        yield item.amp_a, item.amp_b, item.offset
+        cols = [interfaces[c] if c in interfaces.columns else [None] * len(interfaces)
+                for c in names]
+        rows = zip(*cols, strict=True)
+    else:
+        rows = ((getattr(i, c, None) for c in names) for i in interfaces)
+    for a, b, off, raw, few, big in rows:
+        if few is not None and bool(few):
+            text = "no data"
+        elif big is not None and bool(big) and raw is not None:
+            text = f"0 ({float(raw):+.2f})"
+        else:
+            text = f"{float(off):+.2f}"
+        yield a, b, text
 
 
 def binned_image(image: np.ndarray, mask: np.ndarray | None = None, bin_size: int = 32,
@@ -647,6 +663,9 @@ def before_after(
                     alpha=0.6)
         ax.set_title(f"{label} ({bin_size}x{bin_size} median bins)")
         ax.set_xlabel("x (pixel)")
+    # The detector, not the outlines' autoscale margins (a blank band above the image).
+    axes[0].set_xlim(0, detector.width)
+    axes[0].set_ylim(0, detector.height)
     axes[0].set_ylabel("y (pixel)")
     cbar = fig.colorbar(im, ax=list(axes), shrink=0.9)
     cbar.set_label("ADU minus smooth sky")
@@ -727,6 +746,38 @@ def _run_camera(catalog: Any):
         return None
 
 
+def _measured_pedestals(ped: Any, det: Any, camera: Any = None) -> Any:
+    """The pedestals to map: NaN (grey) where nothing was measured.
+
+    A detector whose every pixel was masked, or without interfaces (one amp), records
+    pedestals of 0 that are no measurement; a failed detector records none. Both are drawn
+    as amps without a value rather than as perfect amps or as detectors not processed
+    (failed ones only with a ``camera`` to give their amps).
+    """
+    import pandas as pd
+
+    ped = ped.copy()
+    empty = np.zeros(len(det), dtype=bool)
+    if "all_masked" in det:
+        empty |= det["all_masked"].fillna(False).astype(bool).to_numpy()
+    if "n_interfaces" in det:
+        empty |= (det["n_interfaces"] == 0).to_numpy()
+    unmeasured = set(map(str, det.loc[empty & (det["status"] != "failed").to_numpy(),
+                                      "detector"]))
+    ped["pedestal"] = ped["pedestal"].where(~ped["detector"].astype(str).isin(unmeasured))
+    if camera is None:
+        return ped
+    names = set(camera.detector_names)
+    failed = [str(d) for d in det.loc[det["status"] == "failed", "detector"]
+              if str(d) in names and str(d) not in set(map(str, ped["detector"]))]
+    visit = ped["visit"].iloc[0] if "visit" in ped and len(ped) else None
+    rows = [{"visit": visit, "detector": d, "amp": a, "pedestal": np.nan}
+            for d in dict.fromkeys(failed) for a in camera[d].amp_names]
+    if rows:
+        ped = pd.concat([ped, pd.DataFrame(rows)], ignore_index=True)
+    return ped
+
+
 def plot_visit(
     catalog: str | os.PathLike[str],
     visit: int | None = None,
@@ -803,7 +854,8 @@ def plot_visit(
                            cam.name, unknown[:5])
         else:
             written.append(save_figure(
-                focal_plane_map(ped, cam, visit=visit), out / f"focal_plane_v{visit}.png"))
+                focal_plane_map(_measured_pedestals(ped, det, cam), cam, visit=visit),
+                out / f"focal_plane_v{visit}.png"))
     if len(itf):
         config = _latest_run(catalog, "config")
         limits = {}
@@ -832,7 +884,7 @@ def plot_visit(
         geometry = cam[name]
     if geometry is not None:
         written.append(save_figure(
-            amp_map(p_det, geometry, interfaces=i_det,
+            amp_map(_measured_pedestals(p_det, row, None), geometry, interfaces=i_det,
                     title=f"visit {visit}, {name}: amp pedestals"),
             out / f"amps_v{visit}_{name}.png"))
     if exposure is not None:

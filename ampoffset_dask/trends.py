@@ -2,9 +2,10 @@
 
 For each (detector, amp) the pedestals of a catalog's visits are modelled as
 
-    pedestal(v) = level of the current segment + gamma * (sky(v) - mean sky) + drift * v
+    pedestal(v) = level of the current segment + gamma * (sky(v) - mean sky) + drift * i(v)
 
-where a new segment starts at every change point. ``gamma`` is the amp's relative gain
+where a new segment starts at every change point and ``i(v)`` is the visit's rank among the
+catalog's visits (visit ids need not be consecutive). ``gamma`` is the amp's relative gain
 error with respect to its detector (a gain error ``e`` makes the measured pedestal grow by
 about ``e * sky``, minus the detector mean), so the regression of pedestals on the amp's
 level across visits is the sensitive gain test on sky images. Change points are found on
@@ -71,7 +72,8 @@ class TrendsResult:
         One row per (detector, amp): ``n_visits``, ``n_jumps``, ``jump_visits`` (comma
         separated), ``gain_slope`` (relative gain error: pedestal change per unit of sky
         level) with ``gain_slope_err`` and the ``gain_like`` flag, ``drift`` (ADU per
-        visit) with ``drift_err``, and ``sigma`` (the robust visit-to-visit scatter).
+        visit: per step in the table's sorted visits, whatever their numbers) with
+        ``drift_err``, and ``sigma`` (the robust visit-to-visit scatter).
     """
 
     series: Any
@@ -138,12 +140,16 @@ def amp_trend(visits: np.ndarray, pedestal: np.ndarray, level: np.ndarray | None
     Parameters
     ----------
     visits : ndarray
-        Visit numbers, ascending (the time axis).
+        The time axis, ascending: ``drift`` is per unit of it (`find_trends` passes each
+        visit's rank among the catalog's visits, so that its drift is per visit).
     pedestal : ndarray
         Measured pedestals.
     level : ndarray, optional
         The amp's signal level per visit (sky); without it (or without a spread of
-        levels) the gain slope is NaN.
+        levels) the gain slope is NaN. Visits whose level is NaN (an amp whose edges were
+        all masked, rows of catalogs older than the column) are left out when at least
+        half of the visits have one (their pedestals hold a gain term that cannot be
+        removed), else the levels are not used.
     err : ndarray, optional
         Pedestal errors (the floor of the scatter).
     k : float
@@ -156,12 +162,35 @@ def amp_trend(visits: np.ndarray, pedestal: np.ndarray, level: np.ndarray | None
     Returns
     -------
     AmpTrend
+        Visits with a NaN pedestal take no part: their ``model`` is NaN, no jump.
     """
     t = np.asarray(visits, dtype=np.float64)
     p = np.asarray(pedestal, dtype=np.float64)
+    ok = np.isfinite(p) & np.isfinite(t)
+    if level is not None:
+        known = np.isfinite(np.asarray(level, dtype=np.float64))
+        use = ok & known
+        n_use = int(np.count_nonzero(use))
+        if n_use >= max(3, np.count_nonzero(ok) / 2) and np.ptp(np.asarray(level)[use]) > 0:
+            ok = use
+        else:
+            level = None
+    if not ok.all():
+        # Unmeasured visits must not turn the whole series' fit into NaN.
+        sub = amp_trend(t[ok], p[ok], None if level is None else np.asarray(level)[ok],
+                        None if err is None else np.asarray(err)[ok], k=k, window=window,
+                        iterations=iterations) if ok.any() else None
+        jumps = np.zeros(p.shape[0], dtype=bool)
+        model = np.full(p.shape[0], np.nan)
+        if sub is None:
+            nan = math.nan
+            return AmpTrend(jumps, nan, nan, nan, nan, nan, model)
+        jumps[ok] = sub.jumps
+        model[ok] = sub.model
+        return dataclasses.replace(sub, jumps=jumps, model=model)
     n = p.shape[0]
     floor = float(np.nanmedian(err)) if err is not None and np.isfinite(err).any() else 0.0
-    use_level = level is not None and np.isfinite(level).all() and np.ptp(level) > 0
+    use_level = level is not None and np.ptp(level) > 0
     lev = (np.asarray(level, dtype=np.float64) - np.mean(level)) if use_level else None
     tc = t - t.mean()
     jumps: list[int] = []
@@ -273,13 +302,16 @@ def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
     starts = np.flatnonzero((dets[1:] != dets[:-1]) | (amps[1:] != amps[:-1])) + 1
     bounds = np.concatenate([[0], starts, [n]]) if n else np.zeros(1, dtype=int)
     visits = df["visit"].to_numpy()
+    # The drift's time axis: each visit's rank among the table's visits. Visit ids are not
+    # consecutive (LSST's are YYYYMMDD * 1e5 + a sequence number: a night is ~1e5 ids).
+    order = np.unique(visits, return_inverse=True)[1].astype(np.float64) if n else visits
     peds, levels = df["pedestal"].to_numpy(), df["level"].to_numpy()
     errs = df["pedestal_err"].to_numpy()
     model = np.full(n, np.nan)
     jump = np.zeros(n, dtype=bool)
     rows = []
     for a, b in itertools.pairwise(bounds):
-        tr = amp_trend(visits[a:b], peds[a:b], levels[a:b], errs[a:b], k=k, window=window)
+        tr = amp_trend(order[a:b], peds[a:b], levels[a:b], errs[a:b], k=k, window=window)
         model[a:b] = tr.model
         jump[a:b] = tr.jumps
         jump_visits = visits[a:b][tr.jumps]
@@ -324,7 +356,8 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
     Raises
     ------
     InputError
-        Without a pedestals table, or when nothing matches.
+        Without a pedestals table, when nothing matches, or when the pedestals are in two
+        units (some measured with the camera's nominal gains, in electrons, others in ADU).
     """
     import pyarrow.compute as pc
 
@@ -342,7 +375,38 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
     if tab.num_rows == 0:
         what = " ".join(x for x in (detector, amp) if x is not None)
         raise InputError(f"{root}: no pedestals" + (f" for {what}" if what else ""))
+    _check_one_unit(root, detector)
     return tab.to_pandas()
+
+
+def _check_one_unit(root: Path, detector: str | None) -> None:
+    """Refuse pedestals in two units: measured with the camera's nominal gains
+    (``gain="nominal"``: electrons) for some detector-visits and without (ADU) for others.
+
+    Resume compares configurations, not that option, so one catalog can hold both; a series
+    that changes unit shows false jumps and false gain errors.
+    """
+    from .catalog import read_catalog
+
+    try:
+        det = read_catalog(root, "detectors", sort=False, columns=["visit", "detector", "gain",
+                                                                    "status"],
+                           detectors=None if detector is None else [detector])
+    except (KeyError, ValueError) as exc:  # a catalog older than the column
+        logger.debug("%s: no gain column to check the units: %s", root, exc)
+        return
+    det = det[det["status"] != "failed"]
+    electrons = (det["gain"] == "nominal").to_numpy()
+    if electrons.any() and not electrons.all():
+        def first(rows: Any) -> str:
+            return f"visit {int(rows['visit'].iloc[0])} {rows['detector'].iloc[0]}"
+
+        raise InputError(
+            f"{root}: pedestals in two units: {int(electrons.sum())} detector-visit(s) measured "
+            f"with nominal gains (electrons; {first(det[electrons])}) and "
+            f"{int((~electrons).sum())} without (ADU; {first(det[~electrons])}); a series "
+            "changing unit shows false jumps and gain errors: measure them all the same way "
+            "(run again with --new-run, with or without --gain nominal)")
 
 
 def write_trends(result: TrendsResult, out_dir: str | os.PathLike, *,

@@ -41,7 +41,9 @@ _sum = np.add.reduce
 
 
 class GainStep(NamedTuple):
-    """Result of `interface_gain` (NaN when the interface has too little flux range)."""
+    """Result of `interface_gain` (NaN when the interface has too little flux range, or
+    when the fitted step changes with the flux too fast to be a gain: see
+    `_gain_result`)."""
 
     gain_ratio: float
     gain_ratio_err: float
@@ -341,7 +343,15 @@ def _fit_step(d: np.ndarray, var: np.ndarray, level: np.ndarray, model_a: float,
 
 def _gain_result(slope: float, err: float, jack: float, model_a: float, model_b: float,
                  threshold: float) -> GainStep:
-    """The gain ratio, its error and the flag from the fitted slope and its errors."""
+    """The gain ratio, its error and the flag from the fitted slope and its errors.
+
+    A slope of 2 or more in size (a step that changes faster than twice the flux) has no
+    gain ratio (it would be infinite or not positive): it comes from additive structure
+    along the interface, such as the background model's response to a large step next to
+    it, and gives NaN and no flag.
+    """
+    if not abs(slope) < 2.0:
+        return GainStep(math.nan, math.nan, False)
     err = max(err, jack)
     err = math.sqrt(err * err + model_a * model_a + model_b * model_b)
     ratio = (1.0 + slope / 2.0) / (1.0 - slope / 2.0)

@@ -46,9 +46,11 @@ class InterfaceResult:
         inconsistent with the other interfaces); always 1 for LSST's estimator.
     gain_ratio, gain_ratio_err : float
         Gain of A over gain of B from the step's dependence on the local flux along the
-        interface (`algorithm.gain`), with its error; NaN without flux range.
+        interface (`algorithm.gain`), with its error; NaN without flux range, or when the
+        step changes faster than twice the flux (no gain does that: additive structure).
     gain_like : bool
-        The step scales with flux (``|gain_ratio - 1|`` beyond 4 errors).
+        The step scales with flux (its slope against the flux, about ``gain_ratio - 1``,
+        beyond 4 of its standard errors).
     """
 
     id: str
