@@ -87,14 +87,21 @@ def make_repo(
     transfer: str | None = "copy",
     dataset_type: str = "post_isr_image",
     ingest: bool = True,
+    datastore_root: str | None = None,
 ) -> Any:
     """Create a repository at ``root`` and ingest ``files``: (path, visit, detector id,
     detector full name) tuples (``ingest=False``: only their dimension records, for a later
-    ``butler.ingest_zip``). Returns a writeable Butler."""
-    from lsst.daf.butler import Butler, DatasetRef, DatasetType, FileDataset
+    ``butler.ingest_zip``). ``datastore_root`` puts the datastore elsewhere (an
+    ``s3://bucket/prefix/``: lsst.resources takes its endpoint from ``S3_ENDPOINT_URL``).
+    Returns a writeable Butler."""
+    from lsst.daf.butler import Butler, Config, DatasetRef, DatasetType, FileDataset
     from lsst.sphgeom import Box
 
-    Butler.makeRepo(str(root))
+    if datastore_root is None:
+        Butler.makeRepo(str(root))
+    else:
+        Butler.makeRepo(str(root), config=Config({"datastore": {"root": datastore_root}}),
+                        forceConfigRoot=False)
     butler = Butler.from_config(str(root), writeable=True, run=run)
     files = list(files)
     reg = butler.registry

@@ -7,15 +7,18 @@ LSST science pipelines to build an ``ExposureF``). Identity comes from the dataI
 detector id, the detector's name from its dimension record, the instrument - never from the
 file headers; the instrument name selects the built-in camera.
 
-URIs are returned as the datastore gives them: ``file://`` URIs as local paths, and
-``s3://``, signed ``https://`` and zip-member (``...zip#zip-path=member``) URIs as strings that
-`ampoffset_dask.io.remote` opens.
+URIs become what the readers open: ``file://`` URIs local paths, ``s3://`` (and other
+object-store) URIs ``scheme://bucket/key`` with the key as stored (the datastore's URIs are
+percent-encoded), signed ``https://`` URIs as given, and zip members
+``archive.zip#zip-path=member``; `ampoffset_dask.io.remote` opens them (an S3 datastore's
+endpoint from ``S3_ENDPOINT_URL`` too, as lsst.resources takes it).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -53,14 +56,24 @@ def _collections(collections: str | Iterable[str]) -> list[str]:
 
 def uri_to_input(uri: Any) -> str:
     """The string a worker opens for a datastore URI: a local path for ``file://`` URIs
-    (zip members keep their ``#zip-path=`` fragment), the URI itself otherwise."""
+    (zip members keep their ``#zip-path=`` fragment), ``scheme://bucket/key`` with the key
+    as stored for object stores, and ``http(s)://`` URLs (signed ones) unchanged.
+
+    Datastore URIs are percent-encoded (``run%201``, ``t%C3%ABst``) while fsspec takes an
+    object's key as it is: passing them on would name objects that do not exist.
+    """
     text = str(uri)
     scheme = getattr(uri, "scheme", text.partition("://")[0] if "://" in text else "")
     if scheme in ("file", ""):
         path = uri.ospath if hasattr(uri, "ospath") else text.removeprefix("file://")
         fragment = getattr(uri, "unquoted_fragment", "")
         return f"{path}#{fragment}" if fragment else path
-    return text
+    if scheme in ("http", "https"):  # a signature is computed over the encoded URL
+        return text
+    parts = urllib.parse.urlsplit(text)
+    key = urllib.parse.unquote(parts.path)
+    fragment = urllib.parse.unquote(parts.fragment)
+    return f"{parts.scheme}://{parts.netloc}{key}" + (f"#{fragment}" if fragment else "")
 
 
 def find_inputs(
@@ -95,13 +108,15 @@ def find_inputs(
     pandas.DataFrame
         One row per dataset, sorted by visit and detector id, with columns ``uri``, ``visit``,
         ``detector`` (name), ``detector_id``, ``instrument``, ``dataset_id`` (UUID string) and
-        ``path`` (the same as ``uri``).
+        ``path`` (the same as ``uri``). Datasets the registry lists but whose file the
+        datastore no longer holds (pruned, or never written) are left out with a warning
+        naming them.
 
     Raises
     ------
     InputError
         Without lsst-daf-butler (naming the extra), when the repository cannot be opened, the
-        query is invalid, or it finds nothing.
+        query is invalid, or it finds nothing (or nothing with its file in the datastore).
     """
     import pandas as pd
 
@@ -127,12 +142,18 @@ def find_inputs(
         if not refs:
             raise InputError(
                 f"{repo}: no {dataset_type!r} datasets in collections {colls}"
+                + (f" of instrument {instrument!r} (names are case-sensitive)"
+                   if instrument is not None else "")
                 + (f" matching {where!r}" if where else "")
             )
         names = _record_names(refs) if with_records else None
         if names is None:
             names = _detector_names(butler, refs)
-        uris = butler.get_many_uris(refs)
+        try:
+            uris = butler.get_many_uris(refs)
+        except FileNotFoundError:  # one dataset without its file fails them all
+            refs = _stored(butler, repo, refs, names)
+            uris = butler.get_many_uris(refs)
     except InputError:
         raise
     except Exception as exc:  # MissingDatasetTypeError, query syntax errors, ...
@@ -164,6 +185,31 @@ def find_inputs(
     logger.info("%s: %d %s datasets in %s (%.2f s)", repo, len(table), dataset_type, colls,
                 time.perf_counter() - t0)
     return table
+
+
+def _stored(butler: Any, repo: str, refs: list[Any], names: Mapping[tuple[str, int], str]
+            ) -> list[Any]:
+    """The refs whose files the datastore holds; the others (registered, but their files
+    removed: pruned or never written) are named in a warning, and are an `InputError` when
+    none is left."""
+    stored = butler.stored_many(refs)
+    kept = [ref for ref in refs if stored[ref]]
+    gone = [ref for ref in refs if not stored[ref]]
+
+    def label(ref: Any) -> str:
+        data_id = ref.dataId
+        visit = data_id.get("visit", data_id.get("exposure"))
+        name = names.get((str(data_id["instrument"]), int(data_id["detector"])), "?")
+        return f"visit {visit} detector {name} (dataset {ref.id})"
+
+    listed = "; ".join(label(ref) for ref in gone[:5]) + (
+        f"; and {len(gone) - 5} more" if len(gone) > 5 else "")
+    if not kept:
+        raise InputError(f"{repo}: none of the {len(gone)} datasets found has its file in the "
+                         f"datastore (removed or never written): {listed}")
+    logger.warning("%s: %d of %d datasets found have no file in the datastore (removed or "
+                   "never written) and are left out: %s", repo, len(gone), len(refs), listed)
+    return kept
 
 
 def _record_names(refs: list[Any]) -> dict[tuple[str, int], str] | None:

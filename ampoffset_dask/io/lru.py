@@ -97,6 +97,17 @@ class LRUCache(Generic[K, V]):
         self._evicted(evicted)
         return value
 
+    def discard(self, key: K) -> V | None:
+        """Remove ``key`` and return its value (None if absent); ``on_evict`` is not called:
+        the caller now owns the value."""
+        with self._lock:
+            if key not in self._data:
+                return None
+            value = self._data.pop(key)
+            if self.max_bytes is not None:
+                self._bytes -= self._sizeof(value)
+            return value
+
     def _shrink(self) -> list[tuple[K, V]]:
         evicted = []
         while len(self._data) > 1 and (

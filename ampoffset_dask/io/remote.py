@@ -24,6 +24,13 @@ requests for more bytes. Such reads fetch whole rows (of pixels, or of tiles whe
 of a region would be merged anyway), and ranges fetched in few large blocks are kept per
 process (bounded, `RANGE_CACHE_BYTES`), so the next strips of the same rows cost no request.
 
+What a process keeps of an object (blocks, layouts, tile tables, its size) is dropped when
+its headers are opened again and the store describes another version (size, ETag, version or
+time), so an object rewritten in the store between two opens is not read from the bytes of
+the old one (the store is asked, not a listing fsspec cached); a rewrite during one read,
+between its headers and its pixels, is not detected. Objects compressed whole (``.fits.gz``,
+``.fits.bz2``) have no byte ranges to read: they are refused, saying so.
+
 Bytes fetched and requests made are counted per URL and process (`bytes_fetched`,
 `requests_made`), so each detector's result can report the fraction of its object it fetched.
 
@@ -31,7 +38,8 @@ Storage options come, in this order of precedence, from the ``storage_options=``
 the run's options (`process(storage_options=...)`, ``--storage-options JSON``: in force for
 that run's reads only, `scoped_storage_options`, so another run in the same process or on the
 same worker never inherits them), the process default set by `set_storage_options`, and the
-standard environment: for S3 ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3`` (endpoint),
+standard environment: for S3 ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3`` (endpoint; else
+lsst.resources' ``S3_ENDPOINT_URL``, which Butler datastores in a store use),
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
 ``AWS_REGION`` (read by botocore). `process` forwards the client's S3 environment, with the
 explicit options over it, to the workers as task arguments (workers of a remote cluster do
@@ -62,6 +70,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .lru import LRUCache
 from .paths import OUTPUT_MARKER, OUTPUT_MARKER_TEXT, is_fits_name
 
 __all__ = [
@@ -91,6 +100,8 @@ logger = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ZIP_FRAGMENT = "#zip-path="
+#: Leading bytes of files compressed whole (``.fits.gz``, ``.fits.bz2``, a zip archive).
+_WRAPPERS = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"PK\x03\x04", "zip"))
 _INSTALL = "pip install 'ampoffset-dask[cloud]'"
 _HEADER_BLOCK = 32 << 10  # read-ahead block for header parsing
 #: Default of `merge_gap` (dask config ``ampoffset.remote.merge-gap``): larger than a
@@ -115,6 +126,10 @@ _REQUESTS: collections.Counter[str] = collections.Counter()
 #: URL are never used again.
 _GENERATION: collections.Counter[str] = collections.Counter()
 _SIZES: dict[str, int] = {}
+#: What the store said of each object when its headers were last opened (`_identity`): the
+#: per-process caches hold bytes of that version only (an object dropped from this bound
+#: is forgotten when next opened).
+_IDENTITIES: LRUCache[str, tuple[Any, ...]] = LRUCache(max_items=4096)
 _LAYOUTS: dict[tuple[str, int], Any] = {}
 _PLANES: collections.OrderedDict[tuple[str, int], np.ndarray] = collections.OrderedDict()
 _PLANES_MAX_BYTES = 256 << 20
@@ -165,11 +180,18 @@ def scoped_storage_options(options: Mapping[str, Any] | None) -> Iterator[None]:
         _SCOPED_OPTIONS.reset(token)
 
 
+def _environment_endpoint(env: Mapping[str, str]) -> str | None:
+    """The S3 endpoint the environment names: botocore's variables, else ``S3_ENDPOINT_URL``
+    (lsst.resources', which a Butler whose datastore is in that store was opened with)."""
+    return (env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+            or env.get("S3_ENDPOINT_URL") or None)
+
+
 def storage_options(url: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The fsspec storage options for ``url`` (see the module docstring for precedence)."""
     out: dict[str, Any] = {}
     if protocol(url) in ("s3", "s3a"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = _environment_endpoint(os.environ)
         if endpoint:
             out["endpoint_url"] = endpoint
         # fail fast on a wrong endpoint instead of botocore's long default retries
@@ -192,7 +214,7 @@ def environment_options(urls: list[str]) -> dict[str, Any] | None:
         return None
     env = os.environ
     out: dict[str, Any] = {}
-    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    endpoint = _environment_endpoint(env)
     if endpoint:
         out["endpoint_url"] = endpoint
     for key, name in (("key", "AWS_ACCESS_KEY_ID"), ("secret", "AWS_SECRET_ACCESS_KEY"),
@@ -242,6 +264,7 @@ def _error(url: str, exc: BaseException, what: str) -> InputError | OSError:
 
 
 _config_source: Callable[[str], Any] | None = None
+_STAMP_WARNED = False
 
 
 def set_config_source(source: Callable[[str], Any] | None) -> None:
@@ -285,18 +308,29 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
     Raises
     ------
     InputError
-        If nothing is there.
+        If nothing is there, or the prefix is (or lies inside) one of ``exclude``.
     """
     fs = filesystem(url, options)
     proto = protocol(url)
     if proto in ("http", "https"):
         return [url]
     try:
+        fs.invalidate_cache(url)  # a listing cached by an earlier run may be stale
+        if not url.endswith("/") and is_fits_name(url) and _is_object(fs, url):
+            # a key may also be the prefix of others: the name of a FITS object is that
+            # object (as a file's is), its trailing slash asks for the prefix
+            return [url]
         if url.endswith("/") or fs.isdir(url):
-            fs.invalidate_cache(url)  # a listing cached by an earlier run may be stale
-            found = [p if is_url(p) else f"{proto}://{p}" for p in sorted(fs.find(url))]
             top = url.rstrip("/")
-            skip = [e.rstrip("/") + "/" for e in exclude]
+            skip = [str(e).rstrip("/") + "/" for e in exclude]
+            inside = next((k for k in skip if (top + "/").startswith(k)), None)
+            if inside is not None:  # else every object is left out: "no FITS files found"
+                raise InputError(
+                    f"{redact(url)}: the input prefix is (or lies inside) the output images' "
+                    f"prefix {redact(inside)}, and runs never take inputs from a prefix of "
+                    "corrected images; write them elsewhere (a prefix inside the inputs, e.g. "
+                    f"{top}/corrected/, is fine)")
+            found = [p if is_url(p) else f"{proto}://{p}" for p in sorted(fs.find(url))]
             skip += [p[:-len(OUTPUT_MARKER)] for p in found
                      if p.endswith("/" + OUTPUT_MARKER) and p.rsplit("/", 1)[0] != top]
             out = [p for p in found
@@ -308,9 +342,19 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
             return [url]
     except FileNotFoundError as exc:  # s3fs says so of a bucket that does not exist
         raise InputError(f"{redact(url)}: no such bucket, object or prefix") from exc
+    except InputError:
+        raise
     except Exception as exc:
         raise _error(url, exc, "listing") from exc
     raise InputError(f"{redact(url)}: no such object or prefix")
+
+
+def _is_object(fs: Any, url: str) -> bool:
+    """Whether ``url`` names an object (not only a prefix) in the store."""
+    try:
+        return fs.info(url).get("type") == "file"
+    except FileNotFoundError:
+        return False
 
 
 def mark_output_prefix(url: str, options: Mapping[str, Any] | None = None) -> None:
@@ -340,11 +384,19 @@ def url_stamp(url: str, options: Mapping[str, Any] | None = None
     HTTP) or cannot be asked. What resume compares to notice a replaced object."""
     import datetime
 
+    global _STAMP_WARNED
     try:
         fs = filesystem(url, options)
         fs.invalidate_cache(url)
         info = fs.info(url)
-    except Exception:  # unreadable now: the run's reads will say why
+    except Exception as exc:  # unreadable now: the run's reads will say why
+        # but say it here too (once per process): without a stamp, resume takes the object
+        # for unchanged, so a replaced one would not be measured again
+        with _LOCK:
+            first, _STAMP_WARNED = not _STAMP_WARNED, True
+        logger.log(logging.WARNING if first else logging.DEBUG,
+                   "%s: cannot ask the store for its size and time (%s: %s); a resumed run "
+                   "will not notice if it is replaced", redact(url), type(exc).__name__, exc)
         return None
     size = info.get("size")
     when = next((info[k] for k in ("LastModified", "last_modified", "mtime", "updated",
@@ -367,7 +419,9 @@ def object_size(url: str, options: Mapping[str, Any] | None = None) -> int:
         if url in _SIZES:
             return _SIZES[url]
     try:
-        size = int(filesystem(url, options).size(url))
+        fs = filesystem(url, options)
+        fs.invalidate_cache(url)  # not the size of a listing cached earlier
+        size = int(fs.size(url))
     except Exception as exc:
         raise _error(url, exc, "reading its size") from exc
     _count(url, 0)
@@ -402,6 +456,9 @@ def _open_counted(url: str, options: Mapping[str, Any] | None = None) -> Any:
     """The object opened for reading through a small read-ahead cache, its fetches counted."""
     fs = filesystem(url, options)
     try:
+        # fsspec describes an object from a listing it cached (the size, the ETag its reads
+        # then insist on): ask the store, which may hold a newer version since
+        fs.invalidate_cache(url)
         fh = fs.open(url, "rb", block_size=_HEADER_BLOCK, cache_type="readahead")
     except Exception as exc:
         raise _error(url, exc, "opening") from exc
@@ -427,6 +484,41 @@ def _open_counted(url: str, options: Mapping[str, Any] | None = None) -> Any:
     return fh
 
 
+def _identity(fh: Any, size: int) -> tuple[Any, ...] | None:
+    """What identifies the version of an opened object: its size and the store's ETag,
+    version id or modification time (None when the store tells none of these)."""
+    details = getattr(fh, "details", None) or {}
+    tags = tuple(str(details[k]) for k in ("ETag", "etag", "VersionId", "generation", "md5Hash",
+                                           "LastModified", "last_modified", "mtime", "updated")
+                 if details.get(k) is not None)
+    return (size, *tags) if tags else None
+
+
+def _check_identity(url: str, identity: tuple[Any, ...] | None) -> None:
+    """Forget what this process keeps of ``url`` when the object opened now is not the one
+    its caches were filled from (rewritten in the store since), or cannot be told apart."""
+    previous = _IDENTITIES.get(url)
+    if previous is not None and previous == identity:
+        return
+    _IDENTITIES.discard(url)
+    if identity is not None:
+        _IDENTITIES.add(url, identity)
+    if previous is not None:
+        logger.debug("%s: changed in the store; cached bytes dropped", redact(url))
+    # a first open may follow reads of an object whose identity was never known
+    forget(url)
+
+
+def _wrapper(fh: Any) -> str | None:
+    """The compression an object is wrapped in whole (``gzip``...), from its first bytes."""
+    try:
+        fh.seek(0)
+        magic = fh.read(4)
+    except Exception:  # the caller's error stands
+        return None
+    return next((name for sig, name in _WRAPPERS if magic.startswith(sig)), None)
+
+
 def _open_hdul(url: str, fh: Any) -> tuple[Any, int]:
     """``(HDUList, size)`` of an opened object (headers parsed lazily)."""
     from astropy.io import fits
@@ -441,6 +533,14 @@ def _open_hdul(url: str, fh: Any) -> tuple[Any, int]:
     except (OSError, ValueError) as exc:
         if isinstance(exc, _FetchError):
             raise
+        wrapper = _wrapper(fh)
+        if wrapper is not None:
+            # the pixels' byte ranges of a stream compressed whole cannot be fetched without
+            # fetching (and decompressing) everything before them
+            raise InputError(
+                f"{redact(url)}: a {wrapper}-wrapped FITS object, which cannot be read from a "
+                "store in byte ranges: store it uncompressed or tile-compressed (fpack, "
+                ".fits.fz), or copy it to a local disk and run on the copy") from exc
         raise InputError(f"{redact(url)}: not a readable FITS file ({exc})") from exc
     except (TypeError, EOFError, IndexError) as exc:
         raise _error(url, exc, "reading the FITS headers") from exc
@@ -453,6 +553,9 @@ def open_url_hdul(url: str, options: Mapping[str, Any] | None = None
     """``(HDUList, size)`` of a remote FITS file read through a small read-ahead cache."""
     fh = _open_counted(url, options)
     try:
+        # the headers are read afresh: nothing kept from another version may serve the
+        # pixel reads that follow (an object rewritten since, reopened in this process)
+        _check_identity(url, _identity(fh, int(fh.size)))
         hdul, size = _open_hdul(url, fh)
         try:
             yield hdul, size
@@ -580,6 +683,11 @@ def _get_ranges(url: str, starts: list[int], ends: list[int]) -> list[bytes]:
             raise _error(url, b, "reading byte ranges") from b
     _count(url, sum(len(b) for b in blobs), len(blobs))
     for s, e, b in zip(starts, ends, blobs, strict=True):
+        if len(b) > e - s:  # not a truncated object: a server that sent all of it
+            raise InputError(
+                f"{redact(url)}: bytes {s}-{e} requested, {len(b)} received: the server does "
+                "not serve byte ranges (HTTP Range requests), which reading parts of an object "
+                "needs; serve it from one that does, or copy it to a local disk")
         if len(b) != e - s:
             raise InputError(f"{redact(url)}: truncated object: bytes {s}-{e} requested, "
                              f"{len(b)} received")
@@ -776,8 +884,6 @@ _OPEN: Any = None
 def _open_objects() -> Any:
     global _OPEN
     if _OPEN is None:
-        from .lru import LRUCache
-
         _OPEN = LRUCache(max_items=4, on_evict=_close_object)
     return _OPEN
 
@@ -952,6 +1058,7 @@ def _reset_after_fork() -> None:
     _OPEN = None
     _LOCK = threading.Lock()
     _RANGES.after_fork()
+    _IDENTITIES.after_fork()
 
 
 if hasattr(os, "register_at_fork"):
@@ -995,7 +1102,8 @@ def localize(path: str | os.PathLike) -> str | os.PathLike:
     """A local path for ``file://`` URIs and zip members; anything else unchanged.
 
     A zip member (``archive.zip#zip-path=member``) is extracted once per process into a
-    temporary folder keyed by the archive's path, size and modification time.
+    temporary folder keyed by the archive's path, size and modification time and the
+    member's name.
     """
     if not isinstance(path, str):
         return path
@@ -1011,8 +1119,11 @@ def localize(path: str | os.PathLike) -> str | os.PathLike:
         st = archive_path.stat()
     except OSError as exc:
         raise InputError(f"{archive}: no such zip archive ({exc.strerror or exc})") from exc
-    digest = hashlib.sha1(f"{archive_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode(),
-                          usedforsecurity=False).hexdigest()[:16]
+    # the member's whole name in the key: members of one name in different folders of the
+    # archive (a/x.fits, b/x.fits) are different files; the file name keeps its suffix
+    digest = hashlib.sha1(
+        f"{archive_path.resolve()}:{st.st_size}:{st.st_mtime_ns}:{member}".encode(),
+        usedforsecurity=False).hexdigest()[:16]
     target = Path(tempfile.gettempdir()) / "ampoffset-zip" / digest / Path(member).name
     with _ZIP_LOCK:
         if not target.exists():
