@@ -55,6 +55,7 @@ def input_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     Local files are stat'ed; objects of a store (``s3://``...) give the size and time their
     store reports (`~ampoffset_dask.io.remote.url_stamp`, asked in a few threads).
     """
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
     from ..io.remote import is_url, url_stamp
@@ -64,7 +65,10 @@ def input_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     stamps: dict[str, Any] = {}
     if urls:
         with ThreadPoolExecutor(min(8, len(urls))) as pool:
-            stamps = dict(zip(urls, pool.map(url_stamp, urls), strict=True))
+            # each lookup in a copy of this context: the run's storage options (the endpoint,
+            # the credentials) are context variables the pool's threads would not have
+            futures = [pool.submit(contextvars.copy_context().run, url_stamp, u) for u in urls]
+            stamps = {u: f.result() for u, f in zip(urls, futures, strict=True)}
     out = []
     for p in paths:
         if p in stamps:

@@ -288,3 +288,21 @@ def test_an_instrument_filter_finding_nothing_is_named(butler_repo_root, butler_
 
     with pytest.raises(InputError, match=r"of instrument 'lsstcam' .*case-sensitive"):
         find_inputs(str(butler_repo_root), RUN, instrument="lsstcam")
+
+
+def test_input_records_ask_the_store_with_the_run_s_storage_options(s3, monkeypatch):
+    """The run's storage options (here the only place the endpoint is given) reach the
+    threads that ask the store for the inputs' size and time: the runs table records the
+    object's stamp, which resume compares to notice a replaced object."""
+    from ampoffset_dask.catalog.provenance import input_records
+
+    bucket, client = s3
+    client.put_object(Bucket=bucket, Key="v/a.fits", Body=b"x" * 10)
+    client.put_object(Bucket=bucket, Key="v/b.fits", Body=b"y" * 12)
+    urls = [f"s3://{bucket}/v/a.fits", f"s3://{bucket}/v/b.fits"]
+    endpoint = remote.storage_options(urls[0])["endpoint_url"]
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    with remote.scoped_storage_options({"endpoint_url": endpoint}):
+        records = input_records(urls)
+    assert [(r["path"], r["size"]) for r in records] == [(urls[0], 10), (urls[1], 12)]
+    assert all(r["mtime"] is not None for r in records)
