@@ -612,6 +612,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         storage_options=args.storage_options,
         overscan=args.overscan, gain=args.gain, visit=args.visit, detector=args.detector,
     )
+    from .pipeline.cluster import check_spec
+
+    try:  # a mistyped --scheduler is a usage error, found before the catalog is opened
+        check_spec(args.scheduler)
+    except ClusterError as exc:
+        raise CommandError(str(exc)) from None
     inputs = _run_inputs(args)
     for item in args.inputs:  # quoted globs are expanded by process
         if not is_url(item) and not os.path.lexists(item) and not glob.has_magic(str(item)):

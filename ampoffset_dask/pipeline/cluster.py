@@ -26,18 +26,20 @@ a `~distributed.Client`, or a cluster object (``LocalCluster``, ``KubeCluster``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import ClusterError
 from . import _config
 
-__all__ = ["ClientHandle", "get_client", "local_cluster_size"]
+__all__ = ["ClientHandle", "check_spec", "get_client", "local_cluster_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +161,37 @@ LIGHT_MONITORING = {
 LIGHT_SYNC_INTERVAL = 10
 
 
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM for the block: one that arrives meanwhile is handled (by the
+    handler in place before, e.g. raising `KeyboardInterrupt`) when the block ends.
+
+    Python runs signal handlers in the main thread whichever thread the signal reached, so
+    the handlers are swapped, not the threads' signal masks. Other threads: nothing to do
+    (Python raises no `KeyboardInterrupt` there).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for sig in dict.fromkeys(caught):
+            handler = previous[sig]
+            if callable(handler):
+                handler(sig, None)
+            elif handler in (signal.SIG_DFL, None):
+                signal.raise_signal(sig)
+
+
 def _local(n_workers: int | None, memory_limit: Any, *, profile: bool = False,
            **kwargs: Any) -> ClientHandle:
     import dask.config
@@ -181,8 +214,12 @@ def _local(n_workers: int | None, memory_limit: Any, *, profile: bool = False,
         kwargs.setdefault("scheduler_sync_interval", LIGHT_SYNC_INTERVAL)
         if profile:  # a performance report shows the workers' profile
             overrides["distributed.worker.profile.enabled"] = True
+    cluster = None
     try:
-        with dask.config.set(overrides):
+        # Ctrl-C or SIGTERM while the cluster starts is handled once it has started (and
+        # is then closed): interrupted half-way, dask's exit hook fails to close it and
+        # prints a traceback after the command's one-line message
+        with dask.config.set(overrides), signals_held():
             cluster = LocalCluster(
                 n_workers=workers,
                 threads_per_worker=threads,
@@ -192,6 +229,10 @@ def _local(n_workers: int | None, memory_limit: Any, *, profile: bool = False,
             )
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise ClusterError(f"could not start a local Dask cluster: {exc}") from exc
+    except BaseException:
+        if cluster is not None:
+            cluster.close()
+        raise
     client = Client(cluster)
     logger.info(
         "started a local Dask cluster: %d worker process(es) x %d thread(s), %.1f GiB each; "
@@ -214,6 +255,43 @@ def _split_count(rest: str) -> tuple[str, int | None]:
     if tail.isdigit():
         return head, int(tail)
     return rest, None
+
+
+def _workers(spec: str, n: int | None, form: str) -> int | None:
+    """``n`` checked: a cluster of no workers would leave the run waiting for ever."""
+    if n is not None and n < 1:
+        raise ClusterError(f"scheduler {spec!r}: a cluster needs at least one worker; use "
+                           f"{form}")
+    return n
+
+
+def check_spec(spec: Any) -> None:
+    """Check the form of a scheduler spec without starting or contacting anything (the
+    worker count of ``local:N``, ``slurm:N``, ``gateway:N``, ``kubernetes:NAME:N``), so
+    that a mistyped spec is reported before a run opens its catalog.
+
+    Raises
+    ------
+    ClusterError
+        For a worker count that is not a positive integer.
+    """
+    if not isinstance(spec, str):
+        return
+    text = spec.strip()
+    lower = text.lower()
+    kind, _, rest = lower.partition(":")
+    if kind == "local":
+        if rest and not rest.isdigit():
+            raise ClusterError(f"scheduler {text!r}: use local or local:N (N workers)")
+        _workers(text, int(rest) if rest else None, "local or local:N (N >= 1)")
+    elif kind in _JOBQUEUE:
+        if rest and not rest.isdigit():
+            raise ClusterError(f"scheduler {text!r}: use {kind} or {kind}:N (N workers)")
+        _workers(text, int(rest) if rest else None, f"{kind} or {kind}:N (N >= 1)")
+    elif kind == "gateway" and "://" not in rest:
+        _workers(text, _split_count(rest)[1], "gateway or gateway:N (N >= 1)")
+    elif kind in ("kubernetes", "k8s"):
+        _workers(text, _split_count(rest)[1], f"{kind}[:NAME][:N] (N >= 1)")
 
 
 def _scale(cluster: Any, n: int | None) -> None:
@@ -379,10 +457,12 @@ def get_client(
         if hasattr(spec, "scheduler_address"):  # a cluster object
             return ClientHandle(Client(spec), None, owned=True)
         raise ClusterError(f"cannot make a Dask client from {type(spec).__name__} {spec!r}")
+    _workers("local", n_workers, "n_workers >= 1")
     if spec is None:
         return _local(n_workers, memory_limit, profile=profile, **cluster_kwargs)
     text = os.fspath(spec).strip()
     lower = text.lower()
+    check_spec(text)
     if lower == "local" or lower.startswith("local:"):
         _, n = _split_count(text.split(":", 1)[1] if ":" in text else "")
         return _local(n if n is not None else n_workers, memory_limit, profile=profile,
@@ -393,8 +473,6 @@ def get_client(
         return _gateway(text)
     kind, _, count = lower.partition(":")
     if kind in _JOBQUEUE:
-        if count and not count.isdigit():
-            raise ClusterError(f"scheduler {text!r}: use {kind} or {kind}:N (N workers)")
         return _jobqueue(text, kind, int(count) if count else None)
     if kind in ("kubernetes", "k8s"):
         return _kubernetes(text)

@@ -62,7 +62,8 @@ class PlannedTask:
     file_stamp`): the task refuses a file changed since it was planned. ``keeps`` names what
     the file holds that a corrected exposure (plain IMAGE, MASK, VARIANCE) would not keep
     (tile compression, afw archive tables, a CCDData uncertainty): such a file is not
-    corrected in place.
+    corrected in place. ``corrected`` says the header marks the input as already corrected
+    (``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T``), whether or not ``force`` lets it run.
     """
 
     path: str
@@ -77,6 +78,7 @@ class PlannedTask:
     stamp: tuple[int, int] | None = None
     applied: tuple[float, ...] = ()
     keeps: str = ""
+    corrected: bool = False
 
     def key(self, run_token: str) -> str:
         """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
@@ -178,7 +180,8 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
     Raises
     ------
     InputError
-        For a path that does not exist or a glob that matches nothing.
+        For a path that does not exist, a folder given by name that holds no FITS file
+        (corrected-image folders left out) or a glob that matches nothing.
     """
     if inputs is None:
         raise InputError("no inputs given")
@@ -199,7 +202,10 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
             continue
         path = Path(text).expanduser()
         if path.is_dir():
-            items.extend(_folder_items(path, local_exclude))
+            found = _folder_items(path, local_exclude)
+            if not found:  # an empty mount point, data not yet copied: say so, as for a glob
+                raise InputError(f"{text}: no FITS files in this folder")
+            items.extend(found)
         elif path.is_file():
             if path.name.lower().endswith(MANIFEST_SUFFIXES):
                 items.extend(_read_manifest(path))
@@ -338,7 +344,8 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
         except ValueError as exc:
             raise InputError(str(exc)) from None
         flag, applied = "", ()
-        if info.header.get(SUBTRACTED_KEY) is True and not force:
+        corrected = info.header.get(SUBTRACTED_KEY) is True
+        if corrected and not force:
             applied = _applied_pedestals(item.path, detector)
             flag = (f"already corrected ({SUBTRACTED_KEY} = T in {item.path}); not "
                     "corrected again (use --force / force=True to process it anyway)"
@@ -346,7 +353,8 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
                        if applied else ""))
         raw = info.kind == "raw" or tuple(info.shape) != detector.shape
         return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id,
-                           flag=flag, hdu=hdu, raw=raw, applied=applied, keeps=_keeps(info))
+                           flag=flag, hdu=hdu, raw=raw, applied=applied, keeps=_keeps(info),
+                           corrected=corrected)
     except AmpOffsetError as exc:
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu)

@@ -83,7 +83,8 @@ class RunOptions:
         the earlier rows of those detectors.
     max_in_flight : int, optional
         Bound on tasks submitted but not yet gathered (default
-        ``ampoffset.in-flight-per-thread`` x the cluster's threads).
+        ``ampoffset.in-flight-per-thread`` x the cluster's threads, at least 8, read again
+        as the run goes: workers that join during the run get tasks).
     retries : int, optional
         Retries of transient I/O errors inside each task (default ``ampoffset.io-retries``).
     progress : bool
@@ -97,7 +98,8 @@ class RunOptions:
     force : bool
         Process inputs whose header says they were already corrected
         (``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T``); without it they are ``flagged``
-        rows ("already corrected") and left alone.
+        rows ("already corrected") and left alone. A forced run measures such an input
+        again unless its catalog row comes from a forced run too.
     storage_options : mapping or JSON string, optional
         fsspec storage options for URL inputs and outputs (``{"endpoint_url": ...}``...);
         default: the standard environment (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``...),

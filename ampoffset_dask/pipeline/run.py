@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import re
@@ -30,7 +31,7 @@ from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder
 from ..io.remote import environment_options, is_url, redact, scoped_storage_options
 from ..io.sections import _is_wrapped
 from . import _config
-from .cluster import ClientHandle, default_in_flight, get_client
+from .cluster import ClientHandle, check_spec, default_in_flight, get_client, signals_held
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions, option_name
 
@@ -108,12 +109,20 @@ class RunSummary:
 
 @dataclasses.dataclass
 class SubmitItem:
-    """One task for `stream_tasks`: a key, positional and keyword arguments, a tag."""
+    """One task for `stream_tasks`: a key, positional and keyword arguments, a tag, and
+    how many times `stream_tasks` submitted it again (``resubmits``: the task key then ends
+    in ``-r<resubmits>``)."""
 
     key: str
     args: tuple = ()
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
     tag: Any = None
+    resubmits: int = 0
+
+    @property
+    def task_key(self) -> str:
+        """The key of this submission."""
+        return self.key if not self.resubmits else f"{self.key}-r{self.resubmits}"
 
 
 def stream_tasks(
@@ -121,8 +130,9 @@ def stream_tasks(
     fn: Callable[..., Any],
     items: Iterable[SubmitItem],
     *,
-    max_in_flight: int,
+    max_in_flight: int | Callable[[], int],
     on_error: Callable[[SubmitItem, BaseException], Any] | None = None,
+    resubmit: Callable[[SubmitItem, BaseException], bool] | None = None,
 ) -> Iterator[tuple[SubmitItem, Any]]:
     """Submit ``fn`` over ``items`` with at most ``max_in_flight`` futures alive.
 
@@ -138,11 +148,16 @@ def stream_tasks(
         The task function.
     items : iterable of SubmitItem
         Consumed lazily.
-    max_in_flight : int
-        Bound on submitted-but-not-yet-yielded tasks.
+    max_in_flight : int or callable
+        Bound on submitted-but-not-yet-yielded tasks, or a function returning it, asked
+        again after each completion (a cluster whose workers join during the run).
     on_error : callable, optional
         ``on_error(item, exc)`` turns a task's exception (e.g. `KilledWorker`) into a
         result; without it the exception propagates.
+    resubmit : callable, optional
+        ``resubmit(item, exc)`` says whether a task that raised ``exc`` is submitted again
+        (under a new key, ``item.resubmits`` counting the times) instead of being yielded:
+        for tasks the cluster dropped, not tasks that failed. Asked before ``on_error``.
     """
     from distributed import as_completed
 
@@ -150,29 +165,37 @@ def stream_tasks(
     pending: dict[str, SubmitItem] = {}
     ac = as_completed()
 
-    def submit_next() -> bool:
-        for item in iterator:
-            fut = client.submit(fn, *item.args, key=item.key, **item.kwargs)
-            pending[fut.key] = item
-            ac.add(fut)
-            return True
-        return False
+    def submit(item: SubmitItem) -> None:
+        fut = client.submit(fn, *item.args, key=item.task_key, **item.kwargs)
+        pending[fut.key] = item
+        ac.add(fut)
 
-    for _ in range(max(1, int(max_in_flight))):
-        if not submit_next():
-            break
+    def fill() -> None:
+        bound = max_in_flight() if callable(max_in_flight) else max_in_flight
+        for _ in range(max(1, int(bound)) - len(pending)):
+            item = next(iterator, None)
+            if item is None:
+                return
+            submit(item)
+
+    fill()
     for fut in ac:
         item = pending.pop(fut.key)
         try:
             result = fut.result()
         except Exception as exc:
+            if resubmit is not None and resubmit(item, exc):
+                fut.release()
+                del fut
+                submit(dataclasses.replace(item, resubmits=item.resubmits + 1))
+                continue
             if on_error is None:
                 raise
             result = on_error(item, exc)
         fut.release()
         del fut
         # Refill before yielding so the cluster stays busy while the caller writes.
-        submit_next()
+        fill()
         yield item, result
 
 
@@ -652,6 +675,8 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         runnable = [t for t in planned if not t.error and not t.flag
                     and output_key(t) not in done]
         summary.n_skipped = len(planned) - len(failures) - len(runnable)
+        # kept in the run's record however it ends (a run stopped before `execute` too)
+        writer.annotate_run(n_skipped=summary.n_skipped)
         expected: dict[int, list[str]] = {}
         for rec in failures:
             expected.setdefault(rec.visit, []).append(rec.key[1])
@@ -711,12 +736,15 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     files), the input unchanged since (size and modification time), and, when this run
     writes corrected images, must name the one this run would write, still there. An input
     flagged "already corrected" is skipped (not flagged again, which would supersede the
-    measurement) when that row is the correction of this file in place.
+    measurement) when that row is the correction of this file in place. With ``force``,
+    the row of an input whose header says it was already corrected must come from a run
+    that forced it too: a row flagged "already corrected" is what ``force`` asks to replace.
     """
     current = writer.current()
     if not current:
         return set()
     digest = config_digest(config)
+    forced = _forced_runs(writer.path) if options.force else set()
     done: set[str] = set()
     moved: list[tuple[PlannedTask, str]] = []
     for task in planned:
@@ -729,6 +757,8 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
                 moved.append((task, row.input))
             continue
         if row.status not in DONE or row.config_digest != digest:
+            continue
+        if task.corrected and options.force and row.run_id not in forced:
             continue
         if task.flag:  # its correction changed the file: its size and mtime tell nothing
             if not (row.applied and row.output == path):
@@ -746,6 +776,20 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
         logger.warning("and %d more detector(s) whose current row came from another input",
                        len(moved) - _WARN_MOVED)
     return done
+
+
+def _forced_runs(catalog: Path) -> set[str]:
+    """The ids of the catalog's runs made with ``force``."""
+    from ..catalog.read import arrow_table
+
+    forced = set()
+    for row in arrow_table(catalog, "runs", columns=["run_id", "options"]).to_pylist():
+        try:
+            if json.loads(row["options"] or "{}").get("force"):
+                forced.add(row["run_id"])
+        except (ValueError, AttributeError):  # a run recorded without readable options
+            continue
+    return forced
 
 
 def _output_done(task: PlannedTask, recorded: str, options: RunOptions,
@@ -841,18 +885,54 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
             clean = redact(result.input)
             result.error = result.error.replace(result.input, clean)
             result.input = clean
-        writer.add(result)
-        if result.status == "failed":
-            summary.n_failed += 1
-            summary.failed.append((result.visit, result.detector or result.input,
-                                   result.error))
-        elif result.status == "flagged":
-            summary.n_flagged += 1
-            summary.flagged.append((result.visit, result.detector or result.input,
-                                    result.error))
-        else:
-            summary.n_ok += 1
+        # recorded and counted, or neither: a stopped run's record takes these counts
+        with signals_held():
+            writer.add(result)
+            if result.status == "failed":
+                summary.n_failed += 1
+                summary.failed.append((result.visit, result.detector or result.input,
+                                       result.error))
+            elif result.status == "flagged":
+                summary.n_flagged += 1
+                summary.flagged.append((result.visit, result.detector or result.input,
+                                        result.error))
+            else:
+                summary.n_ok += 1
 
+    try:
+        _compute(run, client, record, io_retries, io_delay)
+    except BaseException as exc:
+        _finish_stopped(run, exc)
+        raise
+    summary.seconds = time.perf_counter() - run.t_start
+    timings["total"] = summary.seconds
+    writer.finish_run(summary.counts(), timings=timings)
+    logger.info("%s", summary)
+    return summary
+
+
+def _finish_stopped(run: PreparedRun, exc: BaseException) -> None:
+    """Record the end of a run that ``exc`` stopped (``interrupted`` on Ctrl-C or SIGTERM,
+    else ``failed``) with this run's counts: the catalog writer, left to itself, would
+    count only the rows it recorded (no skipped inputs, no tasks in flight)."""
+    summary = run.summary
+    summary.seconds = time.perf_counter() - run.t_start
+    summary.timings["total"] = summary.seconds
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        run.writer.finish_run(summary.counts(), timings=summary.timings, status=status)
+    except Exception as err:  # the run's own error is the one to raise
+        # the writer tries again, and says so, when the run is closed
+        logger.debug("could not record the end of run %s: %s", run.run_id, err)
+
+
+def _compute(run: PreparedRun, client: Any, record: Callable[[DetectorResult], None],
+             io_retries: int, io_delay: float) -> None:
+    """The body of `execute`: record the planning results, submit the runnable tasks and
+    record their results; ``run.summary`` counts as it goes (``n_submitted``: tasks sent
+    to the cluster, resubmissions not counted again)."""
+    opts, writer, summary = run.options, run.writer, run.summary
+    timings = summary.timings
     for rec in run.failures:
         record(rec)
     if summary.n_skipped:
@@ -890,6 +970,12 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
             )
             for task in run.runnable
         )
+
+        def sent(items: Iterable[SubmitItem]) -> Iterator[SubmitItem]:
+            for item in items:
+                summary.n_submitted += 1  # counted as sent, for a run stopped midway
+                yield item
+
         from .worker_logs import forward_run_logs  # imports distributed
 
         t = time.perf_counter()
@@ -905,7 +991,10 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
                 logger.warning("the scheduler at %s has no workers yet: the %d task(s) wait "
                                "for one to join (Ctrl-C stops the run; what finished is "
                                "kept)", dask_client.scheduler.address, len(run.runnable))
-            limit = int(opts.max_in_flight or default_in_flight(dask_client))
+            # the cluster's size is read again as the run goes: the workers of a cluster
+            # started here (gateway, jobqueue, Kubernetes) or scaled meanwhile join later
+            limit = (int(opts.max_in_flight) if opts.max_in_flight
+                     else _InFlight(dask_client))
             t = time.perf_counter()
             n_before = len(run.failures) + summary.n_skipped
             bar = _progress(n_before + len(run.runnable), n_before, opts.progress)
@@ -918,12 +1007,26 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
                         f"{run.catalog}: run again to resume") from exc
                 return _task_error(item, exc)
 
+            versions = _WorkerVersions(dask_client, writer, summary)
+            dropped: list[SubmitItem] = []
+
+            def resubmit(item: SubmitItem, exc: BaseException) -> bool:
+                if not _dropped(dask_client, exc) or item.resubmits >= _RESUBMITS:
+                    return False
+                # one warning per run, not one per task in flight
+                logger.log(logging.DEBUG if dropped else logging.WARNING,
+                           "the scheduler dropped the task of visit %s detector %s (%s); "
+                           "submitting it again%s", item.tag.visit, item.tag.name,
+                           _one_line(exc), "" if dropped else " (and any other it drops)")
+                dropped.append(item)
+                return True
+
             with forward_run_logs(dask_client, run.run_token, opts.forward_logs), \
                     _performance_report(dask_client, opts.performance_report), bar:
-                for item, got in stream_tasks(dask_client, identified_job, submit_items,
-                                              max_in_flight=limit, on_error=on_error):
-                    summary.n_submitted += 1
-                    result = _checked(item.tag, digest, got)
+                for item, got in stream_tasks(dask_client, identified_job,
+                                              sent(submit_items), max_in_flight=limit,
+                                              on_error=on_error, resubmit=resubmit):
+                    result = _checked(item.tag, digest, versions.checked(item.tag, got))
                     result.dataset_id = item.tag.dataset_id or ""
                     record(result)
                     bar.update(1)
@@ -932,11 +1035,114 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
             timings["compute"] = time.perf_counter() - t
         finally:
             handle.close()
-    summary.seconds = time.perf_counter() - run.t_start
-    timings["total"] = summary.seconds
-    writer.finish_run(summary.counts(), timings=timings)
-    logger.info("%s", summary)
-    return summary
+
+
+class _InFlight:
+    """The default bound on tasks in flight (`default_in_flight`), read again from the
+    scheduler at most every ``interval`` seconds."""
+
+    def __init__(self, client: Any, interval: float = 0.5) -> None:
+        self.client = client
+        self.interval = interval
+        self.value = default_in_flight(client)
+        self.read = time.monotonic()
+
+    def __call__(self) -> int:
+        if time.monotonic() - self.read >= self.interval:
+            self.value = default_in_flight(self.client)
+            self.read = time.monotonic()
+        return self.value
+
+
+#: The package whose version must be the same on the client and every worker.
+_PACKAGE = "ampoffset-dask"
+
+
+class _WorkerVersions:
+    """Checks, once per worker that returns a result, that it runs the client's package
+    versions (`~ampoffset_dask.catalog.provenance.package_versions`).
+
+    The ``runs`` table records the client's versions for the whole run: a worker of another
+    image or environment (a rolling upgrade, a stale node) would otherwise put another
+    version's numbers in the catalog without a word. A worker running another
+    ampoffset-dask has its results recorded as failed rows naming both versions (a re-run
+    on a consistent cluster measures them); other differences (numpy, astropy...) are
+    reported once per worker and recorded in the run's ``versions`` under ``workers``.
+    """
+
+    def __init__(self, client: Any, writer: CatalogWriter, summary: RunSummary) -> None:
+        from ..catalog.provenance import package_versions
+
+        self.client = client
+        self.writer = writer
+        self.summary = summary
+        self.mine = package_versions()
+        self.differences: dict[str, dict[str, str]] = {}  # worker -> {package: its version}
+
+    def _of(self, worker: str) -> dict[str, str]:
+        if worker in self.differences:
+            return self.differences[worker]
+        from ..catalog.provenance import package_versions
+
+        try:
+            theirs = self.client.run(package_versions, workers=[worker]).get(worker) or {}
+        except Exception as exc:  # gone since its result: nothing more will come from it
+            logger.debug("cannot ask worker %s for its versions: %s", worker, exc)
+            theirs = {}
+        diff = {k: str(v) for k, v in theirs.items() if self.mine.get(k) != v}
+        self.differences[worker] = diff
+        if diff:
+            shown = ", ".join(f"{k} {v} (here {self.mine.get(k, 'not installed')})"
+                              for k, v in sorted(diff.items()))
+            consequence = ("its results are recorded as failed" if _PACKAGE in diff
+                           else "its results are recorded; the run's versions list it")
+            note = (f"worker {worker} runs other package versions than this client: {shown}; "
+                    f"{consequence} (run the client and every worker from one image or "
+                    "environment)")
+            logger.warning("%s", note)
+            self.summary.notes.append(note)
+            self.writer.annotate_run(versions=json.dumps(
+                {**self.mine, "workers": {w: d for w, d in self.differences.items() if d}},
+                sort_keys=True))
+        return diff
+
+    def checked(self, task: PlannedTask, got: tuple[str | None, DetectorResult]
+                ) -> tuple[str | None, DetectorResult]:
+        """``task``'s ``(config digest, result)``, or ``(None, failed row of task)`` when
+        its worker runs another ampoffset-dask (checked first: such a worker may not even
+        compute the same config digest)."""
+        result = got[1]
+        if got[0] is None or not result.worker or result.worker.startswith("pid "):
+            return got
+        theirs = self._of(result.worker).get(_PACKAGE)
+        if theirs is None:
+            return got
+        return None, DetectorResult.failure(
+            f"measured by worker {result.worker}, which runs {_PACKAGE} {theirs}, not this "
+            f"client's {self.mine.get(_PACKAGE)}: not recorded; run the client and every "
+            "worker on one version, then run again",
+            visit=task.visit, detector=task.name, input=task.path,
+            detector_id=task.detector.id if task.detector else None, worker=result.worker,
+            attempts=result.attempts, seconds=result.seconds)
+
+
+#: Times a task the scheduler dropped (a restart, asked by any client of a shared
+#: scheduler) is submitted again before it is recorded as failed.
+_RESUBMITS = 3
+
+
+def _dropped(client: Any, exc: BaseException) -> bool:
+    """True when a task error means the scheduler forgot the task while this client stayed
+    connected (``Client.restart`` by any client of the scheduler cancels every task), not
+    that the task failed: submitting it again is safe."""
+    from concurrent.futures import CancelledError
+
+    return isinstance(exc, CancelledError) and client.status == "running"
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (dask's cancellation messages span two)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _scheduler_lost(client: Any, exc: BaseException) -> bool:
@@ -984,7 +1190,10 @@ def process(
         ``resume``, ``new_run``, ``max_in_flight``, ``retries``, ``progress``,
         ``performance_report``, ``forward_logs``, ``n_workers``, ``camera``, ...); they
         replace the fields of ``options``. Worker deaths are retried by the scheduler
-        (``distributed.scheduler.allowed-failures``) and end as a failed row ("worker died").
+        (``distributed.scheduler.allowed-failures``) and end as a failed row ("worker died");
+        tasks a scheduler restart drops (``Client.restart`` by any client of a shared
+        scheduler) are submitted again, up to 3 times. A result from a worker running
+        another ampoffset-dask version than this process is a failed row naming both.
 
     Returns
     -------
@@ -1014,6 +1223,7 @@ def process(
     ['C10', 'C11', 'C12']
     """
     opts = RunOptions.from_kwargs(options, **option_values)
+    check_spec(client)  # before the run is opened in the catalog
     spec = client if isinstance(client, (str, type(None))) else type(client).__name__
     with prepare(inputs, output, config=config, options=opts,
                  scheduler=str(spec or "local")) as run:
