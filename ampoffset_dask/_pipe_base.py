@@ -106,6 +106,7 @@ class Task:
     ) -> None:
         self.metadata = TaskMetadata()
         self._name = name or self._DefaultName
+        self._parent = None if parentTask is None else weakref.ref(parentTask)
         if parentTask is not None:
             self._fullName = f"{parentTask._fullName}.{self._name}"
             self._taskDict = parentTask._taskDict
@@ -118,6 +119,13 @@ class Task:
         # Weak references, as pipe_base keeps them: the tree shares one dictionary, and a
         # real pipe_base parent dereferences every value.
         self._taskDict[self._fullName] = weakref.ref(self)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickle as pipe_base's tasks do: unpickling makes a new task from the same class,
+        config, name and parent (the task dictionary's weak references do not pickle, and
+        a task sent to a dask worker must); metadata is not carried over."""
+        parent = None if self._parent is None else self._parent()
+        return _make_task, (type(self), self.config, self._name, parent)
 
     def getName(self) -> str:
         """The task's own name."""
@@ -190,3 +198,8 @@ class Task:
         self.metadata.add(f"{prefix}UserTime", usage.ru_utime)
         self.metadata.add(f"{prefix}SystemTime", usage.ru_stime)
         self.metadata.add(f"{prefix}MaxResidentSet", usage.ru_maxrss)
+
+
+def _make_task(cls: type[Task], config: Any, name: str, parentTask: Any) -> Task:
+    """A task from what `Task.__reduce__` recorded."""
+    return cls(config, name=name, parentTask=parentTask)

@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .algorithm.measure import measure_detector
+from .algorithm.metadata import lsst_metadata_comments
 from .config import AmpOffsetConfig
 from .errors import InputError
 from .exposure import Exposure
@@ -146,6 +148,8 @@ def correct_ccddata(
     (float32 result), and LSST's metadata keys are added to a copy of the header:
     ``LSST ISR AMPOFFSET PEDESTAL <amp>``, ``LSST ISR AMPOFFSET INTERFACEOFFSET <A-B>`` and
     ``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED``. Mask, uncertainty, unit and WCS are copied.
+    A ``meta`` that a FITS header cannot hold (values such as lists or dicts, which
+    CCDData allows) is copied as it is, with the keys added.
 
     Parameters
     ----------
@@ -169,15 +173,27 @@ def correct_ccddata(
     exp = ccddata_to_exposure(ccd, detector, camera=camera)
     config = dataclasses.replace(config or AmpOffsetConfig(), do_apply_amp_offset=True)
     exp.metadata = {}
-    AmpOffsetTask(config=config).run(exp)
-    header = fits.Header(getattr(ccd, "header", None) or {})
-    for key, value in exp.metadata.items():
-        header[f"HIERARCH {key}"] = value
+    result = AmpOffsetTask(config=config).run(exp)
+    meta = getattr(ccd, "meta", None) or {}
+    try:
+        header: Any = fits.Header(meta)
+    except (ValueError, TypeError) as exc:
+        # CCDData allows any meta; one a FITS header cannot hold (lists, dicts) is copied
+        # as it is, with the keys added
+        logger.debug("%s: meta kept as a %s (%s)", exp.detector.name, type(meta).__name__,
+                     exc)
+        header = copy.copy(meta)
+        header.update(exp.metadata)
+    else:
+        cards = lsst_metadata_comments(result.measurement, applied=True)
+        for key, (value, comment) in cards.items():
+            header[f"HIERARCH {key}"] = (value, comment)
     mask = getattr(ccd, "mask", None)
     unc = getattr(ccd, "uncertainty", None)
     return CCDData(
         exp.image, unit=ccd.unit, meta=header,
         mask=None if mask is None else np.array(mask, copy=True),
-        uncertainty=None if unc is None else unc.__class__(np.array(unc.array, copy=True)),
+        uncertainty=None if unc is None else unc.__class__(
+            np.array(unc.array, copy=True), unit=getattr(unc, "unit", None)),
         wcs=getattr(ccd, "wcs", None),
     )

@@ -3,9 +3,11 @@
 `Exposure` is the numpy exposure of this package. `as_exposure_parts` is the one place that
 knows the shapes an exposure can come in - our `Exposure`, an opened file
 (`ampoffset_dask.io.fits.ExposureData`), an xarray Dataset from
-`ampoffset_dask.open_exposure`, an LSST afw-like exposure, or an ``(image, mask, detector[,
-mask_planes])`` tuple - by duck typing (no xarray or LSST import), so `measure_detector`,
-`AmpOffsetTask.run` and `measure_visit` accept the same things.
+`ampoffset_dask.open_exposure`, an LSST afw-like exposure, an ``(image, mask, detector[,
+mask_planes])`` tuple, or an array that carries its own mask (astropy ``CCDData``/``NDData``,
+numpy ``MaskedArray``; no geometry: give the detector) - by duck typing (no xarray, astropy or
+LSST import), so `measure_detector`, `AmpOffsetTask.run` and `measure_visit` accept the same
+things.
 
 A Dataset's planes are dask arrays; reading ~90 edge strips from them one by one costs a
 dask computation each. A layer that knows a cheaper reader under such an array registers it
@@ -26,7 +28,7 @@ from .geometry import Amplifier, Detector
 from .masks import DEFAULT_MASK_PLANES
 
 __all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "detector_frame",
-           "is_exposure_like", "register_direct_reader"]
+           "is_exposure_like", "mask_words", "register_direct_reader"]
 
 #: ``finder(array)`` -> an object to read regions from instead of ``array`` (same shape,
 #: dtype and values), or None for arrays it does not know.
@@ -130,8 +132,12 @@ class ExposureParts(NamedTuple):
     image : array_like
         numpy, dask or lazy array ``(height, width)``; for afw-like and our exposures the
         very array the exposure holds (so it can be corrected in place).
-    mask : array_like or None
-    detector : Detector
+    mask : array_like of int or None
+        In a type the algorithm's bit tests take (`mask_words`).
+    detector : Detector or None
+        None for objects without amp geometry (a ``CCDData``, a masked array, a Dataset
+        without a ``geometry`` attribute, an afw exposure without a detector): the caller
+        supplies it.
     mask_planes : dict or None
         Plane name -> bit (None: afw's defaults apply).
     metadata : mapping or None
@@ -142,19 +148,25 @@ class ExposureParts(NamedTuple):
 
     image: Any
     mask: Any
-    detector: Detector
+    detector: Detector | None
     mask_planes: dict[str, int] | None
     metadata: Any
 
 
-def detector_frame(ds: Any, detector: Detector) -> Any:
+def detector_frame(ds: Any, detector: Detector | None) -> Any:
     """Dataset ``ds`` with its pixels in ``detector``'s frame (see `as_exposure_parts`); the
     same object when they already are. Pixels are taken by position, so an xarray reordering
-    would otherwise put each amp's pedestal on another amp."""
+    would otherwise put each amp's pedestal on another amp. Without a detector, the
+    Dataset's own sizes stand for the detector's."""
     dims = tuple(ds["image"].dims)
     if set(dims) == {"y", "x"} and dims != ("y", "x"):
         ds = ds.transpose("y", "x", ...)
-    for dim, n in zip(("y", "x"), detector.shape, strict=True):
+    if detector is None:
+        name = ds.attrs.get("detector", "detector")
+        shape = tuple(ds.sizes.get(dim, -1) for dim in ("y", "x"))
+    else:
+        name, shape = detector.name, detector.shape
+    for dim, n in zip(("y", "x"), shape, strict=True):
         if dim not in ds.coords or ds[dim].ndim != 1 or ds[dim].size != n:
             continue  # no coordinate to go by (a size mismatch is reported later)
         c = np.asarray(ds[dim].values)
@@ -164,17 +176,26 @@ def detector_frame(ds: Any, detector: Detector) -> Any:
             ds = ds.sortby(dim)  # the pixel indices reordered: put them back
             continue
         raise GeometryError(
-            f"detector {detector.name!r}: the Dataset's {dim!r} coordinate does not increase "
+            f"detector {name!r}: the Dataset's {dim!r} coordinate does not increase "
             "along its pixels, so they are not in the detector frame; sort it "
             f"(ds.sortby({dim!r})) or measure arrays in the detector frame")
     return ds
 
 
 def is_exposure_like(obj: Any) -> bool:
-    """Whether `as_exposure_parts` would treat ``obj`` as an exposure (not a bare array)."""
-    if hasattr(obj, "data_vars"):
+    """Whether `as_exposure_parts` would treat ``obj`` as an exposure (not a bare array):
+    arrays that carry a mask (``CCDData``, ``MaskedArray``) are, so that it is used."""
+    if hasattr(obj, "data_vars") or _carries_mask(obj):
         return True
     return hasattr(obj, "image") and (hasattr(obj, "detector") or hasattr(obj, "getDetector"))
+
+
+def _carries_mask(obj: Any) -> bool:
+    """An astropy ``NDData`` (``CCDData``) or a numpy ``MaskedArray``: pixels with a mask
+    of their own but no amp geometry."""
+    if isinstance(obj, np.ma.MaskedArray):
+        return True
+    return all(hasattr(obj, a) for a in ("data", "mask", "uncertainty", "wcs", "meta"))
 
 
 def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
@@ -183,18 +204,21 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
 
     Parameters
     ----------
-    obj : Exposure, ExposureData, xarray.Dataset, afw-like exposure or tuple
+    obj : Exposure, ExposureData, xarray.Dataset, afw-like exposure, tuple or masked array
         An `Exposure`; an opened file (`read_exposure`/`open_lazy`); a Dataset from
         `ampoffset_dask.open_exposure` (``image``/``mask`` variables, JSON ``geometry`` and
         ``mask_planes`` attributes); an object with ``.image.array``, ``.mask.array``,
         ``.getDetector()`` (amps with ``getName()``/``getBBox()``) and ``.getMetadata()``;
-        or ``(image, mask, detector[, mask_planes])``.
+        ``(image, mask, detector[, mask_planes])``; or an astropy ``CCDData``/``NDData`` or
+        numpy ``MaskedArray`` (mask non-zero = ``BAD``, as ``CCDData`` has it; no geometry).
     mask_planes : mapping, optional
         Planes for objects that do not carry their own (tuples of three).
     writes_metadata : bool
-        The caller writes metadata: a Dataset without an ``ampoffset_metadata`` attribute
-        gets an empty one (otherwise the Dataset is left untouched, and its parts' metadata
-        is None).
+        The caller writes metadata: a Dataset gets its own ``ampoffset_metadata`` attribute
+        (a copy of the one it has, if any: xarray's copies of a Dataset share their
+        attributes' values, and the keys written for one must not appear on the others);
+        otherwise the Dataset is left untouched, and its parts' metadata is the attribute
+        or None.
 
     Returns
     -------
@@ -202,12 +226,15 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
         A Dataset's planes in the detector frame: dimensions ``(y, x)`` (a transposed
         Dataset is transposed back) and, where the Dataset has ``y``/``x`` coordinates that
         are a reordering of the pixel indices (``isel`` with a negative step, ``sortby``,
-        ``roll`` with its coordinates), sorted back by them.
+        ``roll`` with its coordinates), sorted back by them. Masks of booleans (the ``BAD``
+        plane) and of integers narrower than 32 bits come as int32, and floating-point
+        masks holding integers (``Dataset.astype`` converts the mask too) as int64; lazy
+        masks stay lazy. ``detector`` is None for objects without amp geometry.
 
     Raises
     ------
     InputError
-        For an object of none of these shapes, or a Dataset without geometry.
+        For an object of none of these shapes, or a mask that is not integer-valued.
     GeometryError
         For a Dataset whose ``y``/``x`` coordinates do not increase and are not a
         reordering of the pixel indices: its pixels are not in the detector frame.
@@ -217,27 +244,39 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
             raise InputError("an exposure tuple is (image, mask, detector[, mask_planes]), "
                              f"got {len(obj)} items")
         image, mask, detector, *rest = obj
-        planes = rest[0] if rest else mask_planes
-        return ExposureParts(image, mask, detector, _planes(planes), None)
+        planes = _planes(rest[0] if rest else mask_planes)
+        return ExposureParts(image, mask_words(mask, planes, _name(detector)), detector,
+                             planes, None)
     if hasattr(obj, "data_vars"):  # xarray Dataset from open_exposure
         if "image" not in obj.data_vars:
-            raise InputError("dataset has no 'image' variable")
-        if "geometry" not in obj.attrs:
-            raise InputError("dataset has no 'geometry' attribute; pass detector=")
-        detector = Detector.from_dict(json.loads(obj.attrs["geometry"]))
+            name = obj.attrs.get("detector")
+            raise InputError(f"the Dataset{f' of detector {name!r}' if name else ''} has no "
+                             "'image' variable")
+        detector = (Detector.from_dict(json.loads(obj.attrs["geometry"]))
+                    if "geometry" in obj.attrs else None)
         planes = obj.attrs.get("mask_planes", mask_planes)
-        planes = json.loads(planes) if isinstance(planes, str) else planes
-        metadata = (obj.attrs.setdefault("ampoffset_metadata", {}) if writes_metadata
-                    else obj.attrs.get("ampoffset_metadata"))
+        planes = _planes(json.loads(planes) if isinstance(planes, str) else planes)
+        if writes_metadata:
+            obj.attrs["ampoffset_metadata"] = dict(obj.attrs.get("ampoffset_metadata") or {})
+        metadata = obj.attrs.get("ampoffset_metadata")
         framed = detector_frame(obj, detector)
-        mask = _direct(framed["mask"].data) if "mask" in framed.data_vars else None
-        return ExposureParts(_direct(framed["image"].data), mask, detector, _planes(planes),
-                             metadata)
+        name = detector.name if detector is not None else obj.attrs.get("detector", "?")
+        mask = (mask_words(_direct(framed["mask"].data), planes, name)
+                if "mask" in framed.data_vars else None)
+        return ExposureParts(_direct(framed["image"].data), mask, detector, planes, metadata)
+    if _carries_mask(obj):  # CCDData / NDData / MaskedArray: pixels and a mask, no geometry
+        if isinstance(obj, np.ma.MaskedArray):
+            image, mask = obj.data, np.ma.getmaskarray(obj)
+        else:
+            image, mask = obj.data, obj.mask
+        # Non-zero = bad, CCDData's convention, marked BAD in afw's default dictionary.
+        mask = None if mask is None else np.asarray(mask) != 0
+        return ExposureParts(np.asarray(image), mask_words(mask, None, "?"), None, None, None)
     if isinstance(getattr(obj, "detector", None), Detector) and hasattr(obj, "image"):
         # our Exposure, or an ExposureData from read_exposure/open_lazy
-        return ExposureParts(obj.image, obj.mask, obj.detector,
-                             _planes(getattr(obj, "mask_planes", mask_planes)),
-                             getattr(obj, "metadata", None))
+        planes = _planes(getattr(obj, "mask_planes", mask_planes))
+        return ExposureParts(obj.image, mask_words(obj.mask, planes, obj.detector.name),
+                             obj.detector, planes, getattr(obj, "metadata", None))
     try:  # afw-like
         image = obj.image.array
         mask_obj = obj.mask
@@ -248,13 +287,73 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
         raise InputError(f"unsupported exposure type {type(obj).__name__}: {exc}") from exc
     planes = mask_obj.getMaskPlaneDict() if hasattr(mask_obj, "getMaskPlaneDict") else None
     planes = dict(planes) if isinstance(planes, Mapping) else dict(DEFAULT_MASK_PLANES)
+    if det is None:  # an exposure without a detector attached: no amp geometry
+        return ExposureParts(image, mask_words(mask, planes, "?"), None, planes, metadata)
     name = det.getName() if hasattr(det, "getName") else "detector"
     det_id = det.getId() if hasattr(det, "getId") else None
     amps = list(det.getAmplifiers()) if hasattr(det, "getAmplifiers") else list(det)
     detector = detector_from_amps(amps, name, det_id)
     if detector.shape != image.shape:
         detector = Detector(name, image.shape[1], image.shape[0], detector.amplifiers, det_id)
-    return ExposureParts(image, mask, detector, planes, metadata)
+    return ExposureParts(image, mask_words(mask, planes, name), detector, planes, metadata)
+
+
+def _name(detector: Any) -> str:
+    return getattr(detector, "name", None) or "?"
+
+
+def mask_words(mask: Any, planes: Mapping[str, int] | None, name: str) -> Any:
+    """``mask`` in a type the algorithm's bit tests take (they test bits up to 30 in words of
+    the mask's own type): booleans as the ``BAD`` bit, narrower integers as int32,
+    floating-point words holding integers as int64; integers of 32 bits or more as they
+    are (the same object). Lazy (dask) masks are converted lazily.
+
+    Parameters
+    ----------
+    mask : array_like or None
+        Mask words (numpy, dask, xarray or lazy array).
+    planes : mapping or None
+        Plane name -> bit of the mask (afw's defaults when None): where ``BAD`` is.
+    name : str
+        Detector name, for the error message.
+
+    Raises
+    ------
+    InputError
+        For a mask of another kind, or floating-point words that are not integers.
+    """
+    if mask is None:
+        return None
+    if hasattr(mask, "dims") and hasattr(mask, "variable"):  # an xarray DataArray
+        mask = mask.data
+    dtype = getattr(mask, "dtype", None)
+    dtype = np.asarray(mask).dtype if dtype is None else np.dtype(dtype)
+    if dtype.kind in "iu" and dtype.itemsize >= 4:
+        return mask  # what the kernels take as it is (int32 from every reader)
+    if dtype.kind == "b":
+        bit = (DEFAULT_MASK_PLANES if planes is None else planes).get("BAD", 0)
+        return _convert(mask, lambda m: np.left_shift(m.astype(np.int32), bit), np.int32)
+    if dtype.kind in "iu":
+        return _convert(mask, lambda m: m.astype(np.int32), np.int32)
+    if dtype.kind == "f":
+        def words(m: np.ndarray) -> np.ndarray:
+            m = np.asarray(m)
+            if not (np.isfinite(m).all() and (m == np.round(m)).all()):
+                raise InputError(
+                    f"detector {name!r}: the mask ({dtype}) holds values that are not mask "
+                    "bits (fractions or non-finite values); give an integer mask "
+                    "(to change the image's type, convert only the image: "
+                    "ds['image'] = ds['image'].astype(...))")
+            return m.astype(np.int64)
+        return _convert(mask, words, np.int64)
+    raise InputError(f"detector {name!r}: the mask must hold integer bits, got {dtype}")
+
+
+def _convert(mask: Any, func: Callable[[np.ndarray], np.ndarray], dtype: Any) -> Any:
+    """``func`` applied to every block of a lazy (dask) ``mask``, or to the whole array."""
+    if hasattr(mask, "map_blocks"):
+        return mask.map_blocks(func, dtype=dtype)
+    return func(np.asarray(mask))
 
 
 def _planes(planes: Any) -> dict[str, int] | None:

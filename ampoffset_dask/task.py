@@ -91,9 +91,25 @@ class AmpOffsetTask(Task):
         Struct
             ``pedestals`` (float64, amp order), ``interfaces`` (list of InterfaceResult) and
             ``measurement`` (the full `DetectorMeasurement`).
+
+        Raises
+        ------
+        InputError
+            For an exposure without amp geometry, or, with ``doApplyAmpOffset``, one whose
+            image cannot be corrected in place (read-only, lazy or integer pixels): then
+            before anything is measured or recorded, so its metadata never claims a
+            correction that was not made.
         """
-        parts = as_exposure_parts(exposure, writes_metadata=True)
+        applied = bool(self.config.doApplyAmpOffset)
+        parts = as_exposure_parts(exposure)
         detector = parts.detector
+        if detector is None:
+            raise InputError(
+                f"{_describe(exposure)} carries no amp geometry: AmpOffsetTask.run needs an "
+                "exposure with a detector (for arrays, measure_detector(image, mask, "
+                "detector); for a CCDData, ampoffset_dask.ccddata.correct_ccddata)")
+        if applied:
+            _check_correctable(exposure, parts)
         with self.timer("ampOffset"):
             result = measure_detector(parts.image, parts.mask, detector, self.config,
                                       parts.mask_planes)
@@ -103,13 +119,19 @@ class AmpOffsetTask(Task):
         self.interfaceLengthLookupBySide = _lengths(detector.amplifiers)
         self.interfaceOffsetOriginals = result.interface_offsets_raw
 
-        applied = bool(self.config.doApplyAmpOffset)
-        if parts.metadata is not None:
-            for key, (value, comment) in lsst_metadata_comments(result, applied).items():
-                _set_metadata(parts.metadata, key, value, comment)
-        self.metadata.update(task_metadata(result))
         if applied:
             _apply(exposure, parts, result.pedestals)
+        metadata = parts.metadata
+        if hasattr(exposure, "data_vars"):
+            # a new dict: xarray's copies of a Dataset share their attributes' values, and
+            # the keys recorded for this one must not appear on the others
+            metadata = dict(exposure.attrs.get("ampoffset_metadata") or {})
+        if metadata is not None:
+            for key, (value, comment) in lsst_metadata_comments(result, applied).items():
+                _set_metadata(metadata, key, value, comment)
+        if hasattr(exposure, "data_vars"):
+            exposure.attrs["ampoffset_metadata"] = metadata
+        self.metadata.update(task_metadata(result))
         return Struct(pedestals=result.pedestals, interfaces=list(result.interfaces),
                       measurement=result)
 
@@ -196,12 +218,46 @@ def _lengths(amps) -> dict[int, int]:
 def _set_metadata(metadata: Any, key: str, value: Any, comment: str) -> None:
     if isinstance(metadata, dict):
         metadata[key] = value
+    elif hasattr(metadata, "cards"):
+        # an astropy Header: LSST's long keys are HIERARCH cards (without the prefix,
+        # astropy warns for each key before making them so)
+        metadata.set(f"HIERARCH {key}", value, comment)
     else:  # afw PropertyList
         metadata.set(key, value, comment)
 
 
+def _describe(exposure: Any) -> str:
+    if hasattr(exposure, "data_vars"):
+        name = exposure.attrs.get("detector")
+        return ("the Dataset" + (f" of detector {name!r}" if name else "")
+                + " (no 'geometry' attribute)")
+    if hasattr(exposure, "getDetector"):
+        return f"the {type(exposure).__name__} (no detector attached)"
+    return f"a {type(exposure).__name__}"
+
+
+def _check_correctable(exposure: Any, parts: ExposureParts) -> None:
+    """Raise unless `_apply` can subtract the pedestals from ``exposure``'s own image."""
+    if hasattr(exposure, "data_vars"):
+        return  # the image variable is replaced by the corrected one
+    image = parts.image
+    if isinstance(image, np.ndarray) and image.flags.writeable and image.dtype.kind == "f":
+        return
+    what = type(image).__name__
+    if isinstance(image, np.ndarray):
+        what = (f"a read-only {what} (np.array(image) makes a writable copy)"
+                if not image.flags.writeable
+                else f"an {image.dtype} {what} (corrected pixels are fractional: give a "
+                     "float image, e.g. image.astype(np.float32))")
+    raise InputError(
+        f"detector {parts.detector.name!r}: doApplyAmpOffset needs an in-memory, writable "
+        f"image of floats to correct in place, got {what} (read the file with "
+        "read_exposure, or measure without applying); nothing was measured or recorded")
+
+
 def _apply(exposure: Any, parts: ExposureParts, pedestals: np.ndarray) -> None:
-    """Subtract the pedestals from the exposure's image, in place for in-memory images.
+    """Subtract the pedestals from the exposure's image (`_check_correctable` passed):
+    in place for in-memory images.
 
     A Dataset's image variable is replaced by the corrected, in-memory image (float32, or
     the image's own float type), in the Dataset's own pixel order.
@@ -216,13 +272,5 @@ def _apply(exposure: Any, parts: ExposureParts, pedestals: np.ndarray) -> None:
         if framed is not exposure:  # back to the Dataset's own order
             corrected = corrected.reindex_like(image).transpose(*image.dims)
         exposure["image"] = corrected
-    elif isinstance(parts.image, np.ndarray) and parts.image.flags.writeable:
-        apply_pedestals(parts.image, pedestals, parts.detector, out=parts.image)
     else:
-        what = type(parts.image).__name__
-        if isinstance(parts.image, np.ndarray):
-            what = f"a read-only {what} (np.array(image) makes a writable copy)"
-        raise InputError(
-            f"detector {parts.detector.name!r}: doApplyAmpOffset needs an in-memory, writable "
-            f"image to correct in place, got {what} (read the file with read_exposure, or "
-            "measure without applying)")
+        apply_pedestals(parts.image, pedestals, parts.detector, out=parts.image)

@@ -273,16 +273,24 @@ def open_visit(
     return tree
 
 
+#: xarray's CF decoding options, which it hands to every backend given them; the planes are
+#: not CF-encoded, so they change nothing here.
+_CF_DECODERS = ("mask_and_scale", "decode_times", "decode_timedelta", "use_cftime",
+                "concat_characters", "decode_coords")
+
+
 class AmpOffsetBackendEntrypoint(BackendEntrypoint):
     """``xr.open_dataset(path, engine="ampoffset", camera=..., detector=...)``.
 
-    Returns the same lazy Dataset as `open_exposure`.
+    Returns the same lazy Dataset as `open_exposure`. xarray's CF decoding options
+    (``decode_cf``, ``mask_and_scale``, ``decode_times``, ...) are accepted and change
+    nothing: the planes are not CF-encoded.
     """
 
     description = "Open LSST exposure, raw and single-image FITS files lazily (ampoffset-dask)"
     url = "https://github.com/ampoffset-dask/ampoffset-dask"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "camera", "detector",
-                               "overscan", "gain")
+                               "overscan", "gain", *_CF_DECODERS)
 
     def open_dataset(
         self,
@@ -293,6 +301,12 @@ class AmpOffsetBackendEntrypoint(BackendEntrypoint):
         detector: Any = None,
         overscan: bool | str = "auto",
         gain: str | None = None,
+        mask_and_scale: Any = None,
+        decode_times: Any = None,
+        decode_timedelta: Any = None,
+        use_cftime: Any = None,
+        concat_characters: Any = None,
+        decode_coords: Any = None,
     ) -> xr.Dataset:
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise InputError("the ampoffset engine opens files by path only")

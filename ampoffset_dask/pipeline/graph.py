@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -284,9 +285,20 @@ def _visit_members(visit: Any) -> dict[str, Any]:
     """``{detector name: Dataset | Exposure | (image, mask, detector[, mask_planes])}``."""
     if hasattr(visit, "children") and hasattr(visit, "to_dataset"):  # xarray.DataTree
         out: dict[str, Any] = {}
+        paths: dict[str, str] = {}
         for node in visit.subtree:
             if node.has_data and "image" in node.dataset.data_vars:
-                out[node.name or str(node.path)] = node.to_dataset()
+                name = node.name or str(node.path)
+                if name in out:  # results are keyed by name: one would replace the other
+                    from ..errors import InputError
+
+                    raise InputError(
+                        f"measure_visit: the DataTree nodes {paths[name]} and {node.path} "
+                        f"have the same name {name!r}, and results are keyed by node name; "
+                        "name each detector's node uniquely (e.g. by detector, as open_visit "
+                        "does)")
+                out[name] = node.to_dataset()
+                paths[name] = str(node.path)
         return out
     if isinstance(visit, Mapping):
         return dict(visit)
@@ -316,13 +328,21 @@ def _argument(value: Any) -> Any:
 
 
 def _measure_member(value: Any, config: AmpOffsetConfig | None,
-                    mask_planes: Mapping[str, int] | None) -> Any:
+                    mask_planes: Mapping[str, int] | None, name: str = "?") -> Any:
     from ..algorithm.measure import measure_detector
+    from ..errors import InputError
     from ..exposure import as_exposure_parts
 
     if isinstance(value, _Opaque):
         value = value.value
-    parts = as_exposure_parts(value, mask_planes)
+    try:
+        parts = as_exposure_parts(value, mask_planes)
+    except InputError as exc:
+        raise InputError(f"measure_visit: member {name!r}: {exc}") from exc
+    if parts.detector is None:
+        raise InputError(f"measure_visit: member {name!r} carries no amp geometry (a Dataset "
+                         "without a 'geometry' attribute, a CCDData or a masked array): give "
+                         "it as (image, mask, detector)")
     # An untouched open_exposure Dataset's planes come as LazyPlanes (read from their files,
     # each plane mapped once); other dask arrays are computed in this task, synchronously,
     # not as nested cluster work.
@@ -356,10 +376,23 @@ def measure_visit(
     -------
     dict
         ``{detector name: DetectorMeasurement}`` in the order of ``visit``.
+
+    Raises
+    ------
+    InputError, GeometryError, ConfigError
+        The first failing member's error, naming it (the member's key, or its detector).
+
+    Notes
+    -----
+    Task keys are ``ampoffset-measure-<call>-<detector name>``, ``<call>`` unique to each
+    call: visits measured at the same time on one scheduler (two notebooks on a shared
+    cluster) never share a key, so never each other's results.
     """
     members = _visit_members(visit)
-    tasks = [dask.delayed(_measure_member, pure=False)(_argument(value), config, mask_planes,
-                                                       dask_key_name=f"ampoffset-measure-{name}")
+    call = uuid.uuid4().hex[:12]
+    tasks = [dask.delayed(_measure_member, pure=False)(
+                 _argument(value), config, mask_planes, str(name),
+                 dask_key_name=f"ampoffset-measure-{call}-{name}")
              for name, value in members.items()]
     results = dask.compute(*tasks, scheduler=scheduler)
     return dict(zip(members, results, strict=True))
