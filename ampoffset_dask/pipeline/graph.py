@@ -212,9 +212,12 @@ def build_graph(
     -------
     dict
         ``{(visit, detector): Delayed}``; each value computes to a
-        `~ampoffset_dask.catalog.DetectorResult`. Task keys are ``ampoffset-read-<visit>-
-        <detector>``, ``ampoffset-measure-...``, ``ampoffset-write-...`` and
-        ``ampoffset-<visit>-<detector>`` for the result (the only key of a flagged input,
+        `~ampoffset_dask.catalog.DetectorResult`. Task keys are ``ampoffset-read-<graph>-
+        <visit>-<detector>``, ``ampoffset-measure-...``, ``ampoffset-write-...`` and
+        ``ampoffset-<graph>-<visit>-<detector>`` for the result, ``<graph>`` unique to each
+        call (graphs of the same inputs with other configs, computed together or on one
+        shared scheduler, never share a key, so never each other's results; the result's key
+        is the only key of a flagged input,
         and of one that could not be planned: its key is its record's
         `~ampoffset_dask.catalog.DetectorResult.key`, ``input:<path>`` in place of an
         unknown detector). ``dask.compute(graph)`` computes all of them;
@@ -251,13 +254,14 @@ def build_graph(
     io_retries = int(_config.get("io-retries", 3))
     io_delay = float(_config.get("io-retry-delay", 0.5))
     graph: dict[tuple[int, str], Any] = {}
+    call = uuid.uuid4().hex[:12]  # this graph's part of its keys
     for task in planned:
         if task.error:  # `process`'s failed row
             record = planning_failure(task)
-            graph[record.key] = dask.delayed(record, name=f"ampoffset-{record.key[0]}-"
+            graph[record.key] = dask.delayed(record, name=f"ampoffset-{call}-{record.key[0]}-"
                                              f"{record.key[1]}")
             continue
-        tag = f"{task.visit}-{task.name}"
+        tag = f"{call}-{task.visit}-{task.name}"
         if task.flag:  # already corrected: `process`'s flagged row, nothing read or written
             graph[(task.visit, task.name)] = dask.delayed(flagged_result, pure=True)(
                 task, dask_key_name=f"ampoffset-{tag}")

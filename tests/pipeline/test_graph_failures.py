@@ -117,3 +117,18 @@ def test_visit_and_detector_identify_inputs_whose_headers_do_not(sim_visit, tmp_
     (result,) = _compute(graph).values()
     assert result.status == "ok" and result.visit == 77
     np.testing.assert_array_equal(result.pedestals, process_file(str(path), visit=77).pedestals)
+
+
+def test_graphs_of_the_same_inputs_with_other_configs_computed_together(sim_visit, tmp_path):
+    """Each graph's keys are its own: two graphs of one file (default and edges-only
+    configs) computed in one `dask.compute` each get their own config's pedestals."""
+    (path,) = _copies(sim_visit, tmp_path / "in", 1)
+    edges = AmpOffsetConfig(do_background=False, do_detection=False)
+    default_graph, edges_graph = build_graph(path), build_graph(path, config=edges)
+    both = dask.compute(default_graph, edges_graph, scheduler="sync")
+    for results, config in zip(both, (None, edges), strict=True):
+        (result,) = results.values()
+        np.testing.assert_array_equal(result.pedestals,
+                                      process_file(str(path), config=config).pedestals)
+    assert not np.array_equal(next(iter(both[0].values())).pedestals,
+                              next(iter(both[1].values())).pedestals)
