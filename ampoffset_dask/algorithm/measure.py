@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import AmpOffsetConfig
 from ..errors import ConfigError, GeometryError, InputError
-from ..exposure import as_exposure_parts, is_exposure_like
+from ..exposure import as_exposure_parts, is_exposure_like, mask_words
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, mask_bits
 from . import kernels
@@ -198,6 +198,8 @@ def measure_detector(
         mask_planes = parts.mask_planes if mask_planes is None else mask_planes
     if detector is None:
         raise InputError("measure_detector needs a detector (amp geometry)")
+    # bool, narrower-integer and whole-number float masks in words the bit tests take
+    mask = mask_words(mask, mask_planes, detector.name)
     config = AmpOffsetConfig() if config is None else config
     config.validate()
     if config.estimator == "robust" and interface_estimator is None:
