@@ -635,6 +635,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         raise
     try:
         writer.check_config(cfg, new_run=opts.new_run)
+        _check_same_measurement(catalog, opts)
         t = time.perf_counter()
         planned = plan_tasks(items, camera=camera, force=opts.force, visit=opts.visit,
                              detector=opts.detector)
@@ -778,18 +779,55 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     return done
 
 
-def _forced_runs(catalog: Path) -> set[str]:
-    """The ids of the catalog's runs made with ``force``."""
+def _run_options(catalog: Path) -> list[tuple[str, Any, dict[str, Any]]]:
+    """``(run id, start, options)`` of the catalog's runs, oldest first (options as
+    recorded, `RunOptions.to_record`; empty for a run recorded without readable ones)."""
     from ..catalog.read import arrow_table
 
-    forced = set()
-    for row in arrow_table(catalog, "runs", columns=["run_id", "options"]).to_pylist():
+    out = []
+    rows = arrow_table(catalog, "runs", columns=["run_id", "started", "options"]).to_pylist()
+    for row in sorted(rows, key=lambda r: r["started"]):
         try:
-            if json.loads(row["options"] or "{}").get("force"):
-                forced.add(row["run_id"])
-        except (ValueError, AttributeError):  # a run recorded without readable options
-            continue
-    return forced
+            options = json.loads(row["options"] or "{}")
+        except ValueError:
+            options = {}
+        out.append((row["run_id"], row["started"],
+                    options if isinstance(options, dict) else {}))
+    return out
+
+
+def _forced_runs(catalog: Path) -> set[str]:
+    """The ids of the catalog's runs made with ``force``."""
+    return {run_id for run_id, _, options in _run_options(catalog) if options.get("force")}
+
+
+#: The run options that change what the pixels measured are (and the pedestals' unit), with
+#: their defaults (runs recorded before an option existed ran with its default).
+_MEASUREMENT_OPTIONS = {"overscan": "auto", "gain": None}
+
+
+def _check_same_measurement(catalog: Path, opts: RunOptions) -> None:
+    """Refuse, as a changed config is refused (unless ``new_run``), a run whose overscan or
+    gain option differs from the latest run's: resume would keep that run's pedestals beside
+    this one's (ADU beside electrons, raw levels with and without their bias removed)."""
+    runs = _run_options(catalog)
+    if opts.new_run or not runs:
+        return
+    run_id, _, latest = runs[-1]
+    theirs = {k: latest.get(k, d) for k, d in _MEASUREMENT_OPTIONS.items()}
+    mine = {k: getattr(opts, k) for k in _MEASUREMENT_OPTIONS}
+    if theirs == mine:
+        return
+
+    def said(options: Mapping[str, Any]) -> str:
+        unit = "electrons" if options["gain"] == "nominal" else "ADU"
+        return f"overscan {options['overscan']!r}, gain {options['gain']!r} ({unit})"
+
+    raise ConfigError(
+        f"{catalog}: the catalog holds results measured with {said(theirs)} (run {run_id}); "
+        f"this run asks for {said(mine)}, and the two pedestals cannot be compared or mixed: "
+        "use another output, or start a new run (new_run=True, --new-run) whose results "
+        "replace earlier ones")
 
 
 def _output_done(task: PlannedTask, recorded: str, options: RunOptions,

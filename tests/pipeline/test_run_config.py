@@ -55,3 +55,27 @@ def test_an_unknown_kernels_setting_is_refused_before_the_run(sim_visit, tmp_pat
         # no client is given: refused before a cluster would be started
         process(sim_visit.paths[:1], catalog, progress=False)
     assert not catalog.exists()
+
+
+def test_a_run_with_other_overscan_or_gain_options_is_refused_as_a_new_config(sim_visit,
+                                                                             client, tmp_path):
+    """Pedestals measured with the camera's nominal gains (electrons) and without (ADU), or
+    with and without the overscan removed, cannot share a catalog's current rows: like a
+    changed config, such a run is refused unless it is a new run, whose rows replace the
+    earlier ones."""
+    paths = sim_visit.paths[:2]
+    cat = tmp_path / "cat"
+    assert process(paths, cat, client=client, progress=False).n_ok == 2
+    for kwargs in ({"gain": "nominal"}, {"overscan": "none"}):
+        with pytest.raises(ConfigError, match=r"measured with overscan 'auto', gain None "
+                                              r"\(ADU\).*--new-run"):
+            process(paths, cat, client=client, progress=False, **kwargs)
+    assert len(read_catalog(cat, "runs")) == 1  # nothing recorded
+    # the same options resume (nothing measured again)
+    assert process(paths, cat, client=client, progress=False).n_skipped == 2
+    summary = process(paths, cat, client=client, progress=False, overscan="none",
+                      new_run=True)
+    assert summary.n_ok == 2 and summary.n_skipped == 0
+    assert process(paths, cat, client=client, progress=False, overscan="none").n_skipped == 2
+    with pytest.raises(ConfigError, match=r"holds results measured with overscan 'none'"):
+        process(paths, cat, client=client, progress=False)
