@@ -7,6 +7,8 @@ ways (``~/.config/dask/*.yaml``, ``DASK_AMPOFFSET__IN_FLIGHT_PER_THREAD=8``,
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,21 @@ def apply_kernels() -> str:
 
     Raises
     ------
-    ValueError, ImportError
-        For an unknown value, or ``numba`` without numba installed.
+    ConfigError
+        For an unknown value, or ``numba`` without numba installed, naming this process
+        (a worker's environment may differ from the client's, which `check_kernels` read).
     """
     from ..algorithm import kernels
+    from ..errors import ConfigError
 
     choice = get("kernels", "auto")
-    kernels.set_kernels(None if choice in (None, "auto") else choice)
+    try:
+        kernels.set_kernels(None if choice in (None, "auto") else choice)
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"the kernels setting of process {os.getpid()} on "
+                          f"{socket.gethostname()} (its $AMPOFFSET_KERNELS or "
+                          f"ampoffset.kernels; a worker's environment may differ from the "
+                          f"client's): {exc}") from None
     return kernels.backend_name()
 
 

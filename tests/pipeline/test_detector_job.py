@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -147,6 +149,9 @@ def test_kernels_choice_from_dask_config(sim_visit):
         with dask.config.set({"ampoffset.kernels": "cuda"}):
             bad = process_file(src, det)
         assert bad.status == "failed" and "kernels must be one of" in bad.error
+        # a configuration error of this process (a worker's environment), not a crash
+        assert bad.error.startswith("ConfigError: the kernels setting of process "
+                                    f"{os.getpid()} on {socket.gethostname()}")
     finally:
         kernels.set_kernels(None)
     np.testing.assert_allclose(results["numba"].pedestals, results["numpy"].pedestals,
