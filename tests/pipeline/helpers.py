@@ -79,12 +79,14 @@ def wait_for(predicate, timeout=60.0, interval=0.01, what="condition"):
 
 
 def start_dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None,
-                         cwd: Path | None = None) -> tuple[str, list[subprocess.Popen]]:
+                         cwd: Path | None = None, nanny: bool = False
+                         ) -> tuple[str, list[subprocess.Popen]]:
     """Start a real ``dask scheduler`` and ``n_workers`` ``dask worker`` processes on
     127.0.0.1, each in its own session; return ``(address, [scheduler, *workers])``.
 
-    Workers run without a nanny so that killing one really removes it; ``cwd`` is the
-    processes' working directory. Stop them with `stop_processes`.
+    Workers run without a nanny so that killing one really removes it, unless ``nanny``
+    (which ``Client.restart`` needs); ``cwd`` is the processes' working directory. Stop
+    them with `stop_processes`.
     """
     folder.mkdir(parents=True, exist_ok=True)
     sfile = folder / "scheduler.json"
@@ -109,8 +111,8 @@ def start_dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = No
             for i in range(n_workers):
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
-                     "--no-nanny", "--no-dashboard", "--memory-limit", "1GiB", "--name",
-                     f"w{i}", "--host", "127.0.0.1", *tls_args],
+                     *([] if nanny else ["--no-nanny"]), "--no-dashboard", "--memory-limit",
+                     "1GiB", "--name", f"w{i}", "--host", "127.0.0.1", *tls_args],
                     cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env,
                     start_new_session=True))
         except BaseException:
@@ -121,12 +123,12 @@ def start_dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = No
 
 @contextlib.contextmanager
 def dask_processes(folder: Path, n_workers: int = 2, tls: dict | None = None,
-                   cwd: Path | None = None):
+                   cwd: Path | None = None, nanny: bool = False):
     """A real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1 for the block.
 
     Yields ``(address, worker_processes, scheduler_file)``; see `start_dask_processes`.
     """
-    address, procs = start_dask_processes(folder, n_workers, tls, cwd)
+    address, procs = start_dask_processes(folder, n_workers, tls, cwd, nanny)
     try:
         yield address, procs[1:], folder / "scheduler.json"
     finally:

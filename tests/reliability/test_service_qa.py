@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import os
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline.helpers import SCALE, VISIT, journal_lines, wait_for
+from pipeline.helpers import SCALE, VISIT, dask_processes, journal_lines, wait_for
 from run_shared import stop_processes
 
 import ampoffset_dask
@@ -43,37 +42,6 @@ def sim9(tmp_path_factory):
         return sorted(str(p) for p in sim.paths)
 
     return once_per_run(tmp_path_factory, "service-sim9", make)
-
-
-@contextlib.contextmanager
-def nanny_cluster(folder: Path, n_workers: int = 2):
-    """A ``dask scheduler`` and ``n_workers`` ``dask worker`` processes with nannies (which
-    ``Client.restart`` needs) on 127.0.0.1; yields the address."""
-    folder.mkdir(parents=True, exist_ok=True)
-    sfile = folder / "scheduler.json"
-    procs = []
-    with open(folder / "cluster.log", "w") as log:
-        try:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port",
-                 "0", "--no-dashboard", "--scheduler-file", str(sfile)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-            wait_for(lambda: sfile.exists() and sfile.stat().st_size > 0, 60, 0.05,
-                     "the scheduler file")
-            time.sleep(0.1)
-            address = json.loads(sfile.read_text())["address"]
-            for i in range(n_workers):
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
-                     "--no-dashboard", "--memory-limit", "1GiB", "--name", f"n{i}", "--host",
-                     "127.0.0.1"], stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True))
-            yield address
-        finally:
-            stop_processes([p.pid for p in procs])
-            for proc in procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(5)
 
 
 def _default_sigint():
@@ -117,7 +85,8 @@ def test_restart_by_another_client_resubmits_the_tasks(sim9, tmp_path):
     from distributed import Client
 
     cat = tmp_path / "cat"
-    with nanny_cluster(tmp_path / "cluster") as address:
+    # workers with nannies, which Client.restart needs
+    with dask_processes(tmp_path / "cluster", nanny=True) as (address, _, _):
         other = Client(address)
         try:
             other.wait_for_workers(2, timeout=60)
@@ -147,7 +116,6 @@ def test_worker_of_another_version_is_not_recorded_as_ok(sim9, tmp_path):
     gives other pedestals) joins the scheduler: before, its detectors were ``ok`` rows and
     the runs table named only the client's version."""
     from distributed import Client
-    from pipeline.helpers import dask_processes
 
     old = tmp_path / "old"
     shutil.copytree(Path(ampoffset_dask.__file__).parent, old / "ampoffset_dask",
@@ -235,7 +203,6 @@ def test_workers_joining_during_the_run_get_tasks(tmp_path):
     clusters start that way): before, the bound on tasks in flight was computed once, from
     no workers (8), whatever joined later."""
     from distributed import Client
-    from pipeline.helpers import dask_processes
 
     from ampoffset_dask.simulate import simulate_focal_plane
 
