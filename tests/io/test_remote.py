@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from golden import lsst_detector, lsst_image
-from s3_server import KEYS, bucket_name, s3_client
+from s3_server import KEYS
 
 from ampoffset_dask import Amplifier, AmpOffsetConfig, Detector
 from ampoffset_dask.errors import InputError
@@ -39,15 +39,10 @@ def server(s3_endpoint):
 
 
 @pytest.fixture
-def s3(server, monkeypatch, tmp_path):
+def s3(s3_bucket, tmp_path):
     """Environment pointing at the server, a bucket with two detector files (one plain, one
     tile-compressed) and their local copies."""
-    for k, v in KEYS.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", server)
-    client = s3_client(server)
-    bucket = bucket_name(tmp_path.name)
-    client.create_bucket(Bucket=bucket)
+    bucket, client = s3_bucket
     local = {}
     for name, compress in (("plain", None), ("packed", "gzip")):
         path = write_exposure(tmp_path / f"{name}.fits", lsst_image("artificial", "constant"),

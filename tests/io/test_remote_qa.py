@@ -17,7 +17,6 @@ import logging
 
 import numpy as np
 import pytest
-from s3_server import KEYS, bucket_name, s3_client
 
 from ampoffset_dask import Amplifier, AmpOffsetConfig, Detector, measure_detector, open_exposure
 from ampoffset_dask.errors import InputError
@@ -44,15 +43,9 @@ def stepped(det: Detector, step: float) -> np.ndarray:
 
 
 @pytest.fixture
-def s3(s3_endpoint, monkeypatch, tmp_path):
+def s3(s3_bucket):
     """Environment pointing at the run's S3 server, an empty bucket and a client."""
-    for k, v in KEYS.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    client = s3_client(s3_endpoint)
-    bucket = bucket_name(tmp_path.name)
-    client.create_bucket(Bucket=bucket)
-    return bucket, client
+    return s3_bucket
 
 
 @pytest.mark.parametrize("compress", [None, "gzip"])
