@@ -70,6 +70,21 @@ def journal_lines(catalog: Path) -> int:
     return n
 
 
+def signal_after_first_result(proc: subprocess.Popen, catalog: Path,
+                              sig: int) -> tuple[str, str]:
+    """Send ``sig`` to a running ``ampoffset-dask run`` once it has journaled a result (or
+    ended); return its ``(stdout, stderr)``, killing it if it outlives the wait."""
+    try:
+        wait_for(lambda: journal_lines(catalog) >= 1 or proc.poll() is not None, 120, 0.01,
+                 "the first result")
+        proc.send_signal(sig)
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def wait_for(predicate, timeout=60.0, interval=0.01, what="condition"):
     t0 = time.monotonic()
     while not predicate():

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 from cli_helpers import cli
-from pipeline.helpers import VISIT, journal_lines, wait_for
+from pipeline.helpers import VISIT, journal_lines, signal_after_first_result, wait_for
 
 from ampoffset_dask import read_catalog
 from ampoffset_dask.cli import main
@@ -113,15 +113,7 @@ def _default_sigint():
 ])
 def test_sigterm_is_like_ctrl_c(sim9, scheduler, tmp_path, cli_env, sig, code, said):
     proc = _slow_run(sim9, tmp_path, scheduler, cli_env)
-    try:
-        wait_for(lambda: journal_lines(tmp_path / "cat") >= 1 or proc.poll() is not None,
-                 120, 0.01, "the first result")
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = signal_after_first_result(proc, tmp_path / "cat", sig)
     assert proc.returncode == code, out + err
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.strip()]

@@ -22,7 +22,14 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline.helpers import SCALE, VISIT, dask_processes, journal_lines, wait_for
+from pipeline.helpers import (
+    SCALE,
+    VISIT,
+    dask_processes,
+    journal_lines,
+    signal_after_first_result,
+    wait_for,
+)
 from run_shared import stop_processes
 
 import ampoffset_dask
@@ -59,15 +66,7 @@ def test_stopped_run_records_what_it_skipped_and_sent(sim9, scheduler, tmp_path,
          "--max-in-flight", "2", "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env,
         preexec_fn=_default_sigint)
-    try:
-        wait_for(lambda: journal_lines(cat) >= 1 or proc.poll() is not None, 120, 0.01,
-                 "the first result")
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    out, err = signal_after_first_result(proc, cat, sig)
     assert proc.returncode in (130, 143), out + err
     run = read_catalog(cat, "runs").iloc[-1]
     assert run["status"] == "interrupted"
