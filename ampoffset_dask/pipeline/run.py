@@ -622,6 +622,11 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     if not items:
         raise InputError(f"no FITS files found in {inputs!r}")
     timings["discover"] = time.perf_counter() - t_start
+    if is_url(os.fspath(output)):  # else a local folder named "s3:" would be made
+        raise InputError(
+            f"{redact(os.fspath(output))}: the catalog is a local folder (its lock and atomic "
+            "renames need a file system); write it to a local path and copy it to the store "
+            "afterwards (corrected images may go to a store: --output-images)")
     catalog = Path(output)
     # folders this call creates, removed again if the run is refused
     created = [f for f in (catalog, opts.output_images)

@@ -79,3 +79,15 @@ def test_a_run_with_other_overscan_or_gain_options_is_refused_as_a_new_config(si
     assert process(paths, cat, client=client, progress=False, overscan="none").n_skipped == 2
     with pytest.raises(ConfigError, match=r"holds results measured with overscan 'none'"):
         process(paths, cat, client=client, progress=False)
+
+
+def test_a_catalog_in_an_object_store_is_refused_before_anything_is_made(sim_visit, tmp_path,
+                                                                         monkeypatch):
+    """``--output s3://...`` made a local folder named ``s3:`` and then failed on it."""
+    from ampoffset_dask import InputError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"s3://bucket/catalog: the catalog is a local folder"):
+        process(sim_visit.paths[:1], "s3://bucket/catalog", progress=False,
+                output_images=tmp_path / "corrected")
+    assert not list(tmp_path.iterdir())  # no "s3:" folder, no marked output folder
