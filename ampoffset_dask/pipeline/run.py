@@ -24,7 +24,7 @@ from typing import Any
 
 from .._job_entry import identified_job  # light for the scheduler to unpickle
 from ..catalog import CatalogWriter, DetectorResult, config_digest
-from ..catalog.schema import DONE
+from ..catalog.schema import DONE, CatalogWriteError
 from ..config import AmpOffsetConfig
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
 from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder
@@ -930,17 +930,25 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
             result.input = clean
         # recorded and counted, or neither: a stopped run's record takes these counts
         with signals_held():
-            writer.add(result)
-            if result.status == "failed":
-                summary.n_failed += 1
-                summary.failed.append((result.visit, result.detector or result.input,
-                                       result.error))
-            elif result.status == "flagged":
-                summary.n_flagged += 1
-                summary.flagged.append((result.visit, result.detector or result.input,
-                                        result.error))
-            else:
-                summary.n_ok += 1
+            try:
+                writer.add(result)
+            except CatalogWriteError:
+                # kept in memory all the same, written with its visit when the run is closed
+                count(result)
+                raise
+            count(result)
+
+    def count(result: DetectorResult) -> None:
+        if result.status == "failed":
+            summary.n_failed += 1
+            summary.failed.append((result.visit, result.detector or result.input,
+                                   result.error))
+        elif result.status == "flagged":
+            summary.n_flagged += 1
+            summary.flagged.append((result.visit, result.detector or result.input,
+                                    result.error))
+        else:
+            summary.n_ok += 1
 
     try:
         _compute(run, client, record, io_retries, io_delay)
