@@ -214,10 +214,22 @@ def file_stamp(path: Any) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def check_stamp(path: Any, stamp: tuple[int, int] | None, since: str = "it was opened",
+def check_stamp(path: Any, stamp: tuple[int, Any] | None, since: str = "it was opened",
                 remedy: str = "open it again") -> None:
-    """Raise `InputError` if local file ``path`` no longer has ``stamp`` (`file_stamp`)."""
+    """Raise `InputError` if local file ``path`` no longer has ``stamp`` (`file_stamp`), or
+    object ``path`` of a store no longer has the size and time its store gave
+    (`ampoffset_dask.io.remote.url_stamp`; not checked when the store cannot tell now: the
+    read that follows says why)."""
     if stamp is None:
+        return
+    if _is_url(os.fspath(path)):
+        from .remote import redact, url_stamp
+
+        now = url_stamp(os.fspath(path))
+        if now is not None and now != tuple(stamp):
+            raise InputError(f"{redact(os.fspath(path))}: the object changed in the store since "
+                             f"{since} (its size or time differ), so the headers read then "
+                             f"may not describe its pixels; {remedy}")
         return
     if file_stamp(path) != tuple(stamp):
         raise InputError(f"{path}: the file changed since {since} (its size or modification "

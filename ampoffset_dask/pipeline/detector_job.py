@@ -244,9 +244,10 @@ class DetectorJob:
     fetched_fraction : float
         URL inputs: bytes fetched by this job / the object's size (filled in by `run`; NaN for
         local files).
-    planned_stamp : (int, int), optional
-        The local input's ``(size, mtime_ns)`` when it was planned: a file changed since
-        fails (its planned visit and detector may no longer be its own).
+    planned_stamp : tuple, optional
+        The input's ``(size, mtime_ns)`` when it was planned (an object's size and time in
+        its store): a file or object changed since fails (its planned visit and detector
+        may no longer be its own).
     """
 
     path: str
@@ -312,17 +313,15 @@ class DetectorJob:
         reader = open_lazy if edges_only else read_exposure
         self._t0 = time.perf_counter()
         c0 = time.thread_time()
-        if not url_input:
-            try:
-                check_stamp(path, self.planned_stamp, "it was planned",
-                            "run again to plan it anew")
-            except InputError:
-                if self.in_place and _says_corrected(path):
-                    raise InputError(
-                        f"{path}: corrected in place since it was planned (an earlier attempt "
-                        "of this task, whose worker was lost after writing it?); not corrected "
-                        "again: the next run records the pedestals its header holds") from None
-                raise
+        try:
+            check_stamp(path, self.planned_stamp, "it was planned", "run again to plan it anew")
+        except InputError:
+            if self.in_place and not url_input and _says_corrected(path):
+                raise InputError(
+                    f"{path}: corrected in place since it was planned (an earlier attempt "
+                    "of this task, whose worker was lost after writing it?); not corrected "
+                    "again: the next run records the pedestals its header holds") from None
+            raise
 
         _config.apply_kernels()
         # VARIANCE is read only to be written back with the corrected image.

@@ -20,7 +20,7 @@ from ..catalog.schema import check_identity
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
 from ..io.paths import entry_problem, is_fits_name, on_network_filesystem, walk_fits
-from ..io.remote import is_url, list_url
+from ..io.remote import is_url, list_url, url_stamp
 
 __all__ = ["InputItem", "PlannedTask", "discover_inputs", "plan_tasks"]
 
@@ -59,7 +59,8 @@ class PlannedTask:
     flagged already-corrected input, the pedestals its header says were subtracted (LSST's
     ``LSST ISR AMPOFFSET PEDESTAL <amp>`` keys; empty when any is missing). ``stamp`` is the local
     file's ``(size, mtime_ns)`` before its headers were read (`~ampoffset_dask.io.sections.
-    file_stamp`): the task refuses a file changed since it was planned. ``keeps`` names what
+    file_stamp`), or the object's size and time in its store (`~ampoffset_dask.io.remote.
+    url_stamp`): the task refuses an input changed since it was planned. ``keeps`` names what
     the file holds that a corrected exposure (plain IMAGE, MASK, VARIANCE) would not keep
     (tile compression, afw archive tables, a CCDData uncertainty): such a file is not
     corrected in place. ``corrected`` says the header marks the input as already corrected
@@ -75,7 +76,7 @@ class PlannedTask:
     flag: str = ""
     hdu: int | None = None
     raw: bool = False
-    stamp: tuple[int, int] | None = None
+    stamp: tuple[int, Any] | None = None
     applied: tuple[float, ...] = ()
     keeps: str = ""
     corrected: bool = False
@@ -246,7 +247,9 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
     if item.problem:
         return [PlannedTask(item.path, item.visit, None, item.detector,
                             f"InputError: {item.path}: {item.problem}")]
-    stamp = file_stamp(item.path)  # before the headers: a change while reading them shows
+    # before the headers: a change while reading them shows (objects of a store: the size
+    # and time the store gives)
+    stamp = url_stamp(item.path) if is_url(item.path) else file_stamp(item.path)
     try:
         info = inspect_file(item.path)
     except AmpOffsetError as exc:

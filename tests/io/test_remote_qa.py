@@ -299,3 +299,37 @@ def test_input_records_ask_the_store_with_the_run_s_storage_options(s3, monkeypa
         records = input_records(urls)
     assert [(r["path"], r["size"]) for r in records] == [(urls[0], 10), (urls[1], 12)]
     assert all(r["mtime"] is not None for r in records)
+
+
+def test_an_object_replaced_after_planning_fails_its_task(s3, tmp_path):
+    """A task refuses an object its store says changed since it was planned (its planned
+    visit and detector may not be its own any more), as it refuses a changed local file;
+    an unchanged object is measured."""
+    import time
+
+    from ampoffset_dask.pipeline.detector_job import DetectorJob
+    from ampoffset_dask.pipeline.inputs import discover_inputs, plan_tasks
+
+    bucket, client = s3
+    url = f"s3://{bucket}/v/x.fits"
+    first = write_exposure(tmp_path / "a.fits", stepped(wide(), 2.0), header={"VISIT": 9},
+                           detector=wide())
+    other = write_exposure(tmp_path / "b.fits", stepped(wide(), -3.0), header={"VISIT": 10},
+                           detector=wide())
+    client.upload_file(str(first), bucket, "v/x.fits")
+    (task,) = plan_tasks(discover_inputs(url))
+    assert task.visit == 9 and task.stamp is not None
+
+    def run():
+        return DetectorJob(task.path, task.detector, EDGES, visit=task.visit,
+                           planned_stamp=task.stamp).run_safely()
+
+    ok = run()
+    assert ok.status == "ok", ok.error
+    np.testing.assert_array_equal(ok.pedestals, process_file(str(first), config=EDGES).pedestals)
+    time.sleep(1.1)  # the store's times are to the second
+    client.upload_file(str(other), bucket, "v/x.fits")
+    replaced = run()
+    assert replaced.status == "failed" and not replaced.pedestals
+    assert "the object changed in the store since it was planned" in replaced.error
+    assert url in replaced.error
