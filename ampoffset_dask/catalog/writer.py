@@ -477,6 +477,15 @@ class CatalogWriter:
             raise ConfigError(f"runs table has no column(s) {sorted(unknown)}")
         self._run_row.update(fields)
 
+    def save_run(self) -> None:
+        """Write this run's record as it stands (its annotations, still ``running``) to the
+        runs table now: what the next writer keeps of it if this run is killed, when it
+        recovers the run (``interrupted``, with the counts of the rows it left)."""
+        if self.run_id is None or self._journal is None:
+            return
+        runs = [r for r in self._read_runs() if r["run_id"] != self.run_id]
+        self._write_runs([*runs, dict(self._run_row)])
+
     def finish_run(
         self,
         counts: Mapping[str, int] | None = None,

@@ -681,8 +681,11 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         runnable = [t for t in planned if not t.error and not t.flag
                     and output_key(t) not in done]
         summary.n_skipped = len(planned) - len(failures) - len(runnable)
-        # kept in the run's record however it ends (a run stopped before `execute` too)
+        # kept in the run's record however it ends (a run stopped before `execute` too, or
+        # killed: then the next writer recovers the record saved here)
         writer.annotate_run(n_skipped=summary.n_skipped)
+        if summary.n_skipped:
+            writer.save_run()
         expected: dict[int, list[str]] = {}
         for rec in failures:
             expected.setdefault(rec.visit, []).append(rec.key[1])

@@ -442,3 +442,22 @@ def test_compacting_a_read_only_catalog_is_a_clear_error(history):
     assert f"cannot write the catalog file {history}/.lock: {reason}" in proc.stderr
     assert "internal error" not in proc.stderr
     assert not any(compacted_files(history, t) for t in TABLES)
+
+
+def test_a_killed_run_keeps_the_skipped_count_it_saved(tmp_path):
+    """A resumed run saves what it skipped as soon as planning knows it: killed (SIGKILL)
+    later, its recovered record says so, beside the counts of the rows it left."""
+    cat = tmp_path / "cat"
+    _run(cat, [_result(1, d, 1.0) for d in DETECTORS])
+    _killed_writer(cat, """
+        w.start_run(config=AmpOffsetConfig(), inputs=[])
+        w.annotate_run(n_skipped=3)
+        w.save_run()
+        w.add(_result(2, DETECTORS[0], 2.0))
+    """)
+    with CatalogWriter(cat) as w:
+        w.open()  # recovers the killed run
+    runs = read_catalog(cat, "runs").sort_values("started")
+    killed = runs.iloc[-1]
+    assert killed.status == "interrupted"
+    assert (killed.n_skipped, killed.n_ok) == (3, 1)
