@@ -622,3 +622,16 @@ def _amp_hdu_geometry(amp_hdus: Mapping[int, Mapping[str, str]],
     """`geometry_from_hdus` of the per-amp HDUs `_inspect` found."""
     return geometry_from_hdus([(k, keys, shapes[k]) for k, keys in amp_hdus.items()], name,
                               det_id)
+
+
+def header_identity(path: str | os.PathLike) -> tuple[int | None, str | None]:
+    """The visit and detector name the primary header of a local file gives, read alone
+    (``(None, None)`` when it cannot be read): the identity of a file `inspect_file` refuses
+    (truncated pixels, a damaged extension), so that its failed row names them."""
+    try:
+        header = fits.getheader(os.fspath(path), 0)
+    except Exception:  # the caller reports the file's own error
+        return None, None
+    keys = _identity([header])
+    return _visit_from(keys), _detector_from(keys)[0]
+

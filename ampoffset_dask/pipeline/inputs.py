@@ -241,7 +241,7 @@ SUBTRACTED_KEY = "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"
 def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = None,
               detector_default: str | None = None, force: bool = False) -> list[PlannedTask]:
     """The tasks of one input: one, or one per CCD of a multi-CCD file."""
-    from ..io.fits import inspect_file
+    from ..io.file_info import header_identity, inspect_file
     from ..io.sections import file_stamp
 
     if item.problem:
@@ -252,13 +252,13 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
     stamp = url_stamp(item.path) if is_url(item.path) else file_stamp(item.path)
     try:
         info = inspect_file(item.path)
-    except AmpOffsetError as exc:
-        return [PlannedTask(item.path, item.visit, None, item.detector,
-                            f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id)]
     except Exception as exc:  # a header we cannot parse must not stop the run
-        return [PlannedTask(item.path, item.visit, None, item.detector,
-                            f"InputError: {item.path}: cannot read the header: {exc}",
-                            dataset_id=item.dataset_id)]
+        message = (f"{type(exc).__name__}: {exc}" if isinstance(exc, AmpOffsetError)
+                   else f"InputError: {item.path}: cannot read the header: {exc}")
+        # the failed row names the visit and detector the primary header gives, if it can
+        visit, name = (None, None) if is_url(item.path) else header_identity(item.path)
+        return [PlannedTask(item.path, item.visit if item.visit is not None else visit, None,
+                            item.detector or name, message, dataset_id=item.dataset_id)]
     if not info.ccd_hdus:
         tasks = [_plan_hdu(item, camera, info, None, visit_default, detector_default, force)]
     else:
@@ -421,6 +421,23 @@ def _plan_all(items: list[InputItem], plan: Callable[[InputItem], list[PlannedTa
             pool.submit(contextvars.copy_context().run, plan, i) for i in items]]
 
 
+def _unclaimed_failures(planned: list[PlannedTask],
+                        items: dict[str, InputItem]) -> list[PlannedTask]:
+    """Inputs that failed planning keep the visit and detector their header gave only when
+    no other input of the run claims them (a damaged copy beside its good original must not
+    make a failed row of the original's detector): else the identity the input was given."""
+    claimed = {(task.visit, task.name) for task in planned if not task.error}
+    out = []
+    for task in planned:
+        item = items.get(task.path)
+        given = (None, None) if item is None else (item.visit, item.detector)
+        if task.error and item is not None and (task.visit, task.name) != given \
+                and (task.visit, task.name) in claimed:
+            task = dataclasses.replace(task, visit=item.visit, name=item.detector)
+        out.append(task)
+    return out
+
+
 def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8, *,
                force: bool = False, visit: int | str | None = None,
                detector: str | None = None) -> list[PlannedTask]:
@@ -453,6 +470,7 @@ def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8,
         return _plan_one(item, camera, visit, detector, force)
 
     planned = [task for tasks in _plan_all(items, plan, threads) for task in tasks]
+    planned = _unclaimed_failures(planned, {i.path: i for i in items})
     owners: dict[tuple[int, str], str] = {}
     clashes = []
     for task in planned:

@@ -17,7 +17,7 @@ from ampoffset_dask.algorithm.apply import apply_pedestals
 from ampoffset_dask.catalog.schema import UNKNOWN_VISIT
 from ampoffset_dask.io.fits import read_exposure
 from ampoffset_dask.pipeline.detector_job import process_file
-from ampoffset_dask.pipeline.inputs import SUBTRACTED_KEY
+from ampoffset_dask.pipeline.inputs import SUBTRACTED_KEY, discover_inputs, plan_tasks
 
 from .helpers import VISIT
 
@@ -132,3 +132,25 @@ def test_graphs_of_the_same_inputs_with_other_configs_computed_together(sim_visi
                                       process_file(str(path), config=config).pedestals)
     assert not np.array_equal(next(iter(both[0].values())).pedestals,
                               next(iter(both[1].values())).pedestals)
+
+
+def test_a_file_with_truncated_pixels_is_failed_under_the_identity_its_header_gives(
+        sim_visit, tmp_path):
+    """Its headers are whole: the failed row names its visit and detector (before: visit -1
+    and no detector), in `process`'s plan as in a graph."""
+    (path,) = _copies(sim_visit, tmp_path / "in", 1)
+    name = read_exposure(path).detector.name
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    (task,) = plan_tasks(discover_inputs(path))
+    assert (task.visit, task.name) == (VISIT, name) and "truncated" in task.error
+    ((key, _),) = build_graph(path).items()
+    assert key == (VISIT, name)
+    (result,) = _compute(build_graph(path)).values()
+    assert (result.visit, result.detector, result.status) == (VISIT, name, "failed")
+    # beside its good original, a damaged copy does not make a failed row of its detector
+    original = Path(sim_visit.paths[0])
+    tasks = plan_tasks(discover_inputs([original, path]))
+    assert [(t.visit, t.name, bool(t.error)) for t in tasks] == [(VISIT, name, False),
+                                                                  (None, None, True)]
+
