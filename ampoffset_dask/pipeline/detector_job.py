@@ -190,6 +190,34 @@ def image_header_cards(path: str, info: Any, detector: Detector,
             if not (_structural(key) or _IMAGE_OWN.match(key))}
 
 
+def write_corrected(target: Any, path: str, exposure: Any, corrected: np.ndarray,
+                    measurement: Any, visit: int, detector: Detector,
+                    camera: Any = None) -> Any:
+    """Write the corrected copy of input ``path`` to ``target``: the ``corrected`` image with
+    ``exposure``'s mask and variance, the input's identity and ISR steps in the primary
+    header, its image HDU's WCS and units where they still describe the pixels, and LSST's
+    metadata of ``measurement`` (pedestals applied). Returns what `write_exposure` returns."""
+    from ..io.writer import write_exposure
+
+    return write_exposure(
+        target, corrected, exposure.mask, exposure.variance,
+        mask_planes=exposure.mask_planes,
+        header={**output_header(path, exposure.info, visit, detector),
+                **isr_header(exposure.isr)},
+        metadata=lsst_metadata_comments(measurement, applied=True), overwrite=True,
+        detector=detector, image_header=image_header_cards(path, exposure.info, detector, camera),
+    )
+
+
+def flag_unwritten(result: DetectorResult, write_error: str) -> DetectorResult:
+    """Flag ``result`` when its corrected image could not be written (``write_error``, the
+    reason; empty: written): the measurement stands, the image is missing."""
+    if write_error:
+        result.status = "flagged"
+        result.error = "; ".join(e for e in (result.error, write_error) if e)
+    return result
+
+
 def flag_harm(result: DetectorResult, measurement: Any,
               config: AmpOffsetConfig | None) -> DetectorResult:
     """Flag an ``ok`` result whose interfaces mostly failed the do-no-harm checks
@@ -298,7 +326,7 @@ class DetectorJob:
     def _run(self) -> DetectorResult:
         from ..algorithm.measure import measure_detector
         from ..io import remote
-        from ..io.fits import open_lazy, read_exposure, write_exposure
+        from ..io.fits import open_lazy, read_exposure
         from ..io.sections import check_stamp, map_once
 
         config, output, path = self.config, self.output, self.path
@@ -350,14 +378,8 @@ class DetectorJob:
             corrected = apply_pedestals(image, m.pedestals, geometry)
 
             def write(target: Any) -> Any:
-                return write_exposure(
-                    target, corrected, exp.mask, exp.variance, mask_planes=exp.mask_planes,
-                    header={**output_header(path, exp.info, visit, geometry),
-                            **isr_header(exp.isr)},
-                    metadata=lsst_metadata_comments(m, applied=True), overwrite=True,
-                    detector=geometry,
-                    image_header=image_header_cards(path, exp.info, geometry, self.camera),
-                )
+                return write_corrected(target, path, exp, corrected, m, visit, geometry,
+                                       self.camera)
 
             try:
                 if to_url:  # written locally, then uploaded as one object
@@ -387,10 +409,7 @@ class DetectorJob:
         )
         result.fetched_fraction = self.fetched_fraction
         flag_harm(result, m, config)
-        if write_error:
-            result.status = "flagged"
-            result.error = "; ".join(e for e in (result.error, write_error) if e)
-        return result
+        return flag_unwritten(result, write_error)
 
     def _name(self) -> str:
         return self.detector.name if self.detector is not None else self.path

@@ -19,7 +19,6 @@ from typing import Any
 import dask
 
 from ..algorithm.apply import apply_pedestals
-from ..algorithm.metadata import lsst_metadata_comments
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
 from ..geometry import Detector
@@ -30,10 +29,10 @@ from .detector_job import (
     check_shape,
     failure_message,
     flag_harm,
-    image_header_cards,
-    output_header,
+    flag_unwritten,
     planning_failure,
     with_io_retries,
+    write_corrected,
 )
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions
@@ -87,12 +86,10 @@ def _measure(exposure: Any, detector: Detector, config: AmpOffsetConfig | None) 
 
 
 def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
-           visit: int) -> tuple[str, str]:
+           visit: int, camera: Any = None) -> tuple[str, str]:
     """``(output, "")`` once written, or ``("", reason)``: as in `process`, the measurement
     stands when only its corrected image could not be written (its result is flagged)."""
     from ..errors import AmpOffsetError, InputError
-    from ..io.fits import write_exposure
-    from ..io.overscan import isr_header
 
     if isinstance(measurement, _Failed):  # nothing measured: nothing to write
         return "", ""
@@ -104,14 +101,9 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
             raise InputError(f"{source}: refusing to overwrite the input with its corrected "
                              "copy")
         corrected = apply_pedestals(exposure.image, measurement.pedestals, detector)
-        header = {**output_header(source, exposure.info, visit, detector),
-                  **isr_header(exposure.isr)}
         Path(output).parent.mkdir(parents=True, exist_ok=True)
-        write_exposure(output, corrected, exposure.mask, exposure.variance,
-                       mask_planes=exposure.mask_planes, header=header,
-                       image_header=image_header_cards(source, exposure.info, detector),
-                       metadata=lsst_metadata_comments(measurement, applied=True),
-                       overwrite=True, detector=detector)
+        write_corrected(output, source, exposure, corrected, measurement, visit, detector,
+                        camera)
     except (OSError, AmpOffsetError) as exc:
         logger.warning("%s: corrected image not written: %s", source, exc)
         return "", f"corrected image not written: {exc}"
@@ -134,10 +126,7 @@ def _result(measurement: Any, exposure: Any, written: tuple[str, str] | None, vi
                                              gain=exposure.isr.gain)
     result.dataset_id = dataset_id or ""
     flag_harm(result, measurement, config)  # flagged as `process` flags them
-    if write_error:
-        result.status = "flagged"
-        result.error = "; ".join(e for e in (result.error, write_error) if e)
-    return result
+    return flag_unwritten(result, write_error)
 
 
 def _checked_outputs(planned: list[PlannedTask], options: RunOptions) -> dict[str, Path]:
@@ -277,7 +266,7 @@ def build_graph(
         written = None
         if out is not None:
             written = dask.delayed(_write, pure=True)(
-                exposure, measurement, task.detector, str(out), task.visit,
+                exposure, measurement, task.detector, str(out), task.visit, camera,
                 dask_key_name=f"ampoffset-write-{tag}")
         graph[(task.visit, task.name)] = dask.delayed(_result, pure=True)(
             measurement, exposure, written, task.visit, task.detector, task.path,
