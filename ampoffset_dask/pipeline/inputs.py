@@ -430,9 +430,7 @@ def _unclaimed_failures(planned: list[PlannedTask],
     out = []
     for task in planned:
         item = items.get(task.path)
-        given = (None, None) if item is None else (item.visit, item.detector)
-        if task.error and item is not None and (task.visit, task.name) != given \
-                and (task.visit, task.name) in claimed:
+        if task.error and item is not None and (task.visit, task.name) in claimed:
             task = dataclasses.replace(task, visit=item.visit, name=item.detector)
         out.append(task)
     return out
