@@ -49,11 +49,14 @@ def _package_versions() -> dict[str, str]:
     return out
 
 
-def input_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+def input_records(paths: Iterable[str | os.PathLike],
+                  url_stamps: Mapping[str, tuple[int, float]] | None = None
+                  ) -> list[dict[str, Any]]:
     """``[{path, size, mtime}]`` of each input (size -1 when it cannot be examined).
 
     Local files are stat'ed; objects of a store (``s3://``...) give the size and time their
-    store reports (`~ampoffset_dask.io.remote.url_stamp`, asked in a few threads).
+    store reports (`~ampoffset_dask.io.remote.url_stamp`, asked in a few threads), unless
+    ``url_stamps`` holds them already (what planning asked the store, by URL).
     """
     import contextvars
     from concurrent.futures import ThreadPoolExecutor
@@ -61,14 +64,16 @@ def input_records(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     from ..io.remote import is_url, url_stamp
 
     paths = [str(p) for p in paths]
-    urls = [p for p in paths if is_url(p)]
-    stamps: dict[str, Any] = {}
+    wanted = set(paths)
+    stamps: dict[str, Any] = {p: s for p, s in (url_stamps or {}).items()
+                              if p in wanted and is_url(p)}
+    urls = [p for p in paths if is_url(p) and p not in stamps]
     if urls:
         with ThreadPoolExecutor(min(8, len(urls))) as pool:
             # each lookup in a copy of this context: the run's storage options (the endpoint,
             # the credentials) are context variables the pool's threads would not have
             futures = [pool.submit(contextvars.copy_context().run, url_stamp, u) for u in urls]
-            stamps = {u: f.result() for u, f in zip(urls, futures, strict=True)}
+            stamps.update((u, f.result()) for u, f in zip(urls, futures, strict=True))
     out = []
     for p in paths:
         if p in stamps:

@@ -395,6 +395,7 @@ class CatalogWriter:
         *,
         config: Any,
         inputs: Iterable[str | os.PathLike] = (),
+        url_stamps: Mapping[str, tuple[int, float]] | None = None,
         new_run: bool = False,
         options: Mapping[str, Any] | None = None,
         scheduler: str = "",
@@ -407,6 +408,9 @@ class CatalogWriter:
             The measurement configuration (recorded as JSON, compared by digest).
         inputs : iterable of path
             Input files (recorded with size and mtime).
+        url_stamps : mapping, optional
+            The size and time of inputs in a store, already asked of it (by planning), by
+            URL: not asked again.
         new_run : bool
             Allow a config different from the latest run's; results of this run replace
             earlier rows of the same (visit, detector).
@@ -437,7 +441,7 @@ class CatalogWriter:
         if latest is not None and stamp <= latest:
             stamp = latest + _MICROSECOND
         self.run_id = f"{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        records = input_records(inputs)
+        records = input_records(inputs, url_stamps)
         self._inputs = {r["path"]: _stamp(r["size"], r["mtime"]) for r in records}
         inputs_json = json.dumps(records)
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)

@@ -653,6 +653,8 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                 _check_writable(path.parent, "corrected images")
         _remove_stale_tmp(local_outputs)
         run_id = writer.start_run(config=cfg, inputs=[redact(i.path) for i in items],
+                                  url_stamps={t.path: t.stamp for t in planned
+                                              if t.stamp is not None and is_url(t.path)},
                                   new_run=opts.new_run, options=opts.to_record(),
                                   scheduler=scheduler or "local")
         done = (_resumed(planned, writer, cfg, opts, outputs)

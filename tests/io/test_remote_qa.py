@@ -333,3 +333,26 @@ def test_an_object_replaced_after_planning_fails_its_task(s3, tmp_path):
     assert replaced.status == "failed" and not replaced.pedestals
     assert "the object changed in the store since it was planned" in replaced.error
     assert url in replaced.error
+
+
+def test_input_records_take_the_stamps_planning_asked_for(s3, monkeypatch):
+    """The runs table records what planning asked the store (one request per object, not
+    two); an object planning has no stamp for is asked."""
+    from ampoffset_dask.catalog.provenance import input_records
+
+    bucket, client = s3
+    client.put_object(Bucket=bucket, Key="v/a.fits", Body=b"x" * 10)
+    client.put_object(Bucket=bucket, Key="v/b.fits", Body=b"y" * 12)
+    a, b = f"s3://{bucket}/v/a.fits", f"s3://{bucket}/v/b.fits"
+    asked = []
+    real = remote.url_stamp
+
+    def counted(url, *args, **kwargs):
+        asked.append(url)
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(remote, "url_stamp", counted)
+    records = input_records([a, b], {a: (10, 123.0), "/local/file.fits": (1, 2)})
+    assert asked == [b]
+    assert [(r["size"], r["mtime"]) for r in records][0] == (10, 123.0)
+    assert records[1]["size"] == 12
