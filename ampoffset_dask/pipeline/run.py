@@ -617,16 +617,16 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     camera = _resolve_camera(opts.camera)
     _check_detector(camera, opts.detector)
 
-    _check_not_in_output_images(inputs, opts.output_images)
-    items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,) if p])
-    if not items:
-        raise InputError(f"no FITS files found in {inputs!r}")
-    timings["discover"] = time.perf_counter() - t_start
     if is_url(os.fspath(output)):  # else a local folder named "s3:" would be made
         raise InputError(
             f"{redact(os.fspath(output))}: the catalog is a local folder (its lock and atomic "
             "renames need a file system); write it to a local path and copy it to the store "
             "afterwards (corrected images may go to a store: --output-images)")
+    _check_not_in_output_images(inputs, opts.output_images)
+    items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,) if p])
+    if not items:
+        raise InputError(f"no FITS files found in {inputs!r}")
+    timings["discover"] = time.perf_counter() - t_start
     catalog = Path(output)
     # folders this call creates, removed again if the run is refused
     created = [f for f in (catalog, opts.output_images)
