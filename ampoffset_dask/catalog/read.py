@@ -37,7 +37,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +318,16 @@ def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
     unknown = [c for c in want if c not in schema.names]
     if unknown:
         raise ConfigError(f"catalog table {table!r} has no column(s) {unknown}")
+    return _read_snapshot(root, table, want, filter)
+
+
+def _read_snapshot(root: Path, table: str, want: list[str], filter: Any,
+                   compacted: Callable[[list[tuple[int, int, Path]]], list] = list
+                   ) -> pa.Table:
+    """`_read_listed` of the listed files of ``table`` (``compacted`` picks the compacted
+    files to read from their listing), listed again and read again while a compaction moves
+    the listed files."""
+    schema = _visit_schema(table)
     deadline = time.monotonic() + _RACE_SECONDS
     wait = _SNAPSHOT_WAIT
     previous = None
@@ -326,7 +336,7 @@ def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
         # file before it removes the per-visit files it holds, so a row missing from the
         # first listing is in the second (never a short read), and one in both is read once.
         per_visit = visit_files(root, table)
-        comp = compacted_files(root, table)
+        comp = compacted(compacted_files(root, table))
         listing = (per_visit, comp)
         try:
             with _naming_damage(root, table, [p for _, _, p in comp]
@@ -891,25 +901,13 @@ def _read_part(source: str, root: Path, table: str, per_visit: Any, flt: Any,
 def _unlisted_rows(root: Path, table: str, flt: Any, known: frozenset[str] | None,
                    columns: Sequence[str] | None = None) -> pa.Table:
     """The rows of the per-visit files and of the compacted files not in ``known`` (None:
-    no compacted file), a (visit, run) held by both read once (as `arrow_table` reads
-    them); read again from a new listing if a compaction moves a file meanwhile."""
+    no compacted file), a (visit, run) held by both read once (`_read_snapshot`, as
+    `arrow_table` reads them)."""
     schema = _visit_schema(table)
     want = list(columns) if columns is not None else list(schema.names)
-    for attempt in range(_SNAPSHOT_TRIES):
-        # per-visit files listed first, as in `arrow_table`: a row moved meanwhile is in
-        # the compacted files listed after
-        per_visit = visit_files(root, table)
-        comp = [] if known is None else [c for c in compacted_files(root, table)
-                                         if str(c[2]) not in known]
-        try:
-            with _naming_damage(root, table, [p for _, _, p in comp]
-                                + [p for _, p in per_visit]):
-                return _read_listed(per_visit, comp, schema, want, flt)
-        except FileNotFoundError:
-            if attempt == _SNAPSHOT_TRIES - 1:
-                raise
-            time.sleep(_SNAPSHOT_WAIT)
-    raise AssertionError("unreachable")  # pragma: no cover
+    return _read_snapshot(
+        root, table, want, flt,
+        lambda comp: [] if known is None else [c for c in comp if str(c[2]) not in known])
 
 
 def _read_dask(root: Path, table: str, columns: Sequence[str] | None,
