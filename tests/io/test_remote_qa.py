@@ -354,5 +354,5 @@ def test_input_records_take_the_stamps_planning_asked_for(s3, monkeypatch):
     monkeypatch.setattr(remote, "url_stamp", counted)
     records = input_records([a, b], {a: (10, 123.0), "/local/file.fits": (1, 2)})
     assert asked == [b]
-    assert [(r["size"], r["mtime"]) for r in records][0] == (10, 123.0)
+    assert (records[0]["size"], records[0]["mtime"]) == (10, 123.0)
     assert records[1]["size"] == 12
