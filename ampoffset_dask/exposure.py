@@ -58,7 +58,9 @@ class Exposure:
     Parameters
     ----------
     image : array_like, shape (height, width)
-        Pixel values; stored as float32 (LSST's ``ImageF``).
+        Pixel values; stored as float32 (LSST's ``ImageF``). The masked pixels of an array
+        that carries its own mask (numpy ``MaskedArray``, astropy ``CCDData``) get the
+        ``BAD`` bit in ``mask``.
     mask : array_like of int, optional
         Mask bits; int32, zeros when omitted.
     variance : array_like, optional
@@ -83,6 +85,11 @@ class Exposure:
     ) -> None:
         if detector is None:
             raise InputError("Exposure needs a detector (geometry of the amplifiers)")
+        planes = dict(DEFAULT_MASK_PLANES if mask_planes is None else mask_planes)
+        own_mask = None
+        if _carries_mask(image):
+            # np.asarray would drop the array's own mask, and its pixels would count as good.
+            image, own_mask = _masked_pixels(image)
         image = np.asarray(image)
         if image.ndim != 2:
             raise InputError(f"detector {detector.name!r}: image must be 2-D, got {image.shape}")
@@ -108,8 +115,15 @@ class Exposure:
                     f"detector {detector.name!r}: {name} shape {plane.shape} differs from the "
                     f"image shape {image.shape}"
                 )
+        if own_mask is not None and own_mask.any():
+            if "BAD" not in planes:
+                raise InputError(f"detector {detector.name!r}: the image carries a mask, but "
+                                 "mask_planes has no BAD plane to mark its pixels in")
+            if mask is not None and np.may_share_memory(self.mask, mask):
+                self.mask = self.mask.copy()  # the caller's mask is never modified
+            self.mask[own_mask] |= np.int32(1 << planes["BAD"])
         self.detector = detector
-        self.mask_planes = dict(DEFAULT_MASK_PLANES if mask_planes is None else mask_planes)
+        self.mask_planes = planes
         self.metadata = {} if metadata is None else metadata
 
     def getDetector(self) -> Detector:
@@ -198,6 +212,15 @@ def _carries_mask(obj: Any) -> bool:
     return all(hasattr(obj, a) for a in ("data", "mask", "uncertainty", "wcs", "meta"))
 
 
+def _masked_pixels(obj: Any) -> tuple[Any, np.ndarray | None]:
+    """Pixels of a ``MaskedArray`` or ``NDData`` and where its mask is set (non-zero = bad,
+    ``CCDData``'s convention; None without a mask)."""
+    if isinstance(obj, np.ma.MaskedArray):
+        return obj.data, np.ma.getmaskarray(obj)
+    mask = obj.mask
+    return obj.data, None if mask is None else np.asarray(mask) != 0
+
+
 def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
                       writes_metadata: bool = False) -> ExposureParts:
     """Image, mask, detector, mask planes and metadata of any supported exposure.
@@ -265,12 +288,8 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
                 if "mask" in framed.data_vars else None)
         return ExposureParts(_direct(framed["image"].data), mask, detector, planes, metadata)
     if _carries_mask(obj):  # CCDData / NDData / MaskedArray: pixels and a mask, no geometry
-        if isinstance(obj, np.ma.MaskedArray):
-            image, mask = obj.data, np.ma.getmaskarray(obj)
-        else:
-            image, mask = obj.data, obj.mask
         # Non-zero = bad, CCDData's convention, marked BAD in afw's default dictionary.
-        mask = None if mask is None else np.asarray(mask) != 0
+        image, mask = _masked_pixels(obj)
         return ExposureParts(np.asarray(image), mask_words(mask, None, "?"), None, None, None)
     if isinstance(getattr(obj, "detector", None), Detector) and hasattr(obj, "image"):
         # our Exposure, or an ExposureData from read_exposure/open_lazy

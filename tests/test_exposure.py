@@ -208,3 +208,39 @@ def test_applying_to_an_opened_file_records_the_correction(tmp_path):
     assert inspect_file(out).kind == "exposure"
     (task,) = plan_tasks(discover_inputs([str(out)]))
     assert "already corrected" in task.flag
+
+
+def test_masked_array_image_marks_its_mask_bad():
+    # A MaskedArray's own mask used to be dropped: its pixels counted as good.
+    from ampoffset_dask import AmpOffsetConfig, measure_detector
+
+    det = detector_from_boxes("D", 200, 100, [("A", 0, 0, 100, 100), ("B", 100, 0, 100, 100)])
+    image = np.random.default_rng(1).normal(1000.0, 1.0, det.shape).astype(np.float32)
+    image[:, 100:] += 3.0
+    image[:, 80:95] += 50.0  # in amp A's edge strip
+    masked = np.ma.MaskedArray(image, mask=np.zeros(image.shape, bool))
+    masked[:, 80:95] = np.ma.masked
+    config = AmpOffsetConfig(amp_edge_width=16, do_background=False, do_detection=False)
+
+    exp = Exposure(masked, detector=det)
+    bad = 1 << DEFAULT_MASK_PLANES["BAD"]
+    np.testing.assert_array_equal(exp.mask != 0, np.ma.getmaskarray(masked))
+    assert set(np.unique(exp.mask)) == {0, bad}
+    np.testing.assert_array_equal(exp.image, image)
+    ours = measure_detector(exp, config=config)
+    assert ours.pedestals[1] - ours.pedestals[0] == pytest.approx(3.0, abs=0.1)
+    np.testing.assert_array_equal(ours.pedestals,
+                                  measure_detector(masked, detector=det, config=config).pedestals)
+    # unmasked, the bright block is measured and do-no-harm zeroes the step
+    assert not measure_detector(Exposure(image, detector=det), config=config).pedestals.any()
+
+    # With a mask given too, the array's pixels are added as BAD; the given mask is kept.
+    given = np.zeros(image.shape, np.int32)
+    given[0, 0] = 1 << DEFAULT_MASK_PLANES["SAT"]
+    exp = Exposure(masked, given, detector=det)
+    assert not given[:, 80:95].any()
+    assert exp.mask[0, 0] == 1 << DEFAULT_MASK_PLANES["SAT"]
+    assert (exp.mask[:, 80:95] == bad).all()
+
+    with pytest.raises(InputError, match="no BAD plane"):
+        Exposure(masked, detector=det, mask_planes={"SAT": 1})
