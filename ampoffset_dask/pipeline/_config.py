@@ -47,8 +47,10 @@ def get(key: str, default: Any = None) -> Any:
 def apply_kernels() -> str:
     """Hand ``ampoffset.kernels`` to the algorithm layer in this (worker) process.
 
-    ``auto`` leaves the choice to ``$AMPOFFSET_KERNELS`` (else numba when installed);
-    ``numpy`` or ``numba`` selects it. Returns the implementation in use.
+    ``auto`` leaves the choice as this process has it (`~ampoffset_dask.algorithm.kernels.
+    set_kernels` or ``use_kernels`` in a notebook whose graphs run in its threads, else
+    ``$AMPOFFSET_KERNELS``, else numba when installed); ``numpy`` or ``numba`` selects it.
+    Returns the implementation in use.
 
     Raises
     ------
@@ -61,13 +63,14 @@ def apply_kernels() -> str:
 
     choice = get("kernels", "auto")
     try:
-        kernels.set_kernels(None if choice in (None, "auto") else choice)
+        if choice is not None and str(choice).strip().lower() != "auto":
+            kernels.set_kernels(choice)
+        return kernels.backend_name()
     except (ValueError, ImportError) as exc:
         raise ConfigError(f"the kernels setting of process {os.getpid()} on "
                           f"{socket.gethostname()} (its $AMPOFFSET_KERNELS or "
                           f"ampoffset.kernels; a worker's environment may differ from the "
                           f"client's): {exc}") from None
-    return kernels.backend_name()
 
 
 def check_kernels() -> None:

@@ -328,6 +328,7 @@ def _measure_member(value: Any, config: AmpOffsetConfig | None,
 
     if isinstance(value, _Opaque):
         value = value.value
+    _config.apply_kernels()
     try:
         parts = as_exposure_parts(value, mask_planes)
     except InputError as exc:

@@ -219,3 +219,35 @@ def test_measure_visit_of_persisted_datasets_on_a_cluster(sim_visit, client):
     expected = measure_detector(read_exposure(path), config=config).pedestals
     np.testing.assert_array_equal(got["a"].pedestals, expected)
     np.testing.assert_allclose(got["b"].pedestals, expected, rtol=0, atol=1e-4)
+
+
+def test_measure_visit_takes_the_kernels_setting(sim_visit, monkeypatch):
+    from ampoffset_dask import ConfigError
+    from ampoffset_dask.algorithm import kernels
+
+    exp = read_exposure(sim_visit.paths[0])
+    visit = {exp.detector.name: (exp.image, exp.mask, exp.detector, exp.mask_planes)}
+    seen = []
+    real = kernels.active
+
+    def spy():
+        seen.append(real().NAME)
+        return real()
+
+    monkeypatch.setattr(kernels, "active", spy)
+    try:
+        for choice in ("numpy", "numba"):
+            seen.clear()
+            with dask.config.set({"ampoffset.kernels": choice}):
+                measure_visit(visit, scheduler="sync")
+            assert seen and set(seen) == {choice}
+        with dask.config.set({"ampoffset.kernels": "cuda"}), \
+                pytest.raises(ConfigError, match="kernels must be one of"):
+            measure_visit(visit, scheduler="sync")
+    finally:
+        kernels.set_kernels(None)
+    # "auto" (the default) keeps this process's own choice, as a notebook made it
+    with kernels.use_kernels("numpy"):
+        seen.clear()
+        measure_visit(visit, scheduler="sync")
+        assert set(seen) == {"numpy"} and kernels.requested() == "numpy"
