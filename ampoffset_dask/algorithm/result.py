@@ -74,12 +74,41 @@ class InterfaceResult:
         scalar: ~10x slower, for every interface of every catalog record)."""
         return {name: getattr(self, name) for name in _INTERFACE_FIELDS}
 
+    def __eq__(self, other: object) -> bool:
+        # NaN equals NaN: a result equals its own copy (an unpickled one, say).
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(_same(getattr(self, n), getattr(other, n)) for n in _INTERFACE_FIELDS)
+
+    def __hash__(self) -> int:
+        return hash(tuple(_hashable(getattr(self, n)) for n in _INTERFACE_FIELDS))
+
 
 #: Every field of `InterfaceResult` holds an immutable scalar.
 _INTERFACE_FIELDS = tuple(f.name for f in dataclasses.fields(InterfaceResult))
 
 
-@dataclasses.dataclass(frozen=True)
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, NaN equal to NaN; arrays element by element (shape and values)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if a is None or b is None:
+            return False
+        a, b = np.asarray(a), np.asarray(b)
+        nan_ok = a.dtype.kind in "fc" and b.dtype.kind in "fc"
+        return bool(np.array_equal(a, b, equal_nan=nan_ok))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _hashable(value: Any) -> Any:
+    # Every NaN hashes alike (Python hashes NaN objects by identity).
+    return "nan" if isinstance(value, float) and math.isnan(value) else value
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # its own __eq__; unhashable (arrays)
 class DetectorMeasurement:
     """Everything `measure_detector` found for one detector.
 
@@ -131,6 +160,14 @@ class DetectorMeasurement:
     warnings: tuple[str, ...] = ()
     pedestal_errors: np.ndarray | None = None
     amp_levels: np.ndarray | None = None
+
+    def __eq__(self, other: object) -> bool:
+        # The generated comparison raised on the array fields; NaN equals NaN here, so a
+        # measurement equals its own copy.
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(_same(getattr(self, f.name), getattr(other, f.name))
+                   for f in dataclasses.fields(self))
 
     @property
     def pedestal_by_amp(self) -> dict[str, float]:
