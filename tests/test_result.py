@@ -39,9 +39,9 @@ def test_a_measurement_equals_its_copy_nan_fields_included(measured):
     {"pedestals": lambda m: m.pedestals + 1e-12},
     {"pedestal_errors": lambda m: None},
     {"amp_levels": lambda m: m.amp_levels[:2]},
-    {"warnings": lambda m: m.warnings + ("x",)},
-    {"interfaces": lambda m: (dataclasses.replace(m.interfaces[0], offset_err=0.5),)
-     + m.interfaces[1:]},
+    {"warnings": lambda m: (*m.warnings, "x")},
+    {"interfaces": lambda m: (dataclasses.replace(m.interfaces[0], offset_err=0.5),
+                              *m.interfaces[1:])},
     {"threshold": lambda m: m.threshold + 1.0},
 ])
 def test_any_difference_makes_measurements_unequal(measured, change):

@@ -92,9 +92,10 @@ def open_exposure(
     Returns
     -------
     xarray.Dataset
-        Attributes (JSON-safe): ``visit``, ``detector``, ``detector_id``, ``camera``, ``path``,
-        ``kind``, ``overscan`` (what was applied: ``"per-row"``, ``"mean"``, ``"none"``),
-        ``overscan_subtracted`` (bool), ``gain`` (``"nominal"``, ``"none"``), ``geometry``
+        Attributes (strings and integers, as netCDF and JSON store them): ``visit`` and
+        ``detector_id`` (when known), ``detector``, ``camera``, ``path``, ``kind``,
+        ``overscan`` (what was applied: ``"per-row"``, ``"mean"``, ``"none"``),
+        ``overscan_subtracted`` (1 or 0), ``gain`` (``"nominal"``, ``"none"``), ``geometry``
         (JSON of ``Detector.to_dict()``), ``mask_planes`` (JSON of ``{plane: bit}``).
         Scalar coordinates ``detector`` (and ``visit`` when known).
 
@@ -157,11 +158,13 @@ def open_exposure(
         "kind": info.kind,
         "hdu": int(info.image_hdu),
         "overscan": isr.overscan,
-        "overscan_subtracted": isr.overscan != "none",
+        "overscan_subtracted": int(isr.overscan != "none"),
         "gain": isr.gain,
         "geometry": json.dumps(det.to_dict()),
         "mask_planes": json.dumps({k: int(v) for k, v in info.mask_planes.items()}),
     }
+    # netCDF has no None (nor booleans): an unknown value is left out, so to_netcdf works
+    attrs = {k: v for k, v in attrs.items() if v is not None}
     ds = xr.Dataset(
         {
             "image": (("y", "x"), image),
@@ -236,7 +239,8 @@ def open_visit(
     -------
     xarray.DataTree
         One child node per detector (named by detector), each an `open_exposure` Dataset;
-        root attributes ``visit``, ``camera`` and ``detectors`` (names, in file order).
+        root attributes ``visit`` and ``camera`` (each when known and shared) and
+        ``detectors`` (names, in file order).
 
     Raises
     ------
@@ -256,20 +260,18 @@ def open_visit(
                 f"{f}: detector {name!r} is also in {nodes[name].attrs['path']}"
             )
         nodes[name] = ds
-        visits.add(ds.attrs["visit"])
+        visits.add(ds.attrs.get("visit"))
     if len(visits) > 1:
         raise InputError(
             "open_visit: the files belong to several visits "
             f"{sorted(visits, key=lambda v: (v is None, v))}; open one visit at a time"
         )
     visit = visits.pop()
-    cameras = {ds.attrs["camera"] for ds in nodes.values()}
+    cameras = {ds.attrs.get("camera") for ds in nodes.values()}
     tree = xr.DataTree.from_dict({f"/{name}": ds for name, ds in nodes.items()})
-    tree.attrs = {
-        "visit": visit,
-        "camera": cameras.pop() if len(cameras) == 1 else None,
-        "detectors": list(nodes),
-    }
+    attrs = {"visit": visit, "camera": cameras.pop() if len(cameras) == 1 else None,
+             "detectors": list(nodes)}
+    tree.attrs = {k: v for k, v in attrs.items() if v is not None}  # as in open_exposure
     return tree
 
 

@@ -200,3 +200,32 @@ def test_lazy_strips_of_tile_compressed_files(tmp_path, tile):
                        (slice(0, 30), slice(18, 22)), (slice(3, 9), slice(10, 13))):
         np.testing.assert_array_equal(ds.image[rows, cols].values, image[rows, cols])
     np.testing.assert_array_equal(ds.image.values, image)
+
+
+def test_datasets_and_visits_write_to_netcdf_with_unknown_identity(tmp_path):
+    # A None attribute (an unknown visit or detector id) or a boolean one made to_netcdf fail.
+    det = _small_detector("D7")
+    image = np.random.default_rng(2).normal(100, 1, det.shape).astype(np.float32)
+    path = write_exposure(tmp_path / "d.fits", image, detector=det)  # no VISIT, no id
+    ds = open_exposure(path)
+    assert not {"visit", "detector_id", "camera"} & set(ds.attrs)
+    assert ds.attrs["overscan_subtracted"] == 0
+    for key, value in ds.attrs.items():  # what netCDF4 and JSON store
+        assert type(value) in (str, int), (key, value)
+    ds.to_netcdf(tmp_path / "d.nc", engine="scipy")
+    back = xr.open_dataset(tmp_path / "d.nc", engine="scipy")
+    np.testing.assert_array_equal(back["image"].values, image)
+    assert back.attrs["geometry"] == ds.attrs["geometry"]
+    assert measure_detector(back, config=AmpOffsetConfig(
+        amp_edge_width=2, amp_edge_inset=1, do_background=False,
+        do_detection=False)).pedestals.shape == (len(det),)
+    back.close()
+
+    tree = open_visit([path])
+    assert tree.attrs == {"detectors": ["D7"]}
+
+
+def test_a_raw_dataset_records_its_overscan_as_an_integer():
+    ds = open_exposure(REAL / "lsstcam_bot_spots" / "itl_spot.fits.gz")
+    assert ds.attrs["overscan"] == "per-row" and ds.attrs["overscan_subtracted"] == 1
+    assert ds.attrs["detector_id"] == 11
