@@ -192,6 +192,33 @@ def signals_held() -> Iterator[None]:
                 signal.raise_signal(sig)
 
 
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this (main) thread for the block; one that arrives meanwhile is
+    delivered when it ends. The threads started meanwhile, the local cluster's among them,
+    keep it blocked, and so do the worker processes they spawn: a Ctrl-C at the terminal
+    (which signals every process of its group) then never interrupts a worker half-way
+    through its start-up, which printed a ``KeyboardInterrupt`` traceback per worker."""
+    import signal
+    import threading
+
+    if (threading.current_thread() is not threading.main_thread()
+            or not hasattr(signal, "pthread_sigmask")):
+        yield
+        return
+    from multiprocessing import resource_tracker
+
+    # Started later, the tracker would unblock SIGINT in the thread that starts it (the
+    # standard library blocks it there while it spawns the tracker, then unblocks it).
+    resource_tracker.ensure_running()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if signal.SIGINT not in before:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _local(n_workers: int | None, memory_limit: Any, *, profile: bool = False,
            **kwargs: Any) -> ClientHandle:
     import dask.config
@@ -214,12 +241,15 @@ def _local(n_workers: int | None, memory_limit: Any, *, profile: bool = False,
         kwargs.setdefault("scheduler_sync_interval", LIGHT_SYNC_INTERVAL)
         if profile:  # a performance report shows the workers' profile
             overrides["distributed.worker.profile.enabled"] = True
+    # Ctrl-C reaches the workers too (one terminal process group); they leave it to us.
+    kwargs.setdefault("preload", [*(dask.config.get("distributed.worker.preload", None) or []),
+                                  "ampoffset_dask.pipeline._local_worker"])
     cluster = None
     try:
         # Ctrl-C or SIGTERM while the cluster starts is handled once it has started (and
         # is then closed): interrupted half-way, dask's exit hook fails to close it and
         # prints a traceback after the command's one-line message
-        with dask.config.set(overrides), signals_held():
+        with dask.config.set(overrides), signals_held(), _sigint_blocked():
             cluster = LocalCluster(
                 n_workers=workers,
                 threads_per_worker=threads,

@@ -285,3 +285,63 @@ def test_sigterm_while_the_local_cluster_starts_is_clean(tmp_path, cli_env):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["interrupted"], proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def _workers_of(pid: int) -> list:
+    """The local cluster's worker processes of CLI process ``pid`` (its spawned children,
+    not multiprocessing's resource tracker)."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(pid).children():
+        try:
+            cmd = " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if "spawn_main" in cmd and "resource_tracker" not in cmd:
+            found.append(child)
+    return found
+
+
+def _rss(process) -> int:
+    import psutil
+
+    try:
+        return process.memory_info().rss
+    except psutil.Error:
+        return 0
+
+
+@pytest.mark.parametrize("when", ["workers starting", "after a result"])
+def test_ctrl_c_at_the_terminal_leaves_no_worker_tracebacks(sim9, tmp_path, cli_env, when):
+    """A terminal's Ctrl-C signals the whole process group, the local cluster's workers
+    too: before, each printed a KeyboardInterrupt traceback (30 lines) beside the one-line
+    message, whether they were starting up or running tasks."""
+    cat = tmp_path / "cat"
+    proc = subprocess.Popen(
+        ["ampoffset-dask", "run", *sim9, "--output", str(cat), "--scheduler", "local:2",
+         "--max-in-flight", "2", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env,
+        preexec_fn=_default_sigint, start_new_session=True)
+    workers = []
+    try:
+        if when == "workers starting":  # importing its modules (past 40 MB), not yet up
+            wait_for(lambda: any(_rss(w) > 40e6 for w in _workers_of(proc.pid))
+                     or proc.poll() is not None, 120, 0.005, "a worker process")
+        else:
+            wait_for(lambda: journal_lines(cat) >= 1 or proc.poll() is not None, 120, 0.01,
+                     "the first result")
+        workers = _workers_of(proc.pid)
+        assert workers and proc.poll() is None
+        os.killpg(proc.pid, signal.SIGINT)  # as the terminal sends it
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "CancelledError" not in err, err
+    # the workers, which leave Ctrl-C to the command, are stopped with it
+    wait_for(lambda: not any(w.is_running() for w in workers), 30, 0.05, "the workers to end")
