@@ -213,12 +213,13 @@ def _as_config(config: Any) -> AmpOffsetConfig:
 def _applied_config(config: AmpOffsetConfig, opts: RunOptions
                     ) -> tuple[AmpOffsetConfig, str]:
     """The run's config with ``doApplyAmpOffset`` saying what the run does, and a note when
-    the given config said otherwise.
+    the given config expected corrected images the run does not write.
 
     A run corrects images where its options put them (``apply``, ``output_images``,
     ``in_place``): a preset's ``doApplyAmpOffset`` (LSST's "subtract from the exposure in
     memory") has no place to write to, so the options decide and the recorded config
-    tells the truth.
+    tells the truth. Asking for corrected images with LSST's default (False) is the
+    ordinary way to correct, and only logged.
     """
     apply = bool(opts.apply)
     if config.do_apply_amp_offset == apply:
@@ -226,9 +227,9 @@ def _applied_config(config: AmpOffsetConfig, opts: RunOptions
     config = config.copy()
     config.do_apply_amp_offset = apply
     if apply:
-        return config, (f"correcting the images as {option_name('output_images')} or "
-                        f"{option_name('in_place')} asks, although the config says "
-                        "doApplyAmpOffset=False; the catalog records doApplyAmpOffset=True")
+        logger.info("correcting the images as asked; the catalog records "
+                    "doApplyAmpOffset=True (the config said False)")
+        return config, ""
     return config, (f"the config says doApplyAmpOffset=True, but this run writes no corrected "
                     f"images (give {option_name('output_images')} DIR or "
                     f"{option_name('in_place')}): measuring only; the catalog records "
