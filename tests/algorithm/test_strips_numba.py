@@ -66,8 +66,8 @@ def test_pairwise_sum_numba_equals_numpy_row_sums():
 
 
 def _stack(rng, n_lines: int, width: int, *, nan_frac: float = 0.05, ints: bool = False,
-           inf: bool = False) -> np.ndarray:
-    lines = rng.normal(500.0, 9.0, (n_lines, width)).astype(np.float32)
+           inf: bool = False, scatter: float = 9.0) -> np.ndarray:
+    lines = rng.normal(500.0, scatter, (n_lines, width)).astype(np.float32)
     if ints:
         lines = np.round(lines)  # many equal values and residuals
     lines[rng.uniform(size=lines.shape) < nan_frac] = np.nan
@@ -86,6 +86,9 @@ CASES = {
     "w64": dict(n_lines=300, width=64),
     "w64_no_nan": dict(n_lines=300, width=64, nan_frac=0.0),
     "w64_integers": dict(n_lines=400, width=64, nan_frac=0.0, ints=True),
+    # residuals of a few integer values: the scatter's window holds most of each line
+    "w64_ties": dict(n_lines=300, width=64, ints=True, scatter=1.0),
+    "w72_ties": dict(n_lines=300, width=72, nan_frac=0.0, ints=True, scatter=0.7),
     "w64_inf": dict(n_lines=300, width=64, inf=True),
     "w1": dict(n_lines=50, width=1),
     "w2": dict(n_lines=50, width=2),

@@ -1830,43 +1830,75 @@ _FINE_BINS = 512  # linear bins over the window that narrow the selection to a f
 _MAX_FINITE = np.float32(np.finfo(np.float32).max)
 
 
+@intrinsic
+def _window_bits(typingctx, buf, c0, lo, hi, top):
+    """The residuals ``buf[c0:c0 + 64]`` (C-contiguous float32) against a window: how many
+    are below ``lo``, how many are valid (``<= top``), and a bit mask of those within
+    ``[lo, hi]`` (bit ``i`` for ``buf[c0 + i]``); NaN compares false. Written in LLVM IR
+    as one 64-lane compare per test whose lanes are the mask (a mask register on
+    AVX-512), and population counts: from a loop, the compiler builds such a mask lane by
+    lane with shifts and ORs, and the counts as vectors of per-position tallies."""
+    if not (isinstance(buf, types.Array) and buf.dtype == types.float32 and buf.ndim == 1
+            and buf.layout == "C" and isinstance(c0, types.Integer)
+            and all(t == types.float32 for t in (lo, hi, top))):
+        return None
+    sig = types.Tuple((types.int64, types.int64, types.uint64))(buf, c0, lo, hi, top)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        i64 = ir.IntType(64)
+        vt = ir.VectorType(ir.FloatType(), 64)
+        start = args[1] if args[1].type.width == 64 else builder.sext(args[1], i64)
+        v = builder.load(builder.bitcast(builder.gep(data, [start]), vt.as_pointer()),
+                         align=4)
+
+        def splat(x):
+            one = builder.insert_element(ir.Constant(vt, ir.Undefined), x,
+                                         ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, one, ir.Constant(
+                ir.VectorType(ir.IntType(32), 64), [0] * 64))
+
+        lo_s = splat(args[2])
+        below = builder.bitcast(builder.fcmp_ordered("<", v, lo_s), i64)
+        valid = builder.bitcast(builder.fcmp_ordered("<=", v, splat(args[4])), i64)
+        inside = builder.bitcast(builder.and_(builder.fcmp_ordered(">=", v, lo_s),
+                                              builder.fcmp_ordered("<=", v, splat(args[3]))),
+                                 i64)
+        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64]),
+                                               "llvm.ctpop.i64")
+        return context.make_tuple(builder, signature.return_type,
+                                  [builder.call(ctpop, [below]), builder.call(ctpop, [valid]),
+                                   inside])
+
+    return sig, codegen
+
+
 @njit(**_JIT)
-def _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside, tally, g):
+def _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, g):
     """One pass over the residuals ``|line - profile|`` of strip ``a:b``: the number of
     valid ones (``<= top``: not NaN, and finite when ``top`` is the largest float), of those
     below ``lo_v``, and of those within ``[lo_v, hi_v]`` (``hi_v <= top``), which are
-    gathered into ``g`` in order. The tests run vectorized along the line, counted per
-    position (``tally``, int32: no reduction per line) and flagged (``inside``); the flags
-    of up to 64 positions make one bit mask, and only its set bits are visited (the window
-    holds a few of a line's residuals: a few stores instead of one per residual)."""
+    gathered into ``g`` in order. ``absbuf`` holds a line's residuals, then NaN up to a
+    multiple of 64: each 64 of them are tested at once (`_window_bits`), and only the set
+    bits of the window's mask are visited (the window holds a few of a line's residuals:
+    a few stores instead of one per residual)."""
     n = lines.shape[1]
-    under = tally[0]
-    ok = tally[1]
-    under[:] = 0
-    ok[:] = 0
     size = 0
+    below = 0
+    valid = 0
     one = np.uint64(1)
     for r in range(a, b):
         p = profile[r]
         for i in range(n):
-            v = abs(lines[r, i] - p)
-            absbuf[i] = v
-            under[i] += np.int32(v < lo_v)
-            ok[i] += np.int32(v <= top)
-            inside[i] = (v >= lo_v) & (v <= hi_v)
+            absbuf[i] = abs(lines[r, i] - p)
         for c0 in range(0, n, 64):
-            m = np.uint64(0)
-            for i in range(c0, min(c0 + 64, n)):
-                m |= np.uint64(inside[i]) << np.uint64(i - c0)
+            under, ok, m = _window_bits(absbuf, c0, lo_v, hi_v, top)
+            below += under
+            valid += ok
             while m != 0:
                 g[size] = absbuf[c0 + trailing_zeros(m)]
                 size += 1
                 m &= m - one
-    below = 0
-    valid = 0
-    for i in range(n):
-        below += under[i]
-        valid += ok[i]
     return below, valid, size
 
 
@@ -1902,8 +1934,7 @@ def _narrow(g, size, first, k, lo_v, hi_v, slots, fine):
 
 
 @njit(**_JIT)
-def _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, tally, g, slots,
-                 fine):
+def _strip_sigma(lines, profile, count, a, b, sample, absbuf, g, slots, fine):
     """``MAD_TO_SIGMA`` times the median of ``|line - profile|`` over strip ``a:b``: rank
     ``n_valid // 2`` (and the one below for even ``n_valid``) of the non-NaN residuals
     (NaN when fewer than two, or a rank beyond them), ``n_valid`` the lines' counts, or,
@@ -1941,8 +1972,7 @@ def _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, tally, g, 
             hi_v = _select(sample, np.int64(0), m, upper)
         if mid - half > 0:  # the values before `upper` are the smallest
             lo_v = _select(sample, np.int64(0), upper, mid - half)
-    below, valid, size = _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, inside,
-                                      tally, g)
+    below, valid, size = _window_pass(lines, profile, a, b, lo_v, hi_v, top, absbuf, g)
     if has_inf:  # a line of mostly infinities: the finite residuals only
         n_valid = valid
     if n_valid < 2:
@@ -1954,7 +1984,7 @@ def _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, tally, g, 
     first = k - 1 if even else k
     if below > first or k >= below + size:  # the window missed: every valid residual
         below, valid, size = _window_pass(lines, profile, a, b, np.float32(0.0), top, top,
-                                          absbuf, inside, tally, g)
+                                          absbuf, g)
         hi_v = top
     kk = k - below
     if size > _FINE_BINS and hi_v < np.inf and hi_v > lo_v:
@@ -1974,9 +2004,8 @@ def _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, tally, g, 
 def _strip_stats(lines, bounds, dist, profile, count, sigmas, n_kept, sums):
     n = lines.shape[1]
     zero = np.float32(0.0)
-    absbuf = np.empty(n, dtype=np.float32)
-    inside = np.empty(n, dtype=np.int32)
-    tally = np.empty((2, n), dtype=np.int32)
+    # A line's residuals, NaN past them up to the 64 that `_window_pass` tests at once.
+    absbuf = np.full(-(-n // 64) * 64, np.nan, dtype=np.float32)
     sample = np.empty(_SAMPLE_LINES * n, dtype=np.float32)
     most = 0
     for s in range(bounds.shape[0] - 1):
@@ -1998,8 +2027,7 @@ def _strip_stats(lines, bounds, dist, profile, count, sigmas, n_kept, sums):
     for s in range(bounds.shape[0] - 1):
         a = bounds[s]
         b = bounds[s + 1]
-        sigma = _strip_sigma(lines, profile, count, a, b, sample, absbuf, inside, tally, g,
-                             slots, fine)
+        sigma = _strip_sigma(lines, profile, count, a, b, sample, absbuf, g, slots, fine)
         sigmas[s] = sigma
         thr = np.float32(CLIP_SIGMA * sigma)
         for r in range(a, b):
