@@ -304,6 +304,10 @@ def measure_detector(
     if not grid.interfaces:  # one amp: no step to measure, whatever the route
         all_masked = False
         warnings.append("no amp interfaces (a single amp): nothing to measure, pedestal 0")
+    elif config.amp_edge_inset == 0:
+        # LSST's numbers (every interface unmeasured), with the cause named
+        warnings.append("ampEdgeInset=0 leaves LSST's edge strips on the amps' +x and +y "
+                        "sides empty (slice -ampEdgeWidth:-0): no interface is measured")
 
     results, offsets = _measure_interfaces(grid, detector, stats, config, warnings,
                                            interface_estimator)

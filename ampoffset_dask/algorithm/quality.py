@@ -19,7 +19,7 @@ def _get(itf: Any, name: str) -> Any:
 
 
 def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
-               threshold: float = 0.5) -> str | None:
+               threshold: float = 0.5, inset: int | None = None) -> str | None:
     """A warning naming the likely cause when at least ``threshold`` of the interfaces failed.
 
     Parameters
@@ -30,6 +30,9 @@ def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
         The config's ``ampEdgeMaxOffset`` and ``ampEdgeMinFrac`` (named in the message).
     threshold : float
         Fraction of failed interfaces from which the detector is flagged.
+    inset : int, optional
+        The config's ``ampEdgeInset``: 0 empties every interface's strip on its lower amp
+        (LSST's slice ``-ampEdgeWidth:-0``), which the message then names as the cause.
 
     Returns
     -------
@@ -44,6 +47,10 @@ def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
                   for i in interfaces)
     if too_big + too_few < threshold * n:
         return None
+    if inset == 0 and too_few:
+        return (f"{too_few} of {n} interfaces unmeasured: ampEdgeInset=0 leaves LSST's edge "
+                "strips on the amps' +x and +y sides empty (slice -ampEdgeWidth:-0); use "
+                "ampEdgeInset >= 1")
     if too_big >= too_few:
         return (f"{too_big} of {n} interfaces exceed ampEdgeMaxOffset={max_offset:g}: "
                 "not bias/overscan corrected, or gains differ?")

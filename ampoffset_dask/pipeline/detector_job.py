@@ -224,7 +224,8 @@ def flag_harm(result: DetectorResult, measurement: Any,
     (`~ampoffset_dask.algorithm.quality.harm_check`), or of a single amp: numbers, but not a
     measurement."""
     cfg = config if config is not None else AmpOffsetConfig()
-    harm = harm_check(measurement.interfaces, cfg.amp_edge_max_offset, cfg.amp_edge_min_frac)
+    harm = harm_check(measurement.interfaces, cfg.amp_edge_max_offset, cfg.amp_edge_min_frac,
+                      inset=cfg.amp_edge_inset)
     if harm is None and len(measurement.pedestals) == 1:
         # nothing was measured: say so, since a file read with too few amps looks like this
         harm = ("a single amp: no interface to measure (pedestal 0); if the detector has "

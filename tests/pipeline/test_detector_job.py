@@ -174,3 +174,26 @@ def test_a_single_amp_is_flagged_not_ok(tmp_path):
     assert result.status == "flagged" and list(result.pedestals) == [0.0]
     assert result.error.startswith("a single amp: no interface to measure (pedestal 0)")
     assert "docs/cameras.md" in result.error
+
+
+def test_inset_zero_is_flagged_naming_the_cause(sim_visit):
+    """ampEdgeInset=0 empties LSST's +x/+y strips (slice -width:-0): every interface is
+    unmeasured, as in LSST. Before, the flag blamed the image ("image mostly masked?")."""
+    from ampoffset_dask import AmpOffsetConfig
+
+    exp = read_exposure(sim_visit.paths[0])
+    config = AmpOffsetConfig(amp_edge_inset=0, do_background=False, do_detection=False)
+    m = measure_detector(exp.image, exp.mask, exp.detector, config,
+                         mask_planes=exp.mask_planes)
+    assert not m.pedestals.any()  # LSST's numbers
+    assert all(i.min_frac_fail and i.good_frac == 0.0 for i in m.interfaces)
+    assert any(w.startswith("ampEdgeInset=0 leaves LSST's edge strips") for w in m.warnings)
+    res = process_file(sim_visit.paths[0], exp.detector, config=config)
+    assert res.status == "flagged"
+    assert res.error == (
+        f"{len(m.interfaces)} of {len(m.interfaces)} interfaces unmeasured: ampEdgeInset=0 "
+        "leaves LSST's edge strips on the amps' +x and +y sides empty (slice "
+        "-ampEdgeWidth:-0); use ampEdgeInset >= 1")
+    # an inset of 1 measures
+    config.amp_edge_inset = 1
+    assert process_file(sim_visit.paths[0], exp.detector, config=config).status == "ok"
