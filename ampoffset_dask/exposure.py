@@ -27,7 +27,7 @@ from .errors import GeometryError, InputError
 from .geometry import Amplifier, Detector
 from .masks import DEFAULT_MASK_PLANES
 
-__all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "detector_frame",
+__all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "carries_mask", "detector_frame",
            "is_exposure_like", "mask_words", "register_direct_reader"]
 
 #: ``finder(array)`` -> an object to read regions from instead of ``array`` (same shape,
@@ -87,7 +87,7 @@ class Exposure:
             raise InputError("Exposure needs a detector (geometry of the amplifiers)")
         planes = dict(DEFAULT_MASK_PLANES if mask_planes is None else mask_planes)
         own_mask = None
-        if _carries_mask(image):
+        if carries_mask(image):
             # np.asarray would drop the array's own mask, and its pixels would count as good.
             image, own_mask = _masked_pixels(image)
         image = np.asarray(image)
@@ -199,12 +199,12 @@ def detector_frame(ds: Any, detector: Detector | None) -> Any:
 def is_exposure_like(obj: Any) -> bool:
     """Whether `as_exposure_parts` would treat ``obj`` as an exposure (not a bare array):
     arrays that carry a mask (``CCDData``, ``MaskedArray``) are, so that it is used."""
-    if hasattr(obj, "data_vars") or _carries_mask(obj):
+    if hasattr(obj, "data_vars") or carries_mask(obj):
         return True
     return hasattr(obj, "image") and (hasattr(obj, "detector") or hasattr(obj, "getDetector"))
 
 
-def _carries_mask(obj: Any) -> bool:
+def carries_mask(obj: Any) -> bool:
     """An astropy ``NDData`` (``CCDData``) or a numpy ``MaskedArray``: pixels with a mask
     of their own but no amp geometry."""
     if isinstance(obj, np.ma.MaskedArray):
@@ -235,7 +235,8 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
         ``(image, mask, detector[, mask_planes])``; or an astropy ``CCDData``/``NDData`` or
         numpy ``MaskedArray`` (mask non-zero = ``BAD``, as ``CCDData`` has it; no geometry).
     mask_planes : mapping, optional
-        Planes for objects that do not carry their own (tuples of three).
+        Planes for objects that do not carry their own (tuples of three, and arrays with a
+        mask of their own, whose masked pixels get its ``BAD`` bit).
     writes_metadata : bool
         The caller writes metadata: a Dataset gets its own ``ampoffset_metadata`` attribute
         (a copy of the one it has, if any: xarray's copies of a Dataset share their
@@ -287,10 +288,12 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
         mask = (mask_words(_direct(framed["mask"].data), planes, name)
                 if "mask" in framed.data_vars else None)
         return ExposureParts(_direct(framed["image"].data), mask, detector, planes, metadata)
-    if _carries_mask(obj):  # CCDData / NDData / MaskedArray: pixels and a mask, no geometry
-        # Non-zero = bad, CCDData's convention, marked BAD in afw's default dictionary.
+    if carries_mask(obj):  # CCDData / NDData / MaskedArray: pixels and a mask, no geometry
+        # Non-zero = bad, CCDData's convention, marked BAD (in the planes given, else afw's).
         image, mask = _masked_pixels(obj)
-        return ExposureParts(np.asarray(image), mask_words(mask, None, "?"), None, None, None)
+        planes = None if mask_planes is None else _planes(mask_planes)
+        return ExposureParts(np.asarray(image), mask_words(mask, planes, "?"), None, planes,
+                             None)
     if isinstance(getattr(obj, "detector", None), Detector) and hasattr(obj, "image"):
         # our Exposure, or an ExposureData from read_exposure/open_lazy
         planes = _planes(getattr(obj, "mask_planes", mask_planes))

@@ -244,3 +244,33 @@ def test_masked_array_image_marks_its_mask_bad():
 
     with pytest.raises(InputError, match="no BAD plane"):
         Exposure(masked, detector=det, mask_planes={"SAT": 1})
+
+
+def test_measure_detector_keeps_a_masked_arrays_mask_beside_a_mask_given():
+    # The mask given replaced the array's own: its masked pixels were measured.
+    from ampoffset_dask import AmpOffsetConfig, measure_detector
+
+    det = detector_from_boxes("D", 200, 100, [("A", 0, 0, 100, 100), ("B", 100, 0, 100, 100)])
+    image = np.random.default_rng(1).normal(1000.0, 1.0, det.shape).astype(np.float32)
+    image[:, 100:] += 3.0
+    image[:, 80:95] += 50.0
+    masked = np.ma.MaskedArray(image, mask=np.zeros(image.shape, bool))
+    masked[:, 80:95] = np.ma.masked
+    config = AmpOffsetConfig(amp_edge_width=16, do_background=False, do_detection=False)
+    alone = measure_detector(masked, detector=det, config=config).pedestals
+    assert alone[1] - alone[0] == pytest.approx(3.0, abs=0.1)
+    given = np.zeros(image.shape, np.uint8)
+    given[50, 120:125] = 1  # another plane's bit (SAT)
+    both = measure_detector(masked, given, detector=det, config=config).pedestals
+    assert both[1] - both[0] == pytest.approx(3.0, abs=0.1)
+    assert not given[:, 80:95].any()  # the caller's mask is left alone
+
+    # With planes of its own, the masked pixels get that BAD bit.
+    planes = {"BAD": 9, "SAT": 1, "NO_DATA": 8}
+    from ampoffset_dask.exposure import as_exposure_parts
+
+    parts = as_exposure_parts(masked, planes)
+    assert set(np.unique(parts.mask)) == {0, 1 << 9} and parts.mask_planes == planes
+    np.testing.assert_array_equal(
+        measure_detector(masked, detector=det, config=config, mask_planes=planes).pedestals,
+        alone)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import AmpOffsetConfig
 from ..errors import ConfigError, GeometryError, InputError
-from ..exposure import as_exposure_parts, is_exposure_like, mask_words
+from ..exposure import as_exposure_parts, carries_mask, is_exposure_like, mask_words
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, mask_bits
 from . import kernels
@@ -191,9 +191,14 @@ def measure_detector(
     (['A-B'], 0.0)
     """
     if is_exposure_like(image):
-        parts = as_exposure_parts(image)
+        parts = as_exposure_parts(image, mask_planes)
+        if mask is None:
+            mask = parts.mask
+        elif parts.mask is not None and carries_mask(image):
+            # a masked array's own masked pixels stay masked (BAD) beside the mask given
+            name = detector.name if detector is not None else "?"
+            mask = np.asarray(mask_words(mask, mask_planes, name)) | parts.mask
         image = parts.image
-        mask = parts.mask if mask is None else mask
         detector = parts.detector if detector is None else detector
         mask_planes = parts.mask_planes if mask_planes is None else mask_planes
     if detector is None:
