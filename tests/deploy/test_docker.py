@@ -8,8 +8,10 @@ and then the package without resolving again, runs as a non-root user under tini
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import subprocess
+import sys
 import tomllib
 from importlib import metadata
 
@@ -229,3 +231,66 @@ def test_legacy_command_shims_run(command, cli_env):
     )
     assert proc.returncode == 0, proc.stderr
     assert distributed.__version__ in proc.stdout + proc.stderr
+
+
+def test_image_installs_the_compiled_kernels_compiled_once_for_any_processor():
+    runtime = stages()["runtime"]
+    assert "fast" in package_install_extras()
+    env = {}
+    for op, args in runtime:
+        if op == "ENV":
+            env.update(dict(re.findall(r"(\w+)=(\S+)", args)))
+    assert env["NUMBA_CPU_NAME"] == "generic"
+    cache = env["NUMBA_CACHE_DIR"]
+    ops = [op for op, _ in runtime]
+    warm = next(i for i, (op, args) in enumerate(runtime)
+                if op == "RUN" and "kernels import warm; warm()" in args)
+    assert ops.index("ENV") < warm  # compiled under the settings the workers run with
+    # the runtime user may add what the cache lacks (another processor, other signatures)
+    assert any(op == "RUN" and f"chown -R dask:dask {cache}" in args for op, args in runtime)
+
+
+WARM_THEN_JOB = """
+import sys
+from numba.core.registry import CPUDispatcher
+from ampoffset_dask.algorithm.kernels import _numba, set_kernels, warm
+
+if sys.argv[1] == "warm":
+    warm()
+else:
+    from ampoffset_dask import AmpOffsetConfig
+    from ampoffset_dask.io.fits import read_exposure
+    from ampoffset_dask.pipeline.detector_job import process_file
+    set_kernels("numba")
+    path, out = sys.argv[2], sys.argv[3]
+    det = read_exposure(path).detector
+    for config in (AmpOffsetConfig(), AmpOffsetConfig(do_background=False,
+                                                       do_detection=False)):
+        assert process_file(path, det, config=config).status == "ok"
+    assert process_file(path, det, output=out).status == "ok"
+compiled = sorted(name for name in dir(_numba)
+                  if isinstance(getattr(_numba, name), CPUDispatcher)
+                  and sum(getattr(_numba, name).stats.cache_misses.values()))
+print(" ".join(compiled))
+"""
+
+
+def test_warmed_kernels_leave_a_detector_job_nothing_to_compile(tmp_path):
+    """The image's build step (`warm`, under its NUMBA settings) compiles every kernel a
+    detector job calls, with the array types the job gives them: a worker process then
+    loads them all from the cache and compiles none."""
+    from ampoffset_dask.simulate import simulate_focal_plane
+
+    sim = simulate_focal_plane(tmp_path / "sim", "lsstcam", detectors=["R22_S11"], scale=0.2,
+                               seed=3)
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path / "nc")}
+    env.pop("NUMBA_CPU_FEATURES", None)
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, "-c", WARM_THEN_JOB, *args], env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+
+    assert {"_smooth", "_strip_stats", "_put_lines", "_band_stats"} <= set(run("warm"))
+    assert run("job", str(sim.paths[0]), str(tmp_path / "out.fits")) == []
