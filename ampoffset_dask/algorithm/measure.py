@@ -119,8 +119,10 @@ def check_amp_geometry(detector: Detector, config: AmpOffsetConfig) -> None:
                 f"{config.background_fraction_sample} gives background bins of {size:.3g} "
                 f"pixels on {short}-pixel amps; they must be at least {MIN_BACKGROUND_BIN} "
                 "pixels")
-    if config.do_window_smoothing:
-        for length in {amp.width, amp.height}:
+    if config.do_window_smoothing and config.amp_edge_inset > 0:
+        # Only interfaces with data on both sides are smoothed; with ampEdgeInset 0 none has
+        # (one of its strips is empty: `edges.strip_slices`).
+        for length in sorted({i.length for i in detector.grid(config.apply_weights).interfaces}):
             if window_length(config.amp_edge_window_frac, length) < 1:
                 raise ConfigError(
                     f"detector {detector.name!r}: ampEdgeWindowFrac={config.amp_edge_window_frac}"
@@ -251,8 +253,10 @@ def measure_detector(
             # detection's statistics mask. The pixels are not copied (read-only from here on,
             # unless converted to float32): the background subtraction writes a new image.
             pixels = np.asarray(image)
+            # Detection clears the DETECTED planes before it smooths (ALGORITHM.md 4, step
+            # 1): earlier bits of theirs never reach its statistic, whatever statsMask says.
             stats_bits = (mask_bits(config.detection.stats_mask, planes,
-                                    "detection.statsMask")
+                                    "detection.statsMask") & ~det_bits
                           if config.do_detection else 0)
             img, bad, any_det, stats_bad = backend.prepare_pixels(
                 pixels, m, bits, det_bits if config.do_detection and bits & det_bits else 0,
@@ -319,7 +323,10 @@ def measure_detector(
 
     if all_masked:
         pedestals = np.zeros(len(detector))
-        msg = "all pixels are masked: pedestals set to zero"
+        msg = ("all pixels are masked: pedestals set to zero"
+               if config.do_background or config.do_detection
+               # only the strips were read: the rest of the image may hold data
+               else "every pixel of the edge strips is masked: pedestals set to zero")
         if n_detected:  # say whose doing it is: a flat or blank image is all "detected"
             msg += (f" (detection marked {n_detected} of {shape[0] * shape[1]} pixels, "
                     f"threshold {threshold:.6g}: a blank or constant image?)"

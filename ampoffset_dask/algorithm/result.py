@@ -134,7 +134,8 @@ class DetectorMeasurement:
         Fraction of pixels excluded from the edges (any ignored plane, NaN, EDGE, DETECTED);
         NaN for a detector without edge strips (a single amp).
     all_masked : bool
-        Every pixel was masked, so all pedestals are zero.
+        Every pixel was masked, so all pedestals are zero (with background and detection
+        off, every pixel of the edge strips: the only pixels read; LSST's zeros all the same).
     warnings : tuple of str
         Human-readable warnings (fully masked edges, skipped background, ...).
     pedestal_errors : ndarray of float64 or None
