@@ -339,7 +339,8 @@ def measure_detector(
         errors = np.full(len(detector), np.nan)
     else:
         pedestals = solve_pedestals(grid.associations, right_hand_side(grid, offsets))
-        used = np.array([not (r.min_frac_fail or r.max_offset_fail) for r in results])
+        used = np.array([not (r.min_frac_fail or r.max_offset_fail)
+                         and math.isfinite(r.offset_raw) for r in results])
         forced = forced_errors([r.offset_raw for r in results], [r.offset_err for r in results],
                                [r.max_offset_fail for r in results],
                                [r.min_frac_fail for r in results])
@@ -404,6 +405,10 @@ def _measure_interfaces(
             warnings.append(f"interface {itf.id}: offset {res.offset_raw:.3g} beyond "
                             f"ampEdgeMaxOffset {config.amp_edge_max_offset:g}, set to 0 "
                             "(do-no-harm)")
+        elif (math.isnan(res.offset_raw) and not res.min_frac_fail
+              and warnings is not None):
+            warnings.append(f"interface {itf.id}: its edge differences have no clipped mean "
+                            "(every one clipped: edges without noise?), not used")
         offsets[(itf.a, itf.b)] = res.offset
         measured.append((res, err))
     gains = gain_steps(pairs)

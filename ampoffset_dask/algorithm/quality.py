@@ -8,6 +8,7 @@ pedestals are mostly zeros by construction, not a measurement: the usual causes 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
     Parameters
     ----------
     interfaces : sequence of InterfaceResult or dict
-        With ``max_offset_fail`` and ``min_frac_fail``.
+        With ``max_offset_fail``, ``min_frac_fail`` and ``offset_raw``.
     max_offset, min_frac : float
         The config's ``ampEdgeMaxOffset`` and ``ampEdgeMinFrac`` (named in the message).
     threshold : float
@@ -45,8 +46,14 @@ def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
     too_big = sum(bool(_get(i, "max_offset_fail")) for i in interfaces)
     too_few = sum(bool(_get(i, "min_frac_fail")) and not bool(_get(i, "max_offset_fail"))
                   for i in interfaces)
-    if too_big + too_few < threshold * n:
+    # data, but no clipped mean (every difference clipped): not used either
+    undefined = sum(not (_get(i, "min_frac_fail") or _get(i, "max_offset_fail"))
+                    and math.isnan(float(_get(i, "offset_raw"))) for i in interfaces)
+    if too_big + too_few + undefined < threshold * n:
         return None
+    if undefined >= too_big + too_few:
+        return (f"{undefined} of {n} interfaces have edge differences without a clipped mean "
+                "(every one clipped): edges without noise, a synthetic or constant image?")
     if inset == 0 and too_few:
         return (f"{too_few} of {n} interfaces unmeasured: ampEdgeInset=0 leaves LSST's edge "
                 "strips on the amps' +x and +y sides empty (slice -ampEdgeWidth:-0); use "

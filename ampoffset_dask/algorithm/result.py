@@ -29,7 +29,8 @@ class InterfaceResult:
         Clipped mean of the (smoothed) edge difference, A minus B, before the do-no-harm
         checks (NaN when no valid sample exists). LSST's ``INTERFACEOFFSET`` metadata value.
     offset : float
-        The value used in the solve (0 when a do-no-harm check failed).
+        The value used in the solve (0 when a do-no-harm check failed, or when
+        ``offset_raw`` is NaN).
     good_frac : float
         Fraction of valid positions along the interface.
     min_frac_fail : bool
