@@ -120,15 +120,19 @@ def quantiles_selected(a: np.ndarray) -> tuple[float, float, float]:
     n = a.shape[0]
     if n <= 1:
         return quantiles_sorted(a)
-    idx = [p * (n - 1) for p in (0.5, 0.25, 0.75)]
-    v = _order_statistics(a, _quantile_ranks(n))
+    return _interpolated_quantiles(n, _order_statistics(a, _quantile_ranks(n)))
 
-    def q(i: float) -> float:
+
+def _interpolated_quantiles(n: int, v: dict[int, float]) -> tuple[float, float, float]:
+    """`quantiles_sorted` of ``n > 1`` values from their order statistics ``v`` (rank ->
+    value, the ranks `_quantile_ranks` names)."""
+    def q(p: float) -> float:
+        i = p * (n - 1)
         lo = int(i)
         hi = lo + 1
         return (hi - i) * v[lo] + (i - lo) * v[hi]
 
-    return q(idx[0]), q(idx[1]), q(idx[2])
+    return q(0.5), q(0.25), q(0.75)
 
 
 def _kept_range(s: np.ndarray, center: float, half: float) -> tuple[int, int]:
@@ -829,6 +833,14 @@ _CANCEL = 64.0  # largest ratio of the outer values' squares to the core's, for 
 #: smoothed image with 1/128 (1/64 and 1/256 within 2 %).
 _SAMPLE_SHIFT = 5
 _SAMPLE_MAX = 1 << 17
+#: A sample from this size on (the smoothed image's) has its order statistics selected
+#: (`_select_ranks`); a smaller one (a background bin's, ~7,000 values) is sorted, which
+#: costs less than the selection's bookkeeping.
+_SAMPLE_SELECT_MIN = 1 << 15
+#: `_select_ranks` sorts a subsample of at least this many values (at most eight times
+#: as many, 1/64 of the values between); numpy sorts up to about 512 values several times
+#: faster per value than larger arrays.
+_SUBSAMPLE = 512
 
 
 def _sample_bracket(m: int, p: float) -> tuple[int, int]:
@@ -845,6 +857,12 @@ def _sample_bracket(m: int, p: float) -> tuple[int, int]:
 #: background bin is only about two blocks, so fresh buffers (about 2 MB) would cost more
 #: in page faults when first written than the pass's arithmetic on them.
 _PASS_BUFFERS = ThreadBuffers()
+
+
+#: The values `_Bracketed._pass` copied out, gathered, and its masks over them: reused by
+#: one thread (up to 8 MB; larger ones are allocated for the one call).
+_COPIED_BUFFERS = ThreadBuffers(keep_max=1 << 23)
+_COPIED_MIN = 1 << 16  # values: fewer (a background bin's) take fresh arrays, as cheap
 
 
 def _pass_buffers(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -885,7 +903,7 @@ def _blocks(v: np.ndarray, bad: np.ndarray | None):
 
 
 def _sample(v: np.ndarray, bad: np.ndarray | None, size: int) -> np.ndarray:
-    """About ``size`` usable values of 2-D ``v`` on a regular grid, sorted."""
+    """About ``size`` usable values of 2-D ``v`` on a regular grid (1-D, unsorted)."""
     h, w = v.shape
     ry = min(h, max(1, round(math.sqrt(size * h / w))))
     sy = max(1, h // ry)
@@ -894,13 +912,64 @@ def _sample(v: np.ndarray, bad: np.ndarray | None, size: int) -> np.ndarray:
     keep = np.isfinite(s)
     if bad is not None:
         np.greater(keep, bad[::sy, ::sx], out=keep)
-    return np.sort(s[keep], axis=None)
+    return s[keep]
+
+
+#: The next larger value of float32/float64 ``x`` as a Python float (`_select_ranks`).
+_STEP_UP = {np.float32: lambda x: _step32(x, 1), np.float64: lambda x: _step64(x, 1)}
+
+
+def _select_ranks(a: np.ndarray, ks: list[int]) -> dict[int, float] | None:
+    """Values of the order statistics ``ks`` (ascending, distinct) of 1-D ``a`` from a
+    few percent of its values, or None; ``a`` is not modified.
+
+    A sorted subsample (every ``step``-th value) places bounds around each run of nearby
+    ranks (`_sample_bracket`); the values between them are copied out and selected
+    among, their ranks shifted by the count below. Two compares, a count and a copy cost
+    a fraction of a selection among all the values (numpy's sort and partition are
+    several times slower per value above a few hundred values). None (the caller then
+    selects among all the values, as before) for a small or non-float array, a rank out
+    of range or a bound that misses its ranks, and when a value found is zero: a
+    selection among all the values may leave the other zero there (``-0.0 == 0.0``).
+    """
+    n = a.shape[0]
+    up = _STEP_UP.get(a.dtype.type)
+    if up is None or n < 2 * _SUBSAMPLE or ks[0] < 0 or ks[-1] >= n:
+        return None  # (a rank out of range: the caller's selection reports it)
+    step = max(1, n // min(max(_SUBSAMPLE, n >> 6), 8 * _SUBSAMPLE))
+    z = np.sort(a[::step])
+    m = z.shape[0]
+    runs: list[list] = []  # [j0, j1, ranks]: subsample positions bracketing the ranks
+    for k in ks:
+        j0, j1 = _sample_bracket(m, (k + 0.5) / n)
+        if runs and j0 <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], j1)
+            runs[-1][2].append(k)
+        else:
+            runs.append([j0, j1, [k]])
+    out: dict[int, float] = {}
+    for j0, j1, wanted in runs:
+        # Python floats of the dtype's values: compared exactly in the dtype.
+        lo = float(z[j0]) if j0 > 0 else -math.inf
+        hi = up(float(z[j1])) if j1 < m - 1 else math.inf
+        inside = np.less(a, lo)
+        below = int(np.count_nonzero(inside))
+        np.greater_equal(a, lo, out=inside)
+        np.logical_and(inside, np.less(a, hi), out=inside)
+        vals = a.compress(inside)
+        if below > wanted[0] or wanted[-1] - below >= vals.shape[0]:
+            return None
+        got = _order_statistics(vals, [k - below for k in wanted])
+        if 0.0 in got.values():
+            return None
+        out.update({k: got[k - below] for k in wanted})
+    return out
 
 
 class _Bracketed:
     """Clipped statistics of a large 2-D array from one pass over it in place.
 
-    A sorted sample predicts where the quartiles' order statistics lie (a bracket of values
+    A sample's order statistics predict where the quartiles' lie (a bracket of values
     around each) and the clip bounds (a core of values every clip iteration should keep
     whole). One pass then, per cache-sized block: counts the values below each cut (a
     compare and a count), copies out the values in the brackets and outside the core (one
@@ -925,15 +994,25 @@ class _Bracketed:
         t = self.dtype = v.dtype.type
         inf = t(np.inf)
         m = s.shape[0]
-        med, q1, q3 = quantiles_sorted(s)
+        ends = [_sample_bracket(m, p) for p in (0.25, 0.5, 0.75)]
+        # The sample's quantiles and brackets' ends: a large sample's few order statistics
+        # are selected (`_select_ranks`), a small one is sorted.
+        stats = (_select_ranks(s, sorted({*_quantile_ranks(m), *itertools.chain(*ends)}))
+                 if m >= _SAMPLE_SELECT_MIN else None)
+        if stats is None:
+            s = np.sort(s)
+            med, q1, q3 = quantiles_sorted(s)
+            ends = [(s[j0], s[j1]) for j0, j1 in ends]
+        else:
+            med, q1, q3 = _interpolated_quantiles(m, stats)
+            ends = [(t(stats[j0]), t(stats[j1])) for j0, j1 in ends]
         cuts = []
         half = (n_sigma * IQ_TO_STDEV) * (q3 - q1) * _CORE
         with np.errstate(over="ignore", invalid="ignore"):
             cuts.append(t(med - half))
-            for p in (0.25, 0.5, 0.75):
-                j0, j1 = _sample_bracket(m, p)
-                cuts.append(s[j0])
-                cuts.append(np.nextafter(s[j1], inf))
+            for first, last in ends:
+                cuts.append(first)
+                cuts.append(np.nextafter(last, inf))
             cuts.append(t(med + half))
         # Brackets [cuts[1], cuts[2]), [cuts[3], cuts[4]), [cuts[5], cuts[6]); core
         # [cuts[0], cuts[7]) minus nothing; outer: below cuts[0] or from cuts[7] on.
@@ -1019,8 +1098,18 @@ class _Bracketed:
                     c2 += a2
         self.n = n
         self.outer = np.concatenate(outer) if outer else np.empty(0, self.dtype)
-        e = np.concatenate(parts) if parts else np.empty(0, self.dtype)
-        self.inside = [np.compress(np.logical_and(e >= cuts[i], e < cuts[i + 1]), e)
+        # A smoothed image's copied values are megabytes: gathered, with the masks that
+        # split them, in reused buffers (fresh ones would be pages to fault in every time).
+        total = sum(part.shape[0] for part in parts)
+        big = total >= _COPIED_MIN
+        view = _COPIED_BUFFERS.view
+        e = (np.concatenate(parts, out=view("copied", (total,), self.dtype) if big else None)
+             if parts else np.empty(0, self.dtype))
+        inside, upper = ((view("inside", (total,), bool), view("upper", (total,), bool))
+                         if big else (np.empty(total, bool), np.empty(total, bool)))
+        self.inside = [e.compress(np.logical_and(np.greater_equal(e, cuts[i], out=inside),
+                                                 np.less(e, cuts[i + 1], out=upper),
+                                                 out=inside))
                        for i in (1, 3, 5)]
         # Values below each cut; the fill values (``ref`` = cuts[4]) count below cuts[5].
         base = [*below_base[:2], below_base[2] - unusable]
@@ -1098,7 +1187,10 @@ class _Bracketed:
                 a = self._extract(t(-np.inf) if lo is None else cuts[lo],
                                   t(np.inf) if hi is None else cuts[hi])
             base = 0 if lo is None else counts[lo]
-            got = _order_statistics(a, [k - base for k in wanted])
+            ranks = [k - base for k in wanted]
+            got = _select_ranks(a, ranks)
+            if got is None:
+                got = _order_statistics(a, ranks)
             out.update({k: got[k - base] for k in wanted})
         return out
 

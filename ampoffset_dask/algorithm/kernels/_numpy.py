@@ -8,6 +8,7 @@ sums up to their summation order).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -68,7 +69,7 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
     # move to the top for the next band; rows past the image are zero (they only feed
     # output rows that are discarded). No full-size intermediate image is allocated.
     rows = span + n - 1
-    band = np.empty((rows, w), dtype=np.float32)
+    band = _smooth_buffer("band", (rows, w))
     flat = image.ravel()
     # Equal weights (same bits) share their products: each block multiplies by every
     # distinct weight once, then sums the shifted products in tap order.
@@ -76,7 +77,7 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
     first: dict[int, int] = {}
     widx = [first.setdefault(b, len(first)) for b in bits]
     distinct = k[[bits.index(b) for b in first]][:, None]
-    prods = np.empty((distinct.shape[0], row_block * w), dtype=np.float32)
+    prods = _smooth_buffer("row products", (distinct.shape[0], row_block * w))
 
     def horizontal(src0: int, dst0: int, count: int) -> None:
         # Input rows src0.. into band rows dst0..; on the flattened rows, contiguous 1-D
@@ -125,8 +126,8 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
         plan.append((s < n - 1, runs))
     if out is None:
         out = np.empty((oh, ow), dtype=np.float32)
-    block = np.empty((groups, n, ow), dtype=np.float32)
-    products = np.empty((groups + 1, distinct.shape[0], ow), dtype=np.float32)
+    block = _smooth_buffer("block", (groups, n, ow))
+    products = _smooth_buffer("column products", (groups + 1, distinct.shape[0], ow))
     weights = distinct[None]
     zero = np.float32(0.0)
     # The product views step backwards through the weights: with numpy's default buffer
@@ -155,6 +156,16 @@ def smooth(image: np.ndarray, kernel: np.ndarray, out: np.ndarray | None = None,
             if not whole:
                 out[a:a + valid] = block[:m].reshape(m * n, ow)[:valid]
     return out
+
+
+#: `smooth`'s band and product buffers (a few MB for a full-size detector), reused by one
+#: thread from call to call: fresh ones would be pages to fault in on every detector.
+_SMOOTH_BUFFERS = ThreadBuffers(keep_max=1 << 24)
+
+
+def _smooth_buffer(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """This thread's uninitialised float32 ``shape`` array in `smooth`'s buffer ``name``."""
+    return _SMOOTH_BUFFERS.view(name, shape, np.float32)
 
 
 def out_buffer(out: np.ndarray | None, shape: tuple[int, ...], dtype, what: str
@@ -475,7 +486,8 @@ def dilate_box(bad: np.ndarray, r: int, row_block: int = 256, *,
     if bad.size >= 1 << 16:
         rows = np.flatnonzero(bad.any(axis=1))
         if rows.shape[0] <= h >> 2:
-            flat = np.flatnonzero(bad[rows])
+            flat = np.flatnonzero(np.take(bad, rows, axis=0, out=_grow_buffer(
+                "dilated rows", (rows.shape[0], w))))
             if flat.shape[0] <= bad.size >> 12:
                 ys, xs = np.divmod(flat, w)
                 out.fill(False)
@@ -521,7 +533,28 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
     """
     if radius <= 0:
         return seeds.copy()
-    out = np.zeros_like(seeds)
+    return _grow_into(seeds, radius, isotropic, np.zeros_like(seeds))
+
+
+#: Boolean temporaries of `grow` and `grow_detections`, reused by one thread from call to
+#: call: an edge window's (about 0.6 MB, a dozen of them) would otherwise be fresh pages
+#: to fault in on every detector, which costs more than the ORs done on them. Larger ones
+#: (a whole image's) are allocated for the one call.
+_GROW_BUFFERS = ThreadBuffers(keep_max=1 << 23)
+
+
+def _grow_buffer(name: Any, shape: tuple[int, ...], zero: bool = False) -> np.ndarray:
+    """This thread's boolean ``shape`` array in buffer ``name``, cleared if ``zero``."""
+    buf = _GROW_BUFFERS.view(name, shape, np.bool_)
+    if zero:
+        buf.fill(False)
+    return buf
+
+
+def _grow_into(seeds: np.ndarray, radius: int, isotropic: bool, out: np.ndarray
+               ) -> np.ndarray:
+    """`grow` (``radius > 0``) into ``out``, a cleared boolean array of the seeds' shape;
+    returns ``out``."""
     h, w = seeds.shape
     count = int(np.count_nonzero(seeds))
     if count == 0:
@@ -547,8 +580,10 @@ def grow(seeds: np.ndarray, radius: int, isotropic: bool = True) -> np.ndarray:
         _grow_band(seeds[y0:y1], out[y0:y1], radius, isotropic)
         return out
     index = np.concatenate([np.arange(y0, y1) for y0, y1 in bands])
-    grown = np.zeros((index.shape[0], w), dtype=bool)
-    _grow_band(seeds[index], grown, radius, isotropic)
+    shape = (index.shape[0], w)
+    grown = _grow_buffer("band", shape, zero=True)
+    _grow_band(np.take(seeds, index, axis=0, out=_grow_buffer("band seeds", shape)), grown,
+               radius, isotropic)
     out[index] = grown
     return out
 
@@ -574,7 +609,7 @@ def _grow_band(seeds: np.ndarray, out: np.ndarray, radius: int, isotropic: bool)
     h, w = seeds.shape
     wp = w + radius
     size = h * wp
-    padded = np.zeros(2 * radius + size, dtype=bool)
+    padded = _grow_buffer("padded", (2 * radius + size,), zero=True)
     padded[radius:radius + size].reshape(h, wp)[:, radius:] = seeds
     flat = padded[radius:]  # element j + radius is pixel j of the row-major padded rows
     halves = footprint_halves(radius, isotropic)
@@ -583,17 +618,21 @@ def _grow_band(seeds: np.ndarray, out: np.ndarray, radius: int, isotropic: bool)
     p = 1
     while 2 * p <= 2 * int(halves.max()) + 1:
         prev = windows[p]
-        windows[2 * p] = prev[:-p] | prev[p:]
+        windows[2 * p] = np.bitwise_or(prev[:-p], prev[p:], out=_grow_buffer(
+            ("window", 2 * p), (prev.shape[0] - p,)))
         p *= 2
     horiz = {}
     for k in sorted(set(halves.tolist())):
         s = 2 * k + 1
         q = 1 << (s.bit_length() - 1)
-        win = windows[q] if q == s else windows[q][:-(s - q)] | windows[q][s - q:]
+        win = windows[q] if q == s else np.bitwise_or(
+            windows[q][:-(s - q)], windows[q][s - q:],
+            out=_grow_buffer(("window", s), (windows[q].shape[0] - (s - q),)))
         # Centred on padded[radius + j]: the window starting at radius + j - k.
         horiz[k] = win[radius - k:radius - k + size] if k else flat[:size]
     reach = min(radius, h - 1)  # row offsets beyond the array add nothing
-    grown = horiz[int(halves[radius])].copy()
+    grown = _grow_buffer("grown", (size,))
+    np.copyto(grown, horiz[int(halves[radius])])
     for dy in range(-reach, reach + 1):
         if dy == 0:
             continue
@@ -701,7 +740,12 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
     windows = _shared_windows(boxes, reach, h, w)
     # Each window's seeds are copied out of the blocks the count thresholds anyway: the
     # windows are narrow, and thresholding their short strided rows again costs more.
-    seeds = [np.zeros((wy1 - wy0, wx1 - wx0), dtype=bool) for (wy0, wy1, wx0, wx1), _ in windows]
+    # (In one reused buffer: fresh arrays would be pages to fault in on every detector.)
+    shapes = [(wy1 - wy0, wx1 - wx0) for (wy0, wy1, wx0, wx1), _ in windows]
+    ends = list(itertools.accumulate((a * b for a, b in shapes), initial=0))
+    pool = _grow_buffer("window seeds", (ends[-1],), zero=True)
+    seeds = [pool[a:b].reshape(shape)
+             for shape, a, b in zip(shapes, ends[:-1], ends[1:], strict=True)]
     places = []  # smoothed rows s0:s1 and columns, the window's seeds, row offset, columns
     for ((wy0, wy1, wx0, wx1), _), local in zip(windows, seeds, strict=True):
         gy0, gy1 = max(wy0, r), min(wy1, h - r)
@@ -726,7 +770,9 @@ def grow_detections(smoothed: np.ndarray, threshold: float, r: int, positive: bo
         for ((wy0, _, wx0, _), members), local in zip(windows, seeds, strict=True):
             if not local.any():
                 continue
-            grown = grow(local, reach, isotropic)
+            grown = (_grow_into(local, reach, isotropic,
+                                _grow_buffer("window grown", local.shape, zero=True))
+                     if reach > 0 else local)
             # Members that tile a larger box are ORed as one (fewer, longer rows).
             for (y0, y1, x0, x1), _ in _merge_boxes([(m, []) for m in members]):
                 out[y0:y1, x0:x1] |= grown[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
@@ -796,7 +842,7 @@ def _threshold_blocks(smoothed: np.ndarray, tests: list[tuple], row_block: int =
     """Each block of ``row_block`` rows of ``smoothed`` under each of `_threshold_tests`:
     ``(first row, hits, marked, number of hits)``. The hits live in one buffer, valid
     until the next item (blocks keep the boolean temporaries in cache)."""
-    hit = np.empty((min(row_block, smoothed.shape[0]), smoothed.shape[1]), dtype=bool)
+    hit = _grow_buffer("hits", (min(row_block, smoothed.shape[0]), smoothed.shape[1]))
     for y0 in range(0, smoothed.shape[0], row_block):
         block = smoothed[y0:y0 + row_block]
         flags = hit[:block.shape[0]]
