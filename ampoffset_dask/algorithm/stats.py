@@ -1033,7 +1033,7 @@ class _Bracketed:
         below_base = [0, 0, 0]  # values below cuts[1], cuts[3], cuts[5]
         parts: list[np.ndarray] = []
         outer: list[np.ndarray] = []
-        n = unusable = low = 0
+        n = filled = low = 0  # filled: unusable values scanned as ``ref``
         c1 = c2 = 0.0  # sums of v - ref and its square over the core
         v, bad = self.v, self.bad
         bufs = _pass_buffers(v.dtype)
@@ -1050,8 +1050,7 @@ class _Bracketed:
                         bb[...] = bad[sl]
                 dropped = 0 if bb is None else int(np.count_nonzero(bb))
                 if dropped == size:
-                    unusable += size
-                    continue
+                    continue  # (never scanned, so in none of the counts)
                 copy = bufs[0][:size].reshape(vb.shape)
                 if dropped or not vb.flags.c_contiguous:
                     # A contiguous copy (the compares run twice as fast on it than on a
@@ -1076,7 +1075,7 @@ class _Bracketed:
                         np.copyto(x, ref, where=np.logical_not(usable))
                         got = self._scan(x.reshape(-1), bufs)
                 n += size - dropped
-                unusable += dropped
+                filled += dropped
                 for i in range(3):
                     below_base[i] += got[0][i]
                 part = got[1]
@@ -1112,7 +1111,7 @@ class _Bracketed:
                                                  out=inside))
                        for i in (1, 3, 5)]
         # Values below each cut; the fill values (``ref`` = cuts[4]) count below cuts[5].
-        base = [*below_base[:2], below_base[2] - unusable]
+        base = [*below_base[:2], below_base[2] - filled]
         counts = [low]
         for b, a in zip(base, self.inside, strict=True):
             counts += [b, b + a.shape[0]]

@@ -289,3 +289,29 @@ def test_a_single_amp_detector_is_said_to_have_nothing_to_measure(route):
     np.testing.assert_array_equal(res.pedestals, [0.0])
     assert res.warnings == ("no amp interfaces (a single amp): nothing to measure, "
                             "pedestal 0",)
+
+
+@pytest.mark.parametrize("frac", [0.75, 0.4, 0.2])
+def test_masked_blocks_of_rows_measure_alike_on_both_kernel_paths(frac):
+    # Whole blocks of the smoothed image unusable (the bottom rows BAD): the numpy path's
+    # threshold statistic counted them below a cut they were never compared with. It
+    # raised "kth out of bounds" (0.4, 0.75), or picked the wrong order statistic: a
+    # threshold of 18.958 instead of 18.952 (0.2). The compiled path was right.
+    from ampoffset_dask import get_camera
+    from ampoffset_dask.algorithm.kernels import use_kernels
+    from ampoffset_dask.masks import DEFAULT_MASK_PLANES
+    from ampoffset_dask.simulate import scale_detector, simulate_detector
+
+    det = scale_detector(get_camera("lsstcam")["R02_S02"], 0.25)
+    sim = simulate_detector(det, seed=1)
+    mask = sim.mask.copy()
+    mask[: int(frac * mask.shape[0])] |= 1 << DEFAULT_MASK_PLANES["BAD"]
+    got = {}
+    for kernel in ("numpy", "numba"):
+        with use_kernels(kernel):
+            got[kernel] = measure_detector(sim.image, mask, det)
+    a, b = got["numpy"], got["numba"]
+    assert a.detection == b.detection == "ok"
+    assert a.threshold == pytest.approx(b.threshold, rel=1e-12)
+    assert a.n_detected == b.n_detected > 0
+    np.testing.assert_array_equal(a.pedestals, b.pedestals)
