@@ -319,8 +319,9 @@ def test_ctrl_c_at_the_terminal_leaves_no_worker_tracebacks(sim9, tmp_path, cli_
     message, whether they were starting up or running tasks."""
     cat = tmp_path / "cat"
     proc = subprocess.Popen(
+        # one detector at a time: the run outlives the first result by several detectors
         ["ampoffset-dask", "run", *sim9, "--output", str(cat), "--scheduler", "local:2",
-         "--max-in-flight", "2", "--no-progress"],
+         "--max-in-flight", "1", "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env,
         preexec_fn=_default_sigint, start_new_session=True)
     workers = []
