@@ -7,7 +7,12 @@ import numpy as np
 from ..geometry import Amplifier
 from .strips import line_medians, strip_lines
 
-__all__ = ["edge_profile", "nanmedian_float32", "nanmedian_lines", "strip_slices"]
+__all__ = ["INSET_ZERO", "edge_profile", "nanmedian_float32", "nanmedian_lines",
+           "strip_slices"]
+
+#: What ``ampEdgeInset = 0`` does (`strip_slices`), for the messages that name it as a cause.
+INSET_ZERO = ("ampEdgeInset=0 leaves LSST's edge strips on the amps' +x and +y sides empty "
+              "(slice -ampEdgeWidth:-0)")
 
 
 def strip_slices(amp: Amplifier, side: int, inset: int, width: int) -> tuple[slice, slice]:

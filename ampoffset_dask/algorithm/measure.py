@@ -38,7 +38,7 @@ from .detection import (
     kernel_half_width,
     smooth,
 )
-from .edges import strip_slices
+from .edges import INSET_ZERO, strip_slices
 from .gain import GainStep, amp_levels, gain_steps
 from .offsets import InterfaceOffset, measure_interfaces, window_length
 from .result import DetectorMeasurement, InterfaceResult
@@ -237,11 +237,13 @@ def measure_detector(
     blocks = [StripBlock(keys, sides, bounds, np.empty(lines_shape, dtype=np.float32))
               for keys, sides, bounds, lines_shape in layout]
 
+    # Background and detection off: only the edge strips are read (from lazy arrays too).
+    strips_only = not (config.do_background or config.do_detection)
     background = detection = "off"
     threshold = math.nan
     n_detected = 0
     raw_lines = None  # strips before background subtraction (gain diagnosis, sky levels)
-    if not (config.do_background or config.do_detection):
+    if strips_only:
         _read_strips(image, mask, strips, bits, blocks)
     else:
         # The intermediate images live in this thread's scratch buffers (`_Scratch`).
@@ -308,25 +310,23 @@ def measure_detector(
     total = sum(b.lines.size for b in blocks)
     masked = total - sum(int(np.add.reduce(st.count)) for st in stats.values())
     masked_fraction = masked / total if total else math.nan  # no strips: nothing to mask
-    if not (config.do_background or config.do_detection):
+    if strips_only:
         all_masked = total > 0 and masked == total  # only masked or non-finite pixels are NaN
     if not grid.interfaces:  # one amp: no step to measure, whatever the route
         all_masked = False
         warnings.append("no amp interfaces (a single amp): nothing to measure, pedestal 0")
     elif config.amp_edge_inset == 0:
         # LSST's numbers (every interface unmeasured), with the cause named
-        warnings.append("ampEdgeInset=0 leaves LSST's edge strips on the amps' +x and +y "
-                        "sides empty (slice -ampEdgeWidth:-0): no interface is measured")
+        warnings.append(f"{INSET_ZERO}: no interface is measured")
 
     results, offsets = _measure_interfaces(grid, detector, stats, config, warnings,
                                            interface_estimator)
 
     if all_masked:
         pedestals = np.zeros(len(detector))
-        msg = ("all pixels are masked: pedestals set to zero"
-               if config.do_background or config.do_detection
-               # only the strips were read: the rest of the image may hold data
-               else "every pixel of the edge strips is masked: pedestals set to zero")
+        msg = ("every pixel of the edge strips is masked: pedestals set to zero"
+               if strips_only  # the rest of the image, not read, may hold data
+               else "all pixels are masked: pedestals set to zero")
         if n_detected:  # say whose doing it is: a flat or blank image is all "detected"
             msg += (f" (detection marked {n_detected} of {shape[0] * shape[1]} pixels, "
                     f"threshold {threshold:.6g}: a blank or constant image?)"

@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .edges import INSET_ZERO
+
 __all__ = ["harm_check"]
 
 
@@ -55,9 +57,7 @@ def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
         return (f"{undefined} of {n} interfaces have edge differences without a clipped mean "
                 "(every one clipped): edges without noise, a synthetic or constant image?")
     if inset == 0 and too_few:
-        return (f"{too_few} of {n} interfaces unmeasured: ampEdgeInset=0 leaves LSST's edge "
-                "strips on the amps' +x and +y sides empty (slice -ampEdgeWidth:-0); use "
-                "ampEdgeInset >= 1")
+        return f"{too_few} of {n} interfaces unmeasured: {INSET_ZERO}; use ampEdgeInset >= 1"
     if too_big >= too_few:
         return (f"{too_big} of {n} interfaces exceed ampEdgeMaxOffset={max_offset:g}: "
                 "not bias/overscan corrected, or gains differ?")
