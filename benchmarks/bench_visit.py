@@ -24,6 +24,7 @@ Usage::
     python benchmarks/bench_visit.py                    # 16 detectors, a few minutes
     python benchmarks/bench_visit.py --detectors 32 --workers 4 --keep --workdir /scratch/b
     python benchmarks/bench_visit.py --fast             # no background/detection step
+    python benchmarks/bench_visit.py --fast --camera lsstcam   # tasks carrying the camera
 
 The simulated files (~190 MB each) go to a temporary folder that is removed afterwards
 unless ``--keep``/``--workdir`` is given (existing files there are reused).
@@ -123,8 +124,9 @@ def _own_cpu() -> float:
     return _cpu(psutil.Process())
 
 
-def _task_with_peak(path: str, config: AmpOffsetConfig) -> tuple[str, int, float, float]:
-    res = process_file(path, None, config)
+def _task_with_peak(path: str, config: AmpOffsetConfig,
+                    camera: str | None = None) -> tuple[str, int, float, float]:
+    res = process_file(path, None, config, camera=camera)
     return res.status, _peak_rss(), res.cpu_seconds, res.seconds
 
 
@@ -150,7 +152,7 @@ def simulate(workdir: Path, n: int, workers: int) -> list[Path]:
 
 
 def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: Path,
-                memory_limit: str) -> tuple[float, list[int]]:
+                memory_limit: str, camera: str | None = None) -> tuple[float, list[int]]:
     """Seconds of `process` on a fresh local cluster made as `process` makes it (each
     worker warmed up on the first file), and the workers' peak RSS."""
     me = psutil.Process()
@@ -163,7 +165,8 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
         shutil.rmtree(out, ignore_errors=True)
         cpu0 = (_cpu(me), sum(client.run(_own_cpu).values()))
         t0 = time.perf_counter()
-        summary = process(paths, out, client=client, config=config, progress=False)
+        summary = process(paths, out, client=client, config=config, progress=False,
+                          camera=camera)
         seconds = time.perf_counter() - t0
         cpu1 = (_cpu(me), sum(client.run(_own_cpu).values()))
         assert summary.n_ok == len(paths), summary
@@ -181,7 +184,7 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
 
 
 def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
-             pin: bool = True) -> tuple[float, int, float]:
+             pin: bool = True, camera: str | None = None) -> tuple[float, int, float]:
     """Seconds of a ProcessPoolExecutor running process_file (each process warmed up on the
     first file), peak RSS, and the mean seconds of one detector inside the pool.
 
@@ -212,7 +215,7 @@ def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
             f.result()
         t0 = time.perf_counter()
         results = list(pool.map(_task_with_peak, [str(p) for p in paths],
-                                [config] * len(paths)))
+                                [config] * len(paths), [camera] * len(paths)))
         seconds = time.perf_counter() - t0
     assert all(r[0] == "ok" for r in results), results
     cpu = sum(r[2] for r in results) / len(results)
@@ -356,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny-in-flight", type=int, action="append", default=None,
                         help="bound(s) for test 4 (default: the pipeline's default, and 64)")
     parser.add_argument("--memory-limit", default="3GiB", help="per-worker limit")
+    parser.add_argument("--camera", default=None,
+                        help="name the camera, as `--camera` does (default: from the headers)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -366,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"machine: {os.cpu_count()} cores, {psutil.virtual_memory().total / GiB:.0f} GiB; "
           f"python {sys.version.split()[0]}; config: "
-          f"{'edges only' if args.fast else 'LSST defaults (background + detection)'}")
+          f"{'edges only' if args.fast else 'LSST defaults (background + detection)'}"
+          f"{f'; camera {args.camera}' if args.camera else ''}")
     try:
         paths = simulate(workdir / "visit", args.detectors, args.workers)
         n = len(paths)
@@ -376,10 +382,11 @@ def main(argv: list[str] | None = None) -> int:
 
         # In turn, process / pool / pool / process, so drift in the machine's speed (and
         # which side first gets memory the others freed) weighs on both alike.
-        t_a, peaks = run_process(paths, w, config, workdir / "cat-n", args.memory_limit)
-        t_p1, peak_pool, _ = run_pool(paths, w, config)
-        t_p2, _, _ = run_pool(paths, w, config)
-        t_b, peaks_b = run_process(paths, w, config, workdir / "cat-n", args.memory_limit)
+        cam = args.camera
+        t_a, peaks = run_process(paths, w, config, workdir / "cat-n", args.memory_limit, cam)
+        t_p1, peak_pool, _ = run_pool(paths, w, config, camera=cam)
+        t_p2, _, _ = run_pool(paths, w, config, camera=cam)
+        t_b, peaks_b = run_process(paths, w, config, workdir / "cat-n", args.memory_limit, cam)
         t_dask, t_pool = (t_a + t_b) / 2, (t_p1 + t_p2) / 2
         peaks += peaks_b
         print(f"\n[1] {n} detectors, {w} single-threaded processes, mean of two runs each in "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -118,6 +120,29 @@ def test_camera_pickles():
     cam = get_camera("latiss")
     back = pickle.loads(pickle.dumps(cam))
     assert back["RXX_S00"] == cam["RXX_S00"] and back.name == "latiss"
+
+
+def test_builtin_camera_pickles_by_name():
+    # what every task of a run with --camera carries: the name, not the 160 KB document
+    cam = get_camera("lsstcam")
+    data = pickle.dumps(cam)
+    assert len(data) < 1000
+    assert pickle.loads(data) is cam
+    # a fresh process rebuilds the same camera from its own copy of the package
+    code = ("import pickle, sys; cam = pickle.loads(sys.stdin.buffer.read()); "
+            "sys.stdout.buffer.write(pickle.dumps((cam.name, len(cam), cam['R22_S11'])))")
+    out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
+                         check=True).stdout
+    assert pickle.loads(out) == ("lsstcam", len(cam), cam["R22_S11"])
+
+
+def test_user_camera_with_a_builtin_name_pickles_its_own_document():
+    doc = kast_camera_doc()
+    doc["name"] = "lsstcam"
+    cam = Camera.from_dict(doc)
+    back = pickle.loads(pickle.dumps(cam))
+    assert back is not get_camera("lsstcam")
+    assert back.detector_names == cam.detector_names and back[0] == cam[0]
 
 
 def test_user_camera_json_and_yaml(tmp_path):
