@@ -9,8 +9,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
+import pickle
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -118,6 +120,7 @@ class Camera:
             raise InputError(f"{source or 'camera'}: a camera description must be a mapping")
         self._source = source or "camera description"
         self._builtin: str | None = None  # the key of a built-in camera (`get_camera`)
+        self._digest: str | None = None  # of the pickled document, computed when pickled
         self.instrument: str = str(data.get("instrument") or data.get("name") or name or "")
         self.name: str = (name or str(data.get("name") or self.instrument)).lower()
         if not self.name:
@@ -347,7 +350,13 @@ class Camera:
             # By name: a task carrying a built-in camera would otherwise ship its whole
             # document (160 KB for LSSTCam) and rebuild it in the worker (~17 ms a task).
             return (_load_builtin, (self._builtin,))
-        return (Camera, (self._data, self.name, self._source))
+        if self._digest is None:
+            try:
+                self._digest = hashlib.sha256(pickle.dumps(
+                    (self._data, self.name, self._source))).hexdigest()
+            except (pickle.PicklingError, TypeError, AttributeError):
+                return (Camera, (self._data, self.name, self._source))
+        return (_unpickled_camera, (self._digest, self._data, self.name, self._source))
 
 
 class UnknownDetectorError(InputError, KeyError):
@@ -398,6 +407,25 @@ def get_camera(name: str | Camera) -> Camera:
 
 
 _LOAD_LOCK = threading.Lock()
+
+#: Cameras unpickled in this process, by their document's digest: the tasks of one run
+#: carry the same user camera, built once per worker instead of once per task.
+_UNPICKLED: dict[str, Camera] = {}
+_UNPICKLED_MAX = 8
+
+
+def _unpickled_camera(digest: str, data: Mapping[str, Any], name: str,
+                      source: str) -> Camera:
+    with _LOAD_LOCK:
+        camera = _UNPICKLED.get(digest)
+    if camera is None:
+        camera = Camera(data, name, source)
+        camera._digest = digest
+        with _LOAD_LOCK:
+            while len(_UNPICKLED) >= _UNPICKLED_MAX:
+                del _UNPICKLED[next(iter(_UNPICKLED))]
+            camera = _UNPICKLED.setdefault(digest, camera)
+    return camera
 
 
 def _load_builtin(key: str) -> Camera:

@@ -143,6 +143,11 @@ def test_user_camera_with_a_builtin_name_pickles_its_own_document():
     back = pickle.loads(pickle.dumps(cam))
     assert back is not get_camera("lsstcam")
     assert back.detector_names == cam.detector_names and back[0] == cam[0]
+    # built once per process for the tasks that carry it; another document is another camera
+    assert pickle.loads(pickle.dumps(cam)) is back
+    doc["amp_layouts"]["kast"]["amps"][0]["name"] = "L2"
+    other = pickle.loads(pickle.dumps(Camera.from_dict(doc)))
+    assert other is not back and other[0].amp_names[0] == "L2"
 
 
 def test_user_camera_json_and_yaml(tmp_path):
