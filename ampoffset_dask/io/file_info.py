@@ -149,6 +149,8 @@ class FileInfo:
     archive_hdus: tuple[int, ...] = ()
     amp_hdus: dict[int, dict[str, str]] = dataclasses.field(default_factory=dict, repr=False)
     uncertainty: tuple[int, str] | None = None
+    duplicate_names: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict,
+                                                                     repr=False)
 
 
 # ------------------------------------------------------------------------------------------
@@ -490,6 +492,10 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
                 amp_like.append(k)
     if not images:
         raise InputError(f"{path}: no 2-D image HDU in the file")
+    named: dict[str, list[int]] = {}  # the image HDUs of each EXTNAME (one, unless damaged)
+    for k, extname, _ in images:
+        if extname:
+            named.setdefault(extname, []).append(k)
     primary = heads[0].header
     ccddata = hdu is None and _is_ccddata(heads, roles)
     # several HDUs naming a CCD make a mosaic, unless they are amp HDUs naming the same CCD
@@ -597,6 +603,7 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
         variance_hdu=variance_hdu, mask_planes=planes, compressed=compressed, header=keys,
         segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
         archive_hdus=archive, amp_hdus=amp_hdus, uncertainty=uncertainty,
+        duplicate_names={n: tuple(ks) for n, ks in named.items() if len(ks) > 1},
     )
 
 

@@ -411,7 +411,8 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
         if raws is not None and cam[detector.name] != detector:
             raws = None
     if raws is not None and any(r.extname or r.hdu is not None for r in raws):
-        if all(_raw_hdu(info, r) is not None for r in raws):
+        claimed = {r.extname.upper() for r in raws if r.extname}
+        if all(_raw_hdu(info, r, claimed) is not None for r in raws):
             return _raw_sources(info, detector, cam, mode)  # the file has the amps' HDUs
         raws = None  # boxes within per-amp HDUs the file lacks: they say nothing of one image
     if raws is not None:
@@ -526,11 +527,29 @@ def _source_from_raw(info, amp, raw, hdu, hdu_shape, mode: str,
                      raw.flip_x, raw.flip_y, over, _applied_mode(mode))
 
 
-def _raw_hdu(info: FileInfo, raw: Any) -> int | None:
-    """The HDU of the file a camera raw amp names (by ``extname``, else ``hdu``), or None."""
-    hdu = info.segments.get((raw.extname or "").upper())
+def _raw_hdu(info: FileInfo, raw: Any, claimed: set[str]) -> int | None:
+    """The HDU of the file a camera raw amp names (by ``extname``, else ``hdu``), or None.
+
+    The ``hdu`` number stands in for a missing ``extname`` only on an HDU that no other amp
+    of the detector names (``claimed``: their EXTNAMEs): a raw missing a segment would
+    otherwise give its amp the pixels of the segment that moved up into its place.
+
+    Raises
+    ------
+    InputError
+        When several HDUs carry the amp's EXTNAME.
+    """
+    name = (raw.extname or "").upper()
+    if name in info.duplicate_names:
+        raise InputError(
+            f"{info.path}: HDUs {', '.join(map(str, info.duplicate_names[name]))} share the "
+            f"EXTNAME {raw.extname}: which one holds that amp is ambiguous (a damaged or "
+            "wrongly merged file)")
+    hdu = info.segments.get(name)
     if hdu is None and raw.hdu is not None and raw.hdu in info.segment_shapes:
-        hdu = raw.hdu
+        held = next((n for n, k in info.segments.items() if k == raw.hdu), None)
+        if held is None or held not in claimed:
+            hdu = raw.hdu
     return hdu
 
 
@@ -560,8 +579,9 @@ def _raw_sources(info: FileInfo, detector: Detector, cam: Camera | None,
             "with raw boxes (pass camera=)"
         )
     out = []
+    claimed = {r.extname.upper() for r in raws if r.extname}
     for amp, raw in zip(detector, raws, strict=True):
-        hdu = _raw_hdu(info, raw)
+        hdu = _raw_hdu(info, raw, claimed)
         if hdu is None and raw.extname is None and raw.hdu is None:
             raise InputError(
                 f"{path}: camera {cam.name!r} names no HDU (\"hdu\"/\"extname\") for amp "
@@ -571,7 +591,8 @@ def _raw_sources(info: FileInfo, detector: Detector, cam: Camera | None,
         if hdu is None:
             raise InputError(
                 f"{path}: detector {detector.name!r}: no raw HDU {raw.extname or raw.hdu} for "
-                f"amp {amp.name!r}"
+                f"amp {amp.name!r} (the file's segments: "
+                f"{', '.join(sorted(info.segments)) or 'none named'})"
             )
         out.append(_source_from_raw(info, amp, raw, hdu, info.segment_shapes[hdu], mode))
     return tuple(out)

@@ -116,6 +116,44 @@ def test_user_camera_raw_assembly_with_flips_and_overscan(tmp_path, tiny_camera)
     assert (raw.image - truth).min() >= 500  # bias left in without overscan subtraction
 
 
+def test_raw_missing_a_segment_is_refused(tmp_path, tiny_camera):
+    """A raw without one of its segments: the HDU number the camera gives for that amp now
+    holds the next segment, whose pixels that amp must not take."""
+    path = tmp_path / "tiny_raw.fits"
+    _write_tiny_raw(path, tiny_camera)
+    with fits.open(path) as hdul:
+        del hdul[2]  # Segment11: HDU 2 now holds Segment01
+        hdul.writeto(tmp_path / "missing.fits")
+    with pytest.raises(InputError, match=r"missing.fits: detector 'R00_S00': no raw HDU "
+                                         r"Segment11 for amp 'C11' \(the file's segments: "
+                                         r"SEGMENT00, SEGMENT01, SEGMENT10\)"):
+        read_exposure(tmp_path / "missing.fits", camera=tiny_camera)
+
+
+def test_raw_with_a_segment_named_twice_is_refused(tmp_path, tiny_camera):
+    path = tmp_path / "tiny_raw.fits"
+    _write_tiny_raw(path, tiny_camera)
+    with fits.open(path) as hdul:
+        hdul[3].header["EXTNAME"] = "Segment11"  # Segment01's pixels, under C11's name
+        hdul.writeto(tmp_path / "twice.fits")
+    assert inspect_file(tmp_path / "twice.fits").duplicate_names == {"SEGMENT11": (2, 3)}
+    with pytest.raises(InputError, match=r"twice.fits: HDUs 2, 3 share the EXTNAME Segment11"):
+        read_exposure(tmp_path / "twice.fits", camera=tiny_camera)
+
+
+def test_raw_segments_found_by_number_when_unnamed(tmp_path, tiny_camera):
+    """Segments without EXTNAMEs are read from the HDU numbers the camera gives."""
+    path = tmp_path / "tiny_raw.fits"
+    truth = _write_tiny_raw(path, tiny_camera)
+    with fits.open(path) as hdul:
+        for hdu in hdul[1:]:
+            del hdu.header["EXTNAME"]
+        hdul.writeto(tmp_path / "unnamed.fits")
+    data = read_exposure(tmp_path / "unnamed.fits", camera=tiny_camera, detector="R00_S00",
+                         overscan=True)
+    np.testing.assert_array_equal(data.image, truth.astype(np.float32))
+
+
 def test_raw_without_camera_boxes_is_refused(tmp_path, tiny_camera):
     path = tmp_path / "tiny_raw.fits"
     _write_tiny_raw(path, tiny_camera)
