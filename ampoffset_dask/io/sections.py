@@ -394,7 +394,8 @@ def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool],
     declared total is checked against `max_decompressed_bytes` before each data unit is
     read, so a small file expanding to gigabytes (a "gzip bomb") costs neither memory nor
     time. Anything after the last complete HDU that is not an extension header (padding,
-    garbage) is not read. ``content``, when given, is the file's already decompressed
+    garbage) is read only to reach the end of the stream, where gzip and zip check their
+    CRC, within the limit. ``content``, when given, is the file's already decompressed
     content (from `_decompress`): it is walked instead, and nothing is decompressed.
 
     Raises
@@ -414,7 +415,15 @@ def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool],
                 if index == 0 and len(block) < _FITS_BLOCK:
                     raise InputError(f"{path}: truncated FITS file (primary header)")
                 if len(block) < _FITS_BLOCK or (index and not block.startswith(b"XTENSION=")):
-                    return  # padding or garbage after the last HDU is not read
+                    # Padding or garbage after the last HDU: read to the end all the same,
+                    # where gzip and zip check the content's CRC (a damaged stream can decode
+                    # to garbage without an error until then).
+                    if _skip(fh, limit - total + 1) > limit - total:
+                        raise InputError(
+                            f"{path}: the file decompresses to more than the limit of "
+                            f"{limit / 2**20:.1f} MiB after its last HDU (dask config "
+                            "ampoffset.max-decompressed-bytes)")
+                    return
                 blocks = [block]
                 while not _has_end(block):
                     if len(blocks) >= _MAX_HEADER_BLOCKS or (
