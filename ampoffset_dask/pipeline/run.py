@@ -748,15 +748,21 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     files), the input unchanged since (size and modification time), and, when this run
     writes corrected images, must name the one this run would write, still there. An input
     flagged "already corrected" is skipped (not flagged again, which would supersede the
-    measurement) when that row is the correction of this file in place. With ``force``,
-    the row of an input whose header says it was already corrected must come from a run
-    that forced it too: a row flagged "already corrected" is what ``force`` asks to replace.
+    measurement) when that row is the correction of this file in place, with or without
+    ``force``, as long as its header still says it is corrected (a restored original is
+    measured and corrected again). With ``force``, the row of another input whose header
+    says it was already corrected must come from a run that forced it too: a row flagged
+    "already corrected" is what ``force`` asks to replace. The row's run must have measured
+    with this run's overscan and gain options (`_MEASUREMENT_OPTIONS`).
     """
     current = writer.current()
     if not current:
         return set()
     digest = config_digest(config)
-    forced = _forced_runs(writer.path) if options.force else set()
+    runs = _run_options(writer.path)
+    forced = {run_id for run_id, _, recorded in runs if recorded.get("force")}
+    measured = {run_id: _measurement(recorded) for run_id, _, recorded in runs}
+    mine = {k: getattr(options, k) for k in _MEASUREMENT_OPTIONS}
     done: set[str] = set()
     moved: list[tuple[PlannedTask, str]] = []
     for task in planned:
@@ -770,11 +776,20 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
             continue
         if row.status not in DONE or row.config_digest != digest:
             continue
-        if task.corrected and options.force and row.run_id not in forced:
+        # pixels measured otherwise (another gain or overscan: ADU beside electrons) are
+        # not this run's result, whatever the latest run was
+        if measured.get(row.run_id, _measurement({})) != mine:
             continue
-        if task.flag:  # its correction changed the file: its size and mtime tell nothing
-            if not (row.applied and row.output == path):
+        if row.applied and row.output == path:
+            # this catalog corrected the file in place (which changed its size and time):
+            # done while its header still says so, even with force; a file restored since
+            # (a backup keeps the original's size and time) is measured and corrected again
+            if not task.corrected:
                 continue
+        elif task.flag:
+            continue
+        elif task.corrected and options.force and row.run_id not in forced:
+            continue
         elif not writer.input_unchanged(row):
             continue
         if options.apply and not _output_done(task, row.output, options, outputs):
@@ -807,14 +822,14 @@ def _run_options(catalog: Path) -> list[tuple[str, Any, dict[str, Any]]]:
     return out
 
 
-def _forced_runs(catalog: Path) -> set[str]:
-    """The ids of the catalog's runs made with ``force``."""
-    return {run_id for run_id, _, options in _run_options(catalog) if options.get("force")}
-
-
 #: The run options that change what the pixels measured are (and the pedestals' unit), with
 #: their defaults (runs recorded before an option existed ran with its default).
 _MEASUREMENT_OPTIONS = {"overscan": "auto", "gain": None}
+
+
+def _measurement(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's `_MEASUREMENT_OPTIONS` as recorded (`RunOptions.to_record`)."""
+    return {k: options.get(k, d) for k, d in _MEASUREMENT_OPTIONS.items()}
 
 
 def _check_same_measurement(catalog: Path, opts: RunOptions) -> None:
@@ -825,7 +840,7 @@ def _check_same_measurement(catalog: Path, opts: RunOptions) -> None:
     if opts.new_run or not runs:
         return
     run_id, _, latest = runs[-1]
-    theirs = {k: latest.get(k, d) for k, d in _MEASUREMENT_OPTIONS.items()}
+    theirs = _measurement(latest)
     mine = {k: getattr(opts, k) for k in _MEASUREMENT_OPTIONS}
     if theirs == mine:
         return

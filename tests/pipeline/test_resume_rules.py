@@ -210,3 +210,54 @@ def test_a_file_corrected_by_an_interrupted_run_keeps_its_pedestals(sim_visit, c
     assert ped["amp"].tolist() == list(job.amp_names)
     np.testing.assert_array_equal(ped["pedestal"], job.pedestals)
     assert ped["applied"].all() and ped["pedestal_err"].isna().all()
+
+
+def _copies(paths, folder: Path) -> list[Path]:
+    folder.mkdir()
+    return [Path(shutil.copy2(p, folder / Path(p).name)) for p in paths]
+
+
+def test_force_spares_the_files_this_catalog_corrected_in_place(sim_visit, client, tmp_path):
+    """``--force`` corrects files corrected elsewhere; before, it also subtracted this
+    catalog's own in-place corrections a second time (its rows then held the leftovers)."""
+    paths = _copies(sim_visit.paths[:2], tmp_path / "in")
+    cat = tmp_path / "cat"
+    assert _counts(_run(paths, cat, client, in_place=True)) == (2, 0, 0, 0)
+    corrected = [p.read_bytes() for p in paths]
+    pedestals = read_catalog(cat, "pedestals")
+    for options in ({"in_place": True}, {}):
+        summary = _run(paths, cat, client, force=True, **options)
+        assert _counts(summary) == (0, 0, 0, 2) and summary.n_submitted == 0
+    assert [p.read_bytes() for p in paths] == corrected
+    pd.testing.assert_frame_equal(read_catalog(cat, "pedestals"), pedestals)
+
+
+def test_a_restored_original_is_corrected_again(sim_visit, client, tmp_path):
+    """A backup restored over a file corrected in place (``cp -p``, ``rsync -a``) has the
+    original's size and time, which the row recorded: its header says it is not corrected,
+    so it is measured and corrected again (before: skipped, the catalog saying applied)."""
+    [path] = _copies(sim_visit.paths[:1], tmp_path / "in")
+    backup = Path(shutil.copy2(path, tmp_path / "backup.fits"))
+    cat = tmp_path / "cat"
+    assert _counts(_run([path], cat, client, in_place=True)) == (1, 0, 0, 0)
+    corrected = path.read_bytes()
+    shutil.copy2(backup, path)
+    summary = _run([path], cat, client, in_place=True)
+    assert _counts(summary) == (1, 0, 0, 0)
+    assert path.read_bytes() == corrected
+    assert _counts(_run([path], cat, client, in_place=True)) == (0, 0, 0, 1)
+
+
+def test_resume_measures_again_the_rows_of_another_measurement(sim_visit, client, tmp_path):
+    """After an interrupted ``--gain nominal --new-run`` (here: ``--overscan none``, which
+    the same rule covers, on one of two files), the resumed run passes the check against the
+    latest run, and the rows of the earlier run are not its results: they are measured again
+    (before: skipped, so ADU rows stood beside electron rows)."""
+    paths = list(sim_visit.paths[:2])
+    cat = tmp_path / "cat"
+    assert _counts(_run(paths, cat, client)) == (2, 0, 0, 0)
+    assert _counts(_run(paths[:1], cat, client, overscan="none", new_run=True)) == (1, 0, 0, 0)
+    summary = _run(paths, cat, client, overscan="none")
+    assert _counts(summary) == (1, 0, 0, 1)
+    runs = read_catalog(cat, "runs")["run_id"].tolist()
+    assert read_catalog(cat, "detectors")["run_id"].tolist() == [runs[1], runs[2]]
