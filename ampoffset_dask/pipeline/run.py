@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -765,6 +766,7 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     mine = {k: getattr(options, k) for k in _MEASUREMENT_OPTIONS}
     done: set[str] = set()
     moved: list[tuple[PlannedTask, str]] = []
+    written: list[tuple[PlannedTask, Any]] = []  # done if their image is still the row's
     for task in planned:
         row = current.get((task.visit, task.name)) if not task.error else None
         if row is None:
@@ -794,7 +796,12 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
             continue
         if options.apply and not _output_done(task, row.output, options, outputs):
             continue
+        if options.apply and row.output != path and not is_url(row.output):
+            written.append((task, row))
+            continue
         done.add(output_key(task))
+    if written:
+        done.update(_images_still_written(written, writer.path))
     for task, other in moved[:_WARN_MOVED]:
         logger.warning("visit %s detector %s: measuring %s, whose row supersedes the "
                        "catalog's current row, which came from another input: %s",
@@ -802,6 +809,39 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     if len(moved) > _WARN_MOVED:
         logger.warning("and %d more detector(s) whose current row came from another input",
                        len(moved) - _WARN_MOVED)
+    return done
+
+
+def _images_still_written(written: list[tuple[PlannedTask, Any]], catalog: Path) -> set[str]:
+    """The `output_key` of each ``(task, row)`` whose corrected image still holds the
+    pedestals of its row (LSST's keys in its header): another catalog writing to the same
+    folder, or anyone, may have replaced it since, and then it is written again."""
+    import pyarrow.dataset as ds
+
+    from ..catalog.read import arrow_table
+    from .inputs import _applied_pedestals
+
+    # only their rows: a catalog of many visits holds millions of pedestals
+    runs = sorted({row.run_id for _, row in written})
+    visits = sorted({int(task.visit) for task, _ in written})
+    table = arrow_table(catalog, "pedestals",
+                        columns=["visit", "detector", "run_id", "amp_index", "pedestal"],
+                        filter=ds.field("visit").isin(visits) & ds.field("run_id").isin(runs))
+    rows: dict[tuple[int, str, str], dict[int, float]] = {}
+    for r in table.to_pylist():
+        rows.setdefault((r["visit"], r["detector"], r["run_id"]), {})[r["amp_index"]] = (
+            r["pedestal"])
+    done = set()
+    for task, row in written:
+        mine = rows.get((task.visit, task.name, row.run_id), {})
+        header = _applied_pedestals(row.output, task.detector) if task.detector else ()
+        if header and len(mine) == len(header) and all(
+                abs(mine.get(i, math.nan) - v) <= 1e-6 for i, v in enumerate(header)):
+            done.add(output_key(task))
+        else:
+            logger.info("%s: the corrected image of visit %s detector %s no longer holds the "
+                        "pedestals of its row: writing it again", row.output, task.visit,
+                        task.name)
     return done
 
 

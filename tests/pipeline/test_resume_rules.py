@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from astropy.io import fits
 from cli_helpers import cli
 from io_helpers import REAL
 
@@ -261,3 +262,25 @@ def test_resume_measures_again_the_rows_of_another_measurement(sim_visit, client
     assert _counts(summary) == (1, 0, 0, 1)
     runs = read_catalog(cat, "runs")["run_id"].tolist()
     assert read_catalog(cat, "detectors")["run_id"].tolist() == [runs[1], runs[2]]
+
+
+def test_resume_writes_again_an_image_another_catalog_replaced(sim_visit, client, tmp_path):
+    """Two catalogs writing corrected images into one folder: a resume of the first trusted
+    the image the second wrote over its own (it only checked that the file existed)."""
+    from ampoffset_dask import AmpOffsetConfig
+
+    src = list(sim_visit.paths[:2])
+    images = tmp_path / "images"
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _counts(_run(src, a, client, output_images=images)) == (2, 0, 0, 0)
+    assert _counts(_run(src, a, client, output_images=images)) == (0, 0, 0, 2)
+    other = AmpOffsetConfig(amp_edge_width=16)
+    assert _counts(_run(src[:1], b, client, output_images=images, config=other)) == (1, 0, 0, 0)
+    summary = _run(src, a, client, output_images=images)
+    assert _counts(summary) == (1, 0, 0, 1)
+    pedestals = read_catalog(a, "pedestals")
+    for row in read_catalog(a, "detectors").itertuples():
+        ped = pedestals[pedestals["detector"] == row.detector].sort_values("amp_index")
+        header = fits.getheader(row.output, 0)
+        written = [header[f"LSST ISR AMPOFFSET PEDESTAL {amp}"] for amp in ped["amp"]]
+        np.testing.assert_allclose(written, ped["pedestal"], atol=1e-6)
