@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .lock import CatalogLock, owner_alive
-from .schema import CatalogWriteError, DetectorResult, check_record
+from .schema import CatalogWriteError, DetectorResult, check_record, storable
 
 __all__ = ["Journal", "PendingJournal", "Replay", "pending_journals", "replay"]
 
@@ -126,6 +126,10 @@ def _parse(line: bytes, run_id: str) -> DetectorResult:
         raise ValueError(f"not a JSON object: {type(data).__name__}")
     record = DetectorResult.from_dict(data)
     record.run_id = record.run_id or run_id
+    # as `CatalogWriter.add` stores results: a line an older writer journaled with a file
+    # name that is not UTF-8 (surrogate escapes in the JSON) or a URL's password is
+    # recovered escaped and redacted, not quarantined or written in clear
+    storable(record)
     check_record(record)
     return record
 

@@ -51,6 +51,7 @@ __all__ = [
     "records_to_tables",
     "row_key",
     "sorted_table",
+    "storable",
 ]
 
 #: Visit used for inputs whose identity could not be read.
@@ -461,8 +462,71 @@ def check_identity(visit: Any, detector_id: Any = None, *, what: str = "",
             raise ValueError(f"{prefix}{name} {value} is out of range ({low} to {INT64_MAX})")
 
 
+def storable(record: DetectorResult) -> DetectorResult:
+    """``record`` (changed in place, and returned) as the catalog stores it: no credentials,
+    no text that is not UTF-8.
+
+    The input and output go through `~ampoffset_dask.io.remote.redact`: a URL's password
+    and a signed URL's query never reach the tables or the journal, and the error and
+    warnings lose them too (the input's raw form, and any URL they quote). Every text of
+    the record is then `~ampoffset_dask.io.remote.printable`: bytes of a file name that are
+    not UTF-8 (``junk\\xfe.fits``, which Python holds as surrogate escapes that no Parquet
+    or JSON text can hold) are written ``\\xNN``, the same way each time, so the row's
+    ``input`` is what `~ampoffset_dask.process` compares a rerun's inputs with (``redact``
+    of the path, the same function).
+    """
+    from ..io.remote import printable, redact, redact_text
+
+    raw = record.input
+    if isinstance(raw, str):
+        record.input = redact(raw)
+        if isinstance(record.error, str):
+            if raw and raw != record.input:
+                record.error = record.error.replace(raw, record.input)
+            record.error = redact_text(record.error)
+    if isinstance(record.output, str):
+        record.output = redact(record.output)
+    if isinstance(record.warnings, list):
+        record.warnings = [redact_text(w) if isinstance(w, str) else w
+                           for w in record.warnings]
+    for name in _FIELD_NAMES:
+        value = getattr(record, name)
+        if _not_utf8(value):  # rare: most records are left as they are, nothing copied
+            setattr(record, name, _printable(value, printable))
+    return record
+
+
+def _printable(value: Any, printable: Any) -> Any:
+    """``value`` with its texts (also those in lists and dicts) `printable`."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [_printable(v, printable) for v in value]
+    if isinstance(value, dict):
+        return {_printable(k, printable): _printable(v, printable) for k, v in value.items()}
+    return value
+
+
+def _not_utf8(value: Any) -> bool:
+    """Whether ``value`` holds a text that is not valid UTF-8 (lone surrogates)."""
+    if isinstance(value, str):
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, list):
+        return any(_not_utf8(v) for v in value)
+    if isinstance(value, dict):
+        return any(_not_utf8(k) or _not_utf8(v) for k, v in value.items())
+    return False
+
+
 def check_record(record: DetectorResult) -> dict[str, pa.Table]:
-    """Raise `ValueError` if ``record`` cannot be stored (bad identity, wrong types).
+    """Raise `ValueError` if ``record`` cannot be stored (bad identity, wrong types, text
+    that is not UTF-8: see `storable`).
 
     Returns
     -------
@@ -477,6 +541,11 @@ def check_record(record: DetectorResult) -> dict[str, pa.Table]:
     try:
         return records_to_tables([record], record.run_id)
     except (pa.ArrowException, TypeError, ValueError, OverflowError, KeyError) as exc:
+        # Arrow's "'utf-8' codec can't encode" names neither the field nor the text
+        bad = next((n for n in _FIELD_NAMES if _not_utf8(getattr(record, n))), None)
+        if bad is not None:
+            raise ValueError(f"{bad} {getattr(record, bad)!r} is not UTF-8 text (undecodable "
+                             "bytes of a file name?); `storable` escapes it") from exc
         raise ValueError(f"cannot convert the record to catalog rows: {exc}") from exc
 
 

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -69,6 +70,7 @@ from .schema import (
     records_to_tables,
     row_key,
     sorted_table,
+    storable,
 )
 
 __all__ = ["CatalogWriter", "CurrentRow", "write_atomic"]
@@ -127,6 +129,24 @@ def _dask_config(key: str, default: Any) -> Any:
     # holds the package defaults and the user's settings.
     config = sys.modules.get("dask.config")
     return default if config is None else config.get(key, default)
+
+
+_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def _on_disk(name: str) -> str:
+    """The local file a recorded input name stands for.
+
+    The catalog holds a file name whose bytes are not UTF-8 escaped
+    (`~ampoffset_dask.io.remote.printable`: ``junk\\xfe.fits``); its size and time are
+    those of the file with the bytes themselves. A name that exists as written (or holds
+    no escape, or is a URL) is that file.
+    """
+    if "\\x" not in name or "://" in name or os.path.lexists(name):
+        return name
+    raw = _ESCAPED_BYTE.sub(lambda m: bytes([int(m.group(1), 16)]),
+                            name.encode("utf-8", "surrogateescape"))
+    return os.fsdecode(raw)
 
 
 def _stamp(size: Any, mtime: Any) -> tuple[int, float] | None:
@@ -441,7 +461,9 @@ class CatalogWriter:
         if latest is not None and stamp <= latest:
             stamp = latest + _MICROSECOND
         self.run_id = f"{stamp:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        records = input_records(inputs, url_stamps)
+        from ..io.remote import redact, redact_text  # (the I/O stack: when writing only)
+
+        records = self._input_records(inputs, url_stamps)
         self._inputs = {r["path"]: _stamp(r["size"], r["mtime"]) for r in records}
         inputs_json = json.dumps(records)
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
@@ -453,7 +475,9 @@ class CatalogWriter:
             "seconds": None,
             "config": json.dumps(cfg, sort_keys=True),
             "config_digest": digest,
-            "options": json.dumps(dict(options or {}), sort_keys=True, default=str),
+            # an output URL's password must not reach the catalog either
+            "options": redact_text(json.dumps(dict(options or {}), sort_keys=True,
+                                              default=str)),
             "versions": json.dumps(package_versions(), sort_keys=True),
             "inputs": inputs_json,
             "inputs_digest": hashlib.sha256(inputs_json.encode()).hexdigest()[:16],
@@ -463,7 +487,7 @@ class CatalogWriter:
             "n_ok": 0,
             "n_flagged": 0,
             "n_failed": 0,
-            "scheduler": scheduler,
+            "scheduler": redact(scheduler),
             "host": socket.gethostname(),
             "timings": "{}",
         }
@@ -473,6 +497,30 @@ class CatalogWriter:
         self._tally = {}
         self._last_stamp = _micros(stamp)
         return self.run_id
+
+    @staticmethod
+    def _input_records(inputs: Iterable[str | os.PathLike],
+                       url_stamps: Mapping[str, tuple[int, float]] | None
+                       ) -> list[dict[str, Any]]:
+        """`input_records` of ``inputs``, each path as the rows name it (`redact`: no
+        credentials, undecodable bytes escaped), its size and time those of the file or
+        object itself."""
+        from ..io.remote import REDACTED, is_url, redact
+
+        names = [os.fspath(p) for p in inputs]
+        # the stamps planning asked, under the raw URL and under the name a caller that
+        # redacted its inputs gives
+        stamps: dict[str, Any] = dict(url_stamps or {})
+        stamps.update({redact(u): v for u, v in stamps.items()})
+        # a URL redacted by the caller is not asked again: the store would get the
+        # placeholder for a password or signature (refused, with a needless warning)
+        marks = (f":{REDACTED}@", f"://{REDACTED}@", "?<signature>")
+        stamps.update({n: None for n in names if is_url(n) and n not in stamps
+                       and any(m in n for m in marks)})
+        records = input_records([_on_disk(n) for n in names], stamps)
+        for record, name in zip(records, names, strict=True):
+            record["path"] = redact(name)
+        return records
 
     def annotate_run(self, **fields: Any) -> None:
         """Set fields of this run's record (e.g. ``scheduler``) written by `finish_run`."""
@@ -597,7 +645,7 @@ class CatalogWriter:
             now = self._inputs[path]
         else:
             try:
-                st = os.stat(path)
+                st = os.stat(_on_disk(path))
             except OSError:
                 return True
             now = _stamp(st.st_size, st.st_mtime)
@@ -617,9 +665,12 @@ class CatalogWriter:
         one result, by `DetectorResult.key`: a key listed twice (two inputs failing with
         one (visit, detector)) waits for two results.
         """
+        from ..io.remote import redact
+
         st = self._state(int(visit))
         for key in detectors:
-            st.expect(key)
+            # an unidentified input's key holds its path: as `add` records it (`storable`)
+            st.expect(f"input:{redact(key[6:])}" if key.startswith("input:") else key)
 
     def add(self, result: DetectorResult) -> None:
         """Record one result: journal it now, write its visit when the visit is complete.
@@ -643,14 +694,17 @@ class CatalogWriter:
         # increasing within the run, so two results are never tied.
         self._last_stamp = max(time.time_ns() // 1000, self._last_stamp + 1)
         result.recorded_at = self._last_stamp
+        # no credentials and no undecodable file-name bytes in the journal or the tables:
+        # one such name would otherwise stop the whole batch, at every rerun
+        storable(result)
         try:
             rows = check_record(result)
         except ValueError as exc:
             logger.warning("%s: cannot record the result of %s: %s", self.path,
                            result.input or result.detector, exc)
-            result = DetectorResult.failure(
+            result = storable(DetectorResult.failure(
                 f"InputError: {result.input}: cannot record the result ({exc})",
-                visit=None, detector=None, input=str(result.input))
+                visit=None, detector=None, input=str(result.input)))
             result.run_id = self.run_id or ""
             result.recorded_at = self._last_stamp
             rows = check_record(result)

@@ -77,6 +77,7 @@ __all__ = [
     "DEFAULT_MAX_REQUEST",
     "DEFAULT_MERGE_GAP",
     "RANGE_CACHE_BYTES",
+    "REDACTED",
     "bytes_fetched",
     "clear_caches",
     "environment_options",
@@ -87,8 +88,11 @@ __all__ = [
     "max_request",
     "merge_gap",
     "object_size",
+    "printable",
     "put_file",
     "read_url_section",
+    "redact",
+    "redact_text",
     "requests_made",
     "scoped_storage_options",
     "set_config_source",
@@ -152,11 +156,84 @@ def protocol(url: str) -> str:
     return m.group(1).lower() if m else "file"
 
 
+#: What replaces a password (or a user name given alone: a token) in `redact`.
+REDACTED = "***"
+#: URLs inside free text (an exception's message): up to a space or quote.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that are not UTF-8 written as ``\\xNN``.
+
+    Python gives such bytes of a POSIX file name as lone surrogates (``"junk\\udcfe.fits"``
+    for the bytes ``junk\\xfe.fits``), which no UTF-8 text (a Parquet column, a JSON line,
+    a terminal) can hold. The escape is the same every time (a rerun recognises the name)
+    and reads as the bytes ``ls`` would show; text that is valid UTF-8 is returned as is.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that stand for no byte (``\\ud800``)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def redact(url: str) -> str:
-    """A URL without its query string (signed URLs carry credentials there), for messages."""
-    if protocol(url) in ("http", "https") and "?" in url:
-        return url.split("?", 1)[0] + "?<signature>"
-    return url
+    """A path or URL as messages and the catalog show it: without credentials, printable.
+
+    - The password of a URL's user information is replaced by `REDACTED`
+      (``http://alice:secret@host/f.fits`` -> ``http://alice:***@host/f.fits``): the user
+      name tells which account read the object and is no secret. User information without a
+      password is replaced whole (``https://***@host/...``): that form usually carries a
+      token (a personal access token or API key given as the user name).
+    - The query string of an ``http(s)`` URL becomes ``?<signature>``: signed URLs carry
+      their credentials there.
+    - A ``#fragment`` is kept: it is never sent to a server, so it holds no credentials,
+      and here it names things (``#zip-path=member`` of a zip archive; ``#`` may be part of
+      an object's key in a store), which would otherwise merge into one name.
+    - Bytes of a file name that are not UTF-8 are escaped (`printable`).
+
+    Local paths keep their form (only `printable` applies). The result is stable (the same
+    input always gives the same text, so resumed runs find their rows) and redacting it
+    again changes nothing.
+    """
+    text = printable(url)
+    m = _SCHEME.match(text)
+    if not m:
+        return text
+    rest = text[m.end():]
+    # RFC 3986: the authority ends at the first "/", "?" or "#"; user information is what
+    # comes before its last "@" (an unencoded "@" in a password stays in the password)
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        hidden = f"{user}:{REDACTED}" if colon else REDACTED
+        rest = f"{hidden}@{host}{rest[end:]}"
+    if m.group(1).lower() in ("http", "https") and "?" in rest:
+        rest = rest.split("?", 1)[0] + "?<signature>"
+    return m.group(0) + rest
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message) with every URL in it redacted (`redact`) and its
+    undecodable bytes escaped: the messages of the libraries that read stores (fsspec,
+    aiohttp, botocore) quote the URL they were given, credentials included."""
+    text = printable(text)
+    if "://" not in text:
+        return text
+
+    def one(m: re.Match[str]) -> str:
+        # punctuation ending a sentence is not part of the URL ("...fits?sig=x: no such")
+        url = m.group(0).rstrip(":,;.)]}")
+        return redact(url) + m.group(0)[len(url):]
+
+    return _URL_IN_TEXT.sub(one, text)
 
 
 # ------------------------------------------------------------------------------------------
@@ -238,9 +315,10 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> Any:
         return fsspec.filesystem(proto, **storage_options(url, options))
     except ImportError as exc:
         raise InputError(f"{redact(url)}: no fsspec implementation of {proto}:// installed "
-                         f"({exc}): {_INSTALL}") from exc
+                         f"({redact_text(str(exc))}): {_INSTALL}") from exc
     except (TypeError, ValueError) as exc:
-        raise InputError(f"{redact(url)}: invalid storage options: {exc}") from exc
+        raise InputError(f"{redact(url)}: invalid storage options: "
+                         f"{redact_text(str(exc))}") from exc
 
 
 class _FetchError(OSError):
@@ -248,18 +326,23 @@ class _FetchError(OSError):
 
 
 def _error(url: str, exc: BaseException, what: str) -> InputError | OSError:
-    """A clear error for a failed remote operation (InputError for permanent causes)."""
+    """A clear error for a failed remote operation (InputError for permanent causes).
+
+    The message never holds credentials: the store libraries' messages quote the URL as
+    given (``aiohttp``: ``url=URL('http://user:password@...')``), so they are redacted too.
+    """
     where = redact(url)
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{where}: no such object ({what})")
     if isinstance(exc, PermissionError):
         return InputError(f"{where}: access denied ({what}): check the credentials")
-    text = f"{type(exc).__name__}: {exc}"
+    said = redact_text(str(exc))
+    text = f"{type(exc).__name__}: {said}"
     if any(s in text for s in ("EndpointConnectionError", "Could not connect",
                                "ConnectionRefused", "Cannot connect", "Name or service")):
-        return InputError(f"{where}: cannot reach the storage endpoint ({what}): {exc}")
+        return InputError(f"{where}: cannot reach the storage endpoint ({what}): {said}")
     if isinstance(exc, OSError):
-        return _FetchError(f"{where}: {what} failed: {exc}")
+        return _FetchError(f"{where}: {what} failed: {said}")
     return InputError(f"{where}: {what} failed: {text}")
 
 
@@ -329,7 +412,7 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
                     f"{redact(url)}: the input prefix is (or lies inside) the output images' "
                     f"prefix {redact(inside)}, and runs never take inputs from a prefix of "
                     "corrected images; write them elsewhere (a prefix inside the inputs, e.g. "
-                    f"{top}/corrected/, is fine)")
+                    f"{redact(top)}/corrected/, is fine)")
             found = [p if is_url(p) else f"{proto}://{p}" for p in sorted(fs.find(url))]
             skip += [p[:-len(OUTPUT_MARKER)] for p in found
                      if p.endswith("/" + OUTPUT_MARKER) and p.rsplit("/", 1)[0] != top]
@@ -396,7 +479,8 @@ def url_stamp(url: str, options: Mapping[str, Any] | None = None
             first, _STAMP_WARNED = not _STAMP_WARNED, True
         logger.log(logging.WARNING if first else logging.DEBUG,
                    "%s: cannot ask the store for its size and time (%s: %s); a resumed run "
-                   "will not notice if it is replaced", redact(url), type(exc).__name__, exc)
+                   "will not notice if it is replaced", redact(url), type(exc).__name__,
+                   redact_text(str(exc)))
         return None
     size = info.get("size")
     when = next((info[k] for k in ("LastModified", "last_modified", "mtime", "updated",
@@ -541,7 +625,8 @@ def _open_hdul(url: str, fh: Any) -> tuple[Any, int]:
                 f"{redact(url)}: a {wrapper}-wrapped FITS object, which cannot be read from a "
                 "store in byte ranges: store it uncompressed or tile-compressed (fpack, "
                 ".fits.fz), or copy it to a local disk and run on the copy") from exc
-        raise InputError(f"{redact(url)}: not a readable FITS file ({exc})") from exc
+        raise InputError(f"{redact(url)}: not a readable FITS file "
+                         f"({redact_text(str(exc))})") from exc
     except (TypeError, EOFError, IndexError) as exc:
         raise _error(url, exc, "reading the FITS headers") from exc
     return hdul, size
@@ -979,7 +1064,8 @@ def _compressed_section(url: str, hdu: int, slices: tuple[slice, slice]) -> np.n
         except (IndexError, KeyError, ValueError, OSError) as exc:
             if isinstance(exc, _FetchError):
                 raise
-            raise InputError(f"{where}: cannot read HDU {hdu}: {exc}") from exc
+            raise InputError(f"{where}: cannot read HDU {hdu}: "
+                             f"{redact_text(str(exc))}") from exc
         if not isinstance(h, fits.CompImageHDU):
             return None
 
@@ -1003,7 +1089,7 @@ def _compressed_section(url: str, hdu: int, slices: tuple[slice, slice]) -> np.n
             raise
         except Exception as exc:
             raise InputError(f"{where}: cannot decompress HDU {hdu} region {slices}: "
-                             f"{type(exc).__name__}: {exc}") from exc
+                             f"{type(exc).__name__}: {redact_text(str(exc))}") from exc
 
 
 def _whole_plane(url: str, hdu: int) -> np.ndarray:
