@@ -13,10 +13,12 @@ Two conventions are understood, in one image HDU:
 multi-extension raw): each HDU's ``DATASEC`` (default: the whole HDU) holds the amp's data,
 its ``CCDSEC`` (else ``DETSEC``) places it, its ``BIASSEC`` is its serial overscan.
 
-Sections are 1-based and inclusive (``[x1:x2,y1:y2]``); reversed ranges are read as the same
-pixels (no flip: see ``docs/cameras.md`` on why LSST raw DETSEC flips are not trusted).
-Placements that put two amps on the same detector pixels are refused (`GeometryError`
-naming both keywords).
+Sections are 1-based and inclusive (``[x1:x2,y1:y2]``). A reversed range is a flip, as in the
+NOAO/IRAF convention that LSST raw headers follow: an amp whose place (``CCDSEC``/``DETSEC``)
+runs ``[509:1,4000:2001]`` was read out mirrored along both axes, and is flipped before it is
+pasted; a reversed ``DATASEC`` range reads the data mirrored (an IRAF image section), so
+both reversed is no flip (`section_flips`). Placements that put two amps on the same
+detector pixels are refused (`GeometryError` naming both keywords).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..geometry import Amplifier, Detector
 from .sections import _overlaps
 
 __all__ = ["HeaderGeometry", "format_section", "geometry_from_hdus", "geometry_from_header",
-           "parse_section", "section_suffixes"]
+           "parse_section", "section_flips", "section_suffixes"]
 
 _SECTION = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
 
@@ -56,6 +58,24 @@ def parse_section(text: str) -> Box:
     if min(a, b, c, d) < 1:
         raise GeometryError(f"section {text!r} has a coordinate below 1")
     return min(c, d) - 1, max(c, d), min(a, b) - 1, max(a, b)
+
+
+def section_flips(text: str) -> tuple[bool, bool]:
+    """Which ranges of section ``'[x1:x2,y1:y2]'`` are reversed: ``(x2 < x1, y2 < y1)``.
+
+    In the NOAO/IRAF convention a reversed range is a flip along that axis (`parse_section`
+    gives the same pixels either way).
+
+    Raises
+    ------
+    GeometryError
+        If the text is not a section.
+    """
+    m = _SECTION.match(str(text))
+    if not m:
+        raise GeometryError(f"{text!r} is not a FITS section '[x1:x2,y1:y2]'")
+    a, b, c, d = (int(v) for v in m.groups())
+    return b < a, d < c
 
 
 def format_section(y0: int, y1: int, x0: int, x1: int) -> str:
@@ -92,6 +112,9 @@ class HeaderGeometry:
     hdus : tuple of int or None
         Per amp: the HDU its boxes are in (`geometry_from_hdus`); None when all are in the
         one image HDU whose header was read.
+    flips : tuple of (bool, bool) or None
+        Per amp: ``(flip_x, flip_y)`` to apply to its data before pasting it at its place
+        (reversed section ranges, `section_flips`); None when no amp is flipped.
     """
 
     detector: Detector
@@ -101,7 +124,7 @@ class HeaderGeometry:
     @property
     def trimmed(self) -> bool:
         """True if the file image is already the detector image (no assembly needed)."""
-        return all(
+        return self.flips is None and all(
             box == (a.y0, a.y1, a.x0, a.x1)
             for box, a in zip(self.data_boxes, self.detector.amplifiers, strict=True)
         ) and self.detector.shape == self._file_shape
@@ -109,6 +132,11 @@ class HeaderGeometry:
     _file_shape: tuple[int, int] = (0, 0)
     per_amp: bool = False
     hdus: tuple[int, ...] | None = None
+    flips: tuple[tuple[bool, bool], ...] | None = None
+
+    def flip(self, k: int) -> tuple[bool, bool]:
+        """``(flip_x, flip_y)`` of amp ``k`` (detector order)."""
+        return (False, False) if self.flips is None else self.flips[k]
 
 
 def _get(header: Mapping[str, Any], key: str) -> Any:
@@ -158,13 +186,16 @@ def geometry_from_header(
             over = None
             if _get(header, f"BIASSEC{s}") is not None:
                 over = _checked(header, f"BIASSEC{s}", shape)
-            entries.append(_Entry(amp_name, data, over, *_placement(header, s),
-                                  data_key=f"DATASEC{s}"))
+            place, place_key = _placement(header, s)
+            entries.append(_Entry(amp_name, data, over, place, place_key,
+                                  data_key=f"DATASEC{s}",
+                                  data_flip=_reversal(header, f"DATASEC{s}"),
+                                  place_flip=_reversal(header, place_key)))
     elif _get(header, "DATASEC") is not None:
         data = _checked(header, "DATASEC", shape)
         over = _checked(header, "BIASSEC", shape) if _get(header, "BIASSEC") is not None else None
         entries = [_Entry(str(_get(header, "AMPNAME") or "A").strip(), data, over, None, "",
-                          data_key="DATASEC")]
+                          data_key="DATASEC", data_flip=_reversal(header, "DATASEC"))]
     else:
         return None
 
@@ -172,11 +203,13 @@ def geometry_from_header(
     if sizes_match:
         dest = _shifted([e.place for e in entries])
         keys = [e.place_key for e in entries]
-    else:
+        flips = [e.flip for e in entries]
+    else:  # the places are not used: only a reversed DATASEC flips (read mirrored)
         dest = _pack([e.data for e in entries])
         keys = [e.data_key for e in entries]
+        flips = [e.data_flip for e in entries]
     _check_disjoint(dest, keys, header)
-    return _geometry(entries, dest, name, id, shape, per_amp=bool(suffixes))
+    return _geometry(entries, dest, name, id, shape, per_amp=bool(suffixes), flips=flips)
 
 
 def geometry_from_hdus(
@@ -230,8 +263,11 @@ def geometry_from_hdus(
                 f"{where}: {place_key} = {_get(header, place_key)!r} is not the size of its "
                 f"data section {format_section(*data)} (binned?)")
         shown = f"{where} {place_key} = {str(_get(header, place_key)).strip()!r}"
+        data_flip = (_reversal(header, "DATASEC") if _get(header, "DATASEC") is not None
+                     else (False, False))
         entries.append(_Entry(extname or f"HDU{k}", data, over, place, shown,
-                              data_key=f"{where} DATASEC"))
+                              data_key=f"{where} DATASEC", data_flip=data_flip,
+                              place_flip=_reversal(header, place_key)))
     if len(entries) < 2:
         raise GeometryError("fewer than two amp HDUs")
     dest = _shifted([e.place for e in entries])
@@ -240,7 +276,8 @@ def geometry_from_hdus(
     if sum(_size(d)[0] * _size(d)[1] for d in dest) != height * width:
         raise GeometryError(f"the amp places leave gaps in the {width}x{height} detector they "
                             "span")
-    geometry = _geometry(entries, dest, name, id, (height, width), per_amp=True)
+    geometry = _geometry(entries, dest, name, id, (height, width), per_amp=True,
+                         flips=[e.flip for e in entries])
     return dataclasses.replace(geometry, hdus=tuple(k for k, _, _ in hdus))
 
 
@@ -254,6 +291,14 @@ class _Entry:
     place: Box | None
     place_key: str
     data_key: str
+    data_flip: tuple[bool, bool] = (False, False)
+    place_flip: tuple[bool, bool] = (False, False)
+
+    @property
+    def flip(self) -> tuple[bool, bool]:
+        """``(flip_x, flip_y)`` of the amp pasted at its place: a reversed place range is a
+        flip (NOAO/IRAF), a reversed data range reads the data mirrored, and two cancel."""
+        return (self.data_flip[0] != self.place_flip[0], self.data_flip[1] != self.place_flip[1])
 
 
 def _placement(header: Mapping[str, Any], s: str) -> tuple[Box | None, str]:
@@ -265,6 +310,12 @@ def _placement(header: Mapping[str, Any], s: str) -> tuple[Box | None, str]:
             except GeometryError as exc:
                 raise GeometryError(f"keyword {key}: {exc}") from exc
     return None, ""
+
+
+def _reversal(header: Mapping[str, Any], key: str) -> tuple[bool, bool]:
+    """`section_flips` of keyword ``key`` (already parsed as a section); no flip if absent."""
+    value = _get(header, key) if key else None
+    return (False, False) if value is None else section_flips(str(value))
 
 
 def _size(box: Box) -> tuple[int, int]:
@@ -292,13 +343,16 @@ def _check_disjoint(dest: list[Box], keys: list[str], header: Mapping[str, Any] 
 
 
 def _geometry(entries: list[_Entry], dest: list[Box], name: str, id: int | None,
-              shape: tuple[int, int], per_amp: bool) -> HeaderGeometry:
-    """The `HeaderGeometry` of ``entries`` placed at ``dest`` (detector frame)."""
+              shape: tuple[int, int], per_amp: bool,
+              flips: Sequence[tuple[bool, bool]] = ()) -> HeaderGeometry:
+    """The `HeaderGeometry` of ``entries`` placed at ``dest`` (detector frame), each amp
+    flipped as ``flips`` says."""
     amps = tuple(Amplifier(e.name, d[2], d[0], d[3] - d[2], d[1] - d[0])
                  for e, d in zip(entries, dest, strict=True))
     detector = Detector(name, max(d[3] for d in dest), max(d[1] for d in dest), amps, id)
+    flipped = tuple(tuple(f) for f in flips) if any(any(f) for f in flips) else None
     return HeaderGeometry(detector, tuple(e.data for e in entries),
-                          tuple(e.over for e in entries), tuple(shape), per_amp)
+                          tuple(e.over for e in entries), tuple(shape), per_amp, flips=flipped)
 
 
 def _checked(header: Mapping[str, Any], key: str, shape: tuple[int, int]) -> Box:

@@ -10,8 +10,10 @@ gain), from which the readers of `ampoffset_dask.io.fits` assemble the detector 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,11 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from ..cameras import Camera, UnknownDetectorError, get_camera
+from ..cameras import Camera, UnknownDetectorError, canonical_camera_name, get_camera
 from ..errors import GeometryError, InputError
 from ..geometry import Amplifier, Detector, check_overlaps
 from .file_info import CCDDATA_MASK_PLANES, FileInfo, _amp_hdu_geometry, inspect_file
-from .header_geometry import HeaderGeometry, geometry_from_header
+from .header_geometry import HeaderGeometry, geometry_from_header, parse_section
 from .mosaic import (
     check_hsc_channels,
     flip_box,
@@ -365,6 +367,8 @@ def amp_sources(
     gain_mode = normalize_gain(gain)
     path = info.path
     cam = _camera_or_none(camera, path)
+    if cam is not None:
+        _warn_other_camera(info, cam)
     if cam is None and info.camera is not None:
         cam = get_camera(info.camera)
     if cam is None and info.kind != "raw":
@@ -433,18 +437,21 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
 
 def _header_sources(info: FileInfo, detector: Detector, hg: HeaderGeometry,
                     mode: str) -> tuple[AmpSource, ...]:
-    """Each amp read from its header data box (in its own HDU for per-amp files), placed at
-    its place in ``detector``, with the header's overscan as ``mode`` says."""
+    """Each amp read from its header data box (in its own HDU for per-amp files), flipped
+    where its section ranges are reversed, placed at its place in ``detector``, with the
+    header's overscan as ``mode`` says."""
     if mode in ("per-row", "mean") and any(o is None for o in hg.overscan_boxes):
         raise InputError(f"{info.path}: overscan={mode!r}, but the header gives no BIASSEC "
                          "overscan region for every amp")
     use = mode != "none" and all(o is not None for o in hg.overscan_boxes)
     hdus = hg.hdus or (info.image_hdu,) * len(detector)
     out = []
-    for amp, data, over, hdu in zip(detector, hg.data_boxes, hg.overscan_boxes, hdus,
-                                    strict=True):
-        out.append(AmpSource(amp.name, (amp.y0, amp.y1, amp.x0, amp.x1), hdu, data,
-                             overscan=over if use else None, overscan_mode=_applied_mode(mode)))
+    for k, (amp, data, over, hdu) in enumerate(zip(detector, hg.data_boxes, hg.overscan_boxes,
+                                                   hdus, strict=True)):
+        flip_x, flip_y = hg.flip(k)
+        out.append(AmpSource(amp.name, (amp.y0, amp.y1, amp.x0, amp.x1), hdu, data, flip_x,
+                             flip_y, overscan=over if use else None,
+                             overscan_mode=_applied_mode(mode)))
     return _distinct(tuple(out), info, detector)
 
 
@@ -469,12 +476,19 @@ def _applied_mode(mode: str) -> str:
 def _nominal_gains(info: FileInfo, detector: Detector, cam: Camera | None) -> list[float]:
     """Per-amp nominal gains (e-/ADU) of ``detector`` from the camera description."""
     gains = None
-    if cam is not None and detector.name in cam:
+    if cam is None:
+        reason = ("no camera is given or named in the header; pass camera= (--camera) of a "
+                  "camera with amp_gain")
+    elif detector.name not in cam:
+        reason = f"camera {cam.name!r} has no detector {detector.name!r}"
+    else:
         gains = cam.info(detector.name).get("amp_gain")
+        reason = (f"camera {cam.name!r} gives none for it" if not gains else
+                  f"camera {cam.name!r} gives {len(gains)} for its {len(detector)} amps")
     if not gains or len(gains) != len(detector):
-        where = f"camera {cam.name!r}" if cam is not None else "no camera"
+        # one reason per case: "no camera gives none" read as a double negative
         raise InputError(f"{info.path}: gain='nominal' needs the nominal gains (amp_gain, one "
-                         f"per amp) of detector {detector.name!r}; {where} gives none")
+                         f"per amp) of detector {detector.name!r}, but {reason}")
     out = [float(g) for g in gains]
     if not all(np.isfinite(g) and g > 0 for g in out):
         raise InputError(f"{info.path}: detector {detector.name!r}: nominal gains {out} are not "
@@ -578,6 +592,9 @@ def _raw_sources(info: FileInfo, detector: Detector, cam: Camera | None,
             f"{path}: raw file of detector {detector.name!r}: assembling raws needs a camera "
             "with raw boxes (pass camera=)"
         )
+    lsst = _lsst_segments(info)
+    if lsst:
+        _check_detsize(info, detector, cam)
     out = []
     claimed = {r.extname.upper() for r in raws if r.extname}
     for amp, raw in zip(detector, raws, strict=True):
@@ -594,8 +611,212 @@ def _raw_sources(info: FileInfo, detector: Detector, cam: Camera | None,
                 f"amp {amp.name!r} (the file's segments: "
                 f"{', '.join(sorted(info.segments)) or 'none named'})"
             )
+        if lsst and hdu == info.image_hdu:
+            _check_datasec(info, detector, cam, amp, raw, info.segment_shapes[hdu])
         out.append(_source_from_raw(info, amp, raw, hdu, info.segment_shapes[hdu], mode))
     return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------
+# The file's own account of its detector, against the camera's
+# ------------------------------------------------------------------------------------------
+_LSST_SEGMENT = re.compile(r"^SEGMENT\d+$")
+
+
+def _lsst_segments(info: FileInfo) -> bool:
+    """True for an LSST-style raw (``SegmentNN`` HDUs), whose ``DETSIZE`` is the CCD's size.
+
+    Other per-amp files may follow the NOAO mosaic convention, where ``DETSIZE`` is the size
+    of the whole mosaic (DECam: ``[1:29400,1:29050]``), so it says nothing of one detector.
+    """
+    return any(_LSST_SEGMENT.match(name) for name in info.segments)
+
+
+@functools.cache
+def _known_layouts() -> tuple[tuple[str, str, tuple[int, int], tuple[int, int]], ...]:
+    """``(camera, physical type, (width, height), raw data box (width, height))`` of every
+    amp layout of the built-in cameras (one detector of each type): what a header's sizes
+    can be recognised as."""
+    from ..cameras import list_cameras
+
+    out = []
+    for cam_name in list_cameras():
+        cam = get_camera(cam_name)
+        seen: set[str] = set()
+        for name in cam.detector_names:
+            kind = str(cam.info(name).get("physical_type") or "")
+            if kind in seen:
+                continue
+            seen.add(kind)
+            try:
+                raws = cam.raw_amps(name)
+            except InputError:
+                continue
+            det = cam[name]
+            for raw in raws[:1]:
+                out.append((cam.name, kind, (det.width, det.height),
+                            (raw.raw_data_bbox[2], raw.raw_data_bbox[3])))
+    return tuple(out)
+
+
+def _known_as(size: tuple[int, int], which: int) -> str:
+    """The built-in layouts whose detector (``which=2``) or raw data box (``which=3``) has
+    ``size``, as ``' (the size of ITL in lsstcam, ...)'``; empty if none."""
+    hits: dict[str, list[str]] = {}
+    for layout in _known_layouts():
+        if layout[which] == size:
+            hits.setdefault(layout[1], []).append(layout[0])
+    if not hits:
+        return ""
+    shown = "; ".join(f"{kind} in {', '.join(cams)}" for kind, cams in hits.items())
+    return f" (the size of {shown})"
+
+
+def _detector_info(cam: Camera, detector: Detector, key: str) -> str | None:
+    try:
+        value = cam.info(detector.name).get(key)
+    except (InputError, KeyError):
+        return None
+    return None if value is None else str(value)
+
+
+def _detector_type(cam: Camera, detector: Detector) -> str | None:
+    """``SCIENCE``, ``WAVEFRONT``... of the camera's detector, if it says."""
+    kind = _detector_info(cam, detector, "type")
+    return None if kind is None else kind.upper()
+
+
+def _physical_type(cam: Camera, detector: Detector) -> str:
+    """``', E2V'``: the detector's physical type for messages, if the camera gives one."""
+    kind = _detector_info(cam, detector, "physical_type")
+    return f", {kind}" if kind else ""
+
+
+def _header_camera(info: FileInfo, cam: Camera) -> str:
+    """``'; the header names camera 'lsstcam''`` when it names another built-in camera."""
+    if info.camera is None or info.camera == canonical_camera_name(cam.name):
+        return ""
+    return f"; the header names camera {info.camera!r} (CAMERA/INSTRUME)"
+
+
+def _check_detsize(info: FileInfo, detector: Detector, cam: Camera) -> None:
+    """Refuse an LSST raw whose ``DETSIZE`` is not the size of the camera's detector.
+
+    The camera's raw boxes would then cut another CCD type's segments (an ITL raw whose
+    ``RAFTBAY``/``CCDSLOT`` name an E2V slot, an E2V raw read with LSSTComCam): every box
+    fits in the segments, so nothing else notices, and the pedestals come out wrong by a few
+    ADU. All real LSSTCam, LSSTComCam and LATISS raws state their CCD's size here.
+
+    Raises
+    ------
+    InputError
+        Naming the file, the detector, both sizes and what to do.
+    """
+    text = info.header.get("DETSIZE")
+    if text is None:
+        return
+    try:
+        y0, y1, x0, x1 = parse_section(str(text))
+    except GeometryError as exc:
+        _warn_once(info, "DETSIZE", "%s: DETSIZE %r is not a section (%s); not checked against "
+                   "detector %r of camera %r", info.path, text, exc, detector.name, cam.name)
+        return
+    size = (x1 - x0, y1 - y0)
+    if size == (detector.width, detector.height):
+        return
+    if (size == (detector.width, 2 * detector.height)
+            and _detector_type(cam, detector) == "WAVEFRONT"):
+        # an LSSTCam wavefront detector is one half of a CCD, read by 8 of its amps: its raw
+        # may state the whole CCD (no real wavefront raw was at hand to tell)
+        return
+    raise InputError(
+        f"{info.path}: the header's DETSIZE {str(text).strip()!r} says the file holds a "
+        f"{size[0]}x{size[1]} detector{_known_as(size, 2)}, but detector {detector.name!r} of "
+        f"camera {cam.name!r} is {detector.width}x{detector.height}"
+        f"{_physical_type(cam, detector)}{_header_camera(info, cam)}: its raw boxes would cut "
+        "another CCD type's segments; pass the camera and detector the file holds (camera=, "
+        "detector=; --camera, --detector), or correct RAFTBAY/CCDSLOT if they name the wrong "
+        "slot")
+
+
+def _check_datasec(info: FileInfo, detector: Detector, cam: Camera, amp: Amplifier,
+                   raw: Any, hdu_shape: tuple[int, int]) -> None:
+    """Compare the ``DATASEC`` of the raw's first segment with the camera's raw data box.
+
+    Real LSST raws are known to carry some wrong ``DATASEC`` values, and LSST assembles with
+    its camera and only warns (obs_lsst ``fixAmpGeometry``), so a disagreement is a warning,
+    once per file. A data box of another built-in CCD type's size (ITL's 509x2000 where the
+    camera has E2V's 512x2002) is no clerical slip but another CCD: refused, as the camera's
+    boxes would cut it wrongly. Only the first segment's keywords are kept by
+    `inspect_file`; LSST raws give every segment the same ``DATASEC``.
+
+    Raises
+    ------
+    InputError
+        When ``DATASEC`` has the data-box size of another built-in CCD type.
+    """
+    text = info.header.get("DATASEC")
+    if text is None:
+        return
+    x0, y0, w, h = raw.raw_data_bbox
+    camera_box = f"[{x0 + 1}:{x0 + w},{y0 + 1}:{y0 + h}]"
+    where = f"segment {raw.extname or amp.name} (HDU {info.image_hdu})"
+    try:
+        box = parse_section(str(text))
+    except GeometryError as exc:
+        box = None
+        reason = str(exc)
+    if box is not None and box == (y0, y0 + h, x0, x0 + w):
+        return
+    if box is not None:
+        size = (box[3] - box[2], box[1] - box[0])
+        other = _known_as(size, 3)
+        if size != (w, h) and other:
+            raise InputError(
+                f"{info.path}: {where}: DATASEC {str(text).strip()!r} has {size[0]}x{size[1]} "
+                f"data pixels{other}, but detector {detector.name!r} of camera {cam.name!r}"
+                f"{_physical_type(cam, detector)} has {w}x{h} ({camera_box})"
+                f"{_header_camera(info, cam)}: "
+                "the file holds another CCD type; pass the camera and detector it holds "
+                "(camera=, detector=; --camera, --detector)")
+        reason = (f"{size[0]}x{size[1]} pixels" if size != (w, h)
+                  else "the same size at another place")
+        if box[1] > hdu_shape[0] or box[3] > hdu_shape[1]:
+            reason += f", outside the {hdu_shape[1]}x{hdu_shape[0]} segment"
+    _warn_once(info, "DATASEC",
+               "%s: %s: DATASEC %r disagrees with the raw data box %s of detector %r of camera "
+               "%r (%s); using the camera's, as LSST does (real raws carry some wrong DATASEC "
+               "values); pass another camera if the file is not that detector", info.path,
+               where, str(text).strip(), camera_box, detector.name, cam.name, reason)
+
+
+def _warn_other_camera(info: FileInfo, cam: Camera) -> None:
+    """Warn (once per file) when the header names another built-in camera than the
+    built-in camera the caller gives: the caller may know better (a relabelled test-stand
+    file), so the given camera is used."""
+    given = canonical_camera_name(cam.name)
+    if given is None or info.camera is None or info.camera == given:
+        return
+    named = info.header.get("CAMERA") or info.header.get("INSTRUME")
+    _warn_once(info, "camera", "%s: camera %r was given, but the header names camera %r "
+               "(%s); using %r as asked", info.path, given, info.camera,
+               f"{named!r}" if named else "CAMERA/INSTRUME", given)
+
+
+#: (file, stamp, what) of the warnings given: each once per file and process.
+_WARNED: set[tuple] = set()
+
+
+def _warn_once(info: FileInfo, what: str, message: str, *args: Any) -> None:
+    """``logger.warning(message, *args)``, once per file (and stamp) and ``what``: planning
+    and every reader of a file build its sources again."""
+    key = (str(info.path), file_stamp(info.path), what)
+    if key in _WARNED:
+        return
+    if len(_WARNED) > 4096:
+        _WARNED.clear()
+    _WARNED.add(key)
+    logger.warning(message, *args)
 
 
 def file_isr(info: FileInfo, detector: Detector, sources: tuple[AmpSource, ...]) -> IsrSteps:
