@@ -127,6 +127,9 @@ class FileInfo:
         CCDData files: the ``UNCERT`` HDU and the astropy class of what it holds (``UTYPE``:
         ``StdDevUncertainty``...); `read_exposure` turns it into the variance
         (`variance_from_uncertainty`).
+    visit_problem : str
+        Why ``visit`` is None although the header has a visit keyword (``"header keyword
+        VISIT = 1.5 is not an integer"``); empty otherwise.
     """
 
     path: Path
@@ -151,6 +154,7 @@ class FileInfo:
     uncertainty: tuple[int, str] | None = None
     duplicate_names: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict,
                                                                      repr=False)
+    visit_problem: str = ""
 
 
 # ------------------------------------------------------------------------------------------
@@ -177,14 +181,82 @@ def _iter_hdus(hdul: fits.HDUList, path: Path) -> Iterator[tuple[int, Any]]:
         try:
             hdu = hdul[k]
         except IndexError:
+            cut = _cut_after(path, hdul, k)
+            if cut is not None:
+                raise InputError(cut) from None
             return
         except (OSError, ValueError, EOFError, TypeError) as exc:
-            raise InputError(f"{path}: HDU {k} cannot be read ({exc}); truncated file?") from exc
+            cut = _cut_after(path, hdul, k)
+            raise InputError(cut or f"{path}: HDU {k} cannot be read ({exc}); truncated "
+                             "file?") from exc
         beyond = data_beyond_end(hdu)
         if beyond is not None:
             raise truncated_error(path, beyond)
         yield k, hdu
         k += 1
+
+
+#: How far past the last HDU astropy read `_check_after_last` looks for an ``END`` card.
+_LOOK_BLOCKS = 100
+
+
+def _cut_after(path: Any, hdul: fits.HDUList, k: int) -> str | None:
+    """Why HDU ``k`` of a file is missing when the file ends inside it (the message of the
+    `InputError`), else None.
+
+    astropy ends the HDU list silently (a warning, which cannot be caught reliably while
+    other threads open files) at a header it cannot read, such as one cut short: a raw cut
+    inside its 9th segment's header would be read as a raw without its last segments. This
+    looks at what follows HDU ``k - 1``: the start of an extension header the file ends in
+    (``truncated FITS file (HDU k header)``), or a whole header declaring more data than the
+    file holds (``HDU k needs N data bytes, the file has M after its header``). Anything
+    else (nothing, padding or garbage after the last HDU, a header with its data) is left
+    to astropy.
+    """
+    from .sections import _FITS_BLOCK, declared_data_bytes
+
+    # (the HDU's own fileinfo: the list's checks whether headers were resized, which
+    # formats every card and can raise on one astropy reads but will not write)
+    info = hdul[k - 1].fileinfo() if k else None
+    fileobj = info.get("file") if info else None
+    size = int(getattr(fileobj, "size", 0) or 0)
+    end = int(info["datLoc"]) + int(info["datSpan"]) if info else size
+    if end >= size:
+        return None
+    n = min(size - end, _LOOK_BLOCKS * _FITS_BLOCK)
+    try:
+        if getattr(fileobj, "closed", False) and isinstance(path, Path):
+            with open(path, "rb") as fh:  # (astropy closes a file on some of its errors)
+                fh.seek(end)
+                rest = fh.read(n)
+        else:
+            where = fileobj.tell()
+            try:
+                fileobj.seek(end)
+                rest = bytes(fileobj.read(n))
+            finally:
+                fileobj.seek(where)
+    except (OSError, ValueError, AttributeError):  # astropy's error stands
+        return None
+    start = b"XTENSION="
+    if not (rest.startswith(start) or start.startswith(rest)):
+        return None
+    cards = (rest[i:i + 8] for i in range(0, len(rest) - 79, 80))
+    at = next((i for i, card in enumerate(cards) if card == b"END     "), None)
+    header_bytes = None if at is None else -(-(at + 1) * 80 // _FITS_BLOCK) * _FITS_BLOCK
+    if header_bytes is None and size - end > len(rest):
+        return None  # no END in the first blocks: not a cut header
+    if header_bytes is None or header_bytes > size - end:  # (END, but not its whole block)
+        return f"{path}: truncated FITS file (HDU {k} header)"
+    try:
+        need = declared_data_bytes(fits.Header.fromstring(rest[:header_bytes].decode("ascii")))
+    except (ValueError, UnicodeDecodeError, TypeError):
+        return None
+    have = size - end - header_bytes
+    if need > have:
+        return (f"{path}: truncated FITS file: HDU {k} needs {need} data bytes, the file has "
+                f"{have} after its header")
+    return None
 
 
 def _check_not_truncated(path: Any, hdul: fits.HDUList, indices: list[int], size: int,
@@ -253,8 +325,12 @@ def _identity(headers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: The keywords holding a visit number, first found first used.
+_VISIT_KEYS = ("VISIT", "LSST BUTLER DATAID VISIT", "LSST BUTLER DATAID EXPOSURE", "EXPNUM")
+
+
 def _visit_from(keys: Mapping[str, Any]) -> int | None:
-    for key in ("VISIT", "LSST BUTLER DATAID VISIT", "LSST BUTLER DATAID EXPOSURE", "EXPNUM"):
+    for key in _VISIT_KEYS:
         v = _as_int(keys.get(key))
         if v is not None:
             return v
@@ -265,6 +341,18 @@ def _visit_from(keys: Mapping[str, Any]) -> int | None:
     if day is not None and seq is not None:
         return day * 100000 + seq  # LSST exposure id: day_obs * 100000 + seq_num
     return None
+
+
+def _visit_problem(keys: Mapping[str, Any]) -> str:
+    """Why a header with a visit keyword gives no visit number (`_visit_from` is None):
+    its first such keyword holding something else than an integer; empty if none does."""
+    if _visit_from(keys) is not None:
+        return ""
+    for key in (*_VISIT_KEYS, "DAYOBS", "SEQNUM"):
+        value = keys.get(key)
+        if value is not None and _as_int(value) is None:
+            return f"header keyword {key} = {value!r} is not an integer (a visit number)"
+    return ""
 
 
 def _detector_from(keys: Mapping[str, Any]) -> tuple[str | None, int | None]:
@@ -604,6 +692,7 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
         segments=segments, segment_shapes=segment_shapes, ccd_hdus=ccd_hdus,
         archive_hdus=archive, amp_hdus=amp_hdus, uncertainty=uncertainty,
         duplicate_names={n: tuple(ks) for n, ks in named.items() if len(ks) > 1},
+        visit_problem=_visit_problem(keys),
     )
 
 

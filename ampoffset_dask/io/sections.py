@@ -54,6 +54,7 @@ __all__ = [
     "max_decompressed_bytes",
     "read_section",
     "set_decompression_limit_source",
+    "stamp_changed",
     "stream_hdus",
 ]
 
@@ -220,21 +221,33 @@ def check_stamp(path: Any, stamp: tuple[int, Any] | None, since: str = "it was o
     object ``path`` of a store no longer has the size and time its store gave
     (`ampoffset_dask.io.remote.url_stamp`; not checked when the store cannot tell now: the
     read that follows says why)."""
-    if stamp is None:
+    if not stamp_changed(path, stamp):
         return
     if _is_url(os.fspath(path)):
-        from .remote import redact, url_stamp
+        from .remote import redact
+
+        raise InputError(f"{redact(os.fspath(path))}: the object changed in the store since "
+                         f"{since} (its size or time differ), so the headers read then "
+                         f"may not describe its pixels; {remedy}")
+    raise InputError(f"{path}: the file changed since {since} (its size or modification "
+                     f"time differ), so the headers read then may not describe its "
+                     f"pixels; {remedy}")
+
+
+def stamp_changed(path: Any, stamp: tuple[int, Any] | None) -> bool:
+    """Whether local file ``path`` no longer has ``stamp`` (`file_stamp`; a file gone or
+    unreadable has changed), or object ``path`` of a store no longer has the size and time
+    its store gave (`ampoffset_dask.io.remote.url_stamp`: one request; False when the store
+    cannot tell now). False for no ``stamp``: `check_stamp`'s test, for callers that say
+    what changed in their own words."""
+    if stamp is None:
+        return False
+    if _is_url(os.fspath(path)):
+        from .remote import url_stamp
 
         now = url_stamp(os.fspath(path))
-        if now is not None and now != tuple(stamp):
-            raise InputError(f"{redact(os.fspath(path))}: the object changed in the store since "
-                             f"{since} (its size or time differ), so the headers read then "
-                             f"may not describe its pixels; {remedy}")
-        return
-    if file_stamp(path) != tuple(stamp):
-        raise InputError(f"{path}: the file changed since {since} (its size or modification "
-                         f"time differ), so the headers read then may not describe its "
-                         f"pixels; {remedy}")
+        return now is not None and now != tuple(stamp)
+    return file_stamp(path) != tuple(stamp)
 
 
 def _file_key(st: os.stat_result) -> tuple[int, ...]:

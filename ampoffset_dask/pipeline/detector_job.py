@@ -15,6 +15,7 @@ Transient I/O errors are retried inside `run`, with exponential backoff, before 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -22,8 +23,9 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -190,22 +192,33 @@ def image_header_cards(path: str, info: Any, detector: Detector,
             if not (_structural(key) or _IMAGE_OWN.match(key))}
 
 
+def corrected_cards(path: str, exposure: Any, visit: int, detector: Detector,
+                    camera: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The primary and IMAGE header cards of the corrected copy of input ``path``
+    (`output_header` with ``exposure``'s ISR steps, `image_header_cards`): read from the
+    input's headers, so taken before the input is known unchanged (`check_read_unchanged`)."""
+    return ({**output_header(path, exposure.info, visit, detector), **isr_header(exposure.isr)},
+            image_header_cards(path, exposure.info, detector, camera))
+
+
 def write_corrected(target: Any, path: str, exposure: Any, corrected: np.ndarray,
                     measurement: Any, visit: int, detector: Detector,
-                    camera: Any = None) -> Any:
+                    camera: Any = None, *,
+                    cards: tuple[dict[str, Any], dict[str, Any]] | None = None) -> Any:
     """Write the corrected copy of input ``path`` to ``target``: the ``corrected`` image with
     ``exposure``'s mask and variance, the input's identity and ISR steps in the primary
     header, its image HDU's WCS and units where they still describe the pixels, and LSST's
-    metadata of ``measurement`` (pedestals applied). Returns what `write_exposure` returns."""
+    metadata of ``measurement`` (pedestals applied). ``cards``: `corrected_cards`, when
+    already read. Returns what `write_exposure` returns."""
     from ..io.writer import write_exposure
 
+    header, image_header = (cards if cards is not None
+                            else corrected_cards(path, exposure, visit, detector, camera))
     return write_exposure(
         target, corrected, exposure.mask, exposure.variance,
-        mask_planes=exposure.mask_planes,
-        header={**output_header(path, exposure.info, visit, detector),
-                **isr_header(exposure.isr)},
+        mask_planes=exposure.mask_planes, header=header,
         metadata=lsst_metadata_comments(measurement, applied=True), overwrite=True,
-        detector=detector, image_header=image_header_cards(path, exposure.info, detector, camera),
+        detector=detector, image_header=image_header,
     )
 
 
@@ -328,7 +341,7 @@ class DetectorJob:
         from ..algorithm.measure import measure_detector
         from ..io import remote
         from ..io.fits import open_lazy, read_exposure
-        from ..io.sections import check_stamp, map_once
+        from ..io.sections import check_stamp, file_stamp, map_once
 
         config, output, path = self.config, self.output, self.path
         url_input = remote.is_url(path)
@@ -351,24 +364,37 @@ class DetectorJob:
                     "of this task, whose worker was lost after writing it?); not corrected "
                     "again: the next run records the pedestals its header holds") from None
             raise
+        # What the input must still be once read: as planned, else as this task found it
+        # (a local stat; an object with no planned stamp is not asked for one more time).
+        stamp = self.planned_stamp if self.planned_stamp is not None else file_stamp(path)
 
         _config.apply_kernels()
         # VARIANCE is read only to be written back with the corrected image.
         options = {} if edges_only else {"variance": output is not None}
-        exp = self._io(lambda: reader(path, camera=self.camera, detector=self.detector,
-                                      overscan=self.overscan, gain=self.gain, hdu=self.hdu,
-                                      **options), f"reading {path}")
-        geometry = self.detector if self.detector is not None else exp.detector
-        self.detector = geometry  # the failure record names it from now on
-        if self.visit is None:
-            self.visit = exp.visit
-        if self.visit is None:
-            raise InputError(f"{path}: no visit number in the header")
-        visit = self.visit
-        image = exp.image if edges_only else np.asarray(exp.image)
-        check_shape(path, image, geometry)
-        with map_once():  # edges only: each plane mapped once for all its strips
-            m = measure_detector(image, exp.mask, geometry, config, mask_planes=exp.mask_planes)
+        with tile_errors(path):
+            exp = self._io(lambda: reader(path, camera=self.camera, detector=self.detector,
+                                          overscan=self.overscan, gain=self.gain,
+                                          hdu=self.hdu, **options), f"reading {path}")
+            geometry = self.detector if self.detector is not None else exp.detector
+            self.detector = geometry  # the failure record names it from now on
+            if self.visit is None:
+                self.visit = exp.visit
+            if self.visit is None:
+                problem = getattr(exp.info, "visit_problem", "")
+                raise InputError(f"{path}: {problem or 'no visit number in the header'}")
+            visit = self.visit
+            image = exp.image if edges_only else np.asarray(exp.image)
+            check_shape(path, image, geometry)
+            with map_once():  # edges only: each plane mapped once for all its strips
+                m = measure_detector(image, exp.mask, geometry, config,
+                                     mask_planes=exp.mask_planes)
+            # the copy's header cards are the input's too: read them before the check below
+            cards = (corrected_cards(path, exp, visit, geometry, self.camera)
+                     if output is not None else None)
+        # Every pixel is read now (edges only: by the measurement). A file replaced or
+        # rewritten meanwhile (an in-place correction by another run) may have given some
+        # pixels of each version: nothing measured from them is recorded or written.
+        check_read_unchanged(path, stamp)
         out_path = write_error = ""
         if output is not None:
             to_url = remote.is_url(str(output))
@@ -380,7 +406,7 @@ class DetectorJob:
 
             def write(target: Any) -> Any:
                 return write_corrected(target, path, exp, corrected, m, visit, geometry,
-                                       self.camera)
+                                       self.camera, cards=cards)
 
             try:
                 if to_url:  # written locally, then uploaded as one object
@@ -441,6 +467,61 @@ def check_shape(path: str, image: Any, detector: Detector) -> None:
             f"{detector.name} ({detector.shape[0]} x {detector.shape[1]} pixels, height x "
             "width)"
         )
+
+
+def check_read_unchanged(path: str, stamp: tuple[int, Any] | None) -> None:
+    """Refuse what was read of input ``path`` (`InputError`) when it no longer has ``stamp``,
+    the `~ampoffset_dask.io.sections.file_stamp` (an object's store stamp) it had before the
+    reads: replaced or rewritten while it was read, its pixels may be of two versions (the
+    checks before each read cannot see a change during or after the last one).
+
+    One `os.stat` for a local file, one request to the store for an object; nothing with no
+    ``stamp`` (or a store that cannot tell now).
+    """
+    from ..io.remote import is_url, redact
+    from ..io.sections import stamp_changed
+
+    if stamp_changed(path, stamp):
+        what = "object changed in the store" if is_url(path) else "file changed"
+        raise InputError(f"{redact(path)}: the {what} while it was read (its size or "
+                         "modification time differ), so what was read may mix two versions "
+                         "of it; not measured: run again")
+
+
+#: The modules whose errors are those of decoding the tiles of a tile-compressed HDU.
+_TILE_CODECS = "astropy.io.fits.hdu.compressed"
+
+
+@contextlib.contextmanager
+def tile_errors(path: str) -> Iterator[None]:
+    """Turn an error raised while astropy decodes the tiles of a tile-compressed HDU of
+    ``path`` (a damaged tile: ``CfitsioException``, ``zlib.error``, which the readers let
+    through) into an `InputError` naming the file and, when the reader's frames tell it, the
+    HDU: a bad file, not an unexpected error."""
+    try:
+        yield
+    except (AmpOffsetError, OSError):
+        raise
+    except Exception as exc:
+        frames = [tb.tb_frame for tb in _traceback(exc.__traceback__)]
+        if not any(f.f_globals.get("__name__", "").startswith(_TILE_CODECS) for f in frames):
+            raise
+        from ..io.remote import redact
+
+        # the innermost reader frame of ours knowing the HDU (read_section, _read_full...)
+        hdus = [f.f_locals.get("hdu") for f in frames
+                if f.f_globals.get("__name__", "").startswith("ampoffset_dask.io.")]
+        hdu = next((h for h in reversed(hdus) if isinstance(h, int)), None)
+        what = ("cannot decompress the tiles of a tile-compressed HDU" if hdu is None
+                else f"HDU {hdu}: cannot decompress its tiles")
+        reason = str(exc) or type(exc).__name__
+        raise InputError(f"{redact(path)}: {what} ({reason})") from exc
+
+
+def _traceback(tb: TracebackType | None) -> Iterator[TracebackType]:
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
 
 
 def failure_message(exc: Exception, name: str, path: str, io_retries: int) -> str:

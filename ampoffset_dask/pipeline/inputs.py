@@ -259,6 +259,11 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
         visit, name = (None, None) if is_url(item.path) else header_identity(item.path)
         return [PlannedTask(item.path, item.visit if item.visit is not None else visit, None,
                             item.detector or name, message, dataset_id=item.dataset_id)]
+    if item.visit is not None and info.visit is not None and int(item.visit) != info.visit:
+        # The manifest's visit is recorded: a Butler manifest gives the Butler's visit,
+        # which may differ from the exposure id a raw's header gives. Said once per input.
+        logger.warning("%s: the manifest says visit %s, the header says %s; recording the "
+                       "manifest's", item.path, item.visit, info.visit)
     if not info.ccd_hdus:
         tasks = [_plan_hdu(item, camera, info, None, visit_default, detector_default, force)]
     else:
@@ -337,10 +342,19 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
             detector = resolve_detector(info, camera=camera)
         if name is None:
             name = detector.name
+        if item.detector is not None:
+            # the planned geometry is the manifest's detector (a camera given) or the
+            # header's (none given): either way the other's pixels would be measured
+            said = _header_detector(info, camera)
+            meant = detector.name if camera is not None else item.detector
+            if said is not None and said != meant:
+                raise InputError(f"{where}: the manifest says detector {item.detector}, the "
+                                 f"header says {said}")
         if visit is None:
+            problem = info.visit_problem or "no visit number in the header"
             raise InputError(
-                f"{where}: no visit number in the header; give it with --visit N (visit=) or "
-                "in a manifest (columns path, visit, detector)"
+                f"{where}: {problem}; give it with --visit N (visit=) or in a manifest "
+                "(columns path, visit, detector)"
             )
         try:  # identities the catalog cannot hold would brick it: refuse them here
             check_identity(visit, detector.id, what=item.path, unknown_ok=False)
@@ -365,6 +379,23 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"InputError: {where}: cannot read the header: {exc}",
                            dataset_id=item.dataset_id, hdu=hdu)
+
+
+def _header_detector(info: Any, camera: Any) -> str | None:
+    """The name of the detector the header of ``info`` names: in ``camera`` (default: the
+    header's own camera), None when it names none that camera has (a manifest then says
+    which detector the file is); the header's name as it is when no camera is known."""
+    from ..cameras import get_camera
+
+    cam = camera if camera is not None else info.camera
+    if cam is None:
+        return info.detector
+    if isinstance(cam, (str, os.PathLike)):
+        cam = get_camera(cam)
+    for key in (info.detector, info.detector_id):
+        if key is not None and key in cam:
+            return cam[key].name
+    return None
 
 
 def _keeps(info: Any) -> str:
