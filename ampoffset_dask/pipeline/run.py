@@ -766,7 +766,7 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     mine = {k: getattr(options, k) for k in _MEASUREMENT_OPTIONS}
     done: set[str] = set()
     moved: list[tuple[PlannedTask, str]] = []
-    written: list[tuple[PlannedTask, Any]] = []  # done if their image is still the row's
+    written: list[tuple[PlannedTask, Any, str]] = []  # done if the image is still the row's
     for task in planned:
         row = current.get((task.visit, task.name)) if not task.error else None
         if row is None:
@@ -794,10 +794,11 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
             continue
         elif not writer.input_unchanged(row):
             continue
-        if options.apply and not _output_done(task, row.output, options, outputs):
+        image = _output_done(task, row.output, options, outputs) if options.apply else None
+        if options.apply and image is None:
             continue
-        if options.apply and row.output != path and not is_url(row.output):
-            written.append((task, row))
+        if image is not None and row.output != path and not is_url(image):
+            written.append((task, row, image))
             continue
         done.add(output_key(task))
     if written:
@@ -812,8 +813,9 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     return done
 
 
-def _images_still_written(written: list[tuple[PlannedTask, Any]], catalog: Path) -> set[str]:
-    """The `output_key` of each ``(task, row)`` whose corrected image still holds the
+def _images_still_written(written: list[tuple[PlannedTask, Any, str]],
+                          catalog: Path) -> set[str]:
+    """The `output_key` of each ``(task, row, image)`` whose corrected image still holds the
     pedestals of its row (LSST's keys in its header): another catalog writing to the same
     folder, or anyone, may have replaced it since, and then it is written again."""
     import pyarrow.dataset as ds
@@ -822,8 +824,8 @@ def _images_still_written(written: list[tuple[PlannedTask, Any]], catalog: Path)
     from .inputs import _applied_pedestals
 
     # only their rows: a catalog of many visits holds millions of pedestals
-    runs = sorted({row.run_id for _, row in written})
-    visits = sorted({int(task.visit) for task, _ in written})
+    runs = sorted({row.run_id for _, row, _ in written})
+    visits = sorted({int(task.visit) for task, _, _ in written})
     table = arrow_table(catalog, "pedestals",
                         columns=["visit", "detector", "run_id", "amp_index", "pedestal"],
                         filter=ds.field("visit").isin(visits) & ds.field("run_id").isin(runs))
@@ -832,9 +834,9 @@ def _images_still_written(written: list[tuple[PlannedTask, Any]], catalog: Path)
         rows.setdefault((r["visit"], r["detector"], r["run_id"]), {})[r["amp_index"]] = (
             r["pedestal"])
     done = set()
-    for task, row in written:
+    for task, row, image in written:
         mine = rows.get((task.visit, task.name, row.run_id), {})
-        header = _applied_pedestals(row.output, task.detector) if task.detector else ()
+        header = _applied_pedestals(image, task.detector) if task.detector else ()
         if header and len(mine) == len(header) and all(
                 abs(mine.get(i, math.nan) - v) <= 1e-6 for i, v in enumerate(header)):
             done.add(output_key(task))
@@ -897,25 +899,27 @@ def _check_same_measurement(catalog: Path, opts: RunOptions) -> None:
 
 
 def _output_done(task: PlannedTask, recorded: str, options: RunOptions,
-                 outputs: Mapping[str, Any]) -> bool:
-    """Whether ``recorded`` (a row's output) is the corrected image this run would write for
-    ``task``, and it still exists."""
+                 outputs: Mapping[str, Any]) -> str | None:
+    """The corrected image this run would write for ``task`` if ``recorded`` (a row's
+    output, as the catalog names it: `redact`) is that image and it still exists, else
+    None."""
     want = outputs.get(output_key(task))
     if want is None:  # a flagged input: check_outputs left it out
         try:
             want = _output_path(task, options)
         except InputError:
-            return False
-    if not recorded or recorded != str(want):
-        return False
-    if not is_url(recorded):
-        return os.path.exists(recorded)
+            return None
+    want = str(want)
+    if not recorded or recorded != redact(want):
+        return None
+    if not is_url(want):
+        return want if os.path.exists(want) else None
     from ..io.remote import filesystem
 
     try:
-        return bool(filesystem(recorded).exists(recorded))
+        return want if filesystem(want).exists(want) else None
     except Exception:  # the store cannot tell: write it again rather than trust it
-        return False
+        return None
 
 
 def _check_detector(camera: Any, detector: Any) -> None:

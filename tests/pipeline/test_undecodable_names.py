@@ -61,3 +61,20 @@ def test_a_name_that_is_not_utf8_neither_stops_the_batch_nor_resume(sim_dir, tmp
     os.utime(latin1, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     third = process(str(folder), cat, client=client, progress=False)
     assert (third.n_ok, third.n_failed, third.n_skipped) == (1, 1, 2)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file names are bytes")
+def test_corrected_images_of_such_names_resume(sim_dir, tmp_path, client):
+    """The row names the image escaped: a rerun compares it with the escaped name of the
+    image it would write (before: never equal, so the image was written again every time),
+    and reads the image itself to check its pedestals."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _files(folder, sim_dir)
+    cat, images = tmp_path / "cat", tmp_path / "images"
+    first = process(str(folder), cat, client=client, progress=False, output_images=images)
+    assert (first.n_ok, first.n_failed) == (3, 1)
+    written = [name for _, _, names in os.walk(os.fsencode(images)) for name in names]
+    assert any(b"\xe9" in name for name in written), written
+    again = process(str(folder), cat, client=client, progress=False, output_images=images)
+    assert (again.n_ok, again.n_failed, again.n_skipped) == (0, 1, 3)
