@@ -91,6 +91,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("recorded_at", _TS),
         ("dataset_id", pa.string()),
         ("fetched_fraction", pa.float64()),
+        ("geometry", pa.string()),
     ]),
     "pedestals": pa.schema([
         ("detector", pa.string()),
@@ -252,6 +253,10 @@ class DetectorResult:
     fetched_fraction : float
         URL inputs: the fraction of the object's bytes this task fetched (NaN for local
         files).
+    geometry : str
+        A digest of the amp layout the detector was measured with (its amp boxes, and the
+        raw boxes of a camera that assembled it): a resumed run measures the detector again
+        when its layout changed (empty: not recorded, as in catalogs of earlier versions).
     seconds, cpu_seconds : float
         Wall time and CPU time (of the task's thread) spent on the worker.
     amp_names, pedestals : list
@@ -299,6 +304,7 @@ class DetectorResult:
     run_id: str = ""
     dataset_id: str = ""
     fetched_fraction: float = float("nan")
+    geometry: str = ""
 
     @property
     def key(self) -> tuple[int, str]:
@@ -596,6 +602,7 @@ def records_to_tables(records: Sequence[DetectorResult], run_id: str) -> dict[st
         det["recorded_at"].append(r.recorded_at)  # microseconds: the column's unit
         det["dataset_id"].append(r.dataset_id or "")
         det["fetched_fraction"].append(float(r.fetched_fraction))
+        det["geometry"].append(r.geometry or "")
         if r.status == "failed":
             continue
         for i, (amp, value) in enumerate(zip(r.amp_names, r.pedestals, strict=True)):

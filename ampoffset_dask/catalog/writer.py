@@ -198,6 +198,8 @@ class CurrentRow:
     stamp : (int, float) or None
         Size and modification time of ``input`` when that run started (None when not
         recorded); see `CatalogWriter.input_unchanged`.
+    geometry : str
+        The row's ``geometry`` digest (empty when not recorded).
     """
 
     status: str
@@ -207,6 +209,7 @@ class CurrentRow:
     run_id: str
     config_digest: str | None
     stamp: tuple[int, float] | None
+    geometry: str = ""
 
 
 class CatalogWriter:
@@ -609,7 +612,7 @@ class CatalogWriter:
             started[row["run_id"]] = row["started"]
         det = arrow_table(self.path, "detectors", columns=[
             "visit", "detector", "status", "input", "output", "applied", "run_id",
-            "finished_at", "recorded_at"]).to_pandas()
+            "finished_at", "recorded_at", "geometry"]).to_pandas()
         self._check_readable()
         rank = row_order(det, pd.Series(started, dtype="datetime64[us, UTC]"))
         # (once: the latest-row rule and the sort below both use it)
@@ -617,13 +620,14 @@ class CatalogWriter:
         det = det[latest_mask(det, order=rank) & (det["detector"] != "").to_numpy()]
         det = det.sort_values("_order", kind="stable")
         out: dict[tuple[int, str], CurrentRow] = {}
-        for visit, name, status, path, output, applied, run_id in zip(
+        for visit, name, status, path, output, applied, run_id, geometry in zip(
                 det["visit"], det["detector"], det["status"], det["input"], det["output"],
-                det["applied"], det["run_id"], strict=True):
+                det["applied"], det["run_id"], det["geometry"], strict=True):
             run_digest, stamps = runs.get(run_id, (None, {}))
             out[(int(visit), name)] = CurrentRow(
                 status=status, input=path, output=output or "", applied=bool(applied),
-                run_id=run_id, config_digest=run_digest, stamp=stamps.get(path))
+                run_id=run_id, config_digest=run_digest, stamp=stamps.get(path),
+                geometry=geometry if isinstance(geometry, str) else "")  # null: NaN
         return out
 
     def _check_readable(self) -> None:

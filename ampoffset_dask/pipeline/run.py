@@ -659,7 +659,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                                               if t.stamp is not None and is_url(t.path)},
                                   new_run=opts.new_run, options=opts.to_record(),
                                   scheduler=scheduler or "local")
-        done = (_resumed(planned, writer, cfg, opts, outputs)
+        done = (_resumed(planned, writer, cfg, opts, outputs, camera)
                 if opts.resume and not opts.new_run else set())
         summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items),
                              timings=timings)
@@ -679,7 +679,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                 dataset_id=t.dataset_id or "")
             for t in planned if t.error
         ] + [
-            flagged_result(t)
+            dataclasses.replace(flagged_result(t), geometry=geometry_digest(t.detector, camera))
             for t in planned if t.flag and not t.error and output_key(t) not in done
         ]
         runnable = [t for t in planned if not t.error and not t.flag
@@ -739,8 +739,25 @@ def _applied_fields(task: PlannedTask) -> dict[str, Any]:
 _WARN_MOVED = 10
 
 
+def geometry_digest(detector: Any, camera: Any = None) -> str:
+    """A digest of the amp layout ``detector`` is measured with: its amp boxes, and the raw
+    boxes and flips of ``camera``'s detector of that name (what assembles a raw). Recorded
+    with each row; a resume measures a detector again when it changed (an edited camera
+    file, a camera given where the headers gave the layout)."""
+    if detector is None:
+        return ""
+    layout = [detector.width, detector.height,
+              [(a.name, a.x0, a.y0, a.width, a.height) for a in detector.amplifiers]]
+    if camera is not None and hasattr(camera, "raw_amps") and detector.name in camera:
+        try:
+            layout.append(repr(camera.raw_amps(detector.name)))
+        except InputError:  # a camera without raw boxes for it
+            pass
+    return hashlib.sha256(json.dumps(layout).encode()).hexdigest()[:16]
+
+
 def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpOffsetConfig,
-             options: RunOptions, outputs: Mapping[str, Any]) -> set[str]:
+             options: RunOptions, outputs: Mapping[str, Any], camera: Any = None) -> set[str]:
     """The `output_key` of each planned input that a resumed run skips: the catalog's
     current row of its (visit, detector) already is this run's result.
 
@@ -777,6 +794,10 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
                 moved.append((task, row.input))
             continue
         if row.status not in DONE or row.config_digest != digest:
+            continue
+        # another amp layout (a camera file edited, a camera given instead of the headers'
+        # layout) is another measurement; rows of earlier versions do not say theirs
+        if row.geometry and row.geometry != geometry_digest(task.detector, camera):
             continue
         # pixels measured otherwise (another gain or overscan: ADU beside electrons) are
         # not this run's result, whatever the latest run was
@@ -1144,6 +1165,7 @@ def _compute(run: PreparedRun, client: Any, record: Callable[[DetectorResult], N
                                               on_error=on_error, resubmit=resubmit):
                     result = _checked(item.tag, digest, versions.checked(item.tag, got))
                     result.dataset_id = item.tag.dataset_id or ""
+                    result.geometry = geometry_digest(item.tag.detector, run.camera)
                     record(result)
                     bar.update(1)
                     if summary.n_failed:

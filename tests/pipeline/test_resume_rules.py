@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -284,3 +285,50 @@ def test_resume_writes_again_an_image_another_catalog_replaced(sim_visit, client
         header = fits.getheader(row.output, 0)
         written = [header[f"LSST ISR AMPOFFSET PEDESTAL {amp}"] for amp in ped["amp"]]
         np.testing.assert_allclose(written, ped["pedestal"], atol=1e-6)
+
+
+def _two_amp_camera(path: Path, boxes) -> Path:
+    path.write_text(json.dumps({
+        "name": "mycam",
+        "amp_layouts": {"two": {"detector_size": [640, 200], "amps": [
+            {"name": name, "bbox": box} for name, box in zip("LR", boxes, strict=True)]}},
+        "detectors": [{"id": 90, "name": "R22_S00", "physical_type": "two"}],
+    }))
+    return path
+
+
+def test_resume_measures_again_a_detector_whose_layout_changed(sim_visit, client, tmp_path):
+    """The same camera file, edited (two amps left and right, then top and bottom): before,
+    the resume skipped the detector and kept the pedestals of the old layout."""
+    src = sim_visit.paths[:1]
+    assert "R22_S00" in src[0].name
+    camera = _two_amp_camera(tmp_path / "cam.json", ([0, 0, 320, 200], [320, 0, 320, 200]))
+    cat = tmp_path / "cat"
+    assert _counts(_run(src, cat, client, camera=str(camera))) == (1, 0, 0, 0)
+    assert _counts(_run(src, cat, client, camera=str(camera))) == (0, 0, 0, 1)
+    _two_amp_camera(camera, ([0, 0, 640, 100], [0, 100, 640, 100]))
+    assert _counts(_run(src, cat, client, camera=str(camera))) == (1, 0, 0, 0)
+    fresh = tmp_path / "fresh"
+    assert _counts(_run(src, fresh, client, camera=str(camera))) == (1, 0, 0, 0)
+    pd.testing.assert_frame_equal(
+        read_catalog(cat, "pedestals")[["amp", "pedestal"]],
+        read_catalog(fresh, "pedestals")[["amp", "pedestal"]])
+    # the headers' layout (16 amps) after the camera's: another measurement too
+    assert _counts(_run(src, cat, client)) == (1, 0, 0, 0)
+    assert len(read_catalog(cat, "pedestals")) == 16
+
+
+def test_rows_of_catalogs_without_the_geometry_column_resume(sim_visit, client, tmp_path):
+    """Catalogs written before the ``geometry`` column: their rows say no layout, and are
+    trusted as before; the visit is rewritten with the column when another row joins it."""
+    import pyarrow.parquet as pq
+
+    src = list(sim_visit.paths[:2])
+    cat = tmp_path / "cat"
+    assert _counts(_run(src[:1], cat, client)) == (1, 0, 0, 0)
+    for path in (cat / "detectors").rglob("*.parquet"):
+        pq.write_table(pq.read_table(path).drop_columns(["geometry"]), path)
+    assert read_catalog(cat, "detectors")["geometry"].isna().all()
+    assert _counts(_run(src, cat, client)) == (1, 0, 0, 1)
+    det = read_catalog(cat, "detectors")
+    assert det["geometry"].isna().tolist() == [True, False]
