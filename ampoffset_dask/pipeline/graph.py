@@ -26,6 +26,7 @@ from ..io.remote import is_url, redact
 from ..io.sections import map_once
 from . import _config
 from .detector_job import (
+    check_read_unchanged,
     check_shape,
     failure_message,
     flag_harm,
@@ -55,17 +56,21 @@ def _read(path: str, detector: Detector, camera: Any = None, *, hdu: int | None 
           stamp: tuple[int, int] | None = None, io_retries: int = 3,
           io_retry_delay: float = 0.5) -> Any:
     from ..io.fits import read_exposure
-    from ..io.sections import check_stamp
+    from ..io.sections import check_stamp, file_stamp
 
     try:
         # the geometry was planned from the file as it was then: a file replaced since is
         # refused
         check_stamp(path, stamp, "the graph was built", "build the graph again")
+        before = stamp if stamp is not None else file_stamp(path)
         # hdu: one CCD of a multi-CCD file is read from its own HDU, not the file's first one
         exposure = with_io_retries(
             lambda: read_exposure(path, camera=camera, detector=detector, overscan=overscan,
                                   gain=gain, hdu=hdu, variance=variance),
             retries=io_retries, delay=io_retry_delay, what=f"reading {path}")
+        # replaced while it was read (an in-place correction by another run): its pixels
+        # may be of two versions
+        check_read_unchanged(path, before)
         check_shape(path, exposure.image, detector)
     except Exception as exc:
         return _Failed(failure_message(exc, detector.name, path, io_retries))

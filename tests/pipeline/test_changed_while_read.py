@@ -113,3 +113,19 @@ def test_an_unchanged_file_is_measured(inputs, config, tmp_path):
     written = process_file(path, config=config, output=out, planned_stamp=file_stamp(path))
     assert written.status == "ok" and written.output == str(out), written.error
     assert read_exposure(out).visit == res.visit
+
+
+def test_a_graph_task_whose_file_is_replaced_after_its_read_fails(inputs, monkeypatch):
+    """`build_graph`'s read task checks the file after reading it too."""
+    import dask
+
+    import ampoffset_dask.io.fits as fits_io
+    from ampoffset_dask.pipeline.graph import build_graph
+
+    path, other = inputs
+    graph = build_graph(path)
+    _replaced_after(monkeypatch, fits_io, "read_exposure", path, other)
+    ((res,),) = [dask.compute(list(graph.values()), scheduler="sync")]
+    [res] = res
+    assert res.status == "failed", res
+    assert f"{path}: the file changed while it was read" in res.error
