@@ -42,6 +42,16 @@ _SECTION = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (0-based, half-open)
 
 
+def _section_numbers(text: str) -> tuple[int, int, int, int]:
+    """``(x1, x2, y1, y2)`` of ``'[x1:x2,y1:y2]'``, as written (`GeometryError` if not a
+    section)."""
+    m = _SECTION.match(str(text))
+    if not m:
+        raise GeometryError(f"{text!r} is not a FITS section '[x1:x2,y1:y2]'")
+    a, b, c, d = (int(v) for v in m.groups())
+    return a, b, c, d
+
+
 def parse_section(text: str) -> Box:
     """``'[x1:x2,y1:y2]'`` (1-based, inclusive, either order) -> ``(y0, y1, x0, x1)`` 0-based
     half-open.
@@ -51,10 +61,7 @@ def parse_section(text: str) -> Box:
     GeometryError
         If the text is not a section.
     """
-    m = _SECTION.match(str(text))
-    if not m:
-        raise GeometryError(f"{text!r} is not a FITS section '[x1:x2,y1:y2]'")
-    a, b, c, d = (int(v) for v in m.groups())
+    a, b, c, d = _section_numbers(text)
     if min(a, b, c, d) < 1:
         raise GeometryError(f"section {text!r} has a coordinate below 1")
     return min(c, d) - 1, max(c, d), min(a, b) - 1, max(a, b)
@@ -71,10 +78,7 @@ def section_flips(text: str) -> tuple[bool, bool]:
     GeometryError
         If the text is not a section.
     """
-    m = _SECTION.match(str(text))
-    if not m:
-        raise GeometryError(f"{text!r} is not a FITS section '[x1:x2,y1:y2]'")
-    a, b, c, d = (int(v) for v in m.groups())
+    a, b, c, d = _section_numbers(text)
     return b < a, d < c
 
 
