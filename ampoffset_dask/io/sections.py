@@ -427,6 +427,9 @@ def stream_hdus(path: Path, *, keep_data: bool | Callable[[Any, int], bool],
                     raise InputError(f"{path}: not a FITS file (no SIMPLE card at the start)")
                 if index == 0 and len(block) < _FITS_BLOCK:
                     raise InputError(f"{path}: truncated FITS file (primary header)")
+                if len(block) < _FITS_BLOCK and block.startswith(b"XTENSION="):
+                    # the stream ends inside the next HDU's header: not padding
+                    raise InputError(f"{path}: truncated FITS file (HDU {index} header)")
                 if len(block) < _FITS_BLOCK or (index and not block.startswith(b"XTENSION=")):
                     # Padding or garbage after the last HDU: read to the end all the same,
                     # where gzip and zip check the content's CRC (a damaged stream can decode

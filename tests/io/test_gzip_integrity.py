@@ -62,3 +62,19 @@ def test_a_damaged_deflate_stream_is_an_error(tmp_path):
     path.write_bytes(bytes(gz))
     with pytest.raises(InputError, match=r"zeroed.fits.gz: "):
         read_exposure(path, detector=_detector())
+
+
+def test_a_stream_ending_inside_an_extension_header_is_truncated(tmp_path):
+    """A ``.fits.gz`` cut inside its MASK header read as a plain image before: measured
+    without its mask."""
+    buf = io.BytesIO()
+    image = np.ones((48, 64), np.float32)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(image, name="IMAGE"),
+                  fits.ImageHDU(np.zeros((48, 64), np.int32), name="MASK")]).writeto(buf)
+    content = buf.getvalue()
+    with fits.open(io.BytesIO(content)) as hdul:
+        mask_header_at = hdul[2].fileinfo()["hdrLoc"]
+    path = tmp_path / "cut.fits.gz"
+    path.write_bytes(gzip.compress(content[:mask_header_at + 1000]))
+    with pytest.raises(InputError, match=r"cut.fits.gz: truncated FITS file \(HDU 2 header\)"):
+        inspect_file(path)
