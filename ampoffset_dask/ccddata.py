@@ -176,13 +176,16 @@ def correct_ccddata(
     result = AmpOffsetTask(config=config).run(exp)
     meta = getattr(ccd, "meta", None) or {}
     try:
-        header: Any = fits.Header(meta)
+        # copied: built from a Header, a Header shares its cards, and setting the pedestal
+        # cards below would rewrite the caller's
+        header: Any = (meta.copy() if isinstance(meta, fits.Header)
+                       else fits.Header(copy.deepcopy(meta)))
     except (ValueError, TypeError) as exc:
         # CCDData allows any meta; one a FITS header cannot hold (lists, dicts) is copied
         # as it is, with the keys added
         logger.debug("%s: meta kept as a %s (%s)", exp.detector.name, type(meta).__name__,
                      exc)
-        header = copy.copy(meta)
+        header = copy.deepcopy(meta)
         header.update(exp.metadata)
     else:
         cards = lsst_metadata_comments(result.measurement, applied=True)

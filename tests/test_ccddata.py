@@ -67,6 +67,28 @@ def test_correct_ccddata_returns_new_frame_with_lsst_keys_and_leaves_input_alone
     np.testing.assert_array_equal(out.uncertainty.array, ccd.uncertainty.array)
 
 
+def test_correct_ccddata_leaves_the_header_of_its_input_alone():
+    """A frame whose header already holds the pedestal cards (corrected once, read back from
+    a file): the pedestal cards were written into the caller's header too (astropy's Header
+    built from a Header shares its cards), so a corrected frame corrected again showed the
+    second pass's pedestals over pixels that had the first pass's subtracted."""
+    from astropy.io import fits
+    from astropy.nddata import CCDData
+
+    image = lsst_image("artificial", "constant")
+    header = fits.Header()
+    header["OBJECT"] = "field"
+    header[f"HIERARCH {PEDESTAL_KEY.format(DET.amplifiers[0].name)}"] = 123.0
+    ccd = CCDData(image, unit=u.adu, meta=header)
+    out = correct_ccddata(ccd, DET, _config())
+    key = PEDESTAL_KEY.format(DET.amplifiers[0].name)
+    assert ccd.header[key] == 123.0 and "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED" not in ccd.header
+    first = out.header[key]
+    assert first != 123.0
+    again = correct_ccddata(out, DET, _config())
+    assert out.header[key] == first and again.header[key] != first
+
+
 def _masked_case():
     """A frame whose masked pixels (mask values 1, 7 and 255) sit on amp edges with junk."""
     image = lsst_image("artificial", "constant")
