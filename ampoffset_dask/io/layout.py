@@ -842,7 +842,9 @@ def sources_on_hdu(sources: tuple[AmpSource, ...], hdu: int,
     (``gain_power=0``: no gain) or the variance (``gain_power=2``: scaled by gain squared)."""
     return tuple(dataclasses.replace(
         s, hdu=hdu, overscan=None,
-        gain=None if s.gain is None or not gain_power else s.gain ** gain_power,
+        # float32(gain) ** power: the factor the whole-image read applies (`_times_gain`)
+        gain=(None if s.gain is None or not gain_power
+              else float(np.float32(s.gain) ** gain_power)),
     ) for s in sources)
 
 

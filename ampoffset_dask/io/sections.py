@@ -1034,7 +1034,9 @@ def _paste(path: Any, s: AmpSource, out: np.ndarray, r0: int, r1: int, c0: int, 
         else:
             data = subtract_overscan(data, over, "per-row")
     if s.gain is not None:
-        data = np.asarray(data, dtype=np.float64) * s.gain
+        # as the whole-image read does (and afw's float image times a gain): the pixels
+        # rounded to float32 first, then a float32 product
+        data = np.asarray(data, dtype=np.float32) * np.float32(s.gain)
     if s.flag_nonzero is not None:
         data = np.where(data != 0, np.int32(1 << s.flag_nonzero), np.int32(0))
     if s.flip_y:
