@@ -3,9 +3,9 @@
 Builds a temporary repository with lsst-daf-butler (SQLite registry, file datastore; the
 records tests/butler_repo.py makes; one tiny FITS file per dataset, since a query never reads
 them) and times `ampoffset_dask.io.butler.find_inputs` for the visit: the first call (opening
-the repository included) and the median of repeated calls. Both paths are timed: dimension
-records joined in the query (``visit_detector_region`` rows present) and the fallback that
-looks the detector names up separately.
+the repository included) and the median of repeated calls, in a repository with
+``visit_detector_region`` rows and in one without (the query does not join them, so both
+find every dataset; the detector names are looked up separately).
 
 Usage::
 
@@ -65,7 +65,8 @@ def main() -> None:
                 t = time.perf_counter()
                 find_inputs(str(root), RUN, where=f"visit = {VISIT}", instrument="LSSTCam")
                 times.append(time.perf_counter() - t)
-            path = "records joined" if regions else "fallback (no visit_detector_region)"
+            path = ("with visit_detector_region rows" if regions
+                    else "without visit_detector_region rows")
             print(f"{path}: {len(table)} detectors; first query {first:.2f} s, then median "
                   f"{statistics.median(times):.2f} s over {args.repeat} "
                   f"(repository built in {built:.1f} s)")

@@ -133,12 +133,10 @@ def find_inputs(
     query = dict(collections=colls, where=where or "", bind=dict(bind or {}), limit=None,
                  explain=False, **kwargs)
     try:
-        refs = butler.query_datasets(dataset_type, with_dimension_records=True, **query)
-        with_records = bool(refs)
-        if not refs:
-            # Joining the dimension records needs visit_detector_region rows, which small
-            # or hand-made repositories lack: query the datasets alone, records separately.
-            refs = butler.query_datasets(dataset_type, **query)
+        # The datasets alone, the detector names from their records separately: joining the
+        # dimension records needs visit_detector_region rows, and a repository where some
+        # visits lack them silently loses those visits' datasets from a joined query.
+        refs = butler.query_datasets(dataset_type, **query)
         if not refs:
             raise InputError(
                 f"{repo}: no {dataset_type!r} datasets in collections {colls}"
@@ -146,9 +144,7 @@ def find_inputs(
                    if instrument is not None else "")
                 + (f" matching {where!r}" if where else "")
             )
-        names = _record_names(refs) if with_records else None
-        if names is None:
-            names = _detector_names(butler, refs)
+        names = _detector_names(butler, refs)
         try:
             uris = butler.get_many_uris(refs)
         except FileNotFoundError:  # one dataset without its file fails them all
@@ -210,21 +206,6 @@ def _stored(butler: Any, repo: str, refs: list[Any], names: Mapping[tuple[str, i
     logger.warning("%s: %d of %d datasets found have no file in the datastore (removed or "
                    "never written) and are left out: %s", repo, len(gone), len(refs), listed)
     return kept
-
-
-def _record_names(refs: list[Any]) -> dict[tuple[str, int], str] | None:
-    """Detector names from the refs' attached records (None if any record is missing)."""
-    names = {}
-    for ref in refs:
-        try:
-            rec = ref.dataId.records["detector"]
-        except (KeyError, AttributeError):
-            rec = None
-        if rec is None:
-            return None
-        names[(str(ref.dataId["instrument"]), int(ref.dataId["detector"]))] = str(
-            rec.full_name)
-    return names
 
 
 def _detector_names(butler: Any, refs: list[Any]) -> dict[tuple[str, int], str]:

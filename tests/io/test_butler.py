@@ -80,6 +80,33 @@ def test_without_visit_detector_region_rows(tmp_path, detector_files):
     assert table["detector"].tolist() == ["R22_S11", "R22_S12"]
 
 
+def test_visits_without_region_rows_beside_visits_with_them(tmp_path, detector_files):
+    """A joined query (dimension records attached) drops the datasets of visits that have no
+    visit_detector_region rows: it found the first visit's two and silently lost the
+    second's while any were found."""
+    from butler_repo import DAY_OBS, FORMATTER
+    from lsst.daf.butler import DatasetRef, FileDataset
+
+    root = tmp_path / "mixed"
+    butler = make_repo(root, detector_files, regions=True)
+    later = VISIT + 1
+    butler.registry.insertDimensionData("visit", {
+        "instrument": "LSSTCam", "id": later, "day_obs": DAY_OBS, "physical_filter": "r_57",
+        "name": f"visit{later}", "seq_num": later % 100000})
+    dtype = butler.registry.getDatasetType("post_isr_image")
+    butler.ingest(*[
+        FileDataset(path=str(Path(p).resolve()),
+                    refs=[DatasetRef(dtype, {"instrument": "LSSTCam", "visit": later,
+                                             "detector": d}, run=RUN)],
+                    formatter=FORMATTER)
+        for p, _v, d, _n in detector_files], transfer="copy")
+    table = find_inputs(str(root), RUN)
+    assert list(zip(table["visit"], table["detector"], strict=True)) == [
+        (VISIT, "R22_S11"), (VISIT, "R22_S12"), (later, "R22_S11"), (later, "R22_S12")]
+    one = find_inputs(str(root), RUN, where="detector = 94", instrument="LSSTCam")
+    assert one["visit"].tolist() == [VISIT, later]
+
+
 def test_zip_member_uris(tmp_path, repo, detector_files):
     """A repository holding the datasets in a zip: URIs are zip members the readers open."""
     from lsst.daf.butler import Butler
