@@ -243,16 +243,23 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
     object-store prefix. Planning allows one input per (visit, detector), so two inputs never
     share an output; the corrected file is plain FITS whatever the input's compression, and
     named so. In place, it is the input itself (the file a symbolic link names): refused
-    (`InputError`) for URLs, one CCD of a multi-CCD file, gzip/bzip2-wrapped files, raws,
-    files holding what the corrected exposure would not keep (`PlannedTask.keeps`) and
-    files with several hard links. A visit or detector name that cannot be a folder name
-    (``..``, a path separator) is refused too."""
+    (`InputError`) for URLs, Butler datasets, one CCD of a multi-CCD file,
+    gzip/bzip2-wrapped files, raws, files holding what the corrected exposure would not keep
+    (`PlannedTask.keeps`) and files with several hard links. A visit or detector name that
+    cannot be a folder name (``..``, a path separator) is refused too."""
     if not options.apply:
         return None
     if options.output_images is None:
         if is_url(task.path):
             raise InputError(f"{redact(task.path)}: in-place writes need local files; give "
                              "--output-images / output_images for URL inputs")
+        if task.dataset_id:
+            # the datastore's records (size, checksum) describe the file as ingested, and
+            # other pipelines read it as that dataset
+            raise InputError(
+                f"{task.path}: dataset {task.dataset_id} of a Butler repository cannot be "
+                "corrected in place (a Butler dataset is never rewritten); use "
+                "--output-images / output_images")
         if task.hdu is not None:
             raise InputError(f"{task.path}: one CCD of a multi-CCD file cannot be corrected in "
                              "place; use --output-images / output_images")

@@ -62,6 +62,26 @@ def test_process_butler_manifest_equals_paths(butler_repo, client, tmp_path):
     assert det["dataset_id"].tolist() == table["dataset_id"].tolist()
 
 
+def test_butler_datasets_are_never_corrected_in_place(butler_repo, client, tmp_path):
+    """In place, a Butler input's file in the datastore was rewritten (its size and checksum
+    then no longer those the datastore records)."""
+    import hashlib
+
+    from butler_repo import RUN
+
+    from ampoffset_dask import InputError
+    from ampoffset_dask.io.butler import find_inputs
+
+    root, _ = butler_repo
+    table = find_inputs(str(root), RUN)
+    before = [hashlib.sha256(open(u, "rb").read()).hexdigest() for u in table["uri"]]
+    with pytest.raises(InputError, match=r"dataset [0-9a-f-]{36} of a Butler repository "
+                                         r"cannot be corrected in place"):
+        process(table, tmp_path / "cat", client=client, config=EDGES, progress=False,
+                in_place=True)
+    assert [hashlib.sha256(open(u, "rb").read()).hexdigest() for u in table["uri"]] == before
+
+
 def test_cli_butler_run(butler_repo, client, tmp_path):
     from butler_repo import RUN, VISIT
 
