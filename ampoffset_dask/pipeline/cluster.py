@@ -353,6 +353,8 @@ def _gateway(spec: str) -> ClientHandle:
         raise _missing_extra(spec, "dask-gateway", "gateway") from None
     rest = spec.split(":", 1)[1] if ":" in spec else ""
     address, n = (rest, None) if "://" in rest else _split_count(rest)
+    if not address.strip("/"):  # "gateway://": no address given, the configured one
+        address = ""
     try:
         gateway = Gateway(address or None)
         cluster = gateway.new_cluster()

@@ -188,3 +188,17 @@ def test_local_spec_and_errors():
         get_client("bogus-spec")
     with pytest.raises(ConfigError, match=r"jobqueue\.slurm|dask-jobqueue"):
         get_client("slurm")
+
+
+@pytest.mark.parametrize("spec", ["gateway://", "gateway"])
+def test_gateway_without_an_address_uses_the_configured_one(spec, monkeypatch):
+    """``gateway://`` (as deploy/gateway/gateway.yaml once wrote it) took ``//`` for the
+    address: the configured gateway was never asked."""
+    import dask_gateway  # noqa: F401  (its config defaults)
+
+    from ampoffset_dask.errors import ClusterError
+    from ampoffset_dask.pipeline.cluster import get_client
+
+    with dask.config.set({"gateway.address": "http://127.0.0.1:9"}), \
+            pytest.raises(ClusterError, match=r"Cannot connect to host 127\.0\.0\.1:9"):
+        get_client(spec)
