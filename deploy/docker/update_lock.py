@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 LOCK = Path(__file__).resolve().parent / "requirements.lock"
 NOTEBOOK_LOCK = Path(__file__).resolve().parent / "requirements-notebook.lock"
 #: Extras installed in the image (keep in sync with the Dockerfile's install line).
-IMAGE_EXTRAS = ("yaml", "plot", "fast")
+IMAGE_EXTRAS = ("yaml", "plot", "fast", "cloud")
 #: Packages the image needs that are not package dependencies: bokeh serves the dashboard.
 IMAGE_ONLY = ("bokeh>=3.1",)
 #: What the notebook image adds (the `notebook` target of the Dockerfile).
-NOTEBOOK_EXTRAS = ("gateway",)
+NOTEBOOK_EXTRAS = ("gateway", "butler")
 NOTEBOOK_ONLY = ("jupyterlab>=4.2", "jupyterhub>=5", "ipywidgets>=8")
 
 HEADER = """\
