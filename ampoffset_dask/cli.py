@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="files, folders, globs, manifests or URLs (s3://bucket/prefix/, "
                         "https://...); none with --butler")
-    p.add_argument("--output", "-o", required=True, type=Path, metavar="CATALOG",
+    # (a str: Path("s3://b/cat") would be "s3:/b/cat", no longer seen as a URL and refused)
+    p.add_argument("--output", "-o", required=True, metavar="CATALOG",
                    help="catalog folder (on this machine, also for remote inputs)")
     p.add_argument("--camera", default=None,
                    help="camera name or camera JSON/YAML file (default: from the headers)")
@@ -831,6 +832,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     except AmpOffsetError as exc:
         geometry_error = str(exc)
     camera, source, where = _geometry_source(info, args.camera, detector)
+    # a header naming the detector but not its id (no camera key): the camera's id
+    det_id = info.detector_id if info.detector_id is not None else getattr(detector, "id",
+                                                                            None)
     wrapped = _wrapping(path)
     data = {
         "path": str(info.path),
@@ -839,7 +843,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "geometry_source": source,
         "visit": info.visit,
         "detector": info.detector,
-        "detector_id": info.detector_id,
+        "detector_id": det_id,
         "shape": list(info.shape),
         "compressed": bool(info.compressed),
         "wrapped": wrapped,
@@ -867,8 +871,7 @@ def cmd_info(args: argparse.Namespace) -> int:
              f"{' ...' if len(info.ccd_hdus) > 8 else ''} (run: one task per CCD; shown: "
              "the first)")
     _out(f"visit       {_fmt_visit(info.visit)}")
-    det_id = "-" if info.detector_id is None else info.detector_id
-    _out(f"detector    {info.detector or '-'} (id {det_id})")
+    _out(f"detector    {info.detector or '-'} (id {'-' if det_id is None else det_id})")
     _out(f"image       {w} x {h} pixels (HDU {info.image_hdu})")
     planes = ", ".join(f"{k}={v}" for k, v in sorted(info.mask_planes.items(),
                                                      key=lambda kv: kv[1])) or "-"
@@ -1020,6 +1023,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     pending = [j for j in pending_journals(args.catalog, live=False) if j.n_results]
     status = det["status"].value_counts().to_dict() if len(det) else {}
     peds = np.asarray(ped["pedestal"], dtype=float) if len(ped) else np.zeros(0)
+    units = _pedestal_units(det, ped)
+    by_unit = {u: peds[units == u] for u in dict.fromkeys(units.tolist())}
+    # pedestals in electrons (--gain nominal) and in ADU have no common RMS
+    one_unit = len(by_unit) <= 1
     summary = {
         "catalog": str(args.catalog),
         "runs": len(runs),
@@ -1027,8 +1034,14 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         "detectors": len(det),
         "status": {str(k): int(v) for k, v in status.items()},
         "amps": len(ped),
-        "pedestal_rms": float(np.sqrt(np.mean(peds ** 2))) if peds.size else None,
-        "pedestal_max_abs": float(np.abs(peds).max()) if peds.size else None,
+        "pedestal_unit": (next(iter(by_unit)) if one_unit and by_unit else
+                          "mixed" if by_unit else None),
+        "pedestal_rms": (float(np.sqrt(np.mean(peds ** 2))) if peds.size and one_unit
+                         else None),
+        "pedestal_max_abs": float(np.abs(peds).max()) if peds.size and one_unit else None,
+        "pedestals_by_unit": {u: {"amps": int(v.size), "rms": float(np.sqrt(np.mean(v ** 2))),
+                                  "max_abs": float(np.abs(v).max())}
+                              for u, v in by_unit.items()},
         "interfaces": len(itf),
         "max_offset_fail": int(itf["max_offset_fail"].sum()) if len(itf) else 0,
         "min_frac_fail": int(itf["min_frac_fail"].sum()) if len(itf) else 0,
@@ -1047,9 +1060,15 @@ def cmd_catalog(args: argparse.Namespace) -> int:
          + (" ..." if len(vis) > 10 else ""))
     _out(f"detectors   {summary['detectors']}: "
          + (", ".join(f"{k} {v}" for k, v in sorted(summary["status"].items())) or "-"))
-    if peds.size:
-        _out(f"pedestals   {summary['amps']} amps, RMS {summary['pedestal_rms']:.3f} ADU, "
-             f"max |p| {summary['pedestal_max_abs']:.3f} ADU")
+    if peds.size and one_unit:
+        unit = summary["pedestal_unit"]
+        _out(f"pedestals   {summary['amps']} amps, RMS {summary['pedestal_rms']:.3f} {unit}, "
+             f"max |p| {summary['pedestal_max_abs']:.3f} {unit}")
+    elif peds.size:
+        _out(f"pedestals   {summary['amps']} amps in two units (some detectors measured with "
+             "--gain nominal, others not): no RMS over both; "
+             + "; ".join(f"{v['amps']} in {u}: RMS {v['rms']:.3f}, max |p| {v['max_abs']:.3f}"
+                         for u, v in summary["pedestals_by_unit"].items()))
     _out(f"interfaces  {summary['interfaces']}: {summary['max_offset_fail']} over the offset "
          f"limit, {summary['min_frac_fail']} under the good-fraction limit (zeroed)")
     for row in summary["failed"][:20]:
@@ -1062,6 +1081,23 @@ def cmd_catalog(args: argparse.Namespace) -> int:
              f"result(s) only in its journal, not counted above; '{_PROG} catalog compact "
              f"{args.catalog}' or running again recovers them")
     return EXIT_OK
+
+
+def _pedestal_units(det: Any, ped: Any) -> Any:
+    """The unit of each pedestal row (an object ndarray): ``"e-"`` when its detector row
+    (same visit, detector and run) was measured with the camera's nominal gains
+    (``gain == "nominal"``), else ``"ADU"`` (also for catalogs older than the column)."""
+    import numpy as np
+
+    keys = ["visit", "detector", "run_id"]
+    if not len(ped):
+        return np.zeros(0, dtype=object)
+    if "gain" not in det.columns or not (set(keys) <= set(det.columns)
+                                         and set(keys) <= set(ped.columns)):
+        return np.full(len(ped), "ADU", dtype=object)
+    gains = det[[*keys, "gain"]].drop_duplicates(keys)
+    merged = ped[keys].merge(gains, on=keys, how="left")
+    return np.where(merged["gain"].to_numpy() == "nominal", "e-", "ADU").astype(object)
 
 
 def cmd_trends(args: argparse.Namespace) -> int:

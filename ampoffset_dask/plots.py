@@ -329,11 +329,12 @@ def interface_histogram(
     interfaces: Any,
     *,
     visit: int | None = None,
-    max_offset: float = 5.0,
-    min_frac: float = 0.5,
+    max_offset: float | Sequence[float] = 5.0,
+    min_frac: float | Sequence[float] = 0.5,
     path: str | os.PathLike[str] | None = None,
     bins: int = 60,
     title: str | None = None,
+    unit: str = "ADU",
 ):
     """Histograms of raw interface offsets and good fractions, do-no-harm limits marked.
 
@@ -344,20 +345,27 @@ def interface_histogram(
         ``min_frac_fail`` / ``max_offset_fail`` are counted when present.
     visit : int, optional
         Restrict to one visit.
-    max_offset, min_frac : float
-        The do-no-harm limits (``ampEdgeMaxOffset``, ``ampEdgeMinFrac``) to mark.
+    max_offset, min_frac : float or sequence of float
+        The do-no-harm limits (``ampEdgeMaxOffset``, ``ampEdgeMinFrac``) to mark: one each,
+        or those of the several runs that measured the rows (each marked; without the
+        ``*_fail`` columns the rows over the smallest offset limit / under the largest
+        fraction limit are counted).
     path : path, optional
         Save the figure there as PNG.
     bins : int
         Histogram bins.
     title : str, optional
         Figure title.
+    unit : str
+        Unit of the offsets (``"e-"`` for ``gain="nominal"`` rows).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
     table = _as_table(interfaces, ("offset_raw", "good_frac"), "interfaces")
+    offsets = sorted({float(v) for v in np.atleast_1d(max_offset)})
+    fracs = sorted({float(v) for v in np.atleast_1d(min_frac)})
     if visit is not None:
         table = _select_visit(table, visit, "interfaces")
     raw = np.asarray(table["offset_raw"], dtype=float)
@@ -365,29 +373,33 @@ def interface_histogram(
     fig = _figure((10.0, 4.2))
     ax1, ax2 = fig.subplots(1, 2)
     finite = raw[np.isfinite(raw)]
-    lim = max(1.5 * max_offset, float(np.abs(finite).max()) if finite.size else 1.0)
+    lim = max(1.5 * offsets[-1], float(np.abs(finite).max()) if finite.size else 1.0)
     edges = np.linspace(-lim, lim, bins + 1)
     # np.histogram + one filled step path draws the same pixels as Axes.hist's one
     # rectangle patch per bin, in about two thirds of the time.
     counts, _ = np.histogram(np.clip(finite, -lim, lim), bins=edges)
     ax1.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8)
-    for sign in (-1, 1):
-        ax1.axvline(sign * max_offset, color="tab:red", ls="--", lw=1.2,
-                    label=f"|offset| > {max_offset:g} is zeroed" if sign > 0 else None)
+    for k, limit in enumerate(offsets):
+        for sign in (-1, 1):
+            ax1.axvline(sign * limit, color="tab:red", ls=("--", ":", "-.")[k % 3], lw=1.2,
+                        label=f"|offset| > {limit:g} is zeroed" if sign > 0 else None)
+    if len(offsets) > 1:
+        ax1.plot([], [], " ", label="(runs with different limits)")
     ax1.legend(loc="upper right", fontsize=8, framealpha=0.9)
     n_max = int(table["max_offset_fail"].sum()) if "max_offset_fail" in table else int(
-        (np.abs(finite) > max_offset).sum())
-    ax1.set_xlabel("raw interface offset (ADU)")
+        (np.abs(finite) > offsets[0]).sum())
+    ax1.set_xlabel(f"raw interface offset ({unit})")
     ax1.set_ylabel("interfaces")
     ax1.set_title(f"{raw.size} interfaces, {n_max} over the offset limit")
     frac_edges = np.linspace(0, 1, 41)
     counts, _ = np.histogram(good[np.isfinite(good)], bins=frac_edges)
     ax2.stairs(counts, frac_edges, fill=True, color="tab:green", alpha=0.8)
-    ax2.axvline(min_frac, color="tab:red", ls="--", lw=1.2,
-                label=f"good fraction < {min_frac:g} is zeroed")
+    for k, limit in enumerate(fracs):
+        ax2.axvline(limit, color="tab:red", ls=("--", ":", "-.")[k % 3], lw=1.2,
+                    label=f"good fraction < {limit:g} is zeroed")
     ax2.legend(loc="upper left", fontsize=8, framealpha=0.9)
     n_min = int(table["min_frac_fail"].sum()) if "min_frac_fail" in table else int(
-        (good < min_frac).sum())
+        (good < fracs[-1]).sum())
     ax2.set_xlabel("good fraction along the interface")
     ax2.set_title(f"{n_min} under the good-fraction limit")
     if title:
@@ -407,6 +419,8 @@ def amp_map(
     vmax: float | None = None,
     cmap: str = "RdBu_r",
     title: str | None = None,
+    visit: int | None = None,
+    unit: str = "ADU",
 ):
     """One detector's amps coloured by pedestal, with values and interface offsets written.
 
@@ -414,7 +428,8 @@ def amp_map(
     ----------
     pedestals : mapping, sequence or DataFrame
         ``{amp: pedestal}``, pedestals in amp order, or a table with ``amp, pedestal``
-        columns (one detector).
+        columns: one row per amp (a ``detector`` column selects ``detector``'s rows; a
+        table of several visits needs ``visit``).
     detector : Detector
         Geometry.
     interfaces : DataFrame or sequence of InterfaceResult, optional
@@ -429,15 +444,24 @@ def amp_map(
         Colour map.
     title : str, optional
         Axes title (the detector name by default).
+    visit : int, optional
+        The visit to draw from a table of several.
+    unit : str
+        Unit of the pedestals for the colour bar (``"e-"`` for ``gain="nominal"`` rows).
 
     Returns
     -------
     matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        For a table with several visits and no ``visit``, or several rows for one amp.
     """
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
-    values = _pedestal_dict(pedestals, detector)
+    values = _pedestal_dict(pedestals, detector, visit)
     vals = np.array([values.get(a.name, np.nan) for a in detector.amplifiers])
     limit = _symmetric_limit(vals, vmax)
     norm = Normalize(-limit, limit)
@@ -476,19 +500,45 @@ def amp_map(
     from matplotlib.cm import ScalarMappable
 
     cbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cm), cax=_colorbar_axes(ax))
-    cbar.set_label("pedestal (ADU)")
+    cbar.set_label(f"pedestal ({unit})")
     ax.set_title(title or f"{detector.name}: amp pedestals")
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
-def _pedestal_dict(pedestals: Any, detector: Detector) -> dict[str, float]:
+def _pedestal_dict(pedestals: Any, detector: Detector,
+                   visit: int | None = None) -> dict[str, float]:
+    """``{amp: pedestal}`` of ``detector`` from a mapping, a sequence in amp order or a
+    table (``amp, pedestal``; its ``visit`` / ``detector`` columns select the rows).
+
+    Raises
+    ------
+    InputError
+        For a table with several visits and no ``visit``, or several rows for one amp (a
+        dict keeps the last: the plot would mix visits or runs without a word).
+    """
     if isinstance(pedestals, Mapping):
         return {str(k): float(v) for k, v in pedestals.items()}
     if hasattr(pedestals, "columns"):
+        table = _select_visit(_as_table(pedestals, ("amp", "pedestal"), "pedestals"),
+                              visit, f"pedestals of {detector.name} (pass visit=V)")
+        if "detector" in table.columns and (table["detector"] == detector.name).any():
+            # a table of several detectors: this one's rows (others would be duplicates)
+            table = table[table["detector"] == detector.name]
+        amps = table["amp"].astype(str)
+        dup = sorted(set(amps[amps.duplicated()]))
+        if dup:
+            keys = [c for c in ("detector", "run_id", "recorded_at") if c in table.columns]
+            where = (f" (distinct {', '.join(keys)}: "
+                     + "; ".join(f"{c} {sorted(map(str, table[c].unique()))[:5]}"
+                                 for c in keys) + ")") if keys else ""
+            raise InputError(
+                f"pedestals of {detector.name}: several rows for amp(s) {dup[:8]}"
+                f"{' ...' if len(dup) > 8 else ''}{where}; select one row per amp (one "
+                "visit, the latest rows: read_catalog without all_rows=True, one detector)")
         return {str(a): float(p) for a, p in
-                zip(pedestals["amp"], pedestals["pedestal"], strict=True)}
+                zip(amps, table["pedestal"], strict=True)}
     vals = np.asarray(pedestals, dtype=float)
     if vals.shape != (len(detector),):
         raise InputError(
@@ -602,6 +652,9 @@ def before_after(
     path: str | os.PathLike[str] | None = None,
     vmax: float | None = None,
     title: str | None = None,
+    visit: int | None = None,
+    unit: str = "ADU",
+    corrected: bool = False,
 ):
     """Binned image of one detector before and after subtracting the amp pedestals.
 
@@ -611,11 +664,11 @@ def before_after(
     Parameters
     ----------
     image : ndarray, shape (height, width)
-        The uncorrected detector image.
+        The uncorrected detector image; with ``corrected``, the corrected one.
     detector : Detector
         Geometry.
     pedestals : mapping, sequence or DataFrame
-        As in `amp_map`.
+        As in `amp_map` (one row per amp).
     mask : ndarray of int, optional
         Mask plane; pixels with any of ``bad_bits`` are ignored in the bins.
     bad_bits : int
@@ -625,13 +678,27 @@ def before_after(
     path : path, optional
         Save the figure there as PNG.
     vmax : float, optional
-        Colour limit (ADU around the smooth model).
+        Colour limit (``unit`` around the smooth model).
     title : str, optional
         Figure title.
+    visit : int, optional
+        The visit to use from a table of several.
+    unit : str
+        Unit of the image and pedestals (``"e-"`` for ``gain="nominal"``).
+    corrected : bool
+        ``image`` already has ``pedestals`` subtracted (corrected in place, or a file whose
+        header says so): it is the "after" panel as it is, and "before" is rebuilt by adding
+        each amp's pedestal back (said in the panel's title).
 
     Returns
     -------
     matplotlib.figure.Figure
+
+    Raises
+    ------
+    InputError
+        For an image not of the detector's shape, a table with several visits and no
+        ``visit``, or several rows for one amp.
     """
     image = np.asarray(image)
     if image.shape != detector.shape:
@@ -639,7 +706,13 @@ def before_after(
             f"detector {detector.name!r}: image shape {image.shape} does not match the "
             f"detector {detector.shape}"
         )
-    values = _pedestal_dict(pedestals, detector)
+    values = _pedestal_dict(pedestals, detector, visit)
+    if corrected:
+        # Adding a constant per amp undoes the subtraction exactly (up to float32
+        # rounding): the uncorrected pixels are no longer on disk to read.
+        image = np.array(image, dtype=np.float32)
+        for amp in detector.amplifiers:
+            image[amp.slices] += np.float32(values.get(amp.name, 0.0))
     if bin_size is None:
         bin_size = int(max(4, min(detector.width, detector.height) // 128))
     b_before = binned_image(image, mask, bin_size, bad_bits)
@@ -654,7 +727,9 @@ def before_after(
     aspect = detector.height / detector.width
     fig = _figure((11.0, float(np.clip(5.2 * aspect, 2.5, 9.0)) + 0.9))
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
-    for ax, data, label in ((axes[0], r_before, "before"), (axes[1], r_after, "after")):
+    labels = (("before, rebuilt: image + pedestals", "after: the image as it is")
+              if corrected else ("before", "after"))
+    for ax, data, label in ((axes[0], r_before, labels[0]), (axes[1], r_after, labels[1])):
         im = ax.imshow(data, origin="lower", cmap="gray", vmin=-vmax, vmax=vmax, extent=extent,
                        interpolation="nearest")
         for amp in detector.amplifiers:
@@ -668,7 +743,7 @@ def before_after(
     axes[0].set_ylim(0, detector.height)
     axes[0].set_ylabel("y (pixel)")
     cbar = fig.colorbar(im, ax=list(axes), shrink=0.9)
-    cbar.set_label("ADU minus smooth sky")
+    cbar.set_label(f"{unit} minus smooth sky")
     fig.suptitle(title or f"{detector.name}: amp pedestals removed")
     if path is not None:
         save_figure(fig, path)
@@ -684,7 +759,7 @@ def _camera_for_catalog(catalog: Any, det: Any, camera: Any):
     if camera is not None:
         return get_camera(camera)
     names = set(map(str, det["detector"]))
-    run_camera = _run_camera(catalog)
+    run_camera = _run_camera(catalog, _run_ids(det))
     if run_camera is not None:
         return run_camera
     if "input" in det.columns:
@@ -713,37 +788,115 @@ def _camera_for_catalog(catalog: Any, det: Any, camera: Any):
     return max(candidates, key=len)
 
 
-def _latest_run(catalog: Any, column: str) -> dict[str, Any]:
-    """A JSON column (``options``, ``config``) of the latest run of ``catalog``; {} if none."""
+def _run_ids(rows: Any) -> list[str]:
+    """The distinct ``run_id`` of catalog rows (none for a table without the column)."""
+    if "run_id" not in rows.columns:
+        return []
+    return [str(r) for r in dict.fromkeys(rows["run_id"].dropna())]
+
+
+def _runs_json(catalog: Any, column: str, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """A JSON column (``options``, ``config``) of the runs ``run_ids`` of ``catalog``, in
+    the order they started; runs not in the table or with no readable value are left out.
+
+    The runs that measured the rows drawn, not the catalog's latest run: a later run (with
+    ``--new-run`` and other limits, or another camera) may not have touched them.
+    """
     import json
 
     from .catalog import read_catalog
 
+    if not run_ids:
+        return []
     try:
         runs = read_catalog(catalog, "runs")
     except (AmpOffsetError, OSError):
-        return {}
-    if not len(runs) or column not in runs.columns:
-        return {}
-    latest = runs.sort_values("started").iloc[-1]
-    try:
-        value = json.loads(latest[column] or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+        return []
+    if not len(runs) or column not in runs.columns or "run_id" not in runs.columns:
+        return []
+    out = []
+    for _, run in runs[runs["run_id"].isin(set(run_ids))].sort_values("started").iterrows():
+        try:
+            value = json.loads(run[column] or "{}")
+        except (TypeError, ValueError):
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
 
 
-def _run_camera(catalog: Any):
-    """The camera given to the latest run of ``catalog`` (its ``runs.options``), if any."""
+def _run_camera(catalog: Any, run_ids: Sequence[str]):
+    """The camera given to the runs ``run_ids`` of ``catalog`` (their ``runs.options``; the
+    latest of them that gave one), if any."""
     from .cameras import get_camera
 
-    name = _latest_run(catalog, "options").get("camera")
-    if not isinstance(name, str) or not name:
-        return None
+    for options in reversed(_runs_json(catalog, "options", run_ids)):
+        name = options.get("camera")
+        if not isinstance(name, str) or not name:
+            continue
+        try:
+            return get_camera(name)
+        except AmpOffsetError:
+            continue
+    return None
+
+
+def _pedestal_unit(rows: Any) -> str:
+    """Unit of the pedestals of catalog ``detectors`` rows: ``"e-"`` when every row was
+    measured with the camera's nominal gains (``gain == "nominal"``), ``"ADU"`` when none
+    was, and ``"ADU and e- mixed"`` otherwise (failed rows, which hold none, left out)."""
+    if "gain" not in rows.columns:  # a catalog older than the column: ADU
+        return "ADU"
+    if "status" in rows.columns:
+        rows = rows[rows["status"] != "failed"]
+    electrons = (rows["gain"] == "nominal").to_numpy()
+    if electrons.size and electrons.all():
+        return "e-"
+    return "ADU and e- mixed" if electrons.any() else "ADU"
+
+
+#: Values of the detectors table's ``overscan`` column that `read_exposure` takes back.
+_OVERSCAN_MODES = ("per-row", "mean", "none")
+
+
+def _file_holds_correction(row: Any, pedestals: Mapping[str, float], path: str
+                           ) -> tuple[bool, str]:
+    """Whether the file at ``path`` (the row's ``input``) already has the row's pedestals
+    subtracted, and a note for a file whose header says it is corrected with others.
+
+    Corrected: the row's run corrected it in place (``applied`` and ``output`` is the
+    input), or its primary header says ``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T`` with
+    the row's pedestals (a flagged "already corrected" row records the header's). A header
+    with other pedestals is an input measured anyway (``--force``): its row's pedestals are
+    relative to the file as it is.
+    """
+    import pandas as pd
+    from astropy.io import fits
+
+    from .algorithm.metadata import PEDESTAL_KEY, SUBTRACTED_KEY
+
+    output, applied = row.get("output"), row.get("applied")
+    output = "" if output is None or pd.isna(output) else str(output)
+    if not (applied is None or pd.isna(applied)) and bool(applied) and output:
+        try:
+            if Path(output).resolve() == Path(path).resolve():
+                return True, ""
+        except OSError:
+            pass
     try:
-        return get_camera(name)
-    except AmpOffsetError:
-        return None
+        header = fits.getheader(path, 0)
+    except (OSError, ValueError):
+        return False, ""
+    if header.get(SUBTRACTED_KEY) is not True:
+        return False, ""
+    recorded = {name: header.get(PEDESTAL_KEY.format(name)) for name in pedestals}
+    same = bool(pedestals) and all(
+        isinstance(v, int | float) and np.isclose(float(v), pedestals[name], rtol=1e-6,
+                                                  atol=1e-9)
+        for name, v in recorded.items())
+    if same:
+        return True, ""
+    return False, " (input header: already corrected; pedestals measured on it as it is)"
 
 
 def _measured_pedestals(ped: Any, det: Any, camera: Any = None) -> Any:
@@ -844,7 +997,8 @@ def plot_visit(
     out = Path(out) if out is not None else Path(catalog) / "plots"
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    cam = _camera_for_catalog(catalog, det, camera)
+    cam = _camera_for_catalog(catalog, ok, camera)
+    unit = _pedestal_unit(ok)
     if cam is None:
         logger.warning("no camera known for these detectors: skipping the focal-plane map")
     elif len(ped):
@@ -854,29 +1008,50 @@ def plot_visit(
                            cam.name, unknown[:5])
         else:
             written.append(save_figure(
-                focal_plane_map(_measured_pedestals(ped, det, cam), cam, visit=visit),
+                focal_plane_map(_measured_pedestals(ped, det, cam), cam, visit=visit,
+                                value_label=f"amp pedestal ({unit})"),
                 out / f"focal_plane_v{visit}.png"))
     if len(itf):
-        config = _latest_run(catalog, "config")
+        # the limits of the runs that measured these rows, not of the catalog's latest run
+        configs = _runs_json(catalog, "config", _run_ids(itf))
         limits = {}
         for key, field in (("max_offset", "amp_edge_max_offset"),
                            ("min_frac", "amp_edge_min_frac")):
-            if isinstance(config.get(field), int | float):
-                limits[key] = float(config[field])
+            values = sorted({float(c[field]) for c in configs
+                             if isinstance(c.get(field), int | float)})
+            if values:
+                limits[key] = values[0] if len(values) == 1 else values
         written.append(save_figure(
-            interface_histogram(itf, title=f"visit {visit}: interface offsets", **limits),
+            interface_histogram(itf, title=f"visit {visit}: interface offsets", unit=unit,
+                                **limits),
             out / f"interfaces_v{visit}.png"))
     row = ok[ok["detector"] == name]
     p_det = ped[ped["detector"] == name]
     i_det = itf[itf["detector"] == name]
     path = row["input"].iloc[0] if "input" in row.columns else None
+    first = row.iloc[0]
+    det_unit = _pedestal_unit(row)
     geometry = None
     exposure = None
+    corrected, note = False, ""
     if path and Path(path).is_file():
         from .io.fits import read_exposure
 
+        corrected, note = _file_holds_correction(
+            first, {str(a): float(p) for a, p in zip(p_det["amp"], p_det["pedestal"],
+                                                       strict=True)}, path)
+        if corrected:
+            # a corrected file holds the measured pixels (overscan and gains applied)
+            isr = {}
+        else:  # the ISR the run applied, so pixels and pedestals share their unit
+            overscan = str(first.get("overscan") or "")
+            isr = {"overscan": overscan if overscan in _OVERSCAN_MODES else "auto",
+                   "gain": "nominal" if first.get("gain") == "nominal" else None}
         try:
-            exposure = read_exposure(path, camera=camera)
+            # the camera the run read the file with (else its header's), not a guessed one
+            exposure = read_exposure(
+                path, camera=camera if camera is not None else _run_camera(
+                    catalog, _run_ids(row)), **isr)
             geometry = exposure.detector
         except AmpOffsetError as exc:
             logger.warning("cannot read %s for the before/after plot: %s", path, exc)
@@ -885,15 +1060,18 @@ def plot_visit(
     if geometry is not None:
         written.append(save_figure(
             amp_map(_measured_pedestals(p_det, row, None), geometry, interfaces=i_det,
-                    title=f"visit {visit}, {name}: amp pedestals"),
+                    title=f"visit {visit}, {name}: amp pedestals", unit=det_unit),
             out / f"amps_v{visit}_{name}.png"))
     if exposure is not None:
         from .masks import mask_bits
 
         bits = mask_bits(("BAD", "SAT", "INTRP", "CR", "EDGE", "SUSPECT", "NO_DATA"),
                          exposure.mask_planes)
+        what = ("the file is corrected: 'before' rebuilt by adding the pedestals back"
+                if corrected else "before / after" + note)
         written.append(save_figure(
             before_after(exposure.image, exposure.detector, p_det, mask=exposure.mask,
-                               bad_bits=bits, title=f"visit {visit}, {name}: before / after"),
+                         bad_bits=bits, title=f"visit {visit}, {name}: {what}",
+                         unit=det_unit, corrected=corrected),
             out / f"before_after_v{visit}_{name}.png"))
     return written

@@ -375,13 +375,16 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
     if tab.num_rows == 0:
         what = " ".join(x for x in (detector, amp) if x is not None)
         raise InputError(f"{root}: no pedestals" + (f" for {what}" if what else ""))
-    _check_one_unit(root, detector)
-    return tab.to_pandas()
+    unit = _check_one_unit(root, detector)
+    df = tab.to_pandas()
+    df.attrs["unit"] = unit  # pandas carries it to find_trends' series (the plot's axis)
+    return df
 
 
-def _check_one_unit(root: Path, detector: str | None) -> None:
+def _check_one_unit(root: Path, detector: str | None) -> str:
     """Refuse pedestals in two units: measured with the camera's nominal gains
     (``gain="nominal"``: electrons) for some detector-visits and without (ADU) for others.
+    Returns the one unit, ``"e-"`` or ``"ADU"``.
 
     Resume compares configurations, not that option, so one catalog can hold both; a series
     that changes unit shows false jumps and false gain errors.
@@ -394,7 +397,7 @@ def _check_one_unit(root: Path, detector: str | None) -> None:
                            detectors=None if detector is None else [detector])
     except (KeyError, ValueError) as exc:  # a catalog older than the column
         logger.debug("%s: no gain column to check the units: %s", root, exc)
-        return
+        return "ADU"
     det = det[det["status"] != "failed"]
     electrons = (det["gain"] == "nominal").to_numpy()
     if electrons.any() and not electrons.all():
@@ -407,6 +410,7 @@ def _check_one_unit(root: Path, detector: str | None) -> None:
             f"{int((~electrons).sum())} without (ADU; {first(det[~electrons])}); a series "
             "changing unit shows false jumps and gain errors: measure them all the same way "
             "(run again with --new-run, with or without --gain nominal)")
+    return "e-" if electrons.any() else "ADU"
 
 
 def write_trends(result: TrendsResult, out_dir: str | os.PathLike, *,
@@ -469,7 +473,7 @@ def _plot_series(result: TrendsResult, path: Path, max_plots: int) -> Path:
         if row["gain_like"]:
             note += f", gain-like slope {row['gain_slope']:.2e}"
         ax.set_title(note, fontsize=9, loc="left")
-        ax.set_ylabel("pedestal (ADU)")
+        ax.set_ylabel(f"pedestal ({series.attrs.get('unit', 'ADU')})")
     axes[-1, 0].set_xlabel("visit")
     axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     return save_figure(fig, path)

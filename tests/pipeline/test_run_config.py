@@ -93,3 +93,16 @@ def test_a_catalog_in_an_object_store_is_refused_before_anything_is_made(sim_vis
         process(sim_visit.paths[:1], "s3://bucket/catalog", progress=False,
                 output_images=tmp_path / "corrected")
     assert not list(tmp_path.iterdir())  # no "s3:" folder, no marked output folder
+
+
+def test_the_cli_refuses_a_catalog_in_an_object_store_too(sim_visit, tmp_path, monkeypatch):
+    """The command took ``--output`` as a Path, which reads ``s3://b/c`` as ``s3:/b/c``: the
+    URL went unseen, and the run failed on a "damaged catalog" in a local folder ``s3:``."""
+    from cli_helpers import cli
+
+    monkeypatch.chdir(tmp_path)
+    proc = cli("run", sim_visit.paths[0], "--output", "s3://bucket/catalog", "--no-progress",
+               "--scheduler", "local:1")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "s3://bucket/catalog: the catalog is a local folder" in proc.stderr
+    assert not list(tmp_path.iterdir())
