@@ -1115,12 +1115,14 @@ def cmd_trends(args: argparse.Namespace) -> int:
          f"{table['visit'].nunique()} visit(s) (read in {t_read:.2f} s); "
          f"{int(result.summary['n_jumps'].sum())} jump(s), "
          f"{int(result.summary['gain_like'].sum())} gain-like amp(s)")
+    unit = table.attrs.get("unit", "ADU")  # e- after --gain nominal
     for row in flagged.itertuples():
         note = f"  {row.detector} {row.amp}:"
         if row.n_jumps:
             note += f" jump(s) at visit {row.jump_visits};"
         if row.gain_like:
-            note += f" gain-like, {row.gain_slope:+.2e} +- {row.gain_slope_err:.1e} per ADU;"
+            note += (f" gain-like, {row.gain_slope:+.2e} +- {row.gain_slope_err:.1e} per "
+                     f"{unit} of level;")
         _out(note.rstrip(";"))
     for path in written:
         _out(str(path))

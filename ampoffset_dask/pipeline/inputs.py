@@ -407,7 +407,7 @@ def _keeps(info: Any) -> str:
         kept.append(f"{len(info.archive_hdus)} afw archive table(s) (its persisted Detector "
                     "among them)")
     if info.kind == "ccddata":
-        kept.append("a CCDData layout (its uncertainty extension and primary-HDU image)")
+        kept.append("CCDData layout (its uncertainty extension and primary-HDU image)")
     return ", ".join(kept)
 
 
