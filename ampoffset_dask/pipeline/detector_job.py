@@ -552,7 +552,8 @@ def planning_failure(task: Any) -> DetectorResult:
     header unreadable, its geometry unknown...), with what planning learnt of its identity."""
     return dataclasses.replace(
         DetectorResult.failure(task.error, visit=task.visit, detector=task.name,
-                               input=task.path),
+                               input=task.path,
+                               detector_id=getattr(task, "detector_id", None)),
         dataset_id=task.dataset_id or "")
 
 

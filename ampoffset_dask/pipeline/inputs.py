@@ -80,6 +80,7 @@ class PlannedTask:
     applied: tuple[float, ...] = ()
     keeps: str = ""
     corrected: bool = False
+    detector_id: int | None = None  # a failed input's, when its manifest gives it
 
     def key(self, run_token: str) -> str:
         """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
@@ -246,7 +247,8 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
 
     if item.problem:
         return [PlannedTask(item.path, item.visit, None, item.detector,
-                            f"InputError: {item.path}: {item.problem}")]
+                            f"InputError: {item.path}: {item.problem}",
+                            detector_id=item.detector_id)]
     # before the headers: a change while reading them shows (objects of a store: the size
     # and time the store gives)
     stamp = url_stamp(item.path) if is_url(item.path) else file_stamp(item.path)
@@ -258,7 +260,8 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
         # the failed row names the visit and detector the primary header gives, if it can
         visit, name = (None, None) if is_url(item.path) else header_identity(item.path)
         return [PlannedTask(item.path, item.visit if item.visit is not None else visit, None,
-                            item.detector or name, message, dataset_id=item.dataset_id)]
+                            item.detector or name, message, dataset_id=item.dataset_id,
+                            detector_id=item.detector_id)]
     if item.visit is not None and info.visit is not None and int(item.visit) != info.visit:
         # The manifest's visit is recorded: a Butler manifest gives the Butler's visit,
         # which may differ from the exposure id a raw's header gives. Said once per input.
@@ -374,11 +377,12 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
                            corrected=corrected)
     except AmpOffsetError as exc:
         return PlannedTask(item.path, _usable_visit(visit), None, name,
-                           f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu)
+                           f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu,
+                           detector_id=item.detector_id)
     except Exception as exc:  # a header we cannot parse must not stop the run
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"InputError: {where}: cannot read the header: {exc}",
-                           dataset_id=item.dataset_id, hdu=hdu)
+                           dataset_id=item.dataset_id, hdu=hdu, detector_id=item.detector_id)
 
 
 def _header_detector(info: Any, camera: Any) -> str | None:

@@ -33,6 +33,7 @@ from ..io.remote import environment_options, is_url, redact, scoped_storage_opti
 from ..io.sections import _is_wrapped
 from . import _config
 from .cluster import ClientHandle, check_spec, default_in_flight, get_client, signals_held
+from .detector_job import planning_failure
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions, option_name
 
@@ -680,12 +681,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                     "will fail the do-no-harm checks; use --overscan auto")
             logger.warning("%s", note)
             summary.notes.append(note)
-        failures = [
-            dataclasses.replace(
-                DetectorResult.failure(t.error, visit=t.visit, detector=t.name, input=t.path),
-                dataset_id=t.dataset_id or "")
-            for t in planned if t.error
-        ] + [
+        failures = [planning_failure(t) for t in planned if t.error] + [
             dataclasses.replace(flagged_result(t), geometry=geometry_digest(t.detector, camera))
             for t in planned if t.flag and not t.error and output_key(t) not in done
         ]

@@ -77,3 +77,16 @@ def test_planning_names_a_visit_keyword_that_is_not_an_integer(sim_visit, tmp_pa
     (task,) = plan_tasks(discover_inputs(path))
     assert task.error.startswith(f"InputError: {path}: header keyword VISIT = {value!r} is "
                                  "not an integer (a visit number); give it with --visit N")
+
+
+def test_a_failed_input_keeps_the_detector_id_its_manifest_gives(tmp_path):
+    """A Butler manifest row whose file is missing or unreadable: the failed row kept its
+    visit and detector, not its id (the column became floats with NaN)."""
+    path = tmp_path / "manifest.csv"
+    pd.DataFrame([(str(tmp_path / "gone.fits"), VISIT, "R22_S11", 94)],
+                 columns=["path", "visit", "detector", "detector_id"]).to_csv(path, index=False)
+    (task,) = plan_tasks(discover_inputs(path))
+    assert task.error and task.detector_id == 94
+    row = planning_failure(task)
+    assert (row.status, row.visit, row.detector, row.detector_id) == (
+        "failed", VISIT, "R22_S11", 94)
