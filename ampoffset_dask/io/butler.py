@@ -153,8 +153,13 @@ def find_inputs(
     except InputError:
         raise
     except Exception as exc:  # MissingDatasetTypeError, query syntax errors, ...
+        hint = ""
+        if instrument is None and "instrument" in str(exc):
+            # a visit or detector number means nothing without its instrument
+            hint = ("; a where clause naming a visit, exposure or detector needs the "
+                    "instrument: give instrument= (--instrument LSSTCam)")
         raise InputError(f"{repo}: Butler query for {dataset_type!r} in {colls} failed: "
-                         f"{type(exc).__name__}: {exc}") from exc
+                         f"{type(exc).__name__}: {exc}{hint}") from exc
     rows = []
     for ref in refs:
         data_id = ref.dataId

@@ -137,3 +137,11 @@ def test_missing_extra_names_the_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "lsst.daf.butler", None)  # import fails as if absent
     with pytest.raises(InputError, match=r"pip install 'ampoffset-dask\[butler\]'"):
         require_butler()
+
+
+def test_a_where_clause_without_the_instrument_says_to_give_it(repo):
+    """The butler's own message ("references a dimension dependent on instrument") did not
+    say what to add."""
+    with pytest.raises(InputError, match=r"needs the instrument: give instrument= "
+                                         r"\(--instrument LSSTCam\)"):
+        find_inputs(str(repo), RUN, where="detector = 94")
