@@ -662,9 +662,11 @@ def read_section(
                 raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
         with _OPEN_FILES.hdul(path) as opened:
             return read_section(path, hdu, slices, hdul=opened, out=out)
+    compressed = False
     try:
         h = hdul[hdu]
-        if isinstance(h, fits.CompImageHDU):
+        compressed = isinstance(h, fits.CompImageHDU)
+        if compressed:
             region = _compressed_section(path, hdu, h, slices)
         elif "BLANK" in h.header:
             region = _native(h.section[slices])
@@ -674,8 +676,21 @@ def read_section(
             return region
         out[...] = region
         return out
+    except InputError:
+        raise
     except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
         raise InputError(f"{path}: cannot read HDU {hdu} region {slices}: {exc}") from exc
+    except Exception as exc:
+        if not compressed:
+            raise
+        raise _tile_error(path, hdu, exc) from exc
+
+
+def _tile_error(path: Any, hdu: int, exc: BaseException) -> InputError:
+    """A tile of a tile-compressed HDU that does not decode (astropy's codecs raise their
+    own exception types, e.g. ``CfitsioException``): a damaged file, named with its HDU."""
+    return InputError(f"{path}: HDU {hdu}: cannot decompress its tiles "
+                      f"({str(exc) or type(exc).__name__})")
 
 
 def _compressed_section(path: Path | str, hdu: int, h: Any, slices: tuple[slice, slice], *,
@@ -1116,12 +1131,14 @@ def _read_full(path: Path, hdu: int, dtype: Any, check_finite: bool = False
     else:
         finite = None
         with _open(path, memmap=False) as hdul:  # scaled compressed images need no memmap
+            compressed = False
             try:
                 h = hdul[hdu]
-                if isinstance(h, fits.CompImageHDU):
+                compressed = isinstance(h, fits.CompImageHDU)
+                if compressed:
                     check_image_size(path, hdu, tuple(int(n) for n in h.shape),
                                      int(h.header.get("BITPIX", 32)))
-                if isinstance(h, fits.CompImageHDU) or "BLANK" in h.header:
+                if compressed or "BLANK" in h.header:
                     a = _native(h.data)
                 else:
                     a = _plain_section(hdul, h, (slice(None), slice(None)))
@@ -1129,6 +1146,10 @@ def _read_full(path: Path, hdu: int, dtype: Any, check_finite: bool = False
                 raise
             except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
                 raise InputError(f"{path}: cannot read HDU {hdu}: {exc}") from exc
+            except Exception as exc:
+                if not compressed:
+                    raise
+                raise _tile_error(path, hdu, exc) from exc
     if a is None or a.ndim != 2:
         raise InputError(f"{path}: HDU {hdu} holds no 2-D image")
     a = a if a.dtype == np.dtype(dtype) else a.astype(dtype)

@@ -15,7 +15,6 @@ Transient I/O errors are retried inside `run`, with exponential backoff, before 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import logging
@@ -23,9 +22,8 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import numpy as np
@@ -371,26 +369,25 @@ class DetectorJob:
         _config.apply_kernels()
         # VARIANCE is read only to be written back with the corrected image.
         options = {} if edges_only else {"variance": output is not None}
-        with tile_errors(path):
-            exp = self._io(lambda: reader(path, camera=self.camera, detector=self.detector,
-                                          overscan=self.overscan, gain=self.gain,
-                                          hdu=self.hdu, **options), f"reading {path}")
-            geometry = self.detector if self.detector is not None else exp.detector
-            self.detector = geometry  # the failure record names it from now on
-            if self.visit is None:
-                self.visit = exp.visit
-            if self.visit is None:
-                problem = getattr(exp.info, "visit_problem", "")
-                raise InputError(f"{path}: {problem or 'no visit number in the header'}")
-            visit = self.visit
-            image = exp.image if edges_only else np.asarray(exp.image)
-            check_shape(path, image, geometry)
-            with map_once():  # edges only: each plane mapped once for all its strips
-                m = measure_detector(image, exp.mask, geometry, config,
-                                     mask_planes=exp.mask_planes)
-            # the copy's header cards are the input's too: read them before the check below
-            cards = (corrected_cards(path, exp, visit, geometry, self.camera)
-                     if output is not None else None)
+        exp = self._io(lambda: reader(path, camera=self.camera, detector=self.detector,
+                                      overscan=self.overscan, gain=self.gain,
+                                      hdu=self.hdu, **options), f"reading {path}")
+        geometry = self.detector if self.detector is not None else exp.detector
+        self.detector = geometry  # the failure record names it from now on
+        if self.visit is None:
+            self.visit = exp.visit
+        if self.visit is None:
+            problem = getattr(exp.info, "visit_problem", "")
+            raise InputError(f"{path}: {problem or 'no visit number in the header'}")
+        visit = self.visit
+        image = exp.image if edges_only else np.asarray(exp.image)
+        check_shape(path, image, geometry)
+        with map_once():  # edges only: each plane mapped once for all its strips
+            m = measure_detector(image, exp.mask, geometry, config,
+                                 mask_planes=exp.mask_planes)
+        # the copy's header cards are the input's too: read them before the check below
+        cards = (corrected_cards(path, exp, visit, geometry, self.camera)
+                 if output is not None else None)
         # Every pixel is read now (edges only: by the measurement). A file replaced or
         # rewritten meanwhile (an in-place correction by another run) may have given some
         # pixels of each version: nothing measured from them is recorded or written.
@@ -486,42 +483,6 @@ def check_read_unchanged(path: str, stamp: tuple[int, Any] | None) -> None:
         raise InputError(f"{redact(path)}: the {what} while it was read (its size or "
                          "modification time differ), so what was read may mix two versions "
                          "of it; not measured: run again")
-
-
-#: The modules whose errors are those of decoding the tiles of a tile-compressed HDU.
-_TILE_CODECS = "astropy.io.fits.hdu.compressed"
-
-
-@contextlib.contextmanager
-def tile_errors(path: str) -> Iterator[None]:
-    """Turn an error raised while astropy decodes the tiles of a tile-compressed HDU of
-    ``path`` (a damaged tile: ``CfitsioException``, ``zlib.error``, which the readers let
-    through) into an `InputError` naming the file and, when the reader's frames tell it, the
-    HDU: a bad file, not an unexpected error."""
-    try:
-        yield
-    except (AmpOffsetError, OSError):
-        raise
-    except Exception as exc:
-        frames = [tb.tb_frame for tb in _traceback(exc.__traceback__)]
-        if not any(f.f_globals.get("__name__", "").startswith(_TILE_CODECS) for f in frames):
-            raise
-        from ..io.remote import redact
-
-        # the innermost reader frame of ours knowing the HDU (read_section, _read_full...)
-        hdus = [f.f_locals.get("hdu") for f in frames
-                if f.f_globals.get("__name__", "").startswith("ampoffset_dask.io.")]
-        hdu = next((h for h in reversed(hdus) if isinstance(h, int)), None)
-        what = ("cannot decompress the tiles of a tile-compressed HDU" if hdu is None
-                else f"HDU {hdu}: cannot decompress its tiles")
-        reason = str(exc) or type(exc).__name__
-        raise InputError(f"{redact(path)}: {what} ({reason})") from exc
-
-
-def _traceback(tb: TracebackType | None) -> Iterator[TracebackType]:
-    while tb is not None:
-        yield tb
-        tb = tb.tb_next
 
 
 def failure_message(exc: Exception, name: str, path: str, io_retries: int) -> str:
