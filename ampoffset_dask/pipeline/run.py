@@ -1013,11 +1013,9 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
     io_delay = float(_config.get("io-retry-delay", 0.5))
 
     def record(result: DetectorResult) -> None:
-        if is_url(result.input):  # signed URLs carry credentials in their query
-            clean = redact(result.input)
-            result.error = result.error.replace(result.input, clean)
-            result.input = clean
-        # recorded and counted, or neither: a stopped run's record takes these counts
+        # recorded and counted, or neither: a stopped run's record takes these counts (the
+        # writer redacts the result in place first, `storable`, so the summary's errors
+        # hold no credentials either)
         with signals_held():
             try:
                 writer.add(result)
