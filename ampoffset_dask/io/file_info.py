@@ -196,7 +196,7 @@ def _iter_hdus(hdul: fits.HDUList, path: Path) -> Iterator[tuple[int, Any]]:
         k += 1
 
 
-#: How far past the last HDU astropy read `_check_after_last` looks for an ``END`` card.
+#: How far past the last HDU astropy read `_cut_after` looks for an ``END`` card.
 _LOOK_BLOCKS = 100
 
 

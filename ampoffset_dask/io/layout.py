@@ -25,7 +25,12 @@ from ..cameras import Camera, UnknownDetectorError, canonical_camera_name, get_c
 from ..errors import GeometryError, InputError
 from ..geometry import Amplifier, Detector, check_overlaps
 from .file_info import CCDDATA_MASK_PLANES, FileInfo, _amp_hdu_geometry, inspect_file
-from .header_geometry import HeaderGeometry, geometry_from_header, parse_section
+from .header_geometry import (
+    HeaderGeometry,
+    format_section,
+    geometry_from_header,
+    parse_section,
+)
 from .mosaic import (
     check_hsc_channels,
     flip_box,
@@ -759,7 +764,7 @@ def _check_datasec(info: FileInfo, detector: Detector, cam: Camera, amp: Amplifi
     if text is None:
         return
     x0, y0, w, h = raw.raw_data_bbox
-    camera_box = f"[{x0 + 1}:{x0 + w},{y0 + 1}:{y0 + h}]"
+    camera_box = format_section(y0, y0 + h, x0, x0 + w)
     where = f"segment {raw.extname or amp.name} (HDU {info.image_hdu})"
     try:
         box = parse_section(str(text))

@@ -783,7 +783,7 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     runs = _run_options(writer.path)
     forced = {run_id for run_id, _, recorded in runs if recorded.get("force")}
     measured = {run_id: _measurement(recorded) for run_id, _, recorded in runs}
-    mine = {k: getattr(options, k) for k in _MEASUREMENT_OPTIONS}
+    mine = _asked(options)
     done: set[str] = set()
     moved: list[tuple[PlannedTask, str]] = []
     written: list[tuple[PlannedTask, Any, str]] = []  # done if the image is still the row's
@@ -898,6 +898,11 @@ def _measurement(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: options.get(k, d) for k, d in _MEASUREMENT_OPTIONS.items()}
 
 
+def _asked(options: RunOptions) -> dict[str, Any]:
+    """This run's `_MEASUREMENT_OPTIONS`, to compare with a recorded run's `_measurement`."""
+    return {k: getattr(options, k) for k in _MEASUREMENT_OPTIONS}
+
+
 def _check_same_measurement(catalog: Path, opts: RunOptions) -> None:
     """Refuse, as a changed config is refused (unless ``new_run``), a run whose overscan or
     gain option differs from the latest run's: resume would keep that run's pedestals beside
@@ -907,7 +912,7 @@ def _check_same_measurement(catalog: Path, opts: RunOptions) -> None:
         return
     run_id, _, latest = runs[-1]
     theirs = _measurement(latest)
-    mine = {k: getattr(opts, k) for k in _MEASUREMENT_OPTIONS}
+    mine = _asked(opts)
     if theirs == mine:
         return
 
