@@ -202,3 +202,39 @@ def test_gateway_without_an_address_uses_the_configured_one(spec, monkeypatch):
     with dask.config.set({"gateway.address": "http://127.0.0.1:9"}), \
             pytest.raises(ClusterError, match=r"Cannot connect to host 127\.0\.0\.1:9"):
         get_client(spec)
+
+
+_HEARTBEAT_SCRIPT = """
+import logging
+from ampoffset_dask.pipeline import get_client
+
+
+def log_both():
+    log = logging.getLogger("distributed.worker")
+    try:
+        raise OSError("Stream is closed")
+    except OSError:
+        log.exception("Failed to communicate with scheduler during heartbeat.")
+        log.exception("another worker error")
+
+
+if __name__ == "__main__":
+    with get_client("local:1", memory_limit="600MiB") as client:
+        client.run(log_both)
+"""
+
+
+def test_local_workers_do_not_print_the_heartbeat_that_finds_the_scheduler_gone(tmp_path):
+    """A local cluster's scheduler lives in the command's process. At a Ctrl-C, a heartbeat
+    in flight while it closed printed a 30-line traceback after the one-line message; the
+    workers' other errors still reach stderr."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "heartbeat.py"
+    script.write_text(_HEARTBEAT_SCRIPT)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "another worker error" in done.stderr
+    assert "Failed to communicate with scheduler" not in done.stderr, done.stderr
