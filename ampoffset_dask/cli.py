@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "visit, detector, size, HDUs, mask planes, the amps and where their "
                     "geometry comes from (a camera, given or from the header; the file's "
                     "persisted detector; header DATASEC keywords).")
-    p.add_argument("file", type=Path, help="FITS file")
+    p.add_argument("file", help="FITS file, URL (s3://, gs://, https://) or zip member "
+                                "(archive.zip#zip-path=member.fits)")
     p.add_argument("--camera", default=None, help="camera name or file (default: from header)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_info)
@@ -332,11 +333,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- main ------------------------------------------------------------
+class _RedactingFormatter(logging.Formatter):
+    """Log lines, and the tracebacks logged with them, without the credentials of a URL."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from .io.remote import redact_text
+
+        return redact_text(super().format(record))
+
+
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           "%H:%M:%S"))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                             "%H:%M:%S"))
     root = logging.getLogger("ampoffset_dask")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -412,7 +422,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if verbose:
             import traceback
 
-            traceback.print_exc(file=sys.stderr)
+            from .io.remote import redact_text  # a chained store error quotes its URL whole
+
+            sys.stderr.write(redact_text(traceback.format_exc()))
         message = str(exc) or type(exc).__name__
         if code == EXIT_INTERNAL:
             message = f"internal error: {type(exc).__name__}: {message} (run with -v for details)"
@@ -817,14 +829,22 @@ def cmd_cameras(args: argparse.Namespace) -> int:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``ampoffset-dask info FILE``."""
+    from .io import remote
     from .io.fits import inspect_file, resolve_detector
 
-    path = args.file
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not a FITS file")
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    info = inspect_file(path)
+    given = args.file
+    if remote.is_url(given):  # only the header blocks are fetched
+        info = inspect_file(given)
+        shown, size, wrapped = remote.redact(given), remote.object_size(given), None
+    else:
+        # ``file://`` URIs and zip members (``archive.zip#zip-path=x.fits``) as `run` takes them
+        path = Path(remote.localize(given))
+        if path.is_dir():
+            raise InputError(f"{remote.printable(given)}: is a directory, not a FITS file")
+        if not path.exists():
+            raise InputError(f"{remote.printable(given)}: no such file")
+        info = inspect_file(path)
+        shown, size, wrapped = remote.printable(given), path.stat().st_size, _wrapping(path)
     detector = None
     geometry_error = None
     try:
@@ -835,9 +855,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     # a header naming the detector but not its id (no camera key): the camera's id
     det_id = info.detector_id if info.detector_id is not None else getattr(detector, "id",
                                                                             None)
-    wrapped = _wrapping(path)
     data = {
-        "path": str(info.path),
+        "path": shown,
         "kind": info.kind,
         "camera": camera,
         "geometry_source": source,
@@ -854,13 +873,13 @@ def cmd_info(args: argparse.Namespace) -> int:
             {"name": a.name, "x0": a.x0, "y0": a.y0, "width": a.width, "height": a.height}
             for a in detector.amplifiers],
         "geometry_error": geometry_error,
-        "size_bytes": path.stat().st_size,
+        "size_bytes": size,
     }
     if args.json:
         _out(json.dumps(data, indent=1, default=str))
         return EXIT_OK if detector is not None else EXIT_USAGE
     h, w = info.shape
-    _out(f"file        {info.path}")
+    _out(f"file        {shown}")
     packing = ", ".join(([f"{wrapped}-wrapped"] if wrapped else [])
                         + (["tile-compressed"] if info.compressed else []))
     _out(f"kind        {info.kind}{f' ({packing})' if packing else ''}, "

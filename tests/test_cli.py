@@ -461,3 +461,24 @@ def test_run_refuses_inputs_in_the_output_images_folder(workdir, tmp_path):
     proc = cli("run", night, "--output", tmp_path / "cat", "--output-images",
                night / "corrected", "--scheduler", "nosuch-spec")
     assert proc.returncode == 3, proc.stderr
+
+
+def test_info_reads_zip_members_and_file_uris(workdir, tmp_path):
+    """``info`` takes what `run` takes: a zip member (as Butler zip datastores give them) and
+    a ``file://`` URI, named as given."""
+    import zipfile
+
+    path = workdir / "sim" / "lsstcam_000002_R22_S12.fits"
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(path, "x/R22_S12.fits")
+    member = f"{archive}#zip-path=x/R22_S12.fits"
+    for given in (member, path.as_uri()):
+        proc = cli("info", given, "--json")
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        assert data["path"] == given and data["detector"] == "R22_S12"
+        assert data["size_bytes"] == path.stat().st_size
+    proc = cli("info", f"{archive}#zip-path=x/missing.fits")
+    assert proc.returncode == 2
+    one_error_line(proc, "missing.fits")

@@ -332,19 +332,39 @@ def _error(url: str, exc: BaseException, what: str) -> InputError | OSError:
     given (``aiohttp``: ``url=URL('http://user:password@...')``), so they are redacted too.
     """
     where = redact(url)
+    unreachable = _unreachable(exc)
+    if unreachable is not None:
+        # before "no such object": fsspec's HTTP reads say FileNotFoundError for a refused
+        # connection too, the connection error as its cause
+        return InputError(f"{where}: cannot reach the storage endpoint ({what}): "
+                          f"{redact_text(str(unreachable))}")
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{where}: no such object ({what})")
     if isinstance(exc, PermissionError):
         return InputError(f"{where}: access denied ({what}): check the credentials")
     said = redact_text(str(exc))
     text = f"{type(exc).__name__}: {said}"
-    if any(s in text for s in ("EndpointConnectionError", "Could not connect",
-                               "ConnectionRefused", "Cannot connect", "Name or service")):
-        return InputError(f"{where}: cannot reach the storage endpoint ({what}): {said}")
     if isinstance(exc, OSError):
         return _FetchError(f"{where}: {what} failed: {said}")
     return InputError(f"{where}: {what} failed: {text}")
 
+
+def _unreachable(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain (itself, its causes) that says the store's endpoint
+    could not be reached; None if none does."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        text = f"{type(cur).__name__}: {cur}"
+        if any(s in text for s in _UNREACHABLE):
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+_UNREACHABLE = ("EndpointConnectionError", "Could not connect", "ConnectionRefused",
+                "Cannot connect", "Name or service")
 
 _config_source: Callable[[str], Any] | None = None
 _STAMP_WARNED = False

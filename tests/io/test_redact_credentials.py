@@ -156,3 +156,29 @@ def test_a_run_over_urls_with_a_password_records_and_prints_none(http_object, tm
     runs = arrow_table(cat, "runs", columns=["inputs"]).to_pylist()
     assert {i["path"] for r in runs for i in json.loads(r["inputs"])} == {
         remote.redact(ok), remote.redact(missing)}
+
+
+def test_info_reads_a_url_and_names_it_without_the_password(http_object):
+    """``info`` took its argument for a local path: a URL became ``http:/alice:<password>@...:
+    no such file``, the password in clear. It now reads the object's headers as `run` does."""
+    url = f"{http_object}/R22_S11.fits"
+    proc = cli_subprocess("info", url)
+    assert proc.returncode == 0, proc.stderr
+    assert f"file        {remote.redact(url)}" in proc.stdout
+    assert "R22_S11" in proc.stdout and "16 of" in proc.stdout
+    data = json.loads(cli_subprocess("info", url, "--json").stdout)
+    assert data["path"] == remote.redact(url) and data["size_bytes"] > 2880
+    assert SECRET not in proc.stdout + proc.stderr + json.dumps(data)
+
+
+def test_verbose_tracebacks_of_an_unreachable_store_hold_no_password(tmp_path):
+    """With ``-v``, the traceback of a command's error chains the store library's own
+    exception, which quotes the URL as given; and a refused connection was "no such object"
+    (fsspec's HTTP reads raise FileNotFoundError for it)."""
+    url = f"http://alice:{SECRET}@127.0.0.1:9/b/x.fits"
+    proc = cli_subprocess("-v", "info", url)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr  # -v shows it, redacted
+    assert SECRET not in proc.stdout + proc.stderr, proc.stderr
+    assert "http://alice:***@127.0.0.1:9/b/x.fits: cannot reach the storage endpoint" in \
+        proc.stderr, proc.stderr
