@@ -251,8 +251,9 @@ class DetectorResult:
     dataset_id : str
         Butler dataset UUID of the input (empty for inputs not found through a Butler).
     fetched_fraction : float
-        URL inputs: the fraction of the object's bytes this task fetched (NaN for local
-        files).
+        URL inputs: the bytes this task fetched over the object's size (NaN for local
+        files). It can exceed 1 on small objects: the header reads fetch whole blocks,
+        which may hold pixels a strip's range request then fetches again.
     geometry : str
         A digest of the amp layout the detector was measured with (its amp boxes, and the
         raw boxes of a camera that assembled it): a resumed run measures the detector again
