@@ -45,3 +45,38 @@ def test_catalogs_without_the_new_columns_read_as_nan(tmp_path):
     ped = read_catalog(tmp_path / "cat", "pedestals", all_rows=True)
     assert ped["pedestal"].tolist() == [0.5]
     assert ped["pedestal_err"].isna().all() and ped["level"].isna().all()
+
+
+def test_a_runs_file_of_an_earlier_version_reads_with_todays_columns(tmp_path):
+    """The runs table is read as one file (without pyarrow.dataset, whose import cost every
+    run 0.2 s before its first task): a column an earlier version did not write reads as
+    null, one it no longer writes is dropped, the others keep their values and types."""
+    from ampoffset_dask.catalog.read import arrow_table
+
+    cat = tmp_path / "cat"
+    with CatalogWriter(cat) as writer:
+        writer.start_run(config={"a": 1}, inputs=["x.fits"])
+    path = next((cat / "runs").rglob("*.parquet"))
+    today = pq.read_table(path)
+    dropped = SCHEMAS["runs"].names[-1]
+    old = today.drop_columns([dropped]).append_column("retired", pa.array(["x"] * len(today)))
+    pq.write_table(old.cast(pa.schema([f.with_type(pa.large_string()) if f.name == "run_id"
+                                       else f for f in old.schema])), path)
+    got = arrow_table(cat, "runs")
+    assert got.schema.equals(SCHEMAS["runs"], check_metadata=False)
+    assert got.column(dropped).null_count == len(today) > 0
+    assert got.column("run_id").to_pylist() == today.column("run_id").to_pylist()
+    assert got.drop_columns([dropped]).equals(today.drop_columns([dropped]))
+
+
+def test_a_new_run_does_not_import_the_dataset_module(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from ampoffset_dask.catalog import CatalogWriter\n"
+            f"with CatalogWriter({str(tmp_path / 'cat')!r}) as w:\n"
+            "    w.start_run(config={'a': 1}, inputs=['x.fits'])\n"
+            "print('pyarrow.dataset' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

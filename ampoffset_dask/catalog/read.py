@@ -90,9 +90,23 @@ def _read_file(root: Path, table: str, path: Path, schema: pa.Schema) -> pa.Tabl
     """Every row of one file of ``table`` (empty when there is none)."""
     try:
         with _naming_damage(root, table, [path]):
-            return pq.read_table(path, schema=schema)
+            # Not `pq.read_table`, which imports pyarrow.dataset (0.2 s, once per process)
+            # for this one file: the first read of every run, before its first task.
+            file = pq.ParquetFile(path)
+            try:
+                return _conformed(file.read(), schema)
+            finally:
+                file.close()
     except FileNotFoundError:
         return schema.empty_table()
+
+
+def _conformed(got: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``got`` with ``schema``'s columns, as a dataset of that schema reads it: missing
+    columns (a file an earlier version wrote) are null, others cast, extra ones dropped."""
+    columns = [got.column(f.name).cast(f.type) if f.name in got.column_names
+               else pa.nulls(got.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 @contextlib.contextmanager
