@@ -231,7 +231,9 @@ class DetectionConfig(_LsstNames):
     threshold_polarity : str
         ``"positive"``, ``"negative"`` or ``"both"``.
     include_threshold_multiplier : float
-        Multiplier applied to the threshold before finding footprints.
+        A footprint is kept only if one of its pixels reaches this multiple of the
+        threshold (afw's ``FootprintSet``); its pixels still extend down to the threshold.
+        At most 1 keeps every footprint.
     n_sigma_to_grow : float
         Footprints are grown by ``int(n_sigma_to_grow * sigma + 0.5)`` pixels.
     isotropic_grow : bool
@@ -264,14 +266,19 @@ class DetectionConfig(_LsstNames):
             )
         if self.threshold_polarity not in ("positive", "negative", "both"):
             raise ConfigError(f"{prefix}.thresholdPolarity={self.threshold_polarity!r} is invalid")
+        # finite: an infinite width or growth has no integer size, an infinite threshold
+        # or multiplier detects nothing
         for name in ("threshold_value", "include_threshold_multiplier", "sigma"):
             field = f"{prefix}.{_camel(name)}"
-            if not _check_number(getattr(self, name), field) > 0:
-                raise ConfigError(f"{field} must be > 0, got {getattr(self, name)!r}")
+            value = _check_number(getattr(self, name), field)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{field} must be finite and > 0, got {getattr(self, name)!r}")
         for name in ("n_sigma_to_grow", "n_sigma_for_kernel"):
             field = f"{prefix}.{_camel(name)}"
-            if _check_number(getattr(self, name), field) < 0:
-                raise ConfigError(f"{field} must be >= 0, got {getattr(self, name)!r}")
+            value = _check_number(getattr(self, name), field)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{field} must be finite and >= 0, got "
+                                  f"{getattr(self, name)!r}")
         _check_bool(self.isotropic_grow, f"{prefix}.isotropicGrow")
         _check_planes(self.stats_mask, f"{prefix}.statsMask")
 

@@ -145,6 +145,14 @@ def test_from_lsst_kwargs_and_nested_mapping():
         ({"detection.statsMask": [1, 2]}, "detection.statsMask"),
         ({"detection.sigma": 0}, "detection.sigma"),
         ({"detection.nSigmaToGrow": -1.0}, "detection.nSigmaToGrow"),
+        # infinite: accepted before, then an OverflowError naming no field (or, for the
+        # threshold, a detection "skipped: no usable pixel")
+        ({"detection.nSigmaToGrow": float("inf")}, "detection.nSigmaToGrow"),
+        ({"detection.nSigmaForKernel": float("inf")}, "detection.nSigmaForKernel"),
+        ({"detection.sigma": float("inf")}, "detection.sigma"),
+        ({"detection.thresholdValue": float("inf")}, "detection.thresholdValue"),
+        ({"detection.includeThresholdMultiplier": float("inf")},
+         "detection.includeThresholdMultiplier"),
         ({"ampEdgeFoo": 1}, "ampEdgeFoo"),
         ({"detection.foo": 1}, "foo"),
         ({"background": 5}, "background"),

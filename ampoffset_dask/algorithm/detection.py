@@ -17,6 +17,7 @@ from . import kernels
 
 __all__ = [
     "detection_threshold",
+    "drop_faint_footprints",
     "gaussian_kernel",
     "grow",
     "grow_radius",
@@ -78,10 +79,10 @@ def detection_threshold(
     stats_bad: np.ndarray | None,
     value: float,
     threshold_type: str,
-    multiplier: float = 1.0,
     excluded_out: np.ndarray | None = None,
 ) -> float:
-    """The detection threshold in image units.
+    """The detection threshold in image units (``includeThresholdMultiplier`` does not
+    change it: see `drop_faint_footprints`).
 
     Parameters
     ----------
@@ -94,20 +95,71 @@ def detection_threshold(
         ``thresholdValue``.
     threshold_type : str
         ``"stdev"`` (``value`` times the clipped standard deviation) or ``"value"``.
-    multiplier : float
-        ``includeThresholdMultiplier``.
     excluded_out : ndarray of bool, optional
         A buffer of ``smoothed``'s shape for the dilated ``stats_bad`` (a reused buffer has
         no fresh pages to fault in).
     """
     if threshold_type == "value":
-        return float(value) * multiplier
+        return float(value)
     excluded = None
     if stats_bad is not None and stats_bad.any():
         r = (stats_bad.shape[0] - smoothed.shape[0]) // 2
         excluded = kernels.active().dilate_box(stats_bad, r, out=excluded_out)
     _, var, _ = kernels.active().usable_clipped_mean_var(smoothed, excluded)
-    return float(value) * math.sqrt(var) * multiplier if var >= 0 else math.nan
+    return float(value) * math.sqrt(var) if var >= 0 else math.nan
+
+
+def drop_faint_footprints(smoothed: np.ndarray, threshold: float, multiplier: float,
+                          positive: bool, negative: bool) -> int:
+    """Apply ``includeThresholdMultiplier`` as afw's ``FootprintSet`` does: a footprint
+    (8-connected pixels at or beyond the threshold, one polarity) is kept only if one of
+    its pixels reaches ``multiplier`` times the threshold; the others' pixels are set to NaN
+    in ``smoothed`` (in place), so no later step detects them.
+
+    A multiplier of at most 1 keeps every footprint (each pixel of one already reaches
+    the threshold), as does a threshold that is not positive.
+
+    Parameters
+    ----------
+    smoothed : ndarray, float32
+        The smoothed good box (modified in place).
+    threshold : float
+        Pixels ``>= threshold`` (positive) or ``<= -threshold`` (negative) are detected,
+        compared in float32 as the detection kernels do.
+    multiplier : float
+    positive, negative : bool
+        The polarities detected.
+
+    Returns
+    -------
+    int
+        The footprints dropped.
+    """
+    if not (multiplier > 1.0 and threshold > 0.0):
+        return 0
+    from scipy import ndimage
+
+    t = np.float32(threshold)
+    include = threshold * multiplier
+    eight = np.ones((3, 3), dtype=bool)
+    dropped = 0
+    for sign, on in ((1.0, positive), (-1.0, negative)):
+        if not on:
+            continue
+        detected = smoothed >= t if sign > 0 else smoothed <= -t
+        labels, n = ndimage.label(detected, structure=eight)
+        if n == 0:
+            continue
+        index = np.arange(1, n + 1)
+        # the footprint's brightest pixel (its faintest, for negative polarity), in float64
+        extreme = (ndimage.maximum(smoothed, labels, index) if sign > 0
+                   else -ndimage.minimum(smoothed, labels, index))
+        faint = np.zeros(n + 1, dtype=bool)
+        faint[1:] = np.asarray(extreme, dtype=np.float64) < include
+        if faint.any():
+            smoothed[faint[labels]] = np.float32(np.nan)
+            dropped += int(np.count_nonzero(faint))
+    return dropped
 
 
 def grow_radius(n_sigma_to_grow: float, sigma: float) -> int:

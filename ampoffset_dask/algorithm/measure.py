@@ -32,6 +32,7 @@ from .background_bias import with_background_bias
 from .buffers import ThreadBuffers
 from .detection import (
     detection_threshold,
+    drop_faint_footprints,
     gaussian_kernel,
     grow,
     grow_radius,
@@ -514,7 +515,6 @@ def _detect(
     smoothed = smooth(img, gaussian_kernel(det.sigma, det.n_sigma_for_kernel), out=out)
     threshold = detection_threshold(
         smoothed, stats_bad, det.threshold_value, det.threshold_type,
-        det.include_threshold_multiplier,
         excluded_out=None if take is None or stats_bad is None
         else take("excluded", smoothed.shape, np.bool_))
     if not math.isfinite(threshold):
@@ -522,6 +522,8 @@ def _detect(
     backend = kernels.active()
     polarity = det.threshold_polarity
     positive, negative = polarity != "negative", polarity != "positive"
+    drop_faint_footprints(smoothed, threshold, det.include_threshold_multiplier, positive,
+                          negative)
     mark_positive = "DETECTED" in bad_planes
     mark_negative = "DETECTED_NEGATIVE" in bad_planes
     # Grown detections are only needed in the edge strips: the count reads the smoothed

@@ -756,8 +756,8 @@ def detect(image: np.ndarray, mask: np.ndarray, planes: Mapping[str, int],
     planes : mapping
         Plane name -> bit.
     det : DetectionConfig
-        ``threshold_value``, ``threshold_type``, ``threshold_polarity``,
-        ``include_threshold_multiplier``, ``n_sigma_to_grow``, ``isotropic_grow``,
+        ``threshold_value``, ``threshold_type``, ``threshold_polarity`` (positive),
+        ``include_threshold_multiplier`` (1), ``n_sigma_to_grow``, ``isotropic_grow``,
         ``n_sigma_for_kernel``, ``stats_mask``, ``sigma``.
 
     Returns
@@ -772,6 +772,8 @@ def detect(image: np.ndarray, mask: np.ndarray, planes: Mapping[str, int],
     """
     if det.threshold_polarity != "positive":
         raise ContractError("only positive polarity is in the contract")
+    if det.include_threshold_multiplier != 1.0:
+        raise ContractError("only include multiplier 1 is in the contract")
     H, W = image.shape
     bit = {name: 1 << b for name, b in planes.items()}
     mask = mask.astype(np.int32).copy()
@@ -792,7 +794,6 @@ def detect(image: np.ndarray, mask: np.ndarray, planes: Mapping[str, int],
         threshold = det.threshold_value * stdevclip(middle[~ignore])
     else:
         threshold = float(det.threshold_value)
-    threshold *= det.include_threshold_multiplier
     # step 4: EDGE outside the good box
     edge = np.ones((H, W), dtype=bool)
     edge[half:H - half, half:W - half] = False

@@ -123,7 +123,6 @@ def test_smooth_constant_is_constant():
 def test_threshold_value_type():
     smoothed = np.arange(100, dtype=np.float32).reshape(10, 10)
     assert detection_threshold(smoothed, None, 3.5, "value") == 3.5
-    assert detection_threshold(smoothed, None, 3.5, "value", 2.0) == 7.0
 
 
 def test_threshold_stdev_type():
@@ -132,9 +131,6 @@ def test_threshold_stdev_type():
     smoothed[0, 0] = np.nan
     expected = 5.0 * clipped_stats(smoothed)[1]
     assert detection_threshold(smoothed, None, 5.0, "stdev") == pytest.approx(expected, rel=1e-14)
-    assert detection_threshold(smoothed, None, 5.0, "stdev", 1.5) == pytest.approx(
-        1.5 * expected, rel=1e-14
-    )
 
 
 def test_threshold_stats_mask_is_dilated_by_kernel():
@@ -315,3 +311,56 @@ def test_masked_blocks_of_rows_measure_alike_on_both_kernel_paths(frac):
     assert a.threshold == pytest.approx(b.threshold, rel=1e-12)
     assert a.n_detected == b.n_detected > 0
     np.testing.assert_array_equal(a.pedestals, b.pedestals)
+
+
+def test_include_multiplier_keeps_footprints_that_reach_it_whole():
+    """afw's FootprintSet: the multiplier decides which footprints are kept, not where
+    they end. A kept footprint extends down to the threshold; a dropped one vanishes
+    whole; 8-connected pixels are one footprint; each polarity is judged on its own."""
+    from ampoffset_dask.algorithm.detection import drop_faint_footprints
+
+    base = np.zeros((12, 16), np.float32)
+    base[1, 1:4] = [10, 25, 10]  # bright: peak 25 >= 2 x 10
+    base[5, 5] = 12
+    base[6, 6] = 19  # diagonal neighbour of (5, 5): one footprint, peak 19 < 20
+    base[9, 10:12] = [-10, -21]  # negative, reaches -2 x 10
+    base[9, 14] = -15  # negative, does not
+    for mult, positive, negative, gone in [
+            (1.0, True, True, []), (0.5, True, True, []),
+            (2.0, True, False, [(5, 5), (6, 6)]),
+            (2.0, True, True, [(5, 5), (6, 6), (9, 14)]),
+            (2.0, False, True, [(9, 14)])]:
+        smoothed = base.copy()
+        dropped = drop_faint_footprints(smoothed, 10.0, mult, positive, negative)
+        nan = set(zip(*np.nonzero(np.isnan(smoothed)), strict=True))
+        assert nan == set(gone), (mult, positive, negative)
+        assert dropped == len({(5, 5), (6, 6)} & set(gone)) // 2 + ((9, 14) in gone)
+        keep = ~np.isnan(smoothed)
+        np.testing.assert_array_equal(smoothed[keep], base[keep])  # the rest unchanged
+    smoothed = base.copy()  # a threshold that is not positive keeps everything
+    assert drop_faint_footprints(smoothed, 0.0, 2.0, True, True) == 0
+    np.testing.assert_array_equal(smoothed, base)
+
+
+def test_include_multiplier_in_the_measurement():
+    """Through measure_detector: a multiplier <= 1 changes nothing (every footprint pixel
+    already reaches the threshold) and leaves the threshold as it is; one above 1 detects
+    fewer pixels, no more. Before, the multiplier scaled the threshold itself."""
+    from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector
+    from ampoffset_dask.simulate import scale_detector, simulate_detector
+
+    det = scale_detector(get_camera("lsstcam")["R22_S11"], 0.1)
+    sim = simulate_detector(det, seed=5)
+    image = sim.image - np.median(sim.image)  # the sky off: detection finds the stars
+
+    def run(mult):
+        config = AmpOffsetConfig(do_background=False)
+        config.detection.include_threshold_multiplier = mult
+        return measure_detector(image, sim.mask, det, config)
+
+    one, half, two = run(1.0), run(0.5), run(2.0)
+    assert half.threshold == one.threshold == two.threshold
+    assert half.n_detected == one.n_detected
+    np.testing.assert_array_equal(half.pedestals, one.pedestals)
+    assert 0 < two.n_detected < one.n_detected
+    assert not np.array_equal(two.pedestals, one.pedestals)
