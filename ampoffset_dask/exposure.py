@@ -58,11 +58,15 @@ class Exposure:
     Parameters
     ----------
     image : array_like, shape (height, width)
-        Pixel values; stored as float32 (LSST's ``ImageF``). The masked pixels of an array
-        that carries its own mask (numpy ``MaskedArray``, astropy ``CCDData``) get the
-        ``BAD`` bit in ``mask``.
-    mask : array_like of int, optional
-        Mask bits; int32, zeros when omitted.
+        Pixel values; stored as float32 (LSST's ``ImageF``). A C-contiguous float32 array
+        is held as it is, so ``AmpOffsetTask.run`` (``doApplyAmpOffset``) corrects the
+        caller's array; any other is copied, and the corrected pixels are then only in
+        ``exposure.image``. The masked pixels of an array that carries its own mask (numpy
+        ``MaskedArray``, astropy ``CCDData``) get the ``BAD`` bit in ``mask``.
+    mask : array_like, optional
+        Mask bits, stored as int32 (zeros when omitted); booleans mark the ``BAD`` plane of
+        ``mask_planes``, floating-point words must hold integers (as `measure_detector`
+        takes masks).
     variance : array_like, optional
         Variance plane; float32, zeros when omitted.
     detector : Detector
@@ -99,10 +103,13 @@ class Exposure:
                 f"detector size {detector.shape} (height, width)"
             )
         self.image = np.ascontiguousarray(image, dtype=np.float32)
+        # as `measure_detector` takes masks: booleans on the BAD bit (not bit 0), fractions
+        # refused (not truncated)
         self.mask = (
             np.zeros(image.shape, np.int32)
             if mask is None
-            else np.ascontiguousarray(mask, dtype=np.int32)
+            else np.ascontiguousarray(np.asarray(mask_words(mask, planes, detector.name)),
+                                      dtype=np.int32)
         )
         self.variance = (
             np.zeros(image.shape, np.float32)

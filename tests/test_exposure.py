@@ -274,3 +274,31 @@ def test_measure_detector_keeps_a_masked_arrays_mask_beside_a_mask_given():
     np.testing.assert_array_equal(
         measure_detector(masked, detector=det, config=config, mask_planes=planes).pedestals,
         alone)
+
+
+def test_masks_are_read_as_measure_detector_reads_them():
+    """``Exposure`` cast its mask to int32: a boolean mask landed on bit 0 (here STREAK,
+    which is not ignored, so the flagged pixels counted as good) and a fractional float
+    mask was truncated, where `measure_detector` uses the BAD bit and refuses fractions."""
+    from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask, measure_detector
+
+    planes = {"STREAK": 0, "BAD": 1, "SAT": 2, "EDGE": 4, "NO_DATA": 8, "DETECTED": 5,
+              "DETECTED_NEGATIVE": 6, "SUSPECT": 7, "CR": 3, "INTRP": 9}
+    rng = np.random.default_rng(2)
+    image = rng.normal(100.0, 1.0, (30, 80)).astype(np.float32)
+    image[:, 40:] += 2.0
+    flagged = np.zeros(image.shape, bool)
+    flagged[:, 30:40] = True  # the edge of amp A, raised where flagged
+    image[flagged] += 3.0
+    exp = Exposure(image, flagged, detector=DET, mask_planes=planes)
+    np.testing.assert_array_equal(exp.mask, np.where(flagged, 2, 0))
+    config = {"doBackground": False, "doDetection": False, "ampEdgeMinFrac": 0.0,
+              "ampEdgeWidth": 8, "ampEdgeInset": 2}
+    config = AmpOffsetConfig.from_lsst(config)
+    via_task = AmpOffsetTask(config=config).run(exp).pedestals
+    direct = measure_detector(image, flagged, DET, config, mask_planes=planes).pedestals
+    np.testing.assert_array_equal(via_task, direct)
+    with pytest.raises(InputError, match=r"'D'.*not mask bits"):
+        Exposure(image, np.full(image.shape, 0.5, np.float32), detector=DET)
+    whole = Exposure(image, np.full(image.shape, 2.0), detector=DET)  # floats holding bits
+    assert whole.mask.dtype == np.int32 and (whole.mask == 2).all()
