@@ -1046,9 +1046,8 @@ def strip_line_stats(lines: np.ndarray, bounds, dist: np.ndarray, raw: np.ndarra
                 valid = seg[np.isfinite(seg)]
                 sigma = (MAD_TO_SIGMA * exact_median(valid) if valid.shape[0] >= 2
                          else math.nan)
-            else:  # the selection permutes the strip's absolute residuals: recomputed below
+            else:
                 sigma = MAD_TO_SIGMA * _median_ignoring_nan(seg, int(count[a:b].sum()))
-                np.abs(resid[a:b], out=seg)
             sigmas[k] = sigma
             # The clip compares in float32 (NaN compares False: masked pixels are never kept).
             np.less_equal(seg, np.float32(CLIP_SIGMA * sigma), out=keep[a:b])
@@ -1180,8 +1179,7 @@ def _sorted_medians(srt: np.ndarray, nan_rows: np.ndarray, count: np.ndarray) ->
 
 def _median_ignoring_nan(a: np.ndarray, n_valid: int) -> float:
     """Exact median of the non-NaN values of ``a`` (exactly ``n_valid`` of them), for
-    values that are all ``>= +0`` or NaN (absolute residuals); ``a`` is permuted in
-    place.
+    values that are all ``>= +0`` or NaN (absolute residuals); ``a`` is not modified.
 
     NaN orders after every number in numpy's partition, so the NaNs stay beyond the
     wanted ranks. Non-negative floats order as their bit patterns read as integers (NaNs
@@ -1197,6 +1195,7 @@ def _median_ignoring_nan(a: np.ndarray, n_valid: int) -> float:
     got = _bracketed_ranks(buf, n_valid, ranks) if buf.shape[0] >= _BRACKET_MIN else None
     if got is not None:
         return got[0] if len(got) == 1 else 0.5 * (got[0] + got[1])
+    buf = buf.copy()  # rare on full-size strips: the selection permutes what it selects in
     keys = buf.view(_SAME_SIZE_INT.get(buf.dtype.type, buf.dtype.type))
     keys.partition(k)
     hi = float(buf[k])
