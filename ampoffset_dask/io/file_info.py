@@ -130,6 +130,12 @@ class FileInfo:
     visit_problem : str
         Why ``visit`` is None although the header has a visit keyword (``"header keyword
         VISIT = 1.5 is not an integer"``); empty otherwise.
+    image_bitpix : int
+        ``BITPIX`` of the image HDU's pixels (-32: float32).
+    other_hdus : tuple of str
+        The extensions besides the image, mask, variance and afw archive HDUs (each named
+        ``EXTNAME (HDU k)``, or ``HDU k``): what a corrected exposure written in place would
+        not keep.
     """
 
     path: Path
@@ -155,6 +161,8 @@ class FileInfo:
     duplicate_names: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict,
                                                                      repr=False)
     visit_problem: str = ""
+    image_bitpix: int = -32
+    other_hdus: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------
@@ -693,7 +701,15 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
         archive_hdus=archive, amp_hdus=amp_hdus, uncertainty=uncertainty,
         duplicate_names={n: tuple(ks) for n, ks in named.items() if len(ks) > 1},
         visit_problem=_visit_problem(keys),
+        image_bitpix=heads[image_hdu].bitpix,
+        other_hdus=tuple(_hdu_name(h) for h in heads[1:] if h.index not in
+                         {image_hdu, mask_hdu, variance_hdu, *archive}),
     )
+
+
+def _hdu_name(head: _Head) -> str:
+    extname = str(head.header.get("EXTNAME", "") or "").strip()
+    return f"{extname} (HDU {head.index})" if extname else f"HDU {head.index}"
 
 
 def _ccddata_uncertainty(heads: list[_Head], shape: tuple[int, ...],

@@ -412,7 +412,23 @@ def _keeps(info: Any) -> str:
                     "among them)")
     if info.kind == "ccddata":
         kept.append("CCDData layout (its uncertainty extension and primary-HDU image)")
+        return ", ".join(kept)
+    if info.image_hdu == 0:
+        kept.append("image in the primary HDU (the copy has it in an IMAGE extension)")
+    if info.image_bitpix != -32:
+        kept.append(f"{_PIXEL_TYPES.get(info.image_bitpix, f'BITPIX={info.image_bitpix}')} "
+                    "pixels (the copy's are float32)")
+    missing = [name for name, hdu in (("MASK", info.mask_hdu), ("VARIANCE", info.variance_hdu))
+               if hdu is None]
+    if missing:
+        kept.append(f"layout without {' and '.join(missing)} (the copy would add zeros)")
+    if info.other_hdus:
+        kept.append(f"other extension(s) {', '.join(info.other_hdus)}")
     return ", ".join(kept)
+
+
+_PIXEL_TYPES = {8: "8-bit integer", 16: "16-bit integer", 32: "32-bit integer",
+                64: "64-bit integer", -64: "float64"}
 
 
 def _instrument_camera(instrument: str) -> Any:

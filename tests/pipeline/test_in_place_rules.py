@@ -93,3 +93,45 @@ def test_a_copys_primary_header_drops_what_no_longer_describes_it(tmp_path):
             "LTV1"}.isdisjoint(header)
     assert header["OBJECT"] == "flat" and header["EXPTIME"] == 30.0
     assert (header["VISIT"], header["DETNAME"], header["DETECTOR"]) == (7, "R22_S11", 94)
+
+
+def test_files_whose_layout_or_pixels_the_copy_would_change_are_refused(sim_visit, tmp_path):
+    """In place, a corrected exposure replaced the whole file with float32 IMAGE, MASK and
+    VARIANCE extensions: extra extensions were deleted, integer and float64 pixels rewritten
+    as float32 (an int32 pixel of 2e7 moved by up to 2 ADU), a primary-HDU image moved to
+    an extension beside an all-zero MASK and VARIANCE. Such files are now refused, untouched."""
+    src = sim_visit.paths[0]
+    with fits.open(src) as hdul:
+        primary = hdul[0].header.copy()
+        image, mask, variance = (hdul[n].data.copy() for n in ("IMAGE", "MASK", "VARIANCE"))
+        headers = [hdul[n].header.copy() for n in ("IMAGE", "MASK", "VARIANCE")]
+
+    def planes(img=image, extra=(), drop=()):
+        hdus = [fits.PrimaryHDU(header=primary)]
+        for (name, data), header in zip((("IMAGE", img), ("MASK", mask),
+                                         ("VARIANCE", variance)), headers, strict=True):
+            if name not in drop:
+                hdus.append(fits.ImageHDU(data, header=header, name=name))
+        return fits.HDUList(hdus + list(extra))
+
+    one = fits.PrimaryHDU(image, header=primary)
+    for key, value in headers[0].items():  # the amp boxes, so the geometry is known
+        if key.startswith(("AMPNAM", "DATASEC")):
+            one.header[key] = value
+    table = fits.BinTableHDU.from_columns([fits.Column("x", "E", array=np.arange(3.0))],
+                                          name="EXTRA")
+    cases = {
+        "extra.fits": (planes(extra=[table]), r"other extension\(s\) EXTRA \(HDU 4\)"),
+        "int32.fits": (planes(img=np.round(image).astype(np.int32)),
+                       r"32-bit integer pixels \(the copy's are float32\)"),
+        "double.fits": (planes(img=image.astype(np.float64)), r"float64 pixels"),
+        "novar.fits": (planes(drop=("VARIANCE",)), r"layout without VARIANCE"),
+        "primary.fits": (fits.HDUList([one]),
+                         r"image in the primary HDU.*layout without MASK and VARIANCE"),
+    }
+    for k, (name, (hdul, match)) in enumerate(cases.items()):
+        path = tmp_path / name
+        hdul.writeto(path)
+        _refused(path, tmp_path / f"c{k}", rf"{name}: cannot be corrected in place: .*{match}")
+    # the project's own layout is corrected in place as before
+    assert not inspect_file(src).other_hdus and inspect_file(src).image_bitpix == -32
