@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import uuid
 import warnings
 from collections.abc import Mapping
@@ -80,7 +81,8 @@ def write_exposure(
     ``CAMERA``, ``DETNAME``, ``DETECTOR``, ``VISIT``) and ``metadata`` (long keys such as
     ``LSST ISR AMPOFFSET PEDESTAL C10`` become HIERARCH cards), then ``IMAGE`` (float32),
     ``MASK`` (int32, ``MP_*`` plane keywords) and ``VARIANCE`` (float32) extensions. It is
-    written to a temporary file in the same folder and renamed over ``path``.
+    written to a temporary file in the same folder and renamed over ``path``; a file it
+    replaces keeps its permissions, and the new one is flushed to the disk first.
 
     Parameters
     ----------
@@ -181,13 +183,32 @@ def write_exposure(
         _image_hdu(var, "VARIANCE", compress, fits.Header()),
     ])
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    replaces = path.exists()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)
             hdus.writeto(tmp, output_verify="fix")
+        if replaces:
+            # A file replaced (in place, the input itself) keeps its permissions (a private
+            # 0600 file stays private), and the new bytes reach the disk before the name
+            # points at them: after a crash the name holds the old file or the new one,
+            # never a truncated one.
+            shutil.copymode(path, tmp)
+            _fsync(tmp)
         os.replace(tmp, path)
+        if replaces:
+            _fsync(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     logger.debug("wrote %s", path)
     return path
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

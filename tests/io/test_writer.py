@@ -105,3 +105,36 @@ def test_lsst_metadata_comments_become_card_comments(tmp_path):
         # FITS cards are 80 characters: a long comment is cut, never the value
         assert header.comments[card] and comment.startswith(header.comments[card])
     assert header["HIERARCH LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
+
+
+def test_a_replaced_file_keeps_its_mode_and_is_on_disk_before_its_name(tmp_path, monkeypatch):
+    """In place, the corrected file took the default mode (0600 became 0644: a private
+    file world-readable) and was renamed over the original without being flushed, so a
+    crash could leave a truncated file under the original's name."""
+    import os
+    import stat
+
+    path = tmp_path / "x.fits"
+    write_exposure(path, np.zeros((8, 12), np.float32))
+    os.chmod(path, 0o600)
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_exposure(path, np.ones((8, 12), np.float32), overwrite=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    (_, synced), (_, renamed), (_, folder) = events
+    assert synced == renamed and folder == str(tmp_path)  # the file, then the folder entry
+    assert read_exposure(path, detector=_small_detector()).image.sum() == 96
+    events.clear()
+    write_exposure(tmp_path / "new.fits", np.ones((8, 12), np.float32))  # a new file
+    assert [e for e, _ in events] == ["replace"]
