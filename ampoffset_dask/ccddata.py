@@ -135,6 +135,12 @@ def measure_ccddata(
                             exp.mask_planes)
 
 
+#: Cards of the input's header that no longer describe the corrected pixels: checksums of
+#: the input's data, and the scaling and type of its stored integers (the result is
+#: float32); left in, the written file claims a checksum it does not have.
+_STALE = ("CHECKSUM", "DATASUM", "BZERO", "BSCALE", "BLANK", "BITPIX")
+
+
 def correct_ccddata(
     ccd: Any,
     detector: Any,
@@ -147,7 +153,9 @@ def correct_ccddata(
     The pedestals are measured and subtracted as LSST's ``AmpOffsetTask.run`` does
     (float32 result), and LSST's metadata keys are added to a copy of the header:
     ``LSST ISR AMPOFFSET PEDESTAL <amp>``, ``LSST ISR AMPOFFSET INTERFACEOFFSET <A-B>`` and
-    ``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED``. Mask, uncertainty, unit and WCS are copied.
+    ``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED``, without the cards that described the
+    input's stored data (``CHECKSUM``, ``DATASUM``, ``BZERO``, ``BSCALE``, ``BLANK``,
+    ``BITPIX``). Mask, uncertainty, unit and WCS are copied.
     A ``meta`` that a FITS header cannot hold (values such as lists or dicts, which
     CCDData allows) is copied as it is, with the keys added.
 
@@ -187,7 +195,11 @@ def correct_ccddata(
                      exc)
         header = copy.deepcopy(meta)
         header.update(exp.metadata)
+        for key in [k for k in header if str(k).upper() in _STALE]:
+            del header[key]
     else:
+        for key in _STALE:
+            header.remove(key, ignore_missing=True, remove_all=True)
         cards = lsst_metadata_comments(result.measurement, applied=True)
         for key, (value, comment) in cards.items():
             header[f"HIERARCH {key}"] = (value, comment)

@@ -229,3 +229,30 @@ def test_ccdproc_recipe_removes_amp_offsets():
     left, right = corrected.data[:, :64].mean(), corrected.data[:, 64:].mean()
     assert abs(left - right) < 0.3
     assert abs(assembled.data[:, 64:].mean() - assembled.data[:, :64].mean() - 3.0) < 0.3
+
+
+def test_a_corrected_frame_written_out_claims_no_stale_checksum(tmp_path):
+    """A frame read from a uint16 file written with checksums kept the input's CHECKSUM,
+    DATASUM, BITPIX and BZERO in its header: written out, the corrected file claimed a
+    checksum it does not have."""
+    from astropy.io import fits
+    from astropy.nddata import CCDData
+
+    image = np.round(lsst_image("artificial", "constant") + 1000).astype(np.uint16)
+    path = tmp_path / "in.fits"
+    fits.PrimaryHDU(image).writeto(path, checksum=True)
+    ccd = CCDData.read(path, unit="adu")
+    assert {"CHECKSUM", "DATASUM", "BZERO"} <= set(ccd.header)
+    out = correct_ccddata(ccd, DET, _config())
+    assert not {"CHECKSUM", "DATASUM", "BZERO", "BSCALE", "BITPIX"} & set(out.header)
+    assert {"CHECKSUM", "DATASUM", "BZERO"} <= set(ccd.header)  # the input's header kept
+    written = tmp_path / "out.fits"
+    out.write(written)
+    with fits.open(written) as hdul:
+        # 2: no checksum claimed (0, a wrong one, before)
+        assert hdul[0].verify_checksum() == 2 and hdul[0].verify_datasum() == 2
+        np.testing.assert_array_equal(hdul[0].data, out.data)
+    dict_meta = CCDData(image.astype(np.float32), unit="adu",
+                        meta={"checksum": "x", "OBJECT": "f", "list": [1]})
+    assert set(correct_ccddata(dict_meta, DET, _config()).meta) >= {"OBJECT", "list"}
+    assert "checksum" not in correct_ccddata(dict_meta, DET, _config()).meta
