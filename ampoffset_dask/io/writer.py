@@ -74,6 +74,8 @@ def write_exposure(
     compress: str | None = None,
     detector: Detector | None = None,
     image_header: Mapping[str, Any] | None = None,
+    mask_header: Mapping[str, Any] | None = None,
+    variance_header: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write an exposure in the project layout, atomically.
 
@@ -110,6 +112,9 @@ def write_exposure(
     image_header : mapping, optional
         Cards for the IMAGE extension (a WCS, ``BUNIT``...), before the amp boxes, which
         replace any of the same name.
+    mask_header, variance_header : mapping, optional
+        Cards for the MASK (before its ``MP_*`` planes, which replace any of the same name)
+        and VARIANCE extensions.
 
     Returns
     -------
@@ -163,24 +168,21 @@ def write_exposure(
             if isinstance(value, np.generic):
                 value = value.item()
             primary.header[_card_key(key)] = value if comment is None else (value, comment)
-        img_header = fits.Header()
-        for key, value in (image_header or {}).items():
-            if isinstance(value, np.generic):
-                value = value.item()
-            img_header[_card_key(key)] = value
+        img_header = _extension_header(image_header)
         if detector is not None:
             for s, amp in zip(section_suffixes(len(detector)), detector, strict=True):
                 img_header[_card_key(f"AMPNAM{s}")] = amp.name
                 img_header[_card_key(f"DATASEC{s}")] = format_section(amp.y0, amp.y1, amp.x0,
                                                                       amp.x1)
-        mask_header = fits.Header()
+        msk_header = _extension_header(mask_header)
         for plane, bit in sorted(planes.items(), key=lambda kv: kv[1]):
-            mask_header[_card_key(f"MP_{plane}")] = int(bit)
+            msk_header[_card_key(f"MP_{plane}")] = int(bit)
+        var_header = _extension_header(variance_header)
     hdus = fits.HDUList([
         primary,
         _image_hdu(img, "IMAGE", compress, img_header),
-        _image_hdu(msk, "MASK", compress, mask_header),
-        _image_hdu(var, "VARIANCE", compress, fits.Header()),
+        _image_hdu(msk, "MASK", compress, msk_header),
+        _image_hdu(var, "VARIANCE", compress, var_header),
     ])
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     replaces = path.exists()
@@ -203,6 +205,15 @@ def write_exposure(
         raise
     logger.debug("wrote %s", path)
     return path
+
+
+def _extension_header(cards: Mapping[str, Any] | None) -> fits.Header:
+    header = fits.Header()
+    for key, value in (cards or {}).items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        header[_card_key(key)] = value
+    return header
 
 
 def _fsync(path: Path) -> None:

@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -190,19 +190,58 @@ def image_header_cards(path: str, info: Any, detector: Detector,
             if not (_structural(key) or _IMAGE_OWN.match(key))}
 
 
+#: MASK-HDU cards the writer makes itself: the plane bits and the extension's type.
+_PLANE_OWN = re.compile(r"(EXTTYPE|INHERIT|BZERO|BSCALE|BLANK|MP_\w+)$")
+
+
+def plane_header_cards(path: str, info: Any, hdu: int | None) -> dict[str, Any]:
+    """Cards of the input's MASK or VARIANCE extension (``hdu``) for the copy's (its
+    ``BUNIT``, the user's own cards): an exposure's planes are copied as they are, so their
+    cards still describe them. Empty for other kinds, a missing plane, URLs and
+    gzip/bzip2-wrapped files (whose planes' headers lie behind the whole decompressed
+    image: a second decompression for a few cards)."""
+    from astropy.io import fits
+
+    from ..io.remote import is_url
+    from ..io.sections import _is_wrapped
+
+    if (hdu is None or is_url(path) or getattr(info, "kind", None) != "exposure"
+            or _is_wrapped(Path(path))):
+        return {}
+    try:
+        header = fits.getheader(path, hdu)
+    except (OSError, ValueError):
+        return {}
+    return {key: value for key, value in header.items()
+            if not (_structural(key) or _PLANE_OWN.match(key))}
+
+
+class CopyCards(NamedTuple):
+    """The header cards of a corrected copy, per HDU (`corrected_cards`)."""
+
+    primary: dict[str, Any]
+    image: dict[str, Any]
+    mask: dict[str, Any]
+    variance: dict[str, Any]
+
+
 def corrected_cards(path: str, exposure: Any, visit: int, detector: Detector,
-                    camera: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The primary and IMAGE header cards of the corrected copy of input ``path``
-    (`output_header` with ``exposure``'s ISR steps, `image_header_cards`): read from the
+                    camera: Any = None) -> CopyCards:
+    """The header cards of the corrected copy of input ``path`` (`output_header` with
+    ``exposure``'s ISR steps, `image_header_cards`, `plane_header_cards`): read from the
     input's headers, so taken before the input is known unchanged (`check_read_unchanged`)."""
-    return ({**output_header(path, exposure.info, visit, detector), **isr_header(exposure.isr)},
-            image_header_cards(path, exposure.info, detector, camera))
+    info = exposure.info
+    return CopyCards(
+        {**output_header(path, info, visit, detector), **isr_header(exposure.isr)},
+        image_header_cards(path, info, detector, camera),
+        plane_header_cards(path, info, getattr(info, "mask_hdu", None)),
+        plane_header_cards(path, info, getattr(info, "variance_hdu", None)))
 
 
 def write_corrected(target: Any, path: str, exposure: Any, corrected: np.ndarray,
                     measurement: Any, visit: int, detector: Detector,
                     camera: Any = None, *,
-                    cards: tuple[dict[str, Any], dict[str, Any]] | None = None) -> Any:
+                    cards: CopyCards | None = None) -> Any:
     """Write the corrected copy of input ``path`` to ``target``: the ``corrected`` image with
     ``exposure``'s mask and variance, the input's identity and ISR steps in the primary
     header, its image HDU's WCS and units where they still describe the pixels, and LSST's
@@ -210,13 +249,14 @@ def write_corrected(target: Any, path: str, exposure: Any, corrected: np.ndarray
     already read. Returns what `write_exposure` returns."""
     from ..io.writer import write_exposure
 
-    header, image_header = (cards if cards is not None
-                            else corrected_cards(path, exposure, visit, detector, camera))
+    if cards is None:
+        cards = corrected_cards(path, exposure, visit, detector, camera)
     return write_exposure(
         target, corrected, exposure.mask, exposure.variance,
-        mask_planes=exposure.mask_planes, header=header,
+        mask_planes=exposure.mask_planes, header=cards.primary,
         metadata=lsst_metadata_comments(measurement, applied=True), overwrite=True,
-        detector=detector, image_header=image_header,
+        detector=detector, image_header=cards.image, mask_header=cards.mask,
+        variance_header=cards.variance,
     )
 
 

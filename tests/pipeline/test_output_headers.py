@@ -94,3 +94,29 @@ def test_a_ccddata_files_uncertainty_becomes_the_copys_variance(sim_visit, clien
     ccd.uncertainty = InverseVariance(np.full(data.shape, 0.25, np.float32))
     ccd.write(tmp_path / "ivar.fits")
     assert read_exposure(tmp_path / "ivar.fits").variance[5, 5] == 4.0
+
+
+def test_an_exposures_mask_and_variance_cards_reach_the_copy_and_stay_in_place(
+        sim_visit, client, tmp_path):
+    """The copy's MASK and VARIANCE headers were built from the plane bits alone: the
+    input's own cards there (a BUNIT of the variance, a user's card) were lost, in copies
+    and in place."""
+    src = tmp_path / "in" / "x.fits"
+    src.parent.mkdir()
+    with fits.open(sim_visit.paths[0]) as hdul:
+        hdul["MASK"].header["MYMASK"] = "kept"
+        hdul["VARIANCE"].header["BUNIT"] = "adu2"
+        hdul["VARIANCE"].header["MYVAR"] = 3
+        planes = {k: v for k, v in hdul["MASK"].header.items() if k.startswith("MP_")}
+        hdul.writeto(src)
+    summary = process([src], tmp_path / "cat", output_images=tmp_path / "out", client=client,
+                      progress=False)
+    assert summary.n_ok == 1
+    inplace = process([src], tmp_path / "cat2", in_place=True, client=client, progress=False)
+    assert inplace.n_ok == 1
+    for path in (_copy_of(tmp_path / "cat"), src):
+        with fits.open(path) as out:
+            mask, var = out["MASK"].header, out["VARIANCE"].header
+            assert mask["MYMASK"] == "kept" and var["MYVAR"] == 3 and var["BUNIT"] == "adu2"
+            assert {k: v for k, v in mask.items() if k.startswith("MP_")} == planes
+            assert mask["EXTTYPE"] == "MASK" and var["EXTTYPE"] == "VARIANCE"
