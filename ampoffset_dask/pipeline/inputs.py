@@ -11,16 +11,19 @@ import dataclasses
 import glob
 import logging
 import os
+import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..catalog.schema import check_identity
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
 from ..io.paths import entry_problem, is_fits_name, on_network_filesystem, walk_fits
-from ..io.remote import is_url, list_url, url_stamp
+from ..io.remote import is_url, list_url, localize, url_stamp
 
 __all__ = ["InputItem", "PlannedTask", "discover_inputs", "plan_tasks"]
 
@@ -88,36 +91,79 @@ class PlannedTask:
         return f"ampoffset-{run_token}-{self.visit}-{self.name}"
 
 
-def _manifest_items(table: Any, base: Path | None) -> list[InputItem]:
+def _local_path(text: str) -> str:
+    """``text`` with a ``file://`` URI turned into the local path it names (a zip member keeps
+    its ``#zip-path=`` fragment, as `ampoffset_dask.io.butler.uri_to_input` gives it); any
+    other text unchanged. Readers take such URIs (`~ampoffset_dask.io.remote.localize`):
+    the inputs must name the same files, as the catalog records them."""
+    if text[:7].lower() != "file://":
+        return text
+    head, sep, fragment = text.partition("#")
+    return os.fspath(localize("file://" + head[7:])) + (
+        sep + urllib.parse.unquote(fragment) if sep else "")
+
+
+def _manifest_int(value: Any, column: str, where: str) -> int | None:
+    """An integer cell (``visit``, ``detector_id``) of a manifest, None for an empty one.
+
+    Raises
+    ------
+    InputError
+        Naming ``where`` (the manifest, row and path) and the value when it is not an
+        integer.
+    """
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        if hasattr(value, "__index__"):  # int, numpy integers: exact, whatever their size
+            return int(value)
+        text = value.strip() if isinstance(value, str) else value
+        if isinstance(text, str) and text.lstrip("+-").isdigit():
+            return int(text)
+        number = float(text)  # 12.0: a CSV column with an empty cell reads as floats
+        if number.is_integer():
+            return int(number)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise InputError(f"{where}: {column} {value!r} is not an integer")
+
+
+def _manifest_items(table: Any, base: Path | None, where: str = "manifest"
+                    ) -> list[InputItem]:
+    """The inputs a manifest table lists; ``where`` names it in errors (its file)."""
     import pandas as pd
 
     if not isinstance(table, pd.DataFrame):
         table = table.to_pandas() if hasattr(table, "to_pandas") else pd.DataFrame(table)
     column = "path" if "path" in table.columns else "uri"
     if column not in table.columns:
-        raise InputError(f"manifest needs a 'path' column (or 'uri'; optionally visit, "
-                         f"detector, ...); it has {list(table.columns)}")
+        raise InputError(f"{where}: a manifest needs a 'path' column (or 'uri'; optionally "
+                         f"visit, detector, ...); it has {list(table.columns)}")
 
     def value(row: dict, key: str) -> Any:
         v = row.get(key)
         return None if v is None or (not isinstance(v, str) and pd.isna(v)) else v
 
     items = []
-    for row in table.to_dict("records"):
-        text = str(row[column])
+    for number, row in enumerate(table.to_dict("records"), start=1):
+        text = _local_path(str(row[column]))
         if is_url(text):
-            where = text
+            path = text
         else:
             p = Path(text).expanduser()
             if base is not None and not p.is_absolute():
                 p = base / p
-            where = str(p)
-        visit, det_id = value(row, "visit"), value(row, "detector_id")
+            path = str(p)
         items.append(InputItem(
-            where,
-            None if visit is None else int(visit),
+            path,
+            _manifest_int(row.get("visit"), "visit", f"{where}: row {number} ({text})"),
             None if value(row, "detector") is None else str(row["detector"]),
-            None if det_id is None else int(det_id),
+            _manifest_int(row.get("detector_id"), "detector_id",
+                          f"{where}: row {number} ({text})"),
             None if value(row, "instrument") is None else str(row["instrument"]),
             None if value(row, "dataset_id") is None else str(row["dataset_id"]),
         ))
@@ -139,7 +185,7 @@ def _read_manifest(path: Path) -> list[InputItem]:
             table = pd.read_csv(path, sep="\t" if name.endswith(".tsv") else ",")
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read the manifest: {exc}") from exc
-    return _manifest_items(table, path.parent)
+    return _manifest_items(table, path.parent, str(path))
 
 
 def _folder_items(folder: Path, exclude: Iterable[str | os.PathLike]) -> list[InputItem]:
@@ -158,11 +204,14 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
                     ) -> list[InputItem]:
     """Expand ``inputs`` into a sorted, de-duplicated list of input files.
 
+    A file named more than once (through a folder and a manifest, twice in a manifest...)
+    is one input, with the identity a manifest gives it whatever the order.
+
     Parameters
     ----------
     inputs : path, URL, glob, folder, manifest or a list of them
-        A FITS file; a folder (searched recursively for FITS files by
-        `~ampoffset_dask.io.paths.walk_fits`); a glob pattern (``**`` allowed; folders it
+        A FITS file (a path or a ``file://`` URI); a folder (searched recursively for FITS
+        files by `~ampoffset_dask.io.paths.walk_fits`); a glob pattern (``**`` allowed; folders it
         matches are searched like folders); a URL (``s3://bucket/prefix/`` is listed like a folder,
         ``s3://.../file.fits``, ``gs://``, ``https://``: see `ampoffset_dask.io.remote`); a
         manifest table with columns ``path`` (or ``uri``) and optionally ``visit``,
@@ -183,7 +232,9 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
     ------
     InputError
         For a path that does not exist, a folder given by name that holds no FITS file
-        (corrected-image folders left out) or a glob that matches nothing.
+        (corrected-image folders left out) or a glob that matches nothing; for a manifest
+        visit or detector_id that is not an integer; for a file given two different
+        identities (visit, detector, detector_id).
     """
     if inputs is None:
         raise InputError("no inputs given")
@@ -195,9 +246,9 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
     items: list[InputItem] = []
     for entry in inputs:
         if hasattr(entry, "columns") or hasattr(entry, "colnames"):
-            items.extend(_manifest_items(entry, None))
+            items.extend(_manifest_items(entry, None, "manifest table"))
             continue
-        text = os.fspath(entry)
+        text = _local_path(os.fspath(entry))
         if is_url(text):
             items.extend(InputItem(u) for u in list_url(
                 text, exclude=[os.fspath(e) for e in exclude if is_url(os.fspath(e))]))
@@ -231,8 +282,47 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
             raise InputError(f"{text}: no such file or folder")
     seen: dict[str, InputItem] = {}
     for item in items:
-        seen.setdefault(item.path if is_url(item.path) else os.path.abspath(item.path), item)
+        where = item.path if is_url(item.path) else os.path.abspath(item.path)
+        seen[where] = _merged(seen[where], item, where) if where in seen else item
     return [dataclasses.replace(i, path=p) for p, i in seen.items()]
+
+
+#: The fields of `InputItem` that say which (visit, detector) a file is.
+_IDENTITY = ("visit", "detector", "detector_id")
+
+
+def _identity_text(item: InputItem) -> str:
+    said = [f"{field} {getattr(item, field)}" for field in _IDENTITY
+            if getattr(item, field) is not None]
+    return ", ".join(said) or "the header's identity"
+
+
+def _merged(first: InputItem, other: InputItem, where: str) -> InputItem:
+    """One input named twice (a folder and a manifest row, two manifest rows...): what a
+    manifest says of it is kept whichever came first.
+
+    Raises
+    ------
+    InputError
+        When the two give it different identities (a file is one (visit, detector) in a
+        run: keeping either would record the other silently wrong).
+    """
+    def same(a: Any, b: Any) -> bool:
+        if a is None or b is None:
+            return True
+        if isinstance(a, str) and isinstance(b, str):  # the camera's names ignore case
+            return a.casefold() == b.casefold()
+        return a == b
+
+    if not all(same(getattr(first, f), getattr(other, f)) for f in _IDENTITY):
+        raise InputError(f"{where}: given twice with different identities ("
+                         f"{_identity_text(first)}; {_identity_text(other)}): one file is "
+                         "one (visit, detector) in a run")
+    fields = {f.name: getattr(first, f.name) for f in dataclasses.fields(InputItem)}
+    for name, value in fields.items():
+        if value in (None, "") and name != "path":
+            fields[name] = getattr(other, name)
+    return InputItem(**fields)
 
 
 #: The header key LSST (and `ampoffset_dask.io.fits.write_exposure`) sets on corrected images.
@@ -245,6 +335,9 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
     from ..io.file_info import header_identity, inspect_file
     from ..io.sections import file_stamp
 
+    # the camera's spelling from the start: a row failing before the geometry is known is
+    # recorded under the name the measurement's row would have
+    item = dataclasses.replace(item, detector=_camera_name(item, camera))
     if item.problem:
         return [PlannedTask(item.path, item.visit, None, item.detector,
                             f"InputError: {item.path}: {item.problem}",
@@ -273,6 +366,25 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
         tasks = [_plan_hdu(item, camera, info, k, visit_default, None, force)
                  for k in info.ccd_hdus]
     return [dataclasses.replace(t, stamp=stamp) for t in tasks]
+
+
+def _camera_name(item: InputItem, camera: Any) -> str | None:
+    """The name the camera (``camera``, else the item's instrument's) gives the detector the
+    item names (``r22_s11``, ``94`` -> ``R22_S11``); the name as given when no camera knows
+    it (planning then says why)."""
+    from ..cameras import get_camera
+
+    if item.detector is None:
+        return None
+    try:
+        if camera is None and item.instrument is not None:
+            camera = _instrument_camera(item.instrument)
+        if camera is None:
+            return item.detector
+        cam = get_camera(camera) if isinstance(camera, (str, os.PathLike)) else camera
+        return cam[item.detector].name
+    except (KeyError, AmpOffsetError):
+        return item.detector
 
 
 def _applied_pedestals(path: str, detector: Detector) -> tuple[float, ...]:
@@ -341,6 +453,9 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
 
             cam = get_camera(camera) if isinstance(camera, (str, os.PathLike)) else camera
             detector = cam[name]
+            # recorded under the camera's name (``r22_s11`` or ``94`` given): the result
+            # comes back under it, and the catalog has one name per detector
+            name = detector.name
         if detector is None:
             detector = resolve_detector(info, camera=camera)
         if name is None:
@@ -350,7 +465,9 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
             # header's (none given): either way the other's pixels would be measured
             said = _header_detector(info, camera)
             meant = detector.name if camera is not None else item.detector
-            if said is not None and said != meant:
+            if said is not None and said.casefold() == meant.casefold():
+                name = said  # no camera: the header's spelling, as a run without manifest
+            elif said is not None:
                 raise InputError(f"{where}: the manifest says detector {item.detector}, the "
                                  f"header says {said}")
         if visit is None:
@@ -477,14 +594,27 @@ def _unclaimed_failures(planned: list[PlannedTask],
     """Inputs that failed planning keep the visit and detector their header gave only when
     no other input of the run claims them (a damaged copy beside its good original must not
     make a failed row of the original's detector): else the identity the input was given."""
-    claimed = {(task.visit, task.name) for task in planned if not task.error}
+    claimed = {(task.visit, str(task.name).casefold()) for task in planned if not task.error}
     out = []
     for task in planned:
         item = items.get(task.path)
-        if task.error and item is not None and (task.visit, task.name) in claimed:
+        if task.error and item is not None and (
+                task.visit, str(task.name).casefold()) in claimed:
             task = dataclasses.replace(task, visit=item.visit, name=item.detector)
         out.append(task)
     return out
+
+
+def _clash(first: PlannedTask, other: PlannedTask) -> str:
+    """What two planned inputs of one (visit, detector) share, and their files."""
+    files = f"{first.path} and {other.path}"
+    if first.name == other.name:
+        return f"visit {other.visit} detector {other.name}: {files}"
+    if str(first.name).casefold() == str(other.name).casefold():
+        return (f"visit {other.visit} detector {first.name} and {other.name} (one name "
+                f"but for case): {files}")
+    return (f"visit {other.visit} detectors {first.name} and {other.name} (both detector id "
+            f"{other.detector.id if other.detector is not None else None}): {files}")
 
 
 def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8, *,
@@ -511,7 +641,8 @@ def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8,
     Raises
     ------
     InputError
-        When two inputs claim the same (visit, detector).
+        When two inputs claim the same (visit, detector): the same name, names equal but
+        for case, or the same detector id.
     """
     items = list(items)
 
@@ -520,16 +651,20 @@ def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8,
 
     planned = [task for tasks in _plan_all(items, plan, threads) for task in tasks]
     planned = _unclaimed_failures(planned, {i.path: i for i in items})
-    owners: dict[tuple[int, str], str] = {}
+    # one detector of a visit is one input: by name, whatever its case, and by id (without a
+    # camera, names come from the headers, or the file names when they give none)
+    owners: dict[tuple[Any, ...], PlannedTask] = {}
     clashes = []
     for task in planned:
         if task.error:
             continue
-        key = (task.visit, task.name)
-        if key in owners:
-            clashes.append(f"visit {task.visit} detector {task.name}: {owners[key]} and "
-                           f"{task.path}")
-        owners[key] = task.path
+        keys: list[tuple[Any, ...]] = [(task.visit, "name", str(task.name).casefold())]
+        if task.detector is not None and task.detector.id is not None:
+            keys.append((task.visit, "id", task.detector.id))
+        other = next((owners[k] for k in keys if k in owners), None)
+        if other is not None:
+            clashes.append(_clash(other, task))
+        owners.update(dict.fromkeys(keys, task))
     if clashes:
         raise InputError("several inputs are the same (visit, detector): " + "; ".join(clashes[:5])
                          + (f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""))

@@ -766,9 +766,10 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
 
     That row must be ok or flagged, of this config and of this very input (another input of
     the same (visit, detector) is measured, its row superseding, with a warning naming both
-    files), the input unchanged since (size and modification time), and, when this run
-    writes corrected images, must name the one this run would write, still there. An input
-    flagged "already corrected" is skipped (not flagged again, which would supersede the
+    files; so is the failed row of another input that could not be planned), the input
+    unchanged since (size and modification time), and, when this run writes corrected
+    images, must name the one this run would write, still there. An input flagged "already
+    corrected" is skipped (not flagged again, which would supersede the
     measurement) when that row is the correction of this file in place, with or without
     ``force``, as long as its header still says it is corrected (a restored original is
     measured and corrected again). With ``force``, the row of another input whose header
@@ -788,10 +789,16 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     moved: list[tuple[PlannedTask, str]] = []
     written: list[tuple[PlannedTask, Any, str]] = []  # done if the image is still the row's
     for task in planned:
-        row = current.get((task.visit, task.name)) if not task.error else None
+        row = current.get((task.visit, task.name))
         if row is None:
             continue
         path = redact(task.path)  # as the catalog records it
+        if task.error:
+            # the failed row of an input that could not be planned (a damaged copy whose
+            # header names an identity measured from another file) supersedes too: said
+            if row.input != path and row.status in DONE:
+                moved.append((task, row.input))
+            continue
         if row.input != path:
             if not task.flag:
                 moved.append((task, row.input))
@@ -828,9 +835,10 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     if written:
         done.update(_images_still_written(written, writer.path))
     for task, other in moved[:_WARN_MOVED]:
-        logger.warning("visit %s detector %s: measuring %s, whose row supersedes the "
-                       "catalog's current row, which came from another input: %s",
-                       task.visit, task.name, redact(task.path), other)
+        logger.warning("visit %s detector %s: %s %s, whose row supersedes the catalog's "
+                       "current row, which came from another input: %s", task.visit,
+                       task.name, "recording the failure of" if task.error else "measuring",
+                       redact(task.path), other)
     if len(moved) > _WARN_MOVED:
         logger.warning("and %d more detector(s) whose current row came from another input",
                        len(moved) - _WARN_MOVED)
