@@ -21,7 +21,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["ESTIMATORS", "PRESETS", "AmpOffsetConfig", "BackgroundConfig", "DetectionConfig",
-           "Preset", "list_presets", "preset_for_camera"]
+           "Preset", "as_config", "list_presets", "preset_for_camera"]
 
 DEFAULT_IGNORED_PIXEL_MASK = (
     "BAD",
@@ -472,6 +472,25 @@ class AmpOffsetConfig(_LsstNames):
     def bad_mask_planes(self) -> tuple[str, ...]:
         """Planes that make a pixel unusable for the whole task (LSST's ``bitMask``)."""
         return tuple(self.background.ignored_pixel_mask)
+
+
+def as_config(config: Any) -> AmpOffsetConfig:
+    """``config`` as a validated `AmpOffsetConfig`: LSST's defaults for None, a mapping of
+    LSST-named fields through `AmpOffsetConfig.from_lsst`, a config as it is.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid value (naming the field) or another type.
+    """
+    if config is None:
+        return AmpOffsetConfig()
+    if isinstance(config, AmpOffsetConfig):
+        config.validate()
+        return config
+    if isinstance(config, Mapping):
+        return AmpOffsetConfig.from_lsst(config)
+    raise ConfigError(f"config must be an AmpOffsetConfig or a mapping, got {type(config)}")
 
 
 def _camel(name: str) -> str:

@@ -20,7 +20,7 @@ import dask
 
 from ..algorithm.apply import apply_pedestals
 from ..catalog import DetectorResult
-from ..config import AmpOffsetConfig
+from ..config import AmpOffsetConfig, as_config
 from ..geometry import Detector
 from ..io.remote import is_url, redact
 from ..io.sections import map_once
@@ -28,6 +28,7 @@ from . import _config
 from .detector_job import (
     check_read_unchanged,
     check_shape,
+    corrected_cards,
     failure_message,
     flag_harm,
     flag_unwritten,
@@ -37,6 +38,7 @@ from .detector_job import (
 )
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions
+from .run import check_config_fits
 
 __all__ = ["build_graph", "measure_visit"]
 
@@ -91,9 +93,11 @@ def _measure(exposure: Any, detector: Detector, config: AmpOffsetConfig | None) 
 
 
 def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
-           visit: int, camera: Any = None) -> tuple[str, str]:
+           visit: int, camera: Any = None, stamp: tuple[int, Any] | None = None
+           ) -> tuple[str, str]:
     """``(output, "")`` once written, or ``("", reason)``: as in `process`, the measurement
-    stands when only its corrected image could not be written (its result is flagged)."""
+    stands when only its corrected image could not be written (its result is flagged).
+    ``stamp``: the input's when the graph was built (the pixels were read from it)."""
     from ..errors import AmpOffsetError, InputError
 
     if isinstance(measurement, _Failed):  # nothing measured: nothing to write
@@ -105,10 +109,15 @@ def _write(exposure: Any, measurement: Any, detector: Detector, output: str,
         if Path(output).resolve() == Path(source).resolve():
             raise InputError(f"{source}: refusing to overwrite the input with its corrected "
                              "copy")
+        # The copy's header cards are the input's, read now: a file rewritten since its
+        # pixels were read (another run correcting it in place) would give the copy another
+        # version's cards over these pixels, so it is not written then.
+        cards = corrected_cards(source, exposure, visit, detector, camera)
+        check_read_unchanged(source, stamp)
         corrected = apply_pedestals(exposure.image, measurement.pedestals, detector)
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         write_corrected(output, source, exposure, corrected, measurement, visit, detector,
-                        camera)
+                        camera, cards=cards)
     except (OSError, AmpOffsetError) as exc:
         logger.warning("%s: corrected image not written: %s", source, exc)
         return "", f"corrected image not written: {exc}"
@@ -244,7 +253,11 @@ def build_graph(
         logger.warning("%d of %d input(s) cannot be measured (failed results): %s", len(bad),
                        len(planned), "; ".join(t.error for t in bad[:3]))
     outputs = _checked_outputs([t for t in planned if not t.error], options)
-    config = config if config is not None else AmpOffsetConfig()
+    # converted and checked as `process` does, and copied: the graph is computed later, and
+    # an edit of the caller's config meanwhile (one object reused across notebook cells)
+    # must not change the graph's pedestals
+    config = as_config(config).copy()
+    check_config_fits(planned, config)  # as `process`: before anything is computed
     io_retries = int(_config.get("io-retries", 3))
     io_delay = float(_config.get("io-retry-delay", 0.5))
     graph: dict[tuple[int, str], Any] = {}
@@ -272,7 +285,7 @@ def build_graph(
         if out is not None:
             written = dask.delayed(_write, pure=True)(
                 exposure, measurement, task.detector, str(out), task.visit, camera,
-                dask_key_name=f"ampoffset-write-{tag}")
+                task.stamp, dask_key_name=f"ampoffset-write-{tag}")
         graph[(task.visit, task.name)] = dask.delayed(_result, pure=True)(
             measurement, exposure, written, task.visit, task.detector, task.path,
             task.dataset_id, config, dask_key_name=f"ampoffset-{tag}")
@@ -387,6 +400,7 @@ def measure_visit(
     call: visits measured at the same time on one scheduler (two notebooks on a shared
     cluster) never share a key, so never each other's results.
     """
+    config = as_config(config)  # a mapping of LSST names, as `process` takes it
     members = _visit_members(visit)
     call = uuid.uuid4().hex[:12]
     tasks = [dask.delayed(_measure_member, pure=False)(

@@ -26,7 +26,7 @@ from typing import Any
 from .._job_entry import identified_job  # light for the scheduler to unpickle
 from ..catalog import CatalogWriter, DetectorResult, config_digest
 from ..catalog.schema import DONE, CatalogWriteError
-from ..config import AmpOffsetConfig
+from ..config import AmpOffsetConfig, as_config
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
 from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder
 from ..io.remote import environment_options, is_url, redact, scoped_storage_options
@@ -199,17 +199,6 @@ def stream_tasks(
         # Refill before yielding so the cluster stays busy while the caller writes.
         fill()
         yield item, result
-
-
-def _as_config(config: Any) -> AmpOffsetConfig:
-    if config is None:
-        return AmpOffsetConfig()
-    if isinstance(config, AmpOffsetConfig):
-        config.validate()
-        return config
-    if isinstance(config, Mapping):
-        return AmpOffsetConfig.from_lsst(config)
-    raise ConfigError(f"config must be an AmpOffsetConfig or a mapping, got {type(config)}")
 
 
 def _applied_config(config: AmpOffsetConfig, opts: RunOptions
@@ -622,7 +611,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     t_start = time.perf_counter()
     _config.load_defaults()
     _config.check_kernels()
-    cfg, apply_note = _applied_config(_as_config(config), opts)
+    cfg, apply_note = _applied_config(as_config(config), opts)
     timings: dict[str, float] = {}
     camera = _resolve_camera(opts.camera)
     _check_detector(camera, opts.detector)
@@ -655,7 +644,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         planned = plan_tasks(items, camera=camera, force=opts.force, visit=opts.visit,
                              detector=opts.detector)
         timings["plan"] = time.perf_counter() - t
-        _check_config_fits(planned, cfg)
+        check_config_fits(planned, cfg)
         outputs = check_outputs(planned, opts)  # before anything is submitted
         local_outputs = [p for p in outputs.values() if not is_url(p)]
         if opts.in_place:
@@ -981,7 +970,7 @@ def _resolve_camera(camera: Any) -> Any:
     return get_camera(camera)
 
 
-def _check_config_fits(planned: Iterable[PlannedTask], config: AmpOffsetConfig) -> None:
+def check_config_fits(planned: Iterable[PlannedTask], config: AmpOffsetConfig) -> None:
     """The config's edge strips and windows must fit every planned detector's amps: a config
     that does not fit is the user's mistake for the run, found before any cluster starts."""
     from ..algorithm.measure import check_amp_geometry

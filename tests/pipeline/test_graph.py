@@ -251,3 +251,61 @@ def test_measure_visit_takes_the_kernels_setting(sim_visit, monkeypatch):
         seen.clear()
         measure_visit(visit, scheduler="sync")
         assert set(seen) == {"numpy"} and kernels.requested() == "numpy"
+
+
+def test_a_graph_keeps_the_config_it_was_built_with(sim_visit, tmp_path):
+    """build_graph kept the caller's config object: edited after building (one config
+    reused across notebook cells), it changed the built graph's pedestals and status. A
+    mapping of LSST names is taken as process takes it, an invalid config refused up front
+    (both failed every detector at compute time)."""
+    from ampoffset_dask import AmpOffsetConfig, ConfigError
+
+    path = sim_visit.paths[0]
+    config = AmpOffsetConfig(do_background=False, do_detection=False)
+    graph = build_graph(path, config=config)
+    (first,) = dask.compute(*graph.values(), scheduler="sync")
+    config.amp_edge_max_offset = 0.01  # every interface beyond it: pedestals 0, flagged
+    (again,) = dask.compute(*graph.values(), scheduler="sync")
+    assert again.status == first.status == "ok"
+    np.testing.assert_array_equal(again.pedestals, first.pedestals)
+    mapped = build_graph(path, config={"doBackground": False, "doDetection": False})
+    (by_name,) = dask.compute(*mapped.values(), scheduler="sync")
+    np.testing.assert_array_equal(by_name.pedestals, first.pedestals)
+    with pytest.raises(ConfigError, match="ampEdgeWidth"):
+        build_graph(path, config={"ampEdgeWidth": 10_000})
+    exp = read_exposure(path)
+    members = {exp.detector.name: (exp.image, exp.mask, exp.detector)}
+    got = measure_visit(members, config={"doBackground": False, "doDetection": False},
+                        scheduler="sync")
+    np.testing.assert_array_equal(got[exp.detector.name].pedestals, first.pedestals)
+
+
+def test_a_copy_is_not_written_from_an_input_rewritten_after_its_read(sim_visit, tmp_path):
+    """The write task read the input's header cards after the read task's change check: an
+    input rewritten in between (another run correcting it in place) gave a copy with the
+    old pixels under the new file's cards, recorded ok. Now the copy is not written and the
+    result is flagged, its measurement (of one version) kept."""
+    import shutil
+
+    from astropy.io import fits
+    from dask.callbacks import Callback
+
+    src = tmp_path / "in" / "x.fits"
+    src.parent.mkdir()
+    shutil.copyfile(sim_visit.paths[0], src)
+    graph = build_graph(src, output_images=tmp_path / "out")
+
+    class Rewrite(Callback):
+        def _posttask(self, key, result, dsk, state, id):
+            if str(key).startswith("ampoffset-measure-"):
+                with fits.open(src, mode="update") as hdul:
+                    hdul[0].header["OBJECT"] = "REWRITTEN"
+                    hdul["IMAGE"].data[:] += 1000.0
+
+    with Rewrite():
+        (result,) = dask.compute(*graph.values(), scheduler="sync")
+    assert result.status == "flagged" and result.output == ""
+    assert "corrected image not written" in result.error and "changed" in result.error
+    assert not list((tmp_path / "out").rglob("*.fits"))
+    (clean,) = dask.compute(*build_graph(sim_visit.paths[0]).values(), scheduler="sync")
+    np.testing.assert_array_equal(result.pedestals, clean.pedestals)
