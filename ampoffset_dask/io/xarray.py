@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from .sections import PLANE_NAME_PREFIX, AmpSource, LazyPlane, file_stamp
 
 __all__ = [
     "AmpOffsetBackendEntrypoint",
+    "MultiCCDWarning",
     "amp_chunks",
     "dataset_detector",
     "dataset_mask_planes",
@@ -38,6 +40,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class MultiCCDWarning(UserWarning):
+    """A multi-CCD file was opened as one Dataset: only one of its CCDs (the first) is in it."""
+
 
 def amp_chunks(detector: Detector) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Dask chunks ``(rows, columns)`` whose boundaries are the amp boundaries."""
@@ -127,6 +134,14 @@ def open_exposure(
     >>> measure_detector(ds, config=config).pedestals.round(1)
     array([-1.5,  1.5])
     """
+    return _open(path, camera, detector, overscan=overscan, gain=gain, hdu=hdu)[0]
+
+
+def _open(path: str | os.PathLike, camera: Any = None, detector: Any = None, *,
+          overscan: bool | str = "auto", gain: str | None = None,
+          hdu: int | None = None) -> tuple[xr.Dataset, FileInfo]:
+    """`open_exposure`, with the `FileInfo` of the file's headers (its ``ccd_hdus`` say
+    whether the file holds other CCDs), so callers need not read the headers again."""
     stamp = file_stamp(path)  # before the headers: a change while reading them shows too
     info, det, sources = open_sources(path, camera, detector, overscan, gain, hdu)
     isr = file_isr(info, det, sources)
@@ -176,7 +191,7 @@ def open_exposure(
     )
     for var in ds.data_vars.values():
         var.encoding["preferred_chunks"] = {"y": chunks[0], "x": chunks[1]}
-    return ds
+    return ds, info
 
 
 def _camera_name(camera: Any) -> str:
@@ -226,6 +241,10 @@ def open_visit(
 ) -> xr.DataTree:
     """Open the detector files of one visit lazily as an `xarray.DataTree`.
 
+    A multi-CCD file (DECam raws, Community Pipeline ``ooi`` files: several image HDUs, each
+    naming its CCD, ``inspect_file(path).ccd_hdus``) gives one node per CCD, as `process`
+    makes one task per CCD.
+
     Parameters
     ----------
     paths : path-like or iterable of path-like
@@ -238,29 +257,39 @@ def open_visit(
     Returns
     -------
     xarray.DataTree
-        One child node per detector (named by detector), each an `open_exposure` Dataset;
-        root attributes ``visit`` and ``camera`` (each when known and shared) and
-        ``detectors`` (names, in file order).
+        One child node per detector (named by detector, as `process` names it), each an
+        `open_exposure` Dataset (its ``hdu`` attribute says which HDU of a multi-CCD file it
+        reads); root attributes ``visit`` and ``camera`` (each when known and shared) and
+        ``detectors`` (names, in file order, then HDU order within a file).
 
     Raises
     ------
     InputError
-        For unreadable files, files of several visits, or a detector given twice.
+        For unreadable files (or CCDs), files of several visits, or a detector given twice.
     """
     files = _expand(paths)
     if not files:
         raise InputError("open_visit: no files given")
     nodes: dict[str, xr.Dataset] = {}
+    origins: dict[str, str] = {}  # detector name -> the file (and HDU) it came from
     visits = set()
     for f in files:
-        ds = open_exposure(f, camera=camera, overscan=overscan, gain=gain)
-        name = ds.attrs["detector"]
-        if name in nodes:
-            raise InputError(
-                f"{f}: detector {name!r} is also in {nodes[name].attrs['path']}"
-            )
-        nodes[name] = ds
-        visits.add(ds.attrs.get("visit"))
+        ds, info = _open(f, camera=camera, overscan=overscan, gain=gain)
+        if info.ccd_hdus:
+            # each CCD opened by its HDU, as process plans it (the default open above holds
+            # only the first CCD); the headers are read again per CCD, as planning does
+            members = [(f"{f}[{k}]", open_exposure(f, camera=camera, overscan=overscan,
+                                                    gain=gain, hdu=k))
+                       for k in info.ccd_hdus]
+        else:
+            members = [(str(f), ds)]
+        for where, member in members:
+            name = member.attrs["detector"]
+            if name in nodes:
+                raise InputError(f"{where}: detector {name!r} is also in {origins[name]}")
+            nodes[name] = member
+            origins[name] = where
+            visits.add(member.attrs.get("visit"))
     if len(visits) > 1:
         raise InputError(
             "open_visit: the files belong to several visits "
@@ -282,17 +311,21 @@ _CF_DECODERS = ("mask_and_scale", "decode_times", "decode_timedelta", "use_cftim
 
 
 class AmpOffsetBackendEntrypoint(BackendEntrypoint):
-    """``xr.open_dataset(path, engine="ampoffset", camera=..., detector=...)``.
+    """``xr.open_dataset(path, engine="ampoffset", camera=..., detector=..., hdu=...)``.
 
-    Returns the same lazy Dataset as `open_exposure`. xarray's CF decoding options
-    (``decode_cf``, ``mask_and_scale``, ``decode_times``, ...) are accepted and change
-    nothing: the planes are not CF-encoded.
+    Returns the same lazy Dataset as `open_exposure`, with the same options. A Dataset holds
+    one CCD: of a multi-CCD file, ``hdu=k`` opens the CCD of HDU ``k``
+    (``inspect_file(path).ccd_hdus``); without it the first CCD is opened, with a
+    `MultiCCDWarning` saying how many the file holds and how to open the others
+    (`open_visit` opens them all). xarray's CF decoding options (``decode_cf``,
+    ``mask_and_scale``, ``decode_times``, ...) are accepted and change nothing: the planes
+    are not CF-encoded.
     """
 
     description = "Open LSST exposure, raw and single-image FITS files lazily (ampoffset-dask)"
     url = "https://github.com/ampoffset-dask/ampoffset-dask"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "camera", "detector",
-                               "overscan", "gain", *_CF_DECODERS)
+                               "overscan", "gain", "hdu", *_CF_DECODERS)
 
     def open_dataset(
         self,
@@ -303,6 +336,7 @@ class AmpOffsetBackendEntrypoint(BackendEntrypoint):
         detector: Any = None,
         overscan: bool | str = "auto",
         gain: str | None = None,
+        hdu: int | None = None,
         mask_and_scale: Any = None,
         decode_times: Any = None,
         decode_timedelta: Any = None,
@@ -312,8 +346,19 @@ class AmpOffsetBackendEntrypoint(BackendEntrypoint):
     ) -> xr.Dataset:
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise InputError("the ampoffset engine opens files by path only")
-        ds = open_exposure(filename_or_obj, camera=camera, detector=detector,
-                           overscan=overscan, gain=gain)
+        ds, info = _open(filename_or_obj, camera=camera, detector=detector,
+                         overscan=overscan, gain=gain, hdu=hdu)
+        if hdu is None and info.ccd_hdus:
+            # the other CCDs are not in the Dataset: say so rather than lose them silently
+            # (stacklevel 3: the caller of xr.open_dataset; Python's filters then show a
+            # file's warning once per calling line)
+            warnings.warn(
+                f"{filename_or_obj}: the file holds {len(info.ccd_hdus)} CCDs (HDUs "
+                f"{list(info.ccd_hdus)}); opened the first, HDU {ds.attrs['hdu']} "
+                f"({ds.attrs['detector']}). Open another with xr.open_dataset(path, "
+                "engine='ampoffset', hdu=k), or all of them with "
+                "ampoffset_dask.open_visit(path)",
+                MultiCCDWarning, stacklevel=3)
         if drop_variables is not None:
             drop = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables)
             ds = ds.drop_vars(drop)

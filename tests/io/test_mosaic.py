@@ -6,16 +6,37 @@ astro_metadata_translator's DECam and HSC header fixtures), with synthetic pixel
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+import xarray as xr
 from astropy.io import fits
 from io_helpers import decam_primary, decam_raw_hdu
 
-from ampoffset_dask import AmpOffsetConfig, get_camera, measure_detector, open_exposure
+from ampoffset_dask import (
+    AmpOffsetConfig,
+    get_camera,
+    measure_detector,
+    open_exposure,
+    open_visit,
+    process,
+    read_catalog,
+)
 from ampoffset_dask.errors import InputError
-from ampoffset_dask.io.fits import inspect_file, read_exposure
+from ampoffset_dask.geometry import detector_from_boxes
+from ampoffset_dask.io.fits import inspect_file, read_exposure, write_exposure
+from ampoffset_dask.io.xarray import (
+    AmpOffsetBackendEntrypoint,
+    MultiCCDWarning,
+    dataset_detector,
+)
+from ampoffset_dask.pipeline.graph import measure_visit
 
 EDGES = AmpOffsetConfig(do_background=False, do_detection=False)
+#: edges-only, with strips that fit the reduced-size CCDs of `_write_header_mef`
+SMALL_EDGES = AmpOffsetConfig(amp_edge_width=8, amp_edge_inset=2, do_background=False,
+                              do_detection=False)
 
 
 def test_decam_raw_mef_is_one_ccd_per_hdu_with_overscan(tmp_path):
@@ -46,14 +67,20 @@ def test_decam_raw_mef_is_one_ccd_per_hdu_with_overscan(tmp_path):
     assert np.median(raw.image[raw.detector["A"].slices]) > 1900  # bias left in
 
 
-def test_decam_cp_ooi_trimmed_ccds_are_cropped_from_the_camera(tmp_path):
-    """CP instcal/ooi: 2046x4094 float CCDs, LTV1 = LTV2 = -1, no DATASEC."""
-    path = tmp_path / "c4d_190402_050618_ooi_VR_v1.fits.fz"
+#: the CCDs of `cp_ooi` and the step added to the right half of each
+OOI_STEPS = (("S29", 1.5), ("N1", -1.0))
+
+
+@pytest.fixture(scope="module")
+def cp_ooi(tmp_path_factory):
+    """A DECam Community Pipeline instcal/ooi file of two CCDs (`OOI_STEPS`): 2046x4094
+    float CCDs, LTV1 = LTV2 = -1, no DATASEC; read-only for the tests sharing it."""
+    path = tmp_path_factory.mktemp("ooi") / "c4d_190402_050618_ooi_VR_v1.fits.fz"
     primary = decam_primary(845291)
     primary.header["PROCTYPE"] = "InstCal"
     hdus = [primary]
     rng = np.random.default_rng(3)
-    for name, step in (("S29", 1.5), ("N1", -1.0)):
+    for name, step in OOI_STEPS:
         img = rng.normal(711.0, 14.4, (4094, 2046)).astype(np.float32)  # AVSKY, AVSIG
         img[:, 1023:] += step  # the right half of the trimmed CCD
         header = fits.Header()
@@ -64,6 +91,12 @@ def test_decam_cp_ooi_trimmed_ccds_are_cropped_from_the_camera(tmp_path):
         hdus.append(fits.CompImageHDU(img, header=header, compression_type="RICE_1",
                                       quantize_level=4.0))
     fits.HDUList(hdus).writeto(path)
+    return path
+
+
+def test_decam_cp_ooi_trimmed_ccds_are_cropped_from_the_camera(cp_ooi):
+    """CP instcal/ooi: 2046x4094 float CCDs, LTV1 = LTV2 = -1, no DATASEC."""
+    path = cp_ooi
     info = inspect_file(path)
     assert info.ccd_hdus == (1, 2)
     data = read_exposure(path, hdu=1)
@@ -77,25 +110,38 @@ def test_decam_cp_ooi_trimmed_ccds_are_cropped_from_the_camera(tmp_path):
     assert n1.detector.name == "N1" and [a.x0 for a in n1.detector] == [0, 1023]
 
 
-def test_header_described_mef_at_reduced_size(tmp_path):
-    """Any MEF of CCD extensions with DATASECA/B + BIASSECA/B works without a camera."""
+def _write_header_mef(path, steps=(("C1", 2.0), ("C2", -3.0)), *, width=10, height=20,
+                      overscan=4, noise=0.0, seed=0, expnum=42):
+    """A MEF of CCD extensions described by DATASECA/B + BIASSECA/B (no camera): per CCD,
+    amp B (bias 100) left of amp A (bias 300), sky 50, ``step`` added to amp A's data, and
+    Gaussian ``noise`` on every pixel."""
+    rng = np.random.default_rng(seed)
+    w, h, o = width, height, overscan
     hdus = [fits.PrimaryHDU()]
-    hdus[0].header["EXPNUM"] = 42
-    for k, (name, step) in enumerate((("C1", 2.0), ("C2", -3.0)), start=1):
-        img = np.zeros((20, 28), np.float32)
-        img[:, 0:4] = 100.0            # overscan B
-        img[:, 4:14] = 100.0 + 50.0    # data B
-        img[:, 14:24] = 300.0 + 50.0 + step  # data A
-        img[:, 24:28] = 300.0          # overscan A
+    hdus[0].header["EXPNUM"] = expnum
+    for k, (name, step) in enumerate(steps, start=1):
+        img = np.zeros((h, 2 * (w + o)), np.float32)
+        img[:, 0:o] = 100.0                          # overscan B
+        img[:, o:o + w] = 100.0 + 50.0               # data B
+        img[:, o + w:o + 2 * w] = 300.0 + 50.0 + step  # data A
+        img[:, o + 2 * w:] = 300.0                   # overscan A
+        img += rng.normal(0.0, noise, img.shape).astype(np.float32) if noise else 0.0
         header = fits.Header()
-        for key, value in (("DATASECA", "[15:24,1:20]"), ("BIASSECA", "[25:28,1:20]"),
-                           ("CCDSECA", "[11:20,1:20]"), ("DATASECB", "[5:14,1:20]"),
-                           ("BIASSECB", "[1:4,1:20]"), ("CCDSECB", "[1:10,1:20]"),
+        for key, value in (("DATASECA", f"[{o + w + 1}:{o + 2 * w},1:{h}]"),
+                           ("BIASSECA", f"[{o + 2 * w + 1}:{2 * (o + w)},1:{h}]"),
+                           ("CCDSECA", f"[{w + 1}:{2 * w},1:{h}]"),
+                           ("DATASECB", f"[{o + 1}:{o + w},1:{h}]"),
+                           ("BIASSECB", f"[1:{o},1:{h}]"), ("CCDSECB", f"[1:{w},1:{h}]"),
                            ("CCDNUM", k), ("DETPOS", name)):
             header[key] = value
         hdus.append(fits.ImageHDU(img, header=header, name=name))
-    path = tmp_path / "mef.fits"
     fits.HDUList(hdus).writeto(path)
+    return path
+
+
+def test_header_described_mef_at_reduced_size(tmp_path):
+    """Any MEF of CCD extensions with DATASECA/B + BIASSECA/B works without a camera."""
+    path = _write_header_mef(tmp_path / "mef.fits")
     assert inspect_file(path).ccd_hdus == (1, 2)
     c2 = read_exposure(path, hdu=2)
     assert (c2.detector.name, c2.visit, c2.detector.shape) == ("C2", 42, (20, 20))
@@ -170,3 +216,82 @@ def test_hsc_raw_with_channels_that_do_not_fit_is_refused(tmp_path):
         hdul[0].header["T_EFMN41"], hdul[0].header["T_EFMX41"] = 1601, 2112
     with pytest.raises(InputError, match=r"hsc.fits: raw amp columns .* none of the channels"):
         read_exposure(path)
+
+
+# -- multi-CCD files as xarray ---------------------------------------------------------------------
+def _right_minus_left(measurement, ds) -> float:
+    """Pedestal of the right amp minus the left one's (the step is on the right half) of a
+    two-amp detector, whose geometry the `open_exposure` Dataset ``ds`` holds."""
+    amps = sorted(dataset_detector(ds), key=lambda a: a.x0)
+    ped = measurement.pedestal_by_amp
+    return ped[amps[1].name] - ped[amps[0].name]
+
+
+def test_open_visit_and_measure_visit_take_every_ccd_of_a_multi_ccd_file(cp_ooi):
+    # open_visit kept only the first CCD of the file, and measure_visit measured only it
+    tree = open_visit(cp_ooi)
+    names = [name for name, _ in OOI_STEPS]
+    assert list(tree.children) == tree.attrs["detectors"] == names  # the camera's names
+    assert [tree[n].attrs["hdu"] for n in names] == [1, 2]
+    assert tree.attrs == {"visit": 845291, "camera": "decam", "detectors": names}
+    got = measure_visit(tree, config=EDGES, scheduler="sync")
+    assert list(got) == names
+    for hdu, (name, step) in enumerate(OOI_STEPS, start=1):
+        want = measure_detector(open_exposure(cp_ooi, hdu=hdu), config=EDGES)
+        assert got[name] == want
+        assert _right_minus_left(got[name], tree[name].dataset) == pytest.approx(step,
+                                                                                 abs=0.1)
+
+
+def test_xarray_backend_opens_the_hdu_given_and_warns_about_the_other_ccds(cp_ooi):
+    assert "hdu" in AmpOffsetBackendEntrypoint.open_dataset_parameters
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MultiCCDWarning)  # a CCD chosen: nothing to say
+        n1 = xr.open_dataset(cp_ooi, engine="ampoffset", hdu=2)
+    assert (n1.attrs["detector"], n1.attrs["hdu"]) == ("N1", 2)
+    assert measure_detector(n1, config=EDGES) == measure_detector(
+        open_exposure(cp_ooi, hdu=2), config=EDGES)
+    # without hdu=: the first CCD, as before, and one warning saying what else the file holds
+    with pytest.warns(MultiCCDWarning, match=r"holds 2 CCDs \(HDUs \[1, 2\]\); opened the "
+                      r"first, HDU 1 \(S29\)\. Open another with .*hdu=k.*open_visit") as seen:
+        first = xr.open_dataset(cp_ooi, engine="ampoffset")
+    assert len(seen) == 1 and seen[0].filename == __file__  # attributed to the caller
+    assert (first.attrs["detector"], first.attrs["hdu"]) == ("S29", 1)
+    with pytest.raises(InputError, match=r"HDU 5 is not a 2-D image HDU"):
+        xr.open_dataset(cp_ooi, engine="ampoffset", hdu=5)
+
+
+def test_open_visit_of_multi_ccd_and_single_ccd_files_measures_as_process(tmp_path,
+                                                                         shared_scheduler):
+    data = tmp_path / "data"
+    data.mkdir()
+    mef = _write_header_mef(data / "mef.fits", width=40, height=60, overscan=8, noise=1.0,
+                            seed=4)
+    det = detector_from_boxes("D", 80, 60, [("A", 0, 0, 40, 60), ("B", 40, 0, 40, 60)])
+    image = np.random.default_rng(5).normal(1000.0, 1.0, det.shape).astype(np.float32)
+    image[:, 40:] += 4.0
+    single = write_exposure(data / "single.fits", image, detector=det, header={"VISIT": 42})
+    tree = open_visit(data)
+    assert sorted(tree.children) == ["C1", "C2", "D"]
+    assert {n: tree[n].attrs["hdu"] for n in ("C1", "C2")} == {"C1": 1, "C2": 2}
+    got = measure_visit(tree, config=SMALL_EDGES, scheduler="sync")
+    summary = process(data, tmp_path / "catalog", config=SMALL_EDGES, client=shared_scheduler,
+                      progress=False)
+    assert summary.n_failed == 0
+    pedestals = read_catalog(tmp_path / "catalog", "pedestals")
+    assert set(pedestals["visit"]) == {42}
+    assert set(pedestals["detector"]) == set(got)
+    for row in pedestals.itertuples():
+        assert got[row.detector].pedestal_by_amp[row.amp] == pytest.approx(row.pedestal,
+                                                                           rel=0, abs=1e-9)
+    for hdu, (name, step) in enumerate((("C1", 2.0), ("C2", -3.0)), start=1):
+        assert got[name] == measure_detector(open_exposure(mef, hdu=hdu), config=SMALL_EDGES)
+        assert _right_minus_left(got[name], tree[name].dataset) == pytest.approx(step,
+                                                                                 abs=0.3)
+    with warnings.catch_warnings():  # a single-CCD file has no other CCD to warn about
+        warnings.simplefilter("error", MultiCCDWarning)
+        xr.open_dataset(single, engine="ampoffset")
+    # a CCD given twice (the same file twice) names the file and HDU of both
+    with pytest.raises(InputError, match=r"mef.fits\[1\]: detector 'C1' is also in "
+                                         r".*mef.fits\[1\]"):
+        open_visit([mef, mef])
