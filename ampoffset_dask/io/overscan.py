@@ -65,7 +65,13 @@ def normalize_overscan(value: Any) -> str:
     if value is False or value is None:
         return "none"
     text = str(value).strip().lower().replace("_", "-")
-    if text in ("perrow", "row", "median"):
+    if text == "median":
+        # LSST's MEDIAN overscan fit is one number per amp, which no mode here computes:
+        # taking it for the per-row medians would subtract something else than asked
+        raise ConfigError(f"overscan={value!r}: LSST's MEDIAN (one median per amp) is not "
+                          "a mode here; use 'per-row' (each row's median, LSST's "
+                          "MEDIAN_PER_ROW) or 'mean' (one clipped mean per amp)")
+    if text in ("perrow", "row", "median-per-row"):
         text = "per-row"
     if text not in OVERSCAN_MODES:
         raise ConfigError(f"overscan={value!r}: expected one of {', '.join(OVERSCAN_MODES)}")

@@ -100,6 +100,10 @@ def test_per_row_overscan_rounds_once_into_the_plane(tmp_path):
 def test_modes_are_validated():
     assert normalize_overscan(True) == "per-row" and normalize_overscan(False) == "none"
     assert normalize_overscan("Per_Row") == "per-row"
+    assert normalize_overscan("MEDIAN_PER_ROW") == "per-row"  # LSST's name of the per-row fit
+    # LSST's MEDIAN is one number per amp: it became the per-row medians, silently
+    with pytest.raises(ConfigError, match=r"overscan='median'.*one median per amp.*per-row"):
+        normalize_overscan("median")
     with pytest.raises(ConfigError, match=r"overscan=.median-ish.*auto, per-row, mean, none"):
         normalize_overscan("median-ish")
     with pytest.raises(ConfigError, match="gain='measured'"):
