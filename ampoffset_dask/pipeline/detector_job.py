@@ -318,7 +318,7 @@ class DetectorJob:
     hdu : int, optional
         The CCD's HDU in a multi-CCD file.
     attempts : int
-        I/O attempts so far, retries included (filled in by `run`).
+        Tries of its most retried I/O step so far (1: none retried; filled in by `run`).
     storage_options : mapping, optional
         fsspec storage options for URL inputs and outputs (see `ampoffset_dask.io.remote`).
     fetched_fraction : float
@@ -353,8 +353,14 @@ class DetectorJob:
         self._worker = _worker_address()
 
     def _io(self, fn: Callable[[], T], what: str) -> T:
+        tries = 0
+
         def counted() -> T:
-            self.attempts += 1
+            nonlocal tries
+            tries += 1
+            # the tries of the most retried step: a read and a write are two steps, not a
+            # retry (every applying run recorded 2 attempts)
+            self.attempts = max(self.attempts, tries)
             return fn()
         return with_io_retries(counted, retries=self.io_retries, delay=self.io_retry_delay,
                                what=what)

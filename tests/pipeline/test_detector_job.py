@@ -33,7 +33,7 @@ def test_process_file_ok_and_in_place(sim_visit, tmp_path):
     assert refused.status == "failed" and "refusing to overwrite the input" in refused.error
     done = process_file(src, exp.detector, output=src, in_place=True)
     assert done.status == "ok" and done.applied and done.output == str(src)
-    assert done.attempts == 2  # one read, one write
+    assert done.attempts == 1  # one read, one write: no step retried
     np.testing.assert_array_equal(read_exposure(src).image,
                                   apply_pedestals(exp.image, m.pedestals, exp.detector))
 
@@ -197,3 +197,24 @@ def test_inset_zero_is_flagged_naming_the_cause(sim_visit):
     # an inset of 1 measures
     config.amp_edge_inset = 1
     assert process_file(sim_visit.paths[0], exp.detector, config=config).status == "ok"
+
+
+def test_attempts_count_the_tries_of_the_most_retried_step(sim_visit, tmp_path, monkeypatch):
+    """A read and a write recorded 2 attempts, as if retried; a step retried twice is 3."""
+    from ampoffset_dask.io import fits as fits_module
+
+    src = shutil.copy(sim_visit.paths[0], tmp_path / "d.fits")
+    real = fits_module.read_exposure
+    failures = iter([OSError("transient"), OSError("transient")])
+
+    def flaky(*args, **kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fits_module, "read_exposure", flaky)
+    job = DetectorJob(src, io_retries=3, io_retry_delay=0.001,
+                      output=tmp_path / "out.fits")
+    res = job.run()
+    assert res.status == "ok" and res.applied and res.attempts == 3

@@ -69,7 +69,7 @@ def test_write_failure_keeps_the_measurement_and_is_not_retried(sim4, scheduler,
     rows = read_catalog(tmp_path / "cat", "detectors").set_index("detector")
     assert rows.loc["R22_S11", "status"] == "flagged"
     assert "corrected image not written" in rows.loc["R22_S11", "error"]
-    assert rows.loc["R22_S11", "attempts"] == 2  # one read, one write: no retries
+    assert rows.loc["R22_S11", "attempts"] == 1  # one read, one write: no retries
     assert rows.loc["R22_S12", "status"] == "ok"
     ped = read_catalog(tmp_path / "cat", "pedestals")
     assert (ped["detector"] == "R22_S11").sum() == 16  # the measurement is recorded
