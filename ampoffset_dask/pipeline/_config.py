@@ -96,3 +96,63 @@ def check_kernels() -> None:
         kernels.requested()
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+#: The numeric settings a run reads, each with its kind and smallest value: checked up front
+#: (`check_settings`), since a worker or the run's tail would otherwise fail on them as an
+#: internal error after the catalog was opened.
+_NUMBERS = {
+    "in-flight-per-thread": ("int", 1),
+    "io-retries": ("int", 0),
+    "io-retry-delay": ("float", 0.0),
+    "catalog.flush-interval": ("float", 0.0),
+    "local.threads-per-worker": ("int", 1),
+    "max-decompressed-bytes": ("bytes", 1),
+    "remote.merge-gap": ("bytes", 0),
+    "remote.max-request": ("bytes", 1),
+    "connect-timeout": ("seconds", 0.0),
+}
+
+
+def check_settings() -> None:
+    """Refuse an invalid ``ampoffset.*`` setting (dask config, ``$DASK_AMPOFFSET__...``) before
+    a run starts: the kernels (`check_kernels`) and the numeric settings.
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting, its value and what it must be.
+    """
+    from dask.utils import parse_bytes, parse_timedelta
+
+    from ..errors import ConfigError
+
+    check_kernels()
+    for key, (kind, least) in _NUMBERS.items():
+        value = get(key, None)
+        if value is None:
+            continue
+        try:
+            if isinstance(value, bool):
+                raise ValueError("a bool")
+            if kind == "int":
+                number: float = int(str(value).strip()) if isinstance(value, str) else value
+                if not isinstance(number, int):
+                    raise ValueError("not an integer")
+            elif kind == "float":
+                number = float(value)
+            elif kind == "bytes":
+                number = parse_bytes(value)
+            else:
+                number = parse_timedelta(value, default="seconds")
+            ok = number >= least and number == number and number != float("inf")
+        except (TypeError, ValueError) as exc:
+            ok, why = False, str(exc)
+        else:
+            why = ""
+        if not ok:
+            env = "DASK_AMPOFFSET__" + key.upper().replace(".", "__").replace("-", "_")
+            what = {"int": "an integer", "float": "a number", "bytes": "a size such as 2MiB",
+                    "seconds": "a duration such as 30s"}[kind]
+            raise ConfigError(f"ampoffset.{key}={value!r} (dask config, or ${env}) must be "
+                              f"{what} >= {least}" + (f" ({why})" if why else ""))

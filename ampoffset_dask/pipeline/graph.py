@@ -257,6 +257,7 @@ def build_graph(
     # an edit of the caller's config meanwhile (one object reused across notebook cells)
     # must not change the graph's pedestals
     config = as_config(config).copy()
+    _config.check_settings()
     check_config_fits(planned, config)  # as `process`: before anything is computed
     io_retries = int(_config.get("io-retries", 3))
     io_delay = float(_config.get("io-retry-delay", 0.5))

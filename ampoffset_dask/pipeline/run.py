@@ -610,7 +610,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
              scheduler: str) -> PreparedRun:
     t_start = time.perf_counter()
     _config.load_defaults()
-    _config.check_kernels()
+    _config.check_settings()
     cfg, apply_note = _applied_config(as_config(config), opts)
     timings: dict[str, float] = {}
     camera = _resolve_camera(opts.camera)

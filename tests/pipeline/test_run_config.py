@@ -59,6 +59,23 @@ def test_an_unknown_kernels_setting_is_refused_before_the_run(sim_visit, tmp_pat
     assert not catalog.exists()
 
 
+@pytest.mark.parametrize("key, value, match", [
+    ("io-retries", "abc", r"ampoffset.io-retries='abc' .*DASK_AMPOFFSET__IO_RETRIES.* an "
+                          r"integer >= 0"),
+    ("in-flight-per-thread", 0, r"in-flight-per-thread=0 .* an integer >= 1"),
+    ("remote.merge-gap", "lots", r"remote.merge-gap='lots' .* a size such as 2MiB"),
+    ("io-retry-delay", -1, r"io-retry-delay=-1 .* a number >= 0"),
+])
+def test_an_invalid_numeric_setting_is_refused_before_the_run(sim_visit, tmp_path, key,
+                                                              value, match):
+    """An invalid ``ampoffset.*`` number (``$DASK_AMPOFFSET__IO_RETRIES=abc``) was an
+    internal error (exit 4) after the catalog was opened, its run recorded as failed."""
+    catalog = tmp_path / "cat"
+    with dask.config.set({f"ampoffset.{key}": value}), pytest.raises(ConfigError, match=match):
+        process(sim_visit.paths[:1], catalog, progress=False)
+    assert not catalog.exists()
+
+
 def test_a_run_with_other_overscan_or_gain_options_is_refused_as_a_new_config(sim_visit,
                                                                              client, tmp_path):
     """Pedestals measured with the camera's nominal gains (electrons) and without (ADU), or
