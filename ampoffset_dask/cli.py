@@ -37,12 +37,15 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import AmpOffsetError, ClusterError, InputError
+
+if TYPE_CHECKING:
+    from .config import AmpOffsetConfig
 
 __all__ = ["EXIT_CLUSTER", "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -59,6 +62,10 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process kille
 _PROG = "ampoffset-dask"
 _EPILOG = """exit codes: 0 ok; 1 some detectors failed; 2 usage or input error; 3 cluster could
 not be started or reached; 4 internal error (re-run with -v); 130 interrupted; 143 terminated."""
+# Only `run` and `demo` exit 1 (detectors failed in this run); the other commands report a
+# catalog's failed rows but exit 0 for them, so their help does not list code 1.
+_EPILOG_NO_FAILED = """exit codes: 0 ok; 2 usage or input error; 3 cluster could not be started or
+reached; 4 internal error (re-run with -v); 130 interrupted; 143 terminated."""
 
 
 class CommandError(Exception):
@@ -137,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # simulate
     p = sub.add_parser(
-        "simulate", parents=[common], epilog=_EPILOG,
+        "simulate", parents=[common], epilog=_EPILOG_NO_FAILED,
         help="write simulated exposures with known pedestals and a truth table",
         description="Write one FITS file per (visit, detector) of a built-in camera with "
                     "injected per-amp pedestals, and OUT/truth.parquet (visit, detector, amp, "
@@ -243,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # presets
     p = sub.add_parser(
-        "presets", parents=[common], epilog=_EPILOG,
+        "presets", parents=[common], epilog=_EPILOG_NO_FAILED,
         help="list the production config presets and their sources",
         description="List the production presets (the overrides Rubin's pipelines set) with "
                     "where they come from. Use one with `run --preset NAME`.")
@@ -252,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # plot
     p = sub.add_parser(
-        "plot", parents=[common], epilog=_EPILOG,
+        "plot", parents=[common], epilog=_EPILOG_NO_FAILED,
         help="plots of one visit of a catalog (focal plane, interfaces, amps, before/after)",
         description="Write PNG plots for one visit of a catalog: focal-plane pedestal map, "
                     "interface-offset histograms, and for one detector the amp map and a "
@@ -270,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # cameras
     p = sub.add_parser(
-        "cameras", parents=[common], epilog=_EPILOG, help="list built-in cameras or detectors",
+        "cameras", parents=[common], epilog=_EPILOG_NO_FAILED,
+        help="list built-in cameras or detectors",
         description="Without NAME, list the built-in cameras; with NAME, list its detectors.")
     p.add_argument("name", nargs="?", default=None, help="camera name")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -278,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # info
     p = sub.add_parser(
-        "info", parents=[common], epilog=_EPILOG, help="what the loader sees in a file",
+        "info", parents=[common], epilog=_EPILOG_NO_FAILED,
+        help="what the loader sees in a file",
         description="Print what the loader sees in FILE: kind (tile-compressed, gzip-wrapped), "
                     "visit, detector, size, HDUs, mask planes, the amps and where their "
                     "geometry comes from (a camera, given or from the header; the file's "
@@ -291,20 +300,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     # catalog
     p = sub.add_parser(
-        "catalog", parents=[common], epilog=_EPILOG,
+        "catalog", parents=[common], epilog=_EPILOG_NO_FAILED,
         help="summarise a catalog, or compact it (catalog compact CATALOG)",
         description="Summarise a catalog: runs, visits, detector status, failures, pedestal "
                     "statistics, do-no-harm counts; or print one table. 'catalog compact "
                     "CATALOG' moves the per-visit files into files of many visits each "
-                    "(same rows; faster reads of many visits; run it when no run is writing).")
+                    "(same rows; faster reads of many visits; run it when no run is writing). "
+                    "Failed detectors are listed, with exit code 0: exit 1 is for the "
+                    "failures of a run itself.")
     p.add_argument("action", nargs="?", choices=("compact",), default=None,
                    help="compact: move per-visit files into files of many visits")
     p.add_argument("catalog", type=Path, help="catalog folder")
     p.add_argument("--visit", type=int, default=None, help="only this visit")
     p.add_argument("--table", choices=("detectors", "pedestals", "interfaces", "runs"),
                    default=None, help="print this table instead of the summary")
-    p.add_argument("--limit", type=int, default=50, help="rows to print with --table")
-    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.add_argument("--limit", type=int, default=None,
+                   help="rows to print with --table (default: 50; with --json, all)")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable output: the summary, or the --table rows as a JSON "
+                        "list of records")
     p.add_argument("--all-rows", action="store_true",
                    help="every run's rows (history), not only the latest per (visit, detector)")
     p.add_argument("--visits-per-file", type=_positive_int, default=None,
@@ -313,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # trends
     p = sub.add_parser(
-        "trends", parents=[common], epilog=_EPILOG,
+        "trends", parents=[common], epilog=_EPILOG_NO_FAILED,
         help="per-amp pedestal time series over visits: jumps and gain-like drifts",
         description="Build per-amp pedestal series over the catalog's visits, flag change "
                     "points (jumps beyond K sigma of the running level) and gain-like "
@@ -493,46 +507,85 @@ def _client(spec: Any, n_workers: int | None = None):
         raise ClusterError(f"could not reach the Dask scheduler {spec!r}: {exc}") from exc
 
 
-def _load_config(path: Path | None, overrides: Sequence[str], preset: str | None = None):
+def _load_config(path: Path | None, overrides: Sequence[str],
+                 preset: str | None = None) -> AmpOffsetConfig | None:
+    """The run's config: the preset's, then the ``--config`` file's fields, then each
+    ``--set`` in order.
+
+    Each source is applied on top of the previous ones field by field: a later source wins
+    for the fields it names, a section it gives (``detection={"isotropicGrow": false}``)
+    changes only the fields listed, and a field may be spelt differently in two sources
+    (``ampEdgeMaxOffset`` in the file, ``--set amp_edge_max_offset=9``). One source naming
+    a field twice is refused (`AmpOffsetConfig.update`).
+
+    Parameters
+    ----------
+    path : Path or None
+        ``--config`` file (JSON, or YAML for ``.yaml``/``.yml``).
+    overrides : sequence of str
+        ``--set KEY=VALUE`` items, in the order given.
+    preset : str or None
+        ``--preset`` name.
+
+    Returns
+    -------
+    AmpOffsetConfig or None
+        None when nothing was given (the run's defaults).
+
+    Raises
+    ------
+    InputError, ConfigError, CommandError
+        For an unreadable file, an invalid field or value, a malformed ``--set``.
+    """
     from .config import AmpOffsetConfig
 
-    data: dict[str, Any] = {}
+    sources: list[dict[str, Any]] = []
     if path is not None:
-        if not path.is_file():
-            raise InputError(f"{path}: config file not found")
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError as exc:
-                raise InputError(
-                    f"{path}: reading YAML needs pyyaml (pip install 'ampoffset-dask[yaml]')"
-                ) from exc
-            try:
-                loaded = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-                raise InputError(f"{path}:{where}: not valid YAML ({problem})") from None
-        else:
-            try:
-                loaded = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: not valid JSON ({exc})") from exc
-        if not isinstance(loaded, dict):
-            raise InputError(f"{path}: expected a mapping of config fields")
-        data.update(loaded)
+        sources.append(_read_config_file(path))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CommandError(f"--set {item!r}: use KEY=VALUE")
-        data[key.strip()] = _override_value(value)
-    if preset is not None:
-        return AmpOffsetConfig.from_preset(preset, data)
-    if not data:
+        sources.append({key.strip(): _override_value(value)})
+    sources = [s for s in sources if s]
+    if preset is None and not sources:
         return None
-    return AmpOffsetConfig.from_lsst(data)
+    config = AmpOffsetConfig.from_preset(preset) if preset is not None else AmpOffsetConfig()
+    for fields in sources:
+        # one update per source: a sub-config mapping merges into the fields set so far
+        # (one flat dict would let a later section replace an earlier one whole)
+        config.update(fields)
+    config.validate()
+    return config
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping of config fields in a ``--config`` JSON or YAML file."""
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise InputError(
+                f"{path}: reading YAML needs pyyaml (pip install 'ampoffset-dask[yaml]')"
+            ) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise InputError(f"{path}:{where}: not valid YAML ({problem})") from None
+    else:
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path}: expected a mapping of config fields")
+    return loaded
 
 
 def _override_value(text: str) -> Any:
@@ -1026,12 +1079,18 @@ def cmd_catalog(args: argparse.Namespace) -> int:
             args.catalog, args.table, visits=visits if args.table != "runs" else None,
             all_rows=args.all_rows)
         df = _with_int_columns(df, args.table)
+        if args.json:
+            # every row unless --limit is given: a "more rows" line would not be JSON
+            shown = df if args.limit is None else df.head(args.limit)
+            _out(json.dumps(_json_records(shown), indent=1))
+            return EXIT_OK
         import pandas as pd
 
+        limit = 50 if args.limit is None else args.limit
         with pd.option_context("display.width", 160, "display.max_columns", 20):
-            _out(df.head(args.limit).to_string(index=False) if len(df) else "(empty)")
-        if len(df) > args.limit:
-            _out(f"... {len(df) - args.limit} more rows (use --limit)")
+            _out(df.head(limit).to_string(index=False) if len(df) else "(empty)")
+        if len(df) > limit:
+            _out(f"... {len(df) - limit} more rows (use --limit)")
         return EXIT_OK
     if det is None:
         det = read_catalog(args.catalog, "detectors", visits=visits, all_rows=args.all_rows)
@@ -1069,6 +1128,9 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                    for row in det[det["status"] == "failed"].itertuples(index=False)],
         "pending": [{"run_id": j.run_id, "results": j.n_results, "journal": str(j.path)}
                     for j in pending],
+        # the configs the measured rows above come from: more than one when a --new-run
+        # with another config covered only some detectors (the numbers above pool them)
+        "configs": _config_groups(det, ped, itf, runs, peds, units),
     }
     if args.json:
         _out(json.dumps(summary, indent=1))
@@ -1090,6 +1152,11 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                          for u, v in summary["pedestals_by_unit"].items()))
     _out(f"interfaces  {summary['interfaces']}: {summary['max_offset_fail']} over the offset "
          f"limit, {summary['min_frac_fail']} under the good-fraction limit (zeroed)")
+    if len(summary["configs"]) > 1:
+        _out(f"configs     {len(summary['configs'])}: the rows above come from runs with "
+             "different configurations (their numbers are pooled):")
+        for group in summary["configs"]:
+            _out("  " + _config_group_line(group))
     for row in summary["failed"][:20]:
         _out("  failed: " + _failure_line(row["visit"], row["detector"], row["input"],
                                           row["error"]))
@@ -1100,6 +1167,102 @@ def cmd_catalog(args: argparse.Namespace) -> int:
              f"result(s) only in its journal, not counted above; '{_PROG} catalog compact "
              f"{args.catalog}' or running again recovers them")
     return EXIT_OK
+
+
+def _config_groups(det: Any, ped: Any, itf: Any, runs: Any, peds: Any,
+                   units: Any) -> list[dict[str, Any]]:
+    """The measured rows of a catalog summary grouped by the config of their run.
+
+    Parameters
+    ----------
+    det, ped, itf : pandas.DataFrame
+        The ``detectors``, ``pedestals`` and ``interfaces`` rows summarised.
+    runs : pandas.DataFrame
+        The ``runs`` table (each run's ``config`` and ``config_digest``).
+    peds, units : numpy.ndarray
+        The pedestals of ``ped`` as floats and the unit of each (`_pedestal_units`).
+
+    Returns
+    -------
+    list of dict
+        One entry per config digest (None for rows whose run is not in ``runs``), in the
+        order the runs started: ``config_digest``, ``amp_edge_max_offset`` (the offset
+        limit; None if unknown), ``runs`` (``run_id`` and ``detectors``: rows of that run),
+        ``detectors``, ``amps``, ``interfaces``, ``max_offset_fail``, ``pedestal_rms`` and
+        ``pedestal_unit`` (None over two units). Failed rows measured nothing and are left
+        out.
+    """
+    import numpy as np
+
+    if not len(det) or "run_id" not in det.columns:
+        return []
+    measured = det[det["status"] != "failed"]
+    per_run = measured["run_id"].value_counts().to_dict()
+    digest_of: dict[str, Any] = {}
+    limit_of: dict[str, Any] = {}
+    order: dict[str, int] = {}
+    for i, row in enumerate(runs.drop_duplicates("run_id", keep="last").itertuples()):
+        digest_of[row.run_id] = _text_or_empty(row.config_digest) or None
+        order[row.run_id] = i
+        try:
+            limit_of[row.run_id] = json.loads(row.config).get("amp_edge_max_offset")
+        except (TypeError, ValueError, AttributeError):
+            limit_of[row.run_id] = None
+    groups: dict[Any, dict[str, Any]] = {}
+    for run_id in sorted(per_run, key=lambda r: (order.get(r, len(order)), str(r))):
+        digest = digest_of.get(run_id)
+        group = groups.setdefault(digest, {
+            "config_digest": digest, "amp_edge_max_offset": limit_of.get(run_id),
+            "runs": [], "detectors": 0, "amps": 0, "interfaces": 0, "max_offset_fail": 0,
+            "pedestal_rms": None, "pedestal_unit": None})
+        group["runs"].append({"run_id": str(run_id), "detectors": int(per_run[run_id])})
+        group["detectors"] += int(per_run[run_id])
+    for group in groups.values():
+        ids = [r["run_id"] for r in group["runs"]]
+        in_ped = ped["run_id"].isin(ids).to_numpy() if len(ped) else np.zeros(0, bool)
+        in_itf = itf["run_id"].isin(ids) if len(itf) else None
+        group["amps"] = int(in_ped.sum())
+        group["interfaces"] = int(in_itf.sum()) if in_itf is not None else 0
+        group["max_offset_fail"] = (int(itf.loc[in_itf, "max_offset_fail"].sum())
+                                    if in_itf is not None else 0)
+        values = peds[in_ped]
+        group_units = set(units[in_ped].tolist())
+        if values.size and len(group_units) == 1:
+            group["pedestal_rms"] = float(np.sqrt(np.mean(values ** 2)))
+            group["pedestal_unit"] = group_units.pop()
+    return list(groups.values())
+
+
+def _config_group_line(group: Mapping[str, Any]) -> str:
+    """One config group of `_config_groups` for people."""
+    limit = group["amp_edge_max_offset"]
+    name = (f"config {group['config_digest']}" if group["config_digest"] else
+            "config unknown (run not in the runs table)")
+    rms = ("" if group["pedestal_rms"] is None
+           else f", RMS {group['pedestal_rms']:.3f} {group['pedestal_unit']}")
+    runs = ", ".join(f"{r['run_id']} ({r['detectors']})" for r in group["runs"])
+    return (f"{name}" + ("" if limit is None else f" (ampEdgeMaxOffset {limit:g})")
+            + f": {group['detectors']} detector(s), {group['amps']} amps{rms}, "
+            f"{group['interfaces']} interfaces, {group['max_offset_fail']} over the offset "
+            f"limit; run(s) {runs}")
+
+
+def _json_records(df: Any) -> list[dict[str, Any]]:
+    """The rows of ``df`` as JSON-safe records: nulls and NaN as None, times in ISO 8601,
+    numpy scalars as Python numbers (floats keep their full precision)."""
+    import numpy as np
+    import pandas as pd
+
+    def cell(value: Any) -> Any:
+        if value is None or (np.ndim(value) == 0 and pd.isna(value)):
+            return None
+        if isinstance(value, pd.Timestamp | np.datetime64):
+            return pd.Timestamp(value).isoformat()
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    return [{str(k): cell(v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
 def _pedestal_units(det: Any, ped: Any) -> Any:

@@ -482,3 +482,74 @@ def test_info_reads_zip_members_and_file_uris(workdir, tmp_path):
     proc = cli("info", f"{archive}#zip-path=x/missing.fits")
     assert proc.returncode == 2
     one_error_line(proc, "missing.fits")
+
+
+def test_catalog_table_as_json(workdir):
+    """``--table T --json``: the rows as a JSON list of records (all of them unless
+    --limit), values as the catalog holds them."""
+    cat = workdir / "cat"
+    proc = cli("catalog", cat, "--table", "pedestals", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    ped = read_catalog(cat, "pedestals")
+    assert len(rows) == len(ped) == 64  # more than the text table's 50
+    assert [(r["visit"], r["detector"], r["amp"], r["pedestal"]) for r in rows] == list(
+        zip(ped["visit"], ped["detector"], ped["amp"], ped["pedestal"], strict=True))
+    assert len(json.loads(cli("catalog", cat, "--table", "interfaces", "--json", "--limit",
+                              "3").stdout)) == 3
+    runs = json.loads(cli("catalog", cat, "--table", "runs", "--json").stdout)
+    assert len(runs) == 1 and runs[0]["status"] == "finished"
+    assert runs[0]["started"].startswith("20")  # times in ISO 8601
+    visit = json.loads(cli("catalog", cat, "--visit", "2", "--table", "detectors",
+                           "--json").stdout)
+    assert sorted(r["detector"] for r in visit) == ["R22_S11", "R22_S12"]
+    assert {r["detector_id"] for r in visit} == {94, 95}
+
+
+def test_catalog_summary_says_when_rows_come_from_several_configs(workdir, tmp_path,
+                                                                   shared_scheduler):
+    cat = tmp_path / "cat"
+    shutil.copytree(workdir / "cat", cat)
+    one = json.loads(cli("catalog", cat, "--json").stdout)["configs"]
+    assert len(one) == 1 and one[0]["detectors"] == 4 and one[0]["amps"] == 64
+    assert "configs" not in cli("catalog", cat).stdout
+    # a new run with another config on one of the four detectors
+    proc = cli("run", workdir / "sim" / "lsstcam_000002_R22_S12.fits", "--output", cat,
+               "--new-run", "--set", "ampEdgeMaxOffset=0.01", "--scheduler", shared_scheduler,
+               "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    first, second = read_catalog(cat, "runs")["run_id"]
+    summary = json.loads(cli("catalog", cat, "--json").stdout)
+    groups = summary["configs"]
+    assert [g["runs"] for g in groups] == [[{"run_id": first, "detectors": 3}],
+                                           [{"run_id": second, "detectors": 1}]]
+    assert [(g["detectors"], g["amps"], g["interfaces"]) for g in groups] == [(3, 48, 66),
+                                                                              (1, 16, 22)]
+    assert [g["amp_edge_max_offset"] for g in groups] == [5.0, 0.01]
+    assert groups[0]["config_digest"] != groups[1]["config_digest"]
+    assert sum(g["max_offset_fail"] for g in groups) == summary["max_offset_fail"]
+    assert groups[1]["max_offset_fail"] > 0  # the 0.01 limit: what the pooled count mixes in
+    text = cli("catalog", cat).stdout
+    assert "configs     2: the rows above come from runs with different configurations" in text
+    lines = [line for line in text.splitlines() if line.startswith("  config ")]
+    assert len(lines) == 2
+    assert "(ampEdgeMaxOffset 5): 3 detector(s), 48 amps" in lines[0] and first in lines[0]
+    assert "(ampEdgeMaxOffset 0.01): 1 detector(s), 16 amps" in lines[1]
+    assert f"{second} (1)" in lines[1]
+
+
+def test_catalog_help_and_exit_code_agree_on_failed_detectors(workdir, tmp_path):
+    """`catalog` lists failed detectors and exits 0 (README: exit 1 is a run's): its help
+    does not promise exit 1; `run` and `demo`, which do exit 1, say so."""
+    def epilog(command: str) -> str:
+        proc = cli(command, "--help")
+        assert proc.returncode == 0
+        return " ".join(proc.stdout.split("exit codes:")[1].split())
+
+    assert "1 some detectors failed" not in epilog("catalog")
+    assert "0 ok; 2 usage or input error" in epilog("catalog")
+    for command in ("run", "demo"):
+        assert "1 some detectors failed" in epilog(command)
+    cat, _ = _catalog_with_a_failed_input(workdir, tmp_path)
+    proc = cli("catalog", cat)
+    assert proc.returncode == 0 and "  failed: " in proc.stdout
