@@ -241,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply each amp by the camera's nominal gain (pedestals in "
                         "electrons)")
     p.add_argument("--visit", default=None, metavar="N|KEY",
-                   help="visit of inputs whose headers give none: a number, or the header "
-                        "keyword holding it (e.g. OBSNUM)")
+                   help="visit of inputs whose headers give none (a number), or the header "
+                        "keyword holding it (e.g. OBSNUM: read over the headers' own visit "
+                        "keywords)")
     p.add_argument("--detector", default=None, metavar="NAME",
                    help="detector of inputs whose headers give none (one file, or a folder "
                         "of one detector)")
@@ -728,18 +729,20 @@ def _kept_identity_note(planned: Sequence[Any], options: Any) -> str:
     than ``--visit N`` / ``--detector NAME``: those options only fill in what an input lacks,
     so the input's own value was kept. Empty when there are none.
 
-    A ``--visit KEYWORD`` is not checked here: the plan does not say whether a visit came from
-    that keyword or from the header's own visit keywords.
+    With ``--visit KEYWORD``, the inputs whose visit did not come from that keyword
+    (``PlannedTask.visit_from``: their headers lack it) are the ones that kept their own.
     """
     from .io.remote import redact  # signed URLs carry credentials
 
     visit = options.visit if isinstance(options.visit, int) else None
+    keyword = options.visit if isinstance(options.visit, str) else None
     wanted = None if options.detector is None else options.detector.strip().upper()
     kept: dict[str, dict[str, str]] = {"visit": {}, "detector": {}}
     for task in planned:
         if task.error:
             continue
-        if visit is not None and task.visit != visit:
+        if (visit is not None and task.visit != visit) or (
+                keyword is not None and task.visit_from != "keyword"):
             kept["visit"].setdefault(task.path, str(task.visit))
         if wanted is not None:
             names = {str(task.name).upper()}
@@ -748,11 +751,13 @@ def _kept_identity_note(planned: Sequence[Any], options: Any) -> str:
             if wanted not in names:
                 kept["detector"].setdefault(task.path, str(task.name))
     parts = []
-    for what, given in (("visit", visit), ("detector", options.detector)):
+    for what, given in (("visit", options.visit), ("detector", options.detector)):
         if kept[what]:
             path, value = next(iter(kept[what].items()))
-            parts.append(f"--{what} {given} only applies to inputs whose headers give no "
-                         f"{what}: {len(kept[what])} input(s) kept their own (header or "
+            applies = ("have that keyword" if what == "visit" and keyword is not None
+                       else f"give no {what}")
+            parts.append(f"--{what} {given} only applies to inputs whose headers {applies}: "
+                         f"{len(kept[what])} input(s) kept their own (header or "
                          f"manifest), e.g. {redact(path)} ({what} {value})")
     return "; ".join(parts)
 

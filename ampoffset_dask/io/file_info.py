@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,10 @@ class FileInfo:
         The extensions besides the image, mask, variance and afw archive HDUs (each named
         ``EXTNAME (HDU k)``, or ``HDU k``): what a corrected exposure written in place would
         not keep.
+    keywords : dict
+        The values of the keywords `inspect_file` was asked for (``keys=``, e.g. the one
+        ``--visit KEYWORD`` names), by name in upper case: the image HDU's value, else the
+        primary's; a keyword neither has is absent.
     """
 
     path: Path
@@ -163,6 +167,7 @@ class FileInfo:
     visit_problem: str = ""
     image_bitpix: int = -32
     other_hdus: tuple[str, ...] = ()
+    keywords: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------
@@ -479,20 +484,21 @@ _INSPECTED_PREFIXES = ("MP_", "DATASEC", "DETSEC", "CCDSEC", "BIASSEC", "AMPNAM"
                        "T_OSM", "LTV")
 
 
-def _walked(path: Path, hdu: int | None) -> FileInfo | None:
+def _walked(path: Path, hdu: int | None, keys: tuple[str, ...] = ()) -> FileInfo | None:
     """`inspect_file` of a plain local file from its walked headers (the keywords
-    `_inspect` reads, no HDU objects); None for files astropy must read."""
-    walked = walk_headers(path, _INSPECTED, _INSPECTED_PREFIXES)
+    `_inspect` reads and ``keys``, no HDU objects); None for files astropy must read."""
+    walked = walk_headers(path, _INSPECTED | set(keys), _INSPECTED_PREFIXES)
     if walked is None:
         return None
     info = _inspect([_head_of_header(w.index, w.header) for w in walked], None, path,
-                    path.stat().st_size, hdu, local=True)
+                    path.stat().st_size, hdu, local=True, asked=keys)
     remember_layouts(path, {i: plain_layout(walked[i].header, walked[i].data_offset)
                             for i in _data_hdus(info)})
     return info
 
 
-def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
+def inspect_file(path: str | os.PathLike, hdu: int | None = None, *,
+                 keys: Iterable[str] = ()) -> FileInfo:
     """Read the headers of a FITS file (no pixels) and describe it.
 
     Wrapped files (``.fits.gz``...) are read by streaming the headers only, never holding
@@ -507,6 +513,10 @@ def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
     hdu : int, optional
         The image HDU to describe (one CCD of a multi-CCD file, see ``FileInfo.ccd_hdus``);
         default: the file's exposure, raw segments or first image.
+    keys : iterable of str
+        More header keywords to read (``FileInfo.keywords``), by name (a HIERARCH one
+        without the ``HIERARCH`` prefix): read with the other headers, not in a second pass
+        over the file.
 
     ``path`` may also be a URL (``s3://``, ``gs://``, ``https://``: only the header blocks are
     fetched) or a zip member (``archive.zip#zip-path=member.fits``, as Butler zip datastores
@@ -520,36 +530,37 @@ def inspect_file(path: str | os.PathLike, hdu: int | None = None) -> FileInfo:
         read, naming the file and the reason.
     """
     try:
-        return _inspect_file(path, hdu)
+        return _inspect_file(path, hdu, tuple(k.upper() for k in keys))
     except AmpOffsetError:
         raise
     except (fits.VerifyError, ValueError) as exc:  # a card astropy refuses (OSError: I/O)
         raise InputError(f"{path}: cannot read the header: {exc}") from exc
 
 
-def _inspect_file(path: str | os.PathLike, hdu: int | None) -> FileInfo:
+def _inspect_file(path: str | os.PathLike, hdu: int | None, keys: tuple[str, ...]
+                  ) -> FileInfo:
     from . import remote
 
     if remote.is_url(os.fspath(path)):
         with remote.open_url_hdul(os.fspath(path)) as (hdul, size):
             info = _inspect(_heads_of_hdul(os.fspath(path), hdul), hdul, os.fspath(path),
-                            size, hdu, local=False)
+                            size, hdu, local=False, asked=keys)
             remote.remember_url_layouts(info.path, hdul, _data_hdus(info))
             return info
     path = _check_path(remote.localize(path))
     if _is_wrapped(path):  # headers streamed; the file is never decompressed whole
         return _inspect(_heads_of_stream(path), None, path, path.stat().st_size, hdu,
-                        local=True)
-    info = _walked(path, hdu)
-    return info if info is not None else _opened(path, hdu)
+                        local=True, asked=keys)
+    info = _walked(path, hdu, keys)
+    return info if info is not None else _opened(path, hdu, keys)
 
 
-def _opened(path: Path, hdu: int | None) -> FileInfo:
+def _opened(path: Path, hdu: int | None, keys: tuple[str, ...] = ()) -> FileInfo:
     """`inspect_file` of a local unwrapped file through astropy's `~astropy.io.fits.HDUList`
     (the files `_walked` leaves to it)."""
     with _open(path) as hdul:
         return _inspect(_heads_of_hdul(path, hdul), hdul, path, path.stat().st_size, hdu,
-                        local=True)
+                        local=True, asked=keys)
 
 
 def _data_hdus(info: FileInfo) -> list[int]:
@@ -558,10 +569,11 @@ def _data_hdus(info: FileInfo) -> list[int]:
 
 
 def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int,
-             hdu: int | None, local: bool) -> FileInfo:
+             hdu: int | None, local: bool, asked: tuple[str, ...] = ()) -> FileInfo:
     """`inspect_file` from the HDU list of a file of ``size`` bytes (``local``: a file on
     this machine); ``hdul``, when the file is open (not for streamed wrapped files), is
-    checked for truncation and its data offsets are remembered for the pixel reads."""
+    checked for truncation and its data offsets are remembered for the pixel reads.
+    ``asked``: the keywords `FileInfo.keywords` holds."""
     images: list[tuple[int, str, tuple[int, ...]]] = []
     segments: dict[str, int] = {}
     segment_shapes: dict[int, tuple[int, int]] = {}
@@ -704,7 +716,22 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
         image_bitpix=heads[image_hdu].bitpix,
         other_hdus=tuple(_hdu_name(h) for h in heads[1:] if h.index not in
                          {image_hdu, mask_hdu, variance_hdu, *archive}),
+        keywords=_keywords(asked, (image_header, primary)),
     )
+
+
+def _keywords(keys: Iterable[str], headers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``{key: value}`` of each of ``keys`` in the first of ``headers`` holding it (a card
+    without a value holds `~astropy.io.fits.card.Undefined`: the caller says it is no
+    number)."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        for header in headers:
+            value = _header_get(header, key)
+            if value is not None:
+                out[key] = value
+                break
+    return out
 
 
 def _hdu_name(head: _Head) -> str:

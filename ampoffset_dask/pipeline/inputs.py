@@ -68,6 +68,9 @@ class PlannedTask:
     (tile compression, afw archive tables, a CCDData uncertainty): such a file is not
     corrected in place. ``corrected`` says the header marks the input as already corrected
     (``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T``), whether or not ``force`` lets it run.
+    ``visit_from`` says where ``visit`` came from: ``"manifest"``, ``"keyword"`` (the header
+    keyword ``--visit KEYWORD`` names), ``"header"`` (the header's own visit keywords),
+    ``"option"`` (``--visit N``); empty when there is none.
     """
 
     path: str
@@ -84,6 +87,7 @@ class PlannedTask:
     keeps: str = ""
     corrected: bool = False
     detector_id: int | None = None  # a failed input's, when its manifest gives it
+    visit_from: str = ""
 
     def key(self, run_token: str) -> str:
         """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
@@ -346,7 +350,7 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
     # and time the store gives)
     stamp = url_stamp(item.path) if is_url(item.path) else file_stamp(item.path)
     try:
-        info = inspect_file(item.path)
+        info = inspect_file(item.path, keys=_keys(visit_default))
     except Exception as exc:  # a header we cannot parse must not stop the run
         message = (f"{type(exc).__name__}: {exc}" if isinstance(exc, AmpOffsetError)
                    else f"InputError: {item.path}: cannot read the header: {exc}")
@@ -355,11 +359,12 @@ def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = No
         return [PlannedTask(item.path, item.visit if item.visit is not None else visit, None,
                             item.detector or name, message, dataset_id=item.dataset_id,
                             detector_id=item.detector_id)]
-    if item.visit is not None and info.visit is not None and int(item.visit) != info.visit:
+    said = _said_visit(info, visit_default)
+    if item.visit is not None and said is not None and int(item.visit) != said:
         # The manifest's visit is recorded: a Butler manifest gives the Butler's visit,
         # which may differ from the exposure id a raw's header gives. Said once per input.
         logger.warning("%s: the manifest says visit %s, the header says %s; recording the "
-                       "manifest's", item.path, item.visit, info.visit)
+                       "manifest's", item.path, item.visit, said)
     if not info.ccd_hdus:
         tasks = [_plan_hdu(item, camera, info, None, visit_default, detector_default, force)]
     else:
@@ -408,20 +413,44 @@ def _applied_pedestals(path: str, detector: Detector) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
-def _header_visit(path: str, hdu: int | None, key: str) -> int | None:
-    """The integer value of header keyword ``key`` (image HDU, else primary), if any."""
-    from astropy.io import fits
+def _keys(visit_default: int | str | None) -> tuple[str, ...]:
+    """The header keywords `inspect_file` is to read besides its own: ``--visit KEYWORD``'s."""
+    return (visit_default,) if isinstance(visit_default, str) else ()
 
-    with fits.open(path, lazy_load_hdus=True) as hdul:
-        for header in ([hdul[hdu].header] if hdu else []) + [hdul[0].header]:
-            value = header.get(key)
-            if value is not None:
-                try:
-                    return int(str(value).strip())
-                except ValueError:
-                    raise InputError(f"{path}: header keyword {key} = {value!r} is not a "
-                                     "visit number") from None
-    return None
+
+def _keyword_visit(info: Any, key: str, where: str) -> int | None:
+    """The visit header keyword ``key`` holds (``info.keywords``: the image HDU's value,
+    else the primary's), None when neither header has it.
+
+    Raises
+    ------
+    InputError
+        Naming ``where`` when the keyword holds no integer (the user named it: its value
+        is no visit, and no other keyword is taken instead).
+    """
+    value = info.keywords.get(key)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(str(value).strip())
+    except ValueError:
+        raise InputError(f"{where}: header keyword {key} = {value!r} is not a visit number "
+                         f"(--visit {key})") from None
+
+
+def _said_visit(info: Any, visit_default: int | str | None) -> int | None:
+    """The visit the headers of ``info`` give: ``--visit KEYWORD``'s value when they hold an
+    integer in it, else their own visit keywords'."""
+    if isinstance(visit_default, str):
+        try:
+            visit = _keyword_visit(info, visit_default, "")
+        except InputError:
+            visit = None
+        if visit is not None:
+            return visit
+    return info.visit
 
 
 def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
@@ -430,21 +459,26 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
     from ..io.fits import inspect_file, resolve_detector
 
     visit, name = item.visit, item.detector
+    visit_from = "manifest" if visit is not None else ""
     where = item.path if hdu is None else f"{item.path}[{hdu}]"
     try:
         if camera is None and item.instrument is not None:
             camera = _instrument_camera(item.instrument)
         if hdu is not None:
-            info = inspect_file(item.path, hdu)
-        if visit is None:
-            visit = info.visit
+            info = inspect_file(item.path, hdu, keys=_keys(visit_default))
         if visit is None and isinstance(visit_default, str):
-            visit = _header_visit(item.path, hdu, visit_default)
-            if visit is None:
-                raise InputError(f"{where}: no header keyword {visit_default} (--visit "
-                                 f"{visit_default})")
-        if visit is None:
-            visit = visit_default
+            # the user says where the visit is: over the header's own visit keywords
+            visit = _keyword_visit(info, visit_default, where)
+            visit_from = "keyword" if visit is not None else ""
+        if visit is None and info.visit is not None:
+            # a file without that keyword (or no keyword given) keeps the header's own
+            visit, visit_from = info.visit, "header"
+        if visit is None and isinstance(visit_default, str):
+            raise InputError(f"{where}: no header keyword {visit_default} (--visit "
+                             f"{visit_default})" + (f"; {info.visit_problem}"
+                                                    if info.visit_problem else ""))
+        if visit is None and visit_default is not None:
+            visit, visit_from = visit_default, "option"
         if name is None and info.detector is None and info.detector_id is None:
             name = detector_default
         detector = None
@@ -491,7 +525,7 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
         raw = info.kind == "raw" or tuple(info.shape) != detector.shape
         return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id,
                            flag=flag, hdu=hdu, raw=raw, applied=applied, keeps=_keeps(info),
-                           corrected=corrected)
+                           corrected=corrected, visit_from=visit_from)
     except AmpOffsetError as exc:
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu,
@@ -636,15 +670,24 @@ def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8,
         Plan already corrected inputs like any other.
     visit, detector : optional
         Identity of the inputs whose headers and manifest give none (``--visit``,
-        ``--detector``); ``visit`` may name the header keyword holding it (``"OBSNUM"``).
+        ``--detector``). ``visit`` may name the header keyword holding it (``"OBSNUM"``,
+        as `RunOptions` reads it): the visit of every input whose headers have it (image
+        HDU, else primary), over their own visit keywords; the others keep their headers'
+        visit (``PlannedTask.visit_from`` says which), or fail when they give none.
 
     Raises
     ------
     InputError
         When two inputs claim the same (visit, detector): the same name, names equal but
         for case, or the same detector id.
+    ConfigError
+        For a ``visit`` string that is neither digits nor a header keyword.
     """
+    from .options import _visit_value
+
     items = list(items)
+    if isinstance(visit, str):  # the spelling the headers are searched by
+        visit = _visit_value(visit)
 
     def plan(item: InputItem) -> list[PlannedTask]:
         return _plan_one(item, camera, visit, detector, force)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -111,8 +112,9 @@ class RunOptions:
     gain : {None, "nominal"}
         ``"nominal"``: multiply each amp by the camera's nominal gain (pedestals in electrons).
     visit : int or str, optional
-        Visit of the inputs whose headers and manifest give none: a number, or the name of
-        the header keyword that holds it (e.g. ``"OBSNUM"``).
+        Visit of the inputs whose headers and manifest give none (a number), or the name of
+        the header keyword that holds it (e.g. ``"OBSNUM"``), read over the headers' own
+        visit keywords (inputs without it keep their own).
     detector : str, optional
         Detector name of the inputs whose headers and manifest give none (a single file or a
         folder of one detector).
@@ -218,12 +220,10 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
 
     def _check_identity(self) -> None:
         if isinstance(self.visit, str):
-            text = self.visit.strip()
-            self.visit = int(text) if text.isdigit() else text.upper()
+            self.visit = _visit_value(self.visit)
         if self.visit is not None and (
                 isinstance(self.visit, bool)
                 or (isinstance(self.visit, int) and self.visit < 0)
-                or (isinstance(self.visit, str) and not self.visit)
                 or not isinstance(self.visit, int | str)):
             raise ConfigError(f"{option_name('visit')} must be an integer >= 0 or a header "
                               f"keyword, got {self.visit!r}")
@@ -287,6 +287,42 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
                 value = str(value)
             out[f.name] = value
         return out
+
+
+#: Text that reads as a number: a visit value, never a keyword (``-3`` is a legal FITS
+#: keyword, but a user typing it means a visit).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[EeDd][+-]?[0-9]+)?")
+
+
+def _visit_value(text: str) -> int | str:
+    """The visit a ``visit`` string gives: an integer (ASCII digits), or the header keyword
+    holding it, upper case, as `~ampoffset_dask.io.file_info.inspect_file` looks it up (a
+    plain keyword, or a HIERARCH name without its ``HIERARCH`` prefix).
+
+    Raises
+    ------
+    ConfigError
+        For a number that is no visit (``-3``, ``+3``, ``3.5``) or text that is no FITS
+        keyword (empty, non-ASCII, other characters than letters, digits, ``-`` and ``_``).
+    """
+    from ..io.header_walk import _HIERARCH_KEYWORD, _PLAIN_KEYWORD
+
+    stripped = text.strip()
+    if re.fullmatch(r"[0-9]+", stripped):
+        return int(stripped)
+    if _NUMBER.fullmatch(stripped):
+        raise ConfigError(f"{option_name('visit')} must be an integer >= 0 (digits only) or a "
+                          f"header keyword, got {text!r}")
+    words = stripped.upper().split()
+    while words[:1] == ["HIERARCH"]:  # astropy finds a HIERARCH card by its name either way
+        words = words[1:]
+    name = " ".join(words)
+    # the keywords a header holds: plain (8 characters at most) or HIERARCH names of words
+    if not (_PLAIN_KEYWORD.fullmatch(name) or _HIERARCH_KEYWORD.fullmatch(name)):
+        raise ConfigError(f"{option_name('visit')} must be an integer >= 0 or a header "
+                          "keyword (letters, digits, '-' and '_', or a HIERARCH name of such "
+                          f"words), got {text!r}")
+    return name
 
 
 def _path(name: str, value: Any) -> Path:
