@@ -672,7 +672,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .pipeline.options import RunOptions
 
     options = RunOptions(
-        camera=args.camera, apply=args.apply, output_images=args.output_images,
+        camera=args.camera, apply=args.apply or None, output_images=args.output_images,
         in_place=args.in_place, new_run=args.new_run, max_in_flight=args.max_in_flight,
         performance_report=args.performance_report, force=args.force,
         progress=not args.no_progress and sys.stderr.isatty(),

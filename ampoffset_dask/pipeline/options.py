@@ -65,8 +65,10 @@ class RunOptions:
     ----------
     camera : str, path or Camera, optional
         Camera whose geometry to use (default: from the headers).
-    apply : bool
-        Write corrected exposures (pedestals subtracted, LSST metadata keys set).
+    apply : bool, optional
+        Write corrected exposures (pedestals subtracted, LSST metadata keys set); by
+        default (None) when ``output_images`` or ``in_place`` asks for them. False with one
+        of those is refused.
     output_images : Path or URL, optional
         Folder for corrected exposures (``<folder>/<visit>/<detector>/<input name>.fits``),
         or an object-store prefix (``s3://bucket/prefix``: one upload per exposure). A
@@ -136,7 +138,7 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
     """
 
     camera: Any = None
-    apply: bool = False
+    apply: bool | None = None
     output_images: Path | None = None
     in_place: bool = False
     resume: bool = True
@@ -178,9 +180,18 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
                 f"{option_name('in_place')} overwrites the inputs and "
                 f"{option_name('output_images')} writes elsewhere: choose one"
             )
-        if self.output_images is not None or self.in_place:
-            self.apply = True
-        if self.apply and self.output_images is None and not self.in_place:
+        images = self.output_images is not None or self.in_place
+        if self.apply is not None and not isinstance(self.apply, bool):
+            raise ConfigError(f"{option_name('apply')} must be True or False, got "
+                              f"{self.apply!r}")
+        if self.apply is False and images:
+            # an explicit "do not write" beside a place to write to: which one was meant?
+            given = "output_images" if self.output_images is not None else "in_place"
+            raise ConfigError(f"{option_name('apply')}=False, but {option_name(given)} asks "
+                              "for corrected exposures: drop one")
+        if self.apply is None:
+            self.apply = images
+        if self.apply and not images:
             raise ConfigError(
                 f"{option_name('apply')} needs {option_name('output_images')} to write the "
                 f"corrected exposures to, or {option_name('in_place')} to overwrite the inputs"
@@ -270,6 +281,12 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
                             f"{', '.join(sorted(names))}")
         if options is None:
             return cls(**kwargs)
+        derived = options.output_images is not None or options.in_place
+        if ("apply" not in kwargs and options.apply == derived
+                and ({"in_place", "output_images"} & set(kwargs))):
+            # ``apply`` was derived from where the images went: derived again from the new
+            # places (else in_place=False over in_place=True blamed an apply never given)
+            kwargs["apply"] = None
         return dataclasses.replace(options, **kwargs) if kwargs else options
 
     def to_record(self) -> dict[str, Any]:

@@ -25,6 +25,11 @@ def test_defaults_and_implied_apply(tmp_path):
     ({"apply": True}, ["apply (--apply)", "output_images (--output-images)",
                        "in_place (--in-place)"]),
     ({"in_place": True, "output_images": "x"}, ["in_place (--in-place)", "choose one"]),
+    # an explicit "do not write" beside a place to write to became apply=True silently
+    ({"apply": False, "output_images": "x"}, ["apply (--apply)=False",
+                                              "output_images (--output-images)", "drop one"]),
+    ({"apply": False, "in_place": True}, ["apply (--apply)=False", "in_place (--in-place)"]),
+    ({"apply": "no"}, ["apply (--apply)", "True or False"]),
     ({"max_in_flight": 0}, ["max_in_flight (--max-in-flight)", ">= 1"]),
     ({"max_in_flight": 2.5}, ["max_in_flight"]),
     ({"retries": -1}, ["retries", ">= 0"]),
@@ -49,6 +54,10 @@ def test_from_kwargs_and_record(tmp_path):
         RunOptions.from_kwargs(None, nope=1)
     with pytest.raises(ConfigError, match="choose one"):  # replace() validates again
         dataclasses.replace(merged, in_place=True)
+    # apply derived from in_place is derived again when in_place is replaced (it blamed
+    # an apply never given: "apply needs output_images")
+    undone = RunOptions.from_kwargs(RunOptions(in_place=True), in_place=False)
+    assert (undone.apply, undone.in_place) == (False, False)
     record = RunOptions(camera="lsstcam", output_images=tmp_path).to_record()
     assert record["output_images"] == str(tmp_path) and record["camera"] == "lsstcam"
     assert record["apply"] is True
