@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ClusterError
+from ..errors import ClusterError, ConfigError
 from . import _config
 
 __all__ = ["ClientHandle", "check_spec", "get_client", "local_cluster_size"]
@@ -295,6 +295,25 @@ def _workers(spec: str, n: int | None, form: str) -> int | None:
     return n
 
 
+def check_n_workers(spec: Any, n_workers: int | None) -> None:
+    """Refuse ``n_workers`` beside a spec it does not size.
+
+    It sizes a local cluster started here (``spec`` None or ``"local"``): beside another
+    spec it was ignored (``local:N`` took N, an address its own workers) while a run
+    recorded it as used.
+
+    Raises
+    ------
+    ConfigError
+        Naming both.
+    """
+    if n_workers is not None and not (
+            spec is None or (isinstance(spec, str) and spec.strip().lower() == "local")):
+        raise ConfigError(
+            f"n_workers={n_workers} sizes a local cluster started here, not {spec!r}: give "
+            "the size in the spec (local:N, slurm:N, ...) or drop n_workers")
+
+
 def check_spec(spec: Any) -> None:
     """Check the form of a scheduler spec without starting or contacting anything (the
     worker count of ``local:N``, ``slurm:N``, ``gateway:N``, ``kubernetes:NAME:N``), so
@@ -455,7 +474,8 @@ def get_client(
     spec : None, str, path, Client or cluster
         See the module docstring for the accepted forms.
     n_workers : int, optional
-        Worker processes of a local cluster (default: one per core, memory permitting).
+        Worker processes of a local cluster started here (``spec`` None or ``"local"``;
+        default: one per core, memory permitting); refused with another spec.
     memory_limit : str or int, optional
         Per-worker memory limit of a local cluster (``"2GiB"``).
     security : distributed.security.Security, optional
@@ -483,6 +503,7 @@ def get_client(
 
     if isinstance(spec, ClientHandle):
         return ClientHandle(spec.client, None, owned=False)
+    check_n_workers(spec, n_workers)
     if isinstance(spec, Client):
         return ClientHandle(spec, None, owned=False)
     if spec is not None and not isinstance(spec, (str, os.PathLike)):

@@ -32,7 +32,14 @@ from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder
 from ..io.remote import environment_options, is_url, redact, scoped_storage_options
 from ..io.sections import _is_wrapped
 from . import _config
-from .cluster import ClientHandle, check_spec, default_in_flight, get_client, signals_held
+from .cluster import (
+    ClientHandle,
+    check_n_workers,
+    check_spec,
+    default_in_flight,
+    get_client,
+    signals_held,
+)
 from .detector_job import planning_failure
 from .inputs import PlannedTask, discover_inputs, plan_tasks
 from .options import RunOptions, option_name
@@ -1365,6 +1372,7 @@ def process(
     """
     opts = RunOptions.from_kwargs(options, **option_values)
     check_spec(client)  # before the run is opened in the catalog
+    check_n_workers(client, opts.n_workers)
     spec = client if isinstance(client, (str, type(None))) else type(client).__name__
     with prepare(inputs, output, config=config, options=opts,
                  scheduler=str(spec or "local")) as run:

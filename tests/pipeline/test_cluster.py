@@ -186,6 +186,19 @@ def test_local_spec_and_errors():
         assert polls["profile"] is True and polls["tick"] == 500.0
     with pytest.raises(ConfigError, match="neither 'local'"):
         get_client("bogus-spec")
+    # n_workers sizes a cluster started here: beside another spec it was ignored silently
+    # (local:N took N; a tcp:// address its own workers) and recorded as used
+    for spec in ("local:2", "tcp://127.0.0.1:1", client):
+        with pytest.raises(ConfigError, match=r"n_workers=3 sizes a local cluster started "
+                                              r"here.*local:N"):
+            get_client(spec, n_workers=3)
+
+
+def test_process_refuses_n_workers_beside_a_scheduler_before_opening_the_catalog(tmp_path):
+    with pytest.raises(ConfigError, match=r"n_workers=3 sizes a local cluster"):
+        process(tmp_path, tmp_path / "cat", client="tcp://127.0.0.1:1", n_workers=3,
+                progress=False)
+    assert not (tmp_path / "cat").exists()
     with pytest.raises(ConfigError, match=r"jobqueue\.slurm|dask-jobqueue"):
         get_client("slurm")
 
