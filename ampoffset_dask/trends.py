@@ -356,8 +356,11 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
     Raises
     ------
     InputError
-        Without a pedestals table, when nothing matches, or when the pedestals are in two
-        units (some measured with the camera's nominal gains, in electrons, others in ADU).
+        Without a pedestals table, when nothing matches, or when the pedestals were not all
+        measured the same way: in two units (some with the camera's nominal gains, in
+        electrons, others in ADU), by runs of different configurations, or with different
+        overscan modes (`_check_one_measurement`); the message names a detector-visit of
+        each and says to run again with ``--new-run`` over all the inputs.
     """
     import pyarrow.compute as pc
 
@@ -375,42 +378,119 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
     if tab.num_rows == 0:
         what = " ".join(x for x in (detector, amp) if x is not None)
         raise InputError(f"{root}: no pedestals" + (f" for {what}" if what else ""))
-    unit = _check_one_unit(root, detector)
+    unit = _check_one_measurement(root, detector)
     df = tab.to_pandas()
     df.attrs["unit"] = unit  # pandas carries it to find_trends' series (the plot's axis)
     return df
 
 
-def _check_one_unit(root: Path, detector: str | None) -> str:
-    """Refuse pedestals in two units: measured with the camera's nominal gains
-    (``gain="nominal"``: electrons) for some detector-visits and without (ADU) for others.
-    Returns the one unit, ``"e-"`` or ``"ADU"``.
+def _check_one_measurement(root: Path, detector: str | None) -> str:
+    """Refuse a series whose pedestals were not all measured the same way; return their
+    unit, ``"e-"`` or ``"ADU"``.
 
-    Resume compares configurations, not that option, so one catalog can hold both; a series
-    that changes unit shows false jumps and false gain errors.
+    The current rows of one catalog can come from runs that measured differently: a run
+    with ``--new-run`` over some inputs only leaves the other inputs' rows of earlier runs
+    current. A series changing meaning at some visit shows false jumps and gain errors, so
+    it is refused, naming a detector-visit of each way, when its measured (not failed) rows
+    differ in
+
+    - unit: measured with the camera's nominal gains (``gain="nominal"``: electrons) or
+      without (ADU); resume compares configurations, not that option;
+    - configuration: their runs' ``config_digest`` (as resume compares them, see
+      `~ampoffset_dask.catalog.config_digest`); rows whose run is not in the ``runs``
+      table have no known configuration and are not compared;
+    - overscan mode (``per-row``, ``mean``, ``none``), where the rows record one.
     """
     from .catalog import read_catalog
 
     try:
-        det = read_catalog(root, "detectors", sort=False, columns=["visit", "detector", "gain",
-                                                                    "status"],
+        det = read_catalog(root, "detectors", sort=False,
+                           columns=["visit", "detector", "gain", "overscan", "status",
+                                    "run_id"],
                            detectors=None if detector is None else [detector])
-    except (KeyError, ValueError) as exc:  # a catalog older than the column
-        logger.debug("%s: no gain column to check the units: %s", root, exc)
+    except (KeyError, ValueError) as exc:  # a catalog older than the columns
+        logger.debug("%s: no columns to check how the pedestals were measured: %s", root, exc)
         return "ADU"
     det = det[det["status"] != "failed"]
     electrons = (det["gain"] == "nominal").to_numpy()
     if electrons.any() and not electrons.all():
-        def first(rows: Any) -> str:
-            return f"visit {int(rows['visit'].iloc[0])} {rows['detector'].iloc[0]}"
-
         raise InputError(
             f"{root}: pedestals in two units: {int(electrons.sum())} detector-visit(s) measured "
-            f"with nominal gains (electrons; {first(det[electrons])}) and "
-            f"{int((~electrons).sum())} without (ADU; {first(det[~electrons])}); a series "
+            f"with nominal gains (electrons; {_first(det[electrons])}) and "
+            f"{int((~electrons).sum())} without (ADU; {_first(det[~electrons])}); a series "
             "changing unit shows false jumps and gain errors: measure them all the same way "
             "(run again with --new-run, with or without --gain nominal)")
+    _check_one_config(root, det)
+    modes = det[det["overscan"].fillna("") != ""]
+    if modes["overscan"].nunique() > 1:
+        said = " and ".join(f"{n} detector-visit(s) with {mode!r} ({_first(rows)})"
+                            for mode, n, rows in _groups(modes, "overscan"))
+        raise InputError(
+            f"{root}: pedestals measured with {modes['overscan'].nunique()} overscan modes: "
+            f"{said}; a series whose overscan correction changes shows false jumps: measure "
+            "them all the same way (the same kind of input, one --overscan: run again with "
+            "--new-run over all the inputs)")
     return "e-" if electrons.any() else "ADU"
+
+
+def _check_one_config(root: Path, det: Any) -> None:
+    """Refuse measured ``detectors`` rows ``det`` whose runs used different configurations
+    (see `_check_one_measurement`), naming the settings that differ."""
+    import json
+
+    from .catalog import read_catalog
+
+    if det.empty:
+        return
+    runs = read_catalog(root, "runs", columns=["run_id", "config", "config_digest"])
+    runs = runs.drop_duplicates("run_id", keep="last").set_index("run_id")
+    rows = det.assign(_digest=det["run_id"].map(runs["config_digest"]))
+    rows = rows[rows["_digest"].notna()]
+    if rows["_digest"].nunique() <= 1:
+        return
+    groups = _groups(rows, "_digest")
+    said = " and ".join(
+        f"{n}{' detector-visit(s) measured' if i == 0 else ''} with config {digest} "
+        f"(run {sub['run_id'].iloc[0]}; {_first(sub)})"
+        for i, (digest, n, sub) in enumerate(groups))
+
+    def config(run_id: str) -> dict[str, Any]:
+        try:
+            out = json.loads(runs.at[run_id, "config"] or "{}")
+        except (ValueError, TypeError):
+            return {}
+        return out if isinstance(out, dict) else {}
+
+    first = config(groups[0][2]["run_id"].iloc[0])
+    changed = []
+    for _, _, sub in groups[1:]:
+        other = config(sub["run_id"].iloc[0])
+        changed += [f"{k} {first.get(k)!r} -> {other.get(k)!r}"
+                    for k in sorted(first.keys() | other.keys())
+                    if first.get(k) != other.get(k) and k not in _NOT_MEASURED]
+    differ = f" ({', '.join(dict.fromkeys(changed))})" if changed else ""
+    raise InputError(
+        f"{root}: pedestals of {len(groups)} configurations{differ}: {said}; a series "
+        "changing configuration shows false jumps and gain errors: measure them all with "
+        "one configuration (run again with --new-run over all the inputs, not only some)")
+
+
+#: Config keys that change no pedestal (`~ampoffset_dask.catalog.config_digest` ignores them).
+_NOT_MEASURED = ("doApplyAmpOffset", "do_apply_amp_offset")
+
+
+def _groups(rows: Any, column: str) -> list[tuple[Any, int, Any]]:
+    """``(value, number of rows, its rows)`` of each value of ``column`` in ``rows``, the
+    values in the order of their first visit (for error messages: ``rows`` need not be
+    sorted)."""
+    rows = rows.sort_values(["visit", "detector"], kind="stable")
+    return [(value, len(sub), sub) for value, sub in rows.groupby(column, sort=False)]
+
+
+def _first(rows: Any) -> str:
+    """``visit V DETECTOR`` of the row of ``rows`` with the first visit."""
+    row = rows.loc[rows["visit"].idxmin()]
+    return f"visit {int(row['visit'])} {row['detector']}"
 
 
 def write_trends(result: TrendsResult, out_dir: str | os.PathLike, *,

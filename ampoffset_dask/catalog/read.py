@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import numbers
+import operator
 import os
 import re
 import time
@@ -539,15 +542,106 @@ def latest_mask(detectors: Any, started: Any = None, *, order: Any = None) -> An
     return keep
 
 
+def _one_or_many(value: Any) -> list[Any]:
+    """``value`` as a list of its items; a bare string, number or 0-d array is one item (a
+    string is not iterated character by character)."""
+    if (isinstance(value, (str, bytes)) or not isinstance(value, Iterable)
+            or getattr(value, "ndim", None) == 0):
+        return [value]
+    return list(value)
+
+
+def _visit_number(value: Any) -> int:
+    """One visit of a ``visits=`` selection as an int: an integer, an integral number
+    (``2.0``) or a string of digits; anything else is refused, never truncated (``2.7``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if _INTEGER.fullmatch(text):
+            return int(text)
+    elif not isinstance(value, (bool, np.bool_)):
+        with contextlib.suppress(TypeError):
+            return operator.index(value)  # int, numpy integers
+        if (isinstance(value, numbers.Real) and math.isfinite(value)
+                and float(value).is_integer()):
+            return int(value)
+    raise ConfigError(f"visits: {value!r} is not a visit number (an integer, or a string "
+                      "of its digits)")
+
+
+def _visit_numbers(visits: Any) -> list[int] | None:
+    """``read_catalog``'s ``visits`` as a list of ints (None: every visit)."""
+    return None if visits is None else [_visit_number(v) for v in _one_or_many(visits)]
+
+
+def _detector_keys(detectors: Any) -> tuple[list[str], list[int]] | None:
+    """``read_catalog``'s ``detectors`` as (names, ids) (None: every detector)."""
+    if detectors is None:
+        return None
+    names: list[str] = []
+    ids: list[int] = []
+    for key in _one_or_many(detectors):
+        if isinstance(key, str):
+            names.append(key.strip())
+            continue
+        if not isinstance(key, (bool, np.bool_)):
+            with contextlib.suppress(TypeError):
+                ids.append(operator.index(key))
+                continue
+        raise ConfigError(f"detectors: {key!r} is not a detector name or integer id")
+    return names, ids
+
+
+def _detector_names(root: Path, names: Sequence[str], ids: Sequence[int],
+                    visits: Sequence[int] | None = None) -> list[str]:
+    """The catalog's spelling of the detectors selected by ``names`` and ``ids``.
+
+    Runs record the camera's spelling of a detector however it was asked for, so a name
+    matches ignoring case (as `~ampoffset_dask.cameras.Camera.resolve` matches it) and an id
+    matches ``detector_id``; a string of digits that is no name is an id, as for the
+    camera. Filters then push down the exact names: compacted files are sorted by detector
+    name, so a read of one detector reads only its row groups. Looks at the ``detectors``
+    table (only ``visits``, when given), which has a row for every detector-visit the other
+    tables hold. A name the catalog does not hold is kept as given (it selects no row); a
+    name the catalog spells two ways selects both.
+    """
+    ids = list(ids)
+    digits = [n for n in names if _INTEGER.fullmatch(n)]
+    cols = ["detector", "detector_id"] if ids or digits else ["detector"]
+    known = arrow_table(root, "detectors", columns=cols,
+                        filter=_filter(visits, None)).group_by(cols).aggregate([])
+    spellings: dict[str, set[str]] = {}
+    for name in known["detector"].to_pylist():
+        if name is not None:
+            spellings.setdefault(name.strip().lower(), set()).add(name)
+    out: set[str] = set()
+    for name in names:
+        found = spellings.get(name.lower())
+        if found:
+            out |= found
+        elif name in digits:
+            ids.append(int(name))
+        else:
+            out.add(name)
+    if ids:
+        by_id = known.filter(pc.is_in(known["detector_id"], value_set=pa.array(ids, pa.int64())))
+        out.update(n for n in by_id["detector"].to_pylist() if n is not None)
+    return sorted(out)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def _filter(visits: Iterable[int] | None, detectors: Iterable[str] | None) -> Any:
     """The pushed-down filter of a visit and detector selection (None for everything)."""
     import pyarrow.dataset as pads
 
     flt = None
+    # (typed value sets: an empty selection is an empty set of the column's type)
     if visits is not None:
-        flt = pads.field("visit").isin([int(v) for v in visits])
+        flt = pads.field("visit").isin(pa.array([int(v) for v in visits], pa.int64()))
     if detectors is not None:
-        by_det = pads.field("detector").isin([str(d) for d in detectors])
+        by_det = pads.field("detector").isin(pa.array([str(d) for d in detectors],
+                                                      pa.string()))
         flt = by_det if flt is None else flt & by_det
     return flt
 
@@ -663,8 +757,8 @@ def read_catalog(
     format: str = "pandas",
     *,
     columns: Sequence[str] | None = None,
-    visits: Iterable[int] | None = None,
-    detectors: Iterable[str] | None = None,
+    visits: int | str | Iterable[int | str] | None = None,
+    detectors: str | int | Iterable[str | int] | None = None,
     all_rows: bool = False,
     sort: bool = True,
 ):
@@ -681,11 +775,14 @@ def read_catalog(
         `dask.dataframe.DataFrame`.
     columns : sequence of str, optional
         Only these columns.
-    visits : iterable of int, optional
-        Only these visits (read only their files).
-    detectors : iterable of str, optional
+    visits : int, str or iterable of them, optional
+        Only these visits (read only their files). A bare int or string is one visit; a
+        string must be the digits of an integer (``"12"`` is visit 12).
+    detectors : str, int or iterable of them, optional
         Only these detectors (compacted files are sorted by detector, so only their row
-        groups are read).
+        groups are read). A bare name or id is one detector. A name matches ignoring case
+        (as a run matches ``--detector``); an integer, or a string of digits that is no
+        detector's name, selects the detector whose ``detector_id`` it is.
     all_rows : bool
         Every run's rows (the history) instead of the current row of each (visit, detector)
         and the pedestals and interfaces of its run.
@@ -707,7 +804,8 @@ def read_catalog(
         If a file of the catalog cannot be read (an `InputError`; the message names it and
         how to recover).
     ConfigError
-        For an unknown table or format.
+        For an unknown table or format, or a visit or detector that is not one (a visit
+        ``2.7`` or ``"2-3"``, a detector ``True``); the message names it.
 
     Warns
     -----
@@ -737,15 +835,22 @@ def read_catalog(
         raise ConfigError(f"format={format!r}: use 'pandas', 'astropy', 'arrow' or 'dask'")
     if table not in TABLES:
         raise ConfigError(f"unknown catalog table {table!r}; choose from {', '.join(TABLES)}")
+    visits = _visit_numbers(visits)
+    keys = _detector_keys(detectors)
     _warn_pending(root)
+    if table == "runs":
+        visits = keys = None
+    names = None if keys is None else _detector_names(root, *keys, visits)
+    return _read(root, table, format, columns, visits, names, all_rows, sort)
+
+
+def _read(root: Path, table: str, format: str, columns: Sequence[str] | None,
+          visits: list[int] | None, detectors: list[str] | None, all_rows: bool,
+          sort: bool) -> Any:
+    """`read_catalog` once its arguments are checked: ``visits`` as ints, ``detectors`` as
+    the catalog's own spelling of the names (`_detector_names`)."""
     if format == "dask":
         return _read_dask(root, table, columns, visits, detectors, all_rows)
-    if table == "runs":
-        visits = detectors = None
-    if detectors is not None and not isinstance(detectors, (list, tuple, set)):
-        detectors = [detectors] if isinstance(detectors, str) else list(detectors)
-    if visits is not None:
-        visits = [int(v) for v in visits]
     if not all_rows and table in ("pedestals", "interfaces"):
         # The current rows come from `detectors`, read apart from this table: a run writing
         # meanwhile could pair an old `detectors` with a new table (a detector's pedestals
@@ -925,14 +1030,11 @@ def _unlisted_rows(root: Path, table: str, flt: Any, known: frozenset[str] | Non
 
 
 def _read_dask(root: Path, table: str, columns: Sequence[str] | None,
-               visits: Iterable[int] | None, detectors: Iterable[str] | None,
-               all_rows: bool):
+               visits: list[int] | None, detectors: list[str] | None, all_rows: bool):
     import dask.dataframe as dd
 
     if table == "runs":
         return dd.from_pandas(read_catalog(root, "runs", columns=columns), npartitions=1)
-    if isinstance(detectors, str):
-        detectors = [detectors]
     flt = _filter(visits, detectors)
     comp = compacted_files(root, table)
     known = frozenset(str(p) for _, _, p in comp)
@@ -951,7 +1053,7 @@ def _read_dask(root: Path, table: str, columns: Sequence[str] | None,
                       flt=flt, known=known, meta=meta, enforce_metadata=False)
     if not all_rows:
         if table == "detectors":
-            keep = read_catalog(root, "detectors", visits=visits, detectors=detectors)[
+            keep = _read(root, "detectors", "pandas", None, visits, detectors, False, True)[
                 ["visit", "detector", "input", "run_id"]]
             ddf = ddf.merge(keep, on=["visit", "detector", "input", "run_id"], how="inner")
         else:
