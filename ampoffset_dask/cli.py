@@ -562,28 +562,11 @@ def _load_config(path: Path | None, overrides: Sequence[str],
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     """The mapping of config fields in a ``--config`` JSON or YAML file."""
+    from .config import load_document
+
     if not path.is_file():
         raise InputError(f"{path}: config file not found")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as exc:
-            raise InputError(
-                f"{path}: reading YAML needs pyyaml (pip install 'ampoffset-dask[yaml]')"
-            ) from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise InputError(f"{path}:{where}: not valid YAML ({problem})") from None
-    else:
-        try:
-            loaded = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    loaded = load_document(path, path.read_text(), "config files")
     if not isinstance(loaded, dict):
         raise InputError(f"{path}: expected a mapping of config fields")
     return loaded

@@ -13,12 +13,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 __all__ = ["ESTIMATORS", "PRESETS", "AmpOffsetConfig", "BackgroundConfig", "DetectionConfig",
            "Preset", "as_config", "list_presets", "preset_for_camera"]
@@ -472,6 +474,34 @@ class AmpOffsetConfig(_LsstNames):
     def bad_mask_planes(self) -> tuple[str, ...]:
         """Planes that make a pixel unusable for the whole task (LSST's ``bitMask``)."""
         return tuple(self.background.ignored_pixel_mask)
+
+
+def load_document(path: Path, text: str, what: str) -> Any:
+    """The JSON document ``text`` of file ``path`` (YAML for a ``.yaml``/``.yml`` name, with
+    PyYAML); ``what`` names the file's kind in the message that pip installs PyYAML.
+
+    Raises
+    ------
+    InputError
+        For text that does not parse, naming the file and where (a YAML line and column).
+    """
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise InputError(f"{path}: reading YAML {what} needs PyYAML "
+                             "(pip install 'ampoffset-dask[yaml]')") from exc
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise InputError(f"{path}:{where}: not valid YAML ({problem})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def as_config(config: Any) -> AmpOffsetConfig:

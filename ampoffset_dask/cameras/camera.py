@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..config import load_document
 from ..errors import GeometryError, InputError
 from ..geometry import Amplifier, Detector
 
@@ -162,23 +163,7 @@ class Camera:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: cannot read camera file: {exc}") from exc
-        if path.suffix.lower() in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise InputError(
-                    f"{path}: reading YAML camera files needs PyYAML "
-                    "(pip install 'ampoffset-dask[yaml]')"
-                ) from exc
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                raise InputError(f"{path}: not valid YAML: {exc}") from exc
-        else:
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: not valid JSON: {exc}") from exc
+        data = load_document(path, text, "camera files")
         try:
             return cls(data, name=name, source=str(path))
         except GeometryError as exc:
