@@ -204,6 +204,15 @@ def geometry_from_header(
         return None
 
     sizes_match = all(e.place is not None and _size(e.place) == _size(e.data) for e in entries)
+    if not sizes_match and all(e.place is not None for e in entries):
+        # Places of another size than their data (a binned file whose CCDSEC/DETSEC count
+        # unbinned pixels): packing the data boxes in file order instead dropped the places
+        # and their flips, and the strips compared pixels that are not neighbours.
+        e = next(e for e in entries if _size(e.place) != _size(e.data))
+        raise GeometryError(
+            f"{e.place_key} = {str(_get(header, e.place_key)).strip()!r} is not the size of "
+            f"its data section {e.data_key} = {format_section(*e.data)} (binned?): describe "
+            "the amps with a camera file (docs/cameras.md)")
     if sizes_match:
         dest = _shifted([e.place for e in entries])
         keys = [e.place_key for e in entries]

@@ -56,3 +56,19 @@ def test_no_keywords_and_bad_keywords():
         geometry_from_header({"DATASECA": "[1:4,1:3]", "DATASECB": "[5:9,1:3]"}, "d", (3, 8))
     with pytest.raises(GeometryError, match="keyword DATASECA"):
         geometry_from_header({"DATASECA": "nonsense"}, "d", (3, 8))
+
+
+def test_places_of_another_size_than_their_data_are_refused():
+    """A binned single-HDU file (CCDSUM 2 2) whose CCDSEC<s> count unbinned pixels: the
+    places were dropped for the data boxes in file order, flips and all, and the edge strips
+    compared pixels that are not neighbours on the CCD (pedestals off by ~2 ADU, ok)."""
+    header = {"DATASECA": "[1:4,1:3]", "CCDSECA": "[8:1,1:6]",
+              "DATASECB": "[5:8,1:3]", "CCDSECB": "[9:16,1:6]", "CCDSUM": "2 2"}
+    with pytest.raises(GeometryError, match=r"CCDSECA = '\[8:1,1:6\]' is not the size of its "
+                                            r"data section DATASECA = .*binned\?.*camera"):
+        geometry_from_header(header, "det", (3, 8))
+    # unbinned, the same places are used (A read mirrored in x)
+    same = {"DATASECA": "[1:4,1:3]", "CCDSECA": "[4:1,1:3]",
+            "DATASECB": "[5:8,1:3]", "CCDSECB": "[5:8,1:3]"}
+    geom = geometry_from_header(same, "det", (3, 8))
+    assert [a.name for a in geom.detector] == ["A", "B"]
