@@ -242,6 +242,13 @@ class Camera:
                 bool(a.get("raw_flip_x", False)), bool(a.get("raw_flip_y", False)),
                 None if hdu is None else int(hdu), extname,
             ))
+        # An HDU number several amps give (LSST's ITL_WF layout gives C13 and C14 hdu 4) says
+        # nothing of which HDU is whose: such amps are found by EXTNAME only, never by
+        # number (C14 read C13's pixels from a raw without EXTNAMEs).
+        numbers = [r.hdu for r in raws if r.hdu is not None]
+        shared = {n for n in numbers if numbers.count(n) > 1}
+        if shared:
+            raws = [dataclasses.replace(r, hdu=None) if r.hdu in shared else r for r in raws]
         return tuple(amps), (tuple(raws) if len(raws) == len(amps) else ())
 
     # -- queries -----------------------------------------------------------------------------

@@ -266,3 +266,35 @@ def test_nominal_gain_without_a_camera_says_so(tmp_path):
         f"{path}: gain='nominal' needs the nominal gains (amp_gain, one per amp) of detector "
         "'two', but no camera is given or named in the header; pass camera= (--camera) of a "
         "camera with amp_gain")
+
+
+def test_amps_a_camera_gives_one_hdu_number_are_found_by_extname_only(tmp_path):
+    """LSST's ITL_WF layout gives C13 and C14 hdu 4: a wavefront raw without EXTNAMEs gave
+    C14 the pixels of C13 (hdu 4), silently. Such numbers say nothing of which HDU is whose:
+    the amps are found by EXTNAME, and a raw without them is refused."""
+    cam = get_camera("lsstcam")
+    for name in cam.detector_names:  # no built-in layout keeps a repeated number
+        numbers = [r.hdu for r in cam.raw_amps(name) if r.hdu is not None]
+        assert len(numbers) == len(set(numbers)), name
+    wf = {r.name: r for r in cam.raw_amps("R00_SW0")}
+    assert (wf["C13"].hdu, wf["C14"].hdu, wf["C14"].extname) == (None, None, "Segment14")
+    assert wf["C15"].hdu == 6
+    with fits.open(RAW_HEADERS / "LSSTCam_MC_C_20190319_000001_R10_S02_ITL.fits.gz") as hdul:
+        segments = [h.copy() for h in hdul[1:]
+                    if h.header.get("EXTNAME") in {f"Segment1{i}" for i in range(8)}]
+        primary = fits.PrimaryHDU(header=hdul[0].header)
+    primary.header.update(RAFTBAY="R00", CCDSLOT="SW0", DETSIZE="[1:4072,1:2000]")
+    for k, seg in enumerate(segments):  # each segment its own value: a swap would show
+        seg.data = np.full_like(seg.data, 1000 * (k + 1))
+    named = tmp_path / "wf.fits"
+    fits.HDUList([primary, *segments]).writeto(named)
+    exp = read_exposure(named, overscan="none")
+    assert exp.detector.name == "R00_SW0"
+    levels = {a.name: float(np.median(exp.image[a.slices])) for a in exp.detector}
+    assert len(set(levels.values())) == 8 and levels["C14"] == 5000.0, levels
+    for seg in segments:
+        del seg.header["EXTNAME"]
+    unnamed = tmp_path / "wf-unnamed.fits"
+    fits.HDUList([primary, *segments]).writeto(unnamed)
+    with pytest.raises(InputError, match=r"no raw HDU Segment13 for amp 'C13'"):
+        read_exposure(unnamed, overscan="none")
