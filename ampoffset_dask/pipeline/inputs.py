@@ -461,11 +461,13 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
     visit, name = item.visit, item.detector
     visit_from = "manifest" if visit is not None else ""
     where = item.path if hdu is None else f"{item.path}[{hdu}]"
+    known = info if hdu is None else None  # this CCD's headers, once read
     try:
         if camera is None and item.instrument is not None:
             camera = _instrument_camera(item.instrument)
         if hdu is not None:
             info = inspect_file(item.path, hdu, keys=_keys(visit_default))
+            known = info
         if visit is None and isinstance(visit_default, str):
             # the user says where the visit is: over the header's own visit keywords
             visit = _keyword_visit(info, visit_default, where)
@@ -527,13 +529,29 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
                            flag=flag, hdu=hdu, raw=raw, applied=applied, keeps=_keeps(info),
                            corrected=corrected, visit_from=visit_from)
     except AmpOffsetError as exc:
+        if name is None and known is not None:
+            # The failed row names the detector the header names: it then supersedes that
+            # detector's current row (a file replaced by a damaged one kept its old ok row
+            # current beside a nameless failure).
+            name = _named_in_header(known, camera)
+        det_id = item.detector_id
+        if det_id is None and known is not None and name == known.detector:
+            det_id = known.detector_id
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu,
-                           detector_id=item.detector_id)
+                           detector_id=det_id)
     except Exception as exc:  # a header we cannot parse must not stop the run
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"InputError: {where}: cannot read the header: {exc}",
                            dataset_id=item.dataset_id, hdu=hdu, detector_id=item.detector_id)
+
+
+def _named_in_header(info: Any, camera: Any) -> str | None:
+    """`_header_detector`, or the header's name as it is when the camera cannot say."""
+    try:
+        return _header_detector(info, camera)
+    except (AmpOffsetError, KeyError, OSError):
+        return info.detector
 
 
 def _header_detector(info: Any, camera: Any) -> str | None:

@@ -10,6 +10,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
@@ -238,3 +239,28 @@ def test_a_manifest_visit_that_is_not_an_integer_is_an_input_error(sim_visit, tm
     # integers read as text or as floats (a column with an empty cell) are visits
     items = discover_inputs(pd.DataFrame({"path": [first, second], "visit": [" 7", "7.0"]}))
     assert [i.visit for i in items] == [7, 7]
+
+
+def test_a_file_replaced_by_one_whose_geometry_fails_supersedes_its_ok_row(
+        sim_visit, client, tmp_path):
+    """A file measured ok, then replaced at its path by one whose header geometry fails
+    (a 1x1 image with the same DETNAME and VISIT): the failed row had no detector name, so
+    the old ok row (and its pedestals, of a file that no longer exists) stayed current."""
+    src = tmp_path / "in" / "x.fits"
+    src.parent.mkdir()
+    shutil.copyfile(sim_visit.paths[0], src)
+    cat = tmp_path / "cat"
+    assert _run(str(src), cat, client).n_ok == 1
+    with fits.open(sim_visit.paths[0]) as hdul:
+        headers = [h.header.copy() for h in hdul]
+    tiny = [fits.PrimaryHDU(header=headers[0])] + [
+        fits.ImageHDU(np.zeros((1, 1), dtype), header=h)
+        for h, dtype in zip(headers[1:], (np.float32, np.int32, np.float32), strict=True)]
+    fits.HDUList(tiny).writeto(src, overwrite=True)
+    summary = _run(str(src), cat, client)
+    assert summary.n_failed == 1
+    rows = read_catalog(cat, "detectors")
+    assert rows[["visit", "detector", "status"]].values.tolist() == [
+        [VISIT, "R22_S00", "failed"]]
+    assert rows["detector_id"].notna().all()
+    assert read_catalog(cat, "pedestals", detectors=["R22_S00"]).empty
