@@ -606,7 +606,9 @@ def _failure_line(visit: Any, detector: str, input: str, error: str) -> str:
     not be read (an empty ``detector``) is named by its file name instead, and the unknown
     visit (-1 in the catalog) is said to be unknown."""
     shown = "-1 (unknown)" if visit is None or int(visit) == -1 else str(int(visit))
-    return f"visit {shown} {detector or _file_name(input)}: {error}"
+    line = f"visit {shown} {detector or _file_name(input)}: {error}"
+    # one line: a newline in a file name printed what read as another failure
+    return line.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _text_or_empty(value: Any) -> str:

@@ -553,3 +553,15 @@ def test_catalog_help_and_exit_code_agree_on_failed_detectors(workdir, tmp_path)
     cat, _ = _catalog_with_a_failed_input(workdir, tmp_path)
     proc = cli("catalog", cat)
     assert proc.returncode == 0 and "  failed: " in proc.stdout
+
+
+def test_a_newline_in_a_failed_file_name_stays_on_its_line(tmp_path):
+    """An empty file named "empty\\n  visit 1 R22_S00: fine.fits" printed a second line
+    that read as another detector's failure."""
+    bad = tmp_path / "empty\n  visit 1 R22_S00: fine.fits"
+    bad.write_bytes(b"")
+    proc = cli("run", bad, "--output", tmp_path / "cat", "--scheduler", "local:1",
+               "--no-progress")
+    assert proc.returncode == 1, proc.stderr
+    listed = [line for line in proc.stderr.splitlines() if line.startswith("  visit")]
+    assert len(listed) == 1 and "empty\\n  visit 1 R22_S00: fine.fits" in listed[0], listed

@@ -648,6 +648,9 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
             segment_shapes = {k: (shape[0], shape[1]) for k, _, shape in images}
     image_header = heads[image_hdu].header
     shape2 = heads[image_hdu].shape
+    if len(shape2) != 2:  # an IMAGE extension holding a cube: it named the wrong shape
+        raise InputError(f"{path}: the image HDU {image_hdu} is {len(shape2)}-D (shape "
+                         f"{shape2}); a detector image is 2-D")
     shape = (shape2[0], shape2[1])
     mask_hdu = roles.get("MASK")
     variance_hdu = None if ccddata else roles.get("VARIANCE")

@@ -139,3 +139,15 @@ def test_a_tile_that_does_not_decompress_names_the_file_and_hdu(simulated, tmp_p
     assert res.status == "failed"
     assert res.error.startswith(f"InputError: {path}: HDU 1: cannot decompress its tiles (")
     assert "unexpected error" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_cube_in_the_image_extension_is_named_as_one(tmp_path):
+    """An IMAGE extension holding a (2, 200, 640) cube beside a 2-D MASK was reported as a
+    MASK of another shape than "the IMAGE shape (2, 200)"."""
+    path = tmp_path / "cube.fits"
+    fits.HDUList([fits.PrimaryHDU(),
+                  fits.ImageHDU(np.zeros((2, 20, 64), np.float32), name="IMAGE"),
+                  fits.ImageHDU(np.zeros((20, 64), np.int32), name="MASK")]).writeto(path)
+    with pytest.raises(InputError, match=r"cube.fits: the image HDU 1 is 3-D \(shape "
+                                         r"\(2, 20, 64\)\); a detector image is 2-D"):
+        inspect_file(path)
