@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -431,6 +431,7 @@ def _located_sources(info: FileInfo, detector: Detector, cam: Camera | None,
             out.append(_source_from_raw(info, amp, raw, info.image_hdu, info.shape, mode, flip))
         if flip is not None:
             check_hsc_channels(info.header, [s.src for s in out], path)
+        _check_amp_datasecs(info, detector, cam, raws)
         return _distinct(tuple(out), info, detector)
     hg = _header_geometry(info)
     if hg is not None and _same_places(hg.detector, detector):
@@ -810,6 +811,33 @@ def _warn_other_camera(info: FileInfo, cam: Camera) -> None:
 
 #: (file, stamp, what) of the warnings given: each once per file and process.
 _WARNED: set[tuple] = set()
+
+
+def _check_amp_datasecs(info: FileInfo, detector: Detector, cam: Camera,
+                        raws: Sequence[Any]) -> None:
+    """Warn (once per file) when the header's per-amp data sections (DECam's ``DATASECA``,
+    ``DATASECB``) disagree with the camera's raw data boxes the image is cut with: the HDU is
+    then not the CCD its identity keywords name (an N CCD's layout under an S CCD's
+    ``DETPOS`` was cut with the S boxes, without a word)."""
+    wrong = []
+    for amp, raw in zip(detector, raws, strict=True):
+        text = info.header.get(f"DATASEC{amp.name}")
+        if text is None:
+            continue
+        x0, y0, w, h = raw.raw_data_bbox
+        try:
+            box = parse_section(str(text))
+        except GeometryError:
+            box = None
+        if box != (y0, y0 + h, x0, x0 + w):
+            wrong.append(f"DATASEC{amp.name} {str(text).strip()!r} (camera: "
+                         f"{format_section(y0, y0 + h, x0, x0 + w)})")
+    if wrong:
+        _warn_once(info, "DATASEC<amp>",
+                   "%s: %s disagree with the raw data boxes of detector %r of camera %r the "
+                   "image is cut with; the HDU may hold another CCD than its identity "
+                   "keywords name: pass camera= and detector= if so", info.path,
+                   "; ".join(wrong), detector.name, cam.name)
 
 
 def _warn_once(info: FileInfo, what: str, message: str, *args: Any) -> None:

@@ -298,3 +298,28 @@ def test_amps_a_camera_gives_one_hdu_number_are_found_by_extname_only(tmp_path):
     fits.HDUList([primary, *segments]).writeto(unnamed)
     with pytest.raises(InputError, match=r"no raw HDU Segment13 for amp 'C13'"):
         read_exposure(unnamed, overscan="none")
+
+
+def test_decam_data_sections_the_camera_disagrees_with_are_warned_about(tmp_path, caplog):
+    """An HDU laid out as an N CCD (its DATASECA/B say so) under an S CCD's DETPOS was cut
+    with the S boxes, without a word; consistent sections say nothing."""
+    from io_helpers import decam_primary, decam_raw_hdu
+
+    def write(name, swap):
+        hdu = decam_raw_hdu("S4", 1000.0, {"A": 1.0, "B": -1.0}, {"A": 500.0, "B": 600.0})
+        if swap:
+            hdu.header["DATASECA"], hdu.header["DATASECB"] = (hdu.header["DATASECB"],
+                                                              hdu.header["DATASECA"])
+        path = tmp_path / name
+        fits.HDUList([decam_primary(7), hdu]).writeto(path)
+        return path
+
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        read_exposure(write("good.fits", swap=False))
+        assert not caplog.records
+        swapped = write("swapped.fits", swap=True)
+        read_exposure(swapped)
+    (record,) = caplog.records
+    text = record.getMessage()
+    assert text.startswith(f"{swapped}: DATASECA ") and "DATASECB" in text
+    assert "detector 'S4' of camera 'decam'" in text and "pass camera= and detector=" in text
