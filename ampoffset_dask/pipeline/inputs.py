@@ -88,6 +88,8 @@ class PlannedTask:
     corrected: bool = False
     detector_id: int | None = None  # a failed input's, when its manifest gives it
     visit_from: str = ""
+    camera: str | None = None  # the camera named (given or in the header), when one is
+    unnamed: bool = False  # no header, manifest or option named the detector
 
     def key(self, run_token: str) -> str:
         """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
@@ -525,9 +527,13 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
                     + ("; the pedestals its header says were subtracted are recorded"
                        if applied else ""))
         raw = info.kind == "raw" or tuple(info.shape) != detector.shape
+        named = camera if isinstance(camera, str) else getattr(camera, "name", None)
         return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id,
                            flag=flag, hdu=hdu, raw=raw, applied=applied, keeps=_keeps(info),
-                           corrected=corrected, visit_from=visit_from)
+                           corrected=corrected, visit_from=visit_from,
+                           camera=named or info.camera,
+                           unnamed=item.detector is None and info.detector is None
+                           and detector_default is None)
     except AmpOffsetError as exc:
         if name is None and known is not None:
             # The failed row names the detector the header names: it then supersedes that
@@ -720,8 +726,12 @@ def plan_tasks(items: Iterable[InputItem], camera: Any = None, threads: int = 8,
         if task.error:
             continue
         keys: list[tuple[Any, ...]] = [(task.visit, "name", str(task.name).casefold())]
-        if task.detector is not None and task.detector.id is not None:
-            keys.append((task.visit, "id", task.detector.id))
+        if (task.detector is not None and task.detector.id is not None
+                and (task.camera is not None or task.unnamed)):
+            # ids are per camera (LATISS's detector 0 is not LSSTCam's, and one night's
+            # visit numbers may coincide): compared within a known camera, or for detectors
+            # named after their files (no name said which detector they are)
+            keys.append((task.visit, "id", task.camera, task.detector.id))
         other = next((owners[k] for k in keys if k in owners), None)
         if other is not None:
             clashes.append(_clash(other, task))

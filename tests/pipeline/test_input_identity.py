@@ -264,3 +264,23 @@ def test_a_file_replaced_by_one_whose_geometry_fails_supersedes_its_ok_row(
         [VISIT, "R22_S00", "failed"]]
     assert rows["detector_id"].notna().all()
     assert read_catalog(cat, "pedestals", detectors=["R22_S00"]).empty
+
+
+def test_detectors_of_one_id_in_two_cameras_or_named_differently_are_not_one(tmp_path):
+    """The id rule is for detectors named after their files: LSSTCam's R01_S00 and LATISS's
+    RXX_S00 (both id 0) of one visit number are two detectors, with or without the camera
+    in their headers."""
+    from ampoffset_dask.simulate import simulate_focal_plane
+
+    simulate_focal_plane(tmp_path / "a", "lsstcam", detectors=["R01_S00"], visits=[5],
+                         scale=0.05, seed=1)
+    simulate_focal_plane(tmp_path / "b", "latiss", visits=[5], scale=0.05, seed=2)
+    tasks = plan_tasks(discover_inputs([tmp_path / "a", tmp_path / "b"]))
+    assert sorted((t.visit, t.name, t.error) for t in tasks) == [
+        (5, "R01_S00", ""), (5, "RXX_S00", "")]
+    for folder, camera in (("a", "LSSTCam"), ("b", "LATISS")):  # and with their cameras
+        (path,) = (tmp_path / folder).glob("*.fits")
+        with fits.open(path, mode="update") as hdul:
+            hdul[0].header["INSTRUME"] = camera
+    assert all(not t.error for t in plan_tasks(discover_inputs([tmp_path / "a",
+                                                                 tmp_path / "b"])))
