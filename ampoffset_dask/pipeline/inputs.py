@@ -542,7 +542,7 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
             name = _named_in_header(known, camera)
         det_id = item.detector_id
         if det_id is None and known is not None and name == known.detector:
-            det_id = known.detector_id
+            det_id = _usable_detector_id(known.detector_id)
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu,
                            detector_id=det_id)
@@ -614,6 +614,16 @@ def _instrument_camera(instrument: str) -> Any:
     if name is None:
         raise InputError(f"instrument {instrument!r} has no built-in camera; pass camera=")
     return name
+
+
+def _usable_detector_id(detector_id: Any) -> int | None:
+    """``detector_id`` when the catalog can record it (the header's may be out of range:
+    that is then the failure itself), else None."""
+    try:
+        check_identity(0, detector_id)
+    except ValueError:
+        return None
+    return detector_id
 
 
 def _usable_visit(visit: Any) -> int | None:

@@ -192,6 +192,8 @@ def test_local_spec_and_errors():
         with pytest.raises(ConfigError, match=r"n_workers=3 sizes a local cluster started "
                                               r"here.*local:N"):
             get_client(spec, n_workers=3)
+    with pytest.raises(ConfigError, match=r"jobqueue\.slurm|dask-jobqueue"):
+        get_client("slurm")
 
 
 def test_process_refuses_n_workers_beside_a_scheduler_before_opening_the_catalog(tmp_path):
@@ -199,20 +201,26 @@ def test_process_refuses_n_workers_beside_a_scheduler_before_opening_the_catalog
         process(tmp_path, tmp_path / "cat", client="tcp://127.0.0.1:1", n_workers=3,
                 progress=False)
     assert not (tmp_path / "cat").exists()
-    with pytest.raises(ConfigError, match=r"jobqueue\.slurm|dask-jobqueue"):
-        get_client("slurm")
 
 
 @pytest.mark.parametrize("spec", ["gateway://", "gateway"])
 def test_gateway_without_an_address_uses_the_configured_one(spec, monkeypatch):
     """``gateway://`` (as deploy/gateway/gateway.yaml once wrote it) took ``//`` for the
     address: the configured gateway was never asked."""
-    import dask_gateway  # noqa: F401  (its config defaults)
+    from pathlib import Path
+
+    import dask_gateway
+    import yaml
 
     from ampoffset_dask.errors import ClusterError
     from ampoffset_dask.pipeline.cluster import get_client
 
-    with dask.config.set({"gateway.address": "http://127.0.0.1:9"}), \
+    # dask-gateway's own defaults, whole, under the address: its import registers them
+    # once per process, and a test that ran before in this process may have set the
+    # gateway section over them (CI once saw "KeyError: 'public-address'" here)
+    defaults = yaml.safe_load((Path(dask_gateway.__file__).parent / "gateway.yaml").read_text())
+    gateway = dask.config.merge(defaults["gateway"], {"address": "http://127.0.0.1:9"})
+    with dask.config.set({"gateway": gateway}), \
             pytest.raises(ClusterError, match=r"Cannot connect to host 127\.0\.0\.1:9"):
         get_client(spec)
 
