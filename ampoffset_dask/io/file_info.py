@@ -368,6 +368,20 @@ def _visit_problem(keys: Mapping[str, Any]) -> str:
     return ""
 
 
+_IDENTITY_WARNED: set[str] = set()
+
+
+def _warn_identity_once(path: Any, message: str) -> None:
+    """``logger.warning(message)`` once per file: planning and every reader inspect it."""
+    key = str(path)
+    if key in _IDENTITY_WARNED:
+        return
+    if len(_IDENTITY_WARNED) > 4096:
+        _IDENTITY_WARNED.clear()
+    _IDENTITY_WARNED.add(key)
+    logger.warning("%s", message)
+
+
 def _detector_from(keys: Mapping[str, Any]) -> tuple[str | None, int | None]:
     name = keys.get("DETNAME")
     if name is None and keys.get("RAFTBAY") and keys.get("CCDSLOT"):
@@ -702,6 +716,16 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
             name = cam[det_id].name
         elif name is None and det_id is None and len(cam) == 1:
             name, det_id = cam.detector_names[0], cam.detector_ids[0]
+        elif (name is not None and det_id is not None and name in cam
+              and cam[name].id != det_id):
+            # DETNAME/DETPOS and DETECTOR/CCDNUM name two detectors: the name is used (as
+            # before), with its own id, said once per file (the row held one detector's
+            # name beside another's id, without a word)
+            other = cam[det_id].name if det_id in cam else "no detector"
+            _warn_identity_once(
+                path, f"{path}: the header names detector {name} (id {cam[name].id}) and "
+                f"detector id {det_id} ({other} of camera {cam.name}); measured as {name}")
+            det_id = cam[name].id
     # afw's persisted Detector (archive tables after the planes of an LSST exposure file)
     archive = tuple(
         h.index for h in heads if not h.image

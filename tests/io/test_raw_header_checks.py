@@ -323,3 +323,21 @@ def test_decam_data_sections_the_camera_disagrees_with_are_warned_about(tmp_path
     text = record.getMessage()
     assert text.startswith(f"{swapped}: DATASECA ") and "DATASECB" in text
     assert "detector 'S4' of camera 'decam'" in text and "pass camera= and detector=" in text
+
+
+def test_a_header_naming_two_detectors_is_measured_as_its_name_with_a_warning(tmp_path,
+                                                                             caplog):
+    """RAFTBAY/CCDSLOT (or DETNAME, DETPOS) and DETECTOR (or CCDNUM) naming two detectors
+    gave a row of one detector's name beside the other's id, without a word."""
+    path = _copy(RAW_HEADERS / "LSSTCam_MC_C_20190319_000001_R10_S02_ITL.fits.gz",
+                 tmp_path / "x.fits", {"DETECTOR": 95})
+    from ampoffset_dask.io.fits import inspect_file
+
+    with caplog.at_level(logging.WARNING, logger="ampoffset_dask.io.file_info"):
+        info = inspect_file(path)
+        inspect_file(path)  # said once per file
+    assert (info.detector, info.detector_id) == ("R10_S02", 29)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"{path}: the header names detector R10_S02 (id 29) and detector id 95 (R22_S12 of "
+        "camera lsstcam); measured as R10_S02")
