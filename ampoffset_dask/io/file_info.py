@@ -368,18 +368,19 @@ def _visit_problem(keys: Mapping[str, Any]) -> str:
     return ""
 
 
-_IDENTITY_WARNED: set[str] = set()
+#: The keys of the warnings `warn_once` gave (each once per process).
+_WARNED: set[tuple] = set()
 
 
-def _warn_identity_once(path: Any, message: str) -> None:
-    """``logger.warning(message)`` once per file: planning and every reader inspect it."""
-    key = str(path)
-    if key in _IDENTITY_WARNED:
+def warn_once(log: logging.Logger, key: tuple, message: str, *args: Any) -> None:
+    """``log.warning(message, *args)`` once per ``key`` (a file, and what about it) and
+    process: planning and every reader of a file inspect it again."""
+    if key in _WARNED:
         return
-    if len(_IDENTITY_WARNED) > 4096:
-        _IDENTITY_WARNED.clear()
-    _IDENTITY_WARNED.add(key)
-    logger.warning("%s", message)
+    if len(_WARNED) > 4096:
+        _WARNED.clear()
+    _WARNED.add(key)
+    log.warning(message, *args)
 
 
 def _detector_from(keys: Mapping[str, Any]) -> tuple[str | None, int | None]:
@@ -722,9 +723,10 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
             # before), with its own id, said once per file (the row held one detector's
             # name beside another's id, without a word)
             other = cam[det_id].name if det_id in cam else "no detector"
-            _warn_identity_once(
-                path, f"{path}: the header names detector {name} (id {cam[name].id}) and "
-                f"detector id {det_id} ({other} of camera {cam.name}); measured as {name}")
+            warn_once(logger, (str(path), "identity"),
+                      "%s: the header names detector %s (id %s) and detector id %s (%s of "
+                      "camera %s); measured as %s", path, name, cam[name].id, det_id, other,
+                      cam.name, name)
             det_id = cam[name].id
     # afw's persisted Detector (archive tables after the planes of an LSST exposure file)
     archive = tuple(

@@ -24,7 +24,13 @@ from astropy.io import fits
 from ..cameras import Camera, UnknownDetectorError, canonical_camera_name, get_camera
 from ..errors import GeometryError, InputError
 from ..geometry import Amplifier, Detector, check_overlaps
-from .file_info import CCDDATA_MASK_PLANES, FileInfo, _amp_hdu_geometry, inspect_file
+from .file_info import (
+    CCDDATA_MASK_PLANES,
+    FileInfo,
+    _amp_hdu_geometry,
+    inspect_file,
+    warn_once,
+)
 from .header_geometry import (
     HeaderGeometry,
     format_section,
@@ -809,10 +815,6 @@ def _warn_other_camera(info: FileInfo, cam: Camera) -> None:
                f"{named!r}" if named else "CAMERA/INSTRUME", given)
 
 
-#: (file, stamp, what) of the warnings given: each once per file and process.
-_WARNED: set[tuple] = set()
-
-
 def _check_amp_datasecs(info: FileInfo, detector: Detector, cam: Camera,
                         raws: Sequence[Any]) -> None:
     """Warn (once per file) when the header's per-amp data sections (DECam's ``DATASECA``,
@@ -841,15 +843,9 @@ def _check_amp_datasecs(info: FileInfo, detector: Detector, cam: Camera,
 
 
 def _warn_once(info: FileInfo, what: str, message: str, *args: Any) -> None:
-    """``logger.warning(message, *args)``, once per file (and stamp) and ``what``: planning
-    and every reader of a file build its sources again."""
-    key = (str(info.path), file_stamp(info.path), what)
-    if key in _WARNED:
-        return
-    if len(_WARNED) > 4096:
-        _WARNED.clear()
-    _WARNED.add(key)
-    logger.warning(message, *args)
+    """`warn_once` per file (and stamp: a file rewritten since warns again) and ``what``:
+    planning and every reader of a file build its sources again."""
+    warn_once(logger, (str(info.path), file_stamp(info.path), what), message, *args)
 
 
 def file_isr(info: FileInfo, detector: Detector, sources: tuple[AmpSource, ...]) -> IsrSteps:
