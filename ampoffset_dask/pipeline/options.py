@@ -165,7 +165,9 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
     def _check_bools(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.type in ("bool", bool) and not isinstance(value, bool):
+            optional = f.type == "bool | None"  # None: derived (``apply``)
+            if ((f.type in ("bool", bool) or optional) and not isinstance(value, bool)
+                    and not (optional and value is None)):
                 raise ConfigError(f"{option_name(f.name)} must be True or False, got {value!r}")
 
     def _check_images(self) -> None:
@@ -181,9 +183,6 @@ to write the corrected exposures to, or in_place (--in-place) to overwrite the i
                 f"{option_name('output_images')} writes elsewhere: choose one"
             )
         images = self.output_images is not None or self.in_place
-        if self.apply is not None and not isinstance(self.apply, bool):
-            raise ConfigError(f"{option_name('apply')} must be True or False, got "
-                              f"{self.apply!r}")
         if self.apply is False and images:
             # an explicit "do not write" beside a place to write to: which one was meant?
             given = "output_images" if self.output_images is not None else "in_place"
