@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .algorithm.measure import measure_detector
-from .algorithm.metadata import lsst_metadata_comments
+from .algorithm.metadata import header_metadata_comments
 from .config import AmpOffsetConfig
 from .errors import InputError
 from .exposure import Exposure
@@ -200,7 +200,7 @@ def correct_ccddata(
     else:
         for key in _STALE:
             header.remove(key, ignore_missing=True, remove_all=True)
-        cards = lsst_metadata_comments(result.measurement, applied=True)
+        cards = header_metadata_comments(result.measurement, applied=True)
         for key, (value, comment) in cards.items():
             header[f"HIERARCH {key}"] = (value, comment)
     mask = getattr(ccd, "mask", None)

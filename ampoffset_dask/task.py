@@ -9,7 +9,7 @@ computation is delegated to `ampoffset_dask.algorithm`. ``run`` accepts whatever
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from ._pipe_base import Struct, Task
 from .algorithm.apply import apply_pedestals
 from .algorithm.edges import edge_profile, strip_slices
 from .algorithm.measure import measure_detector
-from .algorithm.metadata import lsst_metadata_comments, task_metadata
+from .algorithm.metadata import header_metadata_comments, lsst_metadata_comments, task_metadata
 from .algorithm.offsets import interface_offset
 from .config import AmpOffsetConfig, BackgroundConfig, DetectionConfig
 from .errors import InputError
@@ -110,6 +110,7 @@ class AmpOffsetTask(Task):
                 "detector); for a CCDData, ampoffset_dask.ccddata.correct_ccddata)")
         if applied:
             _check_correctable(exposure, parts)
+        _check_metadata(parts)
         with self.timer("ampOffset"):
             result = measure_detector(parts.image, parts.mask, detector, self.config,
                                       parts.mask_planes)
@@ -127,7 +128,10 @@ class AmpOffsetTask(Task):
             # the keys recorded for this one must not appear on the others
             metadata = dict(exposure.attrs.get("ampoffset_metadata") or {})
         if metadata is not None:
-            for key, (value, comment) in lsst_metadata_comments(result, applied).items():
+            # a FITS header holds no NaN (an interface without valid edge samples)
+            cards = (header_metadata_comments if hasattr(metadata, "cards")
+                     else lsst_metadata_comments)(result, applied)
+            for key, (value, comment) in cards.items():
                 _set_metadata(metadata, key, value, comment)
         if hasattr(exposure, "data_vars"):
             exposure.attrs["ampoffset_metadata"] = metadata
@@ -216,14 +220,27 @@ def _lengths(amps) -> dict[int, int]:
 
 
 def _set_metadata(metadata: Any, key: str, value: Any, comment: str) -> None:
-    if isinstance(metadata, dict):
-        metadata[key] = value
-    elif hasattr(metadata, "cards"):
+    if hasattr(metadata, "cards"):
         # an astropy Header: LSST's long keys are HIERARCH cards (without the prefix,
         # astropy warns for each key before making them so)
         metadata.set(f"HIERARCH {key}", value, comment)
+    elif isinstance(metadata, MutableMapping):
+        metadata[key] = value
     else:  # afw PropertyList
         metadata.set(key, value, comment)
+
+
+def _check_metadata(parts: ExposureParts) -> None:
+    """Raise, before anything is measured or applied, unless `_set_metadata` can record
+    LSST's keys in the exposure's metadata (a Dataset gets a dict of its own)."""
+    metadata = parts.metadata
+    if (metadata is None or hasattr(metadata, "cards") or isinstance(metadata, MutableMapping)
+            or callable(getattr(metadata, "set", None))):
+        return
+    raise InputError(
+        f"detector {parts.detector.name!r}: the exposure's metadata, a "
+        f"{type(metadata).__name__}, cannot take LSST's keys (give a dict or another mutable "
+        "mapping, an astropy Header or an afw PropertyList); nothing was measured or recorded")
 
 
 def _describe(exposure: Any) -> str:

@@ -418,3 +418,86 @@ def test_all_masked_gives_zero_pedestals():
     assert result.measurement.all_masked
     assert all(i.min_frac_fail and i.offset == 0.0 for i in result.interfaces)
     assert all(v == 0.0 for k, v in exposure.metadata.items() if "INTERFACEOFFSET" in k)
+
+
+def _three_amps_one_without_clipped_mean():
+    """Amps A | B | C whose A-B edges are noise-free (every difference clipped: no raw
+    offset, NaN) and C 3 ADU above B (tests/algorithm/test_edges_offsets.py's case)."""
+    from ampoffset_dask.geometry import detector_from_boxes
+
+    det = detector_from_boxes("D", 60, 26, [("A", 0, 0, 20, 26), ("B", 20, 0, 20, 26),
+                                            ("C", 40, 0, 20, 26)])
+    rng = np.random.default_rng(182)
+    k = int(rng.integers(1, 14))
+    image = np.zeros((26, 60), np.float32)
+    image[:, :20] = np.float32(rng.choice([0.0, 0.1, 0.3, 1.7, 1e3 / 3]))
+    image[26 - k:, 20:40] = rng.normal(0, 1, k).astype(np.float32)[:, None]
+    image[:, 40:] = np.random.default_rng(5).normal(3, 0.5, (26, 20)).astype(np.float32)
+    config = AmpOffsetConfig(amp_edge_inset=2, amp_edge_width=8, do_background=False,
+                             do_detection=False, do_apply_amp_offset=True)
+    return det, image, config
+
+
+def test_a_nan_interface_offset_is_an_undefined_card_in_a_header_metadata():
+    # astropy refuses NaN in a header: the run raised after correcting the pixels, and the
+    # header had no pedestal and no SUBTRACTED card
+    from astropy.io import fits
+
+    det, image, config = _three_amps_one_without_clipped_mean()
+    header = fits.Header()
+    exp = Exposure(image.copy(), detector=det, metadata=header)
+    res = AmpOffsetTask(config).run(exp)
+    assert not np.array_equal(exp.image, image)
+    assert header["LSST ISR AMPOFFSET INTERFACEOFFSET A-B"] is None
+    assert "no valid edge samples" in header.comments["LSST ISR AMPOFFSET INTERFACEOFFSET A-B"]
+    assert header["LSST ISR AMPOFFSET INTERFACEOFFSET B-C"] == pytest.approx(-2.99, abs=0.05)
+    assert header["LSST ISR AMPOFFSET PEDESTAL C"] == res.pedestals[2]
+    assert header["LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
+    back = fits.Header.fromstring(header.tostring())  # a FITS-legal header
+    assert back["LSST ISR AMPOFFSET INTERFACEOFFSET A-B"] is None
+    # a dict keeps LSST's NaN
+    meta: dict = {}
+    AmpOffsetTask(config).run(Exposure(image.copy(), detector=det, metadata=meta))
+    assert np.isnan(meta["LSST ISR AMPOFFSET INTERFACEOFFSET A-B"])
+
+
+def test_metadata_of_any_mutable_mapping_and_others_refused_before_measuring():
+    import collections
+    import types
+
+    det, image, config = _three_amps_one_without_clipped_mean()
+    for meta in (collections.UserDict(), collections.ChainMap()):
+        AmpOffsetTask(config).run(Exposure(image.copy(), detector=det, metadata=meta))
+        assert meta["LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
+    exp = Exposure(image.copy(), detector=det, metadata=types.MappingProxyType({}))
+    with pytest.raises(InputError, match=r"metadata, a mappingproxy, cannot take LSST's keys.*"
+                                         r"nothing was measured"):
+        AmpOffsetTask(config).run(exp)
+    assert np.array_equal(exp.image, image)
+
+
+def test_written_nan_metadata_is_refused_by_name_or_undefined():
+    from astropy.io import fits
+
+    from ampoffset_dask.algorithm.measure import measure_detector
+    from ampoffset_dask.algorithm.metadata import (
+        header_metadata_comments,
+        lsst_metadata_comments,
+    )
+    from ampoffset_dask.io.writer import write_exposure
+
+    det, image, config = _three_amps_one_without_clipped_mean()
+    m = measure_detector(image, None, det, config)
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d.fits"
+        with pytest.raises(ValueError, match="card 'LSST ISR AMPOFFSET INTERFACEOFFSET A-B' "
+                                             "is nan, which FITS cannot hold"):
+            write_exposure(path, image, metadata=lsst_metadata_comments(m, True))
+        assert not path.exists()
+        write_exposure(path, image, metadata=header_metadata_comments(m, True))
+        header = fits.getheader(path)
+        assert header["LSST ISR AMPOFFSET INTERFACEOFFSET A-B"] is None
+        assert header["LSST ISR AMPOFFSET PEDESTAL B"] == m.pedestals[1]

@@ -7,6 +7,7 @@ the FITS writer put them into the primary header of corrected files.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .result import DetectorMeasurement
@@ -16,6 +17,7 @@ __all__ = [
     "PEDESTAL_KEY",
     "SUBTRACTED_KEY",
     "TASK_PEDESTALS_KEY",
+    "header_metadata_comments",
     "lsst_metadata",
     "lsst_metadata_comments",
     "task_metadata",
@@ -62,6 +64,20 @@ def lsst_metadata_comments(
         else "Amp pedestals have not been subtracted",
     )
     return meta
+
+
+def header_metadata_comments(
+    measurement: DetectorMeasurement, applied: bool
+) -> dict[str, tuple[Any, str]]:
+    """`lsst_metadata_comments` as FITS header cards can hold them.
+
+    FITS has no NaN: the raw offset of an interface without one valid edge sample (NaN,
+    left out of the solve) is None, which a FITS header writes as an undefined value (read
+    back as None), and its comment says so. Every other value is unchanged.
+    """
+    return {key: (None, "Raw amp interface offset: none (no valid edge samples)")
+            if isinstance(value, float) and not math.isfinite(value) else (value, comment)
+            for key, (value, comment) in lsst_metadata_comments(measurement, applied).items()}
 
 
 def lsst_metadata(measurement: DetectorMeasurement, applied: bool) -> dict[str, Any]:

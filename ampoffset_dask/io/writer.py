@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -98,8 +99,9 @@ def write_exposure(
         Plane -> bit; afw's defaults when omitted.
     header, metadata : mapping, optional
         Primary-header cards: ``{key: value}`` or ``{key: (value, comment)}``, e.g. the
-        LSST amp-offset keys from `ampoffset_dask.algorithm.metadata.lsst_metadata_comments`
-        (a comment too long for its card is shortened, as FITS requires).
+        LSST amp-offset keys from `ampoffset_dask.algorithm.metadata.header_metadata_comments`
+        (a comment too long for its card is shortened, as FITS requires). A value None
+        writes no card; ``(None, comment)`` writes a card with an undefined value.
     overwrite : bool
         Replace an existing file (refused otherwise).
     compress : {None, "rice", "gzip"}
@@ -161,12 +163,17 @@ def write_exposure(
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
         for key, value in list(cards.items()) + list((metadata or {}).items()):
             comment = None
-            if isinstance(value, tuple):  # (value, comment), as lsst_metadata_comments gives
+            if isinstance(value, tuple):  # (value, comment), as header_metadata_comments gives
                 value, comment = value
-            if value is None:
+            elif value is None:
                 continue
             if isinstance(value, np.generic):
                 value = value.item()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(
+                    f"{path}: header card {key!r} is {value}, which FITS cannot hold (give "
+                    "None for an undefined value; header_metadata_comments does so for LSST's "
+                    "keys)")
             primary.header[_card_key(key)] = value if comment is None else (value, comment)
         img_header = _extension_header(image_header)
         if detector is not None:

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 
 from ..algorithm.apply import apply_pedestals
-from ..algorithm.metadata import lsst_metadata_comments
+from ..algorithm.metadata import header_metadata_comments
 from ..algorithm.quality import harm_check
 from ..catalog import DetectorResult
 from ..config import AmpOffsetConfig
@@ -254,7 +254,7 @@ def write_corrected(target: Any, path: str, exposure: Any, corrected: np.ndarray
     return write_exposure(
         target, corrected, exposure.mask, exposure.variance,
         mask_planes=exposure.mask_planes, header=cards.primary,
-        metadata=lsst_metadata_comments(measurement, applied=True), overwrite=True,
+        metadata=header_metadata_comments(measurement, applied=True), overwrite=True,
         detector=detector, image_header=cards.image, mask_header=cards.mask,
         variance_header=cards.variance,
     )

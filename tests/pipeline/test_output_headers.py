@@ -120,3 +120,36 @@ def test_an_exposures_mask_and_variance_cards_reach_the_copy_and_stay_in_place(
             assert mask["MYMASK"] == "kept" and var["MYVAR"] == 3 and var["BUNIT"] == "adu2"
             assert {k: v for k, v in mask.items() if k.startswith("MP_")} == planes
             assert mask["EXTTYPE"] == "MASK" and var["EXTTYPE"] == "VARIANCE"
+
+
+def test_an_interface_without_a_raw_offset_gives_an_undefined_card_not_a_failed_copy(
+        client, tmp_path):
+    # FITS has no NaN: the copy's header writer raised, and the detector, flagged without
+    # output images, was a failed row with astropy's traceback and no copy
+    from ampoffset_dask.geometry import detector_from_boxes
+    from ampoffset_dask.io.writer import write_exposure
+
+    det = detector_from_boxes("D", 60, 26, [("A", 0, 0, 20, 26), ("B", 20, 0, 20, 26),
+                                            ("C", 40, 0, 20, 26)])
+    rng = np.random.default_rng(182)
+    k = int(rng.integers(1, 14))
+    image = np.zeros((26, 60), np.float32)
+    image[:, :20] = np.float32(rng.choice([0.0, 0.1, 0.3, 1.7, 1e3 / 3]))
+    image[26 - k:, 20:40] = rng.normal(0, 1, k).astype(np.float32)[:, None]
+    image[:, 40:] = np.random.default_rng(5).normal(3, 0.5, (26, 20)).astype(np.float32)
+    src = tmp_path / "in" / "d.fits"
+    src.parent.mkdir()
+    write_exposure(src, image, detector=det, header={"VISIT": 1})
+    config = {"ampEdgeInset": 2, "ampEdgeWidth": 8, "doBackground": False,
+              "doDetection": False}
+    summary = process([src], tmp_path / "cat", config=config, output_images=tmp_path / "out",
+                      client=client, progress=False)
+    assert summary.n_flagged == 1 and summary.n_failed == 0
+    row = read_catalog(tmp_path / "cat", "detectors").iloc[0]
+    assert "without a clipped mean" in row["error"]
+    peds = read_catalog(tmp_path / "cat", "pedestals")["pedestal"].to_numpy()
+    with fits.open(row["output"]) as out:
+        header = out[0].header
+        assert header["LSST ISR AMPOFFSET INTERFACEOFFSET A-B"] is None
+        assert header["LSST ISR AMPOFFSET PEDESTAL C"] == peds[2]
+        assert np.allclose(out["IMAGE"].data[:, 40:], image[:, 40:] - np.float32(peds[2]))
