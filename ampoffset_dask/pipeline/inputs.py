@@ -394,21 +394,33 @@ def _camera_name(item: InputItem, camera: Any) -> str | None:
         return item.detector
 
 
-def _applied_pedestals(path: str, detector: Detector) -> tuple[float, ...]:
+_LOCAL_ONLY: Any = object()
+
+
+def _applied_pedestals(path: str, detector: Detector, storage: Any = _LOCAL_ONLY
+                       ) -> tuple[float, ...]:
     """The pedestals a corrected file's primary header says were subtracted, in amp order
-    (LSST's keys, which LSST's task and this package write); () unless every amp has one.
-    A run interrupted after correcting a file in place, before recording it, loses nothing:
-    the next run records these."""
+    (LSST's keys, which LSST's task and this package write); () unless every amp has one,
+    or when the header cannot be read. A run interrupted after correcting a file in place,
+    before recording it, loses nothing: the next run records these. URLs are read only when
+    ``storage`` (their storage options, None for the defaults) is given."""
     from astropy.io import fits
 
     from ..algorithm.metadata import PEDESTAL_KEY
 
-    if is_url(path):
-        return ()
     try:
-        header = fits.getheader(path, 0)
+        if is_url(path):
+            if storage is _LOCAL_ONLY:
+                return ()
+            from ..io.remote import filesystem
+
+            # a small block: only the primary header is read, not a store's default 50 MiB
+            with filesystem(path, storage).open(path, "rb", block_size=1 << 16) as fh:
+                header = fits.getheader(fh, 0)
+        else:
+            header = fits.getheader(path, 0)
         values = [header.get(PEDESTAL_KEY.format(amp.name)) for amp in detector]
-    except (OSError, ValueError):
+    except (OSError, ValueError, InputError):
         return ()
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return ()

@@ -29,7 +29,13 @@ from ..catalog.schema import DONE, CatalogWriteError
 from ..config import AmpOffsetConfig, as_config
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
 from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder
-from ..io.remote import environment_options, is_url, redact, scoped_storage_options
+from ..io.remote import (
+    _ZIP_FRAGMENT,
+    environment_options,
+    is_url,
+    redact,
+    scoped_storage_options,
+)
 from ..io.sections import _is_wrapped
 from . import _config
 from .cluster import (
@@ -240,7 +246,7 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
     object-store prefix. Planning allows one input per (visit, detector), so two inputs never
     share an output; the corrected file is plain FITS whatever the input's compression, and
     named so. In place, it is the input itself (the file a symbolic link names): refused
-    (`InputError`) for URLs, Butler datasets, one CCD of a multi-CCD file,
+    (`InputError`) for URLs, Butler datasets, zip members, one CCD of a multi-CCD file,
     gzip/bzip2-wrapped files, raws, files holding what the corrected exposure would not keep
     (`PlannedTask.keeps`) and files with several hard links. A visit or detector name that
     cannot be a folder name (``..``, a path separator) is refused too."""
@@ -257,6 +263,10 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
                 f"{task.path}: dataset {task.dataset_id} of a Butler repository cannot be "
                 "corrected in place (a Butler dataset is never rewritten); use "
                 "--output-images / output_images")
+        if _ZIP_FRAGMENT in os.fspath(task.path):
+            raise InputError(f"{task.path}: a member of a zip archive cannot be corrected in "
+                             "place (the archive is not rewritten); use --output-images / "
+                             "output_images")
         if task.hdu is not None:
             raise InputError(f"{task.path}: one CCD of a multi-CCD file cannot be corrected in "
                              "place; use --output-images / output_images")
@@ -655,8 +665,8 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         outputs = check_outputs(planned, opts)  # before anything is submitted
         local_outputs = [p for p in outputs.values() if not is_url(p)]
         if opts.in_place:
-            for path in local_outputs:
-                _check_writable(path.parent, "corrected images")
+            for folder in dict.fromkeys(path.parent for path in local_outputs):
+                _check_writable(folder, "corrected images")
         _remove_stale_tmp(local_outputs)
         run_id = writer.start_run(config=cfg, inputs=[redact(i.path) for i in items],
                                   url_stamps={t.path: t.stamp for t in planned
@@ -764,7 +774,8 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     the same (visit, detector) is measured, its row superseding, with a warning naming both
     files; so is the failed row of another input that could not be planned), the input
     unchanged since (size and modification time), and, when this run writes corrected
-    images, must name the one this run would write, still there. An input flagged "already
+    images, must name the one this run would write, still there and still holding the row's
+    pedestals (a file or an object another run may have replaced). An input flagged "already
     corrected" is skipped (not flagged again, which would supersede the
     measurement) when that row is the correction of this file in place, with or without
     ``force``, as long as its header still says it is corrected (a restored original is
@@ -809,7 +820,10 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
         # not this run's result, whatever the latest run was
         if measured.get(row.run_id, _measurement({})) != mine:
             continue
-        if row.applied and row.output == path:
+        # in place, the row's output is the file the input names (a symbolic link's target)
+        in_place = row.applied and (row.output == path or (
+            not is_url(task.path) and row.output == os.path.realpath(task.path)))
+        if in_place:
             # this catalog corrected the file in place (which changed its size and time):
             # done while its header still says so, even with force; a file restored since
             # (a backup keeps the original's size and time) is measured and corrected again
@@ -824,12 +838,12 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
         image = _output_done(task, row.output, options, outputs) if options.apply else None
         if options.apply and image is None:
             continue
-        if image is not None and row.output != path and not is_url(image):
+        if image is not None and not in_place:
             written.append((task, row, image))
             continue
         done.add(output_key(task))
     if written:
-        done.update(_images_still_written(written, writer.path))
+        done.update(_images_still_written(written, writer.path, options.storage_options))
     for task, other in moved[:_WARN_MOVED]:
         logger.warning("visit %s detector %s: %s %s, whose row supersedes the catalog's "
                        "current row, which came from another input: %s", task.visit,
@@ -841,11 +855,12 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     return done
 
 
-def _images_still_written(written: list[tuple[PlannedTask, Any, str]],
-                          catalog: Path) -> set[str]:
-    """The `output_key` of each ``(task, row, image)`` whose corrected image still holds the
-    pedestals of its row (LSST's keys in its header): another catalog writing to the same
-    folder, or anyone, may have replaced it since, and then it is written again."""
+def _images_still_written(written: list[tuple[PlannedTask, Any, str]], catalog: Path,
+                          storage: Mapping[str, Any] | None = None) -> set[str]:
+    """The `output_key` of each ``(task, row, image)`` whose corrected image (a file, or an
+    object read with ``storage`` options) still holds the pedestals of its row (LSST's keys
+    in its header): another catalog writing to the same folder or prefix, or anyone, may
+    have replaced it since, and then it is written again."""
     import pyarrow.dataset as ds
 
     from ..catalog.read import arrow_table
@@ -864,7 +879,7 @@ def _images_still_written(written: list[tuple[PlannedTask, Any, str]],
     done = set()
     for task, row, image in written:
         mine = rows.get((task.visit, task.name, row.run_id), {})
-        header = _applied_pedestals(image, task.detector) if task.detector else ()
+        header = _applied_pedestals(image, task.detector, storage) if task.detector else ()
         if header and len(mine) == len(header) and all(
                 abs(mine.get(i, math.nan) - v) <= 1e-6 for i, v in enumerate(header)):
             done.add(output_key(task))
@@ -950,7 +965,7 @@ def _output_done(task: PlannedTask, recorded: str, options: RunOptions,
     from ..io.remote import filesystem
 
     try:
-        return want if filesystem(want).exists(want) else None
+        return want if filesystem(want, options.storage_options).exists(want) else None
     except Exception:  # the store cannot tell: write it again rather than trust it
         return None
 

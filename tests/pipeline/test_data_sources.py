@@ -298,3 +298,39 @@ def test_cli_s3_outputs_under_the_input_prefix_are_never_inputs(s3, client, tmp_
     keys = {o["Key"] for o in s3client.list_objects_v2(Bucket=survey,
                                                         Prefix="nested/corr/")["Contents"]}
     assert "nested/corr/.ampoffset-outputs" in keys
+
+
+def test_cli_s3_resume_writes_again_a_corrected_object_another_catalog_replaced(
+        s3, client, tmp_path, monkeypatch):
+    """Another catalog writing corrected images to the same prefix (another configuration)
+    replaces the objects; a resumed run of the first checks each object's pedestals against
+    its row, as for local folders, and writes it again (it once checked only that the
+    object existed, and its rows named objects holding the other run's correction)."""
+    import io
+
+    from astropy.io import fits
+
+    _endpoint, env, paths, s3client, survey, results = s3
+    s3client.upload_file(str(paths[0]), survey, f"replaced/{paths[0].name}")
+    base = ["--set", "doBackground=false", "--set", "doDetection=false",
+            "--scheduler", client.scheduler.address, "--output-images",
+            f"s3://{results}/replaced-out"]
+    run_a = ("run", f"s3://{survey}/replaced/", "--output", tmp_path / "a", *base,
+             "--set", "ampEdgeWidth=12")
+    run_b = ("run", f"s3://{survey}/replaced/", "--output", tmp_path / "b", *base,
+             "--set", "ampEdgeWidth=20")
+    for args in (run_a, run_b, run_a):
+        proc = cli_in(env, monkeypatch, *args)
+        assert proc.returncode == 0, proc.stderr
+    assert "ok 1" in proc.stdout and "skipped 0" in proc.stdout, proc.stdout
+    row = read_catalog(tmp_path / "a", "detectors").iloc[0]
+    key = row["output"].split(f"s3://{results}/", 1)[1]
+    with fits.open(io.BytesIO(s3client.get_object(Bucket=results, Key=key)["Body"].read())
+                   ) as hdul:
+        header = hdul[0].header
+    mine = read_catalog(tmp_path / "a", "pedestals")
+    for amp, value in zip(mine["amp"], mine["pedestal"], strict=True):
+        assert header[f"LSST ISR AMPOFFSET PEDESTAL {amp}"] == pytest.approx(value, abs=1e-9)
+    # unchanged since: the next run skips it
+    proc = cli_in(env, monkeypatch, *run_a)
+    assert proc.returncode == 0 and "skipped 1" in proc.stdout, proc.stdout

@@ -63,6 +63,48 @@ def test_a_symbolic_link_corrects_the_file_it_names(sim_visit, client, tmp_path)
     assert fits.getheader(target, 0).get(SUBTRACTED_KEY) is True
 
 
+def test_a_zip_member_is_refused_in_place_by_name(sim_visit, tmp_path):
+    # it failed with the zip member's path as a missing file ([Errno 2])
+    import zipfile
+
+    import pandas as pd
+
+    archive = tmp_path / "arch.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(sim_visit.paths[0], "a/x.fits")
+    before = archive.read_bytes()
+    manifest = pd.DataFrame({"path": [f"{archive}#zip-path=a/x.fits"], "visit": [1]})
+    with pytest.raises(InputError, match=r"arch\.zip#zip-path=a/x\.fits: a member of a zip "
+                                         r"archive cannot be corrected in place"):
+        process(manifest, tmp_path / "cat", in_place=True, progress=False)
+    assert archive.read_bytes() == before
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_file_corrected_in_place_through_a_link_is_done_on_the_next_run(
+        sim_visit, client, tmp_path, force):
+    # the row's input is the link, its output the file: the next run did not see its own
+    # correction, and flagged the file "already corrected" over the ok row or, with force,
+    # corrected it a second time
+    real = tmp_path / "real"
+    real.mkdir()
+    shutil.copyfile(sim_visit.paths[0], real / "x.fits")
+    (tmp_path / "dirlink").symlink_to(real)
+    inp = tmp_path / "dirlink" / "x.fits"
+    first = process([inp], tmp_path / "cat", in_place=True, force=force, client=client,
+                    progress=False)
+    assert first.n_ok == 1
+    corrected = (real / "x.fits").read_bytes()
+    again = process([inp], tmp_path / "cat", in_place=True, force=force, client=client,
+                    progress=False)
+    assert (again.n_ok, again.n_flagged, again.n_skipped) == (0, 0, 1)
+    assert (real / "x.fits").read_bytes() == corrected
+    from ampoffset_dask import read_catalog
+
+    rows = read_catalog(tmp_path / "cat", "detectors", all_rows=True)
+    assert rows["status"].tolist() == ["ok"]
+
+
 def test_a_detector_name_that_is_no_folder_name_is_refused(sim_visit, tmp_path):
     src = tmp_path / "in" / "x.fits"
     src.parent.mkdir()
