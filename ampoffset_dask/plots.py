@@ -931,13 +931,82 @@ def _measured_pedestals(ped: Any, det: Any, camera: Any = None) -> Any:
     return ped
 
 
+def _catalog_detector(catalog: str | os.PathLike[str], visit: int, ok: Any,
+                      detector: str | int) -> str:
+    """The catalog's name of ``detector`` among the measured rows ``ok`` of ``visit``.
+
+    Matched as `~ampoffset_dask.catalog.read_catalog` matches ``detectors=``: a name in any
+    case, or the integer id (also as a string of digits).
+
+    Raises
+    ------
+    InputError
+        When no measured detector of the visit is ``detector`` (before any file is written).
+    """
+    from .catalog.read import _detector_keys, _detector_names
+
+    names, ids = _detector_keys(detector) or ([], [])
+    wanted = set(_detector_names(Path(catalog), names, ids, visits=[visit]))
+    found = [str(d) for d in ok["detector"] if str(d) in wanted]
+    if not found:
+        raise InputError(f"{catalog}: visit {visit}: no measured detector {detector!r}")
+    return found[0]
+
+
+def _ccd_name(info: Any, camera: Any) -> str | None:
+    """The camera's name of the detector whose headers ``info`` describes, as a run of the
+    file names it (the header's own name when the camera cannot say)."""
+    from .io.layout import resolve_detector
+
+    try:
+        return resolve_detector(info, camera=camera).name
+    except AmpOffsetError:
+        return info.detector
+
+
+def _read_detector(path: str, name: str, camera: Any, isr: Mapping[str, Any]) -> Any:
+    """Read detector ``name`` of the file ``path`` (a catalog row's ``input``) for its plots.
+
+    A multi-CCD file is read at the HDU of that CCD, never its first one; a file whose
+    header names no detector (a run given it by a manifest) is read as ``name``. The read
+    detector is checked to be ``name``, so another CCD's pixels and layout are never drawn
+    under its title.
+
+    Raises
+    ------
+    InputError
+        Naming the file and detector, when the file holds no CCD of that name, or any read
+        error of `~ampoffset_dask.io.fits.read_exposure`.
+    """
+    from .io.fits import inspect_file, read_exposure
+
+    info = inspect_file(path)
+    kwargs: dict[str, Any] = dict(isr)
+    if info.ccd_hdus:
+        held = {k: _ccd_name(inspect_file(path, k), camera) for k in info.ccd_hdus}
+        hdus = [k for k, n in held.items() if n is not None and n.casefold() == name.casefold()]
+        if not hdus:
+            raise InputError(
+                f"{path}: detector {name}: no CCD HDU of the file is it (HDUs "
+                + ", ".join(f"{k}: {n}" for k, n in list(held.items())[:10]) + ")")
+        kwargs["hdu"] = hdus[0]
+    elif info.detector is None and info.detector_id is None and not info.archive_hdus:
+        kwargs["detector"] = name
+    exposure = read_exposure(path, camera=camera, **kwargs)
+    got = exposure.detector.name
+    if str(got).casefold() != name.casefold():
+        raise InputError(f"{path}: detector {name}: the file holds detector {got} "
+                         f"(HDU {exposure.info.image_hdu}), not {name}")
+    return exposure
+
+
 def plot_visit(
     catalog: str | os.PathLike[str],
     visit: int | None = None,
     *,
     out: str | os.PathLike[str] | None = None,
     camera: Any = None,
-    detector: str | None = None,
+    detector: str | int | None = None,
 ) -> list[Path]:
     """Write the standard PNG plots of one visit of a catalog.
 
@@ -956,8 +1025,10 @@ def plot_visit(
     camera : str or Camera, optional
         Camera for the focal-plane map and to read the input file (default: from the input
         files' headers, else the smallest built-in camera with every detector name).
-    detector : str, optional
-        Detector for the per-detector plots (default: the first measured one).
+    detector : str or int, optional
+        Detector for the per-detector plots, by name in any case or by integer id (default:
+        the first measured one). In a multi-CCD file its own CCD is read; when the file
+        holds no CCD of that name the before/after plot is skipped (a warning).
 
     Returns
     -------
@@ -989,9 +1060,8 @@ def plot_visit(
         raise InputError(f"{catalog}: nothing to plot for visit {visit}: all {len(det)} "
                          "detector(s) failed (`ampoffset-dask catalog CATALOG --visit V` "
                          "lists why)")
-    name = detector or (str(ok["detector"].iloc[0]) if len(ok) else None)
-    if len(ok) and not (ok["detector"] == name).any():  # before any file is written
-        raise InputError(f"visit {visit}: no measured detector {name!r}")
+    name = (_catalog_detector(catalog, visit, ok, detector) if detector is not None
+            else str(ok["detector"].iloc[0]))
     ped = read_catalog(catalog, "pedestals", visits=[visit])
     itf = read_catalog(catalog, "interfaces", visits=[visit])
     out = Path(out) if out is not None else Path(catalog) / "plots"
@@ -1035,8 +1105,6 @@ def plot_visit(
     exposure = None
     corrected, note = False, ""
     if path and Path(path).is_file():
-        from .io.fits import read_exposure
-
         corrected, note = _file_holds_correction(
             first, {str(a): float(p) for a, p in zip(p_det["amp"], p_det["pedestal"],
                                                        strict=True)}, path)
@@ -1049,12 +1117,13 @@ def plot_visit(
                    "gain": "nominal" if first.get("gain") == "nominal" else None}
         try:
             # the camera the run read the file with (else its header's), not a guessed one
-            exposure = read_exposure(
-                path, camera=camera if camera is not None else _run_camera(
-                    catalog, _run_ids(row)), **isr)
+            exposure = _read_detector(
+                path, name, camera if camera is not None else _run_camera(
+                    catalog, _run_ids(row)), isr)
             geometry = exposure.detector
         except AmpOffsetError as exc:
-            logger.warning("cannot read %s for the before/after plot: %s", path, exc)
+            logger.warning("cannot read %s for the before/after plot of %s (skipped): %s",
+                           path, name, exc)
     if geometry is None and cam is not None and name in cam:
         geometry = cam[name]
     if geometry is not None:
