@@ -70,8 +70,9 @@ class TrendsResult:
         ``model`` (the fitted value) and ``jump`` (True at the first visit of a new level).
     summary : pandas.DataFrame
         One row per (detector, amp): ``n_visits``, ``n_jumps``, ``jump_visits`` (comma
-        separated), ``gain_slope`` (relative gain error: pedestal change per unit of sky
-        level) with ``gain_slope_err`` and the ``gain_like`` flag, ``drift`` (ADU per
+        separated), ``gain_slope`` (relative response error: pedestal change per unit of sky
+        level; positive when the amp reads high, its e-/ADU gain too low) with
+        ``gain_slope_err`` and the ``gain_like`` flag, ``drift`` (ADU per
         visit: per step in the table's sorted visits, whatever their numbers) with
         ``drift_err``, and ``sigma`` (the robust visit-to-visit scatter).
     """

@@ -5,7 +5,10 @@ relative gain error ``g`` between the amps gives a step proportional to the loca
 ``A - B = g S + delta``. `interface_gain` regresses the step at each position against the
 local flux ``S`` (the mean of the two un-background-subtracted strip line medians, smoothed along
 the interface so that its noise does not dilute the slope) and reports the gain ratio
-``gain_A / gain_B = (1 + g/2) / (1 - g/2)`` with its error. The step is the difference of
+``gain_A / gain_B = (1 + g/2) / (1 - g/2)`` with its error. "Gain" here is the amp's
+response, ADU per unit of signal: a ratio above 1 says A reads high, so A's gain in
+electrons per ADU (a camera's ``amp_gain``, what ``gain='nominal'`` multiplies by) is the
+lower one. The step is the difference of
 the two strips' levels extrapolated to the boundary (a straight line across each strip),
 so that a gradient across the gap, which on a flat also scales with the flux, is not
 taken for a gain step; the fit clips positions beyond 4 standard errors. The leverage is

@@ -46,7 +46,8 @@ class InterfaceResult:
         Robust weight factor in [0, 1] of the ``"robust"`` estimator (0: rejected as
         inconsistent with the other interfaces); always 1 for LSST's estimator.
     gain_ratio, gain_ratio_err : float
-        Gain of A over gain of B from the step's dependence on the local flux along the
+        Response of A over response of B (ADU per unit signal: above 1, A reads high and
+        its e-/ADU gain is the lower) from the step's dependence on the local flux along the
         interface (`algorithm.gain`), with its error; NaN without flux range, or when the
         step changes faster than twice the flux (no gain does that: additive structure).
     gain_like : bool

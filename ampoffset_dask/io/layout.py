@@ -386,6 +386,7 @@ def amp_sources(
         cam = _guess_camera(info)
     sources = _located_sources(info, detector, cam, mode)
     if gain_mode == "nominal":
+        _check_in_adu(info, detector)
         gains = _nominal_gains(info, detector, cam)
         sources = tuple(dataclasses.replace(s, gain=g)
                         for s, g in zip(sources, gains, strict=True))
@@ -483,6 +484,26 @@ def _distinct(sources: tuple[AmpSource, ...], info: FileInfo,
 
 def _applied_mode(mode: str) -> str:
     return "per-row" if mode == "auto" else mode
+
+
+#: ``BUNIT`` values of pixels in electrons (FITS and astropy spellings).
+_ELECTRONS = frozenset({"electron", "electrons", "e-", "e"})
+
+
+def _check_in_adu(info: FileInfo, detector: Detector) -> None:
+    """Refuse nominal gains for pixels the header says are in electrons already (a copy
+    corrected with gain='nominal', LSST's post-ISR images): multiplied again, pedestals and
+    levels came out gain times too large, recorded ok."""
+    header = info.header or {}
+    said = None
+    if str(header.get("GAINCORR", "")).strip().lower() == "nominal":
+        said = "GAINCORR = 'nominal'"
+    elif str(header.get("BUNIT", "")).strip().lower() in _ELECTRONS:
+        said = f"BUNIT = {header['BUNIT']!r}"
+    if said is not None:
+        raise InputError(f"{info.path}: detector {detector.name!r}: gain='nominal' (--gain "
+                         f"nominal) on pixels already in electrons ({said} in its header); "
+                         "measure it without gains")
 
 
 def _nominal_gains(info: FileInfo, detector: Detector, cam: Camera | None) -> list[float]:

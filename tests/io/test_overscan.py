@@ -183,6 +183,24 @@ def test_lsstcam_nominal_gains_on_an_exposure_scale_image_and_variance(stepped_e
     np.testing.assert_allclose(lazy.image[:, :], data.image, rtol=1e-6)
 
 
+@pytest.mark.parametrize("card", [("GAINCORR", "nominal", 0), ("BUNIT", "electron", 1),
+                                  ("BUNIT", "e-", 0)])
+def test_nominal_gains_are_refused_on_pixels_already_in_electrons(stepped_e2v, tmp_path, card):
+    # multiplied again: pedestals and levels gain times too large, recorded ok
+    path, _, _ = stepped_e2v
+    key, value, hdu = card
+    copy = tmp_path / "in_electrons.fits"
+    with fits.open(path) as hdul:
+        hdul[hdu].header[key] = value
+        hdul.writeto(copy)
+    for read in (read_exposure, open_lazy):
+        with pytest.raises(InputError, match=rf"in_electrons\.fits: detector 'R22_S11': "
+                                             rf"gain='nominal' \(--gain nominal\) on pixels "
+                                             rf"already in electrons \({key} = '{value}'"):
+            read(copy, gain="nominal")
+    read_exposure(copy)  # measured as it is
+
+
 def test_assembled_files_are_left_alone_and_forced_modes_refused(stepped_e2v):
     path, image, _ = stepped_e2v
     data = read_exposure(path)
