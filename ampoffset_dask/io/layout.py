@@ -291,13 +291,44 @@ def _warn_recorded_layout(info: FileInfo, detector: Detector, cam: Camera) -> No
     recorded layout may be a persisted detector's that the file no longer carries)."""
     if not any(str(key).startswith("AMPNAM") for key in info.header):
         return
-    stated = _stated_geometry(info)
-    if stated is not None and stated.per_amp and not _same_layout(stated.detector, detector):
+    if info.amp_hdus or info.kind == "raw":
+        stated = _stated_geometry(info)
+        differs = (stated is not None and stated.per_amp
+                   and not _same_layout(stated.detector, detector))
+    else:  # one layout per detector type: its cards, not each file's, decide
+        cards = tuple((str(k), str(v)) for k, v in info.header.items()
+                      if _LAYOUT_CARD.match(str(k)))
+        differs = _recorded_layout_differs(cards, tuple(info.shape), detector.shape,
+                                           detector.amplifiers)
+    if differs:
+        stated = _stated_geometry(info)
         logger.warning(
             "%s: the amp layout recorded in the header (AMPNAM/DATASEC: %s) differs from "
             "detector %r of camera %r named by the header (%s); using the camera's (pass "
             "detector= with a Detector to use another layout)", info.path,
             _layout_text(stated.detector), detector.name, cam.name, _layout_text(detector))
+
+
+#: The keywords `geometry_from_header` reads.
+_LAYOUT_CARD = re.compile(r"(DATASEC|DETSEC|CCDSEC|BIASSEC|AMPNAM)")
+
+
+@functools.lru_cache(maxsize=64)
+def _recorded_layout_differs(cards: tuple[tuple[str, str], ...], shape: tuple[int, int],
+                             detector_shape: tuple[int, int],
+                             amplifiers: tuple[Amplifier, ...]) -> bool:
+    """Whether the per-amp layout the single-image header ``cards`` record differs from a
+    detector's (its shape and amps; False when they record none, or an unusable one): the
+    same for every file of a detector type, worked out once (~5 ms each, a third of
+    planning a file)."""
+    try:
+        stated = geometry_from_header(dict(cards), "layout", shape)
+    except GeometryError as exc:
+        logger.debug("header amp geometry: %s", exc)
+        return False
+    return (stated is not None and stated.per_amp
+            and (stated.detector.shape != detector_shape
+                 or stated.detector.amplifiers != amplifiers))
 
 
 def _header_geometry(info: FileInfo) -> HeaderGeometry | None:
