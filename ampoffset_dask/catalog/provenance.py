@@ -50,12 +50,13 @@ def _package_versions() -> dict[str, str]:
 
 
 def input_records(paths: Iterable[str | os.PathLike],
-                  url_stamps: Mapping[str, tuple[int, float]] | None = None
+                  url_stamps: Mapping[str, tuple[Any, ...]] | None = None
                   ) -> list[dict[str, Any]]:
-    """``[{path, size, mtime}]`` of each input (size -1 when it cannot be examined).
+    """``[{path, size, mtime}]`` of each input (size -1 when it cannot be examined), with
+    ``etag`` for objects whose store tags their versions.
 
-    Local files are stat'ed; objects of a store (``s3://``...) give the size and time their
-    store reports (`~ampoffset_dask.io.remote.url_stamp`, asked in a few threads), unless
+    Local files are stat'ed; objects of a store (``s3://``...) give the size, time and tag
+    their store reports (`~ampoffset_dask.io.remote.url_stamp`, asked in a few threads), unless
     ``url_stamps`` holds them already (what planning asked the store, by URL).
     """
     import contextvars
@@ -78,8 +79,11 @@ def input_records(paths: Iterable[str | os.PathLike],
     for p in paths:
         if p in stamps:
             stamp = stamps[p]
-            out.append({"path": p, "size": -1 if stamp is None else stamp[0],
-                        "mtime": None if stamp is None else stamp[1]})
+            record = {"path": p, "size": -1 if stamp is None else stamp[0],
+                      "mtime": None if stamp is None else stamp[1]}
+            if stamp is not None and len(stamp) > 2:  # the store's version tag (ETag)
+                record["etag"] = stamp[2]
+            out.append(record)
             continue
         try:
             st = os.stat(p)

@@ -149,9 +149,15 @@ def _on_disk(name: str) -> str:
     return os.fsdecode(raw)
 
 
-def _stamp(size: Any, mtime: Any) -> tuple[int, float] | None:
+def _stamp(size: Any, mtime: Any, etag: Any = None) -> tuple[Any, ...] | None:
+    """An input's stamp as recorded (`~ampoffset_dask.catalog.provenance.input_records`),
+    in the form `~ampoffset_dask.io.remote.url_stamp` and `os.stat` give it: with the
+    store's version tag when there was one (an object of the same size and time whose
+    bytes changed has another), whose time may then be unknown (None)."""
     if size is None or int(size) < 0:
         return None
+    if etag:
+        return int(size), float(mtime) if mtime is not None else None, str(etag)
     return int(size), float(mtime) if mtime is not None else float("nan")
 
 
@@ -467,7 +473,8 @@ class CatalogWriter:
         from ..io.remote import redact, redact_text  # (the I/O stack: when writing only)
 
         records = self._input_records(inputs, url_stamps)
-        self._inputs = {r["path"]: _stamp(r["size"], r["mtime"]) for r in records}
+        self._inputs = {r["path"]: _stamp(r["size"], r["mtime"], r.get("etag"))
+                        for r in records}
         inputs_json = json.dumps(records)
         cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
         self._run_row = {
@@ -604,7 +611,7 @@ class CatalogWriter:
         started: dict[str, Any] = {}
         for row in self._read_runs():
             try:
-                stamps = {r["path"]: _stamp(r.get("size"), r.get("mtime"))
+                stamps = {r["path"]: _stamp(r.get("size"), r.get("mtime"), r.get("etag"))
                           for r in json.loads(row["inputs"] or "[]")}
             except (ValueError, TypeError, KeyError, AttributeError):
                 stamps = {}

@@ -10,8 +10,11 @@ file headers; the instrument name selects the built-in camera.
 URIs become what the readers open: ``file://`` URIs local paths, ``s3://`` (and other
 object-store) URIs ``scheme://bucket/key`` with the key as stored (the datastore's URIs are
 percent-encoded), signed ``https://`` URIs as given, and zip members
-``archive.zip#zip-path=member``; `ampoffset_dask.io.remote` opens them (an S3 datastore's
-endpoint from ``S3_ENDPOINT_URL`` too, as lsst.resources takes it).
+``archive.zip#zip-path=member`` (the archive local or in a store);
+`ampoffset_dask.io.remote` opens them (an S3 datastore's endpoint from ``S3_ENDPOINT_URL``
+too, and a datastore addressed by an lsst.resources profile, ``s3://PROFILE@bucket/...``,
+with the endpoint and keys of ``LSST_RESOURCES_S3_PROFILE_<PROFILE>``, as lsst.resources
+takes them).
 """
 
 from __future__ import annotations

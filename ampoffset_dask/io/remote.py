@@ -44,10 +44,20 @@ lsst.resources' ``S3_ENDPOINT_URL``, which Butler datastores in a store use),
 ``AWS_REGION`` (read by botocore). `process` forwards the client's S3 environment, with the
 explicit options over it, to the workers as task arguments (workers of a remote cluster do
 not share the client's environment; with none of these variables set on the client, workers
-use their own). Options are never logged or written anywhere.
+use their own). Options are never logged or written anywhere. A URL naming an
+lsst.resources S3 profile (``s3://PROFILE@bucket/key``, as Butler datastores may) is read
+with the endpoint and keys of ``LSST_RESOURCES_S3_PROFILE_<PROFILE>``
+(``https://KEY:SECRET@host:port``), forwarded to the workers likewise.
 
 Zip members (``/repo/x.zip#zip-path=member.fits``, as Butler zip datastores give them) are
-extracted once per process into a temporary folder and read as local files.
+extracted once per process into a temporary folder and read as local files; so are members
+of an archive in a store (``s3://bucket/x.zip#zip-path=member.fits``), of which only the
+zip directory and the member's bytes are fetched, again when the archive is replaced.
+
+Whether an object was replaced (between planning and its task, or since the run a resumed
+run continues) is told by its `url_stamp`: size, modification time and the store's ETag or
+version (HTTP's ``Last-Modified`` and ``ETag`` included). Patterns (``s3://b/raw/*.fits``,
+``**``, ``?``, ``[0-4]``) are expanded by `list_url` with the store's listing.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import errno
 import hashlib
 import logging
 import os
@@ -265,7 +276,11 @@ def _environment_endpoint(env: Mapping[str, str]) -> str | None:
 
 
 def storage_options(url: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The fsspec storage options for ``url`` (see the module docstring for precedence)."""
+    """The fsspec storage options for ``url`` (see the module docstring for precedence).
+
+    For ``s3://PROFILE@bucket/...`` the endpoint and keys are the profile's (`_profile_options`),
+    over any others: the profile names the store the object is in.
+    """
     out: dict[str, Any] = {}
     if protocol(url) in ("s3", "s3a"):
         endpoint = _environment_endpoint(os.environ)
@@ -277,12 +292,70 @@ def storage_options(url: str, options: Mapping[str, Any] | None = None) -> dict[
     out.update(_DEFAULT_OPTIONS)
     out.update(_SCOPED_OPTIONS.get() or {})
     out.update(dict(options or {}))
+    profiles = out.pop(_PROFILES_OPTION, None) or {}
+    profile = _s3_profile(url)
+    if profile is not None:
+        for k in ("endpoint_url", "key", "secret", "token", "profile", "anon"):
+            out.pop(k, None)
+        out.update(_profile_options(url, profile, profiles))
+    return out
+
+
+#: lsst.resources' S3 profiles: ``s3://PROFILE@bucket/key`` is read with the endpoint and
+#: keys of this variable + PROFILE (``https://KEY:SECRET@host:port``).
+PROFILE_VARIABLE = "LSST_RESOURCES_S3_PROFILE_"
+#: Storage option carrying the profiles' variables to workers (`environment_options`);
+#: taken out before the options reach fsspec.
+_PROFILES_OPTION = "ampoffset_s3_profiles"
+
+
+def _s3_profile(url: str) -> str | None:
+    """The lsst.resources profile an ``s3://PROFILE@bucket/...`` URL names, else None."""
+    if protocol(url) not in ("s3", "s3a"):
+        return None
+    netloc = url[url.index("://") + 3:].split("/", 1)[0]
+    user, at, _ = netloc.rpartition("@")  # bucket names hold no "@"
+    return user if at and user else None
+
+
+def _profile_options(url: str, profile: str, given: Mapping[str, str]) -> dict[str, Any]:
+    """Endpoint and keys of an lsst.resources S3 profile, from ``given`` (forwarded by the
+    client) or the ``LSST_RESOURCES_S3_PROFILE_<profile>`` variable.
+
+    Raises
+    ------
+    InputError
+        When the variable is not set or is not ``scheme://[KEY:SECRET@]host[:port]``
+        (the message never quotes its value: it holds the secret key).
+    """
+    name = PROFILE_VARIABLE + profile
+    value = given.get(profile) or os.environ.get(name)
+    if not value:
+        raise InputError(
+            f"{redact(url)}: the URL names the S3 profile {profile!r}, whose endpoint and "
+            f"keys come from the environment variable {name} (as lsst.resources reads "
+            f"them: https://ACCESS_KEY:SECRET_KEY@host:port), which is not set")
+    parts = urllib.parse.urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == -1:
+        raise InputError(f"{redact(url)}: {name} is not a URL like "
+                         "https://ACCESS_KEY:SECRET_KEY@host:port")
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    out: dict[str, Any] = {"endpoint_url": f"{parts.scheme}://{host}"
+                                           + (f":{port}" if port else "") + parts.path}
+    if parts.username:
+        out["key"] = urllib.parse.unquote(parts.username)
+        out["secret"] = urllib.parse.unquote(parts.password or "")
     return out
 
 
 def environment_options(urls: list[str]) -> dict[str, Any] | None:
     """Storage options for the workers taken from this process's environment (S3 only:
-    endpoint, keys, session token, region), or None when there is nothing to forward.
+    endpoint, keys, session token, region, and the ``LSST_RESOURCES_S3_PROFILE_*``
+    variables of the profiles ``urls`` name), or None when there is nothing to forward.
 
     Workers of a remote cluster do not share the client's environment; forwarding these as
     task arguments lets them open the same objects. They are never logged or recorded.
@@ -291,6 +364,10 @@ def environment_options(urls: list[str]) -> dict[str, Any] | None:
         return None
     env = os.environ
     out: dict[str, Any] = {}
+    profiles = {p: env[PROFILE_VARIABLE + p] for p in {_s3_profile(u) for u in urls} - {None}
+                if env.get(PROFILE_VARIABLE + p)}
+    if profiles:  # the workers need the profiles' endpoints and keys too
+        out[_PROFILES_OPTION] = profiles
     endpoint = _environment_endpoint(env)
     if endpoint:
         out["endpoint_url"] = endpoint
@@ -305,20 +382,72 @@ def environment_options(urls: list[str]) -> dict[str, Any] | None:
 
 
 def filesystem(url: str, options: Mapping[str, Any] | None = None) -> Any:
-    """The fsspec filesystem for ``url`` (instances are cached by fsspec)."""
+    """The fsspec filesystem for ``url`` (instances are cached by fsspec).
+
+    Two kinds of URL are given a filesystem that takes them as they are written:
+
+    - ``s3://PROFILE@bucket/key`` (an lsst.resources S3 profile): the store's endpoint and
+      keys are the profile's (`storage_options`), the paths its methods get are
+      ``s3://bucket/key``;
+    - a zip member in a store (``s3://bucket/x.zip#zip-path=member.fits``): the member is
+      extracted once per process (and version of the archive) into a temporary file, and
+      the filesystem is the local one, the member's URL standing for that file.
+    """
     try:
         import fsspec
     except ImportError as exc:
         raise InputError(f"{redact(url)}: reading URLs needs fsspec: {_INSTALL}") from exc
+    if _ZIP_FRAGMENT in url:
+        local = _remote_zip_member(url, options)
+        return _PathMapped(fsspec.filesystem("file"), {url: local}.get)
     proto = protocol(url)
     try:
-        return fsspec.filesystem(proto, **storage_options(url, options))
+        fs = fsspec.filesystem(proto, **storage_options(url, options))
     except ImportError as exc:
         raise InputError(f"{redact(url)}: no fsspec implementation of {proto}:// installed "
                          f"({redact_text(str(exc))}): {_INSTALL}") from exc
     except (TypeError, ValueError) as exc:
         raise InputError(f"{redact(url)}: invalid storage options: "
                          f"{redact_text(str(exc))}") from exc
+    profile = _s3_profile(url)
+    if profile is None:
+        return fs
+    prefix = url[:url.index("://") + 3] + profile + "@"
+
+    def bare(path: str) -> str | None:
+        return f"{protocol(url)}://{path[len(prefix):]}" if path.startswith(prefix) else None
+
+    return _PathMapped(fs, bare)
+
+
+class _PathMapped:
+    """An fsspec filesystem whose methods take paths written otherwise: every string
+    argument (or list of strings) that ``mapping`` knows is replaced by what it gives
+    (the path the filesystem itself understands); everything else passes through."""
+
+    def __init__(self, fs: Any, mapping: Callable[[str], str | None]) -> None:
+        self._fs = fs
+        self._mapping = mapping
+
+    def _path(self, value: Any) -> Any:
+        if isinstance(value, str):
+            mapped = self._mapping(value)
+            return value if mapped is None else mapped
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str)
+                                                              for v in value):
+            return type(value)(self._path(v) for v in value)
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._fs, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return attr(*(self._path(a) for a in args),
+                        **{k: self._path(v) for k, v in kwargs.items()})
+
+        return call
 
 
 class _FetchError(OSError):
@@ -338,6 +467,11 @@ def _error(url: str, exc: BaseException, what: str) -> InputError | OSError:
         # connection too, the connection error as its cause
         return InputError(f"{where}: cannot reach the storage endpoint ({what}): "
                           f"{redact_text(str(unreachable))}")
+    local = _local_failure(exc)
+    if local is not None:
+        # the local disk refused (a name too long, no space): asking the store again
+        # cannot help, so it is no transient store error
+        return InputError(f"{where}: {what} failed on the local disk: {local}")
     if isinstance(exc, FileNotFoundError):
         return InputError(f"{where}: no such object ({what})")
     if isinstance(exc, PermissionError):
@@ -347,6 +481,23 @@ def _error(url: str, exc: BaseException, what: str) -> InputError | OSError:
     if isinstance(exc, OSError):
         return _FetchError(f"{where}: {what} failed: {said}")
     return InputError(f"{where}: {what} failed: {text}")
+
+
+#: Errors of local files that retrying does not fix.
+_LOCAL_ERRNOS = frozenset(getattr(errno, n) for n in (
+    "ENAMETOOLONG", "ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EISDIR", "ENOTDIR")
+    if hasattr(errno, n))
+
+
+def _local_failure(exc: BaseException) -> str | None:
+    """What a local file operation that failed for good says (``[Errno 36] File name too
+    long: '/tmp/...'``), when ``exc`` is one; None otherwise (a store's error)."""
+    if not isinstance(exc, OSError) or exc.errno not in _LOCAL_ERRNOS:
+        return None
+    name = exc.filename if isinstance(exc.filename, str) else None
+    if name is None or is_url(name) or not os.path.isabs(name):
+        return None
+    return f"{exc.strerror or exc} ({printable(name)})"
 
 
 def _unreachable(exc: BaseException) -> BaseException | None:
@@ -402,7 +553,9 @@ def max_request() -> int:
 # ------------------------------------------------------------------------------------------
 def list_url(url: str, options: Mapping[str, Any] | None = None,
              exclude: Iterable[str] = ()) -> list[str]:
-    """The FITS objects under a URL prefix (``s3://bucket/prefix/``), or the URL itself.
+    """The FITS objects under a URL prefix (``s3://bucket/prefix/``) or matching a pattern
+    (``s3://bucket/raw/visit5/*.fits``, ``**``, ``?``, ``[0-4]``; a key holding such
+    characters names its object when there is one), or the URL itself.
 
     As in local folders, prefixes of corrected images are left out: those holding an
     `~ampoffset_dask.io.paths.OUTPUT_MARKER` object (below ``url`` itself) and those in
@@ -411,7 +564,8 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
     Raises
     ------
     InputError
-        If nothing is there, or the prefix is (or lies inside) one of ``exclude``.
+        If nothing is there (no FITS object matches a pattern), or the prefix is (or lies
+        inside) one of ``exclude``.
     """
     fs = filesystem(url, options)
     proto = protocol(url)
@@ -419,6 +573,8 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
         return [url]
     try:
         fs.invalidate_cache(url)  # a listing cached by an earlier run may be stale
+        if _ZIP_FRAGMENT not in url and _GLOB.search(_key_of(url)) and not _is_object(fs, url):
+            return _globbed(fs, url, exclude, options)
         if not url.endswith("/") and is_fits_name(url) and _is_object(fs, url):
             # a key may also be the prefix of others: the name of a FITS object is that
             # object (as a file's is), its trailing slash asks for the prefix
@@ -433,7 +589,7 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
                     f"prefix {redact(inside)}, and runs never take inputs from a prefix of "
                     "corrected images; write them elsewhere (a prefix inside the inputs, e.g. "
                     f"{redact(top)}/corrected/, is fine)")
-            found = [p if is_url(p) else f"{proto}://{p}" for p in sorted(fs.find(url))]
+            found = [_as_url(url, p) for p in sorted(fs.find(url))]
             skip += [p[:-len(OUTPUT_MARKER)] for p in found
                      if p.endswith("/" + OUTPUT_MARKER) and p.rsplit("/", 1)[0] != top]
             out = [p for p in found
@@ -450,6 +606,74 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
     except Exception as exc:
         raise _error(url, exc, "listing") from exc
     raise InputError(f"{redact(url)}: no such object or prefix")
+
+
+#: What makes a key a pattern (fsspec's glob: ``*``, ``**``, ``?``, ``[0-4]``).
+_GLOB = re.compile(r"[*?\[]")
+
+
+def _key_of(url: str) -> str:
+    """The part of ``url`` after its bucket (what a pattern may be in)."""
+    m = _SCHEME.match(url)
+    rest = url[m.end():] if m else url
+    return rest.split("/", 1)[1] if "/" in rest else ""
+
+
+def _as_url(url: str, path: str) -> str:
+    """A path fsspec listed (``bucket/key``) as a URL of ``url``'s form (its scheme and
+    any profile: ``s3://PROFILE@bucket/key``)."""
+    if is_url(path):
+        return path
+    m = _SCHEME.match(url)
+    rest = url[m.end():] if m else url
+    netloc = rest.split("/", 1)[0]
+    user = netloc.rpartition("@")[0]
+    return f"{protocol(url)}://" + (f"{user}@" if user else "") + path
+
+
+def _globbed(fs: Any, url: str, exclude: Iterable[str],
+             options: Mapping[str, Any] | None) -> list[str]:
+    """The FITS objects matching the pattern ``url`` (`list_url`): the objects it matches
+    and those under the prefixes it matches (as a pattern matching local folders walks
+    them), without those below an output marker or in ``exclude`` (as a prefix listing
+    leaves them out).
+
+    Raises
+    ------
+    InputError
+        When no FITS object matches.
+    """
+    matched = fs.glob(url, detail=True)
+    skip = [str(e).rstrip("/") + "/" for e in exclude]
+    found: set[str] = set()
+    for path, info in sorted(matched.items()):
+        p = _as_url(url, path)
+        if info.get("type") == "directory":
+            found.update(list_url(p.rstrip("/") + "/", options, exclude))
+        elif is_fits_name(p) and not any(p.startswith(k) for k in skip):
+            found.add(p)
+    # corrected images: below a prefix that holds the output marker (asked once a prefix,
+    # from each object's folder up to the pattern's fixed part)
+    fixed = url[:_GLOB.search(url).start()].rsplit("/", 1)[0]
+    marked: dict[str, bool] = {}
+
+    def is_marked(folder: str) -> bool:
+        if folder not in marked:
+            marked[folder] = fs.exists(f"{folder}/{OUTPUT_MARKER}")
+        return marked[folder]
+
+    out = []
+    for p in sorted(found):
+        folder = p.rsplit("/", 1)[0]
+        while len(folder) > len(fixed) and not is_marked(folder):
+            folder = folder.rsplit("/", 1)[0]
+        if len(folder) <= len(fixed):
+            out.append(p)
+    if not out:
+        raise InputError(
+            f"{redact(url)}: no FITS object matches this pattern"
+            + (f" ({len(matched)} other object(s) or prefix(es) do)" if matched else ""))
+    return out
 
 
 def _is_object(fs: Any, url: str) -> bool:
@@ -480,14 +704,24 @@ def mark_output_prefix(url: str, options: Mapping[str, Any] | None = None) -> No
         raise _error(url, exc, "writing the output marker") from exc
 
 
-def url_stamp(url: str, options: Mapping[str, Any] | None = None
-              ) -> tuple[int, float] | None:
-    """``(size, modification time in seconds)`` of a remote object, asked of the store now
-    (its cached listing dropped first); None when the store does not tell both (plain
-    HTTP) or cannot be asked. What resume compares to notice a replaced object."""
-    import datetime
+Stamp = tuple[int, Any] | tuple[int, Any, str]
 
+
+def url_stamp(url: str, options: Mapping[str, Any] | None = None) -> Stamp | None:
+    """What identifies the version of a remote object, asked of the store now (its cached
+    listing dropped first): ``(size, modification time in seconds)``, and a third item, the
+    store's tag of the version (ETag, version id, generation) when it gives one (the time
+    is then None if the store gives no time). None when the store tells neither a time nor
+    a tag (said once per store: replaced objects will not be noticed), or cannot be asked.
+    What resume and the tasks compare to notice a replaced object: two stamps are equal
+    only when every item is (an ETag changes with the bytes even when the size and the
+    time, to the second, stay the same).
+
+    A zip member in a store has its archive's stamp.
+    """
     global _STAMP_WARNED
+    if _ZIP_FRAGMENT in url:
+        return url_stamp(url.split(_ZIP_FRAGMENT, 1)[0], options)
     try:
         fs = filesystem(url, options)
         fs.invalidate_cache(url)
@@ -502,19 +736,59 @@ def url_stamp(url: str, options: Mapping[str, Any] | None = None
                    "will not notice if it is replaced", redact(url), type(exc).__name__,
                    redact_text(str(exc)))
         return None
+    stamp = _stamp_of(info)
+    if stamp is None:
+        store = _store_of(url)
+        with _LOCK:
+            first = store not in _STAMPLESS_STORES
+            _STAMPLESS_STORES.add(store)
+        logger.log(logging.WARNING if first else logging.DEBUG,
+                   "%s: the store gives neither a size with a modification time nor an ETag "
+                   "of its objects (%s); a resumed run, or a task of this run, will not "
+                   "notice if one is replaced", redact(url),
+                   ", ".join(sorted(str(k) for k in info)) or "nothing")
+    return stamp
+
+
+def _stamp_of(info: Mapping[str, Any]) -> Stamp | None:
+    """`url_stamp` of what a store's ``info`` says of an object (fsspec's keys: s3fs,
+    gcsfs, adlfs, and the HTTP headers of fsspec's HTTP filesystem)."""
+    import datetime
+    import email.utils
+
     size = info.get("size")
-    when = next((info[k] for k in ("LastModified", "last_modified", "mtime", "updated",
-                                   "created") if info.get(k) is not None), None)
+    if size is None:
+        return None
+    when = next((info[k] for k in ("LastModified", "last_modified", "Last-Modified", "mtime",
+                                   "updated", "created") if info.get(k) is not None), None)
     if isinstance(when, str):
         try:
             when = datetime.datetime.fromisoformat(when.replace("Z", "+00:00"))
         except ValueError:
-            return None
+            try:  # HTTP's form: "Wed, 02 Dec 2026 03:36:39 GMT"
+                when = email.utils.parsedate_to_datetime(when)
+            except (TypeError, ValueError, IndexError):
+                when = None
     if isinstance(when, datetime.datetime):
         when = when.timestamp()
-    if size is None or not isinstance(when, (int, float)):
-        return None
-    return int(size), float(when)
+    when = float(when) if isinstance(when, (int, float)) else None
+    tag = "|".join(str(info[k]).strip() for k in _TAG_KEYS if info.get(k) not in (None, ""))
+    if tag:
+        return int(size), when, tag
+    return (int(size), when) if when is not None else None
+
+
+#: Keys of an object's ``info`` naming its version: a new one for new bytes.
+_TAG_KEYS = ("ETag", "etag", "VersionId", "generation", "md5Hash")
+#: Stores (`_store_of`) whose objects had no stamp, already warned about.
+_STAMPLESS_STORES: set[str] = set()
+
+
+def _store_of(url: str) -> str:
+    """``scheme://host`` (the bucket or server) of a URL, without credentials."""
+    m = _SCHEME.match(url)
+    rest = url[m.end():] if m else url
+    return redact(f"{protocol(url)}://{rest.split('/', 1)[0]}")
 
 
 def object_size(url: str, options: Mapping[str, Any] | None = None) -> int:
@@ -592,8 +866,8 @@ def _identity(fh: Any, size: int) -> tuple[Any, ...] | None:
     """What identifies the version of an opened object: its size and the store's ETag,
     version id or modification time (None when the store tells none of these)."""
     details = getattr(fh, "details", None) or {}
-    tags = tuple(str(details[k]) for k in ("ETag", "etag", "VersionId", "generation", "md5Hash",
-                                           "LastModified", "last_modified", "mtime", "updated")
+    tags = tuple(str(details[k]) for k in (*_TAG_KEYS, "LastModified", "last_modified",
+                                           "Last-Modified", "mtime", "updated")
                  if details.get(k) is not None)
     return (size, *tags) if tags else None
 
@@ -1175,15 +1449,29 @@ if hasattr(os, "register_at_fork"):
 def local_copy(url: str) -> Iterator[Path]:
     """Download ``url`` to a temporary file (deleted on exit) for whole-exposure reads."""
     fs = filesystem(url)
-    name = Path(urllib.parse.urlparse(url).path).name or "object.fits"
     with tempfile.TemporaryDirectory(prefix="ampoffset-") as tmp:
-        path = Path(tmp) / name
+        path = Path(tmp) / _local_name(url)
         try:
             fs.get_file(url, str(path))
         except Exception as exc:
             raise _error(url, exc, "downloading") from exc
         _count(url, path.stat().st_size)
         yield path
+
+
+#: The suffixes a local copy keeps (``.fits``, ``.fits.fz``...): readers tell formats by them.
+_SUFFIXES = re.compile(r"(?:\.[A-Za-z0-9]{1,8}){1,3}$")
+
+
+def _local_name(url: str) -> str:
+    """A short file name for a local copy of ``url``: ``object`` and the suffixes of the
+    object's name (of the member's, for a zip member). An object's key may be longer than
+    a file name may be (255 bytes), and it may hold bytes a local file system refuses."""
+    name = url.split(_ZIP_FRAGMENT, 1)[1] if _ZIP_FRAGMENT in url else url
+    if protocol(url) in ("http", "https"):  # the query is no part of the name
+        name = name.split("?", 1)[0]
+    m = _SUFFIXES.search(name.rstrip("/").rsplit("/", 1)[-1])
+    return "object" + (m.group(0) if m else ".fits")
 
 
 def put_file(local: str | os.PathLike, url: str) -> str:
@@ -1245,4 +1533,69 @@ def localize(path: str | os.PathLike) -> str | os.PathLike:
                 raise InputError(f"{archive}: no member {member!r} in the zip archive") from exc
             except (OSError, zipfile.BadZipFile) as exc:
                 raise InputError(f"{archive}: cannot read zip member {member!r}: {exc}") from exc
+    return str(target)
+
+
+#: Zip members of a store extracted by this process: member URL -> (generation of the URL
+#: when its archive's stamp was last asked, local file).
+_REMOTE_ZIPS: dict[str, tuple[int, str]] = {}
+
+
+def _remote_zip_member(url: str, options: Mapping[str, Any] | None = None) -> str:
+    """The local file holding zip member ``url`` (``s3://bucket/x.zip#zip-path=member``)
+    of an archive in a store, extracted once per process and version of the archive (its
+    `url_stamp`, asked again after `forget`): the archive's central directory and the
+    member's bytes are fetched through fsspec, never the whole archive.
+
+    Raises
+    ------
+    InputError
+        When the archive is not there, is no zip archive or has no such member.
+    """
+    with _LOCK:
+        generation = _GENERATION[url]
+        known = _REMOTE_ZIPS.get(url)
+    if known is not None and known[0] == generation and os.path.exists(known[1]):
+        return known[1]
+    archive, member = url.split(_ZIP_FRAGMENT, 1)
+    where = f"{redact(archive)} (zip member {member!r})"
+    if not member:
+        raise InputError(f"{where}: no member named after {_ZIP_FRAGMENT}")
+    stamp = url_stamp(archive, options)
+    # a replaced archive gets a new folder; one whose version cannot be told is extracted
+    # afresh by each generation
+    version = repr(stamp) if stamp is not None else f"{os.getpid()}:{generation}"
+    digest = hashlib.sha1(f"{archive}\0{version}\0{member}".encode(),
+                          usedforsecurity=False).hexdigest()[:16]
+    target = Path(tempfile.gettempdir()) / "ampoffset-zip" / digest / _local_name(url)
+    with _ZIP_LOCK:
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs = filesystem(archive, options)
+            try:
+                fs.invalidate_cache(archive)
+                fh = fs.open(archive, "rb", block_size=1 << 20)
+            except Exception as exc:
+                raise _error(archive, exc, f"opening the zip archive of member {member!r}"
+                             ) from exc
+            tmp = target.with_suffix(target.suffix + f".{os.getpid()}.part")
+            try:
+                with (fh, zipfile.ZipFile(fh) as zf, zf.open(member) as src,
+                      open(tmp, "wb") as dst):
+                    while chunk := src.read(1 << 20):
+                        _count(url, len(chunk))
+                        dst.write(chunk)
+                os.replace(tmp, target)
+            except KeyError as exc:
+                raise InputError(f"{where}: no such member in the zip archive") from exc
+            except zipfile.BadZipFile as exc:
+                raise InputError(f"{where}: not a readable zip archive: {exc}") from exc
+            except InputError:
+                raise
+            except Exception as exc:
+                raise _error(archive, exc, f"extracting zip member {member!r}") from exc
+            finally:
+                tmp.unlink(missing_ok=True)
+    with _LOCK:
+        _REMOTE_ZIPS[url] = (generation, str(target))
     return str(target)
