@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS|FILE",
                    help="Dask scheduler address, scheduler file, 'local[:N]', 'gateway', "
-                        "'slurm[:N]', 'kubernetes[:NAME]' (default: a local cluster)")
+                        "'slurm[:N]', 'kubernetes[:NAME][:N]' (a running Kubernetes cluster is "
+                        "only ever scaled up; default: a local cluster)")
     p.add_argument("--config", type=Path, default=None,
                    help="AmpOffsetConfig as JSON or YAML (LSST camelCase names accepted)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -219,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-place", action="store_true",
                    help="overwrite the inputs with the corrected exposures (implies --apply)")
     p.add_argument("--max-in-flight", type=_positive_int, default=None, metavar="N",
-                   help="detectors submitted at once (default: 4 per worker thread)")
+                   help="detectors submitted at once (default: 4 per worker thread, at "
+                        "least 8)")
     p.add_argument("--performance-report", type=Path, default=None, metavar="FILE",
                    help="write a Dask performance report (HTML)")
     p.add_argument("--new-run", action="store_true",
@@ -273,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", default=None,
                    help="camera for the focal-plane map (default: from the input headers)")
     p.add_argument("--detector", default=None,
-                   help="detector for the amp map and before/after (default: the first)")
+                   help="detector for the amp map and before/after, by name in any case "
+                        "or id (default: the first)")
     p.set_defaults(func=cmd_plot)
 
     # cameras
@@ -422,11 +425,21 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except KeyboardInterrupt:
+        # detectors already on the workers finish after the client stops: in place, they
+        # overwrite their inputs with results nobody records (the next run records them)
+        in_place = getattr(args, "func", None) is cmd_run and getattr(args, "in_place", False)
+        unrecorded = ("detectors running when it stopped may have been corrected in place "
+                      "without being recorded; run again to record them from their headers "
+                      "(they are not corrected again) and resume")
         if sigterm.received:
             sys.stderr.write(f"{_PROG}: terminated (SIGTERM); the run is recorded as "
-                             "interrupted, run again to resume\n")
+                             + (f"interrupted; {unrecorded}\n" if in_place
+                                else "interrupted, run again to resume\n"))
             return EXIT_TERMINATED
-        if getattr(args, "func", None) is cmd_run:
+        if in_place:
+            sys.stderr.write(f"{_PROG}: interrupted; the results it received are in the "
+                             f"catalog, but {unrecorded}\n")
+        elif getattr(args, "func", None) is cmd_run:
             sys.stderr.write(f"{_PROG}: interrupted; what finished is in the catalog, run "
                              "again to resume\n")
         else:

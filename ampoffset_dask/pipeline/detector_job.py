@@ -241,20 +241,27 @@ def corrected_cards(path: str, exposure: Any, visit: int, detector: Detector,
 def write_corrected(target: Any, path: str, exposure: Any, corrected: np.ndarray,
                     measurement: Any, visit: int, detector: Detector,
                     camera: Any = None, *,
-                    cards: CopyCards | None = None) -> Any:
+                    cards: CopyCards | None = None, run_id: str = "") -> Any:
     """Write the corrected copy of input ``path`` to ``target``: the ``corrected`` image with
     ``exposure``'s mask and variance, the input's identity and ISR steps in the primary
     header, its image HDU's WCS and units where they still describe the pixels, and LSST's
     metadata of ``measurement`` (pedestals applied). ``cards``: `corrected_cards`, when
-    already read. Returns what `write_exposure` returns."""
+    already read. ``run_id``: the catalog run writing it, recorded in the primary header
+    (``HIERARCH AMPOFFSET RUN``, `~ampoffset_dask.pipeline.inputs.RUN_KEY`) so that the
+    catalog recognises a file its run corrected in place but stopped before recording.
+    Returns what `write_exposure` returns."""
     from ..io.writer import write_exposure
+    from .inputs import RUN_KEY
 
     if cards is None:
         cards = corrected_cards(path, exposure, visit, detector, camera)
+    metadata = header_metadata_comments(measurement, applied=True)
+    if run_id:
+        metadata[RUN_KEY] = (str(run_id), "catalog run that wrote this corrected image")
     return write_exposure(
         target, corrected, exposure.mask, exposure.variance,
         mask_planes=exposure.mask_planes, header=cards.primary,
-        metadata=header_metadata_comments(measurement, applied=True), overwrite=True,
+        metadata=metadata, overwrite=True,
         detector=detector, image_header=cards.image, mask_header=cards.mask,
         variance_header=cards.variance,
     )
@@ -328,6 +335,9 @@ class DetectorJob:
         The input's ``(size, mtime_ns)`` when it was planned (an object's size and time in
         its store): a file or object changed since fails (its planned visit and detector
         may no longer be its own).
+    run_id : str
+        The catalog run this job belongs to (its id in the ``runs`` table), written into the
+        corrected image's primary header (`write_corrected`); empty: none.
     """
 
     path: str
@@ -346,6 +356,7 @@ class DetectorJob:
     storage_options: Mapping[str, Any] | None = None
     fetched_fraction: float = float("nan")
     planned_stamp: tuple[int, int] | None = None
+    run_id: str = ""
 
     def __post_init__(self) -> None:
         self.path = str(self.path)
@@ -449,7 +460,7 @@ class DetectorJob:
 
             def write(target: Any) -> Any:
                 return write_corrected(target, path, exp, corrected, m, visit, geometry,
-                                       self.camera, cards=cards)
+                                       self.camera, cards=cards, run_id=self.run_id)
 
             try:
                 if to_url:  # written locally, then uploaded as one object
@@ -592,6 +603,7 @@ def process_file(
     gain: str | None = None,
     hdu: int | None = None,
     planned_stamp: tuple[int, int] | None = None,
+    run_id: str = "",
 ) -> DetectorResult:
     """Measure (and optionally correct) one detector file; never raises for a bad detector.
 
@@ -609,7 +621,7 @@ def process_file(
                        in_place=in_place, io_retries=io_retries,
                        io_retry_delay=io_retry_delay, overscan=overscan, gain=gain,
                        hdu=hdu, storage_options=storage_options,
-                       planned_stamp=planned_stamp).run_safely()
+                       planned_stamp=planned_stamp, run_id=run_id).run_safely()
 
 
 def identified_job(*, log_run: str = "", **kwargs: Any) -> tuple[str, DetectorResult]:

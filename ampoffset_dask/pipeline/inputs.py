@@ -70,7 +70,9 @@ class PlannedTask:
     (``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T``), whether or not ``force`` lets it run.
     ``visit_from`` says where ``visit`` came from: ``"manifest"``, ``"keyword"`` (the header
     keyword ``--visit KEYWORD`` names), ``"header"`` (the header's own visit keywords),
-    ``"option"`` (``--visit N``); empty when there is none.
+    ``"option"`` (``--visit N``); empty when there is none. ``corrected_by`` is, for a
+    corrected local input, the catalog run id its header names (`RUN_KEY`: the run that wrote
+    it), empty when it names none; ``applied`` is then filled in with or without ``force``.
     """
 
     path: str
@@ -90,6 +92,7 @@ class PlannedTask:
     visit_from: str = ""
     camera: str | None = None  # the camera named (given or in the header), when one is
     unnamed: bool = False  # no header, manifest or option named the detector
+    corrected_by: str = ""
 
     def key(self, run_token: str) -> str:
         """Dask key ``ampoffset-<run token>-<visit>-<detector>``: unique per run, so runs
@@ -333,6 +336,10 @@ def _merged(first: InputItem, other: InputItem, where: str) -> InputItem:
 
 #: The header key LSST (and `ampoffset_dask.io.fits.write_exposure`) sets on corrected images.
 SUBTRACTED_KEY = "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"
+#: The primary-header key (``HIERARCH AMPOFFSET RUN``) naming the catalog run that wrote a
+#: corrected image: a run stopped after its workers corrected files in place, before their
+#: results were recorded, leaves files its catalog can still recognise as its own.
+RUN_KEY = "AMPOFFSET RUN"
 
 
 def _plan_one(item: InputItem, camera: Any, visit_default: int | str | None = None,
@@ -404,6 +411,14 @@ def _applied_pedestals(path: str, detector: Detector, storage: Any = _LOCAL_ONLY
     or when the header cannot be read. A run interrupted after correcting a file in place,
     before recording it, loses nothing: the next run records these. URLs are read only when
     ``storage`` (their storage options, None for the defaults) is given."""
+    return _correction_header(path, detector, storage)[0]
+
+
+def _correction_header(path: str, detector: Detector, storage: Any = _LOCAL_ONLY
+                       ) -> tuple[tuple[float, ...], str]:
+    """`_applied_pedestals` of a corrected file, and the catalog run its header says wrote
+    it (`RUN_KEY`; empty when none, or when the header cannot be read), from one read of
+    its primary header."""
     from astropy.io import fits
 
     from ..algorithm.metadata import PEDESTAL_KEY
@@ -420,11 +435,13 @@ def _applied_pedestals(path: str, detector: Detector, storage: Any = _LOCAL_ONLY
         else:
             header = fits.getheader(path, 0)
         values = [header.get(PEDESTAL_KEY.format(amp.name)) for amp in detector]
+        run = header.get(RUN_KEY)
     except (OSError, ValueError, InputError):
-        return ()
+        return (), ""
+    run = run.strip() if isinstance(run, str) else ""
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return ()
-    return tuple(float(v) for v in values)
+        return (), run
+    return tuple(float(v) for v in values), run
 
 
 def _keys(visit_default: int | str | None) -> tuple[str, ...]:
@@ -530,10 +547,13 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
             check_identity(visit, detector.id, what=item.path, unknown_ok=False)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        flag, applied = "", ()
+        flag, applied, corrected_by = "", (), ""
         corrected = info.header.get(SUBTRACTED_KEY) is True
+        if corrected:
+            # read with force too: a file the catalog's own stopped run corrected in place is
+            # recorded from these, never corrected again (`~ampoffset_dask.pipeline.run`)
+            applied, corrected_by = _correction_header(item.path, detector)
         if corrected and not force:
-            applied = _applied_pedestals(item.path, detector)
             flag = (f"already corrected ({SUBTRACTED_KEY} = T in {item.path}); not "
                     "corrected again (use --force / force=True to process it anyway)"
                     + ("; the pedestals its header says were subtracted are recorded"
@@ -542,7 +562,8 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
         named = camera if isinstance(camera, str) else getattr(camera, "name", None)
         return PlannedTask(item.path, int(visit), detector, name, dataset_id=item.dataset_id,
                            flag=flag, hdu=hdu, raw=raw, applied=applied, keeps=_keeps(info),
-                           corrected=corrected, visit_from=visit_from,
+                           corrected=corrected, corrected_by=corrected_by,
+                           visit_from=visit_from,
                            camera=named or info.camera,
                            unnamed=item.detector is None and info.detector is None
                            and detector_default is None)

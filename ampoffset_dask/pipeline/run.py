@@ -541,7 +541,8 @@ class PreparedRun:
     failures : list of DetectorResult
         Rows recorded without computing: failed rows of the inputs that could not be
         planned, flagged rows of inputs already corrected (but those the catalog's run
-        corrected in place, which are resumed).
+        corrected in place, which are resumed), and the rows of inputs a stopped run of the
+        catalog corrected in place without recording them (`recovered_result`).
     runnable : list of PlannedTask
         What `execute` submits (resumed pairs left out).
     summary : RunSummary
@@ -677,6 +678,18 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                 if opts.resume and not opts.new_run else set())
         summary = RunSummary(run_id=run_id, catalog=catalog, n_inputs=len(items),
                              timings=timings)
+        # files a stopped run of this catalog corrected in place without recording them:
+        # recorded from their headers, never corrected again (with or without force)
+        unrecorded = (_unrecorded_corrections(planned, catalog, opts, done, camera)
+                      if opts.in_place else {})
+        if unrecorded:
+            runs = sorted({t.corrected_by for t in planned if output_key(t) in unrecorded})
+            note = (f"{len(unrecorded)} input(s) were corrected in place by run(s) "
+                    f"{', '.join(runs)} of this catalog, which stopped before recording them: "
+                    "the pedestals their headers hold are recorded (flagged), and they are not "
+                    "corrected again")
+            logger.warning("%s", note)
+            summary.notes.append(note)
         if apply_note:
             logger.warning("%s", apply_note)
             summary.notes.append(apply_note)
@@ -690,9 +703,10 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         failures = [planning_failure(t) for t in planned if t.error] + [
             dataclasses.replace(flagged_result(t), geometry=geometry_digest(t.detector, camera))
             for t in planned if t.flag and not t.error and output_key(t) not in done
-        ]
+            and output_key(t) not in unrecorded
+        ] + list(unrecorded.values())
         runnable = [t for t in planned if not t.error and not t.flag
-                    and output_key(t) not in done]
+                    and output_key(t) not in done and output_key(t) not in unrecorded]
         summary.n_skipped = len(planned) - len(failures) - len(runnable)
         # kept in the run's record however it ends (a run stopped before `execute` too, or
         # killed: then the next writer recovers the record saved here)
@@ -742,6 +756,79 @@ def _applied_fields(task: PlannedTask) -> dict[str, Any]:
     return {"amp_names": list(task.detector.amp_names), "pedestals": list(task.applied),
             "pedestal_errors": [float("nan")] * n, "amp_levels": [float("nan")] * n,
             "applied": True}
+
+
+def _unrecorded_corrections(planned: Iterable[PlannedTask], catalog: Path,
+                            options: RunOptions, done: set[str], camera: Any = None
+                            ) -> dict[str, DetectorResult]:
+    """The rows to record for inputs a stopped run of this catalog corrected in place but
+    never recorded, by `output_key`.
+
+    A run stopped (Ctrl-C, SIGTERM, kill) while its detectors ran on the workers: they
+    finish, overwrite their inputs and return results nobody records. Such an input's header
+    says it was corrected (`~ampoffset_dask.pipeline.inputs.SUBTRACTED_KEY`) by a run
+    (`~ampoffset_dask.pipeline.inputs.RUN_KEY`) in this catalog's ``runs`` table, and the
+    catalog holds no ok or flagged row of that run with the pedestals applied for its
+    (visit, detector). Its row (`recovered_result`) records the pedestals its header holds;
+    it is never corrected again, with or without ``force``: those pedestals were subtracted
+    once already. Inputs resumed (``done``), and files corrected by another catalog's run or
+    by LSST's task, are left to the usual rules.
+    """
+    candidates = [t for t in planned
+                  if not t.error and t.corrected and t.corrected_by and t.hdu is None
+                  and t.detector is not None and not is_url(t.path)
+                  and output_key(t) not in done]
+    if not candidates:
+        return {}
+    ours = {run_id for run_id, _, _ in _run_options(catalog)}
+    candidates = [t for t in candidates if t.corrected_by in ours]
+    if not candidates:
+        return {}
+    recorded = _applied_rows(catalog, {t.corrected_by for t in candidates},
+                             {int(t.visit) for t in candidates})
+    return {output_key(t): recovered_result(t, options, camera) for t in candidates
+            if (int(t.visit), str(t.name), t.corrected_by) not in recorded}
+
+
+def _applied_rows(catalog: Path, run_ids: set[str], visits: set[int]
+                  ) -> set[tuple[int, str, str]]:
+    """``(visit, detector, run id)`` of the ok or flagged rows of ``run_ids`` (in ``visits``)
+    that say their pedestals were applied: the recorded corrections of those runs."""
+    import pyarrow.dataset as ds
+
+    from ..catalog.read import arrow_table
+
+    if not (catalog / "detectors").is_dir():
+        return set()
+    table = arrow_table(catalog, "detectors",
+                        columns=["visit", "detector", "run_id", "status", "applied"],
+                        filter=ds.field("visit").isin(sorted(visits))
+                        & ds.field("run_id").isin(sorted(run_ids)))
+    return {(r["visit"], r["detector"], r["run_id"]) for r in table.to_pylist()
+            if r["status"] in DONE and r["applied"]}
+
+
+def recovered_result(task: PlannedTask, options: RunOptions, camera: Any = None
+                     ) -> DetectorResult:
+    """The ``flagged`` row of an input a stopped run of this catalog (``task.corrected_by``)
+    corrected in place without recording it (`_unrecorded_corrections`): the pedestals its
+    header holds, applied, its output the file itself (so the next run finds it done); not
+    read, measured or written. Flagged: the measurement's errors, amp levels and interfaces
+    went with the lost result."""
+    try:
+        output = str(_output_path(task, options))
+    except InputError:  # e.g. hard-linked since: the file the correction replaced all the same
+        output = os.path.realpath(task.path)
+    held = ("the pedestals its header holds are recorded" if task.applied else
+            "its header holds no pedestals, so none are recorded")
+    return DetectorResult(
+        visit=int(task.visit), detector=str(task.name), status="flagged",
+        error=(f"corrected in place by run {task.corrected_by} of this catalog, which stopped "
+               f"before recording it ({task.path}); {held}; not corrected again"),
+        input=task.path, output=output,
+        detector_id=task.detector.id if task.detector else None,
+        dataset_id=task.dataset_id or "", geometry=geometry_digest(task.detector, camera),
+        **{**_applied_fields(task), "applied": True})
 
 
 #: Inputs named one by one in the warnings about rows measured from another input.
@@ -1126,6 +1213,9 @@ def _compute(run: PreparedRun, client: Any, record: Callable[[DetectorResult], N
                     "gain": opts.gain,
                     "hdu": task.hdu,
                     "planned_stamp": task.stamp,
+                    # the catalog's run id, into the corrected file's header: a file this
+                    # run corrects but never records is recognised as its own later
+                    "run_id": run.run_id,
                     "log_run": run.run_token,
                 },
                 tag=task,
