@@ -21,7 +21,15 @@ a `~distributed.Client`, or a cluster object (``LocalCluster``, ``KubeCluster``.
     A dask-jobqueue cluster configured by the ``jobqueue.<name>`` dask config (extra
     ``ampoffset-dask[jobqueue]``), scaled to N workers (default ``ampoffset.cluster.workers``)
 ``"kubernetes"`` or ``"kubernetes:<name>"`` (``":N"`` workers suffix allowed)
-    A dask-kubernetes operator cluster (extra ``ampoffset-dask[kubernetes]``).
+    A dask-kubernetes operator cluster (extra ``ampoffset-dask[kubernetes]``), named
+    ``ampoffset`` by default. A running cluster of that name is connected to and shared: it
+    keeps its size, and N only ever scales it up (a log line says when it was left larger).
+    A cluster created here gets N workers, else ``ampoffset.cluster.workers`` (or adapts up
+    to ``ampoffset.cluster.adaptive-maximum``), else the replicas of
+    ``kubernetes.custom-cluster-spec``, else one worker.
+
+Gateway and jobqueue clusters are always new: N workers, else ``ampoffset.cluster.workers``,
+else adaptive up to ``ampoffset.cluster.adaptive-maximum``, else one worker.
 """
 
 from __future__ import annotations
@@ -343,24 +351,61 @@ def check_spec(spec: Any) -> None:
         _workers(text, _split_count(rest)[1], f"{kind}[:NAME][:N] (N >= 1)")
 
 
-def _scale(cluster: Any, n: int | None) -> None:
+def _scale(cluster: Any, n: int | None, spec: str, *, keep: str | None = None) -> None:
+    """Size a cluster started here: ``n`` workers, else ``ampoffset.cluster.workers``, else
+    adaptive up to ``ampoffset.cluster.adaptive-maximum``; else the size it started with
+    when ``keep`` says what that is, else one worker (with a warning)."""
     n = n if n is not None else _config.get("cluster.workers", None)
     adaptive = _config.get("cluster.adaptive-maximum", None)
+    name = type(cluster).__name__
     if n is not None:
         cluster.scale(int(n))
+        logger.info("scheduler %r: asked %s for %d worker(s)", spec, name, int(n))
     elif adaptive:
         cluster.adapt(minimum=0, maximum=int(adaptive))
+        logger.info("scheduler %r: %s adapts between 0 and %d worker(s)", spec, name,
+                    int(adaptive))
+    elif keep is not None:
+        logger.info("scheduler %r: %s keeps %s", spec, name, keep)
     else:
         cluster.scale(1)
-        logger.warning("no worker count given for %s; started 1 worker (use 'NAME:N')",
-                       type(cluster).__name__)
+        logger.warning("scheduler %r: no worker count given; asked %s for 1 worker (add "
+                       "':N' to the spec or set ampoffset.cluster.workers)", spec, name)
+
+
+def _scale_shared(cluster: Any, n: int | None, spec: str) -> None:
+    """Size a running cluster shared with others (one this run does not delete at its end):
+    ``n`` (else ``ampoffset.cluster.workers``) only ever scales it up. Scaling it down, or
+    handing it to an adaptive scaler that may go down to 0, would take workers from the
+    other users' computations."""
+    n = n if n is not None else _config.get("cluster.workers", None)
+    current = getattr(cluster, "n_workers", None)  # the running cluster's replicas
+    name = getattr(cluster, "name", None) or type(cluster).__name__
+    if _config.get("cluster.adaptive-maximum", None):
+        logger.warning("scheduler %r: ampoffset.cluster.adaptive-maximum is not applied to "
+                       "the running cluster %r (shared: its size is left to its owner)",
+                       spec, name)
+    if n is None:
+        logger.info("scheduler %r: connected to the running cluster %r; kept its %s "
+                    "worker(s) (':N' scales it up to N)", spec, name,
+                    "current" if current is None else current)
+    elif current is None or int(n) > int(current):
+        cluster.scale(int(n))
+        logger.warning("scheduler %r: scaled the running cluster %r up from %s to %d "
+                       "worker(s); it stays at that size after this run", spec, name,
+                       "its current size" if current is None else current, int(n))
+    elif int(n) < int(current):
+        logger.warning("scheduler %r: left the running cluster %r at its %d worker(s), more "
+                       "than the %d asked for (a running cluster is never scaled down)",
+                       spec, name, int(current), int(n))
 
 
 def _connect(cluster: Any, spec: str) -> ClientHandle:
     from distributed import Client
 
     client = Client(cluster)
-    logger.info("started %s for %r; dashboard: %s", type(cluster).__name__, spec,
+    # Neutral: the cluster may be a running one connected to (see _scale_shared).
+    logger.info("client of %s for %r; dashboard: %s", type(cluster).__name__, spec,
                 _dashboard(client))
     return ClientHandle(client, cluster, owned=True)
 
@@ -382,7 +427,7 @@ def _gateway(spec: str) -> ClientHandle:
             f"scheduler {spec!r}: cannot start a dask-gateway cluster ({exc}); give the address "
             "as 'gateway:https://HOST/...' or set gateway.address in the dask config"
         ) from exc
-    _scale(cluster, n)
+    _scale(cluster, n, spec)
     return _connect(cluster, spec)
 
 
@@ -399,11 +444,21 @@ def _jobqueue(spec: str, kind: str, n: int | None) -> ClientHandle:
             f"config ({exc}); set at least jobqueue.{kind}.cores and jobqueue.{kind}.memory "
             "(see deploy/ and the dask-jobqueue documentation)"
         ) from exc
-    _scale(cluster, n)
+    _scale(cluster, n, spec)
     return _connect(cluster, spec)
 
 
 def _kubernetes(spec: str) -> ClientHandle:
+    """A dask-kubernetes operator cluster: created, or connected to when it already runs.
+
+    dask-kubernetes deletes at `close` a cluster it created, not one it connected to
+    (``shutdown_on_close``, unless the ``kubernetes.shutdown-on-close`` config says
+    otherwise): a cluster that outlives this run is shared, and is only ever scaled up
+    (`_scale_shared`). One created here from ``kubernetes.custom-cluster-spec`` keeps the
+    spec's replicas unless a worker count is given.
+    """
+    import dask.config
+
     try:
         from dask_kubernetes.operator import KubeCluster
     except ImportError:
@@ -417,7 +472,13 @@ def _kubernetes(spec: str) -> ClientHandle:
             f"scheduler {spec!r}: cannot start a Kubernetes Dask cluster ({exc}); check the "
             "kubeconfig and that the dask-kubernetes operator is installed (see deploy/)"
         ) from exc
-    _scale(cluster, n)
+    # Not known (a cluster object that does not say): shared, never scaled down.
+    if getattr(cluster, "shutdown_on_close", None) is not True:
+        _scale_shared(cluster, n, spec)
+        return _connect(cluster, spec)
+    custom = dask.config.get("kubernetes.custom-cluster-spec", None) is not None
+    _scale(cluster, n, spec,
+           keep="the replicas of kubernetes.custom-cluster-spec" if custom else None)
     return _connect(cluster, spec)
 
 
