@@ -363,7 +363,10 @@ def mask_words(mask: Any, planes: Mapping[str, int] | None, name: str) -> Any:
         bit = (DEFAULT_MASK_PLANES if planes is None else planes).get("BAD", 0)
         return _convert(mask, lambda m: np.left_shift(m.astype(np.int32), bit), np.int32)
     if dtype.kind in "iu":
-        return _convert(mask, lambda m: m.astype(np.int32), np.int32)
+        # a signed word is its bit pattern: int8 -128 is bit 7 alone, which sign extension
+        # made bits 7-31 (NO_DATA among them)
+        unsigned = np.dtype(f"u{dtype.itemsize}")
+        return _convert(mask, lambda m: m.astype(unsigned).astype(np.int32), np.int32)
     if dtype.kind == "f":
         def words(m: np.ndarray) -> np.ndarray:
             m = np.asarray(m)

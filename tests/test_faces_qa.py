@@ -127,6 +127,28 @@ def test_masks_of_other_integer_dtypes_measure_as_int32(sim, backend):
             np.testing.assert_array_equal(got, want, err_msg=str(np.dtype(dtype)))
 
 
+def test_signed_mask_words_are_their_bit_patterns():
+    # int8 -128 is bit 7 (SUSPECT) alone; sign-extended it also set NO_DATA (bit 8, in
+    # detection.statsMask), which left those pixels out of the threshold
+    from ampoffset_dask.exposure import mask_words
+    from ampoffset_dask.geometry import detector_from_boxes
+
+    assert mask_words(np.array([-128, 1], np.int8), None, "D").tolist() == [128, 1]
+    assert mask_words(np.array([-32768, 3], np.int16), None, "D").tolist() == [32768, 3]
+    det = detector_from_boxes("D", 128, 64, [("A", 0, 0, 64, 64), ("B", 64, 0, 64, 64)])
+    rng = np.random.default_rng(0)
+    image = rng.normal(1000, 5, det.shape).astype(np.float32)
+    image[:, 64:] += 3
+    suspect = rng.random(det.shape) < 0.002
+    image[suspect] += rng.normal(0, 40, suspect.sum()).astype(np.float32)
+    image[rng.random(det.shape) < 0.01] += 12
+    config = AmpOffsetConfig(amp_edge_width=16)
+    want = measure_detector(image, np.where(suspect, 128, 0).astype(np.int32), det, config)
+    got = measure_detector(image, np.where(suspect, -128, 0).astype(np.int8), det, config)
+    assert (got.threshold, got.n_detected) == (want.threshold, want.n_detected)
+    np.testing.assert_array_equal(got.pedestals, want.pedestals)
+
+
 def test_float_masks_of_a_dataset(sim, path):
     want = measure_detector(sim.image, sim.mask, DET, EDGES).pedestals
     as_float = open_exposure(path).astype("float64")  # converts the mask as well

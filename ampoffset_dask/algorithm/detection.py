@@ -102,7 +102,8 @@ def detection_threshold(
     if threshold_type == "value":
         return float(value)
     excluded = None
-    if stats_bad is not None and stats_bad.any():
+    # (an image smaller than the kernel leaves no smoothed box, and no kernel size to read)
+    if stats_bad is not None and smoothed.size and stats_bad.any():
         r = (stats_bad.shape[0] - smoothed.shape[0]) // 2
         excluded = kernels.active().dilate_box(stats_bad, r, out=excluded_out)
     _, var, _ = kernels.active().usable_clipped_mean_var(smoothed, excluded)

@@ -364,3 +364,21 @@ def test_include_multiplier_in_the_measurement():
     np.testing.assert_array_equal(half.pedestals, one.pedestals)
     assert 0 < two.n_detected < one.n_detected
     assert not np.array_equal(two.pedestals, one.pedestals)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_detector_smaller_than_the_kernel_with_masked_pixels_skips_detection(backend):
+    # the dilation's half-width came from the empty smoothed box: an internal buffer error
+    from ampoffset_dask import AmpOffsetConfig, measure_detector
+    from ampoffset_dask.algorithm.kernels import use_kernels
+    from ampoffset_dask.geometry import detector_from_boxes
+
+    det = detector_from_boxes("D", 30, 12, [("A", 0, 0, 30, 6), ("B", 0, 6, 30, 6)])
+    image = np.random.default_rng(0).normal(1000, 5, det.shape).astype(np.float32)
+    mask = np.zeros(det.shape, np.int32)
+    mask[3, 3] = 1  # BAD, a statsMask plane
+    config = AmpOffsetConfig(amp_edge_width=2, amp_edge_inset=1)
+    with use_kernels(backend):
+        plain = measure_detector(image, None, det, config)
+        masked = measure_detector(image, mask, det, config)
+    assert masked.detection == plain.detection == "skipped: no usable pixel for the threshold"

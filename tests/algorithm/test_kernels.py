@@ -51,6 +51,34 @@ def test_choice_from_env_setter_and_context(monkeypatch):
     assert kernels.active() is NUMPY
 
 
+def test_kernels_without_a_writable_cache_folder_compile_uncached(tmp_path):
+    # numba refuses cache=True where it finds no writable cache folder (a read-only
+    # container image, an unwritable home): the import failed with its RuntimeError, and
+    # every detector with it, under the default "auto" too
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import ampoffset_dask
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(Path(ampoffset_dask.__file__).parent, copy / "ampoffset_dask",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "ampoffset_dask" / "algorithm" / "kernels" / "__pycache__").write_text("")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("NUMBA_CACHE_DIR", kernels.ENV_VAR)}
+    env.update(PYTHONPATH=str(copy), XDG_CACHE_HOME="/dev/null/none", HOME="/dev/null/none")
+    code = ("import ampoffset_dask.algorithm.kernels as k; m = k.get_kernels('numba'); "
+            "print(m.__file__, m._JIT['cache'], k.numba_available())")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(copy / "ampoffset_dask" / "algorithm" / "kernels"
+                                       / "_numba.py"), "False", "True"]
+    assert "cannot be cached on disk" in proc.stderr and "NUMBA_CACHE_DIR" in proc.stderr
+
+
 def test_bad_choices_are_named(monkeypatch):
     with pytest.raises(ValueError, match="auto, numpy, numba"):
         set_kernels("fortran")
@@ -282,10 +310,11 @@ def test_mask_passes_agree():
     mask = rng.integers(0, 1 << 11, image.shape).astype(np.int32) & ~0x1FF
     mask[10, 10] |= 1 << 5
     big_endian = mask.astype(">i4")
-    for m in (None, mask, big_endian):
-        for bits in (0, 1 << 5, 0x1FF):
-            np.testing.assert_array_equal(NUMBA.bad_pixels(image, m, bits),
-                                          NUMPY.bad_pixels(image, m, bits))
+    for img in (image, image.astype(">f4")):  # a big-endian image read as native bytes
+        for m in (None, mask, big_endian):
+            for bits in (0, 1 << 5, 0x1FF):
+                np.testing.assert_array_equal(NUMBA.bad_pixels(img, m, bits),
+                                              NUMPY.bad_pixels(img, m, bits))
     a = rng.random(image.shape) < 0.5
     for b in (~a, ~a & (rng.random(image.shape) < 0.999)):
         assert NUMBA.all_covered(a, b) == NUMPY.all_covered(a, b) == bool((a | b).all())

@@ -11,11 +11,14 @@ and shifted algebraically, as the reference's value-ordered pieces are (the kept
 every term are exact), which moves no pedestal by more than 1e-12 relative.
 
 Compiled on first use and cached on disk (``cache=True``), so a worker process pays the
-compilation once per installation and only a cache load afterwards.
+compilation once per installation and only a cache load afterwards; where numba finds no
+writable cache folder, each process compiles them, with a warning naming
+``NUMBA_CACHE_DIR``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -34,7 +37,31 @@ from . import _numpy as _reference
 
 NAME = "numba"
 
-_JIT = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
+logger = logging.getLogger(__name__)
+
+
+
+def _cache_probe() -> None:
+    """Never called: compiled with ``cache=True`` only to ask numba whether it can cache
+    this file's functions."""
+
+
+def _can_cache() -> bool:
+    """Whether numba finds a writable place for this module's compiled kernels (beside
+    this file, ``$NUMBA_CACHE_DIR``, or the user's cache folder). Without one, numba
+    refuses ``cache=True`` when a function is defined (a read-only container image, an
+    unwritable home): the kernels are then compiled in each process, not cached."""
+    try:
+        njit(cache=True)(_cache_probe)
+    except RuntimeError as exc:
+        logger.warning("the compiled kernels cannot be cached on disk (%s); each process "
+                       "compiles them anew (~20 s): set NUMBA_CACHE_DIR to a writable "
+                       "folder to cache them", exc)
+        return False
+    return True
+
+
+_JIT = {"cache": _can_cache(), "nogil": True, "fastmath": False, "error_model": "numpy"}
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -318,7 +345,7 @@ def _count_band(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, los, scale
                        scales[i], top, spare, hist[i], idx)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+@njit(cache=_JIT["cache"], nogil=True, error_model="numpy", fastmath={"reassoc"})
 def _row_clip_sums(seg, bseg, use_bad, center, half):
     """Count, sum and sum of squares of ``v - center`` over ``|v - center| <= half``.
 
@@ -379,7 +406,7 @@ def _quantile(ranks, values, nr, i):
     return (hi - i) * vlo + (i - lo) * vhi
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
+@njit(cache=_JIT["cache"], nogil=True, error_model="numpy", fastmath={"reassoc"})
 def _core_sums(seg, idx, m, above, below, ref):
     """Sum and sum of squares of ``v - ref`` over the values of ``seg[:m]`` whose histogram
     bin ``idx`` is strictly between ``above`` and ``below`` (SIMD; only the sums' order is
@@ -1017,7 +1044,7 @@ def bad_pixels(image: np.ndarray, mask: np.ndarray | None, bits: int, *,
     out = _reference.out_buffer(out, image.shape, bool, "bad_pixels")
     use_mask = mask is not None
     m = _native(mask) if use_mask else _NO_MASK
-    _bad_pixels(_read_only(image), _read_only(m), m.dtype.type(bits), use_mask, out)
+    _bad_pixels(_read_only(_native(image)), _read_only(m), m.dtype.type(bits), use_mask, out)
     return out
 
 
