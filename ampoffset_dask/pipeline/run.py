@@ -298,11 +298,28 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
         if part in ("", ".", "..") or any(c in part for c in "/\\\0"):
             raise InputError(f"{task.path}: the {what} {part!r} cannot name a folder of "
                              "the corrected images")
-    stem, _ = fits_stem(file_name(task.path))
+    stem = _short_stem(fits_stem(file_name(task.path))[0])
     if is_url(options.output_images):
         return (f"{str(options.output_images).rstrip('/')}/{task.visit}/{task.name}/"
                 f"{stem}.fits")
     return options.output_images / str(task.visit) / str(task.name) / f"{stem}.fits"
+
+
+#: Longest stem of a corrected copy's name, in bytes: file names hold 255, and the writer's
+#: temporary name adds ~20 to the copy's.
+_MAX_STEM = 200
+
+
+def _short_stem(stem: str) -> str:
+    """``stem``, or when too long for a file name (an object key may be longer), its start
+    and a digest of the whole: the same name on every run, and two long names differing
+    only at their end still name two copies."""
+    raw = stem.encode("utf-8", "surrogateescape")  # (undecodable bytes of a file name)
+    if len(raw) <= _MAX_STEM:
+        return stem
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    head = raw[:_MAX_STEM - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{head}-{digest}"
 
 
 def check_outputs(planned: Iterable[PlannedTask], options: RunOptions) -> dict[str, Path]:
@@ -869,7 +886,9 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     measured and corrected again). With ``force``, the row of another input whose header
     says it was already corrected must come from a run that forced it too: a row flagged
     "already corrected" is what ``force`` asks to replace. The row's run must have measured
-    with this run's overscan and gain options (`_MEASUREMENT_OPTIONS`).
+    with this run's overscan and gain options (`_MEASUREMENT_OPTIONS`), and must not be
+    older than the latest ``new_run`` run over this input (an interrupted ``--new-run`` is
+    finished by the next run, not left half done).
     """
     current = writer.current()
     if not current:
@@ -878,6 +897,8 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     runs = _run_options(writer.path)
     forced = {run_id for run_id, _, recorded in runs if recorded.get("force")}
     measured = {run_id: _measurement(recorded) for run_id, _, recorded in runs}
+    started = {run_id: start for run_id, start, _ in runs}
+    renewed = _renewed_inputs(writer.path, runs)
     mine = _asked(options)
     done: set[str] = set()
     moved: list[tuple[PlannedTask, str]] = []
@@ -898,6 +919,11 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
                 moved.append((task, row.input))
             continue
         if row.status not in DONE or row.config_digest != digest:
+            continue
+        # a --new-run over this input asked for it to be measured anew: a row older than
+        # that run is not its result, even when the run stopped before reaching it
+        if path in renewed and started.get(row.run_id) is not None \
+                and started[row.run_id] < renewed[path]:
             continue
         # another amp layout (a camera file edited, a camera given instead of the headers'
         # layout) is another measurement; rows of earlier versions do not say theirs
@@ -975,6 +1001,31 @@ def _images_still_written(written: list[tuple[PlannedTask, Any, str]], catalog: 
                         "pedestals of its row: writing it again", row.output, task.visit,
                         task.name)
     return done
+
+
+def _renewed_inputs(catalog: Path, runs: list[tuple[str, Any, dict[str, Any]]]
+                    ) -> dict[str, Any]:
+    """The start of the latest ``new_run`` run that listed each input (by path, as
+    recorded): rows of that input from runs started before it are not done."""
+    from ..catalog.read import arrow_table
+
+    renewing = {run_id: start for run_id, start, recorded in runs if recorded.get("new_run")}
+    if not renewing:
+        return {}
+    out: dict[str, Any] = {}
+    table = arrow_table(catalog, "runs", columns=["run_id", "inputs"])
+    for row in table.to_pylist():
+        start = renewing.get(row["run_id"])
+        if start is None:
+            continue
+        try:
+            paths = [r["path"] for r in json.loads(row["inputs"] or "[]")]
+        except (ValueError, TypeError, KeyError):
+            continue
+        for path in paths:
+            if path not in out or out[path] < start:
+                out[path] = start
+    return out
 
 
 def _run_options(catalog: Path) -> list[tuple[str, Any, dict[str, Any]]]:

@@ -334,3 +334,25 @@ def test_cli_s3_resume_writes_again_a_corrected_object_another_catalog_replaced(
     # unchanged since: the next run skips it
     proc = cli_in(env, monkeypatch, *run_a)
     assert proc.returncode == 0 and "skipped 1" in proc.stdout, proc.stdout
+
+
+def test_cli_s3_a_key_longer_than_a_file_name_gets_a_short_corrected_copy(
+        s3, client, tmp_path, monkeypatch):
+    """An object whose last key segment is longer than a file name may be: its corrected
+    copy in a local folder is named by its start and a digest (the write failed with
+    "File name too long", retried as an I/O error, and the detector was flagged)."""
+    _endpoint, env, paths, s3client, survey, _ = s3
+    long_name = "d" * 300 + ".fits"
+    s3client.upload_file(str(paths[0]), survey, f"long/{long_name}")
+    args = ("run", f"s3://{survey}/long/{long_name}", "--output", tmp_path / "cat",
+            "--set", "doBackground=false", "--set", "doDetection=false",
+            "--set", "ampEdgeWidth=12", "--output-images", tmp_path / "out",
+            "--scheduler", client.scheduler.address)
+    proc = cli_in(env, monkeypatch, *args)
+    assert proc.returncode == 0, proc.stderr
+    row = read_catalog(tmp_path / "cat", "detectors").iloc[0]
+    assert row["status"] == "ok", row["error"]
+    copy = tmp_path / "out" / "5" / "D0" / os.path.basename(row["output"])
+    assert copy.is_file() and copy.name.startswith("d" * 100) and len(copy.name) <= 210
+    proc = cli_in(env, monkeypatch, *args)  # the same name again: resumed
+    assert proc.returncode == 0 and "skipped 1" in proc.stdout, proc.stdout

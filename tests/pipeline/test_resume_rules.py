@@ -274,6 +274,24 @@ def test_resume_measures_again_the_rows_of_another_measurement(sim_visit, client
     assert read_catalog(cat, "detectors")["run_id"].tolist() == [runs[1], runs[2]]
 
 
+def test_the_run_after_an_interrupted_new_run_finishes_it(sim_visit, client, tmp_path):
+    """A ``--new-run`` (the same configuration: say, after an upgrade) stopped before
+    reaching its inputs; the next plain run, "run again to resume", took the earlier run's
+    rows for done and the new run stayed half done, without a word."""
+    paths = list(sim_visit.paths[:2])
+    cat = tmp_path / "cat"
+    assert _counts(_run(paths, cat, client)) == (2, 0, 0, 0)
+    with prepare(paths, cat, options=RunOptions(new_run=True)):
+        pass  # stopped before anything ran
+    summary = _run(paths, cat, client)
+    assert _counts(summary) == (2, 0, 0, 0)
+    assert set(read_catalog(cat, "detectors")["run_id"]) == {summary.run_id}
+    assert _counts(_run(paths, cat, client)) == (0, 0, 0, 2)
+    # a finished --new-run over one input: both rows are done
+    assert _counts(_run(paths[1:], cat, client, new_run=True)) == (1, 0, 0, 0)
+    assert _counts(_run(paths, cat, client)) == (0, 0, 0, 2)
+
+
 def test_resume_writes_again_an_image_another_catalog_replaced(sim_visit, client, tmp_path):
     """Two catalogs writing corrected images into one folder: a resume of the first trusted
     the image the second wrote over its own (it only checked that the file existed)."""
