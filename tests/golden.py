@@ -98,3 +98,21 @@ def full_size_simulation(name: str, seed: int = 7):
     for array in (sim.image, sim.mask):
         array.flags.writeable = False
     return sim
+
+
+def noise_free_three_amps() -> tuple[Detector, np.ndarray]:
+    """Amps A | B | C of a 60x26 detector: A constant, B constant but for its top rows
+    (noise-free edges whose differences all get clipped: the A-B interface has no clipped
+    mean, a NaN raw offset), C 3 ADU above B with noise. Measure it with
+    ``ampEdgeInset=2, ampEdgeWidth=8`` and no background or detection."""
+    from ampoffset_dask.geometry import detector_from_boxes
+
+    det = detector_from_boxes("D", 60, 26, [("A", 0, 0, 20, 26), ("B", 20, 0, 20, 26),
+                                            ("C", 40, 0, 20, 26)])
+    rng = np.random.default_rng(182)
+    k = int(rng.integers(1, 14))
+    image = np.zeros((26, 60), np.float32)
+    image[:, :20] = np.float32(rng.choice([0.0, 0.1, 0.3, 1.7, 1e3 / 3]))
+    image[26 - k:, 20:40] = rng.normal(0, 1, k).astype(np.float32)[:, None]
+    image[:, 40:] = np.random.default_rng(5).normal(3, 0.5, (26, 20)).astype(np.float32)
+    return det, image

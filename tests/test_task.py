@@ -11,7 +11,13 @@ import weakref
 import numpy as np
 import pytest
 from afw_fakes import FakeAmp, FakeExposure, FakePlane
-from golden import lsst_detector, lsst_fixture, lsst_image, lsst_values
+from golden import (
+    lsst_detector,
+    lsst_fixture,
+    lsst_image,
+    lsst_values,
+    noise_free_three_amps,
+)
 
 from ampoffset_dask import AmpOffsetConfig, AmpOffsetTask, Exposure, InputError
 from ampoffset_dask._pipe_base import ConfigurableField, Struct, Task, TaskMetadata
@@ -421,18 +427,8 @@ def test_all_masked_gives_zero_pedestals():
 
 
 def _three_amps_one_without_clipped_mean():
-    """Amps A | B | C whose A-B edges are noise-free (every difference clipped: no raw
-    offset, NaN) and C 3 ADU above B (tests/algorithm/test_edges_offsets.py's case)."""
-    from ampoffset_dask.geometry import detector_from_boxes
-
-    det = detector_from_boxes("D", 60, 26, [("A", 0, 0, 20, 26), ("B", 20, 0, 20, 26),
-                                            ("C", 40, 0, 20, 26)])
-    rng = np.random.default_rng(182)
-    k = int(rng.integers(1, 14))
-    image = np.zeros((26, 60), np.float32)
-    image[:, :20] = np.float32(rng.choice([0.0, 0.1, 0.3, 1.7, 1e3 / 3]))
-    image[26 - k:, 20:40] = rng.normal(0, 1, k).astype(np.float32)[:, None]
-    image[:, 40:] = np.random.default_rng(5).normal(3, 0.5, (26, 20)).astype(np.float32)
+    """`golden.noise_free_three_amps` (its A-B interface has no raw offset: NaN), applied."""
+    det, image = noise_free_three_amps()
     config = AmpOffsetConfig(amp_edge_inset=2, amp_edge_width=8, do_background=False,
                              do_detection=False, do_apply_amp_offset=True)
     return det, image, config

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from golden import noise_free_three_amps
 
 from ampoffset_dask import AmpOffsetConfig, Detector, measure_detector
 from ampoffset_dask.algorithm.edges import (
@@ -24,7 +25,7 @@ from ampoffset_dask.algorithm.offsets import (
 )
 from ampoffset_dask.algorithm.solve import right_hand_side, solve_pedestals
 from ampoffset_dask.algorithm.stats import clipped_stats
-from ampoffset_dask.geometry import Amplifier, detector_from_boxes
+from ampoffset_dask.geometry import Amplifier
 
 AMP = Amplifier("C:1,1", 100, 51, 100, 51)
 FRAC = 512 / 4176
@@ -374,24 +375,10 @@ def test_measure_with_inset_zero_zeroes_everything():
     np.testing.assert_allclose(res.pedestals, truth - truth.mean(), atol=1e-6)
 
 
-def _noise_free_three_amps():
-    """Amps A | B | C: A constant, B constant but for its top rows (noise-free edges whose
-    differences all get clipped: no clipped mean), C 3 ADU above B with noise."""
-    det = detector_from_boxes("D", 60, 26, [("A", 0, 0, 20, 26), ("B", 20, 0, 20, 26),
-                                            ("C", 40, 0, 20, 26)])
-    rng = np.random.default_rng(182)
-    k = int(rng.integers(1, 14))
-    image = np.zeros((26, 60), np.float32)
-    image[:, :20] = np.float32(rng.choice([0.0, 0.1, 0.3, 1.7, 1e3 / 3]))
-    image[26 - k:, 20:40] = rng.normal(0, 1, k).astype(np.float32)[:, None]
-    image[:, 40:] = np.random.default_rng(5).normal(3, 0.5, (26, 20)).astype(np.float32)
-    return det, image
-
-
 def test_an_interface_without_a_clipped_mean_is_left_out_not_zeroing_every_pedestal():
     # LSST keeps the NaN clipped mean and its solve zeroes every pedestal, the 3 ADU step of
     # B-C included, with no warning; the interface is left out instead.
-    det, image = _noise_free_three_amps()
+    det, image = noise_free_three_amps()
     config = AmpOffsetConfig(amp_edge_inset=2, amp_edge_width=8, do_background=False,
                              do_detection=False)
     m = measure_detector(image, None, det, config)

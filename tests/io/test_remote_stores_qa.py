@@ -148,40 +148,14 @@ def test_an_http_object_replaced_after_planning_fails_its_task(http_store, tmp_p
     assert url in replaced.error
 
 
+@pytest.mark.parametrize("times", [(MONDAY, TUESDAY), (MONDAY, MONDAY), (None, None)],
+                         ids=["new time", "same time", "no time"])
 def test_a_resumed_run_measures_a_replaced_http_object_again(http_store, tmp_path,
-                                                              shared_scheduler):
-    """A run on a cluster records the object's Last-Modified; the next run skips it while it
-    is unchanged and measures it again once it is replaced."""
-    import pandas as pd
-    from distributed import Client
-
-    from ampoffset_dask import process, read_catalog
-
-    objects, base = http_store
-    first = exposure(tmp_path, "a.fits", 2.0)
-    other = exposure(tmp_path, "b.fits", -3.0)
-    objects["/x.fits"] = (first.read_bytes(), {"Last-Modified": MONDAY, "ETag": '"v1"'})
-    manifest = pd.DataFrame({"path": [f"{base}/x.fits"], "visit": [9], "detector": ["wide"]})
-    cat = tmp_path / "cat"
-    with Client(shared_scheduler) as client:
-        def run():
-            return process(manifest, cat, client=client, config=EDGES, progress=False)
-
-        assert (run().n_ok, run().n_skipped) == (1, 1)
-        objects["/x.fits"] = (other.read_bytes(), {"Last-Modified": TUESDAY, "ETag": '"v2"'})
-        again = run()
-    assert (again.n_ok, again.n_skipped) == (1, 0), again
-    got = read_catalog(cat, "pedestals")
-    latest = got[got["run_id"] == again.run_id].sort_values("amp")["pedestal"].to_numpy()
-    np.testing.assert_allclose(latest, pedestals(other), rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize("time", [MONDAY, None], ids=["same time", "no time"])
-def test_a_resumed_run_tells_objects_apart_by_their_etag(http_store, tmp_path,
-                                                        shared_scheduler, time):
-    """The catalog records the ETag beside the size and time: an object replaced within the
-    same second (or by a store giving no time) is measured again, an unchanged one is
-    skipped (recorded without a time, it once counted as changed on every run)."""
+                                                              shared_scheduler, times):
+    """A run on a cluster records the object's Last-Modified and ETag; the next run skips it
+    while it is unchanged and measures it again once it is replaced: by its new time, or
+    by its ETag alone when replaced within the same second or by a store giving no time
+    (recorded without a time, an object once counted as changed on every run)."""
     import pandas as pd
     from distributed import Client
 
@@ -191,16 +165,19 @@ def test_a_resumed_run_tells_objects_apart_by_their_etag(http_store, tmp_path,
     first = exposure(tmp_path, "a.fits", 2.0)
     other = exposure(tmp_path, "b.fits", -3.0)
     assert first.stat().st_size == other.stat().st_size
-    head = {"Last-Modified": time} if time else {}
-    objects["/y.fits"] = (first.read_bytes(), {**head, "ETag": '"v1"'})
-    manifest = pd.DataFrame({"path": [f"{base}/y.fits"], "visit": [9], "detector": ["wide"]})
+
+    def served(data: bytes, time: str | None, tag: str) -> tuple[bytes, dict]:
+        return data, {**({"Last-Modified": time} if time else {}), "ETag": tag}
+
+    objects["/x.fits"] = served(first.read_bytes(), times[0], '"v1"')
+    manifest = pd.DataFrame({"path": [f"{base}/x.fits"], "visit": [9], "detector": ["wide"]})
     cat = tmp_path / "cat"
     with Client(shared_scheduler) as client:
         def run():
             return process(manifest, cat, client=client, config=EDGES, progress=False)
 
         assert (run().n_ok, run().n_skipped) == (1, 1)
-        objects["/y.fits"] = (other.read_bytes(), {**head, "ETag": '"v2"'})
+        objects["/x.fits"] = served(other.read_bytes(), times[1], '"v2"')
         again = run()
         assert (again.n_ok, again.n_skipped) == (1, 0), again
         assert run().n_skipped == 1

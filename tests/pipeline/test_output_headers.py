@@ -126,17 +126,11 @@ def test_an_interface_without_a_raw_offset_gives_an_undefined_card_not_a_failed_
         client, tmp_path):
     # FITS has no NaN: the copy's header writer raised, and the detector, flagged without
     # output images, was a failed row with astropy's traceback and no copy
-    from ampoffset_dask.geometry import detector_from_boxes
+    from golden import noise_free_three_amps
+
     from ampoffset_dask.io.writer import write_exposure
 
-    det = detector_from_boxes("D", 60, 26, [("A", 0, 0, 20, 26), ("B", 20, 0, 20, 26),
-                                            ("C", 40, 0, 20, 26)])
-    rng = np.random.default_rng(182)
-    k = int(rng.integers(1, 14))
-    image = np.zeros((26, 60), np.float32)
-    image[:, :20] = np.float32(rng.choice([0.0, 0.1, 0.3, 1.7, 1e3 / 3]))
-    image[26 - k:, 20:40] = rng.normal(0, 1, k).astype(np.float32)[:, None]
-    image[:, 40:] = np.random.default_rng(5).normal(3, 0.5, (26, 20)).astype(np.float32)
+    det, image = noise_free_three_amps()
     src = tmp_path / "in" / "d.fits"
     src.parent.mkdir()
     write_exposure(src, image, detector=det, header={"VISIT": 1})
