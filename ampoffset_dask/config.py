@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import inspect
 import json
 import math
@@ -476,6 +477,35 @@ class AmpOffsetConfig(_LsstNames):
         return tuple(self.background.ignored_pixel_mask)
 
 
+@functools.lru_cache(maxsize=1)
+def _yaml_loader() -> type:
+    """PyYAML's SafeLoader without YAML 1.1's octal and sexagesimal integers: ``010`` is
+    not 8 and ``1:30`` not 90 (they stay text, which the fields refuse, as ``--set``
+    does: a config read with 8 for 10 is used without a word)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # the int resolver of YAML 1.2's core schema (decimal, 0x hex, 0o octal)
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:int",
+        re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|0o[0-7_]+)$"),
+        list("-+0123456789"))
+
+    def construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+        text = loader.construct_scalar(node).replace("_", "")
+        if text.startswith("0o"):
+            return int(text[2:], 8)
+        return int(text, 0) if text.startswith("0x") else int(text)
+
+    Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
+    return Loader
+
+
 def load_document(path: Path, text: str, what: str) -> Any:
     """The JSON document ``text`` of file ``path`` (YAML for a ``.yaml``/``.yml`` name, with
     PyYAML); ``what`` names the file's kind in the message that pip installs PyYAML.
@@ -492,7 +522,7 @@ def load_document(path: Path, text: str, what: str) -> Any:
             raise InputError(f"{path}: reading YAML {what} needs PyYAML "
                              "(pip install 'ampoffset-dask[yaml]')") from exc
         try:
-            return yaml.safe_load(text)
+            return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader's subclass
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

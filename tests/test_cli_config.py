@@ -77,3 +77,19 @@ def test_one_field_spelt_differently_in_two_sources_takes_the_later(tmp_path):
     proc = cli("run", tmp_path / "junk", "--output", tmp_path / "refused", "--config", both)
     assert proc.returncode == 2
     assert "given twice" in proc.stderr and not (tmp_path / "refused").exists()
+
+
+def test_yaml_numbers_with_a_leading_zero_are_not_octal(tmp_path):
+    # YAML 1.1 (PyYAML's safe_load) read 010 as 8, and the run used it without a word;
+    # --set refuses it, and so does the file now; YAML 1.2's 0o17 and 0x1f are numbers
+    cfg = write(tmp_path / "octal.yaml", "ampEdgeWidth: 010\n")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "junk.fits").write_text("not a FITS file\n")
+    proc = cli("run", junk, "--output", tmp_path / "cat", "--config", cfg, "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert "ampEdgeWidth" in proc.stderr and "'010'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "cat").exists()
+    cfg = write(tmp_path / "ok.yaml", "ampEdgeWidth: 0o17\nampEdgeInset: 0x3\n")
+    config = run_config(tmp_path, "--config", cfg)
+    assert (config["amp_edge_width"], config["amp_edge_inset"]) == (15, 3)

@@ -141,42 +141,63 @@ def _open(path: Path, memmap: bool = True) -> Iterator[fits.HDUList]:
         hdul.close()
 
 
+class _OpenFile:
+    """An open file of `_OpenFiles`, read under its lock; ``closed`` once evicted."""
+
+    __slots__ = ("closed", "hdul", "lock")
+
+    def __init__(self, hdul: fits.HDUList) -> None:
+        self.hdul = hdul
+        self.lock = threading.Lock()
+        self.closed = False
+
+
 class _OpenFiles:
     """A small per-process cache of open files for region reads that need astropy
     (tile-compressed HDUs, gzip-wrapped files): building a compressed HDU costs far more than
     decompressing a strip of it, so the strip reads of one detector share one open file.
 
     Entries are keyed by path, size and modification time (a rewritten file is reopened),
-    at most `size` files stay open, and each is read under its own lock.
+    at most `size` files stay open, and each is read under its own lock. A file evicted
+    between a reader finding it and taking its lock (more threads reading than files kept)
+    is closed once its readers are done; the reader that finds it closed opens it again.
     """
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
-        self._files: LRUCache[tuple, tuple[fits.HDUList, threading.Lock]] = LRUCache(
-            max_items=size, on_evict=_close_entry)
+        self._files: LRUCache[tuple, _OpenFile] = LRUCache(max_items=size,
+                                                           on_evict=_close_entry)
 
     @contextmanager
     def hdul(self, path: Path) -> Iterator[fits.HDUList]:
         key = _file_key(path.stat())
-        entry = self._files.get(key)
-        if entry is None:
-            # astropy refuses to scale (BZERO/BSCALE, e.g. uint16 DECam/HSC raws) compressed
-            # or BLANK images of memory-mapped files; these reads go through astropy anyway.
-            opened = (_open_hdul(path, memmap=False), threading.Lock())
-            entry = self._files.add(key, opened)
-            if entry is not opened:  # opened meanwhile by another thread
-                _close_entry(key, opened)
-        with entry[1]:
-            yield entry[0]
+        while True:
+            entry = self._files.get(key)
+            if entry is None:
+                # astropy refuses to scale (BZERO/BSCALE, e.g. uint16 DECam/HSC raws)
+                # compressed or BLANK images of memory-mapped files; these reads go through
+                # astropy anyway.
+                opened = _OpenFile(_open_hdul(path, memmap=False))
+                entry = self._files.add(key, opened)
+                if entry is not opened:  # opened meanwhile by another thread
+                    _close_entry(key, opened)
+            entry.lock.acquire()
+            if not entry.closed:
+                break
+            entry.lock.release()  # evicted meanwhile: open it again
+        try:
+            yield entry.hdul
+        finally:
+            entry.lock.release()
 
     def close_all(self) -> None:
         self._files.clear()
 
 
-def _close_entry(key: tuple, entry: tuple[fits.HDUList, threading.Lock]) -> None:
-    hdul, lock = entry
-    with lock:  # after the reader using it is done
-        hdul.close()
+def _close_entry(key: tuple, entry: _OpenFile) -> None:
+    with entry.lock:  # after the reader using it is done
+        entry.closed = True
+        entry.hdul.close()
 
 
 _OPEN_FILES = _OpenFiles()

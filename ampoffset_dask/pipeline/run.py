@@ -1006,17 +1006,20 @@ def _images_still_written(written: list[tuple[PlannedTask, Any, str]], catalog: 
 def _renewed_inputs(catalog: Path, runs: list[tuple[str, Any, dict[str, Any]]]
                     ) -> dict[str, Any]:
     """The start of the latest ``new_run`` run that listed each input (by path, as
-    recorded): rows of that input from runs started before it are not done."""
+    recorded): rows of that input from runs started before it are not done. A run that
+    failed without recording a row (refused: a damaged catalog file) renewed nothing."""
     from ..catalog.read import arrow_table
 
     renewing = {run_id: start for run_id, start, recorded in runs if recorded.get("new_run")}
     if not renewing:
         return {}
     out: dict[str, Any] = {}
-    table = arrow_table(catalog, "runs", columns=["run_id", "inputs"])
+    table = arrow_table(catalog, "runs", columns=[
+        "run_id", "inputs", "status", "n_ok", "n_flagged", "n_failed"])
     for row in table.to_pylist():
         start = renewing.get(row["run_id"])
-        if start is None:
+        recorded = sum(row[k] or 0 for k in ("n_ok", "n_flagged", "n_failed"))
+        if start is None or (row["status"] == "failed" and not recorded):
             continue
         try:
             paths = [r["path"] for r in json.loads(row["inputs"] or "[]")]

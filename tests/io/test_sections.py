@@ -101,3 +101,31 @@ def test_full_reads_move_every_bit(tmp_path, dtype):
     assert got.dtype.isnative and got.shape == data.shape
     assert got.tobytes() == data.astype(data.dtype.newbyteorder("=")).tobytes()
     assert finite is (data.dtype.kind != "f")  # integers are finite; the floats hold NaN
+
+
+def test_threads_reading_more_compressed_files_than_are_kept_open(tmp_path):
+    # a file evicted from the open-file cache between a reader finding it and taking its
+    # lock was closed under it: "HDU not found ... the file was closed" for valid files
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ampoffset_dask import AmpOffsetConfig, measure_detector
+    from ampoffset_dask.geometry import detector_from_boxes
+    from ampoffset_dask.io.fits import open_lazy, read_exposure, write_exposure
+
+    det = detector_from_boxes("D", 200, 100, [(f"A{j}{i}", i * 50, j * 50, 50, 50)
+                                              for j in range(2) for i in range(4)])
+    rng = np.random.default_rng(0)
+    files = []
+    for k in range(12):
+        image = rng.normal(1000, 5, det.shape).astype(np.float32)
+        files.append(write_exposure(tmp_path / f"f{k}.fits", image, detector=det,
+                                    header={"DETNAME": "D", "VISIT": k}, compress="gzip"))
+    config = AmpOffsetConfig(do_background=False, do_detection=False, amp_edge_width=9)
+    want = {p: measure_detector(read_exposure(p), config=config).pedestals for p in files}
+
+    def one(path):
+        return np.array_equal(measure_detector(open_lazy(path), config=config).pedestals,
+                              want[path])
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(one, files * 2))
