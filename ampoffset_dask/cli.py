@@ -453,7 +453,9 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             from .io.remote import redact_text  # a chained store error quotes its URL whole
 
             sys.stderr.write(redact_text(traceback.format_exc()))
-        message = str(exc) or type(exc).__name__
+        from .io.remote import redact_text  # a message may quote a URL with its password
+
+        message = redact_text(str(exc)) or type(exc).__name__
         if code == EXIT_INTERNAL:
             message = f"internal error: {type(exc).__name__}: {message} (run with -v for details)"
         sys.stderr.write(f"{_PROG} {args.command}: error: {message}\n")

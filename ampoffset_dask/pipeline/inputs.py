@@ -23,7 +23,7 @@ from ..catalog.schema import check_identity
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
 from ..io.paths import entry_problem, is_fits_name, on_network_filesystem, walk_fits
-from ..io.remote import is_url, list_url, localize, url_stamp
+from ..io.remote import is_url, list_url, localize, redact, url_stamp
 
 __all__ = ["InputItem", "PlannedTask", "discover_inputs", "plan_tasks"]
 
@@ -292,7 +292,7 @@ def discover_inputs(inputs: Any, *, exclude: Iterable[str | os.PathLike] = ()
     seen: dict[str, InputItem] = {}
     for item in items:
         where = item.path if is_url(item.path) else os.path.abspath(item.path)
-        seen[where] = _merged(seen[where], item, where) if where in seen else item
+        seen[where] = _merged(seen[where], item, redact(where)) if where in seen else item
     return [dataclasses.replace(i, path=p) for p, i in seen.items()]
 
 

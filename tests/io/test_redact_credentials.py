@@ -182,3 +182,19 @@ def test_verbose_tracebacks_of_an_unreachable_store_hold_no_password(tmp_path):
     assert SECRET not in proc.stdout + proc.stderr, proc.stderr
     assert "http://alice:***@127.0.0.1:9/b/x.fits: cannot reach the storage endpoint" in \
         proc.stderr, proc.stderr
+
+
+def test_a_refused_run_names_a_url_without_its_password(tmp_path):
+    # a manifest naming one URL twice with two visits: the refusal quoted the URL whole
+    manifest = tmp_path / "m.csv"
+    url = "http://alice:s3cret@127.0.0.1:9/x.fits"
+    manifest.write_text(f"path,visit\n{url},1\n{url},2\n")
+    from ampoffset_dask import InputError, process
+
+    proc = cli_subprocess("run", manifest, "--output", tmp_path / "cat", "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert "given twice with different identities" in proc.stderr
+    assert "s3cret" not in proc.stderr and "http://alice:***@127.0.0.1:9/x.fits" in proc.stderr
+    with pytest.raises(InputError) as info:
+        process(manifest, tmp_path / "cat2", progress=False)
+    assert "s3cret" not in str(info.value)
