@@ -914,7 +914,12 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
             if row.input != path and row.status in DONE:
                 moved.append((task, row.input))
             continue
-        if row.input != path:
+        # in place, the row's output is the file its input names (a symbolic link's
+        # target): that file given by another path (the link, or the target) is this input
+        in_place = row.applied and not is_url(task.path) and (
+            row.output in (path, os.path.realpath(task.path))
+            and row.output in (row.input, os.path.realpath(row.input)))
+        if row.input != path and not in_place:
             if not task.flag:
                 moved.append((task, row.input))
             continue
@@ -933,16 +938,18 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
         # not this run's result, whatever the latest run was
         if measured.get(row.run_id, _measurement({})) != mine:
             continue
-        # in place, the row's output is the file the input names (a symbolic link's target)
-        in_place = row.applied and (row.output == path or (
-            not is_url(task.path) and row.output == os.path.realpath(task.path)))
         if in_place:
             # this catalog corrected the file in place (which changed its size and time):
-            # done while its header still says so, even with force; a file restored since
-            # (a backup keeps the original's size and time) is measured and corrected again
-            if not task.corrected:
+            # done while its header still says so, and holds this row's pedestals, even with
+            # force; a file restored since (a backup keeps the original's size and time),
+            # or corrected since by another run (its card, or other pedestals), is not
+            if not task.corrected or (task.corrected_by and task.corrected_by != row.run_id):
                 continue
-        elif task.flag:
+            if options.apply and not options.in_place:
+                continue  # this run writes corrected copies, which the row is not
+            written.append((task, row, row.output))
+            continue
+        if task.flag:
             continue
         elif task.corrected and options.force and row.run_id not in forced:
             continue
@@ -951,7 +958,7 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
         image = _output_done(task, row.output, options, outputs) if options.apply else None
         if options.apply and image is None:
             continue
-        if image is not None and not in_place:
+        if image is not None:
             written.append((task, row, image))
             continue
         done.add(output_key(task))
@@ -998,8 +1005,8 @@ def _images_still_written(written: list[tuple[PlannedTask, Any, str]], catalog: 
             done.add(output_key(task))
         else:
             logger.info("%s: the corrected image of visit %s detector %s no longer holds the "
-                        "pedestals of its row: writing it again", row.output, task.visit,
-                        task.name)
+                        "pedestals of its row (replaced or corrected since): not done",
+                        row.output, task.visit, task.name)
     return done
 
 

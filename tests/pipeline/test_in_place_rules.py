@@ -105,6 +105,51 @@ def test_a_file_corrected_in_place_through_a_link_is_done_on_the_next_run(
     assert rows["status"].tolist() == ["ok"]
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_a_file_corrected_through_a_link_is_done_by_its_real_path_too(
+        sim_visit, client, tmp_path, force):
+    # the row's input was the link: given by its real path, the file was flagged "already
+    # corrected ... use --force" over the catalog's ok row, and --force corrected it again
+    real = tmp_path / "real"
+    links = tmp_path / "links"
+    real.mkdir()
+    links.mkdir()
+    shutil.copyfile(sim_visit.paths[0], real / "x.fits")
+    (links / "x.fits").symlink_to(real / "x.fits")
+    assert process(links, tmp_path / "cat", in_place=True, client=client,
+                   progress=False).n_ok == 1
+    corrected = (real / "x.fits").read_bytes()
+    again = process(real, tmp_path / "cat", in_place=True, force=force, client=client,
+                    progress=False)
+    assert (again.n_ok, again.n_flagged, again.n_skipped) == (0, 0, 1)
+    assert (real / "x.fits").read_bytes() == corrected
+
+
+def test_a_file_corrected_since_by_another_catalog_is_not_taken_for_this_ones(
+        sim_visit, client, tmp_path):
+    # restored from its backup and corrected in place by another catalog (another config):
+    # the first catalog's resume took the file for its own correction, its row keeping
+    # pedestals the file no longer holds
+    from ampoffset_dask import read_catalog
+
+    path = tmp_path / "in" / "x.fits"
+    path.parent.mkdir()
+    shutil.copyfile(sim_visit.paths[0], path)
+    backup = shutil.copy2(path, tmp_path / "backup.fits")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert process([path], a, in_place=True, client=client, progress=False).n_ok == 1
+    shutil.copy2(backup, path)
+    assert process([path], b, in_place=True, config={"ampEdgeWidth": 30}, client=client,
+                   progress=False).n_ok == 1
+    again = process([path], a, in_place=True, client=client, progress=False)
+    assert (again.n_ok, again.n_flagged, again.n_skipped) == (0, 1, 0)
+    assert "already corrected" in again.flagged[0][2]
+    header = fits.getheader(path, 0)
+    peds = read_catalog(a, "pedestals").sort_values("amp_index")
+    for amp, value in zip(peds["amp"], peds["pedestal"], strict=True):
+        assert header[f"LSST ISR AMPOFFSET PEDESTAL {amp}"] == value
+
+
 def test_a_detector_name_that_is_no_folder_name_is_refused(sim_visit, tmp_path):
     src = tmp_path / "in" / "x.fits"
     src.parent.mkdir()
