@@ -942,8 +942,10 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
             # this catalog corrected the file in place (which changed its size and time):
             # done while its header still says so, and holds this row's pedestals, even with
             # force; a file restored since (a backup keeps the original's size and time),
-            # or corrected since by another run (its card, or other pedestals), is not
-            if not task.corrected or (task.corrected_by and task.corrected_by != row.run_id):
+            # or corrected since by another catalog's run (its card, or other pedestals),
+            # is not (the card of a correction recorded later from the header names the
+            # stopped run that made it: a run of this catalog all the same)
+            if not task.corrected or (task.corrected_by and task.corrected_by not in started):
                 continue
             if options.apply and not options.in_place:
                 continue  # this run writes corrected copies, which the row is not
