@@ -660,6 +660,8 @@ class CatalogWriter:
             except OSError:
                 return True
             now = _stamp(st.st_size, st.st_mtime)
+        if now is not None and len(then) < len(now):
+            now = now[:len(then)]  # recorded without its ETag (an earlier version's run)
         return now != then
 
     def _state(self, visit: int) -> _VisitState:

@@ -62,6 +62,7 @@ version (HTTP's ``Last-Modified`` and ``ETag`` included). Patterns (``s3://b/raw
 
 from __future__ import annotations
 
+import atexit
 import collections
 import contextlib
 import contextvars
@@ -70,9 +71,11 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import urllib.parse
+import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -335,6 +338,12 @@ def _profile_options(url: str, profile: str, given: Mapping[str, str]) -> dict[s
             f"{redact(url)}: the URL names the S3 profile {profile!r}, whose endpoint and "
             f"keys come from the environment variable {name} (as lsst.resources reads "
             f"them: https://ACCESS_KEY:SECRET_KEY@host:port), which is not set")
+    userinfo = value.partition("://")[2].rpartition("@")[0]
+    if "/" in userinfo or "?" in userinfo or "#" in userinfo:
+        # (AWS secret keys often hold a "/"): the URL would end its host there
+        raise InputError(f"{redact(url)}: the keys in {name} hold a '/', '?' or '#', which "
+                         "a URL must percent-encode (write '/' as %2F, '?' as %3F, '#' as "
+                         "%23)")
     parts = urllib.parse.urlsplit(value)
     try:
         port = parts.port
@@ -573,27 +582,16 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
         return [url]
     try:
         fs.invalidate_cache(url)  # a listing cached by an earlier run may be stale
-        if _ZIP_FRAGMENT not in url and _GLOB.search(_key_of(url)) and not _is_object(fs, url):
+        # a key or prefix holding "[", "?" or "*" names itself when it exists
+        if (_ZIP_FRAGMENT not in url and _GLOB.search(_key_of(url))
+                and not _is_object(fs, url) and not fs.isdir(url)):
             return _globbed(fs, url, exclude, options)
         if not url.endswith("/") and is_fits_name(url) and _is_object(fs, url):
             # a key may also be the prefix of others: the name of a FITS object is that
             # object (as a file's is), its trailing slash asks for the prefix
             return [url]
         if url.endswith("/") or fs.isdir(url):
-            top = url.rstrip("/")
-            skip = [str(e).rstrip("/") + "/" for e in exclude]
-            inside = next((k for k in skip if (top + "/").startswith(k)), None)
-            if inside is not None:  # else every object is left out: "no FITS files found"
-                raise InputError(
-                    f"{redact(url)}: the input prefix is (or lies inside) the output images' "
-                    f"prefix {redact(inside)}, and runs never take inputs from a prefix of "
-                    "corrected images; write them elsewhere (a prefix inside the inputs, e.g. "
-                    f"{redact(top)}/corrected/, is fine)")
-            found = [_as_url(url, p) for p in sorted(fs.find(url))]
-            skip += [p[:-len(OUTPUT_MARKER)] for p in found
-                     if p.endswith("/" + OUTPUT_MARKER) and p.rsplit("/", 1)[0] != top]
-            out = [p for p in found
-                   if is_fits_name(p) and not any(p.startswith(k) for k in skip)]
+            out = _listed_prefix(fs, url, exclude)
             if not out:
                 logger.warning("%s: no FITS objects under this prefix", redact(url))
             return out
@@ -606,6 +604,28 @@ def list_url(url: str, options: Mapping[str, Any] | None = None,
     except Exception as exc:
         raise _error(url, exc, "listing") from exc
     raise InputError(f"{redact(url)}: no such object or prefix")
+
+
+def _listed_prefix(fs: Any, url: str, exclude: Iterable[str], quiet: bool = False
+                   ) -> list[str]:
+    """The FITS objects under the prefix ``url``, taken as written (no pattern), without
+    those below an output marker. A prefix that is (or lies inside) one of ``exclude``
+    raises `InputError`, or with ``quiet`` (a prefix a pattern matched) gives nothing."""
+    top = url.rstrip("/")
+    skip = [str(e).rstrip("/") + "/" for e in exclude]
+    inside = next((k for k in skip if (top + "/").startswith(k)), None)
+    if inside is not None:  # else every object is left out: "no FITS files found"
+        if quiet:
+            return []
+        raise InputError(
+            f"{redact(url)}: the input prefix is (or lies inside) the output images' "
+            f"prefix {redact(inside)}, and runs never take inputs from a prefix of "
+            "corrected images; write them elsewhere (a prefix inside the inputs, e.g. "
+            f"{redact(top)}/corrected/, is fine)")
+    found = [_as_url(url, p) for p in sorted(fs.find(top + "/"))]
+    skip += [p[:-len(OUTPUT_MARKER)] for p in found
+             if p.endswith("/" + OUTPUT_MARKER) and p.rsplit("/", 1)[0] != top]
+    return [p for p in found if is_fits_name(p) and not any(p.startswith(k) for k in skip)]
 
 
 #: What makes a key a pattern (fsspec's glob: ``*``, ``**``, ``?``, ``[0-4]``).
@@ -646,11 +666,14 @@ def _globbed(fs: Any, url: str, exclude: Iterable[str],
     matched = fs.glob(url, detail=True)
     skip = [str(e).rstrip("/") + "/" for e in exclude]
     found: set[str] = set()
+    left_out = 0  # FITS objects matched in the output images' prefix
     for path, info in sorted(matched.items()):
         p = _as_url(url, path)
-        if info.get("type") == "directory":
-            found.update(list_url(p.rstrip("/") + "/", options, exclude))
-        elif is_fits_name(p) and not any(p.startswith(k) for k in skip):
+        if info.get("type") == "directory":  # its objects as listed, not a pattern again
+            found.update(_listed_prefix(fs, p, exclude, quiet=True))
+        elif is_fits_name(p) and any(p.startswith(k) for k in skip):
+            left_out += 1
+        elif is_fits_name(p):
             found.add(p)
     # corrected images: below a prefix that holds the output marker (asked once a prefix,
     # from each object's folder up to the pattern's fixed part)
@@ -670,9 +693,12 @@ def _globbed(fs: Any, url: str, exclude: Iterable[str],
         if len(folder) <= len(fixed):
             out.append(p)
     if not out:
+        left_out += len(found)
         raise InputError(
             f"{redact(url)}: no FITS object matches this pattern"
-            + (f" ({len(matched)} other object(s) or prefix(es) do)" if matched else ""))
+            + (f" outside the prefixes of corrected images ({left_out} inside them)"
+               if left_out else
+               f" ({len(matched)} other object(s) or prefix(es) do)" if matched else ""))
     return out
 
 
@@ -772,7 +798,10 @@ def _stamp_of(info: Mapping[str, Any]) -> Stamp | None:
     if isinstance(when, datetime.datetime):
         when = when.timestamp()
     when = float(when) if isinstance(when, (int, float)) else None
-    tag = "|".join(str(info[k]).strip() for k in _TAG_KEYS if info.get(k) not in (None, ""))
+    # a weak ETag (W/"...") promises no byte identity, and some servers make a new one for
+    # every response: only strong tags and version ids tell versions apart
+    tag = "|".join(str(info[k]).strip() for k in _TAG_KEYS if info.get(k) not in (None, "")
+                   and not str(info[k]).strip().startswith("W/"))
     if tag:
         return int(size), when, tag
     return (int(size), when) if when is not None else None
@@ -1541,6 +1570,20 @@ def localize(path: str | os.PathLike) -> str | os.PathLike:
 _REMOTE_ZIPS: dict[str, tuple[int, str]] = {}
 
 
+_ZIP_FOLDER: list[str] = []
+
+
+def _process_zip_folder() -> str:
+    """A temporary folder of this process for zip members of archives without a version,
+    removed when the process exits."""
+    with _LOCK:
+        if not _ZIP_FOLDER or not os.path.isdir(_ZIP_FOLDER[0]):
+            folder = tempfile.mkdtemp(prefix="ampoffset-zip-")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            _ZIP_FOLDER[:] = [folder]
+        return _ZIP_FOLDER[0]
+
+
 def _remote_zip_member(url: str, options: Mapping[str, Any] | None = None) -> str:
     """The local file holding zip member ``url`` (``s3://bucket/x.zip#zip-path=member``)
     of an archive in a store, extracted once per process and version of the archive (its
@@ -1562,12 +1605,17 @@ def _remote_zip_member(url: str, options: Mapping[str, Any] | None = None) -> st
     if not member:
         raise InputError(f"{where}: no member named after {_ZIP_FRAGMENT}")
     stamp = url_stamp(archive, options)
-    # a replaced archive gets a new folder; one whose version cannot be told is extracted
-    # afresh by each generation
-    version = repr(stamp) if stamp is not None else f"{os.getpid()}:{generation}"
-    digest = hashlib.sha1(f"{archive}\0{version}\0{member}".encode(),
-                          usedforsecurity=False).hexdigest()[:16]
-    target = Path(tempfile.gettempdir()) / "ampoffset-zip" / digest / _local_name(url)
+    if stamp is not None:  # a replaced archive gets a new folder, shared by processes
+        digest = hashlib.sha1(f"{archive}\0{stamp!r}\0{member}".encode(),
+                              usedforsecurity=False).hexdigest()[:16]
+        target = Path(tempfile.gettempdir()) / "ampoffset-zip" / digest / _local_name(url)
+    else:
+        # its version cannot be told: extracted afresh by each generation into this
+        # process's own folder (removed at exit), never one another process left (a
+        # container's worker has the same pid every time), the previous one removed
+        if known is not None and known[1].startswith(_process_zip_folder()):
+            shutil.rmtree(Path(known[1]).parent, ignore_errors=True)
+        target = (Path(_process_zip_folder()) / uuid.uuid4().hex[:16] / _local_name(url))
     with _ZIP_LOCK:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)

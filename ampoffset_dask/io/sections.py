@@ -248,7 +248,7 @@ def check_stamp(path: Any, stamp: tuple[int, Any] | None, since: str = "it was o
         from .remote import redact
 
         raise InputError(f"{redact(os.fspath(path))}: the object changed in the store since "
-                         f"{since} (its size or time differ), so the headers read then "
+                         f"{since} (its size, time or ETag differ), so the headers read then "
                          f"may not describe its pixels; {remedy}")
     raise InputError(f"{path}: the file changed since {since} (its size or modification "
                      f"time differ), so the headers read then may not describe its "

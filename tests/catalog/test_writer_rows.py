@@ -35,3 +35,22 @@ def test_visit_rows_follow_the_latest_record_of_each_detector(tmp_path):
                                          strict=True)}
     assert got == {("R22_S11", "C10"): 2.0, ("R22_S11", "C11"): -2.0,
                    ("R22_S12", "C10"): 4.0, ("R22_S12", "C11"): -4.0}
+
+
+def test_a_stamp_recorded_without_an_etag_is_compared_without_it(tmp_path):
+    # a catalog of an earlier version recorded objects' size and time only: the ETag
+    # asked of the store now made every object count as changed, measured again once
+    url = "s3://bucket/x.fits"
+    with CatalogWriter(tmp_path) as writer:
+        writer.start_run(config=AmpOffsetConfig(), inputs=[url],
+                         url_stamps={url: (100, 5.0, '"tag1"')})
+        assert not writer._changed(url, (100, 5.0))  # an earlier version's record
+        assert not writer._changed(url, (100, 5.0, '"tag1"'))
+        assert writer._changed(url, (100, 5.0, '"tag2"'))  # replaced within the second
+        assert writer._changed(url, (100, 6.0))
+        writer.finish_run()
+    runs = read_catalog(tmp_path, "runs")
+    import json
+
+    assert json.loads(runs["inputs"].iloc[0]) == [
+        {"path": url, "size": 100, "mtime": 5.0, "etag": '"tag1"'}]

@@ -14,6 +14,7 @@ import http.server
 import logging
 import threading
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,9 @@ def test_http_stamps_read_last_modified_and_the_etag(http_store, tmp_path):
     objects["/a.fits"] = (data, {"Last-Modified": TUESDAY})
     assert remote.url_stamp(url) == (len(data), 1796119200.0)
     assert stamp_changed(url, stamp)
+    # a weak ETag promises no byte identity (some servers send a new one every time)
+    objects["/a.fits"] = (data, {"Last-Modified": TUESDAY, "ETag": 'W/"any"'})
+    assert remote.url_stamp(url) == (len(data), 1796119200.0)
 
 
 def test_an_http_object_replaced_after_planning_fails_its_task(http_store, tmp_path):
@@ -240,11 +244,44 @@ def test_an_s3_profile_without_its_variable_is_named(s3_bucket, monkeypatch):
     with pytest.raises(InputError, match="LSST_RESOURCES_S3_PROFILE_nope is not a URL") as e:
         remote.list_url(url)
     assert "secret-key" not in str(e.value)
+    # an AWS secret key with a "/" (the host would end there), not percent-encoded
+    for secret in ("wJalr/K7MDEN", "12345/K7MDEN"):
+        monkeypatch.setenv("LSST_RESOURCES_S3_PROFILE_nope",
+                           f"http://AKIAKEY:{secret}@127.0.0.1:9")
+        with pytest.raises(InputError, match=r"keys in LSST_RESOURCES_S3_PROFILE_nope hold a "
+                                             r"'/'.*%2F") as e:
+            remote.list_url(url)
+        assert "K7MDEN" not in str(e.value)
 
 
 # ------------------------------------------------------------------------------------------
 # Zip members in a store
 # ------------------------------------------------------------------------------------------
+def test_a_zip_member_of_an_archive_without_a_version_is_never_a_stale_copy(
+        http_store, tmp_path):
+    # without a stamp, extractions were keyed by pid and generation in a shared folder: a
+    # later process with the same pid (a container's worker) read the old archive's member
+    objects, base = http_store
+    members = []
+    for k, step in enumerate((2.0, -3.0)):
+        archive = tmp_path / f"x{k}.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.write(exposure(tmp_path, f"m{k}.fits", step), "d.fits")
+        members.append(archive)
+    url = f"{base}/x.zip#zip-path=d.fits"
+    objects["/x.zip"] = (members[0].read_bytes(), {})
+    first = remote._remote_zip_member(url)
+    with zipfile.ZipFile(members[0]) as zf:
+        assert Path(first).read_bytes() == zf.read("d.fits")
+    assert first.startswith(remote._process_zip_folder())  # this process's own folder
+    objects["/x.zip"] = (members[1].read_bytes(), {})
+    remote.forget(url)
+    second = remote._remote_zip_member(url)
+    with zipfile.ZipFile(members[1]) as zf:
+        assert Path(second).read_bytes() == zf.read("d.fits")
+    assert second != first and not Path(first).exists()  # the previous one removed
+
+
 def test_zip_members_of_an_archive_in_a_store_are_read(s3_bucket, tmp_path):
     bucket, client = s3_bucket
     a = exposure(tmp_path, "a.fits", 2.0)
@@ -309,6 +346,24 @@ def test_globs_on_object_store_urls_are_expanded(s3_bucket):
         remote.list_url(f"{root}/visit5/*.txt")
     with pytest.raises(InputError, match=r"no FITS object matches this pattern$"):
         remote.list_url(f"{root}/visit7/*.fits")
+
+
+def test_prefixes_named_with_pattern_characters_and_output_prefixes_under_a_pattern(
+        s3_bucket):
+    # "run[1]/" named the prefix run1/ (another prefix's objects, its own lost), "v?/"
+    # recursed without end; a pattern matching the output prefix refused the whole run
+    bucket, client = s3_bucket
+    for key in ("lit/run[1]/x.fits", "lit/run1/y.fits", "lit/v?/z.fits",
+                "lit/out/5/D0/c.fits"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    root = f"s3://{bucket}/lit"
+    assert remote.list_url(f"{root}/run[1]/") == [f"{root}/run[1]/x.fits"]
+    assert remote.list_url(f"{root}/v?/") == [f"{root}/v?/z.fits"]
+    assert remote.list_url(f"{root}/*", exclude=[f"{root}/out"]) == [
+        f"{root}/run1/y.fits", f"{root}/run[1]/x.fits", f"{root}/v?/z.fits"]
+    with pytest.raises(InputError, match=r"no FITS object matches this pattern outside the "
+                                         r"prefixes of corrected images \(1 inside them\)"):
+        remote.list_url(f"{root}/out/*/*/*.fits", exclude=[f"{root}/out"])
 
 
 # ------------------------------------------------------------------------------------------
