@@ -477,11 +477,14 @@ class AmpOffsetConfig(_LsstNames):
         return tuple(self.background.ignored_pixel_mask)
 
 
+_LEADING_ZERO = "tag:ampoffset,2026:leading-zero"
+
+
 @functools.lru_cache(maxsize=1)
 def _yaml_loader() -> type:
     """PyYAML's SafeLoader without YAML 1.1's octal and sexagesimal integers: ``010`` is
-    not 8 and ``1:30`` not 90 (they stay text, which the fields refuse, as ``--set``
-    does: a config read with 8 for 10 is used without a word)."""
+    refused (a config read with 8 for 10 was used without a word) and ``1:30`` is text,
+    not 90, which the fields refuse as ``--set`` does."""
     import yaml
 
     class Loader(yaml.SafeLoader):
@@ -493,8 +496,19 @@ def _yaml_loader() -> type:
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
     Loader.add_implicit_resolver(
         "tag:yaml.org,2002:int",
-        re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|0o[0-7_]+)$"),
+        re.compile(r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0x_*[0-9a-fA-F][0-9a-fA-F_]*"
+                   r"|0o_*[0-7][0-7_]*)$"),
         list("-+0123456789"))
+    Loader.add_implicit_resolver(_LEADING_ZERO, re.compile(r"^[-+]?0[0-9_]+$"),
+                                 list("-+0"))
+
+    def refuse_leading_zero(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        text = loader.construct_scalar(node)
+        raise yaml.constructor.ConstructorError(
+            None, None, f"the number {text} has a leading zero, which YAML 1.1 reads as "
+            f"octal; write it without (or quote it for text)", node.start_mark)
+
+    Loader.add_constructor(_LEADING_ZERO, refuse_leading_zero)
 
     def construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
         text = loader.construct_scalar(node).replace("_", "")
