@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -60,6 +61,21 @@ def _image_hdu(data: np.ndarray, name: str, compress: str | None, header: fits.H
                                 tile_shape=tile, **kwargs)
     hdu.header["EXTTYPE"] = name
     return hdu
+
+
+#: Longest name of a file, in bytes (most file systems).
+_NAME_MAX = 255
+
+
+def partial_stem(name: str) -> str:
+    """What the temporary file of output ``name`` is named after (``.<stem>.<id>.tmp``,
+    renamed to ``name`` when complete): ``name``, or when that temporary name would be
+    too long for a file, its start and a digest of the whole."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) + 19 <= _NAME_MAX:  # "." + "." + 12 hex + ".tmp"
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    return raw[:_NAME_MAX - 19 - 17].decode("utf-8", "ignore") + "~" + digest
 
 
 def write_exposure(
@@ -191,7 +207,7 @@ def write_exposure(
         _image_hdu(msk, "MASK", compress, msk_header),
         _image_hdu(var, "VARIANCE", compress, var_header),
     ])
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    tmp = path.with_name(f".{partial_stem(path.name)}.{uuid.uuid4().hex[:12]}.tmp")
     replaces = path.exists()
     try:
         with warnings.catch_warnings():

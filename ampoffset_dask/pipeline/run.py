@@ -37,6 +37,7 @@ from ..io.remote import (
     scoped_storage_options,
 )
 from ..io.sections import _is_wrapped
+from ..io.writer import partial_stem
 from . import _config
 from .cluster import (
     ClientHandle,
@@ -452,7 +453,7 @@ def _remove_stale_tmp(outputs: Iterable[Path]) -> int:
     outputs (the writer renames them into place only when complete); the number removed."""
     wanted: dict[Path, set[str]] = {}
     for out in outputs:
-        wanted.setdefault(out.parent, set()).add(out.name)
+        wanted.setdefault(out.parent, set()).add(partial_stem(out.name))
     removed = 0
     for folder, names in wanted.items():
         try:

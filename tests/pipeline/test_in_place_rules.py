@@ -150,6 +150,18 @@ def test_a_file_corrected_since_by_another_catalog_is_not_taken_for_this_ones(
         assert header[f"LSST ISR AMPOFFSET PEDESTAL {amp}"] == value
 
 
+def test_a_file_with_a_name_near_the_longest_is_corrected_in_place(sim_visit, client,
+                                                                   tmp_path):
+    # the writer's temporary name (".<name>.<id>.tmp") was too long for a file: flagged
+    # "corrected image not written: File name too long"
+    path = tmp_path / ("d" * 240 + ".fits")
+    shutil.copyfile(sim_visit.paths[0], path)
+    summary = process([path], tmp_path / "cat", in_place=True, client=client, progress=False)
+    assert summary.n_ok == 1, summary.flagged
+    assert fits.getheader(path, 0).get(SUBTRACTED_KEY) is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cat", path.name])
+
+
 def test_a_detector_name_that_is_no_folder_name_is_refused(sim_visit, tmp_path):
     src = tmp_path / "in" / "x.fits"
     src.parent.mkdir()
