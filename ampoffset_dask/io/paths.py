@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -230,3 +231,15 @@ def on_network_filesystem(paths: Iterable[str | os.PathLike],
         out.append(None if kind is None
                    else kind in NETWORK_FILESYSTEMS or kind.startswith("fuse."))
     return out
+
+
+def shortened(name: str, max_bytes: int, sep: str = "-") -> str:
+    """``name``, or when longer than ``max_bytes`` bytes (UTF-8; a file name holds 255),
+    its start, ``sep`` and a digest of the whole, ``max_bytes`` long at most: the same on
+    every call, and two long names differing only at their end stay two names."""
+    raw = name.encode("utf-8", "surrogateescape")  # (undecodable bytes of a file name)
+    if len(raw) <= max_bytes:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    head = raw[:max_bytes - len(digest) - len(sep)].decode("utf-8", "ignore")
+    return f"{head}{sep}{digest}"

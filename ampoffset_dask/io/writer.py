@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ from ..errors import InputError
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES
 from .header_geometry import format_section, section_suffixes
+from .paths import shortened
 
 __all__ = ["write_exposure"]
 
@@ -69,13 +69,9 @@ _NAME_MAX = 255
 
 def partial_stem(name: str) -> str:
     """What the temporary file of output ``name`` is named after (``.<stem>.<id>.tmp``,
-    renamed to ``name`` when complete): ``name``, or when that temporary name would be
-    too long for a file, its start and a digest of the whole."""
-    raw = name.encode("utf-8", "surrogateescape")
-    if len(raw) + 19 <= _NAME_MAX:  # "." + "." + 12 hex + ".tmp"
-        return name
-    digest = hashlib.sha256(raw).hexdigest()[:16]
-    return raw[:_NAME_MAX - 19 - 17].decode("utf-8", "ignore") + "~" + digest
+    renamed to ``name`` when complete): ``name``, shortened when that temporary name would
+    be too long for a file."""
+    return shortened(name, _NAME_MAX - 19, "~")  # "." + "." + 12 hex + ".tmp"
 
 
 def write_exposure(

@@ -28,7 +28,7 @@ from ..catalog import CatalogWriter, DetectorResult, config_digest
 from ..catalog.schema import DONE, CatalogWriteError
 from ..config import AmpOffsetConfig, as_config
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
-from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder
+from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder, shortened
 from ..io.remote import (
     _ZIP_FRAGMENT,
     environment_options,
@@ -299,7 +299,8 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
         if part in ("", ".", "..") or any(c in part for c in "/\\\0"):
             raise InputError(f"{task.path}: the {what} {part!r} cannot name a folder of "
                              "the corrected images")
-    stem = _short_stem(fits_stem(file_name(task.path))[0])
+    # (an object's key may be longer than a file name)
+    stem = shortened(fits_stem(file_name(task.path))[0], _MAX_STEM)
     if is_url(options.output_images):
         return (f"{str(options.output_images).rstrip('/')}/{task.visit}/{task.name}/"
                 f"{stem}.fits")
@@ -309,18 +310,6 @@ def _output_path(task: PlannedTask, options: RunOptions) -> Path | str | None:
 #: Longest stem of a corrected copy's name, in bytes: file names hold 255, and the writer's
 #: temporary name adds ~20 to the copy's.
 _MAX_STEM = 200
-
-
-def _short_stem(stem: str) -> str:
-    """``stem``, or when too long for a file name (an object key may be longer), its start
-    and a digest of the whole: the same name on every run, and two long names differing
-    only at their end still name two copies."""
-    raw = stem.encode("utf-8", "surrogateescape")  # (undecodable bytes of a file name)
-    if len(raw) <= _MAX_STEM:
-        return stem
-    digest = hashlib.sha256(raw).hexdigest()[:16]
-    head = raw[:_MAX_STEM - len(digest) - 1].decode("utf-8", "ignore")
-    return f"{head}-{digest}"
 
 
 def check_outputs(planned: Iterable[PlannedTask], options: RunOptions) -> dict[str, Path]:
