@@ -1605,10 +1605,19 @@ def _remote_zip_member(url: str, options: Mapping[str, Any] | None = None) -> st
     if not member:
         raise InputError(f"{where}: no member named after {_ZIP_FRAGMENT}")
     stamp = url_stamp(archive, options)
-    if stamp is not None:  # a replaced archive gets a new folder, shared by processes
-        digest = hashlib.sha1(f"{archive}\0{stamp!r}\0{member}".encode(),
-                              usedforsecurity=False).hexdigest()[:16]
-        target = Path(tempfile.gettempdir()) / "ampoffset-zip" / digest / _local_name(url)
+    if stamp is not None:
+        # one folder per member, shared by processes, and in it one per version of the
+        # archive: a replaced archive's member is extracted anew, and the versions before
+        # it removed (a reader that had one open keeps reading it; one that had only its
+        # name finds it gone and extracts the member again)
+        folder = Path(tempfile.gettempdir()) / "ampoffset-zip" / hashlib.sha1(
+            f"{archive}\0{member}".encode(), usedforsecurity=False).hexdigest()[:16]
+        version = hashlib.sha1(repr(stamp).encode(), usedforsecurity=False).hexdigest()[:16]
+        target = folder / version / _local_name(url)
+        if not target.exists() and folder.is_dir():
+            for old in folder.iterdir():
+                if old.name != version:
+                    shutil.rmtree(old, ignore_errors=True)
     else:
         # its version cannot be told: extracted afresh by each generation into this
         # process's own folder (removed at exit), never one another process left (a

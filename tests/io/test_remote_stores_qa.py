@@ -282,6 +282,26 @@ def test_a_zip_member_of_an_archive_without_a_version_is_never_a_stale_copy(
     assert second != first and not Path(first).exists()  # the previous one removed
 
 
+def test_a_replaced_archives_earlier_member_extractions_are_removed(http_store, tmp_path):
+    # one folder per archive version in the shared temporary folder, never removed: a
+    # long-lived worker filled its disk with every version of every member it had read
+    objects, base = http_store
+    url = f"{base}/v.zip#zip-path=d.fits"
+    got = []
+    for k, step in enumerate((2.0, -3.0)):
+        archive = tmp_path / f"v{k}.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.write(exposure(tmp_path, f"v{k}.fits", step), "d.fits")
+        objects["/v.zip"] = (archive.read_bytes(), {"Last-Modified": MONDAY,
+                                                     "ETag": f'"v{k}"'})
+        remote.forget(url)
+        got.append(Path(remote._remote_zip_member(url)))
+        with zipfile.ZipFile(archive) as zf:
+            assert got[-1].read_bytes() == zf.read("d.fits")
+    assert got[0] != got[1] and not got[0].exists()
+    assert [p.name for p in got[1].parent.parent.iterdir()] == [got[1].parent.name]
+
+
 def test_zip_members_of_an_archive_in_a_store_are_read(s3_bucket, tmp_path):
     bucket, client = s3_bucket
     a = exposure(tmp_path, "a.fits", 2.0)
