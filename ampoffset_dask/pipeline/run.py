@@ -687,7 +687,8 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                              timings=timings)
         # files a stopped run of this catalog corrected in place without recording them:
         # recorded from their headers, never corrected again (with or without force)
-        unrecorded = (_unrecorded_corrections(planned, catalog, opts, done, camera)
+        unrecorded = (_unrecorded_corrections(planned, catalog, opts, done, camera,
+                                              config_digest(cfg))
                       if opts.in_place else {})
         if unrecorded:
             runs = sorted({t.corrected_by for t in planned if output_key(t) in unrecorded})
@@ -766,8 +767,8 @@ def _applied_fields(task: PlannedTask) -> dict[str, Any]:
 
 
 def _unrecorded_corrections(planned: Iterable[PlannedTask], catalog: Path,
-                            options: RunOptions, done: set[str], camera: Any = None
-                            ) -> dict[str, DetectorResult]:
+                            options: RunOptions, done: set[str], camera: Any = None,
+                            digest: str = "") -> dict[str, DetectorResult]:
     """The rows to record for inputs a stopped run of this catalog corrected in place but
     never recorded, by `output_key`.
 
@@ -779,7 +780,9 @@ def _unrecorded_corrections(planned: Iterable[PlannedTask], catalog: Path,
     (visit, detector). Its row (`recovered_result`) records the pedestals its header holds;
     it is never corrected again, with or without ``force``: those pedestals were subtracted
     once already. Inputs resumed (``done``), and files corrected by another catalog's run or
-    by LSST's task, are left to the usual rules.
+    by LSST's task, are left to the usual rules. A stopped run whose config digest is not
+    ``digest`` (this run's) is named as such in the row's message: its pedestals were
+    measured with another configuration.
     """
     candidates = [t for t in planned
                   if not t.error and t.corrected and t.corrected_by and t.hdu is None
@@ -787,14 +790,19 @@ def _unrecorded_corrections(planned: Iterable[PlannedTask], catalog: Path,
                   and output_key(t) not in done]
     if not candidates:
         return {}
-    ours = {run_id for run_id, _, _ in _run_options(catalog)}
-    candidates = [t for t in candidates if t.corrected_by in ours]
+    from ..catalog.read import arrow_table
+
+    digests = {r["run_id"]: r["config_digest"] for r in arrow_table(
+        catalog, "runs", columns=["run_id", "config_digest"]).to_pylist()}
+    candidates = [t for t in candidates if t.corrected_by in digests]
     if not candidates:
         return {}
     recorded = _applied_rows(catalog, {t.corrected_by for t in candidates},
                              {int(t.visit) for t in candidates})
-    return {output_key(t): recovered_result(t, options, camera) for t in candidates
-            if (int(t.visit), str(t.name), t.corrected_by) not in recorded}
+    return {output_key(t): recovered_result(
+                t, options, camera, other_config=bool(digest)
+                and digests[t.corrected_by] != digest)
+            for t in candidates if (int(t.visit), str(t.name), t.corrected_by) not in recorded}
 
 
 def _applied_rows(catalog: Path, run_ids: set[str], visits: set[int]
@@ -815,13 +823,14 @@ def _applied_rows(catalog: Path, run_ids: set[str], visits: set[int]
             if r["status"] in DONE and r["applied"]}
 
 
-def recovered_result(task: PlannedTask, options: RunOptions, camera: Any = None
-                     ) -> DetectorResult:
+def recovered_result(task: PlannedTask, options: RunOptions, camera: Any = None, *,
+                     other_config: bool = False) -> DetectorResult:
     """The ``flagged`` row of an input a stopped run of this catalog (``task.corrected_by``)
     corrected in place without recording it (`_unrecorded_corrections`): the pedestals its
     header holds, applied, its output the file itself (so the next run finds it done); not
     read, measured or written. Flagged: the measurement's errors, amp levels and interfaces
-    went with the lost result."""
+    went with the lost result. ``other_config``: the stopped run measured with another
+    configuration than this run's, which the message says."""
     try:
         output = str(_output_path(task, options))
     except InputError:  # e.g. hard-linked since: the file the correction replaced all the same
@@ -831,7 +840,9 @@ def recovered_result(task: PlannedTask, options: RunOptions, camera: Any = None
     return DetectorResult(
         visit=int(task.visit), detector=str(task.name), status="flagged",
         error=(f"corrected in place by run {task.corrected_by} of this catalog, which stopped "
-               f"before recording it ({task.path}); {held}; not corrected again"),
+               f"before recording it ({task.path}); {held}"
+               + (" (measured with that run's configuration, not this run's)"
+                  if other_config else "") + "; not corrected again"),
         input=task.path, output=output,
         detector_id=task.detector.id if task.detector else None,
         dataset_id=task.dataset_id or "", geometry=geometry_digest(task.detector, camera),

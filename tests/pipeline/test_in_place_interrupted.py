@@ -157,3 +157,23 @@ def test_the_interrupted_message_of_an_in_place_run(sim_visit, tmp_path, monkeyp
     assert code == 130
     assert "interrupted; what finished is in the catalog, run again to resume" in err
     assert "corrected in place" not in err
+
+
+def test_a_recovered_correction_of_another_configuration_says_so(sim_visit, client,
+                                                                 tmp_path):
+    # the stopped run measured with the default config, the recovering run (--new-run)
+    # with another: the row sits under the new config with the old one's pedestals
+    folder, catalog, run_id, lost, job = _lost_record(sim_visit, client, tmp_path)
+    before = lost.read_bytes()
+    again = process(folder, catalog, in_place=True, client=client, progress=False,
+                    new_run=True, config={"ampEdgeWidth": 30})
+    assert lost.read_bytes() == before
+    why = next(w for _, d, w in again.flagged if d == job.detector)
+    assert f"corrected in place by run {run_id} of this catalog" in why
+    assert "(measured with that run's configuration, not this run's)" in why
+    # with its own config, the message says nothing of it
+    (tmp_path / "b").mkdir()
+    folder2, catalog2, _, _, job2 = _lost_record(sim_visit, client, tmp_path / "b")
+    why = next(w for _, d, w in process(folder2, catalog2, in_place=True, client=client,
+                                        progress=False).flagged if d == job2.detector)
+    assert "configuration" not in why
