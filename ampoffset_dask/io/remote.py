@@ -312,12 +312,19 @@ PROFILE_VARIABLE = "LSST_RESOURCES_S3_PROFILE_"
 _PROFILES_OPTION = "ampoffset_s3_profiles"
 
 
+def _netloc_and_key(url: str) -> tuple[str, str]:
+    """What follows ``url``'s scheme, split at its first ``/``: the bucket or server (with
+    any ``user@``) and the key (empty when there is none)."""
+    m = _SCHEME.match(url)
+    netloc, _, key = (url[m.end():] if m else url).partition("/")
+    return netloc, key
+
+
 def _s3_profile(url: str) -> str | None:
     """The lsst.resources profile an ``s3://PROFILE@bucket/...`` URL names, else None."""
     if protocol(url) not in ("s3", "s3a"):
         return None
-    netloc = url[url.index("://") + 3:].split("/", 1)[0]
-    user, at, _ = netloc.rpartition("@")  # bucket names hold no "@"
+    user, at, _ = _netloc_and_key(url)[0].rpartition("@")  # bucket names hold no "@"
     return user if at and user else None
 
 
@@ -634,9 +641,7 @@ _GLOB = re.compile(r"[*?\[]")
 
 def _key_of(url: str) -> str:
     """The part of ``url`` after its bucket (what a pattern may be in)."""
-    m = _SCHEME.match(url)
-    rest = url[m.end():] if m else url
-    return rest.split("/", 1)[1] if "/" in rest else ""
+    return _netloc_and_key(url)[1]
 
 
 def _as_url(url: str, path: str) -> str:
@@ -644,10 +649,7 @@ def _as_url(url: str, path: str) -> str:
     any profile: ``s3://PROFILE@bucket/key``)."""
     if is_url(path):
         return path
-    m = _SCHEME.match(url)
-    rest = url[m.end():] if m else url
-    netloc = rest.split("/", 1)[0]
-    user = netloc.rpartition("@")[0]
+    user = _netloc_and_key(url)[0].rpartition("@")[0]
     return f"{protocol(url)}://" + (f"{user}@" if user else "") + path
 
 
@@ -815,9 +817,7 @@ _STAMPLESS_STORES: set[str] = set()
 
 def _store_of(url: str) -> str:
     """``scheme://host`` (the bucket or server) of a URL, without credentials."""
-    m = _SCHEME.match(url)
-    rest = url[m.end():] if m else url
-    return redact(f"{protocol(url)}://{rest.split('/', 1)[0]}")
+    return redact(f"{protocol(url)}://{_netloc_and_key(url)[0]}")
 
 
 def object_size(url: str, options: Mapping[str, Any] | None = None) -> int:
