@@ -446,15 +446,14 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             sys.stderr.write(f"{_PROG}: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:
+        # a message, or a chained store error, may quote a URL with its password
+        from .io.remote import redact_text
+
         code = _exit_code(exc)
         if verbose:
             import traceback
 
-            from .io.remote import redact_text  # a chained store error quotes its URL whole
-
             sys.stderr.write(redact_text(traceback.format_exc()))
-        from .io.remote import redact_text  # a message may quote a URL with its password
-
         message = redact_text(str(exc)) or type(exc).__name__
         if code == EXIT_INTERNAL:
             message = f"internal error: {type(exc).__name__}: {message} (run with -v for details)"
