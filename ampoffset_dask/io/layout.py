@@ -291,6 +291,7 @@ def _warn_recorded_layout(info: FileInfo, detector: Detector, cam: Camera) -> No
     recorded layout may be a persisted detector's that the file no longer carries)."""
     if not any(str(key).startswith("AMPNAM") for key in info.header):
         return
+    stated = None
     if info.amp_hdus or info.kind == "raw":
         stated = _stated_geometry(info)
         differs = (stated is not None and stated.per_amp
@@ -301,7 +302,7 @@ def _warn_recorded_layout(info: FileInfo, detector: Detector, cam: Camera) -> No
         differs = _recorded_layout_differs(cards, tuple(info.shape), detector.shape,
                                            detector.amplifiers)
     if differs:
-        stated = _stated_geometry(info)
+        stated = stated or _stated_geometry(info)  # (the message shows it)
         logger.warning(
             "%s: the amp layout recorded in the header (AMPNAM/DATASEC: %s) differs from "
             "detector %r of camera %r named by the header (%s); using the camera's (pass "
