@@ -14,10 +14,11 @@ Prints:
    submitter (target: flat memory, <= 5 ms per task);
 5. the share of reading in the per-detector time for uncompressed, RICE and GZIP copies
    of one detector (measuring skips the VARIANCE plane; its read cost is shown);
-6. seconds per detector of a plain ProcessPoolExecutor whose processes are *not* pinned to
-   one BLAS thread, with 2 processes vs 1 (target: within 10%), and vs 2 pinned processes
-   (what thread oversubscription alone costs; the rest is the two cores' shared caches and
-   memory bandwidth).
+6. seconds per detector of a plain ProcessPoolExecutor of 2 processes *not* pinned to one
+   BLAS thread: one detector alone vs two at once, in ``--rounds`` alternating rounds whose
+   per-round ratios cancel the machine's drift (target: within 10%); then the same with
+   pinned processes (what is left is the two cores' shared caches and memory bandwidth;
+   unpinned / pinned is what thread oversubscription costs).
 
 Usage::
 
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -184,14 +186,14 @@ def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: P
     return seconds, peaks
 
 
-def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
-             pin: bool = True, camera: str | None = None) -> tuple[float, int, float]:
-    """Seconds of a ProcessPoolExecutor running process_file (each process warmed up on the
-    first file), peak RSS, and the mean seconds of one detector inside the pool.
+@contextlib.contextmanager
+def pool_of(workers: int, pin: bool) -> Iterator[ProcessPoolExecutor]:
+    """A spawned ProcessPoolExecutor; with ``pin`` its processes start with one
+    BLAS/OpenMP thread each, as dask's nannies start workers, else they inherit this
+    environment (a plain multiprocessing pool).
 
-    With ``pin`` the pool's processes are spawned with one BLAS/OpenMP thread each, as
-    dask's nannies start workers, so both sides run the same single-threaded code; without
-    it they inherit this environment (a plain multiprocessing pool).
+    A spawning pool starts its processes as tasks need them, so the environment is kept
+    for as long as the pool is open.
     """
     import multiprocessing
 
@@ -202,14 +204,28 @@ def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
         for k in _ONE_THREAD:
             os.environ.pop(k, None)
     try:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        with ProcessPoolExecutor(workers,
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield pool
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    with pool, multiprocessing.get_context("spawn").Manager() as manager:
+
+
+def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
+             camera: str | None = None) -> tuple[float, int, float]:
+    """Seconds of a ProcessPoolExecutor running process_file (each process warmed up on the
+    first file), peak RSS, and the mean seconds of one detector inside the pool. Its
+    processes are pinned to one BLAS thread, as dask's workers are: both sides run the
+    same single-threaded code.
+    """
+    import multiprocessing
+
+    with pool_of(workers, pin=True) as pool, \
+            multiprocessing.get_context("spawn").Manager() as manager:
         barrier = manager.Barrier(workers)
         for f in [pool.submit(_warm_once, str(paths[0]), config, barrier)
                   for _ in range(workers)]:
@@ -221,9 +237,50 @@ def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
     assert all(r[0] == "ok" for r in results), results
     cpu = sum(r[2] for r in results) / len(results)
     per = sum(r[3] for r in results) / len(results)
-    print(f"    ProcessPoolExecutor on {workers} {'pinned' if pin else 'unpinned'} "
+    print(f"    ProcessPoolExecutor on {workers} pinned "
           f"process(es): {seconds:.1f} s; {per:.2f} s and {cpu:.2f} CPU s per detector")
     return seconds, max(r[1] for r in results), per
+
+
+def _timed_in_pair(path: str, config: AmpOffsetConfig, barrier: Any) -> float:
+    """Seconds of one `process_file` in a pool process, started once every process of
+    its round has reached ``barrier`` (a process waiting there takes no other task)."""
+    barrier.wait()
+    return process_file(path, None, config).seconds
+
+
+def paired_rounds(paths: list[Path], config: AmpOffsetConfig, rounds: int,
+                  pin: bool) -> tuple[list[float], list[float]]:
+    """Seconds per detector of 1 vs 2 busy processes of one 2-process ProcessPoolExecutor,
+    measured in alternating rounds.
+
+    Round ``i`` first runs one detector alone (the other process idles: one process
+    alone), then two detectors at once, one per process. This machine's speed drifts by
+    tens of percent over a minute; neighbouring rounds see the same speed, so the
+    per-round ratios cancel the drift that separate runs of each side would measure.
+
+    Returns
+    -------
+    alone, together : list of float
+        Per round: the lone detector's seconds, and the mean of the pair's.
+    """
+    import multiprocessing
+
+    alone, together = [], []
+    with pool_of(2, pin) as pool, multiprocessing.get_context("spawn").Manager() as manager:
+        one, two = manager.Barrier(1), manager.Barrier(2)
+        pids = [f.result() for f in [pool.submit(_warm_once, str(paths[0]), config, two)
+                                     for _ in range(2)]]
+        threads = {pool.submit(os.getenv, "OPENBLAS_NUM_THREADS").result()
+                   for _ in range(4)}
+        assert len(set(pids)) == 2 and threads == ({"1"} if pin else {None}), (pids, threads)
+        n = len(paths)
+        for i in range(rounds):
+            alone.append(pool.submit(_timed_in_pair, str(paths[i % n]), config, one).result())
+            pair = [pool.submit(_timed_in_pair, str(paths[(i + k * n // 2) % n]), config, two)
+                    for k in (0, 1)]
+            together.append(statistics.mean(f.result() for f in pair))
+    return alone, together
 
 
 def read_share(path: Path, workdir: Path, config: AmpOffsetConfig, repeat: int = 3) -> None:
@@ -360,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-limit", default="3GiB", help="per-worker limit")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each side in test 1 (the median is compared)")
+    parser.add_argument("--rounds", type=int, default=24,
+                        help="alternating rounds of test 6 (one detector alone, then two)")
     parser.add_argument("--camera", default=None,
                         help="name the camera, as `--camera` does (default: from the headers)")
     args = parser.parse_args(argv)
@@ -423,16 +482,24 @@ def main(argv: list[str] | None = None) -> int:
 
         read_share(paths[0], workdir, config)
 
-        print("\n[6] plain ProcessPoolExecutor, processes not pinned to one BLAS thread")
-        _, _, per_one = run_pool(paths, 1, config, pin=False)
-        _, _, per_two = run_pool(paths, 2, config, pin=False)
-        _, _, per_pinned = run_pool(paths, 2, config, pin=True)
-        print(f"    seconds per detector: 2 processes {per_two:.2f} s vs 1 process "
-              f"{per_one:.2f} s -> {per_two / per_one:.2f} (target <= 1.10)")
-        # Two processes also share the cores' caches and memory bandwidth: the pinned pair
-        # separates that from thread oversubscription (unpinned / pinned).
-        print(f"    2 unpinned vs 2 pinned processes: {per_two:.2f} vs {per_pinned:.2f} s per "
-              f"detector -> {per_two / per_pinned:.2f} (oversubscription alone)")
+        print(f"\n[6] plain ProcessPoolExecutor of 2 processes: one detector alone, then "
+              f"two at once, in {args.rounds} alternating rounds (per-round ratios cancel "
+              "the machine's drift)")
+        ratios = {}
+        for pin in (False, True):
+            alone, together = paired_rounds(paths, config, args.rounds, pin)
+            per_round = [t / a for a, t in zip(alone, together, strict=True)]
+            ratios[pin] = statistics.median(per_round)
+            q = statistics.quantiles(per_round, n=4)
+            print(f"    {'pinned' if pin else 'unpinned'} to one BLAS thread: "
+                  f"{statistics.median(together):.3f} s per detector two at once vs "
+                  f"{statistics.median(alone):.3f} s alone; per-round ratio median "
+                  f"{ratios[pin]:.2f} (quartiles {q[0]:.2f}-{q[2]:.2f})"
+                  + ("" if pin else " (target <= 1.10)"))
+        # Pinned pairs run the same single-threaded code: their ratio is the two cores'
+        # shared caches and memory bandwidth; unpinned / pinned is thread oversubscription.
+        print(f"    unpinned / pinned: {ratios[False] / ratios[True]:.2f} "
+              "(what thread oversubscription alone costs)")
     finally:
         if args.workdir is None and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
