@@ -42,6 +42,7 @@ from .detection import (
 from .edges import INSET_ZERO, strip_slices
 from .gain import GainStep, amp_levels, gain_steps
 from .offsets import InterfaceOffset, measure_interfaces, window_length
+from .quality import undefined_cause
 from .result import DetectorMeasurement, InterfaceResult
 from .solve import right_hand_side, solve_pedestals
 from .strips import StripBlock, lines_stats, strip_blocks
@@ -349,11 +350,22 @@ def measure_detector(
         if background == "ok" and interface_estimator is None:
             # The background model absorbed part of each step: a bias the pixel noise
             # does not carry (background_bias module docstring).
-            offset_errors, errors = with_background_bias(
-                detector, config, pedestals, [r.offset_err for r in results], errors, used,
-                forced)
-            results = [dataclasses.replace(r, offset_err=float(e))
-                       for r, e in zip(results, offset_errors, strict=True)]
+            try:
+                offset_errors, errors = with_background_bias(
+                    detector, config, pedestals, [r.offset_err for r in results], errors,
+                    used, forced)
+            except np.linalg.LinAlgError as exc:
+                # A heavily masked background can leave the absorbed steps' Newton system
+                # singular: the bias, hence the errors, are then unknown (the pedestals,
+                # LSST's numbers, stand).
+                msg = (f"pedestal errors undefined: the background's absorbed steps could not "
+                       f"be solved for ({exc})")
+                logger.warning("%s: %s", detector.name, msg)
+                warnings.append(msg)
+                errors = np.full(len(detector), np.nan)
+            else:
+                results = [dataclasses.replace(r, offset_err=float(e))
+                           for r, e in zip(results, offset_errors, strict=True)]
 
     return DetectorMeasurement(
         detector=detector.name,
@@ -408,8 +420,8 @@ def _measure_interfaces(
                             "(do-no-harm)")
         elif (math.isnan(res.offset_raw) and not res.min_frac_fail
               and warnings is not None):
-            warnings.append(f"interface {itf.id}: its edge differences have no clipped mean "
-                            "(every one clipped: edges without noise?), not used")
+            warnings.append(f"interface {itf.id}: {undefined_cause(res.good_frac)}, "
+                            "offset set to 0 (do-no-harm)")
         offsets[(itf.a, itf.b)] = res.offset
         measured.append((res, err))
     gains = gain_steps(pairs)

@@ -262,9 +262,10 @@ def _offset_result(interface_id: str, n: int, n_nan: int, offset_raw: float,
     max_offset_fail = bool(abs(offset_raw) > max_offset)
     offset = 0.0 if (min_frac_fail or max_offset_fail) else offset_raw
     if math.isnan(offset):
-        # No clipped mean although there are data (every difference clipped: edges without
-        # noise). LSST keeps the NaN, and its solve then zeroes every pedestal of the
-        # detector; the interface is left out instead (README, "Parity with LSST").
+        # No clipped mean: every difference clipped (edges without noise), or no position
+        # where both edges have data (ampEdgeMinFrac 0 lets that through). LSST keeps the
+        # NaN, and its solve then zeroes every pedestal of the detector; the offset is set
+        # to 0 instead, as do-no-harm sets a failed one (README, "Parity with LSST").
         offset = 0.0
     return (InterfaceOffset(interface_id, offset, offset_raw, good_frac, min_frac_fail,
                             max_offset_fail), SmoothedDifference(avg, clip_std, win, values))

@@ -14,7 +14,7 @@ from typing import Any
 
 from .edges import INSET_ZERO
 
-__all__ = ["harm_check"]
+__all__ = ["harm_check", "undefined_cause"]
 
 
 def _get(itf: Any, name: str) -> Any:
@@ -28,7 +28,7 @@ def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
     Parameters
     ----------
     interfaces : sequence of InterfaceResult or dict
-        With ``max_offset_fail``, ``min_frac_fail`` and ``offset_raw``.
+        With ``max_offset_fail``, ``min_frac_fail``, ``offset_raw`` and ``good_frac``.
     max_offset, min_frac : float
         The config's ``ampEdgeMaxOffset`` and ``ampEdgeMinFrac`` (named in the message).
     threshold : float
@@ -48,14 +48,20 @@ def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
     too_big = sum(bool(_get(i, "max_offset_fail")) for i in interfaces)
     too_few = sum(bool(_get(i, "min_frac_fail")) and not bool(_get(i, "max_offset_fail"))
                   for i in interfaces)
-    # data, but no clipped mean (every difference clipped): not used either
-    undefined = sum(not (_get(i, "min_frac_fail") or _get(i, "max_offset_fail"))
-                    and math.isnan(float(_get(i, "offset_raw"))) for i in interfaces)
-    if too_big + too_few + undefined < threshold * n:
+    # passed do-no-harm, but no clipped mean: set to 0 as well (`undefined_cause`)
+    undefined = [i for i in interfaces
+                 if not (_get(i, "min_frac_fail") or _get(i, "max_offset_fail"))
+                 and math.isnan(float(_get(i, "offset_raw")))]
+    if too_big + too_few + len(undefined) < threshold * n:
         return None
-    if undefined >= too_big + too_few:
-        return (f"{undefined} of {n} interfaces have edge differences without a clipped mean "
-                "(every one clipped): edges without noise, a synthetic or constant image?")
+    if len(undefined) >= too_big + too_few:
+        unshared = sum(float(_get(i, "good_frac")) == 0.0 for i in undefined)
+        if 2 * unshared > len(undefined):
+            return (f"{len(undefined)} of {n} interfaces have no position where both edges "
+                    f"hold data (ampEdgeMinFrac={min_frac:g} let them through): image mostly "
+                    "masked?")
+        return (f"{len(undefined)} of {n} interfaces have edge differences without a clipped "
+                "mean (every one clipped): edges without noise, a synthetic or constant image?")
     if inset == 0 and too_few:
         return f"{too_few} of {n} interfaces unmeasured: {INSET_ZERO}; use ampEdgeInset >= 1"
     if too_big >= too_few:
@@ -63,3 +69,12 @@ def harm_check(interfaces: Sequence[Any], max_offset: float, min_frac: float,
                 "not bias/overscan corrected, or gains differ?")
     return (f"{too_few} of {n} interfaces have fewer valid pixels than "
             f"ampEdgeMinFrac={min_frac:g}: image mostly masked?")
+
+
+def undefined_cause(good_frac: float) -> str:
+    """Why an interface that passed the do-no-harm checks has no clipped mean (a NaN raw
+    offset, which is then set to 0), from its fraction of valid positions."""
+    if good_frac == 0.0:
+        return ("its edges have no position where both hold data (ampEdgeMinFrac 0 let it "
+                "through)")
+    return "its edge differences have no clipped mean (every one clipped: edges without noise?)"

@@ -16,6 +16,7 @@ from ampoffset_dask.algorithm.background_bias import (
 )
 from ampoffset_dask.algorithm.edges import strip_slices
 from ampoffset_dask.algorithm.uncertainty import pedestal_errors
+from ampoffset_dask.geometry import Amplifier, Detector
 from ampoffset_dask.simulate import scale_detector, simulate_detector
 
 
@@ -243,3 +244,35 @@ def test_the_transfer_stays_well_conditioned_on_a_pattern_with_an_akima_kink():
                          config.background.undersample_style, config.apply_weights)
     assert np.linalg.cond(res.transfer) < 5.0
     assert np.abs(res.bias).max() < 2.0
+
+
+def test_a_singular_absorbed_step_system_gives_nan_errors_not_a_crash():
+    # A heavily masked background (71% of pixels BAD, bins of 6 pixels) can make the Newton
+    # system of the absorbed steps singular, or nearly: numpy's LinAlgError (no pedestals at
+    # all), or pedestal errors of 1e16 ADU. The pedestals are LSST's and stand; the errors
+    # are unknown.
+    amps = [Amplifier(f"A{ix}{iy}", ix * 17, iy * 12, 17, 12)
+            for iy in range(2) for ix in range(4)]
+    det = Detector("D", 68, 24, amps)
+    rng = np.random.default_rng(143)
+    image = rng.normal(0, 1, (24, 68)).astype(np.float32)
+    for a in amps:
+        image[a.y0:a.y0 + a.height, a.x0:a.x0 + a.width] += np.float32(rng.normal(0, 3))
+    mask = (rng.random((24, 68)) < 0.71).astype(np.int32)
+    config = AmpOffsetConfig(amp_edge_inset=3, amp_edge_width=4, amp_edge_max_offset=1e9,
+                             amp_edge_min_frac=0.0, background_fraction_sample=0.5,
+                             do_detection=False)
+    m = measure_detector(image, mask, det, config)
+    assert m.background == "ok"
+    assert np.isnan(m.pedestal_errors).all()
+    assert any(w.startswith("pedestal errors undefined: the background's absorbed steps could "
+                            "not be solved for") for w in m.warnings)
+    # the pedestals are the solve's, as without the error terms
+    from ampoffset_dask.algorithm.solve import right_hand_side, solve_pedestals
+
+    grid = det.grid(config.apply_weights)
+    offsets = {(grid.interfaces[k].a, grid.interfaces[k].b): r.offset
+               for k, r in enumerate(m.interfaces)}
+    np.testing.assert_array_equal(
+        m.pedestals, solve_pedestals(grid.associations, right_hand_side(grid, offsets)))
+    assert np.ptp(m.pedestals) > 1.0

@@ -375,9 +375,9 @@ def test_measure_with_inset_zero_zeroes_everything():
     np.testing.assert_allclose(res.pedestals, truth - truth.mean(), atol=1e-6)
 
 
-def test_an_interface_without_a_clipped_mean_is_left_out_not_zeroing_every_pedestal():
+def test_an_interface_without_a_clipped_mean_gets_offset_zero_not_zeroing_every_pedestal():
     # LSST keeps the NaN clipped mean and its solve zeroes every pedestal, the 3 ADU step of
-    # B-C included, with no warning; the interface is left out instead.
+    # B-C included, with no warning; the offset is set to 0 instead, as do-no-harm sets one.
     det, image = noise_free_three_amps()
     config = AmpOffsetConfig(amp_edge_inset=2, amp_edge_width=8, do_background=False,
                              do_detection=False)
@@ -387,9 +387,11 @@ def test_an_interface_without_a_clipped_mean_is_left_out_not_zeroing_every_pedes
     assert not (ab.min_frac_fail or ab.max_offset_fail)
     assert bc.offset == pytest.approx(-2.99, abs=0.05)
     assert m.pedestals[2] - m.pedestals[1] == pytest.approx(2.99, abs=0.05)
+    # the zero still ties A to B (no step put in at A-B), as the warning says
+    assert m.pedestals[0] == pytest.approx(m.pedestals[1], abs=1e-12)
     assert ("interface A-B: its edge differences have no clipped mean (every one clipped: "
-            "edges without noise?), not used") in m.warnings
-    assert np.isnan(m.pedestal_errors[0])  # nothing constrains amp A now
+            "edges without noise?), offset set to 0 (do-no-harm)") in m.warnings
+    assert np.isnan(m.pedestal_errors[0])  # only that interface connects amp A
 
     from ampoffset_dask.algorithm.quality import harm_check
 
@@ -397,3 +399,33 @@ def test_an_interface_without_a_clipped_mean_is_left_out_not_zeroing_every_pedes
         "1 of 2 interfaces have edge differences without a clipped mean (every one clipped): "
         "edges without noise, a synthetic or constant image?")
     assert harm_check(m.interfaces, 5.0, 0.5, threshold=0.6) is None
+
+
+def test_edges_with_no_shared_position_are_named_as_such_and_set_to_zero():
+    # ampEdgeMinFrac=0 lets through an interface whose two edges hold data on opposite
+    # halves: no difference at all. Its cause is the mask, not clipping, and its offset 0
+    # ties the two amps together in the solve.
+    w, h = 20, 40
+    det = Detector("D", 3 * w, h, [Amplifier(f"A{i}", i * w, 0, w, h) for i in range(3)])
+    image = np.random.default_rng(0).normal(0, 0.1, (h, 3 * w)).astype(np.float32)
+    image[:, 2 * w:] -= 1.0
+    mask = np.zeros(image.shape, np.int32)
+    mask[:h // 2, :w] = 1  # BAD
+    mask[h // 2:, w:2 * w] = 1
+    config = AmpOffsetConfig(do_background=False, do_detection=False, amp_edge_width=8,
+                             amp_edge_inset=2, amp_edge_min_frac=0.0)
+    m = measure_detector(image, mask, det, config)
+    a01, a12 = m.interfaces
+    assert np.isnan(a01.offset_raw) and a01.good_frac == 0.0 and a01.offset == 0.0
+    assert not a01.min_frac_fail
+    assert m.warnings == ("interface A0-A1: its edges have no position where both hold data "
+                          "(ampEdgeMinFrac 0 let it through), offset set to 0 (do-no-harm)",)
+    step = a12.offset
+    assert step == pytest.approx(1.0, abs=0.05)
+    np.testing.assert_allclose(m.pedestals, [step / 3, step / 3, -2 * step / 3], atol=1e-12)
+
+    from ampoffset_dask.algorithm.quality import harm_check
+
+    assert harm_check(m.interfaces, 5.0, 0.0) == (
+        "1 of 2 interfaces have no position where both edges hold data (ampEdgeMinFrac=0 let "
+        "them through): image mostly masked?")
