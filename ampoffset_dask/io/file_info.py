@@ -69,7 +69,8 @@ _GEOMETRY_KEY = re.compile(
     r"^((DATASEC|DETSEC|CCDSEC|BIASSEC|AMPNAM)\w*|T_(EF|OS)M[NX]\d\d|LTV[12])$")
 _IDENTITY_KEYS = (
     "INSTRUME", "CAMERA", "TELESCOP", "DETNAME", "DETECTOR", "DETSER", "RAFTBAY", "CCDSLOT",
-    "CCDNUM", "DETPOS", "DET-ID", "VISIT", "EXPNUM", "EXP-ID", "DAYOBS", "SEQNUM", "OBSID",
+    "CCDNUM", "DETPOS", "DET-ID", "VISIT", "EXPNUM", "EXP-ID", "DAYOBS", "SEQNUM", "CONTRLLR",
+    "OBSID",
     "DATE-OBS", "MJD-OBS",
     "EXPTIME", "FILTER", "IMGTYPE", "OBSTYPE", "DETSIZE",
     "LSST BUTLER DATAID DETECTOR", "LSST BUTLER DATAID VISIT", "LSST BUTLER DATAID EXPOSURE",
@@ -354,8 +355,35 @@ def _visit_from(keys: Mapping[str, Any]) -> int | None:
         return int(m.group(1))
     day, seq = _as_int(keys.get("DAYOBS")), _as_int(keys.get("SEQNUM"))
     if day is not None and seq is not None:
-        return day * 100000 + seq  # LSST exposure id: day_obs * 100000 + seq_num
+        return _lsst_exposure_id(day, seq, _controller(keys))
     return None
+
+
+#: LSST's camera controller codes (``CONTRLLR``): each one after the first moves the
+#: exposure id's day_obs on by 1000 years, so the same day and sequence number from two
+#: controllers are two exposures.
+_CONTROLLERS = "OCHPQS"
+
+
+def _controller(keys: Mapping[str, Any]) -> str | None:
+    value = keys.get("CONTRLLR")
+    text = "" if value is None else str(value).strip().upper()
+    return text or None
+
+
+def _lsst_exposure_id(day: int, seq: int, controller: str | None) -> int | None:
+    """LSST's exposure id of a raw: ``day_obs * 100000 + seq_num``, day_obs shifted by
+    1000 years per controller (`_CONTROLLERS`) where that controller's counter was its own
+    (CCS, "C", until 2023-10-04; "P", "Q" and "S" until 2025-04-17); None for a controller
+    code LSST does not know."""
+    if controller is not None and ((controller == "C" and day > 20231004)
+                                   or (controller in "PQS" and day > 20250417)):
+        controller = None
+    if controller is None:
+        return day * 100000 + seq
+    if len(controller) != 1 or controller not in _CONTROLLERS:
+        return None
+    return (day + 10_000_000 * _CONTROLLERS.index(controller)) * 100000 + seq
 
 
 def _visit_problem(keys: Mapping[str, Any]) -> str:
@@ -367,6 +395,10 @@ def _visit_problem(keys: Mapping[str, Any]) -> str:
         value = keys.get(key)
         if value is not None and _as_int(value) is None:
             return f"header keyword {key} = {value!r} is not an integer (a visit number)"
+    if keys.get("DAYOBS") is not None and keys.get("SEQNUM") is not None:
+        return (f"header keyword CONTRLLR = {keys.get('CONTRLLR')!r} is not a camera "
+                f"controller code LSST knows ({', '.join(_CONTROLLERS)}): its exposure id, "
+                "the visit number, is unknown")
     return ""
 
 

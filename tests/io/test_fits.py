@@ -56,9 +56,44 @@ def test_lsst_raw_assembly_matches_lsst(vendor, detector):
 def test_e2v_raw_identity_from_raftbay_ccdslot():
     info = inspect_file(BOT / "e2v_spot.fits.gz")
     assert info.detector == "R22_S11" and info.detector_id == 94
-    assert info.visit == 20191031 * 100000 + 1985
+    # LSST's exposure id of this file (obs_lsst's raw assembly test names it): the CCS
+    # controller ("C") moved day_obs on by 1000 years until 2023-10-04
+    assert info.visit == 3019103101985
     assert resolve_detector(info).name == "R22_S11"
     assert info.shape == (4004, 4096)
+
+
+@pytest.mark.parametrize("controller, day, seq, visit", [
+    ("O", 20191031, 1985, 2019103101985),
+    ("C", 20191031, 1985, 3019103101985),
+    ("C", 20231005, 7, 2023100500007),  # one counter with the OCS from then on
+    ("H", 20240101, 12, 4024010100012),
+    ("S", 20250417, 3, 7025041700003),
+    ("S", 20250418, 3, 2025041800003),
+    ("c ", 20191031, 1985, 3019103101985),
+    (None, 20191031, 1985, 2019103101985),
+])
+def test_lsst_raw_visit_follows_the_controller(tmp_path, controller, day, seq, visit):
+    """Raws of two controllers with the same day and sequence number are two exposures:
+    each gets LSST's own exposure id, not one shared visit (one row replacing the other)."""
+    header = fits.Header({"DAYOBS": str(day), "SEQNUM": seq, "DETNAME": "R22_S11"})
+    if controller is not None:
+        header["CONTRLLR"] = controller
+    path = tmp_path / "raw.fits"
+    fits.PrimaryHDU(np.zeros((8, 8), np.float32), header).writeto(path)
+    assert inspect_file(path).visit == visit
+
+
+def test_an_unknown_controller_gives_no_visit_and_says_why(tmp_path):
+    header = fits.Header({"DAYOBS": "20191031", "SEQNUM": 1985, "CONTRLLR": "Z",
+                          "DETNAME": "R22_S11"})
+    path = tmp_path / "raw.fits"
+    fits.PrimaryHDU(np.zeros((8, 8), np.float32), header).writeto(path)
+    info = inspect_file(path)
+    assert info.visit is None
+    assert info.visit_problem == (
+        "header keyword CONTRLLR = 'Z' is not a camera controller code LSST knows (O, C, H, "
+        "P, Q, S): its exposure id, the visit number, is unknown")
 
 
 @pytest.mark.parametrize("name, camera, detector, compressed", [
