@@ -377,7 +377,7 @@ def _lsst_exposure_id(day: int, seq: int, controller: str | None) -> int | None:
     (CCS, "C", until 2023-10-04; "P", "Q" and "S" until 2025-04-17); None for a controller
     code LSST does not know."""
     if controller is not None and ((controller == "C" and day > 20231004)
-                                   or (controller in "PQS" and day > 20250417)):
+                                   or (controller in ("P", "Q", "S") and day > 20250417)):
         controller = None
     if controller is None:
         return day * 100000 + seq
