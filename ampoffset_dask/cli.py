@@ -825,7 +825,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
     presets = list_presets()
     if args.json:
-        _out(json.dumps([{"name": p.name, "overrides": dict(p.overrides), "source": p.source,
+        _out(_dumps([{"name": p.name, "overrides": dict(p.overrides), "source": p.source,
                           "cameras": list(p.cameras)} for p in presets], indent=1))
         return EXIT_OK
     for p in presets:
@@ -858,7 +858,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
                          "detectors": len(cam),
                          "layouts": [f"{w}x{h}/{n} amps" for w, h, n in layouts]})
         if args.json:
-            _out(json.dumps(rows, indent=1))
+            _out(_dumps(rows, indent=1))
             return EXIT_OK
         _out(f"{'camera':<12}{'instrument':<14}{'detectors':>10}  layouts (size/amps)")
         for r in rows:
@@ -873,7 +873,7 @@ def cmd_cameras(args: argparse.Namespace) -> int:
                      "physical_type": info.get("physical_type"), "width": det.width,
                      "height": det.height, "amps": len(det)})
     if args.json:
-        _out(json.dumps(rows, indent=1))
+        _out(_dumps(rows, indent=1))
         return EXIT_OK
     _out(f"{cam.name}: {len(rows)} detectors")
     _out(f"{'name':<12}{'id':>5}  {'type':<10}{'physical':<10}{'size':>11}  amps")
@@ -933,7 +933,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         "size_bytes": size,
     }
     if args.json:
-        _out(json.dumps(data, indent=1, default=str))
+        _out(_dumps(data, indent=1, default=str))
         return EXIT_OK if detector is not None else EXIT_USAGE
     h, w = info.shape
     _out(f"file        {shown}")
@@ -1037,7 +1037,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     result = compact_catalog(args.catalog, visits_per_file=args.visits_per_file
                              or VISITS_PER_FILE)
     if args.json:
-        _out(json.dumps({"catalog": str(args.catalog), "files_before": result.files_before,
+        _out(_dumps({"catalog": str(args.catalog), "files_before": result.files_before,
                          "files_after": result.files_after, "rows": result.rows,
                          "seconds": result.seconds}, indent=1))
         return EXIT_OK
@@ -1086,7 +1086,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         if args.json:
             # every row unless --limit is given: a "more rows" line would not be JSON
             shown = df if args.limit is None else df.head(args.limit)
-            _out(json.dumps(_json_records(shown), indent=1))
+            _out(_dumps(_json_records(shown), indent=1))
             return EXIT_OK
         import pandas as pd
 
@@ -1137,7 +1137,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         "configs": _config_groups(det, ped, itf, runs, peds, units),
     }
     if args.json:
-        _out(json.dumps(summary, indent=1))
+        _out(_dumps(summary, indent=1))
         return EXIT_OK
     _out(f"catalog     {summary['catalog']} ({summary['runs']} run(s))")
     vis = summary["visits"]
@@ -1249,6 +1249,23 @@ def _config_group_line(group: Mapping[str, Any]) -> str:
             + f": {group['detectors']} detector(s), {group['amps']} amps{rms}, "
             f"{group['interfaces']} interfaces, {group['max_offset_fail']} over the offset "
             f"limit; run(s) {runs}")
+
+
+def _dumps(data: Any, *, indent: int | None = None, default: Any = None) -> str:
+    """Strict JSON of ``data``: NaN as null, infinities as the strings ``"Infinity"`` and
+    ``"-Infinity"`` (as ``--set`` reads them), which JSON has no number for."""
+    import math
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(data), indent=indent, default=default, allow_nan=False)
 
 
 def _json_records(df: Any) -> list[dict[str, Any]]:

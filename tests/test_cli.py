@@ -538,6 +538,25 @@ def test_catalog_summary_says_when_rows_come_from_several_configs(workdir, tmp_p
     assert f"{second} (1)" in lines[1]
 
 
+def test_catalog_json_is_strict_json_with_an_infinite_config_value(workdir, tmp_path,
+                                                                   shared_scheduler):
+    """``--set ampEdgeMaxOffset=Infinity`` is a valid config; the summary printed it as a
+    bare ``Infinity``, which JSON has no token for (strict parsers refused the output)."""
+    cat = tmp_path / "cat"
+    shutil.copytree(workdir / "cat", cat)
+    proc = cli("run", workdir / "sim" / "lsstcam_000002_R22_S12.fits", "--output", cat,
+               "--new-run", "--set", "ampEdgeMaxOffset=Infinity", "--scheduler",
+               shared_scheduler, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+
+    def strict(token: str) -> None:
+        raise AssertionError(f"not JSON: {token}")
+
+    text = cli("catalog", cat, "--json").stdout
+    groups = json.loads(text, parse_constant=strict)["configs"]
+    assert sorted(str(g["amp_edge_max_offset"]) for g in groups) == ["5.0", "Infinity"]
+
+
 def test_catalog_help_and_exit_code_agree_on_failed_detectors(workdir, tmp_path):
     """`catalog` lists failed detectors and exits 0 (README: exit 1 is a run's): its help
     does not promise exit 1; `run` and `demo`, which do exit 1, say so."""
