@@ -325,16 +325,17 @@ def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
     if table not in TABLES:
         raise ConfigError(f"unknown catalog table {table!r}; choose from {', '.join(TABLES)}")
     folder = Path(root) / table
-    if table == "runs":
-        tab = _read_file(Path(root), table, folder / PART, SCHEMAS["runs"])
-        if columns is not None:
-            tab = tab.select(list(columns))
-        return tab
-    schema = _visit_schema(table)
+    schema = SCHEMAS["runs"] if table == "runs" else _visit_schema(table)
+    if isinstance(columns, str):  # one column's name, not its letters
+        columns = [columns]
     want = list(columns) if columns is not None else list(schema.names)
     unknown = [c for c in want if c not in schema.names]
     if unknown:
-        raise ConfigError(f"catalog table {table!r} has no column(s) {unknown}")
+        raise ConfigError(f"catalog table {table!r} has no column(s) {unknown}; it has "
+                          f"{', '.join(schema.names)}")
+    if table == "runs":
+        tab = _read_file(Path(root), table, folder / PART, SCHEMAS["runs"])
+        return tab if columns is None else tab.select(want)
     return _read_snapshot(root, table, want, filter)
 
 
@@ -773,8 +774,8 @@ def read_catalog(
     format : {"pandas", "astropy", "arrow", "dask"}
         Return type: `pandas.DataFrame`, `astropy.table.Table`, `pyarrow.Table` or
         `dask.dataframe.DataFrame`.
-    columns : sequence of str, optional
-        Only these columns.
+    columns : str or sequence of str, optional
+        Only this column, or these.
     visits : int, str or iterable of them, optional
         Only these visits (read only their files). A bare int or string is one visit; a
         string must be the digits of an integer (``"12"`` is visit 12).
@@ -837,6 +838,8 @@ def read_catalog(
         raise ConfigError(f"unknown catalog table {table!r}; choose from {', '.join(TABLES)}")
     visits = _visit_numbers(visits)
     keys = _detector_keys(detectors)
+    if isinstance(columns, str):  # one column's name, not its letters
+        columns = [columns]
     _warn_pending(root)
     if table == "runs":
         visits = keys = None

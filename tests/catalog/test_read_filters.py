@@ -82,3 +82,22 @@ def test_bad_detector_keys_are_refused(catalog):
         with pytest.raises(ConfigError, match=r"detectors: .* is not a detector name or "
                                               r"integer id"):
             read_catalog(catalog, "pedestals", detectors=bad)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("table", ["detectors", "runs"])
+def test_one_column_by_name_is_that_column_not_its_letters(catalog, fmt, table):
+    got = _frame(read_catalog(catalog, table, fmt, columns="status"), fmt)
+    assert list(got.columns) == ["status"] and len(got)
+    want = _frame(read_catalog(catalog, table, fmt, columns=["status"]), fmt)
+    pd.testing.assert_frame_equal(got, want)
+
+
+def test_a_column_the_table_lacks_is_named_with_the_ones_it_has(catalog):
+    # the runs table has no visit: a ConfigError like the other tables', not a KeyError
+    with pytest.raises(ConfigError, match=r"catalog table 'runs' has no column\(s\) "
+                       r"\['visit'\]; it has run_id, status, "):
+        read_catalog(catalog, "runs", columns=["visit"])
+    with pytest.raises(ConfigError, match=r"'pedestals' has no column\(s\) \['nope'\]; it "
+                       r"has visit, "):
+        read_catalog(catalog, "pedestals", columns=["nope"])
