@@ -1067,8 +1067,16 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
     from .catalog import pending_journals, read_catalog
 
+    summary_only = [flag for flag, given in (
+        ("--visit", args.visit is not None), ("--table", args.table is not None),
+        ("--limit", args.limit is not None), ("--all-rows", args.all_rows)) if given]
     if args.action == "compact":
+        if summary_only:  # compaction moves every visit's files of every table
+            raise CommandError(f"{', '.join(summary_only)}: not for 'catalog compact', which "
+                               "moves every visit of every table")
         return cmd_compact(args)
+    if args.visits_per_file is not None:
+        raise CommandError("--visits-per-file is for 'catalog compact'")
     visits = None if args.visit is None else [args.visit]
     _check_is_catalog(args.catalog)
     det = None

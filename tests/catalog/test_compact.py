@@ -314,6 +314,24 @@ def test_catalog_compact_command(history, tmp_path, capsys):
     assert exc.value.code == 2 and "invalid choice: 'squash'" in capsys.readouterr().err
 
 
+def test_summary_options_are_refused_by_compact_and_its_option_by_the_summary(history,
+                                                                             tmp_path, capsys):
+    """`catalog compact --visit 1` compacted every visit without a word (and `--table` was
+    ignored); `--visits-per-file` without compact did nothing either."""
+    from ampoffset_dask.cli import main
+
+    cat = tmp_path / "cat"
+    shutil.copytree(history, cat)
+    before = sorted(p.relative_to(cat) for p in cat.rglob("*.parquet"))
+    assert main(["catalog", "compact", str(cat), "--visit", "1", "--table", "pedestals"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--visit, --table: not for 'catalog compact', which moves every visit of every table")
+    assert sorted(p.relative_to(cat) for p in cat.rglob("*.parquet")) == before  # untouched
+    assert main(["catalog", str(cat), "--visits-per-file", "4"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "--visits-per-file is for 'catalog compact'")
+
+
 def test_process_resumes_a_compacted_catalog_as_before(tmp_path):
     """Real `process` runs: after compaction, resume skips exactly what it skipped before,
     and a later run's rows land in per-visit files beside the compacted ones."""
