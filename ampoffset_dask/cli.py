@@ -1065,7 +1065,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     """``ampoffset-dask catalog CATALOG``."""
     import numpy as np
 
-    from .catalog import pending_journals, read_catalog
+    from .catalog import read_catalog
+    from .catalog.read import pending_results
 
     summary_only = [flag for flag, given in (
         ("--visit", args.visit is not None), ("--table", args.table is not None),
@@ -1110,7 +1111,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     itf = read_catalog(args.catalog, "interfaces", visits=visits, all_rows=args.all_rows)
     runs = read_catalog(args.catalog, "runs")  # a damaged runs table is an error, not 0 runs
     # results of a killed run still only in its journal: not in the rows above
-    pending = [j for j in pending_journals(args.catalog, live=False) if j.n_results]
+    pending = [j for j in pending_results(args.catalog) if j.n_results]
     status = det["status"].value_counts().to_dict() if len(det) else {}
     peds = np.asarray(ped["pedestal"], dtype=float) if len(ped) else np.zeros(0)
     units = _pedestal_units(det, ped)

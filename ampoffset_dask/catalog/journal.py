@@ -120,7 +120,8 @@ class Replay:
     quarantined: int = 0
 
 
-def _parse(line: bytes, run_id: str) -> DetectorResult:
+def parse_line(line: bytes, run_id: str) -> DetectorResult:
+    """One journal line of run ``run_id`` as the record the writer stores."""
     data: Any = json.loads(line.decode("utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"not a JSON object: {type(data).__name__}")
@@ -153,7 +154,7 @@ def replay(root: str | os.PathLike) -> Replay:
                 if not line.strip():
                     continue
                 try:
-                    out.records.append(_parse(line, run_id))
+                    out.records.append(parse_line(line, run_id))
                 except (ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
                     bad.append(line if line.endswith(b"\n") else line + b"\n")
                     reasons.append(f"line {number}: {exc}")

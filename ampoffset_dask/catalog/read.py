@@ -33,6 +33,7 @@ warning (`pending_journals`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import numbers
@@ -50,7 +51,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
-from .journal import pending_journals
+from .journal import PendingJournal, parse_line, pending_journals
 from .schema import (
     COMPACTED,
     PART,
@@ -932,10 +933,53 @@ def _rows_changed(before: list[tuple[str, int, int, int]],
     return not moved and any(path not in new for path in old)
 
 
+def pending_results(root: str | os.PathLike) -> list[PendingJournal]:
+    """The journals of killed runs, each counting only the results not in the tables yet.
+
+    A run writes a visit's rows to the tables once that visit is complete, and empties its
+    journal only when every visit begun is written: a killed run's journal also holds
+    results already in the tables (`pending_journals` counts every line). A line that
+    cannot be read counts as pending (the next writer quarantines it).
+    """
+    import pyarrow.dataset as ds
+
+    out = []
+    for pending in pending_journals(root, live=False):
+        if not pending.n_results:
+            out.append(pending)
+            continue
+        keys: list[tuple | None] = []
+        try:
+            with open(pending.path, "rb") as f:
+                for line in f:
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = parse_line(line, pending.run_id)
+                    except (ValueError, TypeError, UnicodeDecodeError, OverflowError):
+                        keys.append(None)
+                        continue
+                    keys.append((rec.visit, rec.detector or "", rec.input or ""))
+        except FileNotFoundError:  # recovered meanwhile
+            continue
+        visits = sorted({k[0] for k in keys if k is not None and k[0] is not None})
+        stored: set[tuple] = set()
+        if visits:
+            rows = arrow_table(Path(root), "detectors", ["visit", "detector", "input", "run_id"],
+                               filter=(ds.field("visit").isin(visits)
+                                       & (ds.field("run_id") == pending.run_id)))
+            stored = {(v, d or "", i or "") for v, d, i in zip(
+                rows.column("visit").to_pylist(), rows.column("detector").to_pylist(),
+                rows.column("input").to_pylist(), strict=True)}
+        n = len({k for k in keys if k is not None} - stored) + keys.count(None)
+        out.append(dataclasses.replace(pending, n_results=n))
+    return out
+
+
 def _warn_pending(root: Path) -> None:
     """Warn (once per catalog and journal state) about results of a killed run that are
     only in its journal, not in the tables."""
-    for pending in pending_journals(root, live=False):
+    for pending in pending_results(root):
         if not pending.n_results:
             continue
         key = (str(pending.path.resolve()), pending.n_results)

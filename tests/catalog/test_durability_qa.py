@@ -375,6 +375,32 @@ def test_results_only_in_a_killed_runs_journal_are_announced(killed, caplog):
     assert "pending" not in cli_subprocess("catalog", killed).stdout
 
 
+def test_results_already_in_the_tables_are_not_announced_as_pending(tmp_path, caplog):
+    """A run's journal is emptied only once every visit begun is written: killed with
+    visit 1 written and visit 2 begun before it, the journal also holds visit 1's three
+    results, which were counted as 'only in its journal' (5, where 2 are)."""
+    cat = tmp_path / "cat"
+    _killed_writer(cat, """
+        w.start_run(config=AmpOffsetConfig(), inputs=[])
+        w.expect(1, DETECTORS)
+        w.expect(2, DETECTORS)
+        w.add(_result(2, DETECTORS[0], 2.0))
+        w.add(_failure(1, DETECTORS[0]))
+        for d in DETECTORS[1:]:
+            w.add(_result(1, d, 1.0))
+        w.add(_result(2, DETECTORS[1], 2.0))
+    """)
+    (journal,) = (cat / "_journal").glob("*.jsonl")
+    assert len(journal.read_text().splitlines()) == 5
+    with caplog.at_level(logging.WARNING, logger="ampoffset_dask"):
+        assert len(read_catalog(cat, "detectors")) == 3  # visit 1
+    assert "2 of its results are only in its journal" in caplog.text
+    summary = json.loads(cli_subprocess("catalog", cat, "--json").stdout)
+    assert [p["results"] for p in summary["pending"]] == [2]
+    assert cli_subprocess("catalog", "compact", cat).returncode == 0
+    assert len(read_catalog(cat, "detectors")) == 5  # what the count promised: 3 + 2
+
+
 # -- 7: a file-size limit (as a full disk) ---------------------------------------------------
 def test_a_write_past_the_file_size_limit_names_the_file_and_loses_nothing(tmp_path,
                                                                           shared_scheduler):
