@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import AmpOffsetError, ClusterError, InputError
+from .errors import AmpOffsetError, ClusterError, ConfigError, InputError
 
 if TYPE_CHECKING:
     from .config import AmpOffsetConfig
@@ -554,22 +554,27 @@ def _load_config(path: Path | None, overrides: Sequence[str],
     """
     from .config import AmpOffsetConfig
 
-    sources: list[dict[str, Any]] = []
+    sources: list[tuple[str, dict[str, Any]]] = []  # (where, fields)
     if path is not None:
-        sources.append(_read_config_file(path))
+        sources.append((str(path), _read_config_file(path)))
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CommandError(f"--set {item!r}: use KEY=VALUE")
-        sources.append({key.strip(): _override_value(value)})
-    sources = [s for s in sources if s]
+        sources.append((f"--set {item}", {key.strip(): _override_value(value)}))
+    sources = [(where, s) for where, s in sources if s]
     if preset is None and not sources:
         return None
     config = AmpOffsetConfig.from_preset(preset) if preset is not None else AmpOffsetConfig()
-    for fields in sources:
+    for where, fields in sources:
         # one update per source: a sub-config mapping merges into the fields set so far
         # (one flat dict would let a later section replace an earlier one whole)
-        config.update(fields)
+        try:
+            config.update(fields)
+        except ConfigError as exc:
+            if where.startswith("--set") or where in str(exc):
+                raise
+            raise ConfigError(f"{where}: {exc}") from None
     config.validate()
     return config
 

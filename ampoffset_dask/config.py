@@ -75,7 +75,8 @@ class _LsstNames:
 
     @classmethod
     def _kinds(cls) -> dict[str, Any]:
-        """``{field: "float" or its sub-config class}`` for the fields assignments convert."""
+        """``{field: "float", "tuple" or its sub-config class}`` for the fields assignments
+        convert."""
         kinds = cls.__dict__.get("_kinds_cache")
         if kinds is None:
             kinds = {}
@@ -85,6 +86,8 @@ class _LsstNames:
                     kinds[f.name] = factory
                 elif f.type in ("float", float):
                     kinds[f.name] = "float"
+                elif str(f.type).startswith("tuple"):
+                    kinds[f.name] = "tuple"
             type.__setattr__(cls, "_kinds_cache", kinds)
         return kinds
 
@@ -94,6 +97,10 @@ class _LsstNames:
         if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
             # as pex_config's float fields: 10 and 10.0 are one config (and one digest)
             value = float(value)
+        elif kind == "tuple" and isinstance(value, list):
+            # a YAML/JSON list is the tuple (one config, one digest); anything else but a
+            # tuple is left for validate() to refuse naming the field
+            value = tuple(value)
         elif isinstance(kind, type) and not isinstance(value, kind):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{type(self).__name__}.{field} is a sub-config: give a "
@@ -104,39 +111,53 @@ class _LsstNames:
     def update(self, mapping: Mapping[str, Any]) -> Any:
         """Set fields from a mapping of (possibly dotted, possibly camelCase) names.
 
+        A sub-config's mapping sets only the fields it lists. Every name is resolved before
+        any field is set, so a refused mapping changes nothing.
+
         Raises
         ------
         ConfigError
-            For an unknown name, or a field named twice (``ampEdgeWidth`` and
-            ``amp_edge_width``).
+            For an unknown name, or a field named twice, in two spellings
+            (``ampEdgeWidth`` and ``amp_edge_width``) or as a section's field and a dotted
+            key (``background: {ignoredPixelMask: ...}`` and ``background.ignoredPixelMask``).
         """
+        leaves: list[tuple[_LsstNames, str, Any]] = []
         given: dict[tuple[str, ...], str] = {}
+        self._collect(mapping, (), "", leaves, given)
+        for target, field, value in leaves:
+            setattr(target, field, value)
+        return self
+
+    def _collect(self, mapping: Mapping[str, Any], path: tuple[str, ...], section: str,
+                 leaves: list[tuple[_LsstNames, str, Any]],
+                 given: dict[tuple[str, ...], str]) -> None:
+        """Resolve ``mapping``'s names below this config (reached by the field ``path``,
+        from the key described by ``section``) into ``leaves``; ``given`` maps each full
+        field path to the key that named it, so that a field named twice is refused."""
         for key, value in mapping.items():
             target: _LsstNames = self
             *parents, leaf = str(key).split(".")
-            path: list[str] = []
+            where = list(path)
             for parent in parents:
-                path.append(type(target)._field_for(parent))
-                sub = getattr(target, path[-1])
+                where.append(type(target)._field_for(parent))
+                sub = getattr(target, where[-1])
                 if not isinstance(sub, _LsstNames):
                     raise ConfigError(f"{key!r}: {parent!r} is not a sub-config")
                 target = sub
             field = type(target)._field_for(leaf)
-            where = (*path, field)
-            if where in given:
-                raise ConfigError(f"{'.'.join(where)} given twice ({given[where]!r} and "
-                                  f"{key!r})")
-            given[where] = str(key)
-            current = getattr(target, field)
-            if isinstance(current, _LsstNames):
+            where.append(field)
+            named = f"{key!r} of section {section}" if section else repr(str(key))
+            if isinstance(getattr(target, field), _LsstNames):
                 if not isinstance(value, Mapping):
                     raise ConfigError(f"{key!r} is a sub-config; give a mapping")
-                current.update(value)
+                # its fields, keyed by their full path like dotted keys
+                getattr(target, field)._collect(value, tuple(where), named, leaves, given)
                 continue
-            if isinstance(current, tuple) and not isinstance(value, str):
-                value = tuple(value)
-            setattr(target, field, value)
-        return self
+            full = tuple(where)
+            if full in given:
+                raise ConfigError(f"{'.'.join(full)} given twice ({given[full]} and {named})")
+            given[full] = named
+            leaves.append((target, field, value))
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-safe nested dictionary of the snake_case fields."""
@@ -299,8 +320,11 @@ def _check_bool(value: Any, field: str) -> None:
 
 
 def _check_planes(planes: Iterable[str], field: str) -> None:
-    if isinstance(planes, str) or not all(isinstance(p, str) for p in planes):
-        raise ConfigError(f"{field} must be a list of mask-plane names, got {planes!r}")
+    """`ConfigError` naming ``field`` unless ``planes`` is a list (or tuple) of names."""
+    if not isinstance(planes, (list, tuple)) or not all(isinstance(p, str) for p in planes):
+        # None is what an empty YAML key gives
+        hint = " (write [] for none)" if planes is None else ""
+        raise ConfigError(f"{field} must be a list of mask-plane names, got {planes!r}{hint}")
 
 
 @_lsst_keywords
@@ -517,7 +541,41 @@ def _yaml_loader() -> type:
         return int(text, 0) if text.startswith("0x") else int(text)
 
     Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode,
+                          deep: bool = False) -> dict[Any, Any]:
+        # PyYAML keeps the last of a repeated key without a word; a merge key's (``<<``)
+        # fields are meant to be overridden, so only the keys written here are compared
+        first: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                    key_node, yaml.ScalarNode):
+                continue
+            key = loader.construct_object(key_node, deep=deep)
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice (first on line "
+                    f"{first[key].line + 1})", key_node.start_mark)
+            first[key] = key_node.start_mark
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    Loader.construct_mapping = construct_mapping  # type: ignore[method-assign]
     return Loader
+
+
+class _DuplicateKeyError(Exception):
+    """A JSON object naming a key twice (raised by `_unique_keys`)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's ``dict``; `_DuplicateKeyError` for a repeated key, which `json` would
+    otherwise resolve silently to its last value."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(key)
+        out[key] = value
+    return out
 
 
 def load_document(path: Path, text: str, what: str) -> Any:
@@ -527,7 +585,8 @@ def load_document(path: Path, text: str, what: str) -> Any:
     Raises
     ------
     InputError
-        For text that does not parse, naming the file and where (a YAML line and column).
+        For text that does not parse, or a mapping naming a key twice, naming the file and
+        where (a YAML line and column).
     """
     if path.suffix.lower() in (".yaml", ".yml"):
         try:
@@ -543,9 +602,12 @@ def load_document(path: Path, text: str, what: str) -> Any:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise InputError(f"{path}:{where}: not valid YAML ({problem})") from None
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    except _DuplicateKeyError as exc:
+        raise InputError(f"{path}: not valid JSON (the key {exc.args[0]!r} is given twice "
+                         f"in one object)") from None
 
 
 def as_config(config: Any) -> AmpOffsetConfig:

@@ -101,17 +101,22 @@ def check_kernels() -> None:
 #: The numeric settings a run reads, each with its kind and smallest value: checked up front
 #: (`check_settings`), since a worker or the run's tail would otherwise fail on them as an
 #: internal error after the catalog was opened.
-_NUMBERS = {
+_NUMBERS: dict[str, tuple[str, float]] = {
     "in-flight-per-thread": ("int", 1),
     "io-retries": ("int", 0),
     "io-retry-delay": ("float", 0.0),
     "catalog.flush-interval": ("float", 0.0),
     "local.threads-per-worker": ("int", 1),
+    # a byte size: the local cluster sizes its workers by it (no "auto", fraction or none)
+    "local.memory-limit-per-worker": ("bytes", 1),
     "max-decompressed-bytes": ("bytes", 1),
     "remote.merge-gap": ("bytes", 0),
     "remote.max-request": ("bytes", 1),
     "connect-timeout": ("seconds", 0.0),
 }
+
+#: Of `_NUMBERS`, the settings that may not be left unset (null): their code has no fallback.
+_REQUIRED = frozenset({"local.memory-limit-per-worker"})
 
 
 def check_settings() -> None:
@@ -130,11 +135,11 @@ def check_settings() -> None:
     check_kernels()
     for key, (kind, least) in _NUMBERS.items():
         value = get(key, None)
-        if value is None:
+        if value is None and key not in _REQUIRED:
             continue
         try:
-            if isinstance(value, bool):
-                raise ValueError("a bool")
+            if isinstance(value, bool) or value is None:
+                raise ValueError("a bool" if value is not None else "unset")
             if kind == "int":
                 number: float = int(str(value).strip()) if isinstance(value, str) else value
                 if not isinstance(number, int):
