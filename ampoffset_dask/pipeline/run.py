@@ -538,7 +538,8 @@ class PreparedRun:
     catalog : Path
         The catalog directory.
     config : AmpOffsetConfig
-        The measurement config.
+        The measurement config: `prepare`'s own copy of the one given, recorded in the
+        ``runs`` table (`execute` refuses it changed since, see ``config_digest``).
     options : RunOptions
         The run options.
     writer : CatalogWriter
@@ -561,6 +562,8 @@ class PreparedRun:
         are assembled on the workers without the camera file).
     outputs : dict
         Input path -> corrected output path (with ``apply``).
+    config_digest : str
+        The digest of ``config`` as the ``runs`` table records it.
     """
 
     catalog: Path
@@ -575,6 +578,7 @@ class PreparedRun:
     run_token: str = ""
     outputs: dict[str, Path] = dataclasses.field(default_factory=dict)
     camera: Any = None
+    config_digest: str = ""
 
     @property
     def run_id(self) -> str:
@@ -636,7 +640,9 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     t_start = time.perf_counter()
     _config.load_defaults()
     _config.check_settings()
-    cfg, apply_note = _applied_config(as_config(config), opts)
+    # a private copy: the caller's object, changed after this call, must not change what
+    # the workers measure with behind the config (and digest) this run records
+    cfg, apply_note = _applied_config(as_config(config).copy(), opts)
     timings: dict[str, float] = {}
     camera = _resolve_camera(opts.camera)
     _check_detector(camera, opts.detector)
@@ -690,6 +696,13 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         unrecorded = (_unrecorded_corrections(planned, catalog, opts, done, camera,
                                               config_digest(cfg))
                       if opts.in_place else {})
+        # files this catalog corrected in place that this run may not measure (no force):
+        # their rows stay current, not replaced by flagged rows the run did not measure
+        kept = _kept_corrections(planned, writer, cfg, opts, done | set(unrecorded))
+        if kept:
+            note = _kept_note(kept, cfg)
+            logger.warning("%s", note)
+            summary.notes.append(note)
         if unrecorded:
             runs = sorted({t.corrected_by for t in planned if output_key(t) in unrecorded})
             note = (f"{len(unrecorded)} input(s) were corrected in place by run(s) "
@@ -711,7 +724,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
         failures = [planning_failure(t) for t in planned if t.error] + [
             dataclasses.replace(flagged_result(t), geometry=geometry_digest(t.detector, camera))
             for t in planned if t.flag and not t.error and output_key(t) not in done
-            and output_key(t) not in unrecorded
+            and output_key(t) not in unrecorded and output_key(t) not in kept
         ] + list(unrecorded.values())
         runnable = [t for t in planned if not t.error and not t.flag
                     and output_key(t) not in done and output_key(t) not in unrecorded]
@@ -736,7 +749,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     return PreparedRun(catalog=catalog, config=cfg, options=opts, writer=writer,
                        planned=planned, failures=failures, runnable=runnable, summary=summary,
                        t_start=t_start, run_token=run_token(run_id, cfg, opts),
-                       outputs=outputs, camera=camera)
+                       outputs=outputs, camera=camera, config_digest=config_digest(cfg))
 
 
 def _has_workers(client: Any) -> bool:
@@ -764,6 +777,72 @@ def _applied_fields(task: PlannedTask) -> dict[str, Any]:
     return {"amp_names": list(task.detector.amp_names), "pedestals": list(task.applied),
             "pedestal_errors": [float("nan")] * n, "amp_levels": [float("nan")] * n,
             "applied": True}
+
+
+def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter,
+                      config: AmpOffsetConfig, options: RunOptions, done: set[str]
+                      ) -> dict[str, tuple[PlannedTask, Any]]:
+    """The flagged inputs (already corrected, no ``force``) whose current row is this
+    catalog's in-place correction of that very file, by `output_key`, with that row.
+
+    Those rows are not this run's result (another config, a ``new_run`` over them, other
+    measurement options: `_resumed` left them out of ``done``), but the run cannot measure
+    the input either: its pixels are corrected. A flagged row would carry the header's
+    pedestals, measured by the earlier run, as this run's measurement under this run's
+    config, and replace the ok row (its interfaces, errors) as current. The earlier row
+    stays current instead, and the run says which inputs it did not measure. Only while the
+    file is that correction: its header names a run of this catalog (or none) and holds the
+    row's pedestals; a file corrected since by someone else is flagged as usual. A run
+    writing corrected copies of it with the row's own config flags it as before ("already
+    corrected": those pedestals are of this config). A catalog whose files cannot be read
+    (a ``new_run`` does not check them) keeps nothing.
+    """
+    from ..catalog.schema import DamagedCatalogError
+
+    candidates = [t for t in planned
+                  if t.flag and not t.error and t.corrected and t.detector is not None
+                  and not is_url(t.path) and output_key(t) not in done]
+    if not candidates:
+        return {}
+    try:
+        current = writer.current()
+        started = {run_id for run_id, _, _ in _run_options(writer.path)}
+    except DamagedCatalogError as err:
+        logger.debug("not keeping earlier in-place rows: %s", err)
+        return {}
+    digest = config_digest(config)
+    copies = options.apply and not options.in_place
+    written: list[tuple[PlannedTask, Any, str]] = []
+    for task in candidates:
+        row = current.get((task.visit, task.name))
+        if row is None or row.status not in DONE or not row.applied:
+            continue
+        if copies and row.config_digest == digest:
+            continue
+        if task.corrected_by and task.corrected_by not in started:
+            continue  # corrected by another catalog's run
+        path, real = redact(task.path), os.path.realpath(task.path)
+        if row.output in (path, real) and row.output in (row.input,
+                                                         os.path.realpath(row.input)):
+            written.append((task, row, row.output))
+    if not written:
+        return {}
+    still = _images_still_written(written, writer.path)
+    return {output_key(t): (t, row) for t, row, _ in written if output_key(t) in still}
+
+
+def _kept_note(kept: Mapping[str, tuple[PlannedTask, Any]], config: AmpOffsetConfig) -> str:
+    """The warning naming the inputs `_kept_corrections` left unmeasured."""
+    tasks = [t for t, _ in kept.values()]
+    runs = sorted({row.run_id for _, row in kept.values()})
+    named = ", ".join(redact(t.path) for t in tasks[:_WARN_MOVED])
+    more = f" and {len(tasks) - _WARN_MOVED} more" if len(tasks) > _WARN_MOVED else ""
+    return (f"{len(tasks)} input(s) corrected in place by this catalog are not measured by "
+            f"this run (config digest {config_digest(config)}), their pixels being corrected "
+            f"already: {named}{more}; their current rows stay those of run(s) "
+            f"{', '.join(runs)}. To measure them with this config, restore the original "
+            f"files and run again ({option_name('force')} would measure the corrected pixels, "
+            "and in place correct them a second time)")
 
 
 def _unrecorded_corrections(planned: Iterable[PlannedTask], catalog: Path,
@@ -884,8 +963,10 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     corrected" is skipped (not flagged again, which would supersede the
     measurement) when that row is the correction of this file in place, with or without
     ``force``, as long as its header still says it is corrected (a restored original is
-    measured and corrected again). With ``force``, the row of another input whose header
-    says it was already corrected must come from a run that forced it too: a row flagged
+    measured and corrected again); so is one whose ok row a run with ``force`` measured
+    from it, unchanged since, without ``force`` too (it is not flagged anew). With
+    ``force``, the row of another input whose header says it was already corrected must
+    come from a run that forced it too: a row flagged
     "already corrected" is what ``force`` asks to replace. The row's run must have measured
     with this run's overscan and gain options (`_MEASUREMENT_OPTIONS`), and must not be
     older than the latest ``new_run`` run over this input (an interrupted ``--new-run`` is
@@ -952,7 +1033,9 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
                 continue  # this run writes corrected copies, which the row is not
             written.append((task, row, row.output))
             continue
-        if task.flag:
+        if task.flag and not (row.status == "ok" and row.run_id in forced):
+            # flagged again unless a run with force measured it: then, this very input
+            # unchanged since (below), its ok row is what force asked for and stays current
             continue
         elif task.corrected and options.force and row.run_id not in forced:
             continue
@@ -1183,6 +1266,15 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
         When the cluster cannot be started or reached.
     """
     opts, writer, summary = run.options, run.writer, run.summary
+    if run.config_digest and config_digest(run.config) != run.config_digest:
+        # ``run.config`` changed since `prepare` recorded it: measuring with it would record
+        # rows under a config the runs table does not hold
+        err = ConfigError(
+            f"{run.catalog}: the config of run {run.run_id} changed after prepare() recorded "
+            f"it (digest {run.config_digest}, now {config_digest(run.config)}); nothing was "
+            "measured: prepare the run again with the config to measure with")
+        _finish_stopped(run, err)
+        raise err
     timings = summary.timings
     io_retries = int(opts.retries if opts.retries is not None else _config.get("io-retries", 3))
     io_delay = float(_config.get("io-retry-delay", 0.5))
