@@ -19,13 +19,13 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._job_entry import identified_job  # light for the scheduler to unpickle
 from ..catalog import CatalogWriter, DetectorResult, config_digest
-from ..catalog.schema import DONE, CatalogWriteError
+from ..catalog.schema import DONE, CatalogWriteError, DamagedCatalogError
 from ..config import AmpOffsetConfig, as_config
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
 from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder, shortened
@@ -676,6 +676,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                              detector=opts.detector)
         timings["plan"] = time.perf_counter() - t
         check_config_fits(planned, cfg)
+        _check_visit_numbering(planned, writer)
         outputs = check_outputs(planned, opts)  # before anything is submitted
         local_outputs = [p for p in outputs.values() if not is_url(p)]
         if opts.in_place:
@@ -779,6 +780,45 @@ def _applied_fields(task: PlannedTask) -> dict[str, Any]:
             "applied": True}
 
 
+def _check_visit_numbering(planned: Sequence[PlannedTask], writer: CatalogWriter) -> None:
+    """Refuse inputs this catalog recorded under the visit number an earlier version gave
+    LSST raws of a shifting controller (day_obs * 100000 + seq_num, the controller not
+    counted): their new rows (LSST's exposure id) would be current beside the old ones.
+
+    Raises
+    ------
+    ConfigError
+        Naming how many inputs, one of them with both numbers, and what to do.
+    """
+    found = []
+    for task in planned:
+        visit = task.visit
+        if task.error or task.detector is None or not isinstance(visit, int):
+            continue
+        shift = visit // 10**12 - 2  # the controller's index: day_obs moved 1000 years each
+        if 1 <= shift <= 5 and visit < 8 * 10**12:
+            found.append((task, visit - shift * 10**12))
+    if not found:
+        return
+    try:
+        current = writer.current()
+    except DamagedCatalogError:
+        return  # the run's own checks report the catalog
+    old = []
+    for task, legacy in found:
+        row = current.get((legacy, task.name))
+        if row is not None and row.input in (redact(task.path), os.path.realpath(task.path)):
+            old.append((task, legacy))
+    if old:
+        task, legacy = old[0]
+        raise ConfigError(
+            f"{writer.path}: {len(old)} input(s) are recorded here under the visit numbers an "
+            f"earlier version gave LSST raws, e.g. {redact(task.path)} as visit {legacy}, now "
+            f"{task.visit} (LSST's exposure id, which counts the camera controller CONTRLLR, "
+            "as a Butler does); rows under both numbers would be current: measure them into "
+            "a new catalog")
+
+
 def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter,
                       config: AmpOffsetConfig, options: RunOptions, done: set[str]
                       ) -> dict[str, tuple[PlannedTask, Any]]:
@@ -797,8 +837,6 @@ def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter,
     corrected": those pedestals are of this config). A catalog whose files cannot be read
     (a ``new_run`` does not check them) keeps nothing.
     """
-    from ..catalog.schema import DamagedCatalogError
-
     candidates = [t for t in planned
                   if t.flag and not t.error and t.corrected and t.detector is not None
                   and not is_url(t.path) and output_key(t) not in done]

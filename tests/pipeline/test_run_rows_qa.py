@@ -135,3 +135,47 @@ def test_new_run_with_another_config_keeps_the_in_place_rows(sim_visit, client, 
     det = read_catalog(cat, "detectors")
     assert set(det["run_id"]) == {summary.run_id}
     assert _counts(_run(paths, cat, client, config=other, in_place=True)) == (0, 0, 0, 2)
+
+
+def test_inputs_recorded_under_the_earlier_visit_numbering_are_refused(sim_visit, client,
+                                                                       tmp_path):
+    """A catalog made before LSST raws' visits counted the controller holds a CONTRLLR = C
+    raw as day_obs * 100000 + seq_num; resuming it measured the raw again under LSST's
+    exposure id, and both rows stayed current (4 current rows for 2 files, no word)."""
+    from astropy.io import fits
+
+    from ampoffset_dask.catalog import CatalogWriter, DetectorResult
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    paths = []
+    for k, path in enumerate(sim_visit.paths[:2]):
+        with fits.open(path) as hdus:
+            del hdus[0].header["VISIT"]
+            hdus[0].header.update(DAYOBS="20230101", SEQNUM=5, CONTRLLR="C")
+            hdus.writeto(raw / f"raw{k}.fits")
+        paths.append(raw / f"raw{k}.fits")
+    cat = tmp_path / "cat"
+    summary = _run(paths, cat, client)
+    assert _counts(summary) == (2, 0, 0, 0)
+    det = read_catalog(cat, "detectors")
+    assert set(det["visit"]) == {3023010100005}
+    # the same catalog as the earlier numbering wrote it
+    old = tmp_path / "old"
+    with CatalogWriter(old) as writer:
+        writer.start_run(config=AmpOffsetConfig(), inputs=[str(p) for p in paths])
+        for row in det.itertuples():
+            writer.add(DetectorResult(visit=2023010100005, detector=row.detector,
+                                      detector_id=int(row.detector_id), status="ok",
+                                      input=row.input, amp_names=["C10", "C11"],
+                                      pedestals=[0.5, -0.5]))
+        writer.finish_run()
+    before = read_catalog(old, "detectors", all_rows=True)
+    with pytest.raises(ConfigError, match=(
+            r"2 input\(s\) are recorded here under the visit numbers an earlier version gave "
+            r"LSST raws, e\.g\. .*raw0\.fits as visit 2023010100005, now 3023010100005 .*"
+            r"measure them into a new catalog")):
+        _run(paths, old, client)
+    pd.testing.assert_frame_equal(read_catalog(old, "detectors", all_rows=True), before)
+    # a catalog of the new numbering resumes as before
+    assert _counts(_run(paths, cat, client)) == (0, 0, 0, 2)
