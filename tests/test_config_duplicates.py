@@ -173,11 +173,13 @@ def test_the_memory_limit_per_worker_is_checked_up_front():
 
     from ampoffset_dask.pipeline.cluster import local_cluster_size
 
-    for value in ["lots", None, 0.5, "auto", -1, True]:
+    # "4" is 4 bytes (4 GB meant?): under the 256 MiB floor a nanny restarts its worker
+    # every 200 ms and the run never ends
+    for value in ["lots", None, 0.5, "auto", -1, True, "4", 1.5, "255MiB"]:
         with dask.config.set({"ampoffset.local.memory-limit-per-worker": value}), \
                 pytest.raises(ConfigError, match=r"ampoffset.local.memory-limit-per-worker=.*"
                                                  r"DASK_AMPOFFSET__LOCAL__MEMORY_LIMIT_PER_"
-                                                 r"WORKER.* a size such as 2MiB"):
+                                                 r"WORKER.* a size such as 2MiB >= 256\.00 MiB"):
             _config.check_settings()
     for value in ["4GiB", "512 MB", 2**31, 2e9]:
         with dask.config.set({"ampoffset.local.memory-limit-per-worker": value}):

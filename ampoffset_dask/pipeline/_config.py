@@ -107,8 +107,9 @@ _NUMBERS: dict[str, tuple[str, float]] = {
     "io-retry-delay": ("float", 0.0),
     "catalog.flush-interval": ("float", 0.0),
     "local.threads-per-worker": ("int", 1),
-    # a byte size: the local cluster sizes its workers by it (no "auto", fraction or none)
-    "local.memory-limit-per-worker": ("bytes", 1),
+    # a byte size: the local cluster sizes its workers by it (no "auto", fraction or none);
+    # below the floor local_cluster_size keeps, a nanny restarts its worker without end
+    "local.memory-limit-per-worker": ("bytes", 256 * 2**20),
     "max-decompressed-bytes": ("bytes", 1),
     "remote.merge-gap": ("bytes", 0),
     "remote.max-request": ("bytes", 1),
@@ -128,7 +129,7 @@ def check_settings() -> None:
     ConfigError
         Naming the setting, its value and what it must be.
     """
-    from dask.utils import parse_bytes, parse_timedelta
+    from dask.utils import format_bytes, parse_bytes, parse_timedelta
 
     from ..errors import ConfigError
 
@@ -159,5 +160,6 @@ def check_settings() -> None:
             env = "DASK_AMPOFFSET__" + key.upper().replace(".", "__").replace("-", "_")
             what = {"int": "an integer", "float": "a number", "bytes": "a size such as 2MiB",
                     "seconds": "a duration such as 30s"}[kind]
+            floor = format_bytes(least) if kind == "bytes" and least > 1 else least
             raise ConfigError(f"ampoffset.{key}={value!r} (dask config, or ${env}) must be "
-                              f"{what} >= {least}" + (f" ({why})" if why else ""))
+                              f"{what} >= {floor}" + (f" ({why})" if why else ""))
