@@ -309,6 +309,22 @@ def _without_copies(rows: pa.Table, other: pa.Table) -> pa.Table:
     return rows.filter(pa.array(keep))
 
 
+def _column_names(columns: Any) -> list[str] | None:
+    """``columns`` as a list of names, read once (an iterator is not consumed twice); one
+    name for a string, not its letters."""
+    if columns is None:
+        return None
+    if isinstance(columns, str):
+        return [columns]
+    try:
+        names = list(columns)
+    except TypeError:
+        raise ConfigError(f"columns={columns!r}: give a column name or a list of them") from None
+    if isinstance(columns, bytes | bytearray) or not all(isinstance(c, str) for c in names):
+        raise ConfigError(f"columns={columns!r}: give a column name or a list of them")
+    return names
+
+
 def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
                 filter: Any = None) -> pa.Table:
     """Every row of ``table`` (history included) as Arrow; ``visit`` first, as int64.
@@ -327,8 +343,7 @@ def arrow_table(root: Path, table: str, columns: Sequence[str] | None = None,
         raise ConfigError(f"unknown catalog table {table!r}; choose from {', '.join(TABLES)}")
     folder = Path(root) / table
     schema = SCHEMAS["runs"] if table == "runs" else _visit_schema(table)
-    if isinstance(columns, str):  # one column's name, not its letters
-        columns = [columns]
+    columns = _column_names(columns)
     want = list(columns) if columns is not None else list(schema.names)
     unknown = [c for c in want if c not in schema.names]
     if unknown:
@@ -839,8 +854,7 @@ def read_catalog(
         raise ConfigError(f"unknown catalog table {table!r}; choose from {', '.join(TABLES)}")
     visits = _visit_numbers(visits)
     keys = _detector_keys(detectors)
-    if isinstance(columns, str):  # one column's name, not its letters
-        columns = [columns]
+    columns = _column_names(columns)
     _warn_pending(root)
     if table == "runs":
         visits = keys = None

@@ -101,3 +101,19 @@ def test_a_column_the_table_lacks_is_named_with_the_ones_it_has(catalog):
     with pytest.raises(ConfigError, match=r"'pedestals' has no column\(s\) \['nope'\]; it "
                        r"has visit, "):
         read_catalog(catalog, "pedestals", columns=["nope"])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_columns_given_as_an_iterator_are_those_columns(catalog, fmt):
+    # a generator was consumed by the column check: every row came back with no columns
+    want = _frame(read_catalog(catalog, "detectors", fmt, columns=["visit", "detector"]), fmt)
+    got = _frame(read_catalog(catalog, "detectors", fmt,
+                              columns=(c for c in ["visit", "detector"])), fmt)
+    assert list(got.columns) == ["visit", "detector"]
+    pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("columns", [b"visit", 5, ["visit", 5]])
+def test_columns_that_are_not_names_are_refused(catalog, columns):
+    with pytest.raises(ConfigError, match=r"give a column name or a list of them"):
+        read_catalog(catalog, "detectors", columns=columns)
