@@ -594,14 +594,33 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 def _override_value(text: str) -> Any:
     """A ``--set`` value: JSON (``false``, ``10``, ``["BAD"]``), else a Python literal as LSST
     config files write them (``False``, ``None``, ``['BAD', 'SAT']``), else the text."""
+    def twice(key: Any) -> CommandError:
+        return CommandError(f"--set value {text!r}: the key {key!r} is given twice")
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:  # json keeps the last one without a word
+                raise twice(key)
+            out[key] = value
+        return out
+
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError:
         pass
     try:
-        return ast.literal_eval(text.strip())
+        tree = ast.parse(text.strip(), mode="eval")
+        value = ast.literal_eval(tree)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return text
+    for node in ast.walk(tree):  # as json: a dict literal naming a key twice is refused
+        if isinstance(node, ast.Dict):
+            keys = [ast.literal_eval(k) for k in node.keys if k is not None]
+            for k in keys:
+                if keys.count(k) > 1:
+                    raise twice(k)
+    return value
 
 
 def _call_process(inputs: Sequence[Any], output: Path, **options: Any):

@@ -395,7 +395,7 @@ class AmpOffsetConfig(_LsstNames):
             ``{"ampEdgeMaxOffset": 10.0, "detection.isotropicGrow": False, ...}``.
             snake_case names are accepted as well.
         **kwargs
-            More fields, same rules.
+            More fields, same rules; a keyword overrides the mapping's field.
 
         Returns
         -------
@@ -408,7 +408,8 @@ class AmpOffsetConfig(_LsstNames):
             For an unknown name or an invalid value.
         """
         config = cls()
-        config.update({**(mapping or {}), **kwargs})
+        # two sources: a keyword overrides the mapping's field, however either names it
+        config.update(mapping or {}).update(kwargs)
         config.validate()
         return config
 
@@ -440,7 +441,8 @@ class AmpOffsetConfig(_LsstNames):
             raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
         config = cls()
         config.update(PRESETS[key].overrides)
-        config.update({**(mapping or {}), **kwargs})
+        # two sources: a keyword overrides the mapping's field, however either names it
+        config.update(mapping or {}).update(kwargs)
         config.validate()
         return config
 
@@ -542,24 +544,35 @@ def _yaml_loader() -> type:
 
     Loader.add_constructor("tag:yaml.org,2002:int", construct_int)
 
-    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode,
-                          deep: bool = False) -> dict[Any, Any]:
-        # PyYAML keeps the last of a repeated key without a word; a merge key's (``<<``)
-        # fields are meant to be overridden, so only the keys written here are compared
-        first: dict[Any, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
-                    key_node, yaml.ScalarNode):
+    def construct_document(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        # PyYAML keeps the last of a repeated key without a word. The mappings are checked
+        # as written, before construction: merging (``<<``) rewrites an anchored mapping in
+        # place, and its merged keys are meant to be overridden.
+        seen: set[int] = set()
+        stack = [node]
+        while stack:
+            item = stack.pop()
+            if id(item) in seen or isinstance(item, yaml.ScalarNode):
                 continue
-            key = loader.construct_object(key_node, deep=deep)
-            if key in first:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} is given twice (first on line "
-                    f"{first[key].line + 1})", key_node.start_mark)
-            first[key] = key_node.start_mark
-        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+            seen.add(id(item))
+            if isinstance(item, yaml.SequenceNode):
+                stack.extend(item.value)
+                continue
+            first: dict[Any, yaml.Mark] = {}
+            for key_node, value_node in item.value:
+                stack.extend((key_node, value_node))
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                        key_node, yaml.ScalarNode):
+                    continue
+                key = loader.construct_object(key_node)
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {key!r} is given twice (first on line "
+                        f"{first[key].line + 1})", key_node.start_mark)
+                first[key] = key_node.start_mark
+        return yaml.SafeLoader.construct_document(loader, node)
 
-    Loader.construct_mapping = construct_mapping  # type: ignore[method-assign]
+    Loader.construct_document = construct_document  # type: ignore[method-assign]
     return Loader
 
 

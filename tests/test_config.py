@@ -327,8 +327,13 @@ def test_a_field_named_twice_in_one_mapping_is_refused():
                                           r"'amp_edge_width'\)"):
         AmpOffsetConfig.from_lsst({"ampEdgeWidth": 12, "amp_edge_width": 30})
     with pytest.raises(ConfigError, match=r"detection.isotropic_grow given twice"):
-        AmpOffsetConfig.from_lsst({"detection.isotropicGrow": False},
-                                  **{"detection.isotropic_grow": True})
+        AmpOffsetConfig.from_lsst({"detection.isotropicGrow": False,
+                                   "detection.isotropic_grow": True})
+    # the keywords are a second source: they override the mapping, in either spelling (the
+    # same spelling always did, as a dict merge)
+    assert AmpOffsetConfig.from_lsst({"detection.isotropicGrow": False},
+                                     **{"detection.isotropic_grow": True}
+                                     ).detection.isotropic_grow is True
     # a preset's field set again on top of it is an override, not a repeat
     assert AmpOffsetConfig.from_preset("lsstcam", ampEdgeMaxOffset=7).amp_edge_max_offset == 7.0
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dask.config
 import pytest
+import yaml
 from cli_helpers import cli
 
 from ampoffset_dask.catalog import read_catalog
@@ -202,3 +203,39 @@ def test_the_cli_refuses_an_invalid_memory_limit_before_making_the_catalog(tmp_p
     assert ("ampoffset.local.memory-limit-per-worker='lots'" in proc.stderr
             and "Could not interpret 'lots' as a byte unit" in proc.stderr)
     assert not cat.exists()
+
+
+def test_a_merge_override_inside_an_anchored_mapping_merged_again_is_accepted(tmp_path):
+    # merging rewrites the anchored mapping in place: checked as constructed, its merged
+    # key and its own override looked like one key given twice
+    text = "a:\n  b: &n\n    <<: {k: 1}\n    k: 2\nc:\n  <<: *n\n"
+    path = tmp_path / "nested.yaml"
+    path.write_text(text)
+    assert load_document(path, text, "config files") == yaml.safe_load(text)
+    text += "c2: {k: 1, k: 3}\n"  # a key written twice in one mapping is still refused
+    with pytest.raises(InputError, match=r"line 7, .*the key 'k' is given twice"):
+        load_document(path, text, "config files")
+
+
+@pytest.mark.parametrize("value", ['{"ignoredPixelMask": ["BAD"], "ignoredPixelMask": ["SAT"]}',
+                                   "{'ignoredPixelMask': ['BAD'], 'ignoredPixelMask': ['SAT']}"])
+def test_a_set_value_naming_a_key_twice_is_refused(tmp_path, value):
+    # as the same mapping in a --config file; it kept ('SAT',) without a word
+    proc, cat = run(tmp_path, "--set", f"background={value}")
+    assert proc.returncode == 2, proc.stderr
+    assert "the key 'ignoredPixelMask' is given twice" in proc.stderr
+    assert not cat.exists()
+
+
+def test_a_keyword_overrides_the_mapping_however_either_names_the_field():
+    # the mapping and the keywords are two sources: a dotted keyword over the mapping's
+    # section was refused as "given twice"
+    for build in (AmpOffsetConfig.from_lsst,
+                  lambda m, **k: AmpOffsetConfig.from_preset("lsstcam", m, **k)):
+        cfg = build({"background": {"ignoredPixelMask": ["BAD"], "algorithm": "LINEAR"}},
+                    **{"background.ignoredPixelMask": ["SAT"]})
+        assert cfg.background.ignored_pixel_mask == ("SAT",)
+        assert cfg.background.algorithm == "LINEAR"
+    with pytest.raises(ConfigError, match="given twice"):  # one source still may not
+        AmpOffsetConfig.from_lsst({"background": {"ignoredPixelMask": ["BAD"]},
+                                   "background.ignoredPixelMask": ["SAT"]})
