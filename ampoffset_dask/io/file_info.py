@@ -353,10 +353,20 @@ def _visit_from(keys: Mapping[str, Any]) -> int | None:
     m = re.fullmatch(r"HSCE(\d{8})", str(keys.get("EXP-ID", "")).strip())
     if m:  # HSC exposure id "HSCE<8 digits>": the visit number
         return int(m.group(1))
-    day, seq = _as_int(keys.get("DAYOBS")), _as_int(keys.get("SEQNUM"))
-    if day is not None and seq is not None:
+    day, seq = _day_obs(keys.get("DAYOBS")), _as_int(keys.get("SEQNUM"))
+    if day is not None and seq is not None and 0 <= seq < 100000:
         return _lsst_exposure_id(day, seq, _controller(keys))
     return None
+
+
+def _day_obs(value: Any) -> int | None:
+    """An LSST day_obs as the integer YYYYMMDD: given so, or as a date YYYY-MM-DD (an ISO
+    time's date)."""
+    day = _as_int(value)
+    if day is not None or value is None:
+        return day
+    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})(?:T.*)?", str(value).strip())
+    return int("".join(m.groups())) if m else None
 
 
 #: LSST's camera controller codes (``CONTRLLR``): each one after the first moves the
@@ -391,11 +401,19 @@ def _visit_problem(keys: Mapping[str, Any]) -> str:
     its first such keyword holding something else than an integer; empty if none does."""
     if _visit_from(keys) is not None:
         return ""
-    for key in (*_VISIT_KEYS, "DAYOBS", "SEQNUM"):
+    for key in _VISIT_KEYS:
         value = keys.get(key)
         if value is not None and _as_int(value) is None:
             return f"header keyword {key} = {value!r} is not an integer (a visit number)"
-    if keys.get("DAYOBS") is not None and keys.get("SEQNUM") is not None:
+    day, seq = keys.get("DAYOBS"), keys.get("SEQNUM")
+    if day is not None and _day_obs(day) is None:
+        return f"header keyword DAYOBS = {day!r} is not a day (YYYYMMDD or YYYY-MM-DD)"
+    if seq is not None and _as_int(seq) is None:
+        return f"header keyword SEQNUM = {seq!r} is not an integer (a sequence number)"
+    if seq is not None and not 0 <= _as_int(seq) < 100000:
+        return (f"header keyword SEQNUM = {seq!r} is outside 0-99999: LSST's exposure id, "
+                "the visit number, holds five digits for it")
+    if day is not None and seq is not None:
         return (f"header keyword CONTRLLR = {keys.get('CONTRLLR')!r} is not a camera "
                 f"controller code LSST knows ({', '.join(_CONTROLLERS)}): its exposure id, "
                 "the visit number, is unknown")

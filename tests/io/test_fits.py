@@ -84,6 +84,24 @@ def test_lsst_raw_visit_follows_the_controller(tmp_path, controller, day, seq, v
     assert inspect_file(path).visit == visit
 
 
+@pytest.mark.parametrize("day, seq, visit, problem", [
+    ("2019-10-31", 1985, 3019103101985, ""),  # a date, as LSST's exposure ids take it
+    ("2019-10-31T00:00:00", 1985, 3019103101985, ""),
+    ("20191030", 101985, None, "header keyword SEQNUM = 101985 is outside 0-99999"),
+    ("yesterday", 1985, None, "header keyword DAYOBS = 'yesterday' is not a day"),
+])
+def test_day_obs_as_a_date_and_sequence_numbers_beyond_five_digits(tmp_path, day, seq, visit,
+                                                                  problem):
+    """A five-digit sequence number is LSST's limit: 20191030/101985 gave the id of
+    20191031/1985, another exposure."""
+    header = fits.Header({"DAYOBS": day, "SEQNUM": seq, "CONTRLLR": "C", "DETNAME": "R22_S11"})
+    path = tmp_path / "raw.fits"
+    fits.PrimaryHDU(np.zeros((8, 8), np.float32), header).writeto(path)
+    info = inspect_file(path)
+    assert info.visit == visit
+    assert info.visit_problem.startswith(problem)
+
+
 def test_an_unknown_controller_gives_no_visit_and_says_why(tmp_path):
     header = fits.Header({"DAYOBS": "20191031", "SEQNUM": 1985, "CONTRLLR": "Z",
                           "DETNAME": "R22_S11"})
