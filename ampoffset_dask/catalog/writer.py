@@ -73,7 +73,7 @@ from .schema import (
     storable,
 )
 
-__all__ = ["CatalogWriter", "CurrentRow", "write_atomic"]
+__all__ = ["CatalogWriter", "CurrentRow", "recorded_nothing", "write_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +216,14 @@ class CurrentRow:
     config_digest: str | None
     stamp: tuple[int, float] | None
     geometry: str = ""
+
+
+def recorded_nothing(run: Mapping[str, Any]) -> bool:
+    """Whether a ``runs`` row is a run that failed without recording a row (refused before
+    measuring: a damaged catalog file, a config changed after prepare): it holds no results
+    of its config or options, and renewed nothing."""
+    return run.get("status") == "failed" and not sum(
+        run.get(k) or 0 for k in ("n_ok", "n_flagged", "n_failed"))
 
 
 class CatalogWriter:
@@ -406,7 +414,7 @@ class CatalogWriter:
         if new_run:
             return
         self._check_readable()
-        runs = self._read_runs()
+        runs = [r for r in self._read_runs() if not recorded_nothing(r)]
         if not runs:
             return
         latest = max(runs, key=lambda r: r["started"])

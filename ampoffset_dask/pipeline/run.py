@@ -26,6 +26,7 @@ from typing import Any
 from .._job_entry import identified_job  # light for the scheduler to unpickle
 from ..catalog import CatalogWriter, DetectorResult, config_digest
 from ..catalog.schema import DONE, CatalogWriteError, DamagedCatalogError
+from ..catalog.writer import recorded_nothing
 from ..config import AmpOffsetConfig, as_config
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
 from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder, shortened
@@ -564,6 +565,8 @@ class PreparedRun:
         Input path -> corrected output path (with ``apply``).
     config_digest : str
         The digest of ``config`` as the ``runs`` table records it.
+    options_record : str
+        ``options`` as the ``runs`` table records them (`execute` refuses them changed).
     """
 
     catalog: Path
@@ -579,6 +582,7 @@ class PreparedRun:
     outputs: dict[str, Path] = dataclasses.field(default_factory=dict)
     camera: Any = None
     config_digest: str = ""
+    options_record: str = ""
 
     @property
     def run_id(self) -> str:
@@ -643,6 +647,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     # a private copy: the caller's object, changed after this call, must not change what
     # the workers measure with behind the config (and digest) this run records
     cfg, apply_note = _applied_config(as_config(config).copy(), opts)
+    opts = dataclasses.replace(opts)  # the same for the options (gain, overscan, outputs)
     timings: dict[str, float] = {}
     camera = _resolve_camera(opts.camera)
     _check_detector(camera, opts.detector)
@@ -699,7 +704,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
                       if opts.in_place else {})
         # files this catalog corrected in place that this run may not measure (no force):
         # their rows stay current, not replaced by flagged rows the run did not measure
-        kept = _kept_corrections(planned, writer, cfg, opts, done | set(unrecorded))
+        kept = _kept_corrections(planned, writer, done | set(unrecorded))
         if kept:
             note = _kept_note(kept, cfg)
             logger.warning("%s", note)
@@ -750,7 +755,8 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     return PreparedRun(catalog=catalog, config=cfg, options=opts, writer=writer,
                        planned=planned, failures=failures, runnable=runnable, summary=summary,
                        t_start=t_start, run_token=run_token(run_id, cfg, opts),
-                       outputs=outputs, camera=camera, config_digest=config_digest(cfg))
+                       outputs=outputs, camera=camera, config_digest=config_digest(cfg),
+                       options_record=_options_text(opts))
 
 
 def _has_workers(client: Any) -> bool:
@@ -780,6 +786,11 @@ def _applied_fields(task: PlannedTask) -> dict[str, Any]:
             "applied": True}
 
 
+def _options_text(options: RunOptions) -> str:
+    """``options`` as the ``runs`` table records them, as one comparable text."""
+    return json.dumps(options.to_record(), sort_keys=True, default=str)
+
+
 def _check_visit_numbering(planned: Sequence[PlannedTask], writer: CatalogWriter) -> None:
     """Refuse inputs this catalog recorded under the visit number an earlier version gave
     LSST raws of a shifting controller (day_obs * 100000 + seq_num, the controller not
@@ -807,7 +818,10 @@ def _check_visit_numbering(planned: Sequence[PlannedTask], writer: CatalogWriter
     old = []
     for task, legacy in found:
         row = current.get((legacy, task.name))
-        if row is not None and row.input in (redact(task.path), os.path.realpath(task.path)):
+        # that very file, unchanged since: a file replaced by another exposure (an O raw
+        # of the same day and sequence number) is not a renumbering
+        if (row is not None and row.input in (redact(task.path), os.path.realpath(task.path))
+                and writer.input_unchanged(row)):
             old.append((task, legacy))
     if old:
         task, legacy = old[0]
@@ -819,23 +833,22 @@ def _check_visit_numbering(planned: Sequence[PlannedTask], writer: CatalogWriter
             "a new catalog")
 
 
-def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter,
-                      config: AmpOffsetConfig, options: RunOptions, done: set[str]
+def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter, done: set[str]
                       ) -> dict[str, tuple[PlannedTask, Any]]:
-    """The flagged inputs (already corrected, no ``force``) whose current row is this
-    catalog's in-place correction of that very file, by `output_key`, with that row.
+    """The flagged inputs (already corrected, no ``force``) whose current row this run must
+    keep, by `output_key`, with that row: this catalog's in-place correction of that very
+    file, or an ok measurement a ``force`` run made of it, unchanged since.
 
     Those rows are not this run's result (another config, a ``new_run`` over them, other
-    measurement options: `_resumed` left them out of ``done``), but the run cannot measure
-    the input either: its pixels are corrected. A flagged row would carry the header's
-    pedestals, measured by the earlier run, as this run's measurement under this run's
-    config, and replace the ok row (its interfaces, errors) as current. The earlier row
-    stays current instead, and the run says which inputs it did not measure. Only while the
-    file is that correction: its header names a run of this catalog (or none) and holds the
-    row's pedestals; a file corrected since by someone else is flagged as usual. A run
-    writing corrected copies of it with the row's own config flags it as before ("already
-    corrected": those pedestals are of this config). A catalog whose files cannot be read
-    (a ``new_run`` does not check them) keeps nothing.
+    measurement options, corrected copies asked for: `_resumed` left them out of ``done``),
+    but the run can neither measure the input nor write a copy of it: its pixels are
+    corrected. A flagged row would carry the header's pedestals as this run's measurement
+    and replace the ok row (its interfaces, errors) as current, for good. The earlier row
+    stays current instead, and the run says which inputs it left. An in-place correction
+    only while the file is that correction: its header names a run of this catalog (or
+    none) and holds the row's pedestals; a file corrected since by someone else is flagged
+    as usual. A catalog whose files cannot be read (a ``new_run`` does not check them)
+    keeps nothing.
     """
     candidates = [t for t in planned
                   if t.flag and not t.error and t.corrected and t.detector is not None
@@ -844,29 +857,35 @@ def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter,
         return {}
     try:
         current = writer.current()
-        started = {run_id for run_id, _, _ in _run_options(writer.path)}
+        runs = _run_options(writer.path)
     except DamagedCatalogError as err:
-        logger.debug("not keeping earlier in-place rows: %s", err)
+        logger.debug("not keeping earlier rows of corrected files: %s", err)
         return {}
-    digest = config_digest(config)
-    copies = options.apply and not options.in_place
+    started = {run_id for run_id, _, _ in runs}
+    forced = {run_id for run_id, _, recorded in runs if recorded.get("force")}
     written: list[tuple[PlannedTask, Any, str]] = []
+    kept: dict[str, tuple[PlannedTask, Any]] = {}
     for task in candidates:
         row = current.get((task.visit, task.name))
-        if row is None or row.status not in DONE or not row.applied:
+        if row is None or row.status not in DONE:
             continue
-        if copies and row.config_digest == digest:
+        path, real = redact(task.path), os.path.realpath(task.path)
+        if (row.status == "ok" and row.run_id in forced and not row.applied
+                and row.input in (path, real) and writer.input_unchanged(row)):
+            kept[output_key(task)] = (task, row)  # a forced measurement of this file
+            continue
+        if not row.applied:
             continue
         if task.corrected_by and task.corrected_by not in started:
             continue  # corrected by another catalog's run
-        path, real = redact(task.path), os.path.realpath(task.path)
         if row.output in (path, real) and row.output in (row.input,
                                                          os.path.realpath(row.input)):
             written.append((task, row, row.output))
-    if not written:
-        return {}
-    still = _images_still_written(written, writer.path)
-    return {output_key(t): (t, row) for t, row, _ in written if output_key(t) in still}
+    if written:
+        still = _images_still_written(written, writer.path)
+        kept.update({output_key(t): (t, row) for t, row, _ in written
+                     if output_key(t) in still})
+    return kept
 
 
 def _kept_note(kept: Mapping[str, tuple[PlannedTask, Any]], config: AmpOffsetConfig) -> str:
@@ -875,12 +894,12 @@ def _kept_note(kept: Mapping[str, tuple[PlannedTask, Any]], config: AmpOffsetCon
     runs = sorted({row.run_id for _, row in kept.values()})
     named = ", ".join(redact(t.path) for t in tasks[:_WARN_MOVED])
     more = f" and {len(tasks) - _WARN_MOVED} more" if len(tasks) > _WARN_MOVED else ""
-    return (f"{len(tasks)} input(s) corrected in place by this catalog are not measured by "
-            f"this run (config digest {config_digest(config)}), their pixels being corrected "
-            f"already: {named}{more}; their current rows stay those of run(s) "
-            f"{', '.join(runs)}. To measure them with this config, restore the original "
-            f"files and run again ({option_name('force')} would measure the corrected pixels, "
-            "and in place correct them a second time)")
+    return (f"{len(tasks)} input(s) already corrected are neither measured nor written by "
+            f"this run: {named}{more}; their current rows stay those of run(s) "
+            f"{', '.join(runs)}. To measure them with this run's config (digest "
+            f"{config_digest(config)}) or write corrected copies, restore the original files "
+            f"and run again; {option_name('force')} measures the corrected pixels, and in "
+            "place corrects them a second time")
 
 
 def _unrecorded_corrections(planned: Iterable[PlannedTask], catalog: Path,
@@ -1149,8 +1168,7 @@ def _renewed_inputs(catalog: Path, runs: list[tuple[str, Any, dict[str, Any]]]
         "run_id", "inputs", "status", "n_ok", "n_flagged", "n_failed"])
     for row in table.to_pylist():
         start = renewing.get(row["run_id"])
-        recorded = sum(row[k] or 0 for k in ("n_ok", "n_flagged", "n_failed"))
-        if start is None or (row["status"] == "failed" and not recorded):
+        if start is None or recorded_nothing(row):
             continue
         try:
             paths = [r["path"] for r in json.loads(row["inputs"] or "[]")]
@@ -1198,8 +1216,15 @@ def _check_same_measurement(catalog: Path, opts: RunOptions) -> None:
     """Refuse, as a changed config is refused (unless ``new_run``), a run whose overscan or
     gain option differs from the latest run's: resume would keep that run's pedestals beside
     this one's (ADU beside electrons, raw levels with and without their bias removed)."""
-    runs = _run_options(catalog)
-    if opts.new_run or not runs:
+    if opts.new_run:
+        return
+    from ..catalog.read import arrow_table
+
+    empty = {row["run_id"] for row in arrow_table(catalog, "runs", columns=[
+        "run_id", "status", "n_ok", "n_flagged", "n_failed"]).to_pylist()
+        if recorded_nothing(row)}
+    runs = [r for r in _run_options(catalog) if r[0] not in empty]
+    if not runs:
         return
     run_id, _, latest = runs[-1]
     theirs = _measurement(latest)
@@ -1304,6 +1329,12 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
         When the cluster cannot be started or reached.
     """
     opts, writer, summary = run.options, run.writer, run.summary
+    if run.options_record and _options_text(run.options) != run.options_record:
+        err = ConfigError(
+            f"{run.catalog}: the options of run {run.run_id} changed after prepare() recorded "
+            "them; nothing was measured: prepare the run again with the options to use")
+        _finish_stopped(run, err)
+        raise err
     if run.config_digest and config_digest(run.config) != run.config_digest:
         # ``run.config`` changed since `prepare` recorded it: measuring with it would record
         # rows under a config the runs table does not hold

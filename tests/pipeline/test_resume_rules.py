@@ -96,10 +96,17 @@ def test_a_file_corrected_in_place_is_done_not_flagged(sim_visit, client, tmp_pa
     assert det["status"].tolist() == ["ok"] and det["applied"].tolist() == [True]
     assert det["output"].tolist() == [str(path)]
     pd.testing.assert_frame_equal(read_catalog(cat, "pedestals"), pedestals)
-    # written elsewhere, the same file is "already corrected" (flagged) as before
-    summary = _run(folder, cat, client, output_images=tmp_path / "images")
-    assert _counts(summary) == (0, 1, 0, 0)
-    assert "already corrected" in summary.flagged[0][2]
+    # copies asked for: a corrected file is not copied as corrected again, and its row
+    # stays current (a flagged row replaced it for good, and every later run flagged it)
+    for _ in range(2):
+        summary = _run(folder, cat, client, output_images=tmp_path / "images")
+        assert _counts(summary) == (0, 0, 0, 1) and summary.n_submitted == 0
+        assert any("already corrected are neither measured nor written" in note
+                   for note in summary.notes)
+    assert not (tmp_path / "images").exists() or not any((tmp_path / "images").rglob("*.fits"))
+    assert _counts(_run(folder, cat, client, in_place=True)) == (0, 0, 0, 1)
+    pd.testing.assert_frame_equal(read_catalog(cat, "pedestals"), pedestals)
+    assert read_catalog(cat, "detectors")["status"].tolist() == ["ok"]
 
 
 def test_resume_writes_the_images_a_later_run_asks_for(sim_visit, client, tmp_path):

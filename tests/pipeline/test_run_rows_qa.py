@@ -62,6 +62,39 @@ def test_a_config_changed_after_prepare_is_not_what_the_workers_measure_with(
                                read_catalog(again, "pedestals")["pedestal"], atol=1e-9)
 
 
+def test_execute_refuses_prepared_options_changed_since(sim_visit, client, tmp_path):
+    """The workers measured with options changed after prepare (gain nominal: electrons)
+    while the runs table recorded those given (ADU), and an ADU run skipped the rows."""
+    paths = list(sim_visit.paths[:1])
+    cat = tmp_path / "cat"
+    options = RunOptions(progress=False)
+    with prepare(paths, cat, config=AmpOffsetConfig(), options=options) as run:
+        options.gain = "nominal"  # the caller's object: not the run's any more
+        assert run.options.gain is None
+        run.options.overscan = "none"
+        with pytest.raises(ConfigError, match=r"options of run .* changed after prepare"):
+            execute(run, client=client)
+    assert not (cat / "detectors").exists()
+    # that refused run, which recorded nothing, does not hold the catalog to its config
+    assert _counts(_run(paths, cat, client, config=AmpOffsetConfig())) == (1, 0, 0, 0)
+
+
+def test_a_refused_run_that_recorded_nothing_does_not_block_the_catalogs_config(
+        sim_visit, client, tmp_path):
+    paths = list(sim_visit.paths[:1])
+    cat = tmp_path / "cat"
+    assert _counts(_run(paths, cat, client)) == (1, 0, 0, 0)
+    other = AmpOffsetConfig(amp_edge_max_offset=9.0)
+    with prepare(paths, cat, config=other, options=RunOptions(progress=False, new_run=True,
+                                                              gain="nominal")) as run:
+        run.config.do_background = False
+        with pytest.raises(ConfigError, match=r"changed after prepare"):
+            execute(run, client=client)
+    assert read_catalog(cat, "runs")["status"].tolist() == ["finished", "failed"]
+    # it was refused "holds results of a different configuration" (and measurement options)
+    assert _counts(_run(paths, cat, client)) == (0, 0, 0, 1)
+
+
 def test_execute_refuses_a_prepared_config_changed_since(sim_visit, client, tmp_path):
     paths = list(sim_visit.paths[:1])
     cat = tmp_path / "cat"
@@ -91,6 +124,13 @@ def test_force_measurements_stay_current_at_a_plain_resume(sim_visit, client, tm
     assert det["status"].tolist() == ["ok", "ok"]
     assert set(det["run_id"]) == {forced.run_id}
     assert len(read_catalog(cat, "interfaces")) == 44
+    # corrected copies asked for: they cannot be written without force, and the forced
+    # rows stay current (flagged rows replaced them for good)
+    summary = _run(files, cat, client, output_images=tmp_path / "copies")
+    assert _counts(summary) == (0, 0, 0, 2) and summary.n_submitted == 0
+    assert any("neither measured nor written" in note for note in summary.notes)
+    assert _counts(_run(files, cat, client)) == (0, 0, 0, 2)
+    assert read_catalog(cat, "detectors")["status"].tolist() == ["ok", "ok"]
     # a file changed since its forced measurement is not that measurement: flagged
     os.utime(files[0], (1_000_000_000, 1_000_000_000))
     assert _counts(_run(files, cat, client)) == (0, 1, 0, 1)
@@ -116,7 +156,7 @@ def test_new_run_with_another_config_keeps_the_in_place_rows(sim_visit, client, 
             summary = _run(paths, cat, client, config=other, **options)
         assert _counts(summary) == (0, 0, 0, 2) and summary.n_submitted == 0
         warned = [r.getMessage() for r in caplog.records
-                  if "not measured by this run" in r.getMessage()]
+                  if "neither measured nor written by this run" in r.getMessage()]
         assert len(warned) == 1 and warned[0].startswith("2 input(s)")
         assert all(str(p) in warned[0] for p in paths)
         assert first.run_id in warned[0] and "--force" in warned[0]
@@ -179,3 +219,8 @@ def test_inputs_recorded_under_the_earlier_visit_numbering_are_refused(sim_visit
     pd.testing.assert_frame_equal(read_catalog(old, "detectors", all_rows=True), before)
     # a catalog of the new numbering resumes as before
     assert _counts(_run(paths, cat, client)) == (0, 0, 0, 2)
+    # the path reused for another exposure (the O raw of that day and sequence number was
+    # replaced by the C raw): not a renumbering, measured
+    for k, path in enumerate(paths):
+        os.utime(path, (1_000_000_000 + k, 1_000_000_000 + k))
+    assert _counts(_run(paths, old, client)) == (2, 0, 0, 0)
