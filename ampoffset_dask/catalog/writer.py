@@ -652,15 +652,19 @@ class CatalogWriter:
             check_readable(self.path, VISIT_TABLES)
             self._readable = self._lock.held
 
-    def input_unchanged(self, row: CurrentRow) -> bool:
+    def input_unchanged(self, row: CurrentRow, stamp: tuple | None = None) -> bool:
         """Whether ``row``'s input still has the size and modification time its run recorded
-        (True when none was recorded: nothing to compare with)."""
-        return not self._changed(row.input, row.stamp)
+        (True when none was recorded: nothing to compare with); ``stamp``: the input's
+        stamp now, when known (a store object's, before `start_run` holds them)."""
+        return not self._changed(row.input, row.stamp, stamp)
 
-    def _changed(self, path: str, then: tuple[int, float] | None) -> bool:
+    def _changed(self, path: str, then: tuple[int, float] | None,
+                 known: tuple | None = None) -> bool:
         if then is None:
             return False  # not recorded: nothing to compare with
-        if path in self._inputs:
+        if known is not None:
+            now = _stamp(*known)  # as recorded stamps are
+        elif path in self._inputs:
             now = self._inputs[path]
         else:
             try:

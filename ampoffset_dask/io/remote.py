@@ -296,6 +296,14 @@ def storage_options(url: str, options: Mapping[str, Any] | None = None) -> dict[
     out.update(_SCOPED_OPTIONS.get() or {})
     out.update(dict(options or {}))
     profiles = out.pop(_PROFILES_OPTION, None) or {}
+    if protocol(url) in ("http", "https"):
+        # a run's options may be its S3 inputs' (`environment_options`): aiohttp, which
+        # the http filesystem hands its options to, refuses them ("unexpected keyword")
+        for k in ("endpoint_url", "key", "secret", "token", "config_kwargs"):
+            out.pop(k, None)
+        client = out.get("client_kwargs")
+        if isinstance(client, Mapping) and "region_name" in client:
+            out["client_kwargs"] = {k: v for k, v in client.items() if k != "region_name"}
     profile = _s3_profile(url)
     if profile is not None:
         for k in ("endpoint_url", "key", "secret", "token", "profile", "anon"):

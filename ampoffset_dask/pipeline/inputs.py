@@ -426,7 +426,7 @@ def _correction_header(path: str, detector: Detector, storage: Any = _LOCAL_ONLY
     try:
         if is_url(path):
             if storage is _LOCAL_ONLY:
-                return ()
+                return (), ""
             from ..io.remote import filesystem
 
             # a small block: only the primary header is read, not a store's default 50 MiB

@@ -821,7 +821,7 @@ def _check_visit_numbering(planned: Sequence[PlannedTask], writer: CatalogWriter
         # that very file, unchanged since: a file replaced by another exposure (an O raw
         # of the same day and sequence number) is not a renumbering
         if (row is not None and row.input in (redact(task.path), os.path.realpath(task.path))
-                and writer.input_unchanged(row)):
+                and writer.input_unchanged(row, task.stamp if is_url(task.path) else None)):
             old.append((task, legacy))
     if old:
         task, legacy = old[0]
@@ -852,7 +852,7 @@ def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter, don
     """
     candidates = [t for t in planned
                   if t.flag and not t.error and t.corrected and t.detector is not None
-                  and not is_url(t.path) and output_key(t) not in done]
+                  and output_key(t) not in done]
     if not candidates:
         return {}
     try:
@@ -874,7 +874,7 @@ def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter, don
                 and row.input in (path, real) and writer.input_unchanged(row)):
             kept[output_key(task)] = (task, row)  # a forced measurement of this file
             continue
-        if not row.applied:
+        if not row.applied or is_url(task.path):  # store objects are never corrected in place
             continue
         if task.corrected_by and task.corrected_by not in started:
             continue  # corrected by another catalog's run
