@@ -363,6 +363,7 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
         overscan modes (`_check_one_measurement`); the message names a detector-visit of
         each and says to run again with ``--new-run`` over all the inputs.
     """
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from .catalog import read_catalog
@@ -376,18 +377,29 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
                        detectors=None if detector is None else [detector])
     if amp is not None:
         tab = tab.filter(pc.equal(tab["amp"], amp))
+    unit, unmeasured = _check_one_measurement(root, detector)
+    if unmeasured:
+        # header pedestals of already corrected files: not their row's run's measurement
+        # (another configuration's, another catalog's), no point of this series
+        keys = pc.binary_join_element_wise(pc.cast(tab["visit"], "string"), tab["detector"],
+                                           "\t")
+        tab = tab.filter(pc.invert(pc.is_in(keys, value_set=pa.array(
+            [f"{v}\t{d}" for v, d in sorted(unmeasured)]))))
+        logger.info("%s: %d already corrected detector-visit(s) left out (header pedestals, "
+                    "not measured)", root, len(unmeasured))
     if tab.num_rows == 0:
         what = " ".join(x for x in (detector, amp) if x is not None)
         raise InputError(f"{root}: no pedestals" + (f" for {what}" if what else ""))
-    unit = _check_one_measurement(root, detector)
     df = tab.to_pandas()
     df.attrs["unit"] = unit  # pandas carries it to find_trends' series (the plot's axis)
     return df
 
 
-def _check_one_measurement(root: Path, detector: str | None) -> str:
+def _check_one_measurement(root: Path, detector: str | None
+                           ) -> tuple[str, set[tuple[int, str]]]:
     """Refuse a series whose pedestals were not all measured the same way; return their
-    unit, ``"e-"`` or ``"ADU"``.
+    unit, ``"e-"`` or ``"ADU"``, and the (visit, detector) of the rows not measured at all:
+    flagged already corrected inputs, whose pedestals are their header's.
 
     The current rows of one catalog can come from runs that measured differently: a run
     with ``--new-run`` over some inputs only leaves the other inputs' rows of earlier runs
@@ -407,12 +419,17 @@ def _check_one_measurement(root: Path, detector: str | None) -> str:
     try:
         det = read_catalog(root, "detectors", sort=False,
                            columns=["visit", "detector", "gain", "overscan", "status",
-                                    "run_id"],
+                                    "run_id", "n_interfaces"],
                            detectors=None if detector is None else [detector])
     except (KeyError, ValueError) as exc:  # a catalog older than the columns
         logger.debug("%s: no columns to check how the pedestals were measured: %s", root, exc)
-        return "ADU"
-    det = det[det["status"] != "failed"]
+        return "ADU", set()
+    # a flagged row without interfaces holds an already corrected file's header pedestals
+    # (or, a single amp, none to follow)
+    header = (det["status"] == "flagged") & (det["n_interfaces"].fillna(0) == 0)
+    unmeasured = {(int(v), str(d)) for v, d in zip(det.loc[header, "visit"],
+                                                   det.loc[header, "detector"], strict=True)}
+    det = det[(det["status"] != "failed") & ~header]
     electrons = (det["gain"] == "nominal").to_numpy()
     if electrons.any() and not electrons.all():
         raise InputError(
@@ -431,7 +448,7 @@ def _check_one_measurement(root: Path, detector: str | None) -> str:
             f"{said}; a series whose overscan correction changes shows false jumps: measure "
             "them all the same way (the same kind of input, one --overscan: run again with "
             "--new-run over all the inputs)")
-    return "e-" if electrons.any() else "ADU"
+    return ("e-" if electrons.any() else "ADU"), unmeasured
 
 
 def _check_one_config(root: Path, det: Any) -> None:
@@ -473,7 +490,9 @@ def _check_one_config(root: Path, det: Any) -> None:
     raise InputError(
         f"{root}: pedestals of {len(groups)} configurations{differ}: {said}; a series "
         "changing configuration shows false jumps and gain errors: measure them all with "
-        "one configuration (run again with --new-run over all the inputs, not only some)")
+        "one configuration (run again with --new-run over all the inputs, not only some; "
+        "files corrected in place keep their earlier rows until their originals are "
+        "restored)")
 
 
 #: Config keys that change no pedestal (`~ampoffset_dask.catalog.config_digest` ignores them).

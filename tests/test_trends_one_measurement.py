@@ -95,3 +95,26 @@ def test_trends_read_rows_measured_one_way(tmp_path):
         (AmpOffsetConfig(ampEdgeMaxOffset=0.5), [1, 2], "per-row"),
     ])
     assert len(read_series(redone)) == 2 * 8
+
+
+def test_trends_leave_out_the_header_pedestals_of_already_corrected_files(tmp_path):
+    """A file corrected before this catalog saw it (another catalog, another config) is a
+    flagged row holding its header's pedestals under this run's id and config: the series
+    took them as this configuration's measurement."""
+    amps = [f"C1{i}" for i in range(8)]
+    cat = tmp_path / "cat"
+    with CatalogWriter(cat) as writer:
+        writer.start_run(config=AmpOffsetConfig())
+        for visit in (1, 2, 3, 4):
+            writer.add(DetectorResult(
+                visit=visit, detector="R22_S11", status="ok", detector_id=94, amp_names=amps,
+                pedestals=list(np.linspace(-1, 1, 8)), pedestal_errors=[0.05] * 8))
+        writer.add(DetectorResult(
+            visit=5, detector="R22_S11", status="flagged", detector_id=94, amp_names=amps,
+            error="already corrected (LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T in x.fits)",
+            pedestals=list(np.linspace(-9, 9, 8)), pedestal_errors=[float("nan")] * 8,
+            applied=True))
+        writer.finish_run()
+    series = read_series(cat)
+    assert sorted(set(series["visit"])) == [1, 2, 3, 4] and len(series) == 4 * 8
+    assert series["pedestal"].abs().max() <= 1.0
