@@ -555,7 +555,8 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
             applied, corrected_by = _correction_header(item.path, detector)
         if corrected and not force:
             flag = (f"already corrected ({SUBTRACTED_KEY} = T in {item.path}); not "
-                    "corrected again (use --force / force=True to process it anyway)"
+                    "corrected again (--force / force=True measures it anyway, and in place "
+                    "corrects it a second time)"
                     + ("; the pedestals its header says were subtracted are recorded"
                        if applied else ""))
         raw = info.kind == "raw" or tuple(info.shape) != detector.shape

@@ -1059,8 +1059,7 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
             row.output in (path, os.path.realpath(task.path))
             and row.output in (row.input, os.path.realpath(row.input)))
         if row.input != path and not in_place:
-            if not task.flag:
-                moved.append((task, row.input))
+            moved.append((task, row.input))  # flagged too: its row supersedes all the same
             continue
         if row.status not in DONE or row.config_digest != digest:
             continue
@@ -1108,10 +1107,11 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
     if written:
         done.update(_images_still_written(written, writer.path, options.storage_options))
     for task, other in moved[:_WARN_MOVED]:
+        doing = ("recording the failure of" if task.error
+                 else "recording as already corrected" if task.flag else "measuring")
         logger.warning("visit %s detector %s: %s %s, whose row supersedes the catalog's "
                        "current row, which came from another input: %s", task.visit,
-                       task.name, "recording the failure of" if task.error else "measuring",
-                       redact(task.path), other)
+                       task.name, doing, redact(task.path), other)
     if len(moved) > _WARN_MOVED:
         logger.warning("and %d more detector(s) whose current row came from another input",
                        len(moved) - _WARN_MOVED)

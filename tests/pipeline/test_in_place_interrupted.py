@@ -128,7 +128,7 @@ def test_a_file_corrected_by_another_catalog_is_still_flagged(sim_visit, client,
     assert (again.n_flagged, again.n_skipped, again.n_submitted) == (1, 1, 0)
     (_, _, why), = again.flagged
     assert why.startswith(f"already corrected ({SUBTRACTED_KEY} = T in {paths[1]})")
-    assert "use --force / force=True to process it anyway" in why
+    assert "--force / force=True measures it anyway, and in place corrects it a second time" in why
     assert "of this catalog" not in why
     assert paths[1].read_bytes() == before
 

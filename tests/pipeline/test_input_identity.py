@@ -213,6 +213,29 @@ def test_a_damaged_copy_superseding_another_input_s_row_is_warned_about(
         [VISIT, "R22_S00", "failed", str(damaged)]]
 
 
+def test_an_already_corrected_copy_superseding_another_input_s_row_is_warned_about(
+        sim_visit, client, tmp_path, caplog):
+    """A corrected copy of a file from another path (a night corrected in place, then copied
+    to a new disk) replaced the good row with a flagged one without the warning a plain
+    copy gets; the flag's hint said "use --force", which in place corrects it again."""
+    good = str(sim_visit.paths[0])
+    corrected = tmp_path / "images"
+    assert _run(good, tmp_path / "first", client, output_images=corrected).n_ok == 1
+    (copy,) = corrected.rglob("*.fits")
+    cat = tmp_path / "cat"
+    assert _run(good, cat, client).n_ok == 1
+    with caplog.at_level(logging.WARNING, logger="ampoffset_dask.pipeline.run"):
+        summary = _run(str(copy), cat, client)
+    assert summary.n_flagged == 1
+    warned = [r.getMessage() for r in caplog.records if "another input" in r.getMessage()]
+    assert warned == [f"visit {VISIT} detector R22_S00: recording as already corrected "
+                      f"{copy}, whose row supersedes the catalog's current row, which came "
+                      f"from another input: {good}"]
+    (_, _, why), = summary.flagged
+    assert "--force / force=True measures it anyway, and in place corrects it a second " \
+           "time" in why
+
+
 # -- file:// URIs and manifest values ------------------------------------------------------
 
 def test_file_uris_are_local_paths(sim_visit, client, tmp_path):
