@@ -190,6 +190,16 @@ def test_a_manifest_name_in_another_case_takes_the_header_s_without_a_camera(
 
 # -- a failed copy superseding a good row --------------------------------------------------
 
+def _superseding(good: str, other: Path, cat: Path, client, caplog):
+    """Measure ``good`` into ``cat``, then run ``other`` (of the same visit and detector):
+    its summary, and the warnings about a row coming from another input."""
+    assert _run(good, cat, client).n_ok == 1
+    with caplog.at_level(logging.WARNING, logger="ampoffset_dask.pipeline.run"):
+        summary = _run(str(other), cat, client)
+    warned = [r.getMessage() for r in caplog.records if "another input" in r.getMessage()]
+    return summary, warned
+
+
 def test_a_damaged_copy_superseding_another_input_s_row_is_warned_about(
         sim_visit, client, tmp_path, caplog):
     """A copy cut in half fails planning under the identity its header gives: its failed row
@@ -200,11 +210,8 @@ def test_a_damaged_copy_superseding_another_input_s_row_is_warned_about(
     data = Path(good).read_bytes()
     damaged.write_bytes(data[: len(data) // 2])
     cat = tmp_path / "cat"
-    assert _run(good, cat, client).n_ok == 1
-    with caplog.at_level(logging.WARNING, logger="ampoffset_dask.pipeline.run"):
-        summary = _run(str(damaged), cat, client)
+    summary, warned = _superseding(good, damaged, cat, client, caplog)
     assert summary.n_failed == 1
-    warned = [r.getMessage() for r in caplog.records if "another input" in r.getMessage()]
     assert warned == [f"visit {VISIT} detector R22_S00: recording the failure of {damaged}, "
                       "whose row supersedes the catalog's current row, which came from "
                       f"another input: {good}"]
@@ -222,12 +229,8 @@ def test_an_already_corrected_copy_superseding_another_input_s_row_is_warned_abo
     corrected = tmp_path / "images"
     assert _run(good, tmp_path / "first", client, output_images=corrected).n_ok == 1
     (copy,) = corrected.rglob("*.fits")
-    cat = tmp_path / "cat"
-    assert _run(good, cat, client).n_ok == 1
-    with caplog.at_level(logging.WARNING, logger="ampoffset_dask.pipeline.run"):
-        summary = _run(str(copy), cat, client)
+    summary, warned = _superseding(good, copy, tmp_path / "cat", client, caplog)
     assert summary.n_flagged == 1
-    warned = [r.getMessage() for r in caplog.records if "another input" in r.getMessage()]
     assert warned == [f"visit {VISIT} detector R22_S00: recording as already corrected "
                       f"{copy}, whose row supersedes the catalog's current row, which came "
                       f"from another input: {good}"]
