@@ -594,21 +594,17 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 def _override_value(text: str) -> Any:
     """A ``--set`` value: JSON (``false``, ``10``, ``["BAD"]``), else a Python literal as LSST
     config files write them (``False``, ``None``, ``['BAD', 'SAT']``), else the text."""
+    from .config import _DuplicateKeyError, _unique_keys
+
     def twice(key: Any) -> CommandError:
         return CommandError(f"--set value {text!r}: the key {key!r} is given twice")
 
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:  # json keeps the last one without a word
-                raise twice(key)
-            out[key] = value
-        return out
-
-    try:
-        return json.loads(text, object_pairs_hook=unique)
+    try:  # as in a --config file, a JSON object naming a key twice is refused
+        return json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError:
         pass
+    except _DuplicateKeyError as exc:
+        raise twice(exc.args[0]) from None
     try:
         tree = ast.parse(text.strip(), mode="eval")
         value = ast.literal_eval(tree)

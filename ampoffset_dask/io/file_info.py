@@ -396,6 +396,16 @@ def _lsst_exposure_id(day: int, seq: int, controller: str | None) -> int | None:
     return (day + 10_000_000 * _CONTROLLERS.index(controller)) * 100000 + seq
 
 
+def earlier_lsst_visit(visit: int) -> int | None:
+    """The visit number versions before the controller was counted gave the LSST raw whose
+    visit is now ``visit`` (`_lsst_exposure_id`: its day_obs moved on 1000 years per
+    controller index), or None when ``visit`` is no shifted exposure id."""
+    shift = visit // (10_000_000 * 100000) - 2  # the controller's index: 20xx days are 2
+    if 1 <= shift < len(_CONTROLLERS):
+        return visit - shift * 10_000_000 * 100000
+    return None
+
+
 def _visit_problem(keys: Mapping[str, Any]) -> str:
     """Why a header with a visit keyword gives no visit number (`_visit_from` is None):
     its first such keyword holding something else than an integer; empty if none does."""

@@ -101,6 +101,9 @@ def check_kernels() -> None:
 #: The numeric settings a run reads, each with its kind and smallest value: checked up front
 #: (`check_settings`), since a worker or the run's tail would otherwise fail on them as an
 #: internal error after the catalog was opened.
+#: Smallest memory limit of a local cluster's worker.
+MIN_WORKER_MEMORY = 256 * 2**20
+
 _NUMBERS: dict[str, tuple[str, float]] = {
     "in-flight-per-thread": ("int", 1),
     "io-retries": ("int", 0),
@@ -109,7 +112,7 @@ _NUMBERS: dict[str, tuple[str, float]] = {
     "local.threads-per-worker": ("int", 1),
     # a byte size: the local cluster sizes its workers by it (no "auto", fraction or none);
     # below the floor local_cluster_size keeps, a nanny restarts its worker without end
-    "local.memory-limit-per-worker": ("bytes", 256 * 2**20),
+    "local.memory-limit-per-worker": ("bytes", MIN_WORKER_MEMORY),
     "max-decompressed-bytes": ("bytes", 1),
     "remote.merge-gap": ("bytes", 0),
     "remote.max-request": ("bytes", 1),

@@ -143,7 +143,7 @@ def local_cluster_size(
     if n_workers is None:
         n_workers = max(1, min(cores, available // max(limit, 1)))
         if n_workers * limit > available:
-            limit = max(256 * 2**20, available // n_workers)
+            limit = max(_config.MIN_WORKER_MEMORY, available // n_workers)
     return int(n_workers), int(limit)
 
 

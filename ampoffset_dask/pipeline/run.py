@@ -29,6 +29,7 @@ from ..catalog.schema import DONE, CatalogWriteError, DamagedCatalogError
 from ..catalog.writer import recorded_nothing
 from ..config import AmpOffsetConfig, as_config
 from ..errors import ClusterError, ConfigError, GeometryError, InputError
+from ..io.file_info import earlier_lsst_visit
 from ..io.paths import OUTPUT_MARKER, file_name, fits_stem, mark_output_folder, shortened
 from ..io.remote import (
     _ZIP_FRAGMENT,
@@ -801,14 +802,9 @@ def _check_visit_numbering(planned: Sequence[PlannedTask], writer: CatalogWriter
     ConfigError
         Naming how many inputs, one of them with both numbers, and what to do.
     """
-    found = []
-    for task in planned:
-        visit = task.visit
-        if task.error or task.detector is None or not isinstance(visit, int):
-            continue
-        shift = visit // 10**12 - 2  # the controller's index: day_obs moved 1000 years each
-        if 1 <= shift <= 5 and visit < 8 * 10**12:
-            found.append((task, visit - shift * 10**12))
+    found = [(task, earlier_lsst_visit(task.visit)) for task in planned
+             if not task.error and task.detector is not None and isinstance(task.visit, int)]
+    found = [(task, legacy) for task, legacy in found if legacy is not None]
     if not found:
         return
     try:
@@ -831,6 +827,17 @@ def _check_visit_numbering(planned: Sequence[PlannedTask], writer: CatalogWriter
             f"{task.visit} (LSST's exposure id, which counts the camera controller CONTRLLR, "
             "as a Butler does); rows under both numbers would be current: measure them into "
             "a new catalog")
+
+
+def _corrected_in_place(row: Any, task: PlannedTask) -> bool:
+    """Whether ``row`` is this catalog's in-place correction of the file ``task`` names: its
+    output is the file its input names (a symbolic link's target), and that file given by
+    another path (the link, or the target) is this input. Store objects are never
+    corrected in place."""
+    if not row.applied or is_url(task.path):
+        return False
+    return (row.output in (redact(task.path), os.path.realpath(task.path))
+            and row.output in (row.input, os.path.realpath(row.input)))
 
 
 def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter, done: set[str]
@@ -869,17 +876,14 @@ def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter, don
         row = current.get((task.visit, task.name))
         if row is None or row.status not in DONE:
             continue
-        path, real = redact(task.path), os.path.realpath(task.path)
         if (row.status == "ok" and row.run_id in forced and not row.applied
-                and row.input in (path, real) and writer.input_unchanged(row)):
+                and row.input in (redact(task.path), os.path.realpath(task.path))
+                and writer.input_unchanged(row)):
             kept[output_key(task)] = (task, row)  # a forced measurement of this file
-            continue
-        if not row.applied or is_url(task.path):  # store objects are never corrected in place
             continue
         if task.corrected_by and task.corrected_by not in started:
             continue  # corrected by another catalog's run
-        if row.output in (path, real) and row.output in (row.input,
-                                                         os.path.realpath(row.input)):
+        if _corrected_in_place(row, task):
             written.append((task, row, row.output))
     if written:
         still = _images_still_written(written, writer.path)
@@ -1053,11 +1057,7 @@ def _resumed(planned: Iterable[PlannedTask], writer: CatalogWriter, config: AmpO
             if row.input != path and row.status in DONE:
                 moved.append((task, row.input))
             continue
-        # in place, the row's output is the file its input names (a symbolic link's
-        # target): that file given by another path (the link, or the target) is this input
-        in_place = row.applied and not is_url(task.path) and (
-            row.output in (path, os.path.realpath(task.path))
-            and row.output in (row.input, os.path.realpath(row.input)))
+        in_place = _corrected_in_place(row, task)
         if row.input != path and not in_place:
             moved.append((task, row.input))  # flagged too: its row supersedes all the same
             continue
@@ -1180,14 +1180,20 @@ def _renewed_inputs(catalog: Path, runs: list[tuple[str, Any, dict[str, Any]]]
     return out
 
 
-def _run_options(catalog: Path) -> list[tuple[str, Any, dict[str, Any]]]:
+def _run_options(catalog: Path, *, recorded_only: bool = False
+                 ) -> list[tuple[str, Any, dict[str, Any]]]:
     """``(run id, start, options)`` of the catalog's runs, oldest first (options as
-    recorded, `RunOptions.to_record`; empty for a run recorded without readable ones)."""
+    recorded, `RunOptions.to_record`; empty for a run recorded without readable ones);
+    ``recorded_only``: without the runs that failed before recording a row
+    (`~ampoffset_dask.catalog.writer.recorded_nothing`)."""
     from ..catalog.read import arrow_table
 
     out = []
-    rows = arrow_table(catalog, "runs", columns=["run_id", "started", "options"]).to_pylist()
+    rows = arrow_table(catalog, "runs", columns=[
+        "run_id", "started", "options", "status", "n_ok", "n_flagged", "n_failed"]).to_pylist()
     for row in sorted(rows, key=lambda r: r["started"]):
+        if recorded_only and recorded_nothing(row):
+            continue
         try:
             options = json.loads(row["options"] or "{}")
         except ValueError:
@@ -1216,14 +1222,7 @@ def _check_same_measurement(catalog: Path, opts: RunOptions) -> None:
     """Refuse, as a changed config is refused (unless ``new_run``), a run whose overscan or
     gain option differs from the latest run's: resume would keep that run's pedestals beside
     this one's (ADU beside electrons, raw levels with and without their bias removed)."""
-    if opts.new_run:
-        return
-    from ..catalog.read import arrow_table
-
-    empty = {row["run_id"] for row in arrow_table(catalog, "runs", columns=[
-        "run_id", "status", "n_ok", "n_flagged", "n_failed"]).to_pylist()
-        if recorded_nothing(row)}
-    runs = [r for r in _run_options(catalog) if r[0] not in empty]
+    runs = [] if opts.new_run else _run_options(catalog, recorded_only=True)
     if not runs:
         return
     run_id, _, latest = runs[-1]
@@ -1329,19 +1328,19 @@ def execute(run: PreparedRun, client: Any = None) -> RunSummary:
         When the cluster cannot be started or reached.
     """
     opts, writer, summary = run.options, run.writer, run.summary
-    if run.options_record and _options_text(run.options) != run.options_record:
+    # changed since `prepare` recorded them: measuring with them would record rows under a
+    # config or options the runs table does not hold
+    digest = config_digest(run.config)
+    changed = [what for what, differs in (
+        ("options", run.options_record and _options_text(opts) != run.options_record),
+        ("config", run.config_digest and digest != run.config_digest)) if differs]
+    if changed:
+        detail = (f" (config digest {run.config_digest}, now {digest})"
+                  if "config" in changed else "")
         err = ConfigError(
-            f"{run.catalog}: the options of run {run.run_id} changed after prepare() recorded "
-            "them; nothing was measured: prepare the run again with the options to use")
-        _finish_stopped(run, err)
-        raise err
-    if run.config_digest and config_digest(run.config) != run.config_digest:
-        # ``run.config`` changed since `prepare` recorded it: measuring with it would record
-        # rows under a config the runs table does not hold
-        err = ConfigError(
-            f"{run.catalog}: the config of run {run.run_id} changed after prepare() recorded "
-            f"it (digest {run.config_digest}, now {config_digest(run.config)}); nothing was "
-            "measured: prepare the run again with the config to measure with")
+            f"{run.catalog}: the {' and '.join(changed)} of run {run.run_id} changed after "
+            f"prepare() recorded them{detail}; nothing was measured: prepare the run again "
+            "with those to use")
         _finish_stopped(run, err)
         raise err
     timings = summary.timings
