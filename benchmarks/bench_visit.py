@@ -4,11 +4,12 @@ Prints:
 
 1. detectors per second through `process` on a LocalCluster, against a
    `concurrent.futures.ProcessPoolExecutor` running the same per-detector function with the
-   same number of single-threaded processes (target ratio >= 0.9); every process of
-   either side first processes one full-size detector, so the figure is the steady
-   throughput, the files are read once beforehand (the page cache), and the two sides
-   run ``--repeat`` times each (3), in back-to-back pairs, compared as the ratio of their
-   medians and as the median of the pairs' ratios (which cancels the machine's drift);
+   same number of single-threaded processes and returning each result to its caller
+   (target ratio >= 0.9): one cluster and one pool, each of whose processes first
+   processes one full-size detector (so the figure is the steady throughput), run in
+   turn ``--repeat`` times each (9), in back-to-back pairs; the figure is the median of
+   the pairs' ratios, which cancels the machine's drift (the ratio of the two sides'
+   medians is printed too); the files are read once beforehand (the page cache);
 2. the speed-up of `process` from 1 to 2 workers (target >= 1.8x);
 3. the peak memory of a worker (target <= 1 GiB at one thread);
 4. the client's time and memory while streaming 10,000 tiny tasks through the bounded
@@ -129,9 +130,8 @@ def _own_cpu() -> float:
 
 
 def _task_with_peak(path: str, config: AmpOffsetConfig,
-                    camera: str | None = None) -> tuple[str, int, float, float]:
-    res = process_file(path, None, config, camera=camera)
-    return res.status, _peak_rss(), res.cpu_seconds, res.seconds
+                    camera: str | None = None) -> tuple[Any, int]:
+    return process_file(path, None, config, camera=camera), _peak_rss()
 
 
 def _tiny(i: int) -> int:
@@ -155,36 +155,50 @@ def simulate(workdir: Path, n: int, workers: int) -> list[Path]:
     return sim.paths
 
 
-def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: Path,
-                memory_limit: str, camera: str | None = None) -> tuple[float, list[int]]:
-    """Seconds of `process` on a fresh local cluster made as `process` makes it (each
-    worker warmed up on the first file), and the workers' peak RSS."""
-    me = psutil.Process()
+@contextlib.contextmanager
+def warm_cluster(paths: list[Path], workers: int, config: AmpOffsetConfig,
+                 memory_limit: str) -> Iterator[Any]:
+    """A client of a fresh local cluster made as `process` makes it, each worker warmed up
+    on the first file."""
     with get_client(f"local:{workers}", memory_limit=memory_limit) as client:
         # As tasks, not `client.run`: the task thread's own malloc arena and thread-local
         # buffers are what the first detector warms up.
         client.gather([client.submit(_warm, str(paths[0]), config, workers=[addr], pure=False,
                                      allow_other_workers=False)
                        for addr in client.scheduler_info()["workers"]])
-        shutil.rmtree(out, ignore_errors=True)
-        cpu0 = (_cpu(me), sum(client.run(_own_cpu).values()))
-        t0 = time.perf_counter()
-        summary = process(paths, out, client=client, config=config, progress=False,
-                          camera=camera)
-        seconds = time.perf_counter() - t0
-        cpu1 = (_cpu(me), sum(client.run(_own_cpu).values()))
-        assert summary.n_ok == len(paths), summary
-        peaks = list(client.run(_peak_rss).values())
+        yield client
+
+
+def process_once(client: Any, paths: list[Path], config: AmpOffsetConfig, out: Path,
+                 camera: str | None = None) -> float:
+    """Seconds of one `process` of ``paths`` into a new catalog ``out`` on ``client``."""
+    me = psutil.Process()
+    workers = len(client.scheduler_info()["workers"])
+    shutil.rmtree(out, ignore_errors=True)
+    cpu0 = (_cpu(me), sum(client.run(_own_cpu).values()))
+    t0 = time.perf_counter()
+    summary = process(paths, out, client=client, config=config, progress=False, camera=camera)
+    seconds = time.perf_counter() - t0
+    cpu1 = (_cpu(me), sum(client.run(_own_cpu).values()))
+    assert summary.n_ok == len(paths), summary
     det = read_catalog(out, "detectors")
     busy = det["seconds"].sum() / (workers * seconds)
-    print(f"    process() on {workers} worker(s): {seconds:.1f} s; "
+    print(f"    process() on {workers} worker(s): {seconds:.2f} s; "
           f"{det['cpu_seconds'].mean():.2f} CPU s per detector; workers busy {100 * busy:.0f}% "
           f"of the time (task seconds / (workers x wall time))")
     # CPU spent outside the tasks competes with them for the cores: the client's process
-    # (planning, catalog, and a LocalCluster's scheduler and nannies) and the workers' own.
+    # (planning, catalog, and a LocalCluster's scheduler) and the workers' own.
     print(f"      CPU besides the tasks' threads: client process {cpu1[0] - cpu0[0]:.2f} s, "
           f"workers {cpu1[1] - cpu0[1] - det['cpu_seconds'].sum():.2f} s")
-    return seconds, peaks
+    return seconds
+
+
+def run_process(paths: list[Path], workers: int, config: AmpOffsetConfig, out: Path,
+                memory_limit: str, camera: str | None = None) -> tuple[float, list[int]]:
+    """Seconds of `process` on a fresh, warmed local cluster, and the workers' peak RSS."""
+    with warm_cluster(paths, workers, config, memory_limit) as client:
+        seconds = process_once(client, paths, config, out, camera)
+        return seconds, list(client.run(_peak_rss).values())
 
 
 @contextlib.contextmanager
@@ -216,13 +230,12 @@ def pool_of(workers: int, pin: bool) -> Iterator[ProcessPoolExecutor]:
                 os.environ[k] = v
 
 
-def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
-             camera: str | None = None) -> tuple[float, int, float]:
-    """Seconds of a ProcessPoolExecutor running process_file (each process warmed up on the
-    first file), peak RSS, and the mean seconds of one detector inside the pool. Its
-    processes are pinned to one BLAS thread, as dask's workers are: both sides run the
-    same single-threaded code.
-    """
+@contextlib.contextmanager
+def warm_pool(paths: list[Path], workers: int, config: AmpOffsetConfig
+              ) -> Iterator[ProcessPoolExecutor]:
+    """A ProcessPoolExecutor whose processes are pinned to one BLAS thread, as dask's
+    workers are (both sides run the same single-threaded code), each warmed up on the
+    first file."""
     import multiprocessing
 
     with pool_of(workers, pin=True) as pool, \
@@ -231,16 +244,23 @@ def run_pool(paths: list[Path], workers: int, config: AmpOffsetConfig,
         for f in [pool.submit(_warm_once, str(paths[0]), config, barrier)
                   for _ in range(workers)]:
             f.result()
-        t0 = time.perf_counter()
-        results = list(pool.map(_task_with_peak, [str(p) for p in paths],
-                                [config] * len(paths), [camera] * len(paths)))
-        seconds = time.perf_counter() - t0
-    assert all(r[0] == "ok" for r in results), results
-    cpu = sum(r[2] for r in results) / len(results)
-    per = sum(r[3] for r in results) / len(results)
-    print(f"    ProcessPoolExecutor on {workers} pinned "
-          f"process(es): {seconds:.1f} s; {per:.2f} s and {cpu:.2f} CPU s per detector")
-    return seconds, max(r[1] for r in results), per
+        yield pool
+
+
+def pool_once(pool: ProcessPoolExecutor, paths: list[Path], config: AmpOffsetConfig,
+              camera: str | None = None) -> tuple[float, int]:
+    """Seconds of ``pool`` running process_file over ``paths``, and its processes' peak
+    RSS. Each result comes back to this process, as `process` gets each one."""
+    t0 = time.perf_counter()
+    results = list(pool.map(_task_with_peak, [str(p) for p in paths],
+                            [config] * len(paths), [camera] * len(paths)))
+    seconds = time.perf_counter() - t0
+    assert all(r[0].status == "ok" for r in results), [r[0].error for r in results]
+    cpu = sum(r[0].cpu_seconds for r in results) / len(results)
+    per = sum(r[0].seconds for r in results) / len(results)
+    print(f"    ProcessPoolExecutor on {pool._max_workers} pinned process(es): {seconds:.2f} s; "
+          f"{per:.2f} s and {cpu:.2f} CPU s per detector")
+    return seconds, max(r[1] for r in results)
 
 
 def _timed_in_pair(path: str, config: AmpOffsetConfig, barrier: Any) -> float:
@@ -416,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny-in-flight", type=int, action="append", default=None,
                         help="bound(s) for test 4 (default: the pipeline's default, and 64)")
     parser.add_argument("--memory-limit", default="3GiB", help="per-worker limit")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of each side in test 1 (the median is compared)")
+    parser.add_argument("--repeat", type=int, default=9,
+                        help="runs of each side in test 1, in back-to-back pairs")
     parser.add_argument("--rounds", type=int, default=24,
                         help="alternating rounds of test 6 (one detector alone, then two)")
     parser.add_argument("--camera", default=None,
@@ -441,26 +461,28 @@ def main(argv: list[str] | None = None) -> int:
         _warm_client(paths[0], workdir)
         _read_through(paths)
 
-        # In turn, process / pool / pool / process / process / pool..., so drift in the
-        # machine's speed (and which side first gets memory the others freed) weighs on both
-        # alike; a run of ~3 s moves by several percent on a busy machine, so the figure is
-        # the ratio of the medians of --repeat runs each.
+        # One warmed cluster and one warmed pool, run in turn back to back (process / pool
+        # / pool / process / process / pool...): this machine's speed drifts by tens of
+        # percent within a minute, so each pair's ratio is the figure, and drift within a
+        # pair (~6 s) weighs on both sides alike. Each side is idle while the other runs;
+        # an idle cluster's scheduler and workers take ~1% of a core.
         cam = args.camera
         t_dask_runs: list[float] = []
         t_pool_runs: list[float] = []
-        peaks: list[int] = []
         peak_pool = 0
-        for k in range(2 * args.repeat):
-            if (k % 4) in (0, 3):
-                t, p = run_process(paths, w, config, workdir / "cat-n", args.memory_limit, cam)
-                t_dask_runs.append(t)
-                peaks += p
-            else:
-                t, p, _ = run_pool(paths, w, config, camera=cam)
-                t_pool_runs.append(t)
-                peak_pool = max(peak_pool, p)
+        with warm_cluster(paths, w, config, args.memory_limit) as client, \
+                warm_pool(paths, w, config) as pool:
+            for k in range(2 * args.repeat):
+                if (k % 4) in (0, 3):
+                    t_dask_runs.append(process_once(client, paths, config,
+                                                    workdir / "cat-n", cam))
+                else:
+                    t, p = pool_once(pool, paths, config, camera=cam)
+                    t_pool_runs.append(t)
+                    peak_pool = max(peak_pool, p)
+            peaks = list(client.run(_peak_rss).values())
         t_dask, t_pool = statistics.median(t_dask_runs), statistics.median(t_pool_runs)
-        print(f"\n[1] {n} detectors, {w} single-threaded processes, median of {args.repeat} "
+        print(f"\n[1] {n} detectors, {w} single-threaded processes, {args.repeat} "
               f"runs each in turn (1-min load average now {os.getloadavg()[0]:.1f}; other "
               "jobs skew the figures)")
         print(f"    process():           {t_dask:6.1f} s  {n / t_dask:.3f} det/s  (runs: "
@@ -470,9 +492,11 @@ def main(argv: list[str] | None = None) -> int:
         # runs 2i and 2i+1 are back to back, one of each side: their ratios cancel the
         # drift that the medians of runs a minute apart keep
         paired = [p / d for d, p in zip(t_dask_runs, t_pool_runs, strict=True)]
-        print(f"    ratio of the medians {t_pool / t_dask:.2f}; median of the {len(paired)} "
-              f"back-to-back pairs' ratios {statistics.median(paired):.2f} (pairs: "
-              + ", ".join(f"{r:.2f}" for r in paired) + ") (target >= 0.9)")
+        q = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+        print(f"    median of the {len(paired)} back-to-back pairs' ratios "
+              f"{statistics.median(paired):.2f} (quartiles {q[0]:.2f}-{q[2]:.2f}; pairs: "
+              + ", ".join(f"{r:.2f}" for r in paired) + ") (target >= 0.9); ratio of the "
+              f"medians {t_pool / t_dask:.2f}")
 
         t_one, peaks_one = run_process(paths, 1, config, workdir / "cat-1", args.memory_limit)
         print(f"\n[2] process() with 1 worker: {t_one:.1f} s ({n / t_one:.3f} det/s); "
