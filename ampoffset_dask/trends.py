@@ -12,8 +12,13 @@ level across visits is the sensitive gain test on sky images. Change points are 
 the series with the gain term removed: a visit is a jump when it and the next visit both
 differ, in the same direction, by more than ``k`` sigma from the robust (median) level of
 the preceding visits of the segment; sigma is the larger of the series' robust
-point-to-point scatter and the typical pedestal error. Model and change points are refined
-together a few times (the fit uses Tukey weights, so a jump does not bias ``gamma``).
+point-to-point scatter and the typical pedestal error. The first scan removes the gain
+term of the visit-to-visit differences (a step moves only one of them; a gain fitted to the
+levels before the jumps are known would absorb part of a step and hide it); then model and
+change points are refined together a few times (the fit uses Tukey weights, so a jump does
+not bias ``gamma``). A jump near the threshold can be seen with one gain estimate and not
+with the next: such a cycle keeps the jumps of both, and the summary's coefficients are
+always those of the fit with the reported jumps.
 
 `read_series` reads a catalog, `find_trends` analyses a table, `write_trends` writes the
 Parquet tables and plots; ``ampoffset-dask trends CATALOG`` does all three.
@@ -194,43 +199,42 @@ def amp_trend(visits: np.ndarray, pedestal: np.ndarray, level: np.ndarray | None
     use_level = level is not None and np.ptp(level) > 0
     lev = (np.asarray(level, dtype=np.float64) - np.mean(level)) if use_level else None
     tc = t - t.mean()
-    jumps: list[int] = []
-    coef = cov = None
-    sigma = floor
+    # First scan: a gain fitted before the jumps are known absorbs part of a step (sky
+    # levels are random over visits), hiding it; the gain of the visit-to-visit
+    # differences is not biased by a step (one difference, down-weighted as an outlier).
+    gamma = _difference_gain(p, lev, floor) if use_level else None
+    r = p if gamma is None else p - lev * gamma
+    sigma = _scatter(r, floor)
+    new = _change_points(r, sigma, k, window)
     w = np.ones(n)
+    fitted: list[list[int]] = []
     for _ in range(iterations):
-        seg = np.searchsorted(np.asarray(jumps, dtype=int), np.arange(n), side="right")
-        cols = [(seg == s).astype(np.float64) for s in range(len(jumps) + 1)]
-        if n > len(cols) + 2:
-            cols.append(tc)
-        if use_level and n > len(cols) + 2:
-            cols.append(lev)
-        design = np.column_stack(cols)
-        for _ in range(5):  # Tukey reweighting
-            coef, cov = _wls(design, p, w)
-            resid = p - design @ coef
-            scale = max(_MAD * float(np.median(np.abs(resid))), floor, 1e-12)
-            u = resid / (4.685 * scale)
-            w = np.where(np.abs(u) < 1, (1 - u * u) ** 2, 0.0)
+        cycle = new in fitted
+        if cycle:
+            # A jump near the threshold, seen with one gain estimate and not with the
+            # other: keep every jump of the cycle (each was found at k sigma), fit once more.
+            new = sorted(set().union(*fitted[fitted.index(new):]))
+        jumps = new
+        fitted.append(jumps)
+        design, coef, cov, w = _fit_segments(p, tc, lev, jumps, w, floor)
+        n_seg = len(jumps) + 1
+        has_gain = design.shape[1] > n_seg + 1
         # Change points on the series minus the gain term only: a drift term fitted
         # before the jumps are known would absorb part of them; the running level
         # follows a slow drift anyway.
-        r = p - lev * coef[-1] if use_level and design.shape[1] > len(jumps) + 2 else p
-        # Point-to-point scatter is blind to level changes: one jump moves one difference.
-        diffs = np.diff(r)
-        sigma = max(_MAD * float(np.median(np.abs(diffs))) / math.sqrt(2.0) if n > 2 else 0.0,
-                    floor)
+        r = p - lev * coef[-1] if has_gain else p
+        sigma = _scatter(r, floor)
         new = _change_points(r, sigma, k, window)
-        if new == jumps:
+        if new == jumps or cycle:
             break
-        jumps = new
-    n_seg = len(jumps) + 1
+    # Unsettled after ``iterations`` passes, ``jumps`` are still those of the last fit, so
+    # the coefficients read below are the columns they name.
     kept = w > 0
     dof = max(int(kept.sum()) - design.shape[1], 1)
     chi2 = float(np.sum(w * (p - design @ coef) ** 2)) / dof / max(sigma, 1e-12) ** 2
     cov = cov * max(sigma, 1e-12) ** 2 * max(chi2, 1.0)
     names = ["seg"] * n_seg + (["drift"] if design.shape[1] > n_seg else [])
-    if design.shape[1] > len(names):
+    if has_gain:
         names.append("gain")
     idx = {name: i for i, name in enumerate(names) if name != "seg"}
     drift = float(coef[idx["drift"]]) if "drift" in idx else math.nan
@@ -240,6 +244,58 @@ def amp_trend(visits: np.ndarray, pedestal: np.ndarray, level: np.ndarray | None
     flags = np.zeros(n, dtype=bool)
     flags[jumps] = True
     return AmpTrend(flags, gain, gain_err, drift, drift_err, sigma, design @ coef)
+
+
+def _tukey_fit(design: np.ndarray, y: np.ndarray, w: np.ndarray, floor: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tukey-reweighted least squares from weights ``w``: coefficients, covariance (unit
+    variance) and the final weights; ``floor`` bounds the robust scale from below."""
+    coef = cov = None
+    for _ in range(5):
+        coef, cov = _wls(design, y, w)
+        resid = y - design @ coef
+        scale = max(_MAD * float(np.median(np.abs(resid))), floor, 1e-12)
+        u = resid / (4.685 * scale)
+        w = np.where(np.abs(u) < 1, (1 - u * u) ** 2, 0.0)
+    return coef, cov, w
+
+
+def _fit_segments(p: np.ndarray, tc: np.ndarray, lev: np.ndarray | None, jumps: list[int],
+                  w: np.ndarray, floor: float
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fit one level per segment (a segment starts at each of ``jumps``), then a drift
+    along ``tc`` and a gain along ``lev`` while the visits outnumber the columns by more
+    than 2: the design, coefficients, covariance and Tukey weights."""
+    n = p.shape[0]
+    seg = np.searchsorted(np.asarray(jumps, dtype=int), np.arange(n), side="right")
+    cols = [(seg == s).astype(np.float64) for s in range(len(jumps) + 1)]
+    if n > len(cols) + 2:
+        cols.append(tc)
+    if lev is not None and n > len(cols) + 2:
+        cols.append(lev)
+    design = np.column_stack(cols)
+    coef, cov, w = _tukey_fit(design, p, w, floor)
+    return design, coef, cov, w
+
+
+def _difference_gain(p: np.ndarray, lev: np.ndarray, floor: float) -> float | None:
+    """The gain slope of the visit-to-visit differences (a drift is their constant): a step
+    moves one difference only, which the Tukey weights drop. None with too few visits."""
+    dp, dl = np.diff(p), np.diff(lev)
+    if dp.shape[0] < 5 or np.ptp(dl) <= 0:
+        return None
+    design = np.column_stack([np.ones_like(dl), dl])
+    # A difference holds two visits' noise.
+    coef, _, _ = _tukey_fit(design, dp, np.ones_like(dp), floor * math.sqrt(2.0))
+    return float(coef[1])
+
+
+def _scatter(r: np.ndarray, floor: float) -> float:
+    """Robust point-to-point scatter of ``r`` (blind to level changes: one jump moves one
+    difference), at least ``floor``."""
+    n = r.shape[0]
+    return max(_MAD * float(np.median(np.abs(np.diff(r)))) / math.sqrt(2.0) if n > 2 else 0.0,
+               floor)
 
 
 def _series_order(table: Any) -> np.ndarray:
@@ -257,6 +313,54 @@ def _series_order(table: Any) -> np.ndarray:
         key = key * max(len(uniques), 1) + codes
         span *= max(len(uniques), 1)
     return np.argsort(key, kind="stable")
+
+
+def _numeric_visits(visits: Any) -> Any:
+    """The ``visit`` column as numbers (categories holding numbers, or numeric strings, are
+    converted), so that the series follow the visits' order, not their category's."""
+    import pandas as pd
+
+    if isinstance(visits.dtype, pd.CategoricalDtype):
+        visits = visits.astype(visits.cat.categories.dtype)
+    if pd.api.types.is_numeric_dtype(visits):
+        return visits
+    try:
+        return pd.to_numeric(visits)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"trends: the pedestal table's visit column is not numeric: {exc}"
+                         ) from exc
+
+
+def _refuse_repeated_rows(df: Any) -> None:
+    """Refuse a sorted table with several rows of one (visit, detector, amp): each would be a
+    separate point of its series (a catalog's history rows, ``all_rows=True``)."""
+    same = np.zeros(len(df), dtype=bool)
+    if len(df) > 1:
+        same[1:] = True
+        for column in ("detector", "amp", "visit"):
+            values = df[column].to_numpy()
+            same[1:] &= values[1:] == values[:-1]
+    if same.any():
+        row = df.iloc[int(np.flatnonzero(same)[0])]
+        raise InputError(
+            f"trends: the pedestal table has {int(same.sum())} repeated (visit, detector, amp) "
+            f"row(s), e.g. visit {row['visit']} {row['detector']} {row['amp']}: each would be a "
+            "separate point of the series; pass the current rows (read_catalog's default, "
+            "not all_rows=True)")
+
+
+def _match_amp(names: Any, amp: str, where: str) -> str:
+    """The amp of ``names`` called ``amp``: the same name, else the one name equal to it
+    ignoring case (``c10`` for ``C10``, as detector names are matched); ``amp`` itself when
+    none is. Raises InputError, naming ``where``, when several names match ignoring case."""
+    names = [str(n) for n in names if n is not None]
+    if amp in names:
+        return amp
+    folded = sorted({n for n in names if n.casefold() == amp.casefold()})
+    if len(folded) > 1:
+        raise InputError(f"{where}: amp {amp!r} is ambiguous: it matches {folded} ignoring "
+                         "case; give the exact name")
+    return folded[0] if folded else amp
 
 
 def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
@@ -288,13 +392,18 @@ def find_trends(table: Any, *, k: float = 4.0, window: int = 8,
     missing = need - set(table.columns)
     if missing:
         raise InputError(f"trends: the pedestal table lacks column(s) {sorted(missing)}")
+    # The visit axis in number order: a table read with pandas.read_parquet holds the
+    # hive-partition visit as a category in string order (1, 10, 11, ..., 2).
+    table = table.assign(visit=_numeric_visits(table["visit"]))
     df = table.take(_series_order(table)).reset_index(drop=True)
+    _refuse_repeated_rows(df)
     if "pedestal_err" not in df:
         df["pedestal_err"] = np.nan
     if "level" not in df:
         df["level"] = np.nan
     if amp is not None:
-        df = df[df["amp"] == amp].reset_index(drop=True)
+        name = _match_amp(df["amp"].unique(), amp, "trends: the pedestal table")
+        df = df[df["amp"] == name].reset_index(drop=True)
         if df.empty:
             raise InputError(f"trends: no amp {amp!r} in the pedestal table")
     # Sorted, so each amp's series is one slice: no per-group pandas indexing.
@@ -376,20 +485,32 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
                        columns=["visit", "detector", "amp", "pedestal", "pedestal_err", "level"],
                        detectors=None if detector is None else [detector])
     if amp is not None:
+        amp = _match_amp(pc.unique(tab["amp"]).to_pylist(), amp, str(root))
         tab = tab.filter(pc.equal(tab["amp"], amp))
+    what = " ".join(str(x) for x in (detector, amp) if x is not None)
+    what = f" for {what}" if what else ""
     unit, unmeasured = _check_one_measurement(root, detector)
     if unmeasured:
         # header pedestals of already corrected files: not their row's run's measurement
         # (another configuration's, another catalog's), no point of this series
         keys = pc.binary_join_element_wise(pc.cast(tab["visit"], "string"), tab["detector"],
                                            "\t")
-        tab = tab.filter(pc.invert(pc.is_in(keys, value_set=pa.array(
-            [f"{v}\t{d}" for v, d in sorted(unmeasured)]))))
+        header = pc.is_in(keys, value_set=pa.array(
+            [f"{v}\t{d}" for v, d in sorted(unmeasured)]))
+        n_left = len(set(zip(tab["visit"].filter(header).to_pylist(),
+                             tab["detector"].filter(header).to_pylist(), strict=True)))
+        kept = tab.filter(pc.invert(header))
+        if kept.num_rows == 0 and n_left:
+            raise InputError(
+                f"{root}: no measured pedestals{what}: all {n_left} detector-visit(s) were left "
+                "out as already-corrected header pedestals (flagged: the files were already "
+                "corrected when the run read them, their headers' pedestals were recorded, "
+                "not measured); measure the original, uncorrected files to follow them")
+        tab = kept
         logger.info("%s: %d already corrected detector-visit(s) left out (header pedestals, "
-                    "not measured)", root, len(unmeasured))
+                    "not measured)", root, n_left)
     if tab.num_rows == 0:
-        what = " ".join(x for x in (detector, amp) if x is not None)
-        raise InputError(f"{root}: no pedestals" + (f" for {what}" if what else ""))
+        raise InputError(f"{root}: no pedestals{what}")
     df = tab.to_pandas()
     df.attrs["unit"] = unit  # pandas carries it to find_trends' series (the plot's axis)
     return df
