@@ -27,8 +27,9 @@ from .errors import GeometryError, InputError
 from .geometry import Amplifier, Detector
 from .masks import DEFAULT_MASK_PLANES
 
-__all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "carries_mask", "detector_frame",
-           "is_exposure_like", "mask_words", "register_direct_reader"]
+__all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "carries_mask", "dataset_metadata",
+           "detector_frame", "frame_array", "is_exposure_like", "mask_words",
+           "register_direct_reader"]
 
 #: ``finder(array)`` -> an object to read regions from instead of ``array`` (same shape,
 #: dtype and values), or None for arrays it does not know.
@@ -163,8 +164,9 @@ class ExposureParts(NamedTuple):
         Plane name -> bit (None: afw's defaults apply).
     metadata : mapping or None
         Where LSST's ``LSST ISR AMPOFFSET ...`` keys go: our `Exposure`'s ``metadata`` dict,
-        an afw ``PropertyList``, a Dataset's ``attrs["ampoffset_metadata"]``; None when the
-        object has none (an opened file, a tuple).
+        an afw ``PropertyList``; for a Dataset, a new dict of the keys its
+        ``attrs["ampoffset_metadata"]`` holds (`dataset_metadata`); None when the object has
+        none (an opened file, a tuple, a Dataset without the attribute).
     """
 
     image: Any
@@ -177,11 +179,13 @@ class ExposureParts(NamedTuple):
 def detector_frame(ds: Any, detector: Detector | None) -> Any:
     """Dataset ``ds`` with its pixels in ``detector``'s frame (see `as_exposure_parts`); the
     same object when they already are. Pixels are taken by position, so an xarray reordering
-    would otherwise put each amp's pedestal on another amp. Without a detector, the
-    Dataset's own sizes stand for the detector's."""
-    dims = tuple(ds["image"].dims)
-    if set(dims) == {"y", "x"} and dims != ("y", "x"):
-        ds = ds.transpose("y", "x", ...)
+    would otherwise put each amp's pedestal on another amp. Every variable with both ``y``
+    and ``x`` dimensions is put in ``(y, x)`` order (a mask stored ``(x, y)`` beside a
+    ``(y, x)`` image too). Without a detector, the Dataset's own sizes stand for the
+    detector's."""
+    if any({"y", "x"} <= set(v.dims) and tuple(d for d in v.dims if d in ("y", "x"))
+           != ("y", "x") for v in ds.data_vars.values()):
+        ds = ds.transpose("y", "x", ...)  # each variable with both dims: y, x, then the rest
     if detector is None:
         name = ds.attrs.get("detector", "detector")
         shape = tuple(ds.sizes.get(dim, -1) for dim in ("y", "x"))
@@ -201,6 +205,70 @@ def detector_frame(ds: Any, detector: Detector | None) -> Any:
             "along its pixels, so they are not in the detector frame; sort it "
             f"(ds.sortby({dim!r})) or measure arrays in the detector frame")
     return ds
+
+
+def _is_data_array(obj: Any) -> bool:
+    """An xarray DataArray (duck-typed: no xarray import)."""
+    return hasattr(obj, "dims") and hasattr(obj, "variable") and hasattr(obj, "to_dataset")
+
+
+def frame_array(array: Any, detector: Detector | None = None, name: str | None = None) -> Any:
+    """The pixels of ``array`` in the detector frame, as `detector_frame` puts a Dataset's.
+
+    An xarray DataArray with ``y``/``x`` dimensions is transposed to ``(y, x)`` and sorted
+    back by its ``y``/``x`` coordinates where they reorder the pixel indices, as the
+    ``image`` of a Dataset is; its data (or a direct reader of it, see
+    `register_direct_reader`) is returned. A DataArray without those dimensions (``dim_0``,
+    ``dim_1``) is taken by position, as a numpy array is; anything else is returned as it is.
+
+    Parameters
+    ----------
+    array : array_like
+        Image or mask plane (numpy, dask, xarray or lazy array).
+    detector : Detector, optional
+        Geometry the plane belongs to (its name and size); the plane's own sizes otherwise.
+    name : str, optional
+        Detector name for the error messages when ``detector`` is not given.
+
+    Raises
+    ------
+    GeometryError
+        For ``y``/``x`` coordinates that do not increase and are not a reordering of the
+        pixel indices.
+    """
+    if not _is_data_array(array):
+        return array
+    if not {"y", "x"} & set(array.dims):
+        return array.data
+    ds = array.to_dataset(name="image", promote_attrs=False)
+    if detector is None:
+        ds.attrs["detector"] = name or "?"
+    return _direct(detector_frame(ds, detector)["image"].data)
+
+
+def dataset_metadata(value: Any) -> dict[str, Any] | None:
+    """A Dataset's ``attrs["ampoffset_metadata"]`` as a new dict (None when absent).
+
+    `AmpOffsetTask.run` stores LSST's keys there as a JSON object (a string, so that
+    ``to_netcdf`` writes the Dataset); a dict put there by other code is copied.
+
+    Raises
+    ------
+    InputError
+        For a value that is neither a mapping nor a JSON object.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise InputError(f"the Dataset's 'ampoffset_metadata' attribute is not JSON: "
+                             f"{exc}") from exc
+    if not isinstance(value, Mapping):
+        raise InputError("the Dataset's 'ampoffset_metadata' attribute must be a JSON object "
+                         f"of LSST's keys, got a {type(value).__name__}")
+    return dict(value)
 
 
 def is_exposure_like(obj: Any) -> bool:
@@ -239,17 +307,19 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
         `ampoffset_dask.open_exposure` (``image``/``mask`` variables, JSON ``geometry`` and
         ``mask_planes`` attributes); an object with ``.image.array``, ``.mask.array``,
         ``.getDetector()`` (amps with ``getName()``/``getBBox()``) and ``.getMetadata()``;
-        ``(image, mask, detector[, mask_planes])``; or an astropy ``CCDData``/``NDData`` or
-        numpy ``MaskedArray`` (mask non-zero = ``BAD``, as ``CCDData`` has it; no geometry).
+        ``(image, mask, detector[, mask_planes])`` (xarray DataArrays with ``y``/``x``
+        dimensions put in the detector frame, `frame_array`); or an astropy
+        ``CCDData``/``NDData`` or numpy ``MaskedArray`` (mask non-zero = ``BAD``, as
+        ``CCDData`` has it; no geometry).
     mask_planes : mapping, optional
         Planes for objects that do not carry their own (tuples of three, and arrays with a
         mask of their own, whose masked pixels get its ``BAD`` bit).
     writes_metadata : bool
-        The caller writes metadata: a Dataset gets its own ``ampoffset_metadata`` attribute
-        (a copy of the one it has, if any: xarray's copies of a Dataset share their
+        The caller writes metadata: a Dataset gets its own ``ampoffset_metadata`` attribute,
+        a dict (a copy of the keys it has, if any: xarray's copies of a Dataset share their
         attributes' values, and the keys written for one must not appear on the others);
-        otherwise the Dataset is left untouched, and its parts' metadata is the attribute
-        or None.
+        otherwise the Dataset is left untouched, and its parts' metadata is a copy of the
+        attribute's keys or None.
 
     Returns
     -------
@@ -276,7 +346,10 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
                              f"got {len(obj)} items")
         image, mask, detector, *rest = obj
         planes = _planes(rest[0] if rest else mask_planes)
-        return ExposureParts(image, mask_words(mask, planes, _name(detector)), detector,
+        name = _name(detector)
+        frame = detector if isinstance(detector, Detector) else None
+        return ExposureParts(frame_array(image, frame, name),
+                             mask_words(frame_array(mask, frame, name), planes, name), detector,
                              planes, None)
     if hasattr(obj, "data_vars"):  # xarray Dataset from open_exposure
         if "image" not in obj.data_vars:
@@ -287,9 +360,9 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
                     if "geometry" in obj.attrs else None)
         planes = obj.attrs.get("mask_planes", mask_planes)
         planes = _planes(json.loads(planes) if isinstance(planes, str) else planes)
+        metadata = dataset_metadata(obj.attrs.get("ampoffset_metadata"))
         if writes_metadata:
-            obj.attrs["ampoffset_metadata"] = dict(obj.attrs.get("ampoffset_metadata") or {})
-        metadata = obj.attrs.get("ampoffset_metadata")
+            metadata = obj.attrs["ampoffset_metadata"] = metadata or {}
         framed = detector_frame(obj, detector)
         name = detector.name if detector is not None else obj.attrs.get("detector", "?")
         mask = (mask_words(_direct(framed["mask"].data), planes, name)
@@ -353,15 +426,25 @@ def mask_words(mask: Any, planes: Mapping[str, int] | None, name: str) -> Any:
     """
     if mask is None:
         return None
-    if hasattr(mask, "dims") and hasattr(mask, "variable"):  # an xarray DataArray
-        mask = mask.data
+    if _is_data_array(mask):  # labelled y/x: put in the frame, as a Dataset's mask
+        mask = frame_array(mask, name=name)
     dtype = getattr(mask, "dtype", None)
     dtype = np.asarray(mask).dtype if dtype is None else np.dtype(dtype)
     if dtype.kind in "iu" and dtype.itemsize >= 4:
         return mask  # what the kernels take as it is (int32 from every reader)
     if dtype.kind == "b":
-        bit = (DEFAULT_MASK_PLANES if planes is None else planes).get("BAD", 0)
-        return _convert(mask, lambda m: np.left_shift(m.astype(np.int32), bit), np.int32)
+        bit = (DEFAULT_MASK_PLANES if planes is None else planes).get("BAD")
+        if bit is not None:
+            return _convert(mask, lambda m: np.left_shift(m.astype(np.int32), bit), np.int32)
+
+        def unmarkable(m: np.ndarray) -> np.ndarray:
+            # as `Exposure` refuses a masked array's pixels: no plane would mark them
+            if np.asarray(m).any():
+                raise InputError(f"detector {name!r}: the mask is boolean (True = BAD), but "
+                                 "mask_planes has no BAD plane to mark its pixels in; give "
+                                 "integer mask bits or mask_planes with a BAD plane")
+            return np.zeros(np.shape(m), np.int32)
+        return _convert(mask, unmarkable, np.int32)
     if dtype.kind in "iu":
         # a signed word is its bit pattern: int8 -128 is bit 7 alone, which sign extension
         # made bits 7-31 (NO_DATA among them)

@@ -9,6 +9,7 @@ computation is delegated to `ampoffset_dask.algorithm`. ``run`` accepts whatever
 
 from __future__ import annotations
 
+import json
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from .exposure import (
     ExposureParts,
     as_amplifier,
     as_exposure_parts,
+    dataset_metadata,
     detector_frame,
     detector_from_amps,
 )
@@ -84,7 +86,9 @@ class AmpOffsetTask(Task):
         Parameters
         ----------
         exposure : Exposure, xarray.Dataset or afw-like exposure
-            Assembled, trimmed post-ISR exposure.
+            Assembled, trimmed post-ISR exposure. LSST's ``LSST ISR AMPOFFSET ...`` keys go
+            into its metadata; a Dataset's ``attrs["ampoffset_metadata"]`` holds them as a
+            JSON object string (``json.loads`` reads it; ``to_netcdf`` writes it).
 
         Returns
         -------
@@ -126,7 +130,7 @@ class AmpOffsetTask(Task):
         if hasattr(exposure, "data_vars"):
             # a new dict: xarray's copies of a Dataset share their attributes' values, and
             # the keys recorded for this one must not appear on the others
-            metadata = dict(exposure.attrs.get("ampoffset_metadata") or {})
+            metadata = dataset_metadata(exposure.attrs.get("ampoffset_metadata")) or {}
         if metadata is not None:
             # a FITS header holds no NaN (an interface without valid edge samples)
             cards = (header_metadata_comments if hasattr(metadata, "cards")
@@ -134,7 +138,9 @@ class AmpOffsetTask(Task):
             for key, (value, comment) in cards.items():
                 _set_metadata(metadata, key, value, comment)
         if hasattr(exposure, "data_vars"):
-            exposure.attrs["ampoffset_metadata"] = metadata
+            # a JSON string: netCDF attributes take no dicts (nor booleans), and
+            # ds.to_netcdf must keep working after a run
+            exposure.attrs["ampoffset_metadata"] = json.dumps(metadata, default=_json_scalar)
         self.metadata.update(task_metadata(result))
         return Struct(pedestals=result.pedestals, interfaces=list(result.interfaces),
                       measurement=result)
@@ -217,6 +223,13 @@ class AmpOffsetTask(Task):
 def _lengths(amps) -> dict[int, int]:
     a = as_amplifier(amps[0])
     return {0: a.width, 1: a.height, 2: a.width, 3: a.height}
+
+
+def _json_scalar(value: Any) -> Any:
+    """A numpy scalar as the Python value `json.dumps` writes."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"metadata value {value!r} ({type(value).__name__}) is not JSON")
 
 
 def _set_metadata(metadata: Any, key: str, value: Any, comment: str) -> None:

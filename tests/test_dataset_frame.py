@@ -3,6 +3,8 @@ corrected in the detector frame, and measuring leaves a Dataset untouched."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -89,6 +91,7 @@ def test_measuring_leaves_the_dataset_untouched_and_applying_keeps_float64(squar
                              do_apply_amp_offset=True)
     result = AmpOffsetTask(config).run(ds)
     assert ds["image"].dtype == np.float64
-    assert ds.attrs["ampoffset_metadata"]["LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
+    meta = json.loads(ds.attrs["ampoffset_metadata"])
+    assert meta["LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
     offsets = np.repeat(np.repeat(result.pedestals.reshape(2, 2), 100, 0), 100, 1)
     np.testing.assert_array_equal(ds["image"].values, image.astype(np.float64) - offsets)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from golden import mini_itl
 
@@ -20,7 +22,7 @@ def test_task_runs_on_a_lazy_dataset(tmp_path):
                                rtol=0, atol=1e-5)
     direct = measure_detector(image, mask, detector, AmpOffsetConfig(), planes)
     np.testing.assert_array_equal(result.pedestals, direct.pedestals)
-    meta = ds.attrs["ampoffset_metadata"]
+    meta = json.loads(ds.attrs["ampoffset_metadata"])  # a string: to_netcdf takes it
     assert meta["LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"] is True
     assert meta[f"LSST ISR AMPOFFSET PEDESTAL {detector.amp_names[0]}"] == result.pedestals[0]
     # Applying replaces the image lazily with the corrected one; the file is untouched.

@@ -23,7 +23,13 @@ import numpy as np
 
 from ..config import AmpOffsetConfig
 from ..errors import ConfigError, GeometryError, InputError
-from ..exposure import as_exposure_parts, carries_mask, is_exposure_like, mask_words
+from ..exposure import (
+    as_exposure_parts,
+    carries_mask,
+    frame_array,
+    is_exposure_like,
+    mask_words,
+)
 from ..geometry import Detector
 from ..masks import DEFAULT_MASK_PLANES, mask_bits
 from . import kernels
@@ -147,12 +153,16 @@ def measure_detector(
     ----------
     image : array_like or exposure
         Assembled detector image ``(height, width)``: numpy, dask or xarray array (read as
-        float32), or any exposure `ampoffset_dask.exposure.as_exposure_parts` accepts (our
-        `Exposure`, an opened file, a Dataset from `ampoffset_dask.open_exposure`, an
-        afw-like exposure); then ``mask``, ``detector`` and ``mask_planes`` default to its
-        contents.
+        float32; a DataArray with ``y``/``x`` dimensions is put in the detector frame by
+        them, as a Dataset's image is: transposed to ``(y, x)`` and sorted back by its
+        coordinates; one with unlabelled dimensions is taken by position), or any exposure
+        `ampoffset_dask.exposure.as_exposure_parts` accepts (our `Exposure`, an opened
+        file, a Dataset from `ampoffset_dask.open_exposure`, an afw-like exposure); then
+        ``mask``, ``detector`` and ``mask_planes`` default to its contents.
     mask : array_like of int, optional
-        Mask bits; all zero when omitted.
+        Mask bits; all zero when omitted. A DataArray is put in the detector frame as
+        ``image`` is. Booleans mark the ``BAD`` plane (refused when ``mask_planes`` has
+        none).
     detector : Detector
         Amp geometry, amps in detector order.
     config : AmpOffsetConfig, optional
@@ -207,6 +217,10 @@ def measure_detector(
         mask_planes = parts.mask_planes if mask_planes is None else mask_planes
     if detector is None:
         raise InputError("measure_detector needs a detector (amp geometry)")
+    # Pixels are taken by position: DataArrays labelled y/x are put in the detector frame
+    # first, as a Dataset's planes are (a reversed or transposed one would swap pedestals).
+    image = frame_array(image, detector)
+    mask = frame_array(mask, detector)
     # bool, narrower-integer and whole-number float masks in words the bit tests take
     mask = mask_words(mask, mask_planes, detector.name)
     config = AmpOffsetConfig() if config is None else config

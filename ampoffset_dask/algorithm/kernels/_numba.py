@@ -785,12 +785,13 @@ def _band_stats(flat, vstride, bad, bstride, use_bad, xo, xe, ya, yb, n_sigma, n
 def _flat_rows(a: np.ndarray) -> tuple[np.ndarray, int] | None:
     """A 2-D array with unit inner stride as a read-only 1-D view (`_read_only`) from its
     first to its last element (inside the parent's memory) and its row stride in elements;
-    None for other layouts."""
+    None for other layouts (callers copy those), rows running backwards (``a[::-1]``,
+    `numpy.flipud`) included: the kernels step forwards through memory."""
     h, w = a.shape
     it = a.itemsize
     if h == 0 or w == 0:
         return _read_only(a.reshape(-1)), w
-    if (h > 1 and a.strides[0] % it) or (w > 1 and a.strides[1] != it):
+    if (h > 1 and (a.strides[0] < 0 or a.strides[0] % it)) or (w > 1 and a.strides[1] != it):
         return None
     stride = a.strides[0] // it if h > 1 else w
     return np.lib.stride_tricks.as_strided(a, shape=((h - 1) * stride + w,), strides=(it,),
@@ -871,8 +872,9 @@ def _quartiles(values: np.ndarray, bad: np.ndarray | None) -> tuple[int, float, 
     values = _native(values)
     if values.dtype != np.float32:
         raise TypeError(f"the compiled statistics take float32 values, not {values.dtype}")
-    fv = _flat_rows(values)
-    fb = (_NO_BAD, 0) if bad is None else _flat_rows(np.asarray(bad, dtype=bool))
+    fv = _flat_rows(values) or _flat_rows(np.ascontiguousarray(values))
+    fb = (_NO_BAD, 0) if bad is None else (_flat_rows(np.asarray(bad, dtype=bool))
+                                           or _flat_rows(np.ascontiguousarray(bad, dtype=bool)))
     h, w = values.shape
     counts = np.zeros(1, dtype=np.int64)
     stats = np.empty((1, 3))
