@@ -230,15 +230,30 @@ class CatalogLock:
             return None
         return data if isinstance(data, dict) else None
 
+    def intact(self) -> bool:
+        """Whether the file this object holds is still the catalog's ``.lock``: False once
+        the folder or the file was removed, moved or replaced (by hand, or by another
+        writer that then took a lock of its own)."""
+        if self._fd is None:
+            return False
+        try:
+            there = os.stat(self.path)
+        except OSError:
+            return False
+        held = os.fstat(self._fd)
+        return (there.st_ino, there.st_dev) == (held.st_ino, held.st_dev)
+
     def release(self) -> None:
-        """Remove the lock file and drop the lock (no-op when not held)."""
+        """Remove the lock file and drop the lock (no-op when not held). A lock file that
+        is no longer the one held (`intact`) is another writer's: it is left alone."""
         if self._fd is None:
             return
-        fd, self._fd = self._fd, None
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            if self.intact():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
         finally:
+            fd, self._fd = self._fd, None
             os.close(fd)
 
     def __enter__(self) -> CatalogLock:

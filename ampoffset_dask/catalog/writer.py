@@ -397,7 +397,21 @@ class CatalogWriter:
     def _read_runs(self) -> list[dict[str, Any]]:
         return arrow_table(self.path, "runs").to_pylist()
 
+    def _check_held(self) -> None:
+        """Raise `CatalogWriteError` when this writer's lock is no longer the catalog's
+        (`CatalogLock.intact`): the folder was removed or moved during the run, or its lock
+        file removed (perhaps for another run). Writing on would recreate part of a catalog
+        and report it complete, or mix with that other run's writes."""
+        if self._lock.held and not self._lock.intact():
+            raise CatalogWriteError(
+                f"{self.path}: the catalog's lock file {self._lock.path} was removed or "
+                "replaced while this run was writing the catalog (the folder deleted or "
+                "moved, or the lock file removed by hand): nothing more is written to it, and "
+                "rows written before may be gone; run again into the catalog to measure what "
+                "it lacks", self._lock.path)
+
     def _write_runs(self, rows: list[dict[str, Any]]) -> None:
+        self._check_held()
         write_atomic(pa.Table.from_pylist(rows, schema=SCHEMAS["runs"]),
                      self.path / "runs" / PART)
 
@@ -748,6 +762,7 @@ class CatalogWriter:
         self._tally[result.status] = self._tally.get(result.status, 0) + 1
         if result.worker:
             self._tally["submitted"] = self._tally.get("submitted", 0) + 1
+        self._check_held()
         self._journal.append(result)
         if st.complete:
             self._flush_visit(st)
@@ -773,6 +788,7 @@ class CatalogWriter:
     def _flush_visit(self, st: _VisitState) -> None:
         if not st.records:
             return
+        self._check_held()
         self._write_visit(st.visit, st.existing, list(st.records.values()),
                           rows=[st.rows[key] for key in st.records])
         st.dirty = False

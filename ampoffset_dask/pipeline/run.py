@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -767,6 +768,39 @@ def _has_workers(client: Any) -> bool:
         return True
 
 
+@contextlib.contextmanager
+def _workers_watched(client: Any) -> Iterator[None]:
+    """Say when the scheduler loses its last worker during the run, and when one joins
+    again: the tasks in flight then wait with nothing to show (no progress bar without a
+    terminal). Checked every ``ampoffset.worker-watch-interval`` seconds, in a thread."""
+    import dask.utils
+
+    interval = dask.utils.parse_timedelta(_config.get("worker-watch-interval", "10s"))
+    stop = threading.Event()
+    address = client.scheduler.address
+
+    def watch() -> None:
+        gone = not _has_workers(client)  # said already, before the tasks were submitted
+        while not stop.wait(interval):
+            now = not _has_workers(client)
+            if now and not gone:
+                logger.warning("the scheduler at %s has no workers left: the run's tasks "
+                               "wait for one to join (Ctrl-C stops the run; what finished "
+                               "is kept)", address)
+            elif gone and not now:
+                logger.warning("a worker joined the scheduler at %s: the run goes on",
+                               address)
+            gone = now
+
+    thread = threading.Thread(target=watch, name="ampoffset-worker-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=1.0)  # a daemon: a check stuck on a lost scheduler ends with it
+
+
 def flagged_result(task: PlannedTask) -> DetectorResult:
     """The ``flagged`` result of an input planning flagged (already corrected): not read,
     measured or written; the pedestals its header records (`_applied_fields`)."""
@@ -1498,7 +1532,8 @@ def _compute(run: PreparedRun, client: Any, record: Callable[[DetectorResult], N
                 return True
 
             with forward_run_logs(dask_client, run.run_token, opts.forward_logs), \
-                    _performance_report(dask_client, opts.performance_report), bar:
+                    _performance_report(dask_client, opts.performance_report), bar, \
+                    _workers_watched(dask_client):
                 for item, got in stream_tasks(dask_client, identified_job,
                                               sent(submit_items), max_in_flight=limit,
                                               on_error=on_error, resubmit=resubmit):

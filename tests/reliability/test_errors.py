@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from cli_helpers import cli
@@ -167,3 +168,36 @@ def test_lost_scheduler_is_exit_3(sim9, tmp_path, cli_env):
     # one line from us (distributed's client may log its own reconnection errors before it)
     ours = [ln for ln in err.splitlines() if ln.startswith("ampoffset-dask run: error:")]
     assert len(ours) == 1 and "lost the Dask scheduler" in ours[0], err
+
+
+@pytest.mark.slow
+def test_a_run_that_loses_every_worker_says_so(sim9, tmp_path, cli_env):
+    from pipeline.helpers import dask_processes, stop_processes
+
+    env = {**cli_env, "DASK_AMPOFFSET__WORKER_WATCH_INTERVAL": "0.2s"}
+    with dask_processes(tmp_path / "cluster", n_workers=1) as (address, workers, _):
+        proc = _slow_run(sim9, tmp_path, address, env)
+        late = None
+        try:
+            wait_for(lambda: journal_lines(tmp_path / "cat") >= 1 or proc.poll() is not None,
+                     120, 0.01, "the first result")
+            workers[0].kill()
+            workers[0].wait()
+            time.sleep(2.0)  # ten checks without a worker: the run says so once
+            assert proc.poll() is None, proc.communicate()
+            late = subprocess.Popen(
+                [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
+                 "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env,
+                start_new_session=True)
+            out, err = proc.communicate(timeout=240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            if late is not None:
+                stop_processes([late.pid])
+    assert proc.returncode == 0, out + err
+    assert err.count(f"the scheduler at {address} has no workers left") == 1, err
+    assert f"a worker joined the scheduler at {address}: the run goes on" in err, err
+    rows = read_catalog(tmp_path / "cat", "detectors")
+    assert sorted(rows["status"]) == ["ok"] * len(sim9)
