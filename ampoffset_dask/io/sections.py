@@ -326,10 +326,15 @@ def parse_bytes(value: Any) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
+def _byte_text(n: int) -> str:
+    """``n`` bytes in MiB, or in bytes when that would round to nothing (a tiny limit)."""
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n} byte{'' if n == 1 else 's'}"
+
+
 def _too_big(path: Path, what: str, size: int, limit: int) -> InputError:
     return InputError(
-        f"{path}: {what} would decompress to {size / 2**20:.1f} MiB, more than the limit of "
-        f"{limit / 2**20:.1f} MiB (dask config ampoffset.max-decompressed-bytes)"
+        f"{path}: {what} would decompress to {_byte_text(size)}, more than the limit of "
+        f"{_byte_text(limit)} (dask config ampoffset.max-decompressed-bytes)"
     )
 
 
