@@ -139,6 +139,10 @@ class FileInfo:
         The extensions besides the image, mask, variance and afw archive HDUs (each named
         ``EXTNAME (HDU k)``, or ``HDU k``): what a corrected exposure written in place would
         not keep.
+    detector_id_from : str or None
+        The camera whose numbering filled in ``detector_id`` when the header states no id
+        (a LATISS raw names ``RXX_S00`` only: its id 0 is LATISS's), else None. Such an id
+        means nothing in another camera.
     keywords : dict
         The values of the keywords `inspect_file` was asked for (``keys=``, e.g. the one
         ``--visit KEYWORD`` names), by name in upper case: the image HDU's value, else the
@@ -171,6 +175,7 @@ class FileInfo:
     image_bitpix: int = -32
     other_hdus: tuple[str, ...] = ()
     keywords: dict[str, Any] = dataclasses.field(default_factory=dict)
+    detector_id_from: str | None = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -770,15 +775,17 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
             keys[str(key)] = str(image_header[key]).strip()
     name, det_id = _detector_from(keys)
     camera = _camera_from(keys)
+    id_from = None
     if camera is not None:
         # complete the identity from the camera: raws carry a name only, some files an id only
         cam = get_camera(camera)
         if name is not None and det_id is None and name in cam:
-            det_id = cam[name].id
+            det_id, id_from = cam[name].id, camera
         elif name is None and det_id is not None and det_id in cam:
             name = cam[det_id].name
         elif name is None and det_id is None and len(cam) == 1:
             name, det_id = cam.detector_names[0], cam.detector_ids[0]
+            id_from = camera
         elif (name is not None and det_id is not None and name in cam
               and cam[name].id != det_id):
             # DETNAME/DETPOS and DETECTOR/CCDNUM name two detectors: the name is used (as
@@ -808,6 +815,7 @@ def _inspect(heads: list[_Head], hdul: fits.HDUList | None, path: Any, size: int
         other_hdus=tuple(_hdu_name(h) for h in heads[1:] if h.index not in
                          {image_hdu, mask_hdu, variance_hdu, *archive}),
         keywords=_keywords(asked, (image_header, primary)),
+        detector_id_from=id_from,
     )
 
 

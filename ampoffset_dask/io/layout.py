@@ -178,16 +178,23 @@ def resolve_detector(info: FileInfo, camera: Any = None, detector: Any = None) -
                 f"pass detector= (camera {cam.name!r})"
             )
         try:
-            found = _fit_to_image(info, cam[key])
+            found = _fit_to_image(info, cam[key], cam)
         except UnknownDetectorError as exc:
             if detector is None and info.detector_id is not None and info.detector is not None:
+                if info.detector_id_from is not None:
+                    # the id is the header camera's number for that name, not the header's:
+                    # in another camera it names another detector (LATISS's 0 is R01_S00)
+                    raise InputError(
+                        f"{path}: unknown detector: {exc}; the header gives no detector id "
+                        f"(id {info.detector_id} is the number of {info.detector!r} in camera "
+                        f"{info.detector_id_from!r}, which the header names); pass the "
+                        "camera the file holds, or detector= (--detector)") from exc
                 try:
                     return cam[info.detector_id]
                 except UnknownDetectorError:
                     pass
             raise InputError(f"{path}: unknown detector: {exc}") from exc
-        if named:
-            _warn_recorded_layout(info, found, cam)
+        _warn_recorded_layout(info, found, cam, named)
         return found
     if detector is not None:
         raise InputError(
@@ -274,40 +281,90 @@ def _text(value: Any) -> str:
 _PERSISTED: dict[tuple, Detector | None] = {}
 
 
-def _fit_to_image(info: FileInfo, det: Detector) -> Detector:
-    """The camera's detector, cropped to a trimmed image (CP instcal/ooi, ``LTV1/2``)."""
+def _fit_to_image(info: FileInfo, det: Detector, cam: Camera) -> Detector:
+    """The camera's detector, cropped to a trimmed image (CP instcal/ooi, ``LTV1/2``).
+
+    Raises
+    ------
+    InputError
+        For a single image smaller than the detector that ``LTV1``/``LTV2`` do not place
+        in it: no raw (a raw is larger), so the camera's raw boxes cannot be what it holds.
+    """
     if info.kind != "image" or info.shape == det.shape:
         return det
     if info.shape[0] <= det.height and info.shape[1] <= det.width:
         cropped = trimmed_detector(det, info.header, info.shape)
         if cropped is not None:
             return cropped
+        if len(info.segment_shapes) <= 1 and _single_image_raws(cam, det):
+            # the camera's raw boxes would cut this single image as a raw (DECam's lie
+            # outside it, and the message said so of an image that is no raw)
+            ltv = (info.header.get("LTV1"), info.header.get("LTV2"))
+            why = ("it has no LTV1/LTV2, which a trimmed image needs to say where it was cut"
+                   if None in ltv else
+                   f"its LTV1/LTV2 = {ltv[0]}, {ltv[1]} do not place it inside the detector")
+            raise InputError(
+                f"{info.path}: the image is {info.shape[1]}x{info.shape[0]} while detector "
+                f"{det.name!r} of camera {cam.name!r} is {det.width}x{det.height}: smaller, so "
+                f"no raw but a trimmed image, and {why} (pass detector= with a Detector of "
+                "the image's amps otherwise)")
     return det
 
 
-def _warn_recorded_layout(info: FileInfo, detector: Detector, cam: Camera) -> None:
-    """Warn when the amp layout `write_exposure` recorded (``AMPNAM<s>``) differs from the
-    detector of the camera the header names, which is used (it names the camera; the
-    recorded layout may be a persisted detector's that the file no longer carries)."""
-    if not any(str(key).startswith("AMPNAM") for key in info.header):
-        return
-    stated = None
+def _single_image_raws(cam: Camera, det: Detector) -> bool:
+    """Whether the camera reads ``det``'s raws as one image (its raw boxes name no HDU):
+    boxes in per-amp HDUs say nothing of a single image (refused later for its shape)."""
+    try:
+        raws = cam.raw_amps(det.name)
+    except InputError:
+        return False
+    return not any(r.extname or r.hdu is not None for r in raws)
+
+
+def _warn_recorded_layout(info: FileInfo, detector: Detector, cam: Camera,
+                          named: bool) -> None:
+    """Warn (once per file) when the per-amp layout the header states (``AMPNAM<s>``,
+    ``DATASEC<s>``/``CCDSEC<s>``, ``DETSEC<s>``...) differs from ``detector``, the camera's,
+    which is used: the camera is named by the header (``named``) or given, and either may
+    know better than the cards (a persisted detector's layout the file no longer carries, a
+    relabelled copy), but the per-amp rows of such a file may name the wrong amps."""
     if info.amp_hdus or info.kind == "raw":
-        stated = _stated_geometry(info)
-        differs = (stated is not None and stated.per_amp
-                   and not _same_layout(stated.detector, detector))
+        found = _stated_geometry(info)
+        stated = found.detector if found is not None and found.per_amp else None
     else:  # one layout per detector type: its cards, not each file's, decide
         cards = tuple((str(k), str(v)) for k, v in info.header.items()
                       if _LAYOUT_CARD.match(str(k)))
-        differs = _recorded_layout_differs(cards, tuple(info.shape), detector.shape,
-                                           detector.amplifiers)
-    if differs:
-        stated = stated or _stated_geometry(info)  # (the message shows it)
-        logger.warning(
-            "%s: the amp layout recorded in the header (AMPNAM/DATASEC: %s) differs from "
-            "detector %r of camera %r named by the header (%s); using the camera's (pass "
-            "detector= with a Detector to use another layout)", info.path,
-            _layout_text(stated.detector), detector.name, cam.name, _layout_text(detector))
+        stated = _stated_layout(cards, tuple(info.shape)) if cards else None
+    if stated is None:
+        return
+    differ = _layout_differences(stated, detector)
+    if not differ:
+        return
+    _warn_once(
+        info, "stated layout",
+        "%s: the amp layout recorded in the header (%s) differs from detector %r of %s camera "
+        "%r (%s) for %s; using the camera's, so the per-amp rows follow the camera's amp "
+        "boxes (pass detector= with a Detector to use another layout)", info.path,
+        _layout_text(stated), detector.name, "the header's" if named else "the given",
+        cam.name, _layout_text(detector), differ)
+
+
+def _layout_differences(stated: Detector, detector: Detector) -> str:
+    """What differs between two amp layouts, for messages (``'amps A, B'``, ``'the
+    shape ...'``); empty when they place the same amps at the same boxes (in any order).
+
+    Amps are matched by name; a header naming its amps otherwise (per-amp HDUs named
+    ``AMPA``, ``AMPB`` where the camera has ``A``, ``B``) is compared by its boxes alone.
+    """
+    if stated.shape != detector.shape:
+        return (f"the shape: {stated.width}x{stated.height} stated, {detector.width}x"
+                f"{detector.height} in the camera")
+    boxes = {a.name: (a.x0, a.y0, a.width, a.height) for a in stated}
+    theirs = {a.name: (a.x0, a.y0, a.width, a.height) for a in detector}
+    names = [n for n in theirs if n in boxes and boxes[n] != theirs[n]]
+    if not names and set(boxes.values()) != set(theirs.values()):
+        names = [n for n, box in theirs.items() if box not in boxes.values()]
+    return f"amp{'s' if len(names) > 1 else ''} {', '.join(names)}" if names else ""
 
 
 #: The keywords `geometry_from_header` reads.
@@ -315,21 +372,17 @@ _LAYOUT_CARD = re.compile(r"(DATASEC|DETSEC|CCDSEC|BIASSEC|AMPNAM)")
 
 
 @functools.lru_cache(maxsize=64)
-def _recorded_layout_differs(cards: tuple[tuple[str, str], ...], shape: tuple[int, int],
-                             detector_shape: tuple[int, int],
-                             amplifiers: tuple[Amplifier, ...]) -> bool:
-    """Whether the per-amp layout the single-image header ``cards`` record differs from a
-    detector's (its shape and amps; False when they record none, or an unusable one): the
-    same for every file of a detector type, worked out once (~5 ms each, a third of
-    planning a file)."""
+def _stated_layout(cards: tuple[tuple[str, str], ...],
+                   shape: tuple[int, int]) -> Detector | None:
+    """The per-amp layout the single-image header ``cards`` state (None when they state
+    none, or an unusable one): the same for every file of a detector type, worked out once
+    (~5 ms each, a third of planning a file)."""
     try:
         stated = geometry_from_header(dict(cards), "layout", shape)
     except GeometryError as exc:
         logger.debug("header amp geometry: %s", exc)
-        return False
-    return (stated is not None and stated.per_amp
-            and (stated.detector.shape != detector_shape
-                 or stated.detector.amplifiers != amplifiers))
+        return None
+    return stated.detector if stated is not None and stated.per_amp else None
 
 
 def _header_geometry(info: FileInfo) -> HeaderGeometry | None:

@@ -499,11 +499,31 @@ class DetectorJob:
         """The ``failed`` record of this job, with what is known of its identity."""
         det = self.detector
         return DetectorResult.failure(
-            message, visit=self.visit, detector=det.name if det is not None else None,
+            message, visit=self.visit,
+            detector=det.name if det is not None else self._unresolved_name(),
             input=self.path, detector_id=det.id if det is not None else None,
             worker=self._worker, seconds=time.perf_counter() - self._t0,
             attempts=max(1, self.attempts),
         )
+
+    def _unresolved_name(self) -> str | None:
+        """The name of a CCD of a multi-CCD file whose detector was not resolved: its
+        header's (``DETPOS``...), else ``HDU k``; None for a file's only detector (its row
+        is then keyed by its input). Keyed by the input alone, several failing CCDs of one
+        file replaced one another's rows, and a measured CCD of it hid them."""
+        if self.hdu is None:
+            return None
+        from ..io import remote
+
+        name = None
+        if not remote.is_url(self.path):  # (an object is not fetched again for a name)
+            from ..io.fits import inspect_file
+
+            try:
+                name = inspect_file(self.path, self.hdu).detector
+            except Exception:  # the failure being recorded may be this very read's
+                name = None
+        return name or f"HDU {self.hdu}"
 
     def run_safely(self) -> DetectorResult:
         """`run`, with every error of this detector turned into a ``failed`` record."""

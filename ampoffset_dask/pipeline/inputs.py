@@ -574,8 +574,14 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
             # detector's current row (a file replaced by a damaged one kept its old ok row
             # current beside a nameless failure).
             name = _named_in_header(known, camera)
+        if name is None and hdu is not None:
+            # a CCD of a multi-CCD file naming no detector: keyed by its HDU, so that several
+            # failing CCDs of one file keep a row each (keyed by the input alone they
+            # replaced one another, and a measured CCD of the file hid them)
+            name = f"HDU {hdu}"
         det_id = item.detector_id
-        if det_id is None and known is not None and name == known.detector:
+        if (det_id is None and known is not None and name == known.detector
+                and not _foreign_id(known, camera)):
             det_id = _usable_detector_id(known.detector_id)
         return PlannedTask(item.path, _usable_visit(visit), None, name,
                            f"{type(exc).__name__}: {exc}", dataset_id=item.dataset_id, hdu=hdu,
@@ -587,11 +593,27 @@ def _plan_hdu(item: InputItem, camera: Any, info: Any, hdu: int | None,
 
 
 def _named_in_header(info: Any, camera: Any) -> str | None:
-    """`_header_detector`, or the header's name as it is when the camera cannot say."""
+    """`_header_detector`, or the header's name as it is when the camera cannot say or has
+    no such detector (a DECam guide CCD ``GS1``, a LATISS raw read with LSSTCam): a failed
+    CCD keeps the name its header gives, and a row of its own."""
     try:
-        return _header_detector(info, camera)
+        name = _header_detector(info, camera)
     except (AmpOffsetError, KeyError, OSError):
-        return info.detector
+        name = None
+    return name if name is not None else info.detector
+
+
+def _foreign_id(info: Any, camera: Any) -> bool:
+    """Whether the detector id of ``info`` is one its header's camera filled in for the
+    header's name (the header states none) while another camera is used: it numbers
+    another detector there."""
+    from ..cameras import canonical_camera_name
+
+    filled = getattr(info, "detector_id_from", None)
+    if filled is None or camera is None:
+        return False
+    given = camera if isinstance(camera, str) else getattr(camera, "name", None)
+    return given is None or canonical_camera_name(str(given)) != filled
 
 
 def _header_detector(info: Any, camera: Any) -> str | None:
@@ -605,7 +627,9 @@ def _header_detector(info: Any, camera: Any) -> str | None:
         return info.detector
     if isinstance(cam, (str, os.PathLike)):
         cam = get_camera(cam)
-    for key in (info.detector, info.detector_id):
+    # an id the header's camera filled in for the name means nothing in another camera
+    own_id = None if getattr(info, "detector_id_from", None) else info.detector_id
+    for key in (info.detector, own_id):
         if key is not None and key in cam:
             return cam[key].name
     return None
@@ -708,8 +732,13 @@ def _unclaimed_failures(planned: list[PlannedTask],
 
 
 def _clash(first: PlannedTask, other: PlannedTask) -> str:
-    """What two planned inputs of one (visit, detector) share, and their files."""
-    files = f"{first.path} and {other.path}"
+    """What two planned inputs of one (visit, detector) share, and their files (the HDUs of
+    one multi-CCD file: naming the file twice did not say where the two CCDs were)."""
+    if first.path == other.path and first.hdu is not None and other.hdu is not None:
+        files = f"HDU {first.hdu} and HDU {other.hdu} of {first.path}"
+    else:
+        files = " and ".join(p if t.hdu is None else f"{p} (HDU {t.hdu})"
+                             for t, p in ((first, first.path), (other, other.path)))
     if first.name == other.name:
         return f"visit {other.visit} detector {other.name}: {files}"
     if str(first.name).casefold() == str(other.name).casefold():
