@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import math
 import os
@@ -9,7 +11,7 @@ import re
 import shutil
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,45 @@ from ..masks import DEFAULT_MASK_PLANES
 from .header_geometry import format_section, section_suffixes
 from .paths import shortened
 
-__all__ = ["write_exposure"]
+__all__ = ["correction_lock", "write_exposure"]
 
 logger = logging.getLogger(__name__)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock
+    fcntl = None
+
+
+@contextlib.contextmanager
+def correction_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the local file ``path`` (the file it names now) for the
+    block: a task reading, measuring and replacing it in place.
+
+    A second in-place correction of the same file (a run of another catalog on the same
+    folder) then waits for the first to replace the file, and finds it changed when it
+    checks the file against its plan, instead of overwriting the first one's correction
+    unnoticed, each catalog recording pixels the file does not hold. The lock is on the
+    file, not its path: the replaced file is not locked by anyone. File systems without
+    locks, and files that cannot be opened (the read that follows reports why), go
+    without.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+                logger.debug("%s: no file lock for the in-place correction (%s)", path, exc)
+        yield
+    finally:
+        os.close(fd)
 
 
 _COMPRESSION = {"rice": "RICE_1", "rice_1": "RICE_1", "gzip": "GZIP_2", "gzip_1": "GZIP_1",

@@ -15,6 +15,7 @@ Transient I/O errors are retried inside `run`, with exponential backoff, before 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
@@ -387,9 +388,16 @@ class DetectorJob:
             When an I/O error outlasts the retries.
         """
         from ..io import remote
+        from ..io.writer import correction_lock
 
+        # An in-place correction holds the file from its plan check to its replacement: a
+        # run of another catalog correcting the same file then finds it changed, instead of
+        # each catalog recording a correction the file holds only one of.
+        held = (correction_lock(self.path)
+                if self.in_place and self.output is not None and not remote.is_url(self.path)
+                else contextlib.nullcontext())
         # this run's storage options for this task's reads only (other runs share workers)
-        with remote.scoped_storage_options(self.storage_options):
+        with remote.scoped_storage_options(self.storage_options), held:
             return self._run()
 
     def _run(self) -> DetectorResult:
@@ -413,10 +421,15 @@ class DetectorJob:
         try:
             check_stamp(path, self.planned_stamp, "it was planned", "run again to plan it anew")
         except InputError:
-            if self.in_place and not url_input and _says_corrected(path):
+            corrected_by = (_corrected_by(path) if self.in_place and not url_input
+                            else None)
+            if corrected_by is not None:
+                by = ("by this run (an earlier attempt of this task, whose worker was lost "
+                      "after writing it?)" if corrected_by in ("", self.run_id)
+                      else f"by run {corrected_by}, not this one (another catalog's run "
+                           "correcting the same files?)")
                 raise InputError(
-                    f"{path}: corrected in place since it was planned (an earlier attempt "
-                    "of this task, whose worker was lost after writing it?); not corrected "
+                    f"{path}: corrected in place since it was planned, {by}; not corrected "
                     "again: the next run records the pedestals its header holds") from None
             raise
         # What the input must still be once read: as planned, else as this task found it
@@ -595,16 +608,21 @@ def planning_failure(task: Any) -> DetectorResult:
         dataset_id=task.dataset_id or "")
 
 
-def _says_corrected(path: str) -> bool:
-    """Whether a local file's primary header carries LSST's mark of a correction."""
+def _corrected_by(path: str) -> str | None:
+    """The catalog run id a local file's primary header names as having corrected it
+    (``""`` when it carries LSST's mark of a correction but no run id), or None when it
+    carries no such mark."""
     from astropy.io import fits
 
-    from .inputs import SUBTRACTED_KEY
+    from .inputs import RUN_KEY, SUBTRACTED_KEY
 
     try:
-        return fits.getheader(path, 0).get(SUBTRACTED_KEY) is True
+        header = fits.getheader(path, 0)
     except (OSError, ValueError):
-        return False
+        return None
+    if header.get(SUBTRACTED_KEY) is not True:
+        return None
+    return str(header.get(RUN_KEY, "") or "")
 
 
 def process_file(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
+
 from ampoffset_dask import AmpOffsetConfig, read_catalog
 from ampoffset_dask.pipeline import RunOptions, execute, prepare
 from ampoffset_dask.simulate import simulate_focal_plane
@@ -86,3 +88,48 @@ def test_a_run_on_a_scheduler_without_workers_says_it_waits(tmp_path):
         log.close()
         stop_processes([p.pid for p in procs])
     assert read_catalog(tmp_path / "cat", "detectors")["status"].tolist() == ["ok"]
+
+
+def test_two_in_place_corrections_of_one_file_at_once(tmp_path):
+    """Runs of two catalogs correcting one folder in place at the same time: one corrects
+    each file, the other finds it corrected by that run (before, both often recorded ok
+    while the file held only one correction)."""
+    import threading
+
+    from astropy.io import fits
+
+    from ampoffset_dask.algorithm.apply import apply_pedestals
+    from ampoffset_dask.io.fits import read_exposure
+    from ampoffset_dask.io.sections import file_stamp
+    from ampoffset_dask.pipeline.detector_job import process_file
+    from ampoffset_dask.pipeline.inputs import RUN_KEY
+
+    sim = simulate_focal_plane(tmp_path / "sim", "lsstcam", detectors=["R22_S11"],
+                               scale=0.25, seed=5)
+    path = str(sim.paths[0])
+    original = read_exposure(path)
+    planned = file_stamp(path)
+    configs = {"run-a": AmpOffsetConfig(), "run-b": AmpOffsetConfig(amp_edge_width=32)}
+    together = threading.Barrier(2)
+    results = {}
+
+    def correct(run_id):
+        together.wait()
+        results[run_id] = process_file(path, None, configs[run_id], output=path,
+                                       in_place=True, planned_stamp=planned, run_id=run_id)
+
+    threads = [threading.Thread(target=correct, args=(r,)) for r in configs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = [r for r, res in results.items() if res.status == "ok"]
+    assert len(ok) == 1, {r: (res.status, res.error) for r, res in results.items()}
+    won, lost = ok[0], next(r for r in configs if r != ok[0])
+    assert results[lost].status == "failed"
+    assert f"corrected in place since it was planned, by run {won}, not this one" in \
+        results[lost].error, results[lost].error
+    assert fits.getheader(path, 0)[RUN_KEY] == won
+    expected = apply_pedestals(np.asarray(original.image), results[won].pedestals,
+                               original.detector)
+    np.testing.assert_array_equal(np.asarray(read_exposure(path).image), expected)
