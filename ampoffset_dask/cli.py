@@ -318,8 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--visit", type=int, default=None, help="only this visit")
     p.add_argument("--table", choices=("detectors", "pedestals", "interfaces", "runs"),
                    default=None, help="print this table instead of the summary")
-    p.add_argument("--limit", type=int, default=None,
-                   help="rows to print with --table (default: 50; with --json, all)")
+    p.add_argument("--limit", type=_positive_int, default=None,
+                   help="rows to print with --table, at least 1 (default: 50; with --json, "
+                        "all)")
     p.add_argument("--json", action="store_true",
                    help="machine-readable output: the summary, or the --table rows as a JSON "
                         "list of records")
@@ -371,17 +372,31 @@ def _setup_logging(verbose: int) -> None:
     root.propagate = False
     if verbose < 2:
         # Without -v, dask's errors (a lost scheduler: pages of CancelledError tracebacks)
-        # are left to the one-line error the command prints for them.
-        for name in ("distributed", "tornado", "bokeh", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL if verbose <= 0
-                                             else logging.WARNING)
+        # are left to the one-line error the command prints for them; with -v its warnings
+        # only, with -vv everything. Its child loggers too: distributed's own logging config
+        # gives some (``distributed.client``) a level and a handler of their own, which the
+        # parent's level does not reach.
+        quiet = logging.CRITICAL if verbose <= 0 else logging.WARNING
+        for name in _dask_logger_names():
+            logging.getLogger(name).setLevel(quiet)
+
+
+#: Loggers of the libraries under a Dask cluster, quietened by `_setup_logging`.
+_DASK_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
+
+
+def _dask_logger_names() -> list[str]:
+    """`_DASK_LOGGERS` and every logger under them that exists now."""
+    existing = [n for n in logging.root.manager.loggerDict
+                if n.split(".", 1)[0] in _DASK_LOGGERS and "." in n]
+    return [*_DASK_LOGGERS, *sorted(existing)]
 
 
 @contextlib.contextmanager
 def _logging_restored():
     """Put the loggers `_setup_logging` changes back afterwards (``main`` called in-process,
     e.g. from tests or notebooks, leaves logging as it found it)."""
-    names = ("ampoffset_dask", "distributed", "tornado", "bokeh", "asyncio")
+    names = ("ampoffset_dask", *_dask_logger_names())
     saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers),
                  logging.getLogger(n).propagate) for n in names}
     try:
@@ -398,6 +413,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``ampoffset-dask`` command; returns the exit code (see the module docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "scheduler"):
+        # a command that may use a cluster: distributed configures its loggers when first
+        # imported, which must come before `_setup_logging` quietens them (and before
+        # `_logging_restored` notes how they were)
+        with contextlib.suppress(ImportError):
+            import distributed  # noqa: F401
     with _logging_restored(), warnings.catch_warnings():
         if not int(getattr(args, "verbose", 0) or 0):
             # astropy's warnings about a damaged or odd file repeat, in its own words, what
@@ -1085,7 +1106,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     """``ampoffset-dask catalog CATALOG``."""
     import numpy as np
 
-    from .catalog import read_catalog
+    from .catalog import UNKNOWN_VISIT, read_catalog
     from .catalog.read import pending_results
 
     summary_only = [flag for flag, given in (
@@ -1141,7 +1162,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     summary = {
         "catalog": str(args.catalog),
         "runs": len(runs),
-        "visits": sorted(int(v) for v in det["visit"].unique()) if len(det) else [],
+        # UNKNOWN_VISIT holds the failed inputs whose identity could not be read: no visit
+        "visits": sorted(int(v) for v in det["visit"].unique() if int(v) != UNKNOWN_VISIT)
+        if len(det) else [],
+        "failed_without_visit": int((det["visit"] == UNKNOWN_VISIT).sum()) if len(det) else 0,
         "detectors": len(det),
         "status": {str(k): int(v) for k, v in status.items()},
         "amps": len(ped),
@@ -1170,8 +1194,11 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         return EXIT_OK
     _out(f"catalog     {summary['catalog']} ({summary['runs']} run(s))")
     vis = summary["visits"]
+    n_lost = summary["failed_without_visit"]
     _out(f"visits      {len(vis)}: " + ", ".join(map(str, vis[:10]))
-         + (" ..." if len(vis) > 10 else ""))
+         + (" ..." if len(vis) > 10 else "")
+         + (f" (plus {n_lost} failed input(s) without a visit: unreadable identity)"
+            if n_lost else ""))
     _out(f"detectors   {summary['detectors']}: "
          + (", ".join(f"{k} {v}" for k, v in sorted(summary["status"].items())) or "-"))
     if peds.size and one_unit:

@@ -435,7 +435,8 @@ def amp_map(
     interfaces : DataFrame or sequence of InterfaceResult, optional
         Rows with ``amp_a, amp_b, offset`` to write at each boundary (and, when present,
         ``offset_raw, min_frac_fail, max_offset_fail``: an offset do-no-harm zeroed is
-        written ``0 (raw)``, or ``no data`` for too few valid pixels).
+        written ``0 (raw)``, or ``no data`` for too few valid pixels); a table's ``visit``
+        and ``detector`` columns select the rows, as for the pedestals.
     path : path, optional
         Save the figure there as PNG.
     vmax : float, optional
@@ -456,12 +457,19 @@ def amp_map(
     Raises
     ------
     InputError
-        For a table with several visits and no ``visit``, or several rows for one amp.
+        For a table with several visits and no ``visit``, several rows for one amp, or a
+        table with a ``detector`` column and no row of ``detector`` (pedestals; interfaces
+        when it has rows of other detectors).
     """
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
     values = _pedestal_dict(pedestals, detector, visit)
+    if interfaces is not None and hasattr(interfaces, "columns") and len(interfaces):
+        # as the pedestals: this visit's and detector's rows, not another's at each boundary
+        interfaces = _detector_rows(
+            _select_visit(interfaces, visit, f"interfaces of {detector.name} (pass visit=V)"),
+            detector, "interfaces")
     vals = np.array([values.get(a.name, np.nan) for a in detector.amplifiers])
     limit = _symmetric_limit(vals, vmax)
     norm = Normalize(-limit, limit)
@@ -523,9 +531,7 @@ def _pedestal_dict(pedestals: Any, detector: Detector,
     if hasattr(pedestals, "columns"):
         table = _select_visit(_as_table(pedestals, ("amp", "pedestal"), "pedestals"),
                               visit, f"pedestals of {detector.name} (pass visit=V)")
-        if "detector" in table.columns and (table["detector"] == detector.name).any():
-            # a table of several detectors: this one's rows (others would be duplicates)
-            table = table[table["detector"] == detector.name]
+        table = _detector_rows(table, detector, "pedestals")
         amps = table["amp"].astype(str)
         dup = sorted(set(amps[amps.duplicated()]))
         if dup:
@@ -545,6 +551,29 @@ def _pedestal_dict(pedestals: Any, detector: Detector,
             f"detector {detector.name!r}: {vals.size} pedestals for {len(detector)} amps"
         )
     return dict(zip(detector.amp_names, vals.tolist(), strict=True))
+
+
+def _detector_rows(table: Any, detector: Detector, what: str) -> Any:
+    """The rows of ``table`` that are ``detector``'s (by its ``detector`` column, name in
+    any case; a table without the column is taken as this detector's).
+
+    Raises
+    ------
+    InputError
+        When the table has a ``detector`` column and no row of ``detector``: its other
+        detectors' values would be drawn under this one's name.
+    """
+    if "detector" not in table.columns:
+        return table
+    names = table["detector"].astype(str)
+    mine = names.str.casefold() == detector.name.casefold()
+    if not mine.any():
+        held = sorted(set(names))
+        raise InputError(
+            f"{what} of {detector.name}: the table has no row of detector {detector.name} "
+            f"(its detectors: {held[:8]}{' ...' if len(held) > 8 else ''}); pass this "
+            "detector's rows (a failed detector has none)")
+    return table[mine.to_numpy()]
 
 
 def _interface_rows(interfaces: Any):
@@ -859,44 +888,111 @@ def _pedestal_unit(rows: Any) -> str:
 _OVERSCAN_MODES = ("per-row", "mean", "none")
 
 
-def _file_holds_correction(row: Any, pedestals: Mapping[str, float], path: str
-                           ) -> tuple[bool, str]:
-    """Whether the file at ``path`` (the row's ``input``) already has the row's pedestals
-    subtracted, and a note for a file whose header says it is corrected with others.
+def _recorded_stamp(catalog: Any, run_id: Any, path: str) -> tuple[int, float] | None:
+    """``(size, mtime)`` of ``path`` as run ``run_id`` of ``catalog`` recorded it when it
+    started (its ``runs.inputs``), or None when it recorded none."""
+    import json
 
-    Corrected: the row's run corrected it in place (``applied`` and ``output`` is the
-    input), or its primary header says ``LSST ISR AMPOFFSET PEDESTAL SUBTRACTED = T`` with
-    the row's pedestals (a flagged "already corrected" row records the header's). A header
-    with other pedestals is an input measured anyway (``--force``): its row's pedestals are
-    relative to the file as it is.
+    import pandas as pd
+
+    from .catalog import read_catalog
+
+    if run_id is None or pd.isna(run_id):
+        return None
+    try:
+        runs = read_catalog(catalog, "runs")
+    except (AmpOffsetError, OSError):
+        return None
+    if "inputs" not in runs.columns or "run_id" not in runs.columns:
+        return None
+    for text in runs.loc[runs["run_id"] == str(run_id), "inputs"]:
+        try:
+            records = json.loads(text or "[]")
+        except (TypeError, ValueError):
+            continue
+        for rec in records if isinstance(records, list) else []:
+            if not isinstance(rec, dict) or rec.get("path") != path:
+                continue
+            size, mtime = rec.get("size"), rec.get("mtime")
+            if isinstance(size, int) and size >= 0 and isinstance(mtime, int | float):
+                return size, float(mtime)
+    return None
+
+
+def _file_state(catalog: Any, row: Any, pedestals: Mapping[str, float], path: str
+                ) -> tuple[str, str]:
+    """How the file at ``path`` (the row's ``input``) relates to what the row measured.
+
+    Returns ``(state, note)``: ``"corrected"`` when the file holds the row's pedestals
+    subtracted (its run corrected it in place and the header still says so, with those
+    pedestals and that run; or a header that says so with the row's pedestals: a flagged
+    "already corrected" row records the header's); ``"as_is"`` when the file is the one
+    the row measured (the note says when its header records another correction: an input
+    measured anyway with ``--force``); ``"changed"`` when it is neither, the note saying
+    why: the file was restored or corrected again after its run corrected it in place, or
+    its size or time is not what the run recorded when it started (rewritten since).
     """
+    import os
+
     import pandas as pd
     from astropy.io import fits
 
     from .algorithm.metadata import PEDESTAL_KEY, SUBTRACTED_KEY
+    from .pipeline.inputs import RUN_KEY
 
+    run_id = row.get("run_id")
+    run_id = "" if run_id is None or pd.isna(run_id) else str(run_id)
     output, applied = row.get("output"), row.get("applied")
     output = "" if output is None or pd.isna(output) else str(output)
+    in_place = False
     if not (applied is None or pd.isna(applied)) and bool(applied) and output:
         try:
-            if Path(output).resolve() == Path(path).resolve():
-                return True, ""
+            in_place = Path(output).resolve() == Path(path).resolve()
         except OSError:
             pass
     try:
         header = fits.getheader(path, 0)
     except (OSError, ValueError):
-        return False, ""
-    if header.get(SUBTRACTED_KEY) is not True:
-        return False, ""
+        return "as_is", ""  # the read for the plot reports what is wrong with it
+    subtracted = header.get(SUBTRACTED_KEY) is True
+    header_run = str(header.get(RUN_KEY) or "")
     recorded = {name: header.get(PEDESTAL_KEY.format(name)) for name in pedestals}
     same = bool(pedestals) and all(
         isinstance(v, int | float) and np.isclose(float(v), pedestals[name], rtol=1e-6,
                                                   atol=1e-9)
         for name, v in recorded.items())
-    if same:
-        return True, ""
-    return False, " (input header: already corrected; pedestals measured on it as it is)"
+    if subtracted:
+        held = ("its header says pedestals were subtracted"
+                + (f" by run {header_run}" if header_run else "")
+                + ("" if same else ", other than the catalog's"))
+    else:
+        held = "its header says no pedestals are subtracted"
+    # the stamp the run took before reading it: equal means the very file it measured
+    stamp = _recorded_stamp(catalog, run_id, path)
+    unchanged = None
+    if stamp is not None:
+        try:
+            st = os.stat(path)
+            unchanged = (st.st_size == stamp[0]
+                         and abs(st.st_mtime - stamp[1]) < 1e-6)
+        except OSError:
+            unchanged = False
+    if in_place:
+        if subtracted and same and header_run in ("", run_id):
+            return "corrected", ""
+        if not subtracted and unchanged:
+            # restored with its recorded size and time (e.g. `cp -p` of a backup)
+            return "as_is", " (the file was restored to the input its run measured)"
+        return "changed", (f"run {run_id} corrected it in place, but {held}: it was "
+                           "restored or corrected again since")
+    if subtracted and same:
+        return "corrected", ""
+    if unchanged is False:
+        return "changed", (f"its size or modification time is not what run {run_id} "
+                           f"recorded when it measured it ({held}): rewritten since")
+    if subtracted:
+        return "as_is", " (input header: already corrected; pedestals measured on it as it is)"
+    return "as_is", ""
 
 
 def _measured_pedestals(ped: Any, det: Any, camera: Any = None) -> Any:
@@ -1012,7 +1108,9 @@ def plot_visit(
 
     ``focal_plane_v<visit>.png`` (when the camera is known), ``interfaces_v<visit>.png``,
     and for one detector ``amps_v<visit>_<detector>.png`` and, when its input file is still
-    readable, ``before_after_v<visit>_<detector>.png``.
+    readable and still the file the catalog measured (or corrected in place),
+    ``before_after_v<visit>_<detector>.png``: a file restored or corrected again since,
+    or whose size or time is not what its run recorded, gets none (a warning says why).
 
     Parameters
     ----------
@@ -1023,8 +1121,9 @@ def plot_visit(
     out : path, optional
         Output folder (default ``CATALOG/plots``).
     camera : str or Camera, optional
-        Camera for the focal-plane map and to read the input file (default: from the input
-        files' headers, else the smallest built-in camera with every detector name).
+        Camera for the focal-plane map and to read the input file (default: the camera the
+        run was given, else from the input files' headers, else the largest built-in camera
+        with every detector name, e.g. LSSTCam rather than LSSTComCam for ``R22_S11``).
     detector : str or int, optional
         Detector for the per-detector plots, by name in any case or by integer id (default:
         the first measured one). In a multi-CCD file its own CCD is read; when the file
@@ -1041,19 +1140,33 @@ def plot_visit(
         For a missing catalog, an unknown visit or detector, several visits and none chosen,
         or a visit whose every detector failed (nothing to plot).
     """
-    from .catalog import read_catalog
+    from .catalog import UNKNOWN_VISIT, read_catalog
 
     det = read_catalog(catalog, "detectors")
     if not len(det):
         raise InputError(f"{catalog}: the catalog has no detectors")
-    visits = sorted(int(v) for v in det["visit"].unique())
+    # UNKNOWN_VISIT only holds failed inputs whose identity could not be read: no visit
+    n_lost = int((det["visit"] == UNKNOWN_VISIT).sum())
+    lost = (f" (plus {n_lost} failed input(s) without a visit, which have nothing to plot)"
+            if n_lost else "")
+    visits = sorted(int(v) for v in det["visit"].unique() if int(v) != UNKNOWN_VISIT)
+    if visit is not None and int(visit) == UNKNOWN_VISIT and n_lost:
+        raise InputError(f"{catalog}: nothing to plot for visit {UNKNOWN_VISIT}: all "
+                         f"{n_lost} detector(s) failed ({UNKNOWN_VISIT} is no visit: it "
+                         "holds the failed inputs whose identity could not be read; "
+                         "`ampoffset-dask catalog CATALOG` lists why); visits are "
+                         f"{visits[:20]}")
+    if not visits:
+        raise InputError(f"{catalog}: no visit to plot: its {n_lost} detector row(s) are "
+                         "failed inputs without a visit (`ampoffset-dask catalog CATALOG` "
+                         "lists why)")
     if visit is None:
         if len(visits) > 1:
-            raise InputError(f"{catalog}: several visits {visits[:20]}; choose one "
+            raise InputError(f"{catalog}: several visits {visits[:20]}{lost}; choose one "
                              "(--visit V, or visit= in Python)")
         visit = visits[0]
     if visit not in visits:
-        raise InputError(f"{catalog}: no visit {visit}; visits are {visits[:20]}")
+        raise InputError(f"{catalog}: no visit {visit}; visits are {visits[:20]}{lost}")
     det = det[det["visit"] == visit]
     ok = det[det["status"] != "failed"]
     if not len(ok):  # failed rows have no pedestals or interfaces: every plot would be empty
@@ -1103,11 +1216,17 @@ def plot_visit(
     det_unit = _pedestal_unit(row)
     geometry = None
     exposure = None
-    corrected, note = False, ""
+    corrected, note, state = False, "", ""
     if path and Path(path).is_file():
-        corrected, note = _file_holds_correction(
-            first, {str(a): float(p) for a, p in zip(p_det["amp"], p_det["pedestal"],
-                                                       strict=True)}, path)
+        state, note = _file_state(
+            catalog, first, {str(a): float(p) for a, p in zip(p_det["amp"], p_det["pedestal"],
+                                                              strict=True)}, path)
+        corrected = state == "corrected"
+        if state == "changed":
+            # its pixels are not the ones measured: a before/after from them would be false
+            logger.warning("%s: detector %s: no before/after plot: the file is not the one "
+                           "catalog %s measured: %s; run again to measure it as it is",
+                           path, name, catalog, note)
         if corrected:
             # a corrected file holds the measured pixels (overscan and gains applied)
             isr = {}
@@ -1126,12 +1245,12 @@ def plot_visit(
                            path, name, exc)
     if geometry is None and cam is not None and name in cam:
         geometry = cam[name]
-    if geometry is not None:
+    if geometry is not None and len(p_det):
         written.append(save_figure(
             amp_map(_measured_pedestals(p_det, row, None), geometry, interfaces=i_det,
                     title=f"visit {visit}, {name}: amp pedestals", unit=det_unit),
             out / f"amps_v{visit}_{name}.png"))
-    if exposure is not None:
+    if exposure is not None and state != "changed":
         from .masks import mask_bits
 
         bits = mask_bits(("BAD", "SAT", "INTRP", "CR", "EDGE", "SUSPECT", "NO_DATA"),
