@@ -950,9 +950,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     except AmpOffsetError as exc:
         geometry_error = str(exc)
     camera, source, where = _geometry_source(info, args.camera, detector)
-    # a header naming the detector but not its id (no camera key): the camera's id
-    det_id = info.detector_id if info.detector_id is not None else getattr(detector, "id",
-                                                                            None)
+    # a header naming the detector but not its id: the camera's id (an id the header's own
+    # camera filled in numbers another detector in a camera given with --camera)
+    det_id = (getattr(detector, "id", None)
+              if info.detector_id is None or (info.detector_id_from and detector is not None)
+              else info.detector_id)
     data = {
         "path": shown,
         "kind": info.kind,

@@ -87,3 +87,19 @@ def test_dask_client_tracebacks_only_with_verbose(capfd):
             assert "reconnect cancelled" not in capfd.readouterr().err
         # left as it was afterwards
         assert log.level == logging.WARNING
+
+
+def test_info_gives_the_given_cameras_id_for_a_name_only_header():
+    """A ComCam raw names R22_S00 without an id; read with --camera lsstcam it is
+    LSSTCam's R22_S00 (id 90), not ComCam's id 0."""
+    from golden import SHARED
+
+    from ampoffset_dask import get_camera
+
+    raw = (SHARED / "realdata/lsst_raw_headers_zeroed"
+           / "LSSTComCam_CC_C_20190530_000001_R22_S00_ITL.fits.gz")
+    own = json.loads(cli("info", raw, "--json").stdout)
+    given = json.loads(cli("info", raw, "--camera", "lsstcam", "--json").stdout)
+    assert own["detector_id"] == get_camera("lsstcomcam")["R22_S00"].id == 0
+    assert given["detector"] == "R22_S00"
+    assert given["detector_id"] == get_camera("lsstcam")["R22_S00"].id == 90
