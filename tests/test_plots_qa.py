@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
+from plot_helpers import panels, run_quiet, saved_figures
 
 from ampoffset_dask import get_camera, read_catalog
 from ampoffset_dask.errors import InputError
@@ -44,32 +45,6 @@ def _file(sim, visit):
     return next(p for p in sim.paths if f"_{visit:06d}_" in p.name)
 
 
-def _run(inputs, cat, client, **options):
-    from ampoffset_dask import process
-
-    return process(inputs, cat, client=client, progress=False, **options)
-
-
-def _figures(monkeypatch):
-    """The figures `plot_visit` saves, by file name."""
-    import ampoffset_dask.plots as plots
-
-    figs = {}
-    save = plots.save_figure
-
-    def spy(fig, path):
-        figs[path.name] = fig
-        return save(fig, path)
-
-    monkeypatch.setattr(plots, "save_figure", spy)
-    return figs
-
-
-def _panels(fig):
-    """The before and after panels' arrays (binned image minus smooth sky)."""
-    return [np.asarray(ax.images[0].get_array(), dtype=float) for ax in fig.axes[:2]]
-
-
 def _labels(fig):
     """Every axis and colour-bar label of ``fig`` (inset colour bars included)."""
     axes = list(fig.axes)
@@ -83,14 +58,14 @@ def reference(sim, client, tmp_path_factory):
     from ampoffset_dask.plots import plot_visit
 
     cat = tmp_path_factory.mktemp("ref") / "cat"
-    _run([_file(sim, 1)], cat, client)
+    run_quiet([_file(sim, 1)], cat, client)
     mp = pytest.MonkeyPatch()
     try:
-        figs = _figures(mp)
+        figs = saved_figures(mp)
         plot_visit(cat, 1, out=cat.parent / "plots")
     finally:
         mp.undo()
-    return _panels(figs[f"before_after_v1_{DET}.png"])
+    return panels(figs[f"before_after_v1_{DET}.png"])
 
 
 # -- 1: files already corrected ------------------------------------------------------------
@@ -101,11 +76,11 @@ def test_in_place_and_already_corrected_panels_match_the_uncorrected_run(
     ip = tmp_path / "ip"
     ip.mkdir()
     shutil.copy(_file(sim, 1), ip)
-    _run(ip, tmp_path / "ipcat", client, in_place=True)
+    run_quiet(ip, tmp_path / "ipcat", client, in_place=True)
     row = read_catalog(tmp_path / "ipcat", "detectors").iloc[0]
     assert row.output == row.input and row.applied
     # a new catalog of the corrected file: a flagged row holding the header's pedestals
-    _run(ip, tmp_path / "flagcat", client)
+    run_quiet(ip, tmp_path / "flagcat", client)
     flagged = read_catalog(tmp_path / "flagcat", "detectors").iloc[0]
     assert flagged.status == "flagged" and "already corrected" in flagged.error
 
@@ -113,10 +88,10 @@ def test_in_place_and_already_corrected_panels_match_the_uncorrected_run(
     # the steps between amps the "after" panel must have removed
     assert np.nanstd(before_ref - after_ref) > 0.1
     for cat in ("ipcat", "flagcat"):
-        figs = _figures(monkeypatch)
+        figs = saved_figures(monkeypatch)
         plot_visit(tmp_path / cat, 1, out=tmp_path / f"{cat}_plots")
         fig = figs[f"before_after_v1_{DET}.png"]
-        before, after = _panels(fig)
+        before, after = panels(fig)
         # the same panels as the uncorrected input gives: the pedestals added back once
         # for "before", none subtracted again for "after"
         np.testing.assert_allclose(before, before_ref, atol=2e-3, err_msg=cat)
@@ -142,7 +117,7 @@ def adu_catalog(sim, client, tmp_path_factory):
         hdul.writeto(folder / full.paths[0].name)
     shutil.rmtree(folder / "full")
     cat = folder / "cat"
-    _run([folder / full.paths[0].name], cat, client, gain="nominal", camera="lsstcam")
+    run_quiet([folder / full.paths[0].name], cat, client, gain="nominal", camera="lsstcam")
     assert set(read_catalog(cat, "detectors")["gain"]) == {"nominal"}
     return cat
 
@@ -159,7 +134,7 @@ def test_plots_of_electron_pedestals_say_e_and_use_electron_pixels(
         adu_catalog, tmp_path, monkeypatch):
     from ampoffset_dask.plots import plot_visit
 
-    figs = _figures(monkeypatch)
+    figs = saved_figures(monkeypatch)
     plot_visit(adu_catalog, 1, out=tmp_path)
     assert set(figs) == {"focal_plane_v1.png", "interfaces_v1.png", f"amps_v1_{DET}.png",
                          f"before_after_v1_{DET}.png"}
@@ -169,7 +144,7 @@ def test_plots_of_electron_pedestals_say_e_and_use_electron_pixels(
         assert "ADU" not in labels, (name, labels)
     # the image read with the run's gains: subtracting the electron pedestals removes the
     # steps between amps (an ADU image keeps steps of sky x (1/gain_a - 1/gain_b))
-    before, after = _panels(figs[f"before_after_v1_{DET}.png"])
+    before, after = panels(figs[f"before_after_v1_{DET}.png"])
     geometry = get_camera("lsstcam")[DET]
     pedestals = read_catalog(adu_catalog, "pedestals")["pedestal"]
     assert _amp_steps(before, geometry) == pytest.approx(np.std(pedestals), rel=0.3)
@@ -185,7 +160,7 @@ def test_catalog_summary_unit(adu_catalog, sim, client, tmp_path, capsys):
     # visit 2 again in ADU (a new run without gains): two units, no common RMS
     mixed = tmp_path / "mixed"
     shutil.copytree(adu_catalog, mixed)
-    _run([_file(sim, 2)], mixed, client, new_run=True)
+    run_quiet([_file(sim, 2)], mixed, client, new_run=True)
     assert main(["catalog", str(mixed), "--json"]) == 0
     import json
 
@@ -217,12 +192,12 @@ def test_interface_limits_of_the_rows_run(sim, client, tmp_path, monkeypatch):
     from ampoffset_dask.plots import plot_visit
 
     cat = tmp_path / "cat"
-    _run(sim.paths, cat, client)  # default ampEdgeMaxOffset=5, ampEdgeMinFrac=0.5
-    _run([_file(sim, 1)], cat, client, new_run=True,
+    run_quiet(sim.paths, cat, client)  # default ampEdgeMaxOffset=5, ampEdgeMinFrac=0.5
+    run_quiet([_file(sim, 1)], cat, client, new_run=True,
          config=AmpOffsetConfig(amp_edge_max_offset=0.8, amp_edge_min_frac=0.3))
 
     def drawn(visit):
-        figs = _figures(monkeypatch)
+        figs = saved_figures(monkeypatch)
         plot_visit(cat, visit, out=tmp_path / f"p{visit}")
         offsets, fracs = figs[f"interfaces_v{visit}.png"].axes[:2]
         return ({round(abs(float(line.get_xdata()[0])), 6) for line in offsets.lines},

@@ -12,6 +12,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from plot_helpers import panels, run_quiet, saved_figures
 
 from ampoffset_dask import get_camera, read_catalog
 from ampoffset_dask.errors import InputError
@@ -42,46 +43,20 @@ def sim(tmp_path_factory):
                                 scale=0.05, seed=7)
 
 
-def _run(inputs, cat, client, **options):
-    from ampoffset_dask import process
-
-    return process(inputs, cat, client=client, progress=False, **options)
-
-
-def _figures(monkeypatch):
-    """The figures `plot_visit` saves, by file name."""
-    import ampoffset_dask.plots as plots
-
-    figs = {}
-    save = plots.save_figure
-
-    def spy(fig, path):
-        figs[path.name] = fig
-        return save(fig, path)
-
-    monkeypatch.setattr(plots, "save_figure", spy)
-    return figs
-
-
-def _panels(fig):
-    """The before and after panels' arrays (binned image minus smooth sky)."""
-    return [np.asarray(ax.images[0].get_array(), dtype=float) for ax in fig.axes[:2]]
-
-
 @pytest.fixture(scope="module")
 def reference(sim, client, tmp_path_factory):
     """Before/after panels measured from the simulated file, not corrected."""
     from ampoffset_dask.plots import plot_visit
 
     cat = tmp_path_factory.mktemp("ref") / "cat"
-    _run([sim.paths[0]], cat, client)
+    run_quiet([sim.paths[0]], cat, client)
     mp = pytest.MonkeyPatch()
     try:
-        figs = _figures(mp)
+        figs = saved_figures(mp)
         plot_visit(cat, 1, out=cat.parent / "plots")
     finally:
         mp.undo()
-    return _panels(figs[f"before_after_v1_{DET}.png"])
+    return panels(figs[f"before_after_v1_{DET}.png"])
 
 
 # -- the file is not the one measured ------------------------------------------------------
@@ -92,7 +67,7 @@ def test_restored_file_is_not_drawn_as_corrected(sim, client, tmp_path, caplog):
     src.mkdir()
     shutil.copy(sim.paths[0], src)
     path = src / sim.paths[0].name
-    _run(src, tmp_path / "cat", client, in_place=True)
+    run_quiet(src, tmp_path / "cat", client, in_place=True)
     shutil.copy(sim.paths[0], path)  # restored: a new modification time
     with caplog.at_level(logging.WARNING, logger="ampoffset_dask.plots"):
         written = plot_visit(tmp_path / "cat", 1, out=tmp_path / "plots")
@@ -113,13 +88,13 @@ def test_restored_file_with_its_recorded_stamp_is_drawn_as_measured(
     shutil.copy(sim.paths[0], src)
     path = src / sim.paths[0].name
     st = os.stat(path)
-    _run(src, tmp_path / "cat", client, in_place=True)
+    run_quiet(src, tmp_path / "cat", client, in_place=True)
     shutil.copy(sim.paths[0], path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `cp -p` of a backup
-    figs = _figures(monkeypatch)
+    figs = saved_figures(monkeypatch)
     plot_visit(tmp_path / "cat", 1, out=tmp_path / "plots")
     fig = figs[f"before_after_v1_{DET}.png"]
-    before, after = _panels(fig)
+    before, after = panels(fig)
     before_ref, after_ref = reference
     assert np.nanstd(before_ref - after_ref) > 0.1
     # the uncorrected file's panels: nothing added back to "before"
@@ -136,8 +111,8 @@ def test_file_corrected_later_by_another_catalog_gets_no_before_after(
     src.mkdir()
     shutil.copy(sim.paths[0], src)
     path = src / sim.paths[0].name
-    _run(src, tmp_path / "a", client)  # measured only
-    _run(src, tmp_path / "b", client, in_place=True, config={"ampEdgeWidth": 8})
+    run_quiet(src, tmp_path / "a", client)  # measured only
+    run_quiet(src, tmp_path / "b", client, in_place=True, config={"ampEdgeWidth": 8})
     pa = read_catalog(tmp_path / "a", "pedestals").set_index("amp")["pedestal"]
     pb = read_catalog(tmp_path / "b", "pedestals").set_index("amp")["pedestal"]
     assert float((pa - pb).abs().max()) > 1e-3  # B's correction is not A's
@@ -200,7 +175,7 @@ def test_plot_visit_leaves_out_the_unknown_visit(sim, client, tmp_path):
     src.mkdir()
     shutil.copy(sim.paths[0], src)
     (src / "junk.fits").write_text("not a FITS file\n")
-    _run(src, tmp_path / "cat", client)
+    run_quiet(src, tmp_path / "cat", client)
     det = read_catalog(tmp_path / "cat", "detectors")
     assert sorted(det["visit"]) == [-1, 1]
     # the one visit is chosen without --visit
