@@ -115,6 +115,17 @@ def pytest_xdist_node_collection_finished(node, ids):
 _STARTED: list = []  # the run-wide processes this process started (not collected while they run)
 
 
+@pytest.fixture(scope="module")
+def inprocess_client():
+    """A client of one in-process worker (one thread), for modules whose runs are of one or
+    two tiny detectors."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def shared_scheduler(tmp_path_factory):
     """The address of a real ``dask scheduler`` with two ``dask worker`` processes on

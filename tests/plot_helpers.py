@@ -30,3 +30,4 @@ def saved_figures(monkeypatch):
 def panels(fig):
     """The before and after panels' arrays (binned image minus smooth sky)."""
     return [np.asarray(ax.images[0].get_array(), dtype=float) for ax in fig.axes[:2]]
+

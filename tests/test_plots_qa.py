@@ -19,19 +19,7 @@ from ampoffset_dask.simulate import simulate_focal_plane
 DET = "R22_S11"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def matplotlib():
-    return pytest.importorskip("matplotlib")
-
-
-@pytest.fixture(scope="module")
-def client():
-    """One in-process worker: the runs here are of one or two tiny detectors."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
+pytest.importorskip("matplotlib")  # the [plots] extra, in the test extra
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +41,12 @@ def _labels(fig):
 
 
 @pytest.fixture(scope="module")
-def reference(sim, client, tmp_path_factory):
+def reference(sim, inprocess_client, tmp_path_factory):
     """Before/after panels of visit 1 measured from the simulated file, not corrected."""
     from ampoffset_dask.plots import plot_visit
 
     cat = tmp_path_factory.mktemp("ref") / "cat"
-    run_quiet([_file(sim, 1)], cat, client)
+    run_quiet([_file(sim, 1)], cat, inprocess_client)
     mp = pytest.MonkeyPatch()
     try:
         figs = saved_figures(mp)
@@ -70,17 +58,17 @@ def reference(sim, client, tmp_path_factory):
 
 # -- 1: files already corrected ------------------------------------------------------------
 def test_in_place_and_already_corrected_panels_match_the_uncorrected_run(
-        sim, client, reference, tmp_path, monkeypatch):
+        sim, inprocess_client, reference, tmp_path, monkeypatch):
     from ampoffset_dask.plots import plot_visit
 
     ip = tmp_path / "ip"
     ip.mkdir()
     shutil.copy(_file(sim, 1), ip)
-    run_quiet(ip, tmp_path / "ipcat", client, in_place=True)
+    run_quiet(ip, tmp_path / "ipcat", inprocess_client, in_place=True)
     row = read_catalog(tmp_path / "ipcat", "detectors").iloc[0]
     assert row.output == row.input and row.applied
     # a new catalog of the corrected file: a flagged row holding the header's pedestals
-    run_quiet(ip, tmp_path / "flagcat", client)
+    run_quiet(ip, tmp_path / "flagcat", inprocess_client)
     flagged = read_catalog(tmp_path / "flagcat", "detectors").iloc[0]
     assert flagged.status == "flagged" and "already corrected" in flagged.error
 
@@ -101,7 +89,7 @@ def test_in_place_and_already_corrected_panels_match_the_uncorrected_run(
 
 # -- 2: units after gain="nominal" ---------------------------------------------------------
 @pytest.fixture(scope="module")
-def adu_catalog(sim, client, tmp_path_factory):
+def adu_catalog(sim, inprocess_client, tmp_path_factory):
     """A full-size frame in ADU (the simulation's electrons / the camera's nominal gains:
     shrunk detectors have none), measured with ``gain="nominal"``."""
     folder = tmp_path_factory.mktemp("adu")
@@ -117,7 +105,8 @@ def adu_catalog(sim, client, tmp_path_factory):
         hdul.writeto(folder / full.paths[0].name)
     shutil.rmtree(folder / "full")
     cat = folder / "cat"
-    run_quiet([folder / full.paths[0].name], cat, client, gain="nominal", camera="lsstcam")
+    run_quiet([folder / full.paths[0].name], cat, inprocess_client, gain="nominal",
+              camera="lsstcam")
     assert set(read_catalog(cat, "detectors")["gain"]) == {"nominal"}
     return cat
 
@@ -151,7 +140,7 @@ def test_plots_of_electron_pedestals_say_e_and_use_electron_pixels(
     assert _amp_steps(after, geometry) < 0.3 * _amp_steps(before, geometry)
 
 
-def test_catalog_summary_unit(adu_catalog, sim, client, tmp_path, capsys):
+def test_catalog_summary_unit(adu_catalog, sim, inprocess_client, tmp_path, capsys):
     from ampoffset_dask.cli import main
 
     assert main(["catalog", str(adu_catalog)]) == 0
@@ -160,7 +149,7 @@ def test_catalog_summary_unit(adu_catalog, sim, client, tmp_path, capsys):
     # visit 2 again in ADU (a new run without gains): two units, no common RMS
     mixed = tmp_path / "mixed"
     shutil.copytree(adu_catalog, mixed)
-    run_quiet([_file(sim, 2)], mixed, client, new_run=True)
+    run_quiet([_file(sim, 2)], mixed, inprocess_client, new_run=True)
     assert main(["catalog", str(mixed), "--json"]) == 0
     import json
 
@@ -187,13 +176,13 @@ def test_trends_axis_unit(adu_catalog, tmp_path, monkeypatch):
 
 
 # -- 3: the limits of the run that measured the rows ---------------------------------------
-def test_interface_limits_of_the_rows_run(sim, client, tmp_path, monkeypatch):
+def test_interface_limits_of_the_rows_run(sim, inprocess_client, tmp_path, monkeypatch):
     from ampoffset_dask import AmpOffsetConfig
     from ampoffset_dask.plots import plot_visit
 
     cat = tmp_path / "cat"
-    run_quiet(sim.paths, cat, client)  # default ampEdgeMaxOffset=5, ampEdgeMinFrac=0.5
-    run_quiet([_file(sim, 1)], cat, client, new_run=True,
+    run_quiet(sim.paths, cat, inprocess_client)  # default ampEdgeMaxOffset=5, ampEdgeMinFrac=0.5
+    run_quiet([_file(sim, 1)], cat, inprocess_client, new_run=True,
          config=AmpOffsetConfig(amp_edge_max_offset=0.8, amp_edge_min_frac=0.3))
 
     def drawn(visit):

@@ -21,19 +21,7 @@ from ampoffset_dask.simulate import simulate_focal_plane
 DET = "R22_S11"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def matplotlib():
-    return pytest.importorskip("matplotlib")
-
-
-@pytest.fixture(scope="module")
-def client():
-    """One in-process worker: the runs here are of one tiny detector."""
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
-        yield c
+pytest.importorskip("matplotlib")  # the [plots] extra, in the test extra
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +32,12 @@ def sim(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(sim, client, tmp_path_factory):
+def reference(sim, inprocess_client, tmp_path_factory):
     """Before/after panels measured from the simulated file, not corrected."""
     from ampoffset_dask.plots import plot_visit
 
     cat = tmp_path_factory.mktemp("ref") / "cat"
-    run_quiet([sim.paths[0]], cat, client)
+    run_quiet([sim.paths[0]], cat, inprocess_client)
     mp = pytest.MonkeyPatch()
     try:
         figs = saved_figures(mp)
@@ -60,14 +48,14 @@ def reference(sim, client, tmp_path_factory):
 
 
 # -- the file is not the one measured ------------------------------------------------------
-def test_restored_file_is_not_drawn_as_corrected(sim, client, tmp_path, caplog):
+def test_restored_file_is_not_drawn_as_corrected(sim, inprocess_client, tmp_path, caplog):
     from ampoffset_dask.plots import plot_visit
 
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(sim.paths[0], src)
     path = src / sim.paths[0].name
-    run_quiet(src, tmp_path / "cat", client, in_place=True)
+    run_quiet(src, tmp_path / "cat", inprocess_client, in_place=True)
     shutil.copy(sim.paths[0], path)  # restored: a new modification time
     with caplog.at_level(logging.WARNING, logger="ampoffset_dask.plots"):
         written = plot_visit(tmp_path / "cat", 1, out=tmp_path / "plots")
@@ -80,7 +68,7 @@ def test_restored_file_is_not_drawn_as_corrected(sim, client, tmp_path, caplog):
 
 
 def test_restored_file_with_its_recorded_stamp_is_drawn_as_measured(
-        sim, client, reference, tmp_path, monkeypatch):
+        sim, inprocess_client, reference, tmp_path, monkeypatch):
     from ampoffset_dask.plots import plot_visit
 
     src = tmp_path / "src"
@@ -88,7 +76,7 @@ def test_restored_file_with_its_recorded_stamp_is_drawn_as_measured(
     shutil.copy(sim.paths[0], src)
     path = src / sim.paths[0].name
     st = os.stat(path)
-    run_quiet(src, tmp_path / "cat", client, in_place=True)
+    run_quiet(src, tmp_path / "cat", inprocess_client, in_place=True)
     shutil.copy(sim.paths[0], path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `cp -p` of a backup
     figs = saved_figures(monkeypatch)
@@ -104,15 +92,15 @@ def test_restored_file_with_its_recorded_stamp_is_drawn_as_measured(
 
 
 def test_file_corrected_later_by_another_catalog_gets_no_before_after(
-        sim, client, tmp_path, caplog):
+        sim, inprocess_client, tmp_path, caplog):
     from ampoffset_dask.plots import plot_visit
 
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(sim.paths[0], src)
     path = src / sim.paths[0].name
-    run_quiet(src, tmp_path / "a", client)  # measured only
-    run_quiet(src, tmp_path / "b", client, in_place=True, config={"ampEdgeWidth": 8})
+    run_quiet(src, tmp_path / "a", inprocess_client)  # measured only
+    run_quiet(src, tmp_path / "b", inprocess_client, in_place=True, config={"ampEdgeWidth": 8})
     pa = read_catalog(tmp_path / "a", "pedestals").set_index("amp")["pedestal"]
     pb = read_catalog(tmp_path / "b", "pedestals").set_index("amp")["pedestal"]
     assert float((pa - pb).abs().max()) > 1e-3  # B's correction is not A's
@@ -168,14 +156,14 @@ def test_amp_map_refuses_a_table_without_the_detector():
 
 
 # -- the unknown visit ---------------------------------------------------------------------
-def test_plot_visit_leaves_out_the_unknown_visit(sim, client, tmp_path):
+def test_plot_visit_leaves_out_the_unknown_visit(sim, inprocess_client, tmp_path):
     from ampoffset_dask.plots import plot_visit
 
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(sim.paths[0], src)
     (src / "junk.fits").write_text("not a FITS file\n")
-    run_quiet(src, tmp_path / "cat", client)
+    run_quiet(src, tmp_path / "cat", inprocess_client)
     det = read_catalog(tmp_path / "cat", "detectors")
     assert sorted(det["visit"]) == [-1, 1]
     # the one visit is chosen without --visit
