@@ -21,7 +21,7 @@ from ampoffset_dask.simulate import simulate_focal_plane
 DET = "R22_S11"
 
 
-pytest.importorskip("matplotlib")  # the [plots] extra, in the test extra
+pytest.importorskip("matplotlib")  # the [plot] extra, in the test extra
 
 
 @pytest.fixture(scope="module")
