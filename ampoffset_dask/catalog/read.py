@@ -513,7 +513,9 @@ def latest_mask(detectors: Any, started: Any = None, *, order: Any = None) -> An
       the same identity (copies of a file without a visit) each keep their row;
     - except failed rows of an input whose identity was unknown: without a detector, when
       the input has a row with one at least as recent; of the unknown visit, when the
-      input has a row of that detector and a known visit at least as recent.
+      input has a row of that detector and a known visit at least as recent; named after
+      their HDU (``HDU 2``: a CCD of a multi-CCD file whose detector was not known), when a
+      later run recorded a row of the input (it planned all of the file's CCDs again).
 
     ``order``: `row_order` of the rows if the caller has it already (``started`` then
     goes unused).
@@ -556,6 +558,18 @@ def latest_mask(detectors: Any, started: Any = None, *, order: Any = None) -> An
             later = det[on].join(newest, on=on)["_newest"].to_numpy(dtype=np.int64,
                                                                     na_value=_NAT)
             keep &= ~(hidden & (later != _NAT) & (later >= order))
+        # a CCD of a multi-CCD file failing before its detector was known is named after
+        # its HDU (``HDU 2``): once a later run has recorded that file again, the failure is
+        # that run's to repeat (it plans every CCD of the file), not a current row
+        unresolved = failed & det["detector"].str.fullmatch(r"HDU \d+").to_numpy()
+        if unresolved.any() and "run_id" in det:
+            by_input = det[["input", "run_id"]].assign(_order=order)
+            newest = by_input.sort_values("_order", kind="stable").groupby("input").tail(1)
+            newest = newest.set_index("input")
+            last_run = det["input"].map(newest["run_id"]).to_numpy()
+            last_order = det["input"].map(newest["_order"]).to_numpy(dtype=np.int64)
+            keep &= ~(unresolved & (last_run != det["run_id"].to_numpy())
+                      & (last_order > order))
     return keep
 
 

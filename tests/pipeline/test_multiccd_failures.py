@@ -63,6 +63,34 @@ def test_failed_ccds_keep_a_row_each(tmp_path, client):
     assert len(read_catalog(catalog, "detectors", all_rows=True)) == 3
 
 
+def test_an_hdu_named_failure_is_not_current_once_its_file_is_run_again(tmp_path, client):
+    """A CCD failing as ``HDU 2`` (no name, a damaged id), then fixed: the next run's rows
+    of the file replace that failure; run again still broken, it stays a failed row."""
+    path = tmp_path / "DECam_00177765.fits"
+    b = {"A": 1200.0, "B": 950.0}
+
+    def write(broken):
+        s2 = decam_raw_hdu("S2", 800.0, {"A": 2.0, "B": 0.0}, b)
+        if broken:
+            del s2.header["DETPOS"], s2.header["EXTNAME"]
+            s2.header["CCDNUM"] = 99  # no such DECam CCD
+        fits.HDUList([decam_primary(VISIT), decam_raw_hdu("S1", 800.0, {"A": 3.0, "B": 0.0}, b),
+                      s2]).writeto(path, overwrite=True)
+
+    catalog = tmp_path / "cat"
+    write(broken=True)
+    process(path, catalog, client=client, progress=False, config=EDGES)
+    process(path, catalog, client=client, progress=False, config=EDGES)  # still broken
+    det = read_catalog(catalog, "detectors")
+    assert sorted(zip(det.detector, det.status, strict=True)) == [
+        ("HDU 2", "failed"), ("S1", "ok")]
+    write(broken=False)
+    summary = process(path, catalog, client=client, progress=False, config=EDGES)
+    assert summary.n_failed == 0, summary  # (the rewritten file: S1 measured again)
+    det = read_catalog(catalog, "detectors")
+    assert sorted(zip(det.detector, det.status, strict=True)) == [("S1", "ok"), ("S2", "ok")]
+
+
 def test_job_failing_before_its_detector_names_its_ccd(tmp_path):
     path = tmp_path / "DECam_00177765.fits"
     _mef(path, unnamed=True)
