@@ -223,7 +223,9 @@ def build_graph(
         is the only key of a flagged input,
         and of one that could not be planned: its key is its record's
         `~ampoffset_dask.catalog.DetectorResult.key`, ``input:<path>`` in place of an
-        unknown detector). ``dask.compute(graph)`` computes all of them;
+        unknown detector, and in place of a detector another input of the graph is (a
+        manifest row naming a missing copy), ``#<hdu>`` added for a CCD of a multi-CCD
+        file). ``dask.compute(graph)`` computes all of them;
         ``dask.visualize(*graph.values())`` draws them. Reads retry transient I/O errors
         as `process`'s tasks do (``ampoffset.io-retries``, ``ampoffset.io-retry-delay``).
 
@@ -244,8 +246,14 @@ def build_graph(
                          gain=gain, force=force, visit=visit, detector=detector)
     _check_not_in_output_images(inputs, options.output_images)
     items = discover_inputs(inputs, exclude=[p for p in (options.output_images,) if p])
+    if not items:
+        from ..errors import InputError
+
+        raise InputError(f"no FITS files found in {inputs!r}")
     # planned with the camera loaded once, as process does; the read tasks get ``camera`` as
-    # given (a name, not the loaded Camera, keeps each task small)
+    # given (a name, not the loaded Camera, keeps each task small), a camera file by its
+    # absolute path (the tasks may run in another working directory)
+    camera = _camera_for_tasks(camera)
     planned = plan_tasks(items, camera=_resolve_camera(options.camera), force=options.force,
                          visit=options.visit, detector=options.detector)
     bad = [t for t in planned if t.error]
@@ -263,11 +271,17 @@ def build_graph(
     io_delay = float(_config.get("io-retry-delay", 0.5))
     graph: dict[tuple[int, str], Any] = {}
     call = uuid.uuid4().hex[:12]  # this graph's part of its keys
-    for task in planned:
+    # measured inputs first: an input failing planning with the identity of another one
+    # (a manifest row naming a missing file) must not take that input's place
+    for task in sorted(planned, key=lambda t: bool(t.error)):
         if task.error:  # `process`'s failed row
             record = planning_failure(task)
-            graph[record.key] = dask.delayed(record, name=f"ampoffset-{call}-{record.key[0]}-"
-                                             f"{record.key[1]}")
+            key = record.key
+            if key in graph:  # another input's identity: keyed by this input, as process
+                key = (key[0], f"input:{task.path}" + (f"#{task.hdu}" if task.hdu else ""))
+            if key in graph:  # failing copies of one file: one failed result each
+                key = (key[0], f"{key[1]}#{len(graph)}")
+            graph[key] = dask.delayed(record, name=f"ampoffset-{call}-{key[0]}-{key[1]}")
             continue
         tag = f"{call}-{task.visit}-{task.name}"
         if task.flag:  # already corrected: `process`'s flagged row, nothing read or written
@@ -291,6 +305,18 @@ def build_graph(
             measurement, exposure, written, task.visit, task.detector, task.path,
             task.dataset_id, config, dask_key_name=f"ampoffset-{tag}")
     return graph
+
+
+def _camera_for_tasks(camera: Any) -> Any:
+    """``camera`` as the read and write tasks get it: a camera file's path made absolute,
+    since a task may run in another working directory (a notebook's ``%cd``, a worker
+    started elsewhere), where a relative path names no file; names and objects as given."""
+    from ..cameras.camera import canonical_camera_name
+
+    if (isinstance(camera, (str, os.PathLike)) and canonical_camera_name(str(camera)) is None
+            and Path(camera).is_file()):
+        return str(Path(camera).resolve())
+    return camera
 
 
 def _visit_members(visit: Any) -> dict[str, Any]:
