@@ -18,6 +18,7 @@ then hold that reader instead.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -27,8 +28,10 @@ from .errors import GeometryError, InputError
 from .geometry import Amplifier, Detector
 from .masks import DEFAULT_MASK_PLANES
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["Exposure", "ExposureParts", "as_exposure_parts", "carries_mask", "dataset_metadata",
-           "detector_frame", "frame_array", "is_exposure_like", "mask_words",
+           "detector_frame", "frame_array", "frame_pair", "is_exposure_like", "mask_words",
            "register_direct_reader"]
 
 #: ``finder(array)`` -> an object to read regions from instead of ``array`` (same shape,
@@ -246,6 +249,36 @@ def frame_array(array: Any, detector: Detector | None = None, name: str | None =
     return _direct(detector_frame(ds, detector)["image"].data)
 
 
+def frame_pair(image: Any, mask: Any, detector: Detector | None = None,
+               name: str | None = None) -> tuple[Any, Any]:
+    """``image`` and ``mask`` in the detector frame (`frame_array`). A labelled DataArray
+    that must be reordered beside a plain array, which is taken by position, is warned
+    about: both follow their own rule, but a plain array taken from the same reordered view
+    (``flipped["mask"].values``) would mark other pixels (mirrored, transposed) than the
+    ones it was made for."""
+    for labelled, plain, which in ((image, mask, "image"), (mask, image, "mask")):
+        if (plain is not None and not _is_data_array(plain) and _is_data_array(labelled)
+                and _reordered(labelled, detector, name)):
+            other = "mask" if which == "image" else "image"
+            logger.warning(
+                "detector %r: the %s is a DataArray put in the detector frame by its y/x "
+                "dimensions and coordinates (reordered), while the %s is a plain array taken "
+                "by position: if both come from one reordered view, the %s marks other "
+                "pixels; give both as DataArrays (or both as arrays)",
+                detector.name if detector is not None else name, which, other, other)
+    return frame_array(image, detector, name), frame_array(mask, detector, name)
+
+
+def _reordered(array: Any, detector: Detector | None, name: str | None) -> bool:
+    """Whether `frame_array` reorders the DataArray ``array`` (transposes or sorts it)."""
+    if not {"y", "x"} & set(array.dims):
+        return False
+    ds = array.to_dataset(name="image", promote_attrs=False)
+    if detector is None:
+        ds.attrs["detector"] = name or "?"
+    return detector_frame(ds, detector) is not ds
+
+
 def dataset_metadata(value: Any) -> dict[str, Any] | None:
     """A Dataset's ``attrs["ampoffset_metadata"]`` as a new dict (None when absent).
 
@@ -348,8 +381,8 @@ def as_exposure_parts(obj: Any, mask_planes: Mapping[str, int] | None = None, *,
         planes = _planes(rest[0] if rest else mask_planes)
         name = _name(detector)
         frame = detector if isinstance(detector, Detector) else None
-        return ExposureParts(frame_array(image, frame, name),
-                             mask_words(frame_array(mask, frame, name), planes, name), detector,
+        image, mask = frame_pair(image, mask, frame, name)
+        return ExposureParts(image, mask_words(mask, planes, name), detector,
                              planes, None)
     if hasattr(obj, "data_vars"):  # xarray Dataset from open_exposure
         if "image" not in obj.data_vars:

@@ -162,6 +162,34 @@ def test_reversed_dataarrays_from_open_exposure_are_put_in_the_frame(tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_reordered_dataarray_beside_a_plain_array_is_warned(tmp_path, caplog):
+    """A labelled image sorted back into the frame beside a plain mask taken by position
+    puts a mask taken from the same view on mirrored pixels: each follows its rule, and the
+    pair is warned about; in the frame already, or both labelled, it is not."""
+    image = _image(SQUARE, np.linspace(-2.0, 2.0, 4))
+    mask = np.zeros(SQUARE.shape, np.int32)
+    mask[0:100, 80:96] = 1
+    path = write_exposure(tmp_path / "pair.fits", image, mask, detector=SQUARE)
+    ds = open_exposure(path)
+    flipped = ds.isel(x=slice(None, None, -1))
+    for pair, which in (((flipped["image"], flipped["mask"].values), "the image"),
+                        ((flipped["image"].values, flipped["mask"]), "the mask")):
+        for run in (lambda p: measure_detector(*p, SQUARE, EDGES),
+                    lambda p: AmpOffsetTask(EDGES).run((*p, SQUARE))):
+            caplog.clear()
+            run(pair)
+            said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+            assert any(f"{which} is a DataArray put in the detector frame" in m
+                       and "taken by position" in m for m in said), said
+    caplog.clear()
+    expected = measure_detector(image, mask, SQUARE, EDGES).pedestals
+    np.testing.assert_array_equal(
+        measure_detector(ds["image"], ds["mask"].values, SQUARE, EDGES).pedestals, expected)
+    np.testing.assert_array_equal(
+        measure_detector(flipped["image"], flipped["mask"], SQUARE, EDGES).pedestals, expected)
+    assert not [r for r in caplog.records if "taken by position" in r.getMessage()]
+
+
 def test_transposed_dataarray_is_put_in_the_frame(square_image):
     da = xr.DataArray(square_image, dims=("y", "x"),
                       coords={"y": np.arange(200), "x": np.arange(200)})

@@ -26,7 +26,7 @@ from ..errors import ConfigError, GeometryError, InputError
 from ..exposure import (
     as_exposure_parts,
     carries_mask,
-    frame_array,
+    frame_pair,
     is_exposure_like,
     mask_words,
 )
@@ -219,8 +219,7 @@ def measure_detector(
         raise InputError("measure_detector needs a detector (amp geometry)")
     # Pixels are taken by position: DataArrays labelled y/x are put in the detector frame
     # first, as a Dataset's planes are (a reversed or transposed one would swap pedestals).
-    image = frame_array(image, detector)
-    mask = frame_array(mask, detector)
+    image, mask = frame_pair(image, mask, detector)
     # bool, narrower-integer and whole-number float masks in words the bit tests take
     mask = mask_words(mask, mask_planes, detector.name)
     config = AmpOffsetConfig() if config is None else config
