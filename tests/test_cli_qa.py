@@ -103,3 +103,24 @@ def test_info_gives_the_given_cameras_id_for_a_name_only_header():
     assert own["detector_id"] == get_camera("lsstcomcam")["R22_S00"].id == 0
     assert given["detector"] == "R22_S00"
     assert given["detector_id"] == get_camera("lsstcam")["R22_S00"].id == 90
+
+
+def test_input_files_inside_the_output_images_folder_are_refused(tmp_path):
+    """Corrected images written into the folder of inputs given one by one (a shell glob)
+    marked it a folder of outputs: every later run over the night skipped those inputs."""
+    from ampoffset_dask.io.paths import OUTPUT_MARKER
+
+    sim = simulate_focal_plane(tmp_path / "sim", "lsstcam", detectors=[DET, "R22_S12"],
+                               visits=[1], scale=0.05, seed=4)
+    ccd = tmp_path / "night" / "ccd"
+    ccd.mkdir(parents=True)
+    files = [shutil.copy(p, ccd) for p in sim.paths]
+    proc = cli("run", *files, "--output", tmp_path / "cat", "--output-images", ccd,
+               "--scheduler", "local:1", "--no-progress")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "lies inside the --output-images folder" in proc.stderr
+    assert not (ccd / OUTPUT_MARKER).exists() and not (tmp_path / "cat").exists()
+    # the night's folder still gives both inputs
+    again = cli("run", tmp_path / "night", "--output", tmp_path / "cat2", "--scheduler",
+                "local:1", "--no-progress")
+    assert again.returncode == 0 and "ok 2," in again.stdout, again.stdout + again.stderr

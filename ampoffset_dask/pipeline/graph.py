@@ -238,7 +238,13 @@ def build_graph(
     ConfigError
         For an invalid ``overscan``, ``gain``, ``visit``, ``detector`` or ``output_images``.
     """
-    from .run import _check_not_in_output_images, _resolve_camera, flagged_result, output_key
+    from .run import (
+        _check_not_in_output_images,
+        _resolve_camera,
+        check_inputs_outside_output_images,
+        flagged_result,
+        output_key,
+    )
 
     # RunOptions: the same validation (absolute output folder, overscan/gain names) and the
     # same object `process`'s output checks take
@@ -250,6 +256,7 @@ def build_graph(
         from ..errors import InputError
 
         raise InputError(f"no FITS files found in {inputs!r}")
+    check_inputs_outside_output_images(items, options.output_images)
     # planned with the camera loaded once, as process does; the read tasks get ``camera`` as
     # given (a name, not the loaded Camera, keeps each task small), a camera file by its
     # absolute path (the tasks may run in another working directory)

@@ -385,6 +385,26 @@ def _check_not_in_output_images(inputs: Any, output_images: Any) -> None:
                 "fine)")
 
 
+def check_inputs_outside_output_images(items: Iterable[Any], output_images: Any) -> None:
+    """Refuse input files that lie inside the ``--output-images`` folder (given one by one,
+    or by a manifest: `_check_not_in_output_images` sees only folders). The run marks that
+    folder as one of corrected images, and every later run over a folder holding it would
+    skip those inputs without a word."""
+    if output_images is None or is_url(output_images):
+        return
+    out = Path(os.path.realpath(output_images))
+    for item in items:
+        path = getattr(item, "path", item)
+        if not isinstance(path, (str, os.PathLike)) or is_url(os.fspath(path)):
+            continue
+        if out in Path(os.path.realpath(path)).parents:
+            raise InputError(
+                f"{path}: the input lies inside the --output-images folder {output_images}, "
+                "which the run marks as a folder of corrected images: later runs over it "
+                "would skip this input; write the corrected images elsewhere (a folder of "
+                "their own, e.g. beside the inputs)")
+
+
 def _remove_created(folders: Iterable[Any]) -> None:
     """Remove folders a refused run created, if they hold nothing but what it put there
     (the output folder's mark): a refusal leaves no half catalog that the next command
@@ -663,6 +683,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
     items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,) if p])
     if not items:
         raise InputError(f"no FITS files found in {inputs!r}")
+    check_inputs_outside_output_images(items, opts.output_images)
     timings["discover"] = time.perf_counter() - t_start
     catalog = Path(output)
     # folders this call creates, removed again if the run is refused

@@ -165,11 +165,12 @@ def test_output_folder_equal_to_the_input_folder_is_refused(sim_visit, tmp_path)
 
 
 def test_output_over_its_own_input_file_is_refused(sim_visit, tmp_path):
-    """The input named as a file, lying where its corrected copy would go: `check_outputs`."""
+    """The input named as a file, lying where its corrected copy would go, inside the output
+    folder (which the graph would mark as one of corrected images)."""
     out = tmp_path / "out"
     path, data = _copy_sim(sim_visit, out)
-    with pytest.raises(InputError, match=rf"the corrected {path} would overwrite the input "
-                                         rf"{path} \({path}\); choose another output folder"):
+    with pytest.raises(InputError, match=rf"{path}: the input lies inside the --output-images "
+                                         rf"folder {out}, which the run marks"):
         build_graph(path, output_images=out)
     assert path.read_bytes() == data
     assert not (out / OUTPUT_MARKER).exists()

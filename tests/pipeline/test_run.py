@@ -122,11 +122,11 @@ def test_apply_writes_corrected_copies(sim_visit, client, tmp_path):
         np.testing.assert_array_equal(corr.mask, orig.mask)
     with pytest.raises(ConfigError, match="output_images"):
         process(src, tmp_path / "cat2", client=client, apply=True)
-    # an output folder that would put a corrected copy over its input is refused up front
+    # an output folder holding the input (its copy would go over it) is refused up front
     inside = tmp_path / "images" / str(VISIT) / read_exposure(src[0]).detector.name
     inside.mkdir(parents=True)
     copy = shutil.copy(src[0], inside / src[0].name)
-    with pytest.raises(InputError, match="overwrite the input"):
+    with pytest.raises(InputError, match="the input lies inside the --output-images folder"):
         process(copy, tmp_path / "cat2", client=client, output_images=tmp_path / "images")
     assert not (tmp_path / "cat2" / "runs").exists()
 
