@@ -239,3 +239,23 @@ def test_a_keyword_overrides_the_mapping_however_either_names_the_field():
     with pytest.raises(ConfigError, match="given twice"):  # one source still may not
         AmpOffsetConfig.from_lsst({"background": {"ignoredPixelMask": ["BAD"]},
                                    "background.ignoredPixelMask": ["SAT"]})
+
+
+@pytest.mark.parametrize("value", ["abc", "-5s", "0s"])
+def test_the_worker_watch_interval_is_checked_up_front(tmp_path, monkeypatch, value):
+    """An invalid interval was an internal error (exit 4) after the cluster had started,
+    with a failed run recorded; 'abc' (an unknown unit) escaped the check as a KeyError."""
+    with dask.config.set({"ampoffset.worker-watch-interval": value}), \
+            pytest.raises(ConfigError, match=r"ampoffset.worker-watch-interval=.*"
+                                             r"DASK_AMPOFFSET__WORKER_WATCH_INTERVAL.* a "
+                                             r"duration such as 30s >= 0\.05"):
+        _config.check_settings()
+    monkeypatch.setenv("DASK_AMPOFFSET__WORKER_WATCH_INTERVAL", "abc")
+    dask.config.refresh()
+    try:
+        proc, cat = run(tmp_path)
+    finally:
+        monkeypatch.delenv("DASK_AMPOFFSET__WORKER_WATCH_INTERVAL")
+        dask.config.refresh()
+    assert proc.returncode == 2, proc.stderr
+    assert not cat.exists()

@@ -44,12 +44,19 @@ def correction_lock(path: str | os.PathLike) -> Iterator[None]:
     checks the file against its plan, instead of overwriting the first one's correction
     unnoticed, each catalog recording pixels the file does not hold. The lock is on the
     file, not its path: the replaced file is not locked by anyone. File systems without
-    locks, and files that cannot be opened (the read that follows reports why), go
-    without.
+    locks (or, on NFS, a file this user may only read), and files that cannot be opened
+    (the read that follows reports why), go without.
     """
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
+    fd = None
+    # NFS emulates flock with POSIX locks, whose exclusive lock needs a file open for
+    # writing: read-write first, read-only for a file the user may not write
+    for flags in (os.O_RDWR, os.O_RDONLY):
+        try:
+            fd = os.open(path, flags)
+            break
+        except OSError:
+            continue
+    if fd is None:
         yield
         return
     try:
@@ -57,7 +64,8 @@ def correction_lock(path: str | os.PathLike) -> Iterator[None]:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError as exc:
-                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS,
+                                     errno.EBADF, errno.EINVAL):
                     raise
                 logger.debug("%s: no file lock for the in-place correction (%s)", path, exc)
         yield

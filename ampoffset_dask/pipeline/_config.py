@@ -117,6 +117,7 @@ _NUMBERS: dict[str, tuple[str, float]] = {
     "remote.merge-gap": ("bytes", 0),
     "remote.max-request": ("bytes", 1),
     "connect-timeout": ("seconds", 0.0),
+    "worker-watch-interval": ("seconds", 0.05),  # a thread polls at this pace
 }
 
 #: Of `_NUMBERS`, the settings that may not be left unset (null): their code has no fallback.
@@ -155,8 +156,8 @@ def check_settings() -> None:
             else:
                 number = parse_timedelta(value, default="seconds")
             ok = number >= least and number == number and number != float("inf")
-        except (TypeError, ValueError) as exc:
-            ok, why = False, str(exc)
+        except (TypeError, ValueError, KeyError) as exc:  # dask: an unknown unit is KeyError
+            ok, why = False, str(exc).strip("'\"")
         else:
             why = ""
         if not ok:

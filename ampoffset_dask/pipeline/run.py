@@ -796,7 +796,7 @@ def _workers_watched(client: Any) -> Iterator[None]:
     terminal). Checked every ``ampoffset.worker-watch-interval`` seconds, in a thread."""
     import dask.utils
 
-    interval = dask.utils.parse_timedelta(_config.get("worker-watch-interval", "10s"))
+    interval = dask.utils.parse_timedelta(_config.get("worker-watch-interval") or "10s")
     stop = threading.Event()
     address = client.scheduler.address
 
