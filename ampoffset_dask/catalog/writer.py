@@ -434,11 +434,16 @@ class CatalogWriter:
         latest = max(runs, key=lambda r: r["started"])
         digest = config_digest(config)
         if latest["config_digest"] != digest:
+            recorded = sum(latest.get(k) or 0 for k in ("n_ok", "n_flagged", "n_failed"))
+            what = ("holds results of a different configuration" if recorded else
+                    "was last run with a different configuration, whose run recorded no rows "
+                    "(a new run over inputs it left alone: the earlier rows, of other "
+                    "configurations, stay current until it measures them)")
             raise ConfigError(
-                f"{self.path}: the catalog holds results of a different configuration "
-                f"(run {latest['run_id']}, config digest {latest['config_digest']}; this "
-                f"run's is {digest}); use another output, or start a new run "
-                "(new_run=True, --new-run) whose results replace earlier ones"
+                f"{self.path}: the catalog {what} (run {latest['run_id']}, config digest "
+                f"{latest['config_digest']}; this run's is {digest}); use another output, "
+                "or start a new run (new_run=True, --new-run) whose results replace earlier "
+                "ones"
             )
 
     def start_run(

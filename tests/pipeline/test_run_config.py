@@ -123,3 +123,28 @@ def test_the_cli_refuses_a_catalog_in_an_object_store_too(sim_visit, tmp_path, m
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "s3://bucket/catalog: the catalog is a local folder" in proc.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_new_run_that_recorded_nothing_is_not_said_to_hold_results(sim_visit, client,
+                                                                     tmp_path):
+    """A --new-run with config B over files this catalog corrected in place with config A
+    records nothing (it may not measure them); a run with config A was then refused as
+    'the catalog holds results of a different configuration', though every row was A's."""
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in sim_visit.paths[:2]:
+        shutil.copy(path, folder)
+    cat = tmp_path / "cat"
+    first = process(folder, cat, client=client, progress=False, in_place=True)
+    assert first.n_ok == 2
+    other = process(folder, cat, client=client, progress=False, new_run=True,
+                    config=AmpOffsetConfig(amp_edge_max_offset=7))
+    assert (other.n_ok, other.n_flagged, other.n_failed) == (0, 0, 0), other
+    # the new run set the catalog's configuration (later plain runs of config B go on); a
+    # run of config A is refused, saying that run recorded nothing, not that the catalog
+    # holds results of config B
+    with pytest.raises(ConfigError, match="was last run with a different configuration, "
+                                          "whose run recorded no rows"):
+        process(folder, cat, client=client, progress=False)
