@@ -124,3 +124,15 @@ def test_input_files_inside_the_output_images_folder_are_refused(tmp_path):
     again = cli("run", tmp_path / "night", "--output", tmp_path / "cat2", "--scheduler",
                 "local:1", "--no-progress")
     assert again.returncode == 0 and "ok 2," in again.stdout, again.stdout + again.stderr
+
+
+def test_run_takes_a_file_uri_as_process_does(tmp_path):
+    sim = simulate_focal_plane(tmp_path / "sim", "lsstcam", detectors=[DET], visits=[1],
+                               scale=0.05, seed=6)
+    uri = sim.paths[0].resolve().as_uri()
+    assert uri.startswith("file:///")
+    proc = cli("run", uri, "--output", tmp_path / "cat", "--scheduler", "local:1",
+               "--no-progress")
+    assert proc.returncode == 0 and "ok 1," in proc.stdout, proc.stdout + proc.stderr
+    missing = cli("run", uri + "x", "--output", tmp_path / "cat2", "--no-progress")
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
