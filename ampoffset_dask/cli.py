@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     # demo
     p = sub.add_parser(
         "demo", parents=[common], epilog=_EPILOG,
-        help="simulate one LSSTCam raft, correct it on a local cluster, write catalog + plots",
+        help="simulate one LSSTCam raft, measure it on a local cluster, write catalog + plots",
         description="Simulate one LSSTCam raft (9 detectors) with known amp pedestals, measure "
                     "them on a local Dask cluster, write the catalog and plots, and compare "
                     "with the truth.")

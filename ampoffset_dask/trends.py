@@ -479,6 +479,11 @@ def read_series(catalog: str | os.PathLike, detector: str | None = None,
 
     root = Path(catalog)
     if not (root / "pedestals").is_dir():
+        if (root / "detectors").is_dir():  # a catalog whose every detector failed
+            n = read_catalog(root, "detectors", columns=["status"])["status"].value_counts()
+            raise InputError(f"{root}: no pedestals: the catalog's {int(n.sum())} detector "
+                             f"row(s) are {', '.join(f'{v} {k}' for k, v in n.items())} "
+                             "(see 'ampoffset-dask catalog')")
         raise InputError(f"{root}: no catalog pedestals table here")
     # Unsorted: find_trends sorts by detector, amp and visit anyway.
     tab = read_catalog(root, "pedestals", format="arrow", sort=False,

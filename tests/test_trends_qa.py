@@ -179,3 +179,17 @@ def test_amp_names_match_ignoring_case(tmp_path):
     with pytest.raises(InputError, match=r"amp 'ab' is ambiguous: it matches \['Ab', 'aB'\]"):
         find_trends(both, amp="ab")
     assert find_trends(both, amp="aB").summary["amp"].tolist() == ["aB"]
+
+
+def test_trends_of_a_catalog_whose_every_detector_failed_says_so(tmp_path):
+    from cli_helpers import cli
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "junk.fits").write_text("not a FITS file\n")
+    cat = tmp_path / "cat"
+    assert cli("run", src, "--output", cat, "--no-progress").returncode == 1
+    proc = cli("trends", cat)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no pedestals: the catalog's 1 detector row(s) are 1 failed" in proc.stderr
+    assert "no catalog pedestals table here" not in proc.stderr
