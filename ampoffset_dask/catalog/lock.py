@@ -122,6 +122,11 @@ class CatalogLock:
         return data if isinstance(data, dict) else None
 
     def _busy(self, owner: dict[str, Any] | None) -> CatalogBusyError:
+        if owner and self._mine(owner):
+            return CatalogBusyError(
+                f"{self.folder}: catalog in use by {_describe(owner)}, this very process: a "
+                "run from prepare() or a CatalogWriter still open; close it, or use it in a "
+                "'with' block, which closes it")
         return CatalogBusyError(
             f"{self.folder}: catalog in use by {_describe(owner)}; wait for that run to end, "
             f"or remove {self.path} if that process is gone"

@@ -69,3 +69,18 @@ def test_run_whose_catalog_was_removed_fails_clearly(tmp_path: Path) -> None:
         shutil.rmtree(cat)
         execute(run)
     assert not (cat / "runs").exists() and not (cat / "detectors").exists()
+
+
+def test_a_catalog_held_by_an_open_prepared_run_of_this_process_says_so(tmp_path):
+    from ampoffset_dask.catalog.lock import CatalogBusyError
+
+    junk = tmp_path / "junk.fits"
+    junk.write_bytes(b"not a FITS file at all")
+    run = prepare([junk], tmp_path / "cat")
+    try:
+        with pytest.raises(CatalogBusyError, match=r"in use by .*, this very process: .* "
+                                                   r"use it in a 'with' block"):
+            prepare([junk], tmp_path / "cat")
+    finally:
+        run.close()
+    prepare([junk], tmp_path / "cat").close()  # closed: free again
