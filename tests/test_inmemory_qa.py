@@ -260,3 +260,28 @@ def test_boolean_mask_without_a_bad_plane_is_refused():
     np.testing.assert_array_equal(
         measure_detector(image, np.zeros(WIDE.shape, bool), WIDE, EDGES, planes).pedestals,
         measure_detector(image, None, WIDE, EDGES, planes).pedestals)
+
+
+def test_opening_an_already_corrected_file_says_so(tmp_path, caplog):
+    """measure_visit and the task measured a file corrected in place as any other: a second
+    correction was one call away, without a word."""
+    import logging
+    import shutil
+
+    from ampoffset_dask.io.sections import file_stamp
+    from ampoffset_dask.pipeline.detector_job import process_file
+    from ampoffset_dask.simulate import simulate_focal_plane
+
+    sim = simulate_focal_plane(tmp_path / "sim", "lsstcam", detectors=["R22_S11"], scale=0.05,
+                               seed=2)
+    path = str(shutil.copy(sim.paths[0], tmp_path / "c.fits"))
+    assert "ampoffset_subtracted" not in open_exposure(path).attrs
+    done = process_file(path, None, EDGES, output=path, in_place=True,
+                        planned_stamp=file_stamp(path))
+    assert done.status == "ok" and done.applied
+    with caplog.at_level(logging.WARNING, logger="ampoffset_dask"):
+        ds = open_exposure(path)
+    assert ds.attrs["ampoffset_subtracted"] == 1
+    assert any("already subtracted" in r.getMessage() and path in r.getMessage()
+               for r in caplog.records)
+    ds.to_netcdf(tmp_path / "c.nc")  # the attribute is netCDF-safe

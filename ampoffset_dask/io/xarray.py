@@ -23,6 +23,7 @@ import xarray as xr
 from dask.base import tokenize
 from xarray.backends import BackendEntrypoint
 
+from ..algorithm.metadata import SUBTRACTED_KEY
 from ..errors import InputError
 from ..geometry import Detector
 from .fits import FileInfo, file_isr, mask_sources, open_sources, sources_on_hdu
@@ -178,6 +179,12 @@ def _open(path: str | os.PathLike, camera: Any = None, detector: Any = None, *,
         "geometry": json.dumps(det.to_dict()),
         "mask_planes": json.dumps({k: int(v) for k, v in info.mask_planes.items()}),
     }
+    if info.header.get(SUBTRACTED_KEY) is True:
+        # measuring such a file finds what is left; correcting it corrects it a second time
+        attrs["ampoffset_subtracted"] = 1
+        logger.warning("%s: its header says amp offsets were already subtracted (%s = T): "
+                       "measuring it finds what is left of them, and correcting it corrects "
+                       "it again", info.path, SUBTRACTED_KEY)
     # netCDF has no None (nor booleans): an unknown value is left out, so to_netcdf works
     attrs = {k: v for k, v in attrs.items() if v is not None}
     ds = xr.Dataset(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..algorithm.metadata import SUBTRACTED_KEY
 from ..catalog.schema import check_identity
 from ..errors import AmpOffsetError, InputError
 from ..geometry import Detector
@@ -334,8 +335,6 @@ def _merged(first: InputItem, other: InputItem, where: str) -> InputItem:
     return InputItem(**fields)
 
 
-#: The header key LSST (and `ampoffset_dask.io.fits.write_exposure`) sets on corrected images.
-SUBTRACTED_KEY = "LSST ISR AMPOFFSET PEDESTAL SUBTRACTED"
 #: The primary-header key (``HIERARCH AMPOFFSET RUN``) naming the catalog run that wrote a
 #: corrected image: a run stopped after its workers corrected files in place, before their
 #: results were recorded, leaves files its catalog can still recognise as its own.
