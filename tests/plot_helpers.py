@@ -31,3 +31,21 @@ def panels(fig):
     """The before and after panels' arrays (binned image minus smooth sky)."""
     return [np.asarray(ax.images[0].get_array(), dtype=float) for ax in fig.axes[:2]]
 
+
+
+def reference_panels(path, folder, client, detector: str, visit: int = 1):
+    """Before/after panels of ``path`` measured as it is (not corrected), in a catalog of
+    its own under ``folder``."""
+    import pytest
+
+    from ampoffset_dask.plots import plot_visit
+
+    cat = folder / "cat"
+    run_quiet([path], cat, client)
+    mp = pytest.MonkeyPatch()
+    try:
+        figs = saved_figures(mp)
+        plot_visit(cat, visit, out=folder / "plots")
+    finally:
+        mp.undo()
+    return panels(figs[f"before_after_v{visit}_{detector}.png"])

@@ -33,6 +33,18 @@ def run(tmp_path: Path, *options: object):
     return proc, cat
 
 
+def run_with_env(tmp_path: Path, monkeypatch, name: str, value: str):
+    """`run` with the environment variable ``name`` set to ``value`` (dask's config read
+    again with it, and without it afterwards)."""
+    monkeypatch.setenv(name, value)
+    dask.config.refresh()
+    try:
+        return run(tmp_path)
+    finally:
+        monkeypatch.delenv(name)
+        dask.config.refresh()
+
+
 def recorded_config(cat: Path) -> dict:
     """The config (snake_case) the catalog's one run recorded."""
     runs = read_catalog(cat, "runs")
@@ -192,13 +204,8 @@ def test_the_memory_limit_per_worker_is_checked_up_front():
 def test_the_cli_refuses_an_invalid_memory_limit_before_making_the_catalog(tmp_path,
                                                                           monkeypatch):
     """It was exit 4 after the catalog was made, leaving a failed run in its runs table."""
-    monkeypatch.setenv("DASK_AMPOFFSET__LOCAL__MEMORY_LIMIT_PER_WORKER", "lots")
-    dask.config.refresh()
-    try:
-        proc, cat = run(tmp_path)
-    finally:
-        monkeypatch.delenv("DASK_AMPOFFSET__LOCAL__MEMORY_LIMIT_PER_WORKER")
-        dask.config.refresh()
+    proc, cat = run_with_env(tmp_path, monkeypatch,
+                             "DASK_AMPOFFSET__LOCAL__MEMORY_LIMIT_PER_WORKER", "lots")
     assert proc.returncode == 2, proc.stderr
     assert ("ampoffset.local.memory-limit-per-worker='lots'" in proc.stderr
             and "Could not interpret 'lots' as a byte unit" in proc.stderr)
@@ -250,12 +257,7 @@ def test_the_worker_watch_interval_is_checked_up_front(tmp_path, monkeypatch, va
                                              r"DASK_AMPOFFSET__WORKER_WATCH_INTERVAL.* a "
                                              r"duration such as 30s >= 0\.05"):
         _config.check_settings()
-    monkeypatch.setenv("DASK_AMPOFFSET__WORKER_WATCH_INTERVAL", "abc")
-    dask.config.refresh()
-    try:
-        proc, cat = run(tmp_path)
-    finally:
-        monkeypatch.delenv("DASK_AMPOFFSET__WORKER_WATCH_INTERVAL")
-        dask.config.refresh()
+    proc, cat = run_with_env(tmp_path, monkeypatch, "DASK_AMPOFFSET__WORKER_WATCH_INTERVAL",
+                             "abc")
     assert proc.returncode == 2, proc.stderr
     assert not cat.exists()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
-from plot_helpers import panels, run_quiet, saved_figures
+from plot_helpers import panels, reference_panels, run_quiet, saved_figures
 
 from ampoffset_dask import get_camera, read_catalog
 from ampoffset_dask.errors import InputError
@@ -43,17 +43,7 @@ def _labels(fig):
 @pytest.fixture(scope="module")
 def reference(sim, inprocess_client, tmp_path_factory):
     """Before/after panels of visit 1 measured from the simulated file, not corrected."""
-    from ampoffset_dask.plots import plot_visit
-
-    cat = tmp_path_factory.mktemp("ref") / "cat"
-    run_quiet([_file(sim, 1)], cat, inprocess_client)
-    mp = pytest.MonkeyPatch()
-    try:
-        figs = saved_figures(mp)
-        plot_visit(cat, 1, out=cat.parent / "plots")
-    finally:
-        mp.undo()
-    return panels(figs[f"before_after_v1_{DET}.png"])
+    return reference_panels(_file(sim, 1), tmp_path_factory.mktemp("ref"), inprocess_client, DET)
 
 
 # -- 1: files already corrected ------------------------------------------------------------

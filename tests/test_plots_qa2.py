@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from plot_helpers import panels, run_quiet, saved_figures
+from plot_helpers import panels, reference_panels, run_quiet, saved_figures
 
 from ampoffset_dask import get_camera, read_catalog
 from ampoffset_dask.errors import InputError
@@ -34,17 +34,7 @@ def sim(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(sim, inprocess_client, tmp_path_factory):
     """Before/after panels measured from the simulated file, not corrected."""
-    from ampoffset_dask.plots import plot_visit
-
-    cat = tmp_path_factory.mktemp("ref") / "cat"
-    run_quiet([sim.paths[0]], cat, inprocess_client)
-    mp = pytest.MonkeyPatch()
-    try:
-        figs = saved_figures(mp)
-        plot_visit(cat, 1, out=cat.parent / "plots")
-    finally:
-        mp.undo()
-    return panels(figs[f"before_after_v1_{DET}.png"])
+    return reference_panels(sim.paths[0], tmp_path_factory.mktemp("ref"), inprocess_client, DET)
 
 
 # -- the file is not the one measured ------------------------------------------------------
