@@ -417,8 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # a command that may use a cluster: distributed configures its loggers when first
         # imported, which must come before `_setup_logging` quietens them (and before
         # `_logging_restored` notes how they were)
-        with contextlib.suppress(ImportError):
-            import distributed  # noqa: F401
+        from .pipeline.cluster import configure_dask_logging
+
+        configure_dask_logging()
     with _logging_restored(), warnings.catch_warnings():
         if not int(getattr(args, "verbose", 0) or 0):
             # astropy's warnings about a damaged or odd file repeat, in its own words, what

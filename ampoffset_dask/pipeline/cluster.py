@@ -47,7 +47,8 @@ from typing import Any
 from ..errors import ClusterError, ConfigError
 from . import _config
 
-__all__ = ["ClientHandle", "check_spec", "get_client", "local_cluster_size"]
+__all__ = ["ClientHandle", "check_spec", "configure_dask_logging", "get_client",
+           "local_cluster_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -614,3 +615,10 @@ def default_in_flight(client: Any) -> int:
     """``ampoffset.in-flight-per-thread`` x the cluster's threads (at least 8)."""
     per = int(_config.get("in-flight-per-thread", 4))
     return max(8, per * cluster_threads(client), math.ceil(per * 2))
+
+
+def configure_dask_logging() -> None:
+    """Import distributed, which sets up its loggers (levels and handlers of their own,
+    ``distributed.client`` among them) when first imported: a caller that quietens them
+    must do so afterwards."""
+    import distributed  # noqa: F401

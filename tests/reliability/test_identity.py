@@ -66,7 +66,8 @@ def test_out_of_range_identities_are_failed_rows(tmp_path, scheduler, capsys):
 
     assert main(["catalog", str(cat), "--json"]) == 0
     summary_json = json.loads(capsys.readouterr().out)
-    assert summary_json["status"] == {"failed": 2, "ok": 2} and summary_json["visits"] == [-1, 5]
+    assert summary_json["status"] == {"failed": 2, "ok": 2} and summary_json["visits"] == [5]
+    assert summary_json["failed_without_visit"] == 1  # -1 is no visit
     # A later run works: the two good detectors are skipped, the two bad ones fail again.
     again = process(data, cat, client=scheduler, progress=False)
     assert (again.n_skipped, again.n_ok, again.n_failed) == (2, 0, 2)
