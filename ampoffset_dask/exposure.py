@@ -239,14 +239,20 @@ def frame_array(array: Any, detector: Detector | None = None, name: str | None =
         For ``y``/``x`` coordinates that do not increase and are not a reordering of the
         pixel indices.
     """
+    return _framed(array, detector, name)[0]
+
+
+def _framed(array: Any, detector: Detector | None, name: str | None) -> tuple[Any, bool]:
+    """`frame_array`'s pixels, and whether it reordered them (transposed or sorted)."""
     if not _is_data_array(array):
-        return array
+        return array, False
     if not {"y", "x"} & set(array.dims):
-        return array.data
+        return array.data, False
     ds = array.to_dataset(name="image", promote_attrs=False)
     if detector is None:
         ds.attrs["detector"] = name or "?"
-    return _direct(detector_frame(ds, detector)["image"].data)
+    framed = detector_frame(ds, detector)
+    return _direct(framed["image"].data), framed is not ds
 
 
 def frame_pair(image: Any, mask: Any, detector: Detector | None = None,
@@ -256,27 +262,18 @@ def frame_pair(image: Any, mask: Any, detector: Detector | None = None,
     about: both follow their own rule, but a plain array taken from the same reordered view
     (``flipped["mask"].values``) would mark other pixels (mirrored, transposed) than the
     ones it was made for."""
-    for labelled, plain, which in ((image, mask, "image"), (mask, image, "mask")):
-        if (plain is not None and not _is_data_array(plain) and _is_data_array(labelled)
-                and _reordered(labelled, detector, name)):
-            other = "mask" if which == "image" else "image"
+    (pixels, moved), (bits, bits_moved) = (_framed(image, detector, name),
+                                           _framed(mask, detector, name))
+    for reordered, plain, which, other in ((moved, mask, "image", "mask"),
+                                           (bits_moved, image, "mask", "image")):
+        if reordered and plain is not None and not _is_data_array(plain):
             logger.warning(
                 "detector %r: the %s is a DataArray put in the detector frame by its y/x "
                 "dimensions and coordinates (reordered), while the %s is a plain array taken "
                 "by position: if both come from one reordered view, the %s marks other "
                 "pixels; give both as DataArrays (or both as arrays)",
                 detector.name if detector is not None else name, which, other, other)
-    return frame_array(image, detector, name), frame_array(mask, detector, name)
-
-
-def _reordered(array: Any, detector: Detector | None, name: str | None) -> bool:
-    """Whether `frame_array` reorders the DataArray ``array`` (transposes or sorts it)."""
-    if not {"y", "x"} & set(array.dims):
-        return False
-    ds = array.to_dataset(name="image", promote_attrs=False)
-    if detector is None:
-        ds.attrs["detector"] = name or "?"
-    return detector_frame(ds, detector) is not ds
+    return pixels, bits
 
 
 def dataset_metadata(value: Any) -> dict[str, Any] | None:
