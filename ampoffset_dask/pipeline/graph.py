@@ -36,7 +36,7 @@ from .detector_job import (
     with_io_retries,
     write_corrected,
 )
-from .inputs import PlannedTask, discover_inputs, plan_tasks
+from .inputs import PlannedTask, plan_tasks
 from .options import RunOptions
 from .run import check_config_fits
 
@@ -238,25 +238,13 @@ def build_graph(
     ConfigError
         For an invalid ``overscan``, ``gain``, ``visit``, ``detector`` or ``output_images``.
     """
-    from .run import (
-        _check_not_in_output_images,
-        _resolve_camera,
-        check_inputs_outside_output_images,
-        flagged_result,
-        output_key,
-    )
+    from .run import _resolve_camera, discover_checked, flagged_result, output_key
 
     # RunOptions: the same validation (absolute output folder, overscan/gain names) and the
     # same object `process`'s output checks take
     options = RunOptions(camera=camera, output_images=output_images, overscan=overscan,
                          gain=gain, force=force, visit=visit, detector=detector)
-    _check_not_in_output_images(inputs, options.output_images)
-    items = discover_inputs(inputs, exclude=[p for p in (options.output_images,) if p])
-    if not items:
-        from ..errors import InputError
-
-        raise InputError(f"no FITS files found in {inputs!r}")
-    check_inputs_outside_output_images(items, options.output_images)
+    items = discover_checked(inputs, options.output_images)
     # planned with the camera loaded once, as process does; the read tasks get ``camera`` as
     # given (a name, not the loaded Camera, keeps each task small), a camera file by its
     # absolute path (the tasks may run in another working directory)

@@ -385,7 +385,26 @@ def _check_not_in_output_images(inputs: Any, output_images: Any) -> None:
                 "fine)")
 
 
-def check_inputs_outside_output_images(items: Iterable[Any], output_images: Any) -> None:
+def discover_checked(inputs: Any, output_images: Any) -> list[Any]:
+    """`discover_inputs` as `process` and `build_graph` take inputs: never from the
+    ``output_images`` folder, and refused when there are none or some lie inside it.
+
+    Raises
+    ------
+    InputError
+        For no inputs, an input folder that is or lies inside ``output_images``
+        (`_check_not_in_output_images`), or an input file inside it
+        (`_check_inputs_outside_output_images`).
+    """
+    _check_not_in_output_images(inputs, output_images)
+    items = discover_inputs(inputs, exclude=[p for p in (output_images,) if p])
+    if not items:
+        raise InputError(f"no FITS files found in {inputs!r}")
+    _check_inputs_outside_output_images(items, output_images)
+    return items
+
+
+def _check_inputs_outside_output_images(items: Iterable[Any], output_images: Any) -> None:
     """Refuse input files that lie inside the ``--output-images`` folder (given one by one,
     or by a manifest: `_check_not_in_output_images` sees only folders). The run marks that
     folder as one of corrected images, and every later run over a folder holding it would
@@ -679,11 +698,7 @@ def _prepare(inputs: Any, output: str | os.PathLike, config: Any, opts: RunOptio
             f"{redact(os.fspath(output))}: the catalog is a local folder (its lock and atomic "
             "renames need a file system); write it to a local path and copy it to the store "
             "afterwards (corrected images may go to a store: --output-images)")
-    _check_not_in_output_images(inputs, opts.output_images)
-    items = discover_inputs(inputs, exclude=[p for p in (opts.output_images,) if p])
-    if not items:
-        raise InputError(f"no FITS files found in {inputs!r}")
-    check_inputs_outside_output_images(items, opts.output_images)
+    items = discover_checked(inputs, opts.output_images)
     timings["discover"] = time.perf_counter() - t_start
     catalog = Path(output)
     # folders this call creates, removed again if the run is refused
@@ -790,10 +805,12 @@ def _has_workers(client: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _workers_watched(client: Any) -> Iterator[None]:
+def _workers_watched(client: Any, has_workers: bool) -> Iterator[None]:
     """Say when the scheduler loses its last worker during the run, and when one joins
     again: the tasks in flight then wait with nothing to show (no progress bar without a
-    terminal). Checked every ``ampoffset.worker-watch-interval`` seconds, in a thread."""
+    terminal). Checked every ``ampoffset.worker-watch-interval`` seconds, in a thread;
+    ``has_workers``: whether it had any at the start (a scheduler without any was said
+    already)."""
     import dask.utils
 
     interval = dask.utils.parse_timedelta(_config.get("worker-watch-interval") or "10s")
@@ -801,7 +818,7 @@ def _workers_watched(client: Any) -> Iterator[None]:
     address = client.scheduler.address
 
     def watch() -> None:
-        gone = not _has_workers(client)  # said already, before the tasks were submitted
+        gone = not has_workers
         while not stop.wait(interval):
             now = not _has_workers(client)
             if now and not gone:
@@ -871,7 +888,7 @@ def _check_visit_numbering(planned: Sequence[PlannedTask], writer: CatalogWriter
         row = current.get((legacy, task.name))
         # that very file, unchanged since: a file replaced by another exposure (an O raw
         # of the same day and sequence number) is not a renumbering
-        if (row is not None and row.input in (redact(task.path), os.path.realpath(task.path))
+        if (row is not None and _names_input(row.input, task)
                 and writer.input_unchanged(row, task.stamp if is_url(task.path) else None)):
             old.append((task, legacy))
     if old:
@@ -884,6 +901,12 @@ def _check_visit_numbering(planned: Sequence[PlannedTask], writer: CatalogWriter
             "a new catalog")
 
 
+def _names_input(recorded: str, task: PlannedTask) -> bool:
+    """Whether a row's recorded ``input`` or ``output`` is the file ``task`` names: its
+    path as the catalog records it, or the file a symbolic link names."""
+    return recorded in (redact(task.path), os.path.realpath(task.path))
+
+
 def _corrected_in_place(row: Any, task: PlannedTask) -> bool:
     """Whether ``row`` is this catalog's in-place correction of the file ``task`` names: its
     output is the file its input names (a symbolic link's target), and that file given by
@@ -891,7 +914,7 @@ def _corrected_in_place(row: Any, task: PlannedTask) -> bool:
     corrected in place."""
     if not row.applied or is_url(task.path):
         return False
-    return (row.output in (redact(task.path), os.path.realpath(task.path))
+    return (_names_input(row.output, task)
             and row.output in (row.input, os.path.realpath(row.input)))
 
 
@@ -932,7 +955,7 @@ def _kept_corrections(planned: Iterable[PlannedTask], writer: CatalogWriter, don
         if row is None or row.status not in DONE:
             continue
         if (row.status == "ok" and row.run_id in forced and not row.applied
-                and row.input in (redact(task.path), os.path.realpath(task.path))
+                and _names_input(row.input, task)
                 and writer.input_unchanged(row)):
             kept[output_key(task)] = (task, row)  # a forced measurement of this file
             continue
@@ -1517,7 +1540,8 @@ def _compute(run: PreparedRun, client: Any, record: Callable[[DetectorResult], N
             dask_client = handle.client
             summary.dashboard_link = handle.dashboard_link
             writer.annotate_run(scheduler=str(dask_client.scheduler.address))
-            if run.runnable and not _has_workers(dask_client):
+            has_workers = _has_workers(dask_client)
+            if run.runnable and not has_workers:
                 # the tasks wait for workers: say so rather than look hung
                 logger.warning("the scheduler at %s has no workers yet: the %d task(s) wait "
                                "for one to join (Ctrl-C stops the run; what finished is "
@@ -1554,7 +1578,7 @@ def _compute(run: PreparedRun, client: Any, record: Callable[[DetectorResult], N
 
             with forward_run_logs(dask_client, run.run_token, opts.forward_logs), \
                     _performance_report(dask_client, opts.performance_report), bar, \
-                    _workers_watched(dask_client):
+                    _workers_watched(dask_client, has_workers):
                 for item, got in stream_tasks(dask_client, identified_job,
                                               sent(submit_items), max_in_flight=limit,
                                               on_error=on_error, resubmit=resubmit):
