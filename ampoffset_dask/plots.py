@@ -891,11 +891,12 @@ _OVERSCAN_MODES = ("per-row", "mean", "none")
 def _recorded_stamp(catalog: Any, run_id: Any, path: str) -> tuple[int, float] | None:
     """``(size, mtime)`` of ``path`` as run ``run_id`` of ``catalog`` recorded it when it
     started (its ``runs.inputs``), or None when it recorded none."""
-    import json
+    import math
 
     import pandas as pd
 
     from .catalog import read_catalog
+    from .catalog.writer import recorded_input_stamps
 
     if run_id is None or pd.isna(run_id):
         return None
@@ -906,16 +907,10 @@ def _recorded_stamp(catalog: Any, run_id: Any, path: str) -> tuple[int, float] |
     if "inputs" not in runs.columns or "run_id" not in runs.columns:
         return None
     for text in runs.loc[runs["run_id"] == str(run_id), "inputs"]:
-        try:
-            records = json.loads(text or "[]")
-        except (TypeError, ValueError):
-            continue
-        for rec in records if isinstance(records, list) else []:
-            if not isinstance(rec, dict) or rec.get("path") != path:
-                continue
-            size, mtime = rec.get("size"), rec.get("mtime")
-            if isinstance(size, int) and size >= 0 and isinstance(mtime, int | float):
-                return size, float(mtime)
+        stamp = recorded_input_stamps(text).get(path)
+        # (a store object's stamp may hold its ETag and no time: nothing to compare here)
+        if stamp is not None and stamp[1] is not None and not math.isnan(stamp[1]):
+            return stamp[0], stamp[1]
     return None
 
 

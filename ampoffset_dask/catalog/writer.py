@@ -73,7 +73,8 @@ from .schema import (
     storable,
 )
 
-__all__ = ["CatalogWriter", "CurrentRow", "recorded_nothing", "write_atomic"]
+__all__ = ["CatalogWriter", "CurrentRow", "recorded_input_stamps", "recorded_nothing",
+           "rows_recorded", "write_atomic"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +162,22 @@ def _stamp(size: Any, mtime: Any, etag: Any = None) -> tuple[Any, ...] | None:
     return int(size), float(mtime) if mtime is not None else float("nan")
 
 
+def recorded_input_stamps(inputs: str | None) -> dict[str, tuple[Any, ...] | None]:
+    """A ``runs`` row's ``inputs`` (JSON, `~ampoffset_dask.catalog.provenance.input_records`)
+    as ``{path: stamp}`` (`_stamp`; None for an input recorded without one); empty when the
+    text cannot be read as such records."""
+    try:
+        return {r["path"]: _stamp(r.get("size"), r.get("mtime"), r.get("etag"))
+                for r in json.loads(inputs or "[]")}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
+def rows_recorded(run: Mapping[str, Any]) -> int:
+    """The rows a ``runs`` row counts (ok, flagged and failed)."""
+    return sum(run.get(k) or 0 for k in ("n_ok", "n_flagged", "n_failed"))
+
+
 @dataclasses.dataclass
 class _VisitState:
     visit: int
@@ -222,8 +239,7 @@ def recorded_nothing(run: Mapping[str, Any]) -> bool:
     """Whether a ``runs`` row is a run that failed without recording a row (refused before
     measuring: a damaged catalog file, a config changed after prepare): it holds no results
     of its config or options, and renewed nothing."""
-    return run.get("status") == "failed" and not sum(
-        run.get(k) or 0 for k in ("n_ok", "n_flagged", "n_failed"))
+    return run.get("status") == "failed" and not rows_recorded(run)
 
 
 class CatalogWriter:
@@ -434,8 +450,7 @@ class CatalogWriter:
         latest = max(runs, key=lambda r: r["started"])
         digest = config_digest(config)
         if latest["config_digest"] != digest:
-            recorded = sum(latest.get(k) or 0 for k in ("n_ok", "n_flagged", "n_failed"))
-            what = ("holds results of a different configuration" if recorded else
+            what = ("holds results of a different configuration" if rows_recorded(latest) else
                     "was last run with a different configuration, whose run recorded no rows "
                     "(a new run over inputs it left alone: the earlier rows, of other "
                     "configurations, stay current until it measures them)")
@@ -637,12 +652,7 @@ class CatalogWriter:
         runs: dict[str, tuple[str, dict[str, Any]]] = {}
         started: dict[str, Any] = {}
         for row in self._read_runs():
-            try:
-                stamps = {r["path"]: _stamp(r.get("size"), r.get("mtime"), r.get("etag"))
-                          for r in json.loads(row["inputs"] or "[]")}
-            except (ValueError, TypeError, KeyError, AttributeError):
-                stamps = {}
-            runs[row["run_id"]] = (row["config_digest"], stamps)
+            runs[row["run_id"]] = (row["config_digest"], recorded_input_stamps(row["inputs"]))
             started[row["run_id"]] = row["started"]
         det = arrow_table(self.path, "detectors", columns=[
             "visit", "detector", "status", "input", "output", "applied", "run_id",
