@@ -709,7 +709,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``ampoffset-dask run``."""
-    from .io.remote import is_url
+    from .io.remote import is_url, named_file
     from .pipeline.options import RunOptions
 
     options = RunOptions(
@@ -728,7 +728,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     inputs = _run_inputs(args)
     for item in args.inputs:  # quoted globs are expanded by process
-        if (not is_url(item) and not os.path.lexists(_named_path(item))
+        if (not is_url(item) and not os.path.lexists(named_file(item))
                 and not glob.has_magic(str(item))):
             raise InputError(f"{item}: no such file or folder")
     config = _load_config(args.config, args.overrides, args.preset)
@@ -925,17 +925,6 @@ def cmd_cameras(args: argparse.Namespace) -> int:
              f"{r['type'] or '-':<10}{r['physical_type'] or '-':<10}"
              f"{str(r['width']) + 'x' + str(r['height']):>11}  {r['amps']}")
     return EXIT_OK
-
-
-def _named_path(item: str) -> str:
-    """The local path an input argument names: a ``file://`` URI's path, a zip member's
-    archive (``archive.zip#zip-path=x.fits``), as `process` reads them."""
-    import urllib.parse
-
-    text = str(item)
-    if text.startswith("file://"):
-        text = urllib.parse.unquote(urllib.parse.urlparse(text.split("#", 1)[0]).path)
-    return text.split("#zip-path=", 1)[0]
 
 
 def cmd_info(args: argparse.Namespace) -> int:

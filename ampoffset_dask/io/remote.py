@@ -1529,6 +1529,20 @@ def put_file(local: str | os.PathLike, url: str) -> str:
 _ZIP_LOCK = threading.Lock()
 
 
+def _uri_path(text: str) -> str:
+    """A ``file://`` URI's path (its fragment kept: a zip member); anything else as it is."""
+    if not text.startswith("file://"):
+        return text
+    return urllib.parse.unquote(urllib.parse.urlparse(text).path) + (
+        "#" + urllib.parse.unquote(text.split("#", 1)[1]) if "#" in text else "")
+
+
+def named_file(path: str) -> str:
+    """The local file an input names, without reading it: a ``file://`` URI's path, a zip
+    member's archive (``archive.zip#zip-path=x.fits``), as `localize` reads them."""
+    return _uri_path(str(path)).split(_ZIP_FRAGMENT, 1)[0]
+
+
 def localize(path: str | os.PathLike) -> str | os.PathLike:
     """A local path for ``file://`` URIs and zip members; anything else unchanged.
 
@@ -1538,10 +1552,7 @@ def localize(path: str | os.PathLike) -> str | os.PathLike:
     """
     if not isinstance(path, str):
         return path
-    text = path
-    if text.startswith("file://"):
-        text = urllib.parse.unquote(urllib.parse.urlparse(text).path) + (
-            "#" + urllib.parse.unquote(text.split("#", 1)[1]) if "#" in text else "")
+    text = _uri_path(path)
     if _ZIP_FRAGMENT not in text:
         return text
     archive, member = text.split(_ZIP_FRAGMENT, 1)
